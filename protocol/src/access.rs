@@ -1,0 +1,196 @@
+//! Capabilities: access levels, category scopes, grants, and the narrowing rule for
+//! delegation. The checks that need the record (chains, revocation, proxies) live in
+//! [`crate::record`].
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::category::Category;
+use crate::entry::Timestamp;
+use crate::ids::ActorId;
+
+/// Access level (blueprint 8.1.3). Each level includes the ones below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Level {
+    /// View only.
+    View,
+    /// View and annotate.
+    Annotate,
+    /// View, write and edit (amend).
+    Write,
+    /// View, write, edit and logically delete.
+    Delete,
+}
+
+impl Level {
+    /// Every level, lowest first.
+    pub const ALL: [Level; 4] = [Level::View, Level::Annotate, Level::Write, Level::Delete];
+
+    /// The name used in flags and on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::View => "view",
+            Level::Annotate => "annotate",
+            Level::Write => "write",
+            Level::Delete => "delete",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown level name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown access level `{0}` (expected view, annotate, write or delete)")]
+pub struct UnknownLevel(pub String);
+
+impl FromStr for Level {
+    type Err = UnknownLevel;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Level::ALL
+            .into_iter()
+            .find(|l| l.name() == s)
+            .ok_or_else(|| UnknownLevel(s.to_owned()))
+    }
+}
+
+/// Which categories a grant covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// Every category, including ones added later.
+    All,
+    /// Only these.
+    Only(BTreeSet<Category>),
+}
+
+impl Scope {
+    /// Whether the scope covers a category.
+    pub fn covers(&self, c: &Category) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Only(set) => set.contains(c),
+        }
+    }
+
+    /// Whether every category of `self` is covered by `outer`.
+    pub fn within(&self, outer: &Scope) -> bool {
+        match (self, outer) {
+            (_, Scope::All) => true,
+            (Scope::All, Scope::Only(_)) => false,
+            (Scope::Only(a), Scope::Only(b)) => a.is_subset(b),
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::All => f.write_str("all"),
+            Scope::Only(set) => {
+                let names: Vec<&str> = set.iter().map(Category::name).collect();
+                f.write_str(&names.join(","))
+            }
+        }
+    }
+}
+
+/// A capability grant, carried in a grant entry signed by the patient or by a grantee
+/// holding the delegate right (whose own grant the entry's `auth` names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Who receives the rights.
+    pub grantee: ActorId,
+    /// The access level.
+    pub level: Level,
+    /// The categories.
+    pub scope: Scope,
+    /// Valid from (author time of entries written or seen under it), if limited.
+    pub not_before: Option<Timestamp>,
+    /// Valid until, if limited.
+    pub until: Option<Timestamp>,
+    /// May read the audit trail.
+    pub audit: bool,
+    /// May delegate (grant a subset of these rights) and act as the issuer's proxy.
+    pub delegate: bool,
+    /// A label the issuer gives, e.g. "Mary (wife, main carer)".
+    pub label: Option<String>,
+}
+
+/// How a delegated grant would exceed its parent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Widening {
+    /// The parent grant has no delegate right.
+    #[error("the issuer's grant does not include the delegate right")]
+    NoDelegateRight,
+    /// Higher level than the parent.
+    #[error("level {child} exceeds the issuer's {parent}")]
+    Level {
+        /// Requested.
+        child: Level,
+        /// Held.
+        parent: Level,
+    },
+    /// Categories outside the parent's scope.
+    #[error("categories exceed the issuer's scope")]
+    Scope,
+    /// Longer validity than the parent.
+    #[error("validity period exceeds the issuer's")]
+    Period,
+    /// Audit right the parent does not have.
+    #[error("audit right not held by the issuer")]
+    Audit,
+}
+
+impl Grant {
+    /// Checks that `self`, issued under `parent`, grants no more than `parent` holds.
+    pub fn narrows(&self, parent: &Grant) -> Result<(), Widening> {
+        if !parent.delegate {
+            return Err(Widening::NoDelegateRight);
+        }
+        if self.level > parent.level {
+            return Err(Widening::Level {
+                child: self.level,
+                parent: parent.level,
+            });
+        }
+        if !self.scope.within(&parent.scope) {
+            return Err(Widening::Scope);
+        }
+        let starts_ok = match (self.not_before, parent.not_before) {
+            (_, None) => true,
+            (Some(c), Some(p)) => c >= p,
+            (None, Some(_)) => false,
+        };
+        let ends_ok = match (self.until, parent.until) {
+            (_, None) => true,
+            (Some(c), Some(p)) => c <= p,
+            (None, Some(_)) => false,
+        };
+        if !starts_ok || !ends_ok {
+            return Err(Widening::Period);
+        }
+        if self.audit && !parent.audit {
+            return Err(Widening::Audit);
+        }
+        Ok(())
+    }
+
+    /// Whether `t` falls in the validity period.
+    pub fn in_period(&self, t: Timestamp) -> bool {
+        self.not_before.is_none_or(|nb| t >= nb) && self.until.is_none_or(|u| t <= u)
+    }
+
+    /// Whether it allows `level` on `category`.
+    pub fn allows(&self, level: Level, category: &Category) -> bool {
+        self.level >= level && self.scope.covers(category)
+    }
+}

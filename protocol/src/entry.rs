@@ -1,0 +1,395 @@
+//! Entries: the signed, content-addressed unit of a record.
+//!
+//! An [`Entry`] is encoded as deterministic CBOR; its author signs that encoding under the
+//! [`Domain::Entry`] tag; the [`SignedEntry`] (entry plus signature) is encoded again and
+//! its BLAKE3 hash is the [`EntryId`]. Decoding accepts only the one canonical encoding
+//! (it re-encodes and compares), is bounded in size and nesting depth, and checks every
+//! field that can be checked without the rest of the record ([`check_structure`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::access::Grant;
+use crate::category::Category;
+use crate::ids::{ActorId, EntryId, RecordId, Sig};
+use crate::keys::{self, Domain, KeyError, Keypair};
+use crate::value::{Value, ValueError};
+
+/// Milliseconds since the Unix epoch, UTC, as claimed by the author.
+pub type Timestamp = u64;
+
+/// Largest encoded signed entry accepted (documents carry attachments).
+pub const MAX_ENTRY_BYTES: usize = 8 * 1024 * 1024;
+/// Most causal parents one entry may name.
+pub const MAX_PARENTS: usize = 32;
+/// Longest short text field (names, roles, device labels, reasons).
+pub const MAX_SHORT_TEXT: usize = 512;
+/// Longest annotation text.
+pub const MAX_NOTE_TEXT: usize = 16 * 1024;
+/// Entry format version.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Who an actor is: signed by that actor in a profile entry (or the patient's genesis).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Display name.
+    pub name: String,
+    /// Role, e.g. `patient`, `carer`, `family`, `consultant`, `nurse`, `pharmacist`,
+    /// `home-care`, `gp`, `device`.
+    pub role: String,
+    /// Organisation, if any.
+    pub organisation: Option<String>,
+}
+
+/// What an entry does. The variant is the entry's *kind*.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Payload {
+    /// The first entry of a record, signed by the patient.
+    Genesis {
+        /// The patient's profile.
+        profile: Profile,
+    },
+    /// A new item of record data.
+    Create {
+        /// Its category.
+        category: Category,
+        /// Its data, checked against the category's schema.
+        body: Value,
+    },
+    /// A new version of an earlier create or amend; the original stays in history.
+    Amend {
+        /// The version this supersedes.
+        target: EntryId,
+        /// The new data (same category as the target).
+        body: Value,
+    },
+    /// A logical delete of an item; the original stays in history.
+    Delete {
+        /// The version this supersedes.
+        target: EntryId,
+        /// Why it was deleted.
+        reason: String,
+    },
+    /// A note on any data entry (principle 9: the patient annotates others' entries).
+    Annotate {
+        /// The entry annotated.
+        target: EntryId,
+        /// The note.
+        text: String,
+    },
+    /// A capability grant.
+    Grant(Grant),
+    /// Revocation of a grant, effective from this entry's causal position.
+    Revoke {
+        /// The grant revoked.
+        grant: EntryId,
+        /// Why.
+        reason: String,
+    },
+    /// The author's (updated) profile.
+    Profile(Profile),
+}
+
+impl Payload {
+    /// The kind's name, as shown to people.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Payload::Genesis { .. } => "genesis",
+            Payload::Create { .. } => "create",
+            Payload::Amend { .. } => "amend",
+            Payload::Delete { .. } => "delete",
+            Payload::Annotate { .. } => "annotate",
+            Payload::Grant(_) => "grant",
+            Payload::Revoke { .. } => "revoke",
+            Payload::Profile(_) => "profile",
+        }
+    }
+
+    /// The entry this one points at (amend, delete, annotate, revoke).
+    pub fn target(&self) -> Option<EntryId> {
+        match self {
+            Payload::Amend { target, .. }
+            | Payload::Delete { target, .. }
+            | Payload::Annotate { target, .. } => Some(*target),
+            Payload::Revoke { grant, .. } => Some(*grant),
+            _ => None,
+        }
+    }
+}
+
+/// The signed content of an entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Format version ([`FORMAT_VERSION`]).
+    pub v: u8,
+    /// The record (patient's actor id).
+    pub record: RecordId,
+    /// The author.
+    pub author: ActorId,
+    /// The author's sequence number in this record, from 1.
+    pub seq: u64,
+    /// The author's previous entry in this record (`None` exactly when `seq == 1`).
+    pub backlink: Option<EntryId>,
+    /// Causal parents: the record heads the author had seen, sorted, without duplicates.
+    pub parents: Vec<EntryId>,
+    /// Author's time (ms since epoch); never earlier than any parent's.
+    pub time: Timestamp,
+    /// The device the entry was made on, if named.
+    pub device: Option<String>,
+    /// The grant that authorises this write (`None` for the patient).
+    pub auth: Option<EntryId>,
+    /// What the entry does.
+    pub payload: Payload,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    entry: Entry,
+    sig: Sig,
+}
+
+#[derive(Serialize)]
+struct WireRef<'a> {
+    entry: &'a Entry,
+    sig: &'a Sig,
+}
+
+/// Why bytes are not a well-formed entry.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EntryError {
+    /// Larger than [`MAX_ENTRY_BYTES`].
+    #[error("entry is {0} bytes, more than the {MAX_ENTRY_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// Not decodable CBOR of the right shape.
+    #[error("malformed entry encoding: {0}")]
+    Malformed(String),
+    /// Decodable, but not the one canonical encoding.
+    #[error("entry encoding is not canonical")]
+    NotCanonical,
+    /// Unknown format version.
+    #[error("unsupported entry format version {0}")]
+    Version(u8),
+    /// Sequence/backlink mismatch.
+    #[error("sequence number {seq} does not match backlink presence")]
+    Backlink {
+        /// The sequence number claimed.
+        seq: u64,
+    },
+    /// Parents not sorted, duplicated, too many, or missing where required.
+    #[error("causal parents invalid: {0}")]
+    Parents(&'static str),
+    /// A text field is too long or empty where it must not be.
+    #[error("field `{0}` is empty or too long")]
+    Text(&'static str),
+    /// The body is too deep or has non-finite numbers.
+    #[error("body: {0}")]
+    Body(#[from] ValueError),
+    /// Genesis rules broken.
+    #[error("genesis must be the patient's first entry, with no parents and no grant")]
+    Genesis,
+    /// The signature or key is bad.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// A decoded (or freshly signed) entry with its signature, id and canonical bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedEntry {
+    entry: Entry,
+    sig: Sig,
+    id: EntryId,
+    bytes: Vec<u8>,
+}
+
+fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
+    // Encoding into a Vec fails only on allocation failure.
+    cbor4ii::serde::to_vec(Vec::new(), v).unwrap_or_default()
+}
+
+/// Encodes any value as CBOR (used for signing payloads elsewhere in the crate).
+pub(crate) fn to_cbor<T: Serialize>(v: &T) -> Vec<u8> {
+    cbor(v)
+}
+
+/// Decodes a value, insisting on the canonical encoding (decode, re-encode, compare).
+pub(crate) fn from_cbor_canonical<T>(bytes: &[u8]) -> Result<T, EntryError>
+where
+    T: Serialize + for<'de> Deserialize<'de>,
+{
+    let v: T = cbor4ii::serde::from_slice(bytes).map_err(|e| EntryError::Malformed(e.to_string()))?;
+    if cbor(&v) != bytes {
+        return Err(EntryError::NotCanonical);
+    }
+    Ok(v)
+}
+
+fn short(field: &'static str, s: &str, max: usize) -> Result<(), EntryError> {
+    if s.trim().is_empty() || s.len() > max {
+        return Err(EntryError::Text(field));
+    }
+    Ok(())
+}
+
+/// Checks everything about an entry that needs no other entry.
+pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
+    if e.v != FORMAT_VERSION {
+        return Err(EntryError::Version(e.v));
+    }
+    if e.seq == 0 || (e.seq == 1) != e.backlink.is_none() {
+        return Err(EntryError::Backlink { seq: e.seq });
+    }
+    if e.parents.len() > MAX_PARENTS {
+        return Err(EntryError::Parents("too many"));
+    }
+    if e.parents.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(EntryError::Parents("not sorted or duplicated"));
+    }
+    if let Some(d) = &e.device {
+        short("device", d, MAX_SHORT_TEXT)?;
+    }
+    match &e.payload {
+        Payload::Genesis { profile } => {
+            if e.author != e.record || e.seq != 1 || !e.parents.is_empty() || e.auth.is_some() {
+                return Err(EntryError::Genesis);
+            }
+            check_profile(profile)?;
+        }
+        _ if e.parents.is_empty() => return Err(EntryError::Parents("missing")),
+        Payload::Create { body, .. } | Payload::Amend { body, .. } => body.check()?,
+        Payload::Delete { reason, .. } | Payload::Revoke { reason, .. } => {
+            short("reason", reason, MAX_SHORT_TEXT)?
+        }
+        Payload::Annotate { text, .. } => short("text", text, MAX_NOTE_TEXT)?,
+        Payload::Grant(g) => {
+            if let Some(l) = &g.label {
+                short("label", l, MAX_SHORT_TEXT)?;
+            }
+        }
+        Payload::Profile(p) => check_profile(p)?,
+    }
+    if e.author == e.record && e.auth.is_some() {
+        return Err(EntryError::Parents("the patient writes without a grant"));
+    }
+    Ok(())
+}
+
+fn check_profile(p: &Profile) -> Result<(), EntryError> {
+    short("name", &p.name, MAX_SHORT_TEXT)?;
+    short("role", &p.role, MAX_SHORT_TEXT)?;
+    if let Some(o) = &p.organisation {
+        short("organisation", o, MAX_SHORT_TEXT)?;
+    }
+    Ok(())
+}
+
+impl Entry {
+    /// The bytes the author signs.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        cbor(self)
+    }
+
+    /// Signs this entry. The key must be the author's.
+    pub fn sign(self, key: &Keypair) -> SignedEntry {
+        let sig = key.sign(Domain::Entry, &self.signing_bytes());
+        let bytes = cbor(&WireRef { entry: &self, sig: &sig });
+        SignedEntry {
+            id: EntryId(*blake3::hash(&bytes).as_bytes()),
+            entry: self,
+            sig,
+            bytes,
+        }
+    }
+}
+
+impl SignedEntry {
+    /// Decodes and structurally checks an entry (the signature is checked by
+    /// [`SignedEntry::verify`] or in a batch by [`verify_batch`]).
+    pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
+        if bytes.len() > MAX_ENTRY_BYTES {
+            return Err(EntryError::TooLarge(bytes.len()));
+        }
+        let wire: Wire = from_cbor_canonical(bytes)?;
+        check_structure(&wire.entry)?;
+        Ok(SignedEntry {
+            id: EntryId(*blake3::hash(bytes).as_bytes()),
+            entry: wire.entry,
+            sig: wire.sig,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// Checks the signature strictly (and that the author's key is not weak).
+    pub fn verify(self) -> Result<Verified, EntryError> {
+        keys::verify(
+            &self.entry.author,
+            Domain::Entry,
+            &self.entry.signing_bytes(),
+            &self.sig,
+        )?;
+        Ok(Verified(self))
+    }
+
+    /// The entry's id (hash of its canonical signed encoding).
+    pub fn id(&self) -> EntryId {
+        self.id
+    }
+
+    /// The signed content.
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+
+    /// The signature.
+    pub fn sig(&self) -> &Sig {
+        &self.sig
+    }
+
+    /// The canonical encoding.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// An entry whose signature has been verified. Only these can enter a [`crate::Record`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified(SignedEntry);
+
+impl Verified {
+    /// The verified entry.
+    pub fn signed(&self) -> &SignedEntry {
+        &self.0
+    }
+    /// The entry's id.
+    pub fn id(&self) -> EntryId {
+        self.0.id
+    }
+    /// The signed content.
+    pub fn entry(&self) -> &Entry {
+        &self.0.entry
+    }
+    /// Unwraps.
+    pub fn into_signed(self) -> SignedEntry {
+        self.0
+    }
+    /// Marks an entry as verified without checking. Only for entries this process signed
+    /// itself or re-reads from its own store after a hash check.
+    pub fn trusted(e: SignedEntry) -> Self {
+        Verified(e)
+    }
+}
+
+/// Verifies many entries' signatures in one batch; if the batch fails, finds the bad one.
+pub fn verify_batch(entries: Vec<SignedEntry>) -> Result<Vec<Verified>, (usize, EntryError)> {
+    let msgs: Vec<Vec<u8>> = entries.iter().map(|e| e.entry.signing_bytes()).collect();
+    let items: Vec<_> = entries
+        .iter()
+        .zip(&msgs)
+        .map(|(e, m)| (e.entry.author, Domain::Entry, m.as_slice(), e.sig))
+        .collect();
+    if keys::verify_batch(&items).is_err() {
+        for (i, (actor, domain, m, sig)) in items.iter().enumerate() {
+            keys::verify(actor, *domain, m, sig).map_err(|e| (i, e.into()))?;
+        }
+    }
+    Ok(entries.into_iter().map(Verified).collect())
+}

@@ -1,0 +1,173 @@
+//! Signing keys and strict verification with domain separation.
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use rand_core::{CryptoRng, RngCore};
+
+use crate::ids::{ActorId, Sig};
+
+/// What a signature is over. Each purpose has its own domain-separation tag, so a
+/// signature made for one purpose can never be replayed as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// A record entry.
+    Entry,
+    /// An audit event signed by the node that saw it.
+    Audit,
+    /// An export manifest.
+    Manifest,
+    /// A proof of key possession bound to a connection (used by sync).
+    Possession,
+}
+
+impl Domain {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            Domain::Entry => b"cophr/v1/entry\0",
+            Domain::Audit => b"cophr/v1/audit\0",
+            Domain::Manifest => b"cophr/v1/manifest\0",
+            Domain::Possession => b"cophr/v1/possession\0",
+        }
+    }
+
+    fn message(self, bytes: &[u8]) -> Vec<u8> {
+        let tag = self.tag();
+        let mut m = Vec::with_capacity(tag.len() + bytes.len());
+        m.extend_from_slice(tag);
+        m.extend_from_slice(bytes);
+        m
+    }
+}
+
+/// Why a signature or key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The public key bytes are not a valid curve point.
+    #[error("not a valid ed25519 public key")]
+    InvalidKey,
+    /// The public key has small order (a weak key that would verify forged signatures).
+    #[error("weak ed25519 public key refused")]
+    WeakKey,
+    /// The signature does not verify under strict rules.
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+/// An actor's secret signing key. Never logged: its `Debug` shows only the public id.
+pub struct Keypair(SigningKey);
+
+impl std::fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keypair({})", self.actor())
+    }
+}
+
+impl Clone for Keypair {
+    fn clone(&self) -> Self {
+        Keypair(SigningKey::from_bytes(&self.0.to_bytes()))
+    }
+}
+
+impl Keypair {
+    /// Generates a new key from the given randomness source.
+    pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
+        Keypair(SigningKey::generate(rng))
+    }
+
+    /// Rebuilds a key from its 32 secret bytes.
+    pub fn from_secret(bytes: &[u8; 32]) -> Self {
+        Keypair(SigningKey::from_bytes(bytes))
+    }
+
+    /// The 32 secret bytes, for writing to a 0600 key file.
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// This key's actor id (its public key).
+    pub fn actor(&self) -> ActorId {
+        ActorId(self.0.verifying_key().to_bytes())
+    }
+
+    /// Signs `bytes` under the given domain.
+    pub fn sign(&self, domain: Domain, bytes: &[u8]) -> Sig {
+        Sig(self.0.sign(&domain.message(bytes)).to_bytes())
+    }
+}
+
+/// Parses and checks a public key: a valid point that is not of small order.
+pub fn verifying_key(actor: &ActorId) -> Result<VerifyingKey, KeyError> {
+    let key = VerifyingKey::from_bytes(actor.as_bytes()).map_err(|_| KeyError::InvalidKey)?;
+    if key.is_weak() {
+        return Err(KeyError::WeakKey);
+    }
+    Ok(key)
+}
+
+/// Verifies a signature with `verify_strict` (canonical `s`, no small-order `R` or key).
+pub fn verify(actor: &ActorId, domain: Domain, bytes: &[u8], sig: &Sig) -> Result<(), KeyError> {
+    let key = verifying_key(actor)?;
+    let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
+    key.verify_strict(&domain.message(bytes), &sig)
+        .map_err(|_| KeyError::BadSignature)
+}
+
+/// Verifies many signatures at once (ed25519 batch verification). All must be valid; on
+/// failure, callers fall back to [`verify`] one by one to find which.
+pub fn verify_batch(items: &[(ActorId, Domain, &[u8], Sig)]) -> Result<(), KeyError> {
+    let mut keys = Vec::with_capacity(items.len());
+    let mut msgs = Vec::with_capacity(items.len());
+    let mut sigs = Vec::with_capacity(items.len());
+    for (actor, domain, bytes, sig) in items {
+        keys.push(verifying_key(actor)?);
+        msgs.push(domain.message(bytes));
+        sigs.push(ed25519_dalek::Signature::from_bytes(&sig.0));
+    }
+    let msg_refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).map_err(|_| KeyError::BadSignature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn domain_separation_prevents_cross_use() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let k = Keypair::generate(&mut rng);
+        let sig = k.sign(Domain::Entry, b"hello");
+        assert_eq!(verify(&k.actor(), Domain::Entry, b"hello", &sig), Ok(()));
+        assert_eq!(
+            verify(&k.actor(), Domain::Audit, b"hello", &sig),
+            Err(KeyError::BadSignature)
+        );
+        assert_eq!(
+            verify(&k.actor(), Domain::Entry, b"hellO", &sig),
+            Err(KeyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn weak_keys_are_refused() {
+        // The identity point (small order) encoded as a public key.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let actor = ActorId(weak);
+        assert_eq!(verifying_key(&actor).err(), Some(KeyError::WeakKey));
+    }
+
+    #[test]
+    fn batch_verification_accepts_good_and_refuses_one_bad() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+        let keys: Vec<Keypair> = (0..4).map(|_| Keypair::generate(&mut rng)).collect();
+        let msgs: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 10]).collect();
+        let mut items: Vec<(ActorId, Domain, &[u8], Sig)> = keys
+            .iter()
+            .zip(&msgs)
+            .map(|(k, m)| (k.actor(), Domain::Entry, m.as_slice(), k.sign(Domain::Entry, m)))
+            .collect();
+        assert_eq!(verify_batch(&items), Ok(()));
+        items[2].3 .0[0] ^= 1;
+        assert_eq!(verify_batch(&items), Err(KeyError::BadSignature));
+    }
+}

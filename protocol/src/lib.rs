@@ -1,0 +1,20 @@
+//! cophr's protocol core: identities, entries, canonical CBOR, signing, categories and their
+//! schemas, capability rules, and folding a record into its current or past state.
+//!
+//! Nothing here does I/O: time and randomness come in as arguments, so every function is
+//! deterministic and testable on its own. The node crate drives this crate; it does not
+//! re-decide any rule made here.
+
+pub mod access;
+pub mod category;
+pub mod entry;
+pub mod ids;
+pub mod keys;
+pub mod value;
+
+pub use access::{Grant, Level, Scope};
+pub use category::Category;
+pub use entry::{Entry, Payload, Profile, SignedEntry, Timestamp, Verified};
+pub use ids::{ActorId, EntryId, RecordId, Sig};
+pub use keys::Keypair;
+pub use value::Value;
