@@ -10,7 +10,13 @@ pub mod category;
 pub mod entry;
 pub mod ids;
 pub mod keys;
+pub mod schema;
 pub mod value;
+pub mod record;
+pub mod fold;
+pub mod audit;
+pub mod export;
+pub mod testkit;
 
 pub use access::{Grant, Level, Scope};
 pub use category::Category;

@@ -1,0 +1,404 @@
+//! Folding a record: who may see what, the current state, and an item's full history.
+//!
+//! Folds are pure functions of the set of entries held (never of the order they arrived
+//! in). State at a past time or causal position is the fold of [`Record::at_time`] or
+//! [`Record::at_heads`].
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::access::{Level, Scope};
+use crate::category::Category;
+use crate::entry::{Payload, Profile, Timestamp};
+use crate::ids::{ActorId, EntryId};
+use crate::record::{GrantInfo, Record, Status};
+use crate::value::Value;
+
+/// One grant through which a viewer sees part of the record.
+#[derive(Debug, Clone)]
+struct Lens {
+    scope: Scope,
+    level: Level,
+    audit: bool,
+    until: Option<Timestamp>,
+    /// Revocations in the grant's chain: only their causal past stays visible.
+    cutoffs: Vec<EntryId>,
+    chain: Vec<EntryId>,
+}
+
+/// What one actor may see of one record, at one moment.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    actor: ActorId,
+    patient: bool,
+    lenses: Vec<Lens>,
+}
+
+impl Viewer {
+    /// The actor.
+    pub fn actor(&self) -> ActorId {
+        self.actor
+    }
+
+    /// Whether this is the patient.
+    pub fn is_patient(&self) -> bool {
+        self.patient
+    }
+
+    /// Whether the viewer has any access at all.
+    pub fn has_access(&self) -> bool {
+        self.patient || !self.lenses.is_empty()
+    }
+
+    /// Whether the viewer may read the audit trail.
+    pub fn may_audit(&self) -> bool {
+        self.patient || self.lenses.iter().any(|l| l.audit && l.cutoffs.is_empty())
+    }
+
+    /// The highest level held on a category, now (revoked grants give none).
+    pub fn level_on(&self, c: &Category) -> Option<Level> {
+        if self.patient {
+            return Some(Level::Delete);
+        }
+        self.lenses
+            .iter()
+            .filter(|l| l.cutoffs.is_empty() && l.scope.covers(c))
+            .map(|l| l.level)
+            .max()
+    }
+}
+
+impl Record {
+    /// What `actor` may see at time `now`.
+    pub fn viewer(&self, actor: &ActorId, now: Timestamp) -> Viewer {
+        let patient = *actor == self.patient();
+        let mut lenses = Vec::new();
+        if !patient {
+            for g in self.grants() {
+                if g.grant.grantee != *actor || self.status(&g.id) != Some(&Status::Valid) {
+                    continue;
+                }
+                let chain = self.grant_chain(g);
+                if chain.len() < 1 + usize::from(g.parent.is_some()) {
+                    continue;
+                }
+                if chain
+                    .iter()
+                    .any(|l| l.grant.not_before.is_some_and(|nb| now < nb))
+                {
+                    continue;
+                }
+                let until = chain.iter().filter_map(|l| l.grant.until).min();
+                let cutoffs = chain
+                    .iter()
+                    .flat_map(|l| l.revoked_by.iter().copied())
+                    .filter(|r| self.status(r) == Some(&Status::Valid))
+                    .collect();
+                lenses.push(Lens {
+                    scope: g.grant.scope.clone(),
+                    level: g.grant.level,
+                    audit: g.grant.audit,
+                    until,
+                    cutoffs,
+                    chain: chain.iter().map(|l| l.id).collect(),
+                });
+            }
+        }
+        Viewer {
+            actor: *actor,
+            patient,
+            lenses,
+        }
+    }
+
+    fn grant_chain<'a>(&'a self, leaf: &'a GrantInfo) -> Vec<&'a GrantInfo> {
+        let mut out = vec![leaf];
+        let mut cur = leaf.parent;
+        while let Some(p) = cur {
+            match self.grant(&p) {
+                Some(g) if out.len() < 64 => {
+                    out.push(g);
+                    cur = g.parent;
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    fn lens_sees(&self, l: &Lens, id: &EntryId, c: &Category) -> bool {
+        let Some(e) = self.get(id) else { return false };
+        l.scope.covers(c)
+            && l.until.is_none_or(|u| e.entry().time <= u)
+            && l.cutoffs.iter().all(|r| self.in_past(id, r))
+    }
+
+    /// Whether the viewer may see an entry.
+    pub fn can_see(&self, v: &Viewer, id: &EntryId) -> bool {
+        let Some(e) = self.get(id) else { return false };
+        if v.patient || e.entry().author == v.actor {
+            return true;
+        }
+        if v.lenses.is_empty() {
+            return false;
+        }
+        match &e.entry().payload {
+            Payload::Genesis { .. } | Payload::Profile(_) => true,
+            Payload::Grant(g) => {
+                v.may_audit()
+                    || g.grantee == v.actor
+                    || v.lenses.iter().any(|l| l.chain.contains(id))
+            }
+            Payload::Revoke { grant, .. } => {
+                v.may_audit()
+                    || self.grant(grant).is_some_and(|g| g.grant.grantee == v.actor)
+                    || v.lenses.iter().any(|l| l.chain.contains(grant))
+            }
+            _ => match self.category_of(id) {
+                Some(c) => v.lenses.iter().any(|l| self.lens_sees(l, id, c)),
+                None => false,
+            },
+        }
+    }
+}
+
+/// The current version of one item of record data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Item {
+    /// The create at the root of the item's versions (the item's stable id).
+    pub id: EntryId,
+    /// The version in effect.
+    pub current: EntryId,
+    /// Category.
+    pub category: Category,
+    /// The data of the version in effect.
+    #[serde(serialize_with = "value_json")]
+    pub body: Value,
+    /// Who wrote the version in effect.
+    pub author: ActorId,
+    /// When the item was created.
+    pub created: Timestamp,
+    /// When the version in effect was written.
+    pub updated: Timestamp,
+    /// How many versions exist (1 = never amended).
+    pub versions: usize,
+    /// Whether concurrent versions exist (one won deterministically; see history).
+    pub conflict: bool,
+    /// Annotations on any version of the item.
+    pub annotations: Vec<EntryId>,
+}
+
+fn value_json<S: serde::Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
+    v.to_json().serialize(s)
+}
+
+/// The record's state as a viewer sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct State {
+    /// Current items, by category then creation time.
+    pub items: Vec<Item>,
+    /// Items whose version in effect is a logical delete (kept in history), oldest first.
+    pub deleted: Vec<EntryId>,
+}
+
+impl State {
+    /// Items of one category.
+    pub fn in_category<'a>(&'a self, c: &'a Category) -> impl Iterator<Item = &'a Item> + 'a {
+        self.items.iter().filter(move |i| &i.category == c)
+    }
+}
+
+/// The winning version among concurrent heads: latest author time, then greatest id.
+fn winner(record: &Record, heads: &[EntryId]) -> Option<EntryId> {
+    heads
+        .iter()
+        .max_by_key(|h| (record.get(h).map(|e| e.entry().time), **h))
+        .copied()
+}
+
+/// The current state of the record as `viewer` sees it.
+pub fn current(record: &Record, viewer: &Viewer) -> State {
+    let mut state = State::default();
+    let mut items: BTreeMap<(usize, Timestamp, EntryId), Item> = BTreeMap::new();
+    let mut deleted = std::collections::BTreeSet::new();
+    let cat_rank = |c: &Category| {
+        Category::BUILT_IN
+            .iter()
+            .position(|b| b == c)
+            .unwrap_or(Category::BUILT_IN.len())
+    };
+    for e in record.entries() {
+        let id = e.id();
+        let Payload::Create { category, .. } = &e.entry().payload else {
+            continue;
+        };
+        if record.status(&id) != Some(&Status::Valid) || !record.can_see(viewer, &id) {
+            continue;
+        }
+        // The versions of this item in effect and visible.
+        let mut versions = vec![id];
+        versions.extend(record.versions_of(&id).iter().copied().filter(|v| {
+            record.status(v) == Some(&Status::Valid) && record.can_see(viewer, v)
+        }));
+        let superseded: std::collections::HashSet<EntryId> = versions
+            .iter()
+            .filter_map(|v| record.get(v).and_then(|e| e.entry().payload.target()))
+            .collect();
+        let heads: Vec<EntryId> = versions
+            .iter()
+            .filter(|v| !superseded.contains(v))
+            .copied()
+            .collect();
+        let Some(win) = winner(record, &heads) else {
+            continue;
+        };
+        let Some(w) = record.get(&win) else { continue };
+        let body = match &w.entry().payload {
+            Payload::Create { body, .. } | Payload::Amend { body, .. } => body.clone(),
+            _ => {
+                deleted.insert((e.entry().time, id));
+                continue;
+            }
+        };
+        let mut annotations: Vec<EntryId> = versions
+            .iter()
+            .flat_map(|v| record.annotations_of(v).iter().copied())
+            .filter(|a| record.status(a) == Some(&Status::Valid) && record.can_see(viewer, a))
+            .collect();
+        annotations.sort_by_key(|a| (record.get(a).map(|e| e.entry().time), *a));
+        let created = e.entry().time;
+        items.insert(
+            (cat_rank(category), created, id),
+            Item {
+                id,
+                current: win,
+                category: category.clone(),
+                body,
+                author: w.entry().author,
+                created,
+                updated: w.entry().time,
+                versions: versions.len(),
+                conflict: heads.len() > 1,
+                annotations,
+            },
+        );
+    }
+    state.items = items.into_values().collect();
+    state.deleted = deleted.into_iter().map(|(_, id)| id).collect();
+    state
+}
+
+/// Who wrote a version, as the record attests it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Provenance {
+    /// The author's actor id.
+    pub author: ActorId,
+    /// The author's profile as published at the time (if any).
+    pub profile: Option<Profile>,
+    /// The device named on the entry.
+    pub device: Option<String>,
+    /// Author time.
+    pub time: Timestamp,
+    /// The grant the author wrote under (`None` for the patient).
+    pub grant: Option<EntryId>,
+}
+
+/// One version (or annotation) in an item's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Version {
+    /// The entry.
+    pub id: EntryId,
+    /// `create`, `amend`, `delete` or `annotate`.
+    pub kind: &'static str,
+    /// The entry it supersedes or annotates.
+    pub target: Option<EntryId>,
+    /// Data (create/amend), note (annotate), or reason (delete).
+    #[serde(serialize_with = "value_json")]
+    pub content: Value,
+    /// Who, role, organisation, device, when.
+    pub provenance: Provenance,
+    /// Whether it is in effect (a void entry was written after a revocation).
+    pub in_effect: bool,
+    /// Whether this version is the one in effect now.
+    pub current: bool,
+}
+
+/// An item's complete history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct History {
+    /// The item (its root create).
+    pub item: EntryId,
+    /// Category.
+    pub category: Category,
+    /// Every version and annotation, oldest first.
+    pub versions: Vec<Version>,
+}
+
+/// Provenance of an entry.
+pub fn provenance(record: &Record, id: &EntryId) -> Option<Provenance> {
+    let e = record.get(id)?.entry();
+    Some(Provenance {
+        author: e.author,
+        profile: record.profile(&e.author, Some(e.time)).cloned(),
+        device: e.device.clone(),
+        time: e.time,
+        grant: e.auth,
+    })
+}
+
+/// The full history of the item an entry belongs to (any version's id may be given).
+pub fn history(record: &Record, viewer: &Viewer, id: &EntryId) -> Option<History> {
+    let mut root = *id;
+    // Walk targets back to the create.
+    for _ in 0..record.len() {
+        let e = record.get(&root)?;
+        match e.entry().payload.target() {
+            Some(t) if !matches!(e.entry().payload, Payload::Create { .. }) => root = t,
+            _ => break,
+        }
+    }
+    let category = match &record.get(&root)?.entry().payload {
+        Payload::Create { category, .. } => category.clone(),
+        _ => return None,
+    };
+    if !record.can_see(viewer, &root) {
+        return None;
+    }
+    let state = current(record, viewer);
+    let in_effect = state.items.iter().find(|i| i.id == root).map(|i| i.current);
+    let mut ids = vec![root];
+    ids.extend(record.versions_of(&root).iter().copied());
+    let mut with_notes = ids.clone();
+    for v in &ids {
+        with_notes.extend(record.annotations_of(v).iter().copied());
+    }
+    let mut versions: Vec<Version> = with_notes
+        .into_iter()
+        .filter(|v| record.can_see(viewer, v))
+        .filter_map(|v| {
+            let e = record.get(&v)?.entry();
+            let content = match &e.payload {
+                Payload::Create { body, .. } | Payload::Amend { body, .. } => body.clone(),
+                Payload::Delete { reason, .. } => Value::Text(reason.clone()),
+                Payload::Annotate { text, .. } => Value::Text(text.clone()),
+                _ => Value::Null,
+            };
+            Some(Version {
+                id: v,
+                kind: e.payload.kind(),
+                target: e.payload.target(),
+                content,
+                provenance: provenance(record, &v)?,
+                in_effect: record.status(&v) == Some(&Status::Valid),
+                current: in_effect == Some(v),
+            })
+        })
+        .collect();
+    versions.sort_by_key(|v| (v.provenance.time, v.id));
+    Some(History {
+        item: root,
+        category,
+        versions,
+    })
+}

@@ -1,0 +1,938 @@
+//! One record held in memory: its entries as a causal DAG, validated one by one.
+//!
+//! [`Record::apply`] is the single gate every entry passes, whether written locally,
+//! imported from a file, or received from a peer. It checks the author's chain (sequence,
+//! backlink, forks), causal parents, time, the category schema, and authorisation at the
+//! entry's causal position ([`AccessError`]). Nothing in a record is ever overwritten.
+//!
+//! Causality is tracked with a per-entry vector of author sequence numbers (`clock`): entry
+//! `x` is in the causal past of `e` exactly when `e.clock[x.author] >= x.seq`. This is
+//! sound because each author's entries form a single chain whose previous link must be in
+//! the causal past of the next, and a second entry at a taken sequence number is a fork and
+//! is refused.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::access::{Grant, Level, Widening};
+use crate::category::Category;
+use crate::entry::{Entry, Payload, Profile, Timestamp, Verified, MAX_PARENTS};
+use crate::ids::{ActorId, EntryId, RecordId};
+use crate::schema::{self, SchemaError};
+
+/// Why an entry is not authorised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// A non-patient author named no grant.
+    #[error("no grant authorises this author in this record")]
+    NoGrant,
+    /// The named grant is not in the record.
+    #[error("grant {0} is not in this record")]
+    GrantNotFound(EntryId),
+    /// The named entry is not a grant.
+    #[error("entry {0} is not a grant")]
+    NotAGrant(EntryId),
+    /// The grant names someone else.
+    #[error("grant {0} was issued to a different actor")]
+    NotGrantee(EntryId),
+    /// The grant is void (made concurrently with a revocation of its issuer's authority).
+    #[error("grant {0} is void")]
+    VoidGrant(EntryId),
+    /// The author had not seen the grant (it is not in the entry's causal past).
+    #[error("grant {0} is not in the entry's causal past")]
+    GrantNotInPast(EntryId),
+    /// A grant in the chain was revoked before this entry was made.
+    #[error("grant {grant} was revoked by {revocation}")]
+    Revoked {
+        /// The revoked grant.
+        grant: EntryId,
+        /// The revocation.
+        revocation: EntryId,
+    },
+    /// The entry's time is outside a grant's validity period.
+    #[error("grant {0} is not valid at the entry's time")]
+    OutOfPeriod(EntryId),
+    /// The grant's level is too low.
+    #[error("{category}: {action} needs level {needed}, the grant gives {held}")]
+    Level {
+        /// What was attempted.
+        action: &'static str,
+        /// Category.
+        category: Category,
+        /// Needed level.
+        needed: Level,
+        /// Held level.
+        held: Level,
+    },
+    /// The category is outside the grant's scope.
+    #[error("category {0} is outside the grant's scope")]
+    Scope(Category),
+    /// Only the original author (or their proxy) may amend or delete.
+    #[error("only the original author or their proxy may amend or delete entry {0}")]
+    NotAuthorOrProxy(EntryId),
+    /// A delegated grant would widen the issuer's rights.
+    #[error("delegation refused: {0}")]
+    Widening(#[from] Widening),
+    /// Only the patient, the grant's issuer, or an issuer above it may revoke it.
+    #[error("only the patient or an issuer in its chain may revoke grant {0}")]
+    NotIssuer(EntryId),
+    /// The patient already holds every right.
+    #[error("the patient cannot be granted rights to their own record")]
+    GrantToPatient,
+}
+
+/// Why an entry was refused. Nothing about the record changes when one is returned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    /// The entry belongs to another record.
+    #[error("entry belongs to record {0}")]
+    WrongRecord(RecordId),
+    /// The record has no genesis yet; only the patient's genesis may come first.
+    #[error("the record has no genesis entry yet")]
+    NoGenesis,
+    /// A second genesis.
+    #[error("the record already has a genesis entry")]
+    GenesisExists,
+    /// Causal parents are not (yet) held.
+    #[error("{} causal parent(s) not held", .0.len())]
+    MissingParents(Vec<EntryId>),
+    /// The author's previous entry is not held or not in the causal past.
+    #[error("the author's previous entry (sequence {0}) is not in the causal past")]
+    Backlink(u64),
+    /// Two different entries with the same author and sequence number.
+    #[error("fork: author {author} already has entry {existing} at sequence {seq}")]
+    Fork {
+        /// Author.
+        author: ActorId,
+        /// Sequence number.
+        seq: u64,
+        /// The entry already held.
+        existing: EntryId,
+    },
+    /// Time earlier than a parent's or the backlink's.
+    #[error("entry time is earlier than its causal past")]
+    TimeTravel,
+    /// Not authorised.
+    #[error("not authorised: {0}")]
+    Access(#[from] AccessError),
+    /// Body does not match the category schema.
+    #[error("invalid body: {0}")]
+    Body(#[from] SchemaError),
+    /// The target of an amend, delete, annotate or revoke is missing or unsuitable.
+    #[error("target {id}: {why}")]
+    Target {
+        /// The target.
+        id: EntryId,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+/// Whether an accepted entry takes effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// In effect.
+    Valid,
+    /// Kept (so the causal graph stays whole) but without effect: written concurrently
+    /// with, or before learning of, the revocation of a grant it depends on.
+    Void {
+        /// The revocation that voids it.
+        revocation: EntryId,
+    },
+}
+
+/// The result of applying an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Already held; nothing changed.
+    Duplicate,
+    /// Newly added.
+    Added {
+        /// Whether it is in effect.
+        status: Status,
+        /// Entries voided by this one (when it is a revocation).
+        voided: Vec<EntryId>,
+    },
+}
+
+/// Evidence of a fork: two entries by one author with the same sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForkProof {
+    /// The entry held.
+    pub existing: EntryId,
+    /// The conflicting entry, kept as proof.
+    pub conflicting: Verified,
+}
+
+/// One held entry with its causal bookkeeping.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub(crate) e: Verified,
+    clock: Vec<u64>,
+    pub(crate) depth: u32,
+    /// Category of the data this entry is about (clinical kinds only).
+    pub(crate) category: Option<Category>,
+    /// For create/amend/delete: the create at the root of its version tree.
+    pub(crate) root: Option<EntryId>,
+    pub(crate) status: Status,
+}
+
+/// A grant held in the record, with what is known about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantInfo {
+    /// The grant entry.
+    pub id: EntryId,
+    /// Who issued it.
+    pub issuer: ActorId,
+    /// The grant under which a delegate issued it (`None` for the patient's own grants).
+    pub parent: Option<EntryId>,
+    /// The rights.
+    pub grant: Grant,
+    /// Author time of the grant entry.
+    pub time: Timestamp,
+    /// Revocations of this grant.
+    pub revoked_by: Vec<EntryId>,
+}
+
+/// One record's entries, validated and indexed.
+#[derive(Debug, Clone)]
+pub struct Record {
+    id: RecordId,
+    nodes: HashMap<EntryId, Node>,
+    order: Vec<EntryId>,
+    author_index: HashMap<ActorId, usize>,
+    chains: HashMap<ActorId, Vec<EntryId>>,
+    heads: BTreeSet<EntryId>,
+    grants: HashMap<EntryId, GrantInfo>,
+    /// Entries directly authorised by each grant.
+    by_grant: HashMap<EntryId, Vec<EntryId>>,
+    /// Grants issued under each grant.
+    sub_grants: HashMap<EntryId, Vec<EntryId>>,
+    /// Versions (amends/deletes) of each root, and annotations of each entry.
+    versions: HashMap<EntryId, Vec<EntryId>>,
+    annotations: HashMap<EntryId, Vec<EntryId>>,
+    forks: Vec<ForkProof>,
+}
+
+/// What an entry needs checked, computed by [`Record::check`].
+struct Checked {
+    clock: Vec<u64>,
+    depth: u32,
+    category: Option<Category>,
+    root: Option<EntryId>,
+    status: Status,
+}
+
+impl Record {
+    /// An empty record for the given patient.
+    pub fn new(id: RecordId) -> Self {
+        Record {
+            id,
+            nodes: HashMap::new(),
+            order: Vec::new(),
+            author_index: HashMap::new(),
+            chains: HashMap::new(),
+            heads: BTreeSet::new(),
+            grants: HashMap::new(),
+            by_grant: HashMap::new(),
+            sub_grants: HashMap::new(),
+            versions: HashMap::new(),
+            annotations: HashMap::new(),
+            forks: Vec::new(),
+        }
+    }
+
+    /// The record id (the patient's actor id).
+    pub fn id(&self) -> RecordId {
+        self.id
+    }
+
+    /// The patient.
+    pub fn patient(&self) -> ActorId {
+        self.id
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// The current causal heads.
+    pub fn heads(&self) -> Vec<EntryId> {
+        self.heads.iter().copied().collect()
+    }
+
+    /// An entry by id.
+    pub fn get(&self, id: &EntryId) -> Option<&Verified> {
+        self.nodes.get(id).map(|n| &n.e)
+    }
+
+    /// Whether an entry is held.
+    pub fn contains(&self, id: &EntryId) -> bool {
+        self.nodes.contains_key(id)
+    }
+
+    /// Whether an entry is in effect (held and not void).
+    pub fn status(&self, id: &EntryId) -> Option<&Status> {
+        self.nodes.get(id).map(|n| &n.status)
+    }
+
+    /// The category an entry is about (for create, amend, delete, annotate).
+    pub fn category_of(&self, id: &EntryId) -> Option<&Category> {
+        self.nodes.get(id).and_then(|n| n.category.as_ref())
+    }
+
+    /// Entries in the order they were applied (a topological order).
+    pub fn entries(&self) -> impl Iterator<Item = &Verified> + '_ {
+        self.order.iter().filter_map(|id| self.nodes.get(id).map(|n| &n.e))
+    }
+
+    /// Every grant held, in no particular order.
+    pub fn grants(&self) -> impl Iterator<Item = &GrantInfo> + '_ {
+        self.grants.values()
+    }
+
+    /// A grant by id.
+    pub fn grant(&self, id: &EntryId) -> Option<&GrantInfo> {
+        self.grants.get(id)
+    }
+
+    /// Fork proofs seen.
+    pub fn forks(&self) -> &[ForkProof] {
+        &self.forks
+    }
+
+    /// Versions (amends and deletes) recorded against a root create.
+    pub(crate) fn versions_of(&self, root: &EntryId) -> &[EntryId] {
+        self.versions.get(root).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Annotations of an entry.
+    pub fn annotations_of(&self, id: &EntryId) -> &[EntryId] {
+        self.annotations.get(id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Whether `x` is in the causal past of `of` (or is `of`).
+    pub fn in_past(&self, x: &EntryId, of: &EntryId) -> bool {
+        match (self.nodes.get(x), self.nodes.get(of)) {
+            (Some(xn), Some(on)) => self.in_clock(xn.e.entry(), &on.clock),
+            _ => false,
+        }
+    }
+
+    fn in_clock(&self, x: &Entry, clock: &[u64]) -> bool {
+        self.author_index
+            .get(&x.author)
+            .and_then(|i| clock.get(*i))
+            .is_some_and(|s| *s >= x.seq)
+    }
+
+    /// The latest profile `actor` published at or before `at` (the patient's genesis counts).
+    pub fn profile(&self, actor: &ActorId, at: Option<Timestamp>) -> Option<&Profile> {
+        let chain = self.chains.get(actor)?;
+        chain.iter().rev().find_map(|id| {
+            let n = self.nodes.get(id)?;
+            let e = n.e.entry();
+            if at.is_some_and(|t| e.time > t) || n.status != Status::Valid {
+                return None;
+            }
+            match &e.payload {
+                Payload::Profile(p) | Payload::Genesis { profile: p } => Some(p),
+                _ => None,
+            }
+        })
+    }
+
+    /// Builds the next entry for `author`: sequence, backlink, parents (current heads) and
+    /// time (never earlier than the causal past) are filled in. The caller signs it.
+    pub fn next_entry(
+        &self,
+        author: &ActorId,
+        payload: Payload,
+        auth: Option<EntryId>,
+        now: Timestamp,
+        device: Option<String>,
+    ) -> Entry {
+        let chain = self.chains.get(author);
+        let backlink = chain.and_then(|c| c.last().copied());
+        let seq = chain.map_or(0, Vec::len) as u64 + 1;
+        let mut parents: Vec<EntryId> = self.heads.iter().copied().collect();
+        if parents.len() > MAX_PARENTS {
+            parents.sort_by_key(|p| std::cmp::Reverse(self.nodes.get(p).map_or(0, |n| n.depth)));
+            parents.truncate(MAX_PARENTS);
+            if let Some(b) = backlink {
+                if !parents.iter().any(|p| self.in_past(&b, p)) {
+                    parents.pop();
+                    parents.push(b);
+                }
+            }
+            parents.sort();
+        }
+        let mut time = now;
+        for p in parents.iter().chain(backlink.iter()) {
+            if let Some(n) = self.nodes.get(p) {
+                time = time.max(n.e.entry().time);
+            }
+        }
+        Entry {
+            v: crate::entry::FORMAT_VERSION,
+            record: self.id,
+            author: *author,
+            seq,
+            backlink,
+            parents,
+            time,
+            device,
+            auth,
+            payload,
+        }
+    }
+
+    /// Validates an entry against this record without changing anything.
+    pub fn check(&self, v: &Verified) -> Result<(), Rejection> {
+        if self.nodes.contains_key(&v.id()) {
+            return Ok(());
+        }
+        self.check_inner(v, true).map(|_| ())
+    }
+
+    /// Validates and adds an entry. On error nothing changes (a fork is remembered as
+    /// proof, see [`Record::forks`]).
+    pub fn apply(&mut self, v: Verified) -> Result<Applied, Rejection> {
+        self.apply_inner(v, true)
+    }
+
+    /// Adds an entry that was validated before (re-reading a store, replaying a prefix):
+    /// every rule except the body schema is checked again.
+    pub fn apply_known(&mut self, v: Verified) -> Result<Applied, Rejection> {
+        self.apply_inner(v, false)
+    }
+
+    fn apply_inner(&mut self, v: Verified, check_body: bool) -> Result<Applied, Rejection> {
+        if self.nodes.contains_key(&v.id()) {
+            return Ok(Applied::Duplicate);
+        }
+        let checked = match self.check_inner(&v, check_body) {
+            Ok(c) => c,
+            Err(Rejection::Fork {
+                author,
+                seq,
+                existing,
+            }) => {
+                if !self.forks.iter().any(|f| f.conflicting.id() == v.id()) {
+                    self.forks.push(ForkProof {
+                        existing,
+                        conflicting: v,
+                    });
+                }
+                return Err(Rejection::Fork {
+                    author,
+                    seq,
+                    existing,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(self.insert(v, checked))
+    }
+
+    fn check_inner(&self, v: &Verified, check_body: bool) -> Result<Checked, Rejection> {
+        let e = v.entry();
+        if e.record != self.id {
+            return Err(Rejection::WrongRecord(e.record));
+        }
+        let genesis = matches!(e.payload, Payload::Genesis { .. });
+        if self.nodes.is_empty() && !genesis {
+            return Err(Rejection::NoGenesis);
+        }
+        if genesis && !self.nodes.is_empty() {
+            return Err(Rejection::GenesisExists);
+        }
+        // Parents must be held.
+        let missing: Vec<EntryId> = e
+            .parents
+            .iter()
+            .filter(|p| !self.nodes.contains_key(p))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            return Err(Rejection::MissingParents(missing));
+        }
+        // Author chain: the previous entry must be held and in the causal past.
+        let chain = self.chains.get(&e.author);
+        let held = chain.map_or(0, Vec::len) as u64;
+        if e.seq <= held {
+            let existing = chain.map(|c| c[(e.seq - 1) as usize]);
+            if let Some(existing) = existing {
+                return Err(Rejection::Fork {
+                    author: e.author,
+                    seq: e.seq,
+                    existing,
+                });
+            }
+        }
+        if e.seq > held + 1 {
+            return Err(Rejection::Backlink(e.seq - 1));
+        }
+        if let (Some(b), Some(c)) = (e.backlink, chain) {
+            if c.last() != Some(&b) {
+                return Err(Rejection::Backlink(e.seq - 1));
+            }
+        }
+        // Clock: the pointwise maximum of the parents', then this entry.
+        let width = self.author_index.len() + 1;
+        let mut clock = vec![0u64; width];
+        let mut depth = 0u32;
+        for p in &e.parents {
+            let n = &self.nodes[p];
+            for (i, s) in n.clock.iter().enumerate() {
+                clock[i] = clock[i].max(*s);
+            }
+            depth = depth.max(n.depth + 1);
+            if n.e.entry().time > e.time {
+                return Err(Rejection::TimeTravel);
+            }
+        }
+        let author_ix = self.author_index.get(&e.author).copied().unwrap_or(width - 1);
+        if clock[author_ix] != e.seq - 1 {
+            return Err(Rejection::Backlink(e.seq - 1));
+        }
+        clock[author_ix] = e.seq;
+        if let Some(b) = e.backlink.and_then(|b| self.nodes.get(&b)) {
+            if b.e.entry().time > e.time {
+                return Err(Rejection::TimeTravel);
+            }
+        }
+        let past = |x: &EntryId| {
+            self.nodes
+                .get(x)
+                .is_some_and(|n| self.in_clock(n.e.entry(), &clock))
+        };
+
+        // What the entry is about.
+        let (category, root) = match &e.payload {
+            Payload::Create { category, body } => {
+                if check_body {
+                    schema::validate(category, body)?;
+                }
+                (Some(category.clone()), None)
+            }
+            Payload::Amend { target, body } => {
+                let t = self.data_target(target, &past, false)?;
+                let cat = t.category.clone();
+                if let (true, Some(c)) = (check_body, &cat) {
+                    schema::validate(c, body)?;
+                }
+                (cat, t.root)
+            }
+            Payload::Delete { target, .. } => {
+                let t = self.data_target(target, &past, false)?;
+                (t.category.clone(), t.root)
+            }
+            Payload::Annotate { target, .. } => {
+                let t = self.data_target(target, &past, true)?;
+                (t.category.clone(), None)
+            }
+            _ => (None, None),
+        };
+
+        let status = if e.author == self.id {
+            self.check_patient(e)?;
+            Status::Valid
+        } else {
+            self.check_grantee(e, category.as_ref(), &past)?
+        };
+        Ok(Checked {
+            clock,
+            depth,
+            category,
+            root,
+            status,
+        })
+    }
+
+    fn data_target(
+        &self,
+        target: &EntryId,
+        past: &dyn Fn(&EntryId) -> bool,
+        annotation: bool,
+    ) -> Result<&Node, Rejection> {
+        let t = self.nodes.get(target).ok_or(Rejection::Target {
+            id: *target,
+            why: "not held",
+        })?;
+        if !past(target) {
+            return Err(Rejection::Target {
+                id: *target,
+                why: "not in the entry's causal past",
+            });
+        }
+        let ok = match t.e.entry().payload {
+            Payload::Create { .. } | Payload::Amend { .. } => true,
+            Payload::Delete { .. } => annotation,
+            Payload::Annotate { .. } => annotation,
+            _ => false,
+        };
+        if !ok {
+            return Err(Rejection::Target {
+                id: *target,
+                why: if annotation {
+                    "only record data and annotations can be annotated"
+                } else {
+                    "only a create or amend can be amended or deleted"
+                },
+            });
+        }
+        Ok(t)
+    }
+
+    fn check_patient(&self, e: &Entry) -> Result<(), Rejection> {
+        match &e.payload {
+            Payload::Amend { target, .. } | Payload::Delete { target, .. } => {
+                let t = &self.nodes[target];
+                if t.e.entry().author != self.id {
+                    return Err(AccessError::NotAuthorOrProxy(*target).into());
+                }
+            }
+            Payload::Grant(g) if g.grantee == self.id => {
+                return Err(AccessError::GrantToPatient.into());
+            }
+            Payload::Revoke { grant, .. } => {
+                if !self.grants.contains_key(grant) {
+                    return Err(Rejection::Target {
+                        id: *grant,
+                        why: "not a grant in this record",
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The chain of grants from `leaf` up to the patient (leaf first).
+    fn chain(&self, leaf: EntryId) -> Vec<&GrantInfo> {
+        let mut out = Vec::new();
+        let mut cur = Some(leaf);
+        while let Some(id) = cur {
+            match self.grants.get(&id) {
+                Some(g) if out.len() < 64 => {
+                    out.push(g);
+                    cur = g.parent;
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// Checks a grantee's entry against the grant it names, at its causal position.
+    fn check_grantee(
+        &self,
+        e: &Entry,
+        category: Option<&Category>,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> Result<Status, Rejection> {
+        let auth = e.auth.ok_or(AccessError::NoGrant)?;
+        let info = match self.grants.get(&auth) {
+            Some(g) => g,
+            None if self.nodes.contains_key(&auth) => return Err(AccessError::NotAGrant(auth).into()),
+            None => return Err(AccessError::GrantNotFound(auth).into()),
+        };
+        if info.grant.grantee != e.author {
+            return Err(AccessError::NotGrantee(auth).into());
+        }
+        if !past(&auth) {
+            return Err(AccessError::GrantNotInPast(auth).into());
+        }
+        let mut status = Status::Valid;
+        for link in self.chain(auth) {
+            if self.nodes[&link.id].status != Status::Valid {
+                return Err(AccessError::VoidGrant(link.id).into());
+            }
+            if !link.grant.in_period(e.time) {
+                return Err(AccessError::OutOfPeriod(link.id).into());
+            }
+            for r in &link.revoked_by {
+                if past(r) {
+                    return Err(AccessError::Revoked {
+                        grant: link.id,
+                        revocation: *r,
+                    }
+                    .into());
+                }
+                // Held but not seen by the author: kept, without effect.
+                status = Status::Void { revocation: *r };
+            }
+        }
+        let g = &info.grant;
+        let need = |action: &'static str, level: Level, c: &Category| -> Result<(), AccessError> {
+            if !g.scope.covers(c) {
+                return Err(AccessError::Scope(c.clone()));
+            }
+            if g.level < level {
+                return Err(AccessError::Level {
+                    action,
+                    category: c.clone(),
+                    needed: level,
+                    held: g.level,
+                });
+            }
+            Ok(())
+        };
+        match &e.payload {
+            Payload::Genesis { .. } => return Err(Rejection::GenesisExists),
+            Payload::Create { category, .. } => need("write", Level::Write, category)?,
+            Payload::Amend { target, .. } | Payload::Delete { target, .. } => {
+                let (action, level) = if matches!(e.payload, Payload::Amend { .. }) {
+                    ("amend", Level::Write)
+                } else {
+                    ("delete", Level::Delete)
+                };
+                if let Some(c) = category {
+                    need(action, level, c)?;
+                }
+                let original = self.nodes[target].e.entry().author;
+                if original != e.author && !self.is_proxy(&e.author, &original, e.time, past) {
+                    return Err(AccessError::NotAuthorOrProxy(*target).into());
+                }
+            }
+            Payload::Annotate { .. } => {
+                if let Some(c) = category {
+                    need("annotate", Level::Annotate, c)?;
+                }
+            }
+            Payload::Grant(new) => {
+                if new.grantee == self.id {
+                    return Err(AccessError::GrantToPatient.into());
+                }
+                new.narrows(g).map_err(AccessError::from)?;
+            }
+            Payload::Revoke { grant, .. } => {
+                let target = self.grants.get(grant).ok_or(Rejection::Target {
+                    id: *grant,
+                    why: "not a grant in this record",
+                })?;
+                if !past(grant) {
+                    return Err(Rejection::Target {
+                        id: *grant,
+                        why: "not in the entry's causal past",
+                    });
+                }
+                if !g.delegate || !self.chain(target.id).iter().any(|l| l.issuer == e.author) {
+                    return Err(AccessError::NotIssuer(*grant).into());
+                }
+            }
+            Payload::Profile(_) => {}
+        }
+        Ok(status)
+    }
+
+    /// Whether `p` may act for `a` at a causal position: `a` issued `p` a grant with the
+    /// delegate right that was in effect there.
+    fn is_proxy(
+        &self,
+        p: &ActorId,
+        a: &ActorId,
+        time: Timestamp,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> bool {
+        self.grants.values().any(|g| {
+            g.issuer == *a
+                && g.grant.grantee == *p
+                && g.grant.delegate
+                && past(&g.id)
+                && self.nodes[&g.id].status == Status::Valid
+                && self.chain(g.id).iter().all(|l| {
+                    l.grant.in_period(time) && !l.revoked_by.iter().any(|r| past(r))
+                })
+        })
+    }
+
+    fn insert(&mut self, v: Verified, c: Checked) -> Applied {
+        let id = v.id();
+        let e = v.entry().clone();
+        let next = self.author_index.len();
+        let ix = *self.author_index.entry(e.author).or_insert(next);
+        let mut clock = c.clock;
+        clock.truncate(self.author_index.len().max(ix + 1));
+        self.chains.entry(e.author).or_default().push(id);
+        for p in &e.parents {
+            self.heads.remove(p);
+        }
+        self.heads.insert(id);
+        if let Some(a) = e.auth {
+            self.by_grant.entry(a).or_default().push(id);
+        }
+        let root = match &e.payload {
+            Payload::Create { .. } => Some(id),
+            _ => c.root,
+        };
+        if let (Some(r), Payload::Amend { .. } | Payload::Delete { .. }) = (root, &e.payload) {
+            self.versions.entry(r).or_default().push(id);
+        }
+        if let Payload::Annotate { target, .. } = &e.payload {
+            self.annotations.entry(*target).or_default().push(id);
+        }
+        let mut voided = Vec::new();
+        match &e.payload {
+            Payload::Grant(g) => {
+                if let Some(parent) = e.auth {
+                    self.sub_grants.entry(parent).or_default().push(id);
+                }
+                self.grants.insert(
+                    id,
+                    GrantInfo {
+                        id,
+                        issuer: e.author,
+                        parent: e.auth,
+                        grant: g.clone(),
+                        time: e.time,
+                        revoked_by: Vec::new(),
+                    },
+                );
+            }
+            Payload::Revoke { grant, .. } => {
+                if let Some(info) = self.grants.get_mut(grant) {
+                    info.revoked_by.push(id);
+                }
+                voided = self.void_after(*grant, id, &clock);
+            }
+            _ => {}
+        }
+        self.nodes.insert(
+            id,
+            Node {
+                e: v,
+                clock,
+                depth: c.depth,
+                category: c.category,
+                root,
+                status: c.status.clone(),
+            },
+        );
+        self.order.push(id);
+        Applied::Added {
+            status: c.status,
+            voided,
+        }
+    }
+
+    /// Marks void every held entry that depends on `grant` (directly or through grants
+    /// delegated from it) and is not in the causal past of the revocation.
+    fn void_after(&mut self, grant: EntryId, revocation: EntryId, rclock: &[u64]) -> Vec<EntryId> {
+        let mut grants = vec![grant];
+        let mut seen = HashSet::new();
+        let mut voided = Vec::new();
+        while let Some(g) = grants.pop() {
+            if !seen.insert(g) {
+                continue;
+            }
+            grants.extend(self.sub_grants.get(&g).into_iter().flatten().copied());
+            for id in self.by_grant.get(&g).cloned().unwrap_or_default() {
+                let inside = self
+                    .nodes
+                    .get(&id)
+                    .is_some_and(|n| self.in_clock(n.e.entry(), rclock));
+                if inside {
+                    continue;
+                }
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    if n.status == Status::Valid {
+                        n.status = Status::Void { revocation };
+                        voided.push(id);
+                    }
+                }
+            }
+        }
+        voided
+    }
+
+    /// A new record holding only the entries `keep` selects, replayed in causal order.
+    /// `keep` must select a causally closed set (a time prefix or the past of some heads).
+    pub(crate) fn subset(&self, keep: impl Fn(&Node) -> bool) -> Record {
+        let mut r = Record::new(self.id);
+        for id in &self.order {
+            let n = &self.nodes[id];
+            if keep(n) {
+                // Entries of a closed subset of a valid record always re-apply.
+                let _ = r.apply_known(n.e.clone());
+            }
+        }
+        r
+    }
+
+    /// The record as it stood at author time `t` (every entry with time ≤ `t`).
+    pub fn at_time(&self, t: Timestamp) -> Record {
+        self.subset(|n| n.e.entry().time <= t)
+    }
+
+    /// The record as it stood at a causal position (the past of the given heads).
+    pub fn at_heads(&self, heads: &[EntryId]) -> Record {
+        let clocks: Vec<&Vec<u64>> = heads
+            .iter()
+            .filter_map(|h| self.nodes.get(h).map(|n| &n.clock))
+            .collect();
+        self.subset(|n| clocks.iter().any(|c| self.in_clock(n.e.entry(), c)))
+    }
+}
+
+impl Record {
+    /// Builds, signs and checks the next entry by `key`'s actor, without applying it (the
+    /// caller makes it durable first, then calls [`Record::apply`]).
+    pub fn prepare(
+        &self,
+        key: &crate::keys::Keypair,
+        payload: Payload,
+        auth: Option<EntryId>,
+        now: Timestamp,
+        device: Option<String>,
+    ) -> Result<Verified, Rejection> {
+        let entry = self.next_entry(&key.actor(), payload, auth, now, device);
+        let v = Verified::trusted(entry.sign(key));
+        self.check(&v)?;
+        Ok(v)
+    }
+
+    /// Grants held by `actor` that are in effect now, best first (highest level, newest).
+    pub fn grants_of(&self, actor: &ActorId) -> Vec<EntryId> {
+        let mut out: Vec<&GrantInfo> = self
+            .grants
+            .values()
+            .filter(|g| g.grant.grantee == *actor && self.status(&g.id) == Some(&Status::Valid))
+            .filter(|g| self.chain(g.id).iter().all(|l| l.revoked_by.is_empty()))
+            .collect();
+        out.sort_by_key(|g| std::cmp::Reverse((g.grant.level, g.time, g.id)));
+        out.into_iter().map(|g| g.id).collect()
+    }
+
+    /// Prepares an entry by `key`'s actor, choosing the grant that authorises it: the
+    /// patient needs none; a grantee's grants are tried best first, and if none
+    /// authorises it the first one's refusal is returned.
+    pub fn prepare_as(
+        &self,
+        key: &crate::keys::Keypair,
+        payload: Payload,
+        now: Timestamp,
+        device: Option<String>,
+    ) -> Result<Verified, Rejection> {
+        let actor = key.actor();
+        if actor == self.id {
+            return self.prepare(key, payload, None, now, device);
+        }
+        let mut first_err = None;
+        for g in self.grants_of(&actor) {
+            match self.prepare(key, payload.clone(), Some(g), now, device.clone()) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err.unwrap_or(Rejection::Access(AccessError::NoGrant)))
+    }
+}

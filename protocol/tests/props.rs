@@ -1,0 +1,266 @@
+//! Property tests: delegation never widens; folds do not depend on arrival order;
+//! state at a time equals the state the record had then; tampering is always caught.
+
+use std::collections::BTreeSet;
+
+use cophr_protocol::access::{Grant, Level, Scope};
+use cophr_protocol::fold::current;
+use cophr_protocol::record::{Record, Rejection};
+use cophr_protocol::testkit::{bp, grant, key, text_body, Fixture};
+use cophr_protocol::{Category, EntryId, Keypair, Payload, SignedEntry, Verified};
+use proptest::prelude::*;
+
+fn arb_level() -> impl Strategy<Value = Level> {
+    prop::sample::select(Level::ALL.to_vec())
+}
+
+fn arb_scope() -> impl Strategy<Value = Scope> {
+    prop_oneof![
+        Just(Scope::All),
+        prop::collection::btree_set(prop::sample::select(Category::BUILT_IN.to_vec()), 0..6)
+            .prop_map(Scope::Only),
+    ]
+}
+
+fn arb_grant() -> impl Strategy<Value = Grant> {
+    (
+        arb_level(),
+        arb_scope(),
+        prop::option::of(0u64..100),
+        prop::option::of(100u64..200),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(level, scope, not_before, until, audit, delegate)| Grant {
+            grantee: key(0, "x").actor(),
+            level,
+            scope,
+            not_before,
+            until,
+            audit,
+            delegate,
+            label: None,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    /// If a child grant is accepted under a parent, every right it gives the parent has.
+    #[test]
+    fn delegation_never_widens(parent in arb_grant(), child in arb_grant()) {
+        if child.narrows(&parent).is_ok() {
+            for c in Category::BUILT_IN.iter() {
+                for l in Level::ALL {
+                    prop_assert!(!child.allows(l, c) || parent.allows(l, c));
+                }
+            }
+            prop_assert!(!child.audit || parent.audit);
+            for t in [0u64, 50, 99, 100, 150, 199, 250] {
+                prop_assert!(!child.in_period(t) || parent.in_period(t));
+            }
+        }
+    }
+
+    /// Chains of delegation in a record: whoever is at the end sees no category the
+    /// start of the chain could not.
+    #[test]
+    fn delegated_viewers_see_a_subset(grants in prop::collection::vec(arb_grant(), 1..4)) {
+        let mut f = Fixture::new(42, "George");
+        let people: Vec<Keypair> = (0..grants.len()).map(|i| key(42, &format!("p{i}"))).collect();
+        for (i, g) in grants.iter().enumerate() {
+            let mut g = g.clone();
+            g.grantee = people[i].actor();
+            g.not_before = None;
+            g.until = None;
+            let issuer = if i == 0 { f.patient.clone() } else { people[i - 1].clone() };
+            if f.write(&issuer, Payload::Grant(g)).is_err() {
+                break;
+            }
+        }
+        for c in Category::BUILT_IN.iter() {
+            for w in people.windows(2) {
+                let upper = f.record.viewer(&w[0].actor(), f.now).level_on(c);
+                let lower = f.record.viewer(&w[1].actor(), f.now).level_on(c);
+                prop_assert!(lower <= upper, "{c}: {lower:?} > {upper:?}");
+            }
+        }
+    }
+}
+
+/// A random workload: actors writing on two replicas that sometimes merge.
+#[derive(Debug, Clone)]
+struct Op {
+    actor: usize,
+    kind: u8,
+    pick: usize,
+    merge: bool,
+}
+
+fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(
+        (0usize..4, 0u8..6, any::<usize>(), prop::bool::weighted(0.2))
+            .prop_map(|(actor, kind, pick, merge)| Op { actor, kind, pick, merge }),
+        1..40,
+    )
+}
+
+struct World {
+    f: Fixture,
+    actors: Vec<Keypair>,
+    replicas: [Record; 2],
+    all: Vec<Verified>,
+    /// (time, patient's view of the state at that time) snapshots of replica 0 when merged.
+    snapshots: Vec<(u64, cophr_protocol::fold::State)>,
+    nurse_grant: EntryId,
+}
+
+fn sync(into: &mut Record, from: &Record) {
+    for e in from.entries() {
+        let _ = into.apply_known(e.clone());
+    }
+}
+
+fn run(ops: &[Op]) -> World {
+    let mut f = Fixture::new(7, "George");
+    let mary = key(7, "Mary");
+    let nurse = key(7, "Nurse");
+    let viewer = key(7, "Viewer");
+    f.grant(grant(&mary, Level::Delete, &[], true, true));
+    let nurse_grant = f.grant(grant(&nurse, Level::Write, &[Category::VitalSigns, Category::Problems], false, false));
+    f.grant(grant(&viewer, Level::Annotate, &[Category::VitalSigns], false, false));
+    let actors = vec![f.patient.clone(), mary, nurse, viewer];
+    let replicas = [f.record.clone(), f.record.clone()];
+    let mut w = World { all: f.record.entries().cloned().collect(), f, actors, replicas, snapshots: Vec::new(), nurse_grant };
+    for op in ops {
+        // Each actor writes on one replica (one key, one device: no forks).
+        let r = op.actor % 2;
+        let rec = &w.replicas[r];
+        let items: Vec<EntryId> = rec
+            .entries()
+            .filter(|e| matches!(e.entry().payload, Payload::Create { .. } | Payload::Amend { .. }))
+            .map(|e| e.id())
+            .collect();
+        let target = if items.is_empty() { None } else { Some(items[op.pick % items.len()]) };
+        let payload = match (op.kind, target) {
+            (0, _) | (1, None) | (2, None) | (3, None) => Payload::Create { category: Category::VitalSigns, body: bp(100 + (op.pick % 80) as i64, 70) },
+            (1, Some(t)) => Payload::Amend { target: t, body: bp(120, 80) },
+            (2, Some(t)) => Payload::Delete { target: t, reason: "error".into() },
+            (3, Some(t)) => Payload::Annotate { target: t, text: "seen".into() },
+            (4, _) => Payload::Create { category: Category::Problems, body: text_body(&[("problem", "Hypertension")]) },
+            _ => Payload::Revoke { grant: w.nurse_grant, reason: "ended".into() },
+        };
+        w.f.now += 1000;
+        if let Ok(v) = rec.prepare_as(&w.actors[op.actor], payload, w.f.now, None) {
+            if w.replicas[r].apply(v.clone()).is_ok() {
+                w.all.push(v);
+            }
+        }
+        if op.merge {
+            let (a, b) = w.replicas.split_at_mut(1);
+            sync(&mut a[0], &b[0]);
+            sync(&mut b[0], &a[0]);
+            let rec = &w.replicas[0];
+            // Merged: the state at this time is recorded for the at-time property.
+            let t = w.f.now;
+            w.f.now += 1000;
+            w.snapshots.push((t, current(rec, &rec.viewer(&rec.patient(), t))));
+        }
+    }
+    let (a, b) = w.replicas.split_at_mut(1);
+    sync(&mut a[0], &b[0]);
+    sync(&mut b[0], &a[0]);
+    w
+}
+
+/// Applies entries in the given order, buffering any whose parents have not arrived.
+fn deliver(base: Record, entries: Vec<Verified>) -> Record {
+    let mut r = base;
+    let mut pending = entries;
+    loop {
+        let before = pending.len();
+        let mut left = Vec::new();
+        for e in pending {
+            match r.apply_known(e.clone()) {
+                Err(Rejection::MissingParents(_)) | Err(Rejection::Backlink(_)) => left.push(e),
+                _ => {}
+            }
+        }
+        if left.is_empty() || left.len() == before {
+            return r;
+        }
+        pending = left;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    /// The fold of a record does not depend on the order its entries arrived in.
+    #[test]
+    fn fold_is_independent_of_arrival_order(ops in arb_ops(), seed in any::<u64>()) {
+        let w = run(&ops);
+        let reference = &w.replicas[0];
+        let mut shuffled: Vec<Verified> = reference.entries().cloned().collect();
+        let genesis = shuffled.remove(0);
+        // Deterministic shuffle from the seed.
+        let mut s = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            shuffled.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        let mut base = Record::new(reference.id());
+        base.apply_known(genesis).unwrap();
+        let other = deliver(base, shuffled);
+        prop_assert_eq!(other.len(), reference.len());
+        for a in &w.actors {
+            let t = w.f.now;
+            prop_assert_eq!(
+                current(reference, &reference.viewer(&a.actor(), t)),
+                current(&other, &other.viewer(&a.actor(), t))
+            );
+        }
+        // Both replicas converged to the same state too.
+        let p = w.f.patient.actor();
+        prop_assert_eq!(
+            current(&w.replicas[0], &w.replicas[0].viewer(&p, w.f.now)),
+            current(&w.replicas[1], &w.replicas[1].viewer(&p, w.f.now))
+        );
+        prop_assert!(w.all.len() <= reference.len() + 1);
+    }
+
+    /// The state at a past time equals the state the (merged) record had at that time.
+    #[test]
+    fn state_at_time_equals_the_prefix(ops in arb_ops()) {
+        let w = run(&ops);
+        let r = &w.replicas[0];
+        for (t, snap) in &w.snapshots {
+            let past = r.at_time(*t);
+            let got = current(&past, &past.viewer(&r.patient(), *t));
+            // Entries written after t on the other replica never appear in the past state.
+            for item in &got.items {
+                prop_assert!(item.updated <= *t);
+            }
+            prop_assert_eq!(&got, snap);
+        }
+    }
+
+    /// Changing any byte of an encoded entry is always detected.
+    #[test]
+    fn any_tampered_entry_is_rejected(pos in any::<prop::sample::Index>(), bit in 0u8..8, body in "[a-z]{1,40}") {
+        let f = Fixture::new(9, "George");
+        let v = f.record.prepare(&f.patient, Payload::Create { category: Category::AboutMe, body: text_body(&[("thing-1", &body)]) }, None, f.now, None).unwrap();
+        let mut bytes = v.signed().bytes().to_vec();
+        let i = pos.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        let accepted = SignedEntry::decode(&bytes).and_then(|e| e.verify());
+        prop_assert!(accepted.is_err(), "tampered byte {i} accepted");
+    }
+}
+
+#[test]
+fn scope_sets_compare_by_subset() {
+    let a = Scope::Only(BTreeSet::from([Category::VitalSigns]));
+    let b = Scope::Only(BTreeSet::from([Category::VitalSigns, Category::Problems]));
+    assert!(a.within(&b) && !b.within(&a) && b.within(&Scope::All) && !Scope::All.within(&b));
+}
