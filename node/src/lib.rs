@@ -1,1 +1,3 @@
 //! cophr node.
+pub mod log;
+pub mod store;

@@ -128,6 +128,10 @@ pub enum LogError {
 pub trait LogFile: Send {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
+    /// True when the storage holds no bytes.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Fill `buf` with the bytes at `off`; an error (`UnexpectedEof`) if they do not all exist.
     fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Append `data` at the end. On error, part of `data` may have been appended.
@@ -385,8 +389,9 @@ impl LogFile for MemLog {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         let mut st = self.lock();
         let room = match st.capacity {
-            Some(cap) => usize::try_from(cap.saturating_sub(st.data.len() as u64))
-                .unwrap_or(usize::MAX),
+            Some(cap) => {
+                usize::try_from(cap.saturating_sub(st.data.len() as u64)).unwrap_or(usize::MAX)
+            }
             None => usize::MAX,
         };
         if data.len() > room {
@@ -565,8 +570,7 @@ impl<R: ReadAt> Window<R> {
         if pos < HEADER_LEN || self.end.saturating_sub(pos) < FRAME_HEADER_LEN as u64 {
             return Ok(None);
         }
-        let Some((kind, len, crc)) = parse_frame_header(self.slice(pos, FRAME_HEADER_LEN)?)
-        else {
+        let Some((kind, len, crc)) = parse_frame_header(self.slice(pos, FRAME_HEADER_LEN)?) else {
             return Ok(None);
         };
         let total = FRAME_HEADER_LEN + len;
@@ -590,12 +594,9 @@ impl<R: ReadAt> Window<R> {
         let budget_end = self.hashed.saturating_add(RESYNC_HASH_BUDGET);
         let mut p = from;
         while self.end.saturating_sub(p) >= FRAME_HEADER_LEN as u64 {
-            let n = usize::try_from((self.end - p).min(self.chunk.max(4096) as u64))
-                .unwrap_or(4096);
-            let hit = self
-                .slice(p, n)?
-                .windows(2)
-                .position(|w| w == MAGIC_BYTES);
+            let n =
+                usize::try_from((self.end - p).min(self.chunk.max(4096) as u64)).unwrap_or(4096);
+            let hit = self.slice(p, n)?.windows(2).position(|w| w == MAGIC_BYTES);
             match hit {
                 Some(i) => {
                     let cand = p + i as u64;
@@ -1152,6 +1153,10 @@ impl Writer {
         }
     }
 
+    fn poisoned_error(&self) -> LogError {
+        self.core.poisoned().unwrap_or(LogError::Closed)
+    }
+
     /// Undo a failed (possibly partial) append; if even that fails, the file's tail is unknown.
     fn rollback(&mut self, file: &mut dyn LogFile, to: u64) {
         if let Err(e) = file.truncate(to) {
@@ -1161,10 +1166,9 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: Vec<Request>) {
-        if let Some(e) = self.core.poisoned() {
-            let reason = e.to_string();
+        if self.core.poison.get().is_some() {
             for req in group {
-                reply(req, Err(LogError::Poisoned { reason: reason.clone() }));
+                reply(req, Err(self.poisoned_error()));
             }
             return;
         }
@@ -1210,11 +1214,10 @@ impl Writer {
         }
 
         if !written.is_empty() {
-            if let Some(e) = self.core.poisoned() {
+            if self.core.poison.get().is_some() {
                 // A write could not be undone: do not acknowledge anything of this group.
-                let reason = e.to_string();
                 for (req, _) in written {
-                    reply(req, Err(LogError::Poisoned { reason: reason.clone() }));
+                    reply(req, Err(self.poisoned_error()));
                 }
             } else {
                 match file.sync() {
@@ -1461,6 +1464,7 @@ mod tests {
     #[test]
     fn torn_tail_is_truncated_and_every_ack_survives() {
         let mut rng = ChaCha8Rng::seed_from_u64(0xC0FE);
+        let (mut truncated, mut unacked_kept) = (0, 0);
         for iteration in 0..200 {
             let mem = MemLog::new();
             let (log, _) = Log::open(mem.clone()).unwrap();
@@ -1501,6 +1505,8 @@ mod tests {
             let frames = all_frames(&log);
             assert_eq!(frames.len() as u64, rec.frames);
             assert!(frames.len() >= acked.len() && frames.len() <= acked.len() + pending.len());
+            truncated += usize::from(rec.truncated_bytes > 0);
+            unacked_kept += usize::from(frames.len() > acked.len());
             for (i, (_, kind, p)) in frames.iter().enumerate() {
                 let (k, q) = match acked.get(i) {
                     Some((_, k, q)) => (k, q),
@@ -1518,6 +1524,9 @@ mod tests {
             assert_eq!(rec.truncated_bytes, 0);
             assert_eq!(log.read(off).unwrap(), (7, b"after".to_vec()));
         }
+        // The seeded tears cover both cases: cut tails, and whole unacked frames that made it.
+        assert!(truncated > 100, "{truncated}");
+        assert!(unacked_kept > 10, "{unacked_kept}");
     }
 
     #[test]
@@ -1526,7 +1535,10 @@ mod tests {
         let (log, _) = Log::open(mem.clone()).unwrap();
         let a = log.append(1, b"acked").unwrap();
         mem.set_fail_sync(true);
-        assert!(matches!(log.append(2, b"never acked"), Err(LogError::Io(_))));
+        assert!(matches!(
+            log.append(2, b"never acked"),
+            Err(LogError::Io(_))
+        ));
         assert!(mem.bytes().len() as u64 > mem.synced_len());
         let (log2, rec) = Log::open(mem.crash()).unwrap();
         assert_eq!(rec.frames, 1);
@@ -1591,7 +1603,11 @@ mod tests {
                     Err(LogError::Corrupt { offset }) => assert_eq!(offset, f3),
                     other => panic!("delta {delta} xor {xor:#x}: {other:?}"),
                 }
-                assert_eq!(bad.bytes(), before, "a refused open must not change the file");
+                assert_eq!(
+                    bad.bytes(),
+                    before,
+                    "a refused open must not change the file"
+                );
             }
         }
         // Operator repair cuts at the first bad frame.
@@ -1631,7 +1647,10 @@ mod tests {
             log.read(offsets[2]),
             Err(LogError::Corrupt { offset }) if offset == offsets[2]
         ));
-        assert!(matches!(log.read(offsets[6]), Err(LogError::Corrupt { .. })));
+        assert!(matches!(
+            log.read(offsets[6]),
+            Err(LogError::Corrupt { .. })
+        ));
         assert!(log.read(offsets[3]).is_ok());
         let report = log.verify().unwrap();
         assert!(!report.is_ok());
@@ -1671,8 +1690,11 @@ mod tests {
                 0 => rng.next_u64(),
                 _ => rng.next_u64() % (len + 64),
             };
-            if let Ok((_, _)) = log.read(off) {
-                assert!(valid.contains(&off), "read a frame at non-frame offset {off}");
+            if log.read(off).is_ok() {
+                assert!(
+                    valid.contains(&off),
+                    "read a frame at non-frame offset {off}"
+                );
             }
             if i % 100 == 0 {
                 for item in log.iter_from(off).take(3) {
@@ -1871,7 +1893,7 @@ mod tests {
             let mut expect = Vec::new();
             let mut batch: Vec<(u8, &[u8])> = Vec::new();
             for (kind, payload, flush) in &items {
-                batch.push((*kind, payload));
+                batch.push((*kind, payload.as_slice()));
                 if *flush {
                     for (off, (k, p)) in log.append_batch(&batch).unwrap().into_iter().zip(&batch) {
                         expect.push((off, *k, p.to_vec()));

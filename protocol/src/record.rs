@@ -286,6 +286,17 @@ impl Record {
         self.nodes.get(id).and_then(|n| n.category.as_ref())
     }
 
+    /// The category a payload concerns: its own for a create, its target's otherwise.
+    pub fn category_of_payload(&self, p: &Payload) -> Option<Category> {
+        match p {
+            Payload::Create { category, .. } => Some(category.clone()),
+            Payload::Amend { target, .. }
+            | Payload::Delete { target, .. }
+            | Payload::Annotate { target, .. } => self.category_of(target).cloned(),
+            _ => None,
+        }
+    }
+
     /// Entries in the order they were applied (a topological order).
     pub fn entries(&self) -> impl Iterator<Item = &Verified> + '_ {
         self.order.iter().filter_map(|id| self.nodes.get(id).map(|n| &n.e))

@@ -1,0 +1,767 @@
+//! The node's store: many records, each entry made durable in the fsync'd [`Log`] before
+//! it is acknowledged, with sled holding only indexes that can be rebuilt from the log.
+//!
+//! Index keys (one sled tree, so each frame's index update is one atomic batch):
+//! - `r` + record → `()`: records held
+//! - `e` + entry id → record + log offset
+//! - `o` + record + offset → entry id: a record's entries in log (= causal apply) order
+//! - `a` + record + node + seq → offset: audit events
+//! - `f` + record + entry id → offset: fork proofs
+//! - `m` `applied` → offset up to which the log has been indexed
+//!
+//! Frames are indexed strictly in log order (see [`Indexer`]), so after any crash the
+//! index is a prefix of the log and [`Store::open`] replays the rest.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use cophr_protocol::audit::{self, Action, AuditError, AuditEvent, SignedAudit};
+use cophr_protocol::entry::{EntryError, SignedEntry, Timestamp, Verified};
+use cophr_protocol::export::{self, ExportError};
+use cophr_protocol::record::{Applied, Record, Rejection};
+use cophr_protocol::{ActorId, EntryId, Keypair, Payload, Profile, RecordId};
+
+use crate::log::{FileLog, Log, LogError, FRAME_HEADER_LEN};
+
+/// Frame kind of a signed entry.
+pub const KIND_ENTRY: u8 = 1;
+/// Frame kind of a signed audit event.
+pub const KIND_AUDIT: u8 = 2;
+/// Frame kind of a fork proof (the conflicting entry).
+pub const KIND_FORK: u8 = 3;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The entry breaks a record rule; nothing was stored.
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    /// The record is not held here.
+    #[error("record {0} is not held in this store")]
+    NotFound(RecordId),
+    /// An entry failed to decode or verify.
+    #[error("{0}")]
+    Entry(#[from] EntryError),
+    /// An export file failed verification; nothing was stored.
+    #[error("{0}")]
+    Export(#[from] ExportError),
+    /// An audit event failed verification.
+    #[error("{0}")]
+    Audit(#[from] AuditError),
+    /// Stored data does not check out (hash mismatch, unreadable frame, broken index).
+    #[error("store corrupt: {0} (run `cophr repair`)")]
+    Corrupt(String),
+    /// The durable log failed.
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    /// The index database failed.
+    #[error("index: {0}")]
+    Index(#[from] sled::Error),
+    /// File system error.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What opening found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpenReport {
+    /// Bytes of torn log tail cut off.
+    pub truncated_bytes: u64,
+    /// Log frames indexed during open (written but not yet indexed before a crash).
+    pub replayed: u64,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// The record.
+    pub record: RecordId,
+    /// Entries added.
+    pub new_entries: usize,
+    /// Entries already held.
+    pub already_held: usize,
+    /// Audit events added.
+    pub audit_events: usize,
+}
+
+/// What verification found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records checked.
+    pub records: usize,
+    /// Entries checked.
+    pub entries: usize,
+    /// Audit events checked.
+    pub audit_events: usize,
+    /// Everything wrong, described.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// What a repair did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Bytes cut off the log (a torn tail, or everything from the first bad frame).
+    pub truncated_bytes: u64,
+    /// Frames re-indexed.
+    pub reindexed: u64,
+}
+
+/// An audit event to record.
+#[derive(Debug, Clone)]
+pub struct AuditInput {
+    /// Type of activity.
+    pub action: Action,
+    /// Who.
+    pub actor: ActorId,
+    /// Device or network address.
+    pub device: Option<String>,
+    /// Entries touched.
+    pub entries: Vec<EntryId>,
+    /// Short description (never record contents).
+    pub detail: Option<String>,
+}
+
+/// Index updates waiting for every earlier frame to be indexed.
+#[derive(Debug, Default)]
+struct Indexer {
+    applied: u64,
+    pending: BTreeMap<u64, (u64, sled::Batch)>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    log: Log,
+    db: sled::Db,
+    node_key: Keypair,
+    records: Mutex<HashMap<RecordId, Arc<RwLock<Record>>>>,
+    indexer: Mutex<Indexer>,
+    /// This node's last audit event per record: (seq, id).
+    audit_tail: Mutex<HashMap<RecordId, (u64, EntryId)>>,
+}
+
+/// A store of many records. Cheap to clone; safe to share between threads.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = vec![tag];
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+const APPLIED: &[u8] = b"mapplied";
+
+fn frame_end(offset: u64, payload: usize) -> u64 {
+    offset + FRAME_HEADER_LEN as u64 + payload as u64
+}
+
+/// The index updates for one frame.
+fn index_ops(offset: u64, kind: u8, payload: &[u8]) -> Result<sled::Batch, StoreError> {
+    let mut b = sled::Batch::default();
+    let off = offset.to_be_bytes();
+    match kind {
+        KIND_ENTRY => {
+            let e = SignedEntry::decode(payload)
+                .map_err(|err| StoreError::Corrupt(format!("entry at offset {offset}: {err}")))?;
+            let rec = e.entry().record;
+            b.insert(key(b'r', &[rec.as_bytes()]), &[][..]);
+            b.insert(key(b'e', &[e.id().as_bytes()]), key(0, &[rec.as_bytes(), &off])[1..].to_vec());
+            b.insert(key(b'o', &[rec.as_bytes(), &off]), &e.id().as_bytes()[..]);
+        }
+        KIND_AUDIT => {
+            let a = SignedAudit::decode(payload)
+                .map_err(|err| StoreError::Corrupt(format!("audit event at offset {offset}: {err}")))?;
+            let ev = &a.event;
+            b.insert(
+                key(b'a', &[ev.record.as_bytes(), ev.node.as_bytes(), &ev.seq.to_be_bytes()]),
+                &off[..],
+            );
+        }
+        KIND_FORK => {
+            let e = SignedEntry::decode(payload)
+                .map_err(|err| StoreError::Corrupt(format!("fork proof at offset {offset}: {err}")))?;
+            b.insert(key(b'f', &[e.entry().record.as_bytes(), e.id().as_bytes()]), &off[..]);
+        }
+        other => return Err(StoreError::Corrupt(format!("unknown frame kind {other} at {offset}"))),
+    }
+    Ok(b)
+}
+
+fn read_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`: the log at `dir/log`, the index at
+    /// `dir/index`. A torn log tail is cut off; frames not yet indexed are indexed.
+    pub fn open(dir: &Path, node_key: Keypair) -> Result<(Store, OpenReport), StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let (log, rec) = Log::open_path(dir.join("log"))?;
+        let db = sled::Config::new().path(dir.join("index")).open()?;
+        let (store, replayed) = Store::assemble(log, db, node_key)?;
+        Ok((
+            store,
+            OpenReport {
+                truncated_bytes: rec.truncated_bytes,
+                replayed,
+            },
+        ))
+    }
+
+    /// Builds a store over an open log and index (used with an in-memory log in tests).
+    pub fn with_parts(log: Log, db: sled::Db, node_key: Keypair) -> Result<Store, StoreError> {
+        Store::assemble(log, db, node_key).map(|(s, _)| s)
+    }
+
+    fn assemble(log: Log, db: sled::Db, node_key: Keypair) -> Result<(Store, u64), StoreError> {
+        let mut applied = db.get(APPLIED)?.and_then(|v| read_u64(&v)).unwrap_or(0);
+        if applied > log.len() {
+            // The log was cut back (repair) or replaced: the index is not a prefix of it.
+            tracing::warn!("index ahead of the log; rebuilding the index");
+            db.clear()?;
+            applied = 0;
+        }
+        let mut replayed = 0;
+        for frame in log.iter_from(applied) {
+            let (offset, kind, payload) = frame?;
+            let mut b = index_ops(offset, kind, &payload)?;
+            let end = frame_end(offset, payload.len());
+            b.insert(APPLIED, &end.to_be_bytes()[..]);
+            db.apply_batch(b)?;
+            applied = end;
+            replayed += 1;
+        }
+        if replayed > 0 {
+            db.flush()?;
+        }
+        let inner = Inner {
+            log,
+            db,
+            node_key,
+            records: Mutex::new(HashMap::new()),
+            indexer: Mutex::new(Indexer {
+                applied: applied.max(crate::log::HEADER_LEN),
+                pending: BTreeMap::new(),
+            }),
+            audit_tail: Mutex::new(HashMap::new()),
+        };
+        Ok((Store { inner: Arc::new(inner) }, replayed))
+    }
+
+    /// Cuts the log at its first bad frame and rebuilds the index from it. The store must
+    /// not be open.
+    pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
+        let rec = Log::repair(FileLog::open(dir.join("log"))?)?;
+        let index = dir.join("index");
+        if index.exists() {
+            std::fs::remove_dir_all(&index)?;
+        }
+        let (log, _) = Log::open_path(dir.join("log"))?;
+        let db = sled::Config::new().path(&index).open()?;
+        let (_, reindexed) = Store::assemble(log, db, Keypair::from_secret(&[1; 32]))?;
+        Ok(RepairReport {
+            truncated_bytes: rec.truncated_bytes,
+            reindexed,
+        })
+    }
+
+    /// The node's id (its key signs audit events).
+    pub fn node_id(&self) -> ActorId {
+        self.inner.node_key.actor()
+    }
+
+    /// Records held.
+    pub fn records(&self) -> Result<Vec<RecordId>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.db.scan_prefix([b'r']) {
+            let (k, _) = kv?;
+            let bytes: [u8; 32] = k[1..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("bad record key".into()))?;
+            out.push(ActorId(bytes));
+        }
+        Ok(out)
+    }
+
+    /// Whether a record is held.
+    pub fn holds(&self, id: &RecordId) -> Result<bool, StoreError> {
+        Ok(self.inner.db.contains_key(key(b'r', &[id.as_bytes()]))?)
+    }
+
+    /// The record's in-memory state, loaded from the log on first use.
+    fn handle(&self, id: &RecordId) -> Result<Arc<RwLock<Record>>, StoreError> {
+        if let Some(r) = lock(&self.inner.records).get(id) {
+            return Ok(r.clone());
+        }
+        if !self.holds(id)? {
+            return Err(StoreError::NotFound(*id));
+        }
+        let record = self.load(id)?;
+        let handle = Arc::new(RwLock::new(record));
+        Ok(lock(&self.inner.records)
+            .entry(*id)
+            .or_insert(handle)
+            .clone())
+    }
+
+    /// Reads an entry frame and checks its hash against the id it is indexed under.
+    fn read_entry(&self, offset: u64, id: &EntryId) -> Result<SignedEntry, StoreError> {
+        let (kind, payload) = self.inner.log.read(offset)?;
+        if kind != KIND_ENTRY {
+            return Err(StoreError::Corrupt(format!("offset {offset} is not an entry")));
+        }
+        let e = SignedEntry::decode(&payload)
+            .map_err(|err| StoreError::Corrupt(format!("entry {id}: {err}")))?;
+        if e.id() != *id {
+            return Err(StoreError::Corrupt(format!("entry {id}: content hash mismatch")));
+        }
+        Ok(e)
+    }
+
+    fn stored_entries(&self, id: &RecordId) -> Result<Vec<SignedEntry>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
+            let (k, v) = kv?;
+            let offset = read_u64(&k[33..]).ok_or_else(|| StoreError::Corrupt("bad order key".into()))?;
+            let eid = EntryId(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("bad order value".into()))?,
+            );
+            out.push(self.read_entry(offset, &eid)?);
+        }
+        Ok(out)
+    }
+
+    fn load(&self, id: &RecordId) -> Result<Record, StoreError> {
+        let mut record = Record::new(*id);
+        for e in self.stored_entries(id)? {
+            let eid = e.id();
+            // Hash-checked bytes this node verified before storing them.
+            record
+                .apply_known(Verified::trusted(e))
+                .map_err(|err| StoreError::Corrupt(format!("entry {eid} no longer applies: {err}")))?;
+        }
+        Ok(record)
+    }
+
+    /// Runs `f` on a record (shared read access).
+    pub fn with_record<T>(&self, id: &RecordId, f: impl FnOnce(&Record) -> T) -> Result<T, StoreError> {
+        let h = self.handle(id)?;
+        let r = h.read().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&r))
+    }
+
+    /// Indexes frames strictly in log order: a frame's updates wait until every earlier
+    /// frame's are in.
+    fn index(&self, frames: Vec<(u64, u64, sled::Batch)>) -> Result<(), StoreError> {
+        let mut ix = lock(&self.inner.indexer);
+        for (start, end, batch) in frames {
+            ix.pending.insert(start, (end, batch));
+        }
+        loop {
+            let applied = ix.applied;
+            let Some((end, mut batch)) = ix.pending.remove(&applied) else {
+                break;
+            };
+            batch.insert(APPLIED, &end.to_be_bytes()[..]);
+            self.inner.db.apply_batch(batch)?;
+            ix.applied = end;
+        }
+        Ok(())
+    }
+
+    /// Appends frames durably (one fsync) and indexes them. Frames are always built here
+    /// from entries and events already decoded and checked.
+    fn persist(&self, frames: &[(u8, &[u8])]) -> Result<(), StoreError> {
+        let offsets = self.inner.log.append_batch(frames)?;
+        let mut batches = Vec::with_capacity(frames.len());
+        for ((kind, payload), offset) in frames.iter().zip(offsets) {
+            batches.push((offset, frame_end(offset, payload.len()), index_ops(offset, *kind, payload)?));
+        }
+        self.index(batches)
+    }
+
+    fn audit_event(&self, record: &RecordId, input: AuditInput, now: Timestamp, profile: Option<Profile>) -> Result<SignedAudit, StoreError> {
+        let mut tails = lock(&self.inner.audit_tail);
+        let tail = match tails.get(record) {
+            Some(t) => Some(*t),
+            None => self.last_own_audit(record)?,
+        };
+        let mut entries = input.entries;
+        entries.truncate(audit::MAX_AUDIT_ENTRIES);
+        let event = AuditEvent {
+            record: *record,
+            node: self.node_id(),
+            seq: tail.map_or(1, |t| t.0 + 1),
+            prev: tail.map(|t| t.1),
+            time: now,
+            action: input.action,
+            actor: input.actor,
+            actor_name: profile.as_ref().map(|p| p.name.clone()),
+            actor_role: profile.as_ref().map(|p| p.role.clone()),
+            actor_organisation: profile.and_then(|p| p.organisation),
+            device: input.device,
+            entries,
+            detail: input.detail,
+        }
+        .sign(&self.inner.node_key);
+        tails.insert(*record, (event.event.seq, event.id()));
+        Ok(event)
+    }
+
+    fn last_own_audit(&self, record: &RecordId) -> Result<Option<(u64, EntryId)>, StoreError> {
+        let prefix = key(b'a', &[record.as_bytes(), self.node_id().as_bytes()]);
+        match self.inner.db.scan_prefix(prefix).next_back() {
+            None => Ok(None),
+            Some(kv) => {
+                let (_, v) = kv?;
+                let offset = read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
+                let (_, payload) = self.inner.log.read(offset)?;
+                let a = SignedAudit::decode(&payload)?;
+                Ok(Some((a.event.seq, a.id())))
+            }
+        }
+    }
+
+    /// Records an audit event (signed by this node) and makes it durable.
+    pub fn audit(&self, record: &RecordId, input: AuditInput, now: Timestamp) -> Result<SignedAudit, StoreError> {
+        let profile = self.with_record(record, |r| r.profile(&input.actor, None).cloned())?;
+        let ev = self.audit_event(record, input, now, profile)?;
+        self.persist(&[(KIND_AUDIT, ev.bytes())])?;
+        Ok(ev)
+    }
+
+    /// The record's audit trail, in time order.
+    pub fn audit_events(&self, record: &RecordId) -> Result<Vec<SignedAudit>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.db.scan_prefix(key(b'a', &[record.as_bytes()])) {
+            let (_, v) = kv?;
+            let offset = read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
+            let (_, payload) = self.inner.log.read(offset)?;
+            out.push(SignedAudit::decode(&payload)?);
+        }
+        out.sort_by_key(|a| (a.event.time, a.event.node, a.event.seq));
+        Ok(out)
+    }
+
+    /// Creates a record: the patient's genesis entry.
+    pub fn create_record(&self, patient: &Keypair, profile: Profile, now: Timestamp, device: Option<String>) -> Result<EntryId, StoreError> {
+        let id = patient.actor();
+        if self.holds(&id)? {
+            return Err(Rejection::GenesisExists.into());
+        }
+        let handle = Arc::new(RwLock::new(Record::new(id)));
+        let mut r = handle.write().unwrap_or_else(|p| p.into_inner());
+        let v = r.prepare(patient, Payload::Genesis { profile }, None, now, device.clone())?;
+        self.persist(&[(KIND_ENTRY, v.signed().bytes())])?;
+        let eid = v.id();
+        r.apply(v)?;
+        drop(r);
+        lock(&self.inner.records).insert(id, handle);
+        Ok(eid)
+    }
+
+    /// Writes an entry by `author` (choosing the grant that authorises it), durably, with
+    /// the matching audit event in the same fsync. Returns the new entry's id.
+    pub fn write(&self, record: &RecordId, author: &Keypair, payload: Payload, now: Timestamp, device: Option<String>) -> Result<EntryId, StoreError> {
+        let h = self.handle(record)?;
+        let mut r = h.write().unwrap_or_else(|p| p.into_inner());
+        let action = match &payload {
+            Payload::Amend { .. } => Action::Edit,
+            Payload::Delete { .. } => Action::Delete,
+            Payload::Annotate { .. } => Action::Annotate,
+            Payload::Grant(_) => Action::Grant,
+            Payload::Revoke { .. } => Action::Revoke,
+            _ => Action::Add,
+        };
+        let detail = r.category_of_payload(&payload).map(|c| c.to_string());
+        let v = r.prepare_as(author, payload, now, device.clone())?;
+        let eid = v.id();
+        let profile = r.profile(&author.actor(), None).cloned();
+        let ev = self.audit_event(
+            record,
+            AuditInput {
+                action,
+                actor: author.actor(),
+                device,
+                entries: vec![eid],
+                detail,
+            },
+            now,
+            profile,
+        )?;
+        self.persist(&[(KIND_ENTRY, v.signed().bytes()), (KIND_AUDIT, ev.bytes())])?;
+        r.apply(v)?;
+        Ok(eid)
+    }
+
+    /// Stores entries received from elsewhere (already signature-checked), all or nothing:
+    /// they are validated together against the record before any is written. Returns how
+    /// many were new.
+    pub fn ingest(&self, record: &RecordId, entries: Vec<Verified>) -> Result<usize, StoreError> {
+        let (h, fresh) = match self.handle(record) {
+            Ok(h) => (h, false),
+            Err(StoreError::NotFound(_)) => (Arc::new(RwLock::new(Record::new(*record))), true),
+            Err(e) => return Err(e),
+        };
+        let mut r = h.write().unwrap_or_else(|p| p.into_inner());
+        let mut trial = r.clone();
+        let mut new = Vec::new();
+        for v in entries {
+            match trial.apply(v.clone()) {
+                Ok(Applied::Duplicate) => {}
+                Ok(Applied::Added { .. }) => new.push(v),
+                Err(Rejection::Fork { author, seq, existing }) => {
+                    if let Some(proof) = trial.forks().last() {
+                        self.persist(&[(KIND_FORK, proof.conflicting.signed().bytes())])?;
+                    }
+                    return Err(Rejection::Fork { author, seq, existing }.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let frames: Vec<(u8, &[u8])> = new.iter().map(|v| (KIND_ENTRY, v.signed().bytes())).collect();
+        for chunk in frames.chunks(1024) {
+            self.persist(chunk)?;
+        }
+        let count = new.len();
+        for v in new {
+            r.apply(v)?;
+        }
+        drop(r);
+        if fresh && count > 0 {
+            lock(&self.inner.records).entry(*record).or_insert(h);
+        }
+        Ok(count)
+    }
+
+    /// Verifies an export file completely, then stores what is new in it (entries and audit
+    /// events). Nothing is stored if anything fails.
+    pub fn import(&self, bytes: &[u8], actor: &ActorId, now: Timestamp) -> Result<ImportReport, StoreError> {
+        let file = export::verify(bytes)?;
+        let record = file.manifest.record;
+        let entries: Vec<Verified> = file.record.entries().cloned().collect();
+        let total = entries.len();
+        let new_entries = self.ingest(&record, entries)?;
+        let mut fresh = Vec::new();
+        for a in &file.audit {
+            let ev = &a.event;
+            let k = key(b'a', &[ev.record.as_bytes(), ev.node.as_bytes(), &ev.seq.to_be_bytes()]);
+            if ev.node != self.node_id() && !self.inner.db.contains_key(k)? {
+                fresh.push(a);
+            }
+        }
+        let frames: Vec<(u8, &[u8])> = fresh.iter().map(|a| (KIND_AUDIT, a.bytes())).collect();
+        for chunk in frames.chunks(1024) {
+            self.persist(chunk)?;
+        }
+        self.audit(
+            &record,
+            AuditInput {
+                action: Action::Import,
+                actor: *actor,
+                device: None,
+                entries: Vec::new(),
+                detail: Some(format!("{new_entries} new entries from an export by {}", file.manifest.exporter)),
+            },
+            now,
+        )?;
+        Ok(ImportReport {
+            record,
+            new_entries,
+            already_held: total - new_entries,
+            audit_events: fresh.len(),
+        })
+    }
+
+    /// Exports the whole record with its audit trail (the export itself is audited first).
+    pub fn export(&self, record: &RecordId, exporter: &Keypair, now: Timestamp) -> Result<Vec<u8>, StoreError> {
+        self.audit(
+            record,
+            AuditInput {
+                action: Action::Export,
+                actor: exporter.actor(),
+                device: None,
+                entries: Vec::new(),
+                detail: Some("whole record".into()),
+            },
+            now,
+        )?;
+        let audit = self.audit_events(record)?;
+        self.with_record(record, |r| export::build(r, &audit, exporter, now))
+    }
+
+    /// Checks everything: every log frame, every entry's hash and signature, every record's
+    /// rules (by replay), every audit event's signature and chain.
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let mut report = VerifyReport::default();
+        let log = self.inner.log.verify()?;
+        if !log.is_ok() {
+            report.problems.push(format!("log: {log:?}"));
+        }
+        for id in self.records()? {
+            report.records += 1;
+            let entries = match self.stored_entries(&id) {
+                Ok(e) => e,
+                Err(e) => {
+                    report.problems.push(format!("record {id}: {e}"));
+                    continue;
+                }
+            };
+            report.entries += entries.len();
+            match cophr_protocol::entry::verify_batch(entries) {
+                Err((i, e)) => report.problems.push(format!("record {id}: entry {i}: {e}")),
+                Ok(verified) => {
+                    let mut r = Record::new(id);
+                    for v in verified {
+                        let eid = v.id();
+                        if let Err(e) = r.apply(v) {
+                            report.problems.push(format!("record {id}: entry {eid}: {e}"));
+                        }
+                    }
+                }
+            }
+            match self.audit_events(&id) {
+                Ok(mut events) => {
+                    report.audit_events += events.len();
+                    events.sort_by_key(|a| (a.event.node, a.event.seq));
+                    if let Err(e) = audit::check_chain(&events) {
+                        report.problems.push(format!("record {id}: {e}"));
+                    }
+                }
+                Err(e) => report.problems.push(format!("record {id}: audit: {e}")),
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cophr_protocol::access::Level;
+    use cophr_protocol::testkit::{bp, grant, key, profile, text_body};
+    use cophr_protocol::Category;
+
+    fn open(dir: &Path) -> Store {
+        Store::open(dir, key(0, "node")).unwrap().0
+    }
+
+    fn george(store: &Store) -> (Keypair, RecordId) {
+        let g = key(1, "George");
+        store.create_record(&g, profile("George", "patient", None), 1_000, None).unwrap();
+        (g.clone(), g.actor())
+    }
+
+    #[test]
+    fn writes_survive_reopen_and_are_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (g, rec) = george(&s);
+        let a = s.write(&rec, &g, Payload::Create { category: Category::VitalSigns, body: bp(140, 90) }, 2_000, Some("phone".into())).unwrap();
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(s.records().unwrap(), vec![rec]);
+        assert!(s.with_record(&rec, |r| r.contains(&a)).unwrap());
+        let audit = s.audit_events(&rec).unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].event.action, Action::Add);
+        assert_eq!(audit[0].event.entries, vec![a]);
+        assert!(s.verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn refused_writes_store_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (g, rec) = george(&s);
+        let viewer = key(1, "Patricia");
+        s.write(&rec, &g, Payload::Grant(grant(&viewer, Level::View, &[], true, false)), 2_000, None).unwrap();
+        let before = s.inner.log.len();
+        let err = s.write(&rec, &viewer, Payload::Create { category: Category::VitalSigns, body: bp(120, 80) }, 3_000, None).unwrap_err();
+        assert!(matches!(err, StoreError::Rejected(Rejection::Access(_))), "{err}");
+        assert_eq!(s.inner.log.len(), before);
+        assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), 2);
+    }
+
+    #[test]
+    fn unindexed_frames_are_replayed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (g, rec) = george(&s);
+        for i in 0..5 {
+            s.write(&rec, &g, Payload::Create { category: Category::AboutMe, body: text_body(&[("thing-1", &format!("fact {i}"))]) }, 2_000 + i, None).unwrap();
+        }
+        // Simulate an index that lost its recent updates (sled does not fsync).
+        s.inner.db.insert(APPLIED, &crate::log::HEADER_LEN.to_be_bytes()[..]).unwrap();
+        s.inner.db.remove(super::key(b'r', &[rec.as_bytes()])).unwrap();
+        s.inner.db.flush().unwrap();
+        drop(s);
+        let (s, report) = Store::open(dir.path(), key(0, "node")).unwrap();
+        assert!(report.replayed >= 6);
+        assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), 6);
+    }
+
+    #[test]
+    fn export_import_round_trip_and_tampered_file_stores_nothing() {
+        let d1 = tempfile::tempdir().unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        let s1 = open(d1.path());
+        let s2 = Store::open(d2.path(), key(0, "other node")).unwrap().0;
+        let (g, rec) = george(&s1);
+        s1.write(&rec, &g, Payload::Create { category: Category::Allergies, body: text_body(&[("agent", "Penicillin")]) }, 2_000, None).unwrap();
+        let file = s1.export(&rec, &g, 3_000).unwrap();
+        let mut bad = file.clone();
+        let n = bad.len() / 2;
+        bad[n] ^= 0x40;
+        assert!(s2.import(&bad, &g.actor(), 4_000).is_err());
+        assert!(s2.records().unwrap().is_empty());
+        let report = s2.import(&file, &g.actor(), 4_000).unwrap();
+        assert_eq!(report.new_entries, 2);
+        assert!(report.audit_events >= 2);
+        let again = s2.import(&file, &g.actor(), 5_000).unwrap();
+        assert_eq!((again.new_entries, again.already_held), (0, 2));
+        assert!(s2.verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_changed_byte_in_the_log_is_detected_and_repair_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (g, rec) = george(&s);
+        s.write(&rec, &g, Payload::Create { category: Category::AboutMe, body: text_body(&[("thing-1", "likes tea")]) }, 2_000, None).unwrap();
+        drop(s);
+        let path = dir.path().join("log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.windows(9).position(|w| w == b"likes tea").unwrap();
+        bytes[at] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        // The damaged frame is the last entry frame but an audit frame follows it, so open
+        // refuses to truncate and reports corruption.
+        match Store::open(dir.path(), key(0, "node")) {
+            Err(StoreError::Log(LogError::Corrupt { .. })) => {}
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        let rep = Store::repair(dir.path()).unwrap();
+        assert!(rep.truncated_bytes > 0);
+        let s = open(dir.path());
+        assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), 1);
+    }
+}
