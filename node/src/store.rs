@@ -181,24 +181,43 @@ fn index_ops(offset: u64, kind: u8, payload: &[u8]) -> Result<sled::Batch, Store
                 .map_err(|err| StoreError::Corrupt(format!("entry at offset {offset}: {err}")))?;
             let rec = e.entry().record;
             b.insert(key(b'r', &[rec.as_bytes()]), &[][..]);
-            b.insert(key(b'e', &[e.id().as_bytes()]), key(0, &[rec.as_bytes(), &off])[1..].to_vec());
+            b.insert(
+                key(b'e', &[e.id().as_bytes()]),
+                key(0, &[rec.as_bytes(), &off])[1..].to_vec(),
+            );
             b.insert(key(b'o', &[rec.as_bytes(), &off]), &e.id().as_bytes()[..]);
         }
         KIND_AUDIT => {
-            let a = SignedAudit::decode(payload)
-                .map_err(|err| StoreError::Corrupt(format!("audit event at offset {offset}: {err}")))?;
+            let a = SignedAudit::decode(payload).map_err(|err| {
+                StoreError::Corrupt(format!("audit event at offset {offset}: {err}"))
+            })?;
             let ev = &a.event;
             b.insert(
-                key(b'a', &[ev.record.as_bytes(), ev.node.as_bytes(), &ev.seq.to_be_bytes()]),
+                key(
+                    b'a',
+                    &[
+                        ev.record.as_bytes(),
+                        ev.node.as_bytes(),
+                        &ev.seq.to_be_bytes(),
+                    ],
+                ),
                 &off[..],
             );
         }
         KIND_FORK => {
-            let e = SignedEntry::decode(payload)
-                .map_err(|err| StoreError::Corrupt(format!("fork proof at offset {offset}: {err}")))?;
-            b.insert(key(b'f', &[e.entry().record.as_bytes(), e.id().as_bytes()]), &off[..]);
+            let e = SignedEntry::decode(payload).map_err(|err| {
+                StoreError::Corrupt(format!("fork proof at offset {offset}: {err}"))
+            })?;
+            b.insert(
+                key(b'f', &[e.entry().record.as_bytes(), e.id().as_bytes()]),
+                &off[..],
+            );
         }
-        other => return Err(StoreError::Corrupt(format!("unknown frame kind {other} at {offset}"))),
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "unknown frame kind {other} at {offset}"
+            )))
+        }
     }
     Ok(b)
 }
@@ -261,7 +280,12 @@ impl Store {
             }),
             audit_tail: Mutex::new(HashMap::new()),
         };
-        Ok((Store { inner: Arc::new(inner) }, replayed))
+        Ok((
+            Store {
+                inner: Arc::new(inner),
+            },
+            replayed,
+        ))
     }
 
     /// Cuts the log at its first bad frame and rebuilds the index from it. The store must
@@ -324,12 +348,16 @@ impl Store {
     fn read_entry(&self, offset: u64, id: &EntryId) -> Result<SignedEntry, StoreError> {
         let (kind, payload) = self.inner.log.read(offset)?;
         if kind != KIND_ENTRY {
-            return Err(StoreError::Corrupt(format!("offset {offset} is not an entry")));
+            return Err(StoreError::Corrupt(format!(
+                "offset {offset} is not an entry"
+            )));
         }
         let e = SignedEntry::decode(&payload)
             .map_err(|err| StoreError::Corrupt(format!("entry {id}: {err}")))?;
         if e.id() != *id {
-            return Err(StoreError::Corrupt(format!("entry {id}: content hash mismatch")));
+            return Err(StoreError::Corrupt(format!(
+                "entry {id}: content hash mismatch"
+            )));
         }
         Ok(e)
     }
@@ -338,7 +366,8 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
             let (k, v) = kv?;
-            let offset = read_u64(&k[33..]).ok_or_else(|| StoreError::Corrupt("bad order key".into()))?;
+            let offset =
+                read_u64(&k[33..]).ok_or_else(|| StoreError::Corrupt("bad order key".into()))?;
             let eid = EntryId(
                 v.as_ref()
                     .try_into()
@@ -354,15 +383,19 @@ impl Store {
         for e in self.stored_entries(id)? {
             let eid = e.id();
             // Hash-checked bytes this node verified before storing them.
-            record
-                .apply_known(Verified::trusted(e))
-                .map_err(|err| StoreError::Corrupt(format!("entry {eid} no longer applies: {err}")))?;
+            record.apply_known(Verified::trusted(e)).map_err(|err| {
+                StoreError::Corrupt(format!("entry {eid} no longer applies: {err}"))
+            })?;
         }
         Ok(record)
     }
 
     /// Runs `f` on a record (shared read access).
-    pub fn with_record<T>(&self, id: &RecordId, f: impl FnOnce(&Record) -> T) -> Result<T, StoreError> {
+    pub fn with_record<T>(
+        &self,
+        id: &RecordId,
+        f: impl FnOnce(&Record) -> T,
+    ) -> Result<T, StoreError> {
         let h = self.handle(id)?;
         let r = h.read().unwrap_or_else(|p| p.into_inner());
         Ok(f(&r))
@@ -393,12 +426,22 @@ impl Store {
         let offsets = self.inner.log.append_batch(frames)?;
         let mut batches = Vec::with_capacity(frames.len());
         for ((kind, payload), offset) in frames.iter().zip(offsets) {
-            batches.push((offset, frame_end(offset, payload.len()), index_ops(offset, *kind, payload)?));
+            batches.push((
+                offset,
+                frame_end(offset, payload.len()),
+                index_ops(offset, *kind, payload)?,
+            ));
         }
         self.index(batches)
     }
 
-    fn audit_event(&self, record: &RecordId, input: AuditInput, now: Timestamp, profile: Option<Profile>) -> Result<SignedAudit, StoreError> {
+    fn audit_event(
+        &self,
+        record: &RecordId,
+        input: AuditInput,
+        now: Timestamp,
+        profile: Option<Profile>,
+    ) -> Result<SignedAudit, StoreError> {
         let mut tails = lock(&self.inner.audit_tail);
         let tail = match tails.get(record) {
             Some(t) => Some(*t),
@@ -432,7 +475,8 @@ impl Store {
             None => Ok(None),
             Some(kv) => {
                 let (_, v) = kv?;
-                let offset = read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
+                let offset =
+                    read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
                 let (_, payload) = self.inner.log.read(offset)?;
                 let a = SignedAudit::decode(&payload)?;
                 Ok(Some((a.event.seq, a.id())))
@@ -441,7 +485,12 @@ impl Store {
     }
 
     /// Records an audit event (signed by this node) and makes it durable.
-    pub fn audit(&self, record: &RecordId, input: AuditInput, now: Timestamp) -> Result<SignedAudit, StoreError> {
+    pub fn audit(
+        &self,
+        record: &RecordId,
+        input: AuditInput,
+        now: Timestamp,
+    ) -> Result<SignedAudit, StoreError> {
         let profile = self.with_record(record, |r| r.profile(&input.actor, None).cloned())?;
         let ev = self.audit_event(record, input, now, profile)?;
         self.persist(&[(KIND_AUDIT, ev.bytes())])?;
@@ -453,7 +502,8 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.inner.db.scan_prefix(key(b'a', &[record.as_bytes()])) {
             let (_, v) = kv?;
-            let offset = read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
+            let offset =
+                read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
             let (_, payload) = self.inner.log.read(offset)?;
             out.push(SignedAudit::decode(&payload)?);
         }
@@ -462,14 +512,26 @@ impl Store {
     }
 
     /// Creates a record: the patient's genesis entry.
-    pub fn create_record(&self, patient: &Keypair, profile: Profile, now: Timestamp, device: Option<String>) -> Result<EntryId, StoreError> {
+    pub fn create_record(
+        &self,
+        patient: &Keypair,
+        profile: Profile,
+        now: Timestamp,
+        device: Option<String>,
+    ) -> Result<EntryId, StoreError> {
         let id = patient.actor();
         if self.holds(&id)? {
             return Err(Rejection::GenesisExists.into());
         }
         let handle = Arc::new(RwLock::new(Record::new(id)));
         let mut r = handle.write().unwrap_or_else(|p| p.into_inner());
-        let v = r.prepare(patient, Payload::Genesis { profile }, None, now, device.clone())?;
+        let v = r.prepare(
+            patient,
+            Payload::Genesis { profile },
+            None,
+            now,
+            device.clone(),
+        )?;
         self.persist(&[(KIND_ENTRY, v.signed().bytes())])?;
         let eid = v.id();
         r.apply(v)?;
@@ -480,7 +542,14 @@ impl Store {
 
     /// Writes an entry by `author` (choosing the grant that authorises it), durably, with
     /// the matching audit event in the same fsync. Returns the new entry's id.
-    pub fn write(&self, record: &RecordId, author: &Keypair, payload: Payload, now: Timestamp, device: Option<String>) -> Result<EntryId, StoreError> {
+    pub fn write(
+        &self,
+        record: &RecordId,
+        author: &Keypair,
+        payload: Payload,
+        now: Timestamp,
+        device: Option<String>,
+    ) -> Result<EntryId, StoreError> {
         let h = self.handle(record)?;
         let mut r = h.write().unwrap_or_else(|p| p.into_inner());
         let action = match &payload {
@@ -528,16 +597,28 @@ impl Store {
             match trial.apply(v.clone()) {
                 Ok(Applied::Duplicate) => {}
                 Ok(Applied::Added { .. }) => new.push(v),
-                Err(Rejection::Fork { author, seq, existing }) => {
+                Err(Rejection::Fork {
+                    author,
+                    seq,
+                    existing,
+                }) => {
                     if let Some(proof) = trial.forks().last() {
                         self.persist(&[(KIND_FORK, proof.conflicting.signed().bytes())])?;
                     }
-                    return Err(Rejection::Fork { author, seq, existing }.into());
+                    return Err(Rejection::Fork {
+                        author,
+                        seq,
+                        existing,
+                    }
+                    .into());
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        let frames: Vec<(u8, &[u8])> = new.iter().map(|v| (KIND_ENTRY, v.signed().bytes())).collect();
+        let frames: Vec<(u8, &[u8])> = new
+            .iter()
+            .map(|v| (KIND_ENTRY, v.signed().bytes()))
+            .collect();
         for chunk in frames.chunks(1024) {
             self.persist(chunk)?;
         }
@@ -554,7 +635,12 @@ impl Store {
 
     /// Verifies an export file completely, then stores what is new in it (entries and audit
     /// events). Nothing is stored if anything fails.
-    pub fn import(&self, bytes: &[u8], actor: &ActorId, now: Timestamp) -> Result<ImportReport, StoreError> {
+    pub fn import(
+        &self,
+        bytes: &[u8],
+        actor: &ActorId,
+        now: Timestamp,
+    ) -> Result<ImportReport, StoreError> {
         let file = export::verify(bytes)?;
         let record = file.manifest.record;
         let entries: Vec<Verified> = file.record.entries().cloned().collect();
@@ -563,7 +649,14 @@ impl Store {
         let mut fresh = Vec::new();
         for a in &file.audit {
             let ev = &a.event;
-            let k = key(b'a', &[ev.record.as_bytes(), ev.node.as_bytes(), &ev.seq.to_be_bytes()]);
+            let k = key(
+                b'a',
+                &[
+                    ev.record.as_bytes(),
+                    ev.node.as_bytes(),
+                    &ev.seq.to_be_bytes(),
+                ],
+            );
             if ev.node != self.node_id() && !self.inner.db.contains_key(k)? {
                 fresh.push(a);
             }
@@ -579,7 +672,10 @@ impl Store {
                 actor: *actor,
                 device: None,
                 entries: Vec::new(),
-                detail: Some(format!("{new_entries} new entries from an export by {}", file.manifest.exporter)),
+                detail: Some(format!(
+                    "{new_entries} new entries from an export by {}",
+                    file.manifest.exporter
+                )),
             },
             now,
         )?;
@@ -592,7 +688,12 @@ impl Store {
     }
 
     /// Exports the whole record with its audit trail (the export itself is audited first).
-    pub fn export(&self, record: &RecordId, exporter: &Keypair, now: Timestamp) -> Result<Vec<u8>, StoreError> {
+    pub fn export(
+        &self,
+        record: &RecordId,
+        exporter: &Keypair,
+        now: Timestamp,
+    ) -> Result<Vec<u8>, StoreError> {
         self.audit(
             record,
             AuditInput {
@@ -633,7 +734,9 @@ impl Store {
                     for v in verified {
                         let eid = v.id();
                         if let Err(e) = r.apply(v) {
-                            report.problems.push(format!("record {id}: entry {eid}: {e}"));
+                            report
+                                .problems
+                                .push(format!("record {id}: entry {eid}: {e}"));
                         }
                     }
                 }
@@ -666,7 +769,9 @@ mod tests {
 
     fn george(store: &Store) -> (Keypair, RecordId) {
         let g = key(1, "George");
-        store.create_record(&g, profile("George", "patient", None), 1_000, None).unwrap();
+        store
+            .create_record(&g, profile("George", "patient", None), 1_000, None)
+            .unwrap();
         (g.clone(), g.actor())
     }
 
@@ -675,7 +780,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
         let (g, rec) = george(&s);
-        let a = s.write(&rec, &g, Payload::Create { category: Category::VitalSigns, body: bp(140, 90) }, 2_000, Some("phone".into())).unwrap();
+        let a = s
+            .write(
+                &rec,
+                &g,
+                Payload::Create {
+                    category: Category::VitalSigns,
+                    body: bp(140, 90),
+                },
+                2_000,
+                Some("phone".into()),
+            )
+            .unwrap();
         drop(s);
         let s = open(dir.path());
         assert_eq!(s.records().unwrap(), vec![rec]);
@@ -693,10 +809,31 @@ mod tests {
         let s = open(dir.path());
         let (g, rec) = george(&s);
         let viewer = key(1, "Patricia");
-        s.write(&rec, &g, Payload::Grant(grant(&viewer, Level::View, &[], true, false)), 2_000, None).unwrap();
+        s.write(
+            &rec,
+            &g,
+            Payload::Grant(grant(&viewer, Level::View, &[], true, false)),
+            2_000,
+            None,
+        )
+        .unwrap();
         let before = s.inner.log.len();
-        let err = s.write(&rec, &viewer, Payload::Create { category: Category::VitalSigns, body: bp(120, 80) }, 3_000, None).unwrap_err();
-        assert!(matches!(err, StoreError::Rejected(Rejection::Access(_))), "{err}");
+        let err = s
+            .write(
+                &rec,
+                &viewer,
+                Payload::Create {
+                    category: Category::VitalSigns,
+                    body: bp(120, 80),
+                },
+                3_000,
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Rejected(Rejection::Access(_))),
+            "{err}"
+        );
         assert_eq!(s.inner.log.len(), before);
         assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), 2);
     }
@@ -707,11 +844,27 @@ mod tests {
         let s = open(dir.path());
         let (g, rec) = george(&s);
         for i in 0..5 {
-            s.write(&rec, &g, Payload::Create { category: Category::AboutMe, body: text_body(&[("thing-1", &format!("fact {i}"))]) }, 2_000 + i, None).unwrap();
+            s.write(
+                &rec,
+                &g,
+                Payload::Create {
+                    category: Category::AboutMe,
+                    body: text_body(&[("thing-1", &format!("fact {i}"))]),
+                },
+                2_000 + i,
+                None,
+            )
+            .unwrap();
         }
         // Simulate an index that lost its recent updates (sled does not fsync).
-        s.inner.db.insert(APPLIED, &crate::log::HEADER_LEN.to_be_bytes()[..]).unwrap();
-        s.inner.db.remove(super::key(b'r', &[rec.as_bytes()])).unwrap();
+        s.inner
+            .db
+            .insert(APPLIED, &crate::log::HEADER_LEN.to_be_bytes()[..])
+            .unwrap();
+        s.inner
+            .db
+            .remove(super::key(b'r', &[rec.as_bytes()]))
+            .unwrap();
         s.inner.db.flush().unwrap();
         drop(s);
         let (s, report) = Store::open(dir.path(), key(0, "node")).unwrap();
@@ -726,7 +879,17 @@ mod tests {
         let s1 = open(d1.path());
         let s2 = Store::open(d2.path(), key(0, "other node")).unwrap().0;
         let (g, rec) = george(&s1);
-        s1.write(&rec, &g, Payload::Create { category: Category::Allergies, body: text_body(&[("agent", "Penicillin")]) }, 2_000, None).unwrap();
+        s1.write(
+            &rec,
+            &g,
+            Payload::Create {
+                category: Category::Allergies,
+                body: text_body(&[("agent", "Penicillin")]),
+            },
+            2_000,
+            None,
+        )
+        .unwrap();
         let file = s1.export(&rec, &g, 3_000).unwrap();
         let mut bad = file.clone();
         let n = bad.len() / 2;
@@ -746,7 +909,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
         let (g, rec) = george(&s);
-        s.write(&rec, &g, Payload::Create { category: Category::AboutMe, body: text_body(&[("thing-1", "likes tea")]) }, 2_000, None).unwrap();
+        s.write(
+            &rec,
+            &g,
+            Payload::Create {
+                category: Category::AboutMe,
+                body: text_body(&[("thing-1", "likes tea")]),
+            },
+            2_000,
+            None,
+        )
+        .unwrap();
         drop(s);
         let path = dir.path().join("log");
         let mut bytes = std::fs::read(&path).unwrap();

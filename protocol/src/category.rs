@@ -155,8 +155,9 @@ fn valid_extension(name: &str) -> bool {
     };
     let ok = |s: &str, extra: &[char]| {
         !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || extra.contains(&c))
+            && s.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || extra.contains(&c)
+            })
     };
     name.len() <= MAX_EXTENSION_NAME && ok(ns, &['.']) && ok(local, &['_'])
 }

@@ -216,7 +216,8 @@ pub(crate) fn from_cbor_canonical<T>(bytes: &[u8]) -> Result<T, EntryError>
 where
     T: Serialize + for<'de> Deserialize<'de>,
 {
-    let v: T = cbor4ii::serde::from_slice(bytes).map_err(|e| EntryError::Malformed(e.to_string()))?;
+    let v: T =
+        cbor4ii::serde::from_slice(bytes).map_err(|e| EntryError::Malformed(e.to_string()))?;
     if cbor(&v) != bytes {
         return Err(EntryError::NotCanonical);
     }
@@ -291,7 +292,10 @@ impl Entry {
     /// Signs this entry. The key must be the author's.
     pub fn sign(self, key: &Keypair) -> SignedEntry {
         let sig = key.sign(Domain::Entry, &self.signing_bytes());
-        let bytes = cbor(&WireRef { entry: &self, sig: &sig });
+        let bytes = cbor(&WireRef {
+            entry: &self,
+            sig: &sig,
+        });
         SignedEntry {
             id: EntryId(*blake3::hash(&bytes).as_bytes()),
             entry: self,
@@ -350,7 +354,7 @@ impl SignedEntry {
     }
 }
 
-/// An entry whose signature has been verified. Only these can enter a [`crate::Record`].
+/// An entry whose signature has been verified. Only these can enter a [`crate::record::Record`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified(SignedEntry);
 

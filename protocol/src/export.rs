@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, AuditError, SignedAudit};
-use crate::entry::{from_cbor_canonical, to_cbor, verify_batch, EntryError, SignedEntry, Timestamp};
+use crate::entry::{
+    from_cbor_canonical, to_cbor, verify_batch, EntryError, SignedEntry, Timestamp,
+};
 use crate::ids::{ActorId, EntryId, RecordId, Sig};
 use crate::keys::{self, Domain, Keypair};
 use crate::record::{Record, Rejection};
@@ -80,7 +82,7 @@ pub enum ExportError {
         /// The entry.
         id: EntryId,
         /// Why.
-        error: Rejection,
+        error: Box<Rejection>,
     },
     /// An audit event is bad.
     #[error("audit trail: {0}")]
@@ -101,7 +103,12 @@ pub fn definitions_json() -> String {
 }
 
 /// Writes an export of `record` (and the audit events given), signed by `exporter`.
-pub fn build(record: &Record, audit: &[SignedAudit], exporter: &Keypair, now: Timestamp) -> Vec<u8> {
+pub fn build(
+    record: &Record,
+    audit: &[SignedAudit],
+    exporter: &Keypair,
+    now: Timestamp,
+) -> Vec<u8> {
     let entries: Vec<&SignedEntry> = record.entries().map(|v| v.signed()).collect();
     let ids: Vec<EntryId> = entries.iter().map(|e| e.id()).collect();
     let audit_ids: Vec<EntryId> = audit.iter().map(SignedAudit::id).collect();
@@ -122,8 +129,14 @@ pub fn build(record: &Record, audit: &[SignedAudit], exporter: &Keypair, now: Ti
         manifest,
         sig,
         definitions,
-        entries: entries.iter().map(|e| serde_bytes::ByteBuf::from(e.bytes().to_vec())).collect(),
-        audit: audit.iter().map(|a| serde_bytes::ByteBuf::from(a.bytes().to_vec())).collect(),
+        entries: entries
+            .iter()
+            .map(|e| serde_bytes::ByteBuf::from(e.bytes().to_vec()))
+            .collect(),
+        audit: audit
+            .iter()
+            .map(|a| serde_bytes::ByteBuf::from(a.bytes().to_vec()))
+            .collect(),
     })
 }
 
@@ -167,13 +180,15 @@ pub fn verify(bytes: &[u8]) -> Result<Verified, ExportError> {
     if hash_ids(decoded.iter().map(|e| e.id()).collect::<Vec<_>>().iter()) != m.entries_hash {
         return Err(ExportError::Mismatch("entries"));
     }
-    let verified = verify_batch(decoded).map_err(|(index, error)| ExportError::Entry { index, error })?;
+    let verified =
+        verify_batch(decoded).map_err(|(index, error)| ExportError::Entry { index, error })?;
     let mut record = Record::new(m.record);
     for v in verified {
         let id = v.id();
-        record
-            .apply(v)
-            .map_err(|error| ExportError::Rule { id, error })?;
+        record.apply(v).map_err(|error| ExportError::Rule {
+            id,
+            error: Box::new(error),
+        })?;
     }
     if record.heads() != m.heads {
         return Err(ExportError::Mismatch("heads"));

@@ -152,7 +152,9 @@ impl Record {
             }
             Payload::Revoke { grant, .. } => {
                 v.may_audit()
-                    || self.grant(grant).is_some_and(|g| g.grant.grantee == v.actor)
+                    || self
+                        .grant(grant)
+                        .is_some_and(|g| g.grant.grantee == v.actor)
                     || v.lenses.iter().any(|l| l.chain.contains(grant))
             }
             _ => match self.category_of(id) {
@@ -238,9 +240,13 @@ pub fn current(record: &Record, viewer: &Viewer) -> State {
         }
         // The versions of this item in effect and visible.
         let mut versions = vec![id];
-        versions.extend(record.versions_of(&id).iter().copied().filter(|v| {
-            record.status(v) == Some(&Status::Valid) && record.can_see(viewer, v)
-        }));
+        versions.extend(
+            record
+                .versions_of(&id)
+                .iter()
+                .copied()
+                .filter(|v| record.status(v) == Some(&Status::Valid) && record.can_see(viewer, v)),
+        );
         let superseded: std::collections::HashSet<EntryId> = versions
             .iter()
             .filter_map(|v| record.get(v).and_then(|e| e.entry().payload.target()))

@@ -193,7 +193,10 @@ mod tests {
             s.replacen("a-", "e-", 1).parse::<ActorId>(),
             Err(IdParseError::WrongPrefix { expected: "a-" })
         );
-        assert_eq!("a-aaaaaaaa".parse::<ActorId>(), Err(IdParseError::Length(5)));
+        assert_eq!(
+            "a-aaaaaaaa".parse::<ActorId>(),
+            Err(IdParseError::Length(5))
+        );
         assert_eq!("a-!!".parse::<ActorId>(), Err(IdParseError::Base32));
     }
 }

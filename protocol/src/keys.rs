@@ -164,7 +164,14 @@ mod tests {
         let mut items: Vec<(ActorId, Domain, &[u8], Sig)> = keys
             .iter()
             .zip(&msgs)
-            .map(|(k, m)| (k.actor(), Domain::Entry, m.as_slice(), k.sign(Domain::Entry, m)))
+            .map(|(k, m)| {
+                (
+                    k.actor(),
+                    Domain::Entry,
+                    m.as_slice(),
+                    k.sign(Domain::Entry, m),
+                )
+            })
             .collect();
         assert_eq!(verify_batch(&items), Ok(()));
         items[2].3 .0[0] ^= 1;

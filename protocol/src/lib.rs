@@ -6,17 +6,17 @@
 //! re-decide any rule made here.
 
 pub mod access;
+pub mod audit;
 pub mod category;
 pub mod entry;
+pub mod export;
+pub mod fold;
 pub mod ids;
 pub mod keys;
-pub mod schema;
-pub mod value;
 pub mod record;
-pub mod fold;
-pub mod audit;
-pub mod export;
+pub mod schema;
 pub mod testkit;
+pub mod value;
 
 pub use access::{Grant, Level, Scope};
 pub use category::Category;

@@ -299,7 +299,9 @@ impl Record {
 
     /// Entries in the order they were applied (a topological order).
     pub fn entries(&self) -> impl Iterator<Item = &Verified> + '_ {
-        self.order.iter().filter_map(|id| self.nodes.get(id).map(|n| &n.e))
+        self.order
+            .iter()
+            .filter_map(|id| self.nodes.get(id).map(|n| &n.e))
     }
 
     /// Every grant held, in no particular order.
@@ -508,7 +510,11 @@ impl Record {
                 return Err(Rejection::TimeTravel);
             }
         }
-        let author_ix = self.author_index.get(&e.author).copied().unwrap_or(width - 1);
+        let author_ix = self
+            .author_index
+            .get(&e.author)
+            .copied()
+            .unwrap_or(width - 1);
         if clock[author_ix] != e.seq - 1 {
             return Err(Rejection::Backlink(e.seq - 1));
         }
@@ -612,13 +618,11 @@ impl Record {
             Payload::Grant(g) if g.grantee == self.id => {
                 return Err(AccessError::GrantToPatient.into());
             }
-            Payload::Revoke { grant, .. } => {
-                if !self.grants.contains_key(grant) {
-                    return Err(Rejection::Target {
-                        id: *grant,
-                        why: "not a grant in this record",
-                    });
-                }
+            Payload::Revoke { grant, .. } if !self.grants.contains_key(grant) => {
+                return Err(Rejection::Target {
+                    id: *grant,
+                    why: "not a grant in this record",
+                });
             }
             _ => {}
         }
@@ -651,7 +655,9 @@ impl Record {
         let auth = e.auth.ok_or(AccessError::NoGrant)?;
         let info = match self.grants.get(&auth) {
             Some(g) => g,
-            None if self.nodes.contains_key(&auth) => return Err(AccessError::NotAGrant(auth).into()),
+            None if self.nodes.contains_key(&auth) => {
+                return Err(AccessError::NotAGrant(auth).into())
+            }
             None => return Err(AccessError::GrantNotFound(auth).into()),
         };
         if info.grant.grantee != e.author {
@@ -758,9 +764,10 @@ impl Record {
                 && g.grant.delegate
                 && past(&g.id)
                 && self.nodes[&g.id].status == Status::Valid
-                && self.chain(g.id).iter().all(|l| {
-                    l.grant.in_period(time) && !l.revoked_by.iter().any(|r| past(r))
-                })
+                && self
+                    .chain(g.id)
+                    .iter()
+                    .all(|l| l.grant.in_period(time) && !l.revoked_by.iter().any(past))
         })
     }
 

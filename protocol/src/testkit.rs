@@ -111,7 +111,13 @@ pub fn profile(name: &str, role: &str, org: Option<&str>) -> Profile {
 }
 
 /// A grant of `level` on `categories` (empty = all).
-pub fn grant(grantee: &Keypair, level: Level, categories: &[Category], audit: bool, delegate: bool) -> Grant {
+pub fn grant(
+    grantee: &Keypair,
+    level: Level,
+    categories: &[Category],
+    audit: bool,
+    delegate: bool,
+) -> Grant {
     Grant {
         grantee: grantee.actor(),
         level,
@@ -132,15 +138,21 @@ pub fn grant(grantee: &Keypair, level: Level, categories: &[Category], audit: bo
 pub fn bp(systolic: i64, diastolic: i64) -> Value {
     let q = |v: i64| {
         Value::Map(
-            [("value".to_string(), Value::Int(v)), ("unit".to_string(), Value::Text("mm[Hg]".into()))]
-                .into_iter()
-                .collect(),
+            [
+                ("value".to_string(), Value::Int(v)),
+                ("unit".to_string(), Value::Text("mm[Hg]".into())),
+            ]
+            .into_iter()
+            .collect(),
         )
     };
     Value::Map(
-        [("systolic".to_string(), q(systolic)), ("diastolic".to_string(), q(diastolic))]
-            .into_iter()
-            .collect(),
+        [
+            ("systolic".to_string(), q(systolic)),
+            ("diastolic".to_string(), q(diastolic)),
+        ]
+        .into_iter()
+        .collect(),
     )
 }
 
@@ -172,10 +184,22 @@ impl Fixture {
         let mut record = Record::new(patient.actor());
         let now = 1_700_000_000_000;
         let g = record
-            .prepare(&patient, Payload::Genesis { profile: profile(name, "patient", None) }, None, now, None)
+            .prepare(
+                &patient,
+                Payload::Genesis {
+                    profile: profile(name, "patient", None),
+                },
+                None,
+                now,
+                None,
+            )
             .expect("genesis is valid");
         record.apply(g).expect("genesis applies");
-        Fixture { patient, record, now: now + 1000 }
+        Fixture {
+            patient,
+            record,
+            now: now + 1000,
+        }
     }
 
     /// Writes as `key` (choosing a grant), applying it. Returns the entry.
@@ -189,11 +213,19 @@ impl Fixture {
     /// The patient grants, returning the grant's id.
     pub fn grant(&mut self, g: Grant) -> EntryId {
         let patient = self.patient.clone();
-        self.write(&patient, Payload::Grant(g)).expect("patient may grant").id()
+        self.write(&patient, Payload::Grant(g))
+            .expect("patient may grant")
+            .id()
     }
 
     /// Creates an item as `key`.
-    pub fn create(&mut self, key: &Keypair, category: Category, body: Value) -> Result<EntryId, Rejection> {
-        self.write(key, Payload::Create { category, body }).map(|v| v.id())
+    pub fn create(
+        &mut self,
+        key: &Keypair,
+        category: Category,
+        body: Value,
+    ) -> Result<EntryId, Rejection> {
+        self.write(key, Payload::Create { category, body })
+            .map(|v| v.id())
     }
 }

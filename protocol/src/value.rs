@@ -129,16 +129,18 @@ impl Value {
             Value::Text(s) => s.clone().into(),
             Value::Bytes(b) => BASE64.encode(b).into(),
             Value::List(l) => l.iter().map(Value::to_json).collect(),
-            Value::Map(m) => serde_json::Value::Object(
-                m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
-            ),
+            Value::Map(m) => {
+                serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
         }
     }
 }
 
 /// RFC 8949 deterministic order for text keys: shorter first, then bytewise.
 fn key_order(a: &&String, b: &&String) -> std::cmp::Ordering {
-    a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes()))
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
 }
 
 impl Serialize for Value {

@@ -99,8 +99,14 @@ struct Op {
 
 fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(
-        (0usize..4, 0u8..6, any::<usize>(), prop::bool::weighted(0.2))
-            .prop_map(|(actor, kind, pick, merge)| Op { actor, kind, pick, merge }),
+        (0usize..4, 0u8..6, any::<usize>(), prop::bool::weighted(0.2)).prop_map(
+            |(actor, kind, pick, merge)| Op {
+                actor,
+                kind,
+                pick,
+                merge,
+            },
+        ),
         1..40,
     )
 }
@@ -127,28 +133,74 @@ fn run(ops: &[Op]) -> World {
     let nurse = key(7, "Nurse");
     let viewer = key(7, "Viewer");
     f.grant(grant(&mary, Level::Delete, &[], true, true));
-    let nurse_grant = f.grant(grant(&nurse, Level::Write, &[Category::VitalSigns, Category::Problems], false, false));
-    f.grant(grant(&viewer, Level::Annotate, &[Category::VitalSigns], false, false));
+    let nurse_grant = f.grant(grant(
+        &nurse,
+        Level::Write,
+        &[Category::VitalSigns, Category::Problems],
+        false,
+        false,
+    ));
+    f.grant(grant(
+        &viewer,
+        Level::Annotate,
+        &[Category::VitalSigns],
+        false,
+        false,
+    ));
     let actors = vec![f.patient.clone(), mary, nurse, viewer];
     let replicas = [f.record.clone(), f.record.clone()];
-    let mut w = World { all: f.record.entries().cloned().collect(), f, actors, replicas, snapshots: Vec::new(), nurse_grant };
+    let mut w = World {
+        all: f.record.entries().cloned().collect(),
+        f,
+        actors,
+        replicas,
+        snapshots: Vec::new(),
+        nurse_grant,
+    };
     for op in ops {
         // Each actor writes on one replica (one key, one device: no forks).
         let r = op.actor % 2;
         let rec = &w.replicas[r];
         let items: Vec<EntryId> = rec
             .entries()
-            .filter(|e| matches!(e.entry().payload, Payload::Create { .. } | Payload::Amend { .. }))
+            .filter(|e| {
+                matches!(
+                    e.entry().payload,
+                    Payload::Create { .. } | Payload::Amend { .. }
+                )
+            })
             .map(|e| e.id())
             .collect();
-        let target = if items.is_empty() { None } else { Some(items[op.pick % items.len()]) };
+        let target = if items.is_empty() {
+            None
+        } else {
+            Some(items[op.pick % items.len()])
+        };
         let payload = match (op.kind, target) {
-            (0, _) | (1, None) | (2, None) | (3, None) => Payload::Create { category: Category::VitalSigns, body: bp(100 + (op.pick % 80) as i64, 70) },
-            (1, Some(t)) => Payload::Amend { target: t, body: bp(120, 80) },
-            (2, Some(t)) => Payload::Delete { target: t, reason: "error".into() },
-            (3, Some(t)) => Payload::Annotate { target: t, text: "seen".into() },
-            (4, _) => Payload::Create { category: Category::Problems, body: text_body(&[("problem", "Hypertension")]) },
-            _ => Payload::Revoke { grant: w.nurse_grant, reason: "ended".into() },
+            (0, _) | (1, None) | (2, None) | (3, None) => Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(100 + (op.pick % 80) as i64, 70),
+            },
+            (1, Some(t)) => Payload::Amend {
+                target: t,
+                body: bp(120, 80),
+            },
+            (2, Some(t)) => Payload::Delete {
+                target: t,
+                reason: "error".into(),
+            },
+            (3, Some(t)) => Payload::Annotate {
+                target: t,
+                text: "seen".into(),
+            },
+            (4, _) => Payload::Create {
+                category: Category::Problems,
+                body: text_body(&[("problem", "Hypertension")]),
+            },
+            _ => Payload::Revoke {
+                grant: w.nurse_grant,
+                reason: "ended".into(),
+            },
         };
         w.f.now += 1000;
         if let Ok(v) = rec.prepare_as(&w.actors[op.actor], payload, w.f.now, None) {
@@ -164,7 +216,8 @@ fn run(ops: &[Op]) -> World {
             // Merged: the state at this time is recorded for the at-time property.
             let t = w.f.now;
             w.f.now += 1000;
-            w.snapshots.push((t, current(rec, &rec.viewer(&rec.patient(), t))));
+            w.snapshots
+                .push((t, current(rec, &rec.viewer(&rec.patient(), t))));
         }
     }
     let (a, b) = w.replicas.split_at_mut(1);

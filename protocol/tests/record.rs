@@ -15,13 +15,24 @@ fn only_the_patients_genesis_starts_a_record() {
     let mut f = Fixture::new(1, "George");
     let mary = key(1, "Mary");
     // A second genesis is refused.
-    let e = f
-        .record
-        .next_entry(&f.patient.actor(), Payload::Genesis { profile: cophr_protocol::testkit::profile("G", "patient", None) }, None, f.now, None);
+    let e = f.record.next_entry(
+        &f.patient.actor(),
+        Payload::Genesis {
+            profile: cophr_protocol::testkit::profile("G", "patient", None),
+        },
+        None,
+        f.now,
+        None,
+    );
     let v = SignedEntry::decode(e.sign(&f.patient).bytes());
-    assert!(v.is_err(), "genesis with a backlink is structurally invalid");
+    assert!(
+        v.is_err(),
+        "genesis with a backlink is structurally invalid"
+    );
     // Someone without a grant writes nothing.
-    let err = f.create(&mary, Category::Allergies, allergy("nuts")).unwrap_err();
+    let err = f
+        .create(&mary, Category::Allergies, allergy("nuts"))
+        .unwrap_err();
     assert_eq!(err, Rejection::Access(AccessError::NoGrant));
     assert_eq!(f.record.len(), 1);
 }
@@ -37,36 +48,89 @@ fn george_access_matrix() {
     let pharmacist = key(2, "Pharmacist");
     f.grant(grant(&mary, Level::Delete, &[], true, true));
     f.grant(grant(&patricia, Level::View, &[], true, false));
-    f.grant(grant(&homecare, Level::Write, &[Category::VitalSigns, Category::Procedures, Category::LabResults], false, false));
+    f.grant(grant(
+        &homecare,
+        Level::Write,
+        &[
+            Category::VitalSigns,
+            Category::Procedures,
+            Category::LabResults,
+        ],
+        false,
+        false,
+    ));
     f.grant(grant(&consultant, Level::Write, &[], false, false));
-    f.grant(grant(&pharmacist, Level::View, &[Category::Problems, Category::Medications, Category::Allergies], false, false));
+    f.grant(grant(
+        &pharmacist,
+        Level::View,
+        &[
+            Category::Problems,
+            Category::Medications,
+            Category::Allergies,
+        ],
+        false,
+        false,
+    ));
 
     let m_bp = f.create(&mary, Category::VitalSigns, bp(140, 90)).unwrap();
-    f.create(&homecare, Category::VitalSigns, bp(135, 85)).unwrap();
-    f.create(&consultant, Category::Problems, text_body(&[("problem", "Type 2 diabetes")])).unwrap();
-    f.create(&george, Category::Allergies, allergy("Penicillin")).unwrap();
+    f.create(&homecare, Category::VitalSigns, bp(135, 85))
+        .unwrap();
+    f.create(
+        &consultant,
+        Category::Problems,
+        text_body(&[("problem", "Type 2 diabetes")]),
+    )
+    .unwrap();
+    f.create(&george, Category::Allergies, allergy("Penicillin"))
+        .unwrap();
 
     // Disallowed writes: each refused with a precise reason, nothing stored.
     let before = f.record.len();
     assert!(matches!(
         f.create(&patricia, Category::VitalSigns, bp(120, 80)),
-        Err(Rejection::Access(AccessError::Level { needed: Level::Write, held: Level::View, .. }))
+        Err(Rejection::Access(AccessError::Level {
+            needed: Level::Write,
+            held: Level::View,
+            ..
+        }))
     ));
     assert!(matches!(
-        f.create(&homecare, Category::Medications, text_body(&[("medication", "Metformin")])),
+        f.create(
+            &homecare,
+            Category::Medications,
+            text_body(&[("medication", "Metformin")])
+        ),
         Err(Rejection::Access(AccessError::Scope(Category::Medications)))
     ));
     assert!(matches!(
-        f.create(&pharmacist, Category::Medications, text_body(&[("medication", "Metformin")])),
+        f.create(
+            &pharmacist,
+            Category::Medications,
+            text_body(&[("medication", "Metformin")])
+        ),
         Err(Rejection::Access(AccessError::Level { .. }))
     ));
     // The consultant may not amend Mary's reading (not author, not proxy).
     assert!(matches!(
-        f.write(&consultant, Payload::Amend { target: m_bp, body: bp(141, 90) }),
+        f.write(
+            &consultant,
+            Payload::Amend {
+                target: m_bp,
+                body: bp(141, 90)
+            }
+        ),
         Err(Rejection::Access(AccessError::NotAuthorOrProxy(_)))
     ));
     // Viewers cannot annotate.
-    assert!(f.write(&patricia, Payload::Annotate { target: m_bp, text: "hello".into() }).is_err());
+    assert!(f
+        .write(
+            &patricia,
+            Payload::Annotate {
+                target: m_bp,
+                text: "hello".into()
+            }
+        )
+        .is_err());
     assert_eq!(f.record.len(), before);
 
     // What each sees.
@@ -79,10 +143,30 @@ fn george_access_matrix() {
         (cats, v.may_audit())
     };
     assert_eq!(sees(&george).0.len(), 4);
-    assert_eq!(sees(&patricia), (vec!["allergies".into(), "problems".into(), "vital-signs".into(), "vital-signs".into()], true));
-    assert_eq!(sees(&homecare), (vec!["vital-signs".into(), "vital-signs".into()], false));
-    assert_eq!(sees(&pharmacist), (vec!["allergies".into(), "problems".into()], false));
-    assert!(!sees(&consultant).1, "the consultant cannot see the audit trail");
+    assert_eq!(
+        sees(&patricia),
+        (
+            vec![
+                "allergies".into(),
+                "problems".into(),
+                "vital-signs".into(),
+                "vital-signs".into()
+            ],
+            true
+        )
+    );
+    assert_eq!(
+        sees(&homecare),
+        (vec!["vital-signs".into(), "vital-signs".into()], false)
+    );
+    assert_eq!(
+        sees(&pharmacist),
+        (vec!["allergies".into(), "problems".into()], false)
+    );
+    assert!(
+        !sees(&consultant).1,
+        "the consultant cannot see the audit trail"
+    );
 }
 
 #[test]
@@ -93,18 +177,58 @@ fn patient_annotates_but_only_author_or_proxy_amends_and_deletes() {
     let nurse = key(3, "Nurse");
     f.grant(grant(&mary, Level::Delete, &[], true, true));
     f.grant(grant(&nurse, Level::Delete, &[], false, false));
-    let n = f.create(&nurse, Category::Problems, text_body(&[("problem", "Leg ulcer")])).unwrap();
+    let n = f
+        .create(
+            &nurse,
+            Category::Problems,
+            text_body(&[("problem", "Leg ulcer")]),
+        )
+        .unwrap();
     // The patient may annotate but not amend or delete the nurse's entry.
-    f.write(&george, Payload::Annotate { target: n, text: "Healing well".into() }).unwrap();
+    f.write(
+        &george,
+        Payload::Annotate {
+            target: n,
+            text: "Healing well".into(),
+        },
+    )
+    .unwrap();
     assert!(matches!(
-        f.write(&george, Payload::Amend { target: n, body: text_body(&[("problem", "x")]) }),
+        f.write(
+            &george,
+            Payload::Amend {
+                target: n,
+                body: text_body(&[("problem", "x")])
+            }
+        ),
         Err(Rejection::Access(AccessError::NotAuthorOrProxy(_)))
     ));
     // Mary (George's proxy) amends George's own entry.
-    let g = f.create(&george, Category::AboutMe, text_body(&[("thing-1", "I am deaf in one ear")])).unwrap();
-    let a = f.write(&mary, Payload::Amend { target: g, body: text_body(&[("thing-1", "Deaf in the left ear")]) }).unwrap();
+    let g = f
+        .create(
+            &george,
+            Category::AboutMe,
+            text_body(&[("thing-1", "I am deaf in one ear")]),
+        )
+        .unwrap();
+    let a = f
+        .write(
+            &mary,
+            Payload::Amend {
+                target: g,
+                body: text_body(&[("thing-1", "Deaf in the left ear")]),
+            },
+        )
+        .unwrap();
     // The nurse deletes her own entry; the original stays in history.
-    f.write(&nurse, Payload::Delete { target: n, reason: "entered in error".into() }).unwrap();
+    f.write(
+        &nurse,
+        Payload::Delete {
+            target: n,
+            reason: "entered in error".into(),
+        },
+    )
+    .unwrap();
     let v = f.record.viewer(&george.actor(), f.now);
     let s = current(&f.record, &v);
     assert_eq!(s.deleted, vec![n]);
@@ -123,25 +247,61 @@ fn delegation_only_narrows() {
     let mary = key(4, "Mary");
     let alex = key(4, "Alex");
     let gp = key(4, "GP");
-    f.grant(grant(&mary, Level::Write, &[Category::VitalSigns, Category::Medications], false, true));
+    f.grant(grant(
+        &mary,
+        Level::Write,
+        &[Category::VitalSigns, Category::Medications],
+        false,
+        true,
+    ));
     f.grant(grant(&gp, Level::Write, &[], false, false));
     // Mary may delegate a subset …
-    f.write(&mary, Payload::Grant(grant(&alex, Level::View, &[Category::VitalSigns], false, false))).unwrap();
+    f.write(
+        &mary,
+        Payload::Grant(grant(
+            &alex,
+            Level::View,
+            &[Category::VitalSigns],
+            false,
+            false,
+        )),
+    )
+    .unwrap();
     // … never more.
     for (g, why) in [
-        (grant(&alex, Level::Delete, &[Category::VitalSigns], false, false), "level"),
+        (
+            grant(&alex, Level::Delete, &[Category::VitalSigns], false, false),
+            "level",
+        ),
         (grant(&alex, Level::View, &[], false, false), "scope"),
-        (grant(&alex, Level::View, &[Category::VitalSigns], true, false), "audit"),
+        (
+            grant(&alex, Level::View, &[Category::VitalSigns], true, false),
+            "audit",
+        ),
     ] {
         let r = f.write(&mary, Payload::Grant(g));
-        assert!(matches!(r, Err(Rejection::Access(AccessError::Widening(_)))), "{why}: {r:?}");
+        assert!(
+            matches!(r, Err(Rejection::Access(AccessError::Widening(_)))),
+            "{why}: {r:?}"
+        );
     }
     // Without the delegate right, no granting at all.
-    let r = f.write(&gp, Payload::Grant(grant(&alex, Level::View, &[], false, false)));
-    assert!(matches!(r, Err(Rejection::Access(AccessError::Widening(_)))));
+    let r = f.write(
+        &gp,
+        Payload::Grant(grant(&alex, Level::View, &[], false, false)),
+    );
+    assert!(matches!(
+        r,
+        Err(Rejection::Access(AccessError::Widening(_)))
+    ));
     // Alex sees vital signs only.
     f.create(&mary, Category::VitalSigns, bp(120, 80)).unwrap();
-    f.create(&mary, Category::Medications, text_body(&[("medication", "Ramipril")])).unwrap();
+    f.create(
+        &mary,
+        Category::Medications,
+        text_body(&[("medication", "Ramipril")]),
+    )
+    .unwrap();
     let v = f.record.viewer(&alex.actor(), f.now);
     let s = current(&f.record, &v);
     assert_eq!(s.items.len(), 1);
@@ -153,22 +313,68 @@ fn revocation_is_future_only() {
     let mut f = Fixture::new(5, "George");
     let george = f.patient.clone();
     let hc = key(5, "HomeCare");
-    let g = f.grant(grant(&hc, Level::Write, &[Category::VitalSigns], false, false));
+    let g = f.grant(grant(
+        &hc,
+        Level::Write,
+        &[Category::VitalSigns],
+        false,
+        false,
+    ));
     let before = f.create(&hc, Category::VitalSigns, bp(130, 80)).unwrap();
-    f.create(&george, Category::VitalSigns, bp(125, 80)).unwrap();
+    f.create(&george, Category::VitalSigns, bp(125, 80))
+        .unwrap();
     // A write by home care prepared (and made durable elsewhere) before it learns of the revocation.
-    let concurrent = f.record.prepare(&hc, Payload::Create { category: Category::VitalSigns, body: bp(150, 95) }, Some(g), f.now, None).unwrap();
-    let rev = f.write(&george, Payload::Revoke { grant: g, reason: "changed provider".into() }).unwrap();
-    let after_rev = f.create(&george, Category::VitalSigns, bp(118, 75)).unwrap();
+    let concurrent = f
+        .record
+        .prepare(
+            &hc,
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(150, 95),
+            },
+            Some(g),
+            f.now,
+            None,
+        )
+        .unwrap();
+    let rev = f
+        .write(
+            &george,
+            Payload::Revoke {
+                grant: g,
+                reason: "changed provider".into(),
+            },
+        )
+        .unwrap();
+    let after_rev = f
+        .create(&george, Category::VitalSigns, bp(118, 75))
+        .unwrap();
 
     // New writes: refused.
     assert!(matches!(
-        f.record.prepare(&hc, Payload::Create { category: Category::VitalSigns, body: bp(121, 81) }, Some(g), f.now, None),
+        f.record.prepare(
+            &hc,
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(121, 81)
+            },
+            Some(g),
+            f.now,
+            None
+        ),
         Err(Rejection::Access(AccessError::Revoked { .. }))
     ));
     // A concurrent write arriving later is kept but void.
     let applied = f.record.apply(concurrent.clone()).unwrap();
-    assert_eq!(applied, Applied::Added { status: Status::Void { revocation: rev.id() }, voided: vec![] });
+    assert_eq!(
+        applied,
+        Applied::Added {
+            status: Status::Void {
+                revocation: rev.id()
+            },
+            voided: vec![]
+        }
+    );
     // Home care still sees what it saw before, and nothing after.
     let v = f.record.viewer(&hc.actor(), f.now);
     assert!(f.record.can_see(&v, &before));
@@ -183,29 +389,92 @@ fn revocation_voids_writes_it_did_not_see_regardless_of_arrival_order() {
     let mut f = Fixture::new(6, "George");
     let george = f.patient.clone();
     let hc = key(6, "HomeCare");
-    let g = f.grant(grant(&hc, Level::Write, &[Category::VitalSigns], false, false));
+    let g = f.grant(grant(
+        &hc,
+        Level::Write,
+        &[Category::VitalSigns],
+        false,
+        false,
+    ));
     let base = f.record.clone();
     // Home care writes; independently, George revokes without having seen it.
-    let w = f.record.prepare(&hc, Payload::Create { category: Category::VitalSigns, body: bp(121, 81) }, Some(g), f.now, None).unwrap();
-    let r = f.record.prepare(&george, Payload::Revoke { grant: g, reason: "x".into() }, None, f.now, None).unwrap();
+    let w = f
+        .record
+        .prepare(
+            &hc,
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(121, 81),
+            },
+            Some(g),
+            f.now,
+            None,
+        )
+        .unwrap();
+    let r = f
+        .record
+        .prepare(
+            &george,
+            Payload::Revoke {
+                grant: g,
+                reason: "x".into(),
+            },
+            None,
+            f.now,
+            None,
+        )
+        .unwrap();
     let mut a = base.clone();
     a.apply(w.clone()).unwrap();
     let ra = a.apply(r.clone()).unwrap();
-    assert_eq!(ra, Applied::Added { status: Status::Valid, voided: vec![w.id()] });
+    assert_eq!(
+        ra,
+        Applied::Added {
+            status: Status::Valid,
+            voided: vec![w.id()]
+        }
+    );
     let mut b = base;
     b.apply(r).unwrap();
     b.apply(w.clone()).unwrap();
     assert_eq!(a.status(&w.id()), b.status(&w.id()));
     let v = a.viewer(&george.actor(), f.now);
-    assert_eq!(current(&a, &v), current(&b, &b.viewer(&george.actor(), f.now)));
+    assert_eq!(
+        current(&a, &v),
+        current(&b, &b.viewer(&george.actor(), f.now))
+    );
 }
 
 #[test]
 fn forks_are_detected_and_kept_as_proof() {
     let mut f = Fixture::new(7, "George");
     let george = f.patient.clone();
-    let a = f.record.prepare(&george, Payload::Create { category: Category::Allergies, body: allergy("a") }, None, f.now, None).unwrap();
-    let b = f.record.prepare(&george, Payload::Create { category: Category::Allergies, body: allergy("b") }, None, f.now, None).unwrap();
+    let a = f
+        .record
+        .prepare(
+            &george,
+            Payload::Create {
+                category: Category::Allergies,
+                body: allergy("a"),
+            },
+            None,
+            f.now,
+            None,
+        )
+        .unwrap();
+    let b = f
+        .record
+        .prepare(
+            &george,
+            Payload::Create {
+                category: Category::Allergies,
+                body: allergy("b"),
+            },
+            None,
+            f.now,
+            None,
+        )
+        .unwrap();
     f.record.apply(a.clone()).unwrap();
     let err = f.record.apply(b.clone()).unwrap_err();
     assert!(matches!(err, Rejection::Fork { existing, seq: 2, .. } if existing == a.id()));
@@ -218,11 +487,45 @@ fn missing_parents_and_time_travel_are_refused() {
     let mut f = Fixture::new(8, "George");
     let george = f.patient.clone();
     let mut other = f.record.clone();
-    let a = other.prepare(&george, Payload::Create { category: Category::Allergies, body: allergy("a") }, None, f.now, None).unwrap();
+    let a = other
+        .prepare(
+            &george,
+            Payload::Create {
+                category: Category::Allergies,
+                body: allergy("a"),
+            },
+            None,
+            f.now,
+            None,
+        )
+        .unwrap();
     other.apply(a.clone()).unwrap();
-    let b = other.prepare(&george, Payload::Create { category: Category::Allergies, body: allergy("b") }, None, f.now + 5, None).unwrap();
-    assert_eq!(f.record.apply(b).unwrap_err(), Rejection::MissingParents(vec![a.id()]));
-    let mut e = f.record.next_entry(&george.actor(), Payload::Create { category: Category::Allergies, body: allergy("c") }, None, 0, None);
+    let b = other
+        .prepare(
+            &george,
+            Payload::Create {
+                category: Category::Allergies,
+                body: allergy("b"),
+            },
+            None,
+            f.now + 5,
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        f.record.apply(b).unwrap_err(),
+        Rejection::MissingParents(vec![a.id()])
+    );
+    let mut e = f.record.next_entry(
+        &george.actor(),
+        Payload::Create {
+            category: Category::Allergies,
+            body: allergy("c"),
+        },
+        None,
+        0,
+        None,
+    );
     e.time = 5; // earlier than genesis
     let v = cophr_protocol::Verified::trusted(e.sign(&george));
     assert_eq!(f.record.apply(v).unwrap_err(), Rejection::TimeTravel);
@@ -234,10 +537,33 @@ fn concurrent_amends_are_both_kept_and_one_wins_deterministically() {
     let george = f.patient.clone();
     let mary = key(9, "Mary");
     f.grant(grant(&mary, Level::Delete, &[], false, true));
-    let item = f.create(&george, Category::Allergies, allergy("peanut")).unwrap();
+    let item = f
+        .create(&george, Category::Allergies, allergy("peanut"))
+        .unwrap();
     let base = f.record.clone();
-    let x = base.prepare(&george, Payload::Amend { target: item, body: allergy("peanuts") }, None, f.now, None).unwrap();
-    let y = base.prepare_as(&mary, Payload::Amend { target: item, body: allergy("peanut oil") }, f.now, None).unwrap();
+    let x = base
+        .prepare(
+            &george,
+            Payload::Amend {
+                target: item,
+                body: allergy("peanuts"),
+            },
+            None,
+            f.now,
+            None,
+        )
+        .unwrap();
+    let y = base
+        .prepare_as(
+            &mary,
+            Payload::Amend {
+                target: item,
+                body: allergy("peanut oil"),
+            },
+            f.now,
+            None,
+        )
+        .unwrap();
     let mut r1 = base.clone();
     r1.apply(x.clone()).unwrap();
     r1.apply(y.clone()).unwrap();
@@ -258,15 +584,28 @@ fn concurrent_amends_are_both_kept_and_one_wins_deterministically() {
 fn state_at_time_and_at_heads() {
     let mut f = Fixture::new(10, "George");
     let george = f.patient.clone();
-    let a = f.create(&george, Category::Allergies, allergy("a")).unwrap();
+    let a = f
+        .create(&george, Category::Allergies, allergy("a"))
+        .unwrap();
     let t_after_a = f.now - 1;
     let heads_after_a = f.record.heads();
-    f.write(&george, Payload::Amend { target: a, body: allergy("a2") }).unwrap();
-    f.create(&george, Category::Allergies, allergy("b")).unwrap();
+    f.write(
+        &george,
+        Payload::Amend {
+            target: a,
+            body: allergy("a2"),
+        },
+    )
+    .unwrap();
+    f.create(&george, Category::Allergies, allergy("b"))
+        .unwrap();
     let v = f.record.viewer(&george.actor(), f.now);
     let now_state = current(&f.record, &v);
     assert_eq!(now_state.items.len(), 2);
-    for past in [f.record.at_time(t_after_a), f.record.at_heads(&heads_after_a)] {
+    for past in [
+        f.record.at_time(t_after_a),
+        f.record.at_heads(&heads_after_a),
+    ] {
         let s = current(&past, &past.viewer(&george.actor(), f.now));
         assert_eq!(s.items.len(), 1);
         assert_eq!(s.items[0].body, allergy("a"));
@@ -280,12 +619,25 @@ fn grant_validity_period_is_enforced() {
     let mut g = grant(&locum, Level::Write, &[], false, false);
     g.until = Some(f.now + 2_000);
     f.grant(g);
-    f.create(&locum, Category::Problems, text_body(&[("problem", "Cough")])).unwrap();
+    f.create(
+        &locum,
+        Category::Problems,
+        text_body(&[("problem", "Cough")]),
+    )
+    .unwrap();
     f.now += 10_000;
     assert!(matches!(
-        f.create(&locum, Category::Problems, text_body(&[("problem", "Cold")])),
+        f.create(
+            &locum,
+            Category::Problems,
+            text_body(&[("problem", "Cold")])
+        ),
         Err(Rejection::Access(AccessError::OutOfPeriod(_)))
     ));
     let v = f.record.viewer(&locum.actor(), f.now);
-    assert_eq!(current(&f.record, &v).items.len(), 1, "what was seen before expiry stays visible");
+    assert_eq!(
+        current(&f.record, &v).items.len(),
+        1,
+        "what was seen before expiry stays visible"
+    );
 }
