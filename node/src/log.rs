@@ -1879,6 +1879,48 @@ mod tests {
         assert_eq!(Arc::strong_count(&mem.state), 1);
     }
 
+    /// Storage without a concurrent reader: reads go through the writer's lock.
+    struct NoReader(MemLog);
+
+    impl LogFile for NoReader {
+        fn len(&self) -> io::Result<u64> {
+            self.0.len()
+        }
+        fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+            LogFile::read_at(&self.0, off, buf)
+        }
+        fn append(&mut self, data: &[u8]) -> io::Result<()> {
+            self.0.append(data)
+        }
+        fn sync(&mut self) -> io::Result<()> {
+            self.0.sync()
+        }
+        fn truncate(&mut self, len: u64) -> io::Result<()> {
+            self.0.truncate(len)
+        }
+    }
+
+    #[test]
+    fn storage_without_a_reader_works_through_the_lock() {
+        let mem = MemLog::new();
+        let (log, _) = Log::open(NoReader(mem.clone())).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..3u8 {
+                let log = log.clone();
+                s.spawn(move || {
+                    for i in 0..50u8 {
+                        let off = log.append(t, &[i; 10]).unwrap();
+                        assert_eq!(log.read(off).unwrap(), (t, vec![i; 10]));
+                    }
+                });
+            }
+        });
+        assert_eq!(all_frames(&log).len(), 150);
+        assert!(log.verify().unwrap().is_ok());
+        drop(log);
+        assert_eq!(Arc::strong_count(&mem.state), 1);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]

@@ -9,7 +9,7 @@
 //! - `f` + record + entry id → offset: fork proofs
 //! - `m` `applied` → offset up to which the log has been indexed
 //!
-//! Frames are indexed strictly in log order (see [`Indexer`]), so after any crash the
+//! Frames are indexed strictly in log order (see `Indexer`), so after any crash the
 //! index is a prefix of the log and [`Store::open`] replays the rest.
 
 use std::collections::{BTreeMap, HashMap};
