@@ -231,8 +231,10 @@ impl Store {
     /// `dir/index`. A torn log tail is cut off; frames not yet indexed are indexed.
     pub fn open(dir: &Path, node_key: Keypair) -> Result<(Store, OpenReport), StoreError> {
         std::fs::create_dir_all(dir)?;
-        let (log, rec) = Log::open_path(dir.join("log"))?;
+        // sled locks its directory, so opening it first keeps a second process from
+        // opening the same log.
         let db = sled::Config::new().path(dir.join("index")).open()?;
+        let (log, rec) = Log::open_path(dir.join("log"))?;
         let (store, replayed) = Store::assemble(log, db, node_key)?;
         Ok((
             store,
