@@ -129,6 +129,9 @@ pub struct AuditInput {
     pub detail: Option<String>,
 }
 
+/// This node's last audit event for a record: `None` until read from the index.
+type AuditTail = Option<Option<(u64, EntryId)>>;
+
 /// Index updates waiting for every earlier frame to be indexed.
 #[derive(Debug, Default)]
 struct Indexer {
@@ -144,7 +147,9 @@ struct Inner {
     records: Mutex<HashMap<RecordId, Arc<RwLock<Record>>>>,
     indexer: Mutex<Indexer>,
     /// This node's last audit event per record: (seq, id).
-    audit_tail: Mutex<HashMap<RecordId, (u64, EntryId)>>,
+    /// Per record: whether loaded, and the last (seq, id). Held while an event is
+    /// persisted, so the chain has no gaps or duplicates.
+    audit_tail: Mutex<HashMap<RecordId, Arc<Mutex<AuditTail>>>>,
 }
 
 /// A store of many records. Cheap to clone; safe to share between threads.
@@ -437,16 +442,23 @@ impl Store {
         self.index(batches)
     }
 
-    fn audit_event(
+    /// Persists `frames` followed by an audit event built from `input`, in one fsync,
+    /// extending this node's audit chain for the record only once it is durable.
+    fn persist_audited(
         &self,
         record: &RecordId,
+        frames: &[(u8, &[u8])],
         input: AuditInput,
         now: Timestamp,
         profile: Option<Profile>,
     ) -> Result<SignedAudit, StoreError> {
-        let mut tails = lock(&self.inner.audit_tail);
-        let tail = match tails.get(record) {
-            Some(t) => Some(*t),
+        let tail = lock(&self.inner.audit_tail)
+            .entry(*record)
+            .or_default()
+            .clone();
+        let mut tail = lock(&tail);
+        let last = match *tail {
+            Some(t) => t,
             None => self.last_own_audit(record)?,
         };
         let mut entries = input.entries;
@@ -454,8 +466,8 @@ impl Store {
         let event = AuditEvent {
             record: *record,
             node: self.node_id(),
-            seq: tail.map_or(1, |t| t.0 + 1),
-            prev: tail.map(|t| t.1),
+            seq: last.map_or(1, |t| t.0 + 1),
+            prev: last.map(|t| t.1),
             time: now,
             action: input.action,
             actor: input.actor,
@@ -467,7 +479,10 @@ impl Store {
             detail: input.detail,
         }
         .sign(&self.inner.node_key);
-        tails.insert(*record, (event.event.seq, event.id()));
+        let mut all = frames.to_vec();
+        all.push((KIND_AUDIT, event.bytes()));
+        self.persist(&all)?;
+        *tail = Some(Some((event.event.seq, event.id())));
         Ok(event)
     }
 
@@ -494,9 +509,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<SignedAudit, StoreError> {
         let profile = self.with_record(record, |r| r.profile(&input.actor, None).cloned())?;
-        let ev = self.audit_event(record, input, now, profile)?;
-        self.persist(&[(KIND_AUDIT, ev.bytes())])?;
-        Ok(ev)
+        self.persist_audited(record, &[], input, now, profile)
     }
 
     /// The record's audit trail, in time order.
@@ -542,8 +555,9 @@ impl Store {
         Ok(eid)
     }
 
-    /// Writes an entry by `author` (choosing the grant that authorises it), durably, with
-    /// the matching audit event in the same fsync. Returns the new entry's id.
+    /// Writes what `author` does (choosing the grant that authorises it), durably, with
+    /// the matching audit event in the same fsync. A revocation writes several entries (see
+    /// [`Record::prepare_all`]). Returns the id of the last entry written.
     pub fn write(
         &self,
         record: &RecordId,
@@ -563,24 +577,33 @@ impl Store {
             _ => Action::Add,
         };
         let detail = r.category_of_payload(&payload).map(|c| c.to_string());
-        let v = r.prepare_as(author, payload, now, device.clone())?;
-        let eid = v.id();
+        let all = r.prepare_all(author, payload, now, device.clone())?;
+        let ids: Vec<EntryId> = all.iter().map(Verified::id).collect();
+        let last = *ids
+            .last()
+            .ok_or(StoreError::Corrupt("nothing to write".into()))?;
         let profile = r.profile(&author.actor(), None).cloned();
-        let ev = self.audit_event(
+        let frames: Vec<(u8, &[u8])> = all
+            .iter()
+            .map(|v| (KIND_ENTRY, v.signed().bytes()))
+            .collect();
+        self.persist_audited(
             record,
+            &frames,
             AuditInput {
                 action,
                 actor: author.actor(),
                 device,
-                entries: vec![eid],
+                entries: ids,
                 detail,
             },
             now,
             profile,
         )?;
-        self.persist(&[(KIND_ENTRY, v.signed().bytes()), (KIND_AUDIT, ev.bytes())])?;
-        r.apply(v)?;
-        Ok(eid)
+        for v in all {
+            r.apply(v)?;
+        }
+        Ok(last)
     }
 
     /// Stores entries received from elsewhere (already signature-checked), all or nothing:

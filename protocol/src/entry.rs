@@ -79,10 +79,16 @@ pub enum Payload {
     },
     /// A capability grant.
     Grant(Grant),
-    /// Revocation of a grant, effective from this entry's causal position.
+    /// Revocation of a grant, effective from this entry's causal position. A revocation
+    /// is a set of entries written together: one in the administrative stream
+    /// (`category: None`), which stops every later use of the grant, and one in each
+    /// category stream of the grant's scope, whose causal past is what stays valid and
+    /// visible in that category (see [`crate::record`]).
     Revoke {
         /// The grant revoked.
         grant: EntryId,
+        /// The category stream this part of the revocation is in (`None`: administrative).
+        category: Option<Category>,
         /// Why.
         reason: String,
     },

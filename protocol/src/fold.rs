@@ -22,9 +22,11 @@ struct Lens {
     level: Level,
     audit: bool,
     until: Option<Timestamp>,
-    /// Revocations in the grant's chain: only their causal past stays visible.
+    /// Whether a grant in the chain is revoked.
+    revoked: bool,
+    /// The revocation entries of the chain: in each stream, only the causal past of the
+    /// revocation's entry in that stream stays visible.
     cutoffs: Vec<EntryId>,
-    chain: Vec<EntryId>,
 }
 
 /// What one actor may see of one record, at one moment.
@@ -53,7 +55,7 @@ impl Viewer {
 
     /// Whether the viewer may read the audit trail.
     pub fn may_audit(&self) -> bool {
-        self.patient || self.lenses.iter().any(|l| l.audit && l.cutoffs.is_empty())
+        self.patient || self.lenses.iter().any(|l| l.audit && !l.revoked)
     }
 
     /// The highest level held on a category, now (revoked grants give none).
@@ -63,7 +65,7 @@ impl Viewer {
         }
         self.lenses
             .iter()
-            .filter(|l| l.cutoffs.is_empty() && l.scope.covers(c))
+            .filter(|l| !l.revoked && l.scope.covers(c))
             .map(|l| l.level)
             .max()
     }
@@ -90,7 +92,7 @@ impl Record {
                     continue;
                 }
                 let until = chain.iter().filter_map(|l| l.grant.until).min();
-                let cutoffs = chain
+                let cutoffs: Vec<EntryId> = chain
                     .iter()
                     .flat_map(|l| l.revoked_by.iter().copied())
                     .filter(|r| self.status(r) == Some(&Status::Valid))
@@ -100,8 +102,8 @@ impl Record {
                     level: g.grant.level,
                     audit: g.grant.audit,
                     until,
+                    revoked: !cutoffs.is_empty(),
                     cutoffs,
-                    chain: chain.iter().map(|l| l.id).collect(),
                 });
             }
         }
@@ -127,11 +129,19 @@ impl Record {
         out
     }
 
+    /// Whether a lens admits an entry by the revocation cut: an entry in a stream is
+    /// visible through a revoked grant only if it is in the causal past of the revocation's
+    /// entry in that stream.
+    fn before_cut(&self, l: &Lens, id: &EntryId) -> bool {
+        !l.revoked
+            || l.cutoffs
+                .iter()
+                .any(|r| self.stream_of(r) == self.stream_of(id) && self.in_past(id, r))
+    }
+
     fn lens_sees(&self, l: &Lens, id: &EntryId, c: &Category) -> bool {
         let Some(e) = self.get(id) else { return false };
-        l.scope.covers(c)
-            && l.until.is_none_or(|u| e.entry().time <= u)
-            && l.cutoffs.iter().all(|r| self.in_past(id, r))
+        l.scope.covers(c) && l.until.is_none_or(|u| e.entry().time <= u) && self.before_cut(l, id)
     }
 
     /// Whether the viewer may see an entry.
@@ -143,20 +153,10 @@ impl Record {
         if v.lenses.is_empty() {
             return false;
         }
-        match &e.entry().payload {
-            Payload::Genesis { .. } | Payload::Profile(_) => true,
-            Payload::Grant(g) => {
-                v.may_audit()
-                    || g.grantee == v.actor
-                    || v.lenses.iter().any(|l| l.chain.contains(id))
-            }
-            Payload::Revoke { grant, .. } => {
-                v.may_audit()
-                    || self
-                        .grant(grant)
-                        .is_some_and(|g| g.grant.grantee == v.actor)
-                    || v.lenses.iter().any(|l| l.chain.contains(grant))
-            }
+        match self.stream_of(id) {
+            // The administrative stream (genesis, profiles, grants, revocations) is held
+            // by every replica: any grantee sees it, up to a revocation's cut.
+            Some(None) => v.lenses.iter().any(|l| self.before_cut(l, id)),
             _ => match self.category_of(id) {
                 Some(c) => v.lenses.iter().any(|l| self.lens_sees(l, id, c)),
                 None => false,

@@ -5,11 +5,27 @@
 //! backlink, forks), causal parents, time, the category schema, and authorisation at the
 //! entry's causal position ([`AccessError`]). Nothing in a record is ever overwritten.
 //!
-//! Causality is tracked with a per-entry vector of author sequence numbers (`clock`): entry
-//! `x` is in the causal past of `e` exactly when `e.clock[x.author] >= x.seq`. This is
-//! sound because each author's entries form a single chain whose previous link must be in
-//! the causal past of the next, and a second entry at a taken sequence number is a fork and
-//! is refused.
+//! ## Streams
+//! A record is a set of causal *streams*: one per category, and the administrative stream
+//! (genesis, profiles, grants, revocations) that every replica holds. An entry's parents are
+//! the heads of its own stream and of the administrative stream; an author's sequence
+//! numbers and backlinks run per stream. So a replica that may see only some categories
+//! holds whole streams and never needs, or learns, an id, count or height of a stream it
+//! may not see.
+//!
+//! ## Causality
+//! Each entry carries a vector clock over (author, stream) chains: `x` is in the causal past
+//! of `e` exactly when `e.clock[x.author, x.stream] >= x.seq`. This is sound because each
+//! chain's previous link must be in the causal past of the next, and a second entry at a
+//! taken sequence number is a fork and is refused.
+//!
+//! ## Revocation
+//! Revoking grant `G` writes one revoke entry in the administrative stream and one in each
+//! category stream of `G`'s scope. An entry under `G` (or a grant delegated from it) is:
+//! refused if any of these is in its causal past (its author knew); otherwise in effect only
+//! if it is in the causal past of the revoke entry in its own stream (it was part of the
+//! record when the revocation was made), and void if not (written concurrently). The same
+//! cut decides what the revoked grantee may still see.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -80,6 +96,9 @@ pub enum AccessError {
     GrantToPatient,
 }
 
+/// A causal stream: a category, or `None` for the administrative stream.
+pub type Stream = Option<Category>;
+
 /// Why an entry was refused. Nothing about the record changes when one is returned.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Rejection {
@@ -108,6 +127,9 @@ pub enum Rejection {
         /// The entry already held.
         existing: EntryId,
     },
+    /// A parent is in another category's stream.
+    #[error("causal parent {0} is in another category's stream")]
+    CrossStream(EntryId),
     /// Time earlier than a parent's or the backlink's.
     #[error("entry time is earlier than its causal past")]
     TimeTravel,
@@ -169,7 +191,8 @@ pub(crate) struct Node {
     pub(crate) e: Verified,
     clock: Vec<u64>,
     pub(crate) depth: u32,
-    /// Category of the data this entry is about (clinical kinds only).
+    pub(crate) stream: Stream,
+    /// Category of the data this entry is about (clinical kinds and category revokes).
     pub(crate) category: Option<Category>,
     /// For create/amend/delete: the create at the root of its version tree.
     pub(crate) root: Option<EntryId>,
@@ -199,9 +222,9 @@ pub struct Record {
     id: RecordId,
     nodes: HashMap<EntryId, Node>,
     order: Vec<EntryId>,
-    author_index: HashMap<ActorId, usize>,
-    chains: HashMap<ActorId, Vec<EntryId>>,
-    heads: BTreeSet<EntryId>,
+    author_index: HashMap<(ActorId, Stream), usize>,
+    chains: HashMap<(ActorId, Stream), Vec<EntryId>>,
+    heads: HashMap<Stream, BTreeSet<EntryId>>,
     grants: HashMap<EntryId, GrantInfo>,
     /// Entries directly authorised by each grant.
     by_grant: HashMap<EntryId, Vec<EntryId>>,
@@ -217,6 +240,7 @@ pub struct Record {
 struct Checked {
     clock: Vec<u64>,
     depth: u32,
+    stream: Stream,
     category: Option<Category>,
     root: Option<EntryId>,
     status: Status,
@@ -231,7 +255,7 @@ impl Record {
             order: Vec::new(),
             author_index: HashMap::new(),
             chains: HashMap::new(),
-            heads: BTreeSet::new(),
+            heads: HashMap::new(),
             grants: HashMap::new(),
             by_grant: HashMap::new(),
             sub_grants: HashMap::new(),
@@ -261,9 +285,30 @@ impl Record {
         self.order.is_empty()
     }
 
-    /// The current causal heads.
+    /// The current causal heads of every stream, sorted.
     pub fn heads(&self) -> Vec<EntryId> {
-        self.heads.iter().copied().collect()
+        let all: BTreeSet<EntryId> = self.heads.values().flatten().copied().collect();
+        all.into_iter().collect()
+    }
+
+    /// The current heads of one stream.
+    pub fn stream_heads(&self, stream: &Stream) -> Vec<EntryId> {
+        self.heads
+            .get(stream)
+            .map(|h| h.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The streams that hold entries.
+    pub fn streams(&self) -> Vec<Stream> {
+        let mut s: Vec<Stream> = self.heads.keys().cloned().collect();
+        s.sort();
+        s
+    }
+
+    /// The stream an entry is in.
+    pub fn stream_of(&self, id: &EntryId) -> Option<&Stream> {
+        self.nodes.get(id).map(|n| &n.stream)
     }
 
     /// An entry by id.
@@ -286,13 +331,16 @@ impl Record {
         self.nodes.get(id).and_then(|n| n.category.as_ref())
     }
 
-    /// The category a payload concerns: its own for a create, its target's otherwise.
+    /// The category a payload concerns (its stream): its own for a create, its target's
+    /// for an amend, delete or annotate, the named one for a category revoke, `None`
+    /// (administrative) otherwise.
     pub fn category_of_payload(&self, p: &Payload) -> Option<Category> {
         match p {
             Payload::Create { category, .. } => Some(category.clone()),
             Payload::Amend { target, .. }
             | Payload::Delete { target, .. }
             | Payload::Annotate { target, .. } => self.category_of(target).cloned(),
+            Payload::Revoke { category, .. } => category.clone(),
             _ => None,
         }
     }
@@ -332,21 +380,22 @@ impl Record {
     /// Whether `x` is in the causal past of `of` (or is `of`).
     pub fn in_past(&self, x: &EntryId, of: &EntryId) -> bool {
         match (self.nodes.get(x), self.nodes.get(of)) {
-            (Some(xn), Some(on)) => self.in_clock(xn.e.entry(), &on.clock),
+            (Some(xn), Some(on)) => self.in_clock(xn, &on.clock),
             _ => false,
         }
     }
 
-    fn in_clock(&self, x: &Entry, clock: &[u64]) -> bool {
+    fn in_clock(&self, x: &Node, clock: &[u64]) -> bool {
+        let e = x.e.entry();
         self.author_index
-            .get(&x.author)
+            .get(&(e.author, x.stream.clone()))
             .and_then(|i| clock.get(*i))
-            .is_some_and(|s| *s >= x.seq)
+            .is_some_and(|s| *s >= e.seq)
     }
 
     /// The latest profile `actor` published at or before `at` (the patient's genesis counts).
     pub fn profile(&self, actor: &ActorId, at: Option<Timestamp>) -> Option<&Profile> {
-        let chain = self.chains.get(actor)?;
+        let chain = self.chains.get(&(*actor, None))?;
         chain.iter().rev().find_map(|id| {
             let n = self.nodes.get(id)?;
             let e = n.e.entry();
@@ -370,10 +419,15 @@ impl Record {
         now: Timestamp,
         device: Option<String>,
     ) -> Entry {
-        let chain = self.chains.get(author);
+        let stream = self.category_of_payload(&payload);
+        let chain = self.chains.get(&(*author, stream.clone()));
         let backlink = chain.and_then(|c| c.last().copied());
         let seq = chain.map_or(0, Vec::len) as u64 + 1;
-        let mut parents: Vec<EntryId> = self.heads.iter().copied().collect();
+        let mut parents: BTreeSet<EntryId> = self.heads.get(&None).cloned().unwrap_or_default();
+        if stream.is_some() {
+            parents.extend(self.heads.get(&stream).into_iter().flatten().copied());
+        }
+        let mut parents: Vec<EntryId> = parents.into_iter().collect();
         if parents.len() > MAX_PARENTS {
             parents.sort_by_key(|p| std::cmp::Reverse(self.nodes.get(p).map_or(0, |n| n.depth)));
             parents.truncate(MAX_PARENTS);
@@ -475,8 +529,25 @@ impl Record {
         if !missing.is_empty() {
             return Err(Rejection::MissingParents(missing));
         }
+        // The stream: targets must be held to know it.
+        if let Some(t) = e.payload.target() {
+            if !self.nodes.contains_key(&t) {
+                return Err(Rejection::Target {
+                    id: t,
+                    why: "not held",
+                });
+            }
+        }
+        let stream = self.category_of_payload(&e.payload);
+        for p in &e.parents {
+            let ps = &self.nodes[p].stream;
+            if ps.is_some() && *ps != stream {
+                return Err(Rejection::CrossStream(*p));
+            }
+        }
         // Author chain: the previous entry must be held and in the causal past.
-        let chain = self.chains.get(&e.author);
+        let chain_key = (e.author, stream.clone());
+        let chain = self.chains.get(&chain_key);
         let held = chain.map_or(0, Vec::len) as u64;
         if e.seq <= held {
             let existing = chain.map(|c| c[(e.seq - 1) as usize]);
@@ -512,7 +583,7 @@ impl Record {
         }
         let author_ix = self
             .author_index
-            .get(&e.author)
+            .get(&chain_key)
             .copied()
             .unwrap_or(width - 1);
         if clock[author_ix] != e.seq - 1 {
@@ -524,11 +595,7 @@ impl Record {
                 return Err(Rejection::TimeTravel);
             }
         }
-        let past = |x: &EntryId| {
-            self.nodes
-                .get(x)
-                .is_some_and(|n| self.in_clock(n.e.entry(), &clock))
-        };
+        let past = |x: &EntryId| self.nodes.get(x).is_some_and(|n| self.in_clock(n, &clock));
 
         // What the entry is about.
         let (category, root) = match &e.payload {
@@ -554,6 +621,7 @@ impl Record {
                 let t = self.data_target(target, &past, true)?;
                 (t.category.clone(), None)
             }
+            Payload::Revoke { category, .. } => (category.clone(), None),
             _ => (None, None),
         };
 
@@ -566,6 +634,7 @@ impl Record {
         Ok(Checked {
             clock,
             depth,
+            stream,
             category,
             root,
             status,
@@ -683,7 +752,9 @@ impl Record {
                     .into());
                 }
                 // Held but not seen by the author: kept, without effect.
-                status = Status::Void { revocation: *r };
+                if status == Status::Valid {
+                    status = Status::Void { revocation: *r };
+                }
             }
         }
         let g = &info.grant;
@@ -774,15 +845,19 @@ impl Record {
     fn insert(&mut self, v: Verified, c: Checked) -> Applied {
         let id = v.id();
         let e = v.entry().clone();
+        let key = (e.author, c.stream.clone());
         let next = self.author_index.len();
-        let ix = *self.author_index.entry(e.author).or_insert(next);
+        let ix = *self.author_index.entry(key.clone()).or_insert(next);
         let mut clock = c.clock;
         clock.truncate(self.author_index.len().max(ix + 1));
-        self.chains.entry(e.author).or_default().push(id);
+        self.chains.entry(key).or_default().push(id);
+        // Only heads of the entry's own stream are superseded: an administrative parent of
+        // a category entry stays a head of the administrative stream.
+        let heads = self.heads.entry(c.stream.clone()).or_default();
         for p in &e.parents {
-            self.heads.remove(p);
+            heads.remove(p);
         }
-        self.heads.insert(id);
+        heads.insert(id);
         if let Some(a) = e.auth {
             self.by_grant.entry(a).or_default().push(id);
         }
@@ -814,12 +889,6 @@ impl Record {
                     },
                 );
             }
-            Payload::Revoke { grant, .. } => {
-                if let Some(info) = self.grants.get_mut(grant) {
-                    info.revoked_by.push(id);
-                }
-                voided = self.void_after(*grant, id, &clock);
-            }
             _ => {}
         }
         self.nodes.insert(
@@ -828,43 +897,75 @@ impl Record {
                 e: v,
                 clock,
                 depth: c.depth,
+                stream: c.stream,
                 category: c.category,
                 root,
                 status: c.status.clone(),
             },
         );
         self.order.push(id);
+        if let Payload::Revoke { grant, .. } = &e.payload {
+            if let Some(info) = self.grants.get_mut(grant) {
+                info.revoked_by.push(id);
+            }
+            voided = self.recompute(*grant);
+        }
         Applied::Added {
             status: c.status,
             voided,
         }
     }
 
-    /// Marks void every held entry that depends on `grant` (directly or through grants
-    /// delegated from it) and is not in the causal past of the revocation.
-    fn void_after(&mut self, grant: EntryId, revocation: EntryId, rclock: &[u64]) -> Vec<EntryId> {
+    /// Whether an entry under a grant chain is in effect given the revocations held: for
+    /// every revoked link, the entry must be in the causal past of that revocation's entry
+    /// in the entry's own stream.
+    fn revocation_status(&self, n: &Node) -> Status {
+        let Some(auth) = n.e.entry().auth else {
+            return Status::Valid;
+        };
+        for link in self.chain(auth) {
+            let Some(first) = link.revoked_by.first() else {
+                continue;
+            };
+            let kept = link.revoked_by.iter().any(|r| {
+                self.nodes
+                    .get(r)
+                    .is_some_and(|rn| rn.stream == n.stream && self.in_clock(n, &rn.clock))
+            });
+            if !kept {
+                return Status::Void { revocation: *first };
+            }
+        }
+        Status::Valid
+    }
+
+    /// Recomputes the status of every held entry that depends on `grant` (directly or
+    /// through grants delegated from it). Returns those that became void.
+    fn recompute(&mut self, grant: EntryId) -> Vec<EntryId> {
         let mut grants = vec![grant];
         let mut seen = HashSet::new();
-        let mut voided = Vec::new();
+        let mut changes = Vec::new();
         while let Some(g) = grants.pop() {
             if !seen.insert(g) {
                 continue;
             }
             grants.extend(self.sub_grants.get(&g).into_iter().flatten().copied());
-            for id in self.by_grant.get(&g).cloned().unwrap_or_default() {
-                let inside = self
-                    .nodes
-                    .get(&id)
-                    .is_some_and(|n| self.in_clock(n.e.entry(), rclock));
-                if inside {
-                    continue;
-                }
-                if let Some(n) = self.nodes.get_mut(&id) {
-                    if n.status == Status::Valid {
-                        n.status = Status::Void { revocation };
-                        voided.push(id);
+            for id in self.by_grant.get(&g).into_iter().flatten() {
+                if let Some(n) = self.nodes.get(id) {
+                    let status = self.revocation_status(n);
+                    if status != n.status {
+                        changes.push((*id, status));
                     }
                 }
+            }
+        }
+        let mut voided = Vec::new();
+        for (id, status) in changes {
+            if status != Status::Valid {
+                voided.push(id);
+            }
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.status = status;
             }
         }
         voided
@@ -895,7 +996,7 @@ impl Record {
             .iter()
             .filter_map(|h| self.nodes.get(h).map(|n| &n.clock))
             .collect();
-        self.subset(|n| clocks.iter().any(|c| self.in_clock(n.e.entry(), c)))
+        self.subset(|n| clocks.iter().any(|c| self.in_clock(n, c)))
     }
 }
 
@@ -926,6 +1027,54 @@ impl Record {
             .collect();
         out.sort_by_key(|g| std::cmp::Reverse((g.grant.level, g.time, g.id)));
         out.into_iter().map(|g| g.id).collect()
+    }
+
+    /// Prepares everything one action writes, in order: a single entry, except for a
+    /// revocation, which is a revoke entry in each category stream of the grant's scope
+    /// that holds entries, then one in the administrative stream (see the module docs).
+    /// The entries are checked in sequence; apply them in the order returned.
+    pub fn prepare_all(
+        &self,
+        key: &crate::keys::Keypair,
+        payload: Payload,
+        now: Timestamp,
+        device: Option<String>,
+    ) -> Result<Vec<Verified>, Rejection> {
+        let Payload::Revoke { grant, reason, .. } = payload else {
+            return Ok(vec![self.prepare_as(key, payload, now, device)?]);
+        };
+        let scope = match self.grants.get(&grant) {
+            Some(g) => g.grant.scope.clone(),
+            None => {
+                return Err(Rejection::Target {
+                    id: grant,
+                    why: "not a grant in this record",
+                })
+            }
+        };
+        let mut trial = self.clone();
+        let mut out = Vec::new();
+        let streams: Vec<Stream> = self
+            .streams()
+            .into_iter()
+            .filter(|s| s.as_ref().is_some_and(|c| scope.covers(c)))
+            .chain(std::iter::once(None))
+            .collect();
+        for category in streams {
+            let v = trial.prepare_as(
+                key,
+                Payload::Revoke {
+                    grant,
+                    category,
+                    reason: reason.clone(),
+                },
+                now,
+                device.clone(),
+            )?;
+            trial.apply(v.clone())?;
+            out.push(v);
+        }
+        Ok(out)
     }
 
     /// Prepares an entry by `key`'s actor, choosing the grant that authorises it: the

@@ -202,12 +202,17 @@ impl Fixture {
         }
     }
 
-    /// Writes as `key` (choosing a grant), applying it. Returns the entry.
+    /// Writes as `key` (choosing a grant), applying everything the action writes (a
+    /// revocation is several entries). Returns the last entry written.
     pub fn write(&mut self, key: &Keypair, payload: Payload) -> Result<Verified, Rejection> {
-        let v = self.record.prepare_as(key, payload, self.now, None)?;
+        let all = self.record.prepare_all(key, payload, self.now, None)?;
         self.now += 1000;
-        self.record.apply(v.clone())?;
-        Ok(v)
+        let mut last = None;
+        for v in all {
+            self.record.apply(v.clone())?;
+            last = Some(v);
+        }
+        last.ok_or(Rejection::Access(crate::record::AccessError::NoGrant))
     }
 
     /// The patient grants, returning the grant's id.

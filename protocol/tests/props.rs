@@ -199,13 +199,16 @@ fn run(ops: &[Op]) -> World {
             },
             _ => Payload::Revoke {
                 grant: w.nurse_grant,
+                category: None,
                 reason: "ended".into(),
             },
         };
         w.f.now += 1000;
-        if let Ok(v) = rec.prepare_as(&w.actors[op.actor], payload, w.f.now, None) {
-            if w.replicas[r].apply(v.clone()).is_ok() {
-                w.all.push(v);
+        if let Ok(all) = rec.prepare_all(&w.actors[op.actor], payload, w.f.now, None) {
+            for v in all {
+                if w.replicas[r].apply(v.clone()).is_ok() {
+                    w.all.push(v);
+                }
             }
         }
         if op.merge {
@@ -316,4 +319,33 @@ fn scope_sets_compare_by_subset() {
     let a = Scope::Only(BTreeSet::from([Category::VitalSigns]));
     let b = Scope::Only(BTreeSet::from([Category::VitalSigns, Category::Problems]));
     assert!(a.within(&b) && !b.within(&a) && b.within(&Scope::All) && !Scope::All.within(&b));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
+
+    /// A replica holding only the administrative stream and some categories' streams
+    /// validates every entry it holds without needing (or being told of) any other entry.
+    #[test]
+    fn a_partial_replica_needs_only_its_streams(ops in arb_ops()) {
+        let w = run(&ops);
+        let full = &w.replicas[0];
+        for keep in [Category::VitalSigns, Category::Problems] {
+            let mut partial = Record::new(full.id());
+            for e in full.entries() {
+                let s = full.stream_of(&e.id()).cloned().flatten();
+                if s.is_none() || s.as_ref() == Some(&keep) {
+                    for p in &e.entry().parents {
+                        let ps = full.stream_of(p).cloned().flatten();
+                        prop_assert!(ps.is_none() || ps.as_ref() == Some(&keep));
+                    }
+                    prop_assert!(partial.apply_known(e.clone()).is_ok());
+                }
+            }
+            // Statuses agree with the full record for every entry held.
+            for e in partial.entries() {
+                prop_assert_eq!(partial.status(&e.id()), full.status(&e.id()));
+            }
+        }
+    }
 }

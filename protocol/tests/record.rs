@@ -342,6 +342,7 @@ fn revocation_is_future_only() {
             &george,
             Payload::Revoke {
                 grant: g,
+                category: None,
                 reason: "changed provider".into(),
             },
         )
@@ -366,15 +367,16 @@ fn revocation_is_future_only() {
     ));
     // A concurrent write arriving later is kept but void.
     let applied = f.record.apply(concurrent.clone()).unwrap();
-    assert_eq!(
-        applied,
-        Applied::Added {
-            status: Status::Void {
-                revocation: rev.id()
-            },
-            voided: vec![]
-        }
-    );
+    let Applied::Added {
+        status: Status::Void { revocation },
+        voided,
+    } = applied
+    else {
+        panic!("expected a void entry, got {applied:?}");
+    };
+    assert!(voided.is_empty());
+    assert!(f.record.grant(&g).unwrap().revoked_by.contains(&revocation));
+    assert_eq!(f.record.stream_of(&rev.id()), Some(&None));
     // Home care still sees what it saw before, and nothing after.
     let v = f.record.viewer(&hc.actor(), f.now);
     assert!(f.record.can_see(&v, &before));
@@ -396,10 +398,10 @@ fn revocation_voids_writes_it_did_not_see_regardless_of_arrival_order() {
         false,
         false,
     ));
+    let early = f.create(&hc, Category::VitalSigns, bp(130, 80)).unwrap();
     let base = f.record.clone();
     // Home care writes; independently, George revokes without having seen it.
-    let w = f
-        .record
+    let w = base
         .prepare(
             &hc,
             Payload::Create {
@@ -411,33 +413,38 @@ fn revocation_voids_writes_it_did_not_see_regardless_of_arrival_order() {
             None,
         )
         .unwrap();
-    let r = f
-        .record
-        .prepare(
+    let revocation = base
+        .prepare_all(
             &george,
             Payload::Revoke {
                 grant: g,
+                category: None,
                 reason: "x".into(),
             },
-            None,
             f.now,
             None,
         )
         .unwrap();
+    // One revoke entry in the vital-signs stream, one in the administrative stream.
+    assert_eq!(revocation.len(), 2);
     let mut a = base.clone();
     a.apply(w.clone()).unwrap();
-    let ra = a.apply(r.clone()).unwrap();
-    assert_eq!(
-        ra,
-        Applied::Added {
-            status: Status::Valid,
-            voided: vec![w.id()]
+    let mut voided = Vec::new();
+    for r in &revocation {
+        if let Applied::Added { voided: v, .. } = a.apply(r.clone()).unwrap() {
+            voided.extend(v);
         }
-    );
+    }
+    assert_eq!(voided, vec![w.id()]);
     let mut b = base;
-    b.apply(r).unwrap();
+    for r in &revocation {
+        b.apply(r.clone()).unwrap();
+    }
     b.apply(w.clone()).unwrap();
-    assert_eq!(a.status(&w.id()), b.status(&w.id()));
+    for rec in [&a, &b] {
+        assert!(matches!(rec.status(&w.id()), Some(Status::Void { .. })));
+        assert_eq!(rec.status(&early), Some(&Status::Valid));
+    }
     let v = a.viewer(&george.actor(), f.now);
     assert_eq!(
         current(&a, &v),
@@ -477,7 +484,7 @@ fn forks_are_detected_and_kept_as_proof() {
         .unwrap();
     f.record.apply(a.clone()).unwrap();
     let err = f.record.apply(b.clone()).unwrap_err();
-    assert!(matches!(err, Rejection::Fork { existing, seq: 2, .. } if existing == a.id()));
+    assert!(matches!(err, Rejection::Fork { existing, seq: 1, .. } if existing == a.id()));
     assert_eq!(f.record.forks().len(), 1);
     assert_eq!(f.record.forks()[0].conflicting.id(), b.id());
 }
