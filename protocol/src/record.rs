@@ -872,24 +872,21 @@ impl Record {
             self.annotations.entry(*target).or_default().push(id);
         }
         let mut voided = Vec::new();
-        match &e.payload {
-            Payload::Grant(g) => {
-                if let Some(parent) = e.auth {
-                    self.sub_grants.entry(parent).or_default().push(id);
-                }
-                self.grants.insert(
-                    id,
-                    GrantInfo {
-                        id,
-                        issuer: e.author,
-                        parent: e.auth,
-                        grant: g.clone(),
-                        time: e.time,
-                        revoked_by: Vec::new(),
-                    },
-                );
+        if let Payload::Grant(g) = &e.payload {
+            if let Some(parent) = e.auth {
+                self.sub_grants.entry(parent).or_default().push(id);
             }
-            _ => {}
+            self.grants.insert(
+                id,
+                GrantInfo {
+                    id,
+                    issuer: e.author,
+                    parent: e.auth,
+                    grant: g.clone(),
+                    time: e.time,
+                    revoked_by: Vec::new(),
+                },
+            );
         }
         self.nodes.insert(
             id,
