@@ -15,6 +15,7 @@ pub mod ids;
 pub mod keys;
 pub mod record;
 pub mod schema;
+pub mod sync;
 pub mod testkit;
 pub mod value;
 

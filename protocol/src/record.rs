@@ -306,6 +306,16 @@ impl Record {
         s
     }
 
+    /// Every (author, stream) chain: its entries, sequence number 1 first.
+    pub(crate) fn chains(&self) -> impl Iterator<Item = (&(ActorId, Stream), &Vec<EntryId>)> + '_ {
+        self.chains.iter()
+    }
+
+    /// An entry's causal depth (greater than every parent's).
+    pub(crate) fn depth_of(&self, id: &EntryId) -> u32 {
+        self.nodes.get(id).map_or(0, |n| n.depth)
+    }
+
     /// The stream an entry is in.
     pub fn stream_of(&self, id: &EntryId) -> Option<&Stream> {
         self.nodes.get(id).map(|n| &n.stream)

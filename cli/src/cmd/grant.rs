@@ -1,0 +1,137 @@
+//! `cophr grant`: give someone access.
+
+use std::collections::BTreeSet;
+
+use clap::Args as ClapArgs;
+use cophr_protocol::entry::Payload;
+use cophr_protocol::{ActorId, Category, Grant, Level, Scope};
+use serde_json::json;
+
+use crate::context::{self, Ctx};
+use crate::error::{parse_id, CliError, Result};
+use crate::output;
+use crate::times::{self, DayEnd};
+
+const AFTER_HELP: &str = "Levels (each includes the ones before it):
+  view      see the categories
+  annotate  also add notes to entries
+  write     also add entries, and amend their own
+  delete    also logically delete their own entries
+
+Examples:
+  cophr grant a-… --level delete --categories all --audit --delegate --label 'Mary (wife, carer)'
+  cophr grant a-… --level view --categories problems,medications,allergies --label Pharmacy
+  cophr grant a-… --level write --categories vital-signs --until 2026-12-31
+
+A grantee with --delegate may act as your proxy and grant others a part of their own rights.";
+
+/// Grant someone (their actor id, from `cophr whoami`) access to the record: a level on
+/// some categories, optionally for a period, with or without the audit and delegate rights.
+#[derive(ClapArgs, Debug)]
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// The grantee's actor id (`a-…`, as `cophr whoami` prints it)
+    actor: String,
+
+    /// Access level: view, annotate, write or delete
+    #[arg(long)]
+    level: Level,
+
+    /// `all`, or a comma-separated list of categories (see `cophr schema`)
+    #[arg(long, value_name = "all|C1,C2,…")]
+    categories: String,
+
+    /// Valid from this time (RFC 3339, or a date: the start of that day, UTC)
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+
+    /// Valid until this time (RFC 3339, or a date: the end of that day, UTC)
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+
+    /// May read the record's audit trail
+    #[arg(long)]
+    audit: bool,
+
+    /// May act as your proxy and grant others a subset of these rights
+    #[arg(long)]
+    delegate: bool,
+
+    /// A label for the grant, e.g. "Mary (wife, main carer)"
+    #[arg(long)]
+    label: Option<String>,
+}
+
+/// Parses `all` or a list of categories.
+pub fn parse_scope(text: &str) -> Result<Scope> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("all") {
+        return Ok(Scope::All);
+    }
+    let set: BTreeSet<Category> = t
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    if set.is_empty() {
+        return Err(CliError::invalid(
+            "--categories needs `all` or at least one category",
+        ));
+    }
+    Ok(Scope::Only(set))
+}
+
+/// Runs `grant`.
+pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let grantee: ActorId = parse_id("actor", &args.actor)?;
+    let scope = parse_scope(&args.categories)?;
+    let not_before = args
+        .from
+        .as_deref()
+        .map(|t| times::parse(t, DayEnd::Start).map_err(|e| e.context("--from")))
+        .transpose()?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|t| times::parse(t, DayEnd::End).map_err(|e| e.context("--until")))
+        .transpose()?;
+    if let (Some(a), Some(b)) = (not_before, until) {
+        if a > b {
+            return Err(CliError::invalid("--from is after --until"));
+        }
+    }
+    let label = args.label.map(|l| l.trim().to_owned());
+    let me = ctx.identity()?;
+    if grantee == me.actor() {
+        return Err(CliError::invalid("you cannot grant access to yourself"));
+    }
+    let store = ctx.store()?;
+    let record = ctx.record(&store, Some(&me.actor()))?;
+    let grant = Grant {
+        grantee,
+        level: args.level,
+        scope: scope.clone(),
+        not_before,
+        until,
+        audit: args.audit,
+        delegate: args.delegate,
+        label: label.clone(),
+    };
+    let id = context::write(ctx, &store, &me, &record, Payload::Grant(grant))?;
+    if ctx.json {
+        return output::json(&json!({
+            "grant": id,
+            "record": record,
+            "grantee": grantee,
+            "level": args.level,
+            "categories": scope.to_string(),
+            "audit": args.audit,
+            "delegate": args.delegate,
+            "from": not_before.map(times::format),
+            "until": until.map(times::format),
+            "label": label,
+        }));
+    }
+    output::line(id.to_string())
+}

@@ -1,0 +1,161 @@
+//! `cophr schema`: the categories and their fields.
+
+use clap::Args as ClapArgs;
+use cophr_protocol::schema::{self, CategorySchema, FieldType};
+use cophr_protocol::Category;
+use serde_json::{json, Value};
+
+use crate::context::{Ctx, Out};
+use crate::error::Result;
+use crate::output::{self, Table};
+
+/// List the categories (name, title, openEHR archetype), or one category's fields: name,
+/// type, whether required, units or allowed codes.
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// A category name, e.g. vital-signs (see the list without it)
+    category: Option<String>,
+
+    #[command(flatten)]
+    out: Out,
+}
+
+fn allowed(ty: &FieldType) -> (Vec<&'static str>, &'static str) {
+    match ty {
+        FieldType::Code(codes) => (codes.to_vec(), "codes"),
+        FieldType::Quantity { units } => (units.to_vec(), "units"),
+        FieldType::Binary { media_types, .. } => (media_types.to_vec(), "media types"),
+        _ => (Vec::new(), ""),
+    }
+}
+
+fn fields_json(s: &CategorySchema) -> Value {
+    let fields: Vec<Value> = s
+        .fields
+        .iter()
+        .map(|f| {
+            let (values, _) = allowed(&f.ty);
+            let mut o = json!({
+                "name": f.name,
+                "title": f.title,
+                "type": f.ty.kind(),
+                "required": f.required,
+                "description": f.ty.describe(),
+            });
+            match f.ty {
+                FieldType::Code(_) => o["codes"] = json!(values),
+                FieldType::Quantity { .. } => o["units"] = json!(values),
+                FieldType::Binary { max_bytes, .. } => {
+                    o["media_types"] = json!(values);
+                    o["max_bytes"] = json!(max_bytes);
+                }
+                _ => {}
+            }
+            o
+        })
+        .collect();
+    json!({
+        "category": s.category.name(),
+        "title": s.title,
+        "description": s.description,
+        "archetype": s.archetype,
+        "fhir": s.fhir,
+        "fields": fields,
+        "at_least_one": s.at_least_one,
+        "together": s.together.iter().map(|(a, b)| json!([a, b])).collect::<Vec<_>>(),
+        "ranges": s.ranges,
+    })
+}
+
+/// Runs `schema`.
+pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let json = ctx.json(args.out);
+    let Some(name) = args.category else {
+        if json {
+            let list: Vec<Value> = schema::all()
+                .iter()
+                .map(|s| {
+                    json!({
+                        "category": s.category.name(),
+                        "title": s.title,
+                        "archetype": s.archetype,
+                        "fhir": s.fhir,
+                    })
+                })
+                .collect();
+            return output::json(&json!({ "categories": list }));
+        }
+        let mut t = Table::new(&["CATEGORY", "TITLE", "ARCHETYPE"]);
+        for s in schema::all() {
+            t.row(vec![
+                s.category.name().to_owned(),
+                s.title.to_owned(),
+                s.archetype.to_owned(),
+            ]);
+        }
+        output::print(&t.render())?;
+        return output::line(
+            "\nExtensions are written ext:<namespace>/<name> and accept any fields. \
+             Run `cophr schema CATEGORY` for a category's fields.",
+        );
+    };
+    let category: Category = name.parse()?;
+    let Some(s) = schema::schema(&category) else {
+        if json {
+            return output::json(&json!({
+                "category": category.name(),
+                "extension": true,
+                "fields": [],
+            }));
+        }
+        return output::line(format!(
+            "{category} is an extension category: it has no fixed fields; any non-empty set \
+             of --FIELD VALUE pairs (kept as text) or a --json object is accepted"
+        ));
+    };
+    if json {
+        return output::json(&fields_json(s));
+    }
+    output::line(format!("{} ({})", s.title, s.category))?;
+    output::line(format!("  {}", s.description))?;
+    output::line(format!("  openEHR archetype: {}", s.archetype))?;
+    output::line(format!("  FHIR R4:           {}", s.fhir.join(", ")))?;
+    output::line("")?;
+    let mut t = Table::new(&["FIELD", "TYPE", "REQUIRED", "UNITS / CODES", "TITLE"]);
+    for f in s.fields {
+        let (values, _) = allowed(&f.ty);
+        t.row(vec![
+            format!("--{}", f.name),
+            f.ty.kind().to_owned(),
+            output::yes_no(f.required),
+            values.join(", "),
+            f.title.to_owned(),
+        ]);
+    }
+    output::print(&t.render())?;
+    if !s.at_least_one.is_empty() {
+        output::line(format!(
+            "\nGive at least one of: {}",
+            s.at_least_one.join(", ")
+        ))?;
+    }
+    for (a, b) in s.together {
+        output::line(format!("Give {a} and {b} together"))?;
+    }
+    if !s.ranges.is_empty() {
+        output::line("\nPlausible ranges:")?;
+        for r in s.ranges {
+            output::line(format!(
+                "  {:<18} {} to {} {}",
+                r.field,
+                r.min,
+                r.max,
+                r.unit.unwrap_or("")
+            ))?;
+        }
+    }
+    output::line(
+        "\nQuantities are written `140` (first unit) or `37.2 Cel`; lists comma separated; \
+         booleans yes/no.",
+    )
+}

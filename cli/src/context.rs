@@ -1,0 +1,322 @@
+//! What every command needs: the home, the identity, the store, the time, and which record.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args};
+use cophr_protocol::entry::{check_structure, Payload};
+use cophr_protocol::record::{AccessError, Record, Rejection};
+use cophr_protocol::{ActorId, EntryId, RecordId, Timestamp};
+
+use crate::error::{parse_id, rejection_code, CliError, Code, Result};
+use crate::home::{Home, Identity};
+use crate::store::{Store, StoreError};
+use crate::times::{self, DayEnd};
+
+/// How long to wait for another process to release the store.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Options every command accepts.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Global {
+    /// The cophr home directory: identity, keys and store [default: ~/.cophr]
+    #[arg(long, global = true, env = "COPHR_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// The record to act on: the patient's actor id (`a-…`). Default: your own record if
+    /// this store holds it, else the only record held
+    #[arg(long, global = true, value_name = "RECORD")]
+    pub record: Option<String>,
+
+    /// The device name recorded on entries you write and in audit events [default: the
+    /// device given at `init`]
+    #[arg(long, global = true, env = "COPHR_DEVICE", value_name = "NAME")]
+    pub device: Option<String>,
+
+    /// Use this time instead of the system clock (RFC 3339; for tests and demonstrations)
+    #[arg(long, global = true, hide = true, value_name = "RFC3339")]
+    pub now: Option<String>,
+
+    /// Log more on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// `--json` for commands whose output is data.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct Out {
+    /// Print one JSON document instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The running command's context.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The global options.
+    pub global: Global,
+    /// Whether `--json` was given before the subcommand.
+    pub json: bool,
+    /// The home directory.
+    pub home: Home,
+}
+
+impl Ctx {
+    /// Builds the context from the parsed options.
+    pub fn new(global: Global, json: bool) -> Result<Self> {
+        let dir = match &global.home {
+            Some(d) => d.clone(),
+            None => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cophr"))
+                .ok_or_else(|| {
+                    CliError::other("cannot find your home directory: give --home or COPHR_HOME")
+                })?,
+        };
+        Ok(Ctx {
+            global,
+            json,
+            home: Home::new(dir),
+        })
+    }
+
+    /// Whether to print JSON (given before the subcommand or on it).
+    pub fn json(&self, out: Out) -> bool {
+        self.json || out.json
+    }
+
+    /// The current time (`--now`, else the system clock).
+    pub fn now(&self) -> Result<Timestamp> {
+        match &self.global.now {
+            Some(s) => times::parse(s, DayEnd::Start).map_err(|e| e.context("--now")),
+            None => Ok(times::system_now()),
+        }
+    }
+
+    /// The caller's identity.
+    pub fn identity(&self) -> Result<Identity> {
+        self.home.identity()
+    }
+
+    /// The device to name on entries: `--device` / `COPHR_DEVICE`, else the identity's.
+    pub fn device(&self, me: &Identity) -> Option<String> {
+        self.global
+            .device
+            .clone()
+            .filter(|d| !d.trim().is_empty())
+            .or_else(|| me.info.device.clone())
+    }
+
+    /// Opens the home's store. Another cophr process using the same home holds its lock:
+    /// wait a little for it, then give up with a clear message.
+    pub fn store(&self) -> Result<Store> {
+        let node_key = self.home.node_key_or_create()?;
+        let dir = self.home.store();
+        let mut waited = std::time::Duration::ZERO;
+        let (store, report) = loop {
+            match Store::open(&dir, node_key.clone()) {
+                Ok(opened) => break opened,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    if waited >= LOCK_WAIT {
+                        return Err(CliError::other(format!(
+                            "the store at {} is in use by another cophr process; try again \
+                             when it has finished",
+                            dir.display()
+                        )));
+                    }
+                    let step = std::time::Duration::from_millis(50);
+                    std::thread::sleep(step);
+                    waited += step;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if report.truncated_bytes > 0 {
+            tracing::warn!(
+                bytes = report.truncated_bytes,
+                "the store's log ended in an incomplete write (a crash before it was \
+                 acknowledged); the torn tail was cut off"
+            );
+        }
+        tracing::debug!(replayed = report.replayed, "store open");
+        Ok(store)
+    }
+
+    /// The record to act on: `--record`, else the caller's own if held, else the only one.
+    pub fn record(&self, store: &Store, me: Option<&ActorId>) -> Result<RecordId> {
+        let held = store.records()?;
+        if let Some(r) = &self.global.record {
+            let id: RecordId = parse_id("record", r)?;
+            if !held.contains(&id) {
+                return Err(CliError::not_found(format!(
+                    "record {id} is not held here (import an export of it with `cophr import FILE`)"
+                )));
+            }
+            return Ok(id);
+        }
+        if let Some(me) = me {
+            if held.contains(me) {
+                return Ok(*me);
+            }
+        }
+        match held.as_slice() {
+            [] => Err(CliError::not_found(
+                "no record is held here: create yours with `cophr record create`, or import one \
+                 with `cophr import FILE`",
+            )),
+            [one] => Ok(*one),
+            many => {
+                let list: Vec<String> = many
+                    .iter()
+                    .map(|id| {
+                        let name = store
+                            .with_record(id, |r| r.profile(id, None).map(|p| p.name.clone()))
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default();
+                        format!("  {id}  {name}")
+                    })
+                    .collect();
+                Err(CliError::new(
+                    Code::Usage,
+                    format!(
+                        "this store holds several records; choose one with --record:\n{}",
+                        list.join("\n")
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Explains a refusal in the caller's terms.
+pub fn explain(record: &Record, me: &ActorId, r: Rejection) -> CliError {
+    if let Rejection::Access(AccessError::NoGrant) = &r {
+        let revoked = record
+            .grants()
+            .filter(|g| g.grant.grantee == *me && !g.revoked_by.is_empty())
+            .max_by_key(|g| g.time);
+        let msg = match revoked {
+            Some(g) => {
+                let reason = g.revoked_by.iter().find_map(|rv| match record.get(rv) {
+                    Some(e) => match &e.entry().payload {
+                        Payload::Revoke { reason, .. } => Some(reason.clone()),
+                        _ => None,
+                    },
+                    None => None,
+                });
+                format!(
+                    "not authorised: your access to this record was revoked (grant {}{})",
+                    g.id.short(),
+                    reason.map(|r| format!(": {r}")).unwrap_or_default()
+                )
+            }
+            None => "not authorised: you hold no grant in this record".to_owned(),
+        };
+        return CliError::access(msg);
+    }
+    CliError::new(rejection_code(&r), r.to_string())
+}
+
+/// Writes an entry as the caller. The write is checked first, so a refused write stores
+/// nothing; before the caller's first write into someone else's record (or after their
+/// identity changed) their profile is published, so others see who wrote.
+pub fn write(
+    ctx: &Ctx,
+    store: &Store,
+    me: &Identity,
+    record: &RecordId,
+    payload: Payload,
+) -> Result<EntryId> {
+    let now = ctx.now()?;
+    let device = ctx.device(me);
+    let checked = store.with_record(record, |r| {
+        r.prepare_all(&me.key, payload.clone(), now, device.clone())
+            .map_err(|e| explain(r, &me.actor(), e))
+            .and_then(|all| {
+                all.iter().try_for_each(|v| {
+                    check_structure(v.entry()).map_err(|e| CliError::invalid(e.to_string()))
+                })
+            })
+    })?;
+    checked?;
+    publish_profile(ctx, store, me, record)?;
+    store
+        .write(record, &me.key, payload, now, device)
+        .map_err(|e| store_error(store, record, &me.actor(), e))
+}
+
+/// Publishes the caller's profile (name, role, organisation) in a record they have access
+/// to, if the record does not hold it yet (or holds an older one), so that the patient's
+/// grants list and audit trail can name them. Returns whether it wrote.
+pub fn publish_profile(ctx: &Ctx, store: &Store, me: &Identity, record: &RecordId) -> Result<bool> {
+    let now = ctx.now()?;
+    let device = ctx.device(me);
+    let profile = me.info.profile();
+    let needed = store.with_record(record, |r| {
+        r.profile(&me.actor(), None) != Some(&profile)
+            && r.prepare_all(
+                &me.key,
+                Payload::Profile(profile.clone()),
+                now,
+                device.clone(),
+            )
+            .is_ok()
+    })?;
+    if needed {
+        store
+            .write(record, &me.key, Payload::Profile(profile), now, device)
+            .map_err(|e| store_error(store, record, &me.actor(), e))?;
+    }
+    Ok(needed)
+}
+
+/// A store error, with refusals explained.
+pub fn store_error(store: &Store, record: &RecordId, me: &ActorId, e: StoreError) -> CliError {
+    match e {
+        StoreError::Rejected(r) => store
+            .with_record(record, |rec| explain(rec, me, r.clone()))
+            .unwrap_or_else(|_| r.into()),
+        e => e.into(),
+    }
+}
+
+/// Resolves an entry id, or a unique prefix of one (as tables show), among the entries the
+/// caller can see.
+pub fn resolve_entry(
+    record: &Record,
+    viewer: &cophr_protocol::fold::Viewer,
+    text: &str,
+) -> Result<EntryId> {
+    let text = text.trim();
+    if let Ok(id) = text.parse::<EntryId>() {
+        if record.contains(&id) && record.can_see(viewer, &id) {
+            return Ok(id);
+        }
+        return Err(CliError::not_found(format!(
+            "no entry {id} that you can see in record {}",
+            record.id()
+        )));
+    }
+    if !text.starts_with(EntryId::PREFIX) || text.len() < EntryId::PREFIX.len() + 4 {
+        return Err(CliError::invalid(format!(
+            "`{text}` is not an entry id: entry ids start with `e-` (at least 4 more characters \
+             of a unique prefix, as tables show)"
+        )));
+    }
+    let lower = text.to_ascii_lowercase();
+    let found: Vec<EntryId> = record
+        .entries()
+        .map(|e| e.id())
+        .filter(|id| id.to_string().starts_with(&lower) && record.can_see(viewer, id))
+        .collect();
+    match found.as_slice() {
+        [] => Err(CliError::not_found(format!(
+            "no entry starting with {text} that you can see in record {}",
+            record.id()
+        ))),
+        [one] => Ok(*one),
+        many => Err(CliError::invalid(format!(
+            "{text} is ambiguous: it starts {} entries; give more characters",
+            many.len()
+        ))),
+    }
+}

@@ -1,0 +1,361 @@
+//! Sync: what two nodes say to replicate a record, and the pure logic on each side.
+//!
+//! A replica's holdings are described exactly by its *frontier*: for each (stream, author)
+//! chain, the highest sequence number held (entries arrive in causal order, so a chain is
+//! always held as a prefix). The exchange:
+//!
+//! 1. The requester sends a digest per stream it holds ([`Request::Digests`]); the server
+//!    answers which streams *it may show the requester* differ ([`Response::Differ`]). An
+//!    up-to-date check is this one round trip.
+//! 2. The requester sends its frontier for those streams ([`Request::Pull`]); the server
+//!    answers with the entries the requester lacks and may see, in causal order, in bounded
+//!    batches ([`Response::Entries`]), with its own frontier so the requester can push back
+//!    what the server lacks ([`Request::Push`]).
+//!
+//! The cost is linear in the number of chains plus the difference, never in the record's
+//! size. The server never names a stream, chain, id or count the requester may not see:
+//! everything it computes is restricted to [`Record::can_see`].
+//!
+//! Every request carries a [`Proof`] that the requester holds the grantee's key, bound to
+//! both peers of this connection and a fresh nonce; [`NonceCache`] refuses replays.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::entry::{from_cbor_canonical, to_cbor, EntryError, Timestamp, Verified};
+use crate::fold::Viewer;
+use crate::ids::{ActorId, EntryId, RecordId, Sig};
+use crate::keys::{self, Domain, Keypair};
+use crate::record::{Record, Stream};
+
+/// The request-response protocol id (versioned).
+pub const PROTOCOL: &str = "/cophr/sync/1";
+/// Largest encoded message.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+/// Most entries in one response or push.
+pub const MAX_BATCH: usize = 1024;
+/// Most chains a frontier may list.
+pub const MAX_CHAINS: usize = 16 * 1024;
+/// How far a proof's time may be from the server's clock.
+pub const PROOF_WINDOW_MS: u64 = 5 * 60 * 1000;
+
+/// Per stream, per author: the highest sequence number held.
+pub type Frontier = BTreeMap<Stream, BTreeMap<ActorId, u64>>;
+
+/// A stream digest: BLAKE3 over its chains' (author, highest sequence) pairs.
+pub type Digest = [u8; 32];
+
+/// Proof that the requester holds `actor`'s key, bound to this connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proof {
+    /// The grantee (or patient) the request is made as.
+    pub actor: ActorId,
+    /// The record asked about.
+    pub record: RecordId,
+    /// The requesting peer's id (bytes of its libp2p peer id).
+    #[serde(with = "serde_bytes")]
+    pub client: Vec<u8>,
+    /// The serving peer's id.
+    #[serde(with = "serde_bytes")]
+    pub server: Vec<u8>,
+    /// Fresh randomness.
+    pub nonce: [u8; 16],
+    /// Requester's time.
+    pub time: Timestamp,
+    /// `actor`'s signature over all of the above.
+    pub sig: Sig,
+}
+
+#[derive(Serialize)]
+struct ProofBody<'a> {
+    actor: &'a ActorId,
+    record: &'a RecordId,
+    #[serde(with = "serde_bytes")]
+    client: &'a [u8],
+    #[serde(with = "serde_bytes")]
+    server: &'a [u8],
+    nonce: &'a [u8; 16],
+    time: Timestamp,
+}
+
+/// Why a proof is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// Made for another pair of peers (copied from elsewhere).
+    #[error("proof is bound to another connection")]
+    WrongPeers,
+    /// Too old or from the future.
+    #[error("proof time is outside the accepted window")]
+    Stale,
+    /// Seen before.
+    #[error("proof was already used")]
+    Replayed,
+    /// Bad signature.
+    #[error("proof signature does not verify")]
+    Signature,
+}
+
+impl Proof {
+    /// Signs a proof for a request as `key`'s actor.
+    pub fn new(
+        key: &Keypair,
+        record: RecordId,
+        client: &[u8],
+        server: &[u8],
+        nonce: [u8; 16],
+        time: Timestamp,
+    ) -> Proof {
+        let actor = key.actor();
+        let body = to_cbor(&ProofBody {
+            actor: &actor,
+            record: &record,
+            client,
+            server,
+            nonce: &nonce,
+            time,
+        });
+        Proof {
+            actor,
+            record,
+            client: client.to_vec(),
+            server: server.to_vec(),
+            nonce,
+            time,
+            sig: key.sign(Domain::Possession, &body),
+        }
+    }
+
+    /// Checks the proof for a request that arrived from `client` at `server`, and records
+    /// its nonce. Returns the actor it proves.
+    pub fn check(
+        &self,
+        client: &[u8],
+        server: &[u8],
+        now: Timestamp,
+        seen: &mut NonceCache,
+    ) -> Result<ActorId, ProofError> {
+        if self.client != client || self.server != server {
+            return Err(ProofError::WrongPeers);
+        }
+        if self.time.abs_diff(now) > PROOF_WINDOW_MS {
+            return Err(ProofError::Stale);
+        }
+        let body = to_cbor(&ProofBody {
+            actor: &self.actor,
+            record: &self.record,
+            client: &self.client,
+            server: &self.server,
+            nonce: &self.nonce,
+            time: self.time,
+        });
+        keys::verify(&self.actor, Domain::Possession, &body, &self.sig)
+            .map_err(|_| ProofError::Signature)?;
+        seen.insert(self.actor, self.nonce, now)?;
+        Ok(self.actor)
+    }
+}
+
+/// Nonces seen within the proof window, bounded in size.
+#[derive(Debug, Clone)]
+pub struct NonceCache {
+    seen: HashMap<(ActorId, [u8; 16]), Timestamp>,
+    order: VecDeque<(Timestamp, ActorId, [u8; 16])>,
+    capacity: usize,
+}
+
+impl NonceCache {
+    /// A cache holding at most `capacity` nonces; beyond that the oldest are forgotten
+    /// (and proofs older than the window are refused anyway).
+    pub fn new(capacity: usize) -> Self {
+        NonceCache {
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn insert(&mut self, actor: ActorId, nonce: [u8; 16], now: Timestamp) -> Result<(), ProofError> {
+        while let Some((t, a, n)) = self.order.front().copied() {
+            if now.saturating_sub(t) > 2 * PROOF_WINDOW_MS || self.order.len() >= self.capacity {
+                self.order.pop_front();
+                self.seen.remove(&(a, n));
+            } else {
+                break;
+            }
+        }
+        if self.seen.insert((actor, nonce), now).is_some() {
+            return Err(ProofError::Replayed);
+        }
+        self.order.push_back((now, actor, nonce));
+        Ok(())
+    }
+}
+
+/// A request from one node to another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Request {
+    /// Round one: a digest of each stream the requester holds.
+    Digests {
+        /// Who is asking.
+        proof: Proof,
+        /// Stream digests.
+        digests: Vec<(Stream, Digest)>,
+    },
+    /// Round two: the requester's frontier for the streams that differ.
+    Pull {
+        /// Who is asking.
+        proof: Proof,
+        /// What the requester holds of those streams.
+        frontier: Frontier,
+        /// Most entries wanted in this response.
+        limit: u32,
+    },
+    /// Entries the requester wrote or holds that the server lacks.
+    Push {
+        /// Who is pushing.
+        proof: Proof,
+        /// Encoded signed entries, in causal order.
+        entries: Vec<serde_bytes::ByteBuf>,
+    },
+}
+
+/// A response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Response {
+    /// Streams (that the requester may see) whose digests differ or that it lacks.
+    Differ {
+        /// The streams.
+        streams: Vec<Stream>,
+    },
+    /// Entries the requester lacks, in causal order.
+    Entries {
+        /// Encoded signed entries.
+        entries: Vec<serde_bytes::ByteBuf>,
+        /// Whether more remain (pull again).
+        more: bool,
+        /// The server's visible frontier for the streams asked about.
+        frontier: Frontier,
+    },
+    /// The outcome of a push.
+    Pushed {
+        /// Entries stored.
+        accepted: Vec<EntryId>,
+        /// Entries refused, with the reason.
+        rejected: Vec<(EntryId, String)>,
+    },
+    /// The request was refused.
+    Refused {
+        /// Why (never reveals anything about the record to an unauthorised peer).
+        reason: String,
+    },
+}
+
+/// Encodes a message.
+pub fn encode<T: Serialize>(m: &T) -> Vec<u8> {
+    to_cbor(m)
+}
+
+/// Decodes a message, bounded and canonical.
+pub fn decode<T: Serialize + for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, EntryError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(EntryError::TooLarge(bytes.len()));
+    }
+    from_cbor_canonical(bytes)
+}
+
+fn digest_of(chains: &BTreeMap<ActorId, u64>) -> Digest {
+    let mut h = blake3::Hasher::new();
+    for (a, s) in chains {
+        if *s > 0 {
+            h.update(a.as_bytes());
+            h.update(&s.to_le_bytes());
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
+impl Record {
+    /// This replica's whole frontier.
+    pub fn frontier(&self) -> Frontier {
+        let mut f = Frontier::new();
+        for ((author, stream), chain) in self.chains() {
+            f.entry(stream.clone())
+                .or_default()
+                .insert(*author, chain.len() as u64);
+        }
+        f
+    }
+
+    /// The frontier of what `viewer` may see. Each chain's visible part is a prefix (a
+    /// revocation cut, an expiry, a scope are all causally closed), found by binary search.
+    pub fn visible_frontier(&self, viewer: &Viewer) -> Frontier {
+        let mut f = Frontier::new();
+        for ((author, stream), chain) in self.chains() {
+            let visible = chain.partition_point(|id| self.can_see(viewer, id)) as u64;
+            if visible > 0 {
+                f.entry(stream.clone()).or_default().insert(*author, visible);
+            }
+        }
+        f
+    }
+
+    /// Digests of every stream this replica holds (the requester's first message).
+    pub fn digests(&self) -> Vec<(Stream, Digest)> {
+        self.frontier()
+            .iter()
+            .map(|(s, chains)| (s.clone(), digest_of(chains)))
+            .collect()
+    }
+
+    /// Server side of round one: the streams visible to `viewer` whose digest differs from
+    /// the requester's (or that it lacks). Streams it may not see are never mentioned.
+    pub fn differing(&self, viewer: &Viewer, theirs: &[(Stream, Digest)]) -> Vec<Stream> {
+        let theirs: HashMap<&Stream, &Digest> = theirs.iter().map(|(s, d)| (s, d)).collect();
+        self.visible_frontier(viewer)
+            .iter()
+            .filter(|(s, chains)| theirs.get(s) != Some(&&digest_of(chains)))
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    /// Server side of round two: up to `limit` entries visible to `viewer` beyond the
+    /// requester's frontier (only in the streams it names), in causal order; whether more
+    /// remain; and the server's visible frontier for those streams.
+    pub fn entries_beyond(
+        &self,
+        viewer: &Viewer,
+        theirs: &Frontier,
+        limit: usize,
+    ) -> (Vec<&Verified>, bool, Frontier) {
+        let visible = self.visible_frontier(viewer);
+        let mut ids: Vec<EntryId> = Vec::new();
+        let mut frontier = Frontier::new();
+        for (stream, have) in theirs {
+            let Some(chains) = visible.get(stream) else {
+                continue;
+            };
+            frontier.insert(stream.clone(), chains.clone());
+            for ((author, s), chain) in self.chains() {
+                if s != stream {
+                    continue;
+                }
+                let upto = chains.get(author).copied().unwrap_or(0) as usize;
+                let from = have.get(author).copied().unwrap_or(0) as usize;
+                if upto > from {
+                    ids.extend_from_slice(&chain[from..upto]);
+                }
+            }
+        }
+        ids.sort_by_key(|id| (self.depth_of(id), *id));
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        (
+            ids.iter().filter_map(|id| self.get(id)).collect(),
+            more,
+            frontier,
+        )
+    }
+}

@@ -1,0 +1,131 @@
+//! Helper process for `tests/tests/crash.rs`: appends entries to a store from several threads
+//! and prints `<record id> <entry id>` on stdout for every acknowledged write (one line each,
+//! flushed), so the parent can kill it with SIGKILL at any point and then check that every
+//! entry it saw acknowledged survived.
+//!
+//! Usage: `crash_writer <store dir> <seed> <count>`. Thread 0 writes into George's record,
+//! threads 1 and 2 into the records of patients P1 and P2; each record is created (and its
+//! genesis entry printed) when it is not held yet. `count` vital-signs entries are written in
+//! total, shared between the threads. Record contents are never printed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cophr_node::store::Store;
+use cophr_protocol::testkit::{bp, key, profile};
+use cophr_protocol::{Category, EntryId, Payload, RecordId};
+
+/// The patients whose records are written, one writer thread each.
+const PATIENTS: [&str; 3] = ["George", "P1", "P2"];
+
+/// Start of the clock (ms since the epoch); each run and write advances it.
+const EPOCH_MS: u64 = 1_700_000_000_000;
+
+fn usage() -> ExitCode {
+    eprintln!("usage: crash_writer <store dir> <seed> <count>");
+    ExitCode::from(2)
+}
+
+/// Prints one acknowledged write and flushes, so the line is in the pipe before the next
+/// write starts.
+fn report(record: &RecordId, entry: &EntryId) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{record} {entry}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("stdout: {e}"))
+}
+
+/// SplitMix64: reproducible readings without an RNG dependency.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn writer(
+    store: &Store,
+    patient: &str,
+    seed: u64,
+    count: u64,
+    next: &AtomicU64,
+) -> Result<(), String> {
+    let patient_key = key(1, patient);
+    let record = patient_key.actor();
+    // Runs with different seeds write at different (possibly earlier) times; the record
+    // keeps each entry's time at least that of its causal past.
+    let base = EPOCH_MS + (seed % 1_000_000) * 10_000_000;
+    let held = store
+        .holds(&record)
+        .map_err(|e| format!("{patient}: holds: {e}"))?;
+    if !held {
+        let genesis = store
+            .create_record(&patient_key, profile(patient, "patient", None), base, None)
+            .map_err(|e| format!("{patient}: create record: {e}"))?;
+        report(&record, &genesis)?;
+    }
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= count {
+            return Ok(());
+        }
+        let r = mix(seed ^ mix(i));
+        let systolic = 100 + (r % 80) as i64;
+        let diastolic = 60 + ((r >> 16) % 40) as i64;
+        let entry = store
+            .write(
+                &record,
+                &patient_key,
+                Payload::Create {
+                    category: Category::VitalSigns,
+                    body: bp(systolic, diastolic),
+                },
+                base + 1_000 * (i + 1),
+                Some("crash-writer".into()),
+            )
+            .map_err(|e| format!("{patient}: write {i}: {e}"))?;
+        report(&record, &entry)?;
+    }
+}
+
+fn run(dir: &Path, seed: u64, count: u64) -> Result<(), String> {
+    let (store, _) =
+        Store::open(dir, key(0, "node")).map_err(|e| format!("open {}: {e}", dir.display()))?;
+    let next = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = PATIENTS
+            .iter()
+            .map(|patient| {
+                let (store, next) = (&store, &next);
+                s.spawn(move || writer(store, patient, seed, count, next))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("writer thread panicked".into()))
+            })
+            .collect::<Result<Vec<()>, String>>()
+    })?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [dir, seed, count] = args.as_slice() else {
+        return usage();
+    };
+    let (Ok(seed), Ok(count)) = (seed.parse::<u64>(), count.parse::<u64>()) else {
+        return usage();
+    };
+    match run(&PathBuf::from(dir), seed, count) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crash_writer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

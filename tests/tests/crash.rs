@@ -1,0 +1,425 @@
+//! Crash tests: a child process (`crash_writer`) appends entries and is killed with SIGKILL at
+//! random points; after each kill the store must open, hold every entry the child
+//! acknowledged, and verify. Some iterations also leave a torn tail on the log (as a crash in
+//! the middle of a write would), which opening must cut off without losing acknowledged
+//! entries. A second test damages a byte in the middle of the log: opening must report it,
+//! and repair must keep everything before the damage.
+//!
+//! The random choices come from a fixed seed (printed with every failure); set
+//! `COPHR_CRASH_SEED` to rerun with another one.
+
+use std::collections::BTreeSet;
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Instant;
+
+use cophr_node::log::{Log, LogError, FRAME_HEADER_LEN, HEADER_LEN};
+use cophr_node::store::{Store, StoreError};
+use cophr_protocol::testkit::key;
+use cophr_protocol::{EntryId, RecordId, SignedEntry};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+const WRITER: &str = env!("CARGO_BIN_EXE_crash_writer");
+const DEFAULT_SEED: u64 = 0x00C0_FFEE_2024_0001;
+/// Runs of the writer (`COPHR_CRASH_ITERATIONS` overrides).
+const ITERATIONS: u64 = 60;
+/// Writes per run of the writer (`COPHR_CRASH_MIN_COUNT`, `COPHR_CRASH_MAX_COUNT`); debug
+/// builds sign slowly (about 15 ms per write, two signatures each).
+const MIN_COUNT: u64 = 5;
+const MAX_COUNT: u64 = 40;
+/// Full verification (signatures included, slow in debug builds) every this many iterations
+/// and after the last (`COPHR_CRASH_VERIFY_EVERY`, 0 = only after the last).
+const VERIFY_EVERY: u64 = 20;
+
+type Acked = BTreeSet<(RecordId, EntryId)>;
+
+/// A numeric setting from the environment (decimal or 0x-hex), or `default`.
+fn setting(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(s) => match s.trim().strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => s.trim().parse(),
+        }
+        .unwrap_or_else(|e| panic!("{name}={s:?} is not a number: {e}")),
+        Err(_) => default,
+    }
+}
+
+fn seed() -> u64 {
+    setting("COPHR_CRASH_SEED", DEFAULT_SEED)
+}
+
+/// A number in `lo..=hi`.
+fn between(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> u64 {
+    lo + rng.next_u64() % (hi - lo + 1)
+}
+
+fn open(dir: &Path) -> Result<(Store, cophr_node::store::OpenReport), StoreError> {
+    Store::open(dir, key(0, "node"))
+}
+
+fn spawn_writer(dir: &Path, seed: u64, count: u64) -> Child {
+    Command::new(WRITER)
+        .arg(dir)
+        .arg(seed.to_string())
+        .arg(count.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn crash_writer")
+}
+
+/// Reads one acknowledgement line; `None` at end of output. A last line without its newline
+/// (cut short by the kill) is not an acknowledgement and is ignored.
+fn read_ack(out: &mut BufReader<ChildStdout>, ctx: &str) -> Option<(RecordId, EntryId)> {
+    let mut line = String::new();
+    let n = out
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{ctx}: reading the writer's output: {e}"));
+    if n == 0 || !line.ends_with('\n') {
+        return None;
+    }
+    let (rec, entry) = line
+        .trim_end()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("{ctx}: bad line from the writer: {line:?}"));
+    Some((
+        rec.parse()
+            .unwrap_or_else(|e| panic!("{ctx}: bad record id {rec:?}: {e}")),
+        entry
+            .parse()
+            .unwrap_or_else(|e| panic!("{ctx}: bad entry id {entry:?}: {e}")),
+    ))
+}
+
+/// Appends what a write torn by a crash could leave: part of a frame (header claiming more
+/// payload than follows), random bytes, or zeros. Returns the number of bytes added.
+fn tear_tail(log: &Path, rng: &mut ChaCha8Rng) -> u64 {
+    let garbage: Vec<u8> = match rng.next_u32() % 3 {
+        0 => {
+            let payload_len = between(rng, 1, 600) as u32;
+            let mut frame = vec![0xFE, 0xC0, 1];
+            frame.extend_from_slice(&payload_len.to_le_bytes());
+            frame.extend_from_slice(&rng.next_u32().to_le_bytes());
+            let mut payload = vec![0u8; payload_len as usize];
+            rng.fill_bytes(&mut payload);
+            frame.extend_from_slice(&payload);
+            // Keep at least one byte, lose at least the last one.
+            let keep = between(rng, 1, frame.len() as u64 - 1) as usize;
+            frame.truncate(keep);
+            frame
+        }
+        1 => {
+            let mut bytes = vec![0u8; between(rng, 1, 100) as usize];
+            rng.fill_bytes(&mut bytes);
+            bytes
+        }
+        _ => vec![0u8; between(rng, 1, 100) as usize],
+    };
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(log)
+        .expect("open log for tearing");
+    f.write_all(&garbage).expect("append torn tail");
+    f.sync_all().expect("sync torn tail");
+    garbage.len() as u64
+}
+
+/// Checks that the store holds every acknowledged entry (loading a record checks each
+/// entry's hash against its id).
+fn check_acked(store: &Store, acked: &Acked, ctx: &str) {
+    let missing: Vec<String> = acked
+        .iter()
+        .filter(|(rec, id)| !matches!(store.with_record(rec, |r| r.contains(id)), Ok(true)))
+        .map(
+            |(rec, id)| match store.with_record(rec, |r| r.contains(id)) {
+                Ok(_) => format!("{rec} {id}: not in the record"),
+                Err(e) => format!("{rec} {id}: {e}"),
+            },
+        )
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{ctx}: {} of {} acknowledged entries are missing after restart: {missing:#?}",
+        missing.len(),
+        acked.len()
+    );
+}
+
+/// Full verification: every frame, every entry's hash and signature, every record's rules,
+/// every audit chain. Returns the number of entries the store holds.
+fn check_verify(store: &Store, acked: &Acked, ctx: &str) -> usize {
+    let report = store
+        .verify()
+        .unwrap_or_else(|e| panic!("{ctx}: verify failed: {e}"));
+    assert!(report.is_ok(), "{ctx}: verify found problems: {report:#?}");
+    assert!(
+        report.entries >= acked.len(),
+        "{ctx}: verify saw {} entries but {} were acknowledged",
+        report.entries,
+        acked.len()
+    );
+    report.entries
+}
+
+/// Checks every frame of the log (magic, bounds, checksum) without the signature checks,
+/// which are slow in debug builds.
+fn check_log(dir: &Path, ctx: &str) {
+    let (log, recovery) =
+        Log::open_path(dir.join("log")).unwrap_or_else(|e| panic!("{ctx}: log open: {e}"));
+    assert_eq!(
+        recovery.truncated_bytes, 0,
+        "{ctx}: torn tail left in the log"
+    );
+    let report = log
+        .verify()
+        .unwrap_or_else(|e| panic!("{ctx}: log verify: {e}"));
+    assert!(report.is_ok(), "{ctx}: log verify: {report:?}");
+    assert_eq!(report.frames, recovery.frames, "{ctx}: frame count");
+}
+
+/// Where the crash test keeps its store: `COPHR_CRASH_DIR` (kept after the test, for
+/// inspecting a failure) or a temporary directory.
+fn store_dir() -> (Option<tempfile::TempDir>, PathBuf) {
+    match std::env::var_os("COPHR_CRASH_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            assert!(
+                !d.exists(),
+                "COPHR_CRASH_DIR {} already exists; the test needs a fresh store",
+                d.display()
+            );
+            (None, d)
+        }
+        None => {
+            let t = tempfile::tempdir().expect("tempdir");
+            let d = t.path().to_path_buf();
+            (Some(t), d)
+        }
+    }
+}
+
+#[test]
+fn acknowledged_entries_survive_sigkill_and_torn_tails() {
+    let seed = seed();
+    let started = Instant::now();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (_tmp, dir) = store_dir();
+    let log = dir.join("log");
+    let mut acked = Acked::new();
+    let (mut killed, mut finished, mut torn, mut cut_by_kill) = (0, 0, 0, 0);
+    let iterations = setting("COPHR_CRASH_ITERATIONS", ITERATIONS);
+    let (min_count, max_count) = (
+        setting("COPHR_CRASH_MIN_COUNT", MIN_COUNT),
+        setting("COPHR_CRASH_MAX_COUNT", MAX_COUNT),
+    );
+    let verify_every = setting("COPHR_CRASH_VERIFY_EVERY", VERIFY_EVERY);
+
+    for iteration in 0..iterations {
+        let ctx = format!(
+            "seed {seed:#x} (COPHR_CRASH_SEED), iteration {iteration}, store {}",
+            dir.display()
+        );
+        let count = between(&mut rng, min_count, max_count);
+        let child_seed = rng.next_u64() >> 16;
+        // One run in five is left to finish; the others are killed after `k` acknowledgements.
+        let kill_after = (rng.next_u32() % 5 != 0).then(|| between(&mut rng, 0, count));
+
+        let mut child = spawn_writer(&dir, child_seed, count);
+        let mut out = BufReader::new(child.stdout.take().expect("child stdout"));
+        let mut seen = 0u64;
+        while kill_after.is_none_or(|k| seen < k) {
+            match read_ack(&mut out, &ctx) {
+                Some(ack) => {
+                    acked.insert(ack);
+                    seen += 1;
+                }
+                None => break,
+            }
+        }
+        if kill_after.is_some() {
+            // SIGKILL on Unix; an error only means the child has already exited.
+            let _ = child.kill();
+        }
+        // Lines written before the kill are acknowledged writes too.
+        while let Some(ack) = read_ack(&mut out, &ctx) {
+            acked.insert(ack);
+        }
+        let status = child.wait().expect("wait for crash_writer");
+        match (status.code(), status.signal()) {
+            (Some(0), _) => finished += 1,
+            (None, Some(libc::SIGKILL)) if kill_after.is_some() => killed += 1,
+            _ => panic!("{ctx}: crash_writer failed: {status}"),
+        }
+
+        let garbage = (rng.next_u32() % 3 == 0).then(|| tear_tail(&log, &mut rng));
+        torn += u32::from(garbage.is_some());
+
+        let (store, report) =
+            open(&dir).unwrap_or_else(|e| panic!("{ctx}: open after the crash failed: {e}"));
+        match garbage {
+            Some(g) => assert!(
+                report.truncated_bytes >= g,
+                "{ctx}: {g} torn bytes were appended but open cut only {}",
+                report.truncated_bytes
+            ),
+            None => cut_by_kill += u32::from(report.truncated_bytes > 0),
+        }
+        check_acked(&store, &acked, &ctx);
+        let last = iteration + 1 == iterations;
+        if last || (verify_every > 0 && (iteration + 1) % verify_every == 0) {
+            check_verify(&store, &acked, &ctx);
+        }
+        drop(store);
+        if std::env::var_os("COPHR_CRASH_REOPEN").is_some() {
+            let (store, report) =
+                open(&dir).unwrap_or_else(|e| panic!("{ctx}: second open failed: {e}"));
+            assert_eq!(report.truncated_bytes, 0, "{ctx}: tail cut twice");
+            assert_eq!(report.replayed, 0, "{ctx}: index not persisted by open");
+            drop(store);
+        }
+        // The torn tail is gone from the file, not just skipped, and every frame checks out.
+        check_log(&dir, &ctx);
+    }
+    eprintln!(
+        "crash test (seed {seed:#x}): {iterations} runs, {killed} killed, {finished} finished, \
+         {torn} torn tails added, {cut_by_kill} torn by a kill, {} acknowledged entries, {:.1?}",
+        acked.len(),
+        started.elapsed()
+    );
+    assert!(
+        killed > 0 && torn > 0,
+        "seed {seed:#x}: the test did not crash enough"
+    );
+}
+
+/// Every frame of a log file: (offset, kind, payload).
+fn frames(bytes: &[u8]) -> Vec<(usize, u8, &[u8])> {
+    let mut out = Vec::new();
+    let mut pos = HEADER_LEN as usize;
+    while pos < bytes.len() {
+        let h = &bytes[pos..pos + FRAME_HEADER_LEN];
+        assert_eq!(h[..2], [0xFE, 0xC0], "frame magic at {pos}");
+        let len = u32::from_le_bytes([h[3], h[4], h[5], h[6]]) as usize;
+        let payload = &bytes[pos + FRAME_HEADER_LEN..pos + FRAME_HEADER_LEN + len];
+        out.push((pos, h[2], payload));
+        pos += FRAME_HEADER_LEN + len;
+    }
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for item in std::fs::read_dir(from).expect("read dir") {
+        let item = item.expect("dir entry");
+        let target = to.join(item.file_name());
+        if item.file_type().expect("file type").is_dir() {
+            copy_dir(&item.path(), &target);
+        } else {
+            std::fs::copy(item.path(), target).expect("copy file");
+        }
+    }
+}
+
+#[test]
+fn corruption_in_the_middle_is_reported_and_repair_keeps_the_prefix() {
+    let seed = seed();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xDEAD_BEEF);
+    let source = tempfile::tempdir().expect("tempdir");
+    let mut child = spawn_writer(source.path(), 7, 60);
+    let mut out = BufReader::new(child.stdout.take().expect("child stdout"));
+    let mut acked = Acked::new();
+    while let Some(ack) = read_ack(&mut out, "corruption setup") {
+        acked.insert(ack);
+    }
+    let status = child.wait().expect("wait for crash_writer");
+    assert!(status.success(), "crash_writer failed: {status}");
+    assert_eq!(acked.len(), 63, "60 writes and 3 genesis entries");
+
+    let clean = std::fs::read(source.path().join("log")).expect("read log");
+    let all = frames(&clean);
+    // Entry frames: (offset, record, entry id).
+    let entries: Vec<(usize, RecordId, EntryId)> = all
+        .iter()
+        .filter(|(_, kind, _)| *kind == cophr_node::store::KIND_ENTRY)
+        .map(|(off, _, payload)| {
+            let e = SignedEntry::decode(payload).expect("entry frame decodes");
+            (*off, e.entry().record, e.id())
+        })
+        .collect();
+    assert_eq!(entries.len(), acked.len());
+    let n = all.len();
+
+    for round in 0..8 {
+        let (bad_at, kind, payload) =
+            all[between(&mut rng, n as u64 / 4, 3 * n as u64 / 4) as usize];
+        let frame_len = FRAME_HEADER_LEN + payload.len();
+        // Magic, kind, length, checksum or payload: any byte of the frame.
+        let delta = match round {
+            0 => 0,
+            1 => 2,
+            2 => 4,
+            3 => 8,
+            _ => between(&mut rng, 0, frame_len as u64 - 1) as usize,
+        };
+        let xor = (rng.next_u32() as u8) | 1;
+        let ctx = format!(
+            "seed {seed:#x} (COPHR_CRASH_SEED), round {round}: frame at {bad_at} (kind {kind}, \
+             {frame_len} bytes), byte +{delta} ^ {xor:#04x}"
+        );
+
+        let work = tempfile::tempdir().expect("tempdir");
+        copy_dir(source.path(), work.path());
+        let log = work.path().join("log");
+        let mut bytes = clean.clone();
+        bytes[bad_at + delta] ^= xor;
+        std::fs::write(&log, &bytes).expect("write damaged log");
+
+        match open(work.path()) {
+            Err(StoreError::Log(LogError::Corrupt { offset })) => {
+                assert_eq!(offset, bad_at as u64, "{ctx}: wrong corrupt offset")
+            }
+            Err(e) => panic!("{ctx}: expected a corruption error, got {e}"),
+            Ok((_, report)) => panic!("{ctx}: damaged log opened: {report:?}"),
+        }
+        assert_eq!(
+            std::fs::read(&log).expect("read log"),
+            bytes,
+            "{ctx}: a refused open changed the log"
+        );
+
+        let repaired =
+            Store::repair(work.path()).unwrap_or_else(|e| panic!("{ctx}: repair failed: {e}"));
+        assert_eq!(
+            repaired.truncated_bytes,
+            (clean.len() - bad_at) as u64,
+            "{ctx}: repair cut the wrong amount"
+        );
+        let (store, report) =
+            open(work.path()).unwrap_or_else(|e| panic!("{ctx}: open after repair: {e}"));
+        assert_eq!(report.truncated_bytes, 0, "{ctx}");
+        let before: Acked = entries
+            .iter()
+            .filter(|(off, _, _)| *off < bad_at)
+            .map(|(_, rec, id)| (*rec, *id))
+            .collect();
+        check_acked(&store, &before, &ctx);
+        let held = check_verify(&store, &before, &ctx);
+        assert_eq!(
+            held,
+            before.len(),
+            "{ctx}: entries after the damage came back"
+        );
+        for (_, rec, id) in entries.iter().filter(|(off, _, _)| *off >= bad_at) {
+            assert!(
+                !matches!(store.with_record(rec, |r| r.contains(id)), Ok(true)),
+                "{ctx}: entry {id} after the damage is still held"
+            );
+        }
+    }
+}
