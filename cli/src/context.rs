@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args};
-use cophr_protocol::entry::{check_structure, Payload};
+use cophr_protocol::entry::Payload;
 use cophr_protocol::record::{AccessError, Record, Rejection};
 use cophr_protocol::{ActorId, EntryId, RecordId, Timestamp};
 
@@ -114,7 +114,7 @@ impl Ctx {
         let (store, report) = loop {
             match Store::open(&dir, node_key.clone()) {
                 Ok(opened) => break opened,
-                Err(e) if e.to_string().contains("could not acquire lock") => {
+                Err(StoreError::Locked) => {
                     if waited >= LOCK_WAIT {
                         return Err(CliError::other(format!(
                             "the store at {} is in use by another cophr process; try again \
@@ -228,16 +228,12 @@ pub fn write(
 ) -> Result<EntryId> {
     let now = ctx.now()?;
     let device = ctx.device(me);
-    let checked = store.with_record(record, |r| {
+    // A dry run: `prepare_all` checks everything the write would (structure, rules).
+    store.with_record(record, |r| {
         r.prepare_all(&me.key, payload.clone(), now, device.clone())
+            .map(drop)
             .map_err(|e| explain(r, &me.actor(), e))
-            .and_then(|all| {
-                all.iter().try_for_each(|v| {
-                    check_structure(v.entry()).map_err(|e| CliError::invalid(e.to_string()))
-                })
-            })
-    })?;
-    checked?;
+    })??;
     publish_profile(ctx, store, me, record)?;
     store
         .write(record, &me.key, payload, now, device)

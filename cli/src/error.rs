@@ -106,6 +106,7 @@ pub fn rejection_code(r: &Rejection) -> Code {
         Rejection::Body(_)
         | Rejection::Target { .. }
         | Rejection::WrongRecord(_)
+        | Rejection::Malformed(_)
         | Rejection::NoGenesis => Code::Invalid,
         Rejection::GenesisExists | Rejection::Fork { .. } => Code::Conflict,
         Rejection::MissingParents(_)

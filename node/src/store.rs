@@ -58,6 +58,9 @@ pub enum StoreError {
     /// The index database failed.
     #[error("index: {0}")]
     Index(#[from] sled::Error),
+    /// Another process has the store open.
+    #[error("the store is in use by another cophr process")]
+    Locked,
     /// File system error.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -238,7 +241,16 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         // sled locks its directory, so opening it first keeps a second process from
         // opening the same log.
-        let db = sled::Config::new().path(dir.join("index")).open()?;
+        let db = match sled::Config::new().path(dir.join("index")).open() {
+            Ok(db) => db,
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(StoreError::Locked)
+            }
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                return Err(StoreError::Locked)
+            }
+            Err(e) => return Err(e.into()),
+        };
         let (log, rec) = Log::open_path(dir.join("log"))?;
         let (store, replayed) = Store::assemble(log, db, node_key)?;
         Ok((
@@ -574,6 +586,7 @@ impl Store {
             Payload::Annotate { .. } => Action::Annotate,
             Payload::Grant(_) => Action::Grant,
             Payload::Revoke { .. } => Action::Revoke,
+            Payload::Profile(_) => Action::Profile,
             _ => Action::Add,
         };
         let detail = r.category_of_payload(&payload).map(|c| c.to_string());
@@ -665,6 +678,7 @@ impl Store {
         bytes: &[u8],
         actor: &ActorId,
         now: Timestamp,
+        device: Option<String>,
     ) -> Result<ImportReport, StoreError> {
         let file = export::verify(bytes)?;
         let record = file.manifest.record;
@@ -695,7 +709,7 @@ impl Store {
             AuditInput {
                 action: Action::Import,
                 actor: *actor,
-                device: None,
+                device,
                 entries: Vec::new(),
                 detail: Some(format!(
                     "{new_entries} new entries from an export by {}",
@@ -718,13 +732,14 @@ impl Store {
         record: &RecordId,
         exporter: &Keypair,
         now: Timestamp,
+        device: Option<String>,
     ) -> Result<Vec<u8>, StoreError> {
         self.audit(
             record,
             AuditInput {
                 action: Action::Export,
                 actor: exporter.actor(),
-                device: None,
+                device,
                 entries: Vec::new(),
                 detail: Some("whole record".into()),
             },
@@ -915,16 +930,16 @@ mod tests {
             None,
         )
         .unwrap();
-        let file = s1.export(&rec, &g, 3_000).unwrap();
+        let file = s1.export(&rec, &g, 3_000, None).unwrap();
         let mut bad = file.clone();
         let n = bad.len() / 2;
         bad[n] ^= 0x40;
-        assert!(s2.import(&bad, &g.actor(), 4_000).is_err());
+        assert!(s2.import(&bad, &g.actor(), 4_000, None).is_err());
         assert!(s2.records().unwrap().is_empty());
-        let report = s2.import(&file, &g.actor(), 4_000).unwrap();
+        let report = s2.import(&file, &g.actor(), 4_000, None).unwrap();
         assert_eq!(report.new_entries, 2);
         assert!(report.audit_events >= 2);
-        let again = s2.import(&file, &g.actor(), 5_000).unwrap();
+        let again = s2.import(&file, &g.actor(), 5_000, None).unwrap();
         assert_eq!((again.new_entries, again.already_held), (0, 2));
         assert!(s2.verify().unwrap().is_ok());
     }

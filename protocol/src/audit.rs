@@ -36,6 +36,8 @@ pub enum Action {
     Move,
     /// The audit trail itself was read.
     AuditRead,
+    /// An actor published their profile (name, role, organisation).
+    Profile,
 }
 
 impl Action {
@@ -53,6 +55,7 @@ impl Action {
             Action::Import => "import",
             Action::Move => "move",
             Action::AuditRead => "audit-read",
+            Action::Profile => "profile",
         }
     }
 }

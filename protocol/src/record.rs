@@ -139,6 +139,9 @@ pub enum Rejection {
     /// Body does not match the category schema.
     #[error("invalid body: {0}")]
     Body(#[from] SchemaError),
+    /// The entry is malformed (a field empty or too long, too many parents…).
+    #[error("malformed entry: {0}")]
+    Malformed(#[from] crate::entry::EntryError),
     /// The target of an amend, delete, annotate or revoke is missing or unsuitable.
     #[error("target {id}: {why}")]
     Target {
@@ -1019,6 +1022,7 @@ impl Record {
         device: Option<String>,
     ) -> Result<Verified, Rejection> {
         let entry = self.next_entry(&key.actor(), payload, auth, now, device);
+        crate::entry::check_structure(&entry)?;
         let v = Verified::trusted(entry.sign(key));
         self.check(&v)?;
         Ok(v)

@@ -175,7 +175,12 @@ impl NonceCache {
         }
     }
 
-    fn insert(&mut self, actor: ActorId, nonce: [u8; 16], now: Timestamp) -> Result<(), ProofError> {
+    fn insert(
+        &mut self,
+        actor: ActorId,
+        nonce: [u8; 16],
+        now: Timestamp,
+    ) -> Result<(), ProofError> {
         while let Some((t, a, n)) = self.order.front().copied() {
             if now.saturating_sub(t) > 2 * PROOF_WINDOW_MS || self.order.len() >= self.capacity {
                 self.order.pop_front();
@@ -296,7 +301,9 @@ impl Record {
         for ((author, stream), chain) in self.chains() {
             let visible = chain.partition_point(|id| self.can_see(viewer, id)) as u64;
             if visible > 0 {
-                f.entry(stream.clone()).or_default().insert(*author, visible);
+                f.entry(stream.clone())
+                    .or_default()
+                    .insert(*author, visible);
             }
         }
         f
@@ -357,5 +364,240 @@ impl Record {
             more,
             frontier,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Level;
+    use crate::entry::Payload;
+    use crate::testkit::{bp, grant, key, text_body, Fixture};
+    use crate::Category;
+
+    /// Replicates `server` into `replica` as `actor` sees it, the way two nodes would.
+    /// Returns the number of round trips used.
+    fn sync(server: &Record, replica: &mut Record, actor: &ActorId, now: Timestamp) -> usize {
+        let viewer = server.viewer(actor, now);
+        let mut trips = 1;
+        let differ = server.differing(&viewer, &replica.digests());
+        if differ.is_empty() {
+            return trips;
+        }
+        loop {
+            trips += 1;
+            let mine = replica.frontier();
+            let ask: Frontier = differ
+                .iter()
+                .map(|s| (s.clone(), mine.get(s).cloned().unwrap_or_default()))
+                .collect();
+            let (entries, more, _) = server.entries_beyond(&viewer, &ask, 7);
+            for e in entries {
+                replica
+                    .apply(e.clone())
+                    .expect("served entries apply in order");
+            }
+            if !more {
+                return trips;
+            }
+        }
+    }
+
+    fn george() -> (Fixture, crate::Keypair, crate::Keypair) {
+        let mut f = Fixture::new(20, "George");
+        let pharmacist = key(20, "Pharmacist");
+        let homecare = key(20, "HomeCare");
+        f.grant(grant(
+            &pharmacist,
+            Level::View,
+            &[Category::Medications, Category::Allergies],
+            false,
+            false,
+        ));
+        f.grant(grant(
+            &homecare,
+            Level::Write,
+            &[Category::VitalSigns],
+            false,
+            false,
+        ));
+        let g = f.patient.clone();
+        for i in 0..5 {
+            f.create(&g, Category::VitalSigns, bp(120 + i, 80)).unwrap();
+            f.create(
+                &g,
+                Category::Medications,
+                text_body(&[("medication", "Metformin")]),
+            )
+            .unwrap();
+        }
+        f.create(
+            &g,
+            Category::Problems,
+            text_body(&[("problem", "Renal disease")]),
+        )
+        .unwrap();
+        (f, pharmacist, homecare)
+    }
+
+    #[test]
+    fn a_replica_receives_exactly_what_it_may_see_and_nothing_names_the_rest() {
+        let (f, pharmacist, _) = george();
+        let now = f.now;
+        let viewer = f.record.viewer(&pharmacist.actor(), now);
+        let mut replica = Record::new(f.record.id());
+        // First contact: the server names only streams the pharmacist may see.
+        let differ = f.record.differing(&viewer, &replica.digests());
+        assert_eq!(differ, vec![None, Some(Category::Medications)]);
+        sync(&f.record, &mut replica, &pharmacist.actor(), now);
+        for e in replica.entries() {
+            assert!(f.record.can_see(&viewer, &e.id()));
+            let s = replica.stream_of(&e.id()).cloned().flatten();
+            assert!(s.is_none() || s == Some(Category::Medications));
+        }
+        let visible = f
+            .record
+            .entries()
+            .filter(|e| f.record.can_see(&viewer, &e.id()))
+            .count();
+        assert_eq!(replica.len(), visible);
+        // Asking about a stream it may not see reveals nothing about it.
+        let mut probe = replica.frontier();
+        probe.insert(Some(Category::VitalSigns), BTreeMap::new());
+        let (entries, _, frontier) = f.record.entries_beyond(&viewer, &probe, 100);
+        assert!(entries.is_empty());
+        assert!(!frontier.contains_key(&Some(Category::VitalSigns)));
+        let d = vec![(Some(Category::Problems), [0u8; 32])];
+        assert!(!f
+            .record
+            .differing(&viewer, &d)
+            .contains(&Some(Category::Problems)));
+    }
+
+    #[test]
+    fn up_to_date_is_one_round_trip_and_a_small_catch_up_two() {
+        let (mut f, pharmacist, _) = george();
+        let mut replica = Record::new(f.record.id());
+        sync(&f.record, &mut replica, &pharmacist.actor(), f.now);
+        assert_eq!(sync(&f.record, &mut replica, &pharmacist.actor(), f.now), 1);
+        let g = f.patient.clone();
+        let new = f
+            .create(
+                &g,
+                Category::Medications,
+                text_body(&[("medication", "Ramipril")]),
+            )
+            .unwrap();
+        // A change in a stream the pharmacist may not see changes nothing for it.
+        f.create(&g, Category::VitalSigns, bp(130, 85)).unwrap();
+        let viewer = f.record.viewer(&pharmacist.actor(), f.now);
+        let differ = f.record.differing(&viewer, &replica.digests());
+        assert_eq!(differ, vec![Some(Category::Medications)]);
+        let before = replica.len();
+        assert_eq!(sync(&f.record, &mut replica, &pharmacist.actor(), f.now), 2);
+        assert_eq!(replica.len(), before + 1);
+        assert!(replica.contains(&new));
+        // The pull message for the catch-up is small.
+        let ask: Frontier = differ
+            .iter()
+            .map(|s| (s.clone(), replica.frontier()[s].clone()))
+            .collect();
+        let p = Proof::new(
+            &pharmacist,
+            f.record.id(),
+            b"client-peer",
+            b"server-peer",
+            [1; 16],
+            f.now,
+        );
+        let msg = encode(&Request::Pull {
+            proof: p,
+            frontier: ask,
+            limit: 100,
+        });
+        assert!(msg.len() < 1024, "{} bytes", msg.len());
+    }
+
+    #[test]
+    fn a_revoked_replica_gets_nothing_new() {
+        let (mut f, _, homecare) = george();
+        let mut replica = Record::new(f.record.id());
+        sync(&f.record, &mut replica, &homecare.actor(), f.now);
+        let held = replica.len();
+        let g = f.patient.clone();
+        let hc_grant = f.record.grants_of(&homecare.actor())[0];
+        f.write(
+            &g,
+            Payload::Revoke {
+                grant: hc_grant,
+                category: None,
+                reason: "ended".into(),
+            },
+        )
+        .unwrap();
+        f.create(&g, Category::VitalSigns, bp(140, 90)).unwrap();
+        sync(&f.record, &mut replica, &homecare.actor(), f.now);
+        // It may learn of its own revocation's cut, but of no entry after it.
+        for e in replica.entries() {
+            if !matches!(e.entry().payload, Payload::Revoke { .. }) {
+                assert!(
+                    f.record
+                        .in_past(&e.id(), &f.record.grant(&hc_grant).unwrap().revoked_by[0])
+                        || f.record.stream_of(&e.id()) == Some(&None)
+                );
+            }
+        }
+        assert!(replica.len() <= held + 2);
+        let viewer = f.record.viewer(&homecare.actor(), f.now);
+        assert!(f.record.differing(&viewer, &replica.digests()).is_empty());
+    }
+
+    #[test]
+    fn proofs_are_bound_to_the_connection_and_used_once() {
+        let k = key(1, "Mary");
+        let rec = key(1, "George").actor();
+        let p = Proof::new(&k, rec, b"client", b"server", [7; 16], 1_000_000);
+        let mut seen = NonceCache::new(16);
+        assert_eq!(
+            p.check(b"client", b"server", 1_000_500, &mut seen),
+            Ok(k.actor())
+        );
+        assert_eq!(
+            p.check(b"client", b"server", 1_000_600, &mut seen),
+            Err(ProofError::Replayed)
+        );
+        let mut fresh = NonceCache::new(16);
+        assert_eq!(
+            p.check(b"thief", b"server", 1_000_500, &mut fresh),
+            Err(ProofError::WrongPeers)
+        );
+        assert_eq!(
+            p.check(
+                b"client",
+                b"server",
+                1_000_000 + PROOF_WINDOW_MS + 1,
+                &mut fresh
+            ),
+            Err(ProofError::Stale)
+        );
+        let mut forged = p.clone();
+        forged.nonce = [8; 16];
+        assert_eq!(
+            forged.check(b"client", b"server", 1_000_500, &mut fresh),
+            Err(ProofError::Signature)
+        );
+    }
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_refused() {
+        let k = key(1, "Mary");
+        let p = Proof::new(&k, k.actor(), b"c", b"s", [0; 16], 5);
+        let m = encode(&Request::Digests {
+            proof: p,
+            digests: vec![(None, [3; 32])],
+        });
+        assert!(matches!(decode::<Request>(&m), Ok(Request::Digests { .. })));
+        assert!(decode::<Request>(&m[..m.len() - 1]).is_err());
+        assert!(decode::<Request>(b"\xff\xff\xff").is_err());
     }
 }

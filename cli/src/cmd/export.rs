@@ -35,7 +35,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if !has_access {
         return Err(CliError::access("no access to this record"));
     }
-    let bytes = store.export(&record, &me.key, now)?;
+    let bytes = store.export(&record, &me.key, now, ctx.device(&me))?;
     if args.file == "-" {
         let mut out = std::io::stdout().lock();
         return out

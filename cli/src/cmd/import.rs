@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let me = ctx.identity()?;
     let store = ctx.store()?;
     let now = ctx.now()?;
-    let report = store.import(&bytes, &me.actor(), now)?;
+    let report = store.import(&bytes, &me.actor(), now, ctx.device(&me))?;
     // A grantee introduces themself in the record they were given (their name, role and
     // organisation), so the patient's grants list and audit trail can name them.
     let introduced = context::publish_profile(ctx, &store, &me, &report.record)?;
