@@ -10,6 +10,7 @@ pub mod amend;
 pub mod annotate;
 pub mod audit;
 pub mod delete;
+pub mod demo;
 pub mod export;
 pub mod grant;
 pub mod grants;
@@ -124,6 +125,8 @@ pub enum Command {
     Verify(verify::Args),
     /// Repair the store after a crash or damage: cut a torn log tail, rebuild the indexes
     Repair(repair::Args),
+    /// Build a local demo (George and the people who care for him) and walk through it
+    Demo(demo::Args),
 }
 
 /// Runs the parsed command line.
@@ -149,5 +152,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(a) => import::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),
         Command::Repair(a) => repair::run(&ctx, a),
+        Command::Demo(a) => demo::run(&ctx, a),
     }
 }
