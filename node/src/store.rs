@@ -230,6 +230,29 @@ fn index_ops(offset: u64, kind: u8, payload: &[u8]) -> Result<sled::Batch, Store
     Ok(b)
 }
 
+/// Opens the sled index, which takes sled's lock on the directory. sled releases the lock
+/// of a just-closed index from a background thread, so a reopen (after `repair`, or a
+/// process that just exited) retries briefly before reporting [`StoreError::Locked`].
+fn open_index(path: &Path) -> Result<sled::Db, StoreError> {
+    const ATTEMPTS: u32 = 40;
+    for attempt in 1..=ATTEMPTS {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock") =>
+            {
+                if attempt == ATTEMPTS {
+                    return Err(StoreError::Locked);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Locked)
+}
+
 fn read_u64(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
@@ -241,16 +264,7 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         // sled locks its directory, so opening it first keeps a second process from
         // opening the same log.
-        let db = match sled::Config::new().path(dir.join("index")).open() {
-            Ok(db) => db,
-            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return Err(StoreError::Locked)
-            }
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                return Err(StoreError::Locked)
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let db = open_index(&dir.join("index"))?;
         let (log, rec) = Log::open_path(dir.join("log"))?;
         let (store, replayed) = Store::assemble(log, db, node_key)?;
         Ok((
@@ -316,7 +330,7 @@ impl Store {
             std::fs::remove_dir_all(&index)?;
         }
         let (log, _) = Log::open_path(dir.join("log"))?;
-        let db = sled::Config::new().path(&index).open()?;
+        let db = open_index(&index)?;
         let (_, reindexed) = Store::assemble(log, db, Keypair::from_secret(&[1; 32]))?;
         Ok(RepairReport {
             truncated_bytes: rec.truncated_bytes,

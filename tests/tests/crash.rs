@@ -1,12 +1,14 @@
-//! Crash tests: a child process (`crash_writer`) appends entries and is killed with SIGKILL at
-//! random points; after each kill the store must open, hold every entry the child
-//! acknowledged, and verify. Some iterations also leave a torn tail on the log (as a crash in
-//! the middle of a write would), which opening must cut off without losing acknowledged
-//! entries. A second test damages a byte in the middle of the log: opening must report it,
-//! and repair must keep everything before the damage.
+//! Crash tests: a child process (`crash_writer`) appends entries from several threads and is
+//! killed with SIGKILL at random points (at least 50 times); after each kill the store must
+//! open, hold every entry the child acknowledged, and verify. A third of the runs also leave
+//! a torn tail on the log (as a crash in the middle of a write would), which opening must cut
+//! off without losing acknowledged entries. A second test damages a byte in the middle of the
+//! log: opening must report it, and repair must keep everything before the damage.
 //!
-//! The random choices come from a fixed seed (printed with every failure); set
-//! `COPHR_CRASH_SEED` to rerun with another one.
+//! The random choices come from a fixed seed, printed with every failure; set
+//! `COPHR_CRASH_SEED` to rerun with another one, and `COPHR_CRASH_DIR` to keep the store for
+//! inspection. `COPHR_CRASH_ITERATIONS`, `COPHR_CRASH_MIN_COUNT`, `COPHR_CRASH_MAX_COUNT` and
+//! `COPHR_CRASH_VERIFY_EVERY` make longer soak runs.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
@@ -14,10 +16,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cophr_node::log::{Log, LogError, FRAME_HEADER_LEN, HEADER_LEN};
-use cophr_node::store::{Store, StoreError};
+use cophr_node::store::{OpenReport, Store, StoreError};
 use cophr_protocol::testkit::key;
 use cophr_protocol::{EntryId, RecordId, SignedEntry};
 use rand_chacha::ChaCha8Rng;
@@ -25,15 +27,21 @@ use rand_core::{RngCore, SeedableRng};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_crash_writer");
 const DEFAULT_SEED: u64 = 0x00C0_FFEE_2024_0001;
-/// Runs of the writer (`COPHR_CRASH_ITERATIONS` overrides).
+/// Runs of the writer (`COPHR_CRASH_ITERATIONS` overrides); more are made if needed to kill
+/// at least [`MIN_KILLS`].
 const ITERATIONS: u64 = 60;
-/// Writes per run of the writer (`COPHR_CRASH_MIN_COUNT`, `COPHR_CRASH_MAX_COUNT`); debug
-/// builds sign slowly (about 15 ms per write, two signatures each).
+/// Runs that must end in SIGKILL (the issue asks for at least 50 per test run).
+const MIN_KILLS: u64 = 50;
+/// Writes per run of the writer (`COPHR_CRASH_MIN_COUNT`, `COPHR_CRASH_MAX_COUNT`). Debug
+/// builds sign slowly: a write (two signatures and an fsync) takes about 15 ms.
 const MIN_COUNT: u64 = 5;
 const MAX_COUNT: u64 = 40;
-/// Full verification (signatures included, slow in debug builds) every this many iterations
-/// and after the last (`COPHR_CRASH_VERIFY_EVERY`, 0 = only after the last).
-const VERIFY_EVERY: u64 = 20;
+/// Full verification ([`Store::verify`]: signatures, record rules, audit chains) every this
+/// many runs and after the last (`COPHR_CRASH_VERIFY_EVERY`; 0 = only after the last). It
+/// checks the whole store, at about 9 ms per signature in a debug build, so it is not run
+/// after every kill; every run checks the rest: every frame of the log, and every
+/// acknowledged entry loaded from it (hash-checked, record rules replayed).
+const VERIFY_EVERY: u64 = 30;
 
 type Acked = BTreeSet<(RecordId, EntryId)>;
 
@@ -58,8 +66,26 @@ fn between(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> u64 {
     lo + rng.next_u64() % (hi - lo + 1)
 }
 
-fn open(dir: &Path) -> Result<(Store, cophr_node::store::OpenReport), StoreError> {
-    Store::open(dir, key(0, "node"))
+/// Runs `f` again while it fails with [`StoreError::Locked`], for up to 10 s.
+///
+/// sled 0.34 finishes some work (file truncation, buffer writes) on background threads that
+/// hold its lock file open, so for a moment after a store is dropped (or `Store::repair`
+/// returns) opening the same directory again can fail with `Locked`, more often on a loaded
+/// machine. That is not what these tests are about, so they wait it out.
+fn retry_locked<T>(mut f: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match f() {
+            Err(StoreError::Locked) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn open(dir: &Path) -> Result<(Store, OpenReport), StoreError> {
+    retry_locked(|| Store::open(dir, key(0, "node")))
 }
 
 fn spawn_writer(dir: &Path, seed: u64, count: u64) -> Child {
@@ -97,11 +123,20 @@ fn read_ack(out: &mut BufReader<ChildStdout>, ctx: &str) -> Option<(RecordId, En
     ))
 }
 
-/// Appends what a write torn by a crash could leave: part of a frame (header claiming more
-/// payload than follows), random bytes, or zeros. Returns the number of bytes added.
+/// Appends what a write torn by a crash could leave: the start of a copy of a real frame,
+/// a frame header claiming more payload than follows, random bytes, or zeros. Returns the
+/// number of bytes added.
 fn tear_tail(log: &Path, rng: &mut ChaCha8Rng) -> u64 {
-    let garbage: Vec<u8> = match rng.next_u32() % 3 {
-        0 => {
+    let bytes = std::fs::read(log).expect("read log");
+    let real = frames(&bytes);
+    let garbage: Vec<u8> = match rng.next_u32() % 4 {
+        0 if !real.is_empty() => {
+            let (off, _, payload) = real[rng.next_u64() as usize % real.len()];
+            let frame = &bytes[off..off + FRAME_HEADER_LEN + payload.len()];
+            let keep = between(rng, 1, frame.len() as u64 - 1) as usize;
+            frame[..keep].to_vec()
+        }
+        0 | 1 => {
             let payload_len = between(rng, 1, 600) as u32;
             let mut frame = vec![0xFE, 0xC0, 1];
             frame.extend_from_slice(&payload_len.to_le_bytes());
@@ -114,7 +149,7 @@ fn tear_tail(log: &Path, rng: &mut ChaCha8Rng) -> u64 {
             frame.truncate(keep);
             frame
         }
-        1 => {
+        2 => {
             let mut bytes = vec![0u8; between(rng, 1, 100) as usize];
             rng.fill_bytes(&mut bytes);
             bytes
@@ -208,27 +243,35 @@ fn store_dir() -> (Option<tempfile::TempDir>, PathBuf) {
 fn acknowledged_entries_survive_sigkill_and_torn_tails() {
     let seed = seed();
     let started = Instant::now();
+    let mut verify_time = Duration::ZERO;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (_tmp, dir) = store_dir();
     let log = dir.join("log");
     let mut acked = Acked::new();
-    let (mut killed, mut finished, mut torn, mut cut_by_kill) = (0, 0, 0, 0);
+    let (mut killed, mut finished, mut torn, mut cut_by_kill) = (0u64, 0u64, 0u64, 0u64);
     let iterations = setting("COPHR_CRASH_ITERATIONS", ITERATIONS);
+    let min_kills = iterations.min(MIN_KILLS);
     let (min_count, max_count) = (
         setting("COPHR_CRASH_MIN_COUNT", MIN_COUNT),
         setting("COPHR_CRASH_MAX_COUNT", MAX_COUNT),
     );
     let verify_every = setting("COPHR_CRASH_VERIFY_EVERY", VERIFY_EVERY);
 
-    for iteration in 0..iterations {
+    let mut iteration = 0u64;
+    while iteration < iterations || killed < min_kills {
         let ctx = format!(
             "seed {seed:#x} (COPHR_CRASH_SEED), iteration {iteration}, store {}",
             dir.display()
         );
+        assert!(
+            iteration < 2 * iterations,
+            "{ctx}: too few runs were killed ({killed})"
+        );
         let count = between(&mut rng, min_count, max_count);
         let child_seed = rng.next_u64() >> 16;
-        // One run in five is left to finish; the others are killed after `k` acknowledgements.
-        let kill_after = (rng.next_u32() % 5 != 0).then(|| between(&mut rng, 0, count));
+        // One run in eight is left to finish; the others are killed once `k` writes were
+        // acknowledged (k = 0: while starting up).
+        let kill_after = (rng.next_u32() % 8 != 0).then(|| between(&mut rng, 0, count));
 
         let mut child = spawn_writer(&dir, child_seed, count);
         let mut out = BufReader::new(child.stdout.take().expect("child stdout"));
@@ -257,8 +300,10 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
             _ => panic!("{ctx}: crash_writer failed: {status}"),
         }
 
-        let garbage = (rng.next_u32() % 3 == 0).then(|| tear_tail(&log, &mut rng));
-        torn += u32::from(garbage.is_some());
+        let clean_len = std::fs::metadata(&log).map_or(0, |m| m.len());
+        let garbage =
+            (rng.next_u32() % 3 == 0 && clean_len >= HEADER_LEN).then(|| tear_tail(&log, &mut rng));
+        torn += u64::from(garbage.is_some());
 
         let (store, report) =
             open(&dir).unwrap_or_else(|e| panic!("{ctx}: open after the crash failed: {e}"));
@@ -268,45 +313,52 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
                 "{ctx}: {g} torn bytes were appended but open cut only {}",
                 report.truncated_bytes
             ),
-            None => cut_by_kill += u32::from(report.truncated_bytes > 0),
+            None => cut_by_kill += u64::from(report.truncated_bytes > 0),
         }
+        let len = std::fs::metadata(&log).expect("log exists").len();
+        assert!(
+            len <= clean_len.max(HEADER_LEN),
+            "{ctx}: the log is {len} bytes after open, {clean_len} before the torn tail"
+        );
         check_acked(&store, &acked, &ctx);
-        let last = iteration + 1 == iterations;
+        let last = iteration + 1 >= iterations && killed >= min_kills;
         if last || (verify_every > 0 && (iteration + 1) % verify_every == 0) {
+            let t = Instant::now();
             check_verify(&store, &acked, &ctx);
+            verify_time += t.elapsed();
         }
         drop(store);
-        if std::env::var_os("COPHR_CRASH_REOPEN").is_some() {
-            let (store, report) =
-                open(&dir).unwrap_or_else(|e| panic!("{ctx}: second open failed: {e}"));
-            assert_eq!(report.truncated_bytes, 0, "{ctx}: tail cut twice");
-            assert_eq!(report.replayed, 0, "{ctx}: index not persisted by open");
-            drop(store);
-        }
         // The torn tail is gone from the file, not just skipped, and every frame checks out.
         check_log(&dir, &ctx);
+        iteration += 1;
     }
     eprintln!(
-        "crash test (seed {seed:#x}): {iterations} runs, {killed} killed, {finished} finished, \
-         {torn} torn tails added, {cut_by_kill} torn by a kill, {} acknowledged entries, {:.1?}",
+        "crash test (seed {seed:#x}): {iteration} runs, {killed} killed, {finished} finished, \
+         {torn} torn tails added, {cut_by_kill} tails torn by a kill, {} acknowledged entries; \
+         {:.1?} ({:.1?} in full verification)",
         acked.len(),
-        started.elapsed()
+        started.elapsed(),
+        verify_time
     );
     assert!(
-        killed > 0 && torn > 0,
-        "seed {seed:#x}: the test did not crash enough"
+        torn > 0,
+        "seed {seed:#x}: no torn tail was tried; use another seed"
     );
 }
 
-/// Every frame of a log file: (offset, kind, payload).
+/// The frames of a log file, (offset, kind, payload), up to the first one that is cut short
+/// or has no magic (checksums are not checked).
 fn frames(bytes: &[u8]) -> Vec<(usize, u8, &[u8])> {
     let mut out = Vec::new();
     let mut pos = HEADER_LEN as usize;
-    while pos < bytes.len() {
-        let h = &bytes[pos..pos + FRAME_HEADER_LEN];
-        assert_eq!(h[..2], [0xFE, 0xC0], "frame magic at {pos}");
+    while let Some(h) = bytes.get(pos..pos + FRAME_HEADER_LEN) {
+        if h[..2] != [0xFE, 0xC0] {
+            break;
+        }
         let len = u32::from_le_bytes([h[3], h[4], h[5], h[6]]) as usize;
-        let payload = &bytes[pos + FRAME_HEADER_LEN..pos + FRAME_HEADER_LEN + len];
+        let Some(payload) = bytes.get(pos + FRAME_HEADER_LEN..pos + FRAME_HEADER_LEN + len) else {
+            break;
+        };
         out.push((pos, h[2], payload));
         pos += FRAME_HEADER_LEN + len;
     }
@@ -343,6 +395,10 @@ fn corruption_in_the_middle_is_reported_and_repair_keeps_the_prefix() {
 
     let clean = std::fs::read(source.path().join("log")).expect("read log");
     let all = frames(&clean);
+    let parsed = all.last().map_or(HEADER_LEN as usize, |(off, _, p)| {
+        off + FRAME_HEADER_LEN + p.len()
+    });
+    assert_eq!(parsed, clean.len(), "the clean log parses to its end");
     // Entry frames: (offset, record, entry id).
     let entries: Vec<(usize, RecordId, EntryId)> = all
         .iter()
@@ -393,8 +449,8 @@ fn corruption_in_the_middle_is_reported_and_repair_keeps_the_prefix() {
             "{ctx}: a refused open changed the log"
         );
 
-        let repaired =
-            Store::repair(work.path()).unwrap_or_else(|e| panic!("{ctx}: repair failed: {e}"));
+        let repaired = retry_locked(|| Store::repair(work.path()))
+            .unwrap_or_else(|e| panic!("{ctx}: repair failed: {e}"));
         assert_eq!(
             repaired.truncated_bytes,
             (clean.len() - bad_at) as u64,

@@ -12,8 +12,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use cophr_node::store::Store;
+use cophr_node::store::{Store, StoreError};
 use cophr_protocol::testkit::{bp, key, profile};
 use cophr_protocol::{Category, EntryId, Payload, RecordId};
 
@@ -91,8 +92,18 @@ fn writer(
 }
 
 fn run(dir: &Path, seed: u64, count: u64) -> Result<(), String> {
-    let (store, _) =
-        Store::open(dir, key(0, "node")).map_err(|e| format!("open {}: {e}", dir.display()))?;
+    // The parent may have dropped its own handle on the store a moment ago, and sled 0.34
+    // releases its lock file from background threads: wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match Store::open(dir, key(0, "node")) {
+            Ok((store, _)) => break store,
+            Err(StoreError::Locked) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(format!("open {}: {e}", dir.display())),
+        }
+    };
     let next = AtomicU64::new(0);
     std::thread::scope(|s| {
         let handles: Vec<_> = PATIENTS
