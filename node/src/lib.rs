@@ -1,3 +1,4 @@
 //! cophr node.
 pub mod log;
 pub mod store;
+pub mod net;

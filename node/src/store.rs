@@ -30,6 +30,10 @@ pub const KIND_ENTRY: u8 = 1;
 pub const KIND_AUDIT: u8 = 2;
 /// Frame kind of a fork proof (the conflicting entry).
 pub const KIND_FORK: u8 = 3;
+/// Frame kind of node metadata (name length, name, value).
+pub const KIND_META: u8 = 4;
+/// Frame kind of a record's removal.
+pub const KIND_TOMBSTONE: u8 = 5;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +184,12 @@ fn frame_end(offset: u64, payload: usize) -> u64 {
 }
 
 /// The index updates for one frame.
-fn index_ops(offset: u64, kind: u8, payload: &[u8]) -> Result<sled::Batch, StoreError> {
+fn index_ops(
+    db: &sled::Db,
+    offset: u64,
+    kind: u8,
+    payload: &[u8],
+) -> Result<sled::Batch, StoreError> {
     let mut b = sled::Batch::default();
     let off = offset.to_be_bytes();
     match kind {
@@ -220,6 +229,30 @@ fn index_ops(offset: u64, kind: u8, payload: &[u8]) -> Result<sled::Batch, Store
                 key(b'f', &[e.entry().record.as_bytes(), e.id().as_bytes()]),
                 &off[..],
             );
+        }
+        KIND_META => {
+            let n = payload
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| StoreError::Corrupt(format!("metadata at offset {offset}")))?
+                as usize;
+            let name = payload
+                .get(4..4 + n)
+                .ok_or_else(|| StoreError::Corrupt(format!("metadata at offset {offset}")))?;
+            b.insert(key(b'n', &[name]), &payload[4 + n..]);
+        }
+        KIND_TOMBSTONE => {
+            let rec = payload;
+            for prefix in [b'r', b'o', b'a', b'f'] {
+                for kv in db.scan_prefix(key(prefix, &[rec])) {
+                    let (k, v) = kv?;
+                    if prefix == b'o' {
+                        b.remove(key(b'e', &[&v]));
+                    }
+                    b.remove(k);
+                }
+            }
         }
         other => {
             return Err(StoreError::Corrupt(format!(
@@ -292,7 +325,7 @@ impl Store {
         let mut replayed = 0;
         for frame in log.iter_from(applied) {
             let (offset, kind, payload) = frame?;
-            let mut b = index_ops(offset, kind, &payload)?;
+            let mut b = index_ops(&db, offset, kind, &payload)?;
             let end = frame_end(offset, payload.len());
             b.insert(APPLIED, &end.to_be_bytes()[..]);
             db.apply_batch(b)?;
@@ -462,7 +495,7 @@ impl Store {
             batches.push((
                 offset,
                 frame_end(offset, payload.len()),
-                index_ops(offset, *kind, payload)?,
+                index_ops(&self.inner.db, offset, *kind, payload)?,
             ));
         }
         self.index(batches)
@@ -699,25 +732,7 @@ impl Store {
         let entries: Vec<Verified> = file.record.entries().cloned().collect();
         let total = entries.len();
         let new_entries = self.ingest(&record, entries)?;
-        let mut fresh = Vec::new();
-        for a in &file.audit {
-            let ev = &a.event;
-            let k = key(
-                b'a',
-                &[
-                    ev.record.as_bytes(),
-                    ev.node.as_bytes(),
-                    &ev.seq.to_be_bytes(),
-                ],
-            );
-            if ev.node != self.node_id() && !self.inner.db.contains_key(k)? {
-                fresh.push(a);
-            }
-        }
-        let frames: Vec<(u8, &[u8])> = fresh.iter().map(|a| (KIND_AUDIT, a.bytes())).collect();
-        for chunk in frames.chunks(1024) {
-            self.persist(chunk)?;
-        }
+        let kept = self.keep_audit(&file.audit)?;
         self.audit(
             &record,
             AuditInput {
@@ -736,8 +751,91 @@ impl Store {
             record,
             new_entries,
             already_held: total - new_entries,
-            audit_events: fresh.len(),
+            audit_events: kept,
         })
+    }
+
+    /// Keeps audit events other nodes signed (signatures were checked when decoded), for
+    /// records held here; events already held, or claiming to be this node's, are skipped.
+    /// Returns how many were new.
+    pub fn keep_audit(&self, events: &[SignedAudit]) -> Result<usize, StoreError> {
+        let mut fresh = Vec::new();
+        for a in events {
+            let ev = &a.event;
+            let k = key(
+                b'a',
+                &[
+                    ev.record.as_bytes(),
+                    ev.node.as_bytes(),
+                    &ev.seq.to_be_bytes(),
+                ],
+            );
+            if ev.node != self.node_id() && self.holds(&ev.record)? && !self.inner.db.contains_key(k)? {
+                fresh.push(a);
+            }
+        }
+        let frames: Vec<(u8, &[u8])> = fresh.iter().map(|a| (KIND_AUDIT, a.bytes())).collect();
+        for chunk in frames.chunks(1024) {
+            self.persist(chunk)?;
+        }
+        Ok(fresh.len())
+    }
+
+    /// The record's audit events beyond `have` (per node, the highest sequence held).
+    pub fn audit_beyond(
+        &self,
+        record: &RecordId,
+        have: &HashMap<ActorId, u64>,
+        limit: usize,
+    ) -> Result<Vec<SignedAudit>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.db.scan_prefix(key(b'a', &[record.as_bytes()])) {
+            let (k, v) = kv?;
+            if k.len() != 1 + 32 + 32 + 8 {
+                return Err(StoreError::Corrupt("bad audit key".into()));
+            }
+            let node = ActorId(k[33..65].try_into().map_err(|_| StoreError::Corrupt("bad audit key".into()))?);
+            let seq = read_u64(&k[65..]).unwrap_or(0);
+            if seq <= have.get(&node).copied().unwrap_or(0) {
+                continue;
+            }
+            let offset = read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
+            let (_, payload) = self.inner.log.read(offset)?;
+            out.push(SignedAudit::decode(&payload)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Node metadata (peer book, home pointers): a small key-value space in the index,
+    /// written durably through the log.
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inner.db.get(key(b'n', &[name.as_bytes()]))?.map(|v| v.to_vec()))
+    }
+
+    /// Sets node metadata (durable: the value goes through the log).
+    pub fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        if name.len() > 1024 || value.len() > 1024 * 1024 {
+            return Err(StoreError::Corrupt("metadata too large".into()));
+        }
+        let mut payload = (name.len() as u32).to_be_bytes().to_vec();
+        payload.extend_from_slice(name.as_bytes());
+        payload.extend_from_slice(value);
+        self.persist(&[(KIND_META, &payload)])
+    }
+
+    /// Removes a record from this store (after the patient moved it elsewhere): its entries,
+    /// audit events and fork proofs are dropped from the indexes, durably (a tombstone in
+    /// the log). The bytes stay in the log file until it is compacted.
+    pub fn remove_record(&self, record: &RecordId) -> Result<(), StoreError> {
+        let h = self.handle(record)?;
+        let _guard = h.write().unwrap_or_else(|p| p.into_inner());
+        self.persist(&[(KIND_TOMBSTONE, record.as_bytes())])?;
+        lock(&self.inner.records).remove(record);
+        lock(&self.inner.audit_tail).remove(record);
+        Ok(())
     }
 
     /// Exports the whole record with its audit trail (the export itself is audited first).

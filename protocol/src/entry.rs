@@ -94,6 +94,14 @@ pub enum Payload {
     },
     /// The author's (updated) profile.
     Profile(Profile),
+    /// The patient moved the record to a new home host. Replicas follow it.
+    MoveHome {
+        /// The new host's peer id (bytes).
+        #[serde(with = "serde_bytes")]
+        host: Vec<u8>,
+        /// Its addresses (multiaddr text).
+        addrs: Vec<String>,
+    },
 }
 
 impl Payload {
@@ -108,6 +116,7 @@ impl Payload {
             Payload::Grant(_) => "grant",
             Payload::Revoke { .. } => "revoke",
             Payload::Profile(_) => "profile",
+            Payload::MoveHome { .. } => "move-home",
         }
     }
 
@@ -273,6 +282,15 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
             }
         }
         Payload::Profile(p) => check_profile(p)?,
+        Payload::MoveHome { host, addrs } => {
+            if host.is_empty()
+                || host.len() > 128
+                || addrs.len() > crate::home::MAX_ADDRS
+                || addrs.iter().any(|a| a.len() > crate::home::MAX_ADDR_LEN)
+            {
+                return Err(EntryError::Text("addrs"));
+            }
+        }
     }
     if e.author == e.record && e.auth.is_some() {
         return Err(EntryError::Parents("the patient writes without a grant"));

@@ -17,6 +17,8 @@ pub enum Domain {
     Manifest,
     /// A proof of key possession bound to a connection (used by sync).
     Possession,
+    /// A record's home pointer (discovery).
+    Pointer,
 }
 
 impl Domain {
@@ -26,6 +28,7 @@ impl Domain {
             Domain::Audit => b"cophr/v1/audit\0",
             Domain::Manifest => b"cophr/v1/manifest\0",
             Domain::Possession => b"cophr/v1/possession\0",
+            Domain::Pointer => b"cophr/v1/pointer\0",
         }
     }
 

@@ -11,6 +11,7 @@ pub mod category;
 pub mod entry;
 pub mod export;
 pub mod fold;
+pub mod home;
 pub mod ids;
 pub mod keys;
 pub mod record;

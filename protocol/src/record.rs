@@ -91,6 +91,9 @@ pub enum AccessError {
     /// Only the patient, the grant's issuer, or an issuer above it may revoke it.
     #[error("only the patient or an issuer in its chain may revoke grant {0}")]
     NotIssuer(EntryId),
+    /// Only the patient may do this (move the record).
+    #[error("only the patient may move the record")]
+    PatientOnly,
     /// The patient already holds every right.
     #[error("the patient cannot be granted rights to their own record")]
     GrantToPatient,
@@ -829,6 +832,7 @@ impl Record {
                 }
             }
             Payload::Profile(_) => {}
+            Payload::MoveHome { .. } => return Err(AccessError::PatientOnly.into()),
         }
         Ok(status)
     }

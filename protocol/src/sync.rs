@@ -224,6 +224,39 @@ pub enum Request {
         /// Encoded signed entries, in causal order.
         entries: Vec<serde_bytes::ByteBuf>,
     },
+    /// Something changed in a record the receiver replicates from the sender: pull when
+    /// ready. Carries nothing else, so it reveals nothing.
+    Announce {
+        /// The record.
+        record: RecordId,
+    },
+    /// The patient asks the receiver to be the record's home host and publish this
+    /// pointer (signed by the patient) in the DHT.
+    Host {
+        /// The patient.
+        proof: Proof,
+        /// The encoded [`crate::home::SignedPointer`].
+        pointer: serde_bytes::ByteBuf,
+    },
+    /// The patient tells a former home host to delete its copy (after a move).
+    Release {
+        /// The patient.
+        proof: Proof,
+    },
+    /// Audit events beyond what the requester holds (patient or audit right only).
+    AuditPull {
+        /// Who is asking.
+        proof: Proof,
+        /// For each node, the highest audit sequence held.
+        have: Vec<(ActorId, u64)>,
+    },
+    /// Audit events for the receiver to keep with the record.
+    AuditPush {
+        /// Who is pushing.
+        proof: Proof,
+        /// Encoded signed audit events.
+        events: Vec<serde_bytes::ByteBuf>,
+    },
 }
 
 /// A response.
@@ -251,6 +284,13 @@ pub enum Response {
         /// Entries refused, with the reason.
         rejected: Vec<(EntryId, String)>,
     },
+    /// Audit events, in each node's sequence order.
+    AuditEvents {
+        /// Encoded signed audit events.
+        events: Vec<serde_bytes::ByteBuf>,
+    },
+    /// Done.
+    Ack,
     /// The request was refused.
     Refused {
         /// Why (never reveals anything about the record to an unauthorised peer).

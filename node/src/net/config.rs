@@ -1,0 +1,71 @@
+//! Network configuration: listen addresses, bootstrap peers and limits.
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+/// How the node networks. Every limit is finite.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetConfig {
+    /// Addresses to listen on (TCP and QUIC).
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap peers (with `/p2p/<peer id>`), for discovery.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Most established connections in total.
+    pub max_connections: u32,
+    /// Most established connections per peer.
+    pub max_connections_per_peer: u32,
+    /// Most connections being set up at once.
+    pub max_pending: u32,
+    /// How long a request may take before it fails.
+    #[serde(with = "secs")]
+    pub request_timeout: Duration,
+    /// Requests a peer may make per minute before being refused.
+    pub requests_per_minute: u32,
+    /// How often to catch up with every known peer of every record held.
+    #[serde(with = "secs")]
+    pub sync_interval: Duration,
+    /// Largest sync message accepted, in bytes.
+    pub max_message_bytes: u64,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            listen: vec![
+                "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr"),
+                "/ip4/127.0.0.1/udp/0/quic-v1"
+                    .parse()
+                    .expect("valid multiaddr"),
+            ],
+            bootstrap: Vec::new(),
+            max_connections: 256,
+            max_connections_per_peer: 4,
+            max_pending: 64,
+            request_timeout: Duration::from_secs(30),
+            requests_per_minute: 600,
+            sync_interval: Duration::from_secs(10),
+            max_message_bytes: cophr_protocol::sync::MAX_MESSAGE_BYTES as u64,
+        }
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        if !(0.0..=86_400.0).contains(&v) {
+            return Err(serde::de::Error::custom("duration must be 0–86400 seconds"));
+        }
+        Ok(Duration::from_secs_f64(v))
+    }
+}

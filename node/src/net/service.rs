@@ -1,0 +1,740 @@
+//! The event loop that owns the swarm, and the handle other tasks use to drive it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use libp2p::kad::{self, store::RecordStore, GetRecordOk, QueryResult, Quorum};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{
+    connection_limits, dcutr, identify, identity, noise, ping, tcp, yamux, Multiaddr, PeerId,
+    StreamProtocol, Swarm,
+};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use cophr_protocol::home::{dht_key, SignedPointer};
+use cophr_protocol::sync::{NonceCache, Request, Response, PROTOCOL};
+use cophr_protocol::{Keypair, RecordId, Timestamp};
+
+use super::server::{Effect, Server};
+use super::{client, Behaviour, BehaviourEvent, NetConfig, NetError};
+use crate::store::Store;
+
+/// Capacity of the command channel.
+const COMMANDS: usize = 256;
+/// Most requests answered at once (each on a blocking thread).
+const IN_FLIGHT: usize = 32;
+/// Most subscribers remembered per record.
+const MAX_SUBSCRIBERS: usize = 1024;
+/// Most concurrent client syncs.
+const MAX_SYNCS: usize = 16;
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Timestamp)
+        .unwrap_or(0)
+}
+
+/// Who a node replicates each record from (and pushes its writes to).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PeerBook {
+    /// The record's home host, if known.
+    pub home: Option<Multiaddr>,
+    /// Other replicas to pull from when the home host is unreachable.
+    pub replicas: Vec<Multiaddr>,
+}
+
+impl PeerBook {
+    /// Every address, home first.
+    pub fn all(&self) -> Vec<Multiaddr> {
+        self.home
+            .iter()
+            .chain(self.replicas.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+/// The peer id at the end of a multiaddr.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+enum Command {
+    Request {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, NetError>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Changed {
+        record: RecordId,
+    },
+    PublishHome {
+        pointer: SignedPointer,
+    },
+    FindHome {
+        record: RecordId,
+        reply: oneshot::Sender<Option<SignedPointer>>,
+    },
+    SyncDone {
+        key: (PeerId, RecordId),
+    },
+    Shutdown,
+}
+
+/// A DHT lookup in progress: the record, the best pointer so far, who to tell.
+type Find = (
+    RecordId,
+    Option<SignedPointer>,
+    oneshot::Sender<Option<SignedPointer>>,
+);
+
+struct Answered {
+    channel: ResponseChannel<Response>,
+    response: Response,
+    effects: Vec<Effect>,
+    peer: PeerId,
+}
+
+/// A cloneable handle to a running node.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    store: Store,
+    identity: Arc<Keypair>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl NodeHandle {
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The store the node serves.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The actor this node acts as (its proofs are signed with this key).
+    pub fn identity(&self) -> &Keypair {
+        &self.identity
+    }
+
+    async fn send(&self, c: Command) -> Result<(), NetError> {
+        self.commands.send(c).await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Sends a request and waits for the response.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: Request,
+    ) -> Result<Response, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Request {
+            peer,
+            addrs,
+            request,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| NetError::Stopped)?
+    }
+
+    /// The addresses the node listens on (with its peer id).
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ListenAddrs { reply }).await?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// A record changed locally: push to its home host and tell subscribers.
+    pub async fn changed(&self, record: RecordId) -> Result<(), NetError> {
+        self.send(Command::Changed { record }).await
+    }
+
+    /// Publishes a record's home pointer in the DHT (this node hosts it).
+    pub async fn publish_home(&self, pointer: SignedPointer) -> Result<(), NetError> {
+        self.send(Command::PublishHome { pointer }).await
+    }
+
+    /// Looks a record's home pointer up in the DHT (newest valid one).
+    pub async fn find_home(&self, record: RecordId) -> Result<SignedPointer, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::FindHome { record, reply }).await?;
+        rx.await
+            .map_err(|_| NetError::Stopped)?
+            .ok_or(NetError::NotFound(record))
+    }
+
+    /// Stops the node.
+    pub async fn shutdown(&self) -> Result<(), NetError> {
+        self.send(Command::Shutdown).await
+    }
+
+    /// The peer book of a record.
+    pub fn peer_book(&self, record: &RecordId) -> Result<PeerBook, NetError> {
+        Ok(self
+            .store
+            .meta(&format!("peers/{record}"))?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default())
+    }
+
+    /// Replaces the peer book of a record.
+    pub fn set_peer_book(&self, record: &RecordId, book: &PeerBook) -> Result<(), NetError> {
+        let bytes = serde_json::to_vec(book).map_err(|e| NetError::Setup(e.to_string()))?;
+        self.store.set_meta(&format!("peers/{record}"), &bytes)?;
+        Ok(())
+    }
+}
+
+/// Starts a node: builds the swarm, listens, and spawns the event loop on the current
+/// tokio runtime. `peer_key` is the node's 32-byte ed25519 secret; `identity` is the actor
+/// the node acts as.
+pub async fn start(
+    store: Store,
+    identity: Keypair,
+    peer_key: [u8; 32],
+    config: NetConfig,
+) -> Result<(NodeHandle, tokio::task::JoinHandle<()>), NetError> {
+    let mut secret = peer_key;
+    let key = identity::Keypair::ed25519_from_bytes(&mut secret)
+        .map_err(|e| NetError::Setup(e.to_string()))?;
+    let local = key.public().to_peer_id();
+    let max_msg = config.max_message_bytes;
+    let timeout = config.request_timeout;
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(config.max_connections))
+        .with_max_established_per_peer(Some(config.max_connections_per_peer))
+        .with_max_pending_incoming(Some(config.max_pending))
+        .with_max_pending_outgoing(Some(config.max_pending));
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NetError::Setup(e.to_string()))?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| NetError::Setup(e.to_string()))?
+        .with_behaviour(|key, relay| {
+            let mut kad_config = kad::Config::new(StreamProtocol::new("/cophr/kad/1"));
+            kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+            kad_config.set_query_timeout(Duration::from_secs(10));
+            let mut kad = kad::Behaviour::with_config(
+                key.public().to_peer_id(),
+                kad::store::MemoryStore::new(key.public().to_peer_id()),
+                kad_config,
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            let codec = request_response::cbor::codec::Codec::default()
+                .set_request_size_maximum(max_msg)
+                .set_response_size_maximum(max_msg);
+            Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/cophr/1".into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::default(),
+                kad,
+                sync: request_response::Behaviour::with_codec(
+                    codec,
+                    [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(timeout)
+                        .with_max_concurrent_streams(64),
+                ),
+                relay,
+                dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
+            }
+        })
+        .map_err(|e| NetError::Setup(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Setup(format!("listen on {addr}: {e}")))?;
+    }
+    for addr in &config.bootstrap {
+        if let Some(peer) = peer_of(addr) {
+            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            let _ = swarm.dial(addr.clone());
+        }
+    }
+    let (tx, rx) = mpsc::channel(COMMANDS);
+    let handle = NodeHandle {
+        commands: tx,
+        peer_id: local,
+        store: store.clone(),
+        identity: Arc::new(identity),
+    };
+    let server = Server {
+        store,
+        nonces: Arc::new(Mutex::new(NonceCache::new(100_000))),
+        local,
+    };
+    let (answered_tx, answered_rx) = mpsc::channel(IN_FLIGHT * 2);
+    let event_loop = EventLoop {
+        swarm,
+        commands: rx,
+        handle: handle.clone(),
+        server,
+        answered_tx,
+        answered_rx,
+        answering: Arc::new(Semaphore::new(IN_FLIGHT)),
+        pending: HashMap::new(),
+        finds: HashMap::new(),
+        subscribers: HashMap::new(),
+        syncing: HashSet::new(),
+        buckets: HashMap::new(),
+        addrs: HashMap::new(),
+        config,
+    };
+    let task = tokio::spawn(event_loop.run());
+    Ok((handle, task))
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    handle: NodeHandle,
+    server: Server,
+    answered_tx: mpsc::Sender<Answered>,
+    answered_rx: mpsc::Receiver<Answered>,
+    answering: Arc<Semaphore>,
+    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NetError>>>,
+    finds: HashMap<kad::QueryId, Find>,
+            oneshot::Sender<Option<SignedPointer>>,
+        ),
+    >,
+    subscribers: HashMap<RecordId, HashSet<PeerId>>,
+    syncing: HashSet<(PeerId, RecordId)>,
+    /// Per-peer request budget: (tokens, last refill).
+    buckets: HashMap<PeerId, (f64, Instant)>,
+    /// The address each connected peer was last seen at.
+    addrs: HashMap<PeerId, Multiaddr>,
+    config: NetConfig,
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        let mut tick =
+            tokio::time::interval(self.config.sync_interval.max(Duration::from_millis(100)));
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown) | None => break,
+                    Some(c) => self.on_command(c),
+                },
+                Some(a) = self.answered_rx.recv() => self.on_answered(a),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        tracing::info!("node stopped");
+    }
+
+    fn allow(&mut self, peer: PeerId) -> bool {
+        let per_min = f64::from(self.config.requests_per_minute.max(1));
+        let now = Instant::now();
+        let (tokens, last) = self.buckets.entry(peer).or_insert((per_min, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * per_min / 60.0).min(per_min);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                self.addrs
+                    .insert(peer_id, endpoint.get_remote_address().clone());
+                // A source came (back) online: catch up with it.
+                for record in self.records_from(&peer_id) {
+                    self.spawn_sync(peer_id, record);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.addrs.remove(&peer_id);
+                self.buckets.remove(&peer_id);
+                for subs in self.subscribers.values_mut() {
+                    subs.remove(&peer_id);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                for a in info.listen_addrs.into_iter().take(16) {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_sync(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
+            _ => {}
+        }
+    }
+
+    fn on_sync(&mut self, event: request_response::Event<Request, Response>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                if !self.allow(peer) {
+                    let _ = self.swarm.behaviour_mut().sync.send_response(
+                        channel,
+                        Response::Refused {
+                            reason: "rate limited".into(),
+                        },
+                    );
+                    return;
+                }
+                let Ok(permit) = self.answering.clone().try_acquire_owned() else {
+                    let _ = self.swarm.behaviour_mut().sync.send_response(
+                        channel,
+                        Response::Refused {
+                            reason: "busy".into(),
+                        },
+                    );
+                    return;
+                };
+                let server = self.server.clone();
+                let tx = self.answered_tx.clone();
+                let addr = self.addrs.get(&peer).map(ToString::to_string);
+                tokio::task::spawn_blocking(move || {
+                    let (response, effects) = server.handle(&peer, addr, request, now_ms());
+                    let _ = tx.blocking_send(Answered {
+                        channel,
+                        response,
+                        effects,
+                        peer,
+                    });
+                    drop(permit);
+                });
+            }
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound request failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_answered(&mut self, a: Answered) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_response(a.channel, a.response);
+        for effect in a.effects {
+            match effect {
+                Effect::Subscribe(record, _actor) => {
+                    let subs = self.subscribers.entry(record).or_default();
+                    if subs.len() < MAX_SUBSCRIBERS {
+                        subs.insert(a.peer);
+                    }
+                }
+                Effect::Changed(record) => self.changed(record, Some(a.peer)),
+                Effect::Host(pointer) => self.publish(pointer),
+                Effect::Released(record) => {
+                    self.subscribers.remove(&record);
+                }
+                Effect::Announced(record) => {
+                    if self.records_from(&a.peer).contains(&record) {
+                        self.spawn_sync(a.peer, record);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        record: Some(r), ..
+                    },
+            } => {
+                // Only well-formed, patient-signed pointers, and only newer ones, are kept.
+                let Some(rec_id) = r
+                    .key
+                    .as_ref()
+                    .strip_prefix(b"/cophr/home/".as_slice())
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                else {
+                    return;
+                };
+                let record = cophr_protocol::ActorId(rec_id);
+                let Ok(new) = SignedPointer::decode(&r.value, &record) else {
+                    tracing::debug!("refused an invalid home pointer");
+                    return;
+                };
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                let newer = match store.get(&r.key) {
+                    Some(old) => SignedPointer::decode(&old.value, &record)
+                        .map_or(true, |o| new.newer_than(&o)),
+                    None => true,
+                };
+                if newer {
+                    let _ = store.put(r);
+                }
+            }
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: QueryResult::GetRecord(res),
+                step,
+                ..
+            } => {
+                let Some((record, best, _)) = self.finds.get_mut(&id) else {
+                    return;
+                };
+                if let Ok(GetRecordOk::FoundRecord(peer_record)) = &res {
+                    if let Ok(p) = SignedPointer::decode(&peer_record.record.value, record) {
+                        if best.as_ref().is_none_or(|b| p.newer_than(b)) {
+                            *best = Some(p);
+                        }
+                    }
+                }
+                if step.last || res.is_err() {
+                    if let Some((_, best, reply)) = self.finds.remove(&id) {
+                        let _ = reply.send(best);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Request {
+                peer,
+                addrs,
+                request,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request_with_addresses(&peer, request, addrs);
+                self.pending.insert(id, reply);
+            }
+            Command::ListenAddrs { reply } => {
+                let local = *self.swarm.local_peer_id();
+                let addrs = self
+                    .swarm
+                    .listeners()
+                    .map(|a| a.clone().with(Protocol::P2p(local)))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+            Command::Changed { record } => self.changed(record, None),
+            Command::PublishHome { pointer } => self.publish(pointer),
+            Command::FindHome { record, reply } => {
+                let key = kad::RecordKey::new(&dht_key(&record));
+                // A pointer this node holds itself counts too.
+                let local = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .get(&key)
+                    .and_then(|r| SignedPointer::decode(&r.value, &record).ok());
+                let id = self.swarm.behaviour_mut().kad.get_record(key);
+                self.finds.insert(id, (record, local, reply));
+            }
+            Command::SyncDone { key } => {
+                self.syncing.remove(&key);
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn on_tick(&mut self) {
+        // Catch up with every source of every record held; republish hosted pointers.
+        let Ok(records) = self.handle.store.records() else {
+            return;
+        };
+        for record in records {
+            if let Ok(book) = self.handle.peer_book(&record) {
+                for addr in book.all() {
+                    if let Some(peer) = peer_of(&addr) {
+                        self.spawn_sync(peer, record);
+                    }
+                }
+            }
+            if let Ok(Some(bytes)) = self.handle.store.meta(&format!("home/{record}")) {
+                if let Ok(p) = SignedPointer::decode(&bytes, &record) {
+                    self.publish(p);
+                }
+            }
+        }
+    }
+
+    /// Records for which `peer` is a known source.
+    fn records_from(&self, peer: &PeerId) -> Vec<RecordId> {
+        let Ok(records) = self.handle.store.records() else {
+            return Vec::new();
+        };
+        records
+            .into_iter()
+            .filter(|r| {
+                self.handle
+                    .peer_book(r)
+                    .map(|b| b.all().iter().any(|a| peer_of(a).as_ref() == Some(peer)))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    fn changed(&mut self, record: RecordId, from: Option<PeerId>) {
+        // Tell connected subscribers (except the one the change came from) to pull.
+        let subs: Vec<PeerId> = self
+            .subscribers
+            .get(&record)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for peer in subs {
+            if Some(peer) != from && self.swarm.is_connected(&peer) {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, Request::Announce { record });
+                let (reply, _) = oneshot::channel();
+                self.pending.insert(id, reply);
+            }
+        }
+        // Push local writes on to the home host.
+        if let Ok(book) = self.handle.peer_book(&record) {
+            if let Some(home) = book.home.as_ref().and_then(peer_of) {
+                if Some(home) != from && home != *self.swarm.local_peer_id() {
+                    self.spawn_sync(home, record);
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, pointer: SignedPointer) {
+        let record = kad::Record::new(
+            kad::RecordKey::new(&dht_key(&pointer.pointer.record)),
+            pointer.encode(),
+        );
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .put_record(record, Quorum::One)
+        {
+            tracing::warn!(error = %e, "could not store a home pointer");
+        }
+    }
+
+    fn spawn_sync(&mut self, peer: PeerId, record: RecordId) {
+        if peer == *self.swarm.local_peer_id()
+            || self.syncing.len() >= MAX_SYNCS
+            || !self.syncing.insert((peer, record))
+        {
+            return;
+        }
+        let handle = self.handle.clone();
+        let addrs: Vec<Multiaddr> = handle
+            .peer_book(&record)
+            .map(|b| {
+                b.all()
+                    .into_iter()
+                    .filter(|a| peer_of(a) == Some(peer))
+                    .collect()
+            })
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            let home = handle
+                .peer_book(&record)
+                .ok()
+                .and_then(|b| b.home.as_ref().and_then(peer_of));
+            let push = home == Some(peer);
+            match client::sync(&handle, peer, addrs, record, push).await {
+                Ok(r) => {
+                    tracing::debug!(%peer, %record, pulled = r.pulled, pushed = r.pushed, "synced")
+                }
+                Err(e) => tracing::debug!(%peer, %record, error = %e, "sync failed"),
+            }
+            let _ = handle
+                .send(Command::SyncDone {
+                    key: (peer, record),
+                })
+                .await;
+        });
+    }
+}

@@ -1,0 +1,281 @@
+//! Nodes replicating over real libp2p connections on 127.0.0.1 (in one process).
+
+use std::time::Duration;
+
+use cophr_node::net::{self, client, NetConfig, NodeHandle, PeerBook};
+use cophr_node::store::Store;
+use cophr_protocol::access::Level;
+use cophr_protocol::sync::{Request, Response};
+use cophr_protocol::testkit::{bp, grant, key, profile, text_body};
+use cophr_protocol::{Category, Keypair, Payload, RecordId};
+
+struct Node {
+    handle: NodeHandle,
+    _dir: tempfile::TempDir,
+}
+
+async fn node(name: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), key(9, &format!("{name}/node"))).unwrap();
+    let config = NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        sync_interval: Duration::from_secs(3600),
+        ..NetConfig::default()
+    };
+    let peer_key = key(9, &format!("{name}/peer")).secret_bytes();
+    let (handle, _task) = net::start(store, key(9, name), peer_key, config)
+        .await
+        .unwrap();
+    // Wait until it listens.
+    for _ in 0..500 {
+        if !handle.listen_addrs().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Node { handle, _dir: dir }
+}
+
+async fn addr(n: &Node) -> libp2p::Multiaddr {
+    n.handle.listen_addrs().await.unwrap()[0].clone()
+}
+
+/// Polls `cond` until it holds or 10 s pass.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn write(n: &Node, record: &RecordId, who: &Keypair, p: Payload) -> cophr_protocol::EntryId {
+    n.handle
+        .store()
+        .write(record, who, p, net::service::now_ms(), None)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_receive_what_they_may_see_and_writes_flow_back_live() {
+    let host = node("host").await;
+    let george_node = node("George").await;
+    let mary_node = node("Mary").await;
+    let pharmacy = node("Pharmacist").await;
+    let stranger = node("Stranger").await;
+    let george = key(9, "George");
+    let rec = george.actor();
+    let s = george_node.handle.store();
+    s.create_record(
+        &george,
+        profile("George", "patient", None),
+        net::service::now_ms(),
+        None,
+    )
+    .unwrap();
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Grant(grant(&key(9, "Mary"), Level::Delete, &[], true, true)),
+    );
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Grant(grant(
+            &key(9, "Pharmacist"),
+            Level::View,
+            &[Category::Medications],
+            false,
+            false,
+        )),
+    );
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Create {
+            category: Category::Medications,
+            body: text_body(&[("medication", "Metformin")]),
+        },
+    );
+    let private = write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Create {
+            category: Category::Problems,
+            body: text_body(&[("problem", "Renal disease")]),
+        },
+    );
+
+    // George hosts his record on the host: the host takes it from its patient.
+    let host_addr = addr(&host).await;
+    let book = PeerBook {
+        home: Some(host_addr.clone()),
+        replicas: vec![],
+    };
+    for n in [&george_node, &mary_node, &pharmacy, &stranger] {
+        n.handle.set_peer_book(&rec, &book).unwrap();
+    }
+    let hp = host.handle.peer_id();
+    let r = client::sync(&george_node.handle, hp, vec![host_addr.clone()], rec, true)
+        .await
+        .unwrap();
+    assert!(r.pushed >= 5, "{r:?}");
+    assert_eq!(
+        host.handle.store().with_record(&rec, |r| r.len()).unwrap(),
+        5
+    );
+
+    // Mary (everything) and the pharmacist (medications only) replicate from the host.
+    client::sync(&mary_node.handle, hp, vec![host_addr.clone()], rec, true)
+        .await
+        .unwrap();
+    client::sync(&pharmacy.handle, hp, vec![host_addr.clone()], rec, false)
+        .await
+        .unwrap();
+    assert!(mary_node
+        .handle
+        .store()
+        .with_record(&rec, |r| r.contains(&private))
+        .unwrap());
+    let pharm_holds = pharmacy
+        .handle
+        .store()
+        .with_record(&rec, |r| {
+            r.entries()
+                .map(|e| r.stream_of(&e.id()).cloned().flatten())
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    assert!(
+        pharm_holds
+            .iter()
+            .all(|s| s.is_none() || *s == Some(Category::Medications)),
+        "{pharm_holds:?}"
+    );
+    assert!(!pharmacy
+        .handle
+        .store()
+        .with_record(&rec, |r| r.contains(&private))
+        .unwrap());
+
+    // A peer with no grant is refused and learns nothing.
+    let err = client::sync(&stranger.handle, hp, vec![host_addr.clone()], rec, false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no access"), "{err}");
+    assert!(!stranger.handle.store().holds(&rec).unwrap());
+
+    // George subscribes (by syncing); Mary writes; it reaches the host and George live.
+    client::sync(&george_node.handle, hp, vec![host_addr.clone()], rec, true)
+        .await
+        .unwrap();
+    let reading = write(
+        &mary_node,
+        &rec,
+        &key(9, "Mary"),
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(141, 89),
+        },
+    );
+    mary_node.handle.changed(rec).await.unwrap();
+    let h = host.handle.store().clone();
+    eventually("Mary's reading reaches the host", || {
+        h.with_record(&rec, |r| r.contains(&reading))
+            .unwrap_or(false)
+    })
+    .await;
+    let g = george_node.handle.store().clone();
+    eventually("Mary's reading reaches George", || {
+        g.with_record(&rec, |r| r.contains(&reading))
+            .unwrap_or(false)
+    })
+    .await;
+    // Reads served to peers were audited on the host, and George (patient) receives them.
+    client::sync(&george_node.handle, hp, vec![host_addr.clone()], rec, true)
+        .await
+        .unwrap();
+    let host_node = host.handle.store().node_id();
+    let served: Vec<_> = g
+        .audit_events(&rec)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.node == host_node)
+        .collect();
+    assert!(
+        served
+            .iter()
+            .any(|e| e.event.actor == key(9, "Pharmacist").actor()
+                && e.event.detail.as_deref() == Some("served to a replica")),
+        "the patient sees who was served what: {served:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_or_copied_proofs_open_nothing() {
+    let host = node("host2").await;
+    let george_node = node("George2").await;
+    let thief = node("Thief").await;
+    let george = key(9, "George2");
+    let rec = george.actor();
+    george_node
+        .handle
+        .store()
+        .create_record(
+            &george,
+            profile("George", "patient", None),
+            net::service::now_ms(),
+            None,
+        )
+        .unwrap();
+    let host_addr = addr(&host).await;
+    let hp = host.handle.peer_id();
+    client::sync(&george_node.handle, hp, vec![host_addr.clone()], rec, true)
+        .await
+        .unwrap();
+    // A proof made for George's connection, replayed by another peer, is refused.
+    let proof = cophr_protocol::sync::Proof::new(
+        &george,
+        rec,
+        &george_node.handle.peer_id().to_bytes(),
+        &hp.to_bytes(),
+        [5; 16],
+        net::service::now_ms(),
+    );
+    let digests = |p| Request::Digests {
+        proof: p,
+        digests: vec![],
+    };
+    let resp = thief
+        .handle
+        .request(hp, vec![host_addr.clone()], digests(proof.clone()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(resp, Response::Refused { ref reason } if reason.contains("another connection")),
+        "{resp:?}"
+    );
+    // On George's own connection, the second use of the same nonce is refused.
+    let first = george_node
+        .handle
+        .request(hp, vec![host_addr.clone()], digests(proof.clone()))
+        .await
+        .unwrap();
+    assert!(matches!(first, Response::Differ { .. }), "{first:?}");
+    let again = george_node
+        .handle
+        .request(hp, vec![host_addr.clone()], digests(proof))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, Response::Refused { ref reason } if reason.contains("already used")),
+        "{again:?}"
+    );
+}
