@@ -1,4 +1,4 @@
 //! cophr node.
 pub mod log;
-pub mod store;
 pub mod net;
+pub mod store;

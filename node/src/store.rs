@@ -770,7 +770,10 @@ impl Store {
                     &ev.seq.to_be_bytes(),
                 ],
             );
-            if ev.node != self.node_id() && self.holds(&ev.record)? && !self.inner.db.contains_key(k)? {
+            if ev.node != self.node_id()
+                && self.holds(&ev.record)?
+                && !self.inner.db.contains_key(k)?
+            {
                 fresh.push(a);
             }
         }
@@ -794,12 +797,17 @@ impl Store {
             if k.len() != 1 + 32 + 32 + 8 {
                 return Err(StoreError::Corrupt("bad audit key".into()));
             }
-            let node = ActorId(k[33..65].try_into().map_err(|_| StoreError::Corrupt("bad audit key".into()))?);
+            let node = ActorId(
+                k[33..65]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("bad audit key".into()))?,
+            );
             let seq = read_u64(&k[65..]).unwrap_or(0);
             if seq <= have.get(&node).copied().unwrap_or(0) {
                 continue;
             }
-            let offset = read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
+            let offset =
+                read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
             let (_, payload) = self.inner.log.read(offset)?;
             out.push(SignedAudit::decode(&payload)?);
             if out.len() >= limit {
@@ -812,7 +820,11 @@ impl Store {
     /// Node metadata (peer book, home pointers): a small key-value space in the index,
     /// written durably through the log.
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.inner.db.get(key(b'n', &[name.as_bytes()]))?.map(|v| v.to_vec()))
+        Ok(self
+            .inner
+            .db
+            .get(key(b'n', &[name.as_bytes()]))?
+            .map(|v| v.to_vec()))
     }
 
     /// Sets node metadata (durable: the value goes through the log).

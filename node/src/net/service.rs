@@ -329,9 +329,6 @@ struct EventLoop {
     answering: Arc<Semaphore>,
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NetError>>>,
     finds: HashMap<kad::QueryId, Find>,
-            oneshot::Sender<Option<SignedPointer>>,
-        ),
-    >,
     subscribers: HashMap<RecordId, HashSet<PeerId>>,
     syncing: HashSet<(PeerId, RecordId)>,
     /// Per-peer request budget: (tokens, last refill).
