@@ -176,6 +176,7 @@ pub async fn sync(
         .await
         .unwrap_or(0);
     if report.pulled > 0 {
+        follow_moves(handle, &record)?;
         handle.changed(record).await?;
     }
     Ok(report)
@@ -349,4 +350,185 @@ async fn pull_audit(
         }
     }
     Ok(store.keep_audit(&decoded)?)
+}
+
+/// The latest home pointer this store holds for a record (set when hosting or moving).
+fn pointer_seq(handle: &NodeHandle, record: &RecordId) -> Result<u64, NetError> {
+    Ok(handle
+        .store()
+        .meta(&format!("pointer/{record}"))?
+        .and_then(|b| cophr_protocol::home::SignedPointer::decode(&b, record).ok())
+        .map_or(0, |p| p.pointer.seq))
+}
+
+fn split(addr: &Multiaddr) -> Result<(PeerId, Multiaddr), NetError> {
+    let peer = super::service::peer_of(addr)
+        .ok_or_else(|| NetError::Setup(format!("{addr} does not end in /p2p/<peer id>")))?;
+    let bare: Multiaddr = addr
+        .iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    Ok((peer, bare))
+}
+
+/// The patient makes `host` (an address ending in `/p2p/<peer id>`) the record's home:
+/// pushes the whole record, checks the host holds all of it, signs a home pointer with
+/// the next sequence number, asks the host to publish it, and records the host as home in
+/// the peer book. Only the patient's node can do this (it signs with the patient's key).
+pub async fn host(
+    handle: &NodeHandle,
+    host: &Multiaddr,
+    record: RecordId,
+) -> Result<SyncReport, NetError> {
+    if handle.identity().actor() != record {
+        return Err(NetError::Setup(
+            "only the patient can choose the record's home host".into(),
+        ));
+    }
+    let (peer, bare) = split(host)?;
+    let report = sync(handle, peer, vec![host.clone()], record, true).await?;
+    // The host must now hold everything this node holds.
+    let check = sync(handle, peer, vec![host.clone()], record, true).await?;
+    if check.pushed > 0 || !check.rejected.is_empty() {
+        return Err(NetError::Protocol {
+            peer,
+            reason: format!(
+                "the host did not take the whole record: {:?}",
+                check.rejected
+            ),
+        });
+    }
+    let pointer = cophr_protocol::home::HomePointer {
+        record,
+        host: peer.to_bytes(),
+        addrs: vec![bare.to_string()],
+        seq: pointer_seq(handle, &record)? + 1,
+        time: now_ms(),
+    }
+    .sign(handle.identity());
+    let bytes = pointer.encode();
+    match handle
+        .request(
+            peer,
+            vec![host.clone()],
+            Request::Host {
+                proof: proof(handle, &peer, record),
+                pointer: serde_bytes::ByteBuf::from(bytes.clone()),
+            },
+        )
+        .await?
+    {
+        Response::Ack => {}
+        Response::Refused { reason } => return Err(NetError::Refused { peer, reason }),
+        other => return Err(unexpected(peer, &other)),
+    }
+    handle
+        .store()
+        .set_meta(&format!("pointer/{record}"), &bytes)?;
+    let mut book = handle.peer_book(&record)?;
+    book.home = Some(host.clone());
+    handle.set_peer_book(&record, &book)?;
+    handle.publish_home(pointer).await?;
+    Ok(report)
+}
+
+/// The patient moves the record from its current home host to `to`: the new host takes
+/// and confirms the whole record, the patient signs a move-home entry (replicas follow
+/// it) and a new pointer, and only then is the old host told to delete its copy.
+pub async fn move_home(
+    handle: &NodeHandle,
+    to: &Multiaddr,
+    record: RecordId,
+) -> Result<(), NetError> {
+    let old = handle.peer_book(&record)?.home;
+    host(handle, to, record).await?;
+    let (peer, bare) = split(to)?;
+    let me = handle.identity().clone();
+    handle.store().write(
+        &record,
+        &me,
+        cophr_protocol::Payload::MoveHome {
+            host: peer.to_bytes(),
+            addrs: vec![bare.to_string()],
+        },
+        now_ms(),
+        None,
+    )?;
+    // The move entry reaches the new host (and through it every replica).
+    sync(handle, peer, vec![to.clone()], record, true).await?;
+    if let Some(old) = old.filter(|o| o != to) {
+        let (old_peer, _) = split(&old)?;
+        match handle
+            .request(
+                old_peer,
+                vec![old.clone()],
+                Request::Release {
+                    proof: proof(handle, &old_peer, record),
+                },
+            )
+            .await
+        {
+            Ok(Response::Ack) => {}
+            Ok(Response::Refused { reason }) => {
+                tracing::warn!(%reason, "the old host refused to release the record")
+            }
+            Ok(other) => return Err(unexpected(old_peer, &other)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the old host could not be told to release the record")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Follows a move: if the record holds a move-home entry naming another host than the
+/// peer book's, the newest one becomes home. Returns whether the book changed.
+pub fn follow_moves(handle: &NodeHandle, record: &RecordId) -> Result<bool, NetError> {
+    let latest = handle.store().with_record(record, |r| {
+        r.entries()
+            .filter(|e| e.entry().author == *record)
+            .filter_map(|e| match &e.entry().payload {
+                cophr_protocol::Payload::MoveHome { host, addrs } => {
+                    Some((e.entry().time, host.clone(), addrs.clone()))
+                }
+                _ => None,
+            })
+            .max_by_key(|(t, _, _)| *t)
+    })?;
+    let Some((_, host, addrs)) = latest else {
+        return Ok(false);
+    };
+    let Ok(peer) = PeerId::from_bytes(&host) else {
+        return Ok(false);
+    };
+    let Some(addr) = addrs.first().and_then(|a| a.parse::<Multiaddr>().ok()) else {
+        return Ok(false);
+    };
+    let addr = addr.with(libp2p::multiaddr::Protocol::P2p(peer));
+    let mut book = handle.peer_book(record)?;
+    if book.home.as_ref() == Some(&addr) {
+        return Ok(false);
+    }
+    book.home = Some(addr.clone());
+    book.replicas.retain(|r| r != &addr);
+    handle.set_peer_book(record, &book)?;
+    Ok(true)
+}
+
+/// Finds a record's home host through the DHT, checks the patient's signature, and
+/// records it in the peer book.
+pub async fn follow(handle: &NodeHandle, record: RecordId) -> Result<Multiaddr, NetError> {
+    let p = handle.find_home(record).await?;
+    let peer = PeerId::from_bytes(&p.pointer.host).map_err(|_| NetError::NotFound(record))?;
+    let addr = p
+        .pointer
+        .addrs
+        .first()
+        .and_then(|a| a.parse::<Multiaddr>().ok())
+        .ok_or(NetError::NotFound(record))?
+        .with(libp2p::multiaddr::Protocol::P2p(peer));
+    let mut book = handle.peer_book(&record)?;
+    book.home = Some(addr.clone());
+    handle.set_peer_book(&record, &book)?;
+    Ok(addr)
 }
