@@ -279,3 +279,273 @@ async fn replayed_or_copied_proofs_open_nothing() {
         "{again:?}"
     );
 }
+
+async fn node_with(name: &str, bootstrap: Vec<libp2p::Multiaddr>) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), key(9, &format!("{name}/node"))).unwrap();
+    let config = NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap,
+        sync_interval: Duration::from_millis(300),
+        ..NetConfig::default()
+    };
+    let peer_key = key(9, &format!("{name}/peer")).secret_bytes();
+    let (handle, _task) = net::start(store, key(9, name), peer_key, config)
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        if !handle.listen_addrs().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Node { handle, _dir: dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_finds_the_home_and_replicas_follow_a_move() {
+    let boot = node_with("boot", vec![]).await;
+    let b = addr(&boot).await;
+    let host1 = node_with("host-a", vec![b.clone()]).await;
+    let host2 = node_with("host-b", vec![b.clone()]).await;
+    let george_node = node_with("George3", vec![b.clone()]).await;
+    let nurse_node = node_with("Nurse3", vec![b.clone()]).await;
+    let george = key(9, "George3");
+    let nurse = key(9, "Nurse3");
+    let rec = george.actor();
+    let gs = george_node.handle.store();
+    gs.create_record(
+        &george,
+        profile("George", "patient", None),
+        net::service::now_ms(),
+        None,
+    )
+    .unwrap();
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Grant(grant(
+            &nurse,
+            Level::Write,
+            &[Category::VitalSigns],
+            false,
+            false,
+        )),
+    );
+    let a1 = addr(&host1).await;
+    client::host(&george_node.handle, &a1, rec).await.unwrap();
+
+    // The nurse knows only the record id and a bootstrap peer: the DHT names the home.
+    let mut found = None;
+    for _ in 0..50 {
+        if let Ok(a) = client::follow(&nurse_node.handle, rec).await {
+            found = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        found.as_ref(),
+        Some(&a1),
+        "the home pointer is found and checked"
+    );
+    client::sync(
+        &nurse_node.handle,
+        host1.handle.peer_id(),
+        vec![a1.clone()],
+        rec,
+        true,
+    )
+    .await
+    .unwrap();
+    assert!(nurse_node.handle.store().holds(&rec).unwrap());
+
+    // George moves to the second host; the first deletes its copy only afterwards.
+    let a2 = addr(&host2).await;
+    client::move_home(&george_node.handle, &a2, rec)
+        .await
+        .unwrap();
+    assert!(host2.handle.store().holds(&rec).unwrap());
+    assert!(
+        !host1.handle.store().holds(&rec).unwrap(),
+        "the old host released the record"
+    );
+
+    // The nurse's node follows by itself: its next write reaches the new host.
+    let reading = write(
+        &nurse_node,
+        &rec,
+        &nurse,
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(128, 82),
+        },
+    );
+    nurse_node.handle.changed(rec).await.unwrap();
+    let h2 = host2.handle.store().clone();
+    eventually("the nurse's write reaches the new home", || {
+        h2.with_record(&rec, |r| r.contains(&reading))
+            .unwrap_or(false)
+    })
+    .await;
+    let book = nurse_node.handle.peer_book(&rec).unwrap();
+    assert_eq!(book.home.as_ref(), Some(&a2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_pushes_are_refused_and_store_nothing() {
+    let host = node("host4").await;
+    let george_node = node("George4").await;
+    let mallory_node = node("Mallory4").await;
+    let george = key(9, "George4");
+    let mallory = key(9, "Mallory4");
+    let victim = key(9, "Victim4");
+    let rec = george.actor();
+    george_node
+        .handle
+        .store()
+        .create_record(
+            &george,
+            profile("George", "patient", None),
+            net::service::now_ms(),
+            None,
+        )
+        .unwrap();
+    // Mallory may view vital signs only, with no delegate right; her grant expires soon.
+    let mut g = grant(&mallory, Level::View, &[Category::VitalSigns], false, false);
+    g.until = Some(net::service::now_ms() + 60_000);
+    write(&george_node, &rec, &george, Payload::Grant(g));
+    let host_addr = addr(&host).await;
+    let hp = host.handle.peer_id();
+    client::sync(&george_node.handle, hp, vec![host_addr.clone()], rec, true)
+        .await
+        .unwrap();
+    client::sync(
+        &mallory_node.handle,
+        hp,
+        vec![host_addr.clone()],
+        rec,
+        false,
+    )
+    .await
+    .unwrap();
+    let before = host.handle.store().with_record(&rec, |r| r.len()).unwrap();
+    let base = mallory_node
+        .handle
+        .store()
+        .with_record(&rec, |r| r.clone())
+        .unwrap();
+    let now = net::service::now_ms();
+    let push = |entries: Vec<Vec<u8>>| Request::Push {
+        proof: cophr_protocol::sync::Proof::new(
+            &mallory,
+            rec,
+            &mallory_node.handle.peer_id().to_bytes(),
+            &hp.to_bytes(),
+            rand_nonce(),
+            net::service::now_ms(),
+        ),
+        entries: entries
+            .into_iter()
+            .map(serde_bytes::ByteBuf::from)
+            .collect(),
+    };
+    let my_grant = base.grants_of(&mallory.actor())[0];
+    // 1. A write beyond her level (escalation), signed properly.
+    let write_attempt = base
+        .next_entry(
+            &mallory.actor(),
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(120, 80),
+            },
+            Some(my_grant),
+            now,
+            None,
+        )
+        .sign(&mallory);
+    // 2. A grant issued without the delegate right.
+    let grant_attempt = base
+        .next_entry(
+            &mallory.actor(),
+            Payload::Grant(grant(
+                &victim,
+                Level::View,
+                &[Category::VitalSigns],
+                false,
+                false,
+            )),
+            Some(my_grant),
+            now,
+            None,
+        )
+        .sign(&mallory);
+    // 3. A forged signature: George's name, Mallory's key.
+    let mut forged_entry = base.next_entry(
+        &george.actor(),
+        Payload::Create {
+            category: Category::Problems,
+            body: text_body(&[("problem", "forged")]),
+        },
+        None,
+        now,
+        None,
+    );
+    forged_entry.author = george.actor();
+    let forged = forged_entry.sign(&mallory);
+    // 4. A write after her grant expired (time beyond `until`).
+    let late = base
+        .next_entry(
+            &mallory.actor(),
+            Payload::Profile(profile("Mallory", "nurse", None)),
+            Some(my_grant),
+            now + 3_600_000,
+            None,
+        )
+        .sign(&mallory);
+    for (what, e) in [
+        ("escalation", write_attempt),
+        ("grant without delegate right", grant_attempt),
+        ("forged signature", forged),
+        ("expired capability", late),
+    ] {
+        let resp = mallory_node
+            .handle
+            .request(hp, vec![host_addr.clone()], push(vec![e.bytes().to_vec()]))
+            .await
+            .unwrap();
+        match resp {
+            Response::Pushed { accepted, rejected } => {
+                assert!(accepted.is_empty(), "{what} accepted");
+                assert_eq!(rejected.len(), 1, "{what}: {rejected:?}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // 5. An oversized message is refused by the codec; the node keeps serving.
+    let huge = vec![0u8; 40 * 1024 * 1024];
+    let r = mallory_node
+        .handle
+        .request(hp, vec![host_addr.clone()], push(vec![huge]))
+        .await;
+    assert!(
+        r.is_err() || matches!(r, Ok(Response::Refused { .. })),
+        "{r:?}"
+    );
+    assert_eq!(
+        host.handle.store().with_record(&rec, |r| r.len()).unwrap(),
+        before,
+        "nothing stored"
+    );
+    client::sync(&george_node.handle, hp, vec![host_addr.clone()], rec, true)
+        .await
+        .expect("the host still serves after hostile input");
+}
+
+fn rand_nonce() -> [u8; 16] {
+    use rand_core::RngCore;
+    let mut n = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut n);
+    n
+}

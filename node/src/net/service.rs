@@ -725,6 +725,19 @@ impl EventLoop {
                 Ok(r) => {
                     tracing::debug!(%peer, %record, pulled = r.pulled, pushed = r.pushed, "synced")
                 }
+                Err(NetError::Refused { .. }) if push => {
+                    // The home host no longer serves us the record (it moved, and the old
+                    // host released it): look the new home up and sync with it.
+                    match client::follow(&handle, record).await {
+                        Ok(addr) => {
+                            if let Some(new) = peer_of(&addr).filter(|p| *p != peer) {
+                                let r = client::sync(&handle, new, vec![addr], record, true).await;
+                                tracing::info!(%record, home = %new, ok = r.is_ok(), "followed the record to its new home");
+                            }
+                        }
+                        Err(e) => tracing::debug!(%record, error = %e, "no new home found"),
+                    }
+                }
                 Err(e) => tracing::debug!(%peer, %record, error = %e, "sync failed"),
             }
             let _ = handle
