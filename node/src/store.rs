@@ -389,6 +389,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Fork proofs kept for a record: entries that conflict with one held (same author,
+    /// stream and sequence number), as evidence.
+    pub fn fork_proofs(&self, id: &RecordId) -> Result<Vec<SignedEntry>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.db.scan_prefix(key(b'f', &[id.as_bytes()])) {
+            let (_, v) = kv?;
+            let offset =
+                read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad fork index".into()))?;
+            let (_, payload) = self.inner.log.read(offset)?;
+            out.push(
+                SignedEntry::decode(&payload)
+                    .map_err(|e| StoreError::Corrupt(format!("fork proof: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Whether a record is held.
     pub fn holds(&self, id: &RecordId) -> Result<bool, StoreError> {
         Ok(self.inner.db.contains_key(key(b'r', &[id.as_bytes()]))?)

@@ -549,3 +549,387 @@ fn rand_nonce() -> [u8; 16] {
     rand_core::OsRng.fill_bytes(&mut n);
     n
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_heal_and_another_replica_serves_when_the_host_is_down() {
+    let host = node("host5").await;
+    let george_node = node("George5").await;
+    let mary_node = node("Mary5").await;
+    let nurse_node = node("Nurse5").await;
+    let george = key(9, "George5");
+    let mary = key(9, "Mary5");
+    let nurse = key(9, "Nurse5");
+    let rec = george.actor();
+    george_node
+        .handle
+        .store()
+        .create_record(
+            &george,
+            profile("George", "patient", None),
+            net::service::now_ms(),
+            None,
+        )
+        .unwrap();
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Grant(grant(&mary, Level::Delete, &[], true, true)),
+    );
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Grant(grant(&nurse, Level::Write, &[], false, false)),
+    );
+    let ha = addr(&host).await;
+    let hp = host.handle.peer_id();
+    client::sync(&george_node.handle, hp, vec![ha.clone()], rec, true)
+        .await
+        .unwrap();
+    client::sync(&mary_node.handle, hp, vec![ha.clone()], rec, true)
+        .await
+        .unwrap();
+    client::sync(&nurse_node.handle, hp, vec![ha.clone()], rec, true)
+        .await
+        .unwrap();
+
+    // Partition: George and Mary each write while cut off from each other and the host.
+    let g1 = write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Create {
+            category: Category::AboutMe,
+            body: text_body(&[("thing-1", "Hard of hearing")]),
+        },
+    );
+    let m1 = write(
+        &mary_node,
+        &rec,
+        &mary,
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(150, 95),
+        },
+    );
+    let m2 = write(
+        &mary_node,
+        &rec,
+        &mary,
+        Payload::Annotate {
+            target: m1,
+            text: "after a walk".into(),
+        },
+    );
+    // Heal: both sync with the host, then again to collect each other's writes.
+    for _ in 0..2 {
+        client::sync(&george_node.handle, hp, vec![ha.clone()], rec, true)
+            .await
+            .unwrap();
+        client::sync(&mary_node.handle, hp, vec![ha.clone()], rec, true)
+            .await
+            .unwrap();
+    }
+    let heads = |n: &Node| n.handle.store().with_record(&rec, |r| r.heads()).unwrap();
+    assert_eq!(heads(&george_node), heads(&mary_node));
+    assert_eq!(heads(&george_node), heads(&host));
+    for id in [g1, m1, m2] {
+        assert!(george_node
+            .handle
+            .store()
+            .with_record(&rec, |r| r.contains(&id))
+            .unwrap());
+    }
+
+    // The host goes down; the nurse catches up from George's node instead.
+    let g_addr = addr(&george_node).await;
+    host.handle.shutdown().await.unwrap();
+    let r = client::sync(
+        &nurse_node.handle,
+        george_node.handle.peer_id(),
+        vec![g_addr],
+        rec,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(r.pulled >= 3, "{r:?}");
+    assert!(nurse_node
+        .handle
+        .store()
+        .with_record(&rec, |r| r.contains(&m2))
+        .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_node_keeps_what_it_had_gets_nothing_new_and_writes_nothing() {
+    let host = node("host6").await;
+    let george_node = node("George6").await;
+    let care_node = node("HomeCare6").await;
+    let george = key(9, "George6");
+    let care = key(9, "HomeCare6");
+    let rec = george.actor();
+    george_node
+        .handle
+        .store()
+        .create_record(
+            &george,
+            profile("George", "patient", None),
+            net::service::now_ms(),
+            None,
+        )
+        .unwrap();
+    let g = write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Grant(grant(
+            &care,
+            Level::Write,
+            &[Category::VitalSigns],
+            false,
+            false,
+        )),
+    );
+    let ha = addr(&host).await;
+    let hp = host.handle.peer_id();
+    client::sync(&george_node.handle, hp, vec![ha.clone()], rec, true)
+        .await
+        .unwrap();
+    client::sync(&care_node.handle, hp, vec![ha.clone()], rec, true)
+        .await
+        .unwrap();
+    let seen = write(
+        &care_node,
+        &rec,
+        &care,
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(130, 80),
+        },
+    );
+    client::sync(&care_node.handle, hp, vec![ha.clone()], rec, true)
+        .await
+        .unwrap();
+    client::sync(&george_node.handle, hp, vec![ha.clone()], rec, true)
+        .await
+        .unwrap();
+
+    // George revokes; then adds a reading.
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Revoke {
+            grant: g,
+            category: None,
+            reason: "changed provider".into(),
+        },
+    );
+    let after = write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(125, 78),
+        },
+    );
+    client::sync(&george_node.handle, hp, vec![ha.clone()], rec, true)
+        .await
+        .unwrap();
+
+    // Home care's write made without knowing of the revocation is refused by the host.
+    let late = write(
+        &care_node,
+        &rec,
+        &care,
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(140, 90),
+        },
+    );
+    let r = client::sync(&care_node.handle, hp, vec![ha.clone()], rec, true)
+        .await
+        .unwrap();
+    let on_host = host
+        .handle
+        .store()
+        .with_record(&rec, |r| r.status(&late).cloned())
+        .unwrap();
+    assert!(
+        !matches!(on_host, Some(cophr_protocol::record::Status::Valid)),
+        "the host holds the late write as void or not at all: {on_host:?}, {r:?}"
+    );
+    // It keeps what it had, and receives nothing written after the revocation.
+    let cs = care_node.handle.store();
+    assert!(cs.with_record(&rec, |r| r.contains(&seen)).unwrap());
+    assert!(!cs.with_record(&rec, |r| r.contains(&after)).unwrap());
+    // And it can still fetch, from the host, what it was allowed to see before.
+    let fresh = node("HomeCare6").await;
+    fresh
+        .handle
+        .set_peer_book(
+            &rec,
+            &PeerBook {
+                home: Some(ha.clone()),
+                replicas: vec![],
+            },
+        )
+        .unwrap();
+    client::sync(&fresh.handle, hp, vec![ha.clone()], rec, false)
+        .await
+        .unwrap();
+    let fs = fresh.handle.store();
+    assert!(fs.with_record(&rec, |r| r.contains(&seen)).unwrap());
+    assert!(!fs.with_record(&rec, |r| r.contains(&after)).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_are_kept_as_proof_and_reported() {
+    let host = node("host7").await;
+    let george_node = node("George7").await;
+    let nurse_node = node("Nurse7").await;
+    let george = key(9, "George7");
+    let nurse = key(9, "Nurse7");
+    let rec = george.actor();
+    george_node
+        .handle
+        .store()
+        .create_record(
+            &george,
+            profile("George", "patient", None),
+            net::service::now_ms(),
+            None,
+        )
+        .unwrap();
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Grant(grant(&nurse, Level::Write, &[], false, false)),
+    );
+    let ha = addr(&host).await;
+    let hp = host.handle.peer_id();
+    client::sync(&george_node.handle, hp, vec![ha.clone()], rec, true)
+        .await
+        .unwrap();
+    client::sync(&nurse_node.handle, hp, vec![ha.clone()], rec, true)
+        .await
+        .unwrap();
+    // The nurse's key signs two different entries with the same sequence number.
+    let base = nurse_node
+        .handle
+        .store()
+        .with_record(&rec, |r| r.clone())
+        .unwrap();
+    let now = net::service::now_ms();
+    let a = base
+        .prepare_as(
+            &nurse,
+            Payload::Create {
+                category: Category::Problems,
+                body: text_body(&[("problem", "A")]),
+            },
+            now,
+            None,
+        )
+        .unwrap();
+    let b = base
+        .prepare_as(
+            &nurse,
+            Payload::Create {
+                category: Category::Problems,
+                body: text_body(&[("problem", "B")]),
+            },
+            now,
+            None,
+        )
+        .unwrap();
+    let push = |e: &cophr_protocol::Verified| Request::Push {
+        proof: cophr_protocol::sync::Proof::new(
+            &nurse,
+            rec,
+            &nurse_node.handle.peer_id().to_bytes(),
+            &hp.to_bytes(),
+            rand_nonce(),
+            net::service::now_ms(),
+        ),
+        entries: vec![serde_bytes::ByteBuf::from(e.signed().bytes().to_vec())],
+    };
+    let first = nurse_node
+        .handle
+        .request(hp, vec![ha.clone()], push(&a))
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, Response::Pushed { ref accepted, .. } if accepted == &vec![a.id()]),
+        "{first:?}"
+    );
+    let second = nurse_node
+        .handle
+        .request(hp, vec![ha.clone()], push(&b))
+        .await
+        .unwrap();
+    match second {
+        Response::Pushed { accepted, rejected } => {
+            assert!(accepted.is_empty());
+            assert!(rejected[0].1.contains("fork"), "{rejected:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let proofs = host.handle.store().fork_proofs(&rec).unwrap();
+    assert_eq!(
+        proofs.iter().map(|p| p.id()).collect::<Vec<_>>(),
+        vec![b.id()]
+    );
+    assert!(
+        host.handle.store().verify().unwrap().is_ok(),
+        "the record is not corrupted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_request_budget_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), key(9, "host8/node")).unwrap();
+    let config = NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        requests_per_minute: 3,
+        sync_interval: Duration::from_secs(3600),
+        ..NetConfig::default()
+    };
+    let (host, _task) = net::start(
+        store,
+        key(9, "host8"),
+        key(9, "host8/peer").secret_bytes(),
+        config,
+    )
+    .await
+    .unwrap();
+    let mut ha = Vec::new();
+    for _ in 0..500 {
+        ha = host.listen_addrs().await.unwrap();
+        if !ha.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let client_node = node("Chatty8").await;
+    let rec = key(9, "Nobody8").actor();
+    let mut refusals = Vec::new();
+    for _ in 0..5 {
+        let r = client_node
+            .handle
+            .request(
+                host.peer_id(),
+                ha.clone(),
+                Request::Announce { record: rec },
+            )
+            .await
+            .unwrap();
+        refusals.push(matches!(r, Response::Refused { ref reason } if reason == "rate limited"));
+    }
+    assert_eq!(refusals, [false, false, false, true, true]);
+}
