@@ -396,7 +396,15 @@ impl Record {
                 }
             }
         }
-        ids.sort_by_key(|id| (self.depth_of(id), *id));
+        // Grants and revocations (the administrative stream, which never depends on
+        // category entries) travel first; then everything else in causal (depth) order.
+        ids.sort_by_key(|id| {
+            (
+                self.stream_of(id).is_some_and(Option::is_some),
+                self.depth_of(id),
+                *id,
+            )
+        });
         let more = ids.len() > limit;
         ids.truncate(limit);
         (
