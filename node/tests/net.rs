@@ -52,6 +52,28 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Creates the patient's record on their node.
+fn create(n: &Node, patient: &Keypair) -> RecordId {
+    n.handle
+        .store()
+        .create_record(
+            patient,
+            profile("George", "patient", None),
+            net::service::now_ms(),
+            None,
+        )
+        .unwrap();
+    patient.actor()
+}
+
+/// Syncs `n`'s copy of `record` with `with` (pushing if `push`).
+async fn sync_with(n: &Node, with: &Node, record: RecordId, push: bool) -> client::SyncReport {
+    let a = addr(with).await;
+    client::sync(&n.handle, with.handle.peer_id(), vec![a], record, push)
+        .await
+        .unwrap()
+}
+
 fn write(n: &Node, record: &RecordId, who: &Keypair, p: Payload) -> cophr_protocol::EntryId {
     n.handle
         .store()
@@ -123,9 +145,7 @@ async fn replicas_receive_what_they_may_see_and_writes_flow_back_live() {
         n.handle.set_peer_book(&rec, &book).unwrap();
     }
     let hp = host.handle.peer_id();
-    let r = client::sync(&george_node.handle, hp, vec![host_addr.clone()], rec, true)
-        .await
-        .unwrap();
+    let r = sync_with(&george_node, &host, rec, true).await;
     assert!(r.pushed >= 5, "{r:?}");
     assert_eq!(
         host.handle.store().with_record(&rec, |r| r.len()).unwrap(),
@@ -133,12 +153,8 @@ async fn replicas_receive_what_they_may_see_and_writes_flow_back_live() {
     );
 
     // Mary (everything) and the pharmacist (medications only) replicate from the host.
-    client::sync(&mary_node.handle, hp, vec![host_addr.clone()], rec, true)
-        .await
-        .unwrap();
-    client::sync(&pharmacy.handle, hp, vec![host_addr.clone()], rec, false)
-        .await
-        .unwrap();
+    sync_with(&mary_node, &host, rec, true).await;
+    sync_with(&pharmacy, &host, rec, false).await;
     assert!(mary_node
         .handle
         .store()
@@ -173,9 +189,7 @@ async fn replicas_receive_what_they_may_see_and_writes_flow_back_live() {
     assert!(!stranger.handle.store().holds(&rec).unwrap());
 
     // George subscribes (by syncing); Mary writes; it reaches the host and George live.
-    client::sync(&george_node.handle, hp, vec![host_addr.clone()], rec, true)
-        .await
-        .unwrap();
+    sync_with(&george_node, &host, rec, true).await;
     let reading = write(
         &mary_node,
         &rec,
@@ -199,9 +213,7 @@ async fn replicas_receive_what_they_may_see_and_writes_flow_back_live() {
     })
     .await;
     // Reads served to peers were audited on the host, and George (patient) receives them.
-    client::sync(&george_node.handle, hp, vec![host_addr.clone()], rec, true)
-        .await
-        .unwrap();
+    sync_with(&george_node, &host, rec, true).await;
     let host_node = host.handle.store().node_id();
     let served: Vec<_> = g
         .audit_events(&rec)
@@ -225,21 +237,10 @@ async fn replayed_or_copied_proofs_open_nothing() {
     let thief = node("Thief").await;
     let george = key(9, "George2");
     let rec = george.actor();
-    george_node
-        .handle
-        .store()
-        .create_record(
-            &george,
-            profile("George", "patient", None),
-            net::service::now_ms(),
-            None,
-        )
-        .unwrap();
+    create(&george_node, &george);
     let host_addr = addr(&host).await;
     let hp = host.handle.peer_id();
-    client::sync(&george_node.handle, hp, vec![host_addr.clone()], rec, true)
-        .await
-        .unwrap();
+    sync_with(&george_node, &host, rec, true).await;
     // A proof made for George's connection, replayed by another peer, is refused.
     let proof = cophr_protocol::sync::Proof::new(
         &george,
@@ -402,25 +403,14 @@ async fn hostile_pushes_are_refused_and_store_nothing() {
     let mallory = key(9, "Mallory4");
     let victim = key(9, "Victim4");
     let rec = george.actor();
-    george_node
-        .handle
-        .store()
-        .create_record(
-            &george,
-            profile("George", "patient", None),
-            net::service::now_ms(),
-            None,
-        )
-        .unwrap();
+    create(&george_node, &george);
     // Mallory may view vital signs only, with no delegate right; her grant expires soon.
     let mut g = grant(&mallory, Level::View, &[Category::VitalSigns], false, false);
     g.until = Some(net::service::now_ms() + 60_000);
     write(&george_node, &rec, &george, Payload::Grant(g));
     let host_addr = addr(&host).await;
     let hp = host.handle.peer_id();
-    client::sync(&george_node.handle, hp, vec![host_addr.clone()], rec, true)
-        .await
-        .unwrap();
+    sync_with(&george_node, &host, rec, true).await;
     client::sync(
         &mallory_node.handle,
         hp,
@@ -560,16 +550,7 @@ async fn partitions_heal_and_another_replica_serves_when_the_host_is_down() {
     let mary = key(9, "Mary5");
     let nurse = key(9, "Nurse5");
     let rec = george.actor();
-    george_node
-        .handle
-        .store()
-        .create_record(
-            &george,
-            profile("George", "patient", None),
-            net::service::now_ms(),
-            None,
-        )
-        .unwrap();
+    create(&george_node, &george);
     write(
         &george_node,
         &rec,
@@ -584,15 +565,9 @@ async fn partitions_heal_and_another_replica_serves_when_the_host_is_down() {
     );
     let ha = addr(&host).await;
     let hp = host.handle.peer_id();
-    client::sync(&george_node.handle, hp, vec![ha.clone()], rec, true)
-        .await
-        .unwrap();
-    client::sync(&mary_node.handle, hp, vec![ha.clone()], rec, true)
-        .await
-        .unwrap();
-    client::sync(&nurse_node.handle, hp, vec![ha.clone()], rec, true)
-        .await
-        .unwrap();
+    sync_with(&george_node, &host, rec, true).await;
+    sync_with(&mary_node, &host, rec, true).await;
+    sync_with(&nurse_node, &host, rec, true).await;
 
     // Partition: George and Mary each write while cut off from each other and the host.
     let g1 = write(
@@ -624,12 +599,8 @@ async fn partitions_heal_and_another_replica_serves_when_the_host_is_down() {
     );
     // Heal: both sync with the host, then again to collect each other's writes.
     for _ in 0..2 {
-        client::sync(&george_node.handle, hp, vec![ha.clone()], rec, true)
-            .await
-            .unwrap();
-        client::sync(&mary_node.handle, hp, vec![ha.clone()], rec, true)
-            .await
-            .unwrap();
+        sync_with(&george_node, &host, rec, true).await;
+        sync_with(&mary_node, &host, rec, true).await;
     }
     let heads = |n: &Node| n.handle.store().with_record(&rec, |r| r.heads()).unwrap();
     assert_eq!(heads(&george_node), heads(&mary_node));
@@ -670,16 +641,7 @@ async fn a_revoked_node_keeps_what_it_had_gets_nothing_new_and_writes_nothing() 
     let george = key(9, "George6");
     let care = key(9, "HomeCare6");
     let rec = george.actor();
-    george_node
-        .handle
-        .store()
-        .create_record(
-            &george,
-            profile("George", "patient", None),
-            net::service::now_ms(),
-            None,
-        )
-        .unwrap();
+    create(&george_node, &george);
     let g = write(
         &george_node,
         &rec,
@@ -694,12 +656,8 @@ async fn a_revoked_node_keeps_what_it_had_gets_nothing_new_and_writes_nothing() 
     );
     let ha = addr(&host).await;
     let hp = host.handle.peer_id();
-    client::sync(&george_node.handle, hp, vec![ha.clone()], rec, true)
-        .await
-        .unwrap();
-    client::sync(&care_node.handle, hp, vec![ha.clone()], rec, true)
-        .await
-        .unwrap();
+    sync_with(&george_node, &host, rec, true).await;
+    sync_with(&care_node, &host, rec, true).await;
     let seen = write(
         &care_node,
         &rec,
@@ -709,12 +667,8 @@ async fn a_revoked_node_keeps_what_it_had_gets_nothing_new_and_writes_nothing() 
             body: bp(130, 80),
         },
     );
-    client::sync(&care_node.handle, hp, vec![ha.clone()], rec, true)
-        .await
-        .unwrap();
-    client::sync(&george_node.handle, hp, vec![ha.clone()], rec, true)
-        .await
-        .unwrap();
+    sync_with(&care_node, &host, rec, true).await;
+    sync_with(&george_node, &host, rec, true).await;
 
     // George revokes; then adds a reading.
     write(
@@ -736,9 +690,7 @@ async fn a_revoked_node_keeps_what_it_had_gets_nothing_new_and_writes_nothing() 
             body: bp(125, 78),
         },
     );
-    client::sync(&george_node.handle, hp, vec![ha.clone()], rec, true)
-        .await
-        .unwrap();
+    sync_with(&george_node, &host, rec, true).await;
 
     // Home care's write made without knowing of the revocation is refused by the host.
     let late = write(
@@ -750,9 +702,7 @@ async fn a_revoked_node_keeps_what_it_had_gets_nothing_new_and_writes_nothing() 
             body: bp(140, 90),
         },
     );
-    let r = client::sync(&care_node.handle, hp, vec![ha.clone()], rec, true)
-        .await
-        .unwrap();
+    let r = sync_with(&care_node, &host, rec, true).await;
     let on_host = host
         .handle
         .store()
@@ -778,9 +728,7 @@ async fn a_revoked_node_keeps_what_it_had_gets_nothing_new_and_writes_nothing() 
             },
         )
         .unwrap();
-    client::sync(&fresh.handle, hp, vec![ha.clone()], rec, false)
-        .await
-        .unwrap();
+    sync_with(&fresh, &host, rec, false).await;
     let fs = fresh.handle.store();
     assert!(fs.with_record(&rec, |r| r.contains(&seen)).unwrap());
     assert!(!fs.with_record(&rec, |r| r.contains(&after)).unwrap());
@@ -794,16 +742,7 @@ async fn forks_are_kept_as_proof_and_reported() {
     let george = key(9, "George7");
     let nurse = key(9, "Nurse7");
     let rec = george.actor();
-    george_node
-        .handle
-        .store()
-        .create_record(
-            &george,
-            profile("George", "patient", None),
-            net::service::now_ms(),
-            None,
-        )
-        .unwrap();
+    create(&george_node, &george);
     write(
         &george_node,
         &rec,
@@ -812,12 +751,8 @@ async fn forks_are_kept_as_proof_and_reported() {
     );
     let ha = addr(&host).await;
     let hp = host.handle.peer_id();
-    client::sync(&george_node.handle, hp, vec![ha.clone()], rec, true)
-        .await
-        .unwrap();
-    client::sync(&nurse_node.handle, hp, vec![ha.clone()], rec, true)
-        .await
-        .unwrap();
+    sync_with(&george_node, &host, rec, true).await;
+    sync_with(&nurse_node, &host, rec, true).await;
     // The nurse's key signs two different entries with the same sequence number.
     let base = nurse_node
         .handle

@@ -12,7 +12,7 @@ use crate::access::{Level, Scope};
 use crate::category::Category;
 use crate::entry::{Payload, Profile, Timestamp};
 use crate::ids::{ActorId, EntryId};
-use crate::record::{GrantInfo, Record, Status};
+use crate::record::{Record, Status};
 use crate::value::Value;
 
 /// One grant through which a viewer sees part of the record.
@@ -81,7 +81,7 @@ impl Record {
                 if g.grant.grantee != *actor || self.status(&g.id) != Some(&Status::Valid) {
                     continue;
                 }
-                let chain = self.grant_chain(g);
+                let chain = self.chain(g.id);
                 if chain.len() < 1 + usize::from(g.parent.is_some()) {
                     continue;
                 }
@@ -112,21 +112,6 @@ impl Record {
             patient,
             lenses,
         }
-    }
-
-    fn grant_chain<'a>(&'a self, leaf: &'a GrantInfo) -> Vec<&'a GrantInfo> {
-        let mut out = vec![leaf];
-        let mut cur = leaf.parent;
-        while let Some(p) = cur {
-            match self.grant(&p) {
-                Some(g) if out.len() < 64 => {
-                    out.push(g);
-                    cur = g.parent;
-                }
-                _ => break,
-            }
-        }
-        out
     }
 
     /// Whether a lens admits an entry by the revocation cut: an entry in a stream is

@@ -715,7 +715,7 @@ impl Record {
     }
 
     /// The chain of grants from `leaf` up to the patient (leaf first).
-    fn chain(&self, leaf: EntryId) -> Vec<&GrantInfo> {
+    pub(crate) fn chain(&self, leaf: EntryId) -> Vec<&GrantInfo> {
         let mut out = Vec::new();
         let mut cur = Some(leaf);
         while let Some(id) = cur {
