@@ -1,5 +1,6 @@
 //! What every command needs: the home, the identity, the store, the time, and which record.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args};
@@ -49,6 +50,10 @@ pub struct Out {
     pub json: bool,
 }
 
+/// The running node, when a command runs inside it: its handle, and the runtime to drive
+/// it from the command's (blocking) thread with `Handle::block_on`.
+pub type NodeCtx = (cophr_node::net::NodeHandle, tokio::runtime::Handle);
+
 /// The running command's context.
 #[derive(Debug)]
 pub struct Ctx {
@@ -58,6 +63,15 @@ pub struct Ctx {
     pub json: bool,
     /// The home directory.
     pub home: Home,
+    /// The command line as the caller typed it.
+    pub argv: Vec<String>,
+    /// The caller's `COPHR_DEVICE`.
+    pub env_device: Option<String>,
+    /// The running node, when the command runs inside it (`cophr node run`).
+    pub node: Option<NodeCtx>,
+    /// Records the command resolved, with their heads at that time (to tell the network
+    /// which ones changed).
+    pub touched: RefCell<Vec<(RecordId, Option<Vec<EntryId>>)>>,
 }
 
 impl Ctx {
@@ -75,7 +89,51 @@ impl Ctx {
             global,
             json,
             home: Home::new(dir),
+            argv: std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            env_device: std::env::var("COPHR_DEVICE").ok(),
+            node: None,
+            touched: RefCell::new(Vec::new()),
         })
+    }
+
+    /// The running node, or the error telling the user to start it.
+    pub fn node(&self) -> Result<&NodeCtx> {
+        self.node
+            .as_ref()
+            .ok_or_else(|| CliError::other("start the node first: cophr node run"))
+    }
+
+    /// Notes that the command acts on `record`, with its heads now (if held), so that a
+    /// running node can tell its peers when the command changed it.
+    pub fn touch(&self, store: &Store, record: &RecordId) {
+        if self.node.is_none() || self.touched.borrow().iter().any(|(r, _)| r == record) {
+            return;
+        }
+        let heads = store.with_record(record, |r| r.heads()).ok();
+        self.touched.borrow_mut().push((*record, heads));
+    }
+
+    /// Notes that the command changed `record`.
+    pub fn mark_changed(&self, record: &RecordId) {
+        if self.node.is_some() {
+            self.touched.borrow_mut().retain(|(r, _)| r != record);
+            self.touched.borrow_mut().push((*record, None));
+        }
+    }
+
+    /// The records the command changed (their heads moved since [`Ctx::touch`]).
+    pub fn changed_records(&self, store: &Store) -> Vec<RecordId> {
+        self.touched
+            .borrow()
+            .iter()
+            .filter(|(r, before)| {
+                let after = store.with_record(r, |rec| rec.heads()).ok();
+                after.is_some() && after != *before
+            })
+            .map(|(r, _)| *r)
+            .collect()
     }
 
     /// Whether to print JSON (given before the subcommand or on it).
@@ -108,6 +166,10 @@ impl Ctx {
     /// Opens the home's store. Another cophr process using the same home holds its lock:
     /// wait a little for it, then give up with a clear message.
     pub fn store(&self) -> Result<Store> {
+        if let Some((handle, _)) = &self.node {
+            // Inside the running node: its store, already open.
+            return Ok(handle.store().clone());
+        }
         let node_key = self.home.node_key_or_create()?;
         let dir = self.home.store();
         let mut waited = std::time::Duration::ZERO;
@@ -142,6 +204,12 @@ impl Ctx {
 
     /// The record to act on: `--record`, else the caller's own if held, else the only one.
     pub fn record(&self, store: &Store, me: Option<&ActorId>) -> Result<RecordId> {
+        let id = self.resolve_record(store, me)?;
+        self.touch(store, &id);
+        Ok(id)
+    }
+
+    fn resolve_record(&self, store: &Store, me: Option<&ActorId>) -> Result<RecordId> {
         let held = store.records()?;
         if let Some(r) = &self.global.record {
             let id: RecordId = parse_id("record", r)?;

@@ -2,7 +2,6 @@
 //! `--json FILE|-`, and `--file PATH` for attachments.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use cophr_protocol::schema::{self, FieldType, DOCUMENT_MEDIA_TYPES, MAX_DOCUMENT};
@@ -103,11 +102,7 @@ pub fn parse(args: &[String], category: Option<&Category>) -> Result<BodyArgs> {
 /// Reads `--json FILE|-` as a JSON value.
 pub fn read_json(source: &str) -> Result<serde_json::Value> {
     let bytes = if source == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .lock()
-            .take(MAX_JSON_BODY + 1)
-            .read_to_end(&mut buf)
+        let buf = crate::output::read_stdin(MAX_JSON_BODY + 1)
             .map_err(|e| CliError::other(format!("cannot read standard input: {e}")))?;
         if buf.len() as u64 > MAX_JSON_BODY {
             return Err(CliError::invalid(format!(
@@ -116,7 +111,7 @@ pub fn read_json(source: &str) -> Result<serde_json::Value> {
         }
         buf
     } else {
-        read_limited(Path::new(source), MAX_JSON_BODY)?
+        read_limited(&crate::output::resolve(Path::new(source)), MAX_JSON_BODY)?
     };
     let name = if source == "-" {
         "standard input"
@@ -191,7 +186,7 @@ pub fn body(category: &Category, args: &BodyArgs, base: &BTreeMap<String, Value>
                 "{category} has no attachment field: --file is for documents"
             )));
         };
-        let bytes = read_limited(path, MAX_DOCUMENT as u64)?;
+        let bytes = read_limited(&crate::output::resolve(path), MAX_DOCUMENT as u64)?;
         let given = |n: &str| args.pairs.iter().any(|(k, _)| k == n);
         if !given("media-type") {
             let mt = media_type(path, &bytes).ok_or_else(|| {

@@ -9,35 +9,24 @@ use clap::Parser;
 
 mod cmd;
 mod context;
+mod control;
 mod error;
 mod fields;
 mod home;
+mod logging;
+mod network;
 mod output;
 mod store;
 mod times;
 
-fn init_logging(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
-}
-
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
-    init_logging(cli.global.verbose);
+    // `cophr node run` sets up its own logging (its format may come from its config file).
+    if !matches!(cli.command, cmd::Command::Node(_)) {
+        logging::init(cli.global.verbose, logging::LogFormat::Text, "warn");
+    }
     match cmd::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.code as u8)

@@ -1,6 +1,15 @@
 //! Output: aligned tables for people, one JSON document for scripts.
+//!
+//! Every byte a command prints goes through [`write_out`] (stdout) or [`write_err`]
+//! (stderr), and every read of standard input through [`read_stdin`]. When a command runs
+//! inside a node on behalf of a `cophr` process (see `control`), a thread-local sink
+//! captures the output, supplies the caller's standard input, and resolves relative paths
+//! against the caller's working directory, so the command behaves exactly as it would have
+//! in the caller's own process.
 
-use std::io::Write;
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use cophr_protocol::record::Record;
 use cophr_protocol::{ActorId, Timestamp};
@@ -8,16 +17,137 @@ use serde::Serialize;
 
 use crate::error::{CliError, Result};
 
-/// Writes text to stdout. A closed pipe (`cophr show | head`) is not an error.
-pub fn print(text: &str) -> Result<()> {
+/// The most output a captured command may produce (it travels back in one message).
+/// Base64 makes it a third bigger, so this leaves room within the 64 MiB message limit.
+pub const MAX_CAPTURED: usize = 46 * 1024 * 1024;
+
+/// What a command run on behalf of another process prints and reads.
+#[derive(Debug, Default)]
+struct Sink {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    stdin: Option<Vec<u8>>,
+    cwd: Option<PathBuf>,
+}
+
+thread_local! {
+    static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
+}
+
+/// Captures this thread's output until [`Capture::finish`] (or drop).
+#[derive(Debug)]
+pub struct Capture {
+    _private: (),
+}
+
+impl Capture {
+    /// Starts capturing: output is kept, `stdin` is what the command reads, and relative
+    /// paths are taken from `cwd`.
+    pub fn start(stdin: Option<Vec<u8>>, cwd: Option<PathBuf>) -> Capture {
+        SINK.with(|s| {
+            *s.borrow_mut() = Some(Sink {
+                stdin,
+                cwd,
+                ..Sink::default()
+            })
+        });
+        Capture { _private: () }
+    }
+
+    /// Stops capturing; returns (stdout, stderr).
+    pub fn finish(self) -> (Vec<u8>, Vec<u8>) {
+        SINK.with(|s| s.borrow_mut().take())
+            .map(|s| (s.stdout, s.stderr))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        SINK.with(|s| s.borrow_mut().take());
+    }
+}
+
+/// Appends to the captured stream, if capturing. `None` when not capturing.
+fn captured(bytes: &[u8], err: bool) -> Option<Result<()>> {
+    SINK.with(|s| {
+        let mut s = s.borrow_mut();
+        let sink = s.as_mut()?;
+        let total = sink.stdout.len() + sink.stderr.len() + bytes.len();
+        if total > MAX_CAPTURED {
+            return Some(Err(CliError::other(format!(
+                "the output is more than {} MiB, too much to return through the running node; \
+                 write it to a file instead",
+                MAX_CAPTURED >> 20
+            ))));
+        }
+        let buf = if err {
+            &mut sink.stderr
+        } else {
+            &mut sink.stdout
+        };
+        buf.extend_from_slice(bytes);
+        Some(Ok(()))
+    })
+}
+
+/// Writes bytes to stdout. A closed pipe (`cophr show | head`) is not an error.
+pub fn write_out(bytes: &[u8]) -> Result<()> {
+    if let Some(r) = captured(bytes, false) {
+        return r;
+    }
     let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(CliError::other(format!(
             "cannot write to standard output: {e}"
         ))),
     }
+}
+
+/// Writes text to stderr (best effort).
+pub fn write_err(text: &str) {
+    if captured(text.as_bytes(), true).is_none() {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+    }
+}
+
+/// Reads standard input, at most `limit` bytes (one more tells the caller it was longer).
+pub fn read_stdin(limit: u64) -> std::io::Result<Vec<u8>> {
+    let given = SINK.with(|s| {
+        s.borrow_mut().as_mut().map(|sink| {
+            let mut b = sink.stdin.take().unwrap_or_default();
+            b.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            b
+        })
+    });
+    if let Some(b) = given {
+        return Ok(b);
+    }
+    let mut buf = Vec::new();
+    std::io::stdin().lock().take(limit).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// A path the user gave, relative to their working directory.
+pub fn resolve(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    SINK.with(|s| {
+        s.borrow()
+            .as_ref()
+            .and_then(|sink| sink.cwd.as_ref())
+            .map(|cwd| cwd.join(path))
+    })
+    .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// Writes text to stdout. A closed pipe (`cophr show | head`) is not an error.
+pub fn print(text: &str) -> Result<()> {
+    write_out(text.as_bytes())
 }
 
 /// Prints a line.

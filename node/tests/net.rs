@@ -563,8 +563,6 @@ async fn partitions_heal_and_another_replica_serves_when_the_host_is_down() {
         &george,
         Payload::Grant(grant(&nurse, Level::Write, &[], false, false)),
     );
-    let ha = addr(&host).await;
-    let hp = host.handle.peer_id();
     sync_with(&george_node, &host, rec, true).await;
     sync_with(&mary_node, &host, rec, true).await;
     sync_with(&nurse_node, &host, rec, true).await;
@@ -655,7 +653,6 @@ async fn a_revoked_node_keeps_what_it_had_gets_nothing_new_and_writes_nothing() 
         )),
     );
     let ha = addr(&host).await;
-    let hp = host.handle.peer_id();
     sync_with(&george_node, &host, rec, true).await;
     sync_with(&care_node, &host, rec, true).await;
     let seen = write(

@@ -71,8 +71,11 @@ pub fn apply_overrides(
         }
     }
     if let Some(h) = body.home.take() {
-        ctx.home = Home::new(h.clone());
-        ctx.global.home = Some(h);
+        // Inside a running node the home is the node's (the caller chose the node by it).
+        if ctx.node.is_none() {
+            ctx.home = Home::new(h.clone());
+            ctx.global.home = Some(h);
+        }
     }
     if let Some(r) = body.record.take() {
         ctx.global.record = Some(r);
@@ -89,14 +92,12 @@ pub fn apply_overrides(
 /// If the category has a `device` field and `--device` was written after the category (where
 /// clap took it as the global option), its value.
 fn device_field_taken_by_clap(
+    argv: &[String],
     category: &Category,
     category_arg: &str,
     fields: &[String],
 ) -> Option<String> {
     schema::schema(category)?.field("device")?;
-    let argv: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
     let add = argv.iter().position(|a| a == "add")?;
     let cat = add + 1 + argv[add + 1..].iter().position(|a| a == category_arg)?;
     let end = argv.len().saturating_sub(fields.len()).max(cat + 1);
@@ -114,6 +115,13 @@ fn device_field_taken_by_clap(
     None
 }
 
+impl Args {
+    /// `--home DIR` written among the fields (it overrides the global option).
+    pub fn home_override(&self) -> Option<PathBuf> {
+        fields::parse(&self.fields, None).ok()?.home
+    }
+}
+
 /// Runs `add`.
 pub fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
     let category: Category = args.category.parse()?;
@@ -121,11 +129,13 @@ pub fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
     if body_args.help {
         return output::print(&fields::fields_help(&category));
     }
-    if let Some(device) = device_field_taken_by_clap(&category, &args.category, &args.fields) {
+    if let Some(device) =
+        device_field_taken_by_clap(&ctx.argv, &category, &args.category, &args.fields)
+    {
         // `cophr add wearables --device Fitbit`: clap read `--device` as the global option,
         // but it names a field of this category (fields come first after the category).
         body_args.pairs.insert(0, ("device".to_owned(), device));
-        ctx.global.device = std::env::var("COPHR_DEVICE").ok();
+        ctx.global.device = ctx.env_device.clone();
     }
     apply_overrides(ctx, &mut body_args, args.json, args.file)?;
     let body = fields::body(&category, &body_args, &BTreeMap::new())?;

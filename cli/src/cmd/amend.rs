@@ -71,6 +71,13 @@ pub fn current_item(r: &Record, me: &ActorId, now: Timestamp, text: &str) -> Res
         })
 }
 
+impl Args {
+    /// `--home DIR` written among the fields (it overrides the global option).
+    pub fn home_override(&self) -> Option<PathBuf> {
+        fields::parse(&self.fields, None).ok()?.home
+    }
+}
+
 /// Runs `amend`.
 pub fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
     // Global options written among the fields (--home, --record, --now) are needed before

@@ -1,6 +1,5 @@
 //! `cophr export`: the whole record in one verifiable file.
 
-use std::io::Write;
 use std::path::Path;
 
 use clap::Args as ClapArgs;
@@ -37,14 +36,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     }
     let bytes = store.export(&record, &me.key, now, ctx.device(&me))?;
     if args.file == "-" {
-        let mut out = std::io::stdout().lock();
-        return out
-            .write_all(&bytes)
-            .and_then(|()| out.flush())
-            .map_err(|e| CliError::other(format!("cannot write to standard output: {e}")));
+        return output::write_out(&bytes);
     }
-    let path = Path::new(&args.file);
-    write_atomic(path, &bytes, 0o600)?;
+    let path = output::resolve(Path::new(&args.file));
+    write_atomic(&path, &bytes, 0o600)?;
     if ctx.json(args.out) {
         return output::json(&json!({
             "record": record,

@@ -1,6 +1,5 @@
 //! `cophr import`: load an export file.
 
-use std::io::Read;
 use std::path::Path;
 
 use clap::Args as ClapArgs;
@@ -27,18 +26,14 @@ pub struct Args {
 /// Reads an export file (or standard input), bounded in size.
 pub fn read_export(file: &str) -> Result<Vec<u8>> {
     if file == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .lock()
-            .take(MAX_EXPORT_BYTES as u64 + 1)
-            .read_to_end(&mut buf)
+        let buf = output::read_stdin(MAX_EXPORT_BYTES as u64 + 1)
             .map_err(|e| CliError::other(format!("cannot read standard input: {e}")))?;
         if buf.len() > MAX_EXPORT_BYTES {
             return Err(CliError::verify("the export is larger than the limit"));
         }
         return Ok(buf);
     }
-    read_limited(Path::new(file), MAX_EXPORT_BYTES as u64)
+    read_limited(&output::resolve(Path::new(file)), MAX_EXPORT_BYTES as u64)
 }
 
 /// Runs `import`.
@@ -51,6 +46,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     // A grantee introduces themself in the record they were given (their name, role and
     // organisation), so the patient's grants list and audit trail can name them.
     let introduced = context::publish_profile(ctx, &store, &me, &report.record)?;
+    if report.new_entries > 0 || introduced {
+        ctx.mark_changed(&report.record);
+    }
     let patient = store
         .with_record(&report.record, |r| {
             r.profile(&r.patient(), None).map(|p| p.name.clone())

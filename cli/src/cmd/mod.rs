@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::context::{Ctx, Global};
 use crate::error::Result;
+use crate::home::Home;
 
 pub mod add;
 pub mod amend;
@@ -12,17 +13,24 @@ pub mod audit;
 pub mod delete;
 pub mod demo;
 pub mod export;
+pub mod follow;
 pub mod grant;
 pub mod grants;
 pub mod history;
+pub mod host;
 pub mod import;
 pub mod init;
+pub mod move_home;
+pub mod node;
+pub mod peers;
 pub mod record;
 pub mod records;
 pub mod repair;
 pub mod revoke;
 pub mod schema;
 pub mod show;
+pub mod status;
+pub mod sync;
 pub mod verify;
 pub mod whoami;
 
@@ -34,14 +42,18 @@ written by everyone who cares for them.
 
 Every entry is signed by its author. The patient decides, with grants, who may view and who \
 may write which categories; nothing is ever overwritten, so every past state and every \
-version stays available; every view, change and export is recorded in an audit trail. Until \
-networking exists, people exchange records with `cophr export` and `cophr import`.
+version stays available; every view, change and export is recorded in an audit trail.
+
+Each person's home is a node: `cophr node run` connects it to the others (over libp2p), \
+and while it runs every other command runs inside it, so entries replicate as they are \
+written. Without a node, records also travel as signed files (`cophr export`, `cophr import`).
 
 Getting started:
   cophr init --name 'George Jones' --role patient
   cophr record create
   cophr add vital-signs --systolic 140 --diastolic 90
-  cophr show";
+  cophr show
+  cophr node run            (in another terminal; then `cophr host ADDR`, `cophr status`)";
 
 const AFTER_HELP: &str = "Exit codes:
   0  success
@@ -127,31 +139,90 @@ pub enum Command {
     Repair(repair::Args),
     /// Build a local demo (George and the people who care for him) and walk through it
     Demo(demo::Args),
+    /// Run this home's node: replicate records with peers over libp2p
+    #[command(subcommand)]
+    Node(node::Command),
+    /// Show the running node: peer id, addresses, records and where each replicates from
+    Status(status::Args),
+    /// Show or set where a record replicates from: its home host and other replicas
+    Peers(peers::Args),
+    /// Sync a record now with its home host (or another replica, or a given peer)
+    Sync(sync::Args),
+    /// Host your record on a home host: it takes the whole record and serves it to others
+    Host(host::Args),
+    /// Move your record to another home host, keeping every grant
+    #[command(name = "move")]
+    Move(move_home::Args),
+    /// Follow someone's record: find its home host and replicate what you may see
+    Follow(follow::Args),
 }
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+impl Command {
+    /// Whether the command runs inside the node when one runs in the home.
+    pub fn forwards(&self) -> bool {
+        !matches!(
+            self,
+            Command::Init(_) | Command::Demo(_) | Command::Node(_)
+        )
+    }
+
+    /// `--home DIR` written among an entry's fields (it overrides the global option).
+    pub fn home_override(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Command::Add(a) => a.home_override(),
+            Command::Amend(a) => a.home_override(),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the parsed command line: inside the home's node if one runs (and the command
+/// goes through it), else here. Returns the exit code.
+pub fn run(cli: Cli) -> Result<u8> {
     let mut ctx = Ctx::new(cli.global, cli.json)?;
-    match cli.command {
-        Command::Init(a) => init::run(&ctx, a),
-        Command::Whoami(a) => whoami::run(&ctx, a),
-        Command::Record(c) => record::run(&ctx, c),
-        Command::Records(a) => records::run(&ctx, a),
-        Command::Schema(a) => schema::run(&ctx, a),
-        Command::Add(a) => add::run(&mut ctx, a),
-        Command::Show(a) => show::run(&ctx, a),
-        Command::History(a) => history::run(&ctx, a),
-        Command::Amend(a) => amend::run(&mut ctx, a),
-        Command::Delete(a) => delete::run(&ctx, a),
-        Command::Annotate(a) => annotate::run(&ctx, a),
-        Command::Grant(a) => grant::run(&ctx, a),
-        Command::Revoke(a) => revoke::run(&ctx, a),
-        Command::Grants(a) => grants::run(&ctx, a),
-        Command::Audit(a) => audit::run(&ctx, a),
-        Command::Export(a) => export::run(&ctx, a),
-        Command::Import(a) => import::run(&ctx, a),
-        Command::Verify(a) => verify::run(&ctx, a),
-        Command::Repair(a) => repair::run(&ctx, a),
-        Command::Demo(a) => demo::run(&ctx, a),
+    if cli.command.forwards() {
+        let home = cli
+            .command
+            .home_override()
+            .map(Home::new)
+            .unwrap_or_else(|| ctx.home.clone());
+        if let Some(code) = crate::control::forward(&home.dir, &ctx)? {
+            return Ok(code);
+        }
+    }
+    dispatch(&mut ctx, cli.command)?;
+    Ok(0)
+}
+
+/// Runs one command in this context.
+pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
+    match command {
+        Command::Init(a) => init::run(ctx, a),
+        Command::Whoami(a) => whoami::run(ctx, a),
+        Command::Record(c) => record::run(ctx, c),
+        Command::Records(a) => records::run(ctx, a),
+        Command::Schema(a) => schema::run(ctx, a),
+        Command::Add(a) => add::run(ctx, a),
+        Command::Show(a) => show::run(ctx, a),
+        Command::History(a) => history::run(ctx, a),
+        Command::Amend(a) => amend::run(ctx, a),
+        Command::Delete(a) => delete::run(ctx, a),
+        Command::Annotate(a) => annotate::run(ctx, a),
+        Command::Grant(a) => grant::run(ctx, a),
+        Command::Revoke(a) => revoke::run(ctx, a),
+        Command::Grants(a) => grants::run(ctx, a),
+        Command::Audit(a) => audit::run(ctx, a),
+        Command::Export(a) => export::run(ctx, a),
+        Command::Import(a) => import::run(ctx, a),
+        Command::Verify(a) => verify::run(ctx, a),
+        Command::Repair(a) => repair::run(ctx, a),
+        Command::Demo(a) => demo::run(ctx, a),
+        Command::Node(c) => node::run(ctx, c),
+        Command::Status(a) => status::run(ctx, a),
+        Command::Peers(a) => peers::run(ctx, a),
+        Command::Sync(a) => sync::run(ctx, a),
+        Command::Host(a) => host::run(ctx, a),
+        Command::Move(a) => move_home::run(ctx, a),
+        Command::Follow(a) => follow::run(ctx, a),
     }
 }

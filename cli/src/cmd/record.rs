@@ -36,6 +36,7 @@ fn create(ctx: &Ctx) -> Result<()> {
         ));
     }
     let now = ctx.now()?;
+    ctx.touch(&store, &me.actor());
     let genesis = store.create_record(&me.key, me.info.profile(), now, ctx.device(&me))?;
     if ctx.json {
         return output::json(&json!({ "record": me.actor(), "genesis": genesis }));

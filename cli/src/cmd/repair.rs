@@ -18,6 +18,12 @@ pub struct Args {
 
 /// Runs `repair`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    if ctx.node.is_some() {
+        return Err(CliError::other(
+            "the node running in this home holds the store: stop it (Ctrl-C, or SIGTERM to \
+             the pid in node.json) and run `cophr repair` again",
+        ));
+    }
     let dir = ctx.home.store();
     if !dir.is_dir() {
         return Err(CliError::not_found(format!(

@@ -14,6 +14,8 @@ use assert_cmd::Command;
 use serde_json::Value;
 use tempfile::TempDir;
 
+pub mod node;
+
 /// The `cophr` binary built next to this test's target directory.
 pub fn cophr_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
