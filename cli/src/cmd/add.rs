@@ -120,6 +120,14 @@ impl Args {
     pub fn home_override(&self) -> Option<PathBuf> {
         fields::parse(&self.fields, None).ok()?.home
     }
+
+    /// Whether the body is read from standard input (`--json -`).
+    pub fn reads_stdin(&self) -> bool {
+        self.json.as_deref() == Some("-")
+            || fields::parse(&self.fields, None)
+                .ok()
+                .is_some_and(|b| b.json.as_deref() == Some("-"))
+    }
 }
 
 /// Runs `add`.

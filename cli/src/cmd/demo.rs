@@ -4,9 +4,14 @@
 //! Every step is a real `cophr` command (this same binary, with a `--home` per person),
 //! printed before it runs, so the tour shows exactly what to type. The homes are left in
 //! place to try more commands.
+//!
+//! `--network` tours a small local network instead: a community host and nodes for George,
+//! Mary and the pharmacist, each a `cophr node run` process on 127.0.0.1; an entry
+//! replicates live and a write is refused; the host is left running.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
 
@@ -23,6 +28,10 @@ pub struct Args {
     /// Print only the commands' output, not the narration
     #[arg(long)]
     quiet: bool,
+    /// Tour a local network instead: a host and three nodes (separate processes on
+    /// 127.0.0.1); the host is left running
+    #[arg(long)]
+    network: bool,
 }
 
 /// What a step is expected to do.
@@ -37,7 +46,9 @@ struct Tour {
     exe: PathBuf,
     dir: PathBuf,
     quiet: bool,
-    now: u64,
+    /// The simulated clock (seconds); `None`: the real clock (the network tour, whose
+    /// nodes sign with it).
+    now: Option<u64>,
 }
 
 impl Tour {
@@ -49,23 +60,25 @@ impl Tour {
 
     /// Runs `cophr --home DIR/<who> <args>`, printing the command and its output.
     fn run(&mut self, who: &str, args: &[&str], expect: Expect) -> Result<String> {
-        // Each step one minute later, so histories and state-at-time read naturally.
-        self.now += 60;
-        let when = time::OffsetDateTime::from_unix_timestamp(self.now as i64)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
         let home = self.dir.join(who);
         println!("$ cophr --home {} {}", home.display(), args.join(" "));
-        let out = Command::new(&self.exe)
-            .arg("--home")
-            .arg(&home)
-            .arg("--now")
-            .arg(&when)
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("--home").arg(&home);
+        if let Some(now) = self.now.as_mut() {
+            // Each step one minute later, so histories and state-at-time read naturally.
+            *now += 60;
+            let when = time::OffsetDateTime::from_unix_timestamp(*now as i64)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            cmd.arg("--now").arg(&when);
+        }
+        let out = cmd
             .args(args)
+            .stdin(Stdio::null())
             .output()
             .map_err(|e| CliError::other(format!("cannot run {}: {e}", self.exe.display())))?;
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -127,8 +140,11 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<()> {
         exe,
         dir,
         quiet: args.quiet,
-        now: 1_795_000_000,
+        now: (!args.network).then_some(1_795_000_000),
     };
+    if args.network {
+        return network_tour(&mut t);
+    }
 
     t.say("George (75) keeps his record; each person has their own keys in their own home.");
     t.run(
@@ -324,6 +340,305 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<()> {
         home.display(),
         home.display(),
         home.display()
+    );
+    Ok(())
+}
+
+/// How long a demo node may take to start, or an entry to arrive.
+const NODE_WAIT: Duration = Duration::from_secs(20);
+
+/// The nodes the network tour started. Dropping it stops every node still held (so a
+/// failed tour leaves nothing running); the host is released on success.
+#[derive(Default)]
+struct Nodes {
+    running: Vec<(String, Child)>,
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for (_, mut child) in self.running.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What a node wrote to its `node.json`: its TCP address and pid.
+fn node_info(home: &Path) -> Option<(String, u32)> {
+    let bytes = std::fs::read(home.join(crate::control::NODE_JSON)).ok()?;
+    let info: crate::control::NodeInfo = serde_json::from_slice(&bytes).ok()?;
+    let tcp = info.listen.into_iter().find(|a| a.contains("/tcp/"))?;
+    Some((tcp, info.pid))
+}
+
+impl Tour {
+    /// Starts `cophr node run` in `who`'s home (its log in HOME/node.log) and waits until
+    /// it listens. Returns its TCP address.
+    fn start_node(&self, nodes: &mut Nodes, who: &str) -> Result<String> {
+        let home = self.dir.join(who);
+        println!(
+            "$ cophr --home {} node run --sync-interval 2 2> {}/node.log &",
+            home.display(),
+            home.display()
+        );
+        let log = std::fs::File::create(home.join("node.log"))
+            .map_err(|e| CliError::other(format!("cannot create the node's log: {e}")))?;
+        let mut child = Command::new(&self.exe)
+            .arg("--home")
+            .arg(&home)
+            .args(["node", "run", "--sync-interval", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| CliError::other(format!("cannot start {who}'s node: {e}")))?;
+        let start = Instant::now();
+        let addr = loop {
+            if let Some((addr, pid)) = node_info(&home) {
+                if pid == child.id() {
+                    break addr;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(CliError::other(format!(
+                    "{who}'s node stopped ({status}); see {}/node.log",
+                    home.display()
+                )));
+            }
+            if start.elapsed() > NODE_WAIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CliError::other(format!(
+                    "{who}'s node did not start in time; see {}/node.log",
+                    home.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        println!("  {who}'s node listens on {addr}");
+        nodes.running.push((who.to_owned(), child));
+        Ok(addr)
+    }
+
+    /// Stops a node with SIGTERM (as Ctrl-C would), waiting for it to exit.
+    fn stop_node(&self, nodes: &mut Nodes, who: &str) -> Result<()> {
+        let Some(i) = nodes.running.iter().position(|(w, _)| w == who) else {
+            return Ok(());
+        };
+        let (_, mut child) = nodes.running.remove(i);
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < NODE_WAIT {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
+    }
+
+    /// Whether `who` currently sees entry `id` (polled silently).
+    fn sees(&self, who: &str, id: &str) -> bool {
+        let out = Command::new(&self.exe)
+            .arg("--home")
+            .arg(self.dir.join(who))
+            .args(["--json", "show"])
+            .stdin(Stdio::null())
+            .output();
+        let Ok(out) = out else { return false };
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["items"].as_array().cloned())
+            .is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|i| i["id"].as_str() == Some(id) || i["version"].as_str() == Some(id))
+            })
+    }
+}
+
+/// The network tour.
+fn network_tour(t: &mut Tour) -> Result<()> {
+    let mut nodes = Nodes::default();
+    t.say("A small local network: a community host, and nodes for George, Mary (his wife and carer) and his pharmacist. Each is its own process with its own keys, on 127.0.0.1.");
+    t.run(
+        "host",
+        &[
+            "init",
+            "--name",
+            "Community Host",
+            "--role",
+            "host",
+            "--organisation",
+            "Leeds Community Host",
+        ],
+        Expect::Ok,
+    )?;
+    t.run(
+        "george",
+        &["init", "--name", "George Jones", "--role", "patient"],
+        Expect::Ok,
+    )?;
+    t.run(
+        "mary",
+        &["init", "--name", "Mary Jones", "--role", "carer"],
+        Expect::Ok,
+    )?;
+    t.run(
+        "pharmacist",
+        &[
+            "init",
+            "--name",
+            "Ana Silva",
+            "--role",
+            "pharmacist",
+            "--organisation",
+            "Oakwood Pharmacy",
+        ],
+        Expect::Ok,
+    )?;
+    let george = t.actor("george")?;
+    let mary = t.actor("mary")?;
+    let pharmacist = t.actor("pharmacist")?;
+    t.run("george", &["record", "create"], Expect::Ok)?;
+    t.run(
+        "george",
+        &[
+            "add",
+            "problems",
+            "--problem",
+            "Type 2 diabetes",
+            "--onset",
+            "2012",
+        ],
+        Expect::Ok,
+    )?;
+    t.run(
+        "george",
+        &["add", "medications", "--medication", "Metformin"],
+        Expect::Ok,
+    )?;
+    t.run(
+        "george",
+        &["add", "about-me", "--thing-1", "I am deaf in my left ear"],
+        Expect::Ok,
+    )?;
+    t.run(
+        "george",
+        &[
+            "grant",
+            &mary,
+            "--level",
+            "delete",
+            "--categories",
+            "all",
+            "--audit",
+            "--delegate",
+            "--label",
+            "Mary (wife, main carer)",
+        ],
+        Expect::Ok,
+    )?;
+    t.run(
+        "george",
+        &[
+            "grant",
+            &pharmacist,
+            "--level",
+            "view",
+            "--categories",
+            "problems,medications,allergies",
+            "--label",
+            "Oakwood Pharmacy",
+        ],
+        Expect::Ok,
+    )?;
+
+    t.say("Everyone starts their node. While a node runs, the person's commands run inside it.");
+    let host = t.start_node(&mut nodes, "host")?;
+    t.start_node(&mut nodes, "george")?;
+    t.start_node(&mut nodes, "mary")?;
+    t.start_node(&mut nodes, "pharmacist")?;
+
+    t.say("George makes the community host his record's home: it takes the whole record, checks it, and publishes (signed by George) where the record lives.");
+    t.run("george", &["host", &host], Expect::Ok)?;
+    t.say("Mary and the pharmacist follow George's record. Each receives only what George granted them.");
+    t.run("mary", &["follow", &george, "--host", &host], Expect::Ok)?;
+    t.run(
+        "pharmacist",
+        &["follow", &george, "--host", &host],
+        Expect::Ok,
+    )?;
+    t.run("pharmacist", &["show"], Expect::Ok)?;
+
+    t.say("Mary adds a reading on her node. It goes to the host, which passes it on to George's node by itself.");
+    let out = t.run(
+        "mary",
+        &[
+            "add",
+            "vital-signs",
+            "--systolic",
+            "142",
+            "--diastolic",
+            "88",
+            "--blood-glucose",
+            "7.9",
+        ],
+        Expect::Ok,
+    )?;
+    let id = out.trim().to_owned();
+    let start = Instant::now();
+    while !t.sees("george", &id) {
+        if start.elapsed() > NODE_WAIT {
+            return Err(CliError::other(
+                "Mary's reading did not reach George's node in time (see the node.log files)",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "(Mary's reading reached George's node {} ms after she wrote it)",
+        start.elapsed().as_millis()
+    );
+    t.run("george", &["show"], Expect::Ok)?;
+
+    t.say("The pharmacist may only look: the write is refused.");
+    t.run(
+        "pharmacist",
+        &["add", "allergies", "--agent", "Latex"],
+        Expect::Refused(3),
+    )?;
+    t.say("George sees who was served what, wherever it was served.");
+    t.run("george", &["sync"], Expect::Ok)?;
+    t.run("george", &["audit"], Expect::Ok)?;
+    t.run("host", &["status"], Expect::Ok)?;
+
+    t.say("Stopping George's, Mary's and the pharmacist's nodes (as Ctrl-C would). The host stays up.");
+    for who in ["george", "mary", "pharmacist"] {
+        t.stop_node(&mut nodes, who)?;
+    }
+    // The host keeps running after the tour: release it.
+    let host_pid = nodes
+        .running
+        .iter()
+        .find(|(w, _)| w == "host")
+        .map(|(_, c)| c.id());
+    nodes.running.retain(|(w, _)| w != "host");
+    let dir = t.dir.display();
+    println!(
+        "\nThe host is still running (pid {}), at {host}.\n\
+         The demo's homes are in {dir}. Try, for example:\n  \
+         cophr --home {dir}/george node run &\n  \
+         cophr --home {dir}/george add vital-signs --systolic 135 --diastolic 85\n  \
+         cophr --home {dir}/host status\n  \
+         cophr --home {dir}/george status\n\
+         Stop the host with:\n  kill {}",
+        host_pid.map(|p| p.to_string()).unwrap_or_default(),
+        host_pid.map(|p| p.to_string()).unwrap_or_default(),
     );
     Ok(())
 }

@@ -23,6 +23,13 @@ pub struct Args {
     out: Out,
 }
 
+impl Args {
+    /// Whether the export is read from standard input.
+    pub fn reads_stdin(&self) -> bool {
+        self.file == "-"
+    }
+}
+
 /// Reads an export file (or standard input), bounded in size.
 pub fn read_export(file: &str) -> Result<Vec<u8>> {
     if file == "-" {

@@ -160,10 +160,18 @@ pub enum Command {
 impl Command {
     /// Whether the command runs inside the node when one runs in the home.
     pub fn forwards(&self) -> bool {
-        !matches!(
-            self,
-            Command::Init(_) | Command::Demo(_) | Command::Node(_)
-        )
+        !matches!(self, Command::Init(_) | Command::Demo(_) | Command::Node(_))
+    }
+
+    /// Whether the command reads standard input.
+    pub fn reads_stdin(&self) -> bool {
+        match self {
+            Command::Add(a) => a.reads_stdin(),
+            Command::Amend(a) => a.reads_stdin(),
+            Command::Import(a) => a.reads_stdin(),
+            Command::Verify(a) => a.reads_stdin(),
+            _ => false,
+        }
     }
 
     /// `--home DIR` written among an entry's fields (it overrides the global option).
@@ -186,7 +194,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             .home_override()
             .map(Home::new)
             .unwrap_or_else(|| ctx.home.clone());
-        if let Some(code) = crate::control::forward(&home.dir, &ctx)? {
+        let stdin = cli.command.reads_stdin();
+        if let Some(code) = crate::control::forward(&home.dir, &ctx, stdin)? {
             return Ok(code);
         }
     }

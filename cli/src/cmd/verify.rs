@@ -34,6 +34,13 @@ struct Author {
     entries: usize,
 }
 
+impl Args {
+    /// Whether the export is read from standard input.
+    pub fn reads_stdin(&self) -> bool {
+        self.file.as_deref() == Some("-")
+    }
+}
+
 /// Runs `verify`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let json = ctx.json(args.out);

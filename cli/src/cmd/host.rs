@@ -1,0 +1,71 @@
+//! `cophr host`: choose your record's home host.
+
+use clap::Args as ClapArgs;
+use cophr_node::net::client;
+use serde_json::json;
+
+use crate::context::{Ctx, Out};
+use crate::error::{CliError, Result};
+use crate::network;
+use crate::output;
+
+/// Host your record on a home host (an always-on node, yours or a community host): it takes
+/// the whole record from you and verifies it, you sign a pointer naming it (published in
+/// the DHT, so others find it from your record id alone), and from then on it serves the
+/// record to the people you granted access and takes their writes. Only the patient can
+/// do this, from their own node. Needs the node.
+#[derive(ClapArgs, Debug)]
+#[command(after_help = "Example:\n  cophr host /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW…")]
+pub struct Args {
+    /// The host's address: a multiaddr ending in /p2p/<peer id> (`cophr status` prints it)
+    addr: String,
+
+    #[command(flatten)]
+    out: Out,
+}
+
+/// The caller's own record, which must be held here.
+pub fn own_record(ctx: &Ctx, what: &str) -> Result<cophr_protocol::RecordId> {
+    let me = ctx.identity()?;
+    let handle = network::handle(ctx)?;
+    let record = me.actor();
+    if let Some(r) = &ctx.global.record {
+        let id: cophr_protocol::RecordId = crate::error::parse_id("record", r)?;
+        if id != record {
+            return Err(CliError::access(format!(
+                "only the patient can {what} a record: {id} is not yours"
+            )));
+        }
+    }
+    if !handle.store().holds(&record)? {
+        return Err(CliError::not_found(format!(
+            "your record {record} is not held here: create it with `cophr record create`"
+        )));
+    }
+    ctx.touch(handle.store(), &record);
+    Ok(record)
+}
+
+/// Runs `host`.
+pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let (addr, _) = network::parse_addr("the host address", &args.addr)?;
+    let record = own_record(ctx, "choose the home host of")?;
+    let handle = network::handle(ctx)?;
+    let report =
+        network::block_on(ctx, client::host(handle, &addr, record))?.map_err(network::error)?;
+    if ctx.json(args.out) {
+        return output::json(&json!({
+            "record": record,
+            "host": addr.to_string(),
+            "pushed": report.pushed,
+            "pulled": report.pulled,
+        }));
+    }
+    output::line(format!(
+        "Record {record} is now hosted at {addr} ({} entries sent, {} received)",
+        report.pushed, report.pulled
+    ))?;
+    output::line(format!(
+        "Others follow it with `cophr follow {record} --host {addr}` (or without --host, through the DHT)."
+    ))
+}

@@ -1,0 +1,46 @@
+//! `cophr move`: move your record to another home host.
+
+use clap::Args as ClapArgs;
+use cophr_node::net::client;
+use serde_json::json;
+
+use crate::context::{Ctx, Out};
+use crate::error::Result;
+use crate::network;
+use crate::output;
+
+/// Move your record to another home host in one step: the new host takes and verifies the
+/// whole record, you sign a move-home entry (replicas follow it by themselves) and a new
+/// pointer (the DHT then points at the new host), and only then is the old host told to
+/// delete its copy. Every grant keeps working. Needs the node.
+#[derive(ClapArgs, Debug)]
+#[command(after_help = "Example:\n  cophr move --to /ip4/192.0.2.8/tcp/4001/p2p/12D3KooW…")]
+pub struct Args {
+    /// The new host's address: a multiaddr ending in /p2p/<peer id>
+    #[arg(long, value_name = "ADDR")]
+    to: String,
+
+    #[command(flatten)]
+    out: Out,
+}
+
+/// Runs `move`.
+pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let (to, _) = network::parse_addr("--to", &args.to)?;
+    let record = crate::cmd::host::own_record(ctx, "move")?;
+    let handle = network::handle(ctx)?;
+    let from = handle.peer_book(&record).map_err(network::error)?.home;
+    network::block_on(ctx, client::move_home(handle, &to, record))?.map_err(network::error)?;
+    if ctx.json(args.out) {
+        return output::json(&json!({
+            "record": record,
+            "from": from.map(|a| a.to_string()),
+            "to": to.to_string(),
+        }));
+    }
+    output::line(format!(
+        "Record {record} moved to {to}{}",
+        from.map(|f| format!(" (from {f}, which was told to delete its copy)"))
+            .unwrap_or_default()
+    ))
+}

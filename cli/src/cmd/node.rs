@@ -1,0 +1,434 @@
+//! `cophr node run`: this home's long-running node.
+//!
+//! The node opens the home's store once, joins the network (libp2p: TCP and QUIC, noise,
+//! yamux, Kademlia, the sync protocol) acting as the home's identity, with the home's node
+//! key as its libp2p key, and serves the control socket through which every other `cophr`
+//! command runs inside it (see `control`). It writes `node.json` (peer id, addresses, pid)
+//! once it listens, and removes it and the socket when it stops (SIGINT or SIGTERM).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Subcommand};
+use cophr_node::net::{self, NetConfig};
+use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+use crate::context::{Ctx, NodeCtx};
+use crate::control::{self, NodeInfo, Reply, Request};
+use crate::error::{CliError, Code, Result};
+use crate::home::{write_atomic, Home};
+use crate::logging::{self, LogFormat};
+use crate::output;
+
+/// Commands forwarded through the control socket that may run at once.
+const CONTROL_CONCURRENCY: usize = 8;
+/// How long a caller may take to send its command.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for the listeners to come up.
+const LISTEN_WAIT: Duration = Duration::from_secs(5);
+/// How long shutting down may wait for the network and running commands.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+const AFTER_HELP: &str = "The config file is TOML with the network settings (every key optional):
+  listen = [\"/ip4/0.0.0.0/tcp/4001\", \"/ip4/0.0.0.0/udp/4001/quic-v1\"]
+  bootstrap = [\"/ip4/192.0.2.7/tcp/4001/p2p/12D3KooW…\"]
+  sync_interval = 10          # seconds between catch-ups with every known peer
+  request_timeout = 30        # seconds
+  max_connections = 256
+  max_connections_per_peer = 4
+  max_pending = 64
+  requests_per_minute = 600   # per peer
+  max_message_bytes = 16777216
+  log_format = \"text\"         # or \"json\"
+Flags override it. By default the node listens on loopback only (127.0.0.1, TCP and QUIC,
+ephemeral ports); other addresses are used only when given with --listen or in the file.
+
+While the node runs, every other cophr command for this home runs inside it (through
+HOME/control.sock), so `cophr add …` reaches the record's home host and subscribers at
+once. HOME/node.json holds the node's peer id, addresses and pid. Stop it with Ctrl-C or
+SIGTERM.
+
+Examples:
+  cophr node run
+  cophr node run --listen /ip4/0.0.0.0/tcp/4001 --log-format json
+  cophr node run --bootstrap /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW…";
+
+/// Node commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run this home's node: replicate records with peers, serve them, take commands
+    #[command(after_help = AFTER_HELP)]
+    Run(RunArgs),
+}
+
+/// `node run`.
+#[derive(ClapArgs, Debug)]
+pub struct RunArgs {
+    /// Read settings from this TOML file (flags override it)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Listen on this multiaddr (repeat for several; replaces the loopback-only default)
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
+
+    /// A bootstrap peer for discovery, ending in /p2p/<peer id> (repeat for several)
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+
+    /// Seconds between catch-ups with every known peer of every record [default: 10]
+    #[arg(long, value_name = "SECS")]
+    sync_interval: Option<f64>,
+
+    /// Log format on stderr [default: text]
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+/// Settings of the node itself (beside the network's) in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSettings {
+    log_format: Option<LogFormat>,
+}
+
+/// Reads the config file: the network settings, and the node's own.
+fn load_config(path: Option<&Path>) -> Result<(NetConfig, NodeSettings)> {
+    let Some(path) = path else {
+        return Ok((NetConfig::default(), NodeSettings::default()));
+    };
+    let bad = |e: &dyn std::fmt::Display| {
+        CliError::invalid(format!("config file {}: {e}", path.display()))
+    };
+    let text = crate::home::read_limited(path, 1024 * 1024)?;
+    let text = String::from_utf8(text).map_err(|e| bad(&e))?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| bad(&e))?;
+    let mut node = toml::Table::new();
+    for key in ["log_format"] {
+        if let Some(v) = table.remove(key) {
+            node.insert(key.to_owned(), v);
+        }
+    }
+    let settings: NodeSettings = toml::Value::Table(node).try_into().map_err(|e| bad(&e))?;
+    let net: NetConfig = toml::Value::Table(table).try_into().map_err(|e| bad(&e))?;
+    Ok((net, settings))
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+/// Runs a node subcommand.
+pub fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Run(a) => run_node(ctx, a),
+    }
+}
+
+fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
+    let loaded = load_config(args.config.as_deref());
+    let format = args
+        .log_format
+        .or_else(|| loaded.as_ref().ok().and_then(|(_, s)| s.log_format))
+        .unwrap_or_default();
+    logging::init(ctx.global.verbose, format, "info");
+    let (mut config, _) = loaded?;
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    if !args.bootstrap.is_empty() {
+        config.bootstrap = args.bootstrap;
+    }
+    if let Some(s) = args.sync_interval {
+        if !(0.1..=86_400.0).contains(&s) {
+            return Err(CliError::invalid(
+                "--sync-interval must be 0.1 to 86400 seconds",
+            ));
+        }
+        config.sync_interval = Duration::from_secs_f64(s);
+    }
+    if config.listen.is_empty() {
+        return Err(CliError::invalid(
+            "the node needs at least one listen address",
+        ));
+    }
+    for b in &config.bootstrap {
+        if !matches!(b.iter().last(), Some(Protocol::P2p(_))) {
+            return Err(CliError::invalid(format!(
+                "bootstrap address {b} does not end in /p2p/<peer id>"
+            )));
+        }
+    }
+    for a in config.listen.iter().filter(|a| !is_loopback(a)) {
+        tracing::warn!(address = %a, "listening beyond this machine: other hosts can connect (every request is still authenticated and checked against the record's grants)");
+    }
+
+    let me = ctx.identity()?;
+    let dir = std::fs::canonicalize(&ctx.home.dir)
+        .map_err(|e| CliError::io("cannot open the home", &ctx.home.dir, &e))?;
+    let home = Home::new(dir.clone());
+    if let Some(_live) = control::connect(&dir)? {
+        let pid = read_info(&dir).map(|i| format!(" (pid {})", i.pid));
+        return Err(CliError::new(
+            Code::Conflict,
+            format!(
+                "a node is already running in {}{}; stop it first",
+                dir.display(),
+                pid.unwrap_or_default()
+            ),
+        ));
+    }
+    let store = ctx.store()?;
+    let node_key = home.node_key_or_create()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cophr-node")
+        .build()
+        .map_err(|e| CliError::other(format!("cannot start the runtime: {e}")))?;
+    let result = rt.block_on(serve(home, store, me.key, node_key.secret_bytes(), config));
+    rt.shutdown_timeout(STOP_WAIT);
+    result
+}
+
+fn read_info(home: &Path) -> Option<NodeInfo> {
+    let bytes = crate::home::read_limited(&home.join(control::NODE_JSON), 1024 * 1024).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Shared by the control connections.
+struct State {
+    home: Home,
+    node: NodeCtx,
+    permits: Arc<Semaphore>,
+    /// The uid owning the home: only it may send commands.
+    uid: u32,
+}
+
+async fn serve(
+    home: Home,
+    store: crate::store::Store,
+    identity: cophr_protocol::Keypair,
+    peer_key: [u8; 32],
+    config: NetConfig,
+) -> Result<()> {
+    // Signals are caught from the start, so a stop during start-up is clean too.
+    let signal = |kind| {
+        tokio::signal::unix::signal(kind)
+            .map_err(|e| CliError::other(format!("cannot handle signals: {e}")))
+    };
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // Only the owner of the home may send commands.
+    let uid = std::fs::metadata(&home.dir)
+        .map(|m| m.uid())
+        .map_err(|e| CliError::io("cannot read", &home.dir, &e))?;
+    let expected = config.listen.len();
+    let (handle, mut task) = net::start(store, identity.clone(), peer_key, config)
+        .await
+        .map_err(|e| CliError::other(format!("cannot start the node: {e}")))?;
+    // Wait until the listeners are up (every one, or at least one once the wait is over).
+    let deadline = tokio::time::Instant::now() + LISTEN_WAIT;
+    let addrs = loop {
+        let addrs = handle
+            .listen_addrs()
+            .await
+            .map_err(|e| CliError::other(format!("the node stopped: {e}")))?;
+        let late = tokio::time::Instant::now() >= deadline;
+        if addrs.len() >= expected || (late && !addrs.is_empty()) {
+            break addrs;
+        }
+        if late {
+            let _ = handle.shutdown().await;
+            return Err(CliError::other(
+                "the node could not listen on any address (in use, or not on this machine?)",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    let socket = control::socket(&home.dir);
+    let info_path = home.dir.join(control::NODE_JSON);
+    let info = NodeInfo {
+        peer_id: handle.peer_id().to_string(),
+        listen: addrs.iter().map(ToString::to_string).collect(),
+        pid: std::process::id(),
+        actor: identity.actor().to_string(),
+        control: socket.clone(),
+    };
+    // No node answered on the socket (checked before the store was opened): it is stale.
+    let _ = std::fs::remove_file(&socket);
+    let listener = match control_listener(&socket, &info_path, &info) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&socket);
+            let _ = handle.shutdown().await;
+            return Err(e);
+        }
+    };
+    tracing::info!(peer_id = %handle.peer_id(), addrs = ?info.listen, "node running");
+    let _ = output::line(format!("Node {} running; listening on:", handle.peer_id()));
+    for a in &info.listen {
+        let _ = output::line(format!("  {a}"));
+    }
+    let _ =
+        output::line("Other cophr commands for this home now run inside it. Stop it with Ctrl-C.");
+
+    let state = Arc::new(State {
+        home,
+        node: (handle.clone(), tokio::runtime::Handle::current()),
+        permits: Arc::new(Semaphore::new(CONTROL_CONCURRENCY)),
+        uid,
+    });
+    let network_stopped = loop {
+        tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok((stream, _)) => {
+                    tokio::spawn(control_connection(stream, state.clone()));
+                }
+                Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+            },
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break false; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break false; }
+            _ = &mut task => { tracing::error!("the network event loop ended"); break true; }
+        }
+    };
+    // New commands now run locally (and wait for the store until this process exits).
+    drop(listener);
+    let _ = std::fs::remove_file(&socket);
+    if !network_stopped {
+        let _ = handle.shutdown().await;
+        if tokio::time::timeout(STOP_WAIT, &mut task).await.is_err() {
+            tracing::warn!("the network did not stop in time");
+        }
+    }
+    // Let commands already running finish (their writes are durable once acknowledged).
+    let all = CONTROL_CONCURRENCY as u32;
+    if tokio::time::timeout(STOP_WAIT, state.permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("commands still running at shutdown");
+    }
+    let _ = std::fs::remove_file(&info_path);
+    tracing::info!("shutdown complete");
+    if network_stopped {
+        return Err(CliError::other("the node's network stopped unexpectedly"));
+    }
+    Ok(())
+}
+
+/// Binds the control socket (mode 0600), then writes `node.json`: once it exists, the node
+/// takes commands.
+fn control_listener(socket: &Path, info_path: &Path, info: &NodeInfo) -> Result<UnixListener> {
+    let listener = UnixListener::bind(socket)
+        .map_err(|e| CliError::io("cannot create the control socket", socket, &e))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| CliError::io("cannot set permissions of", socket, &e))?;
+    let json = serde_json::to_string_pretty(info)
+        .map_err(|e| CliError::other(format!("cannot encode node.json: {e}")))?;
+    write_atomic(info_path, format!("{json}\n").as_bytes(), 0o644)?;
+    Ok(listener)
+}
+
+/// Reads one message from a control connection, bounded in size.
+async fn read_request(stream: &mut UnixStream) -> std::io::Result<Request> {
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).await?;
+    let n = control::length(prefix)?;
+    let mut body = Vec::new();
+    (&mut *stream).take(n as u64).read_to_end(&mut body).await?;
+    if body.len() != n {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    control::decode(&body)
+}
+
+async fn control_connection(mut stream: UnixStream, state: Arc<State>) {
+    match stream.peer_cred() {
+        Ok(c) if c.uid() == state.uid => {}
+        _ => {
+            tracing::warn!("refused a control connection from another user");
+            return;
+        }
+    }
+    let reply = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
+        Ok(Ok(request)) => match state.permits.clone().acquire_owned().await {
+            Ok(permit) => {
+                let st = state.clone();
+                let ran = tokio::task::spawn_blocking(move || {
+                    let reply = control::execute(request, &st.home, &st.node);
+                    drop(permit);
+                    reply
+                })
+                .await;
+                ran.unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "a forwarded command failed");
+                    Reply::error(Code::Other, "the command failed inside the node")
+                })
+            }
+            Err(_) => Reply::error(Code::Other, "the node is stopping"),
+        },
+        Ok(Err(e)) => Reply::error(Code::Usage, &format!("bad control message: {e}")),
+        Err(_) => Reply::error(Code::Usage, "timed out waiting for the command"),
+    };
+    match control::encode(&reply) {
+        Ok(bytes) => {
+            let _ = stream.write_all(&bytes).await;
+            let _ = stream.flush().await;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot send a command's reply"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Result<(NetConfig, NodeSettings)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        load_config(Some(&path))
+    }
+
+    #[test]
+    fn the_config_file_holds_network_and_node_settings() {
+        let (net, node) = config(
+            "listen = [\"/ip4/0.0.0.0/tcp/4001\"]\nsync_interval = 2\nrequest_timeout = 1.5\n\
+             log_format = \"json\"\n",
+        )
+        .unwrap();
+        assert_eq!(net.listen.len(), 1);
+        assert!(!is_loopback(&net.listen[0]));
+        assert_eq!(net.sync_interval, Duration::from_secs(2));
+        assert_eq!(net.request_timeout, Duration::from_millis(1500));
+        assert_eq!(node.log_format, Some(LogFormat::Json));
+        // Defaults: loopback only.
+        let (net, node) = config("").unwrap();
+        assert!(net.listen.iter().all(is_loopback));
+        assert_eq!(node.log_format, None);
+        // Unknown keys, bad values and bad TOML are refused with the file named.
+        for bad in [
+            "listen_on = []",
+            "sync_interval = -1",
+            "listen = [\"not an address\"]",
+            "log_format = \"xml\"",
+            "[[",
+        ] {
+            let e = config(bad).unwrap_err();
+            assert_eq!(e.code, Code::Invalid, "{bad}: {e}");
+            assert!(e.message.contains("node.toml"), "{e}");
+        }
+    }
+}

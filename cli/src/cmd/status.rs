@@ -1,0 +1,59 @@
+//! `cophr status`: the running node.
+
+use clap::Args as ClapArgs;
+use serde_json::json;
+
+use crate::context::{Ctx, Out};
+use crate::error::Result;
+use crate::network::{self, BookOut};
+use crate::output;
+
+/// Show the running node: its peer id, the addresses it listens on (give one to others for
+/// `cophr host`, `cophr peers` and `cophr follow`), the records it holds and where each
+/// replicates from. Needs the node (`cophr node run`).
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    out: Out,
+}
+
+/// Runs `status`.
+pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let handle = network::handle(ctx)?;
+    let listen: Vec<String> = network::block_on(ctx, handle.listen_addrs())?
+        .map_err(network::error)?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut records: Vec<BookOut> = Vec::new();
+    for r in handle.store().records()? {
+        records.push(network::book_out(handle, &r)?);
+    }
+    let actor = handle.identity().actor();
+    if ctx.json(args.out) {
+        return output::json(&json!({
+            "peer_id": handle.peer_id().to_string(),
+            "actor": actor,
+            "pid": std::process::id(),
+            "listen": listen,
+            "records": records,
+        }));
+    }
+    let me = ctx.identity().map(|i| i.info.name).unwrap_or_default();
+    output::line(format!(
+        "Node {} (acting as {me}, {actor})",
+        handle.peer_id()
+    ))?;
+    output::line("Listening on:")?;
+    for a in &listen {
+        output::line(format!("  {a}"))?;
+    }
+    if records.is_empty() {
+        return output::line("No records held.");
+    }
+    output::line("Records:")?;
+    for b in &records {
+        network::print_book(b)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! Real `cophr node run` processes for the network tests: started in a person's home on
+//! 127.0.0.1 with ephemeral ports, found through the `node.json` they write, killed when
+//! dropped. Commands run without `--now` (the nodes use the real clock for what they sign
+//! themselves, and an entry may not be older than its causal past).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{cophr_bin, Person, Run};
+
+/// How long a node may take to come up, or a condition to hold.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `cond` until it holds, or panics with `what` after `DEADLINE`.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn command() -> Command {
+    let mut c = Command::new(cophr_bin());
+    c.env_remove("COPHR_HOME")
+        .env_remove("COPHR_DEVICE")
+        .env_remove("RUST_LOG");
+    c
+}
+
+impl Person {
+    /// Runs `cophr --home HOME ARGS…` on the real clock (through the node if one runs).
+    pub fn live(&self, args: &[&str]) -> Run {
+        let out = command()
+            .arg("--home")
+            .arg(self.dir())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cophr runs");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs on the real clock and asserts success; returns stdout.
+    pub fn live_ok(&self, args: &[&str]) -> String {
+        let r = self.live(args);
+        assert_eq!(
+            r.code,
+            0,
+            "{}: `cophr {}` failed (exit {}):\n{}{}",
+            self.name,
+            args.join(" "),
+            r.code,
+            r.stdout,
+            r.stderr
+        );
+        r.stdout
+    }
+
+    /// Runs on the real clock with `--json` and parses the output.
+    pub fn live_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.live_ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// Adds an entry on the real clock, returning its id.
+    pub fn live_add(&self, args: &[&str]) -> String {
+        let mut all = vec!["add"];
+        all.extend_from_slice(args);
+        let id = self.live_ok(&all).trim().to_owned();
+        assert!(id.starts_with("e-"), "add printed {id}");
+        id
+    }
+
+    /// Whether this person's current view of the record includes entry `id`.
+    pub fn sees(&self, id: &str) -> bool {
+        let r = self.live(&["--json", "show"]);
+        r.code == 0
+            && serde_json::from_str::<Value>(&r.stdout)
+                .ok()
+                .and_then(|v| v["items"].as_array().cloned())
+                .is_some_and(|items| super::has_item(&items, id))
+    }
+}
+
+/// A running `cophr node run`.
+#[derive(Debug)]
+pub struct Node {
+    /// Whose node.
+    pub name: String,
+    home: PathBuf,
+    child: Option<Child>,
+    /// What the node wrote to `node.json`.
+    pub info: Value,
+}
+
+impl Node {
+    /// Starts `cophr node run` in `p`'s home (syncing every second) with `extra` flags,
+    /// and waits until it has written `node.json`. Its log goes to HOME/node.log.
+    pub fn start(p: &Person, extra: &[&str]) -> Node {
+        let home = p.dir().to_path_buf();
+        let _ = std::fs::remove_file(home.join("node.json"));
+        let log = File::create(home.join("node.log")).expect("a log file");
+        let child = command()
+            .arg("--home")
+            .arg(&home)
+            .args(["node", "run", "--sync-interval", "1"])
+            .args(extra)
+            .env("RUST_LOG", "info,cophr_node=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cophr node run starts");
+        let mut node = Node {
+            name: p.name.clone(),
+            home,
+            child: Some(child),
+            info: Value::Null,
+        };
+        let json = node.home.join("node.json");
+        eventually(&format!("{}'s node to write node.json", node.name), || {
+            if let Some(status) = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "{}'s node exited ({status}) before it listened:\n{}",
+                    node.name,
+                    node.log()
+                );
+            }
+            std::fs::read(&json)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .is_some_and(|v| {
+                    node.info = v;
+                    true
+                })
+        });
+        node
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.join("node.log")).unwrap_or_default()
+    }
+
+    /// Its peer id.
+    pub fn peer_id(&self) -> String {
+        self.info["peer_id"].as_str().expect("peer id").to_owned()
+    }
+
+    /// Its TCP address, ending in /p2p/<peer id>.
+    pub fn addr(&self) -> String {
+        self.info["listen"]
+            .as_array()
+            .expect("listen addresses")
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|a| a.contains("/tcp/"))
+            .expect("a TCP address")
+            .to_owned()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The home's control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.home.join("control.sock")
+    }
+
+    /// The home.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// Kills the node with SIGKILL (as a crash or power loss would) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the node to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let sent = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -TERM failed");
+        let mut status = None;
+        eventually(
+            &format!("{}'s node to exit after SIGTERM", self.name),
+            || {
+                status = c.try_wait().expect("wait");
+                status.is_some()
+            },
+        );
+        status.expect("exited")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,79 @@
+//! `cophr demo --network`: a host and three nodes as real processes; an entry replicates
+//! live, a write is refused, and the host is left running (until stopped here).
+
+mod cli_support;
+
+use std::process::Command;
+
+use cli_support::cophr;
+use cli_support::node::eventually;
+
+/// Stops the host the demo left running, however the test ends.
+struct HostGuard(std::path::PathBuf);
+
+impl HostGuard {
+    fn pid(&self) -> Option<u32> {
+        let bytes = std::fs::read(self.0.join("node.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        v["pid"].as_u64().map(|p| p as u32)
+    }
+}
+
+impl Drop for HostGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+#[test]
+fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let host = HostGuard(demo.join("host"));
+    let out = cophr()
+        .args(["demo", "--network", "--dir"])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("refused as expected: exit 3").count(), 1);
+    assert!(stdout.contains("reached George's node"), "{stdout}");
+    // The other nodes were stopped cleanly; the host runs and answers.
+    for who in ["george", "mary", "pharmacist"] {
+        assert!(!demo.join(who).join("control.sock").exists(), "{who}");
+    }
+    let pid = host.pid().expect("the host's node.json");
+    assert!(stdout.contains(&format!("kill {pid}")), "{stdout}");
+    let status = cophr()
+        .arg("--home")
+        .arg(demo.join("host"))
+        .args(["--json", "status"])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["pid"].as_u64(), Some(u64::from(pid)));
+    assert_eq!(
+        v["records"][0]["hosted_here"],
+        serde_json::Value::Bool(true)
+    );
+    // Stopping it as the demo says leaves nothing behind.
+    assert!(Command::new("kill")
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success());
+    eventually("the host to stop", || {
+        !demo.join("host").join("node.json").exists()
+    });
+    assert!(!demo.join("host").join("control.sock").exists());
+}
