@@ -520,6 +520,15 @@ pub fn follow_moves(handle: &NodeHandle, record: &RecordId) -> Result<bool, NetE
 pub async fn follow(handle: &NodeHandle, record: RecordId) -> Result<Multiaddr, NetError> {
     let p = handle.find_home(record).await?;
     let peer = PeerId::from_bytes(&p.pointer.host).map_err(|_| NetError::NotFound(record))?;
+    let book = handle.peer_book(&record)?;
+    if let Some(current) = book
+        .home
+        .as_ref()
+        .filter(|h| super::service::peer_of(h) == Some(peer))
+    {
+        // Same host: keep the address we know works rather than an older published one.
+        return Ok(current.clone());
+    }
     let addr = p
         .pointer
         .addrs
@@ -527,7 +536,7 @@ pub async fn follow(handle: &NodeHandle, record: RecordId) -> Result<Multiaddr, 
         .and_then(|a| a.parse::<Multiaddr>().ok())
         .ok_or(NetError::NotFound(record))?
         .with(libp2p::multiaddr::Protocol::P2p(peer));
-    let mut book = handle.peer_book(&record)?;
+    let mut book = book;
     book.home = Some(addr.clone());
     handle.set_peer_book(&record, &book)?;
     Ok(addr)

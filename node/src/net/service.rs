@@ -580,6 +580,18 @@ impl EventLoop {
                 request,
                 reply,
             } => {
+                // Dial the given addresses ourselves when not connected, so a peer that
+                // came back on a new address is reached there (not through a dial to an
+                // old address still in progress).
+                if !addrs.is_empty() && !self.swarm.is_connected(&peer) {
+                    let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                        .addresses(addrs.clone())
+                        .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, error = %e, "dial failed");
+                    }
+                }
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -725,7 +737,7 @@ impl EventLoop {
                 Ok(r) => {
                     tracing::debug!(%peer, %record, pulled = r.pulled, pushed = r.pushed, "synced")
                 }
-                Err(NetError::Refused { .. }) if push => {
+                Err(NetError::Refused { reason, .. }) if push && reason == "no access" => {
                     // The home host no longer serves us the record (it moved, and the old
                     // host released it): look the new home up and sync with it.
                     match client::follow(&handle, record).await {
