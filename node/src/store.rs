@@ -148,7 +148,10 @@ struct Indexer {
 
 #[derive(Debug)]
 struct Inner {
-    log: Log,
+    /// The log. Every operation holds it shared; compaction replaces it, exclusively.
+    log: RwLock<Log>,
+    /// The store's directory (`None` for a store built over an in-memory log).
+    dir: Option<std::path::PathBuf>,
     db: sled::Db,
     node_key: Keypair,
     records: Mutex<HashMap<RecordId, Arc<RwLock<Record>>>>,
@@ -299,7 +302,10 @@ impl Store {
         // opening the same log.
         let db = open_index(&dir.join("index"))?;
         let (log, rec) = Log::open_path(dir.join("log"))?;
-        let (store, replayed) = Store::assemble(log, db, node_key)?;
+        let (mut store, replayed) = Store::assemble(log, db, node_key)?;
+        if let Some(inner) = Arc::get_mut(&mut store.inner) {
+            inner.dir = Some(dir.to_path_buf());
+        }
         Ok((
             store,
             OpenReport {
@@ -315,28 +321,10 @@ impl Store {
     }
 
     fn assemble(log: Log, db: sled::Db, node_key: Keypair) -> Result<(Store, u64), StoreError> {
-        let mut applied = db.get(APPLIED)?.and_then(|v| read_u64(&v)).unwrap_or(0);
-        if applied > log.len() {
-            // The log was cut back (repair) or replaced: the index is not a prefix of it.
-            tracing::warn!("index ahead of the log; rebuilding the index");
-            db.clear()?;
-            applied = 0;
-        }
-        let mut replayed = 0;
-        for frame in log.iter_from(applied) {
-            let (offset, kind, payload) = frame?;
-            let mut b = index_ops(&db, offset, kind, &payload)?;
-            let end = frame_end(offset, payload.len());
-            b.insert(APPLIED, &end.to_be_bytes()[..]);
-            db.apply_batch(b)?;
-            applied = end;
-            replayed += 1;
-        }
-        if replayed > 0 {
-            db.flush()?;
-        }
+        let (applied, replayed) = Store::reindex(&log, &db)?;
         let inner = Inner {
-            log,
+            log: RwLock::new(log),
+            dir: None,
             db,
             node_key,
             records: Mutex::new(HashMap::new()),
@@ -352,6 +340,36 @@ impl Store {
             },
             replayed,
         ))
+    }
+
+    /// Indexes the frames the index does not cover yet (all of them if the index is not a
+    /// prefix of the log). Returns the indexed length and how many frames were indexed.
+    fn reindex(log: &Log, db: &sled::Db) -> Result<(u64, u64), StoreError> {
+        let mut applied = db.get(APPLIED)?.and_then(|v| read_u64(&v)).unwrap_or(0);
+        if applied > log.len() {
+            // The log was cut back (repair) or replaced: the index is not a prefix of it.
+            tracing::warn!("index ahead of the log; rebuilding the index");
+            db.clear()?;
+            applied = 0;
+        }
+        let mut replayed = 0;
+        for frame in log.iter_from(applied) {
+            let (offset, kind, payload) = frame?;
+            let mut b = index_ops(db, offset, kind, &payload)?;
+            let end = frame_end(offset, payload.len());
+            b.insert(APPLIED, &end.to_be_bytes()[..]);
+            db.apply_batch(b)?;
+            applied = end;
+            replayed += 1;
+        }
+        if replayed > 0 {
+            db.flush()?;
+        }
+        Ok((applied, replayed))
+    }
+
+    fn log(&self) -> std::sync::RwLockReadGuard<'_, Log> {
+        self.inner.log.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Cuts the log at its first bad frame and rebuilds the index from it. The store must
@@ -397,7 +415,7 @@ impl Store {
             let (_, v) = kv?;
             let offset =
                 read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad fork index".into()))?;
-            let (_, payload) = self.inner.log.read(offset)?;
+            let (_, payload) = self.log().read(offset)?;
             out.push(
                 SignedEntry::decode(&payload)
                     .map_err(|e| StoreError::Corrupt(format!("fork proof: {e}")))?,
@@ -429,7 +447,7 @@ impl Store {
 
     /// Reads an entry frame and checks its hash against the id it is indexed under.
     fn read_entry(&self, offset: u64, id: &EntryId) -> Result<SignedEntry, StoreError> {
-        let (kind, payload) = self.inner.log.read(offset)?;
+        let (kind, payload) = self.log().read(offset)?;
         if kind != KIND_ENTRY {
             return Err(StoreError::Corrupt(format!(
                 "offset {offset} is not an entry"
@@ -506,7 +524,10 @@ impl Store {
     /// Appends frames durably (one fsync) and indexes them. Frames are always built here
     /// from entries and events already decoded and checked.
     fn persist(&self, frames: &[(u8, &[u8])]) -> Result<(), StoreError> {
-        let offsets = self.inner.log.append_batch(frames)?;
+        // The log stays shared until the frames are indexed, so a compaction (which
+        // rewrites offsets) cannot run in between.
+        let log = self.log();
+        let offsets = log.append_batch(frames)?;
         let mut batches = Vec::with_capacity(frames.len());
         for ((kind, payload), offset) in frames.iter().zip(offsets) {
             batches.push((
@@ -515,7 +536,9 @@ impl Store {
                 index_ops(&self.inner.db, offset, *kind, payload)?,
             ));
         }
-        self.index(batches)
+        let indexed = self.index(batches);
+        drop(log);
+        indexed
     }
 
     /// Persists `frames` followed by an audit event built from `input`, in one fsync,
@@ -570,7 +593,7 @@ impl Store {
                 let (_, v) = kv?;
                 let offset =
                     read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
-                let (_, payload) = self.inner.log.read(offset)?;
+                let (_, payload) = self.log().read(offset)?;
                 let a = SignedAudit::decode(&payload)?;
                 Ok(Some((a.event.seq, a.id())))
             }
@@ -595,7 +618,7 @@ impl Store {
             let (_, v) = kv?;
             let offset =
                 read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
-            let (_, payload) = self.inner.log.read(offset)?;
+            let (_, payload) = self.log().read(offset)?;
             out.push(SignedAudit::decode(&payload)?);
         }
         out.sort_by_key(|a| (a.event.time, a.event.node, a.event.seq));
@@ -825,7 +848,7 @@ impl Store {
             }
             let offset =
                 read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
-            let (_, payload) = self.inner.log.read(offset)?;
+            let (_, payload) = self.log().read(offset)?;
             out.push(SignedAudit::decode(&payload)?);
             if out.len() >= limit {
                 break;
@@ -864,6 +887,72 @@ impl Store {
         self.persist(&[(KIND_TOMBSTONE, record.as_bytes())])?;
         lock(&self.inner.records).remove(record);
         lock(&self.inner.audit_tail).remove(record);
+        drop(_guard);
+        self.compact()
+    }
+
+    /// Rewrites the log without the frames of removed records (everything a record had
+    /// before its last tombstone), so their bytes are gone from disk, then rebuilds the
+    /// index. Holds the log exclusively while it runs. A crash part-way leaves either the
+    /// old log or the new one (the new one is renamed into place only once fsync'd).
+    pub fn compact(&self) -> Result<(), StoreError> {
+        let Some(dir) = self.inner.dir.clone() else {
+            return Ok(());
+        };
+        let mut log = self.inner.log.write().unwrap_or_else(|p| p.into_inner());
+        // Where each removed record's last tombstone is.
+        let mut cut: HashMap<RecordId, u64> = HashMap::new();
+        for frame in log.iter_from(0) {
+            let (offset, kind, payload) = frame?;
+            if kind == KIND_TOMBSTONE {
+                if let Ok(id) = <[u8; 32]>::try_from(payload.as_slice()) {
+                    cut.insert(ActorId(id), offset);
+                }
+            }
+        }
+        if cut.is_empty() {
+            return Ok(());
+        }
+        let tmp = dir.join("log.compact");
+        let _ = std::fs::remove_file(&tmp);
+        {
+            let (fresh, _) = Log::open_path(&tmp)?;
+            let mut batch: Vec<(u8, Vec<u8>)> = Vec::new();
+            for frame in log.iter_from(0) {
+                let (offset, kind, payload) = frame?;
+                let record = match kind {
+                    KIND_ENTRY | KIND_FORK => {
+                        SignedEntry::decode(&payload).ok().map(|e| e.entry().record)
+                    }
+                    KIND_AUDIT => SignedAudit::decode(&payload).ok().map(|a| a.event.record),
+                    _ => None,
+                };
+                let gone = kind == KIND_TOMBSTONE
+                    || record.is_some_and(|r| cut.get(&r).is_some_and(|t| offset < *t));
+                if !gone {
+                    batch.push((kind, payload));
+                }
+                if batch.len() >= 1024 {
+                    let items: Vec<(u8, &[u8])> =
+                        batch.iter().map(|(k, p)| (*k, p.as_slice())).collect();
+                    fresh.append_batch(&items)?;
+                    batch.clear();
+                }
+            }
+            let items: Vec<(u8, &[u8])> = batch.iter().map(|(k, p)| (*k, p.as_slice())).collect();
+            fresh.append_batch(&items)?;
+        }
+        std::fs::rename(&tmp, dir.join("log"))?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        let (reopened, _) = Log::open_path(dir.join("log"))?;
+        *log = reopened;
+        self.inner.db.clear()?;
+        let (applied, _) = Store::reindex(&log, &self.inner.db)?;
+        let mut ix = lock(&self.inner.indexer);
+        ix.applied = applied.max(crate::log::HEADER_LEN);
+        ix.pending.clear();
+        lock(&self.inner.records).clear();
+        lock(&self.inner.audit_tail).clear();
         Ok(())
     }
 
@@ -894,7 +983,7 @@ impl Store {
     /// rules (by replay), every audit event's signature and chain.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         let mut report = VerifyReport::default();
-        let log = self.inner.log.verify()?;
+        let log = self.log().verify()?;
         if !log.is_ok() {
             report.problems.push(format!("log: {log:?}"));
         }
@@ -998,7 +1087,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let before = s.inner.log.len();
+        let before = s.log().len();
         let err = s
             .write(
                 &rec,
@@ -1015,7 +1104,7 @@ mod tests {
             matches!(err, StoreError::Rejected(Rejection::Access(_))),
             "{err}"
         );
-        assert_eq!(s.inner.log.len(), before);
+        assert_eq!(s.log().len(), before);
         assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), 2);
     }
 
@@ -1083,6 +1172,72 @@ mod tests {
         let again = s2.import(&file, &g.actor(), 5_000, None).unwrap();
         assert_eq!((again.new_entries, again.already_held), (0, 2));
         assert!(s2.verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_removed_record_is_gone_from_disk_and_the_rest_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (g, rec) = george(&s);
+        s.write(
+            &rec,
+            &g,
+            Payload::Create {
+                category: Category::AboutMe,
+                body: text_body(&[("thing-1", "moving-away-secret")]),
+            },
+            2_000,
+            None,
+        )
+        .unwrap();
+        let other = key(1, "Other");
+        s.create_record(&other, profile("Other", "patient", None), 3_000, None)
+            .unwrap();
+        let kept = s
+            .write(
+                &other.actor(),
+                &other,
+                Payload::Create {
+                    category: Category::AboutMe,
+                    body: text_body(&[("thing-1", "staying-here")]),
+                },
+                4_000,
+                None,
+            )
+            .unwrap();
+        let log_bytes = || std::fs::read(dir.path().join("log")).unwrap();
+        let has = |b: &[u8], needle: &[u8]| b.windows(needle.len()).any(|w| w == needle);
+        assert!(has(&log_bytes(), b"moving-away-secret"));
+        s.remove_record(&rec).unwrap();
+        assert!(
+            !has(&log_bytes(), b"moving-away-secret"),
+            "the bytes are gone"
+        );
+        assert!(!s.holds(&rec).unwrap());
+        assert!(s
+            .with_record(&other.actor(), |r| r.contains(&kept))
+            .unwrap());
+        assert!(s.audit_events(&rec).unwrap().is_empty());
+        // Writes after compaction land and survive a reopen.
+        let later = s
+            .write(
+                &other.actor(),
+                &other,
+                Payload::Create {
+                    category: Category::AboutMe,
+                    body: text_body(&[("thing-1", "after")]),
+                },
+                5_000,
+                None,
+            )
+            .unwrap();
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(s.records().unwrap(), vec![other.actor()]);
+        assert!(s
+            .with_record(&other.actor(), |r| r.contains(&later))
+            .unwrap());
+        assert!(s.verify().unwrap().is_ok());
     }
 
     #[test]
