@@ -753,9 +753,11 @@ impl Record {
         }
         let mut status = Status::Valid;
         for link in self.chain(auth) {
-            if self.nodes[&link.id].status != Status::Valid {
-                return Err(AccessError::VoidGrant(link.id).into());
-            }
+            // A grant in the chain may be void (made concurrently with a revocation above
+            // it). That revocation is in this same chain, so the loop below refuses the
+            // entry if its author had seen it and keeps it void otherwise, exactly as
+            // `recompute` does when the revocation arrives after the entry: the outcome
+            // does not depend on arrival order.
             if !link.grant.in_period(e.time) {
                 return Err(AccessError::OutOfPeriod(link.id).into());
             }

@@ -452,6 +452,94 @@ fn revocation_voids_writes_it_did_not_see_regardless_of_arrival_order() {
     );
 }
 
+/// Found by the simulation (`revocation` scenario): George revokes Mary offline while Mary,
+/// not knowing, delegates to a night sitter who writes. A replica that gets the revocation
+/// first used to refuse the sitter's write ("grant is void"), and everything after it, while
+/// one that got it last kept it as void.
+#[test]
+fn writes_under_a_grant_delegated_concurrently_with_a_revocation_are_void_in_any_order() {
+    let mut f = Fixture::new(8, "George");
+    let george = f.patient.clone();
+    let mary = key(8, "Mary");
+    let sitter = key(8, "Sitter");
+    let g1 = f.grant(grant(&mary, Level::Delete, &[], true, true));
+    f.create(&george, Category::VitalSigns, bp(120, 80))
+        .unwrap();
+    let base = f.record.clone();
+    let revocation = base
+        .prepare_all(
+            &george,
+            Payload::Revoke {
+                grant: g1,
+                category: None,
+                reason: "x".into(),
+            },
+            f.now,
+            None,
+        )
+        .unwrap();
+    let mut marys = base.clone();
+    let g2 = marys
+        .prepare_as(
+            &mary,
+            Payload::Grant(grant(
+                &sitter,
+                Level::Write,
+                &[Category::VitalSigns],
+                false,
+                false,
+            )),
+            f.now + 1,
+            None,
+        )
+        .unwrap();
+    marys.apply(g2.clone()).unwrap();
+    let w = marys
+        .prepare_as(
+            &sitter,
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(131, 82),
+            },
+            f.now + 2,
+            None,
+        )
+        .unwrap();
+    let orders = [
+        [vec![g2.clone(), w.clone()], revocation.clone()].concat(),
+        [revocation.clone(), vec![g2.clone(), w.clone()]].concat(),
+        [vec![g2.clone()], revocation.clone(), vec![w.clone()]].concat(),
+    ];
+    let mut states = Vec::new();
+    for order in orders {
+        let mut r = base.clone();
+        for v in order {
+            r.apply(v).unwrap();
+        }
+        assert!(matches!(r.status(&g2.id()), Some(Status::Void { .. })));
+        assert!(matches!(r.status(&w.id()), Some(Status::Void { .. })));
+        states.push((r.len(), current(&r, &r.viewer(&george.actor(), f.now))));
+    }
+    assert!(states.windows(2).all(|p| p[0] == p[1]));
+    // The sitter, once it has seen the revocation, writes nothing more.
+    let mut seen = base;
+    for v in revocation.iter().chain([&g2, &w]) {
+        seen.apply(v.clone()).unwrap();
+    }
+    assert!(seen
+        .prepare(
+            &sitter,
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(140, 90),
+            },
+            Some(g2.id()),
+            f.now + 3,
+            None,
+        )
+        .is_err());
+}
+
 #[test]
 fn forks_are_detected_and_kept_as_proof() {
     let mut f = Fixture::new(7, "George");

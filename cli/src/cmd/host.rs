@@ -17,7 +17,7 @@ use crate::output;
 #[derive(ClapArgs, Debug)]
 #[command(after_help = "Example:\n  cophr host /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW…")]
 pub struct Args {
-    /// The host's address: a multiaddr ending in /p2p/<peer id> (`cophr status` prints it)
+    /// The host's address: a multiaddr ending in /p2p/PEER_ID (`cophr status` prints it)
     addr: String,
 
     #[command(flatten)]

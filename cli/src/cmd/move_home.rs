@@ -16,7 +16,7 @@ use crate::output;
 #[derive(ClapArgs, Debug)]
 #[command(after_help = "Example:\n  cophr move --to /ip4/192.0.2.8/tcp/4001/p2p/12D3KooW…")]
 pub struct Args {
-    /// The new host's address: a multiaddr ending in /p2p/<peer id>
+    /// The new host's address: a multiaddr ending in /p2p/PEER_ID
     #[arg(long, value_name = "ADDR")]
     to: String,
 

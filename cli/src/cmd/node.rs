@@ -79,7 +79,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<Multiaddr>,
 
-    /// A bootstrap peer for discovery, ending in /p2p/<peer id> (repeat for several)
+    /// A bootstrap peer for discovery, ending in /p2p/PEER_ID (repeat for several)
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<Multiaddr>,
 

@@ -20,7 +20,7 @@ use crate::output;
 /// regularly and as entries are written. Needs the node.
 #[derive(ClapArgs, Debug)]
 pub struct Args {
-    /// Sync with this peer only (a multiaddr ending in /p2p/<peer id>)
+    /// Sync with this peer only (a multiaddr ending in /p2p/PEER_ID)
     #[arg(long, value_name = "ADDR")]
     peer: Option<String>,
 

@@ -1,0 +1,945 @@
+//! The scenarios: who the nodes are, who grants what, and a timeline of writes, faults,
+//! moves, revocations and attacks, all drawn from the seed.
+
+use cophr_protocol::access::Level;
+use cophr_protocol::category::Category;
+use cophr_protocol::testkit::grant;
+use cophr_protocol::RecordId;
+
+use crate::net::Faults;
+use crate::sim::{Act, Attack, Config, Expect, NodeId, Role, Sim, WriteKind};
+use crate::{Options, Scenario, Size, Time};
+
+const S: Time = 1000;
+const MIN: Time = 60 * S;
+
+pub(crate) fn build(scenario: Scenario, seed: u64, size: Size, options: Options) -> Sim {
+    match scenario {
+        Scenario::Acceptance => acceptance(seed, size),
+        Scenario::Scale => scale(seed, size, options),
+        Scenario::Churn => churn(seed, size),
+        Scenario::Partition => partition(seed, size),
+        Scenario::Loss => loss(seed, size),
+        Scenario::Revocation => revocation(seed, size),
+    }
+}
+
+fn config(active: Time, settle: Time, sync_every: Time, sample_every: Time) -> Config {
+    Config {
+        sync_every,
+        sync_jitter: sync_every / 5,
+        timeout: 10 * S,
+        sample_every,
+        pull_limit: 64,
+        push_batch: 64,
+        heal: active,
+        end: active + settle,
+    }
+}
+
+fn pick(size: Size, small: Time, full: Time) -> Time {
+    match size {
+        Size::Small => small,
+        Size::Full => full,
+    }
+}
+
+/// George's family and care team (BRIEF, "The acceptance scenario"), a hostile node, hosts,
+/// and `extras` more patients who share with some of the same providers.
+struct Family {
+    george: NodeId,
+    mary: NodeId,
+    patricia: NodeId,
+    alex: NodeId,
+    homecare: NodeId,
+    consultant: NodeId,
+    nurse: NodeId,
+    pharmacist: NodeId,
+    mallory: NodeId,
+    hosts: Vec<NodeId>,
+    record: RecordId,
+    extras: Vec<(NodeId, RecordId)>,
+}
+
+const EXTRA: [&str; 8] = [
+    "Edith", "Frank", "Grace", "Harold", "Ivy", "Jack", "Kath", "Len",
+];
+
+fn write(sim: &mut Sim, at: Time, node: NodeId, record: RecordId, what: WriteKind, expect: Expect) {
+    sim.at(
+        at,
+        Act::Write {
+            node,
+            record,
+            what,
+            expect,
+        },
+    );
+}
+
+fn create(c: Category) -> WriteKind {
+    WriteKind::Create(c)
+}
+
+/// Grants from `issuer`'s node to `grantee`'s actor.
+#[allow(clippy::too_many_arguments)]
+fn grant_at(
+    sim: &mut Sim,
+    at: Time,
+    issuer: NodeId,
+    record: RecordId,
+    grantee: NodeId,
+    level: Level,
+    cats: &[Category],
+    audit: bool,
+    delegate: bool,
+    expect: Expect,
+) {
+    let g = grant(&sim.nodes[grantee].key, level, cats, audit, delegate);
+    write(sim, at, issuer, record, WriteKind::Grant(g), expect);
+}
+
+/// Writes by `node` from `from` to `to`, about every `mean`, cycling through `kinds`.
+#[allow(clippy::too_many_arguments)]
+fn writes(
+    sim: &mut Sim,
+    node: NodeId,
+    record: RecordId,
+    from: Time,
+    to: Time,
+    mean: Time,
+    kinds: &[WriteKind],
+    expect: Expect,
+) {
+    let mut t = from + sim.rng.range(0, mean);
+    let mut k = 0;
+    while t < to {
+        write(sim, t, node, record, kinds[k % kinds.len()].clone(), expect);
+        t += sim.rng.range(mean / 2, mean * 3 / 2);
+        k += 1;
+    }
+}
+
+fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
+    let george = sim.add_node("George", Role::Patient);
+    let mary = sim.add_node("Mary", Role::Carer);
+    let patricia = sim.add_node("Patricia", Role::Family);
+    let alex = sim.add_node("Alex", Role::Family);
+    let homecare = sim.add_node("Home care", Role::Provider);
+    let consultant = sim.add_node("Renal consultant", Role::Provider);
+    let nurse = sim.add_node("Diabetes nurse", Role::Provider);
+    let pharmacist = sim.add_node("Pharmacist", Role::Provider);
+    let mallory = sim.add_node("Mallory", Role::Hostile);
+    let hosts: Vec<NodeId> = (1..=hosts)
+        .map(|i| sim.add_node(&format!("Host {i}"), Role::Host))
+        .collect();
+    let extra_nodes: Vec<NodeId> = EXTRA
+        .iter()
+        .take(extras)
+        .map(|n| sim.add_node(n, Role::Patient))
+        .collect();
+
+    // George's record: his genesis and what he knows about himself, then hosting, then grants.
+    let record = sim.genesis(george, "patient");
+    for c in [
+        Category::Problems,
+        Category::Problems,
+        Category::Problems,
+        Category::Medications,
+        Category::Medications,
+        Category::Allergies,
+        Category::AboutMe,
+    ] {
+        write(sim, 0, george, record, create(c), Expect::Ok);
+    }
+    sim.at(
+        S,
+        Act::Host {
+            node: george,
+            record,
+            to: hosts[0],
+        },
+    );
+    use Category::*;
+    let all: &[Category] = &[];
+    let mut t = 10 * S;
+    let mut next = || {
+        t += 2 * S;
+        t
+    };
+    // Mary: full access, the audit trail, and the right to delegate.
+    grant_at(
+        sim,
+        next(),
+        george,
+        record,
+        mary,
+        Level::Delete,
+        all,
+        true,
+        true,
+        Expect::Ok,
+    );
+    // The children view everything and the audit trail, and write nothing.
+    for child in [patricia, alex] {
+        grant_at(
+            sim,
+            next(),
+            george,
+            record,
+            child,
+            Level::View,
+            all,
+            true,
+            false,
+            Expect::Ok,
+        );
+    }
+    // Home care: vital signs, wound care (procedures) and blood-test requests (lab results).
+    let hc = [VitalSigns, Procedures, LabResults];
+    grant_at(
+        sim,
+        next(),
+        george,
+        record,
+        homecare,
+        Level::Write,
+        &hc,
+        false,
+        false,
+        Expect::Ok,
+    );
+    // The consultant and the nurse see and write everything, without the audit trail.
+    for c in [consultant, nurse] {
+        grant_at(
+            sim,
+            next(),
+            george,
+            record,
+            c,
+            Level::Write,
+            all,
+            false,
+            false,
+            Expect::Ok,
+        );
+    }
+    // The pharmacist sees problems, medications and allergies.
+    let ph = [Problems, Medications, Allergies];
+    grant_at(
+        sim,
+        next(),
+        george,
+        record,
+        pharmacist,
+        Level::View,
+        &ph,
+        false,
+        false,
+        Expect::Ok,
+    );
+    // A fitness app George tried, since gone rogue: allergies only.
+    grant_at(
+        sim,
+        next(),
+        george,
+        record,
+        mallory,
+        Level::View,
+        &[Allergies],
+        false,
+        false,
+        Expect::Ok,
+    );
+
+    let providers = [homecare, consultant, nurse, pharmacist];
+    let mut extra_records = Vec::new();
+    for (i, &p) in extra_nodes.iter().enumerate() {
+        let r = sim.genesis(p, "patient");
+        write(sim, 0, p, r, create(Problems), Expect::Ok);
+        write(sim, 0, p, r, create(Medications), Expect::Ok);
+        sim.at(
+            2 * S,
+            Act::Host {
+                node: p,
+                record: r,
+                to: hosts[(i + 1) % hosts.len()],
+            },
+        );
+        for (j, k) in sim.rng.sample(providers.len(), 2).into_iter().enumerate() {
+            let (level, cats): (Level, &[Category]) = match providers[k] {
+                x if x == pharmacist => (Level::View, &ph),
+                x if x == homecare => (Level::Write, &hc),
+                _ => (Level::Write, all),
+            };
+            let at = 12 * S + 2 * S * j as Time;
+            grant_at(
+                sim,
+                at,
+                p,
+                r,
+                providers[k],
+                level,
+                cats,
+                false,
+                false,
+                Expect::Ok,
+            );
+        }
+        extra_records.push((p, r));
+    }
+    Family {
+        george,
+        mary,
+        patricia,
+        alex,
+        homecare,
+        consultant,
+        nurse,
+        pharmacist,
+        mallory,
+        hosts,
+        record,
+        extras: extra_records,
+    }
+}
+
+/// Everyday writing in George's record and the extra patients' records.
+fn everyday(sim: &mut Sim, f: &Family, from: Time, to: Time, scale: Time) {
+    use Category::*;
+    let r = f.record;
+    writes(
+        sim,
+        f.mary,
+        r,
+        from,
+        to,
+        4 * scale,
+        &[create(VitalSigns)],
+        Expect::Ok,
+    );
+    writes(
+        sim,
+        f.homecare,
+        r,
+        from,
+        to,
+        6 * scale,
+        &[create(VitalSigns), create(Procedures), create(LabResults)],
+        Expect::RefusedIfRevoked,
+    );
+    writes(
+        sim,
+        f.consultant,
+        r,
+        from,
+        to,
+        8 * scale,
+        &[
+            create(Problems),
+            create(LabResults),
+            WriteKind::AmendOwn(Problems),
+        ],
+        Expect::Ok,
+    );
+    writes(
+        sim,
+        f.nurse,
+        r,
+        from,
+        to,
+        9 * scale,
+        &[create(Medications), create(VitalSigns)],
+        Expect::Ok,
+    );
+    writes(
+        sim,
+        f.george,
+        r,
+        from,
+        to,
+        10 * scale,
+        &[
+            create(AboutMe),
+            WriteKind::Annotate(LabResults),
+            create(VitalSigns),
+        ],
+        Expect::Ok,
+    );
+    for &(p, pr) in &f.extras {
+        writes(
+            sim,
+            p,
+            pr,
+            from,
+            to,
+            7 * scale,
+            &[create(VitalSigns), create(Allergies)],
+            Expect::Ok,
+        );
+    }
+}
+
+/// Writes that must be refused by the writer's own replica.
+fn refused_writes(sim: &mut Sim, f: &Family, at: Time) {
+    use Category::*;
+    let r = f.record;
+    write(sim, at, f.patricia, r, create(VitalSigns), Expect::Refused);
+    write(
+        sim,
+        at + 20 * S,
+        f.alex,
+        r,
+        create(Problems),
+        Expect::Refused,
+    );
+    write(
+        sim,
+        at + 40 * S,
+        f.pharmacist,
+        r,
+        create(Medications),
+        Expect::Refused,
+    );
+    write(
+        sim,
+        at + 60 * S,
+        f.homecare,
+        r,
+        create(Medications),
+        Expect::Refused,
+    );
+    write(
+        sim,
+        at + 80 * S,
+        f.mallory,
+        r,
+        create(Problems),
+        Expect::Refused,
+    );
+}
+
+/// The hostile node's attempts, at random times in `from..to`.
+fn hostile(sim: &mut Sim, f: &Family, from: Time, to: Time, kinds: &[Attack]) {
+    for &attack in kinds {
+        let at = sim.rng.range(from, to);
+        let (record, target) = match attack {
+            Attack::PullUnauthorised => match f.extras.first() {
+                Some(&(_, r)) => (r, None),
+                None => continue,
+            },
+            Attack::PushToReplica => (f.record, Some(f.consultant)),
+            _ => (f.record, None),
+        };
+        sim.at(
+            at,
+            Act::Attack {
+                node: f.mallory,
+                record,
+                attack,
+                target,
+            },
+        );
+    }
+}
+
+const ATTACKS: [Attack; 11] = [
+    Attack::ForgedSignature,
+    Attack::Tampered,
+    Attack::Escalate,
+    Attack::ReplayCaptured,
+    Attack::ReplayOwn,
+    Attack::StaleProof,
+    Attack::Impersonate,
+    Attack::PullUnauthorised,
+    Attack::ProbeStreams,
+    Attack::PushToReplica,
+    Attack::AnnounceSpam,
+];
+
+fn acceptance(seed: u64, size: Size) -> Sim {
+    let active = pick(size, 24 * MIN, 60 * MIN);
+    let settle = pick(size, 5 * MIN, 8 * MIN);
+    let mut sim = Sim::new(
+        seed,
+        config(active, settle, 60 * S, pick(size, 20 * S, 15 * S)),
+    );
+    let f = family(&mut sim, 1, 2);
+    let scale = pick(size, MIN / 2, MIN);
+    let to = active - 2 * MIN;
+    everyday(&mut sim, &f, MIN, to, scale);
+    let r = f.record;
+    write(
+        &mut sim,
+        active / 3,
+        f.mary,
+        r,
+        WriteKind::AmendOwn(Category::VitalSigns),
+        Expect::Ok,
+    );
+    refused_writes(&mut sim, &f, active / 5);
+    // George moves his record to the second host; every grant survives.
+    sim.at(
+        active * 45 / 100,
+        Act::Host {
+            node: f.george,
+            record: r,
+            to: f.hosts[1],
+        },
+    );
+    // Later he revokes home care: it keeps what it saw, sees nothing new, writes nothing.
+    sim.at(
+        active * 70 / 100,
+        Act::Revoke {
+            node: f.george,
+            record: r,
+            grantee: f.homecare,
+        },
+    );
+    sim.at(
+        active * 70 / 100 + MIN,
+        Act::Attack {
+            node: f.homecare,
+            record: r,
+            attack: Attack::RevokedWrite,
+            target: None,
+        },
+    );
+    hostile(&mut sim, &f, 2 * MIN, to, &ATTACKS);
+    sim
+}
+
+fn partition(seed: u64, size: Size) -> Sim {
+    let active = pick(size, 24 * MIN, 40 * MIN);
+    let mut sim = Sim::new(
+        seed,
+        config(active, pick(size, 5 * MIN, 8 * MIN), 60 * S, 20 * S),
+    );
+    let f = family(&mut sim, pick(size, 1, 4) as usize, 2);
+    everyday(&mut sim, &f, MIN, active - MIN, pick(size, MIN / 2, MIN));
+    // Mary, the children, the nurse and Mallory are cut off from the hosts and the rest
+    // until the end of the active period; then the partition heals.
+    let mut groups = vec![1u8; sim.nodes.len()];
+    for n in [f.mary, f.patricia, f.alex, f.nurse, f.mallory] {
+        groups[n] = 0;
+    }
+    let (cut, heal) = (active / 4, active);
+    sim.at(cut, Act::Partition(groups, "partition".into()));
+    // The hostile node, in the cut-off group, makes the others pull from it.
+    for _ in 0..4 {
+        let at = sim.rng.range(cut, heal);
+        sim.at(
+            at,
+            Act::Attack {
+                node: f.mallory,
+                record: f.record,
+                attack: Attack::AnnounceSpam,
+                target: None,
+            },
+        );
+    }
+    hostile(&mut sim, &f, 2 * MIN, active - MIN, &ATTACKS);
+    sim.at(active, Act::Heal);
+    sim
+}
+
+fn churn(seed: u64, size: Size) -> Sim {
+    let active = pick(size, 24 * MIN, 50 * MIN);
+    let mut sim = Sim::new(
+        seed,
+        config(active, pick(size, 5 * MIN, 8 * MIN), 60 * S, 20 * S),
+    );
+    let f = family(&mut sim, pick(size, 2, 6) as usize, 2);
+    everyday(&mut sim, &f, MIN, active - MIN, pick(size, MIN / 2, MIN));
+    refused_writes(&mut sim, &f, active / 5);
+    let last = active * 85 / 100;
+    for n in 0..sim.nodes.len() {
+        let host = sim.nodes[n].role == Role::Host;
+        let outages = if host { 1 } else { sim.rng.range(1, 3) };
+        for _ in 0..outages {
+            let start = sim.rng.range(2 * MIN, last - MIN);
+            let len = if host {
+                sim.rng.range(MIN, 4 * MIN)
+            } else {
+                sim.rng.range(MIN, 6 * MIN)
+            };
+            sim.at(start, Act::Down(n));
+            sim.at((start + len).min(last), Act::Up(n));
+        }
+    }
+    hostile(&mut sim, &f, 2 * MIN, active - MIN, &ATTACKS);
+    sim.at(active, Act::Heal);
+    sim
+}
+
+fn loss(seed: u64, size: Size) -> Sim {
+    let active = pick(size, 24 * MIN, 45 * MIN);
+    let mut sim = Sim::new(
+        seed,
+        config(active, pick(size, 5 * MIN, 8 * MIN), 60 * S, 20 * S),
+    );
+    let f = family(&mut sim, pick(size, 1, 4) as usize, 2);
+    everyday(&mut sim, &f, MIN, active - MIN, pick(size, MIN / 2, MIN));
+    sim.at(
+        MIN,
+        Act::Faults(
+            Faults {
+                loss: 0.25,
+                dup: 0.03,
+                delay_p: 0.1,
+                delay_max: 20 * S,
+            },
+            "25 % loss, duplicates, delays".into(),
+        ),
+    );
+    hostile(&mut sim, &f, 2 * MIN, active - MIN, &ATTACKS);
+    sim.at(active, Act::Heal);
+    sim
+}
+
+fn revocation(seed: u64, size: Size) -> Sim {
+    use Category::*;
+    let active = pick(size, 20 * MIN, 40 * MIN);
+    let mut sim = Sim::new(
+        seed,
+        config(active, pick(size, 4 * MIN, 6 * MIN), 20 * S, 10 * S),
+    );
+    let f = family(&mut sim, 1, 1);
+    let sitter = sim.add_node("Night sitter", Role::Carer);
+    let r = f.record;
+    let to = active - MIN;
+    sim.at(
+        MIN / 2,
+        Act::Faults(
+            Faults {
+                loss: 0.05,
+                dup: 0.01,
+                delay_p: 0.2,
+                delay_max: 5 * S,
+            },
+            "5 % loss, delays".into(),
+        ),
+    );
+    // Busy writers: syncs are in flight most of the time.
+    let busy = pick(size, 20 * S, 30 * S);
+    writes(
+        &mut sim,
+        f.mary,
+        r,
+        MIN,
+        to,
+        busy,
+        &[create(VitalSigns)],
+        Expect::Any,
+    );
+    writes(
+        &mut sim,
+        f.homecare,
+        r,
+        MIN,
+        to,
+        busy,
+        &[create(VitalSigns), create(Procedures), create(LabResults)],
+        Expect::RefusedIfRevoked,
+    );
+    writes(
+        &mut sim,
+        f.george,
+        r,
+        MIN,
+        to,
+        4 * busy,
+        &[create(VitalSigns), create(Problems)],
+        Expect::Ok,
+    );
+    writes(
+        &mut sim,
+        f.consultant,
+        r,
+        MIN,
+        to,
+        3 * busy,
+        &[create(LabResults)],
+        Expect::Ok,
+    );
+    // George revokes Mary on his phone while it is offline, and grants her again without
+    // the right to delegate. Meanwhile Mary, not knowing, delegates vital signs to a night
+    // sitter, who starts writing. George's phone comes back online minutes later.
+    let g_t = sim.rng.range(active / 5, active * 3 / 10);
+    let offline = g_t - 90 * S;
+    let back = g_t + sim.rng.range(2 * MIN, 4 * MIN);
+    let mut groups = vec![1u8; sim.nodes.len()];
+    groups[f.george] = 0;
+    sim.at(offline, Act::Partition(groups, "George offline".into()));
+    let revoke_at = g_t - sim.rng.range(10 * S, 60 * S);
+    sim.at(
+        revoke_at,
+        Act::Revoke {
+            node: f.george,
+            record: r,
+            grantee: f.mary,
+        },
+    );
+    grant_at(
+        &mut sim,
+        g_t - 5 * S,
+        f.george,
+        r,
+        f.mary,
+        Level::Write,
+        &[],
+        true,
+        false,
+        Expect::Ok,
+    );
+    sim.at(back, Act::Unpartition);
+    grant_at(
+        &mut sim,
+        g_t,
+        f.mary,
+        r,
+        sitter,
+        Level::Write,
+        &[VitalSigns],
+        false,
+        false,
+        Expect::Any,
+    );
+    writes(
+        &mut sim,
+        sitter,
+        r,
+        g_t + 10 * S,
+        to,
+        busy,
+        &[create(VitalSigns)],
+        Expect::RefusedIfRevoked,
+    );
+    // Home care, revoked while busy, then tries to write under the revoked grant anyway.
+    let h_t = sim.rng.range(active * 35 / 100, active / 2);
+    sim.at(
+        h_t,
+        Act::Revoke {
+            node: f.george,
+            record: r,
+            grantee: f.homecare,
+        },
+    );
+    sim.at(
+        h_t + MIN,
+        Act::Attack {
+            node: f.homecare,
+            record: r,
+            attack: Attack::RevokedWrite,
+            target: None,
+        },
+    );
+    // The pharmacist, revoked and granted again a few minutes later.
+    let p_t = sim.rng.range(active * 3 / 10, active * 45 / 100);
+    sim.at(
+        p_t,
+        Act::Revoke {
+            node: f.george,
+            record: r,
+            grantee: f.pharmacist,
+        },
+    );
+    let again = p_t + sim.rng.range(2 * MIN, 5 * MIN);
+    let ph = [Problems, Medications, Allergies];
+    grant_at(
+        &mut sim,
+        again,
+        f.george,
+        r,
+        f.pharmacist,
+        Level::View,
+        &ph,
+        false,
+        false,
+        Expect::Ok,
+    );
+    // A child, revoked for good.
+    sim.at(
+        active * 6 / 10,
+        Act::Revoke {
+            node: f.george,
+            record: r,
+            grantee: f.patricia,
+        },
+    );
+    hostile(
+        &mut sim,
+        &f,
+        2 * MIN,
+        to,
+        &[
+            Attack::Escalate,
+            Attack::ProbeStreams,
+            Attack::ForgedSignature,
+            Attack::ReplayOwn,
+        ],
+    );
+    sim.at(active, Act::Heal);
+    sim
+}
+
+fn scale(seed: u64, size: Size, options: Options) -> Sim {
+    use Category::*;
+    let patients = options
+        .patients
+        .unwrap_or(match size {
+            Size::Small => 24,
+            Size::Full => 1000,
+        })
+        .max(1);
+    let providers = pick(size, 6, 50) as usize;
+    let active = pick(size, 8 * MIN, 20 * MIN);
+    let sync_every = pick(size, 2 * MIN, 10 * MIN);
+    let mut sim = Sim::new(
+        seed,
+        config(
+            active,
+            2 * sync_every + 2 * MIN,
+            sync_every,
+            pick(size, 20 * S, 60 * S),
+        ),
+    );
+    let hosts: Vec<NodeId> = (1..=3)
+        .map(|i| sim.add_node(&format!("Community host {i}"), Role::Host))
+        .collect();
+    let provs: Vec<NodeId> = (1..=providers)
+        .map(|i| sim.add_node(&format!("Provider {i:02}"), Role::Provider))
+        .collect();
+    let mallory = sim.add_node("Mallory", Role::Hostile);
+    let cats = [
+        VitalSigns,
+        Problems,
+        Medications,
+        Allergies,
+        LabResults,
+        Procedures,
+    ];
+    let mut mallory_records = Vec::new();
+    let mut other_records = Vec::new();
+    sim.at(
+        0,
+        Act::Faults(
+            Faults {
+                loss: 0.01,
+                dup: 0.0,
+                delay_p: 0.01,
+                delay_max: 5 * S,
+            },
+            "1 % loss".into(),
+        ),
+    );
+    for i in 0..patients {
+        let p = sim.add_node(&format!("Patient {i:04}"), Role::Patient);
+        let r = sim.genesis(p, "patient");
+        let t0 = sim.rng.range(0, pick(size, 30 * S, 120 * S));
+        let first = cats[sim.rng.index(cats.len())].clone();
+        write(&mut sim, t0, p, r, create(first), Expect::Ok);
+        sim.at(
+            t0 + S,
+            Act::Host {
+                node: p,
+                record: r,
+                to: hosts[i % hosts.len()],
+            },
+        );
+        let k = sim.rng.range(2, 4) as usize;
+        for (j, pi) in sim.rng.sample(providers, k).into_iter().enumerate() {
+            let scope: Vec<Category> = if sim.rng.chance(0.15) {
+                Vec::new()
+            } else {
+                let n = sim.rng.range(2, 4) as usize;
+                sim.rng
+                    .sample(cats.len(), n)
+                    .into_iter()
+                    .map(|c| cats[c].clone())
+                    .collect()
+            };
+            let level = if sim.rng.chance(0.5) {
+                Level::Write
+            } else {
+                Level::View
+            };
+            let at = t0 + 10 * S + j as Time * S;
+            grant_at(
+                &mut sim,
+                at,
+                p,
+                r,
+                provs[pi],
+                level,
+                &scope,
+                false,
+                false,
+                Expect::Ok,
+            );
+            if level == Level::Write && sim.rng.chance(0.6) {
+                let c = if scope.is_empty() {
+                    cats[sim.rng.index(cats.len())].clone()
+                } else {
+                    scope[sim.rng.index(scope.len())].clone()
+                };
+                let wt = sim.rng.range(2 * MIN, active - S);
+                write(&mut sim, wt, provs[pi], r, create(c), Expect::Ok);
+            }
+        }
+        if i % (patients / 3).max(1) == 0 {
+            grant_at(
+                &mut sim,
+                t0 + 20 * S,
+                p,
+                r,
+                mallory,
+                Level::View,
+                &[Allergies],
+                false,
+                false,
+                Expect::Ok,
+            );
+            mallory_records.push(r);
+        } else {
+            other_records.push(r);
+        }
+        for _ in 0..sim.rng.range(2, 3) {
+            let c = cats[sim.rng.index(cats.len())].clone();
+            let wt = sim.rng.range(2 * MIN, active - S);
+            write(&mut sim, wt, p, r, create(c), Expect::Ok);
+        }
+    }
+    let kinds = [
+        Attack::PullUnauthorised,
+        Attack::ForgedSignature,
+        Attack::Escalate,
+        Attack::ProbeStreams,
+        Attack::StaleProof,
+        Attack::Impersonate,
+        Attack::ReplayCaptured,
+        Attack::Tampered,
+    ];
+    let n = pick(size, 8, 16) as usize;
+    for i in 0..n {
+        let attack = kinds[i % kinds.len()];
+        let pool = if attack == Attack::PullUnauthorised && !other_records.is_empty() {
+            &other_records
+        } else {
+            &mallory_records
+        };
+        let record = pool[sim.rng.index(pool.len())];
+        let at = sim.rng.range(3 * MIN, active - S);
+        sim.at(
+            at,
+            Act::Attack {
+                node: mallory,
+                record,
+                attack,
+                target: None,
+            },
+        );
+    }
+    sim.at(active, Act::Heal);
+    sim
+}

@@ -1,0 +1,138 @@
+//! A short seed sweep of every scenario at reduced size: the invariants hold, and the same
+//! seed gives the same outcome. A failure prints the report, with the command that replays
+//! the run.
+
+use cophr_simulations::{run, Outcome, Scenario, Size};
+
+const SEEDS: [u64; 3] = [1, 2, 3];
+
+fn check(o: &Outcome) {
+    assert!(
+        o.ok(),
+        "invariants violated, scenario {} seed {} (small):\n{}",
+        o.report.scenario,
+        o.report.seed,
+        o.report
+    );
+}
+
+fn sweep(scenario: Scenario) {
+    let mut first = None;
+    for seed in SEEDS {
+        let o = run(scenario, seed, Size::Small);
+        check(&o);
+        assert!(
+            o.report.entries > 0 && o.report.messages > 0,
+            "{}",
+            o.report
+        );
+        assert!(!o.series.is_empty());
+        first.get_or_insert(o);
+    }
+    // Determinism: the same seed, run again, gives the same report, series and plot.
+    let again = run(scenario, SEEDS[0], Size::Small);
+    let first = first.expect("at least one seed");
+    assert_eq!(
+        first.report, again.report,
+        "{scenario} seed {} is not reproducible",
+        SEEDS[0]
+    );
+    assert_eq!(first.series, again.series);
+    assert_eq!(first.svg(), again.svg());
+}
+
+#[test]
+fn acceptance() {
+    sweep(Scenario::Acceptance);
+}
+
+#[test]
+fn scale() {
+    sweep(Scenario::Scale);
+}
+
+#[test]
+fn churn() {
+    sweep(Scenario::Churn);
+}
+
+#[test]
+fn partition() {
+    sweep(Scenario::Partition);
+}
+
+#[test]
+fn loss() {
+    sweep(Scenario::Loss);
+}
+
+#[test]
+fn revocation() {
+    sweep(Scenario::Revocation);
+}
+
+#[test]
+fn different_seeds_give_different_runs() {
+    let a = run(Scenario::Loss, 11, Size::Small);
+    let b = run(Scenario::Loss, 12, Size::Small);
+    assert_ne!(a.report.bytes, b.report.bytes);
+}
+
+#[test]
+fn the_acceptance_scenario_does_what_the_brief_says() {
+    let o = run(Scenario::Acceptance, 5, Size::Small);
+    check(&o);
+    let r = &o.report;
+    // George moved his record; the replicas followed; home care was revoked.
+    assert!(r.moves_followed > 0, "{r}");
+    assert_eq!(r.revocations, 1, "{r}");
+    // The children, the pharmacist and Mallory tried to write and were refused.
+    assert!(r.writes_refused >= 5, "{r}");
+    // George is told of lab results.
+    assert!(r.lab_results_to_patient.is_some(), "{r}");
+    // Every hostile attempt that was answered was refused.
+    assert!(
+        r.hostile.0 > 0 && r.hostile.1 + r.hostile.2 == r.hostile.0,
+        "{r}"
+    );
+    assert!(r.forged > 0);
+}
+
+#[test]
+fn the_command_line_lists_runs_and_plots() {
+    let exe = env!("CARGO_BIN_EXE_cophr-simulations");
+    let list = std::process::Command::new(exe)
+        .arg("--list")
+        .output()
+        .expect("runs");
+    assert!(list.status.success());
+    let text = String::from_utf8_lossy(&list.stdout);
+    for s in Scenario::ALL {
+        assert!(text.contains(s.name()), "{text}");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--scenario",
+            "acceptance",
+            "--seed",
+            "2",
+            "--small",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("all invariants hold"), "{stdout}");
+    let svg = std::fs::read_to_string(dir.path().join("acceptance-2.svg")).expect("plot written");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("<polyline"));
+    // An unknown scenario is a usage error.
+    let bad = std::process::Command::new(exe)
+        .args(["--scenario", "nope"])
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(2));
+}
