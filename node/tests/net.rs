@@ -865,3 +865,90 @@ async fn a_peer_over_its_request_budget_is_refused() {
     }
     assert_eq!(refusals, [false, false, false, true, true]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reachable_only_through_a_relay_is_synced_through_it() {
+    // A relay (e.g. a community host) and George's personal node that accepts no direct
+    // connections: it listens only through the relay.
+    let relay_dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(relay_dir.path(), key(9, "relay/node")).unwrap();
+    let (relay, _t) = net::start(
+        store,
+        key(9, "relay"),
+        key(9, "relay/peer").secret_bytes(),
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            relay_server: true,
+            sync_interval: Duration::from_secs(3600),
+            ..NetConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut ra = Vec::new();
+    for _ in 0..500 {
+        ra = relay.listen_addrs().await.unwrap();
+        if !ra.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let george = key(9, "George9");
+    let gdir = tempfile::tempdir().unwrap();
+    let (gstore, _) = Store::open(gdir.path(), key(9, "George9/node")).unwrap();
+    gstore
+        .create_record(
+            &george,
+            profile("George", "patient", None),
+            net::service::now_ms(),
+            None,
+        )
+        .unwrap();
+    let (g, _t2) = net::start(
+        gstore,
+        george.clone(),
+        key(9, "George9/peer").secret_bytes(),
+        NetConfig {
+            listen: vec![],
+            relays: vec![ra[0].clone()],
+            sync_interval: Duration::from_secs(3600),
+            ..NetConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Its only address is a circuit through the relay.
+    let mut circuit = None;
+    for _ in 0..500 {
+        circuit = g
+            .listen_addrs()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.to_string().contains("p2p-circuit"));
+        if circuit.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let circuit = circuit.expect("a relayed listen address");
+    // George's own device (a second node acting as George) pulls his record through it.
+    let ldir = tempfile::tempdir().unwrap();
+    let (lstore, _) = Store::open(ldir.path(), key(9, "laptop/node")).unwrap();
+    let (laptop, _t3) = net::start(
+        lstore,
+        george.clone(),
+        key(9, "laptop/peer").secret_bytes(),
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            sync_interval: Duration::from_secs(3600),
+            ..NetConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let r = client::sync(&laptop, g.peer_id(), vec![circuit], george.actor(), false)
+        .await
+        .unwrap();
+    assert_eq!(r.pulled, 1, "{r:?}");
+}

@@ -83,6 +83,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<Multiaddr>,
 
+    /// Be reachable through this relay (a multiaddr ending in /p2p/PEER_ID), for a node
+    /// behind NAT; hole punching upgrades to a direct connection when it can (repeat for
+    /// several)
+    #[arg(long, value_name = "MULTIADDR")]
+    relay: Vec<Multiaddr>,
+
+    /// Offer the relay service to nodes behind NAT (as a community host would)
+    #[arg(long)]
+    relay_server: bool,
+
     /// Seconds between catch-ups with every known peer of every record [default: 10]
     #[arg(long, value_name = "SECS")]
     sync_interval: Option<f64>,
@@ -150,6 +160,10 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
     if !args.bootstrap.is_empty() {
         config.bootstrap = args.bootstrap;
     }
+    if !args.relay.is_empty() {
+        config.relays = args.relay;
+    }
+    config.relay_server |= args.relay_server;
     if let Some(s) = args.sync_interval {
         if !(0.1..=86_400.0).contains(&s) {
             return Err(CliError::invalid(
@@ -158,15 +172,15 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
         }
         config.sync_interval = Duration::from_secs_f64(s);
     }
-    if config.listen.is_empty() {
+    if config.listen.is_empty() && config.relays.is_empty() {
         return Err(CliError::invalid(
             "the node needs at least one listen address",
         ));
     }
-    for b in &config.bootstrap {
+    for b in config.bootstrap.iter().chain(&config.relays) {
         if !matches!(b.iter().last(), Some(Protocol::P2p(_))) {
             return Err(CliError::invalid(format!(
-                "bootstrap address {b} does not end in /p2p/<peer id>"
+                "bootstrap or relay address {b} does not end in /p2p/<peer id>"
             )));
         }
     }

@@ -29,6 +29,11 @@ pub struct NetConfig {
     pub sync_interval: Duration,
     /// Largest sync message accepted, in bytes.
     pub max_message_bytes: u64,
+    /// Offer the relay service to nodes behind NAT (a community host would).
+    pub relay_server: bool,
+    /// Relays to be reachable through (each `…/p2p/<relay peer id>`), for a node that
+    /// cannot accept direct connections; hole punching (dcutr) upgrades when it can.
+    pub relays: Vec<Multiaddr>,
 }
 
 impl Default for NetConfig {
@@ -48,6 +53,8 @@ impl Default for NetConfig {
             requests_per_minute: 600,
             sync_interval: Duration::from_secs(10),
             max_message_bytes: cophr_protocol::sync::MAX_MESSAGE_BYTES as u64,
+            relay_server: false,
+            relays: Vec::new(),
         }
     }
 }

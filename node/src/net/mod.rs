@@ -78,6 +78,8 @@ pub struct Behaviour {
     pub sync: request_response::cbor::Behaviour<Request, Response>,
     /// Relay client, for personal nodes behind NAT.
     pub relay: relay::client::Behaviour,
+    /// Relay service for others (enabled by `NetConfig::relay_server`).
+    pub relay_server: libp2p::swarm::behaviour::toggle::Toggle<relay::Behaviour>,
     /// Direct connection upgrade through relay (hole punching).
     pub dcutr: dcutr::Behaviour,
 }

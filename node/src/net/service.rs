@@ -223,6 +223,7 @@ pub async fn start(
         .map_err(|e| NetError::Setup(e.to_string()))?;
     let local = key.public().to_peer_id();
     let max_msg = config.max_message_bytes;
+    let relay_server = config.relay_server;
     let timeout = config.request_timeout;
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
@@ -269,6 +270,14 @@ pub async fn start(
                         .with_max_concurrent_streams(64),
                 ),
                 relay,
+                relay_server: relay_server
+                    .then(|| {
+                        libp2p::relay::Behaviour::new(
+                            key.public().to_peer_id(),
+                            libp2p::relay::Config::default(),
+                        )
+                    })
+                    .into(),
                 dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
             }
         })
@@ -279,6 +288,13 @@ pub async fn start(
         swarm
             .listen_on(addr.clone())
             .map_err(|e| NetError::Setup(format!("listen on {addr}: {e}")))?;
+    }
+    for relay in &config.relays {
+        // Listening through a relay makes the node reachable at
+        // `<relay address>/p2p-circuit/p2p/<this node>`.
+        swarm
+            .listen_on(relay.clone().with(Protocol::P2pCircuit))
+            .map_err(|e| NetError::Setup(format!("listen through relay {relay}: {e}")))?;
     }
     for addr in &config.bootstrap {
         if let Some(peer) = peer_of(addr) {
@@ -374,6 +390,12 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+                // A relay must announce where it can be reached in its reservations; a
+                // node offering the service treats the addresses it was told to listen
+                // on as reachable.
+                if self.config.relay_server && !address.to_string().contains("p2p-circuit") {
+                    self.swarm.add_external_address(address);
+                }
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
@@ -404,6 +426,9 @@ impl EventLoop {
                 for a in info.listen_addrs.into_iter().take(16) {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
                 }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "outgoing connection failed");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_sync(e),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
@@ -604,7 +629,14 @@ impl EventLoop {
                 let addrs = self
                     .swarm
                     .listeners()
-                    .map(|a| a.clone().with(Protocol::P2p(local)))
+                    .map(|a| {
+                        // A relayed address already ends in this node's peer id.
+                        if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+                            a.clone()
+                        } else {
+                            a.clone().with(Protocol::P2p(local))
+                        }
+                    })
                     .collect();
                 let _ = reply.send(addrs);
             }
