@@ -14,19 +14,30 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
+/// A node for `name` (its identity, node and peer keys derive from the name) with quiet
+/// periodic sync, listening on loopback.
 async fn node(name: &str) -> Node {
+    node_config(
+        name,
+        name,
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            sync_interval: Duration::from_secs(3600),
+            ..NetConfig::default()
+        },
+    )
+    .await
+}
+
+/// A node acting as `identity`, with keys from `name`, started with `config`; returns once
+/// it listens (or, for a relayed node, once it has any address).
+async fn node_config(name: &str, identity: &str, config: NetConfig) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), key(9, &format!("{name}/node"))).unwrap();
-    let config = NetConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        sync_interval: Duration::from_secs(3600),
-        ..NetConfig::default()
-    };
     let peer_key = key(9, &format!("{name}/peer")).secret_bytes();
-    let (handle, _task) = net::start(store, key(9, name), peer_key, config)
+    let (handle, _task) = net::start(store, key(9, identity), peer_key, config)
         .await
         .unwrap();
-    // Wait until it listens.
     for _ in 0..500 {
         if !handle.listen_addrs().await.unwrap().is_empty() {
             break;
@@ -282,25 +293,17 @@ async fn replayed_or_copied_proofs_open_nothing() {
 }
 
 async fn node_with(name: &str, bootstrap: Vec<libp2p::Multiaddr>) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path(), key(9, &format!("{name}/node"))).unwrap();
-    let config = NetConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap,
-        sync_interval: Duration::from_millis(300),
-        ..NetConfig::default()
-    };
-    let peer_key = key(9, &format!("{name}/peer")).secret_bytes();
-    let (handle, _task) = net::start(store, key(9, name), peer_key, config)
-        .await
-        .unwrap();
-    for _ in 0..500 {
-        if !handle.listen_addrs().await.unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Node { handle, _dir: dir }
+    node_config(
+        name,
+        name,
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            bootstrap,
+            sync_interval: Duration::from_millis(300),
+            ..NetConfig::default()
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -870,12 +873,9 @@ async fn a_peer_over_its_request_budget_is_refused() {
 async fn a_node_reachable_only_through_a_relay_is_synced_through_it() {
     // A relay (e.g. a community host) and George's personal node that accepts no direct
     // connections: it listens only through the relay.
-    let relay_dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(relay_dir.path(), key(9, "relay/node")).unwrap();
-    let (relay, _t) = net::start(
-        store,
-        key(9, "relay"),
-        key(9, "relay/peer").secret_bytes(),
+    let relay = node_config(
+        "relay",
+        "relay",
         NetConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             relay_server: true,
@@ -883,72 +883,46 @@ async fn a_node_reachable_only_through_a_relay_is_synced_through_it() {
             ..NetConfig::default()
         },
     )
-    .await
-    .unwrap();
-    let mut ra = Vec::new();
-    for _ in 0..500 {
-        ra = relay.listen_addrs().await.unwrap();
-        if !ra.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    .await;
+    let ra = addr(&relay).await;
     let george = key(9, "George9");
-    let gdir = tempfile::tempdir().unwrap();
-    let (gstore, _) = Store::open(gdir.path(), key(9, "George9/node")).unwrap();
-    gstore
-        .create_record(
-            &george,
-            profile("George", "patient", None),
-            net::service::now_ms(),
-            None,
-        )
-        .unwrap();
-    let (g, _t2) = net::start(
-        gstore,
-        george.clone(),
-        key(9, "George9/peer").secret_bytes(),
+    let g = node_config(
+        "George9",
+        "George9",
         NetConfig {
             listen: vec![],
-            relays: vec![ra[0].clone()],
+            relays: vec![ra],
             sync_interval: Duration::from_secs(3600),
             ..NetConfig::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
+    create(&g, &george);
     // Its only address is a circuit through the relay.
-    let mut circuit = None;
-    for _ in 0..500 {
-        circuit = g
-            .listen_addrs()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|a| a.to_string().contains("p2p-circuit"));
-        if circuit.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let circuit = circuit.expect("a relayed listen address");
-    // George's own device (a second node acting as George) pulls his record through it.
-    let ldir = tempfile::tempdir().unwrap();
-    let (lstore, _) = Store::open(ldir.path(), key(9, "laptop/node")).unwrap();
-    let (laptop, _t3) = net::start(
-        lstore,
-        george.clone(),
-        key(9, "laptop/peer").secret_bytes(),
+    let addrs = g.handle.listen_addrs().await.unwrap();
+    assert!(
+        addrs.iter().all(|a| a.to_string().contains("p2p-circuit")),
+        "{addrs:?}"
+    );
+    // George's own laptop (a second node acting as George) pulls his record through it.
+    let laptop = node_config(
+        "laptop",
+        "George9",
         NetConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             sync_interval: Duration::from_secs(3600),
             ..NetConfig::default()
         },
     )
+    .await;
+    let r = client::sync(
+        &laptop.handle,
+        g.handle.peer_id(),
+        addrs,
+        george.actor(),
+        false,
+    )
     .await
     .unwrap();
-    let r = client::sync(&laptop, g.peer_id(), vec![circuit], george.actor(), false)
-        .await
-        .unwrap();
     assert_eq!(r.pulled, 1, "{r:?}");
 }
