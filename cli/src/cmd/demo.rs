@@ -101,6 +101,13 @@ impl Tour {
         }
     }
 
+    /// George grants `to` access: `level` on `categories`, with any extra flags.
+    fn grant(&mut self, to: &str, level: &str, categories: &str, extra: &[&str]) -> Result<String> {
+        let mut args = vec!["grant", to, "--level", level, "--categories", categories];
+        args.extend_from_slice(extra);
+        self.run("george", &args, Expect::Ok)
+    }
+
     fn actor(&mut self, who: &str) -> Result<String> {
         let out = self.run(who, &["--json", "whoami"], Expect::Ok)?;
         let v: serde_json::Value = serde_json::from_str(&out)
@@ -227,49 +234,28 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<()> {
         ],
         Expect::Ok,
     )?;
-    t.run(
-        "george",
+    t.grant(
+        &mary,
+        "delete",
+        "all",
         &[
-            "grant",
-            &mary,
-            "--level",
-            "delete",
-            "--categories",
-            "all",
             "--audit",
             "--delegate",
             "--label",
             "Mary (wife, main carer)",
         ],
-        Expect::Ok,
     )?;
-    t.run(
-        "george",
-        &[
-            "grant",
-            &homecare,
-            "--level",
-            "write",
-            "--categories",
-            "vital-signs,procedures",
-            "--label",
-            "Leeds Home Care",
-        ],
-        Expect::Ok,
+    t.grant(
+        &homecare,
+        "write",
+        "vital-signs,procedures",
+        &["--label", "Leeds Home Care"],
     )?;
-    t.run(
-        "george",
-        &[
-            "grant",
-            &pharmacist,
-            "--level",
-            "view",
-            "--categories",
-            "problems,medications,allergies",
-            "--label",
-            "Oakwood Pharmacy",
-        ],
-        Expect::Ok,
+    t.grant(
+        &pharmacist,
+        "view",
+        "problems,medications,allergies",
+        &["--label", "Oakwood Pharmacy"],
     )?;
 
     t.say("Until the nodes network, records travel as signed export files that anyone can verify offline.");
@@ -527,35 +513,22 @@ fn network_tour(t: &mut Tour) -> Result<()> {
         &["add", "about-me", "--thing-1", "I am deaf in my left ear"],
         Expect::Ok,
     )?;
-    t.run(
-        "george",
+    t.grant(
+        &mary,
+        "delete",
+        "all",
         &[
-            "grant",
-            &mary,
-            "--level",
-            "delete",
-            "--categories",
-            "all",
             "--audit",
             "--delegate",
             "--label",
             "Mary (wife, main carer)",
         ],
-        Expect::Ok,
     )?;
-    t.run(
-        "george",
-        &[
-            "grant",
-            &pharmacist,
-            "--level",
-            "view",
-            "--categories",
-            "problems,medications,allergies",
-            "--label",
-            "Oakwood Pharmacy",
-        ],
-        Expect::Ok,
+    t.grant(
+        &pharmacist,
+        "view",
+        "problems,medications,allergies",
+        &["--label", "Oakwood Pharmacy"],
     )?;
 
     t.say("Everyone starts their node. While a node runs, the person's commands run inside it.");

@@ -112,14 +112,17 @@ impl Person {
 
     /// Runs at a given time.
     pub fn run_at(&self, now: &str, args: &[&str]) -> Run {
-        let out = cophr()
-            .arg("--home")
-            .arg(self.dir())
-            .arg("--now")
-            .arg(now)
-            .args(args)
-            .output()
-            .expect("cophr runs");
+        self.exec(Some(now), args)
+    }
+
+    /// Runs `cophr --home HOME [--now NOW] ARGS…`.
+    pub fn exec(&self, now: Option<&str>, args: &[&str]) -> Run {
+        let mut c = cophr();
+        c.arg("--home").arg(self.dir());
+        if let Some(now) = now {
+            c.arg("--now").arg(now);
+        }
+        let out = c.args(args).output().expect("cophr runs");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -127,9 +130,8 @@ impl Person {
         }
     }
 
-    /// Runs and asserts success; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let r = self.run(args);
+    /// Asserts that `r` (the run of `args`) succeeded; returns its stdout.
+    pub fn succeeded(&self, args: &[&str], r: Run) -> String {
         assert_eq!(
             r.code,
             0,
@@ -141,6 +143,11 @@ impl Person {
             r.stderr
         );
         r.stdout
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.succeeded(args, self.run(args))
     }
 
     /// Runs and asserts the exit code; returns stderr.

@@ -38,34 +38,12 @@ fn command() -> Command {
 impl Person {
     /// Runs `cophr --home HOME ARGS…` on the real clock (through the node if one runs).
     pub fn live(&self, args: &[&str]) -> Run {
-        let out = command()
-            .arg("--home")
-            .arg(self.dir())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("cophr runs");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.exec(None, args)
     }
 
     /// Runs on the real clock and asserts success; returns stdout.
     pub fn live_ok(&self, args: &[&str]) -> String {
-        let r = self.live(args);
-        assert_eq!(
-            r.code,
-            0,
-            "{}: `cophr {}` failed (exit {}):\n{}{}",
-            self.name,
-            args.join(" "),
-            r.code,
-            r.stdout,
-            r.stderr
-        );
-        r.stdout
+        self.succeeded(args, self.live(args))
     }
 
     /// Runs on the real clock with `--json` and parses the output.
