@@ -322,7 +322,7 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
         );
         check_acked(&store, &acked, &ctx);
         let last = iteration + 1 >= iterations && killed >= min_kills;
-        if last || (verify_every > 0 && (iteration + 1) % verify_every == 0) {
+        if last || (verify_every > 0 && (iteration + 1).is_multiple_of(verify_every)) {
             let t = Instant::now();
             check_verify(&store, &acked, &ctx);
             verify_time += t.elapsed();
