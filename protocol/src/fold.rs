@@ -78,9 +78,14 @@ impl Record {
         let mut lenses = Vec::new();
         if !patient {
             for g in self.grants() {
-                if g.grant.grantee != *actor || self.status(&g.id) != Some(&Status::Valid) {
+                if g.grant.grantee != *actor {
                     continue;
                 }
+                let void = match self.status(&g.id) {
+                    Some(Status::Valid) => false,
+                    Some(Status::Void { .. }) => true,
+                    None => continue,
+                };
                 let chain = self.chain(g.id);
                 if chain.len() < 1 + usize::from(g.parent.is_some()) {
                     continue;
@@ -97,6 +102,21 @@ impl Record {
                     .flat_map(|l| l.revoked_by.iter().copied())
                     .filter(|r| self.status(r) == Some(&Status::Valid))
                     .collect();
+                if void {
+                    // A grant that never took effect (delegated concurrently with the
+                    // revocation of a grant above it) opens no category and no right: only
+                    // the administrative stream up to the revocation's cut, so that the
+                    // grantee's replica can learn why its grant is void.
+                    lenses.push(Lens {
+                        scope: Scope::Only(Default::default()),
+                        level: Level::View,
+                        audit: false,
+                        until,
+                        revoked: true,
+                        cutoffs,
+                    });
+                    continue;
+                }
                 lenses.push(Lens {
                     scope: g.grant.scope.clone(),
                     level: g.grant.level,

@@ -203,6 +203,9 @@ pub(crate) struct Node {
     /// For create/amend/delete: the create at the root of its version tree.
     pub(crate) root: Option<EntryId>,
     pub(crate) status: Status,
+    /// For an amend or delete of another author's entry: the grants that made its author
+    /// that author's proxy at its causal position.
+    proxies: Vec<EntryId>,
 }
 
 /// A grant held in the record, with what is known about it.
@@ -234,6 +237,8 @@ pub struct Record {
     grants: HashMap<EntryId, GrantInfo>,
     /// Entries directly authorised by each grant.
     by_grant: HashMap<EntryId, Vec<EntryId>>,
+    /// Amends and deletes made as a proxy under each grant.
+    by_proxy: HashMap<EntryId, Vec<EntryId>>,
     /// Grants issued under each grant.
     sub_grants: HashMap<EntryId, Vec<EntryId>>,
     /// Versions (amends/deletes) of each root, and annotations of each entry.
@@ -250,6 +255,7 @@ struct Checked {
     category: Option<Category>,
     root: Option<EntryId>,
     status: Status,
+    proxies: Vec<EntryId>,
 }
 
 impl Record {
@@ -264,6 +270,7 @@ impl Record {
             heads: HashMap::new(),
             grants: HashMap::new(),
             by_grant: HashMap::new(),
+            by_proxy: HashMap::new(),
             sub_grants: HashMap::new(),
             versions: HashMap::new(),
             annotations: HashMap::new(),
@@ -641,9 +648,9 @@ impl Record {
             _ => (None, None),
         };
 
-        let status = if e.author == self.id {
+        let (status, proxies) = if e.author == self.id {
             self.check_patient(e)?;
-            Status::Valid
+            (Status::Valid, Vec::new())
         } else {
             self.check_grantee(e, category.as_ref(), &past)?
         };
@@ -654,6 +661,7 @@ impl Record {
             category,
             root,
             status,
+            proxies,
         })
     }
 
@@ -736,7 +744,7 @@ impl Record {
         e: &Entry,
         category: Option<&Category>,
         past: &dyn Fn(&EntryId) -> bool,
-    ) -> Result<Status, Rejection> {
+    ) -> Result<(Status, Vec<EntryId>), Rejection> {
         let auth = e.auth.ok_or(AccessError::NoGrant)?;
         let info = match self.grants.get(&auth) {
             Some(g) => g,
@@ -776,6 +784,7 @@ impl Record {
             }
         }
         let g = &info.grant;
+        let mut proxies = Vec::new();
         let need = |action: &'static str, level: Level, c: &Category| -> Result<(), AccessError> {
             if !g.scope.covers(c) {
                 return Err(AccessError::Scope(c.clone()));
@@ -803,8 +812,16 @@ impl Record {
                     need(action, level, c)?;
                 }
                 let original = self.nodes[target].e.entry().author;
-                if original != e.author && !self.is_proxy(&e.author, &original, e.time, past) {
-                    return Err(AccessError::NotAuthorOrProxy(*target).into());
+                if original != e.author {
+                    proxies = self.proxy_grants(&e.author, &original, category, e.time, past);
+                    if proxies.is_empty() {
+                        return Err(AccessError::NotAuthorOrProxy(*target).into());
+                    }
+                    // A proxy grant revoked concurrently (held, not in the past) leaves
+                    // the entry kept but void, as for the grant it is written under.
+                    if status == Status::Valid {
+                        status = self.proxy_status(&proxies, |_| false);
+                    }
                 }
             }
             Payload::Annotate { .. } => {
@@ -836,29 +853,64 @@ impl Record {
             Payload::Profile(_) => {}
             Payload::MoveHome { .. } => return Err(AccessError::PatientOnly.into()),
         }
-        Ok(status)
+        Ok((status, proxies))
     }
 
-    /// Whether `p` may act for `a` at a causal position: `a` issued `p` a grant with the
-    /// delegate right that was in effect there.
-    fn is_proxy(
+    /// The grants that make `p` a proxy of `a` for `category` at a causal position: grants
+    /// with the delegate right that `a` issued to `p`, covering the category, in the
+    /// position's causal past, whose chains are in their validity period and revoked by
+    /// nothing in that past. Only the causal past decides (never what else is held), so
+    /// the answer does not depend on arrival order; a revocation held but not in the past
+    /// makes the entry void instead ([`Record::proxy_status`]).
+    fn proxy_grants(
         &self,
         p: &ActorId,
         a: &ActorId,
+        category: Option<&Category>,
         time: Timestamp,
         past: &dyn Fn(&EntryId) -> bool,
-    ) -> bool {
-        self.grants.values().any(|g| {
-            g.issuer == *a
-                && g.grant.grantee == *p
-                && g.grant.delegate
-                && past(&g.id)
-                && self.nodes[&g.id].status == Status::Valid
-                && self
-                    .chain(g.id)
-                    .iter()
-                    .all(|l| l.grant.in_period(time) && !l.revoked_by.iter().any(past))
-        })
+    ) -> Vec<EntryId> {
+        let mut out: Vec<EntryId> = self
+            .grants
+            .values()
+            .filter(|g| {
+                g.issuer == *a
+                    && g.grant.grantee == *p
+                    && g.grant.delegate
+                    && category.is_none_or(|c| g.grant.scope.covers(c))
+                    && past(&g.id)
+                    && self
+                        .chain(g.id)
+                        .iter()
+                        .all(|l| l.grant.in_period(time) && !l.revoked_by.iter().any(past))
+            })
+            .map(|g| g.id)
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Whether an entry made as a proxy under `proxies` is in effect: valid if, for one of
+    /// them, every revocation in its chain is `kept` (the entry is in that revocation's
+    /// causal past); void otherwise.
+    fn proxy_status(&self, proxies: &[EntryId], kept: impl Fn(&[EntryId]) -> bool) -> Status {
+        let mut first = None;
+        for p in proxies {
+            let mut ok = true;
+            for link in self.chain(*p) {
+                if let Some(r) = link.revoked_by.first() {
+                    if !kept(&link.revoked_by) {
+                        first.get_or_insert(*r);
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                return Status::Valid;
+            }
+        }
+        first.map_or(Status::Valid, |revocation| Status::Void { revocation })
     }
 
     fn insert(&mut self, v: Verified, c: Checked) -> Applied {
@@ -879,6 +931,9 @@ impl Record {
         heads.insert(id);
         if let Some(a) = e.auth {
             self.by_grant.entry(a).or_default().push(id);
+        }
+        for p in &c.proxies {
+            self.by_proxy.entry(*p).or_default().push(id);
         }
         let root = match &e.payload {
             Payload::Create { .. } => Some(id),
@@ -917,6 +972,7 @@ impl Record {
                 category: c.category,
                 root,
                 status: c.status.clone(),
+                proxies: c.proxies,
             },
         );
         self.order.push(id);
@@ -939,20 +995,27 @@ impl Record {
         let Some(auth) = n.e.entry().auth else {
             return Status::Valid;
         };
+        let kept = |revoked_by: &[EntryId]| {
+            revoked_by.iter().any(|r| {
+                self.nodes
+                    .get(r)
+                    .is_some_and(|rn| rn.stream == n.stream && self.in_clock(n, &rn.clock))
+            })
+        };
         for link in self.chain(auth) {
             let Some(first) = link.revoked_by.first() else {
                 continue;
             };
-            let kept = link.revoked_by.iter().any(|r| {
-                self.nodes
-                    .get(r)
-                    .is_some_and(|rn| rn.stream == n.stream && self.in_clock(n, &rn.clock))
-            });
-            if !kept {
+            if !kept(&link.revoked_by) {
                 return Status::Void { revocation: *first };
             }
         }
-        Status::Valid
+        // An amend or delete made as another author's proxy also depends on a proxy grant.
+        if n.proxies.is_empty() {
+            Status::Valid
+        } else {
+            self.proxy_status(&n.proxies, kept)
+        }
     }
 
     /// Recomputes the status of every held entry that depends on `grant` (directly or
@@ -960,13 +1023,18 @@ impl Record {
     fn recompute(&mut self, grant: EntryId) -> Vec<EntryId> {
         let mut grants = vec![grant];
         let mut seen = HashSet::new();
+        let mut done = HashSet::new();
         let mut changes = Vec::new();
         while let Some(g) = grants.pop() {
             if !seen.insert(g) {
                 continue;
             }
             grants.extend(self.sub_grants.get(&g).into_iter().flatten().copied());
-            for id in self.by_grant.get(&g).into_iter().flatten() {
+            let dependents = self.by_grant.get(&g).into_iter().flatten();
+            for id in dependents.chain(self.by_proxy.get(&g).into_iter().flatten()) {
+                if !done.insert(*id) {
+                    continue;
+                }
                 if let Some(n) = self.nodes.get(id) {
                     let status = self.revocation_status(n);
                     if status != n.status {

@@ -420,6 +420,8 @@ mod tests {
     use super::*;
     use crate::access::Level;
     use crate::entry::Payload;
+    use crate::ids::EntryId;
+    use crate::record::Status;
     use crate::testkit::{bp, grant, key, text_body, Fixture};
     use crate::Category;
 
@@ -598,6 +600,214 @@ mod tests {
         assert!(replica.len() <= held + 2);
         let viewer = f.record.viewer(&homecare.actor(), f.now);
         assert!(f.record.differing(&viewer, &replica.digests()).is_empty());
+    }
+
+    /// What a grantee's replica learns when its grant turned out void: George revokes
+    /// Mary while Mary, not knowing, delegates to a night sitter, who writes. The host
+    /// holds the revocation, then the sitter's grant and writes (void). The sitter's
+    /// replica, syncing from the host, receives exactly the administrative entries in the
+    /// revocation's causal past that it lacks (nothing written after the revocation, no
+    /// category data), applies the revocation, finds its grant and writes void, and can
+    /// write nothing more.
+    struct VoidCase {
+        host: Record,
+        sitter: Record,
+        sitter_key: crate::Keypair,
+        g2: EntryId,
+        writes: Vec<EntryId>,
+        revocation: EntryId,
+        now: Timestamp,
+    }
+
+    /// `before`/`after`: the patient's writes before the revocation and after it (on the
+    /// host), as category choices (3 = a grant to someone else); `order`: the seed of the
+    /// order in which the sitter's branch reaches the host.
+    fn void_case(before: &[u8], after: &[u8], writes: usize, order: u64) -> VoidCase {
+        let mut f = Fixture::new(31, "George");
+        let george = f.patient.clone();
+        let mary = key(31, "Mary");
+        let sitter = key(31, "Sitter");
+        let g1 = f.grant(grant(&mary, Level::Delete, &[], true, true));
+        let patient_write = |f: &mut Fixture, k: u8, i: usize| match k % 4 {
+            0 => f.create(&george, Category::VitalSigns, bp(110 + i as i64, 70)),
+            1 => f.create(
+                &george,
+                Category::Problems,
+                text_body(&[("problem", "Renal disease")]),
+            ),
+            2 => f.create(
+                &george,
+                Category::Medications,
+                text_body(&[("medication", "Metformin")]),
+            ),
+            _ => Ok(f.grant(grant(
+                &key(31, &format!("Other{i}")),
+                Level::View,
+                &[Category::Medications],
+                false,
+                false,
+            ))),
+        };
+        for (i, k) in before.iter().enumerate() {
+            patient_write(&mut f, *k, i).unwrap();
+        }
+        let base = f.record.clone();
+        // The host: the revocation, then more of George's writes.
+        let revocation = f
+            .write(
+                &george,
+                Payload::Revoke {
+                    grant: g1,
+                    category: None,
+                    reason: "moved away".into(),
+                },
+            )
+            .unwrap()
+            .id();
+        for (i, k) in after.iter().enumerate() {
+            patient_write(&mut f, *k, 100 + i).unwrap();
+        }
+        // Mary's replica, not knowing: she delegates to the sitter.
+        let mut marys = base;
+        let g2 = marys
+            .prepare_as(
+                &mary,
+                Payload::Grant(grant(
+                    &sitter,
+                    Level::Write,
+                    &[Category::VitalSigns],
+                    false,
+                    false,
+                )),
+                f.now,
+                None,
+            )
+            .unwrap();
+        marys.apply(g2.clone()).unwrap();
+        // The sitter's replica, pulled from Mary's while its grant looked valid; it writes.
+        let mut replica = Record::new(marys.id());
+        sync(&marys, &mut replica, &sitter.actor(), f.now);
+        assert!(replica.contains(&g2.id()));
+        let mut branch = vec![g2.clone()];
+        for i in 0..writes {
+            let w = replica
+                .prepare_as(
+                    &sitter,
+                    Payload::Create {
+                        category: Category::VitalSigns,
+                        body: bp(130 + i as i64, 85),
+                    },
+                    f.now + 1 + i as u64,
+                    None,
+                )
+                .unwrap();
+            replica.apply(w.clone()).unwrap();
+            branch.push(w);
+        }
+        // The branch reaches the host in some order (each entry once its parents are held).
+        let mut s = order | 1;
+        for i in (1..branch.len()).rev() {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            branch.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        let mut host = f.record;
+        while !branch.is_empty() {
+            let before = branch.len();
+            branch.retain(|e| host.apply(e.clone()).is_err());
+            assert!(
+                branch.len() < before,
+                "the sitter's branch applies at the host"
+            );
+        }
+        VoidCase {
+            writes: replica
+                .entries()
+                .filter(|e| e.entry().author == sitter.actor())
+                .map(|e| e.id())
+                .collect(),
+            host,
+            sitter: replica,
+            sitter_key: sitter,
+            g2: g2.id(),
+            revocation,
+            now: f.now + 100,
+        }
+    }
+
+    fn check_void_case(c: &mut VoidCase) {
+        let sitter = c.sitter_key.actor();
+        let held: std::collections::HashSet<EntryId> = c.sitter.entries().map(|e| e.id()).collect();
+        // At the host the sitter's grant and writes are void.
+        assert!(matches!(c.host.status(&c.g2), Some(Status::Void { .. })));
+        let viewer = c.host.viewer(&sitter, c.now);
+        assert!(viewer.has_access());
+        assert!(!viewer.may_audit());
+        for cat in [
+            Category::VitalSigns,
+            Category::Problems,
+            Category::Medications,
+        ] {
+            assert_eq!(viewer.level_on(&cat), None);
+        }
+        sync(&c.host, &mut c.sitter, &sitter, c.now);
+        // The sitter's replica learned why, …
+        assert!(c.sitter.contains(&c.revocation));
+        assert!(matches!(c.sitter.status(&c.g2), Some(Status::Void { .. })));
+        for w in &c.writes {
+            assert!(matches!(c.sitter.status(w), Some(Status::Void { .. })));
+        }
+        // … received only administrative entries in the revocation's causal past, …
+        for e in c.sitter.entries() {
+            if !held.contains(&e.id()) {
+                assert_eq!(c.host.stream_of(&e.id()), Some(&None));
+                assert!(c.host.in_past(&e.id(), &c.revocation));
+            }
+        }
+        let lacking = c
+            .host
+            .entries()
+            .filter(|e| {
+                c.host.stream_of(&e.id()) == Some(&None)
+                    && c.host.in_past(&e.id(), &c.revocation)
+                    && !c.sitter.contains(&e.id())
+            })
+            .count();
+        assert_eq!(lacking, 0, "every entry of the revocation's past arrived");
+        // … and writes nothing more.
+        let next = c.sitter.prepare_as(
+            &c.sitter_key,
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(150, 95),
+            },
+            c.now,
+            None,
+        );
+        assert!(next.is_err(), "{next:?}");
+    }
+
+    #[test]
+    fn a_void_grantee_pulls_only_the_revocation_that_explains_it() {
+        let mut c = void_case(&[0, 1, 3, 2], &[0, 1, 3, 0], 2, 7);
+        check_void_case(&mut c);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, .. Default::default() })]
+
+        /// The same holds for any history around the revocation and any arrival order.
+        #[test]
+        fn void_grantees_learn_exactly_their_revocation(
+            before in proptest::collection::vec(0u8..4, 0..6),
+            after in proptest::collection::vec(0u8..4, 0..6),
+            writes in 0usize..4,
+            order in proptest::prelude::any::<u64>(),
+        ) {
+            let mut c = void_case(&before, &after, writes, order);
+            check_void_case(&mut c);
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use cophr_protocol::access::{Grant, Level, Scope};
 use cophr_protocol::fold::current;
-use cophr_protocol::record::{Record, Rejection};
+use cophr_protocol::record::{Record, Rejection, Status};
 use cophr_protocol::testkit::{bp, grant, key, text_body, Fixture};
 use cophr_protocol::{Category, EntryId, Keypair, Payload, SignedEntry, Verified};
 use proptest::prelude::*;
@@ -347,5 +347,155 @@ proptest! {
                 prop_assert_eq!(partial.status(&e.id()), full.status(&e.id()));
             }
         }
+    }
+}
+
+/// Mary (delegate right) makes the nurse her proxy while George revokes, and the nurse
+/// amends Mary's reading under the nurse's own grant, as Mary's proxy. `variant`: 0 George
+/// revokes Mary's grant concurrently with the proxy grant; 1 George revokes the proxy grant
+/// concurrently with the amend; 2 George revokes the proxy grant after seeing the amend.
+/// Returns the record before the two branches, both branches, and the amend's id.
+fn proxy_case(variant: u8, noise: usize) -> (Record, Vec<Verified>, Vec<Verified>, EntryId) {
+    let mut f = Fixture::new(12, "George");
+    let george = f.patient.clone();
+    let mary = key(12, "Mary");
+    let nurse = key(12, "Nurse");
+    let g1 = f.grant(grant(&mary, Level::Write, &[], false, true));
+    let own = f.grant(grant(
+        &nurse,
+        Level::Write,
+        &[Category::VitalSigns],
+        false,
+        false,
+    ));
+    let reading = f.create(&mary, Category::VitalSigns, bp(150, 95)).unwrap();
+    let proxy = |f: &Fixture| {
+        f.record
+            .prepare_as(
+                &mary,
+                Payload::Grant(grant(
+                    &nurse,
+                    Level::Write,
+                    &[Category::VitalSigns],
+                    false,
+                    true,
+                )),
+                f.now,
+                None,
+            )
+            .unwrap()
+    };
+    let amend = |r: &Record, now: u64| {
+        r.prepare(
+            &nurse,
+            Payload::Amend {
+                target: reading,
+                body: bp(140, 90),
+            },
+            Some(own),
+            now,
+            None,
+        )
+        .unwrap()
+    };
+    let revoke = |r: &Record, grant: EntryId, now: u64| {
+        r.prepare_all(
+            &george,
+            Payload::Revoke {
+                grant,
+                category: None,
+                reason: "x".into(),
+            },
+            now,
+            None,
+        )
+        .unwrap()
+    };
+    let g2 = proxy(&f);
+    if variant != 0 {
+        f.record.apply(g2.clone()).unwrap();
+        f.now += 1000;
+    }
+    if variant == 2 {
+        let a = amend(&f.record, f.now);
+        f.record.apply(a).unwrap();
+        f.now += 1000;
+    }
+    let base = f.record.clone();
+    // George's branch: the revocation, then some readings of his own.
+    let mut george_side = base.clone();
+    let mut a_branch = revoke(&base, if variant == 0 { g1 } else { g2.id() }, f.now);
+    for v in &a_branch {
+        george_side.apply(v.clone()).unwrap();
+    }
+    for i in 0..noise {
+        let v = george_side
+            .prepare(
+                &george,
+                Payload::Create {
+                    category: Category::VitalSigns,
+                    body: bp(120 + i as i64, 80),
+                },
+                None,
+                f.now + 1 + i as u64,
+                None,
+            )
+            .unwrap();
+        george_side.apply(v.clone()).unwrap();
+        a_branch.push(v);
+    }
+    // The nurse's branch: (the proxy grant and) the amend.
+    let mut nurse_side = base.clone();
+    let mut b_branch = Vec::new();
+    if variant == 0 {
+        nurse_side.apply(g2.clone()).unwrap();
+        b_branch.push(g2);
+    }
+    let the_amend = if variant == 2 {
+        base.entries().last().unwrap().id()
+    } else {
+        let a = amend(&nurse_side, f.now + 1);
+        b_branch.push(a.clone());
+        a.id()
+    };
+    (base, a_branch, b_branch, the_amend)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    /// Whether an amend made as another author's proxy is accepted, and whether it is in
+    /// effect, depends only on the set of entries held, never on their arrival order: a
+    /// proxy grant voided or revoked concurrently leaves the amend kept but void.
+    #[test]
+    fn proxy_rights_do_not_depend_on_arrival_order(variant in 0u8..3, noise in 0usize..3, seed in any::<u64>()) {
+        let (base, a, b, amend) = proxy_case(variant, noise);
+        let mut all: Vec<Verified> = a.iter().chain(b.iter()).cloned().collect();
+        let reference = deliver(base.clone(), all.clone());
+        prop_assert_eq!(reference.len(), base.len() + all.len());
+        let void = matches!(reference.status(&amend), Some(Status::Void { .. }));
+        prop_assert_eq!(void, variant != 2);
+        let mut s = seed | 1;
+        for i in (1..all.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            all.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        let other = deliver(base.clone(), all);
+        prop_assert_eq!(other.len(), reference.len());
+        prop_assert_eq!(
+            matches!(other.status(&amend), Some(Status::Void { .. })),
+            void
+        );
+        for e in reference.entries() {
+            prop_assert_eq!(
+                matches!(reference.status(&e.id()), Some(Status::Valid)),
+                matches!(other.status(&e.id()), Some(Status::Valid))
+            );
+        }
+        let p = reference.patient();
+        prop_assert_eq!(
+            current(&reference, &reference.viewer(&p, u64::MAX / 2)),
+            current(&other, &other.viewer(&p, u64::MAX / 2))
+        );
     }
 }
