@@ -1,13 +1,15 @@
 //! Nodes replicating over real libp2p connections on 127.0.0.1 (in one process).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use cophr_node::net::{self, client, NetConfig, NodeHandle, PeerBook};
 use cophr_node::store::Store;
 use cophr_protocol::access::Level;
+use cophr_protocol::record::Status;
 use cophr_protocol::sync::{Request, Response};
 use cophr_protocol::testkit::{bp, grant, key, profile, text_body};
-use cophr_protocol::{Category, Keypair, Payload, RecordId};
+use cophr_protocol::{Category, EntryId, Keypair, Payload, RecordId};
 
 struct Node {
     handle: NodeHandle,
@@ -925,4 +927,162 @@ async fn a_node_reachable_only_through_a_relay_is_synced_through_it() {
     .await
     .unwrap();
     assert_eq!(r.pulled, 1, "{r:?}");
+}
+
+/// George revokes Mary while Mary, not knowing, delegates to a night sitter, whose node
+/// pulls from Mary's and writes. The host has the revocation, then gets Mary's grant to the
+/// sitter (void). The sitter's node, syncing with the host, is not refused: it receives the
+/// administrative entries in the revocation's causal past (nothing else), its replica
+/// applies the revocation, finds its grant and writes void, and it writes nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_void_grantee_learns_of_the_revocation_and_stops() {
+    let host = node("host10").await;
+    let george_node = node("George10").await;
+    let mary_node = node("Mary10").await;
+    let sitter_node = node("Sitter10").await;
+    let george = key(9, "George10");
+    let mary = key(9, "Mary10");
+    let sitter = key(9, "Sitter10");
+    let rec = create(&george_node, &george);
+    let g1 = write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Grant(grant(&mary, Level::Delete, &[], true, true)),
+    );
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Create {
+            category: Category::Problems,
+            body: text_body(&[("problem", "Renal disease")]),
+        },
+    );
+    sync_with(&george_node, &host, rec, true).await;
+    sync_with(&mary_node, &host, rec, true).await;
+    // George revokes Mary and goes on writing; the host has it all.
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Revoke {
+            grant: g1,
+            category: None,
+            reason: "moved away".into(),
+        },
+    );
+    let revocation = george_node
+        .handle
+        .store()
+        .with_record(&rec, |r| *r.grant(&g1).unwrap().revoked_by.last().unwrap())
+        .unwrap();
+    let after_grant = write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Grant(grant(
+            &key(9, "Pharmacist10"),
+            Level::View,
+            &[Category::Medications],
+            false,
+            false,
+        )),
+    );
+    let after_reading = write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(128, 82),
+        },
+    );
+    sync_with(&george_node, &host, rec, true).await;
+    // Mary, offline, delegates to the sitter, whose node pulls from hers and writes.
+    let g2 = write(
+        &mary_node,
+        &rec,
+        &mary,
+        Payload::Grant(grant(
+            &sitter,
+            Level::Write,
+            &[Category::VitalSigns],
+            false,
+            false,
+        )),
+    );
+    sync_with(&sitter_node, &mary_node, rec, false).await;
+    let w = write(
+        &sitter_node,
+        &rec,
+        &sitter,
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(135, 85),
+        },
+    );
+    sync_with(&mary_node, &host, rec, true).await;
+    let hs = host.handle.store();
+    assert!(matches!(
+        hs.with_record(&rec, |r| r.status(&g2).cloned()).unwrap(),
+        Some(Status::Void { .. })
+    ));
+    let held: HashSet<EntryId> = sitter_node
+        .handle
+        .store()
+        .with_record(&rec, |r| r.entries().map(|e| e.id()).collect())
+        .unwrap();
+
+    // The sitter syncs with the host: it learns why, and its write arrives there, void.
+    let report = sync_with(&sitter_node, &host, rec, true).await;
+    assert!(report.pulled > 0, "{report:?}");
+    let ss = sitter_node.handle.store();
+    let (has_revocation, g2_status, w_status, new) = ss
+        .with_record(&rec, |r| {
+            (
+                r.contains(&revocation),
+                r.status(&g2).cloned(),
+                r.status(&w).cloned(),
+                r.entries()
+                    .map(|e| e.id())
+                    .filter(|id| !held.contains(id))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .unwrap();
+    assert!(has_revocation);
+    assert!(matches!(g2_status, Some(Status::Void { .. })));
+    assert!(matches!(w_status, Some(Status::Void { .. })));
+    // Only administrative entries in the revocation's causal past reached it.
+    hs.with_record(&rec, |r| {
+        for id in &new {
+            assert_eq!(r.stream_of(id), Some(&None), "{id} is administrative");
+            assert!(
+                r.in_past(id, &revocation),
+                "{id} is in the revocation's past"
+            );
+        }
+    })
+    .unwrap();
+    assert!(!ss
+        .with_record(&rec, |r| r.contains(&after_grant)
+            || r.contains(&after_reading))
+        .unwrap());
+    assert!(matches!(
+        hs.with_record(&rec, |r| r.status(&w).cloned()).unwrap(),
+        Some(Status::Void { .. })
+    ));
+    // It writes nothing more.
+    let next = ss.write(
+        &rec,
+        &sitter,
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(140, 90),
+        },
+        net::service::now_ms(),
+        None,
+    );
+    assert!(next.is_err(), "{next:?}");
 }
