@@ -60,12 +60,15 @@ impl PeerBook {
     }
 }
 
-/// The peer id at the end of a multiaddr.
+/// The peer id at the end of a multiaddr (for a relayed address
+/// `…/p2p/<relay>/p2p-circuit/p2p/<peer>`, the peer's, not the relay's).
 pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
+    addr.iter()
+        .filter_map(|p| match p {
+            Protocol::P2p(id) => Some(id),
+            _ => None,
+        })
+        .last()
 }
 
 enum Command {
@@ -400,8 +403,14 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } => {
-                self.addrs
-                    .insert(peer_id, endpoint.get_remote_address().clone());
+                let remote = endpoint.get_remote_address();
+                tracing::debug!(
+                    %peer_id,
+                    address = %remote,
+                    relayed = endpoint.is_relayed(),
+                    "connection established"
+                );
+                self.addrs.insert(peer_id, remote.clone());
                 // A source came (back) online: catch up with it.
                 for record in self.records_from(&peer_id) {
                     self.spawn_sync(peer_id, record);
@@ -430,6 +439,15 @@ impl EventLoop {
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "outgoing connection failed");
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(_) => tracing::info!(peer = %remote_peer_id, "hole punch: direct connection"),
+                Err(error) => {
+                    tracing::info!(peer = %remote_peer_id, %error, "hole punch failed")
+                }
+            },
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_sync(e),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
             _ => {}
@@ -790,5 +808,26 @@ impl EventLoop {
                 })
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_of_a_relayed_address_is_the_last_one() {
+        let relay = PeerId::random();
+        let peer = PeerId::random();
+        let direct: Multiaddr = format!("/ip4/192.0.2.1/tcp/4001/p2p/{peer}")
+            .parse()
+            .unwrap();
+        let relayed: Multiaddr =
+            format!("/ip4/192.0.2.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{peer}")
+                .parse()
+                .unwrap();
+        assert_eq!(peer_of(&direct), Some(peer));
+        assert_eq!(peer_of(&relayed), Some(peer));
+        assert_eq!(peer_of(&"/ip4/192.0.2.1/tcp/1".parse().unwrap()), None);
     }
 }
