@@ -89,10 +89,27 @@ impl Node {
     /// Starts `cophr node run` in `p`'s home (syncing every second) with `extra` flags,
     /// and waits until it has written `node.json`. Its log goes to HOME/node.log.
     pub fn start(p: &Person, extra: &[&str]) -> Node {
+        Node::start_in(p, None, extra)
+    }
+
+    /// Like [`Node::start`], in network namespace `netns` if given (`ip netns exec`; the
+    /// control socket is a file, so commands still reach the node).
+    pub fn start_in(p: &Person, netns: Option<&str>, extra: &[&str]) -> Node {
         let home = p.dir().to_path_buf();
         let _ = std::fs::remove_file(home.join("node.json"));
         let log = File::create(home.join("node.log")).expect("a log file");
-        let child = command()
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns])
+                    .arg(cophr_bin())
+                    .env_remove("COPHR_HOME")
+                    .env_remove("COPHR_DEVICE");
+                c
+            }
+            None => command(),
+        };
+        let child = cmd
             .arg("--home")
             .arg(&home)
             .args(["node", "run", "--sync-interval", "1"])
