@@ -1086,3 +1086,53 @@ async fn a_void_grantee_learns_of_the_revocation_and_stops() {
     );
     assert!(next.is_err(), "{next:?}");
 }
+
+/// Watchers of a node are told of the entries it newly holds, by id, whether written
+/// there or received from a peer, and only of those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_are_told_of_new_entries_written_or_received() {
+    let host = node("host11").await;
+    let george_node = node("George11").await;
+    let george = key(9, "George11");
+    let rec = create(&george_node, &george);
+    let book = PeerBook {
+        home: Some(addr(&host).await),
+        replicas: vec![],
+    };
+    george_node.handle.set_peer_book(&rec, &book).unwrap();
+    sync_with(&george_node, &host, rec, true).await;
+    let mut at_host = host.handle.watch().await.unwrap();
+    let mut at_george = george_node.handle.watch().await.unwrap();
+    // A lab result written on George's node, announced as the CLI does.
+    let lab = write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Create {
+            category: Category::LabResults,
+            body: text_body(&[("test", "HbA1c"), ("result", "48"), ("unit", "mmol/mol")]),
+        },
+    );
+    george_node.handle.changed(rec).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), at_george.recv())
+        .await
+        .expect("a change event on George's node")
+        .unwrap();
+    assert_eq!(
+        got,
+        net::Changes {
+            record: rec,
+            entries: vec![lab]
+        }
+    );
+    // The change reaches the host (pushed there): its watcher is told of it too, once.
+    let got = tokio::time::timeout(Duration::from_secs(10), at_host.recv())
+        .await
+        .expect("a change event on the host")
+        .unwrap();
+    assert_eq!(got.record, rec);
+    assert_eq!(got.entries, vec![lab]);
+    // Nothing else was reported.
+    assert!(at_host.try_recv().is_err());
+    assert!(at_george.try_recv().is_err());
+}

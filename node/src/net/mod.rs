@@ -13,7 +13,7 @@ pub mod server;
 pub mod service;
 
 pub use config::NetConfig;
-pub use service::{start, NodeHandle, PeerBook};
+pub use service::{start, Changes, NodeHandle, PeerBook};
 
 use libp2p::{
     connection_limits, dcutr, identify, kad, ping, relay, request_response, swarm::NetworkBehaviour,

@@ -13,11 +13,11 @@ use libp2p::{
     connection_limits, dcutr, identify, identity, noise, ping, tcp, yamux, Multiaddr, PeerId,
     StreamProtocol, Swarm,
 };
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 
 use cophr_protocol::home::{dht_key, SignedPointer};
 use cophr_protocol::sync::{NonceCache, Request, Response, PROTOCOL};
-use cophr_protocol::{Keypair, RecordId, Timestamp};
+use cophr_protocol::{EntryId, Keypair, RecordId, Timestamp};
 
 use super::server::{Effect, Server};
 use super::{client, Behaviour, BehaviourEvent, NetConfig, NetError};
@@ -31,6 +31,19 @@ const IN_FLIGHT: usize = 32;
 const MAX_SUBSCRIBERS: usize = 1024;
 /// Most concurrent client syncs.
 const MAX_SYNCS: usize = 16;
+/// Most change events held for a slow watcher (beyond that it is told how many it missed).
+const WATCH_BUFFER: usize = 256;
+
+/// Entries newly held in a record, written here or received from a peer, in the order
+/// they were applied. What a watcher may be shown of them is for it to decide (with
+/// `Record::can_see`): this carries ids only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// The record.
+    pub record: RecordId,
+    /// The new entries.
+    pub entries: Vec<EntryId>,
+}
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> Timestamp {
@@ -93,6 +106,9 @@ enum Command {
     },
     SyncDone {
         key: (PeerId, RecordId),
+    },
+    Watch {
+        reply: oneshot::Sender<broadcast::Receiver<Changes>>,
     },
     Shutdown,
 }
@@ -188,6 +204,15 @@ impl NodeHandle {
         rx.await
             .map_err(|_| NetError::Stopped)?
             .ok_or(NetError::NotFound(record))
+    }
+
+    /// Watches the records held: one [`Changes`] per batch of entries newly held, from
+    /// now on. The stream is bounded: a watcher that falls behind by more than a few
+    /// hundred events gets `RecvError::Lagged` with the number it missed.
+    pub async fn watch(&self) -> Result<broadcast::Receiver<Changes>, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Watch { reply }).await?;
+        rx.await.map_err(|_| NetError::Stopped)
     }
 
     /// Stops the node.
@@ -332,6 +357,8 @@ pub async fn start(
         syncing: HashSet::new(),
         buckets: HashMap::new(),
         addrs: HashMap::new(),
+        watch: broadcast::channel(WATCH_BUFFER).0,
+        seen: HashMap::new(),
         config,
     };
     let task = tokio::spawn(event_loop.run());
@@ -354,6 +381,10 @@ struct EventLoop {
     buckets: HashMap<PeerId, (f64, Instant)>,
     /// The address each connected peer was last seen at.
     addrs: HashMap<PeerId, Multiaddr>,
+    /// Change events for watchers.
+    watch: broadcast::Sender<Changes>,
+    /// While anyone watches: how many entries of each record were already reported.
+    seen: HashMap<RecordId, usize>,
     config: NetConfig,
 }
 
@@ -676,6 +707,19 @@ impl EventLoop {
             Command::SyncDone { key } => {
                 self.syncing.remove(&key);
             }
+            Command::Watch { reply } => {
+                if self.watch.receiver_count() == 0 {
+                    // The first watcher: what is held now is not news.
+                    self.seen.clear();
+                    let store = &self.handle.store;
+                    for record in store.records().unwrap_or_default() {
+                        if let Ok(n) = store.with_record(&record, |r| r.len()) {
+                            self.seen.insert(record, n);
+                        }
+                    }
+                }
+                let _ = reply.send(self.watch.subscribe());
+            }
             Command::Shutdown => {}
         }
     }
@@ -718,6 +762,7 @@ impl EventLoop {
     }
 
     fn changed(&mut self, record: RecordId, from: Option<PeerId>) {
+        self.report(record);
         // Tell connected subscribers (except the one the change came from) to pull.
         let subs: Vec<PeerId> = self
             .subscribers
@@ -742,6 +787,28 @@ impl EventLoop {
                     self.spawn_sync(home, record);
                 }
             }
+        }
+    }
+
+    /// Tells watchers which entries of `record` are new since the last report (a record
+    /// first held after watching began is new as a whole).
+    fn report(&mut self, record: RecordId) {
+        if self.watch.receiver_count() == 0 {
+            self.seen.clear();
+            return;
+        }
+        let from = self.seen.get(&record).copied().unwrap_or(0);
+        let Ok((len, entries)) = self.handle.store.with_record(&record, |r| {
+            // A record removed and held again since starts over.
+            let from = if from > r.len() { 0 } else { from };
+            let new: Vec<EntryId> = r.entries().skip(from).map(|e| e.id()).collect();
+            (r.len(), new)
+        }) else {
+            return;
+        };
+        self.seen.insert(record, len);
+        if !entries.is_empty() {
+            let _ = self.watch.send(Changes { record, entries });
         }
     }
 
