@@ -32,6 +32,7 @@ pub mod show;
 pub mod status;
 pub mod sync;
 pub mod verify;
+pub mod watch;
 pub mod whoami;
 
 const ABOUT: &str = "cophr: a co-produced personal health record, kept by the patient and \
@@ -155,12 +156,17 @@ pub enum Command {
     Move(move_home::Args),
     /// Follow someone's record: find its home host and replicate what you may see
     Follow(follow::Args),
+    /// Watch for new entries you may see (e.g. lab results), one line each, as they arrive
+    Watch(watch::Args),
 }
 
 impl Command {
     /// Whether the command runs inside the node when one runs in the home.
     pub fn forwards(&self) -> bool {
-        !matches!(self, Command::Init(_) | Command::Demo(_) | Command::Node(_))
+        !matches!(
+            self,
+            Command::Init(_) | Command::Demo(_) | Command::Node(_) | Command::Watch(_)
+        )
     }
 
     /// Whether the command reads standard input.
@@ -233,5 +239,6 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Host(a) => host::run(ctx, a),
         Command::Move(a) => move_home::run(ctx, a),
         Command::Follow(a) => follow::run(ctx, a),
+        Command::Watch(a) => watch::run(ctx, a),
     }
 }

@@ -225,6 +225,8 @@ struct State {
     home: Home,
     node: NodeCtx,
     permits: Arc<Semaphore>,
+    /// Room for `watch` streams (they hold no command permit).
+    watchers: Arc<Semaphore>,
     /// The uid owning the home: only it may send commands.
     uid: u32,
 }
@@ -302,6 +304,7 @@ async fn serve(
         home,
         node: (handle.clone(), tokio::runtime::Handle::current()),
         permits: Arc::new(Semaphore::new(CONTROL_CONCURRENCY)),
+        watchers: Arc::new(Semaphore::new(super::watch::MAX_WATCHERS)),
         uid,
     });
     let network_stopped = loop {
@@ -377,6 +380,19 @@ async fn control_connection(mut stream: UnixStream, state: Arc<State>) {
         }
     }
     let reply = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
+        Ok(Ok(request)) if super::watch::parse(&request).is_some() => {
+            let Some(args) = super::watch::parse(&request) else {
+                return;
+            };
+            match state.watchers.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    super::watch::stream(stream, request, args, state.node.clone()).await;
+                    drop(permit);
+                    return;
+                }
+                Err(_) => Reply::error(Code::Other, "too many watchers on this node"),
+            }
+        }
         Ok(Ok(request)) => match state.permits.clone().acquire_owned().await {
             Ok(permit) => {
                 let st = state.clone();

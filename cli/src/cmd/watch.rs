@@ -1,0 +1,284 @@
+//! `cophr watch`: one line per new entry this person may see, as the running node gets it
+//! (written here or received from a peer), until interrupted.
+//!
+//! The command connects to the node's control socket and sends its arguments, as every
+//! forwarded command does; the node answers with a stream of replies, one per line, instead
+//! of one reply ([`stream`]). A line says when, which record, the category, what was done,
+//! by whom, and the entry's one-line summary: nothing of an entry this person may not see.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use clap::Args as ClapArgs;
+use data_encoding::BASE64;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+use tokio::sync::broadcast::error::RecvError;
+
+use cophr_node::net::Changes;
+use cophr_node::store::Store;
+use cophr_protocol::schema;
+use cophr_protocol::{ActorId, Category, Payload};
+
+use crate::context::{Ctx, NodeCtx, Out};
+use crate::control::{self, Reply, Request};
+use crate::error::{CliError, Code, Result};
+use crate::output::{self, Person};
+use crate::times;
+
+const AFTER_HELP: &str = "Examples:
+  cophr watch
+  cophr watch --categories lab-results,appointments
+  cophr --json watch --count 1";
+
+/// Watch for new entries: print one line for each entry the running node newly holds that
+/// you may see (e.g. a lab result ready), with its time, record, category, author and
+/// summary. Runs until interrupted (or `--count` lines). Needs the node (`cophr node run`).
+#[derive(ClapArgs, Debug)]
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// Only these categories (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "CATEGORIES")]
+    categories: Vec<String>,
+
+    /// Stop after this many lines
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+
+    #[command(flatten)]
+    out: Out,
+}
+
+impl Args {
+    fn filter(&self) -> Result<Option<BTreeSet<Category>>> {
+        if self.categories.is_empty() {
+            return Ok(None);
+        }
+        let mut set = BTreeSet::new();
+        for c in &self.categories {
+            let cat: Category = c
+                .trim()
+                .parse()
+                .map_err(|e| CliError::new(Code::Usage, format!("--categories: {e}")))?;
+            set.insert(cat);
+        }
+        Ok(Some(set))
+    }
+}
+
+/// Runs `watch` (from a shell): streams the node's lines to standard output.
+pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    args.filter()?;
+    let home = &ctx.home.dir;
+    let Some(mut stream) = control::connect(home)? else {
+        return Err(CliError::other("start the node first: cophr node run"));
+    };
+    let request = Request {
+        argv: ctx.argv.clone(),
+        cwd: None,
+        now: None,
+        device: None,
+        env_device: None,
+        json: ctx.json(args.out),
+        stdin: None,
+    };
+    let lost = |e: std::io::Error| {
+        CliError::other(format!(
+            "lost the connection to the node running in {}: {e}",
+            home.display()
+        ))
+    };
+    let bytes = control::encode(&request).map_err(lost)?;
+    stream.write_all(&bytes).map_err(lost)?;
+    stream.flush().map_err(lost)?;
+    let mut printed = 0u64;
+    loop {
+        let reply: Reply = match control::read_message(&mut stream) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                if args.count.is_some_and(|n| printed >= n) {
+                    return Ok(());
+                }
+                return Err(CliError::other("the node stopped"));
+            }
+            Err(e) => return Err(lost(e)),
+        };
+        let decode = |s: &str| {
+            BASE64
+                .decode(s.as_bytes())
+                .map_err(|e| CliError::other(format!("bad reply from the node: {e}")))
+        };
+        if reply.code != 0 {
+            let why = String::from_utf8_lossy(&decode(&reply.stderr)?).into_owned();
+            let why = why.trim().trim_start_matches("error: ").to_owned();
+            let code = match reply.code {
+                2 => Code::Usage,
+                3 => Code::Access,
+                _ => Code::Other,
+            };
+            return Err(CliError::new(code, why));
+        }
+        output::write_err(&String::from_utf8_lossy(&decode(&reply.stderr)?));
+        let out = decode(&reply.stdout)?;
+        if !out.is_empty() {
+            output::write_out(&out)?;
+            printed += 1;
+        }
+    }
+}
+
+/// Whether a control request is a `watch` (streamed, not run as one command).
+pub fn parse(request: &Request) -> Option<Args> {
+    use clap::Parser;
+    match crate::cmd::Cli::try_parse_from(&request.argv) {
+        Ok(cli) => match cli.command {
+            crate::cmd::Command::Watch(a) => Some(a),
+            _ => None,
+        },
+        Err(_) => None,
+    }
+}
+
+/// Most watchers a node serves at once.
+pub const MAX_WATCHERS: usize = 16;
+
+/// Serves a `watch` on a control connection: one reply per line, until the client goes,
+/// `--count` lines were sent, or the node stops.
+pub async fn stream(mut conn: UnixStream, request: Request, args: Args, node: NodeCtx) {
+    let (handle, _) = node;
+    let send = |reply: Reply| async move { control::encode(&reply) };
+    let filter = match args.filter() {
+        Ok(f) => f,
+        Err(e) => {
+            if let Ok(b) = send(Reply::error(e.code, &e.to_string())).await {
+                let _ = conn.write_all(&b).await;
+            }
+            return;
+        }
+    };
+    let json = request.json || args.out.json;
+    let me = handle.identity().actor();
+    let mut rx = match handle.watch().await {
+        Ok(rx) => rx,
+        Err(e) => {
+            if let Ok(b) = send(Reply::error(Code::Other, &e.to_string())).await {
+                let _ = conn.write_all(&b).await;
+            }
+            return;
+        }
+    };
+    // Subscribed: from here on nothing is missed.
+    let ready = Reply {
+        code: 0,
+        stdout: String::new(),
+        stderr: BASE64.encode(b"watching for new entries (Ctrl-C to stop)\n"),
+    };
+    match send(ready).await {
+        Ok(b) if conn.write_all(&b).await.is_ok() => {}
+        _ => return,
+    }
+    let mut sent = 0u64;
+    loop {
+        let changes = match rx.recv().await {
+            Ok(c) => c,
+            Err(RecvError::Lagged(n)) => {
+                let note = Reply {
+                    code: 0,
+                    stdout: String::new(),
+                    stderr: BASE64
+                        .encode(format!("({n} changes missed: too many at once)\n").as_bytes()),
+                };
+                match send(note).await {
+                    Ok(b) if conn.write_all(&b).await.is_ok() => continue,
+                    _ => return,
+                }
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let store = handle.store().clone();
+        let filter = filter.clone();
+        let lines = tokio::task::spawn_blocking(move || {
+            lines(&store, &me, &changes, filter.as_ref(), json)
+        })
+        .await
+        .unwrap_or_default();
+        for line in lines {
+            let reply = Reply {
+                code: 0,
+                stdout: BASE64.encode(format!("{line}\n").as_bytes()),
+                stderr: String::new(),
+            };
+            let Ok(b) = send(reply).await else { return };
+            if conn.write_all(&b).await.is_err() || conn.flush().await.is_err() {
+                return;
+            }
+            sent += 1;
+            if args.count.is_some_and(|n| sent >= n) {
+                return;
+            }
+        }
+    }
+}
+
+/// The lines for new entries `me` may see: data entries only (creates, amends, deletes,
+/// annotations), in the categories of `filter` if given.
+fn lines(
+    store: &Store,
+    me: &ActorId,
+    changes: &Changes,
+    filter: Option<&BTreeSet<Category>>,
+    json: bool,
+) -> Vec<String> {
+    let now = times::system_now();
+    store
+        .with_record(&changes.record, |r| {
+            let viewer = r.viewer(me, now);
+            let mut out = Vec::new();
+            for id in &changes.entries {
+                let (Some(e), Some(category)) = (r.get(id), r.category_of(id)) else {
+                    continue;
+                };
+                if !r.can_see(&viewer, id) || filter.is_some_and(|f| !f.contains(category)) {
+                    continue;
+                }
+                let entry = e.entry();
+                let (kind, summary) = match &entry.payload {
+                    Payload::Create { body, .. } => ("added", schema::summary(category, body)),
+                    Payload::Amend { body, .. } => ("amended", schema::summary(category, body)),
+                    Payload::Delete { .. } => ("deleted", String::new()),
+                    Payload::Annotate { .. } => ("annotated", String::new()),
+                    _ => continue,
+                };
+                let author = Person::of(r, &entry.author, None);
+                let time = times::format(entry.time);
+                out.push(if json {
+                    json!({
+                        "time": time,
+                        "record": changes.record,
+                        "entry": id,
+                        "category": category.name(),
+                        "kind": kind,
+                        "author": entry.author,
+                        "author_name": author.name,
+                        "summary": summary,
+                    })
+                    .to_string()
+                } else {
+                    let summary = if summary.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {summary}")
+                    };
+                    format!(
+                        "{time} {} {} {kind} by {}{summary}",
+                        changes.record.short(),
+                        category.name(),
+                        author.short()
+                    )
+                });
+            }
+            out
+        })
+        .unwrap_or_default()
+}
