@@ -1,5 +1,6 @@
 //! Storage benchmarks: durable (fsync'd) appends of 1 KiB payloads to a [`FileLog`] in a
-//! temporary directory, with group commit versus one fsync per entry.
+//! temporary directory, with group commit versus one fsync per entry. `cargo test` runs
+//! each once (criterion's test mode), so they cannot rot.
 //!
 //! [`FileLog`]: cophr_node::log::FileLog
 

@@ -186,6 +186,19 @@ fn frame_end(offset: u64, payload: usize) -> u64 {
     offset + FRAME_HEADER_LEN as u64 + payload as u64
 }
 
+/// The index updates for one entry frame.
+fn entry_ops(rec: &RecordId, id: &EntryId, offset: u64) -> sled::Batch {
+    let mut b = sled::Batch::default();
+    let off = offset.to_be_bytes();
+    b.insert(key(b'r', &[rec.as_bytes()]), &[][..]);
+    b.insert(
+        key(b'e', &[id.as_bytes()]),
+        key(0, &[rec.as_bytes(), &off])[1..].to_vec(),
+    );
+    b.insert(key(b'o', &[rec.as_bytes(), &off]), &id.as_bytes()[..]);
+    b
+}
+
 /// The index updates for one frame.
 fn index_ops(
     db: &sled::Db,
@@ -199,13 +212,7 @@ fn index_ops(
         KIND_ENTRY => {
             let e = SignedEntry::decode(payload)
                 .map_err(|err| StoreError::Corrupt(format!("entry at offset {offset}: {err}")))?;
-            let rec = e.entry().record;
-            b.insert(key(b'r', &[rec.as_bytes()]), &[][..]);
-            b.insert(
-                key(b'e', &[e.id().as_bytes()]),
-                key(0, &[rec.as_bytes(), &off])[1..].to_vec(),
-            );
-            b.insert(key(b'o', &[rec.as_bytes(), &off]), &e.id().as_bytes()[..]);
+            return Ok(entry_ops(&e.entry().record, &e.id(), offset));
         }
         KIND_AUDIT => {
             let a = SignedAudit::decode(payload).map_err(|err| {
@@ -524,6 +531,32 @@ impl Store {
     /// Appends frames durably (one fsync) and indexes them. Frames are always built here
     /// from entries and events already decoded and checked.
     fn persist(&self, frames: &[(u8, &[u8])]) -> Result<(), StoreError> {
+        self.persist_indexed(frames, |offset, kind, payload| {
+            index_ops(&self.inner.db, offset, kind, payload)
+        })
+    }
+
+    /// [`Store::persist`] for verified entries, indexed from what is already decoded.
+    fn persist_entries(&self, entries: &[&Verified]) -> Result<(), StoreError> {
+        let frames: Vec<(u8, &[u8])> = entries
+            .iter()
+            .map(|v| (KIND_ENTRY, v.signed().bytes()))
+            .collect();
+        let mut next = entries.iter();
+        self.persist_indexed(&frames, |offset, _, _| {
+            let v = next
+                .next()
+                .ok_or_else(|| StoreError::Corrupt("frame without an entry".into()))?;
+            Ok(entry_ops(&v.entry().record, &v.id(), offset))
+        })
+    }
+
+    /// Appends frames durably (one fsync) and indexes them with `ops` (called in order).
+    fn persist_indexed(
+        &self,
+        frames: &[(u8, &[u8])],
+        mut ops: impl FnMut(u64, u8, &[u8]) -> Result<sled::Batch, StoreError>,
+    ) -> Result<(), StoreError> {
         // The log stays shared until the frames are indexed, so a compaction (which
         // rewrites offsets) cannot run in between.
         let log = self.log();
@@ -533,7 +566,7 @@ impl Store {
             batches.push((
                 offset,
                 frame_end(offset, payload.len()),
-                index_ops(&self.inner.db, offset, *kind, payload)?,
+                ops(offset, *kind, payload)?,
             ));
         }
         let indexed = self.index(batches);
@@ -709,6 +742,12 @@ impl Store {
     /// Stores entries received from elsewhere (already signature-checked), all or nothing:
     /// they are validated together against the record before any is written. Returns how
     /// many were new.
+    ///
+    /// The entries are applied to the record in memory under its write lock (so no reader
+    /// sees them before they are durable), then written with one fsync per 1,024. If any is
+    /// refused, or writing fails, the record is reloaded from the log, which holds exactly
+    /// what is durable. (Validating on a copy instead would copy the whole record, which
+    /// costs seconds for a large one, on every batch.)
     pub fn ingest(&self, record: &RecordId, entries: Vec<Verified>) -> Result<usize, StoreError> {
         let (h, fresh) = match self.handle(record) {
             Ok(h) => (h, false),
@@ -716,41 +755,51 @@ impl Store {
             Err(e) => return Err(e),
         };
         let mut r = h.write().unwrap_or_else(|p| p.into_inner());
-        let mut trial = r.clone();
-        let mut new = Vec::new();
+        let mut new: Vec<EntryId> = Vec::new();
+        let mut refused = None;
         for v in entries {
-            match trial.apply(v.clone()) {
+            let id = v.id();
+            match r.apply(v) {
                 Ok(Applied::Duplicate) => {}
-                Ok(Applied::Added { .. }) => new.push(v),
-                Err(Rejection::Fork {
+                Ok(Applied::Added { .. }) => new.push(id),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let result = match refused {
+            Some(Rejection::Fork {
+                author,
+                seq,
+                existing,
+            }) => {
+                let kept = match r.forks().last() {
+                    Some(proof) => self.persist(&[(KIND_FORK, proof.conflicting.signed().bytes())]),
+                    None => Ok(()),
+                };
+                kept.and(Err(Rejection::Fork {
                     author,
                     seq,
                     existing,
-                }) => {
-                    if let Some(proof) = trial.forks().last() {
-                        self.persist(&[(KIND_FORK, proof.conflicting.signed().bytes())])?;
-                    }
-                    return Err(Rejection::Fork {
-                        author,
-                        seq,
-                        existing,
-                    }
-                    .into());
                 }
-                Err(e) => return Err(e.into()),
+                .into()))
             }
+            Some(e) => Err(e.into()),
+            None => {
+                let persisted = new.chunks(1024).try_for_each(|chunk| {
+                    let entries: Vec<&Verified> = chunk.iter().filter_map(|id| r.get(id)).collect();
+                    self.persist_entries(&entries)
+                });
+                persisted.map(|()| new.len())
+            }
+        };
+        if result.is_err() && !new.is_empty() && !fresh {
+            // Back to what is durable. (A fresh record's handle is dropped instead; its
+            // next use loads whatever was made durable.)
+            *r = self.load(record)?;
         }
-        let frames: Vec<(u8, &[u8])> = new
-            .iter()
-            .map(|v| (KIND_ENTRY, v.signed().bytes()))
-            .collect();
-        for chunk in frames.chunks(1024) {
-            self.persist(chunk)?;
-        }
-        let count = new.len();
-        for v in new {
-            r.apply(v)?;
-        }
+        let count = result?;
         drop(r);
         if fresh && count > 0 {
             lock(&self.inner.records).entry(*record).or_insert(h);

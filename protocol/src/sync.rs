@@ -398,17 +398,26 @@ impl Record {
         }
         // Grants and revocations (the administrative stream, which never depends on
         // category entries) travel first; then everything else in causal (depth) order.
-        ids.sort_by_key(|id| {
-            (
-                self.stream_of(id).is_some_and(Option::is_some),
-                self.depth_of(id),
-                *id,
-            )
-        });
-        let more = ids.len() > limit;
-        ids.truncate(limit);
+        // Only the first `limit` in that order are sent, so only they are sorted: a bulk
+        // transfer asks again and again with much still to come.
+        let mut keyed: Vec<(bool, u32, EntryId)> = ids
+            .iter()
+            .map(|id| {
+                (
+                    self.stream_of(id).is_some_and(Option::is_some),
+                    self.depth_of(id),
+                    *id,
+                )
+            })
+            .collect();
+        let more = keyed.len() > limit;
+        if more {
+            keyed.select_nth_unstable(limit);
+            keyed.truncate(limit);
+        }
+        keyed.sort_unstable();
         (
-            ids.iter().filter_map(|id| self.get(id)).collect(),
+            keyed.iter().filter_map(|(_, _, id)| self.get(id)).collect(),
             more,
             frontier,
         )

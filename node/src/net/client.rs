@@ -7,7 +7,7 @@ use libp2p::{Multiaddr, PeerId};
 use rand_core::{OsRng, RngCore};
 
 use cophr_protocol::audit::SignedAudit;
-use cophr_protocol::entry::{verify_batch, SignedEntry};
+use cophr_protocol::entry::SignedEntry;
 use cophr_protocol::sync::{Frontier, Proof, Request, Response, MAX_BATCH};
 use cophr_protocol::{EntryId, RecordId};
 
@@ -147,10 +147,11 @@ pub async fn sync(
                     reason: format!("bad entry: {e}"),
                 })?);
             }
-            let verified = verify_batch(decoded).map_err(|(i, e)| NetError::Protocol {
-                peer,
-                reason: format!("entry {i}: {e}"),
-            })?;
+            let verified =
+                super::verify::verify_all(decoded).map_err(|(i, e)| NetError::Protocol {
+                    peer,
+                    reason: format!("entry {i}: {e}"),
+                })?;
             Ok(store2.ingest(&record, verified)?)
         })
         .await??;

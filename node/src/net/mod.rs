@@ -9,10 +9,13 @@
 
 pub mod client;
 pub mod config;
+pub mod meter;
 pub mod server;
 pub mod service;
+pub mod verify;
 
 pub use config::NetConfig;
+pub use meter::{Meter, Traffic};
 pub use service::{start, Changes, NodeHandle, PeerBook};
 
 use libp2p::{

@@ -134,6 +134,7 @@ pub struct NodeHandle {
     peer_id: PeerId,
     store: Store,
     identity: Arc<Keypair>,
+    meter: Option<Arc<super::meter::Meter>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -162,6 +163,14 @@ impl NodeHandle {
         self.commands.send(c).await.map_err(|_| NetError::Stopped)
     }
 
+    /// A handle whose requests (and their responses) are counted in `meter`.
+    pub fn metered(&self, meter: Arc<super::meter::Meter>) -> NodeHandle {
+        NodeHandle {
+            meter: Some(meter),
+            ..self.clone()
+        }
+    }
+
     /// Sends a request and waits for the response.
     pub async fn request(
         &self,
@@ -169,6 +178,9 @@ impl NodeHandle {
         addrs: Vec<Multiaddr>,
         request: Request,
     ) -> Result<Response, NetError> {
+        if let Some(m) = &self.meter {
+            m.request(&request);
+        }
         let (reply, rx) = oneshot::channel();
         self.send(Command::Request {
             peer,
@@ -177,7 +189,11 @@ impl NodeHandle {
             reply,
         })
         .await?;
-        rx.await.map_err(|_| NetError::Stopped)?
+        let response = rx.await.map_err(|_| NetError::Stopped)??;
+        if let Some(m) = &self.meter {
+            m.response(&response);
+        }
+        Ok(response)
     }
 
     /// The addresses the node listens on (with its peer id).
@@ -336,6 +352,7 @@ pub async fn start(
         peer_id: local,
         store: store.clone(),
         identity: Arc::new(identity),
+        meter: None,
     };
     let server = Server {
         store,
@@ -355,6 +372,7 @@ pub async fn start(
         finds: HashMap::new(),
         subscribers: HashMap::new(),
         syncing: HashSet::new(),
+        again: HashSet::new(),
         buckets: HashMap::new(),
         addrs: HashMap::new(),
         watch: broadcast::channel(WATCH_BUFFER).0,
@@ -377,6 +395,8 @@ struct EventLoop {
     finds: HashMap<kad::QueryId, Find>,
     subscribers: HashMap<RecordId, HashSet<PeerId>>,
     syncing: HashSet<(PeerId, RecordId)>,
+    /// Syncs to run again when the one under way ends (a subset of `syncing`).
+    again: HashSet<(PeerId, RecordId)>,
     /// Per-peer request budget: (tokens, last refill).
     buckets: HashMap<PeerId, (f64, Instant)>,
     /// The address each connected peer was last seen at.
@@ -706,6 +726,9 @@ impl EventLoop {
             }
             Command::SyncDone { key } => {
                 self.syncing.remove(&key);
+                if self.again.remove(&key) {
+                    self.spawn_sync(key.0, key.1);
+                }
             }
             Command::Watch { reply } => {
                 if self.watch.receiver_count() == 0 {
@@ -828,10 +851,16 @@ impl EventLoop {
     }
 
     fn spawn_sync(&mut self, peer: PeerId, record: RecordId) {
-        if peer == *self.swarm.local_peer_id()
-            || self.syncing.len() >= MAX_SYNCS
-            || !self.syncing.insert((peer, record))
-        {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        if self.syncing.contains(&(peer, record)) {
+            // A sync with this peer is under way but may have asked before this change:
+            // run another when it ends, so an announcement is never lost.
+            self.again.insert((peer, record));
+            return;
+        }
+        if self.syncing.len() >= MAX_SYNCS || !self.syncing.insert((peer, record)) {
             return;
         }
         let handle = self.handle.clone();

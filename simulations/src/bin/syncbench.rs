@@ -1,0 +1,1067 @@
+//! The sync benchmark: two real node processes (this binary, re-run as `syncbench node`)
+//! on 127.0.0.1, connected over libp2p TCP (noise, yamux), replicating with the node's own
+//! client and server (`cophr_node::net`). It measures:
+//!
+//! - bulk sync of N signed ~1 KB entries into an empty replica: entries/s and MB/s, against
+//!   this machine's ed25519 single and batch verification rates measured in the same run;
+//! - catch-up of 1, 10 and 1,000 new entries on a large record (and the up-to-date check):
+//!   round trips and bytes beyond the entries, counted at the request-response layer;
+//! - live push latency (a write on one node until it is held on the other), p50 and p99;
+//! - peak memory (VmHWM) of each process, and start-up time and resident memory of a fresh
+//!   process hosting many records.
+//!
+//! `cargo run --release -p cophr-simulations --bin syncbench -- --full` runs the sizes of
+//! the targets; stores it generates are cached under `target/syncbench/cache/`, keyed by
+//! their parameters. The report is printed and written as JSON (`--out`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json};
+
+use cophr_node::net::{self, client, Meter, NetConfig, PeerBook};
+use cophr_node::store::Store;
+use cophr_protocol::entry::verify_batch;
+use cophr_protocol::record::Record;
+use cophr_protocol::testkit::{bp, grant, key, profile};
+use cophr_protocol::{Category, Keypair, Level, Payload, RecordId, SignedEntry, Value};
+
+/// Bump when the generated stores change shape, so old caches are not reused.
+const CACHE_VERSION: u32 = 1;
+/// The record's patient and the replica's actor derive from this seed.
+const SEED: u64 = 5;
+/// Entry times start here (ms); one ms apart.
+const T0: u64 = 1_700_000_000_000;
+/// How long any one step may take before the benchmark gives up.
+const STEP_TIMEOUT: Duration = Duration::from_secs(1800);
+
+#[derive(Parser, Debug)]
+#[command(about = "Sync benchmark across two real node processes over TCP on 127.0.0.1")]
+struct Cli {
+    #[command(subcommand)]
+    node: Option<Sub>,
+    /// The targets' sizes: 100,000 entries bulk, a 1,000,000-entry record for catch-up,
+    /// 200 live pushes, a 10,000-record host.
+    #[arg(long)]
+    full: bool,
+    /// Entries in the bulk sync (default 10,000; 100,000 with --full).
+    #[arg(long)]
+    entries: Option<usize>,
+    /// Entries in the record the catch-ups are measured on (default 10,000; 1,000,000 with
+    /// --full).
+    #[arg(long)]
+    catchup_base: Option<usize>,
+    /// Live pushes measured (default 100; 200 with --full).
+    #[arg(long)]
+    live: Option<usize>,
+    /// Records on the host whose fresh-process start-up and memory are measured (default
+    /// 1,000; 10,000 with --full), each of 100 entries.
+    #[arg(long)]
+    host_records: Option<usize>,
+    /// Where stores are generated, cached and copied for each run (default
+    /// `target/syncbench`).
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Where the JSON report goes (default `<work>/report.json`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Sub {
+    /// One node process, driven over stdin/stdout by the benchmark (not for direct use).
+    #[command(hide = true)]
+    Node {
+        /// The store directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Who the node acts as: `patient` or `reader`.
+        #[arg(long)]
+        actor: String,
+        /// Seed of the node's peer key.
+        #[arg(long)]
+        peer_seed: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(Sub::Node {
+        dir,
+        actor,
+        peer_seed,
+    }) = cli.node
+    {
+        return node_main(&dir, &actor, peer_seed);
+    }
+    let sizes = Sizes {
+        bulk: cli
+            .entries
+            .unwrap_or(if cli.full { 100_000 } else { 10_000 }),
+        catchup_base: cli
+            .catchup_base
+            .unwrap_or(if cli.full { 1_000_000 } else { 10_000 }),
+        live: cli.live.unwrap_or(if cli.full { 200 } else { 100 }),
+        host_records: cli
+            .host_records
+            .unwrap_or(if cli.full { 10_000 } else { 1_000 }),
+    };
+    let work = cli
+        .work
+        .unwrap_or_else(|| PathBuf::from("target/syncbench"));
+    let out = cli.out.unwrap_or_else(|| work.join("report.json"));
+    let report = run(&sizes, &work)?;
+    print_report(&report);
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&out, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("\nreport written to {}", out.display());
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------------
+// The record
+
+fn patient() -> Keypair {
+    key(SEED, "patient")
+}
+
+fn reader() -> Keypair {
+    key(SEED, "reader")
+}
+
+fn record_id() -> RecordId {
+    patient().actor()
+}
+
+/// A vital-signs entry padded with a comment to about 1 KB encoded (as in the protocol
+/// benchmark).
+fn one_kb_body(i: u64) -> Value {
+    let mut body = bp(100 + (i % 80) as i64, 70);
+    if let Value::Map(m) = &mut body {
+        m.insert("comment".into(), Value::Text("x".repeat(800)));
+    }
+    body
+}
+
+fn one_kb(i: u64) -> Payload {
+    Payload::Create {
+        category: Category::VitalSigns,
+        body: one_kb_body(i),
+    }
+}
+
+/// Generates the patient's record (genesis, a view-everything grant to the reader, then
+/// `n` 1 KB vital-signs entries) into a new store at `dir`, in batches.
+fn generate_record(dir: &Path, n: usize) -> Result<()> {
+    let p = patient();
+    let (store, _) = Store::open(dir, key(SEED, "generator"))?;
+    let mut rec = Record::new(p.actor());
+    let mut batch = Vec::new();
+    let g = rec.prepare(
+        &p,
+        Payload::Genesis {
+            profile: profile("Bench Patient", "patient", None),
+        },
+        None,
+        T0,
+        None,
+    )?;
+    rec.apply(g.clone())?;
+    batch.push(g);
+    for v in rec.prepare_all(
+        &p,
+        Payload::Grant(grant(&reader(), Level::View, &[], false, false)),
+        T0 + 1,
+        None,
+    )? {
+        rec.apply(v.clone())?;
+        batch.push(v);
+    }
+    let start = Instant::now();
+    for i in 0..n as u64 {
+        let v = rec.prepare(&p, one_kb(i), None, T0 + 2 + i, None)?;
+        rec.apply_known(v.clone())?;
+        batch.push(v);
+        if batch.len() >= 16_384 {
+            store.ingest(&p.actor(), std::mem::take(&mut batch))?;
+            eprint!("\r  generated {} of {n} entries", i + 1);
+        }
+    }
+    store.ingest(&p.actor(), batch)?;
+    eprintln!("\r  generated {n} entries in {:.1?}", start.elapsed());
+    Ok(())
+}
+
+/// A host with `records` records of 100 entries each.
+fn generate_host(dir: &Path, records: usize) -> Result<()> {
+    let (store, _) = Store::open(dir, key(SEED, "generator"))?;
+    let start = Instant::now();
+    for r in 0..records {
+        let p = key(SEED, &format!("host-patient-{r}"));
+        let mut rec = Record::new(p.actor());
+        let mut batch = Vec::with_capacity(100);
+        let g = rec.prepare(
+            &p,
+            Payload::Genesis {
+                profile: profile("P", "patient", None),
+            },
+            None,
+            T0,
+            None,
+        )?;
+        rec.apply(g.clone())?;
+        batch.push(g);
+        for i in 1..100u64 {
+            let v = rec.prepare(
+                &p,
+                Payload::Create {
+                    category: Category::VitalSigns,
+                    body: bp(100 + (i % 80) as i64, 70),
+                },
+                None,
+                T0 + i,
+                None,
+            )?;
+            rec.apply_known(v.clone())?;
+            batch.push(v);
+        }
+        store.ingest(&p.actor(), batch)?;
+        if r % 100 == 99 {
+            eprint!("\r  generated {} of {records} records", r + 1);
+        }
+    }
+    eprintln!(
+        "\r  generated {records} records of 100 entries in {:.1?}",
+        start.elapsed()
+    );
+    Ok(())
+}
+
+/// A copy of the cached store `name` (generated by `make` if missing), at `to`.
+fn cached(
+    work: &Path,
+    name: &str,
+    to: &Path,
+    make: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let cache = work
+        .join("cache")
+        .join(format!("v{CACHE_VERSION}-seed{SEED}-{name}"));
+    if !cache.join("complete").exists() {
+        if cache.exists() {
+            std::fs::remove_dir_all(&cache)?;
+        }
+        eprintln!("generating {} (cached for next runs)", cache.display());
+        make(&cache.join("store"))?;
+        std::fs::write(cache.join("complete"), b"")?;
+    }
+    if to.exists() {
+        std::fs::remove_dir_all(to)?;
+    }
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(cache.join("store"))
+        .arg(to)
+        .status()
+        .context("running cp")?;
+    if !status.success() {
+        bail!("copying {} failed", cache.display());
+    }
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------------
+// A node process
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn held(store: &Store, record: &RecordId) -> usize {
+    match store.holds(record) {
+        Ok(true) => store.with_record(record, |r| r.len()).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn node_main(dir: &Path, actor: &str, peer_seed: u64) -> Result<()> {
+    let identity = match actor {
+        "patient" => patient(),
+        "reader" => reader(),
+        other => bail!("unknown actor {other}"),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let started = Instant::now();
+        let (store, _) = Store::open(dir, key(peer_seed, "node"))?;
+        let records = store.records()?.len();
+        let mut peer_key = [0u8; 32];
+        peer_key[..8].copy_from_slice(&peer_seed.to_le_bytes());
+        peer_key[8] = 0xC0;
+        let config = NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            sync_interval: Duration::from_secs(86_400),
+            requests_per_minute: 1_000_000,
+            request_timeout: Duration::from_secs(600),
+            ..NetConfig::default()
+        };
+        let (handle, _task) = net::start(store.clone(), identity, peer_key, config).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            if let Some(a) = handle.listen_addrs().await?.into_iter().next() {
+                break a;
+            }
+            if Instant::now() > deadline {
+                bail!("the node did not start listening");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        reply(json!({
+            "addr": addr.to_string(),
+            "records": records,
+            "startup_ms": started.elapsed().as_secs_f64() * 1e3,
+        }));
+        let record = record_id();
+        // Commands arrive on stdin, read on a plain thread.
+        let (tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines().map_while(|l| l.ok()) {
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        while let Some(line) = lines.recv().await {
+            let cmd: Json = serde_json::from_str(&line)?;
+            let op = cmd["op"].as_str().unwrap_or_default();
+            let answer = match op {
+                "load" => {
+                    let t = Instant::now();
+                    let s = store.clone();
+                    let n = tokio::task::spawn_blocking(move || held(&s, &record_id())).await?;
+                    json!({"entries": n, "ms": t.elapsed().as_secs_f64() * 1e3})
+                }
+                "count" => json!({"entries": held(&store, &record)}),
+                "sync" => {
+                    let addr: libp2p::Multiaddr = cmd["peer"]
+                        .as_str()
+                        .ok_or_else(|| anyhow!("sync needs a peer"))?
+                        .parse()?;
+                    let peer = net::service::peer_of(&addr)
+                        .ok_or_else(|| anyhow!("address without a peer id"))?;
+                    let meter = std::sync::Arc::new(Meter::default());
+                    let metered = handle.metered(meter.clone());
+                    let t = Instant::now();
+                    let r = client::sync(&metered, peer, vec![addr], record, false).await?;
+                    let secs = t.elapsed().as_secs_f64();
+                    json!({
+                        "pulled": r.pulled,
+                        "secs": secs,
+                        "traffic": meter.traffic(),
+                        "held": held(&store, &record),
+                    })
+                }
+                "write" => {
+                    let n = cmd["n"].as_u64().unwrap_or(1);
+                    let t0 = now_ns();
+                    let p = patient();
+                    let s = store.clone();
+                    tokio::task::spawn_blocking(move || -> Result<()> {
+                        for i in 0..n {
+                            s.write(&record_id(), &p, one_kb(i), net::service::now_ms(), None)?;
+                        }
+                        Ok(())
+                    })
+                    .await??;
+                    if cmd["announce"].as_bool().unwrap_or(false) {
+                        handle.changed(record).await?;
+                    }
+                    json!({"t0": t0.to_string(), "held": held(&store, &record)})
+                }
+                "await" => {
+                    let want = cmd["count"].as_u64().unwrap_or(0) as usize;
+                    let s = store.clone();
+                    let t1 = tokio::task::spawn_blocking(move || -> Result<u128> {
+                        let deadline = Instant::now() + STEP_TIMEOUT;
+                        loop {
+                            if held(&s, &record_id()) >= want {
+                                return Ok(now_ns());
+                            }
+                            if Instant::now() > deadline {
+                                bail!("timed out waiting for {want} entries");
+                            }
+                            std::thread::sleep(Duration::from_micros(100));
+                        }
+                    })
+                    .await??;
+                    json!({"t1": t1.to_string()})
+                }
+                "follow" => {
+                    let addr: libp2p::Multiaddr = cmd["peer"]
+                        .as_str()
+                        .ok_or_else(|| anyhow!("follow needs a peer"))?
+                        .parse()?;
+                    handle.set_peer_book(
+                        &record,
+                        &PeerBook {
+                            home: None,
+                            replicas: vec![addr],
+                        },
+                    )?;
+                    json!({})
+                }
+                "quit" => break,
+                other => json!({"error": format!("unknown op {other}")}),
+            };
+            reply(answer);
+        }
+        handle.shutdown().await?;
+        Ok(())
+    })
+}
+
+fn reply(v: Json) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+// ----------------------------------------------------------------------------------------
+// The driver's view of a node process
+
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    addr: String,
+    ready: Json,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, dir: &Path, actor: &str, peer_seed: u64, logs: &Path) -> Result<Proc> {
+        let log = logs.join(format!("{name}.log"));
+        let t = Instant::now();
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["node", "--actor", actor, "--peer-seed"])
+            .arg(peer_seed.to_string())
+            .arg("--dir")
+            .arg(dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawning a node process")?;
+        let stdin = child.stdin.take().context("node stdin")?;
+        let stdout = child.stdout.take().context("node stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = Proc {
+            name: name.into(),
+            child,
+            stdin,
+            lines,
+            addr: String::new(),
+            ready: Json::Null,
+            log,
+        };
+        let mut ready = p.read()?;
+        p.addr = ready["addr"]
+            .as_str()
+            .ok_or_else(|| anyhow!("{name} did not report an address"))?
+            .into();
+        ready["spawn_to_ready_ms"] = json!(t.elapsed().as_secs_f64() * 1e3);
+        p.ready = ready;
+        Ok(p)
+    }
+
+    fn send(&mut self, cmd: Json) -> Result<()> {
+        writeln!(self.stdin, "{cmd}")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+
+    fn read(&mut self) -> Result<Json> {
+        match self.lines.recv_timeout(STEP_TIMEOUT) {
+            Ok(line) => Ok(serde_json::from_str(&line)?),
+            Err(_) => bail!(
+                "node process {} stopped answering; see {}",
+                self.name,
+                self.log.display()
+            ),
+        }
+    }
+
+    fn call(&mut self, cmd: Json) -> Result<Json> {
+        self.send(cmd)?;
+        self.read()
+    }
+
+    /// Peak and current resident memory, KiB (VmHWM, VmRSS).
+    fn memory(&self) -> Result<Memory> {
+        memory_of(self.child.id())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.send(json!({"op": "quit"}));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Memory {
+    peak_kib: u64,
+    resident_kib: u64,
+}
+
+fn memory_of(pid: u32) -> Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(Memory {
+        peak_kib: field("VmHWM:"),
+        resident_kib: field("VmRSS:"),
+    })
+}
+
+// ----------------------------------------------------------------------------------------
+// The measurements
+
+struct Sizes {
+    bulk: usize,
+    catchup_base: usize,
+    live: usize,
+    host_records: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Report {
+    machine: Machine,
+    verify: VerifyRates,
+    bulk: Bulk,
+    catchup: CatchUp,
+    live: Live,
+    host: Host,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    memory_kib: u64,
+    load_average_at_start: String,
+    load_average_at_end: String,
+    date_unix: u64,
+    debug_build: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct VerifyRates {
+    entry_bytes: usize,
+    single_per_s: f64,
+    batch_64_per_s: f64,
+    batch_1024_per_s: f64,
+    /// The higher batch rate: what the bulk target is measured against.
+    batch_per_s: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Bulk {
+    entries: usize,
+    held_after: usize,
+    server_load_ms: f64,
+    secs: f64,
+    entries_per_s: f64,
+    mb_per_s: f64,
+    round_trips: u64,
+    overhead_bytes: u64,
+    /// entries/s ÷ batch verify rate.
+    share_of_batch_verify: f64,
+    /// The target is 0.70 of the batch verify rate; this is share ÷ 0.70 (≥ 1 meets it).
+    ratio_to_target: f64,
+    server_memory: Memory,
+    replica_memory: Memory,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CatchUpRun {
+    new_entries: usize,
+    pulled: usize,
+    round_trips: u64,
+    request_bytes: u64,
+    response_bytes: u64,
+    entry_bytes: u64,
+    overhead_bytes: u64,
+    ms: f64,
+    /// round trips ÷ 3 (≤ 1 meets the target).
+    round_trips_ratio: f64,
+    /// overhead ÷ 4096 bytes (≤ 1 meets the target).
+    overhead_ratio: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CatchUp {
+    base_entries: usize,
+    server_load_ms: f64,
+    replica_load_ms: f64,
+    runs: Vec<CatchUpRun>,
+    held_after: usize,
+    expected_after: usize,
+    server_memory: Memory,
+    replica_memory: Memory,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Live {
+    samples: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    held_after: usize,
+    expected_after: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Host {
+    records: usize,
+    entries_per_record: usize,
+    records_listed: usize,
+    /// Spawn until listening (store opened, records listed), in a fresh process.
+    startup_ms: f64,
+    /// startup ÷ 2 s (≤ 1 meets the target).
+    startup_ratio: f64,
+    memory: Memory,
+}
+
+fn machine(load_start: String) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model: cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        memory_kib: meminfo
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        load_average_at_start: load_start,
+        load_average_at_end: load_average(),
+        date_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        debug_build: cfg!(debug_assertions),
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// ed25519 verification of 1 KB entries on this machine, one at a time and in batches
+/// (the same calls the sync path makes), over about a second each.
+fn verify_rates() -> Result<VerifyRates> {
+    let p = patient();
+    let mut rec = Record::new(p.actor());
+    let g = rec.prepare(
+        &p,
+        Payload::Genesis {
+            profile: profile("Bench Patient", "patient", None),
+        },
+        None,
+        T0,
+        None,
+    )?;
+    rec.apply(g)?;
+    let entries: Vec<SignedEntry> = (0..1024u64)
+        .map(|i| {
+            rec.next_entry(&p.actor(), one_kb(i), None, T0 + 1 + i, None)
+                .sign(&p)
+        })
+        .collect();
+    let entry_bytes = entries.iter().map(|e| e.bytes().len()).sum::<usize>() / entries.len();
+    let budget = Duration::from_millis(1500);
+    let rate = |f: &dyn Fn() -> usize| -> f64 {
+        let t = Instant::now();
+        let mut n = 0;
+        while t.elapsed() < budget {
+            n += f();
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    let single = rate(&|| {
+        for e in &entries[..64] {
+            assert!(e.clone().verify().is_ok());
+        }
+        64
+    });
+    let batch = |size: usize| {
+        rate(&|| {
+            for c in entries.chunks(size) {
+                assert!(verify_batch(c.to_vec()).is_ok());
+            }
+            entries.len()
+        })
+    };
+    let batch_64 = batch(64);
+    let batch_1024 = batch(1024);
+    Ok(VerifyRates {
+        entry_bytes,
+        single_per_s: single,
+        batch_64_per_s: batch_64,
+        batch_1024_per_s: batch_1024,
+        batch_per_s: batch_64.max(batch_1024),
+    })
+}
+
+fn num(v: &Json, field: &str) -> Result<f64> {
+    v[field]
+        .as_f64()
+        .ok_or_else(|| anyhow!("missing {field} in {v}"))
+}
+
+fn traffic(v: &Json) -> Result<net::Traffic> {
+    Ok(serde_json::from_value(v["traffic"].clone())?)
+}
+
+fn run(sizes: &Sizes, work: &Path) -> Result<Report> {
+    let load_start = load_average();
+    std::fs::create_dir_all(work)?;
+    let runs = work.join("run");
+    if runs.exists() {
+        std::fs::remove_dir_all(&runs)?;
+    }
+    std::fs::create_dir_all(&runs)?;
+
+    eprintln!("measuring ed25519 verification rates");
+    let verify = verify_rates()?;
+
+    // 1. Bulk sync into an empty replica.
+    eprintln!("bulk sync of {} entries", sizes.bulk);
+    let n = sizes.bulk;
+    cached(
+        work,
+        &format!("record-{n}"),
+        &runs.join("bulk-server"),
+        |d| generate_record(d, n),
+    )?;
+    let mut server = Proc::spawn(
+        "bulk-server",
+        &runs.join("bulk-server"),
+        "patient",
+        1,
+        &runs,
+    )?;
+    let mut replica = Proc::spawn(
+        "bulk-replica",
+        &runs.join("bulk-replica"),
+        "reader",
+        2,
+        &runs,
+    )?;
+    let loaded = server.call(json!({"op": "load"}))?;
+    let total = n + 2;
+    if loaded["entries"].as_u64() != Some(total as u64) {
+        bail!("the bulk server holds {loaded}, expected {total} entries");
+    }
+    let synced = replica.call(json!({"op": "sync", "peer": server.addr}))?;
+    let secs = num(&synced, "secs")?;
+    let t = traffic(&synced)?;
+    let pulled = num(&synced, "pulled")? as usize;
+    let entries_per_s = pulled as f64 / secs;
+    let share = entries_per_s / verify.batch_per_s;
+    let bulk = Bulk {
+        entries: n,
+        held_after: num(&synced, "held")? as usize,
+        server_load_ms: num(&loaded, "ms")?,
+        secs,
+        entries_per_s,
+        mb_per_s: t.entry_bytes as f64 / 1e6 / secs,
+        round_trips: t.requests,
+        overhead_bytes: t.overhead(),
+        share_of_batch_verify: share,
+        ratio_to_target: share / 0.70,
+        server_memory: server.memory()?,
+        replica_memory: replica.memory()?,
+    };
+    if bulk.held_after != total {
+        bail!(
+            "bulk sync incomplete: the replica holds {} of {total}",
+            bulk.held_after
+        );
+    }
+
+    // 2. Live push: a write on the server until the replica holds it. The replica follows
+    //    the server; the server announces each write; the replica pulls.
+    eprintln!("live push, {} writes", sizes.live);
+    replica.call(json!({"op": "follow", "peer": server.addr}))?;
+    let mut lat = Vec::with_capacity(sizes.live);
+    let mut count = total;
+    for _ in 0..sizes.live {
+        count += 1;
+        replica.send(json!({"op": "await", "count": count}))?;
+        let w = server.call(json!({"op": "write", "n": 1, "announce": true}))?;
+        let got = replica.read()?;
+        let t0: u128 = w["t0"].as_str().unwrap_or("0").parse()?;
+        let t1: u128 = got["t1"].as_str().unwrap_or("0").parse()?;
+        lat.push(t1.saturating_sub(t0) as f64 / 1e6);
+    }
+    lat.sort_by(f64::total_cmp);
+    let live_held = num(&replica.call(json!({"op": "count"}))?, "entries")? as usize;
+    let live = Live {
+        samples: lat.len(),
+        p50_ms: percentile(&lat, 0.50),
+        p99_ms: percentile(&lat, 0.99),
+        max_ms: lat.last().copied().unwrap_or(0.0),
+        held_after: live_held,
+        expected_after: count,
+    };
+    drop(server);
+    drop(replica);
+
+    // 3. Catch-up on a large record.
+    let m = sizes.catchup_base;
+    eprintln!("catch-up on a {m}-entry record");
+    for side in ["catchup-server", "catchup-replica"] {
+        cached(work, &format!("record-{m}"), &runs.join(side), |d| {
+            generate_record(d, m)
+        })?;
+    }
+    let mut server = Proc::spawn(
+        "catchup-server",
+        &runs.join("catchup-server"),
+        "patient",
+        3,
+        &runs,
+    )?;
+    let mut replica = Proc::spawn(
+        "catchup-replica",
+        &runs.join("catchup-replica"),
+        "reader",
+        4,
+        &runs,
+    )?;
+    // Both load the record (as a running node would have it), in parallel.
+    server.send(json!({"op": "load"}))?;
+    replica.send(json!({"op": "load"}))?;
+    let server_load = server.read()?;
+    let replica_load = replica.read()?;
+    let mut runs_out = Vec::new();
+    let mut expected = m + 2;
+    for k in [0usize, 1, 10, 1000] {
+        if k > 0 {
+            server.call(json!({"op": "write", "n": k}))?;
+        }
+        expected += k;
+        let synced = replica.call(json!({"op": "sync", "peer": server.addr}))?;
+        let t = traffic(&synced)?;
+        let run = CatchUpRun {
+            new_entries: k,
+            pulled: num(&synced, "pulled")? as usize,
+            round_trips: t.requests,
+            request_bytes: t.request_bytes,
+            response_bytes: t.response_bytes,
+            entry_bytes: t.entry_bytes,
+            overhead_bytes: t.overhead(),
+            ms: num(&synced, "secs")? * 1e3,
+            round_trips_ratio: t.requests as f64 / 3.0,
+            overhead_ratio: t.overhead() as f64 / 4096.0,
+        };
+        if run.pulled != k {
+            bail!("catch-up of {k} pulled {}", run.pulled);
+        }
+        runs_out.push(run);
+    }
+    let catchup = CatchUp {
+        base_entries: m,
+        server_load_ms: num(&server_load, "ms")?,
+        replica_load_ms: num(&replica_load, "ms")?,
+        runs: runs_out,
+        held_after: num(&replica.call(json!({"op": "count"}))?, "entries")? as usize,
+        expected_after: expected,
+        server_memory: server.memory()?,
+        replica_memory: replica.memory()?,
+    };
+    drop(server);
+    drop(replica);
+
+    // 4. A fresh process hosting many records: start-up and memory.
+    let h = sizes.host_records;
+    eprintln!("a fresh host process with {h} records");
+    cached(work, &format!("host-{h}x100"), &runs.join("host"), |d| {
+        generate_host(d, h)
+    })?;
+    let host_proc = Proc::spawn("host", &runs.join("host"), "patient", 5, &runs)?;
+    let startup_ms = num(&host_proc.ready, "spawn_to_ready_ms")?;
+    let host = Host {
+        records: h,
+        entries_per_record: 100,
+        records_listed: num(&host_proc.ready, "records")? as usize,
+        startup_ms,
+        startup_ratio: startup_ms / 2000.0,
+        memory: host_proc.memory()?,
+    };
+    drop(host_proc);
+    let _ = std::fs::remove_dir_all(&runs);
+
+    Ok(Report {
+        machine: machine(load_start),
+        verify,
+        bulk,
+        catchup,
+        live,
+        host,
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn print_report(r: &Report) {
+    let m = &r.machine;
+    println!("cophr sync benchmark: two node processes over TCP on 127.0.0.1");
+    println!(
+        "machine: {} × {}, {:.1} GiB; load average {} at start, {} at end{}",
+        m.cpus,
+        m.cpu_model,
+        m.memory_kib as f64 / 1024.0 / 1024.0,
+        m.load_average_at_start,
+        m.load_average_at_end,
+        if m.debug_build {
+            " (DEBUG BUILD: figures not meaningful)"
+        } else {
+            ""
+        }
+    );
+    let v = &r.verify;
+    println!(
+        "\ned25519, {}-byte entries: verify {:.0}/s; batch of 64 {:.0}/s; batch of 1024 {:.0}/s",
+        v.entry_bytes, v.single_per_s, v.batch_64_per_s, v.batch_1024_per_s
+    );
+    let b = &r.bulk;
+    println!(
+        "\nbulk sync of {} entries: {:.2} s, {:.0} entries/s, {:.1} MB/s, {} round trips, {} bytes beyond the entries",
+        b.entries, b.secs, b.entries_per_s, b.mb_per_s, b.round_trips, b.overhead_bytes
+    );
+    println!(
+        "  = {:.2} of the batch verify rate ({:.2} of single verify); target >= 0.70: ratio {:.2}, {}",
+        b.share_of_batch_verify,
+        b.entries_per_s / v.single_per_s,
+        b.ratio_to_target,
+        met(b.ratio_to_target >= 1.0)
+    );
+    println!(
+        "  peak memory: server {:.0} MiB, replica {:.0} MiB (server loaded the record in {:.0} ms)",
+        mib(b.server_memory.peak_kib),
+        mib(b.replica_memory.peak_kib),
+        b.server_load_ms
+    );
+    let c = &r.catchup;
+    println!(
+        "\ncatch-up on a {}-entry record (loaded in {:.1} s by the server, {:.1} s by the replica):",
+        c.base_entries,
+        c.server_load_ms / 1e3,
+        c.replica_load_ms / 1e3
+    );
+    for run in &c.runs {
+        println!(
+            "  {:>5} new: {} round trips (ratio to 3: {:.2}, {}), {} bytes beyond the entries (ratio to 4096: {:.2}, {}), {:.1} ms",
+            run.new_entries,
+            run.round_trips,
+            run.round_trips_ratio,
+            met(run.round_trips <= 3),
+            run.overhead_bytes,
+            run.overhead_ratio,
+            met(run.overhead_bytes <= 4096),
+            run.ms
+        );
+    }
+    println!(
+        "  peak memory: server {:.0} MiB, replica {:.0} MiB",
+        mib(c.server_memory.peak_kib),
+        mib(c.replica_memory.peak_kib)
+    );
+    let l = &r.live;
+    println!(
+        "\nlive push ({} writes, each announced, pulled and stored): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        l.samples, l.p50_ms, l.p99_ms, l.max_ms
+    );
+    let h = &r.host;
+    println!(
+        "\nfresh host process with {} records of {} entries: ready in {:.0} ms (target <= 2 s: ratio {:.2}, {}), resident {:.0} MiB, peak {:.0} MiB",
+        h.records,
+        h.entries_per_record,
+        h.startup_ms,
+        h.startup_ratio,
+        met(h.startup_ratio <= 1.0),
+        mib(h.memory.resident_kib),
+        mib(h.memory.peak_kib)
+    );
+}
