@@ -10,6 +10,7 @@ pub mod audit;
 pub mod category;
 pub mod entry;
 pub mod export;
+pub mod fhir;
 pub mod fold;
 pub mod home;
 pub mod ids;

@@ -32,6 +32,17 @@ pub const MAX_ANSWERS: usize = 500;
 pub const MAX_DOCUMENT: usize = 6 * 1024 * 1024;
 /// Longest one-line [`summary`], in characters.
 pub const MAX_SUMMARY: usize = 120;
+/// Longest original FHIR resource kept in an imported entry ([`FHIR_FIELDS`]), in bytes of
+/// JSON text.
+pub const MAX_FHIR_JSON: usize = 1024 * 1024;
+
+/// The field holding the original FHIR resource (JSON text) of an imported entry.
+pub const FHIR_RESOURCE: &str = "fhir-resource";
+/// The field naming the system an imported entry came from (provenance).
+pub const FHIR_SOURCE: &str = "fhir-source";
+/// The field keeping an imported resource's `fullUrl` in its Bundle (what other resources'
+/// references point at).
+pub const FHIR_FULL_URL: &str = "fhir-full-url";
 
 /// The type of one field of a category's body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -69,6 +80,11 @@ pub enum FieldType {
     },
     /// Questionnaire answers: a list of maps `{"question": text, "answer": text|number|bool}`.
     Answers,
+    /// A JSON object written as text (e.g. an original FHIR resource), at most `max_bytes`.
+    Json {
+        /// Longest accepted text, in bytes.
+        max_bytes: usize,
+    },
 }
 
 impl FieldType {
@@ -87,6 +103,7 @@ impl FieldType {
             FieldType::TextList => "text-list",
             FieldType::Binary { .. } => "binary",
             FieldType::Answers => "answers",
+            FieldType::Json { .. } => "json",
         }
     }
 
@@ -114,6 +131,9 @@ impl FieldType {
                 max_bytes
             ),
             FieldType::Answers => "a list of question and answer pairs".into(),
+            FieldType::Json { max_bytes } => {
+                format!("a JSON object written as text (at most {max_bytes} bytes)")
+            }
         }
     }
 }
@@ -161,6 +181,11 @@ pub struct CategorySchema {
     pub fhir: &'static [&'static str],
     /// The fields, in display order.
     pub fields: &'static [FieldSpec],
+    /// Fields an entry imported from FHIR carries besides [`CategorySchema::fields`]: the
+    /// original resource and its source system ([`FHIR_FIELDS`]; empty for categories with
+    /// no FHIR mapping). Not shown in forms: they are written by `cophr fhir import`.
+    #[serde(rename = "fhir-fields")]
+    pub fhir_fields: &'static [FieldSpec],
     /// The field shown as the entry's one-line summary.
     pub summary_field: &'static str,
     /// If not empty, a body must have at least one of these fields.
@@ -174,7 +199,10 @@ pub struct CategorySchema {
 impl CategorySchema {
     /// The spec of the named field, if the category has it.
     pub fn field(&self, name: &str) -> Option<&'static FieldSpec> {
-        self.fields.iter().find(|f| f.name == name)
+        self.fields
+            .iter()
+            .chain(self.fhir_fields)
+            .find(|f| f.name == name)
     }
 
     /// The names of all fields, comma separated (for messages).
@@ -393,6 +421,21 @@ const fn range(field: &'static str, unit: &'static str, min: f64, max: f64) -> R
     }
 }
 
+/// The fields of an entry imported from FHIR, accepted in every built-in category that maps
+/// to a FHIR resource type: the original resource as JSON text (so that an unchanged
+/// resource exports as it came in) and the system it came from.
+pub static FHIR_FIELDS: [FieldSpec; 3] = [
+    opt(
+        FHIR_RESOURCE,
+        "Original FHIR resource (JSON)",
+        FieldType::Json {
+            max_bytes: MAX_FHIR_JSON,
+        },
+    ),
+    opt(FHIR_SOURCE, "Source system", TEXT),
+    opt(FHIR_FULL_URL, "Full URL in the source Bundle", TEXT),
+];
+
 const TEXT: FieldType = FieldType::Text;
 const LONG: FieldType = FieldType::LongText;
 const DATE: FieldType = FieldType::Date;
@@ -468,6 +511,7 @@ const fn schema_of(
         archetype,
         fhir,
         fields,
+        fhir_fields: if fhir.is_empty() { &[] } else { &FHIR_FIELDS },
         summary_field,
         at_least_one: &[],
         together: &[],
@@ -572,7 +616,7 @@ static ALL: [CategorySchema; 20] = [
         "Organ donation, language and communication needs, reasonable adjustments, \
          religious and cultural preferences.",
         "openEHR-EHR-EVALUATION.communication_capability.v1",
-        &["Patient", "Basic"],
+        &["Consent", "Basic"],
         &[
             opt(
                 "organ-donation",
@@ -587,6 +631,7 @@ static ALL: [CategorySchema; 20] = [
                 "Religious or cultural preferences",
                 LONG,
             ),
+            opt("consent", "Consent and advance decisions", LONG),
         ],
         "language",
     )
@@ -596,6 +641,7 @@ static ALL: [CategorySchema; 20] = [
         "communication-needs",
         "reasonable-adjustments",
         "religion-culture",
+        "consent",
     ]),
     schema_of(
         Category::Allergies,
@@ -883,12 +929,12 @@ static ALL: [CategorySchema; 20] = [
         &["DocumentReference"],
         &[
             req("title", "Title", TEXT),
-            req(
+            opt(
                 "media-type",
                 "Media type",
                 FieldType::Code(DOCUMENT_MEDIA_TYPES),
             ),
-            req(
+            opt(
                 "data",
                 "File",
                 FieldType::Binary {
@@ -896,11 +942,16 @@ static ALL: [CategorySchema; 20] = [
                     max_bytes: MAX_DOCUMENT,
                 },
             ),
+            opt("url", "Where the document is (URL)", TEXT),
             opt("date", "Date", DATE),
             opt("description", "Description", LONG),
         ],
         "title",
-    ),
+    )
+    // A document is its file, a link to it, or (imported from FHIR) the original
+    // DocumentReference, whose attachment may be neither.
+    .with_at_least_one(&["data", "url", FHIR_RESOURCE])
+    .with_together(&[("data", "media-type")]),
     schema_of(
         Category::Questionnaires,
         "Questionnaires",
@@ -1222,6 +1273,22 @@ impl Ctx<'_> {
                 }
                 Ok(())
             }
+            FieldType::Json { max_bytes } => {
+                let Value::Text(t) = v else {
+                    return Err(self.wrong(ty.describe(), v));
+                };
+                if t.len() > *max_bytes {
+                    return Err(self.too_long(t.len(), *max_bytes, "bytes"));
+                }
+                // Checked on every apply: parse without building the tree.
+                if !t.trim_start().starts_with('{') {
+                    return Err(self.rule("must be a JSON object"));
+                }
+                match serde_json::from_str::<serde::de::IgnoredAny>(t) {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(self.rule(&format!("is not valid JSON: {e}"))),
+                }
+            }
         }
     }
 }
@@ -1258,7 +1325,7 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 }
 
 /// Parses `YYYY`, `YYYY-MM` or `YYYY-MM-DD` into (year, month, day); absent parts are 0.
-fn parse_date(s: &str) -> Option<(u32, u32, u32)> {
+pub(crate) fn parse_date(s: &str) -> Option<(u32, u32, u32)> {
     let b = s.as_bytes();
     let year = digits(b.get(..4)?).filter(|y| *y >= 1)?;
     match b.len() {
@@ -1279,7 +1346,7 @@ fn parse_date(s: &str) -> Option<(u32, u32, u32)> {
 }
 
 /// Whether `s` is an RFC 3339 date-time: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
-fn is_date_time(s: &str) -> bool {
+pub(crate) fn is_date_time(s: &str) -> bool {
     let b = s.as_bytes();
     if b.len() < 20 || !s.is_ascii() {
         return false;
@@ -1363,7 +1430,7 @@ pub fn validate(category: &Category, body: &Value) -> Result<(), SchemaError> {
             known: s.field_names(),
         });
     }
-    for field in s.fields {
+    for field in s.fields.iter().chain(s.fhir_fields) {
         match map.get(field.name) {
             None if field.required => {
                 return Err(SchemaError::MissingField {
@@ -1503,6 +1570,7 @@ fn convert_text(s: &CategorySchema, field: &FieldSpec, text: &str) -> Result<Val
         FieldType::Text | FieldType::LongText | FieldType::Date | FieldType::DateTime => {
             Value::Text(t.to_owned())
         }
+        FieldType::Json { .. } => Value::Text(text.to_owned()),
         FieldType::Code(codes) => Value::Text(
             codes
                 .iter()
@@ -2448,8 +2516,23 @@ mod tests {
         let missing = json!({"title": "Scan", "media-type": "image/png"});
         assert!(matches!(
             body_from_json(&c, &missing),
-            Err(SchemaError::MissingField { .. })
+            Err(SchemaError::AtLeastOne { .. })
         ));
+        let half = json!({"title": "Scan", "media-type": "image/png", "url": "https://x.org/a"});
+        assert!(matches!(
+            body_from_json(&c, &half),
+            Err(SchemaError::Together { .. })
+        ));
+        let nothing = json!({"title": "Scan"});
+        assert!(matches!(
+            body_from_json(&c, &nothing),
+            Err(SchemaError::AtLeastOne { .. })
+        ));
+        body_from_json(
+            &c,
+            &json!({"title": "Scan", "url": "https://example.org/scan"}),
+        )
+        .unwrap();
         assert!(matches!(
             body_from_json(&c, &json!([1])),
             Err(SchemaError::NotAMap { got: "a list", .. })

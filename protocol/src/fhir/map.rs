@@ -1,0 +1,619 @@
+//! FHIR resource → cophr category and fields, one function per mapped resource type.
+//!
+//! Each function checks the JSON types of the elements it reads and the elements FHIR R4
+//! requires of its type (cardinality 1..), and fills the category's fields with what a
+//! person wants to see (`cophr show`): names, code texts, values with units, dates. The
+//! caller then fits the fields to the schema ([`super::fit`]).
+
+use std::collections::BTreeMap;
+
+use super::error::FhirError;
+use super::read::{
+    check_reference, codings, concept_of, concept_text, first_concept, has_code, human_name,
+    quantity, quantity_text, reference_text, El,
+};
+use crate::category::Category;
+use crate::schema::{is_date_time, parse_date, MAX_ANSWERS, MAX_LONG_TEXT, MAX_TEXT};
+use crate::value::Value;
+
+/// The fields being built.
+pub(crate) type Fields = BTreeMap<String, Value>;
+
+/// Single-line text for a Text field: control characters become spaces, clipped to fit.
+pub(crate) fn line(s: &str) -> Option<Value> {
+    clean(s, MAX_TEXT, false)
+}
+
+/// Free text for a LongText field.
+pub(crate) fn long(s: &str) -> Option<Value> {
+    clean(s, MAX_LONG_TEXT, true)
+}
+
+fn clean(s: &str, max: usize, multiline: bool) -> Option<Value> {
+    let t: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() && !(c == '\t' || multiline && (c == '\n' || c == '\r')) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    let t = t.trim();
+    if t.is_empty() {
+        return None;
+    }
+    if t.len() <= max {
+        return Some(Value::Text(t.to_owned()));
+    }
+    let mut end = max - '…'.len_utf8();
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(Value::Text(format!("{}…", &t[..end])))
+}
+
+/// Puts a field if there is a value.
+fn put(f: &mut Fields, name: &str, v: Option<Value>) {
+    if let Some(v) = v {
+        f.insert(name.to_owned(), v);
+    }
+}
+
+fn put_line(f: &mut Fields, name: &str, s: Option<String>) {
+    put(f, name, s.as_deref().and_then(line));
+}
+
+fn put_long(f: &mut Fields, name: &str, s: Option<String>) {
+    put(f, name, s.as_deref().and_then(long));
+}
+
+/// A FHIR date or dateTime as a cophr Date (the date part).
+fn date(s: Option<&str>) -> Option<Value> {
+    let s = s?;
+    let d = if parse_date(s).is_some() {
+        s
+    } else {
+        s.get(..10).filter(|d| parse_date(d).is_some())?
+    };
+    Some(Value::Text(d.to_owned()))
+}
+
+/// A FHIR dateTime as a cophr DateTime (only when it has a time and zone).
+fn date_time(s: Option<&str>) -> Option<Value> {
+    s.filter(|s| is_date_time(s))
+        .map(|s| Value::Text(s.to_owned()))
+}
+
+/// The start of a child Period, if present.
+fn period_start<'a>(e: &El<'a>, name: &str) -> Result<Option<&'a str>, FhirError> {
+    match e.get(name)? {
+        Some(p) => p.object()?.date_of("start"),
+        None => Ok(None),
+    }
+}
+
+fn period_end<'a>(e: &El<'a>, name: &str) -> Result<Option<&'a str>, FhirError> {
+    match e.get(name)? {
+        Some(p) => p.object()?.date_of("end"),
+        None => Ok(None),
+    }
+}
+
+/// The first note's text.
+fn note(e: &El<'_>) -> Result<Option<String>, FhirError> {
+    for n in e.list("note")? {
+        if let Some(t) = n.object()?.str_of("text")? {
+            return Ok(Some(t.to_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// A text for a required field: the value, else a placeholder saying what is missing.
+fn or_unstated(s: Option<String>, what: &str) -> Option<String> {
+    s.filter(|s| !s.trim().is_empty())
+        .or_else(|| Some(format!("({what} not stated)")))
+}
+
+/// Maps one resource (already known to be an object of a mapped type).
+pub(crate) fn map(ty: &str, r: &El<'_>) -> Result<(Category, Fields), FhirError> {
+    let mut f = Fields::new();
+    let cat = match ty {
+        "Patient" => {
+            patient(r, &mut f)?;
+            Category::Demographics
+        }
+        "RelatedPerson" => {
+            check_reference(r, "patient", true)?;
+            let mut name = None;
+            for n in r.list("name")? {
+                if let Some(t) = human_name(&n)? {
+                    name = Some(t);
+                    break;
+                }
+            }
+            put_line(&mut f, "name", or_unstated(name, "name"));
+            let nok = has_code(r, "relationship", &["NOK", "N", "NXTOFKIN"])?;
+            let carer = has_code(r, "relationship", &["C", "CAREGIVER", "GUARD"])?;
+            let any = !r.list("relationship")?.is_empty();
+            let rel = if nok {
+                Some("next-of-kin")
+            } else if carer {
+                Some("informal-carer")
+            } else if any {
+                Some("other")
+            } else {
+                None
+            };
+            put(&mut f, "relationship", rel.map(|r| Value::Text(r.into())));
+            telecom(r, &mut f)?;
+            put_long(&mut f, "address", address(r)?);
+            Category::KeyContacts
+        }
+        "Flag" => {
+            r.req_code("status")?;
+            check_reference(r, "subject", true)?;
+            let code = concept_text(&r.req("code")?)?;
+            put_line(&mut f, "alert", or_unstated(code, "alert"));
+            put_long(&mut f, "detail", first_concept(r, "category")?);
+            Category::Alerts
+        }
+        "Consent" => {
+            let status = r.req_code("status")?;
+            let scope = concept_text(&r.req("scope")?)?;
+            let mut cats = Vec::new();
+            for c in r.req_list("category")? {
+                if let Some(t) = concept_text(&c)? {
+                    cats.push(t);
+                }
+            }
+            let mut text = format!(
+                "{}: {} ({status})",
+                scope.unwrap_or_else(|| "Consent".into()),
+                cats.join(", ")
+            );
+            if let Some(p) = r.get("provision")? {
+                if let Some(t) = p.object()?.code_of("type")? {
+                    text.push_str(&format!("; provision: {t}"));
+                }
+            }
+            put_long(&mut f, "consent", Some(text));
+            Category::Preferences
+        }
+        "AllergyIntolerance" => {
+            check_reference(r, "patient", true)?;
+            put_line(
+                &mut f,
+                "agent",
+                or_unstated(concept_of(r, "code")?, "agent"),
+            );
+            if let Some(re) = r.first("reaction")? {
+                let re = re.object()?;
+                re.req_list("manifestation")?;
+                put_line(&mut f, "reaction", first_concept(&re, "manifestation")?);
+                let sev = re.code_of("severity")?;
+                put(&mut f, "severity", sev.map(|s| Value::Text(s.into())));
+            }
+            put(&mut f, "onset", date(r.date_of("onsetDateTime")?));
+            let crit = r.code_of("criticality")?;
+            put(&mut f, "criticality", crit.map(|s| Value::Text(s.into())));
+            put_long(&mut f, "comment", note(r)?);
+            Category::Allergies
+        }
+        "Condition" => {
+            check_reference(r, "subject", true)?;
+            put_line(
+                &mut f,
+                "problem",
+                or_unstated(concept_of(r, "code")?, "condition"),
+            );
+            put(&mut f, "onset", date(r.date_of("onsetDateTime")?));
+            put(&mut f, "resolved", date(r.date_of("abatementDateTime")?));
+            let status = match r.get("clinicalStatus")? {
+                Some(cs) => codings(&cs)?.into_iter().find_map(|(_, c, _)| c),
+                None => None,
+            };
+            let status = match status.as_deref() {
+                Some("active" | "recurrence" | "relapse") => Some("active"),
+                Some("inactive" | "remission") => Some("inactive"),
+                Some("resolved") => Some("resolved"),
+                _ => None,
+            };
+            put(&mut f, "status", status.map(|s| Value::Text(s.into())));
+            put_long(&mut f, "description", note(r)?);
+            Category::Problems
+        }
+        "Procedure" => {
+            r.req_code("status")?;
+            check_reference(r, "subject", true)?;
+            put_line(
+                &mut f,
+                "procedure",
+                or_unstated(concept_of(r, "code")?, "procedure"),
+            );
+            put_line(&mut f, "body-site", first_concept(r, "bodySite")?);
+            put_line(&mut f, "outcome", concept_of(r, "outcome")?);
+            put_line(&mut f, "complication", first_concept(r, "complication")?);
+            put_line(&mut f, "procedure-type", concept_of(r, "category")?);
+            let when = match r.date_of("performedDateTime")? {
+                Some(d) => Some(d),
+                None => period_start(r, "performedPeriod")?,
+            };
+            put(&mut f, "date", date(when));
+            put_long(&mut f, "description", note(r)?);
+            Category::Procedures
+        }
+        "MedicationStatement" | "MedicationRequest" => {
+            medication(ty, r, &mut f)?;
+            Category::Medications
+        }
+        "Immunization" => {
+            let status = r.req_code("status")?;
+            check_reference(r, "patient", true)?;
+            let vaccine = concept_text(&r.req("vaccineCode")?)?;
+            put_line(&mut f, "immunisation", or_unstated(vaccine, "vaccine"));
+            let when = match r.date_of("occurrenceDateTime")? {
+                Some(d) => Some(d),
+                None => {
+                    if r.get("occurrenceString")?.is_none() {
+                        return Err(FhirError::Missing {
+                            path: format!("{}.occurrence[x]", r.path),
+                        });
+                    }
+                    r.str_of("occurrenceString")?;
+                    None
+                }
+            };
+            put(&mut f, "date", date(when));
+            put(&mut f, "status", Some(Value::Text(status.into())));
+            Category::Immunisations
+        }
+        "Observation" => return super::observation::map(r),
+        "DiagnosticReport" => {
+            r.req_code("status")?;
+            let code = concept_text(&r.req("code")?)?;
+            let lab = has_code(r, "category", &["LAB", "laboratory"])?;
+            let conclusion = r.str_of("conclusion")?.map(str::to_owned);
+            let n = r.list("result")?.len();
+            let result = conclusion
+                .or_else(|| first_concept(r, "conclusionCode").ok().flatten())
+                .or_else(|| (n > 0).then(|| format!("{n} results")))
+                .or_else(|| Some("(no conclusion stated)".to_owned()));
+            let when = match r.date_of("effectiveDateTime")? {
+                Some(d) => Some(d),
+                None => period_start(r, "effectivePeriod")?,
+            };
+            if lab {
+                put_line(&mut f, "test", or_unstated(code, "test"));
+                put_line(&mut f, "result", result);
+                put(&mut f, "collected", date_time(when));
+                put(&mut f, "reported", date_time(r.date_of("issued")?));
+                let st = r.code_of("status")?;
+                put(&mut f, "status", st.map(|s| Value::Text(s.into())));
+                Category::LabResults
+            } else {
+                put_line(&mut f, "investigation", or_unstated(code, "investigation"));
+                let imaging = has_code(r, "category", &["RAD", "IMG", "CT", "MR", "US", "NMR"])?;
+                let ecg = has_code(r, "category", &["EC", "CG"])?;
+                let kind = if imaging {
+                    "imaging"
+                } else if ecg {
+                    "ecg"
+                } else {
+                    "other"
+                };
+                put(&mut f, "kind", Some(Value::Text(kind.into())));
+                put_long(&mut f, "result", result);
+                put(&mut f, "date", date(when));
+                Category::Investigations
+            }
+        }
+        "FamilyMemberHistory" => {
+            r.req_code("status")?;
+            check_reference(r, "patient", true)?;
+            let rel = concept_text(&r.req("relationship")?)?;
+            let mut conds = Vec::new();
+            for c in r.list("condition")? {
+                let c = c.object()?;
+                if let Some(t) = concept_text(&c.req("code")?)? {
+                    conds.push(t);
+                }
+            }
+            let cond = (!conds.is_empty()).then(|| conds.join(", "));
+            put_line(&mut f, "condition", or_unstated(cond, "condition"));
+            let rel = match (rel, r.str_of("name")?) {
+                (Some(rel), Some(name)) => Some(format!("{rel} ({name})")),
+                (rel, name) => rel.or(name.map(str::to_owned)),
+            };
+            put_line(&mut f, "relative", or_unstated(rel, "relative"));
+            put_long(&mut f, "comment", note(r)?);
+            Category::FamilyHistory
+        }
+        "DocumentReference" => {
+            r.req_code("status")?;
+            let content = r.req_list("content")?;
+            let att = content[0].clone().object()?.req("attachment")?.object()?;
+            let title = r
+                .str_of("description")?
+                .map(str::to_owned)
+                .or(att.str_of("title")?.map(str::to_owned))
+                .or(concept_of(r, "type")?);
+            put_line(&mut f, "title", or_unstated(title, "title"));
+            let media = att.code_of("contentType")?;
+            if let (Some(data), Some(mt)) = (att.str_of("data")?, media) {
+                use data_encoding::BASE64;
+                let bytes = BASE64
+                    .decode(data.as_bytes())
+                    .map_err(|_| FhirError::BadValue {
+                        path: format!("{}.data", att.path),
+                        value: super::error::clip(data),
+                        reason: "not base64",
+                    })?;
+                if crate::schema::DOCUMENT_MEDIA_TYPES.contains(&mt) {
+                    f.insert("data".into(), Value::Bytes(bytes));
+                    f.insert("media-type".into(), Value::Text(mt.into()));
+                }
+            }
+            put_line(&mut f, "url", att.str_of("url")?.map(str::to_owned));
+            put(&mut f, "date", date(r.date_of("date")?));
+            put_long(&mut f, "description", concept_of(r, "type")?);
+            Category::Documents
+        }
+        "QuestionnaireResponse" => {
+            r.req_code("status")?;
+            let q = r
+                .str_of("questionnaire")?
+                .map(|q| q.rsplit('/').next().unwrap_or(q).to_owned());
+            put_line(&mut f, "questionnaire", or_unstated(q, "questionnaire"));
+            let mut answers = Vec::new();
+            collect_answers(&r.list("item")?, &mut answers, 0)?;
+            answers.truncate(MAX_ANSWERS);
+            if answers.is_empty() {
+                answers.push(answer(
+                    "(no answers)",
+                    Value::Text(r.req_code("status")?.into()),
+                ));
+            }
+            f.insert("answers".into(), Value::List(answers));
+            put(&mut f, "completed", date_time(r.date_of("authored")?));
+            Category::Questionnaires
+        }
+        other => {
+            return Err(FhirError::Unmapped {
+                resource_type: other.to_owned(),
+                mapped: super::MAPPED_TYPES.join(", "),
+            })
+        }
+    };
+    Ok((cat, f))
+}
+
+fn patient(r: &El<'_>, f: &mut Fields) -> Result<(), FhirError> {
+    let names = r.list("name")?;
+    let mut official = None;
+    for n in &names {
+        let n = n.clone().object()?;
+        let usage = n.code_of("use")?;
+        if official.is_none() || usage == Some("official") {
+            official = Some(n);
+        }
+    }
+    let (mut surname, mut forename) = (None, None);
+    if let Some(n) = &official {
+        surname = n.str_of("family")?.map(str::to_owned);
+        for g in n.list("given")? {
+            forename.get_or_insert(g.str()?.to_owned());
+        }
+        if surname.is_none() {
+            surname = human_name(n)?;
+        }
+    }
+    for n in &names {
+        let n = n.clone().object()?;
+        if n.code_of("use")? == Some("usual") {
+            put_line(f, "preferred-name", human_name(&n)?);
+        }
+    }
+    put_line(f, "surname", or_unstated(surname, "name"));
+    put_line(f, "forename", forename);
+    put(f, "date-of-birth", date(r.date_of("birthDate")?));
+    let gender = r.code_of("gender")?;
+    put(f, "gender", gender.map(|g| Value::Text(g.into())));
+    put_long(f, "address", address(r)?);
+    telecom(r, f)
+}
+
+fn telecom(r: &El<'_>, f: &mut Fields) -> Result<(), FhirError> {
+    for t in r.list("telecom")? {
+        let t = t.object()?;
+        let value = t.str_of("value")?.map(str::to_owned);
+        match t.code_of("system")? {
+            Some("phone") if !f.contains_key("telephone") => put_line(f, "telephone", value),
+            Some("email") if !f.contains_key("email") => put_line(f, "email", value),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn address(r: &El<'_>) -> Result<Option<String>, FhirError> {
+    let Some(a) = r.first("address")? else {
+        return Ok(None);
+    };
+    let a = a.object()?;
+    if let Some(t) = a.str_of("text")? {
+        return Ok(Some(t.to_owned()));
+    }
+    let mut parts = Vec::new();
+    for l in a.list("line")? {
+        parts.push(l.str()?.to_owned());
+    }
+    for k in ["city", "district", "state", "postalCode", "country"] {
+        if let Some(s) = a.str_of(k)? {
+            parts.push(s.to_owned());
+        }
+    }
+    Ok((!parts.is_empty()).then(|| parts.join("\n")))
+}
+
+fn medication(ty: &str, r: &El<'_>, f: &mut Fields) -> Result<(), FhirError> {
+    let status = r.req_code("status")?;
+    if ty == "MedicationRequest" {
+        r.req_code("intent")?;
+    }
+    check_reference(r, "subject", true)?;
+    let med = match (
+        r.get("medicationCodeableConcept")?,
+        r.get("medicationReference")?,
+    ) {
+        (Some(cc), _) => concept_text(&cc)?,
+        (None, Some(rf)) => reference_text(&rf)?,
+        (None, None) => {
+            return Err(FhirError::Missing {
+                path: format!("{}.medication[x]", r.path),
+            })
+        }
+    };
+    put_line(f, "medication", or_unstated(med, "medication"));
+    let dosage = if ty == "MedicationRequest" {
+        "dosageInstruction"
+    } else {
+        "dosage"
+    };
+    if let Some(d) = r.first(dosage)? {
+        let d = d.object()?;
+        put_line(f, "dose", d.str_of("text")?.map(str::to_owned));
+        put_line(f, "route", concept_of(&d, "route")?);
+        put_long(
+            f,
+            "patient-information",
+            d.str_of("patientInstruction")?.map(str::to_owned),
+        );
+    }
+    put_line(f, "indication", first_concept(r, "reasonCode")?);
+    let (start, stop) = if ty == "MedicationRequest" {
+        (r.date_of("authoredOn")?, None)
+    } else {
+        match r.date_of("effectiveDateTime")? {
+            Some(d) => (Some(d), None),
+            None => (
+                period_start(r, "effectivePeriod")?,
+                period_end(r, "effectivePeriod")?,
+            ),
+        }
+    };
+    put(f, "start", date(start));
+    put(f, "stop", date(stop));
+    let status = match status {
+        "active" | "intended" => Some("active"),
+        "completed" => Some("completed"),
+        "stopped" | "cancelled" => Some("stopped"),
+        "not-taken" => Some("not-taking"),
+        _ => None,
+    };
+    put(f, "status", status.map(|s| Value::Text(s.into())));
+    Ok(())
+}
+
+fn answer(q: &str, a: Value) -> Value {
+    Value::Map(BTreeMap::from([
+        (
+            "question".to_owned(),
+            line(q).unwrap_or_else(|| Value::Text("?".into())),
+        ),
+        ("answer".to_owned(), a),
+    ]))
+}
+
+/// Flattens QuestionnaireResponse items (and their nested items) into question/answer pairs.
+fn collect_answers(items: &[El<'_>], out: &mut Vec<Value>, depth: usize) -> Result<(), FhirError> {
+    if depth > 32 {
+        return Err(FhirError::TooMany {
+            what: "QuestionnaireResponse.item nesting".into(),
+            count: depth,
+            max: 32,
+        });
+    }
+    for item in items {
+        if out.len() >= MAX_ANSWERS {
+            return Ok(());
+        }
+        let item = item.clone().object()?;
+        let link = item.req_str("linkId")?;
+        let q = item.str_of("text")?.unwrap_or(link);
+        for a in item.list("answer")? {
+            let a = a.object()?;
+            let v = if let Some(s) = a.str_of("valueString")? {
+                line(s)
+            } else if let Some(b) = a.bool_of("valueBoolean")? {
+                Some(Value::Bool(b))
+            } else if let Some(n) = a.num_of("valueInteger")? {
+                n.as_i64().map(Value::Int)
+            } else if let Some(n) = a.num_of("valueDecimal")? {
+                n.as_f64().map(Value::Float)
+            } else if let Some(c) = a.get("valueCoding")? {
+                let c = c.object()?;
+                let t = c.str_of("display")?.or(c.str_of("code")?);
+                t.and_then(line)
+            } else if let Some(q) = a.get("valueQuantity")? {
+                quantity_text(&q)?.as_deref().and_then(line)
+            } else if let Some(rf) = a.get("valueReference")? {
+                reference_text(&rf)?.as_deref().and_then(line)
+            } else {
+                ["valueDate", "valueDateTime", "valueTime", "valueUri"]
+                    .iter()
+                    .find_map(|k| a.str_of(k).ok().flatten())
+                    .and_then(line)
+            };
+            if let Some(v) = v {
+                if out.len() < MAX_ANSWERS {
+                    out.push(answer(q, v));
+                }
+            }
+            collect_answers(&a.list("item")?, out, depth + 1)?;
+        }
+        collect_answers(&item.list("item")?, out, depth + 1)?;
+    }
+    Ok(())
+}
+
+/// The unit, value pair of a quantity converted to one of `units` if cophr knows how.
+pub(crate) fn to_unit(q: &El<'_>, units: &[&str]) -> Result<Option<Value>, FhirError> {
+    let Some((v, unit)) = quantity(q)? else {
+        return Ok(None);
+    };
+    let unit = unit.unwrap_or_default();
+    let alias = match unit.as_str() {
+        "mmHg" | "mm Hg" => "mm[Hg]",
+        "bpm" | "beats/minute" | "beats/min" | "/min" | "{beats}/min" | "{breaths}/min"
+        | "breaths/minute" => "/min",
+        "C" | "°C" | "degC" | "Cel" => "Cel",
+        "F" | "°F" | "degF" | "[degF]" => "[degF]",
+        "kg/m^2" | "kg/m2" => "kg/m2",
+        "%" | "%{HemoglobinSaturation}" | "%{Oxygen}" => "%",
+        other => other,
+    };
+    let (v, alias) = match alias {
+        "[lb_av]" | "lb" | "lbs" if units.contains(&"kg") => (v * 0.453_592_37, "kg"),
+        "g" if units.contains(&"kg") => (v / 1000.0, "kg"),
+        "[in_i]" | "in" if units.contains(&"cm") => (v * 2.54, "cm"),
+        "m" if units.contains(&"cm") => (v * 100.0, "cm"),
+        "mm" if units.contains(&"cm") => (v / 10.0, "cm"),
+        a => (v, a),
+    };
+    let Some(u) = units.iter().find(|u| **u == alias) else {
+        return Ok(None);
+    };
+    let v = (v * 1e6).round() / 1e6;
+    let value = if v.fract() == 0.0 && v.abs() < 1e15 {
+        Value::Int(v as i64)
+    } else {
+        Value::Float(v)
+    };
+    Ok(Some(Value::Map(BTreeMap::from([
+        ("unit".to_owned(), Value::Text((*u).to_owned())),
+        ("value".to_owned(), value),
+    ]))))
+}
