@@ -32,6 +32,7 @@ pub mod schema;
 pub mod show;
 pub mod status;
 pub mod sync;
+pub mod token;
 pub mod verify;
 pub mod watch;
 pub mod whoami;
@@ -104,6 +105,8 @@ pub enum Command {
     Init(init::Args),
     /// Show your identity: actor id, name, role, organisation, device
     Whoami(whoami::Args),
+    /// Print the HTTP API's bearer token (HOME/api-token)
+    Token(token::Args),
     /// Records: create yours
     #[command(subcommand)]
     Record(record::Command),
@@ -169,7 +172,11 @@ impl Command {
     pub fn forwards(&self) -> bool {
         !matches!(
             self,
-            Command::Init(_) | Command::Demo(_) | Command::Node(_) | Command::Watch(_)
+            Command::Init(_)
+                | Command::Demo(_)
+                | Command::Node(_)
+                | Command::Watch(_)
+                | Command::Token(_)
         )
     }
 
@@ -218,6 +225,7 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
     match command {
         Command::Init(a) => init::run(ctx, a),
         Command::Whoami(a) => whoami::run(ctx, a),
+        Command::Token(a) => token::run(ctx, a),
         Command::Record(c) => record::run(ctx, c),
         Command::Records(a) => records::run(ctx, a),
         Command::Schema(a) => schema::run(ctx, a),

@@ -86,8 +86,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts `cophr node run` in `p`'s home (syncing every second) with `extra` flags,
-    /// and waits until it has written `node.json`. Its log goes to HOME/node.log.
+    /// Starts `cophr node run` in `p`'s home (syncing every second unless `extra` gives
+    /// `--sync-interval`) with `extra` flags,
+    /// and waits until it has written `node.json`. Its log goes to HOME/node.log. The HTTP
+    /// API listens on an ephemeral loopback port unless `extra` says otherwise.
     pub fn start(p: &Person, extra: &[&str]) -> Node {
         Node::start_in(p, None, extra)
     }
@@ -96,6 +98,19 @@ impl Node {
     /// control socket is a file, so commands still reach the node).
     pub fn start_in(p: &Person, netns: Option<&str>, extra: &[&str]) -> Node {
         let home = p.dir().to_path_buf();
+        let http: &[&str] = if extra
+            .iter()
+            .any(|a| a.starts_with("--http") || *a == "--no-http")
+        {
+            &[]
+        } else {
+            &["--http", "127.0.0.1:0"]
+        };
+        let sync: &[&str] = if extra.contains(&"--sync-interval") {
+            &[]
+        } else {
+            &["--sync-interval", "1"]
+        };
         let _ = std::fs::remove_file(home.join("node.json"));
         let log = File::create(home.join("node.log")).expect("a log file");
         let mut cmd = match netns {
@@ -112,7 +127,9 @@ impl Node {
         let child = cmd
             .arg("--home")
             .arg(&home)
-            .args(["node", "run", "--sync-interval", "1"])
+            .args(["node", "run"])
+            .args(sync)
+            .args(http)
             .args(extra)
             .env("RUST_LOG", "info,cophr_node=debug")
             .stdin(Stdio::null())
@@ -170,6 +187,11 @@ impl Node {
             .find(|a| a.contains("/tcp/"))
             .expect("a TCP address")
             .to_owned()
+    }
+
+    /// The HTTP API's base URL (`http://127.0.0.1:PORT`), if the node serves it.
+    pub fn http(&self) -> Option<String> {
+        self.info["http"].as_str().map(str::to_owned)
     }
 
     /// Its process id.
