@@ -706,6 +706,59 @@ impl Store {
         Ok(last)
     }
 
+    /// Writes several acts by `author` together, all or nothing, in one fsync with one
+    /// audit event (`action`, `detail`): each payload is prepared (as [`Store::write`]
+    /// would) against the record as the earlier ones leave it; if any is refused, nothing
+    /// is stored. Returns the ids of every entry written, in order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_all(
+        &self,
+        record: &RecordId,
+        author: &Keypair,
+        payloads: Vec<Payload>,
+        now: Timestamp,
+        device: Option<String>,
+        action: Action,
+        detail: Option<String>,
+    ) -> Result<Vec<EntryId>, StoreError> {
+        let h = self.handle(record)?;
+        let mut r = h.write().unwrap_or_else(|p| p.into_inner());
+        let mut trial = r.clone();
+        let mut all = Vec::new();
+        for payload in payloads {
+            for v in trial.prepare_all(author, payload, now, device.clone())? {
+                trial.apply(v.clone())?;
+                all.push(v);
+            }
+        }
+        if all.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<EntryId> = all.iter().map(Verified::id).collect();
+        let profile = r.profile(&author.actor(), None).cloned();
+        let frames: Vec<(u8, &[u8])> = all
+            .iter()
+            .map(|v| (KIND_ENTRY, v.signed().bytes()))
+            .collect();
+        self.persist_audited(
+            record,
+            &frames,
+            AuditInput {
+                action,
+                actor: author.actor(),
+                device,
+                entries: ids.clone(),
+                detail,
+            },
+            now,
+            profile,
+        )?;
+        for v in all {
+            r.apply(v)?;
+        }
+        Ok(ids)
+    }
+
     /// Stores entries received from elsewhere (already signature-checked), all or nothing:
     /// they are validated together against the record before any is written. Returns how
     /// many were new.

@@ -1,0 +1,406 @@
+//! `POST /fhir/r4`: transaction and batch Bundles.
+//!
+//! Each entry is a `POST` (a new item: the resource is mapped by `cophr_protocol::fhir`,
+//! keeping the original JSON and its `fullUrl`) or a `PUT [type]/[id]` of an item held here
+//! (an amend of its current version). New items go to the record their `subject`/`patient`
+//! names (`Patient/<record id>`), else to the identity's own record.
+//!
+//! A transaction is all or nothing: every entry is mapped and checked against the record's
+//! rules first, then everything is written in one durable write with one audit event;
+//! on any failure nothing is stored and the answer is that entry's OperationOutcome. A
+//! batch does each entry on its own and reports each entry's `response.status`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use cophr_protocol::audit::Action;
+use cophr_protocol::fhir::{self, BundleItem, ImportMeta};
+use cophr_protocol::{ActorId, Payload, RecordId};
+use serde_json::{json, Value as Json};
+
+use super::{base_url, collect, fhir_response, find_one, resources, visible_records, Outcome};
+use crate::http::{AppState, MAX_BODY};
+use crate::session::explain;
+
+/// One entry's planned write.
+#[derive(Debug, Clone)]
+struct Plan {
+    record: RecordId,
+    resource_type: String,
+    payload: Payload,
+}
+
+fn is_fhir_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/fhir+json" || m == "application/json"
+        })
+        .unwrap_or(false)
+}
+
+/// Answers a Bundle POSTed to the base.
+pub(super) async fn bundle(st: AppState, req: Request) -> Result<Response, Outcome> {
+    if !is_fhir_json(&req) {
+        return Err(Outcome::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            "send the Bundle as `Content-Type: application/fhir+json` (or application/json)",
+        ));
+    }
+    let base = base_url(req.headers());
+    let bytes = Bytes::from_request(req, &()).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Outcome::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-long",
+                format!(
+                    "the request body is more than the {} MiB limit",
+                    MAX_BODY >> 20
+                ),
+            )
+        } else {
+            Outcome::invalid(format!("cannot read the request body: {e}"))
+        }
+    })?;
+    let bundle = fhir::parse(&bytes).map_err(|e| Outcome::from_fhir(&e))?;
+    let kind = fhir::bundle_type(&bundle).map_err(|e| Outcome::from_fhir(&e))?;
+    let transaction = match kind {
+        "transaction" => true,
+        "batch" => false,
+        other => {
+            return Err(Outcome::new(
+                StatusCode::BAD_REQUEST,
+                "not-supported",
+                format!(
+                    "POST to {} takes a transaction or batch Bundle, not a {other}",
+                    super::BASE
+                ),
+            ))
+        }
+    };
+    let items = fhir::bundle_items(&bundle).map_err(|e| Outcome::from_fhir(&e))?;
+    let urls: Vec<String> = bundle["entry"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["request"]["url"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let st2 = st.clone();
+    let (body, changed) = tokio::task::spawn_blocking(move || {
+        if transaction {
+            run_transaction(&st2, &base, &items, &urls)
+        } else {
+            Ok(run_batch(&st2, &base, &items, &urls))
+        }
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "a FHIR bundle's work failed");
+        Outcome::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            "the request failed inside the node",
+        )
+    })??;
+    for r in changed {
+        st.changed(r).await;
+    }
+    Ok(fhir_response(StatusCode::OK, &body))
+}
+
+/// The record a resource names as its patient (`Patient/<record id>`), if any.
+fn named_record(resource: &Json) -> Option<RecordId> {
+    ["subject", "patient"].iter().find_map(|el| {
+        let r = resource.get(el)?.get("reference")?.as_str()?;
+        let mut parts = r.rsplit('/');
+        let id = parts.next()?;
+        (parts.next()? == "Patient").then_some(())?;
+        id.parse::<ActorId>().ok()
+    })
+}
+
+/// The record new items go to when a resource names none: the identity's own.
+fn default_record(st: &AppState) -> Result<RecordId, Outcome> {
+    let me = st.actor();
+    if st.store().holds(&me)? {
+        return Ok(me);
+    }
+    Err(Outcome::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "business-rule",
+        "the resource names no record (`subject`/`patient` as Patient/<record id>) and this \
+         identity has no record of its own here",
+    ))
+}
+
+fn at(o: Outcome, path: &str) -> Outcome {
+    Outcome {
+        expression: o.expression.or_else(|| Some(path.to_owned())),
+        message: format!("{path}: {}", o.message),
+        ..o
+    }
+}
+
+/// Maps one Bundle entry to the write it asks for.
+fn plan(st: &AppState, item: &BundleItem, url: &str) -> Result<Plan, Outcome> {
+    let imported = fhir::import_with(
+        &item.resource,
+        &ImportMeta {
+            source: None,
+            full_url: item.full_url.as_deref(),
+        },
+    )
+    .map_err(|e| at(Outcome::from_fhir(&e), &item.path))?;
+    let url_path = url.split('?').next().unwrap_or_default();
+    let mut segs = url_path
+        .trim_start_matches(&format!("{}/", super::BASE))
+        .split('/');
+    let url_type = segs.next().unwrap_or_default();
+    if url_type != imported.resource_type {
+        return Err(at(
+            Outcome::invalid(format!(
+                "request.url `{}` does not name the resource's type {}",
+                url.chars().take(80).collect::<String>(),
+                imported.resource_type
+            )),
+            &item.path,
+        ));
+    }
+    match item.method.as_deref() {
+        Some("PUT") => {
+            let Some(id) = segs.next().filter(|s| !s.is_empty()) else {
+                return Err(at(
+                    Outcome::invalid("a PUT needs request.url `[type]/[id]`"),
+                    &item.path,
+                ));
+            };
+            let found = find_one(st, url_type, id).map_err(|o| {
+                at(
+                    Outcome {
+                        message: format!(
+                            "{} (this server assigns ids: POST new resources)",
+                            o.message
+                        ),
+                        ..o
+                    },
+                    &item.path,
+                )
+            })?;
+            let (Some(_), Some(current)) = (&found.resource, found.current) else {
+                return Err(at(
+                    Outcome::new(
+                        StatusCode::GONE,
+                        "deleted",
+                        format!("{url_type}/{id} was deleted"),
+                    ),
+                    &item.path,
+                ));
+            };
+            let category = st
+                .store()
+                .with_record(&found.record, |r| r.category_of(&current).cloned())?;
+            if category.as_ref() != Some(&imported.category) {
+                return Err(at(
+                    Outcome::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "business-rule",
+                        format!(
+                            "the new version maps to {} but {url_type}/{id} is in {}",
+                            imported.category,
+                            category.map_or_else(|| "no category".to_owned(), |c| c.to_string())
+                        ),
+                    ),
+                    &item.path,
+                ));
+            }
+            Ok(Plan {
+                record: found.record,
+                resource_type: imported.resource_type,
+                payload: Payload::Amend {
+                    target: current,
+                    body: imported.body,
+                },
+            })
+        }
+        _ => {
+            let record = match named_record(&item.resource) {
+                Some(r) if visible_records(st)?.contains(&r) => r,
+                Some(r) => {
+                    return Err(at(
+                        Outcome::not_found(format!("no record {r} is held here")),
+                        &item.path,
+                    ))
+                }
+                None => default_record(st).map_err(|o| at(o, &item.path))?,
+            };
+            Ok(Plan {
+                record,
+                resource_type: imported.resource_type,
+                payload: Payload::Create {
+                    category: imported.category,
+                    body: imported.body,
+                },
+            })
+        }
+    }
+}
+
+/// The response entry for a written item.
+fn created(st: &AppState, base: &str, plan: &Plan, entry: cophr_protocol::EntryId) -> Json {
+    let found = collect(st, &[plan.record], &plan.resource_type)
+        .ok()
+        .and_then(|all| {
+            all.into_iter()
+                .find(|f| f.item == Some(entry) || f.current == Some(entry))
+        });
+    let (id, version, updated) = match &found {
+        Some(f) => (f.id.clone(), f.version, f.updated),
+        None => (entry.to_string(), 1, st.now()),
+    };
+    let amend = matches!(plan.payload, Payload::Amend { .. });
+    json!({
+        "fullUrl": format!("{base}/{}/{id}", plan.resource_type),
+        "response": {
+            "status": if amend { "200 OK" } else { "201 Created" },
+            "location": format!("{}/{id}/_history/{version}", plan.resource_type),
+            "etag": format!("W/\"{version}\""),
+            "lastModified": resources::instant(updated),
+        }
+    })
+}
+
+fn run_transaction(
+    st: &AppState,
+    base: &str,
+    items: &[BundleItem],
+    urls: &[String],
+) -> Result<(Json, Vec<RecordId>), Outcome> {
+    let mut plans = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        plans.push(plan(st, item, urls.get(i).map_or("", String::as_str))?);
+    }
+    let Some(record) = plans.first().map(|p| p.record) else {
+        let b = resources::bundle("transaction-response", base, Vec::new(), None);
+        return Ok((b, Vec::new()));
+    };
+    if let Some(p) = plans.iter().find(|p| p.record != record) {
+        return Err(Outcome::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "business-rule",
+            format!(
+                "a transaction writes into one record; it names both {record} and {}",
+                p.record
+            ),
+        ));
+    }
+    // Check every write against the record as the earlier ones leave it, so a refusal
+    // names its entry and nothing is stored.
+    let key = st.keypair().clone();
+    let now = st.now();
+    let device = st.device().map(str::to_owned);
+    st.store().with_record(&record, |r| {
+        let mut trial = r.clone();
+        for (i, p) in plans.iter().enumerate() {
+            let vs = trial
+                .prepare_all(&key, p.payload.clone(), now, device.clone())
+                .map_err(|e| at(Outcome::from(explain(r, &key.actor(), e)), &items[i].path))?;
+            for v in vs {
+                trial
+                    .apply(v)
+                    .map_err(|e| at(Outcome::from(explain(r, &key.actor(), e)), &items[i].path))?;
+            }
+        }
+        Ok::<(), Outcome>(())
+    })??;
+    let session = st.session();
+    session.publish_profile(&record, now)?;
+    let ids = st.store().write_all(
+        &record,
+        &key,
+        plans.iter().map(|p| p.payload.clone()).collect(),
+        now,
+        device,
+        Action::Import,
+        Some(format!("FHIR transaction: {} resources", plans.len())),
+    )?;
+    let entries: Vec<Json> = plans
+        .iter()
+        .zip(ids)
+        .map(|(p, id)| created(st, base, p, id))
+        .collect();
+    Ok((
+        resources::bundle("transaction-response", base, entries, None),
+        vec![record],
+    ))
+}
+
+fn status_line(s: StatusCode) -> String {
+    format!(
+        "{} {}",
+        s.as_u16(),
+        s.canonical_reason().unwrap_or_default()
+    )
+}
+
+fn run_batch(
+    st: &AppState,
+    base: &str,
+    items: &[BundleItem],
+    urls: &[String],
+) -> (Json, Vec<RecordId>) {
+    let session = st.session();
+    let mut changed = Vec::new();
+    let mut entries = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let result = plan(st, item, urls.get(i).map_or("", String::as_str)).and_then(|p| {
+            let id = session
+                .write(&p.record, p.payload.clone(), st.now())
+                .map_err(|e| at(Outcome::from(e), &item.path))?;
+            Ok((p, id))
+        });
+        match result {
+            Ok((p, id)) => {
+                if !changed.contains(&p.record) {
+                    changed.push(p.record);
+                }
+                entries.push(created(st, base, &p, id));
+            }
+            Err(o) => entries.push(json!({
+                "response": {"status": status_line(o.status), "outcome": o.body()}
+            })),
+        }
+    }
+    (
+        resources::bundle("batch-response", base, entries, None),
+        changed,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patient_references() {
+        let a = ActorId([7; 32]);
+        let r = json!({"subject": {"reference": format!("Patient/{a}")}});
+        assert_eq!(named_record(&r), Some(a));
+        let r = json!({"patient": {"reference": format!("http://x/fhir/r4/Patient/{a}")}});
+        assert_eq!(named_record(&r), Some(a));
+        assert_eq!(
+            named_record(&json!({"subject": {"reference": "urn:uuid:1"}})),
+            None
+        );
+        assert_eq!(
+            named_record(&json!({"subject": {"reference": format!("Group/{a}")}})),
+            None
+        );
+    }
+}
