@@ -166,9 +166,14 @@ async fn send(
     )
 }
 
-/// A transaction Bundle POSTing each resource.
+/// The source system the test Bundles name.
+const SOURCE: &str = "https://gp.example/fhir";
+
+/// A transaction Bundle POSTing each resource, from [`SOURCE`].
 fn transaction(resources: &[Json]) -> Json {
-    bundle_of("transaction", resources)
+    let mut b = bundle_of("transaction", resources);
+    b["meta"] = json!({"source": SOURCE});
+    b
 }
 
 fn bundle_of(kind: &str, resources: &[Json]) -> Json {
@@ -495,6 +500,22 @@ async fn everything_returns_the_record_the_identity_sees() {
     for p in &paths {
         assert!(got.contains(p), "{p} missing");
     }
+    // The derived resources too: each observation's Provenance, and the audit trail (the
+    // patient holds the audit right).
+    let types: BTreeSet<&str> = entries
+        .iter()
+        .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+        .collect();
+    assert!(
+        types.contains("Provenance") && types.contains("AuditEvent"),
+        "{types:?}"
+    );
+    for p in &paths {
+        assert!(entries
+            .iter()
+            .any(|e| e["resource"]["resourceType"] == "Provenance"
+                && e["resource"]["target"][0]["reference"] == format!("{p}/_history/1")));
+    }
     assert_eq!(b["total"], entries.len());
     // An unknown patient.
     let (s, _, body) = env
@@ -536,6 +557,9 @@ async fn provenance_carries_a_signature_that_verifies_with_the_authors_key() {
     assert_eq!(agent["who"]["display"], "George");
     assert_eq!(agent["role"][0]["text"], "patient");
     assert!(prov["recorded"].as_str().unwrap().ends_with('Z'));
+    // Imported: the source system is the Provenance's source entity.
+    assert_eq!(prov["entity"][0]["role"], "source");
+    assert_eq!(prov["entity"][0]["what"]["display"], SOURCE);
     let sig = &prov["signature"][0];
     let b64 = data_encoding::BASE64;
     let sig_bytes: [u8; 64] = b64

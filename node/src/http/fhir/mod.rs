@@ -400,6 +400,8 @@ async fn handle(st: AppState, req: Request) -> Result<Response, Outcome> {
 /// One resource found for a read or search.
 #[derive(Debug, Clone)]
 struct Found {
+    /// The resource type.
+    ty: String,
     record: RecordId,
     /// The FHIR id.
     id: String,
@@ -443,13 +445,22 @@ fn visible_records(st: &AppState) -> Result<Vec<RecordId>, Outcome> {
     Ok(out)
 }
 
-/// Every resource of `ty` in `records` the identity sees (deleted items included).
+/// Every resource of type `ty` in `records` the identity sees (deleted items included).
 fn collect(st: &AppState, records: &[RecordId], ty: &str) -> Result<Vec<Found>, Outcome> {
+    collect_types(st, records, &[ty])
+}
+
+/// Every resource of the given types in `records` the identity sees, type by type.
+fn collect_types(
+    st: &AppState,
+    records: &[RecordId],
+    types: &[&str],
+) -> Result<Vec<Found>, Outcome> {
     let me = st.actor();
     let now = st.now();
     let mut out = Vec::new();
     for rid in records {
-        let events = if ty == "AuditEvent" {
+        let events = if types.contains(&"AuditEvent") {
             st.store().audit_events(rid)?
         } else {
             Vec::new()
@@ -460,8 +471,10 @@ fn collect(st: &AppState, records: &[RecordId], ty: &str) -> Result<Vec<Found>, 
                 return;
             }
             let all = view::items(rec, &viewer);
-            let derived = |list: Vec<(EntryId, Timestamp, Json)>, audit_read: bool| {
+            let derived = |ty: &str, list: Vec<(EntryId, Timestamp, Json)>, audit_read: bool| {
+                let ty = ty.to_owned();
                 list.into_iter().map(move |(id, t, j)| Found {
+                    ty: ty.clone(),
                     record: *rid,
                     id: id.to_string(),
                     alt_id: None,
@@ -476,33 +489,40 @@ fn collect(st: &AppState, records: &[RecordId], ty: &str) -> Result<Vec<Found>, 
                     audit_read,
                 })
             };
-            match ty {
-                "Provenance" => out.extend(derived(view::provenances(rec, &viewer, &all), false)),
-                "AuditEvent" => out.extend(derived(
-                    view::audit_events(rec, &viewer, &events, &all),
-                    true,
-                )),
-                _ => {
-                    if ty == "Consent" {
-                        out.extend(derived(view::consents(rec, &viewer, now), false));
+            for ty in types {
+                match *ty {
+                    "Provenance" => {
+                        out.extend(derived(ty, view::provenances(rec, &viewer, &all), false))
                     }
-                    for r in all.into_iter().filter(|r| r.resource_type == ty) {
-                        let alt = (r.id != r.item.to_string()).then(|| r.item.to_string());
-                        let date = r.keys.date.as_deref().and_then(search::date_range);
-                        out.push(Found {
-                            record: r.record,
-                            id: r.id,
-                            alt_id: alt,
-                            item: Some(r.item),
-                            current: Some(r.current),
-                            resource: r.resource,
-                            version: r.version,
-                            updated: r.updated,
-                            date,
-                            keys: r.keys,
-                            entries: vec![r.item, r.current],
-                            audit_read: false,
-                        });
+                    "AuditEvent" => out.extend(derived(
+                        ty,
+                        view::audit_events(rec, &viewer, &events, &all),
+                        true,
+                    )),
+                    _ => {
+                        if *ty == "Consent" {
+                            out.extend(derived(ty, view::consents(rec, &viewer, now), false));
+                        }
+                        for r in all.iter().filter(|r| r.resource_type == *ty) {
+                            let r = r.clone();
+                            let alt = (r.id != r.item.to_string()).then(|| r.item.to_string());
+                            let date = r.keys.date.as_deref().and_then(search::date_range);
+                            out.push(Found {
+                                ty: r.resource_type,
+                                record: r.record,
+                                id: r.id,
+                                alt_id: alt,
+                                item: Some(r.item),
+                                current: Some(r.current),
+                                resource: r.resource,
+                                version: r.version,
+                                updated: r.updated,
+                                date,
+                                keys: r.keys,
+                                entries: vec![r.item, r.current],
+                                audit_read: false,
+                            });
+                        }
                     }
                 }
             }
@@ -602,7 +622,7 @@ fn run(st: &AppState, op: Op, ctx: &Ctx) -> Result<Response, Outcome> {
             (resource_response(&r), format!("FHIR vread {ty}"))
         }
         Op::History(ty, id) => {
-            only_params(ctx, &["_format", "_count"])?;
+            only_params(ctx, &["_format"])?;
             let f = find_one(st, &ty, &id)?;
             let entries = history_entries(st, ctx, &ty, &f, &mut seen)?;
             let total = entries.len();
@@ -618,7 +638,7 @@ fn run(st: &AppState, op: Op, ctx: &Ctx) -> Result<Response, Outcome> {
             )
         }
         Op::TypeHistory(ty) => {
-            only_params(ctx, &["_format", "_count"])?;
+            only_params(ctx, &["_format"])?;
             let records = visible_records(st)?;
             let mut entries = Vec::new();
             for f in collect(st, &records, &ty)? {
@@ -772,22 +792,18 @@ fn search_bundle(
 }
 
 fn everything(st: &AppState, ctx: &Ctx, patient: &Found, seen: &mut Seen) -> Result<Json, Outcome> {
-    let rid = [patient.record];
     let mut entries = Vec::new();
-    let mut push = |ty: &str, f: Found, seen: &mut Seen| {
+    let all = collect_types(st, &[patient.record], &served_types())?;
+    let others = all
+        .into_iter()
+        .filter(|f| !(f.ty == "Patient" && f.id == patient.id));
+    for f in std::iter::once(patient.clone()).chain(others) {
         if let Some(r) = f.resource {
             seen.add(f.record, &f.entries, f.audit_read);
-            entries.push(json!({"fullUrl": full_url(ctx, ty, &f.id), "resource": r,
-                                "search": {"mode": "match"}}));
-        }
-    };
-    push("Patient", patient.clone(), seen);
-    for ty in served_types() {
-        for f in collect(st, &rid, ty)? {
-            if ty == "Patient" && f.id == patient.id {
-                continue;
-            }
-            push(ty, f, seen);
+            entries.push(
+                json!({"fullUrl": full_url(ctx, &f.ty, &f.id), "resource": r,
+                                "search": {"mode": "match"}}),
+            );
         }
     }
     let total = entries.len();

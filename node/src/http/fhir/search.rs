@@ -82,7 +82,7 @@ impl Token {
 pub struct Search {
     /// `_id`: resource ids (any of).
     pub ids: Vec<String>,
-    /// `patient` (or `subject`): record ids (any of).
+    /// `patient`: record ids (any of).
     pub patients: Vec<String>,
     /// `category`: any of these tokens, per occurrence (all occurrences must match).
     pub categories: Vec<Vec<Token>>,
@@ -154,7 +154,7 @@ pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<Search, 
                 s.count = Some(n.min(MAX_COUNT));
             }
             "_id" => s.ids.extend(split(value)),
-            "patient" | "subject" if allowed.contains(&"patient") => {
+            "patient" if allowed.contains(&"patient") => {
                 for v in split(value) {
                     let id = v.strip_prefix("Patient/").unwrap_or(&v);
                     if id.is_empty() {

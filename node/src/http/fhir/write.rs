@@ -3,7 +3,9 @@
 //! Each entry is a `POST` (a new item: the resource is mapped by `cophr_protocol::fhir`,
 //! keeping the original JSON and its `fullUrl`) or a `PUT [type]/[id]` of an item held here
 //! (an amend of its current version). New items go to the record their `subject`/`patient`
-//! names (`Patient/<record id>`), else to the identity's own record.
+//! names (`Patient/<record id>`), else to the identity's own record. Resources are kept as
+//! sent (references included, with their `fullUrl`), so they read back equal; the source
+//! system (the resource's `meta.source`, else the Bundle's) is kept for their Provenance.
 //!
 //! A transaction is all or nothing: every entry is mapped and checked against the record's
 //! rules first, then everything is written in one durable write with one audit event;
@@ -92,12 +94,15 @@ pub(super) async fn bundle(st: AppState, req: Request) -> Result<Response, Outco
                 .collect()
         })
         .unwrap_or_default();
+    // The source system (kept as provenance): the resource's own `meta.source`, else the
+    // Bundle's.
+    let source = bundle["meta"]["source"].as_str().map(str::to_owned);
     let st2 = st.clone();
     let (body, changed) = tokio::task::spawn_blocking(move || {
         if transaction {
-            run_transaction(&st2, &base, &items, &urls)
+            run_transaction(&st2, &base, &items, &urls, source.as_deref())
         } else {
-            Ok(run_batch(&st2, &base, &items, &urls))
+            Ok(run_batch(&st2, &base, &items, &urls, source.as_deref()))
         }
     })
     .await
@@ -149,11 +154,17 @@ fn at(o: Outcome, path: &str) -> Outcome {
 }
 
 /// Maps one Bundle entry to the write it asks for.
-fn plan(st: &AppState, item: &BundleItem, url: &str) -> Result<Plan, Outcome> {
+fn plan(
+    st: &AppState,
+    item: &BundleItem,
+    url: &str,
+    source: Option<&str>,
+) -> Result<Plan, Outcome> {
+    let own = item.resource["meta"]["source"].as_str();
     let imported = fhir::import_with(
         &item.resource,
         &ImportMeta {
-            source: None,
+            source: own.or(source),
             full_url: item.full_url.as_deref(),
         },
     )
@@ -281,10 +292,16 @@ fn run_transaction(
     base: &str,
     items: &[BundleItem],
     urls: &[String],
+    source: Option<&str>,
 ) -> Result<(Json, Vec<RecordId>), Outcome> {
     let mut plans = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        plans.push(plan(st, item, urls.get(i).map_or("", String::as_str))?);
+        plans.push(plan(
+            st,
+            item,
+            urls.get(i).map_or("", String::as_str),
+            source,
+        )?);
     }
     let Some(record) = plans.first().map(|p| p.record) else {
         let b = resources::bundle("transaction-response", base, Vec::new(), None);
@@ -354,12 +371,13 @@ fn run_batch(
     base: &str,
     items: &[BundleItem],
     urls: &[String],
+    source: Option<&str>,
 ) -> (Json, Vec<RecordId>) {
     let session = st.session();
     let mut changed = Vec::new();
     let mut entries = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let result = plan(st, item, urls.get(i).map_or("", String::as_str)).and_then(|p| {
+        let result = plan(st, item, urls.get(i).map_or("", String::as_str), source).and_then(|p| {
             let id = session
                 .write(&p.record, p.payload.clone(), st.now())
                 .map_err(|e| at(Outcome::from(e), &item.path))?;
