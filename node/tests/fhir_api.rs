@@ -897,8 +897,33 @@ async fn bad_input_gets_an_operation_outcome_and_stores_nothing() {
         a["subject"] = json!({"reference": format!("Patient/{}", ActorId([9; 32]))});
         tx(a)
     };
+    // A new version in another category: a business rule, not a FHIR one.
+    let other_category =
+        serde_json::to_vec(&json!({"resourceType": "Bundle", "type": "transaction",
+        "entry": [{"resource": example("hl7.fhir.uv.ips", "example/Observation-hemoglobin.json"),
+                   "request": {"method": "PUT", "url": paths[0]}}]}))
+        .unwrap();
     let before = env.footprint();
     let cases: Vec<(&str, Answer, StatusCode, &str)> = vec![
+        (
+            "a new version in another category",
+            raw("POST", "/fhir/r4", Some(TOKEN), fj, other_category).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "business-rule",
+        ),
+        (
+            "a format other than JSON",
+            raw(
+                "GET",
+                &format!("/fhir/r4/{}?_format=xml", paths[0]),
+                Some(TOKEN),
+                None,
+                Vec::new(),
+            )
+            .await,
+            StatusCode::NOT_ACCEPTABLE,
+            "not-supported",
+        ),
         (
             "invalid JSON",
             raw(
@@ -1239,10 +1264,66 @@ async fn writes_and_reads_follow_the_records_grants() {
         "/fhir/r4",
         Some(TOKEN),
         Some("application/json"),
-        serde_json::to_vec(&transaction(&[obs])).unwrap(),
+        serde_json::to_vec(&transaction(&[obs.clone()])).unwrap(),
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
     is_outcome(&body, "forbidden");
     assert_eq!(env.footprint(), before);
+
+    // With a write grant the same transaction is stored, authored by the clinician: her
+    // profile is published first, and the Provenance names her role and organisation.
+    env.store
+        .write(
+            &env.rid(),
+            &env.patient,
+            Payload::Grant(Grant {
+                grantee: kay.actor(),
+                level: Level::Write,
+                scope: Scope::Only(BTreeSet::from([Category::VitalSigns])),
+                not_before: None,
+                until: None,
+                audit: false,
+                delegate: false,
+                label: None,
+            }),
+            env.tick(),
+            None,
+        )
+        .unwrap();
+    env.tick();
+    let (s, _, resp) = send(
+        &app,
+        "POST",
+        "/fhir/r4",
+        Some(TOKEN),
+        Some("application/json"),
+        serde_json::to_vec(&transaction(&[obs.clone()])).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{resp}");
+    let loc = locations(&resp).remove(0);
+    let (_, _, got) = send(
+        &app,
+        "GET",
+        &format!("/fhir/r4/{}", resource_path(&loc)),
+        Some(TOKEN),
+        None,
+        Vec::new(),
+    )
+    .await;
+    same_resource(&obs, &got);
+    let (_, _, provs) = env.get("/fhir/r4/Provenance").await;
+    let prov = provs["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|p| p["target"][0]["reference"] == loc)
+        .unwrap_or_else(|| panic!("no Provenance for {loc}"));
+    let agent = &prov["agent"][0];
+    assert_eq!(agent["who"]["identifier"]["value"], kay.actor().to_string());
+    assert_eq!(agent["who"]["display"], "Dr Kay");
+    assert_eq!(agent["role"][0]["text"], "gp");
+    assert_eq!(agent["onBehalfOf"]["display"], "Leeds GP");
 }

@@ -371,10 +371,41 @@ fn route(method: &Method, path: &str) -> Result<Op, Outcome> {
     Ok(op)
 }
 
+/// Whether the client accepts JSON (`Accept` and `_format`); only JSON is served.
+fn check_format(headers: &HeaderMap, query: &[(String, String)]) -> Result<(), Outcome> {
+    let json_like = |m: &str| {
+        let m = m
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        m == "*/*" || m == "application/*" || m == "json" || m.ends_with("json")
+    };
+    let accept_ok = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.split(',').any(json_like));
+    let format_ok = query
+        .iter()
+        .filter(|(k, _)| k == "_format")
+        .all(|(_, v)| json_like(v));
+    if accept_ok && format_ok {
+        Ok(())
+    } else {
+        Err(Outcome::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not-supported",
+            "only FHIR JSON (application/fhir+json) is served",
+        ))
+    }
+}
+
 async fn handle(st: AppState, req: Request) -> Result<Response, Outcome> {
     let op = route(req.method(), req.uri().path())?;
     let query =
         search::query_pairs(req.uri().query()).map_err(|e| Outcome::invalid(e.to_string()))?;
+    check_format(req.headers(), &query)?;
     let ctx = Ctx {
         base: base_url(req.headers()),
         self_link: format!(
