@@ -18,10 +18,13 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use cophr_protocol::audit::Action;
 use cophr_protocol::fhir::{self, BundleItem, ImportMeta};
-use cophr_protocol::{ActorId, Payload, RecordId};
+use cophr_protocol::fold;
+use cophr_protocol::{ActorId, EntryId, Payload, RecordId};
 use serde_json::{json, Value as Json};
 
-use super::{base_url, collect, fhir_response, find_one, resources, visible_records, Outcome};
+use super::{
+    base_url, collect, fhir_response, find_one, resources, view, visible_records, Outcome,
+};
 use crate::http::{AppState, MAX_BODY};
 use crate::session::explain;
 
@@ -263,17 +266,39 @@ fn plan(
     }
 }
 
-/// The response entry for a written item.
-fn created(st: &AppState, base: &str, plan: &Plan, entry: cophr_protocol::EntryId) -> Json {
-    let found = collect(st, &[plan.record], &plan.resource_type)
-        .ok()
-        .and_then(|all| {
-            all.into_iter()
-                .find(|f| f.item == Some(entry) || f.current == Some(entry))
-        });
-    let (id, version, updated) = match &found {
-        Some(f) => (f.id.clone(), f.version, f.updated),
-        None => (entry.to_string(), 1, st.now()),
+/// The response entry for a written item: its id (the record id for the record's patient),
+/// the version the entry made, and when.
+fn created(st: &AppState, base: &str, plan: &Plan, entry: EntryId) -> Json {
+    let now = st.now();
+    let me = st.actor();
+    let fallback = (entry.to_string(), 1, now);
+    let (id, version, updated) = if plan.resource_type == "Patient" {
+        // The record's patient is served under the record id.
+        collect(st, &[plan.record], "Patient")
+            .ok()
+            .and_then(|all| {
+                all.into_iter()
+                    .find(|f| f.item == Some(entry) || f.current == Some(entry))
+            })
+            .map_or(fallback, |f| (f.id, f.version, f.updated))
+    } else {
+        st.store()
+            .with_record(&plan.record, |r| {
+                let viewer = r.viewer(&me, now);
+                let time = r.get(&entry).map_or(now, |e| e.entry().time);
+                match &plan.payload {
+                    Payload::Amend { target, .. } => {
+                        let root = fold::history(r, &viewer, target).map_or(entry, |h| h.item);
+                        let n = view::versions(r, &viewer, &root, &root.to_string())
+                            .iter()
+                            .find(|v| v.entry == entry)
+                            .map_or(1, |v| v.n);
+                        (root.to_string(), n, time)
+                    }
+                    _ => (entry.to_string(), 1, time),
+                }
+            })
+            .unwrap_or(fallback)
     };
     let amend = matches!(plan.payload, Payload::Amend { .. });
     json!({
