@@ -469,9 +469,33 @@ async fn read_vread_history_and_search() {
         search(&format!("_id={}", id(2))).await,
         BTreeSet::from([id(2)])
     );
-    let (_, _, page) = env.get("/fhir/r4/Observation?_count=1").await;
-    assert_eq!(page["total"], 3);
-    assert_eq!(page["entry"].as_array().unwrap().len(), 1);
+    // Paging: `_count` per page, `next` and `previous` links, every match once.
+    let mut seen_ids = BTreeSet::new();
+    let mut url = "/fhir/r4/Observation?category=vital-signs,laboratory&_count=1".to_owned();
+    for page_no in 0..3 {
+        let (s, _, page) = env.get(&url).await;
+        assert_eq!(s, StatusCode::OK, "{url}: {page}");
+        assert_eq!(page["total"], 3);
+        assert_eq!(page["entry"].as_array().unwrap().len(), 1);
+        seen_ids.extend(ids(&page));
+        let link = |rel: &str| {
+            page["link"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["relation"] == rel)
+                .map(|l| l["url"].as_str().unwrap().to_owned())
+        };
+        assert_eq!(link("previous").is_some(), page_no > 0);
+        match link("next") {
+            Some(next) => {
+                assert!(next.contains("category=vital-signs%2Claboratory"), "{next}");
+                url = next.trim_start_matches("http://localhost").to_owned();
+            }
+            None => assert_eq!(page_no, 2),
+        }
+    }
+    assert_eq!(seen_ids, all);
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 //! - `GET metadata`: the CapabilityStatement ([`capabilities`]: exactly what is served).
 //! - `GET [type]/[id]`, `GET [type]/[id]/_history[/[vid]]`, `GET [type]/_history`,
 //!   `GET [type]?…` (search by `_id`, `patient`, `category`, `code`, `date`; see
-//!   [`search`]) and `GET Patient/[id]/$everything`, for every type entries export as
+//!   [`search`]; pages of `_count`, default 100, with `next`/`previous` links carrying
+//!   `_offset`) and `GET Patient/[id]/$everything`, for every type entries export as
 //!   (`cophr_protocol::fhir`) and the derived Provenance (entry signatures), AuditEvent
 //!   (audit events; needs the audit right) and Consent (grants). A resource's id is its
 //!   item's entry id (`e-…`; the record's patient is `Patient/<record id>`); its versions
@@ -803,10 +804,9 @@ fn search_bundle(
         })
         .collect();
     let total = matched.len();
-    if let Some(n) = s.count {
-        matched.truncate(n);
-    }
-    let entries: Vec<Json> = matched
+    let count = s.count.unwrap_or(search::DEFAULT_COUNT);
+    let page: Vec<Found> = matched.drain(..).skip(s.offset).take(count).collect();
+    let entries: Vec<Json> = page
         .into_iter()
         .map(|f| {
             seen.add(f.record, &f.entries, f.audit_read);
@@ -814,12 +814,29 @@ fn search_bundle(
                    "search": {"mode": "match"}})
         })
         .collect();
-    Ok(resources::bundle(
-        "searchset",
-        &ctx.self_link,
-        entries,
-        Some(total),
-    ))
+    let mut b = resources::bundle("searchset", &ctx.self_link, entries, Some(total));
+    let page_link = |relation: &str, offset: usize| {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in ctx
+            .query
+            .iter()
+            .filter(|(k, _)| k != "_offset" && k != "_count")
+        {
+            q.append_pair(k, v);
+        }
+        q.append_pair("_count", &count.to_string());
+        q.append_pair("_offset", &offset.to_string());
+        json!({"relation": relation, "url": format!("{}/{ty}?{}", ctx.base, q.finish())})
+    };
+    if let Some(links) = b["link"].as_array_mut() {
+        if count > 0 && s.offset.saturating_add(count) < total {
+            links.push(page_link("next", s.offset + count));
+        }
+        if s.offset > 0 {
+            links.push(page_link("previous", s.offset.saturating_sub(count)));
+        }
+    }
+    Ok(b)
 }
 
 fn everything(st: &AppState, ctx: &Ctx, patient: &Found, seen: &mut Seen) -> Result<Json, Outcome> {

@@ -90,8 +90,10 @@ pub struct Search {
     pub codes: Vec<Vec<Token>>,
     /// `date`: every one must match.
     pub dates: Vec<DateParam>,
-    /// `_count`: page size (only the first page is served; `total` counts all).
+    /// `_count`: page size (default [`DEFAULT_COUNT`], at most [`MAX_COUNT`]).
     pub count: Option<usize>,
+    /// `_offset`: how many matches to skip (the `next`/`previous` links carry it).
+    pub offset: usize,
 }
 
 /// Why a search cannot be run.
@@ -110,10 +112,12 @@ pub enum SearchError {
     },
 }
 
+/// Page size when `_count` is not given.
+pub const DEFAULT_COUNT: usize = 100;
 /// Largest `_count` honoured.
 pub const MAX_COUNT: usize = 1000;
 
-/// The search parameters supported for a resource type (besides `_id`, `_count`,
+/// The search parameters supported for a resource type (besides `_id`, `_count`, `_offset`,
 /// `_format`). Every type is searched by `patient`; a derived or clinical type also by
 /// `date`; types that carry codes by `code` and `category`.
 pub fn params_for(resource_type: &str) -> &'static [&'static str] {
@@ -152,6 +156,11 @@ pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<Search, 
                     .parse()
                     .map_err(|_| invalid("expected a non-negative integer"))?;
                 s.count = Some(n.min(MAX_COUNT));
+            }
+            "_offset" => {
+                s.offset = value
+                    .parse()
+                    .map_err(|_| invalid("expected a non-negative integer"))?;
             }
             "_id" => s.ids.extend(split(value)),
             "patient" if allowed.contains(&"patient") => {
@@ -388,6 +397,8 @@ mod tests {
         assert_eq!(s.codes[0].len(), 2);
         assert_eq!(s.dates.len(), 2);
         assert_eq!(s.count, Some(5));
+        assert_eq!(q("_offset=7").unwrap().offset, 7);
+        assert!(matches!(q("_offset=-1"), Err(SearchError::Invalid { .. })));
         assert!(matches!(q("foo=1"), Err(SearchError::Unsupported(_))));
         assert!(matches!(q("code:text=1"), Err(SearchError::Unsupported(_))));
         assert!(matches!(
