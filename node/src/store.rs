@@ -70,6 +70,49 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
+/// Most payloads [`Store::write_all`] writes at once (every entry is named in its audit
+/// event).
+pub const MAX_WRITE_ALL: usize = audit::MAX_AUDIT_ENTRIES;
+
+/// What a [`Store::write_all`] is, for its audit event.
+#[derive(Debug, Clone)]
+pub struct BatchInfo {
+    /// The audit action (e.g. [`Action::Import`]).
+    pub action: Action,
+    /// A short description (e.g. `12 FHIR resources from gp.json`).
+    pub detail: Option<String>,
+}
+
+/// Why a [`Store::write_all`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// More payloads than [`MAX_WRITE_ALL`].
+    #[error("{count} entries at once is too many (at most {max})")]
+    TooMany {
+        /// How many were given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A payload was refused by the record's rules.
+    #[error("entry {} of the batch: {error}", index + 1)]
+    Refused {
+        /// Its position in the batch (0-based).
+        index: usize,
+        /// Why.
+        error: Rejection,
+    },
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<Rejection> for BatchError {
+    fn from(e: Rejection) -> Self {
+        BatchError::Store(StoreError::Rejected(e))
+    }
+}
+
 /// What opening found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OpenReport {
@@ -706,31 +749,42 @@ impl Store {
         Ok(last)
     }
 
-    /// Writes several acts by `author` together, all or nothing, in one fsync with one
-    /// audit event (`action`, `detail`): each payload is prepared (as [`Store::write`]
-    /// would) against the record as the earlier ones leave it; if any is refused, nothing
-    /// is stored. Returns the ids of every entry written, in order.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes several new entries by `author` in one durable write (one fsync), all or
+    /// nothing: each payload is prepared on a copy of the record after the ones before it,
+    /// and if any is refused nothing is written (the error says which, by position). One
+    /// audit event with `action` lists every entry written. At most
+    /// [`MAX_WRITE_ALL`] payloads.
     pub fn write_all(
         &self,
         record: &RecordId,
         author: &Keypair,
         payloads: Vec<Payload>,
+        batch: BatchInfo,
         now: Timestamp,
         device: Option<String>,
-        action: Action,
-        detail: Option<String>,
-    ) -> Result<Vec<EntryId>, StoreError> {
+    ) -> Result<Vec<EntryId>, BatchError> {
+        if payloads.len() > MAX_WRITE_ALL {
+            return Err(BatchError::TooMany {
+                count: payloads.len(),
+                max: MAX_WRITE_ALL,
+            });
+        }
         let h = self.handle(record)?;
         let mut r = h.write().unwrap_or_else(|p| p.into_inner());
         let mut trial = r.clone();
-        let mut all = Vec::new();
-        for payload in payloads {
-            for v in trial.prepare_all(author, payload, now, device.clone())? {
-                trial.apply(v.clone())?;
+        let mut all = Vec::with_capacity(payloads.len());
+        for (index, payload) in payloads.into_iter().enumerate() {
+            let prepared = trial
+                .prepare_all(author, payload, now, device.clone())
+                .map_err(|error| BatchError::Refused { index, error })?;
+            for v in prepared {
+                trial
+                    .apply(v.clone())
+                    .map_err(|error| BatchError::Refused { index, error })?;
                 all.push(v);
             }
         }
+        drop(trial);
         if all.is_empty() {
             return Ok(Vec::new());
         }
@@ -744,11 +798,11 @@ impl Store {
             record,
             &frames,
             AuditInput {
-                action,
+                action: batch.action,
                 actor: author.actor(),
                 device,
                 entries: ids.clone(),
-                detail,
+                detail: batch.detail,
             },
             now,
             profile,

@@ -8,3 +8,26 @@ mod host;
 fn host_benchmark_runs_at_tiny_sizes() {
     host::run(true);
 }
+
+#[allow(dead_code)]
+#[path = "../benches/fhir.rs"]
+mod fhir;
+
+#[test]
+fn fhir_import_benchmark_runs_at_tiny_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = cophr_node::store::Store::open(
+        &dir.path().join("store"),
+        cophr_protocol::testkit::key(0, "node"),
+    )
+    .expect("open");
+    let bundle = fhir::bundle(12, 1);
+    let p = fhir::fresh_record(&store, 0);
+    assert_eq!(fhir::import(&store, &p, &bundle, 2), 12);
+    // Every resource became an entry (after the genesis), with one audit event.
+    let held = store.with_record(&p.actor(), |r| r.len()).expect("record");
+    assert_eq!(held, 13);
+    let audit = store.audit_events(&p.actor()).expect("audit");
+    assert!(audit.iter().any(|a| a.event.entries.len() == 12
+        && a.event.detail.as_deref() == Some("FHIR import: 12 resources")));
+}

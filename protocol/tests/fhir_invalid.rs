@@ -288,3 +288,39 @@ fn linking_the_patient_changes_only_the_reference() {
     back["id"] = json!("hr");
     assert_eq!(back, obs());
 }
+
+#[test]
+fn social_history_and_lab_values_map_to_their_fields() {
+    let smoking = json!({"resourceType": "Observation", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "social-history"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "72166-2", "display": "Tobacco smoking status"}]},
+        "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA18978-9", "display": "Never smoker"}]}});
+    let i = fhir::import(&smoking, None).expect("import");
+    assert_eq!(i.category, Category::Lifestyle);
+    assert_eq!(
+        i.body.get("smoking").and_then(Value::as_text),
+        Some("never")
+    );
+
+    let lab = json!({"resourceType": "Observation", "status": "final",
+        "category": [{"coding": [{"code": "laboratory"}]}],
+        "code": {"text": "HbA1c"},
+        "valueQuantity": {"value": 48, "comparator": ">", "unit": "mmol/mol"},
+        "interpretation": [{"coding": [{"code": "H"}]}],
+        "referenceRange": [{"low": {"value": 20, "unit": "mmol/mol"}, "high": {"value": 42, "unit": "mmol/mol"}}]});
+    let i = fhir::import(&lab, None).expect("import");
+    assert_eq!(i.category, Category::LabResults);
+    assert_eq!(i.body.get("result").and_then(Value::as_text), Some(">48"));
+    assert_eq!(
+        i.body.get("unit").and_then(Value::as_text),
+        Some("mmol/mol")
+    );
+    assert_eq!(
+        i.body.get("interpretation").and_then(Value::as_text),
+        Some("high")
+    );
+    assert_eq!(
+        i.body.get("reference-range").and_then(Value::as_text),
+        Some("20 mmol/mol to 42 mmol/mol")
+    );
+}

@@ -115,6 +115,9 @@ fn fields(v: &Value) -> Vec<String> {
             .iter()
             .map(|(k, v)| {
                 let shown = match v {
+                    Value::Text(t) if k == schema::FHIR_RESOURCE => {
+                        format!("(the original FHIR resource, {} bytes of JSON)", t.len())
+                    }
                     Value::Bytes(b) => format!("({} bytes)", b.len()),
                     Value::Text(t) => t.clone(),
                     other => {

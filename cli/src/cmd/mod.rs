@@ -13,6 +13,7 @@ pub mod audit;
 pub mod delete;
 pub mod demo;
 pub mod export;
+pub mod fhir;
 pub mod follow;
 pub mod grant;
 pub mod grants;
@@ -136,6 +137,9 @@ pub enum Command {
     Export(export::Args),
     /// Import an export file (everything is verified before anything is stored)
     Import(import::Args),
+    /// FHIR R4 connectors: import Bundles or NDJSON as signed entries, export as FHIR
+    #[command(subcommand)]
+    Fhir(fhir::Command),
     /// Verify an export file offline, or this store
     Verify(verify::Args),
     /// Repair the store after a crash or damage: cut a torn log tail, rebuild the indexes
@@ -230,6 +234,7 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Audit(a) => audit::run(ctx, a),
         Command::Export(a) => export::run(ctx, a),
         Command::Import(a) => import::run(ctx, a),
+        Command::Fhir(c) => fhir::run(ctx, c),
         Command::Verify(a) => verify::run(ctx, a),
         Command::Repair(a) => repair::run(ctx, a),
         Command::Demo(a) => demo::run(ctx, a),

@@ -217,6 +217,13 @@ pub(crate) fn map(o: &El<'_>) -> Result<(Category, Fields), FhirError> {
             let value = value_text(o)?;
             let v = if field == "smoking" {
                 smoking(o)?.map(|s| Value::Text(s.into()))
+            } else if o.get("valueQuantity")?.is_some() {
+                // "1 d" alone says little: name what was counted.
+                let what = concept_text(&o.req("code")?)?;
+                match (value, what) {
+                    (Some(v), Some(w)) => line(&format!("{v} ({w})")),
+                    (v, _) => v.as_deref().and_then(line),
+                }
             } else {
                 value.as_deref().and_then(line)
             };
@@ -234,19 +241,24 @@ pub(crate) fn map(o: &El<'_>) -> Result<(Category, Fields), FhirError> {
                 .and_then(line)
                 .unwrap_or_else(|| Value::Text("(test not stated)".into())),
         );
-        let result = value_text(o)?.unwrap_or_else(|| "(no result stated)".into());
+        let mut result = value_text(o)?;
+        if let Some(q) = o.get("valueQuantity")? {
+            // The number (with its comparator) as the result, the unit apart.
+            let q = q.object()?;
+            if let Some(n) = q.num_of("value")? {
+                result = Some(format!("{}{n}", q.str_of("comparator")?.unwrap_or("")));
+                if let Some(u) = q.str_of("unit")?.or(q.str_of("code")?) {
+                    if let Some(u) = line(u) {
+                        f.insert("unit".into(), u);
+                    }
+                }
+            }
+        }
+        let result = result.unwrap_or_else(|| "(no result stated)".into());
         f.insert(
             "result".into(),
             line(&result).unwrap_or_else(|| Value::Text("(no result stated)".into())),
         );
-        if let Some(q) = o.get("valueQuantity")? {
-            let q = q.object()?;
-            if let Some(u) = q.str_of("unit")?.or(q.str_of("code")?) {
-                if let Some(u) = line(u) {
-                    f.insert("unit".into(), u);
-                }
-            }
-        }
         if let Some(i) = interpretation(o)? {
             f.insert("interpretation".into(), Value::Text(i.into()));
         }
@@ -377,11 +389,26 @@ fn smoking(o: &El<'_>) -> Result<Option<&'static str>, FhirError> {
                 | "428061000124105" | "65568007" | "230063004",
             ) => "current",
             Some("266927001" | "405746006") => "unknown",
+            // LOINC answer codes (LL2201-3).
+            Some("LA18978-9") => "never",
+            Some("LA15920-4") => "former",
+            Some("LA18976-3" | "LA18977-1" | "LA18981-3" | "LA18982-1") => "current",
+            Some("LA18979-7" | "LA18980-5") => "unknown",
             _ => continue,
         };
         return Ok(Some(s));
     }
-    Ok(None)
+    // Uncoded (or an unknown code system): what the text says.
+    let text = concept_text(&cc)?.unwrap_or_default().to_lowercase();
+    Ok(Some(if text.contains("never") {
+        "never"
+    } else if text.contains("former") || text.contains("ex-") || text.contains("quit") {
+        "former"
+    } else if text.contains("current") || text.contains("smoker") || text.contains("smokes") {
+        "current"
+    } else {
+        "unknown"
+    }))
 }
 
 fn interpretation(o: &El<'_>) -> Result<Option<&'static str>, FhirError> {

@@ -27,6 +27,17 @@ use super::{
 };
 use crate::http::{AppState, MAX_BODY};
 use crate::session::explain;
+use crate::store::{BatchError, BatchInfo, MAX_WRITE_ALL};
+
+/// A refusal explained in the identity's terms.
+fn explain_in(
+    st: &AppState,
+    record: &RecordId,
+    r: cophr_protocol::record::Rejection,
+) -> crate::session::SessionError {
+    st.session()
+        .store_error(record, crate::store::StoreError::Rejected(r))
+}
 
 /// One entry's planned write.
 #[derive(Debug, Clone)]
@@ -332,6 +343,16 @@ fn run_transaction(
         let b = resources::bundle("transaction-response", base, Vec::new(), None);
         return Ok((b, Vec::new()));
     };
+    if plans.len() > MAX_WRITE_ALL {
+        return Err(Outcome::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-long",
+            format!(
+                "a transaction writes at most {MAX_WRITE_ALL} resources (this one has {})",
+                plans.len()
+            ),
+        ));
+    }
     if let Some(p) = plans.iter().find(|p| p.record != record) {
         return Err(Outcome::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -363,15 +384,29 @@ fn run_transaction(
     })??;
     let session = st.session();
     session.publish_profile(&record, now)?;
-    let ids = st.store().write_all(
-        &record,
-        &key,
-        plans.iter().map(|p| p.payload.clone()).collect(),
-        now,
-        device,
-        Action::Import,
-        Some(format!("FHIR transaction: {} resources", plans.len())),
-    )?;
+    let ids = st
+        .store()
+        .write_all(
+            &record,
+            &key,
+            plans.iter().map(|p| p.payload.clone()).collect(),
+            BatchInfo {
+                action: Action::Import,
+                detail: Some(format!("FHIR transaction: {} resources", plans.len())),
+            },
+            now,
+            device,
+        )
+        .map_err(|e| match e {
+            BatchError::TooMany { .. } => {
+                Outcome::new(StatusCode::PAYLOAD_TOO_LARGE, "too-long", e.to_string())
+            }
+            BatchError::Refused { index, error } => at(
+                Outcome::from(explain_in(st, &record, error)),
+                items.get(index).map_or("Bundle.entry", |i| i.path.as_str()),
+            ),
+            BatchError::Store(e) => e.into(),
+        })?;
     let entries: Vec<Json> = plans
         .iter()
         .zip(ids)
