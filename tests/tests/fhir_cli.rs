@@ -134,6 +134,13 @@ fn every_ips_bundle_imports_whole_and_exports_the_same_resources() {
             .all(|i| i["body"]["fhir-source"] == "IPS example"));
         let audit = p.json(&["audit"]);
         assert!(audit.to_string().contains("FHIR import"), "{audit}");
+
+        // Importing it again stores nothing new.
+        let held = p.entries_held();
+        let again = p.json(&["fhir", "import", path_s]);
+        assert_eq!(again["imported"], 0, "{again}");
+        assert_eq!(again["already_held"].as_u64(), Some(expected.len() as u64));
+        assert_eq!(p.entries_held(), held);
     }
 }
 

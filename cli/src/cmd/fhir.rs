@@ -1,13 +1,13 @@
 //! `cophr fhir import|export`: FHIR R4 connectors.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use clap::{Args as ClapArgs, Subcommand};
 use cophr_protocol::audit::{Action, MAX_AUDIT_ENTRIES};
 use cophr_protocol::entry::Payload;
 use cophr_protocol::fhir::{self, ExportMeta, FhirError, ImportMeta};
-use cophr_protocol::{fold, Category, EntryId};
+use cophr_protocol::{fold, schema, Category, EntryId};
 use serde_json::{json, Value as Json};
 
 use crate::context::{self, Ctx, Out};
@@ -37,7 +37,8 @@ directories of them. Each resource of a mapped type becomes an entry of its cate
 signed by you, keeping the original resource (so it exports as it came in) and its source \
 system. Resources of other types are reported as skipped. If any resource is invalid, \
 nothing at all is stored and each problem is listed (exit code 5). The resources of one \
-file are stored in one durable write.
+file are stored in one durable write. A resource the record already holds unchanged is \
+not stored again.
 
 Mapped types: Patient, RelatedPerson, Flag, Consent, AllergyIntolerance, Condition, \
 Procedure, MedicationStatement, MedicationRequest, Immunization, Observation, \
@@ -286,6 +287,41 @@ fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     let record = ctx.record(&store, Some(&me.actor()))?;
     let now = ctx.now()?;
     let device = ctx.device(&me);
+    // A resource the record already holds unchanged (an import run twice, a Bundle that
+    // repeats a resource) is not stored again.
+    let mut held: HashSet<String> = store.with_record(&record, |r| {
+        let viewer = r.viewer(&me.actor(), now);
+        fold::current(r, &viewer)
+            .items
+            .iter()
+            .filter_map(|i| {
+                i.body
+                    .get(schema::FHIR_RESOURCE)?
+                    .as_text()
+                    .map(str::to_owned)
+            })
+            .collect()
+    })?;
+    let mut already_held = 0usize;
+    let units: Vec<(Unit, Vec<Ready>)> = units
+        .into_iter()
+        .map(|(u, ready)| {
+            let fresh: Vec<Ready> = ready
+                .into_iter()
+                .filter(|r| {
+                    let text = r
+                        .body
+                        .get(schema::FHIR_RESOURCE)
+                        .and_then(cophr_protocol::Value::as_text)
+                        .unwrap_or_default();
+                    let new = held.insert(text.to_owned());
+                    already_held += usize::from(!new);
+                    new
+                })
+                .collect();
+            (u, fresh)
+        })
+        .collect();
     if units.iter().any(|(_, r)| !r.is_empty()) {
         context::publish_profile(ctx, &store, &me, &record)?;
     }
@@ -372,6 +408,7 @@ fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
             "record": record,
             "files": files.len(),
             "imported": stored.len(),
+            "already_held": already_held,
             "by_type": by_type,
             "by_category": by_category,
             "skipped": skipped,
@@ -394,6 +431,12 @@ fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     if !by_type.is_empty() {
         output::line(format!("  by type: {}", list(&by_type)))?;
         output::line(format!("  by category: {}", list(&by_category)))?;
+    }
+    if already_held > 0 {
+        output::line(format!(
+            "{already_held} resources were already in the record unchanged and were not \
+             stored again"
+        ))?;
     }
     if !skipped.is_empty() {
         let mut types: BTreeMap<String, usize> = BTreeMap::new();
