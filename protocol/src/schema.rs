@@ -1280,9 +1280,12 @@ impl Ctx<'_> {
                 if t.len() > *max_bytes {
                     return Err(self.too_long(t.len(), *max_bytes, "bytes"));
                 }
-                match serde_json::from_str::<serde_json::Value>(t) {
-                    Ok(serde_json::Value::Object(_)) => Ok(()),
-                    Ok(_) => Err(self.rule("must be a JSON object")),
+                // Checked on every apply: parse without building the tree.
+                if !t.trim_start().starts_with('{') {
+                    return Err(self.rule("must be a JSON object"));
+                }
+                match serde_json::from_str::<serde::de::IgnoredAny>(t) {
+                    Ok(_) => Ok(()),
                     Err(e) => Err(self.rule(&format!("is not valid JSON: {e}"))),
                 }
             }

@@ -324,3 +324,17 @@ fn social_history_and_lab_values_map_to_their_fields() {
         Some("20 mmol/mol to 42 mmol/mol")
     );
 }
+
+#[test]
+fn the_original_resource_field_must_hold_a_json_object() {
+    let body = |text: &str| {
+        schema::body_from_json(
+            &Category::Allergies,
+            &json!({"agent": "Peanut", "fhir-resource": text}),
+        )
+    };
+    body(r#"{"resourceType": "AllergyIntolerance"}"#).expect("an object");
+    for bad in ["[1, 2]", "{\"a\": ", "  42", ""] {
+        assert!(body(bad).is_err(), "{bad:?} accepted");
+    }
+}
