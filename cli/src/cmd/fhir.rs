@@ -355,7 +355,11 @@ fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
                             let r = &chunk[index];
                             let why = store
                                 .with_record(&record, |rec| {
-                                    context::explain(rec, &me.actor(), error.clone())
+                                    context::session_error(cophr_node::session::explain(
+                                        rec,
+                                        &me.actor(),
+                                        error.clone(),
+                                    ))
                                 })
                                 .unwrap_or_else(|_| error.into());
                             CliError::new(

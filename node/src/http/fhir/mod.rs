@@ -1,0 +1,864 @@
+//! The FHIR R4 API under `/fhir/r4`, acting as the node's identity, with the REST API's
+//! bearer token (`metadata` is open).
+//!
+//! - `GET metadata`: the CapabilityStatement ([`capabilities`]: exactly what is served).
+//! - `GET [type]/[id]`, `GET [type]/[id]/_history[/[vid]]`, `GET [type]/_history`,
+//!   `GET [type]?…` (search by `_id`, `patient`, `category`, `code`, `date`; see
+//!   [`search`]; pages of `_count`, default 100, with `next`/`previous` links carrying
+//!   `_offset`) and `GET Patient/[id]/$everything`, for every type entries export as
+//!   (`cophr_protocol::fhir`) and the derived Provenance (entry signatures), AuditEvent
+//!   (audit events; needs the audit right) and Consent (grants). A resource's id is its
+//!   item's entry id (`e-…`; the record's patient is `Patient/<record id>`); its versions
+//!   are the item's amend chain. Every read is audited like the REST API's.
+//! - `POST /fhir/r4` with a `transaction` Bundle (all or nothing: one durable write, one
+//!   audit event) or a `batch` Bundle (per entry), see `write.rs`.
+//!
+//! Errors are OperationOutcomes: 400 invalid JSON or resource, 401 (the token check in
+//! [`super::auth`]), 403 refused by the record's grants, 404 unknown id, or unknown or
+//! unsupported type (`not-supported`), 405 an unsupported interaction, 410 a deleted
+//! resource, 413 too large, 415 not JSON, 422 a business rule; nothing is stored on any error.
+
+pub mod resources;
+pub mod search;
+mod view;
+mod write;
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use cophr_protocol::audit::Action;
+use cophr_protocol::fhir::{self, FhirError, SearchKeys};
+use cophr_protocol::{Category, EntryId, RecordId, Timestamp};
+use serde_json::{json, Value as Json};
+
+use super::{ApiError, AppState};
+use crate::session::SessionError;
+use crate::store::StoreError;
+use resources::{TypeCapability, DERIVED_TYPES};
+use search::Search;
+
+/// Where the FHIR API is served.
+pub const BASE: &str = "/fhir/r4";
+
+/// The FHIR routes: everything under [`BASE`] goes through one dispatcher, so unknown
+/// types, paths and methods get OperationOutcomes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(BASE, any(root))
+        .route("/fhir/r4/", any(root))
+        .route("/fhir/r4/{*path}", any(dispatch))
+}
+
+/// An error answered with an OperationOutcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The `issue.code`.
+    pub code: &'static str,
+    /// The `issue.diagnostics`.
+    pub message: String,
+    /// The `issue.expression` (an element path), if any.
+    pub expression: Option<String>,
+}
+
+impl Outcome {
+    /// An outcome with a status, issue code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Outcome {
+            status,
+            code,
+            message: message.into(),
+            expression: None,
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Outcome::new(StatusCode::BAD_REQUEST, "invalid", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Outcome::new(StatusCode::NOT_FOUND, "not-found", message)
+    }
+
+    fn method(method: &Method, what: &str) -> Self {
+        Outcome::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+            format!("{method} is not supported on {what} (see {BASE}/metadata)"),
+        )
+    }
+
+    /// The outcome for FHIR input refused by the mapping.
+    pub fn from_fhir(e: &FhirError) -> Self {
+        let status = match e {
+            FhirError::Line { error, .. } => return Outcome::from_fhir(error),
+            FhirError::TooLarge { .. } | FhirError::TooMany { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            FhirError::Unmapped { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Outcome {
+            status,
+            code: e.issue_code(),
+            message: e.to_string(),
+            expression: e.path().map(str::to_owned),
+        }
+    }
+
+    /// The OperationOutcome resource.
+    pub fn body(&self) -> Json {
+        let severity = if self.status.is_server_error() {
+            "fatal"
+        } else {
+            "error"
+        };
+        let mut o = resources::outcome(severity, self.code, &self.message);
+        if let Some(x) = &self.expression {
+            o["issue"][0]["expression"] = json!([x]);
+        }
+        o
+    }
+}
+
+impl From<ApiError> for Outcome {
+    fn from(e: ApiError) -> Self {
+        let code = match e.status {
+            StatusCode::UNAUTHORIZED => "login",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::NOT_FOUND => "not-found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "too-long",
+            StatusCode::UNPROCESSABLE_ENTITY => "business-rule",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "not-supported",
+            s if s.is_server_error() => "exception",
+            _ => "invalid",
+        };
+        Outcome::new(e.status, code, e.message)
+    }
+}
+
+impl From<StoreError> for Outcome {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<SessionError> for Outcome {
+    fn from(e: SessionError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl IntoResponse for Outcome {
+    fn into_response(self) -> Response {
+        fhir_response(self.status, &self.body())
+    }
+}
+
+/// A FHIR JSON response.
+pub fn fhir_response(status: StatusCode, body: &Json) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut resp = (status, bytes).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/fhir+json; charset=utf-8"),
+    );
+    resp
+}
+
+fn resource_response(body: &Json) -> Response {
+    let mut resp = fhir_response(StatusCode::OK, body);
+    if let Some(v) = body["meta"]["versionId"].as_str() {
+        if let Ok(h) = HeaderValue::from_str(&format!("W/\"{v}\"")) {
+            resp.headers_mut().insert(header::ETAG, h);
+        }
+    }
+    resp
+}
+
+/// Every resource type served: the types entries export as, and the derived ones.
+pub fn served_types() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    let from_categories = Category::BUILT_IN.iter().flat_map(fhir::types_for);
+    for t in fhir::MAPPED_TYPES
+        .iter()
+        .chain(from_categories)
+        .chain(DERIVED_TYPES.iter())
+    {
+        if !out.contains(t) {
+            out.push(*t);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// What the CapabilityStatement lists for each served type.
+pub fn capabilities() -> Vec<TypeCapability> {
+    served_types()
+        .into_iter()
+        .map(|t| {
+            let mut search: Vec<(&'static str, &'static str)> = vec![("_id", "token")];
+            for p in search::params_for(t) {
+                let kind = match *p {
+                    "date" => "date",
+                    "patient" => "reference",
+                    _ => "token",
+                };
+                search.push((*p, kind));
+            }
+            TypeCapability {
+                name: t.to_owned(),
+                interactions: vec![
+                    "read",
+                    "vread",
+                    "search-type",
+                    "history-instance",
+                    "history-type",
+                ],
+                search,
+                operations: if t == "Patient" {
+                    vec![(
+                        "everything",
+                        "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                    )]
+                } else {
+                    Vec::new()
+                },
+            }
+        })
+        .collect()
+}
+
+/// The absolute base URL the client used (from `Host`), or the path alone.
+fn base_url(headers: &HeaderMap) -> String {
+    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(h) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()) => {
+            format!("http://{h}{BASE}")
+        }
+        _ => BASE.to_owned(),
+    }
+}
+
+/// What a read needs: the request's base URL, its own URL, and its query.
+#[derive(Debug, Clone)]
+struct Ctx {
+    base: String,
+    self_link: String,
+    query: Vec<(String, String)>,
+}
+
+/// What was read, per record, for the audit trail.
+#[derive(Debug, Default)]
+struct Seen {
+    by_record: BTreeMap<RecordId, (Vec<EntryId>, bool)>,
+}
+
+impl Seen {
+    fn add(&mut self, record: RecordId, entries: &[EntryId], audit_read: bool) {
+        let e = self.by_record.entry(record).or_default();
+        e.0.extend_from_slice(entries);
+        e.1 |= audit_read;
+    }
+
+    /// Writes one audit event per record read (an audit-read where the audit trail was
+    /// read, else a view).
+    fn record(self, st: &AppState, detail: &str) -> Result<(), Outcome> {
+        let session = st.session();
+        for (record, (mut entries, audit_read)) in self.by_record {
+            entries.sort_unstable();
+            entries.dedup();
+            let action = if audit_read {
+                Action::AuditRead
+            } else {
+                Action::View
+            };
+            session.audit_read(&record, action, entries, detail.to_owned(), st.now())?;
+        }
+        Ok(())
+    }
+}
+
+async fn root(State(st): State<AppState>, req: Request) -> Response {
+    if req.method() != Method::POST {
+        return Outcome::method(
+            req.method(),
+            "the FHIR base (only transaction and batch Bundles are accepted)",
+        )
+        .into_response();
+    }
+    match write::bundle(st, req).await {
+        Ok(r) => r,
+        Err(o) => o.into_response(),
+    }
+}
+
+async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
+    match handle(st, req).await {
+        Ok(r) => r,
+        Err(o) => o.into_response(),
+    }
+}
+
+/// The operations served on a GET.
+#[derive(Debug, Clone)]
+enum Op {
+    Metadata,
+    Search(String),
+    TypeHistory(String),
+    Read(String, String),
+    History(String, String),
+    VRead(String, String, String),
+    Everything(String),
+}
+
+fn route(method: &Method, path: &str) -> Result<Op, Outcome> {
+    let segs: Vec<String> = path
+        .trim_start_matches(BASE)
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.replace("%24", "$"))
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let Some((ty, rest)) = segs.split_first() else {
+        return Err(Outcome::not_found("no FHIR path given"));
+    };
+    if *ty == "metadata" && rest.is_empty() {
+        return if method == Method::GET {
+            Ok(Op::Metadata)
+        } else {
+            Err(Outcome::method(method, "metadata"))
+        };
+    }
+    if !served_types().contains(ty) {
+        let known = fhir::R4_RESOURCE_TYPES.contains(ty);
+        let clipped: String = ty.chars().take(64).collect();
+        return Err(Outcome::new(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            if known {
+                format!("{clipped} resources are not served here (see {BASE}/metadata)")
+            } else {
+                format!("`{clipped}` is not a FHIR R4 resource type")
+            },
+        ));
+    }
+    let ty = (*ty).to_owned();
+    let op = match rest {
+        [] => Op::Search(ty),
+        ["_history"] => Op::TypeHistory(ty),
+        [id] => Op::Read(ty, (*id).to_owned()),
+        [id, "_history"] => Op::History(ty, (*id).to_owned()),
+        [id, "_history", vid] => Op::VRead(ty, (*id).to_owned(), (*vid).to_owned()),
+        [id, "$everything"] if ty == "Patient" => Op::Everything((*id).to_owned()),
+        _ => return Err(Outcome::not_found(format!("no such FHIR path: {path}"))),
+    };
+    if method != Method::GET && method != Method::HEAD {
+        let what = match &op {
+            Op::Search(t) => {
+                format!("{t} (creating resources: POST a transaction Bundle to {BASE})")
+            }
+            Op::Read(t, _) => {
+                format!("{t} instances (the record is changed through transaction Bundles)")
+            }
+            _ => "this path".to_owned(),
+        };
+        return Err(Outcome::method(method, &what));
+    }
+    Ok(op)
+}
+
+/// Whether the client accepts JSON (`Accept` and `_format`); only JSON is served.
+fn check_format(headers: &HeaderMap, query: &[(String, String)]) -> Result<(), Outcome> {
+    let json_like = |m: &str| {
+        let m = m
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        m == "*/*" || m == "application/*" || m == "json" || m.ends_with("json")
+    };
+    let accept_ok = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.split(',').any(json_like));
+    let format_ok = query
+        .iter()
+        .filter(|(k, _)| k == "_format")
+        .all(|(_, v)| json_like(v));
+    if accept_ok && format_ok {
+        Ok(())
+    } else {
+        Err(Outcome::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not-supported",
+            "only FHIR JSON (application/fhir+json) is served",
+        ))
+    }
+}
+
+async fn handle(st: AppState, req: Request) -> Result<Response, Outcome> {
+    let op = route(req.method(), req.uri().path())?;
+    let query =
+        search::query_pairs(req.uri().query()).map_err(|e| Outcome::invalid(e.to_string()))?;
+    check_format(req.headers(), &query)?;
+    let ctx = Ctx {
+        base: base_url(req.headers()),
+        self_link: format!(
+            "{}{}",
+            base_url(req.headers()).trim_end_matches(BASE),
+            req.uri()
+        ),
+        query,
+    };
+    let st2 = st.clone();
+    tokio::task::spawn_blocking(move || run(&st2, op, &ctx))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "a FHIR request's work failed");
+            Outcome::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                "the request failed inside the node",
+            )
+        })?
+}
+
+/// One resource found for a read or search.
+#[derive(Debug, Clone)]
+struct Found {
+    /// The resource type.
+    ty: String,
+    record: RecordId,
+    /// The FHIR id.
+    id: String,
+    /// Another id it is known by (the patient item's entry id).
+    alt_id: Option<String>,
+    /// The item, for the item types (versions).
+    item: Option<EntryId>,
+    /// The item's current version.
+    current: Option<EntryId>,
+    /// The current resource (`None`: deleted).
+    resource: Option<Json>,
+    version: usize,
+    updated: Timestamp,
+    date: Option<search::Range>,
+    keys: SearchKeys,
+    /// Entries this read reveals (for the audit trail).
+    entries: Vec<EntryId>,
+    /// Whether reading it reads the audit trail.
+    audit_read: bool,
+}
+
+impl Found {
+    fn is(&self, id: &str) -> bool {
+        self.id == id || self.alt_id.as_deref() == Some(id)
+    }
+}
+
+/// The records the identity has any access to.
+fn visible_records(st: &AppState) -> Result<Vec<RecordId>, Outcome> {
+    let me = st.actor();
+    let now = st.now();
+    let mut out = Vec::new();
+    for r in st.store().records()? {
+        if st
+            .store()
+            .with_record(&r, |rec| rec.viewer(&me, now).has_access())?
+        {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Every resource of type `ty` in `records` the identity sees (deleted items included).
+fn collect(st: &AppState, records: &[RecordId], ty: &str) -> Result<Vec<Found>, Outcome> {
+    collect_types(st, records, &[ty])
+}
+
+/// Every resource of the given types in `records` the identity sees, type by type.
+fn collect_types(
+    st: &AppState,
+    records: &[RecordId],
+    types: &[&str],
+) -> Result<Vec<Found>, Outcome> {
+    let me = st.actor();
+    let now = st.now();
+    let mut out = Vec::new();
+    for rid in records {
+        let events = if types.contains(&"AuditEvent") {
+            st.store().audit_events(rid)?
+        } else {
+            Vec::new()
+        };
+        st.store().with_record(rid, |rec| {
+            let viewer = rec.viewer(&me, now);
+            if !viewer.has_access() {
+                return;
+            }
+            let all = view::items(rec, &viewer);
+            let derived = |ty: &str, list: Vec<(EntryId, Timestamp, Json)>, audit_read: bool| {
+                let ty = ty.to_owned();
+                list.into_iter().map(move |(id, t, j)| Found {
+                    ty: ty.clone(),
+                    record: *rid,
+                    id: id.to_string(),
+                    alt_id: None,
+                    item: None,
+                    current: None,
+                    resource: Some(j),
+                    version: 1,
+                    updated: t,
+                    date: Some(search::instant_range(t)),
+                    keys: SearchKeys::default(),
+                    entries: if audit_read { Vec::new() } else { vec![id] },
+                    audit_read,
+                })
+            };
+            for ty in types {
+                match *ty {
+                    "Provenance" => {
+                        out.extend(derived(ty, view::provenances(rec, &viewer, &all), false))
+                    }
+                    "AuditEvent" => out.extend(derived(
+                        ty,
+                        view::audit_events(rec, &viewer, &events, &all),
+                        true,
+                    )),
+                    _ => {
+                        if *ty == "Consent" {
+                            out.extend(derived(ty, view::consents(rec, &viewer, now), false));
+                        }
+                        for r in all.iter().filter(|r| r.resource_type == *ty) {
+                            let r = r.clone();
+                            let alt = (r.id != r.item.to_string()).then(|| r.item.to_string());
+                            let date = r.keys.date.as_deref().and_then(search::date_range);
+                            out.push(Found {
+                                ty: r.resource_type,
+                                record: r.record,
+                                id: r.id,
+                                alt_id: alt,
+                                item: Some(r.item),
+                                current: Some(r.current),
+                                resource: r.resource,
+                                version: r.version,
+                                updated: r.updated,
+                                date,
+                                keys: r.keys,
+                                entries: vec![r.item, r.current],
+                                audit_read: false,
+                            });
+                        }
+                    }
+                }
+            }
+        })?;
+    }
+    Ok(out)
+}
+
+fn full_url(ctx: &Ctx, ty: &str, id: &str) -> String {
+    format!("{}/{ty}/{id}", ctx.base)
+}
+
+fn only_params(ctx: &Ctx, allowed: &[&str]) -> Result<(), Outcome> {
+    match ctx
+        .query
+        .iter()
+        .find(|(k, _)| !allowed.contains(&k.as_str()))
+    {
+        Some((k, _)) => Err(Outcome::invalid(format!(
+            "parameter `{}` is not supported here",
+            k.chars().take(64).collect::<String>()
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn find_one(st: &AppState, ty: &str, id: &str) -> Result<Found, Outcome> {
+    let records = visible_records(st)?;
+    collect(st, &records, ty)?
+        .into_iter()
+        .find(|f| f.is(id))
+        .ok_or_else(|| {
+            Outcome::not_found(format!(
+                "no {ty} with id `{}` here",
+                id.chars().take(80).collect::<String>()
+            ))
+        })
+}
+
+fn gone(ty: &str, id: &str) -> Outcome {
+    Outcome::new(
+        StatusCode::GONE,
+        "deleted",
+        format!("{ty}/{id} was deleted (its history is kept)"),
+    )
+}
+
+fn run(st: &AppState, op: Op, ctx: &Ctx) -> Result<Response, Outcome> {
+    let mut seen = Seen::default();
+    let (resp, detail) = match op {
+        Op::Metadata => {
+            return Ok(fhir_response(
+                StatusCode::OK,
+                &resources::capability_statement(&ctx.base, &capabilities(), st.now()),
+            ))
+        }
+        Op::Read(ty, id) => {
+            only_params(ctx, &["_format"])?;
+            let f = find_one(st, &ty, &id)?;
+            let Some(r) = f.resource else {
+                return Err(gone(&ty, &id));
+            };
+            seen.add(f.record, &f.entries, f.audit_read);
+            (resource_response(&r), format!("FHIR read {ty}"))
+        }
+        Op::VRead(ty, id, vid) => {
+            only_params(ctx, &["_format"])?;
+            let f = find_one(st, &ty, &id)?;
+            let r = match f.item {
+                None if vid == "1" => f.resource.clone(),
+                None => None,
+                Some(item) => {
+                    let vs = item_versions(st, &f.record, &item, &f.id)?;
+                    let Some(v) = vs
+                        .iter()
+                        .find(|v| v.n.to_string() == vid || v.entry.to_string() == vid)
+                    else {
+                        return Err(Outcome::not_found(format!(
+                            "{ty}/{id} has no version `{}`",
+                            vid.chars().take(80).collect::<String>()
+                        )));
+                    };
+                    seen.add(f.record, &[item, v.entry], false);
+                    match &v.resource {
+                        Some(r) => Some(r.clone()),
+                        None => return Err(gone(&ty, &id)),
+                    }
+                }
+            };
+            let Some(r) = r else {
+                return Err(Outcome::not_found(format!(
+                    "{ty}/{id} has no version `{}`",
+                    vid.chars().take(80).collect::<String>()
+                )));
+            };
+            seen.add(f.record, &f.entries, f.audit_read);
+            (resource_response(&r), format!("FHIR vread {ty}"))
+        }
+        Op::History(ty, id) => {
+            only_params(ctx, &["_format"])?;
+            let f = find_one(st, &ty, &id)?;
+            let entries = history_entries(st, ctx, &ty, &f, &mut seen)?;
+            let total = entries.len();
+            let b = resources::bundle(
+                "history",
+                &ctx.self_link,
+                entries.into_iter().map(|(_, e)| e).collect(),
+                Some(total),
+            );
+            (
+                fhir_response(StatusCode::OK, &b),
+                format!("FHIR history {ty}"),
+            )
+        }
+        Op::TypeHistory(ty) => {
+            only_params(ctx, &["_format"])?;
+            let records = visible_records(st)?;
+            let mut entries = Vec::new();
+            for f in collect(st, &records, &ty)? {
+                entries.extend(history_entries(st, ctx, &ty, &f, &mut seen)?);
+            }
+            entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+            let total = entries.len();
+            let b = resources::bundle(
+                "history",
+                &ctx.self_link,
+                entries.into_iter().map(|(_, e)| e).collect(),
+                Some(total),
+            );
+            (
+                fhir_response(StatusCode::OK, &b),
+                format!("FHIR history {ty}"),
+            )
+        }
+        Op::Search(ty) => {
+            let s = search::parse(&ty, &ctx.query).map_err(|e| Outcome::invalid(e.to_string()))?;
+            let b = search_bundle(st, ctx, &ty, &s, &mut seen)?;
+            (
+                fhir_response(StatusCode::OK, &b),
+                format!("FHIR search {ty}"),
+            )
+        }
+        Op::Everything(id) => {
+            only_params(ctx, &["_format"])?;
+            let patient = find_one(st, "Patient", &id)?;
+            let b = everything(st, ctx, &patient, &mut seen)?;
+            (
+                fhir_response(StatusCode::OK, &b),
+                "FHIR Patient/$everything".to_owned(),
+            )
+        }
+    };
+    seen.record(st, &detail)?;
+    Ok(resp)
+}
+
+fn item_versions(
+    st: &AppState,
+    record: &RecordId,
+    item: &EntryId,
+    id: &str,
+) -> Result<Vec<view::Version>, Outcome> {
+    let me = st.actor();
+    let now = st.now();
+    Ok(st.store().with_record(record, |rec| {
+        let viewer = rec.viewer(&me, now);
+        view::versions(rec, &viewer, item, id)
+    })?)
+}
+
+/// A history Bundle entry, keyed by (time, version) for merging.
+type HistoryEntry = ((Timestamp, usize), Json);
+
+/// History bundle entries of one resource, newest first.
+fn history_entries(
+    st: &AppState,
+    ctx: &Ctx,
+    ty: &str,
+    f: &Found,
+    seen: &mut Seen,
+) -> Result<Vec<HistoryEntry>, Outcome> {
+    let url = full_url(ctx, ty, &f.id);
+    let Some(item) = f.item else {
+        seen.add(f.record, &f.entries, f.audit_read);
+        let Some(r) = &f.resource else {
+            return Ok(Vec::new());
+        };
+        return Ok(vec![(
+            (f.updated, 1),
+            json!({"fullUrl": url, "resource": r,
+                   "request": {"method": "POST", "url": ty},
+                   "response": {"status": "201 Created", "etag": "W/\"1\"",
+                                "lastModified": resources::instant(f.updated)}}),
+        )]);
+    };
+    let vs = item_versions(st, &f.record, &item, &f.id)?;
+    let ids: Vec<EntryId> = vs.iter().map(|v| v.entry).collect();
+    seen.add(f.record, &ids, false);
+    let mut out: Vec<HistoryEntry> = vs
+        .iter()
+        .map(|v| {
+            let (method, req_url, status) = match (&v.resource, v.n) {
+                (None, _) => ("DELETE", format!("{ty}/{}", f.id), "204 No Content"),
+                (Some(_), 1) => ("POST", ty.to_owned(), "201 Created"),
+                (Some(_), _) => ("PUT", format!("{ty}/{}", f.id), "200 OK"),
+            };
+            let mut e = json!({
+                "fullUrl": url,
+                "request": {"method": method, "url": req_url},
+                "response": {"status": status, "etag": format!("W/\"{}\"", v.n),
+                             "lastModified": resources::instant(v.time)},
+            });
+            if let Some(r) = &v.resource {
+                e["resource"] = r.clone();
+            }
+            ((v.time, v.n), e)
+        })
+        .collect();
+    out.reverse();
+    Ok(out)
+}
+
+fn search_bundle(
+    st: &AppState,
+    ctx: &Ctx,
+    ty: &str,
+    s: &Search,
+    seen: &mut Seen,
+) -> Result<Json, Outcome> {
+    let visible = visible_records(st)?;
+    let records: Vec<RecordId> = if s.patients.is_empty() {
+        visible
+    } else {
+        visible
+            .into_iter()
+            .filter(|r| s.patients.iter().any(|p| *p == r.to_string()))
+            .collect()
+    };
+    let mut matched: Vec<Found> = collect(st, &records, ty)?
+        .into_iter()
+        .filter(|f| f.resource.is_some())
+        .filter(|f| {
+            let id_ok = s.ids.is_empty() || s.ids.iter().any(|i| f.is(i));
+            let mut s2 = s.clone();
+            s2.ids.clear();
+            id_ok && view::matches(&s2, &f.id, &f.keys, f.date)
+        })
+        .collect();
+    let total = matched.len();
+    let count = s.count.unwrap_or(search::DEFAULT_COUNT);
+    let page: Vec<Found> = matched.drain(..).skip(s.offset).take(count).collect();
+    let entries: Vec<Json> = page
+        .into_iter()
+        .map(|f| {
+            seen.add(f.record, &f.entries, f.audit_read);
+            json!({"fullUrl": full_url(ctx, ty, &f.id), "resource": f.resource,
+                   "search": {"mode": "match"}})
+        })
+        .collect();
+    let mut b = resources::bundle("searchset", &ctx.self_link, entries, Some(total));
+    let page_link = |relation: &str, offset: usize| {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in ctx
+            .query
+            .iter()
+            .filter(|(k, _)| k != "_offset" && k != "_count")
+        {
+            q.append_pair(k, v);
+        }
+        q.append_pair("_count", &count.to_string());
+        q.append_pair("_offset", &offset.to_string());
+        json!({"relation": relation, "url": format!("{}/{ty}?{}", ctx.base, q.finish())})
+    };
+    if let Some(links) = b["link"].as_array_mut() {
+        if count > 0 && s.offset.saturating_add(count) < total {
+            links.push(page_link("next", s.offset + count));
+        }
+        if s.offset > 0 {
+            links.push(page_link("previous", s.offset.saturating_sub(count)));
+        }
+    }
+    Ok(b)
+}
+
+fn everything(st: &AppState, ctx: &Ctx, patient: &Found, seen: &mut Seen) -> Result<Json, Outcome> {
+    let mut entries = Vec::new();
+    let all = collect_types(st, &[patient.record], &served_types())?;
+    let others = all
+        .into_iter()
+        .filter(|f| !(f.ty == "Patient" && f.id == patient.id));
+    for f in std::iter::once(patient.clone()).chain(others) {
+        if let Some(r) = f.resource {
+            seen.add(f.record, &f.entries, f.audit_read);
+            entries.push(
+                json!({"fullUrl": full_url(ctx, &f.ty, &f.id), "resource": r,
+                                "search": {"mode": "match"}}),
+            );
+        }
+    }
+    let total = entries.len();
+    Ok(resources::bundle(
+        "searchset",
+        &ctx.self_link,
+        entries,
+        Some(total),
+    ))
+}

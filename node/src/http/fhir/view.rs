@@ -1,0 +1,361 @@
+//! The record as FHIR resources, as the node's identity sees it: items of record data
+//! (exported by `cophr_protocol::fhir`), the patient, and the derived Provenance,
+//! AuditEvent and Consent resources. Pure functions of a [`Record`] (and audit events).
+
+use cophr_protocol::audit::SignedAudit;
+use cophr_protocol::fhir::{self, ExportMeta, IdPolicy, SearchKeys};
+use cophr_protocol::fold::{self, Viewer};
+use cophr_protocol::record::Record;
+use cophr_protocol::{Category, EntryId, Payload, RecordId, Timestamp, Value};
+use serde_json::Value as Json;
+
+use super::resources;
+use super::search::{self, Search};
+
+/// One version of an item.
+#[derive(Debug, Clone)]
+pub struct Version {
+    /// 1-based, in time order (the FHIR `versionId`).
+    pub n: usize,
+    /// The entry.
+    pub entry: EntryId,
+    /// Author time.
+    pub time: Timestamp,
+    /// The resource at this version (`None`: a delete).
+    pub resource: Option<Json>,
+}
+
+/// One item of record data as a resource.
+#[derive(Debug, Clone)]
+pub struct Res {
+    /// The record.
+    pub record: RecordId,
+    /// The item (its root create).
+    pub item: EntryId,
+    /// The FHIR id (the record id for the record's patient, else the item id).
+    pub id: String,
+    /// The resource type.
+    pub resource_type: String,
+    /// The current resource with `meta` set (`None`: deleted).
+    pub resource: Option<Json>,
+    /// The current version's entry.
+    pub current: EntryId,
+    /// The current version's number.
+    pub version: usize,
+    /// When the current version was written.
+    pub updated: Timestamp,
+    /// What search matches it by.
+    pub keys: SearchKeys,
+}
+
+/// Exports a body as the resource of `item`, with the entry id as its id.
+pub fn export(
+    record: &RecordId,
+    item: &EntryId,
+    category: &Category,
+    body: &Value,
+) -> Option<Json> {
+    fhir::export(
+        record,
+        item,
+        category,
+        body,
+        &ExportMeta {
+            ids: IdPolicy::Entry,
+            link_patient: false,
+        },
+    )
+    .ok()
+}
+
+/// The record's patient item: its oldest current demographics item exported as a Patient.
+pub fn primary_patient(record: &Record, state: &fold::State) -> Option<EntryId> {
+    state
+        .in_category(&Category::Demographics)
+        .filter(|i| {
+            export(&record.id(), &i.id, &i.category, &i.body)
+                .is_some_and(|r| r["resourceType"] == "Patient")
+        })
+        .min_by_key(|i| (i.created, i.id))
+        .map(|i| i.id)
+}
+
+/// The versions of an item (creates, amends and deletes in effect, in time order).
+pub fn versions(record: &Record, viewer: &Viewer, item: &EntryId, id: &str) -> Vec<Version> {
+    let Some(h) = fold::history(record, viewer, item) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for v in h.versions {
+        if !v.in_effect || !matches!(v.kind, "create" | "amend" | "delete") {
+            continue;
+        }
+        let n = out.len() + 1;
+        let resource = match v.kind {
+            "delete" => None,
+            _ => export(&record.id(), item, &h.category, &v.content).map(|mut r| {
+                r["id"] = Json::String(id.to_owned());
+                resources::set_meta(&mut r, n, v.provenance.time);
+                r
+            }),
+        };
+        out.push(Version {
+            n,
+            entry: v.id,
+            time: v.provenance.time,
+            resource,
+        });
+    }
+    out
+}
+
+/// Every item of the record the viewer sees, current and deleted, as resources.
+pub fn items(record: &Record, viewer: &Viewer) -> Vec<Res> {
+    let rid = record.id();
+    let state = fold::current(record, viewer);
+    let primary = primary_patient(record, &state);
+    let mut out = Vec::new();
+    for i in &state.items {
+        let id = if Some(i.id) == primary {
+            rid.to_string()
+        } else {
+            i.id.to_string()
+        };
+        let Some(mut r) = export(&rid, &i.id, &i.category, &i.body) else {
+            continue;
+        };
+        let version = if i.versions <= 1 {
+            1
+        } else {
+            versions(record, viewer, &i.id, &id)
+                .iter()
+                .find(|v| v.entry == i.current)
+                .map_or(i.versions, |v| v.n)
+        };
+        r["id"] = Json::String(id.clone());
+        resources::set_meta(&mut r, version, i.updated);
+        out.push(Res {
+            record: rid,
+            item: i.id,
+            id,
+            resource_type: r["resourceType"].as_str().unwrap_or_default().to_owned(),
+            keys: {
+                let mut k = fhir::search_keys(&i.category, &i.body);
+                k.category_codes.push(i.category.name().to_owned());
+                k
+            },
+            resource: Some(r),
+            current: i.current,
+            version,
+            updated: i.updated,
+        });
+    }
+    for d in &state.deleted {
+        let vs = versions(record, viewer, d, &d.to_string());
+        let (Some(last), Some(shown)) =
+            (vs.last(), vs.iter().rev().find_map(|v| v.resource.as_ref()))
+        else {
+            continue;
+        };
+        out.push(Res {
+            record: rid,
+            item: *d,
+            id: d.to_string(),
+            resource_type: shown["resourceType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            resource: None,
+            current: last.entry,
+            version: last.n,
+            updated: last.time,
+            keys: SearchKeys::default(),
+        });
+    }
+    if primary.is_none() {
+        let mut p = resources::patient_from_profile(record);
+        let genesis = record
+            .entries()
+            .find(|e| matches!(e.entry().payload, Payload::Genesis { .. }));
+        if let Some(g) = genesis {
+            resources::set_meta(&mut p, 1, g.entry().time);
+            out.push(Res {
+                record: rid,
+                item: g.id(),
+                id: rid.to_string(),
+                resource_type: "Patient".into(),
+                resource: Some(p),
+                current: g.id(),
+                version: 1,
+                updated: g.entry().time,
+                keys: SearchKeys::default(),
+            });
+        }
+    }
+    out
+}
+
+/// The reference to the resource version an entry is (or is about), for Provenance.
+fn provenance_target(
+    record: &Record,
+    viewer: &Viewer,
+    all: &[Res],
+    id: &EntryId,
+) -> Option<String> {
+    let e = record.get(id)?.entry();
+    let rid = record.id();
+    match &e.payload {
+        Payload::Genesis { .. } | Payload::Profile(_) => Some(format!("Patient/{rid}")),
+        Payload::Grant(_) => Some(format!("Consent/{id}")),
+        Payload::Revoke { grant, .. } => Some(format!("Consent/{grant}")),
+        Payload::Annotate { target, .. } => {
+            let root = fold::history(record, viewer, target)?.item;
+            let r = all.iter().find(|r| r.item == root)?;
+            Some(format!("{}/{}", r.resource_type, r.id))
+        }
+        Payload::Create { .. } | Payload::Amend { .. } | Payload::Delete { .. } => {
+            let root = fold::history(record, viewer, id)?.item;
+            let r = all.iter().find(|r| r.item == root)?;
+            let n = versions(record, viewer, &root, &r.id)
+                .iter()
+                .find(|v| v.entry == *id)?
+                .n;
+            Some(format!("{}/{}/_history/{n}", r.resource_type, r.id))
+        }
+        Payload::MoveHome { .. } => None,
+    }
+}
+
+/// The Provenance of one entry the viewer sees.
+pub fn provenance(record: &Record, viewer: &Viewer, all: &[Res], id: &EntryId) -> Option<Json> {
+    if !record.can_see(viewer, id) {
+        return None;
+    }
+    let target = provenance_target(record, viewer, all, id)?;
+    let prov = fold::provenance(record, id)?;
+    let source = match &record.get(id)?.entry().payload {
+        Payload::Create { body, .. } | Payload::Amend { body, .. } => body
+            .get(cophr_protocol::schema::FHIR_SOURCE)
+            .and_then(Value::as_text)
+            .map(str::to_owned),
+        _ => None,
+    };
+    let mut p = resources::provenance(record, id, &prov, &target, source.as_deref())?;
+    resources::set_meta(&mut p, 1, prov.time);
+    Some(p)
+}
+
+/// Every Provenance the viewer sees in the record (entries in record order).
+pub fn provenances(
+    record: &Record,
+    viewer: &Viewer,
+    all: &[Res],
+) -> Vec<(EntryId, Timestamp, Json)> {
+    record
+        .entries()
+        .filter_map(|e| {
+            let p = provenance(record, viewer, all, &e.id())?;
+            Some((e.id(), e.entry().time, p))
+        })
+        .collect()
+}
+
+/// The Consent resources for the record's grants the viewer sees.
+pub fn consents(
+    record: &Record,
+    viewer: &Viewer,
+    now: Timestamp,
+) -> Vec<(EntryId, Timestamp, Json)> {
+    let types = |c: &str| -> Vec<String> {
+        c.parse::<Category>()
+            .map(|c| {
+                fhir::types_for(&c)
+                    .iter()
+                    .map(|t| (*t).to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out: Vec<(EntryId, Timestamp, Json)> = record
+        .grants()
+        .filter(|g| record.can_see(viewer, &g.id))
+        .map(|g| {
+            let mut c = resources::consent(record, g, now, &types);
+            let updated = g
+                .revoked_by
+                .iter()
+                .filter(|r| record.can_see(viewer, r))
+                .filter_map(|r| record.get(r).map(|e| e.entry().time))
+                .max()
+                .unwrap_or(g.time);
+            resources::set_meta(&mut c, 1, updated);
+            (g.id, g.time, c)
+        })
+        .collect();
+    out.sort_by_key(|(id, t, _)| (*t, *id));
+    out
+}
+
+/// AuditEvents of the record (only for a viewer with the audit right).
+pub fn audit_events(
+    record: &Record,
+    viewer: &Viewer,
+    events: &[SignedAudit],
+    all: &[Res],
+) -> Vec<(EntryId, Timestamp, Json)> {
+    if !viewer.may_audit() {
+        return Vec::new();
+    }
+    let entity = |e: &EntryId| -> Option<Json> {
+        if !record.can_see(viewer, e) {
+            // Entries outside the viewer's grants are not named.
+            return None;
+        }
+        if let Some(r) = all.iter().find(|r| r.item == *e || r.current == *e) {
+            return Some(serde_json::json!({"reference": format!("{}/{}", r.resource_type, r.id)}));
+        }
+        Some(
+            serde_json::json!({"identifier": {"system": resources::ENTRY_SYSTEM, "value": e.to_string()}}),
+        )
+    };
+    events
+        .iter()
+        .map(|a| {
+            let mut j = resources::audit_event(a, entity);
+            resources::set_meta(&mut j, 1, a.event.time);
+            (a.id(), a.event.time, j)
+        })
+        .collect()
+}
+
+/// Whether a resource matches a search's parameters (`patient` is checked by the caller).
+pub fn matches(s: &Search, id: &str, keys: &SearchKeys, date: Option<search::Range>) -> bool {
+    if !s.ids.is_empty() && !s.ids.iter().any(|i| i == id) {
+        return false;
+    }
+    for alts in &s.codes {
+        if !alts.iter().any(|t| {
+            keys.codes
+                .iter()
+                .any(|(sys, c)| t.matches(sys.as_deref(), c))
+        }) {
+            return false;
+        }
+    }
+    for alts in &s.categories {
+        if !alts.iter().any(|t| {
+            keys.category_codes
+                .iter()
+                .any(|c| t.code.as_deref() == Some(c.as_str()))
+        }) {
+            return false;
+        }
+    }
+    if !s.dates.is_empty() {
+        let Some(r) = date else { return false };
+        if !s.dates.iter().all(|d| d.matches(r)) {
+            return false;
+        }
+    }
+    true
+}

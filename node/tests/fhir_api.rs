@@ -1,0 +1,1353 @@
+//! The FHIR R4 API (`/fhir/r4`), driven in process through the node's router.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::Router;
+use cophr_node::http::{router, AppState};
+use cophr_node::store::Store;
+use cophr_protocol::keys::{self, Domain};
+use cophr_protocol::testkit::key;
+use cophr_protocol::{
+    ActorId, Category, Grant, Keypair, Level, Payload, Profile, RecordId, Scope, SignedEntry,
+};
+use serde_json::{json, Value as Json};
+use tower::ServiceExt;
+
+const TOKEN: &str = "fhirtesttoken";
+const T0: u64 = 1_700_000_000_000;
+
+fn test_data(package: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-data")
+        .join(package)
+        .join("package");
+    assert!(
+        dir.is_dir(),
+        "FHIR test data missing at {}: run bash .ci/deps",
+        dir.display()
+    );
+    dir
+}
+
+fn example(package: &str, file: &str) -> Json {
+    let p = test_data(package).join(file);
+    let text = std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e} (run bash .ci/deps)", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn r4(file: &str) -> Json {
+    example("hl7.fhir.r4.examples", file)
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    store: Store,
+    patient: Keypair,
+    clock: Arc<AtomicU64>,
+    app: Router,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), key(7, "node")).unwrap();
+        let patient = key(7, "george");
+        store
+            .create_record(&patient, profile("George", "patient", None), T0, None)
+            .unwrap();
+        let clock = Arc::new(AtomicU64::new(T0 + 1000));
+        let app = app_for(&store, &patient, profile("George", "patient", None), &clock);
+        Env {
+            _dir: dir,
+            store,
+            patient,
+            clock,
+            app,
+        }
+    }
+
+    fn rid(&self) -> RecordId {
+        self.patient.actor()
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1000, Ordering::SeqCst) + 1000
+    }
+
+    /// Entries and audit events held, to check that nothing was stored.
+    fn footprint(&self) -> (usize, usize) {
+        (
+            self.store.with_record(&self.rid(), |r| r.len()).unwrap(),
+            self.store.audit_events(&self.rid()).unwrap().len(),
+        )
+    }
+
+    async fn get(&self, uri: &str) -> Answer {
+        send(&self.app, "GET", uri, Some(TOKEN), None, Vec::new()).await
+    }
+
+    async fn post(&self, body: &Json) -> Answer {
+        self.tick();
+        send(
+            &self.app,
+            "POST",
+            "/fhir/r4",
+            Some(TOKEN),
+            Some("application/fhir+json"),
+            serde_json::to_vec(body).unwrap(),
+        )
+        .await
+    }
+}
+
+fn profile(name: &str, role: &str, org: Option<&str>) -> Profile {
+    Profile {
+        name: name.into(),
+        role: role.into(),
+        organisation: org.map(str::to_owned),
+    }
+}
+
+fn app_for(store: &Store, key: &Keypair, p: Profile, clock: &Arc<AtomicU64>) -> Router {
+    let c = clock.clone();
+    router(
+        AppState::new(
+            store.clone(),
+            key.clone(),
+            p,
+            Some("test-device".into()),
+            TOKEN.into(),
+        )
+        .with_clock(move || c.load(Ordering::SeqCst)),
+    )
+}
+
+/// Status, headers and JSON body of a response.
+type Answer = (StatusCode, HeaderMap, Json);
+
+async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Answer {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "localhost");
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(ct) = content_type {
+        b = b.header("content-type", ct);
+    }
+    let resp = app
+        .clone()
+        .oneshot(b.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Json::Null),
+    )
+}
+
+/// The source system the test Bundles name.
+const SOURCE: &str = "https://gp.example/fhir";
+
+/// A transaction Bundle POSTing each resource, from [`SOURCE`].
+fn transaction(resources: &[Json]) -> Json {
+    let mut b = bundle_of("transaction", resources);
+    b["meta"] = json!({"source": SOURCE});
+    b
+}
+
+fn bundle_of(kind: &str, resources: &[Json]) -> Json {
+    let entries: Vec<Json> = resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            json!({"fullUrl": format!("urn:uuid:00000000-0000-0000-0000-{i:012}"),
+                   "resource": r,
+                   "request": {"method": "POST", "url": r["resourceType"]}})
+        })
+        .collect();
+    json!({"resourceType": "Bundle", "type": kind, "entry": entries})
+}
+
+fn with_date(mut r: Json, date: &str) -> Json {
+    r["effectiveDateTime"] = json!(date);
+    r
+}
+
+/// Compares a resource read back with what was sent (the server sets `id` and `meta`).
+fn same_resource(sent: &Json, got: &Json) {
+    let strip = |j: &Json| {
+        let mut j = j.clone();
+        let o = j.as_object_mut().unwrap();
+        o.remove("id");
+        o.remove("meta");
+        j
+    };
+    assert_eq!(strip(sent), strip(got));
+}
+
+fn is_outcome(body: &Json, code: &str) {
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    assert_eq!(body["issue"][0]["severity"], "error", "{body}");
+    assert_eq!(body["issue"][0]["code"], code, "{body}");
+    assert!(
+        body["issue"][0]["diagnostics"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+}
+
+fn locations(resp: &Json) -> Vec<String> {
+    resp["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["location"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `Type/id` of a `Type/id/_history/n` location.
+fn resource_path(location: &str) -> String {
+    location.split("/_history").next().unwrap().to_owned()
+}
+
+fn ids(bundle: &Json) -> BTreeSet<String> {
+    bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn metadata_lists_exactly_what_is_served() {
+    let env = Env::new();
+    let (status, headers, cs) =
+        send(&env.app, "GET", "/fhir/r4/metadata", None, None, Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/fhir+json"));
+    assert_eq!(cs["resourceType"], "CapabilityStatement");
+    assert_eq!(cs["fhirVersion"], "4.0.1");
+    let rest = &cs["rest"][0];
+    let types: BTreeSet<&str> = rest["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    for t in
+        cophr_protocol::fhir::MAPPED_TYPES
+            .iter()
+            .chain(&["Provenance", "AuditEvent", "Consent"])
+    {
+        assert!(types.contains(t), "{t} missing from {types:?}");
+    }
+    assert!(!types.contains("Practitioner"));
+    let obs = rest["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Observation")
+        .unwrap();
+    let params: BTreeSet<&str> = obs["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        params,
+        BTreeSet::from(["_id", "patient", "category", "code", "date"])
+    );
+    let interactions: BTreeSet<&str> = obs["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        interactions,
+        BTreeSet::from([
+            "read",
+            "vread",
+            "search-type",
+            "history-instance",
+            "history-type"
+        ])
+    );
+    let patient = rest["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .unwrap();
+    assert_eq!(patient["operation"][0]["name"], "everything");
+    let system: BTreeSet<&str> = rest["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(system, BTreeSet::from(["transaction", "batch"]));
+    // Every listed search parameter is accepted; an unlisted one is refused.
+    for p in &params {
+        let v = match *p {
+            "date" => "ge2000".to_owned(),
+            "patient" => env.rid().to_string(),
+            _ => "x".to_owned(),
+        };
+        let (s, _, _) = env.get(&format!("/fhir/r4/Observation?{p}={v}")).await;
+        assert_eq!(s, StatusCode::OK, "{p}");
+    }
+    let (s, _, body) = env.get("/fhir/r4/Observation?value-quantity=5").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    is_outcome(&body, "invalid");
+}
+
+/// Imports three observations and returns their `Observation/<id>` paths.
+async fn three_observations(env: &Env) -> (Vec<Json>, Vec<String>) {
+    let sent = vec![
+        with_date(r4("Observation-heart-rate.json"), "2021-03-04T10:00:00Z"),
+        with_date(
+            r4("Observation-body-temperature.json"),
+            "2021-06-01T08:30:00Z",
+        ),
+        with_date(
+            example("hl7.fhir.uv.ips", "example/Observation-hemoglobin.json"),
+            "2022-01-15",
+        ),
+    ];
+    let (status, _, resp) = env.post(&transaction(&sent)).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["type"], "transaction-response");
+    let paths: Vec<String> = locations(&resp).iter().map(|l| resource_path(l)).collect();
+    for e in resp["entry"].as_array().unwrap() {
+        assert_eq!(e["response"]["status"], "201 Created");
+        assert!(e["response"]["location"]
+            .as_str()
+            .unwrap()
+            .ends_with("/_history/1"));
+    }
+    (sent, paths)
+}
+
+#[tokio::test]
+async fn read_vread_history_and_search() {
+    let env = Env::new();
+    let (sent, paths) = three_observations(&env).await;
+    for (r, p) in sent.iter().zip(&paths) {
+        let (s, h, got) = env.get(&format!("/fhir/r4/{p}")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(h["etag"], "W/\"1\"");
+        same_resource(r, &got);
+        assert_eq!(format!("Observation/{}", got["id"].as_str().unwrap()), *p);
+        assert_eq!(got["meta"]["versionId"], "1");
+    }
+
+    // A new version through a transaction PUT: the amend chain is the version history.
+    let mut changed = sent[0].clone();
+    changed["valueQuantity"]["value"] = json!(61);
+    let put = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "resource": changed, "request": {"method": "PUT", "url": paths[0]}}]});
+    let (s, _, resp) = env.post(&put).await;
+    assert_eq!(s, StatusCode::OK, "{resp}");
+    assert_eq!(resp["entry"][0]["response"]["status"], "200 OK");
+    assert!(resp["entry"][0]["response"]["location"]
+        .as_str()
+        .unwrap()
+        .ends_with("/_history/2"));
+    let (_, _, now) = env.get(&format!("/fhir/r4/{}", paths[0])).await;
+    assert_eq!(now["meta"]["versionId"], "2");
+    same_resource(&changed, &now);
+    let (s, _, v1) = env.get(&format!("/fhir/r4/{}/_history/1", paths[0])).await;
+    assert_eq!(s, StatusCode::OK);
+    same_resource(&sent[0], &v1);
+    let (_, _, v2) = env.get(&format!("/fhir/r4/{}/_history/2", paths[0])).await;
+    same_resource(&changed, &v2);
+    let (s, _, body) = env.get(&format!("/fhir/r4/{}/_history/3", paths[0])).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    is_outcome(&body, "not-found");
+
+    let (_, _, h) = env.get(&format!("/fhir/r4/{}/_history", paths[0])).await;
+    assert_eq!(h["type"], "history");
+    assert_eq!(h["total"], 2);
+    assert_eq!(h["entry"][0]["resource"]["meta"]["versionId"], "2");
+    assert_eq!(h["entry"][1]["resource"]["meta"]["versionId"], "1");
+    assert_eq!(h["entry"][1]["request"]["method"], "POST");
+    assert!(h["link"][0]["url"].as_str().unwrap().contains("/_history"));
+    let (_, _, th) = env.get("/fhir/r4/Observation/_history").await;
+    assert_eq!(th["total"], 4);
+
+    let search = |q: &str| {
+        let q = q.to_owned();
+        let env = &env;
+        async move {
+            let (s, _, b) = env.get(&format!("/fhir/r4/Observation?{q}")).await;
+            assert_eq!(s, StatusCode::OK, "{q}: {b}");
+            assert_eq!(b["type"], "searchset");
+            assert_eq!(b["link"][0]["relation"], "self");
+            for e in b["entry"].as_array().unwrap() {
+                let id = e["resource"]["id"].as_str().unwrap();
+                assert_eq!(
+                    e["fullUrl"],
+                    format!("http://localhost/fhir/r4/Observation/{id}")
+                );
+            }
+            assert_eq!(b["total"], b["entry"].as_array().unwrap().len());
+            ids(&b)
+        }
+    };
+    let id = |i: usize| paths[i].trim_start_matches("Observation/").to_owned();
+    let all: BTreeSet<String> = (0..3).map(id).collect();
+    assert_eq!(search(&format!("patient={}", env.rid())).await, all);
+    assert_eq!(search(&format!("patient=Patient/{}", env.rid())).await, all);
+    assert!(search(&format!("patient={}", ActorId([9; 32])))
+        .await
+        .is_empty());
+    assert_eq!(
+        search("category=vital-signs").await,
+        BTreeSet::from([id(0), id(1)])
+    );
+    assert_eq!(
+        search("category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory")
+            .await,
+        BTreeSet::from([id(2)])
+    );
+    assert_eq!(
+        search("code=http://loinc.org|8867-4").await,
+        BTreeSet::from([id(0)])
+    );
+    assert_eq!(
+        search("code=8310-5,8867-4").await,
+        BTreeSet::from([id(0), id(1)])
+    );
+    assert!(search("code=http://snomed.info/sct|8867-4")
+        .await
+        .is_empty());
+    assert_eq!(search("date=2021").await, BTreeSet::from([id(0), id(1)]));
+    assert_eq!(search("date=eq2021-03-04").await, BTreeSet::from([id(0)]));
+    assert_eq!(
+        search("date=ge2021-06-01").await,
+        BTreeSet::from([id(1), id(2)])
+    );
+    assert_eq!(search("date=gt2021-06-01").await, BTreeSet::from([id(2)]));
+    assert_eq!(
+        search("date=le2021-06-01").await,
+        BTreeSet::from([id(0), id(1)])
+    );
+    assert_eq!(search("date=lt2021-06-01").await, BTreeSet::from([id(0)]));
+    assert_eq!(
+        search("date=ge2021-01-01&date=lt2022-01-01&category=vital-signs").await,
+        BTreeSet::from([id(0), id(1)])
+    );
+    assert_eq!(
+        search(&format!("_id={}", id(2))).await,
+        BTreeSet::from([id(2)])
+    );
+    // Paging: `_count` per page, `next` and `previous` links, every match once.
+    let mut seen_ids = BTreeSet::new();
+    let mut url = "/fhir/r4/Observation?category=vital-signs,laboratory&_count=1".to_owned();
+    for page_no in 0..3 {
+        let (s, _, page) = env.get(&url).await;
+        assert_eq!(s, StatusCode::OK, "{url}: {page}");
+        assert_eq!(page["total"], 3);
+        assert_eq!(page["entry"].as_array().unwrap().len(), 1);
+        seen_ids.extend(ids(&page));
+        let link = |rel: &str| {
+            page["link"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["relation"] == rel)
+                .map(|l| l["url"].as_str().unwrap().to_owned())
+        };
+        assert_eq!(link("previous").is_some(), page_no > 0);
+        match link("next") {
+            Some(next) => {
+                assert!(next.contains("category=vital-signs%2Claboratory"), "{next}");
+                url = next.trim_start_matches("http://localhost").to_owned();
+            }
+            None => assert_eq!(page_no, 2),
+        }
+    }
+    assert_eq!(seen_ids, all);
+}
+
+#[tokio::test]
+async fn everything_returns_the_record_the_identity_sees() {
+    let env = Env::new();
+    let (_, paths) = three_observations(&env).await;
+    let (s, _, b) = env
+        .get(&format!("/fhir/r4/Patient/{}/$everything", env.rid()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["type"], "searchset");
+    let entries = b["entry"].as_array().unwrap();
+    assert_eq!(entries[0]["resource"]["resourceType"], "Patient");
+    assert_eq!(entries[0]["resource"]["id"], env.rid().to_string());
+    assert_eq!(entries[0]["resource"]["name"][0]["text"], "George");
+    let got: BTreeSet<String> = entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["resource"]["resourceType"].as_str().unwrap(),
+                e["resource"]["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for p in &paths {
+        assert!(got.contains(p), "{p} missing");
+    }
+    // The derived resources too: each observation's Provenance, and the audit trail (the
+    // patient holds the audit right).
+    let types: BTreeSet<&str> = entries
+        .iter()
+        .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+        .collect();
+    assert!(
+        types.contains("Provenance") && types.contains("AuditEvent"),
+        "{types:?}"
+    );
+    for p in &paths {
+        assert!(entries
+            .iter()
+            .any(|e| e["resource"]["resourceType"] == "Provenance"
+                && e["resource"]["target"][0]["reference"] == format!("{p}/_history/1")));
+    }
+    assert_eq!(b["total"], entries.len());
+    // An unknown patient.
+    let (s, _, body) = env
+        .get(&format!(
+            "/fhir/r4/Patient/{}/$everything",
+            ActorId([9; 32])
+        ))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    is_outcome(&body, "not-found");
+}
+
+#[tokio::test]
+async fn provenance_carries_a_signature_that_verifies_with_the_authors_key() {
+    let env = Env::new();
+    let (_, paths) = three_observations(&env).await;
+    let (_, _, b) = env
+        .get(&format!("/fhir/r4/Provenance?patient={}", env.rid()))
+        .await;
+    let target = format!("{}/_history/1", paths[0]);
+    let prov = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|p| p["target"][0]["reference"] == target)
+        .unwrap_or_else(|| panic!("no Provenance for {target} in {b}"))
+        .clone();
+    let (s, _, again) = env
+        .get(&format!(
+            "/fhir/r4/Provenance/{}",
+            prov["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again, prov);
+    let agent = &prov["agent"][0];
+    assert_eq!(agent["who"]["identifier"]["value"], env.rid().to_string());
+    assert_eq!(agent["who"]["display"], "George");
+    assert_eq!(agent["role"][0]["text"], "patient");
+    assert!(prov["recorded"].as_str().unwrap().ends_with('Z'));
+    // Imported: the source system is the Provenance's source entity.
+    assert_eq!(prov["entity"][0]["role"], "source");
+    assert_eq!(prov["entity"][0]["what"]["display"], SOURCE);
+    let sig = &prov["signature"][0];
+    let b64 = data_encoding::BASE64;
+    let sig_bytes: [u8; 64] = b64
+        .decode(sig["data"].as_str().unwrap().as_bytes())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let message = b64
+        .decode(
+            sig["extension"][0]["valueBase64Binary"]
+                .as_str()
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+    let author: ActorId = sig["who"]["identifier"]["value"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The message is the domain tag and the entry's signed bytes; the signature verifies
+    // over it with the author's public key (plain ed25519, strict).
+    let tag = b"cophr/v1/entry\0";
+    assert!(message.starts_with(tag));
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(author.as_bytes()).unwrap();
+    vk.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&sig_bytes))
+        .unwrap();
+    keys::verify(
+        &author,
+        Domain::Entry,
+        &message[tag.len()..],
+        &cophr_protocol::Sig(sig_bytes),
+    )
+    .unwrap();
+    // And it is the signature of the entry the Provenance names.
+    let eid = prov["id"].as_str().unwrap().parse().unwrap();
+    let stored: SignedEntry = env
+        .store
+        .with_record(&env.rid(), |r| r.get(&eid).unwrap().signed().clone())
+        .unwrap();
+    assert_eq!(stored.sig().0, sig_bytes);
+    assert_eq!(stored.entry().signing_bytes(), message[tag.len()..]);
+    // A tampered message does not verify.
+    let mut bad = message.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(vk
+        .verify_strict(&bad, &ed25519_dalek::Signature::from_bytes(&sig_bytes))
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_read_appears_as_an_audit_event() {
+    let env = Env::new();
+    let (_, paths) = three_observations(&env).await;
+    let before = env.store.audit_events(&env.rid()).unwrap().len();
+    env.tick();
+    let (s, _, _) = env.get(&format!("/fhir/r4/{}", paths[1])).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        env.store.audit_events(&env.rid()).unwrap().len(),
+        before + 1
+    );
+    let (s, _, b) = env
+        .get(&format!("/fhir/r4/AuditEvent?patient={}", env.rid()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let reads: Vec<&Json> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|a| {
+            a["action"] == "R"
+                && a["entity"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["what"]["reference"] == paths[1])
+        })
+        .collect();
+    assert_eq!(reads.len(), 1, "{b}");
+    let a = reads[0];
+    assert_eq!(
+        a["agent"][0]["who"]["identifier"]["value"],
+        env.rid().to_string()
+    );
+    assert_eq!(a["agent"][0]["network"]["address"], "test-device");
+    assert_eq!(a["outcomeDesc"], "FHIR read Observation");
+    // The import shows as a create.
+    assert!(b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["resource"]["action"] == "C"));
+    // Reading the audit trail is itself audited, as an audit-read.
+    let last = env.store.audit_events(&env.rid()).unwrap();
+    assert_eq!(
+        last.iter()
+            .max_by_key(|a| a.event.time)
+            .unwrap()
+            .event
+            .action,
+        cophr_protocol::audit::Action::AuditRead
+    );
+}
+
+#[tokio::test]
+async fn consent_reflects_a_grant_and_its_revocation() {
+    let env = Env::new();
+    let carer = key(7, "mary");
+    let grant = Grant {
+        grantee: carer.actor(),
+        level: Level::Write,
+        scope: Scope::Only(BTreeSet::from([Category::VitalSigns])),
+        not_before: None,
+        until: Some(T0 + 86_400_000),
+        audit: true,
+        delegate: false,
+        label: Some("Mary (wife, main carer)".into()),
+    };
+    let gid = env
+        .store
+        .write(
+            &env.rid(),
+            &env.patient,
+            Payload::Grant(grant),
+            env.tick(),
+            None,
+        )
+        .unwrap();
+    let (s, _, c) = env.get(&format!("/fhir/r4/Consent/{gid}")).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(c["status"], "active");
+    assert_eq!(c["patient"]["reference"], format!("Patient/{}", env.rid()));
+    let p = &c["provision"];
+    assert_eq!(p["type"], "permit");
+    assert_eq!(
+        p["actor"][0]["reference"]["identifier"]["value"],
+        carer.actor().to_string()
+    );
+    assert_eq!(
+        p["actor"][0]["reference"]["display"],
+        "Mary (wife, main carer)"
+    );
+    assert_eq!(p["code"][0]["coding"][0]["code"], "vital-signs");
+    assert_eq!(p["class"][0]["code"], "Observation");
+    let levels: Vec<&str> = p["action"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| {
+            a["coding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["system"] == "urn:cophr:level")
+                .and_then(|c| c["code"].as_str())
+        })
+        .collect();
+    assert_eq!(levels, ["view", "annotate", "write"]);
+    assert!(p["period"]["end"].as_str().is_some());
+    let (_, _, list) = env
+        .get(&format!("/fhir/r4/Consent?patient={}", env.rid()))
+        .await;
+    assert_eq!(list["total"], 1);
+
+    env.store
+        .write(
+            &env.rid(),
+            &env.patient,
+            Payload::Revoke {
+                grant: gid,
+                category: None,
+                reason: "moved away".into(),
+            },
+            env.tick(),
+            None,
+        )
+        .unwrap();
+    let (_, _, c) = env.get(&format!("/fhir/r4/Consent/{gid}")).await;
+    assert_eq!(c["status"], "inactive");
+    // The grant's Provenance points at the Consent.
+    let (_, _, prov) = env.get(&format!("/fhir/r4/Provenance/{gid}")).await;
+    assert_eq!(prov["target"][0]["reference"], format!("Consent/{gid}"));
+}
+
+fn ips_bundle(name: &str) -> Json {
+    example("hl7.fhir.uv.ips", &format!("example/{name}"))
+}
+
+/// An IPS document Bundle as a transaction of the resource types cophr maps.
+fn ips_as_transaction(doc: &Json) -> (Json, Vec<Json>) {
+    let mapped = cophr_protocol::fhir::MAPPED_TYPES;
+    let mut sent = Vec::new();
+    let entries: Vec<Json> = doc["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| mapped.contains(&e["resource"]["resourceType"].as_str().unwrap()))
+        .map(|e| {
+            sent.push(e["resource"].clone());
+            let mut e = e.clone();
+            e["request"] = json!({"method": "POST", "url": e["resource"]["resourceType"]});
+            e
+        })
+        .collect();
+    (
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        sent,
+    )
+}
+
+#[tokio::test]
+async fn an_ips_bundle_imports_as_a_transaction_and_reads_back_equal() {
+    let dir = test_data("hl7.fhir.uv.ips").join("example");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("Bundle-") && n.ends_with(".json"))
+        .collect();
+    names.sort();
+    assert!(
+        !names.is_empty(),
+        "no IPS example Bundles: run bash .ci/deps"
+    );
+    for name in names {
+        let env = Env::new();
+        let doc = ips_bundle(&name);
+        assert_eq!(doc["type"], "document");
+        let (tx, sent) = ips_as_transaction(&doc);
+        let before = env.footprint();
+        let (s, _, resp) = env.post(&tx).await;
+        assert_eq!(s, StatusCode::OK, "{name}: {resp}");
+        assert_eq!(resp["type"], "transaction-response");
+        let locs = locations(&resp);
+        assert_eq!(locs.len(), sent.len());
+        // One durable write: the entries (and the profile, for a first write) with one
+        // audit event.
+        let after = env.footprint();
+        assert_eq!(after.0 - before.0, sent.len(), "{name}");
+        assert_eq!(after.1 - before.1, 1, "{name}");
+        for (r, loc) in sent.iter().zip(&locs) {
+            let (s, _, got) = env.get(&format!("/fhir/r4/{}", resource_path(loc))).await;
+            assert_eq!(s, StatusCode::OK, "{name} {loc}");
+            same_resource(r, &got);
+            let (s, _, v1) = env.get(&format!("/fhir/r4/{loc}")).await;
+            assert_eq!(s, StatusCode::OK);
+            same_resource(r, &v1);
+        }
+
+        // The whole document as a transaction holds types cophr does not keep: refused,
+        // nothing stored.
+        let mut whole = doc.clone();
+        whole["type"] = json!("transaction");
+        for e in whole["entry"].as_array_mut().unwrap() {
+            e["request"] = json!({"method": "POST", "url": e["resource"]["resourceType"]});
+        }
+        let before = env.footprint();
+        let (s, _, body) = env.post(&whole).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {body}");
+        is_outcome(&body, "not-supported");
+        assert_eq!(env.footprint(), before);
+    }
+}
+
+#[tokio::test]
+async fn a_batch_reports_each_entry_and_keeps_the_good_ones() {
+    let env = Env::new();
+    let good1 = r4("Observation-heart-rate.json");
+    let mut bad = r4("Observation-body-temperature.json");
+    bad["status"] = json!(42);
+    let good2 = r4("Observation-bmi.json");
+    let before = env.footprint();
+    let (s, _, resp) = env
+        .post(&bundle_of("batch", &[good1.clone(), bad, good2.clone()]))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{resp}");
+    assert_eq!(resp["type"], "batch-response");
+    let e = resp["entry"].as_array().unwrap();
+    assert_eq!(e[0]["response"]["status"], "201 Created");
+    assert_eq!(e[1]["response"]["status"], "400 Bad Request");
+    assert_eq!(
+        e[1]["response"]["outcome"]["resourceType"],
+        "OperationOutcome"
+    );
+    assert_eq!(e[2]["response"]["status"], "201 Created");
+    let (_, _, got) = env
+        .get(&format!(
+            "/fhir/r4/{}",
+            e[2]["response"]["location"]
+                .as_str()
+                .unwrap()
+                .split("/_history")
+                .next()
+                .unwrap()
+        ))
+        .await;
+    same_resource(&good2, &got);
+    // Two entries and a profile-less patient: two creates, each with its audit event.
+    let after = env.footprint();
+    assert_eq!(after.0 - before.0, 2);
+    let (_, _, all) = env.get("/fhir/r4/Observation").await;
+    assert_eq!(all["total"], 2);
+}
+
+#[tokio::test]
+async fn bad_input_gets_an_operation_outcome_and_stores_nothing() {
+    let env = Env::new();
+    let (_, paths) = three_observations(&env).await;
+    let obs = r4("Observation-heart-rate.json");
+    let raw = |method: &str, uri: &str, token: Option<&str>, ct: Option<&str>, body: Vec<u8>| {
+        let (m, u, t, c) = (
+            method.to_owned(),
+            uri.to_owned(),
+            token.map(str::to_owned),
+            ct.map(str::to_owned),
+        );
+        let app = env.app.clone();
+        async move { send(&app, &m, &u, t.as_deref(), c.as_deref(), body).await }
+    };
+    let fj = Some("application/fhir+json");
+    let tx = |r: Json| serde_json::to_vec(&transaction(&[r])).unwrap();
+    let mut unknown_type = obs.clone();
+    unknown_type["resourceType"] = json!("Spaceship");
+    let mut missing_status = obs.clone();
+    missing_status.as_object_mut().unwrap().remove("status");
+    let mut bad_date = obs.clone();
+    bad_date["effectiveDateTime"] = json!("yesterday");
+    let delete = serde_json::to_vec(&json!({"resourceType": "Bundle", "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": paths[0]}}]}))
+    .unwrap();
+    let two_records = {
+        let mut a = obs.clone();
+        a["subject"] = json!({"reference": format!("Patient/{}", ActorId([9; 32]))});
+        tx(a)
+    };
+    // A new version in another category: a business rule, not a FHIR one.
+    let other_category =
+        serde_json::to_vec(&json!({"resourceType": "Bundle", "type": "transaction",
+        "entry": [{"resource": example("hl7.fhir.uv.ips", "example/Observation-hemoglobin.json"),
+                   "request": {"method": "PUT", "url": paths[0]}}]}))
+        .unwrap();
+    let before = env.footprint();
+    let cases: Vec<(&str, Answer, StatusCode, &str)> = vec![
+        (
+            "a new version in another category",
+            raw("POST", "/fhir/r4", Some(TOKEN), fj, other_category).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "business-rule",
+        ),
+        (
+            "a format other than JSON",
+            raw(
+                "GET",
+                &format!("/fhir/r4/{}?_format=xml", paths[0]),
+                Some(TOKEN),
+                None,
+                Vec::new(),
+            )
+            .await,
+            StatusCode::NOT_ACCEPTABLE,
+            "not-supported",
+        ),
+        (
+            "invalid JSON",
+            raw(
+                "POST",
+                "/fhir/r4",
+                Some(TOKEN),
+                fj,
+                b"{\"resourceType\": ".to_vec(),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "structure",
+        ),
+        (
+            "not a Bundle",
+            raw(
+                "POST",
+                "/fhir/r4",
+                Some(TOKEN),
+                fj,
+                serde_json::to_vec(&obs).unwrap(),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "value",
+        ),
+        (
+            "a document Bundle",
+            raw(
+                "POST",
+                "/fhir/r4",
+                Some(TOKEN),
+                fj,
+                serde_json::to_vec(
+                    &json!({"resourceType": "Bundle", "type": "document", "entry": []}),
+                )
+                .unwrap(),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "not-supported",
+        ),
+        (
+            "invalid resource: unknown type",
+            raw("POST", "/fhir/r4", Some(TOKEN), fj, tx(unknown_type)).await,
+            StatusCode::BAD_REQUEST,
+            "value",
+        ),
+        (
+            "invalid resource: missing status",
+            raw("POST", "/fhir/r4", Some(TOKEN), fj, tx(missing_status)).await,
+            StatusCode::BAD_REQUEST,
+            "required",
+        ),
+        (
+            "invalid resource: bad date",
+            raw("POST", "/fhir/r4", Some(TOKEN), fj, tx(bad_date)).await,
+            StatusCode::BAD_REQUEST,
+            "value",
+        ),
+        (
+            "unmapped type in a transaction",
+            raw(
+                "POST",
+                "/fhir/r4",
+                Some(TOKEN),
+                fj,
+                tx(json!({"resourceType": "Practitioner", "name": [{"family": "Kay"}]})),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not-supported",
+        ),
+        (
+            "a record not held here",
+            raw("POST", "/fhir/r4", Some(TOKEN), fj, two_records).await,
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            "DELETE in a transaction",
+            raw("POST", "/fhir/r4", Some(TOKEN), fj, delete).await,
+            StatusCode::BAD_REQUEST,
+            "not-supported",
+        ),
+        (
+            "not JSON",
+            raw(
+                "POST",
+                "/fhir/r4",
+                Some(TOKEN),
+                Some("text/plain"),
+                tx(obs.clone()),
+            )
+            .await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+        ),
+        (
+            "oversized",
+            raw(
+                "POST",
+                "/fhir/r4",
+                Some(TOKEN),
+                fj,
+                vec![b' '; 9 * 1024 * 1024],
+            )
+            .await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-long",
+        ),
+        (
+            "no token",
+            raw(
+                "GET",
+                &format!("/fhir/r4/{}", paths[0]),
+                None,
+                None,
+                Vec::new(),
+            )
+            .await,
+            StatusCode::UNAUTHORIZED,
+            "login",
+        ),
+        (
+            "wrong token",
+            raw("POST", "/fhir/r4", Some("nope"), fj, tx(obs.clone())).await,
+            StatusCode::UNAUTHORIZED,
+            "login",
+        ),
+        (
+            "unknown resource type",
+            raw("GET", "/fhir/r4/Spaceship/1", Some(TOKEN), None, Vec::new()).await,
+            StatusCode::NOT_FOUND,
+            "not-supported",
+        ),
+        (
+            "unsupported resource type",
+            raw(
+                "GET",
+                "/fhir/r4/Practitioner?name=x",
+                Some(TOKEN),
+                None,
+                Vec::new(),
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "not-supported",
+        ),
+        (
+            "unknown id",
+            raw(
+                "GET",
+                &format!("/fhir/r4/Observation/{}", cophr_protocol::EntryId([3; 32])),
+                Some(TOKEN),
+                None,
+                Vec::new(),
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            "malformed id",
+            raw(
+                "GET",
+                "/fhir/r4/Observation/not-an-id",
+                Some(TOKEN),
+                None,
+                Vec::new(),
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            "wrong type for an id",
+            raw(
+                "GET",
+                &format!(
+                    "/fhir/r4/Condition/{}",
+                    paths[0].trim_start_matches("Observation/")
+                ),
+                Some(TOKEN),
+                None,
+                Vec::new(),
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            "create by POST to a type",
+            raw(
+                "POST",
+                "/fhir/r4/Observation",
+                Some(TOKEN),
+                fj,
+                serde_json::to_vec(&obs).unwrap(),
+            )
+            .await,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+        ),
+        (
+            "update by PUT",
+            raw(
+                "PUT",
+                &format!("/fhir/r4/{}", paths[0]),
+                Some(TOKEN),
+                fj,
+                serde_json::to_vec(&obs).unwrap(),
+            )
+            .await,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+        ),
+        (
+            "DELETE",
+            raw(
+                "DELETE",
+                &format!("/fhir/r4/{}", paths[0]),
+                Some(TOKEN),
+                None,
+                Vec::new(),
+            )
+            .await,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+        ),
+        (
+            "unsupported search parameter",
+            raw(
+                "GET",
+                "/fhir/r4/Observation?value-quantity=5",
+                Some(TOKEN),
+                None,
+                Vec::new(),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "malformed date",
+            raw(
+                "GET",
+                "/fhir/r4/Observation?date=ge2021-13",
+                Some(TOKEN),
+                None,
+                Vec::new(),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+    ];
+    // The cases ran above; they must have stored nothing, not even an audit event.
+    for (what, (status, headers, body), want, code) in cases {
+        assert_eq!(status, want, "{what}: {body}");
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/fhir+json"),
+            "{what}"
+        );
+        is_outcome(&body, code);
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(headers["www-authenticate"], "Bearer");
+        }
+    }
+    assert_eq!(env.footprint(), before);
+    let (_, _, all) = env.get("/fhir/r4/Observation").await;
+    assert_eq!(all["total"], 3);
+}
+
+#[tokio::test]
+async fn writes_and_reads_follow_the_records_grants() {
+    let env = Env::new();
+    three_observations(&env).await;
+    // A clinician acting on the same store with a view grant on vital signs only.
+    let kay = key(7, "kay");
+    env.store
+        .write(
+            &env.rid(),
+            &env.patient,
+            Payload::Grant(Grant {
+                grantee: kay.actor(),
+                level: Level::View,
+                scope: Scope::Only(BTreeSet::from([Category::VitalSigns])),
+                not_before: None,
+                until: None,
+                audit: false,
+                delegate: false,
+                label: None,
+            }),
+            env.tick(),
+            None,
+        )
+        .unwrap();
+    let app = app_for(
+        &env.store,
+        &kay,
+        profile("Dr Kay", "gp", Some("Leeds GP")),
+        &env.clock,
+    );
+    let (s, _, b) = send(
+        &app,
+        "GET",
+        "/fhir/r4/Observation",
+        Some(TOKEN),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    // Heart rate and temperature are vital signs; the lab result is not visible.
+    assert_eq!(b["total"], 2, "{b}");
+    let (s, _, body) = send(
+        &app,
+        "GET",
+        "/fhir/r4/AuditEvent",
+        Some(TOKEN),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["total"], 0, "no audit right: {body}");
+    // Writing needs a write grant: 403, nothing stored.
+    let mut obs = r4("Observation-heart-rate.json");
+    obs["subject"] = json!({"reference": format!("Patient/{}", env.rid())});
+    let before = env.footprint();
+    let (s, _, body) = send(
+        &app,
+        "POST",
+        "/fhir/r4",
+        Some(TOKEN),
+        Some("application/json"),
+        serde_json::to_vec(&transaction(&[obs.clone()])).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    is_outcome(&body, "forbidden");
+    assert_eq!(env.footprint(), before);
+
+    // With a write grant the same transaction is stored, authored by the clinician: her
+    // profile is published first, and the Provenance names her role and organisation.
+    env.store
+        .write(
+            &env.rid(),
+            &env.patient,
+            Payload::Grant(Grant {
+                grantee: kay.actor(),
+                level: Level::Write,
+                scope: Scope::Only(BTreeSet::from([Category::VitalSigns])),
+                not_before: None,
+                until: None,
+                audit: false,
+                delegate: false,
+                label: None,
+            }),
+            env.tick(),
+            None,
+        )
+        .unwrap();
+    env.tick();
+    let (s, _, resp) = send(
+        &app,
+        "POST",
+        "/fhir/r4",
+        Some(TOKEN),
+        Some("application/json"),
+        serde_json::to_vec(&transaction(&[obs.clone()])).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{resp}");
+    let loc = locations(&resp).remove(0);
+    let (_, _, got) = send(
+        &app,
+        "GET",
+        &format!("/fhir/r4/{}", resource_path(&loc)),
+        Some(TOKEN),
+        None,
+        Vec::new(),
+    )
+    .await;
+    same_resource(&obs, &got);
+    let (_, _, provs) = env.get("/fhir/r4/Provenance").await;
+    let prov = provs["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|p| p["target"][0]["reference"] == loc)
+        .unwrap_or_else(|| panic!("no Provenance for {loc}"));
+    let agent = &prov["agent"][0];
+    assert_eq!(agent["who"]["identifier"]["value"], kay.actor().to_string());
+    assert_eq!(agent["who"]["display"], "Dr Kay");
+    assert_eq!(agent["role"][0]["text"], "gp");
+    assert_eq!(agent["onBehalfOf"]["display"], "Leeds GP");
+}
