@@ -4,6 +4,26 @@
 // logged to the console. Every piece of data is put on the page with textContent, never as HTML.
 
 const API = '/api/v1';
+// Every API route the app calls, in one place (node/tests/web.rs checks each against the
+// OpenAPI document): name: [method, path under /api/v1].
+const ROUTES = {
+  whoami: ['GET', '/whoami'],
+  categories: ['GET', '/categories'],
+  records: ['GET', '/records'],
+  createRecord: ['POST', '/records'],
+  record: ['GET', '/records/{rid}'],
+  entries: ['GET', '/records/{rid}/entries'],
+  addEntry: ['POST', '/records/{rid}/entries'],
+  entry: ['GET', '/records/{rid}/entries/{eid}'],
+  history: ['GET', '/records/{rid}/entries/{eid}/history'],
+  annotate: ['POST', '/records/{rid}/entries/{eid}/annotations'],
+  timeline: ['GET', '/records/{rid}/timeline'],
+  grants: ['GET', '/records/{rid}/grants'],
+  grant: ['POST', '/records/{rid}/grants'],
+  revoke: ['POST', '/records/{rid}/grants/{gid}/revoke'],
+  audit: ['GET', '/records/{rid}/audit'],
+  export: ['GET', '/records/{rid}/export'],
+};
 const TOKEN_KEY = 'cophr-token';
 const LEVELS = ['view', 'annotate', 'write', 'delete'];
 const LEVEL_TEXT = {
@@ -63,7 +83,6 @@ function append(el, children) {
 }
 
 const enc = encodeURIComponent;
-const rpath = (rest = '') => `/records/${enc(state.rid)}${rest}`;
 
 function when(t) {
   if (!t) return '';
@@ -139,7 +158,15 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
+/**
+ * Calls one of ROUTES: fills the path's {parameters} from `params` (URL-encoded), adds the
+ * `query` (ids, categories and limits only — never record content or the token) and sends
+ * `body` as JSON.
+ */
+async function api(route, params = {}, { query, body } = {}) {
+  const [method, template] = ROUTES[route];
+  let path = template.replace(/\{(\w+)\}/g, (_, k) => enc(params[k]));
+  if (query) path += `?${new URLSearchParams(query)}`;
   const headers = { Accept: 'application/json' };
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
   const init = { method, headers, cache: 'no-store', credentials: 'omit' };
@@ -192,7 +219,7 @@ async function attempt(fn) {
 
 async function signIn(token) {
   state.token = token;
-  const me = await attempt(() => api('GET', '/whoami'));
+  const me = await attempt(() => api('whoami'));
   if (!me) {
     state.token = null;
     sessionStorage.removeItem(TOKEN_KEY);
@@ -213,7 +240,7 @@ async function signIn(token) {
   $('sign-in').hidden = true;
   $('app').hidden = false;
   setStatus(`Signed in as ${me.name || 'you'}.`);
-  const cats = await attempt(() => api('GET', '/categories'));
+  const cats = await attempt(() => api('categories'));
   state.categories = Array.isArray(cats) ? cats : [];
   await showHome();
 }
@@ -238,7 +265,7 @@ function signOut() {
 // Home: the records this identity can open.
 
 async function loadRecords() {
-  const recs = await attempt(() => api('GET', '/records'));
+  const recs = await attempt(() => api('records'));
   state.records = Array.isArray(recs) ? recs : [];
   return recs !== undefined;
 }
@@ -307,7 +334,7 @@ function levelSummary(r) {
 }
 
 async function createRecord() {
-  const r = await attempt(() => api('POST', '/records', {}));
+  const r = await attempt(() => api('createRecord', {}, { body: {} }));
   if (!r) return;
   setStatus('Your record was created.');
   await loadRecords();
@@ -348,7 +375,7 @@ async function openRecord(rid) {
 }
 
 async function refreshSummary() {
-  const s = await attempt(() => api('GET', rpath()));
+  const s = await attempt(() => api('record', { rid: state.rid }));
   if (s) state.summary = s;
   return s;
 }
@@ -378,9 +405,13 @@ async function renderRecord() {
   const nav = h('nav', { 'aria-label': 'Record sections', class: 'tabs' },
     h('ul', {}, tabs.map(([id, label]) => h('li', {}, h('button', {
       type: 'button', id: `tab-${id}`, 'aria-current': state.tab === id ? 'page' : null,
-      onclick: () => showTab(id),
+      onclick: () => {
+        setStatus('');
+        clearError();
+        showTab(id);
+      },
     }, label)))));
-  view.append(nav, h('section', { id: 'panel', class: 'card', 'aria-live': 'off' }));
+  view.append(nav, h('section', { id: 'panel', class: 'card', 'aria-labelledby': 'panel-title' }));
   await showTab(state.tab, false);
 }
 
@@ -425,7 +456,8 @@ function alerts(s) {
   }
   box.append(h('ul', { class: 'alert-list' }, items.map((e) => h('li', { class: 'alert-item' },
     h('strong', {}, `${catTitle(e.category)}: `), e.summary || '(no summary)',
-    e.body && e.body.severity ? h('span', { class: 'badge' }, ` severity ${e.body.severity}`) : '',
+    ['high', 'severe'].includes(e.body && (e.body.severity || e.body.criticality))
+      ? [' ', h('span', { class: 'badge warn' }, 'high risk')] : '',
     h('span', { class: 'meta' }, ' — ', person(e.author))))));
   return box;
 }
@@ -480,7 +512,7 @@ async function renderCategories(panel) {
   const section = h('section', { 'aria-labelledby': 'entries-title', class: 'entries' },
     h('h3', { id: 'entries-title', tabindex: '-1' }, title));
   panel.append(section);
-  const entries = await attempt(() => api('GET', rpath(`/entries?category=${enc(state.category)}`)));
+  const entries = await attempt(() => api('entries', { rid: state.rid }, { query: { category: state.category } }));
   if (!entries) return;
   if (entries.length === 0) {
     section.append(h('p', {}, `No ${title.toLowerCase()} entries.`));
@@ -534,8 +566,8 @@ function showValue(v) {
 async function renderEntry(eid) {
   const panel = $('panel');
   const [entry, history] = await Promise.all([
-    attempt(() => api('GET', rpath(`/entries/${enc(eid)}`))),
-    attempt(() => api('GET', rpath(`/entries/${enc(eid)}/history`))),
+    attempt(() => api('entry', { rid: state.rid, eid })),
+    attempt(() => api('history', { rid: state.rid, eid })),
   ]);
   if (!entry) return;
   panel.replaceChildren(
@@ -597,7 +629,7 @@ async function renderEntry(eid) {
         $('note-text').focus();
         return;
       }
-      const r = await attempt(() => api('POST', rpath(`/entries/${enc(eid)}/annotations`), { text }));
+      const r = await attempt(() => api('annotate', { rid: state.rid, eid }, { body: { text } }));
       if (!r) return;
       setStatus('Your note was added.');
       await renderEntry(eid);
@@ -612,7 +644,7 @@ async function renderEntry(eid) {
 
 async function renderTimeline(panel) {
   panel.append(panelHeading('Timeline'), h('p', { class: 'help' }, 'Newest first.'));
-  const entries = await attempt(() => api('GET', rpath('/timeline?limit=200')));
+  const entries = await attempt(() => api('timeline', { rid: state.rid }, { query: { limit: 200 } }));
   if (!entries) return;
   if (entries.length === 0) {
     panel.append(h('p', {}, 'Nothing in this record yet.'));
@@ -829,7 +861,7 @@ async function renderAdd(panel) {
       if (err.field) err.field.focus();
       return;
     }
-    const r = await attempt(() => api('POST', rpath('/entries'), { category: cat.name, body }));
+    const r = await attempt(() => api('addEntry', { rid: state.rid }, { body: { category: cat.name, body } }));
     if (!r) return;
     setStatus(`Added to ${cat.title || cat.name}: ${r.summary || 'new entry'}.`);
     state.category = cat.name;
@@ -853,7 +885,7 @@ async function renderRecordKeepingStatus(tab) {
 
 async function renderAccess(panel) {
   panel.append(panelHeading('Who has access'));
-  const grants = await attempt(() => api('GET', rpath('/grants')));
+  const grants = await attempt(() => api('grants', { rid: state.rid }));
   if (grants) {
     if (grants.length === 0) {
       panel.append(h('p', {}, 'Only you can see this record.'));
@@ -948,7 +980,7 @@ function grantForm() {
       body.expires = `${exp}T23:59:59Z`;
     }
     if ($('g-delegate').checked) body.delegate = true;
-    const r = await attempt(() => api('POST', rpath('/grants'), body));
+    const r = await attempt(() => api('grant', { rid: state.rid }, { body }));
     if (!r) return;
     await renderRecordKeepingStatus('access');
     setStatus('Access granted.');
@@ -957,7 +989,7 @@ function grantForm() {
 }
 
 async function revoke(g) {
-  const r = await attempt(() => api('POST', rpath(`/grants/${enc(g.id)}/revoke`), {}));
+  const r = await attempt(() => api('revoke', { rid: state.rid, gid: g.id }, { body: {} }));
   if (!r) return;
   await renderRecordKeepingStatus('access');
   setStatus(`Access revoked for ${(g.grantee && g.grantee.name) || 'them'}. What they saw before stays with them; they see nothing new.`);
@@ -968,7 +1000,7 @@ async function revoke(g) {
 async function renderAudit(panel) {
   panel.append(panelHeading('Who viewed what'),
     h('p', { class: 'help' }, 'Every view, addition, change, grant and export, newest first.'));
-  const events = await attempt(() => api('GET', rpath('/audit?limit=500')));
+  const events = await attempt(() => api('audit', { rid: state.rid }, { query: { limit: 500 } }));
   if (!events) return;
   if (events.length === 0) {
     panel.append(h('p', {}, 'No one has used this record yet.'));
@@ -1004,7 +1036,7 @@ async function renderExport(panel) {
 }
 
 async function download() {
-  const blob = await attempt(() => api('GET', rpath('/export')));
+  const blob = await attempt(() => api('export', { rid: state.rid }));
   if (!blob) return;
   const url = URL.createObjectURL(blob);
   const a = h('a', { href: url, download: `${state.rid}.cophr`, class: 'sr-only' }, 'export');
