@@ -906,7 +906,9 @@ async function renderAccess(panel) {
           }, 'Revoke', h('span', { class: 'sr-only' }, ` access for ${who.name || who.actor}`))
           : '—';
         tb.append(h('tr', { 'data-grant': g.id, 'data-status': g.status },
-          h('th', { scope: 'row' }, person(who), h('br'), h('code', { class: 'id' }, shortId(who.actor))),
+          h('th', { scope: 'row' }, who.name
+            ? [person(who), h('br'), h('code', { class: 'id' }, shortId(who.actor))]
+            : h('code', { class: 'id' }, who.actor)),
           h('td', {}, cats),
           h('td', {}, g.level, g.delegate ? ' (may grant others)' : '', g.audit ? ' (may read audit trail)' : ''),
           h('td', {}, g.expires ? when(g.expires) : 'never'),
