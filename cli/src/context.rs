@@ -4,8 +4,9 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args};
+use cophr_node::session::{Session, SessionError};
 use cophr_protocol::entry::Payload;
-use cophr_protocol::record::{AccessError, Record, Rejection};
+use cophr_protocol::record::Record;
 use cophr_protocol::{ActorId, EntryId, RecordId, Timestamp};
 
 use crate::error::{parse_id, rejection_code, CliError, Code, Result};
@@ -255,33 +256,24 @@ impl Ctx {
     }
 }
 
-/// Explains a refusal in the caller's terms.
-pub fn explain(record: &Record, me: &ActorId, r: Rejection) -> CliError {
-    if let Rejection::Access(AccessError::NoGrant) = &r {
-        let revoked = record
-            .grants()
-            .filter(|g| g.grant.grantee == *me && !g.revoked_by.is_empty())
-            .max_by_key(|g| g.time);
-        let msg = match revoked {
-            Some(g) => {
-                let reason = g.revoked_by.iter().find_map(|rv| match record.get(rv) {
-                    Some(e) => match &e.entry().payload {
-                        Payload::Revoke { reason, .. } => Some(reason.clone()),
-                        _ => None,
-                    },
-                    None => None,
-                });
-                format!(
-                    "not authorised: your access to this record was revoked (grant {}{})",
-                    g.id.short(),
-                    reason.map(|r| format!(": {r}")).unwrap_or_default()
-                )
-            }
-            None => "not authorised: you hold no grant in this record".to_owned(),
-        };
-        return CliError::access(msg);
+/// The caller acting on the store (the node's [`Session`]), with the device they name.
+pub fn session(ctx: &Ctx, store: &Store, me: &Identity) -> Session {
+    Session {
+        store: store.clone(),
+        key: me.key.clone(),
+        profile: me.info.profile(),
+        device: ctx.device(me),
     }
-    CliError::new(rejection_code(&r), r.to_string())
+}
+
+/// A session error as the CLI reports it.
+pub fn session_error(e: SessionError) -> CliError {
+    match e {
+        SessionError::Refused { rejection, message } => {
+            CliError::new(rejection_code(&rejection), message)
+        }
+        SessionError::Store(e) => e.into(),
+    }
 }
 
 /// Writes an entry as the caller. The write is checked first, so a refused write stores
@@ -295,17 +287,9 @@ pub fn write(
     payload: Payload,
 ) -> Result<EntryId> {
     let now = ctx.now()?;
-    let device = ctx.device(me);
-    // A dry run: `prepare_all` checks everything the write would (structure, rules).
-    store.with_record(record, |r| {
-        r.prepare_all(&me.key, payload.clone(), now, device.clone())
-            .map(drop)
-            .map_err(|e| explain(r, &me.actor(), e))
-    })??;
-    publish_profile(ctx, store, me, record)?;
-    store
-        .write(record, &me.key, payload, now, device)
-        .map_err(|e| store_error(store, record, &me.actor(), e))
+    session(ctx, store, me)
+        .write(record, payload, now)
+        .map_err(session_error)
 }
 
 /// Publishes the caller's profile (name, role, organisation) in a record they have access
@@ -313,34 +297,9 @@ pub fn write(
 /// grants list and audit trail can name them. Returns whether it wrote.
 pub fn publish_profile(ctx: &Ctx, store: &Store, me: &Identity, record: &RecordId) -> Result<bool> {
     let now = ctx.now()?;
-    let device = ctx.device(me);
-    let profile = me.info.profile();
-    let needed = store.with_record(record, |r| {
-        r.profile(&me.actor(), None) != Some(&profile)
-            && r.prepare_all(
-                &me.key,
-                Payload::Profile(profile.clone()),
-                now,
-                device.clone(),
-            )
-            .is_ok()
-    })?;
-    if needed {
-        store
-            .write(record, &me.key, Payload::Profile(profile), now, device)
-            .map_err(|e| store_error(store, record, &me.actor(), e))?;
-    }
-    Ok(needed)
-}
-
-/// A store error, with refusals explained.
-pub fn store_error(store: &Store, record: &RecordId, me: &ActorId, e: StoreError) -> CliError {
-    match e {
-        StoreError::Rejected(r) => store
-            .with_record(record, |rec| explain(rec, me, r.clone()))
-            .unwrap_or_else(|_| r.into()),
-        e => e.into(),
-    }
+    session(ctx, store, me)
+        .publish_profile(record, now)
+        .map_err(session_error)
 }
 
 /// Resolves an entry id, or a unique prefix of one (as tables show), among the entries the

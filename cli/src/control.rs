@@ -88,6 +88,9 @@ pub struct NodeInfo {
     pub actor: String,
     /// The control socket.
     pub control: PathBuf,
+    /// The HTTP API's base URL (`http://127.0.0.1:PORT`), if it is served.
+    #[serde(default)]
+    pub http: Option<String>,
 }
 
 fn too_big(n: usize) -> std::io::Error {

@@ -4,6 +4,7 @@
 //! HOME/identity.key    the person's 32-byte ed25519 secret, hex (mode 0600)
 //! HOME/identity.json   actor id, name, role, organisation, device
 //! HOME/node.key        the node's own secret, which signs audit events (mode 0600)
+//! HOME/api-token       the HTTP API's bearer token (mode 0600)
 //! HOME/store/          the store (append-only log and indexes)
 //! ```
 //!
@@ -94,6 +95,18 @@ impl Home {
     /// `node.key`.
     pub fn node_key(&self) -> PathBuf {
         self.dir.join("node.key")
+    }
+
+    /// `api-token`: the HTTP API's bearer token.
+    pub fn api_token(&self) -> PathBuf {
+        self.dir.join(cophr_node::http::token::TOKEN_FILE)
+    }
+
+    /// The API token, created (mode 0600) if the home has none yet.
+    pub fn api_token_or_create(&self) -> Result<String> {
+        let path = self.api_token();
+        cophr_node::http::token::read_or_create(&path)
+            .map_err(|e| CliError::io("cannot read the API token", &path, &e))
     }
 
     /// `store/`.

@@ -86,6 +86,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     home.write_identity(&key, &info)?;
     // The node's own key, which signs the audit events this home's store records.
     home.node_key_or_create()?;
+    // The HTTP API's bearer token (a new identity gets a new token).
+    let token_path = home.api_token();
+    cophr_node::http::token::create(&token_path)
+        .map_err(|e| CliError::io("cannot create the API token", &token_path, &e))?;
     tracing::info!(actor = %info.actor, "identity created");
     if ctx.json {
         return output::json(&json!({

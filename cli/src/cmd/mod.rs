@@ -31,6 +31,7 @@ pub mod schema;
 pub mod show;
 pub mod status;
 pub mod sync;
+pub mod token;
 pub mod verify;
 pub mod whoami;
 
@@ -102,6 +103,8 @@ pub enum Command {
     Init(init::Args),
     /// Show your identity: actor id, name, role, organisation, device
     Whoami(whoami::Args),
+    /// Print the HTTP API's bearer token (HOME/api-token)
+    Token(token::Args),
     /// Records: create yours
     #[command(subcommand)]
     Record(record::Command),
@@ -160,7 +163,10 @@ pub enum Command {
 impl Command {
     /// Whether the command runs inside the node when one runs in the home.
     pub fn forwards(&self) -> bool {
-        !matches!(self, Command::Init(_) | Command::Demo(_) | Command::Node(_))
+        !matches!(
+            self,
+            Command::Init(_) | Command::Demo(_) | Command::Node(_) | Command::Token(_)
+        )
     }
 
     /// Whether the command reads standard input.
@@ -208,6 +214,7 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
     match command {
         Command::Init(a) => init::run(ctx, a),
         Command::Whoami(a) => whoami::run(ctx, a),
+        Command::Token(a) => token::run(ctx, a),
         Command::Record(c) => record::run(ctx, c),
         Command::Records(a) => records::run(ctx, a),
         Command::Schema(a) => schema::run(ctx, a),

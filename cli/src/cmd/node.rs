@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Subcommand};
+use cophr_node::http::{self, AppState, HttpConfig};
 use cophr_node::net::{self, NetConfig};
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
@@ -47,6 +48,8 @@ const AFTER_HELP: &str = "The config file is TOML with the network settings (eve
   requests_per_minute = 600   # per peer
   max_message_bytes = 16777216
   log_format = \"text\"         # or \"json\"
+  http = \"127.0.0.1:7380\"     # the HTTP API (REST, FHIR, web app); false for none
+  http_allow_remote = false   # allow a non-loopback HTTP address
 Flags override it. By default the node listens on loopback only (127.0.0.1, TCP and QUIC,
 ephemeral ports); other addresses are used only when given with --listen or in the file.
 
@@ -55,8 +58,14 @@ HOME/control.sock), so `cophr add …` reaches the record's home host and subscr
 once. HOME/node.json holds the node's peer id, addresses and pid. Stop it with Ctrl-C or
 SIGTERM.
 
+The HTTP API (REST under /api/v1, FHIR R4 under /fhir/r4, the web app at /) is served on
+127.0.0.1:7380 unless --http or --no-http says otherwise; every request but the web app's
+files needs `Authorization: Bearer $(cophr token)`. A non-loopback --http address is
+refused without --http-allow-remote.
+
 Examples:
   cophr node run
+  cophr node run --http 127.0.0.1:0
   cophr node run --listen /ip4/0.0.0.0/tcp/4001 --log-format json
   cophr node run --bootstrap /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW…";
 
@@ -100,6 +109,20 @@ pub struct RunArgs {
     /// Log format on stderr [default: text]
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+
+    /// Serve the HTTP API (REST, FHIR, web app) on this address [default: 127.0.0.1:7380;
+    /// port 0 for an ephemeral port]
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_http")]
+    http: Option<std::net::SocketAddr>,
+
+    /// Do not serve the HTTP API
+    #[arg(long)]
+    no_http: bool,
+
+    /// Allow the HTTP API on an address other machines can reach (it is always
+    /// authenticated with the token of `cophr token`)
+    #[arg(long)]
+    http_allow_remote: bool,
 }
 
 /// Settings of the node itself (beside the network's) in the config file.
@@ -107,6 +130,17 @@ pub struct RunArgs {
 #[serde(deny_unknown_fields)]
 struct NodeSettings {
     log_format: Option<LogFormat>,
+    /// The HTTP API's address, or `false` for none.
+    http: Option<HttpSetting>,
+    http_allow_remote: Option<bool>,
+}
+
+/// `http = "127.0.0.1:7380"` or `http = false` in the config file.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+enum HttpSetting {
+    Addr(std::net::SocketAddr),
+    Enabled(bool),
 }
 
 /// Reads the config file: the network settings, and the node's own.
@@ -121,7 +155,7 @@ fn load_config(path: Option<&Path>) -> Result<(NetConfig, NodeSettings)> {
     let text = String::from_utf8(text).map_err(|e| bad(&e))?;
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| bad(&e))?;
     let mut node = toml::Table::new();
-    for key in ["log_format"] {
+    for key in ["log_format", "http", "http_allow_remote"] {
         if let Some(v) = table.remove(key) {
             node.insert(key.to_owned(), v);
         }
@@ -153,7 +187,8 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
         .or_else(|| loaded.as_ref().ok().and_then(|(_, s)| s.log_format))
         .unwrap_or_default();
     logging::init(ctx.global.verbose, format, "info");
-    let (mut config, _) = loaded?;
+    let (mut config, settings) = loaded?;
+    let http = http_plan(&args, &settings)?;
     if !args.listen.is_empty() {
         config.listen = args.listen;
     }
@@ -210,9 +245,34 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
         .thread_name("cophr-node")
         .build()
         .map_err(|e| CliError::other(format!("cannot start the runtime: {e}")))?;
-    let result = rt.block_on(serve(home, store, me.key, node_key.secret_bytes(), config));
+    let result = rt.block_on(serve(
+        home,
+        store,
+        me,
+        node_key.secret_bytes(),
+        config,
+        http,
+    ));
     rt.shutdown_timeout(STOP_WAIT);
     result
+}
+
+/// Whether and where to serve HTTP: `(config, explicit)`; `explicit` is false for the
+/// default address, which is skipped with a warning when taken (another node runs).
+fn http_plan(args: &RunArgs, settings: &NodeSettings) -> Result<Option<(HttpConfig, bool)>> {
+    let (addr, explicit) = match (args.no_http, args.http, settings.http) {
+        (true, _, _) | (false, None, Some(HttpSetting::Enabled(false))) => return Ok(None),
+        (false, Some(a), _) | (false, None, Some(HttpSetting::Addr(a))) => (a, true),
+        (false, None, None | Some(HttpSetting::Enabled(true))) => (http::DEFAULT_ADDR, false),
+    };
+    let config = HttpConfig {
+        addr,
+        allow_remote: args.http_allow_remote || settings.http_allow_remote.unwrap_or(false),
+    };
+    config
+        .check()
+        .map_err(|e| CliError::new(Code::Usage, e.to_string()))?;
+    Ok(Some((config, explicit)))
 }
 
 fn read_info(home: &Path) -> Option<NodeInfo> {
@@ -232,10 +292,12 @@ struct State {
 async fn serve(
     home: Home,
     store: crate::store::Store,
-    identity: cophr_protocol::Keypair,
+    me: crate::home::Identity,
     peer_key: [u8; 32],
     config: NetConfig,
+    http: Option<(HttpConfig, bool)>,
 ) -> Result<()> {
+    let identity = me.key.clone();
     // Signals are caught from the start, so a stop during start-up is clean too.
     let signal = |kind| {
         tokio::signal::unix::signal(kind)
@@ -271,6 +333,45 @@ async fn serve(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
 
+    // The HTTP API, bound before node.json is written (so its address can be published).
+    let http_listener = match http {
+        None => None,
+        Some((cfg, explicit)) => match cfg.bind().await {
+            Ok(l) => Some(l),
+            Err(e) if !explicit => {
+                tracing::warn!(error = %e, "HTTP API not served (give --http ADDR, or --no-http)");
+                None
+            }
+            Err(e) => {
+                let _ = handle.shutdown().await;
+                return Err(CliError::other(e.to_string()));
+            }
+        },
+    };
+    let http_url = http_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| format!("http://{a}"));
+    let (http_stop, http_task) = match http_listener {
+        Some(listener) => {
+            let token = home.api_token_or_create()?;
+            let state = AppState::new(
+                handle.store().clone(),
+                me.key.clone(),
+                me.info.profile(),
+                me.info.device.clone(),
+                token,
+            )
+            .with_node(handle.clone());
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(http::serve(listener, state, async {
+                let _ = rx.await;
+            }));
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
+
     let socket = control::socket(&home.dir);
     let info_path = home.dir.join(control::NODE_JSON);
     let info = NodeInfo {
@@ -279,6 +380,7 @@ async fn serve(
         pid: std::process::id(),
         actor: identity.actor().to_string(),
         control: socket.clone(),
+        http: http_url.clone(),
     };
     // No node answered on the socket (checked before the store was opened): it is stale.
     let _ = std::fs::remove_file(&socket);
@@ -294,6 +396,12 @@ async fn serve(
     let _ = output::line(format!("Node {} running; listening on:", handle.peer_id()));
     for a in &info.listen {
         let _ = output::line(format!("  {a}"));
+    }
+    if let Some(url) = &http_url {
+        tracing::info!(url = %url, "HTTP API serving");
+        let _ = output::line(format!(
+            "HTTP API on {url} (token: `cophr token`; web app at {url}/)"
+        ));
     }
     let _ =
         output::line("Other cophr commands for this home now run inside it. Stop it with Ctrl-C.");
@@ -319,6 +427,17 @@ async fn serve(
     };
     // New commands now run locally (and wait for the store until this process exits).
     drop(listener);
+    if let Some(tx) = http_stop {
+        let _ = tx.send(());
+    }
+    if let Some(task) = http_task {
+        match tokio::time::timeout(STOP_WAIT, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the HTTP server failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP server failed"),
+            Err(_) => tracing::warn!("the HTTP server did not stop in time"),
+        }
+    }
     let _ = std::fs::remove_file(&socket);
     if !network_stopped {
         let _ = handle.shutdown().await;

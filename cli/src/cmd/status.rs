@@ -30,12 +30,17 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         records.push(network::book_out(handle, &r)?);
     }
     let actor = handle.identity().actor();
+    let http = crate::home::read_limited(&ctx.home.dir.join(crate::control::NODE_JSON), 1 << 20)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::control::NodeInfo>(&b).ok())
+        .and_then(|i| i.http);
     if ctx.json(args.out) {
         return output::json(&json!({
             "peer_id": handle.peer_id().to_string(),
             "actor": actor,
             "pid": std::process::id(),
             "listen": listen,
+            "http": http,
             "records": records,
         }));
     }
@@ -44,6 +49,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         "Node {} (acting as {me}, {actor})",
         handle.peer_id()
     ))?;
+    match &http {
+        Some(url) => output::line(format!("HTTP API: {url} (token: `cophr token`)"))?,
+        None => output::line("HTTP API: not served")?,
+    }
     output::line("Listening on:")?;
     for a in &listen {
         output::line(format!("  {a}"))?;

@@ -87,15 +87,25 @@ pub struct Node {
 
 impl Node {
     /// Starts `cophr node run` in `p`'s home (syncing every second) with `extra` flags,
-    /// and waits until it has written `node.json`. Its log goes to HOME/node.log.
+    /// and waits until it has written `node.json`. Its log goes to HOME/node.log. The HTTP
+    /// API listens on an ephemeral loopback port unless `extra` says otherwise.
     pub fn start(p: &Person, extra: &[&str]) -> Node {
         let home = p.dir().to_path_buf();
+        let http: &[&str] = if extra
+            .iter()
+            .any(|a| a.starts_with("--http") || *a == "--no-http")
+        {
+            &[]
+        } else {
+            &["--http", "127.0.0.1:0"]
+        };
         let _ = std::fs::remove_file(home.join("node.json"));
         let log = File::create(home.join("node.log")).expect("a log file");
         let child = command()
             .arg("--home")
             .arg(&home)
             .args(["node", "run", "--sync-interval", "1"])
+            .args(http)
             .args(extra)
             .env("RUST_LOG", "info,cophr_node=debug")
             .stdin(Stdio::null())

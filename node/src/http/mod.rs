@@ -1,0 +1,563 @@
+//! The node's HTTP server (axum): the REST API (`/api/v1`, [`api`]), the FHIR R4 API
+//! ([`fhir`]) and the patient's web app ([`web`]), all acting as the node's identity.
+//!
+//! [`router`] merges the three under one [`AppState`], behind the bearer-token check
+//! ([`auth`]) and an 8 MiB body limit. The server binds loopback by default; another address
+//! needs [`HttpConfig::allow_remote`]. The token lives in `<home>/api-token` (0600, see
+//! [`token`]) and is compared in constant time.
+
+pub mod api;
+pub mod fhir;
+pub mod token;
+pub mod web;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use cophr_protocol::record::Rejection;
+use cophr_protocol::{ActorId, Keypair, Profile, RecordId, Timestamp};
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+
+use crate::net::NodeHandle;
+use crate::session::{Session, SessionError};
+use crate::store::{Store, StoreError};
+
+/// The largest request body accepted (413 beyond).
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// The default address: loopback, port 7380.
+pub const DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7380);
+
+/// Paths served without a token: the web app's static files, the OpenAPI document and the
+/// FHIR CapabilityStatement.
+pub const PUBLIC_PATHS: &[&str] = &[
+    "/",
+    "/index.html",
+    "/app.js",
+    "/app.css",
+    "/favicon.svg",
+    "/api/v1/openapi.json",
+    "/fhir/r4/metadata",
+];
+
+/// Where and how the server listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// The address to bind (port 0: an ephemeral port).
+    pub addr: SocketAddr,
+    /// Whether a non-loopback address may be bound.
+    pub allow_remote: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: DEFAULT_ADDR,
+            allow_remote: false,
+        }
+    }
+}
+
+/// Errors setting up the server.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// A non-loopback address without the explicit permission.
+    #[error(
+        "refusing to serve the HTTP API on {0}, which other machines can reach: give \
+         --http-allow-remote to do so deliberately, or bind a loopback address (127.0.0.1)"
+    )]
+    Remote(SocketAddr),
+    /// Binding failed.
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl HttpConfig {
+    /// Checks the address: a non-loopback one needs `allow_remote`.
+    pub fn check(&self) -> Result<(), HttpError> {
+        if !self.addr.ip().is_loopback() && !self.allow_remote {
+            return Err(HttpError::Remote(self.addr));
+        }
+        Ok(())
+    }
+
+    /// Checks the address and binds it.
+    pub async fn bind(&self) -> Result<tokio::net::TcpListener, HttpError> {
+        self.check()?;
+        tokio::net::TcpListener::bind(self.addr)
+            .await
+            .map_err(|source| HttpError::Bind {
+                addr: self.addr,
+                source,
+            })
+    }
+}
+
+/// The clock handlers read (injectable for tests).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system clock, in milliseconds since the Unix epoch.
+pub fn system_clock() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Timestamp)
+        .unwrap_or(0)
+}
+
+#[derive(Clone)]
+struct Inner {
+    store: Store,
+    key: Keypair,
+    profile: Profile,
+    device: Option<String>,
+    token: String,
+    clock: Clock,
+    node: Option<NodeHandle>,
+}
+
+/// What every handler gets: the store, the identity the server acts as (key, profile,
+/// device), the clock, and the running network node (to announce changes), if any.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("AppState")
+            .field("actor", &self.actor())
+            .field("device", &self.inner.device)
+            .field("node", &self.inner.node.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State acting as `key` (with its `profile` and `device`) over `store`, accepting
+    /// `token`, on the system clock, without a network node.
+    pub fn new(
+        store: Store,
+        key: Keypair,
+        profile: Profile,
+        device: Option<String>,
+        token: String,
+    ) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                key,
+                profile,
+                device,
+                token,
+                clock: Arc::new(system_clock),
+                node: None,
+            }),
+        }
+    }
+
+    /// Uses this clock instead of the system's.
+    pub fn with_clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        Arc::make_mut(&mut self.inner).clock = Arc::new(clock);
+        self
+    }
+
+    /// Tells this network node when a record changes.
+    pub fn with_node(mut self, node: NodeHandle) -> Self {
+        Arc::make_mut(&mut self.inner).node = Some(node);
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The identity's key.
+    pub fn keypair(&self) -> &Keypair {
+        &self.inner.key
+    }
+
+    /// The identity's actor id.
+    pub fn actor(&self) -> ActorId {
+        self.inner.key.actor()
+    }
+
+    /// The identity's profile (name, role, organisation).
+    pub fn profile(&self) -> &Profile {
+        &self.inner.profile
+    }
+
+    /// The device named on entries and audit events.
+    pub fn device(&self) -> Option<&str> {
+        self.inner.device.as_deref()
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Timestamp {
+        (self.inner.clock)()
+    }
+
+    /// The running network node, if any.
+    pub fn node(&self) -> Option<&NodeHandle> {
+        self.inner.node.as_ref()
+    }
+
+    /// The identity acting on the store (writes, audited reads).
+    pub fn session(&self) -> Session {
+        Session {
+            store: self.inner.store.clone(),
+            key: self.inner.key.clone(),
+            profile: self.inner.profile.clone(),
+            device: self.inner.device.clone(),
+        }
+    }
+
+    /// Whether `given` is the API token (constant-time comparison).
+    pub fn token_matches(&self, given: &str) -> bool {
+        bool::from(given.as_bytes().ct_eq(self.inner.token.as_bytes()))
+    }
+
+    /// Runs store work (which may fsync) on a blocking thread.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
+    {
+        let st = self.clone();
+        tokio::task::spawn_blocking(move || f(&st))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "an HTTP request's work failed");
+                ApiError::internal("the request failed inside the node")
+            })?
+    }
+
+    /// Tells the network that `record` changed (pushes it to its home host and
+    /// subscribers), as the control socket does after a command. Failures are logged.
+    pub async fn changed(&self, record: RecordId) {
+        if let Some(node) = &self.inner.node {
+            if let Err(e) = node.changed(record).await {
+                tracing::warn!(%record, error = %e, "could not announce a change");
+            }
+        }
+    }
+}
+
+/// A REST error: the status and `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A machine-readable code (`invalid_json`, `not_found`, …).
+    pub code: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 invalid input.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    /// 401 missing or wrong token.
+    pub fn unauthorized() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API token is required: send `Authorization: Bearer <token>` (`cophr token` \
+             prints it)",
+        )
+    }
+
+    /// 403 not authorised by the record's grants.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404 not found.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 409 conflict.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 422 the body fails the category's schema (or another validation).
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            message,
+        )
+    }
+
+    /// 500 internal failure.
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": { "code": self.code, "message": self.message } })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+/// The status and code for an entry the record's rules refused.
+pub fn rejection_status(r: &Rejection) -> (StatusCode, &'static str) {
+    match r {
+        Rejection::Access(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        Rejection::Body(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        Rejection::Target { .. }
+        | Rejection::WrongRecord(_)
+        | Rejection::Malformed(_)
+        | Rejection::NoGenesis => (StatusCode::BAD_REQUEST, "invalid_input"),
+        Rejection::GenesisExists
+        | Rejection::Fork { .. }
+        | Rejection::MissingParents(_)
+        | Rejection::Backlink(_)
+        | Rejection::CrossStream(_)
+        | Rejection::TimeTravel => (StatusCode::CONFLICT, "conflict"),
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::Rejected(r) => {
+                let (status, code) = rejection_status(r);
+                ApiError::new(status, code, e.to_string())
+            }
+            StoreError::NotFound(_) => ApiError::not_found(e.to_string()),
+            _ => {
+                tracing::error!(error = %e, "store failure in an HTTP request");
+                ApiError::internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Refused { rejection, message } => {
+                let (status, code) = rejection_status(&rejection);
+                ApiError::new(status, code, message)
+            }
+            SessionError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// A JSON request body: `Content-Type: application/json` (else 415), at most
+/// [`MAX_BODY`] bytes (else 413), well-formed (else 400 `invalid_json`) and of the expected
+/// shape (else 400 `invalid_input`), each with a JSON error body.
+#[derive(Debug, Clone)]
+pub struct JsonBody<T>(pub T);
+
+/// Like [`JsonBody`], but an empty body (without a content type) is `T::default()`.
+#[derive(Debug, Clone)]
+pub struct OptionalJsonBody<T>(pub T);
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+async fn read_body<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<(bool, bool, axum::body::Bytes), ApiError> {
+    let json = is_json(req.headers());
+    let typed = req.headers().contains_key(header::CONTENT_TYPE);
+    let bytes = axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!(
+                        "the request body is more than the {} MiB limit",
+                        MAX_BODY >> 20
+                    ),
+                )
+            } else {
+                ApiError::invalid(format!("cannot read the request body: {e}"))
+            }
+        })?;
+    Ok((json, typed, bytes))
+}
+
+fn not_json() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "the request body must be JSON: send `Content-Type: application/json`",
+    )
+}
+
+/// Parses a JSON document into `T`, with a 400 naming what is wrong.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            ApiError::invalid(format!(
+                "the request body does not have the expected fields: {e}"
+            ))
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the request body is not valid JSON: {e}"),
+            )
+        }
+    })
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = is_json(req.headers());
+        if !is_json {
+            return Err(not_json());
+        }
+        let (_, _, bytes) = read_body(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (json, typed, bytes) = read_body(req, state).await?;
+        if bytes.is_empty() && (!typed || json) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        if !json {
+            return Err(not_json());
+        }
+        parse_json(&bytes).map(OptionalJsonBody)
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Whether `path` is served without a token.
+pub fn is_public(path: &str) -> bool {
+    PUBLIC_PATHS.contains(&path)
+}
+
+/// The bearer-token check in front of every route but [`PUBLIC_PATHS`]: 401 with
+/// `WWW-Authenticate: Bearer` (a JSON error, or an OperationOutcome under `/fhir/`).
+pub async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if is_public(req.uri().path()) {
+        return next.run(req).await;
+    }
+    match bearer(req.headers()) {
+        Some(t) if state.token_matches(t) => next.run(req).await,
+        _ => {
+            if req.uri().path().starts_with("/fhir/") {
+                let body = serde_json::json!({
+                    "resourceType": "OperationOutcome",
+                    "issue": [{
+                        "severity": "error",
+                        "code": "login",
+                        "diagnostics": ApiError::unauthorized().message,
+                    }]
+                });
+                let mut resp = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/fhir+json"),
+                );
+                return resp;
+            }
+            ApiError::unauthorized().into_response()
+        }
+    }
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no such route: {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+/// The whole HTTP service: `/api/v1` ([`api`]), FHIR ([`fhir`]) and the web app ([`web`])
+/// behind the token check, with the body limit and a JSON 404 for unknown routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/v1", api::routes())
+        .merge(fhir::routes())
+        .merge(web::routes())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes (then finishes the requests
+/// in flight).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
