@@ -1,7 +1,7 @@
 // cophr web app: a plain ES module (no build step, nothing fetched from elsewhere) that talks
 // only to this node's JSON API under /api/v1. The API token is kept in sessionStorage and sent
 // as a bearer header; it never goes into a URL, and neither does record content. Nothing is
-// logged to the console. Every piece of data is put on the page with textContent, never as HTML.
+// written to the browser's log. All data goes on the page with textContent, never as HTML.
 
 const API = '/api/v1';
 // Every API route the app calls, in one place (node/tests/web.rs checks each against the
