@@ -165,6 +165,11 @@ impl Node {
             .to_owned()
     }
 
+    /// The HTTP API's base URL (`http://127.0.0.1:PORT`), if the node serves it.
+    pub fn http(&self) -> Option<String> {
+        self.info["http"].as_str().map(str::to_owned)
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()

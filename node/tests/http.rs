@@ -1,0 +1,881 @@
+//! The HTTP API, in process: the router driven with `tower::ServiceExt::oneshot` over a
+//! store in a temporary directory, on a deterministic clock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use cophr_node::http::{self, AppState, HttpConfig, HttpError};
+use cophr_node::store::Store;
+use cophr_protocol::access::{Grant, Level, Scope};
+use cophr_protocol::entry::Payload;
+use cophr_protocol::{Category, Keypair, Profile, RecordId};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+const TOKEN: &str = "testtokenabcdefghijklmnopqrstuvwxyz234567abcdefghijk";
+/// 2026-11-22T10:00:00Z.
+const START: u64 = 1_795_341_600_000;
+
+struct Fixture {
+    _dir: TempDir,
+    state: AppState,
+    store: Store,
+    clock: Arc<AtomicU64>,
+}
+
+fn profile(name: &str, role: &str) -> Profile {
+    Profile {
+        name: name.into(),
+        role: role.into(),
+        organisation: None,
+    }
+}
+
+/// A node acting as `me` over a fresh store, its clock one second further at every read.
+fn fixture(me: &Keypair, who: Profile) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), Keypair::from_secret(&[9; 32])).unwrap();
+    let clock = Arc::new(AtomicU64::new(START));
+    let tick = clock.clone();
+    let state = AppState::new(
+        store.clone(),
+        me.clone(),
+        who,
+        Some("test-laptop".into()),
+        TOKEN.into(),
+    )
+    .with_clock(move || tick.fetch_add(1000, Ordering::SeqCst));
+    Fixture {
+        _dir: dir,
+        state,
+        store,
+        clock,
+    }
+}
+
+fn ann() -> Keypair {
+    Keypair::from_secret(&[1; 32])
+}
+
+fn patient() -> Fixture {
+    fixture(&ann(), profile("Ann Patient", "patient"))
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    bytes: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.bytes[..self.bytes.len().min(400)])
+            )
+        })
+    }
+
+    /// Asserts the status and a JSON error body with this code; returns the message.
+    fn error(&self, status: StatusCode, code: &str) -> String {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.bytes)
+        );
+        let j = self.json();
+        assert_eq!(j["error"]["code"], code, "{j}");
+        let msg = j["error"]["message"]
+            .as_str()
+            .expect("a message")
+            .to_owned();
+        assert!(!msg.is_empty());
+        msg
+    }
+}
+
+async fn send(
+    st: &AppState,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Resp {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if let Some(c) = content_type {
+        req = req.header(header::CONTENT_TYPE, c);
+    }
+    let resp = http::router(st.clone())
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    Resp {
+        status,
+        headers,
+        bytes,
+    }
+}
+
+async fn get(st: &AppState, path: &str) -> Resp {
+    send(st, Method::GET, path, Some(TOKEN), None, Vec::new()).await
+}
+
+async fn with_json(st: &AppState, method: Method, path: &str, body: Value) -> Resp {
+    send(
+        st,
+        method,
+        path,
+        Some(TOKEN),
+        Some("application/json"),
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await
+}
+
+/// Entries in the record and audit events: what a refused request must leave unchanged.
+fn counts(store: &Store, record: &RecordId) -> (usize, usize) {
+    let entries = store.with_record(record, |r| r.len()).unwrap_or(0);
+    let audit = store.audit_events(record).map(|a| a.len()).unwrap_or(0);
+    (entries, audit)
+}
+
+/// Creates the patient's record and one allergy; returns (record, entry id).
+async fn seeded(f: &Fixture) -> (String, String) {
+    let r = with_json(&f.state, Method::POST, "/api/v1/records", json!({})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let rid = r.json()["record"].as_str().unwrap().to_owned();
+    let r = with_json(
+        &f.state,
+        Method::POST,
+        &format!("/api/v1/records/{rid}/entries"),
+        json!({"category": "allergies", "body": {"agent": "Penicillin", "reaction": "rash"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    (rid, r.json()["id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn the_full_flow_through_the_api() {
+    let f = patient();
+    let st = &f.state;
+    let who = get(st, "/api/v1/whoami").await.json();
+    assert_eq!(who["actor"], ann().actor().to_string());
+    assert_eq!(who["name"], "Ann Patient");
+    assert_eq!(who["device"], "test-laptop");
+
+    let (rid, eid) = seeded(&f).await;
+    let base = format!("/api/v1/records/{rid}");
+    // Creating it again is a conflict.
+    let r = with_json(st, Method::POST, "/api/v1/records", json!({})).await;
+    r.error(StatusCode::CONFLICT, "conflict");
+
+    // Listed, with the patient's access.
+    let records = get(st, "/api/v1/records").await.json();
+    assert_eq!(records[0]["record"], rid.as_str());
+    assert_eq!(records[0]["is_mine"], true);
+    assert_eq!(records[0]["level_by_category"]["allergies"], "delete");
+
+    // Add, list, show.
+    let list = get(st, &format!("{base}/entries?category=allergies"))
+        .await
+        .json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], eid.as_str());
+    assert_eq!(list[0]["body"]["agent"], "Penicillin");
+    assert_eq!(list[0]["author"]["name"], "Ann Patient");
+    assert_eq!(list[0]["device"], "test-laptop");
+    let one = get(st, &format!("{base}/entries/{eid}")).await.json();
+    assert_eq!(one["summary"], list[0]["summary"]);
+    assert_eq!(one["versions"], 1);
+
+    // Amend: a new version; history has both.
+    let r = with_json(
+        st,
+        Method::PUT,
+        &format!("{base}/entries/{eid}"),
+        json!({"body": {"agent": "Penicillin", "reaction": "hives", "severity": "severe"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    let amended = r.json()["id"].as_str().unwrap().to_owned();
+    let one = get(st, &format!("{base}/entries/{eid}")).await.json();
+    assert_eq!(one["versions"], 2);
+    assert_eq!(one["current"], amended.as_str());
+    assert_eq!(one["body"]["reaction"], "hives");
+
+    // Annotate.
+    let r = with_json(
+        st,
+        Method::POST,
+        &format!("{base}/entries/{eid}/annotations"),
+        json!({"text": "Confirmed by the GP"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let one = get(st, &format!("{base}/entries/{eid}")).await.json();
+    assert_eq!(one["annotations"][0]["text"], "Confirmed by the GP");
+    let hist = get(st, &format!("{base}/entries/{amended}/history"))
+        .await
+        .json();
+    let kinds: Vec<&str> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["create", "amend", "annotate"]);
+    assert_eq!(hist[0]["body"]["reaction"], "rash");
+    assert_eq!(hist[1]["author"]["role"], "patient");
+
+    // Grant and revoke.
+    let mary = Keypair::from_secret(&[2; 32]).actor().to_string();
+    let r = with_json(
+        st,
+        Method::POST,
+        &format!("{base}/grants"),
+        json!({"grantee": mary, "categories": ["allergies"], "level": "write", "delegate": false}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let gid = r.json()["id"].as_str().unwrap().to_owned();
+    let grants = get(st, &format!("{base}/grants")).await.json();
+    assert_eq!(grants[0]["id"], gid.as_str());
+    assert_eq!(grants[0]["status"], "active");
+    assert_eq!(grants[0]["categories"], json!(["allergies"]));
+    let r = with_json(
+        st,
+        Method::POST,
+        &format!("{base}/grants/{gid}/revoke"),
+        json!({"reason": "moved away"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    let grants = get(st, &format!("{base}/grants")).await.json();
+    assert_eq!(grants[0]["status"], "revoked");
+
+    // Delete: gone from the list, kept with include_deleted and in history.
+    let r = with_json(
+        st,
+        Method::DELETE,
+        &format!("{base}/entries/{eid}"),
+        json!({"reason": "entered in error"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    let list = get(st, &format!("{base}/entries")).await.json();
+    assert!(list.as_array().unwrap().is_empty(), "{list}");
+    let list = get(st, &format!("{base}/entries?include_deleted=true"))
+        .await
+        .json();
+    assert_eq!(list[0]["deleted"], true);
+    let hist = get(st, &format!("{base}/entries/{eid}/history"))
+        .await
+        .json();
+    assert_eq!(
+        hist.as_array().unwrap().last().unwrap()["reason"],
+        "entered in error"
+    );
+    // The state at a time before the delete still has it.
+    let at = "2026-11-22T10:00:05Z";
+    let past = get(st, &format!("{base}/entries?at={at}")).await.json();
+    assert_eq!(past[0]["id"], eid.as_str(), "{past}");
+
+    // Timeline and summary.
+    let r = with_json(
+        st,
+        Method::POST,
+        &format!("{base}/entries"),
+        json!({"category": "about-me", "body": {"thing-1": "I am deaf in my left ear"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let tl = get(st, &format!("{base}/timeline?limit=5")).await.json();
+    assert_eq!(tl[0]["category"], "about-me");
+    let sum = get(st, &base).await.json();
+    assert_eq!(sum["about_me"][0]["category"], "about-me");
+    assert_eq!(sum["my_access"]["is_patient"], true);
+
+    // The audit trail shows the API's reads (and is itself audited).
+    let audit = get(st, &format!("{base}/audit")).await.json();
+    let events = audit.as_array().unwrap();
+    let views: Vec<&Value> = events.iter().filter(|e| e["action"] == "view").collect();
+    assert!(views.len() >= 8, "{audit}");
+    assert!(views
+        .iter()
+        .any(|e| e["detail"].as_str().unwrap().starts_with("history of")));
+    assert!(views.iter().all(|e| e["device"] == "test-laptop"));
+    assert!(events.iter().any(|e| e["action"] == "edit"));
+    let audit2 = get(st, &format!("{base}/audit?limit=1")).await.json();
+    assert_eq!(audit2[0]["action"], "audit-read");
+
+    // Export: a file that verifies offline, and the export is audited.
+    let r = get(st, &format!("{base}/export")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "application/octet-stream");
+    assert!(r.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .contains(&format!("{rid}.cophr")));
+    let v = cophr_protocol::export::verify(&r.bytes).expect("the export verifies");
+    assert_eq!(v.record.id().to_string(), rid);
+    assert!(v.audit.iter().any(|a| a.event.action.name() == "export"));
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_token_is_refused_and_stores_nothing() {
+    let f = patient();
+    let (rid, _) = seeded(&f).await;
+    let record: RecordId = rid.parse().unwrap();
+    let before = counts(&f.store, &record);
+    let body = serde_json::to_vec(
+        &json!({"category": "allergies", "body": {"agent": "Latex", "reaction": "rash"}}),
+    )
+    .unwrap();
+    let path = format!("/api/v1/records/{rid}/entries");
+    for token in [
+        None,
+        Some("wrong"),
+        Some(&TOKEN[..TOKEN.len() - 1]),
+        Some(""),
+    ] {
+        for (method, path) in [
+            (Method::POST, path.as_str()),
+            (Method::GET, path.as_str()),
+            (Method::GET, "/api/v1/whoami"),
+            (Method::GET, "/api/v1/no-such-route"),
+        ] {
+            let r = send(
+                &f.state,
+                method,
+                path,
+                token,
+                Some("application/json"),
+                body.clone(),
+            )
+            .await;
+            r.error(StatusCode::UNAUTHORIZED, "unauthorized");
+            assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
+        }
+    }
+    // A scheme other than Bearer is refused too.
+    let mut req = Request::get("/api/v1/whoami");
+    req = req.header(header::AUTHORIZATION, format!("Basic {TOKEN}"));
+    let resp = http::router(f.state.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // FHIR paths answer with an OperationOutcome.
+    let r = send(
+        &f.state,
+        Method::GET,
+        "/fhir/r4/Patient",
+        None,
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    // Nothing stored, not even an audit event.
+    assert_eq!(counts(&f.store, &record), before);
+    // The OpenAPI document needs no token.
+    let r = send(
+        &f.state,
+        Method::GET,
+        "/api/v1/openapi.json",
+        None,
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["openapi"], "3.1.0");
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_right_status_and_stores_nothing() {
+    let f = patient();
+    let st = &f.state;
+    let (rid, eid) = seeded(&f).await;
+    let record: RecordId = rid.parse().unwrap();
+    let entries = format!("/api/v1/records/{rid}/entries");
+    let before = counts(&f.store, &record);
+    let raw = |ct: Option<&'static str>, body: Vec<u8>| {
+        let entries = entries.clone();
+        async move { send(st, Method::POST, &entries, Some(TOKEN), ct, body).await }
+    };
+
+    // Invalid JSON.
+    raw(Some("application/json"), b"{\"category\": ".to_vec())
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_json");
+    // Not JSON at all, or no content type.
+    raw(Some("text/plain"), b"{}".to_vec())
+        .await
+        .error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    raw(None, b"{}".to_vec())
+        .await
+        .error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    // The wrong shape.
+    with_json(st, Method::POST, &entries, json!({"category": "allergies"}))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    with_json(st, Method::POST, &entries, json!([1, 2]))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    // An unknown category.
+    let m = with_json(
+        st,
+        Method::POST,
+        &entries,
+        json!({"category": "horoscopes", "body": {"sign": "leo"}}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "unknown_category");
+    assert!(m.contains("horoscopes"), "{m}");
+    // A body failing the category's schema: an unknown field, a wrong type, a missing one.
+    for body in [
+        json!({"agent": "Latex", "colour": "red"}),
+        json!({"agent": 5}),
+        json!({"reaction": "rash"}),
+        json!("Latex"),
+    ] {
+        with_json(
+            st,
+            Method::POST,
+            &entries,
+            json!({"category": "allergies", "body": body}),
+        )
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    }
+    // Oversized bodies (valid JSON beyond 8 MiB).
+    let mut big = b"{\"category\":\"documents\",\"body\":{\"title\":\"".to_vec();
+    big.extend(std::iter::repeat_n(b'a', http::MAX_BODY + 1));
+    big.extend_from_slice(b"\"}}");
+    raw(Some("application/json"), big)
+        .await
+        .error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    // Unknown record, unknown entry, malformed ids.
+    let other = Keypair::from_secret(&[3; 32]).actor();
+    get(st, &format!("/api/v1/records/{other}/entries"))
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    // An entry id of another record.
+    f.store
+        .create_record(
+            &Keypair::from_secret(&[3; 32]),
+            profile("Other", "patient"),
+            START,
+            None,
+        )
+        .unwrap();
+    let foreign = f
+        .store
+        .with_record(&other, |r| r.entries().next().unwrap().id())
+        .unwrap();
+    get(st, &format!("{entries}/{foreign}"))
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    with_json(
+        st,
+        Method::PUT,
+        &format!("{entries}/{foreign}"),
+        json!({"body": {"agent": "x"}}),
+    )
+    .await
+    .error(StatusCode::NOT_FOUND, "not_found");
+    with_json(
+        st,
+        Method::POST,
+        &format!("{entries}/{foreign}/annotations"),
+        json!({"text": "x"}),
+    )
+    .await
+    .error(StatusCode::NOT_FOUND, "not_found");
+    get(st, &format!("{entries}/e-nonsense"))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    get(st, "/api/v1/records/not-a-record")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    get(st, &format!("{entries}?at=yesterday"))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    get(st, &format!("/api/v1/records/{rid}/timeline?limit=many"))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    get(st, "/api/v1/nothing-here")
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    // Amending to the same body changes nothing.
+    with_json(
+        st,
+        Method::PUT,
+        &format!("{entries}/{eid}"),
+        json!({"body": {"agent": "Penicillin", "reaction": "rash"}}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_input");
+    // A grant with a bad level or categories.
+    let grants = format!("/api/v1/records/{rid}/grants");
+    let mary = Keypair::from_secret(&[2; 32]).actor().to_string();
+    for bad in [
+        json!({"grantee": mary, "categories": "all", "level": "own"}),
+        json!({"grantee": mary, "categories": [], "level": "view"}),
+        json!({"grantee": "bob", "categories": "all", "level": "view"}),
+    ] {
+        with_json(st, Method::POST, &grants, bad)
+            .await
+            .error(StatusCode::BAD_REQUEST, "invalid_input");
+    }
+    with_json(
+        st,
+        Method::POST,
+        &grants,
+        json!({"grantee": mary, "categories": ["tarot"], "level": "view"}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "unknown_category");
+    // Revoking something that is not a grant.
+    with_json(
+        st,
+        Method::POST,
+        &format!("{grants}/{eid}/revoke"),
+        json!({}),
+    )
+    .await
+    .error(StatusCode::NOT_FOUND, "not_found");
+    // Nothing stored by any of it (refused reads write no audit event either).
+    assert_eq!(counts(&f.store, &record), before);
+}
+
+#[tokio::test]
+async fn writing_beyond_the_grants_is_forbidden_and_explained() {
+    // The node acts as a pharmacist with view access to allergies in Ann's record.
+    let pharm = Keypair::from_secret(&[4; 32]);
+    let f = fixture(&pharm, profile("Pat Pharmacist", "pharmacist"));
+    let ann = ann();
+    let record = ann.actor();
+    f.store
+        .create_record(&ann, profile("Ann Patient", "patient"), START - 3000, None)
+        .unwrap();
+    f.store
+        .write(
+            &record,
+            &ann,
+            Payload::Create {
+                category: Category::Allergies,
+                body: cophr_protocol::schema::body_from_json(
+                    &Category::Allergies,
+                    &json!({"agent": "Penicillin"}),
+                )
+                .unwrap(),
+            },
+            START - 2000,
+            None,
+        )
+        .unwrap();
+    let grant = f
+        .store
+        .write(
+            &record,
+            &ann,
+            Payload::Grant(Grant {
+                grantee: pharm.actor(),
+                level: Level::View,
+                scope: Scope::Only([Category::Allergies].into_iter().collect()),
+                not_before: None,
+                until: None,
+                audit: false,
+                delegate: false,
+                label: None,
+            }),
+            START - 1000,
+            None,
+        )
+        .unwrap();
+    let st = &f.state;
+    let base = format!("/api/v1/records/{record}");
+    // It sees allergies.
+    let list = get(st, &format!("{base}/entries")).await.json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let eid = list[0]["id"].as_str().unwrap().to_owned();
+    let records = get(st, "/api/v1/records").await.json();
+    assert_eq!(records[0]["is_mine"], false);
+    assert_eq!(
+        records[0]["level_by_category"],
+        json!({"allergies": "view"})
+    );
+    let before = counts(&f.store, &record);
+    // But may not write, amend, annotate, grant, read the audit trail.
+    let m = with_json(
+        st,
+        Method::POST,
+        &format!("{base}/entries"),
+        json!({"category": "allergies", "body": {"agent": "Latex"}}),
+    )
+    .await
+    .error(StatusCode::FORBIDDEN, "forbidden");
+    assert!(m.contains("not authorised") || m.contains("level"), "{m}");
+    with_json(
+        st,
+        Method::POST,
+        &format!("{base}/entries"),
+        json!({"category": "medications", "body": {"medication": "Aspirin"}}),
+    )
+    .await
+    .error(StatusCode::FORBIDDEN, "forbidden");
+    with_json(
+        st,
+        Method::PUT,
+        &format!("{base}/entries/{eid}"),
+        json!({"body": {"agent": "Amoxicillin"}}),
+    )
+    .await
+    .error(StatusCode::FORBIDDEN, "forbidden");
+    with_json(
+        st,
+        Method::POST,
+        &format!("{base}/entries/{eid}/annotations"),
+        json!({"text": "hm"}),
+    )
+    .await
+    .error(StatusCode::FORBIDDEN, "forbidden");
+    get(st, &format!("{base}/audit"))
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(counts(&f.store, &record), before);
+
+    // After the revocation, a write says the access was revoked, and why.
+    f.store
+        .write(
+            &record,
+            &ann,
+            Payload::Revoke {
+                grant,
+                category: None,
+                reason: "changed pharmacy".into(),
+            },
+            START + 500_000,
+            None,
+        )
+        .unwrap();
+    f.clock.store(START + 1_000_000, Ordering::SeqCst);
+    let before = counts(&f.store, &record);
+    let m = with_json(
+        st,
+        Method::POST,
+        &format!("{base}/entries"),
+        json!({"category": "allergies", "body": {"agent": "Latex"}}),
+    )
+    .await
+    .error(StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        m.contains("revoked") && m.contains("changed pharmacy"),
+        "{m}"
+    );
+    assert_eq!(counts(&f.store, &record), before);
+}
+
+#[tokio::test]
+async fn a_non_loopback_address_needs_the_explicit_flag() {
+    let remote = HttpConfig {
+        addr: "0.0.0.0:0".parse().unwrap(),
+        allow_remote: false,
+    };
+    assert!(matches!(remote.bind().await, Err(HttpError::Remote(_))));
+    let v6 = HttpConfig {
+        addr: "[::]:0".parse().unwrap(),
+        allow_remote: false,
+    };
+    assert!(matches!(v6.check(), Err(HttpError::Remote(_))));
+    let allowed = HttpConfig {
+        allow_remote: true,
+        ..remote
+    };
+    assert!(allowed.check().is_ok());
+    let local = HttpConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        allow_remote: false,
+    };
+    // A real listener on an ephemeral loopback port serves the API.
+    let listener = local.bind().await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let f = patient();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, f.state.clone(), async {
+        let _ = rx.await;
+    }));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            format!(
+                "GET /api/v1/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("Ann Patient"), "{out}");
+    tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// The implementation against its OpenAPI document.
+
+fn document() -> Value {
+    serde_json::from_str(cophr_node::http::api::OPENAPI).expect("openapi.json is JSON")
+}
+
+const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
+
+/// A validator for a schema of the document (its `$ref`s resolved within it).
+fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
+    let mut s = schema.clone();
+    if let Value::Object(m) = &mut s {
+        m.insert("components".into(), doc["components"].clone());
+    } else {
+        s = json!({"allOf": [schema], "components": doc["components"]});
+    }
+    jsonschema::validator_for(&s).expect("a valid schema")
+}
+
+/// Substitutes real ids into a documented path.
+fn concrete(path: &str, rid: &str, eid: &str, gid: &str) -> String {
+    path.replace("{rid}", rid)
+        .replace("{eid}", eid)
+        .replace("{gid}", gid)
+}
+
+#[tokio::test]
+async fn the_router_matches_its_openapi_document() {
+    let doc = document();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mary = Keypair::from_secret(&[2; 32]).actor().to_string();
+    let paths = doc["paths"].as_object().unwrap();
+    let mut checked = 0;
+    for (path, item) in paths {
+        for method in METHODS {
+            let Some(op) = item.get(method) else {
+                continue;
+            };
+            // A fresh node per operation: a record with an allergy and a grant (creating
+            // the record is tried on a node without one).
+            let f = patient();
+            let (rid, eid) = seeded(&f).await;
+            let r = with_json(
+                &f.state,
+                Method::POST,
+                &format!("/api/v1/records/{rid}/grants"),
+                json!({"grantee": mary, "categories": "all", "level": "view"}),
+            )
+            .await;
+            let gid = r.json()["id"].as_str().unwrap().to_owned();
+            let uri = concrete(path, &rid, &eid, &gid);
+            let example = op["requestBody"]["content"]["application/json"]["example"].clone();
+            let body = if example.is_null() {
+                Vec::new()
+            } else {
+                serde_json::to_string(&example)
+                    .unwrap()
+                    .replace(
+                        "{grantee}",
+                        &Keypair::from_secret(&[5; 32]).actor().to_string(),
+                    )
+                    .into_bytes()
+            };
+            let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+            let ct = (!body.is_empty()).then_some("application/json");
+            let fresh = patient();
+            let target = if path == "/api/v1/records" && method == "post" {
+                &fresh.state
+            } else {
+                &f.state
+            };
+            let resp = send(target, m.clone(), &uri, Some(TOKEN), ct, body.clone()).await;
+            let what = format!("{method} {path}");
+            check_response(&doc, op, &resp, &what);
+            assert!(resp.status.is_success(), "{what}: {}", resp.status);
+            // Without the token: the documented 401 (unless the operation is public).
+            let public = op.get("security") == Some(&json!([]));
+            let resp = send(&f.state, m, &uri, None, ct, body).await;
+            if public {
+                assert!(resp.status.is_success(), "{what} is public");
+            } else {
+                assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "{what}");
+                check_response(&doc, op, &resp, &format!("{what} without a token"));
+            }
+            checked += 1;
+        }
+        // Methods the document does not list are not served on the path.
+        let f = patient();
+        let (rid, eid) = seeded(&f).await;
+        let uri = concrete(path, &rid, &eid, &eid);
+        for method in METHODS.iter().filter(|m| item.get(**m).is_none()) {
+            let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+            let resp = send(&f.state, m, &uri, Some(TOKEN), None, vec![]).await;
+            assert_eq!(
+                resp.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is served but not documented"
+            );
+        }
+    }
+    assert!(checked >= 17, "{checked} operations checked");
+
+    // Every route the API's source registers is documented, and vice versa.
+    let source = include_str!("../src/http/api.rs");
+    let mut served: Vec<String> = source
+        .split(".route(")
+        .skip(1)
+        .filter_map(|s| s.trim_start().strip_prefix('"'))
+        .filter_map(|s| s.split('"').next())
+        .map(|p| format!("/api/v1{p}"))
+        .collect();
+    served.sort();
+    let mut documented: Vec<String> = paths.keys().cloned().collect();
+    documented.sort();
+    assert_eq!(served, documented);
+}
+
+fn check_response(doc: &Value, op: &Value, resp: &Resp, what: &str) {
+    let code = resp.status.as_str();
+    let documented = op["responses"]
+        .get(code)
+        .unwrap_or_else(|| panic!("{what}: status {code} is not documented"));
+    let content = &documented["content"];
+    if let Some(schema) = content.get("application/json").map(|c| &c["schema"]) {
+        let body = resp.json();
+        let v = validator(doc, schema);
+        if let Err(e) = v.validate(&body) {
+            panic!("{what}: the {code} body does not match the document: {e}\n{body:#}");
+        }
+    } else {
+        let ct = content.as_object().unwrap().keys().next().unwrap();
+        assert_eq!(resp.headers[header::CONTENT_TYPE], ct.as_str(), "{what}");
+    }
+}
