@@ -395,7 +395,14 @@ async function renderRecord() {
   }
   view.append(h('p', { class: 'meta' }, 'Record id ', h('code', { class: 'id' }, s.record),
     patient ? '' : ' · shared with you'));
-  view.append(h('div', { class: 'overview' }, aboutMe(s), alerts(s)));
+  // Allergies are highlighted with the alerts: fetched when the record has any we may see.
+  let allergies = [];
+  if ((s.categories || []).some((c) => c.name === 'allergies' && c.count > 0)
+    && !(s.alerts || []).some((e) => e.category === 'allergies')) {
+    const got = await attempt(() => api('entries', { rid: state.rid }, { query: { category: 'allergies' } }));
+    if (Array.isArray(got)) allergies = got.filter((e) => !e.deleted);
+  }
+  view.append(h('div', { class: 'overview' }, aboutMe(s), alerts(s, allergies)));
 
   const tabs = patient
     ? [['record', 'Record'], ['timeline', 'Timeline'], ['add', 'Add an entry'],
@@ -445,8 +452,8 @@ function aboutMe(s) {
   return box;
 }
 
-function alerts(s) {
-  const items = s.alerts || [];
+function alerts(s, allergies) {
+  const items = [...(s.alerts || []), ...allergies];
   const box = h('section', { class: 'card alerts', 'aria-labelledby': 'alerts-title' },
     h('h2', { id: 'alerts-title' }, h('span', { class: 'icon', 'aria-hidden': 'true' }, '⚠ '),
       'Alerts and allergies'));
@@ -563,6 +570,15 @@ function showValue(v) {
   return s.length > 400 ? `${s.slice(0, 400)}…` : s;
 }
 
+function versionContent(cat, v) {
+  if (v.body && typeof v.body === 'object') {
+    return Object.entries(v.body).map(([k, x]) => `${fieldTitle(cat, k)}: ${showValue(x)}`).join('; ');
+  }
+  if (v.text) return `Note: ${showValue(v.text)}`;
+  if (v.reason) return `Reason: ${showValue(v.reason)}`;
+  return '';
+}
+
 async function renderEntry(eid) {
   const panel = $('panel');
   const [entry, history] = await Promise.all([
@@ -596,8 +612,7 @@ async function renderEntry(eid) {
         h('td', {}, a.organisation || '—'),
         h('td', {}, v.device || ''),
         h('td', {}, when(v.time)),
-        h('td', {}, v.body ? showValue(Object.entries(v.body).map(([k, x]) => `${fieldTitle(entry.category, k)} ${showValue(x)}`))
-          : (v.reason ? `Reason: ${v.reason}` : ''))));
+        h('td', {}, versionContent(entry.category, v))));
     }
     table.append(tb);
     versions.append(h('div', { class: 'scroll' }, table));
@@ -947,6 +962,8 @@ function grantForm() {
       h('input', { id: 'g-expires', name: 'expires', type: 'text', inputmode: 'numeric',
         placeholder: 'YYYY-MM-DD', 'aria-describedby': 'g-expires-help' }),
       h('p', { id: 'g-expires-help', class: 'help' }, 'Leave empty for no end date; you can revoke at any time.')),
+    h('p', {}, h('input', { type: 'checkbox', id: 'g-audit', name: 'audit' }),
+      h('label', { for: 'g-audit' }, 'They may see who viewed what (the audit trail)')),
     h('p', {}, h('input', { type: 'checkbox', id: 'g-delegate', name: 'delegate' }),
       h('label', { for: 'g-delegate' }, 'They may act for me and give others some of this access')),
     h('button', { type: 'submit' }, 'Grant access'));
@@ -981,6 +998,7 @@ function grantForm() {
       }
       body.expires = `${exp}T23:59:59Z`;
     }
+    if ($('g-audit').checked) body.audit = true;
     if ($('g-delegate').checked) body.delegate = true;
     const r = await attempt(() => api('grant', { rid: state.rid }, { body }));
     if (!r) return;
