@@ -495,8 +495,17 @@ function panelHeading(text) {
 
 // --- The record by category. -------------------------------------------------------------
 
+/** Categories in the display order of /categories (about me and alerts first). */
+function displayOrder(list) {
+  const rank = (name) => {
+    const i = state.categories.findIndex((c) => c.name === name);
+    return i < 0 ? state.categories.length : i;
+  };
+  return [...list].sort((a, b) => rank(a.name) - rank(b.name) || a.name.localeCompare(b.name));
+}
+
 async function renderCategories(panel) {
-  const cats = (state.summary.categories || []);
+  const cats = displayOrder(state.summary.categories || []);
   panel.append(panelHeading('Record by category'));
   if (cats.length === 0) {
     panel.append(h('p', {}, 'There is nothing in this record that you may see yet.'));
@@ -1032,14 +1041,15 @@ async function renderAudit(panel) {
       .map((t) => h('th', { scope: 'col' }, t)))));
   const tb = h('tbody');
   for (const ev of events) {
-    const what = [ev.category ? catTitle(ev.category) : '', ev.entry ? shortId(ev.entry) : '']
-      .filter(Boolean).join(' · ');
+    const n = Array.isArray(ev.entries) ? ev.entries.length : (ev.entry ? 1 : 0);
+    const what = [ev.category ? catTitle(ev.category) : '',
+      n === 1 ? shortId(ev.entry) : '', n > 1 ? `${n} entries` : ''].filter(Boolean).join(' · ');
     tb.append(h('tr', { 'data-action': ev.action },
-      h('td', {}, when(ev.time)),
+      h('td', { class: 'nowrap' }, when(ev.time)),
       h('th', { scope: 'row' }, person(ev.actor)),
       h('td', {}, ACTION_TEXT[ev.action] || ev.action),
       h('td', {}, what || 'the record'),
-      h('td', {}, [ev.device, ev.node ? shortId(ev.node) : ''].filter(Boolean).join(' · '))));
+      h('td', {}, ev.device || '', ev.node ? [h('br'), h('span', { class: 'meta' }, 'node ', shortId(ev.node))] : '')));
   }
   table.append(tb);
   panel.append(h('div', { class: 'scroll' }, table));

@@ -403,8 +403,8 @@ async fn drive(c: &Client, base: &str, token: &str, mary: &str, downloads: &Path
 
     // The screenshot: the record's front page.
     click(c, "#tab-record").await;
-    click(c, "button.category[data-category=vital-signs]").await;
-    wait_text(c, ".entries", "142").await;
+    click(c, "button.category[data-category=problems]").await;
+    wait_text(c, ".entries", "Diagnosed in 2015").await;
     let png = c.screenshot().await.expect("a screenshot");
     let dir = target_dir().join("test-artifacts");
     std::fs::create_dir_all(&dir).expect("the artifacts directory");
