@@ -278,6 +278,7 @@ fn help_works_for_every_subcommand() {
     let subcommands: &[&[&str]] = &[
         &["init"],
         &["whoami"],
+        &["token"],
         &["record"],
         &["record", "create"],
         &["records"],

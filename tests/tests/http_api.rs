@@ -6,7 +6,7 @@ mod cli_support;
 
 use std::os::unix::fs::PermissionsExt;
 
-use cli_support::node::Node;
+use cli_support::node::{eventually, Node};
 use cli_support::Person;
 use serde_json::{json, Value};
 
@@ -178,4 +178,32 @@ fn a_non_loopback_http_address_needs_the_flag_and_no_http_serves_none() {
     assert_eq!(node.http(), None);
     let status = p.live_ok(&["status"]);
     assert!(status.contains("HTTP API: not served"), "{status}");
+}
+
+#[test]
+fn a_write_through_the_api_is_pushed_to_the_home_host_at_once() {
+    let ann = Person::new("Ann Patient", "patient", None);
+    let host = Person::new("Community Host", "host", Some("Leeds Community Host"));
+    // No periodic catch-up within the test's deadline: only the announcement moves it.
+    let slow = ["--sync-interval", "3600"];
+    let host_node = Node::start(&host, &slow);
+    let node = Node::start(&ann, &slow);
+    ann.live_ok(&["record", "create"]);
+    let out = ann.live_ok(&["host", &host_node.addr()]);
+    assert!(out.contains("is now hosted at"), "{out}");
+    let held = || host.live_json(&["records"])["records"][0]["entries"].as_u64();
+    let before = held().expect("the host holds the record");
+    let api = Api::new(
+        node.http().unwrap(),
+        ann.live_ok(&["token"]).trim().to_owned(),
+    );
+    api.json(
+        "POST",
+        &format!("/api/v1/records/{}/entries", ann.actor),
+        Some(json!({"category": "allergies", "body": {"agent": "Latex"}})),
+        201,
+    );
+    eventually("the home host to receive the API's write", || {
+        held().is_some_and(|n| n > before)
+    });
 }

@@ -86,7 +86,8 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts `cophr node run` in `p`'s home (syncing every second) with `extra` flags,
+    /// Starts `cophr node run` in `p`'s home (syncing every second unless `extra` gives
+    /// `--sync-interval`) with `extra` flags,
     /// and waits until it has written `node.json`. Its log goes to HOME/node.log. The HTTP
     /// API listens on an ephemeral loopback port unless `extra` says otherwise.
     pub fn start(p: &Person, extra: &[&str]) -> Node {
@@ -99,12 +100,18 @@ impl Node {
         } else {
             &["--http", "127.0.0.1:0"]
         };
+        let sync: &[&str] = if extra.contains(&"--sync-interval") {
+            &[]
+        } else {
+            &["--sync-interval", "1"]
+        };
         let _ = std::fs::remove_file(home.join("node.json"));
         let log = File::create(home.join("node.log")).expect("a log file");
         let child = command()
             .arg("--home")
             .arg(&home)
-            .args(["node", "run", "--sync-interval", "1"])
+            .args(["node", "run"])
+            .args(sync)
             .args(http)
             .args(extra)
             .env("RUST_LOG", "info,cophr_node=debug")
