@@ -520,3 +520,164 @@ fn the_patient_uses_the_web_app_in_a_real_browser() {
     george.live_ok(&["verify", file.to_str().expect("utf-8 path")]);
     drop(node);
 }
+
+/// Starts a browser session (its profile in `profile`) through `driver`.
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1280,1200",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url())
+        .await
+        .unwrap_or_else(|e| panic!("cannot start a Chromium session through chromedriver: {e}"));
+    *driver.session.lock().expect("the session slot") =
+        client.session_id().await.expect("the session id");
+    client
+}
+
+/// The options of a `<select>`, by value.
+async fn options(c: &Client, css: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for o in c
+        .find_all(Locator::Css(&format!("{css} option")))
+        .await
+        .unwrap_or_default()
+    {
+        out.push(o.attr("value").await.ok().flatten().unwrap_or_default());
+    }
+    out
+}
+
+#[test]
+fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(bin).is_file(),
+            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
+        );
+    }
+    // George shares vital signs (write) and problems (view) with a renal nurse, whose
+    // provider node holds a replica (imported from his export).
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    george.add(&["problems", "--problem", "Chronic kidney disease"]);
+    george.add(&["vital-signs", "--heart-rate", "66"]);
+    george.add(&["medications", "--medication", "Metformin"]);
+    let nurse = Person::new("Nia Patel", "nurse", Some("Leeds Renal Unit"));
+    george.ok(&[
+        "grant",
+        &nurse.actor,
+        "--level",
+        "write",
+        "--categories",
+        "vital-signs",
+    ]);
+    george.ok(&[
+        "grant",
+        &nurse.actor,
+        "--level",
+        "view",
+        "--categories",
+        "problems",
+    ]);
+    let dir = tempfile::TempDir::new().expect("a directory");
+    let file = dir.path().join("george.cophr");
+    george.export(&file);
+    nurse.import(&file);
+
+    let node = Node::start(&nurse, &["--http", "127.0.0.1:0"]);
+    let base = node.http().expect("the node's HTTP address");
+    let token = std::fs::read_to_string(nurse.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned();
+    let profile = tempfile::TempDir::new().expect("a browser profile directory");
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        c.goto(&format!("{}/", base.trim_end_matches('/')))
+            .await
+            .expect("open the app");
+        type_into(&c, "#token", &token).await;
+        click(&c, "#sign-in-form button[type=submit]").await;
+
+        // The records shared with this node, and the level per category.
+        wait_text(&c, "#app-title", "Records").await;
+        let shared = wait_text(&c, "#view", "George Jones").await;
+        assert!(
+            shared.contains("Patients who shared their record with you"),
+            "{shared}"
+        );
+        assert!(
+            shared.contains("Vital signs: write") && shared.contains("Problems: view"),
+            "the levels per category: {shared}"
+        );
+        assert!(!shared.contains("Medications"), "not shared: {shared}");
+        click(&c, "#view table button").await;
+        wait_text(&c, "#app-title", "George Jones's record").await;
+        for absent in ["#tab-access", "#tab-audit", "#tab-export"] {
+            assert!(
+                c.find(Locator::Css(absent)).await.is_err(),
+                "a clinician has no {absent}"
+            );
+        }
+        click(&c, "#tab-mine").await;
+        let mine = wait_text(&c, "#my-access", "Vital signs").await;
+        assert!(mine.contains("Problems"), "{mine}");
+
+        // Reading within the access: problems; medications are not even listed.
+        click(&c, "#tab-record").await;
+        let cats = wait_text(&c, ".category-list", "Problems").await;
+        assert!(!cats.contains("Medications"), "{cats}");
+        click(&c, "button.category[data-category=problems]").await;
+        wait_text(&c, ".entries", "Chronic kidney disease").await;
+
+        // Adding within the access: only vital signs may be written.
+        click(&c, "#tab-add").await;
+        wait_for(&c, "#add-category").await;
+        assert_eq!(options(&c, "#add-category").await, vec!["vital-signs"]);
+        type_into(&c, "#f-heart-rate", "84").await;
+        click(&c, "#add-form button[type=submit]").await;
+        wait_text(&c, "#status", "Added to Vital signs").await;
+        let entries = wait_text(&c, ".entries", "84").await;
+        assert!(
+            entries.contains("Nia Patel"),
+            "signed by the nurse: {entries}"
+        );
+        assert!(entries.contains("Leeds Renal Unit"), "{entries}");
+
+        let png = c.screenshot().await.expect("a screenshot");
+        let dir = target_dir().join("test-artifacts");
+        std::fs::create_dir_all(&dir).expect("the artifacts directory");
+        let shot = dir.join("web-app-clinician.png");
+        std::fs::write(&shot, &png).expect("write the screenshot");
+        println!("screenshot of the clinician's view: {}", shot.display());
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
+    drop(driver);
+    drop(node);
+}
