@@ -429,7 +429,9 @@ function aboutMe(s) {
   if (items.length === 0) {
     box.append(h('p', {}, isPatient()
       ? 'You have not written the top three things to know about you yet.'
-      : 'The patient has not written anything about themselves yet.'));
+      : (myLevel('about-me')
+        ? 'The patient has not written anything about themselves yet.'
+        : 'The patient has not shared this part of the record with you.')));
     if (isPatient()) {
       box.append(h('button', { type: 'button', class: 'secondary', onclick: () => {
         state.addCategory = 'about-me';
@@ -457,10 +459,15 @@ function alerts(s, allergies) {
   const box = h('section', { class: 'card alerts', 'aria-labelledby': 'alerts-title' },
     h('h2', { id: 'alerts-title' }, h('span', { class: 'icon', 'aria-hidden': 'true' }, '⚠ '),
       'Alerts and allergies'));
+  const hidden = ['alerts', 'allergies'].filter((c) => !myLevel(c)).map(catTitle);
   if (items.length === 0) {
-    box.append(h('p', {}, 'No alerts or allergies recorded.'));
+    box.append(h('p', {}, hidden.length === 2
+      ? 'The patient has not shared alerts or allergies with you.'
+      : 'No alerts or allergies recorded.'));
+    if (hidden.length === 1) box.append(h('p', { class: 'meta' }, `${hidden[0]}: not shared with you.`));
     return box;
   }
+  if (hidden.length === 1) box.append(h('p', { class: 'meta' }, `${hidden[0]}: not shared with you.`));
   box.append(h('ul', { class: 'alert-list' }, items.map((e) => h('li', { class: 'alert-item' },
     h('strong', {}, `${catTitle(e.category)}: `), e.summary || '(no summary)',
     ['high', 'severe'].includes(e.body && (e.body.severity || e.body.criticality))

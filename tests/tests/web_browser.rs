@@ -638,6 +638,9 @@ fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
         assert!(!shared.contains("Medications"), "not shared: {shared}");
         click(&c, "#view table button").await;
         wait_text(&c, "#app-title", "George Jones's record").await;
+        // What is not shared is said to be not shared, not said to be empty.
+        wait_text(&c, ".about", "not shared this part of the record with you").await;
+        wait_text(&c, ".alerts", "not shared alerts or allergies with you").await;
         for absent in ["#tab-access", "#tab-audit", "#tab-export"] {
             assert!(
                 c.find(Locator::Css(absent)).await.is_err(),
