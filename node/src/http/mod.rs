@@ -32,6 +32,9 @@ use crate::store::{Store, StoreError};
 /// The largest request body accepted (413 beyond).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
+/// Requests doing store work at once (on blocking threads); others wait their turn.
+pub const MAX_BLOCKING: usize = 16;
+
 /// The default address: loopback, port 7380.
 pub const DEFAULT_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7380);
@@ -126,6 +129,7 @@ struct Inner {
     token: String,
     clock: Clock,
     node: Option<NodeHandle>,
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// What every handler gets: the store, the identity the server acts as (key, profile,
@@ -166,6 +170,7 @@ impl AppState {
                 token,
                 clock: Arc::new(system_clock),
                 node: None,
+                permits: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING)),
             }),
         }
     }
@@ -232,19 +237,31 @@ impl AppState {
         bool::from(given.as_bytes().ct_eq(self.inner.token.as_bytes()))
     }
 
-    /// Runs store work (which may fsync) on a blocking thread.
+    /// Runs store work (which may fsync) on a blocking thread, at most [`MAX_BLOCKING`]
+    /// at once.
     pub async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
     {
-        let st = self.clone();
-        tokio::task::spawn_blocking(move || f(&st))
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "an HTTP request's work failed");
-                ApiError::internal("the request failed inside the node")
-            })?
+            .map_err(|_| ApiError::internal("the node is stopping"))?;
+        let st = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = f(&st);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "an HTTP request's work failed");
+            ApiError::internal("the request failed inside the node")
+        })?
     }
 
     /// Tells the network that `record` changed (pushes it to its home host and
@@ -529,6 +546,15 @@ pub async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Re
     }
 }
 
+/// Logs every request (method, path and status; never headers, queries or bodies).
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "HTTP request");
+    resp
+}
+
 async fn not_found(req: Request) -> ApiError {
     ApiError::not_found(format!(
         "no such route: {} {}",
@@ -547,6 +573,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
 
