@@ -1,0 +1,1140 @@
+// cophr web app: a plain ES module (no build step, nothing fetched from elsewhere) that talks
+// only to this node's JSON API under /api/v1. The API token is kept in sessionStorage and sent
+// as a bearer header; it never goes into a URL, and neither does record content. Nothing is
+// written to the browser's log. All data goes on the page with textContent, never as HTML.
+
+const API = '/api/v1';
+// Every API route the app calls, in one place (node/tests/web.rs checks each against the
+// OpenAPI document): name: [method, path under /api/v1].
+const ROUTES = {
+  whoami: ['GET', '/whoami'],
+  categories: ['GET', '/categories'],
+  records: ['GET', '/records'],
+  createRecord: ['POST', '/records'],
+  record: ['GET', '/records/{rid}'],
+  entries: ['GET', '/records/{rid}/entries'],
+  addEntry: ['POST', '/records/{rid}/entries'],
+  entry: ['GET', '/records/{rid}/entries/{eid}'],
+  history: ['GET', '/records/{rid}/entries/{eid}/history'],
+  annotate: ['POST', '/records/{rid}/entries/{eid}/annotations'],
+  timeline: ['GET', '/records/{rid}/timeline'],
+  grants: ['GET', '/records/{rid}/grants'],
+  grant: ['POST', '/records/{rid}/grants'],
+  revoke: ['POST', '/records/{rid}/grants/{gid}/revoke'],
+  audit: ['GET', '/records/{rid}/audit'],
+  export: ['GET', '/records/{rid}/export'],
+};
+const TOKEN_KEY = 'cophr-token';
+const LEVELS = ['view', 'annotate', 'write', 'delete'];
+const LEVEL_TEXT = {
+  view: 'view — see entries',
+  annotate: 'annotate — see entries and add notes',
+  write: 'write — see, add and edit entries',
+  delete: 'delete — see, add, edit and delete entries',
+};
+const ACTION_TEXT = {
+  view: 'viewed', add: 'added', edit: 'changed', delete: 'deleted', annotate: 'annotated',
+  grant: 'granted access', revoke: 'revoked access', export: 'exported', import: 'imported',
+  move: 'moved the record', 'audit-read': 'read the audit trail', profile: 'updated a profile',
+};
+const KIND_TEXT = {
+  create: 'created', amend: 'amended', delete: 'deleted', annotate: 'annotated',
+};
+
+const state = {
+  token: null,
+  me: null,           // GET /whoami
+  categories: [],     // GET /categories
+  records: [],        // GET /records
+  rid: null,          // the open record
+  summary: null,      // GET /records/{rid}
+  tab: 'record',
+  category: null,     // the category shown in the record tab
+};
+
+// ------------------------------------------------------------------------------------------
+// Small helpers.
+
+const $ = (id) => document.getElementById(id);
+
+/** Builds an element: h('p', {class: 'x'}, 'text', child, ...). */
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else if (k === 'for') el.htmlFor = v;
+    else if (k === 'value') el.value = v;
+    else if (k === 'checked') el.checked = true;
+    else if (v === true) el.setAttribute(k, '');
+    else el.setAttribute(k, String(v));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+const enc = encodeURIComponent;
+
+function when(t) {
+  if (!t) return '';
+  const d = new Date(t);
+  if (Number.isNaN(d.getTime())) return String(t);
+  return h('time', { datetime: t }, d.toLocaleString(undefined, {
+    year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit',
+  }));
+}
+
+function person(p) {
+  if (!p) return 'unknown';
+  if (typeof p === 'string') return p;
+  const extra = [p.role, p.organisation].filter(Boolean).join(', ');
+  return extra ? `${p.name || shortId(p.actor)} (${extra})` : (p.name || shortId(p.actor));
+}
+
+function shortId(id) {
+  if (!id) return '';
+  const s = String(id);
+  return s.length > 16 ? `${s.slice(0, 12)}…` : s;
+}
+
+function catTitle(name) {
+  const c = state.categories.find((x) => x.name === name);
+  if (c && c.title) return c.title;
+  const s = (state.summary && state.summary.categories || []).find((x) => x.name === name);
+  return s && s.title ? s.title : name;
+}
+
+function fieldTitle(cat, name) {
+  const c = state.categories.find((x) => x.name === cat);
+  const f = c && (c.fields || []).find((x) => x.name === name);
+  return (f && f.title) || name.replace(/-/g, ' ').replace(/^./, (m) => m.toUpperCase());
+}
+
+function levelRank(level) {
+  return LEVELS.indexOf(level);
+}
+
+// ------------------------------------------------------------------------------------------
+// Status, errors and the API.
+
+function setStatus(text) {
+  $('status').textContent = text;
+}
+
+function showError(err) {
+  const box = $('error');
+  box.replaceChildren();
+  let text;
+  if (err instanceof ApiError) {
+    text = err.status ? `${err.message} (${err.status} ${err.code})` : err.message;
+  } else {
+    text = err && err.message ? err.message : String(err);
+  }
+  append(box, [h('strong', {}, 'Error: '), text]);
+  box.hidden = false;
+  setStatus('');
+}
+
+function clearError() {
+  const box = $('error');
+  box.hidden = true;
+  box.replaceChildren();
+}
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/**
+ * Calls one of ROUTES: fills the path's {parameters} from `params` (URL-encoded), adds the
+ * `query` (ids, categories and limits only — never record content or the token) and sends
+ * `body` as JSON.
+ */
+async function api(route, params = {}, { query, body } = {}) {
+  const [method, template] = ROUTES[route];
+  let path = template.replace(/\{(\w+)\}/g, (_, k) => enc(params[k]));
+  if (query) path += `?${new URLSearchParams(query)}`;
+  const headers = { Accept: 'application/json' };
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  const init = { method, headers, cache: 'no-store', credentials: 'omit' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(API + path, init);
+  } catch {
+    throw new ApiError(0, 'network', 'The node did not answer. Is `cophr node run` still running?');
+  }
+  if (!res.ok) {
+    let code = `http_${res.status}`;
+    let message = res.statusText || 'The request failed';
+    try {
+      const j = await res.json();
+      if (j && j.error) {
+        code = j.error.code || code;
+        message = j.error.message || message;
+      }
+    } catch { /* not JSON: keep the status text */ }
+    if (res.status === 401) {
+      message = `The node did not accept this token: ${message}. Print the right one with \`cophr token\`.`;
+    }
+    throw new ApiError(res.status, code, message);
+  }
+  if (res.status === 204) return null;
+  const type = res.headers.get('content-type') || '';
+  return type.includes('json') ? res.json() : res.blob();
+}
+
+/** Runs an action, showing its errors; returns its result or undefined. */
+async function attempt(fn) {
+  clearError();
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401 && state.me) {
+      signOut();
+    }
+    showError(err);
+    return undefined;
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Sign in and out.
+
+async function signIn(token) {
+  state.token = token;
+  const me = await attempt(() => api('whoami'));
+  if (!me) {
+    state.token = null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    $('token').setAttribute('aria-invalid', 'true');
+    $('token').focus();
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $('token').removeAttribute('aria-invalid');
+  $('token').value = '';
+  state.me = me;
+  const who = $('who');
+  who.replaceChildren(h('span', {}, 'Signed in as '), h('strong', {}, me.name || shortId(me.actor)),
+    ` (${[me.role, me.organisation].filter(Boolean).join(', ')})`,
+    me.device ? ` on ${me.device}` : '');
+  who.hidden = false;
+  $('sign-out').hidden = false;
+  $('sign-in').hidden = true;
+  $('app').hidden = false;
+  setStatus(`Signed in as ${me.name || 'you'}.`);
+  const cats = await attempt(() => api('categories'));
+  state.categories = Array.isArray(cats) ? cats : [];
+  await showHome();
+}
+
+function signOut() {
+  state.token = null;
+  state.me = null;
+  state.rid = null;
+  state.summary = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  $('who').hidden = true;
+  $('who').replaceChildren();
+  $('sign-out').hidden = true;
+  $('app').hidden = true;
+  $('view').replaceChildren();
+  $('sign-in').hidden = false;
+  setStatus('Signed out.');
+  $('token').focus();
+}
+
+// ------------------------------------------------------------------------------------------
+// Home: the records this identity can open.
+
+async function loadRecords() {
+  const recs = await attempt(() => api('records'));
+  state.records = Array.isArray(recs) ? recs : [];
+  return recs !== undefined;
+}
+
+async function showHome() {
+  if (!(await loadRecords())) return;
+  const mine = state.records.find((r) => r.is_mine);
+  if (mine && state.records.length === 1) {
+    await openRecord(mine.record);
+    return;
+  }
+  renderRecordList();
+}
+
+function renderRecordList() {
+  state.rid = null;
+  state.summary = null;
+  const title = $('app-title');
+  title.textContent = 'Records';
+  const mine = state.records.find((r) => r.is_mine);
+  const shared = state.records.filter((r) => !r.is_mine);
+  const view = $('view');
+  view.replaceChildren();
+  if (mine) {
+    view.append(h('section', { class: 'card', 'aria-labelledby': 'mine-title' },
+      h('h2', { id: 'mine-title' }, 'My record'),
+      h('p', {}, h('button', { type: 'button', onclick: () => openRecord(mine.record) },
+        'Open my record'))));
+  } else {
+    view.append(h('section', { class: 'card', 'aria-labelledby': 'mine-title' },
+      h('h2', { id: 'mine-title' }, 'My record'),
+      h('p', {}, 'You have no record of your own on this node.'),
+      h('p', {}, h('button', { type: 'button', onclick: createRecord }, 'Create my record'))));
+  }
+  const list = h('section', { class: 'card', 'aria-labelledby': 'shared-title' },
+    h('h2', { id: 'shared-title' }, 'Patients who shared their record with you'));
+  if (shared.length === 0) {
+    list.append(h('p', {}, 'No one has shared a record with this identity yet.'));
+  } else {
+    const table = h('table', {},
+      h('caption', { class: 'sr-only' }, 'Shared records and what you may see and write'),
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Patient'),
+        h('th', { scope: 'col' }, 'What you may see and write'), h('th', { scope: 'col' }, 'Open'))));
+    const body = h('tbody');
+    for (const r of shared) {
+      body.append(h('tr', {},
+        h('th', { scope: 'row' }, r.patient_name || shortId(r.record),
+          h('br'), h('code', { class: 'id' }, shortId(r.record))),
+        h('td', {}, levelSummary(r)),
+        h('td', {}, h('button', { type: 'button', onclick: () => openRecord(r.record) },
+          `Open ${r.patient_name || 'record'}`))));
+    }
+    table.append(body);
+    list.append(table);
+  }
+  view.append(list);
+  title.focus();
+}
+
+function levelSummary(r) {
+  const levels = r.level_by_category || {};
+  const names = Object.keys(levels);
+  if (names.length === 0) return 'Nothing at the moment.';
+  return h('ul', { class: 'plain' }, names.map((c) => h('li', {},
+    `${catTitle(c)}: `, h('span', { class: `level level-${levels[c]}` }, levels[c]))));
+}
+
+async function createRecord() {
+  const r = await attempt(() => api('createRecord', {}, { body: {} }));
+  if (!r) return;
+  setStatus('Your record was created.');
+  await loadRecords();
+  await openRecord(r.record);
+}
+
+// ------------------------------------------------------------------------------------------
+// One record.
+
+function recordInfo() {
+  return state.records.find((r) => r.record === state.rid) || null;
+}
+
+function isPatient() {
+  const s = state.summary;
+  if (s && s.my_access && typeof s.my_access.is_patient === 'boolean') return s.my_access.is_patient;
+  const r = recordInfo();
+  return !!(r && r.is_mine);
+}
+
+/** This identity's level in a category ('' when none). The patient holds every right. */
+function myLevel(cat) {
+  if (isPatient()) return 'delete';
+  const r = recordInfo();
+  const levels = (r && r.level_by_category) || {};
+  return levels[cat] || levels.all || '';
+}
+
+function writableCategories() {
+  return state.categories.filter((c) => levelRank(myLevel(c.name)) >= levelRank('write'));
+}
+
+async function openRecord(rid) {
+  state.rid = rid;
+  state.tab = 'record';
+  state.category = null;
+  await renderRecord();
+}
+
+async function refreshSummary() {
+  const s = await attempt(() => api('record', { rid: state.rid }));
+  if (s) state.summary = s;
+  return s;
+}
+
+async function renderRecord() {
+  const s = await refreshSummary();
+  if (!s) return;
+  const patient = isPatient();
+  const name = (s.patient && s.patient.name) || shortId(s.record);
+  $('app-title').textContent = patient ? `My record — ${name}` : `${name}'s record`;
+  const view = $('view');
+  view.replaceChildren();
+  if (state.records.length > 1 || !patient) {
+    view.append(h('p', {}, h('button', { type: 'button', class: 'secondary', onclick: async () => {
+      if (await loadRecords()) renderRecordList();
+    } }, '← All records')));
+  }
+  view.append(h('p', { class: 'meta' }, 'Record id ', h('code', { class: 'id' }, s.record),
+    patient ? '' : ' · shared with you'));
+  // Allergies are highlighted with the alerts: fetched when the record has any we may see.
+  let allergies = [];
+  if ((s.categories || []).some((c) => c.name === 'allergies' && c.count > 0)
+    && !(s.alerts || []).some((e) => e.category === 'allergies')) {
+    const got = await attempt(() => api('entries', { rid: state.rid }, { query: { category: 'allergies' } }));
+    if (Array.isArray(got)) allergies = got.filter((e) => !e.deleted);
+  }
+  view.append(h('div', { class: 'overview' }, aboutMe(s), alerts(s, allergies)));
+
+  const tabs = patient
+    ? [['record', 'Record'], ['timeline', 'Timeline'], ['add', 'Add an entry'],
+      ['access', 'Who has access'], ['audit', 'Who viewed what'], ['export', 'Export']]
+    : [['record', 'Record'], ['timeline', 'Timeline'], ['add', 'Add an entry'],
+      ['mine', 'What I may see and write']];
+  const nav = h('nav', { 'aria-label': 'Record sections', class: 'tabs' },
+    h('ul', {}, tabs.map(([id, label]) => h('li', {}, h('button', {
+      type: 'button', id: `tab-${id}`, 'aria-current': state.tab === id ? 'page' : null,
+      onclick: () => {
+        setStatus('');
+        clearError();
+        showTab(id);
+      },
+    }, label)))));
+  view.append(nav, h('section', { id: 'panel', class: 'card', 'aria-labelledby': 'panel-title' }));
+  await showTab(state.tab, false);
+}
+
+function aboutMe(s) {
+  const items = s.about_me || [];
+  const box = h('section', { class: 'card about', 'aria-labelledby': 'about-title' },
+    h('h2', { id: 'about-title' }, 'About me'));
+  if (items.length === 0) {
+    box.append(h('p', {}, isPatient()
+      ? 'You have not written the top three things to know about you yet.'
+      : (myLevel('about-me')
+        ? 'The patient has not written anything about themselves yet.'
+        : 'The patient has not shared this part of the record with you.')));
+    if (isPatient()) {
+      box.append(h('button', { type: 'button', class: 'secondary', onclick: () => {
+        state.addCategory = 'about-me';
+        showTab('add');
+      } }, 'Write about me'));
+    }
+    return box;
+  }
+  const e = items[0];
+  const b = e.body || {};
+  const things = ['thing-1', 'thing-2', 'thing-3'].map((k) => b[k]).filter(Boolean);
+  if (things.length) {
+    box.append(h('p', {}, 'The top things to know about me:'),
+      h('ol', { class: 'things' }, things.map((t) => h('li', {}, String(t)))));
+  } else if (e.summary) {
+    box.append(h('p', {}, e.summary));
+  }
+  if (b.summary) box.append(h('p', { class: 'about-summary' }, String(b.summary)));
+  box.append(h('p', { class: 'meta' }, 'Written by ', person(e.author), ', ', when(e.time)));
+  return box;
+}
+
+function alerts(s, allergies) {
+  const items = [...(s.alerts || []), ...allergies];
+  const box = h('section', { class: 'card alerts', 'aria-labelledby': 'alerts-title' },
+    h('h2', { id: 'alerts-title' }, h('span', { class: 'icon', 'aria-hidden': 'true' }, '⚠ '),
+      'Alerts and allergies'));
+  const hidden = ['alerts', 'allergies'].filter((c) => !myLevel(c)).map(catTitle);
+  if (items.length === 0) {
+    box.append(h('p', {}, hidden.length === 2
+      ? 'The patient has not shared alerts or allergies with you.'
+      : 'No alerts or allergies recorded.'));
+    if (hidden.length === 1) box.append(h('p', { class: 'meta' }, `${hidden[0]}: not shared with you.`));
+    return box;
+  }
+  if (hidden.length === 1) box.append(h('p', { class: 'meta' }, `${hidden[0]}: not shared with you.`));
+  box.append(h('ul', { class: 'alert-list' }, items.map((e) => h('li', { class: 'alert-item' },
+    h('strong', {}, `${catTitle(e.category)}: `), e.summary || '(no summary)',
+    ['high', 'severe'].includes(e.body && (e.body.severity || e.body.criticality))
+      ? [' ', h('span', { class: 'badge warn' }, 'high risk')] : '',
+    h('span', { class: 'meta' }, ' — ', person(e.author))))));
+  return box;
+}
+
+async function showTab(id, focus = true) {
+  state.tab = id;
+  for (const b of document.querySelectorAll('.tabs button')) {
+    if (b.id === `tab-${id}`) b.setAttribute('aria-current', 'page');
+    else b.removeAttribute('aria-current');
+  }
+  const panel = $('panel');
+  if (!panel) return;
+  panel.replaceChildren();
+  const render = {
+    record: renderCategories, timeline: renderTimeline, add: renderAdd,
+    access: renderAccess, audit: renderAudit, export: renderExport, mine: renderMine,
+  }[id] || renderCategories;
+  await render(panel);
+  if (focus) {
+    const heading = panel.querySelector('h2');
+    if (heading) heading.focus();
+  }
+}
+
+function panelHeading(text) {
+  return h('h2', { tabindex: '-1', id: 'panel-title' }, text);
+}
+
+// --- The record by category. -------------------------------------------------------------
+
+/** Categories in the display order of /categories (about me and alerts first). */
+function displayOrder(list) {
+  const rank = (name) => {
+    const i = state.categories.findIndex((c) => c.name === name);
+    return i < 0 ? state.categories.length : i;
+  };
+  return [...list].sort((a, b) => rank(a.name) - rank(b.name) || a.name.localeCompare(b.name));
+}
+
+async function renderCategories(panel) {
+  const cats = displayOrder(state.summary.categories || []);
+  panel.append(panelHeading('Record by category'));
+  if (cats.length === 0) {
+    panel.append(h('p', {}, 'There is nothing in this record that you may see yet.'));
+    return;
+  }
+  const list = h('ul', { class: 'category-list' }, cats.map((c) => h('li', {},
+    h('button', {
+      type: 'button', class: 'category', 'data-category': c.name,
+      'aria-pressed': state.category === c.name ? 'true' : 'false',
+      onclick: async () => {
+        state.category = c.name;
+        await showTab('record', false);
+        const t = $('entries-title');
+        if (t) t.focus();
+      },
+    }, c.title || catTitle(c.name), ' ', h('span', { class: 'count' }, `(${c.count ?? 0})`)))));
+  panel.append(list);
+  if (!state.category) return;
+  const title = catTitle(state.category);
+  const section = h('section', { 'aria-labelledby': 'entries-title', class: 'entries' },
+    h('h3', { id: 'entries-title', tabindex: '-1' }, title));
+  panel.append(section);
+  const entries = await attempt(() => api('entries', { rid: state.rid }, { query: { category: state.category } }));
+  if (!entries) return;
+  if (entries.length === 0) {
+    section.append(h('p', {}, `No ${title.toLowerCase()} entries.`));
+    return;
+  }
+  section.append(h('ul', { class: 'entry-list' }, entries.map((e) => h('li', {}, entryCard(e, 'h4')))));
+}
+
+function entryCard(e, hx, showCategory = false) {
+  const badges = [];
+  if (e.deleted) badges.push(h('span', { class: 'badge warn' }, 'deleted'));
+  if (e.status === 'void') badges.push(h('span', { class: 'badge warn' }, 'void (written without valid access)'));
+  if (e.versions > 1) badges.push(h('span', { class: 'badge' }, `version ${e.version} of ${e.versions}`));
+  return h('article', { class: 'entry', 'data-entry': e.id },
+    h(hx, {}, showCategory ? `${catTitle(e.category)}: ` : '', e.summary || '(no summary)'),
+    badges.length ? h('p', { class: 'badges' }, badges) : null,
+    h('p', { class: 'meta' }, 'By ', person(e.author), e.device ? ` on ${e.device}` : '', ', ', when(e.time)),
+    (e.annotations || []).length ? h('ul', { class: 'notes' }, e.annotations.map((a) => h('li', {},
+      h('span', { class: 'note-label' }, 'Note'), ` by ${person(a.author)}: `, a.text)))
+      : null,
+    h('p', { class: 'actions' }, h('button', {
+      type: 'button', class: 'secondary', onclick: () => renderEntry(e.id),
+    }, 'Details and versions', h('span', { class: 'sr-only' }, ` of ${e.summary || 'entry'}`))));
+}
+
+// --- One entry: its fields, versions and notes. ---------------------------------------------
+
+function bodyList(cat, body) {
+  if (!body || typeof body !== 'object') return h('p', {}, String(body ?? ''));
+  const dl = h('dl', { class: 'fields' });
+  for (const [k, v] of Object.entries(body)) {
+    dl.append(h('dt', {}, fieldTitle(cat, k)), h('dd', {}, showValue(v)));
+  }
+  return dl;
+}
+
+function showValue(v) {
+  if (v === null || v === undefined) return '';
+  if (Array.isArray(v)) {
+    return v.map((x) => (x && typeof x === 'object' && 'question' in x
+      ? `${x.question}: ${x.answer}` : showValue(x))).join('; ');
+  }
+  if (typeof v === 'object') {
+    if ('value' in v && 'unit' in v) return `${v.value} ${v.unit}`;
+    return JSON.stringify(v);
+  }
+  const s = String(v);
+  return s.length > 400 ? `${s.slice(0, 400)}…` : s;
+}
+
+function versionContent(cat, v) {
+  if (v.body && typeof v.body === 'object') {
+    return Object.entries(v.body).map(([k, x]) => `${fieldTitle(cat, k)}: ${showValue(x)}`).join('; ');
+  }
+  if (v.text) return `Note: ${showValue(v.text)}`;
+  if (v.reason) return `Reason: ${showValue(v.reason)}`;
+  return '';
+}
+
+async function renderEntry(eid) {
+  const panel = $('panel');
+  const [entry, history] = await Promise.all([
+    attempt(() => api('entry', { rid: state.rid, eid })),
+    attempt(() => api('history', { rid: state.rid, eid })),
+  ]);
+  if (!entry) return;
+  panel.replaceChildren(
+    h('p', {}, h('button', { type: 'button', class: 'secondary', onclick: () => showTab(state.tab) },
+      '← Back')),
+    h('h2', { tabindex: '-1', id: 'panel-title' }, `${catTitle(entry.category)}: ${entry.summary || ''}`),
+    h('p', { class: 'meta' }, 'Entry ', h('code', { class: 'id' }, entry.id), ' · ',
+      entry.deleted ? 'deleted · ' : '', entry.status === 'void' ? 'void · ' : '',
+      `version ${entry.version} of ${entry.versions}`),
+    bodyList(entry.category, entry.body));
+
+  const versions = h('section', { 'aria-labelledby': 'versions-title' },
+    h('h3', { id: 'versions-title' }, 'Versions'));
+  if (Array.isArray(history) && history.length) {
+    const table = h('table', { class: 'versions' },
+      h('caption', { class: 'sr-only' }, 'Every version of this entry, oldest first'),
+      h('thead', {}, h('tr', {}, ['Change', 'Who', 'Role', 'Organisation', 'Device', 'When', 'Content']
+        .map((t) => h('th', { scope: 'col' }, t)))));
+    const tb = h('tbody');
+    for (const v of history) {
+      const a = v.author || {};
+      tb.append(h('tr', {},
+        h('th', { scope: 'row' }, KIND_TEXT[v.kind] || v.kind),
+        h('td', {}, a.name || shortId(a.actor)),
+        h('td', {}, a.role || ''),
+        h('td', {}, a.organisation || '—'),
+        h('td', {}, v.device || ''),
+        h('td', {}, when(v.time)),
+        h('td', {}, versionContent(entry.category, v))));
+    }
+    table.append(tb);
+    versions.append(h('div', { class: 'scroll' }, table));
+  } else if (history) {
+    versions.append(h('p', {}, 'No history.'));
+  }
+  panel.append(versions);
+
+  const notes = h('section', { 'aria-labelledby': 'notes-title' }, h('h3', { id: 'notes-title' }, 'Notes'));
+  const anns = entry.annotations || [];
+  notes.append(anns.length
+    ? h('ul', { class: 'notes' }, anns.map((a) => h('li', {}, h('span', { class: 'note-label' }, 'Note'),
+      ` by ${person(a.author)}, `, when(a.time), `: ${a.text}`)))
+    : h('p', {}, 'No notes on this entry.'));
+  if (levelRank(myLevel(entry.category)) >= levelRank('annotate')) {
+    const form = h('form', { id: 'annotate-form', novalidate: true },
+      h('label', { for: 'note-text' }, 'Add a note to this entry'),
+      h('textarea', { id: 'note-text', name: 'text', rows: '3', required: true,
+        'aria-describedby': 'note-help' }),
+      h('p', { id: 'note-help', class: 'help' },
+        'A note is signed by you and shown with the entry; the entry itself is not changed.'),
+      h('button', { type: 'submit' }, 'Add note'));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const text = $('note-text').value.trim();
+      if (!text) {
+        showError(new Error('Write the note first.'));
+        $('note-text').setAttribute('aria-invalid', 'true');
+        $('note-text').focus();
+        return;
+      }
+      const r = await attempt(() => api('annotate', { rid: state.rid, eid }, { body: { text } }));
+      if (!r) return;
+      setStatus('Your note was added.');
+      await renderEntry(eid);
+    });
+    notes.append(form);
+  }
+  panel.append(notes);
+  $('panel-title').focus();
+}
+
+// --- Timeline. ----------------------------------------------------------------------------
+
+async function renderTimeline(panel) {
+  panel.append(panelHeading('Timeline'), h('p', { class: 'help' }, 'Newest first.'));
+  const entries = await attempt(() => api('timeline', { rid: state.rid }, { query: { limit: 200 } }));
+  if (!entries) return;
+  if (entries.length === 0) {
+    panel.append(h('p', {}, 'Nothing in this record yet.'));
+    return;
+  }
+  panel.append(h('ol', { class: 'entry-list timeline' }, entries.map((e) => h('li', {}, entryCard(e, 'h3', true)))));
+}
+
+// --- Add an entry: a form generated from the category's field definitions. -----------------
+
+/** Normalises a field definition from /categories: {kind, codes, units}. */
+function fieldKind(f) {
+  const t = f.type;
+  if (t && typeof t === 'object') {
+    const kind = Object.keys(t)[0];
+    const inner = t[kind];
+    if (kind === 'code') return { kind, codes: Array.isArray(inner) ? inner : (f.codes || []), units: [] };
+    if (kind === 'quantity') return { kind, codes: [], units: (inner && inner.units) || f.units || [] };
+    return { kind, codes: f.codes || [], units: [] };
+  }
+  const units = f.units || (f.unit ? [f.unit] : []);
+  return { kind: t || 'text', codes: f.codes || [], units };
+}
+
+function fieldInput(f) {
+  const { kind, codes, units } = fieldKind(f);
+  const id = `f-${f.name}`;
+  const title = f.title || fieldTitle('', f.name);
+  const label = h('label', { for: id }, title, f.required ? h('span', { class: 'req' }, ' (required)') : '');
+  const common = { id, name: f.name, required: !!f.required, 'aria-required': f.required ? 'true' : null };
+  let control;
+  let hint = '';
+  switch (kind) {
+    case 'long-text':
+      control = h('textarea', { ...common, rows: '3' });
+      break;
+    case 'integer':
+      control = h('input', { ...common, type: 'number', step: '1', inputmode: 'numeric' });
+      break;
+    case 'decimal':
+      control = h('input', { ...common, type: 'number', step: 'any', inputmode: 'decimal' });
+      break;
+    case 'bool':
+      control = h('select', common, h('option', { value: '' }, '—'),
+        h('option', { value: 'true' }, 'yes'), h('option', { value: 'false' }, 'no'));
+      break;
+    case 'date':
+      control = h('input', { ...common, type: 'text', inputmode: 'numeric', placeholder: 'YYYY-MM-DD' });
+      hint = 'A date: YYYY-MM-DD, or just YYYY-MM or YYYY.';
+      break;
+    case 'date-time':
+      control = h('input', { ...common, type: 'datetime-local', step: '60' });
+      break;
+    case 'code':
+      control = h('select', common, h('option', { value: '' }, f.required ? 'Choose…' : '—'),
+        codes.map((c) => h('option', { value: c }, c)));
+      break;
+    case 'quantity': {
+      const input = h('input', { ...common, type: 'number', step: 'any', inputmode: 'decimal' });
+      if (units.length > 1) {
+        const unit = h('select', { id: `${id}-unit`, name: `${f.name}-unit`, 'aria-label': `${title} unit` },
+          units.map((u) => h('option', { value: u }, u)));
+        control = h('span', { class: 'quantity' }, input, unit);
+      } else {
+        control = h('span', { class: 'quantity' }, input,
+          units[0] ? h('span', { class: 'unit', id: `${id}-unit` }, units[0]) : '');
+        if (units[0]) input.setAttribute('aria-describedby', `${id}-unit`);
+      }
+      break;
+    }
+    case 'text-list':
+      control = h('textarea', { ...common, rows: '3' });
+      hint = 'One item per line.';
+      break;
+    case 'answers':
+      control = h('textarea', { ...common, rows: '4' });
+      hint = 'One answer per line, as “question: answer”.';
+      break;
+    case 'binary':
+      control = h('input', { ...common, type: 'file' });
+      break;
+    default:
+      control = h('input', { ...common, type: 'text' });
+  }
+  const wrap = h('div', { class: 'field', 'data-kind': kind }, label, control);
+  if (hint) {
+    const hid = `${id}-hint`;
+    wrap.append(h('p', { id: hid, class: 'help' }, hint));
+    const target = control.tagName === 'SPAN' ? control.querySelector('input') : control;
+    target.setAttribute('aria-describedby', [target.getAttribute('aria-describedby'), hid].filter(Boolean).join(' '));
+  }
+  return wrap;
+}
+
+function fileBase64(file) {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => resolve(String(r.result).replace(/^data:[^,]*,/, ''));
+    r.onerror = () => reject(new Error('The file could not be read.'));
+    r.readAsDataURL(file);
+  });
+}
+
+/** Reads the generated form into a body; throws an Error naming the field on bad input. */
+async function readBody(cat, form) {
+  const body = {};
+  for (const f of cat.fields || []) {
+    const { kind } = fieldKind(f);
+    const el = form.querySelector(`#f-${CSS.escape(f.name)}`);
+    if (!el) continue;
+    el.removeAttribute('aria-invalid');
+    const title = f.title || f.name;
+    const bad = (msg) => {
+      el.setAttribute('aria-invalid', 'true');
+      const e = new Error(msg);
+      e.field = el;
+      return e;
+    };
+    if (kind === 'binary') {
+      if (el.files && el.files[0]) body[f.name] = await fileBase64(el.files[0]);
+      else if (f.required) throw bad(`${title} is required.`);
+      continue;
+    }
+    const raw = el.value.trim();
+    if (raw === '') {
+      if (f.required) throw bad(`${title} is required.`);
+      continue;
+    }
+    switch (kind) {
+      case 'integer': {
+        const n = Number(raw);
+        if (!Number.isInteger(n)) throw bad(`${title} must be a whole number.`);
+        body[f.name] = n;
+        break;
+      }
+      case 'decimal': {
+        const n = Number(raw);
+        if (!Number.isFinite(n)) throw bad(`${title} must be a number.`);
+        body[f.name] = n;
+        break;
+      }
+      case 'quantity': {
+        const n = Number(raw);
+        if (!Number.isFinite(n)) throw bad(`${title} must be a number.`);
+        const unitEl = form.querySelector(`#f-${CSS.escape(f.name)}-unit`);
+        const unit = unitEl ? (unitEl.value || unitEl.textContent) : '';
+        body[f.name] = unit ? { value: n, unit } : n;
+        break;
+      }
+      case 'bool':
+        body[f.name] = raw === 'true';
+        break;
+      case 'date-time': {
+        const d = new Date(raw);
+        if (Number.isNaN(d.getTime())) throw bad(`${title} must be a date and time.`);
+        body[f.name] = d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+        break;
+      }
+      case 'text-list':
+        body[f.name] = raw.split('\n').map((s) => s.trim()).filter(Boolean);
+        break;
+      case 'answers':
+        body[f.name] = raw.split('\n').map((s) => s.trim()).filter(Boolean).map((line) => {
+          const i = line.indexOf(':');
+          if (i < 0) throw bad(`${title}: write each line as “question: answer”.`);
+          const answer = line.slice(i + 1).trim();
+          const num = Number(answer);
+          return { question: line.slice(0, i).trim(), answer: answer !== '' && Number.isFinite(num) ? num : answer };
+        });
+        break;
+      default:
+        body[f.name] = raw;
+    }
+  }
+  return body;
+}
+
+async function renderAdd(panel) {
+  panel.append(panelHeading('Add an entry'));
+  const cats = writableCategories();
+  if (cats.length === 0) {
+    panel.append(h('p', {}, 'You may not add entries to this record.'));
+    return;
+  }
+  const wanted = state.addCategory && cats.some((c) => c.name === state.addCategory)
+    ? state.addCategory : cats[0].name;
+  state.addCategory = null;
+  const select = h('select', { id: 'add-category', name: 'category' },
+    cats.map((c) => h('option', { value: c.name, selected: c.name === wanted }, c.title || c.name)));
+  const fields = h('fieldset', { id: 'add-fields' });
+  const form = h('form', { id: 'add-form', novalidate: true },
+    h('div', { class: 'field' }, h('label', { for: 'add-category' }, 'Category'), select),
+    fields,
+    h('p', { class: 'help' }, 'The entry is signed with your key and cannot be overwritten: ' +
+      'a later change is a new version, and the original stays in the history.'),
+    h('button', { type: 'submit' }, 'Add entry'));
+  const fill = () => {
+    const cat = cats.find((c) => c.name === select.value);
+    fields.replaceChildren(h('legend', {}, `${cat.title || cat.name} details`));
+    if (cat.description) fields.append(h('p', { class: 'help' }, cat.description));
+    for (const f of cat.fields || []) fields.append(fieldInput(f));
+  };
+  select.addEventListener('change', fill);
+  fill();
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearError();
+    const cat = cats.find((c) => c.name === select.value);
+    let body;
+    try {
+      body = await readBody(cat, form);
+    } catch (err) {
+      showError(err);
+      if (err.field) err.field.focus();
+      return;
+    }
+    const r = await attempt(() => api('addEntry', { rid: state.rid }, { body: { category: cat.name, body } }));
+    if (!r) return;
+    setStatus(`Added to ${cat.title || cat.name}: ${r.summary || 'new entry'}.`);
+    state.category = cat.name;
+    await refreshSummary();
+    await renderRecordKeepingStatus('record');
+  });
+  panel.append(form);
+}
+
+/** Re-renders the record (summary, overview, a tab) without clearing the status message. */
+async function renderRecordKeepingStatus(tab) {
+  const status = $('status').textContent;
+  state.tab = tab;
+  await renderRecord();
+  setStatus(status);
+  const t = $('entries-title') || $('panel-title');
+  if (t) t.focus();
+}
+
+// --- Who has access: grants, the grant form, revoke. ---------------------------------------
+
+async function renderAccess(panel) {
+  panel.append(panelHeading('Who has access'));
+  const grants = await attempt(() => api('grants', { rid: state.rid }));
+  if (grants) {
+    if (grants.length === 0) {
+      panel.append(h('p', {}, 'Only you can see this record.'));
+    } else {
+      const table = h('table', { id: 'grants' },
+        h('caption', { class: 'sr-only' }, 'People and organisations with access to this record'),
+        h('thead', {}, h('tr', {}, ['Who', 'Categories', 'Level', 'Expires', 'Status', 'Action']
+          .map((t) => h('th', { scope: 'col' }, t)))));
+      const tb = h('tbody');
+      for (const g of grants) {
+        const who = g.grantee || {};
+        const cats = g.categories === 'all' ? 'All categories'
+          : (g.categories || []).map(catTitle).join(', ');
+        const action = g.status === 'active'
+          ? h('button', {
+            type: 'button', class: 'danger', 'data-grant': g.id,
+            onclick: () => revoke(g),
+          }, 'Revoke', h('span', { class: 'sr-only' }, ` access for ${who.name || who.actor}`))
+          : '—';
+        tb.append(h('tr', { 'data-grant': g.id, 'data-status': g.status },
+          h('th', { scope: 'row' }, who.name
+            ? [person(who), h('br'), h('code', { class: 'id' }, shortId(who.actor))]
+            : h('code', { class: 'id' }, who.actor)),
+          h('td', {}, cats),
+          h('td', {}, g.level, g.delegate ? ' (may grant others)' : '', g.audit ? ' (may read audit trail)' : ''),
+          h('td', {}, g.expires ? when(g.expires) : 'never'),
+          h('td', {}, h('span', { class: `state state-${g.status}` }, g.status)),
+          h('td', {}, action)));
+      }
+      table.append(tb);
+      panel.append(h('div', { class: 'scroll' }, table));
+    }
+  }
+  panel.append(grantForm());
+}
+
+function grantForm() {
+  const catBoxes = state.categories.map((c) => h('li', {},
+    h('input', { type: 'checkbox', id: `g-cat-${c.name}`, name: 'category', value: c.name }),
+    h('label', { for: `g-cat-${c.name}` }, c.title || c.name)));
+  const all = h('input', { type: 'checkbox', id: 'g-all', name: 'all' });
+  const form = h('form', { id: 'grant-form', novalidate: true, 'aria-labelledby': 'grant-title' },
+    h('h3', { id: 'grant-title' }, 'Give someone access'),
+    h('div', { class: 'field' },
+      h('label', { for: 'g-grantee' }, 'Their actor id'),
+      h('input', { id: 'g-grantee', name: 'grantee', type: 'text', required: true, spellcheck: 'false',
+        autocomplete: 'off', placeholder: 'a-…', 'aria-describedby': 'g-grantee-help' }),
+      h('p', { id: 'g-grantee-help', class: 'help' },
+        'Ask them for it: `cophr whoami` prints it on their computer.')),
+    h('fieldset', {}, h('legend', {}, 'Which parts of the record'),
+      h('p', {}, all, h('label', { for: 'g-all' }, 'All categories')),
+      h('ul', { class: 'checks' }, catBoxes)),
+    h('div', { class: 'field' },
+      h('label', { for: 'g-level' }, 'What they may do'),
+      h('select', { id: 'g-level', name: 'level' },
+        LEVELS.map((l) => h('option', { value: l }, LEVEL_TEXT[l])))),
+    h('div', { class: 'field' },
+      h('label', { for: 'g-expires' }, 'Access ends on (optional)'),
+      h('input', { id: 'g-expires', name: 'expires', type: 'text', inputmode: 'numeric',
+        placeholder: 'YYYY-MM-DD', 'aria-describedby': 'g-expires-help' }),
+      h('p', { id: 'g-expires-help', class: 'help' }, 'Leave empty for no end date; you can revoke at any time.')),
+    h('p', {}, h('input', { type: 'checkbox', id: 'g-audit', name: 'audit' }),
+      h('label', { for: 'g-audit' }, 'They may see who viewed what (the audit trail)')),
+    h('p', {}, h('input', { type: 'checkbox', id: 'g-delegate', name: 'delegate' }),
+      h('label', { for: 'g-delegate' }, 'They may act for me and give others some of this access')),
+    h('button', { type: 'submit' }, 'Grant access'));
+  all.addEventListener('change', () => {
+    for (const b of form.querySelectorAll('input[name=category]')) b.disabled = all.checked;
+  });
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearError();
+    const grantee = $('g-grantee').value.trim();
+    if (!grantee) {
+      $('g-grantee').setAttribute('aria-invalid', 'true');
+      $('g-grantee').focus();
+      showError(new Error('Enter the actor id of the person or organisation to give access to.'));
+      return;
+    }
+    $('g-grantee').removeAttribute('aria-invalid');
+    const chosen = [...form.querySelectorAll('input[name=category]:checked')].map((b) => b.value);
+    if (!all.checked && chosen.length === 0) {
+      showError(new Error('Choose at least one category, or All categories.'));
+      $('g-all').focus();
+      return;
+    }
+    const body = { grantee, categories: all.checked ? 'all' : chosen, level: $('g-level').value };
+    const exp = $('g-expires').value.trim();
+    if (exp) {
+      if (!/^\d{4}-\d{2}-\d{2}$/.test(exp) || Number.isNaN(new Date(`${exp}T23:59:59Z`).getTime())) {
+        $('g-expires').setAttribute('aria-invalid', 'true');
+        $('g-expires').focus();
+        showError(new Error('The end date must be written YYYY-MM-DD.'));
+        return;
+      }
+      body.expires = `${exp}T23:59:59Z`;
+    }
+    if ($('g-audit').checked) body.audit = true;
+    if ($('g-delegate').checked) body.delegate = true;
+    const r = await attempt(() => api('grant', { rid: state.rid }, { body }));
+    if (!r) return;
+    await renderRecordKeepingStatus('access');
+    setStatus('Access granted.');
+  });
+  return form;
+}
+
+async function revoke(g) {
+  const r = await attempt(() => api('revoke', { rid: state.rid, gid: g.id }, { body: {} }));
+  if (!r) return;
+  await renderRecordKeepingStatus('access');
+  setStatus(`Access revoked for ${(g.grantee && g.grantee.name) || 'them'}. What they saw before stays with them; they see nothing new.`);
+}
+
+// --- Who viewed what: the audit trail. -----------------------------------------------------
+
+async function renderAudit(panel) {
+  panel.append(panelHeading('Who viewed what'),
+    h('p', { class: 'help' }, 'Every view, addition, change, grant and export, newest first.'));
+  const events = await attempt(() => api('audit', { rid: state.rid }, { query: { limit: 500 } }));
+  if (!events) return;
+  if (events.length === 0) {
+    panel.append(h('p', {}, 'No one has used this record yet.'));
+    return;
+  }
+  const table = h('table', { id: 'audit' },
+    h('caption', { class: 'sr-only' }, 'Audit trail'),
+    h('thead', {}, h('tr', {}, ['When', 'Who', 'Did what', 'To what', 'Where']
+      .map((t) => h('th', { scope: 'col' }, t)))));
+  const tb = h('tbody');
+  for (const ev of events) {
+    const n = Array.isArray(ev.entries) ? ev.entries.length : (ev.entry ? 1 : 0);
+    const what = [ev.category ? catTitle(ev.category) : '',
+      n === 1 ? shortId(ev.entry) : '', n > 1 ? `${n} entries` : ''].filter(Boolean).join(' · ');
+    tb.append(h('tr', { 'data-action': ev.action },
+      h('td', { class: 'nowrap' }, when(ev.time)),
+      h('th', { scope: 'row' }, person(ev.actor)),
+      h('td', {}, ACTION_TEXT[ev.action] || ev.action),
+      h('td', {}, what || 'the record'),
+      h('td', {}, ev.device || '', ev.node ? [h('br'), h('span', { class: 'meta' }, 'node ', shortId(ev.node))] : '')));
+  }
+  table.append(tb);
+  panel.append(h('div', { class: 'scroll' }, table));
+}
+
+// --- Export. -----------------------------------------------------------------------------
+
+async function renderExport(panel) {
+  panel.append(panelHeading('Export'),
+    h('p', {}, 'Download the whole record — every signed entry, the data definitions and the ' +
+      'audit trail — as one file. Anyone can check it offline with `cophr verify FILE`, and ' +
+      'you can import it on another host.'),
+    h('button', { type: 'button', id: 'export-button', onclick: download }, 'Download export'));
+}
+
+async function download() {
+  const blob = await attempt(() => api('export', { rid: state.rid }));
+  if (!blob) return;
+  const url = URL.createObjectURL(blob);
+  const a = h('a', { href: url, download: `${state.rid}.cophr`, class: 'sr-only' }, 'export');
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  setStatus(`Export downloaded (${blob.size} bytes).`);
+}
+
+// --- A clinician's own access. ---------------------------------------------------------------
+
+async function renderMine(panel) {
+  panel.append(panelHeading('What I may see and write'));
+  const r = recordInfo();
+  const levels = (r && r.level_by_category) || {};
+  const names = Object.keys(levels);
+  if (names.length === 0) {
+    panel.append(h('p', {}, 'You have no access to this record at the moment.'));
+    return;
+  }
+  const table = h('table', { id: 'my-access' },
+    h('caption', { class: 'sr-only' }, 'Your access per category'),
+    h('thead', {}, h('tr', {}, ['Category', 'Level', 'See', 'Add notes', 'Add and edit', 'Delete']
+      .map((t) => h('th', { scope: 'col' }, t)))));
+  const tb = h('tbody');
+  for (const c of names) {
+    const rank = levelRank(levels[c]);
+    const yn = (need) => (rank >= levelRank(need) ? 'yes' : 'no');
+    tb.append(h('tr', {}, h('th', { scope: 'row' }, catTitle(c)), h('td', {}, levels[c]),
+      h('td', {}, yn('view')), h('td', {}, yn('annotate')), h('td', {}, yn('write')), h('td', {}, yn('delete'))));
+  }
+  table.append(tb);
+  panel.append(h('div', { class: 'scroll' }, table));
+  const grants = (state.summary.my_access && state.summary.my_access.grants) || [];
+  if (grants.length) {
+    panel.append(h('h3', {}, 'The grants behind it'), h('ul', {}, grants.map((g) => h('li', {},
+      `${g.level || ''} on ${g.categories === 'all' ? 'all categories' : (g.categories || []).map(catTitle).join(', ')}`,
+      g.expires ? [', until ', when(g.expires)] : '', g.status ? ` (${g.status})` : ''))));
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Start.
+
+function start() {
+  $('sign-in-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const token = $('token').value.trim();
+    if (!token) {
+      $('token').setAttribute('aria-invalid', 'true');
+      showError(new Error('Paste the API token first (`cophr token` prints it).'));
+      $('token').focus();
+      return;
+    }
+    setStatus('Signing in…');
+    await signIn(token);
+  });
+  $('sign-out').addEventListener('click', signOut);
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) signIn(saved);
+}
+
+start();

@@ -1,0 +1,686 @@
+//! The patient's web app in a real browser: a real `cophr node run --http 127.0.0.1:0` for
+//! George (with a record), ChromeDriver on an ephemeral port, headless Chromium driven through
+//! WebDriver (fantoccini). George signs in with his API token (after a wrong one is refused),
+//! adds an entry through the generated form and finds it in the record and the timeline,
+//! annotates it and sees its versions, grants Mary access and revokes it, downloads the
+//! export, and reads the audit trail listing those reads and writes. A screenshot is written
+//! to `target/test-artifacts/web-app.png`.
+//!
+//! Needs `chromium` and `chromedriver` (`bash .ci/deps` installs them): without them the test
+//! fails, it is never skipped.
+
+mod cli_support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cli_support::node::Node;
+use cli_support::Person;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+/// How long one condition in the page may take.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The browser and its driver, as installed by the Debian packages.
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// ChromeDriver, started by this test. When dropped it ends the browser session if the test
+/// stopped before closing it (ChromeDriver then quits the browser it started), and kills the
+/// driver by its own process id (never a process group).
+struct Driver {
+    child: Child,
+    port: u16,
+    /// The WebDriver session still open, if any.
+    session: Arc<Mutex<Option<String>>>,
+}
+
+impl Driver {
+    /// Starts ChromeDriver on an ephemeral port and reads back the port it chose.
+    fn start() -> Driver {
+        let mut child = Command::new(CHROMEDRIVER)
+            .arg("--port=0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER} ({e}): run bash .ci/deps"));
+        let stdout = child.stdout.take().expect("chromedriver's stdout");
+        // "ChromeDriver was started successfully on port 37279."
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let mut sent = false;
+            // Keep reading to the end so the driver never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent {
+                    if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                        let _ = tx.send(rest.trim_end_matches('.').trim().parse::<u16>().ok());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let mut driver = Driver {
+            child,
+            port: 0,
+            session: Arc::new(Mutex::new(None)),
+        };
+        match rx.recv_timeout(DEADLINE) {
+            Ok(Some(port)) => driver.port = port,
+            other => panic!("chromedriver did not report its port ({other:?})"),
+        }
+        driver
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let open = self.session.lock().ok().and_then(|mut s| s.take());
+        if let Some(id) = open {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(20)))
+                .build()
+                .into();
+            let _ = agent.delete(&format!("{}/session/{id}", self.url())).call();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The workspace's target directory (this test binary lives in target/<profile>/deps).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "target"))
+        .map(Path::to_path_buf)
+        .or_else(|| exe.parent()?.parent()?.parent().map(Path::to_path_buf))
+        .expect("a target directory")
+}
+
+/// The visible text of the first element matching `css` ("" if there is none).
+async fn text_of(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits until the element matching `css` shows `needle`; returns its text.
+async fn wait_text(c: &Client, css: &str, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let text = text_of(c, css).await;
+        if text.contains(needle) {
+            return text;
+        }
+        if start.elapsed() > DEADLINE {
+            let error = text_of(c, "#error").await;
+            let status = text_of(c, "#status").await;
+            panic!(
+                "timed out after {DEADLINE:?} waiting for `{css}` to show {needle:?}.\n\
+                 It shows: {text:?}\nError box: {error:?}\nStatus: {status:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until an element matching `css` exists (and returns it).
+async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
+    c.wait()
+        .at_most(DEADLINE)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}` in the page within {DEADLINE:?}: {e}"))
+}
+
+async fn click(c: &Client, css: &str) {
+    wait_for(c, css)
+        .await
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("cannot click `{css}`: {e}"));
+}
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    let e = wait_for(c, css).await;
+    e.clear().await.expect("clear a field");
+    e.send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("cannot type into `{css}`: {e}"));
+}
+
+/// The entry card (in the open list) whose text contains `needle`.
+async fn entry_containing(c: &Client, needle: &str) -> fantoccini::elements::Element {
+    for e in c
+        .find_all(Locator::Css("article.entry"))
+        .await
+        .unwrap_or_default()
+    {
+        if e.text().await.unwrap_or_default().contains(needle) {
+            return e;
+        }
+    }
+    panic!("no entry showing {needle:?}");
+}
+
+/// The row of the grants table naming `actor` (by the shown prefix of its id), with its
+/// `data-status`.
+async fn grant_row(c: &Client, actor: &str) -> Option<(fantoccini::elements::Element, String)> {
+    let prefix = &actor[..12];
+    for row in c
+        .find_all(Locator::Css("#grants tbody tr"))
+        .await
+        .unwrap_or_default()
+    {
+        if row.text().await.unwrap_or_default().contains(prefix) {
+            let status = row
+                .attr("data-status")
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            return Some((row, status));
+        }
+    }
+    None
+}
+
+async fn wait_grant_status(c: &Client, actor: &str, status: &str) -> fantoccini::elements::Element {
+    let start = Instant::now();
+    loop {
+        if let Some((row, s)) = grant_row(c, actor).await {
+            if s == status {
+                return row;
+            }
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the grant to {actor} did not show as {status} within {DEADLINE:?}; grants: {:?}; error: {:?}",
+            text_of(c, "#grants").await,
+            text_of(c, "#error").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the browser session found, checked again from the CLI afterwards.
+struct Outcome {
+    export_file: Option<PathBuf>,
+}
+
+async fn drive(c: &Client, base: &str, token: &str, mary: &str, downloads: &Path) -> Outcome {
+    c.set_window_size(1280, 1200).await.expect("window size");
+    c.goto(&format!("{base}/")).await.expect("open the app");
+
+    // A wrong token is refused with a clear error, and the app stays on the sign-in form.
+    type_into(c, "#token", "not-the-token").await;
+    click(c, "#sign-in-form button[type=submit]").await;
+    let err = wait_text(c, "#error", "did not accept").await;
+    assert!(err.contains("401"), "the error names the status: {err}");
+    assert!(
+        err.contains("cophr token"),
+        "the error says where the token is: {err}"
+    );
+    assert_eq!(
+        wait_for(c, "#token")
+            .await
+            .attr("aria-invalid")
+            .await
+            .expect("attr"),
+        Some("true".into())
+    );
+    assert!(text_of(c, "#app").await.is_empty(), "the app stays hidden");
+
+    // The right token opens George's record: about me at the top, alerts highlighted.
+    type_into(c, "#token", token).await;
+    click(c, "#sign-in-form button[type=submit]").await;
+    wait_text(c, "#app-title", "My record").await;
+    wait_text(c, "#who", "George Jones").await;
+    assert!(
+        text_of(c, "#error").await.is_empty(),
+        "the error box is cleared after signing in"
+    );
+    wait_text(c, ".about", "I look after my own dialysis").await;
+    let alerts = wait_text(c, ".alerts", "Penicillin").await;
+    assert!(
+        alerts.contains("Allergies"),
+        "alerts name their category: {alerts}"
+    );
+    assert!(
+        alerts.contains("Keysafe"),
+        "alerts list the alert entry: {alerts}"
+    );
+
+    // Add an entry through the form generated from the category's fields.
+    click(c, "#tab-add").await;
+    wait_for(c, "#add-category")
+        .await
+        .select_by_value("problems")
+        .await
+        .expect("choose the problems category");
+    wait_text(c, "#add-fields", "Problem or diagnosis").await;
+    // A required field left empty is caught before anything is sent.
+    click(c, "#add-form button[type=submit]").await;
+    wait_text(c, "#error", "is required").await;
+    type_into(c, "#f-problem", "Type 2 diabetes").await;
+    click(c, "#add-form button[type=submit]").await;
+    wait_text(c, "#status", "Added to Problems").await;
+    let entries = wait_text(c, ".entries", "Type 2 diabetes").await;
+    assert!(
+        entries.contains("George Jones"),
+        "the entry names its author: {entries}"
+    );
+
+    // A quantity field (number and unit) from another category's form.
+    click(c, "#tab-add").await;
+    wait_for(c, "#add-category")
+        .await
+        .select_by_value("vital-signs")
+        .await
+        .expect("choose vital signs");
+    type_into(c, "#f-systolic", "142").await;
+    type_into(c, "#f-diastolic", "88").await;
+    type_into(c, "#f-heart-rate", "71").await;
+    click(c, "#add-form button[type=submit]").await;
+    wait_text(c, "#status", "Added to Vital signs").await;
+    wait_text(c, ".entries", "142").await;
+
+    // The timeline lists it, newest first.
+    click(c, "#tab-timeline").await;
+    let timeline = wait_text(c, ".timeline", "Type 2 diabetes").await;
+    let (vitals, problem) = (
+        timeline
+            .find("Vital signs")
+            .expect("vital signs in the timeline"),
+        timeline.find("Type 2 diabetes").expect("the problem"),
+    );
+    assert!(vitals < problem, "newest first: {timeline}");
+
+    // The record by category, then the entry's versions, and a note on it.
+    click(c, "#tab-record").await;
+    click(c, "button.category[data-category=problems]").await;
+    wait_text(c, ".entries", "Type 2 diabetes").await;
+    entry_containing(c, "Type 2 diabetes")
+        .await
+        .find(Locator::Css(".actions button"))
+        .await
+        .expect("a details button")
+        .click()
+        .await
+        .expect("open the entry");
+    let versions = wait_text(c, "table.versions", "created").await;
+    for want in ["George Jones", "patient", "patient-device"] {
+        assert!(
+            versions.contains(want),
+            "the versions show {want}: {versions}"
+        );
+    }
+    type_into(c, "#note-text", "Diagnosed in 2015 at the renal clinic").await;
+    click(c, "#annotate-form button[type=submit]").await;
+    wait_text(c, "#status", "note was added").await;
+    wait_text(c, "#panel", "Diagnosed in 2015 at the renal clinic").await;
+
+    // Grant Mary access to vital signs, see it listed; revoke it, see it revoked.
+    click(c, "#tab-access").await;
+    type_into(c, "#g-grantee", mary).await;
+    click(c, "#g-cat-vital-signs").await;
+    wait_for(c, "#g-level")
+        .await
+        .select_by_value("write")
+        .await
+        .expect("choose a level");
+    click(c, "#grant-form button[type=submit]").await;
+    wait_text(c, "#status", "Access granted").await;
+    let row = wait_grant_status(c, mary, "active").await;
+    let text = row.text().await.expect("row text");
+    assert!(
+        text.contains("Vital signs") && text.contains("write") && text.contains("active"),
+        "the grant row: {text}"
+    );
+    row.find(Locator::Css("button.danger"))
+        .await
+        .expect("a revoke button")
+        .click()
+        .await
+        .expect("revoke");
+    wait_text(c, "#status", "Access revoked").await;
+    let row = wait_grant_status(c, mary, "revoked").await;
+    let text = row.text().await.expect("row text");
+    assert!(text.contains("revoked"), "the state is written out: {text}");
+    assert!(
+        row.find(Locator::Css("button")).await.is_err(),
+        "a revoked grant has no revoke button"
+    );
+
+    // Export: the signed file is downloaded.
+    click(c, "#tab-export").await;
+    click(c, "#export-button").await;
+    wait_text(c, "#status", "Export downloaded").await;
+    let start = Instant::now();
+    let mut export_file = None;
+    while start.elapsed() < DEADLINE {
+        export_file = std::fs::read_dir(downloads)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "cophr"));
+        if export_file.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Who viewed what: the reads and writes made through the app.
+    click(c, "#tab-audit").await;
+    let audit = wait_text(c, "#audit", "revoked access").await;
+    for want in [
+        "viewed",
+        "added",
+        "annotated",
+        "granted access",
+        "revoked access",
+        "exported",
+        "George Jones",
+    ] {
+        assert!(
+            audit.contains(want),
+            "the audit trail lists {want:?}:\n{audit}"
+        );
+    }
+
+    // The screenshot: the record's front page.
+    click(c, "#tab-record").await;
+    click(c, "button.category[data-category=problems]").await;
+    wait_text(c, ".entries", "Diagnosed in 2015").await;
+    let png = c.screenshot().await.expect("a screenshot");
+    let dir = target_dir().join("test-artifacts");
+    std::fs::create_dir_all(&dir).expect("the artifacts directory");
+    let shot = dir.join("web-app.png");
+    std::fs::write(&shot, &png).expect("write the screenshot");
+    println!("screenshot of the web app: {}", shot.display());
+    click(c, "#tab-audit").await;
+    wait_text(c, "#audit", "revoked access").await;
+    let png = c.screenshot().await.expect("a screenshot");
+    let audit_shot = dir.join("web-app-audit.png");
+    std::fs::write(&audit_shot, &png).expect("write the screenshot");
+    println!("screenshot of the audit trail: {}", audit_shot.display());
+
+    // Signing out forgets the token.
+    click(c, "#sign-out").await;
+    wait_for(c, "#sign-in:not([hidden])").await;
+    let kept = c
+        .execute("return sessionStorage.getItem('cophr-token');", vec![])
+        .await
+        .expect("read sessionStorage");
+    assert_eq!(kept, Value::Null, "the token is forgotten on sign-out");
+    Outcome { export_file }
+}
+
+#[test]
+fn the_patient_uses_the_web_app_in_a_real_browser() {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(bin).is_file(),
+            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
+        );
+    }
+
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    george.add(&["about-me", "--thing-1", "I look after my own dialysis"]);
+    george.add(&["allergies", "--agent", "Penicillin", "--reaction", "rash"]);
+    george.add(&["alerts", "--alert", "Keysafe by the back door"]);
+    let mary = Person::new("Mary Jones", "carer", None);
+
+    let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
+    let base = node
+        .http()
+        .unwrap_or_else(|| panic!("node.json has no http address: {}", node.info))
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    let token = std::fs::read_to_string(george.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned();
+
+    let profile = tempfile::TempDir::new().expect("a browser profile directory");
+    let downloads = tempfile::TempDir::new().expect("a downloads directory");
+    let driver = Driver::start();
+    let session = driver.session.clone();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1280,1200",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+            "prefs": {
+                "download.default_directory": downloads.path().display().to_string(),
+                "download.prompt_for_download": false,
+            },
+        }),
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let outcome = rt.block_on(async {
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&driver.url())
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot start a Chromium session through chromedriver: {e}")
+            });
+        *session.lock().expect("the session slot") =
+            client.session_id().await.expect("the session id");
+        let outcome = drive(&client, &base, &token, &mary.actor, downloads.path()).await;
+        client.close().await.expect("close the browser");
+        session.lock().expect("the session slot").take();
+        outcome
+    });
+    drop(driver);
+
+    // What the browser did is in the record, as signed entries the CLI reads too.
+    let shown = george.live_ok(&["show"]);
+    assert!(shown.contains("Type 2 diabetes"), "{shown}");
+    let grants = george.live_ok(&["--json", "grants"]);
+    assert!(grants.contains(&mary.actor), "{grants}");
+    // The downloaded export verifies offline.
+    let file = outcome
+        .export_file
+        .expect("the export was downloaded into the browser's download directory");
+    george.live_ok(&["verify", file.to_str().expect("utf-8 path")]);
+    drop(node);
+}
+
+/// Starts a browser session (its profile in `profile`) through `driver`.
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1280,1200",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url())
+        .await
+        .unwrap_or_else(|e| panic!("cannot start a Chromium session through chromedriver: {e}"));
+    *driver.session.lock().expect("the session slot") =
+        client.session_id().await.expect("the session id");
+    client
+}
+
+/// The options of a `<select>`, by value.
+async fn options(c: &Client, css: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for o in c
+        .find_all(Locator::Css(&format!("{css} option")))
+        .await
+        .unwrap_or_default()
+    {
+        out.push(o.attr("value").await.ok().flatten().unwrap_or_default());
+    }
+    out
+}
+
+#[test]
+fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(bin).is_file(),
+            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
+        );
+    }
+    // George shares vital signs (write) and problems (view) with a renal nurse, whose
+    // provider node holds a replica (imported from his export).
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    george.add(&["problems", "--problem", "Chronic kidney disease"]);
+    george.add(&["vital-signs", "--heart-rate", "66"]);
+    george.add(&["medications", "--medication", "Metformin"]);
+    let nurse = Person::new("Nia Patel", "nurse", Some("Leeds Renal Unit"));
+    george.ok(&[
+        "grant",
+        &nurse.actor,
+        "--level",
+        "write",
+        "--categories",
+        "vital-signs",
+    ]);
+    george.ok(&[
+        "grant",
+        &nurse.actor,
+        "--level",
+        "view",
+        "--categories",
+        "problems",
+    ]);
+    let dir = tempfile::TempDir::new().expect("a directory");
+    let file = dir.path().join("george.cophr");
+    george.export(&file);
+    nurse.import(&file);
+
+    let node = Node::start(&nurse, &["--http", "127.0.0.1:0"]);
+    let base = node.http().expect("the node's HTTP address");
+    let token = std::fs::read_to_string(nurse.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned();
+    let profile = tempfile::TempDir::new().expect("a browser profile directory");
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        c.goto(&format!("{}/", base.trim_end_matches('/')))
+            .await
+            .expect("open the app");
+        type_into(&c, "#token", &token).await;
+        click(&c, "#sign-in-form button[type=submit]").await;
+
+        // The records shared with this node, and the level per category.
+        wait_text(&c, "#app-title", "Records").await;
+        let shared = wait_text(&c, "#view", "George Jones").await;
+        assert!(
+            shared.contains("Patients who shared their record with you"),
+            "{shared}"
+        );
+        assert!(
+            shared.contains("Vital signs: write") && shared.contains("Problems: view"),
+            "the levels per category: {shared}"
+        );
+        assert!(!shared.contains("Medications"), "not shared: {shared}");
+        click(&c, "#view table button").await;
+        wait_text(&c, "#app-title", "George Jones's record").await;
+        // What is not shared is said to be not shared, not said to be empty.
+        wait_text(&c, ".about", "not shared this part of the record with you").await;
+        wait_text(&c, ".alerts", "not shared alerts or allergies with you").await;
+        for absent in ["#tab-access", "#tab-audit", "#tab-export"] {
+            assert!(
+                c.find(Locator::Css(absent)).await.is_err(),
+                "a clinician has no {absent}"
+            );
+        }
+        click(&c, "#tab-mine").await;
+        let mine = wait_text(&c, "#my-access", "Vital signs").await;
+        assert!(mine.contains("Problems"), "{mine}");
+
+        // Reading within the access: problems; medications are not even listed.
+        click(&c, "#tab-record").await;
+        let cats = wait_text(&c, ".category-list", "Problems").await;
+        assert!(!cats.contains("Medications"), "{cats}");
+        click(&c, "button.category[data-category=problems]").await;
+        wait_text(&c, ".entries", "Chronic kidney disease").await;
+
+        // Adding within the access: only vital signs may be written.
+        click(&c, "#tab-add").await;
+        wait_for(&c, "#add-category").await;
+        assert_eq!(options(&c, "#add-category").await, vec!["vital-signs"]);
+        type_into(&c, "#f-heart-rate", "84").await;
+        click(&c, "#add-form button[type=submit]").await;
+        wait_text(&c, "#status", "Added to Vital signs").await;
+        let entries = wait_text(&c, ".entries", "84").await;
+        assert!(
+            entries.contains("Nia Patel"),
+            "signed by the nurse: {entries}"
+        );
+        assert!(entries.contains("Leeds Renal Unit"), "{entries}");
+
+        let png = c.screenshot().await.expect("a screenshot");
+        let dir = target_dir().join("test-artifacts");
+        std::fs::create_dir_all(&dir).expect("the artifacts directory");
+        let shot = dir.join("web-app-clinician.png");
+        std::fs::write(&shot, &png).expect("write the screenshot");
+        println!("screenshot of the clinician's view: {}", shot.display());
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
+    drop(driver);
+    drop(node);
+}
