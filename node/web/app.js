@@ -191,7 +191,8 @@ async function api(route, params = {}, { query, body } = {}) {
       }
     } catch { /* not JSON: keep the status text */ }
     if (res.status === 401) {
-      message = `The node did not accept this token: ${message}. Print the right one with \`cophr token\`.`;
+      message = 'The node did not accept this token. Print the right one with `cophr token` '
+        + '(with the same --home as the running node).';
     }
     throw new ApiError(res.status, code, message);
   }
@@ -388,13 +389,13 @@ async function renderRecord() {
   $('app-title').textContent = patient ? `My record — ${name}` : `${name}'s record`;
   const view = $('view');
   view.replaceChildren();
-  if (state.records.length > 1 || !patient) {
-    view.append(h('p', {}, h('button', { type: 'button', class: 'secondary', onclick: async () => {
+  const back = state.records.length > 1 || !patient
+    ? h('button', { type: 'button', class: 'secondary small', onclick: async () => {
       if (await loadRecords()) renderRecordList();
-    } }, '← All records')));
-  }
-  view.append(h('p', { class: 'meta' }, 'Record id ', h('code', { class: 'id' }, s.record),
-    patient ? '' : ' · shared with you'));
+    } }, '← All records')
+    : null;
+  view.append(h('p', { class: 'meta record-line' }, back, 'Record id ',
+    h('code', { class: 'id' }, s.record), patient ? '' : ' · shared with you'));
   // Allergies are highlighted with the alerts: fetched when the record has any we may see.
   let allergies = [];
   if ((s.categories || []).some((c) => c.name === 'allergies' && c.count > 0)
