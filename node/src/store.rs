@@ -531,8 +531,17 @@ impl Store {
 
     fn load(&self, id: &RecordId) -> Result<Record, StoreError> {
         let mut record = Record::new(*id);
-        for e in self.stored_entries(id)? {
-            let eid = e.id();
+        // Entry by entry, so a large record is never held twice.
+        for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
+            let (k, v) = kv?;
+            let offset =
+                read_u64(&k[33..]).ok_or_else(|| StoreError::Corrupt("bad order key".into()))?;
+            let eid = EntryId(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("bad order value".into()))?,
+            );
+            let e = self.read_entry(offset, &eid)?;
             // Hash-checked bytes this node verified before storing them.
             record.apply_known(Verified::trusted(e)).map_err(|err| {
                 StoreError::Corrupt(format!("entry {eid} no longer applies: {err}"))
