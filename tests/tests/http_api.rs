@@ -187,7 +187,12 @@ fn a_write_through_the_api_is_pushed_to_the_home_host_at_once() {
     // No periodic catch-up within the test's deadline: only the announcement moves it.
     let slow = ["--sync-interval", "3600"];
     let host_node = Node::start(&host, &slow);
+    // A home without a token (made before tokens existed) gets one when its node starts.
+    let token_file = ann.dir().join("api-token");
+    std::fs::remove_file(&token_file).unwrap();
     let node = Node::start(&ann, &slow);
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
     ann.live_ok(&["record", "create"]);
     let out = ann.live_ok(&["host", &host_node.addr()]);
     assert!(out.contains("is now hosted at"), "{out}");
