@@ -416,17 +416,8 @@ async fn handle(st: AppState, req: Request) -> Result<Response, Outcome> {
         ),
         query,
     };
-    let st2 = st.clone();
-    tokio::task::spawn_blocking(move || run(&st2, op, &ctx))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "a FHIR request's work failed");
-            Outcome::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "exception",
-                "the request failed inside the node",
-            )
-        })?
+    // Store work on a blocking thread, within the server's limit on concurrent store work.
+    st.blocking(move |st| Ok(run(st, op, &ctx))).await?
 }
 
 /// One resource found for a read or search.

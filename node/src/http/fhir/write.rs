@@ -111,23 +111,16 @@ pub(super) async fn bundle(st: AppState, req: Request) -> Result<Response, Outco
     // The source system (kept as provenance): the resource's own `meta.source`, else the
     // Bundle's.
     let source = bundle["meta"]["source"].as_str().map(str::to_owned);
-    let st2 = st.clone();
-    let (body, changed) = tokio::task::spawn_blocking(move || {
-        if transaction {
-            run_transaction(&st2, &base, &items, &urls, source.as_deref())
-        } else {
-            Ok(run_batch(&st2, &base, &items, &urls, source.as_deref()))
-        }
-    })
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "a FHIR bundle's work failed");
-        Outcome::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "exception",
-            "the request failed inside the node",
-        )
-    })??;
+    // Store work on a blocking thread, within the server's limit on concurrent store work.
+    let (body, changed) = st
+        .blocking(move |st| {
+            Ok(if transaction {
+                run_transaction(st, &base, &items, &urls, source.as_deref())
+            } else {
+                Ok(run_batch(st, &base, &items, &urls, source.as_deref()))
+            })
+        })
+        .await??;
     for r in changed {
         st.changed(r).await;
     }
