@@ -1,5 +1,6 @@
 //! `cophr demo --network`: a host and three nodes as real processes; an entry replicates
-//! live, a write is refused, and the host is left running (until stopped here).
+//! live, a write is refused, and the host and George's node (with his web app) are left
+//! running (until stopped here).
 
 mod cli_support;
 
@@ -34,6 +35,7 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
     let host = HostGuard(demo.join("host"));
+    let george = HostGuard(demo.join("george"));
     let out = cophr()
         .args(["demo", "--network", "--dir"])
         .arg(&demo)
@@ -47,12 +49,58 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
     );
     assert_eq!(stdout.matches("refused as expected: exit 3").count(), 1);
     assert!(stdout.contains("reached George's node"), "{stdout}");
-    // The other nodes were stopped cleanly; the host runs and answers.
-    for who in ["george", "mary", "pharmacist"] {
+    // Mary's and the pharmacist's nodes were stopped cleanly; the host runs and answers.
+    for who in ["mary", "pharmacist"] {
         assert!(!demo.join(who).join("control.sock").exists(), "{who}");
     }
     let pid = host.pid().expect("the host's node.json");
-    assert!(stdout.contains(&format!("kill {pid}")), "{stdout}");
+    let george_pid = george.pid().expect("George's node.json");
+    assert!(
+        stdout.contains(&format!("kill {pid} {george_pid}")),
+        "{stdout}"
+    );
+
+    // George's node serves his web app where the demo says, and the API answers with the
+    // token `cophr token` prints.
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(demo.join("george").join("node.json")).unwrap())
+            .unwrap();
+    let web = info["http"].as_str().expect("George's node serves HTTP");
+    assert!(stdout.contains(&format!("web app at {web}/")), "{stdout}");
+    let token = cophr()
+        .arg("--home")
+        .arg(demo.join("george"))
+        .arg("token")
+        .output()
+        .unwrap();
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut page = agent.get(format!("{web}/")).call().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.body_mut().read_to_string().unwrap().contains("<html"));
+    let mut me = agent
+        .get(format!("{web}/api/v1/whoami"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(me.status().as_u16(), 200);
+    let me: serde_json::Value =
+        serde_json::from_str(&me.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(me["name"], "George Jones", "{me}");
+    let refused = agent.get(format!("{web}/api/v1/whoami")).call().unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    assert!(Command::new("kill")
+        .arg(george_pid.to_string())
+        .status()
+        .unwrap()
+        .success());
+    eventually("George's node to stop", || {
+        !demo.join("george").join("node.json").exists()
+    });
     let status = cophr()
         .arg("--home")
         .arg(demo.join("host"))

@@ -7,7 +7,8 @@
 //!
 //! `--network` tours a small local network instead: a community host and nodes for George,
 //! Mary and the pharmacist, each a `cophr node run` process on 127.0.0.1; an entry
-//! replicates live and a write is refused; the host is left running.
+//! replicates live and a write is refused; the host and George's node (serving his web
+//! app) are left running.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,7 +30,7 @@ pub struct Args {
     #[arg(long)]
     quiet: bool,
     /// Tour a local network instead: a host and three nodes (separate processes on
-    /// 127.0.0.1); the host is left running
+    /// 127.0.0.1); the host and George's node, serving his web app, are left running
     #[arg(long)]
     network: bool,
 }
@@ -349,6 +350,13 @@ impl Drop for Nodes {
     }
 }
 
+/// The base URL of the HTTP API a node wrote to its `node.json`, if it serves one.
+fn node_http(home: &Path) -> Option<String> {
+    let bytes = std::fs::read(home.join(crate::control::NODE_JSON)).ok()?;
+    let info: crate::control::NodeInfo = serde_json::from_slice(&bytes).ok()?;
+    info.http
+}
+
 /// What a node wrote to its `node.json`: its TCP address and pid.
 fn node_info(home: &Path) -> Option<(String, u32)> {
     let bytes = std::fs::read(home.join(crate::control::NODE_JSON)).ok()?;
@@ -359,12 +367,19 @@ fn node_info(home: &Path) -> Option<(String, u32)> {
 
 impl Tour {
     /// Starts `cophr node run` in `who`'s home (its log in HOME/node.log) and waits until
-    /// it listens. Returns its TCP address.
+    /// it listens. Returns its TCP address. Only George's node serves the HTTP API and web
+    /// app (on a free port); the others run without.
     fn start_node(&self, nodes: &mut Nodes, who: &str) -> Result<String> {
         let home = self.dir.join(who);
+        let http: &[&str] = if who == "george" {
+            &["--http", "127.0.0.1:0"]
+        } else {
+            &["--no-http"]
+        };
         println!(
-            "$ cophr --home {} node run --sync-interval 2 2> {}/node.log &",
+            "$ cophr --home {} node run --sync-interval 2 {} 2> {}/node.log &",
             home.display(),
+            http.join(" "),
             home.display()
         );
         let log = std::fs::File::create(home.join("node.log"))
@@ -373,6 +388,7 @@ impl Tour {
             .arg("--home")
             .arg(&home)
             .args(["node", "run", "--sync-interval", "2"])
+            .args(http)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -590,28 +606,34 @@ fn network_tour(t: &mut Tour) -> Result<()> {
     t.run("george", &["audit"], Expect::Ok)?;
     t.run("host", &["status"], Expect::Ok)?;
 
-    t.say("Stopping George's, Mary's and the pharmacist's nodes (as Ctrl-C would). The host stays up.");
-    for who in ["george", "mary", "pharmacist"] {
+    t.say("Stopping Mary's and the pharmacist's nodes (as Ctrl-C would). The host and George's node stay up.");
+    for who in ["mary", "pharmacist"] {
         t.stop_node(&mut nodes, who)?;
     }
-    // The host keeps running after the tour: release it.
-    let host_pid = nodes
-        .running
-        .iter()
-        .find(|(w, _)| w == "host")
-        .map(|(_, c)| c.id());
-    nodes.running.retain(|(w, _)| w != "host");
+    // The host and George's node keep running after the tour: release them.
+    let pid_of = |nodes: &Nodes, who: &str| {
+        nodes
+            .running
+            .iter()
+            .find(|(w, _)| w == who)
+            .map(|(_, c)| c.id().to_string())
+            .unwrap_or_default()
+    };
+    let host_pid = pid_of(&nodes, "host");
+    let george_pid = pid_of(&nodes, "george");
+    let web = node_http(&t.dir.join("george")).unwrap_or_else(|| "(not served)".to_owned());
+    nodes.running.clear();
     let dir = t.dir.display();
     println!(
-        "\nThe host is still running (pid {}), at {host}.\n\
+        "\nThe host is still running (pid {host_pid}), at {host}.\n\
+         George's node is still running (pid {george_pid}), with his web app at {web}/\n\
+         Open it in a browser and sign in with the token this prints:\n  \
+         cophr --home {dir}/george token\n\
          The demo's homes are in {dir}. Try, for example:\n  \
-         cophr --home {dir}/george node run &\n  \
          cophr --home {dir}/george add vital-signs --systolic 135 --diastolic 85\n  \
-         cophr --home {dir}/host status\n  \
-         cophr --home {dir}/george status\n\
-         Stop the host with:\n  kill {}",
-        host_pid.map(|p| p.to_string()).unwrap_or_default(),
-        host_pid.map(|p| p.to_string()).unwrap_or_default(),
+         cophr --home {dir}/george status\n  \
+         cophr --home {dir}/host status\n\
+         Stop both with:\n  kill {host_pid} {george_pid}",
     );
     Ok(())
 }
