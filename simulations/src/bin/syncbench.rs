@@ -897,6 +897,9 @@ fn run(sizes: &Sizes, work: &Path) -> Result<Report> {
     };
     drop(server);
     drop(replica);
+    // Each phase's copies go as soon as it ends (a large record's copies take gigabytes).
+    std::fs::remove_dir_all(runs.join("bulk-server"))?;
+    std::fs::remove_dir_all(runs.join("bulk-replica"))?;
 
     // 3. Catch-up on a large record.
     let m = sizes.catchup_base;
@@ -961,6 +964,8 @@ fn run(sizes: &Sizes, work: &Path) -> Result<Report> {
     };
     drop(server);
     drop(replica);
+    std::fs::remove_dir_all(runs.join("catchup-server"))?;
+    std::fs::remove_dir_all(runs.join("catchup-replica"))?;
 
     // 4. A fresh process hosting many records: start-up and memory.
     let h = sizes.host_records;
