@@ -1146,8 +1146,10 @@ impl Log {
         self.len() <= HEADER_LEN
     }
 
-    /// Scan the whole durable log again, checking the header and every frame, and report
-    /// regions of bad frames (reading concurrently with appends).
+    /// Scan the whole durable log again, checking the header, every frame and the batch
+    /// markers' structure, and report regions of bad frames (reading concurrently with
+    /// appends): a marker out of place is reported as its frame, a batch without its commit
+    /// as the bytes from its begin to the end.
     pub fn verify(&self) -> Result<VerifyReport, LogError> {
         let end = self.len();
         let mut head = [0u8; FILE_HEADER.len()];
@@ -1163,9 +1165,26 @@ impl Log {
             corrupt_regions: 0,
         };
         let mut pos = HEADER_LEN;
+        let mut batch = BatchCheck::default();
+        let add = |report: &mut VerifyReport, offset: u64, len: u64| {
+            report.corrupt_regions += 1;
+            if report.corrupt.len() < MAX_REPORTED_REGIONS {
+                report.corrupt.push(CorruptRegion { offset, len });
+            }
+        };
         while pos < end {
             match w.frame_at(pos)? {
                 Some(f) => {
+                    let marker = if is_batch_marker(f.kind) {
+                        Some(w.slice(pos + FRAME_HEADER_LEN as u64, f.len)?.to_vec())
+                    } else {
+                        None
+                    };
+                    if !batch.step(pos, report.frames, f.kind, marker.as_deref()) {
+                        // A marker out of place: the frame is reported, the check restarts.
+                        add(&mut report, pos, f.next - pos);
+                        batch = BatchCheck::default();
+                    }
                     report.frames += 1;
                     pos = f.next;
                 }
@@ -1174,16 +1193,15 @@ impl Log {
                         Resync::Found(next) => next,
                         Resync::None | Resync::GaveUp => end,
                     };
-                    report.corrupt_regions += 1;
-                    if report.corrupt.len() < MAX_REPORTED_REGIONS {
-                        report.corrupt.push(CorruptRegion {
-                            offset: pos,
-                            len: stop - pos,
-                        });
-                    }
+                    add(&mut report, pos, stop - pos);
+                    batch = BatchCheck::default();
                     pos = stop;
                 }
             }
+        }
+        if let Some(open) = batch.open {
+            // The durable log only ever holds whole batches.
+            add(&mut report, open.begin, end - open.begin);
         }
         Ok(report)
     }
@@ -2152,6 +2170,35 @@ mod tests {
             assert_eq!(rec.valid_len, bad);
             assert_eq!(all_frames(&log).len(), 1);
         }
+    }
+
+    #[test]
+    fn verify_reports_a_batch_whose_commit_was_overwritten() {
+        let mem = MemLog::new();
+        let (log, _) = Log::open(mem.clone()).unwrap();
+        let offsets = log.append_atomic(&[(1, b"a"), (1, b"b")]).unwrap();
+        log.append(1, b"after").unwrap();
+        assert!(log.verify().unwrap().is_ok());
+        // Replace the commit marker, in place, with a valid frame of another kind and the
+        // same length (damage a CRC cannot see).
+        let commit = offsets[3];
+        let old = encode(KIND_BATCH_COMMIT, &2u32.to_le_bytes());
+        let new = encode(1, b"zzzz");
+        assert_eq!(old.len(), new.len());
+        for (i, (o, n)) in old.iter().zip(&new).enumerate() {
+            mem.corrupt(commit + i as u64, o ^ n);
+        }
+        let report = log.verify().unwrap();
+        assert_eq!(report.corrupt_regions, 1, "{report:?}");
+        assert_eq!(report.corrupt[0].offset, commit);
+        // Opening refuses it as corruption in the middle; repair cuts the batch whole.
+        drop(log);
+        assert!(matches!(
+            Log::open(mem.crash()),
+            Err(LogError::Corrupt { .. })
+        ));
+        let rec = Log::repair(mem.clone()).unwrap();
+        assert_eq!(rec.valid_len, offsets[0]);
     }
 
     proptest! {
