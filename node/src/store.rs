@@ -605,8 +605,8 @@ impl Store {
     }
 
     /// Appends frames durably (one fsync), as one atomic log batch if `atomic`, and indexes
-    /// them with `ops` (called in order, for `frames` only; the batch markers index nothing
-    /// but still advance the indexed length).
+    /// them with `ops` (called in order, for `frames` only; the batch markers index nothing,
+    /// their bytes are counted with the first and last frame's update).
     fn persist_indexed(
         &self,
         frames: &[(u8, &[u8])],
@@ -625,22 +625,28 @@ impl Store {
         if !marked && offsets.len() != frames.len() {
             return Err(StoreError::Corrupt("log returned the wrong offsets".into()));
         }
-        let mut batches = Vec::with_capacity(offsets.len());
-        for (i, &offset) in offsets.iter().enumerate() {
-            let item = if marked {
-                i.checked_sub(1).and_then(|j| frames.get(j))
-            } else {
-                frames.get(i)
-            };
-            let (end, ops) = match item {
-                Some((kind, payload)) => (
-                    frame_end(offset, payload.len()),
-                    ops(offset, *kind, payload)?,
-                ),
-                // A marker: its payload is the u32 frame count.
-                None => (frame_end(offset, 4), sled::Batch::default()),
-            };
-            batches.push((offset, end, ops));
+        let items = if marked {
+            &offsets[1..offsets.len() - 1]
+        } else {
+            &offsets[..]
+        };
+        let mut batches = Vec::with_capacity(frames.len());
+        for ((kind, payload), &offset) in frames.iter().zip(items) {
+            batches.push((
+                offset,
+                frame_end(offset, payload.len()),
+                ops(offset, *kind, payload)?,
+            ));
+        }
+        if marked {
+            // The markers index nothing: the first item's update covers the begin marker
+            // and the last one's the commit (a u32 payload), so no extra index write.
+            if let (Some(first), Some(&begin)) = (batches.first_mut(), offsets.first()) {
+                first.0 = begin;
+            }
+            if let (Some(last), Some(&commit)) = (batches.last_mut(), offsets.last()) {
+                last.1 = frame_end(commit, 4);
+            }
         }
         let indexed = self.index(batches);
         drop(log);
