@@ -11,8 +11,9 @@
 //! [magic u16 LE = 0xC0FE][kind u8][len u32 LE][crc32(kind ++ payload) u32 LE][payload; len]
 //! ```
 //!
-//! `kind` is opaque to the log (the caller tags entries, audit events, fork proofs, ...). A
-//! payload is at most [`MAX_PAYLOAD`] bytes. A frame is addressed by the byte offset of its
+//! `kind` is opaque to the log (the caller tags entries, audit events, fork proofs, ...),
+//! except the two batch markers [`KIND_BATCH_BEGIN`] and [`KIND_BATCH_COMMIT`], which only
+//! [`Log::append_atomic`] writes. A payload is at most [`MAX_PAYLOAD`] bytes. A frame is addressed by the byte offset of its
 //! first byte; offsets never change (the log is append-only).
 //!
 //! # Durability
@@ -30,6 +31,15 @@
 //! reported in [`Recovery`]. A bad frame followed by valid frames is damage to acknowledged
 //! data (bit rot): the log refuses to open with [`LogError::Corrupt`], and nothing is changed,
 //! so the operator can copy the file, restore from a replica, or run [`Log::repair`].
+//!
+//! # Atomic batches
+//!
+//! [`Log::append_atomic`] writes its frames between a begin marker (payload: the number of
+//! frames, u32 LE) and a commit marker (the same number). Recovery treats a batch whose
+//! commit is not on disk as not written at all: the tail is cut back to its begin marker.
+//! A marker out of place (a begin inside a batch, a commit without its begin or with the
+//! wrong count) is a bad frame like any other. Readers ([`Log::iter_from`]) see the markers
+//! as frames; a log without markers (older logs) reads as before.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -55,6 +65,18 @@ pub const FRAME_HEADER_LEN: usize = 11;
 
 /// The largest payload a frame may carry (16 MiB).
 pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+
+/// Kind of the frame that opens an atomic batch ([`Log::append_atomic`]); payload: the
+/// number of frames in the batch (u32 LE).
+pub const KIND_BATCH_BEGIN: u8 = 0xFE;
+
+/// Kind of the frame that commits an atomic batch; payload: the same number as its begin.
+pub const KIND_BATCH_COMMIT: u8 = 0xFF;
+
+/// Whether `kind` is one of the log's batch markers.
+pub fn is_batch_marker(kind: u8) -> bool {
+    kind == KIND_BATCH_BEGIN || kind == KIND_BATCH_COMMIT
+}
 
 /// Requests that may wait in the writer's queue.
 const QUEUE_CAPACITY: usize = 1024;
@@ -107,6 +129,12 @@ pub enum LogError {
         offset: u64,
         /// The durable length of the log.
         len: u64,
+    },
+    /// A caller tried to write a batch marker kind itself; nothing was written.
+    #[error("frame kind {kind} is reserved for the log's batch markers")]
+    ReservedKind {
+        /// The refused kind.
+        kind: u8,
     },
     /// The log's writer has stopped.
     #[error("log is closed")]
@@ -616,6 +644,65 @@ impl<R: ReadAt> Window<R> {
     }
 }
 
+/// An atomic batch being scanned.
+#[derive(Debug, Clone, Copy)]
+struct OpenBatch {
+    /// Offset of its begin marker.
+    begin: u64,
+    /// Valid frames before it.
+    frames_before: u64,
+    /// Frames it announced.
+    count: u32,
+    /// Frames seen since its begin.
+    seen: u32,
+}
+
+/// Checks the batch markers' structure while frames are scanned in order.
+#[derive(Debug, Default)]
+struct BatchCheck {
+    open: Option<OpenBatch>,
+}
+
+fn marker_count(payload: Option<&[u8]>) -> Option<u32> {
+    let bytes: [u8; 4] = payload?.try_into().ok()?;
+    Some(u32::from_le_bytes(bytes))
+}
+
+impl BatchCheck {
+    /// Takes the valid frame at `pos` (`payload` is given for markers); false if it is out
+    /// of place.
+    fn step(&mut self, pos: u64, frames_before: u64, kind: u8, payload: Option<&[u8]>) -> bool {
+        match (kind, self.open.as_mut()) {
+            (KIND_BATCH_BEGIN, None) => match marker_count(payload) {
+                Some(count) if count >= 1 => {
+                    self.open = Some(OpenBatch {
+                        begin: pos,
+                        frames_before,
+                        count,
+                        seen: 0,
+                    });
+                    true
+                }
+                _ => false,
+            },
+            (KIND_BATCH_COMMIT, Some(open)) => {
+                if open.seen == open.count && marker_count(payload) == Some(open.count) {
+                    self.open = None;
+                    true
+                } else {
+                    false
+                }
+            }
+            (KIND_BATCH_BEGIN | KIND_BATCH_COMMIT, _) => false,
+            (_, Some(open)) => {
+                open.seen += 1;
+                open.seen <= open.count
+            }
+            (_, None) => true,
+        }
+    }
+}
+
 /// What [`Log::open`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recovery {
@@ -660,12 +747,21 @@ fn recover(file: &mut dyn LogFile, repair: bool) -> Result<Recovery, LogError> {
         let mut w = Window::new(&*file, len, SCAN_CHUNK);
         let mut pos = HEADER_LEN;
         let mut frames = 0u64;
+        let mut batch = BatchCheck::default();
         let bad_at = loop {
             if pos >= len {
                 break None;
             }
             match w.frame_at(pos)? {
                 Some(f) => {
+                    let marker = if is_batch_marker(f.kind) {
+                        Some(w.slice(pos + FRAME_HEADER_LEN as u64, f.len)?.to_vec())
+                    } else {
+                        None
+                    };
+                    if !batch.step(pos, frames, f.kind, marker.as_deref()) {
+                        break Some(pos);
+                    }
                     frames += 1;
                     pos = f.next;
                 }
@@ -682,7 +778,11 @@ fn recover(file: &mut dyn LogFile, repair: bool) -> Result<Recovery, LogError> {
                 }
             }
         }
-        (frames, bad_at)
+        // A batch whose commit is not there was never acknowledged: cut it off whole.
+        match batch.open {
+            Some(open) => (open.frames_before, Some(open.begin)),
+            None => (frames, bad_at),
+        }
     };
 
     let valid_len = bad_at.unwrap_or(len);
@@ -923,9 +1023,42 @@ impl Log {
     }
 
     /// Append frames, contiguous and in order, with one fsync; returns their offsets once
-    /// fsync'd. Not atomic: after an error or a crash, a prefix of them may be on disk. If
-    /// any payload is too large nothing is written.
+    /// fsync'd. Not atomic: after an error or a crash, a prefix of them may be on disk (see
+    /// [`Log::append_atomic`]). If any payload is too large, or any kind is a batch marker,
+    /// nothing is written.
     pub fn append_batch(&self, items: &[(u8, &[u8])]) -> Result<Vec<u64>, LogError> {
+        if let Some((kind, _)) = items.iter().find(|(k, _)| is_batch_marker(*k)) {
+            return Err(LogError::ReservedKind { kind: *kind });
+        }
+        self.submit(items)
+    }
+
+    /// Append frames atomically with one fsync: after a crash either all of them are in the
+    /// log or none is (they are written between a begin and a commit marker, and
+    /// [`Log::open`] cuts off a batch without its commit). Returns the offsets of every frame
+    /// written, in order: `[begin, items..., commit]`, or just the item's when there is only
+    /// one (a single frame is atomic by itself). Nothing is written if any payload is too
+    /// large or any kind is a marker.
+    pub fn append_atomic(&self, items: &[(u8, &[u8])]) -> Result<Vec<u64>, LogError> {
+        if items.len() < 2 {
+            return self.append_batch(items);
+        }
+        if let Some((kind, _)) = items.iter().find(|(k, _)| is_batch_marker(*k)) {
+            return Err(LogError::ReservedKind { kind: *kind });
+        }
+        let count = u32::try_from(items.len())
+            .map_err(|_| LogError::TooLarge {
+                len: items.len() as u64,
+            })?
+            .to_le_bytes();
+        let mut all = Vec::with_capacity(items.len() + 2);
+        all.push((KIND_BATCH_BEGIN, &count[..]));
+        all.extend_from_slice(items);
+        all.push((KIND_BATCH_COMMIT, &count[..]));
+        self.submit(&all)
+    }
+
+    fn submit(&self, items: &[(u8, &[u8])]) -> Result<Vec<u64>, LogError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -1013,8 +1146,10 @@ impl Log {
         self.len() <= HEADER_LEN
     }
 
-    /// Scan the whole durable log again, checking the header and every frame, and report
-    /// regions of bad frames (reading concurrently with appends).
+    /// Scan the whole durable log again, checking the header, every frame and the batch
+    /// markers' structure, and report regions of bad frames (reading concurrently with
+    /// appends): a marker out of place is reported as its frame, a batch without its commit
+    /// as the bytes from its begin to the end.
     pub fn verify(&self) -> Result<VerifyReport, LogError> {
         let end = self.len();
         let mut head = [0u8; FILE_HEADER.len()];
@@ -1030,9 +1165,26 @@ impl Log {
             corrupt_regions: 0,
         };
         let mut pos = HEADER_LEN;
+        let mut batch = BatchCheck::default();
+        let add = |report: &mut VerifyReport, offset: u64, len: u64| {
+            report.corrupt_regions += 1;
+            if report.corrupt.len() < MAX_REPORTED_REGIONS {
+                report.corrupt.push(CorruptRegion { offset, len });
+            }
+        };
         while pos < end {
             match w.frame_at(pos)? {
                 Some(f) => {
+                    let marker = if is_batch_marker(f.kind) {
+                        Some(w.slice(pos + FRAME_HEADER_LEN as u64, f.len)?.to_vec())
+                    } else {
+                        None
+                    };
+                    if !batch.step(pos, report.frames, f.kind, marker.as_deref()) {
+                        // A marker out of place: the frame is reported, the check restarts.
+                        add(&mut report, pos, f.next - pos);
+                        batch = BatchCheck::default();
+                    }
                     report.frames += 1;
                     pos = f.next;
                 }
@@ -1041,16 +1193,15 @@ impl Log {
                         Resync::Found(next) => next,
                         Resync::None | Resync::GaveUp => end,
                     };
-                    report.corrupt_regions += 1;
-                    if report.corrupt.len() < MAX_REPORTED_REGIONS {
-                        report.corrupt.push(CorruptRegion {
-                            offset: pos,
-                            len: stop - pos,
-                        });
-                    }
+                    add(&mut report, pos, stop - pos);
+                    batch = BatchCheck::default();
                     pos = stop;
                 }
             }
+        }
+        if let Some(open) = batch.open {
+            // The durable log only ever holds whole batches.
+            add(&mut report, open.begin, end - open.begin);
         }
         Ok(report)
     }
@@ -1470,14 +1621,14 @@ mod tests {
             let (log, _) = Log::open(mem.clone()).unwrap();
             let mut acked = Vec::new();
             for _ in 0..1 + rng.next_u32() % 8 {
-                let kind = rng.next_u32() as u8;
+                let kind = (rng.next_u32() % 0xFE) as u8;
                 let p = random_payload(&mut rng, 300);
                 acked.push((log.append(kind, &p).unwrap(), kind, p));
             }
             // Writes in flight when the power goes: written, never fsync'd, never acked.
             mem.set_fail_sync(true);
             let pending: Vec<(u8, Vec<u8>)> = (0..1 + rng.next_u32() % 4)
-                .map(|_| (rng.next_u32() as u8, random_payload(&mut rng, 300)))
+                .map(|_| ((rng.next_u32() % 0xFE) as u8, random_payload(&mut rng, 300)))
                 .collect();
             let items: Vec<(u8, &[u8])> = pending.iter().map(|(k, p)| (*k, &p[..])).collect();
             assert!(log.append_batch(&items).is_err());
@@ -1682,7 +1833,7 @@ mod tests {
         let mut valid = HashSet::new();
         for _ in 0..100 {
             let p = random_payload(&mut rng, 200);
-            valid.insert(log.append(rng.next_u32() as u8, &p).unwrap());
+            valid.insert(log.append((rng.next_u32() % 0xFE) as u8, &p).unwrap());
         }
         let len = log.len();
         for i in 0..20_000u64 {
@@ -1921,12 +2072,141 @@ mod tests {
         assert_eq!(Arc::strong_count(&mem.state), 1);
     }
 
+    #[test]
+    fn an_atomic_batch_cut_at_any_byte_is_all_or_nothing() {
+        let mem = MemLog::new();
+        let (log, _) = Log::open(mem.clone()).unwrap();
+        let before = log.append_batch(&[(1, b"first"), (2, b"second")]).unwrap();
+        let before_len = log.len();
+        let items: [(u8, &[u8]); 3] = [(1, b"alpha"), (1, b"beta"), (2, b"audit event")];
+        let offsets = log.append_atomic(&items).unwrap();
+        assert_eq!(offsets.len(), items.len() + 2, "begin, items, commit");
+        assert_eq!(log.read(offsets[0]).unwrap().0, KIND_BATCH_BEGIN);
+        assert_eq!(log.read(offsets[4]).unwrap().0, KIND_BATCH_COMMIT);
+        for (off, (k, p)) in offsets[1..4].iter().zip(&items) {
+            assert_eq!(log.read(*off).unwrap(), (*k, p.to_vec()));
+        }
+        let after_len = log.len();
+        drop(log);
+        let bytes = mem.bytes();
+        assert_eq!(bytes.len() as u64, after_len);
+        for cut in before_len..=after_len {
+            let (log, rec) = Log::open(MemLog::from_bytes(bytes[..cut as usize].to_vec())).unwrap();
+            let frames = all_frames(&log);
+            let kinds: Vec<u8> = frames.iter().map(|f| f.1).collect();
+            if cut == after_len {
+                assert_eq!(rec.truncated_bytes, 0);
+                assert_eq!(frames.len(), 7, "cut at {cut}");
+                assert_eq!(kinds[2..], [KIND_BATCH_BEGIN, 1, 1, 2, KIND_BATCH_COMMIT]);
+            } else {
+                assert_eq!(rec.valid_len, before_len, "cut at {cut}");
+                assert_eq!(rec.truncated_bytes, cut - before_len);
+                assert_eq!(kinds, [1, 2], "cut at {cut}");
+                assert_eq!(rec.frames, 2);
+            }
+            assert_eq!(log.read(before[1]).unwrap(), (2, b"second".to_vec()));
+        }
+    }
+
+    #[test]
+    fn batch_markers_are_reserved_and_single_items_need_none() {
+        let mem = MemLog::new();
+        let (log, _) = Log::open(mem.clone()).unwrap();
+        for kind in [KIND_BATCH_BEGIN, KIND_BATCH_COMMIT] {
+            assert!(matches!(
+                log.append_batch(&[(1, b"a"), (kind, b"x")]),
+                Err(LogError::ReservedKind { .. })
+            ));
+            assert!(matches!(
+                log.append_atomic(&[(1, b"a"), (kind, b"x")]),
+                Err(LogError::ReservedKind { .. })
+            ));
+        }
+        assert!(log.is_empty(), "nothing written");
+        let one = log.append_atomic(&[(1, b"only")]).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(all_frames(&log).len(), 1);
+    }
+
+    #[test]
+    fn misplaced_markers_in_the_middle_are_corruption_and_repair_cuts_there() {
+        let count = 2u32.to_le_bytes();
+        let mut bytes = FILE_HEADER.to_vec();
+        bytes.extend(encode(1, b"kept"));
+        let bad = bytes.len() as u64;
+        // A begin whose batch never commits, followed by acknowledged-looking frames.
+        bytes.extend(encode(KIND_BATCH_BEGIN, &count));
+        bytes.extend(encode(1, b"a"));
+        bytes.extend(encode(KIND_BATCH_BEGIN, &count));
+        bytes.extend(encode(1, b"b"));
+        bytes.extend(encode(1, b"c"));
+        bytes.extend(encode(KIND_BATCH_COMMIT, &count));
+        bytes.extend(encode(1, b"later"));
+        match Log::open(MemLog::from_bytes(bytes.clone())) {
+            Err(LogError::Corrupt { .. }) => {}
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        let mem = MemLog::from_bytes(bytes);
+        let rec = Log::repair(mem.clone()).unwrap();
+        assert_eq!(rec.valid_len, bad);
+        let (log, _) = Log::open(mem).unwrap();
+        assert_eq!(all_frames(&log).len(), 1);
+
+        // A commit with the wrong count, or without a begin, at the very end is a torn tail.
+        for tail in [
+            vec![
+                encode(KIND_BATCH_BEGIN, &count),
+                encode(1, b"a"),
+                encode(KIND_BATCH_COMMIT, &1u32.to_le_bytes()),
+            ],
+            vec![encode(KIND_BATCH_COMMIT, &count)],
+        ] {
+            let mut bytes = FILE_HEADER.to_vec();
+            bytes.extend(encode(1, b"kept"));
+            for f in tail {
+                bytes.extend(f);
+            }
+            let (log, rec) = Log::open(MemLog::from_bytes(bytes)).unwrap();
+            assert_eq!(rec.valid_len, bad);
+            assert_eq!(all_frames(&log).len(), 1);
+        }
+    }
+
+    #[test]
+    fn verify_reports_a_batch_whose_commit_was_overwritten() {
+        let mem = MemLog::new();
+        let (log, _) = Log::open(mem.clone()).unwrap();
+        let offsets = log.append_atomic(&[(1, b"a"), (1, b"b")]).unwrap();
+        log.append(1, b"after").unwrap();
+        assert!(log.verify().unwrap().is_ok());
+        // Replace the commit marker, in place, with a valid frame of another kind and the
+        // same length (damage a CRC cannot see).
+        let commit = offsets[3];
+        let old = encode(KIND_BATCH_COMMIT, &2u32.to_le_bytes());
+        let new = encode(1, b"zzzz");
+        assert_eq!(old.len(), new.len());
+        for (i, (o, n)) in old.iter().zip(&new).enumerate() {
+            mem.corrupt(commit + i as u64, o ^ n);
+        }
+        let report = log.verify().unwrap();
+        assert_eq!(report.corrupt_regions, 1, "{report:?}");
+        assert_eq!(report.corrupt[0].offset, commit);
+        // Opening refuses it as corruption in the middle; repair cuts the batch whole.
+        drop(log);
+        assert!(matches!(
+            Log::open(mem.crash()),
+            Err(LogError::Corrupt { .. })
+        ));
+        let rec = Log::repair(mem.clone()).unwrap();
+        assert_eq!(rec.valid_len, offsets[0]);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn any_payloads_round_trip(
             items in prop::collection::vec(
-                (any::<u8>(), prop::collection::vec(any::<u8>(), 0..600), any::<bool>()),
+                (0u8..0xFE, prop::collection::vec(any::<u8>(), 0..600), any::<bool>()),
                 0..40,
             )
         ) {

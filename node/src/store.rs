@@ -22,7 +22,7 @@ use cophr_protocol::export::{self, ExportError};
 use cophr_protocol::record::{Applied, Record, Rejection};
 use cophr_protocol::{ActorId, EntryId, Keypair, Payload, Profile, RecordId};
 
-use crate::log::{FileLog, Log, LogError, FRAME_HEADER_LEN};
+use crate::log::{is_batch_marker, FileLog, Log, LogError, FRAME_HEADER_LEN};
 
 /// Frame kind of a signed entry.
 pub const KIND_ENTRY: u8 = 1;
@@ -252,6 +252,8 @@ fn index_ops(
     let mut b = sled::Batch::default();
     let off = offset.to_be_bytes();
     match kind {
+        // The log checked the batch's structure; its frames are indexed one by one.
+        k if is_batch_marker(k) => {}
         KIND_ENTRY => {
             let e = SignedEntry::decode(payload)
                 .map_err(|err| StoreError::Corrupt(format!("entry at offset {offset}: {err}")))?;
@@ -581,21 +583,29 @@ impl Store {
     }
 
     /// Appends frames durably (one fsync) and indexes them. Frames are always built here
-    /// from entries and events already decoded and checked.
+    /// from entries and events already decoded and checked. Not atomic (a crash may leave
+    /// a prefix): for frames that stand alone (metadata, tombstones, others' audit events).
     fn persist(&self, frames: &[(u8, &[u8])]) -> Result<(), StoreError> {
-        self.persist_indexed(frames, |offset, kind, payload| {
+        self.persist_indexed(frames, false, |offset, kind, payload| {
             index_ops(&self.inner.db, offset, kind, payload)
         })
     }
 
-    /// [`Store::persist`] for verified entries, indexed from what is already decoded.
+    /// [`Store::persist`], atomic under a crash (one log batch: all frames or none).
+    fn persist_atomic(&self, frames: &[(u8, &[u8])]) -> Result<(), StoreError> {
+        self.persist_indexed(frames, true, |offset, kind, payload| {
+            index_ops(&self.inner.db, offset, kind, payload)
+        })
+    }
+
+    /// Atomically persists verified entries, indexed from what is already decoded.
     fn persist_entries(&self, entries: &[&Verified]) -> Result<(), StoreError> {
         let frames: Vec<(u8, &[u8])> = entries
             .iter()
             .map(|v| (KIND_ENTRY, v.signed().bytes()))
             .collect();
         let mut next = entries.iter();
-        self.persist_indexed(&frames, |offset, _, _| {
+        self.persist_indexed(&frames, true, |offset, _, _| {
             let v = next
                 .next()
                 .ok_or_else(|| StoreError::Corrupt("frame without an entry".into()))?;
@@ -603,23 +613,49 @@ impl Store {
         })
     }
 
-    /// Appends frames durably (one fsync) and indexes them with `ops` (called in order).
+    /// Appends frames durably (one fsync), as one atomic log batch if `atomic`, and indexes
+    /// them with `ops` (called in order, for `frames` only; the batch markers index nothing,
+    /// their bytes are counted with the first and last frame's update).
     fn persist_indexed(
         &self,
         frames: &[(u8, &[u8])],
+        atomic: bool,
         mut ops: impl FnMut(u64, u8, &[u8]) -> Result<sled::Batch, StoreError>,
     ) -> Result<(), StoreError> {
         // The log stays shared until the frames are indexed, so a compaction (which
         // rewrites offsets) cannot run in between.
         let log = self.log();
-        let offsets = log.append_batch(frames)?;
+        let offsets = if atomic {
+            log.append_atomic(frames)?
+        } else {
+            log.append_batch(frames)?
+        };
+        let marked = offsets.len() == frames.len() + 2;
+        if !marked && offsets.len() != frames.len() {
+            return Err(StoreError::Corrupt("log returned the wrong offsets".into()));
+        }
+        let items = if marked {
+            &offsets[1..offsets.len() - 1]
+        } else {
+            &offsets[..]
+        };
         let mut batches = Vec::with_capacity(frames.len());
-        for ((kind, payload), offset) in frames.iter().zip(offsets) {
+        for ((kind, payload), &offset) in frames.iter().zip(items) {
             batches.push((
                 offset,
                 frame_end(offset, payload.len()),
                 ops(offset, *kind, payload)?,
             ));
+        }
+        if marked {
+            // The markers index nothing: the first item's update covers the begin marker
+            // and the last one's the commit (a u32 payload), so no extra index write.
+            if let (Some(first), Some(&begin)) = (batches.first_mut(), offsets.first()) {
+                first.0 = begin;
+            }
+            if let (Some(last), Some(&commit)) = (batches.last_mut(), offsets.last()) {
+                last.1 = frame_end(commit, 4);
+            }
         }
         let indexed = self.index(batches);
         drop(log);
@@ -665,7 +701,7 @@ impl Store {
         .sign(&self.inner.node_key);
         let mut all = frames.to_vec();
         all.push((KIND_AUDIT, event.bytes()));
-        self.persist(&all)?;
+        self.persist_atomic(&all)?;
         *tail = Some(Some((event.event.seq, event.id())));
         Ok(event)
     }
@@ -860,7 +896,8 @@ impl Store {
     /// many were new.
     ///
     /// The entries are applied to the record in memory under its write lock (so no reader
-    /// sees them before they are durable), then written with one fsync per 1,024. If any is
+    /// sees them before they are durable), then written as one atomic log batch (one fsync;
+    /// after a crash all of them are there or none). If any is
     /// refused, or writing fails, the record is reloaded from the log, which holds exactly
     /// what is durable. (Validating on a copy instead would copy the whole record, which
     /// costs seconds for a large one, on every batch.)
@@ -903,11 +940,8 @@ impl Store {
             }
             Some(e) => Err(e.into()),
             None => {
-                let persisted = new.chunks(1024).try_for_each(|chunk| {
-                    let entries: Vec<&Verified> = chunk.iter().filter_map(|id| r.get(id)).collect();
-                    self.persist_entries(&entries)
-                });
-                persisted.map(|()| new.len())
+                let entries: Vec<&Verified> = new.iter().filter_map(|id| r.get(id)).collect();
+                self.persist_entries(&entries).map(|()| new.len())
             }
         };
         if result.is_err() && !new.is_empty() && !fresh {
@@ -1083,8 +1117,25 @@ impl Store {
         {
             let (fresh, _) = Log::open_path(&tmp)?;
             let mut batch: Vec<(u8, Vec<u8>)> = Vec::new();
+            // The kept frames of the atomic batch being copied (written as one again).
+            let mut atomic: Option<Vec<(u8, Vec<u8>)>> = None;
             for frame in log.iter_from(0) {
                 let (offset, kind, payload) = frame?;
+                if kind == crate::log::KIND_BATCH_BEGIN {
+                    atomic = Some(Vec::new());
+                    continue;
+                }
+                if kind == crate::log::KIND_BATCH_COMMIT {
+                    let kept = atomic.take().unwrap_or_default();
+                    let items: Vec<(u8, &[u8])> =
+                        batch.iter().map(|(k, p)| (*k, p.as_slice())).collect();
+                    fresh.append_batch(&items)?;
+                    batch.clear();
+                    let items: Vec<(u8, &[u8])> =
+                        kept.iter().map(|(k, p)| (*k, p.as_slice())).collect();
+                    fresh.append_atomic(&items)?;
+                    continue;
+                }
                 let record = match kind {
                     KIND_ENTRY | KIND_FORK => {
                         SignedEntry::decode(&payload).ok().map(|e| e.entry().record)
@@ -1095,7 +1146,10 @@ impl Store {
                 let gone = kind == KIND_TOMBSTONE
                     || record.is_some_and(|r| cut.get(&r).is_some_and(|t| offset < *t));
                 if !gone {
-                    batch.push((kind, payload));
+                    match atomic.as_mut() {
+                        Some(kept) => kept.push((kind, payload)),
+                        None => batch.push((kind, payload)),
+                    }
                 }
                 if batch.len() >= 1024 {
                     let items: Vec<(u8, &[u8])> =
@@ -1402,6 +1456,166 @@ mod tests {
         assert!(s
             .with_record(&other.actor(), |r| r.contains(&later))
             .unwrap());
+        assert!(s.verify().unwrap().is_ok());
+    }
+
+    fn facts(n: usize, tag: &str) -> Vec<Payload> {
+        (0..n)
+            .map(|i| Payload::Create {
+                category: Category::AboutMe,
+                body: text_body(&[("thing-1", &format!("{tag} {i}"))]),
+            })
+            .collect()
+    }
+
+    fn import_info() -> BatchInfo {
+        BatchInfo {
+            action: Action::Import,
+            detail: Some("test batch".into()),
+        }
+    }
+
+    fn mem_store(mem: &crate::log::MemLog) -> Store {
+        let (log, _) = Log::open(mem.clone()).unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        Store::with_parts(log, db, key(0, "node")).unwrap()
+    }
+
+    /// Whether all of `ids` and the batch's audit event are held (true), none (false), or a
+    /// part (panics).
+    fn batch_held(s: &Store, rec: &RecordId, ids: &[EntryId], ctx: &str) -> bool {
+        let held: Vec<bool> = ids
+            .iter()
+            .map(|id| s.with_record(rec, |r| r.contains(id)).unwrap())
+            .collect();
+        let audited = s
+            .audit_events(rec)
+            .unwrap()
+            .iter()
+            .any(|a| a.event.action == Action::Import && a.event.entries == ids);
+        assert!(
+            held.iter().all(|h| *h == audited),
+            "{ctx}: entries {held:?}, audit event {audited}"
+        );
+        audited
+    }
+
+    #[test]
+    fn a_batch_cut_at_any_byte_is_all_or_nothing() {
+        let mem = crate::log::MemLog::new();
+        let s = mem_store(&mem);
+        let (g, rec) = george(&s);
+        let before = s.log().len();
+        let ids = s
+            .write_all(&rec, &g, facts(2, "batch"), import_info(), 2_000, None)
+            .unwrap();
+        let after = s.log().len();
+        drop(s);
+        let bytes = mem.bytes();
+        let mut whole = 0;
+        for cut in before..=after {
+            let crashed = crate::log::MemLog::from_bytes(bytes[..cut as usize].to_vec());
+            let s = mem_store(&crashed);
+            let ctx = format!("cut at byte {cut} of {before}..{after}");
+            if batch_held(&s, &rec, &ids, &ctx) {
+                whole += 1;
+                assert_eq!(cut, after, "{ctx}");
+            }
+            assert_eq!(
+                s.with_record(&rec, |r| r.len()).unwrap(),
+                if cut == after { 3 } else { 1 },
+                "{ctx}"
+            );
+            // The cut store takes writes and reopens with everything.
+            let more = s
+                .write_all(&rec, &g, facts(2, "after"), import_info(), 3_000, None)
+                .unwrap();
+            drop(s);
+            let s = mem_store(&crashed.crash());
+            assert!(batch_held(&s, &rec, &more, &ctx));
+        }
+        assert_eq!(whole, 1);
+    }
+
+    #[test]
+    fn an_old_log_without_batch_markers_still_opens() {
+        let mem = crate::log::MemLog::new();
+        let s = mem_store(&mem);
+        let (g, rec) = george(&s);
+        let ids = s
+            .write_all(&rec, &g, facts(3, "old"), import_info(), 2_000, None)
+            .unwrap();
+        // The same frames as the format before batches: no markers.
+        let frames: Vec<(u8, Vec<u8>)> = s
+            .log()
+            .iter_from(0)
+            .map(|f| f.unwrap())
+            .filter(|(_, k, _)| !is_batch_marker(*k))
+            .map(|(_, k, p)| (k, p))
+            .collect();
+        assert!(s.log().iter_from(0).any(|f| is_batch_marker(f.unwrap().1)));
+        drop(s);
+        let old = crate::log::MemLog::new();
+        let (log, _) = Log::open(old.clone()).unwrap();
+        let items: Vec<(u8, &[u8])> = frames.iter().map(|(k, p)| (*k, p.as_slice())).collect();
+        log.append_batch(&items).unwrap();
+        drop(log);
+        let s = mem_store(&old.crash());
+        assert!(batch_held(&s, &rec, &ids, "old log"));
+        assert!(s.verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn repair_and_compact_keep_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (g, rec) = george(&s);
+        let ids = s
+            .write_all(&rec, &g, facts(3, "kept"), import_info(), 2_000, None)
+            .unwrap();
+        let other = key(1, "Other");
+        s.create_record(&other, profile("Other", "patient", None), 3_000, None)
+            .unwrap();
+        s.write_all(
+            &other.actor(),
+            &other,
+            facts(2, "gone"),
+            import_info(),
+            4_000,
+            None,
+        )
+        .unwrap();
+        let batch_bytes = {
+            let before = s.log().len();
+            s.write_all(&rec, &g, facts(2, "torn"), import_info(), 5_000, None)
+                .unwrap();
+            let all = std::fs::read(dir.path().join("log")).unwrap();
+            all[before as usize..].to_vec()
+        };
+        let markers = |s: &Store| {
+            s.log()
+                .iter_from(0)
+                .filter(|f| f.as_ref().unwrap().1 == crate::log::KIND_BATCH_BEGIN)
+                .count()
+        };
+        assert_eq!(markers(&s), 3);
+        // Compaction (removing the other record) keeps this record's batches whole.
+        s.remove_record(&other.actor()).unwrap();
+        assert_eq!(markers(&s), 2);
+        assert!(batch_held(&s, &rec, &ids, "after compact"));
+        assert!(s.verify().unwrap().is_ok());
+        drop(s);
+        // A torn copy of a batch at the end: repair cuts it whole, keeping the rest.
+        let path = dir.path().join("log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let keep = bytes.len() as u64;
+        bytes.extend_from_slice(&batch_bytes[..batch_bytes.len() - 20]);
+        std::fs::write(&path, &bytes).unwrap();
+        let rep = Store::repair(dir.path()).unwrap();
+        assert_eq!(rep.truncated_bytes, bytes.len() as u64 - keep);
+        let s = open(dir.path());
+        assert!(batch_held(&s, &rec, &ids, "after repair"));
+        assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), 6);
         assert!(s.verify().unwrap().is_ok());
     }
 

@@ -2,8 +2,10 @@
 //! killed with SIGKILL at random points (at least 50 times); after each kill the store must
 //! open, hold every entry the child acknowledged, and verify. A third of the runs also leave
 //! a torn tail on the log (as a crash in the middle of a write would), which opening must cut
-//! off without losing acknowledged entries. A second test damages a byte in the middle of the
-//! log: opening must report it, and repair must keep everything before the damage.
+//! off without losing acknowledged entries. Every third write of the child is a batch
+//! (`Store::write_all`): after each kill every batch is held whole or not at all. A second
+//! test damages a byte in the middle of the log: opening must report it, and repair must keep
+//! everything before the damage (up to the start of the damaged frame's batch).
 //!
 //! The random choices come from a fixed seed, printed with every failure; set
 //! `COPHR_CRASH_SEED` to rerun with another one, and `COPHR_CRASH_DIR` to keep the store for
@@ -18,8 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cophr_node::log::{Log, LogError, FRAME_HEADER_LEN, HEADER_LEN};
+use cophr_node::log::{
+    Log, LogError, FRAME_HEADER_LEN, HEADER_LEN, KIND_BATCH_BEGIN, KIND_BATCH_COMMIT,
+};
 use cophr_node::store::{OpenReport, Store, StoreError};
+use cophr_protocol::audit::Action;
 use cophr_protocol::testkit::key;
 use cophr_protocol::{EntryId, RecordId, SignedEntry};
 use rand_chacha::ChaCha8Rng;
@@ -186,6 +191,51 @@ fn check_acked(store: &Store, acked: &Acked, ctx: &str) {
     );
 }
 
+/// The device the writer gives entries it writes in batches.
+const BATCH_DEVICE: &str = "crash-writer-batch";
+
+/// Checks that every batch is in the store whole or not at all: the entries written in
+/// batches are exactly those named by the batches' import audit events, and every entry an
+/// import event names is held. Returns the number of batches held.
+fn check_batches(store: &Store, ctx: &str) -> usize {
+    let mut batches = 0;
+    for rec in store
+        .records()
+        .unwrap_or_else(|e| panic!("{ctx}: records: {e}"))
+    {
+        let in_batches: BTreeSet<EntryId> = store
+            .with_record(&rec, |r| {
+                r.entries()
+                    .filter(|v| v.entry().device.as_deref() == Some(BATCH_DEVICE))
+                    .map(|v| v.id())
+                    .collect()
+            })
+            .unwrap_or_else(|e| panic!("{ctx}: record {rec}: {e}"));
+        let mut audited = BTreeSet::new();
+        for a in store
+            .audit_events(&rec)
+            .unwrap_or_else(|e| panic!("{ctx}: audit of {rec}: {e}"))
+            .into_iter()
+            .filter(|a| a.event.action == Action::Import)
+        {
+            batches += 1;
+            assert!(
+                a.event.entries.len() >= 2,
+                "{ctx}: a batch event names {} entries",
+                a.event.entries.len()
+            );
+            audited.extend(a.event.entries);
+        }
+        let partial: Vec<_> = in_batches.symmetric_difference(&audited).collect();
+        assert!(
+            partial.is_empty(),
+            "{ctx}: record {rec}: a batch is in the store in part: entries without their \
+             batch's audit event, or an audit event whose entries are missing: {partial:?}"
+        );
+    }
+    batches
+}
+
 /// Full verification: every frame, every entry's hash and signature, every record's rules,
 /// every audit chain. Returns the number of entries the store holds.
 fn check_verify(store: &Store, acked: &Acked, ctx: &str) -> usize {
@@ -249,6 +299,7 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
     let log = dir.join("log");
     let mut acked = Acked::new();
     let (mut killed, mut finished, mut torn, mut cut_by_kill) = (0u64, 0u64, 0u64, 0u64);
+    let mut batches = 0;
     let iterations = setting("COPHR_CRASH_ITERATIONS", ITERATIONS);
     let min_kills = iterations.min(MIN_KILLS);
     let (min_count, max_count) = (
@@ -321,6 +372,7 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
             "{ctx}: the log is {len} bytes after open, {clean_len} before the torn tail"
         );
         check_acked(&store, &acked, &ctx);
+        batches = check_batches(&store, &ctx);
         let last = iteration + 1 >= iterations && killed >= min_kills;
         if last || (verify_every > 0 && (iteration + 1).is_multiple_of(verify_every)) {
             let t = Instant::now();
@@ -334,8 +386,8 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
     }
     eprintln!(
         "crash test (seed {seed:#x}): {iteration} runs, {killed} killed, {finished} finished, \
-         {torn} torn tails added, {cut_by_kill} tails torn by a kill, {} acknowledged entries; \
-         {:.1?} ({:.1?} in full verification)",
+         {torn} torn tails added, {cut_by_kill} tails torn by a kill, {} acknowledged entries, \
+         {batches} batches held whole; {:.1?} ({:.1?} in full verification)",
         acked.len(),
         started.elapsed(),
         verify_time
@@ -344,6 +396,7 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
         torn > 0,
         "seed {seed:#x}: no torn tail was tried; use another seed"
     );
+    assert!(batches > 0, "seed {seed:#x}: no batch was written");
 }
 
 /// The frames of a log file, (offset, kind, payload), up to the first one that is cut short
@@ -391,7 +444,12 @@ fn corruption_in_the_middle_is_reported_and_repair_keeps_the_prefix() {
     }
     let status = child.wait().expect("wait for crash_writer");
     assert!(status.success(), "crash_writer failed: {status}");
-    assert_eq!(acked.len(), 63, "60 writes and 3 genesis entries");
+    // 3 genesis entries, 40 single writes and 20 batches of 2 to 4 entries.
+    assert!(
+        (3 + 40 + 40..=3 + 40 + 80).contains(&acked.len()),
+        "{} entries acknowledged",
+        acked.len()
+    );
 
     let clean = std::fs::read(source.path().join("log")).expect("read log");
     let all = frames(&clean);
@@ -410,10 +468,24 @@ fn corruption_in_the_middle_is_reported_and_repair_keeps_the_prefix() {
         .collect();
     assert_eq!(entries.len(), acked.len());
     let n = all.len();
+    // Where repair cuts for damage in each frame: the frame itself, or the begin marker of
+    // the atomic batch it is part of (a batch is kept whole or not at all).
+    let mut cut_for = Vec::with_capacity(n);
+    let mut begin = None;
+    for (off, kind, _) in &all {
+        if *kind == KIND_BATCH_BEGIN {
+            begin = Some(*off);
+        }
+        cut_for.push(begin.unwrap_or(*off));
+        if *kind == KIND_BATCH_COMMIT {
+            begin = None;
+        }
+    }
 
     for round in 0..8 {
-        let (bad_at, kind, payload) =
-            all[between(&mut rng, n as u64 / 4, 3 * n as u64 / 4) as usize];
+        let pick = between(&mut rng, n as u64 / 4, 3 * n as u64 / 4) as usize;
+        let (bad_at, kind, payload) = all[pick];
+        let cut = cut_for[pick];
         let frame_len = FRAME_HEADER_LEN + payload.len();
         // Magic, kind, length, checksum or payload: any byte of the frame.
         let delta = match round {
@@ -453,15 +525,15 @@ fn corruption_in_the_middle_is_reported_and_repair_keeps_the_prefix() {
             .unwrap_or_else(|e| panic!("{ctx}: repair failed: {e}"));
         assert_eq!(
             repaired.truncated_bytes,
-            (clean.len() - bad_at) as u64,
-            "{ctx}: repair cut the wrong amount"
+            (clean.len() - cut) as u64,
+            "{ctx}: repair cut the wrong amount (damaged frame's batch starts at {cut})"
         );
         let (store, report) =
             open(work.path()).unwrap_or_else(|e| panic!("{ctx}: open after repair: {e}"));
         assert_eq!(report.truncated_bytes, 0, "{ctx}");
         let before: Acked = entries
             .iter()
-            .filter(|(off, _, _)| *off < bad_at)
+            .filter(|(off, _, _)| *off < cut)
             .map(|(_, rec, id)| (*rec, *id))
             .collect();
         check_acked(&store, &before, &ctx);
@@ -471,7 +543,8 @@ fn corruption_in_the_middle_is_reported_and_repair_keeps_the_prefix() {
             before.len(),
             "{ctx}: entries after the damage came back"
         );
-        for (_, rec, id) in entries.iter().filter(|(off, _, _)| *off >= bad_at) {
+        check_batches(&store, &ctx);
+        for (_, rec, id) in entries.iter().filter(|(off, _, _)| *off >= cut) {
             assert!(
                 !matches!(store.with_record(rec, |r| r.contains(id)), Ok(true)),
                 "{ctx}: entry {id} after the damage is still held"

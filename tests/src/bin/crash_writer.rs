@@ -6,7 +6,9 @@
 //! Usage: `crash_writer <store dir> <seed> <count>`. Thread 0 writes into George's record,
 //! threads 1 and 2 into the records of patients P1 and P2; each record is created (and its
 //! genesis entry printed) when it is not held yet. `count` vital-signs entries are written in
-//! total, shared between the threads. Record contents are never printed.
+//! total, shared between the threads. Every third write is a batch ([`Store::write_all`]) of
+//! 2 to 4 entries (device [`BATCH_DEVICE`], one import audit event), printed as one line per
+//! entry in a single write once the batch is acknowledged. Record contents are never printed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,12 +16,16 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cophr_node::store::{Store, StoreError};
+use cophr_node::store::{BatchInfo, Store, StoreError};
+use cophr_protocol::audit::Action;
 use cophr_protocol::testkit::{bp, key, profile};
 use cophr_protocol::{Category, EntryId, Payload, RecordId};
 
 /// The patients whose records are written, one writer thread each.
 const PATIENTS: [&str; 3] = ["George", "P1", "P2"];
+
+/// The device of entries written in batches (the crash test checks them all or nothing).
+const BATCH_DEVICE: &str = "crash-writer-batch";
 
 /// Start of the clock (ms since the epoch); each run and write advances it.
 const EPOCH_MS: u64 = 1_700_000_000_000;
@@ -32,8 +38,14 @@ fn usage() -> ExitCode {
 /// Prints one acknowledged write and flushes, so the line is in the pipe before the next
 /// write starts.
 fn report(record: &RecordId, entry: &EntryId) -> Result<(), String> {
+    report_all(record, std::slice::from_ref(entry))
+}
+
+/// Prints several acknowledged entries (one line each) in one write, and flushes.
+fn report_all(record: &RecordId, entries: &[EntryId]) -> Result<(), String> {
+    let lines: String = entries.iter().map(|e| format!("{record} {e}\n")).collect();
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{record} {entry}")
+    out.write_all(lines.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| format!("stdout: {e}"))
 }
@@ -73,6 +85,29 @@ fn writer(
             return Ok(());
         }
         let r = mix(seed ^ mix(i));
+        let reading = |r: u64| Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(100 + (r % 80) as i64, 60 + ((r >> 16) % 40) as i64),
+        };
+        if i % 3 == 2 {
+            let n = 2 + r % 3;
+            let payloads = (0..n).map(|j| reading(mix(r ^ j))).collect();
+            let ids = store
+                .write_all(
+                    &record,
+                    &patient_key,
+                    payloads,
+                    BatchInfo {
+                        action: Action::Import,
+                        detail: Some(format!("{n} readings")),
+                    },
+                    base + 1_000 * (i + 1),
+                    Some(BATCH_DEVICE.into()),
+                )
+                .map_err(|e| format!("{patient}: batch {i}: {e}"))?;
+            report_all(&record, &ids)?;
+            continue;
+        }
         let systolic = 100 + (r % 80) as i64;
         let diastolic = 60 + ((r >> 16) % 40) as i64;
         let entry = store
