@@ -1136,3 +1136,80 @@ async fn watchers_are_told_of_new_entries_written_or_received() {
     assert!(at_host.try_recv().is_err());
     assert!(at_george.try_recv().is_err());
 }
+
+/// A pull of several batches asks for batch k + 1 while batch k is stored, from a frontier
+/// predicted from batch k's entries: the prediction must match what the store then holds
+/// (amends and annotates take their target's stream, whether the target came in the same
+/// batch or an earlier one), or the pull would ask again and use more round trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_pull_is_pipelined_and_asks_for_nothing_twice() {
+    let server = node("George").await;
+    let laptop = node_config(
+        "George-laptop",
+        "George",
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            sync_interval: Duration::from_secs(3600),
+            ..NetConfig::default()
+        },
+    )
+    .await;
+    let george = key(9, "George");
+    let rec = create(&server, &george);
+    let mut ids: Vec<EntryId> = Vec::new();
+    let mut last_med: Option<EntryId> = None;
+    let written = 2200;
+    for i in 0..written {
+        let p = if let (2, Some(target)) = (i % 7, last_med) {
+            // Amends the latest medication version (same batch, often an amend itself).
+            Payload::Amend {
+                target,
+                body: text_body(&[("medication", &format!("Metformin {i}"))]),
+            }
+        } else if i % 50 == 5 && i > 1100 {
+            // Annotates an entry from an earlier batch.
+            Payload::Annotate {
+                target: ids[i - 1100],
+                text: format!("note {i}"),
+            }
+        } else if i % 3 == 1 {
+            Payload::Create {
+                category: Category::Medications,
+                body: text_body(&[("medication", "Metformin")]),
+            }
+        } else {
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(120 + (i % 20) as i64, 80),
+            }
+        };
+        let is_med = matches!(
+            &p,
+            Payload::Create {
+                category: Category::Medications,
+                ..
+            } | Payload::Amend { .. }
+        );
+        let id = write(&server, &rec, &george, p);
+        if is_med {
+            last_med = Some(id);
+        }
+        ids.push(id);
+    }
+    let report = sync_with(&laptop, &server, rec, false).await;
+    let total = written + 1; // and the genesis
+    assert_eq!(report.pulled, total);
+    let pulls = total.div_ceil(cophr_protocol::sync::MAX_BATCH);
+    // Digests, the pulls, and the audit trail (the patient's device may read it).
+    assert_eq!(report.round_trips, 1 + pulls + 1);
+    let frontier = |n: &Node| {
+        n.handle
+            .store()
+            .with_record(&rec, |r| r.frontier())
+            .unwrap()
+    };
+    assert_eq!(frontier(&laptop), frontier(&server));
+    // Nothing is left to pull.
+    let again = sync_with(&laptop, &server, rec, false).await;
+    assert_eq!(again.pulled, 0);
+}
