@@ -8,9 +8,8 @@ use rand_core::{OsRng, RngCore};
 
 use cophr_protocol::audit::SignedAudit;
 use cophr_protocol::entry::SignedEntry;
-use cophr_protocol::record::Stream;
 use cophr_protocol::sync::{Frontier, Proof, Request, Response, MAX_BATCH};
-use cophr_protocol::{Category, EntryId, Payload, RecordId};
+use cophr_protocol::{EntryId, RecordId};
 
 use super::service::{now_ms, NodeHandle};
 use super::NetError;
@@ -104,23 +103,31 @@ pub async fn sync(
     if differ.is_empty() {
         return Ok(report);
     }
-    // Pull, pipelined: while batch k is verified, applied and made durable, batch k + 1
-    // is already asked for (at most two pulls are outstanding at once). Its frontier is
-    // predicted from batch k's authors, sequence numbers and streams; after batch k is
-    // stored the prediction is checked against the store's frontier, and a wrong one
-    // (never expected) costs its answer, asked for again as the sequential loop would.
-    let mut ask = pull_frontier(&store, &record, &differ)?;
-    report.round_trips += 1;
-    let mut pending = handle
-        .request(
-            peer,
-            addrs.clone(),
-            pull_request(handle, &peer, record, &ask),
-        )
-        .await;
+    // Pull.
     let mut theirs: Frontier;
     loop {
-        let (entries, more, frontier) = match pending? {
+        let mine = if store.holds(&record)? {
+            store.with_record(&record, |r| r.frontier())?
+        } else {
+            Frontier::new()
+        };
+        let ask: Frontier = differ
+            .iter()
+            .map(|s| (s.clone(), mine.get(s).cloned().unwrap_or_default()))
+            .collect();
+        report.round_trips += 1;
+        let (entries, more, frontier) = match handle
+            .request(
+                peer,
+                addrs.clone(),
+                Request::Pull {
+                    proof: proof(handle, &peer, record),
+                    frontier: ask,
+                    limit: MAX_BATCH as u32,
+                },
+            )
+            .await?
+        {
             Response::Entries {
                 entries,
                 more,
@@ -131,64 +138,27 @@ pub async fn sync(
         };
         theirs = frontier;
         let got = entries.len();
-        let decoded = blocking(move || -> Result<Vec<SignedEntry>, NetError> {
-            entries
-                .iter()
-                .map(|b| {
-                    SignedEntry::decode(b).map_err(|e| NetError::Protocol {
-                        peer,
-                        reason: format!("bad entry: {e}"),
-                    })
-                })
-                .collect()
-        })
-        .await??;
-        let last = !more || got == 0;
-        let next = if last {
-            None
-        } else {
-            predict(&store, &record, &ask, &decoded)?
-        };
         let store2 = store.clone();
-        let ingest = blocking(move || -> Result<usize, NetError> {
+        let stored = blocking(move || -> Result<usize, NetError> {
+            let mut decoded = Vec::with_capacity(entries.len());
+            for b in &entries {
+                decoded.push(SignedEntry::decode(b).map_err(|e| NetError::Protocol {
+                    peer,
+                    reason: format!("bad entry: {e}"),
+                })?);
+            }
             let verified =
                 super::verify::verify_all(decoded).map_err(|(i, e)| NetError::Protocol {
                     peer,
                     reason: format!("entry {i}: {e}"),
                 })?;
             Ok(store2.ingest(&record, verified)?)
-        });
-        let (stored, ahead) = match &next {
-            Some(n) => {
-                report.round_trips += 1;
-                let (stored, ahead) = tokio::join!(
-                    ingest,
-                    handle.request(peer, addrs.clone(), pull_request(handle, &peer, record, n))
-                );
-                (stored, Some(ahead))
-            }
-            None => (ingest.await, None),
-        };
-        // A refused batch stops the pull here; an answer already on its way is dropped.
-        report.pulled += stored??;
-        if last {
+        })
+        .await??;
+        report.pulled += stored;
+        if !more || got == 0 {
             break;
         }
-        let real = pull_frontier(&store, &record, &differ)?;
-        pending = match (next, ahead) {
-            (Some(n), Some(ahead)) if n == real => ahead,
-            _ => {
-                report.round_trips += 1;
-                handle
-                    .request(
-                        peer,
-                        addrs.clone(),
-                        pull_request(handle, &peer, record, &real),
-                    )
-                    .await
-            }
-        };
-        ask = real;
     }
     if push {
         report.pushed += push_beyond(
@@ -211,104 +181,6 @@ pub async fn sync(
         handle.changed(record).await?;
     }
     Ok(report)
-}
-
-/// The frontier a pull asks from: for each stream that differs, what this node holds.
-fn pull_frontier(
-    store: &crate::store::Store,
-    record: &RecordId,
-    differ: &[Stream],
-) -> Result<Frontier, NetError> {
-    let mine = if store.holds(record)? {
-        store.with_record(record, |r| r.frontier())?
-    } else {
-        Frontier::new()
-    };
-    Ok(differ
-        .iter()
-        .map(|s| (s.clone(), mine.get(s).cloned().unwrap_or_default()))
-        .collect())
-}
-
-fn pull_request(handle: &NodeHandle, peer: &PeerId, record: RecordId, ask: &Frontier) -> Request {
-    Request::Pull {
-        proof: proof(handle, peer, record),
-        frontier: ask.clone(),
-        limit: MAX_BATCH as u32,
-    }
-}
-
-/// The frontier the next pull will ask from once `batch` (the answer to `ask`) is stored:
-/// each entry raises its author's sequence number in its stream. A batch is a prefix of
-/// each chain it touches (the server sends in causal order), so the highest sequence
-/// number is the new frontier. `None` when an entry's stream cannot be told yet (its
-/// target is neither in the batch nor held): the caller then waits for the batch to be
-/// stored.
-fn predict(
-    store: &crate::store::Store,
-    record: &RecordId,
-    ask: &Frontier,
-    batch: &[SignedEntry],
-) -> Result<Option<Frontier>, NetError> {
-    let mut next = ask.clone();
-    let mut in_batch: HashMap<EntryId, Option<Category>> = HashMap::new();
-    let mut held: Vec<EntryId> = Vec::new();
-    let mut streams: Vec<Option<Stream>> = Vec::with_capacity(batch.len());
-    for e in batch {
-        let stream = match &e.entry().payload {
-            Payload::Create { category, .. } => Some(Some(category.clone())),
-            Payload::Amend { target, .. }
-            | Payload::Delete { target, .. }
-            | Payload::Annotate { target, .. } => match in_batch.get(target) {
-                Some(c) => Some(c.clone()),
-                None => {
-                    held.push(*target);
-                    None
-                }
-            },
-            Payload::Revoke { category, .. } => Some(category.clone()),
-            _ => Some(None),
-        };
-        // What an amend, delete or annotate of this entry will be in (its category).
-        let category_source = matches!(
-            e.entry().payload,
-            Payload::Create { .. }
-                | Payload::Amend { .. }
-                | Payload::Delete { .. }
-                | Payload::Annotate { .. }
-        );
-        if let (true, Some(s)) = (category_source, &stream) {
-            in_batch.insert(e.id(), s.clone());
-        }
-        streams.push(stream);
-    }
-    let known: HashMap<EntryId, Option<Category>> = if held.is_empty() {
-        HashMap::new()
-    } else if store.holds(record)? {
-        store.with_record(record, |r| {
-            held.iter()
-                .filter(|t| r.get(t).is_some())
-                .map(|t| (*t, r.category_of(t).cloned()))
-                .collect()
-        })?
-    } else {
-        return Ok(None);
-    };
-    for (e, stream) in batch.iter().zip(streams) {
-        let stream = match stream {
-            Some(s) => s,
-            None => match e.entry().payload.target().and_then(|t| known.get(&t)) {
-                Some(c) => c.clone(),
-                None => return Ok(None),
-            },
-        };
-        let Some(chains) = next.get_mut(&stream) else {
-            return Ok(None);
-        };
-        let seq = chains.entry(e.entry().author).or_default();
-        *seq = (*seq).max(e.entry().seq);
-    }
-    Ok(Some(next))
 }
 
 fn unexpected(peer: PeerId, r: &Response) -> NetError {
