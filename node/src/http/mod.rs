@@ -709,7 +709,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_that_outlasts_the_time_limit_gets_408() {
         let app: Router = Router::new()
-            .route("/slow", get(|| std::future::pending::<&'static str>()))
+            .route("/slow", get(std::future::pending::<&'static str>))
             .route("/quick", get(|| async { "ok" }))
             .layer(middleware::from_fn(time_limit));
         let slow = app
