@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use cophr_protocol::audit::{self, Action, AuditError, AuditEvent, SignedAudit};
-use cophr_protocol::entry::{EntryError, SignedEntry, Timestamp, Verified};
+use cophr_protocol::entry::{Entry, EntryError, SignedEntry, Timestamp, Verified};
 use cophr_protocol::export::{self, ExportError};
 use cophr_protocol::record::{Applied, Record, Rejection};
 use cophr_protocol::{ActorId, EntryId, Keypair, Payload, Profile, RecordId};
@@ -186,7 +186,7 @@ type AuditTail = Option<Option<(u64, EntryId)>>;
 #[derive(Debug, Default)]
 struct Indexer {
     applied: u64,
-    pending: BTreeMap<u64, (u64, sled::Batch)>,
+    pending: BTreeMap<u64, (u64, Ops)>,
 }
 
 #[derive(Debug)]
@@ -229,27 +229,113 @@ fn frame_end(offset: u64, payload: usize) -> u64 {
     offset + FRAME_HEADER_LEN as u64 + payload as u64
 }
 
-/// The index updates for one entry frame.
-fn entry_ops(rec: &RecordId, id: &EntryId, offset: u64) -> sled::Batch {
-    let mut b = sled::Batch::default();
-    let off = offset.to_be_bytes();
-    b.insert(key(b'r', &[rec.as_bytes()]), &[][..]);
-    b.insert(
-        key(b'e', &[id.as_bytes()]),
-        key(0, &[rec.as_bytes(), &off])[1..].to_vec(),
-    );
-    b.insert(key(b'o', &[rec.as_bytes(), &off]), &id.as_bytes()[..]);
+/// One index update.
+#[derive(Debug)]
+enum Op {
+    Set(Vec<u8>, Vec<u8>),
+    Remove(Vec<u8>),
+    /// An entry of a record is at a log offset. Consecutive ones of the same record are
+    /// packed into one `o` key (see [`Ops::into_batch`]).
+    Locate(RecordId, u64, EntryId),
+}
+
+/// Index updates, in log order. The updates of many frames are applied as one sled batch.
+#[derive(Debug, Default)]
+struct Ops(Vec<Op>);
+
+/// Most entry locations packed into one `o` value.
+const LOCATIONS_PER_KEY: usize = 1024;
+/// Bytes of one packed location: offset (8, big-endian) and entry id (32).
+const LOCATION_LEN: usize = 40;
+
+impl Ops {
+    fn insert(&mut self, k: Vec<u8>, v: impl Into<Vec<u8>>) {
+        self.0.push(Op::Set(k, v.into()));
+    }
+    fn remove(&mut self, k: Vec<u8>) {
+        self.0.push(Op::Remove(k));
+    }
+    fn extend(&mut self, other: Ops) {
+        self.0.extend(other.0);
+    }
+    /// Adds the updates to a sled batch. A run of locations of one record becomes one key,
+    /// `o` + record + the run's first offset, whose value is the run's (offset, id) pairs:
+    /// one sled write for a whole pulled batch instead of one per entry. Keys sort by
+    /// first offset, so a scan still yields a record's entries in log order.
+    fn into_batch(self, b: &mut sled::Batch) {
+        let mut run: Option<(RecordId, u64, Vec<u8>)> = None;
+        let close = |b: &mut sled::Batch, run: &mut Option<(RecordId, u64, Vec<u8>)>| {
+            if let Some((rec, first, packed)) = run.take() {
+                b.insert(key(b'o', &[rec.as_bytes(), &first.to_be_bytes()]), packed);
+            }
+        };
+        for op in self.0 {
+            match op {
+                Op::Locate(rec, offset, id) => match &mut run {
+                    Some((r, _, packed))
+                        if *r == rec && packed.len() < LOCATIONS_PER_KEY * LOCATION_LEN =>
+                    {
+                        packed.extend_from_slice(&offset.to_be_bytes());
+                        packed.extend_from_slice(id.as_bytes());
+                    }
+                    _ => {
+                        close(b, &mut run);
+                        let mut packed = Vec::with_capacity(LOCATION_LEN);
+                        packed.extend_from_slice(&offset.to_be_bytes());
+                        packed.extend_from_slice(id.as_bytes());
+                        run = Some((rec, offset, packed));
+                    }
+                },
+                Op::Set(k, v) => {
+                    close(b, &mut run);
+                    b.insert(k, v);
+                }
+                Op::Remove(k) => {
+                    close(b, &mut run);
+                    b.remove(k);
+                }
+            }
+        }
+        close(b, &mut run);
+    }
+}
+
+/// The entry locations in one `o` key and value: a packed run of (offset, id), or (in
+/// stores written before runs were packed) one entry id, at the key's offset.
+fn locations(k: &[u8], v: &[u8]) -> Result<Vec<(u64, EntryId)>, StoreError> {
+    let bad = || StoreError::Corrupt("bad entry location in the index".into());
+    if v.len() == 32 {
+        let offset = k.get(33..).and_then(read_u64).ok_or_else(bad)?;
+        let id = EntryId(v.try_into().map_err(|_| bad())?);
+        return Ok(vec![(offset, id)]);
+    }
+    if v.is_empty() || v.len() % LOCATION_LEN != 0 {
+        return Err(bad());
+    }
+    v.chunks_exact(LOCATION_LEN)
+        .map(|c| {
+            let offset = read_u64(&c[..8]).ok_or_else(bad)?;
+            let id = EntryId(c[8..].try_into().map_err(|_| bad())?);
+            Ok((offset, id))
+        })
+        .collect()
+}
+
+/// The index updates for one entry frame: the entry's place in its record, and the record
+/// itself (`r`) with its genesis, the first entry any holder of a record has. (Stores
+/// written before this also have an `e` key per entry, which nothing reads.)
+fn entry_ops(e: &Entry, id: &EntryId, offset: u64) -> Ops {
+    let mut b = Ops::default();
+    if matches!(e.payload, Payload::Genesis { .. }) {
+        b.insert(key(b'r', &[e.record.as_bytes()]), Vec::new());
+    }
+    b.0.push(Op::Locate(e.record, offset, *id));
     b
 }
 
 /// The index updates for one frame.
-fn index_ops(
-    db: &sled::Db,
-    offset: u64,
-    kind: u8,
-    payload: &[u8],
-) -> Result<sled::Batch, StoreError> {
-    let mut b = sled::Batch::default();
+fn index_ops(db: &sled::Db, offset: u64, kind: u8, payload: &[u8]) -> Result<Ops, StoreError> {
+    let mut b = Ops::default();
     let off = offset.to_be_bytes();
     match kind {
         // The log checked the batch's structure; its frames are indexed one by one.
@@ -257,7 +343,7 @@ fn index_ops(
         KIND_ENTRY => {
             let e = SignedEntry::decode(payload)
                 .map_err(|err| StoreError::Corrupt(format!("entry at offset {offset}: {err}")))?;
-            return Ok(entry_ops(&e.entry().record, &e.id(), offset));
+            return Ok(entry_ops(e.entry(), &e.id(), offset));
         }
         KIND_AUDIT => {
             let a = SignedAudit::decode(payload).map_err(|err| {
@@ -273,7 +359,7 @@ fn index_ops(
                         &ev.seq.to_be_bytes(),
                     ],
                 ),
-                &off[..],
+                off.to_vec(),
             );
         }
         KIND_FORK => {
@@ -282,7 +368,7 @@ fn index_ops(
             })?;
             b.insert(
                 key(b'f', &[e.entry().record.as_bytes(), e.id().as_bytes()]),
-                &off[..],
+                off.to_vec(),
             );
         }
         KIND_META => {
@@ -302,10 +388,11 @@ fn index_ops(
             for prefix in [b'r', b'o', b'a', b'f'] {
                 for kv in db.scan_prefix(key(prefix, &[rec])) {
                     let (k, v) = kv?;
-                    if prefix == b'o' {
+                    if prefix == b'o' && v.len() == 32 {
+                        // An entry-id key of the older index format.
                         b.remove(key(b'e', &[&v]));
                     }
-                    b.remove(k);
+                    b.remove(k.to_vec());
                 }
             }
         }
@@ -404,16 +491,37 @@ impl Store {
             db.clear()?;
             applied = 0;
         }
+        // Frames are indexed in sled batches of up to REINDEX_BATCH; a tombstone's updates
+        // read the index, so what comes before one is applied first.
+        const REINDEX_BATCH: u64 = 4096;
         let mut replayed = 0;
+        let mut batch = Ops::default();
+        let mut in_batch = 0;
+        let flush = |batch: &mut Ops, in_batch: &mut u64, applied: u64| {
+            if *in_batch > 0 {
+                let mut b = sled::Batch::default();
+                std::mem::take(batch).into_batch(&mut b);
+                b.insert(APPLIED, &applied.to_be_bytes()[..]);
+                *in_batch = 0;
+                db.apply_batch(b)
+            } else {
+                Ok(())
+            }
+        };
         for frame in log.iter_from(applied) {
             let (offset, kind, payload) = frame?;
-            let mut b = index_ops(db, offset, kind, &payload)?;
-            let end = frame_end(offset, payload.len());
-            b.insert(APPLIED, &end.to_be_bytes()[..]);
-            db.apply_batch(b)?;
-            applied = end;
+            if kind == KIND_TOMBSTONE {
+                flush(&mut batch, &mut in_batch, applied)?;
+            }
+            batch.extend(index_ops(db, offset, kind, &payload)?);
+            applied = frame_end(offset, payload.len());
             replayed += 1;
+            in_batch += 1;
+            if in_batch >= REINDEX_BATCH || kind == KIND_TOMBSTONE {
+                flush(&mut batch, &mut in_batch, applied)?;
+            }
         }
+        flush(&mut batch, &mut in_batch, applied)?;
         if replayed > 0 {
             db.flush()?;
         }
@@ -519,14 +627,9 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
             let (k, v) = kv?;
-            let offset =
-                read_u64(&k[33..]).ok_or_else(|| StoreError::Corrupt("bad order key".into()))?;
-            let eid = EntryId(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("bad order value".into()))?,
-            );
-            out.push(self.read_entry(offset, &eid)?);
+            for (offset, eid) in locations(&k, &v)? {
+                out.push(self.read_entry(offset, &eid)?);
+            }
         }
         Ok(out)
     }
@@ -536,18 +639,13 @@ impl Store {
         // Entry by entry, so a large record is never held twice.
         for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
             let (k, v) = kv?;
-            let offset =
-                read_u64(&k[33..]).ok_or_else(|| StoreError::Corrupt("bad order key".into()))?;
-            let eid = EntryId(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("bad order value".into()))?,
-            );
-            let e = self.read_entry(offset, &eid)?;
-            // Hash-checked bytes this node verified before storing them.
-            record.apply_known(Verified::trusted(e)).map_err(|err| {
-                StoreError::Corrupt(format!("entry {eid} no longer applies: {err}"))
-            })?;
+            for (offset, eid) in locations(&k, &v)? {
+                let e = self.read_entry(offset, &eid)?;
+                // Hash-checked bytes this node verified before storing them.
+                record.apply_known(Verified::trusted(e)).map_err(|err| {
+                    StoreError::Corrupt(format!("entry {eid} no longer applies: {err}"))
+                })?;
+            }
         }
         Ok(record)
     }
@@ -565,19 +663,24 @@ impl Store {
 
     /// Indexes frames strictly in log order: a frame's updates wait until every earlier
     /// frame's are in.
-    fn index(&self, frames: Vec<(u64, u64, sled::Batch)>) -> Result<(), StoreError> {
+    /// Every frame that can be indexed now goes into one sled batch.
+    fn index(&self, frames: Vec<(u64, u64, Ops)>) -> Result<(), StoreError> {
         let mut ix = lock(&self.inner.indexer);
-        for (start, end, batch) in frames {
-            ix.pending.insert(start, (end, batch));
+        for (start, end, ops) in frames {
+            ix.pending.insert(start, (end, ops));
         }
-        loop {
-            let applied = ix.applied;
-            let Some((end, mut batch)) = ix.pending.remove(&applied) else {
-                break;
-            };
-            batch.insert(APPLIED, &end.to_be_bytes()[..]);
+        let mut all = Ops::default();
+        let mut applied = ix.applied;
+        while let Some((end, ops)) = ix.pending.remove(&applied) {
+            all.extend(ops);
+            applied = end;
+        }
+        if applied != ix.applied {
+            let mut batch = sled::Batch::default();
+            all.into_batch(&mut batch);
+            batch.insert(APPLIED, &applied.to_be_bytes()[..]);
             self.inner.db.apply_batch(batch)?;
-            ix.applied = end;
+            ix.applied = applied;
         }
         Ok(())
     }
@@ -609,7 +712,7 @@ impl Store {
             let v = next
                 .next()
                 .ok_or_else(|| StoreError::Corrupt("frame without an entry".into()))?;
-            Ok(entry_ops(&v.entry().record, &v.id(), offset))
+            Ok(entry_ops(v.entry(), &v.id(), offset))
         })
     }
 
@@ -620,7 +723,7 @@ impl Store {
         &self,
         frames: &[(u8, &[u8])],
         atomic: bool,
-        mut ops: impl FnMut(u64, u8, &[u8]) -> Result<sled::Batch, StoreError>,
+        mut ops: impl FnMut(u64, u8, &[u8]) -> Result<Ops, StoreError>,
     ) -> Result<(), StoreError> {
         // The log stays shared until the frames are indexed, so a compaction (which
         // rewrites offsets) cannot run in between.
@@ -1290,6 +1393,103 @@ mod tests {
         assert_eq!(audit[0].event.action, Action::Add);
         assert_eq!(audit[0].event.entries, vec![a]);
         assert!(s.verify().unwrap().is_ok());
+    }
+
+    fn location_keys(s: &Store, rec: &RecordId) -> Vec<(sled::IVec, sled::IVec)> {
+        s.inner
+            .db
+            .scan_prefix(super::key(b'o', &[rec.as_bytes()]))
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn entry_order(s: &Store, rec: &RecordId) -> Vec<EntryId> {
+        s.stored_entries(rec)
+            .unwrap()
+            .iter()
+            .map(SignedEntry::id)
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_of_entries_is_located_by_few_index_keys_and_older_indexes_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (g, rec) = george(&s);
+        let keys_before = location_keys(&s, &rec).len();
+        let n = 2 * LOCATIONS_PER_KEY + 5;
+        let ids = s
+            .write_all(&rec, &g, facts(n, "many"), import_info(), 2_000, None)
+            .unwrap();
+        // One key per run of up to LOCATIONS_PER_KEY entries, not one per entry.
+        assert_eq!(location_keys(&s, &rec).len() - keys_before, 3);
+        let order = entry_order(&s, &rec);
+        assert_eq!(order[order.len() - n..], ids[..]);
+        drop(s);
+
+        // Reopened: the same entries, in the same (log) order.
+        let s = open(dir.path());
+        assert_eq!(entry_order(&s, &rec), order);
+        assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), order.len());
+
+        // An index in the older format (one key per entry, its id as the value, and an
+        // unused `e` key) loads the same record.
+        let mut located = Vec::new();
+        for (k, v) in location_keys(&s, &rec) {
+            located.extend(locations(&k, &v).unwrap());
+            s.inner.db.remove(k).unwrap();
+        }
+        for (offset, id) in &located {
+            s.inner
+                .db
+                .insert(
+                    super::key(b'o', &[rec.as_bytes(), &offset.to_be_bytes()]),
+                    &id.as_bytes()[..],
+                )
+                .unwrap();
+            s.inner
+                .db
+                .insert(super::key(b'e', &[id.as_bytes()]), &offset.to_be_bytes()[..])
+                .unwrap();
+        }
+        s.inner.db.flush().unwrap();
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(location_keys(&s, &rec).len(), order.len());
+        assert_eq!(entry_order(&s, &rec), order);
+        assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), order.len());
+        drop(s);
+
+        // Rebuilt from the log alone: packed again, same order.
+        std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+        let s = open(dir.path());
+        assert!(location_keys(&s, &rec).len() < 10);
+        assert_eq!(entry_order(&s, &rec), order);
+        assert_eq!(s.records().unwrap(), vec![rec]);
+    }
+
+    #[test]
+    fn index_locations_of_the_wrong_size_are_reported_as_corrupt() {
+        let k = super::key(b'o', &[&[7u8; 32][..], &9u64.to_be_bytes()]);
+        assert_eq!(
+            locations(&k, &[1u8; 32]).unwrap(),
+            vec![(9, EntryId([1u8; 32]))]
+        );
+        for bad in [0usize, 31, 33, 41, 79] {
+            assert!(matches!(
+                locations(&k, &vec![0u8; bad]),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
+        let mut two = Vec::new();
+        for (o, b) in [(5u64, 1u8), (6, 2)] {
+            two.extend_from_slice(&o.to_be_bytes());
+            two.extend_from_slice(&[b; 32]);
+        }
+        assert_eq!(
+            locations(&k, &two).unwrap(),
+            vec![(5, EntryId([1u8; 32])), (6, EntryId([2u8; 32]))]
+        );
     }
 
     #[test]

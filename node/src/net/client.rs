@@ -7,7 +7,6 @@ use libp2p::{Multiaddr, PeerId};
 use rand_core::{OsRng, RngCore};
 
 use cophr_protocol::audit::SignedAudit;
-use cophr_protocol::entry::SignedEntry;
 use cophr_protocol::sync::{Frontier, Proof, Request, Response, MAX_BATCH};
 use cophr_protocol::{EntryId, RecordId};
 
@@ -140,15 +139,8 @@ pub async fn sync(
         let got = entries.len();
         let store2 = store.clone();
         let stored = blocking(move || -> Result<usize, NetError> {
-            let mut decoded = Vec::with_capacity(entries.len());
-            for b in &entries {
-                decoded.push(SignedEntry::decode(b).map_err(|e| NetError::Protocol {
-                    peer,
-                    reason: format!("bad entry: {e}"),
-                })?);
-            }
             let verified =
-                super::verify::verify_all(decoded).map_err(|(i, e)| NetError::Protocol {
+                super::verify::decode_verify_all(entries).map_err(|(i, e)| NetError::Protocol {
                     peer,
                     reason: format!("entry {i}: {e}"),
                 })?;

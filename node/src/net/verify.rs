@@ -1,8 +1,9 @@
-//! Signature checks for batches of received entries, spread over the machine's cores.
+//! Decoding and signature checks for batches of received entries, spread over the
+//! machine's cores.
 //!
-//! A replica pulling a record spends most of its time verifying signatures, while the
-//! serving peer waits for its next request; batches are verified on up to
-//! [`MAX_THREADS`] threads at once.
+//! A replica pulling a record spends much of its time decoding entries and verifying their
+//! signatures, while the serving peer waits for its next request; batches are decoded and
+//! verified on up to [`MAX_THREADS`] threads at once.
 
 use cophr_protocol::entry::{verify_batch, EntryError, SignedEntry, Verified};
 
@@ -11,31 +12,33 @@ pub const MAX_THREADS: usize = 4;
 /// Fewest entries worth a thread of their own.
 const MIN_PER_THREAD: usize = 64;
 
-/// Verifies every entry's signature (batch verification, on several threads when the batch
-/// is large), keeping their order. On failure, the index of the first bad entry found.
-pub fn verify_all(entries: Vec<SignedEntry>) -> Result<Vec<Verified>, (usize, EntryError)> {
+/// Runs `f` on `items` split into consecutive chunks, one thread per chunk (as many as the
+/// machine has cores, at most [`MAX_THREADS`]), and joins the results in order. On
+/// failure, the index (in `items`) of the first bad item found.
+fn chunked<I: Send, O: Send>(
+    items: Vec<I>,
+    f: impl Fn(Vec<I>) -> Result<Vec<O>, (usize, EntryError)> + Sync,
+) -> Result<Vec<O>, (usize, EntryError)> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cores
         .min(MAX_THREADS)
-        .min(entries.len() / MIN_PER_THREAD)
+        .min(items.len() / MIN_PER_THREAD)
         .max(1);
     if threads == 1 {
-        return verify_batch(entries);
+        return f(items);
     }
-    let per = entries.len().div_ceil(threads);
+    let per = items.len().div_ceil(threads);
     let mut chunks = Vec::with_capacity(threads);
-    let mut rest = entries;
+    let mut rest = items;
     while rest.len() > per {
         let tail = rest.split_off(per);
         chunks.push(rest);
         rest = tail;
     }
     chunks.push(rest);
+    let f = &f;
     let results: Vec<_> = std::thread::scope(|s| {
-        let running: Vec<_> = chunks
-            .into_iter()
-            .map(|c| s.spawn(move || verify_batch(c)))
-            .collect();
+        let running: Vec<_> = chunks.into_iter().map(|c| s.spawn(move || f(c))).collect();
         running.into_iter().map(|h| h.join()).collect()
     });
     let mut out = Vec::new();
@@ -47,6 +50,28 @@ pub fn verify_all(entries: Vec<SignedEntry>) -> Result<Vec<Verified>, (usize, En
         }
     }
     Ok(out)
+}
+
+/// Verifies every entry's signature (batch verification, on several threads when the batch
+/// is large), keeping their order. On failure, the index of the first bad entry found.
+pub fn verify_all(entries: Vec<SignedEntry>) -> Result<Vec<Verified>, (usize, EntryError)> {
+    chunked(entries, verify_batch)
+}
+
+/// Decodes (with every check of [`SignedEntry::decode`]) and verifies entries received as
+/// bytes, on several threads when there are many, keeping their order. On failure, the
+/// index of the first bad entry found (undecodable or badly signed).
+pub fn decode_verify_all<B: AsRef<[u8]> + Send>(
+    entries: Vec<B>,
+) -> Result<Vec<Verified>, (usize, EntryError)> {
+    chunked(entries, |chunk| {
+        let decoded = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, b)| SignedEntry::decode(b.as_ref()).map_err(|e| (i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        verify_batch(decoded)
+    })
 }
 
 #[cfg(test)]
@@ -86,5 +111,30 @@ mod tests {
         let other = cophr_protocol::testkit::key(9, "Mallory");
         es[250] = es[250].entry().clone().sign(&other);
         assert_eq!(verify_all(es).map(|_| ()).unwrap_err().0, 250);
+    }
+
+    #[test]
+    fn received_bytes_are_decoded_and_verified_in_order_and_the_first_bad_one_is_named() {
+        let (_f, mut es) = entries(300);
+        let ids: Vec<_> = es.iter().map(SignedEntry::id).collect();
+        let bytes = |es: &[SignedEntry]| es.iter().map(|e| e.bytes().to_vec()).collect();
+        let ok = decode_verify_all(bytes(&es)).expect("all good");
+        assert_eq!(ok.iter().map(Verified::id).collect::<Vec<_>>(), ids);
+        // A badly signed entry in the last chunk, and bytes that do not decode before it.
+        let other = cophr_protocol::testkit::key(9, "Mallory");
+        es[250] = es[250].entry().clone().sign(&other);
+        assert_eq!(
+            decode_verify_all(bytes(&es)).map(|_| ()).unwrap_err().0,
+            250
+        );
+        let mut raw: Vec<Vec<u8>> = bytes(&es);
+        raw[200].truncate(10);
+        match decode_verify_all(raw) {
+            Err((200, EntryError::Malformed(_))) => {}
+            other => panic!(
+                "expected a decode error at 200, got {:?}",
+                other.map(|_| ())
+            ),
+        }
     }
 }
