@@ -1449,7 +1449,10 @@ mod tests {
                 .unwrap();
             s.inner
                 .db
-                .insert(super::key(b'e', &[id.as_bytes()]), &offset.to_be_bytes()[..])
+                .insert(
+                    super::key(b'e', &[id.as_bytes()]),
+                    &offset.to_be_bytes()[..],
+                )
                 .unwrap();
         }
         s.inner.db.flush().unwrap();

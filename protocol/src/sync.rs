@@ -19,7 +19,8 @@
 //! Every request carries a [`Proof`] that the requester holds the grantee's key, bound to
 //! both peers of this connection and a fresh nonce; [`NonceCache`] refuses replays.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -378,7 +379,8 @@ impl Record {
         limit: usize,
     ) -> (Vec<&Verified>, bool, Frontier) {
         let visible = self.visible_frontier(viewer);
-        let mut ids: Vec<EntryId> = Vec::new();
+        // The runs of each chain still to send: chain[from..upto].
+        let mut runs: Vec<&[EntryId]> = Vec::new();
         let mut frontier = Frontier::new();
         for (stream, have) in theirs {
             let Some(chains) = visible.get(stream) else {
@@ -392,35 +394,42 @@ impl Record {
                 let upto = chains.get(author).copied().unwrap_or(0) as usize;
                 let from = have.get(author).copied().unwrap_or(0) as usize;
                 if upto > from {
-                    ids.extend_from_slice(&chain[from..upto]);
+                    runs.push(&chain[from..upto]);
                 }
             }
         }
         // Grants and revocations (the administrative stream, which never depends on
         // category entries) travel first; then everything else in causal (depth) order.
-        // Only the first `limit` in that order are sent, so only they are sorted: a bulk
-        // transfer asks again and again with much still to come.
-        let mut keyed: Vec<(bool, u32, EntryId)> = ids
+        // Each run is already in that order (an entry is deeper than its backlink, and a
+        // chain keeps to one stream), so the first `limit` are taken by merging the runs:
+        // the cost follows the batch, not what is still to come, which a bulk transfer
+        // asks for again and again.
+        let key = |id: &EntryId| {
+            (
+                self.stream_of(id).is_some_and(Option::is_some),
+                self.depth_of(id),
+                *id,
+            )
+        };
+        let remaining: usize = runs.iter().map(|r| r.len()).sum();
+        let mut heads: BinaryHeap<Reverse<((bool, u32, EntryId), usize, usize)>> = runs
             .iter()
-            .map(|id| {
-                (
-                    self.stream_of(id).is_some_and(Option::is_some),
-                    self.depth_of(id),
-                    *id,
-                )
-            })
+            .enumerate()
+            .map(|(r, run)| Reverse((key(&run[0]), r, 0)))
             .collect();
-        let more = keyed.len() > limit;
-        if more {
-            keyed.select_nth_unstable(limit);
-            keyed.truncate(limit);
+        let mut out = Vec::with_capacity(limit.min(remaining));
+        while out.len() < limit {
+            let Some(Reverse(((_, _, id), r, i))) = heads.pop() else {
+                break;
+            };
+            if let Some(v) = self.get(&id) {
+                out.push(v);
+            }
+            if let Some(next) = runs[r].get(i + 1) {
+                heads.push(Reverse((key(next), r, i + 1)));
+            }
         }
-        keyed.sort_unstable();
-        (
-            keyed.iter().filter_map(|(_, _, id)| self.get(id)).collect(),
-            more,
-            frontier,
-        )
+        (out, remaining > limit, frontier)
     }
 }
 
@@ -531,6 +540,59 @@ mod tests {
             .record
             .differing(&viewer, &d)
             .contains(&Some(Category::Problems)));
+    }
+
+    #[test]
+    fn a_pull_sends_the_first_entries_in_causal_order_whatever_the_limit() {
+        let (mut f, pharmacist, homecare) = george();
+        let g = f.patient.clone();
+        for i in 0..6 {
+            f.create(&homecare, Category::VitalSigns, bp(110 + i, 70))
+                .unwrap();
+            f.create(&g, Category::VitalSigns, bp(130 + i, 85)).unwrap();
+            f.create(
+                &g,
+                Category::Medications,
+                text_body(&[("medication", "Ramipril")]),
+            )
+            .unwrap();
+        }
+        let record = &f.record;
+        for actor in [g.actor(), pharmacist.actor(), homecare.actor()] {
+            let viewer = record.viewer(&actor, f.now);
+            let ask: Frontier = record
+                .differing(&viewer, &Record::new(record.id()).digests())
+                .into_iter()
+                .map(|s| (s, BTreeMap::new()))
+                .collect();
+            // The order every pull must follow: administrative stream first, then depth,
+            // then id, over everything the viewer may see beyond the frontier asked from.
+            let mut expected: Vec<(bool, u32, EntryId)> = record
+                .entries()
+                .map(|e| e.id())
+                .filter(|id| {
+                    let s = record.stream_of(id).cloned().flatten();
+                    ask.contains_key(&s) && record.can_see(&viewer, id)
+                })
+                .map(|id| {
+                    (
+                        record.stream_of(&id).is_some_and(Option::is_some),
+                        record.depth_of(&id),
+                        id,
+                    )
+                })
+                .collect();
+            expected.sort_unstable();
+            let expected: Vec<EntryId> = expected.into_iter().map(|(_, _, id)| id).collect();
+            assert!(expected.len() > 10, "{actor}: too few entries to test");
+            for limit in 1..=expected.len() + 1 {
+                let (es, more, _) = record.entries_beyond(&viewer, &ask, limit);
+                let got: Vec<EntryId> = es.iter().map(|e| e.id()).collect();
+                let n = limit.min(expected.len());
+                assert_eq!(got, expected[..n], "{actor}, limit {limit}");
+                assert_eq!(more, limit < expected.len(), "{actor}, limit {limit}");
+            }
+        }
     }
 
     #[test]
