@@ -1,10 +1,14 @@
 //! The node's store: many records, each entry made durable in the fsync'd [`Log`] before
 //! it is acknowledged, with sled holding only indexes that can be rebuilt from the log.
 //!
-//! Index keys (one sled tree, so each frame's index update is one atomic batch):
-//! - `r` + record → `()`: records held
-//! - `e` + entry id → record + log offset
-//! - `o` + record + offset → entry id: a record's entries in log (= causal apply) order
+//! Index keys (one sled tree; the updates of every frame a write or pull made durable are
+//! one atomic sled batch):
+//! - `r` + record → `()`: records held (set by the record's genesis)
+//! - `o` + record + offset → the (offset, entry id) pairs of a run of up to 1,024 of the
+//!   record's entries starting at that offset, 40 bytes each: a record's entries in log
+//!   (= causal apply) order. A pulled batch is one key, not one per entry, which keeps
+//!   sled small and quick to open. (Older stores have one key per entry, whose value is
+//!   the 32-byte entry id, and an `e` + entry id key nothing reads; both still load.)
 //! - `a` + record + node + seq → offset: audit events
 //! - `f` + record + entry id → offset: fork proofs
 //! - `m` `applied` → offset up to which the log has been indexed

@@ -319,6 +319,14 @@ impl Record {
         s
     }
 
+    /// One author's entries in one stream, sequence number 1 first (`&None` is the
+    /// administrative stream: genesis, grants, revocations, moves).
+    pub fn author_chain(&self, author: &ActorId, stream: &Stream) -> &[EntryId] {
+        self.chains
+            .get(&(*author, stream.clone()))
+            .map_or(&[][..], Vec::as_slice)
+    }
+
     /// Every (author, stream) chain: its entries, sequence number 1 first.
     pub(crate) fn chains(&self) -> impl Iterator<Item = (&(ActorId, Stream), &Vec<EntryId>)> + '_ {
         self.chains.iter()
@@ -371,6 +379,13 @@ impl Record {
     /// Entries in the order they were applied (a topological order).
     pub fn entries(&self) -> impl Iterator<Item = &Verified> + '_ {
         self.order
+            .iter()
+            .filter_map(|id| self.nodes.get(id).map(|n| &n.e))
+    }
+
+    /// The entries applied after the first `n`, in order (a cheap way to see what is new).
+    pub fn entries_since(&self, n: usize) -> impl Iterator<Item = &Verified> + '_ {
+        self.order[n.min(self.order.len())..]
             .iter()
             .filter_map(|id| self.nodes.get(id).map(|n| &n.e))
     }

@@ -736,3 +736,32 @@ fn grant_validity_period_is_enforced() {
         "what was seen before expiry stays visible"
     );
 }
+
+#[test]
+fn entries_since_and_author_chains_list_what_they_name() {
+    let mut f = Fixture::new(2, "George");
+    let g = f.patient.clone();
+    let mary = key(2, "Mary");
+    let grant_id = f.grant(grant(
+        &mary,
+        Level::Write,
+        &[Category::VitalSigns],
+        false,
+        false,
+    ));
+    let a = f.create(&g, Category::VitalSigns, bp(120, 80)).unwrap();
+    let b = f.create(&mary, Category::VitalSigns, bp(125, 82)).unwrap();
+    let c = f.create(&g, Category::VitalSigns, bp(130, 85)).unwrap();
+    let all: Vec<_> = f.record.entries().map(|e| e.id()).collect();
+    assert_eq!(all.len(), 5);
+    for n in 0..=all.len() + 2 {
+        let since: Vec<_> = f.record.entries_since(n).map(|e| e.id()).collect();
+        assert_eq!(since, all[n.min(all.len())..], "since {n}");
+    }
+    let admin = f.record.author_chain(&g.actor(), &None);
+    assert_eq!(admin, [all[0], grant_id]);
+    let vitals = Some(Category::VitalSigns);
+    assert_eq!(f.record.author_chain(&g.actor(), &vitals), [a, c]);
+    assert_eq!(f.record.author_chain(&mary.actor(), &vitals), [b]);
+    assert!(f.record.author_chain(&mary.actor(), &None).is_empty());
+}

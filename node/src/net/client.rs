@@ -477,9 +477,12 @@ pub async fn move_home(
 /// Follows a move: if the record holds a move-home entry naming another host than the
 /// peer book's, the newest one becomes home. Returns whether the book changed.
 pub fn follow_moves(handle: &NodeHandle, record: &RecordId) -> Result<bool, NetError> {
+    // Moves are the patient's, in the administrative stream: only that chain is read, not
+    // the whole record (this runs after every pull that brought something new).
     let latest = handle.store().with_record(record, |r| {
-        r.entries()
-            .filter(|e| e.entry().author == *record)
+        r.author_chain(record, &None)
+            .iter()
+            .filter_map(|id| r.get(id))
             .filter_map(|e| match &e.entry().payload {
                 cophr_protocol::Payload::MoveHome { host, addrs } => {
                     Some((e.entry().time, host.clone(), addrs.clone()))

@@ -824,7 +824,7 @@ impl EventLoop {
         let Ok((len, entries)) = self.handle.store.with_record(&record, |r| {
             // A record removed and held again since starts over.
             let from = if from > r.len() { 0 } else { from };
-            let new: Vec<EntryId> = r.entries().skip(from).map(|e| e.id()).collect();
+            let new: Vec<EntryId> = r.entries_since(from).map(|e| e.id()).collect();
             (r.len(), new)
         }) else {
             return;
