@@ -313,7 +313,7 @@ fn locations(k: &[u8], v: &[u8]) -> Result<Vec<(u64, EntryId)>, StoreError> {
         let id = EntryId(v.try_into().map_err(|_| bad())?);
         return Ok(vec![(offset, id)]);
     }
-    if v.is_empty() || v.len() % LOCATION_LEN != 0 {
+    if v.is_empty() || !v.len().is_multiple_of(LOCATION_LEN) {
         return Err(bad());
     }
     v.chunks_exact(LOCATION_LEN)

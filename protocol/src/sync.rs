@@ -412,7 +412,9 @@ impl Record {
             )
         };
         let remaining: usize = runs.iter().map(|r| r.len()).sum();
-        let mut heads: BinaryHeap<Reverse<((bool, u32, EntryId), usize, usize)>> = runs
+        // (order key of a run's next entry, which run, its position in the run)
+        type Head = ((bool, u32, EntryId), usize, usize);
+        let mut heads: BinaryHeap<Reverse<Head>> = runs
             .iter()
             .enumerate()
             .map(|(r, run)| Reverse((key(&run[0]), r, 0)))
