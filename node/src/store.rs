@@ -906,10 +906,29 @@ impl Store {
         };
         let detail = r.category_of_payload(&payload).map(|c| c.to_string());
         let all = r.prepare_all(author, payload, now, device.clone())?;
+        let nothing = || StoreError::Corrupt("nothing to write".into());
+        if all.is_empty() {
+            return Err(nothing());
+        }
+        let ids = self.commit(record, &mut r, author, all, action, detail, device, now)?;
+        ids.last().copied().ok_or_else(nothing)
+    }
+
+    /// Makes entries `author` prepared (and the record checked) durable with one audit
+    /// event, in one fsync, then applies them to the record in memory. Returns their ids.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &self,
+        record: &RecordId,
+        r: &mut Record,
+        author: &Keypair,
+        all: Vec<Verified>,
+        action: Action,
+        detail: Option<String>,
+        device: Option<String>,
+        now: Timestamp,
+    ) -> Result<Vec<EntryId>, StoreError> {
         let ids: Vec<EntryId> = all.iter().map(Verified::id).collect();
-        let last = *ids
-            .last()
-            .ok_or(StoreError::Corrupt("nothing to write".into()))?;
         let profile = r.profile(&author.actor(), None).cloned();
         let frames: Vec<(u8, &[u8])> = all
             .iter()
@@ -922,7 +941,7 @@ impl Store {
                 action,
                 actor: author.actor(),
                 device,
-                entries: ids,
+                entries: ids.clone(),
                 detail,
             },
             now,
@@ -931,7 +950,7 @@ impl Store {
         for v in all {
             r.apply(v)?;
         }
-        Ok(last)
+        Ok(ids)
     }
 
     /// Writes several new entries by `author` in one durable write (one fsync), all or
@@ -973,29 +992,16 @@ impl Store {
         if all.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<EntryId> = all.iter().map(Verified::id).collect();
-        let profile = r.profile(&author.actor(), None).cloned();
-        let frames: Vec<(u8, &[u8])> = all
-            .iter()
-            .map(|v| (KIND_ENTRY, v.signed().bytes()))
-            .collect();
-        self.persist_audited(
+        Ok(self.commit(
             record,
-            &frames,
-            AuditInput {
-                action: batch.action,
-                actor: author.actor(),
-                device,
-                entries: ids.clone(),
-                detail: batch.detail,
-            },
+            &mut r,
+            author,
+            all,
+            batch.action,
+            batch.detail,
+            device,
             now,
-            profile,
-        )?;
-        for v in all {
-            r.apply(v)?;
-        }
-        Ok(ids)
+        )?)
     }
 
     /// Stores entries received from elsewhere (already signature-checked), all or nothing:

@@ -307,16 +307,17 @@ async fn george_hosted() -> (Host, Host, RecordId, usize) {
 
 /// Mary writes a reading and syncs it to the host; returns how long that took.
 async fn honest_sync(mary: &Host, host: &Host, rec: RecordId, systolic: i64) -> Duration {
+    let sync = || {
+        client::sync(
+            &mary.handle,
+            host.handle.peer_id(),
+            vec![host.addr.clone()],
+            rec,
+            true,
+        )
+    };
     let started = Instant::now();
-    client::sync(
-        &mary.handle,
-        host.handle.peer_id(),
-        vec![host.addr.clone()],
-        rec,
-        true,
-    )
-    .await
-    .unwrap();
+    sync().await.unwrap();
     let written = mary
         .handle
         .store()
@@ -331,15 +332,7 @@ async fn honest_sync(mary: &Host, host: &Host, rec: RecordId, systolic: i64) -> 
             None,
         )
         .unwrap();
-    let r = client::sync(
-        &mary.handle,
-        host.handle.peer_id(),
-        vec![host.addr.clone()],
-        rec,
-        true,
-    )
-    .await
-    .unwrap();
+    let r = sync().await.unwrap();
     // This sync pushes the reading, unless a sync the nodes started themselves (after an
     // announcement) got there first; either way the host holds it once this one is done.
     assert!(r.pushed <= 1, "{r:?}");

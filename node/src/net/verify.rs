@@ -52,12 +52,6 @@ fn chunked<I: Send, O: Send>(
     Ok(out)
 }
 
-/// Verifies every entry's signature (batch verification, on several threads when the batch
-/// is large), keeping their order. On failure, the index of the first bad entry found.
-pub fn verify_all(entries: Vec<SignedEntry>) -> Result<Vec<Verified>, (usize, EntryError)> {
-    chunked(entries, verify_batch)
-}
-
 /// Decodes (with every check of [`SignedEntry::decode`]) and verifies entries received as
 /// bytes, on several threads when there are many, keeping their order. On failure, the
 /// index of the first bad entry found (undecodable or badly signed).
@@ -99,18 +93,6 @@ mod tests {
             })
             .collect();
         (f, es)
-    }
-
-    #[test]
-    fn a_large_batch_verifies_in_order_and_a_bad_signature_is_found_by_index() {
-        let (_f, mut es) = entries(300);
-        let ids: Vec<_> = es.iter().map(SignedEntry::id).collect();
-        let ok = verify_all(es.clone()).expect("all good");
-        assert_eq!(ok.iter().map(Verified::id).collect::<Vec<_>>(), ids);
-        // Entry 250 signed by someone else than its author.
-        let other = cophr_protocol::testkit::key(9, "Mallory");
-        es[250] = es[250].entry().clone().sign(&other);
-        assert_eq!(verify_all(es).map(|_| ()).unwrap_err().0, 250);
     }
 
     #[test]

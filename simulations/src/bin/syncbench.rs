@@ -881,6 +881,16 @@ fn traffic(v: &Json) -> Result<net::Traffic> {
     Ok(serde_json::from_value(v["traffic"].clone())?)
 }
 
+/// The patient's node serving the store at `runs/<phase>-server` (peer seed `seed`) and
+/// the reader's replica over `runs/<phase>-replica` (peer seed `seed + 1`).
+fn spawn_pair(phase: &str, seed: u64, runs: &Path) -> Result<(Proc, Proc)> {
+    let [server, replica] = ["server", "replica"].map(|side| format!("{phase}-{side}"));
+    Ok((
+        Proc::spawn(&server, &runs.join(&server), "patient", seed, runs)?,
+        Proc::spawn(&replica, &runs.join(&replica), "reader", seed + 1, runs)?,
+    ))
+}
+
 fn run(sizes: &Sizes, work: &Path) -> Result<Report> {
     let load_start = load_average();
     std::fs::create_dir_all(work)?;
@@ -897,20 +907,7 @@ fn run(sizes: &Sizes, work: &Path) -> Result<Report> {
     eprintln!("bulk sync of {} entries", sizes.bulk);
     let n = sizes.bulk;
     cached(work, "record", n, &runs.join("bulk-server"))?;
-    let mut server = Proc::spawn(
-        "bulk-server",
-        &runs.join("bulk-server"),
-        "patient",
-        1,
-        &runs,
-    )?;
-    let mut replica = Proc::spawn(
-        "bulk-replica",
-        &runs.join("bulk-replica"),
-        "reader",
-        2,
-        &runs,
-    )?;
+    let (mut server, mut replica) = spawn_pair("bulk", 1, &runs)?;
     let loaded = server.call(json!({"op": "load"}))?;
     let total = n + 2;
     if loaded["entries"].as_u64() != Some(total as u64) {
@@ -983,20 +980,7 @@ fn run(sizes: &Sizes, work: &Path) -> Result<Report> {
     for side in ["catchup-server", "catchup-replica"] {
         cached(work, "record", m, &runs.join(side))?;
     }
-    let mut server = Proc::spawn(
-        "catchup-server",
-        &runs.join("catchup-server"),
-        "patient",
-        3,
-        &runs,
-    )?;
-    let mut replica = Proc::spawn(
-        "catchup-replica",
-        &runs.join("catchup-replica"),
-        "reader",
-        4,
-        &runs,
-    )?;
+    let (mut server, mut replica) = spawn_pair("catchup", 3, &runs)?;
     // Both load the record (as a running node would have it), in parallel.
     server.send(json!({"op": "load"}))?;
     replica.send(json!({"op": "load"}))?;
