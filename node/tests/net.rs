@@ -7,7 +7,7 @@ use cophr_node::net::{self, client, NetConfig, NodeHandle, PeerBook};
 use cophr_node::store::Store;
 use cophr_protocol::access::Level;
 use cophr_protocol::record::Status;
-use cophr_protocol::sync::{Request, Response};
+use cophr_protocol::sync::{Refusal, Request, Response};
 use cophr_protocol::testkit::{bp, grant, key, profile, text_body};
 use cophr_protocol::{Category, EntryId, Keypair, Payload, RecordId};
 
@@ -273,7 +273,7 @@ async fn replayed_or_copied_proofs_open_nothing() {
         .await
         .unwrap();
     assert!(
-        matches!(resp, Response::Refused { ref reason } if reason.contains("another connection")),
+        matches!(resp, Response::Refused { code: Refusal::BadProof, ref reason } if reason.contains("another connection")),
         "{resp:?}"
     );
     // On George's own connection, the second use of the same nonce is refused.
@@ -289,7 +289,7 @@ async fn replayed_or_copied_proofs_open_nothing() {
         .await
         .unwrap();
     assert!(
-        matches!(again, Response::Refused { ref reason } if reason.contains("already used")),
+        matches!(again, Response::Refused { code: Refusal::BadProof, ref reason } if reason.contains("already used")),
         "{again:?}"
     );
 }
@@ -866,7 +866,7 @@ async fn a_peer_over_its_request_budget_is_refused() {
             )
             .await
             .unwrap();
-        refusals.push(matches!(r, Response::Refused { ref reason } if reason == "rate limited"));
+        refusals.push(matches!(r, Response::Refused { code: Refusal::RateLimited, .. }));
     }
     assert_eq!(refusals, [false, false, false, true, true]);
 }

@@ -462,6 +462,7 @@ pub(crate) struct Sim {
 
 fn refused(reason: &str) -> Response {
     Response::Refused {
+        code: sync::Refusal::NoAccess,
         reason: reason.into(),
     }
 }
@@ -780,7 +781,7 @@ impl Sim {
                 let limit = (limit as usize).clamp(1, MAX_BATCH);
                 let (entries, more, frontier) = {
                     let r = &self.nodes[s].replicas[&proof.record].record;
-                    let (es, more, f) = r.entries_beyond(&viewer, &frontier, limit);
+                    let (es, more, f) = r.entries_beyond(&viewer, &frontier, limit, sync::MAX_BATCH_BYTES);
                     (es.into_iter().map(bytes_of).collect::<Vec<_>>(), more, f)
                 };
                 self.counters.entries_served += entries.len() as u64;
@@ -1205,7 +1206,7 @@ impl Sim {
             .filter(|s| streams.is_none_or(|ss| ss.contains(s)))
             .map(|s| (s.clone(), theirs.get(s).cloned().unwrap_or_default()))
             .collect();
-        let (entries, _, _) = r.entries_beyond(&viewer, &ask, usize::MAX);
+        let (entries, _, _) = r.entries_beyond(&viewer, &ask, usize::MAX, usize::MAX);
         entries
             .chunks(self.cfg.push_batch.clamp(1, MAX_BATCH))
             .map(|c| c.iter().map(|e| bytes_of(e)).collect())
@@ -1260,7 +1261,7 @@ impl Sim {
                 }
                 self.send_next_push(n, sid);
             }
-            (_, Response::Refused { reason }) => {
+            (_, Response::Refused { reason, .. }) => {
                 self.end_session(n, sid, Err(Fail::Refused(reason)))
             }
             (

@@ -10,7 +10,7 @@ use cli_support::node::{eventually, Node};
 use cli_support::Person;
 use cophr_node::net::{self, NetConfig};
 use cophr_node::store::Store;
-use cophr_protocol::sync::{Proof, Request, Response};
+use cophr_protocol::sync::{Proof, Refusal, Request, Response};
 use cophr_protocol::testkit::{bp, key};
 use cophr_protocol::{Category, Payload};
 
@@ -139,7 +139,7 @@ async fn a_hostile_peer_gets_nothing_and_stores_nothing_on_a_real_host() {
     let p = Proof::new(&stranger, rec, &me, &hp.to_bytes(), nonce(1), now);
     let resp = m.request(hp, vec![addr.clone()], ask(p)).await.unwrap();
     assert!(
-        matches!(resp, Response::Refused { ref reason } if reason == "no access"),
+        matches!(resp, Response::Refused { code: Refusal::NoAccess, .. }),
         "{resp:?}"
     );
     // A proof bound to another connection, and a replayed one: refused.
@@ -153,7 +153,7 @@ async fn a_hostile_peer_gets_nothing_and_stores_nothing_on_a_real_host() {
     );
     let resp = m.request(hp, vec![addr.clone()], ask(p)).await.unwrap();
     assert!(
-        matches!(resp, Response::Refused { ref reason } if reason.contains("another connection")),
+        matches!(resp, Response::Refused { code: Refusal::BadProof, ref reason } if reason.contains("another connection")),
         "{resp:?}"
     );
     let p = Proof::new(&mallory, rec, &me, &hp.to_bytes(), nonce(3), now);
@@ -165,7 +165,7 @@ async fn a_hostile_peer_gets_nothing_and_stores_nothing_on_a_real_host() {
     ));
     let resp = m.request(hp, vec![addr.clone()], ask(p)).await.unwrap();
     assert!(
-        matches!(resp, Response::Refused { ref reason } if reason.contains("already used")),
+        matches!(resp, Response::Refused { code: Refusal::BadProof, ref reason } if reason.contains("already used")),
         "{resp:?}"
     );
 

@@ -7,36 +7,30 @@ use libp2p::{Multiaddr, PeerId};
 use rand_core::{OsRng, RngCore};
 
 use cophr_protocol::audit::SignedAudit;
-use cophr_protocol::sync::{Frontier, Proof, Request, Response, MAX_BATCH};
-use cophr_protocol::{EntryId, RecordId};
+use cophr_protocol::record::Record;
+use cophr_protocol::sync::client::{ClientEvent, ClientSession, SessionConfig, SyncError};
+use cophr_protocol::sync::{Proof, Request, Response, MAX_BATCH};
+use cophr_protocol::{ActorId, RecordId};
 
 use super::service::{now_ms, NodeHandle};
 use super::NetError;
+use crate::store::{Store, StoreError};
 
-/// What one sync did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SyncReport {
-    /// Entries received and stored.
-    pub pulled: usize,
-    /// Entries the peer accepted from us.
-    pub pushed: usize,
-    /// Entries the peer refused, with its reasons.
-    pub rejected: Vec<(EntryId, String)>,
-    /// Audit events received.
-    pub audit_pulled: usize,
-    /// Round trips used.
-    pub round_trips: usize,
+pub use cophr_protocol::sync::client::SyncReport;
+
+fn nonce() -> [u8; 16] {
+    let mut nonce = [0u8; 16];
+    OsRng.fill_bytes(&mut nonce);
+    nonce
 }
 
 fn proof(handle: &NodeHandle, peer: &PeerId, record: RecordId) -> Proof {
-    let mut nonce = [0u8; 16];
-    OsRng.fill_bytes(&mut nonce);
     Proof::new(
         handle.identity(),
         record,
         &handle.peer_id().to_bytes(),
         &peer.to_bytes(),
-        nonce,
+        nonce(),
         now_ms(),
     )
 }
@@ -49,7 +43,79 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| NetError::Setup(format!("blocking task failed: {e}")))
 }
 
-/// Syncs `record` with `peer`: pull, then (if `push`) push back what it lacks.
+/// Runs `f` on the record as held here (`None` when it is not).
+fn with_local<T>(
+    store: &Store,
+    record: &RecordId,
+    f: impl FnOnce(Option<&Record>) -> T,
+) -> Result<T, NetError> {
+    if store.holds(record)? {
+        Ok(store.with_record(record, |r| f(Some(r)))?)
+    } else {
+        Ok(f(None))
+    }
+}
+
+/// The marker remembering which of this node's audit events a peer already has.
+fn audit_marker(record: &RecordId, peer: &PeerId) -> String {
+    format!("audit-pushed/{record}/{peer}")
+}
+
+/// This node's own audit events for the record that `peer` has not had yet.
+fn audit_to_push(
+    store: &Store,
+    record: &RecordId,
+    peer: &PeerId,
+) -> Result<Option<(Vec<serde_bytes::ByteBuf>, u64)>, NetError> {
+    let done: u64 = store
+        .meta(&audit_marker(record, peer))?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0);
+    let have: HashMap<_, _> = [(store.node_id(), done)].into_iter().collect();
+    let mine: Vec<SignedAudit> = store
+        .audit_beyond(record, &have, MAX_BATCH)?
+        .into_iter()
+        .filter(|a| a.event.node == store.node_id())
+        .collect();
+    let Some(last) = mine.iter().map(|a| a.event.seq).max() else {
+        return Ok(None);
+    };
+    Ok(Some((
+        mine.iter()
+            .map(|a| serde_bytes::ByteBuf::from(a.bytes().to_vec()))
+            .collect(),
+        last,
+    )))
+}
+
+/// For each node, the highest audit sequence held here for the record.
+fn audit_have(store: &Store, record: &RecordId) -> Result<Vec<(ActorId, u64)>, NetError> {
+    let mut have: HashMap<ActorId, u64> = HashMap::new();
+    if store.holds(record)? {
+        for a in store.audit_events(record)? {
+            let e = have.entry(a.event.node).or_default();
+            *e = (*e).max(a.event.seq);
+        }
+    }
+    Ok(have.into_iter().collect())
+}
+
+fn refused(peer: PeerId, e: SyncError) -> NetError {
+    match e {
+        SyncError::Refused { code, reason } => NetError::Refused { peer, code, reason },
+        SyncError::Transport(reason) => NetError::Request { peer, reason },
+        SyncError::Protocol(reason) | SyncError::BadEntries(reason) => {
+            NetError::Protocol { peer, reason }
+        }
+        SyncError::Store(reason) => NetError::Setup(reason),
+    }
+}
+
+/// Syncs `record` with `peer`: pull, then (if `push`) push back what it lacks and this
+/// node's audit events, then fetch the audit trail if this identity may read it. Drives
+/// `cophr_protocol::sync::client::ClientSession`, the same state machine the simulation
+/// drives.
 pub async fn sync(
     handle: &NodeHandle,
     peer: PeerId,
@@ -57,292 +123,75 @@ pub async fn sync(
     record: RecordId,
     push: bool,
 ) -> Result<SyncReport, NetError> {
-    let mut report = SyncReport::default();
     let store = handle.store().clone();
-    let held = store.holds(&record)?;
-    let digests = if held {
-        store.with_record(&record, |r| r.digests())?
-    } else {
-        Vec::new()
-    };
-    report.round_trips += 1;
-    let differ = match handle
-        .request(
-            peer,
-            addrs.clone(),
-            Request::Digests {
-                proof: proof(handle, &peer, record),
-                digests,
-            },
-        )
-        .await?
-    {
-        Response::Differ { streams } => streams,
-        Response::Refused { reason } if push && held && handle.identity().actor() == record => {
-            // A host that does not hold the patient's record yet: give it everything.
-            tracing::debug!(%peer, %reason, "peer lacks the record; pushing all of it");
-            let all = Frontier::new();
-            report.pushed +=
-                push_beyond(handle, peer, &addrs, record, None, &all, &mut report).await?;
-            return Ok(report);
-        }
-        Response::Refused { reason } => return Err(NetError::Refused { peer, reason }),
-        other => return Err(unexpected(peer, &other)),
-    };
-    // The server names only streams it holds; what it lacks, only we can tell. So a sync
-    // that may push asks about every stream we hold as well.
-    let mut differ = differ;
-    if push && held {
-        for s in store.with_record(&record, |r| r.streams())? {
-            if !differ.contains(&s) {
-                differ.push(s);
+    let mut cfg = SessionConfig::new(record, handle.peer_id().to_bytes(), peer.to_bytes());
+    cfg.push = push;
+    if push {
+        cfg.audit_to_push = audit_to_push(&store, &record, &peer)?;
+    }
+    cfg.audit_have = audit_have(&store, &record)?;
+    let mut session = ClientSession::new(handle.identity().clone(), cfg);
+    loop {
+        while let Some(event) = session.poll_event() {
+            match event {
+                ClientEvent::Received(entries) => {
+                    let store2 = store.clone();
+                    let stored = blocking(move || -> Result<usize, SyncError> {
+                        let verified = super::verify::decode_verify_all(entries)
+                            .map_err(|(i, e)| SyncError::BadEntries(format!("entry {i}: {e}")))?;
+                        store2.ingest(&record, verified).map_err(|e| match e {
+                            StoreError::Rejected(r) => SyncError::BadEntries(r.to_string()),
+                            other => SyncError::Store(other.to_string()),
+                        })
+                    })
+                    .await?;
+                    with_local(&store, &record, |r| session.handle_stored(stored, r))?;
+                }
+                ClientEvent::AuditReceived(events) => {
+                    let kept = store
+                        .keep_audit(&events)
+                        .map_err(|e| SyncError::Store(e.to_string()));
+                    session.handle_audit_kept(kept);
+                }
+                ClientEvent::AuditPushed(last) => {
+                    store.set_meta(&audit_marker(&record, &peer), &last.to_be_bytes())?;
+                }
+                ClientEvent::Done(result) => {
+                    let report = result.map_err(|e| refused(peer, e))?;
+                    if report.pulled > 0 {
+                        follow_moves(handle, &record)?;
+                        handle.changed(record).await?;
+                    }
+                    return Ok(report);
+                }
             }
         }
-    }
-    if differ.is_empty() {
-        return Ok(report);
-    }
-    // Pull.
-    let mut theirs: Frontier;
-    loop {
-        let mine = if store.holds(&record)? {
-            store.with_record(&record, |r| r.frontier())?
-        } else {
-            Frontier::new()
-        };
-        let ask: Frontier = differ
-            .iter()
-            .map(|s| (s.clone(), mine.get(s).cloned().unwrap_or_default()))
-            .collect();
-        report.round_trips += 1;
-        let (entries, more, frontier) = match handle
-            .request(
+        let request = with_local(&store, &record, |r| {
+            session.poll_request(now_ms(), nonce(), r)
+        })?;
+        let Some(request) = request else {
+            if session.is_done() {
+                continue;
+            }
+            return Err(NetError::Protocol {
                 peer,
-                addrs.clone(),
-                Request::Pull {
-                    proof: proof(handle, &peer, record),
-                    frontier: ask,
-                    limit: MAX_BATCH as u32,
-                },
-            )
-            .await?
-        {
-            Response::Entries {
-                entries,
-                more,
-                frontier,
-            } => (entries, more, frontier),
-            Response::Refused { reason } => return Err(NetError::Refused { peer, reason }),
-            other => return Err(unexpected(peer, &other)),
+                reason: "the sync session stalled".into(),
+            });
         };
-        theirs = frontier;
-        let got = entries.len();
-        let store2 = store.clone();
-        let stored = blocking(move || -> Result<usize, NetError> {
-            let verified =
-                super::verify::decode_verify_all(entries).map_err(|(i, e)| NetError::Protocol {
-                    peer,
-                    reason: format!("entry {i}: {e}"),
-                })?;
-            Ok(store2.ingest(&record, verified)?)
-        })
-        .await??;
-        report.pulled += stored;
-        if !more || got == 0 {
-            break;
+        match handle.request(peer, addrs.clone(), request).await {
+            Ok(response) => {
+                with_local(&store, &record, |r| session.handle_response(response, r))?
+            }
+            Err(e) => session.handle_failure(e.to_string()),
         }
     }
-    if push {
-        report.pushed += push_beyond(
-            handle,
-            peer,
-            &addrs,
-            record,
-            Some(&differ),
-            &theirs,
-            &mut report,
-        )
-        .await?;
-        push_audit(handle, peer, &addrs, record).await?;
-    }
-    report.audit_pulled = pull_audit(handle, peer, &addrs, record, &mut report)
-        .await
-        .unwrap_or(0);
-    if report.pulled > 0 {
-        follow_moves(handle, &record)?;
-        handle.changed(record).await?;
-    }
-    Ok(report)
 }
 
 fn unexpected(peer: PeerId, r: &Response) -> NetError {
-    let kind = match r {
-        Response::Differ { .. } => "differ",
-        Response::Entries { .. } => "entries",
-        Response::Pushed { .. } => "pushed",
-        Response::AuditEvents { .. } => "audit events",
-        Response::Ack => "ack",
-        Response::Refused { .. } => "refused",
-    };
     NetError::Protocol {
         peer,
-        reason: format!("unexpected {kind} response"),
+        reason: format!("unexpected {} response", r.kind()),
     }
-}
-
-/// Pushes the entries this node holds beyond `theirs` (in `streams`, or all), in causal
-/// order and bounded batches. Returns how many the peer accepted.
-async fn push_beyond(
-    handle: &NodeHandle,
-    peer: PeerId,
-    addrs: &[Multiaddr],
-    record: RecordId,
-    streams: Option<&[cophr_protocol::record::Stream]>,
-    theirs: &Frontier,
-    report: &mut SyncReport,
-) -> Result<usize, NetError> {
-    let me = handle.identity().actor();
-    let now = now_ms();
-    let batches: Vec<Vec<serde_bytes::ByteBuf>> = handle.store().with_record(&record, |r| {
-        let viewer = r.viewer(&me, now);
-        let mine = r.frontier();
-        let ask: Frontier = mine
-            .keys()
-            .filter(|s| streams.is_none_or(|ss| ss.contains(s)))
-            .map(|s| (s.clone(), theirs.get(s).cloned().unwrap_or_default()))
-            .collect();
-        let (entries, _, _) = r.entries_beyond(&viewer, &ask, usize::MAX);
-        entries
-            .chunks(MAX_BATCH)
-            .map(|c| {
-                c.iter()
-                    .map(|e| serde_bytes::ByteBuf::from(e.signed().bytes().to_vec()))
-                    .collect()
-            })
-            .collect()
-    })?;
-    let mut accepted = 0;
-    for entries in batches {
-        report.round_trips += 1;
-        match handle
-            .request(
-                peer,
-                addrs.to_vec(),
-                Request::Push {
-                    proof: proof(handle, &peer, record),
-                    entries,
-                },
-            )
-            .await?
-        {
-            Response::Pushed {
-                accepted: a,
-                rejected,
-            } => {
-                accepted += a.len();
-                report.rejected.extend(rejected);
-            }
-            Response::Refused { reason } => return Err(NetError::Refused { peer, reason }),
-            other => return Err(unexpected(peer, &other)),
-        }
-    }
-    Ok(accepted)
-}
-
-/// Sends this node's own audit events for the record that the peer has not had yet.
-async fn push_audit(
-    handle: &NodeHandle,
-    peer: PeerId,
-    addrs: &[Multiaddr],
-    record: RecordId,
-) -> Result<(), NetError> {
-    let marker = format!("audit-pushed/{record}/{peer}");
-    let store = handle.store();
-    let done: u64 = store
-        .meta(&marker)?
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0);
-    let have: HashMap<_, _> = [(store.node_id(), done)].into_iter().collect();
-    let mine: Vec<SignedAudit> = store
-        .audit_beyond(&record, &have, MAX_BATCH)?
-        .into_iter()
-        .filter(|a| a.event.node == store.node_id())
-        .collect();
-    let Some(last) = mine.iter().map(|a| a.event.seq).max() else {
-        return Ok(());
-    };
-    let events = mine
-        .iter()
-        .map(|a| serde_bytes::ByteBuf::from(a.bytes().to_vec()))
-        .collect();
-    match handle
-        .request(
-            peer,
-            addrs.to_vec(),
-            Request::AuditPush {
-                proof: proof(handle, &peer, record),
-                events,
-            },
-        )
-        .await?
-    {
-        Response::Ack => store.set_meta(&marker, &last.to_be_bytes())?,
-        Response::Refused { reason } => return Err(NetError::Refused { peer, reason }),
-        other => return Err(unexpected(peer, &other)),
-    }
-    Ok(())
-}
-
-/// Fetches audit events the peer holds beyond ours, if we may read the audit trail.
-async fn pull_audit(
-    handle: &NodeHandle,
-    peer: PeerId,
-    addrs: &[Multiaddr],
-    record: RecordId,
-    report: &mut SyncReport,
-) -> Result<usize, NetError> {
-    let store = handle.store();
-    let me = handle.identity().actor();
-    if !store.holds(&record)?
-        || !store.with_record(&record, |r| r.viewer(&me, now_ms()).may_audit())?
-    {
-        return Ok(0);
-    }
-    let mut have: HashMap<cophr_protocol::ActorId, u64> = HashMap::new();
-    for a in store.audit_events(&record)? {
-        let e = have.entry(a.event.node).or_default();
-        *e = (*e).max(a.event.seq);
-    }
-    report.round_trips += 1;
-    let events = match handle
-        .request(
-            peer,
-            addrs.to_vec(),
-            Request::AuditPull {
-                proof: proof(handle, &peer, record),
-                have: have.into_iter().collect(),
-            },
-        )
-        .await?
-    {
-        Response::AuditEvents { events } => events,
-        Response::Refused { reason } => return Err(NetError::Refused { peer, reason }),
-        other => return Err(unexpected(peer, &other)),
-    };
-    let mut decoded = Vec::new();
-    for e in &events {
-        match SignedAudit::decode(e) {
-            Ok(a) if a.event.record == record => decoded.push(a),
-            _ => {
-                return Err(NetError::Protocol {
-                    peer,
-                    reason: "bad audit event".into(),
-                });
-            }
-        }
-    }
-    Ok(store.keep_audit(&decoded)?)
 }
 
 /// The latest home pointer this store holds for a record (set when hosting or moving).
@@ -412,7 +261,7 @@ pub async fn host(
         .await?
     {
         Response::Ack => {}
-        Response::Refused { reason } => return Err(NetError::Refused { peer, reason }),
+        Response::Refused { code, reason } => return Err(NetError::Refused { peer, code, reason }),
         other => return Err(unexpected(peer, &other)),
     }
     handle
@@ -462,7 +311,7 @@ pub async fn move_home(
             .await
         {
             Ok(Response::Ack) => {}
-            Ok(Response::Refused { reason }) => {
+            Ok(Response::Refused { reason, .. }) => {
                 tracing::warn!(%reason, "the old host refused to release the record")
             }
             Ok(other) => return Err(unexpected(old_peer, &other)),

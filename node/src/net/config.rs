@@ -34,6 +34,11 @@ pub struct NetConfig {
     /// Relays to be reachable through (each `…/p2p/<relay peer id>`), for a node that
     /// cannot accept direct connections; hole punching (dcutr) upgrades when it can.
     pub relays: Vec<Multiaddr>,
+    /// Which patients' records this node takes when asked to host them, and how much it
+    /// stores (`[net.host]`: `admission = { mode = "open" }`, `{ mode = "allow-list",
+    /// records = ["a-…"] }` or `{ mode = "closed" }`; `quotas = { record_bytes = …,
+    /// records = …, total_bytes = … }`).
+    pub host: cophr_protocol::sync::server::HostPolicy,
 }
 
 impl Default for NetConfig {
@@ -55,6 +60,7 @@ impl Default for NetConfig {
             max_message_bytes: cophr_protocol::sync::MAX_MESSAGE_BYTES as u64,
             relay_server: false,
             relays: Vec::new(),
+            host: Default::default(),
         }
     }
 }

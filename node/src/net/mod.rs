@@ -43,6 +43,8 @@ pub enum NetError {
     Refused {
         /// The peer.
         peer: libp2p::PeerId,
+        /// The refusal's code.
+        code: cophr_protocol::sync::Refusal,
         /// Its reason.
         reason: String,
     },

@@ -1,7 +1,7 @@
 //! The event loop that owns the swarm, and the handle other tasks use to drive it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -16,10 +16,10 @@ use libp2p::{
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 
 use cophr_protocol::home::{dht_key, SignedPointer};
-use cophr_protocol::sync::{NonceCache, Request, Response, PROTOCOL};
+use cophr_protocol::sync::{Refusal, Request, Response, PROTOCOL};
 use cophr_protocol::{EntryId, Keypair, RecordId, Timestamp};
 
-use super::server::{Effect, Server};
+use super::server::{Effect, Peer, Server};
 use super::{client, Behaviour, BehaviourEvent, NetConfig, NetError};
 use crate::store::Store;
 
@@ -354,11 +354,7 @@ pub async fn start(
         identity: Arc::new(identity),
         meter: None,
     };
-    let server = Server {
-        store,
-        nonces: Arc::new(Mutex::new(NonceCache::new(100_000))),
-        local,
-    };
+    let server = Arc::new(Server::new(local.to_bytes(), config.host.clone()));
     let (answered_tx, answered_rx) = mpsc::channel(IN_FLIGHT * 2);
     let event_loop = EventLoop {
         swarm,
@@ -387,7 +383,7 @@ struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     handle: NodeHandle,
-    server: Server,
+    server: Arc<Server>,
     answered_tx: mpsc::Sender<Answered>,
     answered_rx: mpsc::Receiver<Answered>,
     answering: Arc<Semaphore>,
@@ -519,26 +515,29 @@ impl EventLoop {
                 if !self.allow(peer) {
                     let _ = self.swarm.behaviour_mut().sync.send_response(
                         channel,
-                        Response::Refused {
-                            reason: "rate limited".into(),
-                        },
+                        Response::refused(Refusal::RateLimited),
                     );
                     return;
                 }
                 let Ok(permit) = self.answering.clone().try_acquire_owned() else {
                     let _ = self.swarm.behaviour_mut().sync.send_response(
                         channel,
-                        Response::Refused {
-                            reason: "busy".into(),
-                        },
+                        Response::refused(Refusal::Busy),
                     );
                     return;
                 };
                 let server = self.server.clone();
+                let mut store = self.handle.store.clone();
                 let tx = self.answered_tx.clone();
-                let addr = self.addrs.get(&peer).map(ToString::to_string);
+                let from = Peer {
+                    id: peer.to_bytes(),
+                    label: match self.addrs.get(&peer) {
+                        Some(a) => format!("peer {peer} at {a}"),
+                        None => format!("peer {peer}"),
+                    },
+                };
                 tokio::task::spawn_blocking(move || {
-                    let (response, effects) = server.handle(&peer, addr, request, now_ms());
+                    let (response, effects) = server.handle(&mut store, &from, request, now_ms());
                     let _ = tx.blocking_send(Answered {
                         channel,
                         response,
@@ -603,6 +602,9 @@ impl EventLoop {
                     if self.records_from(&a.peer).contains(&record) {
                         self.spawn_sync(a.peer, record);
                     }
+                }
+                Effect::StoreFailed(error) => {
+                    tracing::warn!(peer = %a.peer, %error, "store error answering a peer")
                 }
             }
         }
@@ -883,7 +885,10 @@ impl EventLoop {
                 Ok(r) => {
                     tracing::debug!(%peer, %record, pulled = r.pulled, pushed = r.pushed, "synced")
                 }
-                Err(NetError::Refused { reason, .. }) if push && reason == "no access" => {
+                Err(NetError::Refused {
+                    code: Refusal::NoAccess,
+                    ..
+                }) if push => {
                     // The home host no longer serves us the record (it moved, and the old
                     // host released it): look the new home up and sync with it.
                     match client::follow(&handle, record).await {

@@ -1,0 +1,546 @@
+//! The client side of sync, sans-IO: one [`ClientSession`] is one sync of one record with
+//! one peer, as a state machine. The driver asks it for the next request
+//! ([`ClientSession::poll_request`], time and a fresh nonce passed in), delivers the answer
+//! ([`ClientSession::handle_response`], or [`ClientSession::handle_failure`] when none came),
+//! and acts on its events ([`ClientSession::poll_event`]): store these received entries,
+//! keep these audit events, the sync is done. The node drives it over libp2p, the
+//! simulation over its virtual network.
+//!
+//! The exchange: Digests → Differ; Pull → Entries, again while the server has more and
+//! the frontier moved; then, when pushing (to the home host), Push → Pushed in batches
+//! bounded by count and bytes and the node's own audit events (AuditPush → Ack); then, when
+//! the identity may read the audit trail, AuditPull → AuditEvents.
+//!
+//! **Entries whose parents are missing.** A pulled batch is applied in order and refused
+//! whole if any entry in it does not apply — a missing parent included — and the session
+//! fails. An honest server sends each chain as a prefix, in causal order, and a stream
+//! never references another, so every entry's parents are either held or earlier in the
+//! same batch: a missing parent means the server is broken or hostile. Buffering such
+//! entries (as an earlier simulation did) would let a hostile peer fill memory with
+//! entries that may never apply, and would hide the fault; refusing keeps the replica
+//! exactly what it can verify and lets the driver try another peer.
+
+use std::collections::{HashSet, VecDeque};
+
+use serde_bytes::ByteBuf;
+
+use super::{Frontier, Proof, Refusal, Request, Response, MAX_BATCH, MAX_BATCH_BYTES};
+use crate::audit::SignedAudit;
+use crate::entry::Timestamp;
+use crate::ids::{ActorId, EntryId, RecordId};
+use crate::keys::Keypair;
+use crate::record::{Record, Stream};
+
+/// How one sync runs.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The record.
+    pub record: RecordId,
+    /// This node's transport identity (bytes of its peer id).
+    pub local: Vec<u8>,
+    /// The peer's transport identity.
+    pub remote: Vec<u8>,
+    /// Push back what the peer lacks (only to the record's home host).
+    pub push: bool,
+    /// Most entries asked for per pull.
+    pub pull_limit: u32,
+    /// Most entries per push.
+    pub push_limit: usize,
+    /// This node's own audit events for the record that the peer has not had yet, and
+    /// the highest sequence among them (sent when pushing).
+    pub audit_to_push: Option<(Vec<ByteBuf>, u64)>,
+    /// For each node, the highest audit sequence held here (asked beyond, when this
+    /// identity may read the audit trail).
+    pub audit_have: Vec<(ActorId, u64)>,
+}
+
+impl SessionConfig {
+    /// A sync of `record` between two peers, pulling only, with the default limits.
+    pub fn new(record: RecordId, local: Vec<u8>, remote: Vec<u8>) -> SessionConfig {
+        SessionConfig {
+            record,
+            local,
+            remote,
+            push: false,
+            pull_limit: MAX_BATCH as u32,
+            push_limit: MAX_BATCH,
+            audit_to_push: None,
+            audit_have: Vec::new(),
+        }
+    }
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Entries received and stored.
+    pub pulled: usize,
+    /// Entries the peer accepted from us.
+    pub pushed: usize,
+    /// Entries the peer refused, with its reasons.
+    pub rejected: Vec<(EntryId, String)>,
+    /// Audit events received and kept.
+    pub audit_pulled: usize,
+    /// Round trips used.
+    pub round_trips: usize,
+}
+
+/// Why a sync failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    /// The peer refused.
+    #[error("refused: {reason}")]
+    Refused {
+        /// The refusal's code.
+        code: Refusal,
+        /// Its detail.
+        reason: String,
+    },
+    /// The peer answered with something unexpected or invalid.
+    #[error("bad answer: {0}")]
+    Protocol(String),
+    /// Received entries did not decode, verify or apply (the batch was refused whole).
+    #[error("bad entries: {0}")]
+    BadEntries(String),
+    /// No answer came (timed out, connection closed, unreachable).
+    #[error("request failed: {0}")]
+    Transport(String),
+    /// Storing what arrived failed here.
+    #[error("storing failed: {0}")]
+    Store(String),
+}
+
+/// What the driver must do.
+#[derive(Debug)]
+pub enum ClientEvent {
+    /// Decode, verify and apply these entries in order, all or nothing, then call
+    /// [`ClientSession::handle_stored`].
+    Received(Vec<ByteBuf>),
+    /// Keep these audit events (decoded, verified, of this record), then call
+    /// [`ClientSession::handle_audit_kept`].
+    AuditReceived(Vec<SignedAudit>),
+    /// The peer has this node's audit events up to this sequence: remember it.
+    AuditPushed(u64),
+    /// The sync ended.
+    Done(Result<SyncReport, SyncError>),
+}
+
+#[derive(Debug)]
+enum State {
+    /// Send the digests.
+    Start,
+    AwaitDiffer,
+    /// Send a pull for these streams.
+    Pull(Vec<Stream>),
+    AwaitEntries {
+        differ: Vec<Stream>,
+        asked: Frontier,
+    },
+    /// Waiting for the driver to store a batch.
+    Storing {
+        differ: Vec<Stream>,
+        asked: Frontier,
+        more: bool,
+        theirs: Frontier,
+    },
+    /// Push what the peer lacks beyond `theirs` in `streams` (all, when `None`).
+    Push {
+        streams: Option<Vec<Stream>>,
+        theirs: Frontier,
+    },
+    AwaitPushed {
+        streams: Option<Vec<Stream>>,
+        theirs: Frontier,
+    },
+    AuditPush,
+    AwaitAuditPushed(u64),
+    AuditPull,
+    AwaitAuditEvents,
+    AwaitAuditKept,
+    Done,
+}
+
+/// One sync of one record with one peer.
+#[derive(Debug)]
+pub struct ClientSession {
+    cfg: SessionConfig,
+    key: Keypair,
+    state: State,
+    report: SyncReport,
+    events: VecDeque<ClientEvent>,
+    /// A request is out and unanswered.
+    waiting: bool,
+}
+
+impl ClientSession {
+    /// A session acting as `key`'s actor.
+    pub fn new(key: Keypair, cfg: SessionConfig) -> ClientSession {
+        ClientSession {
+            cfg,
+            key,
+            state: State::Start,
+            report: SyncReport::default(),
+            events: VecDeque::new(),
+            waiting: false,
+        }
+    }
+
+    /// The record synced.
+    pub fn record(&self) -> RecordId {
+        self.cfg.record
+    }
+
+    /// Whether the session has ended (its `Done` event may still be waiting).
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// What it did so far.
+    pub fn report(&self) -> &SyncReport {
+        &self.report
+    }
+
+    fn proof(&self, nonce: [u8; 16], now: Timestamp) -> Proof {
+        Proof::new(
+            &self.key,
+            self.cfg.record,
+            &self.cfg.local,
+            &self.cfg.remote,
+            nonce,
+            now,
+        )
+    }
+
+    fn finish(&mut self, result: Result<(), SyncError>) {
+        self.state = State::Done;
+        self.waiting = false;
+        let report = std::mem::take(&mut self.report);
+        self.events
+            .push_back(ClientEvent::Done(result.map(|()| report)));
+    }
+
+    /// The next request to send, if one is due. `local` is the record as held here (`None`
+    /// when not held); `nonce` is fresh randomness for the proof.
+    pub fn poll_request(
+        &mut self,
+        now: Timestamp,
+        nonce: [u8; 16],
+        local: Option<&Record>,
+    ) -> Option<Request> {
+        if self.waiting {
+            return None;
+        }
+        let request = loop {
+            match std::mem::replace(&mut self.state, State::Done) {
+                State::Start => {
+                    let digests = local.map(Record::digests).unwrap_or_default();
+                    self.state = State::AwaitDiffer;
+                    break Request::Digests {
+                        proof: self.proof(nonce, now),
+                        digests,
+                    };
+                }
+                State::Pull(differ) => {
+                    let mine = local.map(Record::frontier).unwrap_or_default();
+                    let asked: Frontier = differ
+                        .iter()
+                        .map(|s| (s.clone(), mine.get(s).cloned().unwrap_or_default()))
+                        .collect();
+                    self.state = State::AwaitEntries {
+                        differ,
+                        asked: asked.clone(),
+                    };
+                    break Request::Pull {
+                        proof: self.proof(nonce, now),
+                        frontier: asked,
+                        limit: self.cfg.pull_limit.clamp(1, MAX_BATCH as u32),
+                    };
+                }
+                State::Push {
+                    streams,
+                    mut theirs,
+                } => {
+                    let entries = match local {
+                        Some(r) => self.push_batch(r, streams.as_deref(), &mut theirs, now),
+                        None => Vec::new(),
+                    };
+                    if entries.is_empty() {
+                        self.state = State::AuditPush;
+                        continue;
+                    }
+                    self.state = State::AwaitPushed { streams, theirs };
+                    break Request::Push {
+                        proof: self.proof(nonce, now),
+                        entries,
+                    };
+                }
+                State::AuditPush => match self.cfg.audit_to_push.take() {
+                    Some((events, last)) if self.cfg.push && !events.is_empty() => {
+                        self.state = State::AwaitAuditPushed(last);
+                        break Request::AuditPush {
+                            proof: self.proof(nonce, now),
+                            events,
+                        };
+                    }
+                    _ => {
+                        self.state = State::AuditPull;
+                        continue;
+                    }
+                },
+                State::AuditPull => {
+                    let me = self.key.actor();
+                    let may = local.is_some_and(|r| r.viewer(&me, now).may_audit());
+                    if !may {
+                        self.finish(Ok(()));
+                        return None;
+                    }
+                    self.state = State::AwaitAuditEvents;
+                    break Request::AuditPull {
+                        proof: self.proof(nonce, now),
+                        have: std::mem::take(&mut self.cfg.audit_have),
+                    };
+                }
+                other => {
+                    // Waiting for the driver (storing) or done: nothing to send.
+                    self.state = other;
+                    return None;
+                }
+            }
+        };
+        self.waiting = true;
+        self.report.round_trips += 1;
+        Some(request)
+    }
+
+    /// The next batch to push beyond `theirs`, advancing `theirs` past it.
+    fn push_batch(
+        &self,
+        r: &Record,
+        streams: Option<&[Stream]>,
+        theirs: &mut Frontier,
+        now: Timestamp,
+    ) -> Vec<ByteBuf> {
+        let viewer = r.viewer(&self.key.actor(), now);
+        let ask: Frontier = r
+            .frontier()
+            .keys()
+            .filter(|s| streams.is_none_or(|ss| ss.contains(s)))
+            .map(|s| (s.clone(), theirs.get(s).cloned().unwrap_or_default()))
+            .collect();
+        let limit = self.cfg.push_limit.clamp(1, MAX_BATCH);
+        let (entries, _, _) = r.entries_beyond(&viewer, &ask, limit, MAX_BATCH_BYTES);
+        for e in &entries {
+            let id = e.id();
+            let stream = r.stream_of(&id).cloned().unwrap_or(None);
+            let seq = theirs
+                .entry(stream)
+                .or_default()
+                .entry(e.entry().author)
+                .or_default();
+            *seq = (*seq).max(e.entry().seq);
+        }
+        entries
+            .iter()
+            .map(|e| ByteBuf::from(e.signed().bytes().to_vec()))
+            .collect()
+    }
+
+    /// The peer's answer to the last request. `local` is the record as held here.
+    pub fn handle_response(&mut self, response: Response, local: Option<&Record>) {
+        if !self.waiting {
+            // Nothing was asked: a stray or duplicated answer.
+            return;
+        }
+        self.waiting = false;
+        let state = std::mem::replace(&mut self.state, State::Done);
+        match (state, response) {
+            (State::AwaitDiffer, Response::Differ { streams }) => {
+                let mut differ = streams;
+                // The server names only streams it holds; what it lacks, only we can tell.
+                // So a sync that may push asks about every stream held here as well.
+                if self.cfg.push {
+                    if let Some(r) = local {
+                        for s in r.streams() {
+                            if !differ.contains(&s) {
+                                differ.push(s);
+                            }
+                        }
+                    }
+                }
+                let distinct: HashSet<&Stream> = differ.iter().collect();
+                if distinct.len() != differ.len() {
+                    return self.finish(Err(SyncError::Protocol(
+                        "a stream named twice".into(),
+                    )));
+                }
+                self.state = if differ.is_empty() {
+                    // Nothing differs: nothing to pull or push, and no audit to exchange.
+                    return self.finish(Ok(()));
+                } else {
+                    State::Pull(differ)
+                };
+            }
+            (State::AwaitDiffer, Response::Refused { code, .. })
+                if code == Refusal::NoAccess
+                    && self.cfg.push
+                    && self.key.actor() == self.cfg.record
+                    && local.is_some_and(|r| !r.is_empty()) =>
+            {
+                // A host that does not hold the patient's record yet: give it everything.
+                self.state = State::Push {
+                    streams: None,
+                    theirs: Frontier::new(),
+                };
+            }
+            // The audit trail is extra: a peer that will not share it fails nothing.
+            (State::AwaitAuditEvents, Response::Refused { .. }) => self.finish(Ok(())),
+            (_, Response::Refused { code, reason }) => {
+                self.finish(Err(SyncError::Refused { code, reason }))
+            }
+            (
+                State::AwaitEntries { differ, asked },
+                Response::Entries {
+                    entries,
+                    more,
+                    frontier,
+                },
+            ) => {
+                if entries.len() > MAX_BATCH {
+                    return self.finish(Err(SyncError::Protocol(format!(
+                        "{} entries in one batch (at most {MAX_BATCH})",
+                        entries.len()
+                    ))));
+                }
+                if entries.is_empty() {
+                    self.state = State::Storing {
+                        differ,
+                        asked,
+                        more: false,
+                        theirs: frontier,
+                    };
+                    return self.handle_stored(Ok(0), local);
+                }
+                self.state = State::Storing {
+                    differ,
+                    asked,
+                    more,
+                    theirs: frontier,
+                };
+                self.events.push_back(ClientEvent::Received(entries));
+            }
+            (State::AwaitPushed { streams, theirs }, Response::Pushed { accepted, rejected }) => {
+                self.report.pushed += accepted.len();
+                self.report
+                    .rejected
+                    .extend(rejected.into_iter().take(MAX_BATCH));
+                self.state = State::Push { streams, theirs };
+            }
+            (State::AwaitAuditPushed(last), Response::Ack) => {
+                self.events.push_back(ClientEvent::AuditPushed(last));
+                self.state = State::AuditPull;
+            }
+            (State::AwaitAuditEvents, Response::AuditEvents { events }) => {
+                match super::server::decode_audit(&self.cfg.record, &events) {
+                    Ok(decoded) if decoded.is_empty() => self.finish(Ok(())),
+                    Ok(decoded) => {
+                        self.state = State::AwaitAuditKept;
+                        self.events.push_back(ClientEvent::AuditReceived(decoded));
+                    }
+                    Err(_) => self.finish(Err(SyncError::Protocol("bad audit event".into()))),
+                }
+            }
+            (_, other) => self.finish(Err(SyncError::Protocol(format!(
+                "unexpected {} response",
+                other.kind()
+            )))),
+        }
+    }
+
+    /// The driver stored (or failed to store) the last batch received. `local` is the record
+    /// as held now.
+    pub fn handle_stored(&mut self, result: Result<usize, SyncError>, local: Option<&Record>) {
+        let State::Storing {
+            differ,
+            asked,
+            more,
+            theirs,
+        } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            return self.finish(Err(SyncError::Protocol("nothing was being stored".into())));
+        };
+        match result {
+            Ok(n) => self.report.pulled += n,
+            Err(e) => return self.finish(Err(e)),
+        }
+        // Pull on while the server has more and the frontier moved (asking the same
+        // frontier again would be served the same batch, forever).
+        let mine = local.map(Record::frontier).unwrap_or_default();
+        let now_have: Frontier = differ
+            .iter()
+            .map(|s| (s.clone(), mine.get(s).cloned().unwrap_or_default()))
+            .collect();
+        self.state = if more && now_have != asked {
+            State::Pull(differ)
+        } else if self.cfg.push {
+            State::Push {
+                streams: Some(differ),
+                theirs,
+            }
+        } else {
+            State::AuditPull
+        };
+    }
+
+    /// The driver kept the audit events received (`Ok(new)`), or failed to.
+    pub fn handle_audit_kept(&mut self, result: Result<usize, SyncError>) {
+        if !matches!(self.state, State::AwaitAuditKept) {
+            return;
+        }
+        match result {
+            Ok(n) => {
+                self.report.audit_pulled += n;
+                self.finish(Ok(()));
+            }
+            Err(e) => self.finish(Err(e)),
+        }
+    }
+
+    /// The last request got no answer (timed out, connection lost, unreachable).
+    pub fn handle_failure(&mut self, reason: impl Into<String>) {
+        if self.is_done() {
+            return;
+        }
+        if matches!(self.state, State::AwaitAuditEvents) {
+            // Everything else was done; the audit trail is extra.
+            return self.finish(Ok(()));
+        }
+        self.finish(Err(SyncError::Transport(reason.into())));
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+}
+
+/// Decodes and verifies a received batch of entries for `record`, in order: the whole batch
+/// is refused (with the position and reason) if any entry does not decode, belongs to
+/// another record or does not verify. The node does the same on several threads.
+pub fn decode_verify(
+    record: &RecordId,
+    entries: &[ByteBuf],
+) -> Result<Vec<crate::entry::Verified>, SyncError> {
+    let mut decoded = Vec::with_capacity(entries.len());
+    for (i, b) in entries.iter().enumerate() {
+        let e = crate::entry::SignedEntry::decode(b)
+            .map_err(|e| SyncError::BadEntries(format!("entry {i}: {e}")))?;
+        if e.entry().record != *record {
+            return Err(SyncError::BadEntries(format!(
+                "entry {i} belongs to another record"
+            )));
+        }
+        decoded.push(e);
+    }
+    crate::entry::verify_batch(decoded)
+        .map_err(|(i, e)| SyncError::BadEntries(format!("entry {i}: {e}")))
+}

@@ -1,0 +1,145 @@
+//! The pure difference: frontiers, stream digests, and what a viewer lacks and may see.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use super::{Digest, Frontier};
+use crate::entry::Verified;
+use crate::fold::Viewer;
+use crate::ids::{ActorId, EntryId};
+use crate::record::{Record, Stream};
+
+
+fn digest_of(chains: &BTreeMap<ActorId, u64>) -> Digest {
+    let mut h = blake3::Hasher::new();
+    for (a, s) in chains {
+        if *s > 0 {
+            h.update(a.as_bytes());
+            h.update(&s.to_le_bytes());
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
+impl Record {
+    /// This replica's whole frontier.
+    pub fn frontier(&self) -> Frontier {
+        let mut f = Frontier::new();
+        for ((author, stream), chain) in self.chains() {
+            f.entry(stream.clone())
+                .or_default()
+                .insert(*author, chain.len() as u64);
+        }
+        f
+    }
+
+    /// The frontier of what `viewer` may see. Each chain's visible part is a prefix (a
+    /// revocation cut, an expiry, a scope are all causally closed), found by binary search.
+    pub fn visible_frontier(&self, viewer: &Viewer) -> Frontier {
+        let mut f = Frontier::new();
+        for ((author, stream), chain) in self.chains() {
+            let visible = chain.partition_point(|id| self.can_see(viewer, id)) as u64;
+            if visible > 0 {
+                f.entry(stream.clone())
+                    .or_default()
+                    .insert(*author, visible);
+            }
+        }
+        f
+    }
+
+    /// Digests of every stream this replica holds (the requester's first message).
+    pub fn digests(&self) -> Vec<(Stream, Digest)> {
+        self.frontier()
+            .iter()
+            .map(|(s, chains)| (s.clone(), digest_of(chains)))
+            .collect()
+    }
+
+    /// Server side of round one: the streams visible to `viewer` whose digest differs from
+    /// the requester's (or that it lacks). Streams it may not see are never mentioned.
+    pub fn differing(&self, viewer: &Viewer, theirs: &[(Stream, Digest)]) -> Vec<Stream> {
+        let theirs: HashMap<&Stream, &Digest> = theirs.iter().map(|(s, d)| (s, d)).collect();
+        self.visible_frontier(viewer)
+            .iter()
+            .filter(|(s, chains)| theirs.get(s) != Some(&&digest_of(chains)))
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    /// Server side of round two: up to `limit` entries and `max_bytes` encoded bytes (but
+    /// always at least one entry, when any remain) visible to `viewer` beyond the
+    /// requester's frontier (only in the streams it names), in causal order; whether more
+    /// remain; and the server's visible frontier for those streams.
+    pub fn entries_beyond(
+        &self,
+        viewer: &Viewer,
+        theirs: &Frontier,
+        limit: usize,
+        max_bytes: usize,
+    ) -> (Vec<&Verified>, bool, Frontier) {
+        let visible = self.visible_frontier(viewer);
+        // The runs of each chain still to send: chain[from..upto].
+        let mut runs: Vec<&[EntryId]> = Vec::new();
+        let mut frontier = Frontier::new();
+        for (stream, have) in theirs {
+            let Some(chains) = visible.get(stream) else {
+                continue;
+            };
+            frontier.insert(stream.clone(), chains.clone());
+            for ((author, s), chain) in self.chains() {
+                if s != stream {
+                    continue;
+                }
+                let upto = chains.get(author).copied().unwrap_or(0) as usize;
+                let from = have.get(author).copied().unwrap_or(0) as usize;
+                if upto > from {
+                    runs.push(&chain[from..upto]);
+                }
+            }
+        }
+        // Grants and revocations (the administrative stream, which never depends on
+        // category entries) travel first; then everything else in causal (depth) order.
+        // Each run is already in that order (an entry is deeper than its backlink, and a
+        // chain keeps to one stream), so the first `limit` are taken by merging the runs:
+        // the cost follows the batch, not what is still to come, which a bulk transfer
+        // asks for again and again.
+        let key = |id: &EntryId| {
+            (
+                self.stream_of(id).is_some_and(Option::is_some),
+                self.depth_of(id),
+                *id,
+            )
+        };
+        let remaining: usize = runs.iter().map(|r| r.len()).sum();
+        // (order key of a run's next entry, which run, its position in the run)
+        type Head = ((bool, u32, EntryId), usize, usize);
+        let mut heads: BinaryHeap<Reverse<Head>> = runs
+            .iter()
+            .enumerate()
+            .map(|(r, run)| Reverse((key(&run[0]), r, 0)))
+            .collect();
+        let mut out = Vec::with_capacity(limit.min(remaining));
+        let mut bytes = 0usize;
+        let mut taken = 0usize;
+        while out.len() < limit {
+            let Some(Reverse(((k, d, id), r, i))) = heads.pop() else {
+                break;
+            };
+            if let Some(v) = self.get(&id) {
+                let size = v.signed().bytes().len();
+                if !out.is_empty() && bytes + size > max_bytes {
+                    heads.push(Reverse(((k, d, id), r, i)));
+                    break;
+                }
+                bytes += size;
+                out.push(v);
+            }
+            taken += 1;
+            if let Some(next) = runs[r].get(i + 1) {
+                heads.push(Reverse((key(next), r, i + 1)));
+            }
+        }
+        (out, remaining > taken, frontier)
+    }
+}

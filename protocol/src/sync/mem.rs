@@ -1,0 +1,290 @@
+//! An in-memory [`SyncStore`]: records and audit trails held in maps. The simulation's
+//! nodes, the protocol's tests and the fuzzers run the sync state machines over it; the
+//! node runs them over its durable store. Same contract, no disk.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::server::{SyncStore, Usage};
+use crate::audit::{Action, AuditEvent, SignedAudit};
+use crate::entry::{Timestamp, Verified};
+use crate::ids::{ActorId, EntryId, RecordId};
+use crate::keys::Keypair;
+use crate::record::{Applied, Record, Rejection};
+
+/// One node's records and audit trails, in memory.
+#[derive(Debug, Clone)]
+pub struct MemStore {
+    node: Keypair,
+    records: BTreeMap<RecordId, Record>,
+    /// Per record: every audit event held (this node's and others'), by (node, seq).
+    audit: BTreeMap<RecordId, BTreeMap<(ActorId, u64), SignedAudit>>,
+    /// Per record: the home pointer naming this node.
+    homes: BTreeMap<RecordId, Vec<u8>>,
+    bytes: BTreeMap<RecordId, u64>,
+}
+
+impl MemStore {
+    /// An empty store whose audit events `node` signs.
+    pub fn new(node: Keypair) -> MemStore {
+        MemStore {
+            node,
+            records: BTreeMap::new(),
+            audit: BTreeMap::new(),
+            homes: BTreeMap::new(),
+            bytes: BTreeMap::new(),
+        }
+    }
+
+    /// The record, if held.
+    pub fn record(&self, id: &RecordId) -> Option<&Record> {
+        self.records.get(id)
+    }
+
+    /// Every record held.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.records.values()
+    }
+
+    /// Starts holding an empty record (a replica about to pull it).
+    pub fn hold(&mut self, id: RecordId) {
+        self.records.entry(id).or_insert_with(|| Record::new(id));
+    }
+
+    /// Applies one entry written here (through the one gate).
+    pub fn write(&mut self, v: Verified) -> Result<Applied, Rejection> {
+        let id = v.entry().record;
+        let size = v.signed().bytes().len() as u64;
+        let r = self.records.entry(id).or_insert_with(|| Record::new(id));
+        let applied = r.apply(v)?;
+        if matches!(applied, Applied::Added { .. }) {
+            *self.bytes.entry(id).or_default() += size;
+        }
+        Ok(applied)
+    }
+
+    /// Every audit event held for the record, in (node, sequence) order.
+    pub fn audit_events(&self, record: &RecordId) -> Vec<&SignedAudit> {
+        self.audit
+            .get(record)
+            .map(|m| m.values().collect())
+            .unwrap_or_default()
+    }
+
+    /// For each node, the highest audit sequence held for the record.
+    pub fn audit_have(&self, record: &RecordId) -> Vec<(ActorId, u64)> {
+        let mut have: BTreeMap<ActorId, u64> = BTreeMap::new();
+        for (node, seq) in self.audit.get(record).into_iter().flat_map(|m| m.keys()) {
+            let e = have.entry(*node).or_default();
+            *e = (*e).max(*seq);
+        }
+        have.into_iter().collect()
+    }
+
+    /// The home pointer kept for the record, if this node hosts it.
+    pub fn home(&self, record: &RecordId) -> Option<&[u8]> {
+        self.homes.get(record).map(Vec::as_slice)
+    }
+
+    /// Forgets everything about the record.
+    pub fn forget(&mut self, record: &RecordId) {
+        self.records.remove(record);
+        self.audit.remove(record);
+        self.homes.remove(record);
+        self.bytes.remove(record);
+    }
+}
+
+impl SyncStore for MemStore {
+    type Error = Rejection;
+
+    fn holds(&self, record: &RecordId) -> Result<bool, Rejection> {
+        Ok(self.records.contains_key(record))
+    }
+
+    fn read<T>(
+        &self,
+        record: &RecordId,
+        f: impl FnOnce(&Record) -> T,
+    ) -> Result<Option<T>, Rejection> {
+        Ok(self.records.get(record).map(f))
+    }
+
+    fn ingest(&mut self, record: &RecordId, entries: Vec<Verified>) -> Result<usize, Rejection> {
+        // All or nothing: apply to a copy, keep it only when every entry applied.
+        let mut r = self
+            .records
+            .get(record)
+            .cloned()
+            .unwrap_or_else(|| Record::new(*record));
+        let mut added = 0;
+        let mut bytes = 0u64;
+        for v in entries {
+            let size = v.signed().bytes().len() as u64;
+            if let Applied::Added { .. } = r.apply(v)? {
+                added += 1;
+                bytes += size;
+            }
+        }
+        self.records.insert(*record, r);
+        *self.bytes.entry(*record).or_default() += bytes;
+        Ok(added)
+    }
+
+    fn audit_served(
+        &mut self,
+        record: &RecordId,
+        actor: ActorId,
+        peer: &str,
+        entries: Vec<EntryId>,
+        now: Timestamp,
+    ) -> Result<(), Rejection> {
+        let me = self.node.actor();
+        let chain = self.audit.entry(*record).or_default();
+        for part in entries.chunks(crate::audit::MAX_AUDIT_ENTRIES) {
+            let (seq, prev) = chain
+                .range((me, 0)..=(me, u64::MAX))
+                .next_back()
+                .map_or((1, None), |(&(_, s), e)| (s + 1, Some(e.id())));
+            let event = AuditEvent {
+                record: *record,
+                node: me,
+                seq,
+                prev,
+                time: now,
+                action: Action::View,
+                actor,
+                actor_name: None,
+                actor_role: None,
+                actor_organisation: None,
+                device: Some(peer.to_owned()),
+                entries: part.to_vec(),
+                detail: Some("served to a replica".into()),
+            }
+            .sign(&self.node);
+            chain.insert((me, seq), event);
+        }
+        Ok(())
+    }
+
+    fn audit_beyond(
+        &self,
+        record: &RecordId,
+        have: &HashMap<ActorId, u64>,
+        limit: usize,
+    ) -> Result<Vec<SignedAudit>, Rejection> {
+        Ok(self
+            .audit
+            .get(record)
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(|((node, seq), _)| have.get(node).is_none_or(|h| seq > h))
+            .map(|(_, e)| e.clone())
+            .take(limit)
+            .collect())
+    }
+
+    fn keep_audit(&mut self, events: &[SignedAudit]) -> Result<usize, Rejection> {
+        let mut new = 0;
+        for e in events {
+            let chain = self.audit.entry(e.event.record).or_default();
+            if chain
+                .insert((e.event.node, e.event.seq), e.clone())
+                .is_none()
+            {
+                new += 1;
+            }
+        }
+        Ok(new)
+    }
+
+    fn set_home(&mut self, record: &RecordId, pointer: &[u8]) -> Result<(), Rejection> {
+        self.homes.insert(*record, pointer.to_vec());
+        Ok(())
+    }
+
+    fn remove_record(&mut self, record: &RecordId) -> Result<(), Rejection> {
+        self.forget(record);
+        Ok(())
+    }
+
+    fn usage(&self, record: &RecordId) -> Result<Usage, Rejection> {
+        Ok(Usage {
+            record_bytes: self.bytes.get(record).copied().unwrap_or(0),
+            records: self.records.len() as u64,
+            total_bytes: self.bytes.values().sum(),
+        })
+    }
+}
+
+/// Runs one client session to its end against `server` over `server_store`, in process,
+/// every message encoded and decoded as on the wire (a message over
+/// [`super::MAX_MESSAGE_BYTES`] fails the request, as the transport would). Returns the
+/// outcome and the size of every message sent, both ways.
+pub fn run_session(
+    session: &mut super::client::ClientSession,
+    client_store: &mut MemStore,
+    client_peer: &super::server::Peer,
+    server: &super::server::Server,
+    server_store: &mut MemStore,
+    now: Timestamp,
+    mut nonce: impl FnMut() -> [u8; 16],
+) -> (
+    Result<super::client::SyncReport, super::client::SyncError>,
+    Vec<usize>,
+) {
+    use super::client::{decode_verify, ClientEvent, SyncError};
+    use super::{decode, encode, Request, Response, MAX_MESSAGE_BYTES};
+    let record = session.record();
+    let mut sizes = Vec::new();
+    loop {
+        while let Some(event) = session.poll_event() {
+            match event {
+                ClientEvent::Received(entries) => {
+                    let stored = decode_verify(&record, &entries).and_then(|v| {
+                        client_store
+                            .ingest(&record, v)
+                            .map_err(|e| SyncError::BadEntries(e.to_string()))
+                    });
+                    session.handle_stored(stored, client_store.record(&record));
+                }
+                ClientEvent::AuditReceived(events) => {
+                    let kept = client_store
+                        .keep_audit(&events)
+                        .map_err(|e| SyncError::Store(e.to_string()));
+                    session.handle_audit_kept(kept);
+                }
+                ClientEvent::AuditPushed(_) => {}
+                ClientEvent::Done(result) => return (result, sizes),
+            }
+        }
+        let Some(request) = session.poll_request(now, nonce(), client_store.record(&record)) else {
+            if session.is_done() {
+                continue;
+            }
+            return (
+                Err(SyncError::Protocol("the session stalled".into())),
+                sizes,
+            );
+        };
+        let bytes = encode(&request);
+        sizes.push(bytes.len());
+        let request: Request = match decode(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                session.handle_failure(format!("request does not decode: {e}"));
+                continue;
+            }
+        };
+        let (response, _effects) = server.handle(server_store, client_peer, request, now);
+        let bytes = encode(&response);
+        sizes.push(bytes.len());
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            session.handle_failure("response over the message limit");
+            continue;
+        }
+        match decode::<Response>(&bytes) {
+            Ok(r) => session.handle_response(r, client_store.record(&record)),
+            Err(e) => session.handle_failure(format!("response does not decode: {e}")),
+        }
+    }
+}

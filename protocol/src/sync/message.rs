@@ -1,0 +1,215 @@
+//! The messages two nodes exchange, and their bounded, canonical encoding.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Digest, Frontier, Proof, MAX_MESSAGE_BYTES};
+use crate::entry::{from_cbor_canonical, to_cbor, EntryError};
+use crate::ids::{ActorId, EntryId, RecordId};
+use crate::record::Stream;
+/// A request from one node to another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Request {
+    /// Round one: a digest of each stream the requester holds.
+    Digests {
+        /// Who is asking.
+        proof: Proof,
+        /// Stream digests.
+        digests: Vec<(Stream, Digest)>,
+    },
+    /// Round two: the requester's frontier for the streams that differ.
+    Pull {
+        /// Who is asking.
+        proof: Proof,
+        /// What the requester holds of those streams.
+        frontier: Frontier,
+        /// Most entries wanted in this response.
+        limit: u32,
+    },
+    /// Entries the requester wrote or holds that the server lacks.
+    Push {
+        /// Who is pushing.
+        proof: Proof,
+        /// Encoded signed entries, in causal order.
+        entries: Vec<serde_bytes::ByteBuf>,
+    },
+    /// Something changed in a record the receiver replicates from the sender: pull when
+    /// ready. Carries nothing else, so it reveals nothing.
+    Announce {
+        /// The record.
+        record: RecordId,
+    },
+    /// The patient asks the receiver to be the record's home host and publish this
+    /// pointer (signed by the patient) in the DHT.
+    Host {
+        /// The patient.
+        proof: Proof,
+        /// The encoded [`crate::home::SignedPointer`].
+        pointer: serde_bytes::ByteBuf,
+    },
+    /// The patient tells a former home host to delete its copy (after a move).
+    Release {
+        /// The patient.
+        proof: Proof,
+    },
+    /// Audit events beyond what the requester holds (patient or audit right only).
+    AuditPull {
+        /// Who is asking.
+        proof: Proof,
+        /// For each node, the highest audit sequence held.
+        have: Vec<(ActorId, u64)>,
+    },
+    /// Audit events for the receiver to keep with the record.
+    AuditPush {
+        /// Who is pushing.
+        proof: Proof,
+        /// Encoded signed audit events.
+        events: Vec<serde_bytes::ByteBuf>,
+    },
+}
+
+/// A response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Response {
+    /// Streams (that the requester may see) whose digests differ or that it lacks.
+    Differ {
+        /// The streams.
+        streams: Vec<Stream>,
+    },
+    /// Entries the requester lacks, in causal order.
+    Entries {
+        /// Encoded signed entries.
+        entries: Vec<serde_bytes::ByteBuf>,
+        /// Whether more remain (pull again).
+        more: bool,
+        /// The server's visible frontier for the streams asked about.
+        frontier: Frontier,
+    },
+    /// The outcome of a push.
+    Pushed {
+        /// Entries stored.
+        accepted: Vec<EntryId>,
+        /// Entries refused, with the reason.
+        rejected: Vec<(EntryId, String)>,
+    },
+    /// Audit events, in each node's sequence order.
+    AuditEvents {
+        /// Encoded signed audit events.
+        events: Vec<serde_bytes::ByteBuf>,
+    },
+    /// Done.
+    Ack,
+    /// The request was refused.
+    Refused {
+        /// What kind of refusal: the code a peer acts on (never a reason string).
+        code: Refusal,
+        /// A human-readable detail (never reveals anything about the record to an
+        /// unauthorised peer).
+        reason: String,
+    },
+}
+
+impl Response {
+    /// A refusal with the code's own text as its detail.
+    pub fn refused(code: Refusal) -> Response {
+        Response::Refused {
+            code,
+            reason: code.to_string(),
+        }
+    }
+
+    /// A refusal with a detail of its own.
+    pub fn refused_because(code: Refusal, reason: impl Into<String>) -> Response {
+        Response::Refused {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    /// The response's kind, for errors and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Differ { .. } => "differ",
+            Response::Entries { .. } => "entries",
+            Response::Pushed { .. } => "pushed",
+            Response::AuditEvents { .. } => "audit events",
+            Response::Ack => "ack",
+            Response::Refused { .. } => "refused",
+        }
+    }
+}
+
+impl Request {
+    /// The request's kind, for counters and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Digests { .. } => "digests",
+            Request::Pull { .. } => "pull",
+            Request::Push { .. } => "push",
+            Request::Announce { .. } => "announce",
+            Request::Host { .. } => "host",
+            Request::Release { .. } => "release",
+            Request::AuditPull { .. } => "audit-pull",
+            Request::AuditPush { .. } => "audit-push",
+        }
+    }
+}
+
+/// Why a request was refused: a typed code, so peers never compare reason strings.
+///
+/// Every refusal to a peer without access to a record is [`Refusal::NoAccess`], whether or
+/// not the record is held, so a refusal reveals nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "kebab-case")]
+pub enum Refusal {
+    /// The requester may not see the record (or it is not held here).
+    #[error("no access")]
+    NoAccess,
+    /// The proof of key possession was refused (wrong peers, stale, replayed, bad).
+    #[error("proof refused")]
+    BadProof,
+    /// The request could not be decoded or is malformed.
+    #[error("malformed request")]
+    Malformed,
+    /// The peer made too many requests.
+    #[error("rate limited")]
+    RateLimited,
+    /// The server is answering as many requests as it can.
+    #[error("busy")]
+    Busy,
+    /// The server could not answer (a storage failure on its side).
+    #[error("the node could not answer")]
+    Unavailable,
+    /// The host's admission policy does not accept this record.
+    #[error("this host does not accept the record")]
+    NotAdmitted,
+    /// Storing this would exceed one of the host's quotas.
+    #[error("over the host's quota")]
+    OverQuota,
+    /// The requester may not read the audit trail.
+    #[error("no access to the audit trail")]
+    NoAuditRight,
+    /// A home pointer names another host.
+    #[error("the pointer names another host")]
+    WrongHost,
+    /// The host was asked to host a record it does not hold yet.
+    #[error("push the record before asking to host it")]
+    NotHeld,
+    /// A home pointer or audit event in the request is invalid.
+    #[error("invalid signed object in the request")]
+    BadSigned,
+}
+
+/// Encodes a message.
+pub fn encode<T: Serialize>(m: &T) -> Vec<u8> {
+    to_cbor(m)
+}
+
+/// Decodes a message, bounded and canonical.
+pub fn decode<T: Serialize + for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, EntryError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(EntryError::TooLarge(bytes.len()));
+    }
+    from_cbor_canonical(bytes)
+}

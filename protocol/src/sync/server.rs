@@ -1,0 +1,502 @@
+//! The server side of sync, sans-IO: [`Server::handle`] answers one request against any
+//! [`SyncStore`] and returns the response with its [`Effect`]s as values. The node runs it
+//! on blocking threads over its durable store; the simulation runs it over in-memory
+//! records. Neither re-decides a rule: who may see what, what is served, what is stored,
+//! what is audited and whether a host takes a record are all decided here.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::{NonceCache, Proof, Refusal, Request, Response, MAX_BATCH, MAX_BATCH_BYTES};
+use crate::audit::SignedAudit;
+use crate::entry::{verify_batch, SignedEntry, Timestamp, Verified};
+use crate::fold::Viewer;
+use crate::home::SignedPointer;
+use crate::ids::{ActorId, EntryId, RecordId};
+use crate::record::Record;
+
+/// Most nonces a server remembers (proofs older than the window are refused anyway).
+pub const NONCE_CAPACITY: usize = 100_000;
+
+/// What the server reads and writes. The node implements it over its durable store, the
+/// simulation over in-memory records. Every method is bounded by its arguments.
+pub trait SyncStore {
+    /// A storage failure.
+    type Error: fmt::Display;
+
+    /// Whether the record is held here.
+    fn holds(&self, record: &RecordId) -> Result<bool, Self::Error>;
+
+    /// Runs `f` on the record, if held.
+    fn read<T>(
+        &self,
+        record: &RecordId,
+        f: impl FnOnce(&Record) -> T,
+    ) -> Result<Option<T>, Self::Error>;
+
+    /// Applies verified entries in order through `Record::apply` (a record not held yet is
+    /// started) and makes them durable. All or nothing: when one is refused, none is kept
+    /// and the error says why. Returns how many were new.
+    fn ingest(&mut self, record: &RecordId, entries: Vec<Verified>) -> Result<usize, Self::Error>;
+
+    /// Records that `entries` were served to `actor`, connected as `peer`.
+    fn audit_served(
+        &mut self,
+        record: &RecordId,
+        actor: ActorId,
+        peer: &str,
+        entries: Vec<EntryId>,
+        now: Timestamp,
+    ) -> Result<(), Self::Error>;
+
+    /// Audit events of the record beyond `have` (per node, the highest sequence held), at
+    /// most `limit`.
+    fn audit_beyond(
+        &self,
+        record: &RecordId,
+        have: &HashMap<ActorId, u64>,
+        limit: usize,
+    ) -> Result<Vec<SignedAudit>, Self::Error>;
+
+    /// Keeps audit events another node signed (already decoded and checked to belong to
+    /// the record). Returns how many were new.
+    fn keep_audit(&mut self, events: &[SignedAudit]) -> Result<usize, Self::Error>;
+
+    /// Keeps the patient-signed pointer naming this node as the record's home host.
+    fn set_home(&mut self, record: &RecordId, pointer: &[u8]) -> Result<(), Self::Error>;
+
+    /// Deletes the record here (its patient moved it away).
+    fn remove_record(&mut self, record: &RecordId) -> Result<(), Self::Error>;
+
+    /// What this node stores, for the host's quotas.
+    fn usage(&self, record: &RecordId) -> Result<Usage, Self::Error>;
+}
+
+/// What a node stores, as its quotas count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of the record's entries held here (0 when not held).
+    pub record_bytes: u64,
+    /// Records held.
+    pub records: u64,
+    /// Bytes of all records' entries held.
+    pub total_bytes: u64,
+}
+
+/// Which records a node takes from patients who ask it to host them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "mode", content = "records")]
+pub enum Admission {
+    /// Any patient's record.
+    #[default]
+    Open,
+    /// Only the listed records (patients' actor ids).
+    AllowList(BTreeSet<RecordId>),
+    /// No new record at all (a provider node, say, that only replicates).
+    Closed,
+}
+
+/// Limits on what a host stores. `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quotas {
+    /// Most bytes of entries per record.
+    pub record_bytes: Option<u64>,
+    /// Most records held.
+    pub records: Option<u64>,
+    /// Most bytes of entries in all.
+    pub total_bytes: Option<u64>,
+}
+
+/// A host's admission policy and quotas: the one place that decides whether a node takes
+/// (more of) a record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostPolicy {
+    /// Which new records are taken.
+    pub admission: Admission,
+    /// How much is stored.
+    pub quotas: Quotas,
+}
+
+impl HostPolicy {
+    /// Whether `incoming` more bytes of `record` may be stored, given what is held
+    /// (`usage`) and whether the record is held already. A record not held yet is taken
+    /// only from its patient, and only when admission allows it.
+    pub fn admits(
+        &self,
+        record: &RecordId,
+        held: bool,
+        usage: &Usage,
+        incoming: u64,
+    ) -> Result<(), Refusal> {
+        if !held {
+            let admitted = match &self.admission {
+                Admission::Open => true,
+                Admission::AllowList(list) => list.contains(record),
+                Admission::Closed => false,
+            };
+            if !admitted {
+                return Err(Refusal::NotAdmitted);
+            }
+            if self
+                .quotas
+                .records
+                .is_some_and(|max| usage.records.saturating_add(1) > max)
+            {
+                return Err(Refusal::OverQuota);
+            }
+        }
+        let over = |used: u64, max: Option<u64>| {
+            max.is_some_and(|max| used.saturating_add(incoming) > max)
+        };
+        if over(usage.record_bytes, self.quotas.record_bytes)
+            || over(usage.total_bytes, self.quotas.total_bytes)
+        {
+            return Err(Refusal::OverQuota);
+        }
+        Ok(())
+    }
+}
+
+/// What the driver should do after an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// The peer proved access to the record: tell it when the record changes.
+    Subscribe(RecordId, ActorId),
+    /// New entries were stored: push on and announce to subscribers.
+    Changed(RecordId),
+    /// Publish this pointer (this node is now the record's home host).
+    Host(SignedPointer),
+    /// A record was removed here.
+    Released(RecordId),
+    /// The peer announced a change to a record: pull from it if it is a known source.
+    Announced(RecordId),
+    /// The store failed while answering (the peer was told only that the node could not
+    /// answer): log this.
+    StoreFailed(String),
+}
+
+/// The peer a request came from.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its transport identity (the bytes of its libp2p peer id), to which proofs are bound.
+    pub id: Vec<u8>,
+    /// How to name it in the audit trail (peer id and address).
+    pub label: String,
+}
+
+/// Answers peers' requests. Shared by every request in flight (`&self`): the only state is
+/// the replay cache.
+#[derive(Debug)]
+pub struct Server {
+    local: Vec<u8>,
+    nonces: Mutex<NonceCache>,
+    policy: HostPolicy,
+}
+
+/// A refusal on the way to an answer.
+type Refused = Response;
+
+/// Why answering stopped early.
+enum Stop {
+    /// Refused, with this response.
+    Refuse(Response),
+    /// The store failed.
+    Store(String),
+}
+
+impl From<Response> for Stop {
+    fn from(r: Response) -> Stop {
+        Stop::Refuse(r)
+    }
+}
+
+impl Server {
+    /// A server whose transport identity is `local`, taking records as `policy` says.
+    pub fn new(local: Vec<u8>, policy: HostPolicy) -> Server {
+        Server {
+            local,
+            nonces: Mutex::new(NonceCache::new(NONCE_CAPACITY)),
+            policy,
+        }
+    }
+
+    /// The admission policy and quotas.
+    pub fn policy(&self) -> &HostPolicy {
+        &self.policy
+    }
+
+    /// Forgets every nonce seen (a node that restarts starts with an empty cache).
+    pub fn forget_nonces(&self) {
+        *self.nonces.lock().unwrap_or_else(|p| p.into_inner()) = NonceCache::new(NONCE_CAPACITY);
+    }
+
+    fn check(&self, proof: &Proof, peer: &Peer, now: Timestamp) -> Result<ActorId, Refused> {
+        let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        proof
+            .check(&peer.id, &self.local, now, &mut nonces)
+            .map_err(|e| Response::refused_because(Refusal::BadProof, e.to_string()))
+    }
+
+    /// The viewer's access, or the standard refusal (also when the record is not held).
+    fn viewer<S: SyncStore>(
+        store: &S,
+        record: &RecordId,
+        actor: &ActorId,
+        now: Timestamp,
+    ) -> Result<Viewer, Refused> {
+        match store.read(record, |r| r.viewer(actor, now)) {
+            Ok(Some(v)) if v.has_access() => Ok(v),
+            _ => Err(Response::refused(Refusal::NoAccess)),
+        }
+    }
+
+    /// Answers one request from `peer`, at `now`.
+    pub fn handle<S: SyncStore>(
+        &self,
+        store: &mut S,
+        peer: &Peer,
+        req: Request,
+        now: Timestamp,
+    ) -> (Response, Vec<Effect>) {
+        match self.answer(store, peer, req, now) {
+            Ok(r) => r,
+            Err(Stop::Refuse(resp)) => (resp, Vec::new()),
+            Err(Stop::Store(e)) => (
+                Response::refused(Refusal::Unavailable),
+                vec![Effect::StoreFailed(e)],
+            ),
+        }
+    }
+
+    fn answer<S: SyncStore>(
+        &self,
+        store: &mut S,
+        peer: &Peer,
+        req: Request,
+        now: Timestamp,
+    ) -> Result<(Response, Vec<Effect>), Stop> {
+        // The peer learns only that the node could not answer; the driver logs why.
+        let failed = |e: S::Error| Stop::Store(e.to_string());
+        match req {
+            Request::Announce { record } => Ok((Response::Ack, vec![Effect::Announced(record)])),
+            Request::Digests { proof, digests } => {
+                let actor = self.check(&proof, peer, now)?;
+                let viewer = Self::viewer(store, &proof.record, &actor, now)?;
+                let streams = store
+                    .read(&proof.record, |r| r.differing(&viewer, &digests))
+                    .map_err(failed)?
+                    .unwrap_or_default();
+                Ok((
+                    Response::Differ { streams },
+                    vec![Effect::Subscribe(proof.record, actor)],
+                ))
+            }
+            Request::Pull {
+                proof,
+                frontier,
+                limit,
+            } => {
+                let actor = self.check(&proof, peer, now)?;
+                let viewer = Self::viewer(store, &proof.record, &actor, now)?;
+                let limit = (limit as usize).clamp(1, MAX_BATCH);
+                let (entries, ids, more, frontier) = store
+                    .read(&proof.record, |r| {
+                        let (es, more, f) =
+                            r.entries_beyond(&viewer, &frontier, limit, MAX_BATCH_BYTES);
+                        let ids: Vec<_> = es.iter().map(|e| e.id()).collect();
+                        let bytes: Vec<serde_bytes::ByteBuf> = es
+                            .iter()
+                            .map(|e| serde_bytes::ByteBuf::from(e.signed().bytes().to_vec()))
+                            .collect();
+                        (bytes, ids, more, f)
+                    })
+                    .map_err(failed)?
+                    .ok_or_else(|| Stop::from(Response::refused(Refusal::NoAccess)))?;
+                if !ids.is_empty() {
+                    // Every read served to a peer is audited, with who and from where,
+                    // before it is sent.
+                    store
+                        .audit_served(&proof.record, actor, &peer.label, ids, now)
+                        .map_err(failed)?;
+                }
+                Ok((
+                    Response::Entries {
+                        entries,
+                        more,
+                        frontier,
+                    },
+                    vec![Effect::Subscribe(proof.record, actor)],
+                ))
+            }
+            Request::Push { proof, entries } => {
+                let actor = self.check(&proof, peer, now)?;
+                let record = proof.record;
+                let held = store.holds(&record).map_err(failed)?;
+                if held {
+                    Self::viewer(store, &record, &actor, now)?;
+                } else if actor != record {
+                    // A host takes a record it does not hold only from its patient.
+                    return Err(Response::refused(Refusal::NoAccess).into());
+                }
+                let incoming: u64 = entries.iter().map(|e| e.len() as u64).sum();
+                // Counting what is stored costs a pass over it: only when there are quotas.
+                let usage = if self.policy.quotas == Quotas::default() {
+                    Usage::default()
+                } else {
+                    store.usage(&record).map_err(failed)?
+                };
+                self.policy
+                    .admits(&record, held, &usage, incoming)
+                    .map_err(Response::refused)?;
+                let (accepted, rejected) = ingest(store, &record, &entries);
+                let mut effects = vec![Effect::Subscribe(record, actor)];
+                if !accepted.is_empty() {
+                    effects.push(Effect::Changed(record));
+                }
+                Ok((Response::Pushed { accepted, rejected }, effects))
+            }
+            Request::Host { proof, pointer } => {
+                let actor = self.check(&proof, peer, now)?;
+                if actor != proof.record {
+                    return Err(Response::refused(Refusal::NoAccess).into());
+                }
+                let p = SignedPointer::decode(&pointer, &proof.record)
+                    .map_err(|e| Response::refused_because(Refusal::BadSigned, e.to_string()))?;
+                if p.pointer.host != self.local {
+                    return Err(Response::refused(Refusal::WrongHost).into());
+                }
+                if !store.holds(&proof.record).map_err(failed)? {
+                    return Err(Response::refused(Refusal::NotHeld).into());
+                }
+                store.set_home(&proof.record, &pointer).map_err(failed)?;
+                Ok((Response::Ack, vec![Effect::Host(p)]))
+            }
+            Request::Release { proof } => {
+                let actor = self.check(&proof, peer, now)?;
+                if actor != proof.record || !store.holds(&proof.record).map_err(failed)? {
+                    return Err(Response::refused(Refusal::NoAccess).into());
+                }
+                store.remove_record(&proof.record).map_err(failed)?;
+                Ok((Response::Ack, vec![Effect::Released(proof.record)]))
+            }
+            Request::AuditPull { proof, have } => {
+                let actor = self.check(&proof, peer, now)?;
+                let viewer = Self::viewer(store, &proof.record, &actor, now)?;
+                if !viewer.may_audit() {
+                    return Err(Response::refused(Refusal::NoAuditRight).into());
+                }
+                let have: HashMap<ActorId, u64> = have.into_iter().take(MAX_BATCH).collect();
+                let events = store
+                    .audit_beyond(&proof.record, &have, MAX_BATCH)
+                    .map_err(failed)?;
+                Ok((
+                    Response::AuditEvents {
+                        events: events
+                            .iter()
+                            .map(|e| serde_bytes::ByteBuf::from(e.bytes().to_vec()))
+                            .collect(),
+                    },
+                    Vec::new(),
+                ))
+            }
+            Request::AuditPush { proof, events } => {
+                let actor = self.check(&proof, peer, now)?;
+                Self::viewer(store, &proof.record, &actor, now)?;
+                let decoded = decode_audit(&proof.record, &events)?;
+                store.keep_audit(&decoded).map_err(failed)?;
+                Ok((Response::Ack, Vec::new()))
+            }
+        }
+    }
+}
+
+/// Decodes audit events received for `record`: every one must decode, verify and belong
+/// to the record, and there may be at most [`MAX_BATCH`].
+pub fn decode_audit(
+    record: &RecordId,
+    events: &[serde_bytes::ByteBuf],
+) -> Result<Vec<SignedAudit>, Response> {
+    if events.len() > MAX_BATCH {
+        return Err(Response::refused_because(
+            Refusal::Malformed,
+            format!("{} audit events (at most {MAX_BATCH})", events.len()),
+        ));
+    }
+    events
+        .iter()
+        .map(|e| match SignedAudit::decode(e) {
+            Ok(a) if a.event.record == *record => Ok(a),
+            Ok(_) => Err(Response::refused_because(
+                Refusal::BadSigned,
+                "audit event for another record",
+            )),
+            Err(e) => Err(Response::refused_because(
+                Refusal::BadSigned,
+                format!("bad audit event: {e}"),
+            )),
+        })
+        .collect()
+}
+
+/// The id of bytes received as an entry: the content hash, as for a decoded entry, so an
+/// undecodable entry is named the same way everywhere.
+pub fn id_of_bytes(bytes: &[u8]) -> EntryId {
+    EntryId(*blake3::hash(bytes).as_bytes())
+}
+
+/// Validates and stores pushed entries: all at once when they are all good, else one by
+/// one so each refusal gets its reason. At most [`MAX_BATCH`] are looked at.
+fn ingest<S: SyncStore>(
+    store: &mut S,
+    record: &RecordId,
+    entries: &[serde_bytes::ByteBuf],
+) -> (Vec<EntryId>, Vec<(EntryId, String)>) {
+    let mut decoded = Vec::new();
+    let mut rejected = Vec::new();
+    for b in entries.iter().take(MAX_BATCH) {
+        match SignedEntry::decode(b) {
+            Ok(e) if e.entry().record == *record => decoded.push(e),
+            Ok(e) => rejected.push((e.id(), "entry for another record".to_string())),
+            Err(err) => rejected.push((id_of_bytes(b), err.to_string())),
+        }
+    }
+    for b in entries.iter().skip(MAX_BATCH) {
+        rejected.push((id_of_bytes(b), format!("more than {MAX_BATCH} in one push")));
+    }
+    let verified: Vec<Verified> = match verify_batch(decoded.clone()) {
+        Ok(v) => v,
+        Err(_) => decoded
+            .into_iter()
+            .filter_map(|e| {
+                let id = e.id();
+                match e.verify() {
+                    Ok(v) => Some(v),
+                    Err(err) => {
+                        rejected.push((id, err.to_string()));
+                        None
+                    }
+                }
+            })
+            .collect(),
+    };
+    let ids: Vec<_> = verified.iter().map(Verified::id).collect();
+    let mut accepted = Vec::new();
+    match store.ingest(record, verified.clone()) {
+        Ok(_) => accepted = ids,
+        Err(_) => {
+            for v in verified {
+                let id = v.id();
+                match store.ingest(record, vec![v]) {
+                    Ok(_) => accepted.push(id),
+                    Err(e) => rejected.push((id, e.to_string())),
+                }
+            }
+        }
+    }
+    (accepted, rejected)
+}

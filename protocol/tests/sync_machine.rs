@@ -1,0 +1,390 @@
+//! The sync state machines (client session and server) driven in process over
+//! `MemStore`s, every message encoded and decoded as on the wire.
+
+use cophr_protocol::access::Level;
+use cophr_protocol::sync::client::{ClientSession, SessionConfig, SyncError};
+use cophr_protocol::sync::mem::{run_session, MemStore};
+use cophr_protocol::sync::server::{Admission, HostPolicy, Peer, Quotas, Server, SyncStore};
+use cophr_protocol::sync::{Refusal, MAX_MESSAGE_BYTES};
+use cophr_protocol::testkit::{bp, grant, key, text_body, Fixture};
+use cophr_protocol::value::Value;
+use cophr_protocol::{Category, Keypair, RecordId};
+
+const NOW: u64 = 1_700_000_100_000;
+
+fn peer(name: &str) -> Peer {
+    Peer {
+        id: name.as_bytes().to_vec(),
+        label: format!("peer {name}"),
+    }
+}
+
+/// Fresh nonces, never repeated within the test binary.
+fn nonces() -> impl FnMut() -> [u8; 16] {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    || u128::from(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)).to_le_bytes()
+}
+
+/// A store holding the fixture's record, signing audit events as `node`.
+fn store_of(f: &Fixture, node: &str) -> MemStore {
+    let mut s = MemStore::new(key(7, node));
+    for e in f.record.entries() {
+        s.write(e.clone()).unwrap();
+    }
+    s
+}
+
+fn session(k: &Keypair, record: RecordId, push: bool) -> ClientSession {
+    let mut cfg = SessionConfig::new(record, b"client".to_vec(), b"server".to_vec());
+    cfg.push = push;
+    ClientSession::new(k.clone(), cfg)
+}
+
+fn george() -> (Fixture, Keypair) {
+    let mut f = Fixture::new(30, "George");
+    let pharmacist = key(30, "Pharmacist");
+    f.grant(grant(
+        &pharmacist,
+        Level::View,
+        &[Category::Medications],
+        false,
+        false,
+    ));
+    let g = f.patient.clone();
+    for i in 0..20 {
+        f.create(&g, Category::VitalSigns, bp(120 + i, 80)).unwrap();
+    }
+    f.create(
+        &g,
+        Category::Medications,
+        text_body(&[("medication", "Metformin")]),
+    )
+    .unwrap();
+    (f, pharmacist)
+}
+
+#[test]
+fn a_replica_pulls_what_it_may_see_and_the_server_audits_exactly_what_it_served() {
+    let (f, pharmacist) = george();
+    let server = Server::new(b"server".to_vec(), HostPolicy::default());
+    let mut host = store_of(&f, "host");
+    let mut replica = MemStore::new(key(7, "pharmacy node"));
+    let mut s = session(&pharmacist, f.record.id(), false);
+    let (result, _) = run_session(
+        &mut s,
+        &mut replica,
+        &peer("client"),
+        &server,
+        &mut host,
+        NOW,
+        nonces(),
+    );
+    let report = result.unwrap();
+    let held = replica.record(&f.record.id()).unwrap();
+    assert_eq!(report.pulled, held.len());
+    let viewer = f.record.viewer(&pharmacist.actor(), NOW);
+    let visible: Vec<_> = f
+        .record
+        .entries()
+        .filter(|e| f.record.can_see(&viewer, &e.id()))
+        .map(|e| e.id())
+        .collect();
+    assert_eq!(held.len(), visible.len());
+    assert!(held.entries().all(|e| visible.contains(&e.id())));
+    // Exactly the served entries are audited, as viewed by the pharmacist from its peer.
+    let mut audited: Vec<_> = host
+        .audit_events(&f.record.id())
+        .iter()
+        .filter(|a| a.event.actor == pharmacist.actor())
+        .flat_map(|a| {
+            assert_eq!(a.event.device.as_deref(), Some("peer client"));
+            a.event.entries.clone()
+        })
+        .collect();
+    audited.sort();
+    let mut served = visible.clone();
+    served.sort();
+    assert_eq!(audited, served);
+}
+
+#[test]
+fn a_patient_hosts_on_an_empty_host_and_a_second_sync_finds_nothing_to_do() {
+    let (f, _) = george();
+    let server = Server::new(b"server".to_vec(), HostPolicy::default());
+    let mut host = MemStore::new(key(7, "host"));
+    let mut mine = store_of(&f, "laptop");
+    let mut s = session(&f.patient, f.record.id(), true);
+    let (r, _) = run_session(
+        &mut s,
+        &mut mine,
+        &peer("client"),
+        &server,
+        &mut host,
+        NOW,
+        nonces(),
+    );
+    let r = r.unwrap();
+    assert_eq!(r.pushed, f.record.len());
+    assert!(r.rejected.is_empty());
+    assert_eq!(host.record(&f.record.id()).unwrap().len(), f.record.len());
+    let mut again = session(&f.patient, f.record.id(), true);
+    let (r, _) = run_session(
+        &mut again,
+        &mut mine,
+        &peer("client"),
+        &server,
+        &mut host,
+        NOW + 1,
+        nonces(),
+    );
+    let r = r.unwrap();
+    assert_eq!((r.pulled, r.pushed), (0, 0));
+    // Digests, one pull of the streams held here (the host may lack them), and the
+    // audit trail the patient may read.
+    assert_eq!(r.round_trips, 3);
+}
+
+fn pdf(size: usize, seed: u8) -> Value {
+    let mut data = b"%PDF-1.7\n".to_vec();
+    data.resize(size, seed);
+    Value::Map(
+        [
+            ("title".to_string(), Value::Text(format!("Scan {seed}"))),
+            (
+                "media-type".to_string(),
+                Value::Text("application/pdf".into()),
+            ),
+            ("data".to_string(), Value::Bytes(data)),
+        ]
+        .into_iter()
+        .collect(),
+    )
+}
+
+#[test]
+fn a_record_far_larger_than_one_message_replicates_in_messages_under_the_cap() {
+    let mut f = Fixture::new(31, "George");
+    let g = f.patient.clone();
+    // 9 five-megabyte PDFs: 45 MB, over the 32 MiB message cap.
+    for i in 0..9 {
+        f.create(&g, Category::Documents, pdf(5_000_000, i)).unwrap();
+    }
+    let total: usize = f.record.entries().map(|e| e.signed().bytes().len()).sum();
+    assert!(total > MAX_MESSAGE_BYTES);
+    let server = Server::new(b"server".to_vec(), HostPolicy::default());
+    // Pushed to a host …
+    let mut host = MemStore::new(key(7, "host"));
+    let mut mine = store_of(&f, "laptop");
+    let (r, sizes) = run_session(
+        &mut session(&g, f.record.id(), true),
+        &mut mine,
+        &peer("client"),
+        &server,
+        &mut host,
+        NOW,
+        nonces(),
+    );
+    assert_eq!(r.unwrap().pushed, f.record.len());
+    assert!(sizes.iter().all(|s| *s <= MAX_MESSAGE_BYTES), "{sizes:?}");
+    // … and pulled from it by a new device of the patient's.
+    let mut device = MemStore::new(key(7, "phone"));
+    let (r, sizes) = run_session(
+        &mut session(&g, f.record.id(), false),
+        &mut device,
+        &peer("client"),
+        &server,
+        &mut host,
+        NOW,
+        nonces(),
+    );
+    assert_eq!(r.unwrap().pulled, f.record.len());
+    assert!(sizes.iter().all(|s| *s <= MAX_MESSAGE_BYTES), "{sizes:?}");
+}
+
+/// A server that answers a pull with entries whose parents it leaves out.
+#[test]
+fn a_batch_with_missing_parents_is_refused_whole_and_nothing_is_kept() {
+    let (f, _) = george();
+    let server = Server::new(b"server".to_vec(), HostPolicy::default());
+    let mut host = store_of(&f, "host");
+    let mut mine = MemStore::new(key(7, "laptop"));
+    let record = f.record.id();
+    let mut s = session(&f.patient, record, false);
+    let mut nonce = nonces();
+    let req = s.poll_request(NOW, nonce(), None).unwrap();
+    let (resp, _) = server.handle(&mut host, &peer("client"), req, NOW);
+    s.handle_response(resp, None);
+    let req = s.poll_request(NOW, nonce(), None).unwrap();
+    let (resp, _) = server.handle(&mut host, &peer("client"), req, NOW);
+    let cophr_protocol::sync::Response::Entries {
+        mut entries,
+        more,
+        frontier,
+    } = resp
+    else {
+        panic!("entries expected");
+    };
+    // Drop the genesis: every later entry now misses a parent.
+    entries.remove(0);
+    s.handle_response(
+        cophr_protocol::sync::Response::Entries {
+            entries,
+            more,
+            frontier,
+        },
+        None,
+    );
+    let Some(cophr_protocol::sync::client::ClientEvent::Received(batch)) = s.poll_event() else {
+        panic!("a batch to store");
+    };
+    let stored = cophr_protocol::sync::client::decode_verify(&record, &batch).and_then(|v| {
+        mine.ingest(&record, v)
+            .map_err(|e| SyncError::BadEntries(e.to_string()))
+    });
+    assert!(matches!(stored, Err(SyncError::BadEntries(_))));
+    s.handle_stored(stored, mine.record(&record));
+    assert!(matches!(
+        s.poll_event(),
+        Some(cophr_protocol::sync::client::ClientEvent::Done(Err(
+            SyncError::BadEntries(_)
+        )))
+    ));
+    assert!(mine.record(&record).is_none_or(|r| r.is_empty()));
+}
+
+#[test]
+fn refusals_are_typed() {
+    let (f, pharmacist) = george();
+    let server = Server::new(b"server".to_vec(), HostPolicy::default());
+    let mut host = store_of(&f, "host");
+    let stranger = key(30, "Stranger");
+    let mut replica = MemStore::new(key(7, "x"));
+    let (r, _) = run_session(
+        &mut session(&stranger, f.record.id(), false),
+        &mut replica,
+        &peer("client"),
+        &server,
+        &mut host,
+        NOW,
+        nonces(),
+    );
+    assert!(matches!(
+        r,
+        Err(SyncError::Refused {
+            code: Refusal::NoAccess,
+            ..
+        })
+    ));
+    // A proof made for another connection.
+    let (r, _) = run_session(
+        &mut session(&pharmacist, f.record.id(), false),
+        &mut replica,
+        &peer("someone else"),
+        &server,
+        &mut host,
+        NOW,
+        nonces(),
+    );
+    assert!(matches!(
+        r,
+        Err(SyncError::Refused {
+            code: Refusal::BadProof,
+            ..
+        })
+    ));
+}
+
+fn host_with(policy: HostPolicy, f: &Fixture) -> Result<(), SyncError> {
+    let server = Server::new(b"server".to_vec(), policy);
+    let mut host = MemStore::new(key(7, "host"));
+    let mut mine = store_of(f, "laptop");
+    run_session(
+        &mut session(&f.patient, f.record.id(), true),
+        &mut mine,
+        &peer("client"),
+        &server,
+        &mut host,
+        NOW,
+        nonces(),
+    )
+    .0
+    .map(|_| ())
+}
+
+#[test]
+fn a_host_takes_only_the_records_its_admission_policy_and_quotas_allow() {
+    let (f, _) = george();
+    let refused = |code| Err(SyncError::Refused {
+        code,
+        reason: code.to_string(),
+    });
+    assert_eq!(host_with(HostPolicy::default(), &f), Ok(()));
+    let closed = HostPolicy {
+        admission: Admission::Closed,
+        ..HostPolicy::default()
+    };
+    assert_eq!(host_with(closed, &f), refused(Refusal::NotAdmitted));
+    let other = HostPolicy {
+        admission: Admission::AllowList([key(1, "Someone").actor()].into()),
+        ..HostPolicy::default()
+    };
+    assert_eq!(host_with(other, &f), refused(Refusal::NotAdmitted));
+    let listed = HostPolicy {
+        admission: Admission::AllowList([f.record.id()].into()),
+        ..HostPolicy::default()
+    };
+    assert_eq!(host_with(listed, &f), Ok(()));
+    let small = HostPolicy {
+        quotas: Quotas {
+            record_bytes: Some(2_000),
+            ..Quotas::default()
+        },
+        ..HostPolicy::default()
+    };
+    assert_eq!(host_with(small, &f), refused(Refusal::OverQuota));
+    let no_room = HostPolicy {
+        quotas: Quotas {
+            records: Some(0),
+            ..Quotas::default()
+        },
+        ..HostPolicy::default()
+    };
+    assert_eq!(host_with(no_room, &f), refused(Refusal::OverQuota));
+}
+
+#[test]
+fn the_audit_trail_travels_to_an_identity_with_the_audit_right() {
+    let (f, pharmacist) = george();
+    let server = Server::new(b"server".to_vec(), HostPolicy::default());
+    let mut host = store_of(&f, "host");
+    // The pharmacist's pull is audited at the host …
+    let mut pharmacy = MemStore::new(key(7, "pharmacy"));
+    run_session(
+        &mut session(&pharmacist, f.record.id(), false),
+        &mut pharmacy,
+        &peer("client"),
+        &server,
+        &mut host,
+        NOW,
+        nonces(),
+    )
+    .0
+    .unwrap();
+    // … and George's phone, catching up, receives that audit event (not the pharmacist).
+    assert!(pharmacy.audit_events(&f.record.id()).is_empty());
+    let mut phone = MemStore::new(key(7, "phone"));
+    let (r, _) = run_session(
+        &mut session(&f.patient, f.record.id(), false),
+        &mut phone,
+        &peer("client"),
+        &server,
+        &mut host,
+        NOW,
+        nonces(),
+    );
+    assert!(r.unwrap().audit_pulled >= 1);
+    assert!(phone
+        .audit_events(&f.record.id())
+        .iter()
+        .any(|a| a.event.actor == pharmacist.actor()));
+}
