@@ -26,7 +26,10 @@ pub fn block_on<F: Future>(ctx: &Ctx, f: F) -> Result<F::Output> {
 /// A network error, with the exit code it means.
 pub fn error(e: NetError) -> CliError {
     match &e {
-        NetError::Refused { reason, .. } if reason.contains("no access") => {
+        NetError::Refused {
+            code: cophr_protocol::sync::Refusal::NoAccess,
+            ..
+        } => {
             CliError::access(format!("not authorised: {e}"))
         }
         NetError::NotFound(_) => CliError::not_found(e.to_string()),
@@ -104,7 +107,10 @@ pub fn book_out(handle: &NodeHandle, record: &RecordId) -> Result<BookOut> {
         record: *record,
         patient,
         entries,
-        hosted_here: held && store.meta(&format!("home/{record}"))?.is_some(),
+        hosted_here: held
+            && store
+                .meta(&cophr_node::net::server::home_key(record))?
+                .is_some_and(|p| !p.is_empty()),
         home: book.home.map(|a| a.to_string()),
         replicas: book.replicas.iter().map(ToString::to_string).collect(),
     })

@@ -1136,3 +1136,100 @@ async fn watchers_are_told_of_new_entries_written_or_received() {
     assert!(at_host.try_recv().is_err());
     assert!(at_george.try_recv().is_err());
 }
+
+/// A node with its store in `dir` (kept by the caller), listening on `listen`.
+async fn node_in(name: &str, dir: &std::path::Path, listen: &str, tick: Duration) -> NodeHandle {
+    // The store of a node just stopped may still be closing: try for a while.
+    let mut opened = None;
+    for _ in 0..500 {
+        match Store::open(dir, key(9, &format!("{name}/node"))) {
+            Ok((s, _)) => {
+                opened = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let store = opened.expect("the store reopens");
+    let peer_key = key(9, &format!("{name}/peer")).secret_bytes();
+    let config = NetConfig {
+        listen: vec![listen.parse().unwrap()],
+        sync_interval: tick,
+        ..NetConfig::default()
+    };
+    let (handle, _task) = net::start(store, key(9, name), peer_key, config)
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        if !handle.listen_addrs().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_away_from_an_offline_host_stays_pending_until_the_host_returns_and_deletes() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let old_dir = tempfile::tempdir().unwrap();
+    let old = node_in("oldhost7", old_dir.path(), &listen, Duration::from_secs(3600)).await;
+    let old_addr = old.listen_addrs().await.unwrap()[0].clone();
+    let new = node("newhost7").await;
+    let george = key(9, "George7");
+    let george_dir = tempfile::tempdir().unwrap();
+    // George's node catches up (and retries what is pending) every 200 ms.
+    let george_node = node_in(
+        "George7",
+        george_dir.path(),
+        "/ip4/127.0.0.1/tcp/0",
+        Duration::from_millis(200),
+    )
+    .await;
+    let rec = george.actor();
+    george_node
+        .store()
+        .create_record(
+            &george,
+            profile("George", "patient", None),
+            net::service::now_ms(),
+            None,
+        )
+        .unwrap();
+    client::host(&george_node, &old_addr, rec).await.unwrap();
+    assert!(old.store().holds(&rec).unwrap());
+
+    // The old host goes offline; George moves anyway.
+    old.shutdown().await.unwrap();
+    drop(old);
+    let new_addr = addr(&new).await;
+    let moved = client::move_home(&george_node, &new_addr, rec)
+        .await
+        .unwrap();
+    assert_eq!(moved.from.as_ref(), Some(&old_addr));
+    assert!(!moved.released, "an offline host cannot have deleted anything");
+    assert_eq!(
+        client::pending_releases(george_node.store()).unwrap(),
+        vec![(rec, old_addr.clone())]
+    );
+    assert!(new.handle.store().holds(&rec).unwrap());
+
+    // The old host comes back on the same address: George's node tells it again, and it
+    // deletes its copy; nothing is pending any more.
+    let back = node_in("oldhost7", old_dir.path(), &listen, Duration::from_secs(3600)).await;
+    let back_store = back.store().clone();
+    eventually("the returning host deletes its copy", || {
+        !back_store.holds(&rec).unwrap()
+    })
+    .await;
+    let gs = george_node.store().clone();
+    eventually("the release is no longer pending", || {
+        client::pending_releases(&gs).unwrap().is_empty()
+    })
+    .await;
+}

@@ -27,7 +27,16 @@ pub struct HomePointer {
     pub seq: u64,
     /// When it was signed.
     pub time: Timestamp,
+    /// The heads of the record that the host confirmed holding whole before the pointer
+    /// was signed (at most [`MAX_HEADS`]; empty when there were more). A former host that
+    /// finds a newer pointer naming another host deletes its copy by itself only when
+    /// everything it holds is in the causal past of these heads, so nothing is lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heads: Vec<crate::ids::EntryId>,
 }
+
+/// Most heads a pointer carries.
+pub const MAX_HEADS: usize = 64;
 
 #[derive(Serialize, Deserialize)]
 struct Wire {
@@ -90,6 +99,7 @@ impl SignedPointer {
         if w.pointer.addrs.len() > MAX_ADDRS
             || w.pointer.addrs.iter().any(|a| a.len() > MAX_ADDR_LEN)
             || w.pointer.host.len() > 128
+            || w.pointer.heads.len() > MAX_HEADS
         {
             return Err(PointerError::Addresses);
         }
@@ -111,6 +121,16 @@ impl SignedPointer {
     }
 }
 
+/// Whether a former host (transport identity `me`) that holds `held` may delete its copy on
+/// finding `newer`, a pointer signed after the one it was given: only when it names another
+/// host and everything held here is in the causal past of the heads that host confirmed
+/// holding. Otherwise the copy stays until the patient's release arrives.
+pub fn may_release(held: &crate::record::Record, newer: &HomePointer, me: &[u8]) -> bool {
+    newer.host != me
+        && !newer.heads.is_empty()
+        && held.at_heads(&newer.heads).len() == held.len()
+}
+
 /// The DHT key under which a record's home pointer is stored.
 pub fn dht_key(record: &RecordId) -> Vec<u8> {
     let mut k = b"/cophr/home/".to_vec();
@@ -124,6 +144,33 @@ mod tests {
     use crate::testkit::key;
 
     #[test]
+    fn a_former_host_may_release_only_what_the_new_host_confirmed_holding() {
+        use crate::testkit::{bp, Fixture};
+        let mut f = Fixture::new(2, "George");
+        let g = f.patient.clone();
+        f.create(&g, crate::Category::VitalSigns, bp(120, 80)).unwrap();
+        let confirmed = f.record.heads();
+        let p = HomePointer {
+            record: g.actor(),
+            host: b"new".to_vec(),
+            addrs: Vec::new(),
+            seq: 2,
+            time: 5,
+            heads: confirmed.clone(),
+        };
+        assert!(may_release(&f.record, &p, b"old"));
+        assert!(!may_release(&f.record, &p, b"new"), "not the host it names");
+        let no_heads = HomePointer {
+            heads: Vec::new(),
+            ..p.clone()
+        };
+        assert!(!may_release(&f.record, &no_heads, b"old"));
+        // An entry the old host holds beyond what the new host confirmed: keep the copy.
+        f.create(&g, crate::Category::VitalSigns, bp(121, 80)).unwrap();
+        assert!(!may_release(&f.record, &p, b"old"));
+    }
+
+    #[test]
     fn pointers_are_checked_against_the_patient() {
         let george = key(1, "George");
         let mallory = key(1, "Mallory");
@@ -133,6 +180,7 @@ mod tests {
             addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
             seq: 1,
             time: 5,
+            heads: Vec::new(),
         };
         let good = p.clone().sign(&george);
         let bytes = good.encode();

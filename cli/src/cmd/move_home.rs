@@ -29,18 +29,24 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let (to, _) = network::parse_addr("--to", &args.to)?;
     let record = crate::cmd::host::own_record(ctx, "move")?;
     let handle = network::handle(ctx)?;
-    let from = handle.peer_book(&record).map_err(network::error)?.home;
-    network::block_on(ctx, client::move_home(handle, &to, record))?.map_err(network::error)?;
+    let moved =
+        network::block_on(ctx, client::move_home(handle, &to, record))?.map_err(network::error)?;
     if ctx.json(args.out) {
         return output::json(&json!({
             "record": record,
-            "from": from.map(|a| a.to_string()),
+            "from": moved.from.as_ref().map(ToString::to_string),
             "to": to.to_string(),
+            "released": moved.released,
         }));
     }
-    output::line(format!(
-        "Record {record} moved to {to}{}",
-        from.map(|f| format!(" (from {f}, which was told to delete its copy)"))
-            .unwrap_or_default()
-    ))
+    output::line(format!("Record {record} moved to {to}."))?;
+    match (&moved.from, moved.released) {
+        (Some(f), true) => output::line(format!("The former host {f} deleted its copy.")),
+        (Some(f), false) => output::line(format!(
+            "Pending: the former host {f} could not be reached to delete its copy. This node \
+             keeps asking it while it runs (`cophr status` lists pending releases), and the \
+             former host deletes its copy by itself when it comes back and finds the move."
+        )),
+        (None, _) => Ok(()),
+    }
 }

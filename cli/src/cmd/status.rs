@@ -29,6 +29,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     for r in handle.store().records()? {
         records.push(network::book_out(handle, &r)?);
     }
+    let releases: Vec<serde_json::Value> =
+        cophr_node::net::client::pending_releases(handle.store())
+            .map_err(network::error)?
+            .into_iter()
+            .map(|(record, host)| json!({"record": record, "host": host.to_string()}))
+            .collect();
     let actor = handle.identity().actor();
     let http = crate::home::read_limited(&ctx.home.dir.join(crate::control::NODE_JSON), 1 << 20)
         .ok()
@@ -42,6 +48,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             "listen": listen,
             "http": http,
             "records": records,
+            "pending_releases": releases,
         }));
     }
     let me = ctx.identity().map(|i| i.info.name).unwrap_or_default();
@@ -56,6 +63,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     output::line("Listening on:")?;
     for a in &listen {
         output::line(format!("  {a}"))?;
+    }
+    if !releases.is_empty() {
+        output::line("Pending releases (former hosts not yet confirmed deleting a record):")?;
+        for r in &releases {
+            output::line(format!(
+                "  {} at {}",
+                r["record"].as_str().unwrap_or_default(),
+                r["host"].as_str().unwrap_or_default()
+            ))?;
+        }
     }
     if records.is_empty() {
         return output::line("No records held.");

@@ -7,9 +7,10 @@ use libp2p::{Multiaddr, PeerId};
 use rand_core::{OsRng, RngCore};
 
 use cophr_protocol::audit::SignedAudit;
+use cophr_protocol::home::SignedPointer;
 use cophr_protocol::record::Record;
 use cophr_protocol::sync::client::{ClientEvent, ClientSession, SessionConfig, SyncError};
-use cophr_protocol::sync::{Proof, Request, Response, MAX_BATCH};
+use cophr_protocol::sync::{Proof, Refusal, Request, Response, MAX_BATCH};
 use cophr_protocol::{ActorId, RecordId};
 
 use super::service::{now_ms, NodeHandle};
@@ -229,7 +230,8 @@ pub async fn host(
     }
     let (peer, bare) = split(host)?;
     let report = sync(handle, peer, vec![host.clone()], record, true).await?;
-    // The host must now hold everything this node holds.
+    // The host must now hold everything this node holds (at least up to these heads).
+    let heads = handle.store().with_record(&record, |r| r.heads())?;
     let check = sync(handle, peer, vec![host.clone()], record, true).await?;
     if check.pushed > 0 || !check.rejected.is_empty() {
         return Err(NetError::Protocol {
@@ -246,6 +248,11 @@ pub async fn host(
         addrs: vec![bare.to_string()],
         seq: pointer_seq(handle, &record)? + 1,
         time: now_ms(),
+        heads: if heads.len() <= cophr_protocol::home::MAX_HEADS {
+            heads
+        } else {
+            Vec::new()
+        },
     }
     .sign(handle.identity());
     let bytes = pointer.encode();
@@ -274,14 +281,107 @@ pub async fn host(
     Ok(report)
 }
 
+/// What a move did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// The former home host, if there was one.
+    pub from: Option<Multiaddr>,
+    /// Whether the former host confirmed it deleted its copy. When not (it was offline or
+    /// failed), the release is pending: the node retries it until the host confirms
+    /// ([`pending_releases`]), and a former host that comes back and finds the newer
+    /// pointer deletes its copy by itself once the new host is known to hold everything.
+    pub released: bool,
+}
+
+/// The meta key of the releases still to be confirmed.
+const RELEASES: &str = "releases";
+/// Most pending releases remembered.
+const MAX_RELEASES: usize = 1024;
+
+/// Former home hosts that have not yet confirmed deleting a record: (record, host).
+pub fn pending_releases(store: &Store) -> Result<Vec<(RecordId, Multiaddr)>, NetError> {
+    let Some(bytes) = store.meta(RELEASES)? else {
+        return Ok(Vec::new());
+    };
+    let list: Vec<(RecordId, String)> = serde_json::from_slice(&bytes).unwrap_or_default();
+    Ok(list
+        .into_iter()
+        .filter_map(|(r, a)| a.parse().ok().map(|a| (r, a)))
+        .collect())
+}
+
+fn set_pending_releases(store: &Store, list: &[(RecordId, Multiaddr)]) -> Result<(), NetError> {
+    let list: Vec<(RecordId, String)> = list
+        .iter()
+        .take(MAX_RELEASES)
+        .map(|(r, a)| (*r, a.to_string()))
+        .collect();
+    let bytes = serde_json::to_vec(&list).map_err(|e| NetError::Setup(e.to_string()))?;
+    Ok(store.set_meta(RELEASES, &bytes)?)
+}
+
+/// Asks `old` to delete its copy of the patient's record. `Ok(true)` once it confirms (or
+/// answers that it holds no such record: nothing is left to delete).
+pub async fn release(
+    handle: &NodeHandle,
+    old: &Multiaddr,
+    record: RecordId,
+) -> Result<bool, NetError> {
+    let (old_peer, _) = split(old)?;
+    match handle
+        .request(
+            old_peer,
+            vec![old.clone()],
+            Request::Release {
+                proof: proof(handle, &old_peer, record),
+            },
+        )
+        .await?
+    {
+        Response::Ack
+        | Response::Refused {
+            code: Refusal::NoAccess,
+            ..
+        } => Ok(true),
+        Response::Refused { code, reason } => Err(NetError::Refused {
+            peer: old_peer,
+            code,
+            reason,
+        }),
+        other => Err(unexpected(old_peer, &other)),
+    }
+}
+
+/// Retries every pending release once; those confirmed are dropped from the list. Returns
+/// how many remain.
+pub async fn retry_releases(handle: &NodeHandle) -> Result<usize, NetError> {
+    let pending = pending_releases(handle.store())?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let mut confirmed = Vec::new();
+    for (record, old) in pending {
+        if let Ok(true) = release(handle, &old, record).await {
+            tracing::info!(%record, host = %old, "the former host deleted its copy");
+            confirmed.push((record, old));
+        }
+    }
+    // Releases added meanwhile stay.
+    let mut left = pending_releases(handle.store())?;
+    left.retain(|p| !confirmed.contains(p));
+    set_pending_releases(handle.store(), &left)?;
+    Ok(left.len())
+}
+
 /// The patient moves the record from its current home host to `to`: the new host takes
 /// and confirms the whole record, the patient signs a move-home entry (replicas follow
-/// it) and a new pointer, and only then is the old host told to delete its copy.
+/// it) and a new pointer, and only then is the old host told to delete its copy. When the
+/// old host cannot be reached the release stays pending (see [`Moved`]).
 pub async fn move_home(
     handle: &NodeHandle,
     to: &Multiaddr,
     record: RecordId,
-) -> Result<(), NetError> {
+) -> Result<Moved, NetError> {
     let old = handle.peer_book(&record)?.home;
     host(handle, to, record).await?;
     let (peer, bare) = split(to)?;
@@ -298,29 +398,62 @@ pub async fn move_home(
     )?;
     // The move entry reaches the new host (and through it every replica).
     sync(handle, peer, vec![to.clone()], record, true).await?;
-    if let Some(old) = old.filter(|o| o != to) {
-        let (old_peer, _) = split(&old)?;
-        match handle
-            .request(
-                old_peer,
-                vec![old.clone()],
-                Request::Release {
-                    proof: proof(handle, &old_peer, record),
-                },
-            )
-            .await
-        {
-            Ok(Response::Ack) => {}
-            Ok(Response::Refused { reason, .. }) => {
-                tracing::warn!(%reason, "the old host refused to release the record")
-            }
-            Ok(other) => return Err(unexpected(old_peer, &other)),
-            Err(e) => {
-                tracing::warn!(error = %e, "the old host could not be told to release the record")
-            }
+    let Some(old) = old.filter(|o| o != to) else {
+        return Ok(Moved {
+            from: None,
+            released: true,
+        });
+    };
+    let released = match release(handle, &old, record).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::warn!(error = %e, "the old host could not be told to release the record");
+            false
         }
+    };
+    if !released {
+        let mut pending = pending_releases(handle.store())?;
+        pending.retain(|(r, _)| *r != record);
+        pending.push((record, old.clone()));
+        set_pending_releases(handle.store(), &pending)?;
     }
-    Ok(())
+    Ok(Moved {
+        from: Some(old),
+        released,
+    })
+}
+
+/// A former home host's own check, for a record it hosts: when the DHT holds a newer
+/// patient-signed pointer naming another host, and everything held here is in the causal
+/// past of the heads that host confirmed holding ([`cophr_protocol::home::may_release`]),
+/// the copy here is deleted. Returns whether it was.
+pub async fn leave_if_moved(handle: &NodeHandle, record: RecordId) -> Result<bool, NetError> {
+    let key = super::server::home_key(&record);
+    let Some(ours) = handle
+        .store()
+        .meta(&key)?
+        .and_then(|b| SignedPointer::decode(&b, &record).ok())
+    else {
+        return Ok(false);
+    };
+    let Ok(found) = handle.find_home(record).await else {
+        return Ok(false);
+    };
+    if !found.newer_than(&ours) {
+        return Ok(false);
+    }
+    let me = handle.peer_id().to_bytes();
+    let safe = handle.store().with_record(&record, |r| {
+        cophr_protocol::home::may_release(r, &found.pointer, &me)
+    })?;
+    if !safe {
+        tracing::info!(%record, "the record moved away, but this host holds entries the new host may lack: keeping it until the patient releases it");
+        return Ok(false);
+    }
+    handle.store().remove_record(&record)?;
+    handle.store().set_meta(&key, &[])?;
+    tracing::info!(%record, "the record moved to another host, which holds everything held here: copy deleted");
+    Ok(true)
 }
 
 /// Follows a move: if the record holds a move-home entry naming another host than the

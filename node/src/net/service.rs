@@ -373,6 +373,7 @@ pub async fn start(
         addrs: HashMap::new(),
         watch: broadcast::channel(WATCH_BUFFER).0,
         seen: HashMap::new(),
+        housekeeping: Arc::default(),
         config,
     };
     let task = tokio::spawn(event_loop.run());
@@ -401,6 +402,8 @@ struct EventLoop {
     watch: broadcast::Sender<Changes>,
     /// While anyone watches: how many entries of each record were already reported.
     seen: HashMap<RecordId, usize>,
+    /// A housekeeping task (pending releases, moved-away records) is running.
+    housekeeping: Arc<std::sync::atomic::AtomicBool>,
     config: NetConfig,
 }
 
@@ -754,6 +757,7 @@ impl EventLoop {
         let Ok(records) = self.handle.store.records() else {
             return;
         };
+        let mut hosted = Vec::new();
         for record in records {
             if let Ok(book) = self.handle.peer_book(&record) {
                 for addr in book.all() {
@@ -762,11 +766,29 @@ impl EventLoop {
                     }
                 }
             }
-            if let Ok(Some(bytes)) = self.handle.store.meta(&format!("home/{record}")) {
+            if let Ok(Some(bytes)) = self.handle.store.meta(&super::server::home_key(&record)) {
                 if let Ok(p) = SignedPointer::decode(&bytes, &record) {
                     self.publish(p);
+                    hosted.push(record);
                 }
             }
+        }
+        // Releases still owed by former hosts (the patient's node), and records this
+        // node hosted that moved away (a former host): one background task at a time.
+        if !self.housekeeping.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let handle = self.handle.clone();
+            let busy = self.housekeeping.clone();
+            tokio::spawn(async move {
+                if let Err(e) = client::retry_releases(&handle).await {
+                    tracing::debug!(error = %e, "retrying releases failed");
+                }
+                for record in hosted {
+                    if let Err(e) = client::leave_if_moved(&handle, record).await {
+                        tracing::debug!(%record, error = %e, "checking for a move failed");
+                    }
+                }
+                busy.store(false, std::sync::atomic::Ordering::Release);
+            });
         }
     }
 
