@@ -1633,6 +1633,7 @@ impl Sim {
                     addrs: vec![format!("/sim/{}", self.nodes[p.to].name)],
                     seq,
                     time: self.clock(n),
+                    heads: self.nodes[n].replicas[&record].record.heads(),
                 }
                 .sign(&self.nodes[n].key);
                 let sid = self.new_session(
