@@ -29,9 +29,7 @@ pub fn error(e: NetError) -> CliError {
         NetError::Refused {
             code: cophr_protocol::sync::Refusal::NoAccess,
             ..
-        } => {
-            CliError::access(format!("not authorised: {e}"))
-        }
+        } => CliError::access(format!("not authorised: {e}")),
         NetError::NotFound(_) => CliError::not_found(e.to_string()),
         NetError::Store(_) => CliError::other(e.to_string()),
         _ => CliError::other(e.to_string()),

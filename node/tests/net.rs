@@ -866,7 +866,13 @@ async fn a_peer_over_its_request_budget_is_refused() {
             )
             .await
             .unwrap();
-        refusals.push(matches!(r, Response::Refused { code: Refusal::RateLimited, .. }));
+        refusals.push(matches!(
+            r,
+            Response::Refused {
+                code: Refusal::RateLimited,
+                ..
+            }
+        ));
     }
     assert_eq!(refusals, [false, false, false, true, true]);
 }
@@ -1178,7 +1184,13 @@ async fn a_move_away_from_an_offline_host_stays_pending_until_the_host_returns_a
         .port();
     let listen = format!("/ip4/127.0.0.1/tcp/{port}");
     let old_dir = tempfile::tempdir().unwrap();
-    let old = node_in("oldhost7", old_dir.path(), &listen, Duration::from_secs(3600)).await;
+    let old = node_in(
+        "oldhost7",
+        old_dir.path(),
+        &listen,
+        Duration::from_secs(3600),
+    )
+    .await;
     let old_addr = old.listen_addrs().await.unwrap()[0].clone();
     let new = node("newhost7").await;
     let george = key(9, "George7");
@@ -1212,7 +1224,10 @@ async fn a_move_away_from_an_offline_host_stays_pending_until_the_host_returns_a
         .await
         .unwrap();
     assert_eq!(moved.from.as_ref(), Some(&old_addr));
-    assert!(!moved.released, "an offline host cannot have deleted anything");
+    assert!(
+        !moved.released,
+        "an offline host cannot have deleted anything"
+    );
     assert_eq!(
         client::pending_releases(george_node.store()).unwrap(),
         vec![(rec, old_addr.clone())]
@@ -1221,7 +1236,13 @@ async fn a_move_away_from_an_offline_host_stays_pending_until_the_host_returns_a
 
     // The old host comes back on the same address: George's node tells it again, and it
     // deletes its copy; nothing is pending any more.
-    let back = node_in("oldhost7", old_dir.path(), &listen, Duration::from_secs(3600)).await;
+    let back = node_in(
+        "oldhost7",
+        old_dir.path(),
+        &listen,
+        Duration::from_secs(3600),
+    )
+    .await;
     let back_store = back.store().clone();
     eventually("the returning host deletes its copy", || {
         !back_store.holds(&rec).unwrap()
@@ -1232,4 +1253,40 @@ async fn a_move_away_from_an_offline_host_stays_pending_until_the_host_returns_a
         client::pending_releases(&gs).unwrap().is_empty()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_refuses_records_its_admission_policy_does_not_take() {
+    use cophr_protocol::sync::server::{Admission, HostPolicy};
+    let george = key(9, "George8");
+    let closed = node_config(
+        "closedhost8",
+        "closedhost8",
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            sync_interval: Duration::from_secs(3600),
+            host: HostPolicy {
+                admission: Admission::AllowList([key(9, "Someone8").actor()].into()),
+                ..HostPolicy::default()
+            },
+            ..NetConfig::default()
+        },
+    )
+    .await;
+    let george_node = node("George8").await;
+    let rec = create(&george_node, &george);
+    let err = client::host(&george_node.handle, &addr(&closed).await, rec)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            net::NetError::Refused {
+                code: Refusal::NotAdmitted,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!closed.handle.store().holds(&rec).unwrap());
 }

@@ -502,7 +502,11 @@ async fn malformed_bytes_on_the_sync_stream_are_answered_or_dropped_and_store_no
         ),
         (
             "a response instead of a request",
-            cbor4ii::serde::to_vec(Vec::new(), &Response::refused(cophr_protocol::sync::Refusal::Busy)).unwrap(),
+            cbor4ii::serde::to_vec(
+                Vec::new(),
+                &Response::refused(cophr_protocol::sync::Refusal::Busy),
+            )
+            .unwrap(),
         ),
         (
             "unknown variant",

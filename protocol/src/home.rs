@@ -126,9 +126,7 @@ impl SignedPointer {
 /// host and everything held here is in the causal past of the heads that host confirmed
 /// holding. Otherwise the copy stays until the patient's release arrives.
 pub fn may_release(held: &crate::record::Record, newer: &HomePointer, me: &[u8]) -> bool {
-    newer.host != me
-        && !newer.heads.is_empty()
-        && held.at_heads(&newer.heads).len() == held.len()
+    newer.host != me && !newer.heads.is_empty() && held.at_heads(&newer.heads).len() == held.len()
 }
 
 /// The DHT key under which a record's home pointer is stored.
@@ -148,7 +146,8 @@ mod tests {
         use crate::testkit::{bp, Fixture};
         let mut f = Fixture::new(2, "George");
         let g = f.patient.clone();
-        f.create(&g, crate::Category::VitalSigns, bp(120, 80)).unwrap();
+        f.create(&g, crate::Category::VitalSigns, bp(120, 80))
+            .unwrap();
         let confirmed = f.record.heads();
         let p = HomePointer {
             record: g.actor(),
@@ -166,7 +165,8 @@ mod tests {
         };
         assert!(!may_release(&f.record, &no_heads, b"old"));
         // An entry the old host holds beyond what the new host confirmed: keep the copy.
-        f.create(&g, crate::Category::VitalSigns, bp(121, 80)).unwrap();
+        f.create(&g, crate::Category::VitalSigns, bp(121, 80))
+            .unwrap();
         assert!(!may_release(&f.record, &p, b"old"));
     }
 

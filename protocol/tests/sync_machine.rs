@@ -167,7 +167,8 @@ fn a_record_far_larger_than_one_message_replicates_in_messages_under_the_cap() {
     let g = f.patient.clone();
     // 9 five-megabyte PDFs: 45 MB, over the 32 MiB message cap.
     for i in 0..9 {
-        f.create(&g, Category::Documents, pdf(5_000_000, i)).unwrap();
+        f.create(&g, Category::Documents, pdf(5_000_000, i))
+            .unwrap();
     }
     let total: usize = f.record.entries().map(|e| e.signed().bytes().len()).sum();
     assert!(total > MAX_MESSAGE_BYTES);
@@ -314,10 +315,12 @@ fn host_with(policy: HostPolicy, f: &Fixture) -> Result<(), SyncError> {
 #[test]
 fn a_host_takes_only_the_records_its_admission_policy_and_quotas_allow() {
     let (f, _) = george();
-    let refused = |code| Err(SyncError::Refused {
-        code,
-        reason: code.to_string(),
-    });
+    let refused = |code| {
+        Err(SyncError::Refused {
+            code,
+            reason: code.to_string(),
+        })
+    };
     assert_eq!(host_with(HostPolicy::default(), &f), Ok(()));
     let closed = HostPolicy {
         admission: Admission::Closed,

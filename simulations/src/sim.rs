@@ -781,7 +781,8 @@ impl Sim {
                 let limit = (limit as usize).clamp(1, MAX_BATCH);
                 let (entries, more, frontier) = {
                     let r = &self.nodes[s].replicas[&proof.record].record;
-                    let (es, more, f) = r.entries_beyond(&viewer, &frontier, limit, sync::MAX_BATCH_BYTES);
+                    let (es, more, f) =
+                        r.entries_beyond(&viewer, &frontier, limit, sync::MAX_BATCH_BYTES);
                     (es.into_iter().map(bytes_of).collect::<Vec<_>>(), more, f)
                 };
                 self.counters.entries_served += entries.len() as u64;

@@ -139,7 +139,13 @@ async fn a_hostile_peer_gets_nothing_and_stores_nothing_on_a_real_host() {
     let p = Proof::new(&stranger, rec, &me, &hp.to_bytes(), nonce(1), now);
     let resp = m.request(hp, vec![addr.clone()], ask(p)).await.unwrap();
     assert!(
-        matches!(resp, Response::Refused { code: Refusal::NoAccess, .. }),
+        matches!(
+            resp,
+            Response::Refused {
+                code: Refusal::NoAccess,
+                ..
+            }
+        ),
         "{resp:?}"
     );
     // A proof bound to another connection, and a replayed one: refused.

@@ -50,7 +50,12 @@ const AFTER_HELP: &str = "The config file is TOML with the network settings (eve
   log_format = \"text\"         # or \"json\"
   http = \"127.0.0.1:7380\"     # the HTTP API (REST, FHIR, web app); false for none
   http_allow_remote = false   # allow a non-loopback HTTP address
-Flags override it. By default the node listens on loopback only (127.0.0.1, TCP and QUIC,
+  [host]                      # which patients' records this node hosts, and how much
+  admission = { mode = \"open\" }   # or { mode = \"allow-list\", records = [\"a-…\"] }
+                                    # or { mode = \"closed\" }
+  quotas = { record_bytes = 1073741824, records = 10000, total_bytes = 107374182400 }
+Flags override it. A patient whose record is not admitted, or would exceed a quota, is
+refused with that reason (`cophr host` says so); records already hosted keep syncing. By default the node listens on loopback only (127.0.0.1, TCP and QUIC,
 ephemeral ports); other addresses are used only when given with --listen or in the file.
 
 While the node runs, every other cophr command for this home runs inside it (through
@@ -119,10 +124,66 @@ pub struct RunArgs {
     #[arg(long)]
     no_http: bool,
 
+    /// Which patients' records this node takes when asked to host them: open (any),
+    /// allow-list (only those given with --admit) or closed [default: open]
+    #[arg(long, value_enum)]
+    admission: Option<AdmissionMode>,
+
+    /// Admit this patient's record (an actor id a-…; repeat for several; implies
+    /// --admission allow-list)
+    #[arg(long, value_name = "RECORD")]
+    admit: Vec<cophr_protocol::RecordId>,
+
+    /// Most bytes of entries stored per record
+    #[arg(long, value_name = "BYTES")]
+    quota_record_bytes: Option<u64>,
+
+    /// Most records stored
+    #[arg(long, value_name = "N")]
+    quota_records: Option<u64>,
+
+    /// Most bytes of entries stored in all
+    #[arg(long, value_name = "BYTES")]
+    quota_total_bytes: Option<u64>,
+
     /// Allow the HTTP API on an address other machines can reach (it is always
     /// authenticated with the token of `cophr token`)
     #[arg(long)]
     http_allow_remote: bool,
+}
+
+/// `--admission`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AdmissionMode {
+    Open,
+    AllowList,
+    Closed,
+}
+
+/// Applies the admission and quota flags over the config file's `[host]` settings.
+fn host_policy(args: &RunArgs, config: &mut NetConfig) {
+    use cophr_protocol::sync::server::Admission;
+    let listed = |config: &NetConfig| match &config.host.admission {
+        Admission::AllowList(l) => l.clone(),
+        _ => Default::default(),
+    };
+    match args.admission {
+        Some(AdmissionMode::Open) => config.host.admission = Admission::Open,
+        Some(AdmissionMode::Closed) => config.host.admission = Admission::Closed,
+        Some(AdmissionMode::AllowList) => {
+            config.host.admission = Admission::AllowList(listed(config))
+        }
+        None => {}
+    }
+    if !args.admit.is_empty() {
+        let mut list = listed(config);
+        list.extend(args.admit.iter().copied());
+        config.host.admission = Admission::AllowList(list);
+    }
+    let q = &mut config.host.quotas;
+    q.record_bytes = args.quota_record_bytes.or(q.record_bytes);
+    q.records = args.quota_records.or(q.records);
+    q.total_bytes = args.quota_total_bytes.or(q.total_bytes);
 }
 
 /// Settings of the node itself (beside the network's) in the config file.
@@ -189,6 +250,7 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
     logging::init(ctx.global.verbose, format, "info");
     let (mut config, settings) = loaded?;
     let http = http_plan(&args, &settings)?;
+    host_policy(&args, &mut config);
     if !args.listen.is_empty() {
         config.listen = args.listen;
     }
@@ -549,6 +611,52 @@ mod tests {
         let path = dir.path().join("node.toml");
         std::fs::write(&path, text).unwrap();
         load_config(Some(&path))
+    }
+
+    #[test]
+    fn the_admission_policy_and_quotas_come_from_the_file_and_the_flags() {
+        use clap::Parser;
+        use cophr_protocol::sync::server::Admission;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let george = cophr_protocol::testkit::key(1, "George").actor();
+        let mary = cophr_protocol::testkit::key(1, "Mary").actor();
+        let (mut net, _) = config(&format!(
+            "[host]\nadmission = {{ mode = \"allow-list\", records = [\"{george}\"] }}\n\
+             quotas = {{ record_bytes = 1000, records = 5 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(net.host.admission, Admission::AllowList([george].into()));
+        assert_eq!(net.host.quotas.record_bytes, Some(1000));
+        assert_eq!(net.host.quotas.records, Some(5));
+        let args = Cli::try_parse_from([
+            "run",
+            "--admit",
+            &mary.to_string(),
+            "--quota-total-bytes",
+            "9000",
+            "--quota-records",
+            "7",
+        ])
+        .unwrap()
+        .run;
+        host_policy(&args, &mut net);
+        assert_eq!(
+            net.host.admission,
+            Admission::AllowList([george, mary].into())
+        );
+        assert_eq!(net.host.quotas.records, Some(7));
+        assert_eq!(net.host.quotas.total_bytes, Some(9000));
+        let closed = Cli::try_parse_from(["run", "--admission", "closed"])
+            .unwrap()
+            .run;
+        host_policy(&closed, &mut net);
+        assert_eq!(net.host.admission, Admission::Closed);
+        assert!(config("[host]\nadmission = { mode = \"sometimes\" }\n").is_err());
+        assert!(Cli::try_parse_from(["run", "--admit", "not-an-actor"]).is_err());
     }
 
     #[test]

@@ -180,9 +180,7 @@ pub async fn sync(
             });
         };
         match handle.request(peer, addrs.clone(), request).await {
-            Ok(response) => {
-                with_local(&store, &record, |r| session.handle_response(response, r))?
-            }
+            Ok(response) => with_local(&store, &record, |r| session.handle_response(response, r))?,
             Err(e) => session.handle_failure(e.to_string()),
         }
     }

@@ -516,17 +516,19 @@ impl EventLoop {
                 ..
             } => {
                 if !self.allow(peer) {
-                    let _ = self.swarm.behaviour_mut().sync.send_response(
-                        channel,
-                        Response::refused(Refusal::RateLimited),
-                    );
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, Response::refused(Refusal::RateLimited));
                     return;
                 }
                 let Ok(permit) = self.answering.clone().try_acquire_owned() else {
-                    let _ = self.swarm.behaviour_mut().sync.send_response(
-                        channel,
-                        Response::refused(Refusal::Busy),
-                    );
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, Response::refused(Refusal::Busy));
                     return;
                 };
                 let server = self.server.clone();
@@ -775,7 +777,10 @@ impl EventLoop {
         }
         // Releases still owed by former hosts (the patient's node), and records this
         // node hosted that moved away (a former host): one background task at a time.
-        if !self.housekeeping.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if !self
+            .housekeeping
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             let handle = self.handle.clone();
             let busy = self.housekeeping.clone();
             tokio::spawn(async move {

@@ -369,9 +369,7 @@ impl ClientSession {
                 }
                 let distinct: HashSet<&Stream> = differ.iter().collect();
                 if distinct.len() != differ.len() {
-                    return self.finish(Err(SyncError::Protocol(
-                        "a stream named twice".into(),
-                    )));
+                    return self.finish(Err(SyncError::Protocol("a stream named twice".into())));
                 }
                 self.state = if differ.is_empty() {
                     // Nothing differs: nothing to pull or push, and no audit to exchange.

@@ -9,7 +9,6 @@ use crate::fold::Viewer;
 use crate::ids::{ActorId, EntryId};
 use crate::record::{Record, Stream};
 
-
 fn digest_of(chains: &BTreeMap<ActorId, u64>) -> Digest {
     let mut h = blake3::Hasher::new();
     for (a, s) in chains {

@@ -61,6 +61,5 @@ pub type Frontier = BTreeMap<Stream, BTreeMap<ActorId, u64>>;
 /// A stream digest: BLAKE3 over its chains' (author, highest sequence) pairs.
 pub type Digest = [u8; 32];
 
-
 #[cfg(test)]
 mod tests;

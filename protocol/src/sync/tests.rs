@@ -1,14 +1,14 @@
 use super::*;
-use crate::entry::Timestamp;
-use crate::record::Record;
-use std::collections::BTreeMap;
-use crate::ids::ActorId;
 use crate::access::Level;
 use crate::entry::Payload;
+use crate::entry::Timestamp;
+use crate::ids::ActorId;
 use crate::ids::EntryId;
+use crate::record::Record;
 use crate::record::Status;
 use crate::testkit::{bp, grant, key, text_body, Fixture};
 use crate::Category;
+use std::collections::BTreeMap;
 
 /// Replicates `server` into `replica` as `actor` sees it, the way two nodes would.
 /// Returns the number of round trips used.
@@ -99,7 +99,9 @@ fn a_replica_receives_exactly_what_it_may_see_and_nothing_names_the_rest() {
     // Asking about a stream it may not see reveals nothing about it.
     let mut probe = replica.frontier();
     probe.insert(Some(Category::VitalSigns), BTreeMap::new());
-    let (entries, _, frontier) = f.record.entries_beyond(&viewer, &probe, 100, MAX_BATCH_BYTES);
+    let (entries, _, frontier) = f
+        .record
+        .entries_beyond(&viewer, &probe, 100, MAX_BATCH_BYTES);
     assert!(entries.is_empty());
     assert!(!frontier.contains_key(&Some(Category::VitalSigns)));
     let d = vec![(Some(Category::Problems), [0u8; 32])];
