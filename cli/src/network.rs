@@ -87,6 +87,8 @@ pub struct BookOut {
     pub home: Option<String>,
     /// Other replicas.
     pub replicas: Vec<String>,
+    /// Replicas learned from peers that proved access (fallbacks when home is down).
+    pub learned: Vec<String>,
 }
 
 /// A record's peer book and what this node knows of it.
@@ -111,6 +113,7 @@ pub fn book_out(handle: &NodeHandle, record: &RecordId) -> Result<BookOut> {
                 .is_some_and(|p| !p.is_empty()),
         home: book.home.map(|a| a.to_string()),
         replicas: book.replicas.iter().map(ToString::to_string).collect(),
+        learned: book.learned.iter().map(ToString::to_string).collect(),
     })
 }
 
@@ -131,7 +134,7 @@ pub fn print_book(b: &BookOut) -> Result<()> {
     ))?;
     crate::output::line(format!("  home:     {}", b.home.as_deref().unwrap_or("-")))?;
     if b.replicas.is_empty() {
-        crate::output::line("  replicas: -")
+        crate::output::line("  replicas: -")?;
     } else {
         for (i, r) in b.replicas.iter().enumerate() {
             crate::output::line(format!(
@@ -139,6 +142,12 @@ pub fn print_book(b: &BookOut) -> Result<()> {
                 if i == 0 { "replicas: " } else { "          " }
             ))?;
         }
-        Ok(())
     }
+    for (i, r) in b.learned.iter().enumerate() {
+        crate::output::line(format!(
+            "  {}{r}",
+            if i == 0 { "learned:  " } else { "          " }
+        ))?;
+    }
+    Ok(())
 }

@@ -153,6 +153,7 @@ async fn replicas_receive_what_they_may_see_and_writes_flow_back_live() {
     let book = PeerBook {
         home: Some(host_addr.clone()),
         replicas: vec![],
+        learned: vec![],
     };
     for n in [&george_node, &mary_node, &pharmacy, &stranger] {
         n.handle.set_peer_book(&rec, &book).unwrap();
@@ -727,6 +728,7 @@ async fn a_revoked_node_keeps_what_it_had_gets_nothing_new_and_writes_nothing() 
             &PeerBook {
                 home: Some(ha.clone()),
                 replicas: vec![],
+                learned: vec![],
             },
         )
         .unwrap();
@@ -1104,6 +1106,7 @@ async fn watchers_are_told_of_new_entries_written_or_received() {
     let book = PeerBook {
         home: Some(addr(&host).await),
         replicas: vec![],
+        learned: vec![],
     };
     george_node.handle.set_peer_book(&rec, &book).unwrap();
     sync_with(&george_node, &host, rec, true).await;
@@ -1289,4 +1292,93 @@ async fn a_host_refuses_records_its_admission_policy_does_not_take() {
         "{err}"
     );
     assert!(!closed.handle.store().holds(&rec).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_home_host_down_a_replica_catches_up_from_a_replica_it_learned() {
+    let host = node("host9").await;
+    let george = key(9, "George9");
+    let mary = key(9, "Mary9");
+    let rec = george.actor();
+    let george_node = node("George9").await;
+    let mary_dir = tempfile::tempdir().unwrap();
+    let mary_node = node_in(
+        "Mary9",
+        mary_dir.path(),
+        "/ip4/127.0.0.1/tcp/0",
+        Duration::from_millis(200),
+    )
+    .await;
+    create(&george_node, &george);
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Grant(grant(&mary, Level::Delete, &[], true, true)),
+    );
+    let ha = addr(&host).await;
+    client::host(&george_node.handle, &ha, rec).await.unwrap();
+    mary_node
+        .set_peer_book(
+            &rec,
+            &PeerBook {
+                home: Some(ha.clone()),
+                replicas: vec![],
+                learned: vec![],
+            },
+        )
+        .unwrap();
+    let ms = mary_node.store().clone();
+    client::sync(
+        &mary_node,
+        host.handle.peer_id(),
+        vec![ha.clone()],
+        rec,
+        true,
+    )
+    .await
+    .unwrap();
+    assert!(ms.holds(&rec).unwrap());
+    // George's node pulls from Mary's, proving access: Mary's node learns where it is.
+    let ma = mary_node.listen_addrs().await.unwrap()[0].clone();
+    let mh = mary_node.clone();
+    for _ in 0..50 {
+        client::sync(
+            &george_node.handle,
+            mh.peer_id(),
+            vec![ma.clone()],
+            rec,
+            false,
+        )
+        .await
+        .unwrap();
+        if !mh.peer_book(&rec).unwrap().learned.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let learned = mh.peer_book(&rec).unwrap().learned;
+    assert_eq!(
+        learned
+            .iter()
+            .filter_map(net::service::peer_of)
+            .collect::<Vec<_>>(),
+        vec![george_node.handle.peer_id()]
+    );
+    // The home host goes down; George writes; Mary's node catches up from George's.
+    host.handle.shutdown().await.unwrap();
+    let reading = write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(150, 95),
+        },
+    );
+    eventually("Mary's node catches up from the replica it learned", || {
+        ms.with_record(&rec, |r| r.contains(&reading))
+            .unwrap_or(false)
+    })
+    .await;
 }

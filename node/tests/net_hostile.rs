@@ -287,6 +287,7 @@ async fn george_hosted() -> (Host, Host, RecordId, usize) {
     let book = PeerBook {
         home: Some(host.addr.clone()),
         replicas: vec![],
+        learned: vec![],
     };
     for n in [&george_node, &mary] {
         n.handle.set_peer_book(&rec, &book).unwrap();

@@ -155,8 +155,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 role: "home",
                 push: true,
             })
-            .chain(book.replicas.iter().map(|a| Target {
-                addr: a.clone(),
+            .chain(book.fallbacks().into_iter().map(|a| Target {
+                addr: a,
                 role: "replica",
                 push: false,
             }))

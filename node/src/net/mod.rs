@@ -16,7 +16,7 @@ pub mod verify;
 
 pub use config::NetConfig;
 pub use meter::{Meter, Traffic};
-pub use service::{start, Changes, NodeHandle, PeerBook};
+pub use service::{start, Changes, NodeHandle, PeerBook, MAX_LEARNED_REPLICAS};
 
 use libp2p::{
     connection_limits, dcutr, identify, kad, ping, relay, request_response, swarm::NetworkBehaviour,

@@ -60,7 +60,17 @@ pub struct PeerBook {
     pub home: Option<Multiaddr>,
     /// Other replicas to pull from when the home host is unreachable.
     pub replicas: Vec<Multiaddr>,
+    /// Peers that proved access to the record when they synced with this node (so they
+    /// hold what they may see of it): tried, after `replicas`, only when the home host
+    /// cannot be reached. At most [`MAX_LEARNED_REPLICAS`].
+    #[serde(default)]
+    pub learned: Vec<Multiaddr>,
 }
+
+/// Most replicas a node learns per record.
+pub const MAX_LEARNED_REPLICAS: usize = 8;
+/// Most peers whose listen addresses are remembered.
+const MAX_KNOWN_PEERS: usize = 4096;
 
 impl PeerBook {
     /// Every address, home first.
@@ -70,6 +80,25 @@ impl PeerBook {
             .chain(self.replicas.iter())
             .cloned()
             .collect()
+    }
+
+    /// Where to turn when the home host cannot be reached: the configured replicas, then
+    /// the learned ones.
+    pub fn fallbacks(&self) -> Vec<Multiaddr> {
+        self.replicas
+            .iter()
+            .chain(self.learned.iter().filter(|a| !self.replicas.contains(a)))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `peer` is in the book already.
+    pub fn knows(&self, peer: &PeerId) -> bool {
+        self.home
+            .iter()
+            .chain(&self.replicas)
+            .chain(&self.learned)
+            .any(|a| peer_of(a).as_ref() == Some(peer))
     }
 }
 
@@ -371,6 +400,8 @@ pub async fn start(
         again: HashSet::new(),
         buckets: HashMap::new(),
         addrs: HashMap::new(),
+        listening: HashMap::new(),
+        learned: HashSet::new(),
         watch: broadcast::channel(WATCH_BUFFER).0,
         seen: HashMap::new(),
         housekeeping: Arc::default(),
@@ -398,6 +429,10 @@ struct EventLoop {
     buckets: HashMap<PeerId, (f64, Instant)>,
     /// The address each connected peer was last seen at.
     addrs: HashMap<PeerId, Multiaddr>,
+    /// The first listen address each peer announced (identify): where it can be dialled.
+    listening: HashMap<PeerId, Multiaddr>,
+    /// (record, peer) pairs already considered as learned replicas.
+    learned: HashSet<(RecordId, PeerId)>,
     /// Change events for watchers.
     watch: broadcast::Sender<Changes>,
     /// While anyone watches: how many entries of each record were already reported.
@@ -482,6 +517,13 @@ impl EventLoop {
                 info,
                 ..
             })) => {
+                if let Some(first) = info.listen_addrs.first() {
+                    if self.listening.len() < MAX_KNOWN_PEERS
+                        || self.listening.contains_key(&peer_id)
+                    {
+                        self.listening.insert(peer_id, first.clone());
+                    }
+                }
                 for a in info.listen_addrs.into_iter().take(16) {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
                 }
@@ -597,6 +639,7 @@ impl EventLoop {
                     if subs.len() < MAX_SUBSCRIBERS {
                         subs.insert(a.peer);
                     }
+                    self.learn_replica(record, a.peer);
                 }
                 Effect::Changed(record) => self.changed(record, Some(a.peer)),
                 Effect::Host(pointer) => self.publish(pointer),
@@ -797,6 +840,44 @@ impl EventLoop {
         }
     }
 
+    /// A peer proved access to a record this node replicates (not hosts): remember where
+    /// it listens, to fall back on when the home host cannot be reached.
+    fn learn_replica(&mut self, record: RecordId, peer: PeerId) {
+        if self.learned.contains(&(record, peer)) {
+            return;
+        }
+        let Some(addr) = self.listening.get(&peer).cloned() else {
+            return;
+        };
+        let store = &self.handle.store;
+        let hosted = store
+            .meta(&super::server::home_key(&record))
+            .ok()
+            .flatten()
+            .is_some_and(|p| !p.is_empty());
+        if hosted || !store.holds(&record).unwrap_or(false) {
+            return;
+        }
+        let Ok(mut book) = self.handle.peer_book(&record) else {
+            return;
+        };
+        if self.learned.len() < MAX_KNOWN_PEERS {
+            self.learned.insert((record, peer));
+        }
+        if book.knows(&peer) || book.learned.len() >= MAX_LEARNED_REPLICAS {
+            return;
+        }
+        let addr = if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+            addr
+        } else {
+            addr.with(Protocol::P2p(peer))
+        };
+        book.learned.push(addr);
+        if let Err(e) = self.handle.set_peer_book(&record, &book) {
+            tracing::debug!(%record, error = %e, "could not remember a replica");
+        }
+    }
+
     /// Records for which `peer` is a known source.
     fn records_from(&self, peer: &PeerId) -> Vec<RecordId> {
         let Ok(records) = self.handle.store.records() else {
@@ -926,6 +1007,26 @@ impl EventLoop {
                             }
                         }
                         Err(e) => tracing::debug!(%record, error = %e, "no new home found"),
+                    }
+                }
+                Err(e @ NetError::Request { .. }) if push => {
+                    // The home host cannot be reached: catch up from another replica now.
+                    tracing::debug!(%peer, %record, error = %e, "home unreachable; trying replicas");
+                    let fallbacks = handle
+                        .peer_book(&record)
+                        .map(|b| b.fallbacks())
+                        .unwrap_or_default();
+                    for addr in fallbacks {
+                        let Some(other) = peer_of(&addr).filter(|p| *p != peer) else {
+                            continue;
+                        };
+                        if client::sync(&handle, other, vec![addr], record, false)
+                            .await
+                            .is_ok()
+                        {
+                            tracing::info!(%record, replica = %other, "caught up from a replica while the home host is down");
+                            break;
+                        }
                     }
                 }
                 Err(e) => tracing::debug!(%peer, %record, error = %e, "sync failed"),
