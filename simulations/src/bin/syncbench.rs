@@ -459,6 +459,7 @@ fn node_main(dir: &Path, actor: &str, peer_seed: u64) -> Result<()> {
                         &PeerBook {
                             home: None,
                             replicas: vec![addr],
+                            learned: vec![],
                         },
                     )?;
                     json!({})
