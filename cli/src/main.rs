@@ -22,7 +22,7 @@ mod times;
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
     // `cophr node run` sets up its own logging (its format may come from its config file).
-    if !matches!(cli.command, cmd::Command::Node(_)) {
+    if !matches!(cli.command, cmd::Command::Node(cmd::node::Command::Run(_))) {
         logging::init(cli.global.verbose, logging::LogFormat::Text, "warn");
     }
     match cmd::run(cli) {

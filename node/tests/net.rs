@@ -341,7 +341,9 @@ async fn discovery_finds_the_home_and_replicas_follow_a_move() {
         )),
     );
     let a1 = addr(&host1).await;
-    client::host(&george_node.handle, &a1, rec).await.unwrap();
+    client::host(&george_node.handle, &a1, rec, None)
+        .await
+        .unwrap();
 
     // The nurse knows only the record id and a bootstrap peer: the DHT names the home.
     let mut found = None;
@@ -370,7 +372,7 @@ async fn discovery_finds_the_home_and_replicas_follow_a_move() {
 
     // George moves to the second host; the first deletes its copy only afterwards.
     let a2 = addr(&host2).await;
-    client::move_home(&george_node.handle, &a2, rec)
+    client::move_home(&george_node.handle, &a2, rec, None)
         .await
         .unwrap();
     assert!(host2.handle.store().holds(&rec).unwrap());
@@ -446,6 +448,7 @@ async fn hostile_pushes_are_refused_and_store_nothing() {
             .into_iter()
             .map(serde_bytes::ByteBuf::from)
             .collect(),
+        invitation: None,
     };
     let my_grant = base.grants_of(&mallory.actor())[0];
     // 1. A write beyond her level (escalation), signed properly.
@@ -796,6 +799,7 @@ async fn forks_are_kept_as_proof_and_reported() {
             net::service::now_ms(),
         ),
         entries: vec![serde_bytes::ByteBuf::from(e.signed().bytes().to_vec())],
+        invitation: None,
     };
     let first = nurse_node
         .handle
@@ -1216,14 +1220,16 @@ async fn a_move_away_from_an_offline_host_stays_pending_until_the_host_returns_a
             None,
         )
         .unwrap();
-    client::host(&george_node, &old_addr, rec).await.unwrap();
+    client::host(&george_node, &old_addr, rec, None)
+        .await
+        .unwrap();
     assert!(old.store().holds(&rec).unwrap());
 
     // The old host goes offline; George moves anyway.
     old.shutdown().await.unwrap();
     drop(old);
     let new_addr = addr(&new).await;
-    let moved = client::move_home(&george_node, &new_addr, rec)
+    let moved = client::move_home(&george_node, &new_addr, rec, None)
         .await
         .unwrap();
     assert_eq!(moved.from.as_ref(), Some(&old_addr));
@@ -1278,7 +1284,7 @@ async fn a_host_refuses_records_its_admission_policy_does_not_take() {
     .await;
     let george_node = node("George8").await;
     let rec = create(&george_node, &george);
-    let err = client::host(&george_node.handle, &addr(&closed).await, rec)
+    let err = client::host(&george_node.handle, &addr(&closed).await, rec, None)
         .await
         .unwrap_err();
     assert!(
@@ -1317,7 +1323,9 @@ async fn with_the_home_host_down_a_replica_catches_up_from_a_replica_it_learned(
         Payload::Grant(grant(&mary, Level::Delete, &[], true, true)),
     );
     let ha = addr(&host).await;
-    client::host(&george_node.handle, &ha, rec).await.unwrap();
+    client::host(&george_node.handle, &ha, rec, None)
+        .await
+        .unwrap();
     mary_node
         .set_peer_book(
             &rec,
@@ -1381,4 +1389,45 @@ async fn with_the_home_host_down_a_replica_catches_up_from_a_replica_it_learned(
             .unwrap_or(false)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_by_invitation_takes_a_record_with_a_code_its_operator_issued() {
+    use cophr_protocol::sync::server::{Admission, HostPolicy};
+    let host = node_config(
+        "invitehost10",
+        "invitehost10",
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            sync_interval: Duration::from_secs(3600),
+            host: HostPolicy {
+                admission: Admission::Invitation,
+                ..HostPolicy::default()
+            },
+            ..NetConfig::default()
+        },
+    )
+    .await;
+    let george = key(9, "George10");
+    let george_node = node("George10").await;
+    let rec = create(&george_node, &george);
+    let ha = addr(&host).await;
+    let err = client::host(&george_node.handle, &ha, rec, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            net::NetError::Refused {
+                code: Refusal::NotAdmitted,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let code = net::server::issue_invitation(host.handle.store()).unwrap();
+    client::host(&george_node.handle, &ha, rec, Some(&code))
+        .await
+        .unwrap();
+    assert!(host.handle.store().holds(&rec).unwrap());
 }

@@ -534,6 +534,7 @@ async fn malformed_bytes_on_the_sync_stream_are_answered_or_dropped_and_store_no
             cbor(&Request::Push {
                 proof: mary_proof(3),
                 entries: vec![serde_bytes::ByteBuf::from(widen(&entry_bytes))],
+                invitation: None,
             }),
         ),
         (
@@ -544,6 +545,7 @@ async fn malformed_bytes_on_the_sync_stream_are_answered_or_dropped_and_store_no
                     serde_bytes::ByteBuf::from(garbage(300)),
                     serde_bytes::ByteBuf::from(Vec::new()),
                 ],
+                invitation: None,
             }),
         ),
         (

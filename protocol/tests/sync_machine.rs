@@ -391,3 +391,44 @@ fn the_audit_trail_travels_to_an_identity_with_the_audit_right() {
         .iter()
         .any(|a| a.event.actor == pharmacist.actor()));
 }
+
+#[test]
+fn a_host_by_invitation_takes_a_record_only_with_an_unused_code() {
+    let (f, _) = george();
+    let other = Fixture::new(32, "Ada");
+    let policy = HostPolicy {
+        admission: Admission::Invitation,
+        ..HostPolicy::default()
+    };
+    let server = Server::new(b"server".to_vec(), policy);
+    let mut host = MemStore::new(key(7, "host"));
+    host.invite("inv-1");
+    let push = |f: &Fixture, code: Option<&str>, host: &mut MemStore| {
+        let mut cfg = SessionConfig::new(f.record.id(), b"client".to_vec(), b"server".to_vec());
+        cfg.push = true;
+        cfg.invitation = code.map(str::to_owned);
+        let mut mine = store_of(f, "laptop");
+        run_session(
+            &mut ClientSession::new(f.patient.clone(), cfg),
+            &mut mine,
+            &peer("client"),
+            &server,
+            host,
+            NOW,
+            nonces(),
+        )
+        .0
+        .map(|_| ())
+    };
+    let not_admitted = Err(SyncError::Refused {
+        code: Refusal::NotAdmitted,
+        reason: Refusal::NotAdmitted.to_string(),
+    });
+    assert_eq!(push(&f, None, &mut host), not_admitted);
+    assert_eq!(push(&f, Some("inv-guessed"), &mut host), not_admitted);
+    assert_eq!(push(&f, Some("inv-1"), &mut host), Ok(()));
+    assert!(host.record(&f.record.id()).is_some());
+    // Used once: another patient cannot reuse it.
+    assert_eq!(push(&other, Some("inv-1"), &mut host), not_admitted);
+    assert!(host.record(&other.record.id()).is_none());
+}

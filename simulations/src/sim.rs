@@ -793,7 +793,7 @@ impl Sim {
                     frontier,
                 }
             }
-            Request::Push { proof, entries } => {
+            Request::Push { proof, entries, .. } => {
                 let actor = match self.check_proof(s, c, &proof) {
                     Ok(a) => a,
                     Err(r) => return r,
@@ -1188,7 +1188,17 @@ impl Sim {
         };
         self.counters.entries_pushed += entries.len() as u64;
         let proof = self.proof(n, record, peer);
-        self.request(n, peer, sid, step, &Request::Push { proof, entries });
+        self.request(
+            n,
+            peer,
+            sid,
+            step,
+            &Request::Push {
+                proof,
+                entries,
+                invitation: None,
+            },
+        );
     }
 
     /// What this replica holds beyond `theirs` (in `streams`, or all), in push batches.
@@ -2102,7 +2112,17 @@ impl Sim {
                     .iter()
                     .map(|e| ByteBuf::from(e.bytes().to_vec()))
                     .collect();
-                self.attack_send(h, to, record, i, &Request::Push { proof, entries });
+                self.attack_send(
+                    h,
+                    to,
+                    record,
+                    i,
+                    &Request::Push {
+                        proof,
+                        entries,
+                        invitation: None,
+                    },
+                );
             }
             Attack::ReplayCaptured => {
                 let Some((server, req)) = self.tap.back().cloned() else {

@@ -248,6 +248,7 @@ async fn a_hostile_peer_gets_nothing_and_stores_nothing_on_a_real_host() {
                 Request::Push {
                     proof: p,
                     entries: vec![serde_bytes::ByteBuf::from(e.bytes().to_vec())],
+                    invitation: None,
                 },
             )
             .await
@@ -265,6 +266,7 @@ async fn a_hostile_peer_gets_nothing_and_stores_nothing_on_a_real_host() {
     let huge = Request::Push {
         proof: p,
         entries: vec![serde_bytes::ByteBuf::from(vec![0u8; 40 * 1024 * 1024])],
+        invitation: None,
     };
     let r = m.request(hp, vec![addr.clone()], huge).await;
     assert!(

@@ -20,6 +20,11 @@ pub struct Args {
     /// The host's address: a multiaddr ending in /p2p/PEER_ID (`cophr status` prints it)
     addr: String,
 
+    /// A one-time invitation from the host's operator (`cophr node invite` on the host),
+    /// for a host that takes records by invitation only
+    #[arg(long, value_name = "CODE")]
+    invitation: Option<String>,
+
     #[command(flatten)]
     out: Out,
 }
@@ -51,8 +56,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let (addr, _) = network::parse_addr("the host address", &args.addr)?;
     let record = own_record(ctx, "choose the home host of")?;
     let handle = network::handle(ctx)?;
-    let report =
-        network::block_on(ctx, client::host(handle, &addr, record))?.map_err(network::error)?;
+    let report = network::block_on(
+        ctx,
+        client::host(handle, &addr, record, args.invitation.as_deref()),
+    )?
+    .map_err(network::error)?;
     if ctx.json(args.out) {
         return output::json(&json!({
             "record": record,

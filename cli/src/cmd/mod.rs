@@ -174,7 +174,7 @@ impl Command {
             self,
             Command::Init(_)
                 | Command::Demo(_)
-                | Command::Node(_)
+                | Command::Node(node::Command::Run(_))
                 | Command::Watch(_)
                 | Command::Token(_)
         )

@@ -20,6 +20,11 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     to: String,
 
+    /// A one-time invitation from the host's operator (`cophr node invite` on the host),
+    /// for a host that takes records by invitation only
+    #[arg(long, value_name = "CODE")]
+    invitation: Option<String>,
+
     #[command(flatten)]
     out: Out,
 }
@@ -29,8 +34,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let (to, _) = network::parse_addr("--to", &args.to)?;
     let record = crate::cmd::host::own_record(ctx, "move")?;
     let handle = network::handle(ctx)?;
-    let moved =
-        network::block_on(ctx, client::move_home(handle, &to, record))?.map_err(network::error)?;
+    let moved = network::block_on(
+        ctx,
+        client::move_home(handle, &to, record, args.invitation.as_deref()),
+    )?
+    .map_err(network::error)?;
     if ctx.json(args.out) {
         return output::json(&json!({
             "record": record,

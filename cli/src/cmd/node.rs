@@ -51,8 +51,8 @@ const AFTER_HELP: &str = "The config file is TOML with the network settings (eve
   http = \"127.0.0.1:7380\"     # the HTTP API (REST, FHIR, web app); false for none
   http_allow_remote = false   # allow a non-loopback HTTP address
   [host]                      # which patients' records this node hosts, and how much
-  admission = { mode = \"open\" }   # or { mode = \"allow-list\", records = [\"a-…\"] }
-                                    # or { mode = \"closed\" }
+  admission = { mode = \"open\" }   # or { mode = \"allow-list\", records = [\"a-…\"] },
+                                    # { mode = \"invitation\" } or { mode = \"closed\" }
   quotas = { record_bytes = 1073741824, records = 10000, total_bytes = 107374182400 }
 Flags override it. A patient whose record is not admitted, or would exceed a quota, is
 refused with that reason (`cophr host` says so); records already hosted keep syncing. By default the node listens on loopback only (127.0.0.1, TCP and QUIC,
@@ -79,7 +79,29 @@ Examples:
 pub enum Command {
     /// Run this home's node: replicate records with peers, serve them, take commands
     #[command(after_help = AFTER_HELP)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Invite a patient to host their record here (for a node run with `--admission
+    /// invitation`): prints a one-time code to give them; they run `cophr host ADDR
+    /// --invitation CODE`. Only the code's hash is stored.
+    Invite(InviteArgs),
+}
+
+/// `node invite`.
+#[derive(ClapArgs, Debug)]
+pub struct InviteArgs {
+    #[command(flatten)]
+    out: crate::context::Out,
+}
+
+fn invite(ctx: &Ctx, args: InviteArgs) -> Result<()> {
+    let store = ctx.store()?;
+    let code = cophr_node::net::server::issue_invitation(&store)?;
+    if ctx.json(args.out) {
+        return output::json(&serde_json::json!({ "invitation": code }));
+    }
+    output::line(format!(
+        "Invitation (one use): {code}\nThe patient runs: cophr host <this node's address> --invitation {code}"
+    ))
 }
 
 /// `node run`.
@@ -125,7 +147,8 @@ pub struct RunArgs {
     no_http: bool,
 
     /// Which patients' records this node takes when asked to host them: open (any),
-    /// allow-list (only those given with --admit) or closed [default: open]
+    /// allow-list (only those given with --admit), invitation (only patients presenting a
+    /// code from `cophr node invite`) or closed [default: open]
     #[arg(long, value_enum)]
     admission: Option<AdmissionMode>,
 
@@ -157,6 +180,7 @@ pub struct RunArgs {
 enum AdmissionMode {
     Open,
     AllowList,
+    Invitation,
     Closed,
 }
 
@@ -170,6 +194,7 @@ fn host_policy(args: &RunArgs, config: &mut NetConfig) {
     match args.admission {
         Some(AdmissionMode::Open) => config.host.admission = Admission::Open,
         Some(AdmissionMode::Closed) => config.host.admission = Admission::Closed,
+        Some(AdmissionMode::Invitation) => config.host.admission = Admission::Invitation,
         Some(AdmissionMode::AllowList) => {
             config.host.admission = Admission::AllowList(listed(config))
         }
@@ -237,7 +262,8 @@ fn is_loopback(addr: &Multiaddr) -> bool {
 /// Runs a node subcommand.
 pub fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
     match cmd {
-        Command::Run(a) => run_node(ctx, a),
+        Command::Run(a) => run_node(ctx, *a),
+        Command::Invite(a) => invite(ctx, a),
     }
 }
 

@@ -124,9 +124,22 @@ pub async fn sync(
     record: RecordId,
     push: bool,
 ) -> Result<SyncReport, NetError> {
+    run_sync(handle, peer, addrs, record, push, None).await
+}
+
+/// [`sync`], presenting a host's invitation with the pushes.
+async fn run_sync(
+    handle: &NodeHandle,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    record: RecordId,
+    push: bool,
+    invitation: Option<&str>,
+) -> Result<SyncReport, NetError> {
     let store = handle.store().clone();
     let mut cfg = SessionConfig::new(record, handle.peer_id().to_bytes(), peer.to_bytes());
     cfg.push = push;
+    cfg.invitation = invitation.map(str::to_owned);
     if push {
         cfg.audit_to_push = audit_to_push(&store, &record, &peer)?;
     }
@@ -212,7 +225,8 @@ fn split(addr: &Multiaddr) -> Result<(PeerId, Multiaddr), NetError> {
     Ok((peer, bare))
 }
 
-/// The patient makes `host` (an address ending in `/p2p/<peer id>`) the record's home:
+/// The patient makes `host` (an address ending in `/p2p/<peer id>`) the record's home
+/// (presenting `invitation` to a host that takes records by invitation only):
 /// pushes the whole record, checks the host holds all of it, signs a home pointer with
 /// the next sequence number, asks the host to publish it, and records the host as home in
 /// the peer book. Only the patient's node can do this (it signs with the patient's key).
@@ -220,6 +234,7 @@ pub async fn host(
     handle: &NodeHandle,
     host: &Multiaddr,
     record: RecordId,
+    invitation: Option<&str>,
 ) -> Result<SyncReport, NetError> {
     if handle.identity().actor() != record {
         return Err(NetError::Setup(
@@ -227,7 +242,7 @@ pub async fn host(
         ));
     }
     let (peer, bare) = split(host)?;
-    let report = sync(handle, peer, vec![host.clone()], record, true).await?;
+    let report = run_sync(handle, peer, vec![host.clone()], record, true, invitation).await?;
     // The host must now hold everything this node holds (at least up to these heads).
     let heads = handle.store().with_record(&record, |r| r.heads())?;
     let check = sync(handle, peer, vec![host.clone()], record, true).await?;
@@ -379,9 +394,10 @@ pub async fn move_home(
     handle: &NodeHandle,
     to: &Multiaddr,
     record: RecordId,
+    invitation: Option<&str>,
 ) -> Result<Moved, NetError> {
     let old = handle.peer_book(&record)?.home;
-    host(handle, to, record).await?;
+    host(handle, to, record, invitation).await?;
     let (peer, bare) = split(to)?;
     let me = handle.identity().clone();
     handle.store().write(

@@ -15,6 +15,31 @@ use crate::store::{AuditInput, Store, StoreError};
 
 pub use cophr_protocol::sync::server::{Effect, Peer, Server};
 
+/// The key under which an invitation is kept: the code's hash, never the code.
+fn invitation_key(code: &str) -> String {
+    format!("invitation/{}", blake3::hash(code.as_bytes()).to_hex())
+}
+
+/// The value of an invitation not redeemed yet.
+const UNREDEEMED: &[u8] = b"open";
+
+/// Issues a one-time invitation to host a record here (for a host whose admission is by
+/// invitation): a random code, shown once; only its hash is stored.
+pub fn issue_invitation(store: &Store) -> Result<String, StoreError> {
+    use rand_core::{OsRng, RngCore};
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    let code = format!(
+        "inv-{}",
+        data_encoding::BASE32_NOPAD.encode(&bytes).to_lowercase()
+    );
+    store.set_meta(&invitation_key(&code), UNREDEEMED)?;
+    Ok(code)
+}
+
+/// Redeeming is check-then-set on the store's metadata: one at a time.
+static REDEEMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The key under which a record's home pointer is kept while this node hosts it.
 pub fn home_key(record: &RecordId) -> String {
     format!("home/{record}")
@@ -87,6 +112,19 @@ impl SyncStore for Store {
 
     fn remove_record(&mut self, record: &RecordId) -> Result<(), StoreError> {
         Store::remove_record(self, record)
+    }
+
+    fn redeem_invitation(&mut self, code: &str, record: &RecordId) -> Result<bool, StoreError> {
+        let _one = REDEEMING.lock().unwrap_or_else(|p| p.into_inner());
+        let key = invitation_key(code);
+        match self.meta(&key)? {
+            Some(v) if v == UNREDEEMED => {
+                self.set_meta(&key, record.as_bytes())?;
+                Ok(true)
+            }
+            Some(v) => Ok(v == record.as_bytes()),
+            None => Ok(false),
+        }
     }
 
     fn usage(&self, record: &RecordId) -> Result<Usage, StoreError> {

@@ -52,6 +52,9 @@ pub struct SessionConfig {
     /// For each node, the highest audit sequence held here (asked beyond, when this
     /// identity may read the audit trail).
     pub audit_have: Vec<(ActorId, u64)>,
+    /// A host's invitation, sent with pushes (a host taking records by invitation reads
+    /// it on the first push of a record it does not hold).
+    pub invitation: Option<String>,
 }
 
 impl SessionConfig {
@@ -66,6 +69,7 @@ impl SessionConfig {
             push_limit: MAX_BATCH,
             audit_to_push: None,
             audit_have: Vec::new(),
+            invitation: None,
         }
     }
 }
@@ -272,6 +276,7 @@ impl ClientSession {
                     break Request::Push {
                         proof: self.proof(nonce, now),
                         entries,
+                        invitation: self.cfg.invitation.clone(),
                     };
                 }
                 State::AuditPush => match self.cfg.audit_to_push.take() {

@@ -21,6 +21,8 @@ pub struct MemStore {
     /// Per record: the home pointer naming this node.
     homes: BTreeMap<RecordId, Vec<u8>>,
     bytes: BTreeMap<RecordId, u64>,
+    /// Invitations issued here, and the record each was redeemed for.
+    invitations: BTreeMap<String, Option<RecordId>>,
 }
 
 impl MemStore {
@@ -32,7 +34,13 @@ impl MemStore {
             audit: BTreeMap::new(),
             homes: BTreeMap::new(),
             bytes: BTreeMap::new(),
+            invitations: BTreeMap::new(),
         }
+    }
+
+    /// Issues a one-time invitation code.
+    pub fn invite(&mut self, code: &str) {
+        self.invitations.insert(code.to_owned(), None);
     }
 
     /// The record, if held.
@@ -205,6 +213,17 @@ impl SyncStore for MemStore {
     fn remove_record(&mut self, record: &RecordId) -> Result<(), Rejection> {
         self.forget(record);
         Ok(())
+    }
+
+    fn redeem_invitation(&mut self, code: &str, record: &RecordId) -> Result<bool, Rejection> {
+        Ok(match self.invitations.get_mut(code) {
+            Some(slot @ None) => {
+                *slot = Some(*record);
+                true
+            }
+            Some(Some(r)) => r == record,
+            None => false,
+        })
     }
 
     fn usage(&self, record: &RecordId) -> Result<Usage, Rejection> {

@@ -6,6 +6,9 @@ use super::{Digest, Frontier, Proof, MAX_MESSAGE_BYTES};
 use crate::entry::{from_cbor_canonical, to_cbor, EntryError};
 use crate::ids::{ActorId, EntryId, RecordId};
 use crate::record::Stream;
+/// Longest invitation code accepted.
+pub const MAX_INVITATION_LEN: usize = 128;
+
 /// A request from one node to another.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -32,6 +35,10 @@ pub enum Request {
         proof: Proof,
         /// Encoded signed entries, in causal order.
         entries: Vec<serde_bytes::ByteBuf>,
+        /// A host's one-time invitation, for a patient's first push to a host that takes
+        /// records by invitation only (at most [`MAX_INVITATION_LEN`] bytes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invitation: Option<String>,
     },
     /// Something changed in a record the receiver replicates from the sender: pull when
     /// ready. Carries nothing else, so it reveals nothing.

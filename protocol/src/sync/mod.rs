@@ -37,7 +37,7 @@ mod message;
 mod proof;
 pub mod server;
 
-pub use message::{decode, encode, Refusal, Request, Response};
+pub use message::{decode, encode, Refusal, Request, Response, MAX_INVITATION_LEN};
 pub use proof::{NonceCache, Proof, ProofError};
 
 /// The request-response protocol id (versioned).

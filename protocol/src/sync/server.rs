@@ -73,6 +73,11 @@ pub trait SyncStore {
 
     /// What this node stores, for the host's quotas.
     fn usage(&self, record: &RecordId) -> Result<Usage, Self::Error>;
+
+    /// Redeems a one-time invitation for `record`: `true` when the code was issued here and
+    /// is unused (it is then bound to the record) or already bound to this same record (a
+    /// retried first push); `false` otherwise.
+    fn redeem_invitation(&mut self, code: &str, record: &RecordId) -> Result<bool, Self::Error>;
 }
 
 /// What a node stores, as its quotas count it.
@@ -95,6 +100,9 @@ pub enum Admission {
     Open,
     /// Only the listed records (patients' actor ids).
     AllowList(BTreeSet<RecordId>),
+    /// Only patients who present a one-time invitation the operator issued
+    /// (`cophr node invite`).
+    Invitation,
     /// No new record at all (a provider node, say, that only replicates).
     Closed,
 }
@@ -124,12 +132,14 @@ pub struct HostPolicy {
 
 impl HostPolicy {
     /// Whether `incoming` more bytes of `record` may be stored, given what is held
-    /// (`usage`) and whether the record is held already. A record not held yet is taken
-    /// only from its patient, and only when admission allows it.
+    /// (`usage`), whether the record is held already and whether its patient presented a
+    /// valid invitation. A record not held yet is taken only from its patient, and only
+    /// when admission allows it.
     pub fn admits(
         &self,
         record: &RecordId,
         held: bool,
+        invited: bool,
         usage: &Usage,
         incoming: u64,
     ) -> Result<(), Refusal> {
@@ -137,6 +147,7 @@ impl HostPolicy {
             let admitted = match &self.admission {
                 Admission::Open => true,
                 Admission::AllowList(list) => list.contains(record),
+                Admission::Invitation => invited,
                 Admission::Closed => false,
             };
             if !admitted {
@@ -333,7 +344,11 @@ impl Server {
                     vec![Effect::Subscribe(proof.record, actor)],
                 ))
             }
-            Request::Push { proof, entries } => {
+            Request::Push {
+                proof,
+                entries,
+                invitation,
+            } => {
                 let actor = self.check(&proof, peer, now)?;
                 let record = proof.record;
                 let held = store.holds(&record).map_err(failed)?;
@@ -350,8 +365,18 @@ impl Server {
                 } else {
                     store.usage(&record).map_err(failed)?
                 };
+                let invited = match invitation {
+                    Some(code)
+                        if !held
+                            && self.policy.admission == Admission::Invitation
+                            && code.len() <= super::MAX_INVITATION_LEN =>
+                    {
+                        store.redeem_invitation(&code, &record).map_err(failed)?
+                    }
+                    _ => false,
+                };
                 self.policy
-                    .admits(&record, held, &usage, incoming)
+                    .admits(&record, held, invited, &usage, incoming)
                     .map_err(Response::refused)?;
                 let (accepted, rejected) = ingest(store, &record, &entries);
                 let mut effects = vec![Effect::Subscribe(record, actor)];
