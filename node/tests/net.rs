@@ -1431,3 +1431,83 @@ async fn a_host_by_invitation_takes_a_record_with_a_code_its_operator_issued() {
         .unwrap();
     assert!(host.handle.store().holds(&rec).unwrap());
 }
+
+/// A PDF body of `size` bytes.
+fn pdf(size: usize, n: u8) -> cophr_protocol::value::Value {
+    use cophr_protocol::value::Value;
+    let mut data = b"%PDF-1.7\n".to_vec();
+    data.resize(size, n);
+    Value::Map(
+        [
+            ("title".to_string(), Value::Text(format!("Scan {n}"))),
+            (
+                "media-type".to_string(),
+                Value::Text("application/pdf".into()),
+            ),
+            ("data".to_string(), Value::Bytes(data)),
+        ]
+        .into_iter()
+        .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_well_over_the_message_cap_hosts_replicates_and_moves() {
+    let host1 = node("host11").await;
+    let host2 = node("host11b").await;
+    let george = key(9, "George11");
+    let mary = key(9, "Mary11");
+    let george_node = node("George11").await;
+    let mary_node = node("Mary11").await;
+    let rec = create(&george_node, &george);
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Grant(grant(&mary, Level::View, &[], false, false)),
+    );
+    // 7 five-megabyte scans: 35 MB, beyond the 32 MiB a message may carry.
+    for n in 0..7 {
+        write(
+            &george_node,
+            &rec,
+            &george,
+            Payload::Create {
+                category: Category::Documents,
+                body: pdf(5_000_000, n),
+            },
+        );
+    }
+    let total = george_node
+        .handle
+        .store()
+        .with_record(&rec, |r| r.len())
+        .unwrap();
+    let a1 = addr(&host1).await;
+    client::host(&george_node.handle, &a1, rec, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        host1.handle.store().with_record(&rec, |r| r.len()).unwrap(),
+        total
+    );
+    let r = client::sync(
+        &mary_node.handle,
+        host1.handle.peer_id(),
+        vec![a1],
+        rec,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.pulled, total);
+    let a2 = addr(&host2).await;
+    client::move_home(&george_node.handle, &a2, rec, None)
+        .await
+        .unwrap();
+    // The new host holds it all (and the move entry).
+    assert_eq!(
+        host2.handle.store().with_record(&rec, |r| r.len()).unwrap(),
+        total + 1
+    );
+}
