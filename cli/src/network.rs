@@ -30,6 +30,13 @@ pub fn error(e: NetError) -> CliError {
             code: cophr_protocol::sync::Refusal::NoAccess,
             ..
         } => CliError::access(format!("not authorised: {e}")),
+        NetError::Refused {
+            code:
+                cophr_protocol::sync::Refusal::NotAdmitted | cophr_protocol::sync::Refusal::OverQuota,
+            ..
+        } => CliError::access(format!(
+            "{e} (a host taking records by invitation needs `--invitation CODE` from its operator's `cophr node invite`)"
+        )),
         NetError::NotFound(_) => CliError::not_found(e.to_string()),
         NetError::Store(_) => CliError::other(e.to_string()),
         _ => CliError::other(e.to_string()),

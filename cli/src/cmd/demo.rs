@@ -371,10 +371,11 @@ impl Tour {
     /// app (on a free port); the others run without.
     fn start_node(&self, nodes: &mut Nodes, who: &str) -> Result<String> {
         let home = self.dir.join(who);
-        let http: &[&str] = if who == "george" {
-            &["--http", "127.0.0.1:0"]
-        } else {
-            &["--no-http"]
+        let http: &[&str] = match who {
+            "george" => &["--http", "127.0.0.1:0"],
+            // The community host takes records by invitation only.
+            "host" => &["--no-http", "--admission", "invitation"],
+            _ => &["--no-http"],
         };
         println!(
             "$ cophr --home {} node run --sync-interval 2 {} 2> {}/node.log &",
@@ -553,8 +554,20 @@ fn network_tour(t: &mut Tour) -> Result<()> {
     t.start_node(&mut nodes, "mary")?;
     t.start_node(&mut nodes, "pharmacist")?;
 
-    t.say("George makes the community host his record's home: it takes the whole record, checks it, and publishes (signed by George) where the record lives.");
-    t.run("george", &["host", &host], Expect::Ok)?;
+    t.say("The community host takes records by invitation only: without one it refuses George's record.");
+    t.run("george", &["host", &host], Expect::Refused(3))?;
+    t.say("Its operator invites George (a one-time code; the host keeps only its hash).");
+    let invited = t.run("host", &["node", "invite", "--json"], Expect::Ok)?;
+    let code = serde_json::from_str::<serde_json::Value>(&invited)
+        .ok()
+        .and_then(|v| v["invitation"].as_str().map(str::to_owned))
+        .ok_or_else(|| CliError::other("the host printed no invitation"))?;
+    t.say("With it, George makes the community host his record's home: it takes the whole record, checks it, and publishes (signed by George) where the record lives.");
+    t.run(
+        "george",
+        &["host", &host, "--invitation", &code],
+        Expect::Ok,
+    )?;
     t.say("Mary and the pharmacist follow George's record. Each receives only what George granted them.");
     t.run("mary", &["follow", &george, "--host", &host], Expect::Ok)?;
     t.run(

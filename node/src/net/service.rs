@@ -840,8 +840,9 @@ impl EventLoop {
         }
     }
 
-    /// A peer proved access to a record this node replicates (not hosts): remember where
-    /// it listens, to fall back on when the home host cannot be reached.
+    /// A peer proved access to a record this node replicates from a home host (not one it
+    /// hosts): remember where it listens, to fall back on when the home host cannot be
+    /// reached.
     fn learn_replica(&mut self, record: RecordId, peer: PeerId) {
         if self.learned.contains(&(record, peer)) {
             return;
@@ -864,7 +865,8 @@ impl EventLoop {
         if self.learned.len() < MAX_KNOWN_PEERS {
             self.learned.insert((record, peer));
         }
-        if book.knows(&peer) || book.learned.len() >= MAX_LEARNED_REPLICAS {
+        // Only a replica of a record it follows from a home host needs somewhere to turn.
+        if book.home.is_none() || book.knows(&peer) || book.learned.len() >= MAX_LEARNED_REPLICAS {
             return;
         }
         let addr = if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
