@@ -47,7 +47,11 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
         "demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout.matches("refused as expected: exit 3").count(), 1);
+    // The host refuses George's record without an invitation; the pharmacist's write.
+    assert_eq!(stdout.matches("refused as expected: exit 3").count(), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not accept the record"), "{stderr}");
+    assert!(stdout.contains("--invitation inv-"), "{stdout}");
     assert!(stdout.contains("reached George's node"), "{stdout}");
     // Mary's and the pharmacist's nodes were stopped cleanly; the host runs and answers.
     for who in ["mary", "pharmacist"] {
