@@ -251,6 +251,7 @@ fn moving_home_releases_the_old_host_and_replicas_follow_the_move() {
     let out = c.george.live_json(&["move", "--to", &host2.addr()]);
     assert_eq!(out["to"].as_str(), Some(host2.addr().as_str()));
     assert_eq!(out["from"].as_str(), Some(h.host.addr().as_str()));
+    assert_eq!(out["released"].as_bool(), Some(true));
     // The new host holds the whole record; the old one deleted its copy.
     assert!(
         records(&c.host).is_empty(),
