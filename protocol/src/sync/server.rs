@@ -291,8 +291,6 @@ impl Server {
         req: Request,
         now: Timestamp,
     ) -> Result<(Response, Vec<Effect>), Stop> {
-        // The peer learns only that the node could not answer; the driver logs why.
-        let failed = |e: S::Error| Stop::Store(e.to_string());
         match req {
             Request::Announce { record } => Ok((Response::Ack, vec![Effect::Announced(record)])),
             Request::Digests { proof, digests } => {
@@ -300,7 +298,7 @@ impl Server {
                 let viewer = Self::viewer(store, &proof.record, &actor, now)?;
                 let streams = store
                     .read(&proof.record, |r| r.differing(&viewer, &digests))
-                    .map_err(failed)?
+                    .map_err(failed::<S>)?
                     .unwrap_or_default();
                 Ok((
                     Response::Differ { streams },
@@ -313,36 +311,7 @@ impl Server {
                 limit,
             } => {
                 let actor = self.check(&proof, peer, now)?;
-                let viewer = Self::viewer(store, &proof.record, &actor, now)?;
-                let limit = (limit as usize).clamp(1, MAX_BATCH);
-                let (entries, ids, more, frontier) = store
-                    .read(&proof.record, |r| {
-                        let (es, more, f) =
-                            r.entries_beyond(&viewer, &frontier, limit, MAX_BATCH_BYTES);
-                        let ids: Vec<_> = es.iter().map(|e| e.id()).collect();
-                        let bytes: Vec<serde_bytes::ByteBuf> = es
-                            .iter()
-                            .map(|e| serde_bytes::ByteBuf::from(e.signed().bytes().to_vec()))
-                            .collect();
-                        (bytes, ids, more, f)
-                    })
-                    .map_err(failed)?
-                    .ok_or_else(|| Stop::from(Response::refused(Refusal::NoAccess)))?;
-                if !ids.is_empty() {
-                    // Every read served to a peer is audited, with who and from where,
-                    // before it is sent.
-                    store
-                        .audit_served(&proof.record, actor, &peer.label, ids, now)
-                        .map_err(failed)?;
-                }
-                Ok((
-                    Response::Entries {
-                        entries,
-                        more,
-                        frontier,
-                    },
-                    vec![Effect::Subscribe(proof.record, actor)],
-                ))
+                Self::pull(store, peer, proof.record, actor, &frontier, limit, now)
             }
             Request::Push {
                 proof,
@@ -350,40 +319,7 @@ impl Server {
                 invitation,
             } => {
                 let actor = self.check(&proof, peer, now)?;
-                let record = proof.record;
-                let held = store.holds(&record).map_err(failed)?;
-                if held {
-                    Self::viewer(store, &record, &actor, now)?;
-                } else if actor != record {
-                    // A host takes a record it does not hold only from its patient.
-                    return Err(Response::refused(Refusal::NoAccess).into());
-                }
-                let incoming: u64 = entries.iter().map(|e| e.len() as u64).sum();
-                // Counting what is stored costs a pass over it: only when there are quotas.
-                let usage = if self.policy.quotas == Quotas::default() {
-                    Usage::default()
-                } else {
-                    store.usage(&record).map_err(failed)?
-                };
-                let invited = match invitation {
-                    Some(code)
-                        if !held
-                            && self.policy.admission == Admission::Invitation
-                            && code.len() <= super::MAX_INVITATION_LEN =>
-                    {
-                        store.redeem_invitation(&code, &record).map_err(failed)?
-                    }
-                    _ => false,
-                };
-                self.policy
-                    .admits(&record, held, invited, &usage, incoming)
-                    .map_err(Response::refused)?;
-                let (accepted, rejected) = ingest(store, &record, &entries);
-                let mut effects = vec![Effect::Subscribe(record, actor)];
-                if !accepted.is_empty() {
-                    effects.push(Effect::Changed(record));
-                }
-                Ok((Response::Pushed { accepted, rejected }, effects))
+                self.push(store, proof.record, actor, &entries, invitation, now)
             }
             Request::Host { proof, pointer } => {
                 let actor = self.check(&proof, peer, now)?;
@@ -395,18 +331,20 @@ impl Server {
                 if p.pointer.host != self.local {
                     return Err(Response::refused(Refusal::WrongHost).into());
                 }
-                if !store.holds(&proof.record).map_err(failed)? {
+                if !store.holds(&proof.record).map_err(failed::<S>)? {
                     return Err(Response::refused(Refusal::NotHeld).into());
                 }
-                store.set_home(&proof.record, &pointer).map_err(failed)?;
+                store
+                    .set_home(&proof.record, &pointer)
+                    .map_err(failed::<S>)?;
                 Ok((Response::Ack, vec![Effect::Host(p)]))
             }
             Request::Release { proof } => {
                 let actor = self.check(&proof, peer, now)?;
-                if actor != proof.record || !store.holds(&proof.record).map_err(failed)? {
+                if actor != proof.record || !store.holds(&proof.record).map_err(failed::<S>)? {
                     return Err(Response::refused(Refusal::NoAccess).into());
                 }
-                store.remove_record(&proof.record).map_err(failed)?;
+                store.remove_record(&proof.record).map_err(failed::<S>)?;
                 Ok((Response::Ack, vec![Effect::Released(proof.record)]))
             }
             Request::AuditPull { proof, have } => {
@@ -418,7 +356,7 @@ impl Server {
                 let have: HashMap<ActorId, u64> = have.into_iter().take(MAX_BATCH).collect();
                 let events = store
                     .audit_beyond(&proof.record, &have, MAX_BATCH)
-                    .map_err(failed)?;
+                    .map_err(failed::<S>)?;
                 Ok((
                     Response::AuditEvents {
                         events: events
@@ -433,11 +371,106 @@ impl Server {
                 let actor = self.check(&proof, peer, now)?;
                 Self::viewer(store, &proof.record, &actor, now)?;
                 let decoded = decode_audit(&proof.record, &events)?;
-                store.keep_audit(&decoded).map_err(failed)?;
+                store.keep_audit(&decoded).map_err(failed::<S>)?;
                 Ok((Response::Ack, Vec::new()))
             }
         }
     }
+
+    /// Round two: what the proven actor lacks and may see, audited before it is sent.
+    fn pull<S: SyncStore>(
+        store: &mut S,
+        peer: &Peer,
+        record: RecordId,
+        actor: ActorId,
+        frontier: &super::Frontier,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<(Response, Vec<Effect>), Stop> {
+        let viewer = Self::viewer(store, &record, &actor, now)?;
+        let limit = (limit as usize).clamp(1, MAX_BATCH);
+        let (entries, ids, more, frontier) = store
+            .read(&record, |r| {
+                let (es, more, f) = r.entries_beyond(&viewer, frontier, limit, MAX_BATCH_BYTES);
+                let ids: Vec<_> = es.iter().map(|e| e.id()).collect();
+                let bytes: Vec<serde_bytes::ByteBuf> = es
+                    .iter()
+                    .map(|e| serde_bytes::ByteBuf::from(e.signed().bytes().to_vec()))
+                    .collect();
+                (bytes, ids, more, f)
+            })
+            .map_err(failed::<S>)?
+            .ok_or_else(|| Stop::from(Response::refused(Refusal::NoAccess)))?;
+        if !ids.is_empty() {
+            // Every read served to a peer is audited, with who and from where, before it
+            // is sent.
+            store
+                .audit_served(&record, actor, &peer.label, ids, now)
+                .map_err(failed::<S>)?;
+        }
+        Ok((
+            Response::Entries {
+                entries,
+                more,
+                frontier,
+            },
+            vec![Effect::Subscribe(record, actor)],
+        ))
+    }
+
+    /// Entries pushed to this node: a record it does not hold is taken only from its
+    /// patient and only as the host policy allows; everything is validated through the
+    /// one gate before it is stored.
+    fn push<S: SyncStore>(
+        &self,
+        store: &mut S,
+        record: RecordId,
+        actor: ActorId,
+        entries: &[serde_bytes::ByteBuf],
+        invitation: Option<String>,
+        now: Timestamp,
+    ) -> Result<(Response, Vec<Effect>), Stop> {
+        let held = store.holds(&record).map_err(failed::<S>)?;
+        if held {
+            Self::viewer(store, &record, &actor, now)?;
+        } else if actor != record {
+            return Err(Response::refused(Refusal::NoAccess).into());
+        }
+        let incoming: u64 = entries.iter().map(|e| e.len() as u64).sum();
+        // Counting what is stored costs a pass over it: only when there are quotas.
+        let usage = if self.policy.quotas == Quotas::default() {
+            Usage::default()
+        } else {
+            store.usage(&record).map_err(failed::<S>)?
+        };
+        let invited = match invitation {
+            Some(code)
+                if !held
+                    && self.policy.admission == Admission::Invitation
+                    && code.len() <= super::MAX_INVITATION_LEN =>
+            {
+                store
+                    .redeem_invitation(&code, &record)
+                    .map_err(failed::<S>)?
+            }
+            _ => false,
+        };
+        self.policy
+            .admits(&record, held, invited, &usage, incoming)
+            .map_err(Response::refused)?;
+        let (accepted, rejected) = ingest(store, &record, entries);
+        let mut effects = vec![Effect::Subscribe(record, actor)];
+        if !accepted.is_empty() {
+            effects.push(Effect::Changed(record));
+        }
+        Ok((Response::Pushed { accepted, rejected }, effects))
+    }
+}
+
+/// A store failure: the peer learns only that the node could not answer; the driver logs
+/// why.
+fn failed<S: SyncStore>(e: S::Error) -> Stop {
+    Stop::Store(e.to_string())
 }
 
 /// Decodes audit events received for `record`: every one must decode, verify and belong
