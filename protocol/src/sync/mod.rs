@@ -14,7 +14,7 @@
 //!
 //! The cost is linear in the number of chains plus the difference, never in the record's
 //! size. The server never names a stream, chain, id or count the requester may not see:
-//! everything it computes is restricted to [`Record::can_see`].
+//! everything it computes is restricted to [`Record::can_see`](crate::record::Record::can_see).
 //!
 //! Every request carries a [`Proof`] that the requester holds the grantee's key, bound to
 //! both peers of this connection and a fresh nonce; [`NonceCache`] refuses replays.
