@@ -82,7 +82,8 @@ pub enum AccessError {
     /// The category is outside the grant's scope.
     #[error("category {0} is outside the grant's scope")]
     Scope(Category),
-    /// Only the original author (or their proxy) may amend or delete.
+    /// Only the item's original author (who wrote its create) or their proxy may amend or
+    /// delete any of its versions.
     #[error("only the original author or their proxy may amend or delete entry {0}")]
     NotAuthorOrProxy(EntryId),
     /// A delegated grant would widen the issuer's rights.
@@ -718,8 +719,7 @@ impl Record {
     fn check_patient(&self, e: &Entry) -> Result<(), Rejection> {
         match &e.payload {
             Payload::Amend { target, .. } | Payload::Delete { target, .. } => {
-                let t = &self.nodes[target];
-                if t.e.entry().author != self.id {
+                if self.item_author(target) != self.id {
                     return Err(AccessError::NotAuthorOrProxy(*target).into());
                 }
             }
@@ -735,6 +735,19 @@ impl Record {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The author of the item a held create or amend belongs to: the author of the create
+    /// at the root of its versions. An item stays its original author's through every
+    /// version, whoever (a proxy) wrote the one amended or deleted.
+    fn item_author(&self, version: &EntryId) -> ActorId {
+        let root = self.nodes[version].root.unwrap_or(*version);
+        self.nodes
+            .get(&root)
+            .unwrap_or(&self.nodes[version])
+            .e
+            .entry()
+            .author
     }
 
     /// The chain of grants from `leaf` up to the patient (leaf first).
@@ -826,7 +839,7 @@ impl Record {
                 if let Some(c) = category {
                     need(action, level, c)?;
                 }
-                let original = self.nodes[target].e.entry().author;
+                let original = self.item_author(target);
                 if original != e.author {
                     proxies = self.proxy_grants(&e.author, &original, category, e.time, past);
                     if proxies.is_empty() {

@@ -765,3 +765,87 @@ fn entries_since_and_author_chains_list_what_they_name() {
     assert_eq!(f.record.author_chain(&mary.actor(), &vitals), [b]);
     assert!(f.record.author_chain(&mary.actor(), &None).is_empty());
 }
+
+#[test]
+fn the_patient_still_amends_his_item_after_his_proxy_amended_it() {
+    let mut f = Fixture::new(12, "George");
+    let george = f.patient.clone();
+    let mary = key(12, "Mary");
+    let stranger = key(12, "Nurse");
+    f.grant(grant(&mary, Level::Delete, &[], false, true));
+    f.grant(grant(&stranger, Level::Delete, &[], false, false));
+    let item = f
+        .create(
+            &george,
+            Category::AboutMe,
+            text_body(&[("thing-1", "I am deaf in one ear")]),
+        )
+        .unwrap();
+    // Mary, George's proxy, amends it.
+    let by_mary = f
+        .write(
+            &mary,
+            Payload::Amend {
+                target: item,
+                body: text_body(&[("thing-1", "Deaf in the left ear")]),
+            },
+        )
+        .unwrap()
+        .id();
+    // George amends Mary's version: the item is still his.
+    let by_george = f
+        .write(
+            &george,
+            Payload::Amend {
+                target: by_mary,
+                body: text_body(&[("thing-1", "Deaf in the left ear since 2019")]),
+            },
+        )
+        .unwrap()
+        .id();
+    // Mary, as his proxy, may still amend George's latest version.
+    f.write(
+        &mary,
+        Payload::Amend {
+            target: by_george,
+            body: text_body(&[("thing-1", "Deaf in the left ear (2019)")]),
+        },
+    )
+    .unwrap();
+    // A stranger with the delete level but no proxy right is refused on every version.
+    for target in [item, by_mary, by_george] {
+        assert_eq!(
+            f.write(
+                &stranger,
+                Payload::Amend {
+                    target,
+                    body: text_body(&[("thing-1", "x")]),
+                },
+            )
+            .unwrap_err(),
+            Rejection::Access(AccessError::NotAuthorOrProxy(target))
+        );
+        assert_eq!(
+            f.write(
+                &stranger,
+                Payload::Delete {
+                    target,
+                    reason: "x".into(),
+                },
+            )
+            .unwrap_err(),
+            Rejection::Access(AccessError::NotAuthorOrProxy(target))
+        );
+    }
+    // George deletes the item through Mary's version too.
+    f.write(
+        &george,
+        Payload::Delete {
+            target: by_mary,
+            reason: "no longer relevant".into(),
+        },
+    )
+    .unwrap();
+    let v = f.record.viewer(&george.actor(), f.now);
+    assert_eq!(current(&f.record, &v).deleted, vec![item]);
+}
