@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::access::{Grant, Level, Widening};
+use crate::access::{Grant, GrantStatus, Level, Widening};
 use crate::category::Category;
 use crate::entry::{Entry, Payload, Profile, Timestamp, Verified, MAX_PARENTS};
 use crate::ids::{ActorId, EntryId, RecordId};
@@ -399,6 +399,40 @@ impl Record {
     /// A grant by id.
     pub fn grant(&self, id: &EntryId) -> Option<&GrantInfo> {
         self.grants.get(id)
+    }
+
+    /// Where a held grant stands at time `now` (`None` if `id` is not a grant held here).
+    /// The first that applies, in this order: void (the grant entry is void), revoked (a
+    /// revocation of it is in effect), parent revoked (one of a grant above it is), expired
+    /// (after the `until` of a grant in its chain), not yet valid (before a `not_before`
+    /// in its chain), active.
+    pub fn grant_status(&self, id: &EntryId, now: Timestamp) -> Option<GrantStatus> {
+        let g = self.grants.get(id)?;
+        if self.status(id) != Some(&Status::Valid) {
+            return Some(GrantStatus::Void);
+        }
+        let revoked = |l: &GrantInfo| {
+            l.revoked_by
+                .iter()
+                .any(|r| self.status(r) == Some(&Status::Valid))
+        };
+        if revoked(g) {
+            return Some(GrantStatus::Revoked);
+        }
+        let chain = self.chain(g.id);
+        if chain.iter().skip(1).any(|l| revoked(l)) {
+            return Some(GrantStatus::ParentRevoked);
+        }
+        if chain.iter().any(|l| l.grant.until.is_some_and(|u| now > u)) {
+            return Some(GrantStatus::Expired);
+        }
+        if chain
+            .iter()
+            .any(|l| l.grant.not_before.is_some_and(|nb| now < nb))
+        {
+            return Some(GrantStatus::NotYetValid);
+        }
+        Some(GrantStatus::Active)
     }
 
     /// Fork proofs seen.

@@ -849,3 +849,122 @@ fn the_patient_still_amends_his_item_after_his_proxy_amended_it() {
     let v = f.record.viewer(&george.actor(), f.now);
     assert_eq!(current(&f.record, &v).deleted, vec![item]);
 }
+
+#[test]
+fn grant_status_names_each_state_once() {
+    use cophr_protocol::GrantStatus;
+    let mut f = Fixture::new(13, "George");
+    let george = f.patient.clone();
+    let mary = key(13, "Mary");
+    let son = key(13, "Son");
+    let locum = key(13, "Locum");
+    let student = key(13, "Student");
+    let sitter = key(13, "Sitter");
+    let t0 = f.now;
+    // Active: no period, nothing revoked.
+    let marys = f.grant(grant(&mary, Level::Delete, &[], true, true));
+    assert_eq!(
+        f.record.grant_status(&marys, f.now),
+        Some(GrantStatus::Active)
+    );
+    // Expired: after its `until`; active up to and at it.
+    let mut g = grant(&locum, Level::Write, &[], false, false);
+    g.until = Some(t0 + 60_000);
+    let locums = f.grant(g);
+    assert_eq!(
+        f.record.grant_status(&locums, t0 + 60_000),
+        Some(GrantStatus::Active)
+    );
+    assert_eq!(
+        f.record.grant_status(&locums, t0 + 60_001),
+        Some(GrantStatus::Expired)
+    );
+    // Not yet valid: before its `not_before`; active from it.
+    let mut g = grant(&student, Level::View, &[], false, false);
+    g.not_before = Some(t0 + 3_600_000);
+    let students = f.grant(g);
+    assert_eq!(
+        f.record.grant_status(&students, f.now),
+        Some(GrantStatus::NotYetValid)
+    );
+    assert_eq!(
+        f.record.grant_status(&students, t0 + 3_600_000),
+        Some(GrantStatus::Active)
+    );
+    // Mary delegates to her son; George then revokes Mary: hers is revoked, her son's
+    // (never revoked itself) is parent-revoked.
+    let sons = f
+        .write(
+            &mary,
+            Payload::Grant(grant(
+                &son,
+                Level::View,
+                &[Category::Allergies],
+                false,
+                false,
+            )),
+        )
+        .unwrap()
+        .id();
+    assert_eq!(
+        f.record.grant_status(&sons, f.now),
+        Some(GrantStatus::Active)
+    );
+    let base = f.record.clone();
+    f.write(
+        &george,
+        Payload::Revoke {
+            grant: marys,
+            category: None,
+            reason: "moved away".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        f.record.grant_status(&marys, f.now),
+        Some(GrantStatus::Revoked)
+    );
+    assert_eq!(
+        f.record.grant_status(&sons, f.now),
+        Some(GrantStatus::ParentRevoked)
+    );
+    assert!(f.record.grant_status(&sons, f.now).unwrap().has_ended());
+    // Void: Mary delegates concurrently with the revocation (she had not seen it).
+    let mut concurrent = base;
+    let sitters = concurrent
+        .prepare_as(
+            &mary,
+            Payload::Grant(grant(&sitter, Level::View, &[], false, false)),
+            f.now,
+            None,
+        )
+        .unwrap();
+    f.record.apply(sitters.clone()).unwrap();
+    assert_eq!(
+        f.record.grant_status(&sitters.id(), f.now),
+        Some(GrantStatus::Void)
+    );
+    // Not a grant: no status.
+    let genesis = f.record.entries().next().unwrap().id();
+    assert_eq!(f.record.grant_status(&genesis, f.now), None);
+    // The stable names round-trip, through serde too.
+    for s in GrantStatus::ALL {
+        assert_eq!(s.name().parse::<GrantStatus>(), Ok(s));
+        assert_eq!(
+            serde_json::to_value(s).unwrap(),
+            serde_json::json!(s.name())
+        );
+    }
+    let names: Vec<&str> = GrantStatus::ALL.iter().map(|s| s.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "active",
+            "not-yet-valid",
+            "expired",
+            "revoked",
+            "parent-revoked",
+            "void"
+        ]
+    );
+}
