@@ -6,7 +6,7 @@
 use cophr_protocol::audit::{Action, SignedAudit};
 use cophr_protocol::fold::Provenance as Prov;
 use cophr_protocol::record::{GrantInfo, Record};
-use cophr_protocol::{ActorId, EntryId, GrantStatus, Level, Payload, RecordId, Scope, Timestamp};
+use cophr_protocol::{ActorId, EntryId, GrantStatus, Level, RecordId, Scope, Timestamp};
 use serde_json::{json, Map, Value};
 
 /// The FHIR JSON media type.
@@ -120,10 +120,9 @@ pub fn provenance(
     }
     let mut message = ENTRY_DOMAIN_TAG.to_vec();
     message.extend_from_slice(&signed.entry().signing_bytes());
-    let activity = match &signed.entry().payload {
-        Payload::Create { .. } | Payload::Grant(_) => "CREATE",
-        Payload::Amend { .. } => "UPDATE",
-        Payload::Delete { .. } => "DELETE",
+    let activity = match Action::for_payload(&signed.entry().payload) {
+        Action::Add | Action::Grant => "CREATE",
+        Action::Delete => "DELETE",
         _ => "UPDATE",
     };
     let mut p = json!({
