@@ -285,6 +285,19 @@ pub enum SchemaError {
         /// What was given, in words.
         got: String,
     },
+    /// Questionnaire answers written as text hold a part that is not `question=answer`.
+    #[error(
+        "{category}: field `{field}`: `{part}` is not an answer: write question=answer pairs \
+         separated by commas or semicolons (an answer holding `,`, `;` or `=` needs --json)"
+    )]
+    MalformedAnswer {
+        /// The category.
+        category: String,
+        /// The field.
+        field: String,
+        /// The part that is not `question=answer`.
+        part: String,
+    },
     /// A text, list or file field is empty.
     #[error("{category}: field `{field}` must not be empty")]
     EmptyField {
@@ -1625,11 +1638,21 @@ fn convert_text(s: &CategorySchema, field: &FieldSpec, text: &str) -> Result<Val
         }
         FieldType::Answers => {
             let mut out = Vec::new();
-            for part in t.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-                let Some((q, a)) = part.split_once('=') else {
-                    return Err(bad("answers written question=answer;question=answer"));
+            for part in t.split([',', ';']).map(str::trim).filter(|p| !p.is_empty()) {
+                let (q, a) = match part.split_once('=') {
+                    Some((q, a))
+                        if !q.trim().is_empty() && !a.trim().is_empty() && !a.contains('=') =>
+                    {
+                        (q, a.trim())
+                    }
+                    _ => {
+                        return Err(SchemaError::MalformedAnswer {
+                            category: ctx.cat(),
+                            field: ctx.name(),
+                            part: clip(part, MAX_QUOTE),
+                        })
+                    }
                 };
-                let a = a.trim();
                 let answer = match a.to_ascii_lowercase().as_str() {
                     "true" => Value::Bool(true),
                     "false" => Value::Bool(false),
@@ -1650,7 +1673,7 @@ fn convert_text(s: &CategorySchema, field: &FieldSpec, text: &str) -> Result<Val
 ///
 /// Quantities are written `140` (default unit) or `37.2 Cel` / `98.6 [degF]`; text lists
 /// comma separated (a repeated flag adds to the list); booleans `true`, `false`, `yes`, `no`;
-/// answers `question=answer;question=answer`. Codes match case-insensitively. Attachments
+/// answers `question=answer` pairs separated by commas or semicolons. Codes match case-insensitively. Attachments
 /// cannot be given as text: see [`body_from_pairs_with`]. For an extension category every
 /// value is kept as text.
 ///
