@@ -930,7 +930,7 @@ fn grant_status_names_each_state_once() {
     );
     assert!(f.record.grant_status(&sons, f.now).unwrap().has_ended());
     // Void: Mary delegates concurrently with the revocation (she had not seen it).
-    let mut concurrent = base;
+    let concurrent = base;
     let sitters = concurrent
         .prepare_as(
             &mary,

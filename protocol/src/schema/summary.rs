@@ -1,0 +1,218 @@
+//! The one-line summary of a body shown in tables ([`summary`]).
+
+use super::error::clip;
+use super::tables::schema;
+use super::*;
+use crate::category::Category;
+use crate::value::Value;
+
+/// Renders a value briefly, if it has a brief form.
+pub(super) fn show(v: &Value) -> Option<String> {
+    let s = match v {
+        Value::Null => return None,
+        Value::Bool(b) => (if *b { "yes" } else { "no" }).to_owned(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Text(t) => t.clone(),
+        Value::Bytes(b) => format!("{} bytes", b.len()),
+        Value::List(items) => {
+            let parts: Vec<String> = items
+                .iter()
+                .take(10)
+                .filter(|i| !matches!(i, Value::Map(_) | Value::List(_)))
+                .filter_map(show)
+                .collect();
+            if parts.is_empty() {
+                format!("{} items", items.len())
+            } else {
+                parts.join(", ")
+            }
+        }
+        Value::Map(m) => match (m.get("value").and_then(show_number), m.get("unit")) {
+            (Some(n), Some(Value::Text(u))) => format!("{n} {u}"),
+            (Some(n), _) => n,
+            _ => return None,
+        },
+    };
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!s.is_empty()).then_some(s)
+}
+
+fn show_number(v: &Value) -> Option<String> {
+    match v {
+        Value::Int(_) | Value::Float(_) => show(v),
+        _ => None,
+    }
+}
+
+/// `main — second (extra, extra)`, skipping absent parts.
+fn line(main: Option<String>, second: Option<String>, extras: &[Option<String>]) -> String {
+    let mut out = main.unwrap_or_default();
+    if let Some(s) = second {
+        if !out.is_empty() {
+            out.push_str(" — ");
+        }
+        out.push_str(&s);
+    }
+    let extras: Vec<&str> = extras.iter().flatten().map(String::as_str).collect();
+    if !extras.is_empty() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push('(');
+        out.push_str(&extras.join(", "));
+        out.push(')');
+    }
+    out
+}
+
+/// A short human one-liner for an entry body, for tables: e.g. "Penicillin — rash (severe)" or
+/// `BP 140/90 mm[Hg], HR 72 /min`. Never panics, whatever the body; never empty.
+pub fn summary(category: &Category, body: &Value) -> String {
+    let get = |k: &str| body.get(k).and_then(show);
+    let prefixed = |p: &str, k: &str| get(k).map(|v| format!("{p}{v}"));
+    let labelled = |fields: &[(&str, &str)]| -> String {
+        fields
+            .iter()
+            .filter_map(|(label, k)| get(k).map(|v| format!("{label} {v}")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let titled = || -> String {
+        schema(category)
+            .map(|s| {
+                s.fields
+                    .iter()
+                    .filter_map(|f| get(f.name).map(|v| format!("{}: {v}", f.title)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default()
+    };
+    let text = match category {
+        Category::Demographics => {
+            let name = [get("forename"), get("surname")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            line(
+                (!name.is_empty()).then_some(name),
+                None,
+                &[prefixed("born ", "date-of-birth"), get("gender")],
+            )
+        }
+        Category::KeyContacts => line(get("name"), get("relationship"), &[get("telephone")]),
+        Category::Alerts => line(get("alert"), None, &[get("severity")]),
+        Category::Preferences | Category::Lifestyle => titled(),
+        Category::Allergies => line(get("agent"), get("reaction"), &[get("severity")]),
+        Category::Problems => line(
+            get("problem"),
+            None,
+            &[
+                get("status"),
+                prefixed("since ", "onset"),
+                prefixed("resolved ", "resolved"),
+            ],
+        ),
+        Category::Procedures => line(get("procedure"), get("outcome"), &[get("date")]),
+        Category::Medications => line(get("medication"), get("dose"), &[get("status")]),
+        Category::Immunisations => line(get("immunisation"), None, &[get("date"), get("status")]),
+        Category::VitalSigns | Category::Wearables => {
+            let num = |k: &str| {
+                body.get(k)
+                    .and_then(|q| q.get("value"))
+                    .and_then(show_number)
+            };
+            let unit = body
+                .get("systolic")
+                .and_then(|q| q.get("unit"))
+                .and_then(Value::as_text)
+                .unwrap_or("mm[Hg]");
+            let mut parts = Vec::new();
+            match (num("systolic"), num("diastolic")) {
+                (Some(s), Some(d)) => parts.push(format!("BP {s}/{d} {unit}")),
+                _ => parts.push(labelled(&[
+                    ("Systolic", "systolic"),
+                    ("Diastolic", "diastolic"),
+                ])),
+            }
+            parts.push(labelled(&[
+                ("HR", "heart-rate"),
+                ("RR", "respiration-rate"),
+                ("SpO2", "spo2"),
+                ("Temp", "temperature"),
+                ("Glucose", "blood-glucose"),
+                ("Steps", "steps"),
+            ]));
+            parts.retain(|p| !p.is_empty());
+            parts.join(", ")
+        }
+        Category::LabResults => {
+            let result = [get("result"), get("unit")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let main = match get("test") {
+                Some(t) if !result.is_empty() => Some(format!("{t}: {result}")),
+                Some(t) => Some(t),
+                None => (!result.is_empty()).then_some(result),
+            };
+            line(main, None, &[get("interpretation")])
+        }
+        Category::Investigations => line(get("investigation"), get("result"), &[get("date")]),
+        Category::Examinations => labelled(&[
+            ("Height", "height"),
+            ("Weight", "weight"),
+            ("BMI", "bmi"),
+            ("Waist", "waist"),
+            ("Head", "head-circumference"),
+            ("Hip", "hip-circumference"),
+            ("BSA", "body-surface-area"),
+        ]),
+        Category::FamilyHistory => line(get("condition"), get("relative"), &[]),
+        Category::AboutMe => ["thing-1", "thing-2", "thing-3"]
+            .iter()
+            .filter_map(|k| get(k))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Category::Documents => {
+            let size = match body.get("data") {
+                Some(Value::Bytes(b)) if b.len() >= 1024 => Some(format!("{} KiB", b.len() / 1024)),
+                Some(Value::Bytes(b)) => Some(format!("{} bytes", b.len())),
+                _ => None,
+            };
+            line(get("title"), None, &[get("media-type"), size, get("date")])
+        }
+        Category::Questionnaires => {
+            let n = match body.get("answers") {
+                Some(Value::List(l)) => Some(format!("{} answers", l.len())),
+                _ => None,
+            };
+            line(
+                get("questionnaire"),
+                None,
+                &[prefixed("score ", "score"), n],
+            )
+        }
+        Category::Messages => line(get("subject"), get("text"), &[]),
+        Category::Extension(_) => body
+            .as_map()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| show(v).map(|v| format!("{k}: {v}")))
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default(),
+    };
+    let mut text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.is_empty() {
+        text = schema(category)
+            .and_then(|s| get(s.summary_field))
+            .unwrap_or_else(|| category.title().to_owned());
+    }
+    clip(&text, MAX_SUMMARY)
+}
