@@ -32,73 +32,11 @@ pub struct Recovery {
 /// With `repair`, cut at the first bad frame even when valid frames follow it.
 pub(super) fn recover(file: &mut dyn LogFile, repair: bool) -> Result<Recovery, LogError> {
     let len = file.len()?;
-    if len < HEADER_LEN {
-        // Empty, or a header whose creation was torn.
-        let mut head = vec![0u8; len as usize];
-        file.read_at(0, &mut head)?;
-        if head[..] != FILE_HEADER[..head.len()] {
-            return Err(LogError::BadHeader);
-        }
-        if len > 0 {
-            file.truncate(0)?;
-        }
-        file.append(&FILE_HEADER)?;
-        file.sync()?;
-        return Ok(Recovery {
-            frames: 0,
-            valid_len: HEADER_LEN,
-            truncated_bytes: len,
-        });
+    if let Some(fresh) = check_header(file, len)? {
+        return Ok(fresh);
     }
-    let mut head = [0u8; FILE_HEADER.len()];
-    file.read_at(0, &mut head)?;
-    if head != FILE_HEADER {
-        return Err(LogError::BadHeader);
-    }
-
-    let (frames, bad_at) = {
-        let mut w = Window::new(&*file, len, SCAN_CHUNK);
-        let mut pos = HEADER_LEN;
-        let mut frames = 0u64;
-        let mut batch = BatchCheck::default();
-        let bad_at = loop {
-            if pos >= len {
-                break None;
-            }
-            match w.frame_at(pos)? {
-                Some(f) => {
-                    let marker = if is_batch_marker(f.kind) {
-                        Some(w.slice(pos + FRAME_HEADER_LEN as u64, f.len)?.to_vec())
-                    } else {
-                        None
-                    };
-                    if !batch.step(pos, frames, f.kind, marker.as_deref()) {
-                        break Some(pos);
-                    }
-                    frames += 1;
-                    pos = f.next;
-                }
-                None => break Some(pos),
-            }
-        };
-        if let Some(bad) = bad_at {
-            if !repair {
-                match w.find_frame_after(bad + 1)? {
-                    Resync::None => {}
-                    Resync::Found(_) | Resync::GaveUp => {
-                        return Err(LogError::Corrupt { offset: bad });
-                    }
-                }
-            }
-        }
-        // A batch whose commit is not there was never acknowledged: cut it off whole.
-        match batch.open {
-            Some(open) => (open.frames_before, Some(open.begin)),
-            None => (frames, bad_at),
-        }
-    };
-
-    let valid_len = bad_at.unwrap_or(len);
+    let (frames, cut) = scan(file, len, repair)?;
+    let valid_len = cut.unwrap_or(len);
     let truncated_bytes = len - valid_len;
     if truncated_bytes > 0 {
         tracing::warn!(
@@ -114,6 +52,80 @@ pub(super) fn recover(file: &mut dyn LogFile, repair: bool) -> Result<Recovery, 
         frames,
         valid_len,
         truncated_bytes,
+    })
+}
+
+/// Checks the file header of storage `len` bytes long. Storage shorter than a header (empty,
+/// or a header whose creation was torn) gets a new header: the recovery of an empty log is
+/// returned. `None` when a whole, right header is there.
+fn check_header(file: &mut dyn LogFile, len: u64) -> Result<Option<Recovery>, LogError> {
+    if len < HEADER_LEN {
+        let mut head = vec![0u8; len as usize];
+        file.read_at(0, &mut head)?;
+        if head[..] != FILE_HEADER[..head.len()] {
+            return Err(LogError::BadHeader);
+        }
+        if len > 0 {
+            file.truncate(0)?;
+        }
+        file.append(&FILE_HEADER)?;
+        file.sync()?;
+        return Ok(Some(Recovery {
+            frames: 0,
+            valid_len: HEADER_LEN,
+            truncated_bytes: len,
+        }));
+    }
+    let mut head = [0u8; FILE_HEADER.len()];
+    file.read_at(0, &mut head)?;
+    if head != FILE_HEADER {
+        return Err(LogError::BadHeader);
+    }
+    Ok(None)
+}
+
+/// Scans every frame after the header: the valid frames kept, and where to cut (`None` to
+/// keep everything). A bad frame is a tail to cut unless valid frames follow it, which is
+/// [`LogError::Corrupt`] (without `repair`); a batch without its commit is cut whole.
+fn scan(file: &dyn LogFile, len: u64, repair: bool) -> Result<(u64, Option<u64>), LogError> {
+    let mut w = Window::new(file, len, SCAN_CHUNK);
+    let mut pos = HEADER_LEN;
+    let mut frames = 0u64;
+    let mut batch = BatchCheck::default();
+    let bad_at = loop {
+        if pos >= len {
+            break None;
+        }
+        match w.frame_at(pos)? {
+            Some(f) => {
+                let marker = if is_batch_marker(f.kind) {
+                    Some(w.slice(pos + FRAME_HEADER_LEN as u64, f.len)?.to_vec())
+                } else {
+                    None
+                };
+                if !batch.step(pos, frames, f.kind, marker.as_deref()) {
+                    break Some(pos);
+                }
+                frames += 1;
+                pos = f.next;
+            }
+            None => break Some(pos),
+        }
+    };
+    if let Some(bad) = bad_at {
+        if !repair {
+            match w.find_frame_after(bad + 1)? {
+                Resync::None => {}
+                Resync::Found(_) | Resync::GaveUp => {
+                    return Err(LogError::Corrupt { offset: bad });
+                }
+            }
+        }
+    }
+    // A batch whose commit is not there was never acknowledged: cut it off whole.
+    Ok(match batch.open {
+        Some(open) => (open.frames_before, Some(open.begin)),
+        None => (frames, bad_at),
     })
 }
 

@@ -27,6 +27,9 @@ pub(super) fn reply(req: Request, result: Result<Vec<u64>, LogError>) {
     let _ = reply.send(result);
 }
 
+/// Requests written to the file (not yet fsync'd), with their frames' offsets.
+type Written = Vec<(Request, Vec<u64>)>;
+
 impl Writer {
     pub(super) fn run(mut self, rx: Receiver<Request>) {
         while let Ok(first) = rx.recv() {
@@ -80,8 +83,30 @@ impl Writer {
             }
         };
         let file: &mut dyn LogFile = &mut **guard;
+        let (written, failed, write_err) = self.write_group(file, group);
+        if !written.is_empty() {
+            self.sync_group(file, written);
+        }
+        drop(guard);
 
-        let mut written: Vec<(Request, Vec<u64>)> = Vec::with_capacity(group.len());
+        for req in failed {
+            let err = match &write_err {
+                Some(e) => LogError::Io(clone_io(e)),
+                None => LogError::Closed,
+            };
+            reply(req, Err(err));
+        }
+    }
+
+    /// Writes each request of a group in turn, noting each frame's offset. After a failed
+    /// write (rolled back) the rest are not written. Returns the requests written with their
+    /// offsets, those not written, and the write error.
+    fn write_group(
+        &mut self,
+        file: &mut dyn LogFile,
+        group: Vec<Request>,
+    ) -> (Written, Vec<Request>, Option<io::Error>) {
+        let mut written: Written = Vec::with_capacity(group.len());
         let mut failed: Vec<Request> = Vec::new();
         let mut write_err: Option<io::Error> = None;
         for req in group {
@@ -108,38 +133,32 @@ impl Writer {
                 }
             }
         }
+        (written, failed, write_err)
+    }
 
-        if !written.is_empty() {
-            if self.core.poison.get().is_some() {
-                // A write could not be undone: do not acknowledge anything of this group.
-                for (req, _) in written {
-                    reply(req, Err(self.poisoned_error()));
-                }
-            } else {
-                match file.sync() {
-                    Ok(()) => {
-                        self.core.durable_len.store(self.len, Ordering::Release);
-                        for (req, offsets) in written {
-                            reply(req, Ok(offsets));
-                        }
-                    }
-                    Err(e) => {
-                        self.core.poison(format!("fsync failed: {e}"));
-                        for (req, _) in written {
-                            reply(req, Err(LogError::Io(clone_io(&e))));
-                        }
-                    }
+    /// One fsync for the requests written; acknowledges them once it succeeded. A failed
+    /// fsync (or a write that could not be undone) fails them all and poisons the log.
+    fn sync_group(&mut self, file: &mut dyn LogFile, written: Written) {
+        if self.core.poison.get().is_some() {
+            // A write could not be undone: do not acknowledge anything of this group.
+            for (req, _) in written {
+                reply(req, Err(self.poisoned_error()));
+            }
+            return;
+        }
+        match file.sync() {
+            Ok(()) => {
+                self.core.durable_len.store(self.len, Ordering::Release);
+                for (req, offsets) in written {
+                    reply(req, Ok(offsets));
                 }
             }
-        }
-        drop(guard);
-
-        for req in failed {
-            let err = match &write_err {
-                Some(e) => LogError::Io(clone_io(e)),
-                None => LogError::Closed,
-            };
-            reply(req, Err(err));
+            Err(e) => {
+                self.core.poison(format!("fsync failed: {e}"));
+                for (req, _) in written {
+                    reply(req, Err(LogError::Io(clone_io(&e))));
+                }
+            }
         }
     }
 

@@ -118,36 +118,39 @@ fn convert_text(s: &CategorySchema, field: &FieldSpec, text: &str) -> Result<Val
                 field.name
             )))
         }
-        FieldType::Answers => {
-            let mut out = Vec::new();
-            for part in t.split([',', ';']).map(str::trim).filter(|p| !p.is_empty()) {
-                let (q, a) = match part.split_once('=') {
-                    Some((q, a))
-                        if !q.trim().is_empty() && !a.trim().is_empty() && !a.contains('=') =>
-                    {
-                        (q, a.trim())
-                    }
-                    _ => {
-                        return Err(SchemaError::MalformedAnswer {
-                            category: ctx.cat(),
-                            field: ctx.name(),
-                            part: clip(part, MAX_QUOTE),
-                        })
-                    }
-                };
-                let answer = match a.to_ascii_lowercase().as_str() {
-                    "true" => Value::Bool(true),
-                    "false" => Value::Bool(false),
-                    _ => number_value(a).unwrap_or_else(|| Value::Text(a.to_owned())),
-                };
-                out.push(Value::Map(BTreeMap::from([
-                    ("question".to_owned(), Value::Text(q.trim().to_owned())),
-                    ("answer".to_owned(), answer),
-                ])));
-            }
-            Value::List(out)
-        }
+        FieldType::Answers => answers_from_text(&ctx, t)?,
     })
+}
+
+/// Questionnaire answers from text: `question=answer` pairs separated by commas or
+/// semicolons; an answer reads as true/false, a number, or text. A part that is not
+/// exactly one non-empty question, `=`, and a non-empty answer is refused.
+fn answers_from_text(ctx: &Ctx<'_>, t: &str) -> Result<Value, SchemaError> {
+    let mut out = Vec::new();
+    for part in t.split([',', ';']).map(str::trim).filter(|p| !p.is_empty()) {
+        let (q, a) = match part.split_once('=') {
+            Some((q, a)) if !q.trim().is_empty() && !a.trim().is_empty() && !a.contains('=') => {
+                (q, a.trim())
+            }
+            _ => {
+                return Err(SchemaError::MalformedAnswer {
+                    category: ctx.cat(),
+                    field: ctx.name(),
+                    part: clip(part, MAX_QUOTE),
+                })
+            }
+        };
+        let answer = match a.to_ascii_lowercase().as_str() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => number_value(a).unwrap_or_else(|| Value::Text(a.to_owned())),
+        };
+        out.push(Value::Map(BTreeMap::from([
+            ("question".to_owned(), Value::Text(q.trim().to_owned())),
+            ("answer".to_owned(), answer),
+        ])));
+    }
+    Ok(Value::List(out))
 }
 
 /// Builds a body from command-line `--field value` pairs, converting each text by its field's
@@ -155,9 +158,9 @@ fn convert_text(s: &CategorySchema, field: &FieldSpec, text: &str) -> Result<Val
 ///
 /// Quantities are written `140` (default unit) or `37.2 Cel` / `98.6 [degF]`; text lists
 /// comma separated (a repeated flag adds to the list); booleans `true`, `false`, `yes`, `no`;
-/// answers `question=answer` pairs separated by commas or semicolons. Codes match case-insensitively. Attachments
-/// cannot be given as text: see [`body_from_pairs_with`]. For an extension category every
-/// value is kept as text.
+/// answers `question=answer` pairs separated by commas or semicolons. Codes match
+/// case-insensitively. Attachments cannot be given as text: see [`body_from_pairs_with`]. For
+/// an extension category every value is kept as text.
 ///
 /// # Errors
 /// An unknown or repeated field, a value that cannot be read as its field's type, a file

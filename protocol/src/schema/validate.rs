@@ -114,153 +114,180 @@ impl Ctx<'_> {
                 Value::Bool(_) => Ok(()),
                 _ => Err(self.wrong(ty.describe(), v)),
             },
-            FieldType::Date | FieldType::DateTime => {
-                let Value::Text(s) = v else {
-                    return Err(self.wrong(ty.describe(), v));
-                };
-                let (ok, expected) = if *ty == FieldType::Date {
-                    (
-                        parse_date(s).is_some(),
-                        "a date written YYYY-MM-DD, YYYY-MM or YYYY",
-                    )
-                } else {
-                    (
-                        is_date_time(s),
-                        "a date and time in RFC 3339 form, e.g. 2026-11-22T10:15:00Z",
-                    )
-                };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(SchemaError::BadDate {
-                        category: self.cat(),
-                        field: self.name(),
-                        value: clip(s, MAX_QUOTE),
-                        expected,
-                    })
-                }
-            }
-            FieldType::Code(codes) => {
-                let Value::Text(s) = v else {
-                    return Err(self.wrong(ty.describe(), v));
-                };
-                if codes.contains(&s.as_str()) {
-                    Ok(())
-                } else {
-                    Err(SchemaError::BadCode {
-                        category: self.cat(),
-                        field: self.name(),
-                        value: clip(s, MAX_QUOTE),
-                        allowed: codes.join(", "),
-                    })
-                }
-            }
-            FieldType::Quantity { units } => {
-                let expected =
-                    || format!("{} ({{\"value\": number, \"unit\": text}})", ty.describe());
-                let Value::Map(m) = v else {
-                    return Err(self.wrong(expected(), v));
-                };
-                if m.keys().any(|k| k != "value" && k != "unit") {
-                    return Err(self.wrong(expected(), v));
-                }
-                let Some(x) = m.get("value").and_then(Value::as_f64) else {
-                    return Err(self.wrong(expected(), v));
-                };
-                let Some(unit) = m.get("unit").and_then(Value::as_text) else {
-                    return Err(self.wrong(expected(), v));
-                };
-                if !units.contains(&unit) {
-                    return Err(SchemaError::BadUnit {
-                        category: self.cat(),
-                        field: self.name(),
-                        unit: clip(unit, MAX_QUOTE),
-                        allowed: units.join(" or "),
-                    });
-                }
-                self.in_range(x, Some(unit))
-            }
-            FieldType::TextList => {
-                let Value::List(items) = v else {
-                    return Err(self.wrong(ty.describe(), v));
-                };
-                if items.is_empty() {
-                    return Err(self.empty());
-                }
-                if items.len() > MAX_LIST_ITEMS {
-                    return Err(self.too_long(items.len(), MAX_LIST_ITEMS, "items"));
-                }
-                items.iter().try_for_each(|i| self.text(i, MAX_TEXT, false))
-            }
+            FieldType::Date | FieldType::DateTime => self.date(v),
+            FieldType::Code(codes) => self.code(v, codes),
+            FieldType::Quantity { units } => self.quantity(v, units),
+            FieldType::TextList => self.text_list(v),
             FieldType::Binary {
                 media_types,
                 max_bytes,
-            } => {
-                let Value::Bytes(b) = v else {
-                    return Err(self.wrong(ty.describe(), v));
-                };
-                if b.is_empty() {
-                    return Err(self.empty());
-                }
-                if b.len() > *max_bytes {
-                    return Err(self.too_long(b.len(), *max_bytes, "bytes"));
-                }
-                match sniff(b) {
-                    Some(t) if media_types.contains(&t) => Ok(()),
-                    _ => Err(self.rule(&format!(
-                        "is not a file of an accepted type ({})",
-                        media_types.join(", ")
-                    ))),
-                }
+            } => self.binary(v, media_types, *max_bytes),
+            FieldType::Answers => self.answers(v),
+            FieldType::Json { max_bytes } => self.json_text(v, *max_bytes),
+        }
+    }
+
+    /// A [`FieldType::Date`] or [`FieldType::DateTime`].
+    fn date(&self, v: &Value) -> Result<(), SchemaError> {
+        let ty = &self.field.ty;
+        let Value::Text(s) = v else {
+            return Err(self.wrong(ty.describe(), v));
+        };
+        let (ok, expected) = if *ty == FieldType::Date {
+            (
+                parse_date(s).is_some(),
+                "a date written YYYY-MM-DD, YYYY-MM or YYYY",
+            )
+        } else {
+            (
+                is_date_time(s),
+                "a date and time in RFC 3339 form, e.g. 2026-11-22T10:15:00Z",
+            )
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(SchemaError::BadDate {
+                category: self.cat(),
+                field: self.name(),
+                value: clip(s, MAX_QUOTE),
+                expected,
+            })
+        }
+    }
+
+    /// A [`FieldType::Code`]: one of `codes`.
+    fn code(&self, v: &Value, codes: &[&str]) -> Result<(), SchemaError> {
+        let Value::Text(s) = v else {
+            return Err(self.wrong(self.field.ty.describe(), v));
+        };
+        if codes.contains(&s.as_str()) {
+            Ok(())
+        } else {
+            Err(SchemaError::BadCode {
+                category: self.cat(),
+                field: self.name(),
+                value: clip(s, MAX_QUOTE),
+                allowed: codes.join(", "),
+            })
+        }
+    }
+
+    /// A [`FieldType::Quantity`]: `{"value": number, "unit": one of units}`, in range.
+    fn quantity(&self, v: &Value, units: &[&str]) -> Result<(), SchemaError> {
+        let expected = || {
+            format!(
+                "{} ({{\"value\": number, \"unit\": text}})",
+                self.field.ty.describe()
+            )
+        };
+        let Value::Map(m) = v else {
+            return Err(self.wrong(expected(), v));
+        };
+        if m.keys().any(|k| k != "value" && k != "unit") {
+            return Err(self.wrong(expected(), v));
+        }
+        let Some(x) = m.get("value").and_then(Value::as_f64) else {
+            return Err(self.wrong(expected(), v));
+        };
+        let Some(unit) = m.get("unit").and_then(Value::as_text) else {
+            return Err(self.wrong(expected(), v));
+        };
+        if !units.contains(&unit) {
+            return Err(SchemaError::BadUnit {
+                category: self.cat(),
+                field: self.name(),
+                unit: clip(unit, MAX_QUOTE),
+                allowed: units.join(" or "),
+            });
+        }
+        self.in_range(x, Some(unit))
+    }
+
+    /// A [`FieldType::TextList`]: 1 to [`MAX_LIST_ITEMS`] one-line texts.
+    fn text_list(&self, v: &Value) -> Result<(), SchemaError> {
+        let Value::List(items) = v else {
+            return Err(self.wrong(self.field.ty.describe(), v));
+        };
+        if items.is_empty() {
+            return Err(self.empty());
+        }
+        if items.len() > MAX_LIST_ITEMS {
+            return Err(self.too_long(items.len(), MAX_LIST_ITEMS, "items"));
+        }
+        items.iter().try_for_each(|i| self.text(i, MAX_TEXT, false))
+    }
+
+    /// A [`FieldType::Binary`]: non-empty bytes, at most `max_bytes`, that look like one of
+    /// `media_types`.
+    fn binary(&self, v: &Value, media_types: &[&str], max_bytes: usize) -> Result<(), SchemaError> {
+        let Value::Bytes(b) = v else {
+            return Err(self.wrong(self.field.ty.describe(), v));
+        };
+        if b.is_empty() {
+            return Err(self.empty());
+        }
+        if b.len() > max_bytes {
+            return Err(self.too_long(b.len(), max_bytes, "bytes"));
+        }
+        match sniff(b) {
+            Some(t) if media_types.contains(&t) => Ok(()),
+            _ => Err(self.rule(&format!(
+                "is not a file of an accepted type ({})",
+                media_types.join(", ")
+            ))),
+        }
+    }
+
+    /// [`FieldType::Answers`]: 1 to [`MAX_ANSWERS`] `{"question", "answer"}` maps.
+    fn answers(&self, v: &Value) -> Result<(), SchemaError> {
+        let Value::List(items) = v else {
+            return Err(self.wrong(self.field.ty.describe(), v));
+        };
+        if items.is_empty() {
+            return Err(self.empty());
+        }
+        if items.len() > MAX_ANSWERS {
+            return Err(self.too_long(items.len(), MAX_ANSWERS, "items"));
+        }
+        let expected = "a list of {\"question\": text, \"answer\": text, number or \
+                        true/false} maps";
+        for item in items {
+            let Value::Map(m) = item else {
+                return Err(self.wrong(expected, item));
+            };
+            if m.len() != 2 {
+                return Err(self.wrong(expected, item));
             }
-            FieldType::Answers => {
-                let Value::List(items) = v else {
-                    return Err(self.wrong(ty.describe(), v));
-                };
-                if items.is_empty() {
-                    return Err(self.empty());
-                }
-                if items.len() > MAX_ANSWERS {
-                    return Err(self.too_long(items.len(), MAX_ANSWERS, "items"));
-                }
-                let expected = "a list of {\"question\": text, \"answer\": text, number or \
-                                true/false} maps";
-                for item in items {
-                    let Value::Map(m) = item else {
-                        return Err(self.wrong(expected, item));
-                    };
-                    if m.len() != 2 {
-                        return Err(self.wrong(expected, item));
-                    }
-                    let (Some(q), Some(a)) = (m.get("question"), m.get("answer")) else {
-                        return Err(self.wrong(expected, item));
-                    };
-                    self.text(q, MAX_TEXT, false)?;
-                    match a {
-                        Value::Text(_) => self.text(a, MAX_TEXT, false)?,
-                        Value::Int(_) | Value::Bool(_) => {}
-                        Value::Float(x) => self.in_range(*x, None)?,
-                        other => return Err(self.wrong(expected, other)),
-                    }
-                }
-                Ok(())
+            let (Some(q), Some(a)) = (m.get("question"), m.get("answer")) else {
+                return Err(self.wrong(expected, item));
+            };
+            self.text(q, MAX_TEXT, false)?;
+            match a {
+                Value::Text(_) => self.text(a, MAX_TEXT, false)?,
+                Value::Int(_) | Value::Bool(_) => {}
+                Value::Float(x) => self.in_range(*x, None)?,
+                other => return Err(self.wrong(expected, other)),
             }
-            FieldType::Json { max_bytes } => {
-                let Value::Text(t) = v else {
-                    return Err(self.wrong(ty.describe(), v));
-                };
-                if t.len() > *max_bytes {
-                    return Err(self.too_long(t.len(), *max_bytes, "bytes"));
-                }
-                // Checked on every apply: parse without building the tree.
-                if !t.trim_start().starts_with('{') {
-                    return Err(self.rule("must be a JSON object"));
-                }
-                match serde_json::from_str::<serde::de::IgnoredAny>(t) {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(self.rule(&format!("is not valid JSON: {e}"))),
-                }
-            }
+        }
+        Ok(())
+    }
+
+    /// A [`FieldType::Json`]: a JSON object as text, at most `max_bytes`.
+    fn json_text(&self, v: &Value, max_bytes: usize) -> Result<(), SchemaError> {
+        let Value::Text(t) = v else {
+            return Err(self.wrong(self.field.ty.describe(), v));
+        };
+        if t.len() > max_bytes {
+            return Err(self.too_long(t.len(), max_bytes, "bytes"));
+        }
+        // Checked on every apply: parse without building the tree.
+        if !t.trim_start().starts_with('{') {
+            return Err(self.rule("must be a JSON object"));
+        }
+        match serde_json::from_str::<serde::de::IgnoredAny>(t) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.rule(&format!("is not valid JSON: {e}"))),
         }
     }
 }
