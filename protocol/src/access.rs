@@ -276,7 +276,10 @@ impl fmt::Display for GrantStatus {
 
 /// An unknown grant status name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown grant status `{0}` (expected active, not-yet-valid, expired, revoked, parent-revoked or void)")]
+#[error(
+    "unknown grant status `{0}` (expected active, not-yet-valid, expired, revoked, \
+     parent-revoked or void)"
+)]
 pub struct UnknownGrantStatus(pub String);
 
 impl FromStr for GrantStatus {

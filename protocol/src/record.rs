@@ -752,10 +752,10 @@ impl Record {
 
     fn check_patient(&self, e: &Entry) -> Result<(), Rejection> {
         match &e.payload {
-            Payload::Amend { target, .. } | Payload::Delete { target, .. } => {
-                if self.item_author(target) != self.id {
-                    return Err(AccessError::NotAuthorOrProxy(*target).into());
-                }
+            Payload::Amend { target, .. } | Payload::Delete { target, .. }
+                if self.item_author(target) != self.id =>
+            {
+                return Err(AccessError::NotAuthorOrProxy(*target).into());
             }
             Payload::Grant(g) if g.grantee == self.id => {
                 return Err(AccessError::GrantToPatient.into());

@@ -5,8 +5,8 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Byte storage under a [`Log`]: a real file ([`FileLog`]) or memory ([`MemLog`], for crash
-/// tests).
+/// Byte storage under a [`Log`](super::Log): a real file ([`FileLog`]) or memory
+/// ([`MemLog`](super::MemLog), for crash tests).
 pub trait LogFile: Send {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;

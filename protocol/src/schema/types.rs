@@ -144,8 +144,9 @@ pub struct CategorySchema {
     /// The fields, in display order.
     pub fields: &'static [FieldSpec],
     /// Fields an entry imported from FHIR carries besides [`CategorySchema::fields`]: the
-    /// original resource and its source system ([`FHIR_FIELDS`]; empty for categories with
-    /// no FHIR mapping). Not shown in forms: they are written by `cophr fhir import`.
+    /// original resource and its source system ([`FHIR_FIELDS`](super::FHIR_FIELDS); empty
+    /// for categories with no FHIR mapping). Not shown in forms: they are written by
+    /// `cophr fhir import`.
     #[serde(rename = "fhir-fields")]
     pub fhir_fields: &'static [FieldSpec],
     /// The field shown as the entry's one-line summary.
