@@ -895,15 +895,7 @@ impl Store {
     ) -> Result<EntryId, StoreError> {
         let h = self.handle(record)?;
         let mut r = h.write().unwrap_or_else(|p| p.into_inner());
-        let action = match &payload {
-            Payload::Amend { .. } => Action::Edit,
-            Payload::Delete { .. } => Action::Delete,
-            Payload::Annotate { .. } => Action::Annotate,
-            Payload::Grant(_) => Action::Grant,
-            Payload::Revoke { .. } => Action::Revoke,
-            Payload::Profile(_) => Action::Profile,
-            _ => Action::Add,
-        };
+        let action = Action::for_payload(&payload);
         let detail = r.category_of_payload(&payload).map(|c| c.to_string());
         let all = r.prepare_all(author, payload, now, device.clone())?;
         let nothing = || StoreError::Corrupt("nothing to write".into());
@@ -1403,6 +1395,29 @@ mod tests {
         assert_eq!(audit[0].event.action, Action::Add);
         assert_eq!(audit[0].event.entries, vec![a]);
         assert!(s.verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_move_is_audited_as_a_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (g, rec) = george(&s);
+        let m = s
+            .write(
+                &rec,
+                &g,
+                Payload::MoveHome {
+                    host: vec![1; 38],
+                    addrs: vec!["/ip4/192.0.2.1/tcp/4001".into()],
+                },
+                2_000,
+                None,
+            )
+            .unwrap();
+        let audit = s.audit_events(&rec).unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].event.action, Action::Move);
+        assert_eq!(audit[0].event.entries, vec![m]);
     }
 
     fn location_keys(s: &Store, rec: &RecordId) -> Vec<(sled::IVec, sled::IVec)> {

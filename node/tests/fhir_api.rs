@@ -771,6 +771,43 @@ async fn consent_reflects_a_grant_and_its_revocation() {
     assert_eq!(prov["target"][0]["reference"], format!("Consent/{gid}"));
 }
 
+/// A grant whose period has not started is not a Consent to act on yet: `draft` (FHIR R4
+/// "Pending: awaiting use, not yet intended to be acted upon"), never `active`; once the
+/// period starts it is `active`.
+#[tokio::test]
+async fn consent_of_a_grant_not_yet_valid_is_draft_until_its_period_starts() {
+    let env = Env::new();
+    let locum = key(7, "locum");
+    let starts = T0 + 86_400_000;
+    let grant = Grant {
+        grantee: locum.actor(),
+        level: Level::View,
+        scope: Scope::All,
+        not_before: Some(starts),
+        until: None,
+        audit: false,
+        delegate: false,
+        label: None,
+    };
+    let gid = env
+        .store
+        .write(
+            &env.rid(),
+            &env.patient,
+            Payload::Grant(grant),
+            env.tick(),
+            None,
+        )
+        .unwrap();
+    let (s, _, c) = env.get(&format!("/fhir/r4/Consent/{gid}")).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(c["status"], "draft");
+    assert!(c["provision"]["period"]["start"].as_str().is_some(), "{c}");
+    env.clock.store(starts, Ordering::SeqCst);
+    let (_, _, c) = env.get(&format!("/fhir/r4/Consent/{gid}")).await;
+    assert_eq!(c["status"], "active");
+}
+
 fn ips_bundle(name: &str) -> Json {
     example("hl7.fhir.uv.ips", &format!("example/{name}"))
 }

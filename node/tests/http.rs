@@ -337,6 +337,72 @@ async fn the_full_flow_through_the_api() {
     assert!(v.audit.iter().any(|a| a.event.action.name() == "export"));
 }
 
+/// A grant delegated under one that is later revoked is listed as `parent-revoked`, not
+/// `active`.
+#[tokio::test]
+async fn a_grant_delegated_under_a_revoked_grant_is_listed_as_parent_revoked() {
+    let f = patient();
+    let st = &f.state;
+    let (rid, _) = seeded(&f).await;
+    let base = format!("/api/v1/records/{rid}");
+    let mary = Keypair::from_secret(&[2; 32]);
+    let son = Keypair::from_secret(&[3; 32]);
+    let r = with_json(
+        st,
+        Method::POST,
+        &format!("{base}/grants"),
+        json!({"grantee": mary.actor().to_string(), "categories": "all", "level": "write",
+               "delegate": true}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let marys = r.json()["id"].as_str().unwrap().to_owned();
+    let record: RecordId = rid.parse().unwrap();
+    let now = f.clock.load(Ordering::SeqCst);
+    let sons = f
+        .store
+        .write(
+            &record,
+            &mary,
+            Payload::Grant(Grant {
+                grantee: son.actor(),
+                level: Level::View,
+                scope: Scope::Only([Category::Allergies].into()),
+                not_before: None,
+                until: None,
+                audit: false,
+                delegate: false,
+                label: None,
+            }),
+            now,
+            None,
+        )
+        .unwrap()
+        .to_string();
+    let status_of = |grants: &Value, id: &str| {
+        grants
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == id)
+            .map(|g| g["status"].clone())
+            .unwrap()
+    };
+    let grants = get(st, &format!("{base}/grants")).await.json();
+    assert_eq!(status_of(&grants, &sons), "active");
+    let r = with_json(
+        st,
+        Method::POST,
+        &format!("{base}/grants/{marys}/revoke"),
+        json!({"reason": "moved away"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    let grants = get(st, &format!("{base}/grants")).await.json();
+    assert_eq!(status_of(&grants, &marys), "revoked");
+    assert_eq!(status_of(&grants, &sons), "parent-revoked");
+}
+
 #[tokio::test]
 async fn a_missing_or_wrong_token_is_refused_and_stores_nothing() {
     let f = patient();

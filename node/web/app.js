@@ -40,6 +40,11 @@ const ACTION_TEXT = {
 const KIND_TEXT = {
   create: 'created', amend: 'amended', delete: 'deleted', annotate: 'annotated',
 };
+// A grant's status as the API names it (computed once, by protocol's GrantStatus).
+const GRANT_STATUS_TEXT = {
+  active: 'active', 'not-yet-valid': 'not yet valid', expired: 'expired', revoked: 'revoked',
+  'parent-revoked': 'revoked (the grant it came from was revoked)', void: 'void',
+};
 
 const state = {
   token: null,
@@ -944,7 +949,7 @@ async function renderAccess(panel) {
           h('td', {}, cats),
           h('td', {}, g.level, g.delegate ? ' (may grant others)' : '', g.audit ? ' (may read audit trail)' : ''),
           h('td', {}, g.expires ? when(g.expires) : 'never'),
-          h('td', {}, h('span', { class: `state state-${g.status}` }, g.status)),
+          h('td', {}, h('span', { class: `state state-${g.status}` }, GRANT_STATUS_TEXT[g.status] || g.status)),
           h('td', {}, action)));
       }
       table.append(tb);
@@ -1113,7 +1118,7 @@ async function renderMine(panel) {
   if (grants.length) {
     panel.append(h('h3', {}, 'The grants behind it'), h('ul', {}, grants.map((g) => h('li', {},
       `${g.level || ''} on ${g.categories === 'all' ? 'all categories' : (g.categories || []).map(catTitle).join(', ')}`,
-      g.expires ? [', until ', when(g.expires)] : '', g.status ? ` (${g.status})` : ''))));
+      g.expires ? [', until ', when(g.expires)] : '', g.status ? ` (${GRANT_STATUS_TEXT[g.status] || g.status})` : ''))));
   }
 }
 

@@ -194,3 +194,100 @@ impl Grant {
         self.level >= level && self.scope.covers(category)
     }
 }
+
+/// Where a grant stands at a given time, computed by
+/// [`Record::grant_status`](crate::record::Record::grant_status). The one answer the CLI,
+/// the REST API, FHIR `Consent` and the web app show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrantStatus {
+    /// In effect: neither revoked nor void, and inside its (and its chain's) validity
+    /// period.
+    Active,
+    /// Not in effect yet: before the `not_before` of the grant or of a grant above it.
+    NotYetValid,
+    /// No longer in effect: after the `until` of the grant or of a grant above it.
+    Expired,
+    /// Revoked.
+    Revoked,
+    /// Delegated under a grant that was revoked (or under one delegated from it): it gives
+    /// nothing any more, though it was not revoked itself.
+    ParentRevoked,
+    /// Never took effect: delegated concurrently with the revocation of a grant above it.
+    Void,
+}
+
+impl GrantStatus {
+    /// Every status.
+    pub const ALL: [GrantStatus; 6] = [
+        GrantStatus::Active,
+        GrantStatus::NotYetValid,
+        GrantStatus::Expired,
+        GrantStatus::Revoked,
+        GrantStatus::ParentRevoked,
+        GrantStatus::Void,
+    ];
+
+    /// The stable name (the serde form): `active`, `not-yet-valid`, `expired`, `revoked`,
+    /// `parent-revoked`, `void`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GrantStatus::Active => "active",
+            GrantStatus::NotYetValid => "not-yet-valid",
+            GrantStatus::Expired => "expired",
+            GrantStatus::Revoked => "revoked",
+            GrantStatus::ParentRevoked => "parent-revoked",
+            GrantStatus::Void => "void",
+        }
+    }
+
+    /// The FHIR R4 `Consent.status` (consent-state-codes) of a grant in this state:
+    /// `active`; `draft` ("Pending": awaiting use, not yet to be acted upon) while not yet
+    /// valid, since the patient has signed it (so not `proposed`, which is still being
+    /// negotiated) and it has not ended (so not `inactive`, which is terminated or
+    /// replaced); `inactive` once revoked, under a revoked grant or expired;
+    /// `entered-in-error` when void.
+    pub fn fhir_consent_status(self) -> &'static str {
+        match self {
+            GrantStatus::Active => "active",
+            GrantStatus::NotYetValid => "draft",
+            GrantStatus::Expired | GrantStatus::Revoked | GrantStatus::ParentRevoked => "inactive",
+            GrantStatus::Void => "entered-in-error",
+        }
+    }
+
+    /// Whether the grant gives its rights now.
+    pub fn is_active(self) -> bool {
+        self == GrantStatus::Active
+    }
+
+    /// Whether the grant has ended for good (revoked, under a revoked grant, expired or
+    /// void): it will never give anything again. An active or not-yet-valid grant has not.
+    pub fn has_ended(self) -> bool {
+        !matches!(self, GrantStatus::Active | GrantStatus::NotYetValid)
+    }
+}
+
+impl fmt::Display for GrantStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown grant status name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown grant status `{0}` (expected active, not-yet-valid, expired, revoked, \
+     parent-revoked or void)"
+)]
+pub struct UnknownGrantStatus(pub String);
+
+impl FromStr for GrantStatus {
+    type Err = UnknownGrantStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        GrantStatus::ALL
+            .into_iter()
+            .find(|g| g.name() == s)
+            .ok_or_else(|| UnknownGrantStatus(s.to_owned()))
+    }
+}

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::entry::{from_cbor_canonical, to_cbor, EntryError, Timestamp};
+use crate::entry::{from_cbor_canonical, to_cbor, EntryError, Payload, Timestamp};
 use crate::ids::{ActorId, EntryId, RecordId, Sig};
 use crate::keys::{self, Domain, Keypair};
 
@@ -41,6 +41,21 @@ pub enum Action {
 }
 
 impl Action {
+    /// The action writing an entry with this payload amounts to: the one mapping from
+    /// entry kind to audit action (genesis and create add, amend edits, a move is a move…).
+    pub fn for_payload(p: &Payload) -> Action {
+        match p {
+            Payload::Genesis { .. } | Payload::Create { .. } => Action::Add,
+            Payload::Amend { .. } => Action::Edit,
+            Payload::Delete { .. } => Action::Delete,
+            Payload::Annotate { .. } => Action::Annotate,
+            Payload::Grant(_) => Action::Grant,
+            Payload::Revoke { .. } => Action::Revoke,
+            Payload::Profile(_) => Action::Profile,
+            Payload::MoveHome { .. } => Action::Move,
+        }
+    }
+
     /// The name shown to people.
     pub fn name(self) -> &'static str {
         match self {

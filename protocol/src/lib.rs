@@ -21,7 +21,7 @@ pub mod sync;
 pub mod testkit;
 pub mod value;
 
-pub use access::{Grant, Level, Scope};
+pub use access::{Grant, GrantStatus, Level, Scope};
 pub use category::Category;
 pub use entry::{Entry, Payload, Profile, SignedEntry, Timestamp, Verified};
 pub use ids::{ActorId, EntryId, RecordId, Sig};

@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::access::{Grant, Level, Widening};
+use crate::access::{Grant, GrantStatus, Level, Widening};
 use crate::category::Category;
 use crate::entry::{Entry, Payload, Profile, Timestamp, Verified, MAX_PARENTS};
 use crate::ids::{ActorId, EntryId, RecordId};
@@ -82,7 +82,8 @@ pub enum AccessError {
     /// The category is outside the grant's scope.
     #[error("category {0} is outside the grant's scope")]
     Scope(Category),
-    /// Only the original author (or their proxy) may amend or delete.
+    /// Only the item's original author (who wrote its create) or their proxy may amend or
+    /// delete any of its versions.
     #[error("only the original author or their proxy may amend or delete entry {0}")]
     NotAuthorOrProxy(EntryId),
     /// A delegated grant would widen the issuer's rights.
@@ -398,6 +399,40 @@ impl Record {
     /// A grant by id.
     pub fn grant(&self, id: &EntryId) -> Option<&GrantInfo> {
         self.grants.get(id)
+    }
+
+    /// Where a held grant stands at time `now` (`None` if `id` is not a grant held here).
+    /// The first that applies, in this order: void (the grant entry is void), revoked (a
+    /// revocation of it is in effect), parent revoked (one of a grant above it is), expired
+    /// (after the `until` of a grant in its chain), not yet valid (before a `not_before`
+    /// in its chain), active.
+    pub fn grant_status(&self, id: &EntryId, now: Timestamp) -> Option<GrantStatus> {
+        let g = self.grants.get(id)?;
+        if self.status(id) != Some(&Status::Valid) {
+            return Some(GrantStatus::Void);
+        }
+        let revoked = |l: &GrantInfo| {
+            l.revoked_by
+                .iter()
+                .any(|r| self.status(r) == Some(&Status::Valid))
+        };
+        if revoked(g) {
+            return Some(GrantStatus::Revoked);
+        }
+        let chain = self.chain(g.id);
+        if chain.iter().skip(1).any(|l| revoked(l)) {
+            return Some(GrantStatus::ParentRevoked);
+        }
+        if chain.iter().any(|l| l.grant.until.is_some_and(|u| now > u)) {
+            return Some(GrantStatus::Expired);
+        }
+        if chain
+            .iter()
+            .any(|l| l.grant.not_before.is_some_and(|nb| now < nb))
+        {
+            return Some(GrantStatus::NotYetValid);
+        }
+        Some(GrantStatus::Active)
     }
 
     /// Fork proofs seen.
@@ -717,11 +752,10 @@ impl Record {
 
     fn check_patient(&self, e: &Entry) -> Result<(), Rejection> {
         match &e.payload {
-            Payload::Amend { target, .. } | Payload::Delete { target, .. } => {
-                let t = &self.nodes[target];
-                if t.e.entry().author != self.id {
-                    return Err(AccessError::NotAuthorOrProxy(*target).into());
-                }
+            Payload::Amend { target, .. } | Payload::Delete { target, .. }
+                if self.item_author(target) != self.id =>
+            {
+                return Err(AccessError::NotAuthorOrProxy(*target).into());
             }
             Payload::Grant(g) if g.grantee == self.id => {
                 return Err(AccessError::GrantToPatient.into());
@@ -735,6 +769,19 @@ impl Record {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The author of the item a held create or amend belongs to: the author of the create
+    /// at the root of its versions. An item stays its original author's through every
+    /// version, whoever (a proxy) wrote the one amended or deleted.
+    fn item_author(&self, version: &EntryId) -> ActorId {
+        let root = self.nodes[version].root.unwrap_or(*version);
+        self.nodes
+            .get(&root)
+            .unwrap_or(&self.nodes[version])
+            .e
+            .entry()
+            .author
     }
 
     /// The chain of grants from `leaf` up to the patient (leaf first).
@@ -826,7 +873,7 @@ impl Record {
                 if let Some(c) = category {
                     need(action, level, c)?;
                 }
-                let original = self.nodes[target].e.entry().author;
+                let original = self.item_author(target);
                 if original != e.author {
                     proxies = self.proxy_grants(&e.author, &original, category, e.time, past);
                     if proxies.is_empty() {

@@ -765,3 +765,206 @@ fn entries_since_and_author_chains_list_what_they_name() {
     assert_eq!(f.record.author_chain(&mary.actor(), &vitals), [b]);
     assert!(f.record.author_chain(&mary.actor(), &None).is_empty());
 }
+
+#[test]
+fn the_patient_still_amends_his_item_after_his_proxy_amended_it() {
+    let mut f = Fixture::new(12, "George");
+    let george = f.patient.clone();
+    let mary = key(12, "Mary");
+    let stranger = key(12, "Nurse");
+    f.grant(grant(&mary, Level::Delete, &[], false, true));
+    f.grant(grant(&stranger, Level::Delete, &[], false, false));
+    let item = f
+        .create(
+            &george,
+            Category::AboutMe,
+            text_body(&[("thing-1", "I am deaf in one ear")]),
+        )
+        .unwrap();
+    // Mary, George's proxy, amends it.
+    let by_mary = f
+        .write(
+            &mary,
+            Payload::Amend {
+                target: item,
+                body: text_body(&[("thing-1", "Deaf in the left ear")]),
+            },
+        )
+        .unwrap()
+        .id();
+    // George amends Mary's version: the item is still his.
+    let by_george = f
+        .write(
+            &george,
+            Payload::Amend {
+                target: by_mary,
+                body: text_body(&[("thing-1", "Deaf in the left ear since 2019")]),
+            },
+        )
+        .unwrap()
+        .id();
+    // Mary, as his proxy, may still amend George's latest version.
+    f.write(
+        &mary,
+        Payload::Amend {
+            target: by_george,
+            body: text_body(&[("thing-1", "Deaf in the left ear (2019)")]),
+        },
+    )
+    .unwrap();
+    // A stranger with the delete level but no proxy right is refused on every version.
+    for target in [item, by_mary, by_george] {
+        assert_eq!(
+            f.write(
+                &stranger,
+                Payload::Amend {
+                    target,
+                    body: text_body(&[("thing-1", "x")]),
+                },
+            )
+            .unwrap_err(),
+            Rejection::Access(AccessError::NotAuthorOrProxy(target))
+        );
+        assert_eq!(
+            f.write(
+                &stranger,
+                Payload::Delete {
+                    target,
+                    reason: "x".into(),
+                },
+            )
+            .unwrap_err(),
+            Rejection::Access(AccessError::NotAuthorOrProxy(target))
+        );
+    }
+    // George deletes the item through Mary's version too.
+    f.write(
+        &george,
+        Payload::Delete {
+            target: by_mary,
+            reason: "no longer relevant".into(),
+        },
+    )
+    .unwrap();
+    let v = f.record.viewer(&george.actor(), f.now);
+    assert_eq!(current(&f.record, &v).deleted, vec![item]);
+}
+
+#[test]
+fn grant_status_names_each_state_once() {
+    use cophr_protocol::GrantStatus;
+    let mut f = Fixture::new(13, "George");
+    let george = f.patient.clone();
+    let mary = key(13, "Mary");
+    let son = key(13, "Son");
+    let locum = key(13, "Locum");
+    let student = key(13, "Student");
+    let sitter = key(13, "Sitter");
+    let t0 = f.now;
+    // Active: no period, nothing revoked.
+    let marys = f.grant(grant(&mary, Level::Delete, &[], true, true));
+    assert_eq!(
+        f.record.grant_status(&marys, f.now),
+        Some(GrantStatus::Active)
+    );
+    // Expired: after its `until`; active up to and at it.
+    let mut g = grant(&locum, Level::Write, &[], false, false);
+    g.until = Some(t0 + 60_000);
+    let locums = f.grant(g);
+    assert_eq!(
+        f.record.grant_status(&locums, t0 + 60_000),
+        Some(GrantStatus::Active)
+    );
+    assert_eq!(
+        f.record.grant_status(&locums, t0 + 60_001),
+        Some(GrantStatus::Expired)
+    );
+    // Not yet valid: before its `not_before`; active from it.
+    let mut g = grant(&student, Level::View, &[], false, false);
+    g.not_before = Some(t0 + 3_600_000);
+    let students = f.grant(g);
+    assert_eq!(
+        f.record.grant_status(&students, f.now),
+        Some(GrantStatus::NotYetValid)
+    );
+    assert_eq!(
+        f.record.grant_status(&students, t0 + 3_600_000),
+        Some(GrantStatus::Active)
+    );
+    // Mary delegates to her son; George then revokes Mary: hers is revoked, her son's
+    // (never revoked itself) is parent-revoked.
+    let sons = f
+        .write(
+            &mary,
+            Payload::Grant(grant(
+                &son,
+                Level::View,
+                &[Category::Allergies],
+                false,
+                false,
+            )),
+        )
+        .unwrap()
+        .id();
+    assert_eq!(
+        f.record.grant_status(&sons, f.now),
+        Some(GrantStatus::Active)
+    );
+    let base = f.record.clone();
+    f.write(
+        &george,
+        Payload::Revoke {
+            grant: marys,
+            category: None,
+            reason: "moved away".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        f.record.grant_status(&marys, f.now),
+        Some(GrantStatus::Revoked)
+    );
+    assert_eq!(
+        f.record.grant_status(&sons, f.now),
+        Some(GrantStatus::ParentRevoked)
+    );
+    assert!(f.record.grant_status(&sons, f.now).unwrap().has_ended());
+    // Void: Mary delegates concurrently with the revocation (she had not seen it).
+    let concurrent = base;
+    let sitters = concurrent
+        .prepare_as(
+            &mary,
+            Payload::Grant(grant(&sitter, Level::View, &[], false, false)),
+            f.now,
+            None,
+        )
+        .unwrap();
+    f.record.apply(sitters.clone()).unwrap();
+    assert_eq!(
+        f.record.grant_status(&sitters.id(), f.now),
+        Some(GrantStatus::Void)
+    );
+    // Not a grant: no status.
+    let genesis = f.record.entries().next().unwrap().id();
+    assert_eq!(f.record.grant_status(&genesis, f.now), None);
+    // The stable names round-trip, through serde too.
+    for s in GrantStatus::ALL {
+        assert_eq!(s.name().parse::<GrantStatus>(), Ok(s));
+        assert_eq!(
+            serde_json::to_value(s).unwrap(),
+            serde_json::json!(s.name())
+        );
+    }
+    let names: Vec<&str> = GrantStatus::ALL.iter().map(|s| s.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "active",
+            "not-yet-valid",
+            "expired",
+            "revoked",
+            "parent-revoked",
+            "void"
+        ]
+    );
+}

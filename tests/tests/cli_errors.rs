@@ -382,3 +382,48 @@ fn verify_and_repair_the_local_store() {
     assert_eq!(p.items().len(), 1);
     p.ok(&["verify"]);
 }
+
+#[test]
+fn questionnaire_answers_are_one_per_pair_and_a_malformed_pair_is_invalid_input() {
+    let p = patient();
+    let id = p.add(&[
+        "questionnaires",
+        "--questionnaire",
+        "EQ-5D-5L",
+        "--answers",
+        "Mobility=2,Self-care=1; Pain=true",
+    ]);
+    let items = p.items();
+    let item = items.iter().find(|i| i["id"] == id.as_str()).unwrap();
+    assert_eq!(
+        item["body"]["answers"],
+        serde_json::json!([
+            {"question": "Mobility", "answer": 2},
+            {"question": "Self-care", "answer": 1},
+            {"question": "Pain", "answer": true}
+        ]),
+        "{item}"
+    );
+    let before = p.entries_held();
+    for bad in [
+        "Mobility=2,Self-care",
+        "Mobility=2,=1",
+        "Mobility=",
+        "Mobility=2=3",
+    ] {
+        let err = p.fails(
+            5,
+            &[
+                "add",
+                "questionnaires",
+                "--questionnaire",
+                "EQ-5D-5L",
+                "--answers",
+                bad,
+            ],
+        );
+        assert!(err.contains("is not an answer"), "{bad}: {err}");
+        assert!(err.contains("question=answer"), "{bad}: {err}");
+    }
+    assert_eq!(p.entries_held(), before);
+}

@@ -2,8 +2,8 @@
 
 use clap::Args as ClapArgs;
 use cophr_protocol::audit::{Action, MAX_AUDIT_ENTRIES};
-use cophr_protocol::record::{GrantInfo, Record, Status};
-use cophr_protocol::{ActorId, EntryId, Level, Timestamp};
+use cophr_protocol::record::{GrantInfo, Record};
+use cophr_protocol::{ActorId, EntryId, GrantStatus, Level, Timestamp};
 use serde::Serialize;
 
 use crate::context::{Ctx, Out};
@@ -16,7 +16,8 @@ use crate::times;
 /// audit right; otherwise your own): grantee, level, categories, rights, period and status.
 #[derive(ClapArgs, Debug)]
 pub struct Args {
-    /// Only grants in effect now (not revoked, expired or void)
+    /// Only grants that have not ended (active or not yet valid; not revoked, under a
+    /// revoked grant, expired or void)
     #[arg(long)]
     active: bool,
 
@@ -36,30 +37,11 @@ struct GrantOut {
     delegate: bool,
     from: Option<String>,
     until: Option<String>,
-    status: &'static str,
+    status: GrantStatus,
     issued_by: Person,
     issued: String,
     parent: Option<EntryId>,
     revoked_by: Vec<EntryId>,
-}
-
-fn status(r: &Record, g: &GrantInfo, now: Timestamp) -> &'static str {
-    if !matches!(r.status(&g.id), Some(Status::Valid)) {
-        return "void";
-    }
-    if g.revoked_by
-        .iter()
-        .any(|rv| matches!(r.status(rv), Some(Status::Valid)))
-    {
-        return "revoked";
-    }
-    if g.grant.until.is_some_and(|u| now > u) {
-        return "expired";
-    }
-    if g.grant.not_before.is_some_and(|nb| now < nb) {
-        return "not yet valid";
-    }
-    "active"
 }
 
 fn list(r: &Record, me: &ActorId, now: Timestamp, active: bool) -> Result<Vec<GrantOut>> {
@@ -71,8 +53,8 @@ fn list(r: &Record, me: &ActorId, now: Timestamp, active: bool) -> Result<Vec<Gr
     grants.sort_by_key(|g| (g.time, g.id));
     Ok(grants
         .into_iter()
-        .map(|g| (g, status(r, g, now)))
-        .filter(|(_, s)| !active || *s == "active" || *s == "not yet valid")
+        .filter_map(|g| Some((g, r.grant_status(&g.id, now)?)))
+        .filter(|(_, s)| !active || !s.has_ended())
         .map(|(g, s)| GrantOut {
             grant: g.id,
             grantee: Person::of(r, &g.grant.grantee, None),
@@ -149,9 +131,58 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             yes_no(g.audit),
             yes_no(g.delegate),
             period,
-            g.status.to_owned(),
+            g.status.to_string(),
             g.issued_by.short(),
         ]);
     }
     output::print(&t.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cophr_protocol::testkit::{grant, key, Fixture};
+    use cophr_protocol::{Category, Payload};
+
+    /// A grant Mary delegated stops showing as active once George revokes Mary's own.
+    #[test]
+    fn a_grant_delegated_under_a_revoked_one_shows_parent_revoked() {
+        let mut f = Fixture::new(21, "George");
+        let george = f.patient.clone();
+        let mary = key(21, "Mary");
+        let son = key(21, "Son");
+        let marys = f.grant(grant(&mary, Level::Delete, &[], true, true));
+        let sons = f
+            .write(
+                &mary,
+                Payload::Grant(grant(
+                    &son,
+                    Level::View,
+                    &[Category::Allergies],
+                    false,
+                    false,
+                )),
+            )
+            .unwrap()
+            .id();
+        f.write(
+            &george,
+            Payload::Revoke {
+                grant: marys,
+                category: None,
+                reason: "moved away".into(),
+            },
+        )
+        .unwrap();
+        let shown = list(&f.record, &george.actor(), f.now, false).unwrap();
+        let status = |id: EntryId| shown.iter().find(|g| g.grant == id).unwrap().status;
+        assert_eq!(status(marys), GrantStatus::Revoked);
+        assert_eq!(status(sons), GrantStatus::ParentRevoked);
+        let json = serde_json::to_value(shown.iter().find(|g| g.grant == sons).unwrap()).unwrap();
+        assert_eq!(json["status"], "parent-revoked");
+        // `--active` leaves out both.
+        assert!(list(&f.record, &george.actor(), f.now, true)
+            .unwrap()
+            .is_empty());
+    }
 }

@@ -29,7 +29,7 @@ use crate::times;
 
 const AFTER_HELP: &str = "Examples:
   cophr watch
-  cophr watch --categories lab-results,appointments
+  cophr watch --categories lab-results,messages
   cophr --json watch --count 1";
 
 /// Watch for new entries: print one line for each entry the running node newly holds that
@@ -281,4 +281,73 @@ fn lines(
             out
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cmd::{Cli, Command};
+
+    fn watch_args(argv: &[&str]) -> std::result::Result<Args, String> {
+        let cli = Cli::try_parse_from(std::iter::once("cophr").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Watch(a) => Ok(a),
+            other => Err(format!("not a watch: {other:?}")),
+        }
+    }
+
+    /// Every example in `cophr watch --help` parses, categories included.
+    #[test]
+    fn the_help_examples_parse() {
+        let examples: Vec<Vec<&str>> = AFTER_HELP
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("cophr "))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(examples.len(), 3, "{AFTER_HELP}");
+        for argv in examples {
+            let args = watch_args(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let filter = args.filter().unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            if argv.contains(&"--categories") {
+                assert_eq!(
+                    filter,
+                    Some(BTreeSet::from([Category::LabResults, Category::Messages])),
+                    "{argv:?}"
+                );
+            }
+        }
+    }
+
+    /// `--categories a,b` is a comma list (or the flag repeated); an unknown one is a usage
+    /// error naming it.
+    #[test]
+    fn categories_are_a_comma_list() {
+        let both = Some(BTreeSet::from([Category::VitalSigns, Category::Allergies]));
+        for argv in [
+            &["watch", "--categories", "vital-signs,allergies"][..],
+            &["watch", "--categories=vital-signs, allergies"][..],
+            &[
+                "watch",
+                "--categories",
+                "vital-signs",
+                "--categories",
+                "allergies",
+            ][..],
+        ] {
+            assert_eq!(
+                watch_args(argv).unwrap().filter().unwrap(),
+                both,
+                "{argv:?}"
+            );
+        }
+        let err = watch_args(&["watch", "--categories", "lab-results,appointments"])
+            .unwrap()
+            .filter()
+            .unwrap_err();
+        assert_eq!(err.code, Code::Usage);
+        assert!(err.to_string().contains("appointments"), "{err}");
+    }
 }

@@ -250,25 +250,6 @@ fn deleted_json(r: &Record, v: &Viewer, id: &EntryId) -> Option<Value> {
     }))
 }
 
-fn grant_status(r: &Record, g: &GrantInfo, now: Timestamp) -> &'static str {
-    if !matches!(r.status(&g.id), Some(Status::Valid)) {
-        return "void";
-    }
-    if g.revoked_by
-        .iter()
-        .any(|rv| matches!(r.status(rv), Some(Status::Valid)))
-    {
-        return "revoked";
-    }
-    if g.grant.until.is_some_and(|u| now > u) {
-        return "expired";
-    }
-    if g.grant.not_before.is_some_and(|nb| now < nb) {
-        return "not-yet-valid";
-    }
-    "active"
-}
-
 fn grant_json(r: &Record, g: &GrantInfo, now: Timestamp) -> Value {
     let categories = match &g.grant.scope {
         Scope::All => json!("all"),
@@ -284,7 +265,7 @@ fn grant_json(r: &Record, g: &GrantInfo, now: Timestamp) -> Value {
         "audit": g.grant.audit,
         "delegate": g.grant.delegate,
         "label": g.grant.label,
-        "status": grant_status(r, g, now),
+        "status": r.grant_status(&g.id, now),
         "granted_by": person(r, &g.issuer, None),
         "time": format_time(g.time),
         "parent": g.parent,

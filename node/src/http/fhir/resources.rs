@@ -5,8 +5,8 @@
 
 use cophr_protocol::audit::{Action, SignedAudit};
 use cophr_protocol::fold::Provenance as Prov;
-use cophr_protocol::record::{GrantInfo, Record, Status};
-use cophr_protocol::{ActorId, EntryId, Level, Payload, RecordId, Scope, Timestamp};
+use cophr_protocol::record::{GrantInfo, Record};
+use cophr_protocol::{ActorId, EntryId, GrantStatus, Level, RecordId, Scope, Timestamp};
 use serde_json::{json, Map, Value};
 
 /// The FHIR JSON media type.
@@ -120,10 +120,9 @@ pub fn provenance(
     }
     let mut message = ENTRY_DOMAIN_TAG.to_vec();
     message.extend_from_slice(&signed.entry().signing_bytes());
-    let activity = match &signed.entry().payload {
-        Payload::Create { .. } | Payload::Grant(_) => "CREATE",
-        Payload::Amend { .. } => "UPDATE",
-        Payload::Delete { .. } => "DELETE",
+    let activity = match Action::for_payload(&signed.entry().payload) {
+        Action::Add | Action::Grant => "CREATE",
+        Action::Delete => "DELETE",
         _ => "UPDATE",
     };
     let mut p = json!({
@@ -225,24 +224,18 @@ pub fn audit_event(a: &SignedAudit, entity: impl Fn(&EntryId) -> Option<Value>) 
 
 /// The Consent a grant amounts to: the grantee (provision.actor), the categories
 /// (provision.class as resource types, provision.code as cophr categories; absent for
-/// all), the level (provision.action), the validity period, and status `active`, or
-/// `inactive` once revoked or expired (`entered-in-error` when void).
+/// all), the level (provision.action), the validity period, and the status of
+/// [`GrantStatus::fhir_consent_status`] (`active`; `draft` before its period; `inactive`
+/// once revoked, under a revoked grant or expired; `entered-in-error` when void).
 pub fn consent(
     record: &Record,
     g: &GrantInfo,
     now: Timestamp,
     types: &dyn Fn(&str) -> Vec<String>,
 ) -> Value {
-    let revoked = g
-        .revoked_by
-        .iter()
-        .any(|r| record.status(r) == Some(&Status::Valid));
-    let expired = g.grant.until.is_some_and(|u| now > u);
-    let status = match record.status(&g.id) {
-        Some(Status::Void { .. }) => "entered-in-error",
-        _ if revoked || expired => "inactive",
-        _ => "active",
-    };
+    let status = record
+        .grant_status(&g.id, now)
+        .map_or("entered-in-error", GrantStatus::fhir_consent_status);
     let name = |a: &ActorId| record.profile(a, None).map(|p| p.name.clone());
     let mut grantee = actor_ref(&g.grant.grantee, name(&g.grant.grantee).as_deref());
     if let Some(l) = &g.grant.label {

@@ -1,0 +1,60 @@
+//! The typed schema of every built-in category (blueprint 7.1 plus the patient-facing extras).
+//!
+//! The schema is data: one [`CategorySchema`] per built-in category lists its fields, their
+//! types, which are required, plausibility ranges for measurements, the openEHR archetype and
+//! FHIR R4 resource types it maps to. The same tables are used to
+//! - validate entry bodies ([`validate`]), on every node, for every entry received;
+//! - export the "data definitions" that go with a record (the tables serialise to JSON);
+//! - build a body from command-line flags ([`body_from_pairs`]) or from app JSON
+//!   ([`body_from_json`]);
+//! - render the one-line summary shown in tables ([`summary`]).
+//!
+//! Extension categories (`ext:<namespace>/<name>`) have no schema here: any non-empty map is
+//! accepted for them.
+//!
+//! The module is split by job: [`FieldType`], [`FieldSpec`] and [`CategorySchema`] in
+//! `types`, [`SchemaError`] in `error`, the per-category tables in `tables`, checking a body
+//! in `validate`, building one from flags or JSON in `convert`, and one-line summaries in
+//! `summary`.
+
+mod convert;
+mod error;
+mod summary;
+mod tables;
+mod types;
+mod validate;
+
+pub use convert::{body_from_json, body_from_pairs, body_from_pairs_with};
+pub use error::SchemaError;
+pub use summary::summary;
+pub use tables::{all, schema, DOCUMENT_MEDIA_TYPES, FHIR_FIELDS};
+pub use types::{CategorySchema, FieldSpec, FieldType, Range};
+pub use validate::validate;
+pub(crate) use validate::{is_date_time, parse_date};
+
+/// Longest [`FieldType::Text`] value, in bytes of UTF-8.
+pub const MAX_TEXT: usize = 1024;
+/// Longest [`FieldType::LongText`] value, in bytes of UTF-8.
+pub const MAX_LONG_TEXT: usize = 16 * 1024;
+/// Most items in a [`FieldType::TextList`].
+pub const MAX_LIST_ITEMS: usize = 100;
+/// Most question/answer pairs in a [`FieldType::Answers`] field.
+pub const MAX_ANSWERS: usize = 500;
+/// Largest attached document, in bytes.
+pub const MAX_DOCUMENT: usize = 6 * 1024 * 1024;
+/// Longest one-line [`summary`], in characters.
+pub const MAX_SUMMARY: usize = 120;
+/// Longest original FHIR resource kept in an imported entry ([`FHIR_FIELDS`]), in bytes of
+/// JSON text.
+pub const MAX_FHIR_JSON: usize = 1024 * 1024;
+
+/// The field holding the original FHIR resource (JSON text) of an imported entry.
+pub const FHIR_RESOURCE: &str = "fhir-resource";
+/// The field naming the system an imported entry came from (provenance).
+pub const FHIR_SOURCE: &str = "fhir-source";
+/// The field keeping an imported resource's `fullUrl` in its Bundle (what other resources'
+/// references point at).
+pub const FHIR_FULL_URL: &str = "fhir-full-url";
+
+#[cfg(test)]
+mod tests;
