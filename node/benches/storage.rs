@@ -2,12 +2,12 @@
 //! temporary directory, with group commit versus one fsync per entry. `cargo test` runs
 //! each once (criterion's test mode), so they cannot rot.
 //!
-//! [`FileLog`]: cophr_node::log::FileLog
+//! [`FileLog`]: cophr_node::store::log::FileLog
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use cophr_node::log::{Log, LogOptions};
+use cophr_node::store::log::{Log, LogOptions};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const PAYLOAD: usize = 1024;

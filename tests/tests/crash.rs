@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cophr_node::log::{
+use cophr_node::store::log::{
     Log, LogError, FRAME_HEADER_LEN, HEADER_LEN, KIND_BATCH_BEGIN, KIND_BATCH_COMMIT,
 };
 use cophr_node::store::{OpenReport, Store, StoreError};

@@ -16,6 +16,8 @@
 //! Frames are indexed strictly in log order (see `Indexer`), so after any crash the
 //! index is a prefix of the log and [`Store::open`] replays the rest.
 
+pub mod log;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -26,7 +28,7 @@ use cophr_protocol::export::{self, ExportError};
 use cophr_protocol::record::{Applied, Record, Rejection};
 use cophr_protocol::{ActorId, EntryId, Keypair, Payload, Profile, RecordId};
 
-use crate::log::{is_batch_marker, FileLog, Log, LogError, FRAME_HEADER_LEN};
+use log::{is_batch_marker, FileLog, Log, LogError, FRAME_HEADER_LEN};
 
 /// Frame kind of a signed entry.
 pub const KIND_ENTRY: u8 = 1;
@@ -472,7 +474,7 @@ impl Store {
             node_key,
             records: Mutex::new(HashMap::new()),
             indexer: Mutex::new(Indexer {
-                applied: applied.max(crate::log::HEADER_LEN),
+                applied: applied.max(log::HEADER_LEN),
                 pending: BTreeMap::new(),
             }),
             audit_tail: Mutex::new(HashMap::new()),
@@ -1226,11 +1228,11 @@ impl Store {
             let mut atomic: Option<Vec<(u8, Vec<u8>)>> = None;
             for frame in log.iter_from(0) {
                 let (offset, kind, payload) = frame?;
-                if kind == crate::log::KIND_BATCH_BEGIN {
+                if kind == log::KIND_BATCH_BEGIN {
                     atomic = Some(Vec::new());
                     continue;
                 }
-                if kind == crate::log::KIND_BATCH_COMMIT {
+                if kind == log::KIND_BATCH_COMMIT {
                     let kept = atomic.take().unwrap_or_default();
                     let items: Vec<(u8, &[u8])> =
                         batch.iter().map(|(k, p)| (*k, p.as_slice())).collect();
@@ -1273,7 +1275,7 @@ impl Store {
         self.inner.db.clear()?;
         let (applied, _) = Store::reindex(&log, &self.inner.db)?;
         let mut ix = lock(&self.inner.indexer);
-        ix.applied = applied.max(crate::log::HEADER_LEN);
+        ix.applied = applied.max(log::HEADER_LEN);
         ix.pending.clear();
         lock(&self.inner.records).clear();
         lock(&self.inner.audit_tail).clear();
@@ -1576,7 +1578,7 @@ mod tests {
         // Simulate an index that lost its recent updates (sled does not fsync).
         s.inner
             .db
-            .insert(APPLIED, &crate::log::HEADER_LEN.to_be_bytes()[..])
+            .insert(APPLIED, &log::HEADER_LEN.to_be_bytes()[..])
             .unwrap();
         s.inner
             .db
@@ -1703,7 +1705,7 @@ mod tests {
         }
     }
 
-    fn mem_store(mem: &crate::log::MemLog) -> Store {
+    fn mem_store(mem: &log::MemLog) -> Store {
         let (log, _) = Log::open(mem.clone()).unwrap();
         let db = sled::Config::new().temporary(true).open().unwrap();
         Store::with_parts(log, db, key(0, "node")).unwrap()
@@ -1730,7 +1732,7 @@ mod tests {
 
     #[test]
     fn a_batch_cut_at_any_byte_is_all_or_nothing() {
-        let mem = crate::log::MemLog::new();
+        let mem = log::MemLog::new();
         let s = mem_store(&mem);
         let (g, rec) = george(&s);
         let before = s.log().len();
@@ -1742,7 +1744,7 @@ mod tests {
         let bytes = mem.bytes();
         let mut whole = 0;
         for cut in before..=after {
-            let crashed = crate::log::MemLog::from_bytes(bytes[..cut as usize].to_vec());
+            let crashed = log::MemLog::from_bytes(bytes[..cut as usize].to_vec());
             let s = mem_store(&crashed);
             let ctx = format!("cut at byte {cut} of {before}..{after}");
             if batch_held(&s, &rec, &ids, &ctx) {
@@ -1767,7 +1769,7 @@ mod tests {
 
     #[test]
     fn an_old_log_without_batch_markers_still_opens() {
-        let mem = crate::log::MemLog::new();
+        let mem = log::MemLog::new();
         let s = mem_store(&mem);
         let (g, rec) = george(&s);
         let ids = s
@@ -1783,7 +1785,7 @@ mod tests {
             .collect();
         assert!(s.log().iter_from(0).any(|f| is_batch_marker(f.unwrap().1)));
         drop(s);
-        let old = crate::log::MemLog::new();
+        let old = log::MemLog::new();
         let (log, _) = Log::open(old.clone()).unwrap();
         let items: Vec<(u8, &[u8])> = frames.iter().map(|(k, p)| (*k, p.as_slice())).collect();
         log.append_batch(&items).unwrap();
@@ -1823,7 +1825,7 @@ mod tests {
         let markers = |s: &Store| {
             s.log()
                 .iter_from(0)
-                .filter(|f| f.as_ref().unwrap().1 == crate::log::KIND_BATCH_BEGIN)
+                .filter(|f| f.as_ref().unwrap().1 == log::KIND_BATCH_BEGIN)
                 .count()
         };
         assert_eq!(markers(&s), 3);
