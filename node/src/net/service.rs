@@ -295,6 +295,45 @@ pub async fn start(
     let key = identity::Keypair::ed25519_from_bytes(&mut secret)
         .map_err(|e| NetError::Setup(e.to_string()))?;
     let local = key.public().to_peer_id();
+    let swarm = build_swarm(key, &config)?;
+    let (tx, rx) = mpsc::channel(COMMANDS);
+    let handle = NodeHandle {
+        commands: tx,
+        peer_id: local,
+        store: store.clone(),
+        identity: Arc::new(identity),
+        meter: None,
+    };
+    let server = Arc::new(Server::new(local.to_bytes(), config.host.clone()));
+    let (answered_tx, answered_rx) = mpsc::channel(IN_FLIGHT * 2);
+    let event_loop = EventLoop {
+        swarm,
+        commands: rx,
+        handle: handle.clone(),
+        server,
+        answered_tx,
+        answered_rx,
+        answering: Arc::new(Semaphore::new(IN_FLIGHT)),
+        pending: HashMap::new(),
+        finds: HashMap::new(),
+        subscribers: HashMap::new(),
+        syncing: HashSet::new(),
+        again: HashSet::new(),
+        buckets: HashMap::new(),
+        addrs: HashMap::new(),
+        listening: HashMap::new(),
+        learned: HashSet::new(),
+        watch: broadcast::channel(WATCH_BUFFER).0,
+        seen: HashMap::new(),
+        housekeeping: Arc::default(),
+        config,
+    };
+    let task = tokio::spawn(event_loop.run());
+    Ok((handle, task))
+}
+
+/// The swarm: transports, behaviours and limits from `config`, listening and bootstrapped.
+fn build_swarm(key: identity::Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
     let max_msg = config.max_message_bytes;
     let relay_server = config.relay_server;
     let timeout = config.request_timeout;
@@ -375,40 +414,7 @@ pub async fn start(
             let _ = swarm.dial(addr.clone());
         }
     }
-    let (tx, rx) = mpsc::channel(COMMANDS);
-    let handle = NodeHandle {
-        commands: tx,
-        peer_id: local,
-        store: store.clone(),
-        identity: Arc::new(identity),
-        meter: None,
-    };
-    let server = Arc::new(Server::new(local.to_bytes(), config.host.clone()));
-    let (answered_tx, answered_rx) = mpsc::channel(IN_FLIGHT * 2);
-    let event_loop = EventLoop {
-        swarm,
-        commands: rx,
-        handle: handle.clone(),
-        server,
-        answered_tx,
-        answered_rx,
-        answering: Arc::new(Semaphore::new(IN_FLIGHT)),
-        pending: HashMap::new(),
-        finds: HashMap::new(),
-        subscribers: HashMap::new(),
-        syncing: HashSet::new(),
-        again: HashSet::new(),
-        buckets: HashMap::new(),
-        addrs: HashMap::new(),
-        listening: HashMap::new(),
-        learned: HashSet::new(),
-        watch: broadcast::channel(WATCH_BUFFER).0,
-        seen: HashMap::new(),
-        housekeeping: Arc::default(),
-        config,
-    };
-    let task = tokio::spawn(event_loop.run());
-    Ok((handle, task))
+    Ok(swarm)
 }
 
 struct EventLoop {
