@@ -1,15 +1,15 @@
 //! `cophr audit`: the record's audit trail.
 
 use clap::Args as ClapArgs;
-use cophr_protocol::audit::{Action, SignedAudit};
+use cophr_node::session::Cancel;
+use cophr_protocol::audit::SignedAudit;
 use cophr_protocol::record::Record;
 use cophr_protocol::{ActorId, EntryId};
 use serde::Serialize;
 
-use crate::context::{Ctx, Out};
+use crate::context::{self, Ctx, Out};
 use crate::error::{CliError, Result};
 use crate::output::{self, Person, Table};
-use crate::store::AuditInput;
 use crate::times;
 
 /// Show the record's audit trail: who viewed, added, edited, deleted, granted, revoked,
@@ -69,35 +69,30 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let store = ctx.store()?;
     let record = ctx.record(&store, Some(&me.actor()))?;
     let now = ctx.now()?;
-    let events = store.audit_events(&record)?;
-    let mut out = store.with_record(&record, |r| {
-        let viewer = r.viewer(&me.actor(), now);
-        if !viewer.has_access() {
-            return Err(CliError::access("no access to this record"));
-        }
-        if !viewer.may_audit() {
-            return Err(CliError::access(
-                "not authorised: your grant does not include the audit right, so you may not \
-                 read this record's audit trail",
-            ));
-        }
-        Ok(events.iter().map(|a| event(r, a)).collect::<Vec<_>>())
-    })??;
-    out.sort_by_key(|e| (e.at, e.node, e.seq));
-    if let Some(action) = &args.action {
-        out.retain(|e| e.action == action.as_str());
-    }
-    store.audit(
-        &record,
-        AuditInput {
-            action: Action::AuditRead,
-            actor: me.actor(),
-            device: ctx.device(&me),
-            entries: Vec::new(),
-            detail: Some(format!("{} events", out.len())),
-        },
-        now,
-    )?;
+    let session = context::session(ctx, &store, &me);
+    let out = session.read(&Cancel::new(), now, |rd| {
+        let events = rd.audit_events(&record)?;
+        rd.record(&record, |r, seen| {
+            let viewer = r.viewer(&me.actor(), now);
+            if !viewer.has_access() {
+                return Err(CliError::access("no access to this record"));
+            }
+            if !viewer.may_audit() {
+                return Err(CliError::access(
+                    "not authorised: your grant does not include the audit right, so you may \
+                     not read this record's audit trail",
+                ));
+            }
+            let mut out = events.iter().map(|a| event(r, a)).collect::<Vec<_>>();
+            out.sort_by_key(|e| (e.at, e.node, e.seq));
+            if let Some(action) = &args.action {
+                out.retain(|e| e.action == action.as_str());
+            }
+            seen.audit_trail();
+            seen.detail(format!("{} events", out.len()));
+            Ok(out)
+        })?
+    })?;
     if ctx.json(args.out) {
         return output::json(&serde_json::json!({ "record": record, "events": out }));
     }

@@ -12,7 +12,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cophr_protocol::audit::{Action, SignedAudit};
+use cophr_protocol::audit::SignedAudit;
 use cophr_protocol::entry::Payload;
 use cophr_protocol::fold::{self, Item, Viewer};
 use cophr_protocol::record::{GrantInfo, Record, Status};
@@ -455,39 +455,41 @@ async fn record_summary(
             held(st, &record)?;
             let me = st.actor();
             let now = st.now();
-            let (out, seen) = st.store().with_record(&record, |r| {
-                let v = viewer(r, &me, now)?;
-                let state = fold::current(r, &v);
-                let pick = |c: Category| {
-                    state
-                        .in_category(&c)
-                        .map(|i| item_json(r, i))
-                        .collect::<Vec<_>>()
-                };
-                let about = pick(Category::AboutMe);
-                let alerts = pick(Category::Alerts);
-                let seen: Vec<EntryId> = state
-                    .items
-                    .iter()
-                    .filter(|i| matches!(i.category, Category::AboutMe | Category::Alerts))
-                    .map(|i| i.current)
-                    .collect();
-                let mut counts: BTreeMap<Category, usize> = BTreeMap::new();
-                for i in &state.items {
-                    *counts.entry(i.category.clone()).or_default() += 1;
-                }
-                let cats: Vec<Value> = counts
-                    .iter()
-                    .map(|(c, n)| json!({ "name": c.name(), "title": c.title(), "count": n }))
-                    .collect();
-                let mine: Vec<Value> = r
-                    .grants()
-                    .filter(|g| g.grant.grantee == me)
-                    .map(|g| grant_json(r, g, now))
-                    .collect();
-                let patient = r.patient();
-                Ok::<_, ApiError>((
-                    json!({
+            st.read(now, |rd| {
+                rd.detail("record summary (API): about me, alerts, counts");
+                rd.record(&record, |r, seen| {
+                    let v = viewer(r, &me, now)?;
+                    let state = fold::current(r, &v);
+                    let pick = |c: Category| {
+                        state
+                            .in_category(&c)
+                            .map(|i| item_json(r, i))
+                            .collect::<Vec<_>>()
+                    };
+                    let about = pick(Category::AboutMe);
+                    let alerts = pick(Category::Alerts);
+                    seen.add(
+                        state
+                            .items
+                            .iter()
+                            .filter(|i| matches!(i.category, Category::AboutMe | Category::Alerts))
+                            .map(|i| i.current),
+                    );
+                    let mut counts: BTreeMap<Category, usize> = BTreeMap::new();
+                    for i in &state.items {
+                        *counts.entry(i.category.clone()).or_default() += 1;
+                    }
+                    let cats: Vec<Value> = counts
+                        .iter()
+                        .map(|(c, n)| json!({ "name": c.name(), "title": c.title(), "count": n }))
+                        .collect();
+                    let mine: Vec<Value> = r
+                        .grants()
+                        .filter(|g| g.grant.grantee == me)
+                        .map(|g| grant_json(r, g, now))
+                        .collect();
+                    let patient = r.patient();
+                    Ok::<_, ApiError>(json!({
                         "record": record,
                         "patient": {
                             "actor": patient,
@@ -497,18 +499,9 @@ async fn record_summary(
                         "alerts": alerts,
                         "categories": cats,
                         "my_access": { "is_patient": v.is_patient(), "grants": mine },
-                    }),
-                    seen,
-                ))
-            })??;
-            st.session().audit_read(
-                &record,
-                Action::View,
-                seen,
-                "record summary (API): about me, alerts, counts".into(),
-                now,
-            )?;
-            Ok(out)
+                    }))
+                })?
+            })
         })
         .await?;
     Ok(Json(out))
@@ -545,54 +538,52 @@ async fn list_entries(
             held(st, &record)?;
             let me = st.actor();
             let now = st.now();
-            let (list, seen) = st.store().with_record(&record, |r| {
-                let past;
-                let r = match at {
-                    Some(t) => {
-                        past = r.at_time(t);
-                        &past
+            st.read(now, |rd| {
+                rd.record(&record, |r, seen| {
+                    let past;
+                    let r = match at {
+                        Some(t) => {
+                            past = r.at_time(t);
+                            &past
+                        }
+                        None => r,
+                    };
+                    let v = r.viewer(&me, at.unwrap_or(now));
+                    if !v.has_access() {
+                        return Err(ApiError::forbidden(match at {
+                            Some(_) => "not authorised: no access to this record at that time",
+                            None => "not authorised: no access to this record",
+                        }));
                     }
-                    None => r,
-                };
-                let v = r.viewer(&me, at.unwrap_or(now));
-                if !v.has_access() {
-                    return Err(ApiError::forbidden(match at {
-                        Some(_) => "not authorised: no access to this record at that time",
-                        None => "not authorised: no access to this record",
-                    }));
-                }
-                let state = fold::current(r, &v);
-                let wanted = |c: &Category| only.is_empty() || only.contains(c);
-                let mut list = Vec::new();
-                let mut seen = Vec::new();
-                for i in state.items.iter().filter(|i| wanted(&i.category)) {
-                    seen.push(i.current);
-                    seen.extend(i.annotations.iter().copied());
-                    list.push(item_json(r, i));
-                }
-                if q.include_deleted {
-                    for d in &state.deleted {
-                        if r.category_of(d).is_some_and(wanted) {
-                            if let Some(j) = deleted_json(r, &v, d) {
-                                seen.push(*d);
-                                list.push(j);
+                    let state = fold::current(r, &v);
+                    let wanted = |c: &Category| only.is_empty() || only.contains(c);
+                    let mut list = Vec::new();
+                    for i in state.items.iter().filter(|i| wanted(&i.category)) {
+                        seen.add(std::iter::once(i.current).chain(i.annotations.iter().copied()));
+                        list.push(item_json(r, i));
+                    }
+                    if q.include_deleted {
+                        for d in &state.deleted {
+                            if r.category_of(d).is_some_and(wanted) {
+                                if let Some(j) = deleted_json(r, &v, d) {
+                                    seen.add([*d]);
+                                    list.push(j);
+                                }
                             }
                         }
                     }
-                }
-                Ok((list, seen))
-            })??;
-            let mut detail = format!("entries (API): {} items", list.len());
-            if !only.is_empty() {
-                let names: Vec<&str> = only.iter().map(Category::name).collect();
-                detail.push_str(&format!(" in {}", names.join(",")));
-            }
-            if let Some(t) = at {
-                detail.push_str(&format!(" as at {}", format_time(t)));
-            }
-            st.session()
-                .audit_read(&record, Action::View, seen, detail, now)?;
-            Ok(Value::Array(list))
+                    let mut detail = format!("entries (API): {} items", list.len());
+                    if !only.is_empty() {
+                        let names: Vec<&str> = only.iter().map(Category::name).collect();
+                        detail.push_str(&format!(" in {}", names.join(",")));
+                    }
+                    if let Some(t) = at {
+                        detail.push_str(&format!(" as at {}", format_time(t)));
+                    }
+                    seen.detail(detail);
+                    Ok(Value::Array(list))
+                })?
+            })
         })
         .await?;
     Ok(Json(out))
@@ -661,21 +652,16 @@ async fn get_entry(
             held(st, &record)?;
             let now = st.now();
             let me = st.actor();
-            let out = st
-                .store()
-                .with_record(&record, |r| item_of(r, &me, now, &entry))??;
-            let mut seen = Vec::new();
-            if let Some(c) = out["current"].as_str().and_then(|s| s.parse().ok()) {
-                seen.push(c);
-            }
-            st.session().audit_read(
-                &record,
-                Action::View,
-                seen,
-                format!("entry (API): {}", entry.short()),
-                now,
-            )?;
-            Ok(out)
+            st.read(now, |rd| {
+                rd.record(&record, |r, seen| {
+                    let out = item_of(r, &me, now, &entry)?;
+                    if let Some(c) = out["current"].as_str().and_then(|s| s.parse().ok()) {
+                        seen.add([c]);
+                    }
+                    seen.detail(format!("entry (API): {}", entry.short()));
+                    Ok(out)
+                })?
+            })
         })
         .await?;
     Ok(Json(out))
@@ -692,56 +678,53 @@ async fn entry_history(
             held(st, &record)?;
             let now = st.now();
             let me = st.actor();
-            let (list, item, seen) = st.store().with_record(&record, |r| {
-                let v = viewer(r, &me, now)?;
-                visible(r, &v, &entry)?;
-                let h = fold::history(r, &v, &entry).ok_or_else(|| {
-                    ApiError::not_found(format!("{entry} is not record data: it has no history"))
-                })?;
-                let list: Vec<Value> = h
-                    .versions
-                    .iter()
-                    .map(|x| {
-                        let p = &x.provenance;
-                        let author = match &p.profile {
-                            Some(pr) => person_of(&p.author, Some(pr)),
-                            None => person(r, &p.author, None),
-                        };
-                        let mut o = json!({
-                            "id": x.id,
-                            "kind": x.kind,
-                            "target": x.target,
-                            "author": author,
-                            "device": p.device,
-                            "time": format_time(p.time),
-                            "grant": p.grant,
-                            "in_effect": x.in_effect,
-                            "current": x.current,
-                        });
-                        let content = x.content.to_json();
-                        match x.kind {
-                            "create" | "amend" => {
-                                o["summary"] = json!(schema::summary(&h.category, &x.content));
-                                o["body"] = content;
+            st.read(now, |rd| {
+                rd.record(&record, |r, seen| {
+                    let v = viewer(r, &me, now)?;
+                    visible(r, &v, &entry)?;
+                    let h = fold::history(r, &v, &entry).ok_or_else(|| {
+                        ApiError::not_found(format!(
+                            "{entry} is not record data: it has no history"
+                        ))
+                    })?;
+                    let list: Vec<Value> = h
+                        .versions
+                        .iter()
+                        .map(|x| {
+                            let p = &x.provenance;
+                            let author = match &p.profile {
+                                Some(pr) => person_of(&p.author, Some(pr)),
+                                None => person(r, &p.author, None),
+                            };
+                            let mut o = json!({
+                                "id": x.id,
+                                "kind": x.kind,
+                                "target": x.target,
+                                "author": author,
+                                "device": p.device,
+                                "time": format_time(p.time),
+                                "grant": p.grant,
+                                "in_effect": x.in_effect,
+                                "current": x.current,
+                            });
+                            let content = x.content.to_json();
+                            match x.kind {
+                                "create" | "amend" => {
+                                    o["summary"] = json!(schema::summary(&h.category, &x.content));
+                                    o["body"] = content;
+                                }
+                                "delete" => o["reason"] = content,
+                                "annotate" => o["text"] = content,
+                                _ => {}
                             }
-                            "delete" => o["reason"] = content,
-                            "annotate" => o["text"] = content,
-                            _ => {}
-                        }
-                        o
-                    })
-                    .collect();
-                let seen: Vec<EntryId> = h.versions.iter().map(|x| x.id).collect();
-                Ok::<_, ApiError>((list, h.item, seen))
-            })??;
-            st.session().audit_read(
-                &record,
-                Action::View,
-                seen,
-                format!("history of {} (API)", item.short()),
-                now,
-            )?;
-            Ok(Value::Array(list))
+                            o
+                        })
+                        .collect();
+                    seen.add(h.versions.iter().map(|x| x.id));
+                    seen.detail(format!("history of {} (API)", h.item.short()));
+                    Ok::<_, ApiError>(Value::Array(list))
+                })?
+            })
         })
         .await?;
     Ok(Json(out))
@@ -917,24 +900,19 @@ async fn timeline(
             held(st, &record)?;
             let now = st.now();
             let me = st.actor();
-            let (list, seen) = st.store().with_record(&record, |r| {
-                let v = viewer(r, &me, now)?;
-                let state = fold::current(r, &v);
-                let mut items: Vec<&Item> = state.items.iter().collect();
-                items.sort_by_key(|i| std::cmp::Reverse((i.updated, i.current)));
-                items.truncate(n);
-                let seen: Vec<EntryId> = items.iter().map(|i| i.current).collect();
-                let list: Vec<Value> = items.into_iter().map(|i| item_json(r, i)).collect();
-                Ok::<_, ApiError>((list, seen))
-            })??;
-            st.session().audit_read(
-                &record,
-                Action::View,
-                seen,
-                format!("timeline (API): {} items", list.len()),
-                now,
-            )?;
-            Ok(Value::Array(list))
+            st.read(now, |rd| {
+                rd.record(&record, |r, seen| {
+                    let v = viewer(r, &me, now)?;
+                    let state = fold::current(r, &v);
+                    let mut items: Vec<&Item> = state.items.iter().collect();
+                    items.sort_by_key(|i| std::cmp::Reverse((i.updated, i.current)));
+                    items.truncate(n);
+                    seen.add(items.iter().map(|i| i.current));
+                    seen.detail(format!("timeline (API): {} items", items.len()));
+                    let list: Vec<Value> = items.into_iter().map(|i| item_json(r, i)).collect();
+                    Ok::<_, ApiError>(Value::Array(list))
+                })?
+            })
         })
         .await?;
     Ok(Json(out))
@@ -950,23 +928,18 @@ async fn list_grants(
             held(st, &record)?;
             let now = st.now();
             let me = st.actor();
-            let (list, seen) = st.store().with_record(&record, |r| {
-                let v = viewer(r, &me, now)?;
-                let mut grants: Vec<&GrantInfo> =
-                    r.grants().filter(|g| r.can_see(&v, &g.id)).collect();
-                grants.sort_by_key(|g| (g.time, g.id));
-                let seen: Vec<EntryId> = grants.iter().map(|g| g.id).collect();
-                let list: Vec<Value> = grants.iter().map(|g| grant_json(r, g, now)).collect();
-                Ok::<_, ApiError>((list, seen))
-            })??;
-            st.session().audit_read(
-                &record,
-                Action::View,
-                seen,
-                format!("grants (API): {}", list.len()),
-                now,
-            )?;
-            Ok(Value::Array(list))
+            st.read(now, |rd| {
+                rd.record(&record, |r, seen| {
+                    let v = viewer(r, &me, now)?;
+                    let mut grants: Vec<&GrantInfo> =
+                        r.grants().filter(|g| r.can_see(&v, &g.id)).collect();
+                    grants.sort_by_key(|g| (g.time, g.id));
+                    seen.add(grants.iter().map(|g| g.id));
+                    seen.detail(format!("grants (API): {}", grants.len()));
+                    let list: Vec<Value> = grants.iter().map(|g| grant_json(r, g, now)).collect();
+                    Ok::<_, ApiError>(Value::Array(list))
+                })?
+            })
         })
         .await?;
     Ok(Json(out))
@@ -1118,28 +1091,27 @@ async fn audit_trail(
             held(st, &record)?;
             let now = st.now();
             let me = st.actor();
-            let mut events = st.store().audit_events(&record)?;
-            events.sort_by_key(|a| std::cmp::Reverse((a.event.time, a.event.node, a.event.seq)));
-            let total = events.len();
-            events.truncate(n);
-            let list = st.store().with_record(&record, |r| {
-                let v = viewer(r, &me, now)?;
-                if !v.may_audit() {
-                    return Err(ApiError::forbidden(
-                        "not authorised: your grant does not include the audit right, so you \
-                         may not read this record's audit trail",
-                    ));
-                }
-                Ok(events.iter().map(|a| audit_json(r, a)).collect::<Vec<_>>())
-            })??;
-            st.session().audit_read(
-                &record,
-                Action::AuditRead,
-                Vec::new(),
-                format!("{total} events (API)"),
-                now,
-            )?;
-            Ok(Value::Array(list))
+            st.read(now, |rd| {
+                let mut events = rd.audit_events(&record)?;
+                events
+                    .sort_by_key(|a| std::cmp::Reverse((a.event.time, a.event.node, a.event.seq)));
+                let total = events.len();
+                events.truncate(n);
+                rd.record(&record, |r, seen| {
+                    let v = viewer(r, &me, now)?;
+                    if !v.may_audit() {
+                        return Err(ApiError::forbidden(
+                            "not authorised: your grant does not include the audit right, so \
+                             you may not read this record's audit trail",
+                        ));
+                    }
+                    seen.audit_trail();
+                    seen.detail(format!("{total} events (API)"));
+                    Ok(Value::Array(
+                        events.iter().map(|a| audit_json(r, a)).collect::<Vec<_>>(),
+                    ))
+                })?
+            })
         })
         .await?;
     Ok(Json(out))

@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use crate::net::NodeHandle;
-use crate::session::{Session, SessionError};
+use crate::session::{Cancel, Checkpoint, Reader, Session, SessionError};
 use crate::store::{Store, StoreError};
 
 /// The largest request body accepted (413 beyond).
@@ -136,6 +136,13 @@ struct Inner {
     clock: Clock,
     node: Option<NodeHandle>,
     permits: Arc<tokio::sync::Semaphore>,
+    request_timeout: std::time::Duration,
+    checkpoint: Option<Checkpoint>,
+}
+
+tokio::task_local! {
+    /// The cancellation flag of the request being handled (set by [`time_limit`]).
+    static REQUEST: Cancel;
 }
 
 /// What every handler gets: the store, the identity the server acts as (key, profile,
@@ -144,6 +151,9 @@ struct Inner {
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    /// The cancellation flag of the request this state serves (inside
+    /// [`AppState::blocking`]); a fresh one elsewhere.
+    cancel: Cancel,
 }
 
 impl std::fmt::Debug for AppState {
@@ -177,7 +187,48 @@ impl AppState {
                 clock: Arc::new(system_clock),
                 node: None,
                 permits: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING)),
+                request_timeout: REQUEST_TIMEOUT,
+                checkpoint: None,
             }),
+            cancel: Cancel::new(),
+        }
+    }
+
+    /// Ends requests after `limit` instead of [`REQUEST_TIMEOUT`] (for tests).
+    pub fn with_request_timeout(mut self, limit: std::time::Duration) -> Self {
+        Arc::make_mut(&mut self.inner).request_timeout = limit;
+        self
+    }
+
+    /// Runs `hook` at every cancellation checkpoint of a request's reading work (a test
+    /// hook: hold the work at a checkpoint, count them).
+    pub fn with_checkpoint(mut self, hook: Checkpoint) -> Self {
+        Arc::make_mut(&mut self.inner).checkpoint = Some(hook);
+        self
+    }
+
+    /// The cancellation flag of the current request.
+    pub fn cancel(&self) -> &Cancel {
+        &self.cancel
+    }
+
+    /// Reads as the identity ([`Session::read`]) under the current request's
+    /// cancellation flag: the result comes back only once what `f` says it showed is
+    /// audited, and a request that timed out or was dropped audits nothing.
+    pub fn read<T, E: From<SessionError>>(
+        &self,
+        now: Timestamp,
+        f: impl FnOnce(&mut Reader<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.session().read(&self.cancel, now, f)
+    }
+
+    /// Waits until no request's store work is running (every blocking permit free), for
+    /// tests that check what a cancelled request left behind.
+    pub async fn quiesce(&self) {
+        let n = u32::try_from(MAX_BLOCKING).unwrap_or(u32::MAX);
+        if let Ok(all) = self.inner.permits.acquire_many(n).await {
+            drop(all);
         }
     }
 
@@ -257,7 +308,8 @@ impl AppState {
             .acquire_owned()
             .await
             .map_err(|_| ApiError::internal("the node is stopping"))?;
-        let st = self.clone();
+        let mut st = self.clone();
+        st.cancel = REQUEST.try_with(Cancel::clone).unwrap_or_default();
         tokio::task::spawn_blocking(move || {
             let out = f(&st);
             drop(permit);
@@ -405,6 +457,11 @@ impl From<SessionError> for ApiError {
                 ApiError::new(status, code, message)
             }
             SessionError::Store(s) => s.into(),
+            SessionError::Cancelled(c) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("{c}: the request timed out or was abandoned"),
+            ),
         }
     }
 }
@@ -580,22 +637,53 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(log_request))
-        .layer(middleware::from_fn(time_limit))
+        .layer(middleware::from_fn_with_state(
+            RequestLimit {
+                timeout: state.inner.request_timeout,
+                checkpoint: state.inner.checkpoint.clone(),
+            },
+            time_limit,
+        ))
         .with_state(state)
 }
 
-/// Ends a request that takes longer than [`REQUEST_TIMEOUT`] with 408 (a slow client
-/// trickling its body holds nothing for longer than that).
-async fn time_limit(req: Request, next: Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+/// The request time limit and the test checkpoint hook, for [`time_limit`].
+#[derive(Clone, Default)]
+struct RequestLimit {
+    timeout: std::time::Duration,
+    checkpoint: Option<Checkpoint>,
+}
+
+/// Cancels a request's flag when the request's future is dropped (the client went away).
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Ends a request that takes longer than the state's request timeout
+/// ([`REQUEST_TIMEOUT`] by default) with 408 (a slow client trickling its body holds
+/// nothing for longer than that), and gives the request a cancellation flag: set when it
+/// times out or its future is dropped, so its reading work stops and audits nothing. A
+/// read whose result was already committed (audited) is waited for instead.
+async fn time_limit(State(rl): State<RequestLimit>, req: Request, next: Next) -> Response {
+    let cancel = match rl.checkpoint {
+        Some(hook) => Cancel::with_checkpoint(hook),
+        None => Cancel::new(),
+    };
+    let _on_drop = CancelOnDrop(cancel.clone());
+    let limit = rl.timeout;
+    let work = REQUEST.scope(cancel.clone(), next.run(req));
+    tokio::pin!(work);
+    match tokio::time::timeout(limit, &mut work).await {
         Ok(response) => response,
+        Err(_) if !cancel.cancel() => work.await,
         Err(_) => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
-            format!(
-                "the request took longer than {} seconds",
-                REQUEST_TIMEOUT.as_secs()
-            ),
+            format!("the request took longer than {limit:?}"),
         )
         .into_response(),
     }
@@ -711,7 +799,13 @@ mod tests {
         let app: Router = Router::new()
             .route("/slow", get(std::future::pending::<&'static str>))
             .route("/quick", get(|| async { "ok" }))
-            .layer(middleware::from_fn(time_limit));
+            .layer(middleware::from_fn_with_state(
+                RequestLimit {
+                    timeout: REQUEST_TIMEOUT,
+                    checkpoint: None,
+                },
+                time_limit,
+            ));
         let slow = app
             .clone()
             .oneshot(Request::get("/slow").body(Body::empty()).unwrap())

@@ -11,6 +11,7 @@ use serde_json::Value as Json;
 
 use super::resources;
 use super::search::{self, Search};
+use crate::session::{Cancel, Cancelled};
 
 /// One version of an item.
 #[derive(Debug, Clone)]
@@ -109,13 +110,15 @@ pub fn versions(record: &Record, viewer: &Viewer, item: &EntryId, id: &str) -> V
     out
 }
 
-/// Every item of the record the viewer sees, current and deleted, as resources.
-pub fn items(record: &Record, viewer: &Viewer) -> Vec<Res> {
+/// Every item of the record the viewer sees, current and deleted, as resources (`Err` once
+/// `stop` is cancelled: checked at every item).
+pub fn items(record: &Record, viewer: &Viewer, stop: &Cancel) -> Result<Vec<Res>, Cancelled> {
     let rid = record.id();
     let state = fold::current(record, viewer);
     let primary = primary_patient(record, &state);
     let mut out = Vec::new();
     for i in &state.items {
+        stop.check()?;
         let id = if Some(i.id) == primary {
             rid.to_string()
         } else {
@@ -151,6 +154,7 @@ pub fn items(record: &Record, viewer: &Viewer) -> Vec<Res> {
         });
     }
     for d in &state.deleted {
+        stop.check()?;
         let vs = versions(record, viewer, d, &d.to_string());
         let (Some(last), Some(shown)) =
             (vs.last(), vs.iter().rev().find_map(|v| v.resource.as_ref()))
@@ -192,7 +196,7 @@ pub fn items(record: &Record, viewer: &Viewer) -> Vec<Res> {
             });
         }
     }
-    out
+    Ok(out)
 }
 
 /// The reference to the resource version an entry is (or is about), for Provenance.
@@ -245,19 +249,22 @@ pub fn provenance(record: &Record, viewer: &Viewer, all: &[Res], id: &EntryId) -
     Some(p)
 }
 
-/// Every Provenance the viewer sees in the record (entries in record order).
+/// Every Provenance the viewer sees in the record (entries in record order; `Err` once
+/// `stop` is cancelled: checked at every entry).
 pub fn provenances(
     record: &Record,
     viewer: &Viewer,
     all: &[Res],
-) -> Vec<(EntryId, Timestamp, Json)> {
-    record
-        .entries()
-        .filter_map(|e| {
-            let p = provenance(record, viewer, all, &e.id())?;
-            Some((e.id(), e.entry().time, p))
-        })
-        .collect()
+    stop: &Cancel,
+) -> Result<Vec<(EntryId, Timestamp, Json)>, Cancelled> {
+    let mut out = Vec::new();
+    for e in record.entries() {
+        stop.check()?;
+        if let Some(p) = provenance(record, viewer, all, &e.id()) {
+            out.push((e.id(), e.entry().time, p));
+        }
+    }
+    Ok(out)
 }
 
 /// The Consent resources for the record's grants the viewer sees.
@@ -296,15 +303,17 @@ pub fn consents(
     out
 }
 
-/// AuditEvents of the record (only for a viewer with the audit right).
+/// AuditEvents of the record (only for a viewer with the audit right; `Err` once `stop`
+/// is cancelled: checked at every event).
 pub fn audit_events(
     record: &Record,
     viewer: &Viewer,
     events: &[SignedAudit],
     all: &[Res],
-) -> Vec<(EntryId, Timestamp, Json)> {
+    stop: &Cancel,
+) -> Result<Vec<(EntryId, Timestamp, Json)>, Cancelled> {
     if !viewer.may_audit() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let entity = |e: &EntryId| -> Option<Json> {
         if !record.can_see(viewer, e) {
@@ -318,14 +327,14 @@ pub fn audit_events(
             serde_json::json!({"identifier": {"system": resources::ENTRY_SYSTEM, "value": e.to_string()}}),
         )
     };
-    events
-        .iter()
-        .map(|a| {
-            let mut j = resources::audit_event(a, entity);
-            resources::set_meta(&mut j, 1, a.event.time);
-            (a.id(), a.event.time, j)
-        })
-        .collect()
+    let mut out = Vec::new();
+    for a in events {
+        stop.check()?;
+        let mut j = resources::audit_event(a, entity);
+        resources::set_meta(&mut j, 1, a.event.time);
+        out.push((a.id(), a.event.time, j));
+    }
+    Ok(out)
 }
 
 /// Whether a resource matches a search's parameters (`patient` is checked by the caller).
