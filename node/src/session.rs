@@ -191,6 +191,8 @@ impl Session {
         };
         let value = f(&mut reader)?;
         let Reader { seen, detail, .. } = reader;
+        // A last checkpoint, then the commitment: from here the result is delivered.
+        cancel.check().map_err(SessionError::from)?;
         cancel.commit().map_err(SessionError::from)?;
         for (record, s) in seen {
             let Seen {
