@@ -7,6 +7,7 @@
 //! [`token`]) and is compared in constant time.
 
 pub mod api;
+pub mod conn;
 pub mod fhir;
 pub mod token;
 pub mod web;
@@ -35,8 +36,9 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 /// Requests doing store work at once (on blocking threads); others wait their turn.
 pub const MAX_BLOCKING: usize = 16;
 
-/// Open connections at once; the next waits in the kernel's accept queue until one closes.
-pub const MAX_CONNECTIONS: usize = 128;
+pub use conn::{
+    ConnLimits, HEADER_TIMEOUT, LOOPBACK_RESERVED, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP,
+};
 
 /// The longest a request may take, reading its body included (408 beyond).
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -689,101 +691,24 @@ async fn time_limit(State(rl): State<RequestLimit>, req: Request, next: Next) ->
     }
 }
 
-/// A TCP listener that holds at most `limit` connections open at once: `accept` waits for
-/// a connection to close before taking the next from the kernel's queue.
-#[derive(Debug)]
-pub struct BoundedListener {
-    inner: tokio::net::TcpListener,
-    permits: Arc<tokio::sync::Semaphore>,
-}
-
-impl BoundedListener {
-    /// Wraps `inner`, allowing `limit` open connections.
-    pub fn new(inner: tokio::net::TcpListener, limit: usize) -> Self {
-        BoundedListener {
-            inner,
-            permits: Arc::new(tokio::sync::Semaphore::new(limit)),
-        }
-    }
-}
-
-/// A connection accepted by [`BoundedListener`]; closing it frees its place.
-#[derive(Debug)]
-pub struct BoundedStream {
-    stream: tokio::net::TcpStream,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl axum::serve::Listener for BoundedListener {
-    type Io = BoundedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let permit = match self.permits.clone().acquire_owned().await {
-            Ok(p) => p,
-            // The semaphore is never closed; waiting forever is the honest fallback.
-            Err(_) => std::future::pending().await,
-        };
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (
-            BoundedStream {
-                stream,
-                _permit: permit,
-            },
-            addr,
-        )
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-impl tokio::io::AsyncRead for BoundedStream {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for BoundedStream {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
 /// Serves [`router`] on `listener` until `shutdown` completes (then finishes the requests
-/// in flight), with at most [`MAX_CONNECTIONS`] connections open at once.
+/// in flight), under the default [`ConnLimits`] (see [`conn`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = BoundedListener::new(listener, MAX_CONNECTIONS);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, state, ConnLimits::default(), shutdown).await
+}
+
+/// [`serve`] under other connection limits.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    conn::serve_with(listener, router(state), limits, shutdown).await
 }
 
 #[cfg(test)]
@@ -791,7 +716,6 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::routing::get;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tower::ServiceExt;
 
     #[tokio::test(start_paused = true)]
@@ -817,50 +741,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(quick.status(), StatusCode::OK);
-    }
-
-    async fn get_over(stream: &mut tokio::net::TcpStream) -> String {
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 1024];
-        let n = stream.read(&mut buf).await.unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-
-    #[tokio::test]
-    async fn the_listener_holds_no_more_connections_than_its_limit() {
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let app: Router = Router::new().route("/", get(|| async { "ok" }));
-        tokio::spawn(async move {
-            axum::serve(BoundedListener::new(tcp, 1), app)
-                .await
-                .unwrap();
-        });
-        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
-        assert!(get_over(&mut first).await.starts_with("HTTP/1.1 200"));
-        // The second connection is queued by the kernel but not served while the first
-        // (keep-alive) stays open.
-        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
-        second
-            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 1024];
-        let waited =
-            tokio::time::timeout(std::time::Duration::from_millis(300), second.read(&mut buf))
-                .await;
-        assert!(
-            waited.is_err(),
-            "a second connection was served beyond the limit"
-        );
-        drop(first);
-        let n = tokio::time::timeout(std::time::Duration::from_secs(30), second.read(&mut buf))
-            .await
-            .expect("served once the first connection closed")
-            .unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     }
 }
