@@ -12,7 +12,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cophr_protocol::audit::SignedAudit;
+use cophr_protocol::audit::{self, Action, AuditQuery, AuditRow, Own, SignedAudit};
 use cophr_protocol::entry::Payload;
 use cophr_protocol::fold::{self, Item, Viewer};
 use cophr_protocol::record::{GrantInfo, Record, Status};
@@ -84,16 +84,23 @@ pub fn format_time(t: Timestamp) -> String {
 
 /// Parses an RFC 3339 time (or a date: the end of that day, UTC).
 pub fn parse_time(what: &str, s: &str) -> Result<Timestamp, ApiError> {
+    parse_time_or_day(what, s, false)
+}
+
+/// Parses an RFC 3339 time, or a date: the start of that day (`start`) or its end, UTC.
+pub fn parse_time_or_day(what: &str, s: &str, start: bool) -> Result<Timestamp, ApiError> {
     let s = s.trim();
     let dt = OffsetDateTime::parse(s, &Rfc3339)
         .ok()
         .or_else(|| {
             let d = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
                 .ok()?;
-            Some(
-                d.with_time(time::Time::from_hms_milli(23, 59, 59, 999).ok()?)
-                    .assume_utc(),
-            )
+            let t = if start {
+                time::Time::MIDNIGHT
+            } else {
+                time::Time::from_hms_milli(23, 59, 59, 999).ok()?
+            };
+            Some(d.with_time(t).assume_utc())
         })
         .ok_or_else(|| {
             ApiError::invalid(format!(
@@ -1079,24 +1086,126 @@ async fn revoke(
     Ok(Json(json!({ "id": id })))
 }
 
+/// The audit trail's query parameters (see [`cophr_protocol::audit::AuditQuery`]).
+#[derive(Debug, Deserialize)]
+struct AuditParams {
+    /// Actor ids, comma-separated.
+    actor: Option<String>,
+    /// Action names, comma-separated.
+    action: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    /// `hide-reads` (default), `include` or `only`.
+    own: Option<String>,
+    /// Group runs of sync reads (default true).
+    group: Option<bool>,
+    page: Option<usize>,
+    limit: Option<usize>,
+}
+
+fn audit_query(me: ActorId, p: &AuditParams) -> Result<AuditQuery, ApiError> {
+    let list = |s: &Option<String>| -> Vec<String> {
+        s.as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut q = AuditQuery::new(me);
+    q.actors = list(&p.actor)
+        .iter()
+        .map(|a| {
+            a.parse::<ActorId>()
+                .map_err(|e| ApiError::invalid(format!("actor `{a}` is not an actor id: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    q.actions = list(&p.action)
+        .iter()
+        .map(|a| {
+            Action::from_name(a).ok_or_else(|| {
+                let names: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+                ApiError::invalid(format!("action `{a}` is not one of {}", names.join(", ")))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    q.since = p
+        .since
+        .as_deref()
+        .map(|t| parse_time_or_day("since", t, true))
+        .transpose()?;
+    q.until = p
+        .until
+        .as_deref()
+        .map(|t| parse_time_or_day("until", t, false))
+        .transpose()?;
+    if let (Some(a), Some(b)) = (q.since, q.until) {
+        if a > b {
+            return Err(ApiError::invalid("since is after until"));
+        }
+    }
+    q.own = match p.own.as_deref().map(str::trim) {
+        None | Some("hide-reads") => Own::HideReads,
+        Some("include") => Own::Include,
+        Some("only") => Own::Only,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "own `{other}` is not one of hide-reads, include, only"
+            )))
+        }
+    };
+    q.group_sync = p.group.unwrap_or(true);
+    q.page = match p.page {
+        Some(0) => return Err(ApiError::invalid("page must be at least 1")),
+        Some(n) => n,
+        None => 1,
+    };
+    q.limit = limit(&LimitQuery { limit: p.limit })?;
+    Ok(q)
+}
+
+fn audit_row_json(r: &Record, row: &AuditRow<'_>) -> Value {
+    match row {
+        AuditRow::Event(a) => {
+            let mut j = audit_json(r, a);
+            j["kind"] = json!("event");
+            j
+        }
+        AuditRow::Sync(run) => {
+            let first = audit_json(r, run.first);
+            let l = &run.last.event;
+            json!({
+                "kind": "sync",
+                "time": format_time(l.time),
+                "first": first["time"],
+                "last": format_time(l.time),
+                "count": run.count,
+                "entries_served": run.entries,
+                "actor": first["actor"],
+                "action": l.action.name(),
+                "detail": l.detail,
+                "node": l.node,
+                "device": l.device,
+            })
+        }
+    }
+}
+
 async fn audit_trail(
     State(st): State<AppState>,
     Path(rid): Path<String>,
-    QueryParams(q): QueryParams<LimitQuery>,
+    QueryParams(p): QueryParams<AuditParams>,
 ) -> Result<Json<Value>, ApiError> {
     let record = parse_record(&rid)?;
-    let n = limit(&q)?;
+    let q = audit_query(st.actor(), &p)?;
     let out = st
         .blocking(move |st| {
             held(st, &record)?;
             let now = st.now();
             let me = st.actor();
             st.read(now, |rd| {
-                let mut events = rd.audit_events(&record)?;
-                events
-                    .sort_by_key(|a| std::cmp::Reverse((a.event.time, a.event.node, a.event.seq)));
-                let total = events.len();
-                events.truncate(n);
+                let events = rd.audit_events(&record)?;
                 rd.record(&record, |r, seen| {
                     let v = viewer(r, &me, now)?;
                     if !v.may_audit() {
@@ -1105,11 +1214,22 @@ async fn audit_trail(
                              you may not read this record's audit trail",
                         ));
                     }
+                    let page = audit::query(&events, &q);
                     seen.audit_trail();
-                    seen.detail(format!("{total} events (API)"));
-                    Ok(Value::Array(
-                        events.iter().map(|a| audit_json(r, a)).collect::<Vec<_>>(),
-                    ))
+                    seen.detail(format!(
+                        "{} of {} events (API)",
+                        page.matched, page.events
+                    ));
+                    Ok(json!({
+                        "record": record,
+                        "rows": page.rows.iter().map(|row| audit_row_json(r, row)).collect::<Vec<_>>(),
+                        "page": page.page,
+                        "limit": page.limit,
+                        "pages": page.pages(),
+                        "total": page.total_rows,
+                        "matched": page.matched,
+                        "events": page.events,
+                    }))
                 })?
             })
         })
