@@ -383,9 +383,13 @@ async fn drive(c: &Client, base: &str, token: &str, mary: &str, downloads: &Path
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Who viewed what: the reads and writes made through the app.
+    // Who viewed what: the reads and writes made through the app (the patient's own views
+    // shown on asking).
     click(c, "#tab-audit").await;
-    let audit = wait_text(c, "#audit", "revoked access").await;
+    wait_text(c, "#audit", "revoked access").await;
+    click(c, "#audit-own").await;
+    click(c, "#audit-filters button[type=submit]").await;
+    let audit = wait_text(c, "#audit", "viewed").await;
     for want in [
         "viewed",
         "added",
