@@ -283,24 +283,21 @@ pub async fn serve_with(
                 .header_read_timeout(limits.header_timeout);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "HTTP connection ended");
-                        }
-                        break;
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "HTTP connection ended");
                     }
-                    () = place.evict.notified() => break,
-                    changed = stop.changed() => {
-                        if changed.is_ok() {
-                            conn.as_mut().graceful_shutdown();
-                        }
-                        // Finish the request in flight, then end.
-                        if let Err(e) = conn.as_mut().await {
-                            tracing::debug!(error = %e, "HTTP connection ended");
-                        }
-                        break;
+                }
+                // Another connection took this place: dropping `conn` closes the socket.
+                () = place.evict.notified() => {}
+                changed = stop.changed() => {
+                    if changed.is_ok() {
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    // Finish the request in flight, then end.
+                    if let Err(e) = conn.as_mut().await {
+                        tracing::debug!(error = %e, "HTTP connection ended");
                     }
                 }
             }
