@@ -994,6 +994,7 @@ async fn the_audit_trail_filters_groups_and_pages() {
         "page=0",
         "since=yesterday",
         "since=2027-01-02&until=2027-01-01",
+        &format!("actor={}", vec![gp.to_string(); 65].join(",")),
     ] {
         get(st, &format!("{base}/audit?{bad}"))
             .await

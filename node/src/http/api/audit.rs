@@ -5,6 +5,9 @@ use cophr_protocol::audit::{Action, AuditQuery, AuditRow, Own};
 
 use super::*;
 
+/// Most actors one audit query names.
+const MAX_ACTORS: usize = 64;
+
 fn audit_json(r: &Record, a: &SignedAudit) -> Value {
     let e = &a.event;
     let known = r
@@ -63,7 +66,13 @@ fn audit_query(me: ActorId, p: &AuditParams) -> Result<AuditQuery, ApiError> {
             .collect()
     };
     let mut q = AuditQuery::new(me);
-    q.actors = list(&p.actor)
+    let actors = list(&p.actor);
+    if actors.len() > MAX_ACTORS {
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_ACTORS} actors at once"
+        )));
+    }
+    q.actors = actors
         .iter()
         .map(|a| {
             a.parse::<ActorId>()
