@@ -199,11 +199,64 @@ pub fn items(record: &Record, viewer: &Viewer, stop: &Cancel) -> Result<Vec<Res>
     Ok(out)
 }
 
+/// The item (root create) an entry belongs to: its targets walked back to the create
+/// (as `fold::history` does), if the viewer sees it.
+fn item_root(record: &Record, viewer: &Viewer, id: &EntryId) -> Option<EntryId> {
+    let mut root = *id;
+    for _ in 0..record.len() {
+        let e = record.get(&root)?.entry();
+        match e.payload.target() {
+            Some(t) if !matches!(e.payload, Payload::Create { .. }) => root = t,
+            _ => break,
+        }
+    }
+    let is_create = matches!(record.get(&root)?.entry().payload, Payload::Create { .. });
+    (is_create && record.can_see(viewer, &root)).then_some(root)
+}
+
+/// Lookups built once per read of many Provenances, so each entry costs no scan of the
+/// record: resources by item, and (for items with several versions) version numbers by
+/// entry, computed once per item.
+struct Lookup<'a> {
+    by_item: std::collections::HashMap<EntryId, &'a Res>,
+    numbers: std::collections::HashMap<EntryId, std::collections::HashMap<EntryId, usize>>,
+}
+
+impl<'a> Lookup<'a> {
+    fn new(all: &'a [Res]) -> Self {
+        Lookup {
+            by_item: all.iter().map(|r| (r.item, r)).collect(),
+            numbers: Default::default(),
+        }
+    }
+
+    /// The version number of `entry` in `item` (the nth create, amend or delete in effect).
+    fn number(
+        &mut self,
+        record: &Record,
+        viewer: &Viewer,
+        r: &Res,
+        entry: &EntryId,
+    ) -> Option<usize> {
+        if r.version == 1 && *entry == r.item {
+            // The create of an item with one version in effect.
+            return Some(1);
+        }
+        let numbers = self.numbers.entry(r.item).or_insert_with(|| {
+            versions(record, viewer, &r.item, &r.id)
+                .iter()
+                .map(|v| (v.entry, v.n))
+                .collect()
+        });
+        numbers.get(entry).copied()
+    }
+}
+
 /// The reference to the resource version an entry is (or is about), for Provenance.
 fn provenance_target(
     record: &Record,
     viewer: &Viewer,
-    all: &[Res],
+    look: &mut Lookup<'_>,
     id: &EntryId,
 ) -> Option<String> {
     let e = record.get(id)?.entry();
@@ -213,17 +266,14 @@ fn provenance_target(
         Payload::Grant(_) => Some(format!("Consent/{id}")),
         Payload::Revoke { grant, .. } => Some(format!("Consent/{grant}")),
         Payload::Annotate { target, .. } => {
-            let root = fold::history(record, viewer, target)?.item;
-            let r = all.iter().find(|r| r.item == root)?;
+            let root = item_root(record, viewer, target)?;
+            let r = look.by_item.get(&root)?;
             Some(format!("{}/{}", r.resource_type, r.id))
         }
         Payload::Create { .. } | Payload::Amend { .. } | Payload::Delete { .. } => {
-            let root = fold::history(record, viewer, id)?.item;
-            let r = all.iter().find(|r| r.item == root)?;
-            let n = versions(record, viewer, &root, &r.id)
-                .iter()
-                .find(|v| v.entry == *id)?
-                .n;
+            let root = item_root(record, viewer, id)?;
+            let r: &Res = look.by_item.get(&root)?;
+            let n = look.number(record, viewer, r, id)?;
             Some(format!("{}/{}/_history/{n}", r.resource_type, r.id))
         }
         Payload::MoveHome { .. } => None,
@@ -231,11 +281,16 @@ fn provenance_target(
 }
 
 /// The Provenance of one entry the viewer sees.
-pub fn provenance(record: &Record, viewer: &Viewer, all: &[Res], id: &EntryId) -> Option<Json> {
+fn provenance(
+    record: &Record,
+    viewer: &Viewer,
+    look: &mut Lookup<'_>,
+    id: &EntryId,
+) -> Option<Json> {
     if !record.can_see(viewer, id) {
         return None;
     }
-    let target = provenance_target(record, viewer, all, id)?;
+    let target = provenance_target(record, viewer, look, id)?;
     let prov = fold::provenance(record, id)?;
     let source = match &record.get(id)?.entry().payload {
         Payload::Create { body, .. } | Payload::Amend { body, .. } => body
@@ -257,10 +312,11 @@ pub fn provenances(
     all: &[Res],
     stop: &Cancel,
 ) -> Result<Vec<(EntryId, Timestamp, Json)>, Cancelled> {
+    let mut look = Lookup::new(all);
     let mut out = Vec::new();
     for e in record.entries() {
         stop.check()?;
-        if let Some(p) = provenance(record, viewer, all, &e.id()) {
+        if let Some(p) = provenance(record, viewer, &mut look, &e.id()) {
             out.push((e.id(), e.entry().time, p));
         }
     }
@@ -315,12 +371,18 @@ pub fn audit_events(
     if !viewer.may_audit() {
         return Ok(Vec::new());
     }
+    let mut by_entry: std::collections::HashMap<EntryId, &Res> = Default::default();
+    // The first resource in `all` wins, for its item and for its current version.
+    for r in all.iter().rev() {
+        by_entry.insert(r.current, r);
+        by_entry.insert(r.item, r);
+    }
     let entity = |e: &EntryId| -> Option<Json> {
         if !record.can_see(viewer, e) {
             // Entries outside the viewer's grants are not named.
             return None;
         }
-        if let Some(r) = all.iter().find(|r| r.item == *e || r.current == *e) {
+        if let Some(r) = by_entry.get(e) {
             return Some(serde_json::json!({"reference": format!("{}/{}", r.resource_type, r.id)}));
         }
         Some(
