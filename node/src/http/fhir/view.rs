@@ -83,7 +83,32 @@ pub fn primary_patient(record: &Record, state: &fold::State) -> Option<EntryId> 
 
 /// The versions of an item (creates, amends and deletes in effect, in time order).
 pub fn versions(record: &Record, viewer: &Viewer, item: &EntryId, id: &str) -> Vec<Version> {
-    let Some(h) = fold::history(record, viewer, item) else {
+    versions_of(record, fold::history(record, viewer, item), item, id)
+}
+
+/// [`versions`], given the viewer's current state (folded once for many items).
+fn versions_with(
+    record: &Record,
+    viewer: &Viewer,
+    state: &fold::State,
+    item: &EntryId,
+    id: &str,
+) -> Vec<Version> {
+    versions_of(
+        record,
+        fold::history_with(record, viewer, state, item),
+        item,
+        id,
+    )
+}
+
+fn versions_of(
+    record: &Record,
+    h: Option<fold::History>,
+    item: &EntryId,
+    id: &str,
+) -> Vec<Version> {
+    let Some(h) = h else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -130,7 +155,7 @@ pub fn items(record: &Record, viewer: &Viewer, stop: &Cancel) -> Result<Vec<Res>
         let version = if i.versions <= 1 {
             1
         } else {
-            versions(record, viewer, &i.id, &id)
+            versions_with(record, viewer, &state, &i.id, &id)
                 .iter()
                 .find(|v| v.entry == i.current)
                 .map_or(i.versions, |v| v.n)
@@ -155,7 +180,7 @@ pub fn items(record: &Record, viewer: &Viewer, stop: &Cancel) -> Result<Vec<Res>
     }
     for d in &state.deleted {
         stop.check()?;
-        let vs = versions(record, viewer, d, &d.to_string());
+        let vs = versions_with(record, viewer, &state, d, &d.to_string());
         let (Some(last), Some(shown)) =
             (vs.last(), vs.iter().rev().find_map(|v| v.resource.as_ref()))
         else {
@@ -220,6 +245,8 @@ fn item_root(record: &Record, viewer: &Viewer, id: &EntryId) -> Option<EntryId> 
 struct Lookup<'a> {
     by_item: std::collections::HashMap<EntryId, &'a Res>,
     numbers: std::collections::HashMap<EntryId, std::collections::HashMap<EntryId, usize>>,
+    /// The viewer's current state, folded once when first needed.
+    state: Option<fold::State>,
 }
 
 impl<'a> Lookup<'a> {
@@ -227,6 +254,7 @@ impl<'a> Lookup<'a> {
         Lookup {
             by_item: all.iter().map(|r| (r.item, r)).collect(),
             numbers: Default::default(),
+            state: None,
         }
     }
 
@@ -242,8 +270,11 @@ impl<'a> Lookup<'a> {
             // The create of an item with one version in effect.
             return Some(1);
         }
+        let state = self
+            .state
+            .get_or_insert_with(|| fold::current(record, viewer));
         let numbers = self.numbers.entry(r.item).or_insert_with(|| {
-            versions(record, viewer, &r.item, &r.id)
+            versions_with(record, viewer, state, &r.item, &r.id)
                 .iter()
                 .map(|v| (v.entry, v.n))
                 .collect()
