@@ -273,6 +273,13 @@ pub fn session_error(e: SessionError) -> CliError {
             CliError::new(rejection_code(&rejection), message)
         }
         SessionError::Store(e) => e.into(),
+        SessionError::Cancelled(e) => CliError::other(e.to_string()),
+    }
+}
+
+impl From<SessionError> for CliError {
+    fn from(e: SessionError) -> Self {
+        session_error(e)
     }
 }
 

@@ -4,10 +4,20 @@
 //! Writes are checked first, so a refused write stores nothing, and before the person's
 //! first write into a record (or after their profile changed) their profile is published in
 //! it, so the patient's grants list and audit trail can name them. Refusals are explained in
-//! the person's terms (a revoked grant says so, with the revocation's reason). Reads are
-//! audited with [`Session::audit_read`].
+//! the person's terms (a revoked grant says so, with the revocation's reason).
+//!
+//! Every read of record data goes through [`Session::read`]: the reading code gets a
+//! [`Reader`], says what it showed of each record ([`Seen`]), and its result comes back
+//! only once exactly that has been audited (one event per record read). A read can be
+//! given a [`Cancel`]: long work checks it ([`Reader::check`]) and stops once the caller
+//! has gone (an HTTP request that timed out or was dropped), and a cancelled read audits
+//! nothing, because its result was never delivered.
 
-use cophr_protocol::audit::{Action, MAX_AUDIT_ENTRIES};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use cophr_protocol::audit::{Action, SignedAudit, MAX_AUDIT_ENTRIES};
 use cophr_protocol::entry::Payload;
 use cophr_protocol::record::{AccessError, Record, Rejection};
 use cophr_protocol::{ActorId, EntryId, Keypair, Profile, RecordId, Timestamp};
@@ -29,6 +39,9 @@ pub enum SessionError {
     /// The store failed (or does not hold the record).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The read was cancelled before its result was delivered; nothing was audited.
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
 }
 
 impl SessionError {
@@ -152,29 +165,242 @@ impl Session {
         Ok(needed)
     }
 
-    /// Records that the identity read something (`action` is [`Action::View`] or
-    /// [`Action::AuditRead`]): the entries seen (at most [`MAX_AUDIT_ENTRIES`]) and a short
-    /// description, never record contents.
-    pub fn audit_read(
+    /// Reads as the identity: `f` looks at records through the [`Reader`] and says what
+    /// it showed; its result is returned only after exactly that is audited at `now` (one
+    /// event per record whose [`Seen`] was used; a view, an audit-trail read or an export,
+    /// naming the entries shown, at most [`MAX_AUDIT_ENTRIES`], and a short description,
+    /// never record contents). An error from `f` audits nothing.
+    ///
+    /// If `cancel` was cancelled before the result is committed, nothing is audited and
+    /// the read fails with [`SessionError::Cancelled`] (as an `E`). Once committed, a
+    /// later [`Cancel::cancel`] reports that the result is on its way.
+    pub fn read<T, E>(
         &self,
-        record: &RecordId,
-        action: Action,
-        mut entries: Vec<EntryId>,
-        detail: String,
+        cancel: &Cancel,
         now: Timestamp,
-    ) -> Result<(), SessionError> {
-        entries.truncate(MAX_AUDIT_ENTRIES);
-        self.store.audit(
-            record,
-            AuditInput {
+        f: impl FnOnce(&mut Reader<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<SessionError>,
+    {
+        let mut reader = Reader {
+            store: &self.store,
+            cancel,
+            seen: BTreeMap::new(),
+            detail: None,
+        };
+        let value = f(&mut reader)?;
+        let Reader { seen, detail, .. } = reader;
+        // A last checkpoint, then the commitment: from here the result is delivered.
+        cancel.check().map_err(SessionError::from)?;
+        cancel.commit().map_err(SessionError::from)?;
+        for (record, s) in seen {
+            let Seen {
+                mut entries,
                 action,
-                actor: self.actor(),
-                device: self.device.clone(),
-                entries,
-                detail: Some(detail),
-            },
-            now,
-        )?;
+                detail: own,
+            } = s;
+            entries.sort_unstable();
+            entries.dedup();
+            entries.truncate(MAX_AUDIT_ENTRIES);
+            self.store
+                .audit(
+                    &record,
+                    AuditInput {
+                        action,
+                        actor: self.actor(),
+                        device: self.device.clone(),
+                        entries,
+                        detail: own.or_else(|| detail.clone()),
+                    },
+                    now,
+                )
+                .map_err(SessionError::from)?;
+        }
+        Ok(value)
+    }
+}
+
+/// What a read showed of one record: the entries and the kind of read. Got from
+/// [`Reader::record`] or [`Reader::seen`]; a record's `Seen` that is used at all is
+/// audited, even with no entries (an empty list was shown).
+#[derive(Debug)]
+pub struct Seen {
+    entries: Vec<EntryId>,
+    action: Action,
+    detail: Option<String>,
+}
+
+impl Seen {
+    /// The reader was shown these entries.
+    pub fn add(&mut self, entries: impl IntoIterator<Item = EntryId>) {
+        self.entries.extend(entries);
+    }
+
+    /// The reader was shown the record's audit trail (audited as an audit-read).
+    pub fn audit_trail(&mut self) {
+        self.action = Action::AuditRead;
+    }
+
+    /// The entries shown leave in an export (audited as an export).
+    pub fn export(&mut self) {
+        self.action = Action::Export;
+    }
+
+    /// The description of this record's audit event (else the reader's).
+    pub fn detail(&mut self, detail: impl Into<String>) {
+        self.detail = Some(detail.into());
+    }
+}
+
+/// A read in progress (see [`Session::read`]): access to records, and what was shown.
+pub struct Reader<'a> {
+    store: &'a Store,
+    cancel: &'a Cancel,
+    seen: BTreeMap<RecordId, Seen>,
+    detail: Option<String>,
+}
+
+impl std::fmt::Debug for Reader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("records", &self.seen.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reader<'_> {
+    /// Looks at a record: `f` gets it and the [`Seen`] to fill with what it showed. A
+    /// `Seen` left untouched still audits the record as read; use [`Store::with_record`]
+    /// (through [`Reader::store`]) for looks that show nothing (access checks).
+    pub fn record<U>(
+        &mut self,
+        id: &RecordId,
+        f: impl FnOnce(&Record, &mut Seen) -> U,
+    ) -> Result<U, StoreError> {
+        let store = self.store;
+        let seen = self.seen(id);
+        store.with_record(id, |r| f(r, seen))
+    }
+
+    /// What was shown of a record (created empty: the record counts as read).
+    pub fn seen(&mut self, id: &RecordId) -> &mut Seen {
+        self.seen.entry(*id).or_insert_with(|| Seen {
+            entries: Vec::new(),
+            action: Action::View,
+            detail: None,
+        })
+    }
+
+    /// The record's audit trail, for showing (mark it with [`Seen::audit_trail`]).
+    pub fn audit_events(&self, id: &RecordId) -> Result<Vec<SignedAudit>, StoreError> {
+        self.store.audit_events(id)
+    }
+
+    /// The store, for looks that show nothing of a record (which records are held,
+    /// whether the reader has access).
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    /// The description of every audit event of this read (a record's own wins).
+    pub fn detail(&mut self, detail: impl Into<String>) {
+        self.detail = Some(detail.into());
+    }
+
+    /// A checkpoint for long work: `Err` once the read was cancelled.
+    pub fn check(&self) -> Result<(), Cancelled> {
+        self.cancel.check()
+    }
+
+    /// The read's cancellation flag.
+    pub fn cancel(&self) -> &Cancel {
+        self.cancel
+    }
+}
+
+/// The read was cancelled: whoever asked for it is gone, so nothing is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the read was cancelled before its result was delivered")]
+pub struct Cancelled;
+
+const RUNNING: u8 = 0;
+const COMMITTED: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// A test hook run at every [`Cancel::check`].
+pub type Checkpoint = Arc<dyn Fn() + Send + Sync>;
+
+/// Whether a read's result is still wanted. Shared (cloned) between the reading work and
+/// whoever waits for it: the waiter [`Cancel::cancel`]s when it gives up, the work
+/// [`Cancel::check`]s in its loops and stops, and [`Session::read`] commits before it
+/// audits, after which the read is no longer cancellable.
+#[derive(Clone, Default)]
+pub struct Cancel {
+    state: Arc<AtomicU8>,
+    checkpoint: Option<Checkpoint>,
+}
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cancel")
+            .field("state", &self.state.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cancel {
+    /// A flag for a new read, not cancelled.
+    pub fn new() -> Self {
+        Cancel::default()
+    }
+
+    /// A flag that runs `hook` at every [`Cancel::check`] (for tests: to hold the work at
+    /// a checkpoint, or count checkpoints).
+    pub fn with_checkpoint(hook: Checkpoint) -> Self {
+        Cancel {
+            state: Arc::default(),
+            checkpoint: Some(hook),
+        }
+    }
+
+    /// Gives up on the result. Returns `true` if the read is (now) cancelled, `false` if
+    /// its result was already committed (audited and on its way: wait for it).
+    pub fn cancel(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(RUNNING, CANCELLED, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => true,
+            Err(now) => now == CANCELLED,
+        }
+    }
+
+    /// Whether the read was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == CANCELLED
+    }
+
+    /// A checkpoint: `Err` once cancelled.
+    pub fn check(&self) -> Result<(), Cancelled> {
+        if let Some(hook) = &self.checkpoint {
+            hook();
+        }
+        if self.is_cancelled() {
+            return Err(Cancelled);
+        }
         Ok(())
+    }
+
+    /// Commits to delivering the result (unless cancelled first).
+    fn commit(&self) -> Result<(), Cancelled> {
+        match self
+            .state
+            .compare_exchange(RUNNING, COMMITTED, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => Ok(()),
+            Err(COMMITTED) => Ok(()),
+            Err(_) => Err(Cancelled),
+        }
     }
 }

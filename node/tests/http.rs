@@ -311,9 +311,10 @@ async fn the_full_flow_through_the_api() {
     assert_eq!(sum["about_me"][0]["category"], "about-me");
     assert_eq!(sum["my_access"]["is_patient"], true);
 
-    // The audit trail shows the API's reads (and is itself audited).
-    let audit = get(st, &format!("{base}/audit")).await.json();
-    let events = audit.as_array().unwrap();
+    // The audit trail shows the API's reads (and is itself audited): they are the
+    // patient's own, so shown on asking.
+    let audit = get(st, &format!("{base}/audit?own=include")).await.json();
+    let events = audit["rows"].as_array().unwrap();
     let views: Vec<&Value> = events.iter().filter(|e| e["action"] == "view").collect();
     assert!(views.len() >= 8, "{audit}");
     assert!(views
@@ -321,8 +322,17 @@ async fn the_full_flow_through_the_api() {
         .any(|e| e["detail"].as_str().unwrap().starts_with("history of")));
     assert!(views.iter().all(|e| e["device"] == "test-laptop"));
     assert!(events.iter().any(|e| e["action"] == "edit"));
-    let audit2 = get(st, &format!("{base}/audit?limit=1")).await.json();
-    assert_eq!(audit2[0]["action"], "audit-read");
+    let audit2 = get(st, &format!("{base}/audit?own=include&limit=1"))
+        .await
+        .json();
+    assert_eq!(audit2["rows"][0]["action"], "audit-read");
+    // By default the patient's own reads are hidden: who else looked.
+    let others = get(st, &format!("{base}/audit")).await.json();
+    assert!(others["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["action"] != "view" && e["action"] != "audit-read"));
 
     // Export: a file that verifies offline, and the export is audited.
     let r = get(st, &format!("{base}/export")).await;
@@ -944,4 +954,120 @@ fn check_response(doc: &Value, op: &Value, resp: &Resp, what: &str) {
         let ct = content.as_object().unwrap().keys().next().unwrap();
         assert_eq!(resp.headers[header::CONTENT_TYPE], ct.as_str(), "{what}");
     }
+}
+
+/// The audit trail's filters, grouping and pages over the REST API, on a trail with the
+/// patient's own reads, a GP's view and edit, and a replica syncing.
+#[tokio::test]
+async fn the_audit_trail_filters_groups_and_pages() {
+    use cophr_node::store::AuditInput;
+    use cophr_protocol::audit::{Action, SERVED_TO_REPLICA};
+    let f = patient();
+    let st = &f.state;
+    let (rid, _) = seeded(&f).await;
+    let record: RecordId = rid.parse().unwrap();
+    let base = format!("/api/v1/records/{rid}");
+    let gp = Keypair::from_secret(&[2; 32]).actor();
+    let replica = Keypair::from_secret(&[3; 32]).actor();
+    let t = |n: u64| START + 3_600_000 * n;
+    let audit = |actor, action, detail: &str, at| {
+        f.store
+            .audit(
+                &record,
+                AuditInput {
+                    action,
+                    actor,
+                    device: None,
+                    entries: Vec::new(),
+                    detail: Some(detail.into()),
+                },
+                at,
+            )
+            .unwrap();
+    };
+    for n in 10..15 {
+        audit(replica, Action::View, SERVED_TO_REPLICA, t(n));
+    }
+    audit(gp, Action::View, "show", t(20));
+    audit(replica, Action::View, SERVED_TO_REPLICA, t(21));
+    audit(gp, Action::Edit, "amend", t(22));
+    // The patient reads their own record (hidden by default).
+    get(st, &format!("{base}/entries")).await;
+
+    let rows = |j: &Value| j["rows"].as_array().unwrap().clone();
+    let all = get(st, &format!("{base}/audit")).await.json();
+    let r = rows(&all);
+    assert!(r
+        .iter()
+        .all(|e| e["actor"]["actor"] != ann().actor().to_string()
+            || (e["action"] != "view" && e["action"] != "audit-read")));
+    let sync: Vec<&Value> = r.iter().filter(|e| e["kind"] == "sync").collect();
+    assert_eq!(sync.len(), 2, "{all}");
+    assert_eq!(sync[1]["count"], 5);
+    assert_eq!(sync[1]["first"], api_time(t(10)));
+    assert_eq!(sync[1]["last"], api_time(t(14)));
+    assert_eq!(sync[0]["count"], 1);
+
+    let by_gp = get(st, &format!("{base}/audit?actor={gp}")).await.json();
+    let actions: Vec<Value> = rows(&by_gp).iter().map(|e| e["action"].clone()).collect();
+    assert_eq!(actions, [json!("edit"), json!("view")]);
+    let edits = get(st, &format!("{base}/audit?actor={gp}&action=edit"))
+        .await
+        .json();
+    assert_eq!(rows(&edits).len(), 1);
+    let window = get(
+        st,
+        &format!(
+            "{base}/audit?actor={replica}&since={}&until={}&group=false",
+            api_time(t(12)),
+            api_time(t(21))
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(rows(&window).len(), 4, "{window}");
+    assert!(rows(&window).iter().all(|e| e["kind"] == "event"));
+
+    let mine = get(st, &format!("{base}/audit?own=only")).await.json();
+    assert!(rows(&mine)
+        .iter()
+        .all(|e| e["actor"]["actor"] == ann().actor().to_string()));
+    assert!(rows(&mine).iter().any(|e| e["action"] == "view"));
+
+    // Pages (the patient's own reads hidden, so reading a page changes no page).
+    let page = |n: usize| {
+        let url = format!("{base}/audit?group=false&limit=3&page={n}");
+        async move { get(st, &url).await.json() }
+    };
+    let (p1, p2) = (page(1).await, page(2).await);
+    assert_eq!(p1["pages"], p2["pages"]);
+    assert_eq!(p1["total"], p2["total"]);
+    let pages = p1["pages"].as_u64().unwrap() as usize;
+    assert!(pages >= 3, "{p1}");
+    let mut ids = Vec::new();
+    for n in 1..=pages {
+        ids.extend(rows(&page(n).await).iter().map(|e| e["id"].clone()));
+    }
+    assert_eq!(ids.len(), p1["total"].as_u64().unwrap() as usize);
+    let distinct: std::collections::BTreeSet<String> = ids.iter().map(|i| i.to_string()).collect();
+    assert_eq!(distinct.len(), ids.len(), "every row on exactly one page");
+    assert!(rows(&page(pages + 1).await).is_empty());
+
+    for bad in [
+        "action=peek",
+        "actor=nobody",
+        "own=some",
+        "page=0",
+        "since=yesterday",
+        "since=2027-01-02&until=2027-01-01",
+        &format!("actor={}", vec![gp.to_string(); 65].join(",")),
+    ] {
+        get(st, &format!("{base}/audit?{bad}"))
+            .await
+            .error(StatusCode::BAD_REQUEST, "invalid_input");
+    }
+}
+
+fn api_time(t: u64) -> String {
+    cophr_node::http::api::format_time(t)
 }

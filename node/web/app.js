@@ -1039,13 +1039,72 @@ async function revoke(g) {
 
 // --- Who viewed what: the audit trail. -----------------------------------------------------
 
+const AUDIT_PAGE = 50;
+
+/** The filters of the audit view (kept while the app is open). */
+const auditView = {
+  actor: '', action: '', since: '', until: '', own: false, group: true, page: 1,
+  people: new Map(), // actor id -> person, from the rows seen so far (for the "Who" list)
+};
+
+/** The audit query parameters for the current filters (ids, names of actions, dates only). */
+function auditQuery() {
+  const q = { limit: AUDIT_PAGE, page: auditView.page };
+  if (auditView.actor) q.actor = auditView.actor;
+  if (auditView.action) q.action = auditView.action;
+  if (auditView.since) q.since = auditView.since;
+  if (auditView.until) q.until = auditView.until;
+  if (auditView.own) q.own = 'include';
+  if (!auditView.group) q.group = 'false';
+  return q;
+}
+
+function auditFilters(panel) {
+  const who = h('select', { id: 'audit-actor', name: 'actor' }, h('option', { value: '' }, 'Anyone'),
+    [...auditView.people].map(([id, p]) => h('option', { value: id, selected: id === auditView.actor }, person(p))));
+  who.value = auditView.actor;
+  const what = h('select', { id: 'audit-action', name: 'action' }, h('option', { value: '' }, 'Anything'),
+    Object.entries(ACTION_TEXT).map(([a, t]) => h('option', { value: a }, t)));
+  what.value = auditView.action;
+  const since = h('input', { type: 'date', id: 'audit-since', name: 'since', value: auditView.since });
+  const until = h('input', { type: 'date', id: 'audit-until', name: 'until', value: auditView.until });
+  const own = h('input', { type: 'checkbox', id: 'audit-own', name: 'own', checked: auditView.own });
+  const group = h('input', { type: 'checkbox', id: 'audit-group', name: 'group', checked: auditView.group });
+  const form = h('form', { id: 'audit-filters', class: 'filters' },
+    h('label', { for: 'audit-actor' }, 'Who ', who),
+    h('label', { for: 'audit-action' }, 'Did what ', what),
+    h('label', { for: 'audit-since' }, 'From ', since),
+    h('label', { for: 'audit-until' }, 'To ', until),
+    h('span', {}, own, h('label', { for: 'audit-own' }, ' Show my own views')),
+    h('span', {}, group, h('label', { for: 'audit-group' }, ' Group a replica’s sync reads')),
+    h('button', { type: 'submit' }, 'Show'));
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    Object.assign(auditView, {
+      actor: who.value, action: what.value, since: since.value, until: until.value,
+      own: own.checked, group: group.checked, page: 1,
+    });
+    showTab('audit');
+  });
+  panel.append(form);
+}
+
 async function renderAudit(panel) {
   panel.append(panelHeading('Who viewed what'),
-    h('p', { class: 'help' }, 'Every view, addition, change, grant and export, newest first.'));
-  const events = await attempt(() => api('audit', { rid: state.rid }, { query: { limit: 500 } }));
-  if (!events) return;
-  if (events.length === 0) {
-    panel.append(h('p', {}, 'No one has used this record yet.'));
+    h('p', { class: 'help' }, 'Every view, addition, change, grant and export, newest first. '
+      + 'Your own views are hidden unless you ask for them; a replica keeping its copy up to date '
+      + 'shows as one line per run of syncs. Nothing is ever removed from the trail.'));
+  const got = await attempt(() => api('audit', { rid: state.rid }, { query: auditQuery() }));
+  if (!got) return;
+  for (const r of got.rows) {
+    if (r.actor && r.actor.actor && !auditView.people.has(r.actor.actor)) auditView.people.set(r.actor.actor, r.actor);
+  }
+  auditFilters(panel);
+  if (got.rows.length === 0) {
+    const filtered = auditView.actor || auditView.action || auditView.since || auditView.until;
+    panel.append(h('p', { id: 'audit-empty' }, got.events === 0 ? 'No one has used this record yet.'
+      : filtered ? 'Nothing matches these filters.'
+        : 'No one else has used this record yet (tick “Show my own views” to see yours).'));
     return;
   }
   const table = h('table', { id: 'audit' },
@@ -1053,7 +1112,16 @@ async function renderAudit(panel) {
     h('thead', {}, h('tr', {}, ['When', 'Who', 'Did what', 'To what', 'Where']
       .map((t) => h('th', { scope: 'col' }, t)))));
   const tb = h('tbody');
-  for (const ev of events) {
+  for (const ev of got.rows) {
+    if (ev.kind === 'sync') {
+      tb.append(h('tr', { 'data-action': ev.action, 'data-kind': 'sync' },
+        h('td', { class: 'nowrap' }, when(ev.first), ev.count > 1 ? [' – ', when(ev.last)] : ''),
+        h('th', { scope: 'row' }, person(ev.actor)),
+        h('td', {}, `kept their copy up to date (${ev.count} ${ev.count === 1 ? 'sync' : 'syncs'})`),
+        h('td', {}, `${ev.entries_served} ${ev.entries_served === 1 ? 'entry' : 'entries'}`),
+        h('td', {}, ev.device || '', ev.node ? [h('br'), h('span', { class: 'meta' }, 'node ', shortId(ev.node))] : '')));
+      continue;
+    }
     const n = Array.isArray(ev.entries) ? ev.entries.length : (ev.entry ? 1 : 0);
     const what = [ev.category ? catTitle(ev.category) : '',
       n === 1 ? shortId(ev.entry) : '', n > 1 ? `${n} entries` : ''].filter(Boolean).join(' · ');
@@ -1066,6 +1134,13 @@ async function renderAudit(panel) {
   }
   table.append(tb);
   panel.append(h('div', { class: 'scroll' }, table));
+  if (got.pages > 1) {
+    const go = (page) => () => { auditView.page = page; showTab('audit'); };
+    panel.append(h('p', { class: 'pager', id: 'audit-pages' },
+      h('button', { type: 'button', class: 'secondary', id: 'audit-newer', disabled: got.page <= 1, onclick: go(got.page - 1) }, 'Newer'),
+      ` Page ${got.page} of ${got.pages} `,
+      h('button', { type: 'button', class: 'secondary', id: 'audit-older', disabled: got.page >= got.pages, onclick: go(got.page + 1) }, 'Older')));
+  }
 }
 
 // --- Export. -----------------------------------------------------------------------------

@@ -360,6 +360,26 @@ pub fn provenance(record: &Record, id: &EntryId) -> Option<Provenance> {
 
 /// The full history of the item an entry belongs to (any version's id may be given).
 pub fn history(record: &Record, viewer: &Viewer, id: &EntryId) -> Option<History> {
+    history_in(record, viewer, None, id)
+}
+
+/// [`history`], given the viewer's [`current`] state of the record (so reading the
+/// histories of many items folds the record once).
+pub fn history_with(
+    record: &Record,
+    viewer: &Viewer,
+    state: &State,
+    id: &EntryId,
+) -> Option<History> {
+    history_in(record, viewer, Some(state), id)
+}
+
+fn history_in(
+    record: &Record,
+    viewer: &Viewer,
+    state: Option<&State>,
+    id: &EntryId,
+) -> Option<History> {
     let mut root = *id;
     // Walk targets back to the create.
     for _ in 0..record.len() {
@@ -376,7 +396,14 @@ pub fn history(record: &Record, viewer: &Viewer, id: &EntryId) -> Option<History
     if !record.can_see(viewer, &root) {
         return None;
     }
-    let state = current(record, viewer);
+    let folded;
+    let state = match state {
+        Some(s) => s,
+        None => {
+            folded = current(record, viewer);
+            &folded
+        }
+    };
     let in_effect = state.items.iter().find(|i| i.id == root).map(|i| i.current);
     let mut ids = vec![root];
     ids.extend(record.versions_of(&root).iter().copied());

@@ -490,7 +490,9 @@ fn each_sees_only_what_they_are_granted_and_only_some_read_the_audit_trail() {
     assert!(events.iter().any(|e| e["action"] == "grant"));
     assert!(events.iter().any(|e| e["action"] == "add"));
     // Reading the audit trail is itself audited.
-    let again = f.patricia.json(&["audit", "--action", "audit-read"]);
+    let again = f
+        .patricia
+        .json(&["audit", "--all", "--action", "audit-read"]);
     assert!(!again["events"].as_array().unwrap().is_empty());
     let table = f.patricia.ok(&["audit"]);
     assert!(

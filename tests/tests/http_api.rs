@@ -131,7 +131,7 @@ fn the_api_of_a_running_node_writes_reads_audits_and_exports() {
     // Read it over HTTP: audited like the CLI's reads, with the node's identity.
     let list = api.json("GET", &format!("/api/v1/records/{rid}/entries"), None, 200);
     assert_eq!(list[0]["id"], eid.as_str());
-    let audit = ann.live_json(&["audit"]);
+    let audit = ann.live_json(&["audit", "--all"]);
     let events = audit["events"].as_array().unwrap();
     assert!(
         events.iter().any(|e| e["action"] == "view"

@@ -383,9 +383,17 @@ async fn drive(c: &Client, base: &str, token: &str, mary: &str, downloads: &Path
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Who viewed what: the reads and writes made through the app.
+    // Who viewed what: the reads and writes made through the app (the patient's own views
+    // shown on asking).
     click(c, "#tab-audit").await;
-    let audit = wait_text(c, "#audit", "revoked access").await;
+    let others = wait_text(c, "#audit", "revoked access").await;
+    assert!(
+        !others.contains("viewed"),
+        "the patient's own views are hidden by default:\n{others}"
+    );
+    click(c, "#audit-own").await;
+    click(c, "#audit-filters button[type=submit]").await;
+    let audit = wait_text(c, "#audit", "viewed").await;
     for want in [
         "viewed",
         "added",
@@ -400,6 +408,51 @@ async fn drive(c: &Client, base: &str, token: &str, mary: &str, downloads: &Path
             "the audit trail lists {want:?}:\n{audit}"
         );
     }
+
+    // Filtered by what was done: only grants.
+    c.find(Locator::Css("#audit-action"))
+        .await
+        .expect("the action filter")
+        .select_by_value("grant")
+        .await
+        .expect("choose grants");
+    click(c, "#audit-filters button[type=submit]").await;
+    let start = Instant::now();
+    loop {
+        let rows: Vec<String> = {
+            let mut out = Vec::new();
+            for r in c
+                .find_all(Locator::Css("#audit tbody tr"))
+                .await
+                .unwrap_or_default()
+            {
+                out.push(
+                    r.attr("data-action")
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
+                );
+            }
+            out
+        };
+        if !rows.is_empty() && rows.iter().all(|a| a == "grant") {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the audit view shows only grants: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Back to everything.
+    wait_for(c, "#audit-action")
+        .await
+        .select_by_value("")
+        .await
+        .expect("choose anything");
+    click(c, "#audit-filters button[type=submit]").await;
+    wait_text(c, "#audit", "revoked access").await;
 
     // The screenshot: the record's front page.
     click(c, "#tab-record").await;

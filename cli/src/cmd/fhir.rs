@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use clap::{Args as ClapArgs, Subcommand};
-use cophr_protocol::audit::{Action, MAX_AUDIT_ENTRIES};
+use cophr_protocol::audit::Action;
 use cophr_protocol::entry::Payload;
 use cophr_protocol::fhir::{self, ExportMeta, FhirError, ImportMeta};
 use cophr_protocol::{fold, schema, Category, EntryId};
@@ -14,7 +14,7 @@ use crate::context::{self, Ctx, Out};
 use crate::error::{CliError, Code, Result};
 use crate::home::write_atomic;
 use crate::output;
-use crate::store::AuditInput;
+use cophr_node::session::Cancel;
 use cophr_node::store::{BatchError, BatchInfo, MAX_WRITE_ALL};
 
 /// Most files one import reads (from the paths and directories given).
@@ -466,34 +466,27 @@ fn export(ctx: &Ctx, args: ExportArgs) -> Result<()> {
         },
         link_patient: false,
     };
-    let exported = store.with_record(&record, |r| {
-        let viewer = r.viewer(&me.actor(), now);
-        if !viewer.has_access() {
-            return Err(CliError::access("no access to this record"));
-        }
-        let state = fold::current(r, &viewer);
-        let mut out: Vec<(EntryId, String, Json)> = Vec::new();
-        for item in &state.items {
-            let resource = fhir::export(&record, &item.id, &item.category, &item.body, &meta)
-                .map_err(|e| CliError::invalid(format!("entry {}: {e}", item.id)))?;
-            out.push((item.current, fhir::full_url(&item.id, &item.body), resource));
-        }
-        Ok(out)
-    })??;
-    let mut seen: Vec<EntryId> = exported.iter().map(|(id, _, _)| *id).collect();
-    let total = seen.len();
-    seen.truncate(MAX_AUDIT_ENTRIES);
-    store.audit(
-        &record,
-        AuditInput {
-            action: Action::Export,
-            actor: me.actor(),
-            device: ctx.device(&me),
-            entries: seen,
-            detail: Some(format!("FHIR export: {total} resources")),
-        },
-        now,
-    )?;
+    let session = context::session(ctx, &store, &me);
+    let exported = session.read(&Cancel::new(), now, |rd| {
+        rd.record(&record, |r, seen| {
+            let viewer = r.viewer(&me.actor(), now);
+            if !viewer.has_access() {
+                return Err(CliError::access("no access to this record"));
+            }
+            let state = fold::current(r, &viewer);
+            let mut out: Vec<(EntryId, String, Json)> = Vec::new();
+            for item in &state.items {
+                let resource = fhir::export(&record, &item.id, &item.category, &item.body, &meta)
+                    .map_err(|e| CliError::invalid(format!("entry {}: {e}", item.id)))?;
+                out.push((item.current, fhir::full_url(&item.id, &item.body), resource));
+            }
+            seen.export();
+            seen.add(out.iter().map(|(id, _, _)| *id));
+            seen.detail(format!("FHIR export: {} resources", out.len()));
+            Ok(out)
+        })?
+    })?;
+    let total = exported.len();
 
     let type_of = |r: &Json| r["resourceType"].as_str().unwrap_or("Basic").to_owned();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();

@@ -1,15 +1,14 @@
 //! `cophr grants`: who has access.
 
 use clap::Args as ClapArgs;
-use cophr_protocol::audit::{Action, MAX_AUDIT_ENTRIES};
+use cophr_node::session::Cancel;
 use cophr_protocol::record::{GrantInfo, Record};
 use cophr_protocol::{ActorId, EntryId, GrantStatus, Level, Timestamp};
 use serde::Serialize;
 
-use crate::context::{Ctx, Out};
+use crate::context::{self, Ctx, Out};
 use crate::error::{CliError, Result};
 use crate::output::{self, yes_no, Person, Table};
-use crate::store::AuditInput;
 use crate::times;
 
 /// List the record's grants you may see (all of them for the patient and for those with the
@@ -80,20 +79,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let store = ctx.store()?;
     let record = ctx.record(&store, Some(&me.actor()))?;
     let now = ctx.now()?;
-    let grants = store.with_record(&record, |r| list(r, &me.actor(), now, args.active))??;
-    let mut seen: Vec<EntryId> = grants.iter().map(|g| g.grant).collect();
-    seen.truncate(MAX_AUDIT_ENTRIES);
-    store.audit(
-        &record,
-        AuditInput {
-            action: Action::View,
-            actor: me.actor(),
-            device: ctx.device(&me),
-            entries: seen,
-            detail: Some(format!("grants: {}", grants.len())),
-        },
-        now,
-    )?;
+    let session = context::session(ctx, &store, &me);
+    let grants = session.read(&Cancel::new(), now, |rd| {
+        rd.record(&record, |r, seen| {
+            let grants = list(r, &me.actor(), now, args.active)?;
+            seen.add(grants.iter().map(|g| g.grant));
+            seen.detail(format!("grants: {}", grants.len()));
+            Ok::<_, CliError>(grants)
+        })?
+    })?;
     if ctx.json(args.out) {
         return output::json(&serde_json::json!({ "record": record, "grants": grants }));
     }

@@ -1,16 +1,15 @@
 //! `cophr history`: every version and annotation of an entry.
 
 use clap::Args as ClapArgs;
-use cophr_protocol::audit::{Action, MAX_AUDIT_ENTRIES};
+use cophr_node::session::Cancel;
 use cophr_protocol::fold;
 use cophr_protocol::record::Record;
 use cophr_protocol::{schema, ActorId, EntryId, Timestamp, Value};
 use serde::Serialize;
 
-use crate::context::{resolve_entry, Ctx, Out};
+use crate::context::{self, resolve_entry, Ctx, Out};
 use crate::error::{CliError, Result};
 use crate::output::{self, Person};
-use crate::store::AuditInput;
 use crate::times;
 
 /// Show every version of an entry (create, amends, delete) and every annotation, oldest
@@ -142,21 +141,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let store = ctx.store()?;
     let record = ctx.record(&store, Some(&me.actor()))?;
     let now = ctx.now()?;
-    let (out, contents) =
-        store.with_record(&record, |r| build(r, &me.actor(), now, &args.entry))??;
-    let mut seen: Vec<EntryId> = out.versions.iter().map(|v| v.id).collect();
-    seen.truncate(MAX_AUDIT_ENTRIES);
-    store.audit(
-        &record,
-        AuditInput {
-            action: Action::View,
-            actor: me.actor(),
-            device: ctx.device(&me),
-            entries: seen,
-            detail: Some(format!("history of {}", out.item.short())),
-        },
-        now,
-    )?;
+    let session = context::session(ctx, &store, &me);
+    let (out, contents) = session.read(&Cancel::new(), now, |rd| {
+        rd.record(&record, |r, seen| {
+            let (out, contents) = build(r, &me.actor(), now, &args.entry)?;
+            seen.add(out.versions.iter().map(|v| v.id));
+            seen.detail(format!("history of {}", out.item.short()));
+            Ok::<_, CliError>((out, contents))
+        })?
+    })?;
     if ctx.json(args.out) {
         return output::json(&out);
     }

@@ -3,18 +3,17 @@
 use std::collections::BTreeSet;
 
 use clap::Args as ClapArgs;
-use cophr_protocol::audit::{Action, MAX_AUDIT_ENTRIES};
 use cophr_protocol::entry::Payload;
 use cophr_protocol::fold;
 use cophr_protocol::record::Record;
 use cophr_protocol::{schema, ActorId, Category, EntryId, RecordId, Timestamp};
 use serde::Serialize;
 
-use crate::context::{Ctx, Out};
+use crate::context::{self, Ctx, Out};
 use crate::error::{CliError, Result};
 use crate::output::{self, Person, Table};
-use crate::store::AuditInput;
 use crate::times::{self, DayEnd};
+use cophr_node::session::Cancel;
 
 /// Show the record as you may see it: "about me" and alerts first, then every current item
 /// by category. Deleted items are not shown (their history is kept). Viewing is recorded in
@@ -175,34 +174,25 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let store = ctx.store()?;
     let record = ctx.record(&store, Some(&me.actor()))?;
     let now = ctx.now()?;
-    let shown = store.with_record(&record, |r| view(r, &me.actor(), now, at, &only))??;
-
-    let mut seen: Vec<EntryId> = shown
-        .items
-        .iter()
-        .flat_map(|i| std::iter::once(i.version).chain(i.annotations.iter().map(|a| a.id)))
-        .collect();
-    let total = seen.len();
-    seen.truncate(MAX_AUDIT_ENTRIES);
-    let mut detail = format!("show: {total} items");
-    if !only.is_empty() {
-        let names: Vec<&str> = only.iter().map(Category::name).collect();
-        detail.push_str(&format!(" in {}", names.join(",")));
-    }
-    if let Some(t) = at {
-        detail.push_str(&format!(" as at {}", times::format(t)));
-    }
-    store.audit(
-        &record,
-        AuditInput {
-            action: Action::View,
-            actor: me.actor(),
-            device: ctx.device(&me),
-            entries: seen,
-            detail: Some(detail),
-        },
-        now,
-    )?;
+    let session = context::session(ctx, &store, &me);
+    let shown = session.read(&Cancel::new(), now, |rd| {
+        rd.record(&record, |r, seen| {
+            let shown = view(r, &me.actor(), now, at, &only)?;
+            seen.add(shown.items.iter().flat_map(|i| {
+                std::iter::once(i.version).chain(i.annotations.iter().map(|a| a.id))
+            }));
+            let mut detail = format!("show: {} items", shown.items.len());
+            if !only.is_empty() {
+                let names: Vec<&str> = only.iter().map(Category::name).collect();
+                detail.push_str(&format!(" in {}", names.join(",")));
+            }
+            if let Some(t) = at {
+                detail.push_str(&format!(" as at {}", times::format(t)));
+            }
+            seen.detail(detail);
+            Ok::<_, CliError>(shown)
+        })?
+    })?;
 
     if ctx.json(args.out) {
         return output::json(&shown);

@@ -3,6 +3,11 @@
 //! through [`crate::session::Session`] (checked first, profile published, refusals
 //! explained) and are announced to the network. The contract is `openapi.json`, served at
 //! `/api/v1/openapi.json`.
+//!
+//! This file holds the routes and what the handlers share (input parsing, access checks,
+//! how people and grants are shown); the handlers live by job in `api/`: `records` (list,
+//! create, summary, export), `entries` (record data: read, add, amend, delete, annotate,
+//! history, timeline), `grants` (list, grant, revoke) and `audit` (who viewed what).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,7 +17,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cophr_protocol::audit::{Action, SignedAudit};
+use cophr_protocol::audit::SignedAudit;
 use cophr_protocol::entry::Payload;
 use cophr_protocol::fold::{self, Item, Viewer};
 use cophr_protocol::record::{GrantInfo, Record, Status};
@@ -27,6 +32,11 @@ use time::OffsetDateTime;
 
 use super::{ApiError, AppState, JsonBody, OptionalJsonBody};
 
+mod audit;
+mod entries;
+mod grants;
+mod records;
+
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -40,20 +50,37 @@ pub fn routes() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
         .route("/whoami", get(whoami))
         .route("/categories", get(categories))
-        .route("/records", get(list_records).post(create_record))
-        .route("/records/{rid}", get(record_summary))
-        .route("/records/{rid}/entries", get(list_entries).post(add_entry))
+        .route(
+            "/records",
+            get(records::list_records).post(records::create_record),
+        )
+        .route("/records/{rid}", get(records::record_summary))
+        .route(
+            "/records/{rid}/entries",
+            get(entries::list_entries).post(entries::add_entry),
+        )
         .route(
             "/records/{rid}/entries/{eid}",
-            get(get_entry).put(amend_entry).delete(delete_entry),
+            get(entries::get_entry)
+                .put(entries::amend_entry)
+                .delete(entries::delete_entry),
         )
-        .route("/records/{rid}/entries/{eid}/history", get(entry_history))
-        .route("/records/{rid}/entries/{eid}/annotations", post(annotate))
-        .route("/records/{rid}/timeline", get(timeline))
-        .route("/records/{rid}/grants", get(list_grants).post(add_grant))
-        .route("/records/{rid}/grants/{gid}/revoke", post(revoke))
-        .route("/records/{rid}/audit", get(audit_trail))
-        .route("/records/{rid}/export", get(export))
+        .route(
+            "/records/{rid}/entries/{eid}/history",
+            get(entries::entry_history),
+        )
+        .route(
+            "/records/{rid}/entries/{eid}/annotations",
+            post(entries::annotate),
+        )
+        .route("/records/{rid}/timeline", get(entries::timeline))
+        .route(
+            "/records/{rid}/grants",
+            get(grants::list_grants).post(grants::add_grant),
+        )
+        .route("/records/{rid}/grants/{gid}/revoke", post(grants::revoke))
+        .route("/records/{rid}/audit", get(audit::audit_trail))
+        .route("/records/{rid}/export", get(records::export))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -84,16 +111,23 @@ pub fn format_time(t: Timestamp) -> String {
 
 /// Parses an RFC 3339 time (or a date: the end of that day, UTC).
 pub fn parse_time(what: &str, s: &str) -> Result<Timestamp, ApiError> {
+    parse_time_or_day(what, s, false)
+}
+
+/// Parses an RFC 3339 time, or a date: the start of that day (`start`) or its end, UTC.
+pub fn parse_time_or_day(what: &str, s: &str, start: bool) -> Result<Timestamp, ApiError> {
     let s = s.trim();
     let dt = OffsetDateTime::parse(s, &Rfc3339)
         .ok()
         .or_else(|| {
             let d = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
                 .ok()?;
-            Some(
-                d.with_time(time::Time::from_hms_milli(23, 59, 59, 999).ok()?)
-                    .assume_utc(),
-            )
+            let t = if start {
+                time::Time::MIDNIGHT
+            } else {
+                time::Time::from_hms_milli(23, 59, 59, 999).ok()?
+            };
+            Some(d.with_time(t).assume_utc())
         })
         .ok_or_else(|| {
             ApiError::invalid(format!(
@@ -193,63 +227,6 @@ fn annotation(r: &Record, id: &EntryId) -> Option<Value> {
     }))
 }
 
-/// A current item as the API shows it.
-fn item_json(r: &Record, i: &Item) -> Value {
-    let device = r.get(&i.current).and_then(|e| e.entry().device.clone());
-    json!({
-        "id": i.id,
-        "current": i.current,
-        "category": i.category.name(),
-        "body": i.body.to_json(),
-        "summary": schema::summary(&i.category, &i.body),
-        "author": person(r, &i.author, None),
-        "device": device,
-        "time": format_time(i.updated),
-        "created": format_time(i.created),
-        "status": status_name(r, &i.current),
-        "version": i.versions,
-        "versions": i.versions,
-        "conflict": i.conflict,
-        "deleted": false,
-        "annotations": i.annotations.iter().filter_map(|a| annotation(r, a)).collect::<Vec<_>>(),
-    })
-}
-
-/// A deleted item (its last data version, marked deleted).
-fn deleted_json(r: &Record, v: &Viewer, id: &EntryId) -> Option<Value> {
-    let h = fold::history(r, v, id)?;
-    let data: Vec<&fold::Version> = h
-        .versions
-        .iter()
-        .filter(|x| matches!(x.kind, "create" | "amend"))
-        .collect();
-    let last = data.last()?;
-    let delete = h.versions.iter().rev().find(|x| x.kind == "delete")?;
-    let notes: Vec<Value> = h
-        .versions
-        .iter()
-        .filter(|x| x.kind == "annotate")
-        .filter_map(|x| annotation(r, &x.id))
-        .collect();
-    Some(json!({
-        "id": h.item,
-        "current": delete.id,
-        "category": h.category.name(),
-        "body": last.content.to_json(),
-        "summary": schema::summary(&h.category, &last.content),
-        "author": person(r, &delete.provenance.author, None),
-        "device": delete.provenance.device,
-        "time": format_time(delete.provenance.time),
-        "created": format_time(data.first()?.provenance.time),
-        "status": status_name(r, &delete.id),
-        "version": data.len(),
-        "versions": data.len(),
-        "conflict": false,
-        "deleted": true,
-        "annotations": notes,
-    }))
-}
-
 fn grant_json(r: &Record, g: &GrantInfo, now: Timestamp) -> Value {
     let categories = match &g.grant.scope {
         Scope::All => json!("all"),
@@ -270,36 +247,6 @@ fn grant_json(r: &Record, g: &GrantInfo, now: Timestamp) -> Value {
         "time": format_time(g.time),
         "parent": g.parent,
         "revoked_by": g.revoked_by,
-    })
-}
-
-fn audit_json(r: &Record, a: &SignedAudit) -> Value {
-    let e = &a.event;
-    let known = r
-        .profile(&e.actor, Some(e.time))
-        .or_else(|| r.profile(&e.actor, None));
-    let first = e.entries.first();
-    let category = first
-        .and_then(|id| r.category_of(id))
-        .map(|c| c.name().to_owned());
-    json!({
-        "id": a.id(),
-        "time": format_time(e.time),
-        "actor": {
-            "actor": e.actor,
-            "name": e.actor_name.clone().or_else(|| known.map(|p| p.name.clone())),
-            "role": e.actor_role.clone().or_else(|| known.map(|p| p.role.clone())),
-            "organisation": e.actor_organisation.clone()
-                .or_else(|| known.and_then(|p| p.organisation.clone())),
-        },
-        "action": e.action.name(),
-        "entry": first,
-        "entries": e.entries,
-        "category": category,
-        "detail": e.detail,
-        "node": e.node,
-        "seq": e.seq,
-        "device": e.device,
     })
 }
 
@@ -364,513 +311,10 @@ async fn categories() -> Json<Value> {
     Json(Value::Array(list))
 }
 
-async fn list_records(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let out = st
-        .blocking(|st| {
-            let me = st.actor();
-            let now = st.now();
-            let mut rows = Vec::new();
-            for id in st.store().records()? {
-                let home = st
-                    .node()
-                    .and_then(|n| n.peer_book(&id).ok())
-                    .and_then(|b| b.home.map(|a| a.to_string()));
-                let row = st.store().with_record(&id, |r| {
-                    let v = r.viewer(&me, now);
-                    let mut levels = BTreeMap::new();
-                    for c in Category::BUILT_IN.iter() {
-                        if let Some(l) = v.level_on(c) {
-                            levels.insert(c.name().to_owned(), l);
-                        }
-                    }
-                    json!({
-                        "record": id,
-                        "patient_name": r.profile(&r.patient(), None).map(|p| p.name.clone()),
-                        "is_mine": r.patient() == me,
-                        "home": home,
-                        "entries": r.len(),
-                        "categories_visible": levels.keys().collect::<Vec<_>>(),
-                        "level_by_category": levels,
-                    })
-                })?;
-                rows.push(row);
-            }
-            Ok(Value::Array(rows))
-        })
-        .await?;
-    Ok(Json(out))
-}
-
-async fn create_record(
-    State(st): State<AppState>,
-    OptionalJsonBody(_body): OptionalJsonBody<Value>,
-) -> Result<Response, ApiError> {
-    let record = st
-        .blocking(|st| {
-            let me = st.actor();
-            if st.store().holds(&me)? {
-                return Err(ApiError::conflict(format!(
-                    "your record {me} already exists on this node"
-                )));
-            }
-            st.store().create_record(
-                st.keypair(),
-                st.profile().clone(),
-                st.now(),
-                st.device().map(str::to_owned),
-            )?;
-            Ok(me)
-        })
-        .await?;
-    st.changed(record).await;
-    Ok(created(json!({ "record": record })))
-}
-
-async fn record_summary(
-    State(st): State<AppState>,
-    Path(rid): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let record = parse_record(&rid)?;
-    let out = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let me = st.actor();
-            let now = st.now();
-            let (out, seen) = st.store().with_record(&record, |r| {
-                let v = viewer(r, &me, now)?;
-                let state = fold::current(r, &v);
-                let pick = |c: Category| {
-                    state
-                        .in_category(&c)
-                        .map(|i| item_json(r, i))
-                        .collect::<Vec<_>>()
-                };
-                let about = pick(Category::AboutMe);
-                let alerts = pick(Category::Alerts);
-                let seen: Vec<EntryId> = state
-                    .items
-                    .iter()
-                    .filter(|i| matches!(i.category, Category::AboutMe | Category::Alerts))
-                    .map(|i| i.current)
-                    .collect();
-                let mut counts: BTreeMap<Category, usize> = BTreeMap::new();
-                for i in &state.items {
-                    *counts.entry(i.category.clone()).or_default() += 1;
-                }
-                let cats: Vec<Value> = counts
-                    .iter()
-                    .map(|(c, n)| json!({ "name": c.name(), "title": c.title(), "count": n }))
-                    .collect();
-                let mine: Vec<Value> = r
-                    .grants()
-                    .filter(|g| g.grant.grantee == me)
-                    .map(|g| grant_json(r, g, now))
-                    .collect();
-                let patient = r.patient();
-                Ok::<_, ApiError>((
-                    json!({
-                        "record": record,
-                        "patient": {
-                            "actor": patient,
-                            "name": r.profile(&patient, None).map(|p| p.name.clone()),
-                        },
-                        "about_me": about,
-                        "alerts": alerts,
-                        "categories": cats,
-                        "my_access": { "is_patient": v.is_patient(), "grants": mine },
-                    }),
-                    seen,
-                ))
-            })??;
-            st.session().audit_read(
-                &record,
-                Action::View,
-                seen,
-                "record summary (API): about me, alerts, counts".into(),
-                now,
-            )?;
-            Ok(out)
-        })
-        .await?;
-    Ok(Json(out))
-}
-
-#[derive(Debug, Deserialize)]
-struct EntriesQuery {
-    category: Option<String>,
-    at: Option<String>,
-    #[serde(default)]
-    include_deleted: bool,
-}
-
-async fn list_entries(
-    State(st): State<AppState>,
-    Path(rid): Path<String>,
-    QueryParams(q): QueryParams<EntriesQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let record = parse_record(&rid)?;
-    let only: BTreeSet<Category> = q
-        .category
-        .as_deref()
-        .map(|s| {
-            s.split(',')
-                .filter(|c| !c.trim().is_empty())
-                .map(parse_category)
-                .collect::<Result<_, _>>()
-        })
-        .transpose()?
-        .unwrap_or_default();
-    let at = q.at.as_deref().map(|t| parse_time("at", t)).transpose()?;
-    let out = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let me = st.actor();
-            let now = st.now();
-            let (list, seen) = st.store().with_record(&record, |r| {
-                let past;
-                let r = match at {
-                    Some(t) => {
-                        past = r.at_time(t);
-                        &past
-                    }
-                    None => r,
-                };
-                let v = r.viewer(&me, at.unwrap_or(now));
-                if !v.has_access() {
-                    return Err(ApiError::forbidden(match at {
-                        Some(_) => "not authorised: no access to this record at that time",
-                        None => "not authorised: no access to this record",
-                    }));
-                }
-                let state = fold::current(r, &v);
-                let wanted = |c: &Category| only.is_empty() || only.contains(c);
-                let mut list = Vec::new();
-                let mut seen = Vec::new();
-                for i in state.items.iter().filter(|i| wanted(&i.category)) {
-                    seen.push(i.current);
-                    seen.extend(i.annotations.iter().copied());
-                    list.push(item_json(r, i));
-                }
-                if q.include_deleted {
-                    for d in &state.deleted {
-                        if r.category_of(d).is_some_and(wanted) {
-                            if let Some(j) = deleted_json(r, &v, d) {
-                                seen.push(*d);
-                                list.push(j);
-                            }
-                        }
-                    }
-                }
-                Ok((list, seen))
-            })??;
-            let mut detail = format!("entries (API): {} items", list.len());
-            if !only.is_empty() {
-                let names: Vec<&str> = only.iter().map(Category::name).collect();
-                detail.push_str(&format!(" in {}", names.join(",")));
-            }
-            if let Some(t) = at {
-                detail.push_str(&format!(" as at {}", format_time(t)));
-            }
-            st.session()
-                .audit_read(&record, Action::View, seen, detail, now)?;
-            Ok(Value::Array(list))
-        })
-        .await?;
-    Ok(Json(out))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewEntry {
-    category: String,
-    body: Value,
-}
-
-async fn add_entry(
-    State(st): State<AppState>,
-    Path(rid): Path<String>,
-    JsonBody(input): JsonBody<NewEntry>,
-) -> Result<Response, ApiError> {
-    let record = parse_record(&rid)?;
-    let category = parse_category(&input.category)?;
-    let body = schema::body_from_json(&category, &input.body)
-        .map_err(|e| ApiError::unprocessable(format!("{category}: {e}")))?;
-    let summary = schema::summary(&category, &body);
-    let id = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            Ok(st
-                .session()
-                .write(&record, Payload::Create { category, body }, st.now())?)
-        })
-        .await?;
-    st.changed(record).await;
-    Ok(created(json!({
-        "id": id,
-        "record": record,
-        "category": input.category.trim(),
-        "summary": summary,
-    })))
-}
-
-/// The item an entry id (any version) belongs to, current or deleted, as `me` sees it now.
-fn item_of(r: &Record, me: &ActorId, now: Timestamp, id: &EntryId) -> Result<Value, ApiError> {
-    let v = viewer(r, me, now)?;
-    visible(r, &v, id)?;
-    let h = fold::history(r, &v, id).ok_or_else(|| {
-        let kind = r.get(id).map_or("entry", |e| e.entry().payload.kind());
-        ApiError::not_found(format!(
-            "{id} is a {kind} entry, not record data (create, amend, delete, annotate)"
-        ))
-    })?;
-    let state = fold::current(r, &v);
-    if let Some(i) = state.items.iter().find(|i| i.id == h.item) {
-        return Ok(item_json(r, i));
-    }
-    deleted_json(r, &v, &h.item)
-        .ok_or_else(|| ApiError::not_found(format!("no item {} that you can see", h.item)))
-}
-
-async fn get_entry(
-    State(st): State<AppState>,
-    Path((rid, eid)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let record = parse_record(&rid)?;
-    let entry = parse_entry(&eid)?;
-    let out = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let now = st.now();
-            let me = st.actor();
-            let out = st
-                .store()
-                .with_record(&record, |r| item_of(r, &me, now, &entry))??;
-            let mut seen = Vec::new();
-            if let Some(c) = out["current"].as_str().and_then(|s| s.parse().ok()) {
-                seen.push(c);
-            }
-            st.session().audit_read(
-                &record,
-                Action::View,
-                seen,
-                format!("entry (API): {}", entry.short()),
-                now,
-            )?;
-            Ok(out)
-        })
-        .await?;
-    Ok(Json(out))
-}
-
-async fn entry_history(
-    State(st): State<AppState>,
-    Path((rid, eid)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let record = parse_record(&rid)?;
-    let entry = parse_entry(&eid)?;
-    let out = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let now = st.now();
-            let me = st.actor();
-            let (list, item, seen) = st.store().with_record(&record, |r| {
-                let v = viewer(r, &me, now)?;
-                visible(r, &v, &entry)?;
-                let h = fold::history(r, &v, &entry).ok_or_else(|| {
-                    ApiError::not_found(format!("{entry} is not record data: it has no history"))
-                })?;
-                let list: Vec<Value> = h
-                    .versions
-                    .iter()
-                    .map(|x| {
-                        let p = &x.provenance;
-                        let author = match &p.profile {
-                            Some(pr) => person_of(&p.author, Some(pr)),
-                            None => person(r, &p.author, None),
-                        };
-                        let mut o = json!({
-                            "id": x.id,
-                            "kind": x.kind,
-                            "target": x.target,
-                            "author": author,
-                            "device": p.device,
-                            "time": format_time(p.time),
-                            "grant": p.grant,
-                            "in_effect": x.in_effect,
-                            "current": x.current,
-                        });
-                        let content = x.content.to_json();
-                        match x.kind {
-                            "create" | "amend" => {
-                                o["summary"] = json!(schema::summary(&h.category, &x.content));
-                                o["body"] = content;
-                            }
-                            "delete" => o["reason"] = content,
-                            "annotate" => o["text"] = content,
-                            _ => {}
-                        }
-                        o
-                    })
-                    .collect();
-                let seen: Vec<EntryId> = h.versions.iter().map(|x| x.id).collect();
-                Ok::<_, ApiError>((list, h.item, seen))
-            })??;
-            st.session().audit_read(
-                &record,
-                Action::View,
-                seen,
-                format!("history of {} (API)", item.short()),
-                now,
-            )?;
-            Ok(Value::Array(list))
-        })
-        .await?;
-    Ok(Json(out))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AmendInput {
-    body: Value,
-}
-
-/// The current item (not deleted) an entry id belongs to: (version in effect, category,
-/// body).
-fn current_of(
-    r: &Record,
-    me: &ActorId,
-    now: Timestamp,
-    id: &EntryId,
-) -> Result<(EntryId, EntryId, Category, cophr_protocol::Value), ApiError> {
-    let v = viewer(r, me, now)?;
-    visible(r, &v, id)?;
-    let h = fold::history(r, &v, id)
-        .ok_or_else(|| ApiError::not_found(format!("{id} is not record data")))?;
-    let state = fold::current(r, &v);
-    let i = state
-        .items
-        .into_iter()
-        .find(|i| i.id == h.item)
-        .ok_or_else(|| {
-            ApiError::conflict(format!(
-                "{} has been deleted; its history is kept",
-                h.item.short()
-            ))
-        })?;
-    Ok((i.id, i.current, i.category, i.body))
-}
-
-async fn amend_entry(
-    State(st): State<AppState>,
-    Path((rid, eid)): Path<(String, String)>,
-    JsonBody(input): JsonBody<AmendInput>,
-) -> Result<Json<Value>, ApiError> {
-    let record = parse_record(&rid)?;
-    let entry = parse_entry(&eid)?;
-    let (id, item) = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let now = st.now();
-            let me = st.actor();
-            let (item, current, category, old) = st
-                .store()
-                .with_record(&record, |r| current_of(r, &me, now, &entry))??;
-            let body = schema::body_from_json(&category, &input.body)
-                .map_err(|e| ApiError::unprocessable(format!("{category}: {e}")))?;
-            if body == old {
-                return Err(ApiError::invalid(
-                    "nothing to change: the new version would equal the current one",
-                ));
-            }
-            let id = st.session().write(
-                &record,
-                Payload::Amend {
-                    target: current,
-                    body,
-                },
-                now,
-            )?;
-            Ok((id, item))
-        })
-        .await?;
-    st.changed(record).await;
-    Ok(Json(json!({ "id": id, "item": item })))
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReasonInput {
     reason: Option<String>,
-}
-
-async fn delete_entry(
-    State(st): State<AppState>,
-    Path((rid, eid)): Path<(String, String)>,
-    OptionalJsonBody(input): OptionalJsonBody<ReasonInput>,
-) -> Result<Json<Value>, ApiError> {
-    let record = parse_record(&rid)?;
-    let entry = parse_entry(&eid)?;
-    let reason = input
-        .reason
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| "deleted (no reason given)".to_owned());
-    let (id, item) = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let now = st.now();
-            let me = st.actor();
-            let (item, current, _, _) = st
-                .store()
-                .with_record(&record, |r| current_of(r, &me, now, &entry))??;
-            let id = st.session().write(
-                &record,
-                Payload::Delete {
-                    target: current,
-                    reason,
-                },
-                now,
-            )?;
-            Ok((id, item))
-        })
-        .await?;
-    st.changed(record).await;
-    Ok(Json(json!({ "id": id, "item": item })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AnnotateInput {
-    text: String,
-}
-
-async fn annotate(
-    State(st): State<AppState>,
-    Path((rid, eid)): Path<(String, String)>,
-    JsonBody(input): JsonBody<AnnotateInput>,
-) -> Result<Response, ApiError> {
-    let record = parse_record(&rid)?;
-    let target = parse_entry(&eid)?;
-    let text = input.text.trim().to_owned();
-    if text.is_empty() {
-        return Err(ApiError::unprocessable("the annotation's text is empty"));
-    }
-    let id = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let now = st.now();
-            let me = st.actor();
-            st.store().with_record(&record, |r| {
-                let v = viewer(r, &me, now)?;
-                visible(r, &v, &target)
-            })??;
-            Ok(st
-                .session()
-                .write(&record, Payload::Annotate { target, text }, now)?)
-        })
-        .await?;
-    st.changed(record).await;
-    Ok(created(json!({ "id": id })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -884,271 +328,4 @@ fn limit(q: &LimitQuery) -> Result<usize, ApiError> {
         Some(0) => Err(ApiError::invalid("limit must be at least 1")),
         Some(n) => Ok(n.min(MAX_LIMIT)),
     }
-}
-
-async fn timeline(
-    State(st): State<AppState>,
-    Path(rid): Path<String>,
-    QueryParams(q): QueryParams<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let record = parse_record(&rid)?;
-    let n = limit(&q)?;
-    let out = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let now = st.now();
-            let me = st.actor();
-            let (list, seen) = st.store().with_record(&record, |r| {
-                let v = viewer(r, &me, now)?;
-                let state = fold::current(r, &v);
-                let mut items: Vec<&Item> = state.items.iter().collect();
-                items.sort_by_key(|i| std::cmp::Reverse((i.updated, i.current)));
-                items.truncate(n);
-                let seen: Vec<EntryId> = items.iter().map(|i| i.current).collect();
-                let list: Vec<Value> = items.into_iter().map(|i| item_json(r, i)).collect();
-                Ok::<_, ApiError>((list, seen))
-            })??;
-            st.session().audit_read(
-                &record,
-                Action::View,
-                seen,
-                format!("timeline (API): {} items", list.len()),
-                now,
-            )?;
-            Ok(Value::Array(list))
-        })
-        .await?;
-    Ok(Json(out))
-}
-
-async fn list_grants(
-    State(st): State<AppState>,
-    Path(rid): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let record = parse_record(&rid)?;
-    let out = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let now = st.now();
-            let me = st.actor();
-            let (list, seen) = st.store().with_record(&record, |r| {
-                let v = viewer(r, &me, now)?;
-                let mut grants: Vec<&GrantInfo> =
-                    r.grants().filter(|g| r.can_see(&v, &g.id)).collect();
-                grants.sort_by_key(|g| (g.time, g.id));
-                let seen: Vec<EntryId> = grants.iter().map(|g| g.id).collect();
-                let list: Vec<Value> = grants.iter().map(|g| grant_json(r, g, now)).collect();
-                Ok::<_, ApiError>((list, seen))
-            })??;
-            st.session().audit_read(
-                &record,
-                Action::View,
-                seen,
-                format!("grants (API): {}", list.len()),
-                now,
-            )?;
-            Ok(Value::Array(list))
-        })
-        .await?;
-    Ok(Json(out))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GrantInput {
-    grantee: String,
-    categories: Value,
-    level: String,
-    from: Option<String>,
-    expires: Option<String>,
-    #[serde(default)]
-    delegate: bool,
-    #[serde(default)]
-    audit: bool,
-    label: Option<String>,
-}
-
-fn scope_of(v: &Value) -> Result<Scope, ApiError> {
-    let bad =
-        || ApiError::invalid("categories must be \"all\" or a non-empty list of category names");
-    match v {
-        Value::String(s) if s.trim().eq_ignore_ascii_case("all") => Ok(Scope::All),
-        Value::Array(list) => {
-            let set: BTreeSet<Category> = list
-                .iter()
-                .map(|c| c.as_str().ok_or_else(bad).and_then(parse_category))
-                .collect::<Result<_, _>>()?;
-            if set.is_empty() {
-                return Err(bad());
-            }
-            Ok(Scope::Only(set))
-        }
-        _ => Err(bad()),
-    }
-}
-
-async fn add_grant(
-    State(st): State<AppState>,
-    Path(rid): Path<String>,
-    JsonBody(input): JsonBody<GrantInput>,
-) -> Result<Response, ApiError> {
-    let record = parse_record(&rid)?;
-    let grantee: ActorId =
-        input.grantee.trim().parse().map_err(|e| {
-            ApiError::invalid(format!("`{}` is not an actor id: {e}", input.grantee))
-        })?;
-    let scope = scope_of(&input.categories)?;
-    let level: Level = input.level.trim().parse().map_err(|_| {
-        ApiError::invalid(format!(
-            "`{}` is not a level: view, annotate, write or delete",
-            input.level
-        ))
-    })?;
-    let not_before = input
-        .from
-        .as_deref()
-        .map(|t| parse_time("from", t))
-        .transpose()?;
-    let until = input
-        .expires
-        .as_deref()
-        .map(|t| parse_time("expires", t))
-        .transpose()?;
-    if let (Some(a), Some(b)) = (not_before, until) {
-        if a > b {
-            return Err(ApiError::invalid("from is after expires"));
-        }
-    }
-    if grantee == st.actor() {
-        return Err(ApiError::invalid("you cannot grant access to yourself"));
-    }
-    let grant = Grant {
-        grantee,
-        level,
-        scope,
-        not_before,
-        until,
-        audit: input.audit,
-        delegate: input.delegate,
-        label: input
-            .label
-            .map(|l| l.trim().to_owned())
-            .filter(|l| !l.is_empty()),
-    };
-    let id = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            Ok(st
-                .session()
-                .write(&record, Payload::Grant(grant), st.now())?)
-        })
-        .await?;
-    st.changed(record).await;
-    Ok(created(json!({ "id": id })))
-}
-
-async fn revoke(
-    State(st): State<AppState>,
-    Path((rid, gid)): Path<(String, String)>,
-    OptionalJsonBody(input): OptionalJsonBody<ReasonInput>,
-) -> Result<Json<Value>, ApiError> {
-    let record = parse_record(&rid)?;
-    let grant = parse_entry(&gid)?;
-    let reason = input
-        .reason
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| "revoked (no reason given)".to_owned());
-    let id = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let now = st.now();
-            let me = st.actor();
-            st.store().with_record(&record, |r| {
-                let v = viewer(r, &me, now)?;
-                visible(r, &v, &grant)?;
-                if r.grant(&grant).is_none() {
-                    return Err(ApiError::not_found(format!("{grant} is not a grant")));
-                }
-                Ok(())
-            })??;
-            Ok(st.session().write(
-                &record,
-                Payload::Revoke {
-                    grant,
-                    category: None,
-                    reason,
-                },
-                now,
-            )?)
-        })
-        .await?;
-    st.changed(record).await;
-    Ok(Json(json!({ "id": id })))
-}
-
-async fn audit_trail(
-    State(st): State<AppState>,
-    Path(rid): Path<String>,
-    QueryParams(q): QueryParams<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let record = parse_record(&rid)?;
-    let n = limit(&q)?;
-    let out = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let now = st.now();
-            let me = st.actor();
-            let mut events = st.store().audit_events(&record)?;
-            events.sort_by_key(|a| std::cmp::Reverse((a.event.time, a.event.node, a.event.seq)));
-            let total = events.len();
-            events.truncate(n);
-            let list = st.store().with_record(&record, |r| {
-                let v = viewer(r, &me, now)?;
-                if !v.may_audit() {
-                    return Err(ApiError::forbidden(
-                        "not authorised: your grant does not include the audit right, so you \
-                         may not read this record's audit trail",
-                    ));
-                }
-                Ok(events.iter().map(|a| audit_json(r, a)).collect::<Vec<_>>())
-            })??;
-            st.session().audit_read(
-                &record,
-                Action::AuditRead,
-                Vec::new(),
-                format!("{total} events (API)"),
-                now,
-            )?;
-            Ok(Value::Array(list))
-        })
-        .await?;
-    Ok(Json(out))
-}
-
-async fn export(State(st): State<AppState>, Path(rid): Path<String>) -> Result<Response, ApiError> {
-    let record = parse_record(&rid)?;
-    let bytes = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let now = st.now();
-            let me = st.actor();
-            st.store()
-                .with_record(&record, |r| viewer(r, &me, now).map(drop))??;
-            Ok(st
-                .store()
-                .export(&record, st.keypair(), now, st.device().map(str::to_owned))?)
-        })
-        .await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{record}.cophr\""),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
 }

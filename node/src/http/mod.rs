@@ -7,6 +7,7 @@
 //! [`token`]) and is compared in constant time.
 
 pub mod api;
+pub mod conn;
 pub mod fhir;
 pub mod token;
 pub mod web;
@@ -26,7 +27,7 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use crate::net::NodeHandle;
-use crate::session::{Session, SessionError};
+use crate::session::{Cancel, Checkpoint, Reader, Session, SessionError};
 use crate::store::{Store, StoreError};
 
 /// The largest request body accepted (413 beyond).
@@ -35,8 +36,9 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 /// Requests doing store work at once (on blocking threads); others wait their turn.
 pub const MAX_BLOCKING: usize = 16;
 
-/// Open connections at once; the next waits in the kernel's accept queue until one closes.
-pub const MAX_CONNECTIONS: usize = 128;
+pub use conn::{
+    ConnLimits, HEADER_TIMEOUT, LOOPBACK_RESERVED, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP,
+};
 
 /// The longest a request may take, reading its body included (408 beyond).
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -136,6 +138,13 @@ struct Inner {
     clock: Clock,
     node: Option<NodeHandle>,
     permits: Arc<tokio::sync::Semaphore>,
+    request_timeout: std::time::Duration,
+    checkpoint: Option<Checkpoint>,
+}
+
+tokio::task_local! {
+    /// The cancellation flag of the request being handled (set by [`time_limit`]).
+    static REQUEST: Cancel;
 }
 
 /// What every handler gets: the store, the identity the server acts as (key, profile,
@@ -144,6 +153,9 @@ struct Inner {
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    /// The cancellation flag of the request this state serves (inside
+    /// [`AppState::blocking`]); a fresh one elsewhere.
+    cancel: Cancel,
 }
 
 impl std::fmt::Debug for AppState {
@@ -177,7 +189,48 @@ impl AppState {
                 clock: Arc::new(system_clock),
                 node: None,
                 permits: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING)),
+                request_timeout: REQUEST_TIMEOUT,
+                checkpoint: None,
             }),
+            cancel: Cancel::new(),
+        }
+    }
+
+    /// Ends requests after `limit` instead of [`REQUEST_TIMEOUT`] (for tests).
+    pub fn with_request_timeout(mut self, limit: std::time::Duration) -> Self {
+        Arc::make_mut(&mut self.inner).request_timeout = limit;
+        self
+    }
+
+    /// Runs `hook` at every cancellation checkpoint of a request's reading work (a test
+    /// hook: hold the work at a checkpoint, count them).
+    pub fn with_checkpoint(mut self, hook: Checkpoint) -> Self {
+        Arc::make_mut(&mut self.inner).checkpoint = Some(hook);
+        self
+    }
+
+    /// The cancellation flag of the current request.
+    pub fn cancel(&self) -> &Cancel {
+        &self.cancel
+    }
+
+    /// Reads as the identity ([`Session::read`]) under the current request's
+    /// cancellation flag: the result comes back only once what `f` says it showed is
+    /// audited, and a request that timed out or was dropped audits nothing.
+    pub fn read<T, E: From<SessionError>>(
+        &self,
+        now: Timestamp,
+        f: impl FnOnce(&mut Reader<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.session().read(&self.cancel, now, f)
+    }
+
+    /// Waits until no request's store work is running (every blocking permit free), for
+    /// tests that check what a cancelled request left behind.
+    pub async fn quiesce(&self) {
+        let n = u32::try_from(MAX_BLOCKING).unwrap_or(u32::MAX);
+        if let Ok(all) = self.inner.permits.acquire_many(n).await {
+            drop(all);
         }
     }
 
@@ -257,7 +310,8 @@ impl AppState {
             .acquire_owned()
             .await
             .map_err(|_| ApiError::internal("the node is stopping"))?;
-        let st = self.clone();
+        let mut st = self.clone();
+        st.cancel = REQUEST.try_with(Cancel::clone).unwrap_or_default();
         tokio::task::spawn_blocking(move || {
             let out = f(&st);
             drop(permit);
@@ -405,6 +459,11 @@ impl From<SessionError> for ApiError {
                 ApiError::new(status, code, message)
             }
             SessionError::Store(s) => s.into(),
+            SessionError::Cancelled(c) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("{c}: the request timed out or was abandoned"),
+            ),
         }
     }
 }
@@ -580,122 +639,76 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(log_request))
-        .layer(middleware::from_fn(time_limit))
+        .layer(middleware::from_fn_with_state(
+            RequestLimit {
+                timeout: state.inner.request_timeout,
+                checkpoint: state.inner.checkpoint.clone(),
+            },
+            time_limit,
+        ))
         .with_state(state)
 }
 
-/// Ends a request that takes longer than [`REQUEST_TIMEOUT`] with 408 (a slow client
-/// trickling its body holds nothing for longer than that).
-async fn time_limit(req: Request, next: Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+/// The request time limit and the test checkpoint hook, for [`time_limit`].
+#[derive(Clone, Default)]
+struct RequestLimit {
+    timeout: std::time::Duration,
+    checkpoint: Option<Checkpoint>,
+}
+
+/// Cancels a request's flag when the request's future is dropped (the client went away).
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Ends a request that takes longer than the state's request timeout
+/// ([`REQUEST_TIMEOUT`] by default) with 408 (a slow client trickling its body holds
+/// nothing for longer than that), and gives the request a cancellation flag: set when it
+/// times out or its future is dropped, so its reading work stops and audits nothing. A
+/// read whose result was already committed (audited) is waited for instead.
+async fn time_limit(State(rl): State<RequestLimit>, req: Request, next: Next) -> Response {
+    let cancel = match rl.checkpoint {
+        Some(hook) => Cancel::with_checkpoint(hook),
+        None => Cancel::new(),
+    };
+    let _on_drop = CancelOnDrop(cancel.clone());
+    let limit = rl.timeout;
+    let work = REQUEST.scope(cancel.clone(), next.run(req));
+    tokio::pin!(work);
+    match tokio::time::timeout(limit, &mut work).await {
         Ok(response) => response,
+        Err(_) if !cancel.cancel() => work.await,
         Err(_) => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
-            format!(
-                "the request took longer than {} seconds",
-                REQUEST_TIMEOUT.as_secs()
-            ),
+            format!("the request took longer than {limit:?}"),
         )
         .into_response(),
     }
 }
 
-/// A TCP listener that holds at most `limit` connections open at once: `accept` waits for
-/// a connection to close before taking the next from the kernel's queue.
-#[derive(Debug)]
-pub struct BoundedListener {
-    inner: tokio::net::TcpListener,
-    permits: Arc<tokio::sync::Semaphore>,
-}
-
-impl BoundedListener {
-    /// Wraps `inner`, allowing `limit` open connections.
-    pub fn new(inner: tokio::net::TcpListener, limit: usize) -> Self {
-        BoundedListener {
-            inner,
-            permits: Arc::new(tokio::sync::Semaphore::new(limit)),
-        }
-    }
-}
-
-/// A connection accepted by [`BoundedListener`]; closing it frees its place.
-#[derive(Debug)]
-pub struct BoundedStream {
-    stream: tokio::net::TcpStream,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl axum::serve::Listener for BoundedListener {
-    type Io = BoundedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let permit = match self.permits.clone().acquire_owned().await {
-            Ok(p) => p,
-            // The semaphore is never closed; waiting forever is the honest fallback.
-            Err(_) => std::future::pending().await,
-        };
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (
-            BoundedStream {
-                stream,
-                _permit: permit,
-            },
-            addr,
-        )
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-impl tokio::io::AsyncRead for BoundedStream {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for BoundedStream {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
 /// Serves [`router`] on `listener` until `shutdown` completes (then finishes the requests
-/// in flight), with at most [`MAX_CONNECTIONS`] connections open at once.
+/// in flight), under the default [`ConnLimits`] (see [`conn`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = BoundedListener::new(listener, MAX_CONNECTIONS);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, state, ConnLimits::default(), shutdown).await
+}
+
+/// [`serve`] under other connection limits.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    conn::serve_with(listener, router(state), limits, shutdown).await
 }
 
 #[cfg(test)]
@@ -703,7 +716,6 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::routing::get;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tower::ServiceExt;
 
     #[tokio::test(start_paused = true)]
@@ -711,7 +723,13 @@ mod tests {
         let app: Router = Router::new()
             .route("/slow", get(std::future::pending::<&'static str>))
             .route("/quick", get(|| async { "ok" }))
-            .layer(middleware::from_fn(time_limit));
+            .layer(middleware::from_fn_with_state(
+                RequestLimit {
+                    timeout: REQUEST_TIMEOUT,
+                    checkpoint: None,
+                },
+                time_limit,
+            ));
         let slow = app
             .clone()
             .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
@@ -723,50 +741,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(quick.status(), StatusCode::OK);
-    }
-
-    async fn get_over(stream: &mut tokio::net::TcpStream) -> String {
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 1024];
-        let n = stream.read(&mut buf).await.unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-
-    #[tokio::test]
-    async fn the_listener_holds_no_more_connections_than_its_limit() {
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let app: Router = Router::new().route("/", get(|| async { "ok" }));
-        tokio::spawn(async move {
-            axum::serve(BoundedListener::new(tcp, 1), app)
-                .await
-                .unwrap();
-        });
-        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
-        assert!(get_over(&mut first).await.starts_with("HTTP/1.1 200"));
-        // The second connection is queued by the kernel but not served while the first
-        // (keep-alive) stays open.
-        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
-        second
-            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 1024];
-        let waited =
-            tokio::time::timeout(std::time::Duration::from_millis(300), second.read(&mut buf))
-                .await;
-        assert!(
-            waited.is_err(),
-            "a second connection was served beyond the limit"
-        );
-        drop(first);
-        let n = tokio::time::timeout(std::time::Duration::from_secs(30), second.read(&mut buf))
-            .await
-            .expect("served once the first connection closed")
-            .unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     }
 }

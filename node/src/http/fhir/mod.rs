@@ -23,20 +23,17 @@ pub mod search;
 mod view;
 mod write;
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use cophr_protocol::audit::Action;
 use cophr_protocol::fhir::{self, FhirError, SearchKeys};
 use cophr_protocol::{Category, EntryId, RecordId, Timestamp};
 use serde_json::{json, Value as Json};
 
 use super::{ApiError, AppState};
-use crate::session::SessionError;
+use crate::session::{Cancelled, Reader, SessionError};
 use crate::store::StoreError;
 use resources::{TypeCapability, DERIVED_TYPES};
 use search::Search;
@@ -153,6 +150,12 @@ impl From<SessionError> for Outcome {
     }
 }
 
+impl From<Cancelled> for Outcome {
+    fn from(e: Cancelled) -> Self {
+        SessionError::from(e).into()
+    }
+}
+
 impl IntoResponse for Outcome {
     fn into_response(self) -> Response {
         fhir_response(self.status, &self.body())
@@ -252,34 +255,13 @@ struct Ctx {
     query: Vec<(String, String)>,
 }
 
-/// What was read, per record, for the audit trail.
-#[derive(Debug, Default)]
-struct Seen {
-    by_record: BTreeMap<RecordId, (Vec<EntryId>, bool)>,
-}
-
-impl Seen {
-    fn add(&mut self, record: RecordId, entries: &[EntryId], audit_read: bool) {
-        let e = self.by_record.entry(record).or_default();
-        e.0.extend_from_slice(entries);
-        e.1 |= audit_read;
-    }
-
-    /// Writes one audit event per record read (an audit-read where the audit trail was
-    /// read, else a view).
-    fn record(self, st: &AppState, detail: &str) -> Result<(), Outcome> {
-        let session = st.session();
-        for (record, (mut entries, audit_read)) in self.by_record {
-            entries.sort_unstable();
-            entries.dedup();
-            let action = if audit_read {
-                Action::AuditRead
-            } else {
-                Action::View
-            };
-            session.audit_read(&record, action, entries, detail.to_owned(), st.now())?;
-        }
-        Ok(())
+/// Notes what a read delivers, for the audit trail: one event per record read (an
+/// audit-read where the audit trail was read, else a view).
+fn saw(rd: &mut Reader<'_>, record: RecordId, entries: &[EntryId], audit_read: bool) {
+    let s = rd.seen(&record);
+    s.add(entries.iter().copied());
+    if audit_read {
+        s.audit_trail();
     }
 }
 
@@ -489,11 +471,12 @@ fn collect_types(
             Vec::new()
         };
         st.store().with_record(rid, |rec| {
+            let stop = st.cancel();
             let viewer = rec.viewer(&me, now);
             if !viewer.has_access() {
-                return;
+                return Ok(());
             }
-            let all = view::items(rec, &viewer);
+            let all = view::items(rec, &viewer, stop)?;
             let derived = |ty: &str, list: Vec<(EntryId, Timestamp, Json)>, audit_read: bool| {
                 let ty = ty.to_owned();
                 list.into_iter().map(move |(id, t, j)| Found {
@@ -513,13 +496,16 @@ fn collect_types(
                 })
             };
             for ty in types {
+                stop.check()?;
                 match *ty {
-                    "Provenance" => {
-                        out.extend(derived(ty, view::provenances(rec, &viewer, &all), false))
-                    }
+                    "Provenance" => out.extend(derived(
+                        ty,
+                        view::provenances(rec, &viewer, &all, stop)?,
+                        false,
+                    )),
                     "AuditEvent" => out.extend(derived(
                         ty,
-                        view::audit_events(rec, &viewer, &events, &all),
+                        view::audit_events(rec, &viewer, &events, &all, stop)?,
                         true,
                     )),
                     _ => {
@@ -549,7 +535,8 @@ fn collect_types(
                     }
                 }
             }
-        })?;
+            Ok::<_, Cancelled>(())
+        })??;
     }
     Ok(out)
 }
@@ -593,8 +580,12 @@ fn gone(ty: &str, id: &str) -> Outcome {
     )
 }
 
+/// Answers a GET, as one audited read ([`AppState::read`]).
 fn run(st: &AppState, op: Op, ctx: &Ctx) -> Result<Response, Outcome> {
-    let mut seen = Seen::default();
+    st.read(st.now(), |rd| read(st, rd, op, ctx))
+}
+
+fn read(st: &AppState, rd: &mut Reader<'_>, op: Op, ctx: &Ctx) -> Result<Response, Outcome> {
     let (resp, detail) = match op {
         Op::Metadata => {
             return Ok(fhir_response(
@@ -608,7 +599,7 @@ fn run(st: &AppState, op: Op, ctx: &Ctx) -> Result<Response, Outcome> {
             let Some(r) = f.resource else {
                 return Err(gone(&ty, &id));
             };
-            seen.add(f.record, &f.entries, f.audit_read);
+            saw(rd, f.record, &f.entries, f.audit_read);
             (resource_response(&r), format!("FHIR read {ty}"))
         }
         Op::VRead(ty, id, vid) => {
@@ -628,7 +619,7 @@ fn run(st: &AppState, op: Op, ctx: &Ctx) -> Result<Response, Outcome> {
                             vid.chars().take(80).collect::<String>()
                         )));
                     };
-                    seen.add(f.record, &[item, v.entry], false);
+                    saw(rd, f.record, &[item, v.entry], false);
                     match &v.resource {
                         Some(r) => Some(r.clone()),
                         None => return Err(gone(&ty, &id)),
@@ -641,13 +632,13 @@ fn run(st: &AppState, op: Op, ctx: &Ctx) -> Result<Response, Outcome> {
                     vid.chars().take(80).collect::<String>()
                 )));
             };
-            seen.add(f.record, &f.entries, f.audit_read);
+            saw(rd, f.record, &f.entries, f.audit_read);
             (resource_response(&r), format!("FHIR vread {ty}"))
         }
         Op::History(ty, id) => {
             only_params(ctx, &["_format"])?;
             let f = find_one(st, &ty, &id)?;
-            let entries = history_entries(st, ctx, &ty, &f, &mut seen)?;
+            let entries = history_entries(st, ctx, &ty, &f, rd)?;
             let total = entries.len();
             let b = resources::bundle(
                 "history",
@@ -665,7 +656,8 @@ fn run(st: &AppState, op: Op, ctx: &Ctx) -> Result<Response, Outcome> {
             let records = visible_records(st)?;
             let mut entries = Vec::new();
             for f in collect(st, &records, &ty)? {
-                entries.extend(history_entries(st, ctx, &ty, &f, &mut seen)?);
+                st.cancel().check()?;
+                entries.extend(history_entries(st, ctx, &ty, &f, rd)?);
             }
             entries.sort_by_key(|e| std::cmp::Reverse(e.0));
             let total = entries.len();
@@ -682,7 +674,7 @@ fn run(st: &AppState, op: Op, ctx: &Ctx) -> Result<Response, Outcome> {
         }
         Op::Search(ty) => {
             let s = search::parse(&ty, &ctx.query).map_err(|e| Outcome::invalid(e.to_string()))?;
-            let b = search_bundle(st, ctx, &ty, &s, &mut seen)?;
+            let b = search_bundle(st, ctx, &ty, &s, rd)?;
             (
                 fhir_response(StatusCode::OK, &b),
                 format!("FHIR search {ty}"),
@@ -691,14 +683,14 @@ fn run(st: &AppState, op: Op, ctx: &Ctx) -> Result<Response, Outcome> {
         Op::Everything(id) => {
             only_params(ctx, &["_format"])?;
             let patient = find_one(st, "Patient", &id)?;
-            let b = everything(st, ctx, &patient, &mut seen)?;
+            let b = everything(st, ctx, &patient, rd)?;
             (
                 fhir_response(StatusCode::OK, &b),
                 "FHIR Patient/$everything".to_owned(),
             )
         }
     };
-    seen.record(st, &detail)?;
+    rd.detail(detail);
     Ok(resp)
 }
 
@@ -725,11 +717,11 @@ fn history_entries(
     ctx: &Ctx,
     ty: &str,
     f: &Found,
-    seen: &mut Seen,
+    rd: &mut Reader<'_>,
 ) -> Result<Vec<HistoryEntry>, Outcome> {
     let url = full_url(ctx, ty, &f.id);
     let Some(item) = f.item else {
-        seen.add(f.record, &f.entries, f.audit_read);
+        saw(rd, f.record, &f.entries, f.audit_read);
         let Some(r) = &f.resource else {
             return Ok(Vec::new());
         };
@@ -743,7 +735,7 @@ fn history_entries(
     };
     let vs = item_versions(st, &f.record, &item, &f.id)?;
     let ids: Vec<EntryId> = vs.iter().map(|v| v.entry).collect();
-    seen.add(f.record, &ids, false);
+    saw(rd, f.record, &ids, false);
     let mut out: Vec<HistoryEntry> = vs
         .iter()
         .map(|v| {
@@ -773,7 +765,7 @@ fn search_bundle(
     ctx: &Ctx,
     ty: &str,
     s: &Search,
-    seen: &mut Seen,
+    rd: &mut Reader<'_>,
 ) -> Result<Json, Outcome> {
     let visible = visible_records(st)?;
     let records: Vec<RecordId> = if s.patients.is_empty() {
@@ -800,7 +792,7 @@ fn search_bundle(
     let entries: Vec<Json> = page
         .into_iter()
         .map(|f| {
-            seen.add(f.record, &f.entries, f.audit_read);
+            saw(rd, f.record, &f.entries, f.audit_read);
             json!({"fullUrl": full_url(ctx, ty, &f.id), "resource": f.resource,
                    "search": {"mode": "match"}})
         })
@@ -830,15 +822,21 @@ fn search_bundle(
     Ok(b)
 }
 
-fn everything(st: &AppState, ctx: &Ctx, patient: &Found, seen: &mut Seen) -> Result<Json, Outcome> {
+fn everything(
+    st: &AppState,
+    ctx: &Ctx,
+    patient: &Found,
+    rd: &mut Reader<'_>,
+) -> Result<Json, Outcome> {
     let mut entries = Vec::new();
     let all = collect_types(st, &[patient.record], &served_types())?;
     let others = all
         .into_iter()
         .filter(|f| !(f.ty == "Patient" && f.id == patient.id));
     for f in std::iter::once(patient.clone()).chain(others) {
+        st.cancel().check()?;
         if let Some(r) = f.resource {
-            seen.add(f.record, &f.entries, f.audit_read);
+            saw(rd, f.record, &f.entries, f.audit_read);
             entries.push(
                 json!({"fullUrl": full_url(ctx, &f.ty, &f.id), "resource": r,
                                 "search": {"mode": "match"}}),

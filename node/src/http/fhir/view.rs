@@ -11,6 +11,7 @@ use serde_json::Value as Json;
 
 use super::resources;
 use super::search::{self, Search};
+use crate::session::{Cancel, Cancelled};
 
 /// One version of an item.
 #[derive(Debug, Clone)]
@@ -82,7 +83,32 @@ pub fn primary_patient(record: &Record, state: &fold::State) -> Option<EntryId> 
 
 /// The versions of an item (creates, amends and deletes in effect, in time order).
 pub fn versions(record: &Record, viewer: &Viewer, item: &EntryId, id: &str) -> Vec<Version> {
-    let Some(h) = fold::history(record, viewer, item) else {
+    versions_of(record, fold::history(record, viewer, item), item, id)
+}
+
+/// [`versions`], given the viewer's current state (folded once for many items).
+fn versions_with(
+    record: &Record,
+    viewer: &Viewer,
+    state: &fold::State,
+    item: &EntryId,
+    id: &str,
+) -> Vec<Version> {
+    versions_of(
+        record,
+        fold::history_with(record, viewer, state, item),
+        item,
+        id,
+    )
+}
+
+fn versions_of(
+    record: &Record,
+    h: Option<fold::History>,
+    item: &EntryId,
+    id: &str,
+) -> Vec<Version> {
+    let Some(h) = h else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -109,13 +135,15 @@ pub fn versions(record: &Record, viewer: &Viewer, item: &EntryId, id: &str) -> V
     out
 }
 
-/// Every item of the record the viewer sees, current and deleted, as resources.
-pub fn items(record: &Record, viewer: &Viewer) -> Vec<Res> {
+/// Every item of the record the viewer sees, current and deleted, as resources (`Err` once
+/// `stop` is cancelled: checked at every item).
+pub fn items(record: &Record, viewer: &Viewer, stop: &Cancel) -> Result<Vec<Res>, Cancelled> {
     let rid = record.id();
     let state = fold::current(record, viewer);
     let primary = primary_patient(record, &state);
     let mut out = Vec::new();
     for i in &state.items {
+        stop.check()?;
         let id = if Some(i.id) == primary {
             rid.to_string()
         } else {
@@ -127,7 +155,7 @@ pub fn items(record: &Record, viewer: &Viewer) -> Vec<Res> {
         let version = if i.versions <= 1 {
             1
         } else {
-            versions(record, viewer, &i.id, &id)
+            versions_with(record, viewer, &state, &i.id, &id)
                 .iter()
                 .find(|v| v.entry == i.current)
                 .map_or(i.versions, |v| v.n)
@@ -151,7 +179,8 @@ pub fn items(record: &Record, viewer: &Viewer) -> Vec<Res> {
         });
     }
     for d in &state.deleted {
-        let vs = versions(record, viewer, d, &d.to_string());
+        stop.check()?;
+        let vs = versions_with(record, viewer, &state, d, &d.to_string());
         let (Some(last), Some(shown)) =
             (vs.last(), vs.iter().rev().find_map(|v| v.resource.as_ref()))
         else {
@@ -192,14 +221,73 @@ pub fn items(record: &Record, viewer: &Viewer) -> Vec<Res> {
             });
         }
     }
-    out
+    Ok(out)
+}
+
+/// The item (root create) an entry belongs to: its targets walked back to the create
+/// (as `fold::history` does), if the viewer sees it.
+fn item_root(record: &Record, viewer: &Viewer, id: &EntryId) -> Option<EntryId> {
+    let mut root = *id;
+    for _ in 0..record.len() {
+        let e = record.get(&root)?.entry();
+        match e.payload.target() {
+            Some(t) if !matches!(e.payload, Payload::Create { .. }) => root = t,
+            _ => break,
+        }
+    }
+    let is_create = matches!(record.get(&root)?.entry().payload, Payload::Create { .. });
+    (is_create && record.can_see(viewer, &root)).then_some(root)
+}
+
+/// Lookups built once per read of many Provenances, so each entry costs no scan of the
+/// record: resources by item, and (for items with several versions) version numbers by
+/// entry, computed once per item.
+struct Lookup<'a> {
+    by_item: std::collections::HashMap<EntryId, &'a Res>,
+    numbers: std::collections::HashMap<EntryId, std::collections::HashMap<EntryId, usize>>,
+    /// The viewer's current state, folded once when first needed.
+    state: Option<fold::State>,
+}
+
+impl<'a> Lookup<'a> {
+    fn new(all: &'a [Res]) -> Self {
+        Lookup {
+            by_item: all.iter().map(|r| (r.item, r)).collect(),
+            numbers: Default::default(),
+            state: None,
+        }
+    }
+
+    /// The version number of `entry` in `item` (the nth create, amend or delete in effect).
+    fn number(
+        &mut self,
+        record: &Record,
+        viewer: &Viewer,
+        r: &Res,
+        entry: &EntryId,
+    ) -> Option<usize> {
+        if r.version == 1 && *entry == r.item {
+            // The create of an item with one version in effect.
+            return Some(1);
+        }
+        let state = self
+            .state
+            .get_or_insert_with(|| fold::current(record, viewer));
+        let numbers = self.numbers.entry(r.item).or_insert_with(|| {
+            versions_with(record, viewer, state, &r.item, &r.id)
+                .iter()
+                .map(|v| (v.entry, v.n))
+                .collect()
+        });
+        numbers.get(entry).copied()
+    }
 }
 
 /// The reference to the resource version an entry is (or is about), for Provenance.
 fn provenance_target(
     record: &Record,
     viewer: &Viewer,
-    all: &[Res],
+    look: &mut Lookup<'_>,
     id: &EntryId,
 ) -> Option<String> {
     let e = record.get(id)?.entry();
@@ -209,17 +297,14 @@ fn provenance_target(
         Payload::Grant(_) => Some(format!("Consent/{id}")),
         Payload::Revoke { grant, .. } => Some(format!("Consent/{grant}")),
         Payload::Annotate { target, .. } => {
-            let root = fold::history(record, viewer, target)?.item;
-            let r = all.iter().find(|r| r.item == root)?;
+            let root = item_root(record, viewer, target)?;
+            let r = look.by_item.get(&root)?;
             Some(format!("{}/{}", r.resource_type, r.id))
         }
         Payload::Create { .. } | Payload::Amend { .. } | Payload::Delete { .. } => {
-            let root = fold::history(record, viewer, id)?.item;
-            let r = all.iter().find(|r| r.item == root)?;
-            let n = versions(record, viewer, &root, &r.id)
-                .iter()
-                .find(|v| v.entry == *id)?
-                .n;
+            let root = item_root(record, viewer, id)?;
+            let r: &Res = look.by_item.get(&root)?;
+            let n = look.number(record, viewer, r, id)?;
             Some(format!("{}/{}/_history/{n}", r.resource_type, r.id))
         }
         Payload::MoveHome { .. } => None,
@@ -227,11 +312,16 @@ fn provenance_target(
 }
 
 /// The Provenance of one entry the viewer sees.
-pub fn provenance(record: &Record, viewer: &Viewer, all: &[Res], id: &EntryId) -> Option<Json> {
+fn provenance(
+    record: &Record,
+    viewer: &Viewer,
+    look: &mut Lookup<'_>,
+    id: &EntryId,
+) -> Option<Json> {
     if !record.can_see(viewer, id) {
         return None;
     }
-    let target = provenance_target(record, viewer, all, id)?;
+    let target = provenance_target(record, viewer, look, id)?;
     let prov = fold::provenance(record, id)?;
     let source = match &record.get(id)?.entry().payload {
         Payload::Create { body, .. } | Payload::Amend { body, .. } => body
@@ -245,19 +335,23 @@ pub fn provenance(record: &Record, viewer: &Viewer, all: &[Res], id: &EntryId) -
     Some(p)
 }
 
-/// Every Provenance the viewer sees in the record (entries in record order).
+/// Every Provenance the viewer sees in the record (entries in record order; `Err` once
+/// `stop` is cancelled: checked at every entry).
 pub fn provenances(
     record: &Record,
     viewer: &Viewer,
     all: &[Res],
-) -> Vec<(EntryId, Timestamp, Json)> {
-    record
-        .entries()
-        .filter_map(|e| {
-            let p = provenance(record, viewer, all, &e.id())?;
-            Some((e.id(), e.entry().time, p))
-        })
-        .collect()
+    stop: &Cancel,
+) -> Result<Vec<(EntryId, Timestamp, Json)>, Cancelled> {
+    let mut look = Lookup::new(all);
+    let mut out = Vec::new();
+    for e in record.entries() {
+        stop.check()?;
+        if let Some(p) = provenance(record, viewer, &mut look, &e.id()) {
+            out.push((e.id(), e.entry().time, p));
+        }
+    }
+    Ok(out)
 }
 
 /// The Consent resources for the record's grants the viewer sees.
@@ -296,36 +390,44 @@ pub fn consents(
     out
 }
 
-/// AuditEvents of the record (only for a viewer with the audit right).
+/// AuditEvents of the record (only for a viewer with the audit right; `Err` once `stop`
+/// is cancelled: checked at every event).
 pub fn audit_events(
     record: &Record,
     viewer: &Viewer,
     events: &[SignedAudit],
     all: &[Res],
-) -> Vec<(EntryId, Timestamp, Json)> {
+    stop: &Cancel,
+) -> Result<Vec<(EntryId, Timestamp, Json)>, Cancelled> {
     if !viewer.may_audit() {
-        return Vec::new();
+        return Ok(Vec::new());
+    }
+    let mut by_entry: std::collections::HashMap<EntryId, &Res> = Default::default();
+    // The first resource in `all` wins, for its item and for its current version.
+    for r in all.iter().rev() {
+        by_entry.insert(r.current, r);
+        by_entry.insert(r.item, r);
     }
     let entity = |e: &EntryId| -> Option<Json> {
         if !record.can_see(viewer, e) {
             // Entries outside the viewer's grants are not named.
             return None;
         }
-        if let Some(r) = all.iter().find(|r| r.item == *e || r.current == *e) {
+        if let Some(r) = by_entry.get(e) {
             return Some(serde_json::json!({"reference": format!("{}/{}", r.resource_type, r.id)}));
         }
         Some(
             serde_json::json!({"identifier": {"system": resources::ENTRY_SYSTEM, "value": e.to_string()}}),
         )
     };
-    events
-        .iter()
-        .map(|a| {
-            let mut j = resources::audit_event(a, entity);
-            resources::set_meta(&mut j, 1, a.event.time);
-            (a.id(), a.event.time, j)
-        })
-        .collect()
+    let mut out = Vec::new();
+    for a in events {
+        stop.check()?;
+        let mut j = resources::audit_event(a, entity);
+        resources::set_meta(&mut j, 1, a.event.time);
+        out.push((a.id(), a.event.time, j));
+    }
+    Ok(out)
 }
 
 /// Whether a resource matches a search's parameters (`patient` is checked by the caller).
