@@ -360,12 +360,16 @@ fn check_audit(sim: &Sim, c: &mut Check) -> (usize, usize) {
         let served = sim.served.get(key).unwrap_or(&none);
         let logged = audited.get(key).unwrap_or(&none);
         reads += served.len();
+        let name = |a: &ActorId| {
+            let node = sim.nodes.iter().find(|x| x.actor() == *a);
+            node.map_or_else(|| a.short(), |x| x.name.clone())
+        };
         let who = |what: &str, k: usize| {
             format!(
-                "{} {what} {k} entries of {} to {}",
+                "{} {what} {k} entries of {}'s record to {}",
                 sim.nodes[*n].name,
-                record.short(),
-                actor.short()
+                name(record),
+                name(actor)
             )
         };
         let unaudited = served.difference(logged).count();
@@ -378,4 +382,48 @@ fn check_audit(sim: &Sim, c: &mut Check) -> (usize, usize) {
         }
     }
     (reads, events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{scenario, Options, Scenario, Size};
+
+    fn audit_failures(sim: &mut Sim) -> Vec<String> {
+        let checks = check(sim);
+        let audit = checks.checks.last().expect("the audit invariant");
+        assert!(audit.name.contains("audited"), "{}", audit.name);
+        audit.failures.clone()
+    }
+
+    /// The audit invariant holds on a run, and fails when a served read has no audit
+    /// event, or an audit event names a read that was never served.
+    #[test]
+    fn the_audit_invariant_sees_unaudited_and_unserved_reads() {
+        let mut sim = scenario::build(Scenario::Acceptance, 1, Size::Small, Options::default());
+        sim.run();
+        assert_eq!(audit_failures(&mut sim), Vec::<String>::new());
+        let (key, ids) = sim
+            .served
+            .iter()
+            .next()
+            .map(|(k, v)| (*k, v.clone()))
+            .expect("something was served");
+        // A read the server sent but did not audit.
+        let unaudited = EntryId([7; 32]);
+        sim.served.entry(key).or_default().insert(unaudited);
+        let f = audit_failures(&mut sim);
+        assert!(
+            f.len() == 1 && f[0].contains("served without an audit event 1 entries"),
+            "{f:?}"
+        );
+        // A read the server audited but never sent.
+        sim.served
+            .insert(key, ids.iter().skip(1).copied().collect());
+        let f = audit_failures(&mut sim);
+        assert!(
+            f.len() == 1 && f[0].contains("audited as served, but never sent, 1 entries"),
+            "{f:?}"
+        );
+    }
 }
