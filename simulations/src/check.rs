@@ -180,65 +180,85 @@ fn check_record(sim: &Sim, record: &RecordId, o: &Record, all: &mut All, out: &m
             continue;
         };
         if node.role == Role::Host {
-            if i != h {
-                fail(
-                    &mut all.hosts,
-                    format!(
-                        "{} still holds {short} (home: {})",
-                        node.name, sim.nodes[h].name
-                    ),
-                );
-            }
-            for e in r.entries() {
-                if !o.contains(&e.id()) {
-                    fail(
-                        &mut all.forged,
-                        format!(
-                            "host {} holds {} that no honest node wrote",
-                            node.name,
-                            e.id().short()
-                        ),
-                    );
-                }
-            }
+            check_host_copy(sim, i, h, r, o, all);
             continue;
         }
         check_privacy(sim, i, r, o, all, out);
         if node.role == Role::Hostile {
             continue;
         }
-        let actor = node.actor();
-        if !may_push(&actor) {
+        if !may_push(&node.actor()) {
             out.cut_off.push(format!("{} ({short})", node.name));
             continue;
         }
-        // Completeness.
-        let v = o.viewer(&actor, now);
-        let mut lacks = 0;
-        for e in o.entries() {
-            if !stranded.contains(&e.id()) && o.can_see(&v, &e.id()) {
-                out.pairs += 1;
-                lacks += usize::from(!r.contains(&e.id()));
-            }
-        }
-        if lacks > 0 {
+        check_replica(sim, (i, r), (h, hr), o, &stranded, all, out);
+    }
+}
+
+/// A host's copy of a record: only at its home host, and only entries honest nodes wrote.
+fn check_host_copy(sim: &Sim, n: NodeId, home: NodeId, r: &Record, o: &Record, all: &mut All) {
+    let name = &sim.nodes[n].name;
+    if n != home {
+        fail(
+            &mut all.hosts,
+            format!(
+                "{name} still holds {} (home: {})",
+                o.id().short(),
+                sim.nodes[home].name
+            ),
+        );
+    }
+    for e in r.entries() {
+        if !o.contains(&e.id()) {
             fail(
-                &mut all.complete,
-                format!("{} lacks {lacks} entries of {short} it may see", node.name),
-            );
-        }
-        // Agreement on the visible frontier.
-        let mine = r.visible_frontier(&r.viewer(&actor, now));
-        let theirs = hr.visible_frontier(&hr.viewer(&actor, now));
-        if mine != theirs {
-            fail(
-                &mut all.agree,
+                &mut all.forged,
                 format!(
-                    "{}'s visible frontier of {short} differs from {}'s",
-                    node.name, sim.nodes[h].name
+                    "host {name} holds {} that no honest node wrote",
+                    e.id().short()
                 ),
             );
         }
+    }
+}
+
+/// An honest replica with access: it holds every entry it may see (but those stranded),
+/// and its visible frontier is the home host's for the same actor.
+fn check_replica(
+    sim: &Sim,
+    (n, r): (NodeId, &Record),
+    (h, hr): (NodeId, &Record),
+    o: &Record,
+    stranded: &BTreeSet<EntryId>,
+    all: &mut All,
+    out: &mut Checks,
+) {
+    let now = EPOCH + sim.now;
+    let (name, short) = (&sim.nodes[n].name, o.id().short());
+    let actor = sim.nodes[n].actor();
+    let v = o.viewer(&actor, now);
+    let mut lacks = 0;
+    for e in o.entries() {
+        if !stranded.contains(&e.id()) && o.can_see(&v, &e.id()) {
+            out.pairs += 1;
+            lacks += usize::from(!r.contains(&e.id()));
+        }
+    }
+    if lacks > 0 {
+        fail(
+            &mut all.complete,
+            format!("{name} lacks {lacks} entries of {short} it may see"),
+        );
+    }
+    let mine = r.visible_frontier(&r.viewer(&actor, now));
+    let theirs = hr.visible_frontier(&hr.viewer(&actor, now));
+    if mine != theirs {
+        fail(
+            &mut all.agree,
+            format!(
+                "{name}'s visible frontier of {short} differs from {}'s",
+                sim.nodes[h].name
+            ),
+        );
     }
 }
 
