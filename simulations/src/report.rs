@@ -72,6 +72,8 @@ pub struct Report {
     /// Pulled batches refused whole because an entry did not apply: not authorised as
     /// the receiver sees the record, or a parent missing (the session failed).
     pub served_refused: u64,
+    /// Of those, batches an honest server sent.
+    pub honest_refused: u64,
     /// Audit of served reads: (server, entry, actor) reads that honest servers sent, the
     /// served-read audit events those servers signed, and audit events pulled by nodes
     /// that may read the audit trail.
@@ -224,6 +226,7 @@ pub(crate) fn outcome(sim: &Sim, scenario: Scenario, size: Size, checks: Checks)
         entries_moved: (sim.counters.entries_served, sim.counters.entries_pushed),
         bad_batches: sim.counters.bad_batches,
         served_refused: sim.counters.served_refused,
+        honest_refused: sim.counters.honest_refused,
         audit: (checks.audit.0, checks.audit.1, sim.counters.audit_pulled),
         hostile: (sim.attacks.len(), held, unanswered),
         forged: sim.forged.len(),
@@ -363,13 +366,15 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "  hostile      {} attempts, {} refused, {} unanswered (lost); {} forged entries; \
-             pulled batches refused whole: {} did not decode or verify, {} did not apply",
+             pulled batches refused whole: {} did not decode or verify, {} did not apply ({} \
+             of them from honest servers)",
             self.hostile.0,
             self.hostile.1,
             self.hostile.2,
             self.forged,
             self.bad_batches,
-            self.served_refused
+            self.served_refused,
+            self.honest_refused
         )?;
         writeln!(
             f,

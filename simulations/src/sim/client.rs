@@ -135,7 +135,7 @@ impl Sim {
             while let Some(event) = client.poll_event() {
                 match event {
                     ClientEvent::Received(entries) => {
-                        let stored = self.store_received(n, s.record, &entries);
+                        let stored = self.store_received(n, s.peer, s.record, &entries);
                         if let Ok(k) = stored {
                             s.pulled += k;
                         }
@@ -186,6 +186,7 @@ impl Sim {
     fn store_received(
         &mut self,
         n: NodeId,
+        from: NodeId,
         record: RecordId,
         entries: &[ByteBuf],
     ) -> Result<usize, SyncError> {
@@ -193,7 +194,7 @@ impl Sim {
             Ok(v) => v,
             Err(e) => {
                 self.counters.bad_batches += 1;
-                self.trace_refused(n, &e);
+                self.trace_refused(n, from, &e);
                 return Err(e);
             }
         };
@@ -206,19 +207,23 @@ impl Sim {
             }
             Err(e) => {
                 self.counters.served_refused += 1;
+                if self.nodes[from].honest() {
+                    self.counters.honest_refused += 1;
+                }
                 let e = SyncError::BadEntries(e.to_string());
-                self.trace_refused(n, &e);
+                self.trace_refused(n, from, &e);
                 Err(e)
             }
         }
     }
 
-    fn trace_refused(&self, n: NodeId, e: &SyncError) {
+    fn trace_refused(&self, n: NodeId, from: NodeId, e: &SyncError) {
         if trace::node(&self.nodes[n].name) {
             eprintln!(
-                "[{}] {} refused a served batch: {e}",
+                "[{}] {} refused a batch {} served: {e}",
                 fmt_time(self.now),
-                self.nodes[n].name
+                self.nodes[n].name,
+                self.nodes[from].name
             );
         }
     }

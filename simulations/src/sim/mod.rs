@@ -296,6 +296,7 @@ pub(crate) struct Counters {
     pub entries_pushed: u64,
     pub bad_batches: u64,
     pub served_refused: u64,
+    pub honest_refused: u64,
     pub audit_pulled: u64,
     pub writes: u64,
     pub writes_refused: u64,
