@@ -1,12 +1,14 @@
 //! The invariants checked at the end of every run, against the ground truth (every entry an
-//! honest node wrote, applied in the order written).
+//! honest node wrote, applied in the order written) and what honest servers sent on the
+//! wire.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use cophr_protocol::audit::{Action, SignedAudit};
 use cophr_protocol::record::Record;
 use cophr_protocol::{ActorId, EntryId, RecordId};
 
-use crate::sim::{Role, Sim, EPOCH};
+use crate::sim::{NodeId, Role, Sim, EPOCH};
 
 /// One invariant: its name and what broke it.
 #[derive(Debug, Clone, Default)]
@@ -21,7 +23,7 @@ pub(crate) struct Checks {
     pub checks: Vec<Check>,
     /// Entries a revoked replica holds that were written concurrently with its revocation
     /// and reached it before the revocation reached the node that served it.
-    pub concurrent_kept: std::collections::BTreeMap<String, usize>,
+    pub concurrent_kept: BTreeMap<String, usize>,
     /// (replica, entry it may see) pairs checked.
     pub pairs: usize,
     /// Entries written in good faith by a node that has no access at the end (its grant
@@ -30,6 +32,9 @@ pub(crate) struct Checks {
     pub stranded: usize,
     /// Nodes that replicate a record but have no access to it at the end.
     pub cut_off: Vec<String>,
+    /// (server, entry, actor) reads served by honest servers, and the served-read audit
+    /// events those servers signed, that the audit invariant compared.
+    pub audit: (usize, usize),
 }
 
 /// At most this many failures are kept per invariant.
@@ -41,6 +46,26 @@ fn fail(c: &mut Check, msg: String) {
     } else if c.failures.len() == KEEP {
         c.failures.push("…".into());
     }
+}
+
+fn named(name: &'static str) -> Check {
+    Check {
+        name,
+        failures: Vec::new(),
+    }
+}
+
+/// Every invariant, by name.
+struct All {
+    written: Check,
+    complete: Check,
+    private: Check,
+    forged: Check,
+    agree: Check,
+    hosts: Check,
+    hostile: Check,
+    rules: Check,
+    audit: Check,
 }
 
 /// Revoke entries that cut `actor`'s access: revocations of its grants or of any grant
@@ -61,216 +86,28 @@ fn cuts_of(o: &Record, actor: &ActorId) -> Vec<EntryId> {
 }
 
 pub(crate) fn check(sim: &mut Sim) -> Checks {
-    let mut written = Check {
-        name: "the home host holds every entry written",
-        ..Default::default()
-    };
-    let mut complete = Check {
-        name: "every replica holds every entry it may see",
-        ..Default::default()
-    };
-    let mut private = Check {
-        name: "no node holds an entry it may not see (nothing after a revocation's cut)",
-        ..Default::default()
-    };
-    let mut forged = Check {
-        name: "no forged or unauthorised entry is held anywhere",
-        ..Default::default()
-    };
-    let mut agree = Check {
-        name: "replicas agree with the home host (same visible frontier)",
-        ..Default::default()
-    };
-    let mut hosts = Check {
-        name: "hosts hold only records they host (the old host released a moved record)",
-        ..Default::default()
-    };
-    let mut hostile = Check {
-        name: "every hostile attempt was refused",
-        ..Default::default()
-    };
-    let mut rules = Check {
-        name: "writes were allowed and refused as the grants say; no order dependence",
-        ..Default::default()
+    let mut all = All {
+        written: named("the home host holds every entry written"),
+        complete: named("every replica holds every entry it may see"),
+        private: named("no node holds an entry it may not see (nothing after a revocation's cut)"),
+        forged: named("no forged or unauthorised entry is held anywhere"),
+        agree: named("replicas agree with the home host (same visible frontier)"),
+        hosts: named("hosts hold only records they host (the old host released a moved record)"),
+        hostile: named("every hostile attempt was refused"),
+        rules: named("writes were allowed and refused as the grants say; no order dependence"),
+        audit: named(
+            "honest servers audited exactly the entries they served, for the proven actor",
+        ),
     };
     let mut out = Checks::default();
-    let now = EPOCH + sim.now;
-
-    let home_of = |record: &RecordId| -> Option<usize> {
-        let p = sim.directory.get(record)?;
-        sim.nodes.iter().position(|n| n.peer == p.pointer.host)
-    };
-
     for (record, o) in &sim.oracle {
-        let short = record.short();
-        let home = home_of(record);
-        let Some(h) = home else {
-            fail(&mut written, format!("record {short} has no home host"));
-            continue;
-        };
-        let Some(hr) = sim.nodes[h].replicas.get(record) else {
-            fail(
-                &mut written,
-                format!("{} (home of {short}) does not hold it", sim.nodes[h].name),
-            );
-            continue;
-        };
-        // Authors with no access at the end cannot push: their entries are reported as
-        // stranded, not required at the home host or the other replicas.
-        let may_push = |a: &ActorId| *a == *record || o.viewer(a, now).has_access();
-        let stranded: BTreeSet<EntryId> = o
-            .entries()
-            .filter(|e| !hr.record.contains(&e.id()) && !may_push(&e.entry().author))
-            .map(|e| e.id())
-            .collect();
-        out.stranded += stranded.len();
-        let missing = o
-            .entries()
-            .filter(|e| !hr.record.contains(&e.id()) && !stranded.contains(&e.id()))
-            .count();
-        if missing > 0 {
-            fail(
-                &mut written,
-                format!(
-                    "{} (home of {short}) lacks {missing} of {} entries",
-                    sim.nodes[h].name,
-                    o.len()
-                ),
-            );
-        }
-        for (i, node) in sim.nodes.iter().enumerate() {
-            let Some(r) = node.replicas.get(record) else {
-                continue;
-            };
-            if node.role == Role::Host {
-                if i != h {
-                    fail(
-                        &mut hosts,
-                        format!(
-                            "{} still holds {short} (home: {})",
-                            node.name, sim.nodes[h].name
-                        ),
-                    );
-                }
-                for e in r.record.entries() {
-                    if !o.contains(&e.id()) {
-                        fail(
-                            &mut forged,
-                            format!(
-                                "host {} holds {} that no honest node wrote",
-                                node.name,
-                                e.id().short()
-                            ),
-                        );
-                    }
-                }
-                continue;
-            }
-            let actor = node.actor();
-            let v = o.viewer(&actor, now);
-            let cuts = cuts_of(o, &actor);
-            // Privacy, and nothing but what honest nodes wrote.
-            for e in r.record.entries() {
-                let id = e.id();
-                if !o.contains(&id) {
-                    fail(
-                        &mut forged,
-                        format!(
-                            "{} holds {} that no honest node wrote",
-                            node.name,
-                            id.short()
-                        ),
-                    );
-                    continue;
-                }
-                if o.can_see(&v, &id) {
-                    continue;
-                }
-                let after_cut = cuts.iter().any(|c| o.in_past(c, &id));
-                if cuts.is_empty() || after_cut {
-                    fail(
-                        &mut private,
-                        format!(
-                            "{} holds {} ({}) it may not see{}",
-                            node.name,
-                            id.short(),
-                            e.entry().payload.kind(),
-                            if after_cut {
-                                ", written after its revocation"
-                            } else {
-                                ""
-                            }
-                        ),
-                    );
-                } else {
-                    *out.concurrent_kept.entry(node.name.clone()).or_default() += 1;
-                }
-            }
-            if node.role == Role::Hostile {
-                continue;
-            }
-            if !may_push(&actor) {
-                out.cut_off.push(format!("{} ({short})", node.name));
-                continue;
-            }
-            // Completeness.
-            let mut lacks = 0;
-            for e in o.entries() {
-                if stranded.contains(&e.id()) {
-                    continue;
-                }
-                if o.can_see(&v, &e.id()) {
-                    out.pairs += 1;
-                    if !r.record.contains(&e.id()) {
-                        lacks += 1;
-                    }
-                }
-            }
-            if lacks > 0 {
-                fail(
-                    &mut complete,
-                    format!("{} lacks {lacks} entries of {short} it may see", node.name),
-                );
-            }
-            // Agreement on the visible frontier.
-            let mine = r.record.visible_frontier(&r.record.viewer(&actor, now));
-            let theirs = hr.record.visible_frontier(&hr.record.viewer(&actor, now));
-            if mine != theirs {
-                fail(
-                    &mut agree,
-                    format!(
-                        "{}'s visible frontier of {short} differs from {}'s",
-                        node.name, sim.nodes[h].name
-                    ),
-                );
-            }
-        }
+        check_record(sim, record, o, &mut all, &mut out);
     }
-    // Records held that no honest node ever wrote into.
-    for node in &sim.nodes {
-        for (record, r) in &node.replicas {
-            if !sim.oracle.contains_key(record) && !r.record.is_empty() {
-                fail(
-                    &mut forged,
-                    format!("{} holds an unknown record {}", node.name, record.short()),
-                );
-            }
-        }
-    }
-    for node in &sim.nodes {
-        for id in &sim.forged {
-            if node.replicas.values().any(|r| r.record.contains(id)) {
-                fail(
-                    &mut forged,
-                    format!("{} holds forged entry {}", node.name, id.short()),
-                );
-            }
-        }
-    }
+    check_unknown(sim, &mut all.forged);
     for a in &sim.attacks {
         if a.refused == Some(false) {
             fail(
-                &mut hostile,
+                &mut all.hostile,
                 format!("{} ({}) succeeded", a.kind.name(), a.detail),
             );
         }
@@ -279,10 +116,334 @@ pub(crate) fn check(sim: &mut Sim) -> Checks {
         if v.contains("hostile") || v.contains("was not refused") || v.contains("accepted twice") {
             continue;
         }
-        fail(&mut rules, v.clone());
+        fail(&mut all.rules, v.clone());
     }
+    out.audit = check_audit(sim, &mut all.audit);
     out.checks = vec![
-        written, complete, private, forged, agree, hosts, hostile, rules,
+        all.written,
+        all.complete,
+        all.private,
+        all.forged,
+        all.agree,
+        all.hosts,
+        all.hostile,
+        all.rules,
+        all.audit,
     ];
     out
+}
+
+/// One record at its home host and at every node that holds it.
+fn check_record(sim: &Sim, record: &RecordId, o: &Record, all: &mut All, out: &mut Checks) {
+    let now = EPOCH + sim.now;
+    let short = record.short();
+    let home = sim
+        .directory
+        .get(record)
+        .and_then(|p| sim.nodes.iter().position(|n| n.peer == p.pointer.host));
+    let Some(h) = home else {
+        fail(&mut all.written, format!("record {short} has no home host"));
+        return;
+    };
+    let Some(hr) = sim.nodes[h].record(record) else {
+        fail(
+            &mut all.written,
+            format!("{} (home of {short}) does not hold it", sim.nodes[h].name),
+        );
+        return;
+    };
+    // Authors with no access at the end cannot push: their entries are reported as
+    // stranded, not required at the home host or the other replicas.
+    let may_push = |a: &ActorId| *a == *record || o.viewer(a, now).has_access();
+    let stranded: BTreeSet<EntryId> = o
+        .entries()
+        .filter(|e| !hr.contains(&e.id()) && !may_push(&e.entry().author))
+        .map(|e| e.id())
+        .collect();
+    out.stranded += stranded.len();
+    let missing = o
+        .entries()
+        .filter(|e| !hr.contains(&e.id()) && !stranded.contains(&e.id()))
+        .count();
+    if missing > 0 {
+        fail(
+            &mut all.written,
+            format!(
+                "{} (home of {short}) lacks {missing} of {} entries",
+                sim.nodes[h].name,
+                o.len()
+            ),
+        );
+    }
+    for (i, node) in sim.nodes.iter().enumerate() {
+        let Some(r) = node.record(record) else {
+            continue;
+        };
+        if node.role == Role::Host {
+            check_host_copy(sim, i, h, r, o, all);
+            continue;
+        }
+        check_privacy(sim, i, r, o, all, out);
+        if node.role == Role::Hostile {
+            continue;
+        }
+        if !may_push(&node.actor()) {
+            out.cut_off.push(format!("{} ({short})", node.name));
+            continue;
+        }
+        check_replica(sim, (i, r), (h, hr), o, &stranded, all, out);
+    }
+}
+
+/// A host's copy of a record: only at its home host, and only entries honest nodes wrote.
+fn check_host_copy(sim: &Sim, n: NodeId, home: NodeId, r: &Record, o: &Record, all: &mut All) {
+    let name = &sim.nodes[n].name;
+    if n != home {
+        fail(
+            &mut all.hosts,
+            format!(
+                "{name} still holds {} (home: {})",
+                o.id().short(),
+                sim.nodes[home].name
+            ),
+        );
+    }
+    for e in r.entries() {
+        if !o.contains(&e.id()) {
+            fail(
+                &mut all.forged,
+                format!(
+                    "host {name} holds {} that no honest node wrote",
+                    e.id().short()
+                ),
+            );
+        }
+    }
+}
+
+/// An honest replica with access: it holds every entry it may see (but those stranded),
+/// and its visible frontier is the home host's for the same actor.
+fn check_replica(
+    sim: &Sim,
+    (n, r): (NodeId, &Record),
+    (h, hr): (NodeId, &Record),
+    o: &Record,
+    stranded: &BTreeSet<EntryId>,
+    all: &mut All,
+    out: &mut Checks,
+) {
+    let now = EPOCH + sim.now;
+    let (name, short) = (&sim.nodes[n].name, o.id().short());
+    let actor = sim.nodes[n].actor();
+    let v = o.viewer(&actor, now);
+    let mut lacks = 0;
+    for e in o.entries() {
+        if !stranded.contains(&e.id()) && o.can_see(&v, &e.id()) {
+            out.pairs += 1;
+            lacks += usize::from(!r.contains(&e.id()));
+        }
+    }
+    if lacks > 0 {
+        fail(
+            &mut all.complete,
+            format!("{name} lacks {lacks} entries of {short} it may see"),
+        );
+    }
+    let mine = r.visible_frontier(&r.viewer(&actor, now));
+    let theirs = hr.visible_frontier(&hr.viewer(&actor, now));
+    if mine != theirs {
+        fail(
+            &mut all.agree,
+            format!(
+                "{name}'s visible frontier of {short} differs from {}'s",
+                sim.nodes[h].name
+            ),
+        );
+    }
+}
+
+/// Privacy, and nothing but what honest nodes wrote, at one non-host node's replica `r`.
+fn check_privacy(sim: &Sim, n: NodeId, r: &Record, o: &Record, all: &mut All, out: &mut Checks) {
+    let node = &sim.nodes[n];
+    let actor = node.actor();
+    let v = o.viewer(&actor, EPOCH + sim.now);
+    let cuts = cuts_of(o, &actor);
+    for e in r.entries() {
+        let id = e.id();
+        if !o.contains(&id) {
+            fail(
+                &mut all.forged,
+                format!(
+                    "{} holds {} that no honest node wrote",
+                    node.name,
+                    id.short()
+                ),
+            );
+            continue;
+        }
+        if o.can_see(&v, &id) {
+            continue;
+        }
+        let after_cut = cuts.iter().any(|c| o.in_past(c, &id));
+        if cuts.is_empty() || after_cut {
+            fail(
+                &mut all.private,
+                format!(
+                    "{} holds {} ({}) it may not see{}",
+                    node.name,
+                    id.short(),
+                    e.entry().payload.kind(),
+                    if after_cut {
+                        ", written after its revocation"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        } else {
+            *out.concurrent_kept.entry(node.name.clone()).or_default() += 1;
+        }
+    }
+}
+
+/// Records no honest node wrote into, and forged entries, held anywhere.
+fn check_unknown(sim: &Sim, forged: &mut Check) {
+    for node in &sim.nodes {
+        for r in node.store.records() {
+            if !sim.oracle.contains_key(&r.id()) && !r.is_empty() {
+                fail(
+                    forged,
+                    format!("{} holds an unknown record {}", node.name, r.id().short()),
+                );
+            }
+        }
+        for id in &sim.forged {
+            if node.store.records().any(|r| r.contains(id)) {
+                fail(
+                    forged,
+                    format!("{} holds forged entry {}", node.name, id.short()),
+                );
+            }
+        }
+    }
+}
+
+/// Audit of served reads. For every honest server: each entry it sent to a peer in an
+/// `Entries` response (as decoded from the wire) is named by a served-read audit event it
+/// signed (checked again from its bytes) for the actor the request proved; and each such
+/// event names only entries it sent to that actor. A record the server removed after a
+/// move counts with the trail it held then. Returns the reads and events compared.
+fn check_audit(sim: &Sim, c: &mut Check) -> (usize, usize) {
+    type Key = (NodeId, RecordId, ActorId);
+    let mut audited: BTreeMap<Key, BTreeSet<EntryId>> = BTreeMap::new();
+    let mut events = 0;
+    for (n, node) in sim.nodes.iter().enumerate() {
+        if !node.honest() {
+            continue;
+        }
+        let records: BTreeSet<RecordId> = sim
+            .oracle
+            .keys()
+            .copied()
+            .chain(node.store.records().map(Record::id))
+            .collect();
+        for record in records {
+            let held = node.store.audit_events(&record);
+            let trail = held.into_iter().chain(node.store.retired(&record));
+            for e in trail.filter(|e| e.event.node == node.audit_signer) {
+                let ok = SignedAudit::decode(e.bytes()).is_ok_and(|d| d.event == e.event);
+                if !ok || e.event.record != record || e.event.action != Action::View {
+                    fail(
+                        c,
+                        format!(
+                            "{} holds its own audit event {} of {} that does not verify or \
+                             is not a served read",
+                            node.name,
+                            e.event.seq,
+                            record.short()
+                        ),
+                    );
+                    continue;
+                }
+                events += 1;
+                audited
+                    .entry((n, record, e.event.actor))
+                    .or_default()
+                    .extend(e.event.entries.iter().copied());
+            }
+        }
+    }
+    let keys: BTreeSet<&Key> = sim.served.keys().chain(audited.keys()).collect();
+    let none = BTreeSet::new();
+    let mut reads = 0;
+    for key @ (n, record, actor) in keys {
+        let served = sim.served.get(key).unwrap_or(&none);
+        let logged = audited.get(key).unwrap_or(&none);
+        reads += served.len();
+        let name = |a: &ActorId| {
+            let node = sim.nodes.iter().find(|x| x.actor() == *a);
+            node.map_or_else(|| a.short(), |x| x.name.clone())
+        };
+        let who = |what: &str, k: usize| {
+            format!(
+                "{} {what} {k} entries of {}'s record to {}",
+                sim.nodes[*n].name,
+                name(record),
+                name(actor)
+            )
+        };
+        let unaudited = served.difference(logged).count();
+        if unaudited > 0 {
+            fail(c, who("served without an audit event", unaudited));
+        }
+        let unserved = logged.difference(served).count();
+        if unserved > 0 {
+            fail(c, who("audited as served, but never sent,", unserved));
+        }
+    }
+    (reads, events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{scenario, Options, Scenario, Size};
+
+    fn audit_failures(sim: &mut Sim) -> Vec<String> {
+        let checks = check(sim);
+        let audit = checks.checks.last().expect("the audit invariant");
+        assert!(audit.name.contains("audited"), "{}", audit.name);
+        audit.failures.clone()
+    }
+
+    /// The audit invariant holds on a run, and fails when a served read has no audit
+    /// event, or an audit event names a read that was never served.
+    #[test]
+    fn the_audit_invariant_sees_unaudited_and_unserved_reads() {
+        let mut sim = scenario::build(Scenario::Acceptance, 1, Size::Small, Options::default());
+        sim.run();
+        assert_eq!(audit_failures(&mut sim), Vec::<String>::new());
+        let (key, ids) = sim
+            .served
+            .iter()
+            .next()
+            .map(|(k, v)| (*k, v.clone()))
+            .expect("something was served");
+        // A read the server sent but did not audit.
+        let unaudited = EntryId([7; 32]);
+        sim.served.entry(key).or_default().insert(unaudited);
+        let f = audit_failures(&mut sim);
+        assert!(
+            f.len() == 1 && f[0].contains("served without an audit event 1 entries"),
+            "{f:?}"
+        );
+        // A read the server audited but never sent.
+        sim.served
+            .insert(key, ids.iter().skip(1).copied().collect());
+        let f = audit_failures(&mut sim);
+        assert!(
+            f.len() == 1 && f[0].contains("audited as served, but never sent, 1 entries"),
+            "{f:?}"
+        );
+    }
 }

@@ -1,20 +1,24 @@
 //! A seeded, reproducible simulation of many cophr nodes in one process.
 //!
-//! Each simulated node holds `Record` replicas and plays one actor (patient, carer, family,
+//! Each simulated node holds records in the protocol's in-memory store
+//! ([`cophr_protocol::sync::mem::MemStore`]) and plays one actor (patient, carer, family,
 //! provider staff, community host, or a hostile node). Nodes talk with the real
 //! [`cophr_protocol::sync`] messages, encoded and decoded with `sync::encode`/`sync::decode`,
 //! over an in-memory network in virtual time (a priority queue of deliveries: no clocks, no
 //! threads, no sleeps) with per-link latency and bandwidth, loss, duplication, delay spikes,
-//! partitions and nodes that go down. Requests carry real proofs of key possession, checked
-//! by each server's `NonceCache` at its virtual clock.
+//! partitions and nodes that go down.
 //!
-//! The exchange is the node's (`node/src/net/`): Digests → Differ; Pull (frontier of the
-//! differing streams, limit) → Entries (entries, more, server frontier); Push (to the home
-//! host only) → Pushed; Announce tells subscribers to pull. Receivers decode, batch-verify
-//! and apply entries in order, buffering those whose parents are missing.
+//! Honest nodes run the protocol's own sync code, the code the node runs: each answers
+//! requests with [`cophr_protocol::sync::server::Server::handle`] over its store (proofs
+//! checked at its virtual clock, every served read audited) and runs every sync as a
+//! [`cophr_protocol::sync::client::ClientSession`] driven over the virtual network, a
+//! request unanswered within the timeout being a failure. Received batches are decoded,
+//! verified and stored all or nothing; a batch that does not apply (a missing parent
+//! included) fails the session. Only the hostile node has a server of its own.
 //!
 //! Every run ends with a healing period without faults, then checks the invariants (see
-//! [`Report::invariants`]). [`run`] gives the same [`Outcome`] for the same arguments.
+//! [`Report::invariants`]), among them that every entry an honest server sent is audited by
+//! it for the proven actor. [`run`] gives the same [`Outcome`] for the same arguments.
 
 mod body;
 mod check;

@@ -66,10 +66,18 @@ pub struct Report {
     pub syncs: (u64, u64),
     /// Entries served in pull responses, and pushed.
     pub entries_moved: (u64, u64),
-    /// Pulled batches refused whole (bad signature, not decodable).
+    /// Pulled batches refused whole because an entry did not decode or verify (the
+    /// session failed).
     pub bad_batches: u64,
-    /// Served entries a replica refused (not authorised).
+    /// Pulled batches refused whole because an entry did not apply: not authorised as
+    /// the receiver sees the record, or a parent missing (the session failed).
     pub served_refused: u64,
+    /// Of those, batches an honest server sent.
+    pub honest_refused: u64,
+    /// Audit of served reads: (server, entry, actor) reads that honest servers sent, the
+    /// served-read audit events those servers signed, and audit events pulled by nodes
+    /// that may read the audit trail.
+    pub audit: (usize, usize, u64),
     /// Hostile attempts: made, refused as required, unanswered.
     pub hostile: (usize, usize, usize),
     /// Forged entries made.
@@ -218,6 +226,8 @@ pub(crate) fn outcome(sim: &Sim, scenario: Scenario, size: Size, checks: Checks)
         entries_moved: (sim.counters.entries_served, sim.counters.entries_pushed),
         bad_batches: sim.counters.bad_batches,
         served_refused: sim.counters.served_refused,
+        honest_refused: sim.counters.honest_refused,
+        audit: (checks.audit.0, checks.audit.1, sim.counters.audit_pulled),
         hostile: (sim.attacks.len(), held, unanswered),
         forged: sim.forged.len(),
         concurrent_kept: checks.concurrent_kept.clone(),
@@ -356,13 +366,21 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "  hostile      {} attempts, {} refused, {} unanswered (lost); {} forged entries; \
-             {} bad batches refused whole, {} served entries refused",
+             pulled batches refused whole: {} did not decode or verify, {} did not apply ({} \
+             of them from honest servers)",
             self.hostile.0,
             self.hostile.1,
             self.hostile.2,
             self.forged,
             self.bad_batches,
-            self.served_refused
+            self.served_refused,
+            self.honest_refused
+        )?;
+        writeln!(
+            f,
+            "  audit        {} distinct reads (server, entry, actor) served by honest servers, {} \
+             served-read events they signed; {} events pulled by readers of the audit trail",
+            self.audit.0, self.audit.1, self.audit.2
         )?;
         if !self.concurrent_kept.is_empty() {
             let by: Vec<String> = self
