@@ -432,3 +432,53 @@ fn a_host_by_invitation_takes_a_record_only_with_an_unused_code() {
     assert_eq!(push(&other, Some("inv-1"), &mut host), not_admitted);
     assert!(host.record(&other.record.id()).is_none());
 }
+
+/// Found by the simulation: the administrative stream changes at the server between the
+/// digests and the pull, and a category entry written meanwhile names the new
+/// administrative head as a parent. The pull brings the administrative stream too, so the
+/// batch applies.
+#[test]
+fn a_pull_brings_the_administrative_stream_that_changed_since_the_digests() {
+    let (mut f, pharmacist) = george();
+    let g = f.patient.clone();
+    let mut phone = store_of(&f, "phone");
+    f.create(&g, Category::VitalSigns, bp(131, 81)).unwrap();
+    let mut host = store_of(&f, "host");
+    let server = Server::new(b"server".to_vec(), HostPolicy::default());
+    let record = f.record.id();
+    let mut s = session(&g, record, false);
+    let mut nonce = nonces();
+    let req = s.poll_request(NOW, nonce(), phone.record(&record)).unwrap();
+    let (resp, _) = server.handle(&mut host, &peer("client"), req, NOW);
+    let cophr_protocol::sync::Response::Differ { streams } = &resp else {
+        panic!("differ expected");
+    };
+    assert_eq!(streams, &vec![Some(Category::VitalSigns)]);
+    s.handle_response(resp, phone.record(&record));
+    // Meanwhile at the host: a new grant (administrative), then a reading after it.
+    let nurse = key(30, "Nurse");
+    f.grant(grant(
+        &nurse,
+        Level::View,
+        &[Category::VitalSigns],
+        false,
+        false,
+    ));
+    f.create(&g, Category::VitalSigns, bp(132, 82)).unwrap();
+    for e in f.record.entries() {
+        host.write(e.clone()).unwrap();
+    }
+    let req = s.poll_request(NOW, nonce(), phone.record(&record)).unwrap();
+    let (resp, _) = server.handle(&mut host, &peer("client"), req, NOW);
+    s.handle_response(resp, phone.record(&record));
+    let Some(cophr_protocol::sync::client::ClientEvent::Received(batch)) = s.poll_event() else {
+        panic!("a batch to store");
+    };
+    let stored = cophr_protocol::sync::client::decode_verify(&record, &batch).and_then(|v| {
+        phone
+            .ingest(&record, v)
+            .map_err(|e| SyncError::BadEntries(e.to_string()))
+    });
+    assert_eq!(stored, Ok(3), "the grant and both readings");
+    let _ = pharmacist;
+}

@@ -13,9 +13,12 @@
 //!
 //! **Entries whose parents are missing.** A pulled batch is applied in order and refused
 //! whole if any entry in it does not apply — a missing parent included — and the session
-//! fails. An honest server sends each chain as a prefix, in causal order, and a stream
-//! never references another, so every entry's parents are either held or earlier in the
-//! same batch: a missing parent means the server is broken or hostile. Buffering such
+//! fails. An honest server sends each chain as a prefix, in causal order (the
+//! administrative stream first), a category stream references only itself and the
+//! administrative stream, and every pull asks for the administrative stream too (it may
+//! have moved at the server since the digests, as the simulation found), so every entry's
+//! parents are either held or earlier in the same batch: a missing parent means the server
+//! is broken or hostile. Buffering such
 //! entries (as an earlier simulation did) would let a hostile peer fill memory with
 //! entries that may never apply, and would hide the fault; refusing keeps the replica
 //! exactly what it can verify and lets the driver try another peer.
@@ -376,12 +379,17 @@ impl ClientSession {
                 if distinct.len() != differ.len() {
                     return self.finish(Err(SyncError::Protocol("a stream named twice".into())));
                 }
-                self.state = if differ.is_empty() {
+                if differ.is_empty() {
                     // Nothing differs: nothing to pull or push, and no audit to exchange.
                     return self.finish(Ok(()));
-                } else {
-                    State::Pull(differ)
-                };
+                }
+                // A category entry's parents include the administrative stream's heads, and
+                // that stream may have moved at the server since the digests: always pull it
+                // too, so every batch carries what its entries depend on.
+                if !differ.contains(&None) {
+                    differ.push(None);
+                }
+                self.state = State::Pull(differ);
             }
             (State::AwaitDiffer, Response::Refused { code, .. })
                 if code == Refusal::NoAccess
