@@ -68,35 +68,54 @@ pub struct Session {
 /// actor's access was revoked.
 pub fn explain(record: &Record, me: &ActorId, r: Rejection) -> SessionError {
     if let Rejection::Access(AccessError::NoGrant) = &r {
-        let revoked = record
-            .grants()
-            .filter(|g| g.grant.grantee == *me && !g.revoked_by.is_empty())
-            .max_by_key(|g| g.time);
-        let message = match revoked {
-            Some(g) => {
-                let reason = g.revoked_by.iter().find_map(|rv| match record.get(rv) {
-                    Some(e) => match &e.entry().payload {
-                        Payload::Revoke { reason, .. } => Some(reason.clone()),
-                        _ => None,
-                    },
-                    None => None,
-                });
-                format!(
-                    "not authorised: your access to this record was revoked (grant {}{})",
-                    g.id.short(),
-                    reason.map(|r| format!(": {r}")).unwrap_or_default()
-                )
-            }
-            None => "not authorised: you hold no grant in this record".to_owned(),
-        };
         return SessionError::Refused {
+            message: format!("not authorised: {}", why_no_grant(record, me)),
             rejection: Box::new(r),
-            message,
         };
     }
     SessionError::Refused {
         message: r.to_string(),
         rejection: Box::new(r),
+    }
+}
+
+/// Why `me` holds no grant in effect, from where its latest grant stands
+/// ([`Record::grant_status`], the one computation of it).
+fn why_no_grant(record: &Record, me: &ActorId) -> String {
+    use cophr_protocol::GrantStatus;
+    let Some(g) = record
+        .grants()
+        .filter(|g| g.grant.grantee == *me)
+        .max_by_key(|g| (g.time, g.id))
+    else {
+        return "you hold no grant in this record".to_owned();
+    };
+    let id = g.id.short();
+    // Revocation, a revoked parent and voidness do not depend on the time asked at; the
+    // grant's own time keeps its period out of the answer.
+    match record.grant_status(&g.id, g.time) {
+        Some(GrantStatus::Revoked) => {
+            let reason = g.revoked_by.iter().find_map(|rv| match record.get(rv) {
+                Some(e) => match &e.entry().payload {
+                    Payload::Revoke { reason, .. } => Some(reason.clone()),
+                    _ => None,
+                },
+                None => None,
+            });
+            format!(
+                "your access to this record was revoked (grant {id}{})",
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            )
+        }
+        Some(GrantStatus::ParentRevoked) => format!(
+            "your grant {id} was delegated under a grant that has since been revoked, so it \
+             gives nothing any more"
+        ),
+        Some(GrantStatus::Void) => format!(
+            "your grant {id} never took effect: the grant it was delegated under was revoked \
+             at the same time"
+        ),
+        _ => format!("your grant {id} is not in effect at this time (outside its period)"),
     }
 }
 
@@ -402,5 +421,63 @@ impl Cancel {
             Err(COMMITTED) => Ok(()),
             Err(_) => Err(Cancelled),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cophr_protocol::testkit::{bp, grant, key, Fixture};
+    use cophr_protocol::{Category, Level};
+
+    fn refusal(f: &Fixture, who: &cophr_protocol::Keypair) -> String {
+        let r = f
+            .record
+            .prepare_all(
+                who,
+                Payload::Create {
+                    category: Category::VitalSigns,
+                    body: bp(120, 80),
+                },
+                f.now,
+                None,
+            )
+            .expect_err("refused");
+        match explain(&f.record, &who.actor(), r) {
+            SessionError::Refused { message, .. } => message,
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_write_says_where_the_writers_grant_stands() {
+        let mut f = Fixture::new(3, "George");
+        let g = f.patient.clone();
+        let mary = key(3, "Mary");
+        let sitter = key(3, "Sitter");
+        let stranger = key(3, "Stranger");
+        let mg = f.grant(grant(&mary, Level::Write, &[], false, true));
+        f.write(
+            &mary,
+            Payload::Grant(grant(&sitter, Level::Write, &[Category::VitalSigns], false, false)),
+        )
+        .unwrap();
+        f.write(
+            &g,
+            Payload::Revoke {
+                grant: mg,
+                category: None,
+                reason: "moved abroad".into(),
+            },
+        )
+        .unwrap();
+        assert!(refusal(&f, &stranger).contains("you hold no grant"));
+        let m = refusal(&f, &mary);
+        assert!(m.contains("was revoked") && m.contains("moved abroad"), "{m}");
+        let s = refusal(&f, &sitter);
+        assert!(
+            s.contains("delegated under a grant that has since been revoked"),
+            "{s}"
+        );
     }
 }

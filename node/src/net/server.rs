@@ -86,7 +86,7 @@ impl SyncStore for Store {
                 actor,
                 device: Some(peer.to_owned()),
                 entries,
-                detail: Some("served to a replica".into()),
+                detail: Some(cophr_protocol::audit::SERVED_TO_REPLICA.into()),
             },
             now,
         )

@@ -166,7 +166,7 @@ impl SyncStore for MemStore {
                 actor_organisation: None,
                 device: Some(peer.to_owned()),
                 entries: part.to_vec(),
-                detail: Some("served to a replica".into()),
+                detail: Some(crate::audit::SERVED_TO_REPLICA.into()),
             }
             .sign(&self.node);
             chain.insert((me, seq), event);
