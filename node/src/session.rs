@@ -459,7 +459,13 @@ mod tests {
         let mg = f.grant(grant(&mary, Level::Write, &[], false, true));
         f.write(
             &mary,
-            Payload::Grant(grant(&sitter, Level::Write, &[Category::VitalSigns], false, false)),
+            Payload::Grant(grant(
+                &sitter,
+                Level::Write,
+                &[Category::VitalSigns],
+                false,
+                false,
+            )),
         )
         .unwrap();
         f.write(
@@ -473,7 +479,10 @@ mod tests {
         .unwrap();
         assert!(refusal(&f, &stranger).contains("you hold no grant"));
         let m = refusal(&f, &mary);
-        assert!(m.contains("was revoked") && m.contains("moved abroad"), "{m}");
+        assert!(
+            m.contains("was revoked") && m.contains("moved abroad"),
+            "{m}"
+        );
         let s = refusal(&f, &sitter);
         assert!(
             s.contains("delegated under a grant that has since been revoked"),
