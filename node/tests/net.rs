@@ -1152,6 +1152,17 @@ async fn watchers_are_told_of_new_entries_written_or_received() {
 
 /// A node with its store in `dir` (kept by the caller), listening on `listen`.
 async fn node_in(name: &str, dir: &std::path::Path, listen: &str, tick: Duration) -> NodeHandle {
+    node_in_with(name, dir, listen, tick, Vec::new()).await
+}
+
+/// [`node_in`], bootstrapped from `bootstrap`.
+async fn node_in_with(
+    name: &str,
+    dir: &std::path::Path,
+    listen: &str,
+    tick: Duration,
+    bootstrap: Vec<libp2p::Multiaddr>,
+) -> NodeHandle {
     // The store of a node just stopped may still be closing: try for a while.
     let mut opened = None;
     for _ in 0..500 {
@@ -1168,6 +1179,7 @@ async fn node_in(name: &str, dir: &std::path::Path, listen: &str, tick: Duration
     let config = NetConfig {
         listen: vec![listen.parse().unwrap()],
         sync_interval: tick,
+        bootstrap,
         ..NetConfig::default()
     };
     let (handle, _task) = net::start(store, key(9, name), peer_key, config)
@@ -1509,5 +1521,63 @@ async fn a_record_well_over_the_message_cap_hosts_replicates_and_moves() {
     assert_eq!(
         host2.handle.store().with_record(&rec, |r| r.len()).unwrap(),
         total + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_host_back_while_the_patient_is_offline_finds_the_move_and_deletes_its_copy() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let old_dir = tempfile::tempdir().unwrap();
+    let hour = Duration::from_secs(3600);
+    let old = node_in("oldhost12", old_dir.path(), &listen, hour).await;
+    let old_addr = old.listen_addrs().await.unwrap()[0].clone();
+    let new = node("newhost12").await;
+    let george = key(9, "George12");
+    let george_node = node("George12").await;
+    let rec = create(&george_node, &george);
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(141, 91),
+        },
+    );
+    client::host(&george_node.handle, &old_addr, rec, None)
+        .await
+        .unwrap();
+    old.shutdown().await.unwrap();
+    drop(old);
+    let new_addr = addr(&new).await;
+    let moved = client::move_home(&george_node.handle, &new_addr, rec, None)
+        .await
+        .unwrap();
+    assert!(!moved.released);
+    // George's node goes offline for good: nobody will retry the release.
+    george_node.handle.shutdown().await.unwrap();
+    // The former host comes back, bootstrapped from the new host (which holds the newer,
+    // patient-signed pointer), and checks its hosted records every 200 ms.
+    let back = node_in_with(
+        "oldhost12",
+        old_dir.path(),
+        &listen,
+        Duration::from_millis(200),
+        vec![new_addr.clone()],
+    )
+    .await;
+    let store = back.store().clone();
+    eventually("the former host deletes its copy by itself", || {
+        !store.holds(&rec).unwrap()
+    })
+    .await;
+    assert!(
+        new.handle.store().holds(&rec).unwrap(),
+        "the new host keeps it"
     );
 }
