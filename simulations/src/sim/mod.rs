@@ -351,19 +351,6 @@ pub(crate) struct Sim {
     down_since: BTreeMap<NodeId, Time>,
 }
 
-fn request_kind(r: &Request) -> &'static str {
-    match r {
-        Request::Digests { .. } => "digests",
-        Request::Pull { .. } => "pull",
-        Request::Push { .. } => "push",
-        Request::Announce { .. } => "announce",
-        Request::Host { .. } => "host",
-        Request::Release { .. } => "release",
-        Request::AuditPull { .. } => "audit-pull",
-        Request::AuditPush { .. } => "audit-push",
-    }
-}
-
 impl Sim {
     pub(crate) fn new(seed: u64, cfg: Config) -> Self {
         Sim {
@@ -549,7 +536,7 @@ impl Sim {
 
     /// Sends a request, encoded as on the wire; a session's request times out unanswered.
     fn request(&mut self, from: NodeId, to: NodeId, session: u64, step: u32, req: &Request) {
-        *self.counters.requests.entry(request_kind(req)).or_default() += 1;
+        *self.counters.requests.entry(req.kind()).or_default() += 1;
         let bytes = sync::encode(req);
         self.send(from, to, session, step, true, bytes);
         if session != 0 {
