@@ -90,10 +90,17 @@ fn audit_to_push(
     )))
 }
 
-/// For each node, the highest audit sequence held here for the record.
-fn audit_have(store: &Store, record: &RecordId) -> Result<Vec<(ActorId, u64)>, NetError> {
+/// For each node, the highest audit sequence held here for the record, when `me` may read
+/// the audit trail (otherwise the trail is never asked for, and not read here).
+fn audit_have(
+    store: &Store,
+    record: &RecordId,
+    me: &ActorId,
+) -> Result<Vec<(ActorId, u64)>, NetError> {
     let mut have: HashMap<ActorId, u64> = HashMap::new();
-    if store.holds(record)? {
+    let may = store.holds(record)?
+        && store.with_record(record, |r| r.viewer(me, now_ms()).may_audit())?;
+    if may {
         for a in store.audit_events(record)? {
             let e = have.entry(a.event.node).or_default();
             *e = (*e).max(a.event.seq);
@@ -143,7 +150,7 @@ async fn run_sync(
     if push {
         cfg.audit_to_push = audit_to_push(&store, &record, &peer)?;
     }
-    cfg.audit_have = audit_have(&store, &record)?;
+    cfg.audit_have = audit_have(&store, &record, &handle.identity().actor())?;
     let mut session = ClientSession::new(handle.identity().clone(), cfg);
     loop {
         while let Some(event) = session.poll_event() {
