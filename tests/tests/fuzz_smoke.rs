@@ -1,7 +1,7 @@
 //! A short run of every fuzz target (`tests/fuzz`) over its committed corpus, so the
 //! targets build and the corpus stays crash-free. The long campaigns are documented in
 //! `docs/reliability.md` (on nightly, with AddressSanitizer). This smoke run uses the
-//! stable toolchain without a sanitizer (the workspace forbids `unsafe` code; libFuzzer's
+//! toolchain the tests run on (stable) without a sanitizer (the workspace forbids `unsafe` code; libFuzzer's
 //! coverage guidance and every assertion still run), so it needs only cargo-fuzz, which
 //! `.ci/deps` installs; a missing tool fails the test, loudly.
 
@@ -26,11 +26,11 @@ fn fuzz_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
 
-/// `cargo +stable fuzz <sub> -O --sanitizer none <args>`.
+/// `cargo fuzz <sub> -O --sanitizer none <args>`, with the toolchain the tests run on.
 fn cargo_fuzz(sub: &str, args: &[&str]) -> std::process::Output {
     Command::new("cargo")
         .current_dir(fuzz_dir())
-        .args(["+stable", "fuzz", sub, "-O", "--sanitizer", "none"])
+        .args(["fuzz", sub, "-O", "--sanitizer", "none"])
         .args(args)
         // The workspace's own settings must not leak into the fuzz build.
         .env_remove("CARGO_TARGET_DIR")
