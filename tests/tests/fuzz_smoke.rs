@@ -1,9 +1,9 @@
 //! A short run of every fuzz target (`tests/fuzz`) over its committed corpus, so the
 //! targets build and the corpus stays crash-free. The long campaigns are documented in
 //! `docs/reliability.md` (on nightly, with AddressSanitizer). This smoke run uses the
-//! toolchain the tests run on (stable) without a sanitizer (the workspace forbids `unsafe` code; libFuzzer's
-//! coverage guidance and every assertion still run), so it needs only cargo-fuzz, which
-//! `.ci/deps` installs; a missing tool fails the test, loudly.
+//! toolchain the tests run on (stable) without a sanitizer (the workspace forbids `unsafe`
+//! code; libFuzzer's coverage guidance and every assertion still run), so it needs only
+//! cargo-fuzz, which `.ci/deps` installs; a missing tool fails the test, loudly.
 
 use std::path::PathBuf;
 use std::process::Command;
