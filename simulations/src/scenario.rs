@@ -120,7 +120,40 @@ fn writes(
     }
 }
 
+/// George's family, providers and hosts, and the extra patients: nodes, records and grants.
 fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
+    let (mut f, extra_nodes) = add_family(sim, extras, hosts);
+    george_writes_and_hosts(sim, &f);
+    let mut t = 10 * S;
+    family_grants(sim, &f, &mut t);
+    provider_grants(sim, &f, &mut t);
+    f.extras = extra_patients(sim, &f, &extra_nodes);
+    f
+}
+
+/// What home care may write: vital signs, wound care (procedures) and blood-test requests
+/// (lab results).
+const HOME_CARE: [Category; 3] = [
+    Category::VitalSigns,
+    Category::Procedures,
+    Category::LabResults,
+];
+/// What the pharmacist sees: problems, medications and allergies.
+const PHARMACY: [Category; 3] = [
+    Category::Problems,
+    Category::Medications,
+    Category::Allergies,
+];
+
+/// The next grant time: two seconds after the last.
+fn next_grant(t: &mut Time) -> Time {
+    *t += 2 * S;
+    *t
+}
+
+/// Adds the family's nodes, the hosts and the extra patients, and George's record (its
+/// genesis); the family (no extra records yet) and the extra patients' nodes.
+fn add_family(sim: &mut Sim, extras: usize, hosts: usize) -> (Family, Vec<NodeId>) {
     let george = sim.add_node("George", Role::Patient);
     let mary = sim.add_node("Mary", Role::Carer);
     let patricia = sim.add_node("Patricia", Role::Family);
@@ -141,6 +174,26 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
 
     // George's record: his genesis and what he knows about himself, then hosting, then grants.
     let record = sim.genesis(george, "patient");
+    let f = Family {
+        george,
+        mary,
+        patricia,
+        alex,
+        homecare,
+        consultant,
+        nurse,
+        pharmacist,
+        mallory,
+        hosts,
+        record,
+        extras: Vec::new(),
+    };
+    (f, extra_nodes)
+}
+
+/// George writes what he knows about himself, then has his record hosted by the first host.
+fn george_writes_and_hosts(sim: &mut Sim, f: &Family) {
+    let (george, record) = (f.george, f.record);
     for c in [
         Category::Problems,
         Category::Problems,
@@ -157,23 +210,22 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
         Act::Host {
             node: george,
             record,
-            to: hosts[0],
+            to: f.hosts[0],
         },
     );
-    use Category::*;
+}
+
+/// George's grants to his family: Mary everything, the children a view.
+fn family_grants(sim: &mut Sim, f: &Family, t: &mut Time) {
+    let (george, record) = (f.george, f.record);
     let all: &[Category] = &[];
-    let mut t = 10 * S;
-    let mut next = || {
-        t += 2 * S;
-        t
-    };
     // Mary: full access, the audit trail, and the right to delegate.
     grant_at(
         sim,
-        next(),
+        next_grant(t),
         george,
         record,
-        mary,
+        f.mary,
         Level::Delete,
         all,
         true,
@@ -181,10 +233,10 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
         Expect::Ok,
     );
     // The children view everything and the audit trail, and write nothing.
-    for child in [patricia, alex] {
+    for child in [f.patricia, f.alex] {
         grant_at(
             sim,
-            next(),
+            next_grant(t),
             george,
             record,
             child,
@@ -195,25 +247,30 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
             Expect::Ok,
         );
     }
+}
+
+/// George's grants to his providers, and to the app that went rogue.
+fn provider_grants(sim: &mut Sim, f: &Family, t: &mut Time) {
+    let (george, record) = (f.george, f.record);
+    let all: &[Category] = &[];
     // Home care: vital signs, wound care (procedures) and blood-test requests (lab results).
-    let hc = [VitalSigns, Procedures, LabResults];
     grant_at(
         sim,
-        next(),
+        next_grant(t),
         george,
         record,
-        homecare,
+        f.homecare,
         Level::Write,
-        &hc,
+        &HOME_CARE,
         false,
         false,
         Expect::Ok,
     );
     // The consultant and the nurse see and write everything, without the audit trail.
-    for c in [consultant, nurse] {
+    for c in [f.consultant, f.nurse] {
         grant_at(
             sim,
-            next(),
+            next_grant(t),
             george,
             record,
             c,
@@ -225,15 +282,14 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
         );
     }
     // The pharmacist sees problems, medications and allergies.
-    let ph = [Problems, Medications, Allergies];
     grant_at(
         sim,
-        next(),
+        next_grant(t),
         george,
         record,
-        pharmacist,
+        f.pharmacist,
         Level::View,
-        &ph,
+        &PHARMACY,
         false,
         false,
         Expect::Ok,
@@ -241,35 +297,40 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
     // A fitness app George tried, since gone rogue: allergies only.
     grant_at(
         sim,
-        next(),
+        next_grant(t),
         george,
         record,
-        mallory,
+        f.mallory,
         Level::View,
-        &[Allergies],
+        &[Category::Allergies],
         false,
         false,
         Expect::Ok,
     );
+}
 
-    let providers = [homecare, consultant, nurse, pharmacist];
+/// The extra patients' records: each written, hosted and granted to two of George's
+/// providers.
+fn extra_patients(sim: &mut Sim, f: &Family, extra_nodes: &[NodeId]) -> Vec<(NodeId, RecordId)> {
+    let providers = [f.homecare, f.consultant, f.nurse, f.pharmacist];
+    let all: &[Category] = &[];
     let mut extra_records = Vec::new();
     for (i, &p) in extra_nodes.iter().enumerate() {
         let r = sim.genesis(p, "patient");
-        write(sim, 0, p, r, create(Problems), Expect::Ok);
-        write(sim, 0, p, r, create(Medications), Expect::Ok);
+        write(sim, 0, p, r, create(Category::Problems), Expect::Ok);
+        write(sim, 0, p, r, create(Category::Medications), Expect::Ok);
         sim.at(
             2 * S,
             Act::Host {
                 node: p,
                 record: r,
-                to: hosts[(i + 1) % hosts.len()],
+                to: f.hosts[(i + 1) % f.hosts.len()],
             },
         );
         for (j, k) in sim.rng.sample(providers.len(), 2).into_iter().enumerate() {
             let (level, cats): (Level, &[Category]) = match providers[k] {
-                x if x == pharmacist => (Level::View, &ph),
-                x if x == homecare => (Level::Write, &hc),
+                x if x == f.pharmacist => (Level::View, &PHARMACY),
+                x if x == f.homecare => (Level::Write, &HOME_CARE),
                 _ => (Level::Write, all),
             };
             let at = 12 * S + 2 * S * j as Time;
@@ -288,20 +349,7 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
         }
         extra_records.push((p, r));
     }
-    Family {
-        george,
-        mary,
-        patricia,
-        alex,
-        homecare,
-        consultant,
-        nurse,
-        pharmacist,
-        mallory,
-        hosts,
-        record,
-        extras: extra_records,
-    }
+    extra_records
 }
 
 /// Everyday writing in George's record and the extra patients' records.
