@@ -646,7 +646,6 @@ fn loss(seed: u64, size: Size) -> Sim {
 }
 
 fn revocation(seed: u64, size: Size) -> Sim {
-    use Category::*;
     let active = pick(size, 20 * MIN, 40 * MIN);
     let mut sim = Sim::new(
         seed,
@@ -670,142 +669,10 @@ fn revocation(seed: u64, size: Size) -> Sim {
     );
     // Busy writers: syncs are in flight most of the time.
     let busy = pick(size, 20 * S, 30 * S);
-    writes(
-        &mut sim,
-        f.mary,
-        r,
-        MIN,
-        to,
-        busy,
-        &[create(VitalSigns)],
-        Expect::Any,
-    );
-    writes(
-        &mut sim,
-        f.homecare,
-        r,
-        MIN,
-        to,
-        busy,
-        &[create(VitalSigns), create(Procedures), create(LabResults)],
-        Expect::RefusedIfRevoked,
-    );
-    writes(
-        &mut sim,
-        f.george,
-        r,
-        MIN,
-        to,
-        4 * busy,
-        &[create(VitalSigns), create(Problems)],
-        Expect::Ok,
-    );
-    writes(
-        &mut sim,
-        f.consultant,
-        r,
-        MIN,
-        to,
-        3 * busy,
-        &[create(LabResults)],
-        Expect::Ok,
-    );
-    // George revokes Mary on his phone while it is offline, and grants her again without
-    // the right to delegate. Meanwhile Mary, not knowing, delegates vital signs to a night
-    // sitter, who starts writing. George's phone comes back online minutes later.
-    let g_t = sim.rng.range(active / 5, active * 3 / 10);
-    let offline = g_t - 90 * S;
-    let back = g_t + sim.rng.range(2 * MIN, 4 * MIN);
-    let mut groups = vec![1u8; sim.nodes.len()];
-    groups[f.george] = 0;
-    sim.at(offline, Act::Partition(groups, "George offline".into()));
-    let revoke_at = g_t - sim.rng.range(10 * S, 60 * S);
-    sim.at(
-        revoke_at,
-        Act::Revoke {
-            node: f.george,
-            record: r,
-            grantee: f.mary,
-        },
-    );
-    grant_at(
-        &mut sim,
-        g_t - 5 * S,
-        f.george,
-        r,
-        f.mary,
-        Level::Write,
-        &[],
-        true,
-        false,
-        Expect::Ok,
-    );
-    sim.at(back, Act::Unpartition);
-    grant_at(
-        &mut sim,
-        g_t,
-        f.mary,
-        r,
-        sitter,
-        Level::Write,
-        &[VitalSigns],
-        false,
-        false,
-        Expect::Any,
-    );
-    writes(
-        &mut sim,
-        sitter,
-        r,
-        g_t + 10 * S,
-        to,
-        busy,
-        &[create(VitalSigns)],
-        Expect::RefusedIfRevoked,
-    );
-    // Home care, revoked while busy, then tries to write under the revoked grant anyway.
-    let h_t = sim.rng.range(active * 35 / 100, active / 2);
-    sim.at(
-        h_t,
-        Act::Revoke {
-            node: f.george,
-            record: r,
-            grantee: f.homecare,
-        },
-    );
-    sim.at(
-        h_t + MIN,
-        Act::Attack {
-            node: f.homecare,
-            record: r,
-            attack: Attack::RevokedWrite,
-            target: None,
-        },
-    );
-    // The pharmacist, revoked and granted again a few minutes later.
-    let p_t = sim.rng.range(active * 3 / 10, active * 45 / 100);
-    sim.at(
-        p_t,
-        Act::Revoke {
-            node: f.george,
-            record: r,
-            grantee: f.pharmacist,
-        },
-    );
-    let again = p_t + sim.rng.range(2 * MIN, 5 * MIN);
-    let ph = [Problems, Medications, Allergies];
-    grant_at(
-        &mut sim,
-        again,
-        f.george,
-        r,
-        f.pharmacist,
-        Level::View,
-        &ph,
-        false,
-        false,
-        Expect::Ok,
-    );
+    busy_writers(&mut sim, &f, to, busy);
+    mary_revoked_while_delegating(&mut sim, &f, sitter, active, busy);
+    home_care_revoked(&mut sim, &f, active);
+    pharmacist_granted_again(&mut sim, &f, active);
     // A child, revoked for good.
     sim.at(
         active * 6 / 10,
@@ -829,6 +696,171 @@ fn revocation(seed: u64, size: Size) -> Sim {
     );
     sim.at(active, Act::Heal);
     sim
+}
+
+/// Mary, home care, George and the consultant write busily until `to`.
+fn busy_writers(sim: &mut Sim, f: &Family, to: Time, busy: Time) {
+    use Category::*;
+    let r = f.record;
+    writes(
+        sim,
+        f.mary,
+        r,
+        MIN,
+        to,
+        busy,
+        &[create(VitalSigns)],
+        Expect::Any,
+    );
+    writes(
+        sim,
+        f.homecare,
+        r,
+        MIN,
+        to,
+        busy,
+        &[create(VitalSigns), create(Procedures), create(LabResults)],
+        Expect::RefusedIfRevoked,
+    );
+    writes(
+        sim,
+        f.george,
+        r,
+        MIN,
+        to,
+        4 * busy,
+        &[create(VitalSigns), create(Problems)],
+        Expect::Ok,
+    );
+    writes(
+        sim,
+        f.consultant,
+        r,
+        MIN,
+        to,
+        3 * busy,
+        &[create(LabResults)],
+        Expect::Ok,
+    );
+}
+
+/// George revokes Mary while offline and grants her again, while she delegates to the
+/// night sitter, who writes.
+fn mary_revoked_while_delegating(
+    sim: &mut Sim,
+    f: &Family,
+    sitter: NodeId,
+    active: Time,
+    busy: Time,
+) {
+    use Category::*;
+    let r = f.record;
+    let to = active - MIN;
+    // George revokes Mary on his phone while it is offline, and grants her again without
+    // the right to delegate. Meanwhile Mary, not knowing, delegates vital signs to a night
+    // sitter, who starts writing. George's phone comes back online minutes later.
+    let g_t = sim.rng.range(active / 5, active * 3 / 10);
+    let offline = g_t - 90 * S;
+    let back = g_t + sim.rng.range(2 * MIN, 4 * MIN);
+    let mut groups = vec![1u8; sim.nodes.len()];
+    groups[f.george] = 0;
+    sim.at(offline, Act::Partition(groups, "George offline".into()));
+    let revoke_at = g_t - sim.rng.range(10 * S, 60 * S);
+    sim.at(
+        revoke_at,
+        Act::Revoke {
+            node: f.george,
+            record: r,
+            grantee: f.mary,
+        },
+    );
+    grant_at(
+        sim,
+        g_t - 5 * S,
+        f.george,
+        r,
+        f.mary,
+        Level::Write,
+        &[],
+        true,
+        false,
+        Expect::Ok,
+    );
+    sim.at(back, Act::Unpartition);
+    grant_at(
+        sim,
+        g_t,
+        f.mary,
+        r,
+        sitter,
+        Level::Write,
+        &[VitalSigns],
+        false,
+        false,
+        Expect::Any,
+    );
+    writes(
+        sim,
+        sitter,
+        r,
+        g_t + 10 * S,
+        to,
+        busy,
+        &[create(VitalSigns)],
+        Expect::RefusedIfRevoked,
+    );
+}
+
+/// Home care is revoked while busy, then writes under the revoked grant anyway.
+fn home_care_revoked(sim: &mut Sim, f: &Family, active: Time) {
+    let r = f.record;
+    // Home care, revoked while busy, then tries to write under the revoked grant anyway.
+    let h_t = sim.rng.range(active * 35 / 100, active / 2);
+    sim.at(
+        h_t,
+        Act::Revoke {
+            node: f.george,
+            record: r,
+            grantee: f.homecare,
+        },
+    );
+    sim.at(
+        h_t + MIN,
+        Act::Attack {
+            node: f.homecare,
+            record: r,
+            attack: Attack::RevokedWrite,
+            target: None,
+        },
+    );
+}
+
+/// The pharmacist is revoked, then granted again a few minutes later.
+fn pharmacist_granted_again(sim: &mut Sim, f: &Family, active: Time) {
+    let r = f.record;
+    // The pharmacist, revoked and granted again a few minutes later.
+    let p_t = sim.rng.range(active * 3 / 10, active * 45 / 100);
+    sim.at(
+        p_t,
+        Act::Revoke {
+            node: f.george,
+            record: r,
+            grantee: f.pharmacist,
+        },
+    );
+    let again = p_t + sim.rng.range(2 * MIN, 5 * MIN);
+    grant_at(
+        sim,
+        again,
+        f.george,
+        r,
+        f.pharmacist,
+        Level::View,
+        &PHARMACY,
+        false,
+        false,
+        Expect::Ok,
+    );
 }
 
 fn scale(seed: u64, size: Size, options: Options) -> Sim {
