@@ -864,7 +864,6 @@ fn pharmacist_granted_again(sim: &mut Sim, f: &Family, active: Time) {
 }
 
 fn scale(seed: u64, size: Size, options: Options) -> Sim {
-    use Category::*;
     let patients = options
         .patients
         .unwrap_or(match size {
@@ -891,14 +890,13 @@ fn scale(seed: u64, size: Size, options: Options) -> Sim {
         .map(|i| sim.add_node(&format!("Provider {i:02}"), Role::Provider))
         .collect();
     let mallory = sim.add_node("Mallory", Role::Hostile);
-    let cats = [
-        VitalSigns,
-        Problems,
-        Medications,
-        Allergies,
-        LabResults,
-        Procedures,
-    ];
+    let w = ScaleWorld {
+        hosts,
+        provs,
+        mallory,
+        active,
+        size,
+    };
     let mut mallory_records = Vec::new();
     let mut other_records = Vec::new();
     sim.at(
@@ -914,82 +912,130 @@ fn scale(seed: u64, size: Size, options: Options) -> Sim {
         ),
     );
     for i in 0..patients {
-        let p = sim.add_node(&format!("Patient {i:04}"), Role::Patient);
-        let r = sim.genesis(p, "patient");
-        let t0 = sim.rng.range(0, pick(size, 30 * S, 120 * S));
-        let first = cats[sim.rng.index(cats.len())].clone();
-        write(&mut sim, t0, p, r, create(first), Expect::Ok);
-        sim.at(
-            t0 + S,
-            Act::Host {
-                node: p,
-                record: r,
-                to: hosts[i % hosts.len()],
-            },
-        );
-        let k = sim.rng.range(2, 4) as usize;
-        for (j, pi) in sim.rng.sample(providers, k).into_iter().enumerate() {
-            let scope: Vec<Category> = if sim.rng.chance(0.15) {
-                Vec::new()
-            } else {
-                let n = sim.rng.range(2, 4) as usize;
-                sim.rng
-                    .sample(cats.len(), n)
-                    .into_iter()
-                    .map(|c| cats[c].clone())
-                    .collect()
-            };
-            let level = if sim.rng.chance(0.5) {
-                Level::Write
-            } else {
-                Level::View
-            };
-            let at = t0 + 10 * S + j as Time * S;
-            grant_at(
-                &mut sim,
-                at,
-                p,
-                r,
-                provs[pi],
-                level,
-                &scope,
-                false,
-                false,
-                Expect::Ok,
-            );
-            if level == Level::Write && sim.rng.chance(0.6) {
-                let c = if scope.is_empty() {
-                    cats[sim.rng.index(cats.len())].clone()
-                } else {
-                    scope[sim.rng.index(scope.len())].clone()
-                };
-                let wt = sim.rng.range(2 * MIN, active - S);
-                write(&mut sim, wt, provs[pi], r, create(c), Expect::Ok);
-            }
-        }
-        if i % (patients / 3).max(1) == 0 {
-            grant_at(
-                &mut sim,
-                t0 + 20 * S,
-                p,
-                r,
-                mallory,
-                Level::View,
-                &[Allergies],
-                false,
-                false,
-                Expect::Ok,
-            );
+        let to_mallory = i % (patients / 3).max(1) == 0;
+        let r = scale_patient(&mut sim, &w, i, to_mallory);
+        if to_mallory {
             mallory_records.push(r);
         } else {
             other_records.push(r);
         }
-        for _ in 0..sim.rng.range(2, 3) {
-            let c = cats[sim.rng.index(cats.len())].clone();
-            let wt = sim.rng.range(2 * MIN, active - S);
-            write(&mut sim, wt, p, r, create(c), Expect::Ok);
+    }
+    mallory_attacks(&mut sim, &w, &other_records, &mallory_records);
+    sim.at(active, Act::Heal);
+    sim
+}
+
+/// The categories the `scale` scenario writes and grants.
+const SCALE_CATS: [Category; 6] = [
+    Category::VitalSigns,
+    Category::Problems,
+    Category::Medications,
+    Category::Allergies,
+    Category::LabResults,
+    Category::Procedures,
+];
+
+/// The shared nodes and settings of the `scale` scenario.
+struct ScaleWorld {
+    hosts: Vec<NodeId>,
+    provs: Vec<NodeId>,
+    mallory: NodeId,
+    active: Time,
+    size: Size,
+}
+
+/// Adds patient `i` of the `scale` scenario: a record, written, hosted and granted to
+/// providers (and Mallory, if `to_mallory`); its id.
+fn scale_patient(sim: &mut Sim, w: &ScaleWorld, i: usize, to_mallory: bool) -> RecordId {
+    let p = sim.add_node(&format!("Patient {i:04}"), Role::Patient);
+    let r = sim.genesis(p, "patient");
+    let t0 = sim.rng.range(0, pick(w.size, 30 * S, 120 * S));
+    let first = SCALE_CATS[sim.rng.index(SCALE_CATS.len())].clone();
+    write(sim, t0, p, r, create(first), Expect::Ok);
+    sim.at(
+        t0 + S,
+        Act::Host {
+            node: p,
+            record: r,
+            to: w.hosts[i % w.hosts.len()],
+        },
+    );
+    scale_provider_grants(sim, w, p, r, t0);
+    if to_mallory {
+        grant_at(
+            sim,
+            t0 + 20 * S,
+            p,
+            r,
+            w.mallory,
+            Level::View,
+            &[Category::Allergies],
+            false,
+            false,
+            Expect::Ok,
+        );
+    }
+    for _ in 0..sim.rng.range(2, 3) {
+        let c = SCALE_CATS[sim.rng.index(SCALE_CATS.len())].clone();
+        let wt = sim.rng.range(2 * MIN, w.active - S);
+        write(sim, wt, p, r, create(c), Expect::Ok);
+    }
+    r
+}
+
+/// Grants two or three providers access to a patient's record; some of them write.
+fn scale_provider_grants(sim: &mut Sim, w: &ScaleWorld, p: NodeId, r: RecordId, t0: Time) {
+    let providers = w.provs.len();
+    let k = sim.rng.range(2, 4) as usize;
+    for (j, pi) in sim.rng.sample(providers, k).into_iter().enumerate() {
+        let scope: Vec<Category> = if sim.rng.chance(0.15) {
+            Vec::new()
+        } else {
+            let n = sim.rng.range(2, 4) as usize;
+            sim.rng
+                .sample(SCALE_CATS.len(), n)
+                .into_iter()
+                .map(|c| SCALE_CATS[c].clone())
+                .collect()
+        };
+        let level = if sim.rng.chance(0.5) {
+            Level::Write
+        } else {
+            Level::View
+        };
+        let at = t0 + 10 * S + j as Time * S;
+        grant_at(
+            sim,
+            at,
+            p,
+            r,
+            w.provs[pi],
+            level,
+            &scope,
+            false,
+            false,
+            Expect::Ok,
+        );
+        if level == Level::Write && sim.rng.chance(0.6) {
+            let c = if scope.is_empty() {
+                SCALE_CATS[sim.rng.index(SCALE_CATS.len())].clone()
+            } else {
+                scope[sim.rng.index(scope.len())].clone()
+            };
+            let wt = sim.rng.range(2 * MIN, w.active - S);
+            write(sim, wt, w.provs[pi], r, create(c), Expect::Ok);
         }
     }
+}
+
+/// Mallory's attacks: on the records that granted her allergies, and pulls of others.
+fn mallory_attacks(
+    sim: &mut Sim,
+    w: &ScaleWorld,
+    other_records: &[RecordId],
+    mallory_records: &[RecordId],
+) {
+    let (active, size, mallory) = (w.active, w.size, w.mallory);
     let kinds = [
         Attack::PullUnauthorised,
         Attack::ForgedSignature,
@@ -1004,9 +1050,9 @@ fn scale(seed: u64, size: Size, options: Options) -> Sim {
     for i in 0..n {
         let attack = kinds[i % kinds.len()];
         let pool = if attack == Attack::PullUnauthorised && !other_records.is_empty() {
-            &other_records
+            other_records
         } else {
-            &mallory_records
+            mallory_records
         };
         let record = pool[sim.rng.index(pool.len())];
         let at = sim.rng.range(3 * MIN, active - S);
@@ -1020,6 +1066,4 @@ fn scale(seed: u64, size: Size, options: Options) -> Sim {
             },
         );
     }
-    sim.at(active, Act::Heal);
-    sim
 }
