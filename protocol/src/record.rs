@@ -582,6 +582,32 @@ impl Record {
 
     fn check_inner(&self, v: &Verified, check_body: bool) -> Result<Checked, Rejection> {
         let e = v.entry();
+        self.check_place(e)?;
+        let stream = self.check_stream(e)?;
+        let chain_key = (e.author, stream.clone());
+        self.check_author_chain(e, &chain_key)?;
+        let (clock, depth) = self.causal_clock(e, &chain_key)?;
+        let past = |x: &EntryId| self.nodes.get(x).is_some_and(|n| self.in_clock(n, &clock));
+        let (category, root) = self.check_subject(e, check_body, &past)?;
+        let (status, proxies) = if e.author == self.id {
+            self.check_patient(e)?;
+            (Status::Valid, Vec::new())
+        } else {
+            self.check_grantee(e, category.as_ref(), &past)?
+        };
+        Ok(Checked {
+            clock,
+            depth,
+            stream,
+            category,
+            root,
+            status,
+            proxies,
+        })
+    }
+
+    /// Checks the entry belongs here: this record, genesis first and only once, parents held.
+    fn check_place(&self, e: &Entry) -> Result<(), Rejection> {
         if e.record != self.id {
             return Err(Rejection::WrongRecord(e.record));
         }
@@ -602,6 +628,11 @@ impl Record {
         if !missing.is_empty() {
             return Err(Rejection::MissingParents(missing));
         }
+        Ok(())
+    }
+
+    /// The entry's stream, refusing an unheld target or a parent in another stream.
+    fn check_stream(&self, e: &Entry) -> Result<Stream, Rejection> {
         // The stream: targets must be held to know it.
         if let Some(t) = e.payload.target() {
             if !self.nodes.contains_key(&t) {
@@ -618,9 +649,17 @@ impl Record {
                 return Err(Rejection::CrossStream(*p));
             }
         }
+        Ok(stream)
+    }
+
+    /// Checks the entry's sequence and backlink against its author's chain in the stream.
+    fn check_author_chain(
+        &self,
+        e: &Entry,
+        chain_key: &(ActorId, Stream),
+    ) -> Result<(), Rejection> {
         // Author chain: the previous entry must be held and in the causal past.
-        let chain_key = (e.author, stream.clone());
-        let chain = self.chains.get(&chain_key);
+        let chain = self.chains.get(chain_key);
         let held = chain.map_or(0, Vec::len) as u64;
         if e.seq <= held {
             let existing = chain.map(|c| c[(e.seq - 1) as usize]);
@@ -640,6 +679,15 @@ impl Record {
                 return Err(Rejection::Backlink(e.seq - 1));
             }
         }
+        Ok(())
+    }
+
+    /// The entry's vector clock and depth, refusing time travel and a backlink not in the past.
+    fn causal_clock(
+        &self,
+        e: &Entry,
+        chain_key: &(ActorId, Stream),
+    ) -> Result<(Vec<u64>, u32), Rejection> {
         // Clock: the pointwise maximum of the parents', then this entry.
         let width = self.author_index.len() + 1;
         let mut clock = vec![0u64; width];
@@ -656,7 +704,7 @@ impl Record {
         }
         let author_ix = self
             .author_index
-            .get(&chain_key)
+            .get(chain_key)
             .copied()
             .unwrap_or(width - 1);
         if clock[author_ix] != e.seq - 1 {
@@ -668,10 +716,17 @@ impl Record {
                 return Err(Rejection::TimeTravel);
             }
         }
-        let past = |x: &EntryId| self.nodes.get(x).is_some_and(|n| self.in_clock(n, &clock));
+        Ok((clock, depth))
+    }
 
-        // What the entry is about.
-        let (category, root) = match &e.payload {
+    /// What the entry is about (its category and item root), checking its target and body.
+    fn check_subject(
+        &self,
+        e: &Entry,
+        check_body: bool,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> Result<(Option<Category>, Option<EntryId>), Rejection> {
+        Ok(match &e.payload {
             Payload::Create { category, body } => {
                 if check_body {
                     schema::validate(category, body)?;
@@ -679,7 +734,7 @@ impl Record {
                 (Some(category.clone()), None)
             }
             Payload::Amend { target, body } => {
-                let t = self.data_target(target, &past, false)?;
+                let t = self.data_target(target, past, false)?;
                 let cat = t.category.clone();
                 if let (true, Some(c)) = (check_body, &cat) {
                     schema::validate(c, body)?;
@@ -687,31 +742,15 @@ impl Record {
                 (cat, t.root)
             }
             Payload::Delete { target, .. } => {
-                let t = self.data_target(target, &past, false)?;
+                let t = self.data_target(target, past, false)?;
                 (t.category.clone(), t.root)
             }
             Payload::Annotate { target, .. } => {
-                let t = self.data_target(target, &past, true)?;
+                let t = self.data_target(target, past, true)?;
                 (t.category.clone(), None)
             }
             Payload::Revoke { category, .. } => (category.clone(), None),
             _ => (None, None),
-        };
-
-        let (status, proxies) = if e.author == self.id {
-            self.check_patient(e)?;
-            (Status::Valid, Vec::new())
-        } else {
-            self.check_grantee(e, category.as_ref(), &past)?
-        };
-        Ok(Checked {
-            clock,
-            depth,
-            stream,
-            category,
-            root,
-            status,
-            proxies,
         })
     }
 
@@ -807,6 +846,40 @@ impl Record {
         category: Option<&Category>,
         past: &dyn Fn(&EntryId) -> bool,
     ) -> Result<(Status, Vec<EntryId>), Rejection> {
+        let info = self.named_grant(e, past)?;
+        let mut status = self.grant_chain_status(e, info.id, past)?;
+        let g = &info.grant;
+        let mut proxies = Vec::new();
+        match &e.payload {
+            Payload::Genesis { .. } => return Err(Rejection::GenesisExists),
+            Payload::Create { category, .. } => need(g, "write", Level::Write, category)?,
+            Payload::Amend { target, .. } | Payload::Delete { target, .. } => {
+                proxies = self.check_change(e, g, target, category, past, &mut status)?;
+            }
+            Payload::Annotate { .. } => {
+                if let Some(c) = category {
+                    need(g, "annotate", Level::Annotate, c)?;
+                }
+            }
+            Payload::Grant(new) => {
+                if new.grantee == self.id {
+                    return Err(AccessError::GrantToPatient.into());
+                }
+                new.narrows(g).map_err(AccessError::from)?;
+            }
+            Payload::Revoke { grant, .. } => self.check_revoke(e, g, grant, past)?,
+            Payload::Profile(_) => {}
+            Payload::MoveHome { .. } => return Err(AccessError::PatientOnly.into()),
+        }
+        Ok((status, proxies))
+    }
+
+    /// The grant a grantee's entry names, held, to its author and in the entry's causal past.
+    fn named_grant(
+        &self,
+        e: &Entry,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> Result<&GrantInfo, Rejection> {
         let auth = e.auth.ok_or(AccessError::NoGrant)?;
         let info = match self.grants.get(&auth) {
             Some(g) => g,
@@ -821,6 +894,17 @@ impl Record {
         if !past(&auth) {
             return Err(AccessError::GrantNotInPast(auth).into());
         }
+        Ok(info)
+    }
+
+    /// Checks every grant in the chain up from `auth` is in period and unrevoked in the
+    /// entry's past; the entry's status (void if a revocation is held but unseen).
+    fn grant_chain_status(
+        &self,
+        e: &Entry,
+        auth: EntryId,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> Result<Status, Rejection> {
         let mut status = Status::Valid;
         for link in self.chain(auth) {
             // A grant in the chain may be void (made concurrently with a revocation above
@@ -845,77 +929,67 @@ impl Record {
                 }
             }
         }
-        let g = &info.grant;
-        let mut proxies = Vec::new();
-        let need = |action: &'static str, level: Level, c: &Category| -> Result<(), AccessError> {
-            if !g.scope.covers(c) {
-                return Err(AccessError::Scope(c.clone()));
-            }
-            if g.level < level {
-                return Err(AccessError::Level {
-                    action,
-                    category: c.clone(),
-                    needed: level,
-                    held: g.level,
-                });
-            }
-            Ok(())
+        Ok(status)
+    }
+
+    /// Checks a grantee's amend or delete of `target`: level, scope and, for another
+    /// author's item, the proxy grants it is made under (returned; `status` updated).
+    fn check_change(
+        &self,
+        e: &Entry,
+        g: &Grant,
+        target: &EntryId,
+        category: Option<&Category>,
+        past: &dyn Fn(&EntryId) -> bool,
+        status: &mut Status,
+    ) -> Result<Vec<EntryId>, Rejection> {
+        let (action, level) = if matches!(e.payload, Payload::Amend { .. }) {
+            ("amend", Level::Write)
+        } else {
+            ("delete", Level::Delete)
         };
-        match &e.payload {
-            Payload::Genesis { .. } => return Err(Rejection::GenesisExists),
-            Payload::Create { category, .. } => need("write", Level::Write, category)?,
-            Payload::Amend { target, .. } | Payload::Delete { target, .. } => {
-                let (action, level) = if matches!(e.payload, Payload::Amend { .. }) {
-                    ("amend", Level::Write)
-                } else {
-                    ("delete", Level::Delete)
-                };
-                if let Some(c) = category {
-                    need(action, level, c)?;
-                }
-                let original = self.item_author(target);
-                if original != e.author {
-                    proxies = self.proxy_grants(&e.author, &original, category, e.time, past);
-                    if proxies.is_empty() {
-                        return Err(AccessError::NotAuthorOrProxy(*target).into());
-                    }
-                    // A proxy grant revoked concurrently (held, not in the past) leaves
-                    // the entry kept but void, as for the grant it is written under.
-                    if status == Status::Valid {
-                        status = self.proxy_status(&proxies, |_| false);
-                    }
-                }
-            }
-            Payload::Annotate { .. } => {
-                if let Some(c) = category {
-                    need("annotate", Level::Annotate, c)?;
-                }
-            }
-            Payload::Grant(new) => {
-                if new.grantee == self.id {
-                    return Err(AccessError::GrantToPatient.into());
-                }
-                new.narrows(g).map_err(AccessError::from)?;
-            }
-            Payload::Revoke { grant, .. } => {
-                let target = self.grants.get(grant).ok_or(Rejection::Target {
-                    id: *grant,
-                    why: "not a grant in this record",
-                })?;
-                if !past(grant) {
-                    return Err(Rejection::Target {
-                        id: *grant,
-                        why: "not in the entry's causal past",
-                    });
-                }
-                if !g.delegate || !self.chain(target.id).iter().any(|l| l.issuer == e.author) {
-                    return Err(AccessError::NotIssuer(*grant).into());
-                }
-            }
-            Payload::Profile(_) => {}
-            Payload::MoveHome { .. } => return Err(AccessError::PatientOnly.into()),
+        if let Some(c) = category {
+            need(g, action, level, c)?;
         }
-        Ok((status, proxies))
+        let mut proxies = Vec::new();
+        let original = self.item_author(target);
+        if original != e.author {
+            proxies = self.proxy_grants(&e.author, &original, category, e.time, past);
+            if proxies.is_empty() {
+                return Err(AccessError::NotAuthorOrProxy(*target).into());
+            }
+            // A proxy grant revoked concurrently (held, not in the past) leaves
+            // the entry kept but void, as for the grant it is written under.
+            if *status == Status::Valid {
+                *status = self.proxy_status(&proxies, |_| false);
+            }
+        }
+        Ok(proxies)
+    }
+
+    /// Checks a grantee's revocation: a held grant in its past, below a grant it issued
+    /// with the delegate right.
+    fn check_revoke(
+        &self,
+        e: &Entry,
+        g: &Grant,
+        grant: &EntryId,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> Result<(), Rejection> {
+        let target = self.grants.get(grant).ok_or(Rejection::Target {
+            id: *grant,
+            why: "not a grant in this record",
+        })?;
+        if !past(grant) {
+            return Err(Rejection::Target {
+                id: *grant,
+                why: "not in the entry's causal past",
+            });
+        }
+        if !g.delegate || !self.chain(target.id).iter().any(|l| l.issuer == e.author) {
+            return Err(AccessError::NotIssuer(*grant).into());
+        }
+        Ok(())
     }
 
     /// The grants that make `p` a proxy of `a` for `category` at a causal position: grants
@@ -1144,6 +1218,22 @@ impl Record {
             .collect();
         self.subset(|n| clocks.iter().any(|c| self.in_clock(n, c)))
     }
+}
+
+/// Checks grant `g` covers category `c` at `level` or above, for `action`.
+fn need(g: &Grant, action: &'static str, level: Level, c: &Category) -> Result<(), AccessError> {
+    if !g.scope.covers(c) {
+        return Err(AccessError::Scope(c.clone()));
+    }
+    if g.level < level {
+        return Err(AccessError::Level {
+            action,
+            category: c.clone(),
+            needed: level,
+            held: g.level,
+        });
+    }
+    Ok(())
 }
 
 impl Record {

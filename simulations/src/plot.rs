@@ -46,10 +46,45 @@ pub(crate) fn svg(o: &Outcome) -> String {
     let end = r.end.max(1) as f64;
     let min = o.series.iter().map(|s| s.fraction).fold(1.0f64, f64::min);
     let lo = ((min * 10.0).floor() / 10.0).clamp(0.0, 0.9);
-    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-    let x = |t: Time| LEFT + pw * (t as f64 / end);
-    let y = |f: f64| TOP + ph * (1.0 - (f - lo) / (1.0 - lo));
+    let fr = Frame {
+        end,
+        lo,
+        pw: W - LEFT - RIGHT,
+        ph: H - TOP - BOTTOM,
+    };
     let mut s = String::new();
+    header(&mut s, o);
+    fault_windows(&mut s, o, &fr);
+    axes(&mut s, &fr);
+    healing(&mut s, o, &fr);
+    series(&mut s, o, &fr);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The plot area: virtual time up to `end`, fractions from `lo`, the plot width and height.
+struct Frame {
+    end: f64,
+    lo: f64,
+    pw: f64,
+    ph: f64,
+}
+
+impl Frame {
+    /// The x coordinate of time `t`.
+    fn x(&self, t: Time) -> f64 {
+        LEFT + self.pw * (t as f64 / self.end)
+    }
+
+    /// The y coordinate of fraction `f`.
+    fn y(&self, f: f64) -> f64 {
+        TOP + self.ph * (1.0 - (f - self.lo) / (1.0 - self.lo))
+    }
+}
+
+/// Writes the SVG header, background, title and summary line.
+fn header(s: &mut String, o: &Outcome) {
+    let r = &o.report;
     let _ = writeln!(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
@@ -75,7 +110,12 @@ pub(crate) fn svg(o: &Outcome) -> String {
         r.lost,
         verdict
     );
-    // Fault windows.
+}
+
+/// Writes the shaded fault windows, labelled when there are few.
+fn fault_windows(s: &mut String, o: &Outcome, fr: &Frame) {
+    let ph = fr.ph;
+    let x = |t: Time| fr.x(t);
     let label_them = o.windows.len() <= 8;
     for (i, w) in o.windows.iter().enumerate() {
         let (x0, x1) = (x(w.from), x(w.to.max(w.from + 1)));
@@ -107,7 +147,15 @@ pub(crate) fn svg(o: &Outcome) -> String {
             o.windows.len()
         );
     }
-    // Axes and grid.
+}
+
+/// Writes the axes, grid and axis labels.
+fn axes(s: &mut String, fr: &Frame) {
+    let (pw, ph) = (fr.pw, fr.ph);
+    let x = |t: Time| fr.x(t);
+    let y = |f: f64| fr.y(f);
+    let end = fr.end;
+    let lo = fr.lo;
     let minutes = end / 60_000.0;
     let xs = step(minutes, 10.0);
     let mut m = 0.0;
@@ -150,7 +198,13 @@ pub(crate) fn svg(o: &Outcome) -> String {
         r#"<text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">(replica, entry it may see) pairs held</text>"#,
         TOP + ph / 2.0
     );
-    // Healing.
+}
+
+/// Writes the line at the last write or fault.
+fn healing(s: &mut String, o: &Outcome, fr: &Frame) {
+    let ph = fr.ph;
+    let x = |t: Time| fr.x(t);
+    let r = &o.report;
     let hx = x(r.last_disturbance());
     let _ = writeln!(
         s,
@@ -159,7 +213,14 @@ pub(crate) fn svg(o: &Outcome) -> String {
         hx + 3.0,
         TOP + ph - 6.0
     );
-    // The series, as a step line.
+}
+
+/// Writes the convergence series as a step line, and the point it reached 100 %.
+fn series(s: &mut String, o: &Outcome, fr: &Frame) {
+    let x = |t: Time| fr.x(t);
+    let y = |f: f64| fr.y(f);
+    let lo = fr.lo;
+    let r = &o.report;
     let mut pts = String::new();
     let mut prev: Option<f64> = None;
     for p in &o.series {
@@ -184,6 +245,4 @@ pub(crate) fn svg(o: &Outcome) -> String {
             crate::report::fmt_time(t)
         );
     }
-    s.push_str("</svg>\n");
-    s
 }

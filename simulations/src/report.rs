@@ -144,18 +144,7 @@ fn percentile(sorted: &[Time], p: f64) -> Time {
 }
 
 pub(crate) fn outcome(sim: &Sim, scenario: Scenario, size: Size, checks: Checks) -> Outcome {
-    let mut nodes = BTreeMap::new();
-    for n in &sim.nodes {
-        let role = match n.role {
-            Role::Patient => "patient",
-            Role::Carer => "carer",
-            Role::Family => "family",
-            Role::Provider => "provider",
-            Role::Host => "host",
-            Role::Hostile => "hostile",
-        };
-        *nodes.entry(role.to_string()).or_insert(0) += 1;
-    }
+    let nodes = nodes_by_role(sim);
     let replicas = sim
         .nodes
         .iter()
@@ -165,40 +154,11 @@ pub(crate) fn outcome(sim: &Sim, scenario: Scenario, size: Size, checks: Checks)
     let mut delays: Vec<Time> = sim.arrivals.iter().map(|(_, _, d)| *d).collect();
     delays.sort_unstable();
     let lab = if scenario == Scenario::Acceptance {
-        let george = sim.nodes.iter().position(|n| n.name == "George");
-        let mut d: Vec<Time> = sim
-            .arrivals
-            .iter()
-            .filter(|(n, id, _)| {
-                Some(*n) == george
-                    && sim.oracle.values().any(|o| {
-                        o.category_of(id) == Some(&cophr_protocol::Category::LabResults)
-                            && o.get(id).is_some_and(|e| {
-                                matches!(e.entry().payload, cophr_protocol::Payload::Create { .. })
-                            })
-                    })
-            })
-            .map(|(_, _, d)| *d)
-            .collect();
-        d.sort_unstable();
-        (!d.is_empty()).then(|| (percentile(&d, 0.5), d[d.len() - 1]))
+        lab_results_to_george(sim)
     } else {
         None
     };
-    let converged = {
-        let mut at = None;
-        for (t, f) in &sim.series {
-            if *t < sim.last_write.max(sim.last_fault_end) {
-                continue;
-            }
-            if *f >= 1.0 {
-                at.get_or_insert(*t);
-            } else {
-                at = None;
-            }
-        }
-        at
-    };
+    let converged = converged_at(sim);
     let held = sim
         .attacks
         .iter()
@@ -277,6 +237,60 @@ pub(crate) fn outcome(sim: &Sim, scenario: Scenario, size: Size, checks: Checks)
     }
 }
 
+/// How many nodes of each role the simulation has.
+fn nodes_by_role(sim: &Sim) -> BTreeMap<String, usize> {
+    let mut nodes = BTreeMap::new();
+    for n in &sim.nodes {
+        let role = match n.role {
+            Role::Patient => "patient",
+            Role::Carer => "carer",
+            Role::Family => "family",
+            Role::Provider => "provider",
+            Role::Host => "host",
+            Role::Hostile => "hostile",
+        };
+        *nodes.entry(role.to_string()).or_insert(0) += 1;
+    }
+    nodes
+}
+
+/// How long lab results took to reach George's node: the median and the longest.
+fn lab_results_to_george(sim: &Sim) -> Option<(Time, Time)> {
+    let george = sim.nodes.iter().position(|n| n.name == "George");
+    let mut d: Vec<Time> = sim
+        .arrivals
+        .iter()
+        .filter(|(n, id, _)| {
+            Some(*n) == george
+                && sim.oracle.values().any(|o| {
+                    o.category_of(id) == Some(&cophr_protocol::Category::LabResults)
+                        && o.get(id).is_some_and(|e| {
+                            matches!(e.entry().payload, cophr_protocol::Payload::Create { .. })
+                        })
+                })
+        })
+        .map(|(_, _, d)| *d)
+        .collect();
+    d.sort_unstable();
+    (!d.is_empty()).then(|| (percentile(&d, 0.5), d[d.len() - 1]))
+}
+
+/// The first sample after the last write or fault from which every sample is fully converged.
+fn converged_at(sim: &Sim) -> Option<Time> {
+    let mut at = None;
+    for (t, f) in &sim.series {
+        if *t < sim.last_write.max(sim.last_fault_end) {
+            continue;
+        }
+        if *f >= 1.0 {
+            at.get_or_insert(*t);
+        } else {
+            at = None;
+        }
+    }
+    at
+}
+
 /// Virtual time as minutes and seconds.
 pub(crate) fn fmt_time(t: Time) -> String {
     let s = t / 1000;
@@ -323,6 +337,16 @@ impl fmt::Display for Report {
              down or not synced yet); {} revocations",
             self.writes, self.writes_refused, self.writes_skipped, self.revocations
         )?;
+        self.fmt_traffic(f)?;
+        self.fmt_safety(f)?;
+        self.fmt_timing(f)?;
+        self.fmt_invariants(f)
+    }
+}
+
+impl Report {
+    /// Writes the traffic lines: messages, requests, syncs and propagation.
+    fn fmt_traffic(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "  messages     {} sent, {} lost, {} duplicated; {}",
@@ -355,6 +379,11 @@ impl fmt::Display for Report {
             fmt_time(self.propagation.1),
             fmt_time(self.propagation.2)
         )?;
+        Ok(())
+    }
+
+    /// Writes the safety lines: lab results, hostile attempts, audit, revocation and cut-off.
+    fn fmt_safety(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some((p50, max)) = self.lab_results_to_patient {
             writeln!(
                 f,
@@ -405,6 +434,11 @@ impl fmt::Display for Report {
                 self.stranded
             )?;
         }
+        Ok(())
+    }
+
+    /// Writes the timing lines: last write, fault, gain and end, and convergence.
+    fn fmt_timing(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "  time         last write {}, last fault ended {}, last entry gained {}, end {}",
@@ -422,6 +456,11 @@ impl fmt::Display for Report {
                 None => " (never 100 % in the samples)".into(),
             }
         )?;
+        Ok(())
+    }
+
+    /// Writes each invariant with its failures, and the result.
+    fn fmt_invariants(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "  invariants   ({} replica-entry pairs)", self.pairs)?;
         for (name, failures) in &self.invariants {
             let mark = if failures.is_empty() { "ok  " } else { "FAIL" };

@@ -120,7 +120,40 @@ fn writes(
     }
 }
 
+/// George's family, providers and hosts, and the extra patients: nodes, records and grants.
 fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
+    let (mut f, extra_nodes) = add_family(sim, extras, hosts);
+    george_writes_and_hosts(sim, &f);
+    let mut t = 10 * S;
+    family_grants(sim, &f, &mut t);
+    provider_grants(sim, &f, &mut t);
+    f.extras = extra_patients(sim, &f, &extra_nodes);
+    f
+}
+
+/// What home care may write: vital signs, wound care (procedures) and blood-test requests
+/// (lab results).
+const HOME_CARE: [Category; 3] = [
+    Category::VitalSigns,
+    Category::Procedures,
+    Category::LabResults,
+];
+/// What the pharmacist sees: problems, medications and allergies.
+const PHARMACY: [Category; 3] = [
+    Category::Problems,
+    Category::Medications,
+    Category::Allergies,
+];
+
+/// The next grant time: two seconds after the last.
+fn next_grant(t: &mut Time) -> Time {
+    *t += 2 * S;
+    *t
+}
+
+/// Adds the family's nodes, the hosts and the extra patients, and George's record (its
+/// genesis); the family (no extra records yet) and the extra patients' nodes.
+fn add_family(sim: &mut Sim, extras: usize, hosts: usize) -> (Family, Vec<NodeId>) {
     let george = sim.add_node("George", Role::Patient);
     let mary = sim.add_node("Mary", Role::Carer);
     let patricia = sim.add_node("Patricia", Role::Family);
@@ -141,6 +174,26 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
 
     // George's record: his genesis and what he knows about himself, then hosting, then grants.
     let record = sim.genesis(george, "patient");
+    let f = Family {
+        george,
+        mary,
+        patricia,
+        alex,
+        homecare,
+        consultant,
+        nurse,
+        pharmacist,
+        mallory,
+        hosts,
+        record,
+        extras: Vec::new(),
+    };
+    (f, extra_nodes)
+}
+
+/// George writes what he knows about himself, then has his record hosted by the first host.
+fn george_writes_and_hosts(sim: &mut Sim, f: &Family) {
+    let (george, record) = (f.george, f.record);
     for c in [
         Category::Problems,
         Category::Problems,
@@ -157,23 +210,22 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
         Act::Host {
             node: george,
             record,
-            to: hosts[0],
+            to: f.hosts[0],
         },
     );
-    use Category::*;
+}
+
+/// George's grants to his family: Mary everything, the children a view.
+fn family_grants(sim: &mut Sim, f: &Family, t: &mut Time) {
+    let (george, record) = (f.george, f.record);
     let all: &[Category] = &[];
-    let mut t = 10 * S;
-    let mut next = || {
-        t += 2 * S;
-        t
-    };
     // Mary: full access, the audit trail, and the right to delegate.
     grant_at(
         sim,
-        next(),
+        next_grant(t),
         george,
         record,
-        mary,
+        f.mary,
         Level::Delete,
         all,
         true,
@@ -181,10 +233,10 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
         Expect::Ok,
     );
     // The children view everything and the audit trail, and write nothing.
-    for child in [patricia, alex] {
+    for child in [f.patricia, f.alex] {
         grant_at(
             sim,
-            next(),
+            next_grant(t),
             george,
             record,
             child,
@@ -195,25 +247,30 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
             Expect::Ok,
         );
     }
+}
+
+/// George's grants to his providers, and to the app that went rogue.
+fn provider_grants(sim: &mut Sim, f: &Family, t: &mut Time) {
+    let (george, record) = (f.george, f.record);
+    let all: &[Category] = &[];
     // Home care: vital signs, wound care (procedures) and blood-test requests (lab results).
-    let hc = [VitalSigns, Procedures, LabResults];
     grant_at(
         sim,
-        next(),
+        next_grant(t),
         george,
         record,
-        homecare,
+        f.homecare,
         Level::Write,
-        &hc,
+        &HOME_CARE,
         false,
         false,
         Expect::Ok,
     );
     // The consultant and the nurse see and write everything, without the audit trail.
-    for c in [consultant, nurse] {
+    for c in [f.consultant, f.nurse] {
         grant_at(
             sim,
-            next(),
+            next_grant(t),
             george,
             record,
             c,
@@ -225,15 +282,14 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
         );
     }
     // The pharmacist sees problems, medications and allergies.
-    let ph = [Problems, Medications, Allergies];
     grant_at(
         sim,
-        next(),
+        next_grant(t),
         george,
         record,
-        pharmacist,
+        f.pharmacist,
         Level::View,
-        &ph,
+        &PHARMACY,
         false,
         false,
         Expect::Ok,
@@ -241,35 +297,40 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
     // A fitness app George tried, since gone rogue: allergies only.
     grant_at(
         sim,
-        next(),
+        next_grant(t),
         george,
         record,
-        mallory,
+        f.mallory,
         Level::View,
-        &[Allergies],
+        &[Category::Allergies],
         false,
         false,
         Expect::Ok,
     );
+}
 
-    let providers = [homecare, consultant, nurse, pharmacist];
+/// The extra patients' records: each written, hosted and granted to two of George's
+/// providers.
+fn extra_patients(sim: &mut Sim, f: &Family, extra_nodes: &[NodeId]) -> Vec<(NodeId, RecordId)> {
+    let providers = [f.homecare, f.consultant, f.nurse, f.pharmacist];
+    let all: &[Category] = &[];
     let mut extra_records = Vec::new();
     for (i, &p) in extra_nodes.iter().enumerate() {
         let r = sim.genesis(p, "patient");
-        write(sim, 0, p, r, create(Problems), Expect::Ok);
-        write(sim, 0, p, r, create(Medications), Expect::Ok);
+        write(sim, 0, p, r, create(Category::Problems), Expect::Ok);
+        write(sim, 0, p, r, create(Category::Medications), Expect::Ok);
         sim.at(
             2 * S,
             Act::Host {
                 node: p,
                 record: r,
-                to: hosts[(i + 1) % hosts.len()],
+                to: f.hosts[(i + 1) % f.hosts.len()],
             },
         );
         for (j, k) in sim.rng.sample(providers.len(), 2).into_iter().enumerate() {
             let (level, cats): (Level, &[Category]) = match providers[k] {
-                x if x == pharmacist => (Level::View, &ph),
-                x if x == homecare => (Level::Write, &hc),
+                x if x == f.pharmacist => (Level::View, &PHARMACY),
+                x if x == f.homecare => (Level::Write, &HOME_CARE),
                 _ => (Level::Write, all),
             };
             let at = 12 * S + 2 * S * j as Time;
@@ -288,20 +349,7 @@ fn family(sim: &mut Sim, extras: usize, hosts: usize) -> Family {
         }
         extra_records.push((p, r));
     }
-    Family {
-        george,
-        mary,
-        patricia,
-        alex,
-        homecare,
-        consultant,
-        nurse,
-        pharmacist,
-        mallory,
-        hosts,
-        record,
-        extras: extra_records,
-    }
+    extra_records
 }
 
 /// Everyday writing in George's record and the extra patients' records.
@@ -598,7 +646,6 @@ fn loss(seed: u64, size: Size) -> Sim {
 }
 
 fn revocation(seed: u64, size: Size) -> Sim {
-    use Category::*;
     let active = pick(size, 20 * MIN, 40 * MIN);
     let mut sim = Sim::new(
         seed,
@@ -622,142 +669,10 @@ fn revocation(seed: u64, size: Size) -> Sim {
     );
     // Busy writers: syncs are in flight most of the time.
     let busy = pick(size, 20 * S, 30 * S);
-    writes(
-        &mut sim,
-        f.mary,
-        r,
-        MIN,
-        to,
-        busy,
-        &[create(VitalSigns)],
-        Expect::Any,
-    );
-    writes(
-        &mut sim,
-        f.homecare,
-        r,
-        MIN,
-        to,
-        busy,
-        &[create(VitalSigns), create(Procedures), create(LabResults)],
-        Expect::RefusedIfRevoked,
-    );
-    writes(
-        &mut sim,
-        f.george,
-        r,
-        MIN,
-        to,
-        4 * busy,
-        &[create(VitalSigns), create(Problems)],
-        Expect::Ok,
-    );
-    writes(
-        &mut sim,
-        f.consultant,
-        r,
-        MIN,
-        to,
-        3 * busy,
-        &[create(LabResults)],
-        Expect::Ok,
-    );
-    // George revokes Mary on his phone while it is offline, and grants her again without
-    // the right to delegate. Meanwhile Mary, not knowing, delegates vital signs to a night
-    // sitter, who starts writing. George's phone comes back online minutes later.
-    let g_t = sim.rng.range(active / 5, active * 3 / 10);
-    let offline = g_t - 90 * S;
-    let back = g_t + sim.rng.range(2 * MIN, 4 * MIN);
-    let mut groups = vec![1u8; sim.nodes.len()];
-    groups[f.george] = 0;
-    sim.at(offline, Act::Partition(groups, "George offline".into()));
-    let revoke_at = g_t - sim.rng.range(10 * S, 60 * S);
-    sim.at(
-        revoke_at,
-        Act::Revoke {
-            node: f.george,
-            record: r,
-            grantee: f.mary,
-        },
-    );
-    grant_at(
-        &mut sim,
-        g_t - 5 * S,
-        f.george,
-        r,
-        f.mary,
-        Level::Write,
-        &[],
-        true,
-        false,
-        Expect::Ok,
-    );
-    sim.at(back, Act::Unpartition);
-    grant_at(
-        &mut sim,
-        g_t,
-        f.mary,
-        r,
-        sitter,
-        Level::Write,
-        &[VitalSigns],
-        false,
-        false,
-        Expect::Any,
-    );
-    writes(
-        &mut sim,
-        sitter,
-        r,
-        g_t + 10 * S,
-        to,
-        busy,
-        &[create(VitalSigns)],
-        Expect::RefusedIfRevoked,
-    );
-    // Home care, revoked while busy, then tries to write under the revoked grant anyway.
-    let h_t = sim.rng.range(active * 35 / 100, active / 2);
-    sim.at(
-        h_t,
-        Act::Revoke {
-            node: f.george,
-            record: r,
-            grantee: f.homecare,
-        },
-    );
-    sim.at(
-        h_t + MIN,
-        Act::Attack {
-            node: f.homecare,
-            record: r,
-            attack: Attack::RevokedWrite,
-            target: None,
-        },
-    );
-    // The pharmacist, revoked and granted again a few minutes later.
-    let p_t = sim.rng.range(active * 3 / 10, active * 45 / 100);
-    sim.at(
-        p_t,
-        Act::Revoke {
-            node: f.george,
-            record: r,
-            grantee: f.pharmacist,
-        },
-    );
-    let again = p_t + sim.rng.range(2 * MIN, 5 * MIN);
-    let ph = [Problems, Medications, Allergies];
-    grant_at(
-        &mut sim,
-        again,
-        f.george,
-        r,
-        f.pharmacist,
-        Level::View,
-        &ph,
-        false,
-        false,
-        Expect::Ok,
-    );
+    busy_writers(&mut sim, &f, to, busy);
+    mary_revoked_while_delegating(&mut sim, &f, sitter, active, busy);
+    home_care_revoked(&mut sim, &f, active);
+    pharmacist_granted_again(&mut sim, &f, active);
     // A child, revoked for good.
     sim.at(
         active * 6 / 10,
@@ -783,8 +698,172 @@ fn revocation(seed: u64, size: Size) -> Sim {
     sim
 }
 
-fn scale(seed: u64, size: Size, options: Options) -> Sim {
+/// Mary, home care, George and the consultant write busily until `to`.
+fn busy_writers(sim: &mut Sim, f: &Family, to: Time, busy: Time) {
     use Category::*;
+    let r = f.record;
+    writes(
+        sim,
+        f.mary,
+        r,
+        MIN,
+        to,
+        busy,
+        &[create(VitalSigns)],
+        Expect::Any,
+    );
+    writes(
+        sim,
+        f.homecare,
+        r,
+        MIN,
+        to,
+        busy,
+        &[create(VitalSigns), create(Procedures), create(LabResults)],
+        Expect::RefusedIfRevoked,
+    );
+    writes(
+        sim,
+        f.george,
+        r,
+        MIN,
+        to,
+        4 * busy,
+        &[create(VitalSigns), create(Problems)],
+        Expect::Ok,
+    );
+    writes(
+        sim,
+        f.consultant,
+        r,
+        MIN,
+        to,
+        3 * busy,
+        &[create(LabResults)],
+        Expect::Ok,
+    );
+}
+
+/// George revokes Mary while offline and grants her again, while she delegates to the
+/// night sitter, who writes.
+fn mary_revoked_while_delegating(
+    sim: &mut Sim,
+    f: &Family,
+    sitter: NodeId,
+    active: Time,
+    busy: Time,
+) {
+    use Category::*;
+    let r = f.record;
+    let to = active - MIN;
+    // George revokes Mary on his phone while it is offline, and grants her again without
+    // the right to delegate. Meanwhile Mary, not knowing, delegates vital signs to a night
+    // sitter, who starts writing. George's phone comes back online minutes later.
+    let g_t = sim.rng.range(active / 5, active * 3 / 10);
+    let offline = g_t - 90 * S;
+    let back = g_t + sim.rng.range(2 * MIN, 4 * MIN);
+    let mut groups = vec![1u8; sim.nodes.len()];
+    groups[f.george] = 0;
+    sim.at(offline, Act::Partition(groups, "George offline".into()));
+    let revoke_at = g_t - sim.rng.range(10 * S, 60 * S);
+    sim.at(
+        revoke_at,
+        Act::Revoke {
+            node: f.george,
+            record: r,
+            grantee: f.mary,
+        },
+    );
+    grant_at(
+        sim,
+        g_t - 5 * S,
+        f.george,
+        r,
+        f.mary,
+        Level::Write,
+        &[],
+        true,
+        false,
+        Expect::Ok,
+    );
+    sim.at(back, Act::Unpartition);
+    grant_at(
+        sim,
+        g_t,
+        f.mary,
+        r,
+        sitter,
+        Level::Write,
+        &[VitalSigns],
+        false,
+        false,
+        Expect::Any,
+    );
+    writes(
+        sim,
+        sitter,
+        r,
+        g_t + 10 * S,
+        to,
+        busy,
+        &[create(VitalSigns)],
+        Expect::RefusedIfRevoked,
+    );
+}
+
+/// Home care is revoked while busy, then writes under the revoked grant anyway.
+fn home_care_revoked(sim: &mut Sim, f: &Family, active: Time) {
+    let r = f.record;
+    // Home care, revoked while busy, then tries to write under the revoked grant anyway.
+    let h_t = sim.rng.range(active * 35 / 100, active / 2);
+    sim.at(
+        h_t,
+        Act::Revoke {
+            node: f.george,
+            record: r,
+            grantee: f.homecare,
+        },
+    );
+    sim.at(
+        h_t + MIN,
+        Act::Attack {
+            node: f.homecare,
+            record: r,
+            attack: Attack::RevokedWrite,
+            target: None,
+        },
+    );
+}
+
+/// The pharmacist is revoked, then granted again a few minutes later.
+fn pharmacist_granted_again(sim: &mut Sim, f: &Family, active: Time) {
+    let r = f.record;
+    // The pharmacist, revoked and granted again a few minutes later.
+    let p_t = sim.rng.range(active * 3 / 10, active * 45 / 100);
+    sim.at(
+        p_t,
+        Act::Revoke {
+            node: f.george,
+            record: r,
+            grantee: f.pharmacist,
+        },
+    );
+    let again = p_t + sim.rng.range(2 * MIN, 5 * MIN);
+    grant_at(
+        sim,
+        again,
+        f.george,
+        r,
+        f.pharmacist,
+        Level::View,
+        &PHARMACY,
+        false,
+        false,
+        Expect::Ok,
+    );
+}
+
+fn scale(seed: u64, size: Size, options: Options) -> Sim {
     let patients = options
         .patients
         .unwrap_or(match size {
@@ -811,14 +890,13 @@ fn scale(seed: u64, size: Size, options: Options) -> Sim {
         .map(|i| sim.add_node(&format!("Provider {i:02}"), Role::Provider))
         .collect();
     let mallory = sim.add_node("Mallory", Role::Hostile);
-    let cats = [
-        VitalSigns,
-        Problems,
-        Medications,
-        Allergies,
-        LabResults,
-        Procedures,
-    ];
+    let w = ScaleWorld {
+        hosts,
+        provs,
+        mallory,
+        active,
+        size,
+    };
     let mut mallory_records = Vec::new();
     let mut other_records = Vec::new();
     sim.at(
@@ -834,82 +912,130 @@ fn scale(seed: u64, size: Size, options: Options) -> Sim {
         ),
     );
     for i in 0..patients {
-        let p = sim.add_node(&format!("Patient {i:04}"), Role::Patient);
-        let r = sim.genesis(p, "patient");
-        let t0 = sim.rng.range(0, pick(size, 30 * S, 120 * S));
-        let first = cats[sim.rng.index(cats.len())].clone();
-        write(&mut sim, t0, p, r, create(first), Expect::Ok);
-        sim.at(
-            t0 + S,
-            Act::Host {
-                node: p,
-                record: r,
-                to: hosts[i % hosts.len()],
-            },
-        );
-        let k = sim.rng.range(2, 4) as usize;
-        for (j, pi) in sim.rng.sample(providers, k).into_iter().enumerate() {
-            let scope: Vec<Category> = if sim.rng.chance(0.15) {
-                Vec::new()
-            } else {
-                let n = sim.rng.range(2, 4) as usize;
-                sim.rng
-                    .sample(cats.len(), n)
-                    .into_iter()
-                    .map(|c| cats[c].clone())
-                    .collect()
-            };
-            let level = if sim.rng.chance(0.5) {
-                Level::Write
-            } else {
-                Level::View
-            };
-            let at = t0 + 10 * S + j as Time * S;
-            grant_at(
-                &mut sim,
-                at,
-                p,
-                r,
-                provs[pi],
-                level,
-                &scope,
-                false,
-                false,
-                Expect::Ok,
-            );
-            if level == Level::Write && sim.rng.chance(0.6) {
-                let c = if scope.is_empty() {
-                    cats[sim.rng.index(cats.len())].clone()
-                } else {
-                    scope[sim.rng.index(scope.len())].clone()
-                };
-                let wt = sim.rng.range(2 * MIN, active - S);
-                write(&mut sim, wt, provs[pi], r, create(c), Expect::Ok);
-            }
-        }
-        if i % (patients / 3).max(1) == 0 {
-            grant_at(
-                &mut sim,
-                t0 + 20 * S,
-                p,
-                r,
-                mallory,
-                Level::View,
-                &[Allergies],
-                false,
-                false,
-                Expect::Ok,
-            );
+        let to_mallory = i % (patients / 3).max(1) == 0;
+        let r = scale_patient(&mut sim, &w, i, to_mallory);
+        if to_mallory {
             mallory_records.push(r);
         } else {
             other_records.push(r);
         }
-        for _ in 0..sim.rng.range(2, 3) {
-            let c = cats[sim.rng.index(cats.len())].clone();
-            let wt = sim.rng.range(2 * MIN, active - S);
-            write(&mut sim, wt, p, r, create(c), Expect::Ok);
+    }
+    mallory_attacks(&mut sim, &w, &other_records, &mallory_records);
+    sim.at(active, Act::Heal);
+    sim
+}
+
+/// The categories the `scale` scenario writes and grants.
+const SCALE_CATS: [Category; 6] = [
+    Category::VitalSigns,
+    Category::Problems,
+    Category::Medications,
+    Category::Allergies,
+    Category::LabResults,
+    Category::Procedures,
+];
+
+/// The shared nodes and settings of the `scale` scenario.
+struct ScaleWorld {
+    hosts: Vec<NodeId>,
+    provs: Vec<NodeId>,
+    mallory: NodeId,
+    active: Time,
+    size: Size,
+}
+
+/// Adds patient `i` of the `scale` scenario: a record, written, hosted and granted to
+/// providers (and Mallory, if `to_mallory`); its id.
+fn scale_patient(sim: &mut Sim, w: &ScaleWorld, i: usize, to_mallory: bool) -> RecordId {
+    let p = sim.add_node(&format!("Patient {i:04}"), Role::Patient);
+    let r = sim.genesis(p, "patient");
+    let t0 = sim.rng.range(0, pick(w.size, 30 * S, 120 * S));
+    let first = SCALE_CATS[sim.rng.index(SCALE_CATS.len())].clone();
+    write(sim, t0, p, r, create(first), Expect::Ok);
+    sim.at(
+        t0 + S,
+        Act::Host {
+            node: p,
+            record: r,
+            to: w.hosts[i % w.hosts.len()],
+        },
+    );
+    scale_provider_grants(sim, w, p, r, t0);
+    if to_mallory {
+        grant_at(
+            sim,
+            t0 + 20 * S,
+            p,
+            r,
+            w.mallory,
+            Level::View,
+            &[Category::Allergies],
+            false,
+            false,
+            Expect::Ok,
+        );
+    }
+    for _ in 0..sim.rng.range(2, 3) {
+        let c = SCALE_CATS[sim.rng.index(SCALE_CATS.len())].clone();
+        let wt = sim.rng.range(2 * MIN, w.active - S);
+        write(sim, wt, p, r, create(c), Expect::Ok);
+    }
+    r
+}
+
+/// Grants two or three providers access to a patient's record; some of them write.
+fn scale_provider_grants(sim: &mut Sim, w: &ScaleWorld, p: NodeId, r: RecordId, t0: Time) {
+    let providers = w.provs.len();
+    let k = sim.rng.range(2, 4) as usize;
+    for (j, pi) in sim.rng.sample(providers, k).into_iter().enumerate() {
+        let scope: Vec<Category> = if sim.rng.chance(0.15) {
+            Vec::new()
+        } else {
+            let n = sim.rng.range(2, 4) as usize;
+            sim.rng
+                .sample(SCALE_CATS.len(), n)
+                .into_iter()
+                .map(|c| SCALE_CATS[c].clone())
+                .collect()
+        };
+        let level = if sim.rng.chance(0.5) {
+            Level::Write
+        } else {
+            Level::View
+        };
+        let at = t0 + 10 * S + j as Time * S;
+        grant_at(
+            sim,
+            at,
+            p,
+            r,
+            w.provs[pi],
+            level,
+            &scope,
+            false,
+            false,
+            Expect::Ok,
+        );
+        if level == Level::Write && sim.rng.chance(0.6) {
+            let c = if scope.is_empty() {
+                SCALE_CATS[sim.rng.index(SCALE_CATS.len())].clone()
+            } else {
+                scope[sim.rng.index(scope.len())].clone()
+            };
+            let wt = sim.rng.range(2 * MIN, w.active - S);
+            write(sim, wt, w.provs[pi], r, create(c), Expect::Ok);
         }
     }
+}
+
+/// Mallory's attacks: on the records that granted her allergies, and pulls of others.
+fn mallory_attacks(
+    sim: &mut Sim,
+    w: &ScaleWorld,
+    other_records: &[RecordId],
+    mallory_records: &[RecordId],
+) {
+    let (active, size, mallory) = (w.active, w.size, w.mallory);
     let kinds = [
         Attack::PullUnauthorised,
         Attack::ForgedSignature,
@@ -924,9 +1050,9 @@ fn scale(seed: u64, size: Size, options: Options) -> Sim {
     for i in 0..n {
         let attack = kinds[i % kinds.len()];
         let pool = if attack == Attack::PullUnauthorised && !other_records.is_empty() {
-            &other_records
+            other_records
         } else {
-            &mallory_records
+            mallory_records
         };
         let record = pool[sim.rng.index(pool.len())];
         let at = sim.rng.range(3 * MIN, active - S);
@@ -940,6 +1066,4 @@ fn scale(seed: u64, size: Size, options: Options) -> Sim {
             },
         );
     }
-    sim.at(active, Act::Heal);
-    sim
 }

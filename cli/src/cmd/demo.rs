@@ -133,6 +133,21 @@ fn empty_or_missing(dir: &Path) -> bool {
 
 /// Runs `demo`.
 pub fn run(_ctx: &Ctx, args: Args) -> Result<()> {
+    let mut t = tour_for(&args)?;
+    if args.network {
+        return network_tour(&mut t);
+    }
+    let (mary, homecare, pharmacist) = family_and_carers(&mut t)?;
+    record_and_grants(&mut t, &mary, &homecare, &pharmacist)?;
+    share_by_file(&mut t)?;
+    carers_write(&mut t)?;
+    writes_come_back(&mut t)?;
+    print_next_steps(&t);
+    Ok(())
+}
+
+/// Checks the demo directory is new, creates it and sets up the tour in it.
+fn tour_for(args: &Args) -> Result<Tour> {
     if !empty_or_missing(&args.dir) {
         return Err(CliError::invalid(format!(
             "{} already exists and is not empty; choose another --dir",
@@ -144,16 +159,17 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<()> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::other(format!("cannot find this program: {e}")))?;
     let dir = std::fs::canonicalize(&args.dir).unwrap_or(args.dir.clone());
-    let mut t = Tour {
+    Ok(Tour {
         exe,
         dir,
         quiet: args.quiet,
         now: (!args.network).then_some(1_795_000_000),
-    };
-    if args.network {
-        return network_tour(&mut t);
-    }
+    })
+}
 
+/// The people set up their homes: George (with his record), Mary, home care and the
+/// pharmacist; the actor ids of the last three.
+fn family_and_carers(t: &mut Tour) -> Result<(String, String, String)> {
     t.say("George (75) keeps his record; each person has their own keys in their own home.");
     t.run(
         "george",
@@ -195,7 +211,11 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<()> {
     let mary = t.actor("mary")?;
     let homecare = t.actor("homecare")?;
     let pharmacist = t.actor("pharmacist")?;
+    Ok((mary, homecare, pharmacist))
+}
 
+/// George adds what matters to him and grants each of the others access.
+fn record_and_grants(t: &mut Tour, mary: &str, homecare: &str, pharmacist: &str) -> Result<()> {
     t.say("George adds what matters to him, then grants access: Mary everything, home care vital signs and procedures, the pharmacist a view of problems, medications and allergies.");
     t.run(
         "george",
@@ -236,7 +256,7 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<()> {
         Expect::Ok,
     )?;
     t.grant(
-        &mary,
+        mary,
         "delete",
         "all",
         &[
@@ -247,18 +267,22 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<()> {
         ],
     )?;
     t.grant(
-        &homecare,
+        homecare,
         "write",
         "vital-signs,procedures",
         &["--label", "Leeds Home Care"],
     )?;
     t.grant(
-        &pharmacist,
+        pharmacist,
         "view",
         "problems,medications,allergies",
         &["--label", "Oakwood Pharmacy"],
     )?;
+    Ok(())
+}
 
+/// George's record travels to the others as a signed export file.
+fn share_by_file(t: &mut Tour) -> Result<()> {
     t.say("Until the nodes network, records travel as signed export files that anyone can verify offline.");
     let george_file = t.file("george.cophr");
     t.run("george", &["export", &george_file], Expect::Ok)?;
@@ -266,7 +290,11 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<()> {
     for who in ["mary", "homecare", "pharmacist"] {
         t.run(who, &["import", &george_file], Expect::Ok)?;
     }
+    Ok(())
+}
 
+/// Mary and home care write; the refused writes show what each may do.
+fn carers_write(t: &mut Tour) -> Result<()> {
     t.say("Mary and home care write; the pharmacist may only look.");
     t.run(
         "mary",
@@ -309,7 +337,11 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<()> {
         Expect::Refused(3),
     )?;
     t.run("pharmacist", &["show"], Expect::Ok)?;
+    Ok(())
+}
 
+/// The carers' writes come back to George in their export files.
+fn writes_come_back(t: &mut Tour) -> Result<()> {
     t.say("Their writes come back to George in their export files, signed by them.");
     for who in ["mary", "homecare"] {
         let f = t.file(&format!("{who}.cophr"));
@@ -319,7 +351,11 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<()> {
     t.run("george", &["show"], Expect::Ok)?;
     t.run("george", &["grants"], Expect::Ok)?;
     t.run("george", &["audit"], Expect::Ok)?;
+    Ok(())
+}
 
+/// Prints where the demo's homes are and what to try next.
+fn print_next_steps(t: &Tour) {
     let home = t.dir.join("george");
     println!(
         "\nThe demo's homes are in {}. Try, for example:\n  cophr --home {} show --json\n  cophr --home {} history <ENTRY>\n  cophr --home {} show --at 2026-11-18T11:25:00Z\n  cophr --help",
@@ -328,7 +364,6 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<()> {
         home.display(),
         home.display()
     );
-    Ok(())
 }
 
 /// How long a demo node may take to start, or an entry to arrive.
@@ -467,6 +502,19 @@ impl Tour {
 /// The network tour.
 fn network_tour(t: &mut Tour) -> Result<()> {
     let mut nodes = Nodes::default();
+    let (george, mary, pharmacist) = network_people(t)?;
+    george_record(t, &mary, &pharmacist)?;
+    let host = start_nodes(t, &mut nodes)?;
+    host_by_invitation(t, &host)?;
+    others_follow(t, &george, &host)?;
+    reading_replicates(t)?;
+    refusal_and_audit(t)?;
+    stop_and_release(t, &mut nodes, &host)
+}
+
+/// The people of the network tour set up their homes: the host, George, Mary and the
+/// pharmacist; the actor ids of George, Mary and the pharmacist.
+fn network_people(t: &mut Tour) -> Result<(String, String, String)> {
     t.say("A small local network: a community host, and nodes for George, Mary (his wife and carer) and his pharmacist. Each is its own process with its own keys, on 127.0.0.1.");
     t.run(
         "host",
@@ -507,6 +555,11 @@ fn network_tour(t: &mut Tour) -> Result<()> {
     let george = t.actor("george")?;
     let mary = t.actor("mary")?;
     let pharmacist = t.actor("pharmacist")?;
+    Ok((george, mary, pharmacist))
+}
+
+/// George creates his record, adds to it and grants Mary and the pharmacist access.
+fn george_record(t: &mut Tour, mary: &str, pharmacist: &str) -> Result<()> {
     t.run("george", &["record", "create"], Expect::Ok)?;
     t.run(
         "george",
@@ -531,7 +584,7 @@ fn network_tour(t: &mut Tour) -> Result<()> {
         Expect::Ok,
     )?;
     t.grant(
-        &mary,
+        mary,
         "delete",
         "all",
         &[
@@ -542,20 +595,28 @@ fn network_tour(t: &mut Tour) -> Result<()> {
         ],
     )?;
     t.grant(
-        &pharmacist,
+        pharmacist,
         "view",
         "problems,medications,allergies",
         &["--label", "Oakwood Pharmacy"],
     )?;
+    Ok(())
+}
 
+/// Everyone starts their node; the host's address.
+fn start_nodes(t: &mut Tour, nodes: &mut Nodes) -> Result<String> {
     t.say("Everyone starts their node. While a node runs, the person's commands run inside it.");
-    let host = t.start_node(&mut nodes, "host")?;
-    t.start_node(&mut nodes, "george")?;
-    t.start_node(&mut nodes, "mary")?;
-    t.start_node(&mut nodes, "pharmacist")?;
+    let host = t.start_node(nodes, "host")?;
+    t.start_node(nodes, "george")?;
+    t.start_node(nodes, "mary")?;
+    t.start_node(nodes, "pharmacist")?;
+    Ok(host)
+}
 
+/// The host refuses George without an invitation, then takes his record with one.
+fn host_by_invitation(t: &mut Tour, host: &str) -> Result<()> {
     t.say("The community host takes records by invitation only: without one it refuses George's record.");
-    t.run("george", &["host", &host], Expect::Refused(3))?;
+    t.run("george", &["host", host], Expect::Refused(3))?;
     t.say("Its operator invites George (a one-time code; the host keeps only its hash).");
     let invited = t.run("host", &["node", "invite", "--json"], Expect::Ok)?;
     let code = serde_json::from_str::<serde_json::Value>(&invited)
@@ -563,20 +624,25 @@ fn network_tour(t: &mut Tour) -> Result<()> {
         .and_then(|v| v["invitation"].as_str().map(str::to_owned))
         .ok_or_else(|| CliError::other("the host printed no invitation"))?;
     t.say("With it, George makes the community host his record's home: it takes the whole record, checks it, and publishes (signed by George) where the record lives.");
-    t.run(
-        "george",
-        &["host", &host, "--invitation", &code],
-        Expect::Ok,
-    )?;
+    t.run("george", &["host", host, "--invitation", &code], Expect::Ok)?;
+    Ok(())
+}
+
+/// Mary and the pharmacist follow George's record, each receiving what was granted.
+fn others_follow(t: &mut Tour, george: &str, host: &str) -> Result<()> {
     t.say("Mary and the pharmacist follow George's record. Each receives only what George granted them.");
-    t.run("mary", &["follow", &george, "--host", &host], Expect::Ok)?;
+    t.run("mary", &["follow", george, "--host", host], Expect::Ok)?;
     t.run(
         "pharmacist",
-        &["follow", &george, "--host", &host],
+        &["follow", george, "--host", host],
         Expect::Ok,
     )?;
     t.run("pharmacist", &["show"], Expect::Ok)?;
+    Ok(())
+}
 
+/// Mary's reading reaches George's node through the host by itself.
+fn reading_replicates(t: &mut Tour) -> Result<()> {
     t.say("Mary adds a reading on her node. It goes to the host, which passes it on to George's node by itself.");
     let out = t.run(
         "mary",
@@ -607,7 +673,11 @@ fn network_tour(t: &mut Tour) -> Result<()> {
         start.elapsed().as_millis()
     );
     t.run("george", &["show"], Expect::Ok)?;
+    Ok(())
+}
 
+/// The pharmacist's write is refused; George sees who was served what.
+fn refusal_and_audit(t: &mut Tour) -> Result<()> {
     t.say("The pharmacist may only look: the write is refused.");
     t.run(
         "pharmacist",
@@ -618,10 +688,15 @@ fn network_tour(t: &mut Tour) -> Result<()> {
     t.run("george", &["sync"], Expect::Ok)?;
     t.run("george", &["audit"], Expect::Ok)?;
     t.run("host", &["status"], Expect::Ok)?;
+    Ok(())
+}
 
+/// Stops Mary's and the pharmacist's nodes, leaves the host and George's node running and
+/// prints how to use and stop them.
+fn stop_and_release(t: &mut Tour, nodes: &mut Nodes, host: &str) -> Result<()> {
     t.say("Stopping Mary's and the pharmacist's nodes (as Ctrl-C would). The host and George's node stay up.");
     for who in ["mary", "pharmacist"] {
-        t.stop_node(&mut nodes, who)?;
+        t.stop_node(nodes, who)?;
     }
     // The host and George's node keep running after the tour: release them.
     let pid_of = |nodes: &Nodes, who: &str| {
@@ -632,8 +707,8 @@ fn network_tour(t: &mut Tour) -> Result<()> {
             .map(|(_, c)| c.id().to_string())
             .unwrap_or_default()
     };
-    let host_pid = pid_of(&nodes, "host");
-    let george_pid = pid_of(&nodes, "george");
+    let host_pid = pid_of(nodes, "host");
+    let george_pid = pid_of(nodes, "george");
     let web = node_http(&t.dir.join("george")).unwrap_or_else(|| "(not served)".to_owned());
     nodes.running.clear();
     let dir = t.dir.display();

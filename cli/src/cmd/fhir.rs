@@ -7,13 +7,14 @@ use clap::{Args as ClapArgs, Subcommand};
 use cophr_protocol::audit::Action;
 use cophr_protocol::entry::Payload;
 use cophr_protocol::fhir::{self, ExportMeta, FhirError, ImportMeta};
-use cophr_protocol::{fold, schema, Category, EntryId};
+use cophr_protocol::{fold, schema, Category, EntryId, RecordId, Timestamp};
 use serde_json::{json, Value as Json};
 
 use crate::context::{self, Ctx, Out};
 use crate::error::{CliError, Code, Result};
-use crate::home::write_atomic;
+use crate::home::{write_atomic, Identity};
 use crate::output;
+use crate::store::Store;
 use cophr_node::session::Cancel;
 use cophr_node::store::{BatchError, BatchInfo, MAX_WRITE_ALL};
 
@@ -201,8 +202,43 @@ struct Ready {
     body: cophr_protocol::Value,
 }
 
+/// The files read, each with its resources mapped and ready to store.
+type Mapped = Vec<(Unit, Vec<Ready>)>;
+
 fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
-    if let Some(s) = &args.source {
+    check_source(args.source.as_deref())?;
+    let files = files(&args.paths)?;
+    // Read and map everything first: nothing is stored unless all of it is valid.
+    let (units, skipped) = read_all(&files, args.source.as_deref())?;
+    let me = ctx.identity()?;
+    let store = ctx.store()?;
+    let record = ctx.record(&store, Some(&me.actor()))?;
+    let now = ctx.now()?;
+    let device = ctx.device(&me);
+    let (units, already_held) = drop_held(&store, &me, &record, now, units)?;
+    if units.iter().any(|(_, r)| !r.is_empty()) {
+        context::publish_profile(ctx, &store, &me, &record)?;
+    }
+    let stored = store_units(&store, &me, &record, now, device, units)?;
+    if !stored.entries.is_empty() {
+        ctx.mark_changed(&record);
+    }
+    let summary = Summary {
+        record,
+        files: files.len(),
+        already_held,
+        skipped,
+        stored,
+    };
+    if ctx.json(args.out) {
+        return summary.json();
+    }
+    summary.print()
+}
+
+/// Refuses a `--source` that is empty, too long or not one line.
+fn check_source(source: Option<&str>) -> Result<()> {
+    if let Some(s) = source {
         if s.trim().is_empty() || s.len() > fhir::MAX_SOURCE || s.chars().any(char::is_control) {
             return Err(CliError::invalid(format!(
                 "--source must be one line of at most {} bytes",
@@ -210,13 +246,16 @@ fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
             )));
         }
     }
-    let files = files(&args.paths)?;
-    // Read and map everything first: nothing is stored unless all of it is valid.
+    Ok(())
+}
+
+/// Reads and maps every file: the units with their ready resources and the skipped ones,
+/// or every problem found.
+fn read_all(files: &[PathBuf], source_arg: Option<&str>) -> Result<(Mapped, Vec<Json>)> {
     let mut errors: Vec<String> = Vec::new();
     let mut skipped: Vec<Json> = Vec::new();
-    let mut units: Vec<(Unit, Vec<Ready>)> = Vec::new();
-    for file in &files {
-        let name = file_name(file);
+    let mut units: Mapped = Vec::new();
+    for file in files {
         let unit = match read_unit(file) {
             Ok(u) => u,
             Err(e) => {
@@ -224,72 +263,96 @@ fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
                 continue;
             }
         };
-        let source = args.source.clone().unwrap_or_else(|| name.clone());
-        let mut ready = Vec::new();
-        for item in &unit.items {
-            let has_meta_source = item
-                .resource
-                .get("meta")
-                .and_then(|m| m.get("source"))
-                .is_some_and(Json::is_string);
-            let meta = ImportMeta {
-                source: if args.source.is_none() && has_meta_source {
-                    None
-                } else {
-                    Some(&source)
-                },
-                full_url: item.full_url.as_deref(),
-            };
-            match fhir::import_with(&item.resource, &meta) {
-                Ok(i) => ready.push(Ready {
-                    resource_type: i.resource_type,
-                    id: i.id,
-                    category: i.category,
-                    body: i.body,
-                }),
-                Err(e) if e.is_unmapped() => skipped.push(json!({
-                    "file": name,
-                    "at": item.path,
-                    "resourceType": item.resource["resourceType"],
-                    "id": item.resource.get("id"),
-                })),
-                Err(e) => errors.push(format!("{} ({}): {e}", file.display(), item.path)),
-            }
-        }
-        if unit.kind == "transaction" && ready.len() > MAX_WRITE_ALL {
-            errors.push(format!(
-                "{}: a transaction of {} resources is more than can be stored at once \
-                 ({MAX_WRITE_ALL})",
-                file.display(),
-                ready.len()
-            ));
-        }
+        let ready = map_unit(file, &unit, source_arg, &mut errors, &mut skipped);
         units.push((unit, ready));
     }
-    if !errors.is_empty() {
-        let n = errors.len();
-        let mut msg = format!(
-            "{n} invalid FHIR input{}; nothing was stored:",
-            if n == 1 { "" } else { "s" }
-        );
-        for e in errors.iter().take(MAX_LISTED) {
-            msg.push_str("\n  ");
-            msg.push_str(e);
-        }
-        if n > MAX_LISTED {
-            msg.push_str(&format!("\n  … and {} more", n - MAX_LISTED));
-        }
-        return Err(CliError::invalid(msg));
-    }
+    refuse_invalid(&errors)?;
+    Ok((units, skipped))
+}
 
-    let me = ctx.identity()?;
-    let store = ctx.store()?;
-    let record = ctx.record(&store, Some(&me.actor()))?;
-    let now = ctx.now()?;
-    let device = ctx.device(&me);
+/// Maps the resources of one file, noting the skipped ones and any problem.
+fn map_unit(
+    file: &Path,
+    unit: &Unit,
+    source_arg: Option<&str>,
+    errors: &mut Vec<String>,
+    skipped: &mut Vec<Json>,
+) -> Vec<Ready> {
+    let name = file_name(file);
+    let source = source_arg.map_or_else(|| name.clone(), str::to_owned);
+    let mut ready = Vec::new();
+    for item in &unit.items {
+        let has_meta_source = item
+            .resource
+            .get("meta")
+            .and_then(|m| m.get("source"))
+            .is_some_and(Json::is_string);
+        let meta = ImportMeta {
+            source: if source_arg.is_none() && has_meta_source {
+                None
+            } else {
+                Some(&source)
+            },
+            full_url: item.full_url.as_deref(),
+        };
+        match fhir::import_with(&item.resource, &meta) {
+            Ok(i) => ready.push(Ready {
+                resource_type: i.resource_type,
+                id: i.id,
+                category: i.category,
+                body: i.body,
+            }),
+            Err(e) if e.is_unmapped() => skipped.push(json!({
+                "file": name,
+                "at": item.path,
+                "resourceType": item.resource["resourceType"],
+                "id": item.resource.get("id"),
+            })),
+            Err(e) => errors.push(format!("{} ({}): {e}", file.display(), item.path)),
+        }
+    }
+    if unit.kind == "transaction" && ready.len() > MAX_WRITE_ALL {
+        errors.push(format!(
+            "{}: a transaction of {} resources is more than can be stored at once \
+             ({MAX_WRITE_ALL})",
+            file.display(),
+            ready.len()
+        ));
+    }
+    ready
+}
+
+/// Refuses the import, listing the problems, if there are any.
+fn refuse_invalid(errors: &[String]) -> Result<()> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let n = errors.len();
+    let mut msg = format!(
+        "{n} invalid FHIR input{}; nothing was stored:",
+        if n == 1 { "" } else { "s" }
+    );
+    for e in errors.iter().take(MAX_LISTED) {
+        msg.push_str("\n  ");
+        msg.push_str(e);
+    }
+    if n > MAX_LISTED {
+        msg.push_str(&format!("\n  … and {} more", n - MAX_LISTED));
+    }
+    Err(CliError::invalid(msg))
+}
+
+/// Drops the resources the record already holds unchanged; gives how many were dropped.
+fn drop_held(
+    store: &Store,
+    me: &Identity,
+    record: &RecordId,
+    now: Timestamp,
+    units: Mapped,
+) -> Result<(Mapped, usize)> {
     // A resource the record already holds unchanged (an import run twice, a Bundle that
     // repeats a resource) is not stored again.
-    let mut held: HashSet<String> = store.with_record(&record, |r| {
+    let mut held: HashSet<String> = store.with_record(record, |r| {
         let viewer = r.viewer(&me.actor(), now);
         fold::current(r, &viewer)
             .items
@@ -303,7 +366,7 @@ fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
             .collect()
     })?;
     let mut already_held = 0usize;
-    let units: Vec<(Unit, Vec<Ready>)> = units
+    let units: Mapped = units
         .into_iter()
         .map(|(u, ready)| {
             let fresh: Vec<Ready> = ready
@@ -322,13 +385,29 @@ fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
             (u, fresh)
         })
         .collect();
-    if units.iter().any(|(_, r)| !r.is_empty()) {
-        context::publish_profile(ctx, &store, &me, &record)?;
-    }
-    let mut stored: Vec<Json> = Vec::new();
-    let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
-    let mut by_category: BTreeMap<String, usize> = BTreeMap::new();
-    let mut files_stored: Vec<String> = Vec::new();
+    Ok((units, already_held))
+}
+
+/// What an import stored: the entries, counted by resource type and by category, and the
+/// files stored so far.
+#[derive(Default)]
+struct Stored {
+    entries: Vec<Json>,
+    by_type: BTreeMap<String, usize>,
+    by_category: BTreeMap<String, usize>,
+    files: Vec<String>,
+}
+
+/// Stores the ready resources, one durable write per file (or per `MAX_WRITE_ALL` of them).
+fn store_units(
+    store: &Store,
+    me: &Identity,
+    record: &RecordId,
+    now: Timestamp,
+    device: Option<String>,
+    units: Mapped,
+) -> Result<Stored> {
+    let mut stored = Stored::default();
     for (unit, ready) in units {
         let name = file_name(&unit.file);
         for chunk in ready.chunks(MAX_WRITE_ALL) {
@@ -348,48 +427,15 @@ fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
                 )),
             };
             let ids = store
-                .write_all(&record, &me.key, payloads, info, now, device.clone())
-                .map_err(|e| {
-                    let err = match e {
-                        BatchError::Refused { index, error } => {
-                            let r = &chunk[index];
-                            let why = store
-                                .with_record(&record, |rec| {
-                                    context::session_error(cophr_node::session::explain(
-                                        rec,
-                                        &me.actor(),
-                                        error.clone(),
-                                    ))
-                                })
-                                .unwrap_or_else(|_| error.into());
-                            CliError::new(
-                                why.code,
-                                format!(
-                                    "{name}: {} {}: {}",
-                                    r.resource_type,
-                                    r.id.as_deref().unwrap_or("(no id)"),
-                                    why.message
-                                ),
-                            )
-                        }
-                        BatchError::Store(s) => s.into(),
-                        other => CliError::invalid(other.to_string()),
-                    };
-                    let done = if files_stored.is_empty() {
-                        "nothing was stored".to_owned()
-                    } else {
-                        format!(
-                            "stored before this: {} resources from {}",
-                            stored.len(),
-                            files_stored.join(", ")
-                        )
-                    };
-                    CliError::new(err.code, format!("{}; {done}", err.message))
-                })?;
+                .write_all(record, &me.key, payloads, info, now, device.clone())
+                .map_err(|e| write_error(e, store, me, record, chunk, &name, &stored))?;
             for (id, r) in ids.iter().zip(chunk) {
-                *by_type.entry(r.resource_type.clone()).or_default() += 1;
-                *by_category.entry(r.category.name().to_owned()).or_default() += 1;
-                stored.push(json!({
+                *stored.by_type.entry(r.resource_type.clone()).or_default() += 1;
+                *stored
+                    .by_category
+                    .entry(r.category.name().to_owned())
+                    .or_default() += 1;
+                stored.entries.push(json!({
                     "entry": id,
                     "category": r.category.name(),
                     "resourceType": r.resource_type,
@@ -398,59 +444,129 @@ fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
                 }));
             }
         }
-        files_stored.push(name);
+        stored.files.push(name);
     }
-    if !stored.is_empty() {
-        ctx.mark_changed(&record);
-    }
-    if ctx.json(args.out) {
-        return output::json(&json!({
-            "record": record,
-            "files": files.len(),
-            "imported": stored.len(),
-            "already_held": already_held,
-            "by_type": by_type,
-            "by_category": by_category,
-            "skipped": skipped,
-            "entries": stored,
-        }));
-    }
-    let list = |m: &BTreeMap<String, usize>| {
-        m.iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    output::line(format!(
-        "Imported {} resources from {} file{} into record {}",
-        stored.len(),
-        files.len(),
-        if files.len() == 1 { "" } else { "s" },
-        record.short()
-    ))?;
-    if !by_type.is_empty() {
-        output::line(format!("  by type: {}", list(&by_type)))?;
-        output::line(format!("  by category: {}", list(&by_category)))?;
-    }
-    if already_held > 0 {
-        output::line(format!(
-            "{already_held} resources were already in the record unchanged and were not \
-             stored again"
-        ))?;
-    }
-    if !skipped.is_empty() {
-        let mut types: BTreeMap<String, usize> = BTreeMap::new();
-        for s in &skipped {
-            let t = s["resourceType"].as_str().unwrap_or("?").to_owned();
-            *types.entry(t).or_default() += 1;
+    Ok(stored)
+}
+
+/// The error for a refused write of `chunk` from file `name`: which resource and why, and
+/// what was stored before it.
+fn write_error(
+    e: BatchError,
+    store: &Store,
+    me: &Identity,
+    record: &RecordId,
+    chunk: &[Ready],
+    name: &str,
+    stored: &Stored,
+) -> CliError {
+    let err = match e {
+        BatchError::Refused { index, error } => {
+            let r = &chunk[index];
+            let why = store
+                .with_record(record, |rec| {
+                    context::session_error(cophr_node::session::explain(
+                        rec,
+                        &me.actor(),
+                        error.clone(),
+                    ))
+                })
+                .unwrap_or_else(|_| error.into());
+            CliError::new(
+                why.code,
+                format!(
+                    "{name}: {} {}: {}",
+                    r.resource_type,
+                    r.id.as_deref().unwrap_or("(no id)"),
+                    why.message
+                ),
+            )
         }
-        output::line(format!(
-            "Skipped {} resources of types cophr does not map: {}",
-            skipped.len(),
-            list(&types)
-        ))?;
+        BatchError::Store(s) => s.into(),
+        other => CliError::invalid(other.to_string()),
+    };
+    let done = if stored.files.is_empty() {
+        "nothing was stored".to_owned()
+    } else {
+        format!(
+            "stored before this: {} resources from {}",
+            stored.entries.len(),
+            stored.files.join(", ")
+        )
+    };
+    CliError::new(err.code, format!("{}; {done}", err.message))
+}
+
+/// The outcome of an import, as shown to the user.
+struct Summary {
+    record: RecordId,
+    files: usize,
+    already_held: usize,
+    skipped: Vec<Json>,
+    stored: Stored,
+}
+
+impl Summary {
+    /// Prints the outcome as JSON.
+    fn json(&self) -> Result<()> {
+        output::json(&json!({
+            "record": self.record,
+            "files": self.files,
+            "imported": self.stored.entries.len(),
+            "already_held": self.already_held,
+            "by_type": self.stored.by_type,
+            "by_category": self.stored.by_category,
+            "skipped": self.skipped,
+            "entries": self.stored.entries,
+        }))
     }
-    Ok(())
+
+    /// Prints the outcome as text.
+    fn print(&self) -> Result<()> {
+        let list = |m: &BTreeMap<String, usize>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let Stored {
+            entries,
+            by_type,
+            by_category,
+            ..
+        } = &self.stored;
+        output::line(format!(
+            "Imported {} resources from {} file{} into record {}",
+            entries.len(),
+            self.files,
+            if self.files == 1 { "" } else { "s" },
+            self.record.short()
+        ))?;
+        if !by_type.is_empty() {
+            output::line(format!("  by type: {}", list(by_type)))?;
+            output::line(format!("  by category: {}", list(by_category)))?;
+        }
+        let already_held = self.already_held;
+        if already_held > 0 {
+            output::line(format!(
+                "{already_held} resources were already in the record unchanged and were not \
+                 stored again"
+            ))?;
+        }
+        if !self.skipped.is_empty() {
+            let mut types: BTreeMap<String, usize> = BTreeMap::new();
+            for s in &self.skipped {
+                let t = s["resourceType"].as_str().unwrap_or("?").to_owned();
+                *types.entry(t).or_default() += 1;
+            }
+            output::line(format!(
+                "Skipped {} resources of types cophr does not map: {}",
+                self.skipped.len(),
+                list(&types)
+            ))?;
+        }
+        Ok(())
+    }
 }
 
 fn export(ctx: &Ctx, args: ExportArgs) -> Result<()> {

@@ -403,63 +403,17 @@ async fn serve(
     let (handle, mut task) = net::start(store, identity.clone(), peer_key, config)
         .await
         .map_err(|e| CliError::other(format!("cannot start the node: {e}")))?;
-    // Wait until the listeners are up (every one, or at least one once the wait is over).
-    let deadline = tokio::time::Instant::now() + LISTEN_WAIT;
-    let addrs = loop {
-        let addrs = handle
-            .listen_addrs()
-            .await
-            .map_err(|e| CliError::other(format!("the node stopped: {e}")))?;
-        let late = tokio::time::Instant::now() >= deadline;
-        if addrs.len() >= expected || (late && !addrs.is_empty()) {
-            break addrs;
-        }
-        if late {
-            let _ = handle.shutdown().await;
-            return Err(CliError::other(
-                "the node could not listen on any address (in use, or not on this machine?)",
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let addrs = wait_listening(&handle, expected).await?;
 
     // The HTTP API, bound before node.json is written (so its address can be published).
-    let http_listener = match http {
-        None => None,
-        Some((cfg, explicit)) => match cfg.bind().await {
-            Ok(l) => Some(l),
-            Err(e) if !explicit => {
-                tracing::warn!(error = %e, "HTTP API not served (give --http ADDR, or --no-http)");
-                None
-            }
-            Err(e) => {
-                let _ = handle.shutdown().await;
-                return Err(CliError::other(e.to_string()));
-            }
-        },
-    };
+    let http_listener = bind_http(&handle, http).await?;
     let http_url = http_listener
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map(|a| format!("http://{a}"));
-    let (http_stop, http_task) = match http_listener {
-        Some(listener) => {
-            let token = home.api_token_or_create()?;
-            let state = AppState::new(
-                handle.store().clone(),
-                me.key.clone(),
-                me.info.profile(),
-                me.info.device.clone(),
-                token,
-            )
-            .with_node(handle.clone());
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(http::serve(listener, state, async {
-                let _ = rx.await;
-            }));
-            (Some(tx), Some(task))
-        }
-        None => (None, None),
+    let http = match http_listener {
+        Some(listener) => Some(start_http(&home, &me, &handle, listener)?),
+        None => None,
     };
 
     let socket = control::socket(&home.dir);
@@ -482,19 +436,7 @@ async fn serve(
             return Err(e);
         }
     };
-    tracing::info!(peer_id = %handle.peer_id(), addrs = ?info.listen, "node running");
-    let _ = output::line(format!("Node {} running; listening on:", handle.peer_id()));
-    for a in &info.listen {
-        let _ = output::line(format!("  {a}"));
-    }
-    if let Some(url) = &http_url {
-        tracing::info!(url = %url, "HTTP API serving");
-        let _ = output::line(format!(
-            "HTTP API on {url} (token: `cophr token`; web app at {url}/)"
-        ));
-    }
-    let _ =
-        output::line("Other cophr commands for this home now run inside it. Stop it with Ctrl-C.");
+    announce(&handle, &info, http_url.as_deref());
 
     let state = Arc::new(State {
         home,
@@ -503,31 +445,11 @@ async fn serve(
         watchers: Arc::new(Semaphore::new(super::watch::MAX_WATCHERS)),
         uid,
     });
-    let network_stopped = loop {
-        tokio::select! {
-            conn = listener.accept() => match conn {
-                Ok((stream, _)) => {
-                    tokio::spawn(control_connection(stream, state.clone()));
-                }
-                Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
-            },
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break false; }
-            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break false; }
-            _ = &mut task => { tracing::error!("the network event loop ended"); break true; }
-        }
-    };
+    let network_stopped = take_commands(&listener, &state, &mut term, &mut int, &mut task).await;
     // New commands now run locally (and wait for the store until this process exits).
     drop(listener);
-    if let Some(tx) = http_stop {
-        let _ = tx.send(());
-    }
-    if let Some(task) = http_task {
-        match tokio::time::timeout(STOP_WAIT, task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the HTTP server failed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP server failed"),
-            Err(_) => tracing::warn!("the HTTP server did not stop in time"),
-        }
+    if let Some(http) = http {
+        stop_http(http).await;
     }
     let _ = std::fs::remove_file(&socket);
     if !network_stopped {
@@ -537,6 +459,41 @@ async fn serve(
         }
     }
     // Let commands already running finish (their writes are durable once acknowledged).
+    drain_commands(&state).await;
+    let _ = std::fs::remove_file(&info_path);
+    tracing::info!("shutdown complete");
+    if network_stopped {
+        return Err(CliError::other("the node's network stopped unexpectedly"));
+    }
+    Ok(())
+}
+
+/// Takes commands on the control socket until a signal or the network's end; whether the
+/// network ended.
+async fn take_commands(
+    listener: &UnixListener,
+    state: &Arc<State>,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+    task: &mut tokio::task::JoinHandle<()>,
+) -> bool {
+    loop {
+        tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok((stream, _)) => {
+                    tokio::spawn(control_connection(stream, state.clone()));
+                }
+                Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+            },
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break false; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break false; }
+            _ = &mut *task => { tracing::error!("the network event loop ended"); break true; }
+        }
+    }
+}
+
+/// Waits (a while) for the commands already running to finish.
+async fn drain_commands(state: &State) {
     let all = CONTROL_CONCURRENCY as u32;
     if tokio::time::timeout(STOP_WAIT, state.permits.acquire_many(all))
         .await
@@ -544,12 +501,108 @@ async fn serve(
     {
         tracing::warn!("commands still running at shutdown");
     }
-    let _ = std::fs::remove_file(&info_path);
-    tracing::info!("shutdown complete");
-    if network_stopped {
-        return Err(CliError::other("the node's network stopped unexpectedly"));
+}
+
+/// Waits until the listeners are up (every one, or at least one once the wait is over);
+/// their addresses. Shuts the node down if none is.
+async fn wait_listening(handle: &net::NodeHandle, expected: usize) -> Result<Vec<Multiaddr>> {
+    let deadline = tokio::time::Instant::now() + LISTEN_WAIT;
+    loop {
+        let addrs = handle
+            .listen_addrs()
+            .await
+            .map_err(|e| CliError::other(format!("the node stopped: {e}")))?;
+        let late = tokio::time::Instant::now() >= deadline;
+        if addrs.len() >= expected || (late && !addrs.is_empty()) {
+            return Ok(addrs);
+        }
+        if late {
+            let _ = handle.shutdown().await;
+            return Err(CliError::other(
+                "the node could not listen on any address (in use, or not on this machine?)",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(())
+}
+
+/// Binds the HTTP API's listener, if asked for: a default address in use only warns, an
+/// explicit one shuts the node down.
+async fn bind_http(
+    handle: &net::NodeHandle,
+    http: Option<(HttpConfig, bool)>,
+) -> Result<Option<tokio::net::TcpListener>> {
+    Ok(match http {
+        None => None,
+        Some((cfg, explicit)) => match cfg.bind().await {
+            Ok(l) => Some(l),
+            Err(e) if !explicit => {
+                tracing::warn!(error = %e, "HTTP API not served (give --http ADDR, or --no-http)");
+                None
+            }
+            Err(e) => {
+                let _ = handle.shutdown().await;
+                return Err(CliError::other(e.to_string()));
+            }
+        },
+    })
+}
+
+/// A running HTTP API: its stop signal and its task.
+type HttpServer = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+/// Starts serving the HTTP API on `listener`.
+fn start_http(
+    home: &Home,
+    me: &crate::home::Identity,
+    handle: &net::NodeHandle,
+    listener: tokio::net::TcpListener,
+) -> Result<HttpServer> {
+    let token = home.api_token_or_create()?;
+    let state = AppState::new(
+        handle.store().clone(),
+        me.key.clone(),
+        me.info.profile(),
+        me.info.device.clone(),
+        token,
+    )
+    .with_node(handle.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(http::serve(listener, state, async {
+        let _ = rx.await;
+    }));
+    Ok((tx, task))
+}
+
+/// Logs and prints that the node runs: its peer id, addresses and HTTP API.
+fn announce(handle: &net::NodeHandle, info: &NodeInfo, http_url: Option<&str>) {
+    tracing::info!(peer_id = %handle.peer_id(), addrs = ?info.listen, "node running");
+    let _ = output::line(format!("Node {} running; listening on:", handle.peer_id()));
+    for a in &info.listen {
+        let _ = output::line(format!("  {a}"));
+    }
+    if let Some(url) = http_url {
+        tracing::info!(url = %url, "HTTP API serving");
+        let _ = output::line(format!(
+            "HTTP API on {url} (token: `cophr token`; web app at {url}/)"
+        ));
+    }
+    let _ =
+        output::line("Other cophr commands for this home now run inside it. Stop it with Ctrl-C.");
+}
+
+/// Stops the HTTP API and waits (a while) for it to finish.
+async fn stop_http((stop, task): HttpServer) {
+    let _ = stop.send(());
+    match tokio::time::timeout(STOP_WAIT, task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the HTTP server failed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP server failed"),
+        Err(_) => tracing::warn!("the HTTP server did not stop in time"),
+    }
 }
 
 /// Binds the control socket (mode 0600), then writes `node.json`: once it exists, the node

@@ -136,7 +136,45 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let record = network::record(ctx, &store)?;
     let book: PeerBook = handle.peer_book(&record).map_err(network::error)?;
     let explicit = args.peer.is_some();
-    let targets: Vec<Target> = match &args.peer {
+    let targets = targets(record, args.peer.as_deref(), &book)?;
+    let mut synced = sync_targets(ctx, record, &targets, explicit)?;
+    if !explicit {
+        follow_moved_home(ctx, record, &book, &mut synced)?;
+    }
+    let Synced {
+        outcomes,
+        last_error,
+    } = synced;
+    let any_ok = outcomes.iter().any(|o| o.ok);
+    if ctx.json(args.out) && any_ok {
+        return output::json(&json!({ "record": record, "results": outcomes }));
+    }
+    print_outcomes(record, &outcomes, any_ok)?;
+    if any_ok {
+        return Ok(());
+    }
+    Err(none_synced(record, &outcomes, last_error))
+}
+
+/// The outcomes of the syncs tried, and the last network error met.
+struct Synced {
+    outcomes: Vec<Outcome>,
+    last_error: Option<NetError>,
+}
+
+impl Synced {
+    /// Notes the outcome of one sync.
+    fn push(&mut self, (o, err): (Outcome, Option<NetError>)) {
+        self.outcomes.push(o);
+        if let Some(e) = err {
+            self.last_error = Some(e);
+        }
+    }
+}
+
+/// Whom to sync with: the peer given, else the home host then the replicas in the peer book.
+fn targets(record: RecordId, peer: Option<&str>, book: &PeerBook) -> Result<Vec<Target>> {
+    let targets: Vec<Target> = match peer {
         Some(p) => {
             let (addr, peer) = network::parse_addr("--peer", p)?;
             let home = book.home.as_ref().and_then(|h| h.iter().last());
@@ -168,51 +206,62 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
              --host ADDR`, or find it with `cophr follow {record}`"
         )));
     }
-    let mut outcomes = Vec::new();
-    let mut last_error = None;
-    for t in &targets {
-        let (o, err) = sync_one(ctx, record, t)?;
-        let ok = o.ok;
-        outcomes.push(o);
-        if let Some(e) = err {
-            last_error = Some(e);
-        }
+    Ok(targets)
+}
+
+/// Syncs with the targets in turn: every one if they were given, else until one answers.
+fn sync_targets(ctx: &Ctx, record: RecordId, targets: &[Target], explicit: bool) -> Result<Synced> {
+    let mut synced = Synced {
+        outcomes: Vec::new(),
+        last_error: None,
+    };
+    for t in targets {
+        let one = sync_one(ctx, record, t)?;
+        let ok = one.0.ok;
+        synced.push(one);
         if ok && !explicit {
             break;
         }
     }
-    if !explicit {
-        let now_home = handle.peer_book(&record).map_err(network::error)?.home;
-        let found = if now_home.is_some() && now_home != book.home {
-            // The record moved (a move-home entry arrived while syncing): follow it now.
-            now_home
-        } else if !outcomes.iter().any(|o| o.ok) {
-            // Nobody answered: the record may have moved; the DHT knows where.
-            find_new_home(ctx, record, &book)?
-        } else {
-            None
-        };
-        if let Some(addr) = found {
-            let (o, err) = sync_one(
-                ctx,
-                record,
-                &Target {
-                    addr,
-                    role: "new home",
-                    push: true,
-                },
-            )?;
-            outcomes.push(o);
-            if let Some(e) = err {
-                last_error = Some(e);
-            }
-        }
+    Ok(synced)
+}
+
+/// Syncs with the record's new home, if it moved while syncing or nobody answered and the
+/// DHT knows a new one.
+fn follow_moved_home(
+    ctx: &Ctx,
+    record: RecordId,
+    book: &PeerBook,
+    synced: &mut Synced,
+) -> Result<()> {
+    let handle = network::handle(ctx)?;
+    let now_home = handle.peer_book(&record).map_err(network::error)?.home;
+    let found = if now_home.is_some() && now_home != book.home {
+        // The record moved (a move-home entry arrived while syncing): follow it now.
+        now_home
+    } else if !synced.outcomes.iter().any(|o| o.ok) {
+        // Nobody answered: the record may have moved; the DHT knows where.
+        find_new_home(ctx, record, book)?
+    } else {
+        None
+    };
+    if let Some(addr) = found {
+        synced.push(sync_one(
+            ctx,
+            record,
+            &Target {
+                addr,
+                role: "new home",
+                push: true,
+            },
+        )?);
     }
-    let any_ok = outcomes.iter().any(|o| o.ok);
-    if ctx.json(args.out) && any_ok {
-        return output::json(&json!({ "record": record, "results": outcomes }));
-    }
-    for o in &outcomes {
+    Ok(())
+}
+
+/// Prints each sync's outcome; the failures only as warnings, when another sync worked.
+fn print_outcomes(record: RecordId, outcomes: &[Outcome], any_ok: bool) -> Result<()> {
+    for o in outcomes {
         if o.ok {
             output::line(format!(
                 "Synced record {record} with {} {}: pulled {}, pushed {}, rejected {}",
@@ -234,9 +283,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             ));
         }
     }
-    if any_ok {
-        return Ok(());
-    }
+    Ok(())
+}
+
+/// The error when no sync worked: each peer tried and why it failed.
+fn none_synced(record: RecordId, outcomes: &[Outcome], last_error: Option<NetError>) -> CliError {
     let summary: Vec<String> = outcomes
         .iter()
         .map(|o| {
@@ -249,11 +300,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         })
         .collect();
     let code = last_error.map(network::error).map(|e| e.code);
-    Err(CliError::new(
+    CliError::new(
         code.unwrap_or(crate::error::Code::Other),
         format!(
             "could not sync record {record} with any peer:\n  {}",
             summary.join("\n  ")
         ),
-    ))
+    )
 }

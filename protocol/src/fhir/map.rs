@@ -125,261 +125,22 @@ pub(crate) fn map(ty: &str, r: &El<'_>) -> Result<(Category, Fields), FhirError>
             patient(r, &mut f)?;
             Category::Demographics
         }
-        "RelatedPerson" => {
-            check_reference(r, "patient", true)?;
-            let mut name = None;
-            for n in r.list("name")? {
-                if let Some(t) = human_name(&n)? {
-                    name = Some(t);
-                    break;
-                }
-            }
-            put_line(&mut f, "name", or_unstated(name, "name"));
-            let nok = has_code(r, "relationship", &["NOK", "N", "NXTOFKIN"])?;
-            let carer = has_code(r, "relationship", &["C", "CAREGIVER", "GUARD"])?;
-            let any = !r.list("relationship")?.is_empty();
-            let rel = if nok {
-                Some("next-of-kin")
-            } else if carer {
-                Some("informal-carer")
-            } else if any {
-                Some("other")
-            } else {
-                None
-            };
-            put(&mut f, "relationship", rel.map(|r| Value::Text(r.into())));
-            telecom(r, &mut f)?;
-            put_long(&mut f, "address", address(r)?);
-            Category::KeyContacts
-        }
-        "Flag" => {
-            r.req_code("status")?;
-            check_reference(r, "subject", true)?;
-            let code = concept_text(&r.req("code")?)?;
-            put_line(&mut f, "alert", or_unstated(code, "alert"));
-            put_long(&mut f, "detail", first_concept(r, "category")?);
-            Category::Alerts
-        }
-        "Consent" => {
-            let status = r.req_code("status")?;
-            let scope = concept_text(&r.req("scope")?)?;
-            let mut cats = Vec::new();
-            for c in r.req_list("category")? {
-                if let Some(t) = concept_text(&c)? {
-                    cats.push(t);
-                }
-            }
-            let mut text = format!(
-                "{}: {} ({status})",
-                scope.unwrap_or_else(|| "Consent".into()),
-                cats.join(", ")
-            );
-            if let Some(p) = r.get("provision")? {
-                if let Some(t) = p.object()?.code_of("type")? {
-                    text.push_str(&format!("; provision: {t}"));
-                }
-            }
-            put_long(&mut f, "consent", Some(text));
-            Category::Preferences
-        }
-        "AllergyIntolerance" => {
-            check_reference(r, "patient", true)?;
-            put_line(
-                &mut f,
-                "agent",
-                or_unstated(concept_of(r, "code")?, "agent"),
-            );
-            if let Some(re) = r.first("reaction")? {
-                let re = re.object()?;
-                re.req_list("manifestation")?;
-                put_line(&mut f, "reaction", first_concept(&re, "manifestation")?);
-                let sev = re.code_of("severity")?;
-                put(&mut f, "severity", sev.map(|s| Value::Text(s.into())));
-            }
-            put(&mut f, "onset", date(r.date_of("onsetDateTime")?));
-            let crit = r.code_of("criticality")?;
-            put(&mut f, "criticality", crit.map(|s| Value::Text(s.into())));
-            put_long(&mut f, "comment", note(r)?);
-            Category::Allergies
-        }
-        "Condition" => {
-            check_reference(r, "subject", true)?;
-            put_line(
-                &mut f,
-                "problem",
-                or_unstated(concept_of(r, "code")?, "condition"),
-            );
-            put(&mut f, "onset", date(r.date_of("onsetDateTime")?));
-            put(&mut f, "resolved", date(r.date_of("abatementDateTime")?));
-            let status = match r.get("clinicalStatus")? {
-                Some(cs) => codings(&cs)?.into_iter().find_map(|(_, c, _)| c),
-                None => None,
-            };
-            let status = match status.as_deref() {
-                Some("active" | "recurrence" | "relapse") => Some("active"),
-                Some("inactive" | "remission") => Some("inactive"),
-                Some("resolved") => Some("resolved"),
-                _ => None,
-            };
-            put(&mut f, "status", status.map(|s| Value::Text(s.into())));
-            put_long(&mut f, "description", note(r)?);
-            Category::Problems
-        }
-        "Procedure" => {
-            r.req_code("status")?;
-            check_reference(r, "subject", true)?;
-            put_line(
-                &mut f,
-                "procedure",
-                or_unstated(concept_of(r, "code")?, "procedure"),
-            );
-            put_line(&mut f, "body-site", first_concept(r, "bodySite")?);
-            put_line(&mut f, "outcome", concept_of(r, "outcome")?);
-            put_line(&mut f, "complication", first_concept(r, "complication")?);
-            put_line(&mut f, "procedure-type", concept_of(r, "category")?);
-            let when = match r.date_of("performedDateTime")? {
-                Some(d) => Some(d),
-                None => period_start(r, "performedPeriod")?,
-            };
-            put(&mut f, "date", date(when));
-            put_long(&mut f, "description", note(r)?);
-            Category::Procedures
-        }
+        "RelatedPerson" => from_related_person(r, &mut f)?,
+        "Flag" => from_flag(r, &mut f)?,
+        "Consent" => from_consent(r, &mut f)?,
+        "AllergyIntolerance" => from_allergy_intolerance(r, &mut f)?,
+        "Condition" => from_condition(r, &mut f)?,
+        "Procedure" => from_procedure(r, &mut f)?,
         "MedicationStatement" | "MedicationRequest" => {
             medication(ty, r, &mut f)?;
             Category::Medications
         }
-        "Immunization" => {
-            let status = r.req_code("status")?;
-            check_reference(r, "patient", true)?;
-            let vaccine = concept_text(&r.req("vaccineCode")?)?;
-            put_line(&mut f, "immunisation", or_unstated(vaccine, "vaccine"));
-            let when = match r.date_of("occurrenceDateTime")? {
-                Some(d) => Some(d),
-                None => {
-                    if r.get("occurrenceString")?.is_none() {
-                        return Err(FhirError::Missing {
-                            path: format!("{}.occurrence[x]", r.path),
-                        });
-                    }
-                    r.str_of("occurrenceString")?;
-                    None
-                }
-            };
-            put(&mut f, "date", date(when));
-            put(&mut f, "status", Some(Value::Text(status.into())));
-            Category::Immunisations
-        }
+        "Immunization" => from_immunization(r, &mut f)?,
         "Observation" => return super::observation::map(r),
-        "DiagnosticReport" => {
-            r.req_code("status")?;
-            let code = concept_text(&r.req("code")?)?;
-            let lab = has_code(r, "category", &["LAB", "laboratory"])?;
-            let conclusion = r.str_of("conclusion")?.map(str::to_owned);
-            let n = r.list("result")?.len();
-            let result = conclusion
-                .or_else(|| first_concept(r, "conclusionCode").ok().flatten())
-                .or_else(|| (n > 0).then(|| format!("{n} results")))
-                .or_else(|| Some("(no conclusion stated)".to_owned()));
-            let when = match r.date_of("effectiveDateTime")? {
-                Some(d) => Some(d),
-                None => period_start(r, "effectivePeriod")?,
-            };
-            if lab {
-                put_line(&mut f, "test", or_unstated(code, "test"));
-                put_line(&mut f, "result", result);
-                put(&mut f, "collected", date_time(when));
-                put(&mut f, "reported", date_time(r.date_of("issued")?));
-                let st = r.code_of("status")?;
-                put(&mut f, "status", st.map(|s| Value::Text(s.into())));
-                Category::LabResults
-            } else {
-                put_line(&mut f, "investigation", or_unstated(code, "investigation"));
-                let imaging = has_code(r, "category", &["RAD", "IMG", "CT", "MR", "US", "NMR"])?;
-                let ecg = has_code(r, "category", &["EC", "CG"])?;
-                let kind = if imaging {
-                    "imaging"
-                } else if ecg {
-                    "ecg"
-                } else {
-                    "other"
-                };
-                put(&mut f, "kind", Some(Value::Text(kind.into())));
-                put_long(&mut f, "result", result);
-                put(&mut f, "date", date(when));
-                Category::Investigations
-            }
-        }
-        "FamilyMemberHistory" => {
-            r.req_code("status")?;
-            check_reference(r, "patient", true)?;
-            let rel = concept_text(&r.req("relationship")?)?;
-            let mut conds = Vec::new();
-            for c in r.list("condition")? {
-                let c = c.object()?;
-                if let Some(t) = concept_text(&c.req("code")?)? {
-                    conds.push(t);
-                }
-            }
-            let cond = (!conds.is_empty()).then(|| conds.join(", "));
-            put_line(&mut f, "condition", or_unstated(cond, "condition"));
-            let rel = match (rel, r.str_of("name")?) {
-                (Some(rel), Some(name)) => Some(format!("{rel} ({name})")),
-                (rel, name) => rel.or(name.map(str::to_owned)),
-            };
-            put_line(&mut f, "relative", or_unstated(rel, "relative"));
-            put_long(&mut f, "comment", note(r)?);
-            Category::FamilyHistory
-        }
-        "DocumentReference" => {
-            r.req_code("status")?;
-            let content = r.req_list("content")?;
-            let att = content[0].clone().object()?.req("attachment")?.object()?;
-            let title = r
-                .str_of("description")?
-                .map(str::to_owned)
-                .or(att.str_of("title")?.map(str::to_owned))
-                .or(concept_of(r, "type")?);
-            put_line(&mut f, "title", or_unstated(title, "title"));
-            let media = att.code_of("contentType")?;
-            if let (Some(data), Some(mt)) = (att.str_of("data")?, media) {
-                use data_encoding::BASE64;
-                let bytes = BASE64
-                    .decode(data.as_bytes())
-                    .map_err(|_| FhirError::BadValue {
-                        path: format!("{}.data", att.path),
-                        value: super::error::clip(data),
-                        reason: "not base64",
-                    })?;
-                if crate::schema::DOCUMENT_MEDIA_TYPES.contains(&mt) {
-                    f.insert("data".into(), Value::Bytes(bytes));
-                    f.insert("media-type".into(), Value::Text(mt.into()));
-                }
-            }
-            put_line(&mut f, "url", att.str_of("url")?.map(str::to_owned));
-            put(&mut f, "date", date(r.date_of("date")?));
-            put_long(&mut f, "description", concept_of(r, "type")?);
-            Category::Documents
-        }
-        "QuestionnaireResponse" => {
-            r.req_code("status")?;
-            let q = r
-                .str_of("questionnaire")?
-                .map(|q| q.rsplit('/').next().unwrap_or(q).to_owned());
-            put_line(&mut f, "questionnaire", or_unstated(q, "questionnaire"));
-            let mut answers = Vec::new();
-            collect_answers(&r.list("item")?, &mut answers, 0)?;
-            answers.truncate(MAX_ANSWERS);
-            if answers.is_empty() {
-                answers.push(answer(
-                    "(no answers)",
-                    Value::Text(r.req_code("status")?.into()),
-                ));
-            }
-            f.insert("answers".into(), Value::List(answers));
-            put(&mut f, "completed", date_time(r.date_of("authored")?));
-            Category::Questionnaires
-        }
+        "DiagnosticReport" => from_diagnostic_report(r, &mut f)?,
+        "FamilyMemberHistory" => from_family_member_history(r, &mut f)?,
+        "DocumentReference" => from_document_reference(r, &mut f)?,
+        "QuestionnaireResponse" => from_questionnaire_response(r, &mut f)?,
         other => {
             return Err(FhirError::Unmapped {
                 resource_type: other.to_owned(),
@@ -388,6 +149,274 @@ pub(crate) fn map(ty: &str, r: &El<'_>) -> Result<(Category, Fields), FhirError>
         }
     };
     Ok((cat, f))
+}
+
+/// Maps a RelatedPerson resource to its fields, giving its category.
+fn from_related_person(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    check_reference(r, "patient", true)?;
+    let mut name = None;
+    for n in r.list("name")? {
+        if let Some(t) = human_name(&n)? {
+            name = Some(t);
+            break;
+        }
+    }
+    put_line(f, "name", or_unstated(name, "name"));
+    let nok = has_code(r, "relationship", &["NOK", "N", "NXTOFKIN"])?;
+    let carer = has_code(r, "relationship", &["C", "CAREGIVER", "GUARD"])?;
+    let any = !r.list("relationship")?.is_empty();
+    let rel = if nok {
+        Some("next-of-kin")
+    } else if carer {
+        Some("informal-carer")
+    } else if any {
+        Some("other")
+    } else {
+        None
+    };
+    put(f, "relationship", rel.map(|r| Value::Text(r.into())));
+    telecom(r, f)?;
+    put_long(f, "address", address(r)?);
+    Ok(Category::KeyContacts)
+}
+
+/// Maps a Flag resource to its fields, giving its category.
+fn from_flag(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    r.req_code("status")?;
+    check_reference(r, "subject", true)?;
+    let code = concept_text(&r.req("code")?)?;
+    put_line(f, "alert", or_unstated(code, "alert"));
+    put_long(f, "detail", first_concept(r, "category")?);
+    Ok(Category::Alerts)
+}
+
+/// Maps a Consent resource to its fields, giving its category.
+fn from_consent(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    let status = r.req_code("status")?;
+    let scope = concept_text(&r.req("scope")?)?;
+    let mut cats = Vec::new();
+    for c in r.req_list("category")? {
+        if let Some(t) = concept_text(&c)? {
+            cats.push(t);
+        }
+    }
+    let mut text = format!(
+        "{}: {} ({status})",
+        scope.unwrap_or_else(|| "Consent".into()),
+        cats.join(", ")
+    );
+    if let Some(p) = r.get("provision")? {
+        if let Some(t) = p.object()?.code_of("type")? {
+            text.push_str(&format!("; provision: {t}"));
+        }
+    }
+    put_long(f, "consent", Some(text));
+    Ok(Category::Preferences)
+}
+
+/// Maps an AllergyIntolerance resource to its fields, giving its category.
+fn from_allergy_intolerance(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    check_reference(r, "patient", true)?;
+    put_line(f, "agent", or_unstated(concept_of(r, "code")?, "agent"));
+    if let Some(re) = r.first("reaction")? {
+        let re = re.object()?;
+        re.req_list("manifestation")?;
+        put_line(f, "reaction", first_concept(&re, "manifestation")?);
+        let sev = re.code_of("severity")?;
+        put(f, "severity", sev.map(|s| Value::Text(s.into())));
+    }
+    put(f, "onset", date(r.date_of("onsetDateTime")?));
+    let crit = r.code_of("criticality")?;
+    put(f, "criticality", crit.map(|s| Value::Text(s.into())));
+    put_long(f, "comment", note(r)?);
+    Ok(Category::Allergies)
+}
+
+/// Maps a Condition resource to its fields, giving its category.
+fn from_condition(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    check_reference(r, "subject", true)?;
+    put_line(
+        f,
+        "problem",
+        or_unstated(concept_of(r, "code")?, "condition"),
+    );
+    put(f, "onset", date(r.date_of("onsetDateTime")?));
+    put(f, "resolved", date(r.date_of("abatementDateTime")?));
+    let status = match r.get("clinicalStatus")? {
+        Some(cs) => codings(&cs)?.into_iter().find_map(|(_, c, _)| c),
+        None => None,
+    };
+    let status = match status.as_deref() {
+        Some("active" | "recurrence" | "relapse") => Some("active"),
+        Some("inactive" | "remission") => Some("inactive"),
+        Some("resolved") => Some("resolved"),
+        _ => None,
+    };
+    put(f, "status", status.map(|s| Value::Text(s.into())));
+    put_long(f, "description", note(r)?);
+    Ok(Category::Problems)
+}
+
+/// Maps a Procedure resource to its fields, giving its category.
+fn from_procedure(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    r.req_code("status")?;
+    check_reference(r, "subject", true)?;
+    put_line(
+        f,
+        "procedure",
+        or_unstated(concept_of(r, "code")?, "procedure"),
+    );
+    put_line(f, "body-site", first_concept(r, "bodySite")?);
+    put_line(f, "outcome", concept_of(r, "outcome")?);
+    put_line(f, "complication", first_concept(r, "complication")?);
+    put_line(f, "procedure-type", concept_of(r, "category")?);
+    let when = match r.date_of("performedDateTime")? {
+        Some(d) => Some(d),
+        None => period_start(r, "performedPeriod")?,
+    };
+    put(f, "date", date(when));
+    put_long(f, "description", note(r)?);
+    Ok(Category::Procedures)
+}
+
+/// Maps an Immunization resource to its fields, giving its category.
+fn from_immunization(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    let status = r.req_code("status")?;
+    check_reference(r, "patient", true)?;
+    let vaccine = concept_text(&r.req("vaccineCode")?)?;
+    put_line(f, "immunisation", or_unstated(vaccine, "vaccine"));
+    let when = match r.date_of("occurrenceDateTime")? {
+        Some(d) => Some(d),
+        None => {
+            if r.get("occurrenceString")?.is_none() {
+                return Err(FhirError::Missing {
+                    path: format!("{}.occurrence[x]", r.path),
+                });
+            }
+            r.str_of("occurrenceString")?;
+            None
+        }
+    };
+    put(f, "date", date(when));
+    put(f, "status", Some(Value::Text(status.into())));
+    Ok(Category::Immunisations)
+}
+
+/// Maps a DiagnosticReport resource to its fields, giving its category.
+fn from_diagnostic_report(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    r.req_code("status")?;
+    let code = concept_text(&r.req("code")?)?;
+    let lab = has_code(r, "category", &["LAB", "laboratory"])?;
+    let conclusion = r.str_of("conclusion")?.map(str::to_owned);
+    let n = r.list("result")?.len();
+    let result = conclusion
+        .or_else(|| first_concept(r, "conclusionCode").ok().flatten())
+        .or_else(|| (n > 0).then(|| format!("{n} results")))
+        .or_else(|| Some("(no conclusion stated)".to_owned()));
+    let when = match r.date_of("effectiveDateTime")? {
+        Some(d) => Some(d),
+        None => period_start(r, "effectivePeriod")?,
+    };
+    if lab {
+        put_line(f, "test", or_unstated(code, "test"));
+        put_line(f, "result", result);
+        put(f, "collected", date_time(when));
+        put(f, "reported", date_time(r.date_of("issued")?));
+        let st = r.code_of("status")?;
+        put(f, "status", st.map(|s| Value::Text(s.into())));
+        Ok(Category::LabResults)
+    } else {
+        put_line(f, "investigation", or_unstated(code, "investigation"));
+        let imaging = has_code(r, "category", &["RAD", "IMG", "CT", "MR", "US", "NMR"])?;
+        let ecg = has_code(r, "category", &["EC", "CG"])?;
+        let kind = if imaging {
+            "imaging"
+        } else if ecg {
+            "ecg"
+        } else {
+            "other"
+        };
+        put(f, "kind", Some(Value::Text(kind.into())));
+        put_long(f, "result", result);
+        put(f, "date", date(when));
+        Ok(Category::Investigations)
+    }
+}
+
+/// Maps a FamilyMemberHistory resource to its fields, giving its category.
+fn from_family_member_history(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    r.req_code("status")?;
+    check_reference(r, "patient", true)?;
+    let rel = concept_text(&r.req("relationship")?)?;
+    let mut conds = Vec::new();
+    for c in r.list("condition")? {
+        let c = c.object()?;
+        if let Some(t) = concept_text(&c.req("code")?)? {
+            conds.push(t);
+        }
+    }
+    let cond = (!conds.is_empty()).then(|| conds.join(", "));
+    put_line(f, "condition", or_unstated(cond, "condition"));
+    let rel = match (rel, r.str_of("name")?) {
+        (Some(rel), Some(name)) => Some(format!("{rel} ({name})")),
+        (rel, name) => rel.or(name.map(str::to_owned)),
+    };
+    put_line(f, "relative", or_unstated(rel, "relative"));
+    put_long(f, "comment", note(r)?);
+    Ok(Category::FamilyHistory)
+}
+
+/// Maps a DocumentReference resource to its fields, giving its category.
+fn from_document_reference(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    r.req_code("status")?;
+    let content = r.req_list("content")?;
+    let att = content[0].clone().object()?.req("attachment")?.object()?;
+    let title = r
+        .str_of("description")?
+        .map(str::to_owned)
+        .or(att.str_of("title")?.map(str::to_owned))
+        .or(concept_of(r, "type")?);
+    put_line(f, "title", or_unstated(title, "title"));
+    let media = att.code_of("contentType")?;
+    if let (Some(data), Some(mt)) = (att.str_of("data")?, media) {
+        use data_encoding::BASE64;
+        let bytes = BASE64
+            .decode(data.as_bytes())
+            .map_err(|_| FhirError::BadValue {
+                path: format!("{}.data", att.path),
+                value: super::error::clip(data),
+                reason: "not base64",
+            })?;
+        if crate::schema::DOCUMENT_MEDIA_TYPES.contains(&mt) {
+            f.insert("data".into(), Value::Bytes(bytes));
+            f.insert("media-type".into(), Value::Text(mt.into()));
+        }
+    }
+    put_line(f, "url", att.str_of("url")?.map(str::to_owned));
+    put(f, "date", date(r.date_of("date")?));
+    put_long(f, "description", concept_of(r, "type")?);
+    Ok(Category::Documents)
+}
+
+/// Maps a QuestionnaireResponse resource to its fields, giving its category.
+fn from_questionnaire_response(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    r.req_code("status")?;
+    let q = r
+        .str_of("questionnaire")?
+        .map(|q| q.rsplit('/').next().unwrap_or(q).to_owned());
+    put_line(f, "questionnaire", or_unstated(q, "questionnaire"));
+    let mut answers = Vec::new();
+    collect_answers(&r.list("item")?, &mut answers, 0)?;
+    answers.truncate(MAX_ANSWERS);
+    if answers.is_empty() {
+        answers.push(answer(
+            "(no answers)",
+            Value::Text(r.req_code("status")?.into()),
+        ));
+    }
+    f.insert("answers".into(), Value::List(answers));
+    put(f, "completed", date_time(r.date_of("authored")?));
+    Ok(Category::Questionnaires)
 }
 
 fn patient(r: &El<'_>, f: &mut Fields) -> Result<(), FhirError> {
