@@ -56,6 +56,7 @@ impl IdentityInfo {
             name: self.name.clone(),
             role: self.role.clone(),
             organisation: self.organisation.clone(),
+            attestations: Vec::new(),
         }
     }
 }

@@ -31,6 +31,7 @@ fn profile(name: &str, role: &str) -> Profile {
         name: name.into(),
         role: role.into(),
         organisation: None,
+        attestations: Vec::new(),
     }
 }
 
@@ -383,6 +384,7 @@ async fn a_grant_delegated_under_a_revoked_grant_is_listed_as_parent_revoked() {
                 audit: false,
                 delegate: false,
                 label: None,
+                requires: None,
             }),
             now,
             None,
@@ -683,6 +685,7 @@ async fn writing_beyond_the_grants_is_forbidden_and_explained() {
                 audit: false,
                 delegate: false,
                 label: None,
+                requires: None,
             }),
             START - 1000,
             None,

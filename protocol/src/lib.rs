@@ -19,6 +19,7 @@ pub mod record;
 pub mod schema;
 pub mod sync;
 pub mod testkit;
+pub mod trust;
 pub mod value;
 
 pub use access::{Grant, GrantStatus, Level, Scope};

@@ -117,6 +117,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         audit: args.audit,
         delegate: args.delegate,
         label: label.clone(),
+        requires: None,
     };
     let id = context::write(ctx, &store, &me, &record, Payload::Grant(grant))?;
     if ctx.json {

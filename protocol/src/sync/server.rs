@@ -6,17 +6,18 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
 use super::{NonceCache, Proof, Refusal, Request, Response, MAX_BATCH, MAX_BATCH_BYTES};
 use crate::audit::SignedAudit;
-use crate::entry::{verify_batch, SignedEntry, Timestamp, Verified};
+use crate::entry::{verify_batch, Payload, SignedEntry, Timestamp, Verified};
 use crate::fold::Viewer;
 use crate::home::SignedPointer;
 use crate::ids::{ActorId, EntryId, RecordId};
 use crate::record::Record;
+use crate::trust::{AssuranceLevel, SignedAttestation, TrustList};
 
 /// Most nonces a server remembers (proofs older than the window are refused anyway).
 pub const NONCE_CAPACITY: usize = 100_000;
@@ -128,6 +129,9 @@ pub struct HostPolicy {
     pub admission: Admission,
     /// How much is stored.
     pub quotas: Quotas,
+    /// If set, the patients it hosts and the people it serves must be attested at this
+    /// level or higher by an issuer on this node's trust list (`None`: anyone).
+    pub identity: Option<AssuranceLevel>,
 }
 
 impl HostPolicy {
@@ -207,6 +211,7 @@ pub struct Server {
     local: Vec<u8>,
     nonces: Mutex<NonceCache>,
     policy: HostPolicy,
+    trust: RwLock<TrustList>,
 }
 
 /// A refusal on the way to an answer.
@@ -233,7 +238,19 @@ impl Server {
             local,
             nonces: Mutex::new(NonceCache::new(NONCE_CAPACITY)),
             policy,
+            trust: RwLock::new(TrustList::new()),
         }
+    }
+
+    /// Replaces the trust list (the issuers this node trusts and the revocations it knows)
+    /// that identity requirements are checked against.
+    pub fn set_trust(&self, trust: TrustList) {
+        *self.trust.write().unwrap_or_else(|p| p.into_inner()) = trust;
+    }
+
+    /// A copy of the trust list in use.
+    pub fn trust(&self) -> TrustList {
+        self.trust.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The admission policy and quotas.
@@ -254,15 +271,81 @@ impl Server {
     }
 
     /// The viewer's access, or the standard refusal (also when the record is not held).
+    /// Grants whose identity requirement is not met open nothing (attestations this node
+    /// knows revoked do not count); a host that requires the people it serves to be
+    /// attested refuses anyone its trust list does not verify at that level.
     fn viewer<S: SyncStore>(
+        &self,
         store: &S,
         record: &RecordId,
         actor: &ActorId,
         now: Timestamp,
     ) -> Result<Viewer, Refused> {
-        match store.read(record, |r| r.viewer(actor, now)) {
-            Ok(Some(v)) if v.has_access() => Ok(v),
+        let trust = self.trust.read().unwrap_or_else(|p| p.into_inner());
+        let revoked = |a: &SignedAttestation| trust.is_revoked(&a.id());
+        let found = store.read(record, |r| {
+            let v = r.viewer_checked(actor, now, &revoked);
+            let assurance = self.policy.identity.map(|_| {
+                let attestations = r
+                    .latest_profile(actor)
+                    .map_or(&[][..], |p| p.attestations.as_slice());
+                trust.assess(actor, attestations, now)
+            });
+            (v, assurance)
+        });
+        match found {
+            Ok(Some((v, assurance))) if v.has_access() => {
+                if let (Some(level), Some(a)) = (self.policy.identity, assurance) {
+                    if !a.at_least(level) {
+                        return Err(Response::refused_because(
+                            Refusal::AssuranceRequired,
+                            format!("this host serves only people attested {level} or higher by an issuer it trusts; {actor} is {a}"),
+                        ));
+                    }
+                }
+                Ok(v)
+            }
+            Ok(Some((v, _))) if !v.unattested().is_empty() => {
+                let (grant, req) = &v.unattested()[0];
+                Err(Response::refused_because(
+                    Refusal::AssuranceRequired,
+                    format!("grant {grant} requires its grantee to be {req}; {actor}'s profile carries no such attestation valid now"),
+                ))
+            }
             _ => Err(Response::refused(Refusal::NoAccess)),
+        }
+    }
+
+    /// Whether a record's patient may be hosted here: when the policy requires it, the
+    /// patient's genesis (among `entries`) must carry an attestation this node's trust list
+    /// verifies at the level required.
+    fn patient_attested(
+        &self,
+        entries: &[serde_bytes::ByteBuf],
+        now: Timestamp,
+    ) -> Result<(), Refused> {
+        let Some(level) = self.policy.identity else {
+            return Ok(());
+        };
+        let trust = self.trust.read().unwrap_or_else(|p| p.into_inner());
+        let genesis = entries.iter().find_map(|b| {
+            let e = SignedEntry::decode(b).ok()?;
+            match &e.entry().payload {
+                Payload::Genesis { profile } => Some((e.entry().author, profile.clone())),
+                _ => None,
+            }
+        });
+        let assurance = genesis.map(|(patient, p)| trust.assess(&patient, &p.attestations, now));
+        match assurance {
+            Some(a) if a.at_least(level) => Ok(()),
+            Some(a) => Err(Response::refused_because(
+                Refusal::AssuranceRequired,
+                format!("this host takes only patients attested {level} or higher by an issuer it trusts; the patient is {a}"),
+            )),
+            None => Err(Response::refused_because(
+                Refusal::AssuranceRequired,
+                format!("this host takes only patients attested {level} or higher; push the genesis first"),
+            )),
         }
     }
 
@@ -295,7 +378,7 @@ impl Server {
             Request::Announce { record } => Ok((Response::Ack, vec![Effect::Announced(record)])),
             Request::Digests { proof, digests } => {
                 let actor = self.check(&proof, peer, now)?;
-                let viewer = Self::viewer(store, &proof.record, &actor, now)?;
+                let viewer = self.viewer(store, &proof.record, &actor, now)?;
                 let streams = store
                     .read(&proof.record, |r| r.differing(&viewer, &digests))
                     .map_err(failed::<S>)?
@@ -311,7 +394,7 @@ impl Server {
                 limit,
             } => {
                 let actor = self.check(&proof, peer, now)?;
-                Self::pull(store, peer, proof.record, actor, &frontier, limit, now)
+                self.pull(store, peer, proof.record, actor, &frontier, limit, now)
             }
             Request::Push {
                 proof,
@@ -349,7 +432,7 @@ impl Server {
             }
             Request::AuditPull { proof, have } => {
                 let actor = self.check(&proof, peer, now)?;
-                let viewer = Self::viewer(store, &proof.record, &actor, now)?;
+                let viewer = self.viewer(store, &proof.record, &actor, now)?;
                 if !viewer.may_audit() {
                     return Err(Response::refused(Refusal::NoAuditRight).into());
                 }
@@ -369,7 +452,7 @@ impl Server {
             }
             Request::AuditPush { proof, events } => {
                 let actor = self.check(&proof, peer, now)?;
-                Self::viewer(store, &proof.record, &actor, now)?;
+                self.viewer(store, &proof.record, &actor, now)?;
                 let decoded = decode_audit(&proof.record, &events)?;
                 store.keep_audit(&decoded).map_err(failed::<S>)?;
                 Ok((Response::Ack, Vec::new()))
@@ -378,7 +461,9 @@ impl Server {
     }
 
     /// Round two: what the proven actor lacks and may see, audited before it is sent.
+    #[allow(clippy::too_many_arguments)]
     fn pull<S: SyncStore>(
+        &self,
         store: &mut S,
         peer: &Peer,
         record: RecordId,
@@ -387,7 +472,7 @@ impl Server {
         limit: u32,
         now: Timestamp,
     ) -> Result<(Response, Vec<Effect>), Stop> {
-        let viewer = Self::viewer(store, &record, &actor, now)?;
+        let viewer = self.viewer(store, &record, &actor, now)?;
         let limit = (limit as usize).clamp(1, MAX_BATCH);
         let (entries, ids, more, frontier) = store
             .read(&record, |r| {
@@ -432,9 +517,11 @@ impl Server {
     ) -> Result<(Response, Vec<Effect>), Stop> {
         let held = store.holds(&record).map_err(failed::<S>)?;
         if held {
-            Self::viewer(store, &record, &actor, now)?;
+            self.viewer(store, &record, &actor, now)?;
         } else if actor != record {
             return Err(Response::refused(Refusal::NoAccess).into());
+        } else {
+            self.patient_attested(entries, now)?;
         }
         let incoming: u64 = entries.iter().map(|e| e.len() as u64).sum();
         // Counting what is stored costs a pass over it: only when there are quotas.
