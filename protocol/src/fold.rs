@@ -84,31 +84,36 @@ impl Viewer {
 impl Record {
     /// What `actor` may see at time `now`.
     pub fn viewer(&self, actor: &ActorId, now: Timestamp) -> Viewer {
-        self.viewer_checked(actor, now, &|_| false)
+        self.viewer_checked(actor, now, &[], &|_| false)
     }
 
     /// What `actor` may see at time `now`, treating the attestations `revoked` names as
     /// revoked (a node's own knowledge of its issuers' revocations): a grant that requires
-    /// its grantee to be attested opens nothing without a qualifying attestation.
+    /// its grantee to be attested opens nothing without a qualifying attestation, in the
+    /// actor's latest profile or among those `presented` (already verified to be about
+    /// `actor`, e.g. with a sync request's proof).
     pub fn viewer_checked(
         &self,
         actor: &ActorId,
         now: Timestamp,
+        presented: &[SignedAttestation],
         revoked: &dyn Fn(&SignedAttestation) -> bool,
     ) -> Viewer {
         let patient = *actor == self.patient();
         let mut lenses = Vec::new();
         let mut unattested = Vec::new();
         if !patient {
-            let attestations = self
+            let mut attestations: Vec<SignedAttestation> = self
                 .latest_profile(actor)
-                .map_or(&[][..], |p| p.attestations.as_slice());
+                .map(|p| p.attestations.clone())
+                .unwrap_or_default();
+            attestations.extend(presented.iter().cloned());
             for g in self.grants() {
                 if g.grant.grantee != *actor {
                     continue;
                 }
                 if let Some(req) = &g.grant.requires {
-                    if !req.met_by(actor, attestations, now, revoked) {
+                    if !req.met_by(actor, &attestations, now, revoked) {
                         unattested.push((g.id, req.clone()));
                         continue;
                     }

@@ -224,7 +224,7 @@ fn a_grant_that_requires_attestation_shows_nothing_to_an_unattested_grantee() {
     // A node that knows the attestation is revoked opens nothing either.
     let v = f
         .record
-        .viewer_checked(&patel.actor(), f.now, &|a| a.id() == id);
+        .viewer_checked(&patel.actor(), f.now, &[], &|a| a.id() == id);
     assert!(!v.has_access());
 }
 
@@ -258,8 +258,21 @@ fn sync(
     push: bool,
     now: u64,
 ) -> Result<usize, SyncError> {
+    sync_presenting(k, f, server, host, push, now, Vec::new())
+}
+
+fn sync_presenting(
+    k: &Keypair,
+    f: &Fixture,
+    server: &Server,
+    host: &mut MemStore,
+    push: bool,
+    now: u64,
+    attestations: Vec<SignedAttestation>,
+) -> Result<usize, SyncError> {
     let mut cfg = SessionConfig::new(f.record.id(), b"client".to_vec(), b"server".to_vec());
     cfg.push = push;
+    cfg.attestations = attestations;
     let mut s = ClientSession::new(k.clone(), cfg);
     let mut mine = if push {
         store_of(f)
@@ -321,6 +334,19 @@ fn pulls_under_a_grant_that_requires_attestation_are_refused_with_the_reason() {
     }
     .sign(&ais)
     .unwrap();
+    // Presented with the request (before Dr Patel's profile is in the record): pulls work.
+    let mut host = store_of(&f);
+    let pulled = sync_presenting(&patel, &f, &server, &mut host, false, now, vec![a.clone()]);
+    assert!(pulled.unwrap() > 0);
+    // Someone else's attestation cannot be presented.
+    let mary = key(40, "Mary");
+    let about_mary = attestation(&ais, &mary.actor(), "Mary", AssuranceLevel::P9, T0);
+    let r = sync_presenting(&patel, &f, &server, &mut host, false, now, vec![about_mary]);
+    assert!(
+        matches!(r, Err(SyncError::Refused { code: Refusal::BadProof, ref reason }) if reason.contains("another key")),
+        "{r:?}"
+    );
+    // Or carried in the profile in the record.
     f.write(
         &patel,
         Payload::Profile(attested("Dr Rena Patel", "consultant", vec![a])),

@@ -279,17 +279,20 @@ impl Server {
         store: &S,
         record: &RecordId,
         actor: &ActorId,
+        presented: &[SignedAttestation],
         now: Timestamp,
     ) -> Result<Viewer, Refused> {
         let trust = self.trust.read().unwrap_or_else(|p| p.into_inner());
         let revoked = |a: &SignedAttestation| trust.is_revoked(&a.id());
         let found = store.read(record, |r| {
-            let v = r.viewer_checked(actor, now, &revoked);
+            let v = r.viewer_checked(actor, now, presented, &revoked);
             let assurance = self.policy.identity.map(|_| {
-                let attestations = r
+                let mut attestations: Vec<SignedAttestation> = r
                     .latest_profile(actor)
-                    .map_or(&[][..], |p| p.attestations.as_slice());
-                trust.assess(actor, attestations, now)
+                    .map(|p| p.attestations.clone())
+                    .unwrap_or_default();
+                attestations.extend(presented.iter().cloned());
+                trust.assess(actor, &attestations, now)
             });
             (v, assurance)
         });
@@ -321,21 +324,38 @@ impl Server {
     /// verifies at the level required.
     fn patient_attested(
         &self,
+        record: &RecordId,
         entries: &[serde_bytes::ByteBuf],
+        presented: &[SignedAttestation],
         now: Timestamp,
     ) -> Result<(), Refused> {
         let Some(level) = self.policy.identity else {
             return Ok(());
         };
         let trust = self.trust.read().unwrap_or_else(|p| p.into_inner());
-        let genesis = entries.iter().find_map(|b| {
-            let e = SignedEntry::decode(b).ok()?;
-            match &e.entry().payload {
-                Payload::Genesis { profile } => Some((e.entry().author, profile.clone())),
-                _ => None,
+        // Every attestation the patient's genesis and profiles pushed here carry, and
+        // those presented with the request.
+        let mut attestations: Vec<SignedAttestation> = presented.to_vec();
+        let mut genesis = false;
+        for b in entries {
+            let Ok(e) = SignedEntry::decode(b) else {
+                continue;
+            };
+            if e.entry().author != *record {
+                continue;
             }
-        });
-        let assurance = genesis.map(|(patient, p)| trust.assess(&patient, &p.attestations, now));
+            match &e.entry().payload {
+                Payload::Genesis { profile } => {
+                    genesis = true;
+                    attestations.extend(profile.attestations.iter().cloned());
+                }
+                Payload::Profile(profile) => {
+                    attestations.extend(profile.attestations.iter().cloned());
+                }
+                _ => {}
+            }
+        }
+        let assurance = genesis.then(|| trust.assess(record, &attestations, now));
         match assurance {
             Some(a) if a.at_least(level) => Ok(()),
             Some(a) => Err(Response::refused_because(
@@ -378,7 +398,7 @@ impl Server {
             Request::Announce { record } => Ok((Response::Ack, vec![Effect::Announced(record)])),
             Request::Digests { proof, digests } => {
                 let actor = self.check(&proof, peer, now)?;
-                let viewer = self.viewer(store, &proof.record, &actor, now)?;
+                let viewer = self.viewer(store, &proof.record, &actor, &proof.attestations, now)?;
                 let streams = store
                     .read(&proof.record, |r| r.differing(&viewer, &digests))
                     .map_err(failed::<S>)?
@@ -394,7 +414,7 @@ impl Server {
                 limit,
             } => {
                 let actor = self.check(&proof, peer, now)?;
-                self.pull(store, peer, proof.record, actor, &frontier, limit, now)
+                self.pull(store, peer, &proof, actor, &frontier, limit, now)
             }
             Request::Push {
                 proof,
@@ -402,7 +422,7 @@ impl Server {
                 invitation,
             } => {
                 let actor = self.check(&proof, peer, now)?;
-                self.push(store, proof.record, actor, &entries, invitation, now)
+                self.push(store, &proof, actor, &entries, invitation, now)
             }
             Request::Host { proof, pointer } => {
                 let actor = self.check(&proof, peer, now)?;
@@ -432,7 +452,7 @@ impl Server {
             }
             Request::AuditPull { proof, have } => {
                 let actor = self.check(&proof, peer, now)?;
-                let viewer = self.viewer(store, &proof.record, &actor, now)?;
+                let viewer = self.viewer(store, &proof.record, &actor, &proof.attestations, now)?;
                 if !viewer.may_audit() {
                     return Err(Response::refused(Refusal::NoAuditRight).into());
                 }
@@ -452,7 +472,7 @@ impl Server {
             }
             Request::AuditPush { proof, events } => {
                 let actor = self.check(&proof, peer, now)?;
-                self.viewer(store, &proof.record, &actor, now)?;
+                self.viewer(store, &proof.record, &actor, &proof.attestations, now)?;
                 let decoded = decode_audit(&proof.record, &events)?;
                 store.keep_audit(&decoded).map_err(failed::<S>)?;
                 Ok((Response::Ack, Vec::new()))
@@ -466,13 +486,14 @@ impl Server {
         &self,
         store: &mut S,
         peer: &Peer,
-        record: RecordId,
+        proof: &Proof,
         actor: ActorId,
         frontier: &super::Frontier,
         limit: u32,
         now: Timestamp,
     ) -> Result<(Response, Vec<Effect>), Stop> {
-        let viewer = self.viewer(store, &record, &actor, now)?;
+        let record = proof.record;
+        let viewer = self.viewer(store, &record, &actor, &proof.attestations, now)?;
         let limit = (limit as usize).clamp(1, MAX_BATCH);
         let (entries, ids, more, frontier) = store
             .read(&record, |r| {
@@ -509,19 +530,20 @@ impl Server {
     fn push<S: SyncStore>(
         &self,
         store: &mut S,
-        record: RecordId,
+        proof: &Proof,
         actor: ActorId,
         entries: &[serde_bytes::ByteBuf],
         invitation: Option<String>,
         now: Timestamp,
     ) -> Result<(Response, Vec<Effect>), Stop> {
+        let record = proof.record;
         let held = store.holds(&record).map_err(failed::<S>)?;
         if held {
-            self.viewer(store, &record, &actor, now)?;
+            self.viewer(store, &record, &actor, &proof.attestations, now)?;
         } else if actor != record {
             return Err(Response::refused(Refusal::NoAccess).into());
         } else {
-            self.patient_attested(entries, now)?;
+            self.patient_attested(&record, entries, &proof.attestations, now)?;
         }
         let incoming: u64 = entries.iter().map(|e| e.len() as u64).sum();
         // Counting what is stored costs a pass over it: only when there are quotas.
