@@ -228,9 +228,36 @@ pub struct Attestation {
     pub serial: Vec<u8>,
 }
 
-/// An attestation's id: BLAKE3 of its signed encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct AttestationId(#[serde(with = "serde_bytes")] pub [u8; 32]);
+/// An attestation's id: BLAKE3 of its signed encoding. Text (`t-…`) in human-readable
+/// formats, bytes in CBOR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttestationId(pub [u8; 32]);
+
+impl Serialize for AttestationId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_string())
+        } else {
+            serde_bytes::Bytes::new(&self.0).serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AttestationId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            let b = serde_bytes::ByteBuf::deserialize(d)?;
+            let arr: [u8; 32] = b
+                .into_vec()
+                .try_into()
+                .map_err(|_| serde::de::Error::custom("an attestation id is 32 bytes"))?;
+            Ok(AttestationId(arr))
+        }
+    }
+}
 
 impl std::fmt::Display for AttestationId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -438,6 +465,22 @@ fn check_org(o: &OrganisationRef) -> Result<(), AttestationError> {
 }
 
 impl SignedAttestation {
+    /// The canonical encoding as unpadded base64url text (for JSON, config files, links).
+    pub fn to_text(&self) -> String {
+        data_encoding::BASE64URL_NOPAD.encode(&self.encode())
+    }
+
+    /// Decodes and verifies the text form of [`SignedAttestation::to_text`].
+    pub fn from_text(text: &str) -> Result<Self, AttestationError> {
+        if text.len() > MAX_ATTESTATION_BYTES * 4 / 3 + 4 {
+            return Err(EntryError::TooLarge(text.len()).into());
+        }
+        let bytes = data_encoding::BASE64URL_NOPAD
+            .decode(text.trim().as_bytes())
+            .map_err(|e| EntryError::Malformed(format!("not base64url: {e}")))?;
+        Self::decode(&bytes)
+    }
+
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
         to_cbor(self)
@@ -508,6 +551,22 @@ impl Revocation {
 }
 
 impl SignedRevocation {
+    /// The canonical encoding as unpadded base64url text.
+    pub fn to_text(&self) -> String {
+        data_encoding::BASE64URL_NOPAD.encode(&self.encode())
+    }
+
+    /// Decodes and verifies the text form of [`SignedRevocation::to_text`].
+    pub fn from_text(text: &str) -> Result<Self, AttestationError> {
+        if text.len() > MAX_ATTESTATION_BYTES * 4 / 3 + 4 {
+            return Err(EntryError::TooLarge(text.len()).into());
+        }
+        let bytes = data_encoding::BASE64URL_NOPAD
+            .decode(text.trim().as_bytes())
+            .map_err(|e| EntryError::Malformed(format!("not base64url: {e}")))?;
+        Self::decode(&bytes)
+    }
+
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
         to_cbor(self)
