@@ -7,6 +7,7 @@
 
 mod cli_support;
 
+use cli_support::node::{eventually, Node};
 use cli_support::Person;
 use cophr_protocol::testkit::key;
 use cophr_protocol::trust::attestation::{
@@ -20,6 +21,10 @@ use cophr_protocol::{ActorId, Keypair};
 const FEB_2026: u64 = 1_769_904_000_000;
 
 fn professional(ais: &Keypair, subject: &str) -> SignedAttestation {
+    professional_from(ais, subject, FEB_2026)
+}
+
+fn professional_from(ais: &Keypair, subject: &str, not_before: u64) -> SignedAttestation {
     let subject: ActorId = subject.parse().unwrap();
     Attestation {
         v: ATTESTATION_VERSION,
@@ -39,8 +44,8 @@ fn professional(ais: &Keypair, subject: &str) -> SignedAttestation {
         },
         level: AssuranceLevel::P9,
         method: Method::InPerson,
-        not_before: FEB_2026,
-        not_after: FEB_2026 + 365 * 24 * 3600 * 1000,
+        not_before,
+        not_after: not_before + 365 * 24 * 3600 * 1000,
         serial: vec![3; 16],
     }
     .sign(ais)
@@ -190,4 +195,66 @@ fn a_grant_requiring_a_verified_identity_opens_only_once_the_grantee_is_attested
         grants.contains("Dr Rena Patel (consultant) [self-asserted]"),
         "{grants}"
     );
+}
+
+/// Across real node processes: a pharmacist whose grant requires a P9 attestation cannot
+/// follow George's record until her node presents one; then she replicates what the grant
+/// shows.
+#[test]
+fn over_the_network_a_grant_requiring_attestation_opens_once_the_grantee_presents_one() {
+    let files = tempfile::tempdir().unwrap();
+    let george = Person::new("George Jones", "patient", None);
+    let pharmacist = Person::new("Priya Shah", "pharmacist", Some("Leeds Pharmacy"));
+    let host = Person::new("Community Host", "host", None);
+    let ais = key(12, "Leeds AIS");
+    george.live_ok(&["record", "create"]);
+    george.live_ok(&[
+        "trust",
+        "add",
+        &ais.actor().to_string(),
+        "--name",
+        "Leeds AIS",
+    ]);
+    george.live_ok(&[
+        "grant",
+        &pharmacist.actor,
+        "--level",
+        "view",
+        "--categories",
+        "medications",
+        "--require",
+        "P9",
+    ]);
+    let med = george.live_add(&["medications", "--medication", "Metformin 500mg"]);
+    let host_node = Node::start(&host, &[]);
+    let _george_node = Node::start(&george, &[]);
+    let _pharmacy_node = Node::start(&pharmacist, &[]);
+    let out = george.live_ok(&["host", &host_node.addr()]);
+    assert!(out.contains("is now hosted at"), "{out}");
+
+    // Self-asserted: the host refuses, and says why.
+    let r = pharmacist.live(&["follow", &george.actor, "--host", &host_node.addr()]);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        said.contains("requires its grantee to be attested P9"),
+        "follow should be refused for want of an attestation: {said}"
+    );
+    assert!(!pharmacist.sees(&med));
+
+    // With her attestation added (given to her running node), she replicates.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let att = files.path().join("priya.att");
+    std::fs::write(
+        &att,
+        professional_from(&ais, &pharmacist.actor, now - 24 * 3600 * 1000).to_text(),
+    )
+    .unwrap();
+    pharmacist.live_ok(&["identity", "add", att.to_str().unwrap()]);
+    pharmacist.live_json(&["follow", &george.actor, "--host", &host_node.addr()]);
+    eventually("the pharmacist sees George's medication", || {
+        pharmacist.sees(&med)
+    });
 }
