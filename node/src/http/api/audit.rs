@@ -26,6 +26,7 @@ fn audit_json(r: &Record, a: &SignedAudit) -> Value {
             "role": e.actor_role.clone().or_else(|| known.map(|p| p.role.clone())),
             "organisation": e.actor_organisation.clone()
                 .or_else(|| known.and_then(|p| p.organisation.clone())),
+            "assurance": person(r, &e.actor, None)["assurance"].clone(),
         },
         "action": e.action.name(),
         "entry": first,
