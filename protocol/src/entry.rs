@@ -341,7 +341,9 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
     Ok(())
 }
 
-fn check_profile(author: &ActorId, p: &Profile) -> Result<(), EntryError> {
+/// Checks a profile published by `author`: texts bounded, attestations (at most
+/// [`MAX_PROFILE_ATTESTATIONS`]) signed by their issuers and about `author`.
+pub fn check_profile(author: &ActorId, p: &Profile) -> Result<(), EntryError> {
     short("name", &p.name, MAX_SHORT_TEXT)?;
     short("role", &p.role, MAX_SHORT_TEXT)?;
     if let Some(o) = &p.organisation {

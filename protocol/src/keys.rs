@@ -23,6 +23,8 @@ pub enum Domain {
     Attestation,
     /// An AIS's revocation of an attestation it issued.
     AttestationRevocation,
+    /// An invitee's acceptance, signed with the key derived from an invitation's secret.
+    Invitation,
 }
 
 impl Domain {
@@ -35,6 +37,7 @@ impl Domain {
             Domain::Pointer => b"cophr/v1/pointer\0",
             Domain::Attestation => b"cophr/v1/attestation\0",
             Domain::AttestationRevocation => b"cophr/v1/attestation-revocation\0",
+            Domain::Invitation => b"cophr/v1/invitation\0",
         }
     }
 

@@ -14,6 +14,7 @@ pub mod fhir;
 pub mod fold;
 pub mod home;
 pub mod ids;
+pub mod invite;
 pub mod keys;
 pub mod record;
 pub mod schema;

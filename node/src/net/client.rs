@@ -542,3 +542,137 @@ pub async fn follow(handle: &NodeHandle, record: RecordId) -> Result<Multiaddr, 
     handle.set_peer_book(&record, &book)?;
     Ok(addr)
 }
+
+/// The record's home host, as this node's peer book has it.
+fn home_of(handle: &NodeHandle, record: &RecordId) -> Result<(PeerId, Multiaddr), NetError> {
+    let home = handle.peer_book(record)?.home.ok_or_else(|| {
+        NetError::Setup(format!(
+            "record {record} has no home host yet: host it first (`cophr host ADDR`)"
+        ))
+    })?;
+    split(&home)
+}
+
+/// Sends one request to `peer` and expects an acknowledgement.
+async fn ack(
+    handle: &NodeHandle,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    request: Request,
+) -> Result<(), NetError> {
+    match handle.request(peer, addrs, request).await? {
+        Response::Ack => Ok(()),
+        Response::Refused { code, reason } => Err(NetError::Refused { peer, code, reason }),
+        other => Err(unexpected(peer, &other)),
+    }
+}
+
+/// The patient registers an invitation's offer with the record's home host. Returns the
+/// host's address (the link names it).
+pub async fn offer_invitation(
+    handle: &NodeHandle,
+    record: RecordId,
+    offer: &cophr_protocol::invite::Offer,
+) -> Result<Multiaddr, NetError> {
+    let (peer, addr) = home_of(handle, &record)?;
+    ack(
+        handle,
+        peer,
+        vec![addr.clone()],
+        Request::OfferInvitation {
+            proof: proof(handle, &peer, record),
+            offer: serde_bytes::ByteBuf::from(offer.encode()),
+        },
+    )
+    .await?;
+    Ok(addr.with(libp2p::multiaddr::Protocol::P2p(peer)))
+}
+
+/// The invitee accepts `invitation` at the host its link names, sending `acceptance`
+/// (signed with the invitation key); then remembers that host as the record's home, so
+/// the node replicates the record once the patient confirms.
+pub async fn accept_invitation(
+    handle: &NodeHandle,
+    invitation: &cophr_protocol::invite::Invitation,
+    acceptance: &cophr_protocol::invite::SignedAcceptance,
+) -> Result<Multiaddr, NetError> {
+    let peer = PeerId::from_bytes(&invitation.host)
+        .map_err(|_| NetError::Setup("the invitation names an invalid host".into()))?;
+    let addrs: Vec<Multiaddr> = invitation
+        .addrs
+        .iter()
+        .filter_map(|a| a.parse::<Multiaddr>().ok())
+        .map(|a| {
+            a.iter()
+                .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                .collect()
+        })
+        .collect();
+    let first = addrs
+        .first()
+        .cloned()
+        .ok_or_else(|| NetError::Setup("the invitation names no usable address".into()))?;
+    ack(
+        handle,
+        peer,
+        addrs,
+        Request::AcceptInvitation {
+            proof: proof(handle, &peer, invitation.record),
+            acceptance: serde_bytes::ByteBuf::from(acceptance.encode()),
+        },
+    )
+    .await?;
+    let home = first.with(libp2p::multiaddr::Protocol::P2p(peer));
+    let mut book = handle.peer_book(&invitation.record)?;
+    book.home = Some(home.clone());
+    handle.set_peer_book(&invitation.record, &book)?;
+    Ok(home)
+}
+
+/// The patient fetches the record's invitations from its home host.
+pub async fn invitations(
+    handle: &NodeHandle,
+    record: RecordId,
+) -> Result<cophr_protocol::invite::InvitationBox, NetError> {
+    let (peer, addr) = home_of(handle, &record)?;
+    match handle
+        .request(
+            peer,
+            vec![addr],
+            Request::Invitations {
+                proof: proof(handle, &peer, record),
+            },
+        )
+        .await?
+    {
+        Response::Invitations { invitations } => {
+            cophr_protocol::invite::InvitationBox::decode(&invitations).map_err(|e| {
+                NetError::Protocol {
+                    peer,
+                    reason: e.to_string(),
+                }
+            })
+        }
+        Response::Refused { code, reason } => Err(NetError::Refused { peer, code, reason }),
+        other => Err(unexpected(peer, &other)),
+    }
+}
+
+/// The patient closes an invitation at the home host (confirmed, declined, withdrawn).
+pub async fn close_invitation(
+    handle: &NodeHandle,
+    record: RecordId,
+    id: ActorId,
+) -> Result<(), NetError> {
+    let (peer, addr) = home_of(handle, &record)?;
+    ack(
+        handle,
+        peer,
+        vec![addr],
+        Request::CloseInvitation {
+            proof: proof(handle, &peer, record),
+            id,
+        },
+    )
+    .await
+}

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use cophr_protocol::audit::{Action, SignedAudit};
 use cophr_protocol::entry::{Timestamp, Verified};
+use cophr_protocol::invite::InvitationBox;
 use cophr_protocol::record::Record;
 use cophr_protocol::sync::server::{SyncStore, Usage};
 use cophr_protocol::{ActorId, EntryId, RecordId};
@@ -39,6 +40,9 @@ pub fn issue_invitation(store: &Store) -> Result<String, StoreError> {
 
 /// Redeeming is check-then-set on the store's metadata: one at a time.
 static REDEEMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Updating an invitation box is read-modify-write on the store's metadata: one at a time.
+static INVITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The key under which a record's home pointer is kept while this node hosts it.
 pub fn home_key(record: &RecordId) -> String {
@@ -125,6 +129,29 @@ impl SyncStore for Store {
             Some(v) => Ok(v == record.as_bytes()),
             None => Ok(false),
         }
+    }
+
+    fn update_invitations<T>(
+        &mut self,
+        record: &RecordId,
+        f: impl FnOnce(&mut InvitationBox) -> T,
+    ) -> Result<T, StoreError> {
+        // One box at a time: an invitation is used once even when two acceptances race.
+        let _one = INVITING.lock().unwrap_or_else(|p| p.into_inner());
+        let key = format!("invitations/{record}");
+        let before = self.meta(&key)?;
+        // A box that no longer decodes (it never should) starts again empty rather than
+        // stopping every invitation for the record.
+        let mut b = before
+            .as_deref()
+            .and_then(|bytes| InvitationBox::decode(bytes).ok())
+            .unwrap_or_default();
+        let out = f(&mut b);
+        let after = b.encode();
+        if before.as_deref() != Some(after.as_slice()) {
+            self.set_meta(&key, &after)?;
+        }
+        Ok(out)
     }
 
     fn usage(&self, record: &RecordId) -> Result<Usage, StoreError> {

@@ -23,6 +23,8 @@ pub struct MemStore {
     bytes: BTreeMap<RecordId, u64>,
     /// Invitations issued here, and the record each was redeemed for.
     invitations: BTreeMap<String, Option<RecordId>>,
+    /// Per record: patients' invitations to their record (this node is its home host).
+    invitation_boxes: BTreeMap<RecordId, crate::invite::InvitationBox>,
 }
 
 impl MemStore {
@@ -35,6 +37,7 @@ impl MemStore {
             homes: BTreeMap::new(),
             bytes: BTreeMap::new(),
             invitations: BTreeMap::new(),
+            invitation_boxes: BTreeMap::new(),
         }
     }
 
@@ -224,6 +227,14 @@ impl SyncStore for MemStore {
             Some(Some(r)) => r == record,
             None => false,
         })
+    }
+
+    fn update_invitations<T>(
+        &mut self,
+        record: &RecordId,
+        f: impl FnOnce(&mut crate::invite::InvitationBox) -> T,
+    ) -> Result<T, Rejection> {
+        Ok(f(self.invitation_boxes.entry(*record).or_default()))
     }
 
     fn usage(&self, record: &RecordId) -> Result<Usage, Rejection> {

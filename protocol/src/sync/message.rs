@@ -73,6 +73,33 @@ pub enum Request {
         /// Encoded signed audit events.
         events: Vec<serde_bytes::ByteBuf>,
     },
+    /// The patient registers an invitation's offer with the record's home host.
+    OfferInvitation {
+        /// The patient.
+        proof: Proof,
+        /// The encoded [`crate::invite::Offer`].
+        offer: serde_bytes::ByteBuf,
+    },
+    /// Someone accepts an invitation: the proof is theirs (they need no access yet); the
+    /// acceptance is signed with the invitation's key, proving they hold the link.
+    AcceptInvitation {
+        /// The invitee.
+        proof: Proof,
+        /// The encoded [`crate::invite::SignedAcceptance`].
+        acceptance: serde_bytes::ByteBuf,
+    },
+    /// The patient asks for the record's invitations and who accepted them.
+    Invitations {
+        /// The patient.
+        proof: Proof,
+    },
+    /// The patient closes an invitation (confirmed, declined or withdrawn).
+    CloseInvitation {
+        /// The patient.
+        proof: Proof,
+        /// The invitation.
+        id: ActorId,
+    },
 }
 
 /// A response.
@@ -104,6 +131,11 @@ pub enum Response {
     AuditEvents {
         /// Encoded signed audit events.
         events: Vec<serde_bytes::ByteBuf>,
+    },
+    /// The record's invitations (an encoded [`crate::invite::InvitationBox`]).
+    Invitations {
+        /// The encoded box.
+        invitations: serde_bytes::ByteBuf,
     },
     /// Done.
     Ack,
@@ -141,6 +173,7 @@ impl Response {
             Response::Entries { .. } => "entries",
             Response::Pushed { .. } => "pushed",
             Response::AuditEvents { .. } => "audit events",
+            Response::Invitations { .. } => "invitations",
             Response::Ack => "ack",
             Response::Refused { .. } => "refused",
         }
@@ -159,6 +192,10 @@ impl Request {
             Request::Release { .. } => "release",
             Request::AuditPull { .. } => "audit-pull",
             Request::AuditPush { .. } => "audit-push",
+            Request::OfferInvitation { .. } => "offer-invitation",
+            Request::AcceptInvitation { .. } => "accept-invitation",
+            Request::Invitations { .. } => "invitations",
+            Request::CloseInvitation { .. } => "close-invitation",
         }
     }
 }
@@ -210,6 +247,15 @@ pub enum Refusal {
     /// host's policy requires.
     #[error("identity attestation required")]
     AssuranceRequired,
+    /// The invitation has expired.
+    #[error("the invitation has expired")]
+    InvitationExpired,
+    /// The invitation was already used.
+    #[error("the invitation was already used")]
+    InvitationUsed,
+    /// No such invitation, or the acceptance is forged, stale or malformed.
+    #[error("invalid invitation")]
+    InvitationInvalid,
 }
 
 /// Encodes a message.

@@ -16,6 +16,7 @@ use crate::entry::{verify_batch, Payload, SignedEntry, Timestamp, Verified};
 use crate::fold::Viewer;
 use crate::home::SignedPointer;
 use crate::ids::{ActorId, EntryId, RecordId};
+use crate::invite::{InvitationBox, InviteError, Offer, SignedAcceptance};
 use crate::record::Record;
 use crate::trust::{AssuranceLevel, SignedAttestation, TrustList};
 
@@ -79,6 +80,14 @@ pub trait SyncStore {
     /// is unused (it is then bound to the record) or already bound to this same record (a
     /// retried first push); `false` otherwise.
     fn redeem_invitation(&mut self, code: &str, record: &RecordId) -> Result<bool, Self::Error>;
+
+    /// Runs `f` on the record's invitation box (empty if none) and keeps what it leaves,
+    /// atomically with respect to other calls for the same record.
+    fn update_invitations<T>(
+        &mut self,
+        record: &RecordId,
+        f: impl FnOnce(&mut InvitationBox) -> T,
+    ) -> Result<T, Self::Error>;
 }
 
 /// What a node stores, as its quotas count it.
@@ -319,6 +328,21 @@ impl Server {
         }
     }
 
+    /// Checks the request is the patient's, about their record held here.
+    fn patient_holding<S: SyncStore>(
+        &self,
+        store: &S,
+        peer: &Peer,
+        proof: &Proof,
+        now: Timestamp,
+    ) -> Result<(), Stop> {
+        let actor = self.check(proof, peer, now)?;
+        if actor != proof.record || !store.holds(&proof.record).map_err(failed::<S>)? {
+            return Err(Response::refused(Refusal::NoAccess).into());
+        }
+        Ok(())
+    }
+
     /// Whether a record's patient may be hosted here: when the policy requires it, the
     /// patient's genesis (among `entries`) must carry an attestation this node's trust list
     /// verifies at the level required.
@@ -470,6 +494,55 @@ impl Server {
                     Vec::new(),
                 ))
             }
+            Request::OfferInvitation { proof, offer } => {
+                self.patient_holding(store, peer, &proof, now)?;
+                let offer = Offer::decode(&offer).map_err(invitation_refusal)?;
+                if offer.record != proof.record {
+                    return Err(Response::refused_because(
+                        Refusal::InvitationInvalid,
+                        "the offer is for another record",
+                    )
+                    .into());
+                }
+                store
+                    .update_invitations(&proof.record, |b| b.offer(offer, now))
+                    .map_err(failed::<S>)?
+                    .map_err(invitation_refusal)?;
+                Ok((Response::Ack, Vec::new()))
+            }
+            Request::AcceptInvitation { proof, acceptance } => {
+                let actor = self.check(&proof, peer, now)?;
+                let a = SignedAcceptance::decode(&acceptance).map_err(invitation_refusal)?;
+                if a.acceptance.record != proof.record
+                    || !store.holds(&proof.record).map_err(failed::<S>)?
+                {
+                    return Err(invitation_refusal(InviteError::Unknown).into());
+                }
+                store
+                    .update_invitations(&proof.record, |b| b.accept(a, &actor, now))
+                    .map_err(failed::<S>)?
+                    .map_err(invitation_refusal)?;
+                Ok((Response::Ack, Vec::new()))
+            }
+            Request::Invitations { proof } => {
+                self.patient_holding(store, peer, &proof, now)?;
+                let bytes = store
+                    .update_invitations(&proof.record, |b| b.encode())
+                    .map_err(failed::<S>)?;
+                Ok((
+                    Response::Invitations {
+                        invitations: serde_bytes::ByteBuf::from(bytes),
+                    },
+                    Vec::new(),
+                ))
+            }
+            Request::CloseInvitation { proof, id } => {
+                self.patient_holding(store, peer, &proof, now)?;
+                store
+                    .update_invitations(&proof.record, |b| b.close(&id))
+                    .map_err(failed::<S>)?;
+                Ok((Response::Ack, Vec::new()))
+            }
             Request::AuditPush { proof, events } => {
                 let actor = self.check(&proof, peer, now)?;
                 self.viewer(store, &proof.record, &actor, &proof.attestations, now)?;
@@ -574,6 +647,16 @@ impl Server {
         }
         Ok((Response::Pushed { accepted, rejected }, effects))
     }
+}
+
+/// The refusal for an invitation problem.
+fn invitation_refusal(e: InviteError) -> Response {
+    let code = match e {
+        InviteError::Expired => Refusal::InvitationExpired,
+        InviteError::Used => Refusal::InvitationUsed,
+        _ => Refusal::InvitationInvalid,
+    };
+    Response::refused_because(code, e.to_string())
 }
 
 /// A store failure: the peer learns only that the node could not answer; the driver logs

@@ -21,7 +21,11 @@ fn asker(req: &Request) -> Option<(RecordId, ActorId)> {
         | Request::Host { proof, .. }
         | Request::Release { proof }
         | Request::AuditPull { proof, .. }
-        | Request::AuditPush { proof, .. } => Some((proof.record, proof.actor)),
+        | Request::AuditPush { proof, .. }
+        | Request::OfferInvitation { proof, .. }
+        | Request::AcceptInvitation { proof, .. }
+        | Request::Invitations { proof }
+        | Request::CloseInvitation { proof, .. } => Some((proof.record, proof.actor)),
         Request::Announce { .. } => None,
     }
 }

@@ -141,6 +141,14 @@ impl SyncStore for SimStore {
         self.mem.redeem_invitation(code, record)
     }
 
+    fn update_invitations<T>(
+        &mut self,
+        record: &RecordId,
+        f: impl FnOnce(&mut cophr_protocol::invite::InvitationBox) -> T,
+    ) -> Result<T, Rejection> {
+        self.mem.update_invitations(record, f)
+    }
+
     fn remove_record(&mut self, record: &RecordId) -> Result<(), Rejection> {
         let trail: Vec<SignedAudit> = self.mem.audit_events(record).into_iter().cloned().collect();
         self.retired.entry(*record).or_default().extend(trail);
