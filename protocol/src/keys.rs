@@ -23,6 +23,8 @@ pub enum Domain {
     Attestation,
     /// An AIS's revocation of an attestation it issued.
     AttestationRevocation,
+    /// A request to an identity assurance service, signed by the key it is about.
+    AisRequest,
 }
 
 impl Domain {
@@ -35,6 +37,7 @@ impl Domain {
             Domain::Pointer => b"cophr/v1/pointer\0",
             Domain::Attestation => b"cophr/v1/attestation\0",
             Domain::AttestationRevocation => b"cophr/v1/attestation-revocation\0",
+            Domain::AisRequest => b"cophr/v1/ais-request\0",
         }
     }
 
