@@ -46,7 +46,7 @@ pub enum Command {
       --profession doctor --registration GMC:7123456 --organisation 'Leeds Teaching Hospitals' \\
       --ods RR8 -o patel.att
   cophr ais attest --subject a-… --level P5 --organisation 'Leeds Teaching Hospitals' --ods RR8 -o org.att
-  cophr ais attest --subject a-… --level P5 --device --label glucometer --owner a-… -o meter.att")]
+  cophr ais attest --subject a-… --level P5 --label glucometer --owner a-… -o meter.att")]
 pub struct AttestArgs {
     /// The key attested (`a-…`)
     #[arg(long, value_name = "ACTOR")]
@@ -60,9 +60,6 @@ pub struct AttestArgs {
     /// A registered professional
     #[arg(long, group = "kind")]
     pub professional: bool,
-    /// A device acting for its owner
-    #[arg(long, group = "kind")]
-    pub device: bool,
     /// Full name (person, professional)
     #[arg(long)]
     pub name: Option<String>,
@@ -84,11 +81,11 @@ pub struct AttestArgs {
     /// The organisation's ODS code
     #[arg(long, value_name = "CODE")]
     pub ods: Option<String>,
-    /// What the device is (device)
-    #[arg(long)]
+    /// A device: what it is (with --owner; `--device` is taken by the global option)
+    #[arg(long, group = "kind", requires = "owner")]
     pub label: Option<String>,
-    /// The person the device acts for (device)
-    #[arg(long, value_name = "ACTOR")]
+    /// A device: the person it acts for (with --label)
+    #[arg(long, value_name = "ACTOR", requires = "label")]
     pub owner: Option<String>,
     /// How long the attestation is valid
     #[arg(long, default_value_t = 365, value_name = "DAYS")]
@@ -207,18 +204,18 @@ fn attributes(a: &AttestArgs) -> Result<Attributes> {
             organisation: org(a.organisation.clone()),
         });
     }
-    if a.device {
-        let owner: ActorId = parse_id("actor", &required(a.owner.clone(), "owner", "--device")?)?;
+    if let (Some(label), Some(owner)) = (&a.label, &a.owner) {
         return Ok(Attributes::Device {
-            label: required(a.label.clone(), "label", "--device")?,
-            owner,
+            label: label.clone(),
+            owner: parse_id("actor", owner)?,
         });
     }
     match org(a.organisation.clone()) {
         Some(o) => Ok(Attributes::Organisation(o)),
         None => Err(CliError::new(
             Code::Usage,
-            "say what is attested: --person, --professional, --organisation NAME or --device",
+            "say what is attested: --person, --professional, --organisation NAME, or a device \
+             with --label and --owner",
         )),
     }
 }

@@ -406,7 +406,7 @@ async fn start(
 ) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid", e.body_text()),
+        Err(e) => return refuse(e.status(), "invalid", e.body_text()),
     };
     match blocking(move || s.start(&body.request, body.provider.as_deref())).await {
         Ok(url) => Json(serde_json::json!({
@@ -466,7 +466,7 @@ async fn collect(
 ) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid", e.body_text()),
+        Err(e) => return refuse(e.status(), "invalid", e.body_text()),
     };
     match blocking(move || s.collect(&body.request)).await {
         Ok(list) => Json(serde_json::json!({ "attestations": list })).into_response(),
