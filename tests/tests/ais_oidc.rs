@@ -84,9 +84,10 @@ impl Proc {
     /// The next line starting with `prefix` (earlier lines skipped), without it.
     fn line(&self, prefix: &str) -> String {
         loop {
-            let line = self.lines.recv_timeout(LINE_DEADLINE).unwrap_or_else(|e| {
-                panic!("{} printed no `{prefix}` line ({e})", self.name)
-            });
+            let line = self
+                .lines
+                .recv_timeout(LINE_DEADLINE)
+                .unwrap_or_else(|e| panic!("{} printed no `{prefix}` line ({e})", self.name));
             if let Some(rest) = line.strip_prefix(prefix) {
                 return rest.trim().to_string();
             }
@@ -106,7 +107,8 @@ impl Drop for Proc {
 fn start_provider() -> (Proc, String) {
     let dir = oidc_dir();
     assert!(
-        dir.join("node_modules/oidc-provider/package.json").is_file(),
+        dir.join("node_modules/oidc-provider/package.json")
+            .is_file(),
         "oidc-provider is not installed in {}: run bash .ci/deps",
         dir.display()
     );
@@ -249,13 +251,18 @@ impl Browser {
             .join("; ")
     }
 
-    fn read(&mut self, url: &str, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Page {
+    fn read(
+        &mut self,
+        url: &str,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Page {
         let r = r.unwrap_or_else(|e| panic!("{url}: {e}"));
         for c in r.headers().get_all("set-cookie") {
             let c = c.to_str().unwrap_or("");
             let pair = c.split(';').next().unwrap_or("");
             if let Some((k, v)) = pair.split_once('=') {
-                self.cookies.insert(k.trim().to_string(), v.trim().to_string());
+                self.cookies
+                    .insert(k.trim().to_string(), v.trim().to_string());
             }
         }
         let location = r.headers().get("location").map(|l| {
@@ -337,7 +344,11 @@ fn ais_list(home: &Path) -> Vec<Value> {
         .args(["--json", "ais", "list"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v["issued"].as_array().unwrap().clone()
 }
@@ -364,8 +375,16 @@ fn a_person_verified_by_a_real_openid_connect_provider_collects_an_attestation_o
     let url = request.line("http");
     let url = format!("http{url}");
     assert!(url.starts_with(&format!("{issuer}/auth?")), "{url}");
-    for part in ["state=", "nonce=", "code_challenge=", "code_challenge_method=S256"] {
-        assert!(url.contains(part), "the authorization URL has {part}: {url}");
+    for part in [
+        "state=",
+        "nonce=",
+        "code_challenge=",
+        "code_challenge_method=S256",
+    ] {
+        assert!(
+            url.contains(part),
+            "the authorization URL has {part}: {url}"
+        );
     }
 
     let mut browser = Browser::new();
@@ -383,7 +402,12 @@ fn a_person_verified_by_a_real_openid_connect_provider_collects_an_attestation_o
     assert_eq!(t.issuer.to_string(), ais_id);
     assert_eq!(t.subject.to_string(), george.actor);
     assert_eq!(t.level, AssuranceLevel::P9);
-    assert_eq!(t.method, Method::Oidc { issuer: issuer.clone() });
+    assert_eq!(
+        t.method,
+        Method::Oidc {
+            issuer: issuer.clone()
+        }
+    );
     assert_eq!(
         t.attributes,
         Attributes::Person {
@@ -403,16 +427,27 @@ fn a_person_verified_by_a_real_openid_connect_provider_collects_an_attestation_o
     let replay = browser.get(&back);
     assert_eq!(replay.status, 400, "{}", replay.body);
     assert!(replay.body.contains("already used"), "{}", replay.body);
-    assert!(replay.body.contains("Nothing was issued"), "{}", replay.body);
+    assert!(
+        replay.body.contains("Nothing was issued"),
+        "{}",
+        replay.body
+    );
     // A state this AIS never issued.
     let unknown = browser.get(&format!("{base}/ais/v1/callback?code=abc&state=made-up"));
     assert_eq!(unknown.status, 400);
     assert!(unknown.body.contains("unknown"), "{}", unknown.body);
     // No state at all, and the provider reporting a refusal for an unknown state.
-    assert_eq!(browser.get(&format!("{base}/ais/v1/callback?code=abc")).status, 400);
     assert_eq!(
         browser
-            .get(&format!("{base}/ais/v1/callback?error=access_denied&state=x"))
+            .get(&format!("{base}/ais/v1/callback?code=abc"))
+            .status,
+        400
+    );
+    assert_eq!(
+        browser
+            .get(&format!(
+                "{base}/ais/v1/callback?error=access_denied&state=x"
+            ))
             .status,
         400
     );
@@ -450,10 +485,26 @@ fn in_person_attestations_are_listed_revoked_and_the_revocation_is_published() {
     let r = ais.exec(
         None,
         &[
-            "--json", "ais", "attest", "--subject", &patel.actor, "--level", "P9",
-            "--professional", "--name", "Rena Patel", "--profession", "doctor",
-            "--registration", "GMC:7123456", "--organisation", "Leeds Teaching Hospitals",
-            "--ods", "RR8", "-o", att_s,
+            "--json",
+            "ais",
+            "attest",
+            "--subject",
+            &patel.actor,
+            "--level",
+            "P9",
+            "--professional",
+            "--name",
+            "Rena Patel",
+            "--profession",
+            "doctor",
+            "--registration",
+            "GMC:7123456",
+            "--organisation",
+            "Leeds Teaching Hospitals",
+            "--ods",
+            "RR8",
+            "-o",
+            att_s,
         ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -474,15 +525,41 @@ fn in_person_attestations_are_listed_revoked_and_the_revocation_is_published() {
     let bad = ais.exec(
         None,
         &[
-            "ais", "attest", "--subject", &patel.actor, "--level", "P9", "--person", "--name",
-            "X", "--nhs-number", "9434765918", "-o", att_s,
+            "ais",
+            "attest",
+            "--subject",
+            &patel.actor,
+            "--level",
+            "P9",
+            "--person",
+            "--name",
+            "X",
+            "--nhs-number",
+            "9434765918",
+            "-o",
+            att_s,
         ],
     );
     assert_eq!(bad.code, 5, "{}", bad.stderr);
-    assert!(bad.stderr.contains("not a valid NHS number"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("not a valid NHS number"),
+        "{}",
+        bad.stderr
+    );
     let bad = ais.exec(
         None,
-        &["ais", "attest", "--subject", &patel.actor, "--level", "P9", "--label", "meter", "-o", att_s],
+        &[
+            "ais",
+            "attest",
+            "--subject",
+            &patel.actor,
+            "--level",
+            "P9",
+            "--label",
+            "meter",
+            "-o",
+            att_s,
+        ],
     );
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert_eq!(ais_list(ais.dir()).len(), 1, "refusals store nothing");
@@ -492,20 +569,40 @@ fn in_person_attestations_are_listed_revoked_and_the_revocation_is_published() {
     let r = ais.exec(
         None,
         &[
-            "ais", "attest", "--subject", &patel.actor, "--level", "P5", "--person", "--name",
-            "Rena Patel", "--valid-days", "1", "-o", short.to_str().unwrap(),
+            "ais",
+            "attest",
+            "--subject",
+            &patel.actor,
+            "--level",
+            "P5",
+            "--person",
+            "--name",
+            "Rena Patel",
+            "--valid-days",
+            "1",
+            "-o",
+            short.to_str().unwrap(),
         ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let short = SignedAttestation::decode(&std::fs::read(&short).unwrap()).unwrap();
 
-    let r = ais.exec(None, &["ais", "revoke", &id, "--reason", "registration lapsed"]);
+    let r = ais.exec(
+        None,
+        &["ais", "revoke", &id, "--reason", "registration lapsed"],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let again = ais.exec(None, &["ais", "revoke", &id, "--reason", "again"]);
     assert_eq!(again.code, 7, "{}", again.stderr);
     let r = ais.exec(
         None,
-        &["ais", "revoke", &short.id().to_string(), "--reason", "superseded"],
+        &[
+            "ais",
+            "revoke",
+            &short.id().to_string(),
+            "--reason",
+            "superseded",
+        ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let never = format!("t-{}", "a".repeat(52));
@@ -513,7 +610,10 @@ fn in_person_attestations_are_listed_revoked_and_the_revocation_is_published() {
     assert_eq!(unknown.code, 4, "{}", unknown.stderr);
     let listed = ais_list(ais.dir());
     assert_eq!(listed.len(), 2);
-    assert!(listed.iter().all(|i| i["status"] == "revoked"), "{listed:?}");
+    assert!(
+        listed.iter().all(|i| i["status"] == "revoked"),
+        "{listed:?}"
+    );
 
     // Served: the revocations, each verifying and naming what it withdraws.
     let config = write_config(ais.dir(), "http://127.0.0.1:9");
@@ -532,8 +632,12 @@ fn in_person_attestations_are_listed_revoked_and_the_revocation_is_published() {
         .unwrap()
         .iter()
         .map(|s| {
-            SignedRevocation::decode(&BASE64URL_NOPAD.decode(s.as_str().unwrap().as_bytes()).unwrap())
-                .unwrap()
+            SignedRevocation::decode(
+                &BASE64URL_NOPAD
+                    .decode(s.as_str().unwrap().as_bytes())
+                    .unwrap(),
+            )
+            .unwrap()
         })
         .collect();
     assert_eq!(revocations.len(), 2);
@@ -555,7 +659,11 @@ fn in_person_attestations_are_listed_revoked_and_the_revocation_is_published() {
         })
         .unwrap();
     let now = a.attestation.not_before + 1000;
-    assert_eq!(trust.why_not(&subject, &a, now), None, "valid before revocation");
+    assert_eq!(
+        trust.why_not(&subject, &a, now),
+        None,
+        "valid before revocation"
+    );
     trust.add_revocation(ours).unwrap();
     assert_eq!(trust.why_not(&subject, &a, now), Some(Why::Revoked));
     let mut tampered = a.clone();
@@ -569,7 +677,10 @@ fn in_person_attestations_are_listed_revoked_and_the_revocation_is_published() {
     let mut flipped = bytes.clone();
     let n = flipped.len() - 10;
     flipped[n] ^= 1;
-    assert!(SignedAttestation::decode(&flipped).is_err(), "a flipped bit does not verify");
+    assert!(
+        SignedAttestation::decode(&flipped).is_err(),
+        "a flipped bit does not verify"
+    );
     let later = short.attestation.not_after + 1;
     let mut trust_short = TrustList::new();
     trust_short
@@ -579,5 +690,8 @@ fn in_person_attestations_are_listed_revoked_and_the_revocation_is_published() {
             max_level: AssuranceLevel::P9,
         })
         .unwrap();
-    assert_eq!(trust_short.why_not(&subject, &short, later), Some(Why::Expired));
+    assert_eq!(
+        trust_short.why_not(&subject, &short, later),
+        Some(Why::Expired)
+    );
 }

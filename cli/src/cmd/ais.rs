@@ -124,7 +124,7 @@ pub struct ServeArgs {
 /// `ais request`.
 #[derive(ClapArgs, Debug)]
 pub struct RequestArgs {
-    /// The AIS's address, e.g. https://ais.example.org
+    /// The AIS's base URL, e.g. `https://ais.example.org`
     #[arg(long, value_name = "URL")]
     pub ais: String,
     /// The AIS's key (`a-…`), if you know it; otherwise it is asked for
@@ -134,7 +134,12 @@ pub struct RequestArgs {
     #[arg(long)]
     pub provider: Option<String>,
     /// Where to write the attestation (canonical CBOR)
-    #[arg(short = 'o', long = "out", value_name = "FILE", default_value = "attestation.cbor")]
+    #[arg(
+        short = 'o',
+        long = "out",
+        value_name = "FILE",
+        default_value = "attestation.cbor"
+    )]
     pub out: PathBuf,
     /// How long to wait for the verification in the browser
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
@@ -325,7 +330,15 @@ fn list(ctx: &Ctx, _a: ListArgs) -> Result<()> {
     if issued.is_empty() {
         return output::line("This AIS has issued no attestation.");
     }
-    let mut t = Table::new(&["ATTESTATION", "SUBJECT", "LEVEL", "METHOD", "UNTIL", "STATUS", "ABOUT"]);
+    let mut t = Table::new(&[
+        "ATTESTATION",
+        "SUBJECT",
+        "LEVEL",
+        "METHOD",
+        "UNTIL",
+        "STATUS",
+        "ABOUT",
+    ]);
     for i in &issued {
         let a = &i.attestation.attestation;
         t.row(vec![
@@ -420,11 +433,7 @@ fn request(ctx: &Ctx, a: RequestArgs) -> Result<()> {
             .map_err(ais_error)?;
         let new: Vec<&SignedAttestation> =
             got.iter().filter(|x| !before.contains(&x.id())).collect();
-        if let Some(newest) = new
-            .iter()
-            .max_by_key(|x| x.attestation.not_before)
-            .copied()
-        {
+        if let Some(newest) = new.iter().max_by_key(|x| x.attestation.not_before).copied() {
             let path = output::resolve(&a.out);
             write_attestation(&path, newest)?;
             let at = &newest.attestation;

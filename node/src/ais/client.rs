@@ -148,8 +148,7 @@ impl AisClient {
             let a = SignedAttestation::decode(&bytes).map_err(AisError::Attestation)?;
             if a.attestation.issuer != *ais || a.attestation.subject != key.actor() {
                 return Err(AisError::Remote(
-                    "the AIS returned an attestation by another issuer or about another key"
-                        .into(),
+                    "the AIS returned an attestation by another issuer or about another key".into(),
                 ));
             }
             out.push(a);

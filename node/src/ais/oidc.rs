@@ -17,17 +17,16 @@ use cophr_protocol::trust::{AssuranceLevel, Attributes};
 use cophr_protocol::Timestamp;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
-    CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
-    CoreJwsSigningAlgorithm, CoreProviderMetadata, CoreRevocableToken,
-    CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
+    CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AdditionalClaims, AuthorizationCode, Client, ClientId, ClientSecret,
-    ClaimsVerificationError, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, HttpRequest, HttpResponse, IdToken, IdTokenClaims,
-    IdTokenFields, IdTokenVerifier, IssuerUrl, JsonWebKeySet, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse,
-    SyncHttpClient, TokenResponse,
+    AdditionalClaims, AuthorizationCode, ClaimsVerificationError, Client, ClientId, ClientSecret,
+    CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest,
+    HttpResponse, IdToken, IdTokenClaims, IdTokenFields, IdTokenVerifier, IssuerUrl, JsonWebKeySet,
+    Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, StandardErrorResponse,
+    StandardTokenResponse, SyncHttpClient, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,8 +67,12 @@ pub struct ExtraClaims {
 impl AdditionalClaims for ExtraClaims {}
 
 /// An ID token with [`ExtraClaims`].
-pub type AisIdToken =
-    IdToken<ExtraClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
+pub type AisIdToken = IdToken<
+    ExtraClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
 /// Its verified claims.
 pub type AisClaims = IdTokenClaims<ExtraClaims, CoreGenderClaim>;
 type AisTokenResponse = StandardTokenResponse<
@@ -187,10 +190,7 @@ impl Default for Http {
 impl SyncHttpClient for Http {
     type Error = HttpError;
     fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let response = self
-            .0
-            .run(request)
-            .map_err(|e| HttpError(e.to_string()))?;
+        let response = self.0.run(request).map_err(|e| HttpError(e.to_string()))?;
         let (parts, mut body) = response.into_parts();
         let bytes = body
             .with_config()
@@ -218,7 +218,10 @@ pub struct Expected<'a> {
 
 /// Verifies an ID token: signature against the provider's keys (asymmetric algorithms
 /// only), issuer, audience (and authorized party), expiry, issue time and nonce.
-pub fn verify_id_token(token: &AisIdToken, expected: &Expected<'_>) -> Result<AisClaims, OidcError> {
+pub fn verify_id_token(
+    token: &AisIdToken,
+    expected: &Expected<'_>,
+) -> Result<AisClaims, OidcError> {
     let now = DateTime::<Utc>::from_timestamp_millis(expected.now as i64)
         .ok_or_else(|| OidcError::Invalid("the clock is out of range".into()))?;
     let verifier: IdTokenVerifier<'_, CoreJsonWebKey> = IdTokenVerifier::new_public_client(
@@ -265,7 +268,11 @@ pub fn map_claims(
         .or_else(|| {
             let given = claims.given_name().and_then(|n| n.get(None))?;
             let family = claims.family_name().and_then(|n| n.get(None))?;
-            Some(format!("{} {}", given.as_str().trim(), family.as_str().trim()))
+            Some(format!(
+                "{} {}",
+                given.as_str().trim(),
+                family.as_str().trim()
+            ))
         })
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| {
@@ -295,9 +302,7 @@ pub fn map_claims(
         (None, Some(claim)) => claim_text(claims, claim)
             .ok_or_else(|| OidcError::Claims(format!("no `{claim}` claim")))?
             .parse::<AssuranceLevel>()
-            .map_err(|_| {
-                OidcError::Claims(format!("the `{claim}` claim is not P0, P5 or P9"))
-            })?,
+            .map_err(|_| OidcError::Claims(format!("the `{claim}` claim is not P0, P5 or P9")))?,
         (None, None) => return Err(OidcError::Claims("no level is configured".into())),
     };
     let attributes = Attributes::Person {
@@ -354,7 +359,11 @@ impl Provider {
 
     /// The provider's metadata and keys, discovered again when older than
     /// [`METADATA_TTL_MS`] (or when `refresh`). Blocking.
-    pub fn metadata(&self, now: Timestamp, refresh: bool) -> Result<CoreProviderMetadata, OidcError> {
+    pub fn metadata(
+        &self,
+        now: Timestamp,
+        refresh: bool,
+    ) -> Result<CoreProviderMetadata, OidcError> {
         if !refresh {
             let cached = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((m, at)) = cached.as_ref() {
@@ -529,9 +538,15 @@ mod tests {
                 },
             )
             .set_nonce(Some(Nonce::new(self.nonce.clone())));
-            let text = AisIdToken::new(claims, &self.key, CoreJwsSigningAlgorithm::EdDsa, None, None)
-                .unwrap()
-                .to_string();
+            let text = AisIdToken::new(
+                claims,
+                &self.key,
+                CoreJwsSigningAlgorithm::EdDsa,
+                None,
+                None,
+            )
+            .unwrap()
+            .to_string();
             // Through text, as it arrives.
             parse_id_token(&text).unwrap()
         }
@@ -583,9 +598,15 @@ mod tests {
         // Another key under the same key id, and under an unknown one.
         let mut m = Mint::new();
         m.key = signing_key(2, "provider-1");
-        assert!(matches!(verify(&m.token(), "nonce-1"), Err(OidcError::Signature(_))));
+        assert!(matches!(
+            verify(&m.token(), "nonce-1"),
+            Err(OidcError::Signature(_))
+        ));
         m.key = signing_key(2, "mallory");
-        assert!(matches!(verify(&m.token(), "nonce-1"), Err(OidcError::Signature(_))));
+        assert!(matches!(
+            verify(&m.token(), "nonce-1"),
+            Err(OidcError::Signature(_))
+        ));
         // A good token whose payload was altered after signing.
         let good = Mint::new().token().to_string();
         let mut parts: Vec<String> = good.split('.').map(String::from).collect();
@@ -597,20 +618,32 @@ mod tests {
             .replace("George Jones", "Mallory Jones");
         parts[1] = data_encoding::BASE64URL_NOPAD.encode(altered.as_bytes());
         let altered = parse_id_token(&parts.join(".")).unwrap();
-        assert!(matches!(verify(&altered, "nonce-1"), Err(OidcError::Signature(_))));
+        assert!(matches!(
+            verify(&altered, "nonce-1"),
+            Err(OidcError::Signature(_))
+        ));
     }
 
     #[test]
     fn wrong_audience_issuer_expiry_and_nonce_are_refused() {
         let mut m = Mint::new();
         m.audience = "another-client".into();
-        assert_eq!(verify(&m.token(), "nonce-1").unwrap_err(), OidcError::Audience);
+        assert_eq!(
+            verify(&m.token(), "nonce-1").unwrap_err(),
+            OidcError::Audience
+        );
         let mut m = Mint::new();
         m.issuer = "https://evil.example.test".into();
-        assert_eq!(verify(&m.token(), "nonce-1").unwrap_err(), OidcError::Issuer);
+        assert_eq!(
+            verify(&m.token(), "nonce-1").unwrap_err(),
+            OidcError::Issuer
+        );
         let mut m = Mint::new();
         m.expires = NOW - 1;
-        assert_eq!(verify(&m.token(), "nonce-1").unwrap_err(), OidcError::Expired);
+        assert_eq!(
+            verify(&m.token(), "nonce-1").unwrap_err(),
+            OidcError::Expired
+        );
         // A token replayed into another verification carries that one's nonce, not this.
         assert_eq!(
             verify(&Mint::new().token(), "nonce-2").unwrap_err(),

@@ -213,7 +213,9 @@ impl AisService {
     /// Decodes and checks a signed request (AIS, purpose, time, signature), once only.
     fn check_request(&self, b64: &str, purpose: Purpose) -> Result<ActorId, AisError> {
         if b64.len() > MAX_BODY_BYTES {
-            return Err(AisError::Malformed("the signed request is too large".into()));
+            return Err(AisError::Malformed(
+                "the signed request is too large".into(),
+            ));
         }
         let bytes = BASE64URL_NOPAD
             .decode(b64.as_bytes())
@@ -286,7 +288,14 @@ impl AisService {
     fn callback(
         &self,
         params: &CallbackParams,
-    ) -> Result<(cophr_protocol::trust::AttestationId, ActorId, AssuranceLevel), AisError> {
+    ) -> Result<
+        (
+            cophr_protocol::trust::AttestationId,
+            ActorId,
+            AssuranceLevel,
+        ),
+        AisError,
+    > {
         let state = params.state.as_deref().ok_or(AisError::State)?;
         if state.len() > MAX_PARAM {
             return Err(AisError::State);
@@ -521,8 +530,10 @@ mod tests {
              client_id = \"c\"\nlevel = \"P5\"\nmax_level = \"P9\"\n",
         )
         .unwrap();
-        AisService::new(key(7, "AIS"), dir, &config, "http://127.0.0.1:1", || 1_000_000)
-            .unwrap()
+        AisService::new(key(7, "AIS"), dir, &config, "http://127.0.0.1:1", || {
+            1_000_000
+        })
+        .unwrap()
     }
 
     fn signed(ais: &ActorId, who: &Keypair, purpose: Purpose, nonce: u8) -> String {
@@ -551,7 +562,10 @@ mod tests {
         assert!(matches!(s.collect(&elsewhere), Err(AisError::Request(_))));
         assert!(matches!(s.collect("!!"), Err(AisError::Malformed(_))));
         assert!(matches!(
-            s.start(&signed(&s.actor(), &george, Purpose::Start, 4), Some("other")),
+            s.start(
+                &signed(&s.actor(), &george, Purpose::Start, 4),
+                Some("other")
+            ),
             Err(AisError::NotFound(_))
         ));
     }

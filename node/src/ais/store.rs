@@ -175,7 +175,11 @@ impl AisStore {
         let mut subjects = Vec::new();
         for e in entries {
             let e = e.map_err(|e| io("cannot list", &dir, e))?;
-            if let Some(s) = e.file_name().to_str().and_then(|s| s.parse::<ActorId>().ok()) {
+            if let Some(s) = e
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<ActorId>().ok())
+            {
                 subjects.push(s);
             }
         }
@@ -189,10 +193,7 @@ impl AisStore {
 
     /// Finds an issued attestation by id.
     pub fn find(&self, id: &AttestationId) -> Result<Option<Issued>, AisError> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .find(|i| i.attestation.id() == *id))
+        Ok(self.list()?.into_iter().find(|i| i.attestation.id() == *id))
     }
 
     /// Signs and keeps the revocation of an attestation this AIS issued.
@@ -203,9 +204,9 @@ impl AisStore {
         reason: &str,
         now: Timestamp,
     ) -> Result<SignedRevocation, AisError> {
-        let issued = self
-            .find(id)?
-            .ok_or_else(|| AisError::NotFound(format!("this service issued no attestation {id}")))?;
+        let issued = self.find(id)?.ok_or_else(|| {
+            AisError::NotFound(format!("this service issued no attestation {id}"))
+        })?;
         if issued.revocation.is_some() {
             return Err(AisError::AlreadyRevoked(*id));
         }

@@ -4,7 +4,7 @@
 //! issued, by signing a [`Request`] with that key under [`Domain::AisRequest`]. The request
 //! names the AIS (so it cannot be replayed at another), its purpose (so a collection cannot
 //! start a verification), a time (so an old one is refused) and a random nonce (so the AIS
-//! refuses the same request twice within its window: [`Request::check`] checks all but the
+//! refuses the same request twice within its window: [`SignedRequest::check`] checks all but the
 //! nonce, which only the AIS's memory can).
 
 use serde::{Deserialize, Serialize};
