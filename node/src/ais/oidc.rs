@@ -432,7 +432,7 @@ impl Provider {
             .map_err(|e| OidcError::Exchange(e.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier))
             .request(&self.http)
-            .map_err(|e| OidcError::Exchange(error_chain(&e)))?;
+            .map_err(|e| OidcError::Exchange(exchange_error(&e)))?;
         let token = response.id_token().ok_or(OidcError::NoIdToken)?;
         let expected = |m: &CoreProviderMetadata| -> Result<AisClaims, OidcError> {
             verify_id_token(
@@ -451,6 +451,39 @@ impl Provider {
             Err(OidcError::Signature(_)) => expected(&self.metadata(now, true)?),
             other => other,
         }
+    }
+}
+
+/// Why a code exchange failed, without the response's content (which may hold tokens).
+fn exchange_error<RE: std::error::Error + 'static>(
+    e: &openidconnect::RequestTokenError<RE, StandardErrorResponse<CoreErrorResponseType>>,
+) -> String {
+    use openidconnect::RequestTokenError;
+    match e {
+        RequestTokenError::ServerResponse(r) => {
+            let code: String = r
+                .error()
+                .as_ref()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            format!("the token endpoint answered `{code}`")
+        }
+        RequestTokenError::Request(e) => format!("cannot reach the token endpoint: {e}"),
+        RequestTokenError::Parse(..) => "the token response is malformed".into(),
+        RequestTokenError::Other(_) => "the token response is not acceptable".into(),
+    }
+}
+
+/// Describes an attestation the claims could not make, without the claims' values.
+pub fn attestation_problem(e: &cophr_protocol::trust::AttestationError) -> String {
+    use cophr_protocol::trust::AttestationError as E;
+    match e {
+        E::BirthDate(_) => "the `birthdate` claim is not a YYYY-MM-DD date".into(),
+        E::NhsNumber(_) => "the NHS number claim is not a valid NHS number".into(),
+        E::Text(field) => format!("the claim for `{field}` is empty or too long"),
+        other => other.to_string(),
     }
 }
 

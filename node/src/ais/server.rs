@@ -354,7 +354,11 @@ impl AisService {
             serial,
         }
         .sign(&self.key)
-        .map_err(|e| AisError::Oidc(super::OidcError::Claims(e.to_string())))?;
+        .map_err(|e| {
+            AisError::Oidc(super::OidcError::Claims(super::oidc::attestation_problem(
+                &e,
+            )))
+        })?;
         let id = self.store.issue(&attestation)?;
         tracing::info!(attestation = %id, %level, provider = %provider.config.name, "issued an attestation");
         Ok((id, pending.subject, level))
