@@ -353,27 +353,28 @@ fn ais_list(home: &Path) -> Vec<Value> {
     v["issued"].as_array().unwrap().clone()
 }
 
-#[test]
-fn a_person_verified_by_a_real_openid_connect_provider_collects_an_attestation_of_its_claims() {
-    let ais = Person::new("Leeds AIS", "ais", Some("Leeds Care Record"));
-    let george = Person::new("George Jones", "patient", None);
-
-    let (mut provider, issuer) = start_provider();
-    let config = write_config(ais.dir(), &issuer);
-    let (_serve, base, ais_id, callback) = start_ais(ais.dir(), &config);
-    provider_ready(&mut provider, &callback);
-
-    // George asks; the command prints the provider's URL, then waits for the attestation.
-    let out = george.dir().join("george.att");
+/// Runs `cophr ais request` for `person` and signs in at the provider as `login` in a fresh
+/// browser; returns the attestation file, the browser and the callback URL it visited.
+fn verify_by_login(
+    person: &Person,
+    base: &str,
+    ais_id: Option<&str>,
+    login: &str,
+    issuer: &str,
+    callback: &str,
+) -> (PathBuf, Browser, String) {
+    let out = person.dir().join(format!("{login}.att"));
     let mut cmd = Command::new(cophr_bin());
     cmd.env_remove("COPHR_HOME")
         .arg("--home")
-        .arg(george.dir())
-        .args(["ais", "request", "--ais", &base, "--timeout", "60", "-o"])
+        .arg(person.dir())
+        .args(["ais", "request", "--ais", base, "--timeout", "60", "-o"])
         .arg(&out);
+    if let Some(id) = ais_id {
+        cmd.args(["--ais-id", id]);
+    }
     let mut request = Proc::spawn("cophr ais request", cmd);
-    let url = request.line("http");
-    let url = format!("http{url}");
+    let url = format!("http{}", request.line("http"));
     assert!(url.starts_with(&format!("{issuer}/auth?")), "{url}");
     for part in [
         "state=",
@@ -386,16 +387,30 @@ fn a_person_verified_by_a_real_openid_connect_provider_collects_an_attestation_o
             "the authorization URL has {part}: {url}"
         );
     }
-
     let mut browser = Browser::new();
-    let back = browser.sign_in(&url, "george", &callback);
+    let back = browser.sign_in(&url, login, callback);
     let page = browser.get(&back);
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Identity verified"), "{}", page.body);
-    assert!(page.body.contains(&george.actor), "{}", page.body);
-
+    assert!(page.body.contains(&person.actor), "{}", page.body);
     let status = request.child.wait().unwrap();
     assert!(status.success(), "cophr ais request failed");
+    (out, browser, back)
+}
+
+#[test]
+fn a_person_verified_by_a_real_openid_connect_provider_collects_an_attestation_of_its_claims() {
+    let ais = Person::new("Leeds AIS", "ais", Some("Leeds Care Record"));
+    let george = Person::new("George Jones", "patient", None);
+
+    let (mut provider, issuer) = start_provider();
+    let config = write_config(ais.dir(), &issuer);
+    let (_serve, base, ais_id, callback) = start_ais(ais.dir(), &config);
+    provider_ready(&mut provider, &callback);
+
+    // George asks; the command prints the provider's URL, then waits for the attestation.
+    let (out, mut browser, back) =
+        verify_by_login(&george, &base, None, "george", &issuer, &callback);
     let bytes = std::fs::read(&out).unwrap();
     let a = SignedAttestation::decode(&bytes).expect("a verified attestation");
     let t = &a.attestation;
@@ -452,6 +467,22 @@ fn a_person_verified_by_a_real_openid_connect_provider_collects_an_attestation_o
         400
     );
     assert_eq!(ais_list(ais.dir()).len(), 1, "nothing more was issued");
+
+    // Mary: given and family names, P5 from the claim, no NHS number; the AIS's key pinned.
+    let mary = Person::new("Mary Jones", "carer", None);
+    let (out, _, _) = verify_by_login(&mary, &base, Some(&ais_id), "mary", &issuer, &callback);
+    let m = SignedAttestation::decode(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(m.attestation.subject.to_string(), mary.actor);
+    assert_eq!(m.attestation.level, AssuranceLevel::P5);
+    assert_eq!(
+        m.attestation.attributes,
+        Attributes::Person {
+            name: "Mary Jones".into(),
+            birth_date: Some("1950-07-14".into()),
+            national_number: None,
+        }
+    );
+    assert_eq!(ais_list(ais.dir()).len(), 2);
 
     // Start requests: garbage, and a replay of a signed one, are refused with a reason.
     let agent: ureq::Agent = ureq::Agent::config_builder()
