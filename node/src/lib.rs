@@ -1,4 +1,5 @@
 //! cophr node.
+pub mod ais;
 pub mod http;
 pub mod net;
 pub mod session;

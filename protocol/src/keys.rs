@@ -25,6 +25,8 @@ pub enum Domain {
     AttestationRevocation,
     /// An invitee's acceptance, signed with the key derived from an invitation's secret.
     Invitation,
+    /// A request to an identity assurance service, signed by the key it is about.
+    AisRequest,
 }
 
 impl Domain {
@@ -38,6 +40,7 @@ impl Domain {
             Domain::Attestation => b"cophr/v1/attestation\0",
             Domain::AttestationRevocation => b"cophr/v1/attestation-revocation\0",
             Domain::Invitation => b"cophr/v1/invitation\0",
+            Domain::AisRequest => b"cophr/v1/ais-request\0",
         }
     }
 

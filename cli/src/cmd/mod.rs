@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::home::Home;
 
 pub mod add;
+pub mod ais;
 pub mod amend;
 pub mod annotate;
 pub mod audit;
@@ -173,6 +174,9 @@ pub enum Command {
     Follow(follow::Args),
     /// Watch for new entries you may see (e.g. lab results), one line each, as they arrive
     Watch(watch::Args),
+    /// Identity assurance: attest keys as an AIS (in person or by OpenID Connect), or ask one
+    #[command(subcommand)]
+    Ais(ais::Command),
 }
 
 impl Command {
@@ -185,6 +189,7 @@ impl Command {
                 | Command::Node(node::Command::Run(_))
                 | Command::Watch(_)
                 | Command::Token(_)
+                | Command::Ais(_)
         )
     }
 
@@ -269,5 +274,6 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Move(a) => move_home::run(ctx, a),
         Command::Follow(a) => follow::run(ctx, a),
         Command::Watch(a) => watch::run(ctx, a),
+        Command::Ais(c) => ais::run(ctx, c),
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod assess;
 pub mod attestation;
+pub mod request;
 
 pub use assess::{Assurance, TrustList, TrustedIssuer, Unaccepted, Verification, Why};
 pub use attestation::{
