@@ -73,6 +73,21 @@ pub enum Request {
         /// Encoded signed audit events.
         events: Vec<serde_bytes::ByteBuf>,
     },
+    /// Keep this encrypted key backup of the proven actor (the latest replaces any
+    /// earlier one). The proof names a record held here that the actor may see.
+    BackupPut {
+        /// The backup's actor.
+        proof: Proof,
+        /// The encoded [`crate::backup::KeyBackup`] (at most
+        /// [`crate::backup::MAX_BACKUP_BYTES`]).
+        backup: serde_bytes::ByteBuf,
+    },
+    /// The encrypted key backup kept here for `actor`. Needs no proof (whoever asks has
+    /// lost the key); rate limited. The backup opens only with its passphrase.
+    BackupGet {
+        /// Whose backup.
+        actor: ActorId,
+    },
 }
 
 /// A response.
@@ -115,6 +130,11 @@ pub enum Response {
         /// unauthorised peer).
         reason: String,
     },
+    /// The encrypted key backup asked for, if one is kept here.
+    Backup {
+        /// The encoded [`crate::backup::KeyBackup`].
+        backup: Option<serde_bytes::ByteBuf>,
+    },
 }
 
 impl Response {
@@ -143,6 +163,7 @@ impl Response {
             Response::AuditEvents { .. } => "audit events",
             Response::Ack => "ack",
             Response::Refused { .. } => "refused",
+            Response::Backup { .. } => "backup",
         }
     }
 }
@@ -159,6 +180,8 @@ impl Request {
             Request::Release { .. } => "release",
             Request::AuditPull { .. } => "audit-pull",
             Request::AuditPush { .. } => "audit-push",
+            Request::BackupPut { .. } => "backup-put",
+            Request::BackupGet { .. } => "backup-get",
         }
     }
 }

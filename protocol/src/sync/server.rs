@@ -78,6 +78,13 @@ pub trait SyncStore {
     /// is unused (it is then bound to the record) or already bound to this same record (a
     /// retried first push); `false` otherwise.
     fn redeem_invitation(&mut self, code: &str, record: &RecordId) -> Result<bool, Self::Error>;
+
+    /// Keeps `actor`'s encrypted key backup (already checked to be theirs and at most
+    /// [`crate::backup::MAX_BACKUP_BYTES`]), replacing any earlier one.
+    fn put_backup(&mut self, actor: &ActorId, backup: &[u8]) -> Result<(), Self::Error>;
+
+    /// The encrypted key backup kept for `actor`, if any.
+    fn backup(&self, actor: &ActorId) -> Result<Option<Vec<u8>>, Self::Error>;
 }
 
 /// What a node stores, as its quotas count it.
@@ -207,6 +214,7 @@ pub struct Server {
     local: Vec<u8>,
     nonces: Mutex<NonceCache>,
     policy: HostPolicy,
+    backup_gets: super::backups::GetLimiter,
 }
 
 /// A refusal on the way to an answer.
@@ -233,6 +241,7 @@ impl Server {
             local,
             nonces: Mutex::new(NonceCache::new(NONCE_CAPACITY)),
             policy,
+            backup_gets: Default::default(),
         }
     }
 
@@ -373,6 +382,23 @@ impl Server {
                 let decoded = decode_audit(&proof.record, &events)?;
                 store.keep_audit(&decoded).map_err(failed::<S>)?;
                 Ok((Response::Ack, Vec::new()))
+            }
+            Request::BackupPut { proof, backup } => {
+                let actor = self.check(&proof, peer, now)?;
+                Self::viewer(store, &proof.record, &actor, now)?;
+                super::backups::check_put(&actor, &backup)?;
+                store.put_backup(&actor, &backup).map_err(failed::<S>)?;
+                Ok((Response::Ack, Vec::new()))
+            }
+            Request::BackupGet { actor } => {
+                self.backup_gets.allow(&peer.id, now)?;
+                let backup = store.backup(&actor).map_err(failed::<S>)?;
+                Ok((
+                    Response::Backup {
+                        backup: backup.map(serde_bytes::ByteBuf::from),
+                    },
+                    Vec::new(),
+                ))
             }
         }
     }

@@ -21,8 +21,9 @@ fn asker(req: &Request) -> Option<(RecordId, ActorId)> {
         | Request::Host { proof, .. }
         | Request::Release { proof }
         | Request::AuditPull { proof, .. }
-        | Request::AuditPush { proof, .. } => Some((proof.record, proof.actor)),
-        Request::Announce { .. } => None,
+        | Request::AuditPush { proof, .. }
+        | Request::BackupPut { proof, .. } => Some((proof.record, proof.actor)),
+        Request::Announce { .. } | Request::BackupGet { .. } => None,
     }
 }
 
