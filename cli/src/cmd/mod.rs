@@ -21,6 +21,7 @@ pub mod history;
 pub mod host;
 pub mod import;
 pub mod init;
+pub mod key;
 pub mod move_home;
 pub mod node;
 pub mod peers;
@@ -105,6 +106,9 @@ pub enum Command {
     Init(init::Args),
     /// Show your identity: actor id, name, role, organisation, device
     Whoami(whoami::Args),
+    /// Your key: an encrypted backup (to a file or your home host), and restoring it
+    #[command(subcommand)]
+    Key(key::Command),
     /// Print the HTTP API's bearer token (HOME/api-token)
     Token(token::Args),
     /// Records: create yours
@@ -177,7 +181,7 @@ impl Command {
                 | Command::Node(node::Command::Run(_))
                 | Command::Watch(_)
                 | Command::Token(_)
-        )
+        ) && !matches!(self, Command::Key(k) if !k.forwards())
     }
 
     /// Whether the command reads standard input.
@@ -225,6 +229,7 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
     match command {
         Command::Init(a) => init::run(ctx, a),
         Command::Whoami(a) => whoami::run(ctx, a),
+        Command::Key(c) => key::run(ctx, c),
         Command::Token(a) => token::run(ctx, a),
         Command::Record(c) => record::run(ctx, c),
         Command::Records(a) => records::run(ctx, a),
