@@ -20,6 +20,8 @@ use cophr_protocol::{ActorId, Keypair, Profile};
 use data_encoding::HEXLOWER_PERMISSIVE;
 use serde::{Deserialize, Serialize};
 
+use cophr_protocol::trust::SignedAttestation;
+
 use crate::error::{CliError, Result};
 
 /// Largest identity.json read.
@@ -47,6 +49,10 @@ pub struct IdentityInfo {
     /// The default device name recorded on entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// Attestations of this identity by identity assurance services (`cophr identity
+    /// add`), as base64url text of their signed CBOR; published with the profile.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<String>,
 }
 
 impl IdentityInfo {
@@ -56,7 +62,19 @@ impl IdentityInfo {
             name: self.name.clone(),
             role: self.role.clone(),
             organisation: self.organisation.clone(),
+            attestations: self.signed_attestations(),
         }
+    }
+
+    /// The attestations, decoded and verified (any that no longer decodes is skipped; at
+    /// most as many as a profile carries).
+    pub fn signed_attestations(&self) -> Vec<SignedAttestation> {
+        self.attestations
+            .iter()
+            .filter_map(|t| SignedAttestation::from_text(t).ok())
+            .filter(|a| a.attestation.subject == self.actor)
+            .take(cophr_protocol::entry::MAX_PROFILE_ATTESTATIONS)
+            .collect()
     }
 }
 

@@ -18,6 +18,7 @@ mod network;
 mod output;
 mod store;
 mod times;
+mod trust;
 
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();

@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use cophr_protocol::record::Record;
+use cophr_protocol::trust::{Assurance, SignedAttestation, TrustList};
 use cophr_protocol::{ActorId, Timestamp};
 use serde::Serialize;
 
@@ -229,6 +230,28 @@ impl Table {
     }
 }
 
+thread_local! {
+    /// The trust list (and the time) people are assessed against on this thread: set by
+    /// [`assess_with`] when a command starts (each command runs on one thread).
+    static TRUST: std::cell::RefCell<(TrustList, Timestamp)> =
+        std::cell::RefCell::new((TrustList::new(), 0));
+}
+
+/// Assess the people shown by the commands that run next on this thread against `trust`,
+/// at `now`.
+pub fn assess_with(trust: TrustList, now: Timestamp) {
+    TRUST.with(|t| *t.borrow_mut() = (trust, now));
+}
+
+/// How the home's trust list assesses `actor`'s attestations: `verified P9 by …` or
+/// `self-asserted`.
+pub fn assurance(actor: &ActorId, attestations: &[SignedAttestation]) -> Assurance {
+    TRUST.with(|t| {
+        let (list, now) = &*t.borrow();
+        list.assess(actor, attestations, *now)
+    })
+}
+
 /// Who an actor is, as the record knows them.
 #[derive(Debug, Clone, Serialize)]
 pub struct Person {
@@ -240,35 +263,45 @@ pub struct Person {
     pub role: Option<String>,
     /// Organisation.
     pub organisation: Option<String>,
+    /// Whether who they say they are is verified here (by a trusted identity assurance
+    /// service, at which level) or self-asserted.
+    pub assurance: Assurance,
 }
 
 impl Person {
-    /// The person as `record` knows them (latest profile at or before `at`).
+    /// The person as `record` knows them (latest profile at or before `at`), assessed
+    /// against this home's trust list with the attestations of their latest profile.
     pub fn of(record: &Record, actor: &ActorId, at: Option<Timestamp>) -> Self {
         let p = record
             .profile(actor, at)
             .or_else(|| record.profile(actor, None));
+        let attestations = record
+            .latest_profile(actor)
+            .map_or(&[][..], |p| p.attestations.as_slice());
         Person {
             id: *actor,
             name: p.map(|p| p.name.clone()),
             role: p.map(|p| p.role.clone()),
             organisation: p.and_then(|p| p.organisation.clone()),
+            assurance: assurance(actor, attestations),
         }
     }
 
-    /// `Mary Smith (carer)` or the short actor id.
+    /// `Mary Smith (carer) [self-asserted]` or the short actor id.
     pub fn short(&self) -> String {
-        match (&self.name, &self.role) {
+        let who = match (&self.name, &self.role) {
             (Some(n), Some(r)) => format!("{n} ({r})"),
             (Some(n), None) => n.clone(),
             _ => self.id.short(),
-        }
+        };
+        format!("{who} [{}]", self.assurance)
     }
 
-    /// `Mary Smith (carer, Leeds Community Care)` or the short actor id.
+    /// `Dr Rena Patel (consultant, Leeds Teaching Hospitals) [verified P9 by Leeds AIS]`
+    /// or the short form.
     pub fn long(&self) -> String {
         match (&self.name, &self.role, &self.organisation) {
-            (Some(n), Some(r), Some(o)) => format!("{n} ({r}, {o})"),
+            (Some(n), Some(r), Some(o)) => format!("{n} ({r}, {o}) [{}]", self.assurance),
             _ => self.short(),
         }
     }

@@ -36,6 +36,7 @@ fn profile() -> Profile {
         name: "George".into(),
         role: "patient".into(),
         organisation: None,
+        attestations: Vec::new(),
     }
 }
 

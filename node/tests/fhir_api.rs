@@ -111,6 +111,7 @@ fn profile(name: &str, role: &str, org: Option<&str>) -> Profile {
         name: name.into(),
         role: role.into(),
         organisation: org.map(str::to_owned),
+        attestations: Vec::new(),
     }
 }
 
@@ -704,6 +705,7 @@ async fn consent_reflects_a_grant_and_its_revocation() {
         audit: true,
         delegate: false,
         label: Some("Mary (wife, main carer)".into()),
+        requires: None,
     };
     let gid = env
         .store
@@ -788,6 +790,7 @@ async fn consent_of_a_grant_not_yet_valid_is_draft_until_its_period_starts() {
         audit: false,
         delegate: false,
         label: None,
+        requires: None,
     };
     let gid = env
         .store
@@ -1281,6 +1284,7 @@ async fn writes_and_reads_follow_the_records_grants() {
                 audit: false,
                 delegate: false,
                 label: None,
+                requires: None,
             }),
             env.tick(),
             None,
@@ -1347,6 +1351,7 @@ async fn writes_and_reads_follow_the_records_grants() {
                 audit: false,
                 delegate: false,
                 label: None,
+                requires: None,
             }),
             env.tick(),
             None,

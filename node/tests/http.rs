@@ -31,6 +31,7 @@ fn profile(name: &str, role: &str) -> Profile {
         name: name.into(),
         role: role.into(),
         organisation: None,
+        attestations: Vec::new(),
     }
 }
 
@@ -383,6 +384,7 @@ async fn a_grant_delegated_under_a_revoked_grant_is_listed_as_parent_revoked() {
                 audit: false,
                 delegate: false,
                 label: None,
+                requires: None,
             }),
             now,
             None,
@@ -683,6 +685,7 @@ async fn writing_beyond_the_grants_is_forbidden_and_explained() {
                 audit: false,
                 delegate: false,
                 label: None,
+                requires: None,
             }),
             START - 1000,
             None,
@@ -1070,4 +1073,47 @@ async fn the_audit_trail_filters_groups_and_pages() {
 
 fn api_time(t: u64) -> String {
     cophr_node::http::api::format_time(t)
+}
+
+#[tokio::test]
+async fn people_are_shown_verified_or_self_asserted_by_the_nodes_trust_list() {
+    use cophr_protocol::testkit::{attestation, key};
+    use cophr_protocol::trust::{AssuranceLevel, TrustList, TrustedIssuer};
+    let ais = key(5, "Leeds AIS");
+    let mut who = profile("Ann Patient", "patient");
+    who.attestations = vec![attestation(
+        &ais,
+        &ann().actor(),
+        "Ann Patient",
+        AssuranceLevel::P9,
+        START - 1000,
+    )];
+    let mut trust = TrustList::new();
+    trust
+        .trust(TrustedIssuer {
+            id: ais.actor(),
+            name: "Leeds AIS".into(),
+            max_level: AssuranceLevel::P5,
+        })
+        .unwrap();
+    let f = fixture(&ann(), who);
+    let (rid, eid) = seeded(&f).await;
+    let path = format!("/api/v1/records/{rid}/entries/{eid}");
+    // Without trusting the AIS: self-asserted, and why.
+    let one = get(&f.state, &path).await.json();
+    assert_eq!(one["author"]["assurance"]["status"], "self-asserted");
+    assert_eq!(one["author"]["assurance"]["shown"], "self-asserted");
+    assert_eq!(
+        one["author"]["assurance"]["unaccepted"][0]["why"],
+        "untrusted"
+    );
+    // Trusting it up to P5: verified, capped at P5.
+    let st = f.state.clone().with_trust(trust);
+    let one = get(&st, &path).await.json();
+    assert_eq!(one["author"]["assurance"]["status"], "verified");
+    assert_eq!(one["author"]["assurance"]["level"], "P5");
+    assert_eq!(
+        one["author"]["assurance"]["shown"],
+        "verified P5 by Leeds AIS"
+    );
 }

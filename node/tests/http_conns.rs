@@ -35,6 +35,7 @@ impl Server {
                 name: "George".into(),
                 role: "patient".into(),
                 organisation: None,
+                attestations: Vec::new(),
             },
             None,
             TOKEN.into(),

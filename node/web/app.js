@@ -102,7 +102,9 @@ function person(p) {
   if (!p) return 'unknown';
   if (typeof p === 'string') return p;
   const extra = [p.role, p.organisation].filter(Boolean).join(', ');
-  return extra ? `${p.name || shortId(p.actor)} (${extra})` : (p.name || shortId(p.actor));
+  const who = extra ? `${p.name || shortId(p.actor)} (${extra})` : (p.name || shortId(p.actor));
+  // Verified (by whom, at which level) or self-asserted, by this node's trust list.
+  return p.assurance && p.assurance.shown ? `${who} [${p.assurance.shown}]` : who;
 }
 
 function shortId(id) {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::category::Category;
 use crate::entry::Timestamp;
 use crate::ids::ActorId;
+use crate::trust::attestation::{AssuranceLevel, SignedAttestation};
 
 /// Access level (blueprint 8.1.3). Each level includes the ones below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -123,6 +124,65 @@ pub struct Grant {
     pub delegate: bool,
     /// A label the issuer gives, e.g. "Mary (wife, main carer)".
     pub label: Option<String>,
+    /// The grantee must be attested at this level or higher by one of these issuers, or
+    /// the grant opens nothing (no pull, no write). `None`: no requirement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires: Option<Requirement>,
+}
+
+/// Most issuers one requirement may name.
+pub const MAX_REQUIREMENT_ISSUERS: usize = 16;
+
+/// What a grant requires of its grantee's identity: an attestation at or above `level`,
+/// valid at the time of use, signed by one of `issuers` and carried in the grantee's
+/// profile. The issuers are named in the grant itself (signed by the patient), so every
+/// replica decides alike; each node additionally refuses attestations it knows revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirement {
+    /// The lowest level accepted.
+    pub level: AssuranceLevel,
+    /// The identity assurance services accepted (1 to [`MAX_REQUIREMENT_ISSUERS`]).
+    pub issuers: Vec<ActorId>,
+}
+
+impl Requirement {
+    /// Whether one of `attestations` meets the requirement for `subject` at time `t`
+    /// (signatures are checked when the profile carrying them is accepted), skipping those
+    /// `revoked` says are revoked.
+    pub fn met_by(
+        &self,
+        subject: &ActorId,
+        attestations: &[SignedAttestation],
+        t: Timestamp,
+        revoked: &dyn Fn(&SignedAttestation) -> bool,
+    ) -> bool {
+        attestations.iter().any(|a| {
+            let s = &a.attestation;
+            s.subject == *subject
+                && s.level >= self.level
+                && self.issuers.contains(&s.issuer)
+                && s.valid_at(t)
+                && !revoked(a)
+        })
+    }
+
+    /// Whether `self` is at least as strict as `parent`: a level no lower, and only
+    /// issuers the parent accepts.
+    pub fn at_least_as_strict_as(&self, parent: &Requirement) -> bool {
+        self.level >= parent.level && self.issuers.iter().all(|i| parent.issuers.contains(i))
+    }
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "attested {} or higher by {} trusted issuer{}",
+            self.level,
+            self.issuers.len(),
+            if self.issuers.len() == 1 { "" } else { "s" }
+        )
+    }
 }
 
 /// How a delegated grant would exceed its parent.
@@ -148,6 +208,9 @@ pub enum Widening {
     /// Audit right the parent does not have.
     #[error("audit right not held by the issuer")]
     Audit,
+    /// A weaker identity requirement than the parent's.
+    #[error("identity requirement weaker than the issuer's grant")]
+    Assurance,
 }
 
 impl Grant {
@@ -180,6 +243,15 @@ impl Grant {
         }
         if self.audit && !parent.audit {
             return Err(Widening::Audit);
+        }
+        if let Some(p) = &parent.requires {
+            if !self
+                .requires
+                .as_ref()
+                .is_some_and(|c| c.at_least_as_strict_as(p))
+            {
+                return Err(Widening::Assurance);
+            }
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ use crate::access::Grant;
 use crate::category::Category;
 use crate::ids::{ActorId, EntryId, RecordId, Sig};
 use crate::keys::{self, Domain, KeyError, Keypair};
+use crate::trust::attestation::{AttestationError, SignedAttestation};
 use crate::value::{Value, ValueError};
 
 /// Milliseconds since the Unix epoch, UTC, as claimed by the author.
@@ -27,6 +28,8 @@ pub const MAX_SHORT_TEXT: usize = 512;
 pub const MAX_NOTE_TEXT: usize = 16 * 1024;
 /// Entry format version.
 pub const FORMAT_VERSION: u8 = 1;
+/// Most attestations one profile carries.
+pub const MAX_PROFILE_ATTESTATIONS: usize = 8;
 
 /// Who an actor is: signed by that actor in a profile entry (or the patient's genesis).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +41,28 @@ pub struct Profile {
     pub role: String,
     /// Organisation, if any.
     pub organisation: Option<String>,
+    /// Attestations of who this is, signed by identity assurance services (at most
+    /// [`MAX_PROFILE_ATTESTATIONS`]). Each is checked (signature, and that it is about the
+    /// profile's author) before the profile is accepted; whether its issuer is trusted is
+    /// each node's own decision ([`crate::trust::TrustList`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<SignedAttestation>,
+}
+
+impl Profile {
+    /// A profile without attestations.
+    pub fn new(
+        name: impl Into<String>,
+        role: impl Into<String>,
+        organisation: Option<String>,
+    ) -> Self {
+        Profile {
+            name: name.into(),
+            role: role.into(),
+            organisation,
+            attestations: Vec::new(),
+        }
+    }
 }
 
 /// What an entry does. The variant is the entry's *kind*.
@@ -205,6 +230,15 @@ pub enum EntryError {
     /// The signature or key is bad.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A profile carries more than [`MAX_PROFILE_ATTESTATIONS`] attestations.
+    #[error("a profile carries at most {MAX_PROFILE_ATTESTATIONS} attestations")]
+    TooManyAttestations,
+    /// A profile's attestation is forged or malformed.
+    #[error("profile attestation refused: {0}")]
+    Attestation(String),
+    /// A profile's attestation is about another key than the profile's author.
+    #[error("profile attestation is about another key than its author")]
+    AttestationSubject,
 }
 
 /// A decoded (or freshly signed) entry with its signature, id and canonical bytes.
@@ -268,7 +302,7 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
             if e.author != e.record || e.seq != 1 || !e.parents.is_empty() || e.auth.is_some() {
                 return Err(EntryError::Genesis);
             }
-            check_profile(profile)?;
+            check_profile(&e.author, profile)?;
         }
         _ if e.parents.is_empty() => return Err(EntryError::Parents("missing")),
         Payload::Create { body, .. } | Payload::Amend { body, .. } => body.check()?,
@@ -280,8 +314,17 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
             if let Some(l) = &g.label {
                 short("label", l, MAX_SHORT_TEXT)?;
             }
+            if let Some(r) = &g.requires {
+                let n = r.issuers.len();
+                if n == 0
+                    || n > crate::access::MAX_REQUIREMENT_ISSUERS
+                    || r.issuers.windows(2).any(|w| w[0] >= w[1])
+                {
+                    return Err(EntryError::Text("requires.issuers"));
+                }
+            }
         }
-        Payload::Profile(p) => check_profile(p)?,
+        Payload::Profile(p) => check_profile(&e.author, p)?,
         Payload::MoveHome { host, addrs } => {
             if host.is_empty()
                 || host.len() > 128
@@ -298,11 +341,21 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
     Ok(())
 }
 
-fn check_profile(p: &Profile) -> Result<(), EntryError> {
+fn check_profile(author: &ActorId, p: &Profile) -> Result<(), EntryError> {
     short("name", &p.name, MAX_SHORT_TEXT)?;
     short("role", &p.role, MAX_SHORT_TEXT)?;
     if let Some(o) = &p.organisation {
         short("organisation", o, MAX_SHORT_TEXT)?;
+    }
+    if p.attestations.len() > MAX_PROFILE_ATTESTATIONS {
+        return Err(EntryError::TooManyAttestations);
+    }
+    for a in &p.attestations {
+        a.verify()
+            .map_err(|e: AttestationError| EntryError::Attestation(e.to_string()))?;
+        if a.attestation.subject != *author {
+            return Err(EntryError::AttestationSubject);
+        }
     }
     Ok(())
 }

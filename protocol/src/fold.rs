@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::access::{Level, Scope};
+use crate::access::{Level, Requirement, Scope};
 use crate::category::Category;
 use crate::entry::{Payload, Profile, Timestamp};
 use crate::ids::{ActorId, EntryId};
 use crate::record::{Record, Status};
+use crate::trust::attestation::SignedAttestation;
 use crate::value::Value;
 
 /// One grant through which a viewer sees part of the record.
@@ -35,6 +36,8 @@ pub struct Viewer {
     actor: ActorId,
     patient: bool,
     lenses: Vec<Lens>,
+    /// Grants that would open something but whose identity requirement is not met now.
+    unattested: Vec<(EntryId, Requirement)>,
 }
 
 impl Viewer {
@@ -51,6 +54,13 @@ impl Viewer {
     /// Whether the viewer has any access at all.
     pub fn has_access(&self) -> bool {
         self.patient || !self.lenses.is_empty()
+    }
+
+    /// Grants of this viewer that open nothing because their identity requirement is not
+    /// met (no qualifying attestation in the grantee's latest profile, valid now and not
+    /// known revoked), with what they require.
+    pub fn unattested(&self) -> &[(EntryId, Requirement)] {
+        &self.unattested
     }
 
     /// Whether the viewer may read the audit trail.
@@ -74,12 +84,39 @@ impl Viewer {
 impl Record {
     /// What `actor` may see at time `now`.
     pub fn viewer(&self, actor: &ActorId, now: Timestamp) -> Viewer {
+        self.viewer_checked(actor, now, &[], &|_| false)
+    }
+
+    /// What `actor` may see at time `now`, treating the attestations `revoked` names as
+    /// revoked (a node's own knowledge of its issuers' revocations): a grant that requires
+    /// its grantee to be attested opens nothing without a qualifying attestation, in the
+    /// actor's latest profile or among those `presented` (already verified to be about
+    /// `actor`, e.g. with a sync request's proof).
+    pub fn viewer_checked(
+        &self,
+        actor: &ActorId,
+        now: Timestamp,
+        presented: &[SignedAttestation],
+        revoked: &dyn Fn(&SignedAttestation) -> bool,
+    ) -> Viewer {
         let patient = *actor == self.patient();
         let mut lenses = Vec::new();
+        let mut unattested = Vec::new();
         if !patient {
+            let mut attestations: Vec<SignedAttestation> = self
+                .latest_profile(actor)
+                .map(|p| p.attestations.clone())
+                .unwrap_or_default();
+            attestations.extend(presented.iter().cloned());
             for g in self.grants() {
                 if g.grant.grantee != *actor {
                     continue;
+                }
+                if let Some(req) = &g.grant.requires {
+                    if !req.met_by(actor, &attestations, now, revoked) {
+                        unattested.push((g.id, req.clone()));
+                        continue;
+                    }
                 }
                 let void = match self.status(&g.id) {
                     Some(Status::Valid) => false,
@@ -131,6 +168,7 @@ impl Record {
             actor: *actor,
             patient,
             lenses,
+            unattested,
         }
     }
 

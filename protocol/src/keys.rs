@@ -19,6 +19,10 @@ pub enum Domain {
     Possession,
     /// A record's home pointer (discovery).
     Pointer,
+    /// An identity attestation issued by an identity assurance service.
+    Attestation,
+    /// An AIS's revocation of an attestation it issued.
+    AttestationRevocation,
 }
 
 impl Domain {
@@ -29,6 +33,8 @@ impl Domain {
             Domain::Manifest => b"cophr/v1/manifest\0",
             Domain::Possession => b"cophr/v1/possession\0",
             Domain::Pointer => b"cophr/v1/pointer\0",
+            Domain::Attestation => b"cophr/v1/attestation\0",
+            Domain::AttestationRevocation => b"cophr/v1/attestation-revocation\0",
         }
     }
 

@@ -20,6 +20,7 @@ pub mod record;
 pub mod schema;
 pub mod sync;
 pub mod testkit;
+pub mod trust;
 pub mod value;
 
 pub use access::{Grant, GrantStatus, Level, Scope};

@@ -98,6 +98,16 @@ pub enum AccessError {
     /// The patient already holds every right.
     #[error("the patient cannot be granted rights to their own record")]
     GrantToPatient,
+    /// The grant requires its grantee to be attested, and the author's profile in the
+    /// entry's causal past carries no attestation that meets the requirement at the entry's
+    /// time.
+    #[error("grant {grant} requires its grantee to be {requirement}; the author's profile carries no such attestation")]
+    Unattested {
+        /// The grant.
+        grant: EntryId,
+        /// What it requires, as text.
+        requirement: String,
+    },
 }
 
 /// A causal stream: a category, or `None` for the administrative stream.
@@ -482,6 +492,29 @@ impl Record {
         })
     }
 
+    /// The latest profile `actor` published in the causal past `past` (whatever its status:
+    /// a profile is its author's own statement, and the answer must not depend on when a
+    /// revocation arrives).
+    fn profile_in_past(
+        &self,
+        actor: &ActorId,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> Option<&Profile> {
+        let chain = self.chains.get(&(*actor, None))?;
+        chain.iter().rev().filter(|id| past(id)).find_map(|id| {
+            match &self.nodes.get(id)?.e.entry().payload {
+                Payload::Profile(p) | Payload::Genesis { profile: p } => Some(p),
+                _ => None,
+            }
+        })
+    }
+
+    /// The latest profile `actor` published, whatever its status (see
+    /// [`Record::profile`] for the latest valid one at a time).
+    pub fn latest_profile(&self, actor: &ActorId) -> Option<&Profile> {
+        self.profile_in_past(actor, &|_| true)
+    }
+
     /// Builds the next entry for `author`: sequence, backlink, parents (current heads) and
     /// time (never earlier than the causal past) are filled in. The caller signs it.
     pub fn next_entry(
@@ -849,6 +882,22 @@ impl Record {
         let info = self.named_grant(e, past)?;
         let mut status = self.grant_chain_status(e, info.id, past)?;
         let g = &info.grant;
+        if let Some(req) = &g.requires {
+            // A profile entry may bring the attestation that meets the requirement.
+            let attestations = match &e.payload {
+                Payload::Profile(p) => p.attestations.as_slice(),
+                _ => self
+                    .profile_in_past(&e.author, past)
+                    .map_or(&[][..], |p| p.attestations.as_slice()),
+            };
+            if !req.met_by(&e.author, attestations, e.time, &|_| false) {
+                return Err(AccessError::Unattested {
+                    grant: info.id,
+                    requirement: req.to_string(),
+                }
+                .into());
+            }
+        }
         let mut proxies = Vec::new();
         match &e.payload {
             Payload::Genesis { .. } => return Err(Rejection::GenesisExists),

@@ -8,7 +8,7 @@ use rand_core::{CryptoRng, RngCore, SeedableRng};
 use crate::access::{Grant, Level, Scope};
 use crate::category::Category;
 use crate::entry::{Payload, Profile, Timestamp, Verified};
-use crate::ids::EntryId;
+use crate::ids::{ActorId, EntryId};
 use crate::keys::Keypair;
 use crate::record::{Record, Rejection};
 use crate::value::Value;
@@ -107,7 +107,37 @@ pub fn profile(name: &str, role: &str, org: Option<&str>) -> Profile {
         name: name.into(),
         role: role.into(),
         organisation: org.map(Into::into),
+        attestations: Vec::new(),
     }
+}
+
+/// An attestation by `issuer` that `subject` is the person `name`, at `level`, valid from
+/// `not_before` for a year (a fixed serial from the subject's key, so it is reproducible).
+pub fn attestation(
+    issuer: &Keypair,
+    subject: &ActorId,
+    name: &str,
+    level: crate::trust::AssuranceLevel,
+    not_before: Timestamp,
+) -> crate::trust::SignedAttestation {
+    use crate::trust::attestation::{Attestation, Attributes, Method, ATTESTATION_VERSION};
+    Attestation {
+        v: ATTESTATION_VERSION,
+        issuer: issuer.actor(),
+        subject: *subject,
+        attributes: Attributes::Person {
+            name: name.into(),
+            birth_date: None,
+            national_number: None,
+        },
+        level,
+        method: Method::InPerson,
+        not_before,
+        not_after: not_before + 365 * 24 * 3600 * 1000,
+        serial: subject.as_bytes()[..16].to_vec(),
+    }
+    .sign(issuer)
+    .expect("a valid attestation")
 }
 
 /// A grant of `level` on `categories` (empty = all).
@@ -131,6 +161,7 @@ pub fn grant(
         audit,
         delegate,
         label: None,
+        requires: None,
     }
 }
 
@@ -180,19 +211,15 @@ pub struct Fixture {
 impl Fixture {
     /// A record with its genesis, for a patient named `name`.
     pub fn new(seed: u64, name: &str) -> Self {
-        let patient = key(seed, name);
+        Self::with_profile(key(seed, name), profile(name, "patient", None))
+    }
+
+    /// A record with its genesis, for the patient with this key and profile.
+    pub fn with_profile(patient: Keypair, profile: Profile) -> Self {
         let mut record = Record::new(patient.actor());
         let now = 1_700_000_000_000;
         let g = record
-            .prepare(
-                &patient,
-                Payload::Genesis {
-                    profile: profile(name, "patient", None),
-                },
-                None,
-                now,
-                None,
-            )
+            .prepare(&patient, Payload::Genesis { profile }, None, now, None)
             .expect("genesis is valid");
         record.apply(g).expect("genesis applies");
         Fixture {

@@ -40,6 +40,7 @@ fn arb_grant() -> impl Strategy<Value = Grant> {
             audit,
             delegate,
             label: None,
+            requires: None,
         })
 }
 

@@ -133,7 +133,9 @@ fn george_is_notified_of_his_lab_results() {
     ]);
     let line = labs.next_line();
     assert!(
-        line.contains("lab-results added by Ana Costa (biomedical scientist): HbA1c: 48 mmol/mol"),
+        line.contains(
+            "lab-results added by Ana Costa (biomedical scientist) [self-asserted]: HbA1c: 48 mmol/mol"
+        ),
         "{line}"
     );
     assert!(line.contains(&george.actor[..10]), "{line}");
@@ -147,5 +149,6 @@ fn george_is_notified_of_his_lab_results() {
     assert_eq!(second["entry"], id.as_str());
     assert_eq!(second["author"], lab.actor.as_str());
     assert_eq!(second["author_name"], "Ana Costa");
+    assert_eq!(second["author_assurance"], "self-asserted");
     all.finished();
 }

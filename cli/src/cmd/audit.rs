@@ -100,6 +100,7 @@ fn person(r: &Record, a: &SignedAudit) -> Person {
         name: e.actor_name.clone().or(known.name),
         role: e.actor_role.clone().or(known.role),
         organisation: e.actor_organisation.clone().or(known.organisation),
+        assurance: known.assurance,
     }
 }
 

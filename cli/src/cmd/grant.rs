@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 
 use clap::Args as ClapArgs;
+use cophr_protocol::access::{Requirement, MAX_REQUIREMENT_ISSUERS};
 use cophr_protocol::entry::Payload;
+use cophr_protocol::trust::AssuranceLevel;
 use cophr_protocol::{ActorId, Category, Grant, Level, Scope};
 use serde_json::json;
 
@@ -60,6 +62,16 @@ pub struct Args {
     /// A label for the grant, e.g. "Mary (wife, main carer)"
     #[arg(long)]
     label: Option<String>,
+
+    /// Require the grantee to be attested at this level or higher (P0, P5, P9): until
+    /// they are, the grant opens nothing (pulls and writes are refused, with the reason)
+    #[arg(long, value_name = "LEVEL")]
+    require: Option<AssuranceLevel>,
+
+    /// The identity assurance services whose attestations meet --require (actor ids,
+    /// comma-separated) [default: every issuer on your trust list, `cophr trust list`]
+    #[arg(long, value_name = "a-…,a-…", requires = "require")]
+    attested_by: Option<String>,
 }
 
 /// Parses `all` or a list of categories.
@@ -106,6 +118,39 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if grantee == me.actor() {
         return Err(CliError::invalid("you cannot grant access to yourself"));
     }
+    let requires = match args.require {
+        None => None,
+        Some(level) => {
+            let mut issuers: Vec<ActorId> = match &args.attested_by {
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| parse_id("issuer", s))
+                    .collect::<Result<_>>()?,
+                None => ctx
+                    .home
+                    .trust_entries()?
+                    .issuers
+                    .iter()
+                    .map(|i| i.id)
+                    .collect(),
+            };
+            issuers.sort();
+            issuers.dedup();
+            if issuers.is_empty() {
+                return Err(CliError::invalid(
+                    "--require needs the issuers whose attestations count: --attested-by                      a-…, or trust one first (`cophr trust add a-… --name NAME`)",
+                ));
+            }
+            if issuers.len() > MAX_REQUIREMENT_ISSUERS {
+                return Err(CliError::invalid(format!(
+                    "--attested-by names at most {MAX_REQUIREMENT_ISSUERS} issuers"
+                )));
+            }
+            Some(Requirement { level, issuers })
+        }
+    };
     let store = ctx.store()?;
     let record = ctx.record(&store, Some(&me.actor()))?;
     let grant = Grant {
@@ -117,6 +162,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         audit: args.audit,
         delegate: args.delegate,
         label: label.clone(),
+        requires: requires.clone(),
     };
     let id = context::write(ctx, &store, &me, &record, Payload::Grant(grant))?;
     if ctx.json {
@@ -131,6 +177,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             "from": not_before.map(times::format),
             "until": until.map(times::format),
             "label": label,
+            "requires": requires,
         }));
     }
     output::line(id.to_string())

@@ -74,6 +74,7 @@ fn build(
                 name: p.profile.as_ref().map(|x| x.name.clone()),
                 role: p.profile.as_ref().map(|x| x.role.clone()),
                 organisation: p.profile.as_ref().and_then(|x| x.organisation.clone()),
+                assurance: Person::of(r, &p.author, None).assurance,
             };
             let author = if author.name.is_none() {
                 Person::of(r, &p.author, None)

@@ -82,6 +82,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         role,
         organisation,
         device,
+        attestations: Vec::new(),
     };
     home.write_identity(&key, &info)?;
     // The node's own key, which signs the audit events this home's store records.

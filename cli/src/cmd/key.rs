@@ -375,6 +375,9 @@ fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<()> {
             role: h.role,
             organisation: h.organisation,
             device: ctx.global.device.clone().filter(|d| !d.trim().is_empty()),
+            // Attestations are not in the backup: they are public, in the profile the
+            // person published in records (`cophr identity add` keeps new ones).
+            attestations: Vec::new(),
         },
         (None, None) => IdentityInfo {
             actor: key.actor(),
@@ -382,6 +385,9 @@ fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<()> {
             role: "restored".into(),
             organisation: None,
             device: ctx.global.device.clone().filter(|d| !d.trim().is_empty()),
+            // Attestations are not in the backup: they are public, in the profile the
+            // person published in records (`cophr identity add` keeps new ones).
+            attestations: Vec::new(),
         },
     };
     let already = home.has_identity();

@@ -19,6 +19,7 @@ pub mod grant;
 pub mod grants;
 pub mod history;
 pub mod host;
+pub mod identity;
 pub mod import;
 pub mod init;
 pub mod key;
@@ -34,6 +35,7 @@ pub mod show;
 pub mod status;
 pub mod sync;
 pub mod token;
+pub mod trust;
 pub mod verify;
 pub mod watch;
 pub mod whoami;
@@ -111,6 +113,12 @@ pub enum Command {
     Key(key::Command),
     /// Print the HTTP API's bearer token (HOME/api-token)
     Token(token::Args),
+    /// Your verified identity: attestations from identity assurance services
+    #[command(subcommand)]
+    Identity(identity::Command),
+    /// The identity assurance services this home trusts (verified vs self-asserted)
+    #[command(subcommand)]
+    Trust(trust::Command),
     /// Records: create yours
     #[command(subcommand)]
     Record(record::Command),
@@ -226,11 +234,19 @@ pub fn run(cli: Cli) -> Result<u8> {
 
 /// Runs one command in this context.
 pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
+    // People are shown as verified or self-asserted by this home's trust list (a home
+    // without one, or with an unreadable one, shows everyone as self-asserted).
+    if ctx.home.dir.exists() {
+        let trust = ctx.home.trust_list().unwrap_or_default();
+        crate::output::assess_with(trust, ctx.now().unwrap_or(0));
+    }
     match command {
         Command::Init(a) => init::run(ctx, a),
         Command::Whoami(a) => whoami::run(ctx, a),
         Command::Key(c) => key::run(ctx, c),
         Command::Token(a) => token::run(ctx, a),
+        Command::Identity(c) => identity::run(ctx, c),
+        Command::Trust(c) => trust::run(ctx, c),
         Command::Record(c) => record::run(ctx, c),
         Command::Records(a) => records::run(ctx, a),
         Command::Schema(a) => schema::run(ctx, a),

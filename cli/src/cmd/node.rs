@@ -403,6 +403,10 @@ async fn serve(
     let (handle, mut task) = net::start(store, identity.clone(), peer_key, config)
         .await
         .map_err(|e| CliError::other(format!("cannot start the node: {e}")))?;
+    // Who this home trusts to attest identities, and who it is: checked against the
+    // records' identity requirements, presented with its requests.
+    handle.set_trust(home.trust_list()?);
+    handle.set_attestations(me.info.signed_attestations());
     let addrs = wait_listening(&handle, expected).await?;
 
     // The HTTP API, bound before node.json is written (so its address can be published).

@@ -198,7 +198,10 @@ pub async fn stream(mut conn: UnixStream, request: Request, args: Args, node: No
         };
         let store = handle.store().clone();
         let filter = filter.clone();
+        // Authors are shown as verified or self-asserted by the node's trust list.
+        let trust = handle.trust();
         let lines = tokio::task::spawn_blocking(move || {
+            crate::output::assess_with(trust, times::system_now());
             lines(&store, &me, &changes, filter.as_ref(), json)
         })
         .await
@@ -261,6 +264,7 @@ fn lines(
                         "kind": kind,
                         "author": entry.author,
                         "author_name": author.name,
+                        "author_assurance": author.assurance.to_string(),
                         "summary": summary,
                     })
                     .to_string()

@@ -21,6 +21,7 @@ use cophr_protocol::audit::SignedAudit;
 use cophr_protocol::entry::Payload;
 use cophr_protocol::fold::{self, Item, Viewer};
 use cophr_protocol::record::{GrantInfo, Record, Status};
+use cophr_protocol::trust::{SignedAttestation, TrustList};
 use cophr_protocol::{
     schema, ActorId, Category, EntryId, Grant, Level, Profile, RecordId, Scope, Timestamp,
 };
@@ -193,17 +194,48 @@ fn visible(r: &Record, v: &Viewer, id: &EntryId) -> Result<(), ApiError> {
 // ---------------------------------------------------------------------------------------
 // Output helpers
 
+thread_local! {
+    /// The trust list and time people are assessed against on this (blocking) thread, set
+    /// by [`AppState::blocking`] before each request's work.
+    static TRUST: std::cell::RefCell<(TrustList, Timestamp)> =
+        std::cell::RefCell::new((TrustList::new(), 0));
+}
+
+/// Assess the people in the answers built next on this thread against `trust` at `now`.
+pub fn assess_with(trust: TrustList, now: Timestamp) {
+    TRUST.with(|t| *t.borrow_mut() = (trust, now));
+}
+
 fn person(r: &Record, actor: &ActorId, at: Option<Timestamp>) -> Value {
     let p = r.profile(actor, at).or_else(|| r.profile(actor, None));
-    person_of(actor, p)
+    let mut v = person_of(actor, p);
+    let attestations = r
+        .latest_profile(actor)
+        .map_or(&[][..], |p| p.attestations.as_slice());
+    v["assurance"] = assurance(actor, attestations);
+    v
+}
+
+/// `{"status": "verified", "level", "issuer", "issuer_name", "attributes", …, "shown":
+/// "verified P9 by …"}` or `{"status": "self-asserted", "unaccepted": […], "shown": …}`.
+fn assurance(actor: &ActorId, attestations: &[SignedAttestation]) -> Value {
+    TRUST.with(|t| {
+        let (list, now) = &*t.borrow();
+        let a = list.assess(actor, attestations, *now);
+        let mut v = serde_json::to_value(&a).unwrap_or(Value::Null);
+        v["shown"] = Value::String(a.to_string());
+        v
+    })
 }
 
 fn person_of(actor: &ActorId, p: Option<&Profile>) -> Value {
+    let attestations = p.map_or(&[][..], |p| p.attestations.as_slice());
     json!({
         "actor": actor,
         "name": p.map(|p| p.name.clone()),
         "role": p.map(|p| p.role.clone()),
         "organisation": p.and_then(|p| p.organisation.clone()),
+        "assurance": assurance(actor, attestations),
     })
 }
 

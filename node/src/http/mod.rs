@@ -140,6 +140,8 @@ struct Inner {
     permits: Arc<tokio::sync::Semaphore>,
     request_timeout: std::time::Duration,
     checkpoint: Option<Checkpoint>,
+    /// The trust list used without a network node.
+    trust: cophr_protocol::trust::TrustList,
 }
 
 tokio::task_local! {
@@ -191,6 +193,7 @@ impl AppState {
                 permits: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING)),
                 request_timeout: REQUEST_TIMEOUT,
                 checkpoint: None,
+                trust: cophr_protocol::trust::TrustList::new(),
             }),
             cancel: Cancel::new(),
         }
@@ -276,6 +279,21 @@ impl AppState {
         (self.inner.clock)()
     }
 
+    /// The trust list people are assessed against: the running node's, else the one
+    /// given with [`AppState::with_trust`].
+    pub fn trust(&self) -> cophr_protocol::trust::TrustList {
+        match &self.inner.node {
+            Some(node) => node.trust(),
+            None => self.inner.trust.clone(),
+        }
+    }
+
+    /// Assesses people against `trust` when no network node runs.
+    pub fn with_trust(mut self, trust: cophr_protocol::trust::TrustList) -> Self {
+        Arc::make_mut(&mut self.inner).trust = trust;
+        self
+    }
+
     /// The running network node, if any.
     pub fn node(&self) -> Option<&NodeHandle> {
         self.inner.node.as_ref()
@@ -313,6 +331,9 @@ impl AppState {
         let mut st = self.clone();
         st.cancel = REQUEST.try_with(Cancel::clone).unwrap_or_default();
         tokio::task::spawn_blocking(move || {
+            // People in the answer are shown as verified or self-asserted by the node's
+            // trust list.
+            api::assess_with(st.trust(), st.now());
             let out = f(&st);
             drop(permit);
             out

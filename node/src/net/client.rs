@@ -34,6 +34,7 @@ fn proof(handle: &NodeHandle, peer: &PeerId, record: RecordId) -> Proof {
         nonce(),
         now_ms(),
     )
+    .with_attestations(handle.attestations())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -145,6 +146,7 @@ async fn run_sync(
 ) -> Result<SyncReport, NetError> {
     let store = handle.store().clone();
     let mut cfg = SessionConfig::new(record, handle.peer_id().to_bytes(), peer.to_bytes());
+    cfg.attestations = handle.attestations();
     cfg.push = push;
     cfg.invitation = invitation.map(str::to_owned);
     if push {

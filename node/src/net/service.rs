@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 
 use cophr_protocol::home::{dht_key, SignedPointer};
 use cophr_protocol::sync::{Refusal, Request, Response, PROTOCOL};
+use cophr_protocol::trust::{SignedAttestation, TrustList};
 use cophr_protocol::{EntryId, Keypair, RecordId, Timestamp};
 
 use super::server::{Effect, Peer, Server};
@@ -164,6 +165,8 @@ pub struct NodeHandle {
     store: Store,
     identity: Arc<Keypair>,
     meter: Option<Arc<super::meter::Meter>>,
+    server: Arc<Server>,
+    attestations: Arc<std::sync::RwLock<Vec<SignedAttestation>>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -186,6 +189,30 @@ impl NodeHandle {
     /// The actor this node acts as (its proofs are signed with this key).
     pub fn identity(&self) -> &Keypair {
         &self.identity
+    }
+
+    /// The attestations of the node's identity that its requests present.
+    pub fn attestations(&self) -> Vec<SignedAttestation> {
+        self.attestations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the attestations of the node's identity that its requests present.
+    pub fn set_attestations(&self, attestations: Vec<SignedAttestation>) {
+        *self.attestations.write().unwrap_or_else(|p| p.into_inner()) = attestations;
+    }
+
+    /// Replaces the trust list the node checks identity requirements against (the
+    /// issuers it trusts, the revocations it knows).
+    pub fn set_trust(&self, trust: TrustList) {
+        self.server.set_trust(trust);
+    }
+
+    /// The trust list in use.
+    pub fn trust(&self) -> TrustList {
+        self.server.trust()
     }
 
     async fn send(&self, c: Command) -> Result<(), NetError> {
@@ -297,14 +324,16 @@ pub async fn start(
     let local = key.public().to_peer_id();
     let swarm = build_swarm(key, &config)?;
     let (tx, rx) = mpsc::channel(COMMANDS);
+    let server = Arc::new(Server::new(local.to_bytes(), config.host.clone()));
     let handle = NodeHandle {
         commands: tx,
         peer_id: local,
         store: store.clone(),
         identity: Arc::new(identity),
         meter: None,
+        server: server.clone(),
+        attestations: Arc::default(),
     };
-    let server = Arc::new(Server::new(local.to_bytes(), config.host.clone()));
     let (answered_tx, answered_rx) = mpsc::channel(IN_FLIGHT * 2);
     let event_loop = EventLoop {
         swarm,

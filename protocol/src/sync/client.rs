@@ -58,6 +58,9 @@ pub struct SessionConfig {
     /// A host's invitation, sent with pushes (a host taking records by invitation reads
     /// it on the first push of a record it does not hold).
     pub invitation: Option<String>,
+    /// Attestations of this identity, presented with every request (a grant or host may
+    /// require an attested identity before the identity's profile is in the record).
+    pub attestations: Vec<crate::trust::SignedAttestation>,
 }
 
 impl SessionConfig {
@@ -73,6 +76,7 @@ impl SessionConfig {
             audit_to_push: None,
             audit_have: Vec::new(),
             invitation: None,
+            attestations: Vec::new(),
         }
     }
 }
@@ -216,6 +220,7 @@ impl ClientSession {
             nonce,
             now,
         )
+        .with_attestations(self.cfg.attestations.clone())
     }
 
     fn finish(&mut self, result: Result<(), SyncError>) {

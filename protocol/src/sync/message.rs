@@ -229,6 +229,10 @@ pub enum Refusal {
     /// A home pointer or audit event in the request is invalid.
     #[error("invalid signed object in the request")]
     BadSigned,
+    /// The requester's (or the patient's) identity is not attested as a grant or the
+    /// host's policy requires.
+    #[error("identity attestation required")]
+    AssuranceRequired,
 }
 
 /// Encodes a message.

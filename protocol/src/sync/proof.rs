@@ -5,9 +5,10 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::PROOF_WINDOW_MS;
-use crate::entry::{to_cbor, Timestamp};
+use crate::entry::{to_cbor, Timestamp, MAX_PROFILE_ATTESTATIONS};
 use crate::ids::{ActorId, RecordId, Sig};
 use crate::keys::{self, Domain, Keypair};
+use crate::trust::SignedAttestation;
 
 /// Proof that the requester holds `actor`'s key, bound to this connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,12 @@ pub struct Proof {
     pub time: Timestamp,
     /// `actor`'s signature over all of the above.
     pub sig: Sig,
+    /// Attestations of who `actor` is, presented so that a grant or host that requires an
+    /// attested identity can be used before the actor's profile is in the record (at most
+    /// [`MAX_PROFILE_ATTESTATIONS`], each verified and about `actor`). Self-authenticating:
+    /// each is signed by its issuer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<SignedAttestation>,
 }
 
 #[derive(Serialize)]
@@ -57,6 +64,9 @@ pub enum ProofError {
     /// Bad signature.
     #[error("proof signature does not verify")]
     Signature,
+    /// A presented attestation is forged, malformed, about someone else, or one too many.
+    #[error("presented attestation refused: {0}")]
+    Attestation(String),
 }
 
 impl Proof {
@@ -86,7 +96,14 @@ impl Proof {
             nonce,
             time,
             sig: key.sign(Domain::Possession, &body),
+            attestations: Vec::new(),
         }
+    }
+
+    /// The same proof, presenting these attestations of the actor's identity.
+    pub fn with_attestations(mut self, attestations: Vec<SignedAttestation>) -> Proof {
+        self.attestations = attestations;
+        self
     }
 
     /// Checks the proof for a request that arrived from `client` at `server`, and records
@@ -114,6 +131,20 @@ impl Proof {
         });
         keys::verify(&self.actor, Domain::Possession, &body, &self.sig)
             .map_err(|_| ProofError::Signature)?;
+        if self.attestations.len() > MAX_PROFILE_ATTESTATIONS {
+            return Err(ProofError::Attestation(format!(
+                "more than {MAX_PROFILE_ATTESTATIONS}"
+            )));
+        }
+        for a in &self.attestations {
+            a.verify()
+                .map_err(|e| ProofError::Attestation(e.to_string()))?;
+            if a.attestation.subject != self.actor {
+                return Err(ProofError::Attestation(
+                    "about another key than the requester's".into(),
+                ));
+            }
+        }
         seen.insert(self.actor, self.nonce, now)?;
         Ok(self.actor)
     }

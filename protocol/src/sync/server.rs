@@ -6,17 +6,18 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
 use super::{NonceCache, Proof, Refusal, Request, Response, MAX_BATCH, MAX_BATCH_BYTES};
 use crate::audit::SignedAudit;
-use crate::entry::{verify_batch, SignedEntry, Timestamp, Verified};
+use crate::entry::{verify_batch, Payload, SignedEntry, Timestamp, Verified};
 use crate::fold::Viewer;
 use crate::home::SignedPointer;
 use crate::ids::{ActorId, EntryId, RecordId};
 use crate::record::Record;
+use crate::trust::{AssuranceLevel, SignedAttestation, TrustList};
 
 /// Most nonces a server remembers (proofs older than the window are refused anyway).
 pub const NONCE_CAPACITY: usize = 100_000;
@@ -135,6 +136,9 @@ pub struct HostPolicy {
     pub admission: Admission,
     /// How much is stored.
     pub quotas: Quotas,
+    /// If set, the patients it hosts and the people it serves must be attested at this
+    /// level or higher by an issuer on this node's trust list (`None`: anyone).
+    pub identity: Option<AssuranceLevel>,
 }
 
 impl HostPolicy {
@@ -215,6 +219,7 @@ pub struct Server {
     nonces: Mutex<NonceCache>,
     policy: HostPolicy,
     backup_gets: super::backups::GetLimiter,
+    trust: RwLock<TrustList>,
 }
 
 /// A refusal on the way to an answer.
@@ -242,7 +247,19 @@ impl Server {
             nonces: Mutex::new(NonceCache::new(NONCE_CAPACITY)),
             policy,
             backup_gets: Default::default(),
+            trust: RwLock::new(TrustList::new()),
         }
+    }
+
+    /// Replaces the trust list (the issuers this node trusts and the revocations it knows)
+    /// that identity requirements are checked against.
+    pub fn set_trust(&self, trust: TrustList) {
+        *self.trust.write().unwrap_or_else(|p| p.into_inner()) = trust;
+    }
+
+    /// A copy of the trust list in use.
+    pub fn trust(&self) -> TrustList {
+        self.trust.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The admission policy and quotas.
@@ -263,15 +280,101 @@ impl Server {
     }
 
     /// The viewer's access, or the standard refusal (also when the record is not held).
+    /// Grants whose identity requirement is not met open nothing (attestations this node
+    /// knows revoked do not count); a host that requires the people it serves to be
+    /// attested refuses anyone its trust list does not verify at that level.
     fn viewer<S: SyncStore>(
+        &self,
         store: &S,
         record: &RecordId,
         actor: &ActorId,
+        presented: &[SignedAttestation],
         now: Timestamp,
     ) -> Result<Viewer, Refused> {
-        match store.read(record, |r| r.viewer(actor, now)) {
-            Ok(Some(v)) if v.has_access() => Ok(v),
+        let trust = self.trust.read().unwrap_or_else(|p| p.into_inner());
+        let revoked = |a: &SignedAttestation| trust.is_revoked(&a.id());
+        let found = store.read(record, |r| {
+            let v = r.viewer_checked(actor, now, presented, &revoked);
+            let assurance = self.policy.identity.map(|_| {
+                let mut attestations: Vec<SignedAttestation> = r
+                    .latest_profile(actor)
+                    .map(|p| p.attestations.clone())
+                    .unwrap_or_default();
+                attestations.extend(presented.iter().cloned());
+                trust.assess(actor, &attestations, now)
+            });
+            (v, assurance)
+        });
+        match found {
+            Ok(Some((v, assurance))) if v.has_access() => {
+                if let (Some(level), Some(a)) = (self.policy.identity, assurance) {
+                    if !a.at_least(level) {
+                        return Err(Response::refused_because(
+                            Refusal::AssuranceRequired,
+                            format!("this host serves only people attested {level} or higher by an issuer it trusts; {actor} is {a}"),
+                        ));
+                    }
+                }
+                Ok(v)
+            }
+            Ok(Some((v, _))) if !v.unattested().is_empty() => {
+                let (grant, req) = &v.unattested()[0];
+                Err(Response::refused_because(
+                    Refusal::AssuranceRequired,
+                    format!("grant {grant} requires its grantee to be {req}; {actor}'s profile carries no such attestation valid now"),
+                ))
+            }
             _ => Err(Response::refused(Refusal::NoAccess)),
+        }
+    }
+
+    /// Whether a record's patient may be hosted here: when the policy requires it, the
+    /// patient's genesis (among `entries`) must carry an attestation this node's trust list
+    /// verifies at the level required.
+    fn patient_attested(
+        &self,
+        record: &RecordId,
+        entries: &[serde_bytes::ByteBuf],
+        presented: &[SignedAttestation],
+        now: Timestamp,
+    ) -> Result<(), Refused> {
+        let Some(level) = self.policy.identity else {
+            return Ok(());
+        };
+        let trust = self.trust.read().unwrap_or_else(|p| p.into_inner());
+        // Every attestation the patient's genesis and profiles pushed here carry, and
+        // those presented with the request.
+        let mut attestations: Vec<SignedAttestation> = presented.to_vec();
+        let mut genesis = false;
+        for b in entries {
+            let Ok(e) = SignedEntry::decode(b) else {
+                continue;
+            };
+            if e.entry().author != *record {
+                continue;
+            }
+            match &e.entry().payload {
+                Payload::Genesis { profile } => {
+                    genesis = true;
+                    attestations.extend(profile.attestations.iter().cloned());
+                }
+                Payload::Profile(profile) => {
+                    attestations.extend(profile.attestations.iter().cloned());
+                }
+                _ => {}
+            }
+        }
+        let assurance = genesis.then(|| trust.assess(record, &attestations, now));
+        match assurance {
+            Some(a) if a.at_least(level) => Ok(()),
+            Some(a) => Err(Response::refused_because(
+                Refusal::AssuranceRequired,
+                format!("this host takes only patients attested {level} or higher by an issuer it trusts; the patient is {a}"),
+            )),
+            None => Err(Response::refused_because(
+                Refusal::AssuranceRequired,
+                format!("this host takes only patients attested {level} or higher; push the genesis first"),
+            )),
         }
     }
 
@@ -304,7 +407,7 @@ impl Server {
             Request::Announce { record } => Ok((Response::Ack, vec![Effect::Announced(record)])),
             Request::Digests { proof, digests } => {
                 let actor = self.check(&proof, peer, now)?;
-                let viewer = Self::viewer(store, &proof.record, &actor, now)?;
+                let viewer = self.viewer(store, &proof.record, &actor, &proof.attestations, now)?;
                 let streams = store
                     .read(&proof.record, |r| r.differing(&viewer, &digests))
                     .map_err(failed::<S>)?
@@ -320,7 +423,7 @@ impl Server {
                 limit,
             } => {
                 let actor = self.check(&proof, peer, now)?;
-                Self::pull(store, peer, proof.record, actor, &frontier, limit, now)
+                self.pull(store, peer, &proof, actor, &frontier, limit, now)
             }
             Request::Push {
                 proof,
@@ -328,7 +431,7 @@ impl Server {
                 invitation,
             } => {
                 let actor = self.check(&proof, peer, now)?;
-                self.push(store, proof.record, actor, &entries, invitation, now)
+                self.push(store, &proof, actor, &entries, invitation, now)
             }
             Request::Host { proof, pointer } => {
                 let actor = self.check(&proof, peer, now)?;
@@ -358,7 +461,7 @@ impl Server {
             }
             Request::AuditPull { proof, have } => {
                 let actor = self.check(&proof, peer, now)?;
-                let viewer = Self::viewer(store, &proof.record, &actor, now)?;
+                let viewer = self.viewer(store, &proof.record, &actor, &proof.attestations, now)?;
                 if !viewer.may_audit() {
                     return Err(Response::refused(Refusal::NoAuditRight).into());
                 }
@@ -378,14 +481,14 @@ impl Server {
             }
             Request::AuditPush { proof, events } => {
                 let actor = self.check(&proof, peer, now)?;
-                Self::viewer(store, &proof.record, &actor, now)?;
+                self.viewer(store, &proof.record, &actor, &proof.attestations, now)?;
                 let decoded = decode_audit(&proof.record, &events)?;
                 store.keep_audit(&decoded).map_err(failed::<S>)?;
                 Ok((Response::Ack, Vec::new()))
             }
             Request::BackupPut { proof, backup } => {
                 let actor = self.check(&proof, peer, now)?;
-                Self::viewer(store, &proof.record, &actor, now)?;
+                self.viewer(store, &proof.record, &actor, &proof.attestations, now)?;
                 super::backups::check_put(&actor, &backup)?;
                 store.put_backup(&actor, &backup).map_err(failed::<S>)?;
                 Ok((Response::Ack, Vec::new()))
@@ -404,16 +507,19 @@ impl Server {
     }
 
     /// Round two: what the proven actor lacks and may see, audited before it is sent.
+    #[allow(clippy::too_many_arguments)]
     fn pull<S: SyncStore>(
+        &self,
         store: &mut S,
         peer: &Peer,
-        record: RecordId,
+        proof: &Proof,
         actor: ActorId,
         frontier: &super::Frontier,
         limit: u32,
         now: Timestamp,
     ) -> Result<(Response, Vec<Effect>), Stop> {
-        let viewer = Self::viewer(store, &record, &actor, now)?;
+        let record = proof.record;
+        let viewer = self.viewer(store, &record, &actor, &proof.attestations, now)?;
         let limit = (limit as usize).clamp(1, MAX_BATCH);
         let (entries, ids, more, frontier) = store
             .read(&record, |r| {
@@ -450,17 +556,20 @@ impl Server {
     fn push<S: SyncStore>(
         &self,
         store: &mut S,
-        record: RecordId,
+        proof: &Proof,
         actor: ActorId,
         entries: &[serde_bytes::ByteBuf],
         invitation: Option<String>,
         now: Timestamp,
     ) -> Result<(Response, Vec<Effect>), Stop> {
+        let record = proof.record;
         let held = store.holds(&record).map_err(failed::<S>)?;
         if held {
-            Self::viewer(store, &record, &actor, now)?;
+            self.viewer(store, &record, &actor, &proof.attestations, now)?;
         } else if actor != record {
             return Err(Response::refused(Refusal::NoAccess).into());
+        } else {
+            self.patient_attested(&record, entries, &proof.attestations, now)?;
         }
         let incoming: u64 = entries.iter().map(|e| e.len() as u64).sum();
         // Counting what is stored costs a pass over it: only when there are quotas.

@@ -110,6 +110,7 @@ pub(super) async fn add_grant(
             .label
             .map(|l| l.trim().to_owned())
             .filter(|l| !l.is_empty()),
+        requires: None,
     };
     let id = st
         .blocking(move |st| {
