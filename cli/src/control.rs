@@ -215,8 +215,11 @@ pub fn forward_captured(home: &Path, ctx: &Ctx) -> Result<Option<Vec<u8>>> {
     Ok(Some(stdout))
 }
 
-/// Sends a command to the node and returns its exit code, standard output and error.
-fn exchange(home: &Path, ctx: &Ctx, stdin: bool) -> Result<Option<(u8, Vec<u8>, Vec<u8>)>> {
+/// A forwarded command's exit code, standard output and standard error.
+type Outcome = (u8, Vec<u8>, Vec<u8>);
+
+/// Sends a command to the node and returns what it printed and how it ended.
+fn exchange(home: &Path, ctx: &Ctx, stdin: bool) -> Result<Option<Outcome>> {
     let Some(mut stream) = connect(home)? else {
         return Ok(None);
     };

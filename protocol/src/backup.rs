@@ -528,7 +528,8 @@ mod tests {
     fn a_tampered_header_does_not_open() {
         let (_, b) = sealed(6);
         let other = Keypair::generate(&mut ChaCha20Rng::seed_from_u64(60)).actor();
-        let changes: Vec<Box<dyn Fn(&mut Wire)>> = vec![
+        type Change = Box<dyn Fn(&mut Wire)>;
+        let changes: Vec<Change> = vec![
             Box::new(|w| w.header.salt[0] ^= 1),
             Box::new(|w| w.header.nonce[23] ^= 1),
             Box::new(move |w| w.header.actor = other),
