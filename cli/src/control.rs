@@ -181,6 +181,45 @@ pub fn connect(home: &Path) -> Result<Option<std::os::unix::net::UnixStream>> {
 /// output here (`stdin`: the command reads standard input, which is sent along). Returns
 /// its exit code, or `None` when no node runs (run locally then).
 pub fn forward(home: &Path, ctx: &Ctx, stdin: bool) -> Result<Option<u8>> {
+    let Some((code, stdout, stderr)) = exchange(home, ctx, stdin)? else {
+        return Ok(None);
+    };
+    output::write_out(&stdout)?;
+    output::write_err(&String::from_utf8_lossy(&stderr));
+    Ok(Some(code))
+}
+
+/// Runs `ctx.argv` inside the node running in `home`, if one runs, and returns what it
+/// printed on standard output; a failure comes back as the error the node printed, with
+/// its exit code.
+pub fn forward_captured(home: &Path, ctx: &Ctx) -> Result<Option<Vec<u8>>> {
+    let Some((code, stdout, stderr)) = exchange(home, ctx, false)? else {
+        return Ok(None);
+    };
+    if code != 0 {
+        let text = String::from_utf8_lossy(&stderr);
+        let text = text.trim().trim_start_matches("error: ");
+        let code = [
+            Code::Usage,
+            Code::Access,
+            Code::NotFound,
+            Code::Invalid,
+            Code::Verify,
+            Code::Conflict,
+        ]
+        .into_iter()
+        .find(|c| *c as u8 == code)
+        .unwrap_or(Code::Other);
+        return Err(CliError::new(code, text));
+    }
+    Ok(Some(stdout))
+}
+
+/// A forwarded command's exit code, standard output and standard error.
+type Outcome = (u8, Vec<u8>, Vec<u8>);
+
+/// Sends a command to the node and returns what it printed and how it ended.
+fn exchange(home: &Path, ctx: &Ctx, stdin: bool) -> Result<Option<Outcome>> {
     let Some(mut stream) = connect(home)? else {
         return Ok(None);
     };
@@ -223,9 +262,7 @@ pub fn forward(home: &Path, ctx: &Ctx, stdin: bool) -> Result<Option<u8>> {
     let stderr = BASE64
         .decode(reply.stderr.as_bytes())
         .map_err(|e| CliError::other(format!("bad reply from the node: {e}")))?;
-    output::write_out(&stdout)?;
-    output::write_err(&String::from_utf8_lossy(&stderr));
-    Ok(Some(reply.code))
+    Ok(Some((reply.code, stdout, stderr)))
 }
 
 /// Runs a forwarded command inside the node (on a blocking thread): the same code as a

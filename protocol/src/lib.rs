@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod backup;
 pub mod category;
 pub mod entry;
 pub mod export;

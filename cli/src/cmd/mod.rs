@@ -23,6 +23,7 @@ pub mod host;
 pub mod identity;
 pub mod import;
 pub mod init;
+pub mod key;
 pub mod move_home;
 pub mod node;
 pub mod peers;
@@ -108,6 +109,9 @@ pub enum Command {
     Init(init::Args),
     /// Show your identity: actor id, name, role, organisation, device
     Whoami(whoami::Args),
+    /// Your key: an encrypted backup (to a file or your home host), and restoring it
+    #[command(subcommand)]
+    Key(key::Command),
     /// Print the HTTP API's bearer token (HOME/api-token)
     Token(token::Args),
     /// Your verified identity: attestations from identity assurance services
@@ -190,7 +194,7 @@ impl Command {
                 | Command::Watch(_)
                 | Command::Token(_)
                 | Command::Ais(_)
-        )
+        ) && !matches!(self, Command::Key(k) if !k.forwards())
     }
 
     /// Whether the command reads standard input.
@@ -244,6 +248,7 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
     match command {
         Command::Init(a) => init::run(ctx, a),
         Command::Whoami(a) => whoami::run(ctx, a),
+        Command::Key(c) => key::run(ctx, c),
         Command::Token(a) => token::run(ctx, a),
         Command::Identity(c) => identity::run(ctx, c),
         Command::Trust(c) => trust::run(ctx, c),

@@ -676,3 +676,59 @@ pub async fn close_invitation(
     )
     .await
 }
+
+/// Gives `host` (an address ending in `/p2p/<peer id>`) this identity's encrypted key
+/// backup to keep, proving possession of the key for `record` (a record the host holds
+/// and this identity may see, e.g. the patient's own). The latest backup replaces any
+/// earlier one.
+pub async fn put_backup(
+    handle: &NodeHandle,
+    host: &Multiaddr,
+    record: RecordId,
+    backup: Vec<u8>,
+) -> Result<(), NetError> {
+    let (peer, _) = split(host)?;
+    match handle
+        .request(
+            peer,
+            vec![host.clone()],
+            Request::BackupPut {
+                proof: proof(handle, &peer, record),
+                backup: serde_bytes::ByteBuf::from(backup),
+            },
+        )
+        .await?
+    {
+        Response::Ack => Ok(()),
+        Response::Refused { code, reason } => Err(NetError::Refused { peer, code, reason }),
+        other => Err(NetError::Protocol {
+            peer,
+            reason: format!("unexpected answer to a key backup: {}", other.kind()),
+        }),
+    }
+}
+
+/// Asks `host` for the encrypted key backup it keeps for `actor` (no proof: whoever asks
+/// has lost the key; the backup opens only with its passphrase). `None` when it keeps
+/// none.
+pub async fn get_backup(
+    handle: &NodeHandle,
+    host: &Multiaddr,
+    actor: ActorId,
+) -> Result<Option<Vec<u8>>, NetError> {
+    let (peer, _) = split(host)?;
+    match handle
+        .request(peer, vec![host.clone()], Request::BackupGet { actor })
+        .await?
+    {
+        Response::Backup { backup } => Ok(backup.map(serde_bytes::ByteBuf::into_vec)),
+        Response::Refused { code, reason } => Err(NetError::Refused { peer, code, reason }),
+        other => Err(NetError::Protocol {
+            peer,
+            reason: format!(
+                "unexpected answer to a key backup request: {}",
+                other.kind()
+            ),
+        }),
+    }
+}

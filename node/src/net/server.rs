@@ -49,6 +49,12 @@ pub fn home_key(record: &RecordId) -> String {
     format!("home/{record}")
 }
 
+/// The key under which an actor's encrypted key backup is kept (a host keeps one per
+/// actor; see `cophr_protocol::sync` and `docs/trust.md`).
+pub fn backup_key(actor: &ActorId) -> String {
+    format!("backup/{actor}")
+}
+
 impl SyncStore for Store {
     type Error = StoreError;
 
@@ -152,6 +158,14 @@ impl SyncStore for Store {
             self.set_meta(&key, &after)?;
         }
         Ok(out)
+    }
+
+    fn put_backup(&mut self, actor: &ActorId, backup: &[u8]) -> Result<(), StoreError> {
+        self.set_meta(&backup_key(actor), backup)
+    }
+
+    fn backup(&self, actor: &ActorId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta(&backup_key(actor))?.filter(|b| !b.is_empty()))
     }
 
     fn usage(&self, record: &RecordId) -> Result<Usage, StoreError> {

@@ -23,6 +23,8 @@ pub struct MemStore {
     bytes: BTreeMap<RecordId, u64>,
     /// Invitations issued here, and the record each was redeemed for.
     invitations: BTreeMap<String, Option<RecordId>>,
+    /// Encrypted key backups kept here, by actor.
+    backups: BTreeMap<ActorId, Vec<u8>>,
     /// Per record: patients' invitations to their record (this node is its home host).
     invitation_boxes: BTreeMap<RecordId, crate::invite::InvitationBox>,
 }
@@ -35,6 +37,7 @@ impl MemStore {
             records: BTreeMap::new(),
             audit: BTreeMap::new(),
             homes: BTreeMap::new(),
+            backups: BTreeMap::new(),
             bytes: BTreeMap::new(),
             invitations: BTreeMap::new(),
             invitation_boxes: BTreeMap::new(),
@@ -243,6 +246,15 @@ impl SyncStore for MemStore {
             records: self.records.len() as u64,
             total_bytes: self.bytes.values().sum(),
         })
+    }
+
+    fn put_backup(&mut self, actor: &ActorId, backup: &[u8]) -> Result<(), Rejection> {
+        self.backups.insert(*actor, backup.to_vec());
+        Ok(())
+    }
+
+    fn backup(&self, actor: &ActorId) -> Result<Option<Vec<u8>>, Rejection> {
+        Ok(self.backups.get(actor).cloned())
     }
 }
 

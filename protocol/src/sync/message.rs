@@ -100,6 +100,21 @@ pub enum Request {
         /// The invitation.
         id: ActorId,
     },
+    /// Keep this encrypted key backup of the proven actor (the latest replaces any
+    /// earlier one). The proof names a record held here that the actor may see.
+    BackupPut {
+        /// The backup's actor.
+        proof: Proof,
+        /// The encoded [`crate::backup::KeyBackup`] (at most
+        /// [`crate::backup::MAX_BACKUP_BYTES`]).
+        backup: serde_bytes::ByteBuf,
+    },
+    /// The encrypted key backup kept here for `actor`. Needs no proof (whoever asks has
+    /// lost the key); rate limited. The backup opens only with its passphrase.
+    BackupGet {
+        /// Whose backup.
+        actor: ActorId,
+    },
 }
 
 /// A response.
@@ -147,6 +162,11 @@ pub enum Response {
         /// unauthorised peer).
         reason: String,
     },
+    /// The encrypted key backup asked for, if one is kept here.
+    Backup {
+        /// The encoded [`crate::backup::KeyBackup`].
+        backup: Option<serde_bytes::ByteBuf>,
+    },
 }
 
 impl Response {
@@ -176,6 +196,7 @@ impl Response {
             Response::Invitations { .. } => "invitations",
             Response::Ack => "ack",
             Response::Refused { .. } => "refused",
+            Response::Backup { .. } => "backup",
         }
     }
 }
@@ -192,6 +213,8 @@ impl Request {
             Request::Release { .. } => "release",
             Request::AuditPull { .. } => "audit-pull",
             Request::AuditPush { .. } => "audit-push",
+            Request::BackupPut { .. } => "backup-put",
+            Request::BackupGet { .. } => "backup-get",
             Request::OfferInvitation { .. } => "offer-invitation",
             Request::AcceptInvitation { .. } => "accept-invitation",
             Request::Invitations { .. } => "invitations",

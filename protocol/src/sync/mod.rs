@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 use crate::ids::ActorId;
 use crate::record::Stream;
 
+mod backups;
 pub mod client;
 mod diff;
 pub mod mem;
@@ -37,6 +38,7 @@ mod message;
 mod proof;
 pub mod server;
 
+pub use backups::{BACKUP_GETS_PER_WINDOW, BACKUP_GET_PEERS, BACKUP_GET_WINDOW_MS};
 pub use message::{decode, encode, Refusal, Request, Response, MAX_INVITATION_LEN};
 pub use proof::{NonceCache, Proof, ProofError};
 

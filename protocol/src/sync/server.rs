@@ -79,6 +79,13 @@ pub trait SyncStore {
     /// Redeems a one-time invitation for `record`: `true` when the code was issued here and
     /// is unused (it is then bound to the record) or already bound to this same record (a
     /// retried first push); `false` otherwise.
+
+    /// Keeps `actor`'s encrypted key backup (already checked to be theirs and at most
+    /// [`crate::backup::MAX_BACKUP_BYTES`]), replacing any earlier one.
+    fn put_backup(&mut self, actor: &ActorId, backup: &[u8]) -> Result<(), Self::Error>;
+
+    /// The encrypted key backup kept for `actor`, if any.
+    fn backup(&self, actor: &ActorId) -> Result<Option<Vec<u8>>, Self::Error>;
     fn redeem_invitation(&mut self, code: &str, record: &RecordId) -> Result<bool, Self::Error>;
 
     /// Runs `f` on the record's invitation box (empty if none) and keeps what it leaves,
@@ -220,6 +227,7 @@ pub struct Server {
     local: Vec<u8>,
     nonces: Mutex<NonceCache>,
     policy: HostPolicy,
+    backup_gets: super::backups::GetLimiter,
     trust: RwLock<TrustList>,
 }
 
@@ -247,6 +255,7 @@ impl Server {
             local,
             nonces: Mutex::new(NonceCache::new(NONCE_CAPACITY)),
             policy,
+            backup_gets: Default::default(),
             trust: RwLock::new(TrustList::new()),
         }
     }
@@ -549,6 +558,23 @@ impl Server {
                 let decoded = decode_audit(&proof.record, &events)?;
                 store.keep_audit(&decoded).map_err(failed::<S>)?;
                 Ok((Response::Ack, Vec::new()))
+            }
+            Request::BackupPut { proof, backup } => {
+                let actor = self.check(&proof, peer, now)?;
+                self.viewer(store, &proof.record, &actor, &proof.attestations, now)?;
+                super::backups::check_put(&actor, &backup)?;
+                store.put_backup(&actor, &backup).map_err(failed::<S>)?;
+                Ok((Response::Ack, Vec::new()))
+            }
+            Request::BackupGet { actor } => {
+                self.backup_gets.allow(&peer.id, now)?;
+                let backup = store.backup(&actor).map_err(failed::<S>)?;
+                Ok((
+                    Response::Backup {
+                        backup: backup.map(serde_bytes::ByteBuf::from),
+                    },
+                    Vec::new(),
+                ))
             }
         }
     }

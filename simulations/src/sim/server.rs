@@ -25,8 +25,9 @@ fn asker(req: &Request) -> Option<(RecordId, ActorId)> {
         | Request::OfferInvitation { proof, .. }
         | Request::AcceptInvitation { proof, .. }
         | Request::Invitations { proof }
-        | Request::CloseInvitation { proof, .. } => Some((proof.record, proof.actor)),
-        Request::Announce { .. } => None,
+        | Request::CloseInvitation { proof, .. }
+        | Request::BackupPut { proof, .. } => Some((proof.record, proof.actor)),
+        Request::Announce { .. } | Request::BackupGet { .. } => None,
     }
 }
 

@@ -137,6 +137,14 @@ impl SyncStore for SimStore {
         self.mem.set_home(record, pointer)
     }
 
+    fn put_backup(&mut self, actor: &ActorId, backup: &[u8]) -> Result<(), Rejection> {
+        self.mem.put_backup(actor, backup)
+    }
+
+    fn backup(&self, actor: &ActorId) -> Result<Option<Vec<u8>>, Rejection> {
+        self.mem.backup(actor)
+    }
+
     fn redeem_invitation(&mut self, code: &str, record: &RecordId) -> Result<bool, Rejection> {
         self.mem.redeem_invitation(code, record)
     }
