@@ -94,6 +94,47 @@ pub fn parse_scope(text: &str) -> Result<Scope> {
     Ok(Scope::Only(set))
 }
 
+/// The identity requirement of `--require LEVEL [--attested-by a-…,…]`: the issuers given,
+/// else every issuer on the home's trust list.
+pub fn requirement(
+    ctx: &Ctx,
+    level: Option<AssuranceLevel>,
+    attested_by: Option<&str>,
+) -> Result<Option<Requirement>> {
+    let Some(level) = level else {
+        return Ok(None);
+    };
+    let mut issuers: Vec<ActorId> = match attested_by {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_id("issuer", s))
+            .collect::<Result<_>>()?,
+        None => ctx
+            .home
+            .trust_entries()?
+            .issuers
+            .iter()
+            .map(|i| i.id)
+            .collect(),
+    };
+    issuers.sort();
+    issuers.dedup();
+    if issuers.is_empty() {
+        return Err(CliError::invalid(
+            "--require needs the issuers whose attestations count: --attested-by \
+             a-…, or trust one first (`cophr trust add a-… --name NAME`)",
+        ));
+    }
+    if issuers.len() > MAX_REQUIREMENT_ISSUERS {
+        return Err(CliError::invalid(format!(
+            "--attested-by names at most {MAX_REQUIREMENT_ISSUERS} issuers"
+        )));
+    }
+    Ok(Some(Requirement { level, issuers }))
+}
+
 /// Runs `grant`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let grantee: ActorId = parse_id("actor", &args.actor)?;
@@ -118,39 +159,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if grantee == me.actor() {
         return Err(CliError::invalid("you cannot grant access to yourself"));
     }
-    let requires = match args.require {
-        None => None,
-        Some(level) => {
-            let mut issuers: Vec<ActorId> = match &args.attested_by {
-                Some(list) => list
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| parse_id("issuer", s))
-                    .collect::<Result<_>>()?,
-                None => ctx
-                    .home
-                    .trust_entries()?
-                    .issuers
-                    .iter()
-                    .map(|i| i.id)
-                    .collect(),
-            };
-            issuers.sort();
-            issuers.dedup();
-            if issuers.is_empty() {
-                return Err(CliError::invalid(
-                    "--require needs the issuers whose attestations count: --attested-by                      a-…, or trust one first (`cophr trust add a-… --name NAME`)",
-                ));
-            }
-            if issuers.len() > MAX_REQUIREMENT_ISSUERS {
-                return Err(CliError::invalid(format!(
-                    "--attested-by names at most {MAX_REQUIREMENT_ISSUERS} issuers"
-                )));
-            }
-            Some(Requirement { level, issuers })
-        }
-    };
+    let requires = requirement(ctx, args.require, args.attested_by.as_deref())?;
     let store = ctx.store()?;
     let record = ctx.record(&store, Some(&me.actor()))?;
     let grant = Grant {

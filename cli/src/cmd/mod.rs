@@ -6,6 +6,7 @@ use crate::context::{Ctx, Global};
 use crate::error::Result;
 use crate::home::Home;
 
+pub mod accept;
 pub mod add;
 pub mod ais;
 pub mod amend;
@@ -23,6 +24,8 @@ pub mod host;
 pub mod identity;
 pub mod import;
 pub mod init;
+pub mod invitations;
+pub mod invite;
 pub mod key;
 pub mod move_home;
 pub mod node;
@@ -141,6 +144,13 @@ pub enum Command {
     Annotate(annotate::Args),
     /// Grant someone access to the record
     Grant(grant::Args),
+    /// Invite someone: a one-time, expiring link and QR code for the access you choose
+    Invite(invite::Args),
+    /// Accept an invitation to someone's record (a `cophr://invite/…` link)
+    Accept(accept::Args),
+    /// Who accepted your invitations: confirm (writes their grant) or decline
+    #[command(subcommand)]
+    Invitations(invitations::Command),
     /// Revoke a grant (what the grantee saw or wrote before stays valid)
     Revoke(revoke::Args),
     /// List the grants of the record you may see
@@ -251,6 +261,9 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Key(c) => key::run(ctx, c),
         Command::Token(a) => token::run(ctx, a),
         Command::Identity(c) => identity::run(ctx, c),
+        Command::Invite(a) => invite::run(ctx, a),
+        Command::Accept(a) => accept::run(ctx, a),
+        Command::Invitations(c) => invitations::run(ctx, c),
         Command::Trust(c) => trust::run(ctx, c),
         Command::Record(c) => record::run(ctx, c),
         Command::Records(a) => records::run(ctx, a),
