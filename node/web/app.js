@@ -19,7 +19,11 @@ const ROUTES = {
   annotate: ['POST', '/records/{rid}/entries/{eid}/annotations'],
   timeline: ['GET', '/records/{rid}/timeline'],
   grants: ['GET', '/records/{rid}/grants'],
-  grant: ['POST', '/records/{rid}/grants'],
+  invitations: ['GET', '/records/{rid}/invitations'],
+  invite: ['POST', '/records/{rid}/invitations'],
+  confirmInvitation: ['POST', '/records/{rid}/invitations/{iid}/confirm'],
+  declineInvitation: ['POST', '/records/{rid}/invitations/{iid}/decline'],
+  acceptInvitation: ['POST', '/invitations/accept'],
   revoke: ['POST', '/records/{rid}/grants/{gid}/revoke'],
   audit: ['GET', '/records/{rid}/audit'],
   export: ['GET', '/records/{rid}/export'],
@@ -330,7 +334,37 @@ function renderRecordList() {
     list.append(table);
   }
   view.append(list);
+  view.append(acceptForm());
   title.focus();
+}
+
+// Someone invited you to their record: paste the link they gave you.
+function acceptForm() {
+  const form = h('form', { id: 'accept-form', class: 'card', novalidate: true, 'aria-labelledby': 'accept-title' },
+    h('h2', { id: 'accept-title' }, 'Accept an invitation'),
+    h('div', { class: 'field' },
+      h('label', { for: 'accept-link' }, 'The invitation link you were given'),
+      h('input', { id: 'accept-link', name: 'link', type: 'text', required: true, spellcheck: 'false',
+        autocomplete: 'off', placeholder: 'cophr://invite/…', 'aria-describedby': 'accept-help' }),
+      h('p', { id: 'accept-help', class: 'help' },
+        'Your name, role and any verified identity are sent to the patient, who confirms before you see anything.')),
+    h('button', { type: 'submit' }, 'Accept invitation'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearError();
+    const link = $('accept-link').value.trim();
+    if (!link.startsWith('cophr://invite/')) {
+      $('accept-link').setAttribute('aria-invalid', 'true');
+      $('accept-link').focus();
+      showError(new Error('An invitation link starts with cophr://invite/.'));
+      return;
+    }
+    $('accept-link').removeAttribute('aria-invalid');
+    const r = await attempt(() => api('acceptInvitation', {}, { body: { link } }));
+    if (!r) return;
+    setStatus(`Invitation from ${r.from} accepted. They will confirm; then their record appears here.`);
+  });
+  return form;
 }
 
 function levelSummary(r) {
@@ -958,7 +992,9 @@ async function renderAccess(panel) {
       panel.append(h('div', { class: 'scroll' }, table));
     }
   }
+  panel.append(h('section', { id: 'invitations', 'aria-live': 'polite' }));
   panel.append(grantForm());
+  await renderInvitations();
 }
 
 function grantForm() {
@@ -966,14 +1002,15 @@ function grantForm() {
     h('input', { type: 'checkbox', id: `g-cat-${c.name}`, name: 'category', value: c.name }),
     h('label', { for: `g-cat-${c.name}` }, c.title || c.name)));
   const all = h('input', { type: 'checkbox', id: 'g-all', name: 'all' });
+  const result = h('div', { id: 'invite-result', 'aria-live': 'polite' });
   const form = h('form', { id: 'grant-form', novalidate: true, 'aria-labelledby': 'grant-title' },
-    h('h3', { id: 'grant-title' }, 'Give someone access'),
+    h('h3', { id: 'grant-title' }, 'Invite someone'),
+    h('p', { class: 'help' }, 'You get a one-time link and QR code to give them. When they accept, '
+      + 'you see who they are (verified or self-asserted) and confirm before they see anything.'),
     h('div', { class: 'field' },
-      h('label', { for: 'g-grantee' }, 'Their actor id'),
-      h('input', { id: 'g-grantee', name: 'grantee', type: 'text', required: true, spellcheck: 'false',
-        autocomplete: 'off', placeholder: 'a-…', 'aria-describedby': 'g-grantee-help' }),
-      h('p', { id: 'g-grantee-help', class: 'help' },
-        'Ask them for it: `cophr whoami` prints it on their computer.')),
+      h('label', { for: 'g-label' }, 'Who it is for'),
+      h('input', { id: 'g-label', name: 'label', type: 'text', autocomplete: 'off',
+        placeholder: 'e.g. Pharmacy, or Mary (wife, main carer)' })),
     h('fieldset', {}, h('legend', {}, 'Which parts of the record'),
       h('p', {}, all, h('label', { for: 'g-all' }, 'All categories')),
       h('ul', { class: 'checks' }, catBoxes)),
@@ -986,32 +1023,37 @@ function grantForm() {
       h('input', { id: 'g-expires', name: 'expires', type: 'text', inputmode: 'numeric',
         placeholder: 'YYYY-MM-DD', 'aria-describedby': 'g-expires-help' }),
       h('p', { id: 'g-expires-help', class: 'help' }, 'Leave empty for no end date; you can revoke at any time.')),
+    h('div', { class: 'field' },
+      h('label', { for: 'g-valid' }, 'The link works for'),
+      h('select', { id: 'g-valid', name: 'valid' },
+        h('option', { value: '24' }, '1 day'),
+        h('option', { value: '168' }, '7 days'),
+        h('option', { value: '720' }, '30 days'))),
     h('p', {}, h('input', { type: 'checkbox', id: 'g-audit', name: 'audit' }),
       h('label', { for: 'g-audit' }, 'They may see who viewed what (the audit trail)')),
     h('p', {}, h('input', { type: 'checkbox', id: 'g-delegate', name: 'delegate' }),
       h('label', { for: 'g-delegate' }, 'They may act for me and give others some of this access')),
-    h('button', { type: 'submit' }, 'Grant access'));
+    h('button', { type: 'submit' }, 'Create invitation'),
+    result);
   all.addEventListener('change', () => {
     for (const b of form.querySelectorAll('input[name=category]')) b.disabled = all.checked;
   });
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     clearError();
-    const grantee = $('g-grantee').value.trim();
-    if (!grantee) {
-      $('g-grantee').setAttribute('aria-invalid', 'true');
-      $('g-grantee').focus();
-      showError(new Error('Enter the actor id of the person or organisation to give access to.'));
-      return;
-    }
-    $('g-grantee').removeAttribute('aria-invalid');
     const chosen = [...form.querySelectorAll('input[name=category]:checked')].map((b) => b.value);
     if (!all.checked && chosen.length === 0) {
       showError(new Error('Choose at least one category, or All categories.'));
       $('g-all').focus();
       return;
     }
-    const body = { grantee, categories: all.checked ? 'all' : chosen, level: $('g-level').value };
+    const body = {
+      categories: all.checked ? 'all' : chosen,
+      level: $('g-level').value,
+      valid_for_hours: Number($('g-valid').value),
+    };
+    const label = $('g-label').value.trim();
+    if (label) body.label = label;
     const exp = $('g-expires').value.trim();
     if (exp) {
       if (!/^\d{4}-\d{2}-\d{2}$/.test(exp) || Number.isNaN(new Date(`${exp}T23:59:59Z`).getTime())) {
@@ -1024,12 +1066,83 @@ function grantForm() {
     }
     if ($('g-audit').checked) body.audit = true;
     if ($('g-delegate').checked) body.delegate = true;
-    const r = await attempt(() => api('grant', { rid: state.rid }, { body }));
+    const r = await attempt(() => api('invite', { rid: state.rid }, { body }));
     if (!r) return;
-    await renderRecordKeepingStatus('access');
-    setStatus('Access granted.');
+    result.replaceChildren(
+      h('p', {}, 'Give this link to the person you invite (it works once, until ', when(r.expires), '):'),
+      h('p', {}, h('input', { id: 'invite-link', type: 'text', readonly: true, value: r.link,
+        'aria-label': 'Invitation link', size: 60 })),
+      qr(r.qr_svg));
+    await renderInvitations();
+    setStatus('Invitation created.');
   });
   return form;
+}
+
+// The QR code the API drew (an SVG document of our own node), shown as an image.
+function qr(svg) {
+  const img = h('img', { id: 'invite-qr', alt: 'QR code of the invitation link', width: 200, height: 200 });
+  img.src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(svg)}`;
+  return img;
+}
+
+// The record's invitations, as its home host keeps them: who accepted, confirm or decline.
+async function renderInvitations() {
+  const box = $('invitations');
+  if (!box) return;
+  let list;
+  try {
+    list = await api('invitations', { rid: state.rid });
+  } catch (e) {
+    // No network node or no home host yet: say so here, not as an error of the page.
+    box.replaceChildren(h('h3', {}, 'Invitations'), h('p', { class: 'help' }, e.message));
+    return;
+  }
+  box.replaceChildren(h('h3', {}, 'Invitations'));
+  if (list.length === 0) {
+    box.append(h('p', {}, 'No open invitations.'));
+    return;
+  }
+  const table = h('table', { id: 'invitations-table' },
+    h('caption', { class: 'sr-only' }, 'Invitations and who accepted them'),
+    h('thead', {}, h('tr', {}, ['For', 'Access', 'Link works until', 'Status', 'Action']
+      .map((t) => h('th', { scope: 'col' }, t)))));
+  const tb = h('tbody');
+  for (const i of list) {
+    const cats = i.categories === 'all' ? 'All categories' : (i.categories || []).map(catTitle).join(', ');
+    const who = i.accepted_by;
+    const status = who ? ['Accepted by ', person(who)] : i.status;
+    const actions = [];
+    if (who) {
+      actions.push(h('button', { type: 'button', 'data-confirm': i.invitation,
+        onclick: () => confirmInvitation(i) }, 'Confirm',
+      h('span', { class: 'sr-only' }, ` access for ${who.name || who.actor}`)), ' ');
+    }
+    actions.push(h('button', { type: 'button', class: 'danger', 'data-decline': i.invitation,
+      onclick: () => declineInvitation(i) }, who ? 'Decline' : 'Withdraw'));
+    tb.append(h('tr', { 'data-invitation': i.invitation, 'data-status': i.status },
+      h('th', { scope: 'row' }, i.label || '—'),
+      h('td', {}, cats, ': ', i.level),
+      h('td', {}, when(i.expires)),
+      h('td', {}, status),
+      h('td', {}, actions)));
+  }
+  table.append(tb);
+  box.append(h('div', { class: 'scroll' }, table));
+}
+
+async function confirmInvitation(i) {
+  const r = await attempt(() => api('confirmInvitation', { rid: state.rid, iid: i.invitation }, { body: {} }));
+  if (!r) return;
+  await renderRecordKeepingStatus('access');
+  setStatus(`Access given to ${person(r.grantee)}.`);
+}
+
+async function declineInvitation(i) {
+  const r = await attempt(() => api('declineInvitation', { rid: state.rid, iid: i.invitation }, { body: {} }));
+  if (!r) return;
+  await renderInvitations();
+  setStatus('Invitation closed: it opens nothing.');
 }
 
 async function revoke(g) {

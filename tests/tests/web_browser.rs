@@ -219,7 +219,14 @@ struct Outcome {
     export_file: Option<PathBuf>,
 }
 
-async fn drive(c: &Client, base: &str, token: &str, mary: &str, downloads: &Path) -> Outcome {
+async fn drive(
+    c: &Client,
+    base: &str,
+    token: &str,
+    mary: &str,
+    accept: &(dyn Fn(&str) + Sync),
+    downloads: &Path,
+) -> Outcome {
     c.set_window_size(1280, 1200).await.expect("window size");
     c.goto(&format!("{base}/")).await.expect("open the app");
 
@@ -331,9 +338,11 @@ async fn drive(c: &Client, base: &str, token: &str, mary: &str, downloads: &Path
     wait_text(c, "#status", "note was added").await;
     wait_text(c, "#panel", "Diagnosed in 2015 at the renal clinic").await;
 
-    // Grant Mary access to vital signs, see it listed; revoke it, see it revoked.
+    // Invite Mary to vital signs (no actor id asked): a one-time link and QR code; she
+    // accepts it on her own node; George sees who accepted and confirms; the grant is
+    // listed; he revokes it and sees it revoked.
     click(c, "#tab-access").await;
-    type_into(c, "#g-grantee", mary).await;
+    type_into(c, "#g-label", "Mary (wife)").await;
     click(c, "#g-cat-vital-signs").await;
     wait_for(c, "#g-level")
         .await
@@ -341,7 +350,26 @@ async fn drive(c: &Client, base: &str, token: &str, mary: &str, downloads: &Path
         .await
         .expect("choose a level");
     click(c, "#grant-form button[type=submit]").await;
-    wait_text(c, "#status", "Access granted").await;
+    wait_text(c, "#status", "Invitation created").await;
+    wait_for(c, "#invite-qr").await;
+    let link = wait_for(c, "#invite-link")
+        .await
+        .prop("value")
+        .await
+        .expect("the link's value")
+        .expect("a link");
+    assert!(link.starts_with("cophr://invite/"), "{link}");
+    wait_text(c, "#invitations-table", "open").await;
+    accept(&link);
+    click(c, "#tab-access").await;
+    wait_text(
+        c,
+        "#invitations-table",
+        "Accepted by Mary Jones (carer) [self-asserted]",
+    )
+    .await;
+    click(c, "#invitations-table button[data-confirm]").await;
+    wait_text(c, "#status", "Access given to Mary Jones").await;
     let row = wait_grant_status(c, mary, "active").await;
     let text = row.text().await.expect("row text");
     assert!(
@@ -497,8 +525,13 @@ fn the_patient_uses_the_web_app_in_a_real_browser() {
     george.add(&["allergies", "--agent", "Penicillin", "--reaction", "rash"]);
     george.add(&["alerts", "--alert", "Keysafe by the back door"]);
     let mary = Person::new("Mary Jones", "carer", None);
+    let host = Person::new("Community Host", "host", None);
 
+    // Invitations are kept by the record's home host: George hosts his record first.
+    let host_node = Node::start(&host, &[]);
+    let _mary_node = Node::start(&mary, &[]);
     let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
+    george.live_ok(&["host", &host_node.addr()]);
     let base = node
         .http()
         .unwrap_or_else(|| panic!("node.json has no http address: {}", node.info))
@@ -554,7 +587,19 @@ fn the_patient_uses_the_web_app_in_a_real_browser() {
             });
         *session.lock().expect("the session slot") =
             client.session_id().await.expect("the session id");
-        let outcome = drive(&client, &base, &token, &mary.actor, downloads.path()).await;
+        let accept = |link: &str| {
+            let out = mary.live_ok(&["accept", link]);
+            assert!(out.contains("Accepted George Jones's invitation"), "{out}");
+        };
+        let outcome = drive(
+            &client,
+            &base,
+            &token,
+            &mary.actor,
+            &accept,
+            downloads.path(),
+        )
+        .await;
         client.close().await.expect("close the browser");
         session.lock().expect("the session slot").take();
         outcome

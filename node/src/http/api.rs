@@ -36,6 +36,7 @@ use super::{ApiError, AppState, JsonBody, OptionalJsonBody};
 mod audit;
 mod entries;
 mod grants;
+mod invitations;
 mod records;
 
 /// The OpenAPI 3.1 document of this API.
@@ -82,6 +83,19 @@ pub fn routes() -> Router<AppState> {
         .route("/records/{rid}/grants/{gid}/revoke", post(grants::revoke))
         .route("/records/{rid}/audit", get(audit::audit_trail))
         .route("/records/{rid}/export", get(records::export))
+        .route(
+            "/records/{rid}/invitations",
+            get(invitations::list).post(invitations::create),
+        )
+        .route(
+            "/records/{rid}/invitations/{iid}/confirm",
+            post(invitations::confirm),
+        )
+        .route(
+            "/records/{rid}/invitations/{iid}/decline",
+            post(invitations::decline),
+        )
+        .route("/invitations/accept", post(invitations::accept))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ pub(super) struct GrantInput {
     label: Option<String>,
 }
 
-fn scope_of(v: &Value) -> Result<Scope, ApiError> {
+pub(super) fn scope_of(v: &Value) -> Result<Scope, ApiError> {
     let bad =
         || ApiError::invalid("categories must be \"all\" or a non-empty list of category names");
     match v {

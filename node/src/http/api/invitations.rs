@@ -1,0 +1,300 @@
+//! Invitations from the web app: make one (a link and a QR code), see who accepted
+//! (verified or self-asserted), confirm (writes their grant) or decline; and accept one
+//! made by someone else. The record's home host keeps them (over sync), so these need the
+//! running network node.
+
+use cophr_protocol::invite::{
+    Invitation, InvitationBox, InvitationId, OfferState, Terms, MAX_INVITATION_MS,
+};
+use rand_core::RngCore;
+
+use super::grants::scope_of;
+use super::*;
+use crate::net::{client, NetError, NodeHandle};
+
+/// How long an invitation made without `valid_for_hours` may be accepted.
+const DEFAULT_VALID_HOURS: u64 = 7 * 24;
+
+fn node(st: &AppState) -> Result<NodeHandle, ApiError> {
+    st.node().cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_network",
+            "invitations need the network node (`cophr node run`)",
+        )
+    })
+}
+
+fn net_error(e: NetError) -> ApiError {
+    match e {
+        NetError::Refused { reason, .. } => ApiError::forbidden(reason),
+        NetError::Setup(m) => ApiError::conflict(m),
+        other => ApiError::new(StatusCode::BAD_GATEWAY, "unreachable", other.to_string()),
+    }
+}
+
+/// How an invitation id is shown: `i-` and the invitation key's id.
+pub(crate) fn display_id(id: &InvitationId) -> String {
+    format!("i-{}", &id.to_string()[2..])
+}
+
+fn patient_only(st: &AppState, record: &RecordId) -> Result<(), ApiError> {
+    if *record != st.actor() {
+        return Err(ApiError::forbidden(
+            "only the patient makes and confirms invitations to their record",
+        ));
+    }
+    Ok(())
+}
+
+/// A QR code of `text` as an SVG document.
+fn qr_svg(text: &str) -> Result<String, ApiError> {
+    let code = qrcode::QrCode::new(text.as_bytes())
+        .map_err(|e| ApiError::internal(format!("cannot make a QR code: {e}")))?;
+    Ok(code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .build())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InviteInput {
+    categories: Value,
+    level: String,
+    from: Option<String>,
+    expires: Option<String>,
+    #[serde(default)]
+    delegate: bool,
+    #[serde(default)]
+    audit: bool,
+    label: Option<String>,
+    valid_for_hours: Option<u64>,
+}
+
+pub(super) async fn create(
+    State(st): State<AppState>,
+    Path(rid): Path<String>,
+    JsonBody(input): JsonBody<InviteInput>,
+) -> Result<Response, ApiError> {
+    let record = parse_record(&rid)?;
+    patient_only(&st, &record)?;
+    let handle = node(&st)?;
+    let scope = scope_of(&input.categories)?;
+    let level: Level = input.level.trim().parse().map_err(|_| {
+        ApiError::invalid(format!(
+            "`{}` is not a level: view, annotate, write or delete",
+            input.level
+        ))
+    })?;
+    let not_before = input
+        .from
+        .as_deref()
+        .map(|t| parse_time("from", t))
+        .transpose()?;
+    let until = input
+        .expires
+        .as_deref()
+        .map(|t| parse_time("expires", t))
+        .transpose()?;
+    let hours = input.valid_for_hours.unwrap_or(DEFAULT_VALID_HOURS);
+    let lifetime = hours
+        .checked_mul(3_600_000)
+        .filter(|d| *d > 0 && *d <= MAX_INVITATION_MS)
+        .ok_or_else(|| ApiError::invalid("valid_for_hours must be 1 to 720"))?;
+    let label = input
+        .label
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty());
+    let home = handle
+        .peer_book(&record)
+        .map_err(net_error)?
+        .home
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "the record has no home host yet: invitations are kept by it (host it first)",
+            )
+        })?;
+    let host_peer = crate::net::service::peer_of(&home)
+        .ok_or_else(|| ApiError::internal("the home host's address has no peer id"))?;
+    let bare: libp2p::Multiaddr = home
+        .iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    let now = st.now();
+    let mut secret = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut secret);
+    let invitation = Invitation::new(
+        record,
+        secret,
+        host_peer.to_bytes(),
+        vec![bare.to_string()],
+        now + lifetime,
+        st.profile().name.clone(),
+        label.clone(),
+        now,
+    )
+    .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let terms = Terms {
+        level,
+        scope,
+        not_before,
+        until,
+        audit: input.audit,
+        delegate: input.delegate,
+        label,
+        requires: None,
+    };
+    let offer = invitation
+        .offer(terms, now)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    client::offer_invitation(&handle, record, &offer)
+        .await
+        .map_err(net_error)?;
+    let link = invitation.to_link();
+    Ok(created(json!({
+        "invitation": display_id(&invitation.id()),
+        "link": link,
+        "qr_svg": qr_svg(&link)?,
+        "expires": format_time(invitation.expires),
+    })))
+}
+
+fn status(o: &OfferState, now: Timestamp) -> &'static str {
+    match (&o.accepted, now > o.offer.expires) {
+        (Some(_), _) => "accepted",
+        (None, true) => "expired",
+        (None, false) => "open",
+    }
+}
+
+fn offer_json(o: &OfferState, now: Timestamp) -> Value {
+    let t = &o.offer.terms;
+    let categories = match &t.scope {
+        Scope::All => json!("all"),
+        Scope::Only(set) => json!(set.iter().map(|c| c.name()).collect::<Vec<_>>()),
+    };
+    json!({
+        "invitation": display_id(&o.offer.id),
+        "status": status(o, now),
+        "label": t.label,
+        "level": t.level,
+        "categories": categories,
+        "audit": t.audit,
+        "delegate": t.delegate,
+        "expires": format_time(o.offer.expires),
+        "accepted_by": o.accepted.as_ref().map(|a| person_of(&a.acceptance.invitee, Some(&a.acceptance.profile))),
+        "accepted": o.accepted.as_ref().map(|a| format_time(a.acceptance.time)),
+    })
+}
+
+async fn fetch(st: &AppState, record: RecordId) -> Result<InvitationBox, ApiError> {
+    let handle = node(st)?;
+    client::invitations(&handle, record)
+        .await
+        .map_err(net_error)
+}
+
+pub(super) async fn list(
+    State(st): State<AppState>,
+    Path(rid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = parse_record(&rid)?;
+    patient_only(&st, &record)?;
+    let b = fetch(&st, record).await?;
+    let now = st.now();
+    let trust = st.trust();
+    // People are assessed on this thread like on the blocking ones.
+    assess_with(trust, now);
+    Ok(Json(Value::Array(
+        b.offers.iter().map(|o| offer_json(o, now)).collect(),
+    )))
+}
+
+fn find(b: &InvitationBox, iid: &str) -> Result<OfferState, ApiError> {
+    let want = iid.trim().to_ascii_lowercase();
+    b.offers
+        .iter()
+        .find(|o| display_id(&o.offer.id) == want)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no invitation {want}")))
+}
+
+pub(super) async fn confirm(
+    State(st): State<AppState>,
+    Path((rid, iid)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let record = parse_record(&rid)?;
+    patient_only(&st, &record)?;
+    let b = fetch(&st, record).await?;
+    let o = find(&b, &iid)?;
+    let a = o.accepted.clone().ok_or_else(|| {
+        ApiError::conflict("this invitation has not been accepted (yet): nothing to confirm")
+    })?;
+    let grant = o.offer.terms.grant(a.acceptance.invitee);
+    let id = st
+        .blocking(move |st| {
+            held(st, &record)?;
+            Ok(st
+                .session()
+                .write(&record, Payload::Grant(grant), st.now())?)
+        })
+        .await?;
+    st.changed(record).await;
+    let handle = node(&st)?;
+    client::close_invitation(&handle, record, o.offer.id)
+        .await
+        .map_err(net_error)?;
+    Ok(Json(json!({
+        "grant": id,
+        "grantee": person_of(&a.acceptance.invitee, Some(&a.acceptance.profile)),
+    })))
+}
+
+pub(super) async fn decline(
+    State(st): State<AppState>,
+    Path((rid, iid)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let record = parse_record(&rid)?;
+    patient_only(&st, &record)?;
+    let b = fetch(&st, record).await?;
+    let o = find(&b, &iid)?;
+    let handle = node(&st)?;
+    client::close_invitation(&handle, record, o.offer.id)
+        .await
+        .map_err(net_error)?;
+    Ok(Json(json!({ "closed": display_id(&o.offer.id) })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AcceptInput {
+    link: String,
+}
+
+pub(super) async fn accept(
+    State(st): State<AppState>,
+    JsonBody(input): JsonBody<AcceptInput>,
+) -> Result<Json<Value>, ApiError> {
+    let handle = node(&st)?;
+    let invitation =
+        Invitation::from_link(&input.link).map_err(|e| ApiError::invalid(e.to_string()))?;
+    if invitation.record == st.actor() {
+        return Err(ApiError::invalid(
+            "this is an invitation to your own record",
+        ));
+    }
+    let mut nonce = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut nonce);
+    let acceptance = invitation
+        .accept(st.actor(), st.profile().clone(), nonce, st.now())
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    client::accept_invitation(&handle, &invitation, &acceptance)
+        .await
+        .map_err(net_error)?;
+    Ok(Json(json!({
+        "record": invitation.record,
+        "from": invitation.from,
+        "label": invitation.label,
+    })))
+}
