@@ -61,7 +61,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     }
     output::line(format!(
         "Accepted {}'s invitation{} to record {}. They will see who you are and confirm; \
-         your node then replicates what they give you (`cophr sync --record {}` to check now).",
+         your node replicates what they give you as soon as they do (`cophr sync --record {}` \
+         to check now).",
         invitation.from,
         invitation
             .label

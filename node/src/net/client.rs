@@ -11,7 +11,7 @@ use cophr_protocol::home::SignedPointer;
 use cophr_protocol::record::Record;
 use cophr_protocol::sync::client::{ClientEvent, ClientSession, SessionConfig, SyncError};
 use cophr_protocol::sync::{Proof, Refusal, Request, Response, MAX_BATCH};
-use cophr_protocol::{ActorId, RecordId};
+use cophr_protocol::{ActorId, RecordId, Timestamp};
 
 use super::service::{now_ms, NodeHandle};
 use super::NetError;
@@ -626,7 +626,52 @@ pub async fn accept_invitation(
     let mut book = handle.peer_book(&invitation.record)?;
     book.home = Some(home.clone());
     handle.set_peer_book(&invitation.record, &book)?;
+    await_record(handle.store(), invitation.record, invitation.expires)?;
     Ok(home)
+}
+
+/// The store key of the records this node accepted invitations to and does not hold yet.
+const AWAITING: &str = "awaiting-records";
+/// Most such records remembered.
+pub const MAX_AWAITING: usize = 64;
+
+/// Remembers that this node accepted an invitation to `record`: until it holds the record
+/// (or `until` passes: an invitation nobody confirmed in time), the node tries to sync it
+/// at every tick, so the record arrives as soon as the patient confirms.
+fn await_record(store: &Store, record: RecordId, until: Timestamp) -> Result<(), NetError> {
+    let mut list = awaiting(store)?;
+    list.retain(|(r, _)| *r != record);
+    list.push((record, until));
+    if list.len() > MAX_AWAITING {
+        list.remove(0);
+    }
+    let bytes = serde_json::to_vec(&list).map_err(|e| NetError::Setup(e.to_string()))?;
+    Ok(store.set_meta(AWAITING, &bytes)?)
+}
+
+/// The records this node accepted invitations to and still waits for; drops those it now
+/// holds and those whose invitation expired (keeping the list current).
+pub fn awaiting_records(store: &Store, now: Timestamp) -> Result<Vec<RecordId>, NetError> {
+    let list = awaiting(store)?;
+    let mut keep = Vec::new();
+    for (r, until) in &list {
+        // A confirmed grant may come a while after the invitation expired: wait a day more.
+        if !store.holds(r)? && now <= until.saturating_add(24 * 3600 * 1000) {
+            keep.push((*r, *until));
+        }
+    }
+    if keep.len() != list.len() {
+        let bytes = serde_json::to_vec(&keep).map_err(|e| NetError::Setup(e.to_string()))?;
+        store.set_meta(AWAITING, &bytes)?;
+    }
+    Ok(keep.into_iter().map(|(r, _)| r).collect())
+}
+
+fn awaiting(store: &Store) -> Result<Vec<(RecordId, Timestamp)>, NetError> {
+    Ok(store
+        .meta(AWAITING)?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default())
 }
 
 /// The patient fetches the record's invitations from its home host.

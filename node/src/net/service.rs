@@ -834,9 +834,11 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         // Catch up with every source of every record held; republish hosted pointers.
-        let Ok(records) = self.handle.store.records() else {
+        let Ok(mut records) = self.handle.store.records() else {
             return;
         };
+        // Records this node accepted an invitation to: tried until the patient confirms.
+        records.extend(client::awaiting_records(&self.handle.store, now_ms()).unwrap_or_default());
         let mut hosted = Vec::new();
         for record in records {
             if let Ok(book) = self.handle.peer_book(&record) {
