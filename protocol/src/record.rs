@@ -1604,6 +1604,11 @@ impl Record {
         for owner in self.owners_of(&actor) {
             grants.extend(self.grants_of(&owner));
         }
+        if grants.is_empty() {
+            // No grant: the gate says why (a retired patient key, a removed device, a
+            // rotation's new key, or no grant at all).
+            return self.prepare(key, payload, None, now, device);
+        }
         for g in grants {
             match self.prepare(key, payload.clone(), Some(g), now, device.clone()) {
                 Ok(v) => return Ok(v),

@@ -160,8 +160,10 @@ impl Record {
         if e.author == current {
             return Ok(Acting::own(self.id, rotation));
         }
-        if let Some(by) = self.retired_in(&e.author, &self.id, past) {
-            return Err(AccessError::KeyRetired { key: e.author, by }.into());
+        if self.is_patient_key_in(&e.author, past) {
+            if let Some(by) = self.retired_in(&e.author, &self.id, past) {
+                return Err(AccessError::KeyRetired { key: e.author, by }.into());
+            }
         }
         if let Some(by) = self.lost_rotation_in(&e.author, past) {
             return Err(AccessError::KeyRetired { key: e.author, by }.into());
@@ -260,11 +262,11 @@ impl Record {
         person: &ActorId,
         past: &dyn Fn(&EntryId) -> bool,
     ) -> Result<(), Rejection> {
-        if self.is_patient_in(device, past) {
-            return Err(AccessError::KeyInUse(*device).into());
-        }
         if !self.adds_in(device, person, past).is_empty() {
             return Err(AccessError::DeviceExists(*device).into());
+        }
+        if self.is_patient_in(device, past) {
+            return Err(AccessError::KeyInUse(*device).into());
         }
         Ok(())
     }
@@ -305,11 +307,23 @@ impl Record {
         person: &ActorId,
         past: &dyn Fn(&EntryId) -> bool,
     ) -> Option<EntryId> {
-        self.retirements
+        let parts: Vec<EntryId> = self
+            .retirements
             .get(&(*key, *person))
             .into_iter()
             .flatten()
-            .find(|r| past(r))
+            .filter(|r| past(r))
+            .copied()
+            .collect();
+        self.main_part(&parts)
+    }
+
+    /// The part that names a retirement, whatever order its parts arrived in: the
+    /// administrative one (the smallest id if several), else the smallest id.
+    fn main_part(&self, parts: &[EntryId]) -> Option<EntryId> {
+        parts
+            .iter()
+            .min_by_key(|p| (self.stream_of(p) != Some(&None), **p))
             .copied()
     }
 
@@ -445,16 +459,21 @@ impl Record {
                 .iter()
                 .all(|a| self.status(a) != Some(&Status::Valid))
         {
-            let revocation = match self.status(&acting.via[0]) {
-                Some(Status::Void { revocation }) => *revocation,
-                _ => acting.via[0],
-            };
+            let revocation = acting
+                .via
+                .iter()
+                .map(|a| match self.status(a) {
+                    Some(Status::Void { revocation }) => *revocation,
+                    _ => *a,
+                })
+                .min()
+                .unwrap_or(acting.via[0]);
             return Status::Void { revocation };
         }
         if let Some(parts) = self.retirements.get(&(e.author, acting.principal)) {
-            if let Some(first) = parts.first() {
+            if let Some(main) = self.main_part(parts) {
                 if !kept(parts) {
-                    return Status::Void { revocation: *first };
+                    return Status::Void { revocation: main };
                 }
             }
         }
@@ -503,7 +522,7 @@ impl Record {
     }
 
     /// Recomputes, in causal order, the status of every entry by a patient key or a
-    /// device. Returns those that became void.
+    /// device. Returns those that were in effect and became void.
     pub(crate) fn recompute_keys(&mut self) -> Vec<EntryId> {
         let mut voided = Vec::new();
         for i in 0..self.order.len() {
@@ -516,7 +535,7 @@ impl Record {
             }
             let status = self.compute_status(n);
             if status != n.status {
-                if status != Status::Valid {
+                if n.status == Status::Valid {
                     voided.push(id);
                 }
                 if let Some(n) = self.nodes.get_mut(&id) {
