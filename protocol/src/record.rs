@@ -37,8 +37,8 @@ use crate::schema::{self, SchemaError};
 
 mod devices;
 
-pub use devices::{DeviceInfo, Guardians};
 pub(crate) use devices::Acting;
+pub use devices::{DeviceInfo, Guardians};
 
 /// Why an entry is not authorised.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,7 +109,9 @@ pub enum AccessError {
     #[error("a device may not {0}: only its owner's own key may")]
     DeviceMayNot(&'static str),
     /// The author is a patient key that a rotation in the entry's causal past retired.
-    #[error("key {key} is no longer the patient's: rotation {by} retired it; it writes nothing new")]
+    #[error(
+        "key {key} is no longer the patient's: rotation {by} retired it; it writes nothing new"
+    )]
     KeyRetired {
         /// The retired key.
         key: ActorId,
@@ -1064,8 +1066,7 @@ impl Record {
             Payload::Genesis { .. } => return Err(Rejection::GenesisExists),
             Payload::Create { category, .. } => need(g, "write", Level::Write, category)?,
             Payload::Amend { target, .. } | Payload::Delete { target, .. } => {
-                proxies =
-                    self.check_change(e, &person, g, target, category, past, &mut status)?;
+                proxies = self.check_change(e, &person, g, target, category, past, &mut status)?;
             }
             Payload::Annotate { .. } => {
                 if let Some(c) = category {
@@ -1545,9 +1546,9 @@ impl Record {
     ) -> Result<Vec<Verified>, Rejection> {
         let (grant, reason) = match payload {
             Payload::Revoke { grant, reason, .. } => (grant, reason),
-            Payload::RemoveDevice { device: d, reason, .. } => {
-                return self.prepare_removal(key, d, reason, now, device)
-            }
+            Payload::RemoveDevice {
+                device: d, reason, ..
+            } => return self.prepare_removal(key, d, reason, now, device),
             Payload::RotateKey { .. } => return self.prepare_rotation(key, payload, now, device),
             _ => return Ok(vec![self.prepare_as(key, payload, now, device)?]),
         };

@@ -53,7 +53,9 @@ fn deliver(base: Record, entries: &[Verified]) -> Record {
             match r.apply(e.clone()) {
                 Err(Rejection::MissingParents(_))
                 | Err(Rejection::Backlink(_))
-                | Err(Rejection::Target { why: "not held", .. }) => left.push(e),
+                | Err(Rejection::Target {
+                    why: "not held", ..
+                }) => left.push(e),
                 Err(other) => panic!("a valid entry was refused: {other}"),
                 Ok(_) => {}
             }
@@ -439,7 +441,9 @@ fn a_rotation_below_threshold_or_with_bad_approvals_is_refused_and_stores_nothin
         Rejection::Malformed(EntryError::DuplicateApproval(r.gp.actor()))
     );
     // Approvals over another new key.
-    let other = r.f.record.rotation_claim(&key(4, "someone else").actor(), false);
+    let other =
+        r.f.record
+            .rotation_claim(&key(4, "someone else").actor(), false);
     assert_eq!(
         refused(rotate(&r, approvals(&other, &[&r.mary, &r.gp]))),
         AccessError::BadApproval(approvals(&other, &[&r.mary, &r.gp])[0].by)
@@ -531,7 +535,13 @@ fn guardians_rotate_the_key_and_everything_keeps_working() {
     let thief_grant = thief
         .write(
             &old,
-            Payload::Grant(grant(&key(5, "thief's friend"), Level::Delete, &[], true, true)),
+            Payload::Grant(grant(
+                &key(5, "thief's friend"),
+                Level::Delete,
+                &[],
+                true,
+                true,
+            )),
         )
         .unwrap()
         .id();
@@ -576,9 +586,8 @@ fn guardians_rotate_the_key_and_everything_keeps_working() {
     let new = r.new.clone();
     vitals(&mut r.f, &new, 120).unwrap();
     amend(&mut r.f, &new, r.item, 130).unwrap();
-    let gp_grant = r
-        .f
-        .write(
+    let gp_grant =
+        r.f.write(
             &new,
             Payload::Grant(grant(&r.gp, Level::View, &[], false, false)),
         )
@@ -599,7 +608,9 @@ fn guardians_rotate_the_key_and_everything_keeps_working() {
     vitals(&mut r.f, &mary, 118).unwrap();
     // The old key, having seen the rotation, writes nothing.
     let err = refused(vitals(&mut r.f, &old, 100));
-    assert!(matches!(err, AccessError::KeyRetired { key, by } if key == old.actor() && by == rotation[0].id()));
+    assert!(
+        matches!(err, AccessError::KeyRetired { key, by } if key == old.actor() && by == rotation[0].id())
+    );
     // The thief's concurrent entries are kept but void, in either arrival order.
     let stolen = new_in(&thief.record, &r.f.record);
     let mut a = r.f.record.clone();
@@ -613,7 +624,10 @@ fn guardians_rotate_the_key_and_everything_keeps_working() {
     for rec in [&a, &b] {
         assert_eq!(rec.len(), r.f.record.len() + stolen.len());
         assert!(matches!(rec.status(&thief_data), Some(Status::Void { .. })));
-        assert!(matches!(rec.status(&thief_grant), Some(Status::Void { .. })));
+        assert!(matches!(
+            rec.status(&thief_grant),
+            Some(Status::Void { .. })
+        ));
         assert_eq!(rec.grant_status(&thief_grant, now), Some(GrantStatus::Void));
     }
     let t = r.f.now;
@@ -758,20 +772,19 @@ fn concurrent_rotations_resolve_to_the_smallest_id_everywhere() {
     let c1 = r.f.record.rotation_claim(&r.new.actor(), false);
     let c2 = r.f.record.rotation_claim(&other.actor(), false);
     let r1 = rotate(&r, approvals(&c1, &[&r.mary, &r.gp])).unwrap();
-    let r2 = r
-        .f
-        .record
-        .prepare_all(
-            &other,
-            Payload::RotateKey {
-                old: r.f.patient.actor(),
-                guardians: Some(r.guardians),
-                approvals: approvals(&c2, &[&r.ais, &r.gp]),
-            },
-            r.f.now,
-            None,
-        )
-        .unwrap();
+    let r2 =
+        r.f.record
+            .prepare_all(
+                &other,
+                Payload::RotateKey {
+                    old: r.f.patient.actor(),
+                    guardians: Some(r.guardians),
+                    approvals: approvals(&c2, &[&r.ais, &r.gp]),
+                },
+                r.f.now,
+                None,
+            )
+            .unwrap();
     let winner = r1[0].id().min(r2[0].id());
     let mut a = r.f.record.clone();
     let mut b = r.f.record.clone();
@@ -783,7 +796,11 @@ fn concurrent_rotations_resolve_to_the_smallest_id_everywhere() {
     }
     for rec in [&a, &b] {
         assert_eq!(rec.status(&winner), Some(&Status::Valid));
-        let loser = if winner == r1[0].id() { r2[0].id() } else { r1[0].id() };
+        let loser = if winner == r1[0].id() {
+            r2[0].id()
+        } else {
+            r1[0].id()
+        };
         assert_eq!(
             rec.status(&loser),
             Some(&Status::Void { revocation: winner })
