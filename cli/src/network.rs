@@ -37,6 +37,13 @@ pub fn error(e: NetError) -> CliError {
         } => CliError::access(format!(
             "{e} (a host taking records by invitation needs `--invitation CODE` from its operator's `cophr node invite`)"
         )),
+        NetError::Refused {
+            code: cophr_protocol::sync::Refusal::AssuranceRequired,
+            reason,
+            ..
+        } => CliError::access(format!(
+            "{reason} (add an attestation with `cophr identity add FILE`; `cophr identity show` shows yours)"
+        )),
         NetError::NotFound(_) => CliError::not_found(e.to_string()),
         NetError::Store(_) => CliError::other(e.to_string()),
         _ => CliError::other(e.to_string()),

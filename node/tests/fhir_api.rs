@@ -581,6 +581,11 @@ async fn provenance_carries_a_signature_that_verifies_with_the_authors_key() {
     assert_eq!(agent["who"]["identifier"]["value"], env.rid().to_string());
     assert_eq!(agent["who"]["display"], "George");
     assert_eq!(agent["role"][0]["text"], "patient");
+    // Whether the author's identity is verified, by the node's trust list (none here).
+    let assurance = &agent["extension"][0];
+    assert_eq!(assurance["url"], "urn:cophr:fhir:identity-assurance");
+    assert_eq!(assurance["extension"][0]["valueCode"], "self-asserted");
+    assert_eq!(assurance["extension"][1]["valueString"], "self-asserted");
     assert!(prov["recorded"].as_str().unwrap().ends_with('Z'));
     // Imported: the source system is the Provenance's source entity.
     assert_eq!(prov["entity"][0]["role"], "source");

@@ -129,7 +129,7 @@ pub enum InviteError {
     #[error("the invitation was already used")]
     Used,
     /// No such invitation is open for the record.
-    #[error("no such invitation")]
+    #[error("no such invitation is open: it was never made, or was already used or withdrawn")]
     Unknown,
     /// The acceptance is not signed with the invitation's key (the secret is not held).
     #[error("the acceptance is not signed with the invitation's key")]

@@ -258,3 +258,49 @@ fn over_the_network_a_grant_requiring_attestation_opens_once_the_grantee_present
         pharmacist.sees(&med)
     });
 }
+
+/// A host that serves only attested people (`--require-identity P5`) refuses a
+/// self-asserted patient's record, with the reason, and takes it once the patient's node
+/// presents an attestation by an AIS the host trusts.
+#[test]
+fn a_host_requiring_identity_takes_only_an_attested_patients_record() {
+    let files = tempfile::tempdir().unwrap();
+    let george = Person::new("George Jones", "patient", None);
+    let host = Person::new("Verified-only Host", "host", None);
+    let ais = key(13, "Leeds AIS");
+    host.live_ok(&[
+        "trust",
+        "add",
+        &ais.actor().to_string(),
+        "--name",
+        "Leeds AIS",
+    ]);
+    george.live_ok(&["record", "create"]);
+    let host_node = Node::start(&host, &["--require-identity", "P5"]);
+    let _george_node = Node::start(&george, &[]);
+    let r = george.live(&["host", &host_node.addr()]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("this host takes only patients attested P5")
+            && r.stderr.contains("self-asserted"),
+        "{}",
+        r.stderr
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut a = professional_from(&ais, &george.actor, now - 24 * 3600 * 1000);
+    a.attestation.attributes = Attributes::Person {
+        name: "George Jones".into(),
+        birth_date: Some("1948-02-03".into()),
+        national_number: None,
+    };
+    let a = a.attestation.sign(&ais).unwrap();
+    let file = files.path().join("george.att");
+    std::fs::write(&file, a.to_text()).unwrap();
+    george.live_ok(&["identity", "add", file.to_str().unwrap()]);
+    let out = george.live_ok(&["host", &host_node.addr()]);
+    assert!(out.contains("is now hosted at"), "{out}");
+}

@@ -51,7 +51,26 @@ fn george_and_his_care_network() {
     let host_a = Person::new("Host A", "host", Some("Community Host A"));
     let host_b = Person::new("Host B", "host", Some("Community Host B"));
 
+    // The professionals are verified in person by an identity assurance service George
+    // trusts; the clinical grants require that (P9); family is self-asserted.
+    let ais = cophr_protocol::testkit::key(21, "Leeds AIS");
+    let files = tempfile::tempdir().expect("a directory");
+    for (p, profession, org) in [
+        (&homecare, "nurse", "Leeds Home Care"),
+        (&consultant, "doctor", "Renal Unit"),
+        (&nurse, "nurse", "Diabetes Service"),
+        (&pharmacist, "pharmacist", "Oakwood Pharmacy"),
+    ] {
+        cli_support::attest_professional(files.path(), &ais, p, profession, org);
+    }
     george.live_ok(&["record", "create"]);
+    george.live_ok(&[
+        "trust",
+        "add",
+        &ais.actor().to_string(),
+        "--name",
+        "Leeds AIS",
+    ]);
     grant(&george, &mary, "delete", "all", &["--audit", "--delegate"]);
     grant(&george, &patricia, "view", "all", &["--audit"]);
     grant(&george, &alex, "view", "all", &["--audit"]);
@@ -62,14 +81,14 @@ fn george_and_his_care_network() {
         "vital-signs,procedures,lab-results",
         &[],
     );
-    grant(&george, &consultant, "write", "all", &[]);
-    grant(&george, &nurse, "write", "all", &[]);
+    grant(&george, &consultant, "write", "all", &["--require", "P9"]);
+    grant(&george, &nurse, "write", "all", &["--require", "P9"]);
     grant(
         &george,
         &pharmacist,
         "view",
         "problems,medications,allergies",
-        &[],
+        &["--require", "P9"],
     );
     george.live_add(&["problems", "--problem", "Chronic kidney disease"]);
     george.live_add(&["medications", "--medication", "Metformin"]);
@@ -221,5 +240,16 @@ fn george_and_his_care_network() {
         !homecare.sees(&after_revoke),
         "home care sees nothing after the revocation"
     );
+    // Verified identities: George sees the clinicians verified by the AIS he trusts and
+    // his family as self-asserted.
+    let grants = george.live_ok(&["grants"]);
+    for shown in [
+        "Dr Okafor (consultant) [verified P9 by Leeds AIS]",
+        "Jo Smith (diabetes nurse) [verified P9 by Leeds AIS]",
+        "Ana Silva (pharmacist) [verified P9 by Leeds AIS]",
+        "Mary Jones (carer) [self-asserted]",
+    ] {
+        assert!(grants.contains(shown), "{shown}: {grants}");
+    }
     drop(nodes);
 }

@@ -47,10 +47,20 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
         "demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The host refuses George's record without an invitation; the pharmacist's write.
-    assert_eq!(stdout.matches("refused as expected: exit 3").count(), 2);
+    // The host refuses George's record without an invitation; Mary reusing the pharmacy's
+    // invitation link; the pharmacist's write.
+    assert_eq!(stdout.matches("refused as expected: exit 3").count(), 3);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("does not accept the record"), "{stderr}");
+    assert!(stderr.contains("already used"), "{stderr}");
+    // The pharmacy was invited by link and shown verified by the AIS George trusts.
+    assert!(stdout.contains("cophr://invite/"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "accepted by Ana Silva (pharmacist, Oakwood Pharmacy) [verified P9 by Leeds AIS]"
+        ),
+        "{stdout}"
+    );
     assert!(stdout.contains("--invitation inv-"), "{stdout}");
     assert!(stdout.contains("reached George's node"), "{stdout}");
     // Mary's and the pharmacist's nodes were stopped cleanly; the host runs and answers.

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cli_support::node::Node;
+use cli_support::node::{eventually, Node};
 use cli_support::Person;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
@@ -781,4 +781,90 @@ fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
     });
     drop(driver);
     drop(node);
+}
+
+#[test]
+fn an_invitee_accepts_an_invitation_in_the_web_app_and_sees_the_record_once_confirmed() {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(bin).is_file(),
+            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
+        );
+    }
+    let george = Person::new("George Jones", "patient", None);
+    let priya = Person::new("Priya Shah", "pharmacist", Some("Leeds Pharmacy"));
+    let host = Person::new("Community Host", "host", None);
+    george.live_ok(&["record", "create"]);
+    george.live_add(&["medications", "--medication", "Metformin 500mg"]);
+    let host_node = Node::start(&host, &[]);
+    let _george_node = Node::start(&george, &[]);
+    george.live_ok(&["host", &host_node.addr()]);
+    let inv = george.live_json(&[
+        "invite",
+        "--level",
+        "view",
+        "--categories",
+        "medications",
+        "--label",
+        "Pharmacy",
+    ]);
+    let link = inv["link"].as_str().expect("a link").to_owned();
+    let id = inv["invitation"].as_str().expect("an id").to_owned();
+
+    let node = Node::start(&priya, &["--http", "127.0.0.1:0"]);
+    let base = node.http().expect("the node's HTTP address");
+    let token = std::fs::read_to_string(priya.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned();
+    let profile = tempfile::TempDir::new().expect("a browser profile directory");
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        c.goto(&format!("{}/", base.trim_end_matches('/')))
+            .await
+            .expect("open the app");
+        type_into(&c, "#token", &token).await;
+        click(&c, "#sign-in-form button[type=submit]").await;
+        wait_text(&c, "#app-title", "Records").await;
+        // A mangled link is refused in the page, before anything is sent.
+        type_into(&c, "#accept-link", "https://example.org/not-an-invitation").await;
+        click(&c, "#accept-form button[type=submit]").await;
+        wait_text(&c, "#error", "starts with cophr://invite/").await;
+        // The real one is accepted.
+        type_into(&c, "#accept-link", &link).await;
+        click(&c, "#accept-form button[type=submit]").await;
+        wait_text(&c, "#status", "Invitation from George Jones accepted").await;
+
+        // George confirms who accepted; Priya's node replicates; the record appears.
+        let list = george.live_json(&["invitations", "list"]);
+        let row = list["invitations"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|i| i["invitation"] == id.as_str())
+            .expect("the invitation")
+            .clone();
+        assert_eq!(row["accepted_by"]["name"], "Priya Shah");
+        george.live_ok(&["invitations", "confirm", &id]);
+        eventually("Priya's node replicates George's record", || {
+            let _ = priya.live(&["sync", "--record", &george.actor]);
+            priya
+                .live(&["--json", "records"])
+                .stdout
+                .contains(&george.actor)
+        });
+        c.refresh().await.expect("reload");
+        wait_text(&c, "#view", "George Jones").await;
+        // Accepting the same link again opens nothing.
+        type_into(&c, "#accept-link", &link).await;
+        click(&c, "#accept-form button[type=submit]").await;
+        wait_text(&c, "#error", "already used").await;
+        c.close().await.expect("close the browser");
+    });
 }

@@ -506,6 +506,7 @@ fn network_tour(t: &mut Tour) -> Result<()> {
     george_record(t, &mary, &pharmacist)?;
     let host = start_nodes(t, &mut nodes)?;
     host_by_invitation(t, &host)?;
+    pharmacy_by_invitation(t)?;
     others_follow(t, &george, &host)?;
     reading_replicates(t)?;
     refusal_and_audit(t)?;
@@ -558,7 +559,8 @@ fn network_people(t: &mut Tour) -> Result<(String, String, String)> {
     Ok((george, mary, pharmacist))
 }
 
-/// George creates his record, adds to it and grants Mary and the pharmacist access.
+/// George creates his record, adds to it and grants Mary access (the pharmacist is
+/// invited by link later).
 fn george_record(t: &mut Tour, mary: &str, pharmacist: &str) -> Result<()> {
     t.run("george", &["record", "create"], Expect::Ok)?;
     t.run(
@@ -594,12 +596,100 @@ fn george_record(t: &mut Tour, mary: &str, pharmacist: &str) -> Result<()> {
             "Mary (wife, main carer)",
         ],
     )?;
-    t.grant(
-        pharmacist,
-        "view",
-        "problems,medications,allergies",
-        &["--label", "Oakwood Pharmacy"],
+    // The pharmacist is invited later, by link, once the record has a home host.
+    let _ = pharmacist;
+    Ok(())
+}
+
+/// The pharmacist is verified in person by an identity assurance service George trusts,
+/// and invited by a link (no actor id): George sees who accepted, verified, and confirms.
+fn pharmacy_by_invitation(t: &mut Tour) -> Result<()> {
+    t.say("The Leeds identity assurance service checks the pharmacist's registration in person and signs an attestation of who she is.");
+    t.run(
+        "ais",
+        &["init", "--name", "Leeds Care Record AIS", "--role", "ais"],
+        Expect::Ok,
     )?;
+    let ais = t.actor("ais")?;
+    let pharmacist = t.actor("pharmacist")?;
+    let att = t.file("ana-silva.attestation");
+    t.run(
+        "ais",
+        &[
+            "ais",
+            "attest",
+            "--subject",
+            &pharmacist,
+            "--level",
+            "P9",
+            "--professional",
+            "--name",
+            "Ana Silva",
+            "--profession",
+            "pharmacist",
+            "--registration",
+            "GPhC:2071234",
+            "--organisation",
+            "Oakwood Pharmacy",
+            "--ods",
+            "FA123",
+            "-o",
+            &att,
+        ],
+        Expect::Ok,
+    )?;
+    t.run("pharmacist", &["identity", "add", &att], Expect::Ok)?;
+    t.say("George trusts that service. He invites the pharmacy with a one-time link and QR code, for exactly the access he chooses, and only for someone it verified at P9.");
+    t.run(
+        "george",
+        &[
+            "trust",
+            "add",
+            &ais,
+            "--name",
+            "Leeds AIS",
+            "--max-level",
+            "P9",
+        ],
+        Expect::Ok,
+    )?;
+    let out = t.run(
+        "george",
+        &[
+            "invite",
+            "--level",
+            "view",
+            "--categories",
+            "problems,medications,allergies",
+            "--label",
+            "Oakwood Pharmacy",
+            "--require",
+            "P9",
+            "--expires",
+            "2d",
+        ],
+        Expect::Ok,
+    )?;
+    let link = out
+        .lines()
+        .find(|l| l.starts_with("cophr://invite/"))
+        .map(str::to_owned)
+        .ok_or_else(|| CliError::other("the invitation printed no link"))?;
+    t.say("The pharmacist accepts it on her node; the link works once.");
+    t.run("pharmacist", &["accept", &link], Expect::Ok)?;
+    t.say("George sees who accepted — verified by the service he trusts — and confirms.");
+    let listed = t.run("george", &["invitations", "list", "--json"], Expect::Ok)?;
+    let id = serde_json::from_str::<serde_json::Value>(&listed)
+        .ok()
+        .and_then(|v| {
+            v["invitations"][0]["invitation"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| CliError::other("no invitation was listed"))?;
+    t.run("george", &["invitations", "list"], Expect::Ok)?;
+    t.run("george", &["invitations", "confirm", &id], Expect::Ok)?;
+    t.run("mary", &["accept", &link], Expect::Refused(3))?;
     Ok(())
 }
 

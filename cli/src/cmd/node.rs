@@ -54,6 +54,7 @@ const AFTER_HELP: &str = "The config file is TOML with the network settings (eve
   admission = { mode = \"open\" }   # or { mode = \"allow-list\", records = [\"a-…\"] },
                                     # { mode = \"invitation\" } or { mode = \"closed\" }
   quotas = { record_bytes = 1073741824, records = 10000, total_bytes = 107374182400 }
+  identity = \"P5\"             # host and serve only people attested P5+ (see `cophr trust`)
 Flags override it. A patient whose record is not admitted, or would exceed a quota, is
 refused with that reason (`cophr host` says so); records already hosted keep syncing. By default the node listens on loopback only (127.0.0.1, TCP and QUIC,
 ephemeral ports); other addresses are used only when given with --listen or in the file.
@@ -169,6 +170,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES")]
     quota_total_bytes: Option<u64>,
 
+    /// Host and serve only people attested at this level or higher (P0, P5, P9) by an
+    /// identity assurance service on this home's trust list (`cophr trust`)
+    #[arg(long, value_name = "LEVEL")]
+    require_identity: Option<cophr_protocol::trust::AssuranceLevel>,
+
     /// Allow the HTTP API on an address other machines can reach (it is always
     /// authenticated with the token of `cophr token`)
     #[arg(long)]
@@ -209,6 +215,7 @@ fn host_policy(args: &RunArgs, config: &mut NetConfig) {
     q.record_bytes = args.quota_record_bytes.or(q.record_bytes);
     q.records = args.quota_records.or(q.records);
     q.total_bytes = args.quota_total_bytes.or(q.total_bytes);
+    config.host.identity = args.require_identity.or(config.host.identity);
 }
 
 /// Settings of the node itself (beside the network's) in the config file.
@@ -723,10 +730,16 @@ mod tests {
             "9000",
             "--quota-records",
             "7",
+            "--require-identity",
+            "P9",
         ])
         .unwrap()
         .run;
         host_policy(&args, &mut net);
+        assert_eq!(
+            net.host.identity,
+            Some(cophr_protocol::trust::AssuranceLevel::P9)
+        );
         assert_eq!(
             net.host.admission,
             Admission::AllowList([george, mary].into())
@@ -739,6 +752,12 @@ mod tests {
         host_policy(&closed, &mut net);
         assert_eq!(net.host.admission, Admission::Closed);
         assert!(config("[host]\nadmission = { mode = \"sometimes\" }\n").is_err());
+        let (net, _) = config("[host]\nidentity = \"P5\"\n").unwrap();
+        assert_eq!(
+            net.host.identity,
+            Some(cophr_protocol::trust::AssuranceLevel::P5)
+        );
+        assert!(config("[host]\nidentity = \"P7\"\n").is_err());
         assert!(Cli::try_parse_from(["run", "--admit", "not-an-actor"]).is_err());
     }
 

@@ -230,6 +230,17 @@ fn person(r: &Record, actor: &ActorId, at: Option<Timestamp>) -> Value {
     v
 }
 
+/// How the node's trust list (as set for this thread) assesses `actor`'s attestations.
+pub(crate) fn assess(
+    actor: &ActorId,
+    attestations: &[SignedAttestation],
+) -> cophr_protocol::trust::Assurance {
+    TRUST.with(|t| {
+        let (list, now) = &*t.borrow();
+        list.assess(actor, attestations, *now)
+    })
+}
+
 /// `{"status": "verified", "level", "issuer", "issuer_name", "attributes", …, "shown":
 /// "verified P9 by …"}` or `{"status": "self-asserted", "unaccepted": […], "shown": …}`.
 fn assurance(actor: &ActorId, attestations: &[SignedAttestation]) -> Value {

@@ -79,6 +79,7 @@ pub trait SyncStore {
     /// Redeems a one-time invitation for `record`: `true` when the code was issued here and
     /// is unused (it is then bound to the record) or already bound to this same record (a
     /// retried first push); `false` otherwise.
+    fn redeem_invitation(&mut self, code: &str, record: &RecordId) -> Result<bool, Self::Error>;
 
     /// Keeps `actor`'s encrypted key backup (already checked to be theirs and at most
     /// [`crate::backup::MAX_BACKUP_BYTES`]), replacing any earlier one.
@@ -86,7 +87,6 @@ pub trait SyncStore {
 
     /// The encrypted key backup kept for `actor`, if any.
     fn backup(&self, actor: &ActorId) -> Result<Option<Vec<u8>>, Self::Error>;
-    fn redeem_invitation(&mut self, code: &str, record: &RecordId) -> Result<bool, Self::Error>;
 
     /// Runs `f` on the record's invitation box (empty if none) and keeps what it leaves,
     /// atomically with respect to other calls for the same record.

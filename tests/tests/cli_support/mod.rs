@@ -233,3 +233,48 @@ pub fn has_item(items: &[Value], id: &str) -> bool {
         .iter()
         .any(|i| i["id"].as_str() == Some(id) || i["version"].as_str() == Some(id))
 }
+
+/// Writes a professional's attestation by `ais` (valid from a day ago for a year, on the
+/// real clock) to `dir/<name>.att` and adds it to `p`'s identity (`cophr identity add`).
+pub fn attest_professional(
+    dir: &Path,
+    ais: &cophr_protocol::Keypair,
+    p: &Person,
+    profession: &str,
+    organisation: &str,
+) {
+    use cophr_protocol::trust::attestation::{
+        Attestation, Attributes, Method, OrganisationRef, ATTESTATION_VERSION,
+    };
+    use cophr_protocol::trust::AssuranceLevel;
+    const DAY: u64 = 24 * 3600 * 1000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64;
+    let subject: cophr_protocol::ActorId = p.actor.parse().expect("an actor id");
+    let a = Attestation {
+        v: ATTESTATION_VERSION,
+        issuer: ais.actor(),
+        subject,
+        attributes: Attributes::Professional {
+            name: p.name.clone(),
+            profession: profession.into(),
+            registration: None,
+            organisation: Some(OrganisationRef {
+                name: organisation.into(),
+                ods: None,
+            }),
+        },
+        level: AssuranceLevel::P9,
+        method: Method::InPerson,
+        not_before: now - DAY,
+        not_after: now + 365 * DAY,
+        serial: subject.as_bytes()[..16].to_vec(),
+    }
+    .sign(ais)
+    .expect("a valid attestation");
+    let file = dir.join(format!("{}.att", p.actor));
+    std::fs::write(&file, a.to_text()).expect("write the attestation");
+    p.live_ok(&["identity", "add", file.to_str().expect("a UTF-8 path")]);
+}

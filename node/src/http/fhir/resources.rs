@@ -23,6 +23,35 @@ pub const LEVEL_SYSTEM: &str = "urn:cophr:level";
 /// signature is over (domain tag `cophr/v1/entry\0` followed by the entry's canonical
 /// CBOR), so anyone with the author's public key can verify it.
 pub const SIGNED_MESSAGE_EXT: &str = "urn:cophr:fhir:signed-message";
+/// The extension on a Provenance or AuditEvent agent saying whether who the agent says
+/// they are is verified (by which identity assurance service, at which level) or
+/// self-asserted, by this node's trust list.
+pub const ASSURANCE_EXT: &str = "urn:cophr:fhir:identity-assurance";
+
+/// The identity-assurance extension for `actor` (assessed from their latest profile's
+/// attestations against the node's trust list).
+pub fn assurance_ext(record: &Record, actor: &ActorId) -> Value {
+    let attestations = record
+        .latest_profile(actor)
+        .map_or(&[][..], |p| p.attestations.as_slice());
+    let a = crate::http::api::assess(actor, attestations);
+    let mut parts = vec![
+        json!({"url": "status", "valueCode": match &a {
+            cophr_protocol::trust::Assurance::Verified(_) => "verified",
+            cophr_protocol::trust::Assurance::SelfAsserted { .. } => "self-asserted",
+        }}),
+        json!({"url": "display", "valueString": a.to_string()}),
+    ];
+    if let cophr_protocol::trust::Assurance::Verified(v) = &a {
+        parts.push(json!({"url": "level", "valueCode": v.level.to_string()}));
+        parts.push(json!({"url": "ial", "valueInteger": v.level.ial()}));
+        parts.push(
+            json!({"url": "issuer", "valueReference": actor_ref(&v.issuer, Some(&v.issuer_name))}),
+        );
+    }
+    json!({"url": ASSURANCE_EXT, "extension": parts})
+}
+
 /// The domain-separation tag of entry signatures (see `cophr_protocol::keys`).
 pub const ENTRY_DOMAIN_TAG: &[u8] = b"cophr/v1/entry\0";
 
@@ -111,6 +140,7 @@ pub fn provenance(
             "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
             "code": "author", "display": "Author"}]},
         "who": actor_ref(&prov.author, profile.map(|p| p.name.as_str())),
+        "extension": [assurance_ext(record, &prov.author)],
     });
     if let Some(p) = profile {
         agent["role"] = json!([{"text": p.role}]);
