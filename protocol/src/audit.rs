@@ -38,6 +38,10 @@ pub enum Action {
     AuditRead,
     /// An actor published their profile (name, role, organisation).
     Profile,
+    /// A device was added or removed.
+    Device,
+    /// The patient's guardians were named, or the patient key rotated.
+    Keys,
 }
 
 impl Action {
@@ -53,6 +57,10 @@ impl Action {
             Payload::Revoke { .. } => Action::Revoke,
             Payload::Profile(_) => Action::Profile,
             Payload::MoveHome { .. } => Action::Move,
+            Payload::AddDevice { .. } | Payload::RemoveDevice { .. } => Action::Device,
+            Payload::SetGuardians { .. }
+            | Payload::RotateKey { .. }
+            | Payload::RotationPart { .. } => Action::Keys,
         }
     }
 
@@ -71,6 +79,8 @@ impl Action {
             Action::Move => "move",
             Action::AuditRead => "audit-read",
             Action::Profile => "profile",
+            Action::Device => "device",
+            Action::Keys => "keys",
         }
     }
 }
@@ -222,7 +232,7 @@ pub const MAX_AUDIT_PAGE: usize = 10_000;
 
 impl Action {
     /// Every action, in the order they are listed to people.
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 14] = [
         Action::View,
         Action::Add,
         Action::Edit,
@@ -235,6 +245,8 @@ impl Action {
         Action::Move,
         Action::AuditRead,
         Action::Profile,
+        Action::Device,
+        Action::Keys,
     ];
 
     /// The action of a name ([`Action::name`]).

@@ -30,6 +30,8 @@ pub const MAX_NOTE_TEXT: usize = 16 * 1024;
 pub const FORMAT_VERSION: u8 = 1;
 /// Most attestations one profile carries.
 pub const MAX_PROFILE_ATTESTATIONS: usize = 8;
+/// Most guardians a patient names (and so most approvals a rotation carries).
+pub const MAX_GUARDIANS: usize = 16;
 
 /// Who an actor is: signed by that actor in a profile entry (or the patient's genesis).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +121,55 @@ pub enum Payload {
     },
     /// The author's (updated) profile.
     Profile(Profile),
+    /// A person (the patient, or a grantee under the grant `auth` names) authorises a
+    /// device key to act for them. Only the person's own key (for the patient, the current
+    /// patient key) may add or remove devices. See [`crate::record`], "Devices and keys".
+    AddDevice {
+        /// The device's key.
+        device: ActorId,
+        /// What it is, e.g. "George's phone".
+        label: String,
+    },
+    /// The device's owner removes it from this entry's causal position on. Like a
+    /// revocation, it is a set of entries written together: one in each category stream
+    /// the device wrote in, then one in the administrative stream (`category: None`).
+    RemoveDevice {
+        /// The device's key.
+        device: ActorId,
+        /// The category stream this part of the removal is in (`None`: administrative).
+        category: Option<Category>,
+        /// Why.
+        reason: String,
+    },
+    /// The patient (current key only) names the guardians who may, `threshold` of them
+    /// together, approve a rotation of the patient key.
+    SetGuardians {
+        /// The guardians, sorted, without duplicates (1 to [`MAX_GUARDIANS`]).
+        guardians: Vec<ActorId>,
+        /// How many must approve (1 to the number of guardians).
+        threshold: u8,
+    },
+    /// A rotation of the patient key, authored by the NEW key: from it on, the new key is
+    /// the patient and `old` writes nothing new. The record id never changes.
+    RotateKey {
+        /// The key rotated away from (the patient's current key at this entry).
+        old: ActorId,
+        /// The `SetGuardians` entry whose guardians approve (`None` for a planned rotation
+        /// approved by `old` itself).
+        guardians: Option<EntryId>,
+        /// The approvals: guardians' signatures (or the old key's own) over
+        /// [`RotationClaim`], sorted by signer, without duplicates.
+        approvals: Vec<Approval>,
+    },
+    /// A rotation's part in one category stream, written by the patient after the rotation
+    /// (in the same action): the old key's entries in this stream that are in its causal
+    /// past stay in effect, others are void (as for a revocation's parts).
+    RotationPart {
+        /// The `RotateKey` entry.
+        rotation: EntryId,
+        /// The category stream.
+        category: Category,
+    },
     /// The patient moved the record to a new home host. Replicas follow it.
     MoveHome {
         /// The new host's peer id (bytes).
@@ -142,18 +193,68 @@ impl Payload {
             Payload::Revoke { .. } => "revoke",
             Payload::Profile(_) => "profile",
             Payload::MoveHome { .. } => "move-home",
+            Payload::AddDevice { .. } => "add-device",
+            Payload::RemoveDevice { .. } => "remove-device",
+            Payload::SetGuardians { .. } => "set-guardians",
+            Payload::RotateKey { .. } => "rotate-key",
+            Payload::RotationPart { .. } => "rotation-part",
         }
     }
 
-    /// The entry this one points at (amend, delete, annotate, revoke).
+    /// The entry this one points at (amend, delete, annotate, revoke, rotation part).
     pub fn target(&self) -> Option<EntryId> {
         match self {
             Payload::Amend { target, .. }
             | Payload::Delete { target, .. }
             | Payload::Annotate { target, .. } => Some(*target),
             Payload::Revoke { grant, .. } => Some(*grant),
+            Payload::RotationPart { rotation, .. } => Some(*rotation),
             _ => None,
         }
+    }
+}
+
+/// One signature approving a key rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Who signs: a guardian, or the old key itself (a planned rotation).
+    pub by: ActorId,
+    /// Their signature over the [`RotationClaim`], under [`Domain::KeyRotation`].
+    pub sig: Sig,
+}
+
+/// What an approval of a key rotation is a signature over: the record, the key rotated
+/// away from, the new key and the guardian set relied on. An approval for one rotation
+/// can never be replayed for another record, another key or another guardian set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationClaim {
+    /// The record.
+    pub record: RecordId,
+    /// The patient key rotated away from.
+    pub old: ActorId,
+    /// The new patient key (the rotation entry's author).
+    pub new: ActorId,
+    /// The `SetGuardians` entry relied on (`None` for a planned rotation).
+    pub guardians: Option<EntryId>,
+}
+
+impl RotationClaim {
+    /// The bytes signed.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        cbor(self)
+    }
+
+    /// Signs the claim as `key` (a guardian, or the old key for a planned rotation).
+    pub fn approve(&self, key: &Keypair) -> Approval {
+        Approval {
+            by: key.actor(),
+            sig: key.sign(Domain::KeyRotation, &self.signing_bytes()),
+        }
+    }
+
+    /// Checks one approval's signature (strictly).
+    pub fn verify(&self, a: &Approval) -> Result<(), KeyError> {
+        keys::verify(&a.by, Domain::KeyRotation, &self.signing_bytes(), &a.sig)
     }
 }
 
@@ -239,6 +340,21 @@ pub enum EntryError {
     /// A profile's attestation is about another key than the profile's author.
     #[error("profile attestation is about another key than its author")]
     AttestationSubject,
+    /// A guardian set is empty, larger than [`MAX_GUARDIANS`], not sorted, or has
+    /// duplicates, or its threshold is 0 or more than the number of guardians.
+    #[error("guardian set invalid: {0}")]
+    Guardians(&'static str),
+    /// A rotation carries two approvals by the same signer.
+    #[error("rotation carries two approvals by {0}")]
+    DuplicateApproval(ActorId),
+    /// A rotation carries no approval, more than [`MAX_GUARDIANS`], approvals not sorted
+    /// by signer, or an approval by the new key itself.
+    #[error("rotation approvals invalid: {0}")]
+    Approvals(&'static str),
+    /// A key-management entry names the wrong keys (a device that is its own author, a
+    /// rotation to the same key).
+    #[error("{0}")]
+    Keys(&'static str),
 }
 
 /// A decoded (or freshly signed) entry with its signature, id and canonical bytes.
@@ -306,9 +422,9 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
         }
         _ if e.parents.is_empty() => return Err(EntryError::Parents("missing")),
         Payload::Create { body, .. } | Payload::Amend { body, .. } => body.check()?,
-        Payload::Delete { reason, .. } | Payload::Revoke { reason, .. } => {
-            short("reason", reason, MAX_SHORT_TEXT)?
-        }
+        Payload::Delete { reason, .. }
+        | Payload::Revoke { reason, .. }
+        | Payload::RemoveDevice { reason, .. } => short("reason", reason, MAX_SHORT_TEXT)?,
         Payload::Annotate { text, .. } => short("text", text, MAX_NOTE_TEXT)?,
         Payload::Grant(g) => {
             if let Some(l) = &g.label {
@@ -325,6 +441,50 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
             }
         }
         Payload::Profile(p) => check_profile(&e.author, p)?,
+        Payload::AddDevice { device, label } => {
+            short("label", label, MAX_SHORT_TEXT)?;
+            if *device == e.author || *device == e.record {
+                return Err(EntryError::Keys(
+                    "a device key must differ from its owner's and the record's",
+                ));
+            }
+        }
+        Payload::SetGuardians {
+            guardians,
+            threshold,
+        } => {
+            if guardians.is_empty() || guardians.len() > MAX_GUARDIANS {
+                return Err(EntryError::Guardians("1 to 16 guardians"));
+            }
+            if guardians.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(EntryError::Guardians("not sorted or duplicated"));
+            }
+            if *threshold == 0 || usize::from(*threshold) > guardians.len() {
+                return Err(EntryError::Guardians(
+                    "threshold must be 1 to the number of guardians",
+                ));
+            }
+        }
+        Payload::RotateKey { old, approvals, .. } => {
+            if *old == e.author {
+                return Err(EntryError::Keys("a rotation must name a new key"));
+            }
+            if approvals.is_empty() || approvals.len() > MAX_GUARDIANS {
+                return Err(EntryError::Approvals("1 to 16 approvals"));
+            }
+            for w in approvals.windows(2) {
+                if w[0].by == w[1].by {
+                    return Err(EntryError::DuplicateApproval(w[0].by));
+                }
+                if w[0].by > w[1].by {
+                    return Err(EntryError::Approvals("not sorted by signer"));
+                }
+            }
+            if approvals.iter().any(|a| a.by == e.author) {
+                return Err(EntryError::Approvals("the new key cannot approve itself"));
+            }
+        }
+        Payload::RotationPart { .. } => {}
         Payload::MoveHome { host, addrs } => {
             if host.is_empty()
                 || host.len() > 128

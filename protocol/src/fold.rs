@@ -46,7 +46,7 @@ impl Viewer {
         self.actor
     }
 
-    /// Whether this is the patient.
+    /// Whether this is the patient (the current patient key or a patient's device).
     pub fn is_patient(&self) -> bool {
         self.patient
     }
@@ -99,21 +99,28 @@ impl Record {
         presented: &[SignedAttestation],
         revoked: &dyn Fn(&SignedAttestation) -> bool,
     ) -> Viewer {
-        let patient = *actor == self.patient();
+        // The current patient key and the patient's devices see as the patient; another
+        // person's device sees through its owners' grants, attested as its owner.
+        let patient = self.is_patient(actor);
         let mut lenses = Vec::new();
         let mut unattested = Vec::new();
         if !patient {
-            let mut attestations: Vec<SignedAttestation> = self
-                .latest_profile(actor)
-                .map(|p| p.attestations.clone())
-                .unwrap_or_default();
-            attestations.extend(presented.iter().cloned());
+            let mut people = vec![*actor];
+            people.extend(self.owners_of(actor));
             for g in self.grants() {
-                if g.grant.grantee != *actor {
+                let person = g.grant.grantee;
+                if !people.contains(&person) {
                     continue;
                 }
                 if let Some(req) = &g.grant.requires {
-                    if !req.met_by(actor, &attestations, now, revoked) {
+                    let mut attestations: Vec<SignedAttestation> = self
+                        .latest_profile(&person)
+                        .map(|p| p.attestations.clone())
+                        .unwrap_or_default();
+                    if person == *actor {
+                        attestations.extend(presented.iter().cloned());
+                    }
+                    if !req.met_by(&person, &attestations, now, revoked) {
                         unattested.push((g.id, req.clone()));
                         continue;
                     }

@@ -27,6 +27,8 @@ pub enum Domain {
     Invitation,
     /// A request to an identity assurance service, signed by the key it is about.
     AisRequest,
+    /// A guardian's (or the old key's own) approval of a patient key rotation.
+    KeyRotation,
 }
 
 impl Domain {
@@ -41,6 +43,7 @@ impl Domain {
             Domain::AttestationRevocation => b"cophr/v1/attestation-revocation\0",
             Domain::Invitation => b"cophr/v1/invitation\0",
             Domain::AisRequest => b"cophr/v1/ais-request\0",
+            Domain::KeyRotation => b"cophr/v1/key-rotation\0",
         }
     }
 

@@ -35,6 +35,11 @@ use crate::entry::{Entry, Payload, Profile, Timestamp, Verified, MAX_PARENTS};
 use crate::ids::{ActorId, EntryId, RecordId};
 use crate::schema::{self, SchemaError};
 
+mod devices;
+
+pub(crate) use devices::Acting;
+pub use devices::{DeviceInfo, Guardians};
+
 /// Why an entry is not authorised.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
@@ -95,6 +100,80 @@ pub enum AccessError {
     /// Only the patient may do this (move the record).
     #[error("only the patient may move the record")]
     PatientOnly,
+    /// Only the patient may do this (name guardians, rotate the patient key, write a
+    /// rotation's part).
+    #[error("only the patient may {0}")]
+    PatientKeyOnly(&'static str),
+    /// A device acts for its owner in everything but managing keys: only the owner's own
+    /// key (for the patient, the current patient key) may do this.
+    #[error("a device may not {0}: only its owner's own key may")]
+    DeviceMayNot(&'static str),
+    /// The author is a patient key that a rotation in the entry's causal past retired.
+    #[error(
+        "key {key} is no longer the patient's: rotation {by} retired it; it writes nothing new"
+    )]
+    KeyRetired {
+        /// The retired key.
+        key: ActorId,
+        /// The rotation that retired it (or won over the rotation that made it current).
+        by: EntryId,
+    },
+    /// The author is a device whose removal is in the entry's causal past.
+    #[error("device {device} was removed by {by}")]
+    DeviceRemoved {
+        /// The device.
+        device: ActorId,
+        /// The removal.
+        by: EntryId,
+    },
+    /// The device is already one of this person's devices (a removed device is never
+    /// added again).
+    #[error("{0} is already a device of this person")]
+    DeviceExists(ActorId),
+    /// The key removed is not a device of the remover.
+    #[error("{0} is not a device of this person")]
+    NotADevice(ActorId),
+    /// The key already acts in this record as the patient (a patient key, or a patient's
+    /// device for a rotation's new key), so it cannot become a device or a new patient key.
+    #[error("key {0} already acts in this record as the patient or a device")]
+    KeyInUse(ActorId),
+    /// A guardian named is the patient (one of the patient's keys or devices).
+    #[error("the patient cannot be their own guardian ({0})")]
+    GuardianIsPatient(ActorId),
+    /// The rotation names another key than the patient's current key at its position.
+    #[error("the rotation is from {named}, but the patient's current key is {current}")]
+    RotationFrom {
+        /// The key the rotation names.
+        named: ActorId,
+        /// The current patient key in the rotation's causal past.
+        current: ActorId,
+    },
+    /// A guardian-approved rotation, but no guardians are named in its causal past.
+    #[error("no guardians are named: a rotation needs the old key's or the guardians' approval")]
+    NoGuardians,
+    /// The rotation relies on another guardian set than the one in effect.
+    #[error("the rotation relies on guardian set {named:?}; the one in effect is {current}")]
+    GuardiansNotCurrent {
+        /// The `SetGuardians` entry named.
+        named: Option<EntryId>,
+        /// The one in effect.
+        current: EntryId,
+    },
+    /// An approval is signed by someone who is not a guardian of the set in effect.
+    #[error("{0} is not a guardian")]
+    NotAGuardian(ActorId),
+    /// An approval's signature does not verify over this rotation's claim (another record,
+    /// old key, new key or guardian set, or forged).
+    #[error("the approval by {0} does not verify for this rotation")]
+    BadApproval(ActorId),
+    /// Fewer distinct guardians approved than the threshold.
+    #[error("{have} guardian approval(s), the threshold is {need}")]
+    TooFewApprovals {
+        /// Distinct guardians that approved.
+        have: usize,
+        /// The threshold.
+        need: u8,
+    },
     /// The patient already holds every right.
     #[error("the patient cannot be granted rights to their own record")]
     GrantToPatient,
@@ -172,9 +251,11 @@ pub enum Status {
     /// In effect.
     Valid,
     /// Kept (so the causal graph stays whole) but without effect: written concurrently
-    /// with, or before learning of, the revocation of a grant it depends on.
+    /// with, or before learning of, the revocation of a grant it depends on, the removal
+    /// of the device that wrote it, or the rotation away from the patient key that wrote
+    /// it (or a rotation that won over the one it depends on).
     Void {
-        /// The revocation that voids it.
+        /// The revocation, device removal or key rotation that voids it.
         revocation: EntryId,
     },
 }
@@ -217,6 +298,8 @@ pub(crate) struct Node {
     /// For an amend or delete of another author's entry: the grants that made its author
     /// that author's proxy at its causal position.
     proxies: Vec<EntryId>,
+    /// Whom the author acts for, and what makes it so.
+    pub(crate) acting: Acting,
 }
 
 /// A grant held in the record, with what is known about it.
@@ -224,8 +307,11 @@ pub(crate) struct Node {
 pub struct GrantInfo {
     /// The grant entry.
     pub id: EntryId,
-    /// Who issued it.
+    /// Who issued it: the person (the record id for the patient, whichever of the
+    /// patient's keys or devices signed it; a grantee, or the grantee a device acts for).
     pub issuer: ActorId,
+    /// The key that signed the grant entry.
+    pub signer: ActorId,
     /// The grant under which a delegate issued it (`None` for the patient's own grants).
     pub parent: Option<EntryId>,
     /// The rights.
@@ -256,6 +342,13 @@ pub struct Record {
     versions: HashMap<EntryId, Vec<EntryId>>,
     annotations: HashMap<EntryId, Vec<EntryId>>,
     forks: Vec<ForkProof>,
+    /// `AddDevice` entries by device key.
+    device_adds: HashMap<ActorId, Vec<EntryId>>,
+    /// Retirements by (key, person it acted for): the parts of device removals, and of
+    /// rotations away from a patient key (the `RotateKey` and its `RotationPart`s).
+    retirements: HashMap<(ActorId, ActorId), Vec<EntryId>>,
+    /// `RotateKey` entries by the key they rotate away from.
+    rotations_from: HashMap<ActorId, Vec<EntryId>>,
 }
 
 /// What an entry needs checked, computed by [`Record::check`].
@@ -267,6 +360,7 @@ struct Checked {
     root: Option<EntryId>,
     status: Status,
     proxies: Vec<EntryId>,
+    acting: Acting,
 }
 
 impl Record {
@@ -286,6 +380,9 @@ impl Record {
             versions: HashMap::new(),
             annotations: HashMap::new(),
             forks: Vec::new(),
+            device_adds: HashMap::new(),
+            retirements: HashMap::new(),
+            rotations_from: HashMap::new(),
         }
     }
 
@@ -294,7 +391,9 @@ impl Record {
         self.id
     }
 
-    /// The patient.
+    /// The patient, as a person: the record id (the genesis key). After a key rotation
+    /// the patient writes with another key ([`Record::current_patient_key`]); use
+    /// [`Record::is_patient`] to ask whether a key acts as the patient.
     pub fn patient(&self) -> ActorId {
         self.id
     }
@@ -382,7 +481,10 @@ impl Record {
             Payload::Amend { target, .. }
             | Payload::Delete { target, .. }
             | Payload::Annotate { target, .. } => self.category_of(target).cloned(),
-            Payload::Revoke { category, .. } => category.clone(),
+            Payload::Revoke { category, .. } | Payload::RemoveDevice { category, .. } => {
+                category.clone()
+            }
+            Payload::RotationPart { category, .. } => Some(category.clone()),
             _ => None,
         }
     }
@@ -622,12 +724,17 @@ impl Record {
         let (clock, depth) = self.causal_clock(e, &chain_key)?;
         let past = |x: &EntryId| self.nodes.get(x).is_some_and(|n| self.in_clock(n, &clock));
         let (category, root) = self.check_subject(e, check_body, &past)?;
-        let (status, proxies) = if e.author == self.id {
-            self.check_patient(e)?;
+        let acting = self.check_actor(e, &past)?;
+        let (mut status, proxies) = if e.auth.is_none() {
+            self.check_patient(e, &acting, &past)?;
             (Status::Valid, Vec::new())
         } else {
-            self.check_grantee(e, category.as_ref(), &past)?
+            self.check_grantee(e, &acting, category.as_ref(), &past)?
         };
+        if status == Status::Valid {
+            // Nothing held has a new entry in its causal past: no retirement keeps it.
+            status = self.key_status(&v.id(), e, &stream, &acting, &|_| false);
+        }
         Ok(Checked {
             clock,
             depth,
@@ -636,6 +743,7 @@ impl Record {
             root,
             status,
             proxies,
+            acting,
         })
     }
 
@@ -782,7 +890,10 @@ impl Record {
                 let t = self.data_target(target, past, true)?;
                 (t.category.clone(), None)
             }
-            Payload::Revoke { category, .. } => (category.clone(), None),
+            Payload::Revoke { category, .. } | Payload::RemoveDevice { category, .. } => {
+                (category.clone(), None)
+            }
+            Payload::RotationPart { category, .. } => (Some(category.clone()), None),
             _ => (None, None),
         })
     }
@@ -822,14 +933,22 @@ impl Record {
         Ok(t)
     }
 
-    fn check_patient(&self, e: &Entry) -> Result<(), Rejection> {
+    /// Checks an entry written as the patient (by the current patient key or a patient's
+    /// device; [`Record::check_actor`] decided which).
+    fn check_patient(
+        &self,
+        e: &Entry,
+        acting: &Acting,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> Result<(), Rejection> {
+        let device = acting.is_device();
         match &e.payload {
             Payload::Amend { target, .. } | Payload::Delete { target, .. }
                 if self.item_author(target) != self.id =>
             {
                 return Err(AccessError::NotAuthorOrProxy(*target).into());
             }
-            Payload::Grant(g) if g.grantee == self.id => {
+            Payload::Grant(g) if self.is_patient_in(&g.grantee, past) => {
                 return Err(AccessError::GrantToPatient.into());
             }
             Payload::Revoke { grant, .. } if !self.grants.contains_key(grant) => {
@@ -838,22 +957,63 @@ impl Record {
                     why: "not a grant in this record",
                 });
             }
+            Payload::AddDevice { device: d, .. } => {
+                if device {
+                    return Err(AccessError::DeviceMayNot("add devices").into());
+                }
+                self.check_add_device(d, &self.id, past)?;
+            }
+            Payload::RemoveDevice { device: d, .. } => {
+                if device {
+                    return Err(AccessError::DeviceMayNot("remove devices").into());
+                }
+                self.check_remove_device(d, &self.id, past)?;
+            }
+            Payload::SetGuardians { guardians, .. } => {
+                if device {
+                    return Err(AccessError::DeviceMayNot("name guardians").into());
+                }
+                if let Some(g) = guardians.iter().find(|g| self.is_patient_in(g, past)) {
+                    return Err(AccessError::GuardianIsPatient(*g).into());
+                }
+            }
+            Payload::RotationPart { rotation, .. } => {
+                if device {
+                    return Err(AccessError::DeviceMayNot("write a rotation's part").into());
+                }
+                let is_rotation = self
+                    .get(rotation)
+                    .is_some_and(|r| matches!(r.entry().payload, Payload::RotateKey { .. }));
+                if !is_rotation {
+                    return Err(Rejection::Target {
+                        id: *rotation,
+                        why: "not a key rotation",
+                    });
+                }
+                if !past(rotation) {
+                    return Err(Rejection::Target {
+                        id: *rotation,
+                        why: "not in the entry's causal past",
+                    });
+                }
+            }
             _ => {}
         }
         Ok(())
     }
 
-    /// The author of the item a held create or amend belongs to: the author of the create
-    /// at the root of its versions. An item stays its original author's through every
-    /// version, whoever (a proxy) wrote the one amended or deleted.
+    /// The person the item a held create or amend belongs to: whom the author of the
+    /// create at the root of its versions acted for (the record id for the patient,
+    /// whichever of the patient's keys or devices wrote it). An item stays its original
+    /// author's through every version, whoever (a proxy, another of the person's devices)
+    /// wrote the one amended or deleted.
     fn item_author(&self, version: &EntryId) -> ActorId {
         let root = self.nodes[version].root.unwrap_or(*version);
         self.nodes
             .get(&root)
             .unwrap_or(&self.nodes[version])
-            .e
-            .entry()
-            .author
+            .acting
+            .principal
     }
 
     /// The chain of grants from `leaf` up to the patient (leaf first).
@@ -876,21 +1036,24 @@ impl Record {
     fn check_grantee(
         &self,
         e: &Entry,
+        acting: &Acting,
         category: Option<&Category>,
         past: &dyn Fn(&EntryId) -> bool,
     ) -> Result<(Status, Vec<EntryId>), Rejection> {
-        let info = self.named_grant(e, past)?;
+        let info = self.named_grant(e, &acting.principal, past)?;
+        let person = acting.principal;
         let mut status = self.grant_chain_status(e, info.id, past)?;
         let g = &info.grant;
         if let Some(req) = &g.requires {
             // A profile entry may bring the attestation that meets the requirement.
+            // A device is checked by its owner's attestations.
             let attestations = match &e.payload {
-                Payload::Profile(p) => p.attestations.as_slice(),
+                Payload::Profile(p) if e.author == person => p.attestations.as_slice(),
                 _ => self
-                    .profile_in_past(&e.author, past)
+                    .profile_in_past(&person, past)
                     .map_or(&[][..], |p| p.attestations.as_slice()),
             };
-            if !req.met_by(&e.author, attestations, e.time, &|_| false) {
+            if !req.met_by(&person, attestations, e.time, &|_| false) {
                 return Err(AccessError::Unattested {
                     grant: info.id,
                     requirement: req.to_string(),
@@ -903,7 +1066,7 @@ impl Record {
             Payload::Genesis { .. } => return Err(Rejection::GenesisExists),
             Payload::Create { category, .. } => need(g, "write", Level::Write, category)?,
             Payload::Amend { target, .. } | Payload::Delete { target, .. } => {
-                proxies = self.check_change(e, g, target, category, past, &mut status)?;
+                proxies = self.check_change(e, &person, g, target, category, past, &mut status)?;
             }
             Payload::Annotate { .. } => {
                 if let Some(c) = category {
@@ -911,22 +1074,52 @@ impl Record {
                 }
             }
             Payload::Grant(new) => {
-                if new.grantee == self.id {
+                if self.is_patient_in(&new.grantee, past) {
                     return Err(AccessError::GrantToPatient.into());
                 }
                 new.narrows(g).map_err(AccessError::from)?;
             }
-            Payload::Revoke { grant, .. } => self.check_revoke(e, g, grant, past)?,
+            Payload::Revoke { grant, .. } => self.check_revoke(&person, g, grant, past)?,
             Payload::Profile(_) => {}
             Payload::MoveHome { .. } => return Err(AccessError::PatientOnly.into()),
+            Payload::AddDevice { device, .. } => {
+                if acting.is_device() {
+                    return Err(AccessError::DeviceMayNot("add devices").into());
+                }
+                self.check_add_device(device, &person, past)?;
+            }
+            Payload::RemoveDevice {
+                device, category, ..
+            } => {
+                if acting.is_device() {
+                    return Err(AccessError::DeviceMayNot("remove devices").into());
+                }
+                self.check_remove_device(device, &person, past)?;
+                if let Some(c) = category {
+                    if !g.scope.covers(c) {
+                        return Err(AccessError::Scope(c.clone()).into());
+                    }
+                }
+            }
+            Payload::SetGuardians { .. } => {
+                return Err(AccessError::PatientKeyOnly("name guardians").into())
+            }
+            Payload::RotateKey { .. } => {
+                return Err(AccessError::PatientKeyOnly("rotate the patient key").into())
+            }
+            Payload::RotationPart { .. } => {
+                return Err(AccessError::PatientKeyOnly("write a rotation's part").into())
+            }
         }
         Ok((status, proxies))
     }
 
-    /// The grant a grantee's entry names, held, to its author and in the entry's causal past.
+    /// The grant a grantee's entry names, held, to the person its author acts for and in
+    /// the entry's causal past.
     fn named_grant(
         &self,
         e: &Entry,
+        person: &ActorId,
         past: &dyn Fn(&EntryId) -> bool,
     ) -> Result<&GrantInfo, Rejection> {
         let auth = e.auth.ok_or(AccessError::NoGrant)?;
@@ -937,7 +1130,7 @@ impl Record {
             }
             None => return Err(AccessError::GrantNotFound(auth).into()),
         };
-        if info.grant.grantee != e.author {
+        if info.grant.grantee != *person {
             return Err(AccessError::NotGrantee(auth).into());
         }
         if !past(&auth) {
@@ -983,9 +1176,11 @@ impl Record {
 
     /// Checks a grantee's amend or delete of `target`: level, scope and, for another
     /// author's item, the proxy grants it is made under (returned; `status` updated).
+    #[allow(clippy::too_many_arguments)]
     fn check_change(
         &self,
         e: &Entry,
+        person: &ActorId,
         g: &Grant,
         target: &EntryId,
         category: Option<&Category>,
@@ -1002,8 +1197,8 @@ impl Record {
         }
         let mut proxies = Vec::new();
         let original = self.item_author(target);
-        if original != e.author {
-            proxies = self.proxy_grants(&e.author, &original, category, e.time, past);
+        if original != *person {
+            proxies = self.proxy_grants(person, &original, category, e.time, past);
             if proxies.is_empty() {
                 return Err(AccessError::NotAuthorOrProxy(*target).into());
             }
@@ -1020,7 +1215,7 @@ impl Record {
     /// with the delegate right.
     fn check_revoke(
         &self,
-        e: &Entry,
+        person: &ActorId,
         g: &Grant,
         grant: &EntryId,
         past: &dyn Fn(&EntryId) -> bool,
@@ -1035,7 +1230,7 @@ impl Record {
                 why: "not in the entry's causal past",
             });
         }
-        if !g.delegate || !self.chain(target.id).iter().any(|l| l.issuer == e.author) {
+        if !g.delegate || !self.chain(target.id).iter().any(|l| l.issuer == *person) {
             return Err(AccessError::NotIssuer(*grant).into());
         }
         Ok(())
@@ -1139,7 +1334,8 @@ impl Record {
                 id,
                 GrantInfo {
                     id,
-                    issuer: e.author,
+                    issuer: c.acting.principal,
+                    signer: e.author,
                     parent: e.auth,
                     grant: g.clone(),
                     time: e.time,
@@ -1147,6 +1343,7 @@ impl Record {
                 },
             );
         }
+        let keys_changed = self.index_keys(id, &e, &c.acting);
         self.nodes.insert(
             id,
             Node {
@@ -1158,6 +1355,7 @@ impl Record {
                 root,
                 status: c.status.clone(),
                 proxies: c.proxies,
+                acting: c.acting,
             },
         );
         self.order.push(id);
@@ -1167,25 +1365,45 @@ impl Record {
             }
             voided = self.recompute(*grant);
         }
+        // A retirement (device removal, key rotation or its part) changes the status of
+        // the retired key's entries, and, through rotations and device additions, of the
+        // entries that depend on them; a revocation may void a grantee's device addition.
+        if keys_changed || (voided.iter().any(|v| self.is_device_add(v))) {
+            for id in self.recompute_keys() {
+                if !voided.contains(&id) {
+                    voided.push(id);
+                }
+            }
+        }
         Applied::Added {
             status: c.status,
             voided,
         }
     }
 
-    /// Whether an entry under a grant chain is in effect given the revocations held: for
-    /// every revoked link, the entry must be in the causal past of that revocation's entry
-    /// in the entry's own stream.
-    fn revocation_status(&self, n: &Node) -> Status {
-        let Some(auth) = n.e.entry().auth else {
-            return Status::Valid;
-        };
-        let kept = |revoked_by: &[EntryId]| {
-            revoked_by.iter().any(|r| {
+    /// Whether a held entry is in effect given the revocations, device removals and key
+    /// rotations held: for every one that concerns it, the entry must be in the causal
+    /// past of its part in the entry's own stream.
+    pub(crate) fn compute_status(&self, n: &Node) -> Status {
+        let kept = |parts: &[EntryId]| {
+            parts.iter().any(|r| {
                 self.nodes
                     .get(r)
                     .is_some_and(|rn| rn.stream == n.stream && self.in_clock(n, &rn.clock))
             })
+        };
+        match self.revocation_status(n, &kept) {
+            Status::Valid => self.key_status(&n.e.id(), n.e.entry(), &n.stream, &n.acting, &kept),
+            void => void,
+        }
+    }
+
+    /// Whether an entry under a grant chain is in effect given the revocations held: for
+    /// every revoked link, the entry must be in the causal past of that revocation's entry
+    /// in the entry's own stream.
+    fn revocation_status(&self, n: &Node, kept: &dyn Fn(&[EntryId]) -> bool) -> Status {
+        let Some(auth) = n.e.entry().auth else {
+            return Status::Valid;
         };
         for link in self.chain(auth) {
             let Some(first) = link.revoked_by.first() else {
@@ -1221,7 +1439,7 @@ impl Record {
                     continue;
                 }
                 if let Some(n) = self.nodes.get(id) {
-                    let status = self.revocation_status(n);
+                    let status = self.compute_status(n);
                     if status != n.status {
                         changes.push((*id, status));
                     }
@@ -1326,8 +1544,13 @@ impl Record {
         now: Timestamp,
         device: Option<String>,
     ) -> Result<Vec<Verified>, Rejection> {
-        let Payload::Revoke { grant, reason, .. } = payload else {
-            return Ok(vec![self.prepare_as(key, payload, now, device)?]);
+        let (grant, reason) = match payload {
+            Payload::Revoke { grant, reason, .. } => (grant, reason),
+            Payload::RemoveDevice {
+                device: d, reason, ..
+            } => return self.prepare_removal(key, d, reason, now, device),
+            Payload::RotateKey { .. } => return self.prepare_rotation(key, payload, now, device),
+            _ => return Ok(vec![self.prepare_as(key, payload, now, device)?]),
         };
         let scope = match self.grants.get(&grant) {
             Some(g) => g.grant.scope.clone(),
@@ -1374,11 +1597,20 @@ impl Record {
         device: Option<String>,
     ) -> Result<Verified, Rejection> {
         let actor = key.actor();
-        if actor == self.id {
+        if self.is_patient(&actor) {
             return self.prepare(key, payload, None, now, device);
         }
         let mut first_err = None;
-        for g in self.grants_of(&actor) {
+        let mut grants = self.grants_of(&actor);
+        for owner in self.owners_of(&actor) {
+            grants.extend(self.grants_of(&owner));
+        }
+        if grants.is_empty() {
+            // No grant: the gate says why (a retired patient key, a removed device, a
+            // rotation's new key, or no grant at all).
+            return self.prepare(key, payload, None, now, device);
+        }
+        for g in grants {
             match self.prepare(key, payload.clone(), Some(g), now, device.clone()) {
                 Ok(v) => return Ok(v),
                 Err(e) => {

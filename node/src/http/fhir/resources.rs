@@ -193,9 +193,13 @@ fn audit_action(a: Action) -> (&'static str, &'static str) {
     match a {
         Action::View | Action::AuditRead => ("R", "read"),
         Action::Add | Action::Import => ("C", "create"),
-        Action::Edit | Action::Annotate | Action::Grant | Action::Revoke | Action::Profile => {
-            ("U", "update")
-        }
+        Action::Edit
+        | Action::Annotate
+        | Action::Grant
+        | Action::Revoke
+        | Action::Profile
+        | Action::Device
+        | Action::Keys => ("U", "update"),
         Action::Delete => ("D", "delete"),
         Action::Export | Action::Move => ("E", "execute"),
     }

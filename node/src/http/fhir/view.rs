@@ -307,7 +307,12 @@ fn provenance_target(
             let n = look.number(record, viewer, r, id)?;
             Some(format!("{}/{}/_history/{n}", r.resource_type, r.id))
         }
-        Payload::MoveHome { .. } => None,
+        Payload::MoveHome { .. }
+        | Payload::AddDevice { .. }
+        | Payload::RemoveDevice { .. }
+        | Payload::SetGuardians { .. }
+        | Payload::RotateKey { .. }
+        | Payload::RotationPart { .. } => None,
     }
 }
 
