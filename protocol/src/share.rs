@@ -413,8 +413,8 @@ pub fn open(key: &ShareKey, jwe: &[u8]) -> Result<Vec<u8>, ShareError> {
             .decode(s.as_bytes())
             .map_err(|_| ShareError::Malformed("bad base64url"))
     };
-    let h: Json = serde_json::from_slice(&d(header)?)
-        .map_err(|_| ShareError::Malformed("bad header"))?;
+    let h: Json =
+        serde_json::from_slice(&d(header)?).map_err(|_| ShareError::Malformed("bad header"))?;
     if h["alg"] != "dir" || h["enc"] != "A256GCM" || h.get("zip").is_some() {
         return Err(ShareError::Malformed("not dir + A256GCM"));
     }
@@ -701,7 +701,11 @@ mod tests {
             Category::Medications,
             &[("medication", "Metformin 500 mg")],
         );
-        add(&mut f, Category::Problems, &[("problem", "Type 2 diabetes")]);
+        add(
+            &mut f,
+            Category::Problems,
+            &[("problem", "Type 2 diabetes")],
+        );
         add(&mut f, Category::Alerts, &[("alert", "Lives alone")]);
         add(
             &mut f,
@@ -734,7 +738,10 @@ mod tests {
         let b = &s.bundle;
         assert_eq!(b["resourceType"], "Bundle");
         assert_eq!(b["type"], "document");
-        assert!(b["identifier"]["value"].as_str().unwrap().starts_with("urn:uuid:"));
+        assert!(b["identifier"]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:uuid:"));
         let entries = b["entry"].as_array().unwrap();
         let comp = &entries[0]["resource"];
         assert_eq!(comp["resourceType"], "Composition");
@@ -745,7 +752,10 @@ mod tests {
             .iter()
             .map(|s| s["code"]["coding"][0]["code"].as_str().unwrap())
             .collect();
-        assert_eq!(codes, ["81338-6", "104605-1", "48765-2", "10160-0", "11450-4"]);
+        assert_eq!(
+            codes,
+            ["81338-6", "104605-1", "48765-2", "10160-0", "11450-4"]
+        );
         // Every section entry resolves inside the Bundle; the patient too.
         let urls: Vec<&str> = entries
             .iter()
@@ -829,7 +839,10 @@ mod tests {
             .unwrap()
             .to_owned();
         assert!(!div.contains("<script>"), "{div}");
-        assert!(div.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; co"), "{div}");
+        assert!(
+            div.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; co"),
+            "{div}"
+        );
     }
 
     #[test]
@@ -908,7 +921,14 @@ mod tests {
         assert!(link("javascript:alert(1)", &id, &key).is_err());
         assert!(link("https://a.example/?q#", &id, &key).is_err());
         assert!(link("https://", &id, &key).is_err());
-        let s = Share::new(id, Keypair::from_secret(&[1; 32]).actor(), 0, MIN_SHARE_MS, None, vec![]);
+        let s = Share::new(
+            id,
+            Keypair::from_secret(&[1; 32]).actor(),
+            0,
+            MIN_SHARE_MS,
+            None,
+            vec![],
+        );
         let s = s.unwrap();
         let sh = shlink("http://127.0.0.1:7380", &s, &key).unwrap();
         let p: Json = serde_json::from_slice(
