@@ -98,7 +98,8 @@ function render(bundle, text) {
     out.append(sec);
   }
   const a = $("download");
-  a.href = URL.createObjectURL(new Blob([text], { type: "application/fhir+json" }));
+  // A data: URL (a download, not a fetch: the page's policy allows fetching only from here).
+  a.href = "data:application/fhir+json;charset=utf-8," + encodeURIComponent(text);
   $("actions").hidden = false;
 }
 

@@ -807,16 +807,18 @@ fn an_emergency_summary_link_opens_in_a_fresh_browser_until_the_patient_ends_it(
         assert!(text_of(&c, "#title").await.contains("George Jones"));
         // The IPS download is the Bundle: valid JSON, a Composition first.
         let got = c
-            .execute_async(
-                "const done = arguments[arguments.length - 1];
-                 fetch(document.getElementById('download').href)
-                   .then((r) => r.text()).then(done, (e) => done('error: ' + e));",
+            .execute(
+                "const a = document.getElementById('download');
+                 return [a.getAttribute('download'),
+                   decodeURIComponent(a.href.slice(a.href.indexOf(',') + 1))];",
                 vec![],
             )
             .await
-            .expect("fetch the download");
-        let bundle: Value =
-            serde_json::from_str(got.as_str().expect("text")).expect("the download is JSON");
+            .expect("read the download link");
+        assert_eq!(got[0], "emergency-summary-ips.json");
+        let text = got[1].as_str().expect("text");
+        let bundle: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("the download is not JSON ({e}): {text:.200}"));
         assert_eq!(bundle["resourceType"], "Bundle");
         assert_eq!(bundle["type"], "document");
         assert_eq!(bundle["entry"][0]["resource"]["resourceType"], "Composition");
@@ -832,6 +834,8 @@ fn an_emergency_summary_link_opens_in_a_fresh_browser_until_the_patient_ends_it(
         wait_text(&p, "#shares", "ended by you").await;
 
         // The clinician's page now says it has ended.
+        // (Via another page: the same URL again would only move to its fragment.)
+        c.goto("about:blank").await.expect("leave the page");
         c.goto(&link).await.expect("open the link again");
         wait_text(&c, "#status", "no longer available").await;
         assert!(!text_of(&c, "#summary").await.contains("Penicillin"));
