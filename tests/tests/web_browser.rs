@@ -803,7 +803,10 @@ fn an_emergency_summary_link_opens_in_a_fresh_browser_until_the_patient_ends_it(
         let shown = wait_text(&c, "#summary", "Penicillin").await;
         assert!(shown.contains("Metformin 500 mg"), "{shown}");
         assert!(shown.contains("Allergies"), "{shown}");
-        assert!(!shown.contains("SECRET-48"), "lab results are not shared: {shown}");
+        assert!(
+            !shown.contains("SECRET-48"),
+            "lab results are not shared: {shown}"
+        );
         assert!(text_of(&c, "#title").await.contains("George Jones"));
         // The IPS download is the Bundle: valid JSON, a Composition first.
         let got = c
@@ -821,7 +824,10 @@ fn an_emergency_summary_link_opens_in_a_fresh_browser_until_the_patient_ends_it(
             .unwrap_or_else(|e| panic!("the download is not JSON ({e}): {text:.200}"));
         assert_eq!(bundle["resourceType"], "Bundle");
         assert_eq!(bundle["type"], "document");
-        assert_eq!(bundle["entry"][0]["resource"]["resourceType"], "Composition");
+        assert_eq!(
+            bundle["entry"][0]["resource"]["resourceType"],
+            "Composition"
+        );
         let png = c.screenshot().await.expect("a screenshot");
         let dir = target_dir().join("test-artifacts");
         std::fs::create_dir_all(&dir).expect("the artifacts directory");

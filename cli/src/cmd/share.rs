@@ -47,7 +47,7 @@ pub struct CreateArgs {
     #[arg(long)]
     label: Option<String>,
 
-    /// The start of the link, e.g. https://phr.example [default: the running node's HTTP URL]
+    /// The start of the link, e.g. `https://phr.example` [default: the running node's HTTP URL]
     #[arg(long, value_name = "URL")]
     base_url: Option<String>,
 
@@ -160,10 +160,8 @@ fn list(ctx: &Ctx, out: Out) -> Result<()> {
     let now = ctx.now()?;
     let all = node_share::list(&session(ctx, &store, &me), &me.actor()).map_err(failure)?;
     if ctx.json(out) {
-        let rows: Vec<serde_json::Value> = all
-            .iter()
-            .map(|s| node_share::share_json(s, now))
-            .collect();
+        let rows: Vec<serde_json::Value> =
+            all.iter().map(|s| node_share::share_json(s, now)).collect();
         return output::json(&rows);
     }
     if all.is_empty() {
