@@ -225,6 +225,10 @@ async fn a_share_serves_ciphertext_audits_every_opening_and_never_holds_the_key(
     assert_eq!(e.action, Action::View);
     assert_eq!(e.actor, id.opener());
     assert_eq!(e.device.as_deref(), Some("192.0.2.7"));
+    assert_eq!(
+        e.actor_name.as_deref(),
+        Some("Someone with the emergency summary link")
+    );
     assert_eq!(e.entries.len(), 2);
     let detail = e.detail.as_deref().unwrap();
     assert!(

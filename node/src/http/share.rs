@@ -52,6 +52,11 @@ pub const OPENS_PER_SHARE_PER_HOUR: u32 = 120;
 /// Addresses and shares the rate limiter tracks at once (beyond: refused until a window ends).
 pub const LIMITER_CAPACITY: usize = 4096;
 
+/// How the opener of a share is named in the audit trail.
+pub const OPENER_NAME: &str = "Someone with the emergency summary link";
+/// The opener's role in the audit trail.
+pub const OPENER_ROLE: &str = "share-link";
+
 /// Serialises changes to share metadata (read-modify-write of the per-record index).
 static LOCK: Mutex<()> = Mutex::new(());
 
@@ -298,7 +303,7 @@ pub fn open(
         .filter(|b| !b.is_empty())
         .ok_or(ShareFailure::NotFound)?;
     let from = from.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string());
-    store.audit(
+    store.audit_as(
         &s.record,
         AuditInput {
             action: cophr_protocol::audit::Action::View,
@@ -314,6 +319,7 @@ pub fn open(
             )),
         },
         now,
+        cophr_protocol::Profile::new(OPENER_NAME, OPENER_ROLE, None),
     )?;
     s.opened(now);
     save(store, &s)?;
