@@ -482,3 +482,39 @@ fn openings_are_rate_limited_per_address_and_per_share() {
     }
     assert_eq!(allowed, cophr_node::http::share::OPENS_PER_SHARE_PER_HOUR);
 }
+
+#[tokio::test]
+async fn shares_per_record_are_bounded_and_ended_ones_make_room() {
+    let f = fixture().await;
+    let mut ids = Vec::new();
+    for _ in 0..share::MAX_SHARES {
+        let r = create(&f, json!({"base_url": "https://phr.example"})).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let rid: RecordId = f.rid.parse().unwrap();
+    let audit_before = f.store.audit_events(&rid).unwrap().len();
+    let r = create(&f, json!({"base_url": "https://phr.example"})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(
+        f.store.audit_events(&rid).unwrap().len(),
+        audit_before,
+        "nothing read"
+    );
+    let path = format!("/api/v1/records/{}/shares/{}", f.rid, ids[0]);
+    assert_eq!(
+        send(&f.ann, Method::DELETE, &path, true, None).await.status,
+        StatusCode::OK
+    );
+    let r = create(&f, json!({"base_url": "https://phr.example"})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let list = send(
+        &f.ann,
+        Method::GET,
+        &format!("/api/v1/records/{}/shares", f.rid),
+        true,
+        None,
+    )
+    .await;
+    assert_eq!(list.json().as_array().unwrap().len(), share::MAX_SHARES);
+}

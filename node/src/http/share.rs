@@ -186,8 +186,11 @@ pub fn create(
     rng.fill_bytes(&mut iv);
     let mut doc = [0u8; share::ID_BYTES];
     rng.fill_bytes(&mut doc);
-    // Checked before anything is read or audited.
+    // Checked before anything is read or audited (and again when stored).
     Share::new(id, *record, now, lifetime, label.clone(), Vec::new())?;
+    if live(&session.store, record, now)? >= share::MAX_SHARES {
+        return Err(ShareFailure::TooMany);
+    }
     let me = session.actor();
     let summary = session.read(cancel, now, |rd| {
         rd.record(record, |r, seen| {
@@ -239,6 +242,17 @@ pub fn create(
         link,
         shlink,
     })
+}
+
+/// How many of the record's shares are active.
+fn live(store: &Store, record: &RecordId, now: Timestamp) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for id in load_index(store, record)? {
+        if load(store, &id)?.is_some_and(|s| s.status(now) == ShareStatus::Active) {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// The record's shares (the session's own record), newest first.
