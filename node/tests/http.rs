@@ -848,6 +848,7 @@ fn concrete(path: &str, rid: &str, eid: &str, gid: &str) -> String {
     path.replace("{rid}", rid)
         .replace("{eid}", eid)
         .replace("{gid}", gid)
+        .replace("{sid}", "AAAAAAAAAAAAAAAAAAAAAA")
 }
 
 #[tokio::test]
@@ -874,7 +875,19 @@ async fn the_router_matches_its_openapi_document() {
             )
             .await;
             let gid = r.json()["id"].as_str().unwrap().to_owned();
-            let uri = concrete(path, &rid, &eid, &gid);
+            let mut uri = concrete(path, &rid, &eid, &gid);
+            if path.contains("{sid}") {
+                // An emergency summary share to end.
+                let r = with_json(
+                    &f.state,
+                    Method::POST,
+                    &format!("/api/v1/records/{rid}/shares"),
+                    json!({"expires_in": "1h", "base_url": "https://phr.example"}),
+                )
+                .await;
+                let sid = r.json()["id"].as_str().unwrap().to_owned();
+                uri = path.replace("{rid}", &rid).replace("{sid}", &sid);
+            }
             let example = op["requestBody"]["content"]["application/json"]["example"].clone();
             let body = if example.is_null() {
                 Vec::new()
@@ -940,6 +953,17 @@ async fn the_router_matches_its_openapi_document() {
         .filter_map(|s| s.split('"').next())
         .map(|p| format!("/api/v1{p}"))
         .collect();
+    // The emergency summary routes live in their own module, with full paths.
+    let source = include_str!("../src/http/share.rs");
+    served.extend(
+        source
+            .split(".route(")
+            .skip(1)
+            .filter_map(|s| s.trim_start().strip_prefix('"'))
+            .filter_map(|s| s.split('"').next())
+            .filter(|p| p.starts_with("/api/v1/"))
+            .map(str::to_owned),
+    );
     served.sort();
     let mut documented: Vec<String> = paths.keys().cloned().collect();
     documented.sort();

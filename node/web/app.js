@@ -27,6 +27,9 @@ const ROUTES = {
   revoke: ['POST', '/records/{rid}/grants/{gid}/revoke'],
   audit: ['GET', '/records/{rid}/audit'],
   export: ['GET', '/records/{rid}/export'],
+  shares: ['GET', '/records/{rid}/shares'],
+  createShare: ['POST', '/records/{rid}/shares'],
+  endShare: ['DELETE', '/records/{rid}/shares/{sid}'],
 };
 const TOKEN_KEY = 'cophr-token';
 const LEVELS = ['view', 'annotate', 'write', 'delete'];
@@ -448,7 +451,8 @@ async function renderRecord() {
 
   const tabs = patient
     ? [['record', 'Record'], ['timeline', 'Timeline'], ['add', 'Add an entry'],
-      ['access', 'Who has access'], ['audit', 'Who viewed what'], ['export', 'Export']]
+      ['access', 'Who has access'], ['audit', 'Who viewed what'], ['export', 'Export'],
+      ['share', 'Emergency summary']]
     : [['record', 'Record'], ['timeline', 'Timeline'], ['add', 'Add an entry'],
       ['mine', 'What I may see and write']];
   const nav = h('nav', { 'aria-label': 'Record sections', class: 'tabs' },
@@ -530,6 +534,7 @@ async function showTab(id, focus = true) {
   const render = {
     record: renderCategories, timeline: renderTimeline, add: renderAdd,
     access: renderAccess, audit: renderAudit, export: renderExport, mine: renderMine,
+    share: renderShares,
   }[id] || renderCategories;
   await render(panel);
   if (focus) {
@@ -1278,6 +1283,93 @@ async function download() {
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10000);
   setStatus(`Export downloaded (${blob.size} bytes).`);
+}
+
+// --- Emergency summary links (docs/emergency-summary.md). -------------------------------------
+
+const SHARE_STATUS_TEXT = { active: 'open', expired: 'expired', ended: 'ended by you' };
+
+async function renderShares(panel) {
+  panel.append(panelHeading('Emergency summary'),
+    h('p', {}, 'Make a link and QR code that shows any clinician your about me, alerts, '
+      + 'allergies, medications and problems, in a browser, without cophr. The key that '
+      + 'decrypts it is in the link only: this node keeps only ciphertext. Anyone with the '
+      + 'link sees the summary until it expires or you end it, and every opening is listed '
+      + 'in "Who viewed what" with its time and network address.'));
+  const form = h('form', { id: 'share-form', class: 'stack' },
+    h('label', { for: 'share-expires' }, 'The link opens for'),
+    h('select', { id: 'share-expires' },
+      [['1h', '1 hour'], ['24h', '24 hours'], ['3d', '3 days'], ['7d', '7 days']]
+        .map(([v, t]) => h('option', { value: v, selected: v === '24h' }, t))),
+    h('label', { for: 'share-label' }, 'What it is for (optional, shown only to you)'),
+    h('input', { id: 'share-label', type: 'text', maxlength: '200' }),
+    h('p', {}, h('button', { type: 'submit', id: 'share-create' }, 'Make an emergency summary link')));
+  const made = h('div', { id: 'share-made', 'aria-live': 'polite' });
+  const list = h('div', { id: 'share-list' });
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const body = { expires_in: $('share-expires').value, base_url: window.location.origin };
+    const label = $('share-label').value.trim();
+    if (label) body.label = label;
+    const got = await attempt(() => api('createShare', { rid: state.rid }, { body }));
+    if (!got) return;
+    showMadeShare(made, got);
+    setStatus(`Emergency summary link made, open until ${new Date(got.expires).toLocaleString()}.`);
+    await listShares(list);
+  });
+  panel.append(form, made, list);
+  await listShares(list);
+}
+
+function showMadeShare(box, got) {
+  const qr = got.qr_svg
+    ? h('img', {
+      id: 'share-qr', alt: 'QR code of the emergency summary link', width: '240', height: '240',
+      src: URL.createObjectURL(new Blob([got.qr_svg], { type: 'image/svg+xml' })),
+    })
+    : null;
+  box.replaceChildren(h('h3', {}, 'Your link'),
+    h('p', {}, 'Give this link, or let them scan the QR code. It is shown only now: '
+      + 'this node does not keep the key.'),
+    h('p', {}, h('input', {
+      id: 'share-link', type: 'text', readonly: true, value: got.link, size: '60',
+      'aria-label': 'Emergency summary link',
+    })),
+    qr);
+}
+
+async function listShares(box) {
+  const rows = await attempt(() => api('shares', { rid: state.rid }));
+  box.replaceChildren();
+  if (!Array.isArray(rows)) return;
+  box.append(h('h3', {}, 'Your links'));
+  if (rows.length === 0) {
+    box.append(h('p', {}, 'No emergency summary links yet.'));
+    return;
+  }
+  const table = h('table', { id: 'shares' },
+    h('caption', { class: 'sr-only' }, 'Your emergency summary links'),
+    h('thead', {}, h('tr', {}, ['For', 'Status', 'Until', 'Opened', 'Last opened', '']
+      .map((t) => h('th', { scope: 'col' }, t)))));
+  const tb = h('tbody');
+  for (const s of rows) {
+    tb.append(h('tr', { 'data-share': s.id },
+      h('td', {}, s.label || '—'),
+      h('td', { class: 'share-status' }, SHARE_STATUS_TEXT[s.status] || s.status),
+      h('td', {}, when(s.expires)),
+      h('td', {}, `${s.opens} time${s.opens === 1 ? '' : 's'}`),
+      h('td', {}, s.last_opened ? when(s.last_opened) : '—'),
+      h('td', {}, s.status === 'active'
+        ? h('button', { type: 'button', class: 'secondary small share-end', onclick: async () => {
+          const ended = await attempt(() => api('endShare', { rid: state.rid, sid: s.id }));
+          if (!ended) return;
+          setStatus('The link is ended: it opens no more.');
+          await listShares(box);
+        } }, 'End now')
+        : '')));
+  }
+  table.append(tb);
+  box.append(h('div', { class: 'scroll' }, table));
 }
 
 // --- A clinician's own access. ---------------------------------------------------------------

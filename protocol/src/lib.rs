@@ -19,6 +19,7 @@ pub mod invite;
 pub mod keys;
 pub mod record;
 pub mod schema;
+pub mod share;
 pub mod sync;
 pub mod testkit;
 pub mod trust;

@@ -297,6 +297,10 @@ fn help_works_for_every_subcommand() {
         &["import"],
         &["verify"],
         &["repair"],
+        &["share"],
+        &["share", "create"],
+        &["share", "list"],
+        &["share", "end"],
     ];
     for sub in subcommands {
         let out = cophr().args(*sub).arg("--help").output().unwrap();

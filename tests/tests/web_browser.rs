@@ -868,3 +868,131 @@ fn an_invitee_accepts_an_invitation_in_the_web_app_and_sees_the_record_once_conf
         c.close().await.expect("close the browser");
     });
 }
+
+/// The emergency summary (`docs/emergency-summary.md`): George makes a link in the web app;
+/// a clinician opens it in a fresh browser (no cophr, no token) and reads his allergies and
+/// medications, and downloads the IPS Bundle; George ends the link and the page says so. The
+/// opening is in his audit trail.
+#[test]
+fn an_emergency_summary_link_opens_in_a_fresh_browser_until_the_patient_ends_it() {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(bin).is_file(),
+            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
+        );
+    }
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    george.add(&["allergies", "--agent", "Penicillin", "--reaction", "rash"]);
+    george.add(&["medications", "--medication", "Metformin 500 mg"]);
+    george.add(&["lab-results", "--test", "HbA1c", "--result", "SECRET-48"]);
+    let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
+    let base = node
+        .http()
+        .expect("the node's HTTP address")
+        .trim_end_matches('/')
+        .to_owned();
+    let token = std::fs::read_to_string(george.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned();
+    let patient_profile = tempfile::TempDir::new().expect("a browser profile directory");
+    let clinician_profile = tempfile::TempDir::new().expect("a browser profile directory");
+    let patient_driver = Driver::start();
+    let clinician_driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let link = rt.block_on(async {
+        // George makes the link.
+        let p = browser(&patient_driver, patient_profile.path()).await;
+        p.goto(&format!("{base}/")).await.expect("open the app");
+        type_into(&p, "#token", &token).await;
+        click(&p, "#sign-in-form button[type=submit]").await;
+        wait_text(&p, "#app-title", "My record").await;
+        click(&p, "#tab-share").await;
+        type_into(&p, "#share-label", "A&E").await;
+        click(&p, "#share-create").await;
+        wait_for(&p, "#share-qr").await;
+        let link = wait_for(&p, "#share-link")
+            .await
+            .prop("value")
+            .await
+            .expect("the link's value")
+            .expect("a link");
+        assert!(link.starts_with(&format!("{base}/s/")), "{link}");
+        let key = link.split_once('#').expect("a key in the fragment").1;
+        assert_eq!(key.len(), 43, "{link}");
+        wait_text(&p, "#shares", "A&E").await;
+
+        // A clinician with only the link, in a browser of their own.
+        let c = browser(&clinician_driver, clinician_profile.path()).await;
+        c.goto(&link).await.expect("open the link");
+        wait_text(&c, "#status", "Shown below").await;
+        let shown = wait_text(&c, "#summary", "Penicillin").await;
+        assert!(shown.contains("Metformin 500 mg"), "{shown}");
+        assert!(shown.contains("Allergies"), "{shown}");
+        assert!(
+            !shown.contains("SECRET-48"),
+            "lab results are not shared: {shown}"
+        );
+        assert!(text_of(&c, "#title").await.contains("George Jones"));
+        // The IPS download is the Bundle: valid JSON, a Composition first.
+        let got = c
+            .execute(
+                "const a = document.getElementById('download');
+                 return [a.getAttribute('download'),
+                   decodeURIComponent(a.href.slice(a.href.indexOf(',') + 1))];",
+                vec![],
+            )
+            .await
+            .expect("read the download link");
+        assert_eq!(got[0], "emergency-summary-ips.json");
+        let text = got[1].as_str().expect("text");
+        let bundle: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("the download is not JSON ({e}): {text:.200}"));
+        assert_eq!(bundle["resourceType"], "Bundle");
+        assert_eq!(bundle["type"], "document");
+        assert_eq!(
+            bundle["entry"][0]["resource"]["resourceType"],
+            "Composition"
+        );
+        let png = c.screenshot().await.expect("a screenshot");
+        let dir = target_dir().join("test-artifacts");
+        std::fs::create_dir_all(&dir).expect("the artifacts directory");
+        std::fs::write(dir.join("emergency-summary.png"), &png).expect("write the screenshot");
+
+        // George sees the opening and ends the link.
+        click(&p, "#tab-share").await;
+        wait_text(&p, "#shares", "1 time").await;
+        click(&p, "#shares .share-end").await;
+        wait_text(&p, "#shares", "ended by you").await;
+
+        // The clinician's page now says it has ended.
+        // (Via another page: the same URL again would only move to its fragment.)
+        c.goto("about:blank").await.expect("leave the page");
+        c.goto(&link).await.expect("open the link again");
+        wait_text(&c, "#status", "no longer available").await;
+        assert!(!text_of(&c, "#summary").await.contains("Penicillin"));
+
+        c.close().await.expect("close the clinician's browser");
+        clinician_driver.session.lock().expect("the slot").take();
+        p.close().await.expect("close the patient's browser");
+        patient_driver.session.lock().expect("the slot").take();
+        link
+    });
+    drop(clinician_driver);
+    drop(patient_driver);
+    // Every opening is in the audit trail, with its address; never the key.
+    let audit = george.live_ok(&["audit"]);
+    assert!(
+        audit.contains("emergency summary opened via share"),
+        "{audit}"
+    );
+    assert!(audit.contains("127.0.0.1"), "{audit}");
+    let key = link.split_once('#').expect("a key").1;
+    assert!(!audit.contains(key));
+    drop(node);
+}

@@ -35,6 +35,7 @@ pub mod records;
 pub mod repair;
 pub mod revoke;
 pub mod schema;
+pub mod share;
 pub mod show;
 pub mod status;
 pub mod sync;
@@ -151,6 +152,9 @@ pub enum Command {
     /// Who accepted your invitations: confirm (writes their grant) or decline
     #[command(subcommand)]
     Invitations(invitations::Command),
+    /// Share an emergency summary by a time-limited link and QR code; list or end shares
+    #[command(subcommand)]
+    Share(share::Command),
     /// Revoke a grant (what the grantee saw or wrote before stays valid)
     Revoke(revoke::Args),
     /// List the grants of the record you may see
@@ -275,6 +279,7 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Delete(a) => delete::run(ctx, a),
         Command::Annotate(a) => annotate::run(ctx, a),
         Command::Grant(a) => grant::run(ctx, a),
+        Command::Share(c) => share::run(ctx, c),
         Command::Revoke(a) => revoke::run(ctx, a),
         Command::Grants(a) => grants::run(ctx, a),
         Command::Audit(a) => audit::run(ctx, a),

@@ -269,13 +269,12 @@ pub async fn serve_with(
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 spoke.store(true, Ordering::SeqCst);
                 let mut app = app.clone();
-                async move {
-                    Ok::<_, Infallible>(
-                        app.call(req.map(Body::new))
-                            .await
-                            .unwrap_or_else(|e| match e {}),
-                    )
-                }
+                let mut req = req.map(Body::new);
+                // The client's address, for handlers that record it (emergency summary
+                // openings are audited with it).
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                async move { Ok::<_, Infallible>(app.call(req).await.unwrap_or_else(|e| match e {})) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder

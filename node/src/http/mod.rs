@@ -9,6 +9,7 @@
 pub mod api;
 pub mod conn;
 pub mod fhir;
+pub mod share;
 pub mod token;
 pub mod web;
 
@@ -142,6 +143,8 @@ struct Inner {
     checkpoint: Option<Checkpoint>,
     /// The trust list used without a network node.
     trust: cophr_protocol::trust::TrustList,
+    /// The rate limits of emergency summary openings.
+    shares: Arc<share::Limiter>,
 }
 
 tokio::task_local! {
@@ -194,6 +197,7 @@ impl AppState {
                 request_timeout: REQUEST_TIMEOUT,
                 checkpoint: None,
                 trust: cophr_protocol::trust::TrustList::new(),
+                shares: Arc::new(share::Limiter::default()),
             }),
             cancel: Cancel::new(),
         }
@@ -292,6 +296,11 @@ impl AppState {
     pub fn with_trust(mut self, trust: cophr_protocol::trust::TrustList) -> Self {
         Arc::make_mut(&mut self.inner).trust = trust;
         self
+    }
+
+    /// The rate limiter of emergency summary openings ([`share`]).
+    pub fn shares_limiter(&self) -> &share::Limiter {
+        &self.inner.shares
     }
 
     /// The running network node, if any.
@@ -595,9 +604,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Whether `path` is served without a token.
+/// Whether `path` is served without a token ([`PUBLIC_PATHS`] and the emergency summary
+/// page's paths, [`share::is_public`]).
 pub fn is_public(path: &str) -> bool {
-    PUBLIC_PATHS.contains(&path)
+    PUBLIC_PATHS.contains(&path) || share::is_public(path)
 }
 
 /// The bearer-token check in front of every route but [`PUBLIC_PATHS`]: 401 with
@@ -656,6 +666,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api::routes())
         .merge(fhir::routes())
         .merge(web::routes())
+        .merge(share::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), auth))

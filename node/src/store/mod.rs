@@ -841,6 +841,18 @@ impl Store {
         self.persist_audited(record, &[], input, now, profile)
     }
 
+    /// Records an audit event for an actor the record does not know, named by `profile`
+    /// (e.g. the pseudonymous opener of an emergency summary link).
+    pub fn audit_as(
+        &self,
+        record: &RecordId,
+        input: AuditInput,
+        now: Timestamp,
+        profile: Profile,
+    ) -> Result<SignedAudit, StoreError> {
+        self.persist_audited(record, &[], input, now, Some(profile))
+    }
+
     /// The record's audit trail, in time order.
     pub fn audit_events(&self, record: &RecordId) -> Result<Vec<SignedAudit>, StoreError> {
         let mut out = Vec::new();
