@@ -43,6 +43,7 @@ const ACTION_TEXT = {
   view: 'viewed', add: 'added', edit: 'changed', delete: 'deleted', annotate: 'annotated',
   grant: 'granted access', revoke: 'revoked access', export: 'exported', import: 'imported',
   move: 'moved the record', 'audit-read': 'read the audit trail', profile: 'updated a profile',
+  device: 'changed a device', keys: 'changed guardians or keys',
 };
 const KIND_TEXT = {
   create: 'created', amend: 'amended', delete: 'deleted', annotate: 'annotated',
