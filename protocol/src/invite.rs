@@ -110,6 +110,13 @@ pub struct Invitation {
 /// An invitation's id: the public half of the key derived from its secret.
 pub type InvitationId = ActorId;
 
+/// How an invitation id is shown to people: `i-` and the key's base32 (so it is not taken
+/// for an actor id).
+pub fn display_id(id: &InvitationId) -> String {
+    let text = id.to_string();
+    format!("i-{}", text.strip_prefix("a-").unwrap_or(&text))
+}
+
 /// Why an invitation, offer or acceptance is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InviteError {
@@ -393,6 +400,17 @@ pub struct OfferState {
     pub offer: Offer,
     /// Its acceptance, once accepted (then it is used).
     pub accepted: Option<SignedAcceptance>,
+}
+
+impl OfferState {
+    /// `accepted`, `expired` (at `now`, unaccepted) or `open`.
+    pub fn status(&self, now: Timestamp) -> &'static str {
+        match (&self.accepted, now > self.offer.expires) {
+            (Some(_), _) => "accepted",
+            (None, true) => "expired",
+            (None, false) => "open",
+        }
+    }
 }
 
 /// A record's invitations at its home host.

@@ -679,6 +679,32 @@ fn in_person_attestations_are_listed_revoked_and_the_revocation_is_published() {
     assert_eq!(ours.revocation.reason, "registration lapsed");
     assert_eq!(ours.revocation.issuer.to_string(), ais_id);
 
+    // A home that trusts this AIS learns its revocations with `cophr trust refresh`: Dr
+    // Patel's attestation, verified before, counts for nothing after.
+    patel.live_ok(&[
+        "trust",
+        "add",
+        &ais_id,
+        "--name",
+        "Leeds registration desk",
+        "--url",
+        &base,
+    ]);
+    patel.live_ok(&["identity", "add", att_s]);
+    let shown = |p: &Person| p.live_json(&["identity", "show"])["shown_as"].clone();
+    assert_eq!(shown(&patel), "verified P9 by Leeds registration desk");
+    let out = patel.live_ok(&["trust", "refresh"]);
+    assert!(out.contains("2 new revocation(s)"), "{out}");
+    assert_eq!(shown(&patel), "self-asserted");
+    let here = patel.live_json(&["identity", "show"])["attestations"][0]["here"].clone();
+    assert_eq!(here, "revoked by its issuer");
+    // Refreshing again learns nothing new; the list is kept.
+    let out = patel.live_ok(&["trust", "refresh"]);
+    assert!(
+        out.contains("0 new revocation(s)") && out.contains("2 revocation(s) known"),
+        "{out}"
+    );
+
     // A node trusting this AIS refuses the revoked one, a tampered one and an expired one.
     let subject: ActorId = patel.actor.parse().unwrap();
     let mut trust = TrustList::new();

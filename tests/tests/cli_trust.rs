@@ -195,6 +195,15 @@ fn a_grant_requiring_a_verified_identity_opens_only_once_the_grantee_is_attested
         grants.contains("Dr Rena Patel (consultant) [self-asserted]"),
         "{grants}"
     );
+
+    // Dr Patel removes her attestation from her profile; an unknown id is not found.
+    let shown = patel.json(&["identity", "show"]);
+    let id = shown["attestations"][0]["id"].as_str().unwrap().to_owned();
+    patel.fails(4, &["identity", "remove", "t-nosuchattestation"]);
+    patel.ok(&["identity", "remove", &id[..12]]);
+    let shown = patel.json(&["identity", "show"]);
+    assert_eq!(shown["attestations"], serde_json::json!([]), "{shown}");
+    assert_eq!(shown["shown_as"], "self-asserted");
 }
 
 /// Across real node processes: a pharmacist whose grant requires a P9 attestation cannot

@@ -105,4 +105,16 @@ fn george_invites_the_pharmacy_by_link_and_confirms_who_accepted() {
         .all(|i| i["invitation"] != id.as_str()));
     let again = george.live(&["invitations", "confirm", &id[..12]]);
     assert_eq!(again.code, 4, "{}", again.stderr);
+    // The other (never accepted) invitation: confirming it is refused; George withdraws it.
+    let open = list["invitations"][0]["invitation"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(list["invitations"][0]["status"], "open");
+    let r = george.live(&["invitations", "confirm", &open]);
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    assert!(r.stderr.contains("has not been accepted"), "{}", r.stderr);
+    george.live_ok(&["invitations", "decline", &open]);
+    let list = george.live_json(&["invitations", "list"]);
+    assert_eq!(list["invitations"], serde_json::json!([]), "{list}");
 }

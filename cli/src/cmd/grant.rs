@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 use clap::Args as ClapArgs;
 use cophr_protocol::access::{Requirement, MAX_REQUIREMENT_ISSUERS};
 use cophr_protocol::entry::Payload;
+use cophr_protocol::invite::Terms;
 use cophr_protocol::trust::AssuranceLevel;
-use cophr_protocol::{ActorId, Category, Grant, Level, Scope};
+use cophr_protocol::{ActorId, Category, Level, Scope};
 use serde_json::json;
 
 use crate::context::{self, Ctx};
@@ -35,6 +36,13 @@ pub struct Args {
     /// The grantee's actor id (`a-…`, as `cophr whoami` prints it)
     actor: String,
 
+    #[command(flatten)]
+    access: Access,
+}
+
+/// The access a grant (or an invitation) gives: `cophr grant` and `cophr invite` share it.
+#[derive(ClapArgs, Debug)]
+pub struct Access {
     /// Access level: view, annotate, write or delete
     #[arg(long)]
     level: Level,
@@ -59,7 +67,7 @@ pub struct Args {
     #[arg(long)]
     delegate: bool,
 
-    /// A label for the grant, e.g. "Mary (wife, main carer)"
+    /// A label for the grant, e.g. "Mary (wife, main carer)" or "Pharmacy"
     #[arg(long)]
     label: Option<String>,
 
@@ -72,6 +80,57 @@ pub struct Args {
     /// comma-separated) [default: every issuer on your trust list, `cophr trust list`]
     #[arg(long, value_name = "a-…,a-…", requires = "require")]
     attested_by: Option<String>,
+}
+
+impl Access {
+    /// The terms given: scope, period, rights, label and identity requirement, checked.
+    pub fn terms(&self, ctx: &Ctx) -> Result<Terms> {
+        let scope = parse_scope(&self.categories)?;
+        let not_before = self
+            .from
+            .as_deref()
+            .map(|t| times::parse(t, DayEnd::Start).map_err(|e| e.context("--from")))
+            .transpose()?;
+        let until = self
+            .until
+            .as_deref()
+            .map(|t| times::parse(t, DayEnd::End).map_err(|e| e.context("--until")))
+            .transpose()?;
+        if let (Some(a), Some(b)) = (not_before, until) {
+            if a > b {
+                return Err(CliError::invalid("--from is after --until"));
+            }
+        }
+        Ok(Terms {
+            level: self.level,
+            scope,
+            not_before,
+            until,
+            audit: self.audit,
+            delegate: self.delegate,
+            label: self
+                .label
+                .as_deref()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned),
+            requires: requirement(ctx, self.require, self.attested_by.as_deref())?,
+        })
+    }
+}
+
+/// The terms as JSON (what `--json` prints about a grant or an invitation).
+pub fn terms_json(t: &Terms) -> serde_json::Value {
+    json!({
+        "level": t.level,
+        "categories": t.scope.to_string(),
+        "audit": t.audit,
+        "delegate": t.delegate,
+        "from": t.not_before.map(times::format),
+        "until": t.until.map(times::format),
+        "label": t.label,
+        "requires": t.requires,
+    })
 }
 
 /// Parses `all` or a list of categories.
@@ -138,56 +197,26 @@ pub fn requirement(
 /// Runs `grant`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let grantee: ActorId = parse_id("actor", &args.actor)?;
-    let scope = parse_scope(&args.categories)?;
-    let not_before = args
-        .from
-        .as_deref()
-        .map(|t| times::parse(t, DayEnd::Start).map_err(|e| e.context("--from")))
-        .transpose()?;
-    let until = args
-        .until
-        .as_deref()
-        .map(|t| times::parse(t, DayEnd::End).map_err(|e| e.context("--until")))
-        .transpose()?;
-    if let (Some(a), Some(b)) = (not_before, until) {
-        if a > b {
-            return Err(CliError::invalid("--from is after --until"));
-        }
-    }
-    let label = args.label.map(|l| l.trim().to_owned());
+    let terms = args.access.terms(ctx)?;
     let me = ctx.identity()?;
     if grantee == me.actor() {
         return Err(CliError::invalid("you cannot grant access to yourself"));
     }
-    let requires = requirement(ctx, args.require, args.attested_by.as_deref())?;
     let store = ctx.store()?;
     let record = ctx.record(&store, Some(&me.actor()))?;
-    let grant = Grant {
-        grantee,
-        level: args.level,
-        scope: scope.clone(),
-        not_before,
-        until,
-        audit: args.audit,
-        delegate: args.delegate,
-        label: label.clone(),
-        requires: requires.clone(),
-    };
-    let id = context::write(ctx, &store, &me, &record, Payload::Grant(grant))?;
+    let id = context::write(
+        ctx,
+        &store,
+        &me,
+        &record,
+        Payload::Grant(terms.grant(grantee)),
+    )?;
     if ctx.json {
-        return output::json(&json!({
-            "grant": id,
-            "record": record,
-            "grantee": grantee,
-            "level": args.level,
-            "categories": scope.to_string(),
-            "audit": args.audit,
-            "delegate": args.delegate,
-            "from": not_before.map(times::format),
-            "until": until.map(times::format),
-            "label": label,
-            "requires": requires,
-        }));
+        let mut out = terms_json(&terms);
+        out["grant"] = json!(id);
+        out["record"] = json!(record);
+        out["grantee"] = json!(grantee);
+        return output::json(&out);
     }
     output::line(id.to_string())
 }

@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 use cophr_node::net::client;
 use cophr_protocol::entry::Payload;
-use cophr_protocol::invite::{InvitationBox, InvitationId, OfferState};
+use cophr_protocol::invite::{display_id, InvitationBox, OfferState};
 use cophr_protocol::ActorId;
 use serde_json::json;
 
@@ -34,11 +34,6 @@ pub struct IdArgs {
     out: Out,
 }
 
-/// How an invitation id is shown: `i-` and the invitation key's id.
-pub fn display_id(id: &InvitationId) -> String {
-    format!("i-{}", &id.to_string()[2..])
-}
-
 /// Runs `invitations`.
 pub fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
     match cmd {
@@ -53,14 +48,6 @@ fn fetch(ctx: &Ctx) -> Result<(cophr_protocol::RecordId, InvitationBox)> {
     let handle = network::handle(ctx)?;
     let b = network::block_on(ctx, client::invitations(handle, record))?.map_err(network::error)?;
     Ok((record, b))
-}
-
-fn status(o: &OfferState, now: u64) -> &'static str {
-    match (&o.accepted, now > o.offer.expires) {
-        (Some(_), _) => "accepted",
-        (None, true) => "expired",
-        (None, false) => "open",
-    }
 }
 
 fn who(o: &OfferState) -> Option<(ActorId, output::Person)> {
@@ -85,7 +72,7 @@ fn list(ctx: &Ctx, out: Out) -> Result<()> {
             "record": record,
             "invitations": b.offers.iter().map(|o| json!({
                 "invitation": display_id(&o.offer.id),
-                "status": status(o, now),
+                "status": o.status(now),
                 "label": o.offer.terms.label,
                 "level": o.offer.terms.level,
                 "categories": o.offer.terms.scope.to_string(),
@@ -103,7 +90,7 @@ fn list(ctx: &Ctx, out: Out) -> Result<()> {
     for o in &b.offers {
         let st = match who(o) {
             Some((id, p)) => format!("accepted by {} {}", p.long(), id.short()),
-            None => status(o, now).to_owned(),
+            None => o.status(now).to_owned(),
         };
         t.row(vec![
             display_id(&o.offer.id).chars().take(14).collect(),

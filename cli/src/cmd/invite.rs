@@ -3,17 +3,15 @@
 
 use clap::Args as ClapArgs;
 use cophr_node::net::client;
-use cophr_protocol::invite::{Invitation, Terms, MAX_INVITATION_MS};
-use cophr_protocol::trust::AssuranceLevel;
-use cophr_protocol::Level;
+use cophr_protocol::invite::{Invitation, MAX_INVITATION_MS};
 use libp2p::multiaddr::Protocol;
 use rand_core::RngCore;
 use serde_json::json;
 
-use crate::cmd::grant::{parse_scope, requirement};
+use crate::cmd::grant::{terms_json, Access};
 use crate::context::{Ctx, Out};
 use crate::error::{CliError, Result};
-use crate::times::{self, DayEnd};
+use crate::times;
 use crate::{network, output};
 
 const AFTER_HELP: &str = "Examples:
@@ -30,41 +28,8 @@ the invitation opens nothing; it works once, and not after it expires.";
 #[derive(ClapArgs, Debug)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// Access level: view, annotate, write or delete
-    #[arg(long)]
-    level: Level,
-
-    /// `all`, or a comma-separated list of categories (see `cophr schema`)
-    #[arg(long, value_name = "all|C1,C2,…")]
-    categories: String,
-
-    /// The grant is valid from this time (RFC 3339, or a date)
-    #[arg(long, value_name = "TIME")]
-    from: Option<String>,
-
-    /// The grant is valid until this time (RFC 3339, or a date: the end of that day)
-    #[arg(long, value_name = "TIME")]
-    until: Option<String>,
-
-    /// May read the record's audit trail
-    #[arg(long)]
-    audit: bool,
-
-    /// May act as your proxy and grant others a subset of these rights
-    #[arg(long)]
-    delegate: bool,
-
-    /// Who it is for, shown to them and on the grant, e.g. "Pharmacy"
-    #[arg(long)]
-    label: Option<String>,
-
-    /// Require them to be attested at this level or higher (P0, P5, P9)
-    #[arg(long, value_name = "LEVEL")]
-    require: Option<AssuranceLevel>,
-
-    /// The identity assurance services that count for --require [default: your trust list]
-    #[arg(long, value_name = "a-…,a-…", requires = "require")]
-    attested_by: Option<String>,
+    #[command(flatten)]
+    access: Access,
 
     /// How long the invitation may be accepted: e.g. 30m, 12h, 7d (at most 30d)
     #[arg(long, default_value = "7d", value_name = "DURATION")]
@@ -112,22 +77,7 @@ pub fn terminal_qr(text: &str) -> Result<String> {
 
 /// Runs `invite`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
-    let scope = parse_scope(&args.categories)?;
-    let not_before = args
-        .from
-        .as_deref()
-        .map(|t| times::parse(t, DayEnd::Start).map_err(|e| e.context("--from")))
-        .transpose()?;
-    let until = args
-        .until
-        .as_deref()
-        .map(|t| times::parse(t, DayEnd::End).map_err(|e| e.context("--until")))
-        .transpose()?;
-    let label = args
-        .label
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty());
-    let requires = requirement(ctx, args.require, args.attested_by.as_deref())?;
+    let terms = args.access.terms(ctx)?;
     let lifetime = parse_duration(&args.expires)?;
     let me = ctx.identity()?;
     let record = crate::cmd::host::own_record(ctx, "invite people to")?;
@@ -157,43 +107,34 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         vec![bare.to_string()],
         now + lifetime,
         me.info.name.clone(),
-        label.clone(),
+        terms.label.clone(),
         now,
     )
     .map_err(|e| CliError::invalid(e.to_string()))?;
-    let terms = Terms {
-        level: args.level,
-        scope: scope.clone(),
-        not_before,
-        until,
-        audit: args.audit,
-        delegate: args.delegate,
-        label: label.clone(),
-        requires,
-    };
     let offer = invitation
-        .offer(terms, now)
+        .offer(terms.clone(), now)
         .map_err(|e| CliError::invalid(e.to_string()))?;
     network::block_on(ctx, client::offer_invitation(handle, record, &offer))?
         .map_err(network::error)?;
     let link = invitation.to_link();
-    let id = crate::cmd::invitations::display_id(&invitation.id());
+    let id = cophr_protocol::invite::display_id(&invitation.id());
     if ctx.json(args.out) {
-        return output::json(&json!({
-            "invitation": id,
-            "link": link,
-            "record": record,
-            "level": args.level,
-            "categories": scope.to_string(),
-            "label": label,
-            "expires": times::format(invitation.expires),
-        }));
+        let mut out = terms_json(&terms);
+        out["invitation"] = json!(id);
+        out["link"] = json!(link);
+        out["record"] = json!(record);
+        out["expires"] = json!(times::format(invitation.expires));
+        return output::json(&out);
     }
     output::line(format!(
         "Invitation {id} ({} on {}{}), until {}:",
-        args.level,
-        scope,
-        label.map(|l| format!(", for {l}")).unwrap_or_default(),
+        terms.level,
+        terms.scope,
+        terms
+            .label
+            .as_deref()
+            .map(|l| format!(", for {l}"))
+            .unwrap_or_default(),
         times::format(invitation.expires)
     ))?;
     output::line(&link)?;

@@ -23,7 +23,7 @@ use cophr_protocol::fold::{self, Item, Viewer};
 use cophr_protocol::record::{GrantInfo, Record, Status};
 use cophr_protocol::trust::{SignedAttestation, TrustList};
 use cophr_protocol::{
-    schema, ActorId, Category, EntryId, Grant, Level, Profile, RecordId, Scope, Timestamp,
+    schema, ActorId, Category, EntryId, Level, Profile, RecordId, Scope, Timestamp,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;

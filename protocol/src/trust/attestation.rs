@@ -453,6 +453,18 @@ impl Attestation {
     }
 }
 
+/// The bytes of the unpadded base64url text form of a signed attestation or revocation,
+/// bounded before decoding.
+fn from_base64url(text: &str) -> Result<Vec<u8>, AttestationError> {
+    let text = text.trim();
+    if text.len() > MAX_ATTESTATION_BYTES * 4 / 3 + 4 {
+        return Err(EntryError::TooLarge(text.len()).into());
+    }
+    Ok(data_encoding::BASE64URL_NOPAD
+        .decode(text.as_bytes())
+        .map_err(|e| EntryError::Malformed(format!("not base64url: {e}")))?)
+}
+
 fn check_org(o: &OrganisationRef) -> Result<(), AttestationError> {
     text("organisation.name", &o.name)?;
     if let Some(ods) = &o.ods {
@@ -472,13 +484,7 @@ impl SignedAttestation {
 
     /// Decodes and verifies the text form of [`SignedAttestation::to_text`].
     pub fn from_text(text: &str) -> Result<Self, AttestationError> {
-        if text.len() > MAX_ATTESTATION_BYTES * 4 / 3 + 4 {
-            return Err(EntryError::TooLarge(text.len()).into());
-        }
-        let bytes = data_encoding::BASE64URL_NOPAD
-            .decode(text.trim().as_bytes())
-            .map_err(|e| EntryError::Malformed(format!("not base64url: {e}")))?;
-        Self::decode(&bytes)
+        Self::decode(&from_base64url(text)?)
     }
 
     /// The canonical encoding.
@@ -558,13 +564,7 @@ impl SignedRevocation {
 
     /// Decodes and verifies the text form of [`SignedRevocation::to_text`].
     pub fn from_text(text: &str) -> Result<Self, AttestationError> {
-        if text.len() > MAX_ATTESTATION_BYTES * 4 / 3 + 4 {
-            return Err(EntryError::TooLarge(text.len()).into());
-        }
-        let bytes = data_encoding::BASE64URL_NOPAD
-            .decode(text.trim().as_bytes())
-            .map_err(|e| EntryError::Malformed(format!("not base64url: {e}")))?;
-        Self::decode(&bytes)
+        Self::decode(&from_base64url(text)?)
     }
 
     /// The canonical encoding.

@@ -1,5 +1,7 @@
 //! Who has access: the grants, granting and revoking.
 
+use cophr_protocol::invite::Terms;
+
 use super::*;
 
 pub(super) async fn list_grants(
@@ -44,7 +46,7 @@ pub(super) struct GrantInput {
     label: Option<String>,
 }
 
-pub(super) fn scope_of(v: &Value) -> Result<Scope, ApiError> {
+fn scope_of(v: &Value) -> Result<Scope, ApiError> {
     let bad =
         || ApiError::invalid("categories must be \"all\" or a non-empty list of category names");
     match v {
@@ -63,6 +65,42 @@ pub(super) fn scope_of(v: &Value) -> Result<Scope, ApiError> {
     }
 }
 
+/// The access a grant or an invitation gives, from the fields both take.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn terms_of(
+    categories: &Value,
+    level: &str,
+    from: Option<&str>,
+    expires: Option<&str>,
+    audit: bool,
+    delegate: bool,
+    label: Option<String>,
+) -> Result<Terms, ApiError> {
+    let scope = scope_of(categories)?;
+    let level: Level = level.trim().parse().map_err(|_| {
+        ApiError::invalid(format!(
+            "`{level}` is not a level: view, annotate, write or delete"
+        ))
+    })?;
+    let not_before = from.map(|t| parse_time("from", t)).transpose()?;
+    let until = expires.map(|t| parse_time("expires", t)).transpose()?;
+    if let (Some(a), Some(b)) = (not_before, until) {
+        if a > b {
+            return Err(ApiError::invalid("from is after expires"));
+        }
+    }
+    Ok(Terms {
+        level,
+        scope,
+        not_before,
+        until,
+        audit,
+        delegate,
+        label: label.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()),
+        requires: None,
+    })
+}
+
 pub(super) async fn add_grant(
     State(st): State<AppState>,
     Path(rid): Path<String>,
@@ -73,45 +111,19 @@ pub(super) async fn add_grant(
         input.grantee.trim().parse().map_err(|e| {
             ApiError::invalid(format!("`{}` is not an actor id: {e}", input.grantee))
         })?;
-    let scope = scope_of(&input.categories)?;
-    let level: Level = input.level.trim().parse().map_err(|_| {
-        ApiError::invalid(format!(
-            "`{}` is not a level: view, annotate, write or delete",
-            input.level
-        ))
-    })?;
-    let not_before = input
-        .from
-        .as_deref()
-        .map(|t| parse_time("from", t))
-        .transpose()?;
-    let until = input
-        .expires
-        .as_deref()
-        .map(|t| parse_time("expires", t))
-        .transpose()?;
-    if let (Some(a), Some(b)) = (not_before, until) {
-        if a > b {
-            return Err(ApiError::invalid("from is after expires"));
-        }
-    }
+    let terms = terms_of(
+        &input.categories,
+        &input.level,
+        input.from.as_deref(),
+        input.expires.as_deref(),
+        input.audit,
+        input.delegate,
+        input.label,
+    )?;
     if grantee == st.actor() {
         return Err(ApiError::invalid("you cannot grant access to yourself"));
     }
-    let grant = Grant {
-        grantee,
-        level,
-        scope,
-        not_before,
-        until,
-        audit: input.audit,
-        delegate: input.delegate,
-        label: input
-            .label
-            .map(|l| l.trim().to_owned())
-            .filter(|l| !l.is_empty()),
-        requires: None,
-    };
+    let grant = terms.grant(grantee);
     let id = st
         .blocking(move |st| {
             held(st, &record)?;

@@ -4,11 +4,11 @@
 //! running network node.
 
 use cophr_protocol::invite::{
-    Invitation, InvitationBox, InvitationId, OfferState, Terms, MAX_INVITATION_MS,
+    display_id, Invitation, InvitationBox, OfferState, MAX_INVITATION_MS,
 };
 use rand_core::RngCore;
 
-use super::grants::scope_of;
+use super::grants::terms_of;
 use super::*;
 use crate::net::{client, NetError, NodeHandle};
 
@@ -31,11 +31,6 @@ fn net_error(e: NetError) -> ApiError {
         NetError::Setup(m) => ApiError::conflict(m),
         other => ApiError::new(StatusCode::BAD_GATEWAY, "unreachable", other.to_string()),
     }
-}
-
-/// How an invitation id is shown: `i-` and the invitation key's id.
-pub(crate) fn display_id(id: &InvitationId) -> String {
-    format!("i-{}", &id.to_string()[2..])
 }
 
 fn patient_only(st: &AppState, record: &RecordId) -> Result<(), ApiError> {
@@ -80,32 +75,20 @@ pub(super) async fn create(
     let record = parse_record(&rid)?;
     patient_only(&st, &record)?;
     let handle = node(&st)?;
-    let scope = scope_of(&input.categories)?;
-    let level: Level = input.level.trim().parse().map_err(|_| {
-        ApiError::invalid(format!(
-            "`{}` is not a level: view, annotate, write or delete",
-            input.level
-        ))
-    })?;
-    let not_before = input
-        .from
-        .as_deref()
-        .map(|t| parse_time("from", t))
-        .transpose()?;
-    let until = input
-        .expires
-        .as_deref()
-        .map(|t| parse_time("expires", t))
-        .transpose()?;
+    let terms = terms_of(
+        &input.categories,
+        &input.level,
+        input.from.as_deref(),
+        input.expires.as_deref(),
+        input.audit,
+        input.delegate,
+        input.label,
+    )?;
     let hours = input.valid_for_hours.unwrap_or(DEFAULT_VALID_HOURS);
     let lifetime = hours
         .checked_mul(3_600_000)
         .filter(|d| *d > 0 && *d <= MAX_INVITATION_MS)
         .ok_or_else(|| ApiError::invalid("valid_for_hours must be 1 to 720"))?;
-    let label = input
-        .label
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty());
     let home = handle
         .peer_book(&record)
         .map_err(net_error)?
@@ -131,20 +114,10 @@ pub(super) async fn create(
         vec![bare.to_string()],
         now + lifetime,
         st.profile().name.clone(),
-        label.clone(),
+        terms.label.clone(),
         now,
     )
     .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let terms = Terms {
-        level,
-        scope,
-        not_before,
-        until,
-        audit: input.audit,
-        delegate: input.delegate,
-        label,
-        requires: None,
-    };
     let offer = invitation
         .offer(terms, now)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -160,14 +133,6 @@ pub(super) async fn create(
     })))
 }
 
-fn status(o: &OfferState, now: Timestamp) -> &'static str {
-    match (&o.accepted, now > o.offer.expires) {
-        (Some(_), _) => "accepted",
-        (None, true) => "expired",
-        (None, false) => "open",
-    }
-}
-
 fn offer_json(o: &OfferState, now: Timestamp) -> Value {
     let t = &o.offer.terms;
     let categories = match &t.scope {
@@ -176,7 +141,7 @@ fn offer_json(o: &OfferState, now: Timestamp) -> Value {
     };
     json!({
         "invitation": display_id(&o.offer.id),
-        "status": status(o, now),
+        "status": o.status(now),
         "label": t.label,
         "level": t.level,
         "categories": categories,
@@ -202,13 +167,14 @@ pub(super) async fn list(
     let record = parse_record(&rid)?;
     patient_only(&st, &record)?;
     let b = fetch(&st, record).await?;
-    let now = st.now();
-    let trust = st.trust();
-    // People are assessed on this thread like on the blocking ones.
-    assess_with(trust, now);
-    Ok(Json(Value::Array(
-        b.offers.iter().map(|o| offer_json(o, now)).collect(),
-    )))
+    // Built on a blocking thread, where who accepted is assessed against the trust list.
+    let list = st
+        .blocking(move |st| {
+            let now = st.now();
+            Ok(b.offers.iter().map(|o| offer_json(o, now)).collect())
+        })
+        .await?;
+    Ok(Json(Value::Array(list)))
 }
 
 fn find(b: &InvitationBox, iid: &str) -> Result<OfferState, ApiError> {
@@ -232,12 +198,15 @@ pub(super) async fn confirm(
         ApiError::conflict("this invitation has not been accepted (yet): nothing to confirm")
     })?;
     let grant = o.offer.terms.grant(a.acceptance.invitee);
-    let id = st
+    let (id, grantee) = st
         .blocking(move |st| {
             held(st, &record)?;
-            Ok(st
+            let id = st
                 .session()
-                .write(&record, Payload::Grant(grant), st.now())?)
+                .write(&record, Payload::Grant(grant), st.now())?;
+            // Assessed here, where the trust list is set for this thread.
+            let who = person_of(&a.acceptance.invitee, Some(&a.acceptance.profile));
+            Ok((id, who))
         })
         .await?;
     st.changed(record).await;
@@ -245,10 +214,7 @@ pub(super) async fn confirm(
     client::close_invitation(&handle, record, o.offer.id)
         .await
         .map_err(net_error)?;
-    Ok(Json(json!({
-        "grant": id,
-        "grantee": person_of(&a.acceptance.invitee, Some(&a.acceptance.profile)),
-    })))
+    Ok(Json(json!({ "grant": id, "grantee": grantee })))
 }
 
 pub(super) async fn decline(
