@@ -87,6 +87,29 @@ impl Record {
         self.viewer_checked(actor, now, &[], &|_| false)
     }
 
+    /// The patient's view for `actor`, a new key recovering the record with guardians'
+    /// approvals (presented with a sync proof), if they would let it rotate the patient key
+    /// now ([`Record::check_recovery`]): it may then pull the whole record to write the
+    /// rotation.
+    pub fn recovery_viewer(
+        &self,
+        actor: &ActorId,
+        recovery: &crate::recovery::Recovery,
+    ) -> Result<Viewer, crate::record::Rejection> {
+        self.check_recovery(
+            actor,
+            &recovery.old,
+            &recovery.guardians,
+            &recovery.approvals,
+        )?;
+        Ok(Viewer {
+            actor: *actor,
+            patient: true,
+            lenses: Vec::new(),
+            unattested: Vec::new(),
+        })
+    }
+
     /// What `actor` may see at time `now`, treating the attestations `revoked` names as
     /// revoked (a node's own knowledge of its issuers' revocations): a grant that requires
     /// its grantee to be attested opens nothing without a qualifying attestation, in the

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod invite;
 pub mod keys;
 pub mod record;
+pub mod recovery;
 pub mod schema;
 pub mod share;
 pub mod sync;

@@ -150,7 +150,7 @@ impl Record {
             approvals,
         } = &e.payload
         {
-            return self.check_rotation(e, old, guardians, approvals, past);
+            return self.check_rotation(&e.author, old, guardians, approvals, past);
         }
         if matches!(e.payload, Payload::Genesis { .. }) {
             return Ok(Acting::own(self.id, None));
@@ -189,7 +189,7 @@ impl Record {
     /// Checks a rotation (authored by the new key) at its causal position.
     fn check_rotation(
         &self,
-        e: &Entry,
+        new: &ActorId,
         old: &ActorId,
         guardians: &Option<EntryId>,
         approvals: &[Approval],
@@ -204,7 +204,7 @@ impl Record {
             }
             .into());
         }
-        let new = e.author;
+        let new = *new;
         let ever_device = self
             .device_adds
             .get(&new)
@@ -253,6 +253,33 @@ impl Record {
             .into());
         }
         Ok(ok)
+    }
+
+    /// Checks that guardians' `approvals` (over the guardian set `guardians`, rotating away
+    /// from `old`) would let `new` rotate the patient key now, exactly as the gate would
+    /// check the rotation entry: the key a recovering person proves may then pull the whole
+    /// record before it holds any of it (sync's recovery proof), to write the rotation.
+    /// Approvals must be distinct signers, 1 to [`crate::entry::MAX_GUARDIANS`].
+    pub fn check_recovery(
+        &self,
+        new: &ActorId,
+        old: &ActorId,
+        guardians: &Option<EntryId>,
+        approvals: &[Approval],
+    ) -> Result<(), Rejection> {
+        let mut signers: Vec<ActorId> = approvals.iter().map(|a| a.by).collect();
+        signers.sort();
+        if let Some(w) = signers.windows(2).find(|w| w[0] == w[1]) {
+            return Err(crate::entry::EntryError::DuplicateApproval(w[0]).into());
+        }
+        if approvals.is_empty() || approvals.len() > crate::entry::MAX_GUARDIANS {
+            return Err(crate::entry::EntryError::Approvals(
+                "none, or more than a guardian set holds",
+            )
+            .into());
+        }
+        self.check_rotation(new, old, guardians, approvals, &|_| true)
+            .map(drop)
     }
 
     /// Checks `person` may add `device` at a causal position.

@@ -61,6 +61,9 @@ pub struct SessionConfig {
     /// Attestations of this identity, presented with every request (a grant or host may
     /// require an attested identity before the identity's profile is in the record).
     pub attestations: Vec<crate::trust::SignedAttestation>,
+    /// Guardians' approvals of a rotation to this identity, presented with every request
+    /// while it recovers the record (it may then pull and push as the patient).
+    pub recovery: Option<crate::recovery::Recovery>,
 }
 
 impl SessionConfig {
@@ -77,6 +80,7 @@ impl SessionConfig {
             audit_have: Vec::new(),
             invitation: None,
             attestations: Vec::new(),
+            recovery: None,
         }
     }
 }
@@ -221,6 +225,7 @@ impl ClientSession {
             now,
         )
         .with_attestations(self.cfg.attestations.clone())
+        .with_recovery(self.cfg.recovery.clone())
     }
 
     fn finish(&mut self, result: Result<(), SyncError>) {

@@ -5,9 +5,10 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::PROOF_WINDOW_MS;
-use crate::entry::{to_cbor, Timestamp, MAX_PROFILE_ATTESTATIONS};
+use crate::entry::{to_cbor, Timestamp, MAX_GUARDIANS, MAX_PROFILE_ATTESTATIONS};
 use crate::ids::{ActorId, RecordId, Sig};
 use crate::keys::{self, Domain, Keypair};
+use crate::recovery::Recovery;
 use crate::trust::SignedAttestation;
 
 /// Proof that the requester holds `actor`'s key, bound to this connection.
@@ -35,6 +36,13 @@ pub struct Proof {
     /// each is signed by its issuer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attestations: Vec<SignedAttestation>,
+    /// Guardians' approvals of a rotation to `actor`, presented by a new key recovering the
+    /// record before it holds any of it: a server lets it pull and push as the patient if
+    /// the record would accept the rotation ([`crate::record::Record::check_recovery`]).
+    /// Self-authenticating (each approval is a signature bound to this record and key);
+    /// at most [`MAX_GUARDIANS`] approvals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
 }
 
 #[derive(Serialize)]
@@ -67,6 +75,9 @@ pub enum ProofError {
     /// A presented attestation is forged, malformed, about someone else, or one too many.
     #[error("presented attestation refused: {0}")]
     Attestation(String),
+    /// Presented recovery approvals are malformed (none, or too many).
+    #[error("presented recovery refused: {0}")]
+    Recovery(String),
 }
 
 impl Proof {
@@ -97,7 +108,14 @@ impl Proof {
             time,
             sig: key.sign(Domain::Possession, &body),
             attestations: Vec::new(),
+            recovery: None,
         }
+    }
+
+    /// The same proof, presenting guardians' approvals of a rotation to the actor.
+    pub fn with_recovery(mut self, recovery: Option<Recovery>) -> Proof {
+        self.recovery = recovery;
+        self
     }
 
     /// The same proof, presenting these attestations of the actor's identity.
@@ -143,6 +161,14 @@ impl Proof {
                 return Err(ProofError::Attestation(
                     "about another key than the requester's".into(),
                 ));
+            }
+        }
+        if let Some(r) = &self.recovery {
+            if r.approvals.is_empty() || r.approvals.len() > MAX_GUARDIANS {
+                return Err(ProofError::Recovery(format!(
+                    "1 to {MAX_GUARDIANS} approvals, not {}",
+                    r.approvals.len()
+                )));
             }
         }
         seen.insert(self.actor, self.nonce, now)?;

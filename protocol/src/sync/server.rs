@@ -292,18 +292,33 @@ impl Server {
     /// Grants whose identity requirement is not met open nothing (attestations this node
     /// knows revoked do not count); a host that requires the people it serves to be
     /// attested refuses anyone its trust list does not verify at that level.
+    ///
+    /// A new key presenting guardians' approvals of a rotation to it (a recovery) gets the
+    /// patient's view if the record would accept that rotation now, and otherwise the
+    /// reason it would not.
     fn viewer<S: SyncStore>(
         &self,
         store: &S,
-        record: &RecordId,
+        proof: &Proof,
         actor: &ActorId,
-        presented: &[SignedAttestation],
         now: Timestamp,
     ) -> Result<Viewer, Refused> {
+        let record = &proof.record;
+        let presented = &proof.attestations[..];
         let trust = self.trust.read().unwrap_or_else(|p| p.into_inner());
         let revoked = |a: &SignedAttestation| trust.is_revoked(&a.id());
         let found = store.read(record, |r| {
-            let v = r.viewer_checked(actor, now, presented, &revoked);
+            let mut v = r.viewer_checked(actor, now, presented, &revoked);
+            if !v.has_access() {
+                if let Some(recovery) = &proof.recovery {
+                    v = r.recovery_viewer(actor, recovery).map_err(|e| {
+                        Response::refused_because(
+                            Refusal::NoAccess,
+                            format!("the recovery presented does not let {actor} rotate the patient key: {e}"),
+                        )
+                    })?;
+                }
+            }
             let assurance = self.policy.identity.map(|_| {
                 let mut attestations: Vec<SignedAttestation> = r
                     .latest_profile(actor)
@@ -312,8 +327,14 @@ impl Server {
                 attestations.extend(presented.iter().cloned());
                 trust.assess(actor, &attestations, now)
             });
-            (v, assurance)
+            Ok((v, assurance))
         });
+        let found = match found {
+            Ok(Some(Err(refused))) => return Err(refused),
+            Ok(Some(Ok(x))) => Ok(Some(x)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
         match found {
             Ok(Some((v, assurance))) if v.has_access() => {
                 if let (Some(level), Some(a)) = (self.policy.identity, assurance) {
@@ -346,7 +367,10 @@ impl Server {
         now: Timestamp,
     ) -> Result<(), Stop> {
         let actor = self.check(proof, peer, now)?;
-        if actor != proof.record || !store.holds(&proof.record).map_err(failed::<S>)? {
+        let patient = store
+            .read(&proof.record, |r| r.is_patient(&actor))
+            .map_err(failed::<S>)?;
+        if patient != Some(true) {
             return Err(Response::refused(Refusal::NoAccess).into());
         }
         Ok(())
@@ -431,7 +455,7 @@ impl Server {
             Request::Announce { record } => Ok((Response::Ack, vec![Effect::Announced(record)])),
             Request::Digests { proof, digests } => {
                 let actor = self.check(&proof, peer, now)?;
-                let viewer = self.viewer(store, &proof.record, &actor, &proof.attestations, now)?;
+                let viewer = self.viewer(store, &proof, &actor, now)?;
                 let streams = store
                     .read(&proof.record, |r| r.differing(&viewer, &digests))
                     .map_err(failed::<S>)?
@@ -485,7 +509,7 @@ impl Server {
             }
             Request::AuditPull { proof, have } => {
                 let actor = self.check(&proof, peer, now)?;
-                let viewer = self.viewer(store, &proof.record, &actor, &proof.attestations, now)?;
+                let viewer = self.viewer(store, &proof, &actor, now)?;
                 if !viewer.may_audit() {
                     return Err(Response::refused(Refusal::NoAuditRight).into());
                 }
@@ -554,14 +578,14 @@ impl Server {
             }
             Request::AuditPush { proof, events } => {
                 let actor = self.check(&proof, peer, now)?;
-                self.viewer(store, &proof.record, &actor, &proof.attestations, now)?;
+                self.viewer(store, &proof, &actor, now)?;
                 let decoded = decode_audit(&proof.record, &events)?;
                 store.keep_audit(&decoded).map_err(failed::<S>)?;
                 Ok((Response::Ack, Vec::new()))
             }
             Request::BackupPut { proof, backup } => {
                 let actor = self.check(&proof, peer, now)?;
-                self.viewer(store, &proof.record, &actor, &proof.attestations, now)?;
+                self.viewer(store, &proof, &actor, now)?;
                 super::backups::check_put(&actor, &backup)?;
                 store.put_backup(&actor, &backup).map_err(failed::<S>)?;
                 Ok((Response::Ack, Vec::new()))
@@ -592,7 +616,7 @@ impl Server {
         now: Timestamp,
     ) -> Result<(Response, Vec<Effect>), Stop> {
         let record = proof.record;
-        let viewer = self.viewer(store, &record, &actor, &proof.attestations, now)?;
+        let viewer = self.viewer(store, proof, &actor, now)?;
         let limit = (limit as usize).clamp(1, MAX_BATCH);
         let (entries, ids, more, frontier) = store
             .read(&record, |r| {
@@ -638,7 +662,7 @@ impl Server {
         let record = proof.record;
         let held = store.holds(&record).map_err(failed::<S>)?;
         if held {
-            self.viewer(store, &record, &actor, &proof.attestations, now)?;
+            self.viewer(store, proof, &actor, now)?;
         } else if actor != record {
             return Err(Response::refused(Refusal::NoAccess).into());
         } else {
