@@ -9,9 +9,10 @@ use rand_core::{OsRng, RngCore};
 use cophr_protocol::audit::SignedAudit;
 use cophr_protocol::home::SignedPointer;
 use cophr_protocol::record::Record;
+use cophr_protocol::recovery::Recovery;
 use cophr_protocol::sync::client::{ClientEvent, ClientSession, SessionConfig, SyncError};
 use cophr_protocol::sync::{Proof, Refusal, Request, Response, MAX_BATCH};
-use cophr_protocol::{ActorId, RecordId, Timestamp};
+use cophr_protocol::{ActorId, EntryId, RecordId, Timestamp};
 
 use super::service::{now_ms, NodeHandle};
 use super::NetError;
@@ -132,10 +133,11 @@ pub async fn sync(
     record: RecordId,
     push: bool,
 ) -> Result<SyncReport, NetError> {
-    run_sync(handle, peer, addrs, record, push, None).await
+    run_sync(handle, peer, addrs, record, push, None, None).await
 }
 
-/// [`sync`], presenting a host's invitation with the pushes.
+/// [`sync`], presenting a host's invitation with the pushes, or guardians' approvals of
+/// a rotation to this node's identity with every request.
 async fn run_sync(
     handle: &NodeHandle,
     peer: PeerId,
@@ -143,12 +145,14 @@ async fn run_sync(
     record: RecordId,
     push: bool,
     invitation: Option<&str>,
+    recovery: Option<Recovery>,
 ) -> Result<SyncReport, NetError> {
     let store = handle.store().clone();
     let mut cfg = SessionConfig::new(record, handle.peer_id().to_bytes(), peer.to_bytes());
     cfg.attestations = handle.attestations();
     cfg.push = push;
     cfg.invitation = invitation.map(str::to_owned);
+    cfg.recovery = recovery;
     if push {
         cfg.audit_to_push = audit_to_push(&store, &record, &peer)?;
     }
@@ -234,6 +238,81 @@ fn split(addr: &Multiaddr) -> Result<(PeerId, Multiaddr), NetError> {
     Ok((peer, bare))
 }
 
+/// What a recovery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoverReport {
+    /// Entries received from the host.
+    pub pulled: usize,
+    /// The rotation entry (this node's identity is the patient from it on).
+    pub rotation: EntryId,
+    /// Entries the host accepted (the rotation and its parts).
+    pub pushed: usize,
+}
+
+/// Recovers `record` onto this node's identity, a new key, with guardians' approvals
+/// (`recovery`) of a rotation to it: makes `host` (the record's home, an address ending in
+/// `/p2p/<peer id>`) the record's home in the peer book, pulls the whole record presenting
+/// the approvals (the host serves it only if the record would accept the rotation), writes
+/// the rotation (and its part in each stream the old key wrote in), and pushes it. From
+/// then on this identity is the patient: every grant and replica keeps working, and the
+/// old key writes nothing anyone accepts. A refusal stores nothing new (what was pulled
+/// stays, as any replica's would).
+pub async fn recover(
+    handle: &NodeHandle,
+    host: &Multiaddr,
+    record: RecordId,
+    recovery: Recovery,
+    now: Timestamp,
+) -> Result<RecoverReport, NetError> {
+    let me = handle.identity().actor();
+    if let Some(true) = with_local(handle.store(), &record, |r| r.map(|r| r.is_patient(&me)))? {
+        return Err(NetError::Setup(format!(
+            "{me} already acts as the patient of record {record}: nothing to recover"
+        )));
+    }
+    let (peer, _) = split(host)?;
+    let mut book = handle.peer_book(&record)?;
+    book.replicas.retain(|r| r != host);
+    book.home = Some(host.clone());
+    handle.set_peer_book(&record, &book)?;
+    let pulled = run_sync(
+        handle,
+        peer,
+        vec![host.clone()],
+        record,
+        false,
+        None,
+        Some(recovery.clone()),
+    )
+    .await?
+    .pulled;
+    let store = handle.store().clone();
+    let key = handle.identity().clone();
+    let payload = recovery.payload();
+    let rotation = blocking(move || store.write(&record, &key, payload, now, None)).await??;
+    let report = run_sync(
+        handle,
+        peer,
+        vec![host.clone()],
+        record,
+        true,
+        None,
+        Some(recovery),
+    )
+    .await?;
+    if !report.rejected.is_empty() {
+        return Err(NetError::Protocol {
+            peer,
+            reason: format!("the host refused the rotation: {:?}", report.rejected),
+        });
+    }
+    Ok(RecoverReport {
+        pulled,
+        rotation,
+        pushed: report.pushed,
+    })
+}
+
 /// The patient makes `host` (an address ending in `/p2p/<peer id>`) the record's home
 /// (presenting `invitation` to a host that takes records by invitation only):
 /// pushes the whole record, checks the host holds all of it, signs a home pointer with
@@ -251,7 +330,16 @@ pub async fn host(
         ));
     }
     let (peer, bare) = split(host)?;
-    let report = run_sync(handle, peer, vec![host.clone()], record, true, invitation).await?;
+    let report = run_sync(
+        handle,
+        peer,
+        vec![host.clone()],
+        record,
+        true,
+        invitation,
+        None,
+    )
+    .await?;
     // The host must now hold everything this node holds (at least up to these heads).
     let heads = handle.store().with_record(&record, |r| r.heads())?;
     let check = sync(handle, peer, vec![host.clone()], record, true).await?;
