@@ -222,8 +222,8 @@ impl Ctx {
             return Ok(id);
         }
         if let Some(me) = me {
-            if held.contains(me) {
-                return Ok(*me);
+            if let Some(own) = own_records(store, me)?.first() {
+                return Ok(*own);
             }
         }
         match held.as_slice() {
@@ -254,6 +254,23 @@ impl Ctx {
             }
         }
     }
+}
+
+/// The records held here whose patient `me` is now: its own record (its id is `me`), or
+/// one it acts for as the patient's current key after a recovery or as a device the
+/// patient added ([`Record::is_patient`]).
+pub fn own_records(store: &Store, me: &ActorId) -> Result<Vec<RecordId>> {
+    let held = store.records()?;
+    if held.contains(me) && store.with_record(me, |r| r.is_patient(me))? {
+        return Ok(vec![*me]);
+    }
+    let mut out = Vec::new();
+    for id in held {
+        if store.with_record(&id, |r| r.is_patient(me))? {
+            out.push(id);
+        }
+    }
+    Ok(out)
 }
 
 /// The caller acting on the store (the node's [`Session`]), with the device they name.

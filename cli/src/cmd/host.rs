@@ -4,7 +4,7 @@ use clap::Args as ClapArgs;
 use cophr_node::net::client;
 use serde_json::json;
 
-use crate::context::{Ctx, Out};
+use crate::context::{self, Ctx, Out};
 use crate::error::{CliError, Result};
 use crate::network;
 use crate::output;
@@ -29,32 +29,54 @@ pub struct Args {
     out: Out,
 }
 
-/// The caller's own record, which must be held here.
+/// The caller's own record, which must be held here: the one whose patient they are (by
+/// its first key, a key recovered with guardians, or a device the patient added).
 pub fn own_record(ctx: &Ctx, what: &str) -> Result<cophr_protocol::RecordId> {
     let me = ctx.identity()?;
     let handle = network::handle(ctx)?;
-    let record = me.actor();
-    if let Some(r) = &ctx.global.record {
-        let id: cophr_protocol::RecordId = crate::error::parse_id("record", r)?;
-        if id != record {
-            return Err(CliError::access(format!(
-                "only the patient can {what} a record: {id} is not yours"
-            )));
+    let store = handle.store();
+    let record = match &ctx.global.record {
+        Some(r) => {
+            let id: cophr_protocol::RecordId = crate::error::parse_id("record", r)?;
+            if !store.holds(&id)? || !store.with_record(&id, |r| r.is_patient(&me.actor()))? {
+                return Err(CliError::access(format!(
+                    "only the patient can {what} a record: {id} is not yours (or not held here)"
+                )));
+            }
+            id
         }
-    }
-    if !handle.store().holds(&record)? {
-        return Err(CliError::not_found(format!(
-            "your record {record} is not held here: create it with `cophr record create`"
+        None => context::own_records(store, &me.actor())?
+            .first()
+            .copied()
+            .ok_or_else(|| {
+                CliError::not_found(format!(
+                    "your record is not held here: create it with `cophr record create` (or \
+                     recover it with `cophr recover`)"
+                ))
+            })?,
+    };
+    ctx.touch(store, &record);
+    Ok(record)
+}
+
+/// The caller's own record, for what only the record's first key signs (the home pointer
+/// that names its host).
+pub fn own_record_first_key(ctx: &Ctx, what: &str) -> Result<cophr_protocol::RecordId> {
+    let record = own_record(ctx, what)?;
+    if record != ctx.identity()?.actor() {
+        return Err(CliError::access(format!(
+            "only the record's first key can {what} the record: its home pointer is signed with \
+             it, and acting as the patient from a device or a recovered key does not extend to \
+             that yet"
         )));
     }
-    ctx.touch(handle.store(), &record);
     Ok(record)
 }
 
 /// Runs `host`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let (addr, _) = network::parse_addr("the host address", &args.addr)?;
-    let record = own_record(ctx, "choose the home host of")?;
+    let record = own_record_first_key(ctx, "choose the home host of")?;
     let handle = network::handle(ctx)?;
     let report = network::block_on(
         ctx,

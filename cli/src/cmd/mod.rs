@@ -14,11 +14,13 @@ pub mod annotate;
 pub mod audit;
 pub mod delete;
 pub mod demo;
+pub mod device;
 pub mod export;
 pub mod fhir;
 pub mod follow;
 pub mod grant;
 pub mod grants;
+pub mod guardians;
 pub mod history;
 pub mod host;
 pub mod identity;
@@ -32,6 +34,7 @@ pub mod node;
 pub mod peers;
 pub mod record;
 pub mod records;
+pub mod recover;
 pub mod repair;
 pub mod revoke;
 pub mod schema;
@@ -157,6 +160,15 @@ pub enum Command {
     Share(share::Command),
     /// Revoke a grant (what the grantee saw or wrote before stays valid)
     Revoke(revoke::Args),
+    /// Your devices: other keys (phone, laptop, glucometer) that act for you
+    #[command(subcommand)]
+    Device(device::Command),
+    /// Guardians who can together approve a new key if yours is lost; approve as one
+    #[command(subcommand)]
+    Guardians(guardians::Command),
+    /// Recover your record with a new key, approved by your guardians
+    #[command(subcommand)]
+    Recover(recover::Command),
     /// List the grants of the record you may see
     Grants(grants::Args),
     /// Show the record's audit trail: who viewed, added, changed and exported what
@@ -281,6 +293,9 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Grant(a) => grant::run(ctx, a),
         Command::Share(c) => share::run(ctx, c),
         Command::Revoke(a) => revoke::run(ctx, a),
+        Command::Device(c) => device::run(ctx, c),
+        Command::Guardians(c) => guardians::run(ctx, c),
+        Command::Recover(c) => recover::run(ctx, c),
         Command::Grants(a) => grants::run(ctx, a),
         Command::Audit(a) => audit::run(ctx, a),
         Command::Export(a) => export::run(ctx, a),

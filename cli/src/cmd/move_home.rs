@@ -32,7 +32,7 @@ pub struct Args {
 /// Runs `move`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let (to, _) = network::parse_addr("--to", &args.to)?;
-    let record = crate::cmd::host::own_record(ctx, "move")?;
+    let record = crate::cmd::host::own_record_first_key(ctx, "move")?;
     let handle = network::handle(ctx)?;
     let moved = network::block_on(
         ctx,

@@ -35,6 +35,15 @@ fn create(ctx: &Ctx) -> Result<()> {
             format!("your record {} already exists in this store", me.actor()),
         ));
     }
+    if let Some(own) = crate::context::own_records(&store, &me.actor())?.first() {
+        return Err(CliError::new(
+            Code::Conflict,
+            format!(
+                "{} already acts as the patient of record {own} here",
+                me.actor()
+            ),
+        ));
+    }
     let now = ctx.now()?;
     ctx.touch(&store, &me.actor());
     let genesis = store.create_record(&me.key, me.info.profile(), now, ctx.device(&me))?;

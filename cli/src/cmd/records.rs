@@ -32,7 +32,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     for id in store.records()? {
         let row = store.with_record(&id, |r| {
             let access = match me {
-                Some(m) if m == r.patient() => "patient".to_owned(),
+                Some(m) if r.is_patient_key(&m) => "patient".to_owned(),
+                Some(m) if r.is_patient(&m) => "patient (device)".to_owned(),
+                Some(m) if r.is_patient_key_ever(&m) => "retired patient key".to_owned(),
                 Some(m) => {
                     let v = r.viewer(&m, now);
                     let best: Option<Level> = Category::BUILT_IN

@@ -656,6 +656,11 @@ impl Record {
         *actor == self.current_patient_key()
     }
 
+    /// Whether `actor` is or was a patient key (the record id, or a key rotated to).
+    pub fn is_patient_key_ever(&self, actor: &ActorId) -> bool {
+        self.patient_keys().contains(actor)
+    }
+
     /// Whether `actor` acts as the patient now: the current patient key, or a device of
     /// the patient not removed (and whose addition is in effect). The one question for
     /// "is this the patient?" (sync's patient-only requests, the viewer, the CLI).
