@@ -63,6 +63,17 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
     );
     assert!(stdout.contains("--invitation inv-"), "{stdout}");
     assert!(stdout.contains("reached George's node"), "{stdout}");
+    // George's phone acts for him; after his laptop is lost, two guardians give his
+    // record a new key and his new node writes on, replicated to Mary.
+    assert!(stdout.contains("Devices of George Jones"), "{stdout}");
+    assert!(stdout.contains("George's phone"), "{stdout}");
+    assert!(stdout.contains("2 of these 3 guardians"), "{stdout}");
+    assert!(stdout.contains("Recovered record"), "{stdout}");
+    assert!(
+        stdout.contains("Mary's node received what George wrote with his new key"),
+        "{stdout}"
+    );
+    assert!(demo.join("george-lost").join("identity.key").exists());
     // Mary's and the pharmacist's nodes were stopped cleanly; the host runs and answers.
     for who in ["mary", "pharmacist"] {
         assert!(!demo.join(who).join("control.sock").exists(), "{who}");

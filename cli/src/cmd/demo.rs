@@ -510,6 +510,8 @@ fn network_tour(t: &mut Tour) -> Result<()> {
     others_follow(t, &george, &host)?;
     reading_replicates(t)?;
     refusal_and_audit(t)?;
+    george_on_his_phone(t, &mut nodes, &george, &host)?;
+    lost_key_recovered(t, &mut nodes, &george, &host)?;
     stop_and_release(t, &mut nodes, &host)
 }
 
@@ -781,11 +783,186 @@ fn refusal_and_audit(t: &mut Tour) -> Result<()> {
     Ok(())
 }
 
+impl Tour {
+    /// Waits until `cond` holds, polling; an error naming `what` after [`NODE_WAIT`].
+    fn wait_for(&self, what: &str, mut cond: impl FnMut(&Tour) -> bool) -> Result<()> {
+        let start = Instant::now();
+        while !cond(self) {
+            if start.elapsed() > NODE_WAIT {
+                return Err(CliError::other(format!(
+                    "{what} did not happen in time (see the node.log files)"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// A value from the JSON a command printed.
+    fn json_field(&mut self, who: &str, args: &[&str], field: &str) -> Result<String> {
+        let out = self.run(who, args, Expect::Ok)?;
+        serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|v| v[field].as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                CliError::other(format!("`cophr {}` printed no {field}", args.join(" ")))
+            })
+    }
+
+    /// Whether `who`'s replica knows George's guardians (polled silently).
+    fn knows_guardians(&self, who: &str) -> bool {
+        Command::new(&self.exe)
+            .arg("--home")
+            .arg(self.dir.join(who))
+            .args(["--json", "guardians", "show"])
+            .stdin(Stdio::null())
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .is_some_and(|v| v["threshold"].is_number())
+    }
+}
+
+/// George's phone: a second key that acts for him, replicating his whole record.
+fn george_on_his_phone(t: &mut Tour, nodes: &mut Nodes, george: &str, host: &str) -> Result<()> {
+    t.say("George also uses his phone. The phone makes its own key; George adds it as his device, and it replicates his whole record and writes as him.");
+    t.run(
+        "phone",
+        &[
+            "init",
+            "--name",
+            "George Jones",
+            "--role",
+            "patient",
+            "--device",
+            "george-phone",
+        ],
+        Expect::Ok,
+    )?;
+    let phone = t.actor("phone")?;
+    t.start_node(nodes, "phone")?;
+    t.run(
+        "george",
+        &["device", "add", &phone, "--label", "George's phone"],
+        Expect::Ok,
+    )?;
+    t.run("phone", &["follow", george, "--host", host], Expect::Ok)?;
+    let out = t.run(
+        "phone",
+        &[
+            "add",
+            "vital-signs",
+            "--systolic",
+            "138",
+            "--diastolic",
+            "86",
+        ],
+        Expect::Ok,
+    )?;
+    let id = out.trim().to_owned();
+    t.wait_for("the phone's reading reaching Mary", |t| t.sees("mary", &id))?;
+    t.say("Mary's node received the reading George took on his phone, as George's.");
+    t.run("george", &["device", "list"], Expect::Ok)?;
+    Ok(())
+}
+
+/// George names guardians, loses his laptop, and two guardians give his record a new key.
+fn lost_key_recovered(t: &mut Tour, nodes: &mut Nodes, george: &str, host: &str) -> Result<()> {
+    t.say("George names guardians — Mary, the pharmacist and the identity assurance service — any two of whom can give his record a new key if he loses his.");
+    let mary = t.actor("mary")?;
+    let pharmacist = t.actor("pharmacist")?;
+    let ais = t.actor("ais")?;
+    t.run(
+        "george",
+        &[
+            "guardians",
+            "set",
+            &mary,
+            &pharmacist,
+            &ais,
+            "--threshold",
+            "2",
+        ],
+        Expect::Ok,
+    )?;
+    t.wait_for("the guardians reaching Mary and the pharmacist", |t| {
+        t.knows_guardians("mary") && t.knows_guardians("pharmacist")
+    })?;
+    t.say("George's laptop is lost, key and all (its home is moved aside to george-lost; in real life it is gone). On a new laptop he makes a new key and asks his guardians.");
+    t.stop_node(nodes, "george")?;
+    let lost = t.dir.join("george-lost");
+    std::fs::rename(t.dir.join("george"), &lost)
+        .map_err(|e| CliError::other(format!("cannot move George's home aside: {e}")))?;
+    t.run(
+        "george",
+        &[
+            "init",
+            "--name",
+            "George Jones",
+            "--role",
+            "patient",
+            "--device",
+            "george-laptop",
+        ],
+        Expect::Ok,
+    )?;
+    t.start_node(nodes, "george")?;
+    let request = t.json_field(
+        "george",
+        &["--json", "recover", "request", george],
+        "request",
+    )?;
+    t.say("Mary and the pharmacist each check it is really George (a phone call), and approve from their replicas.");
+    let from_mary = t.json_field(
+        "mary",
+        &["--json", "guardians", "approve", &request],
+        "approval",
+    )?;
+    let from_pharmacist = t.json_field(
+        "pharmacist",
+        &["--json", "guardians", "approve", &request],
+        "approval",
+    )?;
+    t.say("With two approvals George's new node fetches his record from the host and writes the key rotation. Same record id, every grant kept; the old key can write nothing new.");
+    t.run(
+        "george",
+        &[
+            "recover",
+            "finish",
+            "--host",
+            host,
+            &from_mary,
+            &from_pharmacist,
+        ],
+        Expect::Ok,
+    )?;
+    let out = t.run(
+        "george",
+        &[
+            "add",
+            "vital-signs",
+            "--systolic",
+            "132",
+            "--diastolic",
+            "84",
+        ],
+        Expect::Ok,
+    )?;
+    let id = out.trim().to_owned();
+    t.wait_for("the new key's reading reaching Mary", |t| {
+        t.sees("mary", &id)
+    })?;
+    t.say("Mary's node received what George wrote with his new key.");
+    t.run("george", &["records"], Expect::Ok)?;
+    t.run("george", &["grants", "--active"], Expect::Ok)?;
+    Ok(())
+}
+
 /// Stops Mary's and the pharmacist's nodes, leaves the host and George's node running and
 /// prints how to use and stop them.
 fn stop_and_release(t: &mut Tour, nodes: &mut Nodes, host: &str) -> Result<()> {
-    t.say("Stopping Mary's and the pharmacist's nodes (as Ctrl-C would). The host and George's node stay up.");
-    for who in ["mary", "pharmacist"] {
+    t.say("Stopping Mary's, the pharmacist's and the phone's nodes (as Ctrl-C would). The host and George's node stay up.");
+    for who in ["mary", "pharmacist", "phone"] {
         t.stop_node(nodes, who)?;
     }
     // The host and George's node keep running after the tour: release them.
