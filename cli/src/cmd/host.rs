@@ -49,10 +49,10 @@ pub fn own_record(ctx: &Ctx, what: &str) -> Result<cophr_protocol::RecordId> {
             .first()
             .copied()
             .ok_or_else(|| {
-                CliError::not_found(format!(
+                CliError::not_found(
                     "your record is not held here: create it with `cophr record create` (or \
-                     recover it with `cophr recover`)"
-                ))
+                     recover it with `cophr recover`)",
+                )
             })?,
     };
     ctx.touch(store, &record);

@@ -118,7 +118,7 @@ enum Command {
     Request {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
-        request: Request,
+        request: Box<Request>,
         reply: oneshot::Sender<Result<Response, NetError>>,
     },
     ListenAddrs {
@@ -241,7 +241,7 @@ impl NodeHandle {
         self.send(Command::Request {
             peer,
             addrs,
-            request,
+            request: Box::new(request),
             reply,
         })
         .await?;
@@ -775,7 +775,7 @@ impl EventLoop {
                     .swarm
                     .behaviour_mut()
                     .sync
-                    .send_request_with_addresses(&peer, request, addrs);
+                    .send_request_with_addresses(&peer, *request, addrs);
                 self.pending.insert(id, reply);
             }
             Command::ListenAddrs { reply } => {

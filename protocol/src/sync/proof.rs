@@ -42,7 +42,7 @@ pub struct Proof {
     /// Self-authenticating (each approval is a signature bound to this record and key);
     /// at most [`MAX_GUARDIANS`] approvals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recovery: Option<Recovery>,
+    pub recovery: Option<Box<Recovery>>,
 }
 
 #[derive(Serialize)]
@@ -114,7 +114,7 @@ impl Proof {
 
     /// The same proof, presenting guardians' approvals of a rotation to the actor.
     pub fn with_recovery(mut self, recovery: Option<Recovery>) -> Proof {
-        self.recovery = recovery;
+        self.recovery = recovery.map(Box::new);
         self
     }
 
