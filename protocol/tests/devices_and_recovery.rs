@@ -810,6 +810,62 @@ fn concurrent_rotations_resolve_to_the_smallest_id_everywhere() {
     }
 }
 
+#[test]
+fn a_guardians_rotation_wins_over_a_thiefs_concurrent_planned_rotation_in_any_order() {
+    // Seeds chosen so that the thief's rotation has the smaller entry id in some runs and
+    // the larger in others: the guardians' rotation must win either way.
+    let mut thief_smaller = false;
+    let mut thief_larger = false;
+    for seed in 20..40 {
+        let r = recovery(seed);
+        let thief = key(seed, "thief's key");
+        let planned = r.f.record.rotation_claim(&thief.actor(), true);
+        let stolen =
+            r.f.record
+                .prepare_all(
+                    &thief,
+                    Payload::RotateKey {
+                        old: r.f.patient.actor(),
+                        guardians: None,
+                        approvals: approvals(&planned, &[&r.f.patient]),
+                    },
+                    r.f.now,
+                    None,
+                )
+                .unwrap();
+        let claim = r.f.record.rotation_claim(&r.new.actor(), false);
+        let recovered = rotate(&r, approvals(&claim, &[&r.mary, &r.ais])).unwrap();
+        if stolen[0].id() < recovered[0].id() {
+            thief_smaller = true;
+        } else {
+            thief_larger = true;
+        }
+        let mut a = r.f.record.clone();
+        let mut b = r.f.record.clone();
+        for v in stolen.iter().chain(&recovered) {
+            a.apply(v.clone()).unwrap();
+        }
+        for v in recovered.iter().chain(&stolen) {
+            b.apply(v.clone()).unwrap();
+        }
+        for rec in [&a, &b] {
+            assert_eq!(rec.current_patient_key(), r.new.actor());
+            assert_eq!(rec.status(&recovered[0].id()), Some(&Status::Valid));
+            assert_eq!(
+                rec.status(&stolen[0].id()),
+                Some(&Status::Void {
+                    revocation: recovered[0].id()
+                })
+            );
+            assert!(!rec.is_patient(&thief.actor()));
+        }
+    }
+    assert!(
+        thief_smaller && thief_larger,
+        "both id orders were exercised"
+    );
+}
+
 /// A scenario mixing devices and rotation with concurrent writes on three replicas; the
 /// universe of entries it makes.
 fn scenario(seed: u64, variant: u8) -> Vec<Verified> {
@@ -834,6 +890,22 @@ fn scenario(seed: u64, variant: u8) -> Vec<Verified> {
         vitals(&mut offline, &phone, 103).unwrap();
     }
     vitals(&mut offline, &marys_phone, 104).unwrap();
+    // Offline: a thief holding the old key rotates it to their own key and writes.
+    if variant & 32 != 0 {
+        let thief = key(seed, "thief");
+        let claim = offline.record.rotation_claim(&thief.actor(), true);
+        offline
+            .write(
+                &thief,
+                Payload::RotateKey {
+                    old: old.actor(),
+                    guardians: None,
+                    approvals: approvals(&claim, &[&old]),
+                },
+            )
+            .unwrap();
+        vitals(&mut offline, &thief, 107).unwrap();
+    }
     // Online (the old key is lost: it writes nothing here): the key is rotated, the new
     // key writes and removes the phone the old key added.
     let claim = r.f.record.rotation_claim(&r.new.actor(), false);
@@ -905,7 +977,7 @@ proptest! {
     /// Statuses, the patient key, devices and every view depend only on the set of
     /// entries, not on the order they arrive in.
     #[test]
-    fn devices_and_rotation_do_not_depend_on_arrival_order(variant in 0u8..32, seed in any::<u64>()) {
+    fn devices_and_rotation_do_not_depend_on_arrival_order(variant in 0u8..64, seed in any::<u64>()) {
         let all = scenario(9, variant);
         let mut reference = Record::new(all[0].entry().record);
         reference = deliver({ reference.apply(all[0].clone()).unwrap(); reference }, &all[1..]);

@@ -32,8 +32,9 @@
 //!
 //! The current patient key at a causal position is found by following, from the record id,
 //! the rotations in that position's past; of two rotations away from the same key (only
-//! possible concurrently) the one with the smaller entry id wins and the other is void,
-//! with every entry that depends on it. After a rotation the old key is retired exactly
+//! possible concurrently) a guardians' rotation wins over a planned one (which a thief
+//! holding the old key could write), then the one with the smaller entry id; the other is
+//! void, with every entry that depends on it. After a rotation the old key is retired exactly
 //! as a removed device is: the `RotateKey` is the retirement's administrative part, and the
 //! new key writes a `RotationPart` in each category stream the old key wrote in (in the
 //! same action, [`Record::prepare_all`]). The record id never changes; entries keep
@@ -354,15 +355,34 @@ impl Record {
             .copied()
     }
 
+    /// How concurrent rotations away from one key are ranked, best first: a guardians'
+    /// rotation before a planned one (approved by the old key alone, which a thief holding
+    /// that key can write too: the guardians' recovery must not lose to it), then the
+    /// smaller entry id.
+    fn rotation_rank(&self, r: &EntryId) -> (bool, EntryId) {
+        let planned = matches!(
+            self.nodes.get(r).map(|n| &n.e.entry().payload),
+            Some(Payload::RotateKey {
+                guardians: None,
+                ..
+            })
+        );
+        (planned, *r)
+    }
+
     /// For a key made current by a rotation in a causal past that lost to a concurrent one
-    /// (smaller id) also in that past: the winner.
+    /// (ranked by [`Record::rotation_rank`]) also in that past: the winner.
     fn lost_rotation_in(&self, key: &ActorId, past: &dyn Fn(&EntryId) -> bool) -> Option<EntryId> {
         for rs in self.rotations_from.values() {
             let mine = rs
                 .iter()
                 .any(|r| past(r) && self.nodes[r].e.entry().author == *key);
             if mine {
-                return rs.iter().filter(|r| past(r)).min().copied();
+                return rs
+                    .iter()
+                    .filter(|r| past(r))
+                    .min_by_key(|r| self.rotation_rank(r))
+                    .copied();
             }
         }
         None
@@ -386,7 +406,7 @@ impl Record {
 
     /// The patient's keys in a causal past, from the record id to the current one, each
     /// with the rotation that made it current. Of concurrent rotations away from one key,
-    /// the smallest entry id wins.
+    /// a guardians' rotation wins over a planned one, then the smallest entry id.
     fn patient_chain_in(&self, past: &dyn Fn(&EntryId) -> bool) -> KeyChain {
         let mut chain: KeyChain = vec![(self.id, None)];
         for _ in 0..self.rotations_from.len() {
@@ -397,7 +417,7 @@ impl Record {
                 .into_iter()
                 .flatten()
                 .filter(|r| past(r))
-                .min();
+                .min_by_key(|r| self.rotation_rank(r));
             let Some(r) = next else { break };
             let new = self.nodes[r].e.entry().author;
             if chain.iter().any(|(k, _)| *k == new) {
@@ -475,8 +495,8 @@ impl Record {
                 .into_iter()
                 .flatten()
                 .filter(|r| *r != id)
-                .min();
-            if let Some(w) = winner.filter(|w| *w < id) {
+                .min_by_key(|r| self.rotation_rank(r));
+            if let Some(w) = winner.filter(|w| self.rotation_rank(w) < self.rotation_rank(id)) {
                 return Status::Void { revocation: *w };
             }
         }
