@@ -264,11 +264,11 @@ async fn metadata_lists_exactly_what_is_served() {
     for t in
         cophr_protocol::fhir::MAPPED_TYPES
             .iter()
-            .chain(&["Provenance", "AuditEvent", "Consent"])
+            .chain(&["Provenance", "AuditEvent", "Consent", "Practitioner"])
     {
         assert!(types.contains(t), "{t} missing from {types:?}");
     }
-    assert!(!types.contains("Practitioner"));
+    assert!(!types.contains("Claim"));
     let obs = rest["resource"]
         .as_array()
         .unwrap()
@@ -1133,7 +1133,7 @@ async fn bad_input_gets_an_operation_outcome_and_stores_nothing() {
             "unsupported resource type",
             raw(
                 "GET",
-                "/fhir/r4/Practitioner?name=x",
+                "/fhir/r4/Claim?name=x",
                 Some(TOKEN),
                 None,
                 Vec::new(),
@@ -1397,4 +1397,187 @@ async fn writes_and_reads_follow_the_records_grants() {
     assert_eq!(agent["who"]["display"], "Dr Kay");
     assert_eq!(agent["role"][0]["text"], "gp");
     assert_eq!(agent["onBehalfOf"]["display"], "Leeds GP");
+}
+
+#[tokio::test]
+async fn practitioners_are_derived_from_profiles_verified_or_self_asserted() {
+    use cophr_protocol::trust::attestation::{
+        Attestation, Attributes, Method, OrganisationRef, Registration, ATTESTATION_VERSION,
+    };
+    use cophr_protocol::trust::{AssuranceLevel, TrustList, TrustedIssuer};
+    let env = Env::new();
+    let rid = env.rid();
+    let ais = key(7, "Leeds AIS");
+    let pharmacist = key(7, "Ana");
+    let gp = key(7, "Rena");
+    let mary = key(7, "Mary");
+    let attested = Attestation {
+        v: ATTESTATION_VERSION,
+        issuer: ais.actor(),
+        subject: pharmacist.actor(),
+        attributes: Attributes::Professional {
+            name: "Ana Silva".into(),
+            profession: "pharmacist".into(),
+            registration: Some(Registration {
+                body: "GPhC".into(),
+                number: "2071234".into(),
+            }),
+            organisation: Some(OrganisationRef {
+                name: "Oakwood Pharmacy".into(),
+                ods: Some("FA123".into()),
+            }),
+        },
+        level: AssuranceLevel::P9,
+        method: Method::InPerson,
+        not_before: T0 - 1000,
+        not_after: T0 + 365 * 24 * 3600 * 1000,
+        serial: vec![1; 16],
+    }
+    .sign(&ais)
+    .unwrap();
+    for (who, p) in [
+        (
+            &pharmacist,
+            Profile {
+                attestations: vec![attested],
+                ..profile("Ana Silva", "pharmacist", Some("Oakwood Pharmacy"))
+            },
+        ),
+        (&gp, profile("Dr Rena Patel", "gp", Some("Leeds GP"))),
+        (&mary, profile("Mary", "carer", None)),
+    ] {
+        env.store
+            .write(
+                &rid,
+                &env.patient,
+                Payload::Grant(Grant {
+                    grantee: who.actor(),
+                    level: Level::Write,
+                    scope: Scope::All,
+                    not_before: None,
+                    until: None,
+                    audit: false,
+                    delegate: false,
+                    label: None,
+                    requires: None,
+                }),
+                env.tick(),
+                None,
+            )
+            .unwrap();
+        env.store
+            .write(&rid, who, Payload::Profile(p), env.tick(), None)
+            .unwrap();
+    }
+    env.store
+        .write(
+            &rid,
+            &pharmacist,
+            Payload::Create {
+                category: Category::Medications,
+                body: cophr_protocol::testkit::text_body(&[("medication", "Metformin")]),
+            },
+            env.tick(),
+            None,
+        )
+        .unwrap();
+    let mut trust = TrustList::new();
+    trust
+        .trust(TrustedIssuer {
+            id: ais.actor(),
+            name: "Leeds AIS".into(),
+            max_level: AssuranceLevel::P9,
+        })
+        .unwrap();
+    let c = env.clock.clone();
+    let app = router(
+        AppState::new(
+            env.store.clone(),
+            env.patient.clone(),
+            profile("George", "patient", None),
+            None,
+            TOKEN.into(),
+        )
+        .with_clock(move || c.load(Ordering::SeqCst))
+        .with_trust(trust),
+    );
+    let get = |uri: String| {
+        let app = app.clone();
+        async move { send(&app, "GET", &uri, Some(TOKEN), None, Vec::new()).await }
+    };
+
+    let (s, _, b) = get(format!("/fhir/r4/Practitioner?patient={rid}")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let found: Vec<Json> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"].clone())
+        .collect();
+    // The pharmacist and the GP; not George (the Patient) nor Mary (a carer).
+    let ids: BTreeSet<&str> = found.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    let ana = pharmacist.actor().to_string();
+    let rena = gp.actor().to_string();
+    assert_eq!(
+        ids,
+        [ana.as_str(), rena.as_str()].into_iter().collect(),
+        "{b}"
+    );
+    let (s, _, p) = get(format!("/fhir/r4/Practitioner/{ana}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(p["name"][0]["text"], "Ana Silva");
+    let assurance = &p["extension"][0];
+    assert_eq!(assurance["url"], "urn:cophr:fhir:identity-assurance");
+    assert_eq!(assurance["extension"][0]["valueCode"], "verified");
+    assert_eq!(assurance["extension"][2]["valueCode"], "P9");
+    // What the AIS attested, as identifier and qualification.
+    assert!(p["identifier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(
+            |i| i["system"] == "https://fhir.hl7.org.uk/Id/gphc-number" && i["value"] == "2071234"
+        ));
+    assert_eq!(p["qualification"][0]["code"]["text"], "pharmacist");
+    assert_eq!(p["qualification"][0]["issuer"]["display"], "GPhC");
+    assert_eq!(
+        p["extension"][1]["valueReference"]["identifier"]["value"],
+        "FA123"
+    );
+    // The GP says who she is; nothing verifies it, so no registration is shown.
+    let (_, _, r) = get(format!("/fhir/r4/Practitioner/{rena}")).await;
+    assert_eq!(
+        r["extension"][0]["extension"][0]["valueCode"],
+        "self-asserted"
+    );
+    assert_eq!(r["identifier"].as_array().unwrap().len(), 1);
+    assert_eq!(r["qualification"][0]["code"]["text"], "gp");
+    // George and Mary are not practitioners.
+    let (s, _, _) = get(format!("/fhir/r4/Practitioner/{rid}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = get(format!("/fhir/r4/Practitioner/{}", mary.actor())).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The pharmacist's entry's Provenance points at her Practitioner.
+    let (_, _, provs) = get(format!("/fhir/r4/Provenance?patient={rid}")).await;
+    assert!(provs["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["resource"]["agent"][0]["who"]["reference"]
+            == format!("Practitioner/{ana}").as_str()));
+    // $everything includes them.
+    let (_, _, all) = get(format!("/fhir/r4/Patient/{rid}/$everything")).await;
+    assert!(all["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["resource"]["resourceType"] == "Practitioner"
+            && e["resource"]["id"] == ana.as_str()));
+    // The CapabilityStatement lists the type.
+    let (_, _, cap) = get("/fhir/r4/metadata".into()).await;
+    assert!(cap["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["type"] == "Practitioner"));
 }

@@ -508,6 +508,25 @@ fn collect_types(
                         view::audit_events(rec, &viewer, &events, &all, stop)?,
                         true,
                     )),
+                    "Practitioner" => {
+                        for (actor, profile, t, j) in view::practitioners(rec, &viewer, stop)? {
+                            out.push(Found {
+                                ty: (*ty).to_owned(),
+                                record: *rid,
+                                id: actor.to_string(),
+                                alt_id: None,
+                                item: None,
+                                current: None,
+                                resource: Some(j),
+                                version: 1,
+                                updated: t,
+                                date: Some(search::instant_range(t)),
+                                keys: SearchKeys::default(),
+                                entries: vec![profile],
+                                audit_read: false,
+                            });
+                        }
+                    }
                     _ => {
                         if *ty == "Consent" {
                             out.extend(derived(ty, view::consents(rec, &viewer, now), false));

@@ -56,7 +56,104 @@ pub fn assurance_ext(record: &Record, actor: &ActorId) -> Value {
 pub const ENTRY_DOMAIN_TAG: &[u8] = b"cophr/v1/entry\0";
 
 /// The types derived from the record rather than stored as entries.
-pub const DERIVED_TYPES: [&str; 3] = ["Provenance", "AuditEvent", "Consent"];
+pub const DERIVED_TYPES: [&str; 4] = ["Provenance", "AuditEvent", "Consent", "Practitioner"];
+
+/// Roles of people who write into a record for themselves or as family, not as
+/// practitioners: they are not derived as `Practitioner` resources.
+pub const LAY_ROLES: [&str; 12] = [
+    "patient", "carer", "family", "friend", "relative", "parent", "child", "spouse", "partner",
+    "guardian", "self", "host",
+];
+
+/// Whether `actor` is shown as a `Practitioner` of the record: someone other than the
+/// patient (any of their keys or devices) with a profile in the record and a role that is
+/// not a lay one ([`LAY_ROLES`]), or a professional attestation.
+pub fn is_practitioner(record: &Record, actor: &ActorId) -> bool {
+    if record.is_patient_key_ever(actor) || record.owners_of(actor).contains(&record.id()) {
+        return false;
+    }
+    let Some(p) = record.latest_profile(actor) else {
+        return false;
+    };
+    let professional = p.attestations.iter().any(|a| {
+        matches!(
+            a.attestation.attributes,
+            cophr_protocol::trust::Attributes::Professional { .. }
+        )
+    });
+    professional || !LAY_ROLES.contains(&p.role.trim().to_lowercase().as_str())
+}
+
+/// The identifier system of a UK professional register, by its short name.
+fn register_system(body: &str) -> String {
+    match body.to_ascii_uppercase().as_str() {
+        "GMC" => "https://fhir.hl7.org.uk/Id/gmc-number".into(),
+        "NMC" => "https://fhir.hl7.org.uk/Id/nmc-number".into(),
+        "GPHC" => "https://fhir.hl7.org.uk/Id/gphc-number".into(),
+        "HCPC" => "https://fhir.hl7.org.uk/Id/hcpc-number".into(),
+        other => format!("urn:cophr:register:{}", other.to_ascii_lowercase()),
+    }
+}
+
+/// A person who writes into the record as a `Practitioner` (id: their actor id): name,
+/// role and organisation as their profile says, and whether that is verified (the
+/// identity-assurance extension). The registration number, profession and organisation
+/// (with its ODS code) an identity assurance service this node trusts attested are added
+/// as identifier and qualification; self-asserted ones are not.
+pub fn practitioner(
+    record: &Record,
+    actor: &ActorId,
+    profile: &cophr_protocol::entry::Profile,
+) -> Value {
+    let mut identifiers = vec![json!({"system": ACTOR_SYSTEM, "value": actor.to_string()})];
+    let mut qualification = vec![json!({"code": {"text": profile.role}})];
+    let a = crate::http::api::assess(actor, &profile.attestations);
+    let mut organisation = profile.organisation.clone().map(|o| json!({"display": o}));
+    if let cophr_protocol::trust::Assurance::Verified(v) = &a {
+        if let cophr_protocol::trust::Attributes::Professional {
+            profession,
+            registration,
+            organisation: org,
+            ..
+        } = &v.attributes
+        {
+            let mut q = json!({"code": {"text": profession}});
+            if let Some(r) = registration {
+                identifiers.push(json!({"system": register_system(&r.body), "value": r.number}));
+                q["identifier"] = json!([{"system": register_system(&r.body), "value": r.number}]);
+                q["issuer"] = json!({"display": r.body});
+            }
+            qualification = vec![q];
+            if let Some(o) = org {
+                let mut r = json!({"display": o.name});
+                if let Some(ods) = &o.ods {
+                    r["identifier"] = json!({"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": ods});
+                }
+                organisation = Some(r);
+            }
+        }
+    }
+    let mut p = json!({
+        "resourceType": "Practitioner",
+        "id": actor.to_string(),
+        "extension": [assurance_ext(record, actor)],
+        "identifier": identifiers,
+        "active": true,
+        "name": [{"text": profile.name}],
+        "qualification": qualification,
+    });
+    if let Some(o) = organisation {
+        // Practitioner has no organisation element (PractitionerRole has): the employer
+        // travels as the qualification's issuer context, in an extension.
+        p["extension"]
+            .as_array_mut()
+            .map(|e| e.push(json!({"url": ORGANISATION_EXT, "valueReference": o})));
+    }
+    p
+}
+
+/// The extension on a derived `Practitioner` naming the organisation they write for.
+pub const ORGANISATION_EXT: &str = "urn:cophr:fhir:organisation";
 
 /// A node timestamp as a FHIR `instant` (RFC 3339, UTC, milliseconds).
 pub fn instant(t: Timestamp) -> String {
@@ -142,6 +239,9 @@ pub fn provenance(
         "who": actor_ref(&prov.author, profile.map(|p| p.name.as_str())),
         "extension": [assurance_ext(record, &prov.author)],
     });
+    if is_practitioner(record, &prov.author) {
+        agent["who"]["reference"] = json!(format!("Practitioner/{}", prov.author));
+    }
     if let Some(p) = profile {
         agent["role"] = json!([{"text": p.role}]);
         if let Some(o) = &p.organisation {

@@ -124,6 +124,7 @@ pub fn params_for(resource_type: &str) -> &'static [&'static str] {
     match resource_type {
         "Patient" => &[],
         "Provenance" | "AuditEvent" | "Consent" => &["patient", "date"],
+        "Practitioner" => &["patient"],
         _ => &["patient", "category", "code", "date"],
     }
 }

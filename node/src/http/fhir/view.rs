@@ -6,7 +6,7 @@ use cophr_protocol::audit::SignedAudit;
 use cophr_protocol::fhir::{self, ExportMeta, IdPolicy, SearchKeys};
 use cophr_protocol::fold::{self, Viewer};
 use cophr_protocol::record::Record;
-use cophr_protocol::{Category, EntryId, Payload, RecordId, Timestamp, Value};
+use cophr_protocol::{ActorId, Category, EntryId, Payload, RecordId, Timestamp, Value};
 use serde_json::Value as Json;
 
 use super::resources;
@@ -355,6 +355,41 @@ pub fn provenances(
         if let Some(p) = provenance(record, viewer, &mut look, &e.id()) {
             out.push((e.id(), e.entry().time, p));
         }
+    }
+    Ok(out)
+}
+
+/// The people who write into the record as practitioners ([`resources::is_practitioner`]),
+/// from the latest profile of each the viewer sees: actor, that profile entry, its time and
+/// the `Practitioner` (`Err` once `stop` is cancelled).
+pub fn practitioners(
+    record: &Record,
+    viewer: &Viewer,
+    stop: &Cancel,
+) -> Result<Vec<(ActorId, EntryId, Timestamp, Json)>, Cancelled> {
+    let mut latest: std::collections::BTreeMap<ActorId, (EntryId, Timestamp)> = Default::default();
+    for e in record.entries() {
+        stop.check()?;
+        if !matches!(e.entry().payload, Payload::Profile(_)) || !record.can_see(viewer, &e.id()) {
+            continue;
+        }
+        let t = e.entry().time;
+        let slot = latest.entry(e.entry().author).or_insert((e.id(), t));
+        if (t, e.id()) > (slot.1, slot.0) {
+            *slot = (e.id(), t);
+        }
+    }
+    let mut out = Vec::new();
+    for (actor, (id, t)) in latest {
+        if !resources::is_practitioner(record, &actor) {
+            continue;
+        }
+        let Some(Payload::Profile(p)) = record.get(&id).map(|e| &e.entry().payload) else {
+            continue;
+        };
+        let mut j = resources::practitioner(record, &actor, p);
+        resources::set_meta(&mut j, 1, t);
+        out.push((actor, id, t, j));
     }
     Ok(out)
 }
