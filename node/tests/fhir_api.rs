@@ -261,11 +261,12 @@ async fn metadata_lists_exactly_what_is_served() {
         .iter()
         .map(|r| r["type"].as_str().unwrap())
         .collect();
-    for t in
-        cophr_protocol::fhir::MAPPED_TYPES
-            .iter()
-            .chain(&["Provenance", "AuditEvent", "Consent", "Practitioner"])
-    {
+    for t in cophr_protocol::fhir::MAPPED_TYPES.iter().chain(&[
+        "Provenance",
+        "AuditEvent",
+        "Consent",
+        "Practitioner",
+    ]) {
         assert!(types.contains(t), "{t} missing from {types:?}");
     }
     assert!(!types.contains("Claim"));

@@ -298,6 +298,11 @@ impl Share {
         })
     }
 
+    /// Its canonical CBOR (what a patient hands the home host with the ciphertext).
+    pub fn encode(&self) -> Vec<u8> {
+        crate::entry::to_cbor(self)
+    }
+
     /// Where it stands at `now`.
     pub fn status(&self, now: Timestamp) -> ShareStatus {
         if self.ended.is_some() {
@@ -393,6 +398,56 @@ pub fn seal(key: &ShareKey, iv: [u8; IV_BYTES], plaintext: &[u8]) -> Result<Stri
         BASE64URL_NOPAD.encode(&sealed),
         BASE64URL_NOPAD.encode(&tag)
     ))
+}
+
+/// Checks what a patient hands their home host to serve: a share of `record` that is
+/// active at `now` and within every bound ([`Share::new`]'s, and entries at most
+/// [`crate::audit::MAX_AUDIT_ENTRIES`]), and a sealed summary of the form [`seal`] makes
+/// (at most [`MAX_JWE`] bytes; the host cannot decrypt it and does not try).
+///
+/// # Errors
+/// Which bound or form is broken.
+pub fn check_hosted(
+    share: &Share,
+    sealed: &[u8],
+    record: &RecordId,
+    now: Timestamp,
+) -> Result<(), ShareError> {
+    if share.record != *record {
+        return Err(ShareError::Malformed("a share of another record"));
+    }
+    let lifetime = share.expires.saturating_sub(share.created);
+    if !(MIN_SHARE_MS..=MAX_SHARE_MS).contains(&lifetime) {
+        return Err(ShareError::Lifetime);
+    }
+    if share.status(now) != ShareStatus::Active || share.created > now.saturating_add(MIN_SHARE_MS)
+    {
+        return Err(ShareError::Malformed("not active now"));
+    }
+    if let Some(l) = &share.label {
+        if l.is_empty() || l.chars().count() > MAX_LABEL || l.chars().any(char::is_control) {
+            return Err(ShareError::Label);
+        }
+    }
+    if share.entries.len() > crate::audit::MAX_AUDIT_ENTRIES {
+        return Err(ShareError::Malformed("too many entries"));
+    }
+    if sealed.len() > MAX_JWE {
+        return Err(ShareError::Malformed("too large"));
+    }
+    let text = std::str::from_utf8(sealed).map_err(|_| ShareError::Malformed("not text"))?;
+    let parts: Vec<&str> = text.split('.').collect();
+    let [header, "", iv, ct, tag] = parts[..] else {
+        return Err(ShareError::Malformed("not a dir JWE in compact form"));
+    };
+    if header != BASE64URL_NOPAD.encode(JWE_HEADER.as_bytes()) {
+        return Err(ShareError::Malformed("not dir + A256GCM"));
+    }
+    let len = |s: &str| BASE64URL_NOPAD.decode(s.as_bytes()).map(|b| b.len());
+    match (len(iv), len(ct), len(tag)) {
+        (Ok(IV_BYTES), Ok(_), Ok(16)) => Ok(()),
+        _ => Err(ShareError::Malformed("bad IV, ciphertext or tag")),
+    }
 }
 
 /// Decrypts a JWE made by [`seal`] (only `dir` + `A256GCM` is accepted).

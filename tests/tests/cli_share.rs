@@ -1,6 +1,7 @@
 //! `cophr share` against a running node (`docs/emergency-summary.md`): the link points at the
 //! node's HTTP server, which serves the ciphertext to anyone with the link until the patient
-//! ends it; the key is only in the link.
+//! ends it; the key is only in the link. Or the record's home host serves it, holding only
+//! the ciphertext (who may hand a host shares: `protocol/tests/hosted_shares.rs`).
 
 mod cli_support;
 
@@ -85,4 +86,54 @@ fn cophr_share_makes_a_link_the_node_serves_until_it_is_ended() {
     );
     assert!(!audit.contains(key));
     drop(node);
+}
+
+#[test]
+fn the_home_host_serves_a_share_it_cannot_read_and_the_openings_reach_the_patient() {
+    let george = Person::new("George Jones", "patient", None);
+    let host = Person::new("Community Host", "host", None);
+    george.ok(&["record", "create"]);
+    george.add(&["allergies", "--agent", "Penicillin", "--reaction", "rash"]);
+    // George's own node serves no HTTP at all: the host does.
+    let host_node = Node::start(&host, &["--http", "127.0.0.1:0"]);
+    let _george_node = Node::start(&george, &["--no-http"]);
+    george.live_ok(&["host", &host_node.addr()]);
+    let host_url = host_node.http().expect("the host's HTTP address");
+    let host_url = host_url.trim_end_matches('/').to_owned();
+
+    let made = george.live_json(&[
+        "share",
+        "create",
+        "--expires",
+        "2h",
+        "--label",
+        "Holiday",
+        "--on-host",
+        &host_url,
+    ]);
+    let link = made["link"].as_str().expect("a link");
+    assert!(link.starts_with(&format!("{host_url}/s/")), "{link}");
+    assert_eq!(made["served_by"], host_node.addr().as_str());
+    let (url, key) = link.split_once('#').unwrap();
+    let id = made["id"].as_str().unwrap().to_owned();
+
+    // Anyone with the link opens it at the host; the host holds only ciphertext.
+    let (status, blob) = fetch(&format!("{url}/blob"));
+    assert_eq!(status, 200);
+    let plain = share::open(&ShareKey::from_text(key).unwrap(), &blob).expect("decrypts");
+    assert!(String::from_utf8_lossy(&plain).contains("Penicillin"));
+    assert!(!String::from_utf8_lossy(&blob).contains("Penicillin"));
+    assert!(!String::from_utf8_lossy(&blob).contains(key));
+
+    // The opening is audited by the host in George's record's trail, and reaches George.
+    let opened = format!("emergency summary opened via share {id}");
+    cli_support::node::eventually("the opening reaches George's audit trail", || {
+        let _ = george.live(&["sync"]);
+        george.live_ok(&["audit"]).contains(&opened)
+    });
+
+    // George ends it: the host serves it no more.
+    george.live_ok(&["share", "end", &id]);
+    let (status, _) = fetch(&format!("{url}/blob"));
+    assert_eq!(status, 410);
 }

@@ -8,8 +8,11 @@ use cophr_node::session::Cancel;
 use cophr_protocol::share::ShareId;
 use serde_json::json;
 
+use cophr_node::net::client;
+
 use crate::context::{session, session_error, Ctx, Out};
 use crate::error::{CliError, Result};
+use crate::network;
 use crate::output::{self, Table};
 use crate::times;
 
@@ -48,8 +51,14 @@ pub struct CreateArgs {
     label: Option<String>,
 
     /// The start of the link, e.g. `https://phr.example` [default: the running node's HTTP URL]
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "on_host")]
     base_url: Option<String>,
+
+    /// Let your record's home host serve the link, at its public HTTP URL (e.g.
+    /// `https://host.example`): it gets only the ciphertext, never the key, and audits
+    /// every opening in your record's trail. Needs the node.
+    #[arg(long, value_name = "URL")]
+    on_host: Option<String>,
 
     /// Do not print the QR code
     #[arg(long)]
@@ -101,7 +110,12 @@ fn node_http(ctx: &Ctx) -> Option<String> {
 fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     let lifetime = node_share::parse_lifetime(&args.expires)
         .map_err(|_| CliError::invalid("--expires: a duration like 30m, 12h or 7d, at most 7d"))?;
-    let base = match args.base_url.or_else(|| node_http(ctx)) {
+    let base = match args
+        .on_host
+        .clone()
+        .or(args.base_url)
+        .or_else(|| node_http(ctx))
+    {
         Some(b) => b,
         None => {
             return Err(CliError::other(
@@ -112,7 +126,7 @@ fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     };
     let me = ctx.identity()?;
     let store = ctx.store()?;
-    let record = me.actor();
+    let record = own(&store, &me)?;
     let now = ctx.now()?;
     let made = node_share::create(
         &session(ctx, &store, &me),
@@ -126,10 +140,33 @@ fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     )
     .map_err(failure)?;
     let s = &made.share;
+    let mut host = None;
+    if args.on_host.is_some() {
+        // The home host takes the ciphertext; if it cannot, the share is ended here too,
+        // so no link is left pointing at nothing.
+        let handed = node_share::parts(&store, &s.id)?
+            .ok_or_else(|| CliError::other("the share just made is gone"))
+            .and_then(|(share, sealed)| {
+                let handle = network::handle(ctx)?;
+                network::block_on(ctx, client::put_share(handle, &share, sealed))?
+                    .map_err(network::error)
+            });
+        match handed {
+            Ok(addr) => {
+                store.set_meta(&hosted_key(&s.id), b"1")?;
+                host = Some(addr.to_string());
+            }
+            Err(e) => {
+                let _ = node_share::end(&session(ctx, &store, &me), &record, &s.id, now);
+                return Err(e);
+            }
+        }
+    }
     if ctx.json(args.out) {
         let mut v = node_share::share_json(s, now);
         v["link"] = json!(made.link);
         v["shlink"] = json!(made.shlink);
+        v["served_by"] = json!(host);
         return output::json(&v);
     }
     output::line(format!(
@@ -147,6 +184,12 @@ fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
         output::print(&crate::cmd::invite::terminal_qr(&made.link)?)?;
         output::line("")?;
     }
+    if let Some(h) = &host {
+        output::line(format!(
+            "Your home host {h} serves it (it holds only the ciphertext); openings there reach \
+             your audit trail when your node syncs."
+        ))?;
+    }
     output::line(format!(
         "Anyone with the link sees the summary until then; every opening is audited. End it \
          early with `cophr share end {}`.",
@@ -154,11 +197,32 @@ fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     ))
 }
 
+/// The caller's own record (as its patient, from any of their keys or devices).
+fn own(
+    store: &cophr_node::store::Store,
+    me: &crate::home::Identity,
+) -> Result<cophr_protocol::RecordId> {
+    crate::context::own_records(store, &me.actor())?
+        .first()
+        .copied()
+        .ok_or_else(|| {
+            CliError::not_found(
+                "your record is not held here: create it with `cophr record create`",
+            )
+        })
+}
+
+/// The store metadata key marking a share handed to the home host.
+fn hosted_key(id: &ShareId) -> String {
+    format!("share-hosted/{id}")
+}
+
 fn list(ctx: &Ctx, out: Out) -> Result<()> {
     let me = ctx.identity()?;
     let store = ctx.store()?;
     let now = ctx.now()?;
-    let all = node_share::list(&session(ctx, &store, &me), &me.actor()).map_err(failure)?;
+    let record = own(&store, &me)?;
+    let all = node_share::list(&session(ctx, &store, &me), &record).map_err(failure)?;
     if ctx.json(out) {
         let rows: Vec<serde_json::Value> =
             all.iter().map(|s| node_share::share_json(s, now)).collect();
@@ -189,7 +253,13 @@ fn end(ctx: &Ctx, args: EndArgs) -> Result<()> {
     let me = ctx.identity()?;
     let store = ctx.store()?;
     let now = ctx.now()?;
-    let s = node_share::end(&session(ctx, &store, &me), &me.actor(), &id, now).map_err(failure)?;
+    let record = own(&store, &me)?;
+    let s = node_share::end(&session(ctx, &store, &me), &record, &id, now).map_err(failure)?;
+    if store.meta(&hosted_key(&id))?.is_some_and(|b| !b.is_empty()) {
+        let handle = network::handle(ctx)?;
+        network::block_on(ctx, client::end_share(handle, record, id))?.map_err(network::error)?;
+        store.set_meta(&hosted_key(&id), &[])?;
+    }
     if ctx.json(args.out) {
         return output::json(&node_share::share_json(&s, now));
     }

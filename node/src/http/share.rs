@@ -170,9 +170,7 @@ pub fn create(
     base: &str,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Created, ShareFailure> {
-    if session.actor() != *record {
-        return Err(ShareFailure::NotPatient);
-    }
+    patient_only(session, record)?;
     if !session.store.holds(record)? {
         return Err(ShareFailure::NotHeld(*record));
     }
@@ -244,6 +242,97 @@ pub fn create(
     })
 }
 
+/// Keeps a share the record's patient handed this node (its home host) to serve: the
+/// descriptor and ciphertext, as [`create`] keeps its own (already checked by the sync
+/// server: `cophr_protocol::share::check_hosted`). A share with the same id of the same
+/// record is replaced (a retried hand-over); `false` when the record has
+/// [`share::MAX_SHARES`] active shares here, or the id is another record's.
+pub fn keep(
+    store: &Store,
+    share: &Share,
+    sealed: &[u8],
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let _guard = lock();
+    if load(store, &share.id)?.is_some_and(|s| s.record != share.record) {
+        return Ok(false);
+    }
+    let mut index = load_index(store, &share.record)?;
+    if !index.contains(&share.id) {
+        // Drop ended and expired ones to make room.
+        let mut keep = Vec::new();
+        for sid in index {
+            match load(store, &sid)? {
+                Some(s) if s.status(now) == ShareStatus::Active => keep.push(sid),
+                _ => {
+                    store.set_meta(&share_key(&sid), &[])?;
+                    store.set_meta(&blob_key(&sid), &[])?;
+                }
+            }
+        }
+        index = keep;
+        if index.len() >= share::MAX_SHARES {
+            return Ok(false);
+        }
+        index.push(share.id);
+    }
+    let mut kept = share.clone();
+    kept.opens = 0;
+    kept.last_opened = None;
+    store.set_meta(&blob_key(&share.id), sealed)?;
+    save(store, &kept)?;
+    store.set_meta(
+        &index_key(&share.record),
+        &serde_json::to_vec(&index).unwrap_or_default(),
+    )?;
+    Ok(true)
+}
+
+/// Ends a share of `record` kept here for its patient; `false` if there is none.
+pub fn end_kept(
+    store: &Store,
+    record: &RecordId,
+    id: &ShareId,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let _guard = lock();
+    let Some(mut s) = load(store, id)?.filter(|s| s.record == *record) else {
+        return Ok(false);
+    };
+    if s.ended.is_none() {
+        s.end(now);
+        save(store, &s)?;
+    }
+    store.set_meta(&blob_key(id), &[])?;
+    Ok(true)
+}
+
+/// A share of this node's and its ciphertext, as [`create`] kept them (to hand to the home
+/// host).
+pub fn parts(store: &Store, id: &ShareId) -> Result<Option<(Share, Vec<u8>)>, StoreError> {
+    let Some(s) = load(store, id)? else {
+        return Ok(None);
+    };
+    Ok(store
+        .meta(&blob_key(id))?
+        .filter(|b| !b.is_empty())
+        .map(|b| (s, b)))
+}
+
+/// Only the record's patient (any of their current keys or devices) shares, lists and ends.
+fn patient_only(session: &Session, record: &RecordId) -> Result<(), ShareFailure> {
+    let me = session.actor();
+    if *record == me {
+        return Ok(());
+    }
+    match session.store.with_record(record, |r| r.is_patient(&me)) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ShareFailure::NotPatient),
+        Err(StoreError::NotFound(_)) => Err(ShareFailure::NotHeld(*record)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// How many of the record's shares are active.
 fn live(store: &Store, record: &RecordId, now: Timestamp) -> Result<usize, StoreError> {
     let mut n = 0;
@@ -257,9 +346,7 @@ fn live(store: &Store, record: &RecordId, now: Timestamp) -> Result<usize, Store
 
 /// The record's shares (the session's own record), newest first.
 pub fn list(session: &Session, record: &RecordId) -> Result<Vec<Share>, ShareFailure> {
-    if session.actor() != *record {
-        return Err(ShareFailure::NotPatient);
-    }
+    patient_only(session, record)?;
     if !session.store.holds(record)? {
         return Err(ShareFailure::NotHeld(*record));
     }
@@ -281,9 +368,7 @@ pub fn end(
     id: &ShareId,
     now: Timestamp,
 ) -> Result<Share, ShareFailure> {
-    if session.actor() != *record {
-        return Err(ShareFailure::NotPatient);
-    }
+    patient_only(session, record)?;
     let store = &session.store;
     let _guard = lock();
     let mut s = load(store, id)?

@@ -792,6 +792,48 @@ pub async fn invitations(
 }
 
 /// The patient closes an invitation at the home host (confirmed, declined, withdrawn).
+/// The patient hands the record's home host an emergency summary share to serve: the
+/// descriptor and the ciphertext (never the key, which stays in the link's fragment).
+pub async fn put_share(
+    handle: &NodeHandle,
+    share: &cophr_protocol::share::Share,
+    sealed: Vec<u8>,
+) -> Result<Multiaddr, NetError> {
+    let record = share.record;
+    let (peer, addr) = home_of(handle, &record)?;
+    ack(
+        handle,
+        peer,
+        vec![addr.clone()],
+        Request::SharePut {
+            proof: proof(handle, &peer, record),
+            share: serde_bytes::ByteBuf::from(share.encode()),
+            sealed: serde_bytes::ByteBuf::from(sealed),
+        },
+    )
+    .await?;
+    Ok(addr.with(libp2p::multiaddr::Protocol::P2p(peer)))
+}
+
+/// The patient ends a share the record's home host serves.
+pub async fn end_share(
+    handle: &NodeHandle,
+    record: RecordId,
+    id: cophr_protocol::share::ShareId,
+) -> Result<(), NetError> {
+    let (peer, addr) = home_of(handle, &record)?;
+    ack(
+        handle,
+        peer,
+        vec![addr],
+        Request::ShareEnd {
+            proof: proof(handle, &peer, record),
+            id,
+        },
+    )
+    .await
+}
+
 pub async fn close_invitation(
     handle: &NodeHandle,
     record: RecordId,

@@ -168,6 +168,24 @@ impl SyncStore for Store {
         Ok(self.meta(&backup_key(actor))?.filter(|b| !b.is_empty()))
     }
 
+    fn put_share(
+        &mut self,
+        share: &cophr_protocol::share::Share,
+        sealed: &[u8],
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        crate::http::share::keep(self, share, sealed, now)
+    }
+
+    fn end_share(
+        &mut self,
+        record: &RecordId,
+        id: &cophr_protocol::share::ShareId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        crate::http::share::end_kept(self, record, id, now)
+    }
+
     fn usage(&self, record: &RecordId) -> Result<Usage, StoreError> {
         let records = self.records()?;
         let mut usage = Usage {

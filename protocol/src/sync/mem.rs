@@ -27,6 +27,8 @@ pub struct MemStore {
     backups: BTreeMap<ActorId, Vec<u8>>,
     /// Per record: patients' invitations to their record (this node is its home host).
     invitation_boxes: BTreeMap<RecordId, crate::invite::InvitationBox>,
+    /// Emergency summary shares served here: descriptor and ciphertext, by id.
+    shares: BTreeMap<crate::share::ShareId, (crate::share::Share, Vec<u8>)>,
 }
 
 impl MemStore {
@@ -41,6 +43,7 @@ impl MemStore {
             bytes: BTreeMap::new(),
             invitations: BTreeMap::new(),
             invitation_boxes: BTreeMap::new(),
+            shares: BTreeMap::new(),
         }
     }
 
@@ -255,6 +258,59 @@ impl SyncStore for MemStore {
 
     fn backup(&self, actor: &ActorId) -> Result<Option<Vec<u8>>, Rejection> {
         Ok(self.backups.get(actor).cloned())
+    }
+
+    fn put_share(
+        &mut self,
+        share: &crate::share::Share,
+        sealed: &[u8],
+        now: Timestamp,
+    ) -> Result<bool, Rejection> {
+        let active = self
+            .shares
+            .values()
+            .filter(|(s, _)| {
+                s.record == share.record
+                    && s.id != share.id
+                    && s.status(now) == crate::share::ShareStatus::Active
+            })
+            .count();
+        if active >= crate::share::MAX_SHARES {
+            return Ok(false);
+        }
+        if self
+            .shares
+            .get(&share.id)
+            .is_some_and(|(s, _)| s.record != share.record)
+        {
+            return Ok(false);
+        }
+        self.shares
+            .insert(share.id, (share.clone(), sealed.to_vec()));
+        Ok(true)
+    }
+
+    fn end_share(
+        &mut self,
+        record: &RecordId,
+        id: &crate::share::ShareId,
+        now: Timestamp,
+    ) -> Result<bool, Rejection> {
+        match self.shares.get_mut(id) {
+            Some((s, sealed)) if s.record == *record => {
+                s.end(now);
+                sealed.clear();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+impl MemStore {
+    /// A share served here and its ciphertext (empty once ended), if any.
+    pub fn share(&self, id: &crate::share::ShareId) -> Option<&(crate::share::Share, Vec<u8>)> {
+        self.shares.get(id)
     }
 }
 

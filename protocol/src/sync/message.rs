@@ -115,6 +115,25 @@ pub enum Request {
         /// Whose backup.
         actor: ActorId,
     },
+    /// The patient hands their home host an emergency summary share to serve (SMART
+    /// Health Links: the host holds only the ciphertext, never the key). Replaces a share
+    /// with the same id.
+    SharePut {
+        /// The patient.
+        proof: Proof,
+        /// The canonical CBOR of the [`crate::share::Share`].
+        share: serde_bytes::ByteBuf,
+        /// The sealed summary (a compact JWE, at most [`crate::share::MAX_JWE`] bytes).
+        sealed: serde_bytes::ByteBuf,
+    },
+    /// The patient ends a share the host serves (it opens no more; the ciphertext is
+    /// dropped).
+    ShareEnd {
+        /// The patient.
+        proof: Proof,
+        /// The share.
+        id: crate::share::ShareId,
+    },
 }
 
 /// A response.
@@ -215,6 +234,8 @@ impl Request {
             Request::AuditPush { .. } => "audit-push",
             Request::BackupPut { .. } => "backup-put",
             Request::BackupGet { .. } => "backup-get",
+            Request::SharePut { .. } => "share-put",
+            Request::ShareEnd { .. } => "share-end",
             Request::OfferInvitation { .. } => "offer-invitation",
             Request::AcceptInvitation { .. } => "accept-invitation",
             Request::Invitations { .. } => "invitations",

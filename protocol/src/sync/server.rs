@@ -88,6 +88,24 @@ pub trait SyncStore {
     /// The encrypted key backup kept for `actor`, if any.
     fn backup(&self, actor: &ActorId) -> Result<Option<Vec<u8>>, Self::Error>;
 
+    /// Keeps an emergency summary share to serve (already checked:
+    /// [`crate::share::check_hosted`]), replacing one with the same id of the same record.
+    /// `false` when the record already has [`crate::share::MAX_SHARES`] active shares here.
+    fn put_share(
+        &mut self,
+        share: &crate::share::Share,
+        sealed: &[u8],
+        now: Timestamp,
+    ) -> Result<bool, Self::Error>;
+
+    /// Ends a share of `record` served here; `false` if there is none.
+    fn end_share(
+        &mut self,
+        record: &RecordId,
+        id: &crate::share::ShareId,
+        now: Timestamp,
+    ) -> Result<bool, Self::Error>;
+
     /// Runs `f` on the record's invitation box (empty if none) and keeps what it leaves,
     /// atomically with respect to other calls for the same record.
     fn update_invitations<T>(
@@ -588,6 +606,35 @@ impl Server {
                 self.viewer(store, &proof, &actor, now)?;
                 super::backups::check_put(&actor, &backup)?;
                 store.put_backup(&actor, &backup).map_err(failed::<S>)?;
+                Ok((Response::Ack, Vec::new()))
+            }
+            Request::SharePut {
+                proof,
+                share,
+                sealed,
+            } => {
+                self.patient_holding(store, peer, &proof, now)?;
+                let share: crate::share::Share = crate::entry::from_cbor_canonical(&share)
+                    .map_err(|e| Response::refused_because(Refusal::Malformed, e.to_string()))?;
+                crate::share::check_hosted(&share, &sealed, &proof.record, now)
+                    .map_err(|e| Response::refused_because(Refusal::Malformed, e.to_string()))?;
+                if !store.put_share(&share, &sealed, now).map_err(failed::<S>)? {
+                    return Err(Response::refused_because(
+                        Refusal::OverQuota,
+                        format!(
+                            "{} emergency summary shares are open for this record here: end one first",
+                            crate::share::MAX_SHARES
+                        ),
+                    )
+                    .into());
+                }
+                Ok((Response::Ack, Vec::new()))
+            }
+            Request::ShareEnd { proof, id } => {
+                self.patient_holding(store, peer, &proof, now)?;
+                store
+                    .end_share(&proof.record, &id, now)
+                    .map_err(failed::<S>)?;
                 Ok((Response::Ack, Vec::new()))
             }
             Request::BackupGet { actor } => {

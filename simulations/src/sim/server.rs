@@ -26,7 +26,9 @@ fn asker(req: &Request) -> Option<(RecordId, ActorId)> {
         | Request::AcceptInvitation { proof, .. }
         | Request::Invitations { proof }
         | Request::CloseInvitation { proof, .. }
-        | Request::BackupPut { proof, .. } => Some((proof.record, proof.actor)),
+        | Request::BackupPut { proof, .. }
+        | Request::SharePut { proof, .. }
+        | Request::ShareEnd { proof, .. } => Some((proof.record, proof.actor)),
         Request::Announce { .. } | Request::BackupGet { .. } => None,
     }
 }

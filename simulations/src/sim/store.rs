@@ -145,6 +145,24 @@ impl SyncStore for SimStore {
         self.mem.backup(actor)
     }
 
+    fn put_share(
+        &mut self,
+        share: &cophr_protocol::share::Share,
+        sealed: &[u8],
+        now: cophr_protocol::Timestamp,
+    ) -> Result<bool, Rejection> {
+        self.mem.put_share(share, sealed, now)
+    }
+
+    fn end_share(
+        &mut self,
+        record: &RecordId,
+        id: &cophr_protocol::share::ShareId,
+        now: cophr_protocol::Timestamp,
+    ) -> Result<bool, Rejection> {
+        self.mem.end_share(record, id, now)
+    }
+
     fn redeem_invitation(&mut self, code: &str, record: &RecordId) -> Result<bool, Rejection> {
         self.mem.redeem_invitation(code, record)
     }

@@ -144,10 +144,10 @@ pub fn practitioner(
     });
     if let Some(o) = organisation {
         // Practitioner has no organisation element (PractitionerRole has): the employer
-        // travels as the qualification's issuer context, in an extension.
-        p["extension"]
-            .as_array_mut()
-            .map(|e| e.push(json!({"url": ORGANISATION_EXT, "valueReference": o})));
+        // travels in an extension.
+        if let Some(e) = p["extension"].as_array_mut() {
+            e.push(json!({"url": ORGANISATION_EXT, "valueReference": o}));
+        }
     }
     p
 }
