@@ -20,6 +20,7 @@ pub mod keys;
 pub mod record;
 pub mod recovery;
 pub mod schema;
+pub mod seal;
 pub mod share;
 pub mod sync;
 pub mod testkit;

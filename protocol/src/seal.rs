@@ -1,0 +1,403 @@
+//! Content encryption for blind hosting (`docs/blind-hosting.md`): the primitives, pure.
+//!
+//! - **Box keys.** Every actor has an X25519 key pair for receiving epoch keys, derived
+//!   from its signing secret ([`BoxKey::of`], RFC 9180 `DeriveKeyPair` over a BLAKE3-derived
+//!   seed), so a key backup or a restored device restores it too. Its public half
+//!   ([`BoxPublic`]) is what others wrap to; it travels in the actor's signed profile.
+//! - **Epoch keys.** One random 256-bit [`EpochKey`] per category stream and epoch. It is
+//!   wrapped for each reader with HPKE (base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
+//!   ChaCha20-Poly1305; crate `hpke`), the info string binding it to the record, stream and
+//!   epoch ([`wrap`], [`unwrap`]).
+//! - **Sealed content.** A body (or any content) is sealed with XChaCha20-Poly1305 under
+//!   the epoch key with a random 192-bit nonce; the associated data binds it to the record,
+//!   stream, epoch and author ([`seal`], [`open`]), so a ciphertext moved to another place
+//!   does not open. Signatures cover the sealed bytes, so a relay that cannot open them
+//!   still checks authorship, chains, authorisation, sizes and forks.
+//!
+//! Randomness comes in as an argument (no I/O here). Nothing is hand-made: HPKE, the AEAD
+//! and the KDF are well-kept crates; this module only fixes the parameters and the binding.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
+use rand_core::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::ids::{ActorId, RecordId};
+use crate::keys::Keypair;
+
+type Kem = hpke::kem::X25519HkdfSha256;
+type Kdf = hpke::kdf::HkdfSha256;
+type WrapAead = hpke::aead::ChaCha20Poly1305;
+
+/// Bytes of an epoch key.
+pub const EPOCH_KEY_BYTES: usize = 32;
+/// Bytes of a sealed content's nonce.
+pub const NONCE_BYTES: usize = 24;
+/// The largest plaintext sealed (a body is far smaller; documents travel as blobs).
+pub const MAX_PLAINTEXT: usize = 1 << 20;
+
+/// Why sealing or opening failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// The ciphertext does not open with this key in this place: the wrong key, another
+    /// record, stream, epoch or author, or altered bytes.
+    #[error("the content does not decrypt with this key here (wrong key, moved or altered)")]
+    Open,
+    /// A wrapped epoch key does not unwrap with this box key.
+    #[error("the epoch key is not wrapped for this key, or was altered")]
+    Unwrap,
+    /// A box public key or encapsulated key is not a valid X25519 point encoding.
+    #[error("not a valid X25519 public key")]
+    BadKey,
+    /// More than [`MAX_PLAINTEXT`] bytes.
+    #[error("{0} bytes is more than the {MAX_PLAINTEXT}-byte limit")]
+    TooLarge(usize),
+}
+
+/// An actor's X25519 public key for receiving epoch keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BoxPublic(pub [u8; 32]);
+
+/// An actor's X25519 key pair for receiving epoch keys.
+pub struct BoxKey {
+    secret: <Kem as hpke::Kem>::PrivateKey,
+    public: BoxPublic,
+}
+
+impl std::fmt::Debug for BoxKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoxKey")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BoxKey {
+    /// The box key of a signing key: derived from its secret, so whoever holds the signing
+    /// key (a restored backup, the same identity on a new machine) holds the box key.
+    pub fn of(key: &Keypair) -> BoxKey {
+        let mut secret = key.secret_bytes();
+        let mut ikm = blake3::derive_key("cophr v1 box key (X25519, HPKE)", &secret);
+        secret.zeroize();
+        let (sk, pk) = Kem::derive_keypair(&ikm);
+        ikm.zeroize();
+        let mut public = [0u8; 32];
+        public.copy_from_slice(&pk.to_bytes());
+        BoxKey {
+            secret: sk,
+            public: BoxPublic(public),
+        }
+    }
+
+    /// The public half, to publish.
+    pub fn public(&self) -> BoxPublic {
+        self.public
+    }
+}
+
+/// A stream's key for one epoch.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct EpochKey(pub [u8; EPOCH_KEY_BYTES]);
+
+impl std::fmt::Debug for EpochKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EpochKey(…)")
+    }
+}
+
+impl EpochKey {
+    /// A fresh random key.
+    pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> EpochKey {
+        let mut k = [0u8; EPOCH_KEY_BYTES];
+        rng.fill_bytes(&mut k);
+        EpochKey(k)
+    }
+}
+
+/// Where an epoch key or a sealed content belongs: what the encryption is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place<'a> {
+    /// The record.
+    pub record: &'a RecordId,
+    /// The category stream's name (`vital-signs`, `ext:ns/name`, …).
+    pub stream: &'a str,
+    /// The epoch.
+    pub epoch: u32,
+}
+
+impl Place<'_> {
+    fn bytes(&self, what: &[u8]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(96 + self.stream.len());
+        b.extend_from_slice(what);
+        b.extend_from_slice(self.record.as_bytes());
+        b.extend_from_slice(&(self.stream.len() as u32).to_be_bytes());
+        b.extend_from_slice(self.stream.as_bytes());
+        b.extend_from_slice(&self.epoch.to_be_bytes());
+        b
+    }
+}
+
+/// An epoch key wrapped for one reader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wrapped {
+    /// The reader (their box key is in their profile).
+    pub to: ActorId,
+    /// HPKE's encapsulated key.
+    #[serde(with = "serde_bytes")]
+    pub enc: Vec<u8>,
+    /// The wrapped epoch key (with its tag).
+    #[serde(with = "serde_bytes")]
+    pub ct: Vec<u8>,
+}
+
+/// Wraps `key` for `to` (whose box public key is `recipient`) at `place`.
+pub fn wrap<R: RngCore + CryptoRng>(
+    key: &EpochKey,
+    to: ActorId,
+    recipient: &BoxPublic,
+    place: Place<'_>,
+    rng: &mut R,
+) -> Result<Wrapped, SealError> {
+    let pk =
+        <Kem as hpke::Kem>::PublicKey::from_bytes(&recipient.0).map_err(|_| SealError::BadKey)?;
+    let info = place.bytes(b"cophr/v1/epoch-key\0");
+    let (enc, ct) = hpke::single_shot_seal::<WrapAead, Kdf, Kem, _>(
+        &OpModeS::Base,
+        &pk,
+        &info,
+        &key.0,
+        to.as_bytes(),
+        rng,
+    )
+    .map_err(|_| SealError::BadKey)?;
+    Ok(Wrapped {
+        to,
+        enc: enc.to_bytes().to_vec(),
+        ct,
+    })
+}
+
+/// Unwraps an epoch key wrapped for the holder of `mine` at `place`.
+pub fn unwrap(w: &Wrapped, mine: &BoxKey, place: Place<'_>) -> Result<EpochKey, SealError> {
+    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&w.enc).map_err(|_| SealError::Unwrap)?;
+    let info = place.bytes(b"cophr/v1/epoch-key\0");
+    let mut pt = hpke::single_shot_open::<WrapAead, Kdf, Kem>(
+        &OpModeR::Base,
+        &mine.secret,
+        &enc,
+        &info,
+        &w.ct,
+        w.to.as_bytes(),
+    )
+    .map_err(|_| SealError::Unwrap)?;
+    let out = <[u8; EPOCH_KEY_BYTES]>::try_from(pt.as_slice()).map_err(|_| SealError::Unwrap);
+    pt.zeroize();
+    out.map(EpochKey)
+}
+
+/// Content sealed under an epoch key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// The stream's epoch whose key sealed it.
+    pub epoch: u32,
+    /// The random nonce.
+    #[serde(with = "serde_bytes")]
+    pub nonce: [u8; NONCE_BYTES],
+    /// The ciphertext with its tag.
+    #[serde(with = "serde_bytes")]
+    pub ct: Vec<u8>,
+}
+
+fn aad(place: Place<'_>, author: &ActorId) -> Vec<u8> {
+    let mut b = place.bytes(b"cophr/v1/content\0");
+    b.extend_from_slice(author.as_bytes());
+    b
+}
+
+/// Seals `plaintext` written by `author` at `place` under `key`.
+pub fn seal<R: RngCore + CryptoRng>(
+    key: &EpochKey,
+    place: Place<'_>,
+    author: &ActorId,
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<Sealed, SealError> {
+    if plaintext.len() > MAX_PLAINTEXT {
+        return Err(SealError::TooLarge(plaintext.len()));
+    }
+    let mut nonce = [0u8; NONCE_BYTES];
+    rng.fill_bytes(&mut nonce);
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(&key.0));
+    let ct = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad(place, author),
+            },
+        )
+        .map_err(|_| SealError::TooLarge(plaintext.len()))?;
+    Ok(Sealed {
+        epoch: place.epoch,
+        nonce,
+        ct,
+    })
+}
+
+/// Opens content `author` sealed at `place` (whose epoch must be the sealed one's).
+pub fn open(
+    key: &EpochKey,
+    place: Place<'_>,
+    author: &ActorId,
+    sealed: &Sealed,
+) -> Result<Vec<u8>, SealError> {
+    if sealed.epoch != place.epoch || sealed.ct.len() > MAX_PLAINTEXT + 16 {
+        return Err(SealError::Open);
+    }
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(&key.0));
+    cipher
+        .decrypt(
+            XNonce::from_slice(&sealed.nonce),
+            Payload {
+                msg: &sealed.ct,
+                aad: &aad(place, author),
+            },
+        )
+        .map_err(|_| SealError::Open)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::key;
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    fn place<'a>(record: &'a RecordId, stream: &'a str, epoch: u32) -> Place<'a> {
+        Place {
+            record,
+            stream,
+            epoch,
+        }
+    }
+
+    #[test]
+    fn a_reader_unwraps_the_epoch_key_and_opens_what_was_sealed_under_it() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let george = key(1, "George");
+        let nurse = key(1, "Nurse");
+        let record = george.actor();
+        let here = place(&record, "vital-signs", 3);
+        let k = EpochKey::generate(&mut rng);
+        let nurse_box = BoxKey::of(&nurse);
+        // Derived, so the same identity on another machine has the same box key.
+        assert_eq!(BoxKey::of(&nurse).public(), nurse_box.public());
+        assert_ne!(BoxKey::of(&george).public(), nurse_box.public());
+        let w = wrap(&k, nurse.actor(), &nurse_box.public(), here, &mut rng).unwrap();
+        let got = unwrap(&w, &nurse_box, here).unwrap();
+        assert_eq!(got, k);
+        let s = seal(
+            &k,
+            here,
+            &george.actor(),
+            b"I am deaf in my left ear",
+            &mut rng,
+        )
+        .unwrap();
+        assert!(!s.ct.windows(4).any(|w| w == b"deaf"));
+        assert_eq!(
+            open(&got, here, &george.actor(), &s).unwrap(),
+            b"I am deaf in my left ear"
+        );
+    }
+
+    #[test]
+    fn wrong_keys_other_places_and_altered_bytes_are_refused() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let george = key(2, "George");
+        let nurse = key(2, "Nurse");
+        let revoked = key(2, "Revoked pharmacist");
+        let record = george.actor();
+        let here = place(&record, "allergies", 1);
+        let k = EpochKey::generate(&mut rng);
+        let w = wrap(
+            &k,
+            nurse.actor(),
+            &BoxKey::of(&nurse).public(),
+            here,
+            &mut rng,
+        )
+        .unwrap();
+        // Someone else's box key; another stream, epoch or record; a wrap re-addressed.
+        assert_eq!(
+            unwrap(&w, &BoxKey::of(&revoked), here),
+            Err(SealError::Unwrap)
+        );
+        let other_record = nurse.actor();
+        for p in [
+            place(&record, "allergies", 2),
+            place(&record, "problems", 1),
+            place(&other_record, "allergies", 1),
+        ] {
+            assert_eq!(unwrap(&w, &BoxKey::of(&nurse), p), Err(SealError::Unwrap));
+        }
+        let mut readdressed = w.clone();
+        readdressed.to = revoked.actor();
+        assert_eq!(
+            unwrap(&readdressed, &BoxKey::of(&nurse), here),
+            Err(SealError::Unwrap)
+        );
+        let mut bad = w.clone();
+        bad.ct[0] ^= 1;
+        assert_eq!(
+            unwrap(&bad, &BoxKey::of(&nurse), here),
+            Err(SealError::Unwrap)
+        );
+        bad = w.clone();
+        bad.enc.truncate(5);
+        assert_eq!(
+            unwrap(&bad, &BoxKey::of(&nurse), here),
+            Err(SealError::Unwrap)
+        );
+
+        let s = seal(&k, here, &george.actor(), b"Penicillin", &mut rng).unwrap();
+        // A later epoch's key, another author, another place, altered bytes or nonce.
+        let later = EpochKey::generate(&mut rng);
+        assert_eq!(
+            open(&later, here, &george.actor(), &s),
+            Err(SealError::Open)
+        );
+        assert_eq!(open(&k, here, &nurse.actor(), &s), Err(SealError::Open));
+        assert_eq!(
+            open(&k, place(&record, "problems", 1), &george.actor(), &s),
+            Err(SealError::Open)
+        );
+        assert_eq!(
+            open(&k, place(&record, "allergies", 2), &george.actor(), &s),
+            Err(SealError::Open)
+        );
+        let mut t = s.clone();
+        t.ct[3] ^= 0x40;
+        assert_eq!(open(&k, here, &george.actor(), &t), Err(SealError::Open));
+        t = s.clone();
+        t.nonce[0] ^= 1;
+        assert_eq!(open(&k, here, &george.actor(), &t), Err(SealError::Open));
+        // A low-order recipient key (all zeros: an all-zero shared secret) is refused.
+        assert_eq!(
+            wrap(&k, nurse.actor(), &BoxPublic([0; 32]), here, &mut rng).err(),
+            Some(SealError::BadKey)
+        );
+        assert_eq!(
+            seal(
+                &k,
+                here,
+                &george.actor(),
+                &vec![0; MAX_PLAINTEXT + 1],
+                &mut rng
+            ),
+            Err(SealError::TooLarge(MAX_PLAINTEXT + 1))
+        );
+    }
+}
