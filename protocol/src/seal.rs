@@ -210,6 +210,18 @@ pub struct Sealed {
     pub ct: Vec<u8>,
 }
 
+impl Sealed {
+    /// Its canonical CBOR.
+    pub fn encode(&self) -> Vec<u8> {
+        crate::entry::to_cbor(self)
+    }
+
+    /// Decodes [`Sealed::encode`]'s bytes (canonical only).
+    pub fn decode(bytes: &[u8]) -> Result<Sealed, crate::entry::EntryError> {
+        crate::entry::from_cbor_canonical(bytes)
+    }
+}
+
 fn aad(place: Place<'_>, author: &ActorId) -> Vec<u8> {
     let mut b = place.bytes(b"cophr/v1/content\0");
     b.extend_from_slice(author.as_bytes());

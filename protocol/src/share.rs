@@ -303,6 +303,11 @@ impl Share {
         crate::entry::to_cbor(self)
     }
 
+    /// Decodes [`Share::encode`]'s bytes (canonical only; bounds are [`check_hosted`]'s).
+    pub fn decode(bytes: &[u8]) -> Result<Share, crate::entry::EntryError> {
+        crate::entry::from_cbor_canonical(bytes)
+    }
+
     /// Where it stands at `now`.
     pub fn status(&self, now: Timestamp) -> ShareStatus {
         if self.ended.is_some() {

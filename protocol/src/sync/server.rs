@@ -614,7 +614,7 @@ impl Server {
                 sealed,
             } => {
                 self.patient_holding(store, peer, &proof, now)?;
-                let share: crate::share::Share = crate::entry::from_cbor_canonical(&share)
+                let share = crate::share::Share::decode(&share)
                     .map_err(|e| Response::refused_because(Refusal::Malformed, e.to_string()))?;
                 crate::share::check_hosted(&share, &sealed, &proof.record, now)
                     .map_err(|e| Response::refused_because(Refusal::Malformed, e.to_string()))?;
