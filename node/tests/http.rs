@@ -10,6 +10,7 @@ use cophr_node::http::{self, AppState, HttpConfig, HttpError};
 use cophr_node::store::Store;
 use cophr_protocol::access::{Grant, Level, Scope};
 use cophr_protocol::entry::Payload;
+use cophr_protocol::recovery::RecoveryRequest;
 use cophr_protocol::{Category, Keypair, Profile, RecordId};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -849,6 +850,10 @@ fn concrete(path: &str, rid: &str, eid: &str, gid: &str) -> String {
         .replace("{eid}", eid)
         .replace("{gid}", gid)
         .replace("{sid}", "AAAAAAAAAAAAAAAAAAAAAA")
+        .replace(
+            "{actor}",
+            &Keypair::from_secret(&[6; 32]).actor().to_string(),
+        )
 }
 
 #[tokio::test]
@@ -856,6 +861,8 @@ async fn the_router_matches_its_openapi_document() {
     let doc = document();
     assert_eq!(doc["openapi"], "3.1.0");
     let mary = Keypair::from_secret(&[2; 32]).actor().to_string();
+    let device = Keypair::from_secret(&[6; 32]).actor();
+    let stranger = Keypair::from_secret(&[7; 32]).actor();
     let paths = doc["paths"].as_object().unwrap();
     let mut checked = 0;
     for (path, item) in paths {
@@ -888,7 +895,41 @@ async fn the_router_matches_its_openapi_document() {
                 let sid = r.json()["id"].as_str().unwrap().to_owned();
                 uri = path.replace("{rid}", &rid).replace("{sid}", &sid);
             }
+            if path.contains("{actor}") {
+                // A device to remove.
+                let r = with_json(
+                    &f.state,
+                    Method::POST,
+                    &format!("/api/v1/records/{rid}/devices"),
+                    json!({"device": device.to_string(), "label": "old phone"}),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+            }
+            // Required query parameters, from their examples.
+            let query: Vec<String> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "query" && p["required"] == true)
+                .map(|p| {
+                    format!(
+                        "{}={}",
+                        p["name"].as_str().unwrap(),
+                        p["example"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            if !query.is_empty() {
+                uri = format!("{uri}?{}", query.join("&"));
+            }
+            let uri = uri.replace("{record}", &stranger.to_string());
             let example = op["requestBody"]["content"]["application/json"]["example"].clone();
+            let request = RecoveryRequest {
+                record: rid.parse().unwrap(),
+                new: stranger,
+            }
+            .to_text();
             let body = if example.is_null() {
                 Vec::new()
             } else {
@@ -898,13 +939,37 @@ async fn the_router_matches_its_openapi_document() {
                         "{grantee}",
                         &Keypair::from_secret(&[5; 32]).actor().to_string(),
                     )
+                    .replace("{device}", &device.to_string())
+                    .replace("{guardian}", &mary)
+                    .replace("{request}", &request)
                     .into_bytes()
             };
             let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
             let ct = (!body.is_empty()).then_some("application/json");
             let fresh = patient();
+            let guardian = path
+                .ends_with("/recovery-approvals")
+                .then(|| fixture(&Keypair::from_secret(&[2; 32]), profile("Mary", "carer")));
             let target = if path == "/api/v1/records" && method == "post" {
                 &fresh.state
+            } else if let Some(guardian) = &guardian {
+                // A guardian approves from their replica: Ann names Mary, Mary's node holds
+                // the record.
+                let r = with_json(
+                    &f.state,
+                    Method::PUT,
+                    &format!("/api/v1/records/{rid}/guardians"),
+                    json!({"guardians": [mary], "threshold": 1}),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+                let record: RecordId = rid.parse().unwrap();
+                let all = f
+                    .store
+                    .with_record(&record, |r| r.entries().cloned().collect::<Vec<_>>())
+                    .unwrap();
+                guardian.store.ingest(&record, all).unwrap();
+                &guardian.state
             } else {
                 &f.state
             };

@@ -30,6 +30,14 @@ const ROUTES = {
   shares: ['GET', '/records/{rid}/shares'],
   createShare: ['POST', '/records/{rid}/shares'],
   endShare: ['DELETE', '/records/{rid}/shares/{sid}'],
+  devices: ['GET', '/records/{rid}/devices'],
+  addDevice: ['POST', '/records/{rid}/devices'],
+  removeDevice: ['POST', '/records/{rid}/devices/{actor}/remove'],
+  guardians: ['GET', '/records/{rid}/guardians'],
+  setGuardians: ['PUT', '/records/{rid}/guardians'],
+  approveRecovery: ['POST', '/records/{rid}/recovery-approvals'],
+  recoveryRequest: ['GET', '/recovery-request'],
+  recover: ['POST', '/recover'],
 };
 const TOKEN_KEY = 'cophr-token';
 const LEVELS = ['view', 'annotate', 'write', 'delete'];
@@ -53,6 +61,11 @@ const GRANT_STATUS_TEXT = {
   active: 'active', 'not-yet-valid': 'not yet valid', expired: 'expired', revoked: 'revoked',
   'parent-revoked': 'revoked (the grant it came from was revoked)', void: 'void',
 };
+const DEVICE_STATUS_TEXT = { active: 'active', removed: 'removed', void: 'void' };
+// What a recovery request, a guardian's approval and an actor id start with.
+const REQUEST_PREFIX = 'cophr://recover/';
+const APPROVAL_PREFIX = 'cophr://approval/';
+const ACTOR_RE = /^a-[a-z2-7]{52}$/;
 
 const state = {
   token: null,
@@ -339,6 +352,7 @@ function renderRecordList() {
   }
   view.append(list);
   view.append(acceptForm());
+  view.append(recoverSection());
   title.focus();
 }
 
@@ -453,9 +467,9 @@ async function renderRecord() {
   const tabs = patient
     ? [['record', 'Record'], ['timeline', 'Timeline'], ['add', 'Add an entry'],
       ['access', 'Who has access'], ['audit', 'Who viewed what'], ['export', 'Export'],
-      ['share', 'Emergency summary']]
+      ['share', 'Emergency summary'], ['devices', 'Devices & recovery']]
     : [['record', 'Record'], ['timeline', 'Timeline'], ['add', 'Add an entry'],
-      ['mine', 'What I may see and write']];
+      ['mine', 'What I may see and write'], ['approve', 'Approve a key recovery']];
   const nav = h('nav', { 'aria-label': 'Record sections', class: 'tabs' },
     h('ul', {}, tabs.map(([id, label]) => h('li', {}, h('button', {
       type: 'button', id: `tab-${id}`, 'aria-current': state.tab === id ? 'page' : null,
@@ -535,7 +549,7 @@ async function showTab(id, focus = true) {
   const render = {
     record: renderCategories, timeline: renderTimeline, add: renderAdd,
     access: renderAccess, audit: renderAudit, export: renderExport, mine: renderMine,
-    share: renderShares,
+    share: renderShares, devices: renderDevices, approve: renderApprove,
   }[id] || renderCategories;
   await render(panel);
   if (focus) {
@@ -1086,8 +1100,8 @@ function grantForm() {
 }
 
 // The QR code the API drew (an SVG document of our own node), shown as an image.
-function qr(svg) {
-  const img = h('img', { id: 'invite-qr', alt: 'QR code of the invitation link', width: 200, height: 200 });
+function qr(svg, id = 'invite-qr', alt = 'QR code of the invitation link') {
+  const img = h('img', { id, alt, width: 200, height: 200 });
   img.src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(svg)}`;
   return img;
 }
@@ -1371,6 +1385,286 @@ async function listShares(box) {
   }
   table.append(tb);
   box.append(h('div', { class: 'scroll' }, table));
+}
+
+// --- Devices and key recovery (docs/trust.md "Devices and key recovery"). --------------------
+
+/** A read-only text people carry to each other (a recovery request, an approval). */
+function carried(id, label, text) {
+  return h('div', { class: 'field' },
+    h('label', { for: id }, label),
+    h('textarea', { id, readonly: true, rows: 5, class: 'carried', spellcheck: 'false', value: text }));
+}
+
+async function renderDevices(panel) {
+  panel.append(panelHeading('Devices & recovery'),
+    h('p', { class: 'help' }, 'A device is another key — your phone, a tablet — that acts for you in this '
+      + 'record until you remove it. Guardians are people you trust to approve a new key together '
+      + 'if you lose this one.'));
+  const devBox = h('section', { id: 'devices-box', 'aria-labelledby': 'devices-title' });
+  const gBox = h('section', { id: 'guardians-box', 'aria-labelledby': 'guardians-title' });
+  panel.append(devBox, deviceForm(devBox), gBox);
+  await listDevices(devBox);
+  await renderGuardians(gBox);
+}
+
+async function listDevices(box) {
+  const got = await attempt(() => api('devices', { rid: state.rid }));
+  box.replaceChildren(h('h3', { id: 'devices-title' }, 'Your devices'));
+  if (!got) return;
+  const list = got.devices || [];
+  if (list.length === 0) {
+    box.append(h('p', { id: 'devices-empty' }, 'No devices yet: only this key acts for you.'));
+    return;
+  }
+  const table = h('table', { id: 'devices' },
+    h('caption', { class: 'sr-only' }, 'Devices that act for you in this record'),
+    h('thead', {}, h('tr', {}, ['Device', 'Key', 'Added', 'Status', 'Action']
+      .map((t) => h('th', { scope: 'col' }, t)))));
+  const tb = h('tbody');
+  for (const d of list) {
+    const action = d.status === 'active'
+      ? h('button', { type: 'button', class: 'danger small', 'data-remove-device': d.device,
+        onclick: () => removeDevice(d, box) }, 'Remove', h('span', { class: 'sr-only' }, ` ${d.label}`))
+      : '—';
+    tb.append(h('tr', { 'data-device': d.device, 'data-status': d.status },
+      h('th', { scope: 'row' }, d.label, d.this_node ? ' (this node)' : ''),
+      h('td', {}, h('code', { class: 'id' }, d.device)),
+      h('td', {}, when(d.time)),
+      h('td', {}, h('span', { class: `state state-${d.status}` }, DEVICE_STATUS_TEXT[d.status] || d.status)),
+      h('td', {}, action)));
+  }
+  table.append(tb);
+  box.append(h('div', { class: 'scroll' }, table));
+}
+
+async function removeDevice(d, box) {
+  const reason = window.prompt(`Why remove ${d.label}? (e.g. lost, sold)`, 'lost');
+  if (reason === null) return;
+  const body = reason.trim() ? { reason: reason.trim() } : {};
+  const r = await attempt(() => api('removeDevice', { rid: state.rid, actor: d.device }, { body }));
+  if (!r) return;
+  await listDevices(box);
+  setStatus(`${d.label} removed: from now on it writes nothing anyone accepts.`);
+}
+
+function deviceForm(box) {
+  const form = h('form', { id: 'device-form', novalidate: true, 'aria-labelledby': 'device-form-title' },
+    h('h3', { id: 'device-form-title' }, 'Add a device'),
+    h('div', { class: 'field' },
+      h('label', { for: 'device-key' }, 'The device’s key'),
+      h('input', { id: 'device-key', name: 'device', type: 'text', autocomplete: 'off', spellcheck: 'false',
+        placeholder: 'a-…', 'aria-describedby': 'device-key-help' }),
+      h('p', { id: 'device-key-help', class: 'help' }, 'On the other device, `cophr whoami` prints it.')),
+    h('div', { class: 'field' },
+      h('label', { for: 'device-label' }, 'What it is'),
+      h('input', { id: 'device-label', name: 'label', type: 'text', autocomplete: 'off', maxlength: '200',
+        placeholder: 'e.g. My phone' })),
+    h('button', { type: 'submit' }, 'Add device'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearError();
+    const device = $('device-key').value.trim();
+    const label = $('device-label').value.trim();
+    if (!ACTOR_RE.test(device)) {
+      $('device-key').setAttribute('aria-invalid', 'true');
+      $('device-key').focus();
+      showError(new Error('A device key starts with a- (the other device’s `cophr whoami`).'));
+      return;
+    }
+    $('device-key').removeAttribute('aria-invalid');
+    if (!label) {
+      $('device-label').focus();
+      showError(new Error('Say what the device is, e.g. My phone.'));
+      return;
+    }
+    const r = await attempt(() => api('addDevice', { rid: state.rid }, { body: { device, label } }));
+    if (!r) return;
+    form.reset();
+    await listDevices(box);
+    setStatus(`${label} added: it acts for you in this record until you remove it.`);
+  });
+  return form;
+}
+
+async function renderGuardians(box) {
+  box.replaceChildren(h('h3', { id: 'guardians-title' }, 'Guardians'));
+  const [set, grants] = await Promise.all([
+    attempt(() => api('guardians', { rid: state.rid })),
+    attempt(() => api('grants', { rid: state.rid })),
+  ]);
+  const now = h('div', { id: 'guardians-now' });
+  if (set && set.guardians && set.guardians.length) {
+    now.append(h('p', {}, `Any ${set.threshold} of these ${set.guardians.length} together can approve `
+      + 'a new key for you:'),
+    h('ul', { id: 'guardian-list' }, set.guardians.map((p) => h('li', { 'data-guardian': p.actor },
+      p.name ? [person(p), ' '] : '', h('code', { class: 'id' }, p.actor)))),
+    h('p', { class: 'meta' }, 'Named ', when(set.time)));
+  } else if (set) {
+    now.append(h('p', {}, 'No guardians yet: if you lose this key, only a key backup can bring the record back.'));
+  }
+  box.append(now);
+  // People who hold grants, by name (once each), to choose from; any other key by id.
+  const people = new Map();
+  for (const g of grants || []) {
+    if (g.status === 'active' && g.grantee && !people.has(g.grantee.actor)) people.set(g.grantee.actor, g.grantee);
+  }
+  const chosen = new Set(((set && set.guardians) || []).map((p) => p.actor));
+  const boxes = [...people].map(([actor, p], i) => h('li', {},
+    h('input', { type: 'checkbox', id: `gd-${i}`, name: 'guardian', value: actor, checked: chosen.has(actor) }),
+    h('label', { for: `gd-${i}` }, person(p))));
+  const form = h('form', { id: 'guardians-form', novalidate: true, 'aria-labelledby': 'guardians-form-title' },
+    h('h4', { id: 'guardians-form-title' }, 'Choose guardians'),
+    h('p', { class: 'help' }, 'Choose people in different parts of your life (family, your GP practice). '
+      + 'Enough of them together could take your record over: that is the trust you place in them.'),
+    boxes.length ? h('fieldset', {}, h('legend', {}, 'People with access to your record'),
+      h('ul', { class: 'checks' }, boxes)) : '',
+    h('div', { class: 'field' },
+      h('label', { for: 'guardian-other' }, 'Others, by key (one per line)'),
+      h('textarea', { id: 'guardian-other', rows: 2, spellcheck: 'false', placeholder: 'a-…' })),
+    h('div', { class: 'field' },
+      h('label', { for: 'guardian-threshold' }, 'How many must approve together'),
+      h('input', { id: 'guardian-threshold', type: 'number', min: '1', max: '16',
+        value: String((set && set.threshold) || 1) })),
+    h('button', { type: 'submit' }, 'Save guardians'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearError();
+    const picked = [...form.querySelectorAll('input[name=guardian]:checked')].map((b) => b.value);
+    const others = $('guardian-other').value.split(/\s+/).map((x) => x.trim()).filter(Boolean);
+    const bad = others.find((x) => !ACTOR_RE.test(x));
+    if (bad) {
+      $('guardian-other').setAttribute('aria-invalid', 'true');
+      $('guardian-other').focus();
+      showError(new Error(`${shortId(bad)} is not a key (keys start with a-).`));
+      return;
+    }
+    $('guardian-other').removeAttribute('aria-invalid');
+    const guardians = [...new Set([...picked, ...others])];
+    const threshold = Number($('guardian-threshold').value);
+    if (guardians.length === 0 || guardians.length > 16) {
+      showError(new Error('Choose 1 to 16 guardians.'));
+      return;
+    }
+    if (!Number.isInteger(threshold) || threshold < 1 || threshold > guardians.length) {
+      $('guardian-threshold').focus();
+      showError(new Error(`How many must approve: 1 to ${guardians.length}.`));
+      return;
+    }
+    const r = await attempt(() => api('setGuardians', { rid: state.rid }, { body: { guardians, threshold } }));
+    if (!r) return;
+    await renderGuardians(box);
+    setStatus(`Guardians saved: any ${threshold} of ${guardians.length} can approve a new key.`);
+  });
+  box.append(form);
+}
+
+// A guardian (anyone holding someone else's record) approves that patient's recovery request.
+async function renderApprove(panel) {
+  panel.append(panelHeading('Approve a key recovery'),
+    h('p', {}, 'If the patient lost their key, they give their guardians a recovery request '
+      + '(cophr://recover/…). Before you approve, check with them — in person or on the phone — '
+      + 'that the request is really theirs: enough approvals make its key the patient.'));
+  const set = await attempt(() => api('guardians', { rid: state.rid }));
+  if (set) {
+    panel.append(h('p', { id: 'guardian-role' }, set.i_am_guardian
+      ? (set.guardians.length === 1 ? 'You are the patient’s guardian: your approval alone makes a new key the patient.'
+        : `You are one of the patient’s ${set.guardians.length} guardians; any ${set.threshold} together approve a new key.`)
+      : 'You are not one of the patient’s guardians: an approval by you would be refused.'));
+  }
+  const result = h('div', { id: 'approval-result', 'aria-live': 'polite' });
+  const form = h('form', { id: 'approve-form', novalidate: true },
+    h('div', { class: 'field' },
+      h('label', { for: 'approve-request' }, 'The recovery request'),
+      h('textarea', { id: 'approve-request', rows: 3, spellcheck: 'false', placeholder: REQUEST_PREFIX })),
+    h('button', { type: 'submit' }, 'Approve'),
+    result);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearError();
+    const request = $('approve-request').value.trim();
+    if (!request.startsWith(REQUEST_PREFIX)) {
+      $('approve-request').setAttribute('aria-invalid', 'true');
+      $('approve-request').focus();
+      showError(new Error(`A recovery request starts with ${REQUEST_PREFIX}.`));
+      return;
+    }
+    $('approve-request').removeAttribute('aria-invalid');
+    const r = await attempt(() => api('approveRecovery', { rid: state.rid }, { body: { request } }));
+    if (!r) return;
+    result.replaceChildren(h('p', {}, 'Give this approval back to the patient (read it out, send it, or let them scan the code):'),
+      carried('approval-text', 'Your approval', r.approval),
+      qr(r.qr_svg, 'approval-qr', 'QR code of your approval'));
+    setStatus('Approval made. It approves only this new key for this record.');
+  });
+  panel.append(form);
+}
+
+// On the start page: recovering a record whose key was lost, onto this node's identity.
+function recoverSection() {
+  const box = h('section', { id: 'recover', class: 'card', 'aria-labelledby': 'recover-title' },
+    h('h2', { id: 'recover-title' }, 'Recover a record'),
+    h('p', { class: 'help' }, 'Lost the key of your record? Show your recovery request for it, give it to '
+      + 'your guardians, and paste back the approvals they give you.'));
+  const shown = h('div', { id: 'recovery-request', 'aria-live': 'polite' });
+  const ask = h('form', { id: 'recovery-request-form', novalidate: true },
+    h('div', { class: 'field' },
+      h('label', { for: 'recover-record' }, 'The record id'),
+      h('input', { id: 'recover-record', type: 'text', spellcheck: 'false', autocomplete: 'off', placeholder: 'a-…' })),
+    h('button', { type: 'submit', class: 'secondary' }, 'Show my recovery request'),
+    shown);
+  ask.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearError();
+    const record = $('recover-record').value.trim();
+    if (!ACTOR_RE.test(record)) {
+      $('recover-record').focus();
+      showError(new Error('A record id starts with a-.'));
+      return;
+    }
+    const r = await attempt(() => api('recoveryRequest', {}, { query: { record } }));
+    if (!r) return;
+    shown.replaceChildren(carried('recovery-request-text', 'Your recovery request (give it to your guardians)', r.request),
+      qr(r.qr_svg, 'recovery-request-qr', 'QR code of your recovery request'));
+  });
+  const result = h('p', { id: 'recover-result', 'aria-live': 'polite' });
+  const go = h('form', { id: 'recover-form', novalidate: true },
+    h('div', { class: 'field' },
+      h('label', { for: 'recover-host' }, 'The record’s home host'),
+      h('input', { id: 'recover-host', type: 'text', spellcheck: 'false', autocomplete: 'off',
+        placeholder: '/ip4/…/tcp/…/p2p/…' })),
+    h('div', { class: 'field' },
+      h('label', { for: 'recover-approvals' }, 'Your guardians’ approvals (one per line)'),
+      h('textarea', { id: 'recover-approvals', rows: 4, spellcheck: 'false', placeholder: APPROVAL_PREFIX })),
+    h('button', { type: 'submit' }, 'Recover the record'),
+    result);
+  go.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearError();
+    const host = $('recover-host').value.trim();
+    const approvals = $('recover-approvals').value.split(/\s+/).map((x) => x.trim()).filter(Boolean);
+    if (!host.includes('/p2p/')) {
+      $('recover-host').focus();
+      showError(new Error('The host address ends in /p2p/ and its peer id.'));
+      return;
+    }
+    if (approvals.length === 0 || approvals.length > 16
+      || approvals.some((a) => !a.startsWith(APPROVAL_PREFIX))) {
+      $('recover-approvals').focus();
+      showError(new Error(`Paste 1 to 16 approvals, each starting with ${APPROVAL_PREFIX}.`));
+      return;
+    }
+    setStatus('Recovering… (pulling the record from its host)');
+    const r = await attempt(() => api('recover', {}, { body: { host, approvals } }));
+    if (!r) return;
+    const done = `Recovered: this identity is now the patient of record ${shortId(r.record)} `
+      + `(${r.pulled} entries pulled, the new key written).`;
+    result.textContent = done;
+    if (await loadRecords()) renderRecordList();
+    setStatus(done);
+  });
+  box.append(ask, go);
+  return box;
 }
 
 // --- A clinician's own access. ---------------------------------------------------------------

@@ -996,3 +996,197 @@ fn an_emergency_summary_link_opens_in_a_fresh_browser_until_the_patient_ends_it(
     assert!(!audit.contains(key));
     drop(node);
 }
+
+/// Signs in to the web app at `base` with `token`.
+async fn sign_in(c: &Client, base: &str, token: &str) {
+    c.goto(&format!("{}/", base.trim_end_matches('/')))
+        .await
+        .expect("open the app");
+    type_into(c, "#token", token).await;
+    click(c, "#sign-in-form button[type=submit]").await;
+}
+
+/// The value of a form field (an input or a textarea), waiting until it is not empty.
+async fn wait_value(c: &Client, css: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            let v = e.prop("value").await.ok().flatten().unwrap_or_default();
+            if !v.is_empty() {
+                return v;
+            }
+        }
+        if start.elapsed() > DEADLINE {
+            panic!(
+                "`{css}` has no value within {DEADLINE:?}; error box: {:?}",
+                text_of(c, "#error").await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn screenshot(png: &[u8], name: &str) {
+    let dir = target_dir().join("test-artifacts");
+    std::fs::create_dir_all(&dir).expect("the artifacts directory");
+    let shot = dir.join(name);
+    std::fs::write(&shot, png).expect("write the screenshot");
+    println!("screenshot: {}", shot.display());
+}
+
+/// Several devices and social key recovery in the web app (`docs/trust.md` "Devices and key
+/// recovery"): George adds his phone as a device and names Mary (who holds a grant) his
+/// guardian; on a new machine with a new key his node shows the recovery request for his
+/// record; Mary's node, holding a replica, approves it in her web app and the approval text
+/// and its QR code appear. (Recovering the record with it across processes is
+/// `tests/tests/net_recovery.rs`.)
+#[test]
+fn the_patient_adds_a_device_and_names_a_guardian_who_approves_a_recovery_in_the_web_app() {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(bin).is_file(),
+            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
+        );
+    }
+    let george = Person::new("George Jones", "patient", None);
+    let phone = Person::new("George Jones", "patient", None);
+    let mary = Person::new("Mary Jones", "carer", None);
+    let host = Person::new("Community Host", "host", None);
+    let new_george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    george.add(&["allergies", "--agent", "Penicillin", "--reaction", "rash"]);
+    george.ok(&[
+        "grant",
+        &mary.actor,
+        "--level",
+        "view",
+        "--categories",
+        "all",
+    ]);
+    let host_node = Node::start(&host, &[]);
+    let george_node = Node::start(&george, &["--http", "127.0.0.1:0"]);
+    george.live_ok(&["host", &host_node.addr()]);
+    let mary_node = Node::start(&mary, &["--http", "127.0.0.1:0"]);
+    let new_node = Node::start(&new_george, &["--http", "127.0.0.1:0"]);
+    let token_of = |p: &Person| {
+        std::fs::read_to_string(p.dir().join("api-token"))
+            .expect("the home's api-token")
+            .trim()
+            .to_owned()
+    };
+    let profile = tempfile::TempDir::new().expect("a browser profile directory");
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        // George: his phone, and Mary as his guardian.
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &george_node.http().expect("HTTP"), &token_of(&george)).await;
+        wait_text(&c, "#app-title", "My record").await;
+        click(&c, "#tab-devices").await;
+        wait_text(&c, "#devices-box", "No devices yet").await;
+        // A mistyped key is refused in the page.
+        type_into(&c, "#device-key", "my phone").await;
+        type_into(&c, "#device-label", "My phone").await;
+        click(&c, "#device-form button[type=submit]").await;
+        wait_text(&c, "#error", "A device key starts with a-").await;
+        type_into(&c, "#device-key", &phone.actor).await;
+        click(&c, "#device-form button[type=submit]").await;
+        wait_text(&c, "#status", "My phone added").await;
+        let devices = wait_text(&c, "#devices", "My phone").await;
+        assert!(devices.contains(&phone.actor), "{devices}");
+        assert!(devices.contains("active"), "{devices}");
+        wait_text(&c, "#guardians-now", "No guardians yet").await;
+        click(
+            &c,
+            &format!(
+                "#guardians-form input[name=guardian][value=\"{}\"]",
+                mary.actor
+            ),
+        )
+        .await;
+        type_into(&c, "#guardian-threshold", "1").await;
+        click(&c, "#guardians-form button[type=submit]").await;
+        wait_text(&c, "#status", "Guardians saved").await;
+        wait_text(&c, "#guardian-list", &mary.actor[..12]).await;
+        wait_text(&c, "#guardians-now", "Any 1 of these 1").await;
+        screenshot(
+            &c.screenshot().await.expect("a screenshot"),
+            "web-app-devices.png",
+        );
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
+    // Mary's node follows George's record from its home host, with the guardians.
+    let mary_base = mary_node.http().expect("HTTP");
+    let mary_token = token_of(&mary);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    eventually("Mary's replica names her George's guardian", || {
+        let _ = mary.live(&["follow", &george.actor, "--host", &host_node.addr()]);
+        let _ = mary.live(&["sync", "--record", &george.actor]);
+        agent
+            .get(&format!(
+                "{}/api/v1/records/{}/guardians",
+                mary_base.trim_end_matches('/'),
+                george.actor
+            ))
+            .header("Authorization", &format!("Bearer {mary_token}"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .is_some_and(|b| b.contains("\"i_am_guardian\":true"))
+    });
+
+    rt.block_on(async {
+        // George on a new machine: his recovery request for the record.
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &new_node.http().expect("HTTP"), &token_of(&new_george)).await;
+        wait_text(&c, "#app-title", "Records").await;
+        wait_text(&c, "#recover", "Recover a record").await;
+        type_into(&c, "#recover-record", &george.actor).await;
+        click(&c, "#recovery-request-form button[type=submit]").await;
+        let request = wait_value(&c, "#recovery-request-text").await;
+        assert!(request.starts_with("cophr://recover/"), "{request}");
+        wait_for(&c, "#recovery-request-qr").await;
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+
+        // Mary, in her web app, approves it from George's record.
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &mary_base, &mary_token).await;
+        wait_text(&c, "#app-title", "Records").await;
+        wait_text(&c, "#view", "George Jones").await;
+        click(&c, "#view table button").await;
+        wait_text(&c, "#app-title", "George Jones's record").await;
+        click(&c, "#tab-approve").await;
+        wait_text(&c, "#guardian-role", "You are the patient’s guardian").await;
+        type_into(&c, "#approve-request", "hello George").await;
+        click(&c, "#approve-form button[type=submit]").await;
+        wait_text(&c, "#error", "starts with cophr://recover/").await;
+        type_into(&c, "#approve-request", &request).await;
+        click(&c, "#approve-form button[type=submit]").await;
+        wait_text(&c, "#status", "Approval made").await;
+        let approval = wait_value(&c, "#approval-text").await;
+        assert!(approval.starts_with("cophr://approval/"), "{approval}");
+        let a = cophr_protocol::recovery::GuardianApproval::from_text(&approval)
+            .expect("the approval verifies");
+        assert_eq!(a.approval.by.to_string(), mary.actor);
+        assert_eq!(a.claim.record.to_string(), george.actor);
+        assert_eq!(a.claim.new.to_string(), new_george.actor);
+        wait_for(&c, "#approval-qr").await;
+        screenshot(
+            &c.screenshot().await.expect("a screenshot"),
+            "web-app-recovery-approval.png",
+        );
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
+    drop(driver);
+    drop((george_node, mary_node, new_node, host_node));
+}

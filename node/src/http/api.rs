@@ -7,7 +7,9 @@
 //! This file holds the routes and what the handlers share (input parsing, access checks,
 //! how people and grants are shown); the handlers live by job in `api/`: `records` (list,
 //! create, summary, export), `entries` (record data: read, add, amend, delete, annotate,
-//! history, timeline), `grants` (list, grant, revoke) and `audit` (who viewed what).
+//! history, timeline), `grants` (list, grant, revoke), `audit` (who viewed what),
+//! `invitations`, `devices` (a person's devices and the patient's guardians) and `recovery`
+//! (a guardian's approval, a recovery request, recovering a record onto this identity).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,10 +36,12 @@ use time::OffsetDateTime;
 use super::{ApiError, AppState, JsonBody, OptionalJsonBody};
 
 mod audit;
+mod devices;
 mod entries;
 mod grants;
 mod invitations;
 mod records;
+mod recovery;
 
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -96,6 +100,21 @@ pub fn routes() -> Router<AppState> {
             post(invitations::decline),
         )
         .route("/invitations/accept", post(invitations::accept))
+        .route(
+            "/records/{rid}/devices",
+            get(devices::list).post(devices::add),
+        )
+        .route(
+            "/records/{rid}/devices/{actor}/remove",
+            post(devices::remove),
+        )
+        .route(
+            "/records/{rid}/guardians",
+            get(devices::guardians).put(devices::set_guardians),
+        )
+        .route("/records/{rid}/recovery-approvals", post(recovery::approve))
+        .route("/recovery-request", get(recovery::request))
+        .route("/recover", post(recovery::recover))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -161,6 +180,12 @@ fn parse_record(s: &str) -> Result<RecordId, ApiError> {
 fn parse_entry(s: &str) -> Result<EntryId, ApiError> {
     s.parse()
         .map_err(|e| ApiError::invalid(format!("`{s}` is not an entry id: {e}")))
+}
+
+fn parse_actor(what: &str, s: &str) -> Result<ActorId, ApiError> {
+    s.trim()
+        .parse()
+        .map_err(|e| ApiError::invalid(format!("{what} `{s}` is not an actor id: {e}")))
 }
 
 fn parse_category(s: &str) -> Result<Category, ApiError> {
@@ -305,6 +330,33 @@ fn grant_json(r: &Record, g: &GrantInfo, now: Timestamp) -> Value {
         "parent": g.parent,
         "revoked_by": g.revoked_by,
     })
+}
+
+/// A QR code of `text` as an SVG document (for links and texts people carry to each other).
+fn qr_svg(text: &str) -> Result<String, ApiError> {
+    super::qr_svg(text).ok_or_else(|| ApiError::internal("cannot make a QR code of this text"))
+}
+
+/// The running network node, or 503 (`what`: "invitations need", …).
+fn node(st: &AppState, what: &str) -> Result<crate::net::NodeHandle, ApiError> {
+    st.node().cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_network",
+            format!("{what} the network node (`cophr node run`)"),
+        )
+    })
+}
+
+/// A network failure as the API reports it: a peer's refusal 403, a setup problem 409,
+/// anything else 502.
+fn net_error(e: crate::net::NetError) -> ApiError {
+    use crate::net::NetError;
+    match e {
+        NetError::Refused { reason, .. } => ApiError::forbidden(reason),
+        NetError::Setup(m) => ApiError::conflict(m),
+        other => ApiError::new(StatusCode::BAD_GATEWAY, "unreachable", other.to_string()),
+    }
 }
 
 fn created(v: Value) -> Response {

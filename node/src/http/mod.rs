@@ -447,9 +447,25 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A QR code of `text` as an SVG document (share links, invitation links, recovery texts).
+pub fn qr_svg(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(240, 240)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
 /// The status and code for an entry the record's rules refused.
 pub fn rejection_status(r: &Rejection) -> (StatusCode, &'static str) {
+    use cophr_protocol::record::AccessError;
     match r {
+        Rejection::Access(AccessError::DeviceExists(_) | AccessError::KeyInUse(_)) => {
+            (StatusCode::CONFLICT, "conflict")
+        }
+        Rejection::Access(AccessError::NotADevice(_)) => (StatusCode::NOT_FOUND, "not_found"),
         Rejection::Access(_) => (StatusCode::FORBIDDEN, "forbidden"),
         Rejection::Body(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
         Rejection::Target { .. }

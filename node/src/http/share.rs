@@ -545,17 +545,6 @@ pub fn parse_lifetime(s: &str) -> Result<u64, ShareError> {
     Ok(ms)
 }
 
-/// A QR code of `text` as SVG.
-pub fn qr_svg(text: &str) -> Option<String> {
-    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
-    Some(
-        code.render::<qrcode::render::svg::Color<'_>>()
-            .min_dimensions(240, 240)
-            .quiet_zone(true)
-            .build(),
-    )
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateInput {
@@ -606,7 +595,7 @@ async fn create_share(
             let mut v = share_json(&c.share, now);
             v["link"] = json!(c.link);
             v["shlink"] = json!(c.shlink);
-            v["qr_svg"] = json!(qr_svg(&c.link));
+            v["qr_svg"] = json!(super::qr_svg(&c.link));
             Ok(v)
         })
         .await?;

@@ -10,46 +10,33 @@ use rand_core::RngCore;
 
 use super::grants::terms_of;
 use super::*;
-use crate::net::{client, NetError, NodeHandle};
+use crate::net::{client, NodeHandle};
 
 /// How long an invitation made without `valid_for_hours` may be accepted.
 const DEFAULT_VALID_HOURS: u64 = 7 * 24;
 
 fn node(st: &AppState) -> Result<NodeHandle, ApiError> {
-    st.node().cloned().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_network",
-            "invitations need the network node (`cophr node run`)",
-        )
-    })
+    super::node(st, "invitations need")
 }
 
-fn net_error(e: NetError) -> ApiError {
-    match e {
-        NetError::Refused { reason, .. } => ApiError::forbidden(reason),
-        NetError::Setup(m) => ApiError::conflict(m),
-        other => ApiError::new(StatusCode::BAD_GATEWAY, "unreachable", other.to_string()),
-    }
-}
-
-fn patient_only(st: &AppState, record: &RecordId) -> Result<(), ApiError> {
-    if *record != st.actor() {
+/// Only the patient (the current patient key, or one of the patient's devices: the home
+/// host checks the same, and a device may grant) makes, lists, confirms and declines the
+/// record's invitations.
+async fn patient_only(st: &AppState, record: &RecordId) -> Result<(), ApiError> {
+    let record = *record;
+    let patient = st
+        .blocking(move |st| {
+            let me = st.actor();
+            Ok(st.store().holds(&record)?
+                && st.store().with_record(&record, |r| r.is_patient(&me))?)
+        })
+        .await?;
+    if !patient {
         return Err(ApiError::forbidden(
             "only the patient makes and confirms invitations to their record",
         ));
     }
     Ok(())
-}
-
-/// A QR code of `text` as an SVG document.
-fn qr_svg(text: &str) -> Result<String, ApiError> {
-    let code = qrcode::QrCode::new(text.as_bytes())
-        .map_err(|e| ApiError::internal(format!("cannot make a QR code: {e}")))?;
-    Ok(code
-        .render::<qrcode::render::svg::Color<'_>>()
-        .min_dimensions(200, 200)
-        .build())
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,7 +60,7 @@ pub(super) async fn create(
     JsonBody(input): JsonBody<InviteInput>,
 ) -> Result<Response, ApiError> {
     let record = parse_record(&rid)?;
-    patient_only(&st, &record)?;
+    patient_only(&st, &record).await?;
     let handle = node(&st)?;
     let terms = terms_of(
         &input.categories,
@@ -165,7 +152,7 @@ pub(super) async fn list(
     Path(rid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let record = parse_record(&rid)?;
-    patient_only(&st, &record)?;
+    patient_only(&st, &record).await?;
     let b = fetch(&st, record).await?;
     // Built on a blocking thread, where who accepted is assessed against the trust list.
     let list = st
@@ -191,7 +178,7 @@ pub(super) async fn confirm(
     Path((rid, iid)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let record = parse_record(&rid)?;
-    patient_only(&st, &record)?;
+    patient_only(&st, &record).await?;
     let b = fetch(&st, record).await?;
     let o = find(&b, &iid)?;
     let a = o.accepted.clone().ok_or_else(|| {
@@ -222,7 +209,7 @@ pub(super) async fn decline(
     Path((rid, iid)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let record = parse_record(&rid)?;
-    patient_only(&st, &record)?;
+    patient_only(&st, &record).await?;
     let b = fetch(&st, record).await?;
     let o = find(&b, &iid)?;
     let handle = node(&st)?;
@@ -245,7 +232,15 @@ pub(super) async fn accept(
     let handle = node(&st)?;
     let invitation =
         Invitation::from_link(&input.link).map_err(|e| ApiError::invalid(e.to_string()))?;
-    if invitation.record == st.actor() {
+    let me = st.actor();
+    let record = invitation.record;
+    let own = st
+        .blocking(move |st| {
+            Ok(st.store().holds(&record)?
+                && st.store().with_record(&record, |r| r.is_patient(&me))?)
+        })
+        .await?;
+    if own {
         return Err(ApiError::invalid(
             "this is an invitation to your own record",
         ));

@@ -25,7 +25,7 @@ pub(super) async fn list_records(State(st): State<AppState>) -> Result<Json<Valu
                     json!({
                         "record": id,
                         "patient_name": r.profile(&r.patient(), None).map(|p| p.name.clone()),
-                        "is_mine": r.patient() == me,
+                        "is_mine": r.is_patient(&me),
                         "home": home,
                         "entries": r.len(),
                         "categories_visible": levels.keys().collect::<Vec<_>>(),
