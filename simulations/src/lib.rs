@@ -28,6 +28,7 @@ mod report;
 mod rng;
 mod scenario;
 mod sim;
+pub mod sweep;
 mod trace;
 
 pub use report::{Report, Sample, Window};

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cophr_simulations::{run_with, Options, Scenario, Size};
+use cophr_simulations::{run_with, sweep, Options, Scenario, Size};
 
 /// Many cophr nodes in one process, in virtual time, seeded and reproducible.
 #[derive(Debug, Parser)]
@@ -16,6 +16,13 @@ struct Args {
     /// The seed (the same seed gives the same run).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Sweep seeds FROM..TO (TO excluded) instead of one run: prints the figures and every
+    /// failing seed with the command that replays it; no plots.
+    #[arg(long, value_name = "FROM..TO", value_parser = parse_range, conflicts_with = "seed")]
+    seeds: Option<std::ops::Range<u64>>,
+    /// Threads for a sweep (default: the machine's cores).
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Where to write the SVG plot (default: target/sim/<scenario>-<seed>.svg).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -28,6 +35,18 @@ struct Args {
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
+}
+
+fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("`{s}` is not FROM..TO"))?;
+    let a: u64 = a.trim().parse().map_err(|e| format!("FROM: {e}"))?;
+    let b: u64 = b.trim().parse().map_err(|e| format!("TO: {e}"))?;
+    if b <= a {
+        return Err(format!("`{s}` is empty"));
+    }
+    Ok(a..b)
 }
 
 fn main() -> ExitCode {
@@ -43,14 +62,33 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let size = if args.small { Size::Small } else { Size::Full };
-    let outcome = run_with(
-        scenario,
-        args.seed,
-        size,
-        Options {
-            patients: args.patients,
-        },
-    );
+    let options = Options {
+        patients: args.patients,
+    };
+    if let Some(seeds) = args.seeds {
+        let jobs = args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let total = seeds.end - seeds.start;
+        let start = std::time::Instant::now();
+        let step = (total / 20).max(1);
+        let s = sweep::sweep(scenario, seeds, size, options, jobs, &|done| {
+            if done % step == 0 || done == total {
+                eprintln!("  {done}/{total} seeds ({} s)", start.elapsed().as_secs());
+            }
+        });
+        print!("{s}");
+        println!(
+            "  wall time    {} s on {jobs} threads",
+            start.elapsed().as_secs()
+        );
+        return if s.failures.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let outcome = run_with(scenario, args.seed, size, options);
     println!("{}", outcome.report);
     let path = match args.out {
         Some(p) if p.extension().is_some_and(|e| e == "svg") => p,

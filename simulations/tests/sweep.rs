@@ -136,3 +136,40 @@ fn the_command_line_lists_runs_and_plots() {
         .expect("runs");
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn a_sweep_runs_every_seed_on_several_threads_and_names_how_to_replay_failures() {
+    use cophr_simulations::sweep::sweep as run_sweep;
+    use cophr_simulations::Options;
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let s = run_sweep(
+        Scenario::Partition,
+        20..26,
+        Size::Small,
+        Options::default(),
+        2,
+        &|_| {
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        },
+    );
+    assert_eq!(s.runs, 6);
+    assert_eq!(done.into_inner(), 6);
+    assert_eq!(s.passed, 6, "{s}");
+    assert!(s.failures.is_empty() && s.not_converged == 0, "{s}");
+    assert!(s.entries > 0 && s.messages > 0);
+    assert!(s.converge.0 <= s.converge.1);
+    // The same seeds on one thread give the same figures.
+    let one = run_sweep(
+        Scenario::Partition,
+        20..26,
+        Size::Small,
+        Options::default(),
+        1,
+        &|_| {},
+    );
+    assert_eq!(one, s);
+    assert_eq!(
+        s.replay(23),
+        "cargo run -p cophr-simulations --release -- --scenario partition --seed 23 --small"
+    );
+}
