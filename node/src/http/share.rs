@@ -328,7 +328,7 @@ fn patient_only(session: &Session, record: &RecordId) -> Result<(), ShareFailure
     match session.store.with_record(record, |r| r.is_patient(&me)) {
         Ok(true) => Ok(()),
         Ok(false) => Err(ShareFailure::NotPatient),
-        Err(StoreError::NotFound(_)) => Err(ShareFailure::NotHeld(*record)),
+        Err(StoreError::NotFound(_)) => Err(ShareFailure::NotPatient),
         Err(e) => Err(e.into()),
     }
 }
