@@ -846,6 +846,8 @@ fn george_on_his_phone(t: &mut Tour, nodes: &mut Nodes, george: &str, host: &str
         &["device", "add", &phone, "--label", "George's phone"],
         Expect::Ok,
     )?;
+    // The host holds the addition before the phone asks it for the record.
+    t.run("george", &["sync"], Expect::Ok)?;
     t.run("phone", &["follow", george, "--host", host], Expect::Ok)?;
     let out = t.run(
         "phone",
