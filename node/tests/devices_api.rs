@@ -736,3 +736,56 @@ async fn a_new_key_recovers_the_record_from_its_home_host_with_approvals() {
         .await
         .error(StatusCode::CONFLICT, "conflict");
 }
+
+#[tokio::test]
+async fn the_web_app_seals_a_key_backup_that_opens_only_with_its_passphrase() {
+    let george = key(61, "George");
+    let f = fixture(&george, profile("George Jones", "patient", None));
+    // Too short a passphrase is refused before anything is derived.
+    f_short(&f).await;
+    let made = post(
+        &f.state,
+        "/api/v1/key-backup",
+        json!({"passphrase": "correct horse battery staple"}),
+    )
+    .await
+    .ok(StatusCode::CREATED);
+    assert_eq!(made["actor"], george.actor().to_string());
+    assert_eq!(made["host"], Value::Null);
+    assert_eq!(
+        made["file_name"],
+        format!("cophr-key-{}.backup", george.actor())
+    );
+    assert!(!made.to_string().contains("correct horse"));
+    let bytes = data_encoding::BASE64
+        .decode(made["backup"].as_str().unwrap().as_bytes())
+        .unwrap();
+    let sealed = cophr_protocol::backup::KeyBackup::decode(&bytes).unwrap();
+    assert!(sealed.open("correct horse battery stapler").is_err());
+    let restored = sealed.open("correct horse battery staple").unwrap();
+    assert_eq!(restored.key.actor(), george.actor());
+    assert_eq!(restored.holder.unwrap().name, "George Jones");
+    // Keeping it at the home host needs the network node.
+    post(
+        &f.state,
+        "/api/v1/key-backup",
+        json!({"passphrase": "correct horse battery staple", "to_host": true}),
+    )
+    .await
+    .error(StatusCode::SERVICE_UNAVAILABLE, "no_network");
+    // Unknown fields are refused.
+    post(
+        &f.state,
+        "/api/v1/key-backup",
+        json!({"passphrase": "correct horse battery staple", "key": "x"}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_input");
+}
+
+async fn f_short(f: &Fixture) {
+    let msg = post(&f.state, "/api/v1/key-backup", json!({"passphrase": "short"}))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert!(msg.contains("at least 12"), "{msg}");
+}

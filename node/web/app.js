@@ -38,6 +38,7 @@ const ROUTES = {
   approveRecovery: ['POST', '/records/{rid}/recovery-approvals'],
   recoveryRequest: ['GET', '/recovery-request'],
   recover: ['POST', '/recover'],
+  keyBackup: ['POST', '/key-backup'],
 };
 const TOKEN_KEY = 'cophr-token';
 const LEVELS = ['view', 'annotate', 'write', 'delete'];
@@ -1403,9 +1404,66 @@ async function renderDevices(panel) {
       + 'if you lose this one.'));
   const devBox = h('section', { id: 'devices-box', 'aria-labelledby': 'devices-title' });
   const gBox = h('section', { id: 'guardians-box', 'aria-labelledby': 'guardians-title' });
-  panel.append(devBox, deviceForm(devBox), gBox);
+  panel.append(devBox, deviceForm(devBox), gBox, keyBackupForm());
   await listDevices(devBox);
   await renderGuardians(gBox);
+}
+
+// An encrypted backup of this identity's key: sealed by the node under the passphrase typed
+// here (never kept, logged or shown again), downloaded as a file, and if asked kept by the
+// home host, which cannot open it.
+function keyBackupForm() {
+  const done = h('div', { id: 'key-backup-done', 'aria-live': 'polite' });
+  const form = h('form', { id: 'key-backup-form', novalidate: true, 'aria-labelledby': 'key-backup-title' },
+    h('h3', { id: 'key-backup-title' }, 'Back up your key'),
+    h('p', { class: 'help' }, 'An encrypted copy of your key that opens only with a passphrase. Keep the '
+      + 'file and the passphrase apart, and not only on this machine. Restore it in a new home with '
+      + '`cophr key restore FILE` (or `--from-host`).'),
+    h('div', { class: 'field' },
+      h('label', { for: 'key-backup-pass' }, 'Passphrase (at least 12 characters)'),
+      h('input', { id: 'key-backup-pass', type: 'password', autocomplete: 'new-password', minlength: '12' })),
+    h('div', { class: 'field' },
+      h('label', { for: 'key-backup-pass2' }, 'The passphrase again'),
+      h('input', { id: 'key-backup-pass2', type: 'password', autocomplete: 'new-password' })),
+    h('div', { class: 'field' },
+      h('label', {},
+        h('input', { id: 'key-backup-host', type: 'checkbox' }),
+        ' Also keep it at my home host (it cannot open it)')),
+    h('button', { type: 'submit' }, 'Make the backup'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearError();
+    const pass = $('key-backup-pass');
+    const again = $('key-backup-pass2');
+    if ([...pass.value].length < 12) {
+      pass.setAttribute('aria-invalid', 'true');
+      pass.focus();
+      showError(new Error('Choose a passphrase of at least 12 characters.'));
+      return;
+    }
+    if (pass.value !== again.value) {
+      again.setAttribute('aria-invalid', 'true');
+      again.focus();
+      showError(new Error('The two passphrases differ.'));
+      return;
+    }
+    pass.removeAttribute('aria-invalid');
+    again.removeAttribute('aria-invalid');
+    const body = { passphrase: pass.value, to_host: $('key-backup-host').checked };
+    setStatus('Sealing the backup (this takes a moment on purpose)…');
+    const got = await attempt(() => api('keyBackup', {}, { body }));
+    pass.value = '';
+    again.value = '';
+    if (!got) return;
+    const bytes = Uint8Array.from(atob(got.backup), (c) => c.charCodeAt(0));
+    const url = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
+    done.replaceChildren(
+      h('p', { id: 'key-backup-made' }, `Backup made: ${bytes.length} bytes, `
+        + (got.host ? `also kept by your home host ${got.host}.` : 'on this device only.')),
+      h('p', {}, h('a', { id: 'key-backup-link', href: url, download: got.file_name }, `Download ${got.file_name}`)));
+    setStatus('Backup made. Download it, and keep the passphrase somewhere else.');
+  });
+  return h('section', { id: 'key-backup-box' }, form, done);
 }
 
 async function listDevices(box) {

@@ -1113,6 +1113,23 @@ fn the_patient_adds_a_device_and_names_a_guardian_who_approves_a_recovery_in_the
         wait_text(&c, "#status", "Guardians saved").await;
         wait_text(&c, "#guardian-list", &mary.actor[..12]).await;
         wait_text(&c, "#guardians-now", "Any 1 of these 1").await;
+        // A backup of his key, sealed under a passphrase and kept by his home host too.
+        type_into(&c, "#key-backup-pass", "correct horse battery staple").await;
+        type_into(&c, "#key-backup-pass2", "correct horse battery stable").await;
+        click(&c, "#key-backup-form button[type=submit]").await;
+        wait_text(&c, "#error", "The two passphrases differ").await;
+        type_into(&c, "#key-backup-pass2", "correct horse battery staple").await;
+        click(&c, "#key-backup-host").await;
+        click(&c, "#key-backup-form button[type=submit]").await;
+        let made = wait_text(&c, "#key-backup-made", "also kept by your home host").await;
+        assert!(made.contains(&host_node.peer_id()), "{made}");
+        let link = wait_for(&c, "#key-backup-link").await;
+        assert_eq!(
+            link.attr("download").await.expect("the link's download name"),
+            Some(format!("cophr-key-{}.backup", george.actor))
+        );
+        // The passphrase fields are emptied.
+        assert_eq!(wait_value_or_empty(&c, "#key-backup-pass").await, "");
         screenshot(
             &c.screenshot().await.expect("a screenshot"),
             "web-app-devices.png",
@@ -1188,5 +1205,41 @@ fn the_patient_adds_a_device_and_names_a_guardian_who_approves_a_recovery_in_the
         driver.session.lock().expect("the session slot").take();
     });
     drop(driver);
+    // The backup the web app made opens, from the host, in a new home with the passphrase.
+    let restored = tempfile::TempDir::new().expect("a new home");
+    let pass = restored.path().join("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").expect("the passphrase file");
+    let home = restored.path().join("home");
+    let out = Command::new(cli_support::cophr_bin())
+        .arg("--home")
+        .arg(&home)
+        .args(["key", "restore", "--from-host", &host_node.addr(), "--actor", &george.actor])
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .output()
+        .expect("cophr runs");
+    assert!(
+        out.status.success(),
+        "restore from the host: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let who = Command::new(cli_support::cophr_bin())
+        .arg("--home")
+        .arg(&home)
+        .args(["--json", "whoami"])
+        .output()
+        .expect("cophr runs");
+    assert!(String::from_utf8_lossy(&who.stdout).contains(&george.actor));
     drop((george_node, mary_node, new_node, host_node));
+}
+
+/// An input's current value (empty if none).
+async fn wait_value_or_empty(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .expect("the input")
+        .prop("value")
+        .await
+        .expect("its value")
+        .unwrap_or_default()
 }

@@ -40,6 +40,7 @@ mod devices;
 mod entries;
 mod grants;
 mod invitations;
+mod keys;
 mod records;
 mod recovery;
 
@@ -115,6 +116,7 @@ pub fn routes() -> Router<AppState> {
         .route("/records/{rid}/recovery-approvals", post(recovery::approve))
         .route("/recovery-request", get(recovery::request))
         .route("/recover", post(recovery::recover))
+        .route("/key-backup", post(keys::backup))
 }
 
 // ---------------------------------------------------------------------------------------
