@@ -784,8 +784,12 @@ async fn the_web_app_seals_a_key_backup_that_opens_only_with_its_passphrase() {
 }
 
 async fn f_short(f: &Fixture) {
-    let msg = post(&f.state, "/api/v1/key-backup", json!({"passphrase": "short"}))
-        .await
-        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    let msg = post(
+        &f.state,
+        "/api/v1/key-backup",
+        json!({"passphrase": "short"}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_input");
     assert!(msg.contains("at least 12"), "{msg}");
 }

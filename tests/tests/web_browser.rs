@@ -1125,7 +1125,9 @@ fn the_patient_adds_a_device_and_names_a_guardian_who_approves_a_recovery_in_the
         assert!(made.contains(&host_node.peer_id()), "{made}");
         let link = wait_for(&c, "#key-backup-link").await;
         assert_eq!(
-            link.attr("download").await.expect("the link's download name"),
+            link.attr("download")
+                .await
+                .expect("the link's download name"),
             Some(format!("cophr-key-{}.backup", george.actor))
         );
         // The passphrase fields are emptied.
@@ -1213,7 +1215,14 @@ fn the_patient_adds_a_device_and_names_a_guardian_who_approves_a_recovery_in_the
     let out = Command::new(cli_support::cophr_bin())
         .arg("--home")
         .arg(&home)
-        .args(["key", "restore", "--from-host", &host_node.addr(), "--actor", &george.actor])
+        .args([
+            "key",
+            "restore",
+            "--from-host",
+            &host_node.addr(),
+            "--actor",
+            &george.actor,
+        ])
         .arg("--passphrase-file")
         .arg(&pass)
         .output()

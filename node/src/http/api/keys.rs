@@ -90,7 +90,9 @@ pub(super) async fn backup(
     let mut host = None;
     if let Some(handle) = handle {
         let record = record.ok_or_else(|| {
-            ApiError::conflict("this identity is the patient of no record held here, so it has no home host")
+            ApiError::conflict(
+                "this identity is the patient of no record held here, so it has no home host",
+            )
         })?;
         let addr = handle
             .peer_book(&record)
