@@ -17,6 +17,7 @@ const TARGETS: &[&str] = &[
     "signed_objects",
     "sync_server",
     "sync_client",
+    "log_open",
 ];
 
 /// Seconds of fresh fuzzing per target after the corpus is replayed.
