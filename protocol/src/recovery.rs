@@ -161,10 +161,10 @@ impl GuardianApproval {
             return Err(RecoveryError::NotAGuardian(key.actor()));
         }
         if record.patient_keys().contains(&request.new)
-            || !record
+            || record
                 .devices_of(&record.id())
                 .iter()
-                .all(|d| d.device != request.new)
+                .any(|d| d.device == request.new)
             || request.new == key.actor()
         {
             return Err(RecoveryError::KeyInUse(request.new));

@@ -106,6 +106,31 @@ fn george_uses_a_phone_loses_his_key_and_two_guardians_give_him_a_new_one() {
     assert_eq!(devices["devices"][0]["device"], phone.actor.as_str());
     assert_eq!(devices["devices"][0]["label"], "George's phone");
     assert!(devices["devices"][0]["removed"].is_null());
+    // The phone knows whose it is: it does not start a record of its own.
+    let records = phone.live_json(&["records"]);
+    assert_eq!(records["records"][0]["access"], "patient (device)");
+    let r = phone.live(&["record", "create"]);
+    assert_eq!(r.code, 7, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("already acts as the patient"),
+        "{}",
+        r.stderr
+    );
+    // The phone is lost: George removes it, and from then on it writes nothing.
+    george.live_ok(&["device", "remove", &phone.actor, "--reason", "phone lost"]);
+    george.live_ok(&["sync"]);
+    let devices = george.live_json(&["device", "list"]);
+    assert!(devices["devices"][0]["removed"].is_string(), "{devices}");
+    // The host serves and takes nothing from the removed phone: what it writes now (it
+    // cannot even learn of its removal) reaches no one.
+    let late = phone.live_add(&["vital-signs", "--systolic", "99", "--diastolic", "60"]);
+    let r = phone.live(&["sync"]);
+    assert_ne!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("no access"), "{}", r.stderr);
+    let check = george.live_add(&["vital-signs", "--systolic", "127", "--diastolic", "81"]);
+    eventually("Mary sees George's reading", || mary.sees(&check));
+    assert!(!mary.sees(&late) && !george.sees(&late));
+    assert!(george.sees(&amended), "what the phone wrote before stays");
     // Only the patient names guardians.
     let r = pharmacist.live(&[
         "--record",
@@ -173,6 +198,9 @@ fn george_uses_a_phone_loses_his_key_and_two_guardians_give_him_a_new_one() {
     let r = george.live(&["recover", "finish", "--host", &host_node.addr(), &from_mary]);
     assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("threshold is 2"), "{}", r.stderr);
+    // Refused, the node does not keep the host as the home of a record it may not see.
+    let peers = george.live_json(&["peers", "--record", &record]);
+    assert!(peers["records"][0]["home"].is_null(), "{peers}");
     let mut altered = from_gp.clone().into_bytes();
     let i = altered.len() - 4;
     altered[i] = if altered[i] == b'A' { b'B' } else { b'A' };

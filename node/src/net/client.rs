@@ -271,11 +271,12 @@ pub async fn recover(
         )));
     }
     let (peer, _) = split(host)?;
-    let mut book = handle.peer_book(&record)?;
+    let before = handle.peer_book(&record)?;
+    let mut book = before.clone();
     book.replicas.retain(|r| r != host);
     book.home = Some(host.clone());
     handle.set_peer_book(&record, &book)?;
-    let pulled = run_sync(
+    let pulled = match run_sync(
         handle,
         peer,
         vec![host.clone()],
@@ -284,8 +285,16 @@ pub async fn recover(
         None,
         Some(recovery.clone()),
     )
-    .await?
-    .pulled;
+    .await
+    {
+        Ok(r) => r.pulled,
+        Err(e) => {
+            // Refused (too few approvals, say): forget the host, so the node does not keep
+            // syncing a record it may not see.
+            handle.set_peer_book(&record, &before)?;
+            return Err(e);
+        }
+    };
     let store = handle.store().clone();
     let key = handle.identity().clone();
     let payload = recovery.payload();
