@@ -108,7 +108,7 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | Rejection::WrongRecord(_)
         | Rejection::Malformed(_)
         | Rejection::NoGenesis => Code::Invalid,
-        Rejection::GenesisExists | Rejection::Fork { .. } => Code::Conflict,
+        Rejection::GenesisExists | Rejection::Fork { .. } | Rejection::Sealing(_) => Code::Conflict,
         Rejection::MissingParents(_)
         | Rejection::Backlink(_)
         | Rejection::CrossStream(_)

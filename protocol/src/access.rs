@@ -17,6 +17,10 @@ use crate::trust::attestation::{AssuranceLevel, SignedAttestation};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Level {
+    /// Store, verify and serve, never read (blind hosting): the grantee pulls every entry
+    /// of its scope, as signed, but no epoch key is wrapped for it, so it opens no sealed
+    /// content; it writes nothing. A home host is a relay for the records it hosts.
+    Relay,
     /// View only.
     View,
     /// View and annotate.
@@ -29,11 +33,23 @@ pub enum Level {
 
 impl Level {
     /// Every level, lowest first.
-    pub const ALL: [Level; 4] = [Level::View, Level::Annotate, Level::Write, Level::Delete];
+    pub const ALL: [Level; 5] = [
+        Level::Relay,
+        Level::View,
+        Level::Annotate,
+        Level::Write,
+        Level::Delete,
+    ];
+
+    /// Whether this level reads content (view or above: epoch keys are wrapped for it).
+    pub fn reads(self) -> bool {
+        self >= Level::View
+    }
 
     /// The name used in flags and on the wire.
     pub fn name(self) -> &'static str {
         match self {
+            Level::Relay => "relay",
             Level::View => "view",
             Level::Annotate => "annotate",
             Level::Write => "write",
@@ -50,7 +66,7 @@ impl fmt::Display for Level {
 
 /// An unknown level name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown access level `{0}` (expected view, annotate, write or delete)")]
+#[error("unknown access level `{0}` (expected relay, view, annotate, write or delete)")]
 pub struct UnknownLevel(pub String);
 
 impl FromStr for Level {

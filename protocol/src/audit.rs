@@ -49,16 +49,19 @@ impl Action {
     /// entry kind to audit action (genesis and create add, amend edits, a move is a move…).
     pub fn for_payload(p: &Payload) -> Action {
         match p {
-            Payload::Genesis { .. } | Payload::Create { .. } => Action::Add,
-            Payload::Amend { .. } => Action::Edit,
-            Payload::Delete { .. } => Action::Delete,
-            Payload::Annotate { .. } => Action::Annotate,
+            Payload::Genesis { .. } | Payload::Create { .. } | Payload::SealedCreate { .. } => {
+                Action::Add
+            }
+            Payload::Amend { .. } | Payload::SealedAmend { .. } => Action::Edit,
+            Payload::Delete { .. } | Payload::SealedDelete { .. } => Action::Delete,
+            Payload::Annotate { .. } | Payload::SealedAnnotate { .. } => Action::Annotate,
             Payload::Grant(_) => Action::Grant,
             Payload::Revoke { .. } => Action::Revoke,
             Payload::Profile(_) => Action::Profile,
             Payload::MoveHome { .. } => Action::Move,
             Payload::AddDevice { .. } | Payload::RemoveDevice { .. } => Action::Device,
             Payload::SetGuardians { .. }
+            | Payload::KeyWrap { .. }
             | Payload::RotateKey { .. }
             | Payload::RotationPart { .. } => Action::Keys,
         }

@@ -12,6 +12,7 @@ use crate::access::Grant;
 use crate::category::Category;
 use crate::ids::{ActorId, EntryId, RecordId, Sig};
 use crate::keys::{self, Domain, KeyError, Keypair};
+use crate::seal::{EpochId, Sealed, Wrapped};
 use crate::trust::attestation::{AttestationError, SignedAttestation};
 use crate::value::{Value, ValueError};
 
@@ -32,6 +33,12 @@ pub const FORMAT_VERSION: u8 = 1;
 pub const MAX_PROFILE_ATTESTATIONS: usize = 8;
 /// Most guardians a patient names (and so most approvals a rotation carries).
 pub const MAX_GUARDIANS: usize = 16;
+/// Most wrapped keys one key-wrap entry carries (readers of one stream at once).
+pub const MAX_WRAPS: usize = 512;
+/// Bytes of HPKE's encapsulated key for X25519.
+const WRAP_ENC_BYTES: usize = 32;
+/// Bytes of a wrapped epoch key (the key and its tag).
+const WRAP_CT_BYTES: usize = crate::seal::EPOCH_KEY_BYTES + 16;
 
 /// Who an actor is: signed by that actor in a profile entry (or the patient's genesis).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +177,48 @@ pub enum Payload {
         /// The category stream.
         category: Category,
     },
+    /// A new item of record data, its body sealed under the stream's epoch key (blind
+    /// hosting: see [`crate::record`], "Sealed content"). Opened, it is a [`Payload::Create`].
+    SealedCreate {
+        /// Its category (visible: the gate and relays need it).
+        category: Category,
+        /// The body's canonical CBOR, sealed.
+        content: Sealed,
+    },
+    /// A sealed [`Payload::Amend`]: the new body, sealed.
+    SealedAmend {
+        /// The version this supersedes.
+        target: EntryId,
+        /// The body's canonical CBOR, sealed.
+        content: Sealed,
+    },
+    /// A sealed [`Payload::Delete`]: the reason, sealed.
+    SealedDelete {
+        /// The version this supersedes.
+        target: EntryId,
+        /// The reason's canonical CBOR, sealed.
+        content: Sealed,
+    },
+    /// A sealed [`Payload::Annotate`]: the note, sealed.
+    SealedAnnotate {
+        /// The entry annotated.
+        target: EntryId,
+        /// The note's canonical CBOR, sealed.
+        content: Sealed,
+    },
+    /// One category stream's epoch key, wrapped for readers: opening a new epoch (`opens`,
+    /// wrapped for every reader of the stream at this position) or giving an existing
+    /// epoch's key to more readers. In the administrative stream.
+    KeyWrap {
+        /// The category stream.
+        category: Category,
+        /// The epoch.
+        epoch: EpochId,
+        /// Whether this entry opens the epoch (its first wraps).
+        opens: bool,
+        /// The wrapped keys, sorted by reader, without duplicates (1 to [`MAX_WRAPS`]).
+        wraps: Vec<Wrapped>,
+    },
     /// The patient moved the record to a new home host. Replicas follow it.
     MoveHome {
         /// The new host's peer id (bytes).
@@ -185,10 +234,11 @@ impl Payload {
     pub fn kind(&self) -> &'static str {
         match self {
             Payload::Genesis { .. } => "genesis",
-            Payload::Create { .. } => "create",
-            Payload::Amend { .. } => "amend",
-            Payload::Delete { .. } => "delete",
-            Payload::Annotate { .. } => "annotate",
+            Payload::Create { .. } | Payload::SealedCreate { .. } => "create",
+            Payload::Amend { .. } | Payload::SealedAmend { .. } => "amend",
+            Payload::Delete { .. } | Payload::SealedDelete { .. } => "delete",
+            Payload::Annotate { .. } | Payload::SealedAnnotate { .. } => "annotate",
+            Payload::KeyWrap { .. } => "key-wrap",
             Payload::Grant(_) => "grant",
             Payload::Revoke { .. } => "revoke",
             Payload::Profile(_) => "profile",
@@ -206,9 +256,51 @@ impl Payload {
         match self {
             Payload::Amend { target, .. }
             | Payload::Delete { target, .. }
-            | Payload::Annotate { target, .. } => Some(*target),
+            | Payload::Annotate { target, .. }
+            | Payload::SealedAmend { target, .. }
+            | Payload::SealedDelete { target, .. }
+            | Payload::SealedAnnotate { target, .. } => Some(*target),
             Payload::Revoke { grant, .. } => Some(*grant),
             Payload::RotationPart { rotation, .. } => Some(*rotation),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a create, plain or sealed (an item's first version).
+    pub fn is_create(&self) -> bool {
+        matches!(self, Payload::Create { .. } | Payload::SealedCreate { .. })
+    }
+
+    /// Whether this is an amend, plain or sealed.
+    pub fn is_amend(&self) -> bool {
+        matches!(self, Payload::Amend { .. } | Payload::SealedAmend { .. })
+    }
+
+    /// Whether this is a delete, plain or sealed.
+    pub fn is_delete(&self) -> bool {
+        matches!(self, Payload::Delete { .. } | Payload::SealedDelete { .. })
+    }
+
+    /// Whether this is an annotation, plain or sealed.
+    pub fn is_annotate(&self) -> bool {
+        matches!(
+            self,
+            Payload::Annotate { .. } | Payload::SealedAnnotate { .. }
+        )
+    }
+
+    /// Whether this is record data (create, amend, delete, annotate), plain or sealed.
+    pub fn is_data(&self) -> bool {
+        self.is_create() || self.is_amend() || self.is_delete() || self.is_annotate()
+    }
+
+    /// The sealed content, for the sealed kinds.
+    pub fn sealed(&self) -> Option<&Sealed> {
+        match self {
+            Payload::SealedCreate { content, .. }
+            | Payload::SealedAmend { content, .. }
+            | Payload::SealedDelete { content, .. }
+            | Payload::SealedAnnotate { content, .. } => Some(content),
             _ => None,
         }
     }
@@ -351,6 +443,9 @@ pub enum EntryError {
     /// by signer, or an approval by the new key itself.
     #[error("rotation approvals invalid: {0}")]
     Approvals(&'static str),
+    /// A key-wrap entry's wraps are empty, too many, unsorted, duplicated or misshapen.
+    #[error("key wraps invalid: {0}")]
+    Wraps(&'static str),
     /// A key-management entry names the wrong keys (a device that is its own author, a
     /// rotation to the same key).
     #[error("{0}")]
@@ -426,6 +521,28 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
         | Payload::Revoke { reason, .. }
         | Payload::RemoveDevice { reason, .. } => short("reason", reason, MAX_SHORT_TEXT)?,
         Payload::Annotate { text, .. } => short("text", text, MAX_NOTE_TEXT)?,
+        Payload::SealedCreate { content, .. }
+        | Payload::SealedAmend { content, .. }
+        | Payload::SealedDelete { content, .. }
+        | Payload::SealedAnnotate { content, .. } => {
+            if content.ct.len() < 16 || content.ct.len() > crate::seal::MAX_PLAINTEXT + 16 {
+                return Err(EntryError::Text("content"));
+            }
+        }
+        Payload::KeyWrap { wraps, .. } => {
+            if wraps.is_empty() || wraps.len() > MAX_WRAPS {
+                return Err(EntryError::Wraps("1 to 512 wrapped keys"));
+            }
+            if wraps.windows(2).any(|w| w[0].to >= w[1].to) {
+                return Err(EntryError::Wraps("not sorted by reader or duplicated"));
+            }
+            if wraps
+                .iter()
+                .any(|w| w.enc.len() != WRAP_ENC_BYTES || w.ct.len() != WRAP_CT_BYTES)
+            {
+                return Err(EntryError::Wraps("a wrapped key of the wrong size"));
+            }
+        }
         Payload::Grant(g) => {
             if let Some(l) = &g.label {
                 short("label", l, MAX_SHORT_TEXT)?;

@@ -12,7 +12,7 @@ use crate::access::{Level, Requirement, Scope};
 use crate::category::Category;
 use crate::entry::{Payload, Profile, Timestamp};
 use crate::ids::{ActorId, EntryId};
-use crate::record::{Record, Status};
+use crate::record::{ContentState, Record, Status};
 use crate::trust::attestation::SignedAttestation;
 use crate::value::Value;
 
@@ -262,6 +262,10 @@ pub struct Item {
     pub conflict: bool,
     /// Annotations on any version of the item.
     pub annotations: Vec<EntryId>,
+    /// Why the version in effect is flagged: sealed content that, once opened, fails its
+    /// category's rules (the body is shown as it decoded, or null). `None`: well-formed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
 }
 
 fn value_json<S: serde::Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
@@ -275,6 +279,9 @@ pub struct State {
     pub items: Vec<Item>,
     /// Items whose version in effect is a logical delete (kept in history), oldest first.
     pub deleted: Vec<EntryId>,
+    /// Items the viewer may see but whose version in effect is sealed under a key not
+    /// held here (a relay, or a reader not yet given the key), oldest first.
+    pub locked: Vec<EntryId>,
 }
 
 impl State {
@@ -297,6 +304,7 @@ pub fn current(record: &Record, viewer: &Viewer) -> State {
     let mut state = State::default();
     let mut items: BTreeMap<(usize, Timestamp, EntryId), Item> = BTreeMap::new();
     let mut deleted = std::collections::BTreeSet::new();
+    let mut locked = std::collections::BTreeSet::new();
     let cat_rank = |c: &Category| {
         Category::BUILT_IN
             .iter()
@@ -305,7 +313,9 @@ pub fn current(record: &Record, viewer: &Viewer) -> State {
     };
     for e in record.entries() {
         let id = e.id();
-        let Payload::Create { category, .. } = &e.entry().payload else {
+        let (Payload::Create { category, .. } | Payload::SealedCreate { category, .. }) =
+            &e.entry().payload
+        else {
             continue;
         };
         if record.status(&id) != Some(&Status::Valid) || !record.can_see(viewer, &id) {
@@ -333,12 +343,26 @@ pub fn current(record: &Record, viewer: &Viewer) -> State {
             continue;
         };
         let Some(w) = record.get(&win) else { continue };
-        let body = match &w.entry().payload {
-            Payload::Create { body, .. } | Payload::Amend { body, .. } => body.clone(),
-            _ => {
+        let flag = match record.content_state(&win) {
+            Some(ContentState::Locked) => {
+                if w.entry().payload.is_delete() {
+                    deleted.insert((e.entry().time, id));
+                } else {
+                    locked.insert((e.entry().time, id));
+                }
+                continue;
+            }
+            Some(ContentState::Flagged(why)) => Some(why.to_owned()),
+            _ => None,
+        };
+        let body = match record.payload(&win) {
+            Some(Payload::Create { body, .. } | Payload::Amend { body, .. }) => body.clone(),
+            Some(p) if p.is_delete() => {
                 deleted.insert((e.entry().time, id));
                 continue;
             }
+            // Flagged content that did not decode.
+            _ => Value::Null,
         };
         let mut annotations: Vec<EntryId> = versions
             .iter()
@@ -360,11 +384,13 @@ pub fn current(record: &Record, viewer: &Viewer) -> State {
                 versions: versions.len(),
                 conflict: heads.len() > 1,
                 annotations,
+                flag,
             },
         );
     }
     state.items = items.into_values().collect();
     state.deleted = deleted.into_iter().map(|(_, id)| id).collect();
+    state.locked = locked.into_iter().map(|(_, id)| id).collect();
     state
 }
 
@@ -401,6 +427,12 @@ pub struct Version {
     pub in_effect: bool,
     /// Whether this version is the one in effect now.
     pub current: bool,
+    /// Sealed under a key not held here: `content` is null.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub locked: bool,
+    /// Why the content is flagged (sealed content failing its category's rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
 }
 
 /// An item's complete history.
@@ -453,12 +485,14 @@ fn history_in(
     for _ in 0..record.len() {
         let e = record.get(&root)?;
         match e.entry().payload.target() {
-            Some(t) if !matches!(e.entry().payload, Payload::Create { .. }) => root = t,
+            Some(t) if !e.entry().payload.is_create() => root = t,
             _ => break,
         }
     }
     let category = match &record.get(&root)?.entry().payload {
-        Payload::Create { category, .. } => category.clone(),
+        Payload::Create { category, .. } | Payload::SealedCreate { category, .. } => {
+            category.clone()
+        }
         _ => return None,
     };
     if !record.can_see(viewer, &root) {
@@ -484,7 +518,8 @@ fn history_in(
         .filter(|v| record.can_see(viewer, v))
         .filter_map(|v| {
             let e = record.get(&v)?.entry();
-            let content = match &e.payload {
+            let state = record.content_state(&v);
+            let content = match record.payload(&v)? {
                 Payload::Create { body, .. } | Payload::Amend { body, .. } => body.clone(),
                 Payload::Delete { reason, .. } => Value::Text(reason.clone()),
                 Payload::Annotate { text, .. } => Value::Text(text.clone()),
@@ -498,6 +533,11 @@ fn history_in(
                 provenance: provenance(record, &v)?,
                 in_effect: record.status(&v) == Some(&Status::Valid),
                 current: in_effect == Some(v),
+                locked: state == Some(ContentState::Locked),
+                flag: match state {
+                    Some(ContentState::Flagged(why)) => Some(why.to_owned()),
+                    _ => None,
+                },
             })
         })
         .collect();

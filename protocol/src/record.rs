@@ -36,9 +36,11 @@ use crate::ids::{ActorId, EntryId, RecordId};
 use crate::schema::{self, SchemaError};
 
 mod devices;
+mod sealing;
 
 pub(crate) use devices::Acting;
 pub use devices::{DeviceInfo, Guardians};
+pub use sealing::{ContentState, SealPolicy, SealingError};
 
 /// Why an entry is not authorised.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -235,6 +237,9 @@ pub enum Rejection {
     /// The entry is malformed (a field empty or too long, too many parents…).
     #[error("malformed entry: {0}")]
     Malformed(#[from] crate::entry::EntryError),
+    /// Sealed content or a key wrap breaks a sealing rule (see "Sealed content").
+    #[error("sealing: {0}")]
+    Sealing(#[from] sealing::SealingError),
     /// The target of an amend, delete, annotate or revoke is missing or unsuitable.
     #[error("target {id}: {why}")]
     Target {
@@ -349,6 +354,8 @@ pub struct Record {
     retirements: HashMap<(ActorId, ActorId), Vec<EntryId>>,
     /// `RotateKey` entries by the key they rotate away from.
     rotations_from: HashMap<ActorId, Vec<EntryId>>,
+    /// Epochs, key wraps, sealed entries, and what this replica opened.
+    sealing: sealing::Sealing,
 }
 
 /// What an entry needs checked, computed by [`Record::check`].
@@ -383,6 +390,7 @@ impl Record {
             device_adds: HashMap::new(),
             retirements: HashMap::new(),
             rotations_from: HashMap::new(),
+            sealing: sealing::Sealing::default(),
         }
     }
 
@@ -477,10 +485,15 @@ impl Record {
     /// (administrative) otherwise.
     pub fn category_of_payload(&self, p: &Payload) -> Option<Category> {
         match p {
-            Payload::Create { category, .. } => Some(category.clone()),
+            Payload::Create { category, .. } | Payload::SealedCreate { category, .. } => {
+                Some(category.clone())
+            }
             Payload::Amend { target, .. }
             | Payload::Delete { target, .. }
-            | Payload::Annotate { target, .. } => self.category_of(target).cloned(),
+            | Payload::Annotate { target, .. }
+            | Payload::SealedAmend { target, .. }
+            | Payload::SealedDelete { target, .. }
+            | Payload::SealedAnnotate { target, .. } => self.category_of(target).cloned(),
             Payload::Revoke { category, .. } | Payload::RemoveDevice { category, .. } => {
                 category.clone()
             }
@@ -725,6 +738,7 @@ impl Record {
         let past = |x: &EntryId| self.nodes.get(x).is_some_and(|n| self.in_clock(n, &clock));
         let (category, root) = self.check_subject(e, check_body, &past)?;
         let acting = self.check_actor(e, &past)?;
+        self.check_sealing(e, category.as_ref(), &past)?;
         let (mut status, proxies) = if e.auth.is_none() {
             self.check_patient(e, &acting, &past)?;
             (Status::Valid, Vec::new())
@@ -882,13 +896,19 @@ impl Record {
                 }
                 (cat, t.root)
             }
-            Payload::Delete { target, .. } => {
+            Payload::Delete { target, .. }
+            | Payload::SealedAmend { target, .. }
+            | Payload::SealedDelete { target, .. } => {
+                // A sealed body's schema is checked by the readers that open it.
                 let t = self.data_target(target, past, false)?;
                 (t.category.clone(), t.root)
             }
-            Payload::Annotate { target, .. } => {
+            Payload::Annotate { target, .. } | Payload::SealedAnnotate { target, .. } => {
                 let t = self.data_target(target, past, true)?;
                 (t.category.clone(), None)
+            }
+            Payload::SealedCreate { category, .. } | Payload::KeyWrap { category, .. } => {
+                (Some(category.clone()), None)
             }
             Payload::Revoke { category, .. } | Payload::RemoveDevice { category, .. } => {
                 (category.clone(), None)
@@ -914,11 +934,11 @@ impl Record {
                 why: "not in the entry's causal past",
             });
         }
-        let ok = match t.e.entry().payload {
-            Payload::Create { .. } | Payload::Amend { .. } => true,
-            Payload::Delete { .. } => annotation,
-            Payload::Annotate { .. } => annotation,
-            _ => false,
+        let p = &t.e.entry().payload;
+        let ok = if p.is_create() || p.is_amend() {
+            true
+        } else {
+            (p.is_delete() || p.is_annotate()) && annotation
         };
         if !ok {
             return Err(Rejection::Target {
@@ -943,7 +963,10 @@ impl Record {
     ) -> Result<(), Rejection> {
         let device = acting.is_device();
         match &e.payload {
-            Payload::Amend { target, .. } | Payload::Delete { target, .. }
+            Payload::Amend { target, .. }
+            | Payload::Delete { target, .. }
+            | Payload::SealedAmend { target, .. }
+            | Payload::SealedDelete { target, .. }
                 if self.item_author(target) != self.id =>
             {
                 return Err(AccessError::NotAuthorOrProxy(*target).into());
@@ -1064,11 +1087,26 @@ impl Record {
         let mut proxies = Vec::new();
         match &e.payload {
             Payload::Genesis { .. } => return Err(Rejection::GenesisExists),
-            Payload::Create { category, .. } => need(g, "write", Level::Write, category)?,
-            Payload::Amend { target, .. } | Payload::Delete { target, .. } => {
+            Payload::Create { category, .. } | Payload::SealedCreate { category, .. } => {
+                need(g, "write", Level::Write, category)?
+            }
+            Payload::Amend { target, .. }
+            | Payload::Delete { target, .. }
+            | Payload::SealedAmend { target, .. }
+            | Payload::SealedDelete { target, .. } => {
                 proxies = self.check_change(e, &person, g, target, category, past, &mut status)?;
             }
-            Payload::Annotate { .. } => {
+            Payload::KeyWrap {
+                category, opens, ..
+            } => {
+                // Opening an epoch is a writer's act; giving keys, a reader's.
+                if *opens {
+                    need(g, "open a key epoch", Level::Write, category)?
+                } else {
+                    need(g, "give keys", Level::View, category)?
+                }
+            }
+            Payload::Annotate { .. } | Payload::SealedAnnotate { .. } => {
                 if let Some(c) = category {
                     need(g, "annotate", Level::Annotate, c)?;
                 }
@@ -1187,7 +1225,7 @@ impl Record {
         past: &dyn Fn(&EntryId) -> bool,
         status: &mut Status,
     ) -> Result<Vec<EntryId>, Rejection> {
-        let (action, level) = if matches!(e.payload, Payload::Amend { .. }) {
+        let (action, level) = if e.payload.is_amend() {
             ("amend", Level::Write)
         } else {
             ("delete", Level::Delete)
@@ -1315,15 +1353,16 @@ impl Record {
         for p in &c.proxies {
             self.by_proxy.entry(*p).or_default().push(id);
         }
-        let root = match &e.payload {
-            Payload::Create { .. } => Some(id),
-            _ => c.root,
+        let root = if e.payload.is_create() {
+            Some(id)
+        } else {
+            c.root
         };
-        if let (Some(r), Payload::Amend { .. } | Payload::Delete { .. }) = (root, &e.payload) {
+        if let Some(r) = root.filter(|_| e.payload.is_amend() || e.payload.is_delete()) {
             self.versions.entry(r).or_default().push(id);
         }
-        if let Payload::Annotate { target, .. } = &e.payload {
-            self.annotations.entry(*target).or_default().push(id);
+        if let (true, Some(target)) = (e.payload.is_annotate(), e.payload.target()) {
+            self.annotations.entry(target).or_default().push(id);
         }
         let mut voided = Vec::new();
         if let Payload::Grant(g) = &e.payload {
@@ -1344,6 +1383,7 @@ impl Record {
             );
         }
         let keys_changed = self.index_keys(id, &e, &c.acting);
+        let category = c.category.clone();
         self.nodes.insert(
             id,
             Node {
@@ -1359,6 +1399,7 @@ impl Record {
             },
         );
         self.order.push(id);
+        self.index_sealing(id, &e, category.as_ref());
         if let Payload::Revoke { grant, .. } = &e.payload {
             if let Some(info) = self.grants.get_mut(grant) {
                 info.revoked_by.push(id);
@@ -1462,6 +1503,8 @@ impl Record {
     /// `keep` must select a causally closed set (a time prefix or the past of some heads).
     pub(crate) fn subset(&self, keep: impl Fn(&Node) -> bool) -> Record {
         let mut r = Record::new(self.id);
+        // The same reader, with the keys it holds: sealed content opens as it re-applies.
+        r.sealing = self.sealing.keys_only();
         for id in &self.order {
             let n = &self.nodes[id];
             if keep(n) {

@@ -1,10 +1,13 @@
 //! Content encryption for blind hosting (`docs/blind-hosting.md`): the primitives, pure.
 //!
-//! - **Box keys.** Every actor has an X25519 key pair for receiving epoch keys, derived
-//!   from its signing secret ([`BoxKey::of`], RFC 9180 `DeriveKeyPair` over a BLAKE3-derived
-//!   seed), so a key backup or a restored device restores it too. Its public half
-//!   ([`BoxPublic`]) is what others wrap to; it travels in the actor's signed profile.
-//! - **Epoch keys.** One random 256-bit [`EpochKey`] per category stream and epoch. It is
+//! - **Box keys.** Every actor's X25519 key pair for receiving epoch keys is its Ed25519
+//!   signing key in Montgomery form ([`BoxKey::of`], [`BoxPublic::of`]; the conversions
+//!   are `ed25519-dalek`'s own, the construction libsodium and age use, whose joint
+//!   security with Ed25519 is shown in "On using the same key pair for Ed25519 and an X25519
+//!   based KEM", ePrint 2021/509). So anyone who knows an actor id can wrap to it, a key
+//!   backup or a restored device restores it, and no box key has to be published.
+//! - **Epoch keys.** One random 256-bit [`EpochKey`] per category stream and epoch (an
+//!   epoch is named by a random [`EpochId`], so concurrent openings never collide). It is
 //!   wrapped for each reader with HPKE (base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
 //!   ChaCha20-Poly1305; crate `hpke`), the info string binding it to the record, stream and
 //!   epoch ([`wrap`], [`unwrap`]).
@@ -35,8 +38,8 @@ type WrapAead = hpke::aead::ChaCha20Poly1305;
 pub const EPOCH_KEY_BYTES: usize = 32;
 /// Bytes of a sealed content's nonce.
 pub const NONCE_BYTES: usize = 24;
-/// The largest plaintext sealed (a body is far smaller; documents travel as blobs).
-pub const MAX_PLAINTEXT: usize = 1 << 20;
+/// The largest plaintext sealed (an entry's content is bounded by the entry's own limit).
+pub const MAX_PLAINTEXT: usize = crate::entry::MAX_ENTRY_BYTES;
 
 /// Why sealing or opening failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +63,43 @@ pub enum SealError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BoxPublic(pub [u8; 32]);
 
+impl BoxPublic {
+    /// The box public key of an actor: its Ed25519 key in Montgomery form. Refused for a
+    /// bytes string that is not a valid Ed25519 point or is a weak (small-order) key.
+    pub fn of(actor: &ActorId) -> Result<BoxPublic, SealError> {
+        let vk = crate::keys::verifying_key(actor).map_err(|_| SealError::BadKey)?;
+        Ok(BoxPublic(vk.to_montgomery().to_bytes()))
+    }
+}
+
+/// The name of one epoch of a stream: random, chosen by whoever opens the epoch.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EpochId(#[serde(with = "serde_bytes")] pub [u8; 16]);
+
+impl EpochId {
+    /// A fresh random epoch name.
+    pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> EpochId {
+        let mut b = [0u8; 16];
+        rng.fill_bytes(&mut b);
+        EpochId(b)
+    }
+}
+
+impl std::fmt::Debug for EpochId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EpochId({self})")
+    }
+}
+
+impl std::fmt::Display for EpochId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in &self.0[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// An actor's X25519 key pair for receiving epoch keys.
 pub struct BoxKey {
     secret: <Kem as hpke::Kem>::PrivateKey,
@@ -75,20 +115,20 @@ impl std::fmt::Debug for BoxKey {
 }
 
 impl BoxKey {
-    /// The box key of a signing key: derived from its secret, so whoever holds the signing
-    /// key (a restored backup, the same identity on a new machine) holds the box key.
+    /// The box key of a signing key: its Ed25519 secret scalar as an X25519 secret, so
+    /// whoever holds the signing key (a restored backup, the same identity on a new
+    /// machine) holds the box key, and its public half is [`BoxPublic::of`] the actor.
     pub fn of(key: &Keypair) -> BoxKey {
         let mut secret = key.secret_bytes();
-        let mut ikm = blake3::derive_key("cophr v1 box key (X25519, HPKE)", &secret);
+        let signing = ed25519_dalek::SigningKey::from_bytes(&secret);
         secret.zeroize();
-        let (sk, pk) = Kem::derive_keypair(&ikm);
-        ikm.zeroize();
-        let mut public = [0u8; 32];
-        public.copy_from_slice(&pk.to_bytes());
-        BoxKey {
-            secret: sk,
-            public: BoxPublic(public),
-        }
+        let mut scalar = signing.to_scalar_bytes();
+        let public = BoxPublic(signing.verifying_key().to_montgomery().to_bytes());
+        // 32 bytes always decode (the scalar is clamped on use).
+        let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(&scalar)
+            .unwrap_or_else(|_| Kem::derive_keypair(&scalar).0);
+        scalar.zeroize();
+        BoxKey { secret: sk, public }
     }
 
     /// The public half, to publish.
@@ -124,7 +164,7 @@ pub struct Place<'a> {
     /// The category stream's name (`vital-signs`, `ext:ns/name`, …).
     pub stream: &'a str,
     /// The epoch.
-    pub epoch: u32,
+    pub epoch: EpochId,
 }
 
 impl Place<'_> {
@@ -134,7 +174,7 @@ impl Place<'_> {
         b.extend_from_slice(self.record.as_bytes());
         b.extend_from_slice(&(self.stream.len() as u32).to_be_bytes());
         b.extend_from_slice(self.stream.as_bytes());
-        b.extend_from_slice(&self.epoch.to_be_bytes());
+        b.extend_from_slice(&self.epoch.0);
         b
     }
 }
@@ -201,7 +241,7 @@ pub fn unwrap(w: &Wrapped, mine: &BoxKey, place: Place<'_>) -> Result<EpochKey, 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sealed {
     /// The stream's epoch whose key sealed it.
-    pub epoch: u32,
+    pub epoch: EpochId,
     /// The random nonce.
     #[serde(with = "serde_bytes")]
     pub nonce: [u8; NONCE_BYTES],
@@ -287,11 +327,11 @@ mod tests {
     use rand_chacha::rand_core::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
-    fn place<'a>(record: &'a RecordId, stream: &'a str, epoch: u32) -> Place<'a> {
+    fn place<'a>(record: &'a RecordId, stream: &'a str, epoch: u8) -> Place<'a> {
         Place {
             record,
             stream,
-            epoch,
+            epoch: EpochId([epoch; 16]),
         }
     }
 
@@ -304,8 +344,10 @@ mod tests {
         let here = place(&record, "vital-signs", 3);
         let k = EpochKey::generate(&mut rng);
         let nurse_box = BoxKey::of(&nurse);
-        // Derived, so the same identity on another machine has the same box key.
+        // Derived, so the same identity on another machine has the same box key, and
+        // anyone who knows the actor id knows its public half.
         assert_eq!(BoxKey::of(&nurse).public(), nurse_box.public());
+        assert_eq!(BoxPublic::of(&nurse.actor()).unwrap(), nurse_box.public());
         assert_ne!(BoxKey::of(&george).public(), nurse_box.public());
         let w = wrap(&k, nurse.actor(), &nurse_box.public(), here, &mut rng).unwrap();
         let got = unwrap(&w, &nurse_box, here).unwrap();

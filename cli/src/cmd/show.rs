@@ -89,7 +89,7 @@ struct ShowOut {
 
 fn note(r: &Record, id: &EntryId) -> Option<NoteOut> {
     let e = r.get(id)?.entry();
-    let Payload::Annotate { text, .. } = &e.payload else {
+    let Payload::Annotate { text, .. } = r.payload(id)? else {
         return None;
     };
     Some(NoteOut {

@@ -246,11 +246,17 @@ fn lines(
                     continue;
                 }
                 let entry = e.entry();
-                let (kind, summary) = match &entry.payload {
-                    Payload::Create { body, .. } => ("added", schema::summary(category, body)),
-                    Payload::Amend { body, .. } => ("amended", schema::summary(category, body)),
-                    Payload::Delete { .. } => ("deleted", String::new()),
-                    Payload::Annotate { .. } => ("annotated", String::new()),
+                let (kind, summary) = match r.payload(id) {
+                    Some(Payload::Create { body, .. }) => {
+                        ("added", schema::summary(category, body))
+                    }
+                    Some(Payload::Amend { body, .. }) => {
+                        ("amended", schema::summary(category, body))
+                    }
+                    Some(p) if p.is_create() => ("added", "(sealed)".to_owned()),
+                    Some(p) if p.is_amend() => ("amended", "(sealed)".to_owned()),
+                    Some(p) if p.is_delete() => ("deleted", String::new()),
+                    Some(p) if p.is_annotate() => ("annotated", String::new()),
                     _ => continue,
                 };
                 let author = Person::of(r, &entry.author, None);

@@ -300,7 +300,7 @@ fn status_name(r: &Record, id: &EntryId) -> &'static str {
 
 fn annotation(r: &Record, id: &EntryId) -> Option<Value> {
     let e = r.get(id)?.entry();
-    let Payload::Annotate { text, .. } = &e.payload else {
+    let Payload::Annotate { text, .. } = r.payload(id)? else {
         return None;
     };
     Some(json!({

@@ -468,6 +468,7 @@ pub fn rejection_status(r: &Rejection) -> (StatusCode, &'static str) {
         Rejection::Access(AccessError::NotADevice(_)) => (StatusCode::NOT_FOUND, "not_found"),
         Rejection::Access(_) => (StatusCode::FORBIDDEN, "forbidden"),
         Rejection::Body(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        Rejection::Sealing(_) => (StatusCode::CONFLICT, "conflict"),
         Rejection::Target { .. }
         | Rejection::WrongRecord(_)
         | Rejection::Malformed(_)

@@ -329,7 +329,7 @@ impl Record {
     }
 
     /// A part of a retirement of `key` acting for `person` in a causal past.
-    fn retired_in(
+    pub(crate) fn retired_in(
         &self,
         key: &ActorId,
         person: &ActorId,
@@ -407,7 +407,7 @@ impl Record {
     /// The patient's keys in a causal past, from the record id to the current one, each
     /// with the rotation that made it current. Of concurrent rotations away from one key,
     /// a guardians' rotation wins over a planned one, then the smallest entry id.
-    fn patient_chain_in(&self, past: &dyn Fn(&EntryId) -> bool) -> KeyChain {
+    pub(crate) fn patient_chain_in(&self, past: &dyn Fn(&EntryId) -> bool) -> KeyChain {
         let mut chain: KeyChain = vec![(self.id, None)];
         for _ in 0..self.rotations_from.len() {
             let current = chain[chain.len() - 1].0;
@@ -431,7 +431,7 @@ impl Record {
     /// The guardian set in effect for the last key of `chain`: the latest `SetGuardians` it
     /// wrote in the causal past, else the one in effect for the key before it in the past of
     /// the rotation that made it current, and so on.
-    fn guardian_set_in(
+    pub(crate) fn guardian_set_in(
         &self,
         chain: &[(ActorId, Option<EntryId>)],
         past: &dyn Fn(&EntryId) -> bool,

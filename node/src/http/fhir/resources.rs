@@ -377,9 +377,11 @@ pub fn consent(
     }
     let actions: Vec<Value> = Level::ALL
         .iter()
-        .filter(|l| **l <= g.grant.level)
+        // A relay's one action is to pass the record on; a reader's start at access.
+        .filter(|l| **l <= g.grant.level && (l.reads() || g.grant.level == Level::Relay))
         .map(|l| {
             let std = match l {
+                Level::Relay => "disclose",
                 Level::View => "access",
                 Level::Annotate => "use",
                 Level::Write => "collect",

@@ -231,11 +231,11 @@ fn item_root(record: &Record, viewer: &Viewer, id: &EntryId) -> Option<EntryId> 
     for _ in 0..record.len() {
         let e = record.get(&root)?.entry();
         match e.payload.target() {
-            Some(t) if !matches!(e.payload, Payload::Create { .. }) => root = t,
+            Some(t) if !e.payload.is_create() => root = t,
             _ => break,
         }
     }
-    let is_create = matches!(record.get(&root)?.entry().payload, Payload::Create { .. });
+    let is_create = record.get(&root)?.entry().payload.is_create();
     (is_create && record.can_see(viewer, &root)).then_some(root)
 }
 
@@ -296,12 +296,17 @@ fn provenance_target(
         Payload::Genesis { .. } | Payload::Profile(_) => Some(format!("Patient/{rid}")),
         Payload::Grant(_) => Some(format!("Consent/{id}")),
         Payload::Revoke { grant, .. } => Some(format!("Consent/{grant}")),
-        Payload::Annotate { target, .. } => {
+        Payload::Annotate { target, .. } | Payload::SealedAnnotate { target, .. } => {
             let root = item_root(record, viewer, target)?;
             let r = look.by_item.get(&root)?;
             Some(format!("{}/{}", r.resource_type, r.id))
         }
-        Payload::Create { .. } | Payload::Amend { .. } | Payload::Delete { .. } => {
+        Payload::Create { .. }
+        | Payload::Amend { .. }
+        | Payload::Delete { .. }
+        | Payload::SealedCreate { .. }
+        | Payload::SealedAmend { .. }
+        | Payload::SealedDelete { .. } => {
             let root = item_root(record, viewer, id)?;
             let r: &Res = look.by_item.get(&root)?;
             let n = look.number(record, viewer, r, id)?;
@@ -312,6 +317,7 @@ fn provenance_target(
         | Payload::RemoveDevice { .. }
         | Payload::SetGuardians { .. }
         | Payload::RotateKey { .. }
+        | Payload::KeyWrap { .. }
         | Payload::RotationPart { .. } => None,
     }
 }
@@ -328,7 +334,7 @@ fn provenance(
     }
     let target = provenance_target(record, viewer, look, id)?;
     let prov = fold::provenance(record, id)?;
-    let source = match &record.get(id)?.entry().payload {
+    let source = match record.payload(id)? {
         Payload::Create { body, .. } | Payload::Amend { body, .. } => body
             .get(cophr_protocol::schema::FHIR_SOURCE)
             .and_then(Value::as_text)

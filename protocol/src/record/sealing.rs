@@ -1,0 +1,922 @@
+//! Sealed content: the gate's rules for it, who reads a stream, and opening it.
+//!
+//! ## Sealed content (blind hosting)
+//! A category stream is *sealed* from the first `KeyWrap` that opens an epoch in it
+//! (`opens: true`). From then on:
+//!
+//! - **Data must be sealed.** A plain create, amend, delete or annotation with an opening
+//!   of its stream in its causal past is refused ([`SealingError::MustSeal`]); one written
+//!   concurrently (not having seen the opening) is accepted, as every rule here is decided
+//!   by the causal past alone.
+//! - **Under an epoch its author had seen.** A sealed entry names its epoch
+//!   ([`crate::seal::Sealed::epoch`]); that epoch's opening must be in its causal past, in
+//!   the same stream.
+//! - **Readable by readers only.** Every reader the epoch's key was wrapped for (by wraps
+//!   in the entry's causal past) must still be a reader at the entry's position: nothing is
+//!   sealed for someone who had lost read access by then. So a revoked grantee, a removed
+//!   device or a retired patient key never holds the key of anything written after its
+//!   retirement: the revocation (removal, rotation) is followed by a new epoch wrapped for
+//!   the remaining readers ([`Record::prepare_sealed`] writes it in the same action).
+//! - **Readers** of a stream at a causal position ([`Record::readers_in`]): the current
+//!   patient key, the patient's devices, the guardians in effect, every grantee holding an
+//!   unrevoked grant at `view` or above that covers the stream, and their devices. A relay
+//!   (`Level::Relay`) is not a reader. An expired grant still counts (expiry writes
+//!   nothing; the patient's next epoch leaves it out once revoked).
+//! - **Key wraps.** An opening is written by the patient or a grantee who may write in the
+//!   stream, and wraps the new key for exactly the readers at its position; more wraps of
+//!   an epoch (a new grantee, device or guardian, or the history for a recovered key) are
+//!   written by any reader, each for a reader, the opening in their causal past.
+//!
+//! The rules need only what a relay sees (kinds, categories, epochs and wrap recipients),
+//! so a host that holds no key checks them all. Content is opened by readers
+//! ([`Record::unlock`]): each opened entry's body is checked against its category's schema,
+//! and one that fails is *flagged* with the reason ([`ContentState::Flagged`]), never
+//! silently shown or dropped.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::{Record, Rejection, Status};
+use crate::category::Category;
+use crate::entry::{Entry, Payload, Timestamp, Verified, MAX_NOTE_TEXT, MAX_SHORT_TEXT};
+use crate::ids::{ActorId, EntryId};
+use crate::keys::Keypair;
+use crate::seal::{self, BoxKey, BoxPublic, EpochId, EpochKey, Place, Sealed, Wrapped};
+use crate::value::Value;
+
+/// Why sealed content or a key wrap is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealingError {
+    /// Plain content in a stream whose sealing the author had seen.
+    #[error("the {0} stream is sealed: its content must be sealed")]
+    MustSeal(Category),
+    /// The sealed entry's epoch is not opened in its causal past, or in another stream.
+    #[error("epoch {0} is not opened in this stream in the entry's causal past")]
+    UnknownEpoch(EpochId),
+    /// The epoch's key was wrapped for someone who was no longer a reader at the entry.
+    #[error("epoch {epoch} was given to {reader}, who no longer reads the stream here")]
+    FormerReader {
+        /// The epoch.
+        epoch: EpochId,
+        /// The former reader.
+        reader: ActorId,
+    },
+    /// An opening of an epoch that is already open.
+    #[error("epoch {0} is already open")]
+    Reopened(EpochId),
+    /// A wrap for someone who is not a reader of the stream.
+    #[error("a key wrapped for {0}, who does not read this stream")]
+    NotAReader(ActorId),
+    /// An opening that leaves out a reader.
+    #[error("a new epoch must be wrapped for every reader; {0} is missing")]
+    MissingReader(ActorId),
+    /// A reader key that is not a valid X25519 recipient.
+    #[error("{0} cannot receive keys (not a valid key)")]
+    BadReaderKey(ActorId),
+    /// Sealing needs an epoch key this writer does not hold.
+    #[error("no key for the {0} stream's current epoch is held here")]
+    NoKey(Category),
+    /// Sealing or wrapping failed.
+    #[error("sealing failed: {0}")]
+    Seal(#[from] seal::SealError),
+}
+
+/// What is known about one epoch.
+#[derive(Debug, Clone)]
+pub(crate) struct EpochInfo {
+    /// Its stream.
+    pub(crate) category: Category,
+    /// The key wraps for it, the opening first (in arrival order).
+    pub(crate) wraps: Vec<EntryId>,
+}
+
+/// What a reader made of a sealed entry.
+#[derive(Debug, Clone)]
+enum Opened {
+    /// Opened and well-formed: the plain payload it stands for.
+    Ok(Payload),
+    /// Opened, but its content fails the category's rules: shown flagged (`payload`, if
+    /// it decoded at all), with why.
+    Flagged(Option<Payload>, String),
+}
+
+/// How an entry's content stands for this replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentState<'a> {
+    /// Written in clear.
+    Plain,
+    /// Sealed, and opened here.
+    Opened,
+    /// Sealed, and no key for it is held here.
+    Locked,
+    /// Sealed and opened, but its content fails its category's rules (the reason).
+    Flagged(&'a str),
+}
+
+/// The sealing indexes and this replica's keys, part of a [`Record`].
+#[derive(Clone, Default)]
+pub(crate) struct Sealing {
+    pub(crate) epochs: HashMap<EpochId, EpochInfo>,
+    /// Openings per stream.
+    openings: HashMap<Category, Vec<EntryId>>,
+    /// Entries that may end someone's reading: revocations, device removals, rotations,
+    /// guardian changes.
+    endings: Vec<EntryId>,
+    /// Sealed entries per epoch.
+    sealed: HashMap<EpochId, Vec<EntryId>>,
+    /// Who this replica reads as.
+    unlockers: Arc<Vec<(ActorId, Arc<BoxKey>)>>,
+    /// Epoch keys unwrapped here.
+    keys: HashMap<EpochId, EpochKey>,
+    /// Sealed entries opened here.
+    opened: HashMap<EntryId, Opened>,
+}
+
+impl std::fmt::Debug for Sealing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealing")
+            .field("epochs", &self.epochs.len())
+            .field("keys", &self.keys.len())
+            .field("opened", &self.opened.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sealing {
+    /// A copy for a subset of the record: the same readers and keys, nothing indexed.
+    pub(crate) fn keys_only(&self) -> Sealing {
+        Sealing {
+            unlockers: self.unlockers.clone(),
+            keys: self.keys.clone(),
+            ..Sealing::default()
+        }
+    }
+}
+
+/// What a writer wants sealed, for [`Record::prepare_sealed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SealPolicy {
+    /// Seal data in streams not sealed yet (opening their first epoch). Streams already
+    /// sealed are always sealed.
+    pub seal_new_streams: bool,
+    /// When granting, also give the grantee the keys of earlier epochs (the history),
+    /// not only the current one.
+    pub history: bool,
+}
+
+impl Record {
+    // ---- the gate --------------------------------------------------------------------
+
+    /// The sealing rules for one entry at its causal position (see the module docs).
+    pub(crate) fn check_sealing(
+        &self,
+        e: &Entry,
+        category: Option<&Category>,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> Result<(), Rejection> {
+        let p = &e.payload;
+        match p {
+            Payload::Create { .. }
+            | Payload::Amend { .. }
+            | Payload::Delete { .. }
+            | Payload::Annotate { .. } => {
+                if let Some(c) = category {
+                    let opened = self.sealing.openings.get(c);
+                    if opened.is_some_and(|o| o.iter().any(past)) {
+                        return Err(SealingError::MustSeal(c.clone()).into());
+                    }
+                }
+            }
+            Payload::SealedCreate { content, .. }
+            | Payload::SealedAmend { content, .. }
+            | Payload::SealedDelete { content, .. }
+            | Payload::SealedAnnotate { content, .. } => {
+                let c = category.ok_or(SealingError::UnknownEpoch(content.epoch))?;
+                self.check_sealed_under(c, content.epoch, past)?;
+            }
+            Payload::KeyWrap {
+                category: c,
+                epoch,
+                opens,
+                wraps,
+            } => {
+                let readers = self.readers_in(c, past);
+                for w in wraps {
+                    if !readers.contains(&w.to) {
+                        return Err(SealingError::NotAReader(w.to).into());
+                    }
+                }
+                if *opens {
+                    if self.sealing.epochs.contains_key(epoch) {
+                        return Err(SealingError::Reopened(*epoch).into());
+                    }
+                    if let Some(r) = readers.iter().find(|r| !wraps.iter().any(|w| w.to == **r)) {
+                        return Err(SealingError::MissingReader(*r).into());
+                    }
+                } else {
+                    let ok = self.sealing.epochs.get(epoch).is_some_and(|info| {
+                        info.category == *c && info.wraps.first().is_some_and(past)
+                    });
+                    if !ok {
+                        return Err(SealingError::UnknownEpoch(*epoch).into());
+                    }
+                    if !readers.contains(&e.author) && !self.is_patient_in(&e.author, past) {
+                        return Err(SealingError::NotAReader(e.author).into());
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Checks content of stream `c` may be sealed under `epoch` at a causal position.
+    fn check_sealed_under(
+        &self,
+        c: &Category,
+        epoch: EpochId,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> Result<(), Rejection> {
+        let info = self
+            .sealing
+            .epochs
+            .get(&epoch)
+            .filter(|i| i.category == *c && i.wraps.first().is_some_and(past))
+            .ok_or(SealingError::UnknownEpoch(epoch))?;
+        let opening = info.wraps[0];
+        // Fast path: nothing that can end someone's reading is in the entry's past
+        // without being in the opening's (every wrap was checked against the readers at
+        // its own position, which includes the opening's past).
+        let changed = self
+            .sealing
+            .endings
+            .iter()
+            .any(|x| past(x) && !self.in_past(x, &opening) && *x != opening);
+        if !changed {
+            return Ok(());
+        }
+        let readers = self.readers_in(c, past);
+        for w in info.wraps.iter().filter(|w| past(w)) {
+            if let Some(Payload::KeyWrap { wraps, .. }) = self.get(w).map(|v| &v.entry().payload) {
+                if let Some(x) = wraps.iter().find(|x| !readers.contains(&x.to)) {
+                    return Err(SealingError::FormerReader {
+                        epoch,
+                        reader: x.to,
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Who reads stream `c` at a causal position (see the module docs), valid keys only.
+    pub(crate) fn readers_in(
+        &self,
+        c: &Category,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> BTreeSet<ActorId> {
+        let mut out = BTreeSet::new();
+        let chain = self.patient_chain_in(past);
+        if let Some((current, _)) = chain.last() {
+            out.insert(*current);
+        }
+        let mut people = vec![self.id];
+        if let Some(g) = self.guardian_set_in(&chain, past) {
+            out.extend(g.guardians);
+        }
+        for info in self.grants.values() {
+            if !past(&info.id)
+                || !info.grant.level.reads()
+                || !info.grant.scope.covers(c)
+                || self.status(&info.id) != Some(&Status::Valid)
+            {
+                continue;
+            }
+            let revoked = self
+                .chain(info.id)
+                .iter()
+                .any(|l| l.revoked_by.iter().any(past));
+            if !revoked {
+                out.insert(info.grant.grantee);
+                people.push(info.grant.grantee);
+            }
+        }
+        for person in people {
+            for (device, adds) in &self.device_adds {
+                let added = adds
+                    .iter()
+                    .any(|a| past(a) && self.nodes[a].acting.principal == person);
+                if added && self.retired_in(device, &person, past).is_none() {
+                    out.insert(*device);
+                }
+            }
+        }
+        out.retain(|a| BoxPublic::of(a).is_ok());
+        out
+    }
+
+    /// Who reads stream `c` now (everything held).
+    pub fn readers(&self, c: &Category) -> BTreeSet<ActorId> {
+        self.readers_in(c, &|_| true)
+    }
+
+    /// Records what a newly inserted entry means for sealing, and opens what it can.
+    pub(crate) fn index_sealing(&mut self, id: EntryId, e: &Entry, category: Option<&Category>) {
+        match &e.payload {
+            Payload::Revoke { .. }
+            | Payload::RemoveDevice { .. }
+            | Payload::RotateKey { .. }
+            | Payload::SetGuardians { .. } => self.sealing.endings.push(id),
+            Payload::KeyWrap {
+                category: c,
+                epoch,
+                opens,
+                wraps,
+            } => {
+                if *opens {
+                    self.sealing.openings.entry(c.clone()).or_default().push(id);
+                    self.sealing.epochs.insert(
+                        *epoch,
+                        EpochInfo {
+                            category: c.clone(),
+                            wraps: vec![id],
+                        },
+                    );
+                } else if let Some(info) = self.sealing.epochs.get_mut(epoch) {
+                    info.wraps.push(id);
+                }
+                if !self.sealing.keys.contains_key(epoch) {
+                    if let Some(k) = self.unwrap_any(c, *epoch, wraps) {
+                        self.sealing.keys.insert(*epoch, k);
+                        let pending = self.sealing.sealed.get(epoch).cloned().unwrap_or_default();
+                        for s in pending {
+                            self.open_entry(&s);
+                        }
+                    }
+                }
+            }
+            p => {
+                if let (Some(content), Some(_)) = (p.sealed(), category) {
+                    self.sealing
+                        .sealed
+                        .entry(content.epoch)
+                        .or_default()
+                        .push(id);
+                    self.open_entry(&id);
+                }
+            }
+        }
+    }
+
+    /// The epoch key from wraps addressed to one of this replica's readers, if any.
+    fn unwrap_any(&self, c: &Category, epoch: EpochId, wraps: &[Wrapped]) -> Option<EpochKey> {
+        let place = Place {
+            record: &self.id,
+            stream: c.name(),
+            epoch,
+        };
+        self.sealing.unlockers.iter().find_map(|(actor, key)| {
+            let w = wraps.iter().find(|w| w.to == *actor)?;
+            seal::unwrap(w, key, place).ok()
+        })
+    }
+
+    // ---- readers ---------------------------------------------------------------------
+
+    /// Reads this record as `key`'s actor too: unwraps every epoch key wrapped for it and
+    /// opens every sealed entry it can; entries and wraps applied later open as they come.
+    pub fn unlock(&mut self, key: &Keypair) {
+        let actor = key.actor();
+        if self.sealing.unlockers.iter().any(|(a, _)| *a == actor) {
+            return;
+        }
+        let mut unlockers: Vec<_> = self.sealing.unlockers.as_ref().clone();
+        unlockers.push((actor, Arc::new(BoxKey::of(key))));
+        self.sealing.unlockers = Arc::new(unlockers);
+        let wraps: Vec<(Category, EpochId, Vec<Wrapped>)> = self
+            .order
+            .iter()
+            .filter_map(|id| match &self.nodes[id].e.entry().payload {
+                Payload::KeyWrap {
+                    category,
+                    epoch,
+                    wraps,
+                    ..
+                } => Some((category.clone(), *epoch, wraps.clone())),
+                _ => None,
+            })
+            .collect();
+        for (c, epoch, w) in wraps {
+            if self.sealing.keys.contains_key(&epoch) {
+                continue;
+            }
+            if let Some(k) = self.unwrap_any(&c, epoch, &w) {
+                self.sealing.keys.insert(epoch, k);
+            }
+        }
+        let pending: Vec<EntryId> = self
+            .sealing
+            .sealed
+            .iter()
+            .filter(|(e, _)| self.sealing.keys.contains_key(e))
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .filter(|id| !self.sealing.opened.contains_key(id))
+            .collect();
+        for id in pending {
+            self.open_entry(&id);
+        }
+    }
+
+    /// Whether this replica reads as `actor` ([`Record::unlock`]).
+    pub fn unlocked_for(&self, actor: &ActorId) -> bool {
+        self.sealing.unlockers.iter().any(|(a, _)| a == actor)
+    }
+
+    /// Opens one sealed entry if its epoch key is held.
+    fn open_entry(&mut self, id: &EntryId) {
+        let Some(n) = self.nodes.get(id) else { return };
+        let e = n.e.entry();
+        let (Some(content), Some(c)) = (e.payload.sealed(), n.category.as_ref()) else {
+            return;
+        };
+        let Some(key) = self.sealing.keys.get(&content.epoch) else {
+            return;
+        };
+        let place = Place {
+            record: &self.id,
+            stream: c.name(),
+            epoch: content.epoch,
+        };
+        let opened = match seal::open(key, place, &e.author, content) {
+            Err(err) => Opened::Flagged(None, err.to_string()),
+            Ok(bytes) => plain_of(&e.payload, c, &bytes),
+        };
+        self.sealing.opened.insert(*id, opened);
+    }
+
+    /// The payload an entry stands for: for a sealed entry opened here, the plain payload
+    /// it was sealed from (also when flagged, if it decoded); otherwise the signed one (a
+    /// sealed payload, for content not opened here).
+    pub fn payload(&self, id: &EntryId) -> Option<&Payload> {
+        match self.sealing.opened.get(id) {
+            Some(Opened::Ok(p) | Opened::Flagged(Some(p), _)) => Some(p),
+            _ => self.get(id).map(|v| &v.entry().payload),
+        }
+    }
+
+    /// How an entry's content stands here: plain, opened, locked or flagged.
+    pub fn content_state(&self, id: &EntryId) -> Option<ContentState<'_>> {
+        let v = self.get(id)?;
+        if v.entry().payload.sealed().is_none() {
+            return Some(ContentState::Plain);
+        }
+        Some(match self.sealing.opened.get(id) {
+            Some(Opened::Ok(_)) => ContentState::Opened,
+            Some(Opened::Flagged(_, why)) => ContentState::Flagged(why),
+            None => ContentState::Locked,
+        })
+    }
+
+    /// Sealed entries opened here whose content fails their category's rules, with why.
+    pub fn flagged(&self) -> Vec<(EntryId, &str)> {
+        let mut out: Vec<(EntryId, &str)> = self
+            .sealing
+            .opened
+            .iter()
+            .filter_map(|(id, o)| match o {
+                Opened::Flagged(_, why) => Some((*id, why.as_str())),
+                Opened::Ok(_) => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Whether stream `c` is sealed (an epoch is open in it).
+    pub fn is_sealed(&self, c: &Category) -> bool {
+        self.sealing.openings.contains_key(c)
+    }
+
+    /// The epochs of stream `c` whose keys are held here, oldest opening first.
+    pub fn held_epochs(&self, c: &Category) -> Vec<EpochId> {
+        let mut out: Vec<(usize, EpochId)> = self
+            .sealing
+            .epochs
+            .iter()
+            .filter(|(e, i)| i.category == *c && self.sealing.keys.contains_key(e))
+            .map(|(e, i)| (self.position(&i.wraps[0]), *e))
+            .collect();
+        out.sort();
+        out.into_iter().map(|(_, e)| e).collect()
+    }
+
+    fn position(&self, id: &EntryId) -> usize {
+        self.nodes.get(id).map_or(0, |n| n.depth as usize)
+    }
+
+    /// The current epoch of stream `c` here: of the epochs whose key is held here and
+    /// under which the gate would accept content now, the newest opening (greatest depth,
+    /// then id).
+    pub fn current_epoch(&self, c: &Category) -> Option<EpochId> {
+        let all = |_: &EntryId| true;
+        self.sealing
+            .epochs
+            .iter()
+            .filter(|(e, i)| i.category == *c && self.sealing.keys.contains_key(e))
+            .filter(|(e, _)| self.check_sealed_under(c, **e, &all).is_ok())
+            .max_by_key(|(e, i)| (self.position(&i.wraps[0]), **e))
+            .map(|(e, _)| *e)
+    }
+
+    /// The epoch a writer at the current heads seals stream `c` under: the current epoch,
+    /// if every current reader can open it (a reader added since is given the key by a
+    /// wrap; until then a writer opens a new epoch). `None`: open a new epoch first.
+    pub fn writing_epoch(&self, c: &Category) -> Option<EpochId> {
+        let e = self.current_epoch(c)?;
+        let info = &self.sealing.epochs[&e];
+        self.readers(c)
+            .iter()
+            .all(|r| self.epoch_wrapped_for(info, r))
+            .then_some(e)
+    }
+
+    fn epoch_wrapped_for(&self, info: &EpochInfo, reader: &ActorId) -> bool {
+        info.wraps.iter().any(|w| {
+            matches!(self.get(w).map(|v| &v.entry().payload),
+                Some(Payload::KeyWrap { wraps, .. }) if wraps.iter().any(|x| x.to == *reader))
+        })
+    }
+
+    // ---- writers ---------------------------------------------------------------------
+
+    /// Prepares everything one action writes, sealing it ([`Record::prepare_all`] plus the
+    /// key management sealing needs, in order):
+    ///
+    /// - data in a sealed stream (or any stream, with `policy.seal_new_streams`) is sealed
+    ///   under [`Record::writing_epoch`], a new epoch being opened first if none fits;
+    /// - a revocation, device removal or key rotation is followed by a new epoch in each
+    ///   sealed stream it concerns, wrapped for the readers that remain;
+    /// - a grant, an added device or new guardians are followed by wraps of the current
+    ///   epochs (with `policy.history`, or for devices and guardians, every epoch held).
+    ///
+    /// The caller's key must be unlocked ([`Record::unlock`]) to seal or give keys.
+    pub fn prepare_sealed<R: RngCore + CryptoRng>(
+        &self,
+        key: &Keypair,
+        payload: Payload,
+        now: Timestamp,
+        device: Option<String>,
+        policy: SealPolicy,
+        rng: &mut R,
+    ) -> Result<Vec<Verified>, Rejection> {
+        if payload.is_data() && payload.sealed().is_none() {
+            return self.prepare_data(key, payload, now, device, policy, rng);
+        }
+        let first = self.prepare_all(key, payload.clone(), now, device.clone())?;
+        let needs_keys = matches!(
+            payload,
+            Payload::Revoke { .. }
+                | Payload::RemoveDevice { .. }
+                | Payload::RotateKey { .. }
+                | Payload::Grant(_)
+                | Payload::AddDevice { .. }
+                | Payload::SetGuardians { .. }
+        );
+        if !needs_keys || self.sealing.openings.is_empty() {
+            return Ok(first);
+        }
+        let mut trial = self.clone();
+        for v in &first {
+            trial.apply(v.clone())?;
+        }
+        // The writer after a rotation is the new key; it must read as itself.
+        trial.unlock(key);
+        let mut out = first;
+        let mut streams: Vec<Category> = self.sealing.openings.keys().cloned().collect();
+        streams.sort();
+        for c in streams {
+            let more: Vec<Verified> = match &payload {
+                Payload::Revoke { grant, .. } => {
+                    let covered = self
+                        .grants
+                        .get(grant)
+                        .is_some_and(|g| g.grant.scope.covers(&c));
+                    if covered {
+                        trial.open_epoch(key, &c, now, device.clone(), rng)?
+                    } else {
+                        Vec::new()
+                    }
+                }
+                Payload::RemoveDevice { .. } | Payload::RotateKey { .. } => {
+                    trial.open_epoch(key, &c, now, device.clone(), rng)?
+                }
+                Payload::Grant(g) => {
+                    if g.level.reads() && g.scope.covers(&c) {
+                        let to = [g.grantee];
+                        trial.prepare_key_gifts(key, &c, &to, policy.history, now, &device, rng)?
+                    } else {
+                        Vec::new()
+                    }
+                }
+                Payload::AddDevice { device: d, .. } => {
+                    trial.prepare_key_gifts(key, &c, &[*d], true, now, &device, rng)?
+                }
+                Payload::SetGuardians { guardians, .. } => {
+                    trial.prepare_key_gifts(key, &c, guardians, true, now, &device, rng)?
+                }
+                _ => Vec::new(),
+            };
+            for v in more {
+                trial.apply(v.clone())?;
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Seals one data action, opening an epoch first if needed.
+    fn prepare_data<R: RngCore + CryptoRng>(
+        &self,
+        key: &Keypair,
+        payload: Payload,
+        now: Timestamp,
+        device: Option<String>,
+        policy: SealPolicy,
+        rng: &mut R,
+    ) -> Result<Vec<Verified>, Rejection> {
+        let Some(c) = self.category_of_payload(&payload) else {
+            return self.prepare_all(key, payload, now, device);
+        };
+        if !self.is_sealed(&c) && !policy.seal_new_streams {
+            return self.prepare_all(key, payload, now, device);
+        }
+        // The writer checks its content as the gate checks plain content: once sealed,
+        // only readers can.
+        self.check_content(&c, &payload)?;
+        if let Some(epoch) = self.writing_epoch(&c) {
+            let sealed = self.seal_payload(&key.actor(), &c, epoch, payload, rng)?;
+            return self.prepare_all(key, sealed, now, device);
+        }
+        let mut trial = self.clone();
+        let mut out = trial.open_epoch(key, &c, now, device.clone(), rng)?;
+        for v in &out {
+            trial.apply(v.clone())?;
+        }
+        let epoch = trial
+            .writing_epoch(&c)
+            .ok_or(SealingError::NoKey(c.clone()))?;
+        let sealed = trial.seal_payload(&key.actor(), &c, epoch, payload, rng)?;
+        out.extend(trial.prepare_all(key, sealed, now, device)?);
+        Ok(out)
+    }
+
+    /// Checks plain data content of stream `c` as the gate does (texts bounded, bodies
+    /// well-formed and valid for the category).
+    fn check_content(&self, c: &Category, payload: &Payload) -> Result<(), Rejection> {
+        let text = |field: &'static str, t: &str, max: usize| {
+            if t.trim().is_empty() || t.len() > max {
+                return Err(Rejection::Malformed(crate::entry::EntryError::Text(field)));
+            }
+            Ok(())
+        };
+        match payload {
+            Payload::Create { body, .. } | Payload::Amend { body, .. } => {
+                body.check().map_err(crate::entry::EntryError::from)?;
+                crate::schema::validate(c, body)?;
+            }
+            Payload::Delete { reason, .. } => text("reason", reason, MAX_SHORT_TEXT)?,
+            Payload::Annotate { text: t, .. } => text("text", t, MAX_NOTE_TEXT)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Seals a plain data payload of stream `c` under `epoch`, as `author` writes it.
+    fn seal_payload<R: RngCore + CryptoRng>(
+        &self,
+        author: &ActorId,
+        c: &Category,
+        epoch: EpochId,
+        payload: Payload,
+        rng: &mut R,
+    ) -> Result<Payload, Rejection> {
+        let key = self
+            .sealing
+            .keys
+            .get(&epoch)
+            .ok_or(SealingError::NoKey(c.clone()))?;
+        let place = Place {
+            record: &self.id,
+            stream: c.name(),
+            epoch,
+        };
+        let mut seal_bytes = |bytes: Vec<u8>| -> Result<Sealed, Rejection> {
+            Ok(seal::seal(key, place, author, &bytes, rng).map_err(SealingError::from)?)
+        };
+        Ok(match payload {
+            Payload::Create { category, body } => Payload::SealedCreate {
+                category,
+                content: seal_bytes(crate::entry::to_cbor(&body))?,
+            },
+            Payload::Amend { target, body } => Payload::SealedAmend {
+                target,
+                content: seal_bytes(crate::entry::to_cbor(&body))?,
+            },
+            Payload::Delete { target, reason } => Payload::SealedDelete {
+                target,
+                content: seal_bytes(crate::entry::to_cbor(&reason))?,
+            },
+            Payload::Annotate { target, text } => Payload::SealedAnnotate {
+                target,
+                content: seal_bytes(crate::entry::to_cbor(&text))?,
+            },
+            other => other,
+        })
+    }
+
+    /// Prepares the opening of a new epoch of stream `c` at the current heads, wrapped for
+    /// every reader, and keeps its key (in this record: the caller applies the entry to it).
+    fn open_epoch<R: RngCore + CryptoRng>(
+        &mut self,
+        key: &Keypair,
+        c: &Category,
+        now: Timestamp,
+        device: Option<String>,
+        rng: &mut R,
+    ) -> Result<Vec<Verified>, Rejection> {
+        let epoch = EpochId::generate(rng);
+        let k = EpochKey::generate(rng);
+        let readers: Vec<ActorId> = self.readers(c).into_iter().collect();
+        let wraps = self.wrap_for(&k, c, epoch, &readers, rng)?;
+        let v = self.prepare_as(
+            key,
+            Payload::KeyWrap {
+                category: c.clone(),
+                epoch,
+                opens: true,
+                wraps,
+            },
+            now,
+            device,
+        )?;
+        self.sealing.keys.insert(epoch, k);
+        Ok(vec![v])
+    }
+
+    /// Prepares, for each held epoch of stream `c` (only the writing epoch unless
+    /// `history`) not yet wrapped for all of `to`, a key-wrap entry giving it to them;
+    /// the entries are checked in sequence, to be applied in the order returned.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_key_gifts<R: RngCore + CryptoRng>(
+        &self,
+        key: &Keypair,
+        c: &Category,
+        to: &[ActorId],
+        history: bool,
+        now: Timestamp,
+        device: &Option<String>,
+        rng: &mut R,
+    ) -> Result<Vec<Verified>, Rejection> {
+        let epochs = if history {
+            self.held_epochs(c)
+        } else {
+            self.current_epoch(c).into_iter().collect()
+        };
+        let readers = self.readers(c);
+        let mut trial: Option<Record> = None;
+        let mut out = Vec::new();
+        for epoch in epochs {
+            let info = &self.sealing.epochs[&epoch];
+            let mut who: Vec<ActorId> = to
+                .iter()
+                .filter(|a| readers.contains(a) && !self.epoch_wrapped_for(info, a))
+                .copied()
+                .collect();
+            who.sort();
+            who.dedup();
+            if who.is_empty() {
+                continue;
+            }
+            let k = &self.sealing.keys[&epoch];
+            let wraps = self.wrap_for(k, c, epoch, &who, rng)?;
+            let payload = Payload::KeyWrap {
+                category: c.clone(),
+                epoch,
+                opens: false,
+                wraps,
+            };
+            let r = trial.as_ref().unwrap_or(self);
+            let v = r.prepare_as(key, payload, now, device.clone())?;
+            if trial.is_none() {
+                trial = Some(self.clone());
+            }
+            if let Some(t) = trial.as_mut() {
+                t.apply(v.clone())?;
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    fn wrap_for<R: RngCore + CryptoRng>(
+        &self,
+        k: &EpochKey,
+        c: &Category,
+        epoch: EpochId,
+        to: &[ActorId],
+        rng: &mut R,
+    ) -> Result<Vec<Wrapped>, Rejection> {
+        let place = Place {
+            record: &self.id,
+            stream: c.name(),
+            epoch,
+        };
+        let mut to: Vec<ActorId> = to.to_vec();
+        to.sort();
+        to.dedup();
+        to.iter()
+            .map(|a| {
+                let pk = BoxPublic::of(a).map_err(|_| SealingError::BadReaderKey(*a))?;
+                Ok(seal::wrap(k, *a, &pk, place, rng).map_err(SealingError::from)?)
+            })
+            .collect()
+    }
+}
+
+/// The plain payload a sealed one was sealed from, checked as the gate checks plain
+/// content (structure and the category's schema); flagged if it fails.
+fn plain_of(sealed: &Payload, c: &Category, bytes: &[u8]) -> Opened {
+    fn decode<T>(bytes: &[u8]) -> Result<T, String>
+    where
+        T: serde::Serialize + for<'de> serde::Deserialize<'de>,
+    {
+        crate::entry::from_cbor_canonical(bytes).map_err(|e| e.to_string())
+    }
+    fn text(t: &str, max: usize) -> Result<(), String> {
+        if t.trim().is_empty() || t.len() > max {
+            return Err(format!("text empty or longer than {max} bytes"));
+        }
+        Ok(())
+    }
+    let body = |bytes: &[u8]| -> Result<Value, String> {
+        let v: Value = decode(bytes)?;
+        v.check().map_err(|e| e.to_string())?;
+        Ok(v)
+    };
+    let out: Result<Payload, (Option<Payload>, String)> = match sealed {
+        Payload::SealedCreate { category, .. } => match body(bytes) {
+            Err(e) => Err((None, e)),
+            Ok(body) => match crate::schema::validate(c, &body) {
+                Ok(()) => Ok(Payload::Create {
+                    category: category.clone(),
+                    body,
+                }),
+                Err(e) => Err((
+                    Some(Payload::Create {
+                        category: category.clone(),
+                        body,
+                    }),
+                    e.to_string(),
+                )),
+            },
+        },
+        Payload::SealedAmend { target, .. } => match body(bytes) {
+            Err(e) => Err((None, e)),
+            Ok(body) => match crate::schema::validate(c, &body) {
+                Ok(()) => Ok(Payload::Amend {
+                    target: *target,
+                    body,
+                }),
+                Err(e) => Err((
+                    Some(Payload::Amend {
+                        target: *target,
+                        body,
+                    }),
+                    e.to_string(),
+                )),
+            },
+        },
+        Payload::SealedDelete { target, .. } => decode::<String>(bytes)
+            .and_then(|r| text(&r, MAX_SHORT_TEXT).map(|()| r))
+            .map(|reason| Payload::Delete {
+                target: *target,
+                reason,
+            })
+            .map_err(|e| (None, e)),
+        Payload::SealedAnnotate { target, .. } => decode::<String>(bytes)
+            .and_then(|t| text(&t, MAX_NOTE_TEXT).map(|()| t))
+            .map(|text| Payload::Annotate {
+                target: *target,
+                text,
+            })
+            .map_err(|e| (None, e)),
+        _ => Err((None, "not sealed content".into())),
+    };
+    match out {
+        Ok(p) => Opened::Ok(p),
+        Err((p, why)) => Opened::Flagged(p, why),
+    }
+}
