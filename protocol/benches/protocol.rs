@@ -1,14 +1,18 @@
-//! Protocol benchmarks: entry encode, sign, verify, batch verify, decode, and
-//! state-at-time over a 100,000-entry record. Run: `cargo bench -p cophr-protocol`.
+//! Protocol benchmarks: entry encode, sign, verify, batch verify, decode,
+//! state-at-time over a 100,000-entry record, and sealing (the gate on sealed entries,
+//! as a relay and as a reader, beside plain ones in the same run; a revocation's key
+//! rotation with 20 grantees). Run: `cargo bench -p cophr-protocol`.
 //! Set `COPHR_BENCH_ENTRIES` to change the record size for state-at-time. `cargo test`
 //! runs every benchmark once, at a small size, so they cannot rot.
 
 use std::time::Duration;
 
+use cophr_protocol::access::Level;
 use cophr_protocol::entry::verify_batch;
 use cophr_protocol::fold::current;
-use cophr_protocol::testkit::{bp, Fixture};
-use cophr_protocol::{Category, Payload, SignedEntry, Value};
+use cophr_protocol::record::{Record, SealPolicy};
+use cophr_protocol::testkit::{bp, grant, key, text_body, Fixture, SeededRng};
+use cophr_protocol::{Category, Keypair, Payload, SignedEntry, Value, Verified};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 /// A vital-signs entry padded with a comment to about 1 KB encoded.
@@ -121,5 +125,139 @@ fn state_at_time(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, entries, state_at_time);
+/// Writes `n` ~1 KB vital-signs entries as the patient of a record with 20 view grantees,
+/// sealed or plain; returns the record, the prefix (genesis, grants) and the entries.
+fn sealing_fixture(n: u64, sealed: bool) -> (Fixture, Vec<Verified>, Vec<Verified>) {
+    let mut f = Fixture::new(3, "George");
+    let george = f.patient.clone();
+    for i in 0..20 {
+        f.grant(grant(
+            &key(3, &format!("grantee {i}")),
+            Level::View,
+            &[],
+            false,
+            false,
+        ));
+    }
+    let prefix: Vec<Verified> = f.record.entries().cloned().collect();
+    let mut rng = SeededRng::new(3);
+    let policy = SealPolicy {
+        seal_new_streams: sealed,
+        history: false,
+    };
+    f.record.unlock(&george);
+    let mut written = Vec::new();
+    for i in 0..n {
+        let p = Payload::Create {
+            category: Category::VitalSigns,
+            body: one_kb_body(i),
+        };
+        let vs = f
+            .record
+            .prepare_sealed(&george, p, f.now, None, policy, &mut rng)
+            .expect("valid");
+        f.now += 1000;
+        for v in vs {
+            f.record.apply(v.clone()).expect("applies");
+            written.push(v);
+        }
+    }
+    (f, prefix, written)
+}
+
+fn sealing(c: &mut Criterion) {
+    let n: u64 = if std::env::args().any(|a| a == "--bench") {
+        2_000
+    } else {
+        50
+    };
+    let (_, prefix, plain) = sealing_fixture(n, false);
+    let (sealed_f, sealed_prefix, sealed) = sealing_fixture(n, true);
+    let reader = key(3, "grantee 7");
+    let mut g = c.benchmark_group("sealing");
+    g.sample_size(10).throughput(Throughput::Elements(n));
+    let apply_all = |prefix: &[Verified], entries: &[Verified], unlock: Option<&Keypair>| {
+        let mut r = Record::new(prefix[0].entry().record);
+        if let Some(k) = unlock {
+            r.unlock(k);
+        }
+        for v in prefix.iter().chain(entries) {
+            r.apply(v.clone()).expect("applies");
+        }
+        r.len()
+    };
+    g.bench_function(format!("apply_plain_{n}"), |b| {
+        b.iter(|| black_box(apply_all(&prefix, &plain, None)))
+    });
+    g.bench_function(format!("apply_sealed_as_relay_{n}"), |b| {
+        b.iter(|| black_box(apply_all(&sealed_prefix, &sealed, None)))
+    });
+    g.bench_function(format!("apply_sealed_as_reader_{n}"), |b| {
+        b.iter(|| black_box(apply_all(&sealed_prefix, &sealed, Some(&reader))))
+    });
+    g.finish();
+
+    // A revocation in a record with 20 grantees and four sealed streams: the revocation's
+    // parts and a new epoch per stream, each wrapped for the 20 remaining readers.
+    let mut f = sealed_f;
+    let george = f.patient.clone();
+    let mut rng = SeededRng::new(4);
+    let policy = SealPolicy {
+        seal_new_streams: true,
+        history: false,
+    };
+    let more = [
+        (
+            Category::Problems,
+            text_body(&[("problem", "Hypertension")]),
+        ),
+        (Category::Allergies, text_body(&[("agent", "Penicillin")])),
+        (
+            Category::Medications,
+            text_body(&[("medication", "Metformin")]),
+        ),
+    ];
+    for (category, body) in more {
+        let vs = f
+            .record
+            .prepare_sealed(
+                &george,
+                Payload::Create { category, body },
+                f.now,
+                None,
+                policy,
+                &mut rng,
+            )
+            .expect("valid");
+        for v in vs {
+            f.record.apply(v).expect("applies");
+        }
+    }
+    let target = f.record.grants_of(&reader.actor())[0];
+    let mut g = c.benchmark_group("sealing");
+    g.sample_size(10);
+    g.bench_function("revoke_and_rotate_20_grantees", |b| {
+        b.iter(|| {
+            let vs = f
+                .record
+                .prepare_sealed(
+                    &george,
+                    Payload::Revoke {
+                        grant: target,
+                        category: None,
+                        reason: "bench".into(),
+                    },
+                    f.now,
+                    None,
+                    policy,
+                    &mut rng,
+                )
+                .expect("valid");
+            black_box(vs.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, entries, state_at_time, sealing);
 criterion_main!(benches);
