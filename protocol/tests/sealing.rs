@@ -69,6 +69,27 @@ impl World {
         Ok(vs)
     }
 
+    /// George grants `level` on `categories` (empty: all) to `to`; the grant's id.
+    fn grant(&mut self, to: &Keypair, level: Level, categories: &[Category]) -> EntryId {
+        let g = self.george.clone();
+        let vs = self.write(
+            &g,
+            Payload::Grant(grant(to, level, categories, false, false)),
+        );
+        vs.unwrap()[0].id()
+    }
+
+    /// George revokes a grant; everything the revocation wrote.
+    fn revoke(&mut self, grant: EntryId) -> Vec<Verified> {
+        let g = self.george.clone();
+        let revoke = Payload::Revoke {
+            grant,
+            category: None,
+            reason: "ended".into(),
+        };
+        self.write(&g, revoke).unwrap()
+    }
+
     fn create(&mut self, key: &Keypair, c: Category, body: Value) -> EntryId {
         let vs = self
             .write(key, Payload::Create { category: c, body })
@@ -93,22 +114,8 @@ fn a_relay_holds_checks_and_serves_what_it_cannot_read() {
     let nurse = key(1, "Nurse");
     let host = key(1, "Community host");
     let g = w.george.clone();
-    w.write(
-        &g,
-        Payload::Grant(grant(
-            &nurse,
-            Level::View,
-            &[Category::VitalSigns],
-            false,
-            false,
-        )),
-    )
-    .unwrap();
-    w.write(
-        &g,
-        Payload::Grant(grant(&host, Level::Relay, &[], false, false)),
-    )
-    .unwrap();
+    w.grant(&nurse, Level::View, &[Category::VitalSigns]);
+    w.grant(&host, Level::Relay, &[]);
     let item = w.create(&g, Category::VitalSigns, bp(141, 92));
     w.write(
         &g,
@@ -193,35 +200,10 @@ fn a_revocation_rotates_and_the_revoked_reader_opens_nothing_written_after() {
     let nurse = key(2, "Nurse");
     let carer = key(2, "Carer");
     let g = w.george.clone();
-    let nurse_grant = w
-        .write(
-            &g,
-            Payload::Grant(grant(&nurse, Level::View, &[], false, false)),
-        )
-        .unwrap()[0]
-        .id();
-    w.write(
-        &g,
-        Payload::Grant(grant(
-            &carer,
-            Level::Write,
-            &[Category::VitalSigns],
-            false,
-            false,
-        )),
-    )
-    .unwrap();
+    let nurse_grant = w.grant(&nurse, Level::View, &[]);
+    w.grant(&carer, Level::Write, &[Category::VitalSigns]);
     let before = w.create(&carer, Category::VitalSigns, bp(120, 80));
-    let vs = w
-        .write(
-            &g,
-            Payload::Revoke {
-                grant: nurse_grant,
-                category: None,
-                reason: "moved away".into(),
-            },
-        )
-        .unwrap();
+    let vs = w.revoke(nurse_grant);
     // The revocation's parts, then a new epoch for the sealed stream, not for the nurse.
     let wrap = vs
         .iter()
@@ -324,37 +306,12 @@ fn a_writer_cannot_seal_for_a_revoked_reader_nor_write_plain_in_a_sealed_stream(
     let mut w = World::new(3);
     let nurse = key(3, "Nurse");
     let carer = key(3, "Carer");
-    let g = w.george.clone();
-    let ng = w
-        .write(
-            &g,
-            Payload::Grant(grant(&nurse, Level::View, &[], false, false)),
-        )
-        .unwrap()[0]
-        .id();
-    w.write(
-        &g,
-        Payload::Grant(grant(
-            &carer,
-            Level::Write,
-            &[Category::VitalSigns],
-            false,
-            false,
-        )),
-    )
-    .unwrap();
+    let ng = w.grant(&nurse, Level::View, &[]);
+    w.grant(&carer, Level::Write, &[Category::VitalSigns]);
     let first = w.create(&carer, Category::VitalSigns, bp(120, 80));
     let cr = w.replica(&carer);
     let (old_epoch, old_key) = epoch_key_of(&cr, &carer, &first);
-    w.write(
-        &g,
-        Payload::Revoke {
-            grant: ng,
-            category: None,
-            reason: "left".into(),
-        },
-    )
-    .unwrap();
+    w.revoke(ng);
     // The attack: the carer (or a tampered client) seals under the epoch the revoked
     // nurse still holds.
     let cr = w.replica(&carer);
@@ -451,11 +408,7 @@ fn an_opening_wraps_for_every_reader_and_only_readers() {
     let nurse = key(4, "Nurse");
     let stranger = key(4, "Stranger");
     let g = w.george.clone();
-    w.write(
-        &g,
-        Payload::Grant(grant(&nurse, Level::View, &[], false, false)),
-    )
-    .unwrap();
+    w.grant(&nurse, Level::View, &[]);
     let c = Category::Allergies;
     let missing = key_wrap(
         &w.relay,
@@ -585,56 +538,22 @@ fn a_new_grantee_gets_the_current_epoch_or_with_history_every_epoch() {
     let pharmacist = key(6, "Pharmacist");
     let carer = key(6, "Carer");
     let g = w.george.clone();
-    let cg = w
-        .write(
-            &g,
-            Payload::Grant(grant(&carer, Level::View, &[], false, false)),
-        )
-        .unwrap()[0]
-        .id();
+    let cg = w.grant(&carer, Level::View, &[]);
     let old = w.create(
         &g,
         Category::Medications,
         text_body(&[("medication", "Metformin")]),
     );
     // A revocation: the old epoch is left behind.
-    w.write(
-        &g,
-        Payload::Revoke {
-            grant: cg,
-            category: None,
-            reason: "no longer needed".into(),
-        },
-    )
-    .unwrap();
+    w.revoke(cg);
     let mid = w.create(
         &g,
         Category::Medications,
         text_body(&[("medication", "Ramipril")]),
     );
-    w.write(
-        &g,
-        Payload::Grant(grant(
-            &gp,
-            Level::View,
-            &[Category::Medications],
-            false,
-            false,
-        )),
-    )
-    .unwrap();
+    w.grant(&gp, Level::View, &[Category::Medications]);
     w.policy.history = true;
-    w.write(
-        &g,
-        Payload::Grant(grant(
-            &pharmacist,
-            Level::View,
-            &[Category::Medications],
-            false,
-            false,
-        )),
-    )
-    .unwrap();
+    w.grant(&pharmacist, Level::View, &[Category::Medications]);
     w.policy.history = false;
     let new = w.create(
         &g,
@@ -965,4 +884,53 @@ mod churn {
             );
         }
     }
+}
+
+#[test]
+fn misshapen_key_wraps_and_sealed_content_are_refused_before_the_gate() {
+    use cophr_protocol::entry::{check_structure, EntryError};
+    let w = World::new(8);
+    let g = w.george.clone();
+    let nurse = key(8, "Nurse");
+    let good = key_wrap(
+        &w.relay,
+        &g,
+        Category::Allergies,
+        EpochId([1; 16]),
+        true,
+        &[g.clone(), nurse.clone()],
+        w.now,
+    );
+    let with_wraps = |f: &dyn Fn(&mut Vec<Wrapped>)| {
+        let mut e = good.entry().clone();
+        if let Payload::KeyWrap { wraps, .. } = &mut e.payload {
+            f(wraps);
+        }
+        check_structure(&e)
+    };
+    assert_eq!(
+        with_wraps(&|w| w.reverse()),
+        Err(EntryError::Wraps("not sorted by reader or duplicated"))
+    );
+    assert_eq!(
+        with_wraps(&|w| {
+            w.truncate(1);
+            w[0].ct.pop();
+        }),
+        Err(EntryError::Wraps("a wrapped key of the wrong size"))
+    );
+    assert_eq!(
+        with_wraps(&|w| w.clear()),
+        Err(EntryError::Wraps("1 to 512 wrapped keys"))
+    );
+    let mut e = good.entry().clone();
+    e.payload = Payload::SealedCreate {
+        category: Category::Allergies,
+        content: seal::Sealed {
+            epoch: EpochId([1; 16]),
+            nonce: [0; 24],
+            ct: vec![0; 15],
+        },
+    };
+    assert_eq!(check_structure(&e), Err(EntryError::Text("content")));
 }

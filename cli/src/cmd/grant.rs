@@ -44,7 +44,7 @@ pub struct Args {
 #[derive(ClapArgs, Debug)]
 pub struct Access {
     /// Access level: view, annotate, write or delete
-    #[arg(long)]
+    #[arg(long, value_parser = cophr_node::http::api::grants::grantable_level)]
     level: Level,
 
     /// `all`, or a comma-separated list of categories (see `cophr schema`)

@@ -38,7 +38,7 @@ use super::{ApiError, AppState, JsonBody, OptionalJsonBody};
 mod audit;
 mod devices;
 mod entries;
-mod grants;
+pub mod grants;
 mod invitations;
 mod keys;
 mod records;

@@ -65,6 +65,24 @@ fn scope_of(v: &Value) -> Result<Scope, ApiError> {
     }
 }
 
+/// A level a person may be granted here: view to delete. `relay` (store and serve, never
+/// read) is refused until this node seals content (blind hosting, step 3): before that a
+/// relay would receive everything in clear.
+pub fn grantable_level(text: &str) -> Result<Level, String> {
+    match text.trim().parse::<Level>() {
+        Ok(Level::Relay) => Err(
+            "`relay` cannot be granted yet: this node does not seal content, so a relay \
+             would receive it in clear; grant view or above"
+                .into(),
+        ),
+        Ok(level) => Ok(level),
+        Err(_) => Err(format!(
+            "`{}` is not a level: view, annotate, write or delete",
+            text.trim()
+        )),
+    }
+}
+
 /// The access a grant or an invitation gives, from the fields both take.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn terms_of(
@@ -77,11 +95,7 @@ pub(super) fn terms_of(
     label: Option<String>,
 ) -> Result<Terms, ApiError> {
     let scope = scope_of(categories)?;
-    let level: Level = level.trim().parse().map_err(|_| {
-        ApiError::invalid(format!(
-            "`{level}` is not a level: view, annotate, write or delete"
-        ))
-    })?;
+    let level = grantable_level(level).map_err(ApiError::invalid)?;
     let not_before = from.map(|t| parse_time("from", t)).transpose()?;
     let until = expires.map(|t| parse_time("expires", t)).transpose()?;
     if let (Some(a), Some(b)) = (not_before, until) {
@@ -174,4 +188,18 @@ pub(super) async fn revoke(
         .await?;
     st.changed(record).await;
     Ok(Json(json!({ "id": id })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_is_not_grantable_until_content_is_sealed_and_unknown_levels_say_so() {
+        assert_eq!(grantable_level(" write "), Ok(Level::Write));
+        assert!(grantable_level("relay").unwrap_err().contains("in clear"));
+        assert!(grantable_level("admin")
+            .unwrap_err()
+            .contains("`admin` is not a level"));
+    }
 }
