@@ -200,6 +200,10 @@ impl Ctx {
             );
         }
         tracing::debug!(replayed = report.replayed, "store open");
+        // Sealed content opens with the home's identity key (when it has one).
+        if let Ok(me) = self.home.identity() {
+            store.unlock_with(&me.key);
+        }
         Ok(store)
     }
 

@@ -145,11 +145,19 @@ impl Session {
         payload: Payload,
         now: Timestamp,
     ) -> Result<EntryId, SessionError> {
-        // A dry run: `prepare_all` checks everything the write would (structure, rules).
+        // A dry run: preparing checks everything the write would (structure, rules,
+        // sealing).
         self.store.with_record(record, |r| {
-            r.prepare_all(&self.key, payload.clone(), now, self.device.clone())
-                .map(drop)
-                .map_err(|e| explain(r, &self.actor(), e))
+            r.prepare_sealed(
+                &self.key,
+                payload.clone(),
+                now,
+                self.device.clone(),
+                self.store.seal_policy(true),
+                &mut rand_core::OsRng,
+            )
+            .map(drop)
+            .map_err(|e| explain(r, &self.actor(), e))
         })??;
         self.publish_profile(record, now)?;
         self.store

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use cophr_protocol::audit::{self, Action, AuditError, AuditEvent, SignedAudit};
 use cophr_protocol::entry::{Entry, EntryError, SignedEntry, Timestamp, Verified};
 use cophr_protocol::export::{self, ExportError};
-use cophr_protocol::record::{Applied, Record, Rejection};
+use cophr_protocol::record::{Applied, Record, Rejection, SealPolicy};
 use cophr_protocol::{ActorId, EntryId, Keypair, Payload, Profile, RecordId};
 
 use log::{is_batch_marker, FileLog, Log, LogError, FRAME_HEADER_LEN};
@@ -209,6 +209,11 @@ struct Inner {
     /// Per record: whether loaded, and the last (seq, id). Held while an event is
     /// persisted, so the chain has no gaps or duplicates.
     audit_tail: Mutex<HashMap<RecordId, Arc<Mutex<AuditTail>>>>,
+    /// The keys this node reads sealed content with ([`Store::unlock_with`]): every record
+    /// is unlocked with them as it is loaded or first received.
+    readers: RwLock<Vec<Keypair>>,
+    /// Whether writes seal streams not sealed yet (default: yes).
+    seal_new_streams: std::sync::atomic::AtomicBool,
 }
 
 /// A store of many records. Cheap to clone; safe to share between threads.
@@ -478,6 +483,8 @@ impl Store {
                 pending: BTreeMap::new(),
             }),
             audit_tail: Mutex::new(HashMap::new()),
+            readers: RwLock::new(Vec::new()),
+            seal_new_streams: std::sync::atomic::AtomicBool::new(true),
         };
         Ok((
             Store {
@@ -640,8 +647,91 @@ impl Store {
         Ok(out)
     }
 
+    /// An empty record, unlocked with this node's reader keys (so content opens as its
+    /// entries arrive).
+    fn fresh_record(&self, id: RecordId) -> Record {
+        let mut r = Record::new(id);
+        for k in self
+            .inner
+            .readers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            r.unlock(k);
+        }
+        r
+    }
+
+    /// Reads sealed content with `key` from now on: every record held (loaded now, or
+    /// later) is unlocked with it ([`Record::unlock`]). The node calls this with its
+    /// identity key; the key stays in memory only.
+    pub fn unlock_with(&self, key: &Keypair) {
+        {
+            let mut readers = self
+                .inner
+                .readers
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if readers.iter().any(|k| k.actor() == key.actor()) {
+                return;
+            }
+            readers.push(key.clone());
+        }
+        let loaded: Vec<Arc<RwLock<Record>>> =
+            lock(&self.inner.records).values().cloned().collect();
+        for h in loaded {
+            h.write().unwrap_or_else(|p| p.into_inner()).unlock(key);
+        }
+    }
+
+    /// Whether writes seal the streams they write into that are not sealed yet (streams
+    /// already sealed are always sealed). On by default; off only to measure or to test
+    /// records written before sealing.
+    pub fn set_seal_new_streams(&self, on: bool) {
+        self.inner
+            .seal_new_streams
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The sealing policy for a write (`history`: a new grantee also gets earlier epochs).
+    pub fn seal_policy(&self, history: bool) -> SealPolicy {
+        SealPolicy {
+            seal_new_streams: self
+                .inner
+                .seal_new_streams
+                .load(std::sync::atomic::Ordering::Relaxed),
+            history,
+        }
+    }
+
+    /// Prepares what `author` does on `r` as this node writes it: sealed
+    /// ([`Record::prepare_sealed`], fresh randomness from the system), with `r` unlocked
+    /// for the author first, so what it seals opens here.
+    pub fn prepare(
+        &self,
+        r: &mut Record,
+        author: &Keypair,
+        payload: Payload,
+        now: Timestamp,
+        device: Option<String>,
+        history: bool,
+    ) -> Result<Vec<Verified>, Rejection> {
+        if !r.unlocked_for(&author.actor()) {
+            r.unlock(author);
+        }
+        r.prepare_sealed(
+            author,
+            payload,
+            now,
+            device,
+            self.seal_policy(history),
+            &mut rand_core::OsRng,
+        )
+    }
+
     fn load(&self, id: &RecordId) -> Result<Record, StoreError> {
-        let mut record = Record::new(*id);
+        let mut record = self.fresh_record(*id);
         // Entry by entry, so a large record is never held twice.
         for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
             let (k, v) = kv?;
@@ -879,8 +969,9 @@ impl Store {
         if self.holds(&id)? {
             return Err(Rejection::GenesisExists.into());
         }
-        let handle = Arc::new(RwLock::new(Record::new(id)));
+        let handle = Arc::new(RwLock::new(self.fresh_record(id)));
         let mut r = handle.write().unwrap_or_else(|p| p.into_inner());
+        r.unlock(patient);
         let v = r.prepare(
             patient,
             Payload::Genesis { profile },
@@ -907,11 +998,25 @@ impl Store {
         now: Timestamp,
         device: Option<String>,
     ) -> Result<EntryId, StoreError> {
+        self.write_with(record, author, payload, now, device, true)
+    }
+
+    /// [`Store::write`], saying whether a grant also gives the grantee the keys of the
+    /// history of the sealed streams it opens (`history`), or only from now on.
+    pub fn write_with(
+        &self,
+        record: &RecordId,
+        author: &Keypair,
+        payload: Payload,
+        now: Timestamp,
+        device: Option<String>,
+        history: bool,
+    ) -> Result<EntryId, StoreError> {
         let h = self.handle(record)?;
         let mut r = h.write().unwrap_or_else(|p| p.into_inner());
         let action = Action::for_payload(&payload);
         let detail = r.category_of_payload(&payload).map(|c| c.to_string());
-        let all = r.prepare_all(author, payload, now, device.clone())?;
+        let all = self.prepare(&mut r, author, payload, now, device.clone(), history)?;
         let nothing = || StoreError::Corrupt("nothing to write".into());
         if all.is_empty() {
             return Err(nothing());
@@ -981,11 +1086,14 @@ impl Store {
         }
         let h = self.handle(record)?;
         let mut r = h.write().unwrap_or_else(|p| p.into_inner());
+        if !r.unlocked_for(&author.actor()) {
+            r.unlock(author);
+        }
         let mut trial = r.clone();
         let mut all = Vec::with_capacity(payloads.len());
         for (index, payload) in payloads.into_iter().enumerate() {
-            let prepared = trial
-                .prepare_all(author, payload, now, device.clone())
+            let prepared = self
+                .prepare(&mut trial, author, payload, now, device.clone(), true)
                 .map_err(|error| BatchError::Refused { index, error })?;
             for v in prepared {
                 trial
@@ -1023,7 +1131,9 @@ impl Store {
     pub fn ingest(&self, record: &RecordId, entries: Vec<Verified>) -> Result<usize, StoreError> {
         let (h, fresh) = match self.handle(record) {
             Ok(h) => (h, false),
-            Err(StoreError::NotFound(_)) => (Arc::new(RwLock::new(Record::new(*record))), true),
+            Err(StoreError::NotFound(_)) => {
+                (Arc::new(RwLock::new(self.fresh_record(*record))), true)
+            }
             Err(e) => return Err(e),
         };
         let mut r = h.write().unwrap_or_else(|p| p.into_inner());
@@ -1368,10 +1478,20 @@ impl Store {
 mod tests {
     use super::*;
     use cophr_protocol::access::Level;
+    use cophr_protocol::record::ContentState;
     use cophr_protocol::testkit::{bp, grant, key, profile, text_body};
     use cophr_protocol::Category;
 
+    /// A store writing plain entries: the log's mechanics tests count one entry per
+    /// write (sealing a stream adds its opening); sealing has its own tests
+    /// (`sealed_*`).
     fn open(dir: &Path) -> Store {
+        let s = Store::open(dir, key(0, "node")).unwrap().0;
+        s.set_seal_new_streams(false);
+        s
+    }
+
+    fn open_sealing(dir: &Path) -> Store {
         Store::open(dir, key(0, "node")).unwrap().0
     }
 
@@ -1409,6 +1529,230 @@ mod tests {
         assert_eq!(audit[0].event.action, Action::Add);
         assert_eq!(audit[0].event.entries, vec![a]);
         assert!(s.verify().unwrap().is_ok());
+    }
+
+    /// Every entry of `rec` in `from`, ingested into `to` (as sync would bring them).
+    fn replicate(from: &Store, to: &Store, rec: &RecordId) {
+        let all: Vec<Verified> = from
+            .with_record(rec, |r| r.entries().cloned().collect())
+            .unwrap();
+        to.ingest(rec, all).unwrap();
+    }
+
+    fn log_bytes(dir: &Path) -> Vec<u8> {
+        std::fs::read(dir.join("log")).unwrap()
+    }
+
+    fn contains(hay: &[u8], needle: &str) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn sealed_writes_leave_no_content_on_disk_and_open_again_for_their_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open_sealing(dir.path());
+        let (g, rec) = george(&s);
+        let secret = "I am deaf in my left ear";
+        let a = s
+            .write(
+                &rec,
+                &g,
+                Payload::Create {
+                    category: Category::AboutMe,
+                    body: text_body(&[("thing-1", secret)]),
+                },
+                2_000,
+                None,
+            )
+            .unwrap();
+        // The writer reads it at once.
+        s.with_record(&rec, |r| {
+            assert_eq!(r.content_state(&a), Some(ContentState::Opened));
+            assert!(r.is_sealed(&Category::AboutMe));
+        })
+        .unwrap();
+        drop(s);
+        let bytes = log_bytes(dir.path());
+        assert!(
+            !contains(&bytes, secret),
+            "the log holds the content in clear"
+        );
+        // Reopened without the key: held, verified, locked.
+        let s = open_sealing(dir.path());
+        s.with_record(&rec, |r| {
+            assert!(r.contains(&a));
+            assert_eq!(r.content_state(&a), Some(ContentState::Locked));
+        })
+        .unwrap();
+        assert!(s.verify().unwrap().is_ok());
+        // Unlocked with the patient's key (as the node does with its identity): open.
+        s.unlock_with(&g);
+        s.with_record(&rec, |r| {
+            assert_eq!(r.content_state(&a), Some(ContentState::Opened));
+            match r.payload(&a) {
+                Some(Payload::Create { body, .. }) => {
+                    assert_eq!(body, &text_body(&[("thing-1", secret)]))
+                }
+                other => panic!("{other:?}"),
+            }
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn sealed_a_grantee_reads_a_host_does_not_and_a_revoked_grantee_reads_nothing_new() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let patient = open_sealing(dirs[0].path());
+        let host = open_sealing(dirs[1].path());
+        let mary_store = open_sealing(dirs[2].path());
+        let (g, rec) = george(&patient);
+        let mary = key(2, "Mary");
+        let host_key = key(3, "Host");
+        host.unlock_with(&host_key);
+        mary_store.unlock_with(&mary);
+        let first = patient
+            .write(
+                &rec,
+                &g,
+                Payload::Create {
+                    category: Category::VitalSigns,
+                    body: bp(140, 90),
+                },
+                2_000,
+                None,
+            )
+            .unwrap();
+        patient
+            .write(
+                &rec,
+                &g,
+                Payload::Grant(grant(
+                    &mary,
+                    Level::View,
+                    &[Category::VitalSigns],
+                    false,
+                    false,
+                )),
+                3_000,
+                None,
+            )
+            .unwrap();
+        let gid = patient
+            .with_record(&rec, |r| {
+                r.grants()
+                    .find(|x| x.grant.grantee == mary.actor())
+                    .unwrap()
+                    .id
+            })
+            .unwrap();
+        replicate(&patient, &host, &rec);
+        replicate(&patient, &mary_store, &rec);
+        // Mary was given the history: she reads what was written before her grant.
+        mary_store
+            .with_record(&rec, |r| {
+                assert_eq!(r.content_state(&first), Some(ContentState::Opened))
+            })
+            .unwrap();
+        host.with_record(&rec, |r| {
+            assert_eq!(r.content_state(&first), Some(ContentState::Locked))
+        })
+        .unwrap();
+        patient
+            .write(
+                &rec,
+                &g,
+                Payload::Revoke {
+                    grant: gid,
+                    category: None,
+                    reason: "changed GP".into(),
+                },
+                4_000,
+                None,
+            )
+            .unwrap();
+        let after = patient
+            .write(
+                &rec,
+                &g,
+                Payload::Create {
+                    category: Category::VitalSigns,
+                    body: bp(150, 95),
+                },
+                5_000,
+                None,
+            )
+            .unwrap();
+        replicate(&patient, &host, &rec);
+        replicate(&patient, &mary_store, &rec);
+        mary_store
+            .with_record(&rec, |r| {
+                // What she was shown stays readable; what came after does not open.
+                assert_eq!(r.content_state(&first), Some(ContentState::Opened));
+                assert_eq!(r.content_state(&after), Some(ContentState::Locked));
+            })
+            .unwrap();
+        patient
+            .with_record(&rec, |r| {
+                assert_eq!(r.content_state(&after), Some(ContentState::Opened))
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_grant_from_now_on_gives_no_history() {
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let patient = open_sealing(dirs[0].path());
+        let mary_store = open_sealing(dirs[1].path());
+        let (g, rec) = george(&patient);
+        let mary = key(2, "Mary");
+        mary_store.unlock_with(&mary);
+        let before = patient
+            .write(
+                &rec,
+                &g,
+                Payload::Create {
+                    category: Category::VitalSigns,
+                    body: bp(140, 90),
+                },
+                2_000,
+                None,
+            )
+            .unwrap();
+        patient
+            .write_with(
+                &rec,
+                &g,
+                Payload::Grant(grant(
+                    &mary,
+                    Level::View,
+                    &[Category::VitalSigns],
+                    false,
+                    false,
+                )),
+                3_000,
+                None,
+                false,
+            )
+            .unwrap();
+        let later = patient
+            .write(
+                &rec,
+                &g,
+                Payload::Create {
+                    category: Category::VitalSigns,
+                    body: bp(150, 95),
+                },
+                4_000,
+                None,
+            )
+            .unwrap();
+        replicate(&patient, &mary_store, &rec);
+        mary_store
+            .with_record(&rec, |r| {
+                assert_eq!(r.content_state(&before), Some(ContentState::Locked));
+                assert_eq!(r.content_state(&later), Some(ContentState::Opened));
+            })
+            .unwrap();
     }
 
     #[test]
@@ -1720,7 +2064,9 @@ mod tests {
     fn mem_store(mem: &log::MemLog) -> Store {
         let (log, _) = Log::open(mem.clone()).unwrap();
         let db = sled::Config::new().temporary(true).open().unwrap();
-        Store::with_parts(log, db, key(0, "node")).unwrap()
+        let s = Store::with_parts(log, db, key(0, "node")).unwrap();
+        s.set_seal_new_streams(false);
+        s
     }
 
     /// Whether all of `ids` and the batch's audit event are held (true), none (false), or a

@@ -559,8 +559,10 @@ impl Record {
     ///   under [`Record::writing_epoch`], a new epoch being opened first if none fits;
     /// - a revocation, device removal or key rotation is followed by a new epoch in each
     ///   sealed stream it concerns, wrapped for the readers that remain;
-    /// - a grant, an added device or new guardians are followed by wraps of the current
-    ///   epochs (with `policy.history`, or for devices and guardians, every epoch held).
+    /// - a grant is followed, in each sealed stream it opens, by wraps of every epoch held
+    ///   for the grantee (with `policy.history`), or else by a new epoch, so the grantee
+    ///   reads from its grant on and nothing written before;
+    /// - an added device or new guardians are followed by wraps of every epoch held.
     ///
     /// The caller's key must be unlocked ([`Record::unlock`]) to seal or give keys.
     pub fn prepare_sealed<R: RngCore + CryptoRng>(
@@ -614,11 +616,14 @@ impl Record {
                     trial.open_epoch(key, &c, now, device.clone(), rng)?
                 }
                 Payload::Grant(g) => {
-                    if g.level.reads() && g.scope.covers(&c) {
-                        let to = [g.grantee];
-                        trial.prepare_key_gifts(key, &c, &to, policy.history, now, &device, rng)?
-                    } else {
+                    if !(g.level.reads() && g.scope.covers(&c)) {
                         Vec::new()
+                    } else if policy.history {
+                        let to = [g.grantee];
+                        trial.prepare_key_gifts(key, &c, &to, true, now, &device, rng)?
+                    } else {
+                        // From now on: a new epoch, so nothing written before opens.
+                        trial.open_epoch(key, &c, now, device.clone(), rng)?
                     }
                 }
                 Payload::AddDevice { device: d, .. } => {

@@ -364,8 +364,16 @@ fn run_transaction(
     st.store().with_record(&record, |r| {
         let mut trial = r.clone();
         for (i, p) in plans.iter().enumerate() {
-            let vs = trial
-                .prepare_all(&key, p.payload.clone(), now, device.clone())
+            let vs = st
+                .store()
+                .prepare(
+                    &mut trial,
+                    &key,
+                    p.payload.clone(),
+                    now,
+                    device.clone(),
+                    true,
+                )
                 .map_err(|e| at(Outcome::from(explain(r, &key.actor(), e)), &items[i].path))?;
             for v in vs {
                 trial
