@@ -314,9 +314,22 @@ pub fn write(
     record: &RecordId,
     payload: Payload,
 ) -> Result<EntryId> {
+    write_with(ctx, store, me, record, payload, true)
+}
+
+/// [`write`], saying whether a grant gives the keys of what was written before it
+/// (`history`) or only of what comes after.
+pub fn write_with(
+    ctx: &Ctx,
+    store: &Store,
+    me: &Identity,
+    record: &RecordId,
+    payload: Payload,
+    history: bool,
+) -> Result<EntryId> {
     let now = ctx.now()?;
     session(ctx, store, me)
-        .write(record, payload, now)
+        .write_with(record, payload, now, history)
         .map_err(session_error)
 }
 

@@ -145,6 +145,19 @@ impl Session {
         payload: Payload,
         now: Timestamp,
     ) -> Result<EntryId, SessionError> {
+        self.write_with(record, payload, now, true)
+    }
+
+    /// [`Session::write`], saying whether a grant gives the grantee the keys of what was
+    /// written before it (`history`) or only of what comes after
+    /// ([`Store::write_with`]).
+    pub fn write_with(
+        &self,
+        record: &RecordId,
+        payload: Payload,
+        now: Timestamp,
+        history: bool,
+    ) -> Result<EntryId, SessionError> {
         // A dry run: preparing checks everything the write would (structure, rules,
         // sealing).
         self.store.with_record(record, |r| {
@@ -153,7 +166,7 @@ impl Session {
                 payload.clone(),
                 now,
                 self.device.clone(),
-                self.store.seal_policy(true),
+                self.store.seal_policy(history),
                 &mut rand_core::OsRng,
             )
             .map(drop)
@@ -161,7 +174,14 @@ impl Session {
         })??;
         self.publish_profile(record, now)?;
         self.store
-            .write(record, &self.key, payload, now, self.device.clone())
+            .write_with(
+                record,
+                &self.key,
+                payload,
+                now,
+                self.device.clone(),
+                history,
+            )
             .map_err(|e| self.store_error(record, e))
     }
 

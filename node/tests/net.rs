@@ -160,19 +160,38 @@ async fn replicas_receive_what_they_may_see_and_writes_flow_back_live() {
     }
     let hp = host.handle.peer_id();
     let r = sync_with(&george_node, &host, rec, true).await;
-    assert!(r.pushed >= 5, "{r:?}");
+    // Genesis, two grants, and per stream written an epoch's opening and the entry.
+    assert!(r.pushed >= 7, "{r:?}");
     assert_eq!(
         host.handle.store().with_record(&rec, |r| r.len()).unwrap(),
-        5
+        7
     );
+    // The host holds and serves it, and cannot read it.
+    assert!(host
+        .handle
+        .store()
+        .with_record(&rec, |r| matches!(
+            r.content_state(&private),
+            Some(cophr_protocol::record::ContentState::Locked)
+        ))
+        .unwrap());
 
     // Mary (everything) and the pharmacist (medications only) replicate from the host.
     sync_with(&mary_node, &host, rec, true).await;
     sync_with(&pharmacy, &host, rec, false).await;
+    // Mary reads everything; the pharmacist reads the medications.
     assert!(mary_node
         .handle
         .store()
-        .with_record(&rec, |r| r.contains(&private))
+        .with_record(&rec, |r| r.contains(&private)
+            && matches!(r.payload(&private), Some(Payload::Create { .. })))
+        .unwrap());
+    assert!(pharmacy
+        .handle
+        .store()
+        .with_record(&rec, |r| r
+            .entries()
+            .any(|e| matches!(r.payload(&e.id()), Some(Payload::Create { category, .. }) if *category == Category::Medications)))
         .unwrap());
     let pharm_holds = pharmacy
         .handle

@@ -936,3 +936,90 @@ fn misshapen_key_wraps_and_sealed_content_are_refused_before_the_gate() {
     };
     assert_eq!(check_structure(&e), Err(EntryError::Text("content")));
 }
+
+/// Mary delegates to a night sitter while George, concurrently, revokes Mary; the sitter,
+/// not knowing, opens the first epoch of a stream. Its opening wraps for the readers at its
+/// own position (Mary and the sitter among them), and every replica judges it the same
+/// whether it holds the revocation first or not: the gate's readers are causal, not the
+/// grants' statuses now.
+#[test]
+fn a_concurrently_voided_grantees_opening_is_judged_the_same_in_any_arrival_order() {
+    let mut w = World::new(12);
+    let g = w.george.clone();
+    let mary = key(12, "Mary");
+    let sitter = key(12, "Sitter");
+    let mg = w
+        .write(
+            &g,
+            Payload::Grant(grant(&mary, Level::Write, &[], false, true)),
+        )
+        .unwrap()[0]
+        .id();
+    let base = w.relay.clone();
+    // George's side: the revocation.
+    let revocation = w.revoke(mg);
+    // Mary's and the sitter's side, from before the revocation.
+    let mut side = base.clone();
+    side.unlock(&mary);
+    let delegation = side
+        .prepare_sealed(
+            &mary,
+            Payload::Grant(grant(
+                &sitter,
+                Level::Write,
+                &[Category::VitalSigns],
+                false,
+                false,
+            )),
+            w.now,
+            None,
+            w.policy,
+            &mut w.rng,
+        )
+        .unwrap();
+    for v in &delegation {
+        side.apply(v.clone()).unwrap();
+    }
+    side.unlock(&sitter);
+    let write = side
+        .prepare_sealed(
+            &sitter,
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(135, 85),
+            },
+            w.now + 1,
+            None,
+            w.policy,
+            &mut w.rng,
+        )
+        .unwrap();
+    assert!(matches!(
+        write[0].entry().payload,
+        Payload::KeyWrap { opens: true, .. }
+    ));
+    let theirs: Vec<Verified> = delegation.iter().chain(&write).cloned().collect();
+
+    // Revocation first, then their entries: all accepted (kept, void).
+    let mut a = w.relay.clone();
+    for v in &theirs {
+        a.apply(v.clone()).unwrap();
+    }
+    // Their entries first, then the revocation.
+    let mut b = base.clone();
+    for v in theirs.iter().chain(&revocation) {
+        b.apply(v.clone()).unwrap();
+    }
+    assert_eq!(a.len(), b.len());
+    let last = write.last().unwrap().id();
+    assert_eq!(a.status(&last), b.status(&last));
+    assert!(matches!(
+        a.status(&last),
+        Some(cophr_protocol::record::Status::Void { .. })
+    ));
+    // After the revocation, neither Mary nor the sitter is a reader any more.
+    for r in [&a, &b] {
+        let readers = r.readers(&Category::VitalSigns);
+        assert!(!readers.contains(&mary.actor()) && !readers.contains(&sitter.actor()));
+    }
+}

@@ -16,6 +16,7 @@ use crate::output;
 use crate::times::{self, DayEnd};
 
 const AFTER_HELP: &str = "Levels (each includes the ones before it):
+  relay     store and serve the record without reading it (a host)
   view      see the categories
   annotate  also add notes to entries
   write     also add entries, and amend their own
@@ -25,6 +26,10 @@ Examples:
   cophr grant a-… --level delete --categories all --audit --delegate --label 'Mary (wife, carer)'
   cophr grant a-… --level view --categories problems,medications,allergies --label Pharmacy
   cophr grant a-… --level write --categories vital-signs --until 2026-12-31
+  cophr grant a-… --level view --categories messages --from-now
+
+Content is sealed: the grantee gets the keys of the categories it may see, with their
+history unless --from-now.
 
 A grantee with --delegate may act as your proxy and grant others a part of their own rights.";
 
@@ -38,12 +43,17 @@ pub struct Args {
 
     #[command(flatten)]
     access: Access,
+
+    /// Share only what is written from now on: what the categories hold already stays
+    /// sealed from the grantee
+    #[arg(long)]
+    from_now: bool,
 }
 
 /// The access a grant (or an invitation) gives: `cophr grant` and `cophr invite` share it.
 #[derive(ClapArgs, Debug)]
 pub struct Access {
-    /// Access level: view, annotate, write or delete
+    /// Access level: relay, view, annotate, write or delete
     #[arg(long, value_parser = cophr_node::http::api::grants::grantable_level)]
     level: Level,
 
@@ -204,12 +214,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     }
     let store = ctx.store()?;
     let record = ctx.record(&store, Some(&me.actor()))?;
-    let id = context::write(
+    let id = context::write_with(
         ctx,
         &store,
         &me,
         &record,
         Payload::Grant(terms.grant(grantee)),
+        !args.from_now,
     )?;
     if ctx.json {
         let mut out = terms_json(&terms);

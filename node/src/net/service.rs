@@ -311,13 +311,14 @@ impl NodeHandle {
 
 /// Starts a node: builds the swarm, listens, and spawns the event loop on the current
 /// tokio runtime. `peer_key` is the node's 32-byte ed25519 secret; `identity` is the actor
-/// the node acts as.
+/// the node acts as, and reads sealed content as ([`Store::unlock_with`]).
 pub async fn start(
     store: Store,
     identity: Keypair,
     peer_key: [u8; 32],
     config: NetConfig,
 ) -> Result<(NodeHandle, tokio::task::JoinHandle<()>), NetError> {
+    store.unlock_with(&identity);
     let mut secret = peer_key;
     let key = identity::Keypair::ed25519_from_bytes(&mut secret)
         .map_err(|e| NetError::Setup(e.to_string()))?;

@@ -222,6 +222,17 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// The entry that stands for an action among the entries it wrote: its last part that is
+/// not a key wrap (key management comes before a stream's first sealed entry and after a
+/// grant or revocation), else the last.
+fn principal(all: &[Verified]) -> Option<EntryId> {
+    all.iter()
+        .rev()
+        .find(|v| !matches!(v.entry().payload, Payload::KeyWrap { .. }))
+        .or(all.last())
+        .map(Verified::id)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -987,9 +998,11 @@ impl Store {
         Ok(eid)
     }
 
-    /// Writes what `author` does (choosing the grant that authorises it), durably, with
-    /// the matching audit event in the same fsync. A revocation writes several entries (see
-    /// [`Record::prepare_all`]). Returns the id of the last entry written.
+    /// Writes what `author` does (choosing the grant that authorises it), sealed, durably,
+    /// with the matching audit event in the same fsync. One action may write several
+    /// entries (a revocation's parts, [`Record::prepare_all`]; a stream's new epoch or a
+    /// grantee's keys, [`Record::prepare_sealed`]). Returns the id of the action's own
+    /// entry (its last part that is not a key wrap): what callers name it by.
     pub fn write(
         &self,
         record: &RecordId,
@@ -1017,12 +1030,10 @@ impl Store {
         let action = Action::for_payload(&payload);
         let detail = r.category_of_payload(&payload).map(|c| c.to_string());
         let all = self.prepare(&mut r, author, payload, now, device.clone(), history)?;
-        let nothing = || StoreError::Corrupt("nothing to write".into());
-        if all.is_empty() {
-            return Err(nothing());
-        }
-        let ids = self.commit(record, &mut r, author, all, action, detail, device, now)?;
-        ids.last().copied().ok_or_else(nothing)
+        let principal =
+            principal(&all).ok_or_else(|| StoreError::Corrupt("nothing to write".into()))?;
+        self.commit(record, &mut r, author, all, action, detail, device, now)?;
+        Ok(principal)
     }
 
     /// Makes entries `author` prepared (and the record checked) durable with one audit
@@ -1068,7 +1079,8 @@ impl Store {
     /// nothing: each payload is prepared on a copy of the record after the ones before it,
     /// and if any is refused nothing is written (the error says which, by position). One
     /// audit event with `action` lists every entry written. At most
-    /// [`MAX_WRITE_ALL`] payloads.
+    /// [`MAX_WRITE_ALL`] payloads. Returns, per payload, the id of its own entry (as
+    /// [`Store::write`]).
     pub fn write_all(
         &self,
         record: &RecordId,
@@ -1091,10 +1103,12 @@ impl Store {
         }
         let mut trial = r.clone();
         let mut all = Vec::with_capacity(payloads.len());
+        let mut principals = Vec::with_capacity(payloads.len());
         for (index, payload) in payloads.into_iter().enumerate() {
             let prepared = self
                 .prepare(&mut trial, author, payload, now, device.clone(), true)
                 .map_err(|error| BatchError::Refused { index, error })?;
+            principals.extend(principal(&prepared));
             for v in prepared {
                 trial
                     .apply(v.clone())
@@ -1106,7 +1120,7 @@ impl Store {
         if all.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.commit(
+        self.commit(
             record,
             &mut r,
             author,
@@ -1115,7 +1129,8 @@ impl Store {
             batch.detail,
             device,
             now,
-        )?)
+        )?;
+        Ok(principals)
     }
 
     /// Stores entries received from elsewhere (already signature-checked), all or nothing:

@@ -288,10 +288,12 @@ impl Record {
             out.extend(g.guardians);
         }
         for info in self.grants.values() {
-            if !past(&info.id)
-                || !info.grant.level.reads()
-                || !info.grant.scope.covers(c)
-                || self.status(&info.id) != Some(&Status::Valid)
+            // Causal: a grant voided by something outside this position's past (a
+            // revocation it was made concurrently with, say) still reads here, as it did
+            // for whoever wrote at this position; so the verdict never depends on what
+            // else a replica holds.
+            let voided = matches!(self.status(&info.id), Some(Status::Void { revocation }) if past(revocation));
+            if !past(&info.id) || !info.grant.level.reads() || !info.grant.scope.covers(c) || voided
             {
                 continue;
             }

@@ -44,6 +44,14 @@ pub(super) struct GrantInput {
     #[serde(default)]
     audit: bool,
     label: Option<String>,
+    /// Give the keys of what was written before the grant (default), or, with `false`,
+    /// only of what is written from the grant on.
+    #[serde(default = "yes")]
+    history: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn scope_of(v: &Value) -> Result<Scope, ApiError> {
@@ -65,22 +73,15 @@ fn scope_of(v: &Value) -> Result<Scope, ApiError> {
     }
 }
 
-/// A level a person may be granted here: view to delete. `relay` (store and serve, never
-/// read) is refused until this node seals content (blind hosting, step 3): before that a
-/// relay would receive everything in clear.
+/// A level that may be granted: relay (store and serve the record, never read it: a
+/// host), view, annotate, write or delete; an unknown level is explained.
 pub fn grantable_level(text: &str) -> Result<Level, String> {
-    match text.trim().parse::<Level>() {
-        Ok(Level::Relay) => Err(
-            "`relay` cannot be granted yet: this node does not seal content, so a relay \
-             would receive it in clear; grant view or above"
-                .into(),
-        ),
-        Ok(level) => Ok(level),
-        Err(_) => Err(format!(
-            "`{}` is not a level: view, annotate, write or delete",
+    text.trim().parse::<Level>().map_err(|_| {
+        format!(
+            "`{}` is not a level: relay, view, annotate, write or delete",
             text.trim()
-        )),
-    }
+        )
+    })
 }
 
 /// The access a grant or an invitation gives, from the fields both take.
@@ -138,12 +139,13 @@ pub(super) async fn add_grant(
         return Err(ApiError::invalid("you cannot grant access to yourself"));
     }
     let grant = terms.grant(grantee);
+    let history = input.history;
     let id = st
         .blocking(move |st| {
             held(st, &record)?;
             Ok(st
                 .session()
-                .write(&record, Payload::Grant(grant), st.now())?)
+                .write_with(&record, Payload::Grant(grant), st.now(), history)?)
         })
         .await?;
     st.changed(record).await;
@@ -195,9 +197,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn relay_is_not_grantable_until_content_is_sealed_and_unknown_levels_say_so() {
+    fn every_level_is_grantable_and_unknown_levels_say_so() {
         assert_eq!(grantable_level(" write "), Ok(Level::Write));
-        assert!(grantable_level("relay").unwrap_err().contains("in clear"));
+        assert_eq!(grantable_level("relay"), Ok(Level::Relay));
         assert!(grantable_level("admin")
             .unwrap_err()
             .contains("`admin` is not a level"));
