@@ -14,7 +14,7 @@ use cophr_node::net::{self, client, NetConfig, NodeHandle};
 use cophr_node::store::Store;
 use cophr_protocol::recovery::{GuardianApproval, Recovery, RecoveryRequest};
 use cophr_protocol::testkit::{key, profile};
-use cophr_protocol::{ActorId, Keypair, Profile, RecordId};
+use cophr_protocol::{ActorId, EntryId, Keypair, Profile, RecordId};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tower::ServiceExt;
@@ -623,13 +623,17 @@ async fn a_new_key_recovers_the_record_from_its_home_host_with_approvals() {
         .unwrap()
         .parse()
         .unwrap();
-    post(
+    let allergy: EntryId = post(
         &gst,
         &format!("/api/v1/records/{rid}/entries"),
         json!({"category": "allergies", "body": {"agent": "Penicillin", "reaction": "rash"}}),
     )
     .await
-    .ok(StatusCode::CREATED);
+    .ok(StatusCode::CREATED)["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let guardians: Vec<ActorId> = vec![mary().actor(), bob().actor()];
     for gd in &guardians {
         post(
@@ -735,6 +739,38 @@ async fn a_new_key_recovers_the_record_from_its_home_host_with_approvals() {
     get(&nst, &format!("/api/v1/recovery-request?record={rid}"))
         .await
         .error(StatusCode::CONFLICT, "conflict");
+
+    // The content is sealed and the new key was given no old epoch: the allergy is held
+    // but locked to it, until a guardian's node, seeing the rotation, gives it the keys.
+    let state = |s: &Store| {
+        s.with_record(&rid, |r| {
+            matches!(
+                r.content_state(&allergy),
+                Some(cophr_protocol::record::ContentState::Opened)
+            )
+        })
+        .unwrap()
+    };
+    assert!(!state(nnode.handle.store()));
+    let mnode = net_node("devices-api/mary", &mary()).await;
+    let hp = host.handle.peer_id();
+    client::sync(&mnode.handle, hp, vec![host_addr.clone()], rid, true)
+        .await
+        .unwrap();
+    assert!(state(mnode.handle.store()), "a guardian reads everything");
+    // Mary's node gave the keys on pulling the rotation; they reach the host with her
+    // next push, and George's new node with its next pull.
+    client::sync(&mnode.handle, hp, vec![host_addr.clone()], rid, true)
+        .await
+        .unwrap();
+    client::sync(&nnode.handle, hp, vec![host_addr.clone()], rid, false)
+        .await
+        .unwrap();
+    assert!(
+        state(nnode.handle.store()),
+        "the recovered key reads its history"
+    );
+    assert!(!state(host.handle.store()), "the host reads nothing");
 }
 
 #[tokio::test]

@@ -302,7 +302,8 @@ async fn george_hosted() -> (Host, Host, RecordId, usize) {
     .await
     .unwrap();
     let held = host.handle.store().with_record(&rec, |r| r.len()).unwrap();
-    assert_eq!(held, 3);
+    // Genesis, the grant, the vital-signs stream's opening and the reading.
+    assert_eq!(held, 4);
     (host, mary, rec, held)
 }
 
@@ -435,7 +436,10 @@ async fn malformed_bytes_on_the_sync_stream_are_answered_or_dropped_and_store_no
         .handle
         .store()
         .with_record(&rec, |r| {
-            r.prepare_as(
+            // Sealed, as Mary's node writes it (the stream is sealed).
+            let mut mine = r.clone();
+            mine.unlock(&mary_key);
+            mine.prepare_sealed(
                 &mary_key,
                 Payload::Create {
                     category: Category::VitalSigns,
@@ -443,9 +447,16 @@ async fn malformed_bytes_on_the_sync_stream_are_answered_or_dropped_and_store_no
                 },
                 net::service::now_ms(),
                 None,
+                cophr_protocol::record::SealPolicy {
+                    seal_new_streams: true,
+                    history: true,
+                },
+                &mut rng_for_sealing(),
             )
         })
         .unwrap()
+        .unwrap()
+        .pop()
         .unwrap();
     let entry_bytes = reading.signed().bytes().to_vec();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
@@ -659,4 +670,8 @@ async fn slow_peers_are_cut_by_the_request_timeout_while_others_sync() {
     let hs = host.handle.store();
     assert_eq!(hs.with_record(&rec, |r| r.len()).unwrap(), held + 1);
     honest_sync(&mary, &host, rec, 133).await;
+}
+
+fn rng_for_sealing() -> rand_chacha::ChaCha8Rng {
+    rand_chacha::ChaCha8Rng::seed_from_u64(12)
 }

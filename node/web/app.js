@@ -611,6 +611,7 @@ function entryCard(e, hx, showCategory = false) {
   const badges = [];
   if (e.deleted) badges.push(h('span', { class: 'badge warn' }, 'deleted'));
   if (e.status === 'void') badges.push(h('span', { class: 'badge warn' }, 'void (written without valid access)'));
+  if (e.flag) badges.push(h('span', { class: 'badge warn' }, `flagged: ${e.flag}`));
   if (e.versions > 1) badges.push(h('span', { class: 'badge' }, `version ${e.version} of ${e.versions}`));
   return h('article', { class: 'entry', 'data-entry': e.id },
     h(hx, {}, showCategory ? `${catTitle(e.category)}: ` : '', e.summary || '(no summary)'),

@@ -62,7 +62,9 @@ fn malformed_json_body_is_invalid_input() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(p.entries_held(), before + 2);
+    // Two entries, and the vital-signs stream's first epoch, opened with its first entry
+    // (the allergies stream was opened by `patient()`).
+    assert_eq!(p.entries_held(), before + 3);
 }
 
 #[test]
@@ -359,7 +361,8 @@ fn verify_and_repair_the_local_store() {
     assert!(out.contains("OK"), "{out}");
     let v = p.json(&["verify"]);
     assert_eq!(v["ok"], true);
-    assert_eq!(v["entries"], 2);
+    // The genesis, the allergy and its stream's first epoch (see `patient()`).
+    assert_eq!(v["entries"], 3);
     p.ok(&["repair"]);
     p.ok(&["verify"]);
 

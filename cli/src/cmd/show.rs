@@ -73,6 +73,9 @@ pub struct ItemOut {
     pub versions: usize,
     /// Whether concurrent versions exist.
     pub conflict: bool,
+    /// Why the content is flagged (sealed content that fails its category's rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
     /// Notes on the item.
     pub annotations: Vec<NoteOut>,
 }
@@ -85,6 +88,8 @@ struct ShowOut {
     at: Option<String>,
     items: Vec<ItemOut>,
     deleted: usize,
+    /// Items the caller may see whose content is sealed under a key not held here.
+    locked: usize,
 }
 
 fn note(r: &Record, id: &EntryId) -> Option<NoteOut> {
@@ -140,9 +145,15 @@ fn view(
             updated: times::format(i.updated),
             versions: i.versions,
             conflict: i.conflict,
+            flag: i.flag.clone(),
             annotations: i.annotations.iter().filter_map(|a| note(r, a)).collect(),
         })
         .collect();
+    let locked = state
+        .locked
+        .iter()
+        .filter(|d| r.category_of(d).is_some_and(wanted))
+        .count();
     let deleted = state
         .deleted
         .iter()
@@ -155,6 +166,7 @@ fn view(
         at: at.map(times::format),
         items,
         deleted,
+        locked,
     })
 }
 
@@ -218,6 +230,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             if i.conflict {
                 summary.push_str(" [concurrent edits]");
             }
+            if let Some(why) = &i.flag {
+                summary = format!("[FLAGGED: {why}] {summary}");
+            }
             t.row(vec![
                 i.id.short(),
                 i.category.clone(),
@@ -232,6 +247,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             ]);
         }
         output::print(&t.render())?;
+    }
+    if shown.locked > 0 {
+        output::line(format!(
+            "({} item{} sealed with keys not held here: the patient has not given you them)",
+            shown.locked,
+            if shown.locked == 1 { " is" } else { "s are" }
+        ))?;
     }
     if shown.deleted > 0 {
         output::line(format!(

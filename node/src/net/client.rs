@@ -187,6 +187,7 @@ async fn run_sync(
                     let report = result.map_err(|e| refused(peer, e))?;
                     if report.pulled > 0 {
                         follow_moves(handle, &record)?;
+                        give_owed_keys(handle, &record).await;
                         handle.changed(record).await?;
                     }
                     return Ok(report);
@@ -209,6 +210,23 @@ async fn run_sync(
             Ok(response) => with_local(&store, &record, |r| session.handle_response(response, r))?,
             Err(e) => session.handle_failure(e.to_string()),
         }
+    }
+}
+
+/// After pulling, gives the epoch keys this node holds to whoever should hold them all and
+/// lacks some (a recovered patient key, a device, a guardian: [`Store::give_owed_keys`]);
+/// the next push takes them to the home host. A failure is logged, not fatal: the pull
+/// stands, and the next one tries again.
+async fn give_owed_keys(handle: &NodeHandle, record: &RecordId) {
+    let store = handle.store().clone();
+    let key = handle.identity().clone();
+    let record = *record;
+    let given = blocking(move || store.give_owed_keys(&record, &key, now_ms(), None)).await;
+    match given {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(%record, entries = n, "gave epoch keys owed"),
+        Ok(Err(e)) => tracing::warn!(%record, error = %e, "could not give epoch keys owed"),
+        Err(e) => tracing::warn!(%record, error = %e, "could not give epoch keys owed"),
     }
 }
 

@@ -1036,6 +1036,42 @@ impl Store {
         Ok(principal)
     }
 
+    /// Gives the keys of every epoch held here to whoever should hold them all and lacks
+    /// some ([`Record::owed_keys`]: the patient's current key after a recovery, a device,
+    /// a guardian), writing the wraps as `author` (a reader). Returns how many entries it
+    /// wrote (none when nothing is owed or `author` holds nothing to give).
+    pub fn give_owed_keys(
+        &self,
+        record: &RecordId,
+        author: &Keypair,
+        now: Timestamp,
+        device: Option<String>,
+    ) -> Result<usize, StoreError> {
+        let h = self.handle(record)?;
+        let mut r = h.write().unwrap_or_else(|p| p.into_inner());
+        if !r.unlocked_for(&author.actor()) {
+            r.unlock(author);
+        }
+        if r.owed_keys().is_empty() {
+            return Ok(0);
+        }
+        let all = r.prepare_owed_keys(author, now, &device, &mut rand_core::OsRng)?;
+        let n = all.len();
+        if n > 0 {
+            self.commit(
+                record,
+                &mut r,
+                author,
+                all,
+                Action::Keys,
+                Some("keys given after a recovery or to a device or guardian".into()),
+                device,
+                now,
+            )?;
+        }
+        Ok(n)
+    }
+
     /// Makes entries `author` prepared (and the record checked) durable with one audit
     /// event, in one fsync, then applies them to the record in memory. Returns their ids.
     #[allow(clippy::too_many_arguments)]

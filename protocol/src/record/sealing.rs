@@ -773,6 +773,63 @@ impl Record {
         Ok(vec![v])
     }
 
+    /// Who should hold every epoch key of the record and lacks one held here: the current
+    /// patient key (after a recovery it starts with none), the patient's devices and the
+    /// guardians. Grantees are not owed anything: what they hold is the patient's choice.
+    pub fn owed_keys(&self) -> BTreeSet<ActorId> {
+        let patient = self.current_patient_key();
+        let mut whole: BTreeSet<ActorId> = BTreeSet::new();
+        whole.insert(patient);
+        for d in self.devices_of(&self.id) {
+            if d.removed.is_none() {
+                whole.insert(d.device);
+            }
+        }
+        if let Some(g) = self.guardians() {
+            whole.extend(g.guardians);
+        }
+        let mut owed = BTreeSet::new();
+        for (epoch, info) in &self.sealing.epochs {
+            if !self.sealing.keys.contains_key(epoch) {
+                continue;
+            }
+            let readers = self.readers(&info.category);
+            for a in whole.iter().filter(|a| readers.contains(a)) {
+                if !self.epoch_wrapped_for(info, a) {
+                    owed.insert(*a);
+                }
+            }
+        }
+        owed
+    }
+
+    /// Prepares key wraps giving every epoch key held here to those [`Record::owed_keys`]
+    /// names (any reader may write them: a guardian's node does, after a recovery). Empty
+    /// when nothing is owed.
+    pub fn prepare_owed_keys<R: RngCore + CryptoRng>(
+        &self,
+        key: &Keypair,
+        now: Timestamp,
+        device: &Option<String>,
+        rng: &mut R,
+    ) -> Result<Vec<Verified>, Rejection> {
+        let owed: Vec<ActorId> = self.owed_keys().into_iter().collect();
+        if owed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut streams: Vec<Category> = self.sealing.openings.keys().cloned().collect();
+        streams.sort();
+        let mut trial = self.clone();
+        let mut out = Vec::new();
+        for c in streams {
+            for v in trial.prepare_key_gifts(key, &c, &owed, true, now, device, rng)? {
+                trial.apply(v.clone())?;
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
     /// Prepares, for each held epoch of stream `c` (only the writing epoch unless
     /// `history`) not yet wrapped for all of `to`, a key-wrap entry giving it to them;
     /// the entries are checked in sequence, to be applied in the order returned.

@@ -22,6 +22,8 @@ pub(super) fn item_json(r: &Record, i: &Item) -> Value {
         "conflict": i.conflict,
         "deleted": false,
         "annotations": i.annotations.iter().filter_map(|a| annotation(r, a)).collect::<Vec<_>>(),
+        // Sealed content that, opened, fails its category's rules: shown, and said so.
+        "flag": i.flag,
     })
 }
 
