@@ -317,7 +317,7 @@ pub fn write(
     write_with(ctx, store, me, record, payload, true)
 }
 
-/// [`write`], saying whether a grant gives the keys of what was written before it
+/// [`write()`], saying whether a grant gives the keys of what was written before it
 /// (`history`) or only of what comes after.
 pub fn write_with(
     ctx: &Ctx,

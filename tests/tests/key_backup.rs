@@ -46,7 +46,7 @@ fn george_restores_his_key_from_the_host_and_writes_again() {
     let mut george_node = Node::start(&george, &[]);
     let addr = host_node.addr();
     george.live_ok(&["record", "create"]);
-    george.live_add(&["problems", "--problem", "Type 2 diabetes"]);
+    let problem = george.live_add(&["problems", "--problem", "Type 2 diabetes"]);
     george.live_ok(&["host", &addr]);
 
     // The backup goes to the home host through George's node; no file is written.
@@ -98,10 +98,13 @@ fn george_restores_his_key_from_the_host_and_writes_again() {
     george.live_ok(&["follow", &george.actor, "--host", &addr]);
     assert_eq!(entries_of(&george, &george.actor), before);
     let id = george.live_add(&["medications", "--medication", "Metformin"]);
+    // The entry and, before it, the medications stream's first epoch.
     eventually("the host to accept George's new entry", || {
-        entries_of(&host, &george.actor) == before + 1
+        entries_of(&host, &george.actor) == before + 2
     });
     assert!(george.sees(&id));
+    // The restored key opens what was sealed before the loss.
+    assert!(george.sees(&problem));
 }
 
 #[test]

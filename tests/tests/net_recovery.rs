@@ -232,8 +232,12 @@ fn george_uses_a_phone_loses_his_key_and_two_guardians_give_him_a_new_one() {
     assert!(done["pulled"].as_u64().unwrap() >= 10, "{done}");
     assert!(done["pushed"].as_u64().unwrap() >= 1, "{done}");
     // The same record, every grant still in effect, George's history and his phone's
-    // amendment still there and verifying.
-    assert!(george.sees(&amended) && george.sees(&med) && george.sees(&last));
+    // amendment still there and verifying. The content is sealed and the new key was
+    // given no old epoch: a guardian's node, pulling the rotation, gives it the keys, and
+    // they reach George's new node through the host.
+    eventually("George's history opening to his new key", || {
+        george.sees(&amended) && george.sees(&med) && george.sees(&last)
+    });
     assert_eq!(grants_active(&george, &record).len(), 3);
     george.live_ok(&["verify"]);
     let records = george.live_json(&["records"]);

@@ -506,6 +506,7 @@ fn network_tour(t: &mut Tour) -> Result<()> {
     george_record(t, &mary, &pharmacist)?;
     let host = start_nodes(t, &mut nodes)?;
     host_by_invitation(t, &host)?;
+    host_cannot_read(t)?;
     pharmacy_by_invitation(t)?;
     others_follow(t, &george, &host)?;
     reading_replicates(t)?;
@@ -717,6 +718,39 @@ fn host_by_invitation(t: &mut Tour, host: &str) -> Result<()> {
         .ok_or_else(|| CliError::other("the host printed no invitation"))?;
     t.say("With it, George makes the community host his record's home: it takes the whole record, checks it, and publishes (signed by George) where the record lives.");
     t.run("george", &["host", host, "--invitation", &code], Expect::Ok)?;
+    Ok(())
+}
+
+/// Times `needle` occurs in the files under `dir` (recursively).
+fn occurrences(dir: &Path, needle: &[u8]) -> usize {
+    let Ok(list) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in list.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            n += occurrences(&path, needle);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            n += bytes.windows(needle.len()).filter(|w| *w == needle).count();
+        }
+    }
+    n
+}
+
+/// The host holds George's record and cannot read it: every file it keeps is searched for
+/// what George wrote (a demo that fails if any is found).
+fn host_cannot_read(t: &mut Tour) -> Result<()> {
+    t.say("The host keeps George's record, verifies it and serves it, but cannot read it: every category's content is sealed for the people George granted (the host is a relay). Searching every file the host keeps for what George wrote:");
+    for words in ["I am deaf in my left ear", "Metformin", "Type 2 diabetes"] {
+        let found = occurrences(&t.dir.join("host"), words.as_bytes());
+        println!("  \"{words}\": found {found} times in the host's files");
+        if found > 0 {
+            return Err(CliError::other(format!(
+                "the host's files hold \"{words}\" in clear"
+            )));
+        }
+    }
     Ok(())
 }
 
