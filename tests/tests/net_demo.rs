@@ -63,6 +63,13 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
     );
     assert!(stdout.contains("--invitation inv-"), "{stdout}");
     assert!(stdout.contains("reached George's node"), "{stdout}");
+    // The host holds the record sealed: the demo searched its files for George's words.
+    for words in ["I am deaf in my left ear", "Metformin", "Type 2 diabetes"] {
+        assert!(
+            stdout.contains(&format!("\"{words}\": found 0 times in the host's files")),
+            "{stdout}"
+        );
+    }
     // George's phone acts for him; after his laptop is lost, two guardians give his
     // record a new key and his new node writes on, replicated to Mary.
     assert!(stdout.contains("Devices of George Jones"), "{stdout}");
