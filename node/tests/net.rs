@@ -1611,3 +1611,76 @@ async fn a_former_host_back_while_the_patient_is_offline_finds_the_move_and_dele
         "the new host keeps it"
     );
 }
+
+/// George grants a backup node `relay`: it pulls and keeps every entry of every category,
+/// as signed, opens none, and serves Mary (who may read) what she may see; Mary reads it
+/// from the relay's copy, the relay still reads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_keeps_and_serves_everything_and_reads_nothing() {
+    use cophr_protocol::record::ContentState;
+    let george_node = node("George12").await;
+    let backup = node("Backup12").await;
+    let mary_node = node("Mary12").await;
+    let george = key(9, "George12");
+    let rec = create(&george_node, &george);
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Grant(grant(&key(9, "Backup12"), Level::Relay, &[], false, false)),
+    );
+    write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Grant(grant(&key(9, "Mary12"), Level::View, &[], false, false)),
+    );
+    let problem = write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Create {
+            category: Category::Problems,
+            body: text_body(&[("problem", "Renal disease")]),
+        },
+    );
+    let reading = write(
+        &george_node,
+        &rec,
+        &george,
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(141, 92),
+        },
+    );
+    // The relay pulls from George's node: everything, every category.
+    let r = sync_with(&backup, &george_node, rec, false).await;
+    assert!(r.pulled >= 7, "{r:?}");
+    let all = |n: &Node| n.handle.store().with_record(&rec, |r| r.len()).unwrap();
+    assert_eq!(all(&backup), all(&george_node));
+    let state = |n: &Node, id: &cophr_protocol::EntryId| {
+        n.handle
+            .store()
+            .with_record(&rec, |r| {
+                matches!(r.content_state(id), Some(ContentState::Opened))
+            })
+            .unwrap()
+    };
+    assert!(!state(&backup, &problem) && !state(&backup, &reading));
+    // It writes nothing: a relay grant gives no write.
+    let refused = backup.handle.store().write(
+        &rec,
+        &key(9, "Backup12"),
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(120, 80),
+        },
+        net::service::now_ms(),
+        None,
+    );
+    assert!(refused.is_err(), "{refused:?}");
+    // Mary pulls from the relay and reads.
+    sync_with(&mary_node, &backup, rec, false).await;
+    assert!(state(&mary_node, &problem) && state(&mary_node, &reading));
+    assert!(!state(&backup, &problem));
+}
