@@ -226,6 +226,21 @@ fn a_changed_byte_in_an_export_is_detected_and_nothing_is_imported() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("OK"));
+    // The content is sealed: the patient's home opens and checks all of it; a home whose
+    // identity was given no key opens none of it, and the file still verifies.
+    let mine = p.json(&["verify", good.to_str().unwrap()]);
+    assert_eq!(mine["content"]["sealed"], 2, "{mine}");
+    assert_eq!(mine["content"]["opened"], 2, "{mine}");
+    assert_eq!(mine["content"]["flagged"], serde_json::json!([]), "{mine}");
+    let stranger = Person::new("Stan Ger", "carer", None);
+    let theirs = stranger.json(&["verify", good.to_str().unwrap()]);
+    assert_eq!(theirs["content"]["locked"], 2, "{theirs}");
+    assert_eq!(theirs["content"]["opened"], 0, "{theirs}");
+    let text = stranger.ok(&["verify", good.to_str().unwrap()]);
+    assert!(
+        text.contains("2 sealed entries: 0 opened and valid, 0 flagged, 2 not opened"),
+        "{text}"
+    );
 
     let reader = Person::new("Mary Jones", "carer", None);
     let bad = dir.path().join("bad.cophr");

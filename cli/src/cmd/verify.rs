@@ -16,8 +16,10 @@ use crate::times;
 
 /// Verify an export file offline (no identity or store needed): the manifest's signature and
 /// hashes, every entry's encoding and signature, every record rule (author chains, grants,
-/// authorisations) and the audit trail's signatures and hash chains. A change to any byte is
-/// detected. Without FILE, verify this home's store.
+/// authorisations, sealing) and the audit trail's signatures and hash chains. A change to
+/// any byte is detected. With an identity in this home, sealed content it may open is
+/// opened and checked against its category's rules too (what fails is reported, and the
+/// check fails). Without FILE, verify this home's store.
 #[derive(ClapArgs, Debug)]
 pub struct Args {
     /// The export file (`-` for standard input); without it, the local store
@@ -48,7 +50,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         return verify_store(ctx, json);
     };
     let bytes = read_export(&file)?;
-    let v = export::verify(&bytes)?;
+    let mut v = export::verify(&bytes)?;
+    // Sealed content opens with this home's identity, if it has one and was given keys.
+    let opener = ctx.home.identity().ok();
+    if let Some(me) = &opener {
+        v.record.unlock(&me.key);
+    }
+    let content = Content::of(&v.record);
     let r = &v.record;
     let mut counts: BTreeMap<ActorId, usize> = BTreeMap::new();
     for e in r.entries() {
@@ -77,7 +85,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             "exported": times::format(m.time),
             "heads": m.heads,
             "forks": r.forks().len(),
-        }));
+            "content": content,
+        }))
+        .and_then(|()| content.check());
     }
     output::line(format!("{file}: OK"))?;
     output::line(format!("  record:       {} ({})", m.record, patient.long()))?;
@@ -99,6 +109,22 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         v.audit.len()
     ))?;
     output::line(format!(
+        "  content:      {} sealed entries: {} opened and valid, {} flagged, {} not opened \
+         (no key here{})",
+        content.sealed,
+        content.opened,
+        content.flagged.len(),
+        content.locked,
+        if opener.is_some() {
+            ""
+        } else {
+            ": this home has no identity"
+        }
+    ))?;
+    for f in &content.flagged {
+        output::line(format!("    FLAGGED {}: {}", f.entry, f.why))?;
+    }
+    output::line(format!(
         "  exported by:  {} at {}",
         if exporter.name.is_some() {
             format!("{} {}", exporter.long(), m.exporter.short())
@@ -106,7 +132,61 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             m.exporter.to_string()
         },
         times::format(m.time)
-    ))
+    ))?;
+    content.check()
+}
+
+/// What of an export's sealed content opened here.
+#[derive(Debug, Serialize)]
+struct Content {
+    sealed: usize,
+    opened: usize,
+    locked: usize,
+    flagged: Vec<Flagged>,
+}
+
+#[derive(Debug, Serialize)]
+struct Flagged {
+    entry: cophr_protocol::EntryId,
+    why: String,
+}
+
+impl Content {
+    fn of(r: &cophr_protocol::record::Record) -> Content {
+        use cophr_protocol::record::ContentState;
+        let mut c = Content {
+            sealed: 0,
+            opened: 0,
+            locked: 0,
+            flagged: Vec::new(),
+        };
+        for e in r.entries() {
+            match r.content_state(&e.id()) {
+                Some(ContentState::Opened) => c.opened += 1,
+                Some(ContentState::Locked) => c.locked += 1,
+                Some(ContentState::Flagged(why)) => c.flagged.push(Flagged {
+                    entry: e.id(),
+                    why: why.to_owned(),
+                }),
+                Some(ContentState::Plain) | None => continue,
+            }
+            c.sealed += 1;
+        }
+        c
+    }
+
+    /// Flagged content fails the check.
+    fn check(&self) -> Result<()> {
+        if self.flagged.is_empty() {
+            return Ok(());
+        }
+        Err(CliError::verify(format!(
+            "{} sealed entr{} opened here fail{} their category's rules (listed above)",
+            self.flagged.len(),
+            if self.flagged.len() == 1 { "y" } else { "ies" },
+            if self.flagged.len() == 1 { "s" } else { "" }
+        )))
+    }
 }
 
 fn verify_store(ctx: &Ctx, json: bool) -> Result<()> {

@@ -1479,7 +1479,8 @@ impl Store {
     }
 
     /// Checks everything: every log frame, every entry's hash and signature, every record's
-    /// rules (by replay), every audit event's signature and chain.
+    /// rules (by replay), the sealed content this node's keys open (against its category's
+    /// rules), every audit event's signature and chain.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         let mut report = VerifyReport::default();
         let log = self.log().verify()?;
@@ -1499,7 +1500,9 @@ impl Store {
             match cophr_protocol::entry::verify_batch(entries) {
                 Err((i, e)) => report.problems.push(format!("record {id}: entry {i}: {e}")),
                 Ok(verified) => {
-                    let mut r = Record::new(id);
+                    // Unlocked with this node's keys: sealed content it may read is opened
+                    // and checked against its category's rules too.
+                    let mut r = self.fresh_record(id);
                     for v in verified {
                         let eid = v.id();
                         if let Err(e) = r.apply(v) {
@@ -1507,6 +1510,11 @@ impl Store {
                                 .problems
                                 .push(format!("record {id}: entry {eid}: {e}"));
                         }
+                    }
+                    for (eid, why) in r.flagged() {
+                        report.problems.push(format!(
+                            "record {id}: entry {eid}: sealed content flagged: {why}"
+                        ));
                     }
                 }
             }
