@@ -91,8 +91,16 @@ fn george_and_his_care_network() {
         &["--require", "P9"],
     );
     george.live_add(&["problems", "--problem", "Chronic kidney disease"]);
-    george.live_add(&["medications", "--medication", "Metformin"]);
-    george.live_add(&["about-me", "--thing-1", "I am deaf in my left ear"]);
+    george.live_add(&[
+        "medications",
+        "--medication",
+        "Metformin 500 mg at breakfast",
+    ]);
+    george.live_add(&[
+        "about-me",
+        "--thing-1",
+        "I am deaf in my left ear since 1998",
+    ]);
 
     // Every party runs its own node; George hosts his record on host A; all follow it.
     let ha = Node::start(&host_a, &[]);
@@ -251,5 +259,39 @@ fn george_and_his_care_network() {
     ] {
         assert!(grants.contains(shown), "{shown}: {grants}");
     }
+
+    // Both hosts were blind relays: nothing anyone wrote is in their files (log, index,
+    // every file of their homes) or in their running node's memory. George's node, which
+    // reads, holds it in memory: the search finds what is there.
+    let written = [
+        "Chronic kidney disease",
+        "Metformin 500 mg at breakfast",
+        "left ear since 1998",
+        "Leg ulcer dressing",
+        "HbA1c request",
+        "Hypertension",
+        "Insulin glargine",
+        "Ramipril",
+    ];
+    // (Words the program itself does not contain: every process holds its help text.)
+    let program = std::fs::read(cli_support::cophr_bin()).expect("the cophr binary");
+    for words in written {
+        assert!(
+            !program.windows(words.len()).any(|w| w == words.as_bytes()),
+            "{words:?} is in the program"
+        );
+    }
+    let none = vec![0; written.len()];
+    for (host, node) in [(&host_a, &ha), (&host_b, &hb)] {
+        let files = cli_support::search::in_files(host.dir(), &written);
+        assert_eq!(files, none, "{written:?} in {}'s files", host.name);
+        let memory = cli_support::search::in_memory(node.pid(), &written);
+        assert_eq!(memory, none, "{written:?} in {}'s memory", host.name);
+    }
+    let georges = cli_support::search::in_memory(nodes[0].pid(), &written);
+    assert!(
+        georges.iter().any(|n| *n > 0),
+        "George's node reads: {georges:?}"
+    );
     drop(nodes);
 }

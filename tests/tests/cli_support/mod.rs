@@ -15,6 +15,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 pub mod node;
+pub mod search;
 
 /// The `cophr` binary built next to this test's target directory.
 pub fn cophr_bin() -> PathBuf {
