@@ -1618,22 +1618,22 @@ async fn a_former_host_back_while_the_patient_is_offline_finds_the_move_and_dele
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_keeps_and_serves_everything_and_reads_nothing() {
     use cophr_protocol::record::ContentState;
-    let george_node = node("George12").await;
-    let backup = node("Backup12").await;
-    let mary_node = node("Mary12").await;
-    let george = key(9, "George12");
+    let george_node = node("George13").await;
+    let backup = node("Backup13").await;
+    let mary_node = node("Mary13").await;
+    let george = key(9, "George13");
     let rec = create(&george_node, &george);
     write(
         &george_node,
         &rec,
         &george,
-        Payload::Grant(grant(&key(9, "Backup12"), Level::Relay, &[], false, false)),
+        Payload::Grant(grant(&key(9, "Backup13"), Level::Relay, &[], false, false)),
     );
     write(
         &george_node,
         &rec,
         &george,
-        Payload::Grant(grant(&key(9, "Mary12"), Level::View, &[], false, false)),
+        Payload::Grant(grant(&key(9, "Mary13"), Level::View, &[], false, false)),
     );
     let problem = write(
         &george_node,
@@ -1670,7 +1670,7 @@ async fn a_relay_keeps_and_serves_everything_and_reads_nothing() {
     // It writes nothing: a relay grant gives no write.
     let refused = backup.handle.store().write(
         &rec,
-        &key(9, "Backup12"),
+        &key(9, "Backup13"),
         Payload::Create {
             category: Category::VitalSigns,
             body: bp(120, 80),
