@@ -38,6 +38,9 @@ fn sync_benchmark_runs_at_tiny_sizes_and_every_entry_arrives() {
     assert_eq!(report["bulk"]["held_after"], 202);
     assert!(report["bulk"]["entries_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["verify"]["batch_per_s"].as_f64().unwrap() > 0.0);
+    // Sealed bulk: every entry arrived and the replica opened each one.
+    assert_eq!(report["sealed"]["opened"], 200);
+    assert!(report["sealed"]["ratio_to_plain"].as_f64().unwrap() > 0.0);
     // Catch-up: each run pulled exactly the new entries, and the replica holds them all.
     let runs = report["catchup"]["runs"].as_array().expect("catch-up runs");
     let pulled: Vec<u64> = runs.iter().map(|r| r["pulled"].as_u64().unwrap()).collect();

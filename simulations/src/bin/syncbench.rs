@@ -4,6 +4,8 @@
 //!
 //! - bulk sync of N signed ~1 KB entries into an empty replica: entries/s and MB/s, against
 //!   this machine's ed25519 single and batch verification rates measured in the same run;
+//!   and the same of sealed entries (blind hosting), opened by the replica as they arrive,
+//!   as a ratio to the plain rate of the same run;
 //! - catch-up of 1, 10 and 1,000 new entries on a large record (and the up-to-date check):
 //!   round trips and bytes beyond the entries, counted at the request-response layer;
 //! - live push latency (a write on one node until it is held on the other), p50 and p99;
@@ -114,6 +116,7 @@ fn main() -> Result<()> {
         Some(Sub::Generate { dir, kind, n }) => {
             return match kind.as_str() {
                 "record" => generate_record(&dir, n),
+                "sealed-record" => generate_sealed_record(&dir, n),
                 "host" => generate_host(&dir, n),
                 other => bail!("unknown store kind {other}"),
             }
@@ -218,6 +221,54 @@ fn generate_record(dir: &Path, n: usize) -> Result<()> {
     }
     store.ingest(&p.actor(), batch)?;
     eprintln!("\r  generated {n} entries in {:.1?}", start.elapsed());
+    Ok(())
+}
+
+/// [`generate_record`] with every entry sealed (blind hosting): the genesis, the reader's
+/// view grant, the vital-signs stream's opening (wrapped for the patient and the reader),
+/// then `n` sealed entries, as the patient's node writes them.
+fn generate_sealed_record(dir: &Path, n: usize) -> Result<()> {
+    use cophr_protocol::record::SealPolicy;
+    use rand_chacha::rand_core::SeedableRng;
+    let p = patient();
+    let (store, _) = Store::open(dir, key(SEED, "generator"))?;
+    let mut rec = Record::new(p.actor());
+    rec.unlock(&p);
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(SEED);
+    let policy = SealPolicy {
+        seal_new_streams: true,
+        history: true,
+    };
+    let mut batch = Vec::new();
+    let g = rec.prepare(
+        &p,
+        Payload::Genesis {
+            profile: profile("Bench Patient", "patient", None),
+        },
+        None,
+        T0,
+        None,
+    )?;
+    rec.apply(g.clone())?;
+    batch.push(g);
+    let grant = Payload::Grant(grant(&reader(), Level::View, &[], false, false));
+    for v in rec.prepare_sealed(&p, grant, T0 + 1, None, policy, &mut rng)? {
+        rec.apply(v.clone())?;
+        batch.push(v);
+    }
+    let start = Instant::now();
+    for i in 0..n as u64 {
+        for v in rec.prepare_sealed(&p, one_kb(i), T0 + 2 + i, None, policy, &mut rng)? {
+            rec.apply(v.clone())?;
+            batch.push(v);
+        }
+        if batch.len() >= 16_384 {
+            store.ingest(&p.actor(), std::mem::take(&mut batch))?;
+            eprint!("\r  generated {} of {n} sealed entries", i + 1);
+        }
+    }
+    store.ingest(&p.actor(), batch)?;
+    eprintln!("\r  generated {n} sealed entries in {:.1?}", start.elapsed());
     Ok(())
 }
 
@@ -398,6 +449,14 @@ fn node_main(dir: &Path, actor: &str, peer_seed: u64) -> Result<()> {
                     json!({"entries": n, "ms": t.elapsed().as_secs_f64() * 1e3})
                 }
                 "count" => json!({"entries": held(&store, &record)}),
+                "opened" => json!({"opened": store.with_record(&record, |r| {
+                    r.entries()
+                        .filter(|e| matches!(
+                            r.content_state(&e.id()),
+                            Some(cophr_protocol::record::ContentState::Opened)
+                        ))
+                        .count()
+                }).unwrap_or(0)}),
                 "sync" => {
                     let addr: libp2p::Multiaddr = cmd["peer"]
                         .as_str()
@@ -623,6 +682,7 @@ struct Report {
     machine: Machine,
     verify: VerifyRates,
     bulk: Bulk,
+    sealed: SealedBulk,
     catchup: CatchUp,
     live: Live,
     host: Host,
@@ -723,6 +783,18 @@ struct Bulk {
     ratio_to_target: f64,
     server_memory: Memory,
     replica_memory: Memory,
+}
+
+/// Bulk sync of sealed entries, measured in the same run as the plain one.
+#[derive(Debug, Serialize, Deserialize)]
+struct SealedBulk {
+    entries: usize,
+    secs: f64,
+    entries_per_s: f64,
+    /// Entries the replica opened (must be all of them).
+    opened: usize,
+    /// entries/s ÷ the plain bulk sync's entries/s (the target is ≥ 0.90).
+    ratio_to_plain: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -947,6 +1019,35 @@ fn run(sizes: &Sizes, work: &Path) -> Result<Report> {
         );
     }
 
+    // 1b. The same bulk sync of sealed entries, into a replica that opens, decodes and
+    //     schema-checks each as it arrives (blind hosting's cost, beside the plain rate).
+    eprintln!("bulk sync of {} sealed entries", sizes.bulk);
+    cached(work, "sealed-record", n, &runs.join("sealed-server"))?;
+    let (mut sserver, mut sreplica) = spawn_pair("sealed", 7, &runs)?;
+    let sloaded = sserver.call(json!({"op": "load"}))?;
+    let stotal = n + 3;
+    if sloaded["entries"].as_u64() != Some(stotal as u64) {
+        bail!("the sealed bulk server holds {sloaded}, expected {stotal} entries");
+    }
+    let ssynced = sreplica.call(json!({"op": "sync", "peer": sserver.addr}))?;
+    let ssecs = num(&ssynced, "secs")?;
+    let spulled = num(&ssynced, "pulled")? as usize;
+    let opened = num(&sreplica.call(json!({"op": "opened"}))?, "opened")? as usize;
+    if opened != n {
+        bail!("the sealed replica opened {opened} of {n} entries");
+    }
+    let sealed = SealedBulk {
+        entries: n,
+        secs: ssecs,
+        entries_per_s: spulled as f64 / ssecs,
+        opened,
+        ratio_to_plain: (spulled as f64 / ssecs) / entries_per_s,
+    };
+    drop(sserver);
+    drop(sreplica);
+    std::fs::remove_dir_all(runs.join("sealed-server"))?;
+    std::fs::remove_dir_all(runs.join("sealed-replica"))?;
+
     // 2. Live push: a write on the server until the replica holds it. The replica follows
     //    the server; the server announces each write; the replica pulls.
     eprintln!("live push, {} writes", sizes.live);
@@ -1052,6 +1153,7 @@ fn run(sizes: &Sizes, work: &Path) -> Result<Report> {
         machine: machine(load_start),
         verify,
         bulk,
+        sealed,
         catchup,
         live,
         host,
@@ -1117,6 +1219,16 @@ fn print_report(r: &Report) {
         mib(b.server_memory.peak_kib),
         mib(b.replica_memory.peak_kib),
         b.server_load_ms
+    );
+    let s = &r.sealed;
+    println!(
+        "\nbulk sync of {} sealed entries (opened, decoded and checked by the replica: {}): {:.2} s, {:.0} entries/s = {:.2} of the plain rate in this run; target >= 0.90: {}",
+        s.entries,
+        s.opened,
+        s.secs,
+        s.entries_per_s,
+        s.ratio_to_plain,
+        met(s.ratio_to_plain >= 0.90)
     );
     let c = &r.catchup;
     println!(
