@@ -66,6 +66,7 @@ struct All {
     hostile: Check,
     rules: Check,
     audit: Check,
+    sealed: Check,
 }
 
 /// Revoke entries that cut `actor`'s access: revocations of its grants or of any grant
@@ -98,6 +99,10 @@ pub(crate) fn check(sim: &mut Sim) -> Checks {
         audit: named(
             "honest servers audited exactly the entries they served, for the proven actor",
         ),
+        sealed: named(
+            "sealed content: hosts open nothing, a revoked party opens nothing written after its \
+             revocation (even holding every entry), nothing honest is flagged",
+        ),
     };
     let mut out = Checks::default();
     for (record, o) in &sim.oracle {
@@ -128,9 +133,63 @@ pub(crate) fn check(sim: &mut Sim) -> Checks {
         all.hosts,
         all.hostile,
         all.rules,
+        all.sealed,
         all.audit,
     ];
     out
+}
+
+/// The sealing invariants for one node's copy of a record.
+fn check_sealed(sim: &Sim, n: NodeId, r: &Record, o: &Record, sealed: &mut Check) {
+    use cophr_protocol::record::ContentState;
+    let node = &sim.nodes[n];
+    for e in r.entries() {
+        match r.content_state(&e.id()) {
+            Some(ContentState::Opened) if node.role == Role::Host => fail(
+                sealed,
+                format!("host {} opened {}", node.name, e.id().short()),
+            ),
+            Some(ContentState::Flagged(why)) if o.contains(&e.id()) => fail(
+                sealed,
+                format!(
+                    "{} flagged {}, written by an honest node: {why}",
+                    node.name,
+                    e.id().short()
+                ),
+            ),
+            _ => {}
+        }
+    }
+    let cuts = cuts_of(o, &node.actor());
+    if cuts.is_empty() || node.role == Role::Host {
+        return;
+    }
+    // Everything any honest node wrote, unlocked with the revoked party's key: as if every
+    // entry had leaked to it. (What it may see again — granted anew, with the history —
+    // it may open.)
+    let mut leaked = o.clone();
+    leaked.unlock(&node.key);
+    let now = o.viewer(&node.actor(), EPOCH + sim.now);
+    for e in o.entries() {
+        let id = e.id();
+        if e.entry().payload.sealed().is_none()
+            || !cuts.iter().any(|c| o.in_past(c, &id))
+            || o.can_see(&now, &id)
+        {
+            continue;
+        }
+        if leaked.content_state(&id) == Some(ContentState::Opened) {
+            fail(
+                sealed,
+                format!(
+                    "{} (revoked) opens {} ({}), written after its revocation",
+                    node.name,
+                    id.short(),
+                    e.entry().payload.kind()
+                ),
+            );
+        }
+    }
 }
 
 /// One record at its home host and at every node that holds it.
@@ -179,6 +238,7 @@ fn check_record(sim: &Sim, record: &RecordId, o: &Record, all: &mut All, out: &m
         let Some(r) = node.record(record) else {
             continue;
         };
+        check_sealed(sim, i, r, o, &mut all.sealed);
         if node.role == Role::Host {
             check_host_copy(sim, i, h, r, o, all);
             continue;

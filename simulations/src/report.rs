@@ -264,9 +264,7 @@ fn lab_results_to_george(sim: &Sim) -> Option<(Time, Time)> {
             Some(*n) == george
                 && sim.oracle.values().any(|o| {
                     o.category_of(id) == Some(&cophr_protocol::Category::LabResults)
-                        && o.get(id).is_some_and(|e| {
-                            matches!(e.entry().payload, cophr_protocol::Payload::Create { .. })
-                        })
+                        && o.get(id).is_some_and(|e| e.entry().payload.is_create())
                 })
         })
         .map(|(_, _, d)| *d)

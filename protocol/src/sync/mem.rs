@@ -29,6 +29,8 @@ pub struct MemStore {
     invitation_boxes: BTreeMap<RecordId, crate::invite::InvitationBox>,
     /// Emergency summary shares served here: descriptor and ciphertext, by id.
     shares: BTreeMap<crate::share::ShareId, (crate::share::Share, Vec<u8>)>,
+    /// Keys every record here is unlocked with (sealed content opens as it arrives).
+    readers: Vec<Keypair>,
 }
 
 impl MemStore {
@@ -44,7 +46,28 @@ impl MemStore {
             invitations: BTreeMap::new(),
             invitation_boxes: BTreeMap::new(),
             shares: BTreeMap::new(),
+            readers: Vec::new(),
         }
+    }
+
+    /// Reads sealed content with `key`: every record held, now and later, is unlocked with
+    /// it ([`Record::unlock`]), as a node unlocks with its identity.
+    pub fn unlock_with(&mut self, key: &Keypair) {
+        if self.readers.iter().any(|k| k.actor() == key.actor()) {
+            return;
+        }
+        self.readers.push(key.clone());
+        for r in self.records.values_mut() {
+            r.unlock(key);
+        }
+    }
+
+    fn fresh(&self, id: RecordId) -> Record {
+        let mut r = Record::new(id);
+        for k in &self.readers {
+            r.unlock(k);
+        }
+        r
     }
 
     /// Issues a one-time invitation code.
@@ -64,14 +87,18 @@ impl MemStore {
 
     /// Starts holding an empty record (a replica about to pull it).
     pub fn hold(&mut self, id: RecordId) {
-        self.records.entry(id).or_insert_with(|| Record::new(id));
+        if !self.records.contains_key(&id) {
+            let r = self.fresh(id);
+            self.records.insert(id, r);
+        }
     }
 
     /// Applies one entry written here (through the one gate).
     pub fn write(&mut self, v: Verified) -> Result<Applied, Rejection> {
         let id = v.entry().record;
         let size = v.signed().bytes().len() as u64;
-        let r = self.records.entry(id).or_insert_with(|| Record::new(id));
+        self.hold(id);
+        let r = self.records.get_mut(&id).ok_or(Rejection::NoGenesis)?;
         let applied = r.apply(v)?;
         if matches!(applied, Applied::Added { .. }) {
             *self.bytes.entry(id).or_default() += size;
@@ -132,7 +159,7 @@ impl SyncStore for MemStore {
             .records
             .get(record)
             .cloned()
-            .unwrap_or_else(|| Record::new(*record));
+            .unwrap_or_else(|| self.fresh(*record));
         let mut added = 0;
         let mut bytes = 0u64;
         for v in entries {

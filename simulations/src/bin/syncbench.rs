@@ -268,7 +268,10 @@ fn generate_sealed_record(dir: &Path, n: usize) -> Result<()> {
         }
     }
     store.ingest(&p.actor(), batch)?;
-    eprintln!("\r  generated {n} sealed entries in {:.1?}", start.elapsed());
+    eprintln!(
+        "\r  generated {n} sealed entries in {:.1?}",
+        start.elapsed()
+    );
     Ok(())
 }
 

@@ -314,6 +314,8 @@ pub(crate) struct Sim {
     pub cfg: Config,
     pub rng: Rng,
     nonce_rng: Rng,
+    /// Randomness for sealing (epoch ids and keys, nonces), its own seeded stream.
+    pub(crate) seal_rng: rand_chacha::ChaCha8Rng,
     queue: BinaryHeap<Queued>,
     qseq: u64,
     next_session: u64,
@@ -359,6 +361,12 @@ impl Sim {
             cfg,
             rng: Rng::new(seed, 0),
             nonce_rng: Rng::new(seed, 1),
+            seal_rng: {
+                use rand_core::SeedableRng;
+                let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                r.set_stream(2);
+                r
+            },
             queue: BinaryHeap::new(),
             qseq: 0,
             next_session: 1,
@@ -404,6 +412,8 @@ impl Sim {
             ..HostPolicy::default()
         };
         self.peers.insert(peer.clone(), id);
+        let mut store = SimStore::new(node_key.clone());
+        store.unlock_with(&key);
         self.nodes.push(Node {
             name: name.to_string(),
             role,
@@ -413,7 +423,7 @@ impl Sim {
             skew,
             up: true,
             audit_signer: node_key.actor(),
-            store: SimStore::new(node_key),
+            store,
             replicas: BTreeMap::new(),
             sessions: BTreeMap::new(),
             subscribers: BTreeMap::new(),

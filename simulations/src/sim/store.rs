@@ -33,6 +33,11 @@ impl SimStore {
         }
     }
 
+    /// Reads sealed content with `key` (the node's identity), as a node does.
+    pub(crate) fn unlock_with(&mut self, key: &Keypair) {
+        self.mem.unlock_with(key);
+    }
+
     /// The record, if held.
     pub(crate) fn record(&self, id: &RecordId) -> Option<&Record> {
         self.mem.record(id)

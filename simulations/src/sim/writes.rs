@@ -1,6 +1,7 @@
 //! Scripted writes, grants and revocations at a node, through the one gate
-//! (`Record::prepare_all` and the store's `write`), and the ground truth they build: every
-//! entry an honest node wrote, applied to one `Record` in the order written.
+//! (`Record::prepare_sealed`, as a node writes: sealed, with the key management a grant,
+//! revocation or new stream needs; and the store's `write`), and the ground truth they
+//! build: every entry an honest node wrote, applied to one `Record` in the order written.
 
 use cophr_protocol::access::Grant;
 use cophr_protocol::category::Category;
@@ -38,10 +39,7 @@ fn latest_item(r: &Record, me: &ActorId, c: &Category, mine: bool) -> Option<Ent
         .filter(|e| {
             (e.entry().author == *me) == mine
                 && r.category_of(&e.id()) == Some(c)
-                && matches!(
-                    e.entry().payload,
-                    Payload::Create { .. } | Payload::Amend { .. }
-                )
+                && (e.entry().payload.is_create() || e.entry().payload.is_amend())
         })
         .map(|e| e.id())
         .last()
@@ -89,7 +87,11 @@ impl Sim {
         let vs = {
             let node = &self.nodes[n];
             let r = node.record(&record).ok_or(Rejection::NoGenesis)?;
-            r.prepare_all(&node.key, payload, now, device)?
+            let policy = cophr_protocol::record::SealPolicy {
+                seal_new_streams: true,
+                history: true,
+            };
+            r.prepare_sealed(&node.key, payload, now, device, policy, &mut self.seal_rng)?
         };
         let mut ids = Vec::new();
         for v in vs {
