@@ -29,12 +29,13 @@
 //!
 //! The rules need only what a relay sees (kinds, categories, epochs and wrap recipients),
 //! so a host that holds no key checks them all. Content is opened by readers
-//! ([`Record::unlock`]): each opened entry's body is checked against its category's schema,
-//! and one that fails is *flagged* with the reason ([`ContentState::Flagged`]), never
-//! silently shown or dropped.
+//! ([`Record::unlock`]), the first time it is read (so sync and loading pay nothing for
+//! it): each opened entry's body is checked against its category's schema, and one that
+//! fails is *flagged* with the reason ([`ContentState::Flagged`]), never silently shown or
+//! dropped.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rand_core::{CryptoRng, RngCore};
 
@@ -130,8 +131,9 @@ pub(crate) struct Sealing {
     unlockers: Arc<Vec<(ActorId, Arc<BoxKey>)>>,
     /// Epoch keys unwrapped here.
     keys: HashMap<EpochId, EpochKey>,
-    /// Sealed entries opened here.
-    opened: HashMap<EntryId, Opened>,
+    /// Sealed entries whose epoch key is held here: each is opened (decrypted, decoded and
+    /// checked) the first time it is read, not as it arrives, so sync pays nothing for it.
+    opened: HashMap<EntryId, OnceLock<Opened>>,
 }
 
 impl std::fmt::Debug for Sealing {
@@ -432,38 +434,61 @@ impl Record {
         }
     }
 
-    /// Whether this replica reads as `actor` ([`Record::unlock`]).
-    pub fn unlocked_for(&self, actor: &ActorId) -> bool {
-        self.sealing.unlockers.iter().any(|(a, _)| a == actor)
+    /// A sealed entry's content as opened here (opening it now if it has not been read
+    /// yet), or `None` when its epoch key is not held.
+    fn opened(&self, id: &EntryId) -> Option<&Opened> {
+        self.sealing
+            .opened
+            .get(id)
+            .map(|cell| cell.get_or_init(|| self.open_now(id)))
     }
 
-    /// Opens one sealed entry if its epoch key is held.
-    fn open_entry(&mut self, id: &EntryId) {
-        let Some(n) = self.nodes.get(id) else { return };
+    /// Decrypts, decodes and checks one sealed entry whose epoch key is held.
+    fn open_now(&self, id: &EntryId) -> Opened {
+        let missing = |what: &str| Opened::Flagged(None, format!("cannot be opened: {what}"));
+        let Some(n) = self.nodes.get(id) else {
+            return missing("not held");
+        };
         let e = n.e.entry();
         let (Some(content), Some(c)) = (e.payload.sealed(), n.category.as_ref()) else {
-            return;
+            return missing("not sealed content");
         };
         let Some(key) = self.sealing.keys.get(&content.epoch) else {
-            return;
+            return missing("no key for its epoch");
         };
         let place = Place {
             record: &self.id,
             stream: c.name(),
             epoch: content.epoch,
         };
-        let opened = match seal::open(key, place, &e.author, content) {
+        match seal::open(key, place, &e.author, content) {
             Err(err) => Opened::Flagged(None, err.to_string()),
             Ok(bytes) => plain_of(&e.payload, c, &bytes),
+        }
+    }
+
+    /// Whether this replica reads as `actor` ([`Record::unlock`]).
+    pub fn unlocked_for(&self, actor: &ActorId) -> bool {
+        self.sealing.unlockers.iter().any(|(a, _)| a == actor)
+    }
+
+    /// Marks one sealed entry openable here if its epoch key is held (it is opened when
+    /// first read: [`Record::payload`], [`Record::content_state`]).
+    fn open_entry(&mut self, id: &EntryId) {
+        let Some(n) = self.nodes.get(id) else { return };
+        let Some(content) = n.e.entry().payload.sealed() else {
+            return;
         };
-        self.sealing.opened.insert(*id, opened);
+        if self.sealing.keys.contains_key(&content.epoch) {
+            self.sealing.opened.entry(*id).or_default();
+        }
     }
 
     /// The payload an entry stands for: for a sealed entry opened here, the plain payload
     /// it was sealed from (also when flagged, if it decoded); otherwise the signed one (a
     /// sealed payload, for content not opened here).
     pub fn payload(&self, id: &EntryId) -> Option<&Payload> {
-        match self.sealing.opened.get(id) {
+        match self.opened(id) {
             Some(Opened::Ok(p) | Opened::Flagged(Some(p), _)) => Some(p),
             _ => self.get(id).map(|v| &v.entry().payload),
         }
@@ -475,22 +500,23 @@ impl Record {
         if v.entry().payload.sealed().is_none() {
             return Some(ContentState::Plain);
         }
-        Some(match self.sealing.opened.get(id) {
+        Some(match self.opened(id) {
             Some(Opened::Ok(_)) => ContentState::Opened,
             Some(Opened::Flagged(_, why)) => ContentState::Flagged(why),
             None => ContentState::Locked,
         })
     }
 
-    /// Sealed entries opened here whose content fails their category's rules, with why.
+    /// Sealed entries opened here whose content fails their category's rules, with why
+    /// (opening every one not read yet).
     pub fn flagged(&self) -> Vec<(EntryId, &str)> {
         let mut out: Vec<(EntryId, &str)> = self
             .sealing
             .opened
-            .iter()
-            .filter_map(|(id, o)| match o {
-                Opened::Flagged(_, why) => Some((*id, why.as_str())),
-                Opened::Ok(_) => None,
+            .keys()
+            .filter_map(|id| match self.opened(id) {
+                Some(Opened::Flagged(_, why)) => Some((*id, why.as_str())),
+                _ => None,
             })
             .collect();
         out.sort();
