@@ -195,6 +195,32 @@ fn sealing(c: &mut Criterion) {
     g.bench_function(format!("apply_sealed_as_reader_{n}"), |b| {
         b.iter(|| black_box(apply_all(&sealed_prefix, &sealed, Some(&reader))))
     });
+    // Content opens when first read: applied, then every entry read once (decrypted,
+    // decoded, schema-checked), against plain entries applied and read.
+    let read_all = |r: &Record| {
+        r.entries()
+            .filter(|e| r.payload(&e.id()).is_some_and(|p| p.is_create()))
+            .count()
+    };
+    g.bench_function(format!("apply_and_read_plain_{n}"), |b| {
+        b.iter(|| {
+            let mut r = Record::new(prefix[0].entry().record);
+            for v in prefix.iter().chain(&plain) {
+                r.apply(v.clone()).expect("applies");
+            }
+            black_box(read_all(&r))
+        })
+    });
+    g.bench_function(format!("apply_and_read_sealed_as_reader_{n}"), |b| {
+        b.iter(|| {
+            let mut r = Record::new(sealed_prefix[0].entry().record);
+            r.unlock(&reader);
+            for v in sealed_prefix.iter().chain(&sealed) {
+                r.apply(v.clone()).expect("applies");
+            }
+            black_box(read_all(&r))
+        })
+    });
     g.finish();
 
     // A revocation in a record with 20 grantees and four sealed streams: the revocation's
