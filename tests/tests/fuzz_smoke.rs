@@ -18,6 +18,7 @@ const TARGETS: &[&str] = &[
     "sync_server",
     "sync_client",
     "log_open",
+    "sealed_read",
 ];
 
 /// Seconds of fresh fuzzing per target after the corpus is replayed.
