@@ -1023,3 +1023,47 @@ fn a_concurrently_voided_grantees_opening_is_judged_the_same_in_any_arrival_orde
         assert!(!readers.contains(&mary.actor()) && !readers.contains(&sitter.actor()));
     }
 }
+
+/// A grantee who may delegate gives its delegate the keys it holds when it writes the
+/// delegation (any reader may wrap for a reader): the night sitter Mary delegates to reads
+/// George's earlier readings at once.
+#[test]
+fn a_delegate_gets_the_keys_from_the_grantee_who_delegates() {
+    let mut w = World::new(13);
+    w.policy.history = true;
+    let g = w.george.clone();
+    let mary = key(13, "Mary");
+    let sitter = key(13, "Sitter");
+    let reading = w.create(&g, Category::VitalSigns, bp(128, 82));
+    w.write(
+        &g,
+        Payload::Grant(grant(&mary, Level::Write, &[], false, true)),
+    )
+    .unwrap();
+    let written = w
+        .write(
+            &mary,
+            Payload::Grant(grant(
+                &sitter,
+                Level::View,
+                &[Category::VitalSigns],
+                false,
+                false,
+            )),
+        )
+        .unwrap();
+    assert!(
+        written
+            .iter()
+            .any(|v| matches!(v.entry().payload, Payload::KeyWrap { opens: false, .. })),
+        "Mary's delegation gives keys"
+    );
+    let sr = w.replica(&sitter);
+    assert_eq!(sr.content_state(&reading), Some(ContentState::Opened));
+    // And a write by the sitter's delegator afterwards is readable by the sitter too.
+    let later = w.create(&g, Category::VitalSigns, bp(130, 84));
+    assert_eq!(
+        w.replica(&sitter).content_state(&later),
+        Some(ContentState::Opened)
+    );
+}
