@@ -205,6 +205,8 @@ struct Inner {
     node_key: Keypair,
     records: Mutex<HashMap<RecordId, Arc<RwLock<Record>>>>,
     indexer: Mutex<Indexer>,
+    /// Signalled whenever the indexed prefix of the log grows.
+    indexed: std::sync::Condvar,
     /// This node's last audit event per record: (seq, id).
     /// Per record: whether loaded, and the last (seq, id). Held while an event is
     /// persisted, so the chain has no gaps or duplicates.
@@ -246,6 +248,10 @@ fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
 }
 
 const APPLIED: &[u8] = b"mapplied";
+
+/// How long a write waits for frames appended before it (by other threads) to be indexed,
+/// so that it is visible when acknowledged.
+pub const INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn frame_end(offset: u64, payload: usize) -> u64 {
     offset + FRAME_HEADER_LEN as u64 + payload as u64
@@ -493,6 +499,7 @@ impl Store {
                 applied: applied.max(log::HEADER_LEN),
                 pending: BTreeMap::new(),
             }),
+            indexed: std::sync::Condvar::new(),
             audit_tail: Mutex::new(HashMap::new()),
             readers: RwLock::new(Vec::new()),
             seal_new_streams: std::sync::atomic::AtomicBool::new(true),
@@ -770,8 +777,13 @@ impl Store {
 
     /// Indexes frames strictly in log order: a frame's updates wait until every earlier
     /// frame's are in.
-    /// Every frame that can be indexed now goes into one sled batch.
+    /// Every frame that can be indexed now goes into one sled batch. Returns once these
+    /// frames are indexed (read-your-writes: a frame appended just before them by another
+    /// thread, which is about to index it, is waited for, at most [`INDEX_WAIT`]); so a
+    /// write acknowledged is visible to the next request (a peer's next sync step finds the
+    /// record it just pushed).
     fn index(&self, frames: Vec<(u64, u64, Ops)>) -> Result<(), StoreError> {
+        let mine = frames.iter().map(|f| f.1).max().unwrap_or(0);
         let mut ix = lock(&self.inner.indexer);
         for (start, end, ops) in frames {
             ix.pending.insert(start, (end, ops));
@@ -788,6 +800,23 @@ impl Store {
             batch.insert(APPLIED, &applied.to_be_bytes()[..]);
             self.inner.db.apply_batch(batch)?;
             ix.applied = applied;
+            self.inner.indexed.notify_all();
+        }
+        let deadline = std::time::Instant::now() + INDEX_WAIT;
+        while ix.applied < mine {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                // An earlier frame's writer failed before indexing it: its frames (and
+                // these) are indexed when the store next opens.
+                tracing::warn!("a write is durable but not yet indexed behind an earlier one");
+                break;
+            }
+            ix = self
+                .inner
+                .indexed
+                .wait_timeout(ix, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         Ok(())
     }
@@ -1812,6 +1841,35 @@ mod tests {
                 assert_eq!(r.content_state(&later), Some(ContentState::Opened));
             })
             .unwrap();
+    }
+
+    /// A write is visible once acknowledged, even while other threads are writing (their
+    /// frames, appended just before, are indexed first): a peer's next request finds the
+    /// record it just pushed.
+    #[test]
+    fn a_write_is_visible_when_it_returns_under_concurrent_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open_sealing(dir.path());
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..40u64 {
+                        let p = key(100 + t * 1000 + i, "patient");
+                        s.create_record(&p, profile("P", "patient", None), 1_000, None)
+                            .unwrap();
+                        assert!(
+                            s.holds(&p.actor()).unwrap(),
+                            "a record just created is not held"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(s.records().unwrap().len(), 320);
     }
 
     #[test]
