@@ -14,7 +14,9 @@
 //! - `m` `applied` → offset up to which the log has been indexed
 //!
 //! Frames are indexed strictly in log order (see `Indexer`), so after any crash the
-//! index is a prefix of the log and [`Store::open`] replays the rest.
+//! index is a prefix of the log and [`Store::open`] replays the rest. A write returns only
+//! once its own frames are indexed (it waits, at most [`INDEX_WAIT`], for frames other
+//! threads appended just before it): what is acknowledged is also visible.
 
 pub mod log;
 
