@@ -19,6 +19,7 @@ const TARGETS: &[&str] = &[
     "sync_client",
     "log_open",
     "sealed_read",
+    "http_body",
 ];
 
 /// Seconds of fresh fuzzing per target after the corpus is replayed.
