@@ -158,21 +158,24 @@ impl Session {
         now: Timestamp,
         history: bool,
     ) -> Result<EntryId, SessionError> {
-        // A dry run: preparing checks everything the write would (structure, rules,
-        // sealing).
-        self.store.with_record(record, |r| {
-            r.prepare_sealed(
-                &self.key,
-                payload.clone(),
-                now,
-                self.device.clone(),
-                self.store.seal_policy(history),
-                &mut rand_core::OsRng,
-            )
-            .map(drop)
-            .map_err(|e| explain(r, &self.actor(), e))
-        })??;
-        self.publish_profile(record, now)?;
+        if self.profile_needed(record, now)? {
+            // The profile goes first: a dry run (preparing checks everything the write
+            // would: structure, rules, sealing), so a refused write publishes nothing
+            // either. Otherwise the write checks itself, under the record's lock.
+            self.store.with_record(record, |r| {
+                r.prepare_sealed(
+                    &self.key,
+                    payload.clone(),
+                    now,
+                    self.device.clone(),
+                    self.store.seal_policy(history),
+                    &mut rand_core::OsRng,
+                )
+                .map(drop)
+                .map_err(|e| explain(r, &self.actor(), e))
+            })??;
+            self.write_profile(record, now)?;
+        }
         self.store
             .write_with(
                 record,
@@ -188,7 +191,16 @@ impl Session {
     /// Publishes the identity's profile in a record it has access to, if the record does
     /// not hold it yet (or holds an older one). Returns whether it wrote.
     pub fn publish_profile(&self, record: &RecordId, now: Timestamp) -> Result<bool, SessionError> {
-        let needed = self.store.with_record(record, |r| {
+        let needed = self.profile_needed(record, now)?;
+        if needed {
+            self.write_profile(record, now)?;
+        }
+        Ok(needed)
+    }
+
+    /// Whether the record lacks the identity's current profile and would take it.
+    fn profile_needed(&self, record: &RecordId, now: Timestamp) -> Result<bool, SessionError> {
+        Ok(self.store.with_record(record, |r| {
             r.profile(&self.actor(), None) != Some(&self.profile)
                 && r.prepare_all(
                     &self.key,
@@ -197,19 +209,19 @@ impl Session {
                     self.device.clone(),
                 )
                 .is_ok()
-        })?;
-        if needed {
-            self.store
-                .write(
-                    record,
-                    &self.key,
-                    Payload::Profile(self.profile.clone()),
-                    now,
-                    self.device.clone(),
-                )
-                .map_err(|e| self.store_error(record, e))?;
-        }
-        Ok(needed)
+        })?)
+    }
+
+    fn write_profile(&self, record: &RecordId, now: Timestamp) -> Result<EntryId, SessionError> {
+        self.store
+            .write(
+                record,
+                &self.key,
+                Payload::Profile(self.profile.clone()),
+                now,
+                self.device.clone(),
+            )
+            .map_err(|e| self.store_error(record, e))
     }
 
     /// Reads as the identity: `f` looks at records through the [`Reader`] and says what

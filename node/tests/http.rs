@@ -1211,3 +1211,145 @@ async fn people_are_shown_verified_or_self_asserted_by_the_nodes_trust_list() {
         "verified P5 by Leeds AIS"
     );
 }
+
+/// Whether `reader`, holding the whole record (as its own node would, with its own key
+/// only), opens entry `id`.
+fn opens_for(store: &Store, rid: &RecordId, reader: &Keypair, id: &str) -> bool {
+    let id: cophr_protocol::EntryId = id.parse().unwrap();
+    store
+        .with_record(rid, |r| {
+            let mut theirs = cophr_protocol::record::Record::new(*rid);
+            theirs.unlock(reader);
+            for v in r.entries() {
+                theirs.apply(v.clone()).unwrap();
+            }
+            matches!(
+                theirs.content_state(&id),
+                Some(cophr_protocol::record::ContentState::Opened)
+            )
+        })
+        .unwrap()
+}
+
+/// A grant over HTTP gives the history of the categories it opens, unless `"history":
+/// false`; a `history` that is not a boolean is refused and stores nothing.
+#[tokio::test]
+async fn a_grant_gives_the_history_unless_asked_not_to() {
+    let f = patient();
+    let (rid, allergy) = seeded(&f).await;
+    let record: RecordId = rid.parse().unwrap();
+    let gp = Keypair::from_secret(&[31; 32]);
+    let pharmacist = Keypair::from_secret(&[32; 32]);
+    let grants = format!("/api/v1/records/{rid}/grants");
+    let before = counts(&f.store, &record);
+    let r = with_json(
+        &f.state,
+        Method::POST,
+        &grants,
+        json!({"grantee": pharmacist.actor().to_string(), "categories": ["allergies"],
+               "level": "view", "history": "no"}),
+    )
+    .await;
+    r.error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(counts(&f.store, &record), before);
+    for (who, history) in [(&gp, true), (&pharmacist, false)] {
+        let r = with_json(
+            &f.state,
+            Method::POST,
+            &grants,
+            json!({"grantee": who.actor().to_string(), "categories": ["allergies"],
+                   "level": "view", "history": history}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    }
+    let r = with_json(
+        &f.state,
+        Method::POST,
+        &format!("/api/v1/records/{rid}/entries"),
+        json!({"category": "allergies", "body": {"agent": "Latex"}}),
+    )
+    .await;
+    let later = r.json()["id"].as_str().unwrap().to_owned();
+    assert!(opens_for(&f.store, &record, &gp, &allergy));
+    assert!(!opens_for(&f.store, &record, &pharmacist, &allergy));
+    assert!(opens_for(&f.store, &record, &pharmacist, &later));
+}
+
+/// Sealed content that opens but fails its category's rules (written by a writer who
+/// sealed it directly) is listed with its `flag`, not hidden.
+#[tokio::test]
+async fn sealed_content_failing_its_rules_is_listed_flagged() {
+    use cophr_protocol::seal::{self, BoxKey, Place};
+    let f = patient();
+    let (rid, allergy) = seeded(&f).await;
+    let record: RecordId = rid.parse().unwrap();
+    let me = ann();
+    // The allergies stream's key, unwrapped as the patient's node would.
+    let bad = f
+        .store
+        .with_record(&record, |r| {
+            let allergy: cophr_protocol::EntryId = allergy.parse().unwrap();
+            let epoch = r
+                .get(&allergy)
+                .unwrap()
+                .entry()
+                .payload
+                .sealed()
+                .unwrap()
+                .epoch;
+            let place = Place {
+                record: &record,
+                stream: Category::Allergies.name(),
+                epoch,
+            };
+            let k = r
+                .entries()
+                .find_map(|e| match &e.entry().payload {
+                    Payload::KeyWrap {
+                        epoch: ep, wraps, ..
+                    } if *ep == epoch => wraps
+                        .iter()
+                        .find(|w| w.to == me.actor())
+                        .map(|w| seal::unwrap(w, &BoxKey::of(&me), place).unwrap()),
+                    _ => None,
+                })
+                .unwrap();
+            let body = cophr_protocol::testkit::text_body(&[("no-such-field", "x")]);
+            let mut bytes = Vec::new();
+            cbor4ii::serde::to_writer(&mut bytes, &body).unwrap();
+            let content =
+                seal::seal(&k, place, &me.actor(), &bytes, &mut rand_core::OsRng).unwrap();
+            let e = r.next_entry(
+                &me.actor(),
+                Payload::SealedCreate {
+                    category: Category::Allergies,
+                    content,
+                },
+                None,
+                START + 60_000,
+                None,
+            );
+            cophr_protocol::entry::Verified::trusted(e.sign(&me))
+        })
+        .unwrap();
+    let bad_id = bad.id().to_string();
+    f.store.ingest(&record, vec![bad]).unwrap();
+    let list = get(
+        &f.state,
+        &format!("/api/v1/records/{rid}/entries?category=allergies"),
+    )
+    .await
+    .json();
+    let items = list.as_array().unwrap();
+    let flagged = items
+        .iter()
+        .find(|i| i["id"] == bad_id.as_str())
+        .expect("a flagged item is listed");
+    assert!(
+        flagged["flag"].as_str().unwrap().contains("no-such-field"),
+        "{flagged}"
+    );
+    let good = items.iter().find(|i| i["id"] == allergy.as_str()).unwrap();
+    assert_eq!(good["flag"], Value::Null);
+}

@@ -16,8 +16,10 @@ use crate::times::{self, DayEnd};
 use cophr_node::session::Cancel;
 
 /// Show the record as you may see it: "about me" and alerts first, then every current item
-/// by category. Deleted items are not shown (their history is kept). Viewing is recorded in
-/// the record's audit trail.
+/// by category. Deleted items are not shown (their history is kept). Content is sealed: items
+/// whose keys you were not given are counted, not shown, and content that opens but fails
+/// its category's rules is shown marked FLAGGED. Viewing is recorded in the record's audit
+/// trail.
 #[derive(ClapArgs, Debug)]
 #[command(
     after_help = "Examples:\n  cophr show\n  cophr show --category medications,allergies\n  cophr show --at 2026-03-01            (as it stood at the end of that day, UTC)\n  cophr show --at 2026-03-01T09:00:00Z --json"
@@ -250,7 +252,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     }
     if shown.locked > 0 {
         output::line(format!(
-            "({} item{} sealed with keys not held here: the patient has not given you them)",
+            "({} item{} sealed with keys not held here: not shared with you, or not yet \
+             given to this key)",
             shown.locked,
             if shown.locked == 1 { " is" } else { "s are" }
         ))?;

@@ -1621,6 +1621,21 @@ mod tests {
         assert!(s.verify().unwrap().is_ok());
     }
 
+    /// `g` writes a blood pressure reading into `rec` at `t`.
+    fn reading(s: &Store, rec: &RecordId, g: &Keypair, bp_: (i64, i64), t: u64) -> EntryId {
+        s.write(
+            rec,
+            g,
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(bp_.0, bp_.1),
+            },
+            t,
+            None,
+        )
+        .unwrap()
+    }
+
     /// Every entry of `rec` in `from`, ingested into `to` (as sync would bring them).
     fn replicate(from: &Store, to: &Store, rec: &RecordId) {
         let all: Vec<Verified> = from
@@ -1700,18 +1715,7 @@ mod tests {
         let host_key = key(3, "Host");
         host.unlock_with(&host_key);
         mary_store.unlock_with(&mary);
-        let first = patient
-            .write(
-                &rec,
-                &g,
-                Payload::Create {
-                    category: Category::VitalSigns,
-                    body: bp(140, 90),
-                },
-                2_000,
-                None,
-            )
-            .unwrap();
+        let first = reading(&patient, &rec, &g, (140, 90), 2_000);
         patient
             .write(
                 &rec,
@@ -1760,18 +1764,7 @@ mod tests {
                 None,
             )
             .unwrap();
-        let after = patient
-            .write(
-                &rec,
-                &g,
-                Payload::Create {
-                    category: Category::VitalSigns,
-                    body: bp(150, 95),
-                },
-                5_000,
-                None,
-            )
-            .unwrap();
+        let after = reading(&patient, &rec, &g, (150, 95), 5_000);
         replicate(&patient, &host, &rec);
         replicate(&patient, &mary_store, &rec);
         mary_store
@@ -1788,6 +1781,73 @@ mod tests {
             .unwrap();
     }
 
+    /// A writer that seals content failing its category's rules gets it stored (a relay
+    /// cannot tell), and `verify` on a node holding the key reports it flagged.
+    #[test]
+    fn verify_reports_sealed_content_that_fails_its_rules() {
+        use cophr_protocol::seal::{self, BoxKey, Place};
+        let dir = tempfile::tempdir().unwrap();
+        let s = open_sealing(dir.path());
+        let (g, rec) = george(&s);
+        s.unlock_with(&g);
+        let first = reading(&s, &rec, &g, (120, 80), 2_000);
+        assert!(s.verify().unwrap().is_ok());
+        let bad = s
+            .with_record(&rec, |r| {
+                let epoch = r
+                    .get(&first)
+                    .unwrap()
+                    .entry()
+                    .payload
+                    .sealed()
+                    .unwrap()
+                    .epoch;
+                let place = Place {
+                    record: &rec,
+                    stream: Category::VitalSigns.name(),
+                    epoch,
+                };
+                let k = r
+                    .entries()
+                    .find_map(|e| match &e.entry().payload {
+                        Payload::KeyWrap { wraps, .. } => wraps
+                            .iter()
+                            .find(|w| w.to == g.actor())
+                            .and_then(|w| seal::unwrap(w, &BoxKey::of(&g), place).ok()),
+                        _ => None,
+                    })
+                    .unwrap();
+                let body = text_body(&[("no-such-field", "x")]);
+                let mut bytes = Vec::new();
+                cbor4ii::serde::to_writer(&mut bytes, &body).unwrap();
+                let content =
+                    seal::seal(&k, place, &g.actor(), &bytes, &mut rand_core::OsRng).unwrap();
+                let e = r.next_entry(
+                    &g.actor(),
+                    Payload::SealedCreate {
+                        category: Category::VitalSigns,
+                        content,
+                    },
+                    None,
+                    3_000,
+                    None,
+                );
+                Verified::trusted(e.sign(&g))
+            })
+            .unwrap();
+        s.ingest(&rec, vec![bad]).unwrap();
+        let report = s.verify().unwrap();
+        assert!(!report.is_ok());
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("sealed content flagged") && p.contains("no-such-field")),
+            "{:?}",
+            report.problems
+        );
+    }
+
     #[test]
     fn a_grant_from_now_on_gives_no_history() {
         let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -1796,18 +1856,7 @@ mod tests {
         let (g, rec) = george(&patient);
         let mary = key(2, "Mary");
         mary_store.unlock_with(&mary);
-        let before = patient
-            .write(
-                &rec,
-                &g,
-                Payload::Create {
-                    category: Category::VitalSigns,
-                    body: bp(140, 90),
-                },
-                2_000,
-                None,
-            )
-            .unwrap();
+        let before = reading(&patient, &rec, &g, (140, 90), 2_000);
         patient
             .write_with(
                 &rec,
@@ -1824,18 +1873,7 @@ mod tests {
                 false,
             )
             .unwrap();
-        let later = patient
-            .write(
-                &rec,
-                &g,
-                Payload::Create {
-                    category: Category::VitalSigns,
-                    body: bp(150, 95),
-                },
-                4_000,
-                None,
-            )
-            .unwrap();
+        let later = reading(&patient, &rec, &g, (150, 95), 4_000);
         replicate(&patient, &mary_store, &rec);
         mary_store
             .with_record(&rec, |r| {

@@ -115,8 +115,8 @@ fn main() -> Result<()> {
         }) => return node_main(&dir, &actor, peer_seed),
         Some(Sub::Generate { dir, kind, n }) => {
             return match kind.as_str() {
-                "record" => generate_record(&dir, n),
-                "sealed-record" => generate_sealed_record(&dir, n),
+                "record" => generate_record(&dir, n, false),
+                "sealed-record" => generate_record(&dir, n, true),
                 "host" => generate_host(&dir, n),
                 other => bail!("unknown store kind {other}"),
             }
@@ -183,51 +183,10 @@ fn one_kb(i: u64) -> Payload {
 }
 
 /// Generates the patient's record (genesis, a view-everything grant to the reader, then
-/// `n` 1 KB vital-signs entries) into a new store at `dir`, in batches.
-fn generate_record(dir: &Path, n: usize) -> Result<()> {
-    let p = patient();
-    let (store, _) = Store::open(dir, key(SEED, "generator"))?;
-    let mut rec = Record::new(p.actor());
-    let mut batch = Vec::new();
-    let g = rec.prepare(
-        &p,
-        Payload::Genesis {
-            profile: profile("Bench Patient", "patient", None),
-        },
-        None,
-        T0,
-        None,
-    )?;
-    rec.apply(g.clone())?;
-    batch.push(g);
-    for v in rec.prepare_all(
-        &p,
-        Payload::Grant(grant(&reader(), Level::View, &[], false, false)),
-        T0 + 1,
-        None,
-    )? {
-        rec.apply(v.clone())?;
-        batch.push(v);
-    }
-    let start = Instant::now();
-    for i in 0..n as u64 {
-        let v = rec.prepare(&p, one_kb(i), None, T0 + 2 + i, None)?;
-        rec.apply_known(v.clone())?;
-        batch.push(v);
-        if batch.len() >= 16_384 {
-            store.ingest(&p.actor(), std::mem::take(&mut batch))?;
-            eprint!("\r  generated {} of {n} entries", i + 1);
-        }
-    }
-    store.ingest(&p.actor(), batch)?;
-    eprintln!("\r  generated {n} entries in {:.1?}", start.elapsed());
-    Ok(())
-}
-
-/// [`generate_record`] with every entry sealed (blind hosting): the genesis, the reader's
-/// view grant, the vital-signs stream's opening (wrapped for the patient and the reader),
-/// then `n` sealed entries, as the patient's node writes them.
-fn generate_sealed_record(dir: &Path, n: usize) -> Result<()> {
+/// `n` 1 KB vital-signs entries) into a new store at `dir`, in batches; with `sealed`, as
+/// the patient's node writes it (blind hosting): the stream opened with its first entry,
+/// wrapped for the patient and the reader, and every entry sealed.
+fn generate_record(dir: &Path, n: usize, sealed: bool) -> Result<()> {
     use cophr_protocol::record::SealPolicy;
     use rand_chacha::rand_core::SeedableRng;
     let p = patient();
@@ -236,7 +195,7 @@ fn generate_sealed_record(dir: &Path, n: usize) -> Result<()> {
     rec.unlock(&p);
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(SEED);
     let policy = SealPolicy {
-        seal_new_streams: true,
+        seal_new_streams: sealed,
         history: true,
     };
     let mut batch = Vec::new();
@@ -259,19 +218,16 @@ fn generate_sealed_record(dir: &Path, n: usize) -> Result<()> {
     let start = Instant::now();
     for i in 0..n as u64 {
         for v in rec.prepare_sealed(&p, one_kb(i), T0 + 2 + i, None, policy, &mut rng)? {
-            rec.apply(v.clone())?;
+            rec.apply_known(v.clone())?;
             batch.push(v);
         }
         if batch.len() >= 16_384 {
             store.ingest(&p.actor(), std::mem::take(&mut batch))?;
-            eprint!("\r  generated {} of {n} sealed entries", i + 1);
+            eprint!("\r  generated {} of {n} entries", i + 1);
         }
     }
     store.ingest(&p.actor(), batch)?;
-    eprintln!(
-        "\r  generated {n} sealed entries in {:.1?}",
-        start.elapsed()
-    );
+    eprintln!("\r  generated {n} entries in {:.1?}", start.elapsed());
     Ok(())
 }
 
