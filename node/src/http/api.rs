@@ -385,41 +385,7 @@ async fn whoami(State(st): State<AppState>) -> Json<Value> {
 }
 
 async fn categories() -> Json<Value> {
-    let list: Vec<Value> = schema::all()
-        .iter()
-        .map(|s| {
-            let fields: Vec<Value> = s
-                .fields
-                .iter()
-                .map(|f| {
-                    let mut o = json!({
-                        "name": f.name,
-                        "title": f.title,
-                        "type": f.ty.kind(),
-                        "required": f.required,
-                        "description": f.ty.describe(),
-                    });
-                    match f.ty {
-                        schema::FieldType::Quantity { units } => {
-                            o["unit"] = json!(units.first());
-                            o["units"] = json!(units);
-                        }
-                        schema::FieldType::Code(codes) => o["codes"] = json!(codes),
-                        _ => {}
-                    }
-                    o
-                })
-                .collect();
-            json!({
-                "name": s.category.name(),
-                "title": s.title,
-                "description": s.description,
-                "fields": fields,
-                "fhir": s.fhir,
-            })
-        })
-        .collect();
-    Json(Value::Array(list))
+    Json(schema::catalogue())
 }
 
 #[derive(Debug, Default, Deserialize)]

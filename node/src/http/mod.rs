@@ -7,6 +7,7 @@
 //! [`token`]) and is compared in constant time.
 
 pub mod api;
+pub mod browser;
 pub mod conn;
 pub mod fhir;
 pub mod share;
@@ -624,7 +625,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Whether `path` is served without a token ([`PUBLIC_PATHS`] and the emergency summary
 /// page's paths, [`share::is_public`]).
 pub fn is_public(path: &str) -> bool {
-    PUBLIC_PATHS.contains(&path) || share::is_public(path)
+    PUBLIC_PATHS.contains(&path) || browser::PUBLIC.contains(&path) || share::is_public(path)
 }
 
 /// The bearer-token check in front of every route but [`PUBLIC_PATHS`]: 401 with
@@ -684,6 +685,7 @@ pub fn router(state: AppState) -> Router {
         .merge(fhir::routes())
         .merge(web::routes())
         .merge(share::routes())
+        .merge(browser::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), auth))

@@ -37,6 +37,16 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
+    asset_with(content_type, CONTENT_SECURITY_POLICY, body)
+}
+
+/// A file embedded in the binary, with the security headers every app file carries and
+/// this content security policy.
+pub(super) fn asset_with(
+    content_type: &'static str,
+    csp: &'static str,
+    body: impl IntoResponse,
+) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
@@ -44,7 +54,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             (
                 header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+                HeaderValue::from_static(csp),
             ),
             (
                 header::X_CONTENT_TYPE_OPTIONS,

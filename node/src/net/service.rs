@@ -264,6 +264,37 @@ impl NodeHandle {
         self.send(Command::Changed { record }).await
     }
 
+    /// Answers a sync request that came over HTTP (`POST /sync`, from a browser, which has
+    /// no libp2p identity) with this node's sync server, exactly as one from a peer: its
+    /// proof must be bound to [`cophr_protocol::sync::HTTP_CLIENT`] and this node. Blocking
+    /// (it touches the store): call it from a blocking thread, then
+    /// [`NodeHandle::after_http`] with the effects.
+    pub fn answer_http(&self, request: Request, label: String) -> (Response, Vec<Effect>) {
+        let peer = Peer {
+            id: cophr_protocol::sync::HTTP_CLIENT.to_vec(),
+            label,
+        };
+        let mut store = self.store.clone();
+        self.server.handle(&mut store, &peer, request, now_ms())
+    }
+
+    /// Acts on the effects of an answer over HTTP: entries stored are pushed on and
+    /// announced, a pointer is published. A browser cannot be told of changes (it asks),
+    /// so subscriptions and announcements from it mean nothing.
+    pub async fn after_http(&self, effects: Vec<Effect>) -> Result<(), NetError> {
+        for effect in effects {
+            match effect {
+                Effect::Changed(record) => self.changed(record).await?,
+                Effect::Host(pointer) => self.publish_home(pointer).await?,
+                Effect::StoreFailed(error) => {
+                    tracing::warn!(%error, "store error answering a web client")
+                }
+                Effect::Subscribe(..) | Effect::Announced(_) | Effect::Released(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes a record's home pointer in the DHT (this node hosts it).
     pub async fn publish_home(&self, pointer: SignedPointer) -> Result<(), NetError> {
         self.send(Command::PublishHome { pointer }).await

@@ -56,5 +56,47 @@ pub const FHIR_SOURCE: &str = "fhir-source";
 /// references point at).
 pub const FHIR_FULL_URL: &str = "fhir-full-url";
 
+/// Every category's schema as JSON (name, title, description, fields with their types,
+/// units and codes, FHIR resource types): what `GET /api/v1/categories` serves and the
+/// browser's page builds its forms from.
+pub fn catalogue() -> serde_json::Value {
+    use serde_json::{json, Value};
+    let list: Vec<Value> = all()
+        .iter()
+        .map(|s| {
+            let fields: Vec<Value> = s
+                .fields
+                .iter()
+                .map(|f| {
+                    let mut o = json!({
+                        "name": f.name,
+                        "title": f.title,
+                        "type": f.ty.kind(),
+                        "required": f.required,
+                        "description": f.ty.describe(),
+                    });
+                    match f.ty {
+                        FieldType::Quantity { units } => {
+                            o["unit"] = json!(units.first());
+                            o["units"] = json!(units);
+                        }
+                        FieldType::Code(codes) => o["codes"] = json!(codes),
+                        _ => {}
+                    }
+                    o
+                })
+                .collect();
+            json!({
+                "name": s.category.name(),
+                "title": s.title,
+                "description": s.description,
+                "fields": fields,
+                "fhir": s.fhir,
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
 #[cfg(test)]
 mod tests;

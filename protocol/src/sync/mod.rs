@@ -54,6 +54,11 @@ pub const MAX_BATCH: usize = 1024;
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Most chains a frontier may list.
 pub const MAX_CHAINS: usize = 16 * 1024;
+/// The transport identity every caller over HTTP (`POST /sync` on a node's HTTP server)
+/// has: a browser has no libp2p peer id, so its proofs name this as the client. It is not
+/// the encoding of any libp2p peer id, so a proof made for HTTP is refused over libp2p and
+/// the other way round; the nonce cache refuses a replay either way.
+pub const HTTP_CLIENT: &[u8] = b"/cophr/http/1";
 /// How far a proof's time may be from the server's clock.
 pub const PROOF_WINDOW_MS: u64 = 5 * 60 * 1000;
 

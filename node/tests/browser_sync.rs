@@ -1,0 +1,333 @@
+//! A patient with no node of their own, against a real host: the page's protocol core
+//! (`cophr-wasm`, here natively) opens the key backup the host keeps and syncs, reads and
+//! writes over the host's `POST /sync` (the router in process, a real network node and
+//! store behind it). The host is a blind relay: it holds what the page wrote, signed by the
+//! patient, and cannot open it. Refusals of malformed requests are clear and store nothing.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use cophr_node::http::{self, AppState};
+use cophr_node::net::{self, NetConfig, NodeHandle};
+use cophr_node::store::Store;
+use cophr_protocol::backup::{KdfParams, KeyBackup};
+use cophr_protocol::record::ContentState;
+use cophr_protocol::sync::server::SyncStore;
+use cophr_protocol::testkit::{key, profile};
+use cophr_protocol::{Keypair, Payload, RecordId};
+use cophr_wasm::Patient;
+use data_encoding::BASE64;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+const TOKEN: &str = "testtokenabcdefghijklmnopqrstuvwxyz234567abcdefghijk";
+const PASS: &str = "a long passphrase George chose";
+
+struct NetNode {
+    handle: NodeHandle,
+    _dir: TempDir,
+}
+
+async fn net_node(name: &str, identity: &Keypair) -> NetNode {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), key(9, &format!("{name}/node"))).unwrap();
+    let config = NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        sync_interval: Duration::from_secs(3600),
+        ..NetConfig::default()
+    };
+    let peer_key = key(9, &format!("{name}/peer")).secret_bytes();
+    let (handle, _task) = net::start(store, identity.clone(), peer_key, config)
+        .await
+        .unwrap();
+    NetNode { handle, _dir: dir }
+}
+
+fn api_of(n: &NetNode, identity: &Keypair, name: &str, role: &str) -> AppState {
+    AppState::new(
+        n.handle.store().clone(),
+        identity.clone(),
+        profile(name, role, None),
+        None,
+        TOKEN.into(),
+    )
+    .with_node(n.handle.clone())
+}
+
+/// A request without any token, as a browser on the host's page sends it.
+async fn send(
+    st: &AppState,
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Vec<u8>) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(ct) = content_type {
+        req = req.header(header::CONTENT_TYPE, ct);
+    }
+    let resp = http::router(st.clone())
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    (status, bytes)
+}
+
+async fn post_sync(st: &AppState, body: Vec<u8>) -> Vec<u8> {
+    let (status, bytes) = send(st, Method::POST, "/sync", Some("application/cbor"), body).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    bytes
+}
+
+/// One sync of the page with the host, over `POST /sync`.
+async fn sync(st: &AppState, p: &mut Patient, push: bool, rng: &mut impl RngCore) -> Value {
+    p.start_sync(push);
+    let mut trips = 0;
+    loop {
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        let Some(request) = p.next_request(http::system_clock(), nonce) else {
+            break;
+        };
+        trips += 1;
+        assert!(trips < 100, "the sync ends");
+        let answer = post_sync(st, request).await;
+        p.handle_response(&answer);
+    }
+    p.sync_report()
+}
+
+/// George's record, written on his own node (sealed, with an allergy), hosted on a
+/// community host that keeps his encrypted key backup and is only a relay.
+async fn georges_record_on_a_relay() -> (NetNode, AppState, Keypair, RecordId, Vec<u8>) {
+    let george = key(3, "George");
+    let gnode = net_node("browser/george", &george).await;
+    let gst = api_of(&gnode, &george, "George Jones", "patient");
+    let host_identity = key(3, "Host");
+    let host = net_node("browser/host", &host_identity).await;
+    let hst = api_of(&host, &host_identity, "Leeds Community Host", "host");
+    let auth = |m: Method, path: &str, body: Value| {
+        Request::builder()
+            .method(m)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let resp = http::router(gst.clone())
+        .oneshot(auth(Method::POST, "/api/v1/records", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let record = george.actor();
+    let resp = http::router(gst.clone())
+        .oneshot(auth(
+            Method::POST,
+            &format!("/api/v1/records/{record}/entries"),
+            json!({"category": "allergies", "body": {"agent": "Penicillin", "reaction": "I am deaf in my left ear"}}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    // The host takes a replica of the record (as a push to it would) and the backup.
+    let all = gnode
+        .handle
+        .store()
+        .with_record(&record, |r| r.entries().cloned().collect::<Vec<_>>())
+        .unwrap();
+    host.handle.store().ingest(&record, all).unwrap();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+    let backup = KeyBackup::seal(&george, None, PASS, KdfParams::MIN, &mut rng)
+        .unwrap()
+        .bytes()
+        .to_vec();
+    let mut store = host.handle.store().clone();
+    store.put_backup(&george.actor(), &backup).unwrap();
+    drop(gnode);
+    (host, hst, george, record, backup)
+}
+
+#[tokio::test]
+async fn a_browser_patient_reads_and_writes_a_sealed_record_through_a_blind_host() {
+    let (host, hst, george, record, backup) = georges_record_on_a_relay().await;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+
+    // The page learns the host's transport identity, to bind its proofs to.
+    let (status, info) = send(&hst, Method::GET, "/sync", None, Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    let info: Value = serde_json::from_slice(&info).unwrap();
+    let server = BASE64
+        .decode(info["server"].as_str().unwrap().as_bytes())
+        .unwrap();
+    assert_eq!(server, host.handle.peer_id().to_bytes());
+
+    // The backup comes over the same endpoint, and opens only in the page.
+    let answer = post_sync(
+        &hst,
+        cophr_wasm::backup_request(&george.actor().to_string()).unwrap(),
+    )
+    .await;
+    let fetched = cophr_wasm::backup_from_response(&answer).unwrap();
+    assert_eq!(fetched, backup);
+    let mut page = Patient::open(&fetched, PASS, None, &server).unwrap();
+
+    let report = sync(&hst, &mut page, false, &mut rng).await;
+    assert_eq!(report["error"], Value::Null, "{report}");
+    let items = page.items(http::system_clock());
+    assert_eq!(
+        items["items"][0]["body"]["reaction"], "I am deaf in my left ear",
+        "{items}"
+    );
+
+    // Written in the page: sealed and signed there, pushed to the host.
+    let id = page
+        .add(
+            "allergies",
+            r#"{"agent": "Latex", "reaction": "written in a browser"}"#,
+            http::system_clock(),
+            &mut rng,
+        )
+        .unwrap();
+    let report = sync(&hst, &mut page, true, &mut rng).await;
+    assert_eq!(report["error"], Value::Null, "{report}");
+    assert!(report["pushed"].as_u64().unwrap() >= 1, "{report}");
+    let (author, sealed, state) = host
+        .handle
+        .store()
+        .with_record(&record, |r| {
+            let e = r.get(&id).expect("the host holds it");
+            (
+                e.entry().author,
+                matches!(e.entry().payload, Payload::SealedCreate { .. }),
+                matches!(r.content_state(&id), Some(ContentState::Locked)),
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        author,
+        george.actor(),
+        "signed by George's key, in the page"
+    );
+    assert!(
+        sealed && state,
+        "the host holds it sealed and cannot open it"
+    );
+    // The pull by the page is in the host's audit trail, naming the web client.
+    let audit = host.handle.store().audit_events(&record).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| format!("{:?}", a.event).contains("web client")),
+        "the host audited what it served to the page"
+    );
+}
+
+#[tokio::test]
+async fn malformed_or_misdirected_sync_requests_are_refused_and_store_nothing() {
+    let (host, hst, _george, record, backup) = georges_record_on_a_relay().await;
+    let before = host
+        .handle
+        .store()
+        .with_record(&record, |r| r.len())
+        .unwrap();
+    // Not CBOR: 415. Garbage CBOR: 400.
+    let (s, _) = send(
+        &hst,
+        Method::POST,
+        "/sync",
+        Some("application/json"),
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, body) = send(
+        &hst,
+        Method::POST,
+        "/sync",
+        Some("application/cbor"),
+        vec![0xff; 64],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("not a sync request"));
+    // A proof bound to another host is refused by the sync server.
+    let mut page = Patient::open(&backup, PASS, None, b"another host").unwrap();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+    let report = sync(&hst, &mut page, false, &mut rng).await;
+    assert!(
+        report["error"].as_str().unwrap_or("").contains("refused"),
+        "{report}"
+    );
+    assert_eq!(page.items(http::system_clock())["entries"], 0);
+    // Without a network node there is no sync endpoint (503), and no token is needed to
+    // learn that.
+    let bare = AppState::new(
+        host.handle.store().clone(),
+        key(3, "Host"),
+        profile("Host", "host", None),
+        None,
+        TOKEN.into(),
+    );
+    let (s, _) = send(&bare, Method::GET, "/sync", None, Vec::new()).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    let after = host
+        .handle
+        .store()
+        .with_record(&record, |r| r.len())
+        .unwrap();
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn the_page_and_its_webassembly_are_served_without_a_token_under_a_strict_policy() {
+    let (_host, hst, ..) = georges_record_on_a_relay().await;
+    for (path, ty) in [
+        ("/patient.html", "text/html"),
+        ("/patient.js", "text/javascript"),
+        ("/patient.css", "text/css"),
+        ("/pkg/cophr_wasm.js", "text/javascript"),
+        ("/pkg/cophr_wasm_bg.wasm", "application/wasm"),
+    ] {
+        let resp = http::router(hst.clone())
+            .oneshot(Request::builder().uri(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let h = resp.headers();
+        assert!(
+            h[header::CONTENT_TYPE].to_str().unwrap().starts_with(ty),
+            "{path}"
+        );
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self' 'wasm-unsafe-eval'"),
+            "{csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+    }
+    // The REST API still needs the token.
+    let resp = http::router(hst.clone())
+        .oneshot(
+            Request::builder()
+                .uri("/api/v1/records")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
