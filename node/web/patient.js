@@ -189,6 +189,7 @@ async function add(ev) {
     }
     render();
     $('add-form').reset();
+    $('category').value = category;
     renderFields();
     status(`Added ${id} (${report.pushed} entries sent, sealed).`);
   } catch (e) {

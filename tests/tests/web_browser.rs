@@ -1252,3 +1252,141 @@ async fn wait_value_or_empty(c: &Client, css: &str) -> String {
         .expect("its value")
         .unwrap_or_default()
 }
+
+/// A patient with no node of their own (`docs/blind-hosting.md`, step 4): George's record
+/// lives on a community host that is only a blind relay. With his node gone, he opens the
+/// host's `/patient.html` in a fresh browser: a wrong passphrase opens nothing; the right
+/// one opens his key backup **in the page** (WebAssembly), which fetches his sealed record
+/// over `POST /sync`, opens it there, and writes a new allergy sealed and signed there.
+/// Afterwards the host's files and memory hold neither the passphrase nor anything George
+/// wrote in the browser, and George's own node, back again, pulls the browser's entry,
+/// signed by his key, and reads it.
+#[test]
+fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
+    use cli_support::search;
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(bin).is_file(),
+            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
+        );
+    }
+    // Words that are in no binary: only what George writes can put them anywhere.
+    let old_words = ["Quokka", "hearing", "in", "the", "left"].join("-");
+    let new_words = ["Wombat", "rash", "after", "the", "plasters"].join("-");
+    let passphrase = ["tangerine", "harbour", "lantern", "77"].join(" ");
+
+    let george = Person::new("George Jones", "patient", None);
+    let host = Person::new("Community Host", "host", Some("Leeds Community Host"));
+    let secrets = tempfile::TempDir::new().expect("a directory for the passphrase file");
+    let pass_file = secrets.path().join("passphrase");
+    std::fs::write(&pass_file, format!("{passphrase}\n")).expect("passphrase file");
+    Person::chmod(&pass_file, 0o600);
+
+    let host_node = Node::start(&host, &["--http", "127.0.0.1:0"]);
+    let mut george_node = Node::start(&george, &[]);
+    george.live_ok(&["record", "create"]);
+    george.live_add(&["allergies", "--agent", "Penicillin", "--reaction", &old_words]);
+    george.live_ok(&["host", &host_node.addr()]);
+    george.live_json(&[
+        "key",
+        "backup",
+        "--to-host",
+        "--passphrase-file",
+        pass_file.to_str().expect("utf-8"),
+    ]);
+    let held = |p: &Person| -> u64 {
+        p.live_json(&["records"])["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .find(|r| r["record"].as_str() == Some(george.actor.as_str()))
+            .and_then(|r| r["entries"].as_u64())
+            .unwrap_or(0)
+    };
+    let before = held(&george);
+    eventually("the host to hold George's record", || held(&host) == before);
+    // George has no node now.
+    george_node.terminate();
+    let base = host_node
+        .http()
+        .expect("the host's HTTP address")
+        .trim_end_matches('/')
+        .to_owned();
+
+    let profile = tempfile::TempDir::new().expect("a browser profile directory");
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let added = rt.block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        c.goto(&format!("{base}/patient.html"))
+            .await
+            .expect("open the page");
+        wait_for(&c, "body[data-ready=true]").await;
+
+        // A wrong passphrase opens nothing, and says why.
+        type_into(&c, "#actor", &george.actor).await;
+        type_into(&c, "#passphrase", "not George's passphrase at all").await;
+        click(&c, "#unlock-button").await;
+        wait_text(&c, "#error", "passphrase").await;
+        assert!(text_of(&c, "#app").await.is_empty(), "nothing opens");
+
+        // The right one opens the record in the page.
+        type_into(&c, "#passphrase", &passphrase).await;
+        click(&c, "#unlock-button").await;
+        wait_text(&c, "#items", &old_words).await;
+        wait_text(&c, "#who", &george.actor).await;
+        let counts = text_of(&c, "#counts").await;
+        assert!(counts.contains("0 sealed under keys"), "{counts}");
+
+        // George writes a new allergy in the page.
+        click(&c, "#category option[value=allergies]").await;
+        type_into(&c, "#f-agent", "Elastoplast").await;
+        type_into(&c, "#f-reaction", &new_words).await;
+        click(&c, "#add-form button[type=submit]").await;
+        let status = wait_text(&c, "#status", "Added").await;
+        wait_text(&c, "#items", &new_words).await;
+        let png = c.screenshot().await.expect("a screenshot");
+        screenshot(&png, "patient-browser.png");
+
+        // Locking forgets the record in the page.
+        click(&c, "#lock").await;
+        wait_text(&c, "#status", "Locked").await;
+        assert!(!text_of(&c, "body").await.contains(&new_words));
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the slot").take();
+        status
+    });
+    drop(driver);
+    let id = added
+        .split_whitespace()
+        .find(|w| w.starts_with("e-"))
+        .unwrap_or_else(|| panic!("the status names the new entry: {added}"))
+        .to_owned();
+
+    // The host holds the new entry, and nowhere in its files or memory is the passphrase
+    // or a word George wrote, in the browser or before.
+    eventually("the host to hold the browser's entries", || {
+        held(&host) > before
+    });
+    let needles = [old_words.as_str(), new_words.as_str(), passphrase.as_str()];
+    let in_files = search::in_files(host.dir(), &needles);
+    assert_eq!(in_files, vec![0, 0, 0], "the host's files hold {needles:?}");
+    let in_memory = search::in_memory(host_node.pid(), &needles);
+    assert_eq!(in_memory, vec![0, 0, 0], "the host's memory holds {needles:?}");
+
+    // George's own node, back, pulls it: his key signed it, and opens it.
+    let _george_node = Node::start(&george, &[]);
+    george.live_ok(&["sync"]);
+    let shown = george.live_ok(&["show"]);
+    assert!(shown.contains(&new_words), "{shown}");
+    let history = george.live_json(&["history", &id]);
+    assert!(
+        history.to_string().contains(&george.actor),
+        "written by George's key: {history}"
+    );
+    drop(host_node);
+}
