@@ -331,3 +331,52 @@ async fn the_page_and_its_webassembly_are_served_without_a_token_under_a_strict_
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// Key backup gets carry no proof and are rate limited; over HTTP every browser has the
+/// same client identity, so they are counted per address: one caller using up its gets
+/// does not lock everyone else out.
+#[tokio::test]
+async fn key_backup_gets_over_http_are_limited_per_address() {
+    use axum::extract::ConnectInfo;
+    use cophr_protocol::sync::{Refusal, Response, BACKUP_GETS_PER_WINDOW};
+    let (_host, hst, george, ..) = georges_record_on_a_relay().await;
+    let ask = |ip: [u8; 4]| {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri("/sync")
+            .header(header::CONTENT_TYPE, "application/cbor")
+            .body(Body::from(
+                cophr_wasm::backup_request(&george.actor().to_string()).unwrap(),
+            ))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(std::net::SocketAddr::from((ip, 40000))));
+        let st = hst.clone();
+        async move {
+            let resp = http::router(st).oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            cophr_protocol::sync::decode::<Response>(&bytes).unwrap()
+        }
+    };
+    for _ in 0..BACKUP_GETS_PER_WINDOW {
+        assert!(matches!(
+            ask([10, 0, 0, 1]).await,
+            Response::Backup { backup: Some(_) }
+        ));
+    }
+    assert!(matches!(
+        ask([10, 0, 0, 1]).await,
+        Response::Refused {
+            code: Refusal::RateLimited,
+            ..
+        }
+    ));
+    // Another address still gets it.
+    assert!(matches!(
+        ask([10, 0, 0, 2]).await,
+        Response::Backup { backup: Some(_) }
+    ));
+}

@@ -9,7 +9,7 @@ use cophr_protocol::access::Level;
 use cophr_protocol::record::Status;
 use cophr_protocol::sync::{Refusal, Request, Response};
 use cophr_protocol::testkit::{bp, grant, key, profile, text_body};
-use cophr_protocol::{Category, EntryId, Keypair, Payload, RecordId};
+use cophr_protocol::{ActorId, Category, EntryId, Keypair, Payload, RecordId};
 
 struct Node {
     handle: NodeHandle,
@@ -1529,10 +1529,22 @@ async fn a_record_well_over_the_message_cap_hosts_replicates_and_moves() {
     client::host(&george_node.handle, &a1, rec, None)
         .await
         .unwrap();
+    // Hosting named the host in a relay grant (one entry more), which the host holds too.
+    let hosted = george_node
+        .handle
+        .store()
+        .with_record(&rec, |r| r.len())
+        .unwrap();
+    assert_eq!(hosted, total + 1);
     assert_eq!(
         host1.handle.store().with_record(&rec, |r| r.len()).unwrap(),
-        total
+        hosted
     );
+    assert_eq!(
+        relays(&george_node, &rec),
+        vec![host1.handle.identity().actor()]
+    );
+    let total = hosted;
     let r = client::sync(
         &mary_node.handle,
         host1.handle.peer_id(),
@@ -1547,11 +1559,58 @@ async fn a_record_well_over_the_message_cap_hosts_replicates_and_moves() {
     client::move_home(&george_node.handle, &a2, rec, None)
         .await
         .unwrap();
-    // The new host holds it all (and the move entry).
+    // The new host holds it all: its own relay grant, the move entry, and the revocation
+    // of the former host's relay grant (which may no longer pull it).
+    let moved = george_node
+        .handle
+        .store()
+        .with_record(&rec, |r| r.len())
+        .unwrap();
+    assert!(
+        moved >= total + 3,
+        "{moved} entries after the move, {total} before"
+    );
     assert_eq!(
         host2.handle.store().with_record(&rec, |r| r.len()).unwrap(),
-        total + 1
+        moved
     );
+    assert_eq!(
+        relays(&george_node, &rec),
+        vec![host2.handle.identity().actor()]
+    );
+    // Neither host can open the content.
+    for host in [&host1, &host2] {
+        let locked = host
+            .handle
+            .store()
+            .with_record(&rec, |r| {
+                r.entries()
+                    .filter(|e| e.entry().payload.sealed().is_some())
+                    .all(|e| {
+                        matches!(
+                            r.content_state(&e.id()),
+                            Some(cophr_protocol::record::ContentState::Locked)
+                        )
+                    })
+            })
+            .unwrap_or(true);
+        assert!(locked, "a relay opens nothing");
+    }
+}
+
+/// The identities holding a relay grant in effect on `rec`, as `n` sees it.
+fn relays(n: &Node, rec: &RecordId) -> Vec<ActorId> {
+    n.handle
+        .store()
+        .with_record(rec, |r| {
+            r.grants()
+                .filter(|g| {
+                    g.grant.level == Level::Relay && r.grants_of(&g.grant.grantee).contains(&g.id)
+                })
+                .map(|g| g.grant.grantee)
+                .collect()
+        })
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

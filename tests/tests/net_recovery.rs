@@ -93,7 +93,12 @@ fn george_uses_a_phone_loses_his_key_and_two_guardians_give_him_a_new_one() {
     assert!(follow["pulled"].as_u64().unwrap() >= 6, "{follow}");
     // The whole record, as the patient sees it (the pharmacist's grant included).
     assert!(phone.sees(&bp) && phone.sees(&med));
-    assert_eq!(grants_active(&phone, &record).len(), 3);
+    // (and the relay grant hosting wrote, naming the host).
+    let active = grants_active(&phone, &record);
+    assert_eq!(active.len(), 4, "{active:?}");
+    let relay: Vec<&Value> = active.iter().filter(|g| g["level"] == "relay").collect();
+    assert_eq!(relay.len(), 1, "{active:?}");
+    assert_eq!(relay[0]["grantee"]["id"], host.actor.as_str(), "{active:?}");
     // On the phone George amends what he wrote on his laptop, as George.
     let amended = phone
         .live_ok(&["amend", &bp, "--systolic", "135"])
@@ -238,7 +243,7 @@ fn george_uses_a_phone_loses_his_key_and_two_guardians_give_him_a_new_one() {
     eventually("George's history opening to his new key", || {
         george.sees(&amended) && george.sees(&med) && george.sees(&last)
     });
-    assert_eq!(grants_active(&george, &record).len(), 3);
+    assert_eq!(grants_active(&george, &record).len(), 4);
     george.live_ok(&["verify"]);
     let records = george.live_json(&["records"]);
     assert_eq!(records["records"][0]["record"], record.as_str());

@@ -1285,7 +1285,13 @@ fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
     let host_node = Node::start(&host, &["--http", "127.0.0.1:0"]);
     let mut george_node = Node::start(&george, &[]);
     george.live_ok(&["record", "create"]);
-    george.live_add(&["allergies", "--agent", "Penicillin", "--reaction", &old_words]);
+    george.live_add(&[
+        "allergies",
+        "--agent",
+        "Penicillin",
+        "--reaction",
+        &old_words,
+    ]);
     george.live_ok(&["host", &host_node.addr()]);
     george.live_json(&[
         "key",
@@ -1376,7 +1382,11 @@ fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
     let in_files = search::in_files(host.dir(), &needles);
     assert_eq!(in_files, vec![0, 0, 0], "the host's files hold {needles:?}");
     let in_memory = search::in_memory(host_node.pid(), &needles);
-    assert_eq!(in_memory, vec![0, 0, 0], "the host's memory holds {needles:?}");
+    assert_eq!(
+        in_memory,
+        vec![0, 0, 0],
+        "the host's memory holds {needles:?}"
+    );
 
     // George's own node, back, pulls it: his key signed it, and opens it.
     let _george_node = Node::start(&george, &[]);

@@ -139,13 +139,14 @@ async fn answer(
     }
     let request: Request =
         sync::decode(&body).map_err(|e| ApiError::invalid(format!("not a sync request: {e}")))?;
-    let label = match from {
-        Some(Extension(ConnectInfo(addr))) => format!("web client at {}", addr.ip()),
+    let ip = from.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let label = match ip {
+        Some(ip) => format!("web client at {ip}"),
         None => "web client".to_owned(),
     };
     let answering = node.clone();
     let (response, effects) = st
-        .blocking(move |_| Ok(answering.answer_http(request, label)))
+        .blocking(move |_| Ok(answering.answer_http(request, ip, label)))
         .await?;
     node.after_http(effects).await.map_err(|_| no_node())?;
     Ok((

@@ -393,7 +393,7 @@ pub async fn host(
     }
     .sign(handle.identity());
     let bytes = pointer.encode();
-    match handle
+    let named = match handle
         .request(
             peer,
             vec![host.clone()],
@@ -404,10 +404,11 @@ pub async fn host(
         )
         .await?
     {
-        Response::Ack => {}
+        Response::Ack => None,
+        Response::Hosting { host } => Some(host),
         Response::Refused { code, reason } => return Err(NetError::Refused { peer, code, reason }),
         other => return Err(unexpected(peer, &other)),
-    }
+    };
     handle
         .store()
         .set_meta(&format!("pointer/{record}"), &bytes)?;
@@ -415,7 +416,89 @@ pub async fn host(
     book.home = Some(host.clone());
     handle.set_peer_book(&record, &book)?;
     handle.publish_home(pointer).await?;
+    if let Some(actor) = named {
+        if name_relay(handle, record, actor, &peer)? {
+            sync(handle, peer, vec![host.clone()], record, true).await?;
+        }
+    }
     Ok(report)
+}
+
+/// The label of the `relay` grant naming a record's home host.
+fn relay_label(peer: &PeerId) -> String {
+    format!("home host {peer}")
+}
+
+/// Names the home host (its node's identity `actor`, at transport identity `peer`) in a
+/// `relay` grant on every category: it stores, verifies and serves the record, and is
+/// given no key, so it reads nothing. Skipped when the host already holds a grant (the
+/// patient gave it more, or named it before) or is the patient's own identity. Returns
+/// whether a grant was written.
+fn name_relay(
+    handle: &NodeHandle,
+    record: RecordId,
+    actor: ActorId,
+    peer: &PeerId,
+) -> Result<bool, NetError> {
+    let me = handle.identity().clone();
+    if actor == me.actor() || actor == record {
+        return Ok(false);
+    }
+    if !handle
+        .store()
+        .with_record(&record, |r| r.grants_of(&actor).is_empty())?
+    {
+        return Ok(false);
+    }
+    handle.store().write(
+        &record,
+        &me,
+        cophr_protocol::Payload::Grant(cophr_protocol::Grant {
+            grantee: actor,
+            level: cophr_protocol::Level::Relay,
+            scope: cophr_protocol::Scope::All,
+            not_before: None,
+            until: None,
+            audit: false,
+            delegate: false,
+            label: Some(relay_label(peer)),
+            requires: None,
+        }),
+        now_ms(),
+        None,
+    )?;
+    Ok(true)
+}
+
+/// Revokes the `relay` grants naming a former home host (by [`relay_label`]): after a
+/// move it may no longer pull the record. Returns how many were revoked.
+fn unname_relay(handle: &NodeHandle, record: RecordId, peer: &PeerId) -> Result<usize, NetError> {
+    let label = relay_label(peer);
+    let grants: Vec<EntryId> = handle.store().with_record(&record, |r| {
+        r.grants()
+            .filter(|g| {
+                g.grant.level == cophr_protocol::Level::Relay
+                    && g.grant.label.as_deref() == Some(label.as_str())
+                    && r.grants_of(&g.grant.grantee).contains(&g.id)
+            })
+            .map(|g| g.id)
+            .collect()
+    })?;
+    let me = handle.identity().clone();
+    for grant in &grants {
+        handle.store().write(
+            &record,
+            &me,
+            cophr_protocol::Payload::Revoke {
+                grant: *grant,
+                category: None,
+                reason: "the record moved to another host".into(),
+            },
+            now_ms(),
+            None,
+        )?;
+    }
+    Ok(grants.len())
 }
 
 /// What a move did.
@@ -534,7 +617,16 @@ pub async fn move_home(
         now_ms(),
         None,
     )?;
-    // The move entry reaches the new host (and through it every replica).
+    // The former host may no longer pull it.
+    if let Some(former) = old.as_ref().filter(|o| *o != to) {
+        if let Ok((old_peer, _)) = split(former) {
+            if old_peer != peer {
+                unname_relay(handle, record, &old_peer)?;
+            }
+        }
+    }
+    // The move entry (and any revocation) reaches the new host, and through it every
+    // replica.
     sync(handle, peer, vec![to.clone()], record, true).await?;
     let Some(old) = old.filter(|o| o != to) else {
         return Ok(Moved {

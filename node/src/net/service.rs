@@ -269,11 +269,21 @@ impl NodeHandle {
     /// proof must be bound to [`cophr_protocol::sync::HTTP_CLIENT`] and this node. Blocking
     /// (it touches the store): call it from a blocking thread, then
     /// [`NodeHandle::after_http`] with the effects.
-    pub fn answer_http(&self, request: Request, label: String) -> (Response, Vec<Effect>) {
-        let peer = Peer {
-            id: cophr_protocol::sync::HTTP_CLIENT.to_vec(),
-            label,
-        };
+    ///
+    /// A key backup get (which carries no proof, so binds nothing) is counted against the
+    /// caller's address (`from`): every browser has the same client identity, and one
+    /// caller must not use up everyone's gets.
+    pub fn answer_http(
+        &self,
+        request: Request,
+        from: Option<std::net::IpAddr>,
+        label: String,
+    ) -> (Response, Vec<Effect>) {
+        let mut id = cophr_protocol::sync::HTTP_CLIENT.to_vec();
+        if let (Request::BackupGet { .. }, Some(ip)) = (&request, from) {
+            id.extend_from_slice(format!(" {ip}").as_bytes());
+        }
+        let peer = Peer { id, label };
         let mut store = self.store.clone();
         self.server.handle(&mut store, &peer, request, now_ms())
     }
@@ -356,7 +366,9 @@ pub async fn start(
     let local = key.public().to_peer_id();
     let swarm = build_swarm(key, &config)?;
     let (tx, rx) = mpsc::channel(COMMANDS);
-    let server = Arc::new(Server::new(local.to_bytes(), config.host.clone()));
+    let server = Arc::new(
+        Server::new(local.to_bytes(), config.host.clone()).with_identity(identity.actor()),
+    );
     let handle = NodeHandle {
         commands: tx,
         peer_id: local,

@@ -173,6 +173,13 @@ pub enum Response {
     },
     /// Done.
     Ack,
+    /// The host now hosts the record (the answer to [`Request::Host`]), and this is its
+    /// node's identity: the patient names it in a `relay` grant, so the record's grants
+    /// show who keeps it (a host that answers [`Response::Ack`] is hosting too, unnamed).
+    Hosting {
+        /// The host node's identity.
+        host: ActorId,
+    },
     /// The request was refused.
     Refused {
         /// What kind of refusal: the code a peer acts on (never a reason string).
@@ -214,6 +221,7 @@ impl Response {
             Response::AuditEvents { .. } => "audit events",
             Response::Invitations { .. } => "invitations",
             Response::Ack => "ack",
+            Response::Hosting { .. } => "hosting",
             Response::Refused { .. } => "refused",
             Response::Backup { .. } => "backup",
         }

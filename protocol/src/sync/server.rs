@@ -247,6 +247,7 @@ pub struct Server {
     policy: HostPolicy,
     backup_gets: super::backups::GetLimiter,
     trust: RwLock<TrustList>,
+    identity: Option<ActorId>,
 }
 
 /// A refusal on the way to an answer.
@@ -275,7 +276,15 @@ impl Server {
             policy,
             backup_gets: Default::default(),
             trust: RwLock::new(TrustList::new()),
+            identity: None,
         }
+    }
+
+    /// The same server, naming this identity (the node's) to a patient whose record it
+    /// takes as home host ([`Response::Hosting`]).
+    pub fn with_identity(mut self, identity: ActorId) -> Server {
+        self.identity = Some(identity);
+        self
     }
 
     /// Replaces the trust list (the issuers this node trusts and the revocations it knows)
@@ -515,7 +524,11 @@ impl Server {
                 store
                     .set_home(&proof.record, &pointer)
                     .map_err(failed::<S>)?;
-                Ok((Response::Ack, vec![Effect::Host(p)]))
+                let answer = match self.identity {
+                    Some(host) => Response::Hosting { host },
+                    None => Response::Ack,
+                };
+                Ok((answer, vec![Effect::Host(p)]))
             }
             Request::Release { proof } => {
                 let actor = self.check(&proof, peer, now)?;
