@@ -81,6 +81,36 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
         "{stdout}"
     );
     assert!(demo.join("george-lost").join("identity.key").exists());
+    // With only a browser (the host's page, driven by the same code), George opens his
+    // sealed record and writes to it; his node receives it; the host's files hold neither
+    // what he wrote nor his passphrase.
+    assert!(stdout.contains("opened them in the page"), "{stdout}");
+    assert!(
+        stdout.contains("0 sealed under keys this key was not given"),
+        "{stdout}"
+    );
+    for words in ["noted from a browser", "demo passphrase for George's key"] {
+        assert!(
+            stdout.contains(&format!("\"{words}\": found 0 times in the host's files")),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("Blisters, noted from a browser"),
+        "{stdout}"
+    );
+    let host_web = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(demo.join("host").join("node.json")).unwrap(),
+    )
+    .unwrap()["http"]
+        .as_str()
+        .expect("the host serves HTTP")
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(
+        stdout.contains(&format!("{host_web}/patient.html")),
+        "{stdout}"
+    );
     // Mary's and the pharmacist's nodes were stopped cleanly; the host runs and answers.
     for who in ["mary", "pharmacist"] {
         assert!(!demo.join(who).join("control.sock").exists(), "{who}");

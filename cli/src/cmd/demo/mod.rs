@@ -19,6 +19,8 @@ use clap::Args as ClapArgs;
 use crate::context::Ctx;
 use crate::error::{CliError, Result};
 
+mod browser;
+
 /// Build a local demo (George, Mary, a home-care nurse, a pharmacist) and walk through it.
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -408,8 +410,9 @@ impl Tour {
         let home = self.dir.join(who);
         let http: &[&str] = match who {
             "george" => &["--http", "127.0.0.1:0"],
-            // The community host takes records by invitation only.
-            "host" => &["--no-http", "--admission", "invitation"],
+            // The community host takes records by invitation only, and serves the page
+            // of patients with only a browser.
+            "host" => &["--http", "127.0.0.1:0", "--admission", "invitation"],
             _ => &["--no-http"],
         };
         println!(
@@ -513,7 +516,8 @@ fn network_tour(t: &mut Tour) -> Result<()> {
     refusal_and_audit(t)?;
     george_on_his_phone(t, &mut nodes, &george, &host)?;
     lost_key_recovered(t, &mut nodes, &george, &host)?;
-    stop_and_release(t, &mut nodes, &host)
+    browser::george_in_a_browser(t, &george)?;
+    stop_and_release(t, &mut nodes, &host, &george)
 }
 
 /// The people of the network tour set up their homes: the host, George, Mary and the
@@ -996,7 +1000,13 @@ fn lost_key_recovered(t: &mut Tour, nodes: &mut Nodes, george: &str, host: &str)
 
 /// Stops Mary's and the pharmacist's nodes, leaves the host and George's node running and
 /// prints how to use and stop them.
-fn stop_and_release(t: &mut Tour, nodes: &mut Nodes, host: &str) -> Result<()> {
+fn stop_and_release(
+    t: &mut Tour,
+    nodes: &mut Nodes,
+    host: &str,
+    george_record: &str,
+) -> Result<()> {
+    let george_key = t.actor("george")?;
     t.say("Stopping Mary's, the pharmacist's and the phone's nodes (as Ctrl-C would). The host and George's node stay up.");
     for who in ["mary", "pharmacist", "phone"] {
         t.stop_node(nodes, who)?;
@@ -1013,10 +1023,15 @@ fn stop_and_release(t: &mut Tour, nodes: &mut Nodes, host: &str) -> Result<()> {
     let host_pid = pid_of(nodes, "host");
     let george_pid = pid_of(nodes, "george");
     let web = node_http(&t.dir.join("george")).unwrap_or_else(|| "(not served)".to_owned());
+    let host_web = node_http(&t.dir.join("host")).unwrap_or_else(|| "(not served)".to_owned());
     nodes.running.clear();
     let dir = t.dir.display();
     println!(
         "\nThe host is still running (pid {host_pid}), at {host}.\n\
+         Its page for patients with only a browser: {host_web}/patient.html\n\
+         Open it with George's id {george_key},\n\
+         the passphrase in {dir}/george-passphrase, and (under \"Another record\")\n\
+         his record id {}.\n\
          George's node is still running (pid {george_pid}), with his web app at {web}/\n\
          Open it in a browser and sign in with the token this prints:\n  \
          cophr --home {dir}/george token\n\
@@ -1025,6 +1040,7 @@ fn stop_and_release(t: &mut Tour, nodes: &mut Nodes, host: &str) -> Result<()> {
          cophr --home {dir}/george status\n  \
          cophr --home {dir}/host status\n\
          Stop both with:\n  kill {host_pid} {george_pid}",
+        george_record,
     );
     Ok(())
 }
