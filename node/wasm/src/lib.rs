@@ -284,7 +284,7 @@ impl Patient {
             .map_err(|e| Error(format!("{category}: {e}")))?;
         let r = self
             .record()
-            .filter(|r| r.len() > 0)
+            .filter(|r| !r.is_empty())
             .ok_or_else(|| Error("sync the record from the host before writing".into()))?;
         let policy = SealPolicy {
             seal_new_streams: true,
