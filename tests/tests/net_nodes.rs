@@ -376,4 +376,12 @@ fn a_config_file_configures_the_node_and_flags_override_it() {
     let r = p.live(&["node", "run", "--config", bad.to_str().unwrap()]);
     assert_eq!(r.code, 5, "{r:?}");
     assert!(r.stderr.contains("bad.toml"), "{}", r.stderr);
+    // The record cache's bounds come from the file or the flags; zero is refused.
+    let zero = p.dir().join("zero.toml");
+    std::fs::write(&zero, "cache_records = 0\n").unwrap();
+    let r = p.live(&["node", "run", "--config", zero.to_str().unwrap()]);
+    assert_eq!(r.code, 5, "{r:?}");
+    assert!(r.stderr.contains("--cache-records"), "{}", r.stderr);
+    let r = p.live(&["node", "run", "--cache-entries", "0"]);
+    assert_eq!(r.code, 5, "{r:?}");
 }

@@ -179,6 +179,15 @@ pub struct RunArgs {
     /// authenticated with the token of `cophr token`)
     #[arg(long)]
     http_allow_remote: bool,
+
+    /// Most records kept loaded in memory (least recently used ones are dropped and load
+    /// again when asked for) [default: 1024]
+    #[arg(long, value_name = "N")]
+    cache_records: Option<usize>,
+
+    /// Most entries held by the records kept loaded in memory [default: 500000]
+    #[arg(long, value_name = "N")]
+    cache_entries: Option<usize>,
 }
 
 /// `--admission`.
@@ -218,6 +227,28 @@ fn host_policy(args: &RunArgs, config: &mut NetConfig) {
     config.host.identity = args.require_identity.or(config.host.identity);
 }
 
+/// The bounds of the records kept loaded: the flags over the config file over the
+/// defaults.
+fn record_cache(args: &RunArgs, settings: &NodeSettings) -> Result<cophr_node::store::CacheLimits> {
+    let d = cophr_node::store::CacheLimits::DEFAULT;
+    let limits = cophr_node::store::CacheLimits {
+        records: args
+            .cache_records
+            .or(settings.cache_records)
+            .unwrap_or(d.records),
+        entries: args
+            .cache_entries
+            .or(settings.cache_entries)
+            .unwrap_or(d.entries),
+    };
+    if limits.records == 0 || limits.entries == 0 {
+        return Err(CliError::invalid(
+            "--cache-records and --cache-entries must be at least 1",
+        ));
+    }
+    Ok(limits)
+}
+
 /// Settings of the node itself (beside the network's) in the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,6 +257,8 @@ struct NodeSettings {
     /// The HTTP API's address, or `false` for none.
     http: Option<HttpSetting>,
     http_allow_remote: Option<bool>,
+    cache_records: Option<usize>,
+    cache_entries: Option<usize>,
 }
 
 /// `http = "127.0.0.1:7380"` or `http = false` in the config file.
@@ -248,7 +281,13 @@ fn load_config(path: Option<&Path>) -> Result<(NetConfig, NodeSettings)> {
     let text = String::from_utf8(text).map_err(|e| bad(&e))?;
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| bad(&e))?;
     let mut node = toml::Table::new();
-    for key in ["log_format", "http", "http_allow_remote"] {
+    for key in [
+        "log_format",
+        "http",
+        "http_allow_remote",
+        "cache_records",
+        "cache_entries",
+    ] {
         if let Some(v) = table.remove(key) {
             node.insert(key.to_owned(), v);
         }
@@ -283,6 +322,7 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
     logging::init(ctx.global.verbose, format, "info");
     let (mut config, settings) = loaded?;
     let http = http_plan(&args, &settings)?;
+    let cache = record_cache(&args, &settings)?;
     host_policy(&args, &mut config);
     if !args.listen.is_empty() {
         config.listen = args.listen;
@@ -334,6 +374,7 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
         ));
     }
     let store = ctx.store()?;
+    store.set_record_cache(cache);
     let node_key = home.node_key_or_create()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

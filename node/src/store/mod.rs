@@ -18,7 +18,10 @@
 //! once its own frames are indexed (it waits, at most [`INDEX_WAIT`], for frames other
 //! threads appended just before it): what is acknowledged is also visible.
 
+mod cache;
 pub mod log;
+
+pub use cache::{CacheLimits, Loaded};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -205,7 +208,8 @@ struct Inner {
     dir: Option<std::path::PathBuf>,
     db: sled::Db,
     node_key: Keypair,
-    records: Mutex<HashMap<RecordId, Arc<RwLock<Record>>>>,
+    /// The records loaded in memory, bounded ([`cache`]).
+    records: Mutex<cache::Cache>,
     indexer: Mutex<Indexer>,
     /// Signalled whenever the indexed prefix of the log grows.
     indexed: std::sync::Condvar,
@@ -496,7 +500,7 @@ impl Store {
             dir: None,
             db,
             node_key,
-            records: Mutex::new(HashMap::new()),
+            records: Mutex::new(cache::Cache::new(CacheLimits::DEFAULT)),
             indexer: Mutex::new(Indexer {
                 applied: applied.max(log::HEADER_LEN),
                 pending: BTreeMap::new(),
@@ -624,18 +628,62 @@ impl Store {
 
     /// The record's in-memory state, loaded from the log on first use.
     fn handle(&self, id: &RecordId) -> Result<Arc<RwLock<Record>>, StoreError> {
-        if let Some(r) = lock(&self.inner.records).get(id) {
-            return Ok(r.clone());
+        let hit = {
+            let mut records = lock(&self.inner.records);
+            records.get(id).map(|h| (h, records.should_trim()))
+        };
+        if let Some((h, trim)) = hit {
+            if trim {
+                self.trim();
+            }
+            return Ok(h);
         }
         if !self.holds(id)? {
             return Err(StoreError::NotFound(*id));
         }
         let record = self.load(id)?;
-        let handle = Arc::new(RwLock::new(record));
-        Ok(lock(&self.inner.records)
-            .entry(*id)
-            .or_insert(handle)
-            .clone())
+        Ok(self.keep_loaded(*id, Arc::new(RwLock::new(record))))
+    }
+
+    /// Keeps a record just loaded (or created, or first received) in the cache of loaded
+    /// records (the one already there wins), then drops least recently used idle records
+    /// beyond the cache's limits — but only while every frame in the log is indexed, so a
+    /// record dropped now reloads with every acknowledged write (a write whose indexing
+    /// timed out behind another's keeps everything loaded until it is indexed). Lock
+    /// order: the indexer, then the records.
+    fn keep_loaded(&self, id: RecordId, handle: Arc<RwLock<Record>>) -> Arc<RwLock<Record>> {
+        let kept = lock(&self.inner.records).insert(id, handle);
+        self.trim();
+        kept
+    }
+
+    /// Drops least recently used idle records beyond the cache's limits, if every frame in
+    /// the log is indexed (see [`Store::keep_loaded`]).
+    fn trim(&self) {
+        let ix = lock(&self.inner.indexer);
+        let dropped = if ix.pending.is_empty() {
+            lock(&self.inner.records).evict()
+        } else {
+            Vec::new()
+        };
+        drop(ix);
+        drop(dropped);
+    }
+
+    /// Bounds the records kept loaded in memory (see [`CacheLimits`]); records beyond the
+    /// limits are dropped as others are loaded.
+    pub fn set_record_cache(&self, limits: CacheLimits) {
+        lock(&self.inner.records).set_limits(limits);
+    }
+
+    /// What is loaded in memory now.
+    pub fn loaded(&self) -> Loaded {
+        lock(&self.inner.records).loaded()
+    }
+
+    /// Whether a record is loaded in memory now.
+    pub fn is_loaded(&self, id: &RecordId) -> bool {
+        lock(&self.inner.records).contains(id)
     }
 
     /// Reads an entry frame and checks its hash against the id it is indexed under.
@@ -698,8 +746,7 @@ impl Store {
             }
             readers.push(key.clone());
         }
-        let loaded: Vec<Arc<RwLock<Record>>> =
-            lock(&self.inner.records).values().cloned().collect();
+        let loaded: Vec<Arc<RwLock<Record>>> = lock(&self.inner.records).handles();
         for h in loaded {
             h.write().unwrap_or_else(|p| p.into_inner()).unlock(key);
         }
@@ -1025,7 +1072,7 @@ impl Store {
         let eid = v.id();
         r.apply(v)?;
         drop(r);
-        lock(&self.inner.records).insert(id, handle);
+        self.keep_loaded(id, handle);
         Ok(eid)
     }
 
@@ -1263,7 +1310,7 @@ impl Store {
         let count = result?;
         drop(r);
         if fresh && count > 0 {
-            lock(&self.inner.records).entry(*record).or_insert(h);
+            self.keep_loaded(*record, h);
         }
         Ok(count)
     }
@@ -1395,9 +1442,10 @@ impl Store {
         let h = self.handle(record)?;
         let _guard = h.write().unwrap_or_else(|p| p.into_inner());
         self.persist(&[(KIND_TOMBSTONE, record.as_bytes())])?;
-        lock(&self.inner.records).remove(record);
+        let loaded = lock(&self.inner.records).remove(record);
         lock(&self.inner.audit_tail).remove(record);
         drop(_guard);
+        drop(loaded);
         self.compact()
     }
 
@@ -1481,7 +1529,9 @@ impl Store {
         let mut ix = lock(&self.inner.indexer);
         ix.applied = applied.max(log::HEADER_LEN);
         ix.pending.clear();
-        lock(&self.inner.records).clear();
+        let loaded = lock(&self.inner.records).clear();
+        drop(ix);
+        drop(loaded);
         lock(&self.inner.audit_tail).clear();
         Ok(())
     }
