@@ -122,6 +122,11 @@ fn state_at_time(c: &mut Criterion) {
     g.bench_function(format!("current_state_{n}"), |b| {
         b.iter(|| black_box(current(&f.record, &viewer).items.len()))
     });
+    // One item (an amended one) without folding the whole record.
+    let one = items[7 % items.len()];
+    g.bench_function(format!("one_item_{n}"), |b| {
+        b.iter(|| black_box(cophr_protocol::fold::item(&f.record, &viewer, &one).is_some()))
+    });
     g.finish();
 }
 

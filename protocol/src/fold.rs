@@ -299,99 +299,128 @@ fn winner(record: &Record, heads: &[EntryId]) -> Option<EntryId> {
         .copied()
 }
 
+/// Where one item stands for a viewer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemState {
+    /// Current, with its data.
+    Current(Item),
+    /// Its version in effect is a logical delete.
+    Deleted,
+    /// Its version in effect is sealed under a key not held here.
+    Locked,
+}
+
 /// The current state of the record as `viewer` sees it.
 pub fn current(record: &Record, viewer: &Viewer) -> State {
     let mut state = State::default();
     let mut items: BTreeMap<(usize, Timestamp, EntryId), Item> = BTreeMap::new();
     let mut deleted = std::collections::BTreeSet::new();
     let mut locked = std::collections::BTreeSet::new();
-    let cat_rank = |c: &Category| {
-        Category::BUILT_IN
-            .iter()
-            .position(|b| b == c)
-            .unwrap_or(Category::BUILT_IN.len())
-    };
     for e in record.entries() {
-        let id = e.id();
-        let (Payload::Create { category, .. } | Payload::SealedCreate { category, .. }) =
-            &e.entry().payload
-        else {
+        let Some(s) = fold_item(record, viewer, e) else {
             continue;
         };
-        if record.status(&id) != Some(&Status::Valid) || !record.can_see(viewer, &id) {
-            continue;
+        let key = (e.entry().time, e.id());
+        match s {
+            ItemState::Current(item) => {
+                items.insert((cat_rank(&item.category), key.0, key.1), item);
+            }
+            ItemState::Deleted => {
+                deleted.insert(key);
+            }
+            ItemState::Locked => {
+                locked.insert(key);
+            }
         }
-        // The versions of this item in effect and visible.
-        let mut versions = vec![id];
-        versions.extend(
-            record
-                .versions_of(&id)
-                .iter()
-                .copied()
-                .filter(|v| record.status(v) == Some(&Status::Valid) && record.can_see(viewer, v)),
-        );
-        let superseded: std::collections::HashSet<EntryId> = versions
-            .iter()
-            .filter_map(|v| record.get(v).and_then(|e| e.entry().payload.target()))
-            .collect();
-        let heads: Vec<EntryId> = versions
-            .iter()
-            .filter(|v| !superseded.contains(v))
-            .copied()
-            .collect();
-        let Some(win) = winner(record, &heads) else {
-            continue;
-        };
-        let Some(w) = record.get(&win) else { continue };
-        let flag = match record.content_state(&win) {
-            Some(ContentState::Locked) => {
-                if w.entry().payload.is_delete() {
-                    deleted.insert((e.entry().time, id));
-                } else {
-                    locked.insert((e.entry().time, id));
-                }
-                continue;
-            }
-            Some(ContentState::Flagged(why)) => Some(why.to_owned()),
-            _ => None,
-        };
-        let body = match record.payload(&win) {
-            Some(Payload::Create { body, .. } | Payload::Amend { body, .. }) => body.clone(),
-            Some(p) if p.is_delete() => {
-                deleted.insert((e.entry().time, id));
-                continue;
-            }
-            // Flagged content that did not decode.
-            _ => Value::Null,
-        };
-        let mut annotations: Vec<EntryId> = versions
-            .iter()
-            .flat_map(|v| record.annotations_of(v).iter().copied())
-            .filter(|a| record.status(a) == Some(&Status::Valid) && record.can_see(viewer, a))
-            .collect();
-        annotations.sort_by_key(|a| (record.get(a).map(|e| e.entry().time), *a));
-        let created = e.entry().time;
-        items.insert(
-            (cat_rank(category), created, id),
-            Item {
-                id,
-                current: win,
-                category: category.clone(),
-                body,
-                author: w.entry().author,
-                created,
-                updated: w.entry().time,
-                versions: versions.len(),
-                conflict: heads.len() > 1,
-                annotations,
-                flag,
-            },
-        );
     }
     state.items = items.into_values().collect();
     state.deleted = deleted.into_iter().map(|(_, id)| id).collect();
     state.locked = locked.into_iter().map(|(_, id)| id).collect();
     state
+}
+
+/// One item as `viewer` sees it now, by its id (the create at the root of its versions),
+/// folding only that item's versions and annotations, not the whole record: the same as
+/// the item's place in [`current`]. `None` if it is no item the viewer may see.
+pub fn item(record: &Record, viewer: &Viewer, id: &EntryId) -> Option<ItemState> {
+    fold_item(record, viewer, record.get(id)?)
+}
+
+fn cat_rank(c: &Category) -> usize {
+    Category::BUILT_IN
+        .iter()
+        .position(|b| b == c)
+        .unwrap_or(Category::BUILT_IN.len())
+}
+
+/// The fold of the item whose root create is `e` (`None`: not a create, or not valid or
+/// visible to the viewer).
+fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Option<ItemState> {
+    let id = e.id();
+    let (Payload::Create { category, .. } | Payload::SealedCreate { category, .. }) =
+        &e.entry().payload
+    else {
+        return None;
+    };
+    if record.status(&id) != Some(&Status::Valid) || !record.can_see(viewer, &id) {
+        return None;
+    }
+    // The versions of this item in effect and visible.
+    let mut versions = vec![id];
+    versions.extend(
+        record
+            .versions_of(&id)
+            .iter()
+            .copied()
+            .filter(|v| record.status(v) == Some(&Status::Valid) && record.can_see(viewer, v)),
+    );
+    let superseded: std::collections::HashSet<EntryId> = versions
+        .iter()
+        .filter_map(|v| record.get(v).and_then(|e| e.entry().payload.target()))
+        .collect();
+    let heads: Vec<EntryId> = versions
+        .iter()
+        .filter(|v| !superseded.contains(v))
+        .copied()
+        .collect();
+    let win = winner(record, &heads)?;
+    let w = record.get(&win)?;
+    let flag = match record.content_state(&win) {
+        Some(ContentState::Locked) => {
+            return Some(if w.entry().payload.is_delete() {
+                ItemState::Deleted
+            } else {
+                ItemState::Locked
+            });
+        }
+        Some(ContentState::Flagged(why)) => Some(why.to_owned()),
+        _ => None,
+    };
+    let body = match record.payload(&win) {
+        Some(Payload::Create { body, .. } | Payload::Amend { body, .. }) => body.clone(),
+        Some(p) if p.is_delete() => return Some(ItemState::Deleted),
+        // Flagged content that did not decode.
+        _ => Value::Null,
+    };
+    let mut annotations: Vec<EntryId> = versions
+        .iter()
+        .flat_map(|v| record.annotations_of(v).iter().copied())
+        .filter(|a| record.status(a) == Some(&Status::Valid) && record.can_see(viewer, a))
+        .collect();
+    annotations.sort_by_key(|a| (record.get(a).map(|e| e.entry().time), *a));
+    Some(ItemState::Current(Item {
+        id,
+        current: win,
+        category: category.clone(),
+        body,
+        author: w.entry().author,
+        created: e.entry().time,
+        updated: w.entry().time,
+        versions: versions.len(),
+        conflict: heads.len() > 1,
+        annotations,
+        flag,
+    }))
 }
 
 /// Who wrote a version, as the record attests it.

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use cophr_protocol::access::{Grant, Level, Scope};
-use cophr_protocol::fold::current;
+use cophr_protocol::fold::{current, item, ItemState};
 use cophr_protocol::record::{Record, Rejection, Status};
 use cophr_protocol::testkit::{bp, grant, key, text_body, Fixture};
 use cophr_protocol::{Category, EntryId, Keypair, Payload, SignedEntry, Verified};
@@ -284,6 +284,37 @@ proptest! {
             current(&w.replicas[1], &w.replicas[1].viewer(&p, w.f.now))
         );
         prop_assert!(w.all.len() <= reference.len() + 1);
+    }
+
+    /// One item folded alone is exactly its place in the whole record's fold, for every
+    /// item and every viewer.
+    #[test]
+    fn one_item_folds_as_in_the_whole_record(ops in arb_ops()) {
+        let w = run(&ops);
+        let r = &w.replicas[0];
+        for a in w.actors.iter().chain([&w.f.patient]) {
+            let v = r.viewer(&a.actor(), w.f.now);
+            let state = current(r, &v);
+            let mut seen = (0, 0);
+            for e in r.entries() {
+                match item(r, &v, &e.id()) {
+                    Some(ItemState::Current(i)) => {
+                        prop_assert!(state.items.contains(&i));
+                        seen.0 += 1;
+                    }
+                    Some(ItemState::Deleted) => {
+                        prop_assert!(state.deleted.contains(&e.id()));
+                        seen.1 += 1;
+                    }
+                    Some(ItemState::Locked) => prop_assert!(state.locked.contains(&e.id())),
+                    None => {
+                        prop_assert!(!state.items.iter().any(|i| i.id == e.id()));
+                        prop_assert!(!state.deleted.contains(&e.id()));
+                    }
+                }
+            }
+            prop_assert_eq!(seen, (state.items.len(), state.deleted.len()));
+        }
     }
 
     /// The state at a past time equals the state the (merged) record had at that time.

@@ -58,17 +58,18 @@ pub fn current_item(r: &Record, me: &ActorId, now: Timestamp, text: &str) -> Res
         let kind = r.get(&id).map_or("entry", |e| e.entry().payload.kind());
         CliError::invalid(format!("{id} is a {kind} entry, not record data"))
     })?;
-    fold::current(r, &viewer)
-        .items
-        .into_iter()
-        .find(|i| i.id == h.item)
-        .ok_or_else(|| {
-            CliError::invalid(format!(
-                "{} has been deleted; its history is kept (`cophr history {}`)",
-                h.item.short(),
-                h.item.short()
-            ))
-        })
+    match fold::item(r, &viewer, &h.item) {
+        Some(fold::ItemState::Current(i)) => Ok(i),
+        Some(fold::ItemState::Locked) => Err(CliError::invalid(format!(
+            "{} is sealed with a key this identity was not given",
+            h.item.short()
+        ))),
+        _ => Err(CliError::invalid(format!(
+            "{} has been deleted; its history is kept (`cophr history {}`)",
+            h.item.short(),
+            h.item.short()
+        ))),
+    }
 }
 
 impl Args {

@@ -188,9 +188,8 @@ fn item_of(r: &Record, me: &ActorId, now: Timestamp, id: &EntryId) -> Result<Val
             "{id} is a {kind} entry, not record data (create, amend, delete, annotate)"
         ))
     })?;
-    let state = fold::current(r, &v);
-    if let Some(i) = state.items.iter().find(|i| i.id == h.item) {
-        return Ok(item_json(r, i));
+    if let Some(fold::ItemState::Current(i)) = fold::item(r, &v, &h.item) {
+        return Ok(item_json(r, &i));
     }
     deleted_json(r, &v, &h.item)
         .ok_or_else(|| ApiError::not_found(format!("no item {} that you can see", h.item)))
@@ -303,18 +302,17 @@ fn current_of(
     visible(r, &v, id)?;
     let h = fold::history(r, &v, id)
         .ok_or_else(|| ApiError::not_found(format!("{id} is not record data")))?;
-    let state = fold::current(r, &v);
-    let i = state
-        .items
-        .into_iter()
-        .find(|i| i.id == h.item)
-        .ok_or_else(|| {
-            ApiError::conflict(format!(
-                "{} has been deleted; its history is kept",
-                h.item.short()
-            ))
-        })?;
-    Ok((i.id, i.current, i.category, i.body))
+    match fold::item(r, &v, &h.item) {
+        Some(fold::ItemState::Current(i)) => Ok((i.id, i.current, i.category, i.body)),
+        Some(fold::ItemState::Locked) => Err(ApiError::conflict(format!(
+            "{} is sealed with a key this node was not given",
+            h.item.short()
+        ))),
+        _ => Err(ApiError::conflict(format!(
+            "{} has been deleted; its history is kept",
+            h.item.short()
+        ))),
+    }
 }
 
 pub(super) async fn amend_entry(
