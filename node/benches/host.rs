@@ -153,4 +153,31 @@ pub fn run(smoke: bool) {
         .with_record(&key(2, "patient-0").actor(), |r| r.len())
         .expect("load");
     println!("first load of one {n}-entry record: {:?}", t.elapsed());
+    // A node touching every record it holds (a provider node syncing them all) keeps only
+    // a bounded cache of them loaded.
+    let limits = cophr_node::store::CacheLimits {
+        records: if smoke { 2 } else { 1024 },
+        entries: if smoke { 10 } else { 100_000 },
+    };
+    store.set_record_cache(limits);
+    let before = rss_kib().unwrap_or(0);
+    let t = Instant::now();
+    for i in 0..records {
+        store
+            .with_record(&key(2, &format!("patient-{i}")).actor(), |r| r.len())
+            .expect("load");
+    }
+    let took = t.elapsed();
+    let loaded = store.loaded();
+    assert!(loaded.records <= limits.records.max(1), "{loaded:?}");
+    println!(
+        "touched all {records} records with a cache of {} records / {} entries: {:?} per record, resident memory +{} MiB, loaded {} records ({} entries), dropped {}",
+        limits.records,
+        limits.entries,
+        took / records.max(1) as u32,
+        rss_kib().unwrap_or(0).saturating_sub(before) / 1024,
+        loaded.records,
+        loaded.entries,
+        loaded.dropped
+    );
 }
