@@ -288,9 +288,14 @@ pub fn execute(request: Request, home: &Home, node: &NodeCtx) -> Reply {
     }
 }
 
-fn run_inside(request: Request, home: &Home, node: &NodeCtx) -> u8 {
+/// Parses a forwarded command's argument vector (as the node does before running it).
+pub fn parse(request: &Request) -> std::result::Result<crate::cmd::Cli, clap::Error> {
     use clap::Parser;
-    let cli = match crate::cmd::Cli::try_parse_from(&request.argv) {
+    crate::cmd::Cli::try_parse_from(&request.argv)
+}
+
+fn run_inside(request: Request, home: &Home, node: &NodeCtx) -> u8 {
+    let cli = match parse(&request) {
         Ok(c) => c,
         Err(e) => {
             let text = e.render().to_string();

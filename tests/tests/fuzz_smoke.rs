@@ -20,6 +20,7 @@ const TARGETS: &[&str] = &[
     "log_open",
     "sealed_read",
     "http_body",
+    "control_message",
 ];
 
 /// Seconds of fresh fuzzing per target after the corpus is replayed.
