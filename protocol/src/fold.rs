@@ -303,7 +303,7 @@ fn winner(record: &Record, heads: &[EntryId]) -> Option<EntryId> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ItemState {
     /// Current, with its data.
-    Current(Item),
+    Current(Box<Item>),
     /// Its version in effect is a logical delete.
     Deleted,
     /// Its version in effect is sealed under a key not held here.
@@ -323,7 +323,7 @@ pub fn current(record: &Record, viewer: &Viewer) -> State {
         let key = (e.entry().time, e.id());
         match s {
             ItemState::Current(item) => {
-                items.insert((cat_rank(&item.category), key.0, key.1), item);
+                items.insert((cat_rank(&item.category), key.0, key.1), *item);
             }
             ItemState::Deleted => {
                 deleted.insert(key);
@@ -408,7 +408,7 @@ fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Op
         .filter(|a| record.status(a) == Some(&Status::Valid) && record.can_see(viewer, a))
         .collect();
     annotations.sort_by_key(|a| (record.get(a).map(|e| e.entry().time), *a));
-    Some(ItemState::Current(Item {
+    Some(ItemState::Current(Box::new(Item {
         id,
         current: win,
         category: category.clone(),
@@ -420,7 +420,7 @@ fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Op
         conflict: heads.len() > 1,
         annotations,
         flag,
-    }))
+    })))
 }
 
 /// Who wrote a version, as the record attests it.

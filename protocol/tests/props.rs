@@ -299,7 +299,7 @@ proptest! {
             for e in r.entries() {
                 match item(r, &v, &e.id()) {
                     Some(ItemState::Current(i)) => {
-                        prop_assert!(state.items.contains(&i));
+                        prop_assert!(state.items.contains(&*i));
                         seen.0 += 1;
                     }
                     Some(ItemState::Deleted) => {

@@ -59,7 +59,7 @@ pub fn current_item(r: &Record, me: &ActorId, now: Timestamp, text: &str) -> Res
         CliError::invalid(format!("{id} is a {kind} entry, not record data"))
     })?;
     match fold::item(r, &viewer, &h.item) {
-        Some(fold::ItemState::Current(i)) => Ok(i),
+        Some(fold::ItemState::Current(i)) => Ok(*i),
         Some(fold::ItemState::Locked) => Err(CliError::invalid(format!(
             "{} is sealed with a key this identity was not given",
             h.item.short()
