@@ -601,6 +601,10 @@ async fn bad_input_gets_the_right_status_and_stores_nothing() {
     get(st, &format!("/api/v1/records/{rid}/timeline?limit=many"))
         .await
         .error(StatusCode::BAD_REQUEST, "invalid_input");
+    // Beyond the documented maximum is refused, not clamped.
+    get(st, &format!("/api/v1/records/{rid}/timeline?limit=10001"))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
     get(st, "/api/v1/nothing-here")
         .await
         .error(StatusCode::NOT_FOUND, "not_found");

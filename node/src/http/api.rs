@@ -403,6 +403,9 @@ fn limit(q: &LimitQuery) -> Result<usize, ApiError> {
     match q.limit {
         None => Ok(DEFAULT_LIMIT),
         Some(0) => Err(ApiError::invalid("limit must be at least 1")),
-        Some(n) => Ok(n.min(MAX_LIMIT)),
+        Some(n) if n > MAX_LIMIT => Err(ApiError::invalid(format!(
+            "limit must be at most {MAX_LIMIT} (page through more)"
+        ))),
+        Some(n) => Ok(n),
     }
 }
