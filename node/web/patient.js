@@ -158,7 +158,16 @@ async function unlock(ev) {
     $('passphrase').value = '';
     patient = new Patient(backup, passphrase, $('record').value, server);
     status('Fetching your record (sealed) and opening it here…');
-    const report = await syncWithHost(false);
+    let report;
+    try {
+      report = await syncWithHost(false);
+    } catch (e) {
+      if (!$('record').value.trim() && /no access|not held/.test(String(e.message))) {
+        throw new Error(`${e.message}. If your key was replaced after a recovery, give your `
+          + 'record id under "Another record" (cophr records shows it).');
+      }
+      throw e;
+    }
     $('who').textContent = `Signed in as ${patient.actor}`;
     $('who').hidden = false;
     $('lock').hidden = false;
