@@ -4,13 +4,9 @@
 //! store behind it). The host is a blind relay: it holds what the page wrote, signed by the
 //! patient, and cannot open it. Refusals of malformed requests are clear and store nothing.
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use cophr_node::http::{self, AppState};
-use cophr_node::net::{self, NetConfig, NodeHandle};
-use cophr_node::store::Store;
 use cophr_protocol::backup::{KdfParams, KeyBackup};
 use cophr_protocol::record::ContentState;
 use cophr_protocol::sync::server::SyncStore;
@@ -20,42 +16,13 @@ use cophr_wasm::Patient;
 use data_encoding::BASE64;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde_json::{json, Value};
-use tempfile::TempDir;
 use tower::ServiceExt;
+
+mod support;
+use support::{api_of, net_node, NetNode};
 
 const TOKEN: &str = "testtokenabcdefghijklmnopqrstuvwxyz234567abcdefghijk";
 const PASS: &str = "a long passphrase George chose";
-
-struct NetNode {
-    handle: NodeHandle,
-    _dir: TempDir,
-}
-
-async fn net_node(name: &str, identity: &Keypair) -> NetNode {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path(), key(9, &format!("{name}/node"))).unwrap();
-    let config = NetConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        sync_interval: Duration::from_secs(3600),
-        ..NetConfig::default()
-    };
-    let peer_key = key(9, &format!("{name}/peer")).secret_bytes();
-    let (handle, _task) = net::start(store, identity.clone(), peer_key, config)
-        .await
-        .unwrap();
-    NetNode { handle, _dir: dir }
-}
-
-fn api_of(n: &NetNode, identity: &Keypair, name: &str, role: &str) -> AppState {
-    AppState::new(
-        n.handle.store().clone(),
-        identity.clone(),
-        profile(name, role, None),
-        None,
-        TOKEN.into(),
-    )
-    .with_node(n.handle.clone())
-}
 
 /// A request without any token, as a browser on the host's page sends it.
 async fn send(
@@ -115,10 +82,20 @@ async fn sync(st: &AppState, p: &mut Patient, push: bool, rng: &mut impl RngCore
 async fn georges_record_on_a_relay() -> (NetNode, AppState, Keypair, RecordId, Vec<u8>) {
     let george = key(3, "George");
     let gnode = net_node("browser/george", &george).await;
-    let gst = api_of(&gnode, &george, "George Jones", "patient");
+    let gst = api_of(
+        &gnode,
+        &george,
+        profile("George Jones", "patient", None),
+        TOKEN,
+    );
     let host_identity = key(3, "Host");
     let host = net_node("browser/host", &host_identity).await;
-    let hst = api_of(&host, &host_identity, "Leeds Community Host", "host");
+    let hst = api_of(
+        &host,
+        &host_identity,
+        profile("Leeds Community Host", "host", None),
+        TOKEN,
+    );
     let auth = |m: Method, path: &str, body: Value| {
         Request::builder()
             .method(m)

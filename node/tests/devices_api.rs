@@ -5,12 +5,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use cophr_node::http::{self, AppState};
-use cophr_node::net::{self, client, NetConfig, NodeHandle};
+use cophr_node::net::client;
 use cophr_node::store::Store;
 use cophr_protocol::recovery::{GuardianApproval, Recovery, RecoveryRequest};
 use cophr_protocol::testkit::{key, profile};
@@ -18,6 +17,9 @@ use cophr_protocol::{ActorId, EntryId, Keypair, Profile, RecordId};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tower::ServiceExt;
+
+mod support;
+use support::net_node;
 
 const TOKEN: &str = "testtokenabcdefghijklmnopqrstuvwxyz234567abcdefghijk";
 /// 2026-11-22T10:00:00Z.
@@ -572,50 +574,12 @@ async fn guardians_approve_a_recovery_request_and_others_are_refused() {
 // ---------------------------------------------------------------------------------------
 // POST /recover over real nodes.
 
-struct NetNode {
-    handle: NodeHandle,
-    _dir: TempDir,
-}
-
-async fn net_node(name: &str, identity: &Keypair) -> NetNode {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path(), key(9, &format!("{name}/node"))).unwrap();
-    let peer_key = key(9, &format!("{name}/peer")).secret_bytes();
-    let config = NetConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        sync_interval: Duration::from_secs(3600),
-        ..NetConfig::default()
-    };
-    let (handle, _task) = net::start(store, identity.clone(), peer_key, config)
-        .await
-        .unwrap();
-    for _ in 0..500 {
-        if !handle.listen_addrs().await.unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    NetNode { handle, _dir: dir }
-}
-
-/// The HTTP API of a network node, on the system clock.
-fn api_of(n: &NetNode, identity: &Keypair, who: Profile) -> AppState {
-    AppState::new(
-        n.handle.store().clone(),
-        identity.clone(),
-        who,
-        None,
-        TOKEN.into(),
-    )
-    .with_node(n.handle.clone())
-}
-
 #[tokio::test]
 async fn a_new_key_recovers_the_record_from_its_home_host_with_approvals() {
     let g = george();
     let host = net_node("devices-api/host", &key(1, "host")).await;
     let gnode = net_node("devices-api/george", &g).await;
-    let gst = api_of(&gnode, &g, profile("George Jones", "patient", None));
+    let gst = support::api_of(&gnode, &g, profile("George Jones", "patient", None), TOKEN);
     let rid: RecordId = post(&gst, "/api/v1/records", json!({}))
         .await
         .ok(StatusCode::CREATED)["record"]
@@ -659,7 +623,12 @@ async fn a_new_key_recovers_the_record_from_its_home_host_with_approvals() {
     // George's new machine: a new identity, its own node.
     let new = key(1, "george/new");
     let nnode = net_node("devices-api/george-new", &new).await;
-    let nst = api_of(&nnode, &new, profile("George Jones", "patient", None));
+    let nst = support::api_of(
+        &nnode,
+        &new,
+        profile("George Jones", "patient", None),
+        TOKEN,
+    );
     let request = get(&nst, &format!("/api/v1/recovery-request?record={rid}"))
         .await
         .ok(StatusCode::OK)["request"]

@@ -97,6 +97,25 @@ impl Drop for Driver {
     }
 }
 
+/// Fails (never skips) when Chromium or ChromeDriver is missing.
+fn require_browser() {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(bin).is_file(),
+            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
+        );
+    }
+}
+
+/// The runtime a test drives the browser from.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 /// The workspace's target directory (this test binary lives in target/<profile>/deps).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -512,12 +531,7 @@ async fn drive(
 
 #[test]
 fn the_patient_uses_the_web_app_in_a_real_browser() {
-    for bin in [CHROMIUM, CHROMEDRIVER] {
-        assert!(
-            Path::new(bin).is_file(),
-            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
-        );
-    }
+    require_browser();
 
     let george = Person::new("George Jones", "patient", None);
     george.ok(&["record", "create"]);
@@ -572,11 +586,7 @@ fn the_patient_uses_the_web_app_in_a_real_browser() {
         }),
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let rt = runtime();
     let outcome = rt.block_on(async {
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
@@ -666,12 +676,7 @@ async fn options(c: &Client, css: &str) -> Vec<String> {
 
 #[test]
 fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
-    for bin in [CHROMIUM, CHROMEDRIVER] {
-        assert!(
-            Path::new(bin).is_file(),
-            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
-        );
-    }
+    require_browser();
     // George shares vital signs (write) and problems (view) with a renal nurse, whose
     // provider node holds a replica (imported from his export).
     let george = Person::new("George Jones", "patient", None);
@@ -709,11 +714,7 @@ fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
         .to_owned();
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let driver = Driver::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let rt = runtime();
     rt.block_on(async {
         let c = browser(&driver, profile.path()).await;
         c.goto(&format!("{}/", base.trim_end_matches('/')))
@@ -785,12 +786,7 @@ fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
 
 #[test]
 fn an_invitee_accepts_an_invitation_in_the_web_app_and_sees_the_record_once_confirmed() {
-    for bin in [CHROMIUM, CHROMEDRIVER] {
-        assert!(
-            Path::new(bin).is_file(),
-            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
-        );
-    }
+    require_browser();
     let george = Person::new("George Jones", "patient", None);
     let priya = Person::new("Priya Shah", "pharmacist", Some("Leeds Pharmacy"));
     let host = Person::new("Community Host", "host", None);
@@ -819,11 +815,7 @@ fn an_invitee_accepts_an_invitation_in_the_web_app_and_sees_the_record_once_conf
         .to_owned();
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let driver = Driver::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let rt = runtime();
     rt.block_on(async {
         let c = browser(&driver, profile.path()).await;
         c.goto(&format!("{}/", base.trim_end_matches('/')))
@@ -875,12 +867,7 @@ fn an_invitee_accepts_an_invitation_in_the_web_app_and_sees_the_record_once_conf
 /// opening is in his audit trail.
 #[test]
 fn an_emergency_summary_link_opens_in_a_fresh_browser_until_the_patient_ends_it() {
-    for bin in [CHROMIUM, CHROMEDRIVER] {
-        assert!(
-            Path::new(bin).is_file(),
-            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
-        );
-    }
+    require_browser();
     let george = Person::new("George Jones", "patient", None);
     george.ok(&["record", "create"]);
     george.add(&["allergies", "--agent", "Penicillin", "--reaction", "rash"]);
@@ -900,11 +887,7 @@ fn an_emergency_summary_link_opens_in_a_fresh_browser_until_the_patient_ends_it(
     let clinician_profile = tempfile::TempDir::new().expect("a browser profile directory");
     let patient_driver = Driver::start();
     let clinician_driver = Driver::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let rt = runtime();
     let link = rt.block_on(async {
         // George makes the link.
         let p = browser(&patient_driver, patient_profile.path()).await;
@@ -1042,12 +1025,7 @@ fn screenshot(png: &[u8], name: &str) {
 /// `tests/tests/net_recovery.rs`.)
 #[test]
 fn the_patient_adds_a_device_and_names_a_guardian_who_approves_a_recovery_in_the_web_app() {
-    for bin in [CHROMIUM, CHROMEDRIVER] {
-        assert!(
-            Path::new(bin).is_file(),
-            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
-        );
-    }
+    require_browser();
     let george = Person::new("George Jones", "patient", None);
     let phone = Person::new("George Jones", "patient", None);
     let mary = Person::new("Mary Jones", "carer", None);
@@ -1076,11 +1054,7 @@ fn the_patient_adds_a_device_and_names_a_guardian_who_approves_a_recovery_in_the
     };
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let driver = Driver::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let rt = runtime();
     rt.block_on(async {
         // George: his phone, and Mary as his guardian.
         let c = browser(&driver, profile.path()).await;
@@ -1264,12 +1238,7 @@ async fn wait_value_or_empty(c: &Client, css: &str) -> String {
 #[test]
 fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
     use cli_support::search;
-    for bin in [CHROMIUM, CHROMEDRIVER] {
-        assert!(
-            Path::new(bin).is_file(),
-            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
-        );
-    }
+    require_browser();
     // Words that are in no binary: only what George writes can put them anywhere.
     let old_words = ["Quokka", "hearing", "in", "the", "left"].join("-");
     let new_words = ["Wombat", "rash", "after", "the", "plasters"].join("-");
@@ -1321,11 +1290,7 @@ fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
 
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let driver = Driver::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let rt = runtime();
     let added = rt.block_on(async {
         let c = browser(&driver, profile.path()).await;
         c.goto(&format!("{base}/patient.html"))

@@ -30,30 +30,7 @@ fn allowed(ty: &FieldType) -> (Vec<&'static str>, &'static str) {
 }
 
 fn fields_json(s: &CategorySchema) -> Value {
-    let fields: Vec<Value> = s
-        .fields
-        .iter()
-        .map(|f| {
-            let (values, _) = allowed(&f.ty);
-            let mut o = json!({
-                "name": f.name,
-                "title": f.title,
-                "type": f.ty.kind(),
-                "required": f.required,
-                "description": f.ty.describe(),
-            });
-            match f.ty {
-                FieldType::Code(_) => o["codes"] = json!(values),
-                FieldType::Quantity { .. } => o["units"] = json!(values),
-                FieldType::Binary { max_bytes, .. } => {
-                    o["media_types"] = json!(values);
-                    o["max_bytes"] = json!(max_bytes);
-                }
-                _ => {}
-            }
-            o
-        })
-        .collect();
+    let fields: Vec<Value> = s.fields.iter().map(schema::field_json).collect();
     json!({
         "category": s.category.name(),
         "title": s.title,

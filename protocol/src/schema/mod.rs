@@ -56,6 +56,36 @@ pub const FHIR_SOURCE: &str = "fhir-source";
 /// references point at).
 pub const FHIR_FULL_URL: &str = "fhir-full-url";
 
+/// One field as JSON: name, title, type, whether required, a description of its type, and
+/// what it allows — codes, units (with the default unit), media types and size for a file.
+/// What `GET /api/v1/categories`, `cophr schema --json` and the browser's forms read.
+pub fn field_json(f: &FieldSpec) -> serde_json::Value {
+    use serde_json::json;
+    let mut o = json!({
+        "name": f.name,
+        "title": f.title,
+        "type": f.ty.kind(),
+        "required": f.required,
+        "description": f.ty.describe(),
+    });
+    match f.ty {
+        FieldType::Quantity { units } => {
+            o["unit"] = json!(units.first());
+            o["units"] = json!(units);
+        }
+        FieldType::Code(codes) => o["codes"] = json!(codes),
+        FieldType::Binary {
+            media_types,
+            max_bytes,
+        } => {
+            o["media_types"] = json!(media_types);
+            o["max_bytes"] = json!(max_bytes);
+        }
+        _ => {}
+    }
+    o
+}
+
 /// Every category's schema as JSON (name, title, description, fields with their types,
 /// units and codes, FHIR resource types): what `GET /api/v1/categories` serves and the
 /// browser's page builds its forms from.
@@ -64,28 +94,7 @@ pub fn catalogue() -> serde_json::Value {
     let list: Vec<Value> = all()
         .iter()
         .map(|s| {
-            let fields: Vec<Value> = s
-                .fields
-                .iter()
-                .map(|f| {
-                    let mut o = json!({
-                        "name": f.name,
-                        "title": f.title,
-                        "type": f.ty.kind(),
-                        "required": f.required,
-                        "description": f.ty.describe(),
-                    });
-                    match f.ty {
-                        FieldType::Quantity { units } => {
-                            o["unit"] = json!(units.first());
-                            o["units"] = json!(units);
-                        }
-                        FieldType::Code(codes) => o["codes"] = json!(codes),
-                        _ => {}
-                    }
-                    o
-                })
-                .collect();
+            let fields: Vec<Value> = s.fields.iter().map(field_json).collect();
             json!({
                 "name": s.category.name(),
                 "title": s.title,
