@@ -686,7 +686,7 @@ impl SignedEntry {
             &self.entry.signing_bytes(),
             &self.sig,
         )?;
-        Ok(Verified(self))
+        Ok(Verified::trusted(self))
     }
 
     /// The entry's id (hash of its canonical signed encoding).
@@ -711,8 +711,11 @@ impl SignedEntry {
 }
 
 /// An entry whose signature has been verified. Only these can enter a [`crate::record::Record`].
+///
+/// Shared, not copied: a clone (a record's past replayed, a batch kept for its watchers)
+/// costs a reference count, not the entry's bytes and decoded body again.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Verified(SignedEntry);
+pub struct Verified(std::sync::Arc<SignedEntry>);
 
 impl Verified {
     /// The verified entry.
@@ -729,12 +732,12 @@ impl Verified {
     }
     /// Unwraps.
     pub fn into_signed(self) -> SignedEntry {
-        self.0
+        std::sync::Arc::unwrap_or_clone(self.0)
     }
     /// Marks an entry as verified without checking. Only for entries this process signed
     /// itself or re-reads from its own store after a hash check.
     pub fn trusted(e: SignedEntry) -> Self {
-        Verified(e)
+        Verified(std::sync::Arc::new(e))
     }
 }
 
@@ -751,5 +754,5 @@ pub fn verify_batch(entries: Vec<SignedEntry>) -> Result<Vec<Verified>, (usize, 
             keys::verify(actor, *domain, m, sig).map_err(|e| (i, e.into()))?;
         }
     }
-    Ok(entries.into_iter().map(Verified).collect())
+    Ok(entries.into_iter().map(Verified::trusted).collect())
 }

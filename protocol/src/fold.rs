@@ -4,7 +4,6 @@
 //! in). State at a past time or causal position is the fold of [`Record::at_time`] or
 //! [`Record::at_heads`].
 
-use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -313,9 +312,12 @@ pub enum ItemState {
 /// The current state of the record as `viewer` sees it.
 pub fn current(record: &Record, viewer: &Viewer) -> State {
     let mut state = State::default();
-    let mut items: BTreeMap<(usize, Timestamp, EntryId), Item> = BTreeMap::new();
-    let mut deleted = std::collections::BTreeSet::new();
-    let mut locked = std::collections::BTreeSet::new();
+    // Items by category rank, then creation time and id. Entries come in causal order,
+    // which is nearly time order, so each category's list is nearly sorted already (the
+    // stable sort finds the runs).
+    let mut by_category: Vec<Vec<(Timestamp, EntryId, Item)>> = Vec::new();
+    let mut deleted = Vec::new();
+    let mut locked = Vec::new();
     for e in record.entries() {
         let Some(s) = fold_item(record, viewer, e) else {
             continue;
@@ -323,17 +325,24 @@ pub fn current(record: &Record, viewer: &Viewer) -> State {
         let key = (e.entry().time, e.id());
         match s {
             ItemState::Current(item) => {
-                items.insert((cat_rank(&item.category), key.0, key.1), *item);
+                let rank = cat_rank(&item.category);
+                if by_category.len() <= rank {
+                    by_category.resize_with(rank + 1, Vec::new);
+                }
+                by_category[rank].push((key.0, key.1, *item));
             }
-            ItemState::Deleted => {
-                deleted.insert(key);
-            }
-            ItemState::Locked => {
-                locked.insert(key);
-            }
+            ItemState::Deleted => deleted.push(key),
+            ItemState::Locked => locked.push(key),
         }
     }
-    state.items = items.into_values().collect();
+    let mut items = Vec::with_capacity(by_category.iter().map(Vec::len).sum());
+    for mut list in by_category {
+        list.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        items.extend(list.into_iter().map(|(_, _, item)| item));
+    }
+    deleted.sort();
+    locked.sort();
+    state.items = items;
     state.deleted = deleted.into_iter().map(|(_, id)| id).collect();
     state.locked = locked.into_iter().map(|(_, id)| id).collect();
     state
@@ -365,26 +374,31 @@ fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Op
     if record.status(&id) != Some(&Status::Valid) || !record.can_see(viewer, &id) {
         return None;
     }
-    // The versions of this item in effect and visible.
-    let mut versions = vec![id];
-    versions.extend(
-        record
-            .versions_of(&id)
+    // The versions of this item in effect and visible. Most items were never amended:
+    // they fold without building any list.
+    let later = record.versions_of(&id);
+    let (versions, heads_len, win) = if later.is_empty() {
+        (vec![], 1, id)
+    } else {
+        let mut versions = vec![id];
+        versions.extend(
+            later.iter().copied().filter(|v| {
+                record.status(v) == Some(&Status::Valid) && record.can_see(viewer, v)
+            }),
+        );
+        let superseded: std::collections::HashSet<EntryId> = versions
             .iter()
+            .filter_map(|v| record.get(v).and_then(|e| e.entry().payload.target()))
+            .collect();
+        let heads: Vec<EntryId> = versions
+            .iter()
+            .filter(|v| !superseded.contains(v))
             .copied()
-            .filter(|v| record.status(v) == Some(&Status::Valid) && record.can_see(viewer, v)),
-    );
-    let superseded: std::collections::HashSet<EntryId> = versions
-        .iter()
-        .filter_map(|v| record.get(v).and_then(|e| e.entry().payload.target()))
-        .collect();
-    let heads: Vec<EntryId> = versions
-        .iter()
-        .filter(|v| !superseded.contains(v))
-        .copied()
-        .collect();
-    let win = winner(record, &heads)?;
-    let w = record.get(&win)?;
+            .collect();
+        let win = winner(record, &heads)?;
+        (versions, heads.len(), win)
+    };
+    let w = if win == id { e } else { record.get(&win)? };
     let flag = match record.content_state(&win) {
         Some(ContentState::Locked) => {
             return Some(if w.entry().payload.is_delete() {
@@ -402,12 +416,18 @@ fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Op
         // Flagged content that did not decode.
         _ => Value::Null,
     };
-    let mut annotations: Vec<EntryId> = versions
-        .iter()
-        .flat_map(|v| record.annotations_of(v).iter().copied())
-        .filter(|a| record.status(a) == Some(&Status::Valid) && record.can_see(viewer, a))
-        .collect();
-    annotations.sort_by_key(|a| (record.get(a).map(|e| e.entry().time), *a));
+    let mut annotations: Vec<EntryId> = if versions.is_empty() {
+        std::slice::from_ref(&id)
+    } else {
+        &versions[..]
+    }
+    .iter()
+    .flat_map(|v| record.annotations_of(v).iter().copied())
+    .filter(|a| record.status(a) == Some(&Status::Valid) && record.can_see(viewer, a))
+    .collect();
+    if annotations.len() > 1 {
+        annotations.sort_by_key(|a| (record.get(a).map(|e| e.entry().time), *a));
+    }
     Some(ItemState::Current(Box::new(Item {
         id,
         current: win,
@@ -416,8 +436,8 @@ fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Op
         author: w.entry().author,
         created: e.entry().time,
         updated: w.entry().time,
-        versions: versions.len(),
-        conflict: heads.len() > 1,
+        versions: versions.len().max(1),
+        conflict: heads_len > 1,
         annotations,
         flag,
     })))

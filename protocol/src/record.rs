@@ -27,7 +27,12 @@
 //! record when the revocation was made), and void if not (written concurrently). The same
 //! cut decides what the revoked grantee may still see.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
+
+/// The record's in-memory indexes: a hash map with a fast, randomly seeded hasher
+/// (foldhash). Keys are entry ids and actor ids — hashes and public keys an author cannot
+/// steer without grinding, and the seed is per process.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::access::{Grant, GrantStatus, Level, Widening};
 use crate::category::Category;
@@ -375,21 +380,21 @@ impl Record {
     pub fn new(id: RecordId) -> Self {
         Record {
             id,
-            nodes: HashMap::new(),
+            nodes: HashMap::default(),
             order: Vec::new(),
-            author_index: HashMap::new(),
-            chains: HashMap::new(),
-            heads: HashMap::new(),
-            grants: HashMap::new(),
-            by_grant: HashMap::new(),
-            by_proxy: HashMap::new(),
-            sub_grants: HashMap::new(),
-            versions: HashMap::new(),
-            annotations: HashMap::new(),
+            author_index: HashMap::default(),
+            chains: HashMap::default(),
+            heads: HashMap::default(),
+            grants: HashMap::default(),
+            by_grant: HashMap::default(),
+            by_proxy: HashMap::default(),
+            sub_grants: HashMap::default(),
+            versions: HashMap::default(),
+            annotations: HashMap::default(),
             forks: Vec::new(),
-            device_adds: HashMap::new(),
-            retirements: HashMap::new(),
-            rotations_from: HashMap::new(),
+            device_adds: HashMap::default(),
+            retirements: HashMap::default(),
+            rotations_from: HashMap::default(),
             sealing: sealing::Sealing::default(),
         }
     }

@@ -34,7 +34,9 @@
 //! fails is *flagged* with the reason ([`ContentState::Flagged`]), never silently shown or
 //! dropped.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use super::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use rand_core::{CryptoRng, RngCore};
