@@ -124,7 +124,7 @@ async fn georges_record_on_a_relay() -> (NetNode, AppState, Keypair, RecordId, V
     let all = gnode
         .handle
         .store()
-        .with_record(&record, |r| r.entries().cloned().collect::<Vec<_>>())
+        .with_record(&record, |r| r.entries().collect::<Vec<_>>())
         .unwrap();
     host.handle.store().ingest(&record, all).unwrap();
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);

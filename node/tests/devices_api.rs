@@ -135,7 +135,7 @@ fn counts(store: &Store, record: &RecordId) -> (usize, usize) {
 /// Copies every entry of `record` from one store into another (a replica).
 fn replicate(from: &Store, to: &Store, record: &RecordId) {
     let all = from
-        .with_record(record, |r| r.entries().cloned().collect::<Vec<_>>())
+        .with_record(record, |r| r.entries().collect::<Vec<_>>())
         .unwrap();
     to.ingest(record, all).unwrap();
 }

@@ -970,7 +970,7 @@ async fn the_router_matches_its_openapi_document() {
                 let record: RecordId = rid.parse().unwrap();
                 let all = f
                     .store
-                    .with_record(&record, |r| r.entries().cloned().collect::<Vec<_>>())
+                    .with_record(&record, |r| r.entries().collect::<Vec<_>>())
                     .unwrap();
                 guardian.store.ingest(&record, all).unwrap();
                 &guardian.state

@@ -144,7 +144,7 @@ fn sealing_fixture(n: u64, sealed: bool) -> (Fixture, Vec<Verified>, Vec<Verifie
             false,
         ));
     }
-    let prefix: Vec<Verified> = f.record.entries().cloned().collect();
+    let prefix: Vec<Verified> = f.record.entries().collect();
     let mut rng = SeededRng::new(3);
     let policy = SealPolicy {
         seal_new_streams: sealed,

@@ -109,7 +109,8 @@ pub fn build(
     exporter: &Keypair,
     now: Timestamp,
 ) -> Vec<u8> {
-    let entries: Vec<&SignedEntry> = record.entries().map(|v| v.signed()).collect();
+    let held: Vec<crate::entry::Verified> = record.entries().collect();
+    let entries: Vec<&SignedEntry> = held.iter().map(|v| v.signed()).collect();
     let ids: Vec<EntryId> = entries.iter().map(|e| e.id()).collect();
     let audit_ids: Vec<EntryId> = audit.iter().map(SignedAudit::id).collect();
     let definitions = definitions_json();

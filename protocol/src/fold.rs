@@ -4,7 +4,6 @@
 //! in). State at a past time or causal position is the fold of [`Record::at_time`] or
 //! [`Record::at_heads`].
 
-
 use serde::Serialize;
 
 use crate::access::{Level, Requirement, Scope};
@@ -319,7 +318,7 @@ pub fn current(record: &Record, viewer: &Viewer) -> State {
     let mut deleted = Vec::new();
     let mut locked = Vec::new();
     for e in record.entries() {
-        let Some(s) = fold_item(record, viewer, e) else {
+        let Some(s) = fold_item(record, viewer, &e) else {
             continue;
         };
         let key = (e.entry().time, e.id());
@@ -337,7 +336,7 @@ pub fn current(record: &Record, viewer: &Viewer) -> State {
     }
     let mut items = Vec::with_capacity(by_category.iter().map(Vec::len).sum());
     for mut list in by_category {
-        list.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        list.sort_by_key(|a| (a.0, a.1));
         items.extend(list.into_iter().map(|(_, _, item)| item));
     }
     deleted.sort();
@@ -352,7 +351,7 @@ pub fn current(record: &Record, viewer: &Viewer) -> State {
 /// folding only that item's versions and annotations, not the whole record: the same as
 /// the item's place in [`current`]. `None` if it is no item the viewer may see.
 pub fn item(record: &Record, viewer: &Viewer, id: &EntryId) -> Option<ItemState> {
-    fold_item(record, viewer, record.get(id)?)
+    fold_item(record, viewer, &record.get(id)?)
 }
 
 fn cat_rank(c: &Category) -> usize {
@@ -382,9 +381,10 @@ fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Op
     } else {
         let mut versions = vec![id];
         versions.extend(
-            later.iter().copied().filter(|v| {
-                record.status(v) == Some(&Status::Valid) && record.can_see(viewer, v)
-            }),
+            later
+                .iter()
+                .copied()
+                .filter(|v| record.status(v) == Some(&Status::Valid) && record.can_see(viewer, v)),
         );
         let superseded: std::collections::HashSet<EntryId> = versions
             .iter()
@@ -398,7 +398,13 @@ fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Op
         let win = winner(record, &heads)?;
         (versions, heads.len(), win)
     };
-    let w = if win == id { e } else { record.get(&win)? };
+    let held;
+    let w = if win == id {
+        e
+    } else {
+        held = record.get(&win)?;
+        &held
+    };
     let flag = match record.content_state(&win) {
         Some(ContentState::Locked) => {
             return Some(if w.entry().payload.is_delete() {
@@ -497,7 +503,8 @@ pub struct History {
 
 /// Provenance of an entry.
 pub fn provenance(record: &Record, id: &EntryId) -> Option<Provenance> {
-    let e = record.get(id)?.entry();
+    let v = record.get(id)?;
+    let e = v.entry();
     Some(Provenance {
         author: e.author,
         profile: record.profile(&e.author, Some(e.time)).cloned(),
@@ -566,7 +573,8 @@ fn history_in(
         .into_iter()
         .filter(|v| record.can_see(viewer, v))
         .filter_map(|v| {
-            let e = record.get(&v)?.entry();
+            let held = record.get(&v)?;
+            let e = held.entry();
             let state = record.content_state(&v);
             let content = match record.payload(&v)? {
                 Payload::Create { body, .. } | Payload::Amend { body, .. } => body.clone(),

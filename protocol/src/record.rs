@@ -465,9 +465,10 @@ impl Record {
         self.nodes.get(id).map(|n| &n.stream)
     }
 
-    /// An entry by id.
-    pub fn get(&self, id: &EntryId) -> Option<&Verified> {
-        self.nodes.get(id).map(|n| &n.e)
+    /// An entry by id (shared, not copied: a clone of a [`Verified`] is a reference
+    /// count).
+    pub fn get(&self, id: &EntryId) -> Option<Verified> {
+        self.nodes.get(id).map(|n| n.e.clone())
     }
 
     /// Whether an entry is held.
@@ -508,17 +509,17 @@ impl Record {
     }
 
     /// Entries in the order they were applied (a topological order).
-    pub fn entries(&self) -> impl Iterator<Item = &Verified> + '_ {
+    pub fn entries(&self) -> impl Iterator<Item = Verified> + '_ {
         self.order
             .iter()
-            .filter_map(|id| self.nodes.get(id).map(|n| &n.e))
+            .filter_map(|id| self.nodes.get(id).map(|n| n.e.clone()))
     }
 
     /// The entries applied after the first `n`, in order (a cheap way to see what is new).
-    pub fn entries_since(&self, n: usize) -> impl Iterator<Item = &Verified> + '_ {
+    pub fn entries_since(&self, n: usize) -> impl Iterator<Item = Verified> + '_ {
         self.order[n.min(self.order.len())..]
             .iter()
-            .filter_map(|id| self.nodes.get(id).map(|n| &n.e))
+            .filter_map(|id| self.nodes.get(id).map(|n| n.e.clone()))
     }
 
     /// Every grant held, in no particular order.

@@ -76,10 +76,7 @@ fn genesis_record(r: &Record) -> Record {
 
 /// The entries of `from` not in `into`, in `from`'s order.
 fn new_in(from: &Record, into: &Record) -> Vec<Verified> {
-    from.entries()
-        .filter(|e| !into.contains(&e.id()))
-        .cloned()
-        .collect()
+    from.entries().filter(|e| !into.contains(&e.id())).collect()
 }
 
 #[test]
@@ -619,7 +616,7 @@ fn guardians_rotate_the_key_and_everything_keeps_working() {
     }
     let mut b = genesis_record(&r.f.record);
     let mut everything: Vec<Verified> = stolen.clone();
-    everything.extend(r.f.record.entries().skip(1).cloned());
+    everything.extend(r.f.record.entries().skip(1));
     b = deliver(b, &everything);
     for rec in [&a, &b] {
         assert_eq!(rec.len(), r.f.record.len() + stolen.len());
@@ -960,7 +957,7 @@ fn scenario(seed: u64, variant: u8) -> Vec<Verified> {
         }
         vitals(&mut third, &other, 106).unwrap();
     }
-    let mut all: Vec<Verified> = r.f.record.entries().cloned().collect();
+    let mut all: Vec<Verified> = r.f.record.entries().collect();
     for rep in [&offline.record, &third.record] {
         for e in rep.entries() {
             if !all.iter().any(|a| a.id() == e.id()) {

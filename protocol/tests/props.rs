@@ -151,7 +151,7 @@ fn run(ops: &[Op]) -> World {
     let actors = vec![f.patient.clone(), mary, nurse, viewer];
     let replicas = [f.record.clone(), f.record.clone()];
     let mut w = World {
-        all: f.record.entries().cloned().collect(),
+        all: f.record.entries().collect(),
         f,
         actors,
         replicas,
@@ -258,7 +258,7 @@ proptest! {
     fn fold_is_independent_of_arrival_order(ops in arb_ops(), seed in any::<u64>()) {
         let w = run(&ops);
         let reference = &w.replicas[0];
-        let mut shuffled: Vec<Verified> = reference.entries().cloned().collect();
+        let mut shuffled: Vec<Verified> = reference.entries().collect();
         let genesis = shuffled.remove(0);
         // Deterministic shuffle from the seed.
         let mut s = seed | 1;

@@ -833,7 +833,7 @@ mod churn {
             let reference = &run.replicas[0];
             prop_assert_eq!(reference.len(), run.replicas[1].len());
             // Delivered to the nurse and the pharmacist in a shuffled order.
-            let mut shuffled: Vec<Verified> = reference.entries().cloned().collect();
+            let mut shuffled: Vec<Verified> = reference.entries().collect();
             let genesis = shuffled.remove(0);
             let mut s = seed | 1;
             for i in (1..shuffled.len()).rev() {

@@ -95,7 +95,8 @@ struct ShowOut {
 }
 
 fn note(r: &Record, id: &EntryId) -> Option<NoteOut> {
-    let e = r.get(id)?.entry();
+    let held = r.get(id)?;
+    let e = held.entry();
     let Payload::Annotate { text, .. } = r.payload(id)? else {
         return None;
     };

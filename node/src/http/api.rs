@@ -299,7 +299,8 @@ fn status_name(r: &Record, id: &EntryId) -> &'static str {
 }
 
 fn annotation(r: &Record, id: &EntryId) -> Option<Value> {
-    let e = r.get(id)?.entry();
+    let held = r.get(id)?;
+    let e = held.entry();
     let Payload::Annotate { text, .. } = r.payload(id)? else {
         return None;
     };

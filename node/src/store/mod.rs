@@ -1298,7 +1298,8 @@ impl Store {
             }
             Some(e) => Err(e.into()),
             None => {
-                let entries: Vec<&Verified> = new.iter().filter_map(|id| r.get(id)).collect();
+                let held: Vec<Verified> = new.iter().filter_map(|id| r.get(id)).collect();
+                let entries: Vec<&Verified> = held.iter().collect();
                 self.persist_entries(&entries).map(|()| new.len())
             }
         };
@@ -1326,7 +1327,7 @@ impl Store {
     ) -> Result<ImportReport, StoreError> {
         let file = export::verify(bytes)?;
         let record = file.manifest.record;
-        let entries: Vec<Verified> = file.record.entries().cloned().collect();
+        let entries: Vec<Verified> = file.record.entries().collect();
         let total = entries.len();
         let new_entries = self.ingest(&record, entries)?;
         let kept = self.keep_audit(&file.audit)?;
@@ -1688,9 +1689,7 @@ mod tests {
 
     /// Every entry of `rec` in `from`, ingested into `to` (as sync would bring them).
     fn replicate(from: &Store, to: &Store, rec: &RecordId) {
-        let all: Vec<Verified> = from
-            .with_record(rec, |r| r.entries().cloned().collect())
-            .unwrap();
+        let all: Vec<Verified> = from.with_record(rec, |r| r.entries().collect()).unwrap();
         to.ingest(rec, all).unwrap();
     }
 

@@ -67,12 +67,7 @@ fn world() -> World {
         T0 + 1000,
         &mut rng,
     );
-    let entries: Vec<Verified> = home
-        .record(&record)
-        .expect("held")
-        .entries()
-        .cloned()
-        .collect();
+    let entries: Vec<Verified> = home.record(&record).expect("held").entries().collect();
     let mut host = MemStore::new(key(7, "Host"));
     host.ingest(&record, entries).expect("the relay takes them");
     let backup = KeyBackup::seal(&george, None, PASS, KdfParams::MIN, &mut rng)

@@ -263,7 +263,9 @@ impl Record {
         }
         let readers = self.readers_in(c, past);
         for w in info.wraps.iter().filter(|w| past(w)) {
-            if let Some(Payload::KeyWrap { wraps, .. }) = self.get(w).map(|v| &v.entry().payload) {
+            if let Some(Payload::KeyWrap { wraps, .. }) =
+                self.nodes.get(w).map(|n| &n.e.entry().payload)
+            {
                 if let Some(x) = wraps.iter().find(|x| !readers.contains(&x.to)) {
                     return Err(SealingError::FormerReader {
                         epoch,
@@ -492,7 +494,7 @@ impl Record {
     pub fn payload(&self, id: &EntryId) -> Option<&Payload> {
         match self.opened(id) {
             Some(Opened::Ok(p) | Opened::Flagged(Some(p), _)) => Some(p),
-            _ => self.get(id).map(|v| &v.entry().payload),
+            _ => self.nodes.get(id).map(|n| &n.e.entry().payload),
         }
     }
 
@@ -575,7 +577,7 @@ impl Record {
 
     fn epoch_wrapped_for(&self, info: &EpochInfo, reader: &ActorId) -> bool {
         info.wraps.iter().any(|w| {
-            matches!(self.get(w).map(|v| &v.entry().payload),
+            matches!(self.nodes.get(w).map(|n| &n.e.entry().payload),
                 Some(Payload::KeyWrap { wraps, .. }) if wraps.iter().any(|x| x.to == *reader))
         })
     }

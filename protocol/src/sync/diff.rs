@@ -76,7 +76,7 @@ impl Record {
         theirs: &Frontier,
         limit: usize,
         max_bytes: usize,
-    ) -> (Vec<&Verified>, bool, Frontier) {
+    ) -> (Vec<Verified>, bool, Frontier) {
         let visible = self.visible_frontier(viewer);
         // The runs of each chain still to send: chain[from..upto].
         let mut runs: Vec<&[EntryId]> = Vec::new();

@@ -35,7 +35,7 @@ fn world() -> &'static World {
         }
         f.create(&g, Category::Problems, text_body(&[("problem", "CKD")]))
             .unwrap();
-        let pool: Vec<Verified> = f.record.entries().cloned().collect();
+        let pool: Vec<Verified> = f.record.entries().collect();
         World {
             patient: g,
             streams: f.record.streams(),

@@ -68,7 +68,7 @@ fn world() -> &'static World {
         }
         more.create(&g, Category::Problems, text_body(&[("problem", "CKD")]))
             .unwrap();
-        let pool: Vec<Verified> = more.record.entries().cloned().collect();
+        let pool: Vec<Verified> = more.record.entries().collect();
         let streams = more.record.streams();
         World {
             record: base,

@@ -195,7 +195,8 @@ pub(super) async fn guardians(
                             "i_am_guardian": false,
                         }));
                     };
-                    let e = r.get(&g.entry).map(|e| e.entry());
+                    let held = r.get(&g.entry);
+                    let e = held.as_ref().map(|e| e.entry());
                     Ok(json!({
                         "record": record,
                         "entry": g.entry,

@@ -229,7 +229,8 @@ pub fn provenance(
     target: &str,
     source: Option<&str>,
 ) -> Option<Value> {
-    let signed = record.get(id)?.signed();
+    let held = record.get(id)?;
+    let signed = held.signed();
     let b64 = data_encoding::BASE64;
     let profile = prov.profile.as_ref();
     let mut agent = json!({

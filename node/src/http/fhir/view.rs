@@ -229,7 +229,8 @@ pub fn items(record: &Record, viewer: &Viewer, stop: &Cancel) -> Result<Vec<Res>
 fn item_root(record: &Record, viewer: &Viewer, id: &EntryId) -> Option<EntryId> {
     let mut root = *id;
     for _ in 0..record.len() {
-        let e = record.get(&root)?.entry();
+        let held = record.get(&root)?;
+        let e = held.entry();
         match e.payload.target() {
             Some(t) if !e.payload.is_create() => root = t,
             _ => break,
@@ -290,7 +291,8 @@ fn provenance_target(
     look: &mut Lookup<'_>,
     id: &EntryId,
 ) -> Option<String> {
-    let e = record.get(id)?.entry();
+    let held = record.get(id)?;
+    let e = held.entry();
     let rid = record.id();
     match &e.payload {
         Payload::Genesis { .. } | Payload::Profile(_) => Some(format!("Patient/{rid}")),
@@ -390,7 +392,8 @@ pub fn practitioners(
         if !resources::is_practitioner(record, &actor) {
             continue;
         }
-        let Some(Payload::Profile(p)) = record.get(&id).map(|e| &e.entry().payload) else {
+        let held = record.get(&id);
+        let Some(Payload::Profile(p)) = held.as_ref().map(|e| &e.entry().payload) else {
             continue;
         };
         let mut j = resources::practitioner(record, &actor, p);
