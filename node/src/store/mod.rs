@@ -131,6 +131,9 @@ pub struct OpenReport {
     pub truncated_bytes: u64,
     /// Log frames indexed during open (written but not yet indexed before a crash).
     pub replayed: u64,
+    /// Where the log's open-time scan started: past the file header (every frame), or
+    /// the index's applied position (only the frames after it).
+    pub scanned_from: u64,
 }
 
 /// What an import did.
@@ -474,7 +477,16 @@ impl Store {
         // sled locks its directory, so opening it first keeps a second process from
         // opening the same log.
         let db = open_index(&dir.join("index"))?;
-        let (log, rec) = Log::open_path(dir.join("log"))?;
+        // The frames the index covers were checked when written and at earlier opens:
+        // opening scans only those after them (the whole log if anything there is wrong).
+        let scan_from = db.get(APPLIED)?.and_then(|v| read_u64(&v));
+        let (log, rec) = Log::open_path_with(
+            dir.join("log"),
+            log::LogOptions {
+                scan_from,
+                ..Default::default()
+            },
+        )?;
         let (mut store, replayed) = Store::assemble(log, db, node_key)?;
         if let Some(inner) = Arc::get_mut(&mut store.inner) {
             inner.dir = Some(dir.to_path_buf());
@@ -484,6 +496,7 @@ impl Store {
             OpenReport {
                 truncated_bytes: rec.truncated_bytes,
                 replayed,
+                scanned_from: rec.scanned_from,
             },
         ))
     }
@@ -2150,6 +2163,13 @@ mod tests {
         drop(s);
         let (s, report) = Store::open(dir.path(), key(0, "node")).unwrap();
         assert!(report.replayed >= 6);
+        assert_eq!(report.scanned_from, log::HEADER_LEN);
+        assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), 6);
+        // Once indexed, the next open scans only what follows the index's position.
+        drop(s);
+        let (s, report) = Store::open(dir.path(), key(0, "node")).unwrap();
+        assert_eq!(report.replayed, 0);
+        assert_eq!(report.scanned_from, s.log().len());
         assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), 6);
     }
 
@@ -2435,8 +2455,18 @@ mod tests {
         let at = bytes.windows(9).position(|w| w == b"likes tea").unwrap();
         bytes[at] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        // The damaged frame is the last entry frame but an audit frame follows it, so open
-        // refuses to truncate and reports corruption.
+        // The damaged frame is before the index's position, so open (which scans only the
+        // frames after it) does not see it; loading the record reads the frame, finds the
+        // damage and says so, and so does verify. Nothing is served from the damaged frame.
+        {
+            let (s, report) = Store::open(dir.path(), key(0, "node")).unwrap();
+            assert!(report.scanned_from > log::HEADER_LEN);
+            assert!(s.with_record(&rec, |r| r.len()).is_err());
+            assert!(!s.verify().unwrap().is_ok());
+        }
+        // Without the index's position (an index rebuilt, say), the whole scan refuses to
+        // open: the damaged entry frame is followed by its audit frame, so it is no tail.
+        std::fs::remove_dir_all(dir.path().join("index")).unwrap();
         match Store::open(dir.path(), key(0, "node")) {
             Err(StoreError::Log(LogError::Corrupt { .. })) => {}
             other => panic!("expected corruption, got {other:?}"),

@@ -32,6 +32,15 @@
 //! data (bit rot): the log refuses to open with [`LogError::Corrupt`], and nothing is changed,
 //! so the operator can copy the file, restore from a replica, or run [`Log::repair`].
 //!
+//! Given [`LogOptions::scan_from`] (the store passes its index's applied position, which only
+//! ever covers acknowledged frames), the scan starts there instead, so opening costs the tail
+//! written since, not the whole history (a host of a million records starts in the time of
+//! its tail). Anything unexpected there — not a frame boundary, past the end, a torn or bad
+//! frame, a batch begun before it — falls back to the whole scan above, so torn tails are
+//! cut exactly as before. What it gives up: bit rot in frames *before* the position is not
+//! found at open but by the first read of the damaged frame (every read checks the frame's
+//! CRC; the store checks each entry's hash) and by [`Log::verify`] (`cophr verify`).
+//!
 //! # Atomic batches
 //!
 //! [`Log::append_atomic`] writes its frames between a begin marker (payload: the number of

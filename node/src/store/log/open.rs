@@ -14,6 +14,13 @@ pub struct LogOptions {
     /// fsync after every frame instead of once per group of queued appends (group commit).
     /// Slower; exists to measure what group commit gains.
     pub sync_each: bool,
+    /// An offset up to which the log was checked before (the index's applied position):
+    /// only the frames after it are scanned, so opening costs the tail, not the whole
+    /// history. Falls back to scanning every frame when anything there is wrong (not a
+    /// frame boundary, past the end, a bad or torn frame, an unfinished batch). Damage to
+    /// frames before it is then found when they are read (every read checks the frame's
+    /// CRC and the entry's hash) or by [`Log::verify`], not at open.
+    pub scan_from: Option<u64>,
 }
 
 /// What [`Log::open`] found.
@@ -26,16 +33,40 @@ pub struct Recovery {
     /// Bytes of torn or corrupt tail that were cut off (0 after a clean shutdown). Only
     /// unacknowledged writes leave a torn tail, unless the last frame was damaged on disk.
     pub truncated_bytes: u64,
+    /// Where the scan started: the end of the file header, or [`LogOptions::scan_from`]
+    /// when that was used ([`Recovery::frames`] then counts the frames after it).
+    pub scanned_from: u64,
 }
 
-/// Check the header (creating it on empty storage), scan all frames and cut off a bad tail.
-/// With `repair`, cut at the first bad frame even when valid frames follow it.
-pub(super) fn recover(file: &mut dyn LogFile, repair: bool) -> Result<Recovery, LogError> {
+/// Check the header (creating it on empty storage), scan all frames (or those after
+/// `scan_from`, see [`LogOptions::scan_from`]) and cut off a bad tail. With `repair`, cut
+/// at the first bad frame even when valid frames follow it.
+pub(super) fn recover(
+    file: &mut dyn LogFile,
+    repair: bool,
+    scan_from: Option<u64>,
+) -> Result<Recovery, LogError> {
     let len = file.len()?;
     if let Some(fresh) = check_header(file, len)? {
         return Ok(fresh);
     }
-    let (frames, cut) = scan(file, len, repair)?;
+    if let Some(from) = scan_from.filter(|f| *f > HEADER_LEN && *f <= len && !repair) {
+        match scan(file, from, len, false) {
+            Ok((frames, None)) => {
+                return Ok(Recovery {
+                    frames,
+                    valid_len: len,
+                    truncated_bytes: 0,
+                    scanned_from: from,
+                })
+            }
+            _ => tracing::info!(
+                from,
+                "log: the tail after the index's position is not clean; scanning every frame"
+            ),
+        }
+    }
+    let (frames, cut) = scan(file, HEADER_LEN, len, repair)?;
     let valid_len = cut.unwrap_or(len);
     let truncated_bytes = len - valid_len;
     if truncated_bytes > 0 {
@@ -52,6 +83,7 @@ pub(super) fn recover(file: &mut dyn LogFile, repair: bool) -> Result<Recovery, 
         frames,
         valid_len,
         truncated_bytes,
+        scanned_from: HEADER_LEN,
     })
 }
 
@@ -74,6 +106,7 @@ fn check_header(file: &mut dyn LogFile, len: u64) -> Result<Option<Recovery>, Lo
             frames: 0,
             valid_len: HEADER_LEN,
             truncated_bytes: len,
+            scanned_from: HEADER_LEN,
         }));
     }
     let mut head = [0u8; FILE_HEADER.len()];
@@ -84,12 +117,18 @@ fn check_header(file: &mut dyn LogFile, len: u64) -> Result<Option<Recovery>, Lo
     Ok(None)
 }
 
-/// Scans every frame after the header: the valid frames kept, and where to cut (`None` to
-/// keep everything). A bad frame is a tail to cut unless valid frames follow it, which is
+/// Scans every frame from `start` (the end of the header, or a frame boundary known to
+/// be outside any batch): the valid frames kept, and where to cut (`None` to keep
+/// everything). A bad frame is a tail to cut unless valid frames follow it, which is
 /// [`LogError::Corrupt`] (without `repair`); a batch without its commit is cut whole.
-fn scan(file: &dyn LogFile, len: u64, repair: bool) -> Result<(u64, Option<u64>), LogError> {
+fn scan(
+    file: &dyn LogFile,
+    start: u64,
+    len: u64,
+    repair: bool,
+) -> Result<(u64, Option<u64>), LogError> {
     let mut w = Window::new(file, len, SCAN_CHUNK);
-    let mut pos = HEADER_LEN;
+    let mut pos = start;
     let mut frames = 0u64;
     let mut batch = BatchCheck::default();
     let bad_at = loop {
@@ -131,7 +170,8 @@ fn scan(file: &dyn LogFile, len: u64, repair: bool) -> Result<(u64, Option<u64>)
 
 impl Log {
     /// Open a log on `file` with default options (group commit): check the header (writing it
-    /// on empty storage), scan every frame, cut off a torn tail, and start the writer thread.
+    /// on empty storage), scan every frame (see [`LogOptions::scan_from`]), cut off a torn
+    /// tail, and start the writer thread.
     /// A bad frame followed by valid frames is [`LogError::Corrupt`] and nothing is changed.
     pub fn open(file: impl LogFile + 'static) -> Result<(Log, Recovery), LogError> {
         Log::open_with(file, LogOptions::default())
@@ -143,7 +183,7 @@ impl Log {
         options: LogOptions,
     ) -> Result<(Log, Recovery), LogError> {
         let mut file: Box<dyn LogFile> = Box::new(file);
-        let recovery = recover(&mut *file, false)?;
+        let recovery = recover(&mut *file, false, options.scan_from)?;
         let direct = file.reader();
         let file: SharedFile = Arc::new(Mutex::new(file));
         let reader = match direct {

@@ -46,7 +46,8 @@ fn round_trip_in_memory() {
         Recovery {
             frames: 0,
             valid_len: HEADER_LEN,
-            truncated_bytes: 0
+            truncated_bytes: 0,
+            scanned_from: HEADER_LEN,
         }
     );
     assert!(log.is_empty());
@@ -161,7 +162,14 @@ fn append_batch_uses_one_fsync() {
 #[test]
 fn sync_each_fsyncs_every_frame() {
     let mem = MemLog::new();
-    let (log, _) = Log::open_with(mem.clone(), LogOptions { sync_each: true }).unwrap();
+    let (log, _) = Log::open_with(
+        mem.clone(),
+        LogOptions {
+            sync_each: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let before = mem.sync_count();
     let a = log.append(1, b"a").unwrap();
     let bc = log.append_batch(&[(2, b"b"), (3, b"c")]).unwrap();
@@ -795,4 +803,95 @@ proptest! {
         prop_assert_eq!(rec.frames, expect.len() as u64);
         prop_assert_eq!(&all_frames(&log), &expect);
     }
+}
+
+fn open_from(mem: &MemLog, from: u64) -> Result<(Log, Recovery), LogError> {
+    Log::open_with(
+        mem.clone(),
+        LogOptions {
+            scan_from: Some(from),
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn opening_from_a_checked_position_scans_only_the_frames_after_it() {
+    let (mem, offsets) = ten_frames();
+    let (log, rec) = open_from(&mem, offsets[7]).unwrap();
+    assert_eq!(rec.scanned_from, offsets[7]);
+    assert_eq!(rec.frames, 3, "frames 7, 8 and 9 only");
+    assert_eq!(rec.valid_len, mem.bytes().len() as u64);
+    assert_eq!(rec.truncated_bytes, 0);
+    // Nothing is lost: every frame reads, and appends go on after the last.
+    assert_eq!(all_frames(&log).len(), 10);
+    let next = log.append(42, b"after").unwrap();
+    assert_eq!(next, rec.valid_len);
+    // At the very end: nothing to scan.
+    drop(log);
+    let end = mem.bytes().len() as u64;
+    let (_, rec) = open_from(&mem, end).unwrap();
+    assert_eq!((rec.scanned_from, rec.frames), (end, 0));
+}
+
+#[test]
+fn a_position_that_is_not_clean_falls_back_to_scanning_every_frame() {
+    let (mem, offsets) = ten_frames();
+    let len = mem.bytes().len() as u64;
+    // Not a frame boundary, past the end, at or before the header: every frame scanned.
+    for from in [offsets[4] + 1, len + 1, 0, HEADER_LEN] {
+        let (_, rec) = open_from(&mem, from).unwrap();
+        assert_eq!(rec.scanned_from, HEADER_LEN, "from {from}");
+        assert_eq!(rec.frames, 10, "from {from}");
+    }
+    // A torn tail after the position is cut, after a whole scan.
+    let torn = MemLog::from_bytes(mem.bytes());
+    torn.corrupt(offsets[9] + 50, 0x04);
+    let (log, rec) = open_from(&torn, offsets[5]).unwrap();
+    assert_eq!(rec.scanned_from, HEADER_LEN);
+    assert_eq!(rec.valid_len, offsets[9]);
+    assert_eq!(all_frames(&log).len(), 9);
+    // Damage in the middle after the position: refused, as without it.
+    let bad = MemLog::from_bytes(mem.bytes());
+    bad.corrupt(offsets[7] + 20, 0x10);
+    assert!(matches!(
+        open_from(&bad, offsets[5]),
+        Err(LogError::Corrupt { offset }) if offset == offsets[7]
+    ));
+}
+
+#[test]
+fn a_position_inside_a_batch_falls_back_to_scanning_every_frame() {
+    let mem = MemLog::new();
+    let (log, _) = Log::open(mem.clone()).unwrap();
+    log.append(1, b"one").unwrap();
+    let batch = log.append_atomic(&[(2, b"x"), (3, b"y")]).unwrap();
+    drop(log);
+    // The batch's second frame: a commit marker follows with no begin in sight.
+    let (log, rec) = open_from(&mem, batch[1]).unwrap();
+    assert_eq!(rec.scanned_from, HEADER_LEN);
+    assert_eq!(rec.truncated_bytes, 0);
+    assert_eq!(all_frames(&log).len(), 5, "one, begin, x, y, commit");
+}
+
+/// What scanning from a position gives up: damage before it is not found at open, but
+/// every read of the damaged frame and `verify` still find it.
+#[test]
+fn damage_before_the_position_is_found_by_reads_and_verify() {
+    let (mem, offsets) = ten_frames();
+    let bad = MemLog::from_bytes(mem.bytes());
+    bad.corrupt(offsets[2] + 30, 0x01);
+    assert!(matches!(
+        Log::open(bad.clone()),
+        Err(LogError::Corrupt { .. })
+    ));
+    let (log, rec) = open_from(&bad, offsets[6]).unwrap();
+    assert_eq!(rec.scanned_from, offsets[6]);
+    assert!(
+        log.read(offsets[2]).is_err(),
+        "the damaged frame fails its check"
+    );
+    assert_eq!(log.read(offsets[3]).unwrap(), (3, vec![3; 100]));
+    let report = log.verify().unwrap();
+    assert!(!report.is_ok());
 }

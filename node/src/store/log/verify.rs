@@ -37,7 +37,7 @@ impl Log {
     /// a copy of the file first and restore them from a replica). Do not use on storage a
     /// [`Log`] has open.
     pub fn repair(mut file: impl LogFile) -> Result<Recovery, LogError> {
-        recover(&mut file, true)
+        recover(&mut file, true, None)
     }
 
     /// Scan the whole durable log again, checking the header, every frame and the batch
