@@ -41,8 +41,20 @@ fn durable_append(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(1));
     for (name, options) in [
-        ("group_commit_4_threads", LogOptions { sync_each: false }),
-        ("sync_each_4_threads", LogOptions { sync_each: true }),
+        (
+            "group_commit_4_threads",
+            LogOptions {
+                sync_each: false,
+                scan_from: None,
+            },
+        ),
+        (
+            "sync_each_4_threads",
+            LogOptions {
+                sync_each: true,
+                scan_from: None,
+            },
+        ),
     ] {
         let (log, _) =
             Log::open_path_with(dir.path().join(format!("{name}.log")), options).expect("open log");
