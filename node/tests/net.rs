@@ -184,14 +184,17 @@ async fn replicas_receive_what_they_may_see_and_writes_flow_back_live() {
         .handle
         .store()
         .with_record(&rec, |r| r.contains(&private)
-            && matches!(r.payload(&private), Some(Payload::Create { .. })))
+            && matches!(
+                r.payload(&private).as_deref(),
+                Some(Payload::Create { .. })
+            ))
         .unwrap());
     assert!(pharmacy
         .handle
         .store()
         .with_record(&rec, |r| r
             .entries()
-            .any(|e| matches!(r.payload(&e.id()), Some(Payload::Create { category, .. }) if *category == Category::Medications)))
+            .any(|e| matches!(r.payload(&e.id()).as_deref(), Some(Payload::Create { category, .. }) if *category == Category::Medications)))
         .unwrap());
     let pharm_holds = pharmacy
         .handle

@@ -416,7 +416,7 @@ fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Op
         Some(ContentState::Flagged(why)) => Some(why.to_owned()),
         _ => None,
     };
-    let body = match record.payload(&win) {
+    let body = match record.payload(&win).as_deref() {
         Some(Payload::Create { body, .. } | Payload::Amend { body, .. }) => body.clone(),
         Some(p) if p.is_delete() => return Some(ItemState::Deleted),
         // Flagged content that did not decode.
@@ -576,7 +576,7 @@ fn history_in(
             let held = record.get(&v)?;
             let e = held.entry();
             let state = record.content_state(&v);
-            let content = match record.payload(&v)? {
+            let content = match &*record.payload(&v)? {
                 Payload::Create { body, .. } | Payload::Amend { body, .. } => body.clone(),
                 Payload::Delete { reason, .. } => Value::Text(reason.clone()),
                 Payload::Annotate { text, .. } => Value::Text(text.clone()),

@@ -28,6 +28,7 @@
 //! cut decides what the revoked grantee may still see.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 /// The record's in-memory indexes: a hash map with a fast, randomly seeded hasher
 /// (foldhash). Keys are entry ids and actor ids — hashes and public keys an author cannot
@@ -293,10 +294,73 @@ pub struct ForkProof {
     pub conflicting: Verified,
 }
 
-/// One held entry with its causal bookkeeping.
+/// What the record's rules read of every entry, kept whether or not the entry itself is
+/// held in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct Header {
+    pub(crate) id: EntryId,
+    pub(crate) author: ActorId,
+    pub(crate) seq: u64,
+    pub(crate) time: Timestamp,
+    pub(crate) auth: Option<EntryId>,
+    /// [`Payload::kind`].
+    pub(crate) kind: &'static str,
+    /// For sealed content: the epoch it is sealed under.
+    pub(crate) epoch: Option<crate::seal::EpochId>,
+}
+
+impl Header {
+    fn of(v: &Verified) -> Header {
+        let e = v.entry();
+        Header {
+            id: v.id(),
+            author: e.author,
+            seq: e.seq,
+            time: e.time,
+            auth: e.auth,
+            kind: e.payload.kind(),
+            epoch: e.payload.sealed().map(|c| c.epoch),
+        }
+    }
+
+    fn is_create(&self) -> bool {
+        self.kind == "create"
+    }
+    fn is_amend(&self) -> bool {
+        self.kind == "amend"
+    }
+    fn is_delete(&self) -> bool {
+        self.kind == "delete"
+    }
+    fn is_annotate(&self) -> bool {
+        self.kind == "annotate"
+    }
+}
+
+impl Node {
+    /// The entry's payload, when the entry is held in memory (always, for everything but
+    /// record data in a lean record).
+    pub(crate) fn payload(&self) -> Option<&Payload> {
+        self.e.as_ref().map(|v| &v.entry().payload)
+    }
+}
+
+/// Where a lean record ([`Record::set_source`]) reads the entries it does not keep in
+/// memory: the node's log, or anything else that hands back exactly the entries applied.
+/// The record asks only for entries it applied, by id.
+pub trait EntrySource: Send + Sync + std::fmt::Debug {
+    /// The entry with this id, checked against its id (a source that cannot read it, or
+    /// reads something else, says so through its own reporting and returns `None`).
+    fn load(&self, id: &EntryId) -> Option<Verified>;
+}
+
+/// One applied entry with its causal bookkeeping.
 #[derive(Debug, Clone)]
 pub(crate) struct Node {
-    pub(crate) e: Verified,
+    pub(crate) h: Header,
+    /// The entry itself, unless the record is lean and this is record data (its body is
+    /// read from the record's [`EntrySource`] when asked).
+    pub(crate) e: Option<Verified>,
     clock: Vec<u64>,
     pub(crate) depth: u32,
     pub(crate) stream: Stream,
@@ -361,6 +425,8 @@ pub struct Record {
     rotations_from: HashMap<ActorId, Vec<EntryId>>,
     /// Epochs, key wraps, sealed entries, and what this replica opened.
     sealing: sealing::Sealing,
+    /// Set on a lean record: where the record data it does not keep is read from.
+    source: Option<Arc<dyn EntrySource>>,
 }
 
 /// What an entry needs checked, computed by [`Record::check`].
@@ -396,6 +462,52 @@ impl Record {
             retirements: HashMap::default(),
             rotations_from: HashMap::default(),
             sealing: sealing::Sealing::default(),
+            source: None,
+        }
+    }
+
+    /// Makes the record lean: from now on it keeps in memory only what its rules and sync
+    /// need of record data (creates, amends, deletes and annotations: ids, authors,
+    /// sequence numbers, times, causal positions), and reads the entries themselves from
+    /// `source` when asked ([`Record::get`], [`Record::entries`], folds, opening sealed
+    /// content). Administrative entries (grants, revocations, profiles, devices, keys)
+    /// stay in memory: every check reads them. Record data already held is let go.
+    pub fn set_source(&mut self, source: Arc<dyn EntrySource>) {
+        self.source = Some(source);
+        for n in self.nodes.values_mut() {
+            if Record::lean_drops(n) {
+                n.e = None;
+            }
+        }
+    }
+
+    /// How many of the record's entries are held in memory (all of them, unless the
+    /// record is lean).
+    pub fn held_in_memory(&self) -> usize {
+        self.nodes.values().filter(|n| n.e.is_some()).count()
+    }
+
+    /// Whether the record is lean ([`Record::set_source`]).
+    pub fn is_lean(&self) -> bool {
+        self.source.is_some()
+    }
+
+    /// Whether a lean record lets this entry go once applied: record data in a category
+    /// stream.
+    fn lean_drops(n: &Node) -> bool {
+        n.stream.is_some()
+            && (n.h.is_create() || n.h.is_amend() || n.h.is_delete() || n.h.is_annotate())
+    }
+
+    /// The entry of a node: held, or read from the source.
+    pub(crate) fn entry_of(&self, id: &EntryId, n: &Node) -> Option<Verified> {
+        match &n.e {
+            Some(v) => Some(v.clone()),
+            None => {
+                let v = self.source.as_ref()?.load(id)?;
+                // A source handing back another entry is a broken source: never shown.
+                (v.id() == *id).then_some(v)
+            }
         }
     }
 
@@ -468,7 +580,7 @@ impl Record {
     /// An entry by id (shared, not copied: a clone of a [`Verified`] is a reference
     /// count).
     pub fn get(&self, id: &EntryId) -> Option<Verified> {
-        self.nodes.get(id).map(|n| n.e.clone())
+        self.nodes.get(id).and_then(|n| self.entry_of(id, n))
     }
 
     /// Whether an entry is held.
@@ -510,16 +622,14 @@ impl Record {
 
     /// Entries in the order they were applied (a topological order).
     pub fn entries(&self) -> impl Iterator<Item = Verified> + '_ {
-        self.order
-            .iter()
-            .filter_map(|id| self.nodes.get(id).map(|n| n.e.clone()))
+        self.order.iter().filter_map(|id| self.get(id))
     }
 
     /// The entries applied after the first `n`, in order (a cheap way to see what is new).
     pub fn entries_since(&self, n: usize) -> impl Iterator<Item = Verified> + '_ {
         self.order[n.min(self.order.len())..]
             .iter()
-            .filter_map(|id| self.nodes.get(id).map(|n| n.e.clone()))
+            .filter_map(|id| self.get(id))
     }
 
     /// Every grant held, in no particular order.
@@ -590,11 +700,10 @@ impl Record {
     }
 
     fn in_clock(&self, x: &Node, clock: &[u64]) -> bool {
-        let e = x.e.entry();
         self.author_index
-            .get(&(e.author, x.stream.clone()))
+            .get(&(x.h.author, x.stream.clone()))
             .and_then(|i| clock.get(*i))
-            .is_some_and(|s| *s >= e.seq)
+            .is_some_and(|s| *s >= x.h.seq)
     }
 
     /// The latest profile `actor` published at or before `at` (the patient's genesis counts).
@@ -602,11 +711,10 @@ impl Record {
         let chain = self.chains.get(&(*actor, None))?;
         chain.iter().rev().find_map(|id| {
             let n = self.nodes.get(id)?;
-            let e = n.e.entry();
-            if at.is_some_and(|t| e.time > t) || n.status != Status::Valid {
+            if at.is_some_and(|t| n.h.time > t) || n.status != Status::Valid {
                 return None;
             }
-            match &e.payload {
+            match n.payload()? {
                 Payload::Profile(p) | Payload::Genesis { profile: p } => Some(p),
                 _ => None,
             }
@@ -623,7 +731,7 @@ impl Record {
     ) -> Option<&Profile> {
         let chain = self.chains.get(&(*actor, None))?;
         chain.iter().rev().filter(|id| past(id)).find_map(|id| {
-            match &self.nodes.get(id)?.e.entry().payload {
+            match self.nodes.get(id)?.payload()? {
                 Payload::Profile(p) | Payload::Genesis { profile: p } => Some(p),
                 _ => None,
             }
@@ -669,7 +777,7 @@ impl Record {
         let mut time = now;
         for p in parents.iter().chain(backlink.iter()) {
             if let Some(n) = self.nodes.get(p) {
-                time = time.max(n.e.entry().time);
+                time = time.max(n.h.time);
             }
         }
         Entry {
@@ -753,7 +861,11 @@ impl Record {
         };
         if status == Status::Valid {
             // Nothing held has a new entry in its causal past: no retirement keeps it.
-            status = self.key_status(&v.id(), e, &stream, &acting, &|_| false);
+            let rotates = match &e.payload {
+                Payload::RotateKey { old, .. } => Some(*old),
+                _ => None,
+            };
+            status = self.key_status(&v.id(), &e.author, rotates, &acting, &|_| false);
         }
         Ok(Checked {
             clock,
@@ -859,7 +971,7 @@ impl Record {
                 clock[i] = clock[i].max(*s);
             }
             depth = depth.max(n.depth + 1);
-            if n.e.entry().time > e.time {
+            if n.h.time > e.time {
                 return Err(Rejection::TimeTravel);
             }
         }
@@ -873,7 +985,7 @@ impl Record {
         }
         clock[author_ix] = e.seq;
         if let Some(b) = e.backlink.and_then(|b| self.nodes.get(&b)) {
-            if b.e.entry().time > e.time {
+            if b.h.time > e.time {
                 return Err(Rejection::TimeTravel);
             }
         }
@@ -940,7 +1052,7 @@ impl Record {
                 why: "not in the entry's causal past",
             });
         }
-        let p = &t.e.entry().payload;
+        let p = &t.h;
         let ok = if p.is_create() || p.is_amend() {
             true
         } else {
@@ -1393,7 +1505,8 @@ impl Record {
         self.nodes.insert(
             id,
             Node {
-                e: v,
+                h: Header::of(&v),
+                e: Some(v),
                 clock,
                 depth: c.depth,
                 stream: c.stream,
@@ -1406,6 +1519,13 @@ impl Record {
         );
         self.order.push(id);
         self.index_sealing(id, &e, category.as_ref());
+        if self.source.is_some() {
+            if let Some(n) = self.nodes.get_mut(&id) {
+                if Record::lean_drops(n) {
+                    n.e = None;
+                }
+            }
+        }
         if let Payload::Revoke { grant, .. } = &e.payload {
             if let Some(info) = self.grants.get_mut(grant) {
                 info.revoked_by.push(id);
@@ -1440,7 +1560,13 @@ impl Record {
             })
         };
         match self.revocation_status(n, &kept) {
-            Status::Valid => self.key_status(&n.e.id(), n.e.entry(), &n.stream, &n.acting, &kept),
+            Status::Valid => {
+                let rotates = match n.e.as_ref().map(|v| &v.entry().payload) {
+                    Some(Payload::RotateKey { old, .. }) => Some(*old),
+                    _ => None,
+                };
+                self.key_status(&n.h.id, &n.h.author, rotates, &n.acting, &kept)
+            }
             void => void,
         }
     }
@@ -1449,7 +1575,7 @@ impl Record {
     /// every revoked link, the entry must be in the causal past of that revocation's entry
     /// in the entry's own stream.
     fn revocation_status(&self, n: &Node, kept: &dyn Fn(&[EntryId]) -> bool) -> Status {
-        let Some(auth) = n.e.entry().auth else {
+        let Some(auth) = n.h.auth else {
             return Status::Valid;
         };
         for link in self.chain(auth) {
@@ -1511,11 +1637,15 @@ impl Record {
         let mut r = Record::new(self.id);
         // The same reader, with the keys it holds: sealed content opens as it re-applies.
         r.sealing = self.sealing.keys_only();
+        // Lean like this one: its record data is read from the same source.
+        r.source = self.source.clone();
         for id in &self.order {
             let n = &self.nodes[id];
             if keep(n) {
                 // Entries of a closed subset of a valid record always re-apply.
-                let _ = r.apply_known(n.e.clone());
+                if let Some(v) = self.entry_of(id, n) {
+                    let _ = r.apply_known(v);
+                }
             }
         }
         r
@@ -1523,7 +1653,7 @@ impl Record {
 
     /// The record as it stood at author time `t` (every entry with time ≤ `t`).
     pub fn at_time(&self, t: Timestamp) -> Record {
-        self.subset(|n| n.e.entry().time <= t)
+        self.subset(|n| n.h.time <= t)
     }
 
     /// The record as it stood at a causal position (the past of the given heads).

@@ -261,3 +261,56 @@ impl Fixture {
             .map(|v| v.id())
     }
 }
+
+/// An [`crate::record::EntrySource`] over entries in memory, counting the loads (for
+/// tests of lean records: what a lean record asks for, and that it answers as a full one).
+#[derive(Debug, Default)]
+pub struct MemSource {
+    entries: std::sync::RwLock<std::collections::HashMap<EntryId, Verified>>,
+    loads: std::sync::atomic::AtomicUsize,
+}
+
+impl MemSource {
+    /// A source holding these entries.
+    pub fn of(entries: impl IntoIterator<Item = Verified>) -> MemSource {
+        let s = MemSource::default();
+        for e in entries {
+            s.put(e);
+        }
+        s
+    }
+
+    /// Adds an entry (as a node makes an entry durable before applying it).
+    pub fn put(&self, e: Verified) {
+        if let Ok(mut m) = self.entries.write() {
+            m.insert(e.id(), e);
+        }
+    }
+
+    /// Puts `e` where `id` should be (a broken or malicious source).
+    pub fn put_as(&self, id: EntryId, e: Verified) {
+        if let Ok(mut m) = self.entries.write() {
+            m.insert(id, e);
+        }
+    }
+
+    /// Forgets an entry (a source that lost it).
+    pub fn forget(&self, id: &EntryId) {
+        if let Ok(mut m) = self.entries.write() {
+            m.remove(id);
+        }
+    }
+
+    /// How many loads were asked for.
+    pub fn loads(&self) -> usize {
+        self.loads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl crate::record::EntrySource for MemSource {
+    fn load(&self, id: &EntryId) -> Option<Verified> {
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.entries.read().ok()?.get(id).cloned()
+    }
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use cophr_protocol::access::{Grant, Level, Scope};
 use cophr_protocol::fold::{current, item, ItemState};
 use cophr_protocol::record::{Record, Rejection, Status};
-use cophr_protocol::testkit::{bp, grant, key, text_body, Fixture};
+use cophr_protocol::testkit::{bp, grant, key, text_body, Fixture, MemSource};
 use cophr_protocol::{Category, EntryId, Keypair, Payload, SignedEntry, Verified};
 use proptest::prelude::*;
 
@@ -530,4 +530,108 @@ proptest! {
             current(&other, &other.viewer(&p, u64::MAX / 2))
         );
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// A lean record — its record data read from a source when asked — answers exactly as
+    /// the full record: the same entries, statuses, folds for every viewer, single items,
+    /// histories and states at past times; whether it was lean from the first entry or
+    /// made lean after. It keeps only administrative entries in memory.
+    #[test]
+    fn a_lean_record_answers_as_the_full_one(ops in arb_ops()) {
+        let w = run(&ops);
+        let full = &w.replicas[0];
+        let source = std::sync::Arc::new(MemSource::of(full.entries()));
+        let mut grown = Record::new(full.id());
+        grown.set_source(source.clone());
+        for e in full.entries() {
+            grown.apply_known(e).unwrap();
+        }
+        let mut made = full.clone();
+        made.set_source(source.clone());
+        let admin = full
+            .entries()
+            .filter(|e| full.stream_of(&e.id()) == Some(&None) || !e.entry().payload.is_data())
+            .count();
+        for lean in [&grown, &made] {
+            prop_assert!(lean.is_lean());
+            prop_assert_eq!(lean.len(), full.len());
+            prop_assert_eq!(lean.held_in_memory(), admin);
+            prop_assert_eq!(
+                lean.entries().map(|e| e.id()).collect::<Vec<_>>(),
+                full.entries().map(|e| e.id()).collect::<Vec<_>>()
+            );
+            for e in full.entries() {
+                prop_assert_eq!(lean.status(&e.id()), full.status(&e.id()));
+                prop_assert_eq!(lean.get(&e.id()), Some(e.clone()));
+            }
+            for a in w.actors.iter().chain([&w.f.patient]) {
+                let (vf, vl) = (full.viewer(&a.actor(), w.f.now), lean.viewer(&a.actor(), w.f.now));
+                prop_assert_eq!(current(full, &vf), current(lean, &vl));
+                for e in full.entries() {
+                    prop_assert_eq!(item(full, &vf, &e.id()), item(lean, &vl, &e.id()));
+                    prop_assert_eq!(
+                        cophr_protocol::fold::history(full, &vf, &e.id()),
+                        cophr_protocol::fold::history(lean, &vl, &e.id())
+                    );
+                }
+            }
+            for (t, snap) in &w.snapshots {
+                let past = lean.at_time(*t);
+                prop_assert!(past.is_lean());
+                prop_assert_eq!(&current(&past, &past.viewer(&full.patient(), *t)), snap);
+            }
+        }
+    }
+}
+
+/// A lean record shows nothing its source hands back under another entry's id, and
+/// what its source lost is missing, not made up.
+#[test]
+fn a_lean_record_never_shows_what_its_source_got_wrong() {
+    let mut f = Fixture::new(3, "George");
+    let g = f.patient.clone();
+    let a = f
+        .write(
+            &g,
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(120, 80),
+            },
+        )
+        .unwrap()
+        .id();
+    let b = f
+        .write(
+            &g,
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(150, 95),
+            },
+        )
+        .unwrap()
+        .id();
+    let source = std::sync::Arc::new(MemSource::of(f.record.entries()));
+    let mut lean = f.record.clone();
+    lean.set_source(source.clone());
+    assert_eq!(lean.held_in_memory(), f.record.len() - 2);
+    let before = source.loads();
+    assert_eq!(lean.get(&a).map(|e| e.id()), Some(a));
+    assert_eq!(
+        source.loads(),
+        before + 1,
+        "record data is read from the source"
+    );
+    // b's place now holds a's entry: refused, never shown as b.
+    source.put_as(b, lean.get(&a).unwrap());
+    assert_eq!(lean.get(&b), None);
+    source.forget(&a);
+    assert_eq!(lean.get(&a), None);
+    // Administrative entries never need the source.
+    let genesis = f.record.entries().next().unwrap().id();
+    let loads = source.loads();
+    assert!(lean.get(&genesis).is_some());
+    assert_eq!(source.loads(), loads);
 }

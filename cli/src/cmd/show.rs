@@ -97,7 +97,7 @@ struct ShowOut {
 fn note(r: &Record, id: &EntryId) -> Option<NoteOut> {
     let held = r.get(id)?;
     let e = held.entry();
-    let Payload::Annotate { text, .. } = r.payload(id)? else {
+    let Payload::Annotate { text, .. } = &*r.payload(id)? else {
         return None;
     };
     Some(NoteOut {

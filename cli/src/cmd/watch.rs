@@ -246,7 +246,7 @@ fn lines(
                     continue;
                 }
                 let entry = e.entry();
-                let (kind, summary) = match r.payload(id) {
+                let (kind, summary) = match r.payload(id).as_deref() {
                     Some(Payload::Create { body, .. }) => {
                         ("added", schema::summary(category, body))
                     }

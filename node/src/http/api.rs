@@ -301,7 +301,7 @@ fn status_name(r: &Record, id: &EntryId) -> &'static str {
 fn annotation(r: &Record, id: &EntryId) -> Option<Value> {
     let held = r.get(id)?;
     let e = held.entry();
-    let Payload::Annotate { text, .. } = r.payload(id)? else {
+    let Payload::Annotate { text, .. } = &*r.payload(id)? else {
         return None;
     };
     Some(json!({

@@ -1756,7 +1756,7 @@ mod tests {
         s.unlock_with(&g);
         s.with_record(&rec, |r| {
             assert_eq!(r.content_state(&a), Some(ContentState::Opened));
-            match r.payload(&a) {
+            match r.payload(&a).as_deref() {
                 Some(Payload::Create { body, .. }) => {
                     assert_eq!(body, &text_body(&[("thing-1", secret)]))
                 }

@@ -44,7 +44,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{AccessError, Record, Rejection, Status, Stream};
+use super::{AccessError, Node, Record, Rejection, Status, Stream};
 use crate::entry::{Approval, Entry, Payload, RotationClaim, Timestamp, Verified};
 use crate::ids::{ActorId, EntryId};
 
@@ -361,7 +361,7 @@ impl Record {
     /// smaller entry id.
     fn rotation_rank(&self, r: &EntryId) -> (bool, EntryId) {
         let planned = matches!(
-            self.nodes.get(r).map(|n| &n.e.entry().payload),
+            self.nodes.get(r).and_then(Node::payload),
             Some(Payload::RotateKey {
                 guardians: None,
                 ..
@@ -374,9 +374,7 @@ impl Record {
     /// (ranked by [`Record::rotation_rank`]) also in that past: the winner.
     fn lost_rotation_in(&self, key: &ActorId, past: &dyn Fn(&EntryId) -> bool) -> Option<EntryId> {
         for rs in self.rotations_from.values() {
-            let mine = rs
-                .iter()
-                .any(|r| past(r) && self.nodes[r].e.entry().author == *key);
+            let mine = rs.iter().any(|r| past(r) && self.nodes[r].h.author == *key);
             if mine {
                 return rs
                     .iter()
@@ -396,7 +394,7 @@ impl Record {
                 .rotations_from
                 .values()
                 .flatten()
-                .any(|r| past(r) && self.nodes[r].e.entry().author == *actor)
+                .any(|r| past(r) && self.nodes[r].h.author == *actor)
     }
 
     /// Whether `actor` is one of the patient's keys or devices in a causal past.
@@ -419,7 +417,7 @@ impl Record {
                 .filter(|r| past(r))
                 .min_by_key(|r| self.rotation_rank(r));
             let Some(r) = next else { break };
-            let new = self.nodes[r].e.entry().author;
+            let new = self.nodes[r].h.author;
             if chain.iter().any(|(k, _)| *k == new) {
                 break;
             }
@@ -449,7 +447,7 @@ impl Record {
                 .flatten()
                 .rev()
                 .filter(|id| within(id))
-                .find_map(|id| match &self.nodes.get(id)?.e.entry().payload {
+                .find_map(|id| match self.nodes.get(id)?.payload()? {
                     Payload::SetGuardians {
                         guardians,
                         threshold,
@@ -476,8 +474,8 @@ impl Record {
     pub(crate) fn key_status(
         &self,
         id: &EntryId,
-        e: &Entry,
-        _stream: &Stream,
+        author: &ActorId,
+        rotates: Option<ActorId>,
         acting: &Acting,
         kept: &dyn Fn(&[EntryId]) -> bool,
     ) -> Status {
@@ -488,10 +486,10 @@ impl Record {
                 };
             }
         }
-        if let Payload::RotateKey { old, .. } = &e.payload {
+        if let Some(old) = rotates {
             let winner = self
                 .rotations_from
-                .get(old)
+                .get(&old)
                 .into_iter()
                 .flatten()
                 .filter(|r| *r != id)
@@ -517,7 +515,7 @@ impl Record {
                 .unwrap_or(acting.via[0]);
             return Status::Void { revocation };
         }
-        if let Some(parts) = self.retirements.get(&(e.author, acting.principal)) {
+        if let Some(parts) = self.retirements.get(&(*author, acting.principal)) {
             if let Some(main) = self.main_part(parts) {
                 if !kept(parts) {
                     return Status::Void { revocation: main };
@@ -551,7 +549,7 @@ impl Record {
                 true
             }
             Payload::RotationPart { rotation, .. } => {
-                let old = match self.nodes.get(rotation).map(|n| &n.e.entry().payload) {
+                let old = match self.nodes.get(rotation).and_then(Node::payload) {
                     Some(Payload::RotateKey { old, .. }) => *old,
                     _ => return false,
                 };
@@ -735,9 +733,9 @@ impl Record {
                 .iter()
                 .filter_map(|a| self.nodes.get(a).map(|n| (a, n)))
                 .filter(|(_, n)| n.acting.principal == *person)
-                .min_by_key(|(a, n)| (n.e.entry().time, **a));
+                .min_by_key(|(a, n)| (n.h.time, **a));
             let Some((a, n)) = first else { continue };
-            let Payload::AddDevice { label, .. } = &n.e.entry().payload else {
+            let Some(Payload::AddDevice { label, .. }) = n.payload() else {
                 continue;
             };
             let parts = self.retirements.get(&(*device, *person));
@@ -751,7 +749,7 @@ impl Record {
                 device: *device,
                 label: label.clone(),
                 added: *a,
-                time: n.e.entry().time,
+                time: n.h.time,
                 removed,
             });
         }

@@ -41,7 +41,7 @@ use std::sync::{Arc, OnceLock};
 
 use rand_core::{CryptoRng, RngCore};
 
-use super::{Record, Rejection, Status};
+use super::{Node, Record, Rejection, Status};
 use crate::category::Category;
 use crate::entry::{Entry, Payload, Timestamp, Verified, MAX_NOTE_TEXT, MAX_SHORT_TEXT};
 use crate::ids::{ActorId, EntryId};
@@ -263,8 +263,7 @@ impl Record {
         }
         let readers = self.readers_in(c, past);
         for w in info.wraps.iter().filter(|w| past(w)) {
-            if let Some(Payload::KeyWrap { wraps, .. }) =
-                self.nodes.get(w).map(|n| &n.e.entry().payload)
+            if let Some(Payload::KeyWrap { wraps, .. }) = self.nodes.get(w).and_then(Node::payload)
             {
                 if let Some(x) = wraps.iter().find(|x| !readers.contains(&x.to)) {
                     return Err(SealingError::FormerReader {
@@ -407,7 +406,7 @@ impl Record {
         let wraps: Vec<(Category, EpochId, Vec<Wrapped>)> = self
             .order
             .iter()
-            .filter_map(|id| match &self.nodes[id].e.entry().payload {
+            .filter_map(|id| match self.nodes[id].payload()? {
                 Payload::KeyWrap {
                     category,
                     epoch,
@@ -453,7 +452,10 @@ impl Record {
         let Some(n) = self.nodes.get(id) else {
             return missing("not held");
         };
-        let e = n.e.entry();
+        let Some(v) = self.entry_of(id, n) else {
+            return missing("its entry could not be read");
+        };
+        let e = v.entry();
         let (Some(content), Some(c)) = (e.payload.sealed(), n.category.as_ref()) else {
             return missing("not sealed content");
         };
@@ -479,11 +481,10 @@ impl Record {
     /// Marks one sealed entry openable here if its epoch key is held (it is opened when
     /// first read: [`Record::payload`], [`Record::content_state`]).
     fn open_entry(&mut self, id: &EntryId) {
-        let Some(n) = self.nodes.get(id) else { return };
-        let Some(content) = n.e.entry().payload.sealed() else {
+        let Some(epoch) = self.nodes.get(id).and_then(|n| n.h.epoch) else {
             return;
         };
-        if self.sealing.keys.contains_key(&content.epoch) {
+        if self.sealing.keys.contains_key(&epoch) {
             self.sealing.opened.entry(*id).or_default();
         }
     }
@@ -491,17 +492,23 @@ impl Record {
     /// The payload an entry stands for: for a sealed entry opened here, the plain payload
     /// it was sealed from (also when flagged, if it decoded); otherwise the signed one (a
     /// sealed payload, for content not opened here).
-    pub fn payload(&self, id: &EntryId) -> Option<&Payload> {
+    pub fn payload(&self, id: &EntryId) -> Option<std::borrow::Cow<'_, Payload>> {
+        use std::borrow::Cow;
         match self.opened(id) {
-            Some(Opened::Ok(p) | Opened::Flagged(Some(p), _)) => Some(p),
-            _ => self.nodes.get(id).map(|n| &n.e.entry().payload),
+            Some(Opened::Ok(p) | Opened::Flagged(Some(p), _)) => Some(Cow::Borrowed(p)),
+            _ => {
+                let n = self.nodes.get(id)?;
+                match n.payload() {
+                    Some(p) => Some(Cow::Borrowed(p)),
+                    None => Some(Cow::Owned(self.entry_of(id, n)?.entry().payload.clone())),
+                }
+            }
         }
     }
 
     /// How an entry's content stands here: plain, opened, locked or flagged.
     pub fn content_state(&self, id: &EntryId) -> Option<ContentState<'_>> {
-        let v = self.get(id)?;
-        if v.entry().payload.sealed().is_none() {
+        if self.nodes.get(id)?.h.epoch.is_none() {
             return Some(ContentState::Plain);
         }
         Some(match self.opened(id) {
@@ -577,7 +584,7 @@ impl Record {
 
     fn epoch_wrapped_for(&self, info: &EpochInfo, reader: &ActorId) -> bool {
         info.wraps.iter().any(|w| {
-            matches!(self.nodes.get(w).map(|n| &n.e.entry().payload),
+            matches!(self.nodes.get(w).and_then(Node::payload),
                 Some(Payload::KeyWrap { wraps, .. }) if wraps.iter().any(|x| x.to == *reader))
         })
     }

@@ -336,7 +336,7 @@ fn provenance(
     }
     let target = provenance_target(record, viewer, look, id)?;
     let prov = fold::provenance(record, id)?;
-    let source = match record.payload(id)? {
+    let source = match &*record.payload(id)? {
         Payload::Create { body, .. } | Payload::Amend { body, .. } => body
             .get(cophr_protocol::schema::FHIR_SOURCE)
             .and_then(Value::as_text)
