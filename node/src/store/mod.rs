@@ -20,6 +20,7 @@
 
 mod cache;
 pub mod log;
+mod source;
 
 pub use cache::{CacheLimits, Loaded};
 
@@ -225,6 +226,12 @@ struct Inner {
     readers: RwLock<Vec<Keypair>>,
     /// Whether writes seal streams not sealed yet (default: yes).
     seal_new_streams: std::sync::atomic::AtomicBool,
+    /// Bumped whenever offsets change (compaction): what lean records' sources learnt of
+    /// where their entries are is learnt again ([`source`]).
+    generation: std::sync::atomic::AtomicU64,
+    /// Reads of a lean record's entries that failed ([`source`]); an operation during
+    /// which one fails is an error.
+    read_failures: std::sync::atomic::AtomicU64,
 }
 
 /// A store of many records. Cheap to clone; safe to share between threads.
@@ -522,6 +529,8 @@ impl Store {
             audit_tail: Mutex::new(HashMap::new()),
             readers: RwLock::new(Vec::new()),
             seal_new_streams: std::sync::atomic::AtomicBool::new(true),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            read_failures: std::sync::atomic::AtomicU64::new(0),
         };
         Ok((
             Store {
@@ -728,10 +737,12 @@ impl Store {
         Ok(out)
     }
 
-    /// An empty record, unlocked with this node's reader keys (so content opens as its
+    /// An empty lean record, reading its record data from this store's log
+    /// ([`source`]), unlocked with this node's reader keys (so content opens as its
     /// entries arrive).
     fn fresh_record(&self, id: RecordId) -> Record {
         let mut r = Record::new(id);
+        r.set_source(Arc::new(source::LogSource::new(self, id)));
         for k in self
             .inner
             .readers
@@ -826,15 +837,38 @@ impl Store {
         Ok(record)
     }
 
-    /// Runs `f` on a record (shared read access).
+    /// Runs `f` on a record (shared read access). If an entry of the record could not be
+    /// read from the log meanwhile ([`source`]), the answer is an error, not a record with
+    /// something missing.
     pub fn with_record<T>(
         &self,
         id: &RecordId,
         f: impl FnOnce(&Record) -> T,
     ) -> Result<T, StoreError> {
         let h = self.handle(id)?;
+        let failures = self.read_failures();
         let r = h.read().unwrap_or_else(|p| p.into_inner());
-        Ok(f(&r))
+        let out = f(&r);
+        self.no_read_failures_since(failures, id)?;
+        Ok(out)
+    }
+
+    fn read_failures(&self) -> u64 {
+        self.inner
+            .read_failures
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// An error if a lean record's entry failed to read since `before` (the failure is
+    /// logged where it happened, with the entry).
+    fn no_read_failures_since(&self, before: u64, id: &RecordId) -> Result<(), StoreError> {
+        if self.read_failures() != before {
+            return Err(StoreError::Corrupt(format!(
+                "an entry of record {id} could not be read from the log (see the node's \
+                 log; `cophr verify` checks every frame)"
+            )));
+        }
+        Ok(())
     }
 
     /// Indexes frames strictly in log order: a frame's updates wait until every earlier
@@ -1279,13 +1313,14 @@ impl Store {
             Err(e) => return Err(e),
         };
         let mut r = h.write().unwrap_or_else(|p| p.into_inner());
-        let mut new: Vec<EntryId> = Vec::new();
+        // The new entries themselves, kept to be written: a lean record lets record data
+        // go once applied, and reads it back from the log, where these are not yet.
+        let mut new: Vec<Verified> = Vec::new();
         let mut refused = None;
         for v in entries {
-            let id = v.id();
-            match r.apply(v) {
+            match r.apply(v.clone()) {
                 Ok(Applied::Duplicate) => {}
-                Ok(Applied::Added { .. }) => new.push(id),
+                Ok(Applied::Added { .. }) => new.push(v),
                 Err(e) => {
                     refused = Some(e);
                     break;
@@ -1311,8 +1346,7 @@ impl Store {
             }
             Some(e) => Err(e.into()),
             None => {
-                let held: Vec<Verified> = new.iter().filter_map(|id| r.get(id)).collect();
-                let entries: Vec<&Verified> = held.iter().collect();
+                let entries: Vec<&Verified> = new.iter().collect();
                 self.persist_entries(&entries).map(|()| new.len())
             }
         };
@@ -1538,6 +1572,9 @@ impl Store {
         std::fs::File::open(&dir)?.sync_all()?;
         let (reopened, _) = Log::open_path(dir.join("log"))?;
         *log = reopened;
+        self.inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.inner.db.clear()?;
         let (applied, _) = Store::reindex(&log, &self.inner.db)?;
         let mut ix = lock(&self.inner.indexer);
@@ -2475,5 +2512,138 @@ mod tests {
         assert!(rep.truncated_bytes > 0);
         let s = open(dir.path());
         assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), 1);
+    }
+}
+
+#[cfg(test)]
+mod lean_tests {
+    use super::*;
+    use cophr_protocol::fold;
+    use cophr_protocol::testkit::{key, profile, text_body};
+    use cophr_protocol::Category;
+
+    fn filled(dir: &Path, n: u64) -> (Store, Keypair, RecordId, Vec<EntryId>) {
+        let s = Store::open(dir, key(0, "node")).unwrap().0;
+        s.unlock_with(&key(0, "node"));
+        let g = key(1, "George");
+        s.create_record(&g, profile("George", "patient", None), 1_000, None)
+            .unwrap();
+        let ids = (0..n)
+            .map(|i| {
+                s.write(
+                    &g.actor(),
+                    &g,
+                    Payload::Create {
+                        category: Category::AboutMe,
+                        body: text_body(&[("thing-1", &format!("fact number {i}"))]),
+                    },
+                    2_000 + i,
+                    None,
+                )
+                .unwrap()
+            })
+            .collect();
+        (s, g.clone(), g.actor(), ids)
+    }
+
+    #[test]
+    fn a_loaded_record_keeps_only_what_its_rules_need_and_reads_the_rest_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, g, rec, ids) = filled(dir.path(), 20);
+        drop(s);
+        let s = Store::open(dir.path(), key(0, "node")).unwrap().0;
+        s.unlock_with(&g);
+        let (lean, held, len, items) = s
+            .with_record(&rec, |r| {
+                let v = r.viewer(&g.actor(), 10_000);
+                (
+                    r.is_lean(),
+                    r.held_in_memory(),
+                    r.len(),
+                    fold::current(r, &v).items,
+                )
+            })
+            .unwrap();
+        assert!(lean);
+        assert_eq!(held, len - 20, "{held} of {len} held: the 20 facts are not");
+        assert_eq!(items.len(), 20);
+        assert_eq!(
+            items
+                .iter()
+                .find(|i| i.id == ids[7])
+                .map(|i| i.body.clone()),
+            Some(text_body(&[("thing-1", "fact number 7")]))
+        );
+        // A write and a read right after it, on the lean record.
+        let more = s
+            .write(
+                &rec,
+                &g,
+                Payload::Amend {
+                    target: ids[3],
+                    body: text_body(&[("thing-1", "fact three, corrected")]),
+                },
+                50_000,
+                None,
+            )
+            .unwrap();
+        let body = s
+            .with_record(&rec, |r| {
+                let v = r.viewer(&g.actor(), 60_000);
+                match fold::item(r, &v, &ids[3]) {
+                    Some(fold::ItemState::Current(i)) => Some((i.current, i.body)),
+                    _ => None,
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            body,
+            Some((more, text_body(&[("thing-1", "fact three, corrected")])))
+        );
+    }
+
+    #[test]
+    fn a_damaged_frame_of_a_loaded_record_is_an_error_not_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, g, rec, _) = filled(dir.path(), 5);
+        drop(s);
+        let s = Store::open(dir.path(), key(0, "node")).unwrap().0;
+        s.unlock_with(&g);
+        assert!(s.with_record(&rec, |r| r.len()).unwrap() > 5);
+        // Damage the ciphertext of the last fact on disk, under the loaded record.
+        let path = dir.path().join("log");
+        let last = s
+            .with_record(&rec, |r| {
+                r.entries().last().map(|e| e.signed().bytes().to_vec())
+            })
+            .unwrap()
+            .unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes
+            .windows(last.len())
+            .position(|w| w == last.as_slice())
+            .unwrap();
+        bytes[at + last.len() - 40] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let read = s.with_record(&rec, |r| {
+            let v = r.viewer(&g.actor(), 10_000);
+            fold::current(r, &v).items.len()
+        });
+        assert!(
+            matches!(&read, Err(StoreError::Corrupt(m)) if m.contains("could not be read")),
+            "{read:?}"
+        );
+    }
+
+    #[test]
+    fn a_record_loaded_before_a_compaction_reads_its_entries_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, g, rec, ids) = filled(dir.path(), 8);
+        let h = s.handle(&rec).unwrap();
+        s.compact().unwrap();
+        let r = h.read().unwrap();
+        let v = r.viewer(&g.actor(), 10_000);
+        assert_eq!(fold::current(&r, &v).items.len(), 8);
+        assert!(r.get(&ids[5]).is_some());
     }
 }
