@@ -1096,6 +1096,11 @@ fn a_lean_replica_opens_and_folds_sealed_content_as_a_full_one() {
             current(&lean, &lean.viewer(&reader.actor(), t)),
             current(&full, &full.viewer(&reader.actor(), t))
         );
+        // Reading opened the content in both; only the full record keeps it.
+        assert_eq!(lean.opened_in_memory(), 0);
+        if reader.actor() != nurse.actor() {
+            assert!(full.opened_in_memory() >= 2);
+        }
     }
     // The carer writes from a lean replica: the write checks and applies like any other.
     let mut lean = w.replica(&carer);

@@ -98,8 +98,9 @@ pub(crate) struct EpochInfo {
 /// What a reader made of a sealed entry.
 #[derive(Debug, Clone)]
 enum Opened {
-    /// Opened and well-formed: the plain payload it stands for.
-    Ok(Payload),
+    /// Opened and well-formed: the plain payload it stands for (`None` in a lean record,
+    /// which keeps only that it opens, and opens it again when asked).
+    Ok(Option<Payload>),
     /// Opened, but its content fails the category's rules: shown flagged (`payload`, if
     /// it decoded at all), with why.
     Flagged(Option<Payload>, String),
@@ -440,10 +441,15 @@ impl Record {
     /// A sealed entry's content as opened here (opening it now if it has not been read
     /// yet), or `None` when its epoch key is not held.
     fn opened(&self, id: &EntryId) -> Option<&Opened> {
-        self.sealing
-            .opened
-            .get(id)
-            .map(|cell| cell.get_or_init(|| self.open_now(id)))
+        self.sealing.opened.get(id).map(|cell| {
+            cell.get_or_init(|| match self.open_now(id) {
+                // A lean record keeps how it opened, not the plain content: memory does
+                // not grow back with every entry read.
+                Opened::Ok(_) if self.is_lean() => Opened::Ok(None),
+                Opened::Flagged(_, why) if self.is_lean() => Opened::Flagged(None, why),
+                o => o,
+            })
+        })
     }
 
     /// Decrypts, decodes and checks one sealed entry whose epoch key is held.
@@ -494,16 +500,39 @@ impl Record {
     /// sealed payload, for content not opened here).
     pub fn payload(&self, id: &EntryId) -> Option<std::borrow::Cow<'_, Payload>> {
         use std::borrow::Cow;
+        let signed = || {
+            let n = self.nodes.get(id)?;
+            match n.payload() {
+                Some(p) => Some(Cow::Borrowed(p)),
+                None => Some(Cow::Owned(self.entry_of(id, n)?.entry().payload.clone())),
+            }
+        };
         match self.opened(id) {
-            Some(Opened::Ok(p) | Opened::Flagged(Some(p), _)) => Some(Cow::Borrowed(p)),
-            _ => {
-                let n = self.nodes.get(id)?;
-                match n.payload() {
-                    Some(p) => Some(Cow::Borrowed(p)),
-                    None => Some(Cow::Owned(self.entry_of(id, n)?.entry().payload.clone())),
+            Some(Opened::Ok(Some(p)) | Opened::Flagged(Some(p), _)) => Some(Cow::Borrowed(p)),
+            // Lean: opened again for this read.
+            Some(Opened::Ok(None) | Opened::Flagged(None, _)) if self.is_lean() => {
+                match self.open_now(id) {
+                    Opened::Ok(Some(p)) | Opened::Flagged(Some(p), _) => Some(Cow::Owned(p)),
+                    _ => signed(),
                 }
             }
+            _ => signed(),
         }
+    }
+
+    /// How many opened sealed entries' plain content is kept in memory (none in a lean
+    /// record, which opens content again when asked).
+    pub fn opened_in_memory(&self) -> usize {
+        self.sealing
+            .opened
+            .values()
+            .filter(|c| {
+                matches!(
+                    c.get(),
+                    Some(Opened::Ok(Some(_)) | Opened::Flagged(Some(_), _))
+                )
+            })
+            .count()
     }
 
     /// How an entry's content stands here: plain, opened, locked or flagged.
@@ -1017,7 +1046,7 @@ fn plain_of(sealed: &Payload, c: &Category, bytes: &[u8]) -> Opened {
         _ => Err((None, "not sealed content".into())),
     };
     match out {
-        Ok(p) => Opened::Ok(p),
+        Ok(p) => Opened::Ok(Some(p)),
         Err((p, why)) => Opened::Flagged(p, why),
     }
 }
