@@ -78,6 +78,17 @@ fn entries(c: &mut Criterion) {
     g.finish();
 }
 
+/// Entries kept as their encoded bytes, decoded when a lean record asks.
+#[derive(Debug)]
+struct Encoded(std::collections::HashMap<cophr_protocol::EntryId, Vec<u8>>);
+
+impl cophr_protocol::record::EntrySource for Encoded {
+    fn load(&self, id: &cophr_protocol::EntryId) -> Option<Verified> {
+        let e = SignedEntry::decode(self.0.get(id)?).ok()?;
+        Some(Verified::trusted(e))
+    }
+}
+
 fn state_at_time(c: &mut Criterion) {
     let n: u64 = std::env::var("COPHR_BENCH_ENTRIES")
         .ok()
@@ -121,6 +132,24 @@ fn state_at_time(c: &mut Criterion) {
     });
     g.bench_function(format!("current_state_{n}"), |b| {
         b.iter(|| black_box(current(&f.record, &viewer).items.len()))
+    });
+    // The same record lean: its record data decoded from bytes when asked (as a node's
+    // lean record reads it from its log, less the read itself).
+    let mut lean = f.record.clone();
+    lean.set_source(std::sync::Arc::new(Encoded(
+        f.record
+            .entries()
+            .map(|e| (e.id(), e.signed().bytes().to_vec()))
+            .collect(),
+    )));
+    g.bench_function(format!("current_state_lean_{n}"), |b| {
+        b.iter(|| black_box(current(&lean, &viewer).items.len()))
+    });
+    g.bench_function(format!("state_at_time_lean_{n}"), |b| {
+        b.iter(|| {
+            let past = lean.at_time(mid);
+            black_box(current(&past, &viewer).items.len())
+        })
     });
     // One item (an amended one) without folding the whole record.
     let one = items[7 % items.len()];

@@ -17,6 +17,10 @@
 //! index is a prefix of the log and [`Store::open`] replays the rest. A write returns only
 //! once its own frames are indexed (it waits, at most [`INDEX_WAIT`], for frames other
 //! threads appended just before it): what is acknowledged is also visible.
+//!
+//! Loaded records are lean (`source.rs`): what the rules and sync need of every entry stays
+//! in memory, record data is read back from the log when asked. Layout: `log/` the log,
+//! `cache.rs` the bounded cache of loaded records, `source.rs` where lean records read.
 
 mod cache;
 pub mod log;
@@ -227,9 +231,9 @@ struct Inner {
     /// Whether writes seal streams not sealed yet (default: yes).
     seal_new_streams: std::sync::atomic::AtomicBool,
     /// Bumped whenever offsets change (compaction): what lean records' sources learnt of
-    /// where their entries are is learnt again ([`source`]).
+    /// where their entries are is learnt again (`source.rs`).
     generation: std::sync::atomic::AtomicU64,
-    /// Reads of a lean record's entries that failed ([`source`]); an operation during
+    /// Reads of a lean record's entries that failed (`source.rs`); an operation during
     /// which one fails is an error.
     read_failures: std::sync::atomic::AtomicU64,
 }
@@ -738,7 +742,7 @@ impl Store {
     }
 
     /// An empty lean record, reading its record data from this store's log
-    /// ([`source`]), unlocked with this node's reader keys (so content opens as its
+    /// (`source.rs`), unlocked with this node's reader keys (so content opens as its
     /// entries arrive).
     fn fresh_record(&self, id: RecordId) -> Record {
         let mut r = Record::new(id);
@@ -838,7 +842,7 @@ impl Store {
     }
 
     /// Runs `f` on a record (shared read access). If an entry of the record could not be
-    /// read from the log meanwhile ([`source`]), the answer is an error, not a record with
+    /// read from the log meanwhile (`source.rs`), the answer is an error, not a record with
     /// something missing.
     pub fn with_record<T>(
         &self,
