@@ -14,7 +14,8 @@ pub struct LogOptions {
     /// fsync after every frame instead of once per group of queued appends (group commit).
     /// Slower; exists to measure what group commit gains.
     pub sync_each: bool,
-    /// An offset up to which the log was checked before (the index's applied position):
+    /// An offset up to which the log was checked before, at the end of a frame this
+    /// node wrote (the index's applied position; never an offset from elsewhere):
     /// only the frames after it are scanned, so opening costs the tail, not the whole
     /// history. Falls back to scanning every frame when anything there is wrong (not a
     /// frame boundary, past the end, a bad or torn frame, an unfinished batch). Damage to
