@@ -1,5 +1,8 @@
 //! The sync benchmark at tiny sizes, so it cannot rot: two real node processes sync over
-//! TCP, and the report says every entry arrived. Timing is not asserted.
+//! TCP, and the report says every entry arrived. Timing is not asserted. The Hypercore
+//! rounds (which need Node.js and `npm ci --prefix simulations/hypercore`) are skipped with
+//! `--no-hypercore`; without their packages the benchmark stops at once and says how to
+//! install them.
 
 use std::process::Command;
 
@@ -17,6 +20,9 @@ fn sync_benchmark_runs_at_tiny_sizes_and_every_entry_arrives() {
             "5",
             "--host-records",
             "20",
+            "--bulk-runs",
+            "2",
+            "--no-hypercore",
         ])
         .arg("--work")
         .arg(dir.path().join("work"))
@@ -34,9 +40,20 @@ fn sync_benchmark_runs_at_tiny_sizes_and_every_entry_arrives() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&out).expect("the JSON report is written"))
             .expect("the report is JSON");
-    // Bulk: the replica holds the genesis, the grant and every entry.
+    // Bulk: the replica holds the genesis, the grant and every entry, in every round.
     assert_eq!(report["bulk"]["held_after"], 202);
     assert!(report["bulk"]["entries_per_s"].as_f64().unwrap() > 0.0);
+    let rounds = report["bulk"]["runs"].as_array().expect("bulk rounds");
+    assert_eq!(rounds.len(), 2);
+    assert!(rounds.iter().all(|r| r["held_after"] == 202));
+    assert!(
+        report["bulk"]["all_cores_ratio_to_target"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(report["hypercore"].is_null());
+    assert!(stdout.contains("Hypercore: not run"), "{stdout}");
     assert!(report["verify"]["batch_per_s"].as_f64().unwrap() > 0.0);
     // Sealed bulk: every entry arrived and the replica opened each one.
     assert_eq!(report["sealed"]["opened"], 200);
@@ -65,4 +82,28 @@ fn sync_benchmark_runs_at_tiny_sizes_and_every_entry_arrives() {
             .unwrap()
             > 0
     );
+}
+
+#[test]
+fn without_the_hypercore_harness_installed_the_benchmark_says_how_to_install_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A harness folder with no node_modules.
+    let harness = dir.path().join("hypercore");
+    std::fs::create_dir_all(&harness).expect("harness folder");
+    std::fs::write(harness.join("bench.js"), "").expect("bench.js");
+    let run = Command::new(env!("CARGO_BIN_EXE_syncbench"))
+        .args(["--entries", "200"])
+        .arg("--hypercore-dir")
+        .arg(&harness)
+        .arg("--work")
+        .arg(dir.path().join("work"))
+        .output()
+        .expect("run syncbench");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    // With or without Node.js on this machine, the message names the install command and
+    // the flag that skips the rounds, and nothing was measured.
+    assert!(stderr.contains("npm ci --prefix"), "{stderr}");
+    assert!(stderr.contains("--no-hypercore"), "{stderr}");
+    assert!(!dir.path().join("work").exists());
 }
