@@ -2526,6 +2526,13 @@ mod lean_tests {
     use cophr_protocol::testkit::{key, profile, text_body};
     use cophr_protocol::Category;
 
+    /// The store in `dir` opened again (its records load afresh, lean), reading as `g`.
+    fn reopened(dir: &Path, g: &Keypair) -> Store {
+        let s = Store::open(dir, key(0, "node")).unwrap().0;
+        s.unlock_with(g);
+        s
+    }
+
     fn filled(dir: &Path, n: u64) -> (Store, Keypair, RecordId, Vec<EntryId>) {
         let s = Store::open(dir, key(0, "node")).unwrap().0;
         s.unlock_with(&key(0, "node"));
@@ -2555,8 +2562,7 @@ mod lean_tests {
         let dir = tempfile::tempdir().unwrap();
         let (s, g, rec, ids) = filled(dir.path(), 20);
         drop(s);
-        let s = Store::open(dir.path(), key(0, "node")).unwrap().0;
-        s.unlock_with(&g);
+        let s = reopened(dir.path(), &g);
         let (lean, held, len, items) = s
             .with_record(&rec, |r| {
                 let v = r.viewer(&g.actor(), 10_000);
@@ -2611,8 +2617,7 @@ mod lean_tests {
         let dir = tempfile::tempdir().unwrap();
         let (s, g, rec, _) = filled(dir.path(), 5);
         drop(s);
-        let s = Store::open(dir.path(), key(0, "node")).unwrap().0;
-        s.unlock_with(&g);
+        let s = reopened(dir.path(), &g);
         assert!(s.with_record(&rec, |r| r.len()).unwrap() > 5);
         // Damage the ciphertext of the last fact on disk, under the loaded record.
         let path = dir.path().join("log");

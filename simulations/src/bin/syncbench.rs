@@ -791,13 +791,9 @@ impl VerifySamples {
 #[derive(Debug, Serialize, Deserialize)]
 struct Bulk {
     entries: usize,
-    held_after: usize,
-    server_load_ms: f64,
-    secs: f64,
-    entries_per_s: f64,
-    mb_per_s: f64,
-    round_trips: u64,
-    overhead_bytes: u64,
+    /// The median round's figures.
+    #[serde(flatten)]
+    median: BulkRun,
     /// entries/s ÷ batch verify rate.
     share_of_batch_verify: f64,
     /// The target is 0.70 of the batch verify rate; this is share ÷ 0.70 (≥ 1 meets it).
@@ -808,8 +804,6 @@ struct Bulk {
     all_cores_target: f64,
     /// share_of_all_cores_verify ÷ all_cores_target (≥ 1 meets it).
     all_cores_ratio_to_target: f64,
-    server_memory: Memory,
-    replica_memory: Memory,
     /// The index in `runs` of the round these figures are from.
     median_run: usize,
     runs: Vec<BulkRun>,
@@ -1209,7 +1203,7 @@ fn beside_hypercore(
     let rates: Vec<f64> = runs.iter().map(|r| r.blocks_per_s).collect();
     let median_run = median_index(&rates);
     let blocks_per_s = rates[median_run];
-    let ratio = bulk.entries_per_s / blocks_per_s;
+    let ratio = bulk.median.entries_per_s / blocks_per_s;
     BesideHypercore {
         hypercore: HYPERCORE_VERSION.into(),
         node: setup.node_version.clone(),
@@ -1225,7 +1219,7 @@ fn beside_hypercore(
         runs,
         median_run,
         blocks_per_s,
-        cophr_entries_per_s: bulk.entries_per_s,
+        cophr_entries_per_s: bulk.median.entries_per_s,
         ratio,
         target: HYPERCORE_TARGET,
         ratio_to_target: ratio / HYPERCORE_TARGET,
@@ -1285,20 +1279,12 @@ fn run(
     let all_cores_share = entries_per_s / verify.batch_all_cores_per_s;
     let bulk = Bulk {
         entries: n,
-        held_after: m.held_after,
-        server_load_ms: m.server_load_ms,
-        secs: m.secs,
-        entries_per_s,
-        mb_per_s: m.mb_per_s,
-        round_trips: m.round_trips,
-        overhead_bytes: m.overhead_bytes,
+        median: m,
         share_of_batch_verify: share,
         ratio_to_target: share / BATCH_VERIFY_TARGET,
         share_of_all_cores_verify: all_cores_share,
         all_cores_target: ALL_CORES_VERIFY_TARGET,
         all_cores_ratio_to_target: all_cores_share / ALL_CORES_VERIFY_TARGET,
-        server_memory: m.server_memory,
-        replica_memory: m.replica_memory,
         median_run: mid,
         runs: cophr_runs,
     };
@@ -1491,7 +1477,7 @@ fn print_report(r: &Report) {
     let b = &r.bulk;
     println!(
         "\nbulk sync of {} entries (median of {} rounds): {:.2} s, {:.0} entries/s, {:.1} MB/s, {} round trips, {} bytes beyond the entries",
-        b.entries, b.runs.len(), b.secs, b.entries_per_s, b.mb_per_s, b.round_trips, b.overhead_bytes
+        b.entries, b.runs.len(), b.median.secs, b.median.entries_per_s, b.median.mb_per_s, b.median.round_trips, b.median.overhead_bytes
     );
     println!(
         "  rounds: {} entries/s",
@@ -1504,7 +1490,7 @@ fn print_report(r: &Report) {
     println!(
         "  = {:.2} of the one-thread batch verify rate ({:.2} of single verify); target >= {:.2}: ratio {:.2}, {}",
         b.share_of_batch_verify,
-        b.entries_per_s / v.single_per_s,
+        b.median.entries_per_s / v.single_per_s,
         BATCH_VERIFY_TARGET,
         b.ratio_to_target,
         met(b.ratio_to_target >= 1.0)
@@ -1569,9 +1555,9 @@ fn print_report(r: &Report) {
     }
     println!(
         "  peak memory: server {:.0} MiB, replica {:.0} MiB (server loaded the record in {:.0} ms)",
-        mib(b.server_memory.peak_kib),
-        mib(b.replica_memory.peak_kib),
-        b.server_load_ms
+        mib(b.median.server_memory.peak_kib),
+        mib(b.median.replica_memory.peak_kib),
+        b.median.server_load_ms
     );
     let s = &r.sealed;
     println!(
