@@ -42,7 +42,11 @@ use crate::ids::{ActorId, EntryId, RecordId};
 use crate::schema::{self, SchemaError};
 
 mod devices;
+mod nodes;
 mod sealing;
+
+pub(crate) use nodes::Header;
+use nodes::{Actors, Epochs, Interner, Ix, Kind, Node, Nodes, NONE, NO_CATEGORY};
 
 pub(crate) use devices::Acting;
 pub use devices::{DeviceInfo, Guardians};
@@ -294,57 +298,6 @@ pub struct ForkProof {
     pub conflicting: Verified,
 }
 
-/// What the record's rules read of every entry, kept whether or not the entry itself is
-/// held in memory.
-#[derive(Debug, Clone)]
-pub(crate) struct Header {
-    pub(crate) id: EntryId,
-    pub(crate) author: ActorId,
-    pub(crate) seq: u64,
-    pub(crate) time: Timestamp,
-    pub(crate) auth: Option<EntryId>,
-    /// [`Payload::kind`].
-    pub(crate) kind: &'static str,
-    /// For sealed content: the epoch it is sealed under.
-    pub(crate) epoch: Option<crate::seal::EpochId>,
-}
-
-impl Header {
-    fn of(v: &Verified) -> Header {
-        let e = v.entry();
-        Header {
-            id: v.id(),
-            author: e.author,
-            seq: e.seq,
-            time: e.time,
-            auth: e.auth,
-            kind: e.payload.kind(),
-            epoch: e.payload.sealed().map(|c| c.epoch),
-        }
-    }
-
-    fn is_create(&self) -> bool {
-        self.kind == "create"
-    }
-    fn is_amend(&self) -> bool {
-        self.kind == "amend"
-    }
-    fn is_delete(&self) -> bool {
-        self.kind == "delete"
-    }
-    fn is_annotate(&self) -> bool {
-        self.kind == "annotate"
-    }
-}
-
-impl Node {
-    /// The entry's payload, when the entry is held in memory (always, for everything but
-    /// record data in a lean record).
-    pub(crate) fn payload(&self) -> Option<&Payload> {
-        self.e.as_ref().map(|v| &v.entry().payload)
-    }
-}
-
 /// Where a lean record ([`Record::set_source`]) reads the entries it does not keep in
 /// memory: the node's log, or anything else that hands back exactly the entries applied.
 /// The record asks only for entries it applied, by id.
@@ -352,28 +305,6 @@ pub trait EntrySource: Send + Sync + std::fmt::Debug {
     /// The entry with this id, checked against its id (a source that cannot read it, or
     /// reads something else, says so through its own reporting and returns `None`).
     fn load(&self, id: &EntryId) -> Option<Verified>;
-}
-
-/// One applied entry with its causal bookkeeping.
-#[derive(Debug, Clone)]
-pub(crate) struct Node {
-    pub(crate) h: Header,
-    /// The entry itself, unless the record is lean and this is record data (its body is
-    /// read from the record's [`EntrySource`] when asked).
-    pub(crate) e: Option<Verified>,
-    clock: Vec<u64>,
-    pub(crate) depth: u32,
-    pub(crate) stream: Stream,
-    /// Category of the data this entry is about (clinical kinds and category revokes).
-    pub(crate) category: Option<Category>,
-    /// For create/amend/delete: the create at the root of its version tree.
-    pub(crate) root: Option<EntryId>,
-    pub(crate) status: Status,
-    /// For an amend or delete of another author's entry: the grants that made its author
-    /// that author's proxy at its causal position.
-    proxies: Vec<EntryId>,
-    /// Whom the author acts for, and what makes it so.
-    pub(crate) acting: Acting,
 }
 
 /// A grant held in the record, with what is known about it.
@@ -400,16 +331,31 @@ pub struct GrantInfo {
 #[derive(Debug, Clone)]
 pub struct Record {
     id: RecordId,
-    nodes: HashMap<EntryId, Node>,
-    order: Vec<EntryId>,
+    /// Every entry applied, in order, found by id.
+    nodes: Nodes,
+    /// The actors nodes name (authors and the people they act for).
+    actors: Actors,
+    /// The streams and categories nodes name; the administrative stream first.
+    streams: Interner<Stream>,
+    /// The key epochs nodes name.
+    epoch_ids: Epochs,
+    /// The status of every void entry (the rest are valid).
+    voids: HashMap<EntryId, Status>,
+    /// For an amend or delete of another author's entry: the grants that made its author
+    /// that author's proxy at its causal position.
+    proxies: HashMap<EntryId, Vec<EntryId>>,
+    /// For an entry by a device: the `AddDevice` entries in its causal past that make the
+    /// author a device of the person it acts for.
+    vias: HashMap<EntryId, Vec<EntryId>>,
+    /// Each (author, stream) chain's component of vector clocks.
     author_index: HashMap<(ActorId, Stream), usize>,
     chains: HashMap<(ActorId, Stream), Vec<EntryId>>,
     heads: HashMap<Stream, BTreeSet<EntryId>>,
     grants: HashMap<EntryId, GrantInfo>,
     /// Entries directly authorised by each grant.
-    by_grant: HashMap<EntryId, Vec<EntryId>>,
+    by_grant: HashMap<EntryId, Vec<Ix>>,
     /// Amends and deletes made as a proxy under each grant.
-    by_proxy: HashMap<EntryId, Vec<EntryId>>,
+    by_proxy: HashMap<EntryId, Vec<Ix>>,
     /// Grants issued under each grant.
     sub_grants: HashMap<EntryId, Vec<EntryId>>,
     /// Versions (amends/deletes) of each root, and annotations of each entry.
@@ -446,8 +392,13 @@ impl Record {
     pub fn new(id: RecordId) -> Self {
         Record {
             id,
-            nodes: HashMap::default(),
-            order: Vec::new(),
+            nodes: Nodes::default(),
+            actors: Actors::default(),
+            streams: nodes::admin_first(),
+            epoch_ids: Epochs::default(),
+            voids: HashMap::default(),
+            proxies: HashMap::default(),
+            vias: HashMap::default(),
             author_index: HashMap::default(),
             chains: HashMap::default(),
             heads: HashMap::default(),
@@ -495,8 +446,7 @@ impl Record {
     /// Whether a lean record lets this entry go once applied: record data in a category
     /// stream.
     fn lean_drops(n: &Node) -> bool {
-        n.stream.is_some()
-            && (n.h.is_create() || n.h.is_amend() || n.h.is_delete() || n.h.is_annotate())
+        n.stream != 0 && (n.h.is_create() || n.h.is_amend() || n.h.is_delete() || n.h.is_annotate())
     }
 
     /// The entry of a node: held, or read from the source.
@@ -525,12 +475,12 @@ impl Record {
 
     /// Number of entries held.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.nodes.len()
     }
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.nodes.is_empty()
     }
 
     /// The current causal heads of every stream, sorted.
@@ -574,7 +524,9 @@ impl Record {
 
     /// The stream an entry is in.
     pub fn stream_of(&self, id: &EntryId) -> Option<&Stream> {
-        self.nodes.get(id).map(|n| &n.stream)
+        self.nodes
+            .get(id)
+            .map(|n| self.streams.get(u32::from(n.stream)))
     }
 
     /// An entry by id (shared, not copied: a clone of a [`Verified`] is a reference
@@ -590,12 +542,85 @@ impl Record {
 
     /// Whether an entry is in effect (held and not void).
     pub fn status(&self, id: &EntryId) -> Option<&Status> {
-        self.nodes.get(id).map(|n| &n.status)
+        self.nodes.get(id).map(|n| self.status_of(n))
+    }
+
+    /// A node's status.
+    pub(crate) fn status_of(&self, n: &Node) -> &Status {
+        static VALID: Status = Status::Valid;
+        if n.void {
+            self.voids.get(&n.h.id).unwrap_or(&VALID)
+        } else {
+            &VALID
+        }
+    }
+
+    /// Sets a node's status.
+    fn set_status(&mut self, id: &EntryId, status: Status) {
+        let void = status != Status::Valid;
+        if let Some(n) = self.nodes.get_mut(id) {
+            n.void = void;
+            if void {
+                self.voids.insert(*id, status);
+            } else {
+                self.voids.remove(id);
+            }
+        }
     }
 
     /// The category an entry is about (for create, amend, delete, annotate).
     pub fn category_of(&self, id: &EntryId) -> Option<&Category> {
-        self.nodes.get(id).and_then(|n| n.category.as_ref())
+        self.nodes.get(id).and_then(|n| self.node_category(n))
+    }
+
+    /// The category a node is about.
+    pub(crate) fn node_category(&self, n: &Node) -> Option<&Category> {
+        (n.category != NO_CATEGORY)
+            .then(|| self.streams.get(u32::from(n.category)).as_ref())
+            .flatten()
+    }
+
+    /// A node's stream.
+    pub(crate) fn node_stream(&self, n: &Node) -> &Stream {
+        self.streams.get(u32::from(n.stream))
+    }
+
+    /// A node's author.
+    pub(crate) fn author_of(&self, n: &Node) -> ActorId {
+        *self.actors.get(n.h.author)
+    }
+
+    /// The person a node's author acts for.
+    pub(crate) fn principal_of(&self, n: &Node) -> ActorId {
+        *self.actors.get(n.principal)
+    }
+
+    /// Whom a node's author acts for, and what makes it so.
+    pub(crate) fn acting_of(&self, n: &Node) -> Acting {
+        Acting {
+            principal: self.principal_of(n),
+            rotation: self.nodes.id_at(n.rotation),
+            via: if n.device {
+                self.vias.get(&n.h.id).cloned().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// The proxy grants a node was written under (empty unless it changes another
+    /// author's item).
+    fn proxies_of(&self, n: &Node) -> &[EntryId] {
+        if n.proxied {
+            self.proxies.get(&n.h.id).map_or(&[][..], Vec::as_slice)
+        } else {
+            &[]
+        }
+    }
+
+    /// The epoch a node's sealed content is sealed under.
+    pub(crate) fn epoch_of(&self, n: &Node) -> Option<crate::seal::EpochId> {
+        (n.h.epoch != NONE).then(|| *self.epoch_ids.get(n.h.epoch))
     }
 
     /// The category a payload concerns (its stream): its own for a create, its target's
@@ -622,14 +647,17 @@ impl Record {
 
     /// Entries in the order they were applied (a topological order).
     pub fn entries(&self) -> impl Iterator<Item = Verified> + '_ {
-        self.order.iter().filter_map(|id| self.get(id))
+        self.nodes
+            .values()
+            .filter_map(|n| self.entry_of(&n.h.id, n))
     }
 
     /// The entries applied after the first `n`, in order (a cheap way to see what is new).
     pub fn entries_since(&self, n: usize) -> impl Iterator<Item = Verified> + '_ {
-        self.order[n.min(self.order.len())..]
+        self.nodes
+            .since(n)
             .iter()
-            .filter_map(|id| self.get(id))
+            .filter_map(|n| self.entry_of(&n.h.id, n))
     }
 
     /// Every grant held, in no particular order.
@@ -694,16 +722,14 @@ impl Record {
     /// Whether `x` is in the causal past of `of` (or is `of`).
     pub fn in_past(&self, x: &EntryId, of: &EntryId) -> bool {
         match (self.nodes.get(x), self.nodes.get(of)) {
-            (Some(xn), Some(on)) => self.in_clock(xn, &on.clock),
+            (Some(xn), Some(on)) => on.has_in_past(xn),
             _ => false,
         }
     }
 
-    fn in_clock(&self, x: &Node, clock: &[u64]) -> bool {
-        self.author_index
-            .get(&(x.h.author, x.stream.clone()))
-            .and_then(|i| clock.get(*i))
-            .is_some_and(|s| *s >= x.h.seq)
+    /// Whether `x` is in the causal past of a clock being computed.
+    fn in_clock(x: &Node, clock: &[u64]) -> bool {
+        clock.get(x.chain as usize).is_some_and(|s| *s >= x.h.seq)
     }
 
     /// The latest profile `actor` published at or before `at` (the patient's genesis counts).
@@ -711,7 +737,7 @@ impl Record {
         let chain = self.chains.get(&(*actor, None))?;
         chain.iter().rev().find_map(|id| {
             let n = self.nodes.get(id)?;
-            if at.is_some_and(|t| n.h.time > t) || n.status != Status::Valid {
+            if at.is_some_and(|t| n.h.time > t) || n.void {
                 return None;
             }
             match n.payload()? {
@@ -764,7 +790,7 @@ impl Record {
         }
         let mut parents: Vec<EntryId> = parents.into_iter().collect();
         if parents.len() > MAX_PARENTS {
-            parents.sort_by_key(|p| std::cmp::Reverse(self.nodes.get(p).map_or(0, |n| n.depth)));
+            parents.sort_by_key(|p| std::cmp::Reverse(self.depth_of(p)));
             parents.truncate(MAX_PARENTS);
             if let Some(b) = backlink {
                 if !parents.iter().any(|p| self.in_past(&b, p)) {
@@ -849,7 +875,11 @@ impl Record {
         let chain_key = (e.author, stream.clone());
         self.check_author_chain(e, &chain_key)?;
         let (clock, depth) = self.causal_clock(e, &chain_key)?;
-        let past = |x: &EntryId| self.nodes.get(x).is_some_and(|n| self.in_clock(n, &clock));
+        let past = |x: &EntryId| {
+            self.nodes
+                .get(x)
+                .is_some_and(|n| Record::in_clock(n, &clock))
+        };
         let (category, root) = self.check_subject(e, check_body, &past)?;
         let acting = self.check_actor(e, &past)?;
         self.check_sealing(e, category.as_ref(), &past)?;
@@ -917,7 +947,7 @@ impl Record {
         }
         let stream = self.category_of_payload(&e.payload);
         for p in &e.parents {
-            let ps = &self.nodes[p].stream;
+            let ps = self.node_stream(&self.nodes[p]);
             if ps.is_some() && *ps != stream {
                 return Err(Rejection::CrossStream(*p));
             }
@@ -967,8 +997,8 @@ impl Record {
         let mut depth = 0u32;
         for p in &e.parents {
             let n = &self.nodes[p];
-            for (i, s) in n.clock.iter().enumerate() {
-                clock[i] = clock[i].max(*s);
+            for (i, c) in clock.iter_mut().enumerate().take(n.width()) {
+                *c = (*c).max(n.clock(i));
             }
             depth = depth.max(n.depth + 1);
             if n.h.time > e.time {
@@ -1008,22 +1038,22 @@ impl Record {
             }
             Payload::Amend { target, body } => {
                 let t = self.data_target(target, past, false)?;
-                let cat = t.category.clone();
+                let cat = self.node_category(t).cloned();
                 if let (true, Some(c)) = (check_body, &cat) {
                     schema::validate(c, body)?;
                 }
-                (cat, t.root)
+                (cat, self.nodes.id_at(t.root))
             }
             Payload::Delete { target, .. }
             | Payload::SealedAmend { target, .. }
             | Payload::SealedDelete { target, .. } => {
                 // A sealed body's schema is checked by the readers that open it.
                 let t = self.data_target(target, past, false)?;
-                (t.category.clone(), t.root)
+                (self.node_category(t).cloned(), self.nodes.id_at(t.root))
             }
             Payload::Annotate { target, .. } | Payload::SealedAnnotate { target, .. } => {
                 let t = self.data_target(target, past, true)?;
-                (t.category.clone(), None)
+                (self.node_category(t).cloned(), None)
             }
             Payload::SealedCreate { category, .. } | Payload::KeyWrap { category, .. } => {
                 (Some(category.clone()), None)
@@ -1149,12 +1179,13 @@ impl Record {
     /// author's through every version, whoever (a proxy, another of the person's devices)
     /// wrote the one amended or deleted.
     fn item_author(&self, version: &EntryId) -> ActorId {
-        let root = self.nodes[version].root.unwrap_or(*version);
-        self.nodes
-            .get(&root)
-            .unwrap_or(&self.nodes[version])
-            .acting
-            .principal
+        let n = &self.nodes[version];
+        let root = if n.root == NONE {
+            n
+        } else {
+            self.nodes.at(n.root)
+        };
+        self.principal_of(root)
     }
 
     /// The chain of grants from `leaf` up to the patient (leaf first).
@@ -1451,12 +1482,17 @@ impl Record {
 
     fn insert(&mut self, v: Verified, c: Checked) -> Applied {
         let id = v.id();
-        let e = v.entry().clone();
+        // Shared, not copied: the entry stays readable here while the node holds it.
+        let held = v.clone();
+        let e = held.entry();
+        let ix = self.nodes.len() as Ix;
         let key = (e.author, c.stream.clone());
         let next = self.author_index.len();
-        let ix = *self.author_index.entry(key.clone()).or_insert(next);
+        let chain = *self.author_index.entry(key.clone()).or_insert(next);
         let mut clock = c.clock;
-        clock.truncate(self.author_index.len().max(ix + 1));
+        clock.truncate(self.author_index.len().max(chain + 1));
+        let prev = e.backlink.and_then(|b| self.nodes.get(&b));
+        let base = nodes::share_clock(clock, chain as u32, prev);
         self.chains.entry(key).or_default().push(id);
         // Only heads of the entry's own stream are superseded: an administrative parent of
         // a category entry stays a head of the administrative stream.
@@ -1466,10 +1502,10 @@ impl Record {
         }
         heads.insert(id);
         if let Some(a) = e.auth {
-            self.by_grant.entry(a).or_default().push(id);
+            self.by_grant.entry(a).or_default().push(ix);
         }
         for p in &c.proxies {
-            self.by_proxy.entry(*p).or_default().push(id);
+            self.by_proxy.entry(*p).or_default().push(ix);
         }
         let root = if e.payload.is_create() {
             Some(id)
@@ -1500,30 +1536,61 @@ impl Record {
                 },
             );
         }
-        let keys_changed = self.index_keys(id, &e, &c.acting);
-        let category = c.category.clone();
-        self.nodes.insert(
-            id,
-            Node {
-                h: Header::of(&v),
-                e: Some(v),
-                clock,
-                depth: c.depth,
-                stream: c.stream,
-                category: c.category,
-                root,
-                status: c.status.clone(),
-                proxies: c.proxies,
-                acting: c.acting,
+        let keys_changed = self.index_keys(id, e, &c.acting);
+        let stream = self.streams.intern(&c.stream) as u16;
+        let category = match &c.category {
+            Some(cat) => self.streams.intern(&Some(cat.clone())) as u16,
+            None => NO_CATEGORY,
+        };
+        let void = c.status != Status::Valid;
+        if void {
+            self.voids.insert(id, c.status.clone());
+        }
+        let proxied = !c.proxies.is_empty();
+        if proxied {
+            self.proxies.insert(id, c.proxies);
+        }
+        let device = c.acting.is_device();
+        if device {
+            self.vias.insert(id, c.acting.via.clone());
+        }
+        let node = Node {
+            h: Header {
+                id,
+                seq: e.seq,
+                time: e.time,
+                author: self.actors.intern(&e.author),
+                auth: self.nodes.ix_or_none(e.auth.as_ref()),
+                epoch: match e.payload.sealed() {
+                    Some(sealed) => self.epoch_ids.intern(&sealed.epoch),
+                    None => NONE,
+                },
+                kind: Kind::of(&e.payload),
             },
-        );
-        self.order.push(id);
-        self.index_sealing(id, &e, category.as_ref());
-        if self.source.is_some() {
+            e: None,
+            base,
+            chain: chain as u32,
+            depth: c.depth,
+            root: match root {
+                Some(r) if r == id => ix,
+                r => self.nodes.ix_or_none(r.as_ref()),
+            },
+            principal: self.actors.intern(&c.acting.principal),
+            rotation: self.nodes.ix_or_none(c.acting.rotation.as_ref()),
+            stream,
+            category,
+            void,
+            proxied,
+            device,
+        };
+        let category = c.category;
+        let lean = self.source.is_some() && Record::lean_drops(&node);
+        let pushed = self.nodes.push(Node { e: Some(v), ..node });
+        debug_assert_eq!(pushed, ix);
+        self.index_sealing(id, e, category.as_ref());
+        if lean {
             if let Some(n) = self.nodes.get_mut(&id) {
-                if Record::lean_drops(n) {
-                    n.e = None;
-                }
+                n.e = None;
             }
         }
         if let Payload::Revoke { grant, .. } = &e.payload {
@@ -1556,7 +1623,7 @@ impl Record {
             parts.iter().any(|r| {
                 self.nodes
                     .get(r)
-                    .is_some_and(|rn| rn.stream == n.stream && self.in_clock(n, &rn.clock))
+                    .is_some_and(|rn| rn.stream == n.stream && rn.has_in_past(n))
             })
         };
         match self.revocation_status(n, &kept) {
@@ -1565,7 +1632,8 @@ impl Record {
                     Some(Payload::RotateKey { old, .. }) => Some(*old),
                     _ => None,
                 };
-                self.key_status(&n.h.id, &n.h.author, rotates, &n.acting, &kept)
+                let acting = self.acting_of(n);
+                self.key_status(&n.h.id, &self.author_of(n), rotates, &acting, &kept)
             }
             void => void,
         }
@@ -1575,7 +1643,7 @@ impl Record {
     /// every revoked link, the entry must be in the causal past of that revocation's entry
     /// in the entry's own stream.
     fn revocation_status(&self, n: &Node, kept: &dyn Fn(&[EntryId]) -> bool) -> Status {
-        let Some(auth) = n.h.auth else {
+        let Some(auth) = self.nodes.id_at(n.h.auth) else {
             return Status::Valid;
         };
         for link in self.chain(auth) {
@@ -1587,10 +1655,11 @@ impl Record {
             }
         }
         // An amend or delete made as another author's proxy also depends on a proxy grant.
-        if n.proxies.is_empty() {
+        let proxies = self.proxies_of(n);
+        if proxies.is_empty() {
             Status::Valid
         } else {
-            self.proxy_status(&n.proxies, kept)
+            self.proxy_status(proxies, kept)
         }
     }
 
@@ -1607,15 +1676,14 @@ impl Record {
             }
             grants.extend(self.sub_grants.get(&g).into_iter().flatten().copied());
             let dependents = self.by_grant.get(&g).into_iter().flatten();
-            for id in dependents.chain(self.by_proxy.get(&g).into_iter().flatten()) {
-                if !done.insert(*id) {
+            for ix in dependents.chain(self.by_proxy.get(&g).into_iter().flatten()) {
+                if !done.insert(*ix) {
                     continue;
                 }
-                if let Some(n) = self.nodes.get(id) {
-                    let status = self.compute_status(n);
-                    if status != n.status {
-                        changes.push((*id, status));
-                    }
+                let n = self.nodes.at(*ix);
+                let status = self.compute_status(n);
+                if status != *self.status_of(n) {
+                    changes.push((n.h.id, status));
                 }
             }
         }
@@ -1624,9 +1692,7 @@ impl Record {
             if status != Status::Valid {
                 voided.push(id);
             }
-            if let Some(n) = self.nodes.get_mut(&id) {
-                n.status = status;
-            }
+            self.set_status(&id, status);
         }
         voided
     }
@@ -1639,11 +1705,10 @@ impl Record {
         r.sealing = self.sealing.keys_only();
         // Lean like this one: its record data is read from the same source.
         r.source = self.source.clone();
-        for id in &self.order {
-            let n = &self.nodes[id];
+        for n in self.nodes.values() {
             if keep(n) {
                 // Entries of a closed subset of a valid record always re-apply.
-                if let Some(v) = self.entry_of(id, n) {
+                if let Some(v) = self.entry_of(&n.h.id, n) {
                     let _ = r.apply_known(v);
                 }
             }
@@ -1658,11 +1723,8 @@ impl Record {
 
     /// The record as it stood at a causal position (the past of the given heads).
     pub fn at_heads(&self, heads: &[EntryId]) -> Record {
-        let clocks: Vec<&Vec<u64>> = heads
-            .iter()
-            .filter_map(|h| self.nodes.get(h).map(|n| &n.clock))
-            .collect();
-        self.subset(|n| clocks.iter().any(|c| self.in_clock(n, c)))
+        let heads: Vec<&Node> = heads.iter().filter_map(|h| self.nodes.get(h)).collect();
+        self.subset(|n| heads.iter().any(|h| h.has_in_past(n)))
     }
 }
 

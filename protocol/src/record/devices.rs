@@ -323,7 +323,7 @@ impl Record {
             .get(device)
             .into_iter()
             .flatten()
-            .filter(|a| past(a) && self.nodes[*a].acting.principal == *person)
+            .filter(|a| past(a) && self.principal_of(&self.nodes[*a]) == *person)
             .copied()
             .collect()
     }
@@ -374,7 +374,9 @@ impl Record {
     /// (ranked by [`Record::rotation_rank`]) also in that past: the winner.
     fn lost_rotation_in(&self, key: &ActorId, past: &dyn Fn(&EntryId) -> bool) -> Option<EntryId> {
         for rs in self.rotations_from.values() {
-            let mine = rs.iter().any(|r| past(r) && self.nodes[r].h.author == *key);
+            let mine = rs
+                .iter()
+                .any(|r| past(r) && self.author_of(&self.nodes[r]) == *key);
             if mine {
                 return rs
                     .iter()
@@ -394,7 +396,7 @@ impl Record {
                 .rotations_from
                 .values()
                 .flatten()
-                .any(|r| past(r) && self.nodes[r].h.author == *actor)
+                .any(|r| past(r) && self.author_of(&self.nodes[r]) == *actor)
     }
 
     /// Whether `actor` is one of the patient's keys or devices in a causal past.
@@ -417,7 +419,7 @@ impl Record {
                 .filter(|r| past(r))
                 .min_by_key(|r| self.rotation_rank(r));
             let Some(r) = next else { break };
-            let new = self.nodes[r].h.author;
+            let new = self.author_of(&self.nodes[r]);
             if chain.iter().any(|(k, _)| *k == new) {
                 break;
             }
@@ -570,22 +572,19 @@ impl Record {
     /// device. Returns those that were in effect and became void.
     pub(crate) fn recompute_keys(&mut self) -> Vec<EntryId> {
         let mut voided = Vec::new();
-        for i in 0..self.order.len() {
-            let id = self.order[i];
-            let Some(n) = self.nodes.get(&id) else {
-                continue;
-            };
-            if n.acting.principal != self.id && !n.acting.is_device() {
+        let patient = self.actors.find(&self.id);
+        for i in 0..self.nodes.len() {
+            let n = self.nodes.at(i as super::Ix);
+            if Some(n.principal) != patient && !n.device {
                 continue;
             }
             let status = self.compute_status(n);
-            if status != n.status {
-                if n.status == Status::Valid {
+            if status != *self.status_of(n) {
+                let id = n.h.id;
+                if !n.void {
                     voided.push(id);
                 }
-                if let Some(n) = self.nodes.get_mut(&id) {
-                    n.status = status;
-                }
+                self.set_status(&id, status);
             }
         }
         voided
@@ -692,12 +691,12 @@ impl Record {
         let mut out: BTreeSet<(bool, ActorId)> = BTreeSet::new();
         for a in self.device_adds.get(device).into_iter().flatten() {
             let Some(n) = self.nodes.get(a) else { continue };
-            let p = n.acting.principal;
+            let p = self.principal_of(n);
             let removed = self
                 .retirements
                 .get(&(*device, p))
                 .is_some_and(|r| !r.is_empty());
-            if n.status == Status::Valid && !removed {
+            if !n.void && !removed {
                 out.insert((p != self.id, p));
             }
         }
@@ -732,7 +731,7 @@ impl Record {
             let first = adds
                 .iter()
                 .filter_map(|a| self.nodes.get(a).map(|n| (a, n)))
-                .filter(|(_, n)| n.acting.principal == *person)
+                .filter(|(_, n)| self.principal_of(n) == *person)
                 .min_by_key(|(a, n)| (n.h.time, **a));
             let Some((a, n)) = first else { continue };
             let Some(Payload::AddDevice { label, .. }) = n.payload() else {

@@ -316,7 +316,7 @@ impl Record {
             for (device, adds) in &self.device_adds {
                 let added = adds
                     .iter()
-                    .any(|a| past(a) && self.nodes[a].acting.principal == person);
+                    .any(|a| past(a) && self.principal_of(&self.nodes[a]) == person);
                 if added && self.retired_in(device, &person, past).is_none() {
                     out.insert(*device);
                 }
@@ -405,9 +405,9 @@ impl Record {
         unlockers.push((actor, Arc::new(BoxKey::of(key))));
         self.sealing.unlockers = Arc::new(unlockers);
         let wraps: Vec<(Category, EpochId, Vec<Wrapped>)> = self
-            .order
-            .iter()
-            .filter_map(|id| match self.nodes[id].payload()? {
+            .nodes
+            .values()
+            .filter_map(|n| match n.payload()? {
                 Payload::KeyWrap {
                     category,
                     epoch,
@@ -462,7 +462,7 @@ impl Record {
             return missing("its entry could not be read");
         };
         let e = v.entry();
-        let (Some(content), Some(c)) = (e.payload.sealed(), n.category.as_ref()) else {
+        let (Some(content), Some(c)) = (e.payload.sealed(), self.node_category(n)) else {
             return missing("not sealed content");
         };
         let Some(key) = self.sealing.keys.get(&content.epoch) else {
@@ -487,7 +487,7 @@ impl Record {
     /// Marks one sealed entry openable here if its epoch key is held (it is opened when
     /// first read: [`Record::payload`], [`Record::content_state`]).
     fn open_entry(&mut self, id: &EntryId) {
-        let Some(epoch) = self.nodes.get(id).and_then(|n| n.h.epoch) else {
+        let Some(epoch) = self.nodes.get(id).and_then(|n| self.epoch_of(n)) else {
             return;
         };
         if self.sealing.keys.contains_key(&epoch) {
@@ -537,7 +537,7 @@ impl Record {
 
     /// How an entry's content stands here: plain, opened, locked or flagged.
     pub fn content_state(&self, id: &EntryId) -> Option<ContentState<'_>> {
-        if self.nodes.get(id)?.h.epoch.is_none() {
+        if self.nodes.get(id)?.h.epoch == super::NONE {
             return Some(ContentState::Plain);
         }
         Some(match self.opened(id) {
