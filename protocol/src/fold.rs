@@ -10,7 +10,7 @@ use crate::access::{Level, Requirement, Scope};
 use crate::category::Category;
 use crate::entry::{Payload, Profile, Timestamp};
 use crate::ids::{ActorId, EntryId};
-use crate::record::{ContentState, Record, Status};
+use crate::record::{ContentState, Node, Record, Status};
 use crate::trust::attestation::SignedAttestation;
 use crate::value::Value;
 
@@ -210,26 +210,30 @@ impl Record {
                 .any(|r| self.stream_of(r) == self.stream_of(id) && self.in_past(id, r))
     }
 
-    fn lens_sees(&self, l: &Lens, id: &EntryId, c: &Category) -> bool {
-        let Some(e) = self.get(id) else { return false };
-        l.scope.covers(c) && l.until.is_none_or(|u| e.entry().time <= u) && self.before_cut(l, id)
+    fn lens_sees(&self, l: &Lens, n: &Node, c: &Category) -> bool {
+        l.scope.covers(c) && l.until.is_none_or(|u| n.h.time <= u) && self.before_cut(l, &n.h.id)
     }
 
     /// Whether the viewer may see an entry.
     pub fn can_see(&self, v: &Viewer, id: &EntryId) -> bool {
-        let Some(e) = self.get(id) else { return false };
-        if v.patient || e.entry().author == v.actor {
+        self.node(id).is_some_and(|n| self.can_see_node(v, n))
+    }
+
+    /// Whether the viewer may see an entry (from what the record keeps of it: the entry
+    /// is not read).
+    pub(crate) fn can_see_node(&self, v: &Viewer, n: &Node) -> bool {
+        if v.patient || self.author_of(n) == v.actor {
             return true;
         }
         if v.lenses.is_empty() {
             return false;
         }
-        match self.stream_of(id) {
+        match self.node_stream(n) {
             // The administrative stream (genesis, profiles, grants, revocations) is held
             // by every replica: any grantee sees it, up to a revocation's cut.
-            Some(None) => v.lenses.iter().any(|l| self.before_cut(l, id)),
-            _ => match self.category_of(id) {
-                Some(c) => v.lenses.iter().any(|l| self.lens_sees(l, id, c)),
+            None => v.lenses.iter().any(|l| self.before_cut(l, &n.h.id)),
+            Some(_) => match self.node_category(n) {
+                Some(c) => v.lenses.iter().any(|l| self.lens_sees(l, n, c)),
                 None => false,
             },
         }
@@ -246,8 +250,8 @@ pub struct Item {
     /// Category.
     pub category: Category,
     /// The data of the version in effect.
-    #[serde(serialize_with = "value_json")]
-    pub body: Value,
+    #[serde(serialize_with = "body_json")]
+    pub body: Body,
     /// Who wrote the version in effect.
     pub author: ActorId,
     /// When the item was created.
@@ -268,6 +272,79 @@ pub struct Item {
 
 fn value_json<S: serde::Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
     v.to_json().serialize(s)
+}
+
+fn body_json<S: serde::Serializer>(v: &Body, s: S) -> Result<S::Ok, S::Error> {
+    v.to_json().serialize(s)
+}
+
+/// The data of an item's version, read as a [`Value`]: shared with the entry it is the
+/// body of (or with what a sealed entry opened to), so a fold never copies it.
+#[derive(Clone)]
+pub struct Body(Shared);
+
+#[derive(Clone)]
+enum Shared {
+    /// The body of this entry's create or amend.
+    Entry(crate::entry::Verified),
+    /// A value of its own.
+    Value(std::sync::Arc<Value>),
+}
+
+impl Body {
+    /// The body of an entry's create or amend (null for any other entry).
+    fn of_entry(v: crate::entry::Verified) -> Body {
+        Body(Shared::Entry(v))
+    }
+
+    /// The value, as an owned copy.
+    pub fn to_value(&self) -> Value {
+        (**self).clone()
+    }
+}
+
+impl std::ops::Deref for Body {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        static NULL: Value = Value::Null;
+        match &self.0 {
+            Shared::Entry(v) => match &v.entry().payload {
+                Payload::Create { body, .. } | Payload::Amend { body, .. } => body,
+                _ => &NULL,
+            },
+            Shared::Value(v) => v,
+        }
+    }
+}
+
+impl From<Value> for Body {
+    fn from(v: Value) -> Body {
+        Body(Shared::Value(std::sync::Arc::new(v)))
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl PartialEq for Body {
+    fn eq(&self, other: &Body) -> bool {
+        **self == **other
+    }
+}
+
+impl PartialEq<Value> for Body {
+    fn eq(&self, other: &Value) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<Body> for Value {
+    fn eq(&self, other: &Body) -> bool {
+        *self == **other
+    }
 }
 
 /// The record's state as a viewer sees it.
@@ -293,7 +370,7 @@ impl State {
 fn winner(record: &Record, heads: &[EntryId]) -> Option<EntryId> {
     heads
         .iter()
-        .max_by_key(|h| (record.get(h).map(|e| e.entry().time), **h))
+        .max_by_key(|h| (record.time_of(h), **h))
         .copied()
 }
 
@@ -313,15 +390,16 @@ pub fn current(record: &Record, viewer: &Viewer) -> State {
     let mut state = State::default();
     // Items by category rank, then creation time and id. Entries come in causal order,
     // which is nearly time order, so each category's list is nearly sorted already (the
-    // stable sort finds the runs).
+    // stable sort finds the runs). Only each item's version in effect is read; the rest
+    // is settled from what the record keeps of every entry.
     let mut by_category: Vec<Vec<(Timestamp, EntryId, Item)>> = Vec::new();
     let mut deleted = Vec::new();
     let mut locked = Vec::new();
-    for e in record.entries() {
-        let Some(s) = fold_item(record, viewer, &e) else {
+    for n in record.creates() {
+        let Some(s) = fold_item(record, viewer, n) else {
             continue;
         };
-        let key = (e.entry().time, e.id());
+        let key = (n.h.time, n.h.id);
         match s {
             ItemState::Current(item) => {
                 let rank = cat_rank(&item.category);
@@ -351,7 +429,7 @@ pub fn current(record: &Record, viewer: &Viewer) -> State {
 /// folding only that item's versions and annotations, not the whole record: the same as
 /// the item's place in [`current`]. `None` if it is no item the viewer may see.
 pub fn item(record: &Record, viewer: &Viewer, id: &EntryId) -> Option<ItemState> {
-    fold_item(record, viewer, &record.get(id)?)
+    fold_item(record, viewer, record.node(id)?)
 }
 
 fn cat_rank(c: &Category) -> usize {
@@ -361,16 +439,15 @@ fn cat_rank(c: &Category) -> usize {
         .unwrap_or(Category::BUILT_IN.len())
 }
 
-/// The fold of the item whose root create is `e` (`None`: not a create, or not valid or
-/// visible to the viewer).
-fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Option<ItemState> {
-    let id = e.id();
-    let (Payload::Create { category, .. } | Payload::SealedCreate { category, .. }) =
-        &e.entry().payload
-    else {
+/// The fold of the item whose root create is `n` (`None`: not a create, or not valid or
+/// visible to the viewer). Reads one entry: the version in effect.
+fn fold_item(record: &Record, viewer: &Viewer, n: &Node) -> Option<ItemState> {
+    let id = n.h.id;
+    if !n.h.is_create() {
         return None;
-    };
-    if record.status(&id) != Some(&Status::Valid) || !record.can_see(viewer, &id) {
+    }
+    let category = record.node_category(n)?;
+    if record.status_of(n) != &Status::Valid || !record.can_see_node(viewer, n) {
         return None;
     }
     // The versions of this item in effect and visible. Most items were never amended:
@@ -398,14 +475,9 @@ fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Op
         let win = winner(record, &heads)?;
         (versions, heads.len(), win)
     };
-    let held;
-    let w = if win == id {
-        e
-    } else {
-        held = record.get(&win)?;
-        &held
-    };
-    let flag = match record.content_state(&win) {
+    let w = record.get(&win)?;
+    let state = record.content_state(&win);
+    let flag = match state {
         Some(ContentState::Locked) => {
             return Some(if w.entry().payload.is_delete() {
                 ItemState::Deleted
@@ -416,11 +488,21 @@ fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Op
         Some(ContentState::Flagged(why)) => Some(why.to_owned()),
         _ => None,
     };
-    let body = match record.payload(&win).as_deref() {
-        Some(Payload::Create { body, .. } | Payload::Amend { body, .. }) => body.clone(),
-        Some(p) if p.is_delete() => return Some(ItemState::Deleted),
-        // Flagged content that did not decode.
-        _ => Value::Null,
+    let body = if state == Some(ContentState::Plain) {
+        match &w.entry().payload {
+            Payload::Create { .. } | Payload::Amend { .. } => Body::of_entry(w.clone()),
+            p if p.is_delete() => return Some(ItemState::Deleted),
+            _ => Body::from(Value::Null),
+        }
+    } else {
+        match record.payload(&win).as_deref() {
+            Some(Payload::Create { body, .. } | Payload::Amend { body, .. }) => {
+                Body::from(body.clone())
+            }
+            Some(p) if p.is_delete() => return Some(ItemState::Deleted),
+            // Flagged content that did not decode.
+            _ => Body::from(Value::Null),
+        }
     };
     let mut annotations: Vec<EntryId> = if versions.is_empty() {
         std::slice::from_ref(&id)
@@ -432,7 +514,7 @@ fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Op
     .filter(|a| record.status(a) == Some(&Status::Valid) && record.can_see(viewer, a))
     .collect();
     if annotations.len() > 1 {
-        annotations.sort_by_key(|a| (record.get(a).map(|e| e.entry().time), *a));
+        annotations.sort_by_key(|a| (record.time_of(a), *a));
     }
     Some(ItemState::Current(Box::new(Item {
         id,
@@ -440,7 +522,7 @@ fn fold_item(record: &Record, viewer: &Viewer, e: &crate::entry::Verified) -> Op
         category: category.clone(),
         body,
         author: w.entry().author,
-        created: e.entry().time,
+        created: n.h.time,
         updated: w.entry().time,
         versions: versions.len().max(1),
         conflict: heads_len > 1,

@@ -44,9 +44,11 @@ use crate::schema::{self, SchemaError};
 mod devices;
 mod nodes;
 mod sealing;
+mod subset;
 
 pub(crate) use nodes::Header;
-use nodes::{Actors, Epochs, Interner, Ix, Kind, Node, Nodes, NONE, NO_CATEGORY};
+pub(crate) use nodes::Node;
+use nodes::{Actors, Epochs, Interner, Ix, Kind, Nodes, NONE, NO_CATEGORY};
 
 pub(crate) use devices::Acting;
 pub use devices::{DeviceInfo, Guardians};
@@ -533,6 +535,27 @@ impl Record {
     /// count).
     pub fn get(&self, id: &EntryId) -> Option<Verified> {
         self.nodes.get(id).and_then(|n| self.entry_of(id, n))
+    }
+
+    /// What the record keeps of a held entry, without reading the entry.
+    pub(crate) fn node(&self, id: &EntryId) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    /// Every item's first version (its create), in the order applied, without reading
+    /// the entries.
+    pub(crate) fn creates(&self) -> impl Iterator<Item = &Node> + '_ {
+        self.nodes.values().filter(|n| n.h.is_create())
+    }
+
+    /// A held entry's author time, without reading the entry.
+    pub fn time_of(&self, id: &EntryId) -> Option<Timestamp> {
+        self.nodes.get(id).map(|n| n.h.time)
+    }
+
+    /// A held entry's author (the key that signed it), without reading the entry.
+    pub fn author_of_entry(&self, id: &EntryId) -> Option<ActorId> {
+        self.nodes.get(id).map(|n| self.author_of(n))
     }
 
     /// Whether an entry is held.
@@ -1695,25 +1718,6 @@ impl Record {
             self.set_status(&id, status);
         }
         voided
-    }
-
-    /// A new record holding only the entries `keep` selects, replayed in causal order.
-    /// `keep` must select a causally closed set (a time prefix or the past of some heads).
-    pub(crate) fn subset(&self, keep: impl Fn(&Node) -> bool) -> Record {
-        let mut r = Record::new(self.id);
-        // The same reader, with the keys it holds: sealed content opens as it re-applies.
-        r.sealing = self.sealing.keys_only();
-        // Lean like this one: its record data is read from the same source.
-        r.source = self.source.clone();
-        for n in self.nodes.values() {
-            if keep(n) {
-                // Entries of a closed subset of a valid record always re-apply.
-                if let Some(v) = self.entry_of(&n.h.id, n) {
-                    let _ = r.apply_known(v);
-                }
-            }
-        }
-        r
     }
 
     /// The record as it stood at author time `t` (every entry with time ≤ `t`).

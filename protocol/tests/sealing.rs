@@ -100,7 +100,11 @@ impl World {
     fn bodies(&self, reader: &Keypair) -> Vec<Value> {
         let r = self.replica(reader);
         let v = r.viewer(&reader.actor(), self.now);
-        current(&r, &v).items.into_iter().map(|i| i.body).collect()
+        current(&r, &v)
+            .items
+            .into_iter()
+            .map(|i| i.body.to_value())
+            .collect()
     }
 }
 

@@ -2581,7 +2581,7 @@ mod lean_tests {
             items
                 .iter()
                 .find(|i| i.id == ids[7])
-                .map(|i| i.body.clone()),
+                .map(|i| i.body.to_value()),
             Some(text_body(&[("thing-1", "fact number 7")]))
         );
         // A write and a read right after it, on the lean record.
@@ -2601,7 +2601,7 @@ mod lean_tests {
             .with_record(&rec, |r| {
                 let v = r.viewer(&g.actor(), 60_000);
                 match fold::item(r, &v, &ids[3]) {
-                    Some(fold::ItemState::Current(i)) => Some((i.current, i.body)),
+                    Some(fold::ItemState::Current(i)) => Some((i.current, i.body.to_value())),
                     _ => None,
                 }
             })

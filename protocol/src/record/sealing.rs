@@ -150,12 +150,51 @@ impl std::fmt::Debug for Sealing {
 }
 
 impl Sealing {
-    /// A copy for a subset of the record: the same readers and keys, nothing indexed.
-    pub(crate) fn keys_only(&self) -> Sealing {
+    /// The indexes of a causally closed subset of the record (the entries `has` holds):
+    /// the same readers and keys, what each sealed entry opened to, and only the epochs,
+    /// wraps and sealed entries in the subset.
+    pub(crate) fn subset(&self, has: &dyn Fn(&EntryId) -> bool) -> Sealing {
+        let ids =
+            |v: &Vec<EntryId>| -> Vec<EntryId> { v.iter().copied().filter(|i| has(i)).collect() };
+        let mut epochs = HashMap::default();
+        for (e, info) in &self.epochs {
+            if info.wraps.first().is_some_and(has) {
+                epochs.insert(
+                    *e,
+                    EpochInfo {
+                        category: info.category.clone(),
+                        wraps: ids(&info.wraps),
+                    },
+                );
+            }
+        }
+        let mut openings = HashMap::default();
+        for (c, o) in &self.openings {
+            let o = ids(o);
+            if !o.is_empty() {
+                openings.insert(c.clone(), o);
+            }
+        }
+        let mut sealed = HashMap::default();
+        for (e, list) in &self.sealed {
+            let list = ids(list);
+            if !list.is_empty() {
+                sealed.insert(*e, list);
+            }
+        }
         Sealing {
+            epochs,
+            openings,
+            endings: ids(&self.endings),
+            sealed,
             unlockers: self.unlockers.clone(),
             keys: self.keys.clone(),
-            ..Sealing::default()
+            opened: self
+                .opened
+                .iter()
+                .filter(|(id, _)| has(id))
+                .map(|(id, o)| (*id, o.clone()))
+                .collect(),
         }
     }
 }
@@ -332,6 +371,12 @@ impl Record {
     }
 
     /// Records what a newly inserted entry means for sealing, and opens what it can.
+    /// Whether the record holds no revocation, device removal, key rotation or guardian
+    /// change (nothing that may end someone's reading, or void an entry).
+    pub(crate) fn sealing_endings_empty(&self) -> bool {
+        self.sealing.endings.is_empty()
+    }
+
     pub(crate) fn index_sealing(&mut self, id: EntryId, e: &Entry, category: Option<&Category>) {
         match &e.payload {
             Payload::Revoke { .. }

@@ -303,7 +303,7 @@ fn current_of(
     let h = fold::history(r, &v, id)
         .ok_or_else(|| ApiError::not_found(format!("{id} is not record data")))?;
     match fold::item(r, &v, &h.item) {
-        Some(fold::ItemState::Current(i)) => Ok((i.id, i.current, i.category, i.body)),
+        Some(fold::ItemState::Current(i)) => Ok((i.id, i.current, i.category, i.body.to_value())),
         Some(fold::ItemState::Locked) => Err(ApiError::conflict(format!(
             "{} is sealed with a key this node was not given",
             h.item.short()
