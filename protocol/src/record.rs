@@ -44,6 +44,7 @@ use crate::schema::{self, SchemaError};
 mod devices;
 mod nodes;
 mod sealing;
+mod snapshot;
 mod subset;
 
 pub(crate) use nodes::Header;
@@ -53,6 +54,7 @@ use nodes::{Actors, Epochs, Interner, Ix, Kind, Nodes, NONE, NO_CATEGORY};
 pub(crate) use devices::Acting;
 pub use devices::{DeviceInfo, Guardians};
 pub use sealing::{ContentState, SealPolicy, SealingError};
+pub use snapshot::SnapshotError;
 
 /// Why an entry is not authorised.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -185,6 +185,11 @@ impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
     pub(crate) fn get(&self, i: u32) -> &T {
         &self.list[i as usize]
     }
+
+    /// Every value, by position.
+    pub(crate) fn list(&self) -> &[T] {
+        &self.list
+    }
 }
 
 /// The record's entries in the order applied, found by id.

@@ -150,6 +150,50 @@ impl std::fmt::Debug for Sealing {
 }
 
 impl Sealing {
+    /// The indexes a snapshot keeps: epochs, openings, endings and sealed entries (never
+    /// keys: a restored record is unlocked again, [`Record::unlock`]).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn indexes(
+        &self,
+    ) -> (
+        Vec<(EpochId, Category, Vec<EntryId>)>,
+        Vec<(Category, Vec<EntryId>)>,
+        Vec<EntryId>,
+        Vec<(EpochId, Vec<EntryId>)>,
+    ) {
+        (
+            self.epochs
+                .iter()
+                .map(|(e, i)| (*e, i.category.clone(), i.wraps.clone()))
+                .collect(),
+            self.openings
+                .iter()
+                .map(|(c, o)| (c.clone(), o.clone()))
+                .collect(),
+            self.endings.clone(),
+            self.sealed.iter().map(|(e, s)| (*e, s.clone())).collect(),
+        )
+    }
+
+    /// Indexes restored from a snapshot, with no reader and no key.
+    pub(crate) fn from_indexes(
+        epochs: Vec<(EpochId, Category, Vec<EntryId>)>,
+        openings: Vec<(Category, Vec<EntryId>)>,
+        endings: Vec<EntryId>,
+        sealed: Vec<(EpochId, Vec<EntryId>)>,
+    ) -> Sealing {
+        Sealing {
+            epochs: epochs
+                .into_iter()
+                .map(|(e, category, wraps)| (e, EpochInfo { category, wraps }))
+                .collect(),
+            openings: openings.into_iter().collect(),
+            endings,
+            sealed: sealed.into_iter().collect(),
+            ..Sealing::default()
+        }
+    }
+
     /// The indexes of a causally closed subset of the record (the entries `has` holds):
     /// the same readers and keys, what each sealed entry opened to, and only the epochs,
     /// wraps and sealed entries in the subset.
