@@ -512,6 +512,9 @@ async fn serve(
     }
     // Let commands already running finish (their writes are durable once acknowledged).
     drain_commands(&state).await;
+    // Large records leave a snapshot, so the next start opens them fast.
+    let store = handle.store().clone();
+    let _ = tokio::task::spawn_blocking(move || store.snapshot_all()).await;
     let _ = std::fs::remove_file(&info_path);
     tracing::info!("shutdown complete");
     if network_stopped {

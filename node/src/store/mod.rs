@@ -24,7 +24,10 @@
 
 mod cache;
 pub mod log;
+mod snapshots;
 mod source;
+
+pub use snapshots::{MAX_SNAPSHOT_BYTES, SNAPSHOT_MIN_NEW};
 
 pub use cache::{CacheLimits, Loaded};
 
@@ -236,6 +239,12 @@ struct Inner {
     /// Reads of a lean record's entries that failed (`source.rs`); an operation during
     /// which one fails is an error.
     read_failures: std::sync::atomic::AtomicU64,
+    /// Per record loaded: how many entries its snapshot on disk holds (`snapshots.rs`).
+    snapshotted: Mutex<HashMap<RecordId, usize>>,
+    /// How many entries a record's snapshot must lack before it is written again.
+    snapshot_min_new: std::sync::atomic::AtomicUsize,
+    /// Records loaded from a snapshot, and from the whole log.
+    loads: [std::sync::atomic::AtomicU64; 2],
 }
 
 /// A store of many records. Cheap to clone; safe to share between threads.
@@ -535,6 +544,9 @@ impl Store {
             seal_new_streams: std::sync::atomic::AtomicBool::new(true),
             generation: std::sync::atomic::AtomicU64::new(0),
             read_failures: std::sync::atomic::AtomicU64::new(0),
+            snapshotted: Mutex::new(HashMap::new()),
+            snapshot_min_new: std::sync::atomic::AtomicUsize::new(SNAPSHOT_MIN_NEW),
+            loads: Default::default(),
         };
         Ok((
             Store {
@@ -693,6 +705,10 @@ impl Store {
             Vec::new()
         };
         drop(ix);
+        // A record let go that grew since its snapshot leaves one, so it loads fast again.
+        for h in &dropped {
+            self.snapshot_if_grown(&h.read().unwrap_or_else(|p| p.into_inner()));
+        }
         drop(dropped);
     }
 
@@ -826,6 +842,20 @@ impl Store {
     }
 
     fn load(&self, id: &RecordId) -> Result<Record, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(r) = self.restore(id)? {
+            self.inner.loads[0].fetch_add(1, Relaxed);
+            self.snapshot_if_grown(&r);
+            return Ok(r);
+        }
+        let record = self.replay(id)?;
+        self.inner.loads[1].fetch_add(1, Relaxed);
+        self.snapshot_if_grown(&record);
+        Ok(record)
+    }
+
+    /// A record read from the log, every entry applied again.
+    fn replay(&self, id: &RecordId) -> Result<Record, StoreError> {
         let mut record = self.fresh_record(*id);
         // Entry by entry, so a large record is never held twice.
         for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
@@ -1496,6 +1526,7 @@ impl Store {
         self.persist(&[(KIND_TOMBSTONE, record.as_bytes())])?;
         let loaded = lock(&self.inner.records).remove(record);
         lock(&self.inner.audit_tail).remove(record);
+        self.drop_snapshot(record)?;
         drop(_guard);
         drop(loaded);
         self.compact()
@@ -2654,5 +2685,115 @@ mod lean_tests {
         let v = r.viewer(&g.actor(), 10_000);
         assert_eq!(fold::current(&r, &v).items.len(), 8);
         assert!(r.get(&ids[5]).is_some());
+    }
+
+    /// What `g` sees of the record now, and its length.
+    fn seen(s: &Store, g: &Keypair, rec: &RecordId) -> (fold::State, usize) {
+        s.with_record(rec, |r| {
+            (fold::current(r, &r.viewer(&g.actor(), 1 << 40)), r.len())
+        })
+        .unwrap()
+    }
+
+    fn more(s: &Store, g: &Keypair, from: u64, n: u64) {
+        for i in from..from + n {
+            s.write(
+                &g.actor(),
+                g,
+                Payload::Create {
+                    category: Category::AboutMe,
+                    body: text_body(&[("thing-1", &format!("later fact {i}"))]),
+                },
+                100_000 + i,
+                None,
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_large_record_opens_from_its_snapshot_and_the_log_beyond_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, g, rec, _) = filled(dir.path(), 30);
+        s.set_snapshot_min_new(10);
+        s.snapshot_all();
+        let file = dir.path().join("snapshots").join(rec.to_string());
+        assert!(file.exists(), "a snapshot is written at shutdown");
+        // Five more entries, fewer than it takes to write the snapshot again.
+        more(&s, &g, 0, 5);
+        s.snapshot_all();
+        let want = seen(&s, &g, &rec);
+        assert_eq!(want.1, 37);
+        drop(s);
+        let s = reopened(dir.path(), &g);
+        s.set_snapshot_min_new(10);
+        assert_eq!(seen(&s, &g, &rec), want);
+        assert_eq!(
+            s.loads(),
+            (1, 0),
+            "loaded from the snapshot, not the whole log"
+        );
+        // It goes on taking writes, which a replay of the log agrees with.
+        more(&s, &g, 5, 3);
+        let want = seen(&s, &g, &rec);
+        drop(s);
+        std::fs::remove_file(&file).unwrap();
+        let s = reopened(dir.path(), &g);
+        assert_eq!(seen(&s, &g, &rec), want);
+        assert_eq!(s.loads(), (0, 1));
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_snapshot_is_set_aside_and_the_log_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, g, rec, _) = filled(dir.path(), 30);
+        s.set_snapshot_min_new(10);
+        s.snapshot_all();
+        let want = seen(&s, &g, &rec);
+        drop(s);
+        let file = dir.path().join("snapshots").join(rec.to_string());
+        let mut bytes = std::fs::read(&file).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        let s = reopened(dir.path(), &g);
+        s.set_snapshot_min_new(10);
+        assert_eq!(seen(&s, &g, &rec), want);
+        assert_eq!(s.loads(), (0, 1), "the damaged snapshot is not used");
+        // The load wrote a good one again.
+        drop(s);
+        let s = reopened(dir.path(), &g);
+        assert_eq!(seen(&s, &g, &rec), want);
+        assert_eq!(s.loads(), (1, 0));
+        drop(s);
+
+        // A snapshot holding entries this store's log does not (the same record, longer,
+        // elsewhere): set aside.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let (other, _, same, _) = filled(elsewhere.path(), 40);
+        assert_eq!(same, rec);
+        other.set_snapshot_min_new(10);
+        other.snapshot_all();
+        drop(other);
+        std::fs::copy(
+            elsewhere.path().join("snapshots").join(rec.to_string()),
+            &file,
+        )
+        .unwrap();
+        let s = reopened(dir.path(), &g);
+        assert_eq!(seen(&s, &g, &rec), want);
+        assert_eq!(s.loads(), (0, 1));
+    }
+
+    #[test]
+    fn a_removed_record_leaves_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _, rec, _) = filled(dir.path(), 12);
+        s.set_snapshot_min_new(10);
+        s.snapshot_all();
+        let file = dir.path().join("snapshots").join(rec.to_string());
+        assert!(file.exists());
+        s.remove_record(&rec).unwrap();
+        assert!(!file.exists());
     }
 }

@@ -1,0 +1,188 @@
+//! Snapshots of large records, so that a node opens one without reading and re-checking
+//! every entry (a 1,000,000-entry record in about a second instead of twenty), and the
+//! first write or read after a restart does not stall on loading the whole record.
+//!
+//! A snapshot ([`Record::snapshot`]) is derived state, like the index: the log stays the
+//! one source of truth. It is written, atomically (a temporary file, fsync'd, renamed into
+//! place, the directory fsync'd), to `snapshots/<record>` in the store's directory:
+//! - after a load that replayed at least [`SNAPSHOT_MIN_NEW`] entries from the log;
+//! - when the cache lets a record go that grew by that many since its last snapshot;
+//! - when the node shuts down ([`Store::snapshot_all`]).
+//!
+//! Loading a record tries its snapshot first: the snapshot is checked (hash, version,
+//! record, every reference; [`Record::restore`]), the node's reader keys unlock it, and
+//! every entry the log indexes for the record that the snapshot lacks is read and applied
+//! (checked again, as in a replay). If the snapshot holds an entry the log's index does not
+//! (a record removed and received again, a restored backup of the log), or anything else
+//! is wrong, it is set aside with a warning and the record is replayed from the log. A
+//! removed record's snapshot is deleted with it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cophr_protocol::record::Record;
+use cophr_protocol::{RecordId, Verified};
+
+use super::{key, locations, source, Store, StoreError};
+
+/// A record's snapshot is (re)written once this many of its entries are not in it.
+pub const SNAPSHOT_MIN_NEW: usize = 2_000;
+
+/// The largest snapshot file read (larger ones are ignored and the record replayed).
+pub const MAX_SNAPSHOT_BYTES: u64 = 2 << 30;
+
+impl Store {
+    /// Sets how many entries a record's snapshot must lack before it is written again
+    /// (default [`SNAPSHOT_MIN_NEW`]; smaller in tests).
+    pub fn set_snapshot_min_new(&self, n: usize) {
+        self.inner
+            .snapshot_min_new
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many records were loaded from a snapshot, and how many by replaying the log,
+    /// since the store opened.
+    pub fn loads(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.inner.loads[0].load(Relaxed),
+            self.inner.loads[1].load(Relaxed),
+        )
+    }
+
+    fn snapshot_path(&self, id: &RecordId) -> Option<PathBuf> {
+        Some(
+            self.inner
+                .dir
+                .as_ref()?
+                .join("snapshots")
+                .join(id.to_string()),
+        )
+    }
+
+    /// Writes a loaded record's snapshot if it holds [`SNAPSHOT_MIN_NEW`] entries not in
+    /// its last one. Failures are logged, never fatal: the log is the record.
+    pub(super) fn snapshot_if_grown(&self, r: &Record) {
+        let known = super::lock(&self.inner.snapshotted)
+            .get(&r.id())
+            .copied()
+            .unwrap_or(0);
+        let min = self
+            .inner
+            .snapshot_min_new
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if r.len() < known + min {
+            return;
+        }
+        if let Err(e) = self.write_snapshot(r) {
+            tracing::warn!(record = %r.id(), "snapshot not written: {e}");
+        }
+    }
+
+    fn write_snapshot(&self, r: &Record) -> Result<(), StoreError> {
+        let Some(path) = self.snapshot_path(&r.id()) else {
+            return Ok(());
+        };
+        let bytes = r
+            .snapshot()
+            .map_err(|e| StoreError::Corrupt(format!("snapshot: {e}")))?;
+        let dir = path.parent().expect("a snapshot's folder");
+        std::fs::create_dir_all(dir)?;
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        super::lock(&self.inner.snapshotted).insert(r.id(), r.len());
+        tracing::debug!(record = %r.id(), entries = r.len(), bytes = bytes.len(), "snapshot written");
+        Ok(())
+    }
+
+    /// Writes the snapshot of every loaded record that grew by [`SNAPSHOT_MIN_NEW`]
+    /// entries since its last one (the node calls this as it shuts down).
+    pub fn snapshot_all(&self) {
+        let loaded = super::lock(&self.inner.records).handles();
+        for h in loaded {
+            let r = h.read().unwrap_or_else(|p| p.into_inner());
+            self.snapshot_if_grown(&r);
+        }
+    }
+
+    /// Deletes a record's snapshot (the record was removed).
+    pub(super) fn drop_snapshot(&self, id: &RecordId) -> Result<(), StoreError> {
+        super::lock(&self.inner.snapshotted).remove(id);
+        let Some(path) = self.snapshot_path(id) else {
+            return Ok(());
+        };
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The record from its snapshot and the entries of the log beyond it; `None` (with a
+    /// warning) if there is no usable snapshot, and the caller replays the log.
+    pub(super) fn restore(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let Some(path) = self.snapshot_path(id) else {
+            return Ok(None);
+        };
+        let bytes = match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Ok(m) if m.len() > MAX_SNAPSHOT_BYTES => {
+                tracing::warn!(record = %id, "snapshot too large to read; replaying the log");
+                return Ok(None);
+            }
+            _ => match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(record = %id, "snapshot unreadable ({e}); replaying the log");
+                    return Ok(None);
+                }
+            },
+        };
+        let source = Arc::new(source::LogSource::new(self, *id));
+        let mut r = match Record::restore(*id, &bytes, source) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(record = %id, "snapshot not used ({e}); replaying the log");
+                return Ok(None);
+            }
+        };
+        drop(bytes);
+        for k in self
+            .inner
+            .readers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            r.unlock(k);
+        }
+        let in_snapshot = r.len();
+        let mut found = 0usize;
+        for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
+            let (k, v) = kv?;
+            for (offset, eid) in locations(&k, &v)? {
+                if found < in_snapshot && r.contains(&eid) {
+                    found += 1;
+                    continue;
+                }
+                let e = self.read_entry(offset, &eid)?;
+                if let Err(err) = r.apply_known(Verified::trusted(e)) {
+                    tracing::warn!(record = %id, "an entry beyond the snapshot does not apply ({err}); replaying the log");
+                    return Ok(None);
+                }
+            }
+        }
+        if found != in_snapshot {
+            tracing::warn!(record = %id, "the snapshot holds entries the log does not; replaying the log");
+            return Ok(None);
+        }
+        super::lock(&self.inner.snapshotted).insert(*id, in_snapshot);
+        Ok(Some(r))
+    }
+}
