@@ -33,10 +33,12 @@ pub struct CacheLimits {
 }
 
 impl CacheLimits {
-    /// The default: 1,024 records, 500,000 entries.
+    /// The default: 1,024 records, 2,000,000 entries. Loaded records are lean (about
+    /// 250 bytes of memory per entry, `docs/benchmarks.md`), so the entries bound keeps
+    /// the records loaded to about 500 MB; a record let go reloads from its snapshot.
     pub const DEFAULT: CacheLimits = CacheLimits {
         records: 1024,
-        entries: 500_000,
+        entries: 2_000_000,
     };
 }
 
