@@ -2,8 +2,8 @@
 //! measurements of latency percentiles, start-up time and memory).
 //!
 //! Run: `cargo bench -p cophr-node --bench host` (sizes via COPHR_BENCH_RECORDS,
-//! COPHR_BENCH_ENTRIES_PER_RECORD, COPHR_BENCH_APPENDS). With `--smoke` (used by the
-//! tests) everything runs at tiny sizes.
+//! COPHR_BENCH_ENTRIES_PER_RECORD, COPHR_BENCH_APPENDS, COPHR_BENCH_LARGE). With `--smoke`
+//! (used by the tests) everything runs at tiny sizes.
 
 use std::time::{Duration, Instant};
 
@@ -179,5 +179,134 @@ pub fn run(smoke: bool) {
         loaded.records,
         loaded.entries,
         loaded.dropped
+    );
+    drop(store);
+
+    // 3. One large record: opening it after a restart, from its snapshot and from the
+    // whole log, and the first write after a restart.
+    let large = if smoke {
+        3_000
+    } else {
+        env("COPHR_BENCH_LARGE", 1_000_000)
+    };
+    large_record(&dir.path().join("large"), large);
+}
+
+/// Fills a store with one record of `n` entries (about 1 KB each, plain), leaves it as a
+/// node does at shutdown (with its snapshot), then opens it again: from the snapshot, and
+/// (the snapshot set aside) from the whole log.
+fn large_record(dir: &std::path::Path, n: usize) {
+    let p = key(3, "large");
+    {
+        let (store, _) = Store::open(dir, key(0, "node")).expect("open");
+        let mut trial = cophr_protocol::record::Record::new(p.actor());
+        let mut batch = Vec::new();
+        let g = trial
+            .prepare(
+                &p,
+                Payload::Genesis {
+                    profile: profile("P", "patient", None),
+                },
+                None,
+                1,
+                None,
+            )
+            .expect("genesis");
+        trial.apply(g.clone()).expect("apply");
+        batch.push(g);
+        let start = Instant::now();
+        for i in 1..n {
+            let mut body = bp(100 + (i % 80) as i64, 70);
+            if let cophr_protocol::Value::Map(m) = &mut body {
+                m.insert(
+                    "comment".into(),
+                    cophr_protocol::Value::Text("x".repeat(800)),
+                );
+            }
+            let v = trial
+                .prepare(
+                    &p,
+                    Payload::Create {
+                        category: Category::VitalSigns,
+                        body,
+                    },
+                    None,
+                    1 + i as u64,
+                    None,
+                )
+                .expect("entry");
+            trial.apply_known(v.clone()).expect("apply");
+            batch.push(v);
+            if batch.len() >= 16_384 {
+                store
+                    .ingest(&p.actor(), std::mem::take(&mut batch))
+                    .expect("ingest");
+                // Keep only what a node keeps: the store's lean copy.
+                trial = store
+                    .with_record(&p.actor(), |r| r.clone())
+                    .expect("record");
+            }
+        }
+        store.ingest(&p.actor(), batch).expect("ingest");
+        println!("filled one record of {n} entries in {:?}", start.elapsed());
+        store.snapshot_all();
+    }
+    let snapshot = dir.join("snapshots").join(p.actor().to_string());
+    let bytes = std::fs::metadata(&snapshot).map(|m| m.len()).unwrap_or(0);
+    let open = |label: &str| {
+        let before = rss_kib().unwrap_or(0);
+        let start = Instant::now();
+        let (store, _) = Store::open(dir, key(0, "node")).expect("reopen");
+        let held = store.with_record(&p.actor(), |r| r.len()).expect("load");
+        let took = start.elapsed();
+        let rss = rss_kib().unwrap_or(0).saturating_sub(before);
+        assert_eq!(held, n);
+        println!(
+            "open + load the {n}-entry record {label}: {took:?} (target <= 1 s; ratio {:.2}), resident memory +{} MiB ({} bytes/entry; target <= 300 MB at 1,000,000: ratio {:.2})",
+            took.as_secs_f64(),
+            rss / 1024,
+            rss * 1024 / n as u64,
+            (rss as f64 * 1024.0 / n as f64) / 300.0
+        );
+        (store, took)
+    };
+    let (store, from_snapshot) = open(&format!("from its snapshot ({} MB)", bytes / 1_000_000));
+    assert_eq!(store.loads(), (1, 0), "loaded from the snapshot");
+    drop(store);
+    // The first write after a restart.
+    let n = {
+        let (store, _) = Store::open(dir, key(0, "node")).expect("reopen");
+        let t = Instant::now();
+        store
+            .write(
+                &p.actor(),
+                &p,
+                Payload::Create {
+                    category: Category::VitalSigns,
+                    body: bp(120, 80),
+                },
+                10 + n as u64,
+                None,
+            )
+            .expect("write");
+        println!(
+            "first write after a restart (load, sign, validate, fsync): {:?}",
+            t.elapsed()
+        );
+        store.with_record(&p.actor(), |r| r.len()).expect("load")
+    };
+    std::fs::remove_file(&snapshot).expect("set the snapshot aside");
+    let before = rss_kib().unwrap_or(0);
+    let start = Instant::now();
+    let (store, _) = Store::open(dir, key(0, "node")).expect("reopen");
+    store.set_snapshot_min_new(usize::MAX);
+    let held = store.with_record(&p.actor(), |r| r.len()).expect("load");
+    let replayed = start.elapsed();
+    assert_eq!(held, n);
+    assert_eq!(store.loads(), (0, 1));
+    println!(
+        "open + load the same record from the whole log (no snapshot): {replayed:?}, resident memory +{} MiB; snapshot / log: {:.3}",
+        rss_kib().unwrap_or(0).saturating_sub(before) / 1024,
+        from_snapshot.as_secs_f64() / replayed.as_secs_f64()
     );
 }
