@@ -346,21 +346,16 @@ impl ClientSession {
             .map(|s| (s.clone(), theirs.get(s).cloned().unwrap_or_default()))
             .collect();
         let limit = self.cfg.push_limit.clamp(1, MAX_BATCH);
-        let (entries, _, _) = r.entries_beyond(&viewer, &ask, limit, MAX_BATCH_BYTES);
+        let (entries, _, _) = r.entry_bytes_beyond(&viewer, &ask, limit, MAX_BATCH_BYTES);
         for e in &entries {
-            let id = e.id();
-            let stream = r.stream_of(&id).cloned().unwrap_or(None);
             let seq = theirs
-                .entry(stream)
+                .entry(e.stream.clone())
                 .or_default()
-                .entry(e.entry().author)
+                .entry(e.author)
                 .or_default();
-            *seq = (*seq).max(e.entry().seq);
+            *seq = (*seq).max(e.seq);
         }
-        entries
-            .iter()
-            .map(|e| ByteBuf::from(e.signed().bytes().to_vec()))
-            .collect()
+        entries.into_iter().map(|e| ByteBuf::from(e.bytes)).collect()
     }
 
     /// The peer's answer to the last request. `local` is the record as held here.
