@@ -164,6 +164,8 @@ async fn run_sync(
                 ClientEvent::Received(entries) => {
                     let store2 = store.clone();
                     let stored = blocking(move || -> Result<usize, SyncError> {
+                        let entries: Vec<Vec<u8>> =
+                            entries.into_iter().map(serde_bytes::ByteBuf::into_vec).collect();
                         let verified = super::verify::decode_verify_all(entries)
                             .map_err(|(i, e)| SyncError::BadEntries(format!("entry {i}: {e}")))?;
                         store2.ingest(&record, verified).map_err(|e| match e {
