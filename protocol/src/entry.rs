@@ -478,7 +478,9 @@ where
 {
     let v: T =
         cbor4ii::serde::from_slice(bytes).map_err(|e| EntryError::Malformed(e.to_string()))?;
-    if cbor(&v) != bytes {
+    // Encoded into a buffer of the input's size: no growing (and copying) on the way.
+    let again = cbor4ii::serde::to_vec(Vec::with_capacity(bytes.len()), &v).unwrap_or_default();
+    if again != bytes {
         return Err(EntryError::NotCanonical);
     }
     Ok(v)

@@ -606,6 +606,16 @@ impl Record {
         }
     }
 
+    /// An entry's author (the key that signed it), without reading the entry.
+    pub fn author_of(&self, id: &EntryId) -> Option<ActorId> {
+        self.nodes.get(id).map(|n| n.h.author)
+    }
+
+    /// An entry's author time, without reading the entry.
+    pub fn time_of(&self, id: &EntryId) -> Option<Timestamp> {
+        self.nodes.get(id).map(|n| n.h.time)
+    }
+
     /// Whether an entry is held.
     pub fn contains(&self, id: &EntryId) -> bool {
         self.nodes.contains_key(id)

@@ -103,7 +103,7 @@ fn run(
         stored: Vec::new(),
         asked_ahead: 0,
     };
-    let mut ask = |request: Request,
+    let ask = |request: Request,
                    host: &mut MemStore,
                    pulls: &mut Vec<String>,
                    answers: &mut usize|
@@ -156,6 +156,12 @@ fn run(
                         }
                     }
                 }
+                ClientEvent::AuditReceived(events) => {
+                    let kept = replica
+                        .keep_audit(&events)
+                        .map_err(|e| SyncError::Store(e.to_string()));
+                    session.handle_audit_kept(kept);
+                }
                 ClientEvent::Done(result) => {
                     out.result = result;
                     return (out, replica);
@@ -163,9 +169,10 @@ fn run(
                 _ => {}
             }
         }
-        let request = session
-            .poll_request(NOW, nonce(), replica.record(&record))
-            .expect("the session asks or ends");
+        let Some(request) = session.poll_request(NOW, nonce(), replica.record(&record)) else {
+            assert!(session.is_done(), "the session stalled: {session:?}");
+            continue;
+        };
         let response = ask(request, &mut host, &mut out.pulls, &mut answers);
         session.handle_response(response, replica.record(&record));
     }
