@@ -142,7 +142,10 @@ pub fn verify_batch(items: &[(ActorId, Domain, &[u8], Sig)]) -> Result<(), KeyEr
     let mut keys = Vec::with_capacity(items.len());
     let mut sigs = Vec::with_capacity(items.len());
     // Every message (domain tag, then bytes) in one buffer, sliced after.
-    let total: usize = items.iter().map(|(_, d, b, _)| d.tag().len() + b.len()).sum();
+    let total: usize = items
+        .iter()
+        .map(|(_, d, b, _)| d.tag().len() + b.len())
+        .sum();
     let mut buf = Vec::with_capacity(total);
     let mut ends = Vec::with_capacity(items.len());
     for (actor, domain, bytes, sig) in items {
@@ -261,8 +264,18 @@ mod tests {
         let (a2, b2) = (b"a".to_vec(), b"bc".to_vec());
         let k = &keys[0];
         let moved = [
-            (k.actor(), Domain::Entry, a2.as_slice(), k.sign(Domain::Entry, &a)),
-            (k.actor(), Domain::Entry, b2.as_slice(), k.sign(Domain::Entry, &b)),
+            (
+                k.actor(),
+                Domain::Entry,
+                a2.as_slice(),
+                k.sign(Domain::Entry, &a),
+            ),
+            (
+                k.actor(),
+                Domain::Entry,
+                b2.as_slice(),
+                k.sign(Domain::Entry, &b),
+            ),
         ];
         assert_eq!(verify_batch(&moved), Err(KeyError::BadSignature));
         // A weak key anywhere (after a good key, again later) refuses the batch.
@@ -272,7 +285,11 @@ mod tests {
         for at in [0, 7, 39] {
             let mut bad = items.clone();
             bad[at].0 = weak;
-            assert_eq!(verify_batch(&bad), Err(KeyError::WeakKey), "weak key at {at}");
+            assert_eq!(
+                verify_batch(&bad),
+                Err(KeyError::WeakKey),
+                "weak key at {at}"
+            );
         }
         let mut twice = items.clone();
         twice[5].0 = weak;

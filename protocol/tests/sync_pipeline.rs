@@ -24,15 +24,26 @@ fn nonces() -> impl FnMut() -> [u8; 16] {
 fn record() -> (Fixture, Keypair) {
     let mut f = Fixture::new(31, "George");
     let nurse = key(31, "Nurse");
-    f.grant(grant(&nurse, Level::Write, &[Category::VitalSigns], false, false));
+    f.grant(grant(
+        &nurse,
+        Level::Write,
+        &[Category::VitalSigns],
+        false,
+        false,
+    ));
     let g = f.patient.clone();
     let mut made = Vec::new();
     for i in 0..40 {
         made.push(f.create(&g, Category::VitalSigns, bp(120 + i, 80)).unwrap());
-        f.create(&nurse, Category::VitalSigns, bp(100 + i, 70)).unwrap();
+        f.create(&nurse, Category::VitalSigns, bp(100 + i, 70))
+            .unwrap();
         if i % 3 == 0 {
-            f.create(&g, Category::Medications, text_body(&[("medication", "Metformin")]))
-                .unwrap();
+            f.create(
+                &g,
+                Category::Medications,
+                text_body(&[("medication", "Metformin")]),
+            )
+            .unwrap();
         }
         if i % 7 == 6 {
             f.write(
@@ -104,9 +115,9 @@ fn run(
         asked_ahead: 0,
     };
     let ask = |request: Request,
-                   host: &mut MemStore,
-                   pulls: &mut Vec<String>,
-                   answers: &mut usize|
+               host: &mut MemStore,
+               pulls: &mut Vec<String>,
+               answers: &mut usize|
      -> Response {
         let request: Request = decode(&encode(&request)).unwrap();
         if let Request::Pull { frontier, .. } = &request {
@@ -128,8 +139,7 @@ fn run(
                         .iter()
                         .map(|b| SignedEntry::decode(b).unwrap())
                         .collect();
-                    let ahead =
-                        session.poll_ahead(&decoded, NOW, nonce(), replica.record(&record));
+                    let ahead = session.poll_ahead(&decoded, NOW, nonce(), replica.record(&record));
                     // The peer answers the pull asked ahead before this batch is stored.
                     let answer = ahead.map(|r| {
                         out.asked_ahead += 1;
@@ -233,8 +243,16 @@ fn a_bad_entry_in_the_batch_asked_ahead_is_refused_and_nothing_of_it_is_stored()
             "{:?}",
             run.result.map(|_| ())
         );
-        assert_eq!(run.stored.len(), 3, "the three batches before it are stored");
+        assert_eq!(
+            run.stored.len(),
+            3,
+            "the three batches before it are stored"
+        );
         let r = replica.record(&f.record.id()).unwrap();
-        assert_eq!(r.len(), run.stored.concat().len(), "nothing of the bad batch");
+        assert_eq!(
+            r.len(),
+            run.stored.concat().len(),
+            "nothing of the bad batch"
+        );
     }
 }

@@ -167,8 +167,10 @@ async fn run_sync(
                     // and stored: the peer prepares it meanwhile. At most that one is asked
                     // ahead; every entry is verified before it is stored, batches are stored
                     // in order, and a batch refused stops the sync (its successor unread).
-                    let entries: Vec<Vec<u8>> =
-                        entries.into_iter().map(serde_bytes::ByteBuf::into_vec).collect();
+                    let entries: Vec<Vec<u8>> = entries
+                        .into_iter()
+                        .map(serde_bytes::ByteBuf::into_vec)
+                        .collect();
                     let decoded = blocking(move || super::verify::decode_all(entries)).await?;
                     let decoded = match decoded {
                         Ok(d) => d,
@@ -200,9 +202,9 @@ async fn run_sync(
                     };
                     with_local(&store, &record, |r| session.handle_stored(stored, r))?;
                     match answer {
-                        Some(Ok(response)) => with_local(&store, &record, |r| {
-                            session.handle_response(response, r)
-                        })?,
+                        Some(Ok(response)) => {
+                            with_local(&store, &record, |r| session.handle_response(response, r))?
+                        }
                         Some(Err(e)) => session.handle_failure(e.to_string()),
                         None => {}
                     }

@@ -371,7 +371,10 @@ impl ClientSession {
                 .or_default();
             *seq = (*seq).max(e.seq);
         }
-        entries.into_iter().map(|e| ByteBuf::from(e.bytes)).collect()
+        entries
+            .into_iter()
+            .map(|e| ByteBuf::from(e.bytes))
+            .collect()
     }
 
     /// The peer's answer to the last request. `local` is the record as held here.
@@ -685,8 +688,7 @@ fn predict(
 ) -> Option<Frontier> {
     use crate::entry::Payload;
     let mut next = asked.clone();
-    let mut in_batch: std::collections::HashMap<EntryId, Stream> =
-        std::collections::HashMap::new();
+    let mut in_batch: std::collections::HashMap<EntryId, Stream> = std::collections::HashMap::new();
     for e in batch {
         let entry = e.entry();
         // As `Record::category_of_payload` tells an entry's stream.

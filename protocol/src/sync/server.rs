@@ -682,8 +682,7 @@ impl Server {
             .read(&record, |r| {
                 // The stored bytes as they are: a lean record reads them from its source
                 // (hash-checked) and nothing here decodes or copies them again.
-                let (es, more, f) =
-                    r.entry_bytes_beyond(&viewer, frontier, limit, MAX_BATCH_BYTES);
+                let (es, more, f) = r.entry_bytes_beyond(&viewer, frontier, limit, MAX_BATCH_BYTES);
                 let ids: Vec<_> = es.iter().map(|e| e.id).collect();
                 let bytes: Vec<serde_bytes::ByteBuf> = es
                     .into_iter()
