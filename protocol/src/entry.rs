@@ -478,7 +478,9 @@ where
 {
     let v: T =
         cbor4ii::serde::from_slice(bytes).map_err(|e| EntryError::Malformed(e.to_string()))?;
-    if cbor(&v) != bytes {
+    // Encoded into a buffer of the input's size: no growing (and copying) on the way.
+    let again = cbor4ii::serde::to_vec(Vec::with_capacity(bytes.len()), &v).unwrap_or_default();
+    if again != bytes {
         return Err(EntryError::NotCanonical);
     }
     Ok(v)
@@ -665,17 +667,44 @@ impl SignedEntry {
     /// Decodes and structurally checks an entry (the signature is checked by
     /// [`SignedEntry::verify`] or in a batch by [`verify_batch`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
+        Self::decode_vec(bytes.to_vec())
+    }
+
+    /// [`SignedEntry::decode`], keeping `bytes` as the entry's bytes (no copy: received
+    /// bytes become the stored ones).
+    pub fn decode_vec(bytes: Vec<u8>) -> Result<Self, EntryError> {
         if bytes.len() > MAX_ENTRY_BYTES {
             return Err(EntryError::TooLarge(bytes.len()));
         }
-        let wire: Wire = from_cbor_canonical(bytes)?;
+        let wire: Wire = from_cbor_canonical(&bytes)?;
         check_structure(&wire.entry)?;
         Ok(SignedEntry {
-            id: EntryId(*blake3::hash(bytes).as_bytes()),
+            id: EntryId(*blake3::hash(&bytes).as_bytes()),
             entry: wire.entry,
             sig: wire.sig,
-            bytes: bytes.to_vec(),
+            bytes,
         })
+    }
+
+    /// What the author signed ([`Entry::signing_bytes`]), without encoding it again: the
+    /// canonical signed encoding is the map `{"entry": <entry>, "sig": <64 bytes>}`, so
+    /// the entry's own encoding sits inside it as is. (Every `SignedEntry` is decoded
+    /// canonically or made by [`Entry::sign`]; should the layout ever not match, the entry
+    /// is encoded again.)
+    pub fn signing_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        const HEAD: &[u8] = b"\xa2\x65entry";
+        const SIG: &[u8] = b"\x63sig\x58\x40";
+        let b = &self.bytes;
+        let tail = SIG.len() + self.sig.0.len();
+        if b.len() >= HEAD.len() + tail
+            && b.starts_with(HEAD)
+            && &b[b.len() - tail..b.len() - self.sig.0.len()] == SIG
+            && b[b.len() - self.sig.0.len()..] == self.sig.0
+        {
+            std::borrow::Cow::Borrowed(&b[HEAD.len()..b.len() - tail])
+        } else {
+            std::borrow::Cow::Owned(self.entry.signing_bytes())
+        }
     }
 
     /// Checks the signature strictly (and that the author's key is not weak).
@@ -683,7 +712,7 @@ impl SignedEntry {
         keys::verify(
             &self.entry.author,
             Domain::Entry,
-            &self.entry.signing_bytes(),
+            &self.signing_bytes(),
             &self.sig,
         )?;
         Ok(Verified::trusted(self))
@@ -743,11 +772,12 @@ impl Verified {
 
 /// Verifies many entries' signatures in one batch; if the batch fails, finds the bad one.
 pub fn verify_batch(entries: Vec<SignedEntry>) -> Result<Vec<Verified>, (usize, EntryError)> {
-    let msgs: Vec<Vec<u8>> = entries.iter().map(|e| e.entry.signing_bytes()).collect();
+    let msgs: Vec<std::borrow::Cow<'_, [u8]>> =
+        entries.iter().map(SignedEntry::signing_bytes).collect();
     let items: Vec<_> = entries
         .iter()
         .zip(&msgs)
-        .map(|(e, m)| (e.entry.author, Domain::Entry, m.as_slice(), e.sig))
+        .map(|(e, m)| (e.entry.author, Domain::Entry, m.as_ref(), e.sig))
         .collect();
     if keys::verify_batch(&items).is_err() {
         for (i, (actor, domain, m, sig)) in items.iter().enumerate() {

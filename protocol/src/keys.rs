@@ -131,17 +131,55 @@ pub fn verify(actor: &ActorId, domain: Domain, bytes: &[u8], sig: &Sig) -> Resul
 
 /// Verifies many signatures at once (ed25519 batch verification). All must be valid; on
 /// failure, callers fall back to [`verify`] one by one to find which.
+///
+/// Each distinct key is parsed and checked ([`verifying_key`]: point decompression, the
+/// weak-key refusal) once per batch, not once per item: a pulled batch is nearly always
+/// one author's.
 pub fn verify_batch(items: &[(ActorId, Domain, &[u8], Sig)]) -> Result<(), KeyError> {
+    let mut parsed: std::collections::HashMap<ActorId, VerifyingKey> =
+        std::collections::HashMap::new();
+    let mut last: Option<(ActorId, VerifyingKey)> = None;
     let mut keys = Vec::with_capacity(items.len());
-    let mut msgs = Vec::with_capacity(items.len());
     let mut sigs = Vec::with_capacity(items.len());
+    // Every message (domain tag, then bytes) in one buffer, sliced after.
+    let total: usize = items
+        .iter()
+        .map(|(_, d, b, _)| d.tag().len() + b.len())
+        .sum();
+    let mut buf = Vec::with_capacity(total);
+    let mut ends = Vec::with_capacity(items.len());
     for (actor, domain, bytes, sig) in items {
-        keys.push(verifying_key(actor)?);
-        msgs.push(domain.message(bytes));
+        let key = match last {
+            Some((a, k)) if a == *actor => k,
+            _ => {
+                let k = match parsed.get(actor) {
+                    Some(k) => *k,
+                    None => {
+                        let k = verifying_key(actor)?;
+                        parsed.insert(*actor, k);
+                        k
+                    }
+                };
+                last = Some((*actor, k));
+                k
+            }
+        };
+        keys.push(key);
+        buf.extend_from_slice(domain.tag());
+        buf.extend_from_slice(bytes);
+        ends.push(buf.len());
         sigs.push(ed25519_dalek::Signature::from_bytes(&sig.0));
     }
-    let msg_refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-    ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).map_err(|_| KeyError::BadSignature)
+    let mut start = 0;
+    let msgs: Vec<&[u8]> = ends
+        .iter()
+        .map(|&end| {
+            let m = &buf[start..end];
+            start = end;
+            m
+        })
+        .collect();
+    ed25519_dalek::verify_batch(&msgs, &sigs, &keys).map_err(|_| KeyError::BadSignature)
 }
 
 #[cfg(test)]
@@ -194,5 +232,68 @@ mod tests {
         assert_eq!(verify_batch(&items), Ok(()));
         items[2].3 .0[0] ^= 1;
         assert_eq!(verify_batch(&items), Err(KeyError::BadSignature));
+    }
+
+    #[test]
+    fn batch_verification_parses_each_key_once_and_still_refuses_weak_ones() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate(&mut rng)).collect();
+        let msgs: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1 + usize::from(i)]).collect();
+        // Mixed authors, runs and returns: 0 0 0 1 2 1 0 ...
+        let who = |i: usize| [0, 0, 0, 1, 2, 1, 0][i % 7];
+        let mut items: Vec<(ActorId, Domain, &[u8], Sig)> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let k = &keys[who(i)];
+                (
+                    k.actor(),
+                    Domain::Entry,
+                    m.as_slice(),
+                    k.sign(Domain::Entry, m),
+                )
+            })
+            .collect();
+        assert_eq!(verify_batch(&items), Ok(()));
+        // A signature by another of the batch's keys, under a key seen before.
+        items[13].3 = keys[1].sign(Domain::Entry, msgs[13].as_slice());
+        assert_eq!(verify_batch(&items), Err(KeyError::BadSignature));
+        items[13].3 = keys[who(13)].sign(Domain::Entry, msgs[13].as_slice());
+        // Messages are told apart (one buffer, sliced): a byte moved across a boundary.
+        let (a, b) = (b"ab".to_vec(), b"c".to_vec());
+        let (a2, b2) = (b"a".to_vec(), b"bc".to_vec());
+        let k = &keys[0];
+        let moved = [
+            (
+                k.actor(),
+                Domain::Entry,
+                a2.as_slice(),
+                k.sign(Domain::Entry, &a),
+            ),
+            (
+                k.actor(),
+                Domain::Entry,
+                b2.as_slice(),
+                k.sign(Domain::Entry, &b),
+            ),
+        ];
+        assert_eq!(verify_batch(&moved), Err(KeyError::BadSignature));
+        // A weak key anywhere (after a good key, again later) refuses the batch.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let weak = ActorId(weak);
+        for at in [0, 7, 39] {
+            let mut bad = items.clone();
+            bad[at].0 = weak;
+            assert_eq!(
+                verify_batch(&bad),
+                Err(KeyError::WeakKey),
+                "weak key at {at}"
+            );
+        }
+        let mut twice = items.clone();
+        twice[5].0 = weak;
+        twice[30].0 = weak;
+        assert_eq!(verify_batch(&twice), Err(KeyError::WeakKey));
     }
 }

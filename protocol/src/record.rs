@@ -309,6 +309,14 @@ pub trait EntrySource: Send + Sync + std::fmt::Debug {
     /// The entry with this id, checked against its id (a source that cannot read it, or
     /// reads something else, says so through its own reporting and returns `None`).
     fn load(&self, id: &EntryId) -> Option<Verified>;
+
+    /// The entry's canonical signed bytes, checked against its id (their BLAKE3 hash is
+    /// the id) but not decoded: what a server sends. A source that reads the bytes
+    /// anyway (a log) should answer without decoding them; the default decodes through
+    /// [`EntrySource::load`].
+    fn load_bytes(&self, id: &EntryId) -> Option<Vec<u8>> {
+        self.load(id).map(|v| v.signed().bytes().to_vec())
+    }
 }
 
 /// A grant held in the record, with what is known about it.
@@ -548,6 +556,21 @@ impl Record {
     /// the entries.
     pub(crate) fn creates(&self) -> impl Iterator<Item = &Node> + '_ {
         self.nodes.values().filter(|n| n.h.is_create())
+    }
+
+    /// An entry's canonical signed bytes, not decoded: borrowed when the entry is held in
+    /// memory, read from the source ([`EntrySource::load_bytes`], which checks them
+    /// against the id) when the record is lean and let it go.
+    pub fn entry_bytes(&self, id: &EntryId) -> Option<std::borrow::Cow<'_, [u8]>> {
+        let n = self.nodes.get(id)?;
+        match &n.e {
+            Some(v) => Some(std::borrow::Cow::Borrowed(v.signed().bytes())),
+            None => self
+                .source
+                .as_ref()?
+                .load_bytes(id)
+                .map(std::borrow::Cow::Owned),
+        }
     }
 
     /// A held entry's author time, without reading the entry.

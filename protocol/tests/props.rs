@@ -790,7 +790,7 @@ fn a_snapshot_keeps_void_entries_void() {
         false,
         false,
     ));
-    f.create(&nurse.clone(), Category::VitalSigns, bp(120, 80));
+    f.create(&nurse, Category::VitalSigns, bp(120, 80)).unwrap();
     // The nurse writes on her replica while George revokes her grant on his.
     let mut hers = f.record.clone();
     let late = hers

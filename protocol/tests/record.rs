@@ -968,3 +968,21 @@ fn grant_status_names_each_state_once() {
         ]
     );
 }
+
+#[test]
+fn what_an_author_signed_is_read_from_the_signed_bytes_not_encoded_again() {
+    let mut f = Fixture::new(41, "George");
+    let g = f.patient.clone();
+    f.create(&g, Category::VitalSigns, bp(120, 80)).unwrap();
+    f.create(&g, Category::Allergies, allergy("nuts")).unwrap();
+    for v in f.record.entries() {
+        let signed = v.signed();
+        let part = signed.signing_bytes();
+        assert!(matches!(part, std::borrow::Cow::Borrowed(_)));
+        assert_eq!(*part, signed.entry().signing_bytes()[..]);
+        // Decoded from bytes (kept as they are, not copied) it is the same.
+        let again = SignedEntry::decode_vec(signed.bytes().to_vec()).unwrap();
+        assert_eq!(again.signing_bytes(), part);
+        assert_eq!(again.clone().verify().map(|v| v.id()), Ok(v.id()));
+    }
+}

@@ -162,17 +162,52 @@ async fn run_sync(
         while let Some(event) = session.poll_event() {
             match event {
                 ClientEvent::Received(entries) => {
+                    // Decoded first (on the verify threads), so that the next batch is asked
+                    // for, from the frontier this one will leave, while this one is verified
+                    // and stored: the peer prepares it meanwhile. At most that one is asked
+                    // ahead; every entry is verified before it is stored, batches are stored
+                    // in order, and a batch refused stops the sync (its successor unread).
+                    let entries: Vec<Vec<u8>> = entries
+                        .into_iter()
+                        .map(serde_bytes::ByteBuf::into_vec)
+                        .collect();
+                    let decoded = blocking(move || super::verify::decode_all(entries)).await?;
+                    let decoded = match decoded {
+                        Ok(d) => d,
+                        Err((i, e)) => {
+                            let bad = Err(SyncError::BadEntries(format!("entry {i}: {e}")));
+                            with_local(&store, &record, |r| session.handle_stored(bad, r))?;
+                            continue;
+                        }
+                    };
+                    let ahead = with_local(&store, &record, |r| {
+                        session.poll_ahead(&decoded, now_ms(), nonce(), r)
+                    })?;
                     let store2 = store.clone();
-                    let stored = blocking(move || -> Result<usize, SyncError> {
-                        let verified = super::verify::decode_verify_all(entries)
+                    let ingest = blocking(move || -> Result<usize, SyncError> {
+                        let verified = super::verify::verify_all(decoded)
                             .map_err(|(i, e)| SyncError::BadEntries(format!("entry {i}: {e}")))?;
                         store2.ingest(&record, verified).map_err(|e| match e {
                             StoreError::Rejected(r) => SyncError::BadEntries(r.to_string()),
                             other => SyncError::Store(other.to_string()),
                         })
-                    })
-                    .await?;
+                    });
+                    let (stored, answer) = match ahead {
+                        Some(request) => {
+                            let (stored, answer) =
+                                tokio::join!(ingest, handle.request(peer, addrs.clone(), request));
+                            (stored?, Some(answer))
+                        }
+                        None => (ingest.await?, None),
+                    };
                     with_local(&store, &record, |r| session.handle_stored(stored, r))?;
+                    match answer {
+                        Some(Ok(response)) => {
+                            with_local(&store, &record, |r| session.handle_response(response, r))?
+                        }
+                        Some(Err(e)) => session.handle_failure(e.to_string()),
+                        None => {}
+                    }
                 }
                 ClientEvent::AuditReceived(events) => {
                     let kept = store

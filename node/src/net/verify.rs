@@ -54,18 +54,35 @@ fn chunked<I: Send, O: Send>(
 
 /// Decodes (with every check of [`SignedEntry::decode`]) and verifies entries received as
 /// bytes, on several threads when there are many, keeping their order. On failure, the
-/// index of the first bad entry found (undecodable or badly signed).
-pub fn decode_verify_all<B: AsRef<[u8]> + Send>(
+/// index of the first bad entry found (undecodable or badly signed). The bytes become the
+/// entries' own (not copied).
+pub fn decode_verify_all<B: Into<Vec<u8>> + Send>(
     entries: Vec<B>,
 ) -> Result<Vec<Verified>, (usize, EntryError)> {
-    chunked(entries, |chunk| {
-        let decoded = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, b)| SignedEntry::decode(b.as_ref()).map_err(|e| (i, e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        verify_batch(decoded)
-    })
+    chunked(entries, |chunk| verify_batch(decode_chunk(chunk)?))
+}
+
+/// Decodes entries received as bytes (every check of [`SignedEntry::decode`], signatures
+/// not yet checked: [`verify_all`]), on several threads when there are many, keeping their
+/// order. On failure, the index of the first bad entry found.
+pub fn decode_all<B: Into<Vec<u8>> + Send>(
+    entries: Vec<B>,
+) -> Result<Vec<SignedEntry>, (usize, EntryError)> {
+    chunked(entries, decode_chunk)
+}
+
+/// Verifies decoded entries' signatures in batches, on several threads when there are
+/// many, keeping their order. On failure, the index of the first badly signed entry.
+pub fn verify_all(entries: Vec<SignedEntry>) -> Result<Vec<Verified>, (usize, EntryError)> {
+    chunked(entries, verify_batch)
+}
+
+fn decode_chunk<B: Into<Vec<u8>>>(chunk: Vec<B>) -> Result<Vec<SignedEntry>, (usize, EntryError)> {
+    chunk
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| SignedEntry::decode_vec(b.into()).map_err(|e| (i, e)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -102,6 +119,8 @@ mod tests {
         let bytes = |es: &[SignedEntry]| es.iter().map(|e| e.bytes().to_vec()).collect();
         let ok = decode_verify_all(bytes(&es)).expect("all good");
         assert_eq!(ok.iter().map(Verified::id).collect::<Vec<_>>(), ids);
+        let two_steps = verify_all(decode_all(bytes(&es)).expect("decodes")).expect("verifies");
+        assert_eq!(two_steps, ok);
         // A badly signed entry in the last chunk, and bytes that do not decode before it.
         let other = cophr_protocol::testkit::key(9, "Mallory");
         es[250] = es[250].entry().clone().sign(&other);

@@ -728,6 +728,23 @@ impl Store {
         lock(&self.inner.records).contains(id)
     }
 
+    /// Reads an entry frame's bytes and checks their hash against the id it is indexed
+    /// under, without decoding them (what a sync server sends).
+    fn read_entry_bytes(&self, offset: u64, id: &EntryId) -> Result<Vec<u8>, StoreError> {
+        let (kind, payload) = self.log().read(offset)?;
+        if kind != KIND_ENTRY {
+            return Err(StoreError::Corrupt(format!(
+                "offset {offset} is not an entry"
+            )));
+        }
+        if blake3::hash(&payload).as_bytes() != id.as_bytes() {
+            return Err(StoreError::Corrupt(format!(
+                "entry {id}: content hash mismatch"
+            )));
+        }
+        Ok(payload)
+    }
+
     /// Reads an entry frame and checks its hash against the id it is indexed under.
     fn read_entry(&self, offset: u64, id: &EntryId) -> Result<SignedEntry, StoreError> {
         let (kind, payload) = self.log().read(offset)?;
@@ -2672,6 +2689,45 @@ mod lean_tests {
         assert!(
             matches!(&read, Err(StoreError::Corrupt(m)) if m.contains("could not be read")),
             "{read:?}"
+        );
+    }
+
+    #[test]
+    fn a_loaded_record_hands_out_its_entries_bytes_as_stored_and_refuses_damaged_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, g, rec, ids) = filled(dir.path(), 6);
+        let written: Vec<Vec<u8>> = s
+            .with_record(&rec, |r| {
+                ids.iter()
+                    .map(|id| r.get(id).unwrap().signed().bytes().to_vec())
+                    .collect()
+            })
+            .unwrap();
+        drop(s);
+        let s = reopened(dir.path(), &g);
+        let read: Vec<Option<Vec<u8>>> = s
+            .with_record(&rec, |r| {
+                assert!(r.is_lean());
+                ids.iter()
+                    .map(|id| r.entry_bytes(id).map(|b| b.into_owned()))
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(read, written.iter().cloned().map(Some).collect::<Vec<_>>());
+        // One of them damaged on disk: its bytes are not handed out, and the read is an
+        // error, never other bytes.
+        let path = dir.path().join("log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes
+            .windows(written[2].len())
+            .position(|w| w == written[2].as_slice())
+            .unwrap();
+        bytes[at + 20] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let got = s.with_record(&rec, |r| r.entry_bytes(&ids[2]).is_none());
+        assert!(
+            matches!(&got, Err(StoreError::Corrupt(m)) if m.contains("could not be read")),
+            "{got:?}"
         );
     }
 

@@ -98,15 +98,20 @@ impl LogSource {
         Ok(l.at.get(id).copied())
     }
 
-    fn read(&self, store: &Store, id: &EntryId) -> Result<Verified, StoreError> {
+    /// Reads `id` at its indexed location with `read` (once more if a compaction moved
+    /// everything while the read was under way).
+    fn read<T>(
+        &self,
+        store: &Store,
+        id: &EntryId,
+        read: impl Fn(&Store, u64) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let generation = store.inner.generation.load(Ordering::Acquire);
-        let once = || -> Result<Verified, StoreError> {
+        let once = || -> Result<T, StoreError> {
             let offset = self
                 .offset(store, id)?
                 .ok_or_else(|| StoreError::Corrupt(format!("entry {id} is not in the index")))?;
-            // Hash-checked against its id (read_entry): bytes this node verified before it
-            // stored them.
-            Ok(Verified::trusted(store.read_entry(offset, id)?))
+            read(store, offset)
         };
         match once() {
             // A compaction moved everything while this read was under way: once more.
@@ -114,14 +119,18 @@ impl LogSource {
             other => other,
         }
     }
-}
 
-impl EntrySource for LogSource {
-    fn load(&self, id: &EntryId) -> Option<Verified> {
+    /// Runs `read` on the store, reporting a failure (logged, counted in the store's read
+    /// failures) as `None`.
+    fn reported<T>(
+        &self,
+        id: &EntryId,
+        read: impl Fn(&Store, u64) -> Result<T, StoreError>,
+    ) -> Option<T> {
         let store = Store {
             inner: self.store.upgrade()?,
         };
-        match self.read(&store, id) {
+        match self.read(&store, id, read) {
             Ok(v) => Some(v),
             Err(e) => {
                 store.inner.read_failures.fetch_add(1, Ordering::AcqRel);
@@ -130,5 +139,21 @@ impl EntrySource for LogSource {
                 None
             }
         }
+    }
+}
+
+impl EntrySource for LogSource {
+    fn load(&self, id: &EntryId) -> Option<Verified> {
+        // Hash-checked against its id (read_entry): bytes this node verified before it
+        // stored them.
+        self.reported(id, |store, offset| {
+            Ok(Verified::trusted(store.read_entry(offset, id)?))
+        })
+    }
+
+    fn load_bytes(&self, id: &EntryId) -> Option<Vec<u8>> {
+        // The frame's CRC (the log) and the bytes' hash against the id (read_entry_bytes),
+        // never decoded: a server sends them as they are.
+        self.reported(id, |store, offset| store.read_entry_bytes(offset, id))
     }
 }

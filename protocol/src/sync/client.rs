@@ -151,13 +151,18 @@ enum State {
         differ: Vec<Stream>,
         asked: Frontier,
     },
-    /// Waiting for the driver to store a batch.
+    /// Waiting for the driver to store a batch (and perhaps for the next batch, asked for
+    /// ahead).
     Storing {
         differ: Vec<Stream>,
         asked: Frontier,
         more: bool,
         theirs: Frontier,
+        ahead: Ahead,
     },
+    /// A pull asked ahead turned out wrong (the batch stored left another frontier than
+    /// predicted): its answer is dropped when it comes, then on to `then`.
+    Discarding(Box<State>),
     /// Push what the peer lacks beyond `theirs` in `streams` (all, when `None`).
     Push {
         streams: Option<Vec<Stream>>,
@@ -173,6 +178,17 @@ enum State {
     AwaitAuditEvents,
     AwaitAuditKept,
     Done,
+}
+
+/// The next pull asked for while a batch is stored ([`ClientSession::poll_ahead`]).
+#[derive(Debug)]
+enum Ahead {
+    /// Nothing asked ahead.
+    No,
+    /// A pull from this (predicted) frontier is out.
+    Asked(Frontier),
+    /// Its answer came before the batch was stored: kept until it is.
+    Answered(Frontier, Box<Response>),
 }
 
 /// One sync of one record with one peer.
@@ -346,20 +362,18 @@ impl ClientSession {
             .map(|s| (s.clone(), theirs.get(s).cloned().unwrap_or_default()))
             .collect();
         let limit = self.cfg.push_limit.clamp(1, MAX_BATCH);
-        let (entries, _, _) = r.entries_beyond(&viewer, &ask, limit, MAX_BATCH_BYTES);
+        let (entries, _, _) = r.entry_bytes_beyond(&viewer, &ask, limit, MAX_BATCH_BYTES);
         for e in &entries {
-            let id = e.id();
-            let stream = r.stream_of(&id).cloned().unwrap_or(None);
             let seq = theirs
-                .entry(stream)
+                .entry(e.stream.clone())
                 .or_default()
-                .entry(e.entry().author)
+                .entry(e.author)
                 .or_default();
-            *seq = (*seq).max(e.entry().seq);
+            *seq = (*seq).max(e.seq);
         }
         entries
-            .iter()
-            .map(|e| ByteBuf::from(e.signed().bytes().to_vec()))
+            .into_iter()
+            .map(|e| ByteBuf::from(e.bytes))
             .collect()
     }
 
@@ -371,6 +385,31 @@ impl ClientSession {
         }
         self.waiting = false;
         let state = std::mem::replace(&mut self.state, State::Done);
+        let state = match state {
+            // The answer to a pull asked ahead, before the batch is stored: kept (one
+            // batch, bounded like any) until the driver has stored the batch.
+            State::Storing {
+                differ,
+                asked,
+                more,
+                theirs,
+                ahead: Ahead::Asked(f),
+            } => {
+                self.state = State::Storing {
+                    differ,
+                    asked,
+                    more,
+                    theirs,
+                    ahead: Ahead::Answered(f, Box::new(response)),
+                };
+                return;
+            }
+            State::Discarding(then) => {
+                self.state = *then;
+                return;
+            }
+            other => other,
+        };
         match (state, response) {
             (State::AwaitDiffer, Response::Differ { streams }) => {
                 let mut differ = streams;
@@ -438,6 +477,7 @@ impl ClientSession {
                         asked,
                         more: false,
                         theirs: frontier,
+                        ahead: Ahead::No,
                     };
                     return self.handle_stored(Ok(0), local);
                 }
@@ -446,6 +486,7 @@ impl ClientSession {
                     asked,
                     more,
                     theirs: frontier,
+                    ahead: Ahead::No,
                 };
                 self.events.push_back(ClientEvent::Received(entries));
             }
@@ -485,12 +526,19 @@ impl ClientSession {
             asked,
             more,
             theirs,
+            ahead,
         } = std::mem::replace(&mut self.state, State::Done)
         else {
+            if self.is_done() {
+                // Already ended (a failure reported meanwhile): nothing more to say.
+                return;
+            }
             return self.finish(Err(SyncError::Protocol("nothing was being stored".into())));
         };
         match result {
             Ok(n) => self.report.pulled += n,
+            // A batch refused or not stored ends the sync; an answer asked ahead is
+            // dropped unread (`finish` stops waiting for it).
             Err(e) => return self.finish(Err(e)),
         }
         // Pull on while the server has more and the frontier moved (asking the same
@@ -500,7 +548,7 @@ impl ClientSession {
             .iter()
             .map(|s| (s.clone(), mine.get(s).cloned().unwrap_or_default()))
             .collect();
-        self.state = if more && now_have != asked {
+        let next = if more && now_have != asked {
             State::Pull(differ)
         } else if self.cfg.push {
             State::Push {
@@ -510,6 +558,72 @@ impl ClientSession {
         } else {
             State::AuditPull
         };
+        self.state = match (ahead, next) {
+            (Ahead::No, next) => next,
+            // The pull asked ahead is the one due now (the frontier predicted is the one
+            // the batch left): its answer is the next batch, arrived or on its way.
+            (Ahead::Asked(f), State::Pull(differ)) if f == now_have => {
+                self.waiting = true;
+                State::AwaitEntries { differ, asked: f }
+            }
+            (Ahead::Answered(f, response), State::Pull(differ)) if f == now_have => {
+                self.state = State::AwaitEntries { differ, asked: f };
+                self.waiting = true;
+                return self.handle_response(*response, local);
+            }
+            // Asked from a wrong frontier (never expected of an honest peer): its answer
+            // is dropped, and what is due is done as without asking ahead.
+            (Ahead::Asked(_), next) => {
+                self.waiting = true;
+                State::Discarding(Box::new(next))
+            }
+            (Ahead::Answered(..), next) => next,
+        };
+    }
+
+    /// While the batch received last ([`ClientEvent::Received`]) is verified and stored,
+    /// the pull for the batch after it, so the peer prepares that one meanwhile: at most
+    /// one batch is asked ahead of the one being stored. `batch` is that batch, decoded
+    /// (not yet verified: nothing of it is stored or trusted here, only its authors,
+    /// sequence numbers and streams predict the frontier it will leave); `local` is the
+    /// record as held. `None` when there is nothing more to ask, when a pull is already out,
+    /// or when the frontier cannot be predicted (an entry's target neither held nor in the
+    /// batch): the next pull then waits for [`ClientSession::handle_stored`] as usual.
+    ///
+    /// The driver sends the request and delivers its answer (or failure) as any other,
+    /// before or after it reports the batch stored; the session checks the prediction
+    /// against the frontier actually stored, and a wrong one only costs that answer.
+    pub fn poll_ahead(
+        &mut self,
+        batch: &[crate::entry::SignedEntry],
+        now: Timestamp,
+        nonce: [u8; 16],
+        local: Option<&Record>,
+    ) -> Option<Request> {
+        if self.waiting {
+            return None;
+        }
+        let State::Storing {
+            asked,
+            more: true,
+            ahead: ahead @ Ahead::No,
+            ..
+        } = &mut self.state
+        else {
+            return None;
+        };
+        let predicted = predict(asked, batch, local)?;
+        if predicted == *asked {
+            return None;
+        }
+        *ahead = Ahead::Asked(predicted.clone());
+        self.waiting = true;
+        self.report.round_trips += 1;
+        Some(Request::Pull {
+            proof: self.proof(nonce, now),
+            frontier: predicted,
+            limit: self.cfg.pull_limit.clamp(1, MAX_BATCH as u32),
+        })
     }
 
     /// The driver kept the audit events received (`Ok(new)`), or failed to.
@@ -531,6 +645,25 @@ impl ClientSession {
         if self.is_done() {
             return;
         }
+        // A pull asked ahead failed: forget it; the batch being stored goes on, and the
+        // next pull is asked once it is stored, as without asking ahead.
+        if let State::Storing {
+            ahead: ahead @ Ahead::Asked(_),
+            ..
+        } = &mut self.state
+        {
+            *ahead = Ahead::No;
+            self.waiting = false;
+            return;
+        }
+        // The answer to be dropped will not come: on to what was due.
+        if matches!(self.state, State::Discarding(_)) {
+            if let State::Discarding(then) = std::mem::replace(&mut self.state, State::Done) {
+                self.state = *then;
+            }
+            self.waiting = false;
+            return;
+        }
         if matches!(self.state, State::AwaitAuditEvents) {
             // Everything else was done; the audit trail is extra.
             return self.finish(Ok(()));
@@ -542,6 +675,53 @@ impl ClientSession {
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
+}
+
+/// The frontier a pull from `asked` will leave once `batch` (its answer, in causal order)
+/// is applied: each entry raises its author's sequence number in its stream. `None` when an
+/// entry's stream cannot be told (an amend, delete or annotation of an entry neither held
+/// in `local` nor earlier in the batch) or is not one asked about.
+fn predict(
+    asked: &Frontier,
+    batch: &[crate::entry::SignedEntry],
+    local: Option<&Record>,
+) -> Option<Frontier> {
+    use crate::entry::Payload;
+    let mut next = asked.clone();
+    let mut in_batch: std::collections::HashMap<EntryId, Stream> = std::collections::HashMap::new();
+    for e in batch {
+        let entry = e.entry();
+        // As `Record::category_of_payload` tells an entry's stream.
+        let stream: Stream = match &entry.payload {
+            Payload::Create { category, .. } | Payload::SealedCreate { category, .. } => {
+                Some(category.clone())
+            }
+            Payload::Amend { target, .. }
+            | Payload::Delete { target, .. }
+            | Payload::Annotate { target, .. }
+            | Payload::SealedAmend { target, .. }
+            | Payload::SealedDelete { target, .. }
+            | Payload::SealedAnnotate { target, .. } => match in_batch.get(target) {
+                Some(s) => s.clone(),
+                None => {
+                    let r = local?;
+                    if !r.contains(target) {
+                        return None;
+                    }
+                    r.category_of(target).cloned()
+                }
+            },
+            Payload::Revoke { category, .. } | Payload::RemoveDevice { category, .. } => {
+                category.clone()
+            }
+            Payload::RotationPart { category, .. } => Some(category.clone()),
+            _ => None,
+        };
+        let seq = next.get_mut(&stream)?.entry(entry.author).or_default();
+        *seq = (*seq).max(entry.seq);
+        in_batch.insert(e.id(), stream);
+    }
+    Some(next)
 }
 
 /// Decodes and verifies a received batch of entries for `record`, in order: the whole batch

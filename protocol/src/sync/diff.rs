@@ -77,23 +77,69 @@ impl Record {
         limit: usize,
         max_bytes: usize,
     ) -> (Vec<Verified>, bool, Frontier) {
+        self.beyond(viewer, theirs, limit, max_bytes, |id, _| {
+            let v = self.get(id)?;
+            let size = v.signed().bytes().len();
+            Some((v, size))
+        })
+    }
+
+    /// [`Record::entries_beyond`] as the entries' canonical signed bytes, not decoded (what
+    /// a server sends: a lean record reads them from its source, hash-checked, and never
+    /// decodes them), each with where it sits: its chain (author, stream) and sequence
+    /// number.
+    pub fn entry_bytes_beyond(
+        &self,
+        viewer: &Viewer,
+        theirs: &Frontier,
+        limit: usize,
+        max_bytes: usize,
+    ) -> (Vec<BeyondBytes>, bool, Frontier) {
+        self.beyond(viewer, theirs, limit, max_bytes, |id, (chain, seq)| {
+            let bytes = self.entry_bytes(id)?.into_owned();
+            let size = bytes.len();
+            Some((
+                BeyondBytes {
+                    id: *id,
+                    author: chain.0,
+                    stream: chain.1.clone(),
+                    seq,
+                    bytes,
+                },
+                size,
+            ))
+        })
+    }
+
+    /// The walk behind [`Record::entries_beyond`]: `fetch` reads each entry taken (given
+    /// its chain and sequence number) as whatever the caller sends, with its size in bytes.
+    fn beyond<T>(
+        &self,
+        viewer: &Viewer,
+        theirs: &Frontier,
+        limit: usize,
+        max_bytes: usize,
+        mut fetch: impl FnMut(&EntryId, (&(ActorId, Stream), u64)) -> Option<(T, usize)>,
+    ) -> (Vec<T>, bool, Frontier) {
         let visible = self.visible_frontier(viewer);
-        // The runs of each chain still to send: chain[from..upto].
-        let mut runs: Vec<&[EntryId]> = Vec::new();
+        // The runs of each chain still to send: chain[from..upto], with the chain and
+        // `from` (so the entry at position i of a run has sequence number from + i + 1).
+        type Run<'a> = (&'a (ActorId, Stream), usize, &'a [EntryId]);
+        let mut runs: Vec<Run<'_>> = Vec::new();
         let mut frontier = Frontier::new();
         for (stream, have) in theirs {
             let Some(chains) = visible.get(stream) else {
                 continue;
             };
             frontier.insert(stream.clone(), chains.clone());
-            for ((author, s), chain) in self.chains() {
-                if s != stream {
+            for (key, chain) in self.chains() {
+                if &key.1 != stream {
                     continue;
                 }
-                let upto = chains.get(author).copied().unwrap_or(0) as usize;
-                let from = have.get(author).copied().unwrap_or(0) as usize;
+                let upto = chains.get(&key.0).copied().unwrap_or(0) as usize;
+                let from = have.get(&key.0).copied().unwrap_or(0) as usize;
                 if upto > from {
-                    runs.push(&chain[from..upto]);
+                    runs.push((key, from, &chain[from..upto]));
                 }
             }
         }
@@ -110,13 +156,13 @@ impl Record {
                 *id,
             )
         };
-        let remaining: usize = runs.iter().map(|r| r.len()).sum();
+        let remaining: usize = runs.iter().map(|r| r.2.len()).sum();
         // (order key of a run's next entry, which run, its position in the run)
         type Head = ((bool, u32, EntryId), usize, usize);
         let mut heads: BinaryHeap<Reverse<Head>> = runs
             .iter()
             .enumerate()
-            .map(|(r, run)| Reverse((key(&run[0]), r, 0)))
+            .map(|(r, run)| Reverse((key(&run.2[0]), r, 0)))
             .collect();
         let mut out = Vec::with_capacity(limit.min(remaining));
         let mut bytes = 0usize;
@@ -125,8 +171,8 @@ impl Record {
             let Some(Reverse(((k, d, id), r, i))) = heads.pop() else {
                 break;
             };
-            if let Some(v) = self.get(&id) {
-                let size = v.signed().bytes().len();
+            let (chain, from, run) = runs[r];
+            if let Some((v, size)) = fetch(&id, (chain, (from + i + 1) as u64)) {
                 if !out.is_empty() && bytes + size > max_bytes {
                     heads.push(Reverse(((k, d, id), r, i)));
                     break;
@@ -135,10 +181,26 @@ impl Record {
                 out.push(v);
             }
             taken += 1;
-            if let Some(next) = runs[r].get(i + 1) {
+            if let Some(next) = run.get(i + 1) {
                 heads.push(Reverse((key(next), r, i + 1)));
             }
         }
         (out, remaining > taken, frontier)
     }
+}
+
+/// One entry of [`Record::entry_bytes_beyond`]: its canonical signed bytes and where it
+/// sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeyondBytes {
+    /// The entry's id (the BLAKE3 hash of `bytes`).
+    pub id: EntryId,
+    /// Its author.
+    pub author: ActorId,
+    /// Its stream.
+    pub stream: Stream,
+    /// Its sequence number in its author's chain in that stream.
+    pub seq: u64,
+    /// The canonical signed entry.
+    pub bytes: Vec<u8>,
 }

@@ -39,6 +39,7 @@ mod proof;
 pub mod server;
 
 pub use backups::{BACKUP_GETS_PER_WINDOW, BACKUP_GET_PEERS, BACKUP_GET_WINDOW_MS};
+pub use diff::BeyondBytes;
 pub use message::{decode, encode, Refusal, Request, Response, MAX_INVITATION_LEN};
 pub use proof::{NonceCache, Proof, ProofError};
 

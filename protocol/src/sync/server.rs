@@ -680,11 +680,13 @@ impl Server {
         let limit = (limit as usize).clamp(1, MAX_BATCH);
         let (entries, ids, more, frontier) = store
             .read(&record, |r| {
-                let (es, more, f) = r.entries_beyond(&viewer, frontier, limit, MAX_BATCH_BYTES);
-                let ids: Vec<_> = es.iter().map(|e| e.id()).collect();
+                // The stored bytes as they are: a lean record reads them from its source
+                // (hash-checked) and nothing here decodes or copies them again.
+                let (es, more, f) = r.entry_bytes_beyond(&viewer, frontier, limit, MAX_BATCH_BYTES);
+                let ids: Vec<_> = es.iter().map(|e| e.id).collect();
                 let bytes: Vec<serde_bytes::ByteBuf> = es
-                    .iter()
-                    .map(|e| serde_bytes::ByteBuf::from(e.signed().bytes().to_vec()))
+                    .into_iter()
+                    .map(|e| serde_bytes::ByteBuf::from(e.bytes))
                     .collect();
                 (bytes, ids, more, f)
             })

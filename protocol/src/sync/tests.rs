@@ -498,3 +498,56 @@ fn messages_round_trip_and_garbage_is_refused() {
     assert!(decode::<Request>(&m[..m.len() - 1]).is_err());
     assert!(decode::<Request>(b"\xff\xff\xff").is_err());
 }
+
+/// A source that hands out bytes only: a lean record serving a pull must never decode.
+#[derive(Debug)]
+struct BytesOnly(std::collections::HashMap<EntryId, Vec<u8>>);
+
+impl crate::record::EntrySource for BytesOnly {
+    fn load(&self, id: &EntryId) -> Option<crate::entry::Verified> {
+        panic!("entry {id} decoded to be served");
+    }
+    fn load_bytes(&self, id: &EntryId) -> Option<Vec<u8>> {
+        self.0.get(id).cloned()
+    }
+}
+
+#[test]
+fn a_lean_record_serves_its_stored_bytes_without_decoding_them() {
+    let (mut f, pharmacist, homecare) = george();
+    let g = f.patient.clone();
+    for i in 0..4 {
+        f.create(&homecare, Category::VitalSigns, bp(110 + i, 70))
+            .unwrap();
+    }
+    let full = f.record.clone();
+    let stored: std::collections::HashMap<EntryId, Vec<u8>> = full
+        .entries()
+        .map(|e| (e.id(), e.signed().bytes().to_vec()))
+        .collect();
+    let mut lean = full.clone();
+    lean.set_source(std::sync::Arc::new(BytesOnly(stored.clone())));
+    assert!(lean.held_in_memory() < lean.len());
+    for actor in [g.actor(), pharmacist.actor(), homecare.actor()] {
+        let viewer = full.viewer(&actor, f.now);
+        let ask: Frontier = full
+            .differing(&viewer, &Record::new(full.id()).digests())
+            .into_iter()
+            .map(|s| (s, BTreeMap::new()))
+            .collect();
+        for limit in [1, 3, 100] {
+            let (want, want_more, want_f) =
+                full.entries_beyond(&viewer, &ask, limit, MAX_BATCH_BYTES);
+            let (got, more, got_f) = lean.entry_bytes_beyond(&viewer, &ask, limit, MAX_BATCH_BYTES);
+            assert_eq!((more, got_f), (want_more, want_f));
+            assert_eq!(got.len(), want.len());
+            for (b, v) in got.iter().zip(&want) {
+                assert_eq!(b.id, v.id());
+                assert_eq!(b.bytes, v.signed().bytes(), "{actor}: bytes as stored");
+                assert_eq!(b.bytes, stored[&v.id()]);
+                assert_eq!((b.author, b.seq), (v.entry().author, v.entry().seq));
+                assert_eq!(Some(&b.stream), full.stream_of(&v.id()));
+            }
+        }
+    }
+}
