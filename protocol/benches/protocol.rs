@@ -84,7 +84,8 @@ struct Encoded(std::collections::HashMap<cophr_protocol::EntryId, Vec<u8>>);
 
 impl cophr_protocol::record::EntrySource for Encoded {
     fn load(&self, id: &cophr_protocol::EntryId) -> Option<Verified> {
-        let e = SignedEntry::decode(self.0.get(id)?).ok()?;
+        // As a node reads its log: hash-checked against the id, then decoded.
+        let e = SignedEntry::decode_known(self.0.get(id)?.clone(), id).ok()?;
         Some(Verified::trusted(e))
     }
 }

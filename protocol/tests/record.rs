@@ -986,3 +986,31 @@ fn what_an_author_signed_is_read_from_the_signed_bytes_not_encoded_again() {
         assert_eq!(again.clone().verify().map(|v| v.id()), Ok(v.id()));
     }
 }
+
+/// Stored bytes read back by their id decode as the entry they were (without checking
+/// their form again), and bytes of any other entry, or damaged, are refused.
+#[test]
+fn stored_bytes_decode_only_as_their_own_id() {
+    let mut f = Fixture::new(21, "George");
+    let george = f.patient.clone();
+    let a = f
+        .create(&george, Category::VitalSigns, bp(120, 80))
+        .unwrap();
+    let b = f
+        .create(&george, Category::VitalSigns, bp(121, 81))
+        .unwrap();
+    let bytes = f.record.get(&a).unwrap().signed().bytes().to_vec();
+    let known = SignedEntry::decode_known(bytes.clone(), &a).unwrap();
+    assert_eq!(known, SignedEntry::decode(&bytes).unwrap());
+    assert_eq!(
+        SignedEntry::decode_known(bytes.clone(), &b).err(),
+        Some(cophr_protocol::entry::EntryError::WrongId)
+    );
+    let mut damaged = bytes;
+    let at = damaged.len() - 70;
+    damaged[at] ^= 1;
+    assert_eq!(
+        SignedEntry::decode_known(damaged, &a).err(),
+        Some(cophr_protocol::entry::EntryError::WrongId)
+    );
+}

@@ -753,14 +753,10 @@ impl Store {
                 "offset {offset} is not an entry"
             )));
         }
-        let e = SignedEntry::decode(&payload)
-            .map_err(|err| StoreError::Corrupt(format!("entry {id}: {err}")))?;
-        if e.id() != *id {
-            return Err(StoreError::Corrupt(format!(
-                "entry {id}: content hash mismatch"
-            )));
-        }
-        Ok(e)
+        // Hash-checked against its id, then decoded (bytes with this id passed every
+        // check of their form before they were stored: `SignedEntry::decode_known`).
+        SignedEntry::decode_known(payload, id)
+            .map_err(|err| StoreError::Corrupt(format!("entry {id}: {err}")))
     }
 
     fn stored_entries(&self, id: &RecordId) -> Result<Vec<SignedEntry>, StoreError> {
