@@ -28,7 +28,7 @@ use crate::seal::EpochId;
 const MAGIC: &[u8; 10] = b"COPHR-SNAP";
 
 /// This format's version.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// Why a snapshot could not be restored (the node then replays the record from its log).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,32 +50,45 @@ pub enum SnapshotError {
     Inconsistent(String),
 }
 
-/// One node, as written.
+/// One node, as written: a CBOR array, in this order (no field names: a million of
+/// them would double the snapshot): id, seq, time, author, auth, epoch, kind, clock
+/// (position in [`Snap::clocks`]), chain, depth, root, principal, rotation, stream,
+/// category, flags, and the signed entry for the entries a lean record keeps in memory
+/// (empty otherwise).
 #[derive(Serialize, Deserialize)]
-struct SnapNode {
-    id: EntryId,
-    seq: u64,
-    time: Timestamp,
-    author: u32,
-    auth: Ix,
-    epoch: u32,
-    kind: u8,
-    /// Position in [`Snap::clocks`].
-    clock: u32,
-    chain: u32,
-    depth: u32,
-    root: Ix,
-    principal: u32,
-    rotation: Ix,
-    stream: u16,
-    category: u16,
-    flags: u8,
-    /// The signed entry, for the entries a lean record keeps in memory.
-    #[serde(with = "serde_bytes")]
-    held: Vec<u8>,
-}
+struct SnapNode(
+    EntryId,
+    u64,
+    Timestamp,
+    u32,
+    Ix,
+    u32,
+    u8,
+    u32,
+    u32,
+    u32,
+    Ix,
+    u32,
+    Ix,
+    u16,
+    u16,
+    u8,
+    #[serde(with = "serde_bytes")] Vec<u8>,
+);
 
-type Chains = Vec<((ActorId, Stream), Vec<EntryId>)>;
+/// A grant: id, issuer, signer, parent, the grant, time, revocations.
+type SnapGrant = (
+    EntryId,
+    ActorId,
+    ActorId,
+    Option<EntryId>,
+    Grant,
+    Timestamp,
+    Vec<EntryId>,
+);
+
+/// Each chain's entries, as positions in [`Snap::nodes`].
+type Chains = Vec<((ActorId, Stream), Vec<Ix>)>;
 type Lists<K> = Vec<(K, Vec<EntryId>)>;
 
 /// Everything a snapshot holds.
@@ -94,15 +107,7 @@ struct Snap {
     author_index: Vec<((ActorId, Stream), u64)>,
     chains: Chains,
     heads: Vec<(Stream, Vec<EntryId>)>,
-    grants: Vec<(
-        EntryId,
-        ActorId,
-        ActorId,
-        Option<EntryId>,
-        Grant,
-        Timestamp,
-        Vec<EntryId>,
-    )>,
+    grants: Vec<SnapGrant>,
     by_grant: Vec<(EntryId, Vec<Ix>)>,
     by_proxy: Vec<(EntryId, Vec<Ix>)>,
     sub_grants: Lists<EntryId>,
@@ -163,31 +168,29 @@ impl Record {
                 clocks.push(n.base.to_vec());
                 (clocks.len() - 1) as u32
             });
-            nodes.push(SnapNode {
-                id: n.h.id,
-                seq: n.h.seq,
-                time: n.h.time,
-                author: n.h.author,
-                auth: n.h.auth,
-                epoch: n.h.epoch,
-                kind: kind_code(n.h.kind),
+            nodes.push(SnapNode(
+                n.h.id,
+                n.h.seq,
+                n.h.time,
+                n.h.author,
+                n.h.auth,
+                n.h.epoch,
+                kind_code(n.h.kind),
                 clock,
-                chain: n.chain,
-                depth: n.depth,
-                root: n.root,
-                principal: n.principal,
-                rotation: n.rotation,
-                stream: n.stream,
-                category: n.category,
-                flags: u8::from(n.void) * VOID
-                    | u8::from(n.proxied) * PROXIED
-                    | u8::from(n.device) * DEVICE,
-                held: n
-                    .e
-                    .as_ref()
+                n.chain,
+                n.depth,
+                n.root,
+                n.principal,
+                n.rotation,
+                n.stream,
+                n.category,
+                (u8::from(n.void) * VOID)
+                    | (u8::from(n.proxied) * PROXIED)
+                    | (u8::from(n.device) * DEVICE),
+                n.e.as_ref()
                     .map(|v| v.signed().bytes().to_vec())
                     .unwrap_or_default(),
-            });
+            ));
         }
         let (epochs, openings, endings, sealed) = self.sealing.indexes();
         let snap = Snap {
@@ -213,7 +216,14 @@ impl Record {
                 .iter()
                 .map(|(k, v)| (k.clone(), *v as u64))
                 .collect(),
-            chains: lists(&self.chains),
+            chains: self
+                .chains
+                .iter()
+                .map(|(k, v)| {
+                    let at = v.iter().filter_map(|id| self.nodes.ix(id)).collect();
+                    (k.clone(), at)
+                })
+                .collect(),
             heads: self
                 .heads
                 .iter()
@@ -299,52 +309,67 @@ impl Record {
         let len = s.nodes.len();
         let ix_ok = |i: Ix| i == NONE || (i as usize) < len;
         for (i, n) in s.nodes.into_iter().enumerate() {
-            let e = if n.held.is_empty() {
+            let SnapNode(
+                id,
+                seq,
+                time,
+                author,
+                auth,
+                epoch,
+                kind,
+                clock,
+                chain,
+                depth,
+                root,
+                principal,
+                rotation,
+                stream,
+                category,
+                flags,
+                held,
+            ) = n;
+            let e = if held.is_empty() {
                 None
             } else {
-                let signed = SignedEntry::decode(&n.held)
-                    .map_err(|err| bad(format!("entry {}: {err}", n.id)))?;
-                let v = Verified::trusted(signed);
-                if v.id() != n.id {
-                    return Err(bad(format!("entry {} is another entry", n.id)));
-                }
-                Some(v)
+                let signed = SignedEntry::decode_known(held, &id)
+                    .map_err(|err| bad(format!("entry {id}: {err}")))?;
+                Some(Verified::trusted(signed))
             };
             let base = clocks
-                .get(n.clock as usize)
+                .get(clock as usize)
                 .cloned()
-                .ok_or_else(|| bad(format!("clock {}", n.clock)))?;
-            let refs_ok = (n.author as usize) < s.actors.len()
-                && (n.principal as usize) < s.actors.len()
-                && (n.stream as usize) < s.streams.len()
-                && (n.category == NO_CATEGORY || (n.category as usize) < s.streams.len())
-                && (n.h_epoch_ok(s.epoch_ids.len()))
-                && [n.auth, n.root, n.rotation].into_iter().all(ix_ok);
+                .ok_or_else(|| bad(format!("clock {clock}")))?;
+            let refs_ok = (author as usize) < s.actors.len()
+                && (principal as usize) < s.actors.len()
+                && (stream as usize) < s.streams.len()
+                && (category == NO_CATEGORY || (category as usize) < s.streams.len())
+                && (epoch == NONE || (epoch as usize) < s.epoch_ids.len())
+                && [auth, root, rotation].into_iter().all(ix_ok);
             if !refs_ok {
-                return Err(bad(format!("entry {} refers outside the snapshot", n.id)));
+                return Err(bad(format!("entry {id} refers outside the snapshot")));
             }
             let node = Node {
                 h: Header {
-                    id: n.id,
-                    seq: n.seq,
-                    time: n.time,
-                    author: n.author,
-                    auth: n.auth,
-                    epoch: n.epoch,
-                    kind: kind_of(n.kind)?,
+                    id,
+                    seq,
+                    time,
+                    author,
+                    auth,
+                    epoch,
+                    kind: kind_of(kind)?,
                 },
                 e,
                 base,
-                chain: n.chain,
-                depth: n.depth,
-                root: n.root,
-                principal: n.principal,
-                rotation: n.rotation,
-                stream: n.stream,
-                category: n.category,
-                void: n.flags & VOID != 0,
-                proxied: n.flags & PROXIED != 0,
-                device: n.flags & DEVICE != 0,
+                chain,
+                depth,
+                root,
+                principal,
+                rotation,
+                stream,
+                category,
+                void: flags & VOID != 0,
+                proxied: flags & PROXIED != 0,
+                device: flags & DEVICE != 0,
             };
             if r.nodes.contains_key(&node.h.id) {
                 return Err(bad(format!("entry {} twice", node.h.id)));
@@ -365,7 +390,9 @@ impl Record {
         .into_iter()
         .flatten()
         .all(|(k, v)| held(k) && all_held(v))
-            && s.chains.iter().all(|(_, v)| all_held(v))
+            && s.chains
+                .iter()
+                .all(|(_, v)| v.iter().all(|i| (*i as usize) < len))
             && s.heads.iter().all(|(_, v)| all_held(v))
             && s.voids.iter().all(|(k, v)| held(k) && held(v))
             && s.grants.iter().all(|g| held(&g.0) && all_held(&g.6))
@@ -399,7 +426,11 @@ impl Record {
             .into_iter()
             .map(|(k, v)| (k, v as usize))
             .collect();
-        r.chains = s.chains.into_iter().collect();
+        r.chains = s
+            .chains
+            .into_iter()
+            .map(|(k, v)| (k, v.into_iter().map(|i| r.nodes.at(i).h.id).collect()))
+            .collect();
         r.heads = s
             .heads
             .into_iter()
@@ -434,11 +465,5 @@ impl Record {
         r.sealing = sealing::Sealing::from_indexes(s.epochs, s.openings, s.endings, s.sealed);
         r.source = Some(source);
         Ok(r)
-    }
-}
-
-impl SnapNode {
-    fn h_epoch_ok(&self, epochs: usize) -> bool {
-        self.epoch == NONE || (self.epoch as usize) < epochs
     }
 }
