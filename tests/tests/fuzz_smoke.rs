@@ -21,6 +21,7 @@ const TARGETS: &[&str] = &[
     "sealed_read",
     "http_body",
     "control_message",
+    "snapshot_restore",
 ];
 
 /// Seconds of fresh fuzzing per target after the corpus is replayed.
