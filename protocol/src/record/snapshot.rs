@@ -396,6 +396,13 @@ impl Record {
             && s.heads.iter().all(|(_, v)| all_held(v))
             && s.voids.iter().all(|(k, v)| held(k) && held(v))
             && s.grants.iter().all(|g| held(&g.0) && all_held(&g.6))
+            && s.device_adds.iter().all(|(_, v)| all_held(v))
+            && s.retirements.iter().all(|(_, v)| all_held(v))
+            && s.rotations_from.iter().all(|(_, v)| all_held(v))
+            && s.epochs.iter().all(|(_, _, v)| all_held(v))
+            && s.openings.iter().all(|(_, v)| all_held(v))
+            && all_held(&s.endings)
+            && s.sealed.iter().all(|(_, v)| all_held(v))
             && [&s.by_grant, &s.by_proxy]
                 .into_iter()
                 .flatten()
@@ -465,5 +472,63 @@ impl Record {
         r.sealing = sealing::Sealing::from_indexes(s.epochs, s.openings, s.endings, s.sealed);
         r.source = Some(source);
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{bp, Fixture, MemSource};
+
+    /// A snapshot re-framed with a correct hash after `change`.
+    fn altered(bytes: &[u8], change: impl FnOnce(&mut Snap)) -> Vec<u8> {
+        let mut s: Snap = cbor4ii::serde::from_slice(&bytes[MAGIC.len() + 32..]).unwrap();
+        change(&mut s);
+        let body = crate::entry::to_cbor(&s);
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(blake3::hash(&body).as_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Every index of a snapshot that names an entry, or a position, outside it makes the
+    /// snapshot refused (it would otherwise panic a later lookup), even under a correct
+    /// hash; the unaltered snapshot restores.
+    #[test]
+    fn a_snapshot_naming_what_it_does_not_hold_is_refused() {
+        let mut f = Fixture::new(3, "George");
+        let george = f.patient.clone();
+        f.create(&george, Category::VitalSigns, bp(120, 80))
+            .unwrap();
+        let mut lean = f.record.clone();
+        let source = Arc::new(MemSource::of(f.record.entries()));
+        lean.set_source(source.clone());
+        let bytes = lean.snapshot().unwrap();
+        let id = lean.id();
+        assert!(Record::restore(id, &altered(&bytes, |_| {}), source.clone()).is_ok());
+        let stranger = EntryId([7; 32]);
+        let actor = crate::ids::ActorId([9; 32]);
+        type Change = Box<dyn FnOnce(&mut Snap)>;
+        let changes: Vec<Change> = vec![
+            Box::new(move |s| s.retirements.push(((actor, actor), vec![stranger]))),
+            Box::new(move |s| s.device_adds.push((actor, vec![stranger]))),
+            Box::new(move |s| s.rotations_from.push((actor, vec![stranger]))),
+            Box::new(move |s| s.endings.push(stranger)),
+            Box::new(move |s| s.versions.push((stranger, vec![]))),
+            Box::new(move |s| s.heads.push((None, vec![stranger]))),
+            Box::new(move |s| s.chains.push(((actor, None), vec![1_000]))),
+            Box::new(move |s| s.by_grant.push((s.nodes[0].0, vec![1_000]))),
+            Box::new(move |s| s.nodes[1].4 = 1_000),
+            Box::new(move |s| s.nodes[1].7 = 1_000),
+            Box::new(move |s| s.author_index.push(((actor, None), 0))),
+        ];
+        for (i, change) in changes.into_iter().enumerate() {
+            let got = Record::restore(id, &altered(&bytes, change), source.clone());
+            assert!(
+                matches!(got, Err(SnapshotError::Inconsistent(_))),
+                "change {i}: {:?}",
+                got.err()
+            );
+        }
     }
 }
