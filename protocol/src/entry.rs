@@ -251,6 +251,32 @@ impl Payload {
         }
     }
 
+    /// The stream this payload is written in (`None` inside: the administrative stream):
+    /// its own category for a create, the named one for a category revoke, device removal
+    /// or rotation part, and for an amend, delete or annotation its target's stream, as
+    /// `target_stream` tells it (`None` from it: not known, and so is the answer).
+    pub fn stream_given(
+        &self,
+        target_stream: impl FnOnce(&EntryId) -> Option<Option<Category>>,
+    ) -> Option<Option<Category>> {
+        Some(match self {
+            Payload::Create { category, .. } | Payload::SealedCreate { category, .. } => {
+                Some(category.clone())
+            }
+            Payload::Amend { target, .. }
+            | Payload::Delete { target, .. }
+            | Payload::Annotate { target, .. }
+            | Payload::SealedAmend { target, .. }
+            | Payload::SealedDelete { target, .. }
+            | Payload::SealedAnnotate { target, .. } => target_stream(target)?,
+            Payload::Revoke { category, .. } | Payload::RemoveDevice { category, .. } => {
+                category.clone()
+            }
+            Payload::RotationPart { category, .. } => Some(category.clone()),
+            _ => None,
+        })
+    }
+
     /// The entry this one points at (amend, delete, annotate, revoke, rotation part).
     pub fn target(&self) -> Option<EntryId> {
         match self {

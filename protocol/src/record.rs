@@ -675,22 +675,8 @@ impl Record {
     /// for an amend, delete or annotate, the named one for a category revoke, `None`
     /// (administrative) otherwise.
     pub fn category_of_payload(&self, p: &Payload) -> Option<Category> {
-        match p {
-            Payload::Create { category, .. } | Payload::SealedCreate { category, .. } => {
-                Some(category.clone())
-            }
-            Payload::Amend { target, .. }
-            | Payload::Delete { target, .. }
-            | Payload::Annotate { target, .. }
-            | Payload::SealedAmend { target, .. }
-            | Payload::SealedDelete { target, .. }
-            | Payload::SealedAnnotate { target, .. } => self.category_of(target).cloned(),
-            Payload::Revoke { category, .. } | Payload::RemoveDevice { category, .. } => {
-                category.clone()
-            }
-            Payload::RotationPart { category, .. } => Some(category.clone()),
-            _ => None,
-        }
+        p.stream_given(|target| Some(self.category_of(target).cloned()))
+            .flatten()
     }
 
     /// Entries in the order they were applied (a topological order).

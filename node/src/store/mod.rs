@@ -776,6 +776,12 @@ impl Store {
     fn fresh_record(&self, id: RecordId) -> Record {
         let mut r = Record::new(id);
         r.set_source(Arc::new(source::LogSource::new(self, id)));
+        self.unlock_readers(&mut r);
+        r
+    }
+
+    /// Unlocks a record with every key this node reads sealed content with.
+    fn unlock_readers(&self, r: &mut Record) {
         for k in self
             .inner
             .readers
@@ -785,7 +791,6 @@ impl Store {
         {
             r.unlock(k);
         }
-        r
     }
 
     /// Reads sealed content with `key` from now on: every record held (loaded now, or

@@ -153,15 +153,7 @@ impl Store {
             }
         };
         drop(bytes);
-        for k in self
-            .inner
-            .readers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            r.unlock(k);
-        }
+        self.unlock_readers(&mut r);
         let in_snapshot = r.len();
         let mut found = 0usize;
         for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {

@@ -686,37 +686,21 @@ fn predict(
     batch: &[crate::entry::SignedEntry],
     local: Option<&Record>,
 ) -> Option<Frontier> {
-    use crate::entry::Payload;
     let mut next = asked.clone();
     let mut in_batch: std::collections::HashMap<EntryId, Stream> = std::collections::HashMap::new();
     for e in batch {
         let entry = e.entry();
-        // As `Record::category_of_payload` tells an entry's stream.
-        let stream: Stream = match &entry.payload {
-            Payload::Create { category, .. } | Payload::SealedCreate { category, .. } => {
-                Some(category.clone())
-            }
-            Payload::Amend { target, .. }
-            | Payload::Delete { target, .. }
-            | Payload::Annotate { target, .. }
-            | Payload::SealedAmend { target, .. }
-            | Payload::SealedDelete { target, .. }
-            | Payload::SealedAnnotate { target, .. } => match in_batch.get(target) {
-                Some(s) => s.clone(),
+        // As `Record::category_of_payload` tells an entry's stream, a target earlier in
+        // the batch counting as held.
+        let stream: Stream = entry
+            .payload
+            .stream_given(|target| match in_batch.get(target) {
+                Some(s) => Some(s.clone()),
                 None => {
                     let r = local?;
-                    if !r.contains(target) {
-                        return None;
-                    }
-                    r.category_of(target).cloned()
+                    r.contains(target).then(|| r.category_of(target).cloned())
                 }
-            },
-            Payload::Revoke { category, .. } | Payload::RemoveDevice { category, .. } => {
-                category.clone()
-            }
-            Payload::RotationPart { category, .. } => Some(category.clone()),
-            _ => None,
-        };
+            })?;
         let seq = next.get_mut(&stream)?.entry(entry.author).or_default();
         *seq = (*seq).max(entry.seq);
         in_batch.insert(e.id(), stream);
