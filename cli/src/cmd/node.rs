@@ -185,7 +185,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     cache_records: Option<usize>,
 
-    /// Most entries held by the records kept loaded in memory [default: 500000]
+    /// Most entries held by the records kept loaded in memory (about 250 bytes each; a
+    /// record of more than a few thousand entries reloads from its snapshot) [default:
+    /// 2000000]
     #[arg(long, value_name = "N")]
     cache_entries: Option<usize>,
 }
