@@ -279,6 +279,33 @@ pub enum Status {
     },
 }
 
+/// What an entry's status is judged against.
+#[derive(Clone, Copy)]
+pub(crate) enum Held<'a> {
+    /// Everything this replica holds (the status it records for the entry).
+    All,
+    /// Only a causal past: what every replica holding that past decides alike.
+    Past(&'a dyn Fn(&EntryId) -> bool),
+}
+
+impl Held<'_> {
+    /// Whether `id` counts.
+    pub(crate) fn has(&self, id: &EntryId) -> bool {
+        match self {
+            Held::All => true,
+            Held::Past(past) => past(id),
+        }
+    }
+
+    /// `ids` narrowed to those that count.
+    pub(crate) fn narrow<'b>(&self, ids: &'b [EntryId]) -> std::borrow::Cow<'b, [EntryId]> {
+        match self {
+            Held::All => std::borrow::Cow::Borrowed(ids),
+            Held::Past(past) => ids.iter().filter(|i| past(i)).copied().collect(),
+        }
+    }
+}
+
 /// The result of applying an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
@@ -929,7 +956,7 @@ impl Record {
                 Payload::RotateKey { old, .. } => Some(*old),
                 _ => None,
             };
-            status = self.key_status(&v.id(), &e.author, rotates, &acting, &|_| false);
+            status = self.key_status(&v.id(), &e.author, rotates, &acting, &|_| false, Held::All);
         }
         Ok(Checked {
             clock,
@@ -1426,7 +1453,7 @@ impl Record {
             // A proxy grant revoked concurrently (held, not in the past) leaves
             // the entry kept but void, as for the grant it is written under.
             if *status == Status::Valid {
-                *status = self.proxy_status(&proxies, |_| false);
+                *status = self.proxy_status(&proxies, |_| false, Held::All);
             }
         }
         Ok(proxies)
@@ -1494,13 +1521,19 @@ impl Record {
     /// Whether an entry made as a proxy under `proxies` is in effect: valid if, for one of
     /// them, every revocation in its chain is `kept` (the entry is in that revocation's
     /// causal past); void otherwise.
-    fn proxy_status(&self, proxies: &[EntryId], kept: impl Fn(&[EntryId]) -> bool) -> Status {
+    fn proxy_status(
+        &self,
+        proxies: &[EntryId],
+        kept: impl Fn(&[EntryId]) -> bool,
+        held: Held<'_>,
+    ) -> Status {
         let mut first = None;
         for p in proxies {
             let mut ok = true;
             for link in self.chain(*p) {
-                if let Some(r) = link.revoked_by.first() {
-                    if !kept(&link.revoked_by) {
+                let revoked_by = held.narrow(&link.revoked_by);
+                if let Some(r) = revoked_by.first() {
+                    if !kept(&revoked_by) {
                         first.get_or_insert(*r);
                         ok = false;
                         break;
@@ -1653,6 +1686,31 @@ impl Record {
     /// rotations held: for every one that concerns it, the entry must be in the causal
     /// past of its part in the entry's own stream.
     pub(crate) fn compute_status(&self, n: &Node) -> Status {
+        self.compute_status_in(n, Held::All)
+    }
+
+    /// An entry's status judged by a causal past alone: what every replica holding that
+    /// past decides alike, whatever else it holds. The gate uses it where a verdict rests
+    /// on whether something is void (an entry voided by two different entries records only
+    /// one of them, and a replica may hold only the other).
+    pub(crate) fn status_in(&self, id: &EntryId, past: &dyn Fn(&EntryId) -> bool) -> Status {
+        self.nodes.get(id).map_or(Status::Valid, |n| {
+            self.compute_status_in(n, Held::Past(past))
+        })
+    }
+
+    /// An entry's status as decided by `held`.
+    pub(crate) fn status_held(&self, id: &EntryId, held: Held<'_>) -> Option<Status> {
+        match held {
+            Held::All => self.status(id).cloned(),
+            Held::Past(past) => self
+                .nodes
+                .get(id)
+                .map(|n| self.compute_status_in(n, Held::Past(past))),
+        }
+    }
+
+    fn compute_status_in(&self, n: &Node, held: Held<'_>) -> Status {
         let kept = |parts: &[EntryId]| {
             parts.iter().any(|r| {
                 self.nodes
@@ -1660,31 +1718,37 @@ impl Record {
                     .is_some_and(|rn| rn.stream == n.stream && rn.has_in_past(n))
             })
         };
-        match self.revocation_status(n, &kept) {
+        match self.revocation_status(n, &kept, held) {
             Status::Valid => {
                 let rotates = match n.e.as_ref().map(|v| &v.entry().payload) {
                     Some(Payload::RotateKey { old, .. }) => Some(*old),
                     _ => None,
                 };
                 let acting = self.acting_of(n);
-                self.key_status(&n.h.id, &self.author_of(n), rotates, &acting, &kept)
+                self.key_status(&n.h.id, &self.author_of(n), rotates, &acting, &kept, held)
             }
             void => void,
         }
     }
 
-    /// Whether an entry under a grant chain is in effect given the revocations held: for
+    /// Whether an entry under a grant chain is in effect given the revocations `held`: for
     /// every revoked link, the entry must be in the causal past of that revocation's entry
     /// in the entry's own stream.
-    fn revocation_status(&self, n: &Node, kept: &dyn Fn(&[EntryId]) -> bool) -> Status {
+    fn revocation_status(
+        &self,
+        n: &Node,
+        kept: &dyn Fn(&[EntryId]) -> bool,
+        held: Held<'_>,
+    ) -> Status {
         let Some(auth) = self.nodes.id_at(n.h.auth) else {
             return Status::Valid;
         };
         for link in self.chain(auth) {
-            let Some(first) = link.revoked_by.first() else {
+            let revoked_by = held.narrow(&link.revoked_by);
+            let Some(first) = revoked_by.first() else {
                 continue;
             };
-            if !kept(&link.revoked_by) {
+            if !kept(&revoked_by) {
                 return Status::Void { revocation: *first };
             }
         }
@@ -1693,7 +1757,7 @@ impl Record {
         if proxies.is_empty() {
             Status::Valid
         } else {
-            self.proxy_status(proxies, kept)
+            self.proxy_status(proxies, kept, held)
         }
     }
 

@@ -1028,6 +1028,122 @@ fn a_concurrently_voided_grantees_opening_is_judged_the_same_in_any_arrival_orde
     }
 }
 
+/// Mary's tablet delegates to a night sitter while, concurrently, George revokes Mary and
+/// Mary removes the tablet: the sitter's grant is voided by two different entries. Mary,
+/// holding the removal but not yet the revocation, opens a stream and leaves the sitter
+/// out (in her past the removal voids the delegation). Every replica judges her opening
+/// by what is in its past — whichever of the two voiders it holds, in whichever order —
+/// so a replica holding the revocation too accepts it as well.
+#[test]
+fn a_grant_voided_by_two_entries_is_judged_by_the_positions_past() {
+    let mut w = World::new(13);
+    let g = w.george.clone();
+    let mary = key(13, "Mary");
+    let tablet = key(13, "Mary's tablet");
+    let sitter = key(13, "Sitter");
+    let mg = w
+        .write(
+            &g,
+            Payload::Grant(grant(&mary, Level::Write, &[], false, true)),
+        )
+        .unwrap()[0]
+        .id();
+    w.write(
+        &mary,
+        Payload::AddDevice {
+            device: tablet.actor(),
+            label: "tablet".into(),
+        },
+    )
+    .unwrap();
+    let base = w.relay.clone();
+    // George's side: the revocation of Mary.
+    let revocation = w.revoke(mg);
+    // The tablet's delegation to the sitter, from before either.
+    let mut t = base.clone();
+    t.unlock(&tablet);
+    let delegation = t
+        .prepare_sealed(
+            &tablet,
+            Payload::Grant(grant(
+                &sitter,
+                Level::Write,
+                &[Category::VitalSigns],
+                false,
+                false,
+            )),
+            w.now,
+            None,
+            w.policy,
+            &mut w.rng,
+        )
+        .unwrap();
+    // Mary removes the tablet, not having seen the delegation; then it reaches her.
+    let mut m = base.clone();
+    m.unlock(&mary);
+    let removal = m
+        .prepare_sealed(
+            &mary,
+            Payload::RemoveDevice {
+                device: tablet.actor(),
+                category: None,
+                reason: "lost".into(),
+            },
+            w.now + 1,
+            None,
+            w.policy,
+            &mut w.rng,
+        )
+        .unwrap();
+    for v in removal.iter().chain(&delegation) {
+        m.apply(v.clone()).unwrap();
+    }
+    assert!(!m.readers(&Category::VitalSigns).contains(&sitter.actor()));
+    // Mary writes the stream's first reading: she opens it, for the readers in her past.
+    let write = m
+        .prepare_sealed(
+            &mary,
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(128, 80),
+            },
+            w.now + 2,
+            None,
+            w.policy,
+            &mut w.rng,
+        )
+        .unwrap();
+    let Payload::KeyWrap {
+        opens: true, wraps, ..
+    } = &write[0].entry().payload
+    else {
+        panic!("the first write in a stream opens it");
+    };
+    assert!(!wraps.iter().any(|x| x.to == sitter.actor()));
+    let theirs: Vec<Verified> = removal
+        .iter()
+        .chain(&delegation)
+        .chain(&write)
+        .cloned()
+        .collect();
+
+    // The revocation held first (the delegation's status names it), then theirs.
+    let mut a = w.relay.clone();
+    for v in &theirs {
+        a.apply(v.clone())
+            .unwrap_or_else(|e| panic!("refused with the revocation held: {e}"));
+    }
+    // Theirs first, then the revocation.
+    let mut b = base.clone();
+    for v in theirs.iter().chain(&revocation) {
+        b.apply(v.clone()).unwrap();
+    }
+    assert_eq!(a.len(), b.len());
+    for v in &theirs {
+        assert_eq!(a.status(&v.id()), b.status(&v.id()));
+    }
+}
+
 /// A grantee who may delegate gives its delegate the keys it holds when it writes the
 /// delegation (any reader may wrap for a reader): the night sitter Mary delegates to reads
 /// George's earlier readings at once.

@@ -44,7 +44,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{AccessError, Node, Record, Rejection, Status, Stream};
+use super::{AccessError, Held, Node, Record, Rejection, Status, Stream};
 use crate::entry::{Approval, Entry, Payload, RotationClaim, Timestamp, Verified};
 use crate::ids::{ActorId, EntryId};
 
@@ -480,12 +480,11 @@ impl Record {
         rotates: Option<ActorId>,
         acting: &Acting,
         kept: &dyn Fn(&[EntryId]) -> bool,
+        held: Held<'_>,
     ) -> Status {
         if let Some(r) = &acting.rotation {
-            if let Some(Status::Void { revocation }) = self.status(r) {
-                return Status::Void {
-                    revocation: *revocation,
-                };
+            if let Some(Status::Void { revocation }) = self.status_held(r, held) {
+                return Status::Void { revocation };
             }
         }
         if let Some(old) = rotates {
@@ -494,7 +493,7 @@ impl Record {
                 .get(&old)
                 .into_iter()
                 .flatten()
-                .filter(|r| *r != id)
+                .filter(|r| *r != id && held.has(r))
                 .min_by_key(|r| self.rotation_rank(r));
             if let Some(w) = winner.filter(|w| self.rotation_rank(w) < self.rotation_rank(id)) {
                 return Status::Void { revocation: *w };
@@ -504,13 +503,13 @@ impl Record {
             && acting
                 .via
                 .iter()
-                .all(|a| self.status(a) != Some(&Status::Valid))
+                .all(|a| self.status_held(a, held) != Some(Status::Valid))
         {
             let revocation = acting
                 .via
                 .iter()
-                .map(|a| match self.status(a) {
-                    Some(Status::Void { revocation }) => *revocation,
+                .map(|a| match self.status_held(a, held) {
+                    Some(Status::Void { revocation }) => revocation,
                     _ => *a,
                 })
                 .min()
@@ -518,8 +517,9 @@ impl Record {
             return Status::Void { revocation };
         }
         if let Some(parts) = self.retirements.get(&(*author, acting.principal)) {
-            if let Some(main) = self.main_part(parts) {
-                if !kept(parts) {
+            let parts = held.narrow(parts);
+            if let Some(main) = self.main_part(&parts) {
+                if !kept(&parts) {
                     return Status::Void { revocation: main };
                 }
             }

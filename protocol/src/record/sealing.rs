@@ -380,10 +380,13 @@ impl Record {
             // Causal: a grant voided by something outside this position's past (a
             // revocation it was made concurrently with, say) still reads here, as it did
             // for whoever wrote at this position; so the verdict never depends on what
-            // else a replica holds.
-            let voided = matches!(self.status(&info.id), Some(Status::Void { revocation }) if past(revocation));
-            if !past(&info.id) || !info.grant.level.reads() || !info.grant.scope.covers(c) || voided
-            {
+            // else a replica holds. Its status is judged by this past alone too: a grant
+            // voided by two entries (a revocation above it and its writer's removal, say)
+            // records one of them, and a replica may hold only the other.
+            if !past(&info.id) || !info.grant.level.reads() || !info.grant.scope.covers(c) {
+                continue;
+            }
+            if self.status_in(&info.id, past) != Status::Valid {
                 continue;
             }
             let revoked = self
