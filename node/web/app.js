@@ -940,7 +940,8 @@ async function renderAdd(panel) {
     const cat = cats.find((c) => c.name === select.value);
     fields.replaceChildren(h('legend', {}, `${cat.title || cat.name} details`));
     if (cat.description) fields.append(h('p', { class: 'help' }, cat.description));
-    for (const f of cat.fields || []) fields.append(fieldInput(f));
+    // A document stored apart is attached by upload, not typed in (docs/documents.md).
+    for (const f of cat.fields || []) if (f.type !== 'document') fields.append(fieldInput(f));
   };
   select.addEventListener('change', fill);
   fill();

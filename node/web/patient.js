@@ -101,7 +101,7 @@ function renderFields() {
   box.replaceChildren();
   for (const f of (cat && cat.fields) || []) {
     const kind = fieldKind(f);
-    if (kind === 'binary' || kind === 'answers') continue;
+    if (kind === 'binary' || kind === 'answers' || kind === 'document') continue;
     const id = `f-${f.name}`;
     const label = h('label', { for: id }, f.title || f.name, f.required ? ' (required)' : '');
     let control;

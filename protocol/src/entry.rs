@@ -472,6 +472,10 @@ pub enum EntryError {
     /// by signer, or an approval by the new key itself.
     #[error("rotation approvals invalid: {0}")]
     Approvals(&'static str),
+    /// The documents a sealed body lists in clear are too many, too large, unsorted or
+    /// repeated, or listed where no body can reference them.
+    #[error("document references invalid: {0}")]
+    Documents(#[from] crate::blob::BlobError),
     /// A key-wrap entry's wraps are empty, too many, unsorted, duplicated or misshapen.
     #[error("key wraps invalid: {0}")]
     Wraps(&'static str),
@@ -559,6 +563,16 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
             if content.ct.len() < 16 || content.ct.len() > crate::seal::MAX_PLAINTEXT + 16 {
                 return Err(EntryError::Text("content"));
             }
+            let bodied = matches!(
+                e.payload,
+                Payload::SealedCreate { .. } | Payload::SealedAmend { .. }
+            );
+            if !bodied && !content.blobs.is_empty() {
+                return Err(EntryError::Documents(crate::blob::BlobError::Shape(
+                    "only a create or an amend references documents",
+                )));
+            }
+            crate::blob::check_refs(&content.blobs)?;
         }
         Payload::KeyWrap { wraps, .. } => {
             if wraps.is_empty() || wraps.len() > MAX_WRAPS {

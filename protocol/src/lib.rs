@@ -8,6 +8,7 @@
 pub mod access;
 pub mod audit;
 pub mod backup;
+pub mod blob;
 pub mod category;
 pub mod entry;
 pub mod export;

@@ -706,6 +706,22 @@ impl Record {
             .flatten()
     }
 
+    /// The documents a payload references, as a relay knows them ([`crate::blob`]): for
+    /// sealed content the list in clear, for a plain create or amend its body's document
+    /// fields. Sorted by hash.
+    pub fn blobs_of(&self, p: &Payload) -> Vec<crate::blob::BlobRef> {
+        match p {
+            Payload::SealedCreate { content, .. } | Payload::SealedAmend { content, .. } => {
+                content.blobs.clone()
+            }
+            Payload::Create { body, .. } | Payload::Amend { body, .. } => self
+                .category_of_payload(p)
+                .map(|c| crate::blob::refs_in_body(&c, body))
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Entries in the order they were applied (a topological order).
     pub fn entries(&self) -> impl Iterator<Item = Verified> + '_ {
         self.nodes

@@ -248,6 +248,12 @@ pub struct Sealed {
     /// The ciphertext with its tag.
     #[serde(with = "serde_bytes")]
     pub ct: Vec<u8>,
+    /// The documents the sealed body references, in clear (hash and stored size, never
+    /// their keys: [`crate::blob`]), so a relay fetches, checks and serves their bytes; a
+    /// reader checks they are the body's. Sorted by hash; absent when empty (so content
+    /// without documents encodes as before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<crate::blob::BlobRef>,
 }
 
 impl Sealed {
@@ -295,6 +301,7 @@ pub fn seal<R: RngCore + CryptoRng>(
         epoch: place.epoch,
         nonce,
         ct,
+        blobs: Vec::new(),
     })
 }
 

@@ -936,6 +936,7 @@ fn misshapen_key_wraps_and_sealed_content_are_refused_before_the_gate() {
             epoch: EpochId([1; 16]),
             nonce: [0; 24],
             ct: vec![0; 15],
+            blobs: Vec::new(),
         },
     };
     assert_eq!(check_structure(&e), Err(EntryError::Text("content")));
@@ -1246,4 +1247,128 @@ fn a_lean_replica_opens_and_folds_sealed_content_as_a_full_one() {
     assert_eq!(lean.len(), w.relay.len());
     let cv = lean.viewer(&carer.actor(), w.now);
     assert_eq!(current(&lean, &cv).items.len(), 3);
+}
+
+/// A scan stored apart from its entry: its bytes are sealed under the document's own key,
+/// which travels only in the sealed body; the entry lists the stored bytes' hash and size
+/// in clear, so a relay knows what to fetch, check and serve, and nothing else; a reader
+/// opens the body, the key and the bytes. A writer whose clear list is not its body's is
+/// flagged by every reader (a relay would serve other bytes than the body names).
+#[test]
+fn a_document_stored_apart_is_sealed_listed_in_clear_and_checked_by_readers() {
+    use cophr_protocol::blob::{self, BlobHash, BlobKey, DocumentFile};
+    let mut w = World::new(21);
+    let g = w.george.clone();
+    let mut rng = SeededRng::new(21);
+    let scan = [
+        b"%PDF-1.7\n".as_slice(),
+        &vec![7u8; 3 * blob::SEGMENT_BYTES + 5],
+    ]
+    .concat();
+    let doc_key = BlobKey::generate(&mut rng);
+    let stored = blob::seal_all(&doc_key, &scan).unwrap();
+    let file = DocumentFile {
+        hash: BlobHash::of(&stored),
+        size: scan.len() as u64,
+        key: Some(doc_key.clone()),
+    };
+    let body = {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(
+            "title".to_owned(),
+            Value::Text("Renal clinic letter".into()),
+        );
+        m.insert(
+            "media-type".to_owned(),
+            Value::Text("application/pdf".into()),
+        );
+        m.insert("file".to_owned(), file.to_value());
+        Value::Map(m)
+    };
+    let id = w.create(&g, Category::Documents, body.clone());
+
+    // The relay: the stored bytes' hash and size, never the key or the title.
+    let v = w.relay.get(&id).unwrap();
+    assert_eq!(w.relay.blobs_of(&v.entry().payload), vec![file.blob_ref()]);
+    assert_eq!(file.blob_ref().size, stored.len() as u64);
+    assert!(!contains(v.signed().bytes(), doc_key.as_bytes()));
+    assert!(!contains(v.signed().bytes(), b"Renal clinic letter"));
+
+    // A reader: the body, its key, the bytes.
+    let r = w.replica(&g);
+    let items = current(&r, &r.viewer(&g.actor(), w.now)).items;
+    let item = items.iter().find(|i| i.id == id).unwrap();
+    assert_eq!(item.flag, None);
+    let got = DocumentFile::from_value(item.body.get("file").unwrap()).unwrap();
+    assert_eq!(got, file);
+    assert_eq!(
+        blob::open_all(got.key.as_ref().unwrap(), &stored).unwrap(),
+        scan
+    );
+
+    // Sealed without listing its document in clear: accepted by the relay (it cannot
+    // tell), flagged by the reader.
+    let (epoch, k) = epoch_key_of(&r, &g, &id);
+    let unlisted = sealed_create(&r, &g, Category::Documents, epoch, &k, &body, w.now);
+    let unlisted_id = unlisted.id();
+    assert!(w.relay.blobs_of(&unlisted.entry().payload).is_empty());
+    w.relay.apply(unlisted).unwrap();
+    let r = w.replica(&g);
+    let items = current(&r, &r.viewer(&g.actor(), w.now)).items;
+    let flag = items
+        .iter()
+        .find(|i| i.id == unlisted_id)
+        .and_then(|i| i.flag.clone())
+        .expect("flagged");
+    assert!(flag.contains("lists in clear"), "{flag}");
+}
+
+/// The list in clear is bounded, sorted and only on a create or an amend.
+#[test]
+fn document_lists_in_clear_are_checked_before_the_gate() {
+    use cophr_protocol::blob::{BlobHash, BlobRef, MAX_BLOBS_PER_ENTRY, MAX_BLOB_BYTES};
+    use cophr_protocol::entry::{check_structure, EntryError};
+    let mut w = World::new(22);
+    let g = w.george.clone();
+    let id = w.create(&g, Category::Allergies, text_body(&[("agent", "Latex")]));
+    let good = w.relay.get(&id).unwrap().entry().clone();
+    let r = |b: u8, size| BlobRef {
+        hash: BlobHash([b; 32]),
+        size,
+    };
+    let with = |blobs: Vec<BlobRef>, delete: bool| {
+        let mut e = good.clone();
+        let Payload::SealedCreate { content, .. } = &e.payload else {
+            panic!("sealed");
+        };
+        let mut content = content.clone();
+        content.blobs = blobs;
+        e.payload = if delete {
+            Payload::SealedDelete {
+                target: id,
+                content,
+            }
+        } else {
+            Payload::SealedCreate {
+                category: Category::Allergies,
+                content,
+            }
+        };
+        check_structure(&e)
+    };
+    assert_eq!(with(vec![r(1, 10), r(2, 10)], false), Ok(()));
+    assert!(matches!(
+        with(vec![r(2, 10), r(1, 10)], false),
+        Err(EntryError::Documents(_))
+    ));
+    assert!(matches!(
+        with(vec![r(1, MAX_BLOB_BYTES + 1)], false),
+        Err(EntryError::Documents(_))
+    ));
+    let many = (0..=MAX_BLOBS_PER_ENTRY as u8).map(|b| r(b, 1)).collect();
+    assert!(matches!(with(many, false), Err(EntryError::Documents(_))));
+    assert!(matches!(
+        with(vec![r(1, 10)], true),
+        Err(EntryError::Documents(_))
+    ));
 }

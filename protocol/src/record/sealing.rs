@@ -883,12 +883,18 @@ impl Record {
         };
         Ok(match payload {
             Payload::Create { category, body } => Payload::SealedCreate {
+                content: Sealed {
+                    blobs: crate::blob::refs_in_body(&category, &body),
+                    ..seal_bytes(crate::entry::to_cbor(&body))?
+                },
                 category,
-                content: seal_bytes(crate::entry::to_cbor(&body))?,
             },
             Payload::Amend { target, body } => Payload::SealedAmend {
                 target,
-                content: seal_bytes(crate::entry::to_cbor(&body))?,
+                content: Sealed {
+                    blobs: crate::blob::refs_in_body(c, &body),
+                    ..seal_bytes(crate::entry::to_cbor(&body))?
+                },
             },
             Payload::Delete { target, reason } => Payload::SealedDelete {
                 target,
@@ -1088,10 +1094,22 @@ fn plain_of(sealed: &Payload, c: &Category, bytes: &[u8]) -> Opened {
         v.check().map_err(|e| e.to_string())?;
         Ok(v)
     };
+    // A body's rules: its category's schema, and the documents it references are the
+    // ones listed in clear (what relays fetch and serve).
+    let listed = sealed.sealed().map_or(&[][..], |s| s.blobs.as_slice());
+    let rules = |body: &Value| -> Result<(), String> {
+        crate::schema::validate(c, body).map_err(|e| e.to_string())?;
+        if crate::blob::refs_in_body(c, body) != listed {
+            return Err(
+                "the documents it lists in clear are not the ones its body references".to_owned(),
+            );
+        }
+        Ok(())
+    };
     let out: Result<Payload, (Option<Payload>, String)> = match sealed {
         Payload::SealedCreate { category, .. } => match body(bytes) {
             Err(e) => Err((None, e)),
-            Ok(body) => match crate::schema::validate(c, &body) {
+            Ok(body) => match rules(&body) {
                 Ok(()) => Ok(Payload::Create {
                     category: category.clone(),
                     body,
@@ -1101,13 +1119,13 @@ fn plain_of(sealed: &Payload, c: &Category, bytes: &[u8]) -> Opened {
                         category: category.clone(),
                         body,
                     }),
-                    e.to_string(),
+                    e,
                 )),
             },
         },
         Payload::SealedAmend { target, .. } => match body(bytes) {
             Err(e) => Err((None, e)),
-            Ok(body) => match crate::schema::validate(c, &body) {
+            Ok(body) => match rules(&body) {
                 Ok(()) => Ok(Payload::Amend {
                     target: *target,
                     body,
@@ -1117,7 +1135,7 @@ fn plain_of(sealed: &Payload, c: &Category, bytes: &[u8]) -> Opened {
                         target: *target,
                         body,
                     }),
-                    e.to_string(),
+                    e,
                 )),
             },
         },

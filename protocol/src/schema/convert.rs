@@ -111,7 +111,7 @@ fn convert_text(s: &CategorySchema, field: &FieldSpec, text: &str) -> Result<Val
                 .map(|i| Value::Text(i.to_owned()))
                 .collect(),
         ),
-        FieldType::Binary { .. } => {
+        FieldType::Binary { .. } | FieldType::Document => {
             return Err(SchemaError::Rule(format!(
                 "{}: field `{}` is a file: use --json or --file for attachments",
                 s.category.name(),
@@ -221,6 +221,34 @@ pub fn body_from_pairs_with(
     Ok(body)
 }
 
+/// A document field from JSON: the hash as hex (as shown) or base64 (as bodies are
+/// written out), the size, the key as base64; bytes as [`crate::blob::DocumentFile`] keeps
+/// them (its checks follow in [`validate`]).
+fn document_from_json(
+    o: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Value, &'static str> {
+    let bytes = |t: &str| {
+        BASE64
+            .decode(t.as_bytes())
+            .or_else(|_| BASE64_NOPAD.decode(t.as_bytes()))
+            .map_err(|_| "text that is not valid base64")
+    };
+    let mut m = BTreeMap::new();
+    for (k, v) in o {
+        let value = match (k.as_str(), v) {
+            ("hash", serde_json::Value::String(t)) => match crate::blob::BlobHash::from_hex(t) {
+                Some(h) => Value::Bytes(h.0.to_vec()),
+                None => Value::Bytes(bytes(t)?),
+            },
+            ("key", serde_json::Value::String(t)) => Value::Bytes(bytes(t)?),
+            ("size", serde_json::Value::Number(_)) => Value::from_json(v),
+            _ => return Err("a field other than hash, size and key, or of the wrong type"),
+        };
+        m.insert(k.clone(), value);
+    }
+    Ok(Value::Map(m))
+}
+
 /// Builds a body from app JSON (an object), using the schema to convert, then validates it.
 ///
 /// File fields take base64 text (line breaks allowed) and become [`Value::Bytes`]; quantities
@@ -273,6 +301,15 @@ pub fn body_from_json(category: &Category, json: &serde_json::Value) -> Result<V
                     })?;
                 Value::Bytes(bytes)
             }
+            (Some(FieldType::Document), serde_json::Value::Object(o)) => document_from_json(o)
+                .map_err(|why| SchemaError::WrongType {
+                    category: cat(),
+                    field: k.clone(),
+                    expected: "a document: {\"hash\": hex or base64, \"size\": bytes, \
+                               \"key\": base64 (optional)}"
+                        .to_owned(),
+                    got: why.to_owned(),
+                })?,
             (Some(FieldType::Quantity { units }), serde_json::Value::Number(_)) => {
                 quantity(Value::from_json(j), units[0].to_owned())
             }

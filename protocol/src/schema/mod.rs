@@ -29,8 +29,8 @@ pub use error::SchemaError;
 pub use summary::summary;
 pub use tables::{all, schema, DOCUMENT_MEDIA_TYPES, FHIR_FIELDS};
 pub use types::{CategorySchema, FieldSpec, FieldType, Range};
-pub use validate::validate;
 pub(crate) use validate::{is_date_time, parse_date};
+pub use validate::{sniff, validate, SNIFF_BYTES};
 
 /// Longest [`FieldType::Text`] value, in bytes of UTF-8.
 pub const MAX_TEXT: usize = 1024;

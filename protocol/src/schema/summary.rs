@@ -243,11 +243,18 @@ impl Fields<'_> {
 
     /// A document: its title, media type, size and date.
     fn document(&self) -> String {
-        let size = match self.body.get("data") {
-            Some(Value::Bytes(b)) if b.len() >= 1024 => Some(format!("{} KiB", b.len() / 1024)),
-            Some(Value::Bytes(b)) => Some(format!("{} bytes", b.len())),
+        let bytes = match (self.body.get("data"), self.body.get("file")) {
+            (Some(Value::Bytes(b)), _) => Some(b.len() as u64),
+            (_, Some(f)) => crate::blob::DocumentFile::from_value(f)
+                .ok()
+                .map(|f| f.size),
             _ => None,
         };
+        let size = bytes.map(|n| match n {
+            n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1 << 20)),
+            n if n >= 1024 => format!("{} KiB", n / 1024),
+            n => format!("{n} bytes"),
+        });
         line(
             self.get("title"),
             None,

@@ -67,7 +67,17 @@ const BMI: FieldType = FieldType::Quantity { units: &["kg/m2"] };
 const M2: FieldType = FieldType::Quantity { units: &["m2"] };
 
 /// Media types accepted for attached documents.
-pub const DOCUMENT_MEDIA_TYPES: &[&str] = &["application/pdf", "image/jpeg", "image/png"];
+pub const DOCUMENT_MEDIA_TYPES: &[&str] = &[
+    "application/pdf",
+    "image/jpeg",
+    "image/png",
+    "application/dicom",
+    "application/vnd.oasis.opendocument.text",
+    "application/vnd.oasis.opendocument.spreadsheet",
+    "application/vnd.oasis.opendocument.presentation",
+    "application/vnd.oasis.opendocument.graphics",
+    "text/plain",
+];
 
 const VITAL_RANGES: &[Range] = &[
     range("respiration-rate", "/min", 0.0, 100.0),
@@ -535,7 +545,8 @@ static ALL: [CategorySchema; 20] = [
     schema_of(
         Category::Documents,
         "Documents",
-        "Attached documents: letters, reports and images (PDF, JPEG, PNG).",
+        "Attached documents: letters, reports, scans and images (PDF, JPEG, PNG, DICOM, \
+         OpenDocument, plain text).",
         "openEHR-EHR-CLUSTER.media_file.v1",
         &["DocumentReference"],
         &[
@@ -553,6 +564,7 @@ static ALL: [CategorySchema; 20] = [
                     max_bytes: MAX_DOCUMENT,
                 },
             ),
+            opt("file", "File (stored apart)", FieldType::Document),
             opt("url", "Where the document is (URL)", TEXT),
             opt("date", "Date", DATE),
             opt("description", "Description", LONG),
@@ -561,8 +573,9 @@ static ALL: [CategorySchema; 20] = [
     )
     // A document is its file, a link to it, or (imported from FHIR) the original
     // DocumentReference, whose attachment may be neither.
-    .with_at_least_one(&["data", "url", FHIR_RESOURCE])
-    .with_together(&[("data", "media-type")]),
+    // Its file's media type goes with the file, inline (`data`) or stored apart (`file`,
+    // one of the two): checked in `validate`'s cross-field rules.
+    .with_at_least_one(&["data", "file", "url", FHIR_RESOURCE]),
     schema_of(
         Category::Questionnaires,
         "Questionnaires",

@@ -40,6 +40,10 @@ pub enum FieldType {
         /// Largest accepted size in bytes.
         max_bytes: usize,
     },
+    /// A document stored apart from the entry (a large file: a scan, a DICOM study): the
+    /// map `{"hash", "size", "key"?}` of [`crate::blob::DocumentFile`]; the bytes are in
+    /// the blob stores, checked against the hash, sealed under the key when given.
+    Document,
     /// Questionnaire answers: a list of maps `{"question": text, "answer": text|number|bool}`.
     Answers,
     /// A JSON object written as text (e.g. an original FHIR resource), at most `max_bytes`.
@@ -64,6 +68,7 @@ impl FieldType {
             FieldType::Quantity { .. } => "quantity",
             FieldType::TextList => "text-list",
             FieldType::Binary { .. } => "binary",
+            FieldType::Document => "document",
             FieldType::Answers => "answers",
             FieldType::Json { .. } => "json",
         }
@@ -91,6 +96,10 @@ impl FieldType {
                 "a file ({}, at most {} bytes)",
                 media_types.join(", "),
                 max_bytes
+            ),
+            FieldType::Document => format!(
+                "a document stored apart (its hash, size and key; at most {} bytes)",
+                crate::blob::MAX_DOCUMENT_BYTES
             ),
             FieldType::Answers => "a list of question and answer pairs".into(),
             FieldType::Json { max_bytes } => {

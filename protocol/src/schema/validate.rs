@@ -122,6 +122,9 @@ impl Ctx<'_> {
                 media_types,
                 max_bytes,
             } => self.binary(v, media_types, *max_bytes),
+            FieldType::Document => crate::blob::DocumentFile::from_value(v)
+                .map(|_| ())
+                .map_err(|e| self.rule(&e.to_string())),
             FieldType::Answers => self.answers(v),
             FieldType::Json { max_bytes } => self.json_text(v, *max_bytes),
         }
@@ -292,17 +295,59 @@ impl Ctx<'_> {
     }
 }
 
-/// The media type a file's first bytes show, among those cophr accepts.
-fn sniff(b: &[u8]) -> Option<&'static str> {
+/// The media type a file's first bytes show, among those cophr accepts
+/// ([`DOCUMENT_MEDIA_TYPES`](super::DOCUMENT_MEDIA_TYPES)): PDF, JPEG and PNG by their
+/// signatures; DICOM by `DICM` after its 128-byte preamble (PS3.10 7.1); OpenDocument by
+/// the uncompressed `mimetype` member a package starts with (ODF 1.2 part 3, 3.3); plain
+/// text if the bytes seen are UTF-8 (a character cut at the end of `b` allowed) with no
+/// control characters but tabs and line breaks. `b` may be the file's first bytes only
+/// ([`SNIFF_BYTES`] are enough).
+pub fn sniff(b: &[u8]) -> Option<&'static str> {
+    const ODF: &[&str] = &[
+        "application/vnd.oasis.opendocument.text",
+        "application/vnd.oasis.opendocument.spreadsheet",
+        "application/vnd.oasis.opendocument.presentation",
+        "application/vnd.oasis.opendocument.graphics",
+    ];
     if b.starts_with(b"%PDF-") {
         Some("application/pdf")
     } else if b.starts_with(&[0xFF, 0xD8, 0xFF]) {
         Some("image/jpeg")
     } else if b.starts_with(&[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A]) {
         Some("image/png")
+    } else if b.len() >= 132 && &b[128..132] == b"DICM" {
+        Some("application/dicom")
+    } else if b.starts_with(b"PK\x03\x04") && b.get(30..38) == Some(b"mimetype") {
+        let rest = &b[38.min(b.len())..];
+        // The member's content is the type, the next member's header follows at once
+        // (".text" also begins ".text-template", which is not accepted).
+        ODF.iter()
+            .find(|t| rest.starts_with(t.as_bytes()) && rest.get(t.len()) != Some(&b'-'))
+            .copied()
+    } else if !b.is_empty() && looks_like_text(b) {
+        Some("text/plain")
     } else {
         None
     }
+}
+
+/// How many of a file's first bytes [`sniff`] needs.
+pub const SNIFF_BYTES: usize = 4096;
+
+fn looks_like_text(b: &[u8]) -> bool {
+    let b = &b[..b.len().min(SNIFF_BYTES)];
+    let valid = match std::str::from_utf8(b) {
+        Ok(s) => s,
+        // A character cut by the end of the sample is fine; anything else is not text.
+        Err(e) if e.error_len().is_none() => match std::str::from_utf8(&b[..e.valid_up_to()]) {
+            Ok(s) => s,
+            Err(_) => return false,
+        },
+        Err(_) => return false,
+    };
+    valid
+        .chars()
+        .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
 }
 
 fn digits(s: &[u8]) -> Option<u32> {
@@ -494,6 +539,27 @@ fn cross_field_rules(s: &CategorySchema, map: &BTreeMap<String, Value>) -> Resul
             }
         }
         Category::Documents => {
+            let together = |present: &str, missing: &str| SchemaError::Together {
+                category: cat.to_owned(),
+                present: present.to_owned(),
+                missing: missing.to_owned(),
+            };
+            match (
+                map.contains_key("data"),
+                map.contains_key("file"),
+                map.contains_key("media-type"),
+            ) {
+                (true, true, _) => {
+                    return Err(SchemaError::Rule(format!(
+                        "{cat}: a document is one file: `data` (inline) or `file` (stored \
+                         apart), not both"
+                    )))
+                }
+                (true, false, false) => return Err(together("data", "media-type")),
+                (false, true, false) => return Err(together("file", "media-type")),
+                (false, false, true) => return Err(together("media-type", "data or file")),
+                _ => {}
+            }
             let declared = text("media-type");
             let actual = match map.get("data") {
                 Some(Value::Bytes(b)) => sniff(b),
