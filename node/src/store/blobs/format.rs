@@ -121,8 +121,8 @@ pub fn decode_record(r: &[u8], size: u64) -> Option<Range<u64>> {
 pub fn aligned_range(start: u64, end: u64, size: u64) -> bool {
     start < end
         && end <= size
-        && start % GROUP_BYTES == 0
-        && (end % GROUP_BYTES == 0 || end == size)
+        && start.is_multiple_of(GROUP_BYTES)
+        && (end.is_multiple_of(GROUP_BYTES) || end == size)
 }
 
 /// A set of byte ranges, kept sorted, disjoint and merged.
@@ -147,7 +147,7 @@ impl RangeSet {
             end = end.max(self.ranges[last].end);
             last += 1;
         }
-        self.ranges.splice(first..last, [start..end]);
+        self.ranges.splice(first..last, std::iter::once(start..end));
     }
 
     /// Remove `r`.

@@ -442,7 +442,7 @@ impl BlobStore {
         if offset >= size {
             return Err(invalid("it starts at or past the blob's end"));
         }
-        if offset % GROUP_BYTES != 0 {
+        if !offset.is_multiple_of(GROUP_BYTES) {
             return Err(invalid("it does not start on a chunk group boundary"));
         }
         let want = len.min(MAX_SLICE_DATA);
