@@ -1002,3 +1002,78 @@ fn random_slice_orders_and_splits_complete_to_the_same_bytes() {
         })
         .unwrap();
 }
+
+#[test]
+fn arbitrary_slices_from_a_peer_are_refused_without_panicking() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let src = open_mem(&MemDir::new());
+    let bytes = data(22, 5 * G + 100);
+    let (hash, size) = src.import(&bytes[..]).unwrap();
+    let good = slices(&src, &hash, size, 2 * G);
+    let dir = MemDir::new();
+    let dst = open_mem(&dir);
+    dst.begin(&hash, size).unwrap();
+    let before = (
+        dir.bytes(&part_name(&hash)).unwrap(),
+        dir.bytes(&ranges_name(&hash)).unwrap(),
+    );
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 512,
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[23; 32]),
+    );
+    let offsets = prop_oneof![
+        Just(0u64),
+        Just(G),
+        Just(2 * G),
+        Just(4 * G),
+        any::<u64>(),
+        0u64..size + G
+    ];
+    let lens = prop_oneof![
+        Just(G),
+        Just(2 * G),
+        Just(size - 4 * G),
+        any::<u64>(),
+        0u64..3 * G
+    ];
+    let encodings = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..3000),
+        // A real slice's encoding with a byte changed, then cut or lengthened.
+        (0usize..3, any::<usize>(), 1u8.., 0usize..70, any::<bool>()).prop_map(
+            move |(which, at, x, cut, grow)| {
+                let mut e = good[which].encoded.clone();
+                let i = at % e.len();
+                e[i] ^= x;
+                if grow {
+                    e.extend(std::iter::repeat_n(0, cut));
+                } else {
+                    e.truncate(e.len() - cut);
+                }
+                e
+            }
+        ),
+    ];
+    runner
+        .run(&(offsets, lens, encodings), |(offset, len, encoded)| {
+            let slice = Slice {
+                offset,
+                len,
+                encoded,
+            };
+            let r = dst.write_slice(&hash, &slice);
+            prop_assert!(matches!(r, Err(BlobError::SliceRejected { .. })), "{:?}", r);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            dir.bytes(&part_name(&hash)).unwrap(),
+            dir.bytes(&ranges_name(&hash)).unwrap()
+        ),
+        before
+    );
+}
