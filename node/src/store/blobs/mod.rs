@@ -107,7 +107,7 @@ pub const MAX_BLOB_BYTES: u64 = 1 << 32;
 pub const MAX_SLICE_DATA: u64 = 1 << 20;
 
 /// The most encoded bytes (data and proof) one [`Slice`] may have: [`MAX_SLICE_DATA`] plus
-/// room for the proof (at most about 6.5 KiB for a 4 GiB blob; a test checks the bound).
+/// room for the proof (about 6 KiB at worst for a 4 GiB blob; a test checks the bound).
 pub const MAX_SLICE_BYTES: u64 = MAX_SLICE_DATA + 16 * 1024;
 
 /// Blobs that may be partly received at once (default of [`BlobLimits::max_partials`]).

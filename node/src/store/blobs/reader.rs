@@ -10,7 +10,7 @@ use super::{verify, BlobFile, BlobHash, GROUP_BYTES};
 const READ_WINDOW: u64 = 256 << 10;
 
 /// A reader of a complete blob ([`BlobStore::open_blob`](super::BlobStore::open_blob)).
-/// Each window of [`READ_WINDOW`] bytes is checked against the blob's hash before any of it
+/// Each window of 256 KiB is checked against the blob's hash before any of it
 /// is returned; a damaged byte makes `read` fail with `InvalidData` carrying
 /// [`BlobError::Corrupt`](super::BlobError::Corrupt). Memory is one window.
 pub struct BlobReader {
