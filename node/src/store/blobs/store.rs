@@ -279,25 +279,62 @@ impl BlobStore {
         }
         file.write_at(0, &encode_header(&hash, size))?;
         file.sync()?;
-        self.install(name, hash, size)?;
+        self.install(name, hash, size, None)?;
         Ok((hash, size))
     }
 
-    /// Rename a synced file to `hash`'s blob name, fsync the directory, then (only then)
-    /// index the blob, and drop a partial of the same hash.
-    fn install(&self, from: &str, hash: BlobHash, size: u64) -> Result<(), BlobError> {
-        self.dir.rename(from, &blob_name(&hash))?;
-        self.dir.sync()?;
-        let partial = {
-            let mut st = lock(&self.state);
-            st.complete.insert(hash, size);
-            let p = st.partials.remove(&hash);
-            if let Some((size, _)) = &p {
-                st.partial_bytes -= size;
+    /// Rename the synced file `from` to `hash`'s blob name and fsync the directory, then (only
+    /// then) index the blob and drop any partial of the same hash. Done under the state's
+    /// lock, so no `begin` or `remove` of the hash comes in between. `own` is the partial
+    /// being completed, if any: it must still be the state's, else nothing is renamed (it
+    /// was removed meanwhile: [`BlobError::NotFound`], or an import completed the blob); if
+    /// the rename or the fsync fails it is dropped from the state (a restart finds it, or
+    /// the blob).
+    fn install(
+        &self,
+        from: &str,
+        hash: BlobHash,
+        size: u64,
+        own: Option<&Arc<Mutex<Partial>>>,
+    ) -> Result<(), BlobError> {
+        let mut st = lock(&self.state);
+        if let Some(own) = own {
+            let current = st
+                .partials
+                .get(&hash)
+                .is_some_and(|(_, e)| Arc::ptr_eq(e, own));
+            if !current {
+                // Removed meanwhile, or completed by an import.
+                return if st.complete.contains_key(&hash) {
+                    Ok(())
+                } else {
+                    Err(BlobError::NotFound { hash })
+                };
             }
-            p
-        };
-        if let Some((_, p)) = partial {
+        }
+        let done = self
+            .dir
+            .rename(from, &blob_name(&hash))
+            .and_then(|()| self.dir.sync());
+        if let Err(e) = done {
+            if own.is_some() {
+                if let Some((s, _)) = st.partials.remove(&hash) {
+                    st.partial_bytes = st.partial_bytes.saturating_sub(s);
+                }
+            }
+            return Err(e.into());
+        }
+        st.complete.insert(hash, size);
+        let other = st.partials.remove(&hash);
+        if let Some((s, _)) = &other {
+            st.partial_bytes = st.partial_bytes.saturating_sub(*s);
+        }
+        drop(st);
+        if let Some((_, p)) = other {
+            if own.is_some_and(|own| Arc::ptr_eq(own, &p)) {
+                return Ok(());
+            }
+            // A partial of a blob now complete: its files go.
             let mut p = lock(&p);
             if !p.gone {
                 p.gone = true;
@@ -401,7 +438,7 @@ impl BlobStore {
             let was_complete = st.complete.remove(hash).is_some();
             let p = st.partials.remove(hash);
             if let Some((size, _)) = &p {
-                st.partial_bytes -= size;
+                st.partial_bytes = st.partial_bytes.saturating_sub(*size);
             }
             (was_complete, p)
         };
@@ -517,15 +554,15 @@ impl BlobStore {
             self.import(io::empty())?;
             return Ok(Progress::Complete);
         };
-        let mut p = lock(&p);
-        if p.size != size {
+        let mut guard = lock(&p);
+        if guard.size != size {
             return Err(BlobError::SizeMismatch {
                 hash: *hash,
-                known: p.size,
+                known: guard.size,
                 declared: size,
             });
         }
-        self.progress(&mut p)
+        self.progress(&p, &mut guard)
     }
 
     fn create_partial(&self, hash: &BlobHash, size: u64) -> Result<Arc<Mutex<Partial>>, BlobError> {
@@ -609,13 +646,10 @@ impl BlobStore {
                 offset: slice.offset,
                 fault,
             })?;
-        let mut p = lock(&p);
+        let entry = p;
+        let mut p = lock(&entry);
         if p.gone {
-            return if self.has(hash) {
-                Ok(Progress::Complete)
-            } else {
-                Err(BlobError::NotFound { hash: *hash })
-            };
+            return self.gone(hash);
         }
         let range = slice.offset..slice.offset + slice.len;
         if !p.present.contains(&range) {
@@ -634,21 +668,38 @@ impl BlobStore {
             p.ranges_len += RECORD_LEN as u64;
             p.present.insert(range);
         }
-        self.progress(&mut p)
+        self.progress(&entry, &mut p)
     }
 
-    /// Report a partial blob's progress, completing it when nothing is missing.
-    fn progress(&self, p: &mut Partial) -> Result<Progress, BlobError> {
+    /// Where a blob stands whose partial was completed, aborted or replaced meanwhile.
+    fn gone(&self, hash: &BlobHash) -> Result<Progress, BlobError> {
+        if self.has(hash) {
+            Ok(Progress::Complete)
+        } else {
+            Err(BlobError::NotFound { hash: *hash })
+        }
+    }
+
+    /// Report a partial blob's progress, completing it when nothing is missing. `entry` is
+    /// the partial's place in the state, `p` its locked contents.
+    fn progress(
+        &self,
+        entry: &Arc<Mutex<Partial>>,
+        p: &mut Partial,
+    ) -> Result<Progress, BlobError> {
+        if p.gone {
+            return self.gone(&p.hash);
+        }
         let missing = p.size - p.present.total();
         if missing > 0 {
             return Ok(Progress::Partial { missing });
         }
-        self.complete(p)?;
+        self.complete(entry, p)?;
         Ok(Progress::Complete)
     }
 
     /// Check a partial blob whose every range is present, whole, then rename it into place.
-    fn complete(&self, p: &mut Partial) -> Result<(), BlobError> {
+    fn complete(&self, entry: &Arc<Mutex<Partial>>, p: &mut Partial) -> Result<(), BlobError> {
         p.file.sync()?;
         if let Err(e) = verify_file(&*p.file, &p.hash, p.size) {
             if let BlobError::Corrupt { offset, .. } = e {
@@ -660,16 +711,14 @@ impl BlobStore {
             return Err(e);
         }
         let hash = p.hash;
-        p.gone = true;
-        {
-            let mut st = lock(&self.state);
-            st.partials.remove(&hash);
-            st.partial_bytes -= p.size;
-        }
         // If the rename or the directory fsync fails, the blob is not reported complete: the
         // partial is dropped from memory, and open finds the partial, or the blob if the
         // rename reached the disk (its bytes were fsync'd and checked before).
-        self.install(&part_name(&hash), hash, p.size)?;
+        let installed = self.install(&part_name(&hash), hash, p.size, Some(entry));
+        p.gone = true;
+        installed?;
+        // Left behind only when an import completed the blob first (open would clean it).
+        let _ = self.dir.remove(&part_name(&hash));
         let _ = self.dir.remove(&ranges_name(&hash));
         Ok(())
     }

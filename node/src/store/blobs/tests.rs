@@ -1077,3 +1077,54 @@ fn arbitrary_slices_from_a_peer_are_refused_without_panicking() {
         before
     );
 }
+
+#[test]
+fn concurrent_receivers_and_an_import_of_one_blob_agree() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<BlobStore>();
+    let src = open_mem(&MemDir::new());
+    let bytes = data(24, 40 * G + 321);
+    let (hash, size) = src.import(&bytes[..]).unwrap();
+    let all = slices(&src, &hash, size, G);
+    for round in 0..8u64 {
+        let dir = MemDir::new();
+        let dst = open_mem(&dir);
+        dst.begin(&hash, size).unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..3u64 {
+                let mut order = all.clone();
+                shuffle(&mut order, round * 10 + t);
+                let dst = &dst;
+                scope.spawn(move || {
+                    for s in &order {
+                        let p = dst.write_slice(&hash, s).expect("write_slice");
+                        if p == Progress::Complete {
+                            assert!(dst.has(&hash));
+                        }
+                    }
+                });
+            }
+            let (dst, bytes) = (&dst, &bytes);
+            scope.spawn(move || {
+                if round % 2 == 0 {
+                    assert_eq!(dst.import(&bytes[..]).unwrap(), (hash, size));
+                }
+            });
+            scope.spawn(move || {
+                for _ in 0..50 {
+                    if !dst.has(&hash) {
+                        // Missing ranges only shrink to nothing, or the blob is complete.
+                        let _ = dst.missing_ranges(&hash).expect("missing_ranges");
+                    }
+                    assert!(dst.partials().len() <= 1);
+                }
+            });
+        });
+        assert!(dst.has(&hash), "round {round}");
+        assert!(dst.partials().is_empty());
+        assert_eq!(read_all(&dst, &hash), bytes);
+        assert_eq!(dir.names(), vec![blob_name(&hash)], "round {round}");
+        let reopened = open_mem(&dir);
+        assert_eq!(reopened.recovery(), &Recovery::default());
+    }
+}
