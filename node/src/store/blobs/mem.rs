@@ -8,10 +8,20 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use super::{BlobDir, BlobFile};
 
 /// One file's bytes: what is written, and what the last successful sync made durable.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Inode {
     data: Vec<u8>,
     synced: Vec<u8>,
+}
+
+impl std::fmt::Debug for Inode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Lengths only, never the content.
+        f.debug_struct("Inode")
+            .field("len", &self.data.len())
+            .field("synced_len", &self.synced.len())
+            .finish()
+    }
 }
 
 type Node = Arc<Mutex<Inode>>;

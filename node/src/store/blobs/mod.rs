@@ -63,6 +63,14 @@
 //! data: a blob's bytes are checked on every read ([`BlobStore::open_blob`],
 //! [`BlobStore::read_range`], [`BlobStore::slice`]) and as a whole by [`BlobStore::verify`].
 //!
+//! # Concurrency
+//!
+//! A [`BlobStore`] is shared between threads. Reads take no lock beyond a look-up; a
+//! received slice is checked outside any lock, then written under its partial blob's own
+//! lock (one writer per partial); creating a partial, and renaming a blob into place with
+//! its directory fsync, happen under the store's lock, so no `begin` or `remove` of the
+//! same hash comes in between.
+//!
 //! One [`BlobStore`] owns its directory: the caller keeps a second process away (the node's
 //! store lock covers its home).
 //!
