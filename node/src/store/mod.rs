@@ -22,6 +22,7 @@
 //! in memory, record data is read back from the log when asked. Layout: `log/` the log,
 //! `cache.rs` the bounded cache of loaded records, `source.rs` where lean records read.
 
+pub mod blobs;
 mod cache;
 pub mod log;
 mod snapshots;
