@@ -42,6 +42,9 @@ pub const MAX_BLOBS_PER_ENTRY: usize = 8;
 pub const SEGMENT_BYTES: usize = 64 * 1024;
 /// Bytes a sealed segment adds (the AEAD tag).
 pub const TAG_BYTES: usize = 16;
+/// The unit of a document's verified slices, in stored bytes (16 KiB: 16 BLAKE3 chunks):
+/// a slice starts on a multiple of it, and the proof of a slice is per group.
+pub const GROUP_BYTES: u64 = 16 * 1024;
 /// Bytes of a document key.
 pub const BLOB_KEY_BYTES: usize = 32;
 /// The largest plain document whose sealed bytes stay within [`MAX_BLOB_BYTES`].
@@ -93,21 +96,49 @@ pub enum BlobError {
 pub struct BlobHash(#[serde(with = "serde_bytes")] pub [u8; 32]);
 
 impl BlobHash {
+    /// The hash with these 32 bytes (any 32 bytes name a possible document).
+    pub const fn from_bytes(bytes: [u8; 32]) -> BlobHash {
+        BlobHash(bytes)
+    }
+
     /// The hash of `bytes`.
     pub fn of(bytes: &[u8]) -> BlobHash {
         BlobHash(*blake3::hash(bytes).as_bytes())
     }
 
-    /// Lowercase hex, as shown and as file names.
-    pub fn to_hex(&self) -> String {
-        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    /// The 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
-    /// Parses [`BlobHash::to_hex`]'s text.
-    pub fn from_hex(s: &str) -> Option<BlobHash> {
+    /// As a BLAKE3 hash (for verified streaming against it).
+    pub fn as_blake3(&self) -> blake3::Hash {
+        blake3::Hash::from_bytes(self.0)
+    }
+
+    /// Lowercase hex (64 digits), as shown and as file names.
+    pub fn to_hex(&self) -> String {
+        self.as_blake3().to_hex().to_string()
+    }
+}
+
+impl From<blake3::Hash> for BlobHash {
+    fn from(h: blake3::Hash) -> Self {
+        BlobHash(*h.as_bytes())
+    }
+}
+
+/// Text that is not a document hash (64 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a document hash (64 hex digits)")]
+pub struct BadBlobHash;
+
+impl std::str::FromStr for BlobHash {
+    type Err = BadBlobHash;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         blake3::Hash::from_hex(s)
-            .ok()
-            .map(|h| BlobHash(*h.as_bytes()))
+            .map(BlobHash::from)
+            .map_err(|_| BadBlobHash)
     }
 }
 

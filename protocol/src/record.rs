@@ -408,6 +408,9 @@ pub struct Record {
     retirements: HashMap<(ActorId, ActorId), Vec<EntryId>>,
     /// `RotateKey` entries by the key they rotate away from.
     rotations_from: HashMap<ActorId, Vec<EntryId>>,
+    /// The entries referencing each document stored apart ([`crate::blob`]): who may
+    /// fetch a document's bytes is who may see one of them.
+    documents: std::collections::BTreeMap<crate::blob::BlobRef, Vec<EntryId>>,
     /// Epochs, key wraps, sealed entries, and what this replica opened.
     sealing: sealing::Sealing,
     /// Set on a lean record: where the record data it does not keep is read from.
@@ -451,6 +454,7 @@ impl Record {
             device_adds: HashMap::default(),
             retirements: HashMap::default(),
             rotations_from: HashMap::default(),
+            documents: Default::default(),
             sealing: sealing::Sealing::default(),
             source: None,
         }
@@ -720,6 +724,31 @@ impl Record {
                 .unwrap_or_default(),
             _ => Vec::new(),
         }
+    }
+
+    /// The entries referencing the document `doc` that the viewer may see: whoever may
+    /// see one of them may fetch the document's bytes (a relay too: it may hold them,
+    /// sealed). Empty when there is none — the fetch is refused, whether or not the
+    /// document is held, so a refusal reveals nothing.
+    pub fn document_entries(
+        &self,
+        v: &crate::fold::Viewer,
+        doc: &crate::blob::BlobRef,
+    ) -> Vec<EntryId> {
+        self.documents
+            .get(doc)
+            .into_iter()
+            .flatten()
+            .filter(|id| self.can_see(v, id))
+            .copied()
+            .collect()
+    }
+
+    /// Every document the record's entries reference (hash and stored size): what a
+    /// replica holding the record should hold, since each came with an entry it may see.
+    /// Sorted.
+    pub fn documents(&self) -> impl Iterator<Item = &crate::blob::BlobRef> + '_ {
+        self.documents.keys()
     }
 
     /// Entries in the order they were applied (a topological order).
@@ -1636,6 +1665,18 @@ impl Record {
         let device = c.acting.is_device();
         if device {
             self.vias.insert(id, c.acting.via.clone());
+        }
+        let documents = match (&e.payload, &c.category) {
+            (Payload::SealedCreate { content, .. } | Payload::SealedAmend { content, .. }, _) => {
+                content.blobs.clone()
+            }
+            (Payload::Create { body, .. } | Payload::Amend { body, .. }, Some(cat)) => {
+                crate::blob::refs_in_body(cat, body)
+            }
+            _ => Vec::new(),
+        };
+        for doc in documents {
+            self.documents.entry(doc).or_default().push(id);
         }
         let node = Node {
             h: Header {

@@ -58,6 +58,15 @@ pub fn backup_key(actor: &ActorId) -> String {
 impl SyncStore for Store {
     type Error = StoreError;
 
+    fn document_slice(
+        &self,
+        doc: &cophr_protocol::blob::BlobRef,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Store::document_slice(self, doc, offset, len)
+    }
+
     fn holds(&self, record: &RecordId) -> Result<bool, StoreError> {
         Store::holds(self, record)
     }

@@ -24,6 +24,7 @@
 
 pub mod blobs;
 mod cache;
+mod documents;
 pub mod log;
 mod snapshots;
 mod source;
@@ -31,6 +32,7 @@ mod source;
 pub use snapshots::{MAX_SNAPSHOT_BYTES, SNAPSHOT_MIN_NEW};
 
 pub use cache::{CacheLimits, Loaded};
+pub use documents::{DocumentReader, SealingReader};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -88,6 +90,12 @@ pub enum StoreError {
     /// File system error.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The document store failed, or a document's bytes do not check out.
+    #[error("documents: {0}")]
+    Blob(#[from] blobs::BlobError),
+    /// A document's sealed bytes do not open, or are not the document's.
+    #[error("document: {0}")]
+    Document(#[from] cophr_protocol::blob::BlobError),
 }
 
 /// Most payloads [`Store::write_all`] writes at once (every entry is named in its audit
@@ -216,6 +224,8 @@ struct Indexer {
 struct Inner {
     /// The log. Every operation holds it shared; compaction replaces it, exclusively.
     log: RwLock<Log>,
+    /// Documents' bytes, stored apart from the entries naming them (`blobs/`).
+    blobs: blobs::BlobStore,
     /// The store's directory (`None` for a store built over an in-memory log).
     dir: Option<std::path::PathBuf>,
     db: sled::Db,
@@ -508,7 +518,15 @@ impl Store {
                 ..Default::default()
             },
         )?;
-        let (mut store, replayed) = Store::assemble(log, db, node_key)?;
+        let blobs = blobs::BlobStore::open(Arc::new(blobs::FsDir::open(dir.join("blobs"))?))?;
+        let damaged = blobs.recovery().damaged.len();
+        if damaged > 0 {
+            tracing::warn!(
+                damaged,
+                "documents damaged on disk are set aside until fetched again from a peer"
+            );
+        }
+        let (mut store, replayed) = Store::assemble(log, db, node_key, blobs)?;
         if let Some(inner) = Arc::get_mut(&mut store.inner) {
             inner.dir = Some(dir.to_path_buf());
         }
@@ -522,15 +540,23 @@ impl Store {
         ))
     }
 
-    /// Builds a store over an open log and index (used with an in-memory log in tests).
+    /// Builds a store over an open log and index (used with an in-memory log in tests);
+    /// documents are kept in memory.
     pub fn with_parts(log: Log, db: sled::Db, node_key: Keypair) -> Result<Store, StoreError> {
-        Store::assemble(log, db, node_key).map(|(s, _)| s)
+        let blobs = blobs::BlobStore::open(Arc::new(blobs::MemDir::new()))?;
+        Store::assemble(log, db, node_key, blobs).map(|(s, _)| s)
     }
 
-    fn assemble(log: Log, db: sled::Db, node_key: Keypair) -> Result<(Store, u64), StoreError> {
+    fn assemble(
+        log: Log,
+        db: sled::Db,
+        node_key: Keypair,
+        blobs: blobs::BlobStore,
+    ) -> Result<(Store, u64), StoreError> {
         let (applied, replayed) = Store::reindex(&log, &db)?;
         let inner = Inner {
             log: RwLock::new(log),
+            blobs,
             dir: None,
             db,
             node_key,
@@ -618,7 +644,8 @@ impl Store {
         }
         let (log, _) = Log::open_path(dir.join("log"))?;
         let db = open_index(&index)?;
-        let (_, reindexed) = Store::assemble(log, db, Keypair::from_secret(&[1; 32]))?;
+        let blobs = blobs::BlobStore::open(Arc::new(blobs::MemDir::new()))?;
+        let (_, reindexed) = Store::assemble(log, db, Keypair::from_secret(&[1; 32]), blobs)?;
         Ok(RepairReport {
             truncated_bytes: rec.truncated_bytes,
             reindexed,

@@ -28,7 +28,7 @@ use crate::seal::EpochId;
 const MAGIC: &[u8; 10] = b"COPHR-SNAP";
 
 /// This format's version.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// Why a snapshot could not be restored (the node then replays the record from its log).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +116,7 @@ struct Snap {
     device_adds: Lists<ActorId>,
     retirements: Lists<(ActorId, ActorId)>,
     rotations_from: Lists<ActorId>,
+    documents: Lists<crate::blob::BlobRef>,
     epochs: Vec<(EpochId, Category, Vec<EntryId>)>,
     openings: Vec<(Category, Vec<EntryId>)>,
     endings: Vec<EntryId>,
@@ -252,6 +253,11 @@ impl Record {
             device_adds: lists(&self.device_adds),
             retirements: lists(&self.retirements),
             rotations_from: lists(&self.rotations_from),
+            documents: self
+                .documents
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
             epochs,
             openings,
             endings,
@@ -399,6 +405,7 @@ impl Record {
             && s.device_adds.iter().all(|(_, v)| all_held(v))
             && s.retirements.iter().all(|(_, v)| all_held(v))
             && s.rotations_from.iter().all(|(_, v)| all_held(v))
+            && s.documents.iter().all(|(_, v)| all_held(v))
             && s.epochs.iter().all(|(_, _, v)| all_held(v))
             && s.openings.iter().all(|(_, v)| all_held(v))
             && all_held(&s.endings)
@@ -469,6 +476,7 @@ impl Record {
         r.device_adds = s.device_adds.into_iter().collect();
         r.retirements = s.retirements.into_iter().collect();
         r.rotations_from = s.rotations_from.into_iter().collect();
+        r.documents = s.documents.into_iter().collect();
         r.sealing = sealing::Sealing::from_indexes(s.epochs, s.openings, s.endings, s.sealed);
         r.source = Some(source);
         Ok(r)
@@ -513,6 +521,15 @@ mod tests {
             Box::new(move |s| s.retirements.push(((actor, actor), vec![stranger]))),
             Box::new(move |s| s.device_adds.push((actor, vec![stranger]))),
             Box::new(move |s| s.rotations_from.push((actor, vec![stranger]))),
+            Box::new(move |s| {
+                s.documents.push((
+                    crate::blob::BlobRef {
+                        hash: crate::blob::BlobHash([1; 32]),
+                        size: 1,
+                    },
+                    vec![stranger],
+                ))
+            }),
             Box::new(move |s| s.endings.push(stranger)),
             Box::new(move |s| s.versions.push((stranger, vec![]))),
             Box::new(move |s| s.heads.push((None, vec![stranger]))),

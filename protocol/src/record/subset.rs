@@ -112,6 +112,12 @@ impl Record {
             device_adds: nonempty(&self.device_adds, &ids),
             retirements: nonempty(&self.retirements, &ids),
             rotations_from: nonempty(&self.rotations_from, &ids),
+            documents: self
+                .documents
+                .iter()
+                .map(|(k, v)| (*k, ids(v)))
+                .filter(|(_, v)| !v.is_empty())
+                .collect(),
             sealing: self.sealing.subset(&has),
             source: self.source.clone(),
         };

@@ -236,9 +236,9 @@ fn document_from_json(
     let mut m = BTreeMap::new();
     for (k, v) in o {
         let value = match (k.as_str(), v) {
-            ("hash", serde_json::Value::String(t)) => match crate::blob::BlobHash::from_hex(t) {
-                Some(h) => Value::Bytes(h.0.to_vec()),
-                None => Value::Bytes(bytes(t)?),
+            ("hash", serde_json::Value::String(t)) => match t.parse::<crate::blob::BlobHash>() {
+                Ok(h) => Value::Bytes(h.0.to_vec()),
+                Err(_) => Value::Bytes(bytes(t)?),
             },
             ("key", serde_json::Value::String(t)) => Value::Bytes(bytes(t)?),
             ("size", serde_json::Value::Number(_)) => Value::from_json(v),

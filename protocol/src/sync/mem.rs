@@ -29,6 +29,8 @@ pub struct MemStore {
     invitation_boxes: BTreeMap<RecordId, crate::invite::InvitationBox>,
     /// Emergency summary shares served here: descriptor and ciphertext, by id.
     shares: BTreeMap<crate::share::ShareId, (crate::share::Share, Vec<u8>)>,
+    /// Documents' stored bytes, by hash.
+    documents: BTreeMap<crate::blob::BlobHash, Vec<u8>>,
     /// Keys every record here is unlocked with (sealed content opens as it arrives).
     readers: Vec<Keypair>,
 }
@@ -46,8 +48,21 @@ impl MemStore {
             invitations: BTreeMap::new(),
             invitation_boxes: BTreeMap::new(),
             shares: BTreeMap::new(),
+            documents: BTreeMap::new(),
             readers: Vec::new(),
         }
+    }
+
+    /// Keeps a document's stored bytes (named by their hash). Its slices are served as
+    /// the bytes themselves: the node's blob store adds the proofs; the memory store keeps
+    /// only what the sync rules need.
+    pub fn put_document(&mut self, bytes: Vec<u8>) -> crate::blob::BlobRef {
+        let doc = crate::blob::BlobRef {
+            hash: crate::blob::BlobHash::of(&bytes),
+            size: bytes.len() as u64,
+        };
+        self.documents.insert(doc.hash, bytes);
+        doc
     }
 
     /// Reads sealed content with `key`: every record held, now and later, is unlocked with
@@ -139,6 +154,23 @@ impl MemStore {
 }
 
 impl SyncStore for MemStore {
+    fn document_slice(
+        &self,
+        doc: &crate::blob::BlobRef,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, Self::Error> {
+        let Some(bytes) = self.documents.get(&doc.hash) else {
+            return Ok(None);
+        };
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        let part = &bytes[start..start.saturating_add(len).min(bytes.len())];
+        Ok(Some((part.len() as u64, part.to_vec())))
+    }
+
     type Error = Rejection;
 
     fn holds(&self, record: &RecordId) -> Result<bool, Rejection> {

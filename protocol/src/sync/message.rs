@@ -134,6 +134,20 @@ pub enum Request {
         /// The share.
         id: crate::share::ShareId,
     },
+    /// A slice of a document stored apart ([`crate::blob`]) that an entry the requester
+    /// may see references: up to `len` stored bytes from `offset`, with what proves them
+    /// against the document's hash.
+    Document {
+        /// Who is asking, about which record.
+        proof: Proof,
+        /// The document, as the entry names it.
+        doc: crate::blob::BlobRef,
+        /// Where the slice starts, in stored bytes: a multiple of
+        /// [`crate::blob::GROUP_BYTES`].
+        offset: u64,
+        /// How many stored bytes are wanted (the server may send fewer: its slice limit).
+        len: u64,
+    },
 }
 
 /// A response.
@@ -193,6 +207,18 @@ pub enum Response {
         /// The encoded [`crate::backup::KeyBackup`].
         backup: Option<serde_bytes::ByteBuf>,
     },
+    /// A slice of a document ([`Request::Document`]): stored bytes with the proof that
+    /// they are the document's, in the blob store's slice encoding; the receiver checks
+    /// it against the hash the entry names before storing a byte.
+    DocumentSlice {
+        /// Where the slice starts (the offset asked for).
+        offset: u64,
+        /// How many stored bytes it covers (at most the length asked for, rounded up to
+        /// whole [`crate::blob::GROUP_BYTES`] groups or the document's end).
+        len: u64,
+        /// The encoded slice.
+        slice: serde_bytes::ByteBuf,
+    },
 }
 
 impl Response {
@@ -224,6 +250,7 @@ impl Response {
             Response::Hosting { .. } => "hosting",
             Response::Refused { .. } => "refused",
             Response::Backup { .. } => "backup",
+            Response::DocumentSlice { .. } => "document slice",
         }
     }
 }
@@ -248,6 +275,7 @@ impl Request {
             Request::AcceptInvitation { .. } => "accept-invitation",
             Request::Invitations { .. } => "invitations",
             Request::CloseInvitation { .. } => "close-invitation",
+            Request::Document { .. } => "document",
         }
     }
 }
@@ -292,6 +320,9 @@ pub enum Refusal {
     /// The host was asked to host a record it does not hold yet.
     #[error("push the record before asking to host it")]
     NotHeld,
+    /// A document the requester may fetch is not (yet wholly) held here.
+    #[error("the document is not held here")]
+    DocumentNotHeld,
     /// A home pointer or audit event in the request is invalid.
     #[error("invalid signed object in the request")]
     BadSigned,

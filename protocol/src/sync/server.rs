@@ -106,6 +106,18 @@ pub trait SyncStore {
         now: Timestamp,
     ) -> Result<bool, Self::Error>;
 
+    /// An encoded, verifiable slice of a document held here: the stored bytes from
+    /// `offset` (a multiple of [`crate::blob::GROUP_BYTES`] within the document, checked by
+    /// the caller) covering about `len` (whole groups; fewer if the store's slice limit is
+    /// smaller), as (bytes covered, encoding); `None` when the document is not wholly held
+    /// here.
+    fn document_slice(
+        &self,
+        doc: &crate::blob::BlobRef,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, Self::Error>;
+
     /// Runs `f` on the record's invitation box (empty if none) and keeps what it leaves,
     /// atomically with respect to other calls for the same record.
     fn update_invitations<T>(
@@ -537,6 +549,51 @@ impl Server {
                 }
                 store.remove_record(&proof.record).map_err(failed::<S>)?;
                 Ok((Response::Ack, vec![Effect::Released(proof.record)]))
+            }
+            Request::Document {
+                proof,
+                doc,
+                offset,
+                len,
+            } => {
+                let actor = self.check(&proof, peer, now)?;
+                let viewer = self.viewer(store, &proof, &actor, now)?;
+                let entries = store
+                    .read(&proof.record, |r| r.document_entries(&viewer, &doc))
+                    .map_err(failed::<S>)?
+                    .unwrap_or_default();
+                if entries.is_empty() {
+                    return Err(Response::refused(Refusal::NoAccess).into());
+                }
+                if offset >= doc.size.max(1)
+                    || len == 0
+                    || !offset.is_multiple_of(crate::blob::GROUP_BYTES)
+                {
+                    return Err(Response::refused_because(
+                        Refusal::Malformed,
+                        "the range asked for is empty, beyond the document or not on a group boundary",
+                    )
+                    .into());
+                }
+                let (covered, slice) = store
+                    .document_slice(&doc, offset, len)
+                    .map_err(failed::<S>)?
+                    .ok_or_else(|| Response::refused(Refusal::DocumentNotHeld))?;
+                // A document's first slice is a view of the entries naming it: audited
+                // once per fetch, not per slice.
+                if offset == 0 {
+                    store
+                        .audit_served(&proof.record, actor, &peer.label, entries, now)
+                        .map_err(failed::<S>)?;
+                }
+                Ok((
+                    Response::DocumentSlice {
+                        offset,
+                        len: covered,
+                        slice: serde_bytes::ByteBuf::from(slice),
+                    },
+                    vec![],
+                ))
             }
             Request::AuditPull { proof, have } => {
                 let actor = self.check(&proof, peer, now)?;

@@ -41,7 +41,7 @@ use cophr_protocol::testkit::{bp, grant, key, profile};
 use cophr_protocol::{Category, Keypair, Level, Payload, RecordId, SignedEntry, Value};
 
 /// Bump when the generated stores change shape, so old caches are not reused.
-const CACHE_VERSION: u32 = 3;
+const CACHE_VERSION: u32 = 4;
 /// The record's patient and the replica's actor derive from this seed.
 const SEED: u64 = 5;
 /// Entry times start here (ms); one ms apart.

@@ -28,7 +28,8 @@ fn asker(req: &Request) -> Option<(RecordId, ActorId)> {
         | Request::CloseInvitation { proof, .. }
         | Request::BackupPut { proof, .. }
         | Request::SharePut { proof, .. }
-        | Request::ShareEnd { proof, .. } => Some((proof.record, proof.actor)),
+        | Request::ShareEnd { proof, .. }
+        | Request::Document { proof, .. } => Some((proof.record, proof.actor)),
         Request::Announce { .. } | Request::BackupGet { .. } => None,
     }
 }

@@ -82,6 +82,15 @@ impl SimStore {
 impl SyncStore for SimStore {
     type Error = Rejection;
 
+    fn document_slice(
+        &self,
+        doc: &cophr_protocol::blob::BlobRef,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, Rejection> {
+        self.mem.document_slice(doc, offset, len)
+    }
+
     fn holds(&self, record: &RecordId) -> Result<bool, Rejection> {
         self.mem.holds(record)
     }

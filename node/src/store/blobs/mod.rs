@@ -83,7 +83,6 @@
 
 use std::fmt;
 use std::io;
-use std::str::FromStr;
 
 mod dir;
 mod format;
@@ -108,8 +107,9 @@ pub const GROUP_LOG: u8 = 4;
 /// outboard holds 64 bytes per group, about 0.4 % of the data.
 pub const GROUP_BYTES: u64 = 1024 << GROUP_LOG;
 
-/// The largest blob the store takes (4 GiB), by import or by receiving.
-pub const MAX_BLOB_BYTES: u64 = 1 << 32;
+/// The largest blob the store takes (4 GiB), by import or by receiving: the protocol's
+/// limit on a document.
+pub use cophr_protocol::blob::MAX_BLOB_BYTES;
 
 /// The most data bytes one [`Slice`] carries (1 MiB, 64 chunk groups).
 pub const MAX_SLICE_DATA: u64 = 1 << 20;
@@ -150,72 +150,9 @@ impl Default for BlobLimits {
     }
 }
 
-/// A blob's name: the BLAKE3 hash of its bytes. Printed as 64 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BlobHash([u8; 32]);
-
-impl BlobHash {
-    /// The hash with these 32 bytes (any 32 bytes name a possible blob).
-    pub const fn from_bytes(bytes: [u8; 32]) -> BlobHash {
-        BlobHash(bytes)
-    }
-
-    /// The hash of `data` (BLAKE3).
-    pub fn of(data: &[u8]) -> BlobHash {
-        BlobHash(*blake3::hash(data).as_bytes())
-    }
-
-    /// The 32 bytes.
-    pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// 64 lowercase hex digits.
-    pub fn to_hex(&self) -> String {
-        data_encoding::HEXLOWER.encode(&self.0)
-    }
-
-    pub(crate) fn blake3(&self) -> blake3::Hash {
-        blake3::Hash::from_bytes(self.0)
-    }
-}
-
-impl From<blake3::Hash> for BlobHash {
-    fn from(h: blake3::Hash) -> Self {
-        BlobHash(*h.as_bytes())
-    }
-}
-
-impl fmt::Display for BlobHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl fmt::Debug for BlobHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BlobHash({})", self.to_hex())
-    }
-}
-
-/// A text that is not 64 lowercase hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a blob hash (64 lowercase hex digits)")]
-pub struct BadBlobHash;
-
-impl FromStr for BlobHash {
-    type Err = BadBlobHash;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 64 {
-            return Err(BadBlobHash);
-        }
-        let bytes = data_encoding::HEXLOWER
-            .decode(s.as_bytes())
-            .map_err(|_| BadBlobHash)?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| BadBlobHash)?;
-        Ok(BlobHash(bytes))
-    }
-}
+/// A blob's name: the BLAKE3 hash of its bytes (the protocol's document hash: entries
+/// name documents by it). Printed as 64 lowercase hex digits.
+pub use cophr_protocol::blob::{BadBlobHash, BlobHash};
 
 /// Why a received [`Slice`] was refused. Nothing stored changed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -118,7 +118,7 @@ fn outboard<'a>(
     size: u64,
 ) -> PostOrderOutboard<Region<'a>> {
     PostOrderOutboard {
-        root: hash.blake3(),
+        root: hash.as_blake3(),
         tree: tree(size),
         data: Region {
             file,
@@ -197,7 +197,8 @@ pub fn read_verified(
         &mut encoded,
     )
     .map_err(|e| stored_encode_error(e, hash, start))?;
-    let iter = DecodeResponseIter::new(hash.blake3(), tree(size), Cursor::new(&encoded), &ranges);
+    let iter =
+        DecodeResponseIter::new(hash.as_blake3(), tree(size), Cursor::new(&encoded), &ranges);
     for item in iter {
         match item.map_err(|e| stored_decode_error(e, hash, start))? {
             BaoContentItem::Leaf(leaf) => {
@@ -277,7 +278,7 @@ pub fn check_slice(hash: &BlobHash, size: u64, slice: &Slice) -> Result<Checked,
     let mut leaves = Vec::new();
     let mut parents = Vec::new();
     let mut at = start;
-    for item in DecodeResponseIter::new(hash.blake3(), tree(size), &mut cursor, &ranges) {
+    for item in DecodeResponseIter::new(hash.as_blake3(), tree(size), &mut cursor, &ranges) {
         match item {
             Ok(BaoContentItem::Leaf(leaf)) => {
                 if leaf.offset != at {
@@ -324,7 +325,7 @@ pub fn store_checked(
         file.write_at(HEADER_LEN + leaf.offset, &leaf.data)?;
     }
     let mut ob = PostOrderOutboard {
-        root: hash.blake3(),
+        root: hash.as_blake3(),
         tree: tree(size),
         data: RegionMut {
             file,

@@ -1,0 +1,402 @@
+//! Documents stored apart from the entries naming them (`docs/documents.md`): the store's
+//! side of [`cophr_protocol::blob`]. A document is sealed segment by segment as it is read
+//! from its file ([`SealingReader`]) straight into the blob store (never whole in memory),
+//! and opened segment by segment as it is read back ([`DocumentReader`]), every stored byte
+//! checked against its hash on the way (`blobs/`). Fetching from peers: `net/client.rs`.
+
+use std::io::{self, Read};
+
+use cophr_protocol::blob::{self, BlobKey, BlobRef, DocumentFile, SEGMENT_BYTES, TAG_BYTES};
+use rand_core::{CryptoRng, RngCore};
+
+use super::blobs::{BlobReader, BlobStore, Progress, Slice};
+use super::{Store, StoreError};
+
+/// Reads a document's plain bytes and yields them sealed ([`blob::seal_segment`]), one
+/// segment at a time: what a document's file becomes on its way into the blob store.
+/// Fails if the file holds more or fewer bytes than the size it was opened with.
+pub struct SealingReader<R> {
+    inner: R,
+    key: BlobKey,
+    size: u64,
+    next: u64,
+    out: Vec<u8>,
+    at: usize,
+}
+
+impl<R: Read> SealingReader<R> {
+    /// Seals `inner`, which must yield exactly `size` bytes, under `key`.
+    pub fn new(inner: R, size: u64, key: BlobKey) -> SealingReader<R> {
+        SealingReader {
+            inner,
+            key,
+            size,
+            next: 0,
+            out: Vec::new(),
+            at: 0,
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.next >= blob::segments(self.size) {
+            // The file must end where its size said.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the file grew while it was being attached",
+                ));
+            }
+            return Ok(false);
+        }
+        let (_, len, _, _) = blob::segment_span(self.size, self.next).map_err(invalid)?;
+        let mut plain = vec![0u8; len];
+        self.inner.read_exact(&mut plain).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the file shrank while it was being attached",
+                )
+            } else {
+                e
+            }
+        })?;
+        self.out = blob::seal_segment(&self.key, self.size, self.next, &plain).map_err(invalid)?;
+        self.at = 0;
+        self.next += 1;
+        Ok(true)
+    }
+}
+
+impl<R> std::fmt::Debug for SealingReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key or the content.
+        f.debug_struct("SealingReader")
+            .field("size", &self.size)
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> Read for SealingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.out.len() && !self.fill()? {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+fn invalid(e: blob::BlobError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// A document's plain bytes, read back: the stored bytes checked against their hash, and
+/// opened segment by segment when sealed. A segment that does not open is an error, never
+/// bytes.
+pub struct DocumentReader {
+    stored: BlobReader,
+    key: Option<BlobKey>,
+    size: u64,
+    next: u64,
+    out: Vec<u8>,
+    at: usize,
+}
+
+impl std::fmt::Debug for DocumentReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key or the content.
+        f.debug_struct("DocumentReader")
+            .field("size", &self.size)
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DocumentReader {
+    /// The document's plain size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Read for DocumentReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(key) = &self.key else {
+            return self.stored.read(buf);
+        };
+        if self.at == self.out.len() {
+            if self.next >= blob::segments(self.size) {
+                return Ok(0);
+            }
+            let (_, _, _, len) = blob::segment_span(self.size, self.next).map_err(invalid)?;
+            let mut sealed = vec![0u8; len];
+            self.stored.read_exact(&mut sealed)?;
+            self.out = blob::open_segment(key, self.size, self.next, &sealed).map_err(invalid)?;
+            self.at = 0;
+            self.next += 1;
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Store {
+    /// The documents' bytes kept here.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// Keeps a document read from `file` (exactly `size` bytes), sealed under a fresh key
+    /// of its own, and returns the reference an entry's body carries
+    /// ([`cophr_protocol::schema::FieldType::Document`]). Durable before it returns; the
+    /// file is never held in memory whole. Writing the entry is the caller's next step: a
+    /// document no entry names is never served.
+    pub fn import_document<R: RngCore + CryptoRng>(
+        &self,
+        file: impl Read,
+        size: u64,
+        rng: &mut R,
+    ) -> Result<DocumentFile, StoreError> {
+        if size > blob::MAX_DOCUMENT_BYTES {
+            return Err(blob::BlobError::TooLarge(size).into());
+        }
+        let key = BlobKey::generate(rng);
+        let (hash, stored) =
+            self.inner
+                .blobs
+                .import(SealingReader::new(file, size, key.clone()))?;
+        debug_assert_eq!(stored, blob::sealed_len(size));
+        Ok(DocumentFile {
+            hash,
+            size,
+            key: Some(key),
+        })
+    }
+
+    /// Whether a document's stored bytes are wholly held here.
+    pub fn has_document(&self, doc: &BlobRef) -> bool {
+        self.inner.blobs.has(&doc.hash)
+    }
+
+    /// A document's plain bytes, read and checked as they stream. The caller has checked
+    /// the reader may see an entry naming it.
+    pub fn open_document(&self, file: &DocumentFile) -> Result<DocumentReader, StoreError> {
+        let stored = self.inner.blobs.open_blob(&file.hash)?;
+        if stored.size() != file.blob_ref().size {
+            return Err(StoreError::Corrupt(format!(
+                "document {} is {} bytes here, not the {} its entry names",
+                file.hash,
+                stored.size(),
+                file.blob_ref().size
+            )));
+        }
+        Ok(DocumentReader {
+            stored,
+            key: file.key.clone(),
+            size: file.size,
+            next: 0,
+            out: Vec::new(),
+            at: 0,
+        })
+    }
+
+    /// A slice of a document held here for a peer ([`cophr_protocol::sync::Request::Document`]):
+    /// `None` when it is not wholly held, or is held at another size than the entry names.
+    pub fn document_slice(
+        &self,
+        doc: &BlobRef,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let blobs = &self.inner.blobs;
+        if !blobs.has(&doc.hash) || blobs.size(&doc.hash)? != doc.size {
+            return Ok(None);
+        }
+        let s = blobs.slice(&doc.hash, offset, len)?;
+        Ok(Some((s.len, s.encoded)))
+    }
+
+    /// Starts or continues receiving a document from peers: the byte ranges still missing
+    /// (empty when it is held whole).
+    pub fn document_missing(&self, doc: &BlobRef) -> Result<Vec<std::ops::Range<u64>>, StoreError> {
+        match self.inner.blobs.begin(&doc.hash, doc.size)? {
+            Progress::Complete => Ok(Vec::new()),
+            Progress::Partial { .. } => Ok(self.inner.blobs.missing_ranges(&doc.hash)?),
+        }
+    }
+
+    /// Keeps a slice a peer sent of a document being received, checked against the hash
+    /// before a byte is stored. Returns whether the document is now whole.
+    pub fn receive_document_slice(
+        &self,
+        doc: &BlobRef,
+        offset: u64,
+        len: u64,
+        encoded: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let slice = Slice {
+            offset,
+            len,
+            encoded,
+        };
+        match self.inner.blobs.write_slice(&doc.hash, &slice)? {
+            Progress::Complete => Ok(true),
+            Progress::Partial { .. } => Ok(false),
+        }
+    }
+}
+
+// The protocol's slice unit is the store's chunk group.
+const _: () = assert!(super::blobs::GROUP_BYTES == blob::GROUP_BYTES);
+const _: () = assert!(SEGMENT_BYTES > TAG_BYTES);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cophr_protocol::testkit::{key, SeededRng};
+
+    fn doc(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 253) as u8).collect()
+    }
+
+    fn store(dir: &std::path::Path) -> Store {
+        Store::open(dir, key(1, "node")).unwrap().0
+    }
+
+    #[test]
+    fn a_document_is_kept_sealed_and_reads_back_whole_at_every_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let mut rng = SeededRng::new(1);
+        for n in [
+            0,
+            1,
+            SEGMENT_BYTES - 1,
+            SEGMENT_BYTES,
+            3 * SEGMENT_BYTES + 11,
+        ] {
+            let bytes = doc(n);
+            let f = s.import_document(&bytes[..], n as u64, &mut rng).unwrap();
+            assert_eq!(f.size, n as u64);
+            assert!(s.has_document(&f.blob_ref()));
+            assert_eq!(s.blobs().size(&f.hash).unwrap(), blob::sealed_len(n as u64));
+            let mut back = Vec::new();
+            s.open_document(&f).unwrap().read_to_end(&mut back).unwrap();
+            assert_eq!(back, bytes, "{n}");
+            // What is on disk is sealed: the plain bytes are not there.
+            if n >= 64 {
+                let stored =
+                    std::fs::read(dir.path().join("blobs").join(format!("{}.blob", f.hash)))
+                        .unwrap();
+                assert!(!stored.windows(64).any(|w| w == &bytes[..64]));
+            }
+        }
+        // Kept across a restart.
+        let bytes = doc(100_000);
+        let f = s.import_document(&bytes[..], 100_000, &mut rng).unwrap();
+        drop(s);
+        let s = store(dir.path());
+        let mut back = Vec::new();
+        s.open_document(&f).unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, bytes);
+    }
+
+    #[test]
+    fn a_file_that_is_not_the_size_it_said_is_refused_and_nothing_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let mut rng = SeededRng::new(2);
+        let bytes = doc(70_000);
+        assert!(s.import_document(&bytes[..], 80_000, &mut rng).is_err());
+        assert!(s.import_document(&bytes[..], 60_000, &mut rng).is_err());
+        assert!(s.blobs().list().is_empty());
+        assert!(matches!(
+            s.import_document(&bytes[..], blob::MAX_DOCUMENT_BYTES + 1, &mut rng),
+            Err(StoreError::Document(blob::BlobError::TooLarge(_)))
+        ));
+    }
+
+    #[test]
+    fn damaged_or_foreign_stored_bytes_are_an_error_never_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let mut rng = SeededRng::new(3);
+        let bytes = doc(50_000);
+        let f = s.import_document(&bytes[..], 50_000, &mut rng).unwrap();
+        // Another key: the segments do not open.
+        let wrong = DocumentFile {
+            key: Some(BlobKey::generate(&mut rng)),
+            ..f.clone()
+        };
+        let mut out = Vec::new();
+        assert!(s
+            .open_document(&wrong)
+            .unwrap()
+            .read_to_end(&mut out)
+            .is_err());
+        // The size the entry names is not the stored one.
+        let resized = DocumentFile {
+            size: 40_000,
+            ..f.clone()
+        };
+        assert!(matches!(
+            s.open_document(&resized),
+            Err(StoreError::Corrupt(_))
+        ));
+        // A flipped byte on disk.
+        drop(s);
+        let path = dir.path().join("blobs").join(format!("{}.blob", f.hash));
+        let mut stored = std::fs::read(&path).unwrap();
+        stored[64 + 20_000] ^= 1;
+        std::fs::write(&path, stored).unwrap();
+        let s = store(dir.path());
+        let mut out = Vec::new();
+        assert!(s.open_document(&f).unwrap().read_to_end(&mut out).is_err());
+    }
+
+    #[test]
+    fn a_document_received_from_a_peer_in_slices_is_checked_and_reads_back() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (from, to) = (store(a.path()), store(b.path()));
+        let mut rng = SeededRng::new(4);
+        let bytes = doc(200_000);
+        let f = from.import_document(&bytes[..], 200_000, &mut rng).unwrap();
+        let r = f.blob_ref();
+        assert_eq!(
+            from.document_slice(&BlobRef { size: 1, ..r }, 0, 1)
+                .unwrap(),
+            None
+        );
+        assert_eq!(to.document_slice(&r, 0, 1).unwrap(), None);
+        let mut missing = to.document_missing(&r).unwrap();
+        assert_eq!(missing, vec![0..r.size]);
+        while let Some(range) = missing.first().cloned() {
+            let (len, encoded) = from
+                .document_slice(&r, range.start, 64 * 1024)
+                .unwrap()
+                .unwrap();
+            // A tampered slice is refused; the good one then taken.
+            let mut bad = encoded.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            assert!(to
+                .receive_document_slice(&r, range.start, len, bad)
+                .is_err());
+            to.receive_document_slice(&r, range.start, len, encoded)
+                .unwrap();
+            missing = to.document_missing(&r).unwrap();
+        }
+        let mut back = Vec::new();
+        to.open_document(&f)
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, bytes);
+    }
+}
