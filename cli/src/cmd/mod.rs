@@ -11,10 +11,12 @@ pub mod add;
 pub mod ais;
 pub mod amend;
 pub mod annotate;
+pub mod attach;
 pub mod audit;
 pub mod delete;
 pub mod demo;
 pub mod device;
+pub mod download;
 pub mod export;
 pub mod fhir;
 pub mod follow;
@@ -136,6 +138,10 @@ pub enum Command {
     Schema(schema::Args),
     /// Add an entry: `cophr add CATEGORY --FIELD VALUE …`
     Add(add::Args),
+    /// Attach a document (PDF, image, DICOM, OpenDocument, text) stored apart, up to 4 GiB
+    Attach(attach::Args),
+    /// Save a document's file
+    Download(download::Args),
     /// Show the record's current state (or its state at a past time) as you may see it
     Show(show::Args),
     /// Show every version and annotation of an entry, with who, when and on which device
@@ -285,6 +291,8 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Records(a) => records::run(ctx, a),
         Command::Schema(a) => schema::run(ctx, a),
         Command::Add(a) => add::run(ctx, a),
+        Command::Attach(a) => attach::run(ctx, a),
+        Command::Download(a) => download::run(ctx, a),
         Command::Show(a) => show::run(ctx, a),
         Command::History(a) => history::run(ctx, a),
         Command::Amend(a) => amend::run(ctx, a),

@@ -225,6 +225,15 @@ async fn run_sync(
                         give_owed_keys(handle, &record).await;
                         handle.changed(record).await?;
                     }
+                    // Documents the entries name that are not held yet (newly pulled, or
+                    // left by an earlier fetch): a failure waits for the next sync.
+                    match fetch_documents(handle, peer, addrs.clone(), record).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(%peer, %record, documents = n, "fetched documents"),
+                        Err(e) => {
+                            tracing::warn!(%peer, %record, error = %e, "could not fetch documents")
+                        }
+                    }
                     return Ok(report);
                 }
             }
@@ -246,6 +255,71 @@ async fn run_sync(
             Err(e) => session.handle_failure(e.to_string()),
         }
     }
+}
+
+/// Fetches from `peer` the documents of `record` that entries held here name and this
+/// node lacks, slice by slice: each slice is checked against the document's hash before a
+/// byte of it is stored, and a fetch resumes where an earlier one stopped. A document the
+/// peer does not hold, will not serve, or serves wrongly is left for another peer (or the
+/// next sync). Returns how many documents were completed.
+pub async fn fetch_documents(
+    handle: &NodeHandle,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    record: RecordId,
+) -> Result<usize, NetError> {
+    use crate::store::blobs::MAX_SLICE_DATA;
+    let store = handle.store().clone();
+    let wanted: Vec<cophr_protocol::blob::BlobRef> = with_local(&store, &record, |r| {
+        r.map(|r| r.documents().copied().collect())
+            .unwrap_or_default()
+    })?;
+    let mut completed = 0;
+    for doc in wanted {
+        if store.has_document(&doc) {
+            continue;
+        }
+        let s = store.clone();
+        let missing = match blocking(move || s.document_missing(&doc)).await? {
+            Ok(m) => m,
+            Err(e) => {
+                // Over the limit on documents being received, say: the next sync retries.
+                tracing::debug!(%record, hash = %doc.hash, error = %e, "document not fetched now");
+                continue;
+            }
+        };
+        'doc: for range in missing {
+            let mut at = range.start;
+            while at < range.end {
+                let request = Request::Document {
+                    proof: proof(handle, &peer, record),
+                    doc,
+                    offset: at,
+                    len: (range.end - at).min(MAX_SLICE_DATA),
+                };
+                match handle.request(peer, addrs.clone(), request).await? {
+                    Response::DocumentSlice { offset, len, slice } if offset == at && len > 0 => {
+                        let s = store.clone();
+                        let kept = blocking(move || {
+                            s.receive_document_slice(&doc, offset, len, slice.into_vec())
+                        })
+                        .await?;
+                        if let Err(e) = kept {
+                            tracing::warn!(%peer, %record, hash = %doc.hash, error = %e, "a document slice was refused");
+                            break 'doc;
+                        }
+                        at = offset.saturating_add(len);
+                    }
+                    Response::Refused { .. } => break 'doc,
+                    other => return Err(unexpected(peer, &other)),
+                }
+            }
+        }
+        if store.has_document(&doc) {
+            completed += 1;
+        }
+    }
+    Ok(completed)
 }
 
 /// After pulling, gives the epoch keys this node holds to whoever should hold them all and

@@ -32,6 +32,8 @@ const IN_FLIGHT: usize = 32;
 const MAX_SUBSCRIBERS: usize = 1024;
 /// Most concurrent client syncs.
 const MAX_SYNCS: usize = 16;
+/// Most document fetches a node runs at once (each takes documents one slice at a time).
+const MAX_DOCUMENT_FETCHES: usize = 4;
 /// Most change events held for a slow watcher (beyond that it is told how many it missed).
 const WATCH_BUFFER: usize = 256;
 
@@ -299,7 +301,10 @@ impl NodeHandle {
                 Effect::StoreFailed(error) => {
                     tracing::warn!(%error, "store error answering a web client")
                 }
-                Effect::Subscribe(..) | Effect::Announced(_) | Effect::Released(_) => {}
+                Effect::Subscribe(..)
+                | Effect::Announced(_)
+                | Effect::Released(_)
+                | Effect::Documents(_) => {}
             }
         }
         Ok(())
@@ -386,6 +391,7 @@ pub async fn start(
         server,
         answered_tx,
         answered_rx,
+        fetching: Arc::new(Semaphore::new(MAX_DOCUMENT_FETCHES)),
         answering: Arc::new(Semaphore::new(IN_FLIGHT)),
         pending: HashMap::new(),
         finds: HashMap::new(),
@@ -518,6 +524,8 @@ struct EventLoop {
     seen: HashMap<RecordId, usize>,
     /// A housekeeping task (pending releases, moved-away records) is running.
     housekeeping: Arc<std::sync::atomic::AtomicBool>,
+    /// Document fetches under way, bounded ([`MAX_DOCUMENT_FETCHES`]).
+    fetching: Arc<Semaphore>,
     config: NetConfig,
 }
 
@@ -733,8 +741,26 @@ impl EventLoop {
                 Effect::StoreFailed(error) => {
                     tracing::warn!(peer = %a.peer, %error, "store error answering a peer")
                 }
+                Effect::Documents(record) => self.spawn_fetch_documents(a.peer, record),
             }
         }
+    }
+
+    /// Fetches from `peer` the documents of `record` this node lacks, unless as many
+    /// fetches as allowed are under way (the next sync fetches what is still missing).
+    fn spawn_fetch_documents(&mut self, peer: PeerId, record: RecordId) {
+        let Ok(permit) = self.fetching.clone().try_acquire_owned() else {
+            return;
+        };
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match client::fetch_documents(&handle, peer, Vec::new(), record).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(%peer, %record, documents = n, "fetched documents"),
+                Err(e) => tracing::warn!(%peer, %record, error = %e, "could not fetch documents"),
+            }
+        });
     }
 
     fn on_kad(&mut self, event: kad::Event) {

@@ -234,6 +234,9 @@ pub enum Effect {
     Host(SignedPointer),
     /// A record was removed here.
     Released(RecordId),
+    /// Entries naming documents were pushed here: fetch the documents this node lacks
+    /// from the peer that pushed them (it holds them, and this node may see the entries).
+    Documents(RecordId),
     /// The peer announced a change to a record: pull from it if it is a known source.
     Announced(RecordId),
     /// The store failed while answering (the peer was told only that the node could not
@@ -813,6 +816,17 @@ impl Server {
         let mut effects = vec![Effect::Subscribe(record, actor)];
         if !accepted.is_empty() {
             effects.push(Effect::Changed(record));
+            let documents = store
+                .read(&record, |r| {
+                    accepted.iter().any(|id| {
+                        r.get(id)
+                            .is_some_and(|v| !r.blobs_of(&v.entry().payload).is_empty())
+                    })
+                })
+                .map_err(failed::<S>)?;
+            if documents == Some(true) {
+                effects.push(Effect::Documents(record));
+            }
         }
         Ok((Response::Pushed { accepted, rejected }, effects))
     }
