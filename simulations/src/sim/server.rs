@@ -146,6 +146,9 @@ impl Sim {
                 self.nodes[s].replicas.remove(&record);
             }
             Effect::Announced(record) => self.announced(s, c, record),
+            // The simulated people write no documents, so no push names one; documents'
+            // replication is tested across real nodes (`tests/tests/net_documents.rs`).
+            Effect::Documents(_) => {}
             Effect::StoreFailed(e) => self.violations.push(format!(
                 "{}'s store failed while answering: {e}",
                 self.nodes[s].name
