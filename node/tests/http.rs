@@ -1357,3 +1357,92 @@ async fn sealed_content_failing_its_rules_is_listed_flagged() {
     let good = items.iter().find(|i| i["id"] == allergy.as_str()).unwrap();
     assert_eq!(good["flag"], Value::Null);
 }
+
+/// A document stored apart, written through the API by reference (as a client that sealed
+/// and stored it would), read back as its file: streamed, checked, with its media type
+/// and name; audited; refused clearly when the entry has none or its file is not held.
+#[tokio::test]
+async fn a_documents_file_is_served_streamed_and_audited() {
+    use cophr_protocol::blob::DocumentFile;
+    let f = patient();
+    let (rid, allergy) = seeded(&f).await;
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.extend((0..300_000u32).map(|i| (i % 251) as u8));
+    let mut rng = cophr_protocol::testkit::SeededRng::new(7);
+    let file = f
+        .store
+        .import_document(&pdf[..], pdf.len() as u64, &mut rng)
+        .unwrap();
+    let key = data_encoding::BASE64.encode(file.key.as_ref().unwrap().as_bytes());
+    let r = with_json(
+        &f.state,
+        Method::POST,
+        &format!("/api/v1/records/{rid}/entries"),
+        json!({"category": "documents", "body": {"title": "Renal clinic letter",
+            "media-type": "application/pdf",
+            "file": {"hash": file.hash.to_hex(), "size": pdf.len(), "key": key}}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let doc = r.json()["id"].as_str().unwrap().to_owned();
+    let record: RecordId = rid.parse().unwrap();
+    let (_, audit_before) = counts(&f.store, &record);
+
+    let r = get(&f.state, &format!("/api/v1/records/{rid}/entries/{doc}/document")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.bytes, pdf);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "application/pdf");
+    assert_eq!(
+        r.headers[header::CONTENT_LENGTH],
+        pdf.len().to_string().as_str()
+    );
+    assert_eq!(
+        r.headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"Renal clinic letter.pdf\""
+    );
+    let (_, audit_after) = counts(&f.store, &record);
+    assert_eq!(audit_after, audit_before + 1, "the read is audited");
+    let events = f.store.audit_events(&record).unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.event.detail.as_deref().unwrap_or("").contains("document (API)")));
+    let r = get(
+        &f.state,
+        &format!("/api/v1/records/{rid}/entries/{doc}/document?disposition=inline"),
+    )
+    .await;
+    assert!(r.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .starts_with("inline;"));
+    let r = get(
+        &f.state,
+        &format!("/api/v1/records/{rid}/entries/{doc}/document?disposition=bogus"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // An entry without a document, and a document whose file is not held here.
+    let r = get(&f.state, &format!("/api/v1/records/{rid}/entries/{allergy}/document")).await;
+    let msg = r.error(StatusCode::NOT_FOUND, "not_found");
+    assert!(msg.contains("no document"), "{msg}");
+    let elsewhere = DocumentFile {
+        hash: cophr_protocol::blob::BlobHash::of(b"held elsewhere"),
+        size: 14,
+        key: None,
+    };
+    let r = with_json(
+        &f.state,
+        Method::POST,
+        &format!("/api/v1/records/{rid}/entries"),
+        json!({"category": "documents", "body": {"title": "Scan",
+            "media-type": "text/plain",
+            "file": {"hash": elsewhere.hash.to_hex(), "size": 14}}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let scan = r.json()["id"].as_str().unwrap().to_owned();
+    let r = get(&f.state, &format!("/api/v1/records/{rid}/entries/{scan}/document")).await;
+    let msg = r.error(StatusCode::NOT_FOUND, "not_found");
+    assert!(msg.contains("not held"), "{msg}");
+}

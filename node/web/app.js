@@ -16,6 +16,7 @@ const ROUTES = {
   addEntry: ['POST', '/records/{rid}/entries'],
   entry: ['GET', '/records/{rid}/entries/{eid}'],
   history: ['GET', '/records/{rid}/entries/{eid}/history'],
+  document: ['GET', '/records/{rid}/entries/{eid}/document'],
   annotate: ['POST', '/records/{rid}/entries/{eid}/annotations'],
   timeline: ['GET', '/records/{rid}/timeline'],
   grants: ['GET', '/records/{rid}/grants'],
@@ -636,8 +637,20 @@ function bodyList(cat, body) {
   return dl;
 }
 
+/** A document stored apart, as a field shows it: its size (never its hash's key). */
+function isDocumentFile(v) {
+  return v && typeof v === 'object' && typeof v.hash === 'string' && 'size' in v;
+}
+
+function showSize(n) {
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)} MiB`;
+  if (n >= 1024) return `${Math.floor(n / 1024)} KiB`;
+  return `${n} bytes`;
+}
+
 function showValue(v) {
   if (v === null || v === undefined) return '';
+  if (isDocumentFile(v)) return `a file of ${showSize(v.size)}, stored apart`;
   if (Array.isArray(v)) {
     return v.map((x) => (x && typeof x === 'object' && 'question' in x
       ? `${x.question}: ${x.answer}` : showValue(x))).join('; ');
@@ -659,6 +672,47 @@ function versionContent(cat, v) {
   return '';
 }
 
+/**
+ * A document's file: shown in the page (images and PDFs) or saved. The file is fetched
+ * with the token (a plain link would not carry it) and kept only as long as the page shows it.
+ */
+function documentSection(entry) {
+  const type = entry.body['media-type'] || '';
+  const title = entry.body.title || 'document';
+  const previewable = type === 'application/pdf' || type.startsWith('image/');
+  const box = h('div', { class: 'document-preview', id: 'document-preview' });
+  const fetchFile = () => attempt(() => api('document', { rid: state.rid, eid: entry.current || entry.id },
+    { query: { disposition: 'inline' } }));
+  const show = h('button', { type: 'button', class: 'secondary', id: 'document-show' }, 'Show the file');
+  show.addEventListener('click', async () => {
+    const blob = await fetchFile();
+    if (!blob) return;
+    const url = URL.createObjectURL(blob);
+    box.replaceChildren(type.startsWith('image/')
+      ? h('img', { src: url, alt: title })
+      : h('iframe', { src: url, title, class: 'pdf' }));
+    setStatus(`Showing ${title}.`);
+  });
+  const save = h('button', { type: 'button', class: 'secondary', id: 'document-save' }, 'Download the file');
+  save.addEventListener('click', async () => {
+    const blob = await fetchFile();
+    if (!blob) return;
+    const url = URL.createObjectURL(blob);
+    const a = h('a', { href: url, download: title });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    setStatus(`Downloaded ${title}.`);
+  });
+  return h('section', { 'aria-labelledby': 'document-title' },
+    h('h3', { id: 'document-title' }, 'File'),
+    h('p', {}, `${type || 'a file'}, ${showSize(entry.body.file.size)}. It is checked against `
+      + 'the hash the entry names as it is read.'),
+    h('p', { class: 'actions' }, previewable ? show : null, save),
+    box);
+}
+
 async function renderEntry(eid) {
   const panel = $('panel');
   const [entry, history] = await Promise.all([
@@ -674,6 +728,7 @@ async function renderEntry(eid) {
       entry.deleted ? 'deleted · ' : '', entry.status === 'void' ? 'void · ' : '',
       `version ${entry.version} of ${entry.versions}`),
     bodyList(entry.category, entry.body));
+  if (entry.body && isDocumentFile(entry.body.file)) panel.append(documentSection(entry));
 
   const versions = h('section', { 'aria-labelledby': 'versions-title' },
     h('h3', { id: 'versions-title' }, 'Versions'));

@@ -357,6 +357,44 @@ async fn drive(
     wait_text(c, "#status", "note was added").await;
     wait_text(c, "#panel", "Diagnosed in 2015 at the renal clinic").await;
 
+    // A document's file is shown in the page: fetched with the token, checked against its
+    // hash by the node as it streams, shown from a blob: URL the page's policy allows.
+    click(c, "#tab-record").await;
+    click(c, "button.category[data-category=documents]").await;
+    wait_text(c, ".entries", "Wound photo").await;
+    entry_containing(c, "Wound photo")
+        .await
+        .find(Locator::Css(".actions button"))
+        .await
+        .expect("a details button")
+        .click()
+        .await
+        .expect("open the document");
+    let about = wait_text(c, "#panel", "image/png").await;
+    assert!(
+        !about.contains("\"key\""),
+        "the document's key is not shown: {about}"
+    );
+    click(c, "#document-show").await;
+    wait_for(c, "#document-preview img").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let w = c
+            .execute(
+                "const i = document.querySelector('#document-preview img'); \
+                 return i && i.complete ? i.naturalWidth : 0;",
+                vec![],
+            )
+            .await
+            .expect("read the image's width");
+        if w == json!(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the photo did not render: {w}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_text(c, "#status", "Showing Wound photo").await;
+
     // Invite Mary to vital signs (no actor id asked): a one-time link and QR code; she
     // accepts it on her own node; George sees who accepted and confirms; the grant is
     // listed; he revokes it and sees it revoked.
@@ -529,6 +567,15 @@ async fn drive(
     Outcome { export_file }
 }
 
+/// A 2×2 red PNG.
+const RED_PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44,
+    0x52, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x08, 0x02, 0x00, 0x00, 0x00, 0xfd,
+    0xd4, 0x9a, 0x73, 0x00, 0x00, 0x00, 0x10, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8,
+    0xcf, 0xc0, 0x00, 0x44, 0x0c, 0x10, 0x0a, 0x00, 0x1f, 0xee, 0x03, 0xfd, 0x8b, 0x5f, 0x14,
+    0xd4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
 #[test]
 fn the_patient_uses_the_web_app_in_a_real_browser() {
     require_browser();
@@ -538,6 +585,16 @@ fn the_patient_uses_the_web_app_in_a_real_browser() {
     george.add(&["about-me", "--thing-1", "I look after my own dialysis"]);
     george.add(&["allergies", "--agent", "Penicillin", "--reaction", "rash"]);
     george.add(&["alerts", "--alert", "Keysafe by the back door"]);
+    // A photo attached as a document stored apart (a 2×2 red PNG).
+    let photos = tempfile::TempDir::new().expect("a directory for the photo");
+    let photo = photos.path().join("wound.png");
+    std::fs::write(&photo, RED_PNG).expect("write the photo");
+    george.ok(&[
+        "attach",
+        photo.to_str().expect("utf-8 path"),
+        "--title",
+        "Wound photo",
+    ]);
     let mary = Person::new("Mary Jones", "carer", None);
     let host = Person::new("Community Host", "host", None);
 

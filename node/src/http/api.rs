@@ -37,6 +37,7 @@ use super::{ApiError, AppState, JsonBody, OptionalJsonBody};
 
 mod audit;
 mod devices;
+mod documents;
 mod entries;
 pub mod grants;
 mod invitations;
@@ -75,6 +76,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/records/{rid}/entries/{eid}/history",
             get(entries::entry_history),
+        )
+        .route(
+            "/records/{rid}/entries/{eid}/document",
+            get(documents::get_document),
         )
         .route(
             "/records/{rid}/entries/{eid}/annotations",

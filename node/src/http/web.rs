@@ -21,10 +21,11 @@ pub const APP_CSS: &str = include_str!("../../web/app.css");
 pub const FAVICON_SVG: &str = include_str!("../../web/favicon.svg");
 
 /// The content security policy of every app file: only this origin's own script, style and
-/// API; no inline script, no framing, no plugins.
+/// API; no inline script, no framing of the app, no plugins. A document's file fetched by
+/// the app may be shown from a `blob:` URL (an image, or a PDF in a frame).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; \
-     form-action 'self'; frame-ancestors 'none'";
+     style-src 'self'; img-src 'self' data: blob:; frame-src blob:; connect-src 'self'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The web app's routes.
 pub fn routes() -> Router<AppState> {
