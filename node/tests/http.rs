@@ -1388,7 +1388,11 @@ async fn a_documents_file_is_served_streamed_and_audited() {
     let record: RecordId = rid.parse().unwrap();
     let (_, audit_before) = counts(&f.store, &record);
 
-    let r = get(&f.state, &format!("/api/v1/records/{rid}/entries/{doc}/document")).await;
+    let r = get(
+        &f.state,
+        &format!("/api/v1/records/{rid}/entries/{doc}/document"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.bytes, pdf);
     assert_eq!(r.headers[header::CONTENT_TYPE], "application/pdf");
@@ -1403,9 +1407,12 @@ async fn a_documents_file_is_served_streamed_and_audited() {
     let (_, audit_after) = counts(&f.store, &record);
     assert_eq!(audit_after, audit_before + 1, "the read is audited");
     let events = f.store.audit_events(&record).unwrap();
-    assert!(events
-        .iter()
-        .any(|e| e.event.detail.as_deref().unwrap_or("").contains("document (API)")));
+    assert!(events.iter().any(|e| e
+        .event
+        .detail
+        .as_deref()
+        .unwrap_or("")
+        .contains("document (API)")));
     let r = get(
         &f.state,
         &format!("/api/v1/records/{rid}/entries/{doc}/document?disposition=inline"),
@@ -1423,7 +1430,11 @@ async fn a_documents_file_is_served_streamed_and_audited() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     // An entry without a document, and a document whose file is not held here.
-    let r = get(&f.state, &format!("/api/v1/records/{rid}/entries/{allergy}/document")).await;
+    let r = get(
+        &f.state,
+        &format!("/api/v1/records/{rid}/entries/{allergy}/document"),
+    )
+    .await;
     let msg = r.error(StatusCode::NOT_FOUND, "not_found");
     assert!(msg.contains("no document"), "{msg}");
     let elsewhere = DocumentFile {
@@ -1442,7 +1453,11 @@ async fn a_documents_file_is_served_streamed_and_audited() {
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
     let scan = r.json()["id"].as_str().unwrap().to_owned();
-    let r = get(&f.state, &format!("/api/v1/records/{rid}/entries/{scan}/document")).await;
+    let r = get(
+        &f.state,
+        &format!("/api/v1/records/{rid}/entries/{scan}/document"),
+    )
+    .await;
     let msg = r.error(StatusCode::NOT_FOUND, "not_found");
     assert!(msg.contains("not held"), "{msg}");
 }

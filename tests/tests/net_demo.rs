@@ -63,6 +63,14 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
     );
     assert!(stdout.contains("--invitation inv-"), "{stdout}");
     assert!(stdout.contains("reached George's node"), "{stdout}");
+    assert!(
+        stdout.contains("Mary's copy is byte for byte the letter George attached"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"continue ramipril 5 mg\": found 0 times in the host's files"),
+        "{stdout}"
+    );
     // The host holds the record sealed: the demo searched its files for George's words.
     for words in ["I am deaf in my left ear", "Metformin", "Type 2 diabetes"] {
         assert!(

@@ -229,7 +229,10 @@ async fn run_sync(
                     // left by an earlier fetch): a failure waits for the next sync.
                     match fetch_documents(handle, peer, addrs.clone(), record).await {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(%peer, %record, documents = n, "fetched documents"),
+                        Ok(n) => {
+                            tracing::info!(%peer, %record, documents = n, "fetched documents");
+                            handle.changed(record).await?;
+                        }
                         Err(e) => {
                             tracing::warn!(%peer, %record, error = %e, "could not fetch documents")
                         }

@@ -757,7 +757,11 @@ impl EventLoop {
             let _permit = permit;
             match client::fetch_documents(&handle, peer, Vec::new(), record).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(%peer, %record, documents = n, "fetched documents"),
+                Ok(n) => {
+                    tracing::info!(%peer, %record, documents = n, "fetched documents");
+                    // Replicas that synced before the documents were here fetch them now.
+                    let _ = handle.changed(record).await;
+                }
                 Err(e) => tracing::warn!(%peer, %record, error = %e, "could not fetch documents"),
             }
         });

@@ -513,6 +513,7 @@ fn network_tour(t: &mut Tour) -> Result<()> {
     pharmacy_by_invitation(t)?;
     others_follow(t, &george, &host)?;
     reading_replicates(t)?;
+    a_letter_travels(t)?;
     refusal_and_audit(t)?;
     george_on_his_phone(t, &mut nodes, &george, &host)?;
     lost_key_recovered(t, &mut nodes, &george, &host)?;
@@ -803,6 +804,64 @@ fn reading_replicates(t: &mut Tour) -> Result<()> {
         start.elapsed().as_millis()
     );
     t.run("george", &["show"], Expect::Ok)?;
+    Ok(())
+}
+
+/// The renal clinic's letter George attaches (what the host must not be able to read).
+const LETTER: &str = "Leeds Renal Clinic, 20 November 2026\n\nDear Dr Rao,\n\nI saw Mr George \
+Jones today. His eGFR is stable at 48. Please continue ramipril 5 mg once daily and recheck \
+his potassium in four weeks.\n\nDr A. Okafor, consultant nephrologist\n";
+
+/// George attaches a clinic letter: sealed under its own key, stored apart from the entry,
+/// fetched by Mary's node through the host, which cannot read it.
+fn a_letter_travels(t: &mut Tour) -> Result<()> {
+    t.say("George attaches a letter from the renal clinic. The file is sealed under a key of its own, kept apart from its entry, and replicates to the nodes allowed to see documents, checked against its hash as it streams.");
+    let letter = t.file("renal-letter.txt");
+    std::fs::write(&letter, LETTER)
+        .map_err(|e| CliError::other(format!("cannot write {letter}: {e}")))?;
+    let out = t.run(
+        "george",
+        &[
+            "attach",
+            &letter,
+            "--title",
+            "Renal clinic letter",
+            "--date",
+            "2026-11-20",
+        ],
+        Expect::Ok,
+    )?;
+    let id = out.trim().to_owned();
+    let blobs = |t: &Tour, who: &str| {
+        std::fs::read_dir(t.dir.join(who).join("store").join("blobs"))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".blob"))
+            })
+            .unwrap_or(false)
+    };
+    t.wait_for("the letter to reach Mary's node", |t| {
+        t.sees("mary", &id) && blobs(t, "mary")
+    })?;
+    let saved = t.file("letter-mary-saved.txt");
+    t.run("mary", &["download", &id, "-o", &saved], Expect::Ok)?;
+    let same = std::fs::read_to_string(&saved).ok().as_deref() == Some(LETTER);
+    println!(
+        "  Mary's copy is {} the letter George attached",
+        if same { "byte for byte" } else { "NOT" }
+    );
+    if !same {
+        return Err(CliError::other("Mary's copy of the letter differs"));
+    }
+    t.say("The host holds the letter too, sealed: searching its files for the letter's words:");
+    let words = "continue ramipril 5 mg";
+    let found = occurrences(&t.dir.join("host"), words.as_bytes());
+    println!("  \"{words}\": found {found} times in the host's files");
+    if found > 0 || !blobs(t, "host") {
+        return Err(CliError::other(
+            "the host's files hold the letter in clear, or do not hold it",
+        ));
+    }
     Ok(())
 }
 
