@@ -128,14 +128,18 @@ impl From<blake3::Hash> for BlobHash {
     }
 }
 
-/// Text that is not a document hash (64 hex digits).
+/// Text that is not a document hash (64 lowercase hex digits).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a document hash (64 hex digits)")]
+#[error("not a document hash (64 lowercase hex digits)")]
 pub struct BadBlobHash;
 
 impl std::str::FromStr for BlobHash {
     type Err = BadBlobHash;
+    /// Only the one text form [`BlobHash::to_hex`] writes (lowercase), as file names are.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 64 || !s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(BadBlobHash);
+        }
         blake3::Hash::from_hex(s)
             .map(BlobHash::from)
             .map_err(|_| BadBlobHash)

@@ -81,6 +81,7 @@ pub fn routes() -> Router<AppState> {
             "/records/{rid}/entries/{eid}/document",
             get(documents::get_document),
         )
+        .route("/records/{rid}/documents", post(documents::add_document))
         .route(
             "/records/{rid}/entries/{eid}/annotations",
             post(entries::annotate),

@@ -727,7 +727,7 @@ async fn time_limit(State(rl): State<RequestLimit>, req: Request, next: Next) ->
         None => Cancel::new(),
     };
     let _on_drop = CancelOnDrop(cancel.clone());
-    let limit = rl.timeout;
+    let limit = rl.timeout + upload_allowance(&req);
     let work = REQUEST.scope(cancel.clone(), next.run(req));
     tokio::pin!(work);
     match tokio::time::timeout(limit, &mut work).await {
@@ -740,6 +740,27 @@ async fn time_limit(State(rl): State<RequestLimit>, req: Request, next: Next) ->
         )
         .into_response(),
     }
+}
+
+/// The slowest a document upload may arrive and still finish (1 MiB/s): an upload gets
+/// the request time limit plus its length at this rate, so a slow client still cannot
+/// hold a request open for longer than its file needs.
+pub const MIN_UPLOAD_RATE: u64 = 1 << 20;
+
+/// The time a document upload (`POST …/documents`) may take beyond the request time limit,
+/// from its declared length ([`MIN_UPLOAD_RATE`]); nothing for other requests.
+fn upload_allowance(req: &Request) -> std::time::Duration {
+    if req.method() != axum::http::Method::POST || !req.uri().path().ends_with("/documents") {
+        return std::time::Duration::ZERO;
+    }
+    let len: u64 = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+        .min(cophr_protocol::blob::MAX_DOCUMENT_BYTES);
+    std::time::Duration::from_secs(len / MIN_UPLOAD_RATE)
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes (then finishes the requests

@@ -180,3 +180,194 @@ pub(super) async fn get_document(
     )
         .into_response())
 }
+
+#[derive(Debug, Deserialize)]
+pub(super) struct NewDocument {
+    title: String,
+    #[serde(rename = "media-type")]
+    media_type: Option<String>,
+    date: Option<String>,
+    description: Option<String>,
+}
+
+/// Chunks of a request body on their way to a blocking import.
+const UPLOAD_QUEUE: usize = 8;
+
+/// Reads a request body's chunks, sent from the async side, on a blocking thread.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, String>>,
+    buf: axum::body::Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(b)) => self.buf = b,
+                Some(Err(e)) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        e,
+                    ))
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Why an upload's import stopped.
+enum Upload {
+    /// Not a file of an accepted type.
+    Type,
+    /// Not the media type declared (declared, found).
+    Declared(String, &'static str),
+    /// The store or the body failed.
+    Failed(String),
+}
+
+/// `POST /records/{rid}/documents?title=…[&media-type=…&date=…&description=…]`, the file as
+/// the body (its length given): the file is sealed as it streams into the blob store
+/// (never whole in memory), its type recognised from its content (a declared one must
+/// agree), then a documents entry naming it is written.
+pub(super) async fn add_document(
+    State(st): State<AppState>,
+    Path(rid): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<NewDocument>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use cophr_protocol::blob::MAX_DOCUMENT_BYTES;
+    use cophr_protocol::schema::SNIFF_BYTES;
+    use futures::StreamExt;
+    let record = parse_record(&rid)?;
+    let size: u64 = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                "give the file's length (Content-Length)",
+            )
+        })?;
+    if size > MAX_DOCUMENT_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("a document may be at most {MAX_DOCUMENT_BYTES} bytes; this one is {size}"),
+        ));
+    }
+    let category = Category::Documents;
+    let mut fields = BTreeMap::new();
+    fields.insert("title".to_owned(), cophr_protocol::Value::Text(q.title));
+    if let Some(d) = q.date {
+        fields.insert("date".to_owned(), cophr_protocol::Value::Text(d));
+    }
+    if let Some(d) = q.description {
+        fields.insert("description".to_owned(), cophr_protocol::Value::Text(d));
+    }
+    // The fields are checked before a byte is stored (with a stand-in for the file).
+    let mut check = fields.clone();
+    check.insert(
+        "media-type".to_owned(),
+        cophr_protocol::Value::Text("application/pdf".into()),
+    );
+    check.insert(
+        "file".to_owned(),
+        DocumentFile {
+            hash: cophr_protocol::blob::BlobHash::of(b""),
+            size,
+            key: None,
+        }
+        .to_value(),
+    );
+    schema::validate(&category, &cophr_protocol::Value::Map(check))
+        .map_err(|e| ApiError::unprocessable(format!("{category}: {e}")))?;
+    st.blocking(move |st| held(st, &record)).await?;
+
+    let (tx, rx) = tokio::sync::mpsc::channel(UPLOAD_QUEUE);
+    let store = st.store().clone();
+    let declared = q.media_type.clone();
+    let import = tokio::task::spawn_blocking(move || {
+        let mut reader = ChannelReader {
+            rx,
+            buf: axum::body::Bytes::new(),
+        };
+        let mut head = Vec::with_capacity(SNIFF_BYTES);
+        (&mut reader)
+            .take(SNIFF_BYTES as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| Upload::Failed(e.to_string()))?;
+        let found = schema::sniff(&head).ok_or(Upload::Type)?;
+        if let Some(declared) = declared.filter(|d| d != found) {
+            return Err(Upload::Declared(declared, found));
+        }
+        let file = store
+            .import_document(
+                std::io::Cursor::new(head).chain(reader),
+                size,
+                &mut rand_core::OsRng,
+            )
+            .map_err(|e| Upload::Failed(e.to_string()))?;
+        Ok::<_, Upload>((file, found))
+    });
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| e.to_string());
+        let failed = chunk.is_err();
+        if tx.send(chunk).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    let (file, found) = match import.await {
+        Ok(Ok(done)) => done,
+        Ok(Err(Upload::Type)) => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "not a file of an accepted type ({}), as far as its content shows",
+                    schema::DOCUMENT_MEDIA_TYPES.join(", ")
+                ),
+            ))
+        }
+        Ok(Err(Upload::Declared(declared, found))) => {
+            return Err(ApiError::unprocessable(format!(
+                "the file is {found}, not {declared}"
+            )))
+        }
+        Ok(Err(Upload::Failed(e))) => {
+            return Err(ApiError::invalid(format!("the file was not stored: {e}")))
+        }
+        Err(e) => return Err(ApiError::internal(format!("the upload failed: {e}"))),
+    };
+    fields.insert(
+        "media-type".to_owned(),
+        cophr_protocol::Value::Text(found.to_owned()),
+    );
+    fields.insert("file".to_owned(), file.to_value());
+    let body = cophr_protocol::Value::Map(fields);
+    let summary = schema::summary(&category, &body);
+    let id = st
+        .blocking(move |st| {
+            Ok(st
+                .session()
+                .write(&record, Payload::Create { category, body }, st.now())?)
+        })
+        .await?;
+    st.changed(record).await;
+    Ok(created(json!({
+        "id": id,
+        "record": record,
+        "category": "documents",
+        "summary": summary,
+        "media-type": found,
+        "size": size,
+    })))
+}
