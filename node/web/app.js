@@ -17,6 +17,7 @@ const ROUTES = {
   entry: ['GET', '/records/{rid}/entries/{eid}'],
   history: ['GET', '/records/{rid}/entries/{eid}/history'],
   document: ['GET', '/records/{rid}/entries/{eid}/document'],
+  attach: ['POST', '/records/{rid}/documents'],
   annotate: ['POST', '/records/{rid}/entries/{eid}/annotations'],
   timeline: ['GET', '/records/{rid}/timeline'],
   grants: ['GET', '/records/{rid}/grants'],
@@ -1020,6 +1021,70 @@ async function renderAdd(panel) {
     await renderRecordKeepingStatus('record');
   });
   panel.append(form);
+  if (cats.some((c) => c.name === 'documents')) panel.append(attachForm());
+}
+
+/**
+ * Attach a document: the file goes to the node as it is (XMLHttpRequest, for its upload
+ * progress), which recognises its type, seals it into its blob store and writes the entry.
+ */
+function attachForm() {
+  const progress = h('progress', { id: 'attach-progress', max: '100', value: '0', hidden: true,
+    'aria-label': 'Upload progress' });
+  const form = h('form', { id: 'attach-form', novalidate: true },
+    h('fieldset', {},
+      h('legend', {}, 'Attach a document'),
+      h('p', { class: 'help' }, 'A letter, report, scan or image (PDF, JPEG, PNG, DICOM, '
+        + 'OpenDocument, plain text), up to 4 GiB. It is sealed under a key of its own and '
+        + 'reaches only those who may see documents.'),
+      h('div', { class: 'field' }, h('label', { for: 'attach-file' }, 'File (required)'),
+        h('input', { id: 'attach-file', name: 'file', type: 'file', required: true })),
+      h('div', { class: 'field' }, h('label', { for: 'attach-title' }, 'Title (default: the file’s name)'),
+        h('input', { id: 'attach-title', name: 'title', type: 'text' })),
+      h('div', { class: 'field' }, h('label', { for: 'attach-date' }, 'Date'),
+        h('input', { id: 'attach-date', name: 'date', type: 'date' }))),
+    h('button', { type: 'submit' }, 'Attach'),
+    progress);
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    clearError();
+    const input = $('attach-file');
+    const file = input.files && input.files[0];
+    if (!file) {
+      input.setAttribute('aria-invalid', 'true');
+      showError(new Error('Choose a file first.'));
+      input.focus();
+      return;
+    }
+    input.removeAttribute('aria-invalid');
+    const query = { title: $('attach-title').value.trim() || file.name };
+    if ($('attach-date').value) query.date = $('attach-date').value;
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', `${API}${ROUTES.attach[1].replace('{rid}', enc(state.rid))}?${new URLSearchParams(query)}`);
+    xhr.setRequestHeader('Authorization', `Bearer ${state.token}`);
+    xhr.setRequestHeader('Accept', 'application/json');
+    progress.hidden = false;
+    progress.value = 0;
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable) progress.value = Math.floor((e.loaded * 100) / e.total);
+    };
+    xhr.onerror = () => showError(new Error('The node did not answer. Is `cophr node run` still running?'));
+    xhr.onload = async () => {
+      progress.value = 100;
+      let j = null;
+      try { j = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+      if (xhr.status !== 201) {
+        showError(new Error((j && j.error && j.error.message) || `The upload failed (${xhr.status}).`));
+        return;
+      }
+      setStatus(`Attached to Documents: ${j.summary || query.title}.`);
+      state.category = 'documents';
+      await refreshSummary();
+      await renderRecordKeepingStatus('record');
+    };
+    xhr.send(file);
+  });
+  return form;
 }
 
 /** Re-renders the record (summary, overview, a tab) without clearing the status message. */

@@ -245,6 +245,7 @@ async fn drive(
     mary: &str,
     accept: &(dyn Fn(&str) + Sync),
     downloads: &Path,
+    upload: &Path,
 ) -> Outcome {
     c.set_window_size(1280, 1200).await.expect("window size");
     c.goto(&format!("{base}/")).await.expect("open the app");
@@ -394,6 +395,18 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     wait_text(c, "#status", "Showing Wound photo").await;
+
+    // A file attached from the page: sent as it is, with its progress; the node recognises
+    // it, seals it into its blob store and writes the entry.
+    click(c, "#tab-add").await;
+    wait_for(c, "#attach-file")
+        .await
+        .send_keys(upload.to_str().expect("utf-8 path"))
+        .await
+        .expect("choose the file");
+    type_into(c, "#attach-title", "Discharge summary").await;
+    click(c, "#attach-form button[type=submit]").await;
+    wait_text(c, "#status", "Attached to Documents: Discharge summary").await;
 
     // Invite Mary to vital signs (no actor id asked): a one-time link and QR code; she
     // accepts it on her own node; George sees who accepted and confirms; the grant is
@@ -567,6 +580,9 @@ async fn drive(
     Outcome { export_file }
 }
 
+/// A discharge summary, attached from the page.
+const DISCHARGE: &str = "Discharge summary\nHome on ramipril 5 mg; district nurse for dressings.\n";
+
 /// A 2×2 red PNG.
 const RED_PNG: &[u8] = &[
     0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
@@ -595,6 +611,8 @@ fn the_patient_uses_the_web_app_in_a_real_browser() {
         "--title",
         "Wound photo",
     ]);
+    let upload = photos.path().join("discharge.txt");
+    std::fs::write(&upload, DISCHARGE).expect("write the summary");
     let mary = Person::new("Mary Jones", "carer", None);
     let host = Person::new("Community Host", "host", None);
 
@@ -665,6 +683,7 @@ fn the_patient_uses_the_web_app_in_a_real_browser() {
             &mary.actor,
             &accept,
             downloads.path(),
+            &upload,
         )
         .await;
         client.close().await.expect("close the browser");
@@ -678,6 +697,31 @@ fn the_patient_uses_the_web_app_in_a_real_browser() {
     assert!(shown.contains("Type 2 diabetes"), "{shown}");
     let grants = george.live_ok(&["--json", "grants"]);
     assert!(grants.contains(&mary.actor), "{grants}");
+    // The file attached in the page is George's, byte for byte.
+    let items = george.live_json(&["show"]);
+    let summary = items["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| {
+            i["summary"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Discharge summary")
+        })
+        .expect("the attached summary")
+        .clone();
+    let saved = photos.path().join("saved.txt");
+    george.live_ok(&[
+        "download",
+        summary["id"].as_str().expect("its id"),
+        "-o",
+        saved.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(&saved).expect("the saved file"),
+        DISCHARGE
+    );
     // The downloaded export verifies offline.
     let file = outcome
         .export_file
