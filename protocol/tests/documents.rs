@@ -191,3 +191,69 @@ fn a_document_is_served_to_whoever_may_see_an_entry_naming_it_and_to_nobody_else
         Some(Refusal::Malformed)
     );
 }
+
+/// A push into a record naming documents the host lacks asks its driver to fetch them
+/// from the pusher (`Effect::Documents`); once they are held, pushes ask nothing.
+#[test]
+fn a_push_naming_documents_not_held_asks_for_them() {
+    use cophr_protocol::sync::server::Effect;
+    let mut george = Fixture::new(62, "George");
+    let g = george.patient.clone();
+    let letter = b"Discharge summary".to_vec();
+    let (body, doc) = document("Discharge summary", &letter);
+    george.create(&g, Category::Documents, body).unwrap();
+    let mut host = Host {
+        server: Server::new(b"host".to_vec(), HostPolicy::default()),
+        store: MemStore::new(key(62, "Host")),
+        now: george.now,
+        george,
+        nonce: 0,
+    };
+    let push = |host: &mut Host, entries: Vec<cophr_protocol::Verified>| {
+        host.nonce += 1;
+        let proof = Proof::new(
+            &g,
+            host.george.record.id(),
+            b"client",
+            b"host",
+            [host.nonce; 16],
+            host.now,
+        );
+        let peer = Peer {
+            id: b"client".to_vec(),
+            label: "client".into(),
+        };
+        let request = Request::Push {
+            proof,
+            entries: entries
+                .iter()
+                .map(|v| serde_bytes::ByteBuf::from(v.signed().bytes().to_vec()))
+                .collect(),
+            invitation: None,
+        };
+        host.server
+            .handle(&mut host.store, &peer, request, host.now)
+            .1
+    };
+    let all: Vec<_> = host.george.record.entries().collect();
+    let effects = push(&mut host, all);
+    assert!(effects.contains(&Effect::Documents(host.george.record.id())));
+    // Held now: a further push asks nothing.
+    host.store.put_document(letter);
+    let r = host.store.record(&host.george.record.id()).unwrap();
+    assert_eq!(r.documents().copied().collect::<Vec<_>>(), vec![doc]);
+    let more = host
+        .george
+        .create(
+            &g,
+            Category::Allergies,
+            cophr_protocol::testkit::text_body(&[("agent", "Latex")]),
+        )
+        .unwrap();
+    let v = host.george.record.get(&more).unwrap();
+    let effects = push(&mut host, vec![v]);
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Documents(_))),
+        "{effects:?}"
+    );
+}

@@ -104,4 +104,20 @@ fn a_document_replicates_sealed_through_a_blind_host_to_those_who_may_see_it() {
     assert_ne!(r.code, 0, "{r:?}");
     assert_eq!(documents_held(nurse.dir()), 0);
     assert_eq!(search::in_files(nurse.dir(), &[secret]), vec![0]);
+
+    // George moves his record to another blind host: it fetches the document (sealed)
+    // with the entries, and the former host, released, deletes its copy.
+    let host_b = Person::new("Other Host", "host", None);
+    let host_b_node = Node::start(&host_b, &[]);
+    george.live_ok(&["move", "--to", &host_b_node.addr()]);
+    eventually("the new host to hold the document", || {
+        documents_held(host_b.dir()) == 1
+    });
+    eventually("the former host to delete its copy", || {
+        documents_held(host.dir()) == 0
+    });
+    assert_eq!(
+        search::in_files(host_b.dir(), &[secret, "Renal clinic letter"]),
+        vec![0, 0]
+    );
 }

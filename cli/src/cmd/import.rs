@@ -6,6 +6,8 @@ use clap::Args as ClapArgs;
 use cophr_protocol::export::MAX_EXPORT_BYTES;
 use serde_json::json;
 
+use cophr_node::store::documents_dir;
+
 use crate::context::{self, Ctx, Out};
 use crate::error::{CliError, Result};
 use crate::home::read_limited;
@@ -50,6 +52,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let store = ctx.store()?;
     let now = ctx.now()?;
     let report = store.import(&bytes, &me.actor(), now, ctx.device(&me))?;
+    // The documents written beside the file, if any, checked against their hashes.
+    let (documents, missing) = if args.file == "-" {
+        (0, Vec::new())
+    } else {
+        let dir = documents_dir(&output::resolve(Path::new(&args.file)));
+        let docs: Vec<_> =
+            store.with_record(&report.record, |r| r.documents().copied().collect())?;
+        store.import_documents(&docs, &dir)?
+    };
     // A grantee introduces themself in the record they were given (their name, role and
     // organisation), so the patient's grants list and audit trail can name them.
     let introduced = context::publish_profile(ctx, &store, &me, &report.record)?;
@@ -70,6 +81,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             "already_held": report.already_held,
             "audit_events": report.audit_events,
             "profile_published": introduced,
+            "documents": documents,
+            "documents_missing": missing.len(),
         }));
     }
     output::line(format!(
@@ -80,6 +93,19 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         report.already_held,
         report.audit_events
     ))?;
+    if documents > 0 || !missing.is_empty() {
+        output::line(format!(
+            "Documents: {documents} taken from beside the file{}",
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} not there (fetched from a replica when this node syncs)",
+                    missing.len()
+                )
+            }
+        ))?;
+    }
     if introduced {
         output::line(format!(
             "Published your profile ({}) in it; export to send it back.",

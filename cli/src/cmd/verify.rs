@@ -8,6 +8,10 @@ use cophr_protocol::ActorId;
 use serde::Serialize;
 use serde_json::json;
 
+use std::path::Path;
+
+use cophr_node::store::{check_documents, documents_dir, DocumentsChecked};
+
 use crate::cmd::import::read_export;
 use crate::context::{Ctx, Out};
 use crate::error::{CliError, Result};
@@ -58,6 +62,25 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     }
     let content = Content::of(&v.record);
     let r = &v.record;
+    // The documents the entries name, beside the file: every byte hashed (no key needed).
+    let docs: Vec<_> = r.documents().copied().collect();
+    let checked = if file == "-" {
+        DocumentsChecked {
+            missing: docs.clone(),
+            ..Default::default()
+        }
+    } else {
+        check_documents(&docs, &documents_dir(&output::resolve(Path::new(&file))))
+    };
+    let documents_ok = || -> Result<()> {
+        match checked.corrupt.first() {
+            None => Ok(()),
+            Some((d, why)) => Err(CliError::verify(format!(
+                "document {} beside the export is not what its entry names: {why}",
+                d.hash
+            ))),
+        }
+    };
     let mut counts: BTreeMap<ActorId, usize> = BTreeMap::new();
     for e in r.entries() {
         *counts.entry(e.entry().author).or_default() += 1;
@@ -86,8 +109,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             "heads": m.heads,
             "forks": r.forks().len(),
             "content": content,
+            "documents": {
+                "named": docs.len(),
+                "verified": checked.verified,
+                "missing": checked.missing.iter().map(|d| d.hash.to_hex()).collect::<Vec<_>>(),
+                "corrupt": checked.corrupt.iter().map(|(d, why)| json!({"hash": d.hash.to_hex(), "why": why})).collect::<Vec<_>>(),
+            },
         }))
-        .and_then(|()| content.check());
+        .and_then(|()| content.check())
+        .and_then(|()| documents_ok());
     }
     output::line(format!("{file}: OK"))?;
     output::line(format!("  record:       {} ({})", m.record, patient.long()))?;
@@ -124,6 +154,19 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     for f in &content.flagged {
         output::line(format!("    FLAGGED {}: {}", f.entry, f.why))?;
     }
+    if !docs.is_empty() {
+        output::line(format!(
+            "  documents:    {} named: {} beside the file with every byte verified, {} not \
+             included, {} not what their entry names",
+            docs.len(),
+            checked.verified,
+            checked.missing.len(),
+            checked.corrupt.len()
+        ))?;
+        for (d, why) in &checked.corrupt {
+            output::line(format!("    CORRUPT {}: {why}", d.hash))?;
+        }
+    }
     output::line(format!(
         "  exported by:  {} at {}",
         if exporter.name.is_some() {
@@ -133,7 +176,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         },
         times::format(m.time)
     ))?;
-    content.check()
+    content.check()?;
+    documents_ok()
 }
 
 /// What of an export's sealed content opened here.

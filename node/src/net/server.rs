@@ -58,6 +58,13 @@ pub fn backup_key(actor: &ActorId) -> String {
 impl SyncStore for Store {
     type Error = StoreError;
 
+    fn lacks_any_document(
+        &self,
+        docs: &[cophr_protocol::blob::BlobRef],
+    ) -> Result<bool, StoreError> {
+        Ok(docs.iter().any(|d| !self.has_document(d)))
+    }
+
     fn document_slice(
         &self,
         doc: &cophr_protocol::blob::BlobRef,

@@ -252,6 +252,193 @@ impl Store {
     }
 }
 
+/// The directory beside an export file that holds its documents' stored (sealed) bytes,
+/// one file per document named by its hash: `FILE.documents/`.
+pub fn documents_dir(export: &std::path::Path) -> std::path::PathBuf {
+    let mut name = export.as_os_str().to_owned();
+    name.push(".documents");
+    std::path::PathBuf::from(name)
+}
+
+/// What [`Store::export_documents`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocumentsExported {
+    /// Documents written.
+    pub written: usize,
+    /// Their stored bytes.
+    pub bytes: u64,
+    /// Documents the entries name that this node does not hold (not fetched yet).
+    pub missing: Vec<BlobRef>,
+}
+
+/// What [`check_documents`] found beside an export file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocumentsChecked {
+    /// Documents present whose every byte hashes to the name the entries give.
+    pub verified: usize,
+    /// Documents the entries name that are not there.
+    pub missing: Vec<BlobRef>,
+    /// Documents there whose bytes are not what the entries name (with why).
+    pub corrupt: Vec<(BlobRef, String)>,
+}
+
+/// Checks the documents `docs` (what an export's entries name) in `dir`: each file's
+/// size and BLAKE3 hash, read as a stream. Offline, with no key: the hash is of the
+/// stored (sealed) bytes.
+pub fn check_documents(docs: &[BlobRef], dir: &std::path::Path) -> DocumentsChecked {
+    let mut out = DocumentsChecked::default();
+    for doc in docs {
+        let path = dir.join(doc.hash.to_hex());
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                out.missing.push(*doc);
+                continue;
+            }
+            Err(e) => {
+                out.corrupt
+                    .push((*doc, format!("cannot read {}: {e}", path.display())));
+                continue;
+            }
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut n = 0u64;
+        let mut reader = io::BufReader::new(file);
+        let mut buf = vec![0u8; 64 * 1024];
+        let read = loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(k) => {
+                    hasher.update(&buf[..k]);
+                    n += k as u64;
+                    if n > doc.size {
+                        break Ok(());
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        match read {
+            Err(e) => out
+                .corrupt
+                .push((*doc, format!("cannot read {}: {e}", path.display()))),
+            Ok(()) if n != doc.size => out.corrupt.push((
+                *doc,
+                format!("{} bytes, not the {} its entry names", n, doc.size),
+            )),
+            Ok(()) if blob::BlobHash::from(hasher.finalize()) != doc.hash => out.corrupt.push((
+                *doc,
+                "its bytes do not hash to the name its entry gives".into(),
+            )),
+            Ok(()) => out.verified += 1,
+        }
+    }
+    out
+}
+
+impl Store {
+    /// Writes the stored (sealed) bytes of every document `record`'s entries name that is
+    /// held here into `dir` (created, owner-only), one file per document named by its hash,
+    /// each checked as it is read and written whole before it is named.
+    pub fn export_documents(
+        &self,
+        record: &cophr_protocol::RecordId,
+        dir: &std::path::Path,
+    ) -> Result<DocumentsExported, StoreError> {
+        let docs: Vec<BlobRef> = self.with_record(record, |r| r.documents().copied().collect())?;
+        let mut out = DocumentsExported::default();
+        if docs.is_empty() {
+            return Ok(out);
+        }
+        std::fs::create_dir_all(dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        for doc in docs {
+            if !self.inner.blobs.has(&doc.hash) {
+                out.missing.push(doc);
+                continue;
+            }
+            let mut stored = self.inner.blobs.open_blob(&doc.hash)?;
+            let path = dir.join(doc.hash.to_hex());
+            let part = dir.join(format!("{}.part", doc.hash.to_hex()));
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut file = opts.open(&part)?;
+            let n = io::copy(&mut stored, &mut file)?;
+            file.sync_all()?;
+            std::fs::rename(&part, &path)?;
+            out.written += 1;
+            out.bytes += n;
+        }
+        Ok(out)
+    }
+
+    /// Takes into the blob store the documents `docs` found in `dir` (beside an import
+    /// file), each checked against its hash as it is read; returns how many were taken and
+    /// those not there. A file whose bytes are not the document's is refused (an error).
+    pub fn import_documents(
+        &self,
+        docs: &[BlobRef],
+        dir: &std::path::Path,
+    ) -> Result<(usize, Vec<BlobRef>), StoreError> {
+        let mut taken = 0;
+        let mut missing = Vec::new();
+        for doc in docs {
+            if self.inner.blobs.has(&doc.hash) {
+                continue;
+            }
+            let file = match std::fs::File::open(dir.join(doc.hash.to_hex())) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    missing.push(*doc);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let (hash, size) = self.inner.blobs.import(file.take(doc.size + 1))?;
+            if hash != doc.hash || size != doc.size {
+                let _ = self.inner.blobs.remove(&hash);
+                return Err(StoreError::Corrupt(format!(
+                    "the file given for document {} is not that document",
+                    doc.hash
+                )));
+            }
+            taken += 1;
+        }
+        Ok((taken, missing))
+    }
+
+    /// Deletes the documents `docs` (those of a record removed here) that no record still
+    /// held names.
+    pub(super) fn drop_documents(&self, docs: &[BlobRef]) -> Result<usize, StoreError> {
+        if docs.is_empty() {
+            return Ok(0);
+        }
+        let mut named = std::collections::HashSet::new();
+        for other in self.records()? {
+            self.with_record(&other, |r| {
+                named.extend(r.documents().map(|d| d.hash));
+            })?;
+        }
+        let mut dropped = 0;
+        for doc in docs {
+            if !named.contains(&doc.hash) {
+                self.inner.blobs.remove(&doc.hash)?;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+}
+
 // The protocol's slice unit is the store's chunk group.
 const _: () = assert!(super::blobs::GROUP_BYTES == blob::GROUP_BYTES);
 const _: () = assert!(SEGMENT_BYTES > TAG_BYTES);
@@ -398,5 +585,69 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, bytes);
+    }
+}
+
+#[cfg(test)]
+mod removal_tests {
+    use super::*;
+    use cophr_protocol::testkit::{key, profile, SeededRng};
+    use cophr_protocol::{Category, Payload, Value};
+
+    fn document_body(file: &DocumentFile) -> Value {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("title".to_owned(), Value::Text("Letter".into()));
+        m.insert("media-type".to_owned(), Value::Text("text/plain".into()));
+        m.insert("file".to_owned(), file.to_value());
+        Value::Map(m)
+    }
+
+    /// A record removed here (its patient moved it away) takes its documents with it,
+    /// but not one another record held here still names.
+    #[test]
+    fn a_removed_records_documents_go_unless_another_record_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), key(1, "node")).unwrap().0;
+        let mut rng = SeededRng::new(9);
+        let (george, ann) = (key(2, "George"), key(3, "Ann"));
+        for p in [&george, &ann] {
+            s.create_record(p, profile("P", "patient", None), 1_000, None)
+                .unwrap();
+        }
+        let letter = b"Dear Dr Rao, eGFR stable.\n".repeat(1000);
+        let own = s
+            .import_document(&letter[..], letter.len() as u64, &mut rng)
+            .unwrap();
+        let shared = s.import_document(&b"shared"[..], 6, &mut rng).unwrap();
+        for (p, files) in [(&george, vec![&own, &shared]), (&ann, vec![&shared])] {
+            for f in files {
+                s.write(
+                    &p.actor(),
+                    p,
+                    Payload::Create {
+                        category: Category::Documents,
+                        body: document_body(f),
+                    },
+                    2_000,
+                    None,
+                )
+                .unwrap();
+            }
+        }
+        assert!(s.has_document(&own.blob_ref()) && s.has_document(&shared.blob_ref()));
+        s.remove_record(&george.actor()).unwrap();
+        assert!(
+            !s.has_document(&own.blob_ref()),
+            "George's own document went"
+        );
+        assert!(
+            s.has_document(&shared.blob_ref()),
+            "Ann's record still names this one"
+        );
+        assert!(!dir
+            .path()
+            .join("blobs")
+            .join(format!("{}.blob", own.hash))
+            .exists());
     }
 }

@@ -32,7 +32,10 @@ mod source;
 pub use snapshots::{MAX_SNAPSHOT_BYTES, SNAPSHOT_MIN_NEW};
 
 pub use cache::{CacheLimits, Loaded};
-pub use documents::{DocumentReader, SealingReader};
+pub use documents::{
+    check_documents, documents_dir, DocumentReader, DocumentsChecked, DocumentsExported,
+    SealingReader,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -1567,6 +1570,8 @@ impl Store {
     /// audit events and fork proofs are dropped from the indexes, durably (a tombstone in
     /// the log). The bytes stay in the log file until it is compacted.
     pub fn remove_record(&self, record: &RecordId) -> Result<(), StoreError> {
+        let docs: Vec<cophr_protocol::blob::BlobRef> =
+            self.with_record(record, |r| r.documents().copied().collect())?;
         let h = self.handle(record)?;
         let _guard = h.write().unwrap_or_else(|p| p.into_inner());
         self.persist(&[(KIND_TOMBSTONE, record.as_bytes())])?;
@@ -1575,7 +1580,10 @@ impl Store {
         self.drop_snapshot(record)?;
         drop(_guard);
         drop(loaded);
-        self.compact()
+        self.compact()?;
+        // Its documents go too, unless another record held here names them.
+        self.drop_documents(&docs)?;
+        Ok(())
     }
 
     /// Rewrites the log without the frames of removed records (everything a record had

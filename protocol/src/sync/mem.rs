@@ -154,6 +154,10 @@ impl MemStore {
 }
 
 impl SyncStore for MemStore {
+    fn lacks_any_document(&self, docs: &[crate::blob::BlobRef]) -> Result<bool, Self::Error> {
+        Ok(docs.iter().any(|d| !self.documents.contains_key(&d.hash)))
+    }
+
     fn document_slice(
         &self,
         doc: &crate::blob::BlobRef,

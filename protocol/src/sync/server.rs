@@ -118,6 +118,9 @@ pub trait SyncStore {
         len: u64,
     ) -> Result<Option<(u64, Vec<u8>)>, Self::Error>;
 
+    /// Whether any of `docs` is not wholly held here.
+    fn lacks_any_document(&self, docs: &[crate::blob::BlobRef]) -> Result<bool, Self::Error>;
+
     /// Runs `f` on the record's invitation box (empty if none) and keeps what it leaves,
     /// atomically with respect to other calls for the same record.
     fn update_invitations<T>(
@@ -234,8 +237,9 @@ pub enum Effect {
     Host(SignedPointer),
     /// A record was removed here.
     Released(RecordId),
-    /// Entries naming documents were pushed here: fetch the documents this node lacks
-    /// from the peer that pushed them (it holds them, and this node may see the entries).
+    /// Entries were pushed into a record that names documents this node lacks: fetch them
+    /// from the peer that pushed (it holds them, and serves them if this node may see an
+    /// entry naming them).
     Documents(RecordId),
     /// The peer announced a change to a record: pull from it if it is a known source.
     Announced(RecordId),
@@ -816,15 +820,14 @@ impl Server {
         let mut effects = vec![Effect::Subscribe(record, actor)];
         if !accepted.is_empty() {
             effects.push(Effect::Changed(record));
-            let documents = store
-                .read(&record, |r| {
-                    accepted.iter().any(|id| {
-                        r.get(id)
-                            .is_some_and(|v| !r.blobs_of(&v.entry().payload).is_empty())
-                    })
-                })
-                .map_err(failed::<S>)?;
-            if documents == Some(true) {
+            // Documents the record names and this node lacks (named by these entries, or
+            // by earlier ones whose fetch the pusher refused before it named this node):
+            // fetch them from the pusher.
+            let named = store
+                .read(&record, |r| r.documents().copied().collect::<Vec<_>>())
+                .map_err(failed::<S>)?
+                .unwrap_or_default();
+            if store.lacks_any_document(&named).map_err(failed::<S>)? {
                 effects.push(Effect::Documents(record));
             }
         }

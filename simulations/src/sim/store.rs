@@ -82,6 +82,13 @@ impl SimStore {
 impl SyncStore for SimStore {
     type Error = Rejection;
 
+    fn lacks_any_document(
+        &self,
+        docs: &[cophr_protocol::blob::BlobRef],
+    ) -> Result<bool, Rejection> {
+        self.mem.lacks_any_document(docs)
+    }
+
     fn document_slice(
         &self,
         doc: &cophr_protocol::blob::BlobRef,

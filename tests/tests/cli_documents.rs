@@ -1,0 +1,92 @@
+//! Documents stored apart, from the command line: `attach` recognises a file by its content
+//! and refuses what it cannot accept; `download` saves it byte for byte; an export writes the
+//! documents (sealed) beside the file, `verify` checks every byte of them offline with no
+//! key, and a flipped byte fails it; `import` takes them, checked, into another home.
+
+mod cli_support;
+
+use cli_support::Person;
+
+#[test]
+fn documents_attach_download_export_verify_and_import() {
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    let files = tempfile::tempdir().unwrap();
+    let path = |name: &str| files.path().join(name).to_str().unwrap().to_owned();
+
+    // DICOM: the "DICM" marker after the 128-byte preamble.
+    let mut dicom = vec![0u8; 128];
+    dicom.extend_from_slice(b"DICM");
+    dicom.extend((0..150_000u32).map(|i| (i % 241) as u8));
+    std::fs::write(path("ct.dcm"), &dicom).unwrap();
+    let scan = george.json(&["attach", &path("ct.dcm"), "--title", "CT head"]);
+    assert_eq!(scan["media-type"], "application/dicom");
+    let scan = scan["entry"].as_str().unwrap().to_owned();
+    let shown = george.ok(&["show"]);
+    assert!(
+        shown.contains("CT head (application/dicom, 146 KiB"),
+        "{shown}"
+    );
+
+    // Refused: an unknown kind of file, a type declared wrongly, a category with no place
+    // for a document; nothing is written.
+    std::fs::write(path("tool.exe"), b"MZ\x90\x00\x03\x00binary").unwrap();
+    let before = george.entries_held();
+    let err = george.fails(5, &["attach", &path("tool.exe")]);
+    assert!(err.contains("not a file of an accepted type"), "{err}");
+    let err = george.fails(
+        5,
+        &["attach", &path("ct.dcm"), "--media-type", "application/pdf"],
+    );
+    assert!(
+        err.contains("is application/dicom, not application/pdf"),
+        "{err}"
+    );
+    let err = george.fails(5, &["attach", &path("ct.dcm"), "--category", "allergies"]);
+    assert!(err.contains("no field for a document"), "{err}");
+    assert_eq!(george.entries_held(), before);
+
+    // Saved byte for byte; never over an existing file.
+    george.ok(&["download", &scan, "-o", &path("saved.dcm")]);
+    assert_eq!(std::fs::read(path("saved.dcm")).unwrap(), dicom);
+    let err = george.fails(5, &["download", &scan, "-o", &path("saved.dcm")]);
+    assert!(err.contains("exists"), "{err}");
+    // An entry that is not a document.
+    let allergy = george.add(&["allergies", "--agent", "Penicillin"]);
+    let err = george.fails(5, &["download", &allergy]);
+    assert!(err.contains("no document stored apart"), "{err}");
+
+    // Export: the documents beside the file, sealed (the plain bytes are not there).
+    let out = george.ok(&["export", &path("george.cophr")]);
+    assert!(out.contains("Wrote its 1 documents"), "{out}");
+    let dir = files.path().join("george.cophr.documents");
+    let stored: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(stored.len(), 1);
+    let sealed = std::fs::read(stored[0].path()).unwrap();
+    assert!(!sealed.windows(64).any(|w| w == &dicom[1000..1064]));
+    // Verified offline by anyone, with no key.
+    let stranger = Person::new("Anyone", "auditor", None);
+    let v = stranger.json(&["verify", &path("george.cophr")]);
+    assert_eq!(v["documents"]["named"], 1);
+    assert_eq!(v["documents"]["verified"], 1);
+    // Imported into another home with its documents; the patient's new device reads it.
+    let other = Person::new("George Jones", "patient", None);
+    let out = other.ok(&["import", &path("george.cophr")]);
+    assert!(out.contains("Documents: 1 taken"), "{out}");
+
+    // One flipped byte beside the file: verify fails and says which.
+    let mut bad = sealed.clone();
+    bad[5000] ^= 1;
+    std::fs::write(stored[0].path(), &bad).unwrap();
+    let err = stranger.fails(6, &["verify", &path("george.cophr")]);
+    assert!(err.contains("is not what its entry names"), "{err}");
+    // And import refuses it.
+    let third = Person::new("Third", "carer", None);
+    let r = third.run(&["import", &path("george.cophr")]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("not that document"), "{}", r.stderr);
+    // Without the directory, verify says the documents are not included (and passes).
+    std::fs::remove_dir_all(&dir).unwrap();
+    let out = stranger.ok(&["verify", &path("george.cophr")]);
+    assert!(out.contains("1 named: 0 beside the file"), "{out}");
+}
