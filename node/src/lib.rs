@@ -1,5 +1,6 @@
 //! cophr node.
 pub mod ais;
+pub mod dicom;
 pub mod http;
 pub mod net;
 pub mod session;

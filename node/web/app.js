@@ -1077,10 +1077,11 @@ function attachForm() {
         showError(new Error((j && j.error && j.error.message) || `The upload failed (${xhr.status}).`));
         return;
       }
-      setStatus(`Attached to Documents: ${j.summary || query.title}.`);
       state.category = 'documents';
       await refreshSummary();
       await renderRecordKeepingStatus('record');
+      // Said once the page is drawn again (what waits for it may act on the new page).
+      setStatus(`Attached to Documents: ${j.summary || query.title}.`);
     };
     xhr.send(file);
   });

@@ -27,6 +27,26 @@ fn documents_attach_download_export_verify_and_import() {
         shown.contains("CT head (application/dicom, 146 KiB"),
         "{shown}"
     );
+    // A real DICOM file: what its header says is shown beside it (read by a DICOM crate).
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/data/ct-head.dcm");
+    let study = george.json(&["attach", fixture, "--title", "CT head (Leeds)"]);
+    let study = study["entry"].as_str().unwrap().to_owned();
+    let items = george.json(&["show"]);
+    let body = &items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"].as_str() == Some(study.as_str()))
+        .expect("the study")["body"];
+    assert_eq!(body["dicom-patient"], "George Jones");
+    assert_eq!(body["dicom-modality"], "CT");
+    assert_eq!(body["dicom-study"], "CT head without contrast");
+    assert_eq!(body["date"], "2026-11-20");
+    let shown = george.ok(&["show"]);
+    assert!(
+        shown.contains("CT head (Leeds) (application/dicom, CT, 572 bytes"),
+        "{shown}"
+    );
 
     // Refused: an unknown kind of file, a type declared wrongly, a category with no place
     // for a document; nothing is written.
@@ -58,21 +78,23 @@ fn documents_attach_download_export_verify_and_import() {
 
     // Export: the documents beside the file, sealed (the plain bytes are not there).
     let out = george.ok(&["export", &path("george.cophr")]);
-    assert!(out.contains("Wrote its 1 documents"), "{out}");
+    assert!(out.contains("Wrote its 2 documents"), "{out}");
     let dir = files.path().join("george.cophr.documents");
-    let stored: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
-    assert_eq!(stored.len(), 1);
+    let mut stored: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(stored.len(), 2);
+    // The larger is the first scan's.
+    stored.sort_by_key(|e| std::cmp::Reverse(e.metadata().unwrap().len()));
     let sealed = std::fs::read(stored[0].path()).unwrap();
     assert!(!sealed.windows(64).any(|w| w == &dicom[1000..1064]));
     // Verified offline by anyone, with no key.
     let stranger = Person::new("Anyone", "auditor", None);
     let v = stranger.json(&["verify", &path("george.cophr")]);
-    assert_eq!(v["documents"]["named"], 1);
-    assert_eq!(v["documents"]["verified"], 1);
+    assert_eq!(v["documents"]["named"], 2);
+    assert_eq!(v["documents"]["verified"], 2);
     // Imported into another home with its documents; the patient's new device reads it.
     let other = Person::new("George Jones", "patient", None);
     let out = other.ok(&["import", &path("george.cophr")]);
-    assert!(out.contains("Documents: 1 taken"), "{out}");
+    assert!(out.contains("Documents: 2 taken"), "{out}");
 
     // One flipped byte beside the file: verify fails and says which.
     let mut bad = sealed.clone();
@@ -88,5 +110,5 @@ fn documents_attach_download_export_verify_and_import() {
     // Without the directory, verify says the documents are not included (and passes).
     std::fs::remove_dir_all(&dir).unwrap();
     let out = stranger.ok(&["verify", &path("george.cophr")]);
-    assert!(out.contains("1 named: 0 beside the file"), "{out}");
+    assert!(out.contains("2 named: 0 beside the file"), "{out}");
 }

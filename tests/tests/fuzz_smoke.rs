@@ -22,6 +22,7 @@ const TARGETS: &[&str] = &[
     "http_body",
     "control_message",
     "snapshot_restore",
+    "dicom_header",
 ];
 
 /// Seconds of fresh fuzzing per target after the corpus is replayed.

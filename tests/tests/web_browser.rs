@@ -407,6 +407,7 @@ async fn drive(
     type_into(c, "#attach-title", "Discharge summary").await;
     click(c, "#attach-form button[type=submit]").await;
     wait_text(c, "#status", "Attached to Documents: Discharge summary").await;
+    wait_text(c, ".entries", "Discharge summary").await;
 
     // Invite Mary to vital signs (no actor id asked): a one-time link and QR code; she
     // accepts it on her own node; George sees who accepted and confirms; the grant is

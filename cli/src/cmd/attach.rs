@@ -147,6 +147,20 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if let Some(d) = args.description {
         body.insert("description".to_owned(), Value::Text(d));
     }
+    // What a DICOM file's header says it holds (the patient named in it, the study, the
+    // modality), shown beside the document.
+    if found == "application/dicom" {
+        let mut first = Vec::new();
+        (&mut file)
+            .take(cophr_node::dicom::MAX_HEADER_BYTES as u64)
+            .read_to_end(&mut first)
+            .map_err(|e| CliError::invalid(format!("cannot read {}: {e}", path.display())))?;
+        file.rewind()
+            .map_err(|e| CliError::invalid(format!("cannot read {}: {e}", path.display())))?;
+        if let Some(h) = cophr_node::dicom::DicomHeader::read(&first) {
+            h.fill(&mut body);
+        }
+    }
     // Checked before the file is stored (the document field is added after).
     let mut check = body.clone();
     check.insert(

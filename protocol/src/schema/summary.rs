@@ -258,7 +258,12 @@ impl Fields<'_> {
         line(
             self.get("title"),
             None,
-            &[self.get("media-type"), size, self.get("date")],
+            &[
+                self.get("media-type"),
+                self.get("dicom-modality"),
+                size,
+                self.get("date"),
+            ],
         )
     }
 

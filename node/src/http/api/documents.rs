@@ -307,6 +307,16 @@ pub(super) async fn add_document(
         if let Some(declared) = declared.filter(|d| d != found) {
             return Err(Upload::Declared(declared, found));
         }
+        // A DICOM file's header (what it says it holds) comes from its first bytes.
+        let dicom = if found == "application/dicom" {
+            (&mut reader)
+                .take((crate::dicom::MAX_HEADER_BYTES - head.len()) as u64)
+                .read_to_end(&mut head)
+                .map_err(|e| Upload::Failed(e.to_string()))?;
+            crate::dicom::DicomHeader::read(&head)
+        } else {
+            None
+        };
         let file = store
             .import_document(
                 std::io::Cursor::new(head).chain(reader),
@@ -314,7 +324,7 @@ pub(super) async fn add_document(
                 &mut rand_core::OsRng,
             )
             .map_err(|e| Upload::Failed(e.to_string()))?;
-        Ok::<_, Upload>((file, found))
+        Ok::<_, Upload>((file, found, dicom))
     });
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
@@ -325,7 +335,7 @@ pub(super) async fn add_document(
         }
     }
     drop(tx);
-    let (file, found) = match import.await {
+    let (file, found, dicom) = match import.await {
         Ok(Ok(done)) => done,
         Ok(Err(Upload::Type)) => {
             return Err(ApiError::new(
@@ -352,6 +362,9 @@ pub(super) async fn add_document(
         cophr_protocol::Value::Text(found.to_owned()),
     );
     fields.insert("file".to_owned(), file.to_value());
+    if let Some(h) = dicom {
+        h.fill(&mut fields);
+    }
     let body = cophr_protocol::Value::Map(fields);
     let summary = schema::summary(&category, &body);
     let id = st
