@@ -142,6 +142,16 @@ fn a_document_is_served_to_whoever_may_see_an_entry_naming_it_and_to_nobody_else
         .collect();
     assert_eq!(served, vec![(gp.actor(), vec![entry])]);
 
+    // A fetch that skips the first slice is audited all the same (once per hour).
+    let audit_before = host.store.audit_events(&host.george.record.id()).len();
+    let relay_first = host.ask(&relay, doc, GROUP_BYTES, GROUP_BYTES);
+    assert!(matches!(relay_first, Response::DocumentSlice { .. }));
+    assert_eq!(
+        host.store.audit_events(&host.george.record.id()).len(),
+        audit_before + 1,
+        "a fetch from the middle is audited"
+    );
+
     // The relay may hold it (sealed, in practice): it fetches it too.
     assert!(matches!(
         host.ask(&relay, doc, 0, 10),

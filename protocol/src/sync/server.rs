@@ -20,6 +20,13 @@ use crate::invite::{InvitationBox, InviteError, Offer, SignedAcceptance};
 use crate::record::Record;
 use crate::trust::{AssuranceLevel, SignedAttestation, TrustList};
 
+/// A reader's fetch of a document is audited once per this long, whatever slices (and in
+/// whatever order) it asks for.
+pub const DOCUMENT_AUDIT_EVERY_MS: u64 = 60 * 60 * 1000;
+/// Most (reader, document) pairs a server remembers as audited; when full it forgets them
+/// all (and audits again: more audit events, never fewer).
+pub const DOCUMENT_AUDITS: usize = 10_000;
+
 /// Most nonces a server remembers (proofs older than the window are refused anyway).
 pub const NONCE_CAPACITY: usize = 100_000;
 
@@ -265,6 +272,9 @@ pub struct Server {
     nonces: Mutex<NonceCache>,
     policy: HostPolicy,
     backup_gets: super::backups::GetLimiter,
+    /// When each (reader, document) was last audited as served, bounded
+    /// ([`DOCUMENT_AUDITS`]): a fetch is audited whatever slices it asks for.
+    document_audits: Mutex<HashMap<(ActorId, crate::blob::BlobHash), Timestamp>>,
     trust: RwLock<TrustList>,
     identity: Option<ActorId>,
 }
@@ -294,6 +304,7 @@ impl Server {
             nonces: Mutex::new(NonceCache::new(NONCE_CAPACITY)),
             policy,
             backup_gets: Default::default(),
+            document_audits: Mutex::new(HashMap::new()),
             trust: RwLock::new(TrustList::new()),
             identity: None,
         }
@@ -586,9 +597,26 @@ impl Server {
                     .document_slice(&doc, offset, len)
                     .map_err(failed::<S>)?
                     .ok_or_else(|| Response::refused(Refusal::DocumentNotHeld))?;
-                // A document's first slice is a view of the entries naming it: audited
-                // once per fetch, not per slice.
-                if offset == 0 {
+                // Serving a document is a view of the entries naming it: audited once
+                // per reader and document per hour, whichever slice comes first.
+                let due = {
+                    let mut seen = self
+                        .document_audits
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    let key = (actor, doc.hash);
+                    let due = seen
+                        .get(&key)
+                        .is_none_or(|t| now.saturating_sub(*t) >= DOCUMENT_AUDIT_EVERY_MS);
+                    if due {
+                        if seen.len() >= DOCUMENT_AUDITS {
+                            seen.clear();
+                        }
+                        seen.insert(key, now);
+                    }
+                    due
+                };
+                if due {
                     store
                         .audit_served(&proof.record, actor, &peer.label, entries, now)
                         .map_err(failed::<S>)?;
