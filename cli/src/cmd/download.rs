@@ -28,41 +28,6 @@ pub struct Args {
     output: Option<PathBuf>,
 }
 
-/// A file name from a title: letters, digits, spaces, dots, dashes and underscores kept.
-fn file_name(title: &str, media_type: Option<&str>) -> String {
-    let mut name: String = title
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, ' ' | '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect::<String>()
-        .trim_matches(|c| c == '.' || c == ' ')
-        .to_owned();
-    if name.is_empty() {
-        name = "document".into();
-    }
-    let ext = match media_type {
-        Some("application/pdf") => "pdf",
-        Some("image/jpeg") => "jpg",
-        Some("image/png") => "png",
-        Some("application/dicom") => "dcm",
-        Some("application/vnd.oasis.opendocument.text") => "odt",
-        Some("application/vnd.oasis.opendocument.spreadsheet") => "ods",
-        Some("application/vnd.oasis.opendocument.presentation") => "odp",
-        Some("application/vnd.oasis.opendocument.graphics") => "odg",
-        Some("text/plain") => "txt",
-        _ => "",
-    };
-    if !ext.is_empty() && !name.to_ascii_lowercase().ends_with(&format!(".{ext}")) {
-        name = format!("{name}.{ext}");
-    }
-    name
-}
-
 /// Runs `download`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let me = ctx.identity()?;
@@ -142,9 +107,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         return output::write_out(&buf);
     }
     let name = args.output.clone().unwrap_or_else(|| {
-        PathBuf::from(file_name(
+        PathBuf::from(cophr_node::store::document_file_name(
             text("title").unwrap_or("document"),
-            text("media-type"),
+            text("media-type").unwrap_or(""),
         ))
     });
     let path = output::resolve(&name);

@@ -252,6 +252,43 @@ impl Store {
     }
 }
 
+/// A file name for a document from its title and media type (what `cophr download` saves
+/// it as, and the HTTP download names it): ASCII letters, digits, spaces, dots, dashes and
+/// underscores kept, anything else `_`, and the type's extension added if missing.
+pub fn document_file_name(title: &str, media_type: &str) -> String {
+    let mut name: String = title
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .trim_matches(|c| c == '.' || c == ' ')
+        .to_owned();
+    if name.is_empty() {
+        name = "document".into();
+    }
+    let ext = match media_type {
+        "application/pdf" => "pdf",
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "application/dicom" => "dcm",
+        "application/vnd.oasis.opendocument.text" => "odt",
+        "application/vnd.oasis.opendocument.spreadsheet" => "ods",
+        "application/vnd.oasis.opendocument.presentation" => "odp",
+        "application/vnd.oasis.opendocument.graphics" => "odg",
+        "text/plain" => "txt",
+        _ => "",
+    };
+    if !ext.is_empty() && !name.to_ascii_lowercase().ends_with(&format!(".{ext}")) {
+        name = format!("{name}.{ext}");
+    }
+    name
+}
+
 /// The directory beside an export file that holds its documents' stored (sealed) bytes,
 /// one file per document named by its hash: `FILE.documents/`.
 pub fn documents_dir(export: &std::path::Path) -> std::path::PathBuf {

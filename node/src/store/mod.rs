@@ -33,8 +33,8 @@ pub use snapshots::{MAX_SNAPSHOT_BYTES, SNAPSHOT_MIN_NEW};
 
 pub use cache::{CacheLimits, Loaded};
 pub use documents::{
-    check_documents, documents_dir, DocumentReader, DocumentsChecked, DocumentsExported,
-    SealingReader,
+    check_documents, document_file_name, documents_dir, DocumentReader, DocumentsChecked,
+    DocumentsExported, SealingReader,
 };
 
 use std::collections::{BTreeMap, HashMap};

@@ -21,41 +21,6 @@ const PIECE: usize = 64 * 1024;
 /// Pieces read ahead of the client, at most.
 const AHEAD: usize = 4;
 
-/// A file name for a title and media type: characters a header and a file system take.
-fn file_name(title: &str, media_type: &str) -> String {
-    let mut name: String = title
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect::<String>()
-        .trim()
-        .to_owned();
-    if name.is_empty() {
-        name = "document".into();
-    }
-    let ext = match media_type {
-        "application/pdf" => "pdf",
-        "image/jpeg" => "jpg",
-        "image/png" => "png",
-        "application/dicom" => "dcm",
-        "application/vnd.oasis.opendocument.text" => "odt",
-        "application/vnd.oasis.opendocument.spreadsheet" => "ods",
-        "application/vnd.oasis.opendocument.presentation" => "odp",
-        "application/vnd.oasis.opendocument.graphics" => "odg",
-        "text/plain" => "txt",
-        _ => "",
-    };
-    if !ext.is_empty() && !name.to_ascii_lowercase().ends_with(&format!(".{ext}")) {
-        name = format!("{name}.{ext}");
-    }
-    name
-}
-
 /// `GET /records/{rid}/entries/{eid}/document`: the file of a document (the version in
 /// effect of the item `eid` belongs to, or the version `eid` names).
 pub(super) async fn get_document(
@@ -162,7 +127,7 @@ pub(super) async fn get_document(
     let disposition = format!(
         "{}; filename=\"{}\"",
         if inline { "inline" } else { "attachment" },
-        file_name(&title, &media_type)
+        crate::store::document_file_name(&title, &media_type)
     );
     let media_type = if media_type.is_empty() {
         "application/octet-stream".to_owned()
