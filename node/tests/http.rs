@@ -933,23 +933,8 @@ async fn the_router_matches_its_openapi_document() {
             }
             if path.ends_with("/document") {
                 // A document stored apart to read.
-                let mut rng = cophr_protocol::testkit::SeededRng::new(3);
                 let text = b"Discharge summary: home on ramipril.\n";
-                let file = f
-                    .store
-                    .import_document(&text[..], text.len() as u64, &mut rng)
-                    .unwrap();
-                let key = data_encoding::BASE64.encode(file.key.as_ref().unwrap().as_bytes());
-                let r = with_json(
-                    &f.state,
-                    Method::POST,
-                    &format!("/api/v1/records/{rid}/entries"),
-                    json!({"category": "documents", "body": {"title": "Discharge summary",
-                        "media-type": "text/plain",
-                        "file": {"hash": file.hash.to_hex(), "size": text.len(), "key": key}}}),
-                )
-                .await;
-                let doc = r.json()["id"].as_str().unwrap().to_owned();
+                let doc = stored_document(&f, &rid, "Discharge summary", "text/plain", text).await;
                 uri = concrete(path, &rid, &doc, &gid);
             }
             let uri = uri.replace("{record}", &stranger.to_string());
@@ -1396,6 +1381,33 @@ async fn sealed_content_failing_its_rules_is_listed_flagged() {
     assert_eq!(good["flag"], Value::Null);
 }
 
+/// Stores `bytes` as a document (sealed, in the node's blob store) and writes a documents
+/// entry naming it through the API, by reference; the entry's id.
+async fn stored_document(
+    f: &Fixture,
+    rid: &str,
+    title: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> String {
+    let mut rng = cophr_protocol::testkit::SeededRng::new(7);
+    let file = f
+        .store
+        .import_document(bytes, bytes.len() as u64, &mut rng)
+        .unwrap();
+    let key = data_encoding::BASE64.encode(file.key.as_ref().unwrap().as_bytes());
+    let r = with_json(
+        &f.state,
+        Method::POST,
+        &format!("/api/v1/records/{rid}/entries"),
+        json!({"category": "documents", "body": {"title": title, "media-type": media_type,
+            "file": {"hash": file.hash.to_hex(), "size": bytes.len(), "key": key}}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
 /// A document stored apart, written through the API by reference (as a client that sealed
 /// and stored it would), read back as its file: streamed, checked, with its media type
 /// and name; audited; refused clearly when the entry has none or its file is not held.
@@ -1406,23 +1418,7 @@ async fn a_documents_file_is_served_streamed_and_audited() {
     let (rid, allergy) = seeded(&f).await;
     let mut pdf = b"%PDF-1.7\n".to_vec();
     pdf.extend((0..300_000u32).map(|i| (i % 251) as u8));
-    let mut rng = cophr_protocol::testkit::SeededRng::new(7);
-    let file = f
-        .store
-        .import_document(&pdf[..], pdf.len() as u64, &mut rng)
-        .unwrap();
-    let key = data_encoding::BASE64.encode(file.key.as_ref().unwrap().as_bytes());
-    let r = with_json(
-        &f.state,
-        Method::POST,
-        &format!("/api/v1/records/{rid}/entries"),
-        json!({"category": "documents", "body": {"title": "Renal clinic letter",
-            "media-type": "application/pdf",
-            "file": {"hash": file.hash.to_hex(), "size": pdf.len(), "key": key}}}),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
-    let doc = r.json()["id"].as_str().unwrap().to_owned();
+    let doc = stored_document(&f, &rid, "Renal clinic letter", "application/pdf", &pdf).await;
     let record: RecordId = rid.parse().unwrap();
     let (_, audit_before) = counts(&f.store, &record);
 

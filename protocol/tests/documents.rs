@@ -23,7 +23,12 @@ struct Host {
 }
 
 impl Host {
-    fn ask(&mut self, as_key: &Keypair, doc: BlobRef, offset: u64, len: u64) -> Response {
+    /// Sends a request made with `as_key`'s fresh proof; the response and its effects.
+    fn handle(
+        &mut self,
+        as_key: &Keypair,
+        make: impl FnOnce(Proof) -> Request,
+    ) -> (Response, Vec<cophr_protocol::sync::server::Effect>) {
         self.nonce += 1;
         let proof = Proof::new(
             as_key,
@@ -37,15 +42,18 @@ impl Host {
             id: b"client".to_vec(),
             label: "client".into(),
         };
-        let request = Request::Document {
+        self.server
+            .handle(&mut self.store, &peer, make(proof), self.now)
+    }
+
+    fn ask(&mut self, as_key: &Keypair, doc: BlobRef, offset: u64, len: u64) -> Response {
+        self.handle(as_key, |proof| Request::Document {
             proof,
             doc,
             offset,
             len,
-        };
-        self.server
-            .handle(&mut self.store, &peer, request, self.now)
-            .0
+        })
+        .0
     }
 }
 
@@ -220,30 +228,15 @@ fn a_push_naming_documents_not_held_asks_for_them() {
         nonce: 0,
     };
     let push = |host: &mut Host, entries: Vec<cophr_protocol::Verified>| {
-        host.nonce += 1;
-        let proof = Proof::new(
-            &g,
-            host.george.record.id(),
-            b"client",
-            b"host",
-            [host.nonce; 16],
-            host.now,
-        );
-        let peer = Peer {
-            id: b"client".to_vec(),
-            label: "client".into(),
-        };
-        let request = Request::Push {
+        host.handle(&g, |proof| Request::Push {
             proof,
             entries: entries
                 .iter()
                 .map(|v| serde_bytes::ByteBuf::from(v.signed().bytes().to_vec()))
                 .collect(),
             invitation: None,
-        };
-        host.server
-            .handle(&mut host.store, &peer, request, host.now)
-            .1
+        })
+        .1
     };
     let all: Vec<_> = host.george.record.entries().collect();
     let effects = push(&mut host, all);
