@@ -31,8 +31,11 @@ pub fn error(e: NetError) -> CliError {
             ..
         } => CliError::access(format!("not authorised: {e}")),
         NetError::Refused {
-            code:
-                cophr_protocol::sync::Refusal::NotAdmitted | cophr_protocol::sync::Refusal::OverQuota,
+            code: cophr_protocol::sync::Refusal::OverQuota,
+            ..
+        } => CliError::access(e.to_string()),
+        NetError::Refused {
+            code: cophr_protocol::sync::Refusal::NotAdmitted,
             ..
         } => CliError::access(format!(
             "{e} (a host taking records by invitation needs `--invitation CODE` from its operator's `cophr node invite`)"

@@ -744,6 +744,11 @@ impl Record {
             .collect()
     }
 
+    /// Whether an entry of the record names the document (hash and stored size).
+    pub fn names_document(&self, doc: &crate::blob::BlobRef) -> bool {
+        self.documents.contains_key(doc)
+    }
+
     /// Every document the record's entries reference (hash and stored size): what a
     /// replica holding the record should hold, since each came with an entry it may see.
     /// Sorted.

@@ -260,3 +260,188 @@ fn a_push_naming_documents_not_held_asks_for_them() {
         "{effects:?}"
     );
 }
+
+/// A documents body naming a document of `size` stored bytes that nobody needs to hold
+/// (the quotas count what an entry names, fetched or not).
+fn named(title: &str, seed: u8, size: u64) -> (Value, BlobRef) {
+    let file = DocumentFile {
+        hash: BlobHash::of(&[seed; 8]),
+        size,
+        key: None,
+    };
+    let mut m = BTreeMap::new();
+    m.insert("title".to_owned(), Value::Text(title.into()));
+    m.insert("media-type".to_owned(), Value::Text("text/plain".into()));
+    m.insert("file".to_owned(), file.to_value());
+    (Value::Map(m), file.blob_ref())
+}
+
+/// Pushes `entries` of `f`'s record to a host as its patient; the response.
+fn push_to(
+    server: &Server,
+    store: &mut MemStore,
+    f: &Fixture,
+    entries: &[cophr_protocol::Verified],
+    nonce: u8,
+) -> Response {
+    let proof = Proof::new(
+        &f.patient,
+        f.record.id(),
+        b"client",
+        b"host",
+        [nonce; 16],
+        f.now,
+    );
+    let peer = Peer {
+        id: b"client".to_vec(),
+        label: "client".into(),
+    };
+    let request = Request::Push {
+        proof,
+        entries: entries
+            .iter()
+            .map(|v| serde_bytes::ByteBuf::from(v.signed().bytes().to_vec()))
+            .collect(),
+        invitation: None,
+    };
+    server.handle(store, &peer, request, f.now).0
+}
+
+fn quota_host(quotas: cophr_protocol::sync::server::Quotas) -> Server {
+    Server::new(
+        b"host".to_vec(),
+        HostPolicy {
+            quotas,
+            ..HostPolicy::default()
+        },
+    )
+}
+
+fn over_quota_reason(r: &Response) -> String {
+    match r {
+        Response::Refused {
+            code: Refusal::OverQuota,
+            reason,
+        } => reason.clone(),
+        other => panic!("expected an over-quota refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_hosts_per_record_quota_counts_the_documents_entries_name() {
+    use cophr_protocol::sync::server::Quotas;
+    let mut george = Fixture::new(64, "George");
+    let g = george.patient.clone();
+    let (scan, _) = named("CT head", 1, 50_000);
+    let scan_entry = george.create(&g, Category::Documents, scan).unwrap();
+    let all: Vec<_> = george.record.entries().collect();
+    let entry_bytes: u64 = all.iter().map(|v| v.signed().bytes().len() as u64).sum();
+    assert!(entry_bytes < 40_000, "{entry_bytes}");
+
+    // The entries alone fit in 40,000 bytes; with the 50,000-byte scan they name, not.
+    let small = quota_host(Quotas {
+        record_bytes: Some(40_000),
+        ..Quotas::default()
+    });
+    let mut store = MemStore::new(key(64, "Host"));
+    let refused = push_to(&small, &mut store, &george, &all, 1);
+    let reason = over_quota_reason(&refused);
+    assert!(
+        reason.contains("per record") && reason.contains("documents"),
+        "{reason}"
+    );
+    assert!(
+        store.record(&george.record.id()).is_none(),
+        "nothing stored"
+    );
+
+    let roomy = quota_host(Quotas {
+        record_bytes: Some(60_000 + entry_bytes),
+        ..Quotas::default()
+    });
+    let mut store = MemStore::new(key(64, "Host"));
+    assert!(matches!(
+        push_to(&roomy, &mut store, &george, &all, 2),
+        Response::Pushed { ref rejected, .. } if rejected.is_empty()
+    ));
+
+    // An amend naming the scan the record names already adds no document bytes...
+    let (retitled, _) = named("CT head (no acute change)", 1, 50_000);
+    let amend = george
+        .write(
+            &g,
+            cophr_protocol::Payload::Amend {
+                target: scan_entry,
+                body: retitled,
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        push_to(&roomy, &mut store, &george, &[amend], 4),
+        Response::Pushed { ref accepted, .. } if accepted.len() == 1
+    ));
+    // ... while another 30,000-byte document would take the record over its quota.
+    let (xray, _) = named("Chest X-ray", 2, 30_000);
+    let more = george.create(&g, Category::Documents, xray).unwrap();
+    let v = george.record.get(&more).unwrap();
+    let refused = push_to(&roomy, &mut store, &george, &[v], 3);
+    over_quota_reason(&refused);
+    assert!(store
+        .record(&george.record.id())
+        .unwrap()
+        .get(&more)
+        .is_none());
+}
+
+#[test]
+fn a_hosts_total_quota_counts_a_document_held_for_two_records_once() {
+    use cophr_protocol::sync::server::{Quotas, SyncStore};
+    let shared = vec![7u8; 20_000];
+    let (body, _) = document("Shared leaflet", &shared);
+    let mut george = Fixture::new(65, "George");
+    let mut mary = Fixture::new(66, "Mary");
+    for f in [&mut george, &mut mary] {
+        let k = f.patient.clone();
+        f.create(&k, Category::Documents, body.clone()).unwrap();
+    }
+    let entries = |f: &Fixture| f.record.entries().collect::<Vec<_>>();
+    let bytes = |f: &Fixture| -> u64 {
+        entries(f)
+            .iter()
+            .map(|v| v.signed().bytes().len() as u64)
+            .sum()
+    };
+    // Room for both records' entries and the leaflet once, not twice.
+    let total = bytes(&george) + bytes(&mary) + 20_000 + 1_000;
+    let host = quota_host(Quotas {
+        total_bytes: Some(total),
+        ..Quotas::default()
+    });
+
+    // Held here (fetched for George): Mary's record naming it adds only her entries.
+    let mut store = MemStore::new(key(65, "Host"));
+    assert!(matches!(
+        push_to(&host, &mut store, &george, &entries(&george), 1),
+        Response::Pushed { ref rejected, .. } if rejected.is_empty()
+    ));
+    store.put_document(shared.clone());
+    assert_eq!(
+        store.usage(&george.record.id()).unwrap().total_bytes,
+        bytes(&george) + 20_000
+    );
+    assert!(matches!(
+        push_to(&host, &mut store, &mary, &entries(&mary), 2),
+        Response::Pushed { ref rejected, .. } if rejected.is_empty()
+    ));
+    assert_eq!(
+        store.usage(&mary.record.id()).unwrap().total_bytes,
+        bytes(&george) + bytes(&mary) + 20_000,
+        "the leaflet counts once"
+    );
+
+    // Not held yet: it may still have to be fetched, so it counts for Mary's push too.
+    let mut store = MemStore::new(key(65, "Host"));
+    push_to(&host, &mut store, &george, &entries(&george), 3);
+    let refused = push_to(&host, &mut store, &mary, &entries(&mary), 4);
+    assert!(over_quota_reason(&refused).contains("in all"));
+}

@@ -315,10 +315,11 @@ fn host_with(policy: HostPolicy, f: &Fixture) -> Result<(), SyncError> {
 #[test]
 fn a_host_takes_only_the_records_its_admission_policy_and_quotas_allow() {
     let (f, _) = george();
-    let refused = |code| {
-        Err(SyncError::Refused {
-            code,
-            reason: code.to_string(),
+    let refused = |code| Err::<(), Refusal>(code);
+    let host_with = |policy, f: &Fixture| {
+        host_with(policy, f).map_err(|e| match e {
+            SyncError::Refused { code, .. } => code,
+            other => panic!("{other:?}"),
         })
     };
     assert_eq!(host_with(HostPolicy::default(), &f), Ok(()));

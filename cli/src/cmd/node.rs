@@ -56,7 +56,8 @@ const AFTER_HELP: &str = "The config file is TOML with the network settings (eve
   quotas = { record_bytes = 1073741824, records = 10000, total_bytes = 107374182400 }
   identity = \"P5\"             # host and serve only people attested P5+ (see `cophr trust`)
 Flags override it. A patient whose record is not admitted, or would exceed a quota, is
-refused with that reason (`cophr host` says so); records already hosted keep syncing. By default the node listens on loopback only (127.0.0.1, TCP and QUIC,
+refused with that reason (`cophr host` says so); records already hosted keep syncing.
+Byte quotas count entries and the documents they name (at their stored size). By default the node listens on loopback only (127.0.0.1, TCP and QUIC,
 ephemeral ports); other addresses are used only when given with --listen or in the file.
 
 While the node runs, every other cophr command for this home runs inside it (through
@@ -158,7 +159,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "RECORD")]
     admit: Vec<cophr_protocol::RecordId>,
 
-    /// Most bytes of entries stored per record
+    /// Most bytes stored per record: its entries and the documents they name
     #[arg(long, value_name = "BYTES")]
     quota_record_bytes: Option<u64>,
 
@@ -166,7 +167,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     quota_records: Option<u64>,
 
-    /// Most bytes of entries stored in all
+    /// Most bytes stored in all: entries and documents (each document once)
     #[arg(long, value_name = "BYTES")]
     quota_total_bytes: Option<u64>,
 

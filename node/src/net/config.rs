@@ -37,7 +37,7 @@ pub struct NetConfig {
     /// Which patients' records this node takes when asked to host them, and how much it
     /// stores (`[net.host]`: `admission = { mode = "open" }`, `{ mode = "allow-list",
     /// records = ["a-…"] }` or `{ mode = "closed" }`; `quotas = { record_bytes = …,
-    /// records = …, total_bytes = … }`).
+    /// records = …, total_bytes = … }`, bytes of entries and of the documents they name).
     pub host: cophr_protocol::sync::server::HostPolicy,
 }
 

@@ -208,17 +208,23 @@ impl SyncStore for Store {
             records: records.len() as u64,
             ..Usage::default()
         };
+        // Documents count at their stored size, each once in the total.
+        let mut all_docs = std::collections::BTreeSet::new();
         for r in records {
-            let bytes = self.with_record(&r, |rec| {
-                rec.entries()
+            let (entries, docs) = self.with_record(&r, |rec| {
+                let entries = rec
+                    .entries()
                     .map(|e| e.signed().bytes().len() as u64)
-                    .sum::<u64>()
+                    .sum::<u64>();
+                (entries, rec.documents().copied().collect::<Vec<_>>())
             })?;
-            usage.total_bytes += bytes;
+            usage.total_bytes += entries;
             if r == *record {
-                usage.record_bytes = bytes;
+                usage.record_bytes = entries + docs.iter().map(|d| d.size).sum::<u64>();
             }
+            all_docs.extend(docs);
         }
+        usage.total_bytes += all_docs.iter().map(|d| d.size).sum::<u64>();
         Ok(usage)
     }
 }

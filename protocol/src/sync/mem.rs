@@ -307,10 +307,14 @@ impl SyncStore for MemStore {
     }
 
     fn usage(&self, record: &RecordId) -> Result<Usage, Rejection> {
+        let docs = |r: &Record| r.documents().map(|d| d.size).sum::<u64>();
+        let all: std::collections::BTreeSet<_> =
+            self.records.values().flat_map(|r| r.documents()).collect();
         Ok(Usage {
-            record_bytes: self.bytes.get(record).copied().unwrap_or(0),
+            record_bytes: self.bytes.get(record).copied().unwrap_or(0)
+                + self.records.get(record).map(docs).unwrap_or(0),
             records: self.records.len() as u64,
-            total_bytes: self.bytes.values().sum(),
+            total_bytes: self.bytes.values().sum::<u64>() + all.iter().map(|d| d.size).sum::<u64>(),
         })
     }
 

@@ -137,14 +137,29 @@ pub trait SyncStore {
     ) -> Result<T, Self::Error>;
 }
 
-/// What a node stores, as its quotas count it.
+/// What a node stores, as its quotas count it: entries and the documents they name
+/// (stored apart, counted at their stored size whether or not they are wholly fetched yet,
+/// since the node will fetch them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    /// Bytes of the record's entries held here (0 when not held).
+    /// Bytes of the record's entries held here and of the documents they name (0 when
+    /// not held).
     pub record_bytes: u64,
     /// Records held.
     pub records: u64,
-    /// Bytes of all records' entries held.
+    /// Bytes of all records' entries held and of the documents they name, each document
+    /// counted once.
+    pub total_bytes: u64,
+}
+
+/// What a push would add to what a node stores, as its quotas count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Incoming {
+    /// Bytes the record would grow by: the pushed entries, and the documents they name
+    /// that the record does not name yet.
+    pub record_bytes: u64,
+    /// Bytes the node would grow by: the pushed entries, and those of the documents not
+    /// held here already.
     pub total_bytes: u64,
 }
 
@@ -191,18 +206,18 @@ pub struct HostPolicy {
 }
 
 impl HostPolicy {
-    /// Whether `incoming` more bytes of `record` may be stored, given what is held
-    /// (`usage`), whether the record is held already and whether its patient presented a
-    /// valid invitation. A record not held yet is taken only from its patient, and only
-    /// when admission allows it.
+    /// Whether `incoming` more of `record` may be stored, given what is held (`usage`),
+    /// whether the record is held already and whether its patient presented a valid
+    /// invitation. A record not held yet is taken only from its patient, and only when
+    /// admission allows it. A refusal over a quota says which quota and by how much.
     pub fn admits(
         &self,
         record: &RecordId,
         held: bool,
         invited: bool,
         usage: &Usage,
-        incoming: u64,
-    ) -> Result<(), Refusal> {
+        incoming: &Incoming,
+    ) -> Result<(), Response> {
         if !held {
             let admitted = match &self.admission {
                 Admission::Open => true,
@@ -211,25 +226,41 @@ impl HostPolicy {
                 Admission::Closed => false,
             };
             if !admitted {
-                return Err(Refusal::NotAdmitted);
+                return Err(Response::refused(Refusal::NotAdmitted));
             }
-            if self
+            if let Some(max) = self
                 .quotas
                 .records
-                .is_some_and(|max| usage.records.saturating_add(1) > max)
+                .filter(|&max| usage.records.saturating_add(1) > max)
             {
-                return Err(Refusal::OverQuota);
+                return Err(Response::refused_because(
+                    Refusal::OverQuota,
+                    format!("this host holds as many records as its quota allows ({max})"),
+                ));
             }
         }
-        let over = |used: u64, max: Option<u64>| {
-            max.is_some_and(|max| used.saturating_add(incoming) > max)
+        let over = |what: &str, used: u64, more: u64, max: Option<u64>| match max {
+            Some(max) if used.saturating_add(more) > max => Err(Response::refused_because(
+                Refusal::OverQuota,
+                format!(
+                    "over the host's quota of {max} bytes {what}: {used} bytes are held and \
+                     this adds {more} (entries and the documents they name)"
+                ),
+            )),
+            _ => Ok(()),
         };
-        if over(usage.record_bytes, self.quotas.record_bytes)
-            || over(usage.total_bytes, self.quotas.total_bytes)
-        {
-            return Err(Refusal::OverQuota);
-        }
-        Ok(())
+        over(
+            "per record",
+            usage.record_bytes,
+            incoming.record_bytes,
+            self.quotas.record_bytes,
+        )?;
+        over(
+            "in all",
+            usage.total_bytes,
+            incoming.total_bytes,
+            self.quotas.total_bytes,
+        )
     }
 }
 
@@ -822,12 +853,14 @@ impl Server {
         } else {
             self.patient_attested(&record, entries, &proof.attestations, now)?;
         }
-        let incoming: u64 = entries.iter().map(|e| e.len() as u64).sum();
         // Counting what is stored costs a pass over it: only when there are quotas.
-        let usage = if self.policy.quotas == Quotas::default() {
-            Usage::default()
+        let (usage, incoming) = if self.policy.quotas == Quotas::default() {
+            (Usage::default(), Incoming::default())
         } else {
-            store.usage(&record).map_err(failed::<S>)?
+            (
+                store.usage(&record).map_err(failed::<S>)?,
+                incoming(store, &record, entries).map_err(failed::<S>)?,
+            )
         };
         let invited = match invitation {
             Some(code)
@@ -842,8 +875,7 @@ impl Server {
             _ => false,
         };
         self.policy
-            .admits(&record, held, invited, &usage, incoming)
-            .map_err(Response::refused)?;
+            .admits(&record, held, invited, &usage, &incoming)?;
         let (accepted, rejected) = ingest(store, &record, entries);
         let mut effects = vec![Effect::Subscribe(record, actor)];
         if !accepted.is_empty() {
@@ -861,6 +893,85 @@ impl Server {
         }
         Ok((Response::Pushed { accepted, rejected }, effects))
     }
+}
+
+/// What pushed entries would add to the store: their bytes, and the documents they name
+/// (read from the entries before they are validated: an entry that fails later was
+/// counted, which errs on the side of the quota).
+fn incoming<S: SyncStore>(
+    store: &S,
+    record: &RecordId,
+    entries: &[serde_bytes::ByteBuf],
+) -> Result<Incoming, S::Error> {
+    let entry_bytes: u64 = entries.iter().map(|e| e.len() as u64).sum();
+    let payloads: Vec<(EntryId, Payload)> = entries
+        .iter()
+        .take(MAX_BATCH)
+        .filter_map(|b| SignedEntry::decode(b).ok())
+        .filter(|e| e.entry().record == *record)
+        .map(|e| (e.id(), e.entry().payload.clone()))
+        .collect();
+    let named = match store.read(record, |r| documents_pushed(Some(r), &payloads))? {
+        Some(named) => named,
+        None => documents_pushed(None, &payloads),
+    };
+    let record_docs: u64 = named.iter().map(|d| d.size).sum();
+    let mut new_docs = 0u64;
+    for d in &named {
+        if store.lacks_any_document(std::slice::from_ref(d))? {
+            new_docs = new_docs.saturating_add(d.size);
+        }
+    }
+    Ok(Incoming {
+        record_bytes: entry_bytes.saturating_add(record_docs),
+        total_bytes: entry_bytes.saturating_add(new_docs),
+    })
+}
+
+/// The documents `payloads` name that `held` (the record as held, if it is) does not
+/// name yet: a sealed create's or amend's list in clear, a plain one's document fields
+/// (its category found in the batch or the record).
+fn documents_pushed(
+    held: Option<&Record>,
+    payloads: &[(EntryId, Payload)],
+) -> BTreeSet<crate::blob::BlobRef> {
+    let created: HashMap<EntryId, crate::Category> = payloads
+        .iter()
+        .filter_map(|(id, p)| match p {
+            Payload::Create { category, .. } | Payload::SealedCreate { category, .. } => {
+                Some((*id, category.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut named = BTreeSet::new();
+    for (_, p) in payloads {
+        let docs = match p {
+            Payload::SealedCreate { content, .. } | Payload::SealedAmend { content, .. } => {
+                content.blobs.clone()
+            }
+            Payload::Create { body, .. } | Payload::Amend { body, .. } => {
+                let category = p
+                    .stream_given(|t| {
+                        created
+                            .get(t)
+                            .cloned()
+                            .or_else(|| held.and_then(|r| r.category_of(t).cloned()))
+                            .map(Some)
+                    })
+                    .flatten();
+                category
+                    .map(|c| crate::blob::refs_in_body(&c, body))
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        named.extend(
+            docs.into_iter()
+                .filter(|d| held.is_none_or(|r| !r.names_document(d))),
+        );
+    }
+    named
 }
 
 /// The refusal for an invitation problem.
