@@ -351,6 +351,16 @@ pub async fn fetch_documents(
                 held_before = present.unwrap_or(0),
                 "document fetched"
             );
+        } else if fetched.bytes > counted {
+            tracing::info!(
+                %peer,
+                %record,
+                hash = %doc.hash,
+                size = doc.size,
+                fetched = fetched.bytes - counted,
+                held_before = present.unwrap_or(0),
+                "document partly fetched"
+            );
         }
     }
     Ok(fetched)
