@@ -334,8 +334,15 @@ pub async fn fetch_documents(
                 break;
             }
             let before = fetched.bytes;
-            let go_on =
-                fetch_ranges(handle, peer, &addrs, record, doc, missing, &mut fetched).await?;
+            let round =
+                fetch_ranges(handle, peer, &addrs, record, doc, missing, &mut fetched).await;
+            // Whatever stopped the round, what it stored is made durable now.
+            let s = store.clone();
+            if let Err(e) = blocking(move || s.flush_document(&doc)).await? {
+                tracing::warn!(%record, hash = %doc.hash, error = %e, "could not make a document's slices durable");
+                break;
+            }
+            let go_on = round?;
             if !go_on || fetched.bytes == before {
                 break;
             }
