@@ -23,6 +23,74 @@ fn documents_held(home: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Names of the files in a home's blob store.
+fn blob_files(home: &Path) -> Vec<String> {
+    std::fs::read_dir(home.join("store").join("blobs"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sends one `Request::Document` (the first slice of `doc` in `record`) to the node at
+/// `addr`, from an in-process libp2p node acting as the person whose home is `home` (their
+/// own key, read from `identity.key`); the response.
+fn document_request(
+    home: &Path,
+    record: &str,
+    addr: &str,
+    doc: cophr_protocol::blob::BlobRef,
+) -> cophr_protocol::sync::Response {
+    use cophr_node::net::{self, NetConfig};
+    let hex = std::fs::read_to_string(home.join("identity.key")).unwrap();
+    let secret: [u8; 32] = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(hex.trim().as_bytes())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let who = cophr_protocol::Keypair::from_secret(&secret);
+    let record: cophr_protocol::RecordId = record.parse().unwrap();
+    let addr: libp2p::Multiaddr = addr.parse().unwrap();
+    let peer = net::service::peer_of(&addr).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (store, _) = cophr_node::store::Store::open(
+            dir.path(),
+            cophr_protocol::testkit::key(14, "nurse's other node"),
+        )
+        .unwrap();
+        let config = NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            sync_interval: std::time::Duration::from_secs(3600),
+            ..NetConfig::default()
+        };
+        let peer_key = cophr_protocol::testkit::key(14, "nurse's other peer").secret_bytes();
+        let (handle, _task) = net::start(store, who.clone(), peer_key, config)
+            .await
+            .unwrap();
+        let proof = cophr_protocol::sync::Proof::new(
+            &who,
+            record,
+            &handle.peer_id().to_bytes(),
+            &peer.to_bytes(),
+            [0x14; 16],
+            net::service::now_ms(),
+        );
+        let request = cophr_protocol::sync::Request::Document {
+            proof,
+            doc,
+            offset: 0,
+            len: 1 << 20,
+        };
+        let response = handle.request(peer, vec![addr], request).await.unwrap();
+        let _ = handle.shutdown().await;
+        response
+    })
+}
+
 #[test]
 fn a_document_replicates_sealed_through_a_blind_host_to_those_who_may_see_it() {
     let george = Person::new("George Jones", "patient", None);
@@ -107,6 +175,36 @@ fn a_document_replicates_sealed_through_a_blind_host_to_those_who_may_see_it() {
     assert_ne!(r.code, 0, "{r:?}");
     assert_eq!(documents_held(nurse.dir()), 0);
     assert_eq!(search::in_files(nurse.dir(), &[secret]), vec![0]);
+    // No byte of it either: no complete, partial or range file in her blob store.
+    let files = blob_files(nurse.dir());
+    assert!(
+        !files
+            .iter()
+            .any(|n| n.ends_with(".blob") || n.ends_with(".part") || n.ends_with(".ranges")),
+        "{files:?}"
+    );
+    // Asked directly with her own key, the host refuses her the document's bytes, as if
+    // no such document existed.
+    let held = blob_files(host.dir());
+    let hash = held
+        .iter()
+        .find_map(|n| n.strip_suffix(".blob"))
+        .expect("the host holds the document");
+    let doc = cophr_protocol::blob::BlobRef {
+        hash: hash.parse().expect("a blob hash"),
+        size: cophr_protocol::blob::sealed_len(text.len() as u64),
+    };
+    let refusal = document_request(nurse.dir(), &george.actor, &host_node.addr(), doc);
+    assert!(
+        matches!(
+            refusal,
+            cophr_protocol::sync::Response::Refused {
+                code: cophr_protocol::sync::Refusal::NoAccess,
+                ..
+            }
+        ),
+        "{refusal:?}"
+    );
 
     // George moves his record to another blind host: it fetches the document (sealed)
     // with the entries, and the former host, released, deletes its copy.
