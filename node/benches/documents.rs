@@ -67,6 +67,7 @@ fn rate(bytes: u64, d: Duration) -> f64 {
 }
 
 /// What one run measured.
+#[derive(Debug, Clone)]
 pub struct Figures {
     /// Bytes moved by each measurement (the sealed document's size).
     pub bytes: u64,
