@@ -41,3 +41,14 @@ fn fhir_import_benchmark_runs_at_tiny_size() {
     assert!(audit.iter().any(|a| a.event.entries.len() == 12 + openings
         && a.event.detail.as_deref() == Some("FHIR import: 12 resources")));
 }
+
+#[allow(dead_code)]
+#[path = "../benches/documents.rs"]
+mod documents;
+
+#[test]
+fn document_replication_benchmark_runs_at_tiny_size() {
+    let figures = documents::run(true);
+    assert_eq!(figures.len(), 1);
+    assert!(figures[0].bytes > 3 << 20);
+}

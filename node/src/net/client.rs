@@ -16,6 +16,7 @@ use cophr_protocol::{ActorId, EntryId, RecordId, Timestamp};
 
 use super::service::{now_ms, NodeHandle};
 use super::NetError;
+use crate::store::blobs::{BlobError, SliceFault};
 use crate::store::{Store, StoreError};
 
 pub use cophr_protocol::sync::client::SyncReport;
@@ -228,9 +229,9 @@ async fn run_sync(
                     // Documents the entries name that are not held yet (newly pulled, or
                     // left by an earlier fetch): a failure waits for the next sync.
                     match fetch_documents(handle, peer, addrs.clone(), record).await {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            tracing::info!(%peer, %record, documents = n, "fetched documents");
+                        Ok(f) if f.completed == 0 => {}
+                        Ok(f) => {
+                            tracing::info!(%peer, %record, documents = f.completed, "fetched documents");
                             handle.changed(record).await?;
                         }
                         Err(e) => {
@@ -260,69 +261,184 @@ async fn run_sync(
     }
 }
 
+/// Slice requests kept in flight to one peer while a document is fetched: the peer reads
+/// and checks the next slices while this node checks and stores the one before (each
+/// slice is stored in order, one at a time). At most this many slices' bytes wait here.
+pub const SLICES_IN_FLIGHT: usize = 4;
+
+/// A slice a peer sent that failed its check against the document's hash: nothing of it
+/// was stored, and the peer was left for that document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedSlice {
+    /// The document.
+    pub doc: cophr_protocol::blob::BlobHash,
+    /// The slice's offset.
+    pub offset: u64,
+    /// What was wrong, and where: [`SliceFault::DataMismatch`] names the chunk group whose
+    /// data does not hash as its proof says, [`SliceFault::ProofMismatch`] the first byte
+    /// the failing proof node covers.
+    pub fault: SliceFault,
+}
+
+/// What one [`fetch_documents`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocumentsFetched {
+    /// Documents completed (now wholly held here).
+    pub completed: usize,
+    /// Bytes of slices received, checked and stored.
+    pub bytes: u64,
+    /// Slices refused because they failed their check.
+    pub rejected: Vec<RejectedSlice>,
+}
+
 /// Fetches from `peer` the documents of `record` that entries held here name and this
 /// node lacks, slice by slice: each slice is checked against the document's hash before a
-/// byte of it is stored, and a fetch resumes where an earlier one stopped. A document the
-/// peer does not hold, will not serve, or serves wrongly is left for another peer (or the
-/// next sync). Returns how many documents were completed.
+/// byte of it is stored, and a fetch resumes where an earlier one stopped (the blob store
+/// says which ranges are missing, after a break or a restart). [`SLICES_IN_FLIGHT`]
+/// requests are kept in flight; slices are stored in order. A document the peer does not
+/// hold, will not serve, or serves wrongly is left for another peer (or the next sync); a
+/// slice that fails its check is reported in [`DocumentsFetched::rejected`] (and logged).
 pub async fn fetch_documents(
     handle: &NodeHandle,
     peer: PeerId,
     addrs: Vec<Multiaddr>,
     record: RecordId,
-) -> Result<usize, NetError> {
-    use crate::store::blobs::MAX_SLICE_DATA;
+) -> Result<DocumentsFetched, NetError> {
     let store = handle.store().clone();
     let wanted: Vec<cophr_protocol::blob::BlobRef> = with_local(&store, &record, |r| {
         r.map(|r| r.documents().copied().collect())
             .unwrap_or_default()
     })?;
-    let mut completed = 0;
+    let mut fetched = DocumentsFetched::default();
     for doc in wanted {
         if store.has_document(&doc) {
             continue;
         }
-        let s = store.clone();
-        let missing = match blocking(move || s.document_missing(&doc)).await? {
-            Ok(m) => m,
-            Err(e) => {
-                // Over the limit on documents being received, say: the next sync retries.
-                tracing::debug!(%record, hash = %doc.hash, error = %e, "document not fetched now");
-                continue;
-            }
-        };
-        'doc: for range in missing {
-            let mut at = range.start;
-            while at < range.end {
-                let request = Request::Document {
-                    proof: proof(handle, &peer, record),
-                    doc,
-                    offset: at,
-                    len: (range.end - at).min(MAX_SLICE_DATA),
-                };
-                match handle.request(peer, addrs.clone(), request).await? {
-                    Response::DocumentSlice { offset, len, slice } if offset == at && len > 0 => {
-                        let s = store.clone();
-                        let kept = blocking(move || {
-                            s.receive_document_slice(&doc, offset, len, slice.into_vec())
-                        })
-                        .await?;
-                        if let Err(e) = kept {
-                            tracing::warn!(%peer, %record, hash = %doc.hash, error = %e, "a document slice was refused");
-                            break 'doc;
-                        }
-                        at = offset.saturating_add(len);
-                    }
-                    Response::Refused { .. } => break 'doc,
-                    other => return Err(unexpected(peer, &other)),
+        let counted = fetched.bytes;
+        let mut present = None;
+        // Rounds: each asks for every range missing; another round only if the last one
+        // stored something and left ranges missing (a peer may send shorter slices).
+        loop {
+            let s = store.clone();
+            let missing = match blocking(move || s.document_missing(&doc)).await? {
+                Ok(m) => m,
+                Err(e) => {
+                    // Over the limit on documents being received, say: the next sync retries.
+                    tracing::debug!(%record, hash = %doc.hash, error = %e, "document not fetched now");
+                    break;
                 }
+            };
+            let left: u64 = missing.iter().map(|r| r.end - r.start).sum();
+            present.get_or_insert(doc.size - left);
+            if missing.is_empty() {
+                break;
+            }
+            let before = fetched.bytes;
+            let round =
+                fetch_ranges(handle, peer, &addrs, record, doc, missing, &mut fetched).await;
+            // Whatever stopped the round, what it stored is made durable now.
+            let s = store.clone();
+            if let Err(e) = blocking(move || s.flush_document(&doc)).await? {
+                tracing::warn!(%record, hash = %doc.hash, error = %e, "could not make a document's slices durable");
+                break;
+            }
+            let go_on = round?;
+            if !go_on || fetched.bytes == before {
+                break;
             }
         }
         if store.has_document(&doc) {
-            completed += 1;
+            fetched.completed += 1;
+            tracing::info!(
+                %peer,
+                %record,
+                hash = %doc.hash,
+                size = doc.size,
+                fetched = fetched.bytes - counted,
+                held_before = present.unwrap_or(0),
+                "document fetched"
+            );
+        } else if fetched.bytes > counted {
+            tracing::info!(
+                %peer,
+                %record,
+                hash = %doc.hash,
+                size = doc.size,
+                fetched = fetched.bytes - counted,
+                held_before = present.unwrap_or(0),
+                "document partly fetched"
+            );
         }
     }
-    Ok(completed)
+    Ok(fetched)
+}
+
+/// Fetches the byte ranges `missing` of `doc` from `peer`, [`SLICES_IN_FLIGHT`] slices at a
+/// time, storing each in order. Returns whether the peer may be asked again (it served
+/// every slice asked, without a refusal or a slice that failed its check).
+async fn fetch_ranges(
+    handle: &NodeHandle,
+    peer: PeerId,
+    addrs: &[Multiaddr],
+    record: RecordId,
+    doc: cophr_protocol::blob::BlobRef,
+    missing: Vec<std::ops::Range<u64>>,
+    fetched: &mut DocumentsFetched,
+) -> Result<bool, NetError> {
+    use crate::store::blobs::MAX_SLICE_DATA;
+    use futures::stream::{FuturesOrdered, StreamExt};
+    let store = handle.store().clone();
+    let mut slices = missing.into_iter().flat_map(|range| {
+        (range.start..range.end)
+            .step_by(MAX_SLICE_DATA as usize)
+            .map(move |at| (at, (range.end - at).min(MAX_SLICE_DATA)))
+    });
+    let mut in_flight = FuturesOrdered::new();
+    loop {
+        while in_flight.len() < SLICES_IN_FLIGHT {
+            let Some((at, len)) = slices.next() else {
+                break;
+            };
+            let request = Request::Document {
+                proof: proof(handle, &peer, record),
+                doc,
+                offset: at,
+                len,
+            };
+            let (handle, addrs) = (handle.clone(), addrs.to_vec());
+            in_flight.push_back(async move { (at, handle.request(peer, addrs, request).await) });
+        }
+        // Dropping what is still in flight (on leaving) abandons those requests.
+        let Some((at, answer)) = in_flight.next().await else {
+            return Ok(true);
+        };
+        match answer? {
+            Response::DocumentSlice { offset, len, slice } if offset == at && len > 0 => {
+                let s = store.clone();
+                let kept =
+                    blocking(move || s.receive_document_slice(&doc, offset, len, slice.into_vec()))
+                        .await?;
+                match kept {
+                    Ok(_) => fetched.bytes += len,
+                    Err(StoreError::Blob(BlobError::SliceRejected { offset, fault, .. })) => {
+                        tracing::warn!(%peer, %record, hash = %doc.hash, offset, %fault, "a document slice failed its check; the peer is left for this document");
+                        fetched.rejected.push(RejectedSlice {
+                            doc: doc.hash,
+                            offset,
+                            fault,
+                        });
+                        return Ok(false);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, %record, hash = %doc.hash, error = %e, "a document slice was not stored");
+                        return Ok(false);
+                    }
+                }
+            }
+            Response::Refused { .. } => return Ok(false),
+            other => return Err(unexpected(peer, &other)),
+        }
+    }
 }
 
 /// After pulling, gives the epoch keys this node holds to whoever should hold them all and

@@ -756,9 +756,9 @@ impl EventLoop {
         tokio::spawn(async move {
             let _permit = permit;
             match client::fetch_documents(&handle, peer, Vec::new(), record).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(%peer, %record, documents = n, "fetched documents");
+                Ok(f) if f.completed == 0 => {}
+                Ok(f) => {
+                    tracing::info!(%peer, %record, documents = f.completed, "fetched documents");
                     // Replicas that synced before the documents were here fetch them now.
                     let _ = handle.changed(record).await;
                 }

@@ -232,7 +232,9 @@ impl Store {
     }
 
     /// Keeps a slice a peer sent of a document being received, checked against the hash
-    /// before a byte is stored. Returns whether the document is now whole.
+    /// before a byte is stored. Returns whether the document is now whole. Its bytes are
+    /// made durable with the next batch ([`crate::store::blobs::BlobStore::write_slice_batched`]):
+    /// call [`Store::flush_document`] when a fetch stops.
     pub fn receive_document_slice(
         &self,
         doc: &BlobRef,
@@ -245,10 +247,17 @@ impl Store {
             len,
             encoded,
         };
-        match self.inner.blobs.write_slice(&doc.hash, &slice)? {
+        match self.inner.blobs.write_slice_batched(&doc.hash, &slice)? {
             Progress::Complete => Ok(true),
             Progress::Partial { .. } => Ok(false),
         }
+    }
+
+    /// Makes durable the slices of a document being received that wait for their batch
+    /// (a fetch that stops, for whatever reason, calls this; a crash before it only loses
+    /// those slices, which are fetched again).
+    pub fn flush_document(&self, doc: &BlobRef) -> Result<(), StoreError> {
+        Ok(self.inner.blobs.flush(&doc.hash)?)
     }
 }
 

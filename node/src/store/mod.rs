@@ -522,6 +522,9 @@ impl Store {
             },
         )?;
         let blobs = blobs::BlobStore::open(Arc::new(blobs::FsDir::open(dir.join("blobs"))?))?;
+        for (hash, held) in &blobs.recovery().resumed {
+            tracing::info!(%hash, held, "a document's fetch resumes where it stopped");
+        }
         let damaged = blobs.recovery().damaged.len();
         if damaged > 0 {
             tracing::warn!(

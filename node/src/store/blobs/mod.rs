@@ -118,6 +118,11 @@ pub const MAX_SLICE_DATA: u64 = 1 << 20;
 /// room for the proof (about 6 KiB at worst for a 4 GiB blob; a test checks the bound).
 pub const MAX_SLICE_BYTES: u64 = MAX_SLICE_DATA + 16 * 1024;
 
+/// Bytes of received slices [`BlobStore::write_slice_batched`] lets wait before it makes
+/// them durable together (16 MiB: one fsync of the data and one of the range records per
+/// 16 slices of 1 MiB, where [`BlobStore::write_slice`] does two per slice).
+pub const SYNC_BATCH_BYTES: u64 = 16 << 20;
+
 /// Blobs that may be partly received at once (default of [`BlobLimits::max_partials`]).
 pub const MAX_PARTIALS: usize = 16;
 

@@ -15,7 +15,7 @@ use super::reader::BlobReader;
 use super::verify::{self, Slice};
 use super::{
     BlobDir, BlobError, BlobFile, BlobHash, BlobLimits, Limit, GROUP_BYTES, MAX_BLOB_BYTES,
-    MAX_READ_BYTES, MAX_SLICE_DATA,
+    MAX_READ_BYTES, MAX_SLICE_DATA, SYNC_BATCH_BYTES,
 };
 
 /// Read and hash buffer of an import.
@@ -60,6 +60,10 @@ struct Partial {
     /// Length of the `.ranges` file's valid prefix.
     ranges_len: u64,
     present: RangeSet,
+    /// Ranges written into the file by [`BlobStore::write_slice_batched`] but not yet
+    /// fsync'd nor recorded in `.ranges` (they are in `present`: not asked for again in
+    /// this run; a crash loses them, and they are fetched again).
+    unsynced: Vec<Range<u64>>,
     /// Completed, aborted or replaced by an import: no longer written.
     gone: bool,
 }
@@ -182,6 +186,7 @@ impl BlobStore {
                         ranges,
                         ranges_len,
                         present,
+                        unsynced: Vec::new(),
                         gone: false,
                     })),
                 ),
@@ -582,6 +587,7 @@ impl BlobStore {
                 ranges,
                 ranges_len: RANGES_MAGIC.len() as u64,
                 present: RangeSet::default(),
+                unsynced: Vec::new(),
                 gone: false,
             })
         })();
@@ -626,9 +632,52 @@ impl BlobStore {
     /// Take a slice received from a peer for a blob begun with [`BlobStore::begin`]. The
     /// slice is checked against the hash, whole, before anything is written; a slice that
     /// fails is refused with [`BlobError::SliceRejected`] and nothing stored changes. Its
-    /// data and proof are fsync'd before its range is recorded (and that record fsync'd);
-    /// when the last range arrives the blob is checked whole and made complete by one rename.
+    /// data and proof are fsync'd before its range is recorded (and that record fsync'd),
+    /// all before this returns; when the last range arrives the blob is checked whole and
+    /// made complete by one rename.
     pub fn write_slice(&self, hash: &BlobHash, slice: &Slice) -> Result<Progress, BlobError> {
+        self.receive(hash, slice, 0)
+    }
+
+    /// [`BlobStore::write_slice`], with the fsyncs batched: the slice is checked the same
+    /// way and written into the partial file, but its data is fsync'd, and its range
+    /// recorded and that fsync'd, only once [`SYNC_BATCH_BYTES`] are waiting (then all of
+    /// them together: one fsync of the data and one of the records for the batch), at
+    /// [`BlobStore::flush`], or when the blob completes. Meanwhile its range counts as
+    /// present ([`BlobStore::missing_ranges`] leaves it out); a crash or power loss before
+    /// the batch is made durable loses only those ranges, which were never recorded, so
+    /// they are fetched again. A range recorded is still a range durable.
+    pub fn write_slice_batched(
+        &self,
+        hash: &BlobHash,
+        slice: &Slice,
+    ) -> Result<Progress, BlobError> {
+        self.receive(hash, slice, SYNC_BATCH_BYTES)
+    }
+
+    /// Makes durable (fsync, record, fsync) what [`BlobStore::write_slice_batched`] wrote
+    /// into `hash`'s partial file and left waiting. Nothing to do for a complete blob.
+    pub fn flush(&self, hash: &BlobHash) -> Result<(), BlobError> {
+        let entry = {
+            let st = lock(&self.state);
+            if st.complete.contains_key(hash) {
+                return Ok(());
+            }
+            match st.partials.get(hash) {
+                Some((_, p)) => Arc::clone(p),
+                None => return Err(BlobError::NotFound { hash: *hash }),
+            }
+        };
+        let mut p = lock(&entry);
+        if p.gone {
+            return self.gone(hash).map(|_| ());
+        }
+        sync_unsynced(&mut p)
+    }
+
+    /// Take a slice: check it, write it, and make what waits durable once `batch` bytes
+    /// (0: at once) or the whole blob are written.
+    fn receive(&self, hash: &BlobHash, slice: &Slice, batch: u64) -> Result<Progress, BlobError> {
         let (p, size) = {
             let st = lock(&self.state);
             if st.complete.contains_key(hash) {
@@ -653,20 +702,26 @@ impl BlobStore {
         }
         let range = slice.offset..slice.offset + slice.len;
         if !p.present.contains(&range) {
+            // The parts of the slice not yet present (group-aligned: the slice and the
+            // present ranges are runs of whole groups).
+            let new: Vec<Range<u64>> = p
+                .present
+                .missing(size)
+                .into_iter()
+                .filter_map(|m| {
+                    let r = m.start.max(range.start)..m.end.min(range.end);
+                    (r.start < r.end).then_some(r)
+                })
+                .collect();
             verify::store_checked(&*p.file, hash, size, &checked)?;
-            p.file.sync()?;
-            let at = p.ranges_len;
-            let appended = p
-                .ranges
-                .write_at(at, &encode_record(&range))
-                .and_then(|()| p.ranges.sync());
-            if let Err(e) = appended {
-                // Best effort: keep the record file's valid prefix clean for later appends.
-                let _ = p.ranges.set_len(at);
-                return Err(e.into());
+            for r in new {
+                p.present.insert(r.clone());
+                p.unsynced.push(r);
             }
-            p.ranges_len += RECORD_LEN as u64;
-            p.present.insert(range);
+        }
+        let waiting: u64 = p.unsynced.iter().map(|r| r.end - r.start).sum();
+        if waiting > 0 && (waiting >= batch || p.present.total() == p.size) {
+            sync_unsynced(&mut p)?;
         }
         self.progress(&entry, &mut p)
     }
@@ -750,6 +805,41 @@ impl BlobStore {
                 let _ = self.dir.remove(&name);
                 Err(e.into())
             }
+        }
+    }
+}
+
+/// Make a partial blob's waiting ranges durable: fsync its file, then append their records
+/// to `.ranges` in one write and fsync that. On failure they are no longer present (they
+/// are fetched again) and the records file keeps its valid prefix.
+fn sync_unsynced(p: &mut Partial) -> Result<(), BlobError> {
+    if p.unsynced.is_empty() {
+        return Ok(());
+    }
+    let ranges = std::mem::take(&mut p.unsynced);
+    let at = p.ranges_len;
+    let synced = p.file.sync().and_then(|()| {
+        let mut records = Vec::with_capacity(ranges.len() * RECORD_LEN);
+        for r in &ranges {
+            records.extend_from_slice(&encode_record(r));
+        }
+        p.ranges
+            .write_at(at, &records)
+            .and_then(|()| p.ranges.sync())
+            .map(|()| records.len() as u64)
+    });
+    match synced {
+        Ok(n) => {
+            p.ranges_len += n;
+            Ok(())
+        }
+        Err(e) => {
+            // Best effort: keep the record file's valid prefix clean for later appends.
+            let _ = p.ranges.set_len(at);
+            for r in ranges {
+                p.present.remove(r);
+            }
+            Err(e.into())
         }
     }
 }

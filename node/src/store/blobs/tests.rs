@@ -507,6 +507,80 @@ fn a_crash_mid_receive_keeps_only_what_was_recorded_durably() {
     assert_eq!(read_all(&dst, &hash), bytes);
 }
 
+/// Batched receiving: slices wait unsynced until the batch fills, `flush` or completion;
+/// a crash before loses only them (never recorded), a failed fsync drops them from the
+/// present ranges, and a recorded range is always durable.
+#[test]
+fn batched_slices_are_durable_at_the_batch_flush_or_completion_and_a_crash_loses_only_them() {
+    let src = open_mem(&MemDir::new());
+    // 40 MiB + a bit: two full batches of 16 slices, then the rest.
+    let size = 2 * SYNC_BATCH_BYTES + 8 * MAX_SLICE_DATA + 5 * G + 7;
+    let bytes = data(21, size);
+    let (hash, size) = src.import(&bytes[..]).unwrap();
+    let all = slices(&src, &hash, size, MAX_SLICE_DATA);
+    let per_batch = (SYNC_BATCH_BYTES / MAX_SLICE_DATA) as usize;
+    let dir = MemDir::new();
+    let dst = open_mem(&dir);
+    dst.begin(&hash, size).unwrap();
+    let syncs = dir.sync_counts();
+    for s in &all[..per_batch - 1] {
+        dst.write_slice_batched(&hash, s).unwrap();
+    }
+    // Written, counted present here, not synced, not recorded: a crash loses them all.
+    assert_eq!(dir.sync_counts(), syncs);
+    let waiting = (per_batch as u64 - 1) * MAX_SLICE_DATA;
+    assert_eq!(dst.missing_ranges(&hash).unwrap(), vec![waiting..size]);
+    assert_eq!(
+        open_mem(&dir.crash()).missing_ranges(&hash).unwrap(),
+        vec![0..size]
+    );
+    // The batch's last slice makes the whole batch durable: one data fsync, one record
+    // fsync.
+    dst.write_slice_batched(&hash, &all[per_batch - 1]).unwrap();
+    assert_eq!(dir.sync_counts(), (syncs.0 + 2, syncs.1));
+    assert_eq!(
+        open_mem(&dir.crash()).missing_ranges(&hash).unwrap(),
+        vec![SYNC_BATCH_BYTES..size]
+    );
+    // `flush` makes a part batch durable.
+    for s in &all[per_batch..per_batch + 3] {
+        dst.write_slice_batched(&hash, s).unwrap();
+    }
+    dst.flush(&hash).unwrap();
+    let flushed = SYNC_BATCH_BYTES + 3 * MAX_SLICE_DATA;
+    assert_eq!(
+        open_mem(&dir.crash()).missing_ranges(&hash).unwrap(),
+        vec![flushed..size]
+    );
+    // A failed fsync at the flush: the waiting slices are no longer present (fetched
+    // again), the records file keeps its valid prefix.
+    for s in &all[per_batch + 3..per_batch + 5] {
+        dst.write_slice_batched(&hash, s).unwrap();
+    }
+    dir.set_fail_file_sync(true);
+    assert!(matches!(dst.flush(&hash), Err(BlobError::Io(_))));
+    dir.set_fail_file_sync(false);
+    assert_eq!(dst.missing_ranges(&hash).unwrap(), vec![flushed..size]);
+    let reopened = open_mem(&dir.crash());
+    assert_eq!(reopened.missing_ranges(&hash).unwrap(), vec![flushed..size]);
+    // The rest, out of order, batched: the last completes the blob (checked whole).
+    let mut rest: Vec<&Slice> = all[per_batch + 3..].iter().collect();
+    shuffle(&mut rest, 4);
+    let n = rest.len();
+    for (i, s) in rest.into_iter().enumerate() {
+        let p = dst.write_slice_batched(&hash, s).unwrap();
+        assert_eq!(p == Progress::Complete, i + 1 == n, "{i}: {p:?}");
+    }
+    assert_eq!(read_all(&dst, &hash), bytes);
+    assert_eq!(read_all(&open_mem(&dir.crash()), &hash), bytes);
+    dst.flush(&hash).unwrap();
+    // The reopened store (at the failed flush) finishes it too.
+    for s in &all {
+        reopened.write_slice_batched(&hash, s).unwrap();
+    }
+    assert_eq!(read_all(&reopened, &hash), bytes);
+}
+
 #[test]
 fn an_import_is_reported_only_once_durable() {
     let bytes = data(11, 3 * G + 1);
