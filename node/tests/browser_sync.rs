@@ -357,3 +357,331 @@ async fn key_backup_gets_over_http_are_limited_per_address() {
         Response::Backup { backup: Some(_) }
     ));
 }
+
+/// A request to `/sync/blobs/…` without a token, with its proof header (if any) and its
+/// declared length.
+async fn send_blob(
+    st: &AppState,
+    method: Method,
+    path: &str,
+    proof: Option<String>,
+    length: Option<u64>,
+    body: Vec<u8>,
+) -> (StatusCode, Vec<u8>) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(p) = proof {
+        req = req.header("x-cophr-proof", p);
+    }
+    if let Some(n) = length {
+        req = req.header(header::CONTENT_LENGTH, n);
+    }
+    let resp = http::router(st.clone())
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    (status, bytes)
+}
+
+/// The page's proof header for one transfer.
+fn blob_proof(
+    page: &Patient,
+    op: cophr_protocol::sync::BlobOp,
+    doc: &cophr_protocol::blob::BlobRef,
+    rng: &mut impl RngCore,
+) -> String {
+    let mut nonce = [0u8; 16];
+    rng.fill_bytes(&mut nonce);
+    BASE64.encode(&page.blob_proof(op, doc, http::system_clock(), nonce))
+}
+
+/// A PNG of a few segments, sealed as the page seals it.
+fn sealed_png(
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> (Vec<u8>, cophr_wasm::SealedDocument, Vec<u8>) {
+    let mut file = b"\x89PNG\r\n\x1a\n".to_vec();
+    file.extend((0..150_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    let mut sealer = cophr_wasm::DocumentSealer::new(file.len() as u64, rng).unwrap();
+    let mut sealed = Vec::new();
+    for i in 0..sealer.segments() {
+        let (at, len) = sealer.span(i).unwrap();
+        sealed.extend(sealer.seal(&file[at as usize..at as usize + len]).unwrap());
+    }
+    (file, sealer.finish().unwrap(), sealed)
+}
+
+/// Whether the host's blob store holds anything at all.
+fn blobs_held(host: &NetNode) -> usize {
+    host.handle.store().blobs().list().len()
+}
+
+/// The page attaches a document through the blind host: its sealed bytes go up with a
+/// proof for exactly that upload, the entry naming them is pushed sealed, and the page
+/// fetches the sealed bytes back (audited) and opens them to the file. The host holds only
+/// sealed bytes.
+#[tokio::test]
+async fn a_browser_patient_attaches_and_opens_a_document_through_a_blind_host() {
+    use cophr_protocol::sync::BlobOp;
+    let (host, hst, _george, record, backup) = georges_record_on_a_relay().await;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(6);
+    let server = host.handle.peer_id().to_bytes();
+    let mut page = Patient::open(&backup, PASS, None, &server).unwrap();
+    sync(&hst, &mut page, false, &mut rng).await;
+
+    let (file, doc, sealed) = sealed_png(&mut rng);
+    let r = doc.blob_ref();
+    let path = format!("/sync/blobs/{}", r.hash);
+    let proof = blob_proof(&page, BlobOp::Put, &r, &mut rng);
+    let (s, body) = send_blob(
+        &hst,
+        Method::PUT,
+        &path,
+        Some(proof.clone()),
+        Some(r.size),
+        sealed.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    assert!(host.handle.store().blobs().has(&r.hash));
+    // The same proof again is a replay: refused.
+    let (s, _) = send_blob(
+        &hst,
+        Method::PUT,
+        &path,
+        Some(proof),
+        Some(r.size),
+        sealed.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    let id = page
+        .add_document(&doc, "Wound photo", None, http::system_clock(), &mut rng)
+        .unwrap();
+    let report = sync(&hst, &mut page, true, &mut rng).await;
+    assert_eq!(report["error"], Value::Null, "{report}");
+    let named = host
+        .handle
+        .store()
+        .with_record(&record, |r| {
+            matches!(r.content_state(&id), Some(ContentState::Locked))
+        })
+        .unwrap();
+    assert!(named, "the host holds the entry and cannot open it");
+
+    // Fetched back whole, sealed; opened in the page to the file, byte for byte.
+    let audited_before = host.handle.store().audit_events(&record).unwrap().len();
+    let get = format!("{path}?size={}", r.size);
+    let proof = blob_proof(&page, BlobOp::Get, &r, &mut rng);
+    let (s, fetched) = send_blob(&hst, Method::GET, &get, Some(proof), None, Vec::new()).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&fetched));
+    assert_eq!(fetched, sealed);
+    let mut opener = page
+        .document(&id.to_string(), http::system_clock())
+        .unwrap();
+    let mut opened = Vec::new();
+    for piece in fetched.chunks(40_000) {
+        opened.extend(opener.push(piece).unwrap());
+    }
+    opener.finish().unwrap();
+    assert_eq!(opened, file);
+    // The fetch is in the host's audit trail (before a byte was sent): a view by George of
+    // the entry naming it, from the web client.
+    let audit = host.handle.store().audit_events(&record).unwrap();
+    let served = audit.get(audited_before..).unwrap_or_default();
+    assert!(
+        served.iter().any(|a| {
+            let e = format!("{:?}", a.event);
+            e.contains("View") && e.contains("web client") && e.contains(&format!("{:?}", id))
+        }),
+        "the host audited the document it served: {served:?}"
+    );
+    // A proof for the upload does not fetch, and no proof fetches nothing.
+    let wrong = blob_proof(&page, BlobOp::Put, &r, &mut rng);
+    let (s, body) = send_blob(&hst, Method::GET, &get, Some(wrong), None, Vec::new()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(body.len() < 1024 && !body.windows(64).any(|w| w == &sealed[..64]));
+    let (s, _) = send_blob(&hst, Method::GET, &get, None, None, Vec::new()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// Bytes that do not hash to what is declared (or are not as many) are refused and
+/// nothing is kept; someone who may see no entry naming a document gets no byte of it and
+/// may upload nothing; a declared size beyond the limit, or that no sealed document has,
+/// is refused before a byte is read.
+#[tokio::test]
+async fn blob_uploads_and_downloads_are_checked_bounded_and_for_the_right_people_only() {
+    use cophr_protocol::blob::{BlobHash, BlobRef, MAX_BLOB_BYTES};
+    use cophr_protocol::sync::BlobOp;
+    let (host, hst, _george, _record, backup) = georges_record_on_a_relay().await;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+    let server = host.handle.peer_id().to_bytes();
+    let mut page = Patient::open(&backup, PASS, None, &server).unwrap();
+    sync(&hst, &mut page, false, &mut rng).await;
+    let (_file, doc, sealed) = sealed_png(&mut rng);
+    let r = doc.blob_ref();
+
+    // Declared as other bytes (a wrong hash): 422, nothing kept.
+    let mut other = sealed.clone();
+    other[1000] ^= 0x55;
+    let lie = BlobRef {
+        hash: BlobHash::of(&other),
+        size: r.size,
+    };
+    let (s, body) = send_blob(
+        &hst,
+        Method::PUT,
+        &format!("/sync/blobs/{}", lie.hash),
+        Some(blob_proof(&page, BlobOp::Put, &lie, &mut rng)),
+        Some(lie.size),
+        sealed.clone(),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(blobs_held(&host), 0, "nothing was kept");
+    // Fewer bytes than declared: refused, nothing kept.
+    let (s, _) = send_blob(
+        &hst,
+        Method::PUT,
+        &format!("/sync/blobs/{}", r.hash),
+        Some(blob_proof(&page, BlobOp::Put, &r, &mut rng)),
+        Some(r.size),
+        sealed[..sealed.len() - 100].to_vec(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(blobs_held(&host), 0, "nothing was kept");
+
+    // Declared beyond the limit: 413; a size no sealed document has: 422; no length: 411.
+    let huge = BlobRef {
+        hash: r.hash,
+        size: MAX_BLOB_BYTES + 1,
+    };
+    let (s, _) = send_blob(
+        &hst,
+        Method::PUT,
+        &format!("/sync/blobs/{}", r.hash),
+        Some(blob_proof(&page, BlobOp::Put, &huge, &mut rng)),
+        Some(huge.size),
+        sealed.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    let odd = BlobRef {
+        hash: r.hash,
+        size: 5,
+    };
+    let (s, _) = send_blob(
+        &hst,
+        Method::PUT,
+        &format!("/sync/blobs/{}", r.hash),
+        Some(blob_proof(&page, BlobOp::Put, &odd, &mut rng)),
+        Some(5),
+        vec![0; 5],
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = send_blob(
+        &hst,
+        Method::PUT,
+        &format!("/sync/blobs/{}", r.hash),
+        Some(blob_proof(&page, BlobOp::Put, &r, &mut rng)),
+        None,
+        sealed.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::LENGTH_REQUIRED);
+    // Not a hash, a garbage proof: 400.
+    let (s, _) = send_blob(
+        &hst,
+        Method::PUT,
+        "/sync/blobs/nothex",
+        Some("AAAA".into()),
+        Some(r.size),
+        sealed.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = send_blob(
+        &hst,
+        Method::PUT,
+        &format!("/sync/blobs/{}", r.hash),
+        Some("not base64!".into()),
+        Some(r.size),
+        sealed.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(blobs_held(&host), 0, "nothing was kept");
+
+    // The patient stores it and names it.
+    let (s, _) = send_blob(
+        &hst,
+        Method::PUT,
+        &format!("/sync/blobs/{}", r.hash),
+        Some(blob_proof(&page, BlobOp::Put, &r, &mut rng)),
+        Some(r.size),
+        sealed.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    page.add_document(&doc, "Wound photo", None, http::system_clock(), &mut rng)
+        .unwrap();
+    let report = sync(&hst, &mut page, true, &mut rng).await;
+    assert_eq!(report["error"], Value::Null, "{report}");
+
+    // Mary holds no grant: she gets no byte of it (the refusal a missing document gets),
+    // and may not upload into George's record.
+    let mary = key(4, "Mary");
+    let as_mary = Patient::with_key(mary, page.record_id(), &server);
+    let (s, body) = send_blob(
+        &hst,
+        Method::GET,
+        &format!("/sync/blobs/{}?size={}", r.hash, r.size),
+        Some(blob_proof(&as_mary, BlobOp::Get, &r, &mut rng)),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(body.len() < 1024 && !body.windows(64).any(|w| w == &sealed[..64]));
+    let nobody = BlobRef {
+        hash: BlobHash::of(b"no entry names this"),
+        size: r.size,
+    };
+    let (s, _) = send_blob(
+        &hst,
+        Method::GET,
+        &format!("/sync/blobs/{}?size={}", nobody.hash, nobody.size),
+        Some(blob_proof(&page, BlobOp::Get, &nobody, &mut rng)),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a document no entry names: the same refusal"
+    );
+    let mary_put = blob_proof(&as_mary, BlobOp::Put, &lie, &mut rng);
+    let (s, _) = send_blob(
+        &hst,
+        Method::PUT,
+        &format!("/sync/blobs/{}", lie.hash),
+        Some(mary_put),
+        Some(lie.size),
+        other.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(blobs_held(&host), 1, "only George's document is kept");
+}

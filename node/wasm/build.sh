@@ -22,6 +22,6 @@ fi
 CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_OPT_LEVEL=s \
     cargo build -p cophr-wasm --target wasm32-unknown-unknown --release
 wasm-bindgen --target web --no-typescript --out-dir node/web/pkg \
-    target/wasm32-unknown-unknown/release/cophr_wasm.wasm
+    "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/cophr_wasm.wasm"
 COPHR_WRITE_WASM_SOURCES=1 cargo test -q -p cophr-node --lib -- http::browser::tests::the_committed_wasm_is_built_from_these_sources
 ls -l node/web/pkg

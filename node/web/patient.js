@@ -4,12 +4,23 @@
 // sealing and signing what is written. The host is asked only for sealed bytes
 // (POST /sync, application/cbor) and never receives the passphrase, the key or any content
 // in clear. Nothing is stored in the browser: locking (or closing the tab) forgets all.
+//
+// Documents: a file is sealed here segment by segment (64 KiB slices of the File, each
+// sealed in WebAssembly under the document's own random key), and only the sealed bytes go
+// to the host (PUT /sync/blobs/{hash}, with a proof signed here for that one upload), then
+// the entry naming them is written sealed and pushed. Opening fetches the sealed bytes
+// (GET /sync/blobs/{hash}), opens each segment here and checks their hash before a preview
+// or a download is made from them (a blob: URL, revoked when done).
 
-import init, { Patient, backupRequest, backupFromResponse, categories } from '/pkg/cophr_wasm.js';
+import init, {
+  Patient, DocumentSealer, backupRequest, backupFromResponse, categories,
+} from '/pkg/cophr_wasm.js';
 
 const $ = (id) => document.getElementById(id);
 let patient = null;
 let catalogue = [];
+/** The blob: URLs of the document shown or downloaded, revoked when it is closed. */
+let urls = [];
 
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -82,7 +93,13 @@ function render() {
     items.append(h('ul', { 'data-category': cat }, list.map((i) => h('li', { 'data-id': i.id },
       i.summary,
       i.flag ? h('span', { class: 'flag' }, ` [flagged: ${i.flag}]`) : '',
-      h('span', { class: 'meta' }, ` — ${new Date(i.updated).toISOString().slice(0, 10)}`)))));
+      h('span', { class: 'meta' }, ` — ${new Date(i.updated).toISOString().slice(0, 10)}`),
+      i.body && i.body.file && i.body.file.hash ? h('span', { class: 'doc-actions' },
+        ' ',
+        h('button', { type: 'button', class: 'secondary doc-show', 'data-id': i.id }, 'Show'),
+        ' ',
+        h('button', { type: 'button', class: 'secondary doc-download', 'data-id': i.id }, 'Download'))
+        : ''))));
   }
   if (state.items.length === 0) items.append(h('p', {}, 'Nothing in your record yet.'));
   $('counts').textContent = `${state.entries} entries held in this page; `
@@ -206,7 +223,179 @@ async function add(ev) {
   }
 }
 
+
+function progress(value) {
+  const bar = $('attach-progress');
+  bar.hidden = value === null;
+  bar.value = value || 0;
+}
+
+function hostError(status, text) {
+  try { return JSON.parse(text).error.message || `the host answered HTTP ${status}`; } catch (_) {
+    return `the host answered HTTP ${status}`;
+  }
+}
+
+/** Hands the host a document's sealed bytes, reporting progress from `from` to 1. */
+function upload(sealed, body, from) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('PUT', `/sync/blobs/${sealed.hash}`);
+    xhr.setRequestHeader('content-type', 'application/octet-stream');
+    xhr.setRequestHeader('x-cophr-proof', patient.blobProof('put', sealed.hash, sealed.size, Date.now()));
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable && e.total > 0) progress(from + (1 - from) * (e.loaded / e.total));
+    };
+    xhr.onload = () => {
+      if (xhr.status === 201) resolve();
+      else reject(new Error(`The host did not keep the sealed file: ${hostError(xhr.status, xhr.responseText)}`));
+    };
+    xhr.onerror = () => reject(new Error('The upload to the host failed.'));
+    xhr.send(body);
+  });
+}
+
+async function attach(ev) {
+  ev.preventDefault();
+  clearError();
+  const file = $('attach-file').files[0];
+  const title = $('attach-doc-title').value.trim();
+  if (!file || !title) {
+    showError(new Error('Choose a file and give it a title.'));
+    return;
+  }
+  let sealer = null;
+  try {
+    sealer = new DocumentSealer(file.size);
+    const n = sealer.segments;
+    const parts = [];
+    progress(0);
+    status(`Sealing ${file.name} here…`);
+    for (let i = 0; i < n; i += 1) {
+      const start = sealer.segmentStart(i);
+      const bytes = new Uint8Array(await file.slice(start, start + sealer.segmentLength(i)).arrayBuffer());
+      parts.push(sealer.seal(bytes));
+      progress(0.5 * ((i + 1) / n));
+    }
+    const sealed = JSON.parse(sealer.finish());
+    status(`Sending ${file.name} to your host, sealed…`);
+    await upload(sealed, new Blob(parts, { type: 'application/octet-stream' }), 0.5);
+    parts.length = 0;
+    const id = patient.addDocument(sealer, title, $('attach-date').value, Date.now());
+    const report = await syncWithHost(true);
+    if (report.rejected && report.rejected.length) {
+      throw new Error(`The host refused it: ${report.rejected.map((r) => r.reason).join('; ')}`);
+    }
+    render();
+    $('attach-form').reset();
+    progress(null);
+    status(`Attached ${title} (${sealed['media-type']}) as ${id}, sealed.`);
+  } catch (e) {
+    progress(null);
+    showError(e);
+  } finally {
+    if (sealer) sealer.free();
+  }
+}
+
+/** Fetches item `id`'s document from the host, sealed, and opens it here. */
+async function openDocument(id) {
+  const opener = patient.document(id, Date.now());
+  try {
+    const about = JSON.parse(opener.about());
+    status(`Fetching ${about.title} (sealed) and opening it here…`);
+    const r = await fetch(`/sync/blobs/${about.hash}?size=${about.stored}`, {
+      headers: { 'x-cophr-proof': patient.blobProof('get', about.hash, about.stored, Date.now()) },
+      cache: 'no-store',
+    });
+    if (!r.ok) throw new Error(`The host did not send the file: ${hostError(r.status, await r.text())}`);
+    const reader = r.body.getReader();
+    const parts = [];
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      const plain = opener.push(value);
+      if (plain.length) parts.push(plain);
+    }
+    opener.finish();
+    return { about, blob: new Blob(parts, { type: about['media-type'] || 'application/octet-stream' }) };
+  } finally {
+    opener.free();
+  }
+}
+
+const EXTENSIONS = {
+  'application/pdf': 'pdf', 'image/jpeg': 'jpg', 'image/png': 'png', 'application/dicom': 'dcm',
+  'text/plain': 'txt',
+};
+
+function fileName(about) {
+  const base = (about.title || 'document').replace(/[^A-Za-z0-9 ._-]/g, '_').slice(0, 100) || 'document';
+  const ext = EXTENSIONS[about['media-type']];
+  return ext && !base.toLowerCase().endsWith(`.${ext}`) ? `${base}.${ext}` : base;
+}
+
+function size(n) {
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)} MiB`;
+  if (n >= 1024) return `${Math.floor(n / 1024)} KiB`;
+  return `${n} bytes`;
+}
+
+function closeDocument() {
+  for (const u of urls) URL.revokeObjectURL(u);
+  urls = [];
+  $('document-preview').replaceChildren();
+  $('document').hidden = true;
+}
+
+async function showDocument(id) {
+  clearError();
+  try {
+    const { about, blob } = await openDocument(id);
+    closeDocument();
+    const url = URL.createObjectURL(blob);
+    urls.push(url);
+    const type = about['media-type'];
+    $('document-title').textContent = about.title;
+    $('document-about').textContent = `${type}, ${size(about.size)}; opened and checked in this page.`;
+    let preview;
+    if (type.startsWith('image/')) preview = h('img', { src: url, alt: about.title });
+    else if (type === 'application/pdf') preview = h('iframe', { src: url, title: about.title });
+    else preview = h('p', {}, 'No preview for this type: download it.');
+    $('document-preview').replaceChildren(preview);
+    $('document').hidden = false;
+    $('document-title').focus();
+    status(`Showing ${about.title}.`);
+  } catch (e) {
+    showError(e);
+  }
+}
+
+async function downloadDocument(id) {
+  clearError();
+  try {
+    const { about, blob } = await openDocument(id);
+    const url = URL.createObjectURL(blob);
+    urls.push(url);
+    const a = h('a', { href: url, download: fileName(about), hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    status(`Downloaded ${about.title} (${size(about.size)}), opened and checked in this page.`);
+  } catch (e) {
+    showError(e);
+  }
+}
+
+function onItemsClick(ev) {
+  const b = ev.target.closest('button[data-id]');
+  if (!b) return;
+  if (b.classList.contains('doc-show')) showDocument(b.dataset.id);
+  else if (b.classList.contains('doc-download')) downloadDocument(b.dataset.id);
+}
+
 function lock() {
+  closeDocument();
   if (patient) patient.free();
   patient = null;
   $('items').replaceChildren();
@@ -229,6 +418,9 @@ async function main() {
   renderFields();
   $('unlock-form').addEventListener('submit', unlock);
   $('add-form').addEventListener('submit', add);
+  $('attach-form').addEventListener('submit', attach);
+  $('items').addEventListener('click', onItemsClick);
+  $('document-close').addEventListener('click', closeDocument);
   $('lock').addEventListener('click', lock);
   document.body.dataset.ready = 'true';
 }

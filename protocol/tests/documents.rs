@@ -445,3 +445,41 @@ fn a_hosts_total_quota_counts_a_document_held_for_two_records_once() {
     let refused = push_to(&host, &mut store, &mary, &entries(&mary), 4);
     assert!(over_quota_reason(&refused).contains("in all"));
 }
+
+#[test]
+fn a_browser_upload_counts_against_the_record_quota_before_its_entry_is_written() {
+    use cophr_protocol::sync::server::Quotas;
+    use cophr_protocol::sync::{http_blob_client, BlobOp};
+    let george = Fixture::new(67, "George");
+    let all: Vec<_> = george.record.entries().collect();
+    let entry_bytes: u64 = all.iter().map(|v| v.signed().bytes().len() as u64).sum();
+    let server = quota_host(Quotas {
+        record_bytes: Some(entry_bytes + 10_000),
+        ..Quotas::default()
+    });
+    let mut store = MemStore::new(key(67, "Host"));
+    assert!(matches!(
+        push_to(&server, &mut store, &george, &all, 1),
+        Response::Pushed { ref rejected, .. } if rejected.is_empty()
+    ));
+    let upload = |doc: &BlobRef, nonce: u8| {
+        let proof = Proof::new(
+            &george.patient,
+            george.record.id(),
+            &http_blob_client(BlobOp::Put, doc),
+            b"host",
+            [nonce; 16],
+            george.now,
+        );
+        server.blob_put(&store, "browser", &proof, doc, george.now)
+    };
+    let (_, large) = named("CT head", 3, 50_000);
+    match upload(&large, 2) {
+        Err((r, _)) => {
+            over_quota_reason(&r);
+        }
+        Ok(_) => panic!("a 50,000-byte upload fits a 10,000-byte margin"),
+    }
+    let (_, small) = named("Letter", 4, 5_000);
+    assert_eq!(upload(&small, 3).ok(), Some(george.patient.actor()));
+}

@@ -581,6 +581,41 @@ async fn drive(
     Outcome { export_file }
 }
 
+/// A valid PNG (the 2×2 red one) of about `extra` bytes more: a private ancillary chunk of
+/// pseudo-random bytes from `seed` (which decoders skip), so the file spans several sealed
+/// segments and holds byte runs found nowhere else.
+fn big_png(extra: usize, seed: u64) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xedb8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut chunk = b"cpHr".to_vec();
+    chunk.extend((0..extra).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 24) as u8
+    }));
+    // Signature and IHDR (33 bytes), the chunk, then IDAT and IEND.
+    let mut png = RED_PNG[..33].to_vec();
+    png.extend((extra as u32).to_be_bytes());
+    png.extend(&chunk);
+    png.extend(crc32(&chunk).to_be_bytes());
+    png.extend(&RED_PNG[33..]);
+    png
+}
+
 /// A discharge summary, attached from the page.
 const DISCHARGE: &str = "Discharge summary\nHome on ramipril 5 mg; district nurse for dressings.\n";
 
@@ -733,10 +768,13 @@ fn the_patient_uses_the_web_app_in_a_real_browser() {
 
 /// Starts a browser session (its profile in `profile`) through `driver`.
 async fn browser(driver: &Driver, profile: &Path) -> Client {
+    browser_with(driver, profile, None).await
+}
+
+/// [`browser`], saving downloads into `downloads` when given.
+async fn browser_with(driver: &Driver, profile: &Path, downloads: Option<&Path>) -> Client {
     let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
+    let mut options = json!({
             "binary": CHROMIUM,
             "args": [
                 "--headless=new",
@@ -751,8 +789,14 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
                 "--window-size=1280,1200",
                 format!("--user-data-dir={}", profile.display()),
             ],
-        }),
-    );
+    });
+    if let Some(dir) = downloads {
+        options["prefs"] = json!({
+            "download.default_directory": dir.display().to_string(),
+            "download.prompt_for_download": false,
+        });
+    }
+    caps.insert("goog:chromeOptions".into(), options);
     let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&driver.url())
@@ -1334,9 +1378,13 @@ async fn wait_value_or_empty(c: &Client, css: &str) -> String {
 /// host's `/patient.html` in a fresh browser: a wrong passphrase opens nothing; the right
 /// one opens his key backup **in the page** (WebAssembly), which fetches his sealed record
 /// over `POST /sync`, opens it there, and writes a new allergy sealed and signed there.
+/// He attaches a photo (a PNG of several segments) and a PDF from the page: each sealed
+/// there, listed with its type and size; the photo previews (rendered) and downloads byte
+/// for byte, opened in the page from the sealed bytes the host serves.
 /// Afterwards the host's files and memory hold neither the passphrase nor anything George
-/// wrote in the browser, and George's own node, back again, pulls the browser's entry,
-/// signed by his key, and reads it.
+/// wrote in the browser (nor do its files hold a byte run of the photo or the PDF, or their
+/// titles), and George's own node, back again, pulls the browser's entry, signed by his
+/// key, and reads it.
 #[test]
 fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
     use cli_support::search;
@@ -1390,11 +1438,28 @@ fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
         .trim_end_matches('/')
         .to_owned();
 
+    // The documents George attaches from the page, and what of them must never reach the
+    // host in clear: their titles and a run of each file's bytes.
+    let photo_title = ["Blister", "on", "the", "heel"].join(" ");
+    let letter_title = ["Podiatry", "referral", "letter"].join(" ");
+    let letter_words = ["Numbat", "orthotic", "insoles"].join("-");
+    let files = tempfile::TempDir::new().expect("a directory for the files");
+    let photo = big_png(150_000, 14);
+    let photo_file = files.path().join("heel.png");
+    std::fs::write(&photo_file, &photo).expect("write the photo");
+    let letter = format!(
+        "%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n2 0 obj << /Type /Pages \
+         /Kids [] /Count 0 >> endobj\n% {letter_words}\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+    );
+    let letter_file = files.path().join("referral.pdf");
+    std::fs::write(&letter_file, &letter).expect("write the letter");
+    let downloads = tempfile::TempDir::new().expect("a downloads directory");
+
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let driver = Driver::start();
     let rt = runtime();
     let added = rt.block_on(async {
-        let c = browser(&driver, profile.path()).await;
+        let c = browser_with(&driver, profile.path(), Some(downloads.path())).await;
         c.goto(&format!("{base}/patient.html"))
             .await
             .expect("open the page");
@@ -1422,6 +1487,78 @@ fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
         click(&c, "#add-form button[type=submit]").await;
         let status = wait_text(&c, "#status", "Added").await;
         wait_text(&c, "#items", &new_words).await;
+
+        // He attaches a photo and a PDF from the page: sealed there, segment by segment,
+        // the sealed bytes sent to the host, the entry written sealed and pushed.
+        for (file, title) in [(&photo_file, &photo_title), (&letter_file, &letter_title)] {
+            wait_for(&c, "#attach-file")
+                .await
+                .send_keys(file.to_str().expect("utf-8 path"))
+                .await
+                .expect("choose the file");
+            type_into(&c, "#attach-doc-title", title).await;
+            click(&c, "#attach-form button[type=submit]").await;
+            wait_text(&c, "#status", &format!("Attached {title}")).await;
+        }
+        // Listed with their types and sizes.
+        let listed = wait_text(&c, "#items", &letter_title).await;
+        assert!(
+            listed.contains(&format!("{photo_title} (image/png, 146 KiB")),
+            "{listed}"
+        );
+        assert!(listed.contains("application/pdf"), "{listed}");
+
+        // The photo previews: fetched sealed, opened in the page, rendered.
+        let press = |class: &'static str, title: String| {
+            let c = c.clone();
+            async move {
+                c.execute(
+                    "const li = [...document.querySelectorAll('#items li')]
+                       .find((l) => l.textContent.includes(arguments[0]));
+                     li.querySelector(arguments[1]).click();",
+                    vec![json!(title), json!(class)],
+                )
+                .await
+                .expect("press the document's button");
+            }
+        };
+        press(".doc-show", photo_title.clone()).await;
+        wait_for(&c, "#document-preview img").await;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let w = c
+                .execute(
+                    "const i = document.querySelector('#document-preview img'); \
+                     return i && i.complete ? i.naturalWidth : 0;",
+                    vec![],
+                )
+                .await
+                .expect("read the image's width");
+            if w.as_u64().unwrap_or(0) > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the photo did not render: {w}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        wait_text(&c, "#status", &format!("Showing {photo_title}")).await;
+        let png = c.screenshot().await.expect("a screenshot");
+        screenshot(&png, "patient-browser-document.png");
+
+        // Downloaded: the file, byte for byte.
+        press(".doc-download", photo_title.clone()).await;
+        wait_text(&c, "#status", &format!("Downloaded {photo_title}")).await;
+        let saved = downloads.path().join(format!("{photo_title}.png"));
+        let deadline = Instant::now() + DEADLINE;
+        while std::fs::read(&saved).ok().as_deref() != Some(&photo[..]) {
+            assert!(
+                Instant::now() < deadline,
+                "the download is not the photo: {:?}",
+                std::fs::read_dir(downloads.path())
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        click(&c, "#document-close").await;
         let png = c.screenshot().await.expect("a screenshot");
         screenshot(&png, "patient-browser.png");
 
@@ -1445,15 +1582,34 @@ fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
     eventually("the host to hold the browser's entries", || {
         held(&host) > before
     });
-    let needles = [old_words.as_str(), new_words.as_str(), passphrase.as_str()];
+    let needles = [
+        old_words.as_str(),
+        new_words.as_str(),
+        passphrase.as_str(),
+        photo_title.as_str(),
+        letter_title.as_str(),
+        letter_words.as_str(),
+    ];
     let in_files = search::in_files(host.dir(), &needles);
-    assert_eq!(in_files, vec![0, 0, 0], "the host's files hold {needles:?}");
+    assert_eq!(in_files, vec![0; 6], "the host's files hold {needles:?}");
     let in_memory = search::in_memory(host_node.pid(), &needles);
+    assert_eq!(in_memory, vec![0; 6], "the host's memory holds {needles:?}");
+    // Nor a run of the photo's bytes (from its middle, and past its first segment), while
+    // its blob store holds the sealed bytes.
+    let runs: [&[u8]; 2] = [&photo[70_000..70_064], &photo[140_000..140_064]];
     assert_eq!(
-        in_memory,
-        vec![0, 0, 0],
-        "the host's memory holds {needles:?}"
+        search::bytes_in_files(host.dir(), &runs),
+        vec![0, 0],
+        "the host's files hold the photo's bytes"
     );
+    let blobs = std::fs::read_dir(host.dir().join("store").join("blobs"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".blob"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(blobs, 2, "the host keeps the two documents, sealed");
 
     // George's own node, back, pulls it: his key signed it, and opens it.
     let _george_node = Node::start(&george, &[]);

@@ -22,18 +22,38 @@
 //!   ([`super::web::CONTENT_SECURITY_POLICY`]) plus
 //!   `'wasm-unsafe-eval'` (WebAssembly compilation; still no inline or remote script).
 //!
+//! - `PUT /sync/blobs/{hash}`: the record's patient hands this host a document's **sealed**
+//!   bytes (sealed in the page under a key the host never sees; `docs/documents.md`),
+//!   before the entry naming them is pushed. Its length is the declared stored size; the
+//!   bytes stream into the blob store and are kept only if they are exactly that many and
+//!   hash to `{hash}` (else 422 and nothing is kept). At most [`MAX_BLOB_BYTES`], with the
+//!   time allowance of a document upload ([`super::MIN_UPLOAD_RATE`]).
+//! - `GET /sync/blobs/{hash}?size=N`: a document's sealed bytes, whole, to whoever may see
+//!   an entry naming it, audited before a byte is sent, every byte checked against the hash
+//!   as it is read from the blob store. The page checks the hash again and opens them.
+//!
+//!   Both carry a proof of key possession in [`PROOF_HEADER`], bound to this host and to
+//!   exactly that transfer ([`cophr_protocol::sync::http_blob_client`]), and both are
+//!   decided by the node's own sync server ([`cophr_protocol::sync::server::Server::blob_put`],
+//!   [`cophr_protocol::sync::server::Server::blob_get`]): the rules a slice of a document
+//!   over sync has, without the proof tree a page cannot check.
+//!
 //! These paths need no API token: a request proves who sends it by its signed proof, as
 //! over libp2p, and a page is public.
 
+use std::io::Read;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use cophr_protocol::sync::{self, Request, HTTP_CLIENT, MAX_MESSAGE_BYTES};
+use cophr_protocol::blob::{plain_len, BlobHash, BlobRef, MAX_BLOB_BYTES};
+use cophr_protocol::sync::{self, Proof, Refusal, Request, HTTP_CLIENT, MAX_MESSAGE_BYTES};
 use data_encoding::BASE64;
 use serde_json::json;
 
@@ -54,10 +74,11 @@ pub const WASM: &[u8] = include_bytes!("../../web/pkg/cophr_wasm_bg.wasm");
 /// The media type of a sync message over HTTP.
 pub const CBOR: &str = "application/cbor";
 
-/// The page's policy: the app's, and WebAssembly compilation.
+/// The page's policy: the app's (documents opened in the page shown from `blob:` URLs),
+/// and WebAssembly compilation.
 pub const PATIENT_CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
-     form-action 'self'; frame-ancestors 'none'";
+     style-src 'self'; img-src 'self' data: blob:; frame-src blob:; connect-src 'self'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Paths of this module served without a token.
 pub const PUBLIC: &[&str] = &[
@@ -69,9 +90,26 @@ pub const PUBLIC: &[&str] = &[
     "/pkg/cophr_wasm_bg.wasm",
 ];
 
+/// Where a document's sealed bytes are put and got (`{BLOBS}{hash}`).
+pub const BLOBS: &str = "/sync/blobs/";
+
+/// The request header carrying a blob transfer's proof: the [`Proof`]'s canonical CBOR,
+/// base64 (standard alphabet, padded).
+pub const PROOF_HEADER: &str = "x-cophr-proof";
+
+/// The longest [`PROOF_HEADER`] value accepted (a proof with attestations is a few KiB).
+pub const MAX_PROOF_HEADER: usize = 64 * 1024;
+
+/// Whether `path` is served without a token: the page's files, `/sync`, and a document's
+/// sealed bytes (`/sync/blobs/{hash}`, proved by the request's own proof).
+pub fn is_public(path: &str) -> bool {
+    PUBLIC.contains(&path) || path.strip_prefix(BLOBS).is_some_and(|h| !h.contains('/'))
+}
+
 /// The routes (full paths).
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/sync/blobs/{hash}", get(get_blob).put(put_blob))
         .route(
             "/sync",
             get(info)
@@ -155,6 +193,266 @@ async fn answer(
             (header::CACHE_CONTROL, "no-store"),
         ],
         sync::encode(&response),
+    )
+        .into_response())
+}
+
+/// Who is calling, for the audit trail: the address a request came from.
+fn caller(from: Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
+    match from {
+        Some(Extension(ConnectInfo(addr))) => format!("web client at {}", addr.ip()),
+        None => "web client".to_owned(),
+    }
+}
+
+/// The document a blob request names, and the proof it carries.
+fn blob_request(headers: &HeaderMap, hash: &str, size: u64) -> Result<(Proof, BlobRef), ApiError> {
+    let hash: BlobHash = hash
+        .parse()
+        .map_err(|e| ApiError::invalid(format!("{hash:.80}: {e}")))?;
+    if size > MAX_BLOB_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("a document's sealed bytes are at most {MAX_BLOB_BYTES} bytes, not {size}"),
+        ));
+    }
+    plain_len(size).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let text = headers
+        .get(PROOF_HEADER)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_proof",
+                format!("give a proof in {PROOF_HEADER}"),
+            )
+        })?
+        .as_bytes();
+    if text.len() > MAX_PROOF_HEADER {
+        return Err(ApiError::invalid(format!(
+            "{PROOF_HEADER} is longer than {MAX_PROOF_HEADER} bytes"
+        )));
+    }
+    let cbor = data_encoding::BASE64
+        .decode(text)
+        .map_err(|_| ApiError::invalid(format!("{PROOF_HEADER} is not base64")))?;
+    let proof: Proof = sync::decode(&cbor)
+        .map_err(|e| ApiError::invalid(format!("{PROOF_HEADER} is not a proof: {e}")))?;
+    Ok((proof, BlobRef { hash, size }))
+}
+
+/// A refusal of the sync server as an HTTP error.
+fn refusal(response: sync::Response) -> ApiError {
+    let (code, reason) = match response {
+        sync::Response::Refused { code, reason } => (code, reason),
+        other => return ApiError::internal(format!("unexpected answer: {}", other.kind())),
+    };
+    let (status, name) = match code {
+        Refusal::BadProof => (StatusCode::UNAUTHORIZED, "bad_proof"),
+        Refusal::NoAccess => (StatusCode::FORBIDDEN, "no_access"),
+        Refusal::AssuranceRequired => (StatusCode::FORBIDDEN, "assurance_required"),
+        Refusal::DocumentNotHeld => (StatusCode::NOT_FOUND, "not_held"),
+        Refusal::OverQuota => (StatusCode::INSUFFICIENT_STORAGE, "over_quota"),
+        Refusal::Malformed => (StatusCode::BAD_REQUEST, "invalid_input"),
+        Refusal::RateLimited | Refusal::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    };
+    ApiError::new(status, name, reason)
+}
+
+/// Reads an upload's bytes on their way into the blob store, and ends it with an error
+/// instead of the end of the stream unless exactly the declared bytes came: `doc.size` of
+/// them, hashing to `doc.hash`. The blob store deletes an import that fails, so bytes that
+/// are not what was declared are never kept.
+struct Checked<R> {
+    inner: R,
+    doc: BlobRef,
+    hasher: blake3::Hasher,
+    read: u64,
+    /// Set when the bytes were not the declared ones (else the stream failed).
+    mismatch: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for Checked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        let wrong = if n == 0 {
+            self.read != self.doc.size || BlobHash::from(self.hasher.finalize()) != self.doc.hash
+        } else {
+            self.read > self.doc.size
+        };
+        if wrong {
+            self.mismatch.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not the bytes declared",
+            ));
+        }
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// `PUT /sync/blobs/{hash}`: the record's patient hands this host a document's sealed
+/// bytes (their length the stored size; the proof in [`PROOF_HEADER`]).
+async fn put_blob(
+    State(st): State<AppState>,
+    from: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use futures::StreamExt;
+    let node = st.node().ok_or_else(no_node)?.clone();
+    let size: u64 = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                "give the sealed bytes' length (Content-Length)",
+            )
+        })?;
+    let (proof, doc) = blob_request(&headers, &hash, size)?;
+    let label = caller(from);
+    let asking = node.clone();
+    let allowed = st
+        .blocking(move |_| Ok(asking.blob_put_http(&proof, &doc, &label)))
+        .await?;
+    if let Err((response, effects)) = allowed {
+        node.after_http(effects).await.map_err(|_| no_node())?;
+        return Err(refusal(response));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(UPLOAD_QUEUE);
+    let mismatch = Arc::new(AtomicBool::new(false));
+    let reader = Checked {
+        inner: super::api::ChannelReader::new(rx),
+        doc,
+        hasher: blake3::Hasher::new(),
+        read: 0,
+        mismatch: mismatch.clone(),
+    };
+    let store = st.store().clone();
+    let import = tokio::task::spawn_blocking(move || store.blobs().import(reader));
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| e.to_string());
+        let failed = chunk.is_err();
+        if tx.send(chunk).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    match import.await {
+        Ok(Ok((hash, stored))) if hash == doc.hash && stored == doc.size => {}
+        Ok(Ok(_)) => {
+            return Err(ApiError::internal(
+                "the blob store kept other bytes than those checked",
+            ))
+        }
+        Ok(Err(_)) if mismatch.load(Ordering::Relaxed) => {
+            return Err(ApiError::unprocessable(format!(
+                "the bytes sent are not the {} bytes hashing to {} declared: nothing was kept",
+                doc.size, doc.hash
+            )))
+        }
+        Ok(Err(e)) => return Err(ApiError::invalid(format!("the bytes were not stored: {e}"))),
+        Err(e) => return Err(ApiError::internal(format!("the upload failed: {e}"))),
+    }
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({"hash": doc.hash.to_hex(), "size": doc.size})),
+    )
+        .into_response())
+}
+
+/// Request bodies' chunks queued on their way to a blocking import.
+const UPLOAD_QUEUE: usize = 8;
+
+/// Bytes read from the blob store per piece of a download.
+const PIECE: usize = 64 * 1024;
+/// Pieces read ahead of the client, at most.
+const AHEAD: usize = 4;
+
+#[derive(Debug, serde::Deserialize)]
+struct BlobQuery {
+    /// The stored size, as the entry names it.
+    size: u64,
+}
+
+/// `GET /sync/blobs/{hash}?size=N`: a document's sealed bytes, whole, for a reader of an
+/// entry naming it (the proof in [`PROOF_HEADER`]).
+async fn get_blob(
+    State(st): State<AppState>,
+    from: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Path(hash): Path<String>,
+    Query(q): Query<BlobQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let node = st.node().ok_or_else(no_node)?.clone();
+    let (proof, doc) = blob_request(&headers, &hash, q.size)?;
+    let label = caller(from);
+    let asking = node.clone();
+    let allowed = st
+        .blocking(move |_| Ok(asking.blob_get_http(&proof, &doc, &label)))
+        .await?;
+    if let Err((response, effects)) = allowed {
+        node.after_http(effects).await.map_err(|_| no_node())?;
+        return Err(refusal(response));
+    }
+    let not_held = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_held",
+            "the document is not held here",
+        )
+    };
+    let reader = st
+        .store()
+        .blobs()
+        .open_blob(&doc.hash)
+        .map_err(|_| not_held())?;
+    if reader.size() != doc.size {
+        return Err(not_held());
+    }
+    // A blocking thread reads the bytes, checked against the hash, a few pieces ahead of
+    // the client; a piece that does not check out ends the response early (the client
+    // sees a body shorter than its length, never wrong bytes).
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        loop {
+            let mut piece = vec![0u8; PIECE];
+            let n = match reader.read(&mut piece) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a document's sealed bytes did not check out while served");
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            piece.truncate(n);
+            if tx.blocking_send(Ok(piece)).is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, doc.size.to_string()),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        ],
+        Body::from_stream(stream),
     )
         .into_response())
 }

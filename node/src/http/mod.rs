@@ -625,7 +625,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Whether `path` is served without a token ([`PUBLIC_PATHS`] and the emergency summary
 /// page's paths, [`share::is_public`]).
 pub fn is_public(path: &str) -> bool {
-    PUBLIC_PATHS.contains(&path) || browser::PUBLIC.contains(&path) || share::is_public(path)
+    PUBLIC_PATHS.contains(&path) || browser::is_public(path) || share::is_public(path)
 }
 
 /// The bearer-token check in front of every route but [`PUBLIC_PATHS`]: 401 with
@@ -747,10 +747,17 @@ async fn time_limit(State(rl): State<RequestLimit>, req: Request, next: Next) ->
 /// hold a request open for longer than its file needs.
 pub const MIN_UPLOAD_RATE: u64 = 1 << 20;
 
-/// The time a document upload (`POST …/documents`) may take beyond the request time limit,
-/// from its declared length ([`MIN_UPLOAD_RATE`]); nothing for other requests.
+/// The time a document upload (`POST …/documents`, or a browser's sealed bytes, `PUT
+/// /sync/blobs/{hash}`) may take beyond the request time limit, from its declared length
+/// ([`MIN_UPLOAD_RATE`]); nothing for other requests.
 fn upload_allowance(req: &Request) -> std::time::Duration {
-    if req.method() != axum::http::Method::POST || !req.uri().path().ends_with("/documents") {
+    let path = req.uri().path();
+    let upload = match *req.method() {
+        axum::http::Method::POST => path.ends_with("/documents"),
+        axum::http::Method::PUT => path.starts_with(browser::BLOBS),
+        _ => false,
+    };
+    if !upload {
         return std::time::Duration::ZERO;
     }
     let len: u64 = req

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use cophr_protocol::home::{dht_key, SignedPointer};
 use cophr_protocol::sync::{Refusal, Request, Response, PROTOCOL};
 use cophr_protocol::trust::{SignedAttestation, TrustList};
-use cophr_protocol::{EntryId, Keypair, RecordId, Timestamp};
+use cophr_protocol::{ActorId, EntryId, Keypair, RecordId, Timestamp};
 
 use super::server::{Effect, Peer, Server};
 use super::{client, Behaviour, BehaviourEvent, NetConfig, NetError};
@@ -288,6 +288,36 @@ impl NodeHandle {
         let peer = Peer { id, label };
         let mut store = self.store.clone();
         self.server.handle(&mut store, &peer, request, now_ms())
+    }
+
+    /// Whether a browser may hand this node a document's sealed bytes over HTTP (`PUT
+    /// /sync/blobs/{hash}`): the sync server's rule ([`cophr_protocol::sync::server::Server::blob_put`],
+    /// the record's patient only, the proof bound to this upload). Blocking: call it from
+    /// a blocking thread, then [`NodeHandle::after_http`] with the effects of a refusal.
+    pub fn blob_put_http(
+        &self,
+        proof: &cophr_protocol::sync::Proof,
+        doc: &cophr_protocol::blob::BlobRef,
+        label: &str,
+    ) -> Result<ActorId, (Response, Vec<Effect>)> {
+        self.server
+            .blob_put(&self.store, label, proof, doc, now_ms())
+    }
+
+    /// Whether a browser may fetch a document's sealed bytes over HTTP (`GET
+    /// /sync/blobs/{hash}`): the sync server's rule for a document
+    /// ([`cophr_protocol::sync::server::Server::blob_get`]: whoever may see an entry naming
+    /// it, the proof bound to this download), audited before a byte is sent. Blocking, as
+    /// [`NodeHandle::blob_put_http`].
+    pub fn blob_get_http(
+        &self,
+        proof: &cophr_protocol::sync::Proof,
+        doc: &cophr_protocol::blob::BlobRef,
+        label: &str,
+    ) -> Result<ActorId, (Response, Vec<Effect>)> {
+        let mut store = self.store.clone();
+        self.server
+            .blob_get(&mut store, label, proof, doc, now_ms())
     }
 
     /// Acts on the effects of an answer over HTTP: entries stored are pushed on and

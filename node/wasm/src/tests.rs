@@ -248,3 +248,161 @@ fn a_proof_made_for_http_is_refused_over_another_transport() {
         "{answer:?}"
     );
 }
+
+/// Seals `file` as the page does: slice by slice, as the sealer says.
+fn seal_in_page(file: &[u8], rng: &mut ChaCha20Rng) -> (SealedDocument, Vec<u8>) {
+    let mut sealer = DocumentSealer::new(file.len() as u64, rng).expect("a sealer");
+    let mut sealed = Vec::new();
+    for i in 0..sealer.segments() {
+        let (at, len) = sealer.span(i).expect("a segment");
+        let at = at as usize;
+        sealed.extend(sealer.seal(&file[at..at + len]).expect("sealed"));
+    }
+    (sealer.finish().expect("every segment sealed"), sealed)
+}
+
+#[test]
+fn a_document_sealed_in_the_page_is_uploaded_named_and_opened_back_only_by_its_readers() {
+    let mut w = world();
+    let mut p = Patient::open(&w.backup.clone(), PASS, None, HOST).expect("opens");
+    sync(&mut w, &mut p, false, T0 + 3000);
+    // A PDF of three segments and a bit.
+    let mut file = b"%PDF-1.4\n% written in the browser\n".to_vec();
+    file.extend((0..3 * blob::SEGMENT_BYTES as u32 + 77).map(|i| (i % 251) as u8));
+    let (doc, sealed) = seal_in_page(&file, &mut w.rng);
+    assert_eq!(doc.media_type, "application/pdf");
+    let r = doc.blob_ref();
+    assert_eq!(r.size, sealed.len() as u64);
+    assert_eq!(r.hash, BlobHash::of(&sealed));
+    assert!(
+        !sealed.windows(16).any(|s| s == &file[40..56]),
+        "the sealed bytes hold no plaintext"
+    );
+    let nonce = |rng: &mut ChaCha20Rng| {
+        let mut n = [0u8; 16];
+        rng.fill_bytes(&mut n);
+        n
+    };
+    let proof = |p: &Patient, op, r: &BlobRef, rng: &mut ChaCha20Rng| -> Proof {
+        sync::decode(&p.blob_proof(op, r, T0 + 4000, nonce(rng))).expect("a proof")
+    };
+    // The host's rule for the upload: the patient, with a proof for exactly this upload.
+    let put = proof(&p, BlobOp::Put, &r, &mut w.rng);
+    let by = w
+        .server
+        .blob_put(&w.host, "web client", &put, &r, T0 + 4000)
+        .expect("the patient may upload");
+    assert_eq!(by, w.george.actor());
+    // The same proof again (a replay), or made for another document or for a get: refused.
+    let refused = |x: Result<ActorId, (Response, Vec<sync::server::Effect>)>| match x {
+        Err((Response::Refused { code, .. }, _)) => code,
+        other => panic!("not refused: {other:?}"),
+    };
+    assert_eq!(
+        refused(w.server.blob_put(&w.host, "web", &put, &r, T0 + 4000)),
+        Refusal::BadProof
+    );
+    let other = BlobRef {
+        hash: BlobHash::of(b"another"),
+        size: r.size,
+    };
+    let for_other = proof(&p, BlobOp::Put, &other, &mut w.rng);
+    assert_eq!(
+        refused(w.server.blob_put(&w.host, "web", &for_other, &r, T0 + 4000)),
+        Refusal::BadProof
+    );
+    // The host keeps the sealed bytes; the page writes the entry and pushes it.
+    assert_eq!(w.host.put_document(sealed.clone()), r);
+    let id = p
+        .add_document(
+            &doc,
+            "Letter from the clinic",
+            Some("2025-03-01"),
+            T0 + 4000,
+            &mut w.rng,
+        )
+        .expect("written");
+    let report = sync(&mut w, &mut p, true, T0 + 5000);
+    assert_eq!(report["error"], Value::Null, "{report}");
+    // Listed with its sizes, never its key.
+    let items = p.items(T0 + 5000);
+    let listed = items["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["category"] == "documents")
+        .expect("the document is listed")
+        .clone();
+    assert_eq!(listed["body"]["file"]["size"], file.len() as u64);
+    assert_eq!(listed["body"]["file"]["hash"], r.hash.to_hex());
+    assert!(listed["body"]["file"].get("key").is_none(), "{listed}");
+    assert!(listed["summary"]
+        .as_str()
+        .unwrap_or("")
+        .contains("application/pdf"));
+
+    // Fetching it back: George may (audited), and the bytes open to the file in any pieces.
+    let get = proof(&p, BlobOp::Get, &r, &mut w.rng);
+    w.server
+        .blob_get(&mut w.host, "web client", &get, &r, T0 + 5000)
+        .expect("the patient may fetch it");
+    let mut opener = p.document(&id.to_string(), T0 + 5000).expect("an opener");
+    assert_eq!(opener.blob_ref(), r);
+    assert_eq!(opener.about()["media-type"], "application/pdf");
+    let mut opened = Vec::new();
+    for piece in sealed.chunks(10_000) {
+        opened.extend(opener.push(piece).expect("opens"));
+    }
+    opener.finish().expect("whole and the document's");
+    assert_eq!(opened, file);
+    // Other bytes, a flipped byte or too few are errors, never the file.
+    let mut flipped = sealed.clone();
+    flipped[70_000] ^= 1;
+    let mut o = p.document(&id.to_string(), T0 + 5000).expect("an opener");
+    assert!(o.push(&flipped).is_err());
+    let mut o = p.document(&id.to_string(), T0 + 5000).expect("an opener");
+    o.push(&sealed[..sealed.len() - 1])
+        .expect("whole segments open");
+    assert!(o.finish().is_err(), "a short answer is refused");
+    let mut o = p.document(&id.to_string(), T0 + 5000).expect("an opener");
+    let mut longer = sealed.clone();
+    longer.push(0);
+    assert!(o.push(&longer).is_err());
+
+    // Someone without access (Mary, no grant) gets the refusal a missing document gets.
+    let mary = key(8, "Mary");
+    let as_mary = Patient::with_key(mary, w.george.actor(), HOST);
+    let mary_get = proof(&as_mary, BlobOp::Get, &r, &mut w.rng);
+    assert_eq!(
+        refused(
+            w.server
+                .blob_get(&mut w.host, "web", &mary_get, &r, T0 + 5000)
+        ),
+        Refusal::NoAccess
+    );
+    // Nor may she upload into George's record.
+    let mary_put = proof(&as_mary, BlobOp::Put, &other, &mut w.rng);
+    assert_eq!(
+        refused(
+            w.server
+                .blob_put(&w.host, "web", &mary_put, &other, T0 + 5000)
+        ),
+        Refusal::NoAccess
+    );
+}
+
+#[test]
+fn a_file_of_no_accepted_type_or_too_large_is_refused_before_anything_is_sealed() {
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let mut s = DocumentSealer::new(4, &mut rng).expect("a sealer");
+    assert!(s
+        .seal(&[0, 1, 2, 3])
+        .unwrap_err()
+        .0
+        .contains("accepted type"));
+    assert!(s.finish().is_err());
+    assert!(DocumentSealer::new(blob::MAX_DOCUMENT_BYTES + 1, &mut rng).is_err());
+    // A segment of the wrong length is refused.
+    let mut s = DocumentSealer::new(10, &mut rng).expect("a sealer");
+    assert!(s.seal(b"%PDF-").is_err());
+}

@@ -1,4 +1,170 @@
 /**
+ * A document's sealed bytes being checked and opened in the page (see
+ * [`DocumentOpener`]).
+ */
+export class DocumentOpener {
+    static __wrap(ptr) {
+        const obj = Object.create(DocumentOpener.prototype);
+        obj.__wbg_ptr = ptr;
+        DocumentOpenerFinalization.register(obj, obj.__wbg_ptr, obj);
+        return obj;
+    }
+    __destroy_into_raw() {
+        const ptr = this.__wbg_ptr;
+        this.__wbg_ptr = 0;
+        DocumentOpenerFinalization.unregister(this);
+        return ptr;
+    }
+    free() {
+        const ptr = this.__destroy_into_raw();
+        wasm.__wbg_documentopener_free(ptr, 0);
+    }
+    /**
+     * What the page shows of it (JSON: title, media type, size, hash, stored size).
+     * @returns {string}
+     */
+    about() {
+        let deferred1_0;
+        let deferred1_1;
+        try {
+            const ret = wasm.documentopener_about(this.__wbg_ptr);
+            deferred1_0 = ret[0];
+            deferred1_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred1_0, deferred1_1, 1);
+        }
+    }
+    /**
+     * Once the host's answer has ended: every byte came and they are the document's.
+     */
+    finish() {
+        const ret = wasm.documentopener_finish(this.__wbg_ptr);
+        if (ret[1]) {
+            throw takeFromExternrefTable0(ret[0]);
+        }
+    }
+    /**
+     * The next sealed bytes from the host; the plain bytes of the segments they complete.
+     * @param {Uint8Array | number[]} piece
+     * @returns {Uint8Array}
+     */
+    push(piece) {
+        const ptr0 = passArray8ToWasm0(piece, wasm.__wbindgen_malloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.documentopener_push(this.__wbg_ptr, ptr0, len0);
+        if (ret[3]) {
+            throw takeFromExternrefTable0(ret[2]);
+        }
+        var v2 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v2;
+    }
+}
+if (Symbol.dispose) DocumentOpener.prototype[Symbol.dispose] = DocumentOpener.prototype.free;
+
+/**
+ * A file being sealed in the page (see [`DocumentSealer`]).
+ */
+export class DocumentSealer {
+    __destroy_into_raw() {
+        const ptr = this.__wbg_ptr;
+        this.__wbg_ptr = 0;
+        DocumentSealerFinalization.unregister(this);
+        return ptr;
+    }
+    free() {
+        const ptr = this.__destroy_into_raw();
+        wasm.__wbg_documentsealer_free(ptr, 0);
+    }
+    /**
+     * Once every segment is sealed: `{hash, size, "media-type"}` of the sealed bytes
+     * (JSON; never the key).
+     * @returns {string}
+     */
+    finish() {
+        let deferred2_0;
+        let deferred2_1;
+        try {
+            const ret = wasm.documentsealer_finish(this.__wbg_ptr);
+            var ptr1 = ret[0];
+            var len1 = ret[1];
+            if (ret[3]) {
+                ptr1 = 0; len1 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred2_0 = ptr1;
+            deferred2_1 = len1;
+            return getStringFromWasm0(ptr1, len1);
+        } finally {
+            wasm.__wbindgen_free(deferred2_0, deferred2_1, 1);
+        }
+    }
+    /**
+     * Starts sealing a file of `size` bytes under a fresh random key.
+     * @param {number} size
+     */
+    constructor(size) {
+        const ret = wasm.documentsealer_new(size);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        this.__wbg_ptr = ret[0];
+        DocumentSealerFinalization.register(this, this.__wbg_ptr, this);
+        return this;
+    }
+    /**
+     * Seals the next segment; returns it sealed.
+     * @param {Uint8Array | number[]} bytes
+     * @returns {Uint8Array}
+     */
+    seal(bytes) {
+        const ptr0 = passArray8ToWasm0(bytes, wasm.__wbindgen_malloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.documentsealer_seal(this.__wbg_ptr, ptr0, len0);
+        if (ret[3]) {
+            throw takeFromExternrefTable0(ret[2]);
+        }
+        var v2 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v2;
+    }
+    /**
+     * How many bytes of the file segment `index` covers.
+     * @param {number} index
+     * @returns {number}
+     */
+    segmentLength(index) {
+        const ret = wasm.documentsealer_segmentLength(this.__wbg_ptr, index);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return ret[0];
+    }
+    /**
+     * Where segment `index` starts in the file.
+     * @param {number} index
+     * @returns {number}
+     */
+    segmentStart(index) {
+        const ret = wasm.documentsealer_segmentStart(this.__wbg_ptr, index);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return ret[0];
+    }
+    /**
+     * How many segments the file is sealed in.
+     * @returns {number}
+     */
+    get segments() {
+        const ret = wasm.documentsealer_segments(this.__wbg_ptr);
+        return ret;
+    }
+}
+if (Symbol.dispose) DocumentSealer.prototype[Symbol.dispose] = DocumentSealer.prototype.free;
+
+/**
  * A patient in the page (see [`Patient`]).
  */
 export class Patient {
@@ -26,6 +192,46 @@ export class Patient {
             return getStringFromWasm0(ret[0], ret[1]);
         } finally {
             wasm.__wbindgen_free(deferred1_0, deferred1_1, 1);
+        }
+    }
+    /**
+     * Writes a documents entry naming the document `sealer` sealed (its sealed bytes
+     * already handed to the host); returns its id.
+     * @param {DocumentSealer} sealer
+     * @param {string} title
+     * @param {string} date
+     * @param {number} now_ms
+     * @returns {string}
+     */
+    addDocument(sealer, title, date, now_ms) {
+        let deferred5_0;
+        let deferred5_1;
+        try {
+            _assertClass(sealer, DocumentSealer);
+            const val3 = +now_ms;
+            let ptr0, len0, ptr1, len1;
+            try {
+                ptr0 = passStringToWasm0(title, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+                len0 = WASM_VECTOR_LEN;
+                ptr1 = passStringToWasm0(date, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+                len1 = WASM_VECTOR_LEN;
+            } catch (e) {
+                if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+                if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+                throw e;
+            }
+            const ret = wasm.patient_addDocument(this.__wbg_ptr, sealer.__wbg_ptr, ptr0, len0, ptr1, len1, val3);
+            var ptr4 = ret[0];
+            var len4 = ret[1];
+            if (ret[3]) {
+                ptr4 = 0; len4 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred5_0 = ptr4;
+            deferred5_1 = len4;
+            return getStringFromWasm0(ptr4, len4);
+        } finally {
+            wasm.__wbindgen_free(deferred5_0, deferred5_1, 1);
         }
     }
     /**
@@ -64,6 +270,62 @@ export class Patient {
         } finally {
             wasm.__wbindgen_free(deferred5_0, deferred5_1, 1);
         }
+    }
+    /**
+     * The `x-cophr-proof` header (base64) for one transfer of a document's sealed bytes:
+     * `op` is `put` or `get`, `hash` the sealed bytes' hash (hex), `size` their length.
+     * @param {string} op
+     * @param {string} hash
+     * @param {number} size
+     * @param {number} now_ms
+     * @returns {string}
+     */
+    blobProof(op, hash, size, now_ms) {
+        let deferred6_0;
+        let deferred6_1;
+        try {
+            const val3 = +size;
+            const val4 = +now_ms;
+            let ptr0, len0, ptr1, len1;
+            try {
+                ptr0 = passStringToWasm0(op, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+                len0 = WASM_VECTOR_LEN;
+                ptr1 = passStringToWasm0(hash, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+                len1 = WASM_VECTOR_LEN;
+            } catch (e) {
+                if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+                if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+                throw e;
+            }
+            const ret = wasm.patient_blobProof(this.__wbg_ptr, ptr0, len0, ptr1, len1, val3, val4);
+            var ptr5 = ret[0];
+            var len5 = ret[1];
+            if (ret[3]) {
+                ptr5 = 0; len5 = 0;
+                throw takeFromExternrefTable0(ret[2]);
+            }
+            deferred6_0 = ptr5;
+            deferred6_1 = len5;
+            return getStringFromWasm0(ptr5, len5);
+        } finally {
+            wasm.__wbindgen_free(deferred6_0, deferred6_1, 1);
+        }
+    }
+    /**
+     * An opener for the document of item `id` (the version in effect).
+     * @param {string} id
+     * @param {number} now_ms
+     * @returns {DocumentOpener}
+     */
+    document(id, now_ms) {
+        const val2 = +now_ms;
+        const ptr0 = passStringToWasm0(id, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.patient_document(this.__wbg_ptr, ptr0, len0, val2);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return DocumentOpener.__wrap(ret[0]);
     }
     /**
      * The last request got no answer.
@@ -357,6 +619,12 @@ function __wbg_get_imports() {
     };
 }
 
+const DocumentOpenerFinalization = (typeof FinalizationRegistry === 'undefined')
+    ? { register: () => {}, unregister: () => {} }
+    : new FinalizationRegistry(ptr => wasm.__wbg_documentopener_free(ptr, 1));
+const DocumentSealerFinalization = (typeof FinalizationRegistry === 'undefined')
+    ? { register: () => {}, unregister: () => {} }
+    : new FinalizationRegistry(ptr => wasm.__wbg_documentsealer_free(ptr, 1));
 const PatientFinalization = (typeof FinalizationRegistry === 'undefined')
     ? { register: () => {}, unregister: () => {} }
     : new FinalizationRegistry(ptr => wasm.__wbg_patient_free(ptr, 1));
@@ -365,6 +633,12 @@ function addToExternrefTable0(obj) {
     const idx = wasm.__externref_table_alloc();
     wasm.__wbindgen_externrefs.set(idx, obj);
     return idx;
+}
+
+function _assertClass(instance, klass) {
+    if (!(instance instanceof klass)) {
+        throw new Error(`expected instance of ${klass.name}`);
+    }
 }
 
 function getArrayU8FromWasm0(ptr, len) {

@@ -60,6 +60,33 @@ pub const MAX_CHAINS: usize = 16 * 1024;
 /// the encoding of any libp2p peer id, so a proof made for HTTP is refused over libp2p and
 /// the other way round; the nonce cache refuses a replay either way.
 pub const HTTP_CLIENT: &[u8] = b"/cophr/http/1";
+/// What a browser does with a document's sealed bytes over HTTP (a node's
+/// `/sync/blobs/{hash}`): sync messages carry a document only in verified slices, which a
+/// page has no tree to check, so a browser moves a document's sealed bytes whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobOp {
+    /// The record's patient hands the host a document's sealed bytes (before the entry
+    /// naming them): [`server::Server::blob_put`].
+    Put,
+    /// A reader fetches them: [`server::Server::blob_get`].
+    Get,
+}
+
+/// The client identity a browser's proof names for one transfer of a document's sealed
+/// bytes over HTTP: [`HTTP_CLIENT`], the operation and the document (hash and stored size).
+/// A proof made for one upload or download is good for nothing else (not for a sync
+/// request, another document or the other direction; like [`HTTP_CLIENT`] it encodes no
+/// libp2p peer id), and the nonce cache refuses its replay.
+pub fn http_blob_client(op: BlobOp, doc: &crate::blob::BlobRef) -> Vec<u8> {
+    let op = match op {
+        BlobOp::Put => "put",
+        BlobOp::Get => "get",
+    };
+    let mut id = HTTP_CLIENT.to_vec();
+    id.extend_from_slice(format!(" blob {op} {} {}", doc.hash, doc.size).as_bytes());
+    id
+}
+
 /// How far a proof's time may be from the server's clock.
 pub const PROOF_WINDOW_MS: u64 = 5 * 60 * 1000;
 

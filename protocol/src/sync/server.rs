@@ -10,7 +10,7 @@ use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::{NonceCache, Proof, Refusal, Request, Response, MAX_BATCH, MAX_BATCH_BYTES};
+use super::{BlobOp, NonceCache, Proof, Refusal, Request, Response, MAX_BATCH, MAX_BATCH_BYTES};
 use crate::audit::SignedAudit;
 use crate::entry::{verify_batch, Payload, SignedEntry, Timestamp, Verified};
 use crate::fold::Viewer;
@@ -514,6 +514,143 @@ impl Server {
         }
     }
 
+    /// The entries naming `doc` that `actor` (proven) may see: a document is served to
+    /// whoever may see an entry naming exactly it (hash and size), a relay included; anyone
+    /// else gets the refusal a document no entry names gets (a refusal reveals nothing).
+    fn document_readable<S: SyncStore>(
+        &self,
+        store: &S,
+        proof: &Proof,
+        actor: &ActorId,
+        doc: &crate::blob::BlobRef,
+        now: Timestamp,
+    ) -> Result<Vec<EntryId>, Stop> {
+        let viewer = self.viewer(store, proof, actor, now)?;
+        let entries = store
+            .read(&proof.record, |r| r.document_entries(&viewer, doc))
+            .map_err(failed::<S>)?
+            .unwrap_or_default();
+        if entries.is_empty() {
+            return Err(Response::refused(Refusal::NoAccess).into());
+        }
+        Ok(entries)
+    }
+
+    /// Serving a document is a view of the entries naming it: audited once per reader and
+    /// document per [`DOCUMENT_AUDIT_EVERY_MS`], whichever slice (or whole download) comes
+    /// first.
+    #[allow(clippy::too_many_arguments)]
+    fn audit_document<S: SyncStore>(
+        &self,
+        store: &mut S,
+        record: &RecordId,
+        actor: ActorId,
+        label: &str,
+        doc: &crate::blob::BlobRef,
+        entries: Vec<EntryId>,
+        now: Timestamp,
+    ) -> Result<(), Stop> {
+        let due = {
+            let mut seen = self
+                .document_audits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let key = (actor, doc.hash);
+            let due = seen
+                .get(&key)
+                .is_none_or(|t| now.saturating_sub(*t) >= DOCUMENT_AUDIT_EVERY_MS);
+            if due {
+                if seen.len() >= DOCUMENT_AUDITS {
+                    seen.clear();
+                }
+                seen.insert(key, now);
+            }
+            due
+        };
+        if due {
+            store
+                .audit_served(record, actor, label, entries, now)
+                .map_err(failed::<S>)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a browser may hand this host a document's sealed bytes over HTTP (the
+    /// node's `PUT /sync/blobs/{hash}`; sync carries no document bytes upward): only the
+    /// patient of a record held here, with a proof bound to exactly this upload
+    /// ([`super::http_blob_client`] with [`BlobOp::Put`]). The caller then stores the bytes,
+    /// checked against `doc` before it keeps any. `label` names the caller (its address).
+    /// Returns the patient's actor, or the refusal and its effects.
+    pub fn blob_put<S: SyncStore>(
+        &self,
+        store: &S,
+        label: &str,
+        proof: &Proof,
+        doc: &crate::blob::BlobRef,
+        now: Timestamp,
+    ) -> Result<ActorId, (Response, Vec<Effect>)> {
+        let peer = Peer {
+            id: super::http_blob_client(BlobOp::Put, doc),
+            label: label.to_owned(),
+        };
+        let allowed = (|| {
+            doc.check()
+                .map_err(|e| Response::refused_because(Refusal::Malformed, e.to_string()))?;
+            self.patient_holding(store, &peer, proof, now)?;
+            // The upload comes before the entry naming it: its bytes count against the
+            // quotas now (unless the record names it already, or it is held here).
+            if self.policy.quotas != Quotas::default() {
+                let record = proof.record;
+                let named = store
+                    .read(&record, |r| r.names_document(doc))
+                    .map_err(failed::<S>)?
+                    .unwrap_or(false);
+                let held = !store
+                    .lacks_any_document(std::slice::from_ref(doc))
+                    .map_err(failed::<S>)?;
+                let incoming = Incoming {
+                    record_bytes: if named { 0 } else { doc.size },
+                    total_bytes: if held { 0 } else { doc.size },
+                };
+                let usage = store.usage(&record).map_err(failed::<S>)?;
+                self.policy
+                    .admits(&record, true, false, &usage, &incoming)?;
+            }
+            Ok::<_, Stop>(proof.actor)
+        })();
+        allowed.map_err(settle)
+    }
+
+    /// Whether a browser may fetch a document's sealed bytes whole over HTTP (the node's
+    /// `GET /sync/blobs/{hash}`): the rule of [`Request::Document`] (whoever may see an
+    /// entry naming it; anyone else [`Refusal::NoAccess`]), with a proof bound to exactly
+    /// this download ([`super::http_blob_client`] with [`BlobOp::Get`]), and the document
+    /// held here ([`Refusal::DocumentNotHeld`]). Audited as [`Request::Document`] is, before
+    /// the caller sends a byte. Returns the reader's actor, or the refusal and its effects.
+    pub fn blob_get<S: SyncStore>(
+        &self,
+        store: &mut S,
+        label: &str,
+        proof: &Proof,
+        doc: &crate::blob::BlobRef,
+        now: Timestamp,
+    ) -> Result<ActorId, (Response, Vec<Effect>)> {
+        let peer = Peer {
+            id: super::http_blob_client(BlobOp::Get, doc),
+            label: label.to_owned(),
+        };
+        let allowed = (|| {
+            let actor = self.check(proof, &peer, now)?;
+            let entries = self.document_readable(store, proof, &actor, doc, now)?;
+            if store.lacks_any_document(&[*doc]).map_err(failed::<S>)? {
+                return Err(Response::refused(Refusal::DocumentNotHeld).into());
+            }
+            self.audit_document(store, &proof.record, actor, &peer.label, doc, entries, now)?;
+            Ok::<_, Stop>(actor)
+        })();
+        allowed.map_err(settle)
+    }
+
     /// Answers one request from `peer`, at `now`.
     pub fn handle<S: SyncStore>(
         &self,
@@ -524,11 +661,7 @@ impl Server {
     ) -> (Response, Vec<Effect>) {
         match self.answer(store, peer, req, now) {
             Ok(r) => r,
-            Err(Stop::Refuse(resp)) => (resp, Vec::new()),
-            Err(Stop::Store(e)) => (
-                Response::refused(Refusal::Unavailable),
-                vec![Effect::StoreFailed(e)],
-            ),
+            Err(stop) => settle(stop),
         }
     }
 
@@ -606,14 +739,7 @@ impl Server {
                 len,
             } => {
                 let actor = self.check(&proof, peer, now)?;
-                let viewer = self.viewer(store, &proof, &actor, now)?;
-                let entries = store
-                    .read(&proof.record, |r| r.document_entries(&viewer, &doc))
-                    .map_err(failed::<S>)?
-                    .unwrap_or_default();
-                if entries.is_empty() {
-                    return Err(Response::refused(Refusal::NoAccess).into());
-                }
+                let entries = self.document_readable(store, &proof, &actor, &doc, now)?;
                 if offset >= doc.size.max(1)
                     || len == 0
                     || !offset.is_multiple_of(crate::blob::GROUP_BYTES)
@@ -628,30 +754,7 @@ impl Server {
                     .document_slice(&doc, offset, len)
                     .map_err(failed::<S>)?
                     .ok_or_else(|| Response::refused(Refusal::DocumentNotHeld))?;
-                // Serving a document is a view of the entries naming it: audited once
-                // per reader and document per hour, whichever slice comes first.
-                let due = {
-                    let mut seen = self
-                        .document_audits
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    let key = (actor, doc.hash);
-                    let due = seen
-                        .get(&key)
-                        .is_none_or(|t| now.saturating_sub(*t) >= DOCUMENT_AUDIT_EVERY_MS);
-                    if due {
-                        if seen.len() >= DOCUMENT_AUDITS {
-                            seen.clear();
-                        }
-                        seen.insert(key, now);
-                    }
-                    due
-                };
-                if due {
-                    store
-                        .audit_served(&proof.record, actor, &peer.label, entries, now)
-                        .map_err(failed::<S>)?;
-                }
+                self.audit_document(store, &proof.record, actor, &peer.label, &doc, entries, now)?;
                 Ok((
                     Response::DocumentSlice {
                         offset,
@@ -986,6 +1089,18 @@ fn invitation_refusal(e: InviteError) -> Response {
 
 /// A store failure: the peer learns only that the node could not answer; the driver logs
 /// why.
+/// The answer to a request that stopped early: its refusal, or (the store failed) that
+/// the node could not answer, with the failure to log.
+fn settle(stop: Stop) -> (Response, Vec<Effect>) {
+    match stop {
+        Stop::Refuse(resp) => (resp, Vec::new()),
+        Stop::Store(e) => (
+            Response::refused(Refusal::Unavailable),
+            vec![Effect::StoreFailed(e)],
+        ),
+    }
+}
+
 fn failed<S: SyncStore>(e: S::Error) -> Stop {
     Stop::Store(e.to_string())
 }

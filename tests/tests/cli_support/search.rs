@@ -9,6 +9,13 @@ use memchr::memmem;
 
 /// For each of `needles`, the times it occurs in the files under `dir` (recursively).
 pub fn in_files(dir: &Path, needles: &[&str]) -> Vec<usize> {
+    let bytes: Vec<&[u8]> = needles.iter().map(|n| n.as_bytes()).collect();
+    bytes_in_files(dir, &bytes)
+}
+
+/// For each of `needles` (any bytes), the times it occurs in the files under `dir`
+/// (recursively).
+pub fn bytes_in_files(dir: &Path, needles: &[&[u8]]) -> Vec<usize> {
     let mut found = vec![0; needles.len()];
     let Ok(list) = std::fs::read_dir(dir) else {
         return found;
@@ -16,9 +23,12 @@ pub fn in_files(dir: &Path, needles: &[&str]) -> Vec<usize> {
     for e in list.flatten() {
         let path = e.path();
         let more = if path.is_dir() {
-            in_files(&path, needles)
+            bytes_in_files(&path, needles)
         } else if let Ok(bytes) = std::fs::read(&path) {
-            counts(&bytes, needles)
+            needles
+                .iter()
+                .map(|n| memmem::find_iter(&bytes, n).count())
+                .collect()
         } else {
             continue;
         };

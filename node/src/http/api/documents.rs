@@ -159,9 +159,21 @@ pub(super) struct NewDocument {
 const UPLOAD_QUEUE: usize = 8;
 
 /// Reads a request body's chunks, sent from the async side, on a blocking thread.
-struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, String>>,
     buf: axum::body::Bytes,
+}
+
+impl ChannelReader {
+    /// Reads what arrives on `rx` (an `Err` is the body failing).
+    pub(crate) fn new(
+        rx: tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, String>>,
+    ) -> ChannelReader {
+        ChannelReader {
+            rx,
+            buf: axum::body::Bytes::new(),
+        }
+    }
 }
 
 impl Read for ChannelReader {
@@ -259,10 +271,7 @@ pub(super) async fn add_document(
     let store = st.store().clone();
     let declared = q.media_type.clone();
     let import = tokio::task::spawn_blocking(move || {
-        let mut reader = ChannelReader {
-            rx,
-            buf: axum::body::Bytes::new(),
-        };
+        let mut reader = ChannelReader::new(rx);
         let mut head = Vec::with_capacity(SNIFF_BYTES);
         (&mut reader)
             .take(SNIFF_BYTES as u64)
