@@ -146,6 +146,8 @@ struct Inner {
     trust: cophr_protocol::trust::TrustList,
     /// The rate limits of emergency summary openings.
     shares: Arc<share::Limiter>,
+    /// FHIR Binaries sent here that no entry names yet.
+    binaries: Arc<fhir::binary::Pending>,
 }
 
 tokio::task_local! {
@@ -199,6 +201,7 @@ impl AppState {
                 checkpoint: None,
                 trust: cophr_protocol::trust::TrustList::new(),
                 shares: Arc::new(share::Limiter::default()),
+                binaries: Arc::new(fhir::binary::Pending::default()),
             }),
             cancel: Cancel::new(),
         }
@@ -252,6 +255,11 @@ impl AppState {
     pub fn with_node(mut self, node: NodeHandle) -> Self {
         Arc::make_mut(&mut self.inner).node = Some(node);
         self
+    }
+
+    /// FHIR Binaries sent to this server that no entry names yet.
+    pub(crate) fn binaries(&self) -> &fhir::binary::Pending {
+        &self.inner.binaries
     }
 
     /// The store.
@@ -747,10 +755,13 @@ async fn time_limit(State(rl): State<RequestLimit>, req: Request, next: Next) ->
 /// hold a request open for longer than its file needs.
 pub const MIN_UPLOAD_RATE: u64 = 1 << 20;
 
-/// The time a document upload (`POST …/documents`) may take beyond the request time limit,
-/// from its declared length ([`MIN_UPLOAD_RATE`]); nothing for other requests.
+/// The time a document upload (`POST …/documents`, or a FHIR `POST Binary`) may take
+/// beyond the request time limit, from its declared length ([`MIN_UPLOAD_RATE`]); nothing
+/// for other requests.
 fn upload_allowance(req: &Request) -> std::time::Duration {
-    if req.method() != axum::http::Method::POST || !req.uri().path().ends_with("/documents") {
+    let path = req.uri().path().trim_end_matches('/');
+    let upload = path.ends_with("/documents") || path == "/fhir/r4/Binary";
+    if req.method() != axum::http::Method::POST || !upload {
         return std::time::Duration::ZERO;
     }
     let len: u64 = req
