@@ -231,7 +231,7 @@ pub fn capabilities() -> Vec<TypeCapability> {
                 "history-instance",
                 "history-type",
             ];
-            if fhir::MAPPED_TYPES.contains(&t) {
+            if binary::DOCUMENT_TYPES.contains(&t) {
                 interactions.push("create");
             }
             TypeCapability {
@@ -314,7 +314,7 @@ enum Op {
     BinaryRead(String, Option<String>),
     /// `POST Binary`.
     BinaryCreate,
-    /// `POST [type]` of a mapped type.
+    /// `POST DocumentReference` or `POST Media`.
     Create(String),
 }
 
@@ -364,7 +364,7 @@ fn route(method: &Method, path: &str) -> Result<Op, Outcome> {
             _ => Err(Outcome::not_found(format!("no such FHIR path: {path}"))),
         };
     }
-    if method == Method::POST && rest.is_empty() && fhir::MAPPED_TYPES.contains(&ty.as_str()) {
+    if method == Method::POST && rest.is_empty() && binary::DOCUMENT_TYPES.contains(&ty.as_str()) {
         return Ok(Op::Create(ty));
     }
     let op = match rest {
@@ -379,7 +379,7 @@ fn route(method: &Method, path: &str) -> Result<Op, Outcome> {
     if method != Method::GET && method != Method::HEAD {
         let what = match &op {
             Op::Search(t) => {
-                format!("{t} (it is not created from FHIR: see {BASE}/metadata)")
+                format!("{t} (creating resources: POST a transaction Bundle to {BASE})")
             }
             Op::Read(t, _) => {
                 format!("{t} instances (the record is changed through transaction Bundles)")

@@ -760,8 +760,9 @@ fn run_batch(
     )
 }
 
-/// `POST [type]` of a mapped type: one resource, written as a batch of one would be
-/// (its attachment's Binary linked). 201 with `Location` and the resource as it now reads.
+/// `POST DocumentReference` or `POST Media`: one resource, written as a batch of one would
+/// be (its attachment's Binary linked). 201 with `Location` and the resource as it now
+/// reads. (Other types are created through transaction or batch Bundles.)
 pub(super) async fn create(st: AppState, req: Request, ty: String) -> Result<Response, Outcome> {
     if !binary::is_fhir_json(req.headers()) {
         return Err(Outcome::new(
