@@ -9,7 +9,7 @@
 //!   its media type, unless the client asks for FHIR JSON (`Accept:
 //!   application/fhir+json` or `application/json`, or `_format=json`): then a `Binary`
 //!   resource with the file as base64, for files of at most
-//!   [`MAX_BINARY_JSON`](cophr_protocol::fhir::MAX_BINARY_JSON) (16 MiB; a larger one is
+//!   [`MAX_BINARY_JSON`] (16 MiB; a larger one is
 //!   refused with an OperationOutcome telling the client to ask for the raw bytes). The
 //!   same access rules as the document's resource (the identity must see the entry: a
 //!   reader without the documents category gets the 404 any unseen resource gets) and the

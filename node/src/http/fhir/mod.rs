@@ -11,7 +11,17 @@
 //!   item's entry id (`e-…`; the record's patient is `Patient/<record id>`); its versions
 //!   are the item's amend chain. Every read is audited like the REST API's.
 //! - `POST /fhir/r4` with a `transaction` Bundle (all or nothing: one durable write, one
-//!   audit event) or a `batch` Bundle (per entry), see `write.rs`.
+//!   audit event) or a `batch` Bundle (per entry), see `write.rs`; `POST DocumentReference`
+//!   and `POST Media` create one resource.
+//! - Documents ([`binary`]): a documents item is one `DocumentReference`, or a `Media` for
+//!   an image (JPEG, PNG, DICOM); a file stored apart is its attachment's `url`
+//!   `Binary/<item id>`. `GET Binary/[id][/_history/[vid]]` gives the file's bytes (or a
+//!   FHIR `Binary`, up to 16 MiB, to a client asking for FHIR JSON), under the item's
+//!   access rules and audited as a view; `POST Binary` stores a file (raw or FHIR JSON)
+//!   for a `DocumentReference` or `Media` (alone or in a Bundle, by `urn:uuid:`) to name;
+//!   attachment data over `write::MAX_INLINE_DATA` (256 KiB) is stored apart the same way.
+//!   `Patient/$everything` gives the DocumentReference and Media resources, not the
+//!   Binaries (a Binary is in no compartment).
 //!
 //! Errors are OperationOutcomes: 400 invalid JSON or resource, 401 (the token check in
 //! [`super::auth`]), 403 refused by the record's grants, 404 unknown id, or unknown or

@@ -57,15 +57,18 @@ struct Plan {
 /// names, rather than kept in the entry (`docs/documents.md`, "FHIR").
 pub const MAX_INLINE_DATA: usize = 256 * 1024;
 
+/// A resource's attachment as prepared for import: the resource changed (its data stored
+/// apart), what the attachment links to, and the Binary stored for it.
+type Prepared = (Option<Json>, Option<binary::Linked>, Option<String>);
+
 /// A DocumentReference's or Media's attachment prepared for import: data larger than
 /// [`MAX_INLINE_DATA`] stored apart (the resource kept names it as `Binary/<id>`), and the
-/// Binary its url names here resolved. The resource to import, what it links, and the
-/// Binary stored.
+/// Binary its url names here resolved.
 fn prepare_attachment(
     st: &AppState,
     resource: &Json,
     links: &binary::Links,
-) -> Result<(Option<Json>, Option<binary::Linked>, Option<String>), Outcome> {
+) -> Result<Prepared, Outcome> {
     let Some(att) = fhir::attachment_of(resource) else {
         return Ok((None, None, None));
     };
