@@ -43,7 +43,7 @@ not stored again.
 
 Mapped types: Patient, RelatedPerson, Flag, Consent, AllergyIntolerance, Condition, \
 Procedure, MedicationStatement, MedicationRequest, Immunization, Observation, \
-DiagnosticReport, FamilyMemberHistory, DocumentReference, QuestionnaireResponse.
+DiagnosticReport, FamilyMemberHistory, DocumentReference, Media, QuestionnaireResponse.
 
 Examples:
   cophr fhir import ips-bundle.json --source 'St Elsewhere GP'

@@ -37,7 +37,7 @@ use super::{ApiError, AppState, JsonBody, OptionalJsonBody};
 
 mod audit;
 mod devices;
-mod documents;
+pub(crate) mod documents;
 pub(crate) use documents::ChannelReader;
 mod entries;
 pub mod grants;

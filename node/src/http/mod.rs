@@ -146,6 +146,8 @@ struct Inner {
     trust: cophr_protocol::trust::TrustList,
     /// The rate limits of emergency summary openings.
     shares: Arc<share::Limiter>,
+    /// FHIR Binaries sent here that no entry names yet.
+    binaries: Arc<fhir::binary::Pending>,
 }
 
 tokio::task_local! {
@@ -199,6 +201,7 @@ impl AppState {
                 checkpoint: None,
                 trust: cophr_protocol::trust::TrustList::new(),
                 shares: Arc::new(share::Limiter::default()),
+                binaries: Arc::new(fhir::binary::Pending::default()),
             }),
             cancel: Cancel::new(),
         }
@@ -252,6 +255,11 @@ impl AppState {
     pub fn with_node(mut self, node: NodeHandle) -> Self {
         Arc::make_mut(&mut self.inner).node = Some(node);
         self
+    }
+
+    /// FHIR Binaries sent to this server that no entry names yet.
+    pub(crate) fn binaries(&self) -> &fhir::binary::Pending {
+        &self.inner.binaries
     }
 
     /// The store.
@@ -747,13 +755,13 @@ async fn time_limit(State(rl): State<RequestLimit>, req: Request, next: Next) ->
 /// hold a request open for longer than its file needs.
 pub const MIN_UPLOAD_RATE: u64 = 1 << 20;
 
-/// The time a document upload (`POST …/documents`, or a browser's sealed bytes, `PUT
-/// /sync/blobs/{hash}`) may take beyond the request time limit, from its declared length
-/// ([`MIN_UPLOAD_RATE`]); nothing for other requests.
+/// The time a document upload (`POST …/documents`, a FHIR `POST Binary`, or a browser's
+/// sealed bytes, `PUT /sync/blobs/{hash}`) may take beyond the request time limit, from its
+/// declared length ([`MIN_UPLOAD_RATE`]); nothing for other requests.
 fn upload_allowance(req: &Request) -> std::time::Duration {
-    let path = req.uri().path();
+    let path = req.uri().path().trim_end_matches('/');
     let upload = match *req.method() {
-        axum::http::Method::POST => path.ends_with("/documents"),
+        axum::http::Method::POST => path.ends_with("/documents") || path == "/fhir/r4/Binary",
         axum::http::Method::PUT => path.starts_with(browser::BLOBS),
         _ => false,
     };

@@ -140,6 +140,7 @@ pub(crate) fn map(ty: &str, r: &El<'_>) -> Result<(Category, Fields), FhirError>
         "DiagnosticReport" => from_diagnostic_report(r, &mut f)?,
         "FamilyMemberHistory" => from_family_member_history(r, &mut f)?,
         "DocumentReference" => from_document_reference(r, &mut f)?,
+        "Media" => from_media(r, &mut f)?,
         "QuestionnaireResponse" => from_questionnaire_response(r, &mut f)?,
         other => {
             return Err(FhirError::Unmapped {
@@ -377,25 +378,75 @@ fn from_document_reference(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirE
         .or(att.str_of("title")?.map(str::to_owned))
         .or(concept_of(r, "type")?);
     put_line(f, "title", or_unstated(title, "title"));
+    attachment(&att, f)?;
+    put(f, "date", date(r.date_of("date")?));
+    put_long(f, "description", concept_of(r, "type")?);
+    Ok(Category::Documents)
+}
+
+/// Maps a Media resource (a photo, a scan, a DICOM image) to its fields, giving its
+/// category: documents, like a DocumentReference.
+fn from_media(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    r.req_code("status")?;
+    check_reference(r, "subject", false)?;
+    let att = r.req("content")?.object()?;
+    let title = match att.str_of("title")? {
+        Some(t) => Some(t.to_owned()),
+        None => match concept_of(r, "view")? {
+            Some(v) => Some(v),
+            None => match concept_of(r, "modality")? {
+                Some(m) => Some(m),
+                None => concept_of(r, "type")?,
+            },
+        },
+    };
+    put_line(f, "title", or_unstated(title, "title"));
+    attachment(&att, f)?;
+    if let Some(m) = r.get("modality")? {
+        let dicom = codings(&m)?
+            .into_iter()
+            .find(|(sys, code, _)| sys.as_deref() == Some(super::DICOM_SYSTEM) && code.is_some())
+            .and_then(|(_, code, _)| code);
+        put_line(f, "dicom-modality", dicom);
+    }
+    let when = match r.date_of("createdDateTime")? {
+        Some(d) => Some(d),
+        None => match period_start(r, "createdPeriod")? {
+            Some(d) => Some(d),
+            None => r.date_of("issued")?,
+        },
+    };
+    put(f, "date", date(when));
+    put_long(f, "description", note(r)?);
+    Ok(Category::Documents)
+}
+
+/// An Attachment's file: inline `data` of an accepted media type, or its `url` when that
+/// is not a Binary held here (a `Binary/<id>` or `urn:uuid:` reference names bytes the
+/// node links to the entry's `file` field, see [`super::local_binary`]).
+fn attachment(att: &El<'_>, f: &mut Fields) -> Result<(), FhirError> {
     let media = att.code_of("contentType")?;
-    if let (Some(data), Some(mt)) = (att.str_of("data")?, media) {
-        use data_encoding::BASE64;
-        let bytes = BASE64
-            .decode(data.as_bytes())
-            .map_err(|_| FhirError::BadValue {
+    let data = att.str_of("data")?;
+    // Only a file of an accepted type is kept (the original resource keeps any other).
+    if let (Some(data), Some(mt)) = (data, media) {
+        if crate::schema::DOCUMENT_MEDIA_TYPES.contains(&mt) {
+            let bytes = super::attach::base64(data).ok_or_else(|| FhirError::BadValue {
                 path: format!("{}.data", att.path),
                 value: super::error::clip(data),
                 reason: "not base64",
             })?;
-        if crate::schema::DOCUMENT_MEDIA_TYPES.contains(&mt) {
             f.insert("data".into(), Value::Bytes(bytes));
             f.insert("media-type".into(), Value::Text(mt.into()));
         }
     }
-    put_line(f, "url", att.str_of("url")?.map(str::to_owned));
-    put(f, "date", date(r.date_of("date")?));
-    put_long(f, "description", concept_of(r, "type")?);
-    Ok(Category::Documents)
+    let url = att.str_of("url")?;
+    put_line(
+        f,
+        "url",
+        url.filter(|u| super::local_binary(u).is_none())
+            .map(str::to_owned),
+    );
+    Ok(())
 }
 
 /// Maps a QuestionnaireResponse resource to its fields, giving its category.

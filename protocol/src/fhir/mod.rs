@@ -8,8 +8,18 @@
 //! `category` and LOINC `code` (vital-signs, core examinations, social-history → lifestyle,
 //! laboratory → lab-results, anything else → investigations); DiagnosticReport →
 //! lab-results (category LAB) or investigations; FamilyMemberHistory → family-history;
-//! DocumentReference → documents; QuestionnaireResponse → questionnaires. Other resource
-//! types are refused as [`FhirError::Unmapped`] (an importer reports them as skipped).
+//! DocumentReference and Media → documents; QuestionnaireResponse → questionnaires. Other
+//! resource types are refused as [`FhirError::Unmapped`] (an importer reports them as
+//! skipped).
+//!
+//! # Documents
+//! A documents entry is one resource: the type it was imported as, else `Media` for an
+//! image (JPEG, PNG, DICOM; with its DICOM modality) and `DocumentReference` for anything
+//! else. A file kept in the entry is the attachment's `data`; a file stored apart (the
+//! `file` field) is the attachment `url` `Binary/<id>`, with its type, size, title and
+//! date, never its hash or key. An attachment `url` naming a Binary of the server (or a
+//! Bundle's `urn:uuid:`) is left for the node to link. See [`link_file`], [`local_binary`],
+//! [`binary`] and [`binary_of`] (the `attach` module).
 //!
 //! # What an imported entry holds
 //! The body has the category's own fields, filled with what a person wants to read (names,
@@ -43,6 +53,7 @@
 //! object belongs is refused, with the element's path), checks the elements FHIR R4
 //! requires of each mapped type, and costs one dependency the workspace already has.
 
+mod attach;
 mod error;
 mod map;
 mod observation;
@@ -53,6 +64,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
+pub use attach::{
+    attachment_of, binary, binary_of, link_file, local_binary, BinaryLink, DICOM_SYSTEM,
+    IMAGE_TYPES, MAX_BINARY_JSON, MEDIA_TYPE_SYSTEM,
+};
 pub use error::FhirError;
 
 use crate::category::Category;
@@ -77,6 +92,7 @@ pub const MAPPED_TYPES: &[&str] = &[
     "DiagnosticReport",
     "FamilyMemberHistory",
     "DocumentReference",
+    "Media",
     "QuestionnaireResponse",
 ];
 
@@ -315,7 +331,7 @@ pub fn types_for(category: &Category) -> &'static [&'static str] {
         | Category::Lifestyle => &["Observation"],
         Category::LabResults | Category::Investigations => &["Observation", "DiagnosticReport"],
         Category::FamilyHistory => &["FamilyMemberHistory"],
-        Category::Documents => &["DocumentReference"],
+        Category::Documents => &["DocumentReference", "Media"],
         Category::Questionnaires => &["QuestionnaireResponse"],
         Category::Messages => &["Communication"],
         Category::AboutMe | Category::Extension(_) => &["Basic"],
@@ -518,7 +534,14 @@ pub fn original(category: &Category, body: &Value) -> Option<Json> {
         },
     )
     .ok()?;
-    (&again.category == category && again.body == *body).then_some(json)
+    // A file stored apart is linked by the node that held the Binary the resource named
+    // (its `file`, media type and DICOM header): the rest is compared.
+    let same = if attach::has_file(body) {
+        attach::without_file(&again.body) == attach::without_file(body)
+    } else {
+        again.body == *body
+    };
+    (&again.category == category && same).then_some(json)
 }
 
 /// Exports an entry as a FHIR R4 resource: the original JSON when the body holds it and is
@@ -551,6 +574,7 @@ pub fn export(
         }
         None => synth::resource(patient, entry, category, body),
     };
+    link_file(&mut resource, &entry.to_string(), category, body);
     if meta.link_patient {
         let ty = resource["resourceType"]
             .as_str()
@@ -842,6 +866,7 @@ fn keys_of(r: &Json) -> SearchKeys {
         "performedDateTime",
         "performedPeriod",
         "occurrenceDateTime",
+        "createdDateTime",
         "authoredOn",
         "authored",
         "recordedDate",

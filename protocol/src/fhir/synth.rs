@@ -438,7 +438,8 @@ fn family_history(p: &RecordId, e: &EntryId, body: &Value) -> Json {
         .done()
 }
 
-/// The FHIR DocumentReference for an entry in documents.
+/// The FHIR DocumentReference for an entry in documents, or a Media for an image
+/// ([`super::IMAGE_TYPES`]). A file stored apart is linked by [`super::link_file`].
 fn documents(p: &RecordId, e: &EntryId, body: &Value) -> Json {
     let t = |k: &str| text(body, k);
     let mut att = Map::new();
@@ -447,12 +448,33 @@ fn documents(p: &RecordId, e: &EntryId, body: &Value) -> Json {
     }
     if let Some(Value::Bytes(b)) = body.get("data") {
         att.insert("data".into(), data_encoding::BASE64.encode(b).into());
+        att.insert("size".into(), b.len().into());
     }
     if let Some(u) = t("url") {
         att.insert("url".into(), u.into());
     }
     if let Some(ti) = t("title") {
         att.insert("title".into(), ti.into());
+    }
+    if let Some(d) = t("date") {
+        att.insert("creation".into(), d.into());
+    }
+    if super::attach::is_image(body) {
+        let modality = t("dicom-modality")
+            .map(|m| json!({"coding": [{"system": super::DICOM_SYSTEM, "code": m}]}));
+        return R::new("Media", e)
+            .set("status", Some("completed".into()))
+            .set(
+                "type",
+                Some(json!({"coding": [{"system": super::MEDIA_TYPE_SYSTEM,
+                                        "code": "image", "display": "Image"}]})),
+            )
+            .set("modality", modality)
+            .patient("subject", p)
+            .set("createdDateTime", t("date").map(Json::String))
+            .set("content", Some(Json::Object(att)))
+            .note(body, "description")
+            .done();
     }
     R::new("DocumentReference", e)
         .set("status", Some("current".into()))

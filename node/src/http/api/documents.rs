@@ -98,9 +98,34 @@ pub(super) async fn get_document(
     let reader = store
         .open_document(&file)
         .map_err(|e| ApiError::internal(format!("the file could not be read: {e}")))?;
-    // A blocking thread reads and opens the file piece by piece, a few pieces ahead of the
-    // client; a piece that does not check out ends the response with an error (the client
-    // sees a body shorter than its length, never wrong bytes).
+    let body = stream_document(reader);
+    let disposition = format!(
+        "{}; filename=\"{}\"",
+        if inline { "inline" } else { "attachment" },
+        crate::store::document_file_name(&title, &media_type)
+    );
+    let media_type = if media_type.is_empty() {
+        "application/octet-stream".to_owned()
+    } else {
+        media_type
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, media_type),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// A document's bytes as a response body: a blocking thread reads (and so checks and
+/// opens) the file piece by piece, a few pieces ahead of the client; a piece that does not
+/// check out ends the response with an error (the client sees a body shorter than its
+/// length, never wrong bytes).
+pub(crate) fn stream_document(reader: impl Read + Send + 'static) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(AHEAD);
     tokio::task::spawn_blocking(move || {
         let mut reader = reader;
@@ -124,26 +149,7 @@ pub(super) async fn get_document(
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|piece| (piece, rx))
     });
-    let disposition = format!(
-        "{}; filename=\"{}\"",
-        if inline { "inline" } else { "attachment" },
-        crate::store::document_file_name(&title, &media_type)
-    );
-    let media_type = if media_type.is_empty() {
-        "application/octet-stream".to_owned()
-    } else {
-        media_type
-    };
-    Ok((
-        [
-            (header::CONTENT_TYPE, media_type),
-            (header::CONTENT_LENGTH, size.to_string()),
-            (header::CONTENT_DISPOSITION, disposition),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Body::from_stream(stream)
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,8 +202,165 @@ impl Read for ChannelReader {
     }
 }
 
+/// An upload's length (`Content-Length`, required: the file is sealed in segments counted
+/// from it), at most [`MAX_DOCUMENT_BYTES`] (else 413).
+///
+/// [`MAX_DOCUMENT_BYTES`]: cophr_protocol::blob::MAX_DOCUMENT_BYTES
+pub(crate) fn upload_size(headers: &axum::http::HeaderMap) -> Result<u64, ApiError> {
+    use cophr_protocol::blob::MAX_DOCUMENT_BYTES;
+    let size: u64 = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                "give the file's length (Content-Length)",
+            )
+        })?;
+    if size > MAX_DOCUMENT_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("a document may be at most {MAX_DOCUMENT_BYTES} bytes; this one is {size}"),
+        ));
+    }
+    Ok(size)
+}
+
+/// A document received and stored: its reference, its media type recognised from its
+/// content, and what a DICOM file's header says.
+#[derive(Debug)]
+pub(crate) struct Received {
+    /// The reference an entry's `file` field carries.
+    pub file: DocumentFile,
+    /// The media type found in its content.
+    pub media_type: &'static str,
+    /// A DICOM file's header.
+    pub dicom: Option<crate::dicom::DicomHeader>,
+}
+
+/// Recognises a file from its first bytes (`head`, at least [`SNIFF_BYTES`] of it or all
+/// of it) and reads a DICOM header from `rest` when it is one; then seals the whole file
+/// into the blob store. `size` is the file's length.
+fn import_from(
+    store: &crate::store::Store,
+    mut head: Vec<u8>,
+    mut rest: impl Read,
+    size: u64,
+    declared: Option<String>,
+) -> Result<Received, Upload> {
+    let found = schema::sniff(&head).ok_or(Upload::Type)?;
+    if let Some(declared) = declared.filter(|d| d != found) {
+        return Err(Upload::Declared(declared, found));
+    }
+    // A DICOM file's header (what it says it holds) comes from its first bytes.
+    let dicom = if found == "application/dicom" {
+        let more = crate::dicom::MAX_HEADER_BYTES.saturating_sub(head.len()) as u64;
+        (&mut rest)
+            .take(more)
+            .read_to_end(&mut head)
+            .map_err(|e| Upload::Failed(e.to_string()))?;
+        crate::dicom::DicomHeader::read(&head)
+    } else {
+        None
+    };
+    let file = store
+        .import_document(
+            std::io::Cursor::new(head).chain(rest),
+            size,
+            &mut rand_core::OsRng,
+        )
+        .map_err(|e| Upload::Failed(e.to_string()))?;
+    Ok(Received {
+        file,
+        media_type: found,
+        dicom,
+    })
+}
+
+impl From<Upload> for ApiError {
+    fn from(u: Upload) -> Self {
+        match u {
+            Upload::Type => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "not a file of an accepted type ({}), as far as its content shows",
+                    schema::DOCUMENT_MEDIA_TYPES.join(", ")
+                ),
+            ),
+            Upload::Declared(declared, found) => {
+                ApiError::unprocessable(format!("the file is {found}, not {declared}"))
+            }
+            Upload::Failed(e) => ApiError::invalid(format!("the file was not stored: {e}")),
+        }
+    }
+}
+
+/// Receives a request body of `size` bytes (checked against [`MAX_DOCUMENT_BYTES`] by the
+/// caller) as a document: recognised by its content (a `declared` type must agree), sealed
+/// as it streams into the blob store, never whole in memory. No entry names it yet.
+///
+/// [`MAX_DOCUMENT_BYTES`]: cophr_protocol::blob::MAX_DOCUMENT_BYTES
+pub(crate) async fn receive(
+    st: &AppState,
+    body: Body,
+    size: u64,
+    declared: Option<String>,
+) -> Result<Received, ApiError> {
+    use cophr_protocol::schema::SNIFF_BYTES;
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(UPLOAD_QUEUE);
+    let store = st.store().clone();
+    let import = tokio::task::spawn_blocking(move || {
+        let mut reader = ChannelReader {
+            rx,
+            buf: axum::body::Bytes::new(),
+        };
+        let mut head = Vec::with_capacity(SNIFF_BYTES);
+        (&mut reader)
+            .take(SNIFF_BYTES as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| Upload::Failed(e.to_string()))?;
+        import_from(&store, head, reader, size, declared)
+    });
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| e.to_string());
+        let failed = chunk.is_err();
+        if tx.send(chunk).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    match import.await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(ApiError::internal(format!("the upload failed: {e}"))),
+    }
+}
+
+/// Stores a document held in memory (a FHIR Binary's or attachment's decoded data), as
+/// [`receive`] does a streamed one. Blocking.
+pub(crate) fn import_bytes(
+    store: &crate::store::Store,
+    bytes: &[u8],
+    declared: Option<String>,
+) -> Result<Received, ApiError> {
+    use cophr_protocol::schema::SNIFF_BYTES;
+    let cut = bytes.len().min(SNIFF_BYTES);
+    Ok(import_from(
+        store,
+        bytes[..cut].to_vec(),
+        &bytes[cut..],
+        bytes.len() as u64,
+        declared,
+    )?)
+}
+
 /// Why an upload's import stopped.
-enum Upload {
+pub(crate) enum Upload {
     /// Not a file of an accepted type.
     Type,
     /// Not the media type declared (declared, found).
@@ -217,28 +380,8 @@ pub(super) async fn add_document(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    use cophr_protocol::blob::MAX_DOCUMENT_BYTES;
-    use cophr_protocol::schema::SNIFF_BYTES;
-    use futures::StreamExt;
     let record = parse_record(&rid)?;
-    let size: u64 = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::LENGTH_REQUIRED,
-                "length_required",
-                "give the file's length (Content-Length)",
-            )
-        })?;
-    if size > MAX_DOCUMENT_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("a document may be at most {MAX_DOCUMENT_BYTES} bytes; this one is {size}"),
-        ));
-    }
+    let size = upload_size(&headers)?;
     let category = Category::Documents;
     let mut fields = BTreeMap::new();
     fields.insert("title".to_owned(), cophr_protocol::Value::Text(q.title));
@@ -267,70 +410,11 @@ pub(super) async fn add_document(
         .map_err(|e| ApiError::unprocessable(format!("{category}: {e}")))?;
     st.blocking(move |st| held(st, &record)).await?;
 
-    let (tx, rx) = tokio::sync::mpsc::channel(UPLOAD_QUEUE);
-    let store = st.store().clone();
-    let declared = q.media_type.clone();
-    let import = tokio::task::spawn_blocking(move || {
-        let mut reader = ChannelReader::new(rx);
-        let mut head = Vec::with_capacity(SNIFF_BYTES);
-        (&mut reader)
-            .take(SNIFF_BYTES as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| Upload::Failed(e.to_string()))?;
-        let found = schema::sniff(&head).ok_or(Upload::Type)?;
-        if let Some(declared) = declared.filter(|d| d != found) {
-            return Err(Upload::Declared(declared, found));
-        }
-        // A DICOM file's header (what it says it holds) comes from its first bytes.
-        let dicom = if found == "application/dicom" {
-            (&mut reader)
-                .take((crate::dicom::MAX_HEADER_BYTES - head.len()) as u64)
-                .read_to_end(&mut head)
-                .map_err(|e| Upload::Failed(e.to_string()))?;
-            crate::dicom::DicomHeader::read(&head)
-        } else {
-            None
-        };
-        let file = store
-            .import_document(
-                std::io::Cursor::new(head).chain(reader),
-                size,
-                &mut rand_core::OsRng,
-            )
-            .map_err(|e| Upload::Failed(e.to_string()))?;
-        Ok::<_, Upload>((file, found, dicom))
-    });
-    let mut chunks = body.into_data_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| e.to_string());
-        let failed = chunk.is_err();
-        if tx.send(chunk).await.is_err() || failed {
-            break;
-        }
-    }
-    drop(tx);
-    let (file, found, dicom) = match import.await {
-        Ok(Ok(done)) => done,
-        Ok(Err(Upload::Type)) => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!(
-                    "not a file of an accepted type ({}), as far as its content shows",
-                    schema::DOCUMENT_MEDIA_TYPES.join(", ")
-                ),
-            ))
-        }
-        Ok(Err(Upload::Declared(declared, found))) => {
-            return Err(ApiError::unprocessable(format!(
-                "the file is {found}, not {declared}"
-            )))
-        }
-        Ok(Err(Upload::Failed(e))) => {
-            return Err(ApiError::invalid(format!("the file was not stored: {e}")))
-        }
-        Err(e) => return Err(ApiError::internal(format!("the upload failed: {e}"))),
-    };
+    let Received {
+        file,
+        media_type: found,
+        dicom,
+    } = receive(&st, body, size, q.media_type.clone()).await?;
     fields.insert(
         "media-type".to_owned(),
         cophr_protocol::Value::Text(found.to_owned()),

@@ -11,13 +11,24 @@
 //!   item's entry id (`e-…`; the record's patient is `Patient/<record id>`); its versions
 //!   are the item's amend chain. Every read is audited like the REST API's.
 //! - `POST /fhir/r4` with a `transaction` Bundle (all or nothing: one durable write, one
-//!   audit event) or a `batch` Bundle (per entry), see `write.rs`.
+//!   audit event) or a `batch` Bundle (per entry), see `write.rs`; `POST DocumentReference`
+//!   and `POST Media` create one resource.
+//! - Documents ([`binary`]): a documents item is one `DocumentReference`, or a `Media` for
+//!   an image (JPEG, PNG, DICOM); a file stored apart is its attachment's `url`
+//!   `Binary/<item id>`. `GET Binary/[id][/_history/[vid]]` gives the file's bytes (or a
+//!   FHIR `Binary`, up to 16 MiB, to a client asking for FHIR JSON), under the item's
+//!   access rules and audited as a view; `POST Binary` stores a file (raw or FHIR JSON)
+//!   for a `DocumentReference` or `Media` (alone or in a Bundle, by `urn:uuid:`) to name;
+//!   attachment data over `write::MAX_INLINE_DATA` (256 KiB) is stored apart the same way.
+//!   `Patient/$everything` gives the DocumentReference and Media resources, not the
+//!   Binaries (a Binary is in no compartment).
 //!
 //! Errors are OperationOutcomes: 400 invalid JSON or resource, 401 (the token check in
 //! [`super::auth`]), 403 refused by the record's grants, 404 unknown id, or unknown or
 //! unsupported type (`not-supported`), 405 an unsupported interaction, 410 a deleted
 //! resource, 413 too large, 415 not JSON, 422 a business rule; nothing is stored on any error.
 
+pub mod binary;
 pub mod resources;
 pub mod search;
 mod view;
@@ -183,9 +194,10 @@ fn resource_response(body: &Json) -> Response {
     resp
 }
 
-/// Every resource type served: the types entries export as, and the derived ones.
+/// Every resource type served: the types entries export as, the derived ones, and
+/// `Binary` (documents' files, [`binary`]).
 pub fn served_types() -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = Vec::new();
+    let mut out: Vec<&'static str> = vec!["Binary"];
     let from_categories = Category::BUILT_IN.iter().flat_map(fhir::types_for);
     for t in fhir::MAPPED_TYPES
         .iter()
@@ -214,15 +226,27 @@ pub fn capabilities() -> Vec<TypeCapability> {
                 };
                 search.push((*p, kind));
             }
+            if t == "Binary" {
+                return TypeCapability {
+                    name: t.to_owned(),
+                    interactions: vec!["read", "vread", "create"],
+                    search: Vec::new(),
+                    operations: Vec::new(),
+                };
+            }
+            let mut interactions = vec![
+                "read",
+                "vread",
+                "search-type",
+                "history-instance",
+                "history-type",
+            ];
+            if binary::DOCUMENT_TYPES.contains(&t) {
+                interactions.push("create");
+            }
             TypeCapability {
                 name: t.to_owned(),
-                interactions: vec![
-                    "read",
-                    "vread",
-                    "search-type",
-                    "history-instance",
-                    "history-type",
-                ],
+                interactions,
                 search,
                 operations: if t == "Patient" {
                     vec![(
@@ -296,6 +320,12 @@ enum Op {
     History(String, String),
     VRead(String, String, String),
     Everything(String),
+    /// `GET Binary/[id][/_history/[vid]]`.
+    BinaryRead(String, Option<String>),
+    /// `POST Binary`.
+    BinaryCreate,
+    /// `POST DocumentReference` or `POST Media`.
+    Create(String),
 }
 
 fn route(method: &Method, path: &str) -> Result<Op, Outcome> {
@@ -330,6 +360,23 @@ fn route(method: &Method, path: &str) -> Result<Op, Outcome> {
         ));
     }
     let ty = (*ty).to_owned();
+    if ty == "Binary" {
+        return match (method, rest) {
+            (&Method::POST, []) => Ok(Op::BinaryCreate),
+            (&Method::GET | &Method::HEAD, [id]) => Ok(Op::BinaryRead((*id).to_owned(), None)),
+            (&Method::GET | &Method::HEAD, [id, "_history", vid]) => {
+                Ok(Op::BinaryRead((*id).to_owned(), Some((*vid).to_owned())))
+            }
+            (_, [] | [_] | [_, "_history", _]) => Err(Outcome::method(
+                method,
+                "Binary (read, vread and create are served)",
+            )),
+            _ => Err(Outcome::not_found(format!("no such FHIR path: {path}"))),
+        };
+    }
+    if method == Method::POST && rest.is_empty() && binary::DOCUMENT_TYPES.contains(&ty.as_str()) {
+        return Ok(Op::Create(ty));
+    }
     let op = match rest {
         [] => Op::Search(ty),
         ["_history"] => Op::TypeHistory(ty),
@@ -386,6 +433,12 @@ fn check_format(headers: &HeaderMap, query: &[(String, String)]) -> Result<(), O
 
 async fn handle(st: AppState, req: Request) -> Result<Response, Outcome> {
     let op = route(req.method(), req.uri().path())?;
+    match op {
+        Op::BinaryRead(id, vid) => return binary::read(st, req, id, vid).await,
+        Op::BinaryCreate => return binary::create(st, req).await,
+        Op::Create(ty) => return write::create(st, req, ty).await,
+        _ => {}
+    }
     let query =
         search::query_pairs(req.uri().query()).map_err(|e| Outcome::invalid(e.to_string()))?;
     check_format(req.headers(), &query)?;
@@ -698,6 +751,9 @@ fn read(st: &AppState, rd: &mut Reader<'_>, op: Op, ctx: &Ctx) -> Result<Respons
                 fhir_response(StatusCode::OK, &b),
                 format!("FHIR search {ty}"),
             )
+        }
+        Op::BinaryRead(..) | Op::BinaryCreate | Op::Create(_) => {
+            return Err(Outcome::not_found("not a read"))
         }
         Op::Everything(id) => {
             only_params(ctx, &["_format"])?;

@@ -19,11 +19,12 @@ use axum::response::Response;
 use cophr_protocol::audit::Action;
 use cophr_protocol::fhir::{self, BundleItem, ImportMeta};
 use cophr_protocol::fold;
-use cophr_protocol::{ActorId, EntryId, Payload, RecordId};
+use cophr_protocol::schema;
+use cophr_protocol::{ActorId, Category, EntryId, Payload, RecordId, Value};
 use serde_json::{json, Value as Json};
 
 use super::{
-    base_url, collect, fhir_response, find_one, resources, view, visible_records, Outcome,
+    base_url, binary, collect, fhir_response, find_one, resources, view, visible_records, Outcome,
 };
 use crate::http::{AppState, MAX_BODY};
 use crate::session::explain;
@@ -45,6 +46,107 @@ struct Plan {
     record: RecordId,
     resource_type: String,
     payload: Payload,
+    /// Waiting Binaries the entry names (linked to its item once written).
+    links: Vec<String>,
+    /// Binaries stored for this entry (its attachment's data, stored apart), forgotten
+    /// if the write fails.
+    made: Vec<String>,
+}
+
+/// Attachment data larger than this (decoded) is stored apart, as a Binary the entry
+/// names, rather than kept in the entry (`docs/documents.md`, "FHIR").
+pub const MAX_INLINE_DATA: usize = 256 * 1024;
+
+/// A resource's attachment as prepared for import: the resource changed (its data stored
+/// apart), what the attachment links to, and the Binary stored for it.
+type Prepared = (Option<Json>, Option<binary::Linked>, Option<String>);
+
+/// A DocumentReference's or Media's attachment prepared for import: data larger than
+/// [`MAX_INLINE_DATA`] stored apart (the resource kept names it as `Binary/<id>`), and the
+/// Binary its url names here resolved.
+fn prepare_attachment(
+    st: &AppState,
+    resource: &Json,
+    links: &binary::Links,
+) -> Result<Prepared, Outcome> {
+    let Some(att) = fhir::attachment_of(resource) else {
+        return Ok((None, None, None));
+    };
+    let mut made = None;
+    let mut rewritten = None;
+    if let Some(data) = att.get("data").and_then(Json::as_str) {
+        if data.len() / 4 * 3 <= MAX_INLINE_DATA {
+            // Kept in the entry (or refused by the mapping, with its path).
+            return Ok((None, None, None));
+        }
+        let content_type = att.get("contentType").and_then(Json::as_str);
+        let binary = json!({"resourceType": "Binary", "contentType": content_type, "data": data});
+        let id = binary::store_resource(st, &binary).map_err(|o| Outcome {
+            message: format!("the attachment's data: {}", o.message),
+            ..o
+        })?;
+        let mut r = resource.clone();
+        let att = match r["resourceType"].as_str() {
+            Some("Media") => &mut r["content"],
+            _ => &mut r["content"][0]["attachment"],
+        };
+        if let Some(a) = att.as_object_mut() {
+            a.remove("data");
+            a.insert("url".into(), Json::String(format!("Binary/{id}")));
+        }
+        made = Some(id);
+        rewritten = Some(r);
+    }
+    let r = rewritten.as_ref().unwrap_or(resource);
+    let url = fhir::attachment_of(r)
+        .and_then(|a| a.get("url"))
+        .and_then(Json::as_str);
+    let linked = match url {
+        Some(u) => match binary::resolve(st, links, u) {
+            Ok(l) => l,
+            Err(o) => {
+                if let Some(m) = &made {
+                    st.binaries().forget(m);
+                }
+                return Err(o);
+            }
+        },
+        None => None,
+    };
+    Ok((rewritten, linked, made))
+}
+
+/// Puts a linked file's fields in an imported body, checked: its media type must be the
+/// one the attachment declares, and the body valid.
+fn with_file(body: Value, resource: &Json, linked: &binary::Linked) -> Result<Value, Outcome> {
+    let Value::Map(mut m) = body else {
+        return Err(Outcome::invalid("not a map of fields"));
+    };
+    let declared = fhir::attachment_of(resource)
+        .and_then(|a| a.get("contentType"))
+        .and_then(Json::as_str);
+    let found = linked.fields.get("media-type").and_then(Value::as_text);
+    if let (Some(d), Some(f)) = (declared, found) {
+        if !d.eq_ignore_ascii_case(f) {
+            return Err(Outcome::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "business-rule",
+                format!("the attachment says {d} but the Binary it names is {f}"),
+            ));
+        }
+    }
+    for (k, v) in &linked.fields {
+        m.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let body = Value::Map(m);
+    schema::validate(&Category::Documents, &body).map_err(|e| {
+        Outcome::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "business-rule",
+            format!("documents: {e}"),
+        )
+    })?;
+    Ok(body)
 }
 
 fn is_fhir_json(req: &Request) -> bool {
@@ -166,10 +268,60 @@ fn plan(
     item: &BundleItem,
     url: &str,
     source: Option<&str>,
+    links: &binary::Links,
 ) -> Result<Plan, Outcome> {
-    let own = item.resource["meta"]["source"].as_str();
+    let (rewritten, linked, made) =
+        prepare_attachment(st, &item.resource, links).map_err(|o| at(o, &item.path))?;
+    let forget = |o: Outcome| {
+        if let Some(m) = &made {
+            st.binaries().forget(m);
+        }
+        o
+    };
+    let mut plan = plan_entry(st, item, rewritten.as_ref(), url, source).map_err(forget)?;
+    if let Some(l) = linked {
+        let resource = rewritten.as_ref().unwrap_or(&item.resource);
+        if let Some(r) = l.record.filter(|r| *r != plan.record) {
+            return Err(forget(at(
+                Outcome::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "business-rule",
+                    format!(
+                        "the attachment names the Binary of a document in record {r}; an \
+                         entry of record {} may not name it (send the file again)",
+                        plan.record
+                    ),
+                ),
+                &item.path,
+            )));
+        }
+        let body = match &mut plan.payload {
+            Payload::Create { body, .. } | Payload::Amend { body, .. } => body,
+            _ => return Err(forget(Outcome::invalid("not a create or amend"))),
+        };
+        if body.get("data").is_none() {
+            *body = with_file(std::mem::replace(body, Value::Null), resource, &l)
+                .map_err(|o| forget(at(o, &item.path)))?;
+            plan.links.extend(l.pending);
+        }
+    }
+    plan.made.extend(made);
+    Ok(plan)
+}
+
+/// Maps one Bundle entry (`resource`: its resource as prepared, if changed) to the write
+/// it asks for.
+fn plan_entry(
+    st: &AppState,
+    item: &BundleItem,
+    resource: Option<&Json>,
+    url: &str,
+    source: Option<&str>,
+) -> Result<Plan, Outcome> {
+    let resource = resource.unwrap_or(&item.resource);
+    let own = resource["meta"]["source"].as_str();
     let imported = fhir::import_with(
-        &item.resource,
+        resource,
         &ImportMeta {
             source: own.or(source),
             full_url: item.full_url.as_deref(),
@@ -245,10 +397,12 @@ fn plan(
                     target: current,
                     body: imported.body,
                 },
+                links: Vec::new(),
+                made: Vec::new(),
             })
         }
         _ => {
-            let record = match named_record(&item.resource) {
+            let record = match named_record(resource) {
                 Some(r) if visible_records(st)?.contains(&r) => r,
                 Some(r) => {
                     return Err(at(
@@ -265,6 +419,8 @@ fn plan(
                     category: imported.category,
                     body: imported.body,
                 },
+                links: Vec::new(),
+                made: Vec::new(),
             })
         }
     }
@@ -316,6 +472,63 @@ fn created(st: &AppState, base: &str, plan: &Plan, entry: EntryId) -> Json {
     })
 }
 
+/// The item an entry written by `plan` belongs to (the entry for a create).
+fn item_of(st: &AppState, plan: &Plan, entry: EntryId) -> EntryId {
+    let Payload::Amend { target, .. } = &plan.payload else {
+        return entry;
+    };
+    let me = st.actor();
+    let now = st.now();
+    st.store()
+        .with_record(&plan.record, |r| {
+            fold::history(r, &r.viewer(&me, now), target).map_or(entry, |h| h.item)
+        })
+        .unwrap_or(entry)
+}
+
+/// Notes the waiting Binaries a written entry names as linked to its item.
+fn link_written(st: &AppState, plan: &Plan, entry: EntryId) {
+    if plan.links.is_empty() {
+        return;
+    }
+    let item = item_of(st, plan, entry);
+    for id in &plan.links {
+        st.binaries().link(id, item);
+    }
+}
+
+/// The response entry for a Binary stored from a Bundle.
+fn binary_created(st: &AppState, base: &str, id: &str) -> Json {
+    json!({
+        "fullUrl": format!("{base}/Binary/{id}"),
+        "response": {
+            "status": "201 Created",
+            "location": format!("Binary/{id}/_history/1"),
+            "etag": "W/\"1\"",
+            "lastModified": resources::instant(st.now()),
+        }
+    })
+}
+
+fn is_binary(item: &BundleItem) -> bool {
+    item.resource["resourceType"] == "Binary"
+}
+
+/// Stores a Bundle's Binary entry as a waiting Binary (POST only).
+fn store_binary(st: &AppState, item: &BundleItem) -> Result<String, Outcome> {
+    if item.method.as_deref() == Some("PUT") {
+        return Err(at(
+            Outcome::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not-supported",
+                "a Binary is created (POST), never updated",
+            ),
+            &item.path,
+        ));
+    }
+    binary::store_resource(st, &item.resource).map_err(|o| at(o, &item.path))
+}
+
 fn run_transaction(
     st: &AppState,
     base: &str,
@@ -323,19 +536,51 @@ fn run_transaction(
     urls: &[String],
     source: Option<&str>,
 ) -> Result<(Json, Vec<RecordId>), Outcome> {
+    // Binaries first, so the resources naming them (by `fullUrl`) find them; forgotten
+    // again if the transaction fails (their sealed bytes stay, unreferenced).
+    let mut made: Vec<String> = Vec::new();
+    let result = transaction_steps(st, base, items, urls, source, &mut made);
+    if result.is_err() {
+        for id in &made {
+            st.binaries().forget(id);
+        }
+    }
+    result
+}
+
+fn transaction_steps(
+    st: &AppState,
+    base: &str,
+    items: &[BundleItem],
+    urls: &[String],
+    source: Option<&str>,
+    made: &mut Vec<String>,
+) -> Result<(Json, Vec<RecordId>), Outcome> {
+    let mut links = binary::Links {
+        base: base.to_owned(),
+        ..Default::default()
+    };
+    let mut binaries: Vec<(usize, String)> = Vec::new();
+    for (i, item) in items.iter().enumerate().filter(|(_, i)| is_binary(i)) {
+        let id = store_binary(st, item)?;
+        made.push(id.clone());
+        if let Some(u) = &item.full_url {
+            links.urns.insert(u.clone(), id.clone());
+        }
+        binaries.push((i, id));
+    }
     let mut plans = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        plans.push(plan(
+    for (i, item) in items.iter().enumerate().filter(|(_, i)| !is_binary(i)) {
+        let p = plan(
             st,
             item,
             urls.get(i).map_or("", String::as_str),
             source,
-        )?);
+            &links,
+        )?;
+        made.extend(p.made.iter().cloned());
+        plans.push((i, p));
     }
-    let Some(record) = plans.first().map(|p| p.record) else {
-        let b = resources::bundle("transaction-response", base, Vec::new(), None);
-        return Ok((b, Vec::new()));
-    };
     if plans.len() > MAX_WRITE_ALL {
         return Err(Outcome::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -346,7 +591,20 @@ fn run_transaction(
             ),
         ));
     }
-    if let Some(p) = plans.iter().find(|p| p.record != record) {
+    let mut response: Vec<Option<Json>> = vec![None; items.len()];
+    for (i, id) in &binaries {
+        response[*i] = Some(binary_created(st, base, id));
+    }
+    let Some(record) = plans.first().map(|(_, p)| p.record) else {
+        let b = resources::bundle(
+            "transaction-response",
+            base,
+            response.into_iter().flatten().collect(),
+            None,
+        );
+        return Ok((b, Vec::new()));
+    };
+    if let Some((_, p)) = plans.iter().find(|(_, p)| p.record != record) {
         return Err(Outcome::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "business-rule",
@@ -363,7 +621,7 @@ fn run_transaction(
     let device = st.device().map(str::to_owned);
     st.store().with_record(&record, |r| {
         let mut trial = r.clone();
-        for (i, p) in plans.iter().enumerate() {
+        for (i, p) in &plans {
             let vs = st
                 .store()
                 .prepare(
@@ -374,11 +632,11 @@ fn run_transaction(
                     device.clone(),
                     true,
                 )
-                .map_err(|e| at(Outcome::from(explain(r, &key.actor(), e)), &items[i].path))?;
+                .map_err(|e| at(Outcome::from(explain(r, &key.actor(), e)), &items[*i].path))?;
             for v in vs {
                 trial
                     .apply(v)
-                    .map_err(|e| at(Outcome::from(explain(r, &key.actor(), e)), &items[i].path))?;
+                    .map_err(|e| at(Outcome::from(explain(r, &key.actor(), e)), &items[*i].path))?;
             }
         }
         Ok::<(), Outcome>(())
@@ -390,7 +648,7 @@ fn run_transaction(
         .write_all(
             &record,
             &key,
-            plans.iter().map(|p| p.payload.clone()).collect(),
+            plans.iter().map(|(_, p)| p.payload.clone()).collect(),
             BatchInfo {
                 action: Action::Import,
                 detail: Some(format!("FHIR transaction: {} resources", plans.len())),
@@ -404,17 +662,24 @@ fn run_transaction(
             }
             BatchError::Refused { index, error } => at(
                 Outcome::from(explain_in(st, &record, error)),
-                items.get(index).map_or("Bundle.entry", |i| i.path.as_str()),
+                plans
+                    .get(index)
+                    .and_then(|(i, _)| items.get(*i))
+                    .map_or("Bundle.entry", |i| i.path.as_str()),
             ),
             BatchError::Store(e) => e.into(),
         })?;
-    let entries: Vec<Json> = plans
-        .iter()
-        .zip(ids)
-        .map(|(p, id)| created(st, base, p, id))
-        .collect();
+    for ((i, p), id) in plans.iter().zip(ids) {
+        link_written(st, p, id);
+        response[*i] = Some(created(st, base, p, id));
+    }
     Ok((
-        resources::bundle("transaction-response", base, entries, None),
+        resources::bundle(
+            "transaction-response",
+            base,
+            response.into_iter().flatten().collect(),
+            None,
+        ),
         vec![record],
     ))
 }
@@ -436,30 +701,144 @@ fn run_batch(
 ) -> (Json, Vec<RecordId>) {
     let session = st.session();
     let mut changed = Vec::new();
-    let mut entries = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let result = plan(st, item, urls.get(i).map_or("", String::as_str), source).and_then(|p| {
-            let id = session
-                .write(&p.record, p.payload.clone(), st.now())
-                .map_err(|e| at(Outcome::from(e), &item.path))?;
-            Ok((p, id))
+    let mut entries: Vec<Option<Json>> = vec![None; items.len()];
+    let failed =
+        |o: Outcome| json!({"response": {"status": status_line(o.status), "outcome": o.body()}});
+    let mut links = binary::Links {
+        base: base.to_owned(),
+        ..Default::default()
+    };
+    for (i, item) in items.iter().enumerate().filter(|(_, i)| is_binary(i)) {
+        entries[i] = Some(match store_binary(st, item) {
+            Ok(id) => {
+                if let Some(u) = &item.full_url {
+                    links.urns.insert(u.clone(), id.clone());
+                }
+                binary_created(st, base, &id)
+            }
+            Err(o) => failed(o),
         });
-        match result {
+    }
+    for (i, item) in items.iter().enumerate().filter(|(_, i)| !is_binary(i)) {
+        let result = plan(
+            st,
+            item,
+            urls.get(i).map_or("", String::as_str),
+            source,
+            &links,
+        )
+        .and_then(|p| {
+            match session
+                .write(&p.record, p.payload.clone(), st.now())
+                .map_err(|e| at(Outcome::from(e), &item.path))
+            {
+                Ok(id) => Ok((p, id)),
+                Err(o) => {
+                    for m in &p.made {
+                        st.binaries().forget(m);
+                    }
+                    Err(o)
+                }
+            }
+        });
+        entries[i] = Some(match result {
             Ok((p, id)) => {
                 if !changed.contains(&p.record) {
                     changed.push(p.record);
                 }
-                entries.push(created(st, base, &p, id));
+                link_written(st, &p, id);
+                created(st, base, &p, id)
             }
-            Err(o) => entries.push(json!({
-                "response": {"status": status_line(o.status), "outcome": o.body()}
-            })),
-        }
+            Err(o) => failed(o),
+        });
     }
     (
-        resources::bundle("batch-response", base, entries, None),
+        resources::bundle(
+            "batch-response",
+            base,
+            entries.into_iter().flatten().collect(),
+            None,
+        ),
         changed,
     )
+}
+
+/// `POST DocumentReference` or `POST Media`: one resource, written as a batch of one would
+/// be (its attachment's Binary linked). 201 with `Location` and the resource as it now
+/// reads. (Other types are created through transaction or batch Bundles.)
+pub(super) async fn create(st: AppState, req: Request, ty: String) -> Result<Response, Outcome> {
+    if !binary::is_fhir_json(req.headers()) {
+        return Err(Outcome::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            "send the resource as `Content-Type: application/fhir+json` (or application/json)",
+        ));
+    }
+    let base = base_url(req.headers());
+    let bytes = Bytes::from_request(req, &()).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Outcome::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-long",
+                format!(
+                    "the request body is more than the {} MiB limit (send a large file as a \
+                     Binary first, then name it)",
+                    MAX_BODY >> 20
+                ),
+            )
+        } else {
+            Outcome::invalid(format!("cannot read the request body: {e}"))
+        }
+    })?;
+    let resource = fhir::parse(&bytes).map_err(|e| Outcome::from_fhir(&e))?;
+    if resource["resourceType"] != ty.as_str() {
+        return Err(Outcome::invalid(format!("POST {ty} takes a {ty} resource")));
+    }
+    let item = BundleItem {
+        path: ty.clone(),
+        full_url: None,
+        method: Some("POST".into()),
+        resource,
+    };
+    let (record, location, body) = st
+        .blocking(move |st| {
+            Ok((|| {
+                let links = binary::Links {
+                    base: base.clone(),
+                    ..Default::default()
+                };
+                let p = plan(st, &item, &ty, None, &links)?;
+                let id = match st.session().write(&p.record, p.payload.clone(), st.now()) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        for m in &p.made {
+                            st.binaries().forget(m);
+                        }
+                        return Err(Outcome::from(e));
+                    }
+                };
+                link_written(st, &p, id);
+                let made = created(st, &base, &p, id);
+                let location = made["response"]["location"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                // What the writer sent, as it now reads (its own write: not a view).
+                let resource = collect(st, &[p.record], &p.resource_type)?
+                    .into_iter()
+                    .find(|f| f.item == Some(id) || f.current == Some(id))
+                    .and_then(|f| f.resource)
+                    .unwrap_or(Json::Null);
+                Ok::<_, Outcome>((p.record, format!("{base}/{location}"), resource))
+            })())
+        })
+        .await??;
+    st.changed(record).await;
+    let mut resp = fhir_response(StatusCode::CREATED, &body);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]
