@@ -34,6 +34,11 @@ const MAX_SUBSCRIBERS: usize = 1024;
 const MAX_SYNCS: usize = 16;
 /// Most document fetches a node runs at once (each takes documents one slice at a time).
 const MAX_DOCUMENT_FETCHES: usize = 4;
+/// What one document slice request (`Request::Document`, up to 1 MiB) costs of a peer's
+/// `requests_per_minute`: a sixteenth, so the limit allows 16 MiB of document bytes per
+/// request it allows (at the default of 600, about 160 MiB/s), and a large document's
+/// fetch is not cut off after 600 slices.
+const DOCUMENT_SLICE_COST: f64 = 1.0 / 16.0;
 /// Most change events held for a slow watcher (beyond that it is told how many it missed).
 const WATCH_BUFFER: usize = 256;
 
@@ -541,7 +546,7 @@ struct EventLoop {
     /// Syncs to run again when the one under way ends (a subset of `syncing`).
     again: HashSet<(PeerId, RecordId)>,
     /// Per-peer request budget: (tokens, last refill).
-    buckets: HashMap<PeerId, (f64, Instant)>,
+    buckets: HashMap<PeerId, Bucket>,
     /// The address each connected peer was last seen at.
     addrs: HashMap<PeerId, Multiaddr>,
     /// The first listen address each peer announced (identify): where it can be dialled.
@@ -577,18 +582,13 @@ impl EventLoop {
         tracing::info!("node stopped");
     }
 
-    fn allow(&mut self, peer: PeerId) -> bool {
+    fn allow(&mut self, peer: PeerId, cost: f64) -> bool {
         let per_min = f64::from(self.config.requests_per_minute.max(1));
-        let now = Instant::now();
-        let (tokens, last) = self.buckets.entry(peer).or_insert((per_min, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * per_min / 60.0).min(per_min);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        let bucket = self
+            .buckets
+            .entry(peer)
+            .or_insert_with(|| Bucket::full(per_min));
+        bucket.take(per_min, cost, Instant::now())
     }
 
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -674,7 +674,11 @@ impl EventLoop {
                     },
                 ..
             } => {
-                if !self.allow(peer) {
+                let cost = match request {
+                    Request::Document { .. } => DOCUMENT_SLICE_COST,
+                    _ => 1.0,
+                };
+                if !self.allow(peer, cost) {
                     let _ = self
                         .swarm
                         .behaviour_mut()
@@ -1183,9 +1187,70 @@ impl EventLoop {
     }
 }
 
+/// A peer's request allowance: a token bucket refilled at `per_min` tokens a minute, holding
+/// at most `per_min`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(per_min: f64) -> Bucket {
+        Bucket {
+            tokens: per_min,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes `cost` tokens at `now` if there are that many (after refilling).
+    fn take(&mut self, per_min: f64, cost: f64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * per_min / 60.0).min(per_min);
+        self.last = now;
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_may_fetch_sixteen_document_slices_for_each_other_request_allowed() {
+        let start = Instant::now();
+        let mut requests = Bucket {
+            tokens: 600.0,
+            last: start,
+        };
+        let allowed = (0..10_000)
+            .take_while(|_| requests.take(600.0, 1.0, start))
+            .count();
+        assert_eq!(allowed, 600);
+        let mut slices = Bucket {
+            tokens: 600.0,
+            last: start,
+        };
+        let allowed = (0..100_000)
+            .take_while(|_| slices.take(600.0, DOCUMENT_SLICE_COST, start))
+            .count();
+        assert_eq!(
+            allowed,
+            600 * 16,
+            "1 GiB in 1 MiB slices fits in a full bucket"
+        );
+        // Refilled at the rate: ten seconds later, a hundred more requests.
+        let later = start + Duration::from_secs(10);
+        let allowed = (0..10_000)
+            .take_while(|_| requests.take(600.0, 1.0, later))
+            .count();
+        assert_eq!(allowed, 100);
+    }
 
     #[test]
     fn the_peer_of_a_relayed_address_is_the_last_one() {
