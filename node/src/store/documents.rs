@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use cophr_protocol::blob::{self, BlobKey, BlobRef, DocumentFile, SEGMENT_BYTES, TAG_BYTES};
 use rand_core::{CryptoRng, RngCore};
 
-use super::blobs::{BlobReader, BlobStore, Progress, Slice};
+use super::blobs::{self as blob_store, BlobHash, BlobReader, BlobStore, Progress, Slice};
 use super::{Store, StoreError};
 
 /// Reads a document's plain bytes and yields them sealed ([`blob::seal_segment`]), one
@@ -99,6 +99,9 @@ fn invalid(e: blob::BlobError) -> io::Error {
 /// bytes.
 pub struct DocumentReader {
     stored: BlobReader,
+    /// Where damage found while reading is set aside for repair.
+    store: Store,
+    hash: BlobHash,
     key: Option<BlobKey>,
     size: u64,
     next: u64,
@@ -125,6 +128,25 @@ impl DocumentReader {
 
 impl Read for DocumentReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.read_checked(buf);
+        if let Err(e) = &read {
+            if damaged(e) {
+                self.store.set_aside_damaged(&self.hash);
+            }
+        }
+        read
+    }
+}
+
+/// Whether a read error is damage found by the blob store's check (not an I/O failure).
+fn damaged(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<blob_store::BlobError>())
+        .is_some_and(|b| matches!(b, blob_store::BlobError::Corrupt { .. }))
+}
+
+impl DocumentReader {
+    fn read_checked(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(key) = &self.key else {
             return self.stored.read(buf);
         };
@@ -198,6 +220,8 @@ impl Store {
         }
         Ok(DocumentReader {
             stored,
+            store: self.clone(),
+            hash: file.hash,
             key: file.key.clone(),
             size: file.size,
             next: 0,
@@ -218,8 +242,49 @@ impl Store {
         if !blobs.has(&doc.hash) || blobs.size(&doc.hash)? != doc.size {
             return Ok(None);
         }
-        let s = blobs.slice(&doc.hash, offset, len)?;
-        Ok(Some((s.len, s.encoded)))
+        match blobs.slice(&doc.hash, offset, len) {
+            Ok(s) => Ok(Some((s.len, s.encoded))),
+            // Damaged here: set aside, fetched again, and meanwhile not held.
+            Err(blob_store::BlobError::Corrupt { .. }) => {
+                self.set_aside_damaged(&doc.hash);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sets a damaged document's stored bytes aside so the damaged chunk groups are
+    /// fetched again from a peer (`BlobStore::repair`); logged, never fails the caller.
+    fn set_aside_damaged(&self, hash: &BlobHash) {
+        match self.inner.blobs.repair(hash) {
+            Ok(damaged) if damaged.is_empty() => {}
+            Ok(damaged) => tracing::warn!(
+                %hash,
+                damaged_bytes = damaged.iter().map(|r| r.end - r.start).sum::<u64>(),
+                "a document's stored bytes are damaged: set aside, to be fetched again from a peer"
+            ),
+            Err(e) => {
+                tracing::warn!(%hash, error = %e, "a damaged document could not be set aside")
+            }
+        }
+    }
+
+    /// Checks every document held here against its hash, setting aside each damaged one
+    /// so its damaged chunk groups are fetched again from a peer at the next sync (`cophr
+    /// repair`). Returns how many were checked and those set aside with their damaged
+    /// bytes.
+    pub fn repair_documents(&self) -> Result<DocumentsRepaired, StoreError> {
+        let mut report = DocumentsRepaired::default();
+        for (hash, _) in self.inner.blobs.list() {
+            report.checked += 1;
+            let damaged = self.inner.blobs.repair(&hash)?;
+            if !damaged.is_empty() {
+                report
+                    .set_aside
+                    .push((hash, damaged.iter().map(|r| r.end - r.start).sum()));
+            }
+        }
+        Ok(report)
     }
 
     /// Starts or continues receiving a document from peers: the byte ranges still missing
@@ -259,6 +324,15 @@ impl Store {
     pub fn flush_document(&self, doc: &BlobRef) -> Result<(), StoreError> {
         Ok(self.inner.blobs.flush(&doc.hash)?)
     }
+}
+
+/// What [`Store::repair_documents`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocumentsRepaired {
+    /// Documents checked.
+    pub checked: usize,
+    /// Documents found damaged and set aside, with their damaged bytes.
+    pub set_aside: Vec<(BlobHash, u64)>,
 }
 
 /// A file name for a document from its title and media type (what `cophr download` saves

@@ -462,6 +462,88 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Read a complete blob whole against its hash and, if any chunk group is damaged, set
+    /// it aside: it becomes a partial blob missing exactly the damaged groups, so those
+    /// (and only those) are fetched again from a peer, checked as any received slice, and
+    /// the blob completes as a received one does (read back whole, then renamed into
+    /// place). Returns the damaged ranges (empty: the blob is intact). The good ranges are
+    /// recorded (temp file, fsync, rename) before the blob file is renamed to a partial
+    /// (and the directory fsync'd): a crash in between leaves the blob as it was, to be
+    /// found damaged again.
+    pub fn repair(&self, hash: &BlobHash) -> Result<Vec<Range<u64>>, BlobError> {
+        let (file, size) = self.open_file(hash)?;
+        let damaged = damaged_groups(&*file, hash, size)?;
+        if damaged.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut present = RangeSet::default();
+        present.insert(0..size);
+        for r in &damaged {
+            present.remove(r.clone());
+        }
+        let rname = ranges_name(hash);
+        let name = self.temp();
+        let written = (|| -> io::Result<u64> {
+            let tmp = self.dir.create(&name)?;
+            let mut bytes = RANGES_MAGIC.to_vec();
+            for r in present.ranges() {
+                bytes.extend_from_slice(&encode_record(r));
+            }
+            tmp.write_at(0, &bytes)?;
+            tmp.sync()?;
+            self.dir.rename(&name, &rname)?;
+            Ok(bytes.len() as u64)
+        })();
+        let ranges_len = match written {
+            Ok(len) => len,
+            Err(e) => {
+                let _ = self.dir.remove(&name);
+                return Err(e.into());
+            }
+        };
+        // The blob leaves the index and becomes a partial under the state's lock, so no
+        // `begin` or `remove` of the same hash comes in between.
+        let mut st = lock(&self.state);
+        if st.complete.get(hash) != Some(&size) {
+            drop(st);
+            let _ = self.dir.remove(&rname);
+            return Err(BlobError::NotFound { hash: *hash });
+        }
+        let (pname, bname) = (part_name(hash), blob_name(hash));
+        let moved = self
+            .dir
+            .rename(&bname, &pname)
+            .and_then(|()| self.dir.sync())
+            .and_then(|()| Ok((self.dir.open(&pname)?, self.dir.open(&rname)?)));
+        let (file, ranges) = match moved {
+            Ok(files) => files,
+            Err(e) => {
+                // Reported as not held: open finds the blob or the partial.
+                st.complete.remove(hash);
+                return Err(e.into());
+            }
+        };
+        st.complete.remove(hash);
+        st.partial_bytes = st.partial_bytes.saturating_add(size);
+        st.partials.insert(
+            *hash,
+            (
+                size,
+                Arc::new(Mutex::new(Partial {
+                    hash: *hash,
+                    size,
+                    file,
+                    ranges,
+                    ranges_len,
+                    present,
+                    unsynced: Vec::new(),
+                    gone: false,
+                })),
+            ),
+        );
+        Ok(damaged)
+    }
+
     // -----------------------------------------------------------------------------------------
     // Serving
 
@@ -842,6 +924,39 @@ fn sync_unsynced(p: &mut Partial) -> Result<(), BlobError> {
             Err(e.into())
         }
     }
+}
+
+/// The chunk groups of a stored blob that do not verify against its hash (windows of
+/// [`VERIFY_WINDOW`] read whole, a failing window group by group), merged into runs.
+fn damaged_groups(
+    file: &dyn BlobFile,
+    hash: &BlobHash,
+    size: u64,
+) -> Result<Vec<Range<u64>>, BlobError> {
+    let mut window = Vec::new();
+    let mut damaged = RangeSet::default();
+    let mut at = 0;
+    while at < size {
+        let end = (at + VERIFY_WINDOW).min(size);
+        match verify::read_verified(file, hash, size, at, end, &mut window) {
+            Ok(()) => {}
+            Err(BlobError::Corrupt { .. }) => {
+                let mut g = at;
+                while g < end {
+                    let g_end = (g + GROUP_BYTES).min(size);
+                    match verify::read_verified(file, hash, size, g, g_end, &mut window) {
+                        Ok(()) => {}
+                        Err(BlobError::Corrupt { .. }) => damaged.insert(g..g_end),
+                        Err(e) => return Err(e),
+                    }
+                    g = g_end;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        at = end;
+    }
+    Ok(damaged.ranges().to_vec())
 }
 
 /// Read a stored blob whole against its hash, a window at a time.

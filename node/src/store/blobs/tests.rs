@@ -1202,3 +1202,79 @@ fn concurrent_receivers_and_an_import_of_one_blob_agree() {
         assert_eq!(reopened.recovery(), &Recovery::default());
     }
 }
+
+#[test]
+fn a_damaged_blob_is_set_aside_and_only_its_damaged_groups_are_fetched_again() {
+    let dir = MemDir::new();
+    let store = open_mem(&dir);
+    let peer = open_mem(&MemDir::new());
+    let size = 3 * 1024 * 1024 + 100;
+    let bytes = data(41, size);
+    let (hash, _) = store.import(&bytes[..]).unwrap();
+    peer.import(&bytes[..]).unwrap();
+    // Intact: nothing to do.
+    assert_eq!(
+        store.repair(&hash).unwrap(),
+        Vec::<std::ops::Range<u64>>::new()
+    );
+    assert!(store.has(&hash));
+
+    // Two flipped bytes, in two groups far apart (one in the last, short group).
+    let (a, b) = (5 * G + 7, size - 10);
+    assert!(dir.corrupt(&blob_name(&hash), HEADER_LEN + a, 0x20));
+    assert!(dir.corrupt(&blob_name(&hash), HEADER_LEN + b, 0x01));
+    let last = (size / G) * G;
+    let damaged = store.repair(&hash).unwrap();
+    assert_eq!(damaged, vec![5 * G..6 * G, last..size]);
+    assert!(!store.has(&hash), "set aside: not served");
+    assert!(matches!(
+        store.slice(&hash, 0, G),
+        Err(BlobError::NotFound { .. })
+    ));
+    assert_eq!(store.missing_ranges(&hash).unwrap(), damaged);
+
+    // The set-aside survives a crash (it was made durable before it was reported).
+    let dir = dir.crash();
+    let store = open_mem(&dir);
+    assert_eq!(store.missing_ranges(&hash).unwrap(), damaged);
+
+    // Only the damaged groups are fetched again, and the blob completes, byte for byte.
+    assert_eq!(
+        store.begin(&hash, size).unwrap(),
+        Progress::Partial {
+            missing: G + (size - last)
+        }
+    );
+    for r in &damaged {
+        let s = peer.slice(&hash, r.start, r.end - r.start).unwrap();
+        store.write_slice(&hash, &s).unwrap();
+    }
+    assert!(store.has(&hash));
+    assert_eq!(read_all(&store, &hash), bytes);
+}
+
+#[test]
+fn a_damaged_outboard_is_repaired_from_a_peer_too() {
+    let dir = MemDir::new();
+    let store = open_mem(&dir);
+    let peer = open_mem(&MemDir::new());
+    let bytes = data(42, 40 * G);
+    let (hash, size) = store.import(&bytes[..]).unwrap();
+    peer.import(&bytes[..]).unwrap();
+    // A flipped byte in the outboard (a hash pair near the top of the tree).
+    let outboard = (size.div_ceil(G) - 1) * 64;
+    assert!(dir.corrupt(&blob_name(&hash), HEADER_LEN + size + outboard - 40, 0x08));
+    let damaged = store.repair(&hash).unwrap();
+    assert!(!damaged.is_empty());
+    for r in store.missing_ranges(&hash).unwrap() {
+        let mut at = r.start;
+        while at < r.end {
+            let s = peer.slice(&hash, at, r.end - at).unwrap();
+            at += s.len;
+            store.write_slice(&hash, &s).unwrap();
+        }
+    }
+    assert!(store.has(&hash));
+    store.verify(&hash).unwrap();
+    assert_eq!(read_all(&store, &hash), bytes);
+}
