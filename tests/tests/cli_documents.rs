@@ -112,3 +112,46 @@ fn documents_attach_download_export_verify_and_import() {
     let out = stranger.ok(&["verify", &path("george.cophr")]);
     assert!(out.contains("2 named: 0 beside the file"), "{out}");
 }
+
+#[test]
+fn cophr_repair_deletes_documents_no_record_names_and_keeps_the_rest() {
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    let files = tempfile::tempdir().unwrap();
+    let letter = files.path().join("letter.txt");
+    std::fs::write(&letter, "Renal clinic letter\n".repeat(2_000)).unwrap();
+    let entry = george.ok(&["attach", letter.to_str().unwrap(), "--title", "Letter"]);
+    // A document no record here names: another home's, left in this store (as a removed
+    // record's or a failed write's would be).
+    let ann = Person::new("Ann Smith", "patient", None);
+    ann.ok(&["record", "create"]);
+    ann.ok(&["attach", letter.to_str().unwrap(), "--title", "Hers"]);
+    let blobs = |p: &Person| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(p.dir().join("store").join("blobs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".blob"))
+            .collect()
+    };
+    let hers = blobs(&ann).pop().unwrap();
+    let stray = george
+        .dir()
+        .join("store")
+        .join("blobs")
+        .join(hers.file_name().unwrap());
+    std::fs::copy(&hers, &stray).unwrap();
+    assert_eq!(blobs(&george).len(), 2);
+
+    let out = george.json(&["repair", "--json"]);
+    assert_eq!(out["documents_checked"], 2, "{out}");
+    assert_eq!(out["unreferenced_documents_removed"], 1, "{out}");
+    assert!(!stray.exists());
+    assert_eq!(blobs(&george).len(), 1);
+    let saved = files.path().join("saved.txt");
+    george.ok(&["download", entry.trim(), "-o", saved.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&saved).unwrap(),
+        std::fs::read(&letter).unwrap()
+    );
+}

@@ -378,6 +378,7 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
     }
     let store = ctx.store()?;
     store.set_record_cache(cache);
+    collect_unreferenced_documents(&store);
     let node_key = home.node_key_or_create()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -394,6 +395,33 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
     ));
     rt.shutdown_timeout(STOP_WAIT);
     result
+}
+
+/// Deletes, in the background, the documents held at start-up that no record names (a
+/// removed record's, one whose entry write failed, an upload never named). Taken before
+/// the node serves, so no write in progress can be about to name one.
+fn collect_unreferenced_documents(store: &cophr_node::store::Store) {
+    let candidates = store.documents_held();
+    if candidates.is_empty() {
+        return;
+    }
+    let store = store.clone();
+    let spawned = std::thread::Builder::new()
+        .name("cophr-collect".into())
+        .spawn(
+            move || match store.collect_unreferenced_documents(&candidates) {
+                Ok(removed) if !removed.is_empty() => tracing::info!(
+                    documents = removed.len(),
+                    bytes = removed.iter().map(|(_, b)| b).sum::<u64>(),
+                    "deleted documents no record names"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not collect unreferenced documents"),
+            },
+        );
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start collecting unreferenced documents");
+    }
 }
 
 /// Whether and where to serve HTTP: `(config, explicit)`; `explicit` is false for the

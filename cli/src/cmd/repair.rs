@@ -11,7 +11,8 @@ use crate::store::Store;
 /// Repair the store: cut off a torn log tail left by a crash (never an acknowledged entry),
 /// rebuild the indexes from the log, and check every document's stored bytes against their
 /// hash, setting a damaged one aside so the damaged parts are fetched again from a peer at
-/// the next sync. Run it when no other cophr process uses this home.
+/// the next sync, and delete documents no record names (a removed record's, or one whose
+/// entry was never written). Run it when no other cophr process uses this home.
 #[derive(ClapArgs, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -34,7 +35,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         )));
     }
     let report = Store::repair(&dir)?;
-    let documents = ctx.store()?.repair_documents()?;
+    let store = ctx.store()?;
+    let documents = store.repair_documents()?;
+    let unreferenced = store.collect_unreferenced_documents(&store.documents_held())?;
     if ctx.json(args.out) {
         return output::json(&json!({
             "store": dir,
@@ -45,6 +48,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 "hash": hash.to_string(),
                 "damaged_bytes": bytes,
             })).collect::<Vec<_>>(),
+            "unreferenced_documents_removed": unreferenced.len(),
+            "unreferenced_bytes_removed": unreferenced.iter().map(|(_, b)| b).sum::<u64>(),
         }));
     }
     output::line(format!(
@@ -61,6 +66,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         output::line(format!(
             "  {hash}: {bytes} bytes damaged, set aside; the node fetches them again from a \
              peer holding the record at its next sync"
+        ))?;
+    }
+    if !unreferenced.is_empty() {
+        output::line(format!(
+            "Deleted {} document(s) no record names ({} bytes)",
+            unreferenced.len(),
+            unreferenced.iter().map(|(_, b)| b).sum::<u64>()
         ))?;
     }
     if report.truncated_bytes > 0 {

@@ -542,20 +542,58 @@ impl Store {
         if docs.is_empty() {
             return Ok(0);
         }
+        let hashes: Vec<BlobHash> = docs.iter().map(|d| d.hash).collect();
+        Ok(self.collect_unreferenced_documents(&hashes)?.len())
+    }
+
+    /// The documents held here, complete or being received (what
+    /// [`Store::collect_unreferenced_documents`] may check).
+    pub fn documents_held(&self) -> Vec<BlobHash> {
+        let blobs = &self.inner.blobs;
+        let mut all: Vec<BlobHash> = blobs.list().into_iter().map(|(h, _)| h).collect();
+        all.extend(blobs.partials().into_iter().map(|(h, _)| h));
+        all
+    }
+
+    /// Removes those of `candidates` (complete or partial) that no record held here names:
+    /// a removed record's documents, a document whose entry was never written (a failed
+    /// write after its import, an upload or FHIR Binary never named). Returns those removed
+    /// with their sizes. The caller gives candidates no write in progress can name: taken
+    /// when nothing is being written (`cophr repair`, a node's start, before it serves).
+    pub fn collect_unreferenced_documents(
+        &self,
+        candidates: &[BlobHash],
+    ) -> Result<Vec<(BlobHash, u64)>, StoreError> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut named = std::collections::HashSet::new();
-        for other in self.records()? {
-            self.with_record(&other, |r| {
+        for record in self.records()? {
+            self.with_record(&record, |r| {
                 named.extend(r.documents().map(|d| d.hash));
             })?;
         }
-        let mut dropped = 0;
-        for doc in docs {
-            if !named.contains(&doc.hash) {
-                self.inner.blobs.remove(&doc.hash)?;
-                dropped += 1;
+        let blobs = &self.inner.blobs;
+        let mut removed = Vec::new();
+        for hash in candidates {
+            if named.contains(hash) {
+                continue;
+            }
+            let size = blobs.size(hash).ok().or_else(|| {
+                blobs
+                    .partials()
+                    .iter()
+                    .find(|(h, _)| h == hash)
+                    .map(|p| p.1)
+            });
+            match blobs.remove(hash) {
+                Ok(()) => removed.push((*hash, size.unwrap_or(0))),
+                // Not held (never fetched, or gone meanwhile): nothing to remove.
+                Err(blob_store::BlobError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        Ok(dropped)
+        Ok(removed)
     }
 }
 
@@ -724,6 +762,72 @@ mod removal_tests {
 
     /// A record removed here (its patient moved it away) takes its documents with it,
     /// but not one another record held here still names.
+    #[test]
+    fn documents_no_record_names_are_collected_and_named_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), key(1, "node")).unwrap().0;
+        let mut rng = SeededRng::new(10);
+        let george = key(2, "George");
+        s.create_record(&george, profile("P", "patient", None), 1_000, None)
+            .unwrap();
+        let letter = b"Dear Dr Rao, eGFR stable.\n".repeat(500);
+        let named = s
+            .import_document(&letter[..], letter.len() as u64, &mut rng)
+            .unwrap();
+        s.write(
+            &george.actor(),
+            &george,
+            Payload::Create {
+                category: Category::Documents,
+                body: document_body(&named),
+            },
+            2_000,
+            None,
+        )
+        .unwrap();
+        // Imported, its entry never written (a failed write); and one half received for
+        // a record no longer held.
+        let orphan = s.import_document(&b"orphan"[..], 6, &mut rng).unwrap();
+        let half = BlobRef {
+            hash: BlobHash::of(b"another"),
+            size: 3 * blob::GROUP_BYTES,
+        };
+        assert!(!s.document_missing(&half).unwrap().is_empty());
+        let candidates = s.documents_held();
+        assert_eq!(candidates.len(), 3);
+
+        let removed = s.collect_unreferenced_documents(&candidates).unwrap();
+        let mut hashes: Vec<_> = removed.iter().map(|(h, _)| *h).collect();
+        hashes.sort();
+        let mut expected = vec![orphan.hash, half.hash];
+        expected.sort();
+        assert_eq!(hashes, expected);
+        assert!(s.has_document(&named.blob_ref()));
+        assert!(!s.has_document(&orphan.blob_ref()));
+        assert_eq!(s.documents_held(), vec![named.hash]);
+        // Removing a record whose documents were never fetched here is not an error.
+        let ann = key(3, "Ann");
+        s.create_record(&ann, profile("A", "patient", None), 1_000, None)
+            .unwrap();
+        let never = DocumentFile {
+            hash: BlobHash::of(b"never fetched"),
+            size: blob::sealed_len(10),
+            key: None,
+        };
+        s.write(
+            &ann.actor(),
+            &ann,
+            Payload::Create {
+                category: Category::Documents,
+                body: document_body(&never),
+            },
+            2_000,
+            None,
+        )
+        .unwrap();
+        s.remove_record(&ann.actor()).unwrap();
+    }
+
     #[test]
     fn a_removed_records_documents_go_unless_another_record_names_them() {
         let dir = tempfile::tempdir().unwrap();
