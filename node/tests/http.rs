@@ -938,6 +938,20 @@ async fn the_router_matches_its_openapi_document() {
                 let doc = stored_document(&f, &rid, "Discharge summary", "text/plain", text).await;
                 uri = concrete(path, &rid, &doc, &gid);
             }
+            if path.ends_with("/export/documents/{hash}") {
+                // A document the record's entries name, to export.
+                let text = b"Discharge summary: home on ramipril.\n";
+                stored_document(&f, &rid, "Discharge summary", "text/plain", text).await;
+                let record: RecordId = rid.parse().unwrap();
+                let hash = f
+                    .store
+                    .with_record(&record, |r| r.documents().next().map(|d| d.hash))
+                    .unwrap()
+                    .expect("the one document the record names");
+                uri = path
+                    .replace("{rid}", &rid)
+                    .replace("{hash}", &hash.to_string());
+            }
             let uri = uri.replace("{record}", &stranger.to_string());
             let example = op["requestBody"]["content"]["application/json"]["example"].clone();
             let request = RecoveryRequest {
@@ -1514,6 +1528,61 @@ async fn a_documents_file_is_served_streamed_and_audited() {
     .await;
     let msg = r.error(StatusCode::NOT_FOUND, "not_found");
     assert!(msg.contains("not held"), "{msg}");
+}
+
+/// The export's documents over HTTP: listed with their hashes and sizes, each served as
+/// its stored (sealed) bytes, which check offline against the entries' names as
+/// `cophr verify` checks `FILE.documents/`; audited; unknown or malformed hashes refused.
+#[tokio::test]
+async fn an_exports_documents_are_listed_and_served_sealed_for_an_offline_check() {
+    let f = patient();
+    let (rid, _) = seeded(&f).await;
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.extend((0..200_000u32).map(|i| (i % 241) as u8));
+    stored_document(&f, &rid, "Renal clinic letter", "application/pdf", &pdf).await;
+    let record: RecordId = rid.parse().unwrap();
+
+    let r = get(&f.state, &format!("/api/v1/records/{rid}/export/documents")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let listed = r.json()["documents"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["held"], true);
+    let (_, audit_before) = counts(&f.store, &record);
+    let r = get(&f.state, listed[0]["url"].as_str().unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.bytes.len() as u64, listed[0]["size"].as_u64().unwrap());
+    assert_ne!(
+        &r.bytes[..pdf.len().min(r.bytes.len())],
+        &pdf[..],
+        "sealed, not plain"
+    );
+    let (_, audit_after) = counts(&f.store, &record);
+    assert_eq!(audit_after, audit_before + 1, "audited");
+
+    // Saved beside the export, they check offline (no key) as `cophr verify` checks them.
+    let dir = tempfile::tempdir().unwrap();
+    let hash = listed[0]["hash"].as_str().unwrap();
+    std::fs::write(dir.path().join(hash), &r.bytes).unwrap();
+    let doc = cophr_protocol::blob::BlobRef {
+        hash: hash.parse().unwrap(),
+        size: r.bytes.len() as u64,
+    };
+    let checked = cophr_node::store::check_documents(&[doc], dir.path());
+    assert_eq!(checked.verified, 1, "{checked:?}");
+
+    let unknown = cophr_protocol::blob::BlobHash::of(b"nobody names this");
+    let r = get(
+        &f.state,
+        &format!("/api/v1/records/{rid}/export/documents/{unknown}"),
+    )
+    .await;
+    r.error(StatusCode::NOT_FOUND, "not_found");
+    let r = get(
+        &f.state,
+        &format!("/api/v1/records/{rid}/export/documents/not-a-hash"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
 /// A file uploaded as it is (its length given), recognised by its content, sealed into the

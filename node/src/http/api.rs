@@ -96,6 +96,14 @@ pub fn routes() -> Router<AppState> {
         .route("/records/{rid}/audit", get(audit::audit_trail))
         .route("/records/{rid}/export", get(records::export))
         .route(
+            "/records/{rid}/export/documents",
+            get(records::export_documents),
+        )
+        .route(
+            "/records/{rid}/export/documents/{hash}",
+            get(records::export_document),
+        )
+        .route(
             "/records/{rid}/invitations",
             get(invitations::list).post(invitations::create),
         )

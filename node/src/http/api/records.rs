@@ -156,3 +156,105 @@ pub(super) async fn export(
     )
         .into_response())
 }
+
+/// `GET /records/{rid}/export/documents`: the documents stored apart that the entries you
+/// may see name (hash and stored size), to be saved beside the export as
+/// `FILE.documents/<hash>` (the layout `cophr export` writes and `cophr verify` and
+/// `cophr import` read), each from `…/export/documents/{hash}`.
+pub(super) async fn export_documents(
+    State(st): State<AppState>,
+    Path(rid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = parse_record(&rid)?;
+    let docs = st
+        .blocking(move |st| {
+            held(st, &record)?;
+            let now = st.now();
+            let me = st.actor();
+            let docs = st.store().with_record(&record, |r| {
+                let v = viewer(r, &me, now)?;
+                Ok::<_, ApiError>(
+                    r.documents()
+                        .filter(|d| !r.document_entries(&v, d).is_empty())
+                        .copied()
+                        .collect::<Vec<_>>(),
+                )
+            })??;
+            let store = st.store();
+            Ok::<_, ApiError>(
+                docs.into_iter()
+                    .map(|d| {
+                        json!({
+                            "hash": d.hash.to_string(),
+                            "size": d.size,
+                            "held": store.has_document(&d),
+                            "url": format!("/api/v1/records/{record}/export/documents/{}", d.hash),
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await?;
+    Ok(Json(json!({ "documents": docs })))
+}
+
+/// `GET /records/{rid}/export/documents/{hash}`: a document's stored (sealed) bytes as the
+/// export carries them, for whoever may see an entry naming it; audited as a view of
+/// those entries. Checked against the hash as they are read: a damaged byte ends the
+/// response short, never with wrong bytes.
+pub(super) async fn export_document(
+    State(st): State<AppState>,
+    Path((rid, hash)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let record = parse_record(&rid)?;
+    let hash: cophr_protocol::blob::BlobHash = hash
+        .parse()
+        .map_err(|_| ApiError::invalid("a document hash is 64 lowercase hex digits"))?;
+    let doc = st
+        .blocking(move |st| {
+            held(st, &record)?;
+            let now = st.now();
+            let me = st.actor();
+            st.read(now, |rd| {
+                rd.record(&record, |r, seen| {
+                    let v = viewer(r, &me, now)?;
+                    let found = r.documents().find(|d| d.hash == hash).copied();
+                    let entries = found
+                        .map(|d| r.document_entries(&v, &d))
+                        .unwrap_or_default();
+                    let Some(doc) = found.filter(|_| !entries.is_empty()) else {
+                        return Err(ApiError::not_found(
+                            "no entry you may see names that document",
+                        ));
+                    };
+                    seen.add(entries);
+                    seen.detail(format!("document exported (API): {}", doc.hash));
+                    Ok(doc)
+                })?
+            })
+        })
+        .await?;
+    let store = st.store().clone();
+    if !store.has_document(&doc) {
+        return Err(ApiError::not_found(
+            "the document is not held on this node yet: it is fetched from a replica that \
+             holds it when this node next syncs",
+        ));
+    }
+    let reader = store
+        .blobs()
+        .open_blob(&doc.hash)
+        .map_err(|e| ApiError::internal(format!("the document could not be read: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, doc.size.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}\"", doc.hash),
+            ),
+        ],
+        super::documents::stream_document(reader),
+    )
+        .into_response())
+}
