@@ -14,6 +14,18 @@
 //! 3. **store only**: the same slices served and received (batched, as the fetch path
 //!    does) between two blob stores in one thread, no network: what the stores cost.
 //!
+//! And three parts of the work, alone, to show where the ceiling is on the machine:
+//!
+//! 4. **durable write**: the bytes written to a file in 1 MiB writes with an fsync every
+//!    16 MiB and at the end (as the receiving blob store batches them), nothing checked, no
+//!    network. Durable before acknowledged is the design, so replication cannot be faster
+//!    than this, whatever the transport.
+//! 5. **cipher**: the bytes sealed and opened with ChaCha20-Poly1305 in noise's frames
+//!    (65,519 bytes of data and a 16-byte tag), one core: the transport's encryption, both
+//!    ends, no network.
+//! 6. **hash**: one BLAKE3 pass over the bytes, one core (replication makes three: the
+//!    sender's check as it reads, the receiver's check of each slice, the completion check).
+//!
 //! Run: `cargo bench -p cophr-node --bench documents` (size in bytes via
 //! `COPHR_BENCH_DOC_BYTES`, default 256 MiB; `COPHR_BENCH_DOC_RUNS` runs, default 1). With
 //! `--smoke` (used by the tests) it runs once at 3 MiB.
@@ -77,6 +89,12 @@ pub struct Figures {
     pub replication: Duration,
     /// Serving and receiving between two blob stores, no network.
     pub store_only: Duration,
+    /// Writing the bytes to a file durably (fsync per 16 MiB), nothing else.
+    pub durable_write: Duration,
+    /// Sealing and opening the bytes in noise's frames, one core.
+    pub cipher: Duration,
+    /// One BLAKE3 pass, one core.
+    pub hash: Duration,
 }
 
 /// Runs the measurements `COPHR_BENCH_DOC_RUNS` times (once when `smoke`) and prints them.
@@ -111,11 +129,17 @@ pub fn run(smoke: bool) -> Vec<Figures> {
             &dir.path().join(format!("dst-{i}")),
         ));
         let store_only = store_only(&src, &file, &dir.path().join(format!("only-{i}")));
+        let durable_write = durable_write(bytes, &dir.path().join(format!("disk-{i}")));
+        let cipher = cipher(bytes);
+        let hash = hash(bytes);
         let f = Figures {
             bytes,
             tcp,
             replication,
             store_only,
+            durable_write,
+            cipher,
+            hash,
         };
         println!(
             "run {}: loopback TCP {:.0} MiB/s ({:.2} s); replication {:.0} MiB/s ({:.2} s), {:.0} % of TCP; store only {:.0} MiB/s ({:.2} s)",
@@ -127,6 +151,17 @@ pub fn run(smoke: bool) -> Vec<Figures> {
             100.0 * f.tcp.as_secs_f64() / f.replication.as_secs_f64(),
             rate(f.bytes, f.store_only),
             f.store_only.as_secs_f64(),
+        );
+        let of_tcp = |d: Duration| 100.0 * f.tcp.as_secs_f64() / d.as_secs_f64();
+        println!(
+            "run {}: alone: durable write {:.0} MiB/s ({:.0} % of TCP); cipher, both ends, one core {:.0} MiB/s ({:.0} %); one BLAKE3 pass {:.0} MiB/s ({:.0} %)",
+            i + 1,
+            rate(f.bytes, f.durable_write),
+            of_tcp(f.durable_write),
+            rate(f.bytes, f.cipher),
+            of_tcp(f.cipher),
+            rate(f.bytes, f.hash),
+            of_tcp(f.hash),
         );
         all.push(f);
     }
@@ -280,5 +315,86 @@ fn store_only(src: &Store, file: &DocumentFile, dir: &std::path::Path) -> Durati
         let progress = dst.write_slice_batched(&hash, &slice).expect("write");
         assert_eq!(progress == Progress::Complete, at == size);
     }
+    start.elapsed()
+}
+
+/// Bytes a batch of durable writes gathers before its fsync, as the receiving blob store's
+/// `write_slice_batched` does.
+const DURABLE_BATCH: u64 = 16 << 20;
+
+/// `bytes` written to a new file in 1 MiB writes, fsync'd every [`DURABLE_BATCH`] and at the
+/// end, with the directory fsync'd after: what making them durable costs, alone.
+fn durable_write(bytes: u64, dir: &std::path::Path) -> Duration {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).expect("dir");
+    let mut chunk = vec![0u8; MAX_SLICE_DATA as usize];
+    seeded(MAX_SLICE_DATA)
+        .read_exact(&mut chunk)
+        .expect("bytes");
+    let start = Instant::now();
+    let mut f = std::fs::File::create(dir.join("blob")).expect("create");
+    let (mut left, mut unsynced) = (bytes, 0);
+    while left > 0 {
+        let n = left.min(chunk.len() as u64);
+        f.write_all(&chunk[..n as usize]).expect("write");
+        left -= n;
+        unsynced += n;
+        if unsynced >= DURABLE_BATCH || left == 0 {
+            f.sync_data().expect("fsync");
+            unsynced = 0;
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .expect("fsync dir");
+    start.elapsed()
+}
+
+/// Data bytes in one noise transport frame (65,535 bytes, less the 16-byte tag).
+const NOISE_FRAME_DATA: usize = 65_535 - 16;
+
+/// `bytes` sealed and opened with ChaCha20-Poly1305 frame by frame, in one thread.
+fn cipher(bytes: u64) -> Duration {
+    use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+    use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+    let cipher = ChaCha20Poly1305::new(&[7u8; 32].into());
+    let mut frame = vec![0u8; NOISE_FRAME_DATA];
+    seeded(NOISE_FRAME_DATA as u64)
+        .read_exact(&mut frame)
+        .expect("bytes");
+    let start = Instant::now();
+    let (mut left, mut n) = (bytes, 0u64);
+    while left > 0 {
+        let len = left.min(NOISE_FRAME_DATA as u64) as usize;
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&n.to_le_bytes());
+        let nonce = Nonce::from(nonce);
+        let tag = cipher
+            .encrypt_in_place_detached(&nonce, b"", &mut frame[..len])
+            .expect("seal");
+        cipher
+            .decrypt_in_place_detached(&nonce, b"", &mut frame[..len], &tag)
+            .expect("open");
+        left -= len as u64;
+        n += 1;
+    }
+    start.elapsed()
+}
+
+/// One BLAKE3 pass over `bytes`, 1 MiB at a time, in one thread.
+fn hash(bytes: u64) -> Duration {
+    let mut chunk = vec![0u8; MAX_SLICE_DATA as usize];
+    seeded(MAX_SLICE_DATA)
+        .read_exact(&mut chunk)
+        .expect("bytes");
+    let start = Instant::now();
+    let mut h = blake3::Hasher::new();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        h.update(&chunk[..n]);
+        left -= n as u64;
+    }
+    std::hint::black_box(h.finalize());
     start.elapsed()
 }

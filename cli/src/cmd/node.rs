@@ -50,6 +50,7 @@ const AFTER_HELP: &str = "The config file is TOML with the network settings (eve
   log_format = \"text\"         # or \"json\"
   http = \"127.0.0.1:7380\"     # the HTTP API (REST, FHIR, web app); false for none
   http_allow_remote = false   # allow a non-loopback HTTP address
+  scrub_rate = 8              # MiB/s of documents read back and checked; 0 for none
   [host]                      # which patients' records this node hosts, and how much
   admission = { mode = \"open\" }   # or { mode = \"allow-list\", records = [\"a-…\"] },
                                     # { mode = \"invitation\" } or { mode = \"closed\" }
@@ -191,6 +192,12 @@ pub struct RunArgs {
     /// 2000000]
     #[arg(long, value_name = "N")]
     cache_entries: Option<usize>,
+
+    /// Read back and check the documents held at this many MiB a second, in the background
+    /// (a damaged one is fetched again from a peer at the next sync); a pass a day at most;
+    /// 0 for no scrub [default: 8]
+    #[arg(long, value_name = "MIB")]
+    scrub_rate: Option<u64>,
 }
 
 /// `--admission`.
@@ -262,6 +269,7 @@ struct NodeSettings {
     http_allow_remote: Option<bool>,
     cache_records: Option<usize>,
     cache_entries: Option<usize>,
+    scrub_rate: Option<u64>,
 }
 
 /// `http = "127.0.0.1:7380"` or `http = false` in the config file.
@@ -290,6 +298,7 @@ fn load_config(path: Option<&Path>) -> Result<(NetConfig, NodeSettings)> {
         "http_allow_remote",
         "cache_records",
         "cache_entries",
+        "scrub_rate",
     ] {
         if let Some(v) = table.remove(key) {
             node.insert(key.to_owned(), v);
@@ -326,6 +335,7 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
     let (mut config, settings) = loaded?;
     let http = http_plan(&args, &settings)?;
     let cache = record_cache(&args, &settings)?;
+    let scrub_rate = scrub_rate(&args, &settings)?;
     host_policy(&args, &mut config);
     if !args.listen.is_empty() {
         config.listen = args.listen;
@@ -379,6 +389,8 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
     let store = ctx.store()?;
     store.set_record_cache(cache);
     collect_unreferenced_documents(&store);
+    // Stops (after the step in progress) when dropped, as the node stops.
+    let _scrub = scrub_documents(&store, scrub_rate);
     let node_key = home.node_key_or_create()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -422,6 +434,41 @@ fn collect_unreferenced_documents(store: &cophr_node::store::Store) {
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "could not start collecting unreferenced documents");
     }
+}
+
+/// The most `--scrub-rate` takes, in MiB a second.
+const MAX_SCRUB_RATE: u64 = 1 << 20;
+
+/// The scrub's rate in MiB a second: the flag over the config file over the default.
+fn scrub_rate(args: &RunArgs, settings: &NodeSettings) -> Result<u64> {
+    let rate = args
+        .scrub_rate
+        .or(settings.scrub_rate)
+        .unwrap_or(cophr_node::store::scrub::DEFAULT_BYTES_PER_SECOND >> 20);
+    if rate > MAX_SCRUB_RATE {
+        return Err(CliError::invalid(format!(
+            "--scrub-rate must be 0 to {MAX_SCRUB_RATE} MiB a second"
+        )));
+    }
+    Ok(rate)
+}
+
+/// Starts the background scrub of the documents held at `rate` MiB a second (none for 0).
+fn scrub_documents(
+    store: &cophr_node::store::Store,
+    rate: u64,
+) -> Option<cophr_node::store::scrub::Scrubber> {
+    use cophr_node::store::scrub::{ScrubConfig, Scrubber};
+    if rate == 0 {
+        return None;
+    }
+    let config = ScrubConfig {
+        bytes_per_second: rate << 20,
+        ..ScrubConfig::default()
+    };
+    Scrubber::start(store.clone(), config, None)
+        .map_err(|e| tracing::warn!(error = %e, "could not start the scrub of documents"))
+        .ok()
 }
 
 /// Whether and where to serve HTTP: `(config, explicit)`; `explicit` is false for the
@@ -834,6 +881,31 @@ mod tests {
         );
         assert!(config("[host]\nidentity = \"P7\"\n").is_err());
         assert!(Cli::try_parse_from(["run", "--admit", "not-an-actor"]).is_err());
+    }
+
+    #[test]
+    fn the_scrub_rate_comes_from_the_flag_the_file_or_the_default() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let none = Cli::try_parse_from(["run"]).unwrap().run;
+        let (_, default) = config("").unwrap();
+        assert_eq!(scrub_rate(&none, &default).unwrap(), 8);
+        let (_, file) = config("scrub_rate = 0\n").unwrap();
+        assert_eq!(scrub_rate(&none, &file).unwrap(), 0);
+        let flag = Cli::try_parse_from(["run", "--scrub-rate", "64"])
+            .unwrap()
+            .run;
+        assert_eq!(scrub_rate(&flag, &file).unwrap(), 64);
+        let huge = Cli::try_parse_from(["run", "--scrub-rate", "99999999"])
+            .unwrap()
+            .run;
+        assert_eq!(scrub_rate(&huge, &default).unwrap_err().code, Code::Invalid);
+        assert!(Cli::try_parse_from(["run", "--scrub-rate", "-1"]).is_err());
+        assert!(config("scrub_rate = \"fast\"").is_err());
     }
 
     #[test]

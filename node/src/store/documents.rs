@@ -287,6 +287,44 @@ impl Store {
         Ok(report)
     }
 
+    /// One step of a background scrub: checks the documents held whole, in hash order from
+    /// the first after `after` (the start when `None`), until at least `budget` stored bytes
+    /// were read (always at least one document, each checked whole), setting aside each
+    /// damaged one as [`Store::repair_documents`] does, so its damaged chunk groups are
+    /// fetched again from a peer at the next sync. [`Scrubbed::next`] is where the next
+    /// step starts; `None` when this step reached the last document (a pass is done). Safe
+    /// beside serving and fetching: a document removed or set aside meanwhile is skipped.
+    pub fn scrub_documents(
+        &self,
+        after: Option<&BlobHash>,
+        budget: u64,
+    ) -> Result<Scrubbed, StoreError> {
+        let mut held = self.inner.blobs.list();
+        held.sort_unstable_by_key(|(h, _)| *h);
+        let start = after.map_or(0, |a| held.partition_point(|(h, _)| h <= a));
+        let mut step = Scrubbed::default();
+        for (hash, size) in &held[start..] {
+            if step.checked > 0 && step.bytes >= budget {
+                step.next = Some(held[start + step.checked - 1].0);
+                return Ok(step);
+            }
+            step.checked += 1;
+            step.bytes += size;
+            match self.inner.blobs.repair(hash) {
+                Ok(damaged) if damaged.is_empty() => {}
+                Ok(damaged) => {
+                    let bytes = damaged.iter().map(|r| r.end - r.start).sum::<u64>();
+                    tracing::warn!(%hash, damaged_bytes = bytes, "a document's stored bytes are damaged: set aside, to be fetched again from a peer");
+                    step.set_aside.push((*hash, bytes));
+                }
+                // Removed, or set aside by a reader, since the list was taken.
+                Err(blob_store::BlobError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(step)
+    }
+
     /// Starts or continues receiving a document from peers: the byte ranges still missing
     /// (empty when it is held whole).
     pub fn document_missing(&self, doc: &BlobRef) -> Result<Vec<std::ops::Range<u64>>, StoreError> {
@@ -333,6 +371,20 @@ pub struct DocumentsRepaired {
     pub checked: usize,
     /// Documents found damaged and set aside, with their damaged bytes.
     pub set_aside: Vec<(BlobHash, u64)>,
+}
+
+/// What one step of [`Store::scrub_documents`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scrubbed {
+    /// Documents checked.
+    pub checked: usize,
+    /// Their stored bytes, read and checked.
+    pub bytes: u64,
+    /// Documents found damaged and set aside, with their damaged bytes.
+    pub set_aside: Vec<(BlobHash, u64)>,
+    /// The last document checked, where the next step starts after; `None` when the
+    /// step reached the end of the documents held (a pass is done).
+    pub next: Option<BlobHash>,
 }
 
 /// A file name for a document from its title and media type (what `cophr download` saves
@@ -703,6 +755,80 @@ mod tests {
         let s = store(dir.path());
         let mut out = Vec::new();
         assert!(s.open_document(&f).unwrap().read_to_end(&mut out).is_err());
+    }
+
+    /// Three documents held, sorted by hash, the middle one with a flipped byte on disk at
+    /// stored offset 20,000 (its chunk group 16,384..32,768).
+    fn three_documents_one_damaged(dir: &std::path::Path) -> (Store, Vec<DocumentFile>) {
+        let s = store(dir);
+        let mut rng = SeededRng::new(9);
+        let mut files: Vec<DocumentFile> = (0..3)
+            .map(|i| {
+                let bytes = doc(100_000 + i);
+                s.import_document(&bytes[..], bytes.len() as u64, &mut rng)
+                    .unwrap()
+            })
+            .collect();
+        files.sort_by_key(|f| f.hash);
+        drop(s);
+        let path = dir.join("blobs").join(format!("{}.blob", files[1].hash));
+        let mut stored = std::fs::read(&path).unwrap();
+        stored[20_000] ^= 1;
+        std::fs::write(&path, stored).unwrap();
+        (store(dir), files)
+    }
+
+    #[test]
+    fn the_scrub_checks_documents_step_by_step_and_sets_the_damaged_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, files) = three_documents_one_damaged(dir.path());
+        let hashes: Vec<BlobHash> = files.iter().map(|f| f.hash).collect();
+        // A budget of one byte: one document a step, in hash order, resumed where it left.
+        let first = s.scrub_documents(None, 1).unwrap();
+        assert_eq!((first.checked, first.next), (1, Some(hashes[0])));
+        assert!(first.set_aside.is_empty());
+        let second = s.scrub_documents(first.next.as_ref(), 1).unwrap();
+        assert_eq!((second.checked, second.next), (1, Some(hashes[1])));
+        assert_eq!(second.set_aside, vec![(hashes[1], 16_384)]);
+        let third = s.scrub_documents(second.next.as_ref(), 1).unwrap();
+        assert_eq!((third.checked, third.next), (1, None));
+        assert!(third.set_aside.is_empty());
+        // Only the damaged chunk group is to be fetched again; the others are held whole.
+        assert_eq!(
+            s.document_missing(&files[1].blob_ref()).unwrap(),
+            vec![16_384..32_768]
+        );
+        assert!(s.has_document(&files[0].blob_ref()) && s.has_document(&files[2].blob_ref()));
+        // A whole pass in one step: the two held whole, nothing more to set aside.
+        let pass = s.scrub_documents(None, u64::MAX).unwrap();
+        assert_eq!((pass.checked, pass.next), (2, None));
+        assert!(pass.set_aside.is_empty());
+    }
+
+    #[test]
+    fn the_background_scrub_finds_damage_and_stops_when_asked() {
+        use crate::store::scrub::{ScrubConfig, Scrubber};
+        let dir = tempfile::tempdir().unwrap();
+        let (s, files) = three_documents_one_damaged(dir.path());
+        let (tx, passes) = std::sync::mpsc::sync_channel(4);
+        let scrub = Scrubber::start(
+            s.clone(),
+            ScrubConfig {
+                bytes_per_second: u64::MAX,
+                pass_interval: std::time::Duration::from_secs(3600),
+            },
+            Some(tx),
+        )
+        .unwrap();
+        let pass = passes
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("a pass");
+        assert_eq!(pass.checked, 3);
+        assert_eq!(pass.set_aside, vec![(files[1].hash, 16_384)]);
+        assert!(!s.has_document(&files[1].blob_ref()));
+        // Waiting an hour for the next pass, it stops at once when asked.
+        scrub.stop();
+        assert!(passes.try_recv().is_err());
     }
 
     #[test]

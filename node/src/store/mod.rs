@@ -26,6 +26,7 @@ pub mod blobs;
 mod cache;
 mod documents;
 pub mod log;
+pub mod scrub;
 mod snapshots;
 mod source;
 
@@ -34,7 +35,7 @@ pub use snapshots::{MAX_SNAPSHOT_BYTES, SNAPSHOT_MIN_NEW};
 pub use cache::{CacheLimits, Loaded};
 pub use documents::{
     check_documents, document_file_name, documents_dir, DocumentReader, DocumentsChecked,
-    DocumentsExported, SealingReader,
+    DocumentsExported, DocumentsRepaired, Scrubbed, SealingReader,
 };
 
 use std::collections::{BTreeMap, HashMap};
