@@ -8,7 +8,7 @@
 use cophr_protocol::entry::Payload;
 use cophr_protocol::home::HomePointer;
 use cophr_protocol::sync::client::{SyncError, SyncReport};
-use cophr_protocol::sync::Request;
+use cophr_protocol::sync::{Refusal, Request};
 use cophr_protocol::RecordId;
 use serde_bytes::ByteBuf;
 
@@ -136,8 +136,17 @@ impl Sim {
             return;
         };
         let next = match (p.stage, result) {
-            // The old host may refuse a release (it already forgot the record): done.
-            (Stage::Release, _) => None,
+            // The old host confirmed, or answered that it holds no such record (it already
+            // forgot it): done. Any other failure (lost, timed out, the host down) leaves
+            // the release pending, retried as the node retries its pending releases.
+            (
+                Stage::Release,
+                Ok(_)
+                | Err(SyncError::Refused {
+                    code: Refusal::NoAccess,
+                    ..
+                }),
+            ) => None,
             (_, Err(_)) => {
                 let at = self.now + 5_000;
                 self.at(at, Act::ProcRetry { node: n, record });
@@ -168,6 +177,7 @@ impl Sim {
             }
             None => {
                 self.nodes[n].procs.remove(&record);
+                self.proc_finished(record);
                 let open = format!("move {}", self.nodes[n].name);
                 if let Some(start) = self.open_windows.remove(&open) {
                     self.windows.push((start, self.now, open));
