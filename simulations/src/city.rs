@@ -244,3 +244,57 @@ pub(crate) fn figures(sim: &Sim) -> Option<CityFigures> {
         reached: (op.reached.len(), replicas),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{check, scenario, Options, Scenario, Size};
+
+    fn city_failures(sim: &mut crate::sim::Sim) -> Vec<(&'static str, Vec<String>)> {
+        check::check(sim)
+            .checks
+            .into_iter()
+            .filter(|c| c.name.starts_with("city:"))
+            .map(|c| (c.name, c.failures))
+            .collect()
+    }
+
+    /// The city invariants hold on a run, and fail when an old host keeps a moved record
+    /// or a replica still takes the old host for the record's home.
+    #[test]
+    fn the_city_invariants_see_a_record_left_behind_and_a_lookup_gone_astray() {
+        let options = Options {
+            patients: Some(240),
+            hosts: Some(3),
+        };
+        let mut sim = scenario::build(Scenario::City, 4, Size::Small, options);
+        sim.run();
+        let f = city_failures(&mut sim);
+        assert_eq!(f.len(), 4);
+        assert!(f.iter().all(|(_, x)| x.is_empty()), "{f:?}");
+        let op = sim.operator.as_ref().expect("an operator");
+        let (&record, &(from, to, _)) = op.asked.iter().next().expect("a move was asked");
+        // The old host still holds the record.
+        sim.nodes[from].store.hold(record);
+        let f = city_failures(&mut sim);
+        let short = record.short();
+        assert!(f[0].1.iter().any(|x| x.contains(&short)), "{f:?}");
+        assert!(f[1].1.iter().any(|x| x.contains("still holds")), "{f:?}");
+        assert!(f[2].1.is_empty() && f[3].1.is_empty(), "{f:?}");
+        // A replica that did not follow the move.
+        let replica = sim.replicators[&record]
+            .iter()
+            .copied()
+            .find(|&n| sim.patients.get(&record) != Some(&n))
+            .expect("a replica");
+        sim.nodes[replica]
+            .replicas
+            .get_mut(&record)
+            .expect("held")
+            .home = Some(from);
+        let f = city_failures(&mut sim);
+        assert!(
+            f[2].1.iter().any(|x| x.contains("takes")),
+            "{f:?} (new host {to})"
+        );
+    }
+}

@@ -40,6 +40,19 @@ pub(crate) fn score(record: &RecordId, host: &[u8]) -> u64 {
     h
 }
 
+/// Rendezvous placement: the position in `hosts` (peer ids) of the host with the highest
+/// score for `record` (the first of equal scores); `None` when there is no host.
+pub(crate) fn place(record: &RecordId, hosts: &[&[u8]]) -> Option<usize> {
+    let mut best: Option<(u64, usize)> = None;
+    for (i, h) in hosts.iter().enumerate() {
+        let s = score(record, h);
+        if best.is_none_or(|(b, _)| s > b) {
+            best = Some((s, i));
+        }
+    }
+    best.map(|(_, i)| i)
+}
+
 /// What the operator did and when.
 #[derive(Debug, Default)]
 pub(crate) struct Operator {
@@ -71,17 +84,8 @@ impl Sim {
     /// The host the operator's placement names for `record` now.
     pub(crate) fn placement(&self, record: &RecordId) -> Option<NodeId> {
         let op = self.operator.as_ref()?;
-        if op.hosts.is_empty() {
-            return None;
-        }
-        let mut best: Option<(u64, NodeId)> = None;
-        for &h in &op.hosts {
-            let s = score(record, &self.nodes[h].peer);
-            if best.is_none_or(|(b, _)| s > b) {
-                best = Some((s, h));
-            }
-        }
-        best.map(|(_, h)| h)
+        let peers: Vec<&[u8]> = op.hosts.iter().map(|&h| &self.nodes[h].peer[..]).collect();
+        place(record, &peers).map(|i| op.hosts[i])
     }
 
     /// The patient's node asks the operator's front where to host its record, and hosts
@@ -195,5 +199,43 @@ impl Sim {
         if op.asked.get(&record).is_some_and(|&(_, to, _)| to == peer) {
             op.reached.insert((n, record));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: u64) -> RecordId {
+        cophr_protocol::testkit::key(i, "resident").actor()
+    }
+
+    /// Adding a host moves only records onto the new host, about `1/(H+1)` of them, and
+    /// leaves every host's load within five binomial standard deviations of the mean;
+    /// removing it puts every record back where it was.
+    #[test]
+    fn adding_a_host_moves_only_the_records_the_new_host_wins() {
+        let names: Vec<Vec<u8>> = (0..5).map(|i| format!("host {i}").into_bytes()).collect();
+        let four: Vec<&[u8]> = names[..4].iter().map(Vec::as_slice).collect();
+        let five: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let n = 5_000u64;
+        let (mut moved, mut load) = (0u64, [0u64; 5]);
+        for i in 0..n {
+            let r = record(i);
+            let (a, b) = (place(&r, &four), place(&r, &five));
+            let b = b.expect("a host");
+            load[b] += 1;
+            if a != Some(b) {
+                assert_eq!(b, 4, "a record moved between old hosts");
+                moved += 1;
+            }
+        }
+        let mean = n as f64 / 5.0;
+        let sd = (n as f64 * 0.2 * 0.8).sqrt();
+        assert!((moved as f64 - mean).abs() <= 5.0 * sd, "moved {moved}");
+        for l in load {
+            assert!((l as f64 - mean).abs() <= 5.0 * sd, "{load:?}");
+        }
+        assert_eq!(place(&record(1), &[]), None);
     }
 }
