@@ -36,7 +36,13 @@ impl Sim {
     /// The patient's node `n` starts hosting `record` on `to`.
     pub(super) fn start_proc(&mut self, n: NodeId, record: RecordId, to: NodeId) {
         let old = self.nodes[n].replicas.get(&record).and_then(|r| r.home);
-        if old.is_some() {
+        // A move the operator's rebalancing asked for is shown by the rebalancing's window,
+        // not one window per patient.
+        let rebalanced = self
+            .operator
+            .as_ref()
+            .is_some_and(|o| o.asked.contains_key(&record));
+        if old.is_some() && !rebalanced {
             self.open_windows
                 .insert(format!("move {}", self.nodes[n].name), self.now);
         }
