@@ -105,9 +105,19 @@ pub(crate) fn check(sim: &mut Sim) -> Checks {
         ),
     };
     let mut out = Checks::default();
-    for (record, o) in &sim.oracle {
-        check_record(sim, record, o, &mut all, &mut out);
+    // Which nodes hold each record, in node order (one pass over the stores, so a city of
+    // records is checked in time that grows with the replicas, not records × nodes).
+    let mut holders: BTreeMap<RecordId, Vec<NodeId>> = BTreeMap::new();
+    for (i, node) in sim.nodes.iter().enumerate() {
+        for r in node.store.records() {
+            holders.entry(r.id()).or_default().push(i);
+        }
     }
+    for (record, o) in &sim.oracle {
+        let held = holders.get(record).map_or(&[][..], Vec::as_slice);
+        check_record(sim, record, o, held, &mut all, &mut out);
+    }
+    let city = crate::city::check(sim, &holders);
     check_unknown(sim, &mut all.forged);
     for a in &sim.attacks {
         if a.refused == Some(false) {
@@ -136,6 +146,7 @@ pub(crate) fn check(sim: &mut Sim) -> Checks {
         all.sealed,
         all.audit,
     ];
+    out.checks.extend(city);
     out
 }
 
@@ -192,14 +203,21 @@ fn check_sealed(sim: &Sim, n: NodeId, r: &Record, o: &Record, sealed: &mut Check
     }
 }
 
-/// One record at its home host and at every node that holds it.
-fn check_record(sim: &Sim, record: &RecordId, o: &Record, all: &mut All, out: &mut Checks) {
+/// One record at its home host and at every node that holds it (`holders`, in node order).
+fn check_record(
+    sim: &Sim,
+    record: &RecordId,
+    o: &Record,
+    holders: &[NodeId],
+    all: &mut All,
+    out: &mut Checks,
+) {
     let now = EPOCH + sim.now;
     let short = record.short();
     let home = sim
         .directory
         .get(record)
-        .and_then(|p| sim.nodes.iter().position(|n| n.peer == p.pointer.host));
+        .and_then(|p| sim.node_of_peer(&p.pointer.host));
     let Some(h) = home else {
         fail(&mut all.written, format!("record {short} has no home host"));
         return;
@@ -234,7 +252,8 @@ fn check_record(sim: &Sim, record: &RecordId, o: &Record, all: &mut All, out: &m
             ),
         );
     }
-    for (i, node) in sim.nodes.iter().enumerate() {
+    for &i in holders {
+        let node = &sim.nodes[i];
         let Some(r) = node.record(record) else {
             continue;
         };
@@ -401,9 +420,11 @@ fn check_audit(sim: &Sim, c: &mut Check) -> (usize, usize) {
         if !node.honest() {
             continue;
         }
-        let records: BTreeSet<RecordId> = sim
-            .oracle
-            .keys()
+        // Its own served-read events exist only for records it held: held now, or removed
+        // (kept aside as retired).
+        let records: BTreeSet<RecordId> = node
+            .store
+            .retired_records()
             .copied()
             .chain(node.store.records().map(Record::id))
             .collect();

@@ -22,6 +22,7 @@
 
 mod body;
 mod check;
+mod city;
 mod net;
 mod plot;
 mod report;
@@ -31,6 +32,7 @@ mod sim;
 pub mod sweep;
 mod trace;
 
+pub use city::CityFigures;
 pub use report::{Report, Sample, Window};
 
 /// Virtual time: milliseconds since the start of a run.
@@ -52,17 +54,22 @@ pub enum Scenario {
     Loss,
     /// Revocations (including of a delegate, and re-grants) while syncs are in flight.
     Revocation,
+    /// A community host operator runs several host processes; records placed across them
+    /// by rendezvous hashing; a host added mid-run and the records rebalanced onto it by
+    /// their patients' moves.
+    City,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--list` shows them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Acceptance,
         Scenario::Scale,
         Scenario::Churn,
         Scenario::Partition,
         Scenario::Loss,
         Scenario::Revocation,
+        Scenario::City,
     ];
 
     /// The name used on the command line.
@@ -74,6 +81,7 @@ impl Scenario {
             Scenario::Partition => "partition",
             Scenario::Loss => "loss",
             Scenario::Revocation => "revocation",
+            Scenario::City => "city",
         }
     }
 
@@ -101,6 +109,11 @@ impl Scenario {
                 "home care, the pharmacist and a child revoked while syncs are in flight; \
                  George revokes Mary offline while she delegates to a night sitter; re-grants"
             }
+            Scenario::City => {
+                "a city's community host on 4 host processes (--hosts N), 770,000 records \
+                 (--patients N) placed by rendezvous hashing, found through the DHT; a host \
+                 added mid-run, records rebalanced onto it by their patients' moves"
+            }
         }
     }
 }
@@ -123,8 +136,11 @@ pub enum Size {
 /// Options beyond the scenario, seed and size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Options {
-    /// Patients in the `scale` scenario (default: 1,000 at full size, 24 small).
+    /// Patients in the `scale` scenario (default: 1,000 at full size, 24 small), or
+    /// records in the `city` scenario (default: 770,000 at full size, 2,000 small).
     pub patients: Option<usize>,
+    /// Host processes the `city` operator starts with (default 4); one more is added.
+    pub hosts: Option<usize>,
 }
 
 /// The result of one run.

@@ -26,9 +26,12 @@ struct Args {
     /// Where to write the SVG plot (default: target/sim/<scenario>-<seed>.svg).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Patients in the `scale` scenario.
+    /// Patients in the `scale` scenario, or records in the `city` scenario.
     #[arg(long)]
     patients: Option<usize>,
+    /// Host processes the `city` operator starts with (one more is added mid-run).
+    #[arg(long)]
+    hosts: Option<usize>,
     /// Run the reduced sizes the test sweep uses.
     #[arg(long)]
     small: bool,
@@ -49,6 +52,13 @@ fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
     Ok(a..b)
 }
 
+/// The process's peak resident memory in KiB (Linux: `VmHWM` in `/proc/self/status`).
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.list {
@@ -64,6 +74,7 @@ fn main() -> ExitCode {
     let size = if args.small { Size::Small } else { Size::Full };
     let options = Options {
         patients: args.patients,
+        hosts: args.hosts,
     };
     if let Some(seeds) = args.seeds {
         let jobs = args
@@ -88,8 +99,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
+    let start = std::time::Instant::now();
     let outcome = run_with(scenario, args.seed, size, options);
     println!("{}", outcome.report);
+    println!(
+        "  process      wall time {:.1} s; peak resident memory {}",
+        start.elapsed().as_secs_f64(),
+        peak_memory().map_or_else(|| "unknown".into(), |k| format!("{} MiB", k / 1024))
+    );
     let path = match args.out {
         Some(p) if p.extension().is_some_and(|e| e == "svg") => p,
         Some(dir) => dir.join(format!("{scenario}-{}.svg", args.seed)),

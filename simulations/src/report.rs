@@ -116,6 +116,8 @@ pub struct Report {
     pub pairs: usize,
     /// Each invariant and what broke it (empty: held).
     pub invariants: Vec<(String, Vec<String>)>,
+    /// The `city` scenario's hosts, placement and rebalancing.
+    pub city: Option<crate::CityFigures>,
 }
 
 impl Report {
@@ -214,6 +216,7 @@ pub(crate) fn outcome(sim: &Sim, scenario: Scenario, size: Size, checks: Checks)
             .cloned()
             .map(|c| (c.name.to_string(), c.failures))
             .collect(),
+        city: crate::city::figures(sim),
     };
     Outcome {
         report,
@@ -337,6 +340,7 @@ impl fmt::Display for Report {
         )?;
         self.fmt_traffic(f)?;
         self.fmt_safety(f)?;
+        self.fmt_city(f)?;
         self.fmt_timing(f)?;
         self.fmt_invariants(f)
     }
@@ -433,6 +437,48 @@ impl Report {
             )?;
         }
         Ok(())
+    }
+
+    /// Writes the `city` lines: hosts, loads, moves.
+    fn fmt_city(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(c) = &self.city else {
+            return Ok(());
+        };
+        let list = |l: &[usize]| {
+            l.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        writeln!(
+            f,
+            "  hosts        {} host processes, then {}; records admitted through the front {} \
+             ({} after the host was added, placed on the new set)",
+            c.hosts.0, c.hosts.1, c.admitted.0, c.admitted.1
+        )?;
+        writeln!(
+            f,
+            "  load         before rebalancing {}; after {} (largest distance from the mean \
+             {:.2} %, bound {:.2} %)",
+            list(&c.load_before),
+            list(&c.load_after),
+            100.0 * c.spread.0,
+            100.0 * c.spread.1
+        )?;
+        writeln!(
+            f,
+            "  rebalancing  {} moves asked of patients, {} made and released ({} passes), in {}; \
+             a move from notice to release p50 {}, max {}; {} of {} (replica, moved record) \
+             pairs synced with the new host",
+            c.moves.0,
+            c.moves.1,
+            c.passes,
+            fmt_time(c.rebalance_time),
+            fmt_time(c.move_time.0),
+            fmt_time(c.move_time.1),
+            c.reached.0,
+            c.reached.1
+        )
     }
 
     /// Writes the timing lines: last write, fault, gain and end, and convergence.

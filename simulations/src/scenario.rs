@@ -21,6 +21,7 @@ pub(crate) fn build(scenario: Scenario, seed: u64, size: Size, options: Options)
         Scenario::Partition => partition(seed, size),
         Scenario::Loss => loss(seed, size),
         Scenario::Revocation => revocation(seed, size),
+        Scenario::City => city(seed, size, options),
     }
 }
 
@@ -1065,5 +1066,143 @@ fn mallory_attacks(
                 target: None,
             },
         );
+    }
+}
+
+/// The `city` scenario: a community host operator runs `hosts` host processes (4 unless
+/// `--hosts`) for a city's records (770,000 at full size unless `--patients`, 2,000 small).
+/// Each patient's node creates its record, asks the operator's front where to host it
+/// (rendezvous hashing of the record id over the operator's hosts, `sim/operator.rs`) and
+/// hosts it there; it grants its GP practice (one of about one per 7,000 patients) write
+/// access and, for one patient in twenty, a carer a view. Practices and carers find the
+/// home host through the DHT and sync. Mid-run the operator starts one more host process
+/// and rebalances: the patients of the records the placement now puts on the new host are
+/// asked to move, and their nodes run the move procedure (patient-signed pointer, move
+/// entry, release of the old host). Some patients' nodes are offline for a while then;
+/// new patients keep joining. With 0.5 % message loss.
+fn city(seed: u64, size: Size, options: Options) -> Sim {
+    let records = options
+        .patients
+        .unwrap_or(match size {
+            Size::Small => 2_000,
+            Size::Full => 770_000,
+        })
+        .max(1);
+    let hosts = options.hosts.unwrap_or(4).max(1);
+    let practices = (records / 7_000).max(4);
+    let admit_until = pick(size, 4 * MIN, 10 * MIN);
+    let add_at = pick(size, 6 * MIN, 15 * MIN);
+    let rebalance_at = add_at + 30 * S;
+    let moving = pick(size, 3 * MIN, 10 * MIN);
+    let active = pick(size, 14 * MIN, 30 * MIN);
+    // Replicas follow new entries through announcements; the periodic catch-up (which
+    // also finds a moved record) is rarer than in the smaller scenarios.
+    let sync_every = pick(size, 3 * MIN, 20 * MIN);
+    let mut sim = Sim::new(
+        seed,
+        config(
+            active,
+            2 * sync_every + 2 * MIN,
+            sync_every,
+            pick(size, 20 * S, 60 * S),
+        ),
+    );
+    let host_nodes: Vec<NodeId> = (1..=hosts + 1)
+        .map(|i| sim.add_node(&format!("City host {i}"), Role::Host))
+        .collect();
+    sim.operator = Some(crate::sim::Operator {
+        hosts: host_nodes[..hosts].to_vec(),
+        ..Default::default()
+    });
+    let practice_nodes: Vec<NodeId> = (1..=practices)
+        .map(|i| sim.add_node(&format!("Practice {i:03}"), Role::Provider))
+        .collect();
+    sim.at(
+        0,
+        Act::Faults(
+            Faults {
+                loss: 0.005,
+                dup: 0.0,
+                delay_p: 0.0,
+                delay_max: 0,
+            },
+            "0.5 % loss".into(),
+        ),
+    );
+    let expected_moves = (records / (hosts + 1)).max(1) as Time;
+    let pace = (moving / expected_moves).max(1);
+    for i in 0..records {
+        // One patient in twenty joins while the new host is being added and filled.
+        let late = i % 20 == 19;
+        let t0 = if late {
+            sim.rng.range(add_at, active - 4 * MIN)
+        } else {
+            sim.rng.range(0, admit_until)
+        };
+        let practice = practice_nodes[sim.rng.index(practices)];
+        city_patient(&mut sim, i, t0, practice, active);
+    }
+    // Some patients' nodes are offline while the operator rebalances: their moves wait.
+    let patients: Vec<NodeId> = sim.patients.values().copied().collect();
+    for &p in &patients {
+        if sim.rng.chance(0.01) {
+            let start = sim.rng.range(rebalance_at, rebalance_at + moving);
+            let len = sim.rng.range(2 * MIN, 8 * MIN);
+            sim.at(start, Act::Down(p));
+            sim.at((start + len).min(active), Act::Up(p));
+        }
+    }
+    sim.at(add_at, Act::AddHost(host_nodes[hosts]));
+    sim.at(rebalance_at, Act::Rebalance { pace });
+    // A second pass finds records whose first hosting was still in flight.
+    sim.at(rebalance_at + moving + MIN, Act::Rebalance { pace });
+    sim.at(active, Act::Heal);
+    sim
+}
+
+/// Patient `i` of the `city` scenario: a record with a genesis and an entry, hosted where
+/// the operator's front says, granted to its practice (and, for one in twenty, a carer);
+/// a later entry by the patient, and by the practice for about a third.
+fn city_patient(sim: &mut Sim, i: usize, t0: Time, practice: NodeId, active: Time) {
+    let p = sim.add_node(&format!("Resident {i:06}"), Role::Patient);
+    let r = sim.genesis(p, "patient");
+    let first = SCALE_CATS[sim.rng.index(SCALE_CATS.len())].clone();
+    write(sim, t0, p, r, create(first), Expect::Ok);
+    sim.at(t0 + S, Act::Admit { node: p, record: r });
+    grant_at(
+        sim,
+        t0 + 10 * S,
+        p,
+        r,
+        practice,
+        Level::Write,
+        &[],
+        false,
+        false,
+        Expect::Ok,
+    );
+    if i % 20 == 7 {
+        let carer = sim.add_node(&format!("Carer {i:06}"), Role::Carer);
+        grant_at(
+            sim,
+            t0 + 12 * S,
+            p,
+            r,
+            carer,
+            Level::View,
+            &[],
+            false,
+            false,
+            Expect::Ok,
+        );
+    }
+    let later = (t0 + 2 * MIN).min(active - 2 * S);
+    let c = SCALE_CATS[sim.rng.index(SCALE_CATS.len())].clone();
+    let wt = sim.rng.range(later, active - S);
+    write(sim, wt, p, r, create(c), Expect::Ok);
+    if sim.rng.chance(0.33) {
+        let c = SCALE_CATS[sim.rng.index(SCALE_CATS.len())].clone();
+        let wt = sim.rng.range(later, active - S);
+        write(sim, wt, practice, r, create(c), Expect::Ok);
     }
 }

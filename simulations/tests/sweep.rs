@@ -173,3 +173,34 @@ fn a_sweep_runs_every_seed_on_several_threads_and_names_how_to_replay_failures()
         "cargo run -p cophr-simulations --release -- --scenario partition --seed 23 --small"
     );
 }
+
+/// The city at its test size (2,000 records on 4 host processes, a fifth added): every
+/// invariant holds, the rebalancing moved records onto the new host only and every move
+/// was made; and a smaller city is reproducible from its seed.
+#[test]
+fn city() {
+    use cophr_simulations::{run_with, Options};
+    let o = run(Scenario::City, 1, Size::Small);
+    check(&o);
+    let r = &o.report;
+    assert_eq!(r.records, 2_000, "{r}");
+    let c = r.city.as_ref().expect("city figures");
+    assert_eq!(c.hosts, (4, 5));
+    assert!(c.moves.0 > 0 && c.moves.0 == c.moves.1, "{r}");
+    assert_eq!(c.load_after.len(), 5);
+    assert!(c.spread.0 <= c.spread.1, "{r}");
+    assert_eq!(c.reached.0, c.reached.1, "{r}");
+    // The new host took about a fifth of the records, from the rebalancing and from
+    // patients who joined after it was added.
+    assert!(c.load_after[4] > 300 && c.load_after[4] < 500, "{r}");
+    assert!(c.admitted.1 > 0, "{r}");
+    let small = Options {
+        patients: Some(150),
+        hosts: Some(2),
+    };
+    let a = run_with(Scenario::City, 2, Size::Small, small);
+    let b = run_with(Scenario::City, 2, Size::Small, small);
+    check(&a);
+    assert_eq!(a.report, b.report);
+    assert_eq!(a.series, b.series);
+}

@@ -357,6 +357,12 @@ impl Sim {
         if result.is_err() {
             self.counters.syncs_failed += 1;
         }
+        if result.is_ok() {
+            self.note_reached(n, s.peer, record);
+        }
+        let Some(rep) = self.nodes[n].replicas.get_mut(&record) else {
+            return;
+        };
         match &result {
             Ok(r) if from_home => {
                 rep.home_fails = 0;

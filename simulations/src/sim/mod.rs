@@ -25,12 +25,14 @@ use crate::Time;
 
 mod client;
 mod hostile;
+mod operator;
 mod procs;
 mod server;
 mod store;
 mod writes;
 
 pub(crate) use hostile::{Attack, AttackLog};
+pub(crate) use operator::Operator;
 pub(crate) use procs::Proc;
 pub(crate) use store::SimStore;
 pub(crate) use writes::{Expect, WriteKind};
@@ -190,6 +192,19 @@ pub(crate) enum Act {
         node: NodeId,
         record: RecordId,
     },
+    /// The patient's node asks the operator's front where to host the record, and hosts it
+    /// there (`city`).
+    Admit {
+        node: NodeId,
+        record: RecordId,
+    },
+    /// A new host process joins the operator's set (`city`).
+    AddHost(NodeId),
+    /// The operator asks the patients of records the placement now puts on another host to
+    /// move them, one notice every `pace` (`city`).
+    Rebalance {
+        pace: Time,
+    },
     Down(NodeId),
     Up(NodeId),
     Partition(Vec<u8>, String),
@@ -324,6 +339,10 @@ pub(crate) struct Sim {
     peers: BTreeMap<Vec<u8>, NodeId>,
     /// The DHT: the newest home pointer per record.
     pub directory: BTreeMap<RecordId, SignedPointer>,
+    /// Each record's patient node.
+    pub patients: BTreeMap<RecordId, NodeId>,
+    /// The community host operator running several host processes (`city`).
+    pub operator: Option<Operator>,
     /// Nodes that replicate each record (the patient tells them when granting); each is a
     /// fallback peer for the others when the home host cannot be reached.
     pub replicators: BTreeMap<RecordId, Vec<NodeId>>,
@@ -374,6 +393,8 @@ impl Sim {
             net: Net::new(seed),
             peers: BTreeMap::new(),
             directory: BTreeMap::new(),
+            patients: BTreeMap::new(),
+            operator: None,
             replicators: BTreeMap::new(),
             oracle: BTreeMap::new(),
             created: BTreeMap::new(),
@@ -431,6 +452,11 @@ impl Sim {
             audit_pushed: BTreeMap::new(),
         });
         id
+    }
+
+    /// The node with this transport identity.
+    pub(crate) fn node_of_peer(&self, peer: &[u8]) -> Option<NodeId> {
+        self.peers.get(peer).copied()
     }
 
     /// A node's clock (virtual time plus its skew), as a wall-clock timestamp.
@@ -590,6 +616,9 @@ impl Sim {
             } => self.revoke(node, record, grantee),
             Act::Host { node, record, to } => self.start_proc(node, record, to),
             Act::ProcRetry { node, record } => self.proc_advance(node, record),
+            Act::Admit { node, record } => self.admit(node, record),
+            Act::AddHost(h) => self.add_host(h),
+            Act::Rebalance { pace } => self.rebalance(pace),
             Act::Down(n) => self.down(n),
             Act::Up(n) => self.up(n),
             Act::Partition(groups, label) => {

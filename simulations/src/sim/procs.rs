@@ -8,7 +8,7 @@
 use cophr_protocol::entry::Payload;
 use cophr_protocol::home::HomePointer;
 use cophr_protocol::sync::client::{SyncError, SyncReport};
-use cophr_protocol::sync::Request;
+use cophr_protocol::sync::{Refusal, Request};
 use cophr_protocol::RecordId;
 use serde_bytes::ByteBuf;
 
@@ -36,7 +36,13 @@ impl Sim {
     /// The patient's node `n` starts hosting `record` on `to`.
     pub(super) fn start_proc(&mut self, n: NodeId, record: RecordId, to: NodeId) {
         let old = self.nodes[n].replicas.get(&record).and_then(|r| r.home);
-        if old.is_some() {
+        // A move the operator's rebalancing asked for is shown by the rebalancing's window,
+        // not one window per patient.
+        let rebalanced = self
+            .operator
+            .as_ref()
+            .is_some_and(|o| o.asked.contains_key(&record));
+        if old.is_some() && !rebalanced {
             self.open_windows
                 .insert(format!("move {}", self.nodes[n].name), self.now);
         }
@@ -136,8 +142,17 @@ impl Sim {
             return;
         };
         let next = match (p.stage, result) {
-            // The old host may refuse a release (it already forgot the record): done.
-            (Stage::Release, _) => None,
+            // The old host confirmed, or answered that it holds no such record (it already
+            // forgot it): done. Any other failure (lost, timed out, the host down) leaves
+            // the release pending, retried as the node retries its pending releases.
+            (
+                Stage::Release,
+                Ok(_)
+                | Err(SyncError::Refused {
+                    code: Refusal::NoAccess,
+                    ..
+                }),
+            ) => None,
             (_, Err(_)) => {
                 let at = self.now + 5_000;
                 self.at(at, Act::ProcRetry { node: n, record });
@@ -168,6 +183,7 @@ impl Sim {
             }
             None => {
                 self.nodes[n].procs.remove(&record);
+                self.proc_finished(record);
                 let open = format!("move {}", self.nodes[n].name);
                 if let Some(start) = self.open_windows.remove(&open) {
                     self.windows.push((start, self.now, open));

@@ -68,6 +68,11 @@ impl SimStore {
         self.retired.get(record).map_or(&[], Vec::as_slice)
     }
 
+    /// Records this node removed (whose audit events it kept aside).
+    pub(crate) fn retired_records(&self) -> impl Iterator<Item = &RecordId> {
+        self.retired.keys()
+    }
+
     /// For each node, the highest audit sequence held for the record.
     pub(crate) fn audit_have(&self, record: &RecordId) -> Vec<(ActorId, u64)> {
         self.mem.audit_have(record)

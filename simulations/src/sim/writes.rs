@@ -222,6 +222,7 @@ impl Sim {
             .insert(record, Replica::new(self.now));
         self.nodes[n].store.hold(record);
         self.replicators.entry(record).or_default().push(n);
+        self.patients.insert(record, n);
         let profile = cophr_protocol::testkit::profile(&self.nodes[n].name, role, None);
         if let Err(e) = self.commit(n, record, Payload::Genesis { profile }) {
             self.violations.push(format!("genesis refused: {e}"));
