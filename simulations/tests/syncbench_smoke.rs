@@ -107,3 +107,45 @@ fn without_the_hypercore_harness_installed_the_benchmark_says_how_to_install_it(
     assert!(stderr.contains("--no-hypercore"), "{stderr}");
     assert!(!dir.path().join("work").exists());
 }
+
+#[test]
+fn the_growth_measurements_run_at_tiny_sizes_and_plot_each_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, plot) = (
+        dir.path().join("growth.json"),
+        dir.path().join("growth.svg"),
+    );
+    let run = Command::new(env!("CARGO_BIN_EXE_syncbench"))
+        .args(["--growth", "100,1000"])
+        .arg("--work")
+        .arg(dir.path().join("work"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--plot")
+        .arg(&plot)
+        .output()
+        .expect("run syncbench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "syncbench --growth failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("the JSON report is written"))
+            .expect("the report is JSON");
+    let points = report["points"].as_array().expect("points");
+    assert_eq!(points.len(), 2);
+    for (p, n) in points.iter().zip([100u64, 1000]) {
+        assert_eq!(p["entries"], n);
+        assert!(p["load_ms"].as_f64().unwrap() > 0.0);
+        assert!(p["first_write_ms"].as_f64().unwrap() > 0.0);
+        // The record at its middle entry's time: about half its items.
+        let items = p["state_at_items"].as_u64().unwrap();
+        assert!((n / 2..=n / 2 + 2).contains(&items), "{items} of {n}");
+        assert!(p["catch_up_round_trips"].as_u64().unwrap() >= 2);
+        assert!(p["catch_up_entry_bytes"].as_u64().unwrap() > 10 * 900);
+    }
+    let svg = std::fs::read_to_string(&plot).expect("the plot is written");
+    assert_eq!(svg.matches("<polyline").count(), 6);
+}

@@ -106,6 +106,15 @@ struct Cli {
     /// keeps 48 block requests in flight over TCP).
     #[arg(long)]
     hypercore_inflight: Option<u64>,
+    /// Measure only how costs grow with the record's size, at these sizes (e.g.
+    /// `1000,10000,100000,1000000`): load time and resident memory of a fresh process, the
+    /// first write after a restart, catch-up round trips and bytes, state at a time; the
+    /// figures go to the report and an SVG plot (`--plot`).
+    #[arg(long, value_delimiter = ',', value_name = "SIZES")]
+    growth: Vec<usize>,
+    /// Where `--growth` writes its plot (default `<work>/growth.svg`).
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +181,10 @@ fn main() -> Result<()> {
         .work
         .unwrap_or_else(|| PathBuf::from("target/syncbench"));
     let out = cli.out.unwrap_or_else(|| work.join("report.json"));
+    if !cli.growth.is_empty() {
+        let plot = cli.plot.unwrap_or_else(|| work.join("growth.svg"));
+        return growth::run(&cli.growth, &work, &out, &plot);
+    }
     let hypercore = if cli.no_hypercore {
         None
     } else {
@@ -458,6 +471,28 @@ fn node_main(dir: &Path, actor: &str, peer_seed: u64) -> Result<()> {
                     json!({"entries": n, "ms": t.elapsed().as_secs_f64() * 1e3})
                 }
                 "count" => json!({"entries": held(&store, &record)}),
+                "state_at" => {
+                    let at = cmd["at"].as_u64().unwrap_or(T0);
+                    let reps = cmd["reps"].as_u64().unwrap_or(5).max(1);
+                    let s = store.clone();
+                    let (ms, items) =
+                        tokio::task::spawn_blocking(move || -> Result<(Vec<f64>, usize)> {
+                            let mut ms = Vec::new();
+                            let mut items = 0;
+                            for _ in 0..reps {
+                                let t = Instant::now();
+                                items = s.with_record(&record_id(), |r| {
+                                    let past = r.at_time(at);
+                                    let v = past.viewer(&patient().actor(), at);
+                                    cophr_protocol::fold::current(&past, &v).items.len()
+                                })?;
+                                ms.push(t.elapsed().as_secs_f64() * 1e3);
+                            }
+                            Ok((ms, items))
+                        })
+                        .await??;
+                    json!({"ms": ms, "items": items})
+                }
                 "opened" => json!({"opened": store.with_record(&record, |r| {
                     r.entries()
                         .filter(|e| matches!(
@@ -500,7 +535,8 @@ fn node_main(dir: &Path, actor: &str, peer_seed: u64) -> Result<()> {
                     if cmd["announce"].as_bool().unwrap_or(false) {
                         handle.changed(record).await?;
                     }
-                    json!({"t0": t0.to_string(), "held": held(&store, &record)})
+                    let ms = (now_ns() - t0) as f64 / 1e6;
+                    json!({"t0": t0.to_string(), "ms": ms, "held": held(&store, &record)})
                 }
                 "await" => {
                     let want = cmd["count"].as_u64().unwrap_or(0) as usize;
@@ -544,6 +580,9 @@ fn node_main(dir: &Path, actor: &str, peer_seed: u64) -> Result<()> {
         Ok(())
     })
 }
+
+#[path = "syncbench/growth.rs"]
+mod growth;
 
 fn reply(v: Json) {
     let mut out = std::io::stdout().lock();
