@@ -45,6 +45,108 @@ pub fn same_content(a: &Json, b: &Json) -> bool {
     }
 }
 
+/// A digest of what a resource says, `meta` aside, independent of key order and
+/// whitespace: equal for resources [`same_content`] finds equal.
+pub fn content_hash(resource: &Json) -> [u8; 32] {
+    fn feed(h: &mut blake3::Hasher, v: &Json) {
+        match v {
+            Json::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                h.update(b"{");
+                for k in keys {
+                    h.update(serde_json::to_string(k).unwrap_or_default().as_bytes());
+                    h.update(b":");
+                    feed(h, &m[k]);
+                    h.update(b",");
+                }
+                h.update(b"}");
+            }
+            Json::Array(a) => {
+                h.update(b"[");
+                for x in a {
+                    feed(h, x);
+                    h.update(b",");
+                }
+                h.update(b"]");
+            }
+            other => {
+                h.update(other.to_string().as_bytes());
+            }
+        }
+    }
+    let mut h = blake3::Hasher::new();
+    match resource.as_object() {
+        Some(m) => {
+            let stripped: serde_json::Map<String, Json> = m
+                .iter()
+                .filter(|(k, _)| *k != "meta")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            feed(&mut h, &Json::Object(stripped));
+        }
+        None => feed(&mut h, resource),
+    }
+    *h.finalize().as_bytes()
+}
+
+/// Makes resources stand on their own, without the `fullUrl`s of a Bundle (for NDJSON):
+/// each resource without an `id` gets one (the UUID of its `urn:uuid:` full URL, else
+/// `fallback`'s), and every `reference` naming another resource's full URL is rewritten
+/// to `Type/id`, so nothing that resolved in a Bundle dangles. `items` are (full URL,
+/// fallback id, resource).
+pub fn localise_references(items: &mut [(String, String, Json)]) {
+    let mut to: HashMap<String, String> = HashMap::new();
+    for (url, fallback, r) in items.iter_mut() {
+        let Some(ty) = r
+            .get("resourceType")
+            .and_then(Json::as_str)
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        if r.get("id").and_then(Json::as_str).is_none() {
+            let uuid = url.strip_prefix("urn:uuid:").filter(|u| {
+                u.len() <= 64
+                    && u.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            });
+            let id = uuid.map_or_else(|| fallback.clone(), str::to_owned);
+            if let Some(o) = r.as_object_mut() {
+                o.insert("id".into(), Json::String(id));
+            }
+        }
+        let id = r.get("id").and_then(Json::as_str).unwrap_or_default();
+        let local = format!("{ty}/{id}");
+        if *url != local {
+            to.insert(url.clone(), local);
+        }
+    }
+    fn walk(v: &mut Json, to: &HashMap<String, String>) {
+        match v {
+            Json::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if k == "reference" {
+                        if let Some(new) = x.as_str().and_then(|s| to.get(s)) {
+                            *x = Json::String(new.clone());
+                            continue;
+                        }
+                    }
+                    walk(x, to);
+                }
+            }
+            Json::Array(a) => a.iter_mut().for_each(|x| walk(x, to)),
+            _ => {}
+        }
+    }
+    if to.is_empty() {
+        return;
+    }
+    for (_, _, r) in items.iter_mut() {
+        walk(r, &to);
+    }
+}
+
 /// The references a resource names its patient by: `subject`, `patient`, `beneficiary`
 /// (Coverage) and, for a Provenance, its `target`s (the index keeps only those naming a
 /// patient). Empty for a Patient and for resources about no patient (Practitioner,
@@ -221,6 +323,12 @@ impl PatientIndex {
         Ok(me)
     }
 
+    /// The patient `p` is now (after merges), as [`PatientIndex::owner`] and
+    /// [`PatientIndex::find`] give it.
+    pub fn canonical(&self, p: usize) -> usize {
+        self.root(p)
+    }
+
     /// How many distinct patients the index holds.
     pub fn len(&self) -> usize {
         (0..self.parent.len())
@@ -311,7 +419,49 @@ mod tests {
         assert!(same_content(&a, &b));
         assert!(same_content(&a, &strip_meta(&b)));
         assert!(!same_content(&a, &c));
+        assert_eq!(content_hash(&a), content_hash(&b));
+        assert_ne!(content_hash(&a), content_hash(&c));
         assert_eq!(identity(&json!({"resourceType": "Condition"})), None);
+    }
+
+    #[test]
+    fn references_to_full_urls_become_type_and_id() {
+        let mut items = vec![
+            (
+                "urn:uuid:9e0c0b9a-1".to_owned(),
+                "e-1".to_owned(),
+                json!({"resourceType": "Patient"}),
+            ),
+            (
+                "urn:uuid:2".to_owned(),
+                "e-2".to_owned(),
+                json!({"resourceType": "Medication", "id": "m1"}),
+            ),
+            (
+                "http://x/Encounter/enc".to_owned(),
+                "e-3".to_owned(),
+                json!({"resourceType": "Encounter", "id": "enc"}),
+            ),
+            (
+                "urn:uuid:4".to_owned(),
+                "e-4".to_owned(),
+                json!({"resourceType": "MedicationRequest", "id": "r",
+                    "subject": {"reference": "urn:uuid:9e0c0b9a-1", "display": "G"},
+                    "medicationReference": {"reference": "urn:uuid:2"},
+                    "encounter": {"reference": "http://x/Encounter/enc"},
+                    "note": [{"text": "urn:uuid:2"}],
+                    "basedOn": [{"reference": "urn:uuid:unknown"}]}),
+            ),
+        ];
+        localise_references(&mut items);
+        assert_eq!(items[0].2["id"], "9e0c0b9a-1");
+        let r = &items[3].2;
+        assert_eq!(r["subject"]["reference"], "Patient/9e0c0b9a-1");
+        assert_eq!(r["subject"]["display"], "G");
+        assert_eq!(r["medicationReference"]["reference"], "Medication/m1");
+        assert_eq!(r["encounter"]["reference"], "Encounter/enc");
+        assert_eq!(r["note"][0]["text"], "urn:uuid:2");
+        assert_eq!(r["basedOn"][0]["reference"], "urn:uuid:unknown");
     }
 
     #[test]

@@ -85,8 +85,8 @@ pub use attach::{
 };
 pub use error::FhirError;
 pub use ingest::{
-    identity, patient_refs, same_content, strip_meta, Owner, PatientIndex, PatientKey,
-    TooManyPatients, MAX_PATIENTS,
+    content_hash, identity, localise_references, patient_refs, same_content, strip_meta, Owner,
+    PatientIndex, PatientKey, TooManyPatients, MAX_PATIENTS,
 };
 pub use kept::{display, is_kept, kept_category, kept_type, KEPT_PREFIX, NOT_KEPT};
 
