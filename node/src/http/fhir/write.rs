@@ -202,6 +202,9 @@ pub(super) async fn bundle(st: AppState, req: Request) -> Result<Response, Outco
         }
     };
     let items = fhir::bundle_items(&bundle).map_err(|e| Outcome::from_fhir(&e))?;
+    if transaction {
+        duplicate_full_url(&items)?;
+    }
     let urls: Vec<String> = bundle["entry"]
         .as_array()
         .map(|a| {
@@ -227,6 +230,30 @@ pub(super) async fn bundle(st: AppState, req: Request) -> Result<Response, Outco
         st.changed(r).await;
     }
     Ok(fhir_response(StatusCode::OK, &body))
+}
+
+/// Refuses a transaction in which two entries share one `fullUrl` (FHIR: a `fullUrl` is
+/// unique in a Bundle, which references rely on; otherwise the transaction would write both
+/// and a reference to it would name either).
+fn duplicate_full_url(items: &[BundleItem]) -> Result<(), Outcome> {
+    let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for item in items {
+        let Some(u) = item.full_url.as_deref() else {
+            continue;
+        };
+        if let Some(first) = seen.insert(u, &item.path) {
+            return Err(Outcome {
+                expression: Some(format!("{}.fullUrl", item.path)),
+                ..Outcome::invalid(format!(
+                    "{} has the fullUrl `{}` of {first} too: a fullUrl names one entry of a \
+                     transaction; nothing was stored",
+                    item.path,
+                    u.chars().take(120).collect::<String>()
+                ))
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The record a resource names as its patient (`Patient/<record id>`), if any.
