@@ -89,7 +89,7 @@ impl Practice {
         self.push(json!({"resourceType": "Patient", "id": id,
             "identifier": [{"system": NHS, "value": nhs}],
             "name": [{"family": family, "given": [format!("Test{n}")]}],
-            "gender": if n % 2 == 0 { "male" } else { "female" },
+            "gender": if n.is_multiple_of(2) { "male" } else { "female" },
             "birthDate": birth,
             "generalPractitioner": [{"reference": "Practitioner/pr0"}],
             "managingOrganization": {"reference": "Organization/org1"}}));

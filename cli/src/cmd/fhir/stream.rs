@@ -381,10 +381,11 @@ impl<'de> Visitor<'de> for Entries<'_, '_> {
 mod tests {
     use super::*;
 
-    fn items(
-        name: &str,
-        text: &str,
-    ) -> (Result<Kind, String>, Vec<(String, Result<Json, String>)>) {
+    /// What reading a file gave: its kind (or why not), and each item's place and resource
+    /// (or error).
+    type Read = (Result<Kind, String>, Vec<(String, Result<Json, String>)>);
+
+    fn items(name: &str, text: &str) -> Read {
         let dir = tempfile::TempDir::new().expect("tmp");
         let f = dir.path().join(name);
         std::fs::write(&f, text).expect("write");
