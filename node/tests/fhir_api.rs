@@ -994,6 +994,63 @@ async fn a_transaction_with_two_entries_of_one_full_url_is_refused() {
 }
 
 #[tokio::test]
+async fn a_transaction_holds_one_patient_the_records() {
+    const NHS: &str = "https://fhir.nhs.uk/Id/nhs-number";
+    let env = Env::new();
+    let patient = |id: &str, nhs: &str| {
+        json!({"resourceType": "Patient", "id": id, "identifier": [{"system": NHS, "value": nhs}],
+            "name": [{"family": "Jones"}]})
+    };
+    let obs = |pid: &str| {
+        let mut o = r4("Observation-heart-rate.json");
+        o["subject"] = json!({"reference": format!("Patient/{pid}")});
+        o
+    };
+    // Two patients in one transaction into a record with none yet: refused.
+    let before = env.footprint();
+    let two = transaction(&[patient("a", "9434765919"), patient("b", "9434765870")]);
+    let (s, _, body) = env.post(&two).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    is_outcome(&body, "business-rule");
+    assert!(body.to_string().contains("2 patients"), "{body}");
+    assert_eq!(env.footprint(), before);
+    // One: it is the record's.
+    let (s, _, body) = env
+        .post(&transaction(&[patient("a", "9434765919"), obs("a")]))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // Another patient's data: refused, naming the entry; nothing stored.
+    let before = env.footprint();
+    let (s, _, body) = env.post(&transaction(&[obs("a"), obs("zz")])).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.to_string().contains("Patient/zz") && body.to_string().contains("Bundle.entry[1]"),
+        "{body}"
+    );
+    let (s, _, body) = env
+        .post(&transaction(&[
+            patient("other", "9434765870"),
+            obs("other"),
+        ]))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(env.footprint(), before);
+    // The same person from another system (another id, the same NHS number) is the record's.
+    let (s, _, body) = env
+        .post(&transaction(&[
+            patient("hosp-1", "9434765919"),
+            obs("hosp-1"),
+        ]))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // `patient=` searches return only the record's own data.
+    let (_, _, b) = env
+        .get(&format!("/fhir/r4/Observation?patient={}", env.rid()))
+        .await;
+    assert_eq!(b["total"], 2, "{b}");
+}
+
+#[tokio::test]
 async fn a_batch_reports_each_entry_and_keeps_the_good_ones() {
     let env = Env::new();
     let good1 = r4("Observation-heart-rate.json");

@@ -194,11 +194,9 @@ fn holdings(store: &Store, me: &Identity, record: &RecordId, now: Timestamp) -> 
             };
             let hash = fhir::content_hash(&resource);
             if resource["resourceType"] == "Patient" {
-                let url = item
-                    .body
-                    .get(schema::FHIR_FULL_URL)
-                    .and_then(Value::as_text);
-                h.patient_keys.extend(PatientIndex::keys_of(&resource, url));
+                // By id and identifiers: a `fullUrl` names an entry of one Bundle only.
+                h.patient_keys
+                    .extend(PatientIndex::keys_of(&resource, None));
             }
             match fhir::identity(&resource) {
                 Some(key) => {
