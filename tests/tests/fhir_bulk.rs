@@ -396,3 +396,66 @@ fn changed_resources_become_versions_and_meta_alone_is_no_change() {
     assert_eq!(third["unchanged"].as_u64(), Some(n));
     assert_eq!(p.entries_held(), held + 2);
 }
+
+#[test]
+fn a_bundle_without_ids_exports_as_ndjson_with_ids_and_references_that_resolve() {
+    // A Bundle as many systems send it: no ids, references by `urn:uuid:` fullUrl.
+    let u = |n: u32| format!("urn:uuid:7d9c1c2e-0000-4000-8000-{n:012}");
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": u(1), "resource": {"resourceType": "Patient", "name": [{"family": "Jones"}]}},
+        {"fullUrl": u(2), "resource": {"resourceType": "Medication",
+            "code": {"text": "Metformin 500 MG"}}},
+        {"fullUrl": u(3), "resource": {"resourceType": "Encounter", "status": "finished",
+            "class": {"code": "AMB"}, "subject": {"reference": u(1)}}},
+        {"fullUrl": u(4), "resource": {"resourceType": "MedicationRequest", "status": "active",
+            "intent": "order", "medicationReference": {"reference": u(2)},
+            "subject": {"reference": u(1)}, "encounter": {"reference": u(3)}}}]});
+    let dir = TempDir::new().expect("tmp");
+    let f = dir.path().join("b.json");
+    fs::write(&f, bundle.to_string()).expect("write");
+    let p = patient();
+    let r = p.json(&["fhir", "import", s(&f)]);
+    assert_eq!(r["created"], 4, "{r}");
+    let out = TempDir::new().expect("tmp");
+    p.ok(&["fhir", "export", "--ndjson", s(out.path())]);
+    let back = exported(out.path());
+    assert_eq!(back.len(), 4);
+    let ids: BTreeSet<String> = back
+        .iter()
+        .map(|r| {
+            let id = r["id"].as_str().expect("every resource has an id");
+            format!("{}/{id}", r["resourceType"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert!(
+        ids.contains("Medication/7d9c1c2e-0000-4000-8000-000000000002"),
+        "{ids:?}"
+    );
+    let mut refs = Vec::new();
+    for r in &back {
+        references(r, &mut refs);
+    }
+    assert_eq!(refs.len(), 4, "{refs:?}");
+    for r in &refs {
+        assert!(ids.contains(r), "{r} dangles in {ids:?}");
+    }
+    // The Bundle export keeps the fullUrls the references name.
+    let b = out.path().join("bundle.json");
+    p.ok(&["fhir", "export", "-o", s(&b)]);
+    let exported: Value = serde_json::from_slice(&fs::read(&b).expect("read")).expect("json");
+    let urls: BTreeSet<&str> = exported["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["fullUrl"].as_str())
+        .collect();
+    assert_eq!(
+        urls,
+        (1..=4)
+            .map(u)
+            .collect::<BTreeSet<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect()
+    );
+}
