@@ -167,4 +167,16 @@ mod tests {
         assert_eq!(display(&org).as_deref(), Some("St Elsewhere"));
         assert_eq!(display(&serde_json::json!({"resourceType": "Basic"})), None);
     }
+
+    #[test]
+    fn a_kept_resource_summarises_as_its_display() {
+        let med = serde_json::json!({"resourceType": "Medication", "id": "m",
+            "code": {"text": "Metformin 500 MG"}});
+        let i = super::super::import(&med, Some("GP")).expect("kept");
+        assert_eq!(i.category.name(), "ext:fhir/medication");
+        assert_eq!(
+            crate::schema::summary(&i.category, &i.body),
+            "display: Metformin 500 MG"
+        );
+    }
 }
