@@ -236,6 +236,20 @@ fn a_record_with_a_patient_refuses_another_patients_bundle_and_takes_its_own_by_
     let r = p.json(&["fhir", "import", s(&f)]);
     assert_eq!(r["created"], 2, "{r}");
     assert_eq!(r["other_patients"], json!({}), "{r}");
+    // The person importing may say another patient of the input is the record's (the
+    // same person in a system with other ids and no shared identifier).
+    let r = p.json(&["fhir", "import", s(&theirs), "--patient", "Patient/p2"]);
+    assert_eq!(
+        r["created"].as_u64(),
+        Some(g.patients[1].2 as u64 - 1),
+        "{r}"
+    );
+    assert_eq!(r["other_patients"], json!({}), "{r}");
+    let err = p.fails(
+        5,
+        &["fhir", "import", s(&theirs), "--patient", "Patient/nobody"],
+    );
+    assert!(err.contains("no such patient"), "{err}");
 }
 
 #[test]

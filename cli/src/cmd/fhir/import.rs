@@ -54,7 +54,8 @@ log.ndjson), are skipped with a note.
 One patient per record: resources about another patient than the record's (by the Patient \
 resource, its identifiers such as the NHS number, and the subject/patient references to it) \
 are reported per patient and not stored. A record with no Patient yet takes the input's only \
-patient, or the one named by --patient.
+patient, or the one named by --patient (which can also name the record's patient in an input \
+from a system that knows them by other ids).
 
 Updates are versions: a resource is identified by its type and id. Importing it again \
 unchanged (a change of meta alone, e.g. meta.lastUpdated, is no change) stores nothing; \
@@ -87,8 +88,10 @@ pub struct ImportArgs {
     #[arg(long)]
     keep_going: bool,
 
-    /// The record's patient, when the record has no Patient yet and the input holds
-    /// several: `Patient/<id>`, an id, a fullUrl, or an identifier `system|value`
+    /// The input's patient who is the record's: needed when the record has no Patient yet
+    /// and the input holds several; when the record has one, says this patient of the
+    /// input is the same person (other ids, no shared identifier). `Patient/<id>`, an id,
+    /// a fullUrl, or an identifier `system|value`
     #[arg(long, value_name = "PATIENT")]
     patient: Option<String>,
 
@@ -373,14 +376,23 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     // Whose record it is.
     let mine = match (mine, args.patient.as_deref()) {
         (Some(m), None) => Some(m),
-        (Some(m), Some(p)) => {
-            if index.find(&PatientKey::parse(p)) != Some(index.canonical(m)) {
+        (Some(_), Some(p)) => {
+            // The person importing says this patient of the input is the record's (e.g.
+            // from a system with other ids and no shared identifier): one patient.
+            let key = PatientKey::parse(p);
+            if index.find(&key).is_none() {
                 return Err(CliError::invalid(format!(
-                    "--patient {p} is not the record's patient ({})",
-                    index.label(m)
+                    "--patient {p}: no such patient in the input"
                 )));
             }
-            Some(m)
+            let Some(own) = held.patient_keys.first().cloned() else {
+                return Err(CliError::invalid("the record's patient has no id"));
+            };
+            Some(
+                index
+                    .add_keys(&[own, key])
+                    .map_err(|e| CliError::invalid(e.to_string()))?,
+            )
         }
         (None, Some(p)) => Some(index.find(&PatientKey::parse(p)).ok_or_else(|| {
             CliError::invalid(format!("--patient {p}: no such patient in the input"))
