@@ -277,7 +277,17 @@ async fn metadata_lists_exactly_what_is_served() {
     ]) {
         assert!(types.contains(t), "{t} missing from {types:?}");
     }
-    assert!(!types.contains("Claim"));
+    // The types kept whole are served too (nothing imported is lost).
+    for t in [
+        "Claim",
+        "Encounter",
+        "Organization",
+        "Medication",
+        "Location",
+    ] {
+        assert!(types.contains(t), "{t} missing from {types:?}");
+    }
+    assert!(!types.contains("Bundle") && !types.contains("OperationOutcome"));
     let obs = rest["resource"]
         .as_array()
         .unwrap()
@@ -889,19 +899,155 @@ async fn an_ips_bundle_imports_as_a_transaction_and_reads_back_equal() {
             same_resource(r, &v1);
         }
 
-        // The whole document as a transaction holds types cophr does not keep: refused,
-        // nothing stored.
+        // The whole document as a transaction, in a fresh record: every resource is kept
+        // (Composition, Organization, Practitioner, Medication… whole) and reads back.
+        let env = Env::new();
         let mut whole = doc.clone();
         whole["type"] = json!("transaction");
         for e in whole["entry"].as_array_mut().unwrap() {
             e["request"] = json!({"method": "POST", "url": e["resource"]["resourceType"]});
         }
-        let before = env.footprint();
         let (s, _, body) = env.post(&whole).await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {body}");
-        is_outcome(&body, "not-supported");
-        assert_eq!(env.footprint(), before);
+        assert_eq!(s, StatusCode::OK, "{name}: {body}");
+        let locs = locations(&body);
+        let all = whole["entry"].as_array().unwrap();
+        assert_eq!(locs.len(), all.len(), "{name}");
+        for (e, loc) in all.iter().zip(&locs) {
+            let (s, _, got) = env.get(&format!("/fhir/r4/{}", resource_path(loc))).await;
+            assert_eq!(s, StatusCode::OK, "{name} {loc}");
+            same_resource(&e["resource"], &got);
+        }
     }
+}
+
+#[tokio::test]
+async fn types_cophr_does_not_map_are_kept_whole_and_served() {
+    let env = Env::new();
+    let pid = env.rid();
+    let sent = vec![
+        json!({"resourceType": "Encounter", "id": "enc1", "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": format!("Patient/{pid}")}}),
+        json!({"resourceType": "Medication", "id": "med1",
+            "code": {"text": "Metformin 500 MG"}}),
+        json!({"resourceType": "Practitioner", "id": "pr1",
+            "name": [{"family": "Shah", "given": ["Anna"]}]}),
+        json!({"resourceType": "Claim", "id": "cl1", "status": "active", "use": "claim",
+            "patient": {"reference": format!("Patient/{pid}")}}),
+    ];
+    let (s, _, resp) = env.post(&transaction(&sent)).await;
+    assert_eq!(s, StatusCode::OK, "{resp}");
+    let locs = locations(&resp);
+    assert_eq!(locs.len(), 4);
+    for (r, loc) in sent.iter().zip(&locs) {
+        let (s, _, got) = env.get(&format!("/fhir/r4/{}", resource_path(loc))).await;
+        assert_eq!(s, StatusCode::OK, "{loc}");
+        same_resource(r, &got);
+    }
+    // Searched by type.
+    for (ty, id) in [
+        ("Encounter", "enc1"),
+        ("Medication", "med1"),
+        ("Claim", "cl1"),
+    ] {
+        let (s, _, b) = env.get(&format!("/fhir/r4/{ty}")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(b["total"], 1, "{ty}: {b}");
+        // Served under its entry id (`e-…`), with the content that was sent.
+        same_resource(
+            sent.iter().find(|r| r["id"] == id).unwrap(),
+            &b["entry"][0]["resource"],
+        );
+    }
+    // An imported Practitioner is served beside the ones derived from profiles.
+    let (_, _, b) = env.get("/fhir/r4/Practitioner").await;
+    assert!(
+        b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["resource"]["name"][0]["family"] == "Shah"),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_with_two_entries_of_one_full_url_is_refused() {
+    let env = Env::new();
+    let hr = r4("Observation-heart-rate.json");
+    let mut tx = transaction(&[hr.clone(), with_date(hr, "2021-03-04T10:00:00Z")]);
+    tx["entry"][1]["fullUrl"] = tx["entry"][0]["fullUrl"].clone();
+    let before = env.footprint();
+    let (s, _, body) = env.post(&tx).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    is_outcome(&body, "invalid");
+    let msg = body["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        msg.contains("Bundle.entry[0]") && msg.contains("Bundle.entry[1]"),
+        "{msg}"
+    );
+    assert_eq!(env.footprint(), before);
+    // The same two with their own fullUrls are written.
+    tx["entry"][1]["fullUrl"] = json!("urn:uuid:00000000-0000-0000-0000-00000000beef");
+    let (s, _, body) = env.post(&tx).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_transaction_holds_one_patient_the_records() {
+    const NHS: &str = "https://fhir.nhs.uk/Id/nhs-number";
+    let env = Env::new();
+    let patient = |id: &str, nhs: &str| {
+        json!({"resourceType": "Patient", "id": id, "identifier": [{"system": NHS, "value": nhs}],
+            "name": [{"family": "Jones"}]})
+    };
+    let obs = |pid: &str| {
+        let mut o = r4("Observation-heart-rate.json");
+        o["subject"] = json!({"reference": format!("Patient/{pid}")});
+        o
+    };
+    // Two patients in one transaction into a record with none yet: refused.
+    let before = env.footprint();
+    let two = transaction(&[patient("a", "9434765919"), patient("b", "9434765870")]);
+    let (s, _, body) = env.post(&two).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    is_outcome(&body, "business-rule");
+    assert!(body.to_string().contains("2 patients"), "{body}");
+    assert_eq!(env.footprint(), before);
+    // One: it is the record's.
+    let (s, _, body) = env
+        .post(&transaction(&[patient("a", "9434765919"), obs("a")]))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // Another patient's data: refused, naming the entry; nothing stored.
+    let before = env.footprint();
+    let (s, _, body) = env.post(&transaction(&[obs("a"), obs("zz")])).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.to_string().contains("Patient/zz") && body.to_string().contains("Bundle.entry[1]"),
+        "{body}"
+    );
+    let (s, _, body) = env
+        .post(&transaction(&[
+            patient("other", "9434765870"),
+            obs("other"),
+        ]))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(env.footprint(), before);
+    // The same person from another system (another id, the same NHS number) is the record's.
+    let (s, _, body) = env
+        .post(&transaction(&[
+            patient("hosp-1", "9434765919"),
+            obs("hosp-1"),
+        ]))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // `patient=` searches return only the record's own data.
+    let (_, _, b) = env
+        .get(&format!("/fhir/r4/Observation?patient={}", env.rid()))
+        .await;
+    assert_eq!(b["total"], 2, "{b}");
 }
 
 #[tokio::test]
@@ -1063,13 +1209,13 @@ async fn bad_input_gets_an_operation_outcome_and_stores_nothing() {
             "value",
         ),
         (
-            "unmapped type in a transaction",
+            "a type never kept, in a transaction",
             raw(
                 "POST",
                 "/fhir/r4",
                 Some(TOKEN),
                 fj,
-                tx(json!({"resourceType": "Practitioner", "name": [{"family": "Kay"}]})),
+                tx(json!({"resourceType": "OperationOutcome", "issue": []})),
             )
             .await,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -1142,7 +1288,7 @@ async fn bad_input_gets_an_operation_outcome_and_stores_nothing() {
             "unsupported resource type",
             raw(
                 "GET",
-                "/fhir/r4/Claim?name=x",
+                "/fhir/r4/Bundle?name=x",
                 Some(TOKEN),
                 None,
                 Vec::new(),

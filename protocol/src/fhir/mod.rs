@@ -8,9 +8,22 @@
 //! `category` and LOINC `code` (vital-signs, core examinations, social-history → lifestyle,
 //! laboratory → lab-results, anything else → investigations); DiagnosticReport →
 //! lab-results (category LAB) or investigations; FamilyMemberHistory → family-history;
-//! DocumentReference and Media → documents; QuestionnaireResponse → questionnaires. Other
-//! resource types are refused as [`FhirError::Unmapped`] (an importer reports them as
-//! skipped).
+//! DocumentReference and Media → documents; QuestionnaireResponse → questionnaires.
+//!
+//! # What is kept whole
+//! Every other R4 resource type (Encounter, Practitioner, PractitionerRole, Organization,
+//! Location, Medication, Device, Provenance, Claim, …) is kept with its original JSON in
+//! its own extension category `ext:fhir/<type in kebab case>` (the `kept` module: one
+//! category per type, so access is granted per type like any category), and exports as it
+//! came in: a round trip loses no resource. Only Bundle, Binary (a document's file, stored
+//! apart), OperationOutcome and Parameters are refused as [`FhirError::Unmapped`] (an
+//! importer reports them as skipped).
+//!
+//! # Importing many resources
+//! The `ingest` module holds what an importer needs to bring whole exports in: a
+//! resource's [`identity`] (type and id: a changed resource amends its entry, an unchanged
+//! one, `meta` aside, stores nothing: [`same_content`]), the references naming its patient
+//! ([`patient_refs`]) and a [`PatientIndex`] telling the record's patient from the others.
 //!
 //! # Documents
 //! A documents entry is one resource: the type it was imported as, else `Media` for an
@@ -55,6 +68,8 @@
 
 mod attach;
 mod error;
+mod ingest;
+mod kept;
 mod map;
 mod observation;
 mod read;
@@ -69,6 +84,11 @@ pub use attach::{
     IMAGE_TYPES, MAX_BINARY_JSON, MEDIA_TYPE_SYSTEM,
 };
 pub use error::FhirError;
+pub use ingest::{
+    content_hash, identity, localise_references, patient_refs, same_content, strip_meta, Owner,
+    PatientIndex, PatientKey, TooManyPatients, MAX_PATIENTS,
+};
+pub use kept::{display, is_kept, kept_category, kept_type, KEPT_PREFIX, NOT_KEPT};
 
 use crate::category::Category;
 use crate::ids::{EntryId, RecordId};
@@ -334,7 +354,13 @@ pub fn types_for(category: &Category) -> &'static [&'static str] {
         Category::Documents => &["DocumentReference", "Media"],
         Category::Questionnaires => &["QuestionnaireResponse"],
         Category::Messages => &["Communication"],
-        Category::AboutMe | Category::Extension(_) => &["Basic"],
+        Category::Extension(_) => {
+            match kept_type(category).and_then(|t| R4_RESOURCE_TYPES.iter().position(|x| *x == t)) {
+                Some(i) => &R4_RESOURCE_TYPES[i..=i],
+                None => &["Basic"],
+            }
+        }
+        Category::AboutMe => &["Basic"],
     }
 }
 
@@ -363,7 +389,7 @@ pub fn import(resource: &Json, source: Option<&str>) -> Result<Imported, FhirErr
 /// R4 type that cophr does not map.
 pub fn import_with(resource: &Json, meta: &ImportMeta<'_>) -> Result<Imported, FhirError> {
     let ty = resource_type(resource)?;
-    if !MAPPED_TYPES.contains(&ty) {
+    if !MAPPED_TYPES.contains(&ty) && !is_kept(ty) {
         return Err(FhirError::Unmapped {
             resource_type: ty.to_owned(),
             mapped: MAPPED_TYPES.join(", "),
@@ -404,6 +430,19 @@ pub fn import_with(resource: &Json, meta: &ImportMeta<'_>) -> Result<Imported, F
             };
             extra.insert(field.to_owned(), t);
         }
+    }
+    if is_kept(ty) {
+        let mut fields = kept::fields(resource);
+        fields.extend(extra);
+        let category = kept_category(ty);
+        let body = Value::Map(fields);
+        schema::validate(&category, &body)?;
+        return Ok(Imported {
+            category,
+            body,
+            resource_type: ty.to_owned(),
+            id,
+        });
     }
     let (category, fields) = map::map(ty, &root)?;
     let body = match fit(&category, fields, &extra) {

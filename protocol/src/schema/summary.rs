@@ -273,6 +273,9 @@ impl Fields<'_> {
             .as_map()
             .map(|m| {
                 m.iter()
+                    // The original FHIR resource, its source and fullUrl are not a summary
+                    // (a resource kept whole shows its `display`).
+                    .filter(|(k, _)| !k.starts_with("fhir-"))
                     .filter_map(|(k, v)| show(v).map(|v| format!("{k}: {v}")))
                     .take(4)
                     .collect::<Vec<_>>()

@@ -194,15 +194,18 @@ fn resource_response(body: &Json) -> Response {
     resp
 }
 
-/// Every resource type served: the types entries export as, the derived ones, and
-/// `Binary` (documents' files, [`binary`]).
+/// Every resource type served: the types entries export as, the derived ones, the types
+/// kept whole, and `Binary` (documents' files, [`binary`]).
 pub fn served_types() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = vec!["Binary"];
     let from_categories = Category::BUILT_IN.iter().flat_map(fhir::types_for);
+    // The types kept whole (Encounter, Organization, Medication, …: `ext:fhir/<type>`).
+    let kept = fhir::R4_RESOURCE_TYPES.iter().filter(|t| fhir::is_kept(t));
     for t in fhir::MAPPED_TYPES
         .iter()
         .chain(from_categories)
         .chain(DERIVED_TYPES.iter())
+        .chain(kept)
     {
         if !out.contains(t) {
             out.push(*t);
@@ -548,14 +551,44 @@ fn collect_types(
                     audit_read,
                 })
             };
+            // The items of a type held in the record.
+            let stored = |ty: &str| {
+                all.iter()
+                    .filter(move |r| r.resource_type == ty)
+                    .map(|r| {
+                        let r = r.clone();
+                        let alt = (r.id != r.item.to_string()).then(|| r.item.to_string());
+                        let date = r.keys.date.as_deref().and_then(search::date_range);
+                        Found {
+                            ty: r.resource_type,
+                            record: r.record,
+                            id: r.id,
+                            alt_id: alt,
+                            item: Some(r.item),
+                            current: Some(r.current),
+                            resource: r.resource,
+                            version: r.version,
+                            updated: r.updated,
+                            date,
+                            keys: r.keys,
+                            entries: vec![r.item, r.current],
+                            audit_read: false,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            };
             for ty in types {
                 stop.check()?;
                 match *ty {
-                    "Provenance" => out.extend(derived(
-                        ty,
-                        view::provenances(rec, &viewer, &all, stop)?,
-                        false,
-                    )),
+                    "Provenance" => {
+                        out.extend(derived(
+                            ty,
+                            view::provenances(rec, &viewer, &all, stop)?,
+                            false,
+                        ));
+                        // Provenance resources imported (kept whole) too.
+                        out.extend(stored(ty));
+                    }
                     "AuditEvent" => out.extend(derived(
                         ty,
                         view::audit_events(rec, &viewer, &events, &all, stop)?,
@@ -579,31 +612,14 @@ fn collect_types(
                                 audit_read: false,
                             });
                         }
+                        // Practitioner resources imported (kept whole) too.
+                        out.extend(stored(ty));
                     }
                     _ => {
                         if *ty == "Consent" {
                             out.extend(derived(ty, view::consents(rec, &viewer, now), false));
                         }
-                        for r in all.iter().filter(|r| r.resource_type == *ty) {
-                            let r = r.clone();
-                            let alt = (r.id != r.item.to_string()).then(|| r.item.to_string());
-                            let date = r.keys.date.as_deref().and_then(search::date_range);
-                            out.push(Found {
-                                ty: r.resource_type,
-                                record: r.record,
-                                id: r.id,
-                                alt_id: alt,
-                                item: Some(r.item),
-                                current: Some(r.current),
-                                resource: r.resource,
-                                version: r.version,
-                                updated: r.updated,
-                                date,
-                                keys: r.keys,
-                                entries: vec![r.item, r.current],
-                                audit_read: false,
-                            });
-                        }
+                        out.extend(stored(ty));
                     }
                 }
             }

@@ -202,6 +202,9 @@ pub(super) async fn bundle(st: AppState, req: Request) -> Result<Response, Outco
         }
     };
     let items = fhir::bundle_items(&bundle).map_err(|e| Outcome::from_fhir(&e))?;
+    if transaction {
+        duplicate_full_url(&items)?;
+    }
     let urls: Vec<String> = bundle["entry"]
         .as_array()
         .map(|a| {
@@ -227,6 +230,131 @@ pub(super) async fn bundle(st: AppState, req: Request) -> Result<Response, Outco
         st.changed(r).await;
     }
     Ok(fhir_response(StatusCode::OK, &body))
+}
+
+/// Refuses a transaction in which two entries share one `fullUrl` (FHIR: a `fullUrl` is
+/// unique in a Bundle, which references rely on; otherwise the transaction would write both
+/// and a reference to it would name either).
+fn duplicate_full_url(items: &[BundleItem]) -> Result<(), Outcome> {
+    let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for item in items {
+        let Some(u) = item.full_url.as_deref() else {
+            continue;
+        };
+        if let Some(first) = seen.insert(u, &item.path) {
+            return Err(Outcome {
+                expression: Some(format!("{}.fullUrl", item.path)),
+                ..Outcome::invalid(format!(
+                    "{} has the fullUrl `{}` of {first} too: a fullUrl names one entry of a \
+                     transaction; nothing was stored",
+                    item.path,
+                    u.chars().take(120).collect::<String>()
+                ))
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a transaction holding another patient's resources than the record's (a record
+/// holds one patient's data): the record's patient is its Patient resources (matched by id,
+/// `fullUrl` and identifiers such as the NHS number, `fhir::PatientIndex`), else the
+/// transaction's only Patient; a resource naming another Patient, or a `Patient/…` that is
+/// neither the record's nor `Patient/<record id>`, is refused with its entry's path.
+fn one_patient<'a>(
+    st: &AppState,
+    record: &RecordId,
+    items: impl Iterator<Item = &'a BundleItem> + Clone,
+) -> Result<(), Outcome> {
+    let me = st.actor();
+    let now = st.now();
+    let keys: Vec<fhir::PatientKey> = st.store().with_record(record, |r| {
+        let viewer = r.viewer(&me, now);
+        fold::current(r, &viewer)
+            .items
+            .iter()
+            .filter(|i| i.category == Category::Demographics)
+            .filter_map(|i| {
+                let text = i.body.get(schema::FHIR_RESOURCE)?.as_text()?;
+                let j: Json = serde_json::from_str(text).ok()?;
+                // By id and identifiers: a `fullUrl` names an entry of one Bundle only.
+                Some(fhir::PatientIndex::keys_of(&j, None))
+            })
+            .flatten()
+            .collect()
+    })?;
+    let refuse = |item: &BundleItem, msg: String| {
+        at(
+            Outcome::new(StatusCode::UNPROCESSABLE_ENTITY, "business-rule", msg),
+            &item.path,
+        )
+    };
+    let mut index = fhir::PatientIndex::default();
+    let mut mine = None;
+    if !keys.is_empty() {
+        mine = Some(
+            index
+                .add_keys(&keys)
+                .map_err(|e| Outcome::invalid(e.to_string()))?,
+        );
+    }
+    for item in items.clone() {
+        if item.resource["resourceType"] == "Patient" {
+            index
+                .add(&item.resource, item.full_url.as_deref())
+                .map_err(|e| refuse(item, e.to_string()))?;
+        }
+    }
+    if mine.is_none() {
+        match index.len() {
+            0 => return Ok(()),
+            1 => mine = index.patients().first().copied(),
+            n => {
+                let msg = format!(
+                    "the transaction holds {n} patients; a record holds one patient's data: \
+                     nothing was stored"
+                );
+                return Err(
+                    match items
+                        .clone()
+                        .find(|i| i.resource["resourceType"] == "Patient")
+                    {
+                        Some(first) => refuse(first, msg),
+                        None => {
+                            Outcome::new(StatusCode::UNPROCESSABLE_ENTITY, "business-rule", msg)
+                        }
+                    },
+                );
+            }
+        }
+    }
+    let Some(mine) = mine.map(|m| index.canonical(m)) else {
+        return Ok(());
+    };
+    let own = format!("Patient/{record}");
+    for item in items {
+        let other = match index.owner(&item.resource, item.full_url.as_deref()) {
+            fhir::Owner::Patient(p) if p != mine => Some(index.label(p).to_owned()),
+            fhir::Owner::Unknown(r)
+                if !(r == own || r.ends_with(&format!("/{own}")))
+                    && named_record(&item.resource) != Some(*record) =>
+            {
+                Some(r)
+            }
+            _ => None,
+        };
+        if let Some(p) = other {
+            return Err(refuse(
+                item,
+                format!(
+                    "it is about another patient ({p}) than the record's ({}); a record holds \
+                     one patient's data: nothing was stored",
+                    index.label(mine)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The record a resource names as its patient (`Patient/<record id>`), if any.
@@ -614,6 +742,7 @@ fn transaction_steps(
             ),
         ));
     }
+    one_patient(st, &record, plans.iter().map(|(i, _)| &items[*i]))?;
     // Check every write against the record as the earlier ones leave it, so a refusal
     // names its entry and nothing is stored.
     let key = st.keypair().clone();

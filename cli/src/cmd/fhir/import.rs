@@ -1,0 +1,826 @@
+//! `cophr fhir import`: whole exports in bounded memory, one patient per record, updates as
+//! versions.
+//!
+//! Two passes over the files, each streaming one resource at a time ([`super::stream`]):
+//! 1. check: every resource is mapped (errors collected: without `--keep-going` any error
+//!    stops the import before anything is stored) and every Patient noted in a
+//!    [`PatientIndex`];
+//! 2. store: each resource of the record's patient (or about no patient) is matched by its
+//!    identity (type and id) against what the record holds: unchanged (`meta` aside) stores
+//!    nothing, changed amends the entry (a new version), new creates one. Writes go in
+//!    chunks of at most [`CHUNK`] resources, each one durable write: an import stopped
+//!    midway keeps its finished chunks, and running it again stores nothing twice.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::Args as ClapArgs;
+use cophr_protocol::audit::Action;
+use cophr_protocol::entry::Payload;
+use cophr_protocol::fhir::{self, FhirError, ImportMeta, Owner, PatientIndex, PatientKey};
+use cophr_protocol::{fold, schema, Category, EntryId, RecordId, Timestamp, Value};
+use serde_json::{json, Value as Json};
+
+use super::stream::{self, FileError, Item};
+use crate::context::{self, Ctx, Out};
+use crate::error::{CliError, Code, Result};
+use crate::home::Identity;
+use crate::output;
+use crate::store::Store;
+use cophr_node::store::{BatchError, BatchInfo, MAX_WRITE_ALL};
+
+/// Most resources stored in one durable write (below the store's [`MAX_WRITE_ALL`]).
+pub const CHUNK: usize = 1000;
+const _: () = assert!(CHUNK <= MAX_WRITE_ALL);
+/// Most problems listed in a refusal's message.
+const MAX_LISTED: usize = 20;
+/// Most refused resources (each with its OperationOutcome), skipped resources and stored
+/// entries listed one by one in the JSON report; beyond, only counted.
+pub const MAX_REPORTED: usize = 10_000;
+
+const IMPORT_HELP: &str = "Reads Bundles (transaction, batch, collection, document, \
+searchset), single resources (.json), NDJSON files (.ndjson, one resource a line) and \
+directories of them (a bulk export), of any size: files are read one resource at a time and \
+stored in durable writes of at most 1000 resources.
+
+Each resource becomes an entry signed by you, keeping the original resource (so it exports as \
+it came in) and its source system. Mapped types go to their category; every other type \
+(Encounter, Practitioner, Organization, Medication, Provenance, Claim, …) is kept whole in \
+its own category ext:fhir/<type> (e.g. ext:fhir/encounter). Bundle, Binary, OperationOutcome \
+and Parameters resources, and files in a directory that are not FHIR (a bulk export's \
+log.ndjson), are skipped with a note.
+
+One patient per record: resources about another patient than the record's (by the Patient \
+resource, its identifiers such as the NHS number, and the subject/patient references to it) \
+are reported per patient and not stored. A record with no Patient yet takes the input's only \
+patient, or the one named by --patient (which can also name the record's patient in an input \
+from a system that knows them by other ids).
+
+Updates are versions: a resource is identified by its type and id. Importing it again \
+unchanged (a change of meta alone, e.g. meta.lastUpdated, is no change) stores nothing; \
+changed, it amends its entry (the earlier version stays in the history). So an import can \
+be run again after a crash, or with a newer export, and stores nothing twice.
+
+If any resource is invalid, nothing is stored and each problem is listed (exit code 5); \
+with --keep-going the valid resources are stored and each invalid one is reported (with an \
+OperationOutcome in --json). On a terminal, a progress line is shown on standard error.
+
+Examples:
+  cophr fhir import ips-bundle.json --source 'St Elsewhere GP'
+  cophr fhir import bulk-export/ --keep-going      (its *.json and *.ndjson files)
+  cophr fhir import practice.ndjson --patient 'https://fhir.nhs.uk/Id/nhs-number|9434765919'";
+
+/// Import FHIR R4 resources into the record as signed entries.
+#[derive(ClapArgs, Debug)]
+#[command(after_help = IMPORT_HELP)]
+pub struct ImportArgs {
+    /// Bundle or resource files (.json), NDJSON files (.ndjson), or directories of them
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// The source system to record as the entries' provenance [default: each resource's
+    /// meta.source, else the file's name]
+    #[arg(long, value_name = "NAME")]
+    source: Option<String>,
+
+    /// Store the valid resources and report each invalid one, instead of storing nothing
+    #[arg(long)]
+    keep_going: bool,
+
+    /// The input's patient who is the record's: needed when the record has no Patient yet
+    /// and the input holds several; when the record has one, says this patient of the
+    /// input is the same person (other ids, no shared identifier). `Patient/<id>`, an id,
+    /// a fullUrl, or an identifier `system|value`
+    #[arg(long, value_name = "PATIENT")]
+    patient: Option<String>,
+
+    #[command(flatten)]
+    out: Out,
+}
+
+/// A file to read, and whether it was found in a directory (then a file that is not FHIR
+/// is skipped with a note, not an error).
+struct Input {
+    path: PathBuf,
+    in_dir: bool,
+}
+
+/// The files to read: the paths given, and the `.json`/`.ndjson` files of directories.
+fn files(paths: &[PathBuf]) -> Result<Vec<Input>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let p = output::resolve(p);
+        let meta = std::fs::metadata(&p).map_err(|e| CliError::io("read", &p, &e))?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            for e in std::fs::read_dir(&p).map_err(|e| CliError::io("read", &p, &e))? {
+                let path = e.map_err(|e| CliError::io("read", &p, &e))?.path();
+                let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+                if path.is_file() && (ext == "json" || ext == "ndjson") {
+                    found.push(path);
+                }
+            }
+            found.sort();
+            out.extend(found.into_iter().map(|path| Input { path, in_dir: true }));
+        } else {
+            out.push(Input {
+                path: p,
+                in_dir: false,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+/// Refuses a `--source` that is empty, too long or not one line.
+fn check_source(source: Option<&str>) -> Result<()> {
+    if let Some(s) = source {
+        if s.trim().is_empty() || s.len() > fhir::MAX_SOURCE || s.chars().any(char::is_control) {
+            return Err(CliError::invalid(format!(
+                "--source must be one line of at most {} bytes",
+                fhir::MAX_SOURCE
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An OperationOutcome for one refused resource.
+fn outcome(e: &FhirError) -> Json {
+    let mut issue =
+        json!({"severity": "error", "code": e.issue_code(), "diagnostics": e.to_string()});
+    if let Some(p) = e.path() {
+        issue["expression"] = json!([p]);
+    }
+    json!({"resourceType": "OperationOutcome", "issue": [issue]})
+}
+
+/// What the record holds of a resource identity.
+#[derive(Clone)]
+struct Held {
+    /// The entry's current version (`None` while its creation waits in the chunk).
+    current: Option<EntryId>,
+    category: Category,
+    hash: [u8; 32],
+}
+
+/// What the record holds: resources by identity, digests of those without an id, and the
+/// keys of its Patient resources.
+#[derive(Default)]
+struct Holdings {
+    by_id: HashMap<(String, String), Held>,
+    no_id: HashSet<[u8; 32]>,
+    patient_keys: Vec<PatientKey>,
+}
+
+fn holdings(store: &Store, me: &Identity, record: &RecordId, now: Timestamp) -> Result<Holdings> {
+    Ok(store.with_record(record, |r| {
+        let viewer = r.viewer(&me.actor(), now);
+        let mut h = Holdings::default();
+        for item in &fold::current(r, &viewer).items {
+            let Some(text) = item
+                .body
+                .get(schema::FHIR_RESOURCE)
+                .and_then(Value::as_text)
+            else {
+                continue;
+            };
+            let Ok(resource) = serde_json::from_str::<Json>(text) else {
+                continue;
+            };
+            let hash = fhir::content_hash(&resource);
+            if resource["resourceType"] == "Patient" {
+                // By id and identifiers: a `fullUrl` names an entry of one Bundle only.
+                h.patient_keys
+                    .extend(PatientIndex::keys_of(&resource, None));
+            }
+            match fhir::identity(&resource) {
+                Some(key) => {
+                    h.by_id.insert(
+                        key,
+                        Held {
+                            current: Some(item.current),
+                            category: item.category.clone(),
+                            hash,
+                        },
+                    );
+                }
+                None => {
+                    h.no_id.insert(hash);
+                }
+            }
+        }
+        h
+    })?)
+}
+
+/// The outcome of an import.
+#[derive(Default)]
+struct Report {
+    files: usize,
+    created: usize,
+    amended: usize,
+    unchanged: usize,
+    by_type: BTreeMap<String, usize>,
+    by_category: BTreeMap<String, usize>,
+    skipped: Vec<Json>,
+    skipped_count: usize,
+    /// Invalid resources and files: file, where, type and id, and the OperationOutcome.
+    refused: Vec<Json>,
+    refused_count: usize,
+    /// One line per problem, for the message refusing the import.
+    problems: Vec<String>,
+    other_patients: BTreeMap<String, usize>,
+    entries: Vec<Json>,
+    read: usize,
+}
+
+impl Report {
+    fn skip(&mut self, note: Json) {
+        self.skipped_count += 1;
+        if self.skipped.len() < MAX_REPORTED {
+            self.skipped.push(note);
+        }
+    }
+
+    fn refuse(&mut self, file: &Path, at: &str, resource: Option<&Json>, e: &FhirError) {
+        self.refused_count += 1;
+        if self.problems.len() < MAX_LISTED {
+            self.problems.push(format!("{}: {at}: {e}", file.display()));
+        }
+        if self.refused.len() < MAX_REPORTED {
+            self.refused.push(json!({
+                "file": file_name(file),
+                "at": at,
+                "resourceType": resource.and_then(|r| r.get("resourceType")),
+                "id": resource.and_then(|r| r.get("id")),
+                "outcome": outcome(e),
+            }));
+        }
+    }
+}
+
+/// Maps one resource as the importer's options say.
+fn map_item(
+    item: &Item,
+    resource: &Json,
+    name: &str,
+    source_arg: Option<&str>,
+) -> std::result::Result<fhir::Imported, FhirError> {
+    let has_meta_source = resource
+        .get("meta")
+        .and_then(|m| m.get("source"))
+        .is_some_and(Json::is_string);
+    let meta = ImportMeta {
+        source: if source_arg.is_none() && has_meta_source {
+            None
+        } else {
+            Some(source_arg.unwrap_or(name))
+        },
+        full_url: item.full_url.as_deref(),
+    };
+    fhir::import_with(resource, &meta)
+}
+
+pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
+    check_source(args.source.as_deref())?;
+    let inputs = files(&args.paths)?;
+    let me = ctx.identity()?;
+    let store = ctx.store()?;
+    let record = ctx.record(&store, Some(&me.actor()))?;
+    let now = ctx.now()?;
+    let device = ctx.device(&me);
+    let mut held = holdings(&store, &me, &record, now)?;
+
+    // Pass 1: check everything, note the patients.
+    let mut index = PatientIndex::default();
+    let record_had_patient = !held.patient_keys.is_empty();
+    let mine = if record_had_patient {
+        Some(
+            index
+                .add_keys(&held.patient_keys)
+                .map_err(|e| CliError::invalid(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let mut report = Report {
+        files: inputs.len(),
+        ..Report::default()
+    };
+    let mut bad_files: HashSet<usize> = HashSet::new();
+    for (n, input) in inputs.iter().enumerate() {
+        let name = file_name(&input.path);
+        let mut too_many = None;
+        let result = stream::read(&input.path, &mut |item| {
+            let resource = match &item.resource {
+                Ok(r) => r,
+                Err(e) => {
+                    report.refuse(&input.path, &item.at, None, e);
+                    return Ok(());
+                }
+            };
+            match map_item(&item, resource, &name, args.source.as_deref()) {
+                Ok(i) if i.resource_type == "Patient" => {
+                    if let Err(e) = index.add(resource, item.full_url.as_deref()) {
+                        too_many = Some(e.to_string());
+                        return Err(CliError::invalid(e.to_string()));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.is_unmapped() => report.skip(json!({
+                    "file": name,
+                    "at": item.at,
+                    "resourceType": resource["resourceType"],
+                    "id": resource.get("id"),
+                })),
+                Err(e) => report.refuse(&input.path, &item.at, Some(resource), &e),
+            }
+            Ok(())
+        });
+        match result {
+            Ok(_) => {}
+            Err(FileError::NotFhir(why)) if input.in_dir => {
+                bad_files.insert(n);
+                report.skip(json!({"file": name, "note": format!("not a FHIR file: {why}")}));
+            }
+            Err(FileError::NotFhir(why)) => {
+                bad_files.insert(n);
+                report.refuse(
+                    &input.path,
+                    "file",
+                    None,
+                    &FhirError::NoResourceType {
+                        path: format!("the file ({why})"),
+                    },
+                );
+            }
+            Err(FileError::Invalid(e)) => {
+                bad_files.insert(n);
+                report.refuse(&input.path, "file", None, &e);
+            }
+            Err(FileError::Stopped(e)) => return Err(too_many.map_or(e, CliError::invalid)),
+        }
+    }
+    if report.refused_count > 0 && !args.keep_going {
+        return Err(refusal(&report));
+    }
+
+    // Whose record it is.
+    let mine = match (mine, args.patient.as_deref()) {
+        (Some(m), None) => Some(m),
+        (Some(_), Some(p)) => {
+            // The person importing says this patient of the input is the record's (e.g.
+            // from a system with other ids and no shared identifier): one patient.
+            let key = PatientKey::parse(p);
+            if index.find(&key).is_none() {
+                return Err(CliError::invalid(format!(
+                    "--patient {p}: no such patient in the input"
+                )));
+            }
+            let Some(own) = held.patient_keys.first().cloned() else {
+                return Err(CliError::invalid("the record's patient has no id"));
+            };
+            Some(
+                index
+                    .add_keys(&[own, key])
+                    .map_err(|e| CliError::invalid(e.to_string()))?,
+            )
+        }
+        (None, Some(p)) => Some(index.find(&PatientKey::parse(p)).ok_or_else(|| {
+            CliError::invalid(format!("--patient {p}: no such patient in the input"))
+        })?),
+        (None, None) => match index.len() {
+            0 => None,
+            1 => index.patients().first().copied(),
+            n => {
+                let some: Vec<&str> = index
+                    .patients()
+                    .iter()
+                    .take(5)
+                    .map(|p| index.label(*p))
+                    .collect();
+                return Err(CliError::invalid(format!(
+                    "the input holds {n} patients ({}{}) and the record has no Patient yet: \
+                     name the record's patient with --patient; nothing was stored",
+                    some.join(", "),
+                    if n > 5 { ", …" } else { "" }
+                )));
+            }
+        },
+    };
+
+    // Pass 2: store.
+    let mut w = Writer {
+        ctx,
+        store: &store,
+        me: &me,
+        record,
+        now,
+        device,
+        chunk: Vec::new(),
+        published: false,
+        progress: std::io::stderr().is_terminal(),
+    };
+    for (n, input) in inputs.iter().enumerate() {
+        if bad_files.contains(&n) {
+            continue;
+        }
+        let name = file_name(&input.path);
+        let result = stream::read(&input.path, &mut |item| {
+            let Ok(resource) = &item.resource else {
+                return Ok(());
+            };
+            report.read += 1;
+            let Ok(i) = map_item(&item, resource, &name, args.source.as_deref()) else {
+                return Ok(());
+            };
+            let other = match index.owner(resource, item.full_url.as_deref()) {
+                Owner::Patient(p) => mine
+                    .filter(|m| index.canonical(*m) != p)
+                    .map(|_| index.label(p).to_owned()),
+                Owner::Unknown(r) => mine.map(|_| r),
+                Owner::Nobody => None,
+            };
+            if let Some(p) = other {
+                *report.other_patients.entry(p).or_default() += 1;
+                return Ok(());
+            }
+            let hash = fhir::content_hash(resource);
+            let key = fhir::identity(resource);
+            let target = match &key {
+                Some(k) => {
+                    if held
+                        .by_id
+                        .get(k)
+                        .is_some_and(|h| h.current.is_none() && h.hash != hash)
+                    {
+                        // Changed again within this chunk: store the chunk first.
+                        w.flush(&mut held, &mut report, &name)?;
+                    }
+                    match held.by_id.get(k) {
+                        Some(h) if h.hash == hash => {
+                            report.unchanged += 1;
+                            return Ok(());
+                        }
+                        Some(h) if h.category != i.category => {
+                            report.refuse(
+                                &input.path,
+                                &item.at,
+                                Some(resource),
+                                &FhirError::BadValue {
+                                    path: i.resource_type.clone(),
+                                    value: k.1.chars().take(64).collect(),
+                                    reason: "the new version maps to another category than the \
+                                             entry it updates",
+                                },
+                            );
+                            return Ok(());
+                        }
+                        Some(h) => h.current,
+                        None => None,
+                    }
+                }
+                None => {
+                    if !held.no_id.insert(hash) {
+                        report.unchanged += 1;
+                        return Ok(());
+                    }
+                    None
+                }
+            };
+            if let Some(k) = &key {
+                held.by_id.insert(
+                    k.clone(),
+                    Held {
+                        current: None,
+                        category: i.category.clone(),
+                        hash,
+                    },
+                );
+            }
+            w.chunk.push(Ready {
+                key,
+                hash,
+                id: i.id.clone(),
+                resource_type: i.resource_type.clone(),
+                payload: match target {
+                    Some(t) => Payload::Amend {
+                        target: t,
+                        body: i.body,
+                    },
+                    None => Payload::Create {
+                        category: i.category.clone(),
+                        body: i.body,
+                    },
+                },
+                category: i.category,
+            });
+            if w.chunk.len() >= CHUNK {
+                w.flush(&mut held, &mut report, &name)?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(_) => w.flush(&mut held, &mut report, &name)?,
+            Err(FileError::Stopped(e)) => return Err(e),
+            Err(FileError::NotFhir(why)) => {
+                return Err(CliError::invalid(format!(
+                    "{}: not FHIR: {why}",
+                    input.path.display()
+                )))
+            }
+            Err(FileError::Invalid(e)) => {
+                return Err(CliError::invalid(format!("{}: {e}", input.path.display())))
+            }
+        }
+    }
+    if w.progress && report.read > 0 {
+        eprintln!();
+    }
+    if report.created + report.amended > 0 {
+        ctx.mark_changed(&record);
+    }
+    if ctx.json(args.out) {
+        return print_json(&record, &report);
+    }
+    print_text(&record, &report)
+}
+
+/// The message refusing an import with invalid resources.
+fn refusal(report: &Report) -> CliError {
+    let n = report.refused_count;
+    let mut msg = format!(
+        "{n} invalid FHIR input{}; nothing was stored (--keep-going stores the valid ones):",
+        if n == 1 { "" } else { "s" }
+    );
+    for e in &report.problems {
+        msg.push_str("\n  ");
+        msg.push_str(e);
+    }
+    if n > report.problems.len() {
+        msg.push_str(&format!("\n  … and {} more", n - report.problems.len()));
+    }
+    CliError::invalid(msg)
+}
+
+/// A resource ready to store.
+struct Ready {
+    key: Option<(String, String)>,
+    hash: [u8; 32],
+    id: Option<String>,
+    resource_type: String,
+    category: Category,
+    payload: Payload,
+}
+
+/// Stores chunks of ready resources, one durable write each.
+struct Writer<'a> {
+    ctx: &'a Ctx,
+    store: &'a Store,
+    me: &'a Identity,
+    record: RecordId,
+    now: Timestamp,
+    device: Option<String>,
+    chunk: Vec<Ready>,
+    published: bool,
+    progress: bool,
+}
+
+impl Writer<'_> {
+    fn flush(&mut self, held: &mut Holdings, report: &mut Report, name: &str) -> Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        if !self.published {
+            context::publish_profile(self.ctx, self.store, self.me, &self.record)?;
+            self.published = true;
+        }
+        let chunk = std::mem::take(&mut self.chunk);
+        let info = BatchInfo {
+            action: Action::Import,
+            detail: Some(format!(
+                "FHIR import: {} resources from {name}",
+                chunk.len()
+            )),
+        };
+        let ids = self
+            .store
+            .write_all(
+                &self.record,
+                &self.me.key,
+                chunk.iter().map(|r| r.payload.clone()).collect(),
+                info,
+                self.now,
+                self.device.clone(),
+            )
+            .map_err(|e| write_error(e, self.store, self.me, &self.record, &chunk, name, report))?;
+        for (id, r) in ids.into_iter().zip(&chunk) {
+            let amend = matches!(r.payload, Payload::Amend { .. });
+            if amend {
+                report.amended += 1;
+            } else {
+                report.created += 1;
+            }
+            if let Some(k) = &r.key {
+                held.by_id.insert(
+                    k.clone(),
+                    Held {
+                        current: Some(id),
+                        category: r.category.clone(),
+                        hash: r.hash,
+                    },
+                );
+            }
+            *report.by_type.entry(r.resource_type.clone()).or_default() += 1;
+            *report
+                .by_category
+                .entry(r.category.name().to_owned())
+                .or_default() += 1;
+            if report.entries.len() < MAX_REPORTED {
+                report.entries.push(json!({
+                    "entry": id,
+                    "category": r.category.name(),
+                    "resourceType": r.resource_type,
+                    "id": r.id,
+                    "file": name,
+                    "amended": amend,
+                }));
+            }
+        }
+        if self.progress {
+            eprint!(
+                "\rFHIR import: {} resources read, {} stored ({} new, {} amended)…",
+                report.read,
+                report.created + report.amended,
+                report.created,
+                report.amended
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The error for a refused write of `chunk` from file `name`: which resource and why, and
+/// what was stored before it.
+fn write_error(
+    e: BatchError,
+    store: &Store,
+    me: &Identity,
+    record: &RecordId,
+    chunk: &[Ready],
+    name: &str,
+    report: &Report,
+) -> CliError {
+    let err = match e {
+        BatchError::Refused { index, error } => {
+            let r = &chunk[index];
+            let why = store
+                .with_record(record, |rec| {
+                    context::session_error(cophr_node::session::explain(
+                        rec,
+                        &me.actor(),
+                        error.clone(),
+                    ))
+                })
+                .unwrap_or_else(|_| error.into());
+            CliError::new(
+                why.code,
+                format!(
+                    "{name}: {} {}: {}",
+                    r.resource_type,
+                    r.id.as_deref().unwrap_or("(no id)"),
+                    why.message
+                ),
+            )
+        }
+        BatchError::Store(s) => s.into(),
+        other => CliError::invalid(other.to_string()),
+    };
+    let stored = report.created + report.amended;
+    let done = if stored == 0 {
+        "nothing was stored".to_owned()
+    } else {
+        format!("stored before this: {stored} resources (running the import again stores nothing twice)")
+    };
+    CliError::new(err.code, format!("{}; {done}", err.message))
+}
+
+fn print_json(record: &RecordId, r: &Report) -> Result<()> {
+    output::json(&json!({
+        "record": record,
+        "files": r.files,
+        "imported": r.created + r.amended,
+        "created": r.created,
+        "amended": r.amended,
+        "unchanged": r.unchanged,
+        "already_held": r.unchanged,
+        "skipped_count": r.skipped_count,
+        "refused_count": r.refused_count,
+        "other_patients": r.other_patients,
+        "other_patients_resources": r.other_patients.values().sum::<usize>(),
+        "by_type": r.by_type,
+        "by_category": r.by_category,
+        "skipped": r.skipped,
+        "refused": r.refused,
+        "entries": r.entries,
+    }))
+}
+
+fn print_text(record: &RecordId, r: &Report) -> Result<()> {
+    let list = |m: &BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    output::line(format!(
+        "Imported {} resources from {} file{} into record {}: {} new, {} amended, {} unchanged",
+        r.created + r.amended,
+        r.files,
+        if r.files == 1 { "" } else { "s" },
+        record.short(),
+        r.created,
+        r.amended,
+        r.unchanged
+    ))?;
+    if !r.by_type.is_empty() {
+        output::line(format!("  by type: {}", list(&r.by_type)))?;
+        output::line(format!("  by category: {}", list(&r.by_category)))?;
+    }
+    if r.unchanged > 0 {
+        output::line(format!(
+            "{} resources were already in the record unchanged and were not stored again",
+            r.unchanged
+        ))?;
+    }
+    if r.skipped_count > 0 {
+        let mut types: BTreeMap<String, usize> = BTreeMap::new();
+        for s in &r.skipped {
+            let t = s["resourceType"]
+                .as_str()
+                .map_or_else(|| "files that are not FHIR".to_owned(), str::to_owned);
+            *types.entry(t).or_default() += 1;
+        }
+        output::line(format!("Skipped {}: {}", r.skipped_count, list(&types)))?;
+        for s in r
+            .skipped
+            .iter()
+            .filter(|s| s.get("note").is_some())
+            .take(MAX_LISTED)
+        {
+            output::line(format!(
+                "  {}: {}",
+                s["file"].as_str().unwrap_or_default(),
+                s["note"].as_str().unwrap_or_default()
+            ))?;
+        }
+    }
+    if !r.other_patients.is_empty() {
+        let n: usize = r.other_patients.values().sum();
+        let mut shown: Vec<(&String, &usize)> = r.other_patients.iter().collect();
+        shown.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let shown: Vec<String> = shown
+            .iter()
+            .take(MAX_LISTED)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        output::line(format!(
+            "Not stored: {n} resources of {} other patient{} ({}{})",
+            r.other_patients.len(),
+            if r.other_patients.len() == 1 { "" } else { "s" },
+            shown.join(", "),
+            if r.other_patients.len() > MAX_LISTED {
+                ", …"
+            } else {
+                ""
+            }
+        ))?;
+    }
+    if r.refused_count > 0 {
+        output::line(format!("Refused {} invalid resources:", r.refused_count))?;
+        for p in &r.problems {
+            output::line(format!("  {p}"))?;
+        }
+        if r.refused_count > r.problems.len() {
+            output::line(format!(
+                "  … and {} more",
+                r.refused_count - r.problems.len()
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+impl From<FhirError> for CliError {
+    fn from(e: FhirError) -> Self {
+        CliError::new(Code::Invalid, e.to_string())
+    }
+}

@@ -1,0 +1,475 @@
+//! Whole-practice FHIR exports through the real binary (issue 16): a seeded generator
+//! writes a bulk export of several patients (NDJSON per type, with the export's own
+//! `log.ndjson`), the way a GP system's export looks, and update cycles of it. Each failure
+//! mode the issue lists for imports is a test here: another patient's data stored in the
+//! record, one bad resource or a log file stopping the whole import, the 10,000-item and
+//! 4,096-resource caps, unmapped types dropped so references dangle, changed resources
+//! stored beside the old ones, `meta`-only changes stored again, the same data as NDJSON
+//! and then as a Bundle stored twice. Run `cargo build -p cophr` first.
+
+mod cli_support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+use cli_support::Person;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use cophr_tests::practice::{obs_hr, Practice, NHS};
+
+fn patient() -> Person {
+    let p = Person::new("George Jones", "patient", None);
+    p.ok(&["record", "create"]);
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8")
+}
+
+/// Every resource of an NDJSON export directory.
+fn exported(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    for f in fs::read_dir(dir).expect("dir") {
+        let text = fs::read_to_string(f.expect("entry").path()).expect("read");
+        out.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).expect("json")),
+        );
+    }
+    out
+}
+
+/// Every `reference` string in a resource.
+fn references(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k == "reference" {
+                    if let Some(r) = x.as_str() {
+                        out.push(r.to_owned());
+                    }
+                }
+                references(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| references(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn a_practice_export_of_13_patients_stores_only_the_records_patient_and_loses_nothing() {
+    let mut g = Practice::new(16);
+    g.shared();
+    for n in 0..13 {
+        g.patient(n, 5);
+    }
+    let dir = TempDir::new().expect("tmp");
+    g.write(dir.path());
+    let p = patient();
+    let empty = p.entries_held();
+
+    // The record has no Patient yet and the export holds 13: the record's patient must be
+    // named; nothing is stored until it is.
+    let err = p.fails(5, &["fhir", "import", s(dir.path())]);
+    assert!(
+        err.contains("13 patients") && err.contains("--patient"),
+        "{err}"
+    );
+    assert_eq!(p.entries_held(), empty);
+
+    let george = &g.patients[3];
+    let who = format!("{NHS}|{}", george.1);
+    let report = p.json(&["fhir", "import", s(dir.path()), "--patient", &who]);
+    // The practice's own: organisation, location, 2 practitioners, 2 roles, a medication
+    // and a device (about no patient: stored with the record's patient's data).
+    let shared = 8;
+    assert_eq!(
+        report["created"].as_u64(),
+        Some((george.2 + shared) as u64),
+        "{report}"
+    );
+    // The 12 others are reported, each with its count, and not stored.
+    let others = report["other_patients"].as_object().expect("others");
+    assert_eq!(others.len(), 12, "{report}");
+    for (id, _, n) in g.patients.iter().filter(|(id, _, _)| *id != george.0) {
+        assert_eq!(
+            others[&format!("Patient/{id}")].as_u64(),
+            Some(*n as u64),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        report["created"].as_u64().unwrap_or_default()
+            + report["other_patients_resources"]
+                .as_u64()
+                .unwrap_or_default(),
+        g.count() as u64
+    );
+    // The export's log and manifest are not FHIR: skipped with a note, not an error.
+    let skipped = report["skipped"].to_string();
+    assert!(
+        skipped.contains("log.ndjson") && skipped.contains("manifest.json"),
+        "{skipped}"
+    );
+    // Nothing lost: the unmapped types are kept whole, each in its own category.
+    for ty in [
+        "Encounter",
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+        "Location",
+        "Medication",
+        "Device",
+        "Provenance",
+        "Claim",
+    ] {
+        assert!(report["by_type"][ty].as_u64() >= Some(1), "{ty}: {report}");
+    }
+    assert_eq!(report["by_category"]["ext:fhir/encounter"], 2, "{report}");
+
+    // The record's patient is now known: importing the export again stores nothing, and
+    // another patient's Bundle is refused whole.
+    let held = p.entries_held();
+    let again = p.json(&["fhir", "import", s(dir.path())]);
+    assert_eq!(again["created"], 0, "{again}");
+    assert_eq!(again["amended"], 0, "{again}");
+    assert_eq!(
+        again["unchanged"].as_u64(),
+        Some((george.2 + shared) as u64)
+    );
+    assert_eq!(p.entries_held(), held);
+
+    // Exported as NDJSON, every reference that resolved in the input resolves in the
+    // output (the patient's own resources and the practice's shared ones).
+    let out = TempDir::new().expect("tmp");
+    p.ok(&["fhir", "export", "--ndjson", s(out.path())]);
+    let back = exported(out.path());
+    assert_eq!(back.len(), george.2 + shared);
+    let ids: BTreeSet<String> = back
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap_or(""),
+                r["id"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let mut refs = Vec::new();
+    for r in &back {
+        references(r, &mut refs);
+    }
+    assert!(refs.len() > 20, "{refs:?}");
+    let dangling: Vec<&String> = refs.iter().filter(|r| !ids.contains(*r)).collect();
+    assert!(dangling.is_empty(), "dangling after export: {dangling:?}");
+    let encounter_refs = refs.iter().filter(|r| r.starts_with("Encounter/")).count();
+    assert!(encounter_refs >= 5, "{encounter_refs}");
+    // Every exported resource is one that came in, equal.
+    let input: BTreeSet<String> = g
+        .by_type
+        .values()
+        .flatten()
+        .map(|r| serde_json::to_string(r).expect("ser"))
+        .collect();
+    for r in &back {
+        assert!(
+            input.contains(&serde_json::to_string(r).expect("ser")),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn a_record_with_a_patient_refuses_another_patients_bundle_and_takes_its_own_by_nhs_number() {
+    let mut g = Practice::new(7);
+    g.patient(1, 2);
+    g.patient(2, 2);
+    let bundle = |ids: &[&str]| -> Value {
+        let entries: Vec<Value> = g
+            .by_type
+            .values()
+            .flatten()
+            .filter(|r| {
+                let refd = r["subject"]["reference"].as_str().or(r["patient"]["reference"].as_str());
+                ids.iter().any(|id| {
+                    r["id"] == *id || refd == Some(&format!("Patient/{id}"))
+                })
+            })
+            .map(|r| json!({"fullUrl": format!("urn:uuid:{}", r["id"].as_str().unwrap_or("")), "resource": r}))
+            .collect();
+        json!({"resourceType": "Bundle", "type": "collection", "entry": entries})
+    };
+    let dir = TempDir::new().expect("tmp");
+    let mine = dir.path().join("mine.json");
+    let theirs = dir.path().join("theirs.json");
+    fs::write(&mine, bundle(&["p1"]).to_string()).expect("write");
+    fs::write(&theirs, bundle(&["p2"]).to_string()).expect("write");
+    let p = patient();
+    let r = p.json(&["fhir", "import", s(&mine)]);
+    // Everything about p1 but its Provenance (which names it as a target, not a subject).
+    assert_eq!(
+        r["created"].as_u64(),
+        Some(g.patients[0].2 as u64 - 1),
+        "{r}"
+    );
+    let held = p.entries_held();
+    let r = p.json(&["fhir", "import", s(&theirs)]);
+    assert_eq!(r["created"], 0, "{r}");
+    assert_eq!(
+        r["other_patients"]["Patient/p2"].as_u64(),
+        Some(g.patients[1].2 as u64 - 1),
+        "{r}"
+    );
+    assert_eq!(p.entries_held(), held);
+    // The same patient from another system (another id, the same NHS number) is the
+    // record's: its data is stored.
+    let other_system = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:x1", "resource": {"resourceType": "Patient", "id": "hosp-77",
+            "identifier": [{"system": NHS, "value": g.patients[0].1}]}},
+        {"fullUrl": "urn:uuid:x2", "resource": obs_hr("hosp-77", "hosp-hr", 71, 0)}]});
+    let f = dir.path().join("hospital.json");
+    fs::write(&f, other_system.to_string()).expect("write");
+    let r = p.json(&["fhir", "import", s(&f)]);
+    assert_eq!(r["created"], 2, "{r}");
+    assert_eq!(r["other_patients"], json!({}), "{r}");
+    // The person importing may say another patient of the input is the record's (the
+    // same person in a system with other ids and no shared identifier).
+    let r = p.json(&["fhir", "import", s(&theirs), "--patient", "Patient/p2"]);
+    assert_eq!(
+        r["created"].as_u64(),
+        Some(g.patients[1].2 as u64 - 1),
+        "{r}"
+    );
+    assert_eq!(r["other_patients"], json!({}), "{r}");
+    let err = p.fails(
+        5,
+        &["fhir", "import", s(&theirs), "--patient", "Patient/nobody"],
+    );
+    assert!(err.contains("no such patient"), "{err}");
+}
+
+#[test]
+fn files_past_the_old_caps_import_in_chunks_and_a_second_run_stores_nothing() {
+    let dir = TempDir::new().expect("tmp");
+    // 10,001 resources in one NDJSON file (the old cap was 10,000 items)…
+    let mut text = String::from(
+        "{\"resourceType\":\"Patient\",\"id\":\"big\",\"name\":[{\"family\":\"Big\"}]}\n",
+    );
+    for o in 0..10_000 {
+        text.push_str(&obs_hr("big", &format!("hr{o}"), 60 + (o % 30) as u32, o).to_string());
+        text.push('\n');
+    }
+    fs::write(dir.path().join("Observation.ndjson"), text).expect("write");
+    // …and a transaction of 4,261 (the old cap was 4,096 at once).
+    let entries: Vec<Value> = (0..4_261)
+        .map(|o| {
+            json!({"fullUrl": format!("urn:uuid:t{o}"), "resource": obs_hr("big", &format!("tx{o}"), 70, o),
+                "request": {"method": "POST", "url": "Observation"}})
+        })
+        .collect();
+    let tx = dir.path().join("tx.json");
+    fs::write(
+        &tx,
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string(),
+    )
+    .expect("write");
+    let p = patient();
+    let r = p.json(&["fhir", "import", s(dir.path())]);
+    assert_eq!(r["created"], 10_001 + 4_261, "{}", r["refused"]);
+    assert_eq!(r["refused_count"], 0);
+    let held = p.entries_held();
+    // The writes went in chunks (each one audited), none more than the store takes.
+    let audit = p.ok(&["audit"]);
+    assert!(
+        audit.matches("FHIR import: 1000 resources").count() >= 14,
+        "{}",
+        &audit[..audit.len().min(2000)]
+    );
+    // A second run (as after a crash midway) stores nothing twice.
+    let r = p.json(&["fhir", "import", s(dir.path())]);
+    assert_eq!(r["created"], 0, "{r}");
+    assert_eq!(r["unchanged"], 10_001 + 4_261);
+    assert_eq!(p.entries_held(), held);
+}
+
+#[test]
+fn keep_going_stores_the_valid_resources_and_reports_each_invalid_one() {
+    let dir = TempDir::new().expect("tmp");
+    let mut lines: Vec<String> = vec![json!({"resourceType": "Patient", "id": "k"}).to_string()];
+    for o in 0..50 {
+        lines.push(obs_hr("k", &format!("k{o}"), 65, o).to_string());
+    }
+    // One bad date among them, one line that is not JSON.
+    let mut bad = obs_hr("k", "bad-date", 65, 0);
+    bad["effectiveDateTime"] = json!("2024-13-45");
+    lines.insert(20, bad.to_string());
+    lines.insert(30, "{not json".into());
+    let f = dir.path().join("Observation.ndjson");
+    fs::write(&f, lines.join("\n")).expect("write");
+    let p = patient();
+    let empty = p.entries_held();
+    let err = p.fails(5, &["fhir", "import", s(&f)]);
+    assert!(
+        err.contains("2 invalid") && err.contains("nothing was stored"),
+        "{err}"
+    );
+    assert!(err.contains("line 21") && err.contains("line 31"), "{err}");
+    assert!(err.contains("--keep-going"), "{err}");
+    assert_eq!(p.entries_held(), empty);
+
+    let r = p.json(&["fhir", "import", s(&f), "--keep-going"]);
+    assert_eq!(r["created"], 51, "{r}");
+    assert_eq!(r["refused_count"], 2, "{r}");
+    let refused = r["refused"].as_array().expect("refused");
+    assert_eq!(refused[0]["at"], "line 21");
+    assert_eq!(refused[0]["id"], "bad-date");
+    assert_eq!(refused[0]["outcome"]["resourceType"], "OperationOutcome");
+    let issue = &refused[0]["outcome"]["issue"][0];
+    assert_eq!(issue["severity"], "error");
+    assert!(
+        issue["diagnostics"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2024-13-45"),
+        "{issue}"
+    );
+    assert_eq!(refused[1]["at"], "line 31");
+    assert_eq!(refused[1]["outcome"]["issue"][0]["code"], "structure");
+    // The text report lists them too.
+    let text = p.ok(&["fhir", "import", s(&f), "--keep-going"]);
+    assert!(text.contains("Refused 2 invalid resources"), "{text}");
+    assert!(text.contains("51 unchanged"), "{text}");
+}
+
+#[test]
+fn changed_resources_become_versions_and_meta_alone_is_no_change() {
+    let mut g = Practice::new(3);
+    g.patient(0, 3);
+    let v1 = TempDir::new().expect("tmp");
+    g.write(v1.path());
+    let p = patient();
+    let first = p.json(&["fhir", "import", s(v1.path())]);
+    let n = g.patients[0].2 as u64;
+    assert_eq!(first["created"].as_u64(), Some(n), "{first}");
+    let held = p.entries_held();
+
+    // The next export: the condition resolved, one heart rate corrected, another with only
+    // a new meta.lastUpdated and versionId.
+    let cond = &mut g.by_type.get_mut("Condition").expect("conditions")[0];
+    cond["clinicalStatus"]["coding"][0]["code"] = json!("resolved");
+    cond["abatementDateTime"] = json!("2024-01-20");
+    let obs = g.by_type.get_mut("Observation").expect("observations");
+    obs[0]["valueQuantity"]["value"] = json!(77);
+    obs[1]["meta"] = json!({"versionId": "9", "lastUpdated": "2024-03-01T00:00:00Z"});
+    let v2 = TempDir::new().expect("tmp");
+    g.write(v2.path());
+    let second = p.json(&["fhir", "import", s(v2.path())]);
+    assert_eq!(second["created"], 0, "{second}");
+    assert_eq!(second["amended"], 2, "{second}");
+    assert_eq!(second["unchanged"].as_u64(), Some(n - 2), "{second}");
+    // Two new versions, no new items.
+    assert_eq!(p.entries_held(), held + 2);
+    let items = p.items();
+    assert_eq!(items.len() as u64, n);
+    let conds: Vec<&Value> = items
+        .iter()
+        .filter(|i| i["category"] == "problems")
+        .collect();
+    assert_eq!(conds.len(), 1);
+    assert!(conds[0]["body"]["fhir-resource"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("resolved"));
+    let history = p.json(&["history", conds[0]["id"].as_str().expect("id")]);
+    assert_eq!(
+        history["versions"].as_array().map(Vec::len),
+        Some(2),
+        "{history}"
+    );
+
+    // The same data again as a Bundle stores nothing.
+    let entries: Vec<Value> = g
+        .by_type
+        .values()
+        .flatten()
+        .map(|r| json!({"fullUrl": format!("urn:uuid:{}", r["id"].as_str().unwrap_or("")), "resource": r}))
+        .collect();
+    let b = v2.path().join("bundle.json");
+    fs::write(
+        &b,
+        json!({"resourceType": "Bundle", "type": "collection", "entry": entries}).to_string(),
+    )
+    .expect("write");
+    let third = p.json(&["fhir", "import", s(&b)]);
+    assert_eq!(third["created"], 0, "{third}");
+    assert_eq!(third["amended"], 0, "{third}");
+    assert_eq!(third["unchanged"].as_u64(), Some(n));
+    assert_eq!(p.entries_held(), held + 2);
+}
+
+#[test]
+fn a_bundle_without_ids_exports_as_ndjson_with_ids_and_references_that_resolve() {
+    // A Bundle as many systems send it: no ids, references by `urn:uuid:` fullUrl.
+    let u = |n: u32| format!("urn:uuid:7d9c1c2e-0000-4000-8000-{n:012}");
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": u(1), "resource": {"resourceType": "Patient", "name": [{"family": "Jones"}]}},
+        {"fullUrl": u(2), "resource": {"resourceType": "Medication",
+            "code": {"text": "Metformin 500 MG"}}},
+        {"fullUrl": u(3), "resource": {"resourceType": "Encounter", "status": "finished",
+            "class": {"code": "AMB"}, "subject": {"reference": u(1)}}},
+        {"fullUrl": u(4), "resource": {"resourceType": "MedicationRequest", "status": "active",
+            "intent": "order", "medicationReference": {"reference": u(2)},
+            "subject": {"reference": u(1)}, "encounter": {"reference": u(3)}}}]});
+    let dir = TempDir::new().expect("tmp");
+    let f = dir.path().join("b.json");
+    fs::write(&f, bundle.to_string()).expect("write");
+    let p = patient();
+    let r = p.json(&["fhir", "import", s(&f)]);
+    assert_eq!(r["created"], 4, "{r}");
+    let out = TempDir::new().expect("tmp");
+    p.ok(&["fhir", "export", "--ndjson", s(out.path())]);
+    let back = exported(out.path());
+    assert_eq!(back.len(), 4);
+    let ids: BTreeSet<String> = back
+        .iter()
+        .map(|r| {
+            let id = r["id"].as_str().expect("every resource has an id");
+            format!("{}/{id}", r["resourceType"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert!(
+        ids.contains("Medication/7d9c1c2e-0000-4000-8000-000000000002"),
+        "{ids:?}"
+    );
+    let mut refs = Vec::new();
+    for r in &back {
+        references(r, &mut refs);
+    }
+    assert_eq!(refs.len(), 4, "{refs:?}");
+    for r in &refs {
+        assert!(ids.contains(r), "{r} dangles in {ids:?}");
+    }
+    // The Bundle export keeps the fullUrls the references name.
+    let b = out.path().join("bundle.json");
+    p.ok(&["fhir", "export", "-o", s(&b)]);
+    let exported: Value = serde_json::from_slice(&fs::read(&b).expect("read")).expect("json");
+    let urls: BTreeSet<&str> = exported["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["fullUrl"].as_str())
+        .collect();
+    assert_eq!(
+        urls,
+        (1..=4)
+            .map(u)
+            .collect::<BTreeSet<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect()
+    );
+}
