@@ -54,11 +54,13 @@
 //! requires of each mapped type, and costs one dependency the workspace already has.
 
 mod attach;
+pub mod codes;
 mod error;
 mod map;
 mod observation;
 mod read;
 mod synth;
+mod validate;
 
 use std::collections::BTreeMap;
 
@@ -69,10 +71,13 @@ pub use attach::{
     IMAGE_TYPES, MAX_BINARY_JSON, MEDIA_TYPE_SYSTEM,
 };
 pub use error::FhirError;
+pub use validate::{check, elements, Warning, BASE, ELEMENTS, VALUE_SETS};
 
 use crate::category::Category;
 use crate::ids::{EntryId, RecordId};
-use crate::schema::{self, SchemaError, FHIR_FULL_URL, FHIR_RESOURCE, FHIR_SOURCE, MAX_FHIR_JSON};
+use crate::schema::{
+    self, SchemaError, FHIR_FULL_URL, FHIR_RESOURCE, FHIR_SOURCE, FHIR_WARNINGS, MAX_FHIR_JSON,
+};
 use crate::value::Value;
 use read::El;
 
@@ -379,6 +384,7 @@ pub fn import_with(resource: &Json, meta: &ImportMeta<'_>) -> Result<Imported, F
             max: MAX_RESOURCE,
         });
     }
+    let warnings = validate::check(resource)?;
     let root = El::new(ty, resource);
     read::check_id(&root)?;
     let meta_source = match root.get("meta")? {
@@ -403,6 +409,12 @@ pub fn import_with(resource: &Json, meta: &ImportMeta<'_>) -> Result<Imported, F
                 });
             };
             extra.insert(field.to_owned(), t);
+        }
+    }
+    if !warnings.is_empty() {
+        let text: Vec<String> = warnings.iter().map(Warning::to_string).collect();
+        if let Some(t) = map::long(&text.join("\n")) {
+            extra.insert(FHIR_WARNINGS.to_owned(), t);
         }
     }
     let (category, fields) = map::map(ty, &root)?;
