@@ -34,6 +34,7 @@ pub mod search;
 mod view;
 mod write;
 
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -212,6 +213,11 @@ pub fn served_types() -> Vec<&'static str> {
     out
 }
 
+/// Whether `POST [type]` creates a resource of this type: every type mapped to a category.
+fn creatable(ty: &str) -> bool {
+    fhir::MAPPED_TYPES.contains(&ty)
+}
+
 /// What the CapabilityStatement lists for each served type.
 pub fn capabilities() -> Vec<TypeCapability> {
     served_types()
@@ -221,7 +227,7 @@ pub fn capabilities() -> Vec<TypeCapability> {
             for p in search::params_for(t) {
                 let kind = match *p {
                     "date" => "date",
-                    "patient" => "reference",
+                    "patient" | "subject" => "reference",
                     _ => "token",
                 };
                 search.push((*p, kind));
@@ -241,7 +247,7 @@ pub fn capabilities() -> Vec<TypeCapability> {
                 "history-instance",
                 "history-type",
             ];
-            if binary::DOCUMENT_TYPES.contains(&t) {
+            if creatable(t) {
                 interactions.push("create");
             }
             TypeCapability {
@@ -259,6 +265,59 @@ pub fn capabilities() -> Vec<TypeCapability> {
             }
         })
         .collect()
+}
+
+/// Charsets a FHIR JSON body may declare besides UTF-8 (the default): ISO-8859-1 (Latin-1)
+/// and US-ASCII, decoded as such.
+pub const CHARSETS: &[&str] = &[
+    "utf-8",
+    "utf8",
+    "iso-8859-1",
+    "iso8859-1",
+    "iso_8859-1",
+    "latin1",
+    "latin-1",
+    "l1",
+    "us-ascii",
+    "ascii",
+];
+
+/// A FHIR JSON request body as UTF-8: decoded from the `charset` its `Content-Type`
+/// declares (UTF-8 when none; ISO-8859-1 and US-ASCII decoded). Any other charset is
+/// refused (415) rather than read as something it is not.
+pub(crate) fn body_text(headers: &HeaderMap, bytes: Bytes) -> Result<Bytes, Outcome> {
+    let charset = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .into_iter()
+        .flat_map(|v| v.split(';').skip(1))
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase());
+    match charset.as_deref() {
+        None | Some("utf-8" | "utf8") => Ok(bytes),
+        Some("us-ascii" | "ascii") => {
+            if let Some(i) = bytes.iter().position(|b| !b.is_ascii()) {
+                return Err(Outcome::invalid(format!(
+                    "the body declares charset US-ASCII but byte {i} is not ASCII"
+                )));
+            }
+            Ok(bytes)
+        }
+        Some(c) if CHARSETS.contains(&c) => {
+            // ISO-8859-1: each byte is the code point of the same number.
+            let text: String = bytes.iter().map(|b| char::from(*b)).collect();
+            Ok(Bytes::from(text.into_bytes()))
+        }
+        Some(other) => Err(Outcome::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            format!(
+                "charset `{}` is not supported (send UTF-8, or ISO-8859-1)",
+                other.chars().take(40).collect::<String>()
+            ),
+        )),
+    }
 }
 
 /// The absolute base URL the client used (from `Host`), or the path alone.
@@ -374,7 +433,7 @@ fn route(method: &Method, path: &str) -> Result<Op, Outcome> {
             _ => Err(Outcome::not_found(format!("no such FHIR path: {path}"))),
         };
     }
-    if method == Method::POST && rest.is_empty() && binary::DOCUMENT_TYPES.contains(&ty.as_str()) {
+    if method == Method::POST && rest.is_empty() && creatable(&ty) {
         return Ok(Op::Create(ty));
     }
     let op = match rest {
@@ -389,7 +448,7 @@ fn route(method: &Method, path: &str) -> Result<Op, Outcome> {
     if method != Method::GET && method != Method::HEAD {
         let what = match &op {
             Op::Search(t) => {
-                format!("{t} (creating resources: POST a transaction Bundle to {BASE})")
+                format!("{t} (not mapped to a category: it cannot be created here)")
             }
             Op::Read(t, _) => {
                 format!("{t} instances (the record is changed through transaction Bundles)")
