@@ -12,6 +12,14 @@
 //! resource types are refused as [`FhirError::Unmapped`] (an importer reports them as
 //! skipped).
 //!
+//! # Validation and codes
+//! Every import is checked by [`check`] (the `validate` module: R4 elements and
+//! cardinalities of the mapped types, choice types, required value sets, UCUM units
+//! against LOINC codes, physiological limits; implausible values are [`Warning`]s kept in
+//! the entry's `fhir-warnings`). Entries not imported from FHIR export with standard codes
+//! (the [`codes`] tables: LOINC, SNOMED CT, UCUM, HL7) so that they import back into the
+//! same category and fields.
+//!
 //! # Documents
 //! A documents entry is one resource: the type it was imported as, else `Media` for an
 //! image (JPEG, PNG, DICOM; with its DICOM modality) and `DocumentReference` for anything

@@ -3,7 +3,7 @@
 //!
 //! - `GET metadata`: the CapabilityStatement ([`capabilities`]: exactly what is served).
 //! - `GET [type]/[id]`, `GET [type]/[id]/_history[/[vid]]`, `GET [type]/_history`,
-//!   `GET [type]?…` (search by `_id`, `patient`, `category`, `code`, `date`; see
+//!   `GET [type]?…` (search by `_id`, `patient`, `subject`, `category`, `code`, `date`; see
 //!   [`search`]; pages of `_count`, default 100, with `next`/`previous` links carrying
 //!   `_offset`) and `GET Patient/[id]/$everything`, for every type entries export as
 //!   (`cophr_protocol::fhir`) and the derived Provenance (entry signatures), AuditEvent
@@ -11,8 +11,8 @@
 //!   item's entry id (`e-…`; the record's patient is `Patient/<record id>`); its versions
 //!   are the item's amend chain. Every read is audited like the REST API's.
 //! - `POST /fhir/r4` with a `transaction` Bundle (all or nothing: one durable write, one
-//!   audit event) or a `batch` Bundle (per entry), see `write.rs`; `POST DocumentReference`
-//!   and `POST Media` create one resource.
+//!   audit event) or a `batch` Bundle (per entry), see `write.rs`; `POST [type]` creates one
+//!   resource of any mapped type. A body is read in the charset it declares ([`body_text`]).
 //! - Documents ([`binary`]): a documents item is one `DocumentReference`, or a `Media` for
 //!   an image (JPEG, PNG, DICOM); a file stored apart is its attachment's `url`
 //!   `Binary/<item id>`. `GET Binary/[id][/_history/[vid]]` gives the file's bytes (or a
@@ -26,7 +26,9 @@
 //! Errors are OperationOutcomes: 400 invalid JSON or resource, 401 (the token check in
 //! [`super::auth`]), 403 refused by the record's grants, 404 unknown id, or unknown or
 //! unsupported type (`not-supported`), 405 an unsupported interaction, 410 a deleted
-//! resource, 413 too large, 415 not JSON, 422 a business rule; nothing is stored on any error.
+//! resource, 413 too large, 415 not JSON (or a charset other than UTF-8, ISO-8859-1,
+//! US-ASCII), 422 a business rule, 408 (from the request time limit) timed out; nothing is
+//! stored on any error.
 
 pub mod binary;
 pub mod resources;
