@@ -1696,7 +1696,7 @@ async fn writes_are_validated_naming_the_element_and_implausible_values_are_flag
         ),
     ] {
         // In a transaction and on its own (`POST [type]`).
-        let (s, _, body) = env.post(&transaction(&[r.clone()])).await;
+        let (s, _, body) = env.post(&transaction(std::slice::from_ref(&r))).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{what}: {body}");
         is_outcome(&body, code);
         assert_eq!(body["issue"][0]["expression"][0], path, "{what}: {body}");

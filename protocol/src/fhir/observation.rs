@@ -56,7 +56,7 @@ fn measure_value(
         }
         return Ok(match e.get("valueQuantity")? {
             Some(q) => quantity(&q)?.and_then(|(v, _)| {
-                (v.fract() == 0.0 && v >= 0.0 && v < 1e15).then_some(Value::Int(v as i64))
+                (v.fract() == 0.0 && (0.0..1e15).contains(&v)).then_some(Value::Int(v as i64))
             }),
             None => None,
         });
