@@ -1977,3 +1977,107 @@ async fn the_capability_statement_matches_what_the_server_does() {
         }
     }
 }
+
+/// Follows a paged Bundle's `next` links from `first`, collecting every entry's fullUrl
+/// and the number of pages.
+async fn all_pages(env: &Env, first: &str) -> (Vec<String>, usize, Json) {
+    let mut urls = Vec::new();
+    let mut pages = 0;
+    let mut uri = first.to_owned();
+    let mut first_body = Json::Null;
+    loop {
+        let (s, _, b) = env.get(&uri).await;
+        assert_eq!(s, StatusCode::OK, "{uri}: {b}");
+        if pages == 0 {
+            first_body = b.clone();
+        }
+        pages += 1;
+        for e in b["entry"].as_array().unwrap() {
+            urls.push(format!(
+                "{} {}",
+                e["fullUrl"].as_str().unwrap(),
+                e["response"]["etag"].as_str().unwrap_or_default()
+            ));
+        }
+        let next = b["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_owned());
+        match next {
+            Some(n) => uri = n.trim_start_matches("http://localhost").to_owned(),
+            None => break,
+        }
+        assert!(pages < 100, "no end to the pages");
+    }
+    (urls, pages, first_body)
+}
+
+#[tokio::test]
+async fn everything_and_history_are_paged_with_next_links() {
+    let env = Env::new();
+    let resources: Vec<Json> = (0..7)
+        .map(|i| heart_rate(&env, 60.0 + f64::from(i)))
+        .collect();
+    let (s, _, _) = env.post(&transaction(&resources)).await;
+    assert_eq!(s, StatusCode::OK);
+    let rid = env.rid();
+    for path in [
+        format!("/fhir/r4/Patient/{rid}/$everything"),
+        "/fhir/r4/Observation/_history".to_owned(),
+    ] {
+        let (_, _, whole) = env.get(&format!("{path}?_count=1000")).await;
+        let total = whole["total"].as_u64().unwrap() as usize;
+        assert_eq!(whole["entry"].as_array().unwrap().len(), total);
+        assert!(total >= 7, "{whole}");
+        let (urls, pages, first) = all_pages(&env, &format!("{path}?_count=3")).await;
+        assert_eq!(first["entry"].as_array().unwrap().len(), 3, "{path}");
+        assert!(pages >= total.div_ceil(3), "{path}");
+        // Each read adds an AuditEvent (at the end of `$everything`): the rest is compared.
+        let audit = |u: &String| u.contains("/AuditEvent/");
+        let urls: Vec<String> = urls.into_iter().filter(|u| !audit(u)).collect();
+        let all: Vec<String> = whole["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["fullUrl"].as_str().unwrap(),
+                    e["response"]["etag"].as_str().unwrap_or_default()
+                )
+            })
+            .filter(|u| !audit(u))
+            .collect();
+        // The pages hold every entry once, in the same order.
+        assert_eq!(urls, all, "{path}");
+        // A bad page size is refused.
+        let (s, _, body) = env.get(&format!("{path}?_count=many")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        is_outcome(&body, "invalid");
+    }
+    // Instance history of an item with versions, one per page.
+    let (_, _, page) = env.get("/fhir/r4/Observation?_count=1").await;
+    let id = page["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut changed = heart_rate(&env, 99.0);
+    changed["id"] = json!(id);
+    let put = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": changed, "request": {"method": "PUT", "url": format!("Observation/{id}")}}]});
+    let (s, _, body) = env.post(&put).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (urls, pages, first) = all_pages(
+        &env,
+        &format!("/fhir/r4/Observation/{id}/_history?_count=1"),
+    )
+    .await;
+    assert_eq!(first["total"], 2);
+    assert_eq!(pages, 2);
+    assert!(
+        urls[0].ends_with("W/\"2\"") && urls[1].ends_with("W/\"1\""),
+        "{urls:?}"
+    );
+}

@@ -375,6 +375,16 @@ pub fn import(resource: &Json, source: Option<&str>) -> Result<Imported, FhirErr
 /// The first problem found, naming the element's path; [`FhirError::Unmapped`] for a valid
 /// R4 type that cophr does not map.
 pub fn import_with(resource: &Json, meta: &ImportMeta<'_>) -> Result<Imported, FhirError> {
+    import_as(resource, meta, true)
+}
+
+/// [`import_with`], with or without [`check`] (a resource read back from an entry was
+/// checked when it was imported: its warnings are in the entry).
+fn import_as(
+    resource: &Json,
+    meta: &ImportMeta<'_>,
+    validate: bool,
+) -> Result<Imported, FhirError> {
     let ty = resource_type(resource)?;
     if !MAPPED_TYPES.contains(&ty) {
         return Err(FhirError::Unmapped {
@@ -392,7 +402,11 @@ pub fn import_with(resource: &Json, meta: &ImportMeta<'_>) -> Result<Imported, F
             max: MAX_RESOURCE,
         });
     }
-    let warnings = validate::check(resource)?;
+    let warnings = if validate {
+        validate::check(resource)?
+    } else {
+        Vec::new()
+    };
     let root = El::new(ty, resource);
     read::check_id(&root)?;
     let meta_source = match root.get("meta")? {
@@ -546,14 +560,20 @@ fn patient_element(ty: &str) -> Option<&'static str> {
 pub fn original(category: &Category, body: &Value) -> Option<Json> {
     let text = body.get(FHIR_RESOURCE)?.as_text()?;
     let json: Json = serde_json::from_str(text).ok()?;
-    let again = import_with(
+    // Not validated again (it was on import; a rule added since does not change what an
+    // entry exports as): its warnings are the entry's own.
+    let mut again = import_as(
         &json,
         &ImportMeta {
             source: body.get(FHIR_SOURCE).and_then(Value::as_text),
             full_url: body.get(FHIR_FULL_URL).and_then(Value::as_text),
         },
+        false,
     )
     .ok()?;
+    if let (Value::Map(m), Some(w)) = (&mut again.body, body.get(FHIR_WARNINGS)) {
+        m.insert(FHIR_WARNINGS.to_owned(), w.clone());
+    }
     // A file stored apart is linked by the node that held the Binary the resource named
     // (its `file`, media type and DICOM header): the rest is compared.
     let same = if attach::has_file(body) {

@@ -769,15 +769,17 @@ fn read(st: &AppState, rd: &mut Reader<'_>, op: Op, ctx: &Ctx) -> Result<Respons
             (resource_response(&r), format!("FHIR vread {ty}"))
         }
         Op::History(ty, id) => {
-            only_params(ctx, &["_format"])?;
+            let (count, offset) = page_params(ctx)?;
             let f = find_one(st, &ty, &id)?;
-            let entries = history_entries(st, ctx, &ty, &f, rd)?;
-            let total = entries.len();
-            let b = resources::bundle(
+            let entries = history_entries(st, ctx, &ty, &f)?;
+            let b = paged(
                 "history",
-                &ctx.self_link,
-                entries.into_iter().map(|(_, e)| e).collect(),
-                Some(total),
+                ctx,
+                &format!("{ty}/{id}/_history"),
+                entries,
+                count,
+                offset,
+                rd,
             );
             (
                 fhir_response(StatusCode::OK, &b),
@@ -785,20 +787,22 @@ fn read(st: &AppState, rd: &mut Reader<'_>, op: Op, ctx: &Ctx) -> Result<Respons
             )
         }
         Op::TypeHistory(ty) => {
-            only_params(ctx, &["_format"])?;
+            let (count, offset) = page_params(ctx)?;
             let records = visible_records(st)?;
             let mut entries = Vec::new();
             for f in collect(st, &records, &ty)? {
                 st.cancel().check()?;
-                entries.extend(history_entries(st, ctx, &ty, &f, rd)?);
+                entries.extend(history_entries(st, ctx, &ty, &f)?);
             }
-            entries.sort_by_key(|e| std::cmp::Reverse(e.0));
-            let total = entries.len();
-            let b = resources::bundle(
+            entries.sort_by_key(|e| std::cmp::Reverse(e.key));
+            let b = paged(
                 "history",
-                &ctx.self_link,
-                entries.into_iter().map(|(_, e)| e).collect(),
-                Some(total),
+                ctx,
+                &format!("{ty}/_history"),
+                entries,
+                count,
+                offset,
+                rd,
             );
             (
                 fhir_response(StatusCode::OK, &b),
@@ -817,9 +821,18 @@ fn read(st: &AppState, rd: &mut Reader<'_>, op: Op, ctx: &Ctx) -> Result<Respons
             return Err(Outcome::not_found("not a read"))
         }
         Op::Everything(id) => {
-            only_params(ctx, &["_format"])?;
+            let (count, offset) = page_params(ctx)?;
             let patient = find_one(st, "Patient", &id)?;
-            let b = everything(st, ctx, &patient, rd)?;
+            let entries = everything(st, ctx, &patient)?;
+            let b = paged(
+                "searchset",
+                ctx,
+                &format!("Patient/{id}/$everything"),
+                entries,
+                count,
+                offset,
+                rd,
+            );
             (
                 fhir_response(StatusCode::OK, &b),
                 "FHIR Patient/$everything".to_owned(),
@@ -844,8 +857,73 @@ fn item_versions(
     })?)
 }
 
-/// A history Bundle entry, keyed by (time, version) for merging.
-type HistoryEntry = ((Timestamp, usize), Json);
+/// One Bundle entry of a paged read (history or `$everything`): its sort key, the entry,
+/// and what reading it reveals (audited only for the page delivered).
+struct PageEntry {
+    key: (Timestamp, usize),
+    entry: Json,
+    record: RecordId,
+    entries: Vec<EntryId>,
+    audit_read: bool,
+}
+
+/// `_count` (default [`search::DEFAULT_COUNT`], at most [`search::MAX_COUNT`]) and
+/// `_offset` of a paged read that takes no other parameter than `_format`.
+fn page_params(ctx: &Ctx) -> Result<(usize, usize), Outcome> {
+    only_params(ctx, &["_format", "_count", "_offset"])?;
+    let num = |name: &str| -> Result<Option<usize>, Outcome> {
+        match ctx.query.iter().find(|(k, _)| k == name) {
+            Some((_, v)) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| Outcome::invalid(format!("`{name}` must be a non-negative integer"))),
+            None => Ok(None),
+        }
+    };
+    let count = num("_count")?
+        .unwrap_or(search::DEFAULT_COUNT)
+        .min(search::MAX_COUNT);
+    Ok((count, num("_offset")?.unwrap_or(0)))
+}
+
+/// A Bundle of one page of `entries` (`_count` from `_offset`) with `self`, `next` and
+/// `previous` links (to `path` under the base) and the `total`; only the page is audited.
+fn paged(
+    kind: &str,
+    ctx: &Ctx,
+    path: &str,
+    entries: Vec<PageEntry>,
+    count: usize,
+    offset: usize,
+    rd: &mut Reader<'_>,
+) -> Json {
+    let total = entries.len();
+    let page: Vec<Json> = entries
+        .into_iter()
+        .skip(offset)
+        .take(count)
+        .map(|p| {
+            saw(rd, p.record, &p.entries, p.audit_read);
+            p.entry
+        })
+        .collect();
+    let mut b = resources::bundle(kind, &ctx.self_link, page, Some(total));
+    let link = |relation: &str, offset: usize| {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("_count", &count.to_string());
+        q.append_pair("_offset", &offset.to_string());
+        json!({"relation": relation, "url": format!("{}/{path}?{}", ctx.base, q.finish())})
+    };
+    if let Some(links) = b["link"].as_array_mut() {
+        if count > 0 && offset.saturating_add(count) < total {
+            links.push(link("next", offset + count));
+        }
+        if offset > 0 {
+            links.push(link("previous", offset.saturating_sub(count)));
+        }
+    }
+    b
+}
 
 /// History bundle entries of one resource, newest first.
 fn history_entries(
@@ -853,26 +931,25 @@ fn history_entries(
     ctx: &Ctx,
     ty: &str,
     f: &Found,
-    rd: &mut Reader<'_>,
-) -> Result<Vec<HistoryEntry>, Outcome> {
+) -> Result<Vec<PageEntry>, Outcome> {
     let url = full_url(ctx, ty, &f.id);
     let Some(item) = f.item else {
-        saw(rd, f.record, &f.entries, f.audit_read);
         let Some(r) = &f.resource else {
             return Ok(Vec::new());
         };
-        return Ok(vec![(
-            (f.updated, 1),
-            json!({"fullUrl": url, "resource": r,
+        return Ok(vec![PageEntry {
+            key: (f.updated, 1),
+            entry: json!({"fullUrl": url, "resource": r,
                    "request": {"method": "POST", "url": ty},
                    "response": {"status": "201 Created", "etag": "W/\"1\"",
                                 "lastModified": resources::instant(f.updated)}}),
-        )]);
+            record: f.record,
+            entries: f.entries.clone(),
+            audit_read: f.audit_read,
+        }]);
     };
     let vs = item_versions(st, &f.record, &item, &f.id)?;
-    let ids: Vec<EntryId> = vs.iter().map(|v| v.entry).collect();
-    saw(rd, f.record, &ids, false);
-    let mut out: Vec<HistoryEntry> = vs
+    let mut out: Vec<PageEntry> = vs
         .iter()
         .map(|v| {
             let (method, req_url, status) = match (&v.resource, v.n) {
@@ -889,7 +966,13 @@ fn history_entries(
             if let Some(r) = &v.resource {
                 e["resource"] = r.clone();
             }
-            ((v.time, v.n), e)
+            PageEntry {
+                key: (v.time, v.n),
+                entry: e,
+                record: f.record,
+                entries: vec![item, v.entry],
+                audit_read: false,
+            }
         })
         .collect();
     out.reverse();
@@ -958,32 +1041,30 @@ fn search_bundle(
     Ok(b)
 }
 
-fn everything(
-    st: &AppState,
-    ctx: &Ctx,
-    patient: &Found,
-    rd: &mut Reader<'_>,
-) -> Result<Json, Outcome> {
+/// The patient's compartment, the patient first, as page entries.
+fn everything(st: &AppState, ctx: &Ctx, patient: &Found) -> Result<Vec<PageEntry>, Outcome> {
     let mut entries = Vec::new();
-    let all = collect_types(st, &[patient.record], &served_types())?;
+    // Audit events last (oldest first): the reads of earlier pages add events, which then
+    // come after every page already delivered, so the offsets of the rest stay put.
+    let mut types = served_types();
+    types.retain(|t| *t != "AuditEvent");
+    types.push("AuditEvent");
+    let all = collect_types(st, &[patient.record], &types)?;
     let others = all
         .into_iter()
         .filter(|f| !(f.ty == "Patient" && f.id == patient.id));
     for f in std::iter::once(patient.clone()).chain(others) {
         st.cancel().check()?;
         if let Some(r) = f.resource {
-            saw(rd, f.record, &f.entries, f.audit_read);
-            entries.push(
-                json!({"fullUrl": full_url(ctx, &f.ty, &f.id), "resource": r,
-                                "search": {"mode": "match"}}),
-            );
+            entries.push(PageEntry {
+                key: (f.updated, f.version),
+                entry: json!({"fullUrl": full_url(ctx, &f.ty, &f.id), "resource": r,
+                              "search": {"mode": "match"}}),
+                record: f.record,
+                entries: f.entries,
+                audit_read: f.audit_read,
+            });
         }
     }
-    let total = entries.len();
-    Ok(resources::bundle(
-        "searchset",
-        &ctx.self_link,
-        entries,
-        Some(total),
-    ))
+    Ok(entries)
 }
