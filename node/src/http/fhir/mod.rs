@@ -5,7 +5,8 @@
 //! - `GET [type]/[id]`, `GET [type]/[id]/_history[/[vid]]`, `GET [type]/_history`,
 //!   `GET [type]?…` (search by `_id`, `patient`, `subject`, `category`, `code`, `date`; see
 //!   [`search`]; pages of `_count`, default 100, with `next`/`previous` links carrying
-//!   `_offset`) and `GET Patient/[id]/$everything`, for every type entries export as
+//!   `_offset`) and `GET Patient/[id]/$everything` (paged the same way, as are both
+//!   `_history` reads; only the page delivered is audited), for every type entries export as
 //!   (`cophr_protocol::fhir`) and the derived Provenance (entry signatures), AuditEvent
 //!   (audit events; needs the audit right) and Consent (grants). A resource's id is its
 //!   item's entry id (`e-…`; the record's patient is `Patient/<record id>`); its versions
