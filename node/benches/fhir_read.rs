@@ -143,7 +143,7 @@ pub fn run(sizes: &[usize], runs: usize) -> Vec<Figure> {
             ),
             (
                 "search by date",
-                "/fhir/r4/Observation?date=ge2025-06-01&date=lt2025-07-01&_count=100".into(),
+                "/fhir/r4/Observation?date=ge2025-05-01&date=lt2025-06-01&_count=100".into(),
                 20,
             ),
             (
