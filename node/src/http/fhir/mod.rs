@@ -13,7 +13,7 @@
 //!   are the item's amend chain. Every read is audited like the REST API's.
 //! - `POST /fhir/r4` with a `transaction` Bundle (all or nothing: one durable write, one
 //!   audit event) or a `batch` Bundle (per entry), see `write.rs`; `POST [type]` creates one
-//!   resource of any mapped type. A body is read in the charset it declares ([`body_text`]).
+//!   resource of any mapped type. A body is read in the charset it declares (`body_text`).
 //! - Documents ([`binary`]): a documents item is one `DocumentReference`, or a `Media` for
 //!   an image (JPEG, PNG, DICOM); a file stored apart is its attachment's `url`
 //!   `Binary/<item id>`. `GET Binary/[id][/_history/[vid]]` gives the file's bytes (or a
