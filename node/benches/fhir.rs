@@ -52,7 +52,7 @@ fn resource(i: usize, s: &mut Seq) -> Json {
         1 => json!({"resourceType": "Observation", "id": format!("lab-{i}"), "text": narrative,
             "status": "final",
             "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
-            "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4", "display": "Hemoglobin A1c/Hemoglobin.total in Blood"}]},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "59261-8", "display": "Hemoglobin A1c/Hemoglobin.total in Blood by IFCC protocol"}]},
             "subject": subject, "effectiveDateTime": when, "issued": when,
             "valueQuantity": {"value": 30 + s.below(50), "unit": "mmol/mol", "system": "http://unitsofmeasure.org", "code": "mmol/mol"},
             "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "H"}]}],

@@ -52,3 +52,19 @@ fn document_replication_benchmark_runs_at_tiny_size() {
     assert_eq!(figures.len(), 1);
     assert!(figures[0].bytes > 3 << 20);
 }
+
+#[allow(dead_code)]
+#[path = "../benches/fhir_read.rs"]
+mod fhir_read;
+
+#[test]
+fn fhir_read_benchmark_runs_at_tiny_size() {
+    let figures = fhir_read::run(&[120], 1);
+    assert_eq!(figures.len(), 5);
+    // Pages of 100 of a 120-entry record: everything, the 30 heart rates by code, the
+    // record's Observations by patient, Provenances.
+    assert_eq!(figures[0].entries, 100);
+    assert_eq!(figures[1].entries, 30);
+    assert_eq!(figures[3].entries, 100);
+    assert_eq!(figures[4].entries, 100);
+}

@@ -165,8 +165,20 @@ async fn an_everything_that_timed_out_audits_nothing_and_its_work_stops() {
     let app = router(st.clone());
     let before = env.views();
     let uri = format!("/fhir/r4/Patient/{}/$everything", env.rid());
-    // The work is held at its first checkpoint, so the request times out.
-    assert_eq!(status(&app, &uri).await, StatusCode::REQUEST_TIMEOUT);
+    // The work is held at its first checkpoint, so the request times out: a FHIR client
+    // gets an OperationOutcome.
+    let resp = app.clone().oneshot(get(&uri)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(resp.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("application/fhir+json"));
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let outcome: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
+    assert_eq!(outcome["issue"][0]["code"], "timeout", "{outcome}");
     g.held.recv().await.expect("the work reached a checkpoint");
     g.release.send(()).unwrap();
     st.quiesce().await;

@@ -302,7 +302,7 @@ async fn metadata_lists_exactly_what_is_served() {
         .collect();
     assert_eq!(
         params,
-        BTreeSet::from(["_id", "patient", "category", "code", "date"])
+        BTreeSet::from(["_id", "patient", "subject", "category", "code", "date"])
     );
     let interactions: BTreeSet<&str> = obs["interaction"]
         .as_array()
@@ -317,7 +317,8 @@ async fn metadata_lists_exactly_what_is_served() {
             "vread",
             "search-type",
             "history-instance",
-            "history-type"
+            "history-type",
+            "create"
         ])
     );
     let patient = rest["resource"]
@@ -338,7 +339,7 @@ async fn metadata_lists_exactly_what_is_served() {
     for p in &params {
         let v = match *p {
             "date" => "ge2000".to_owned(),
-            "patient" => env.rid().to_string(),
+            "patient" | "subject" => env.rid().to_string(),
             _ => "x".to_owned(),
         };
         let (s, _, _) = env.get(&format!("/fhir/r4/Observation?{p}={v}")).await;
@@ -1340,10 +1341,10 @@ async fn bad_input_gets_an_operation_outcome_and_stores_nothing() {
             "not-found",
         ),
         (
-            "create by POST to a type",
+            "create by POST to a type not mapped to a category",
             raw(
                 "POST",
-                "/fhir/r4/Observation",
+                "/fhir/r4/Provenance",
                 Some(TOKEN),
                 fj,
                 serde_json::to_vec(&obs).unwrap(),
@@ -1735,4 +1736,494 @@ async fn practitioners_are_derived_from_profiles_verified_or_self_asserted() {
         .unwrap()
         .iter()
         .any(|r| r["type"] == "Practitioner"));
+}
+
+/// A heart rate Observation of the record's patient.
+fn heart_rate(env: &Env, value: f64) -> Json {
+    json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+        "subject": {"reference": format!("Patient/{}", env.rid())},
+        "effectiveDateTime": "2026-11-22T10:15:00Z",
+        "valueQuantity": {"value": value, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+    })
+}
+
+async fn post_to(
+    env: &Env,
+    uri: &str,
+    ct: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Answer {
+    env.tick();
+    let mut b = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", ct);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = env
+        .app
+        .clone()
+        .oneshot(b.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Json::Null),
+    )
+}
+
+#[tokio::test]
+async fn writes_are_validated_naming_the_element_and_implausible_values_are_flagged() {
+    let env = Env::new();
+    let before = env.footprint();
+    let mut finalised = heart_rate(&env, 72.0);
+    finalised["status"] = json!("finalised");
+    let mut two_values = heart_rate(&env, 72.0);
+    two_values["valueString"] = json!("72");
+    let mut unknown = heart_rate(&env, 72.0);
+    unknown["colour"] = json!("red");
+    let mut weight_mmol = heart_rate(&env, 72.5);
+    weight_mmol["code"]["coding"][0] = json!({"system": "http://loinc.org", "code": "29463-7"});
+    weight_mmol["valueQuantity"] = json!({"value": 72.5, "unit": "mmol/L",
+        "system": "http://unitsofmeasure.org", "code": "mmol/L"});
+    let mut negative_weight = weight_mmol.clone();
+    negative_weight["valueQuantity"] = json!({"value": -72.5, "unit": "kg",
+        "system": "http://unitsofmeasure.org", "code": "kg"});
+    for (what, r, code, path) in [
+        (
+            "heart rate 999",
+            heart_rate(&env, 999.0),
+            "value",
+            "Observation.valueQuantity.value",
+        ),
+        (
+            "status finalised",
+            finalised,
+            "code-invalid",
+            "Observation.status",
+        ),
+        (
+            "two values",
+            two_values,
+            "structure",
+            "Observation.value[x]",
+        ),
+        (
+            "unknown element",
+            unknown,
+            "structure",
+            "Observation.colour",
+        ),
+        (
+            "weight in mmol/L",
+            weight_mmol,
+            "value",
+            "Observation.valueQuantity.code",
+        ),
+        (
+            "negative weight",
+            negative_weight,
+            "value",
+            "Observation.valueQuantity.value",
+        ),
+    ] {
+        // In a transaction and on its own (`POST [type]`).
+        let (s, _, body) = env.post(&transaction(std::slice::from_ref(&r))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{what}: {body}");
+        is_outcome(&body, code);
+        assert_eq!(body["issue"][0]["expression"][0], path, "{what}: {body}");
+        let (s, _, body) = post_to(
+            &env,
+            "/fhir/r4/Observation",
+            "application/fhir+json",
+            &[],
+            serde_json::to_vec(&r).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{what}: {body}");
+        assert_eq!(body["issue"][0]["expression"][0], path, "{what}: {body}");
+    }
+    assert_eq!(env.footprint(), before, "a refused write stored something");
+
+    // Implausible: stored, with a warning in the response's OperationOutcome.
+    let (s, _, body) = env.post(&transaction(&[heart_rate(&env, 280.0)])).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let outcome = &body["entry"][0]["response"]["outcome"];
+    assert_eq!(outcome["issue"][0]["severity"], "warning", "{body}");
+    assert_eq!(
+        outcome["issue"][0]["expression"][0],
+        "Observation.valueQuantity.value"
+    );
+    let (s, _, body) = post_to(
+        &env,
+        "/fhir/r4/Observation",
+        "application/fhir+json",
+        &[("prefer", "return=OperationOutcome")],
+        serde_json::to_vec(&heart_rate(&env, 280.0)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["resourceType"], "OperationOutcome");
+    assert_eq!(body["issue"][0]["severity"], "warning", "{body}");
+    // A usual value: no outcome in the transaction response.
+    let (_, _, body) = env.post(&transaction(&[heart_rate(&env, 72.0)])).await;
+    assert!(
+        body["entry"][0]["response"].get("outcome").is_none(),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn post_type_creates_and_subject_searches() {
+    let env = Env::new();
+    let (s, headers, body) = post_to(
+        &env,
+        "/fhir/r4/Observation",
+        "application/fhir+json",
+        &[],
+        serde_json::to_vec(&heart_rate(&env, 72.0)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["valueQuantity"]["value"], 72.0);
+    let location = headers["location"].to_str().unwrap().to_owned();
+    let path = location.split("/fhir/r4/").nth(1).unwrap();
+    let (s, _, read) = env.get(&format!("/fhir/r4/{}", resource_path(path))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(read["id"], body["id"]);
+    // A Condition too (every mapped type).
+    let cond = json!({"resourceType": "Condition", "code": {"text": "Asthma"},
+        "subject": {"reference": format!("Patient/{}", env.rid())}});
+    let (s, _, body) = post_to(
+        &env,
+        "/fhir/r4/Condition",
+        "application/fhir+json",
+        &[],
+        serde_json::to_vec(&cond).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    // A type of another kind than the URL's.
+    let (s, _, body) = post_to(
+        &env,
+        "/fhir/r4/Condition",
+        "application/fhir+json",
+        &[],
+        serde_json::to_vec(&heart_rate(&env, 72.0)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    // `subject` is `patient`.
+    let rid = env.rid();
+    let (_, _, by_patient) = env
+        .get(&format!("/fhir/r4/Observation?patient={rid}"))
+        .await;
+    let (s, _, by_subject) = env
+        .get(&format!("/fhir/r4/Observation?subject=Patient/{rid}"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ids(&by_patient), ids(&by_subject));
+    assert_eq!(ids(&by_subject).len(), 1);
+    let (s, _, body) = env
+        .get(&format!(
+            "/fhir/r4/Observation?subject=Patient/{}",
+            ActorId([9; 32])
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["total"], 0, "{body}");
+    let (s, _, body) = env.get("/fhir/r4/Observation?subject=Group/1").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    is_outcome(&body, "invalid");
+    let (s, _, _) = env
+        .get(&format!("/fhir/r4/AllergyIntolerance?subject={rid}"))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "AllergyIntolerance has no subject"
+    );
+}
+
+#[tokio::test]
+async fn bodies_are_decoded_in_their_declared_charset() {
+    let env = Env::new();
+    let cond = |text: &str| {
+        format!(
+            r#"{{"resourceType": "Condition", "code": {{"text": "{text}"}}, "subject": {{"reference": "Patient/{}"}}}}"#,
+            env.rid()
+        )
+    };
+    // "Zoë's rash" in ISO-8859-1: ë is the one byte 0xEB.
+    let latin1: Vec<u8> = cond("Zo\u{eb}'s rash").chars().map(|c| c as u8).collect();
+    assert!(std::str::from_utf8(&latin1).is_err());
+    for charset in ["iso-8859-1", "latin1", "ISO-8859-1"] {
+        let (s, _, body) = post_to(
+            &env,
+            "/fhir/r4/Condition",
+            &format!("application/fhir+json; charset={charset}"),
+            &[],
+            latin1.clone(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{charset}: {body}");
+        assert_eq!(body["code"]["text"], "Zo\u{eb}'s rash", "{charset}");
+    }
+    // In a transaction too.
+    let tx = format!(
+        r#"{{"resourceType": "Bundle", "type": "transaction", "entry": [{{"resource": {}, "request": {{"method": "POST", "url": "Condition"}}}}]}}"#,
+        cond("Zo\u{eb}")
+    );
+    let bytes: Vec<u8> = tx.chars().map(|c| c as u8).collect();
+    let (s, _, body) = post_to(
+        &env,
+        "/fhir/r4",
+        "application/fhir+json;charset=latin1",
+        &[],
+        bytes.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // Undeclared: UTF-8, which these bytes are not.
+    let (s, _, body) = post_to(&env, "/fhir/r4", "application/fhir+json", &[], bytes).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    // A charset not supported: 415, not a guess.
+    let (s, _, body) = post_to(
+        &env,
+        "/fhir/r4/Condition",
+        "application/fhir+json; charset=shift_jis",
+        &[],
+        cond("x").into_bytes(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    is_outcome(&body, "not-supported");
+}
+
+#[tokio::test]
+async fn the_capability_statement_matches_what_the_server_does() {
+    let env = Env::new();
+    let (_, _, cs) = env.get("/fhir/r4/metadata").await;
+    let rid = env.rid();
+    for r in cs["rest"][0]["resource"].as_array().unwrap() {
+        let ty = r["type"].as_str().unwrap();
+        let listed: BTreeSet<&str> = r["interaction"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["code"].as_str().unwrap())
+            .collect();
+        // create: POST [type] is routed (a bad body is a 400/415, not a 405) exactly when
+        // listed.
+        let (s, _, body) = post_to(
+            &env,
+            &format!("/fhir/r4/{ty}"),
+            "application/fhir+json",
+            &[],
+            b"{}".to_vec(),
+        )
+        .await;
+        if listed.contains("create") {
+            assert!(
+                s == StatusCode::BAD_REQUEST || s == StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{ty} create: {s} {body}"
+            );
+        } else {
+            assert_eq!(
+                s,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{ty} create is not listed: {body}"
+            );
+        }
+        if ty == "Binary" {
+            continue;
+        }
+        for (interaction, uri, ok) in [
+            ("search-type", format!("/fhir/r4/{ty}"), StatusCode::OK),
+            (
+                "history-type",
+                format!("/fhir/r4/{ty}/_history"),
+                StatusCode::OK,
+            ),
+            (
+                "read",
+                format!("/fhir/r4/{ty}/e-none"),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "history-instance",
+                format!("/fhir/r4/{ty}/e-none/_history"),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "vread",
+                format!("/fhir/r4/{ty}/e-none/_history/1"),
+                StatusCode::NOT_FOUND,
+            ),
+        ] {
+            assert!(
+                listed.contains(interaction),
+                "{ty}: {interaction} served but not listed"
+            );
+            let (s, _, body) = env.get(&uri).await;
+            assert_eq!(s, ok, "{ty} {interaction}: {body}");
+            if s == StatusCode::NOT_FOUND {
+                is_outcome(&body, "not-found");
+            }
+        }
+        // Every listed search parameter is accepted; `subject` exactly where listed.
+        let params: BTreeSet<&str> = r["searchParam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        for p in ["_id", "patient", "subject", "category", "code", "date"] {
+            let v = match p {
+                "date" => "ge2000".to_owned(),
+                "patient" | "subject" => rid.to_string(),
+                _ => "x".to_owned(),
+            };
+            let (s, _, body) = env.get(&format!("/fhir/r4/{ty}?{p}={v}")).await;
+            let want = if params.contains(p) {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            assert_eq!(s, want, "{ty}?{p}: {body}");
+        }
+        let ops: Vec<&str> = r["operation"]
+            .as_array()
+            .map(|a| a.iter().map(|o| o["name"].as_str().unwrap()).collect())
+            .unwrap_or_default();
+        if ty == "Patient" {
+            assert_eq!(ops, ["everything"]);
+            let (s, _, _) = env
+                .get(&format!("/fhir/r4/Patient/{rid}/$everything"))
+                .await;
+            assert_eq!(s, StatusCode::OK);
+        } else {
+            assert!(ops.is_empty(), "{ty}: {ops:?}");
+            let (s, _, _) = env.get(&format!("/fhir/r4/{ty}/x/$everything")).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{ty} has no $everything");
+        }
+    }
+}
+
+/// Follows a paged Bundle's `next` links from `first`, collecting every entry's fullUrl
+/// and the number of pages.
+async fn all_pages(env: &Env, first: &str) -> (Vec<String>, usize, Json) {
+    let mut urls = Vec::new();
+    let mut pages = 0;
+    let mut uri = first.to_owned();
+    let mut first_body = Json::Null;
+    loop {
+        let (s, _, b) = env.get(&uri).await;
+        assert_eq!(s, StatusCode::OK, "{uri}: {b}");
+        if pages == 0 {
+            first_body = b.clone();
+        }
+        pages += 1;
+        for e in b["entry"].as_array().unwrap() {
+            urls.push(format!(
+                "{} {}",
+                e["fullUrl"].as_str().unwrap(),
+                e["response"]["etag"].as_str().unwrap_or_default()
+            ));
+        }
+        let next = b["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_owned());
+        match next {
+            Some(n) => uri = n.trim_start_matches("http://localhost").to_owned(),
+            None => break,
+        }
+        assert!(pages < 100, "no end to the pages");
+    }
+    (urls, pages, first_body)
+}
+
+#[tokio::test]
+async fn everything_and_history_are_paged_with_next_links() {
+    let env = Env::new();
+    let resources: Vec<Json> = (0..7)
+        .map(|i| heart_rate(&env, 60.0 + f64::from(i)))
+        .collect();
+    let (s, _, _) = env.post(&transaction(&resources)).await;
+    assert_eq!(s, StatusCode::OK);
+    let rid = env.rid();
+    for path in [
+        format!("/fhir/r4/Patient/{rid}/$everything"),
+        "/fhir/r4/Observation/_history".to_owned(),
+    ] {
+        let (_, _, whole) = env.get(&format!("{path}?_count=1000")).await;
+        let total = whole["total"].as_u64().unwrap() as usize;
+        assert_eq!(whole["entry"].as_array().unwrap().len(), total);
+        assert!(total >= 7, "{whole}");
+        let (urls, pages, first) = all_pages(&env, &format!("{path}?_count=3")).await;
+        assert_eq!(first["entry"].as_array().unwrap().len(), 3, "{path}");
+        assert!(pages >= total.div_ceil(3), "{path}");
+        // Each read adds an AuditEvent (at the end of `$everything`): the rest is compared.
+        let audit = |u: &String| u.contains("/AuditEvent/");
+        let urls: Vec<String> = urls.into_iter().filter(|u| !audit(u)).collect();
+        let all: Vec<String> = whole["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["fullUrl"].as_str().unwrap(),
+                    e["response"]["etag"].as_str().unwrap_or_default()
+                )
+            })
+            .filter(|u| !audit(u))
+            .collect();
+        // The pages hold every entry once, in the same order.
+        assert_eq!(urls, all, "{path}");
+        // A bad page size is refused.
+        let (s, _, body) = env.get(&format!("{path}?_count=many")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        is_outcome(&body, "invalid");
+    }
+    // Instance history of an item with versions, one per page.
+    let (_, _, page) = env.get("/fhir/r4/Observation?_count=1").await;
+    let id = page["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut changed = heart_rate(&env, 99.0);
+    changed["id"] = json!(id);
+    let put = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": changed, "request": {"method": "PUT", "url": format!("Observation/{id}")}}]});
+    let (s, _, body) = env.post(&put).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (urls, pages, first) = all_pages(
+        &env,
+        &format!("/fhir/r4/Observation/{id}/_history?_count=1"),
+    )
+    .await;
+    assert_eq!(first["total"], 2);
+    assert_eq!(pages, 2);
+    assert!(
+        urls[0].ends_with("W/\"2\"") && urls[1].ends_with("W/\"1\""),
+        "{urls:?}"
+    );
 }

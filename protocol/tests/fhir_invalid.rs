@@ -53,24 +53,13 @@ fn a_valid_observation_maps_to_vital_signs() {
 }
 
 #[test]
-fn an_implausible_value_falls_back_to_investigations_keeping_the_original() {
+fn an_impossible_value_is_refused_naming_the_element() {
     let mut r = obs();
     r["valueQuantity"]["value"] = json!(4000);
-    let i = fhir::import(&r, None).expect("import");
-    assert_eq!(i.category, Category::Investigations);
-    assert_eq!(
-        i.body.get("result").and_then(Value::as_text),
-        Some("4000 beats/minute")
-    );
-    let out = fhir::export(
-        &ActorId([1; 32]),
-        &EntryId([2; 32]),
-        &i.category,
-        &i.body,
-        &ExportMeta::default(),
-    )
-    .expect("export");
-    assert_eq!(out, r);
+    let e = fhir::import(&r, None).expect_err("impossible");
+    assert!(matches!(e, FhirError::Impossible { .. }), "{e}");
+    assert_eq!(e.path(), Some("Observation.valueQuantity.value"));
+    assert_eq!(e.issue_code(), "value");
 }
 
 #[test]
@@ -193,7 +182,9 @@ fn amended_or_native_entries_export_from_their_fields() {
     let out = fhir::export(&p, &e, &i.category, &i.body, &ExportMeta::default()).expect("export");
     assert_eq!(out["resourceType"], "Observation");
     assert_eq!(out["id"], e.to_string());
-    assert_eq!(out["component"][0]["valueQuantity"]["value"], 80);
+    // One measurement: an Observation of its LOINC code.
+    assert_eq!(out["code"]["coding"][0]["code"], "8867-4");
+    assert_eq!(out["valueQuantity"]["value"], 80);
     assert_eq!(out["subject"]["reference"], format!("Patient/{p}"));
 
     // Every built-in category exports a resource of one of its types.

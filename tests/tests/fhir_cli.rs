@@ -278,3 +278,85 @@ fn invalid_fhir_is_refused_and_stores_nothing() {
     p.ok(&["fhir", "import", &good]);
     assert!(p.entries_held() > before);
 }
+
+/// The items of these categories a person sees, as (category, body without the FHIR
+/// fields), sorted.
+fn written(p: &Person, categories: &[&str]) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = p
+        .items()
+        .into_iter()
+        .filter(|i| categories.contains(&i["category"].as_str().unwrap_or_default()))
+        .map(|i| {
+            let mut body = i["body"].clone();
+            body.as_object_mut()
+                .expect("body")
+                .retain(|k, _| !k.starts_with("fhir-"));
+            (i["category"].as_str().expect("category").to_owned(), body)
+        })
+        .collect();
+    out.sort_by_key(|(c, b)| format!("{c}{b}"));
+    out
+}
+
+#[test]
+fn entries_written_with_cophr_add_export_and_import_into_the_same_category_and_fields() {
+    let a = patient();
+    let added: &[&[&str]] = &[
+        &["vital-signs", "--systolic", "140", "--diastolic", "90"],
+        &["vital-signs", "--heart-rate", "72", "--temperature", "37.2"],
+        &["examinations", "--weight", "72.5"],
+        &["wearables", "--steps", "8042", "--device", "wristband"],
+        &[
+            "lab-results",
+            "--test",
+            "HbA1c",
+            "--result",
+            "48",
+            "--unit",
+            "mmol/mol",
+        ],
+        &["lifestyle", "--smoking", "former"],
+        &["problems", "--problem", "Asthma", "--status", "active"],
+        &[
+            "key-contacts",
+            "--name",
+            "Mary Jones",
+            "--relationship",
+            "main-carer",
+        ],
+        &[
+            "investigations",
+            "--investigation",
+            "ECG",
+            "--kind",
+            "ecg",
+            "--result",
+            "Normal",
+        ],
+    ];
+    for args in added {
+        a.add(args);
+    }
+    let out = a.dir().join("export.json");
+    a.ok(&["fhir", "export", "-o", out.to_str().expect("utf-8")]);
+    let bundle = read(&out);
+    // Standard codes: the blood pressure is the LOINC panel with its components.
+    let bp = bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["code"]["coding"][0]["code"] == "85354-9")
+        .unwrap_or_else(|| panic!("no LOINC blood pressure panel in {bundle:#}"));
+    assert_eq!(bp["component"][0]["code"]["coding"][0]["code"], "8480-6");
+    assert_eq!(bp["component"][1]["code"]["coding"][0]["code"], "8462-4");
+
+    // Another person's node imports it into the same categories and fields.
+    let b = Person::new("Other Node", "patient", None);
+    b.ok(&["record", "create"]);
+    b.json(&["fhir", "import", out.to_str().expect("utf-8")]);
+    let cats: Vec<&str> = added.iter().map(|a| a[0]).collect();
+    let sent = written(&a, &cats);
+    assert_eq!(sent.len(), added.len());
+    assert_eq!(written(&b, &cats), sent);
+}

@@ -736,17 +736,21 @@ async fn time_limit(State(rl): State<RequestLimit>, req: Request, next: Next) ->
     };
     let _on_drop = CancelOnDrop(cancel.clone());
     let limit = rl.timeout + upload_allowance(&req);
+    let under_fhir = req.uri().path().starts_with("/fhir/");
     let work = REQUEST.scope(cancel.clone(), next.run(req));
     tokio::pin!(work);
     match tokio::time::timeout(limit, &mut work).await {
         Ok(response) => response,
         Err(_) if !cancel.cancel() => work.await,
-        Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            format!("the request took longer than {limit:?}"),
-        )
-        .into_response(),
+        Err(_) => {
+            let message = format!("the request took longer than {limit:?}");
+            if under_fhir {
+                // A FHIR client gets an OperationOutcome, like every other FHIR error.
+                fhir::Outcome::new(StatusCode::REQUEST_TIMEOUT, "timeout", message).into_response()
+            } else {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", message).into_response()
+            }
+        }
     }
 }
 

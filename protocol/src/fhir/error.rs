@@ -78,6 +78,62 @@ pub enum FhirError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// An element that is not in the FHIR R4 definition of the resource's type.
+    #[error(
+        "{path} is not an element of FHIR R4 (unknown elements are refused; use an extension)"
+    )]
+    UnknownElement {
+        /// The element's path.
+        path: String,
+    },
+    /// An element given more times (or in another shape) than its cardinality allows.
+    #[error("{path}: {reason}")]
+    Cardinality {
+        /// The element's path.
+        path: String,
+        /// What the definition allows.
+        reason: &'static str,
+    },
+    /// More than one type of a choice element (e.g. `valueQuantity` and `valueString`).
+    #[error("{path}: only one type of a choice element may be given (got {given})")]
+    ChoiceConflict {
+        /// The choice element, e.g. `Observation.value[x]`.
+        path: String,
+        /// The elements given, comma separated.
+        given: String,
+    },
+    /// A code outside the required value set of its element (e.g. a status).
+    #[error("{path}: `{value}` is not in the required value set ({allowed})")]
+    NotInValueSet {
+        /// The element's path.
+        path: String,
+        /// The code given (clipped).
+        value: String,
+        /// The codes allowed, comma separated.
+        allowed: String,
+    },
+    /// A quantity's unit that is not a unit of what its LOINC code measures.
+    #[error("{path}: unit `{unit}` is not a unit of LOINC {code} (expected one of {expected})")]
+    WrongUnit {
+        /// The unit's path (`….valueQuantity.code` or `.unit`).
+        path: String,
+        /// The unit given (clipped).
+        unit: String,
+        /// The LOINC code.
+        code: String,
+        /// The UCUM units accepted, comma separated.
+        expected: String,
+    },
+    /// A value that cannot be (a heart rate of 999 /min, a negative weight).
+    #[error("{path}: {value} is {reason}")]
+    Impossible {
+        /// The value's path.
+        path: String,
+        /// The value with its unit.
+        value: String,
+        /// Why it cannot be.
+        reason: String,
+    },
     /// A Bundle of a type that cannot be imported (e.g. `history`, `message`).
     #[error("Bundle.type `{bundle_type}` cannot be imported (accepted: {accepted})")]
     UnsupportedBundle {
@@ -110,10 +166,16 @@ pub enum FhirError {
 
 impl FhirError {
     /// The OperationOutcome `issue.code` for this error: `structure`, `required`, `value`,
-    /// `not-supported`, `too-long`, `invalid` or `processing`.
+    /// `code-invalid`, `not-supported`, `too-long`, `invalid` or `processing`.
     pub fn issue_code(&self) -> &'static str {
         match self {
-            FhirError::NotJson { .. } | FhirError::WrongType { .. } => "structure",
+            FhirError::NotJson { .. }
+            | FhirError::WrongType { .. }
+            | FhirError::UnknownElement { .. }
+            | FhirError::Cardinality { .. }
+            | FhirError::ChoiceConflict { .. } => "structure",
+            FhirError::NotInValueSet { .. } => "code-invalid",
+            FhirError::WrongUnit { .. } | FhirError::Impossible { .. } => "value",
             FhirError::NoResourceType { .. } | FhirError::Missing { .. } => "required",
             FhirError::TooLarge { .. } | FhirError::TooMany { .. } => "too-long",
             FhirError::UnknownResourceType { .. } | FhirError::BadValue { .. } => "value",
@@ -132,7 +194,13 @@ impl FhirError {
             | FhirError::WrongType { path, .. }
             | FhirError::Missing { path }
             | FhirError::BadValue { path, .. }
-            | FhirError::Unsupported { path, .. } => Some(path),
+            | FhirError::Unsupported { path, .. }
+            | FhirError::UnknownElement { path }
+            | FhirError::Cardinality { path, .. }
+            | FhirError::ChoiceConflict { path, .. }
+            | FhirError::NotInValueSet { path, .. }
+            | FhirError::WrongUnit { path, .. }
+            | FhirError::Impossible { path, .. } => Some(path),
             FhirError::Line { error, .. } => error.path(),
             _ => None,
         }

@@ -117,6 +117,39 @@ fn or_unstated(s: Option<String>, what: &str) -> Option<String> {
         .or_else(|| Some(format!("({what} not stated)")))
 }
 
+/// The value of cophr's extension for a field FHIR has no element for (see
+/// `synth::extension`): its `valueString` or `valueDecimal`.
+fn cophr_ext<'a>(r: &El<'a>, field: &str) -> Result<Option<El<'a>>, FhirError> {
+    let url = format!("{}/{field}", super::codes::COPHR_FIELD);
+    for x in r.list("extension")? {
+        let x = x.object()?;
+        if x.str_of("url")? == Some(url.as_str()) {
+            for k in ["valueString", "valueDecimal"] {
+                if let Some(v) = x.get(k)? {
+                    return Ok(Some(v));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A coding's code in a given system, in a child CodeableConcept (or array of them).
+fn code_in(e: &El<'_>, name: &str, system: &str) -> Result<Option<String>, FhirError> {
+    let Some(c) = e.get(name)? else {
+        return Ok(None);
+    };
+    let concepts = if c.v.is_array() { c.items()? } else { vec![c] };
+    for cc in concepts {
+        for (sys, code, _) in codings(&cc)? {
+            if sys.as_deref() == Some(system) && code.is_some() {
+                return Ok(code);
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Maps one resource (already known to be an object of a mapped type).
 pub(crate) fn map(ty: &str, r: &El<'_>) -> Result<(Category, Fields), FhirError> {
     let mut f = Fields::new();
@@ -163,6 +196,16 @@ fn from_related_person(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError
         }
     }
     put_line(f, "name", or_unstated(name, "name"));
+    let own = code_in(r, "relationship", super::codes::COPHR_CODE)?.filter(|c| {
+        [
+            "formal-carer",
+            "informal-carer",
+            "main-carer",
+            "next-of-kin",
+            "other",
+        ]
+        .contains(&c.as_str())
+    });
     let nok = has_code(r, "relationship", &["NOK", "N", "NXTOFKIN"])?;
     let carer = has_code(r, "relationship", &["C", "CAREGIVER", "GUARD"])?;
     let any = !r.list("relationship")?.is_empty();
@@ -175,7 +218,8 @@ fn from_related_person(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError
     } else {
         None
     };
-    put(f, "relationship", rel.map(|r| Value::Text(r.into())));
+    let rel = own.or(rel.map(str::to_owned));
+    put(f, "relationship", rel.map(Value::Text));
     telecom(r, f)?;
     put_long(f, "address", address(r)?);
     Ok(Category::KeyContacts)
@@ -188,6 +232,19 @@ fn from_flag(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
     let code = concept_text(&r.req("code")?)?;
     put_line(f, "alert", or_unstated(code, "alert"));
     put_long(f, "detail", first_concept(r, "category")?);
+    for x in r.list("extension")? {
+        let x = x.object()?;
+        if x.str_of("url")? == Some(super::synth::FLAG_PRIORITY) {
+            if let Some(cc) = x.get("valueCodeableConcept")? {
+                let sev = match codings(&cc)?.into_iter().find_map(|(_, c, _)| c).as_deref() {
+                    Some("PH") => Some("high"),
+                    Some("PL" | "PM") => Some("low"),
+                    _ => None,
+                };
+                put(f, "severity", sev.map(|s| Value::Text(s.into())));
+            }
+        }
+    }
     Ok(Category::Alerts)
 }
 
@@ -195,6 +252,29 @@ fn from_flag(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
 fn from_consent(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
     let status = r.req_code("status")?;
     let scope = concept_text(&r.req("scope")?)?;
+    // Preferences cophr wrote: one category per field (see `synth::preferences`).
+    let schema = crate::schema::schema(&Category::Preferences);
+    let mut own = false;
+    for c in r.req_list("category")? {
+        for (sys, code, _) in codings(&c)? {
+            let Some(code) = code.filter(|_| sys.as_deref() == Some(super::codes::COPHR_FIELD))
+            else {
+                continue;
+            };
+            let Some(field) = schema.and_then(|s| s.field(&code)) else {
+                continue;
+            };
+            own = true;
+            let text = c.str_of("text")?.map(str::to_owned);
+            match field.ty {
+                crate::schema::FieldType::LongText => put_long(f, field.name, text),
+                _ => put_line(f, field.name, text),
+            }
+        }
+    }
+    if own {
+        return Ok(Category::Preferences);
+    }
     let mut cats = Vec::new();
     for c in r.req_list("category")? {
         if let Some(t) = concept_text(&c)? {
@@ -271,6 +351,9 @@ fn from_procedure(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
     put_line(f, "outcome", concept_of(r, "outcome")?);
     put_line(f, "complication", first_concept(r, "complication")?);
     put_line(f, "procedure-type", concept_of(r, "category")?);
+    if let Some(d) = cophr_ext(r, "difficulty")? {
+        put_line(f, "difficulty", Some(d.str()?.to_owned()));
+    }
     let when = match r.date_of("performedDateTime")? {
         Some(d) => Some(d),
         None => period_start(r, "performedPeriod")?,
@@ -328,12 +411,29 @@ fn from_diagnostic_report(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirEr
         Ok(Category::LabResults)
     } else {
         put_line(f, "investigation", or_unstated(code, "investigation"));
-        let imaging = has_code(r, "category", &["RAD", "IMG", "CT", "MR", "US", "NMR"])?;
+        let imaging = has_code(
+            r,
+            "category",
+            &["RAD", "IMG", "CT", "MR", "US", "NMR", "RX"],
+        )?;
         let ecg = has_code(r, "category", &["EC", "CG"])?;
+        let lung = has_code(r, "category", &["PF"])?;
+        let urine = has_code(r, "category", &["URN", "UR"])?;
+        // cophr's own kinds without a section code are the category's text.
+        let named = match r.first("category")? {
+            Some(c) => concept_text(&c)?.filter(|t| t == "visual-acuity"),
+            None => None,
+        };
         let kind = if imaging {
             "imaging"
         } else if ecg {
             "ecg"
+        } else if lung {
+            "pulmonary-function"
+        } else if urine {
+            "urinalysis"
+        } else if named.is_some() {
+            "visual-acuity"
         } else {
             "other"
         };
@@ -354,6 +454,22 @@ fn from_family_member_history(r: &El<'_>, f: &mut Fields) -> Result<Category, Fh
         let c = c.object()?;
         if let Some(t) = concept_text(&c.req("code")?)? {
             conds.push(t);
+        }
+        for n in c.list("note")? {
+            if let Some(list) = n
+                .object()?
+                .str_of("text")?
+                .and_then(|t| t.strip_prefix(super::synth::GENOMIC_MARKERS))
+            {
+                let markers: Vec<Value> = list
+                    .split(", ")
+                    .filter_map(line)
+                    .take(crate::schema::MAX_ANSWERS)
+                    .collect();
+                if !markers.is_empty() {
+                    f.insert("genomic-markers".into(), Value::List(markers));
+                }
+            }
         }
     }
     let cond = (!conds.is_empty()).then(|| conds.join(", "));
@@ -379,7 +495,11 @@ fn from_document_reference(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirE
         .or(concept_of(r, "type")?);
     put_line(f, "title", or_unstated(title, "title"));
     attachment(&att, f)?;
-    put(f, "date", date(r.date_of("date")?));
+    let when = match r.date_of("date")? {
+        Some(d) => Some(d),
+        None => att.date_of("creation")?,
+    };
+    put(f, "date", date(when));
     put_long(f, "description", concept_of(r, "type")?);
     Ok(Category::Documents)
 }
@@ -466,6 +586,11 @@ fn from_questionnaire_response(r: &El<'_>, f: &mut Fields) -> Result<Category, F
         ));
     }
     f.insert("answers".into(), Value::List(answers));
+    if let Some(s) = cophr_ext(r, "score")? {
+        if let Some(x) = s.v.as_f64() {
+            f.insert("score".into(), Value::Float(x));
+        }
+    }
     put(f, "completed", date_time(r.date_of("authored")?));
     Ok(Category::Questionnaires)
 }
@@ -557,6 +682,10 @@ fn medication(ty: &str, r: &El<'_>, f: &mut Fields) -> Result<(), FhirError> {
         }
     };
     put_line(f, "medication", or_unstated(med, "medication"));
+    if let Some(form) = cophr_ext(r, "form")? {
+        put_line(f, "form", Some(form.str()?.to_owned()));
+    }
+    put_long(f, "monitoring", note(r)?);
     let dosage = if ty == "MedicationRequest" {
         "dosageInstruction"
     } else {

@@ -25,6 +25,14 @@
 //! one, `meta` aside, stores nothing: [`same_content`]), the references naming its patient
 //! ([`patient_refs`]) and a [`PatientIndex`] telling the record's patient from the others.
 //!
+//! # Validation and codes
+//! Every import is checked by [`check`] (the `validate` module: R4 elements and
+//! cardinalities of the mapped types, choice types, required value sets, UCUM units
+//! against LOINC codes, physiological limits; implausible values are [`Warning`]s kept in
+//! the entry's `fhir-warnings`). Entries not imported from FHIR export with standard codes
+//! (the [`codes`] tables: LOINC, SNOMED CT, UCUM, HL7) so that they import back into the
+//! same category and fields.
+//!
 //! # Documents
 //! A documents entry is one resource: the type it was imported as, else `Media` for an
 //! image (JPEG, PNG, DICOM; with its DICOM modality) and `DocumentReference` for anything
@@ -67,6 +75,7 @@
 //! requires of each mapped type, and costs one dependency the workspace already has.
 
 mod attach;
+pub mod codes;
 mod error;
 mod ingest;
 mod kept;
@@ -74,6 +83,7 @@ mod map;
 mod observation;
 mod read;
 mod synth;
+mod validate;
 
 use std::collections::BTreeMap;
 
@@ -89,10 +99,13 @@ pub use ingest::{
     PatientIndex, PatientKey, TooManyPatients, MAX_PATIENTS,
 };
 pub use kept::{display, is_kept, kept_category, kept_type, KEPT_PREFIX, NOT_KEPT};
+pub use validate::{check, elements, Warning, BASE, ELEMENTS, VALUE_SETS};
 
 use crate::category::Category;
 use crate::ids::{EntryId, RecordId};
-use crate::schema::{self, SchemaError, FHIR_FULL_URL, FHIR_RESOURCE, FHIR_SOURCE, MAX_FHIR_JSON};
+use crate::schema::{
+    self, SchemaError, FHIR_FULL_URL, FHIR_RESOURCE, FHIR_SOURCE, FHIR_WARNINGS, MAX_FHIR_JSON,
+};
 use crate::value::Value;
 use read::El;
 
@@ -388,6 +401,16 @@ pub fn import(resource: &Json, source: Option<&str>) -> Result<Imported, FhirErr
 /// The first problem found, naming the element's path; [`FhirError::Unmapped`] for a valid
 /// R4 type that cophr does not map.
 pub fn import_with(resource: &Json, meta: &ImportMeta<'_>) -> Result<Imported, FhirError> {
+    import_as(resource, meta, true)
+}
+
+/// [`import_with`], with or without [`check`] (a resource read back from an entry was
+/// checked when it was imported: its warnings are in the entry).
+fn import_as(
+    resource: &Json,
+    meta: &ImportMeta<'_>,
+    validate: bool,
+) -> Result<Imported, FhirError> {
     let ty = resource_type(resource)?;
     if !MAPPED_TYPES.contains(&ty) && !is_kept(ty) {
         return Err(FhirError::Unmapped {
@@ -405,6 +428,11 @@ pub fn import_with(resource: &Json, meta: &ImportMeta<'_>) -> Result<Imported, F
             max: MAX_RESOURCE,
         });
     }
+    let warnings = if validate {
+        validate::check(resource)?
+    } else {
+        Vec::new()
+    };
     let root = El::new(ty, resource);
     read::check_id(&root)?;
     let meta_source = match root.get("meta")? {
@@ -429,6 +457,12 @@ pub fn import_with(resource: &Json, meta: &ImportMeta<'_>) -> Result<Imported, F
                 });
             };
             extra.insert(field.to_owned(), t);
+        }
+    }
+    if !warnings.is_empty() {
+        let text: Vec<String> = warnings.iter().map(Warning::to_string).collect();
+        if let Some(t) = map::long(&text.join("\n")) {
+            extra.insert(FHIR_WARNINGS.to_owned(), t);
         }
     }
     if is_kept(ty) {
@@ -565,14 +599,20 @@ fn patient_element(ty: &str) -> Option<&'static str> {
 pub fn original(category: &Category, body: &Value) -> Option<Json> {
     let text = body.get(FHIR_RESOURCE)?.as_text()?;
     let json: Json = serde_json::from_str(text).ok()?;
-    let again = import_with(
+    // Not validated again (it was on import; a rule added since does not change what an
+    // entry exports as): its warnings are the entry's own.
+    let mut again = import_as(
         &json,
         &ImportMeta {
             source: body.get(FHIR_SOURCE).and_then(Value::as_text),
             full_url: body.get(FHIR_FULL_URL).and_then(Value::as_text),
         },
+        false,
     )
     .ok()?;
+    if let (Value::Map(m), Some(w)) = (&mut again.body, body.get(FHIR_WARNINGS)) {
+        m.insert(FHIR_WARNINGS.to_owned(), w.clone());
+    }
     // A file stored apart is linked by the node that held the Binary the resource named
     // (its `file`, media type and DICOM header): the rest is compared.
     let same = if attach::has_file(body) {

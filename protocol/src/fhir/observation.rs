@@ -4,44 +4,15 @@
 //! values do not fit those schemas (units cophr cannot convert, implausible values), to
 //! other investigations, which keep the value as text.
 
+use super::codes;
 use super::error::FhirError;
 use super::map::{line, long, to_unit, Fields};
-use super::read::{codings, concept_of, concept_text, has_code, quantity_text, El};
+use super::read::{
+    codings, concept_of, concept_text, has_code, quantity, quantity_text, reference_text, El,
+};
 use crate::category::Category;
 use crate::schema::is_date_time;
 use crate::value::Value;
-
-/// LOINC codes of vital signs, the cophr field, and its units.
-const VITALS: &[(&[&str], &str, &[&str])] = &[
-    (&["8867-4"], "heart-rate", &["/min"]),
-    (&["9279-1"], "respiration-rate", &["/min"]),
-    (&["2708-6", "59408-5", "59417-6"], "spo2", &["%"]),
-    (
-        &["8310-5", "8331-1", "8332-9", "8333-7", "8328-7"],
-        "temperature",
-        &["Cel", "[degF]"],
-    ),
-    (
-        &["2339-0", "15074-8", "2345-7", "41653-7"],
-        "blood-glucose",
-        &["mmol/L", "mg/dL"],
-    ),
-];
-
-/// LOINC codes of core examinations, the cophr field, and its unit.
-const EXAMS: &[(&[&str], &str, &[&str])] = &[
-    (&["8302-2", "8306-3", "8308-9"], "height", &["cm"]),
-    (&["29463-7", "3141-9", "8350-1"], "weight", &["kg"]),
-    (&["39156-5"], "bmi", &["kg/m2"]),
-    (&["8280-0", "56086-2"], "waist", &["cm"]),
-    (&["9843-4", "8287-5"], "head-circumference", &["cm"]),
-    (&["62409-8"], "hip-circumference", &["cm"]),
-    (&["8277-6", "3140-1"], "body-surface-area", &["m2"]),
-];
-
-const BP_PANEL: &[&str] = &["85354-9", "55284-4", "35094-2"];
-const SYSTOLIC: &[&str] = &["8480-6"];
-const DIASTOLIC: &[&str] = &["8462-4"];
 
 fn loinc_codes(e: &El<'_>, name: &str) -> Result<Vec<String>, FhirError> {
     let Some(cc) = e.get(name)? else {
@@ -53,14 +24,134 @@ fn loinc_codes(e: &El<'_>, name: &str) -> Result<Vec<String>, FhirError> {
         .collect())
 }
 
-fn find<'t>(
-    table: &'t [(&[&str], &'t str, &'t [&'t str])],
-    codes: &[String],
-) -> Option<(&'t str, &'t [&'t str])> {
-    table
-        .iter()
-        .find(|(cs, _, _)| codes.iter().any(|c| cs.contains(&c.as_str())))
-        .map(|(_, f, u)| (*f, *u))
+/// The cophr category an Observation names with cophr's own category coding, if any.
+fn own_category(o: &El<'_>) -> Result<Option<Category>, FhirError> {
+    let Some(c) = o.get("category")? else {
+        return Ok(None);
+    };
+    let concepts = if c.v.is_array() { c.items()? } else { vec![c] };
+    for cc in concepts {
+        for (sys, code, _) in codings(&cc)? {
+            if sys.as_deref() == Some(codes::COPHR_CATEGORY) {
+                if let Some(cat) =
+                    code.and_then(|c| Category::BUILT_IN.iter().find(|b| b.name() == c))
+                {
+                    return Ok(Some(cat.clone()));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A measurement's value in one of the field's units (steps: an integer count).
+fn measure_value(
+    m: &codes::Measure,
+    e: &El<'_>,
+    units: &[&str],
+) -> Result<Option<Value>, FhirError> {
+    if m.field == "steps" {
+        if let Some(n) = e.num_of("valueInteger")? {
+            return Ok(n.as_i64().map(Value::Int));
+        }
+        return Ok(match e.get("valueQuantity")? {
+            Some(q) => quantity(&q)?.and_then(|(v, _)| {
+                (v.fract() == 0.0 && (0.0..1e15).contains(&v)).then_some(Value::Int(v as i64))
+            }),
+            None => None,
+        });
+    }
+    match e.get("valueQuantity")? {
+        Some(q) => to_unit(&q, units),
+        None => Ok(None),
+    }
+}
+
+/// Vital signs and examinations: an Observation whose code, or whose components' codes,
+/// are measurements cophr records (see [`codes::VITALS`], [`codes::EXAMS`]).
+fn measurements(
+    o: &El<'_>,
+    codes_of: &[String],
+    when: Option<&str>,
+) -> Result<Option<(Category, Fields)>, FhirError> {
+    let mut parts: Vec<(&'static codes::Measure, El<'_>)> = Vec::new();
+    if let Some(m) = codes_of.iter().find_map(|c| codes::measure(c)) {
+        parts.push((m, o.clone()));
+    }
+    let mut position = None;
+    for c in o.list("component")? {
+        let c = c.object()?;
+        let cc = loinc_codes(&c, "code")?;
+        if let Some(m) = cc.iter().find_map(|x| codes::measure(x)) {
+            parts.push((m, c));
+        } else if cc.iter().any(|x| x == codes::POSITION.0) {
+            position = concept_of(&c, "valueCodeableConcept")?;
+        }
+    }
+    let Some((first, _)) = parts.first() else {
+        return Ok(None);
+    };
+    let in_exams = |m: &codes::Measure| codes::EXAMS.iter().any(|e| e.field == m.field);
+    let category = match own_category(o)? {
+        Some(c @ (Category::VitalSigns | Category::Wearables | Category::Examinations)) => c,
+        _ if in_exams(first) => Category::Examinations,
+        _ if parts.iter().any(|(m, _)| m.field == "steps") => Category::Wearables,
+        _ => Category::VitalSigns,
+    };
+    let Some(schema) = crate::schema::schema(&category) else {
+        return Ok(None);
+    };
+    let mut f = Fields::new();
+    for (m, e) in &parts {
+        let Some(spec) = schema.field(m.field) else {
+            continue;
+        };
+        let units: &[&str] = match spec.ty {
+            crate::schema::FieldType::Quantity { units } => units,
+            _ => &[],
+        };
+        if let Some(v) = measure_value(m, e, units)? {
+            f.insert(m.field.into(), v);
+        }
+    }
+    put_dt(&mut f, "measured-at", when);
+    if schema.field("position").is_some() {
+        if let Some(p) = position.as_deref().and_then(line) {
+            f.insert("position".into(), p);
+        }
+    }
+    if schema.field("device").is_some() {
+        if let Some(d) = o.get("device")? {
+            if let Some(t) = reference_text(&d)?.as_deref().and_then(line) {
+                f.insert("device".into(), t);
+            }
+        }
+    }
+    if schema.field("comment").is_some() {
+        if let Some(n) = o.first("note")? {
+            if let Some(t) = n.object()?.str_of("text")?.and_then(long) {
+                f.insert("comment".into(), t);
+            }
+        }
+    }
+    Ok(Some((category, f)))
+}
+
+/// A lifestyle field's value from an Observation or one of its components.
+fn lifestyle_value(e: &El<'_>, field: &str) -> Result<Option<Value>, FhirError> {
+    let value = value_text(e)?;
+    Ok(if field == "smoking" {
+        smoking(e)?.map(|s| Value::Text(s.into()))
+    } else if e.get("valueQuantity")?.is_some() {
+        // "1 d" alone says little: name what was counted.
+        let what = concept_text(&e.req("code")?)?;
+        match (value, what) {
+            (Some(v), Some(w)) => line(&format!("{v} ({w})")),
+            (v, _) => v.as_deref().and_then(line),
+        }
+    } else {
+        value.as_deref().and_then(line)
+    })
 }
 
 /// The observation's value as text (quantity with unit, coded text, string, range, ratio,
@@ -175,61 +266,31 @@ pub(crate) fn map(o: &El<'_>) -> Result<(Category, Fields), FhirError> {
     let mut f = Fields::new();
     let lab = cat("laboratory")?;
 
-    // Blood pressure: a panel with systolic and diastolic components.
-    if !lab && codes.iter().any(|c| BP_PANEL.contains(&c.as_str())) {
+    if !lab {
+        if let Some(found) = measurements(o, &codes, when)? {
+            return Ok(found);
+        }
+    }
+    let own_lifestyle = own_category(o)? == Some(Category::Lifestyle);
+    if own_lifestyle
+        || cat("social-history")?
+        || codes.iter().any(|c| LIFESTYLE.contains(&c.as_str()))
+    {
+        let mut f = Fields::new();
+        if let Some(field) = lifestyle_field(&codes) {
+            if let Some(v) = lifestyle_value(o, field)? {
+                f.insert(field.into(), v);
+            }
+        }
         for c in o.list("component")? {
             let c = c.object()?;
-            let cc = loinc_codes(&c, "code")?;
-            let field = if cc.iter().any(|x| SYSTOLIC.contains(&x.as_str())) {
-                "systolic"
-            } else if cc.iter().any(|x| DIASTOLIC.contains(&x.as_str())) {
-                "diastolic"
-            } else {
-                continue;
-            };
-            if let Some(q) = c.get("valueQuantity")? {
-                if let Some(v) = to_unit(&q, &["mm[Hg]"])? {
+            if let Some(field) = lifestyle_field(&loinc_codes(&c, "code")?) {
+                if let Some(v) = lifestyle_value(&c, field)? {
                     f.insert(field.into(), v);
                 }
             }
         }
-        put_dt(&mut f, "measured-at", when);
-        return Ok((Category::VitalSigns, f));
-    }
-    if !lab {
-        for (table, category) in [
-            (VITALS, Category::VitalSigns),
-            (EXAMS, Category::Examinations),
-        ] {
-            if let Some((field, units)) = find(table, &codes) {
-                if let Some(q) = o.get("valueQuantity")? {
-                    if let Some(v) = to_unit(&q, units)? {
-                        f.insert(field.into(), v);
-                    }
-                }
-                put_dt(&mut f, "measured-at", when);
-                return Ok((category, f));
-            }
-        }
-    }
-    if cat("social-history")? || codes.iter().any(|c| LIFESTYLE.contains(&c.as_str())) {
-        if let Some(field) = lifestyle_field(&codes) {
-            let value = value_text(o)?;
-            let v = if field == "smoking" {
-                smoking(o)?.map(|s| Value::Text(s.into()))
-            } else if o.get("valueQuantity")?.is_some() {
-                // "1 d" alone says little: name what was counted.
-                let what = concept_text(&o.req("code")?)?;
-                match (value, what) {
-                    (Some(v), Some(w)) => line(&format!("{v} ({w})")),
-                    (v, _) => v.as_deref().and_then(line),
-                }
-            } else {
-                value.as_deref().and_then(line)
-            };
-            if let Some(v) = v {
-                f.insert(field.into(), v);
-            }
+        if !f.is_empty() || lifestyle_field(&codes).is_some() {
             return Ok((Category::Lifestyle, f));
         }
     }

@@ -1,7 +1,14 @@
 //! FHIR resources built from an entry's fields, for entries not imported from FHIR (or
-//! amended since): one resource type per category, codes as text, quantities with UCUM.
+//! amended since): one resource type per category, with standard codes where the field
+//! has one (LOINC for measurements, lifestyle and common labs, SNOMED CT smoking status,
+//! HL7 code systems for categories, relationships, interpretations and services), UCUM
+//! quantities, and cophr's own codes and extensions for what FHIR has no element for, so
+//! that the resource imports back into the same category and fields
+//! (`tests/fhir_roundtrip.rs`).
 
 use serde_json::{json, Map, Value as Json};
+
+use super::codes::{self, Measure, COPHR_CATEGORY, COPHR_FIELD, LOINC, OBSERVATION_CATEGORY, UCUM};
 
 use crate::category::Category;
 use crate::ids::{EntryId, RecordId};
@@ -20,46 +27,6 @@ pub(crate) fn observation_category(c: &Category) -> Option<&'static str> {
     }
 }
 
-/// LOINC code and display of measurement fields.
-const LOINC: &[(&str, &str, &str)] = &[
-    ("respiration-rate", "9279-1", "Respiratory rate"),
-    (
-        "spo2",
-        "59408-5",
-        "Oxygen saturation in Arterial blood by Pulse oximetry",
-    ),
-    ("heart-rate", "8867-4", "Heart rate"),
-    ("temperature", "8310-5", "Body temperature"),
-    ("systolic", "8480-6", "Systolic blood pressure"),
-    ("diastolic", "8462-4", "Diastolic blood pressure"),
-    (
-        "blood-glucose",
-        "15074-8",
-        "Glucose [Moles/volume] in Blood",
-    ),
-    ("steps", "41950-7", "Number of steps in 24 hour Measured"),
-    ("height", "8302-2", "Body height"),
-    ("weight", "29463-7", "Body weight"),
-    ("bmi", "39156-5", "Body mass index (BMI) [Ratio]"),
-    (
-        "waist",
-        "8280-0",
-        "Waist Circumference at umbilicus by Tape measure",
-    ),
-    (
-        "head-circumference",
-        "9843-4",
-        "Head Occipital-frontal circumference",
-    ),
-    ("hip-circumference", "62409-8", "Hip circumference"),
-    ("body-surface-area", "8277-6", "Body surface area"),
-    ("smoking", "72166-2", "Tobacco smoking status"),
-    ("alcohol", "74013-4", "Alcoholic drinks per day"),
-    ("occupation", "11341-5", "History of Occupation"),
-    ("housing", "71802-3", "Housing status"),
-    ("education", "82589-3", "Highest level of education"),
-];
-
 fn text(body: &Value, k: &str) -> Option<String> {
     body.get(k).and_then(Value::as_text).map(str::to_owned)
 }
@@ -71,7 +38,31 @@ fn cc(t: &str) -> Json {
 fn quantity(q: &Value) -> Option<Json> {
     let v = q.get("value")?.to_json();
     let unit = q.get("unit")?.as_text()?;
-    Some(json!({"value": v, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}))
+    Some(json!({"value": v, "unit": unit, "system": UCUM, "code": unit}))
+}
+
+/// A LOINC CodeableConcept.
+fn loinc(code: &str, display: &str) -> Json {
+    json!({"coding": [{"system": LOINC, "code": code, "display": display}]})
+}
+
+/// A cophr extension carrying a field FHIR has no element for.
+pub(crate) fn extension(field: &str, value: Json) -> Json {
+    let key = match value {
+        Json::Number(_) => "valueDecimal",
+        _ => "valueString",
+    };
+    json!({"url": format!("{COPHR_FIELD}/{field}"), key: value})
+}
+
+/// The Observation `category` of an entry: the FHIR observation category and cophr's own.
+fn observation_categories(c: &Category) -> Json {
+    let mut out = Vec::new();
+    if let Some(code) = observation_category(c) {
+        out.push(json!({"coding": [{"system": OBSERVATION_CATEGORY, "code": code}]}));
+    }
+    out.push(json!({"coding": [{"system": COPHR_CATEGORY, "code": c.name()}]}));
+    Json::Array(out)
 }
 
 /// A FHIR dateTime from a cophr date or date-time.
@@ -106,6 +97,12 @@ impl R {
     }
 }
 
+/// How a family history's genomic markers are written in its condition's note.
+pub(crate) const GENOMIC_MARKERS: &str = "Genomic markers: ";
+
+/// The standard extension of a Flag's priority.
+pub(crate) const FLAG_PRIORITY: &str = "http://hl7.org/fhir/StructureDefinition/flag-priority";
+
 /// A resource for an entry from its fields.
 pub(crate) fn resource(p: &RecordId, e: &EntryId, c: &Category, body: &Value) -> Json {
     match c {
@@ -118,10 +115,10 @@ pub(crate) fn resource(p: &RecordId, e: &EntryId, c: &Category, body: &Value) ->
         Category::Procedures => procedures(p, e, body),
         Category::Medications => medications(p, e, body),
         Category::Immunisations => immunisations(p, e, body),
-        Category::VitalSigns
-        | Category::Wearables
-        | Category::Examinations
-        | Category::Lifestyle => observations(p, e, c, body),
+        Category::VitalSigns | Category::Wearables | Category::Examinations => {
+            measurements(p, e, c, body)
+        }
+        Category::Lifestyle => lifestyle(p, e, c, body),
         Category::LabResults => lab_results(p, e, body),
         Category::Investigations => investigations(p, e, body),
         Category::FamilyHistory => family_history(p, e, body),
@@ -136,6 +133,7 @@ pub(crate) fn resource(p: &RecordId, e: &EntryId, c: &Category, body: &Value) ->
 fn demographics(e: &EntryId, body: &Value) -> Json {
     let t = |k: &str| text(body, k);
     let mut name = Map::new();
+    name.insert("use".into(), "official".into());
     if let Some(s) = t("surname") {
         name.insert("family".into(), s.into());
     }
@@ -180,7 +178,14 @@ fn key_contacts(p: &RecordId, e: &EntryId, body: &Value) -> Json {
         .set("name", t("name").map(|n| json!([{ "text": n }])))
         .set(
             "relationship",
-            t("relationship").map(|r| json!([{ "text": r }])),
+            t("relationship").map(|r| {
+                let mut coding = vec![json!({"system": codes::COPHR_CODE, "code": r})];
+                if r == "next-of-kin" {
+                    coding.push(json!({"system": codes::ROLE_CODE, "code": "NOK",
+                                       "display": "next of kin"}));
+                }
+                json!([{ "coding": coding, "text": r }])
+            }),
         )
         .set(
             "telecom",
@@ -194,8 +199,16 @@ fn key_contacts(p: &RecordId, e: &EntryId, body: &Value) -> Json {
 fn alerts(p: &RecordId, e: &EntryId, body: &Value) -> Json {
     let t = |k: &str| text(body, k);
     let ct = |k: &str| t(k).map(|v| cc(&v));
+    let priority = t("severity").map(|s| {
+        let code = if s == "high" { "PH" } else { "PL" };
+        json!([{"url": FLAG_PRIORITY, "valueCodeableConcept": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/flag-priority-code",
+            "code": code}], "text": s}}])
+    });
     R::new("Flag", e)
+        .set("extension", priority)
         .set("status", Some("active".into()))
+        .set("category", t("detail").map(|d| json!([cc(&d)])))
         .set("code", ct("alert"))
         .patient("subject", p)
         .done()
@@ -204,18 +217,21 @@ fn alerts(p: &RecordId, e: &EntryId, body: &Value) -> Json {
 /// The FHIR Consent for an entry in preferences.
 fn preferences(p: &RecordId, e: &EntryId, c: &Category, body: &Value) -> Json {
     let t = |k: &str| text(body, k);
-    let parts: Vec<String> = schema::schema(c)
-        .map(|s| {
-            s.fields
-                .iter()
-                .filter_map(|f| t(f.name).map(|v| format!("{}: {v}", f.title)))
-                .collect()
-        })
-        .unwrap_or_default();
+    // Each preference is a category: cophr's field as the code, the value as the text.
+    let mut categories = vec![json!({"coding": [{"system": LOINC, "code": "59284-0",
+                                                 "display": "Patient Consent"}]})];
+    if let Some(s) = schema::schema(c) {
+        for f in s.fields {
+            if let Some(v) = t(f.name) {
+                categories.push(json!({"coding": [{"system": COPHR_FIELD, "code": f.name,
+                                                   "display": f.title}], "text": v}));
+            }
+        }
+    }
     R::new("Consent", e)
         .set("status", Some("active".into()))
         .set("scope", Some(json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}], "text": "Preferences"})))
-        .set("category", Some(json!([{ "text": parts.join("; ") }])))
+        .set("category", Some(Json::Array(categories)))
         .patient("patient", p)
         .done()
 }
@@ -232,6 +248,12 @@ fn allergies(p: &RecordId, e: &EntryId, body: &Value) -> Json {
         json!([m])
     });
     R::new("AllergyIntolerance", e)
+        .set(
+            "clinicalStatus",
+            Some(json!({"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+            "code": "active"}]})),
+        )
         .patient("patient", p)
         .set("code", ct("agent"))
         .set("criticality", t("criticality").map(Json::String))
@@ -247,6 +269,12 @@ fn problems(p: &RecordId, e: &EntryId, body: &Value) -> Json {
     let ct = |k: &str| t(k).map(|v| cc(&v));
     let status = t("status").map(|s| json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": s}]}));
     R::new("Condition", e)
+        .set(
+            "category",
+            Some(json!([{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+            "code": "problem-list-item"}]}])),
+        )
         .patient("subject", p)
         .set("code", ct("problem"))
         .set("clinicalStatus", status)
@@ -261,6 +289,10 @@ fn procedures(p: &RecordId, e: &EntryId, body: &Value) -> Json {
     let t = |k: &str| text(body, k);
     let ct = |k: &str| t(k).map(|v| cc(&v));
     R::new("Procedure", e)
+        .set(
+            "extension",
+            t("difficulty").map(|d| json!([extension("difficulty", d.into())])),
+        )
         .set("status", Some("completed".into()))
         .patient("subject", p)
         .set("code", ct("procedure"))
@@ -302,6 +334,10 @@ fn medications(p: &RecordId, e: &EntryId, body: &Value) -> Json {
         period.insert("end".into(), s.into());
     }
     R::new("MedicationStatement", e)
+        .set(
+            "extension",
+            t("form").map(|f| json!([extension("form", f.into())])),
+        )
         .set("status", Some(status.into()))
         .set("medicationCodeableConcept", ct("medication"))
         .patient("subject", p)
@@ -337,78 +373,215 @@ fn immunisations(p: &RecordId, e: &EntryId, body: &Value) -> Json {
         .done()
 }
 
-/// The FHIR Observation for an entry in vital signs, wearables, examinations or lifestyle.
-fn observations(p: &RecordId, e: &EntryId, c: &Category, body: &Value) -> Json {
-    let t = |k: &str| text(body, k);
-    let ct = |k: &str| t(k).map(|v| cc(&v));
-    let cat = observation_category(c).unwrap_or("vital-signs");
-    let mut components = Vec::new();
-    for (field, code, display) in LOINC {
-        let Some(v) = body.get(field) else { continue };
-        let code =
-            json!({"coding": [{"system": "http://loinc.org", "code": code, "display": display}]});
-        let value = match v {
-            Value::Map(_) => quantity(v).map(|q| ("valueQuantity", q)),
-            Value::Int(i) => Some(("valueQuantity", json!({"value": i}))),
-            Value::Text(s) => Some(("valueCodeableConcept", cc(s))),
-            _ => None,
-        };
-        if let Some((k, v)) = value {
-            let mut comp = json!({ "code": code });
-            comp[k] = v;
-            components.push(comp);
-        }
+/// The value of a measurement field as a FHIR Quantity (steps, an integer, as a count a day).
+fn measure_quantity(m: &Measure, v: &Value) -> Option<Json> {
+    match v {
+        Value::Map(_) => quantity(v),
+        Value::Int(n) => Some(json!({"value": n, "unit": m.units[0].0, "system": UCUM,
+                                     "code": m.units[0].0})),
+        _ => None,
     }
-    let when = t("measured-at");
-    R::new("Observation", e)
-        .set("status", Some("final".into()))
-        .set("category", Some(json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": cat}]}])))
-        .set("code", Some(cc(c.title())))
-        .patient("subject", p)
-        .set("effectiveDateTime", when.map(Json::String))
-        .set("component", Some(Json::Array(components)))
+}
+
+/// The FHIR Observation for an entry in vital signs, wearables or examinations: one
+/// measurement is an Observation of its LOINC code with a `valueQuantity`; a blood
+/// pressure alone is the LOINC blood pressure panel with systolic and diastolic
+/// components; several measurements are the LOINC vital signs panel with one component
+/// each.
+fn measurements(p: &RecordId, e: &EntryId, c: &Category, body: &Value) -> Json {
+    let t = |k: &str| text(body, k);
+    let table = if *c == Category::Examinations {
+        codes::EXAMS
+    } else {
+        codes::VITALS
+    };
+    let present: Vec<(&Measure, Json)> = table
+        .iter()
+        .filter_map(|m| {
+            let q = measure_quantity(m, body.get(m.field)?)?;
+            Some((m, q))
+        })
+        .collect();
+    let component =
+        |m: &Measure, q: &Json| json!({"code": loinc(m.codes[0], m.display), "valueQuantity": q});
+    let fields: Vec<&str> = present.iter().map(|(m, _)| m.field).collect();
+    let mut r = R::new("Observation", e);
+    r.set("status", Some("final".into()))
+        .set("category", Some(observation_categories(c)));
+    let mut components = Vec::new();
+    if fields == ["systolic", "diastolic"] {
+        let (code, display) = (
+            codes::BP_PANEL[0],
+            "Blood pressure panel with all children optional",
+        );
+        r.set("code", Some(loinc(code, display)));
+        components.extend(present.iter().map(|(m, q)| component(m, q)));
+    } else if let [(m, q)] = present.as_slice() {
+        r.set("code", Some(loinc(m.codes[0], m.display)))
+            .set("valueQuantity", Some(q.clone()));
+    } else {
+        let (code, display) = codes::VITALS_PANEL;
+        r.set("code", Some(loinc(code, display)));
+        components.extend(present.iter().map(|(m, q)| component(m, q)));
+    }
+    if let Some(pos) = t("position") {
+        let (code, display) = codes::POSITION;
+        components.push(json!({"code": loinc(code, display), "valueCodeableConcept": cc(&pos)}));
+    }
+    r.patient("subject", p)
+        .set("effectiveDateTime", t("measured-at").map(Json::String))
+        .set(
+            "component",
+            (!components.is_empty()).then_some(Json::Array(components)),
+        )
         .set("device", t("device").map(|d| json!({ "display": d })))
-        .set("bodySite", ct("position"))
         .note(body, "comment")
         .done()
 }
 
-/// The FHIR Observation for an entry in lab results.
+/// LOINC code and display of lifestyle fields.
+const LIFESTYLE: &[(&str, &str, &str)] = &[
+    ("smoking", "72166-2", "Tobacco smoking status"),
+    ("alcohol", "74013-4", "Alcoholic drinks per day"),
+    ("occupation", "11341-5", "History of Occupation"),
+    ("housing", "71802-3", "Housing status"),
+    ("education", "82589-3", "Highest level of education"),
+];
+
+/// A lifestyle field's value: smoking status as SNOMED CT, the others as text.
+fn lifestyle_value(field: &str, v: &str) -> (&'static str, Json) {
+    if field == "smoking" {
+        if let Some((_, code, display)) = codes::SMOKING.iter().find(|(s, _, _)| *s == v) {
+            let coding = json!({"system": codes::SNOMED, "code": code, "display": display});
+            return ("valueCodeableConcept", json!({ "coding": [coding] }));
+        }
+    }
+    ("valueString", Json::String(v.to_owned()))
+}
+
+/// The FHIR Observation for an entry in lifestyle: one field is an Observation of its
+/// LOINC code; several are one component each.
+fn lifestyle(p: &RecordId, e: &EntryId, c: &Category, body: &Value) -> Json {
+    let present: Vec<(&str, &str, &str, String)> = LIFESTYLE
+        .iter()
+        .filter_map(|(f, code, display)| Some((*f, *code, *display, text(body, f)?)))
+        .collect();
+    let mut r = R::new("Observation", e);
+    r.set("status", Some("final".into()))
+        .set("category", Some(observation_categories(c)));
+    if let [(f, code, display, v)] = present.as_slice() {
+        let (k, value) = lifestyle_value(f, v);
+        r.set("code", Some(loinc(code, display)))
+            .set(k, Some(value));
+    } else {
+        let comps: Vec<Json> = present
+            .iter()
+            .map(|(f, code, display, v)| {
+                let (k, value) = lifestyle_value(f, v);
+                let mut comp = json!({ "code": loinc(code, display) });
+                comp[k] = value;
+                comp
+            })
+            .collect();
+        r.set("code", Some(cc(c.title())))
+            .set("component", Some(Json::Array(comps)));
+    }
+    r.patient("subject", p).done()
+}
+
+/// A lab result as a number with an optional comparator, if it is one that reads back
+/// the same (`48`, `<2.5`; not `5.10`, whose trailing zero a JSON number loses).
+fn lab_number(result: &str) -> Option<(Option<&str>, serde_json::Number)> {
+    let (cmp, n) = ["<=", ">=", "<", ">"]
+        .iter()
+        .find_map(|c| result.strip_prefix(c).map(|n| (Some(*c), n)))
+        .unwrap_or((None, result));
+    let num: serde_json::Number = n.parse().ok()?;
+    (num.to_string() == n).then_some((cmp, num))
+}
+
+/// The FHIR Observation for an entry in lab results: the LOINC code of a common test
+/// (by its name and unit) beside the test as written, a numeric result as a UCUM
+/// `valueQuantity`, the interpretation coded.
 fn lab_results(p: &RecordId, e: &EntryId, body: &Value) -> Json {
     let t = |k: &str| text(body, k);
-    let ct = |k: &str| t(k).map(|v| cc(&v));
+    // A result whose status was not written down has status `unknown`.
     let status = match t("status").as_deref() {
         Some("preliminary") => "preliminary",
         Some("amended") => "amended",
-        _ => "final",
+        Some("final") => "final",
+        _ => "unknown",
     };
-    R::new("Observation", e)
-        .set("status", Some(status.into()))
-        .set("category", Some(json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}])))
-        .set("code", ct("test"))
-        .patient("subject", p)
-        .set("effectiveDateTime", dt(body, "collected"))
-        .set("issued", dt(body, "reported"))
-        .set(
+    let unit = t("unit");
+    let code = t("test").map(|test| {
+        let mut code = cc(&test);
+        if let Some(lab) = codes::lab_named(&test, unit.as_deref()) {
+            code["coding"] = json!([{"system": LOINC, "code": lab.code, "display": lab.display}]);
+        }
+        code
+    });
+    let result = t("result");
+    let (value_key, value) = match (result.as_deref().and_then(lab_number), &unit) {
+        (Some((cmp, n)), Some(u)) => {
+            let mut q = json!({"value": n, "unit": u, "system": UCUM, "code": u});
+            if let Some(c) = cmp {
+                q["comparator"] = c.into();
+            }
+            ("valueQuantity", Some(q))
+        }
+        _ => (
             "valueString",
-            t("result").map(|r| match t("unit") {
+            result.map(|r| match &unit {
                 Some(u) => format!("{r} {u}").into(),
                 None => r.into(),
             }),
+        ),
+    };
+    let interpretation = t("interpretation").map(|i| {
+        let code = match i.as_str() {
+            "normal" => "N",
+            "high" => "H",
+            "low" => "L",
+            "critical" => "AA",
+            _ => "A",
+        };
+        json!([{"coding": [{"system": codes::INTERPRETATION, "code": code}], "text": i}])
+    });
+    R::new("Observation", e)
+        .set("status", Some(status.into()))
+        .set(
+            "category",
+            Some(observation_categories(&Category::LabResults)),
         )
-        .set("interpretation", t("interpretation").map(|i| json!([cc(&i)])))
-        .set("referenceRange", t("reference-range").map(|r| json!([{ "text": r }])))
+        .set("code", code)
+        .patient("subject", p)
+        .set("effectiveDateTime", dt(body, "collected"))
+        .set("issued", dt(body, "reported"))
+        .set(value_key, value)
+        .set("interpretation", interpretation)
+        .set(
+            "referenceRange",
+            t("reference-range").map(|r| json!([{ "text": r }])),
+        )
         .note(body, "comment")
         .done()
 }
 
-/// The FHIR DiagnosticReport for an entry in investigations.
+/// The FHIR DiagnosticReport for an entry in investigations, its kind as the HL7 v2-0074
+/// diagnostic service section.
 fn investigations(p: &RecordId, e: &EntryId, body: &Value) -> Json {
     let t = |k: &str| text(body, k);
     let ct = |k: &str| t(k).map(|v| cc(&v));
+    let category = t("kind").map(|k| {
+        let section = codes::INVESTIGATION_KINDS
+            .iter()
+            .find(|(kind, _)| *kind == k)
+            .map_or("OTH", |(_, s)| *s);
+        json!([{"coding": [{"system": codes::V2_0074, "code": section}], "text": k}])
+    });
     R::new("DiagnosticReport", e)
         .set("status", Some("final".into()))
-        .set("category", ct("kind").map(|k| json!([k])))
+        .set("category", category)
         .set("code", ct("investigation"))
         .patient("subject", p)
         .set("effectiveDateTime", dt(body, "date"))
@@ -419,7 +592,6 @@ fn investigations(p: &RecordId, e: &EntryId, body: &Value) -> Json {
 /// The FHIR FamilyMemberHistory for an entry in family history.
 fn family_history(p: &RecordId, e: &EntryId, body: &Value) -> Json {
     let t = |k: &str| text(body, k);
-    let ct = |k: &str| t(k).map(|v| cc(&v));
     let mut cond = json!({"code": cc(&t("condition").unwrap_or_default())});
     if let Some(Value::List(m)) = body.get("genomic-markers") {
         let markers: Vec<String> = m
@@ -427,12 +599,22 @@ fn family_history(p: &RecordId, e: &EntryId, body: &Value) -> Json {
             .filter_map(Value::as_text)
             .map(str::to_owned)
             .collect();
-        cond["note"] = json!([{ "text": format!("Genomic markers: {}", markers.join(", ")) }]);
+        cond["note"] = json!([{ "text": format!("{GENOMIC_MARKERS}{}", markers.join(", ")) }]);
     }
     R::new("FamilyMemberHistory", e)
         .set("status", Some("completed".into()))
         .patient("patient", p)
-        .set("relationship", ct("relative"))
+        .set(
+            "relationship",
+            t("relative").map(|r| {
+                let mut concept = cc(&r);
+                let word = r.trim().to_lowercase();
+                if let Some((_, code)) = codes::FAMILY.iter().find(|(w, _)| *w == word) {
+                    concept["coding"] = json!([{"system": codes::ROLE_CODE, "code": code}]);
+                }
+                concept
+            }),
+        )
         .set("condition", Some(json!([cond])))
         .note(body, "comment")
         .done()
@@ -478,8 +660,8 @@ fn documents(p: &RecordId, e: &EntryId, body: &Value) -> Json {
     }
     R::new("DocumentReference", e)
         .set("status", Some("current".into()))
+        .set("type", t("description").map(|d| cc(&d)))
         .patient("subject", p)
-        .set("date", t("date").map(Json::String))
         .set("description", t("title").map(Json::String))
         .set(
             "content",
@@ -506,6 +688,11 @@ fn questionnaires(p: &RecordId, e: &EntryId, body: &Value) -> Json {
         }
     }
     R::new("QuestionnaireResponse", e)
+        .set(
+            "extension",
+            body.get("score")
+                .map(|s| json!([extension("score", s.to_json())])),
+        )
         .set("status", Some("completed".into()))
         .set("questionnaire", t("questionnaire").map(Json::String))
         .patient("subject", p)

@@ -55,6 +55,9 @@ pub const FHIR_SOURCE: &str = "fhir-source";
 /// The field keeping an imported resource's `fullUrl` in its Bundle (what other resources'
 /// references point at).
 pub const FHIR_FULL_URL: &str = "fhir-full-url";
+/// The field of an imported entry holding the warnings its validation raised (implausible
+/// values), one a line, so whoever reads the entry sees them.
+pub const FHIR_WARNINGS: &str = "fhir-warnings";
 
 /// One field as JSON: name, title, type, whether required, a description of its type, and
 /// what it allows — codes, units (with the default unit), media types and size for a file.

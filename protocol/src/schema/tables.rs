@@ -2,7 +2,9 @@
 //! archetype and FHIR types.
 
 use super::types::{CategorySchema, FieldSpec, FieldType, Range};
-use super::{FHIR_FULL_URL, FHIR_RESOURCE, FHIR_SOURCE, MAX_DOCUMENT, MAX_FHIR_JSON};
+use super::{
+    FHIR_FULL_URL, FHIR_RESOURCE, FHIR_SOURCE, FHIR_WARNINGS, MAX_DOCUMENT, MAX_FHIR_JSON,
+};
 use crate::category::Category;
 
 const fn opt(name: &'static str, title: &'static str, ty: FieldType) -> FieldSpec {
@@ -34,8 +36,9 @@ const fn range(field: &'static str, unit: &'static str, min: f64, max: f64) -> R
 
 /// The fields of an entry imported from FHIR, accepted in every built-in category that maps
 /// to a FHIR resource type: the original resource as JSON text (so that an unchanged
-/// resource exports as it came in) and the system it came from.
-pub static FHIR_FIELDS: [FieldSpec; 3] = [
+/// resource exports as it came in), the system it came from, its Bundle `fullUrl`, and the
+/// warnings its validation raised.
+pub static FHIR_FIELDS: [FieldSpec; 4] = [
     opt(
         FHIR_RESOURCE,
         "Original FHIR resource (JSON)",
@@ -45,6 +48,7 @@ pub static FHIR_FIELDS: [FieldSpec; 3] = [
     ),
     opt(FHIR_SOURCE, "Source system", TEXT),
     opt(FHIR_FULL_URL, "Full URL in the source Bundle", TEXT),
+    opt(FHIR_WARNINGS, "Warnings raised on import", LONG),
 ];
 
 const TEXT: FieldType = FieldType::Text;

@@ -565,6 +565,7 @@ fn created(base: &str, id: &str, media_type: &str, now: Timestamp) -> Response {
 pub(super) async fn create(st: AppState, req: Request) -> Result<Response, Outcome> {
     let base = base_url(req.headers());
     if is_fhir_json(req.headers()) {
+        let headers = req.headers().clone();
         let bytes = Bytes::from_request(req, &()).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 Outcome::new(
@@ -580,6 +581,7 @@ pub(super) async fn create(st: AppState, req: Request) -> Result<Response, Outco
                 Outcome::invalid(format!("cannot read the request body: {e}"))
             }
         })?;
+        let bytes = super::body_text(&headers, bytes)?;
         let resource = fhir::parse(&bytes).map_err(|e| Outcome::from_fhir(&e))?;
         let (id, media_type, now) = st
             .blocking(move |st| {

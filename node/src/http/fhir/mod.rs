@@ -3,16 +3,17 @@
 //!
 //! - `GET metadata`: the CapabilityStatement ([`capabilities`]: exactly what is served).
 //! - `GET [type]/[id]`, `GET [type]/[id]/_history[/[vid]]`, `GET [type]/_history`,
-//!   `GET [type]?…` (search by `_id`, `patient`, `category`, `code`, `date`; see
+//!   `GET [type]?…` (search by `_id`, `patient`, `subject`, `category`, `code`, `date`; see
 //!   [`search`]; pages of `_count`, default 100, with `next`/`previous` links carrying
-//!   `_offset`) and `GET Patient/[id]/$everything`, for every type entries export as
+//!   `_offset`) and `GET Patient/[id]/$everything` (paged the same way, as are both
+//!   `_history` reads; only the page delivered is audited), for every type entries export as
 //!   (`cophr_protocol::fhir`) and the derived Provenance (entry signatures), AuditEvent
 //!   (audit events; needs the audit right) and Consent (grants). A resource's id is its
 //!   item's entry id (`e-…`; the record's patient is `Patient/<record id>`); its versions
 //!   are the item's amend chain. Every read is audited like the REST API's.
 //! - `POST /fhir/r4` with a `transaction` Bundle (all or nothing: one durable write, one
-//!   audit event) or a `batch` Bundle (per entry), see `write.rs`; `POST DocumentReference`
-//!   and `POST Media` create one resource.
+//!   audit event) or a `batch` Bundle (per entry), see `write.rs`; `POST [type]` creates one
+//!   resource of any mapped type. A body is read in the charset it declares (`body_text`).
 //! - Documents ([`binary`]): a documents item is one `DocumentReference`, or a `Media` for
 //!   an image (JPEG, PNG, DICOM); a file stored apart is its attachment's `url`
 //!   `Binary/<item id>`. `GET Binary/[id][/_history/[vid]]` gives the file's bytes (or a
@@ -26,7 +27,9 @@
 //! Errors are OperationOutcomes: 400 invalid JSON or resource, 401 (the token check in
 //! [`super::auth`]), 403 refused by the record's grants, 404 unknown id, or unknown or
 //! unsupported type (`not-supported`), 405 an unsupported interaction, 410 a deleted
-//! resource, 413 too large, 415 not JSON, 422 a business rule; nothing is stored on any error.
+//! resource, 413 too large, 415 not JSON (or a charset other than UTF-8, ISO-8859-1,
+//! US-ASCII), 422 a business rule, 408 (from the request time limit) timed out; nothing is
+//! stored on any error.
 
 pub mod binary;
 pub mod resources;
@@ -34,6 +37,7 @@ pub mod search;
 mod view;
 mod write;
 
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -215,6 +219,11 @@ pub fn served_types() -> Vec<&'static str> {
     out
 }
 
+/// Whether `POST [type]` creates a resource of this type: every type mapped to a category.
+fn creatable(ty: &str) -> bool {
+    fhir::MAPPED_TYPES.contains(&ty)
+}
+
 /// What the CapabilityStatement lists for each served type.
 pub fn capabilities() -> Vec<TypeCapability> {
     served_types()
@@ -224,7 +233,7 @@ pub fn capabilities() -> Vec<TypeCapability> {
             for p in search::params_for(t) {
                 let kind = match *p {
                     "date" => "date",
-                    "patient" => "reference",
+                    "patient" | "subject" => "reference",
                     _ => "token",
                 };
                 search.push((*p, kind));
@@ -244,7 +253,7 @@ pub fn capabilities() -> Vec<TypeCapability> {
                 "history-instance",
                 "history-type",
             ];
-            if binary::DOCUMENT_TYPES.contains(&t) {
+            if creatable(t) {
                 interactions.push("create");
             }
             TypeCapability {
@@ -262,6 +271,59 @@ pub fn capabilities() -> Vec<TypeCapability> {
             }
         })
         .collect()
+}
+
+/// Charsets a FHIR JSON body may declare besides UTF-8 (the default): ISO-8859-1 (Latin-1)
+/// and US-ASCII, decoded as such.
+pub const CHARSETS: &[&str] = &[
+    "utf-8",
+    "utf8",
+    "iso-8859-1",
+    "iso8859-1",
+    "iso_8859-1",
+    "latin1",
+    "latin-1",
+    "l1",
+    "us-ascii",
+    "ascii",
+];
+
+/// A FHIR JSON request body as UTF-8: decoded from the `charset` its `Content-Type`
+/// declares (UTF-8 when none; ISO-8859-1 and US-ASCII decoded). Any other charset is
+/// refused (415) rather than read as something it is not.
+pub(crate) fn body_text(headers: &HeaderMap, bytes: Bytes) -> Result<Bytes, Outcome> {
+    let charset = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .into_iter()
+        .flat_map(|v| v.split(';').skip(1))
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase());
+    match charset.as_deref() {
+        None | Some("utf-8" | "utf8") => Ok(bytes),
+        Some("us-ascii" | "ascii") => {
+            if let Some(i) = bytes.iter().position(|b| !b.is_ascii()) {
+                return Err(Outcome::invalid(format!(
+                    "the body declares charset US-ASCII but byte {i} is not ASCII"
+                )));
+            }
+            Ok(bytes)
+        }
+        Some(c) if CHARSETS.contains(&c) => {
+            // ISO-8859-1: each byte is the code point of the same number.
+            let text: String = bytes.iter().map(|b| char::from(*b)).collect();
+            Ok(Bytes::from(text.into_bytes()))
+        }
+        Some(other) => Err(Outcome::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            format!(
+                "charset `{}` is not supported (send UTF-8, or ISO-8859-1)",
+                other.chars().take(40).collect::<String>()
+            ),
+        )),
+    }
 }
 
 /// The absolute base URL the client used (from `Host`), or the path alone.
@@ -377,7 +439,7 @@ fn route(method: &Method, path: &str) -> Result<Op, Outcome> {
             _ => Err(Outcome::not_found(format!("no such FHIR path: {path}"))),
         };
     }
-    if method == Method::POST && rest.is_empty() && binary::DOCUMENT_TYPES.contains(&ty.as_str()) {
+    if method == Method::POST && rest.is_empty() && creatable(&ty) {
         return Ok(Op::Create(ty));
     }
     let op = match rest {
@@ -392,7 +454,7 @@ fn route(method: &Method, path: &str) -> Result<Op, Outcome> {
     if method != Method::GET && method != Method::HEAD {
         let what = match &op {
             Op::Search(t) => {
-                format!("{t} (creating resources: POST a transaction Bundle to {BASE})")
+                format!("{t} (not mapped to a category: it cannot be created here)")
             }
             Op::Read(t, _) => {
                 format!("{t} instances (the record is changed through transaction Bundles)")
@@ -724,15 +786,17 @@ fn read(st: &AppState, rd: &mut Reader<'_>, op: Op, ctx: &Ctx) -> Result<Respons
             (resource_response(&r), format!("FHIR vread {ty}"))
         }
         Op::History(ty, id) => {
-            only_params(ctx, &["_format"])?;
+            let (count, offset) = page_params(ctx)?;
             let f = find_one(st, &ty, &id)?;
-            let entries = history_entries(st, ctx, &ty, &f, rd)?;
-            let total = entries.len();
-            let b = resources::bundle(
+            let entries = history_entries(st, ctx, &ty, &f)?;
+            let b = paged(
                 "history",
-                &ctx.self_link,
-                entries.into_iter().map(|(_, e)| e).collect(),
-                Some(total),
+                ctx,
+                &format!("{ty}/{id}/_history"),
+                entries,
+                count,
+                offset,
+                rd,
             );
             (
                 fhir_response(StatusCode::OK, &b),
@@ -740,20 +804,22 @@ fn read(st: &AppState, rd: &mut Reader<'_>, op: Op, ctx: &Ctx) -> Result<Respons
             )
         }
         Op::TypeHistory(ty) => {
-            only_params(ctx, &["_format"])?;
+            let (count, offset) = page_params(ctx)?;
             let records = visible_records(st)?;
             let mut entries = Vec::new();
             for f in collect(st, &records, &ty)? {
                 st.cancel().check()?;
-                entries.extend(history_entries(st, ctx, &ty, &f, rd)?);
+                entries.extend(history_entries(st, ctx, &ty, &f)?);
             }
-            entries.sort_by_key(|e| std::cmp::Reverse(e.0));
-            let total = entries.len();
-            let b = resources::bundle(
+            entries.sort_by_key(|e| std::cmp::Reverse(e.key));
+            let b = paged(
                 "history",
-                &ctx.self_link,
-                entries.into_iter().map(|(_, e)| e).collect(),
-                Some(total),
+                ctx,
+                &format!("{ty}/_history"),
+                entries,
+                count,
+                offset,
+                rd,
             );
             (
                 fhir_response(StatusCode::OK, &b),
@@ -772,9 +838,18 @@ fn read(st: &AppState, rd: &mut Reader<'_>, op: Op, ctx: &Ctx) -> Result<Respons
             return Err(Outcome::not_found("not a read"))
         }
         Op::Everything(id) => {
-            only_params(ctx, &["_format"])?;
+            let (count, offset) = page_params(ctx)?;
             let patient = find_one(st, "Patient", &id)?;
-            let b = everything(st, ctx, &patient, rd)?;
+            let entries = everything(st, ctx, &patient)?;
+            let b = paged(
+                "searchset",
+                ctx,
+                &format!("Patient/{id}/$everything"),
+                entries,
+                count,
+                offset,
+                rd,
+            );
             (
                 fhir_response(StatusCode::OK, &b),
                 "FHIR Patient/$everything".to_owned(),
@@ -799,8 +874,73 @@ fn item_versions(
     })?)
 }
 
-/// A history Bundle entry, keyed by (time, version) for merging.
-type HistoryEntry = ((Timestamp, usize), Json);
+/// One Bundle entry of a paged read (history or `$everything`): its sort key, the entry,
+/// and what reading it reveals (audited only for the page delivered).
+struct PageEntry {
+    key: (Timestamp, usize),
+    entry: Json,
+    record: RecordId,
+    entries: Vec<EntryId>,
+    audit_read: bool,
+}
+
+/// `_count` (default [`search::DEFAULT_COUNT`], at most [`search::MAX_COUNT`]) and
+/// `_offset` of a paged read that takes no other parameter than `_format`.
+fn page_params(ctx: &Ctx) -> Result<(usize, usize), Outcome> {
+    only_params(ctx, &["_format", "_count", "_offset"])?;
+    let num = |name: &str| -> Result<Option<usize>, Outcome> {
+        match ctx.query.iter().find(|(k, _)| k == name) {
+            Some((_, v)) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| Outcome::invalid(format!("`{name}` must be a non-negative integer"))),
+            None => Ok(None),
+        }
+    };
+    let count = num("_count")?
+        .unwrap_or(search::DEFAULT_COUNT)
+        .min(search::MAX_COUNT);
+    Ok((count, num("_offset")?.unwrap_or(0)))
+}
+
+/// A Bundle of one page of `entries` (`_count` from `_offset`) with `self`, `next` and
+/// `previous` links (to `path` under the base) and the `total`; only the page is audited.
+fn paged(
+    kind: &str,
+    ctx: &Ctx,
+    path: &str,
+    entries: Vec<PageEntry>,
+    count: usize,
+    offset: usize,
+    rd: &mut Reader<'_>,
+) -> Json {
+    let total = entries.len();
+    let page: Vec<Json> = entries
+        .into_iter()
+        .skip(offset)
+        .take(count)
+        .map(|p| {
+            saw(rd, p.record, &p.entries, p.audit_read);
+            p.entry
+        })
+        .collect();
+    let mut b = resources::bundle(kind, &ctx.self_link, page, Some(total));
+    let link = |relation: &str, offset: usize| {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("_count", &count.to_string());
+        q.append_pair("_offset", &offset.to_string());
+        json!({"relation": relation, "url": format!("{}/{path}?{}", ctx.base, q.finish())})
+    };
+    if let Some(links) = b["link"].as_array_mut() {
+        if count > 0 && offset.saturating_add(count) < total {
+            links.push(link("next", offset + count));
+        }
+        if offset > 0 {
+            links.push(link("previous", offset.saturating_sub(count)));
+        }
+    }
+    b
+}
 
 /// History bundle entries of one resource, newest first.
 fn history_entries(
@@ -808,26 +948,25 @@ fn history_entries(
     ctx: &Ctx,
     ty: &str,
     f: &Found,
-    rd: &mut Reader<'_>,
-) -> Result<Vec<HistoryEntry>, Outcome> {
+) -> Result<Vec<PageEntry>, Outcome> {
     let url = full_url(ctx, ty, &f.id);
     let Some(item) = f.item else {
-        saw(rd, f.record, &f.entries, f.audit_read);
         let Some(r) = &f.resource else {
             return Ok(Vec::new());
         };
-        return Ok(vec![(
-            (f.updated, 1),
-            json!({"fullUrl": url, "resource": r,
+        return Ok(vec![PageEntry {
+            key: (f.updated, 1),
+            entry: json!({"fullUrl": url, "resource": r,
                    "request": {"method": "POST", "url": ty},
                    "response": {"status": "201 Created", "etag": "W/\"1\"",
                                 "lastModified": resources::instant(f.updated)}}),
-        )]);
+            record: f.record,
+            entries: f.entries.clone(),
+            audit_read: f.audit_read,
+        }]);
     };
     let vs = item_versions(st, &f.record, &item, &f.id)?;
-    let ids: Vec<EntryId> = vs.iter().map(|v| v.entry).collect();
-    saw(rd, f.record, &ids, false);
-    let mut out: Vec<HistoryEntry> = vs
+    let mut out: Vec<PageEntry> = vs
         .iter()
         .map(|v| {
             let (method, req_url, status) = match (&v.resource, v.n) {
@@ -844,7 +983,13 @@ fn history_entries(
             if let Some(r) = &v.resource {
                 e["resource"] = r.clone();
             }
-            ((v.time, v.n), e)
+            PageEntry {
+                key: (v.time, v.n),
+                entry: e,
+                record: f.record,
+                entries: vec![item, v.entry],
+                audit_read: false,
+            }
         })
         .collect();
     out.reverse();
@@ -913,32 +1058,30 @@ fn search_bundle(
     Ok(b)
 }
 
-fn everything(
-    st: &AppState,
-    ctx: &Ctx,
-    patient: &Found,
-    rd: &mut Reader<'_>,
-) -> Result<Json, Outcome> {
+/// The patient's compartment, the patient first, as page entries.
+fn everything(st: &AppState, ctx: &Ctx, patient: &Found) -> Result<Vec<PageEntry>, Outcome> {
     let mut entries = Vec::new();
-    let all = collect_types(st, &[patient.record], &served_types())?;
+    // Audit events last (oldest first): the reads of earlier pages add events, which then
+    // come after every page already delivered, so the offsets of the rest stay put.
+    let mut types = served_types();
+    types.retain(|t| *t != "AuditEvent");
+    types.push("AuditEvent");
+    let all = collect_types(st, &[patient.record], &types)?;
     let others = all
         .into_iter()
         .filter(|f| !(f.ty == "Patient" && f.id == patient.id));
     for f in std::iter::once(patient.clone()).chain(others) {
         st.cancel().check()?;
         if let Some(r) = f.resource {
-            saw(rd, f.record, &f.entries, f.audit_read);
-            entries.push(
-                json!({"fullUrl": full_url(ctx, &f.ty, &f.id), "resource": r,
-                                "search": {"mode": "match"}}),
-            );
+            entries.push(PageEntry {
+                key: (f.updated, f.version),
+                entry: json!({"fullUrl": full_url(ctx, &f.ty, &f.id), "resource": r,
+                              "search": {"mode": "match"}}),
+                record: f.record,
+                entries: f.entries,
+                audit_read: f.audit_read,
+            });
         }
     }
-    let total = entries.len();
-    Ok(resources::bundle(
-        "searchset",
-        &ctx.self_link,
-        entries,
-        Some(total),
-    ))
+    Ok(entries)
 }

@@ -175,6 +175,23 @@ pub fn outcome(severity: &str, code: &str, diagnostics: &str) -> Value {
     })
 }
 
+/// An OperationOutcome of warnings raised by a write that was stored (implausible values),
+/// one issue per warning (`path: message`, as kept in the entry's `fhir-warnings`), each
+/// with its element as `expression`.
+pub fn warnings_outcome(warnings: &str) -> Value {
+    let issues: Vec<Value> = warnings
+        .lines()
+        .map(|w| {
+            let mut issue = json!({"severity": "warning", "code": "value", "diagnostics": w});
+            if let Some((path, _)) = w.split_once(": ") {
+                issue["expression"] = json!([path]);
+            }
+            issue
+        })
+        .collect();
+    json!({"resourceType": "OperationOutcome", "issue": issues})
+}
+
 /// An OperationOutcome for a success (used in batch/transaction responses).
 pub fn ok_outcome(diagnostics: &str) -> Value {
     outcome("information", "informational", diagnostics)

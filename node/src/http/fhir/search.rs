@@ -82,7 +82,7 @@ impl Token {
 pub struct Search {
     /// `_id`: resource ids (any of).
     pub ids: Vec<String>,
-    /// `patient`: record ids (any of).
+    /// `patient` or `subject`: record ids (any of).
     pub patients: Vec<String>,
     /// `category`: any of these tokens, per occurrence (all occurrences must match).
     pub categories: Vec<Vec<Token>>,
@@ -125,9 +125,26 @@ pub fn params_for(resource_type: &str) -> &'static [&'static str] {
         "Patient" => &[],
         "Provenance" | "AuditEvent" | "Consent" => &["patient", "date"],
         "Practitioner" => &["patient"],
+        t if SUBJECT_TYPES.contains(&t) => &["patient", "subject", "category", "code", "date"],
         _ => &["patient", "category", "code", "date"],
     }
 }
+
+/// The served types with a `subject` search parameter in FHIR R4 (their subject is the
+/// record's patient: `subject=Patient/<record id>` is `patient=<record id>`).
+pub const SUBJECT_TYPES: &[&str] = &[
+    "Observation",
+    "Condition",
+    "Procedure",
+    "MedicationStatement",
+    "MedicationRequest",
+    "DiagnosticReport",
+    "DocumentReference",
+    "Media",
+    "QuestionnaireResponse",
+    "Flag",
+    "Communication",
+];
 
 /// Parses the query pairs for a search on `resource_type`.
 pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<Search, SearchError> {
@@ -164,11 +181,14 @@ pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<Search, 
                     .map_err(|_| invalid("expected a non-negative integer"))?;
             }
             "_id" => s.ids.extend(split(value)),
-            "patient" if allowed.contains(&"patient") => {
+            "patient" | "subject" if allowed.contains(&base) => {
                 for v in split(value) {
                     let id = v.strip_prefix("Patient/").unwrap_or(&v);
                     if id.is_empty() {
                         return Err(invalid("empty reference"));
+                    }
+                    if id.contains('/') {
+                        return Err(invalid("only a Patient (the record) can be a subject here"));
                     }
                     s.patients.push(id.to_owned());
                 }

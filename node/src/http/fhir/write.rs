@@ -171,6 +171,7 @@ pub(super) async fn bundle(st: AppState, req: Request) -> Result<Response, Outco
         ));
     }
     let base = base_url(req.headers());
+    let headers = req.headers().clone();
     let bytes = Bytes::from_request(req, &()).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Outcome::new(
@@ -185,6 +186,7 @@ pub(super) async fn bundle(st: AppState, req: Request) -> Result<Response, Outco
             Outcome::invalid(format!("cannot read the request body: {e}"))
         }
     })?;
+    let bytes = super::body_text(&headers, bytes)?;
     let bundle = fhir::parse(&bytes).map_err(|e| Outcome::from_fhir(&e))?;
     let kind = fhir::bundle_type(&bundle).map_err(|e| Outcome::from_fhir(&e))?;
     let transaction = match kind {
@@ -589,7 +591,7 @@ fn created(st: &AppState, base: &str, plan: &Plan, entry: EntryId) -> Json {
             .unwrap_or(fallback)
     };
     let amend = matches!(plan.payload, Payload::Amend { .. });
-    json!({
+    let mut made = json!({
         "fullUrl": format!("{base}/{}/{id}", plan.resource_type),
         "response": {
             "status": if amend { "200 OK" } else { "201 Created" },
@@ -597,7 +599,18 @@ fn created(st: &AppState, base: &str, plan: &Plan, entry: EntryId) -> Json {
             "etag": format!("W/\"{version}\""),
             "lastModified": resources::instant(updated),
         }
-    })
+    });
+    // Warnings the import raised (implausible values, kept in the entry) are shown.
+    let warnings = match &plan.payload {
+        Payload::Create { body, .. } | Payload::Amend { body, .. } => {
+            body.get(schema::FHIR_WARNINGS).and_then(Value::as_text)
+        }
+        _ => None,
+    };
+    if let Some(w) = warnings {
+        made["response"]["outcome"] = resources::warnings_outcome(w);
+    }
+    made
 }
 
 /// The item an entry written by `plan` belongs to (the entry for a create).
@@ -904,6 +917,7 @@ pub(super) async fn create(st: AppState, req: Request, ty: String) -> Result<Res
         ));
     }
     let base = base_url(req.headers());
+    let headers = req.headers().clone();
     let bytes = Bytes::from_request(req, &()).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Outcome::new(
@@ -919,6 +933,7 @@ pub(super) async fn create(st: AppState, req: Request, ty: String) -> Result<Res
             Outcome::invalid(format!("cannot read the request body: {e}"))
         }
     })?;
+    let bytes = super::body_text(&headers, bytes)?;
     let resource = fhir::parse(&bytes).map_err(|e| Outcome::from_fhir(&e))?;
     if resource["resourceType"] != ty.as_str() {
         return Err(Outcome::invalid(format!("POST {ty} takes a {ty} resource")));
@@ -929,6 +944,15 @@ pub(super) async fn create(st: AppState, req: Request, ty: String) -> Result<Res
         method: Some("POST".into()),
         resource,
     };
+    // `Prefer: return=OperationOutcome` answers with the outcome (warnings included)
+    // instead of the resource.
+    let outcome_wanted = headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split([';', ','])
+                .any(|p| p.trim().eq_ignore_ascii_case("return=OperationOutcome"))
+        });
     let (record, location, body) = st
         .blocking(move |st| {
             Ok((|| {
@@ -952,6 +976,13 @@ pub(super) async fn create(st: AppState, req: Request, ty: String) -> Result<Res
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
+                if outcome_wanted {
+                    let outcome = made["response"]
+                        .get("outcome")
+                        .cloned()
+                        .unwrap_or_else(|| resources::ok_outcome("created"));
+                    return Ok::<_, Outcome>((p.record, format!("{base}/{location}"), outcome));
+                }
                 // What the writer sent, as it now reads (its own write: not a view).
                 let resource = collect(st, &[p.record], &p.resource_type)?
                     .into_iter()

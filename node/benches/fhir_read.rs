@@ -1,0 +1,204 @@
+//! FHIR read latency against record size (issue 16): the first page of
+//! `Patient/$everything` (target ≤ 200 ms at 100,000 entries), searches by code, date and
+//! patient (target ≤ 20 ms median), and the first page of `Provenance`, each the median of a
+//! few requests through the node's router (audit event and all), on records of vital-signs
+//! entries (blood pressures) with one in four an imported FHIR heart rate.
+//!
+//! Run: `cargo bench -p cophr-node --bench fhir_read` (sizes 1,000 and 10,000;
+//! `COPHR_BENCH_FHIR_READ_SIZES=1000,10000,100000` for more, `COPHR_BENCH_FHIR_READ_RUNS`
+//! requests per figure, default 5). Prints each median and its ratio to the target.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use cophr_node::http::{router, AppState};
+use cophr_node::store::{BatchInfo, Store, MAX_WRITE_ALL};
+use cophr_protocol::audit::Action;
+use cophr_protocol::fhir;
+use cophr_protocol::testkit::{bp, key, profile};
+use cophr_protocol::{Category, Payload};
+use serde_json::{json, Value as Json};
+use tower::ServiceExt;
+
+const TOKEN: &str = "benchtoken";
+const T0: u64 = 1_700_000_000_000;
+
+/// One measured request.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    /// Entries in the record.
+    pub size: usize,
+    /// What was asked.
+    pub what: &'static str,
+    /// Median latency.
+    pub median: Duration,
+    /// The target.
+    pub target: Duration,
+    /// Entries in the answer.
+    pub entries: usize,
+}
+
+fn heart_rate(i: usize) -> Json {
+    json!({"resourceType": "Observation", "id": format!("hr-{i}"), "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+        "effectiveDateTime": format!("2025-{:02}-{:02}T10:00:00Z", 1 + i % 12, 1 + i % 28),
+        "valueQuantity": {"value": 50 + (i % 60), "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}})
+}
+
+/// A store with one record of `size` entries; the router serving it as the patient.
+pub fn record(size: usize) -> (tempfile::TempDir, axum::Router, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = Store::open(&dir.path().join("store"), key(1, "node")).expect("open");
+    let patient = key(2, "patient");
+    store
+        .create_record(&patient, profile("George", "patient", None), T0, None)
+        .expect("record");
+    let mut written = 0;
+    let mut t = T0 + 1000;
+    while written < size {
+        let n = (size - written).min(MAX_WRITE_ALL - 8);
+        let payloads = (written..written + n)
+            .map(|i| {
+                let body = if i % 4 == 0 {
+                    fhir::import(&heart_rate(i), Some("bench"))
+                        .expect("import")
+                        .body
+                } else {
+                    bp(100 + (i % 60) as i64, 60 + (i % 30) as i64)
+                };
+                Payload::Create {
+                    category: Category::VitalSigns,
+                    body,
+                }
+            })
+            .collect();
+        store
+            .write_all(
+                &patient.actor(),
+                &patient,
+                payloads,
+                BatchInfo {
+                    action: Action::Add,
+                    detail: None,
+                },
+                t,
+                None,
+            )
+            .expect("write");
+        written += n;
+        t += 1000;
+    }
+    let rid = patient.actor().to_string();
+    let state = AppState::new(
+        store,
+        patient,
+        profile("George", "patient", None),
+        None,
+        TOKEN.into(),
+    )
+    .with_clock(move || t + 10_000)
+    .with_request_timeout(Duration::from_secs(3600));
+    (dir, router(state), rid)
+}
+
+async fn get(app: &axum::Router, uri: &str) -> (Duration, usize) {
+    let req = Request::get(uri)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("host", "localhost")
+        .body(Body::empty())
+        .expect("request");
+    let start = Instant::now();
+    let resp = app.clone().oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let took = start.elapsed();
+    assert_eq!(status, StatusCode::OK, "{uri}");
+    let b: Json = serde_json::from_slice(&bytes).expect("json");
+    (took, b["entry"].as_array().map_or(0, Vec::len))
+}
+
+/// Measures every read at each size.
+pub fn run(sizes: &[usize], runs: usize) -> Vec<Figure> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut out = Vec::new();
+    for &size in sizes {
+        let (_dir, app, rid) = record(size);
+        let reads: [(&'static str, String, u64); 5] = [
+            (
+                "$everything, first page of 100",
+                format!("/fhir/r4/Patient/{rid}/$everything?_count=100"),
+                200,
+            ),
+            (
+                "search by code",
+                "/fhir/r4/Observation?code=http://loinc.org|8867-4&_count=100".into(),
+                20,
+            ),
+            (
+                "search by date",
+                "/fhir/r4/Observation?date=ge2025-05-01&date=lt2025-06-01&_count=100".into(),
+                20,
+            ),
+            (
+                "search by patient",
+                format!("/fhir/r4/Observation?patient={rid}&_count=100"),
+                20,
+            ),
+            (
+                "Provenance, first page of 100",
+                "/fhir/r4/Provenance?_count=100".into(),
+                200,
+            ),
+        ];
+        for (what, uri, target_ms) in reads {
+            let mut times = Vec::new();
+            let mut entries = 0;
+            for _ in 0..runs.max(1) {
+                let (t, n) = rt.block_on(get(&app, &uri));
+                times.push(t);
+                entries = n;
+            }
+            times.sort();
+            out.push(Figure {
+                size,
+                what,
+                median: times[times.len() / 2],
+                target: Duration::from_millis(target_ms),
+                entries,
+            });
+        }
+    }
+    out
+}
+
+#[allow(dead_code)]
+fn main() {
+    let sizes: Vec<usize> = std::env::var("COPHR_BENCH_FHIR_READ_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1000, 10_000]);
+    let runs = std::env::var("COPHR_BENCH_FHIR_READ_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    println!("| entries | read | median | target | ratio | entries returned |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    for f in run(&sizes, runs) {
+        println!(
+            "| {} | {} | {:.1} ms | {} ms | {:.2} | {} |",
+            f.size,
+            f.what,
+            f.median.as_secs_f64() * 1000.0,
+            f.target.as_millis(),
+            f.median.as_secs_f64() / f.target.as_secs_f64(),
+            f.entries
+        );
+    }
+}
