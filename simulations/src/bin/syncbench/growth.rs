@@ -382,11 +382,18 @@ fn panel(s: &mut String, ox: f64, oy: f64, xs: &[f64], p: &Panel<'_>) {
         r##"<polyline points="{}" fill="none" stroke="#1f77b4" stroke-width="2"/>"##,
         path.join(" ")
     );
-    for ((x, y), v) in pts.iter().zip(p.values.iter().filter(|v| **v > 0.0)) {
+    let last = pts.len().saturating_sub(1);
+    for (i, ((x, y), v)) in pts
+        .iter()
+        .zip(p.values.iter().filter(|v| **v > 0.0))
+        .enumerate()
+    {
+        // The last point's label goes to its left, inside the panel.
+        let (dx, anchor) = if i == last && i > 0 { (-5.0, "end") } else { (4.0, "start") };
         let _ = write!(
             s,
-            r##"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="#1f77b4"><title>{v:.1}</title></circle><text x="{:.1}" y="{:.1}" font-size="9" fill="#1f77b4">{}</text>"##,
-            x + 4.0,
+            r##"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="#1f77b4"><title>{v:.1}</title></circle><text x="{:.1}" y="{:.1}" font-size="9" fill="#1f77b4" text-anchor="{anchor}">{}</text>"##,
+            x + dx,
             y - 4.0,
             if *v >= 100.0 {
                 format!("{v:.0}")
