@@ -163,6 +163,11 @@ async fn send(
         .oneshot(b.body(Body::from(body)).unwrap())
         .await
         .unwrap();
+    answer(resp).await
+}
+
+/// A response's status, headers and JSON body (`null` when the body is not JSON).
+async fn answer(resp: axum::response::Response) -> (StatusCode, HeaderMap, Json) {
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
@@ -1774,16 +1779,7 @@ async fn post_to(
         .oneshot(b.body(Body::from(body)).unwrap())
         .await
         .unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_slice(&bytes).unwrap_or(Json::Null),
-    )
+    answer(resp).await
 }
 
 #[tokio::test]

@@ -33,6 +33,7 @@ pub mod sweep;
 mod trace;
 
 pub use city::CityFigures;
+pub use plot::esc as svg_escape;
 pub use report::{Report, Sample, Window};
 
 /// Virtual time: milliseconds since the start of a run.

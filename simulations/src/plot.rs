@@ -11,7 +11,8 @@ const RIGHT: f64 = 30.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 80.0;
 
-fn esc(s: &str) -> String {
+/// `s` escaped for SVG text and attributes.
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

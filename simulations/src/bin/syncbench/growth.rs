@@ -22,6 +22,8 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use cophr_simulations::svg_escape as esc;
+
 use super::{cached, load_average, machine, median, num, traffic, Machine, Proc, T0};
 
 /// New entries in the catch-up measured at each size.
@@ -274,12 +276,6 @@ fn svg(r: &GrowthReport) -> String {
     s
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 /// Decades covering `lo..=hi` (positive), as exponents.
 fn decades(lo: f64, hi: f64) -> (i32, i32) {
     let a = lo.max(1e-3).log10().floor() as i32;
@@ -389,7 +385,11 @@ fn panel(s: &mut String, ox: f64, oy: f64, xs: &[f64], p: &Panel<'_>) {
         .enumerate()
     {
         // The last point's label goes to its left, inside the panel.
-        let (dx, anchor) = if i == last && i > 0 { (-5.0, "end") } else { (4.0, "start") };
+        let (dx, anchor) = if i == last && i > 0 {
+            (-5.0, "end")
+        } else {
+            (4.0, "start")
+        };
         let _ = write!(
             s,
             r##"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="#1f77b4"><title>{v:.1}</title></circle><text x="{:.1}" y="{:.1}" font-size="9" fill="#1f77b4" text-anchor="{anchor}">{}</text>"##,
