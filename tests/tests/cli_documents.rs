@@ -155,3 +155,117 @@ fn cophr_repair_deletes_documents_no_record_names_and_keeps_the_rest() {
         std::fs::read(&letter).unwrap()
     );
 }
+
+#[test]
+fn a_fhir_export_carries_each_documents_file_as_a_binary_it_links() {
+    use data_encoding::BASE64;
+    use serde_json::Value;
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    let files = tempfile::tempdir().unwrap();
+    let path = |name: &str| files.path().join(name).to_str().unwrap().to_owned();
+    // Larger than a resource other than a Binary may be (1 MiB of JSON).
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.extend((0..1_200_000u32).map(|i| (i % 251) as u8));
+    std::fs::write(path("letter.pdf"), &pdf).unwrap();
+    let letter = george.json(&["attach", &path("letter.pdf"), "--title", "Clinic letter"]);
+    let letter = letter["entry"].as_str().unwrap().to_owned();
+    // The same file twice: one Binary in a Bundle.
+    george.json(&[
+        "attach",
+        &path("letter.pdf"),
+        "--title",
+        "Copy of the letter",
+    ]);
+
+    // A Bundle: the attachment's url is the fullUrl of a Binary entry holding the bytes.
+    george.ok(&["fhir", "export", "-o", &path("bundle.json")]);
+    let bundle: Value =
+        serde_json::from_slice(&std::fs::read(path("bundle.json")).unwrap()).unwrap();
+    let entries = bundle["entry"].as_array().unwrap();
+    let docs: Vec<&Value> = entries
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == "DocumentReference")
+        .collect();
+    assert_eq!(docs.len(), 2);
+    let binaries: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "Binary")
+        .collect();
+    assert_eq!(binaries.len(), 2);
+    let mut linked = std::collections::BTreeSet::new();
+    for d in &docs {
+        let url = d["content"][0]["attachment"]["url"].as_str().unwrap();
+        assert!(url.starts_with("urn:uuid:"), "{url}");
+        let b = binaries
+            .iter()
+            .find(|b| b["fullUrl"] == url)
+            .expect("the Binary the attachment names");
+        assert_eq!(b["resource"]["contentType"], "application/pdf");
+        let data = BASE64
+            .decode(b["resource"]["data"].as_str().unwrap().as_bytes())
+            .unwrap();
+        assert_eq!(data, pdf);
+        linked.insert(url.to_owned());
+    }
+    assert_eq!(linked.len(), 2, "each document its own Binary");
+
+    // NDJSON: Binary.ndjson beside DocumentReference.ndjson, each `Binary/<id>` resolving.
+    let dir = path("ndjson");
+    george.ok(&["fhir", "export", "--ndjson", &dir]);
+    let read = |name: &str| -> Vec<Value> {
+        std::fs::read_to_string(files.path().join("ndjson").join(name))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let binaries = read("Binary.ndjson");
+    assert_eq!(binaries.len(), 2);
+    for d in read("DocumentReference.ndjson") {
+        let url = d["content"][0]["attachment"]["url"].as_str().unwrap();
+        let id = url.strip_prefix("Binary/").expect("a Binary reference");
+        let b = binaries.iter().find(|b| b["id"] == id).expect("its Binary");
+        let data = BASE64
+            .decode(b["data"].as_str().unwrap().as_bytes())
+            .unwrap();
+        assert_eq!(data, pdf);
+    }
+    assert!(binaries.iter().any(|b| b["id"] == letter.as_str()));
+
+    // Imported on another node, from the Bundle and from the NDJSON folder: each
+    // DocumentReference's entry names its file, which downloads byte for byte.
+    for (input, what) in [(path("bundle.json"), "bundle"), (dir.clone(), "ndjson")] {
+        let other = Person::new("Other Node", "patient", None);
+        other.ok(&["record", "create"]);
+        let report = other.json(&["fhir", "import", &input]);
+        assert_eq!(report["binaries"], 2, "{what}: {report}");
+        let docs: Vec<String> = report["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["resourceType"] == "DocumentReference")
+            .map(|e| e["entry"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(docs.len(), 2, "{what}: {report}");
+        for (n, d) in docs.iter().enumerate() {
+            let saved = path(&format!("{what}-{n}.pdf"));
+            other.ok(&["download", d, "-o", &saved]);
+            assert_eq!(std::fs::read(&saved).unwrap(), pdf, "{what}");
+        }
+    }
+
+    // A Binary whose data is not what its contentType says is refused, naming it.
+    let mut bundle = bundle.clone();
+    for e in bundle["entry"].as_array_mut().unwrap() {
+        if e["resource"]["resourceType"] == "Binary" {
+            e["resource"]["contentType"] = "image/png".into();
+        }
+    }
+    std::fs::write(path("lying.json"), serde_json::to_vec(&bundle).unwrap()).unwrap();
+    let other = Person::new("Third Node", "patient", None);
+    other.ok(&["record", "create"]);
+    let err = other.fails(5, &["fhir", "import", &path("lying.json")]);
+    assert!(err.contains("Binary.contentType"), "{err}");
+}

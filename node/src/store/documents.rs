@@ -373,6 +373,106 @@ pub struct DocumentsRepaired {
     pub set_aside: Vec<(BlobHash, u64)>,
 }
 
+/// A document received and stored: its reference, its media type recognised from its
+/// content, and what a DICOM file's header says.
+#[derive(Debug)]
+pub struct Received {
+    /// The reference an entry's `file` field carries.
+    pub file: DocumentFile,
+    /// The media type found in its content.
+    pub media_type: &'static str,
+    /// A DICOM file's header.
+    pub dicom: Option<crate::dicom::DicomHeader>,
+}
+
+impl Received {
+    /// The fields a documents entry takes from its file: `file`, `media-type` and the
+    /// DICOM header's fields.
+    pub fn fields(&self) -> std::collections::BTreeMap<String, cophr_protocol::Value> {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("file".into(), self.file.to_value());
+        m.insert(
+            "media-type".into(),
+            cophr_protocol::Value::Text(self.media_type.into()),
+        );
+        if let Some(h) = &self.dicom {
+            h.fill(&mut m);
+        }
+        m
+    }
+}
+
+/// Why a received document was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Upload {
+    /// Not a file of an accepted type.
+    #[error("not a file of an accepted type, as far as its content shows")]
+    Type,
+    /// Not the media type declared (declared, found).
+    #[error("the file is {1}, not {0}")]
+    Declared(String, &'static str),
+    /// The store or the body failed.
+    #[error("the file was not stored: {0}")]
+    Failed(String),
+}
+
+/// Recognises a file from its first bytes (`head`, at least
+/// [`cophr_protocol::schema::SNIFF_BYTES`] of it or all of it; a `declared` type must
+/// agree) and reads a DICOM header from `rest` when it is one; then seals the whole file
+/// into the blob store, never whole in memory. `size` is the file's length. No entry
+/// names it yet.
+pub fn import_recognised(
+    store: &Store,
+    mut head: Vec<u8>,
+    mut rest: impl Read,
+    size: u64,
+    declared: Option<String>,
+) -> Result<Received, Upload> {
+    let found = cophr_protocol::schema::sniff(&head).ok_or(Upload::Type)?;
+    if let Some(declared) = declared.filter(|d| d != found) {
+        return Err(Upload::Declared(declared, found));
+    }
+    // A DICOM file's header (what it says it holds) comes from its first bytes.
+    let dicom = if found == "application/dicom" {
+        let more = crate::dicom::MAX_HEADER_BYTES.saturating_sub(head.len()) as u64;
+        (&mut rest)
+            .take(more)
+            .read_to_end(&mut head)
+            .map_err(|e| Upload::Failed(e.to_string()))?;
+        crate::dicom::DicomHeader::read(&head)
+    } else {
+        None
+    };
+    let file = store
+        .import_document(
+            std::io::Cursor::new(head).chain(rest),
+            size,
+            &mut rand_core::OsRng,
+        )
+        .map_err(|e| Upload::Failed(e.to_string()))?;
+    Ok(Received {
+        file,
+        media_type: found,
+        dicom,
+    })
+}
+
+/// [`import_recognised`] of a document held in memory (a FHIR `Binary`'s decoded data).
+pub fn import_recognised_bytes(
+    store: &Store,
+    bytes: &[u8],
+    declared: Option<String>,
+) -> Result<Received, Upload> {
+    let cut = bytes.len().min(cophr_protocol::schema::SNIFF_BYTES);
+    import_recognised(
+        store,
+        bytes[..cut].to_vec(),
+        &bytes[cut..],
+        bytes.len() as u64,
+        declared,
+    )
+}
+
 /// What one step of [`Store::scrub_documents`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scrubbed {

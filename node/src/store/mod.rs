@@ -35,8 +35,9 @@ pub use snapshots::{MAX_SNAPSHOT_BYTES, SNAPSHOT_MIN_NEW};
 pub use cache::{CacheLimits, Loaded};
 pub use documents::{
     check_documents, document_file_name, documents_dir, DocumentReader, DocumentsChecked,
-    DocumentsExported, DocumentsRepaired, Scrubbed, SealingReader,
+    DocumentsExported, DocumentsRepaired, Received, Scrubbed, SealingReader, Upload,
 };
+pub use documents::{import_recognised, import_recognised_bytes};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -170,6 +170,18 @@ pub fn link_file(resource: &mut Json, id: &str, category: &Category, body: &Valu
     }
 }
 
+/// Points an exported documents resource's attachment at `url` (e.g. a Bundle's
+/// `urn:uuid:` of the `Binary` carrying the file). Returns whether it had an attachment.
+pub fn set_attachment_url(resource: &mut Json, url: &str) -> bool {
+    match attachment_mut(resource) {
+        Some(att) => {
+            att.insert("url".into(), url.into());
+            true
+        }
+        None => false,
+    }
+}
+
 /// Decodes a FHIR `base64Binary` (which may hold whitespace between its groups).
 pub(crate) fn base64(data: &str) -> Option<Vec<u8>> {
     if data.bytes().any(|b| b.is_ascii_whitespace()) {

@@ -90,8 +90,8 @@ use std::collections::BTreeMap;
 use serde_json::Value as Json;
 
 pub use attach::{
-    attachment_of, binary, binary_of, link_file, local_binary, BinaryLink, DICOM_SYSTEM,
-    IMAGE_TYPES, MAX_BINARY_JSON, MEDIA_TYPE_SYSTEM,
+    attachment_of, binary, binary_of, link_file, local_binary, set_attachment_url, BinaryLink,
+    DICOM_SYSTEM, IMAGE_TYPES, MAX_BINARY_JSON, MEDIA_TYPE_SYSTEM,
 };
 pub use error::FhirError;
 pub use ingest::{
@@ -677,8 +677,12 @@ pub fn full_url(entry: &EntryId, body: &Value) -> String {
     if let Some(u) = body.get(FHIR_FULL_URL).and_then(Value::as_text) {
         return u.to_owned();
     }
-    let b = entry.as_bytes();
-    let hex: String = b[..16].iter().map(|x| format!("{x:02x}")).collect();
+    urn_uuid(entry.as_bytes())
+}
+
+/// A `urn:uuid:` made of the first 16 of `bytes` (an id or hash of at least 16 bytes).
+pub fn urn_uuid(bytes: &[u8; 32]) -> String {
+    let hex: String = bytes[..16].iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "urn:uuid:{}-{}-{}-{}-{}",
         &hex[..8],

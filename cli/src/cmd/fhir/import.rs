@@ -38,6 +38,9 @@ const MAX_LISTED: usize = 20;
 /// Most refused resources (each with its OperationOutcome), skipped resources and stored
 /// entries listed one by one in the JSON report; beyond, only counted.
 pub const MAX_REPORTED: usize = 10_000;
+/// Most Binary resources one import stores (each a document file stored apart, linked by
+/// its fullUrl and `Binary/<id>`).
+pub const MAX_BINARIES: usize = 100_000;
 
 const IMPORT_HELP: &str = "Reads Bundles (transaction, batch, collection, document, \
 searchset), single resources (.json), NDJSON files (.ndjson, one resource a line) and \
@@ -47,9 +50,12 @@ stored in durable writes of at most 1000 resources.
 Each resource becomes an entry signed by you, keeping the original resource (so it exports as \
 it came in) and its source system. Mapped types go to their category; every other type \
 (Encounter, Practitioner, Organization, Medication, Provenance, Claim, …) is kept whole in \
-its own category ext:fhir/<type> (e.g. ext:fhir/encounter). Bundle, Binary, OperationOutcome \
-and Parameters resources, and files in a directory that are not FHIR (a bulk export's \
-log.ndjson), are skipped with a note.
+its own category ext:fhir/<type> (e.g. ext:fhir/encounter). A Binary resource's file is \
+stored apart (sealed, its type checked against its content) and becomes the file of the \
+DocumentReference or Media whose attachment url names it (the Binary's fullUrl, or \
+Binary/<id>), as `cophr fhir export` writes them. Bundle, OperationOutcome and Parameters \
+resources, and files in a directory that are not FHIR (a bulk export's log.ndjson), are \
+skipped with a note.
 
 One patient per record: resources about another patient than the record's (by the Patient \
 resource, its identifiers such as the NHS number, and the subject/patient references to it) \
@@ -240,6 +246,8 @@ struct Report {
     other_patients: BTreeMap<String, usize>,
     entries: Vec<Json>,
     read: usize,
+    /// Files of Binary resources stored apart.
+    binaries: usize,
 }
 
 impl Report {
@@ -316,6 +324,8 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
         ..Report::default()
     };
     let mut bad_files: HashSet<usize> = HashSet::new();
+    // The files of the input's Binary resources, by the urls that name them.
+    let mut links: HashMap<String, BTreeMap<String, Value>> = HashMap::new();
     for (n, input) in inputs.iter().enumerate() {
         let name = file_name(&input.path);
         let mut too_many = None;
@@ -327,6 +337,28 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
                     return Ok(());
                 }
             };
+            if resource["resourceType"] == "Binary" {
+                match store_binary(&store, resource) {
+                    Ok(Some(fields)) if links.len() < 2 * MAX_BINARIES => {
+                        report.binaries += 1;
+                        if let Some(u) = &item.full_url {
+                            links.insert(u.clone(), fields.clone());
+                        }
+                        if let Some(id) = resource["id"].as_str() {
+                            links.insert(format!("Binary/{id}"), fields);
+                        }
+                    }
+                    Ok(Some(_)) => {
+                        return Err(CliError::invalid(format!(
+                            "more than {MAX_BINARIES} Binary resources in one import: \
+                             import the files in parts"
+                        )))
+                    }
+                    Ok(None) => {}
+                    Err(e) => report.refuse(&input.path, &item.at, Some(resource), &e),
+                }
+                return Ok(());
+            }
             match map_item(&item, resource, &name, args.source.as_deref()) {
                 Ok(i) if i.resource_type == "Patient" => {
                     if let Err(e) = index.add(resource, item.full_url.as_deref()) {
@@ -439,9 +471,18 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
                 return Ok(());
             };
             report.read += 1;
-            let Ok(i) = map_item(&item, resource, &name, args.source.as_deref()) else {
+            let Ok(mut i) = map_item(&item, resource, &name, args.source.as_deref()) else {
                 return Ok(());
             };
+            if let Some(fields) = linked_file(&i, resource, &links) {
+                match with_file(i.body, resource, fields) {
+                    Ok(body) => i.body = body,
+                    Err(e) => {
+                        report.refuse(&input.path, &item.at, Some(resource), &e);
+                        return Ok(());
+                    }
+                }
+            }
             let other = match index.owner(resource, item.full_url.as_deref()) {
                 Owner::Patient(p) => mine
                     .filter(|m| index.canonical(*m) != p)
@@ -722,6 +763,7 @@ fn print_json(record: &RecordId, r: &Report) -> Result<()> {
         "amended": r.amended,
         "unchanged": r.unchanged,
         "already_held": r.unchanged,
+        "binaries": r.binaries,
         "skipped_count": r.skipped_count,
         "refused_count": r.refused_count,
         "other_patients": r.other_patients,
@@ -751,6 +793,13 @@ fn print_text(record: &RecordId, r: &Report) -> Result<()> {
         r.amended,
         r.unchanged
     ))?;
+    if r.binaries > 0 {
+        output::line(format!(
+            "  {} document file{} from Binary resources stored apart",
+            r.binaries,
+            if r.binaries == 1 { "" } else { "s" }
+        ))?;
+    }
     if !r.by_type.is_empty() {
         output::line(format!("  by type: {}", list(&r.by_type)))?;
         output::line(format!("  by category: {}", list(&r.by_category)))?;
@@ -823,4 +872,92 @@ impl From<FhirError> for CliError {
     fn from(e: FhirError) -> Self {
         CliError::new(Code::Invalid, e.to_string())
     }
+}
+
+/// Stores a FHIR `Binary` resource's file apart (sealed; its type recognised from its
+/// content and checked against the `contentType`): the fields a documents entry naming it
+/// takes. `None` for a Binary with no data (nothing to store).
+fn store_binary(
+    store: &Store,
+    resource: &Json,
+) -> std::result::Result<Option<BTreeMap<String, Value>>, FhirError> {
+    use cophr_node::store::Upload;
+    if resource.get("data").is_none() {
+        return Ok(None);
+    }
+    let (content_type, bytes) = fhir::binary_of(resource)?;
+    let declared = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let declared =
+        (!declared.is_empty() && declared != "application/octet-stream").then_some(declared);
+    match cophr_node::store::import_recognised_bytes(store, &bytes, declared) {
+        Ok(r) => Ok(Some(r.fields())),
+        Err(Upload::Type) => Err(FhirError::BadValue {
+            path: "Binary.data".into(),
+            value: content_type,
+            reason: "is not a file of an accepted type, as far as its content shows",
+        }),
+        Err(Upload::Declared(d, _)) => Err(FhirError::BadValue {
+            path: "Binary.contentType".into(),
+            value: d,
+            reason: "is not the type of the data",
+        }),
+        Err(Upload::Failed(e)) => Err(FhirError::BadValue {
+            path: "Binary.data".into(),
+            value: e,
+            reason: "could not be stored",
+        }),
+    }
+}
+
+/// The file of the input's Binary that a documents resource's attachment url names.
+fn linked_file<'a>(
+    i: &fhir::Imported,
+    resource: &Json,
+    links: &'a HashMap<String, BTreeMap<String, Value>>,
+) -> Option<&'a BTreeMap<String, Value>> {
+    if i.category != Category::Documents {
+        return None;
+    }
+    let url = fhir::attachment_of(resource)?.get("url")?.as_str()?;
+    links.get(url)
+}
+
+/// An imported documents body with its linked file's fields, checked: the attachment's
+/// declared type must be the file's, and the body valid.
+fn with_file(
+    body: Value,
+    resource: &Json,
+    fields: &BTreeMap<String, Value>,
+) -> std::result::Result<Value, FhirError> {
+    let Value::Map(mut m) = body else {
+        return Err(FhirError::BadValue {
+            path: "attachment".into(),
+            value: String::new(),
+            reason: "maps to no fields",
+        });
+    };
+    let declared = fhir::attachment_of(resource)
+        .and_then(|a| a.get("contentType"))
+        .and_then(Json::as_str);
+    let found = fields.get("media-type").and_then(Value::as_text);
+    if let (Some(d), Some(f)) = (declared, found) {
+        if !d.eq_ignore_ascii_case(f) {
+            return Err(FhirError::BadValue {
+                path: "attachment.contentType".into(),
+                value: d.to_owned(),
+                reason: "is not the type of the Binary the attachment names",
+            });
+        }
+    }
+    for (k, v) in fields {
+        m.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let body = Value::Map(m);
+    schema::validate(&Category::Documents, &body)?;
+    Ok(body)
 }

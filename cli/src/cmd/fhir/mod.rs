@@ -83,22 +83,40 @@ fn export(ctx: &Ctx, args: ExportArgs) -> Result<()> {
             }
             let state = fold::current(r, &viewer);
             let mut out: Vec<(EntryId, String, Json)> = Vec::new();
+            let mut files = Vec::new();
             for item in &state.items {
                 let resource = fhir::export(&record, &item.id, &item.category, &item.body, &meta)
                     .map_err(|e| CliError::invalid(format!("entry {}: {e}", item.id)))?;
+                if let Some(f) = stored_file(&item.category, &item.body) {
+                    files.push((out.len(), item.id, f));
+                }
                 out.push((item.current, fhir::full_url(&item.id, &item.body), resource));
             }
             seen.export();
             seen.add(out.iter().map(|(id, _, _)| *id));
             seen.detail(format!("FHIR export: {} resources", out.len()));
-            Ok(out)
+            Ok((out, files))
         })?
     })?;
+    let (mut exported, files) = exported;
     let total = exported.len();
+    let binaries = binaries(&store, &mut exported, &files, args.ndjson.is_none())?;
+    let left_out = files.len() - binaries.len();
+    if left_out > 0 {
+        output::write_err(&format!(
+            "{left_out} document file(s) not included as Binary: larger than {} MiB or not \
+             held here (`cophr download` gets one from a peer)\n",
+            fhir::MAX_BINARY_JSON >> 20
+        ));
+    }
 
     let type_of = |r: &Json| r["resourceType"].as_str().unwrap_or("Basic").to_owned();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, _, r) in &exported {
+    for r in exported
+        .iter()
+        .map(|(_, _, r)| r)
+        .chain(binaries.iter().map(|(_, r)| r))
+    {
         *counts.entry(type_of(r)).or_default() += 1;
     }
     if let Some(dir) = &args.ndjson {
@@ -110,7 +128,11 @@ fn export(ctx: &Ctx, args: ExportArgs) -> Result<()> {
             .collect();
         fhir::localise_references(&mut items);
         let mut by_type: BTreeMap<String, Vec<&Json>> = BTreeMap::new();
-        for (_, _, r) in &items {
+        for r in items
+            .iter()
+            .map(|(_, _, r)| r)
+            .chain(binaries.iter().map(|(_, r)| r))
+        {
             by_type.entry(type_of(r)).or_default().push(r);
         }
         let dir = output::resolve(dir);
@@ -140,7 +162,13 @@ fn export(ctx: &Ctx, args: ExportArgs) -> Result<()> {
             written.len()
         ));
     }
-    let bundle = fhir::collection(exported.into_iter().map(|(_, url, r)| (url, r)).collect());
+    let bundle = fhir::collection(
+        exported
+            .into_iter()
+            .map(|(_, url, r)| (url, r))
+            .chain(binaries)
+            .collect(),
+    );
     let text = serde_json::to_string_pretty(&bundle).map_err(|e| CliError::other(e.to_string()))?;
     match args.output.as_deref() {
         None | Some("-") => output::line(text),
@@ -159,4 +187,68 @@ fn export(ctx: &Ctx, args: ExportArgs) -> Result<()> {
             ))
         }
     }
+}
+
+/// The file stored apart that a documents item names, with its media type.
+fn stored_file(
+    category: &cophr_protocol::Category,
+    body: &cophr_protocol::Value,
+) -> Option<(cophr_protocol::blob::DocumentFile, String)> {
+    if *category != cophr_protocol::Category::Documents {
+        return None;
+    }
+    let file = cophr_protocol::blob::DocumentFile::from_value(body.get("file")?).ok()?;
+    let media_type = body
+        .get("media-type")
+        .and_then(cophr_protocol::Value::as_text)
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    Some((file, media_type))
+}
+
+/// The FHIR `Binary` resources carrying the files the exported documents resources link,
+/// as `(fullUrl, Binary)`: each file held here whole and at most
+/// [`fhir::MAX_BINARY_JSON`] bytes, read and checked as it streams. A Binary's id is the
+/// item's, which the resource's attachment `url` (`Binary/<id>`) names; in a Bundle
+/// (`in_bundle`) the url becomes the Binary's `fullUrl` (a `urn:uuid:` from the file's
+/// hash, one Binary a file), so the Bundle holds what it links.
+fn binaries(
+    store: &cophr_node::store::Store,
+    exported: &mut [(EntryId, String, Json)],
+    files: &[(usize, EntryId, (cophr_protocol::blob::DocumentFile, String))],
+    in_bundle: bool,
+) -> Result<Vec<(String, Json)>> {
+    use std::io::Read;
+    let mut out: Vec<(String, Json)> = Vec::new();
+    let mut by_hash: BTreeMap<cophr_protocol::blob::BlobHash, String> = BTreeMap::new();
+    for (at, item, (file, media_type)) in files {
+        if file.size > fhir::MAX_BINARY_JSON as u64 || !store.has_document(&file.blob_ref()) {
+            continue;
+        }
+        let url = fhir::urn_uuid(&file.hash.0);
+        let resource = &mut exported[*at].2;
+        if in_bundle {
+            fhir::set_attachment_url(resource, &url);
+            if by_hash.contains_key(&file.hash) {
+                continue;
+            }
+        }
+        let mut data = Vec::new();
+        store
+            .open_document(file)
+            .map_err(|e| CliError::other(format!("document of {item}: {e}")))?
+            .take(fhir::MAX_BINARY_JSON as u64 + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| CliError::other(format!("document of {item}: {e}")))?;
+        let context = match (resource["resourceType"].as_str(), resource["id"].as_str()) {
+            (Some(t), Some(id)) => Some(format!("{t}/{id}")),
+            _ => None,
+        };
+        by_hash.insert(file.hash, url.clone());
+        out.push((
+            url,
+            fhir::binary(&item.to_string(), media_type, &data, context.as_deref()),
+        ));
+    }
+    Ok(out)
 }

@@ -2,18 +2,31 @@
 //! NDJSON line by line, a Bundle entry by entry (its `entry` array streamed), a single
 //! resource whole (it is at most one resource).
 
+use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::rc::Rc;
 
 use cophr_protocol::fhir::{self, FhirError};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as Json};
 
-/// Longest NDJSON line read, in bytes: one resource at most [`fhir::MAX_RESOURCE`], with
-/// room for whitespace. A longer line is refused as too large (and the rest read on).
-pub const MAX_LINE: usize = fhir::MAX_RESOURCE + 64 * 1024;
+/// Longest NDJSON line read, in bytes: one `Binary` resource carrying a file of at most
+/// [`fhir::MAX_BINARY_JSON`] (base64), or any other resource (at most
+/// [`fhir::MAX_RESOURCE`], checked when it is mapped), with room for whitespace. A longer
+/// line is refused as too large (and the rest read on).
+pub const MAX_LINE: usize =
+    max(fhir::MAX_RESOURCE, fhir::MAX_BINARY_JSON.div_ceil(3) * 4) + 64 * 1024;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 
 /// One resource read, or why an entry or line could not be read as one.
 pub struct Item {
@@ -183,11 +196,16 @@ fn json(
     reader: impl Read,
     each: &mut dyn FnMut(Item) -> crate::error::Result<()>,
 ) -> Result<Kind, FileError> {
-    let mut de = serde_json::Deserializer::from_reader(reader);
+    let used = Rc::new(Cell::new(0));
+    let mut de = serde_json::Deserializer::from_reader(Budgeted {
+        inner: reader,
+        used: used.clone(),
+    });
     let mut state = Top {
         each,
         stopped: None,
         entries: 0,
+        used,
     };
     let top = match (&mut state).deserialize(&mut de) {
         Ok(t) => t,
@@ -289,6 +307,31 @@ struct Top<'a> {
     each: &'a mut dyn FnMut(Item) -> crate::error::Result<()>,
     stopped: Option<FileError>,
     entries: usize,
+    /// Bytes read since the last Bundle entry began (the whole file for one resource).
+    used: Rc<Cell<u64>>,
+}
+
+/// A reader that gives at most [`MAX_LINE`] bytes between resets of `used`: one resource,
+/// or one Bundle entry (reset as each begins), is never read into memory beyond that.
+struct Budgeted<R> {
+    inner: R,
+    used: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = (MAX_LINE as u64).saturating_sub(self.used.get());
+        if left == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a resource or Bundle entry of more than {MAX_LINE} bytes"),
+            ));
+        }
+        let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..take])?;
+        self.used.set(self.used.get() + n as u64);
+        Ok(n)
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for &mut Top<'_> {
@@ -365,7 +408,11 @@ impl<'de> Visitor<'de> for Entries<'_, '_> {
         f.write_str("the Bundle's entries (an array)")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(e) = seq.next_element::<Json>()? {
+        loop {
+            self.top.used.set(0);
+            let Some(e) = seq.next_element::<Json>()? else {
+                break;
+            };
             let i = self.top.entries;
             self.top.entries += 1;
             if let Err(err) = (self.top.each)(entry_item(i, e)) {
@@ -400,6 +447,34 @@ mod tests {
             FileError::Stopped(e) => e.message,
         });
         (kind, out)
+    }
+
+    #[test]
+    fn a_bundle_entry_or_resource_larger_than_a_line_is_refused_not_read_whole() {
+        let big = "a".repeat(MAX_LINE);
+        // One entry over the bound: the file is refused, saying why.
+        let text = format!(
+            r#"{{"resourceType":"Bundle","type":"collection","entry":[{{"resource":{{"resourceType":"Basic","id":"{big}"}}}}]}}"#
+        );
+        let (kind, got) = items("b.json", &text);
+        assert!(
+            kind.as_ref().is_err_and(|e| e.contains("more than")),
+            "{kind:?}"
+        );
+        assert!(got.is_empty());
+        // One resource over the bound.
+        let text = format!(r#"{{"resourceType":"Basic","id":"{big}"}}"#);
+        let (kind, _) = items("r.json", &text);
+        assert!(kind.is_err_and(|e| e.contains("more than")));
+        // Entries each within it, together well beyond it: all read.
+        let part = "b".repeat(MAX_LINE / 3);
+        let entry = format!(r#"{{"resource":{{"resourceType":"Basic","id":"{part}"}}}}"#);
+        let text = format!(
+            r#"{{"resourceType":"Bundle","type":"collection","entry":[{entry},{entry},{entry},{entry}]}}"#
+        );
+        let (kind, got) = items("b.json", &text);
+        assert_eq!(kind.ok(), Some(Kind::Bundle("collection".into())));
+        assert_eq!(got.len(), 4);
     }
 
     #[test]

@@ -229,56 +229,7 @@ pub(crate) fn upload_size(headers: &axum::http::HeaderMap) -> Result<u64, ApiErr
     Ok(size)
 }
 
-/// A document received and stored: its reference, its media type recognised from its
-/// content, and what a DICOM file's header says.
-#[derive(Debug)]
-pub(crate) struct Received {
-    /// The reference an entry's `file` field carries.
-    pub file: DocumentFile,
-    /// The media type found in its content.
-    pub media_type: &'static str,
-    /// A DICOM file's header.
-    pub dicom: Option<crate::dicom::DicomHeader>,
-}
-
-/// Recognises a file from its first bytes (`head`, at least [`SNIFF_BYTES`] of it or all
-/// of it) and reads a DICOM header from `rest` when it is one; then seals the whole file
-/// into the blob store. `size` is the file's length.
-fn import_from(
-    store: &crate::store::Store,
-    mut head: Vec<u8>,
-    mut rest: impl Read,
-    size: u64,
-    declared: Option<String>,
-) -> Result<Received, Upload> {
-    let found = schema::sniff(&head).ok_or(Upload::Type)?;
-    if let Some(declared) = declared.filter(|d| d != found) {
-        return Err(Upload::Declared(declared, found));
-    }
-    // A DICOM file's header (what it says it holds) comes from its first bytes.
-    let dicom = if found == "application/dicom" {
-        let more = crate::dicom::MAX_HEADER_BYTES.saturating_sub(head.len()) as u64;
-        (&mut rest)
-            .take(more)
-            .read_to_end(&mut head)
-            .map_err(|e| Upload::Failed(e.to_string()))?;
-        crate::dicom::DicomHeader::read(&head)
-    } else {
-        None
-    };
-    let file = store
-        .import_document(
-            std::io::Cursor::new(head).chain(rest),
-            size,
-            &mut rand_core::OsRng,
-        )
-        .map_err(|e| Upload::Failed(e.to_string()))?;
-    Ok(Received {
-        file,
-        media_type: found,
-        dicom,
-    })
-}
+use crate::store::{import_recognised, Received, Upload};
 
 impl From<Upload> for ApiError {
     fn from(u: Upload) -> Self {
@@ -324,7 +275,7 @@ pub(crate) async fn receive(
             .take(SNIFF_BYTES as u64)
             .read_to_end(&mut head)
             .map_err(|e| Upload::Failed(e.to_string()))?;
-        import_from(&store, head, reader, size, declared)
+        import_recognised(&store, head, reader, size, declared)
     });
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
@@ -350,23 +301,13 @@ pub(crate) fn import_bytes(
 ) -> Result<Received, ApiError> {
     use cophr_protocol::schema::SNIFF_BYTES;
     let cut = bytes.len().min(SNIFF_BYTES);
-    Ok(import_from(
+    Ok(import_recognised(
         store,
         bytes[..cut].to_vec(),
         &bytes[cut..],
         bytes.len() as u64,
         declared,
     )?)
-}
-
-/// Why an upload's import stopped.
-pub(crate) enum Upload {
-    /// Not a file of an accepted type.
-    Type,
-    /// Not the media type declared (declared, found).
-    Declared(String, &'static str),
-    /// The store or the body failed.
-    Failed(String),
 }
 
 /// `POST /records/{rid}/documents?title=…[&media-type=…&date=…&description=…]`, the file as

@@ -51,8 +51,9 @@ use super::{
     base_url, collect_types, fhir_response, item_versions, resources, saw, search, visible_records,
     Outcome, BASE,
 };
-use crate::http::api::documents::{self, Received};
+use crate::http::api::documents;
 use crate::http::{AppState, MAX_BODY};
+use crate::store::Received;
 
 /// Most Binaries waiting for an entry to name them, per server.
 pub const MAX_PENDING: usize = 1024;
@@ -66,13 +67,7 @@ pub const DOCUMENT_TYPES: [&str; 2] = ["DocumentReference", "Media"];
 pub(super) type FileFields = BTreeMap<String, Value>;
 
 fn file_fields(r: &Received) -> FileFields {
-    let mut m = FileFields::new();
-    m.insert("file".into(), r.file.to_value());
-    m.insert("media-type".into(), Value::Text(r.media_type.into()));
-    if let Some(h) = &r.dicom {
-        h.fill(&mut m);
-    }
-    m
+    r.fields()
 }
 
 #[derive(Debug, Clone)]
