@@ -373,10 +373,6 @@ async fn put_blob(
 /// Request bodies' chunks queued on their way to a blocking import.
 const UPLOAD_QUEUE: usize = 8;
 
-/// Bytes read from the blob store per piece of a download.
-const PIECE: usize = 64 * 1024;
-/// Pieces read ahead of the client, at most.
-const AHEAD: usize = 4;
 
 #[derive(Debug, serde::Deserialize)]
 struct BlobQuery {
@@ -419,32 +415,9 @@ async fn get_blob(
     if reader.size() != doc.size {
         return Err(not_held());
     }
-    // A blocking thread reads the bytes, checked against the hash, a few pieces ahead of
-    // the client; a piece that does not check out ends the response early (the client
-    // sees a body shorter than its length, never wrong bytes).
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let mut reader = reader;
-        loop {
-            let mut piece = vec![0u8; PIECE];
-            let n = match reader.read(&mut piece) {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "a document's sealed bytes did not check out while served");
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            };
-            piece.truncate(n);
-            if tx.blocking_send(Ok(piece)).is_err() {
-                return;
-            }
-        }
-    });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|piece| (piece, rx))
-    });
+    // Read a few pieces ahead of the client, each checked against the hash; a piece that
+    // does not check out ends the response early (never wrong bytes).
+    let body = crate::http::api::documents::stream_document(reader);
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
@@ -452,7 +425,7 @@ async fn get_blob(
             (header::CACHE_CONTROL, "no-store".to_owned()),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
         ],
-        Body::from_stream(stream),
+        body,
     )
         .into_response())
 }
