@@ -30,7 +30,10 @@ pub enum Command {
 #[derive(ClapArgs, Debug)]
 #[command(
     after_help = "Entries imported from FHIR export as the resource that came in; others \
-as a resource built from their fields. Exporting is recorded in the audit trail.
+as a resource built from their fields. A document's file (held here, at most 16 MiB) goes \
+with it as a Binary its attachment url names (in a Bundle, the Binary's fullUrl; as NDJSON, \
+Binary/<id> in Binary.ndjson); larger ones are counted on stderr (`cophr download` saves \
+them). Exporting is recorded in the audit trail.
 
 Examples:
   cophr fhir export -o record.json
