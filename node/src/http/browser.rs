@@ -373,7 +373,6 @@ async fn put_blob(
 /// Request bodies' chunks queued on their way to a blocking import.
 const UPLOAD_QUEUE: usize = 8;
 
-
 #[derive(Debug, serde::Deserialize)]
 struct BlobQuery {
     /// The stored size, as the entry names it.
