@@ -16,7 +16,7 @@ use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
 
 use cophr_node::net::client::{self, RejectedSlice};
 use cophr_node::net::server::{Peer, Server};
-use cophr_node::net::{self, NetConfig, NodeHandle};
+use cophr_node::net::{self, DocumentFetch, NetConfig, NetError, NodeHandle, PeerBook};
 use cophr_node::store::blobs::{SliceFault, GROUP_BYTES, MAX_SLICE_DATA};
 use cophr_node::store::Store;
 use cophr_protocol::access::Level;
@@ -37,10 +37,21 @@ enum Tamper {
 
 /// A node over a store in `dir`, acting as `identity`, listening on loopback.
 async fn node(dir: &std::path::Path, name: &str, identity: &Keypair) -> NodeHandle {
+    node_with(dir, name, identity, DocumentFetch::Eager).await
+}
+
+/// [`node`], fetching documents as `documents` says.
+async fn node_with(
+    dir: &std::path::Path,
+    name: &str,
+    identity: &Keypair,
+    documents: DocumentFetch,
+) -> NodeHandle {
     let (store, _) = Store::open(dir, key(14, &format!("{name}/node"))).unwrap();
     let config = NetConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         sync_interval: Duration::from_secs(3600),
+        documents,
         ..NetConfig::default()
     };
     let peer_key = key(14, &format!("{name}/peer")).secret_bytes();
@@ -357,4 +368,151 @@ async fn a_flipped_byte_from_a_hostile_peer_is_refused_at_its_chunk_and_an_hones
         "{:?}",
         blob_files(dirs[2].path())
     );
+}
+
+/// George's record on his node, with the GP allowed to view documents, and `n` scans of
+/// two and a bit slices each; the scans' files and plaintexts.
+fn george_with_scans(
+    s: &Store,
+    george: &Keypair,
+    gp: &Keypair,
+    n: u64,
+) -> Vec<(DocumentFile, Vec<u8>)> {
+    let rec = george.actor();
+    let now = net::service::now_ms;
+    s.create_record(george, profile("George", "patient", None), now(), None)
+        .unwrap();
+    s.write(
+        &rec,
+        george,
+        Payload::Grant(grant(gp, Level::View, &[Category::Documents], false, false)),
+        now(),
+        None,
+    )
+    .unwrap();
+    (0..n)
+        .map(|i| {
+            let mut plain = scan(2 * MAX_SLICE_DATA as usize + 3_000);
+            plain[20] = i as u8;
+            let file: DocumentFile = s
+                .import_document(&plain[..], plain.len() as u64, &mut SeededRng::new(i))
+                .unwrap();
+            let mut body = std::collections::BTreeMap::new();
+            body.insert("title".to_owned(), Value::Text(format!("Scan {i}")));
+            body.insert(
+                "media-type".to_owned(),
+                Value::Text("application/pdf".into()),
+            );
+            body.insert("file".to_owned(), file.to_value());
+            s.write(
+                &rec,
+                george,
+                Payload::Create {
+                    category: Category::Documents,
+                    body: Value::Map(body),
+                },
+                now(),
+                None,
+            )
+            .unwrap();
+            (file, plain)
+        })
+        .collect()
+}
+
+fn read_back(store: &Store, file: &DocumentFile) -> Vec<u8> {
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut store.open_document(file).unwrap(), &mut back).unwrap();
+    back
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_a_replica_fetches_only_the_document_asked_for_from_the_first_peer_that_gives_it_whole(
+) {
+    let george = key(14, "George");
+    let gp = key(14, "GP");
+    let rec: RecordId = george.actor();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let george_node = node(dirs[0].path(), "George", &george).await;
+    let gp_node = node_with(dirs[1].path(), "GP", &gp, DocumentFetch::OnDemand).await;
+    assert_eq!(gp_node.document_fetch(), DocumentFetch::OnDemand);
+    let scans = george_with_scans(george_node.store(), &george, &gp, 3);
+    let george_addr = addr(&george_node).await;
+
+    // The GP's node pulls the entries, and no file: it fetches on demand.
+    let report = client::sync(
+        &gp_node,
+        george_node.peer_id(),
+        vec![george_addr.clone()],
+        rec,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(report.pulled >= 4, "{report:?}");
+    assert!(gp_node.store().blobs().list().is_empty());
+    assert!(gp_node.store().blobs().partials().is_empty());
+
+    // Knowing no peer of the record, it cannot fetch one.
+    let e = client::fetch_document(&gp_node, rec, scans[0].0.blob_ref())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, NetError::DocumentUnavailable { .. }), "{e}");
+    assert!(e.to_string().contains("no peer of record"), "{e}");
+
+    // Its peer book names Mallory as home (a peer that serves the record but flips a byte
+    // of the second slice) and George's node as a replica: the first scan asked for is
+    // refused from Mallory at the flipped chunk, completed from George's node, and reads
+    // back byte for byte. The other scans are not fetched.
+    let tamper = Arc::new(Mutex::new(Tamper::Data {
+        slice: MAX_SLICE_DATA,
+    }));
+    let (_, mallory_addr) = hostile_peer(george_node.store().clone(), tamper).await;
+    gp_node
+        .set_peer_book(
+            &rec,
+            &PeerBook {
+                home: Some(mallory_addr),
+                replicas: vec![george_addr],
+                learned: Vec::new(),
+            },
+        )
+        .unwrap();
+    let (file, plain) = &scans[0];
+    let f = client::fetch_document(&gp_node, rec, file.blob_ref())
+        .await
+        .unwrap();
+    assert_eq!(f.completed, 1, "{f:?}");
+    assert_eq!(f.rejected.len(), 1, "{f:?}");
+    assert_eq!(f.rejected[0].offset, MAX_SLICE_DATA);
+    assert_eq!(
+        f.bytes,
+        file.blob_ref().size,
+        "the first slice from Mallory, the rest from George"
+    );
+    assert!(read_back(gp_node.store(), file) == *plain);
+    assert_eq!(gp_node.store().blobs().list().len(), 1);
+    // Held now: asked again, nothing is fetched.
+    let again = client::fetch_document(&gp_node, rec, file.blob_ref())
+        .await
+        .unwrap();
+    assert_eq!((again.completed, again.bytes), (0, 0));
+
+    // Two readers asking for the second scan at once make one fetch: the bytes fetched
+    // between them are the document's, once.
+    let (file, plain) = &scans[1];
+    let (a, b) = tokio::join!(
+        client::fetch_document(&gp_node, rec, file.blob_ref()),
+        client::fetch_document(&gp_node, rec, file.blob_ref())
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.completed + b.completed, 1, "{a:?} {b:?}");
+    assert_eq!(
+        a.bytes + b.bytes,
+        file.blob_ref().size,
+        "one fetch: Mallory's first slice, George's rest, each once"
+    );
+    assert!(read_back(gp_node.store(), file) == *plain);
+    assert_eq!(gp_node.store().blobs().list().len(), 2);
+    assert!(!gp_node.store().has_document(&scans[2].0.blob_ref()));
 }

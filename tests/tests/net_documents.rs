@@ -439,3 +439,138 @@ fn a_large_document_fetched_by_a_node_killed_half_way_resumes_and_arrives_whole(
     assert_eq!(hash_file(&saved), (original, size));
     eprintln!("downloaded and compared in {:?}", t.elapsed());
 }
+
+/// A GET on a node's HTTP API with its token: (status, body).
+fn http_get(base: &str, token: &str, path: &str) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .get(&format!("{base}{path}"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .expect("a body");
+    (status, body)
+}
+
+#[test]
+fn a_replica_fetching_on_demand_holds_no_file_until_one_is_asked_for_then_fetches_that_one() {
+    let george = Person::new("George Jones", "patient", None);
+    let consultant = Person::new("Dr Shah", "consultant", Some("Renal Unit"));
+    let host = Person::new("Community Host", "host", None);
+    let host_node = Node::start(&host, &[]);
+    let _george_node = Node::start(&george, &[]);
+    george.live_ok(&["record", "create"]);
+    george.live_ok(&[
+        "grant",
+        &consultant.actor,
+        "--level",
+        "view",
+        "--categories",
+        "documents",
+    ]);
+    george.live_ok(&["host", &host_node.addr()]);
+
+    // Three letters, each of several slices; the host fetches all three (it is their home).
+    let files = tempfile::tempdir().unwrap();
+    let mut letters = Vec::new();
+    for (i, title) in ["Renal clinic letter", "Diabetes review", "Eye screening"]
+        .into_iter()
+        .enumerate()
+    {
+        let path = files.path().join(format!("letter{i}.txt"));
+        let mut text = format!("{title}\n");
+        for n in 0..6_000 {
+            text.push_str(&format!("Line {n} of letter {i}: eGFR stable at 48.\n"));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let entry = george.live_ok(&["attach", path.to_str().unwrap(), "--title", title]);
+        letters.push((entry.trim().to_owned(), text));
+    }
+    eventually("the host to hold the three letters", || {
+        documents_held(host.dir()) == 3
+    });
+
+    // The consultant's node fetches on demand: following the record (a sync) brings the
+    // entries and no file; another sync does not either.
+    let consultant_node = Node::start(&consultant, &["--documents", "on-demand"]);
+    consultant.live_ok(&["follow", &george.actor, "--host", &host_node.addr()]);
+    for (entry, _) in &letters {
+        assert!(consultant.sees(entry), "{entry} replicated");
+    }
+    consultant.live_ok(&["sync"]);
+    assert_eq!(
+        documents_held(consultant.dir()),
+        0,
+        "{:?}",
+        blob_files(consultant.dir())
+    );
+
+    // `cophr download` fetches the one file asked for from the home host, then saves it.
+    let saved = files.path().join("first.txt");
+    let run = consultant.live(&["download", &letters[0].0, "-o", saved.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("fetching the file"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), letters[0].1);
+    assert_eq!(documents_held(consultant.dir()), 1);
+
+    // The REST download fetches the second; the FHIR Binary read the third.
+    let base = consultant_node.http().expect("the HTTP API");
+    let token = consultant.live_ok(&["token"]).trim().to_owned();
+    let (status, body) = http_get(
+        &base,
+        &token,
+        &format!(
+            "/api/v1/records/{}/entries/{}/document",
+            george.actor, letters[1].0
+        ),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        body == letters[1].1.as_bytes(),
+        "the REST download is the letter"
+    );
+    assert_eq!(documents_held(consultant.dir()), 2);
+    let (status, body) = http_get(&base, &token, &format!("/fhir/r4/Binary/{}", letters[2].0));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        body == letters[2].1.as_bytes(),
+        "the FHIR Binary is the letter"
+    );
+    assert_eq!(documents_held(consultant.dir()), 3);
+
+    // With its home host gone and no other peer holding it, a file not fetched yet is
+    // unavailable (503 over HTTP, "not found" from the CLI), and nothing is stored.
+    let extra = files.path().join("late.txt");
+    std::fs::write(&extra, "Late letter\n".repeat(20_000)).unwrap();
+    let late = george.live_ok(&["attach", extra.to_str().unwrap(), "--title", "Late letter"]);
+    let late = late.trim().to_owned();
+    eventually("the host to hold the late letter", || {
+        documents_held(host.dir()) == 4
+    });
+    consultant.live_ok(&["sync"]);
+    assert!(consultant.sees(&late));
+    drop(host_node);
+    let (status, body) = http_get(
+        &base,
+        &token,
+        &format!("/api/v1/records/{}/entries/{late}/document", george.actor),
+    );
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    let run = consultant.live(&["download", &late, "-o", "-"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(
+        run.stderr.contains("could not be fetched"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(documents_held(consultant.dir()), 3);
+}

@@ -10,13 +10,17 @@ use cophr_protocol::schema::{self, FieldType};
 use cophr_protocol::{fold, Payload, Value};
 use serde_json::json;
 
+use cophr_node::net::{client, NetError};
+
 use crate::context::{self, resolve_entry, Ctx};
 use crate::error::{CliError, Result};
-use crate::output;
+use crate::{network, output};
 
 /// Save a document's file: the version in effect of the entry (or the version named).
-/// Its bytes are checked against the hash the entry names as they are read. Viewing is
-/// recorded in the record's audit trail.
+/// Its bytes are checked against the hash the entry names as they are read. A file this
+/// node does not hold yet (a node run with `--documents on-demand`) is fetched first from
+/// the record's peers, home host first, through the running node. Viewing is recorded in
+/// the record's audit trail.
 #[derive(ClapArgs, Debug)]
 pub struct Args {
     /// The entry: its id or a unique prefix as tables show (`e-…`), or one version's id
@@ -26,6 +30,35 @@ pub struct Args {
     /// an existing file is never overwritten)
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+}
+
+/// Fetches the file of `version`, not held here, from the record's peers (home host
+/// first), through the running node: a replica fetching documents on demand, or one whose
+/// fetch after a pull has not run yet.
+fn fetch(
+    ctx: &Ctx,
+    record: cophr_protocol::RecordId,
+    file: &DocumentFile,
+    version: &cophr_protocol::EntryId,
+) -> Result<()> {
+    if ctx.node().is_err() {
+        return Err(CliError::not_found(format!(
+            "the file of {version} is not held here: start the node (`cophr node run`) and \
+             it is fetched from a replica that holds it"
+        )));
+    }
+    let handle = network::handle(ctx)?;
+    if !ctx.json {
+        output::write_err(&format!(
+            "fetching the file of {version} ({:.1} MiB) from the record's peers…\n",
+            file.size as f64 / (1024.0 * 1024.0)
+        ));
+    }
+    let fetched = network::block_on(ctx, client::fetch_document(handle, record, file.blob_ref()))?;
+    fetched.map(|_| ()).map_err(|e| match e {
+        e @ NetError::DocumentUnavailable { .. } => CliError::not_found(e.to_string()),
+        e => network::error(e),
+    })
 }
 
 /// Runs `download`.
@@ -87,10 +120,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     })?;
     let (file, body, version) = found;
     if !store.has_document(&file.blob_ref()) {
-        return Err(CliError::not_found(format!(
-            "the file of {version} is not held on this node yet: it is fetched from a \
-             replica that holds it when this node next syncs (`cophr sync`)"
-        )));
+        fetch(ctx, record, &file, &version)?;
     }
     let mut reader = store
         .open_document(&file)

@@ -51,6 +51,7 @@ const AFTER_HELP: &str = "The config file is TOML with the network settings (eve
   http = \"127.0.0.1:7380\"     # the HTTP API (REST, FHIR, web app); false for none
   http_allow_remote = false   # allow a non-loopback HTTP address
   scrub_rate = 8              # MiB/s of documents read back and checked; 0 for none
+  documents = \"eager\"        # or \"on-demand\": when a replica fetches documents' files
   [host]                      # which patients' records this node hosts, and how much
   admission = { mode = \"open\" }   # or { mode = \"allow-list\", records = [\"a-…\"] },
                                     # { mode = \"invitation\" } or { mode = \"closed\" }
@@ -198,6 +199,21 @@ pub struct RunArgs {
     /// 0 for no scrub [default: 8]
     #[arg(long, value_name = "MIB")]
     scrub_rate: Option<u64>,
+
+    /// When this node, as a replica, fetches the files of the documents it may see:
+    /// eager (after every sync, so each is here before anyone asks) or on-demand (only
+    /// the one asked for, by `cophr download`, the HTTP or FHIR API or the web app, from
+    /// the record's peers, home host first). A record's home host always fetches what is
+    /// pushed to it [default: eager]
+    #[arg(long, value_enum, value_name = "WHEN")]
+    documents: Option<DocumentsMode>,
+}
+
+/// `--documents`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DocumentsMode {
+    Eager,
+    OnDemand,
 }
 
 /// `--admission`.
@@ -235,6 +251,16 @@ fn host_policy(args: &RunArgs, config: &mut NetConfig) {
     q.records = args.quota_records.or(q.records);
     q.total_bytes = args.quota_total_bytes.or(q.total_bytes);
     config.host.identity = args.require_identity.or(config.host.identity);
+}
+
+/// Applies `--documents` over the config file's `documents`.
+fn documents_policy(args: &RunArgs, config: &mut NetConfig) {
+    use cophr_node::net::DocumentFetch;
+    match args.documents {
+        Some(DocumentsMode::Eager) => config.documents = DocumentFetch::Eager,
+        Some(DocumentsMode::OnDemand) => config.documents = DocumentFetch::OnDemand,
+        None => {}
+    }
 }
 
 /// The bounds of the records kept loaded: the flags over the config file over the
@@ -337,6 +363,7 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
     let cache = record_cache(&args, &settings)?;
     let scrub_rate = scrub_rate(&args, &settings)?;
     host_policy(&args, &mut config);
+    documents_policy(&args, &mut config);
     if !args.listen.is_empty() {
         config.listen = args.listen;
     }
@@ -906,6 +933,37 @@ mod tests {
         assert_eq!(scrub_rate(&huge, &default).unwrap_err().code, Code::Invalid);
         assert!(Cli::try_parse_from(["run", "--scrub-rate", "-1"]).is_err());
         assert!(config("scrub_rate = \"fast\"").is_err());
+    }
+
+    #[test]
+    fn the_document_fetch_policy_comes_from_the_flag_the_file_or_the_default() {
+        use clap::Parser;
+        use cophr_node::net::DocumentFetch;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let none = Cli::try_parse_from(["run"]).unwrap().run;
+        let (mut net, _) = config("").unwrap();
+        documents_policy(&none, &mut net);
+        assert_eq!(net.documents, DocumentFetch::Eager);
+        let (mut net, _) = config("documents = \"on-demand\"\n").unwrap();
+        documents_policy(&none, &mut net);
+        assert_eq!(net.documents, DocumentFetch::OnDemand);
+        let eager = Cli::try_parse_from(["run", "--documents", "eager"])
+            .unwrap()
+            .run;
+        documents_policy(&eager, &mut net);
+        assert_eq!(net.documents, DocumentFetch::Eager);
+        let lazy = Cli::try_parse_from(["run", "--documents", "on-demand"])
+            .unwrap()
+            .run;
+        let (mut net, _) = config("").unwrap();
+        documents_policy(&lazy, &mut net);
+        assert_eq!(net.documents, DocumentFetch::OnDemand);
+        assert!(Cli::try_parse_from(["run", "--documents", "lazy"]).is_err());
+        assert!(config("documents = \"sometimes\"").is_err());
     }
 
     #[test]

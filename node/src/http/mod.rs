@@ -166,6 +166,30 @@ pub struct AppState {
     cancel: Cancel,
 }
 
+/// Why a document an entry names cannot be served.
+#[derive(Debug)]
+pub(crate) enum DocumentMissing {
+    /// Not held here, and no network node runs to fetch it.
+    NotHeld,
+    /// Not held here, and fetching it from the record's peers failed (why).
+    Unavailable(String),
+}
+
+impl DocumentMissing {
+    /// What to tell the reader.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            DocumentMissing::NotHeld => "the file is not held on this node, and no network \
+                node runs here to fetch it from a replica that holds it (`cophr node run`)"
+                .to_owned(),
+            DocumentMissing::Unavailable(why) => format!(
+                "the file is not held on this node and could not be fetched from the \
+                 record's peers now: {why}"
+            ),
+        }
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token.
@@ -315,6 +339,28 @@ impl AppState {
     /// The running network node, if any.
     pub fn node(&self) -> Option<&NodeHandle> {
         self.inner.node.as_ref()
+    }
+
+    /// Makes sure the document `doc`, which an entry of `record` the caller may see names,
+    /// is held here whole before it is served: a node that lacks it (a replica fetching
+    /// documents on demand, or one whose fetch after a pull has not run yet) fetches it
+    /// now from the record's peers, home host first, every slice checked before it is
+    /// stored ([`crate::net::client::fetch_document`]).
+    pub(crate) async fn ensure_document(
+        &self,
+        record: RecordId,
+        doc: cophr_protocol::blob::BlobRef,
+    ) -> Result<(), DocumentMissing> {
+        if self.inner.store.has_document(&doc) {
+            return Ok(());
+        }
+        let Some(node) = self.node() else {
+            return Err(DocumentMissing::NotHeld);
+        };
+        crate::net::client::fetch_document(node, record, doc)
+            .await
+            .map(|_| ())
+            .map_err(|e| DocumentMissing::Unavailable(e.to_string()))
     }
 
     /// The identity acting on the store (writes, audited reads).

@@ -227,7 +227,11 @@ async fn run_sync(
                         handle.changed(record).await?;
                     }
                     // Documents the entries name that are not held yet (newly pulled, or
-                    // left by an earlier fetch): a failure waits for the next sync.
+                    // left by an earlier fetch): a failure waits for the next sync. A
+                    // replica fetching on demand leaves them until a reader asks.
+                    if !fetches_eagerly(handle, &record) {
+                        return Ok(report);
+                    }
                     match fetch_documents(handle, peer, addrs.clone(), record).await {
                         Ok(f) if f.completed == 0 => {}
                         Ok(f) => {
@@ -259,6 +263,21 @@ async fn run_sync(
             Err(e) => session.handle_failure(e.to_string()),
         }
     }
+}
+
+/// Whether this node fetches `record`'s documents after each pull: unless it fetches on
+/// demand ([`crate::net::DocumentFetch`]) and is not the record's home host (a home host
+/// serves them to the others).
+fn fetches_eagerly(handle: &NodeHandle, record: &RecordId) -> bool {
+    if handle.document_fetch() == super::DocumentFetch::Eager {
+        return true;
+    }
+    let home = handle
+        .peer_book(record)
+        .ok()
+        .and_then(|b| b.home)
+        .and_then(|h| super::service::peer_of(&h));
+    home == Some(handle.peer_id())
 }
 
 /// Slice requests kept in flight to one peer while a document is fetched: the peer reads
@@ -311,66 +330,147 @@ pub async fn fetch_documents(
     })?;
     let mut fetched = DocumentsFetched::default();
     for doc in wanted {
-        if store.has_document(&doc) {
-            continue;
-        }
-        let counted = fetched.bytes;
-        let mut present = None;
-        // Rounds: each asks for every range missing; another round only if the last one
-        // stored something and left ranges missing (a peer may send shorter slices).
-        loop {
-            let s = store.clone();
-            let missing = match blocking(move || s.document_missing(&doc)).await? {
-                Ok(m) => m,
-                Err(e) => {
-                    // Over the limit on documents being received, say: the next sync retries.
-                    tracing::debug!(%record, hash = %doc.hash, error = %e, "document not fetched now");
-                    break;
-                }
-            };
-            let left: u64 = missing.iter().map(|r| r.end - r.start).sum();
-            present.get_or_insert(doc.size - left);
-            if missing.is_empty() {
-                break;
-            }
-            let before = fetched.bytes;
-            let round =
-                fetch_ranges(handle, peer, &addrs, record, doc, missing, &mut fetched).await;
-            // Whatever stopped the round, what it stored is made durable now.
-            let s = store.clone();
-            if let Err(e) = blocking(move || s.flush_document(&doc)).await? {
-                tracing::warn!(%record, hash = %doc.hash, error = %e, "could not make a document's slices durable");
-                break;
-            }
-            let go_on = round?;
-            if !go_on || fetched.bytes == before {
-                break;
-            }
-        }
-        if store.has_document(&doc) {
-            fetched.completed += 1;
-            tracing::info!(
-                %peer,
-                %record,
-                hash = %doc.hash,
-                size = doc.size,
-                fetched = fetched.bytes - counted,
-                held_before = present.unwrap_or(0),
-                "document fetched"
-            );
-        } else if fetched.bytes > counted {
-            tracing::info!(
-                %peer,
-                %record,
-                hash = %doc.hash,
-                size = doc.size,
-                fetched = fetched.bytes - counted,
-                held_before = present.unwrap_or(0),
-                "document partly fetched"
-            );
-        }
+        fetch_one(handle, peer, &addrs, record, doc, &mut fetched).await?;
     }
     Ok(fetched)
+}
+
+/// Fetches from `peer` the one document `doc` of `record`, resuming where an earlier fetch
+/// stopped, unless it is held here whole already; adds what it did to `fetched`. A peer
+/// that does not hold it, refuses it or serves a slice that fails its check leaves it
+/// partly fetched (`Ok`); a request that fails is an error.
+async fn fetch_one(
+    handle: &NodeHandle,
+    peer: PeerId,
+    addrs: &[Multiaddr],
+    record: RecordId,
+    doc: cophr_protocol::blob::BlobRef,
+    fetched: &mut DocumentsFetched,
+) -> Result<(), NetError> {
+    let store = handle.store().clone();
+    if store.has_document(&doc) {
+        return Ok(());
+    }
+    let counted = fetched.bytes;
+    let mut present = None;
+    // Rounds: each asks for every range missing; another round only if the last one
+    // stored something and left ranges missing (a peer may send shorter slices).
+    loop {
+        let s = store.clone();
+        let missing = match blocking(move || s.document_missing(&doc)).await? {
+            Ok(m) => m,
+            Err(e) => {
+                // Over the limit on documents being received, say: the next sync retries.
+                tracing::debug!(%record, hash = %doc.hash, error = %e, "document not fetched now");
+                break;
+            }
+        };
+        let left: u64 = missing.iter().map(|r| r.end - r.start).sum();
+        present.get_or_insert(doc.size - left);
+        if missing.is_empty() {
+            break;
+        }
+        let before = fetched.bytes;
+        let round = fetch_ranges(handle, peer, addrs, record, doc, missing, fetched).await;
+        // Whatever stopped the round, what it stored is made durable now.
+        let s = store.clone();
+        if let Err(e) = blocking(move || s.flush_document(&doc)).await? {
+            tracing::warn!(%record, hash = %doc.hash, error = %e, "could not make a document's slices durable");
+            break;
+        }
+        let go_on = round?;
+        if !go_on || fetched.bytes == before {
+            break;
+        }
+    }
+    if store.has_document(&doc) {
+        fetched.completed += 1;
+        tracing::info!(
+            %peer,
+            %record,
+            hash = %doc.hash,
+            size = doc.size,
+            fetched = fetched.bytes - counted,
+            held_before = present.unwrap_or(0),
+            "document fetched"
+        );
+    } else if fetched.bytes > counted {
+        tracing::info!(
+            %peer,
+            %record,
+            hash = %doc.hash,
+            size = doc.size,
+            fetched = fetched.bytes - counted,
+            held_before = present.unwrap_or(0),
+            "document partly fetched"
+        );
+    }
+    Ok(())
+}
+
+/// Fetches one document of `record` on demand, for a reader asking for it on a node that
+/// lacks it (a replica under [`crate::net::DocumentFetch::OnDemand`], or one whose eager
+/// fetch has not run yet): from the record's peers in its peer book, home host first, then
+/// the other replicas and the peers learned, until one has given it whole. Each slice is
+/// checked against the document's hash before it is stored, and the fetch resumes where an
+/// earlier one stopped. Two readers asking for the same document at once make one fetch
+/// (the second waits for the first). `Ok` once the document is held here whole; the
+/// entries naming `doc` are the caller's to have checked (the peers check again that this
+/// node may see it).
+pub async fn fetch_document(
+    handle: &NodeHandle,
+    record: RecordId,
+    doc: cophr_protocol::blob::BlobRef,
+) -> Result<DocumentsFetched, NetError> {
+    let mut fetched = DocumentsFetched::default();
+    let store = handle.store().clone();
+    if store.has_document(&doc) {
+        return Ok(fetched);
+    }
+    let unavailable = |reason: String| NetError::DocumentUnavailable {
+        hash: doc.hash,
+        reason,
+    };
+    let claim = handle.on_demand_lock(doc.hash).ok_or_else(|| {
+        unavailable(format!(
+            "{} other documents are being fetched; try again shortly",
+            super::service::MAX_ON_DEMAND
+        ))
+    })?;
+    let _turn = claim.lock.lock().await;
+    if store.has_document(&doc) {
+        // Fetched by the reader before this one.
+        return Ok(fetched);
+    }
+    let book = handle.peer_book(&record)?;
+    let me = handle.peer_id();
+    let mut peers: Vec<(PeerId, Multiaddr)> = Vec::new();
+    for addr in book.home.iter().chain(book.fallbacks().iter()) {
+        if let Some(peer) = super::service::peer_of(addr) {
+            if peer != me && !peers.iter().any(|(p, _)| *p == peer) {
+                peers.push((peer, addr.clone()));
+            }
+        }
+    }
+    if peers.is_empty() {
+        return Err(unavailable(format!(
+            "no peer of record {record} is known here (`cophr follow` or `cophr peers add`)"
+        )));
+    }
+    let mut why = Vec::new();
+    for (peer, addr) in peers {
+        let before = (fetched.bytes, fetched.rejected.len());
+        match fetch_one(handle, peer, &[addr], record, doc, &mut fetched).await {
+            Ok(()) if store.has_document(&doc) => return Ok(fetched),
+            Ok(()) if fetched.rejected.len() > before.1 => {
+                why.push(format!("{peer} sent a slice that failed its check"))
+            }
+            Ok(()) if fetched.bytes > before.0 => why.push(format!("{peer} gave part of it")),
+            Ok(()) => why.push(format!("{peer} does not hold it or may not give it")),
+            Err(e) => why.push(e.to_string()),
+        }
+    }
+    Err(unavailable(why.join("; ")))
 }
 
 /// Fetches the byte ranges `missing` of `doc` from `peer`, [`SLICES_IN_FLIGHT`] slices at a

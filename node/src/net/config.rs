@@ -39,6 +39,25 @@ pub struct NetConfig {
     /// records = ["a-…"] }` or `{ mode = "closed" }`; `quotas = { record_bytes = …,
     /// records = …, total_bytes = … }`, bytes of entries and of the documents they name).
     pub host: cophr_protocol::sync::server::HostPolicy,
+    /// When this node, as a replica, fetches the documents the entries it pulls name
+    /// (`documents = "eager"` or `"on-demand"`). A record's home host fetches every document
+    /// pushed to it whatever this says: it serves them to the others.
+    pub documents: DocumentFetch,
+}
+
+/// When a replica fetches the documents (files stored apart) the entries it holds name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DocumentFetch {
+    /// After every pull, every document it may see and lacks: each is here before anyone
+    /// asks for it (a provider node that must work offline, a backup replica).
+    #[default]
+    Eager,
+    /// Only when one is asked for (`cophr download`, the HTTP and FHIR downloads, the web
+    /// app): the node fetches that one document from the record's peers, home host first,
+    /// with the same checks, then serves it. Entries replicate as always; a node that holds
+    /// many records' entries but opens few of their files keeps only those.
+    OnDemand,
 }
 
 impl Default for NetConfig {
@@ -61,6 +80,7 @@ impl Default for NetConfig {
             relay_server: false,
             relays: Vec::new(),
             host: Default::default(),
+            documents: DocumentFetch::Eager,
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod server;
 pub mod service;
 pub mod verify;
 
-pub use config::NetConfig;
+pub use config::{DocumentFetch, NetConfig};
 pub use meter::{Meter, Traffic};
 pub use service::{start, Changes, NodeHandle, PeerBook, MAX_LEARNED_REPLICAS};
 
@@ -65,6 +65,14 @@ pub enum NetError {
     /// The record's home host could not be found.
     #[error("no home host found for record {0}")]
     NotFound(cophr_protocol::RecordId),
+    /// A document asked for on demand could not be fetched from any peer of its record.
+    #[error("the document {hash} could not be fetched: {reason}")]
+    DocumentUnavailable {
+        /// The document's hash.
+        hash: cophr_protocol::blob::BlobHash,
+        /// Why (no peer known, none reachable, none holding it whole).
+        reason: String,
+    },
 }
 
 /// The node's libp2p behaviours.

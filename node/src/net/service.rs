@@ -15,6 +15,7 @@ use libp2p::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 
+use cophr_protocol::blob::BlobHash;
 use cophr_protocol::home::{dht_key, SignedPointer};
 use cophr_protocol::sync::{Refusal, Request, Response, PROTOCOL};
 use cophr_protocol::trust::{SignedAttestation, TrustList};
@@ -150,6 +151,25 @@ enum Command {
     Shutdown,
 }
 
+/// A claim on an on-demand fetch of one document: its lock, and its place in the map of
+/// fetches under way, removed when the last claim on it goes.
+#[derive(Debug)]
+pub(crate) struct OnDemand {
+    map: Arc<std::sync::Mutex<HashMap<BlobHash, Arc<tokio::sync::Mutex<()>>>>>,
+    hash: BlobHash,
+    pub(crate) lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for OnDemand {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's own reference and this one: nobody else waits.
+        if Arc::strong_count(&self.lock) <= 2 {
+            map.remove(&self.hash);
+        }
+    }
+}
+
 /// A DHT lookup in progress: the record, the best pointer so far, who to tell.
 type Find = (
     RecordId,
@@ -174,7 +194,14 @@ pub struct NodeHandle {
     meter: Option<Arc<super::meter::Meter>>,
     server: Arc<Server>,
     attestations: Arc<std::sync::RwLock<Vec<SignedAttestation>>>,
+    documents: super::DocumentFetch,
+    /// Documents being fetched on demand, each with the lock its fetchers take in turn
+    /// (so two readers asking at once make one fetch). At most [`MAX_ON_DEMAND`].
+    on_demand: Arc<std::sync::Mutex<HashMap<BlobHash, Arc<tokio::sync::Mutex<()>>>>>,
 }
+
+/// Most documents fetched on demand at once.
+pub const MAX_ON_DEMAND: usize = 16;
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -196,6 +223,26 @@ impl NodeHandle {
     /// The actor this node acts as (its proofs are signed with this key).
     pub fn identity(&self) -> &Keypair {
         &self.identity
+    }
+
+    /// When this node, as a replica, fetches documents ([`super::DocumentFetch`]).
+    pub fn document_fetch(&self) -> super::DocumentFetch {
+        self.documents
+    }
+
+    /// The lock of an on-demand fetch of `hash` (shared with any fetch of it under way),
+    /// or `None` when [`MAX_ON_DEMAND`] other documents are being fetched.
+    pub(crate) fn on_demand_lock(&self, hash: BlobHash) -> Option<OnDemand> {
+        let mut map = self.on_demand.lock().unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(&hash) && map.len() >= MAX_ON_DEMAND {
+            return None;
+        }
+        let lock = map.entry(hash).or_default().clone();
+        Some(OnDemand {
+            map: self.on_demand.clone(),
+            hash,
+            lock,
+        })
     }
 
     /// The attestations of the node's identity that its requests present.
@@ -417,6 +464,8 @@ pub async fn start(
         meter: None,
         server: server.clone(),
         attestations: Arc::default(),
+        documents: config.documents,
+        on_demand: Arc::default(),
     };
     let (answered_tx, answered_rx) = mpsc::channel(IN_FLIGHT * 2);
     let event_loop = EventLoop {

@@ -87,13 +87,10 @@ pub(super) async fn get_document(
             })
         })
         .await?;
+    st.ensure_document(record, file.blob_ref())
+        .await
+        .map_err(missing)?;
     let store = st.store().clone();
-    if !store.has_document(&file.blob_ref()) {
-        return Err(ApiError::not_found(
-            "the file is not held on this node yet: it is fetched from a replica that holds \
-             it when this node next syncs",
-        ));
-    }
     let size = file.size;
     let reader = store
         .open_document(&file)
@@ -119,6 +116,19 @@ pub(super) async fn get_document(
         body,
     )
         .into_response())
+}
+
+/// A document that could not be served: not found without a network node, 503 when its
+/// record's peers could not give it now.
+pub(crate) fn missing(m: crate::http::DocumentMissing) -> ApiError {
+    match m {
+        crate::http::DocumentMissing::NotHeld => ApiError::not_found(m.message()),
+        crate::http::DocumentMissing::Unavailable(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "document_unavailable",
+            m.message(),
+        ),
+    }
 }
 
 /// A document's bytes as a response body: a blocking thread reads (and so checks and

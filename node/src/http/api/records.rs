@@ -234,13 +234,10 @@ pub(super) async fn export_document(
             })
         })
         .await?;
+    st.ensure_document(record, doc)
+        .await
+        .map_err(super::documents::missing)?;
     let store = st.store().clone();
-    if !store.has_document(&doc) {
-        return Err(ApiError::not_found(
-            "the document is not held on this node yet: it is fetched from a replica that \
-             holds it when this node next syncs",
-        ));
-    }
     let reader = store
         .blobs()
         .open_blob(&doc.hash)

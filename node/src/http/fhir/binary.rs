@@ -408,6 +408,16 @@ pub(super) async fn read(
         })
         .await??;
     let doc = target.doc;
+    if let Content::Stored(f) = &doc.content {
+        st.ensure_document(doc.record, f.blob_ref())
+            .await
+            .map_err(|m| match m {
+                crate::http::DocumentMissing::NotHeld => Outcome::not_found(m.message()),
+                crate::http::DocumentMissing::Unavailable(_) => {
+                    Outcome::new(StatusCode::SERVICE_UNAVAILABLE, "transient", m.message())
+                }
+            })?;
+    }
     if json {
         let bytes = st
             .blocking(move |st| Ok(all_bytes(st, doc.content)))
@@ -446,16 +456,18 @@ pub(super) async fn read(
     Ok(resp)
 }
 
-/// Checks a document can be served as asked: held here, and within the JSON limit.
+/// Checks a document can be served as asked: held here (or to be fetched), and within the
+/// JSON limit.
 fn check(st: &AppState, doc: &Doc, json: bool) -> Result<(), Outcome> {
     if json && doc.content.size() > MAX_BINARY_JSON as u64 {
         return Err(too_large_for_json(&doc.id, doc.content.size()));
     }
+    // A file not held here is fetched from the record's peers once the read is allowed
+    // (`AppState::ensure_document`), when a network node runs.
     if let Content::Stored(f) = &doc.content {
-        if !st.store().has_document(&f.blob_ref()) {
+        if !st.store().has_document(&f.blob_ref()) && st.node().is_none() {
             return Err(Outcome::not_found(
-                "the file is not held on this node yet: it is fetched from a replica that \
-                 holds it when this node next syncs",
+                crate::http::DocumentMissing::NotHeld.message(),
             ));
         }
     }
