@@ -63,6 +63,11 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
     );
     assert!(stdout.contains("--invitation inv-"), "{stdout}");
     assert!(stdout.contains("reached George's node"), "{stdout}");
+    // Mary's node fetches the letter's file on demand: not held until she opens it.
+    assert!(
+        stdout.contains("the file on Mary's node before she opens it: not held"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("Mary's copy is byte for byte the letter George attached"),
         "{stdout}"

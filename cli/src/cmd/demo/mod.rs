@@ -405,7 +405,8 @@ fn node_info(home: &Path) -> Option<(String, u32)> {
 impl Tour {
     /// Starts `cophr node run` in `who`'s home (its log in HOME/node.log) and waits until
     /// it listens. Returns its TCP address. Only George's node serves the HTTP API and web
-    /// app (on a free port); the others run without.
+    /// app (on a free port); the others run without. Mary's node fetches documents' files
+    /// on demand.
     fn start_node(&self, nodes: &mut Nodes, who: &str) -> Result<String> {
         let home = self.dir.join(who);
         let http: &[&str] = match who {
@@ -413,6 +414,7 @@ impl Tour {
             // The community host takes records by invitation only, and serves the page
             // of patients with only a browser.
             "host" => &["--http", "127.0.0.1:0", "--admission", "invitation"],
+            "mary" => &["--no-http", "--documents", "on-demand"],
             _ => &["--no-http"],
         };
         println!(
@@ -840,9 +842,12 @@ fn a_letter_travels(t: &mut Tour) -> Result<()> {
             })
             .unwrap_or(false)
     };
-    t.wait_for("the letter to reach Mary's node", |t| {
-        t.sees("mary", &id) && blobs(t, "mary")
-    })?;
+    t.wait_for("the letter's entry to reach Mary's node", |t| t.sees("mary", &id))?;
+    t.say("Mary's node fetches files on demand (`node run --documents on-demand`): it holds the entry, and fetches the file from the record's peers, home host first, when she opens it.");
+    println!(
+        "  the file on Mary's node before she opens it: {}",
+        if blobs(t, "mary") { "held" } else { "not held" }
+    );
     let saved = t.file("letter-mary-saved.txt");
     t.run("mary", &["download", &id, "-o", &saved], Expect::Ok)?;
     let same = std::fs::read_to_string(&saved).ok().as_deref() == Some(LETTER);
