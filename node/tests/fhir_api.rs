@@ -1057,6 +1057,83 @@ async fn a_transaction_holds_one_patient_the_records() {
 }
 
 #[tokio::test]
+async fn a_batch_refuses_each_entry_about_another_patient_and_keeps_the_records_own() {
+    const NHS: &str = "https://fhir.nhs.uk/Id/nhs-number";
+    let env = Env::new();
+    let patient = |id: &str, nhs: &str| {
+        json!({"resourceType": "Patient", "id": id, "identifier": [{"system": NHS, "value": nhs}],
+            "name": [{"family": "Jones"}]})
+    };
+    let obs = |pid: &str| {
+        let mut o = r4("Observation-heart-rate.json");
+        o["subject"] = json!({"reference": format!("Patient/{pid}")});
+        o
+    };
+    // Two patients in one batch into a record with none yet: each Patient is refused (which
+    // is the record's cannot be told), nothing of them stored.
+    let before = env.footprint();
+    let (s, _, resp) = env
+        .post(&bundle_of(
+            "batch",
+            &[patient("a", "9434765919"), patient("b", "9434765870")],
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{resp}");
+    let e = resp["entry"].as_array().unwrap();
+    for entry in e {
+        assert_eq!(
+            entry["response"]["status"], "422 Unprocessable Entity",
+            "{resp}"
+        );
+        assert!(entry.to_string().contains("2 patients"), "{entry}");
+    }
+    assert_eq!(env.footprint(), before);
+    // The record's patient, then a batch mixing their data with another patient's: the
+    // other patient's entries are refused, naming the patient; the record's are kept.
+    let (s, _, resp) = env
+        .post(&bundle_of("batch", &[patient("a", "9434765919"), obs("a")]))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{resp}");
+    assert!(resp["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["response"]["status"] == "201 Created"));
+    let before = env.footprint();
+    let (s, _, resp) = env
+        .post(&bundle_of(
+            "batch",
+            &[
+                obs("a"),
+                obs("zz"),
+                patient("other", "9434765870"),
+                obs("other"),
+            ],
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{resp}");
+    let e = resp["entry"].as_array().unwrap();
+    assert_eq!(e[0]["response"]["status"], "201 Created", "{resp}");
+    for (i, who) in [(1, "Patient/zz"), (2, "other"), (3, "other")] {
+        assert_eq!(
+            e[i]["response"]["status"], "422 Unprocessable Entity",
+            "{resp}"
+        );
+        let text = e[i].to_string();
+        assert!(
+            text.contains("another patient") && text.contains(who),
+            "{text}"
+        );
+    }
+    // One entry (and its audit event) stored: the record's own.
+    assert_eq!(env.footprint().0 - before.0, 1);
+    let (_, _, b) = env
+        .get(&format!("/fhir/r4/Observation?patient={}", env.rid()))
+        .await;
+    assert_eq!(b["total"], 2, "{b}");
+}
+
+#[tokio::test]
 async fn a_batch_reports_each_entry_and_keeps_the_good_ones() {
     let env = Env::new();
     let good1 = r4("Observation-heart-rate.json");

@@ -842,7 +842,9 @@ fn a_letter_travels(t: &mut Tour) -> Result<()> {
             })
             .unwrap_or(false)
     };
-    t.wait_for("the letter's entry to reach Mary's node", |t| t.sees("mary", &id))?;
+    t.wait_for("the letter's entry to reach Mary's node", |t| {
+        t.sees("mary", &id)
+    })?;
     t.say("Mary's node fetches files on demand (`node run --documents on-demand`): it holds the entry, and fetches the file from the record's peers, home host first, when she opens it.");
     println!(
         "  the file on Mary's node before she opens it: {}",

@@ -259,104 +259,131 @@ fn duplicate_full_url(items: &[BundleItem]) -> Result<(), Outcome> {
 }
 
 /// Refuses a transaction holding another patient's resources than the record's (a record
-/// holds one patient's data): the record's patient is its Patient resources (matched by id,
-/// `fullUrl` and identifiers such as the NHS number, `fhir::PatientIndex`), else the
-/// transaction's only Patient; a resource naming another Patient, or a `Patient/…` that is
-/// neither the record's nor `Patient/<record id>`, is refused with its entry's path.
+/// holds one patient's data), naming the first such entry ([`PatientCheck`]).
 fn one_patient<'a>(
     st: &AppState,
     record: &RecordId,
     items: impl Iterator<Item = &'a BundleItem> + Clone,
 ) -> Result<(), Outcome> {
-    let me = st.actor();
-    let now = st.now();
-    let keys: Vec<fhir::PatientKey> = st.store().with_record(record, |r| {
-        let viewer = r.viewer(&me, now);
-        fold::current(r, &viewer)
-            .items
-            .iter()
-            .filter(|i| i.category == Category::Demographics)
-            .filter_map(|i| {
-                let text = i.body.get(schema::FHIR_RESOURCE)?.as_text()?;
-                let j: Json = serde_json::from_str(text).ok()?;
-                // By id and identifiers: a `fullUrl` names an entry of one Bundle only.
-                Some(fhir::PatientIndex::keys_of(&j, None))
-            })
-            .flatten()
-            .collect()
-    })?;
-    let refuse = |item: &BundleItem, msg: String| {
-        at(
-            Outcome::new(StatusCode::UNPROCESSABLE_ENTITY, "business-rule", msg),
-            &item.path,
-        )
-    };
-    let mut index = fhir::PatientIndex::default();
-    let mut mine = None;
-    if !keys.is_empty() {
-        mine = Some(
-            index
-                .add_keys(&keys)
-                .map_err(|e| Outcome::invalid(e.to_string()))?,
-        );
+    let check = PatientCheck::new(st, record, items.clone())?;
+    match items.filter_map(|i| check.refusal(i)).next() {
+        Some(o) => Err(o),
+        None => Ok(()),
     }
-    for item in items.clone() {
-        if item.resource["resourceType"] == "Patient" {
-            index
-                .add(&item.resource, item.full_url.as_deref())
-                .map_err(|e| refuse(item, e.to_string()))?;
+}
+
+/// Whose data a Bundle's entries are, against a record's one patient: the record's
+/// Patient resources (matched by id and identifiers such as the NHS number,
+/// `fhir::PatientIndex`), else the Bundle's only Patient. An entry naming another Patient,
+/// or a `Patient/…` that is neither the record's nor `Patient/<record id>`, is refused
+/// with its entry's path; when the record has no Patient and the Bundle holds several,
+/// every Patient of them is refused (which is the record's cannot be told).
+struct PatientCheck {
+    index: fhir::PatientIndex,
+    /// The record's patient, when known.
+    mine: Option<usize>,
+    /// Patients in the Bundle when the record has none and there are several.
+    several: Option<usize>,
+    record: RecordId,
+}
+
+impl PatientCheck {
+    fn new<'a>(
+        st: &AppState,
+        record: &RecordId,
+        items: impl Iterator<Item = &'a BundleItem>,
+    ) -> Result<PatientCheck, Outcome> {
+        let me = st.actor();
+        let now = st.now();
+        let keys: Vec<fhir::PatientKey> = st.store().with_record(record, |r| {
+            let viewer = r.viewer(&me, now);
+            fold::current(r, &viewer)
+                .items
+                .iter()
+                .filter(|i| i.category == Category::Demographics)
+                .filter_map(|i| {
+                    let text = i.body.get(schema::FHIR_RESOURCE)?.as_text()?;
+                    let j: Json = serde_json::from_str(text).ok()?;
+                    // By id and identifiers: a `fullUrl` names an entry of one Bundle only.
+                    Some(fhir::PatientIndex::keys_of(&j, None))
+                })
+                .flatten()
+                .collect()
+        })?;
+        let mut index = fhir::PatientIndex::default();
+        let mut mine = None;
+        if !keys.is_empty() {
+            mine = Some(
+                index
+                    .add_keys(&keys)
+                    .map_err(|e| Outcome::invalid(e.to_string()))?,
+            );
         }
-    }
-    if mine.is_none() {
-        match index.len() {
-            0 => return Ok(()),
-            1 => mine = index.patients().first().copied(),
-            n => {
-                let msg = format!(
-                    "the transaction holds {n} patients; a record holds one patient's data: \
-                     nothing was stored"
-                );
-                return Err(
-                    match items
-                        .clone()
-                        .find(|i| i.resource["resourceType"] == "Patient")
-                    {
-                        Some(first) => refuse(first, msg),
-                        None => {
-                            Outcome::new(StatusCode::UNPROCESSABLE_ENTITY, "business-rule", msg)
-                        }
-                    },
-                );
+        for item in items {
+            if item.resource["resourceType"] == "Patient" {
+                index
+                    .add(&item.resource, item.full_url.as_deref())
+                    .map_err(|e| refuse(item, e.to_string()))?;
             }
         }
+        let mut several = None;
+        if mine.is_none() {
+            match index.len() {
+                0 => {}
+                1 => mine = index.patients().first().copied(),
+                n => several = Some(n),
+            }
+        }
+        Ok(PatientCheck {
+            mine: mine.map(|m| index.canonical(m)),
+            index,
+            several,
+            record: *record,
+        })
     }
-    let Some(mine) = mine.map(|m| index.canonical(m)) else {
-        return Ok(());
-    };
-    let own = format!("Patient/{record}");
-    for item in items {
-        let other = match index.owner(&item.resource, item.full_url.as_deref()) {
-            fhir::Owner::Patient(p) if p != mine => Some(index.label(p).to_owned()),
+
+    /// Why `item` may not be written into the record, if it may not.
+    fn refusal(&self, item: &BundleItem) -> Option<Outcome> {
+        if let Some(n) = self.several {
+            return (item.resource["resourceType"] == "Patient").then(|| {
+                refuse(
+                    item,
+                    format!(
+                        "the Bundle holds {n} patients; a record holds one patient's data: \
+                         nothing was stored"
+                    ),
+                )
+            });
+        }
+        let mine = self.mine?;
+        let own = format!("Patient/{}", self.record);
+        let other = match self.index.owner(&item.resource, item.full_url.as_deref()) {
+            fhir::Owner::Patient(p) if p != mine => Some(self.index.label(p).to_owned()),
             fhir::Owner::Unknown(r)
                 if !(r == own || r.ends_with(&format!("/{own}")))
-                    && named_record(&item.resource) != Some(*record) =>
+                    && named_record(&item.resource) != Some(self.record) =>
             {
                 Some(r)
             }
             _ => None,
-        };
-        if let Some(p) = other {
-            return Err(refuse(
-                item,
-                format!(
-                    "it is about another patient ({p}) than the record's ({}); a record holds \
-                     one patient's data: nothing was stored",
-                    index.label(mine)
-                ),
-            ));
-        }
+        }?;
+        Some(refuse(
+            item,
+            format!(
+                "it is about another patient ({other}) than the record's ({}); a record holds \
+                 one patient's data: nothing was stored",
+                self.index.label(mine)
+            ),
+        ))
     }
-    Ok(())
+}
+
+/// A refusal of one entry under the one-patient rule (422, naming the entry).
+fn refuse(item: &BundleItem, msg: String) -> Outcome {
+    at(
+        Outcome::new(StatusCode::UNPROCESSABLE_ENTITY, "business-rule", msg),
+        &item.path,
+    )
 }
 
 /// The record a resource names as its patient (`Patient/<record id>`), if any.
@@ -861,6 +888,10 @@ fn run_batch(
             Err(o) => failed(o),
         });
     }
+    // The one-patient rule, per record written into: an entry about another patient is
+    // refused on its own (the others go ahead, as a batch does).
+    let mut checks: std::collections::HashMap<RecordId, Result<PatientCheck, Outcome>> =
+        std::collections::HashMap::new();
     for (i, item) in items.iter().enumerate().filter(|(_, i)| !is_binary(i)) {
         let result = plan(
             st,
@@ -869,6 +900,24 @@ fn run_batch(
             source,
             &links,
         )
+        .and_then(|p| {
+            let check = checks.entry(p.record).or_insert_with(|| {
+                PatientCheck::new(st, &p.record, items.iter().filter(|i| !is_binary(i)))
+            });
+            let refused = match check {
+                Ok(c) => c.refusal(item),
+                Err(o) => Some(o.clone()),
+            };
+            match refused {
+                Some(o) => {
+                    for m in &p.made {
+                        st.binaries().forget(m);
+                    }
+                    Err(o)
+                }
+                None => Ok(p),
+            }
+        })
         .and_then(|p| {
             match session
                 .write(&p.record, p.payload.clone(), st.now())
