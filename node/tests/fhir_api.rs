@@ -993,8 +993,15 @@ async fn a_transaction_with_two_entries_of_one_full_url_is_refused() {
         "{msg}"
     );
     assert_eq!(env.footprint(), before);
-    // The same two with their own fullUrls are written.
+    // The same two with their own fullUrls are two versions of one resource (type and
+    // id): refused, nothing stored.
     tx["entry"][1]["fullUrl"] = json!("urn:uuid:00000000-0000-0000-0000-00000000beef");
+    let (s, _, body) = env.post(&tx).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("same resource"), "{body}");
+    assert_eq!(env.footprint(), before);
+    // Two resources with their own fullUrls are written.
+    tx["entry"][1]["resource"]["id"] = json!("heart-rate-2");
     let (s, _, body) = env.post(&tx).await;
     assert_eq!(s, StatusCode::OK, "{body}");
 }
@@ -1010,6 +1017,7 @@ async fn a_transaction_holds_one_patient_the_records() {
     let obs = |pid: &str| {
         let mut o = r4("Observation-heart-rate.json");
         o["subject"] = json!({"reference": format!("Patient/{pid}")});
+        o["id"] = json!(format!("heart-rate-{pid}"));
         o
     };
     // Two patients in one transaction into a record with none yet: refused.
@@ -1067,6 +1075,7 @@ async fn a_batch_refuses_each_entry_about_another_patient_and_keeps_the_records_
     let obs = |pid: &str| {
         let mut o = r4("Observation-heart-rate.json");
         o["subject"] = json!({"reference": format!("Patient/{pid}")});
+        o["id"] = json!(format!("heart-rate-{pid}"));
         o
     };
     // Two patients in one batch into a record with none yet: each Patient is refused (which
@@ -1104,7 +1113,11 @@ async fn a_batch_refuses_each_entry_about_another_patient_and_keeps_the_records_
         .post(&bundle_of(
             "batch",
             &[
-                obs("a"),
+                {
+                    let mut o = obs("a");
+                    o["id"] = json!("heart-rate-a-2");
+                    o
+                },
                 obs("zz"),
                 patient("other", "9434765870"),
                 obs("other"),
@@ -1131,6 +1144,89 @@ async fn a_batch_refuses_each_entry_about_another_patient_and_keeps_the_records_
         .get(&format!("/fhir/r4/Observation?patient={}", env.rid()))
         .await;
     assert_eq!(b["total"], 2, "{b}");
+}
+
+#[tokio::test]
+async fn a_resource_posted_again_stores_nothing_and_a_changed_one_amends_its_entry() {
+    let env = Env::new();
+    let hr = r4("Observation-heart-rate.json");
+    let (s, _, resp) = env.post(&transaction(std::slice::from_ref(&hr))).await;
+    assert_eq!(s, StatusCode::OK, "{resp}");
+    let first = locations(&resp).remove(0);
+    assert!(first.ends_with("/_history/1"), "{first}");
+    let path = resource_path(&first);
+
+    // The same resource again, with only its meta changed, in a transaction, a batch and
+    // through `POST [type]`: held already, nothing stored, answered with the version held.
+    let mut meta_only = hr.clone();
+    meta_only["meta"] = json!({"lastUpdated": "2026-12-01T10:00:00Z", "versionId": "7"});
+    let before = env.footprint();
+    for bundle in [
+        transaction(&[meta_only.clone()]),
+        bundle_of("batch", &[meta_only.clone()]),
+    ] {
+        let (s, _, resp) = env.post(&bundle).await;
+        assert_eq!(s, StatusCode::OK, "{resp}");
+        let r = &resp["entry"][0]["response"];
+        assert_eq!(r["status"], "200 OK", "{resp}");
+        assert_eq!(r["location"], first.as_str(), "{resp}");
+        assert!(r["outcome"].to_string().contains("held already"), "{resp}");
+    }
+    let (s, _, body) = post_to(
+        &env,
+        "/fhir/r4/Observation",
+        "application/fhir+json",
+        &[],
+        serde_json::to_vec(&meta_only).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(env.footprint().0, before.0, "no entry written");
+
+    // Changed (a corrected value): a new version of the same item, the first kept in its
+    // history; answered 200 with version 2.
+    let mut corrected = hr.clone();
+    corrected["valueQuantity"]["value"] = json!(48);
+    let (s, _, resp) = env.post(&transaction(&[corrected.clone()])).await;
+    assert_eq!(s, StatusCode::OK, "{resp}");
+    let r = &resp["entry"][0]["response"];
+    assert_eq!(r["status"], "200 OK", "{resp}");
+    assert_eq!(r["location"], format!("{path}/_history/2"), "{resp}");
+    let (_, _, got) = env.get(&format!("/fhir/r4/{path}")).await;
+    assert_eq!(got["valueQuantity"]["value"], 48, "{got}");
+    let (_, _, history) = env.get(&format!("/fhir/r4/{path}/_history")).await;
+    assert_eq!(history["total"], 2, "{history}");
+    let (_, _, all) = env.get("/fhir/r4/Observation").await;
+    assert_eq!(all["total"], 1, "one item: {all}");
+
+    // In a batch, a resource changed twice: each change a version, in order.
+    let mut again = corrected.clone();
+    again["valueQuantity"]["value"] = json!(50);
+    let mut last = corrected.clone();
+    last["valueQuantity"]["value"] = json!(52);
+    let (s, _, resp) = env.post(&bundle_of("batch", &[again, last])).await;
+    assert_eq!(s, StatusCode::OK, "{resp}");
+    let l = locations(&resp);
+    let (_, _, history) = env.get(&format!("/fhir/r4/{path}/_history")).await;
+    assert_eq!(
+        l,
+        vec![format!("{path}/_history/3"), format!("{path}/_history/4")],
+        "{resp} {history}"
+    );
+    let (_, _, got) = env.get(&format!("/fhir/r4/{path}")).await;
+    assert_eq!(got["valueQuantity"]["value"], 52, "{got}");
+
+    // A changed resource that maps to another category than its entry: refused (422),
+    // nothing stored.
+    let before = env.footprint();
+    let mut other = r4("Observation-heart-rate.json");
+    other["category"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}]);
+    other["code"] = json!({"coding": [{"system": "http://loinc.org", "code": "718-7", "display": "Hemoglobin"}]});
+    other["valueQuantity"] = json!({"value": 7.2, "unit": "g/dL", "system": "http://unitsofmeasure.org", "code": "g/dL"});
+    let (s, _, body) = env.post(&transaction(&[other])).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("maps to"), "{body}");
+    assert_eq!(env.footprint(), before);
 }
 
 #[tokio::test]
@@ -1946,7 +2042,7 @@ async fn writes_are_validated_naming_the_element_and_implausible_values_are_flag
         "/fhir/r4/Observation",
         "application/fhir+json",
         &[("prefer", "return=OperationOutcome")],
-        serde_json::to_vec(&heart_rate(&env, 280.0)).unwrap(),
+        serde_json::to_vec(&heart_rate(&env, 281.0)).unwrap(),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
@@ -2044,7 +2140,10 @@ async fn bodies_are_decoded_in_their_declared_charset() {
     // "Zoë's rash" in ISO-8859-1: ë is the one byte 0xEB.
     let latin1: Vec<u8> = cond("Zo\u{eb}'s rash").chars().map(|c| c as u8).collect();
     assert!(std::str::from_utf8(&latin1).is_err());
-    for charset in ["iso-8859-1", "latin1", "ISO-8859-1"] {
+    for (n, charset) in ["iso-8859-1", "latin1", "ISO-8859-1"]
+        .into_iter()
+        .enumerate()
+    {
         let (s, _, body) = post_to(
             &env,
             "/fhir/r4/Condition",
@@ -2053,7 +2152,13 @@ async fn bodies_are_decoded_in_their_declared_charset() {
             latin1.clone(),
         )
         .await;
-        assert_eq!(s, StatusCode::CREATED, "{charset}: {body}");
+        // The same resource each time: created once, then held already (nothing stored).
+        let want = if n == 0 {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(s, want, "{charset}: {body}");
         assert_eq!(body["code"]["text"], "Zo\u{eb}'s rash", "{charset}");
     }
     // In a transaction too.

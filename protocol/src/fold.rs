@@ -680,7 +680,8 @@ fn history_in(
             })
         })
         .collect();
-    versions.sort_by_key(|v| (v.provenance.time, v.id));
+    // Oldest first; written in the same millisecond, an entry after those in its past.
+    versions.sort_by_key(|v| (v.provenance.time, record.causal_depth(&v.id), v.id));
     Some(History {
         item: root,
         category,

@@ -609,6 +609,14 @@ impl Record {
         self.nodes.get(id).map(|n| n.h.time)
     }
 
+    /// How many entries are in a held entry's causal past, itself included (the sum of its
+    /// vector clock): larger for every entry that has it in its past, and the same on every
+    /// replica. Orders entries written in the same millisecond causally.
+    pub fn causal_depth(&self, id: &EntryId) -> Option<u64> {
+        let n = self.nodes.get(id)?;
+        Some((0..n.width()).map(|i| n.clock(i)).sum())
+    }
+
     /// A held entry's author (the key that signed it), without reading the entry.
     pub fn author_of_entry(&self, id: &EntryId) -> Option<ActorId> {
         self.nodes.get(id).map(|n| self.author_of(n))

@@ -676,6 +676,57 @@ fn concurrent_amends_are_both_kept_and_one_wins_deterministically() {
 }
 
 #[test]
+fn versions_written_in_the_same_millisecond_are_listed_in_causal_order() {
+    let mut f = Fixture::new(12, "George");
+    let george = f.patient.clone();
+    let item = f
+        .create(&george, Category::Allergies, allergy("peanut"))
+        .unwrap();
+    // Several amends, each of the one before, all at one time: whatever their ids, the
+    // history lists them in the order each was written after the other.
+    let at = f.now;
+    let mut target = item;
+    let mut written = vec![item];
+    for agent in [
+        "peanuts",
+        "peanut oil",
+        "groundnut",
+        "arachis oil",
+        "peanut (all forms)",
+    ] {
+        let v = f
+            .record
+            .prepare(
+                &george,
+                Payload::Amend {
+                    target,
+                    body: allergy(agent),
+                },
+                None,
+                at,
+                None,
+            )
+            .unwrap();
+        target = v.id();
+        written.push(v.id());
+        f.record.apply(v).unwrap();
+    }
+    let v = f.record.viewer(&george.actor(), at);
+    let listed: Vec<_> = fold::history(&f.record, &v, &item)
+        .unwrap()
+        .versions
+        .iter()
+        .map(|v| v.id)
+        .collect();
+    assert_eq!(listed, written);
+    let depths: Vec<u64> = written
+        .iter()
+        .map(|id| f.record.causal_depth(id).unwrap())
+        .collect();
+    assert!(depths.windows(2).all(|w| w[0] < w[1]), "{depths:?}");
+}
+
+#[test]
 fn state_at_time_and_at_heads() {
     let mut f = Fixture::new(10, "George");
     let george = f.patient.clone();

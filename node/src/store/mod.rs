@@ -25,6 +25,7 @@
 pub mod blobs;
 mod cache;
 mod documents;
+mod holdings;
 pub mod log;
 pub mod scrub;
 mod snapshots;
@@ -38,6 +39,7 @@ pub use documents::{
     DocumentsExported, DocumentsRepaired, Received, Scrubbed, SealingReader, Upload,
 };
 pub use documents::{import_recognised, import_recognised_bytes};
+pub use holdings::{Held, Holdings};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -19,7 +19,7 @@ use clap::Args as ClapArgs;
 use cophr_protocol::audit::Action;
 use cophr_protocol::entry::Payload;
 use cophr_protocol::fhir::{self, FhirError, ImportMeta, Owner, PatientIndex, PatientKey};
-use cophr_protocol::{fold, schema, Category, EntryId, RecordId, Timestamp, Value};
+use cophr_protocol::{schema, Category, RecordId, Timestamp, Value};
 use serde_json::{json, Value as Json};
 
 use super::stream::{self, FileError, Item};
@@ -28,7 +28,7 @@ use crate::error::{CliError, Code, Result};
 use crate::home::Identity;
 use crate::output;
 use crate::store::Store;
-use cophr_node::store::{BatchError, BatchInfo, MAX_WRITE_ALL};
+use cophr_node::store::{BatchError, BatchInfo, Held, Holdings, MAX_WRITE_ALL};
 
 /// Most resources stored in one durable write (below the store's [`MAX_WRITE_ALL`]).
 pub const CHUNK: usize = 1000;
@@ -168,63 +168,8 @@ fn outcome(e: &FhirError) -> Json {
     json!({"resourceType": "OperationOutcome", "issue": [issue]})
 }
 
-/// What the record holds of a resource identity.
-#[derive(Clone)]
-struct Held {
-    /// The entry's current version (`None` while its creation waits in the chunk).
-    current: Option<EntryId>,
-    category: Category,
-    hash: [u8; 32],
-}
-
-/// What the record holds: resources by identity, digests of those without an id, and the
-/// keys of its Patient resources.
-#[derive(Default)]
-struct Holdings {
-    by_id: HashMap<(String, String), Held>,
-    no_id: HashSet<[u8; 32]>,
-    patient_keys: Vec<PatientKey>,
-}
-
 fn holdings(store: &Store, me: &Identity, record: &RecordId, now: Timestamp) -> Result<Holdings> {
-    Ok(store.with_record(record, |r| {
-        let viewer = r.viewer(&me.actor(), now);
-        let mut h = Holdings::default();
-        for item in &fold::current(r, &viewer).items {
-            let Some(text) = item
-                .body
-                .get(schema::FHIR_RESOURCE)
-                .and_then(Value::as_text)
-            else {
-                continue;
-            };
-            let Ok(resource) = serde_json::from_str::<Json>(text) else {
-                continue;
-            };
-            let hash = fhir::content_hash(&resource);
-            if resource["resourceType"] == "Patient" {
-                // By id and identifiers: a `fullUrl` names an entry of one Bundle only.
-                h.patient_keys
-                    .extend(PatientIndex::keys_of(&resource, None));
-            }
-            match fhir::identity(&resource) {
-                Some(key) => {
-                    h.by_id.insert(
-                        key,
-                        Held {
-                            current: Some(item.current),
-                            category: item.category.clone(),
-                            hash,
-                        },
-                    );
-                }
-                None => {
-                    h.no_id.insert(hash);
-                }
-            }
-        }
-        h
-    })?)
+    Ok(store.fhir_holdings(record, &me.actor(), now)?)
 }
 
 /// The outcome of an import.
@@ -530,7 +475,7 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
                     }
                 }
                 None => {
-                    if !held.no_id.insert(hash) {
+                    if held.no_id.insert(hash, None).is_some() {
                         report.unchanged += 1;
                         return Ok(());
                     }

@@ -28,7 +28,8 @@ use super::{
 };
 use crate::http::{AppState, MAX_BODY};
 use crate::session::explain;
-use crate::store::{BatchError, BatchInfo, MAX_WRITE_ALL};
+use crate::store::{BatchError, BatchInfo, Held, Holdings, MAX_WRITE_ALL};
+use std::collections::HashMap;
 
 /// A refusal explained in the identity's terms.
 fn explain_in(
@@ -51,6 +52,62 @@ struct Plan {
     /// Binaries stored for this entry (its attachment's data, stored apart), forgotten
     /// if the write fails.
     made: Vec<String>,
+    /// Held already as sent: nothing is written, and the answer names the version held
+    /// (the payload then amends that version, for the answer's sake only).
+    unchanged: bool,
+    /// The resource's place in the record's holdings, once written.
+    held: Option<HeldKey>,
+}
+
+/// Where a written resource goes in its record's [`Holdings`].
+#[derive(Debug, Clone)]
+enum HeldKey {
+    /// By identity (type and id).
+    Id((String, String), Category, [u8; 32]),
+    /// By content digest (no id).
+    Digest([u8; 32]),
+}
+
+/// What the records a request writes into hold of FHIR resources, loaded once per record
+/// per request ([`Store::fhir_holdings`]) and kept up to date as it writes: a `POST` of a
+/// resource held already stores nothing, a changed one amends its entry.
+#[derive(Default)]
+struct HeldCache(HashMap<RecordId, Holdings>);
+
+impl HeldCache {
+    fn load(&mut self, st: &AppState, record: &RecordId) -> Result<&mut Holdings, Outcome> {
+        if !self.0.contains_key(record) {
+            let h = st.store().fhir_holdings(record, &st.actor(), st.now())?;
+            self.0.insert(*record, h);
+        }
+        Ok(self.0.entry(*record).or_default())
+    }
+
+    /// Notes a plan's outcome: written as `id` (`Some`), or not written (`None`: the
+    /// record's holdings are loaded again when next needed).
+    fn written(&mut self, plan: &Plan, id: Option<EntryId>) {
+        let (Some(key), Some(h)) = (&plan.held, self.0.get_mut(&plan.record)) else {
+            return;
+        };
+        match (key, id) {
+            (HeldKey::Id(k, category, hash), Some(id)) => {
+                h.by_id.insert(
+                    k.clone(),
+                    Held {
+                        current: Some(id),
+                        category: category.clone(),
+                        hash: *hash,
+                    },
+                );
+            }
+            (HeldKey::Digest(hash), Some(id)) => {
+                h.no_id.insert(*hash, Some(id));
+            }
+            (_, None) => {
+                self.0.remove(&plan.record);
+            }
+        }
+    }
 }
 
 /// Attachment data larger than this (decoded) is stored apart, as a Binary the entry
@@ -426,6 +483,7 @@ fn plan(
     url: &str,
     source: Option<&str>,
     links: &binary::Links,
+    held: &mut HeldCache,
 ) -> Result<Plan, Outcome> {
     let (rewritten, linked, made) =
         prepare_attachment(st, &item.resource, links).map_err(|o| at(o, &item.path))?;
@@ -435,7 +493,7 @@ fn plan(
         }
         o
     };
-    let mut plan = plan_entry(st, item, rewritten.as_ref(), url, source).map_err(forget)?;
+    let mut plan = plan_entry(st, item, rewritten.as_ref(), url, source, held).map_err(forget)?;
     if let Some(l) = linked {
         let resource = rewritten.as_ref().unwrap_or(&item.resource);
         if let Some(r) = l.record.filter(|r| *r != plan.record) {
@@ -474,6 +532,7 @@ fn plan_entry(
     resource: Option<&Json>,
     url: &str,
     source: Option<&str>,
+    held: &mut HeldCache,
 ) -> Result<Plan, Outcome> {
     let resource = resource.unwrap_or(&item.resource);
     let own = resource["meta"]["source"].as_str();
@@ -556,6 +615,8 @@ fn plan_entry(
                 },
                 links: Vec::new(),
                 made: Vec::new(),
+                unchanged: false,
+                held: None,
             })
         }
         _ => {
@@ -569,18 +630,105 @@ fn plan_entry(
                 }
                 None => default_record(st).map_err(|o| at(o, &item.path))?,
             };
+            // Held already (by identity, else by content): unchanged stores nothing, a
+            // change amends the entry (a new version), as an import does.
+            let hash = fhir::content_hash(&item.resource);
+            let key = fhir::identity(&item.resource);
+            let holdings = held.load(st, &record)?;
+            let same_as_earlier = || {
+                at(
+                    Outcome::invalid(format!(
+                        "{} is the same resource as an earlier entry of this transaction: \
+                         send one version of it; nothing was stored",
+                        item.path
+                    )),
+                    &item.path,
+                )
+            };
+            let found = match &key {
+                Some(k) => holdings
+                    .by_id
+                    .get(k)
+                    .map(|h| (h.current, h.hash == hash, Some(h.category.clone()))),
+                None => holdings.no_id.get(&hash).map(|c| (*c, true, None)),
+            };
+            let (payload, unchanged) = match found {
+                Some((None, _, _)) => return Err(same_as_earlier()),
+                Some((Some(_), _, Some(c))) if c != imported.category => {
+                    return Err(at(
+                        Outcome::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "business-rule",
+                            format!(
+                                "the new version maps to {} but the {} held as {} is in {c}",
+                                imported.category,
+                                imported.resource_type,
+                                key.as_ref().map_or("", |k| k.1.as_str())
+                            ),
+                        ),
+                        &item.path,
+                    ))
+                }
+                Some((Some(current), same, _)) => (
+                    Payload::Amend {
+                        target: current,
+                        body: imported.body,
+                    },
+                    same,
+                ),
+                None => (
+                    Payload::Create {
+                        category: imported.category.clone(),
+                        body: imported.body,
+                    },
+                    false,
+                ),
+            };
+            let held_key = match key {
+                Some(k) => HeldKey::Id(k, imported.category, hash),
+                None => HeldKey::Digest(hash),
+            };
+            if !unchanged {
+                // Pending until written: a second entry of it in this request is refused
+                // (a transaction) or amends what the first wrote (a batch).
+                match &held_key {
+                    HeldKey::Id(k, c, h) => {
+                        holdings.by_id.insert(
+                            k.clone(),
+                            Held {
+                                current: None,
+                                category: c.clone(),
+                                hash: *h,
+                            },
+                        );
+                    }
+                    HeldKey::Digest(h) => {
+                        holdings.no_id.insert(*h, None);
+                    }
+                }
+            }
             Ok(Plan {
                 record,
                 resource_type: imported.resource_type,
-                payload: Payload::Create {
-                    category: imported.category,
-                    body: imported.body,
-                },
+                payload,
                 links: Vec::new(),
                 made: Vec::new(),
+                unchanged,
+                held: Some(held_key),
             })
         }
     }
+}
+
+/// The response entry for a resource held already as sent: nothing written; `200 OK`
+/// naming the version held (`current`), with an outcome saying so.
+fn held_already(st: &AppState, base: &str, plan: &Plan, current: EntryId) -> Json {
+    let mut made = created(st, base, plan, current);
+    made["response"]["status"] = json!("200 OK");
+    made["response"]["outcome"] = resources::ok_outcome(
+        "held already as sent (a change of meta alone is not a change): nothing was stored",
+    );
+    made
 }
 
 /// The response entry for a written item: its id (the record id for the record's patient),
@@ -738,6 +886,7 @@ fn transaction_steps(
         binaries.push((i, id));
     }
     let mut plans = Vec::with_capacity(items.len());
+    let mut held = HeldCache::default();
     for (i, item) in items.iter().enumerate().filter(|(_, i)| !is_binary(i)) {
         let p = plan(
             st,
@@ -745,6 +894,7 @@ fn transaction_steps(
             urls.get(i).map_or("", String::as_str),
             source,
             &links,
+            &mut held,
         )?;
         made.extend(p.made.iter().cloned());
         plans.push((i, p));
@@ -783,6 +933,22 @@ fn transaction_steps(
         ));
     }
     one_patient(st, &record, plans.iter().map(|(i, _)| &items[*i]))?;
+    // Resources held already as sent store nothing: answered with the version held.
+    let (unchanged, plans): (Vec<_>, Vec<_>) = plans.into_iter().partition(|(_, p)| p.unchanged);
+    for (i, p) in &unchanged {
+        if let Payload::Amend { target, .. } = &p.payload {
+            response[*i] = Some(held_already(st, base, p, *target));
+        }
+    }
+    if plans.is_empty() {
+        let b = resources::bundle(
+            "transaction-response",
+            base,
+            response.into_iter().flatten().collect(),
+            None,
+        );
+        return Ok((b, Vec::new()));
+    }
     // Check every write against the record as the earlier ones leave it, so a refusal
     // names its entry and nothing is stored.
     let key = st.keypair().clone();
@@ -890,8 +1056,8 @@ fn run_batch(
     }
     // The one-patient rule, per record written into: an entry about another patient is
     // refused on its own (the others go ahead, as a batch does).
-    let mut checks: std::collections::HashMap<RecordId, Result<PatientCheck, Outcome>> =
-        std::collections::HashMap::new();
+    let mut checks: HashMap<RecordId, Result<PatientCheck, Outcome>> = HashMap::new();
+    let mut held = HeldCache::default();
     for (i, item) in items.iter().enumerate().filter(|(_, i)| !is_binary(i)) {
         let result = plan(
             st,
@@ -899,6 +1065,7 @@ fn run_batch(
             urls.get(i).map_or("", String::as_str),
             source,
             &links,
+            &mut held,
         )
         .and_then(|p| {
             let check = checks.entry(p.record).or_insert_with(|| {
@@ -913,27 +1080,39 @@ fn run_batch(
                     for m in &p.made {
                         st.binaries().forget(m);
                     }
+                    held.written(&p, None);
                     Err(o)
                 }
                 None => Ok(p),
             }
         })
         .and_then(|p| {
+            if p.unchanged {
+                return Ok((p, None));
+            }
             match session
                 .write(&p.record, p.payload.clone(), st.now())
                 .map_err(|e| at(Outcome::from(e), &item.path))
             {
-                Ok(id) => Ok((p, id)),
+                Ok(id) => {
+                    held.written(&p, Some(id));
+                    Ok((p, Some(id)))
+                }
                 Err(o) => {
                     for m in &p.made {
                         st.binaries().forget(m);
                     }
+                    held.written(&p, None);
                     Err(o)
                 }
             }
         });
         entries[i] = Some(match result {
-            Ok((p, id)) => {
+            Ok((p, None)) => match &p.payload {
+                Payload::Amend { target, .. } => held_already(st, base, &p, *target),
+                _ => failed(Outcome::invalid("nothing was written")),
+            },
+            Ok((p, Some(id))) => {
                 if !changed.contains(&p.record) {
                     changed.push(p.record);
                 }
@@ -1002,25 +1181,37 @@ pub(super) async fn create(st: AppState, req: Request, ty: String) -> Result<Res
             v.split([';', ','])
                 .any(|p| p.trim().eq_ignore_ascii_case("return=OperationOutcome"))
         });
-    let (record, location, body) = st
+    let (record, location, body, status) = st
         .blocking(move |st| {
             Ok((|| {
                 let links = binary::Links {
                     base: base.clone(),
                     ..Default::default()
                 };
-                let p = plan(st, &item, &ty, None, &links)?;
-                let id = match st.session().write(&p.record, p.payload.clone(), st.now()) {
-                    Ok(id) => id,
-                    Err(e) => {
-                        for m in &p.made {
-                            st.binaries().forget(m);
-                        }
-                        return Err(Outcome::from(e));
+                let p = plan(st, &item, &ty, None, &links, &mut HeldCache::default())?;
+                let (id, made) = match (&p.payload, p.unchanged) {
+                    (Payload::Amend { target, .. }, true) => {
+                        (*target, held_already(st, &base, &p, *target))
+                    }
+                    _ => {
+                        let id = match st.session().write(&p.record, p.payload.clone(), st.now()) {
+                            Ok(id) => id,
+                            Err(e) => {
+                                for m in &p.made {
+                                    st.binaries().forget(m);
+                                }
+                                return Err(Outcome::from(e));
+                            }
+                        };
+                        link_written(st, &p, id);
+                        (id, created(st, &base, &p, id))
                     }
                 };
-                link_written(st, &p, id);
-                let made = created(st, &base, &p, id);
+                let status = if matches!(p.payload, Payload::Amend { .. }) {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                };
                 let location = made["response"]["location"]
                     .as_str()
                     .unwrap_or_default()
@@ -1030,7 +1221,12 @@ pub(super) async fn create(st: AppState, req: Request, ty: String) -> Result<Res
                         .get("outcome")
                         .cloned()
                         .unwrap_or_else(|| resources::ok_outcome("created"));
-                    return Ok::<_, Outcome>((p.record, format!("{base}/{location}"), outcome));
+                    return Ok::<_, Outcome>((
+                        p.record,
+                        format!("{base}/{location}"),
+                        outcome,
+                        status,
+                    ));
                 }
                 // What the writer sent, as it now reads (its own write: not a view).
                 let resource = collect(st, &[p.record], &p.resource_type)?
@@ -1038,12 +1234,12 @@ pub(super) async fn create(st: AppState, req: Request, ty: String) -> Result<Res
                     .find(|f| f.item == Some(id) || f.current == Some(id))
                     .and_then(|f| f.resource)
                     .unwrap_or(Json::Null);
-                Ok::<_, Outcome>((p.record, format!("{base}/{location}"), resource))
+                Ok::<_, Outcome>((p.record, format!("{base}/{location}"), resource, status))
             })())
         })
         .await??;
     st.changed(record).await;
-    let mut resp = fhir_response(StatusCode::CREATED, &body);
+    let mut resp = fhir_response(status, &body);
     if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
