@@ -220,6 +220,72 @@ fn same_resource(sent: &Json, got: &Json) {
     assert_eq!(strip(sent), strip(got));
 }
 
+/// The `reference`s in a resource, by their path.
+fn references(j: &Json, at: &str, out: &mut Vec<(String, String)>) {
+    match j {
+        Json::Object(m) => {
+            for (k, v) in m {
+                let here = format!("{at}.{k}");
+                match (k.as_str(), v.as_str()) {
+                    ("reference", Some(r)) => out.push((here, r.to_owned())),
+                    _ => references(v, &here, out),
+                }
+            }
+        }
+        Json::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                references(v, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Compares a resource read back with what was sent, as [`same_resource`] does, except
+/// for references the server names its resources by (`Type/<entry id>`, `Patient/<record
+/// id>`): each of those must resolve on the server. Returns how many were rewritten.
+async fn same_resource_served(env: &Env, sent: &Json, got: &Json) -> usize {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    references(sent, "", &mut a);
+    references(got, "", &mut b);
+    let paths = |v: &[(String, String)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(paths(&a), paths(&b), "the same references");
+    let mut rewritten = 0;
+    for ((_, from), (at, to)) in a.iter().zip(&b) {
+        if from != to {
+            rewritten += 1;
+            let (s, _, _) = env.get(&format!("/fhir/r4/{to}")).await;
+            assert_eq!(
+                s,
+                StatusCode::OK,
+                "{at}: {from} served as {to}, which does not resolve"
+            );
+        }
+    }
+    let blank = |j: &Json| {
+        let mut j = j.clone();
+        fn walk(v: &mut Json) {
+            match v {
+                Json::Object(m) => {
+                    for (k, x) in m.iter_mut() {
+                        if k == "reference" && x.is_string() {
+                            *x = json!("");
+                        } else {
+                            walk(x);
+                        }
+                    }
+                }
+                Json::Array(a) => a.iter_mut().for_each(walk),
+                _ => {}
+            }
+        }
+        walk(&mut j);
+        j
+    };
+    same_resource(&blank(sent), &blank(got));
+    rewritten
+}
+
 fn is_outcome(body: &Json, code: &str) {
     assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
     assert_eq!(body["issue"][0]["severity"], "error", "{body}");
@@ -899,10 +965,11 @@ async fn an_ips_bundle_imports_as_a_transaction_and_reads_back_equal() {
         for (r, loc) in sent.iter().zip(&locs) {
             let (s, _, got) = env.get(&format!("/fhir/r4/{}", resource_path(loc))).await;
             assert_eq!(s, StatusCode::OK, "{name} {loc}");
-            same_resource(r, &got);
+            same_resource_served(&env, r, &got).await;
             let (s, _, v1) = env.get(&format!("/fhir/r4/{loc}")).await;
             assert_eq!(s, StatusCode::OK);
-            same_resource(r, &v1);
+            // A version reads with the same references as the current resource.
+            same_resource(&got, &v1);
         }
 
         // The whole document as a transaction, in a fresh record: every resource is kept
@@ -918,11 +985,24 @@ async fn an_ips_bundle_imports_as_a_transaction_and_reads_back_equal() {
         let locs = locations(&body);
         let all = whole["entry"].as_array().unwrap();
         assert_eq!(locs.len(), all.len(), "{name}");
+        // Every reference among them that named another entry of the document (by its
+        // `fullUrl`) is served naming that resource as the server serves it, and resolves.
+        let urls: BTreeSet<&str> = all.iter().filter_map(|e| e["fullUrl"].as_str()).collect();
+        let mut rewritten = 0;
         for (e, loc) in all.iter().zip(&locs) {
             let (s, _, got) = env.get(&format!("/fhir/r4/{}", resource_path(loc))).await;
             assert_eq!(s, StatusCode::OK, "{name} {loc}");
-            same_resource(&e["resource"], &got);
+            rewritten += same_resource_served(&env, &e["resource"], &got).await;
+            let mut refs = Vec::new();
+            references(&got, "", &mut refs);
+            for (at, r) in refs {
+                assert!(!urls.contains(r.as_str()), "{name} {loc} {at}: {r} dangles");
+            }
         }
+        assert!(
+            rewritten > 0,
+            "{name}: the document's references were rewritten"
+        );
     }
 }
 

@@ -122,7 +122,25 @@ pub fn localise_references(items: &mut [(String, String, Json)]) {
             to.insert(url.clone(), local);
         }
     }
-    fn walk(v: &mut Json, to: &HashMap<String, String>) {
+    if to.is_empty() {
+        return;
+    }
+    for (_, _, r) in items.iter_mut() {
+        rewrite_references(r, &to);
+    }
+}
+
+/// Most nesting [`rewrite_references`] follows (a resource is at most
+/// [`crate::fhir::MAX_RESOURCE`] bytes; FHIR resources nest a few levels).
+const MAX_REFERENCE_DEPTH: usize = 64;
+
+/// Rewrites every `reference` in `resource` that `to` names (from → to), at any depth up
+/// to [`MAX_REFERENCE_DEPTH`]; a reference not in `to` is left as it is.
+pub fn rewrite_references(resource: &mut Json, to: &HashMap<String, String>) {
+    fn walk(v: &mut Json, to: &HashMap<String, String>, depth: usize) {
+        if depth > MAX_REFERENCE_DEPTH {
+            return;
+        }
         match v {
             Json::Object(m) => {
                 for (k, x) in m.iter_mut() {
@@ -132,18 +150,15 @@ pub fn localise_references(items: &mut [(String, String, Json)]) {
                             continue;
                         }
                     }
-                    walk(x, to);
+                    walk(x, to, depth + 1);
                 }
             }
-            Json::Array(a) => a.iter_mut().for_each(|x| walk(x, to)),
+            Json::Array(a) => a.iter_mut().for_each(|x| walk(x, to, depth + 1)),
             _ => {}
         }
     }
-    if to.is_empty() {
-        return;
-    }
-    for (_, _, r) in items.iter_mut() {
-        walk(r, &to);
+    if !to.is_empty() {
+        walk(resource, to, 0);
     }
 }
 

@@ -2,6 +2,8 @@
 //! (exported by `cophr_protocol::fhir`), the patient, and the derived Provenance,
 //! AuditEvent and Consent resources. Pure functions of a [`Record`] (and audit events).
 
+use std::collections::HashMap;
+
 use cophr_protocol::audit::SignedAudit;
 use cophr_protocol::fhir::{self, ExportMeta, IdPolicy, SearchKeys};
 use cophr_protocol::fold::{self, Viewer};
@@ -81,9 +83,64 @@ pub fn primary_patient(record: &Record, state: &fold::State) -> Option<EntryId> 
         .map(|i| i.id)
 }
 
-/// The versions of an item (creates, amends and deletes in effect, in time order).
+/// The versions of an item (creates, amends and deletes in effect, in time order), their
+/// references naming the record's resources as served ([`served_names`]).
 pub fn versions(record: &Record, viewer: &Viewer, item: &EntryId, id: &str) -> Vec<Version> {
-    versions_of(record, fold::history(record, viewer, item), item, id)
+    let state = fold::current(record, viewer);
+    let names = served_names(record, &state, primary_patient(record, &state));
+    let mut vs = versions_of(
+        record,
+        fold::history_with(record, viewer, &state, item),
+        item,
+        id,
+    );
+    for r in vs.iter_mut().filter_map(|v| v.resource.as_mut()) {
+        fhir::rewrite_references(r, &names);
+    }
+    vs
+}
+
+/// How the record's resources named each other as they came in → how they are served:
+/// `Type/<original id>` and the `fullUrl` of every resource imported (whose body keeps its
+/// original JSON) → `Type/<entry id>`, or `Patient/<record id>` for the record's patient
+/// (`primary`). So a reference that resolved in what was imported resolves in what is
+/// served.
+pub fn served_names(
+    record: &Record,
+    state: &fold::State,
+    primary: Option<EntryId>,
+) -> HashMap<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "resourceType")]
+        ty: String,
+        id: Option<String>,
+    }
+    let rid = record.id();
+    let mut names = HashMap::new();
+    for i in &state.items {
+        let Some(text) = i
+            .body
+            .get(cophr_protocol::schema::FHIR_RESOURCE)
+            .and_then(Value::as_text)
+        else {
+            continue;
+        };
+        let Ok(head) = serde_json::from_str::<Head>(text) else {
+            continue;
+        };
+        let served = if Some(i.id) == primary {
+            format!("{}/{rid}", head.ty)
+        } else {
+            format!("{}/{}", head.ty, i.id)
+        };
+        if let Some(original) = head.id {
+            names.insert(format!("{}/{original}", head.ty), served.clone());
+        }
+        names.insert(fhir::full_url(&i.id, &i.body), served);
+    }
+    names.retain(|from, to| from != to);
+    names
 }
 
 /// [`versions`], given the viewer's current state (folded once for many items).
@@ -200,6 +257,12 @@ pub fn items(record: &Record, viewer: &Viewer, stop: &Cancel) -> Result<Vec<Res>
             updated: last.time,
             keys: SearchKeys::default(),
         });
+    }
+    // References among the record's resources name them as served, so none that resolved
+    // as they came in dangles.
+    let names = served_names(record, &state, primary);
+    for r in out.iter_mut().filter_map(|r| r.resource.as_mut()) {
+        fhir::rewrite_references(r, &names);
     }
     if primary.is_none() {
         let mut p = resources::patient_from_profile(record);
