@@ -473,3 +473,80 @@ fn a_bundle_without_ids_exports_as_ndjson_with_ids_and_references_that_resolve()
             .collect()
     );
 }
+
+#[test]
+fn an_import_killed_midway_is_finished_by_running_it_again_storing_nothing_twice() {
+    // 6,001 resources: six chunks of a thousand (about 1.2 MB of log each), each written
+    // (and fsync'd) whole.
+    const N: usize = 6_000;
+    let dir = TempDir::new().expect("tmp");
+    let mut text = String::from(
+        "{\"resourceType\":\"Patient\",\"id\":\"big\",\"name\":[{\"family\":\"Big\"}]}\n",
+    );
+    for o in 0..N {
+        text.push_str(&obs_hr("big", &format!("hr{o}"), 60 + (o % 30) as u32, o).to_string());
+        text.push('\n');
+    }
+    fs::write(dir.path().join("Observation.ndjson"), text).expect("write");
+    let p = patient();
+    let before = p.entries_held();
+    let items_before = p.json(&["show", "--json"])["items"]
+        .as_array()
+        .map(Vec::len)
+        .expect("items");
+    let log = p.dir().join("store").join("log");
+    let size = || fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let at_start = size();
+
+    // The import runs in its own process; it is killed (SIGKILL) once its log holds more
+    // than two chunks' bytes (so at least one chunk is whole), while the rest are still
+    // to come.
+    let mut child = std::process::Command::new(cli_support::cophr_bin())
+        .arg("--home")
+        .arg(p.dir())
+        .args(["fhir", "import", s(dir.path())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cophr fhir import starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("the import ended ({status}) before it could be killed midway");
+        }
+        if size() > at_start + 2_500_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import wrote nothing"
+        );
+        std::thread::yield_now();
+    }
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    let partly = p.entries_held() - before;
+    assert!(
+        partly > 0 && partly < N as u64 + 1,
+        "killed midway: {partly} entries stored"
+    );
+    // What was stored verifies.
+    p.ok(&["verify"]);
+
+    // Run again: it finishes what was left, stores nothing twice, and the record verifies.
+    let r = p.json(&["fhir", "import", s(dir.path())]);
+    assert_eq!(r["refused_count"], 0, "{r}");
+    let created = r["created"].as_u64().expect("created");
+    let unchanged = r["unchanged"].as_u64().expect("unchanged");
+    assert_eq!(created + unchanged, N as u64 + 1, "{r}");
+    assert!(unchanged > 0 && created > 0, "{r}");
+    let held = p.entries_held();
+    assert!(held > before + N as u64, "{held}");
+    // Each resource is one item: none stored twice.
+    let items = p.json(&["show", "--json"])["items"]
+        .as_array()
+        .map(Vec::len)
+        .expect("items");
+    assert_eq!(items, items_before + N + 1);
+    p.ok(&["verify"]);
+}
