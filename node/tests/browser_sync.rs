@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 mod support;
-use support::{api_of, net_node, NetNode};
+use support::{api_of, net_node, net_node_hosting, NetNode};
 
 const TOKEN: &str = "testtokenabcdefghijklmnopqrstuvwxyz234567abcdefghijk";
 const PASS: &str = "a long passphrase George chose";
@@ -80,6 +80,13 @@ async fn sync(st: &AppState, p: &mut Patient, push: bool, rng: &mut impl RngCore
 /// George's record, written on his own node (sealed, with an allergy), hosted on a
 /// community host that keeps his encrypted key backup and is only a relay.
 async fn georges_record_on_a_relay() -> (NetNode, AppState, Keypair, RecordId, Vec<u8>) {
+    georges_record_on_a_host(Default::default()).await
+}
+
+/// [`georges_record_on_a_relay`], the host taking records as `policy` says.
+async fn georges_record_on_a_host(
+    policy: cophr_protocol::sync::server::HostPolicy,
+) -> (NetNode, AppState, Keypair, RecordId, Vec<u8>) {
     let george = key(3, "George");
     let gnode = net_node("browser/george", &george).await;
     let gst = api_of(
@@ -89,7 +96,7 @@ async fn georges_record_on_a_relay() -> (NetNode, AppState, Keypair, RecordId, V
         TOKEN,
     );
     let host_identity = key(3, "Host");
-    let host = net_node("browser/host", &host_identity).await;
+    let host = net_node_hosting("browser/host", &host_identity, policy).await;
     let hst = api_of(
         &host,
         &host_identity,
@@ -684,4 +691,61 @@ async fn blob_uploads_and_downloads_are_checked_bounded_and_for_the_right_people
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(blobs_held(&host), 1, "only George's document is kept");
+}
+
+#[tokio::test]
+async fn uploads_never_named_count_against_the_quota_so_they_cannot_fill_a_host() {
+    use cophr_protocol::sync::server::{HostPolicy, Quotas};
+    use cophr_protocol::sync::BlobOp;
+    // Threat: a patient of a hosted record uploads document after document and names none;
+    // each upload alone fits the record's quota. Room for about two of these documents.
+    let policy = HostPolicy {
+        quotas: Quotas {
+            record_bytes: Some(400_000),
+            ..Quotas::default()
+        },
+        ..HostPolicy::default()
+    };
+    let (host, hst, _george, _record, backup) = georges_record_on_a_host(policy).await;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+    let server = host.handle.peer_id().to_bytes();
+    let mut page = Patient::open(&backup, PASS, None, &server).unwrap();
+    sync(&hst, &mut page, false, &mut rng).await;
+    let put = |page: &Patient, rng: &mut rand_chacha::ChaCha20Rng| {
+        let (_file, doc, sealed) = sealed_png(rng);
+        let r = doc.blob_ref();
+        let proof = blob_proof(page, BlobOp::Put, &r, rng);
+        let hst = hst.clone();
+        async move {
+            let (s, body) = send_blob(
+                &hst,
+                Method::PUT,
+                &format!("/sync/blobs/{}", r.hash),
+                Some(proof),
+                Some(r.size),
+                sealed,
+            )
+            .await;
+            (s, String::from_utf8_lossy(&body).into_owned(), doc)
+        }
+    };
+    let (s, body, first) = put(&page, &mut rng).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert!(first.blob_ref().size > 150_000 && first.blob_ref().size < 200_000);
+    let (s, body, _second) = put(&page, &mut rng).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    // The third would take the record over its quota with the two never named: refused,
+    // nothing of it kept.
+    let (s, body, third) = put(&page, &mut rng).await;
+    assert_eq!(s, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    assert!(body.contains("quota"), "{body}");
+    assert!(!host.handle.store().has_document(&third.blob_ref()));
+    assert_eq!(blobs_held(&host), 2);
+    // Naming the first one does not count it twice: still no room for a third.
+    page.add_document(&first, "Wound photo", None, http::system_clock(), &mut rng)
+        .unwrap();
+    let report = sync(&hst, &mut page, true, &mut rng).await;
+    assert_eq!(report["error"], Value::Null, "{report}");
+    let (s, body, _) = put(&page, &mut rng).await;
+    assert_eq!(s, StatusCode::INSUFFICIENT_STORAGE, "{body}");
 }

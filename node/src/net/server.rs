@@ -202,6 +202,14 @@ impl SyncStore for Store {
         crate::http::share::end_kept(self, record, id, now)
     }
 
+    fn upload_counted(
+        &self,
+        record: &RecordId,
+        doc: &cophr_protocol::blob::BlobRef,
+    ) -> Result<bool, StoreError> {
+        Ok(Store::upload_counted(self, record, doc))
+    }
+
     fn usage(&self, record: &RecordId) -> Result<Usage, StoreError> {
         let records = self.records()?;
         let mut usage = Usage {
@@ -225,6 +233,11 @@ impl SyncStore for Store {
             all_docs.extend(docs);
         }
         usage.total_bytes += all_docs.iter().map(|d| d.size).sum::<u64>();
+        // Documents uploaded for a record and named by none yet count too (for the record
+        // they were uploaded for, and in all), so uploads never named cannot fill a host.
+        let uploads = self.upload_usage(record, &all_docs, super::service::now_ms());
+        usage.record_bytes += uploads.record_bytes;
+        usage.total_bytes += uploads.total_bytes;
         Ok(usage)
     }
 }

@@ -195,6 +195,8 @@ pub struct NodeHandle {
     server: Arc<Server>,
     attestations: Arc<std::sync::RwLock<Vec<SignedAttestation>>>,
     documents: super::DocumentFetch,
+    /// Held while an upload is checked against the quotas and reserved.
+    uploads: Arc<std::sync::Mutex<()>>,
     /// Documents being fetched on demand, each with the lock its fetchers take in turn
     /// (so two readers asking at once make one fetch). At most [`MAX_ON_DEMAND`].
     on_demand: Arc<std::sync::Mutex<HashMap<BlobHash, Arc<tokio::sync::Mutex<()>>>>>,
@@ -352,8 +354,28 @@ impl NodeHandle {
         doc: &cophr_protocol::blob::BlobRef,
         label: &str,
     ) -> Result<ActorId, (Response, Vec<Effect>)> {
-        self.server
-            .blob_put(&self.store, label, proof, doc, now_ms())
+        // Checked and reserved as one step, so two uploads at once cannot both pass a quota
+        // only one fits (`Store::reserve_upload`).
+        let _one = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        let actor = self.server.blob_put(&self.store, label, proof, doc, now)?;
+        let named = self
+            .store
+            .with_record(&proof.record, |r| r.names_document(doc))
+            .unwrap_or(false);
+        // Only quotas count reservations (and forget them once named).
+        let counted = self.server.policy().quotas != Default::default();
+        if counted && !named && !self.store.has_document(doc) {
+            self.store
+                .reserve_upload(&proof.record, doc, now)
+                .map_err(|e| {
+                    (
+                        Response::refused_because(Refusal::Busy, e.to_string()),
+                        Vec::new(),
+                    )
+                })?;
+        }
+        Ok(actor)
     }
 
     /// Whether a browser may fetch a document's sealed bytes over HTTP (`GET
@@ -465,6 +487,7 @@ pub async fn start(
         server: server.clone(),
         attestations: Arc::default(),
         documents: config.documents,
+        uploads: Arc::default(),
         on_demand: Arc::default(),
     };
     let (answered_tx, answered_rx) = mpsc::channel(IN_FLIGHT * 2);

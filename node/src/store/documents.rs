@@ -4,6 +4,7 @@
 //! and opened segment by segment as it is read back ([`DocumentReader`]), every stored byte
 //! checked against its hash on the way (`blobs/`). Fetching from peers: `net/client.rs`.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 
 use cophr_protocol::blob::{self, BlobKey, BlobRef, DocumentFile, SEGMENT_BYTES, TAG_BYTES};
@@ -11,6 +12,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::blobs::{self as blob_store, BlobHash, BlobReader, BlobStore, Progress, Slice};
 use super::{Store, StoreError};
+use cophr_protocol::RecordId;
 
 /// Reads a document's plain bytes and yields them sealed ([`blob::seal_segment`]), one
 /// segment at a time: what a document's file becomes on its way into the blob store.
@@ -1099,5 +1101,90 @@ mod removal_tests {
             .join("blobs")
             .join(format!("{}.blob", own.hash))
             .exists());
+    }
+}
+
+/// Most documents uploaded and not yet named that a node keeps counting (beyond, uploads are
+/// refused until some are named or collected).
+pub const MAX_PENDING_UPLOADS: usize = 4096;
+/// How long the reservation of an upload that never arrived is kept (its bytes were
+/// counted before they were sent).
+pub const UPLOAD_RESERVATION_MS: cophr_protocol::Timestamp = 60 * 60 * 1000;
+
+/// Documents uploaded whole for a record (`PUT /sync/blobs/{hash}`) that no entry names
+/// yet, each with its record, stored size and when it was admitted. A host's quotas count
+/// them ([`Store::upload_usage`]), so a patient cannot fill a host by uploading files it
+/// never names: reserved when the upload is admitted (before its bytes arrive, so two
+/// uploads at once cannot both pass), dropped once a record names the document, once the
+/// document is collected (no longer held, the reservation older than
+/// [`UPLOAD_RESERVATION_MS`]).
+#[derive(Debug, Default)]
+pub(crate) struct Uploads {
+    pending: HashMap<BlobHash, (RecordId, u64, cophr_protocol::Timestamp)>,
+}
+
+/// Bytes of documents uploaded and not named yet ([`Store::upload_usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadUsage {
+    /// Those uploaded for the record asked about.
+    pub record_bytes: u64,
+    /// All of them (each once).
+    pub total_bytes: u64,
+}
+
+impl Store {
+    /// Reserves an upload of `doc` for `record`, admitted at `now` (see [`Uploads`]).
+    /// Refused when [`MAX_PENDING_UPLOADS`] are pending.
+    pub fn reserve_upload(
+        &self,
+        record: &RecordId,
+        doc: &BlobRef,
+        now: cophr_protocol::Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut u = self.inner.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        if !u.pending.contains_key(&doc.hash) && u.pending.len() >= MAX_PENDING_UPLOADS {
+            return Err(StoreError::Busy(format!(
+                "{MAX_PENDING_UPLOADS} uploaded documents wait for the entries naming them"
+            )));
+        }
+        u.pending.insert(doc.hash, (*record, doc.size, now));
+        Ok(())
+    }
+
+    /// Whether `doc` is an upload reserved for `record` and not named yet (counted in the
+    /// record's usage by [`Store::upload_usage`]).
+    pub fn upload_counted(&self, record: &RecordId, doc: &BlobRef) -> bool {
+        let u = self.inner.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        u.pending
+            .get(&doc.hash)
+            .is_some_and(|(r, _, _)| r == record)
+    }
+
+    /// The bytes of documents uploaded and not named yet, for `record` and in all, leaving
+    /// out (and forgetting) those `named` (by any record held here), and those neither held
+    /// nor being received whose reservation is older than [`UPLOAD_RESERVATION_MS`].
+    pub fn upload_usage(
+        &self,
+        record: &RecordId,
+        named: &std::collections::BTreeSet<BlobRef>,
+        now: cophr_protocol::Timestamp,
+    ) -> UploadUsage {
+        let named: HashSet<BlobHash> = named.iter().map(|d| d.hash).collect();
+        let mut u = self.inner.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let blobs = &self.inner.blobs;
+        u.pending.retain(|h, (_, _, at)| {
+            !named.contains(h)
+                && (blobs.has(h)
+                    || blobs.partials().iter().any(|(p, _)| p == h)
+                    || now.saturating_sub(*at) < UPLOAD_RESERVATION_MS)
+        });
+        let mut usage = UploadUsage::default();
+        for (r, size, _) in u.pending.values() {
+            usage.total_bytes += size;
+            if r == record {
+                usage.record_bytes += size;
+            }
+        }
+        usage
     }
 }

@@ -103,6 +103,9 @@ pub enum StoreError {
     /// A document's sealed bytes do not open, or are not the document's.
     #[error("document: {0}")]
     Document(#[from] cophr_protocol::blob::BlobError),
+    /// A bound was reached (try again once work under way is done).
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 /// Most payloads [`Store::write_all`] writes at once (every entry is named in its audit
@@ -263,6 +266,9 @@ struct Inner {
     snapshot_min_new: std::sync::atomic::AtomicUsize,
     /// Records loaded from a snapshot, and from the whole log.
     loads: [std::sync::atomic::AtomicU64; 2],
+    /// Documents uploaded whole for a record (a browser's sealed bytes) that no entry names
+    /// yet: counted against that record's quota until named ([`documents::Uploads`]).
+    uploads: Mutex<documents::Uploads>,
 }
 
 /// A store of many records. Cheap to clone; safe to share between threads.
@@ -584,6 +590,7 @@ impl Store {
             snapshotted: Mutex::new(HashMap::new()),
             snapshot_min_new: std::sync::atomic::AtomicUsize::new(SNAPSHOT_MIN_NEW),
             loads: Default::default(),
+            uploads: Default::default(),
         };
         Ok((
             Store {

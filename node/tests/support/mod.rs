@@ -19,12 +19,23 @@ pub struct NetNode {
 /// Starts a network node acting as `identity` on 127.0.0.1 (an ephemeral port), its keys
 /// derived from `name`, and waits until it listens.
 pub async fn net_node(name: &str, identity: &Keypair) -> NetNode {
+    net_node_hosting(name, identity, Default::default()).await
+}
+
+/// [`net_node`], taking records to host as `host` says (admission, quotas).
+#[allow(dead_code)]
+pub async fn net_node_hosting(
+    name: &str,
+    identity: &Keypair,
+    host: cophr_protocol::sync::server::HostPolicy,
+) -> NetNode {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), key(9, &format!("{name}/node"))).unwrap();
     let peer_key = key(9, &format!("{name}/peer")).secret_bytes();
     let config = NetConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         sync_interval: Duration::from_secs(3600),
+        host,
         ..NetConfig::default()
     };
     let (handle, _task) = net::start(store, identity.clone(), peer_key, config)

@@ -128,6 +128,17 @@ pub trait SyncStore {
     /// Whether any of `docs` is not wholly held here.
     fn lacks_any_document(&self, docs: &[crate::blob::BlobRef]) -> Result<bool, Self::Error>;
 
+    /// Whether `doc` was uploaded whole for `record` and is counted in the record's
+    /// [`Usage`] already, until an entry names it (a browser's upload before its entry):
+    /// a push naming it does not count it again. None by default.
+    fn upload_counted(
+        &self,
+        _record: &RecordId,
+        _doc: &crate::blob::BlobRef,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
     /// Runs `f` on the record's invitation box (empty if none) and keeps what it leaves,
     /// atomically with respect to other calls for the same record.
     fn update_invitations<T>(
@@ -1018,7 +1029,12 @@ fn incoming<S: SyncStore>(
         Some(named) => named,
         None => documents_pushed(None, &payloads),
     };
-    let record_docs: u64 = named.iter().map(|d| d.size).sum();
+    let mut record_docs = 0u64;
+    for d in &named {
+        if !store.upload_counted(record, d)? {
+            record_docs = record_docs.saturating_add(d.size);
+        }
+    }
     let mut new_docs = 0u64;
     for d in &named {
         if store.lacks_any_document(std::slice::from_ref(d))? {
