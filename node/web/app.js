@@ -4,7 +4,7 @@
 // written to the browser's log. All data goes on the page with textContent, never as HTML.
 
 import {
-  buildMeasures, renderTrend, CHART_CATEGORIES, MAX_MEASURES,
+  buildMeasures, limitMeasures, renderTrend, CHART_CATEGORIES, MAX_MEASURES,
 } from '/charts.js';
 
 const API = '/api/v1';
@@ -851,7 +851,7 @@ async function renderTrends(panel) {
     panel.append(h('p', {}, 'Nothing here can be charted yet.'));
     return;
   }
-  const shown = measures.slice(0, MAX_MEASURES);
+  const { shown, more } = limitMeasures(measures);
   const groups = TREND_GROUPS.map(([name, id, cats]) => ({
     name, id, cats, list: shown.filter((m) => m.group === name),
   })).filter((g) => g.list.length);
@@ -866,9 +866,9 @@ async function renderTrends(panel) {
     panel.append(section);
     if (focus && g.cats.includes(focus) && !target) target = g.id;
   }
-  if (measures.length > shown.length) {
-    panel.append(h('p', { class: 'help' }, `${measures.length - shown.length} more measures are not `
-      + `charted here (at most ${MAX_MEASURES}): ${measures.slice(MAX_MEASURES).map((m) => m.title).join(', ')}.`));
+  if (more.length) {
+    panel.append(h('p', { class: 'help' }, `${more.length} more measures are not `
+      + `charted here (at most ${MAX_MEASURES}): ${more.map((m) => m.title).join(', ')}.`));
   }
   setStatus(`${shown.length} ${shown.length === 1 ? 'chart' : 'charts'} of ${entries.length} entries.`);
   if (target) {

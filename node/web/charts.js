@@ -264,6 +264,11 @@ export function buildMeasures(entries, titleOf) {
   return out;
 }
 
+/** The measures to draw (at most MAX_MEASURES, in order) and the ones left out. */
+export function limitMeasures(measures) {
+  return { shown: measures.slice(0, MAX_MEASURES), more: measures.slice(MAX_MEASURES) };
+}
+
 function adult(field, unit) {
   const r = ADULT_RANGES[`${field}|${unit}`];
   return r ? { low: r[0], high: r[1], adult: true } : null;
