@@ -151,8 +151,12 @@ export function parseRange(text) {
   return null;
 }
 
-/** Milliseconds since the epoch of an RFC 3339 time or a date; null if it does not parse. */
+/**
+ * Milliseconds since the epoch of an RFC 3339 time or a date (or already milliseconds, as
+ * the patient page's items carry them); null if it does not parse.
+ */
 function timeOf(v) {
+  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? v : null;
   if (typeof v !== 'string' || v.length > 64) return null;
   const t = Date.parse(v);
   return Number.isFinite(t) ? t : null;

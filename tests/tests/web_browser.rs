@@ -1411,6 +1411,13 @@ fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
         "--reaction",
         &old_words,
     ]);
+    // Two heart rates, charted in the page.
+    for (rate, at) in [
+        ("66", "2026-11-01T08:00:00Z"),
+        ("74", "2026-11-02T08:00:00Z"),
+    ] {
+        george.live_add(&["vital-signs", "--heart-rate", rate, "--measured-at", at]);
+    }
     george.live_ok(&["host", &host_node.addr()]);
     george.live_json(&[
         "key",
@@ -1487,6 +1494,20 @@ fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
         click(&c, "#add-form button[type=submit]").await;
         let status = wait_text(&c, "#status", "Added").await;
         wait_text(&c, "#items", &new_words).await;
+
+        // His heart rates as a trend chart, drawn in the page, with the table behind it.
+        click(&c, "#trends-toggle").await;
+        let heart = "vital|heart-rate|/min";
+        wait_chart(&c, heart).await;
+        assert_eq!(chart_points(&c, heart, 0).await, 2);
+        let label = chart_label(&c, heart).await;
+        assert!(label.contains("Latest 74/min"), "{label}");
+        let rows = chart_table(&c, heart).await;
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(
+            rows[0].contains("74/min") && rows[1].contains("66/min"),
+            "{rows:?}"
+        );
 
         // He attaches a photo and a PDF from the page: sealed there, segment by segment,
         // the sealed bytes sent to the host, the entry written sealed and pushed.
