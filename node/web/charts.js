@@ -300,14 +300,16 @@ function finish(m) {
   }
   // A lab test's range: the newest reference range given with a result that reads as one.
   if (m.group === GROUPS.lab) {
-    const texts = new Set();
+    const ranges = new Set();
     for (let i = m.rows.length - 1; i >= 0; i -= 1) {
       const r = parseRange(m.rows[i].rangeText);
-      if (r && !m.series[0].range) m.series[0].range = { ...r, adult: false, text: m.rows[i].rangeText };
-      if (m.rows[i].rangeText) texts.add(m.rows[i].rangeText);
+      if (!r) continue;
+      if (!m.series[0].range) m.series[0].range = { ...r, adult: false, text: m.rows[i].rangeText };
+      ranges.add(`${r.low}|${r.high}`);
     }
-    if (texts.size > 1 && m.series[0].range) {
-      m.rangeNote = `The results give ${texts.size} different reference ranges; the newest, ${m.series[0].range.text}, is shaded.`;
+    if (ranges.size > 1) {
+      m.rangeNote = `The results give ${ranges.size} different reference ranges; the newest, `
+        + `${m.series[0].range.text}, is shaded.`;
     }
   }
 }
@@ -593,12 +595,14 @@ function draw(m, label) {
     for (const p of s.points) {
       const px = x(p.t);
       const py = y(p.v);
+      const outside = against(p.v, s.range, rangeName(s.range));
+      const cls = outside ? 'point out' : 'point';
       const mark = i === 0
-        ? svgEl('circle', { class: 'point', cx: f(px), cy: f(py), r })
-        : svgEl('rect', { class: 'point', x: f(px - r), y: f(py - r), width: 2 * r, height: 2 * r });
+        ? svgEl('circle', { class: cls, cx: f(px), cy: f(py), r })
+        : svgEl('rect', { class: cls, x: f(px - r), y: f(py - r), width: 2 * r, height: 2 * r });
       const title = svgEl('title', {});
       title.textContent = `${showDateTime(p.t)}: ${m.series.length > 1 ? `${s.name.toLowerCase()} ` : ''}`
-        + `${withUnit(showNumber(p.v), m.unit)}${against(p.v, s.range, rangeName(s.range))}`;
+        + `${withUnit(showNumber(p.v), m.unit)}${outside}`;
       mark.append(title);
       g.append(mark);
     }

@@ -77,6 +77,11 @@ eq(k.series[0].points.map((p) => p.v), [4.1, 5.9], 'potassium: names grouped, th
 eq(k.skipped, 1, 'the haemolysed sample is counted');
 eq(k.series[0].range.low, 3.6, 'the newest reference range is shaded');
 assert.match(k.rangeNote, /2 different reference ranges/);
+const same = buildMeasures([
+  { id: 'a', category: 'lab-results', created: '2026-01-01T00:00:00Z', body: { test: 'Sodium', result: '140', 'reference-range': '133-146' } },
+  { id: 'b', category: 'lab-results', created: '2026-02-01T00:00:00Z', body: { test: 'Sodium', result: '139', 'reference-range': '133 to 146 mmol/L' } },
+]);
+eq(same[0].rangeNote, '', 'one range written two ways is one range');
 assert.match(summary(k), /Latest 5\.9 mmol\/L on .*\(above the reference range\)/);
 assert.match(summary(pressure), /^Blood pressure: 3 readings from .* Latest —\/85 mmHg on .*above the typical adult range for diastolic/);
 eq(by['questionnaire|phq-9'].series[0].points.map((p) => p.t), [Date.parse('2026-03-30T10:00:00Z')], 'completed is the time');

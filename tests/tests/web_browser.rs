@@ -1900,6 +1900,15 @@ fn the_patient_sees_vital_signs_lab_results_and_scores_as_accessible_trend_chart
         // Potassium: the three numeric results, the one that is not a number left out.
         wait_chart(&c, POTASSIUM).await;
         assert_eq!(chart_points(&c, POTASSIUM, 0).await, 3);
+        let outside = js_number(
+            &c,
+            "const f = [...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]); \
+             return f.querySelectorAll('svg .point.out').length;",
+            vec![json!(POTASSIUM)],
+        )
+        .await;
+        assert_eq!(outside, 1, "the 5.9 is marked outside its reference range");
         let label = chart_label(&c, POTASSIUM).await;
         assert!(label.contains("Latest 5.9 mmol/L"), "{label}");
         assert!(label.contains("above the reference range"), "{label}");
@@ -1940,6 +1949,17 @@ fn the_patient_sees_vital_signs_lab_results_and_scores_as_accessible_trend_chart
         screenshot(
             &c.screenshot().await.expect("a screenshot"),
             "web-app-trends.png",
+        );
+        c.execute(
+            "[...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]).scrollIntoView();",
+            vec![json!(POTASSIUM)],
+        )
+        .await
+        .expect("scroll to the potassium chart");
+        screenshot(
+            &c.screenshot().await.expect("a screenshot"),
+            "web-app-trends-lab.png",
         );
 
         // Two years of daily readings more, through the REST API: they chart, and the page
