@@ -830,6 +830,16 @@ fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
     george.add(&["problems", "--problem", "Chronic kidney disease"]);
     george.add(&["vital-signs", "--heart-rate", "66"]);
     george.add(&["medications", "--medication", "Metformin"]);
+    // Not shared with the nurse: never charted for her.
+    george.add(&[
+        "lab-results",
+        "--test",
+        "Potassium",
+        "--result",
+        "4.1",
+        "--unit",
+        "mmol/L",
+    ]);
     let nurse = Person::new("Nia Patel", "nurse", Some("Leeds Renal Unit"));
     george.ok(&[
         "grant",
@@ -916,6 +926,15 @@ fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
             "signed by the nurse: {entries}"
         );
         assert!(entries.contains("Leeds Renal Unit"), "{entries}");
+
+        // Her trends: the two heart rates she may see, nothing of the lab results.
+        click(&c, "#tab-trends").await;
+        let heart = "vital|heart-rate|/min";
+        wait_chart(&c, heart).await;
+        assert_eq!(chart_points(&c, heart, 0).await, 2);
+        let trends = text_of(&c, "#panel").await;
+        assert!(!trends.contains("Lab results"), "{trends}");
+        assert!(!trends.contains("Potassium"), "{trends}");
 
         let png = c.screenshot().await.expect("a screenshot");
         let dir = target_dir().join("test-artifacts");
