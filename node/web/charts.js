@@ -16,6 +16,9 @@ export const MAX_MEASURES = 200;
 /** The longest test or questionnaire name used to group results (longer ones are cut). */
 export const MAX_NAME = 120;
 
+/** The latest time a JavaScript Date holds (milliseconds since the epoch). */
+const MAX_TIME = 8.64e15;
+
 /** The categories whose entries are charted. */
 export const CHART_CATEGORIES = ['vital-signs', 'wearables', 'examinations', 'lab-results', 'questionnaires'];
 
@@ -156,7 +159,7 @@ export function parseRange(text) {
  * the patient page's items carry them); null if it does not parse.
  */
 function timeOf(v) {
-  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? v : null;
+  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 && v <= MAX_TIME ? v : null;
   if (typeof v !== 'string' || v.length > 64) return null;
   const t = Date.parse(v);
   return Number.isFinite(t) ? t : null;

@@ -88,6 +88,39 @@ eq(by['questionnaire|phq-9'].series[0].points.map((p) => p.t), [Date.parse('2026
 eq(buildMeasures(null), [], 'no entries');
 eq(buildMeasures({}), [], 'not a list');
 
+// The patient page's items carry times as milliseconds.
+const [ms1] = buildMeasures([{ id: 'p', category: 'vital-signs', created: 1_790_000_000_000, body: { spo2: { value: 97, unit: '%' } } },
+  { id: 'p2', category: 'vital-signs', created: -5, body: { spo2: { value: 98, unit: '%' } } },
+  { id: 'p3', category: 'vital-signs', created: 1e308, body: { spo2: { value: 99, unit: '%' } } }]);
+eq(ms1.rows.map((r) => r.t), [1_790_000_000_000], 'a time in milliseconds; a negative or impossible one left out');
+eq(ms1.skipped, 2, 'and counted');
+assert.match(summary(ms1), /^Oxygen saturation \(SpO2\): 1 reading\. Latest 97% on /);
+
+// Junk of every shape (seeded): never thrown on; every charted point is a finite number at
+// a finite time.
+let seed = 42;
+const rand = (n) => { seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648; return seed % n; };
+const junk = () => [null, undefined, true, 0, -1, 1e308, NaN, Infinity, '', '12', ' 7.5 ', 'x', '1e999',
+  [], [1], {}, { value: '3' }, { value: 3 }, { value: 3, unit: 7 }, { value: { value: 1 } },
+  '2026-01-01T00:00:00Z', 'not-a-date', 1_700_000_000_000, -1e20][rand(24)];
+const cats = [...charts.CHART_CATEGORIES, 'problems', 42, null];
+const fields = ['systolic', 'diastolic', 'heart-rate', 'steps', 'measured-at', 'test', 'result', 'unit',
+  'reference-range', 'questionnaire', 'score', 'completed', 'collected', 'odd'];
+const mess = [];
+for (let i = 0; i < 3000; i += 1) {
+  const body = {};
+  for (let k = rand(6); k > 0; k -= 1) body[fields[rand(fields.length)]] = junk();
+  mess.push({ id: junk(), category: cats[rand(cats.length)], created: junk(), time: junk(), body: rand(10) ? body : junk() });
+}
+const messMeasures = buildMeasures(mess, () => 'Odd');
+for (const m of messMeasures) {
+  for (const sr of m.series) {
+    for (const p of sr.points) assert.ok(Number.isFinite(p.v) && Number.isFinite(p.t), JSON.stringify(p));
+  }
+  assert.equal(typeof summary(m), 'string');
+}
+checks += 1;
+
 // MAX_POINTS: the newest kept, the rest counted.
 const lots = [];
 for (let i = 0; i < MAX_POINTS + 3; i += 1) lots.push(bp(i, 100 + (i % 50), 70));
