@@ -2030,8 +2030,10 @@ fn the_patient_sees_vital_signs_lab_results_and_scores_as_accessible_trend_chart
     });
     drop(driver);
     // Every chart came through the audited entries read.
-    let audit = george.live_ok(&["audit", "--all"]);
-    assert!(audit.contains("entries (API)"), "{audit}");
-    assert!(audit.contains("lab-results"), "{audit}");
+    let audit = george.live_ok(&["audit", "--all", "--action", "view"]);
+    for n in [37, 737] {
+        let read = format!("entries (API): {n} items in vital-signs,lab-results,questionnaires");
+        assert!(audit.contains(&read), "no {read:?} in {audit}");
+    }
     drop(node);
 }
