@@ -1758,8 +1758,8 @@ const BP: &str = "vital|blood-pressure|mm[Hg]";
 const POTASSIUM: &str = "lab|potassium|mmol/L";
 
 /// Trend charts (docs/care-team.md "Charts"): George's 30 blood pressure readings, his
-/// potassium results (one of them not a number) with their reference range, a single eGFR
-/// and two PHQ-9 scores are charted in the web app's Trends tab, reached from the vital
+/// potassium results (one of them not a number) with their reference range, a single eGFR,
+/// a troponin below the assay's limit (`<5`, nothing to chart) and two PHQ-9 scores are charted in the web app's Trends tab, reached from the vital
 /// signs in the record tab; each chart's marks, the table behind it and its aria-label carry
 /// the same readings; the malformed result is left out and said to be. Then 700 more
 /// readings, written through the REST API, chart without the page stalling. The reads
@@ -1811,6 +1811,18 @@ fn the_patient_sees_vital_signs_lab_results_and_scores_as_accessible_trend_chart
         "38",
         "--unit",
         "mL/min/1.73m2",
+        "--collected",
+        "2026-09-01T09:00:00Z",
+    ]);
+    // A result below the assay's limit: no number to chart.
+    george.add(&[
+        "lab-results",
+        "--test",
+        "Troponin T",
+        "--result",
+        "<5",
+        "--unit",
+        "ng/L",
         "--collected",
         "2026-09-01T09:00:00Z",
     ]);
@@ -1959,6 +1971,25 @@ fn the_patient_sees_vital_signs_lab_results_and_scores_as_accessible_trend_chart
         assert!(panel.contains("Only one value so far"), "{panel}");
         assert_eq!(chart_table(&c, egfr).await.len(), 1);
 
+        // Troponin: no value that reads as a number, said so; no chart, no table.
+        let troponin = "lab|troponin t|ng/L";
+        wait_chart(&c, troponin).await;
+        assert_eq!(chart_label(&c, troponin).await, "");
+        let figure = js_text(
+            &c,
+            "const f = [...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]); \
+             return f.textContent + (f.querySelector('table, button') ? ' [has a table]' : '');",
+            vec![json!(troponin)],
+        )
+        .await;
+        assert!(
+            figure.contains("Nothing to chart yet: no troponin t value that reads as a number"),
+            "{figure}"
+        );
+        assert!(figure.contains("1 entry was left out"), "{figure}");
+        assert!(!figure.contains("[has a table]"), "{figure}");
+
         // PHQ-9 scores.
         let phq = "questionnaire|phq-9";
         wait_chart(&c, phq).await;
@@ -2031,7 +2062,7 @@ fn the_patient_sees_vital_signs_lab_results_and_scores_as_accessible_trend_chart
     drop(driver);
     // Every chart came through the audited entries read.
     let audit = george.live_ok(&["audit", "--all", "--action", "view"]);
-    for n in [37, 737] {
+    for n in [38, 738] {
         let read = format!("entries (API): {n} items in vital-signs,lab-results,questionnaires");
         assert!(audit.contains(&read), "no {read:?} in {audit}");
     }
