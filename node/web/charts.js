@@ -550,8 +550,9 @@ function draw(m, label) {
   const y = (v) => H - PAD.bottom - ((v - lo) / (hi - lo)) * (H - PAD.top - PAD.bottom);
   const f = (n) => n.toFixed(1);
 
+  const many = m.rows.length > 200;
   const svg = svgEl('svg', {
-    viewBox: `0 0 ${W} ${H}`, class: 'trend-chart', role: 'img', 'aria-label': label,
+    viewBox: `0 0 ${W} ${H}`, class: many ? 'trend-chart dense' : 'trend-chart', role: 'img', 'aria-label': label,
     preserveAspectRatio: 'xMidYMid meet', focusable: 'false',
   });
   // Reference ranges, behind everything.
@@ -586,12 +587,20 @@ function draw(m, label) {
   axes.append(svgEl('line', { class: 'axis', x1: PAD.left, x2: W - PAD.right, y1: H - PAD.bottom, y2: H - PAD.bottom }));
   svg.append(axes);
   // Series: a line through the points, and a mark per point with its own title.
-  const many = m.rows.length > 200;
   m.series.forEach((s, i) => {
     const g = svgEl('g', { class: `series series-${i}`, 'data-series': i, 'data-name': s.name });
     if (s.points.length > 1) {
+      // The line breaks across a long gap (no readings for five times the usual interval
+      // and at least two weeks): nothing was measured there, so nothing is drawn.
+      const gaps = [];
+      for (let k = 1; k < s.points.length; k += 1) gaps.push(s.points[k].t - s.points[k - 1].t);
+      const usual = [...gaps].sort((a, b) => a - b)[Math.floor(gaps.length / 2)];
+      const breakAt = Math.max(5 * usual, 14 * DAY);
       let d = '';
-      for (const p of s.points) d += `${d ? 'L' : 'M'}${f(x(p.t))} ${f(y(p.v))}`;
+      s.points.forEach((p, k) => {
+        const jump = k === 0 || gaps[k - 1] > breakAt;
+        d += `${jump ? 'M' : 'L'}${f(x(p.t))} ${f(y(p.v))}`;
+      });
       g.append(svgEl('path', { class: 'line', d }));
     }
     const r = many ? 2 : 3.5;

@@ -2047,6 +2047,17 @@ fn the_patient_sees_vital_signs_lab_results_and_scores_as_accessible_trend_chart
         }
         let took = start.elapsed();
         assert_eq!(chart_points(&c, BP, 1).await, 730);
+        // The line breaks across the ten months with no readings, and only there.
+        let moves = js_number(
+            &c,
+            "const f = [...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]); \
+             return f.querySelector('svg .series-0 path.line').getAttribute('d')\
+               .split('M').length - 1;",
+            vec![json!(BP)],
+        )
+        .await;
+        assert_eq!(moves, 2, "two runs of readings, two lines");
         // The page answers a script at once after drawing them (nothing still running).
         let echo = js_number(&c, "return 1 + 1;", vec![]).await;
         assert_eq!(echo, 2);
@@ -2056,6 +2067,17 @@ fn the_patient_sees_vital_signs_lab_results_and_scores_as_accessible_trend_chart
         );
         assert_eq!(chart_table(&c, BP).await.len(), 730);
         println!("730 readings charted in {took:?}");
+        c.execute(
+            "[...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]).scrollIntoView();",
+            vec![json!(BP)],
+        )
+        .await
+        .expect("scroll to the blood pressure chart");
+        screenshot(
+            &c.screenshot().await.expect("a screenshot"),
+            "web-app-trends-730.png",
+        );
         c.close().await.expect("close the browser");
         driver.session.lock().expect("the session slot").take();
     });
