@@ -444,7 +444,8 @@ let chartCount = 0;
 
 /**
  * One measure's chart: a `<figure class="trend">` holding a heading (`hx`), the SVG
- * (role="img", aria-label = summary), a note on values left out, and a "Show as table"
+ * (role="img", aria-label = summary, aria-describedby = the note on values left out and on
+ * the shaded band, when there is one), that note, and a "Show as table"
  * button revealing a table of the same readings (built when first shown).
  */
 export function renderTrend(m, hx = 'h3') {
@@ -453,15 +454,6 @@ export function renderTrend(m, hx = 'h3') {
   const fig = el('figure', { class: 'trend', id, 'data-measure': m.key, 'aria-labelledby': `${id}-title` });
   fig.append(el(hx, { id: `${id}-title`, class: 'trend-title' }, m.title, m.unit ? ` (${unitText(m.unit)})` : ''));
   const n = m.rows.length;
-  const label = summary(m);
-  if (n >= 2) {
-    fig.append(draw(m, label));
-    if (m.series.length > 1 || m.series.some((s) => s.range)) fig.append(legend(m));
-  } else {
-    fig.append(el('p', { class: 'trend-message', role: 'note' }, n === 0
-      ? `Nothing to chart yet: no ${m.title.toLowerCase()} value that reads as a number.`
-      : `Only one value so far (${readingText(m, m.rows[0].values)} on ${showDate(m.rows[0].t)}): a trend needs two or more.`));
-  }
   const notes = [];
   if (m.skipped) {
     notes.push(`${m.skipped} ${m.skipped === 1 ? 'entry was' : 'entries were'} left out: no number or no time to chart.`);
@@ -471,7 +463,16 @@ export function renderTrend(m, hx = 'h3') {
   if (m.series.some((s) => s.range && s.range.adult)) {
     notes.push('The shaded band is a typical adult range, not a target set for you.');
   }
-  if (notes.length) fig.append(el('p', { class: 'trend-note help' }, notes.join(' ')));
+  const noteId = notes.length ? `${id}-note` : null;
+  if (n >= 2) {
+    fig.append(draw(m, summary(m), noteId));
+    if (m.series.length > 1 || m.series.some((s) => s.range)) fig.append(legend(m));
+  } else {
+    fig.append(el('p', { class: 'trend-message', role: 'note' }, n === 0
+      ? `Nothing to chart yet: no ${m.title.toLowerCase()} value that reads as a number.`
+      : `Only one value so far (${readingText(m, m.rows[0].values)} on ${showDate(m.rows[0].t)}): a trend needs two or more.`));
+  }
+  if (noteId) fig.append(el('p', { class: 'trend-note help', id: noteId }, notes.join(' ')));
   if (n > 0) {
     const tableId = `${id}-table`;
     const box = el('div', { id: tableId, class: 'scroll trend-table', hidden: true });
@@ -529,7 +530,7 @@ function legend(m) {
 }
 
 /** The SVG: time on x, value on y, ranges shaded, one line and marks per series. */
-function draw(m, label) {
+function draw(m, label, describedBy) {
   let t0 = m.rows[0].t;
   let t1 = m.rows[m.rows.length - 1].t;
   if (t1 - t0 < DAY) { t0 -= DAY / 2; t1 += DAY / 2; }
@@ -555,6 +556,7 @@ function draw(m, label) {
     viewBox: `0 0 ${W} ${H}`, class: many ? 'trend-chart dense' : 'trend-chart', role: 'img', 'aria-label': label,
     preserveAspectRatio: 'xMidYMid meet', focusable: 'false',
   });
+  if (describedBy) svg.setAttribute('aria-describedby', describedBy);
   // Reference ranges, behind everything.
   m.series.forEach((s, i) => {
     if (!s.range) return;

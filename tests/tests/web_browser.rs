@@ -1957,7 +1957,8 @@ fn the_patient_sees_vital_signs_lab_results_and_scores_as_accessible_trend_chart
             &c,
             "const f = [...document.querySelectorAll('figure.trend')]\
                .find((x) => x.dataset.measure === arguments[0]); \
-             return f.querySelector('.trend-note').textContent;",
+             const d = f.querySelector('svg[role=img]').getAttribute('aria-describedby'); \
+             return document.getElementById(d).textContent;",
             vec![json!(POTASSIUM)],
         )
         .await;
