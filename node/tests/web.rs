@@ -50,6 +50,7 @@ async fn the_app_files_are_served_without_a_token_with_their_types() {
         ("/", "text/html", web::INDEX_HTML),
         ("/index.html", "text/html", web::INDEX_HTML),
         ("/app.js", "text/javascript", web::APP_JS),
+        ("/charts.js", "text/javascript", web::CHARTS_JS),
         ("/app.css", "text/css", web::APP_CSS),
         ("/favicon.svg", "image/svg+xml", web::FAVICON_SVG),
     ] {
@@ -75,8 +76,11 @@ fn the_app_loads_nothing_from_elsewhere_and_keeps_the_token_out_of_urls() {
     for (name, text) in [
         ("index.html", web::INDEX_HTML),
         ("app.js", web::APP_JS),
+        ("charts.js", web::CHARTS_JS),
         ("app.css", web::APP_CSS),
     ] {
+        // The SVG namespace names the markup language; nothing is fetched from it.
+        let text = text.replace("'http://www.w3.org/2000/svg'", "");
         for outside in [
             "http://",
             "https://",
@@ -97,6 +101,24 @@ fn the_app_loads_nothing_from_elsewhere_and_keeps_the_token_out_of_urls() {
         !web::APP_JS.contains("localStorage"),
         "the token stays in sessionStorage"
     );
+    // The charts draw from what the app gives them: no requests, no markup from text, and
+    // no inline styles (the policy's style-src 'self' would refuse them).
+    for forbidden in [
+        "fetch(",
+        "XMLHttpRequest",
+        "console.",
+        "innerHTML",
+        "'style'",
+        ".style",
+        "localStorage",
+        "sessionStorage",
+    ] {
+        assert!(
+            !web::CHARTS_JS.contains(forbidden),
+            "charts.js has {forbidden}"
+        );
+    }
+    assert!(web::APP_JS.contains("from '/charts.js'"));
 }
 
 /// The `ROUTES` table of app.js: (name, method, path).

@@ -3,6 +3,10 @@
 // as a bearer header; it never goes into a URL, and neither does record content. Nothing is
 // written to the browser's log. All data goes on the page with textContent, never as HTML.
 
+import {
+  buildMeasures, limitMeasures, renderTrend, CHART_CATEGORIES, MAX_MEASURES,
+} from '/charts.js';
+
 const API = '/api/v1';
 // Every API route the app calls, in one place (node/tests/web.rs checks each against the
 // OpenAPI document): name: [method, path under /api/v1].
@@ -79,6 +83,7 @@ const state = {
   summary: null,      // GET /records/{rid}
   tab: 'record',
   category: null,     // the category shown in the record tab
+  trendsFocus: null,  // the category whose trends to scroll to when the trends tab opens
 };
 
 // ------------------------------------------------------------------------------------------
@@ -468,10 +473,10 @@ async function renderRecord() {
   view.append(h('div', { class: 'overview' }, aboutMe(s), alerts(s, allergies)));
 
   const tabs = patient
-    ? [['record', 'Record'], ['timeline', 'Timeline'], ['add', 'Add an entry'],
+    ? [['record', 'Record'], ['timeline', 'Timeline'], ['trends', 'Trends'], ['add', 'Add an entry'],
       ['access', 'Who has access'], ['audit', 'Who viewed what'], ['export', 'Export'],
       ['share', 'Emergency summary'], ['devices', 'Devices & recovery']]
-    : [['record', 'Record'], ['timeline', 'Timeline'], ['add', 'Add an entry'],
+    : [['record', 'Record'], ['timeline', 'Timeline'], ['trends', 'Trends'], ['add', 'Add an entry'],
       ['mine', 'What I may see and write'], ['approve', 'Approve a key recovery']];
   const nav = h('nav', { 'aria-label': 'Record sections', class: 'tabs' },
     h('ul', {}, tabs.map(([id, label]) => h('li', {}, h('button', {
@@ -550,7 +555,7 @@ async function showTab(id, focus = true) {
   if (!panel) return;
   panel.replaceChildren();
   const render = {
-    record: renderCategories, timeline: renderTimeline, add: renderAdd,
+    record: renderCategories, timeline: renderTimeline, trends: renderTrends, add: renderAdd,
     access: renderAccess, audit: renderAudit, export: renderExport, mine: renderMine,
     share: renderShares, devices: renderDevices, approve: renderApprove,
   }[id] || renderCategories;
@@ -600,6 +605,17 @@ async function renderCategories(panel) {
   const section = h('section', { 'aria-labelledby': 'entries-title', class: 'entries' },
     h('h3', { id: 'entries-title', tabindex: '-1' }, title));
   panel.append(section);
+  if (CHART_CATEGORIES.includes(state.category)) {
+    const cat = state.category;
+    section.append(h('p', {}, h('button', {
+      type: 'button', class: 'secondary', id: 'see-trends', onclick: () => {
+        state.trendsFocus = cat;
+        setStatus('');
+        clearError();
+        showTab('trends');
+      },
+    }, `See ${title.toLowerCase()} as trends over time`)));
+  }
   const entries = await attempt(() => api('entries', { rid: state.rid }, { query: { category: state.category } }));
   if (!entries) return;
   if (entries.length === 0) {
@@ -802,6 +818,65 @@ async function renderTimeline(panel) {
     return;
   }
   panel.append(h('ol', { class: 'entry-list timeline' }, entries.map((e) => h('li', {}, entryCard(e, 'h3', true)))));
+}
+
+// --- Trends: vital signs, lab results and questionnaire scores charted over time. ----------
+// The entries come through the same audited read as the record tab (GET entries with the
+// chartable categories); charts.js draws them, each with a table of the same data behind it.
+
+const TREND_GROUPS = [
+  ['Vital signs', 'trends-vital', ['vital-signs', 'wearables']],
+  ['Body measurements', 'trends-body', ['examinations']],
+  ['Lab results', 'trends-lab', ['lab-results']],
+  ['Questionnaire scores', 'trends-questionnaire', ['questionnaires']],
+];
+
+async function renderTrends(panel) {
+  panel.append(panelHeading('Trends'), h('p', { class: 'help' },
+    'Vital signs, body measurements, lab results and questionnaire scores over time. '
+    + 'Each chart has a table of the same values behind it (“Show as table”).'));
+  const visible = (state.summary.categories || []).filter((c) => CHART_CATEGORIES.includes(c.name)
+    && (c.count ?? 0) > 0).map((c) => c.name);
+  const focus = state.trendsFocus;
+  state.trendsFocus = null;
+  if (visible.length === 0) {
+    panel.append(h('p', {}, 'There are no vital signs, measurements, lab results or questionnaire '
+      + 'scores in this record that you may see yet.'));
+    return;
+  }
+  const entries = await attempt(() => api('entries', { rid: state.rid }, { query: { category: visible.join(',') } }));
+  if (!Array.isArray(entries)) return;
+  const measures = buildMeasures(entries, fieldTitle);
+  if (measures.length === 0) {
+    panel.append(h('p', {}, 'Nothing here can be charted yet.'));
+    return;
+  }
+  const { shown, more } = limitMeasures(measures);
+  const groups = TREND_GROUPS.map(([name, id, cats]) => ({
+    name, id, cats, list: shown.filter((m) => m.group === name),
+  })).filter((g) => g.list.length);
+  panel.append(h('nav', { 'aria-label': 'Charts on this page', class: 'trend-nav' },
+    h('ul', { class: 'plain' }, groups.map((g) => h('li', {},
+      h('a', { href: `#${g.id}` }, g.name), ` (${g.list.length} ${g.list.length === 1 ? 'chart' : 'charts'})`)))));
+  let target = null;
+  for (const g of groups) {
+    const section = h('section', { class: 'trend-group', 'aria-labelledby': g.id },
+      h('h3', { id: g.id, tabindex: '-1' }, g.name));
+    for (const m of g.list) section.append(renderTrend(m, 'h4'));
+    panel.append(section);
+    if (focus && g.cats.includes(focus) && !target) target = g.id;
+  }
+  if (more.length) {
+    panel.append(h('p', { class: 'help' }, `${more.length} more measures are not `
+      + `charted here (at most ${MAX_MEASURES}): ${more.map((m) => m.title).join(', ')}.`));
+  }
+  setStatus(`${shown.length} ${shown.length === 1 ? 'chart' : 'charts'} of ${entries.length} entries.`);
+  if (target) {
+    const t = $(target);
+    t.scrollIntoView();
+    // After showTab focuses the panel heading.
+    setTimeout(() => t.focus(), 0);
+  }
 }
 
 // --- Add an entry: a form generated from the category's field definitions. -----------------

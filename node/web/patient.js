@@ -15,6 +15,7 @@
 import init, {
   Patient, DocumentSealer, backupRequest, backupFromResponse, categories,
 } from '/pkg/cophr_wasm.js';
+import { buildMeasures, limitMeasures, renderTrend, MAX_MEASURES } from '/charts.js';
 
 const $ = (id) => document.getElementById(id);
 let patient = null;
@@ -104,6 +105,41 @@ function render() {
   if (state.items.length === 0) items.append(h('p', {}, 'Nothing in your record yet.'));
   $('counts').textContent = `${state.entries} entries held in this page; `
     + `${state.items.length} items; ${state.locked} sealed under keys you were not given.`;
+  if ($('trends-toggle').getAttribute('aria-expanded') === 'true') renderTrends(state.items);
+}
+
+/**
+ * Trend charts of the vital signs, measurements, lab results and questionnaire scores held
+ * in this page (charts.js; docs/care-team.md "Charts"), each with a table behind it.
+ */
+function renderTrends(items) {
+  const box = $('trends');
+  box.replaceChildren();
+  const fieldTitle = (cat, name) => {
+    const c = catalogue.find((x) => x.name === cat);
+    const f = c && (c.fields || []).find((x) => x.name === name);
+    return f ? f.title : name;
+  };
+  const measures = buildMeasures(items, fieldTitle);
+  if (measures.length === 0) {
+    box.append(h('p', {}, 'There are no vital signs, measurements, lab results or questionnaire scores to chart yet.'));
+    return;
+  }
+  const { shown, more } = limitMeasures(measures);
+  for (const m of shown) box.append(renderTrend(m, 'h3'));
+  if (more.length) {
+    box.append(h('p', { class: 'help' }, `${more.length} more measures are not charted here (at most ${MAX_MEASURES}).`));
+  }
+}
+
+function toggleTrends() {
+  const b = $('trends-toggle');
+  const open = b.getAttribute('aria-expanded') !== 'true';
+  b.setAttribute('aria-expanded', open ? 'true' : 'false');
+  b.textContent = open ? 'Hide trends' : 'Show trends';
+  $('trends').hidden = !open;
+  if (open && patient) renderTrends(JSON.parse(patient.items(Date.now())).items);
+  else $('trends').replaceChildren();
 }
 
 function fieldKind(f) {
@@ -399,6 +435,10 @@ function lock() {
   if (patient) patient.free();
   patient = null;
   $('items').replaceChildren();
+  $('trends').replaceChildren();
+  $('trends').hidden = true;
+  $('trends-toggle').setAttribute('aria-expanded', 'false');
+  $('trends-toggle').textContent = 'Show trends';
   $('app').hidden = true;
   $('unlock').hidden = false;
   $('who').hidden = true;
@@ -422,6 +462,7 @@ async function main() {
   $('items').addEventListener('click', onItemsClick);
   $('document-close').addEventListener('click', closeDocument);
   $('lock').addEventListener('click', lock);
+  $('trends-toggle').addEventListener('click', toggleTrends);
   document.body.dataset.ready = 'true';
 }
 

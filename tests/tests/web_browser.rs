@@ -830,6 +830,16 @@ fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
     george.add(&["problems", "--problem", "Chronic kidney disease"]);
     george.add(&["vital-signs", "--heart-rate", "66"]);
     george.add(&["medications", "--medication", "Metformin"]);
+    // Not shared with the nurse: never charted for her.
+    george.add(&[
+        "lab-results",
+        "--test",
+        "Potassium",
+        "--result",
+        "4.1",
+        "--unit",
+        "mmol/L",
+    ]);
     let nurse = Person::new("Nia Patel", "nurse", Some("Leeds Renal Unit"));
     george.ok(&[
         "grant",
@@ -916,6 +926,15 @@ fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
             "signed by the nurse: {entries}"
         );
         assert!(entries.contains("Leeds Renal Unit"), "{entries}");
+
+        // Her trends: the two heart rates she may see, nothing of the lab results.
+        click(&c, "#tab-trends").await;
+        let heart = "vital|heart-rate|/min";
+        wait_chart(&c, heart).await;
+        assert_eq!(chart_points(&c, heart, 0).await, 2);
+        let trends = text_of(&c, "#panel").await;
+        assert!(!trends.contains("Lab results"), "{trends}");
+        assert!(!trends.contains("Potassium"), "{trends}");
 
         let png = c.screenshot().await.expect("a screenshot");
         let dir = target_dir().join("test-artifacts");
@@ -1411,6 +1430,13 @@ fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
         "--reaction",
         &old_words,
     ]);
+    // Two heart rates, charted in the page.
+    for (rate, at) in [
+        ("66", "2026-11-01T08:00:00Z"),
+        ("74", "2026-11-02T08:00:00Z"),
+    ] {
+        george.live_add(&["vital-signs", "--heart-rate", rate, "--measured-at", at]);
+    }
     george.live_ok(&["host", &host_node.addr()]);
     george.live_json(&[
         "key",
@@ -1487,6 +1513,20 @@ fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
         click(&c, "#add-form button[type=submit]").await;
         let status = wait_text(&c, "#status", "Added").await;
         wait_text(&c, "#items", &new_words).await;
+
+        // His heart rates as a trend chart, drawn in the page, with the table behind it.
+        click(&c, "#trends-toggle").await;
+        let heart = "vital|heart-rate|/min";
+        wait_chart(&c, heart).await;
+        assert_eq!(chart_points(&c, heart, 0).await, 2);
+        let label = chart_label(&c, heart).await;
+        assert!(label.contains("Latest 74/min"), "{label}");
+        let rows = chart_table(&c, heart).await;
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(
+            rows[0].contains("74/min") && rows[1].contains("66/min"),
+            "{rows:?}"
+        );
 
         // He attaches a photo and a PDF from the page: sealed there, segment by segment,
         // the sealed bytes sent to the host, the entry written sealed and pushed.
@@ -1622,4 +1662,432 @@ fn a_patient_with_only_a_browser_reads_and_writes_through_a_blind_host() {
         "written by George's key: {history}"
     );
     drop(host_node);
+}
+
+/// A script's answer as a number (0 when it is not one).
+async fn js_number(c: &Client, script: &str, args: Vec<Value>) -> u64 {
+    c.execute(script, args)
+        .await
+        .unwrap_or_else(|e| panic!("the page cannot run {script:?}: {e}"))
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// A script's answer as text ("" when it is not text).
+async fn js_text(c: &Client, script: &str, args: Vec<Value>) -> String {
+    c.execute(script, args)
+        .await
+        .unwrap_or_else(|e| panic!("the page cannot run {script:?}: {e}"))
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The marks of series `series` in the chart of `measure` (its `data-measure`).
+async fn chart_points(c: &Client, measure: &str, series: u32) -> u64 {
+    js_number(
+        c,
+        "const f = [...document.querySelectorAll('figure.trend')]\
+           .find((x) => x.dataset.measure === arguments[0]); \
+         return f ? f.querySelectorAll(`svg .series-${arguments[1]} .point`).length : 0;",
+        vec![json!(measure), json!(series)],
+    )
+    .await
+}
+
+/// Opens the table behind the chart of `measure` and returns its body's rows' texts.
+async fn chart_table(c: &Client, measure: &str) -> Vec<String> {
+    let rows = c
+        .execute(
+            "const f = [...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]); \
+             const b = f.querySelector('button.trend-toggle'); \
+             if (b.getAttribute('aria-expanded') !== 'true') b.click(); \
+             const box = document.getElementById(b.getAttribute('aria-controls')); \
+             if (box.hidden) return null; \
+             return [...box.querySelectorAll('table tbody tr')].map((r) => r.textContent);",
+            vec![json!(measure)],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the table of {measure}: {e}"));
+    rows.as_array()
+        .unwrap_or_else(|| panic!("the table of {measure} is not shown: {rows}"))
+        .iter()
+        .map(|r| r.as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The aria-label of the chart of `measure` ("" when it has no chart).
+async fn chart_label(c: &Client, measure: &str) -> String {
+    js_text(
+        c,
+        "const f = [...document.querySelectorAll('figure.trend')]\
+           .find((x) => x.dataset.measure === arguments[0]); \
+         const s = f && f.querySelector('svg[role=img]'); \
+         return s ? s.getAttribute('aria-label') : '';",
+        vec![json!(measure)],
+    )
+    .await
+}
+
+/// Waits until the chart of `measure` is in the page.
+async fn wait_chart(c: &Client, measure: &str) {
+    let start = Instant::now();
+    loop {
+        let n = js_number(
+            c,
+            "return [...document.querySelectorAll('figure.trend')]\
+               .filter((x) => x.dataset.measure === arguments[0]).length;",
+            vec![json!(measure)],
+        )
+        .await;
+        if n == 1 {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no chart of {measure} within {DEADLINE:?}; panel: {:?}; error: {:?}",
+            text_of(c, "#panel").await,
+            text_of(c, "#error").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const BP: &str = "vital|blood-pressure|mm[Hg]";
+const POTASSIUM: &str = "lab|potassium|mmol/L";
+
+/// Trend charts (docs/care-team.md "Charts"): George's 30 blood pressure readings, his
+/// potassium results (one of them not a number) with their reference range, a single eGFR,
+/// a troponin below the assay's limit (`<5`, nothing to chart) and two PHQ-9 scores are charted in the web app's Trends tab, reached from the vital
+/// signs in the record tab; each chart's marks, the table behind it and its aria-label carry
+/// the same readings; the malformed result is left out and said to be. Then 700 more
+/// readings, written through the REST API, chart without the page stalling. The reads
+/// behind the charts are in the audit trail.
+#[test]
+fn the_patient_sees_vital_signs_lab_results_and_scores_as_accessible_trend_charts() {
+    require_browser();
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    for i in 0..30u32 {
+        let systolic = (120 + (i * 7) % 30).to_string();
+        let diastolic = (70 + (i * 3) % 20).to_string();
+        let at = format!("2026-10-{:02}T08:00:00Z", i + 1);
+        george.add(&[
+            "vital-signs",
+            "--systolic",
+            &systolic,
+            "--diastolic",
+            &diastolic,
+            "--measured-at",
+            &at,
+        ]);
+    }
+    for (result, range, collected) in [
+        ("4.1", "3.5-5.3", "2026-06-01T09:00:00Z"),
+        ("haemolysed", "3.5-5.3", "2026-07-01T09:00:00Z"),
+        ("4.8", "3.5-5.3", "2026-08-01T09:00:00Z"),
+        ("5.9", "3.5 - 5.3 mmol/L", "2026-09-01T09:00:00Z"),
+    ] {
+        george.add(&[
+            "lab-results",
+            "--test",
+            "Potassium",
+            "--result",
+            result,
+            "--unit",
+            "mmol/L",
+            "--reference-range",
+            range,
+            "--collected",
+            collected,
+        ]);
+    }
+    george.add(&[
+        "lab-results",
+        "--test",
+        "eGFR",
+        "--result",
+        "38",
+        "--unit",
+        "mL/min/1.73m2",
+        "--collected",
+        "2026-09-01T09:00:00Z",
+    ]);
+    // A result below the assay's limit: no number to chart.
+    george.add(&[
+        "lab-results",
+        "--test",
+        "Troponin T",
+        "--result",
+        "<5",
+        "--unit",
+        "ng/L",
+        "--collected",
+        "2026-09-01T09:00:00Z",
+    ]);
+    for (score, done) in [
+        ("12", "2026-09-01T10:00:00Z"),
+        ("7", "2026-10-01T10:00:00Z"),
+    ] {
+        george.add(&[
+            "questionnaires",
+            "--questionnaire",
+            "PHQ-9",
+            "--answers",
+            "Little interest or pleasure in doing things=1",
+            "--score",
+            score,
+            "--completed",
+            done,
+        ]);
+    }
+
+    let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
+    let base = node
+        .http()
+        .expect("the node's HTTP address")
+        .trim_end_matches('/')
+        .to_owned();
+    let token = std::fs::read_to_string(george.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned();
+    let profile = tempfile::TempDir::new().expect("a browser profile directory");
+    let driver = Driver::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        c.set_window_size(1280, 1200).await.expect("window size");
+        sign_in(&c, &base, &token).await;
+        wait_text(&c, "#app-title", "My record").await;
+
+        // From the vital signs in the record tab to their trends.
+        click(&c, "button.category[data-category=vital-signs]").await;
+        click(&c, "#see-trends").await;
+        wait_chart(&c, BP).await;
+        let current = js_text(
+            &c,
+            "const b = document.querySelector('.tabs [aria-current=page]'); \
+             return b ? b.id : '';",
+            vec![],
+        )
+        .await;
+        assert_eq!(current, "tab-trends");
+        let focused = js_text(&c, "return document.activeElement.textContent;", vec![]).await;
+        assert_eq!(
+            focused, "Vital signs",
+            "the vital signs charts have the focus"
+        );
+
+        // Blood pressure: two series of 30 marks, both shaded with their adult ranges.
+        assert_eq!(chart_points(&c, BP, 0).await, 30, "systolic marks");
+        assert_eq!(chart_points(&c, BP, 1).await, 30, "diastolic marks");
+        let bands = js_number(
+            &c,
+            "const f = [...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]); \
+             return f.querySelectorAll('svg rect.band').length;",
+            vec![json!(BP)],
+        )
+        .await;
+        assert_eq!(bands, 2, "systolic and diastolic ranges shaded");
+        let label = chart_label(&c, BP).await;
+        assert!(label.contains("30 readings"), "{label}");
+        assert!(label.contains("Latest 143/77 mmHg"), "{label}");
+        assert!(
+            label.contains("above the typical adult range for systolic"),
+            "{label}"
+        );
+        assert!(label.contains("Systolic ranged 120 to 149 mmHg"), "{label}");
+        let title = js_text(
+            &c,
+            "const f = [...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]); \
+             const t = f.querySelectorAll('svg .series-0 .point title'); \
+             return t[t.length - 1].textContent;",
+            vec![json!(BP)],
+        )
+        .await;
+        assert!(title.contains("systolic 143 mmHg"), "{title}");
+        let rows = chart_table(&c, BP).await;
+        assert_eq!(rows.len(), 30, "{rows:?}");
+        assert!(
+            rows[0].contains("143 mmHg") && rows[0].contains("77 mmHg"),
+            "newest first: {:?}",
+            rows[0]
+        );
+        assert!(
+            rows[29].contains("120 mmHg") && rows[29].contains("70 mmHg"),
+            "{:?}",
+            rows[29]
+        );
+        let caption = text_of(&c, "figure.trend .trend-table caption").await;
+        assert!(
+            caption.contains("Blood pressure in mmHg: 30 values"),
+            "{caption}"
+        );
+
+        // Potassium: the three numeric results, the one that is not a number left out.
+        wait_chart(&c, POTASSIUM).await;
+        assert_eq!(chart_points(&c, POTASSIUM, 0).await, 3);
+        let outside = js_number(
+            &c,
+            "const f = [...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]); \
+             return f.querySelectorAll('svg .point.out').length;",
+            vec![json!(POTASSIUM)],
+        )
+        .await;
+        assert_eq!(outside, 1, "the 5.9 is marked outside its reference range");
+        let label = chart_label(&c, POTASSIUM).await;
+        assert!(label.contains("Latest 5.9 mmol/L"), "{label}");
+        assert!(label.contains("above the reference range"), "{label}");
+        assert!(
+            label.contains("reference range 3.5 to 5.3 mmol/L"),
+            "{label}"
+        );
+        let rows = chart_table(&c, POTASSIUM).await;
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        for (row, value) in rows.iter().zip(["5.9 mmol/L", "4.8 mmol/L", "4.1 mmol/L"]) {
+            assert!(row.contains(value), "{row:?} shows {value}");
+        }
+        assert!(!rows.iter().any(|r| r.contains("haemolysed")), "{rows:?}");
+        let note = js_text(
+            &c,
+            "const f = [...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]); \
+             const d = f.querySelector('svg[role=img]').getAttribute('aria-describedby'); \
+             return document.getElementById(d).textContent;",
+            vec![json!(POTASSIUM)],
+        )
+        .await;
+        assert!(note.contains("1 entry was left out"), "{note}");
+
+        // One eGFR: no chart, a message, and its one row.
+        let egfr = "lab|egfr|mL/min/1.73m2";
+        wait_chart(&c, egfr).await;
+        assert_eq!(chart_label(&c, egfr).await, "", "one value is not drawn");
+        let panel = text_of(&c, "#panel").await;
+        assert!(panel.contains("Only one value so far"), "{panel}");
+        assert_eq!(chart_table(&c, egfr).await.len(), 1);
+
+        // Troponin: no value that reads as a number, said so; no chart, no table.
+        let troponin = "lab|troponin t|ng/L";
+        wait_chart(&c, troponin).await;
+        assert_eq!(chart_label(&c, troponin).await, "");
+        let figure = js_text(
+            &c,
+            "const f = [...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]); \
+             return f.textContent + (f.querySelector('table, button') ? ' [has a table]' : '');",
+            vec![json!(troponin)],
+        )
+        .await;
+        assert!(
+            figure.contains("Nothing to chart yet: no troponin t value that reads as a number"),
+            "{figure}"
+        );
+        assert!(figure.contains("1 entry was left out"), "{figure}");
+        assert!(!figure.contains("[has a table]"), "{figure}");
+
+        // PHQ-9 scores.
+        let phq = "questionnaire|phq-9";
+        wait_chart(&c, phq).await;
+        assert_eq!(chart_points(&c, phq, 0).await, 2);
+        let label = chart_label(&c, phq).await;
+        assert!(label.contains("Latest 7 on"), "{label}");
+        screenshot(
+            &c.screenshot().await.expect("a screenshot"),
+            "web-app-trends.png",
+        );
+        c.execute(
+            "[...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]).scrollIntoView();",
+            vec![json!(POTASSIUM)],
+        )
+        .await
+        .expect("scroll to the potassium chart");
+        screenshot(
+            &c.screenshot().await.expect("a screenshot"),
+            "web-app-trends-lab.png",
+        );
+
+        // Two years of daily readings more, through the REST API: they chart, and the page
+        // stays responsive.
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into();
+        let url = format!("{base}/api/v1/records/{}/entries", george.actor);
+        let day0: u64 = 1_704_067_200_000; // 2024-01-01T00:00:00Z, in milliseconds
+        for i in 0..700u64 {
+            let at = cophr_node::http::api::format_time(day0 + i * 86_400_000 + 7 * 3_600_000);
+            let body = json!({
+                "category": "vital-signs",
+                "body": {
+                    "systolic": {"value": 110 + i % 40, "unit": "mm[Hg]"},
+                    "diastolic": {"value": 65 + i % 25, "unit": "mm[Hg]"},
+                    "measured-at": at,
+                },
+            });
+            agent
+                .post(&url)
+                .header("Authorization", &format!("Bearer {token}"))
+                .header("Content-Type", "application/json")
+                .send(body.to_string())
+                .unwrap_or_else(|e| panic!("reading {i} through the API: {e}"));
+        }
+        let start = Instant::now();
+        click(&c, "#tab-timeline").await;
+        click(&c, "#tab-trends").await;
+        let deadline = Instant::now() + DEADLINE;
+        while chart_points(&c, BP, 0).await != 730 {
+            assert!(Instant::now() < deadline, "730 readings did not chart");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = start.elapsed();
+        assert_eq!(chart_points(&c, BP, 1).await, 730);
+        // The line breaks across the ten months with no readings, and only there.
+        let moves = js_number(
+            &c,
+            "const f = [...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]); \
+             return f.querySelector('svg .series-0 path.line').getAttribute('d')\
+               .split('M').length - 1;",
+            vec![json!(BP)],
+        )
+        .await;
+        assert_eq!(moves, 2, "two runs of readings, two lines");
+        // The page answers a script at once after drawing them (nothing still running).
+        let echo = js_number(&c, "return 1 + 1;", vec![]).await;
+        assert_eq!(echo, 2);
+        assert!(
+            took < Duration::from_secs(15),
+            "730 readings took {took:?} to chart"
+        );
+        assert_eq!(chart_table(&c, BP).await.len(), 730);
+        println!("730 readings charted in {took:?}");
+        c.execute(
+            "[...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]).scrollIntoView();",
+            vec![json!(BP)],
+        )
+        .await
+        .expect("scroll to the blood pressure chart");
+        screenshot(
+            &c.screenshot().await.expect("a screenshot"),
+            "web-app-trends-730.png",
+        );
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
+    drop(driver);
+    // Every chart came through the audited entries read.
+    let audit = george.live_ok(&["audit", "--all", "--action", "view"]);
+    for n in [38, 738] {
+        let read = format!("entries (API): {n} items in vital-signs,lab-results,questionnaires");
+        assert!(audit.contains(&read), "no {read:?} in {audit}");
+    }
+    drop(node);
 }

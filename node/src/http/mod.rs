@@ -55,6 +55,7 @@ pub const PUBLIC_PATHS: &[&str] = &[
     "/",
     "/index.html",
     "/app.js",
+    "/charts.js",
     "/app.css",
     "/favicon.svg",
     "/api/v1/openapi.json",

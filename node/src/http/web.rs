@@ -1,4 +1,5 @@
-//! The patient's web app (`/`, `/index.html`, `/app.js`, `/app.css`, `/favicon.svg`),
+//! The patient's web app (`/`, `/index.html`, `/app.js`, `/charts.js`, `/app.css`,
+//! `/favicon.svg`),
 //! embedded in the binary from `node/web/` (plain HTML, CSS and a JavaScript module: no build
 //! step, nothing fetched from elsewhere). The files need no token; the app asks for it and
 //! sends it to `/api/v1` as a bearer header. Routes carry their full paths and are merged at
@@ -15,6 +16,8 @@ use super::AppState;
 pub const INDEX_HTML: &str = include_str!("../../web/index.html");
 /// The app's script (an ES module).
 pub const APP_JS: &str = include_str!("../../web/app.js");
+/// The trend charts (an ES module imported by the app and by the browser-only patient page).
+pub const CHARTS_JS: &str = include_str!("../../web/charts.js");
 /// The app's style sheet.
 pub const APP_CSS: &str = include_str!("../../web/app.css");
 /// The app's icon.
@@ -33,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(index))
         .route("/index.html", get(index))
         .route("/app.js", get(app_js))
+        .route("/charts.js", get(charts_js))
         .route("/app.css", get(app_css))
         .route("/favicon.svg", get(favicon))
 }
@@ -82,6 +86,10 @@ async fn index() -> Response {
 
 async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn charts_js() -> Response {
+    asset("text/javascript; charset=utf-8", CHARTS_JS)
 }
 
 async fn app_css() -> Response {
