@@ -550,3 +550,166 @@ fn an_import_killed_midway_is_finished_by_running_it_again_storing_nothing_twice
     assert_eq!(items, items_before + N + 1);
     p.ok(&["verify"]);
 }
+
+/// A Patient resource of someone's own, with their NHS number.
+fn own_patient(dir: &Path, name: &str, nhs: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.json"));
+    fs::write(
+        &path,
+        json!({"resourceType": "Patient", "id": format!("self-{name}"),
+            "identifier": [{"system": NHS, "value": nhs}],
+            "name": [{"family": name}]})
+        .to_string(),
+    )
+    .expect("write");
+    path
+}
+
+#[test]
+fn a_practice_export_on_a_provider_node_goes_into_each_shared_patients_record() {
+    use cophr_protocol::trust::attestation::{
+        Attestation, Attributes, Method, NationalNumber, ATTESTATION_VERSION,
+    };
+    use cophr_protocol::trust::AssuranceLevel;
+    let mut g = Practice::new(19);
+    g.shared();
+    for n in 0..6 {
+        g.patient(n, 3);
+    }
+    // Mary's NHS number is attested, so it must pass its check digit (the generator's
+    // need not): give her patient a valid one.
+    let valid = "9434765919";
+    for p in g.by_type.get_mut("Patient").expect("patients") {
+        if p["id"] == "p1" {
+            p["identifier"][0]["value"] = json!(valid);
+        }
+    }
+    g.patients[1].1 = valid.to_owned();
+    let dir = TempDir::new().expect("tmp");
+    g.write(dir.path());
+    let files = TempDir::new().expect("tmp");
+    let gp = Person::new("Dr Anna Shah", "gp", Some("Riverside Surgery"));
+    let ais = cophr_protocol::testkit::key(19, "Leeds AIS");
+    gp.ok(&[
+        "trust",
+        "add",
+        &ais.actor().to_string(),
+        "--name",
+        "Leeds AIS",
+        "--max-level",
+        "P9",
+    ]);
+
+    // Three of the practice's patients share their records with the GP's node: George and
+    // Sam are known by the NHS number of a Patient resource in their record; Mary by the
+    // NHS number an identity assurance service the GP trusts attests. Sam lets the GP
+    // view only.
+    let people = [
+        ("George", 0, "write"),
+        ("Mary", 1, "write"),
+        ("Sam", 2, "view"),
+    ];
+    let mut records = Vec::new();
+    for (name, n, level) in people {
+        let p = Person::new(name, "patient", None);
+        p.ok(&["record", "create"]);
+        let nhs = &g.patients[n].1;
+        if name == "Mary" {
+            let a = Attestation {
+                v: ATTESTATION_VERSION,
+                issuer: ais.actor(),
+                subject: p.actor.parse().expect("actor"),
+                attributes: Attributes::Person {
+                    name: "Mary Patel".into(),
+                    birth_date: None,
+                    national_number: Some(NationalNumber {
+                        system: "nhs".into(),
+                        value: nhs.clone(),
+                    }),
+                },
+                level: AssuranceLevel::P9,
+                method: Method::InPerson,
+                not_before: 1_769_904_000_000,
+                not_after: 1_769_904_000_000 + 365 * 24 * 3600 * 1000,
+                serial: vec![19; 16],
+            }
+            .sign(&ais)
+            .expect("signed");
+            let att = files.path().join("mary.att");
+            fs::write(&att, a.to_text()).expect("write");
+            p.ok(&["identity", "add", s(&att)]);
+        } else {
+            p.ok(&["fhir", "import", s(&own_patient(files.path(), name, nhs))]);
+        }
+        p.ok(&["grant", &gp.actor, "--level", level, "--categories", "all"]);
+        let file = files.path().join(format!("{name}.cophr"));
+        p.export(&file);
+        gp.import(&file);
+        records.push((p, n));
+    }
+
+    let r = gp.json(&["fhir", "import", s(dir.path()), "--all-records"]);
+    let stored: std::collections::BTreeMap<String, u64> = r["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|x| {
+            (
+                x["record"].as_str().expect("record").to_owned(),
+                x["stored"].as_u64().expect("stored"),
+            )
+        })
+        .collect();
+    // The practice's own resources (organisation, location, practitioners, roles, a
+    // medication, a device) go into each record with the patient's own.
+    let shared = 8u64;
+    for (p, n) in &records[..2] {
+        assert_eq!(
+            stored.get(&p.actor),
+            Some(&(g.patients[*n].2 as u64 + shared)),
+            "{}: {r}",
+            p.name
+        );
+    }
+    // Sam's record: matched, but the GP may not write in it: each resource reported.
+    let sam = &records[2].0;
+    assert_eq!(stored.get(&sam.actor), Some(&0), "{r}");
+    let no_write: u64 = r["no_write"]
+        .as_object()
+        .expect("no_write")
+        .values()
+        .map(|v| v.as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(no_write, g.patients[2].2 as u64 + shared, "{r}");
+    // The three patients no record here is for: reported, not stored.
+    let others = r["other_patients"].as_object().expect("others");
+    for (id, _, n) in &g.patients[3..] {
+        assert_eq!(
+            others[&format!("Patient/{id}")].as_u64(),
+            Some(*n as u64),
+            "{r}"
+        );
+    }
+    assert_eq!(others.len(), 3, "{r}");
+    // Each record holds its own patient's data only.
+    let held = gp
+        .json(&["--record", &records[0].0.actor, "show", "--json"])
+        .to_string();
+    assert!(held.contains(&g.patients[0].1), "George's NHS number");
+    assert!(!held.contains(&g.patients[1].1), "not Mary's");
+    // Run again: nothing stored twice.
+    let again = gp.json(&["fhir", "import", s(dir.path()), "--all-records"]);
+    assert_eq!(again["created"], 0, "{again}");
+    // --all-records names no single patient.
+    gp.fails(
+        2,
+        &[
+            "fhir",
+            "import",
+            s(dir.path()),
+            "--all-records",
+            "--patient",
+            "Patient/p0",
+        ],
+    );
+}

@@ -16,10 +16,13 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::Args as ClapArgs;
+use cophr_protocol::access::Level;
 use cophr_protocol::audit::Action;
 use cophr_protocol::entry::Payload;
 use cophr_protocol::fhir::{self, FhirError, ImportMeta, Owner, PatientIndex, PatientKey};
-use cophr_protocol::{schema, Category, RecordId, Timestamp, Value};
+use cophr_protocol::trust::attestation::Attributes;
+use cophr_protocol::trust::TrustList;
+use cophr_protocol::{fold, schema, Category, RecordId, Timestamp, Value};
 use serde_json::{json, Value as Json};
 
 use super::stream::{self, FileError, Item};
@@ -29,6 +32,9 @@ use crate::home::Identity;
 use crate::output;
 use crate::store::Store;
 use cophr_node::store::{BatchError, BatchInfo, Held, Holdings, MAX_WRITE_ALL};
+
+/// The NHS number's FHIR identifier system.
+const NHS_NUMBER: &str = "https://fhir.nhs.uk/Id/nhs-number";
 
 /// Most resources stored in one durable write (below the store's [`MAX_WRITE_ALL`]).
 pub const CHUNK: usize = 1000;
@@ -63,6 +69,13 @@ are reported per patient and not stored. A record with no Patient yet takes the 
 patient, or the one named by --patient (which can also name the record's patient in an input \
 from a system that knows them by other ids).
 
+On a provider node, --all-records imports a whole-practice export into the records held \
+here of the patients who shared them: each patient of the input goes to the record whose \
+patient has the same identifier (the NHS number of a Patient resource in the record, or the \
+one an identity assurance service this node trusts attests in the patient's profile); \
+resources about no patient go into each of those records; patients no record here is for, \
+and categories this node may not write in a record, are reported and not stored.
+
 Updates are versions: a resource is identified by its type and id. Importing it again \
 unchanged (a change of meta alone, e.g. meta.lastUpdated, is no change) stores nothing; \
 changed, it amends its entry (the earlier version stays in the history). So an import can \
@@ -75,7 +88,8 @@ OperationOutcome in --json). On a terminal, a progress line is shown on standard
 Examples:
   cophr fhir import ips-bundle.json --source 'St Elsewhere GP'
   cophr fhir import bulk-export/ --keep-going      (its *.json and *.ndjson files)
-  cophr fhir import practice.ndjson --patient 'https://fhir.nhs.uk/Id/nhs-number|9434765919'";
+  cophr fhir import practice.ndjson --patient 'https://fhir.nhs.uk/Id/nhs-number|9434765919'
+  cophr fhir import practice-export/ --all-records --keep-going     (on a provider node)";
 
 /// Import FHIR R4 resources into the record as signed entries.
 #[derive(ClapArgs, Debug)]
@@ -98,8 +112,16 @@ pub struct ImportArgs {
     /// and the input holds several; when the record has one, says this patient of the
     /// input is the same person (other ids, no shared identifier). `Patient/<id>`, an id,
     /// a fullUrl, or an identifier `system|value`
-    #[arg(long, value_name = "PATIENT")]
+    #[arg(long, value_name = "PATIENT", conflicts_with = "all_records")]
     patient: Option<String>,
+
+    /// A whole-practice export on a provider node: each patient's resources go into the
+    /// record held here whose patient has the same identifier (e.g. NHS number), resources
+    /// about no patient (Practitioner, Organization, Medication, …) into each of those
+    /// records; resources of patients no record here is for, and those in categories this
+    /// node may not write in a record, are reported and not stored
+    #[arg(long)]
+    all_records: bool,
 
     #[command(flatten)]
     out: Out,
@@ -189,6 +211,11 @@ struct Report {
     /// One line per problem, for the message refusing the import.
     problems: Vec<String>,
     other_patients: BTreeMap<String, usize>,
+    /// With `--all-records`: resources not stored because this node may not write their
+    /// category in the record, by "record category".
+    no_write: BTreeMap<String, usize>,
+    /// With `--all-records`: patients several records here are for (none stored).
+    ambiguous: Vec<String>,
     entries: Vec<Json>,
     read: usize,
     /// Files of Binary resources stored apart.
@@ -247,10 +274,24 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     let inputs = files(&args.paths)?;
     let me = ctx.identity()?;
     let store = ctx.store()?;
-    let record = ctx.record(&store, Some(&me.actor()))?;
+    let record = if args.all_records {
+        if ctx.global.record.is_some() {
+            return Err(CliError::new(
+                Code::Usage,
+                "--all-records imports into every record held here whose patient is in the \
+                 input: leave out --record",
+            ));
+        }
+        None
+    } else {
+        Some(ctx.record(&store, Some(&me.actor()))?)
+    };
     let now = ctx.now()?;
     let device = ctx.device(&me);
-    let mut held = holdings(&store, &me, &record, now)?;
+    let held = match &record {
+        Some(r) => holdings(&store, &me, r, now)?,
+        None => Holdings::default(),
+    };
 
     // Pass 1: check everything, note the patients.
     let mut index = PatientIndex::default();
@@ -352,6 +393,7 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
 
     // Whose record it is.
     let mine = match (mine, args.patient.as_deref()) {
+        _ if record.is_none() => None,
         (Some(m), None) => Some(m),
         (Some(_), Some(p)) => {
             // The person importing says this patient of the input is the record's (e.g.
@@ -395,16 +437,42 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     };
 
     // Pass 2: store.
-    let mut w = Writer {
+    let progress = std::io::stderr().is_terminal();
+    let writer = |record: RecordId| Writer {
         ctx,
         store: &store,
         me: &me,
         record,
         now,
-        device,
+        device: device.clone(),
         chunk: Vec::new(),
         published: false,
-        progress: std::io::stderr().is_terminal(),
+        progress,
+        stored: 0,
+    };
+    let (mut targets, route) = match record {
+        Some(record) => (
+            vec![Target {
+                held,
+                w: writer(record),
+                viewer: None,
+            }],
+            Route::One(mine),
+        ),
+        None => {
+            let trust = ctx.home.trust_list()?;
+            let (matched, by_patient) =
+                match_records(&store, &me, &trust, now, &mut index, &mut report)?;
+            let mut targets = Vec::with_capacity(matched.len());
+            for (r, viewer) in matched {
+                targets.push(Target {
+                    held: holdings(&store, &me, &r, now)?,
+                    w: writer(r),
+                    viewer: Some(viewer),
+                });
+            }
+            (targets, Route::All(by_patient))
+        }
     };
     for (n, input) in inputs.iter().enumerate() {
         if bad_files.contains(&n) {
@@ -428,94 +496,78 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
                     }
                 }
             }
-            let other = match index.owner(resource, item.full_url.as_deref()) {
-                Owner::Patient(p) => mine
-                    .filter(|m| index.canonical(*m) != p)
-                    .map(|_| index.label(p).to_owned()),
-                Owner::Unknown(r) => mine.map(|_| r),
-                Owner::Nobody => None,
-            };
-            if let Some(p) = other {
-                *report.other_patients.entry(p).or_default() += 1;
-                return Ok(());
-            }
-            let hash = fhir::content_hash(resource);
-            let key = fhir::identity(resource);
-            let target = match &key {
-                Some(k) => {
-                    if held
-                        .by_id
-                        .get(k)
-                        .is_some_and(|h| h.current.is_none() && h.hash != hash)
-                    {
-                        // Changed again within this chunk: store the chunk first.
-                        w.flush(&mut held, &mut report, &name)?;
-                    }
-                    match held.by_id.get(k) {
-                        Some(h) if h.hash == hash => {
-                            report.unchanged += 1;
-                            return Ok(());
-                        }
-                        Some(h) if h.category != i.category => {
-                            report.refuse(
-                                &input.path,
-                                &item.at,
-                                Some(resource),
-                                &FhirError::BadValue {
-                                    path: i.resource_type.clone(),
-                                    value: k.1.chars().take(64).collect(),
-                                    reason: "the new version maps to another category than the \
-                                             entry it updates",
-                                },
-                            );
-                            return Ok(());
-                        }
-                        Some(h) => h.current,
-                        None => None,
-                    }
-                }
-                None => {
-                    if held.no_id.insert(hash, None).is_some() {
-                        report.unchanged += 1;
+            let dests: Vec<usize> = match &route {
+                Route::One(mine) => {
+                    let other = match index.owner(resource, item.full_url.as_deref()) {
+                        Owner::Patient(p) => mine
+                            .filter(|m| index.canonical(*m) != p)
+                            .map(|_| index.label(p).to_owned()),
+                        Owner::Unknown(r) => mine.map(|_| r),
+                        Owner::Nobody => None,
+                    };
+                    if let Some(p) = other {
+                        *report.other_patients.entry(p).or_default() += 1;
                         return Ok(());
                     }
-                    None
+                    vec![0]
                 }
-            };
-            if let Some(k) = &key {
-                held.by_id.insert(
-                    k.clone(),
-                    Held {
-                        current: None,
-                        category: i.category.clone(),
-                        hash,
+                Route::All(by_patient) => match index.owner(resource, item.full_url.as_deref()) {
+                    Owner::Patient(p) => match by_patient.get(&index.canonical(p)) {
+                        Some(t) => vec![*t],
+                        None => {
+                            *report
+                                .other_patients
+                                .entry(index.label(p).to_owned())
+                                .or_default() += 1;
+                            return Ok(());
+                        }
                     },
-                );
-            }
-            w.chunk.push(Ready {
-                key,
-                hash,
-                id: i.id.clone(),
-                resource_type: i.resource_type.clone(),
-                payload: match target {
-                    Some(t) => Payload::Amend {
-                        target: t,
-                        body: i.body,
-                    },
-                    None => Payload::Create {
-                        category: i.category.clone(),
-                        body: i.body,
-                    },
+                    Owner::Unknown(r) => {
+                        *report.other_patients.entry(r).or_default() += 1;
+                        return Ok(());
+                    }
+                    Owner::Nobody => (0..targets.len()).collect(),
                 },
-                category: i.category,
-            });
-            if w.chunk.len() >= CHUNK {
-                w.flush(&mut held, &mut report, &name)?;
+            };
+            let hash = fhir::content_hash(resource);
+            let key = fhir::identity(resource);
+            let last = dests.len().saturating_sub(1);
+            let mut i = Some(i);
+            for (n, t) in dests.into_iter().enumerate() {
+                let this = if n == last { i.take() } else { i.clone() };
+                let Some(this) = this else {
+                    break;
+                };
+                let target = &mut targets[t];
+                if let Some(viewer) = &target.viewer {
+                    let may = viewer.level_on(&this.category) >= Some(Level::Write);
+                    if !may {
+                        *report
+                            .no_write
+                            .entry(format!("{} {}", target.w.record.short(), this.category))
+                            .or_default() += 1;
+                        continue;
+                    }
+                }
+                target.stage(
+                    &mut report,
+                    this,
+                    key.clone(),
+                    hash,
+                    resource,
+                    &input.path,
+                    &item.at,
+                    &name,
+                )?;
             }
             Ok(())
         });
         match result {
-            Ok(_) => w.flush(&mut held, &mut report, &name)?,
+            Ok(_) => {
+                for t in &mut targets {
+                    t.w.flush(&mut t.held, &mut report, &name)?;
+                }
+            }
             Err(FileError::Stopped(e)) => return Err(e),
             Err(FileError::NotFhir(why)) => {
                 return Err(CliError::invalid(format!(
@@ -528,16 +580,128 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
             }
         }
     }
-    if w.progress && report.read > 0 {
+    if progress && report.read > 0 {
         eprintln!();
     }
-    if report.created + report.amended > 0 {
-        ctx.mark_changed(&record);
+    let mut records = Vec::with_capacity(targets.len());
+    for t in &targets {
+        if t.w.stored > 0 {
+            ctx.mark_changed(&t.w.record);
+        }
+        records.push((t.w.record, t.w.stored));
     }
     if ctx.json(args.out) {
-        return print_json(&record, &report);
+        return print_json(&records, args.all_records, &report);
     }
-    print_text(&record, &report)
+    print_text(&records, args.all_records, &report)
+}
+
+/// The records this node holds whose patient is one of the input's (`--all-records`),
+/// each with what this node may do in it, and the input's patients → their record's
+/// target. A record's patient is known by the identifiers (e.g. NHS number) of its
+/// Patient resources (imported, or its demographics as FHIR) and the NHS number an identity
+/// assurance service this node trusts attests in the patient's profile; ids are not used
+/// (two systems' `Patient/1` are not one person). A patient two records claim is reported and
+/// goes to neither.
+#[allow(clippy::type_complexity)]
+fn match_records(
+    store: &Store,
+    me: &Identity,
+    trust: &TrustList,
+    now: Timestamp,
+    index: &mut PatientIndex,
+    report: &mut Report,
+) -> Result<(
+    Vec<(RecordId, cophr_protocol::fold::Viewer)>,
+    HashMap<usize, usize>,
+)> {
+    let input: Vec<usize> = index.patients();
+    let mut claimed: Vec<(RecordId, usize, cophr_protocol::fold::Viewer)> = Vec::new();
+    for r in store.records()? {
+        let (keys, viewer) = store.with_record(&r, |rec| {
+            let viewer = rec.viewer(&me.actor(), now);
+            let mut keys = Vec::new();
+            if viewer.has_access() && !viewer.is_patient() {
+                for i in fold::current(rec, &viewer).in_category(&Category::Demographics) {
+                    let Ok(j) = fhir::export(&r, &i.id, &i.category, &i.body, &Default::default())
+                    else {
+                        continue;
+                    };
+                    if j["resourceType"] == "Patient" {
+                        keys.extend(
+                            PatientIndex::keys_of(&j, None)
+                                .into_iter()
+                                .filter(|k| matches!(k, PatientKey::Identifier(_))),
+                        );
+                    }
+                }
+            }
+            // And the NHS number an identity assurance service this node trusts attests
+            // in the patient's profile.
+            if let Some(profile) = rec.profile(&r, None) {
+                for a in &profile.attestations {
+                    if trust.why_not(&r, a, now).is_some() {
+                        continue;
+                    }
+                    if let Attributes::Person {
+                        national_number: Some(n),
+                        ..
+                    } = &a.attestation.attributes
+                    {
+                        if n.system.eq_ignore_ascii_case("nhs") {
+                            let digits: String =
+                                n.value.chars().filter(|c| !c.is_whitespace()).collect();
+                            keys.push(PatientKey::Identifier(format!("{NHS_NUMBER}|{digits}")));
+                        }
+                    }
+                }
+            }
+            (keys, viewer)
+        })?;
+        if keys.is_empty() {
+            continue;
+        }
+        let p = index
+            .add_keys(&keys)
+            .map_err(|e| CliError::invalid(e.to_string()))?;
+        claimed.push((r, p, viewer));
+    }
+    // Only records whose patient is one of the input's (after every merge).
+    let wanted: HashSet<usize> = input.iter().map(|p| index.canonical(*p)).collect();
+    let mut by_patient: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (n, (_, p, _)) in claimed.iter().enumerate() {
+        let c = index.canonical(*p);
+        if wanted.contains(&c) {
+            by_patient.entry(c).or_default().push(n);
+        }
+    }
+    let mut matched = Vec::new();
+    let mut route = HashMap::new();
+    let mut claimed: Vec<Option<(RecordId, usize, cophr_protocol::fold::Viewer)>> =
+        claimed.into_iter().map(Some).collect();
+    let mut patients: Vec<(usize, Vec<usize>)> = by_patient.into_iter().collect();
+    patients.sort();
+    for (c, records) in patients {
+        if records.len() > 1 {
+            let names: Vec<String> = records
+                .iter()
+                .filter_map(|n| claimed[*n].as_ref().map(|(r, _, _)| r.short()))
+                .collect();
+            report.ambiguous.push(format!(
+                "patient {} is the patient of {} records here ({}): none of their \
+                 resources was stored",
+                index.label(c),
+                records.len(),
+                names.join(", ")
+            ));
+            continue;
+        }
+        if let Some((r, _, viewer)) = claimed[records[0]].take() {
+            route.insert(c, matched.len());
+            matched.push((r, viewer));
+        }
+    }
+    Ok((matched, route))
 }
 
 /// The message refusing an import with invalid resources.
@@ -555,6 +719,113 @@ fn refusal(report: &Report) -> CliError {
         msg.push_str(&format!("\n  … and {} more", n - report.problems.len()));
     }
     CliError::invalid(msg)
+}
+
+/// How pass 2 sends each resource to a record: into the one record (with its patient, if
+/// known), or, with `--all-records`, by patient (canonical patient → target).
+enum Route {
+    One(Option<usize>),
+    All(HashMap<usize, usize>),
+}
+
+/// A record being imported into: what it holds, its writer, and (with `--all-records`)
+/// what this node may do in it.
+struct Target<'a> {
+    held: Holdings,
+    w: Writer<'a>,
+    viewer: Option<cophr_protocol::fold::Viewer>,
+}
+
+impl Target<'_> {
+    /// Stages one mapped resource: unchanged stores nothing, changed amends its entry, new
+    /// creates one; a chunk is written when full.
+    #[allow(clippy::too_many_arguments)]
+    fn stage(
+        &mut self,
+        report: &mut Report,
+        i: fhir::Imported,
+        key: Option<(String, String)>,
+        hash: [u8; 32],
+        resource: &Json,
+        path: &Path,
+        at: &str,
+        name: &str,
+    ) -> Result<()> {
+        let held = &mut self.held;
+        let w = &mut self.w;
+        let target = match &key {
+            Some(k) => {
+                if held
+                    .by_id
+                    .get(k)
+                    .is_some_and(|h| h.current.is_none() && h.hash != hash)
+                {
+                    // Changed again within this chunk: store the chunk first.
+                    w.flush(held, report, name)?;
+                }
+                match held.by_id.get(k) {
+                    Some(h) if h.hash == hash => {
+                        report.unchanged += 1;
+                        return Ok(());
+                    }
+                    Some(h) if h.category != i.category => {
+                        report.refuse(
+                            path,
+                            at,
+                            Some(resource),
+                            &FhirError::BadValue {
+                                path: i.resource_type.clone(),
+                                value: k.1.chars().take(64).collect(),
+                                reason: "the new version maps to another category than the \
+                                         entry it updates",
+                            },
+                        );
+                        return Ok(());
+                    }
+                    Some(h) => h.current,
+                    None => None,
+                }
+            }
+            None => {
+                if held.no_id.insert(hash, None).is_some() {
+                    report.unchanged += 1;
+                    return Ok(());
+                }
+                None
+            }
+        };
+        if let Some(k) = &key {
+            held.by_id.insert(
+                k.clone(),
+                Held {
+                    current: None,
+                    category: i.category.clone(),
+                    hash,
+                },
+            );
+        }
+        w.chunk.push(Ready {
+            key,
+            hash,
+            id: i.id.clone(),
+            resource_type: i.resource_type.clone(),
+            payload: match target {
+                Some(t) => Payload::Amend {
+                    target: t,
+                    body: i.body,
+                },
+                None => Payload::Create {
+                    category: i.category.clone(),
+                    body: i.body,
+                },
+            },
+            category: i.category,
+        });
+        if w.chunk.len() >= CHUNK {
+            w.flush(held, report, name)?;
+        }
+        Ok(())
+    }
 }
 
 /// A resource ready to store.
@@ -578,6 +849,8 @@ struct Writer<'a> {
     chunk: Vec<Ready>,
     published: bool,
     progress: bool,
+    /// Resources stored (created or amended) in this record.
+    stored: usize,
 }
 
 impl Writer<'_> {
@@ -608,6 +881,7 @@ impl Writer<'_> {
                 self.device.clone(),
             )
             .map_err(|e| write_error(e, self.store, self.me, &self.record, &chunk, name, report))?;
+        self.stored += chunk.len();
         for (id, r) in ids.into_iter().zip(&chunk) {
             let amend = matches!(r.payload, Payload::Amend { .. });
             if amend {
@@ -699,9 +973,9 @@ fn write_error(
     CliError::new(err.code, format!("{}; {done}", err.message))
 }
 
-fn print_json(record: &RecordId, r: &Report) -> Result<()> {
-    output::json(&json!({
-        "record": record,
+fn print_json(records: &[(RecordId, usize)], all: bool, r: &Report) -> Result<()> {
+    let mut v = json!({
+        "record": records.first().map(|(r, _)| *r),
         "files": r.files,
         "imported": r.created + r.amended,
         "created": r.created,
@@ -718,26 +992,59 @@ fn print_json(record: &RecordId, r: &Report) -> Result<()> {
         "skipped": r.skipped,
         "refused": r.refused,
         "entries": r.entries,
-    }))
+    });
+    if all {
+        v["records"] = records
+            .iter()
+            .map(|(r, n)| json!({"record": r, "stored": n}))
+            .collect();
+        v["no_write"] = json!(r.no_write);
+        v["ambiguous"] = json!(r.ambiguous);
+    }
+    output::json(&v)
 }
 
-fn print_text(record: &RecordId, r: &Report) -> Result<()> {
+fn print_text(records: &[(RecordId, usize)], all: bool, r: &Report) -> Result<()> {
     let list = |m: &BTreeMap<String, usize>| {
         m.iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let into = if all {
+        format!(
+            "{} record{}",
+            records.len(),
+            if records.len() == 1 { "" } else { "s" }
+        )
+    } else {
+        records
+            .first()
+            .map_or_else(String::new, |(r, _)| format!("record {}", r.short()))
+    };
     output::line(format!(
-        "Imported {} resources from {} file{} into record {}: {} new, {} amended, {} unchanged",
+        "Imported {} resources from {} file{} into {into}: {} new, {} amended, {} unchanged",
         r.created + r.amended,
         r.files,
         if r.files == 1 { "" } else { "s" },
-        record.short(),
         r.created,
         r.amended,
         r.unchanged
     ))?;
+    if all {
+        for (rec, n) in records {
+            output::line(format!("  record {}: {n} stored", rec.short()))?;
+        }
+        for a in &r.ambiguous {
+            output::line(format!("Not stored: {a}"))?;
+        }
+        if !r.no_write.is_empty() {
+            output::line(format!(
+                "Not stored (this node may not write these categories in these records): {}",
+                list(&r.no_write)
+            ))?;
+        }
+    }
     if r.binaries > 0 {
         output::line(format!(
             "  {} document file{} from Binary resources stored apart",
