@@ -333,6 +333,39 @@ fn entries_written_with_cophr_add_export_and_import_into_the_same_category_and_f
             "--result",
             "Normal",
         ],
+        &["about-me", "--thing-1", "I am deaf in my left ear"],
+        &["alerts", "--alert", "Lives alone"],
+        &["demographics", "--surname", "Jones", "--forename", "George"],
+        &["preferences", "--organ-donation", "yes"],
+        &["allergies", "--agent", "Penicillin"],
+        &["procedures", "--procedure", "Appendicectomy"],
+        &["medications", "--medication", "Metformin 500 mg"],
+        // FHIR requires an Immunization's status: one written without exports as completed
+        // (and comes back saying so), so the round trip is shown with it stated.
+        &[
+            "immunisations",
+            "--immunisation",
+            "Influenza",
+            "--status",
+            "completed",
+        ],
+        &[
+            "family-history",
+            "--condition",
+            "Type 2 diabetes",
+            "--relative",
+            "father",
+        ],
+        &["messages", "--text", "Please call me about my results"],
+        &[
+            "questionnaires",
+            "--questionnaire",
+            "PHQ-9",
+            "--answers",
+            "Little interest=1,Feeling down=2",
+            "--score",
+            "3",
+        ],
     ];
     for args in added {
         a.add(args);

@@ -587,7 +587,10 @@ fn from_questionnaire_response(r: &El<'_>, f: &mut Fields) -> Result<Category, F
     }
     f.insert("answers".into(), Value::List(answers));
     if let Some(s) = cophr_ext(r, "score")? {
-        if let Some(x) = s.v.as_f64() {
+        // A whole score (as `cophr add` writes 3) stays whole, so it reads back the same.
+        if let Some(i) = s.v.as_i64() {
+            f.insert("score".into(), Value::Int(i));
+        } else if let Some(x) = s.v.as_f64() {
             f.insert("score".into(), Value::Float(x));
         }
     }

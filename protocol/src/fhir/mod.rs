@@ -465,6 +465,19 @@ fn import_as(
             extra.insert(FHIR_WARNINGS.to_owned(), t);
         }
     }
+    // cophr's own exports of about-me, extension categories and messages (a Basic with
+    // cophr's category code, a Communication with text) import back into their category;
+    // any other Basic or Communication is kept whole.
+    if let Some((category, fields)) = cophr_native(ty, resource) {
+        if let Ok(body) = fit(&category, fields, &extra) {
+            return Ok(Imported {
+                category,
+                body,
+                resource_type: ty.to_owned(),
+                id,
+            });
+        }
+    }
     if is_kept(ty) {
         let mut fields = kept::fields(resource);
         fields.extend(extra);
@@ -496,6 +509,63 @@ fn import_as(
         resource_type: ty.to_owned(),
         id,
     })
+}
+
+/// Most fields read back from cophr's extensions on one `Basic`.
+const MAX_NATIVE_FIELDS: usize = 64;
+
+/// The category and fields of a resource cophr writes for categories FHIR has no resource
+/// for: a `Basic` coded with cophr's category (about-me, an extension category), its fields
+/// in cophr's extensions; a `Communication` with text (messages). `None` for anything else.
+fn cophr_native(ty: &str, resource: &Json) -> Option<(Category, BTreeMap<String, Value>)> {
+    let mut fields = BTreeMap::new();
+    match ty {
+        "Basic" => {
+            let code = resource["code"]["coding"].as_array()?.iter().find_map(|c| {
+                (c["system"] == codes::COPHR_CATEGORY)
+                    .then(|| c["code"].as_str())
+                    .flatten()
+            })?;
+            let category: Category = code.parse().ok()?;
+            if category != Category::AboutMe && !matches!(category, Category::Extension(_)) {
+                return None;
+            }
+            let prefix = format!("{}/", codes::COPHR_FIELD);
+            for x in resource["extension"].as_array().into_iter().flatten() {
+                let Some(name) = x["url"].as_str().and_then(|u| u.strip_prefix(&prefix)) else {
+                    continue;
+                };
+                let value = match (&x["valueString"], &x["valueDecimal"]) {
+                    (Json::String(t), _) => map::long(t)?,
+                    (_, Json::Number(n)) => match n.as_i64() {
+                        Some(i) => Value::Int(i),
+                        None => Value::Float(n.as_f64()?),
+                    },
+                    _ => continue,
+                };
+                if fields.len() < MAX_NATIVE_FIELDS {
+                    fields.insert(name.to_owned(), value);
+                }
+            }
+            Some((category, fields))
+        }
+        "Communication" => {
+            let text: Vec<&str> = resource["payload"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| p["contentString"].as_str())
+                .collect();
+            if text.is_empty() {
+                return None;
+            }
+            fields.insert("text".to_owned(), map::long(&text.join("\n"))?);
+            if let Some(t) = resource["topic"]["text"].as_str() {
+                fields.insert("subject".to_owned(), map::line(t)?);
+            }
+            Some((Category::Messages, fields))
+        }
+        _ => None,
+    }
 }
 
 /// Fits mapped fields to the category's schema: a field whose value the schema refuses

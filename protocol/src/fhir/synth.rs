@@ -726,8 +726,22 @@ fn about_me(p: &RecordId, e: &EntryId, c: &Category, body: &Value) -> Json {
                 .collect()
         })
         .unwrap_or_default();
+    // Each text or number field also as cophr's extension, so it imports back whole.
+    let extensions: Vec<Json> = body
+        .as_map()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| match v {
+                    Value::Text(t) => Some(extension(k, Json::String(t.clone()))),
+                    Value::Int(_) | Value::Float(_) => Some(extension(k, v.to_json())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     R::new("Basic", e)
-        .set("code", Some(json!({"coding": [{"system": "https://cophr.invalid/category", "code": c.name()}], "text": fields.join("; ")})))
+        .set("code", Some(json!({"coding": [{"system": COPHR_CATEGORY, "code": c.name()}], "text": fields.join("; ")})))
         .patient("subject", p)
+        .set("extension", (!extensions.is_empty()).then_some(Json::Array(extensions)))
         .done()
 }

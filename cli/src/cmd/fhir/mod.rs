@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args as ClapArgs, Subcommand};
 use cophr_protocol::fhir::{self, ExportMeta};
-use cophr_protocol::{fold, EntryId};
+use cophr_protocol::{fold, Category, EntryId};
 use serde_json::{json, Value as Json};
 
 use crate::context::{self, Ctx, Out};
@@ -94,6 +94,29 @@ fn export(ctx: &Ctx, args: ExportArgs) -> Result<()> {
                     files.push((out.len(), item.id, f));
                 }
                 out.push((item.current, fhir::full_url(&item.id, &item.body), resource));
+            }
+            // Entries written here name their patient `Patient/<record id>`; the record's
+            // Patient resource (its oldest demographics item) is exported under its own
+            // id: those references name it, so they resolve in the export and an import
+            // elsewhere takes them as that patient's.
+            let primary = state
+                .in_category(&Category::Demographics)
+                .min_by_key(|i| (i.created, i.id))
+                .and_then(|p| state.items.iter().position(|i| i.id == p.id));
+            if let Some(at) = primary {
+                let r = &out[at].2;
+                let id = (r["resourceType"] == "Patient")
+                    .then(|| r["id"].as_str().map(str::to_owned))
+                    .flatten();
+                if let Some(id) = id.filter(|id| *id != record.to_string()) {
+                    let to = std::collections::HashMap::from([(
+                        format!("Patient/{record}"),
+                        format!("Patient/{id}"),
+                    )]);
+                    for (_, _, r) in out.iter_mut() {
+                        fhir::rewrite_references(r, &to);
+                    }
+                }
             }
             seen.export();
             seen.add(out.iter().map(|(id, _, _)| *id));
