@@ -152,6 +152,14 @@ impl Category {
         }
     }
 
+    /// Whether the category's content is always kept in clear, never sealed: the record's
+    /// rules read it at the gate on every replica, relays included (a task's status and
+    /// parties decide who may write its next step; an appointment's reminders are checked
+    /// against the entry's time). See `docs/care-team.md`.
+    pub fn in_clear(&self) -> bool {
+        matches!(self, Category::Tasks | Category::Appointments)
+    }
+
     /// Whether this is a namespaced extension.
     pub fn is_extension(&self) -> bool {
         matches!(self, Category::Extension(_))

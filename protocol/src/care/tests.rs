@@ -537,3 +537,51 @@ fn date_times_convert_to_milliseconds() {
     );
     assert_eq!(date_time_ms("2023-02-29T00:00:00Z"), None);
 }
+
+#[test]
+fn tasks_and_appointments_stay_in_clear_when_other_streams_are_sealed() {
+    let mut t = team();
+    let policy = crate::record::SealPolicy {
+        seal_new_streams: true,
+        history: true,
+    };
+    let mut rng = crate::testkit::SeededRng::new(7);
+    let patient = t.f.patient.clone();
+    t.f.record.unlock(&patient);
+    let me = t.f.record.id();
+    let clinic = t.clinic.actor();
+    let written = |r: &Record, category: Category, body: Value, rng: &mut _| {
+        r.prepare_sealed(
+            &patient,
+            Payload::Create { category, body },
+            t.f.now,
+            None,
+            policy,
+            rng,
+        )
+        .expect("the patient may write")
+    };
+    // A problem is sealed (an epoch opened, then sealed content)…
+    let sealed = written(
+        &t.f.record,
+        Category::Problems,
+        crate::testkit::text_body(&[("problem", "CKD stage 3")]),
+        &mut rng,
+    );
+    assert!(sealed
+        .iter()
+        .any(|v| matches!(v.entry().payload, Payload::SealedCreate { .. })));
+    // …a task and an appointment are not: every replica's gate reads them.
+    for (c, body) in [
+        (Category::Tasks, task_body(&me, &clinic, "sent")),
+        (Category::Appointments, appointment(SOON, "booked", &["2h"])),
+    ] {
+        let out = written(&t.f.record, c.clone(), body, &mut rng);
+        assert_eq!(out.len(), 1, "{c}");
+        assert!(
+            matches!(out[0].entry().payload, Payload::Create { .. }),
+            "{c}"
+        );
+        t.f.record.apply(out[0].clone()).unwrap();
+    }
+}
