@@ -585,3 +585,58 @@ fn tasks_and_appointments_stay_in_clear_when_other_streams_are_sealed() {
         t.f.record.apply(out[0].clone()).unwrap();
     }
 }
+
+#[test]
+fn a_key_epoch_or_sealed_content_in_a_stream_kept_in_clear_is_refused() {
+    let mut t = team();
+    let patient = t.f.patient.clone();
+    t.f.record.unlock(&patient);
+    let policy = crate::record::SealPolicy {
+        seal_new_streams: true,
+        history: true,
+    };
+    let mut rng = crate::testkit::SeededRng::new(9);
+    // A sealed problem: an epoch opened, then sealed content.
+    let sealed =
+        t.f.record
+            .prepare_sealed(
+                &patient,
+                Payload::Create {
+                    category: Category::Problems,
+                    body: crate::testkit::text_body(&[("problem", "CKD stage 3")]),
+                },
+                t.f.now,
+                None,
+                policy,
+                &mut rng,
+            )
+            .unwrap();
+    // The same, relabelled as tasks, from the network: refused, nothing stored.
+    for v in &sealed {
+        let payload = match v.entry().payload.clone() {
+            Payload::KeyWrap {
+                epoch,
+                opens,
+                wraps,
+                ..
+            } => Payload::KeyWrap {
+                category: Category::Tasks,
+                epoch,
+                opens,
+                wraps,
+            },
+            Payload::SealedCreate { content, .. } => Payload::SealedCreate {
+                category: Category::Tasks,
+                content,
+            },
+            other => panic!("unexpected {}", other.kind()),
+        };
+        let before = t.f.record.len();
+        let v = from_network(&t.f.record, &patient, payload, t.f.now);
+        assert_eq!(
+            t.f.record.apply(v).unwrap_err(),
+            Rejection::Sealing(crate::record::SealingError::InClear(Category::Tasks))
+        );
+        assert_eq!(t.f.record.len(), before);
+    }
+}
