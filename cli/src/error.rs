@@ -101,8 +101,14 @@ impl fmt::Display for CliError {
 
 /// The exit code for an entry refused by the record's rules.
 pub fn rejection_code(r: &Rejection) -> Code {
+    use cophr_protocol::care::TaskError;
     match r {
-        Rejection::Access(_) => Code::Access,
+        Rejection::Access(_)
+        | Rejection::Task(TaskError::NotOwner { .. } | TaskError::NotRequester { .. }) => {
+            Code::Access
+        }
+        Rejection::Task(TaskError::Stale { .. }) => Code::Conflict,
+        Rejection::Task(_) | Rejection::Appointment(_) => Code::Invalid,
         Rejection::Body(_)
         | Rejection::Target { .. }
         | Rejection::WrongRecord(_)

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod care;
 mod cmd;
 mod context;
 mod control;

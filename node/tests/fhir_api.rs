@@ -2485,3 +2485,52 @@ async fn everything_and_history_are_paged_with_next_links() {
         "{urls:?}"
     );
 }
+
+#[tokio::test]
+async fn appointments_and_referral_tasks_in_and_out() {
+    let env = Env::new();
+    let rid = env.rid().to_string();
+    let clinic = key(8, "renal").actor().to_string();
+    let actor =
+        |id: &str| json!({"identifier": {"system": "https://cophr.invalid/actor", "value": id}});
+    let appointment = json!({"resourceType": "Appointment", "status": "booked",
+        "description": "Renal clinic review", "start": "2030-01-10T09:30:00Z",
+        "end": "2030-01-10T10:00:00Z",
+        "participant": [{"actor": {"reference": format!("Patient/{rid}")}, "status": "accepted"},
+                        {"actor": {"display": "Dr Patel"}, "status": "accepted"}]});
+    let task = json!({"resourceType": "Task", "status": "requested", "intent": "order",
+        "code": {"coding": [{"system": "https://cophr.invalid/task-kind", "code": "referral"}],
+                 "text": "referral"},
+        "description": "eGFR falling: please review",
+        "for": {"reference": format!("Patient/{rid}")},
+        "requester": actor(&rid), "owner": actor(&clinic)});
+    let (status, _, resp) = env
+        .post(&transaction(&[appointment.clone(), task.clone()]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let paths: Vec<String> = locations(&resp).iter().map(|l| resource_path(l)).collect();
+    assert!(paths[0].starts_with("Appointment/") && paths[1].starts_with("Task/"));
+    for (sent, p) in [&appointment, &task].into_iter().zip(&paths) {
+        let (s, _, got) = env.get(&format!("/fhir/r4/{p}")).await;
+        assert_eq!(s, StatusCode::OK, "{got}");
+        same_resource(sent, &got);
+    }
+    for ty in ["Appointment", "Task"] {
+        let (s, _, b) = env.get(&format!("/fhir/r4/{ty}?patient={rid}")).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["total"], 1, "{ty}: {b}");
+    }
+    // A task arriving already accepted skips the steps its owner must write: refused,
+    // nothing stored. So is one the patient did not send.
+    let before = env.footprint();
+    let mut accepted = task.clone();
+    accepted["status"] = json!("accepted");
+    let mut not_mine = task.clone();
+    not_mine["requester"] = actor(&clinic);
+    for bad in [accepted, not_mine] {
+        let (status, _, body) = env.post(&transaction(&[bad])).await;
+        assert!(status.is_client_error(), "{status}: {body}");
+        assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+        assert_eq!(env.footprint(), before);
+    }
+}

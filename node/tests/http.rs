@@ -1667,3 +1667,110 @@ async fn a_document_uploaded_is_stored_sealed_and_reads_back() {
         .unwrap();
     assert!(!sealed.windows(64).any(|w| w == &png[1000..1064]));
 }
+
+#[tokio::test]
+async fn tasks_and_appointments_through_the_entries_api_follow_the_care_team_rules() {
+    let f = patient();
+    let (rid, _) = seeded(&f).await;
+    let record: RecordId = rid.parse().unwrap();
+    let entries = format!("/api/v1/records/{rid}/entries");
+    let clinic = Keypair::from_secret(&[3; 32]).actor().to_string();
+    let task = json!({"kind": "referral", "description": "eGFR falling: please review",
+        "requester": rid, "owner": clinic, "status": "sent"});
+    let r = with_json(
+        &f.state,
+        Method::POST,
+        &entries,
+        json!({"category": "tasks", "body": task}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let tid = r.json()["id"].as_str().unwrap().to_owned();
+    // Ann sent it: only the clinic may mark it received; out of order is invalid.
+    let mut step = task.clone();
+    for (status, code, http) in [
+        ("received", "forbidden", StatusCode::FORBIDDEN),
+        ("completed", "forbidden", StatusCode::FORBIDDEN),
+    ] {
+        let before = counts(&f.store, &record);
+        step["status"] = json!(status);
+        let msg = with_json(
+            &f.state,
+            Method::PUT,
+            &format!("{entries}/{tid}"),
+            json!({ "body": step }),
+        )
+        .await
+        .error(http, code);
+        assert!(msg.contains("only the task's owner"), "{msg}");
+        assert_eq!(counts(&f.store, &record).0, before.0);
+    }
+    step["status"] = json!("cancelled");
+    let r = with_json(
+        &f.state,
+        Method::PUT,
+        &format!("{entries}/{tid}"),
+        json!({ "body": step }),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    // Closed: nothing follows.
+    step["status"] = json!("sent");
+    with_json(
+        &f.state,
+        Method::PUT,
+        &format!("{entries}/{tid}"),
+        json!({ "body": step }),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+
+    // An appointment the next morning: a 1-day reminder is already past, refused.
+    let before = counts(&f.store, &record);
+    let appt = |reminders: Value| {
+        json!({"category": "appointments", "body": {"status": "booked",
+            "start": "2026-11-23T09:00:00Z", "description": "Renal clinic",
+            "reminders": reminders}})
+    };
+    let msg = with_json(&f.state, Method::POST, &entries, appt(json!(["1d"])))
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert!(msg.contains("already in the past"), "{msg}");
+    assert_eq!(counts(&f.store, &record).0, before.0);
+    let r = with_json(&f.state, Method::POST, &entries, appt(json!(["2h", "20h"]))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let aid = r.json()["id"].as_str().unwrap().to_owned();
+    // 20 hours before 09:00 is 13:00 today: upcoming within a day; 2 hours, tomorrow 07:00.
+    let r = get(
+        &f.state,
+        &format!("/api/v1/records/{rid}/reminders?within=4h"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let got = r.json();
+    let got: Vec<(&str, &str)> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["before"].as_str().unwrap(), x["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got, vec![("20h", "upcoming")]);
+    let r = get(
+        &f.state,
+        &format!("/api/v1/records/{rid}/reminders?within=1d"),
+    )
+    .await;
+    assert_eq!(r.json().as_array().unwrap().len(), 2);
+    assert!(r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["appointment"] == aid.as_str()));
+    get(
+        &f.state,
+        &format!("/api/v1/records/{rid}/reminders?within=soon"),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_input");
+}

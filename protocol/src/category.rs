@@ -1,5 +1,6 @@
 //! Record categories: the 16 core categories of blueprint 7.1, the patient-facing extras
-//! (about me, documents, questionnaires, messages), and namespaced extensions.
+//! (about me, documents, questionnaires, messages, appointments, referrals and tasks), and
+//! namespaced extensions.
 
 use std::fmt;
 use std::str::FromStr;
@@ -52,6 +53,11 @@ pub enum Category {
     Questionnaires,
     /// Messages with the care team.
     Messages,
+    /// Appointments (FHIR Appointment): booked, changed and cancelled as versions.
+    Appointments,
+    /// Referrals and care-team tasks (FHIR Task, a referral also ServiceRequest), whose
+    /// status steps are written by the party that took them ([`crate::care`]).
+    Tasks,
     /// A namespaced extension, written `ext:<namespace>/<name>` (e.g. `ext:uk.respect/respect`).
     Extension(String),
 }
@@ -63,7 +69,7 @@ pub struct UnknownCategory(pub String);
 
 impl Category {
     /// Every built-in (non-extension) category, in display order.
-    pub const BUILT_IN: [Category; 20] = [
+    pub const BUILT_IN: [Category; 22] = [
         Category::AboutMe,
         Category::Alerts,
         Category::Demographics,
@@ -84,6 +90,8 @@ impl Category {
         Category::Documents,
         Category::Questionnaires,
         Category::Messages,
+        Category::Appointments,
+        Category::Tasks,
     ];
 
     /// The stable name used on the wire, in flags and in URLs.
@@ -109,6 +117,8 @@ impl Category {
             Category::Documents => "documents",
             Category::Questionnaires => "questionnaires",
             Category::Messages => "messages",
+            Category::Appointments => "appointments",
+            Category::Tasks => "tasks",
             Category::Extension(n) => n,
         }
     }
@@ -136,8 +146,18 @@ impl Category {
             Category::Documents => "Documents",
             Category::Questionnaires => "Questionnaires",
             Category::Messages => "Messages",
+            Category::Appointments => "Appointments",
+            Category::Tasks => "Referrals and tasks",
             Category::Extension(n) => n,
         }
+    }
+
+    /// Whether the category's content is always kept in clear, never sealed: the record's
+    /// rules read it at the gate on every replica, relays included (a task's status and
+    /// parties decide who may write its next step; an appointment's reminders are checked
+    /// against the entry's time). See `docs/care-team.md`.
+    pub fn in_clear(&self) -> bool {
+        matches!(self, Category::Tasks | Category::Appointments)
     }
 
     /// Whether this is a namespaced extension.

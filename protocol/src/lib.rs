@@ -9,6 +9,7 @@ pub mod access;
 pub mod audit;
 pub mod backup;
 pub mod blob;
+pub mod care;
 pub mod category;
 pub mod entry;
 pub mod export;

@@ -254,6 +254,14 @@ pub enum Rejection {
     /// Sealed content or a key wrap breaks a sealing rule (see "Sealed content").
     #[error("sealing: {0}")]
     Sealing(#[from] sealing::SealingError),
+    /// A task's create or amend breaks its lifecycle ([`crate::care`]): a status out of
+    /// order, or written by a party who may not set it.
+    #[error("task: {0}")]
+    Task(#[from] crate::care::TaskError),
+    /// An appointment's create or amend breaks its rules ([`crate::care`]), e.g. a reminder
+    /// already in the past when written.
+    #[error("appointment: {0}")]
+    Appointment(#[from] crate::care::AppointmentError),
     /// The target of an amend, delete, annotate or revoke is missing or unsuitable.
     #[error("target {id}: {why}")]
     Target {
@@ -1002,11 +1010,12 @@ impl Record {
         let (category, root) = self.check_subject(e, check_body, &past)?;
         let acting = self.check_actor(e, &past)?;
         self.check_sealing(e, category.as_ref(), &past)?;
+        let owner_step = self.check_care(e, &acting, category.as_ref(), &past)?;
         let (mut status, proxies) = if e.auth.is_none() {
-            self.check_patient(e, &acting, &past)?;
+            self.check_patient(e, &acting, owner_step, &past)?;
             (Status::Valid, Vec::new())
         } else {
-            self.check_grantee(e, &acting, category.as_ref(), &past)?
+            self.check_grantee(e, &acting, category.as_ref(), owner_step, &past)?
         };
         if status == Status::Valid {
             // Nothing held has a new entry in its causal past: no retirement keeps it.
@@ -1220,16 +1229,82 @@ impl Record {
         Ok(t)
     }
 
+    /// The care team's rules ([`crate::care`]) for a plain create or amend of a task or an
+    /// appointment: a task's lifecycle (status order, the party writing each step, an amend
+    /// building on the task's latest version in the author's past) and an appointment's
+    /// reminders (none already past at the entry's own time). Returns whether the entry is
+    /// a task owner's step, which the owner may write on an item someone else created.
+    /// Sealed content is not read here (see `docs/care-team.md`).
+    fn check_care(
+        &self,
+        e: &Entry,
+        acting: &Acting,
+        category: Option<&Category>,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> Result<bool, Rejection> {
+        let (Some(c @ (Category::Tasks | Category::Appointments)), Some(body)) = (
+            category,
+            match &e.payload {
+                Payload::Create { body, .. } | Payload::Amend { body, .. } => Some(body),
+                _ => None,
+            },
+        ) else {
+            return Ok(false);
+        };
+        let before = match &e.payload {
+            Payload::Amend { target, .. } => {
+                let Some(p) = self.payload(target) else {
+                    return Ok(false);
+                };
+                match &*p {
+                    Payload::Create { body, .. } | Payload::Amend { body, .. } => {
+                        Some((*target, body.clone()))
+                    }
+                    // A sealed version: the sealing rules refuse a plain amend of it.
+                    _ => return Ok(false),
+                }
+            }
+            _ => None,
+        };
+        if *c == Category::Appointments {
+            crate::care::check_appointment_write(body, before.as_ref().map(|b| &b.1), e.time)?;
+            return Ok(false);
+        }
+        let Some((target, before)) = before else {
+            crate::care::check_task_create(body, &acting.principal)?;
+            return Ok(false);
+        };
+        // The version amended must be the latest the author had seen.
+        let root = self
+            .nodes
+            .get(&target)
+            .map_or(target, |t| self.nodes.id_at(t.root).unwrap_or(target));
+        for v in self.versions_of(&root) {
+            if *v != target && past(v) {
+                let supersedes = self
+                    .get(v)
+                    .is_some_and(|x| x.entry().payload.target() == Some(target));
+                if supersedes {
+                    return Err(crate::care::TaskError::Stale { target, newer: *v }.into());
+                }
+            }
+        }
+        let party = crate::care::check_task_step(&before, body, &acting.principal)?;
+        Ok(party == crate::care::Party::Owner && self.item_author(&target) != acting.principal)
+    }
+
     /// Checks an entry written as the patient (by the current patient key or a patient's
     /// device; [`Record::check_actor`] decided which).
     fn check_patient(
         &self,
         e: &Entry,
         acting: &Acting,
+        owner_step: bool,
         past: &dyn Fn(&EntryId) -> bool,
     ) -> Result<(), Rejection> {
         let device = acting.is_device();
         match &e.payload {
+            Payload::Amend { .. } if owner_step => {}
             Payload::Amend { target, .. }
             | Payload::Delete { target, .. }
             | Payload::SealedAmend { target, .. }
@@ -1329,6 +1404,7 @@ impl Record {
         e: &Entry,
         acting: &Acting,
         category: Option<&Category>,
+        owner_step: bool,
         past: &dyn Fn(&EntryId) -> bool,
     ) -> Result<(Status, Vec<EntryId>), Rejection> {
         let info = self.named_grant(e, &acting.principal, past)?;
@@ -1357,6 +1433,12 @@ impl Record {
             Payload::Genesis { .. } => return Err(Rejection::GenesisExists),
             Payload::Create { category, .. } | Payload::SealedCreate { category, .. } => {
                 need(g, "write", Level::Write, category)?
+            }
+            Payload::Amend { .. } if owner_step => {
+                // A task's owner steps the task they must act on (`crate::care`).
+                if let Some(c) = category {
+                    need(g, "amend", Level::Write, c)?;
+                }
             }
             Payload::Amend { target, .. }
             | Payload::Delete { target, .. }

@@ -248,6 +248,15 @@ fn amended_or_native_entries_export_from_their_fields() {
             json!({"questionnaire": "EQ-5D", "answers": [{"question": "Mobility", "answer": 1}]}),
         ),
         ("messages", json!({"text": "See you Tuesday"})),
+        (
+            "appointments",
+            json!({"status": "booked", "start": "2026-12-10T09:30:00Z"}),
+        ),
+        (
+            "tasks",
+            json!({"kind": "task", "description": "Call George", "status": "sent",
+                "requester": ActorId([1; 32]).to_string(), "owner": ActorId([2; 32]).to_string()}),
+        ),
     ]);
     for c in Category::BUILT_IN.iter() {
         let body = schema::body_from_json(c, &samples[c.name()]).expect("sample body");

@@ -184,7 +184,53 @@ fn examples() -> Vec<(Category, Json)> {
                             {"question": "Health today", "answer": 0.5}],
                 "score": 0.86, "completed": "2026-11-22T10:15:00Z"}),
         ),
+        (
+            C::Appointments,
+            json!({"status": "booked", "start": "2026-12-10T09:30:00Z",
+                "end": "2026-12-10T10:00:00Z", "description": "Renal clinic review",
+                "place": "St James's, outpatients 4",
+                "with": ["Dr Patel", ActorId([3; 32]).to_string()],
+                "reminders": ["1d", "2h"], "comment": "Bring your BP diary"}),
+        ),
+        (
+            C::Appointments,
+            json!({"status": "cancelled", "start": "2026-12-10T09:30:00Z"}),
+        ),
+        (
+            C::Tasks,
+            json!({"kind": "referral", "description": "Please review: eGFR falling",
+                "requester": ActorId([1; 32]).to_string(),
+                "owner": ActorId([2; 32]).to_string(), "status": "received",
+                "due": "2026-12-31", "note": "Urgent"}),
+        ),
+        (
+            C::Tasks,
+            json!({"kind": "blood-test-request", "description": "U&E and HbA1c at home",
+                "requester": ActorId([2; 32]).to_string(),
+                "owner": ActorId([4; 32]).to_string(), "status": "in-progress"}),
+        ),
+        (
+            C::Tasks,
+            json!({"kind": "task", "description": "Send the discharge letter",
+                "requester": ActorId([2; 32]).to_string(),
+                "owner": ActorId([1; 32]).to_string(), "status": "sent"}),
+        ),
     ]
+}
+
+#[test]
+fn a_referrals_service_request_imports_as_the_referral() {
+    let body = json!({"kind": "referral", "description": "Please review: eGFR falling",
+        "requester": ActorId([1; 32]).to_string(), "owner": ActorId([2; 32]).to_string(),
+        "status": "sent"});
+    let out = round_trip(&Category::Tasks, &body);
+    assert_eq!(out["basedOn"][0]["reference"], "#referral");
+    let sr = out["contained"][0].clone();
+    assert_eq!(sr["resourceType"], "ServiceRequest");
+    assert_eq!(sr["status"], "active");
+    let imported = fhir::import(&sr, None).expect("the ServiceRequest imports");
+    assert_eq!(imported.category, Category::Tasks);
+    assert_eq!(fields(&imported.body), body);
 }
 
 /// Each vital sign and examination alone (one Observation with its own LOINC code).

@@ -348,7 +348,9 @@ fn schema_lists_categories_and_fields() {
     let out = cophr().args(["schema", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let cats = v["categories"].as_array().unwrap();
-    assert_eq!(cats.len(), 20);
+    assert_eq!(cats.len(), 22);
+    assert!(cats.iter().any(|c| c["category"] == "appointments"));
+    assert!(cats.iter().any(|c| c["category"] == "tasks"));
     assert!(cats.iter().any(|c| c["category"] == "vital-signs"
         && c["archetype"].as_str().unwrap().starts_with("openEHR-EHR-")));
     let out = cophr()

@@ -11,6 +11,7 @@ pub mod add;
 pub mod ais;
 pub mod amend;
 pub mod annotate;
+pub mod appointment;
 pub mod attach;
 pub mod audit;
 pub mod delete;
@@ -37,6 +38,7 @@ pub mod peers;
 pub mod record;
 pub mod records;
 pub mod recover;
+pub mod reminders;
 pub mod repair;
 pub mod revoke;
 pub mod schema;
@@ -44,6 +46,7 @@ pub mod share;
 pub mod show;
 pub mod status;
 pub mod sync;
+pub mod task;
 pub mod token;
 pub mod trust;
 pub mod verify;
@@ -152,6 +155,14 @@ pub enum Command {
     Delete(delete::Args),
     /// Add a note to an entry (anyone's: you need the annotate level)
     Annotate(annotate::Args),
+    /// Appointments: book, change, cancel (versions of one entry), list
+    #[command(subcommand)]
+    Appointment(appointment::Command),
+    /// Referrals and care-team tasks: send, step (each step by its party), list
+    #[command(subcommand)]
+    Task(task::Command),
+    /// The reminders of your appointments: due now and upcoming
+    Reminders(reminders::Args),
     /// Grant someone access to the record
     Grant(grant::Args),
     /// Invite someone: a one-time, expiring link and QR code for the access you choose
@@ -298,6 +309,9 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Amend(a) => amend::run(ctx, a),
         Command::Delete(a) => delete::run(ctx, a),
         Command::Annotate(a) => annotate::run(ctx, a),
+        Command::Appointment(c) => appointment::run(ctx, c),
+        Command::Task(c) => task::run(ctx, c),
+        Command::Reminders(a) => reminders::run(ctx, a),
         Command::Grant(a) => grant::run(ctx, a),
         Command::Share(c) => share::run(ctx, c),
         Command::Revoke(a) => revoke::run(ctx, a),

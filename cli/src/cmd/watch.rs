@@ -353,11 +353,11 @@ mod tests {
                 "{argv:?}"
             );
         }
-        let err = watch_args(&["watch", "--categories", "lab-results,appointments"])
+        let err = watch_args(&["watch", "--categories", "lab-results,referrals"])
             .unwrap()
             .filter()
             .unwrap_err();
         assert_eq!(err.code, Code::Usage);
-        assert!(err.to_string().contains("appointments"), "{err}");
+        assert!(err.to_string().contains("referrals"), "{err}");
     }
 }

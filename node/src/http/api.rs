@@ -88,6 +88,7 @@ pub fn routes() -> Router<AppState> {
             post(entries::annotate),
         )
         .route("/records/{rid}/timeline", get(entries::timeline))
+        .route("/records/{rid}/reminders", get(entries::reminders))
         .route(
             "/records/{rid}/grants",
             get(grants::list_grants).post(grants::add_grant),

@@ -516,6 +516,7 @@ pub fn qr_svg(text: &str) -> Option<String> {
 
 /// The status and code for an entry the record's rules refused.
 pub fn rejection_status(r: &Rejection) -> (StatusCode, &'static str) {
+    use cophr_protocol::care::TaskError;
     use cophr_protocol::record::AccessError;
     match r {
         Rejection::Access(AccessError::DeviceExists(_) | AccessError::KeyInUse(_)) => {
@@ -524,6 +525,15 @@ pub fn rejection_status(r: &Rejection) -> (StatusCode, &'static str) {
         Rejection::Access(AccessError::NotADevice(_)) => (StatusCode::NOT_FOUND, "not_found"),
         Rejection::Access(_) => (StatusCode::FORBIDDEN, "forbidden"),
         Rejection::Body(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        // A task step by a party who may not take it is an access refusal; one built on a
+        // superseded version, a conflict; any other break of the lifecycle, invalid input.
+        Rejection::Task(TaskError::NotOwner { .. } | TaskError::NotRequester { .. }) => {
+            (StatusCode::FORBIDDEN, "forbidden")
+        }
+        Rejection::Task(TaskError::Stale { .. }) => (StatusCode::CONFLICT, "conflict"),
+        Rejection::Task(_) | Rejection::Appointment(_) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+        }
         Rejection::Sealing(_) => (StatusCode::CONFLICT, "conflict"),
         Rejection::Target { .. }
         | Rejection::WrongRecord(_)

@@ -19,6 +19,11 @@ pub const COPHR_FIELD: &str = "https://cophr.invalid/field";
 /// cophr's own value codes (a coding beside the standard one where that is coarser, e.g.
 /// `formal-carer` for a RelatedPerson's relationship).
 pub const COPHR_CODE: &str = "https://cophr.invalid/code";
+/// cophr's actor ids (`a-…`) as identifiers: a task's requester and owner, an
+/// appointment's participants.
+pub const COPHR_ACTOR: &str = "https://cophr.invalid/actor";
+/// cophr's task kinds (`referral`, `task`, `blood-test-request`), a Task's `code`.
+pub const COPHR_TASK_KIND: &str = "https://cophr.invalid/task-kind";
 /// HL7 v3 RoleCode (relationships).
 pub const ROLE_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-RoleCode";
 /// HL7 v2 table 0074 (diagnostic service sections).

@@ -163,7 +163,7 @@ pub fn rewrite_references(resource: &mut Json, to: &HashMap<String, String>) {
 }
 
 /// The references a resource names its patient by: `subject`, `patient`, `beneficiary`
-/// (Coverage) and, for a Provenance, its `target`s (the index keeps only those naming a
+/// (Coverage), `for` (Task), an Appointment's participants naming a Patient and, for a Provenance, its `target`s (the index keeps only those naming a
 /// patient). Empty for a Patient and for resources about no patient (Practitioner,
 /// Organization, Medication, …).
 pub fn patient_refs(resource: &Json) -> Vec<&str> {
@@ -171,9 +171,19 @@ pub fn patient_refs(resource: &Json) -> Vec<&str> {
     fn reference(r: &Json) -> Option<&str> {
         r.get("reference").and_then(Json::as_str)
     }
-    for el in ["subject", "patient", "beneficiary"] {
+    for el in ["subject", "patient", "beneficiary", "for"] {
         if let Some(r) = resource.get(el).and_then(reference) {
             out.push(r);
+        }
+    }
+    // An Appointment names its patient among its participants.
+    if resource.get("resourceType").and_then(Json::as_str) == Some("Appointment") {
+        if let Some(ps) = resource.get("participant").and_then(Json::as_array) {
+            out.extend(
+                ps.iter()
+                    .filter_map(|p| p.get("actor").and_then(reference))
+                    .filter(|r| r.starts_with("Patient/") || r.starts_with("urn:")),
+            );
         }
     }
     if resource.get("resourceType").and_then(Json::as_str) == Some("Provenance") {

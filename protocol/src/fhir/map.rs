@@ -175,6 +175,9 @@ pub(crate) fn map(ty: &str, r: &El<'_>) -> Result<(Category, Fields), FhirError>
         "DocumentReference" => from_document_reference(r, &mut f)?,
         "Media" => from_media(r, &mut f)?,
         "QuestionnaireResponse" => from_questionnaire_response(r, &mut f)?,
+        "Appointment" => from_appointment(r, &mut f)?,
+        "Task" => from_task(r, &mut f)?,
+        "ServiceRequest" => from_service_request(r, &mut f)?,
         other => {
             return Err(FhirError::Unmapped {
                 resource_type: other.to_owned(),
@@ -596,6 +599,187 @@ fn from_questionnaire_response(r: &El<'_>, f: &mut Fields) -> Result<Category, F
     }
     put(f, "completed", date_time(r.date_of("authored")?));
     Ok(Category::Questionnaires)
+}
+
+/// The cophr actor a Reference names: an identifier in [`super::codes::COPHR_ACTOR`], or a
+/// `reference` whose last segment is an actor id.
+fn actor_of(r: &El<'_>) -> Result<Option<String>, FhirError> {
+    let r = r.clone().object()?;
+    if let Some(id) = r.get("identifier")? {
+        let id = id.object()?;
+        if id.str_of("system")? == Some(super::codes::COPHR_ACTOR) {
+            if let Some(v) = id.str_of("value")? {
+                if v.parse::<crate::ids::ActorId>().is_ok() {
+                    return Ok(Some(v.to_owned()));
+                }
+            }
+        }
+    }
+    Ok(r.str_of("reference")?
+        .and_then(|x| x.rsplit('/').next())
+        .filter(|x| x.parse::<crate::ids::ActorId>().is_ok())
+        .map(str::to_owned))
+}
+
+/// A task's party: the cophr actor a Reference names, else its display or reference text.
+fn party(r: Option<El<'_>>) -> Result<Option<String>, FhirError> {
+    let Some(r) = r else {
+        return Ok(None);
+    };
+    match actor_of(&r)? {
+        Some(a) => Ok(Some(a)),
+        None => reference_text(&r),
+    }
+}
+
+/// Maps an Appointment resource to its fields: participants other than the patient go to
+/// `with` (actor ids, else names), a Location participant to `place`, cophr's reminder
+/// extensions to `reminders`.
+fn from_appointment(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    let status = match r.req_code("status")? {
+        "pending" | "waitlist" => "proposed",
+        "checked-in" => "arrived",
+        "entered-in-error" => "cancelled",
+        s => s,
+    };
+    put_line(f, "status", Some(status.to_owned()));
+    put(f, "start", date_time(r.date_of("start")?));
+    put(f, "end", date_time(r.date_of("end")?));
+    put_line(
+        f,
+        "description",
+        r.str_of("description")?.map(str::to_owned),
+    );
+    put_long(f, "comment", r.str_of("comment")?.map(str::to_owned));
+    let mut with = Vec::new();
+    for p in r.req_list("participant")? {
+        let p = p.object()?;
+        let Some(actor) = p.get("actor")? else {
+            continue;
+        };
+        let a = actor.clone().object()?;
+        let reference = a.str_of("reference")?;
+        if reference.is_some_and(|x| x.starts_with("Patient/")) {
+            continue;
+        }
+        if a.str_of("type")? == Some("Location")
+            || reference.is_some_and(|x| x.starts_with("Location/"))
+        {
+            if !f.contains_key("place") {
+                put_line(f, "place", reference_text(&actor)?);
+            }
+            continue;
+        }
+        let who = match actor_of(&actor)? {
+            Some(id) => Some(id),
+            None => reference_text(&actor)?,
+        };
+        if let Some(w) = who.as_deref().and_then(line) {
+            if with.len() < crate::care::MAX_PARTICIPANTS {
+                with.push(w);
+            }
+        }
+    }
+    if !with.is_empty() {
+        f.insert("with".into(), Value::List(with));
+    }
+    let url = format!("{}/reminder", super::codes::COPHR_FIELD);
+    let mut reminders = Vec::new();
+    for x in r.list("extension")? {
+        let x = x.object()?;
+        if x.str_of("url")? == Some(url.as_str()) {
+            if let Some(v) = x.str_of("valueString")?.and_then(line) {
+                if reminders.len() < crate::care::MAX_REMINDERS {
+                    reminders.push(v);
+                }
+            }
+        }
+    }
+    if !reminders.is_empty() {
+        f.insert("reminders".into(), Value::List(reminders));
+    }
+    Ok(Category::Appointments)
+}
+
+/// A cophr task status for a FHIR Task status.
+fn task_status(s: &str) -> &'static str {
+    match s {
+        "received" => "received",
+        "accepted" => "accepted",
+        "in-progress" | "on-hold" => "in-progress",
+        "completed" => "completed",
+        "rejected" | "failed" => "rejected",
+        "cancelled" | "entered-in-error" => "cancelled",
+        _ => "sent",
+    }
+}
+
+/// Maps a Task resource to its fields: kind from cophr's code (else `referral` when based on
+/// a ServiceRequest, else `task`), requester and owner as actor ids (a task whose parties
+/// are not cophr actors has neither, and the schema refuses it), due from the restriction.
+fn from_task(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    r.req_code("intent")?;
+    put_line(
+        f,
+        "status",
+        Some(task_status(r.req_code("status")?).to_owned()),
+    );
+    let based_on_request = r.list("basedOn")?.iter().any(|b| {
+        b.clone()
+            .object()
+            .ok()
+            .and_then(|b| b.str_of("reference").ok().flatten())
+            .is_some_and(|x| x.starts_with("ServiceRequest/") || x.starts_with('#'))
+    });
+    let kind = match code_in(r, "code", super::codes::COPHR_TASK_KIND)? {
+        Some(k) if crate::care::TASK_KINDS.contains(&k.as_str()) => k,
+        _ if based_on_request => "referral".into(),
+        _ => "task".into(),
+    };
+    put_line(f, "kind", Some(kind));
+    let description = match r.str_of("description")? {
+        Some(d) => Some(d.to_owned()),
+        None => concept_of(r, "code")?,
+    };
+    put_long(f, "description", or_unstated(description, "description"));
+    for field in ["requester", "owner"] {
+        put_line(f, field, or_unstated(party(r.get(field)?)?, field));
+    }
+    if let Some(rs) = r.get("restriction")? {
+        put(f, "due", date(period_end(&rs.object()?, "period")?));
+    }
+    put_long(f, "note", note(r)?);
+    Ok(Category::Tasks)
+}
+
+/// Maps a ServiceRequest resource to a referral task: `code` (or its note) as the
+/// description, the first performer as owner.
+fn from_service_request(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    r.req_code("intent")?;
+    check_reference(r, "subject", true)?;
+    let status = match r.req_code("status")? {
+        "completed" => "completed",
+        "revoked" | "entered-in-error" => "cancelled",
+        _ => "sent",
+    };
+    put_line(f, "status", Some(status.to_owned()));
+    put_line(f, "kind", Some("referral".into()));
+    let description = match concept_of(r, "code")? {
+        Some(d) => Some(d),
+        None => note(r)?,
+    };
+    put_long(f, "description", or_unstated(description, "description"));
+    put_line(
+        f,
+        "requester",
+        or_unstated(party(r.get("requester")?)?, "requester"),
+    );
+    put_line(
+        f,
+        "owner",
+        or_unstated(party(r.first("performer")?)?, "owner"),
+    );
+    Ok(Category::Tasks)
 }
 
 fn patient(r: &El<'_>, f: &mut Fields) -> Result<(), FhirError> {

@@ -8,7 +8,10 @@
 //! `category` and LOINC `code` (vital-signs, core examinations, social-history → lifestyle,
 //! laboratory → lab-results, anything else → investigations); DiagnosticReport →
 //! lab-results (category LAB) or investigations; FamilyMemberHistory → family-history;
-//! DocumentReference and Media → documents; QuestionnaireResponse → questionnaires.
+//! DocumentReference and Media → documents; QuestionnaireResponse → questionnaires;
+//! Appointment → appointments; Task and ServiceRequest → tasks (a ServiceRequest is a
+//! referral; every task exports as a Task, a referral's carrying its ServiceRequest
+//! `contained` and named by `basedOn`).
 //!
 //! # What is kept whole
 //! Every other R4 resource type (Encounter, Practitioner, PractitionerRole, Organization,
@@ -127,6 +130,9 @@ pub const MAPPED_TYPES: &[&str] = &[
     "DocumentReference",
     "Media",
     "QuestionnaireResponse",
+    "Appointment",
+    "Task",
+    "ServiceRequest",
 ];
 
 /// Every concrete FHIR R4 (4.0.1) resource type.
@@ -367,6 +373,8 @@ pub fn types_for(category: &Category) -> &'static [&'static str] {
         Category::Documents => &["DocumentReference", "Media"],
         Category::Questionnaires => &["QuestionnaireResponse"],
         Category::Messages => &["Communication"],
+        Category::Appointments => &["Appointment"],
+        Category::Tasks => &["Task", "ServiceRequest"],
         Category::Extension(_) => {
             match kept_type(category).and_then(|t| R4_RESOURCE_TYPES.iter().position(|x| *x == t)) {
                 Some(i) => &R4_RESOURCE_TYPES[i..=i],
@@ -659,7 +667,9 @@ fn patient_element(ty: &str) -> Option<&'static str> {
         | "FamilyMemberHistory"
         | "RelatedPerson"
         | "Consent" => Some("patient"),
-        "Patient" | "Basic" => None,
+        "Task" => Some("for"),
+        // An Appointment names its patient among its participants.
+        "Patient" | "Basic" | "Appointment" => None,
         _ => Some("subject"),
     }
 }

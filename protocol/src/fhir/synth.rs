@@ -125,6 +125,8 @@ pub(crate) fn resource(p: &RecordId, e: &EntryId, c: &Category, body: &Value) ->
         Category::Documents => documents(p, e, body),
         Category::Questionnaires => questionnaires(p, e, body),
         Category::Messages => messages(p, e, body),
+        Category::Appointments => appointments(p, e, body),
+        Category::Tasks => tasks(p, e, body),
         Category::AboutMe | Category::Extension(_) => about_me(p, e, c, body),
     }
 }
@@ -713,6 +715,130 @@ fn messages(p: &RecordId, e: &EntryId, body: &Value) -> Json {
             "payload",
             t("text").map(|x| json!([{ "contentString": x }])),
         )
+        .done()
+}
+
+/// A reference to a cophr actor, by its id as an identifier.
+fn actor_ref(id: &str) -> Json {
+    json!({"identifier": {"system": codes::COPHR_ACTOR, "value": id}})
+}
+
+/// The FHIR Appointment for an entry in appointments: the patient, the people named
+/// (actor ids as identifiers, names as displays) and the place (a Location participant by
+/// display) as participants; reminders as cophr extensions, one each.
+fn appointments(p: &RecordId, e: &EntryId, body: &Value) -> Json {
+    let t = |k: &str| text(body, k);
+    let list = |k: &str| -> Vec<String> {
+        match body.get(k) {
+            Some(Value::List(l)) => l
+                .iter()
+                .filter_map(Value::as_text)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut participants =
+        vec![json!({"actor": {"reference": format!("Patient/{p}")}, "status": "accepted"})];
+    for w in list("with") {
+        let actor = if w.parse::<crate::ids::ActorId>().is_ok() {
+            actor_ref(&w)
+        } else {
+            json!({ "display": w })
+        };
+        participants.push(json!({"actor": actor, "status": "accepted"}));
+    }
+    if let Some(place) = t("place") {
+        participants
+            .push(json!({"actor": {"type": "Location", "display": place}, "status": "accepted"}));
+    }
+    let reminders: Vec<Json> = list("reminders")
+        .into_iter()
+        .map(|r| extension("reminder", r.into()))
+        .collect();
+    R::new("Appointment", e)
+        .set(
+            "extension",
+            (!reminders.is_empty()).then_some(Json::Array(reminders)),
+        )
+        .set("status", t("status").map(Json::from))
+        .set("description", t("description").map(Json::from))
+        .set("start", t("start").map(Json::from))
+        .set("end", t("end").map(Json::from))
+        .set("comment", t("comment").map(Json::from))
+        .set("participant", Some(Json::Array(participants)))
+        .done()
+}
+
+/// The FHIR Task status of a cophr task status.
+fn task_status(s: &str) -> &'static str {
+    match s {
+        "received" => "received",
+        "accepted" => "accepted",
+        "in-progress" => "in-progress",
+        "completed" => "completed",
+        "rejected" => "rejected",
+        "cancelled" => "cancelled",
+        _ => "requested",
+    }
+}
+
+/// The FHIR Task for an entry in tasks: kind as its `code`, requester and owner as actor
+/// identifiers, due as the restriction's period end. A referral's Task carries its
+/// ServiceRequest `contained` (`#referral`) and names it by `basedOn`.
+fn tasks(p: &RecordId, e: &EntryId, body: &Value) -> Json {
+    let t = |k: &str| text(body, k);
+    let kind = t("kind").unwrap_or_else(|| "task".into());
+    let status = t("status").unwrap_or_default();
+    let contained = (kind == "referral").then(|| {
+        let sr_status = match status.as_str() {
+            "completed" => "completed",
+            "rejected" | "cancelled" => "revoked",
+            _ => "active",
+        };
+        let mut sr = Map::new();
+        sr.insert("resourceType".into(), "ServiceRequest".into());
+        sr.insert("id".into(), "referral".into());
+        sr.insert("status".into(), sr_status.into());
+        sr.insert("intent".into(), "order".into());
+        if let Some(d) = t("description") {
+            sr.insert("code".into(), cc(&d));
+        }
+        sr.insert(
+            "subject".into(),
+            json!({ "reference": format!("Patient/{p}") }),
+        );
+        if let Some(r) = t("requester") {
+            sr.insert("requester".into(), actor_ref(&r));
+        }
+        if let Some(o) = t("owner") {
+            sr.insert("performer".into(), json!([actor_ref(&o)]));
+        }
+        json!([Json::Object(sr)])
+    });
+    R::new("Task", e)
+        .set("contained", contained.clone())
+        .set(
+            "basedOn",
+            contained.map(|_| json!([{ "reference": "#referral" }])),
+        )
+        .set("status", Some(task_status(&status).into()))
+        .set("intent", Some("order".into()))
+        .set(
+            "code",
+            Some(
+                json!({"coding": [{"system": codes::COPHR_TASK_KIND, "code": kind}], "text": kind}),
+            ),
+        )
+        .set("description", t("description").map(Json::from))
+        .patient("for", p)
+        .set("requester", t("requester").map(|r| actor_ref(&r)))
+        .set("owner", t("owner").map(|o| actor_ref(&o)))
+        .set(
+            "restriction",
+            t("due").map(|d| json!({ "period": { "end": d } })),
+        )
+        .note(body, "note")
         .done()
 }
 

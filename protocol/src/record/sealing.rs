@@ -78,6 +78,9 @@ pub enum SealingError {
     /// A reader key that is not a valid X25519 recipient.
     #[error("{0} cannot receive keys (not a valid key)")]
     BadReaderKey(ActorId),
+    /// Sealed content or a key epoch in a stream kept in clear ([`Category::in_clear`]).
+    #[error("the {0} stream is kept in clear: its content is read by the record's rules")]
+    InClear(Category),
     /// Sealing needs an epoch key this writer does not hold.
     #[error("no key for the {0} stream's current epoch is held here")]
     NoKey(Category),
@@ -282,6 +285,9 @@ impl Record {
             | Payload::SealedDelete { content, .. }
             | Payload::SealedAnnotate { content, .. } => {
                 let c = category.ok_or(SealingError::UnknownEpoch(content.epoch))?;
+                if c.in_clear() {
+                    return Err(SealingError::InClear(c.clone()).into());
+                }
                 self.check_sealed_under(c, content.epoch, past)?;
             }
             Payload::KeyWrap {
@@ -290,6 +296,9 @@ impl Record {
                 opens,
                 wraps,
             } => {
+                if c.in_clear() {
+                    return Err(SealingError::InClear(c.clone()).into());
+                }
                 let readers = self.readers_in(c, past);
                 for w in wraps {
                     if !readers.contains(&w.to) {
@@ -815,7 +824,7 @@ impl Record {
         let Some(c) = self.category_of_payload(&payload) else {
             return self.prepare_all(key, payload, now, device);
         };
-        if !self.is_sealed(&c) && !policy.seal_new_streams {
+        if c.in_clear() || !self.is_sealed(&c) && !policy.seal_new_streams {
             return self.prepare_all(key, payload, now, device);
         }
         // The writer checks its content as the gate checks plain content: once sealed,

@@ -29,7 +29,12 @@ pub use error::SchemaError;
 pub use summary::summary;
 pub use tables::{all, schema, DOCUMENT_MEDIA_TYPES, FHIR_FIELDS};
 pub use types::{CategorySchema, FieldSpec, FieldType, Range};
-pub(crate) use validate::{is_date_time, parse_date};
+pub(crate) use validate::{date_time_ms, is_date_time, parse_date};
+
+/// A value quoted back in a message, clipped to a short length.
+pub(crate) fn clip_quote(s: &str) -> String {
+    error::clip(s, error::MAX_QUOTE)
+}
 pub use validate::{sniff, validate, SNIFF_BYTES};
 
 /// Longest [`FieldType::Text`] value, in bytes of UTF-8.

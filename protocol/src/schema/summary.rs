@@ -187,6 +187,12 @@ impl Fields<'_> {
                 )
             }
             Category::Messages => line(get("subject"), get("text"), &[]),
+            Category::Appointments => line(
+                get("description").or_else(|| Some("Appointment".to_owned())),
+                get("place"),
+                &[get("start"), get("status")],
+            ),
+            Category::Tasks => line(get("description"), None, &[get("kind"), get("status")]),
             Category::VitalSigns
             | Category::Wearables
             | Category::LabResults

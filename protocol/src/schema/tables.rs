@@ -159,7 +159,7 @@ impl CategorySchema {
     }
 }
 
-static ALL: [CategorySchema; 20] = [
+static ALL: [CategorySchema; 22] = [
     schema_of(
         Category::AboutMe,
         "About me",
@@ -611,6 +611,68 @@ static ALL: [CategorySchema; 20] = [
         ],
         "text",
     ),
+    schema_of(
+        Category::Appointments,
+        "Appointments",
+        "Appointments: when and where, with whom, their status, and reminders at chosen \
+         times before the start. A change or a cancellation is a new version.",
+        "openEHR-EHR-ACTION.service.v1",
+        &["Appointment"],
+        &[
+            req(
+                "status",
+                "Status",
+                FieldType::Code(crate::care::APPOINTMENT_STATUSES),
+            ),
+            opt("start", "Start", DATETIME),
+            opt("end", "End", DATETIME),
+            opt("description", "What the appointment is for", TEXT),
+            opt("place", "Place", TEXT),
+            opt(
+                "with",
+                "With whom (names or actor ids)",
+                FieldType::TextList,
+            ),
+            opt(
+                "reminders",
+                "Reminders before the start (e.g. 30m, 2h, 1d)",
+                FieldType::TextList,
+            ),
+            opt("comment", "Comment", LONG),
+        ],
+        "description",
+    ),
+    schema_of(
+        Category::Tasks,
+        "Referrals and tasks",
+        "Referrals, care-team tasks and blood-test requests: who asked, who must act, and \
+         where each stands (sent, received, accepted, in progress, completed, rejected, \
+         cancelled), each step written by the party that took it.",
+        "openEHR-EHR-INSTRUCTION.service_request.v1",
+        &["Task", "ServiceRequest"],
+        &[
+            req("kind", "Kind", FieldType::Code(crate::care::TASK_KINDS)),
+            req("description", "What is asked", LONG),
+            req(
+                "requester",
+                "Requester (actor id; a name when imported)",
+                TEXT,
+            ),
+            req(
+                "owner",
+                "Owner: who must act (actor id; a name when imported)",
+                TEXT,
+            ),
+            req(
+                "status",
+                "Status",
+                FieldType::Code(crate::care::TASK_STATUSES),
+            ),
+            opt("due", "Due", DATE),
+            opt("note", "Note (e.g. why it was rejected)", LONG),
+        ],
+        "description",
+    ),
 ];
 
 /// The schema of a built-in category; `None` for extensions.
@@ -621,7 +683,7 @@ pub fn schema(c: &Category) -> Option<&'static CategorySchema> {
     ALL.iter().find(|s| &s.category == c)
 }
 
-/// The schemas of all 20 built-in categories, in [`Category::BUILT_IN`] order.
+/// The schemas of all 22 built-in categories, in [`Category::BUILT_IN`] order.
 pub fn all() -> &'static [CategorySchema] {
     &ALL
 }

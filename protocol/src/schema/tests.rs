@@ -60,6 +60,14 @@ fn example(c: &Category) -> Value {
                         {"question": "Comment", "answer": "fine"}],
             "score": 0.86, "completed": "2026-11-22T10:15:00Z"}),
         Category::Messages => json!({"text": "Can I take ibuprofen?", "subject": "Pain"}),
+        Category::Appointments => json!({"status": "booked", "start": "2026-12-10T09:30:00Z",
+            "end": "2026-12-10T10:00:00Z", "description": "Renal clinic review",
+            "place": "St James's, outpatients 4", "with": ["Dr Patel"],
+            "reminders": ["1d", "2h"]}),
+        Category::Tasks => json!({"kind": "referral", "description": "Please see George",
+            "requester": crate::testkit::key(1, "gp").actor().to_string(),
+            "owner": crate::testkit::key(2, "renal").actor().to_string(),
+            "status": "sent", "due": "2026-12-31"}),
         Category::Extension(_) => json!({"anything": 1}),
     };
     body_from_json(c, &j).unwrap_or_else(|e| panic!("{c}: {e}"))

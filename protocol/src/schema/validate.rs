@@ -423,6 +423,49 @@ pub(crate) fn is_date_time(s: &str) -> bool {
     }
 }
 
+/// Milliseconds since the Unix epoch of an RFC 3339 date-time ([`is_date_time`]), or
+/// `None` if it is not one. Leap seconds (`:60`) count as the next second; fractions beyond
+/// milliseconds are dropped.
+pub(crate) fn date_time_ms(s: &str) -> Option<i64> {
+    if !is_date_time(s) {
+        return None;
+    }
+    let b = s.as_bytes();
+    let (y, m, d) = parse_date(&s[..10])?;
+    let num = |i: usize| digits(&b[i..i + 2]).map(i64::from);
+    let (hh, mm, ss) = (num(11)?, num(14)?, num(17)?);
+    let mut rest = &b[19..];
+    let mut ms = 0i64;
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        for (i, c) in frac[..n].iter().take(3).enumerate() {
+            ms += i64::from(c - b'0') * [100, 10, 1][i];
+        }
+        rest = &frac[n..];
+    }
+    let offset_min = match rest {
+        [b'+' | b'-', h1, h2, b':', m1, m2] => {
+            let v = i64::from(digits(&[*h1, *h2])?) * 60 + i64::from(digits(&[*m1, *m2])?);
+            if rest[0] == b'-' {
+                -v
+            } else {
+                v
+            }
+        }
+        _ => 0,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m, d) = (i64::from(y), i64::from(m), i64::from(d));
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss - offset_min * 60;
+    Some(secs * 1000 + ms)
+}
+
 /// Whether partial date `a` is certainly earlier than partial date `b` (compared at the
 /// precision both have).
 fn date_before(a: &str, b: &str) -> bool {
@@ -573,6 +616,7 @@ fn cross_field_rules(s: &CategorySchema, map: &BTreeMap<String, Value>) -> Resul
                 }
             }
         }
+        Category::Appointments => crate::care::check_appointment_fields(map)?,
         _ => {}
     }
     Ok(())

@@ -146,6 +146,73 @@ pub(super) async fn list_entries(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RemindersQuery {
+    /// How far ahead upcoming reminders are listed (`30m`, `2h`, `1d`, `1w`).
+    within: Option<String>,
+}
+
+/// The reminders of the appointments the caller may see: due now, and upcoming within
+/// `within` (default a week), earliest first (`cophr_protocol::care::reminders`). Audited
+/// as a view of the appointments they come from.
+pub(super) async fn reminders(
+    State(st): State<AppState>,
+    Path(rid): Path<String>,
+    QueryParams(q): QueryParams<RemindersQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let record = parse_record(&rid)?;
+    let within = q.within.unwrap_or_else(|| "7d".into());
+    let minutes = cophr_protocol::care::reminder_minutes(&within).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "within `{}` is not a duration: write e.g. 30m, 2h, 1d or 1w",
+            within.chars().take(32).collect::<String>()
+        ))
+    })?;
+    let out = st
+        .blocking(move |st| {
+            held(st, &record)?;
+            let me = st.actor();
+            let now = st.now();
+            st.read(now, |rd| {
+                rd.record(&record, |r, seen| {
+                    let v = r.viewer(&me, now);
+                    if !v.has_access() {
+                        return Err(ApiError::forbidden(
+                            "not authorised: no access to this record",
+                        ));
+                    }
+                    let state = fold::current(r, &v);
+                    let due = cophr_protocol::care::reminders(&state, now, minutes * 60_000);
+                    seen.add(
+                        state
+                            .items
+                            .iter()
+                            .filter(|i| due.iter().any(|d| d.appointment == i.id))
+                            .map(|i| i.current),
+                    );
+                    seen.detail(format!("reminders (API): {}", due.len()));
+                    Ok(Value::Array(
+                        due.into_iter()
+                            .map(|d| {
+                                json!({
+                                    "appointment": d.appointment,
+                                    "state": if d.due { "due" } else { "upcoming" },
+                                    "at": format_time(d.at),
+                                    "start": format_time(d.start),
+                                    "before": d.before,
+                                    "summary": d.summary,
+                                })
+                            })
+                            .collect(),
+                    ))
+                })?
+            })
+        })
+        .await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct NewEntry {
     category: String,
     body: Value,

@@ -144,6 +144,7 @@ pub const SUBJECT_TYPES: &[&str] = &[
     "QuestionnaireResponse",
     "Flag",
     "Communication",
+    "ServiceRequest",
 ];
 
 /// Parses the query pairs for a search on `resource_type`.

@@ -443,10 +443,11 @@ fn refuse(item: &BundleItem, msg: String) -> Outcome {
     )
 }
 
-/// The record a resource names as its patient (`Patient/<record id>`), if any.
+/// The record a resource names as its patient (`Patient/<record id>`), if any: in
+/// `subject`, `patient`, a Task's `for` or an Appointment's participants
+/// ([`fhir::patient_refs`]).
 fn named_record(resource: &Json) -> Option<RecordId> {
-    ["subject", "patient"].iter().find_map(|el| {
-        let r = resource.get(el)?.get("reference")?.as_str()?;
+    fhir::patient_refs(resource).into_iter().find_map(|r| {
         let mut parts = r.rsplit('/');
         let id = parts.next()?;
         (parts.next()? == "Patient").then_some(())?;
