@@ -154,10 +154,11 @@ impl Category {
 
     /// Whether the category's content is always kept in clear, never sealed: the record's
     /// rules read it at the gate on every replica, relays included (a task's status and
-    /// parties decide who may write its next step; an appointment's reminders are checked
-    /// against the entry's time). See `docs/care-team.md`.
+    /// parties decide who may write its next step). Appointments are sealed like any other
+    /// content (their reminders are checked by the writer before sealing, and at the gate
+    /// when plain). See `docs/care-team.md`.
     pub fn in_clear(&self) -> bool {
-        matches!(self, Category::Tasks | Category::Appointments)
+        matches!(self, Category::Tasks)
     }
 
     /// Whether this is a namespaced extension.

@@ -539,7 +539,7 @@ fn date_times_convert_to_milliseconds() {
 }
 
 #[test]
-fn tasks_and_appointments_stay_in_clear_when_other_streams_are_sealed() {
+fn tasks_stay_in_clear_when_other_streams_are_sealed() {
     let mut t = team();
     let policy = crate::record::SealPolicy {
         seal_new_streams: true,
@@ -571,11 +571,9 @@ fn tasks_and_appointments_stay_in_clear_when_other_streams_are_sealed() {
     assert!(sealed
         .iter()
         .any(|v| matches!(v.entry().payload, Payload::SealedCreate { .. })));
-    // …a task and an appointment are not: every replica's gate reads them.
-    for (c, body) in [
-        (Category::Tasks, task_body(&me, &clinic, "sent")),
-        (Category::Appointments, appointment(SOON, "booked", &["2h"])),
-    ] {
+    // …a task is not: every replica's gate reads it (an appointment is sealed, see
+    // `an_appointment_is_sealed_like_other_content_and_its_writer_checks_its_reminders`).
+    for (c, body) in [(Category::Tasks, task_body(&me, &clinic, "sent"))] {
         let out = written(&t.f.record, c.clone(), body, &mut rng);
         assert_eq!(out.len(), 1, "{c}");
         assert!(
@@ -584,6 +582,66 @@ fn tasks_and_appointments_stay_in_clear_when_other_streams_are_sealed() {
         );
         t.f.record.apply(out[0].clone()).unwrap();
     }
+}
+
+#[test]
+fn an_appointment_is_sealed_like_other_content_and_its_writer_checks_its_reminders() {
+    let mut t = team();
+    let ck = t.clinic.clone();
+    t.f.record.unlock(&ck);
+    let policy = crate::record::SealPolicy {
+        seal_new_streams: true,
+        history: true,
+    };
+    let mut rng = crate::testkit::SeededRng::new(15);
+    assert!(!Category::Appointments.in_clear());
+    // Sealed: a host relaying it reads neither the clinic nor the time.
+    let out =
+        t.f.record
+            .prepare_sealed(
+                &ck,
+                Payload::Create {
+                    category: Category::Appointments,
+                    body: appointment(SOON, "booked", &["2h"]),
+                },
+                t.f.now,
+                None,
+                policy,
+                &mut rng,
+            )
+            .unwrap();
+    let last = out.last().expect("written");
+    assert!(
+        matches!(last.entry().payload, Payload::SealedCreate { .. }),
+        "{}",
+        last.entry().payload.kind()
+    );
+    for v in out {
+        t.f.record.apply(v).unwrap();
+    }
+    // A reminder already past is refused by its writer before it is sealed (the gate
+    // cannot read sealed content): nothing written.
+    let err =
+        t.f.record
+            .prepare_sealed(
+                &ck,
+                Payload::Create {
+                    category: Category::Appointments,
+                    body: appointment(SOON, "booked", &["1d"]),
+                },
+                t.f.now,
+                None,
+                policy,
+                &mut rng,
+            )
+            .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Rejection::Appointment(AppointmentError::ReminderInPast { .. })
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]

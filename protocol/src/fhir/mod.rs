@@ -529,11 +529,14 @@ fn cophr_native(ty: &str, resource: &Json) -> Option<(Category, BTreeMap<String,
     let mut fields = BTreeMap::new();
     match ty {
         "Basic" => {
-            let code = resource["code"]["coding"].as_array()?.iter().find_map(|c| {
-                (c["system"] == codes::COPHR_CATEGORY)
-                    .then(|| c["code"].as_str())
-                    .flatten()
-            })?;
+            let code = resource["code"]["coding"]
+                .as_array()?
+                .iter()
+                .find_map(|c| {
+                    (c["system"] == codes::COPHR_CATEGORY)
+                        .then(|| c["code"].as_str())
+                        .flatten()
+                })?;
             let category: Category = code.parse().ok()?;
             if category != Category::AboutMe && !matches!(category, Category::Extension(_)) {
                 return None;

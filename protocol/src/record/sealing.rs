@@ -830,6 +830,22 @@ impl Record {
         // The writer checks its content as the gate checks plain content: once sealed,
         // only readers can.
         self.check_content(&c, &payload)?;
+        if c == Category::Appointments {
+            // No reminder already past at the entry's time (the gate's rule for a plain
+            // appointment), against the version amended as the writer reads it.
+            if let Payload::Create { body, .. } | Payload::Amend { body, .. } = &payload {
+                let before = match &payload {
+                    Payload::Amend { target, .. } => self.payload(target).and_then(|p| match &*p {
+                        Payload::Create { body, .. } | Payload::Amend { body, .. } => {
+                            Some(body.clone())
+                        }
+                        _ => None,
+                    }),
+                    _ => None,
+                };
+                crate::care::check_appointment_write(body, before.as_ref(), now)?;
+            }
+        }
         if let Some(epoch) = self.writing_epoch(&c) {
             let sealed = self.seal_payload(&key.actor(), &c, epoch, payload, rng)?;
             return self.prepare_all(key, sealed, now, device);
