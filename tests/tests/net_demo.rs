@@ -63,6 +63,12 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
     );
     assert!(stdout.contains("--invitation inv-"), "{stdout}");
     assert!(stdout.contains("reached George's node"), "{stdout}");
+    // Mary books an appointment: George's node lists its two reminders, and the host
+    // holds it sealed.
+    assert!(
+        stdout.contains("\"Renal clinic review\": found 0 times in the host's files"),
+        "{stdout}"
+    );
     // Mary's node fetches the letter's file on demand: not held until she opens it.
     assert!(
         stdout.contains("the file on Mary's node before she opens it: not held"),

@@ -516,6 +516,7 @@ fn network_tour(t: &mut Tour) -> Result<()> {
     others_follow(t, &george, &host)?;
     reading_replicates(t)?;
     a_letter_travels(t)?;
+    an_appointment_is_booked(t)?;
     refusal_and_audit(t)?;
     george_on_his_phone(t, &mut nodes, &george, &host)?;
     lost_key_recovered(t, &mut nodes, &george, &host)?;
@@ -868,6 +869,50 @@ fn a_letter_travels(t: &mut Tour) -> Result<()> {
         return Err(CliError::other(
             "the host's files hold the letter in clear, or do not hold it",
         ));
+    }
+    Ok(())
+}
+
+/// Mary books George's next clinic appointment with reminders: it reaches George's node,
+/// which lists the reminders coming up, and the host holds it sealed.
+fn an_appointment_is_booked(t: &mut Tour) -> Result<()> {
+    t.say("Mary books George's next renal clinic appointment, with reminders a day and two hours before. It reaches George's node, which lists the reminders coming up; the host holds it sealed like the rest.");
+    let start = crate::times::format(crate::times::system_now() + 3 * 24 * 3600 * 1000);
+    let out = t.run(
+        "mary",
+        &[
+            "appointment",
+            "book",
+            "--start",
+            &start,
+            "--description",
+            "Renal clinic review",
+            "--place",
+            "St James's University Hospital",
+            "--with",
+            "Dr A. Okafor",
+            "--reminder",
+            "1d",
+            "--reminder",
+            "2h",
+        ],
+        Expect::Ok,
+    )?;
+    let id = out.trim().to_owned();
+    t.wait_for("the appointment to reach George's node", |t| {
+        t.sees("george", &id)
+    })?;
+    let listed = t.run("george", &["reminders", "--within", "7d"], Expect::Ok)?;
+    if listed.matches("Renal clinic review").count() != 2 {
+        return Err(CliError::other(
+            "George's node does not list the appointment's two reminders",
+        ));
+    }
+    let words = "Renal clinic review";
+    let found = occurrences(&t.dir.join("host"), words.as_bytes());
+    println!("  \"{words}\": found {found} times in the host's files");
+    if found > 0 {
+        return Err(CliError::other("the host's files hold the appointment in clear"));
     }
     Ok(())
 }
