@@ -31,6 +31,7 @@
 //!   ([`version_uid`]) is `{item uuid}::{SYSTEM_ID}::{n}`, n the version count as the fold
 //!   and the item's history give it (1 for the create, one more for each amend).
 
+pub mod aql;
 mod error;
 mod tables;
 
