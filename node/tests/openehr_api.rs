@@ -610,3 +610,82 @@ async fn bad_compositions_are_refused_with_nothing_stored() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(env.footprint(), before, "nothing stored, nothing audited");
 }
+
+async fn aql(app: &Router, q: &str) -> Answer {
+    send(
+        app,
+        "POST",
+        "/openehr/v1/query/aql",
+        &[JSON],
+        serde_json::to_vec(&json!({"q": q})).unwrap(),
+    )
+    .await
+}
+
+const SYSTOLIC: &str = "o/data[at0001]/events[at0006]/data[at0003]/items[at0004]/value/magnitude";
+
+#[tokio::test]
+async fn aql_queries_what_the_identity_sees() {
+    let env = Env::new();
+    for (s, d) in [(120, 80), (150, 95), (135, 88)] {
+        let (st, _, _) = post_composition(&env, &env.app, &blood_pressure(s, d)).await;
+        assert_eq!(st, StatusCode::CREATED);
+    }
+    let q = format!(
+        "SELECT c/uid/value AS uid, {SYSTOLIC} AS systolic FROM EHR e \
+         CONTAINS COMPOSITION c CONTAINS OBSERVATION o[openEHR-EHR-OBSERVATION.blood_pressure.v2] \
+         WHERE {SYSTOLIC} > 125 ORDER BY systolic DESC"
+    );
+    let audits = env.footprint().1;
+    let (s, _, r) = aql(&env.app, &q).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(
+        r["columns"][1],
+        json!({"name": "systolic", "path": SYSTOLIC})
+    );
+    let values: Vec<&Json> = r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| &row[1])
+        .collect();
+    assert_eq!(values, [&json!(150), &json!(135)]);
+    assert!(r["rows"][0][0].as_str().unwrap().ends_with("::cophr::1"));
+    assert_eq!(
+        env.footprint().1,
+        audits + 1,
+        "one audited read of the record"
+    );
+    // LIMIT/OFFSET.
+    let (_, _, r) = aql(
+        &env.app,
+        &format!(
+            "SELECT {SYSTOLIC} FROM EHR e CONTAINS COMPOSITION c CONTAINS OBSERVATION o \
+             ORDER BY {SYSTOLIC} LIMIT 1 OFFSET 1"
+        ),
+    )
+    .await;
+    assert_eq!(r["rows"], json!([[135]]));
+    // Malformed AQL: 400 with where it went wrong; nothing audited.
+    let audits = env.footprint().1;
+    let (s, _, e) = aql(
+        &env.app,
+        "SELECT c FROM EHR e CONTAINS COMPOSITION c WHERE c/uid ~ 1",
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(e["code"], "invalid_aql");
+    assert!(e["message"].as_str().unwrap().starts_with("at "), "{e}");
+    let (s, _, _) = aql(&env.app, "SELECT x/uid FROM EHR e").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(env.footprint().1, audits);
+    // A clinician without vital signs access gets no rows, and nothing is audited for her.
+    let kay = key(9, "kay");
+    env.grant(&kay, Level::View, &[Category::Problems]);
+    let app = app_for(&env.store, &kay, profile("Dr Kay"), &env.clock);
+    let audits = env.footprint().1;
+    let (s, _, r) = aql(&app, &q).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(r["rows"], json!([]));
+    assert_eq!(env.footprint().1, audits);
+}

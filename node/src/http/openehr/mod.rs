@@ -14,6 +14,8 @@
 //! - `DELETE ehr/{ehr_id}/composition/{preceding_version_uid}`: the logical delete (409
 //!   when the version given is not the latest).
 //! - `GET definition/template/adl1.4`: the core templates.
+//! - `POST query/aql` ([`aql`]): a subset of AQL over the latest versions of the
+//!   compositions the identity sees; only the rows returned are audited.
 //!
 //! Every read is audited like the REST API's reads; an EHR or composition the identity
 //! may not see is 404, never told apart from one that does not exist. Errors are JSON
@@ -38,6 +40,8 @@ use super::{ApiError, AppState};
 use crate::session::{Cancelled, SessionError};
 use crate::store::StoreError;
 
+pub mod aql;
+
 /// Where the openEHR API is served.
 pub const BASE: &str = "/openehr/v1";
 
@@ -56,6 +60,7 @@ pub fn routes() -> Router<AppState> {
             get(read).put(update).delete(remove),
         )
         .route("/openehr/v1/definition/template/adl1.4", get(templates))
+        .route("/openehr/v1/query/aql", post(aql::query))
 }
 
 /// An openEHR API error: the status and `{"code", "message", "path"?}`.
@@ -336,6 +341,20 @@ fn found(r: &Record, v: &Viewer, state: &fold::State, id: &EntryId) -> Option<Fo
         current,
         created,
     })
+}
+
+/// The items of a record the viewer sees whose category has a template (current and
+/// deleted).
+pub(crate) fn items(r: &Record, v: &Viewer) -> Vec<Found> {
+    let state = fold::current(r, v);
+    state
+        .items
+        .iter()
+        .filter(|i| openehr::template_for(&i.category).is_some())
+        .map(|i| i.id)
+        .chain(state.deleted.iter().copied())
+        .filter_map(|id| found(r, v, &state, &id))
+        .collect()
 }
 
 /// The item whose composition's object id is `object`, as the viewer sees it.
