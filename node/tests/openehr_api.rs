@@ -292,6 +292,23 @@ async fn the_record_is_an_ehr() {
             "cophr.medications.v1"
         ]
     );
+    // The same API where EHRbase-style clients look for it; `Prefer:
+    // return=representation` answers with the composition as stored.
+    let (s, _, alias) = get(&env.app, &format!("/rest/openehr/v1/ehr/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(alias, ehr);
+    env.tick();
+    let (s, h, c) = send(
+        &env.app,
+        "POST",
+        &format!("/rest/openehr/v1/ehr/{id}/composition"),
+        &[JSON, ("prefer", "return=representation")],
+        serde_json::to_vec(&blood_pressure(118, 76)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert_eq!(c["uid"]["value"], etag(&h).as_str());
+    assert_eq!(*systolic_of(&c), json!(118));
     // The bearer token is needed.
     let resp = env
         .app

@@ -1,5 +1,6 @@
-//! The openEHR REST API (ITS-REST 1.0.3) under `/openehr/v1`, acting as the node's identity
-//! with the REST API's bearer token, over the mapping in [`cophr_protocol::openehr`].
+//! The openEHR REST API (ITS-REST 1.0.3) under `/openehr/v1` (and `/rest/openehr/v1`, where
+//! clients built for EHRbase-style servers look), acting as the node's identity with the
+//! REST API's bearer token, over the mapping in [`cophr_protocol::openehr`].
 //!
 //! - `GET ehr/{ehr_id}`, `GET ehr?subject_id={record id}&subject_namespace=cophr`: the
 //!   record as an EHR (one per record; `ehr_id` derived from the record id);
@@ -48,19 +49,33 @@ pub const BASE: &str = "/openehr/v1";
 /// When cophr's core templates were published (their `created_timestamp`).
 pub const TEMPLATES_CREATED: &str = "2026-12-06T00:00:00Z";
 
-/// The openEHR routes.
+/// The same API where openEHR clients built for EHRbase-style servers look for it
+/// (`{server}/rest/openehr/v1`).
+pub const REST_BASE: &str = "/rest/openehr/v1";
+
+/// The openEHR routes, under [`BASE`] and [`REST_BASE`].
 pub fn routes() -> Router<AppState> {
+    routes_at(BASE).merge(routes_at(REST_BASE))
+}
+
+fn routes_at(base: &str) -> Router<AppState> {
     Router::new()
-        .route("/openehr/v1/ehr", get(ehr_by_subject))
-        .route("/openehr/v1/ehr/{ehr_id}", get(get_ehr))
-        .route("/openehr/v1/ehr/{ehr_id}/ehr_status", get(get_status))
-        .route("/openehr/v1/ehr/{ehr_id}/composition", post(create))
+        .route(&format!("{base}/ehr"), get(ehr_by_subject))
+        .route(&format!("{base}/ehr/{{ehr_id}}"), get(get_ehr))
         .route(
-            "/openehr/v1/ehr/{ehr_id}/composition/{uid}",
+            &format!("{base}/ehr/{{ehr_id}}/ehr_status"),
+            get(get_status),
+        )
+        .route(&format!("{base}/ehr/{{ehr_id}}/composition"), post(create))
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/composition/{{uid}}"),
             get(read).put(update).delete(remove),
         )
-        .route("/openehr/v1/definition/template/adl1.4", get(templates))
-        .route("/openehr/v1/query/aql", post(aql::query))
+        .route(
+            &format!("{base}/definition/template/adl1.4"),
+            get(templates),
+        )
+        .route(&format!("{base}/query/aql"), post(aql::query))
 }
 
 /// An openEHR API error: the status and `{"code", "message", "path"?}`.
