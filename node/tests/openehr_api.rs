@@ -309,6 +309,14 @@ async fn the_record_is_an_ehr() {
     assert_eq!(s, StatusCode::CREATED, "{c}");
     assert_eq!(c["uid"]["value"], etag(&h).as_str());
     assert_eq!(*systolic_of(&c), json!(118));
+    // Such clients delete by the versioned object id (`{uuid}::cophr`): the latest version.
+    let object = openehr::parse_uid(&etag(&h)).unwrap().object;
+    env.tick();
+    let url = format!("/rest/openehr/v1/ehr/{id}/composition/{object}::cophr");
+    let (s, _, _) = send(&env.app, "DELETE", &url, &[], Vec::new()).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = get(&env.app, &url).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "read as deleted");
     // The bearer token is needed.
     let resp = env
         .app

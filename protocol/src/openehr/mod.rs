@@ -121,8 +121,9 @@ pub fn is_uuid(s: &str) -> bool {
             .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// Parses an object id or a version uid `{uuid}::{system}::{n}`. `None` when it is neither,
-/// or names another system than [`SYSTEM_ID`].
+/// Parses an object id (`{uuid}`, or `{uuid}::{system}`) or a version uid
+/// `{uuid}::{system}::{n}`. `None` when it is neither, or names another system than
+/// [`SYSTEM_ID`].
 pub fn parse_uid(s: &str) -> Option<Uid> {
     let parts: Vec<&str> = s.split("::").collect();
     let object = parts.first()?.to_ascii_lowercase();
@@ -131,6 +132,11 @@ pub fn parse_uid(s: &str) -> Option<Uid> {
     }
     match parts.as_slice() {
         [_] => Some(Uid {
+            object,
+            version: None,
+        }),
+        // `{uuid}::{system}`, the versioned object id as some clients write it.
+        [_, system] if *system == SYSTEM_ID => Some(Uid {
             object,
             version: None,
         }),

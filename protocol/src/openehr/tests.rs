@@ -372,6 +372,14 @@ fn ids_are_stable_and_derived() {
             version: None
         })
     );
+    assert_eq!(
+        parse_uid(&format!("{}::cophr", item_uuid(&e))),
+        Some(Uid {
+            object: item_uuid(&e),
+            version: None
+        })
+    );
+    assert_eq!(parse_uid(&format!("{}::other", item_uuid(&e))), None);
     assert_eq!(parse_uid(&format!("{}::other::3", item_uuid(&e))), None);
     assert_eq!(parse_uid(&format!("{}::cophr::0", item_uuid(&e))), None);
     assert_eq!(parse_uid("not-a-uuid"), None);

@@ -13,7 +13,7 @@
 //!   {preceding_version_uid}`: amends the item (412 when the version given is not the
 //!   latest, with the latest's uid in `ETag`).
 //! - `DELETE ehr/{ehr_id}/composition/{preceding_version_uid}`: the logical delete (409
-//!   when the version given is not the latest).
+//!   when the version given is not the latest; an object id deletes the latest).
 //! - `GET definition/template/adl1.4`: the core templates.
 //! - `POST query/aql` ([`aql`]): a subset of AQL over the latest versions of the
 //!   compositions the identity sees; only the rows returned are audited.
@@ -693,13 +693,10 @@ async fn remove(
             let run = || -> Result<RecordId, OeError> {
                 let record = find_ehr(st, &ehr_id)?;
                 let want = parse_uid(&uid)?;
-                if want.version.is_none() {
-                    return Err(OeError::bad(
-                        "DELETE takes the preceding version's uid ({uuid}::cophr::{version})",
-                    ));
-                }
                 let (_, current, latest, _) = latest_of(st, &record, &want.object, &uid)?;
-                if uid.trim() != latest {
+                // A version uid must be the latest; an object id (as EHRbase-style clients
+                // send) deletes the latest.
+                if want.version.is_some() && uid.trim() != latest {
                     return Err(OeError {
                         latest: Some(latest.clone()),
                         ..OeError::new(
