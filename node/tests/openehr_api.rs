@@ -618,6 +618,7 @@ async fn bad_compositions_are_refused_with_nothing_stored() {
     let big = vec![b' '; openehr::MAX_COMPOSITION_BYTES + 10];
     let (s, _, e) = post(big, "application/json").await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{e}");
+    assert_eq!(e["code"], "too_large");
     let (s, _, _) = post(b"{}".to_vec(), "text/plain").await;
     assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (s, _, e) = post(b"{\"_type\": ".to_vec(), "application/json").await;

@@ -497,9 +497,14 @@ async fn composition_in(req: Request) -> Result<(HeaderMap, Category, Value), Oe
     let bytes: Bytes = axum::body::to_bytes(body, openehr::MAX_COMPOSITION_BYTES + 1)
         .await
         .map_err(|_| {
-            OeError::from_mapping(&OpenEhrError::TooLarge {
-                got: openehr::MAX_COMPOSITION_BYTES + 1,
-            })
+            OeError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the composition is more than {} bytes, the most accepted",
+                    openehr::MAX_COMPOSITION_BYTES
+                ),
+            )
         })?;
     let c = openehr::parse(&bytes).map_err(|e| OeError::from_mapping(&e))?;
     let (category, body) = openehr::from_composition(&c).map_err(|e| OeError::from_mapping(&e))?;
