@@ -19,6 +19,7 @@ pub mod home;
 pub mod ids;
 pub mod invite;
 pub mod keys;
+pub mod openehr;
 pub mod record;
 pub mod recovery;
 pub mod schema;

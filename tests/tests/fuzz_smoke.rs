@@ -23,6 +23,7 @@ const TARGETS: &[&str] = &[
     "control_message",
     "snapshot_restore",
     "dicom_header",
+    "openehr_input",
 ];
 
 /// Seconds of fresh fuzzing per target after the corpus is replayed.

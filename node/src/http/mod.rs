@@ -10,6 +10,7 @@ pub mod api;
 pub mod browser;
 pub mod conn;
 pub mod fhir;
+pub mod openehr;
 pub mod share;
 pub mod token;
 pub mod web;
@@ -748,6 +749,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api::routes())
         .merge(fhir::routes())
+        .merge(openehr::routes())
         .merge(web::routes())
         .merge(share::routes())
         .merge(browser::routes())

@@ -1,0 +1,154 @@
+//! `POST /openehr/v1/query/aql`: `{"q": "<AQL>", "query_parameters": {…}}` run over the
+//! latest version of every composition the identity sees, in every record it has access
+//! to ([`cophr_protocol::openehr::aql`] for the subset). The answer is an ITS-REST result
+//! set (`meta`, `q`, `columns`, `rows`); the compositions whose rows are returned are
+//! audited as viewed, nothing else.
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cophr_protocol::openehr::{self, aql};
+use cophr_protocol::{EntryId, RecordId};
+use serde::Deserialize;
+use serde_json::{json, Map, Value as JsonValue};
+
+use super::{items, OeError};
+use crate::http::api::format_time;
+use crate::http::AppState;
+
+/// Largest request body of a query (the query and its parameters), in bytes.
+pub const MAX_QUERY_BODY: usize = 64 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBody {
+    q: String,
+    #[serde(default)]
+    query_parameters: Map<String, JsonValue>,
+}
+
+fn invalid(e: &aql::AqlError) -> OeError {
+    let status = match e {
+        aql::AqlError::TooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    OeError::new(status, "invalid_aql", e.to_string())
+}
+
+/// Runs a query.
+pub async fn query(State(st): State<AppState>, req: Request) -> Response {
+    match run(st, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(st: AppState, req: Request) -> Result<Response, OeError> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(OeError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send {\"q\": …} as JSON (Content-Type: application/json)",
+        ));
+    }
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_QUERY_BODY)
+        .await
+        .map_err(|_| {
+            OeError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("a query's body is at most {MAX_QUERY_BODY} bytes"),
+            )
+        })?;
+    let body: QueryBody = serde_json::from_slice(&bytes)
+        .map_err(|e| OeError::bad(format!("the body is not {{\"q\": …}}: {e}")))?;
+    let q = aql::parse(&body.q).map_err(|e| invalid(&e))?;
+    let text = body.q.clone();
+    let out = st
+        .blocking(move |st| Ok(evaluate(st, &q, &body.query_parameters)))
+        .await
+        .map_err(OeError::from)??;
+    let columns: Vec<JsonValue> = out
+        .columns
+        .iter()
+        .map(|(name, path)| json!({"name": name, "path": path}))
+        .collect();
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "meta": {
+                "_type": "RESULTSET",
+                "_schema_version": "1.0.0",
+                "_executed_aql": text,
+                "resultsize": out.rows.len(),
+            },
+            "q": text,
+            "columns": columns,
+            "rows": out.rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+        })),
+    )
+        .into_response())
+}
+
+/// Gathers the sources the identity sees, runs the query, audits the rows' compositions.
+fn evaluate(
+    st: &AppState,
+    q: &aql::Query,
+    params: &Map<String, JsonValue>,
+) -> Result<aql::ResultSet, OeError> {
+    let me = st.actor();
+    let now = st.now();
+    let mut sources = Vec::new();
+    let mut origin: Vec<(RecordId, [EntryId; 2])> = Vec::new();
+    for rid in st.store().records()? {
+        if let Some(id) = &q.from.ehr_id {
+            if openehr::ehr_id(&rid) != id.to_ascii_lowercase() {
+                continue;
+            }
+        }
+        st.cancel().check()?;
+        st.store().with_record(&rid, |r| {
+            let v = r.viewer(&me, now);
+            if !v.has_access() {
+                return;
+            }
+            let ehr = openehr::ehr_json(
+                &rid,
+                &format_time(r.entries().next().map_or(0, |e| e.entry().time)),
+            );
+            for f in items(r, &v) {
+                let Some(n) = f.current else { continue };
+                let Some(c) = f.composition(r, n) else {
+                    continue;
+                };
+                sources.push(aql::Source {
+                    ehr: ehr.clone(),
+                    composition: c,
+                });
+                origin.push((rid, [f.item, f.versions[n - 1].id]));
+            }
+        })?;
+    }
+    let out = aql::run(q, &sources, params).map_err(|e| invalid(&e))?;
+    if out.rows.is_empty() {
+        return Ok(out);
+    }
+    st.read(now, |rd| {
+        for (i, _) in &out.rows {
+            if let Some((rid, entries)) = origin.get(*i) {
+                let seen = rd.seen(rid);
+                seen.add(entries.iter().copied());
+                seen.detail("openEHR AQL query");
+            }
+        }
+        Ok::<_, OeError>(())
+    })?;
+    Ok(out)
+}

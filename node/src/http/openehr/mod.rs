@@ -1,0 +1,734 @@
+//! The openEHR REST API (ITS-REST 1.0.3) under `/openehr/v1` (and `/rest/openehr/v1`, where
+//! clients built for EHRbase-style servers look), acting as the node's identity with the
+//! REST API's bearer token, over the mapping in [`cophr_protocol::openehr`].
+//!
+//! - `GET ehr/{ehr_id}`, `GET ehr?subject_id={record id}&subject_namespace=cophr`: the
+//!   record as an EHR (one per record; `ehr_id` derived from the record id);
+//!   `GET ehr/{ehr_id}/ehr_status`.
+//! - `POST ehr/{ehr_id}/composition`: a composition of a core template creates an item
+//!   (a create entry through the session's write path: the record's grants decide).
+//! - `GET ehr/{ehr_id}/composition/{uid}`: a version uid (`{uuid}::cophr::{n}`) gives that
+//!   version; an object id gives the latest (204 when the item is deleted).
+//! - `PUT ehr/{ehr_id}/composition/{versioned_object_uid}` with `If-Match:
+//!   {preceding_version_uid}`: amends the item (412 when the version given is not the
+//!   latest, with the latest's uid in `ETag`).
+//! - `DELETE ehr/{ehr_id}/composition/{preceding_version_uid}`: the logical delete (409
+//!   when the version given is not the latest; an object id deletes the latest).
+//! - `GET definition/template/adl1.4`: the core templates.
+//! - `POST query/aql` ([`aql`]): a subset of AQL over the latest versions of the
+//!   compositions the identity sees; only the rows returned are audited.
+//!
+//! Every read is audited like the REST API's reads; an EHR or composition the identity
+//! may not see is 404, never told apart from one that does not exist. Errors are JSON
+//! `{"code", "message"}` (plus `"path"` for a composition refused at an element): 400 bad
+//! input, 403 refused by the record's grants, 404 unknown, 409 conflict, 412 stale
+//! `If-Match`, 413 too large, 415 not JSON.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cophr_protocol::fold::{self, Viewer};
+use cophr_protocol::openehr::{self, Composer, Meta, OpenEhrError};
+use cophr_protocol::record::Record;
+use cophr_protocol::{Category, EntryId, Payload, RecordId, Timestamp, Value};
+use serde_json::{json, Value as JsonValue};
+
+use super::api::format_time;
+use super::{ApiError, AppState};
+use crate::session::{Cancelled, SessionError};
+use crate::store::StoreError;
+
+pub mod aql;
+
+/// Where the openEHR API is served.
+pub const BASE: &str = "/openehr/v1";
+
+/// When cophr's core templates were published (their `created_timestamp`).
+pub const TEMPLATES_CREATED: &str = "2026-12-06T00:00:00Z";
+
+/// The same API where openEHR clients built for EHRbase-style servers look for it
+/// (`{server}/rest/openehr/v1`).
+pub const REST_BASE: &str = "/rest/openehr/v1";
+
+/// The openEHR routes, under [`BASE`] and [`REST_BASE`].
+pub fn routes() -> Router<AppState> {
+    routes_at(BASE).merge(routes_at(REST_BASE))
+}
+
+fn routes_at(base: &str) -> Router<AppState> {
+    Router::new()
+        .route(&format!("{base}/ehr"), get(ehr_by_subject))
+        .route(&format!("{base}/ehr/{{ehr_id}}"), get(get_ehr))
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/ehr_status"),
+            get(get_status),
+        )
+        .route(&format!("{base}/ehr/{{ehr_id}}/composition"), post(create))
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/composition/{{uid}}"),
+            get(read).put(update).delete(remove),
+        )
+        .route(
+            &format!("{base}/definition/template/adl1.4"),
+            get(templates),
+        )
+        .route(&format!("{base}/query/aql"), post(aql::query))
+}
+
+/// An openEHR API error: the status and `{"code", "message", "path"?}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OeError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A machine-readable code.
+    pub code: &'static str,
+    /// What went wrong.
+    pub message: String,
+    /// The element refused, if any.
+    pub path: Option<String>,
+    /// The latest version's uid (a 412 or 409 tells it).
+    pub latest: Option<String>,
+}
+
+impl OeError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        OeError {
+            status,
+            code,
+            message: message.into(),
+            path: None,
+            latest: None,
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        OeError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        OeError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// A composition refused by the mapping: 400 (413 when too large), naming the path.
+    pub fn from_mapping(e: &OpenEhrError) -> Self {
+        let (status, code) = match e {
+            OpenEhrError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            OpenEhrError::WrongArchetype { .. } | OpenEhrError::DuplicateArchetype { .. } => {
+                (StatusCode::BAD_REQUEST, "wrong_archetype")
+            }
+            OpenEhrError::UnknownTemplate { .. } => (StatusCode::BAD_REQUEST, "unknown_template"),
+            OpenEhrError::MissingMandatory { .. } => (StatusCode::BAD_REQUEST, "missing_mandatory"),
+            OpenEhrError::WrongType { .. } => (StatusCode::BAD_REQUEST, "wrong_type"),
+            OpenEhrError::UnknownPath { .. } => (StatusCode::BAD_REQUEST, "unknown_path"),
+            _ => (StatusCode::BAD_REQUEST, "invalid_composition"),
+        };
+        let path = match e {
+            OpenEhrError::WrongType { path, .. } | OpenEhrError::MissingMandatory { path } => {
+                Some(path.clone())
+            }
+            OpenEhrError::UnknownPath {
+                archetype, path, ..
+            } => Some(format!("{archetype}{path}")),
+            _ => None,
+        };
+        OeError {
+            path,
+            ..OeError::new(status, code, e.to_string())
+        }
+    }
+}
+
+impl From<ApiError> for OeError {
+    fn from(e: ApiError) -> Self {
+        OeError::new(e.status, e.code, e.message)
+    }
+}
+
+impl From<StoreError> for OeError {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<SessionError> for OeError {
+    fn from(e: SessionError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<Cancelled> for OeError {
+    fn from(e: Cancelled) -> Self {
+        SessionError::from(e).into()
+    }
+}
+
+impl IntoResponse for OeError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"code": self.code, "message": self.message});
+        if let Some(p) = &self.path {
+            body["path"] = json!(p);
+        }
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(l) = self.latest.as_deref().and_then(etag) {
+            resp.headers_mut().insert(header::ETAG, l);
+        }
+        resp
+    }
+}
+
+fn etag(uid: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("\"{uid}\"")).ok()
+}
+
+/// The record an `ehr_id` names, if the identity has any access to it (else 404).
+fn find_ehr(st: &AppState, ehr_id: &str) -> Result<RecordId, OeError> {
+    let me = st.actor();
+    let now = st.now();
+    let wanted = ehr_id.trim().to_ascii_lowercase();
+    if openehr::is_uuid(&wanted) {
+        for r in st.store().records()? {
+            if openehr::ehr_id(&r) == wanted
+                && st
+                    .store()
+                    .with_record(&r, |rec| rec.viewer(&me, now).has_access())?
+            {
+                return Ok(r);
+            }
+        }
+    }
+    Err(OeError::not_found(format!(
+        "no EHR with id `{}` here",
+        clip(ehr_id)
+    )))
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+fn json_response(status: StatusCode, body: &JsonValue) -> Response {
+    (status, Json(body.clone())).into_response()
+}
+
+fn created_time(r: &Record) -> String {
+    format_time(r.entries().next().map_or(0, |e| e.entry().time))
+}
+
+/// Reads a record's EHR (or its status) as one audited read.
+fn ehr_read(st: &AppState, record: RecordId, status: bool) -> Result<JsonValue, OeError> {
+    st.read(st.now(), |rd| {
+        rd.record(&record, |r, seen| {
+            seen.detail(if status {
+                "openEHR EHR_STATUS"
+            } else {
+                "openEHR EHR"
+            });
+            if status {
+                openehr::ehr_status_json(&record)
+            } else {
+                openehr::ehr_json(&record, &created_time(r))
+            }
+        })
+        .map_err(OeError::from)
+    })
+}
+
+async fn get_ehr(State(st): State<AppState>, Path(ehr_id): Path<String>) -> Response {
+    let out = st
+        .blocking(
+            move |st| Ok(find_ehr(st, &ehr_id).and_then(|record| ehr_read(st, record, false))),
+        )
+        .await;
+    respond(out.map_err(OeError::from).and_then(|x| x), StatusCode::OK)
+}
+
+async fn get_status(State(st): State<AppState>, Path(ehr_id): Path<String>) -> Response {
+    let out = st
+        .blocking(move |st| Ok(find_ehr(st, &ehr_id).and_then(|record| ehr_read(st, record, true))))
+        .await;
+    respond(out.map_err(OeError::from).and_then(|x| x), StatusCode::OK)
+}
+
+fn respond(out: Result<JsonValue, OeError>, status: StatusCode) -> Response {
+    match out {
+        Ok(b) => json_response(status, &b),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn ehr_by_subject(State(st): State<AppState>, req: Request) -> Response {
+    let pairs: Vec<(String, String)> =
+        form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let (Some(subject), Some(ns)) = (get("subject_id"), get("subject_namespace")) else {
+        return OeError::bad("give subject_id and subject_namespace").into_response();
+    };
+    if ns != openehr::SUBJECT_NAMESPACE {
+        return OeError::not_found(format!(
+            "no EHR for a subject in namespace `{}` (cophr records are in `{}`)",
+            clip(&ns),
+            openehr::SUBJECT_NAMESPACE
+        ))
+        .into_response();
+    }
+    let out = st
+        .blocking(move |st| {
+            let Ok(record) = subject.trim().parse::<RecordId>() else {
+                return Ok(Err(OeError::not_found(format!(
+                    "no EHR for subject `{}`",
+                    clip(&subject)
+                ))));
+            };
+            Ok(find_ehr(st, &openehr::ehr_id(&record)).and_then(|r| ehr_read(st, r, false)))
+        })
+        .await;
+    respond(out.map_err(OeError::from).and_then(|x| x), StatusCode::OK)
+}
+
+async fn templates() -> Response {
+    json_response(StatusCode::OK, &openehr::template_list(TEMPLATES_CREATED))
+}
+
+/// One item as the openEHR API finds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    /// The item (its root create).
+    pub item: EntryId,
+    /// Its category.
+    pub category: Category,
+    /// Its data versions in effect, oldest first: (entry, author, time, body).
+    pub versions: Vec<fold::Version>,
+    /// The version in effect now (1-based), `None` when deleted.
+    pub current: Option<usize>,
+    /// When the item was created.
+    pub created: Timestamp,
+}
+
+impl Found {
+    /// The latest version's uid.
+    pub fn latest_uid(&self) -> String {
+        openehr::version_uid(&self.item, self.current.unwrap_or(self.versions.len()))
+    }
+
+    /// Version `n` (1-based) as a composition.
+    pub fn composition(&self, r: &Record, n: usize) -> Option<JsonValue> {
+        let v = self.versions.get(n.checked_sub(1)?)?;
+        let author = v.provenance.author;
+        let meta = Meta {
+            uid: Some(openehr::version_uid(&self.item, n)),
+            start_time: format_time(self.created),
+            composer: Composer {
+                name: r
+                    .profile(&author, Some(v.provenance.time))
+                    .map(|p| p.name.clone()),
+                actor: author.to_string(),
+            },
+        };
+        openehr::to_composition(&self.category, &v.content, &meta).ok()
+    }
+}
+
+/// One item as the openEHR API finds it, if its category has a template.
+fn found(r: &Record, v: &Viewer, state: &fold::State, id: &EntryId) -> Option<Found> {
+    let h = fold::history_with(r, v, state, id)?;
+    openehr::template_for(&h.category)?;
+    let versions: Vec<fold::Version> = h
+        .versions
+        .into_iter()
+        .filter(|x| matches!(x.kind, "create" | "amend") && x.in_effect && !x.locked)
+        .collect();
+    let current = state
+        .items
+        .iter()
+        .find(|i| i.id == *id)
+        .and_then(|i| versions.iter().position(|x| x.id == i.current))
+        .map(|p| p + 1);
+    let created = versions.first().map_or(0, |x| x.provenance.time);
+    Some(Found {
+        item: h.item,
+        category: h.category,
+        versions,
+        current,
+        created,
+    })
+}
+
+/// The items of a record the viewer sees whose category has a template (current and
+/// deleted).
+pub(crate) fn items(r: &Record, v: &Viewer) -> Vec<Found> {
+    let state = fold::current(r, v);
+    state
+        .items
+        .iter()
+        .filter(|i| openehr::template_for(&i.category).is_some())
+        .map(|i| i.id)
+        .chain(state.deleted.iter().copied())
+        .filter_map(|id| found(r, v, &state, &id))
+        .collect()
+}
+
+/// The item whose composition's object id is `object`, as the viewer sees it.
+fn find_item(r: &Record, v: &Viewer, object: &str) -> Option<Found> {
+    let state = fold::current(r, v);
+    let id = state
+        .items
+        .iter()
+        .map(|i| i.id)
+        .chain(state.deleted.iter().copied())
+        .find(|id| openehr::item_uuid(id) == object)?;
+    found(r, v, &state, &id)
+}
+
+fn parse_uid(s: &str) -> Result<openehr::Uid, OeError> {
+    openehr::parse_uid(s.trim()).ok_or_else(|| {
+        OeError::not_found(format!(
+            "no composition `{}` here (ids are {{uuid}} or {{uuid}}::{}::{{version}})",
+            clip(s),
+            openehr::SYSTEM_ID
+        ))
+    })
+}
+
+fn no_composition(uid: &str) -> OeError {
+    OeError::not_found(format!("no composition `{}` in this EHR", clip(uid)))
+}
+
+fn location(ehr_id: &str, uid: &str) -> String {
+    format!("{BASE}/ehr/{ehr_id}/composition/{uid}")
+}
+
+/// A composition response with its `ETag` (the version uid) and `Location`.
+fn composition_response(
+    status: StatusCode,
+    ehr_id: &str,
+    uid: &str,
+    body: Option<&JsonValue>,
+) -> Response {
+    let mut resp = match body {
+        Some(b) => (status, Json(b.clone())).into_response(),
+        None => status.into_response(),
+    };
+    if let Some(t) = etag(uid) {
+        resp.headers_mut().insert(header::ETAG, t);
+    }
+    if let Ok(l) = HeaderValue::from_str(&location(ehr_id, uid)) {
+        resp.headers_mut().insert(header::LOCATION, l);
+    }
+    resp
+}
+
+enum ReadOut {
+    Composition(String, JsonValue),
+    Deleted(String),
+}
+
+async fn read(State(st): State<AppState>, Path((ehr_id, uid)): Path<(String, String)>) -> Response {
+    let ehr = ehr_id.clone();
+    let out = st
+        .blocking(move |st| {
+            let run = || -> Result<ReadOut, OeError> {
+                let record = find_ehr(st, &ehr)?;
+                let want = parse_uid(&uid)?;
+                let me = st.actor();
+                let now = st.now();
+                st.read(now, |rd| {
+                    rd.record(&record, |r, seen| {
+                        let v = r.viewer(&me, now);
+                        let f =
+                            find_item(r, &v, &want.object).ok_or_else(|| no_composition(&uid))?;
+                        let n = match want.version {
+                            Some(n) => n,
+                            None => match f.current {
+                                Some(n) => n,
+                                None => {
+                                    seen.add([f.item]);
+                                    seen.detail("openEHR composition (deleted)");
+                                    return Ok(ReadOut::Deleted(f.latest_uid()));
+                                }
+                            },
+                        };
+                        let c = f.composition(r, n).ok_or_else(|| no_composition(&uid))?;
+                        let entry = f.versions[n - 1].id;
+                        seen.add([f.item, entry]);
+                        seen.detail(format!("openEHR composition {}", f.category.name()));
+                        Ok(ReadOut::Composition(openehr::version_uid(&f.item, n), c))
+                    })?
+                })
+            };
+            Ok(run())
+        })
+        .await;
+    match out.map_err(OeError::from).and_then(|x| x) {
+        Ok(ReadOut::Composition(uid, c)) => {
+            composition_response(StatusCode::OK, &ehr_id, &uid, Some(&c))
+        }
+        Ok(ReadOut::Deleted(uid)) => {
+            composition_response(StatusCode::NO_CONTENT, &ehr_id, &uid, None)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The composition in a request's body (JSON, at most
+/// [`openehr::MAX_COMPOSITION_BYTES`]), read as a category and body.
+async fn composition_in(req: Request) -> Result<(HeaderMap, Category, Value), OeError> {
+    let (parts, body) = req.into_parts();
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || m.ends_with("+json")
+        });
+    if !json {
+        return Err(OeError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the composition as canonical JSON (Content-Type: application/json)",
+        ));
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, openehr::MAX_COMPOSITION_BYTES + 1)
+        .await
+        .map_err(|_| {
+            OeError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the composition is more than {} bytes, the most accepted",
+                    openehr::MAX_COMPOSITION_BYTES
+                ),
+            )
+        })?;
+    let c = openehr::parse(&bytes).map_err(|e| OeError::from_mapping(&e))?;
+    let (category, body) = openehr::from_composition(&c).map_err(|e| OeError::from_mapping(&e))?;
+    Ok((parts.headers, category, body))
+}
+
+fn wants_representation(h: &HeaderMap) -> bool {
+    h.get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("return=representation"))
+}
+
+async fn create(State(st): State<AppState>, Path(ehr_id): Path<String>, req: Request) -> Response {
+    let (headers, category, body) = match composition_in(req).await {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    let full = wants_representation(&headers);
+    let ehr = ehr_id.clone();
+    let out = st
+        .blocking(move |st| {
+            let run = || -> Result<(RecordId, String, Option<JsonValue>), OeError> {
+                let record = find_ehr(st, &ehr)?;
+                let now = st.now();
+                let id = st
+                    .session()
+                    .write(&record, Payload::Create { category, body }, now)?;
+                let uid = openehr::version_uid(&id, 1);
+                let shown = if full {
+                    shown_version(st, &record, &id, 1)?
+                } else {
+                    None
+                };
+                Ok((record, uid, shown))
+            };
+            Ok(run())
+        })
+        .await;
+    match out.map_err(OeError::from).and_then(|x| x) {
+        Ok((record, uid, shown)) => {
+            st.changed(record).await;
+            composition_response(StatusCode::CREATED, &ehr_id, &uid, shown.as_ref())
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Version `n` of an item just written, as a composition (an audited read).
+fn shown_version(
+    st: &AppState,
+    record: &RecordId,
+    item: &EntryId,
+    n: usize,
+) -> Result<Option<JsonValue>, OeError> {
+    let me = st.actor();
+    let now = st.now();
+    st.read(now, |rd| {
+        rd.record(record, |r, seen| {
+            let v = r.viewer(&me, now);
+            let f = found(r, &v, &fold::current(r, &v), item);
+            let c = f.as_ref().and_then(|f| f.composition(r, n));
+            if let Some(f) = &f {
+                if let Some(x) = f.versions.get(n - 1) {
+                    seen.add([f.item, x.id]);
+                }
+            }
+            seen.detail("openEHR composition (as written)");
+            c
+        })
+        .map_err(OeError::from)
+    })
+}
+
+/// The latest version of the item `uid` names, for a change: (item, version in effect,
+/// its uid, category, body).
+fn latest_of(
+    st: &AppState,
+    record: &RecordId,
+    object: &str,
+    uid: &str,
+) -> Result<(Found, EntryId, String, Value), OeError> {
+    let me = st.actor();
+    let now = st.now();
+    st.store()
+        .with_record(record, |r| {
+            let v = r.viewer(&me, now);
+            let f = find_item(r, &v, object).ok_or_else(|| no_composition(uid))?;
+            let Some(n) = f.current else {
+                return Err(OeError::new(
+                    StatusCode::CONFLICT,
+                    "deleted",
+                    format!("composition `{}` has been deleted", clip(uid)),
+                ));
+            };
+            let x = &f.versions[n - 1];
+            let (entry, body) = (x.id, x.content.clone());
+            Ok((f.clone(), entry, openehr::version_uid(&f.item, n), body))
+        })
+        .map_err(OeError::from)?
+}
+
+async fn update(
+    State(st): State<AppState>,
+    Path((ehr_id, uid)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let if_match = req
+        .headers()
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_owned()
+        });
+    let Some(preceding) = if_match else {
+        return OeError::bad("PUT needs If-Match: {preceding_version_uid}").into_response();
+    };
+    let (headers, category, body) = match composition_in(req).await {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    let full = wants_representation(&headers);
+    let ehr = ehr_id.clone();
+    let out = st
+        .blocking(move |st| {
+            let run = || -> Result<(RecordId, String, Option<JsonValue>), OeError> {
+                let record = find_ehr(st, &ehr)?;
+                let want = parse_uid(&uid)?;
+                let (f, current, latest, old) = latest_of(st, &record, &want.object, &uid)?;
+                if preceding != latest {
+                    return Err(OeError {
+                        latest: Some(latest.clone()),
+                        ..OeError::new(
+                            StatusCode::PRECONDITION_FAILED,
+                            "stale_version",
+                            format!(
+                                "If-Match `{}` is not the latest version ({latest})",
+                                clip(&preceding)
+                            ),
+                        )
+                    });
+                }
+                if category != f.category {
+                    return Err(OeError::bad(format!(
+                        "this composition is a {} composition; the one sent is {}",
+                        f.category.name(),
+                        category.name()
+                    )));
+                }
+                if body == old {
+                    return Err(OeError::bad(
+                        "nothing to change: the new version would equal the latest one",
+                    ));
+                }
+                st.session().write(
+                    &record,
+                    Payload::Amend {
+                        target: current,
+                        body,
+                    },
+                    st.now(),
+                )?;
+                let n = f.current.unwrap_or(f.versions.len()) + 1;
+                let shown = if full {
+                    shown_version(st, &record, &f.item, n)?
+                } else {
+                    None
+                };
+                Ok((record, openehr::version_uid(&f.item, n), shown))
+            };
+            Ok(run())
+        })
+        .await;
+    match out.map_err(OeError::from).and_then(|x| x) {
+        Ok((record, uid, shown)) => {
+            st.changed(record).await;
+            composition_response(StatusCode::OK, &ehr_id, &uid, shown.as_ref())
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn remove(
+    State(st): State<AppState>,
+    Path((ehr_id, uid)): Path<(String, String)>,
+) -> Response {
+    let out = st
+        .blocking(move |st| {
+            let run = || -> Result<RecordId, OeError> {
+                let record = find_ehr(st, &ehr_id)?;
+                let want = parse_uid(&uid)?;
+                let (_, current, latest, _) = latest_of(st, &record, &want.object, &uid)?;
+                // A version uid must be the latest; an object id (as EHRbase-style clients
+                // send) deletes the latest.
+                if want.version.is_some() && uid.trim() != latest {
+                    return Err(OeError {
+                        latest: Some(latest.clone()),
+                        ..OeError::new(
+                            StatusCode::CONFLICT,
+                            "stale_version",
+                            format!("`{}` is not the latest version ({latest})", clip(&uid)),
+                        )
+                    });
+                }
+                st.session().write(
+                    &record,
+                    Payload::Delete {
+                        target: current,
+                        reason: "deleted through the openEHR API".into(),
+                    },
+                    st.now(),
+                )?;
+                Ok(record)
+            };
+            Ok(run())
+        })
+        .await;
+    match out.map_err(OeError::from).and_then(|x| x) {
+        Ok(record) => {
+            st.changed(record).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}

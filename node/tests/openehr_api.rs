@@ -1,0 +1,717 @@
+//! The openEHR REST API (`/openehr/v1`), driven in process through the node's router.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::Router;
+use cophr_node::http::{router, AppState};
+use cophr_node::store::Store;
+use cophr_protocol::openehr;
+use cophr_protocol::testkit::key;
+use cophr_protocol::{Category, Grant, Keypair, Level, Payload, Profile, RecordId, Scope};
+use serde_json::{json, Value as Json};
+use tower::ServiceExt;
+
+const TOKEN: &str = "openehrtesttoken";
+const T0: u64 = 1_700_000_000_000;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    store: Store,
+    patient: Keypair,
+    clock: Arc<AtomicU64>,
+    app: Router,
+}
+
+type Answer = (StatusCode, HeaderMap, Json);
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), key(9, "node")).unwrap();
+        let patient = key(9, "george");
+        store
+            .create_record(&patient, profile("George"), T0, None)
+            .unwrap();
+        let clock = Arc::new(AtomicU64::new(T0 + 1000));
+        let app = app_for(&store, &patient, profile("George"), &clock);
+        Env {
+            _dir: dir,
+            store,
+            patient,
+            clock,
+            app,
+        }
+    }
+
+    fn rid(&self) -> RecordId {
+        self.patient.actor()
+    }
+
+    fn ehr(&self) -> String {
+        openehr::ehr_id(&self.rid())
+    }
+
+    fn tick(&self) {
+        self.clock.fetch_add(1000, Ordering::SeqCst);
+    }
+
+    /// (Entries, audit events) held: to check what a request stored or audited.
+    fn footprint(&self) -> (usize, usize) {
+        (
+            self.store
+                .with_record(&self.rid(), |r| {
+                    r.entries()
+                        .filter(|e| !matches!(e.entry().payload, Payload::KeyWrap { .. }))
+                        .count()
+                })
+                .unwrap(),
+            self.store.audit_events(&self.rid()).unwrap().len(),
+        )
+    }
+
+    fn grant(&self, who: &Keypair, level: Level, categories: &[Category]) {
+        self.tick();
+        self.store
+            .write(
+                &self.rid(),
+                &self.patient,
+                Payload::Grant(Grant {
+                    grantee: who.actor(),
+                    level,
+                    scope: Scope::Only(categories.iter().cloned().collect::<BTreeSet<_>>()),
+                    not_before: None,
+                    until: None,
+                    audit: false,
+                    delegate: false,
+                    label: None,
+                    requires: None,
+                }),
+                self.clock.load(Ordering::SeqCst),
+                None,
+            )
+            .unwrap();
+    }
+}
+
+fn profile(name: &str) -> Profile {
+    Profile {
+        name: name.into(),
+        role: "patient".into(),
+        organisation: None,
+        attestations: Vec::new(),
+    }
+}
+
+fn app_for(store: &Store, key: &Keypair, p: Profile, clock: &Arc<AtomicU64>) -> Router {
+    let c = clock.clone();
+    router(
+        AppState::new(
+            store.clone(),
+            key.clone(),
+            p,
+            Some("test-device".into()),
+            TOKEN.into(),
+        )
+        .with_clock(move || c.load(Ordering::SeqCst)),
+    )
+}
+
+async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Answer {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {TOKEN}"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(b.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Json::Null),
+    )
+}
+
+async fn get(app: &Router, uri: &str) -> Answer {
+    send(app, "GET", uri, &[], Vec::new()).await
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+fn dv_text(s: &str) -> Json {
+    json!({"_type": "DV_TEXT", "value": s})
+}
+
+/// A blood pressure composition as an openEHR client writes it (by hand, not through the
+/// mapping under test).
+fn blood_pressure(systolic: i64, diastolic: i64) -> Json {
+    let lang = json!({"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "ISO_639-1"}, "code_string": "en"});
+    let observation = json!({
+            "_type": "OBSERVATION",
+            "name": dv_text("Blood pressure"),
+            "archetype_node_id": "openEHR-EHR-OBSERVATION.blood_pressure.v2",
+            "language": lang,
+            "encoding": {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "IANA_character-sets"}, "code_string": "UTF-8"},
+            "subject": {"_type": "PARTY_SELF"},
+            "data": {
+                "_type": "HISTORY", "name": dv_text("History"), "archetype_node_id": "at0001",
+                "origin": {"_type": "DV_DATE_TIME", "value": "2026-12-01T08:55:00Z"},
+                "events": [{
+                    "_type": "POINT_EVENT", "name": dv_text("Any event"), "archetype_node_id": "at0006",
+                    "time": {"_type": "DV_DATE_TIME", "value": "2026-12-01T08:55:00Z"},
+                    "data": {
+                        "_type": "ITEM_TREE", "name": dv_text("blood pressure"), "archetype_node_id": "at0003",
+                        "items": [
+                            {"_type": "ELEMENT", "name": dv_text("Systolic"), "archetype_node_id": "at0004",
+                             "value": {"_type": "DV_QUANTITY", "magnitude": systolic, "units": "mm[Hg]"}},
+                            {"_type": "ELEMENT", "name": dv_text("Diastolic"), "archetype_node_id": "at0005",
+                             "value": {"_type": "DV_QUANTITY", "magnitude": diastolic, "units": "mm[Hg]"}}
+                        ]
+                    }
+                }]
+            }
+    });
+    json!({
+        "_type": "COMPOSITION",
+        "name": dv_text("Vital signs"),
+        "archetype_node_id": "openEHR-EHR-COMPOSITION.encounter.v1",
+        "archetype_details": {
+            "_type": "ARCHETYPED",
+            "archetype_id": {"_type": "ARCHETYPE_ID", "value": "openEHR-EHR-COMPOSITION.encounter.v1"},
+            "template_id": {"_type": "TEMPLATE_ID", "value": "cophr.vital_signs.v1"},
+            "rm_version": "1.0.4"
+        },
+        "language": lang,
+        "territory": {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "ISO_3166-1"}, "code_string": "GB"},
+        "category": {"_type": "DV_CODED_TEXT", "value": "event",
+                     "defining_code": {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "openehr"}, "code_string": "433"}},
+        "composer": {"_type": "PARTY_IDENTIFIED", "name": "A client"},
+        "context": {"_type": "EVENT_CONTEXT",
+                    "start_time": {"_type": "DV_DATE_TIME", "value": "2026-12-01T09:00:00Z"},
+                    "setting": {"_type": "DV_CODED_TEXT", "value": "home",
+                                "defining_code": {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "openehr"}, "code_string": "225"}}},
+        "content": [observation],
+    })
+}
+
+fn systolic_of(c: &Json) -> &Json {
+    &c["content"][0]["data"]["events"][0]["data"]["items"][0]["value"]["magnitude"]
+}
+
+fn etag(h: &HeaderMap) -> String {
+    h["etag"].to_str().unwrap().trim_matches('"').to_owned()
+}
+
+async fn post_composition(env: &Env, app: &Router, c: &Json) -> Answer {
+    env.tick();
+    send(
+        app,
+        "POST",
+        &format!("/openehr/v1/ehr/{}/composition", env.ehr()),
+        &[JSON],
+        serde_json::to_vec(c).unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_record_is_an_ehr() {
+    let env = Env::new();
+    let id = env.ehr();
+    let (s, _, ehr) = get(
+        &env.app,
+        &format!(
+            "/openehr/v1/ehr?subject_id={}&subject_namespace=cophr",
+            env.rid()
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{ehr}");
+    assert_eq!(ehr["ehr_id"]["value"], id.as_str());
+    assert_eq!(ehr["system_id"]["value"], "cophr");
+    let before = env.footprint();
+    let (s, _, again) = get(&env.app, &format!("/openehr/v1/ehr/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again, ehr);
+    assert_eq!(env.footprint().1, before.1 + 1, "the read is audited");
+    let (s, _, status) = get(&env.app, &format!("/openehr/v1/ehr/{id}/ehr_status")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(status["_type"], "EHR_STATUS");
+    assert_eq!(
+        status["subject"]["external_ref"]["id"]["value"],
+        env.rid().to_string()
+    );
+    // Unknown EHRs and subjects: 404 with a JSON error.
+    let other = openehr::ehr_id(&key(9, "nobody").actor());
+    let (s, _, e) = get(&env.app, &format!("/openehr/v1/ehr/{other}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(e["code"], "not_found");
+    let (s, _, _) = get(
+        &env.app,
+        &format!(
+            "/openehr/v1/ehr?subject_id={}&subject_namespace=nhs",
+            env.rid()
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The templates in use.
+    let (s, _, list) = get(&env.app, "/openehr/v1/definition/template/adl1.4").await;
+    assert_eq!(s, StatusCode::OK);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["template_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "cophr.vital_signs.v1",
+            "cophr.problems.v1",
+            "cophr.allergies.v1",
+            "cophr.medications.v1"
+        ]
+    );
+    // The same API where EHRbase-style clients look for it; `Prefer:
+    // return=representation` answers with the composition as stored.
+    let (s, _, alias) = get(&env.app, &format!("/rest/openehr/v1/ehr/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(alias, ehr);
+    env.tick();
+    let (s, h, c) = send(
+        &env.app,
+        "POST",
+        &format!("/rest/openehr/v1/ehr/{id}/composition"),
+        &[JSON, ("prefer", "return=representation")],
+        serde_json::to_vec(&blood_pressure(118, 76)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert_eq!(c["uid"]["value"], etag(&h).as_str());
+    assert_eq!(*systolic_of(&c), json!(118));
+    // Such clients delete by the versioned object id (`{uuid}::cophr`): the latest version.
+    let object = openehr::parse_uid(&etag(&h)).unwrap().object;
+    env.tick();
+    let url = format!("/rest/openehr/v1/ehr/{id}/composition/{object}::cophr");
+    let (s, _, _) = send(&env.app, "DELETE", &url, &[], Vec::new()).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = get(&env.app, &url).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "read as deleted");
+    // The bearer token is needed.
+    let resp = env
+        .app
+        .clone()
+        .oneshot(
+            Request::get(format!("/openehr/v1/ehr/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_blood_pressure_composition_is_created_read_versioned_and_deleted() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    let before = env.footprint();
+    let (s, h, _) = post_composition(&env, &env.app, &blood_pressure(128, 82)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let v1 = etag(&h);
+    let parsed = openehr::parse_uid(&v1).unwrap();
+    assert_eq!(parsed.version, Some(1));
+    assert_eq!(
+        h["location"].to_str().unwrap(),
+        format!("/openehr/v1/ehr/{ehr}/composition/{v1}")
+    );
+    assert_eq!(env.footprint().0, before.0 + 1, "one create entry");
+
+    // Read back through openEHR, by version uid and by object id: the same values.
+    let audits = env.footprint().1;
+    let (s, h, c) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{v1}")).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(etag(&h), v1);
+    assert_eq!(c["uid"]["value"], v1.as_str());
+    assert_eq!(*systolic_of(&c), json!(128));
+    assert_eq!(c["composer"]["name"], "George");
+    assert_eq!(
+        c["content"][0]["data"]["events"][0]["time"]["value"],
+        "2026-12-01T08:55:00Z"
+    );
+    assert_eq!(env.footprint().1, audits + 1, "the read is audited");
+    let (s, _, latest) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/composition/{}", parsed.object),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(latest, c);
+
+    // Read back through the REST entries API: the same values.
+    let (s, _, list) = get(
+        &env.app,
+        &format!("/api/v1/records/{}/entries?category=vital-signs", env.rid()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let body = &list[0]["body"];
+    assert_eq!(body["systolic"], json!({"value": 128, "unit": "mm[Hg]"}));
+    assert_eq!(body["diastolic"], json!({"value": 82, "unit": "mm[Hg]"}));
+    assert_eq!(body["measured-at"], "2026-12-01T08:55:00Z");
+    assert_eq!(
+        openehr::item_uuid(&list[0]["id"].as_str().unwrap().parse().unwrap()),
+        parsed.object
+    );
+
+    // A new version with If-Match the preceding one.
+    let url = format!("/openehr/v1/ehr/{ehr}/composition/{}", parsed.object);
+    env.tick();
+    let (s, h, _) = send(
+        &env.app,
+        "PUT",
+        &url,
+        &[JSON, ("if-match", &format!("\"{v1}\""))],
+        serde_json::to_vec(&blood_pressure(135, 85)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let v2 = etag(&h);
+    assert_eq!(v2, format!("{}::cophr::2", parsed.object));
+    let (_, _, c2) = get(&env.app, &url).await;
+    assert_eq!(*systolic_of(&c2), json!(135));
+    let (_, _, c1) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{v1}")).await;
+    assert_eq!(*systolic_of(&c1), json!(128), "version 1 is kept");
+    let (_, _, list) = get(
+        &env.app,
+        &format!("/api/v1/records/{}/entries?category=vital-signs", env.rid()),
+    )
+    .await;
+    assert_eq!(list[0]["body"]["systolic"]["value"], 135);
+    assert_eq!(list[0]["versions"], 2);
+
+    // A stale If-Match: 412, the latest named, nothing stored.
+    let held = env.footprint().0;
+    env.tick();
+    let (s, h, e) = send(
+        &env.app,
+        "PUT",
+        &url,
+        &[JSON, ("if-match", &v1)],
+        serde_json::to_vec(&blood_pressure(140, 90)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{e}");
+    assert_eq!(e["code"], "stale_version");
+    assert_eq!(etag(&h), v2);
+    // No If-Match at all: 400.
+    let (s, _, _) = send(
+        &env.app,
+        "PUT",
+        &url,
+        &[JSON],
+        serde_json::to_vec(&blood_pressure(140, 90)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(env.footprint().0, held);
+
+    // Delete: a stale version is a conflict; the latest deletes, and the composition
+    // reads as deleted (204), the REST API shows it deleted.
+    let (s, _, _) = send(
+        &env.app,
+        "DELETE",
+        &format!("/openehr/v1/ehr/{ehr}/composition/{v1}"),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(env.footprint().0, held);
+    env.tick();
+    let (s, _, _) = send(
+        &env.app,
+        "DELETE",
+        &format!("/openehr/v1/ehr/{ehr}/composition/{v2}"),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(env.footprint().0, held + 1);
+    let (s, _, _) = get(&env.app, &url).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, _, list) = get(
+        &env.app,
+        &format!("/api/v1/records/{}/entries?category=vital-signs", env.rid()),
+    )
+    .await;
+    assert_eq!(list, json!([]));
+    // Its versions stay readable by uid.
+    let (s, _, c2) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{v2}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(*systolic_of(&c2), json!(135));
+}
+
+#[tokio::test]
+async fn a_clinician_without_vital_signs_access_gets_404() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    let (_, h, _) = post_composition(&env, &env.app, &blood_pressure(120, 80)).await;
+    let v1 = etag(&h);
+    let kay = key(9, "kay");
+    env.grant(&kay, Level::View, &[Category::Problems]);
+    let app = app_for(&env.store, &kay, profile("Dr Kay"), &env.clock);
+    // The EHR is visible (she has access to the record) ...
+    let (s, _, _) = get(&app, &format!("/openehr/v1/ehr/{ehr}")).await;
+    assert_eq!(s, StatusCode::OK);
+    // ... the vital signs composition is not there for her, whichever way she asks.
+    let url = format!("/openehr/v1/ehr/{ehr}/composition/{v1}");
+    let (s, _, e) = get(&app, &url).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(e["code"], "not_found");
+    let object = openehr::parse_uid(&v1).unwrap().object;
+    let (s, _, _) = get(&app, &format!("/openehr/v1/ehr/{ehr}/composition/{object}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let before = env.footprint().0;
+    let (s, _, _) = send(
+        &app,
+        "PUT",
+        &format!("/openehr/v1/ehr/{ehr}/composition/{object}"),
+        &[JSON, ("if-match", &v1)],
+        serde_json::to_vec(&blood_pressure(150, 95)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = send(&app, "DELETE", &url, &[], Vec::new()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Writing needs a write grant on the category: 403.
+    let (s, _, e) = post_composition(&env, &app, &blood_pressure(150, 95)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    assert_eq!(env.footprint().0, before);
+    // With vital signs granted she reads it.
+    env.grant(
+        &kay,
+        Level::View,
+        &[Category::Problems, Category::VitalSigns],
+    );
+    let (s, _, c) = get(&app, &url).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(*systolic_of(&c), json!(120));
+    // A node with no access to the record does not find the EHR.
+    let stranger = app_for(&env.store, &key(9, "stranger"), profile("S"), &env.clock);
+    let (s, _, _) = get(&stranger, &format!("/openehr/v1/ehr/{ehr}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_compositions_are_refused_with_nothing_stored() {
+    let env = Env::new();
+    let before = env.footprint();
+    let post = |body: Vec<u8>, ct: &'static str| {
+        let app = env.app.clone();
+        let uri = format!("/openehr/v1/ehr/{}/composition", env.ehr());
+        async move { send(&app, "POST", &uri, &[("content-type", ct)], body).await }
+    };
+    let cases: Vec<(Json, &str)> = vec![
+        // Wrong archetype: a pulse observation where the template has none such.
+        (
+            {
+                let mut c = blood_pressure(120, 80);
+                c["content"][0]["archetype_node_id"] = json!("openEHR-EHR-OBSERVATION.height.v2");
+                c
+            },
+            "wrong_archetype",
+        ),
+        // Missing mandatory: a problem without its name.
+        (
+            {
+                let mut c = blood_pressure(120, 80);
+                c["archetype_details"]["template_id"]["value"] = json!("cophr.problems.v1");
+                c["content"] = json!([]);
+                c
+            },
+            "missing_mandatory",
+        ),
+        // Wrong data type: systolic as text.
+        (
+            {
+                let mut c = blood_pressure(120, 80);
+                c["content"][0]["data"]["events"][0]["data"]["items"][0]["value"] =
+                    json!({"_type": "DV_TEXT", "value": "120"});
+                c
+            },
+            "wrong_type",
+        ),
+        // An element at a path the template does not define.
+        (
+            {
+                let mut c = blood_pressure(120, 80);
+                c["content"][0]["data"]["events"][0]["data"]["items"][0]["archetype_node_id"] =
+                    json!("at9999");
+                c
+            },
+            "unknown_path",
+        ),
+        (
+            {
+                let mut c = blood_pressure(120, 80);
+                c["archetype_details"]["template_id"]["value"] = json!("other.v1");
+                c
+            },
+            "unknown_template",
+        ),
+    ];
+    for (c, code) in cases {
+        let (s, _, e) = post(serde_json::to_vec(&c).unwrap(), "application/json").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{code}: {e}");
+        assert_eq!(e["code"], code, "{e}");
+    }
+    let (s, _, e) = post(
+        serde_json::to_vec(&{
+            let mut c = blood_pressure(120, 80);
+            c["content"][0]["data"]["events"][0]["data"]["items"][0]["value"] =
+                json!({"_type": "DV_TEXT", "value": "120"});
+            c
+        })
+        .unwrap(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/items[at0004]/value"),
+        "{e}"
+    );
+    // Implausible: the schema's range.
+    let (s, _, e) = post(
+        serde_json::to_vec(&blood_pressure(900, 80)).unwrap(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["code"], "invalid_composition");
+    // Too large, not JSON, malformed.
+    let big = vec![b' '; openehr::MAX_COMPOSITION_BYTES + 10];
+    let (s, _, e) = post(big, "application/json").await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{e}");
+    assert_eq!(e["code"], "too_large");
+    let (s, _, _) = post(b"{}".to_vec(), "text/plain").await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, _, e) = post(b"{\"_type\": ".to_vec(), "application/json").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(e["code"], "invalid_composition");
+    // An unknown EHR.
+    let (s, _, _) = send(
+        &env.app,
+        "POST",
+        "/openehr/v1/ehr/00000000-0000-8000-8000-000000000000/composition",
+        &[JSON],
+        serde_json::to_vec(&blood_pressure(120, 80)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(env.footprint(), before, "nothing stored, nothing audited");
+}
+
+async fn aql(app: &Router, q: &str) -> Answer {
+    send(
+        app,
+        "POST",
+        "/openehr/v1/query/aql",
+        &[JSON],
+        serde_json::to_vec(&json!({"q": q})).unwrap(),
+    )
+    .await
+}
+
+const SYSTOLIC: &str = "o/data[at0001]/events[at0006]/data[at0003]/items[at0004]/value/magnitude";
+
+#[tokio::test]
+async fn aql_queries_what_the_identity_sees() {
+    let env = Env::new();
+    for (s, d) in [(120, 80), (150, 95), (135, 88)] {
+        let (st, _, _) = post_composition(&env, &env.app, &blood_pressure(s, d)).await;
+        assert_eq!(st, StatusCode::CREATED);
+    }
+    let q = format!(
+        "SELECT c/uid/value AS uid, {SYSTOLIC} AS systolic FROM EHR e \
+         CONTAINS COMPOSITION c CONTAINS OBSERVATION o[openEHR-EHR-OBSERVATION.blood_pressure.v2] \
+         WHERE {SYSTOLIC} > 125 ORDER BY systolic DESC"
+    );
+    let audits = env.footprint().1;
+    let (s, _, r) = aql(&env.app, &q).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(
+        r["columns"][1],
+        json!({"name": "systolic", "path": SYSTOLIC})
+    );
+    let values: Vec<&Json> = r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| &row[1])
+        .collect();
+    assert_eq!(values, [&json!(150), &json!(135)]);
+    assert!(r["rows"][0][0].as_str().unwrap().ends_with("::cophr::1"));
+    assert_eq!(
+        env.footprint().1,
+        audits + 1,
+        "one audited read of the record"
+    );
+    // LIMIT/OFFSET.
+    let (_, _, r) = aql(
+        &env.app,
+        &format!(
+            "SELECT {SYSTOLIC} FROM EHR e CONTAINS COMPOSITION c CONTAINS OBSERVATION o \
+             ORDER BY {SYSTOLIC} LIMIT 1 OFFSET 1"
+        ),
+    )
+    .await;
+    assert_eq!(r["rows"], json!([[135]]));
+    // Malformed AQL: 400 with where it went wrong; nothing audited.
+    let audits = env.footprint().1;
+    let (s, _, e) = aql(
+        &env.app,
+        "SELECT c FROM EHR e CONTAINS COMPOSITION c WHERE c/uid ~ 1",
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(e["code"], "invalid_aql");
+    assert!(e["message"].as_str().unwrap().starts_with("at "), "{e}");
+    let (s, _, _) = aql(&env.app, "SELECT x/uid FROM EHR e").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(env.footprint().1, audits);
+    // A clinician without vital signs access gets no rows, and nothing is audited for her.
+    let kay = key(9, "kay");
+    env.grant(&kay, Level::View, &[Category::Problems]);
+    let app = app_for(&env.store, &kay, profile("Dr Kay"), &env.clock);
+    let audits = env.footprint().1;
+    let (s, _, r) = aql(&app, &q).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(r["rows"], json!([]));
+    assert_eq!(env.footprint().1, audits);
+}

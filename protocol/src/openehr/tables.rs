@@ -1,0 +1,364 @@
+//! cophr's core templates: which archetypes each mapped category's composition holds, and
+//! where each field of its body sits (an archetype path and the RM data type there).
+//!
+//! Node ids follow the published archetypes (openEHR CKM) where cophr's fields have an
+//! element there; the template is cophr's own (`cophr.<category>.v1`), so the paths here
+//! are the definition a client writes against.
+
+use crate::category::Category;
+
+/// The RM data type an element's value has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dv {
+    /// `DV_TEXT` (a `DV_CODED_TEXT` is accepted on input: its `value` is read).
+    Text,
+    /// `DV_CODED_TEXT` with the code in terminology `local` (`DV_TEXT` accepted on input).
+    Coded,
+    /// `DV_QUANTITY`: `magnitude` and UCUM `units`, the body's `{value, unit}`.
+    Quantity,
+    /// `DV_PROPORTION` of type percent (2, denominator 100): the body's `{value, unit: "%"}`.
+    Percent,
+    /// `DV_DATE` (a `DV_DATE_TIME` is accepted on input: its date is read).
+    Date,
+    /// `DV_DATE_TIME`.
+    DateTime,
+}
+
+impl Dv {
+    /// The RM type written.
+    pub fn rm_type(self) -> &'static str {
+        match self {
+            Dv::Text => "DV_TEXT",
+            Dv::Coded => "DV_CODED_TEXT",
+            Dv::Quantity => "DV_QUANTITY",
+            Dv::Percent => "DV_PROPORTION",
+            Dv::Date => "DV_DATE",
+            Dv::DateTime => "DV_DATE_TIME",
+        }
+    }
+
+    /// The RM types accepted on input.
+    pub fn accepts(self) -> &'static [&'static str] {
+        match self {
+            Dv::Text | Dv::Coded => &["DV_TEXT", "DV_CODED_TEXT"],
+            Dv::Quantity => &["DV_QUANTITY"],
+            Dv::Percent => &["DV_PROPORTION"],
+            Dv::Date => &["DV_DATE", "DV_DATE_TIME"],
+            Dv::DateTime => &["DV_DATE_TIME"],
+        }
+    }
+}
+
+/// One field of a body at its place in an archetype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldMap {
+    /// The body's field.
+    pub field: &'static str,
+    /// The element's path within its entry's archetype.
+    pub path: &'static str,
+    /// Its data type.
+    pub dv: Dv,
+    /// Whether the archetype (and cophr) require it.
+    pub mandatory: bool,
+}
+
+/// One archetype a template's composition may hold (one content entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryDef {
+    /// The archetype id.
+    pub archetype: &'static str,
+    /// Its RM type (`OBSERVATION`, `EVALUATION`, `INSTRUCTION`).
+    pub rm_type: &'static str,
+    /// The entry's name.
+    pub name: &'static str,
+    /// For an observation, the path of its one event (whose `time` is the template's time
+    /// field).
+    pub event: Option<&'static str>,
+    /// The body's fields held in this archetype.
+    pub fields: &'static [FieldMap],
+}
+
+/// A core template: one category's composition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    /// The template id, `cophr.<category>.v1`.
+    pub id: &'static str,
+    /// The category.
+    pub category: Category,
+    /// The composition's name.
+    pub name: &'static str,
+    /// The composition's archetype.
+    pub composition_archetype: &'static str,
+    /// The composition category: openEHR code and its text (`433` event, `431` persistent).
+    pub composition_category: (&'static str, &'static str),
+    /// The body field that is the observations' event time (and the context's start
+    /// time), if any.
+    pub time_field: Option<&'static str>,
+    /// The archetypes held, in the order written.
+    pub entries: &'static [EntryDef],
+}
+
+const fn f(field: &'static str, path: &'static str, dv: Dv) -> FieldMap {
+    FieldMap {
+        field,
+        path,
+        dv,
+        mandatory: false,
+    }
+}
+
+const fn m(field: &'static str, path: &'static str, dv: Dv) -> FieldMap {
+    FieldMap {
+        field,
+        path,
+        dv,
+        mandatory: true,
+    }
+}
+
+/// Blood pressure: systolic, diastolic, position (state) and the vital signs' comment.
+pub const BLOOD_PRESSURE: &str = "openEHR-EHR-OBSERVATION.blood_pressure.v2";
+/// Pulse (heart rate).
+pub const PULSE: &str = "openEHR-EHR-OBSERVATION.pulse.v2";
+/// Body temperature.
+pub const BODY_TEMPERATURE: &str = "openEHR-EHR-OBSERVATION.body_temperature.v2";
+/// Respiration rate.
+pub const RESPIRATION: &str = "openEHR-EHR-OBSERVATION.respiration.v2";
+/// Pulse oximetry (SpO2).
+pub const PULSE_OXIMETRY: &str = "openEHR-EHR-OBSERVATION.pulse_oximetry.v1";
+/// Blood glucose, as a laboratory analyte result.
+pub const LAB_RESULT: &str = "openEHR-EHR-OBSERVATION.laboratory_test_result.v1";
+/// Problems and diagnoses.
+pub const PROBLEM_DIAGNOSIS: &str = "openEHR-EHR-EVALUATION.problem_diagnosis.v1";
+/// Allergies and adverse reactions.
+pub const ADVERSE_REACTION_RISK: &str = "openEHR-EHR-EVALUATION.adverse_reaction_risk.v1";
+/// A medication order.
+pub const MEDICATION_ORDER: &str = "openEHR-EHR-INSTRUCTION.medication_order.v3";
+
+const BP_EVENT: &str = "/data[at0001]/events[at0006]";
+const P2_EVENT: &str = "/data[at0002]/events[at0003]";
+const R_EVENT: &str = "/data[at0001]/events[at0002]";
+
+static TEMPLATES: [Template; 4] = [
+    Template {
+        id: "cophr.vital_signs.v1",
+        category: Category::VitalSigns,
+        name: "Vital signs",
+        composition_archetype: "openEHR-EHR-COMPOSITION.encounter.v1",
+        composition_category: ("433", "event"),
+        time_field: Some("measured-at"),
+        entries: &[
+            EntryDef {
+                archetype: BLOOD_PRESSURE,
+                rm_type: "OBSERVATION",
+                name: "Blood pressure",
+                event: Some(BP_EVENT),
+                fields: &[
+                    f(
+                        "systolic",
+                        "/data[at0001]/events[at0006]/data[at0003]/items[at0004]",
+                        Dv::Quantity,
+                    ),
+                    f(
+                        "diastolic",
+                        "/data[at0001]/events[at0006]/data[at0003]/items[at0005]",
+                        Dv::Quantity,
+                    ),
+                    f(
+                        "comment",
+                        "/data[at0001]/events[at0006]/data[at0003]/items[at0033]",
+                        Dv::Text,
+                    ),
+                    f(
+                        "position",
+                        "/data[at0001]/events[at0006]/state[at0007]/items[at0008]",
+                        Dv::Text,
+                    ),
+                ],
+            },
+            EntryDef {
+                archetype: PULSE,
+                rm_type: "OBSERVATION",
+                name: "Pulse/Heart beat",
+                event: Some(P2_EVENT),
+                fields: &[f(
+                    "heart-rate",
+                    "/data[at0002]/events[at0003]/data[at0001]/items[at0004]",
+                    Dv::Quantity,
+                )],
+            },
+            EntryDef {
+                archetype: BODY_TEMPERATURE,
+                rm_type: "OBSERVATION",
+                name: "Body temperature",
+                event: Some(P2_EVENT),
+                fields: &[f(
+                    "temperature",
+                    "/data[at0002]/events[at0003]/data[at0001]/items[at0004]",
+                    Dv::Quantity,
+                )],
+            },
+            EntryDef {
+                archetype: RESPIRATION,
+                rm_type: "OBSERVATION",
+                name: "Respiration",
+                event: Some(R_EVENT),
+                fields: &[f(
+                    "respiration-rate",
+                    "/data[at0001]/events[at0002]/data[at0003]/items[at0004]",
+                    Dv::Quantity,
+                )],
+            },
+            EntryDef {
+                archetype: PULSE_OXIMETRY,
+                rm_type: "OBSERVATION",
+                name: "Pulse oximetry",
+                event: Some(R_EVENT),
+                fields: &[f(
+                    "spo2",
+                    "/data[at0001]/events[at0002]/data[at0003]/items[at0006]",
+                    Dv::Percent,
+                )],
+            },
+            EntryDef {
+                archetype: LAB_RESULT,
+                rm_type: "OBSERVATION",
+                name: "Blood glucose",
+                event: Some(R_EVENT),
+                fields: &[f(
+                    "blood-glucose",
+                    "/data[at0001]/events[at0002]/data[at0003]/items[openEHR-EHR-CLUSTER.laboratory_test_analyte.v1]/items[at0001]",
+                    Dv::Quantity,
+                )],
+            },
+        ],
+    },
+    Template {
+        id: "cophr.problems.v1",
+        category: Category::Problems,
+        name: "Problem list",
+        composition_archetype: "openEHR-EHR-COMPOSITION.problem_list.v2",
+        composition_category: ("431", "persistent"),
+        time_field: None,
+        entries: &[EntryDef {
+            archetype: PROBLEM_DIAGNOSIS,
+            rm_type: "EVALUATION",
+            name: "Problem/Diagnosis",
+            event: None,
+            fields: &[
+                m("problem", "/data[at0001]/items[at0002]", Dv::Text),
+                f("description", "/data[at0001]/items[at0009]", Dv::Text),
+                f("onset", "/data[at0001]/items[at0077]", Dv::Date),
+                f("resolved", "/data[at0001]/items[at0030]", Dv::Date),
+                f(
+                    "status",
+                    "/data[at0001]/items[openEHR-EHR-CLUSTER.problem_qualifier.v1]/items[at0004]",
+                    Dv::Coded,
+                ),
+            ],
+        }],
+    },
+    Template {
+        id: "cophr.allergies.v1",
+        category: Category::Allergies,
+        name: "Adverse reaction list",
+        composition_archetype: "openEHR-EHR-COMPOSITION.adverse_reaction_list.v1",
+        composition_category: ("431", "persistent"),
+        time_field: None,
+        entries: &[EntryDef {
+            archetype: ADVERSE_REACTION_RISK,
+            rm_type: "EVALUATION",
+            name: "Adverse reaction risk",
+            event: None,
+            fields: &[
+                m("agent", "/data[at0001]/items[at0002]", Dv::Text),
+                f("criticality", "/data[at0001]/items[at0063]", Dv::Coded),
+                f("comment", "/data[at0001]/items[at0006]", Dv::Text),
+                f("reaction", "/data[at0001]/items[at0009]/items[at0011]", Dv::Text),
+                f("severity", "/data[at0001]/items[at0009]/items[at0089]", Dv::Coded),
+                f("onset", "/data[at0001]/items[at0009]/items[at0027]", Dv::Date),
+            ],
+        }],
+    },
+    Template {
+        id: "cophr.medications.v1",
+        category: Category::Medications,
+        name: "Medication list",
+        composition_archetype: "openEHR-EHR-COMPOSITION.medication_list.v1",
+        composition_category: ("431", "persistent"),
+        time_field: None,
+        entries: &[EntryDef {
+            archetype: MEDICATION_ORDER,
+            rm_type: "INSTRUCTION",
+            name: "Medication order",
+            event: None,
+            fields: &[
+                m(
+                    "medication",
+                    "/activities[at0001]/description[at0002]/items[at0070]",
+                    Dv::Text,
+                ),
+                f(
+                    "form",
+                    "/activities[at0001]/description[at0002]/items[at0071]",
+                    Dv::Text,
+                ),
+                f(
+                    "route",
+                    "/activities[at0001]/description[at0002]/items[at0091]",
+                    Dv::Text,
+                ),
+                f(
+                    "dose",
+                    "/activities[at0001]/description[at0002]/items[at0009]",
+                    Dv::Text,
+                ),
+                f(
+                    "indication",
+                    "/activities[at0001]/description[at0002]/items[at0018]",
+                    Dv::Text,
+                ),
+                f(
+                    "patient-information",
+                    "/activities[at0001]/description[at0002]/items[at0173]",
+                    Dv::Text,
+                ),
+                f(
+                    "monitoring",
+                    "/activities[at0001]/description[at0002]/items[at0167]",
+                    Dv::Text,
+                ),
+                f(
+                    "start",
+                    "/activities[at0001]/description[at0002]/items[at0113]/items[at0012]",
+                    Dv::Date,
+                ),
+                f(
+                    "stop",
+                    "/activities[at0001]/description[at0002]/items[at0113]/items[at0013]",
+                    Dv::Date,
+                ),
+                f(
+                    "status",
+                    "/activities[at0001]/description[at0002]/items[at0113]/items[at0127]",
+                    Dv::Coded,
+                ),
+            ],
+        }],
+    },
+];
+
+/// Every core template.
+pub fn templates() -> &'static [Template] {
+    &TEMPLATES
+}
+
+/// The template of a category, if it has one.
+pub fn template_for(c: &Category) -> Option<&'static Template> {
+    TEMPLATES.iter().find(|t| &t.category == c)
+}
+
+/// A template by id.
+pub fn template(id: &str) -> Option<&'static Template> {
+    TEMPLATES.iter().find(|t| t.id == id)
+}

@@ -1,0 +1,393 @@
+use super::*;
+use crate::ids::ActorId;
+
+fn body(c: &Category, j: Json) -> Value {
+    schema::body_from_json(c, &j).expect("test body")
+}
+
+fn meta() -> Meta {
+    Meta {
+        uid: Some(version_uid(&EntryId([7; 32]), 2)),
+        start_time: "2026-12-01T09:00:00.000Z".into(),
+        composer: Composer {
+            name: Some("Dr Ada".into()),
+            actor: "a-test".into(),
+        },
+    }
+}
+
+fn vitals() -> Value {
+    body(
+        &Category::VitalSigns,
+        json!({
+            "systolic": {"value": 132, "unit": "mm[Hg]"},
+            "diastolic": {"value": 85, "unit": "mm[Hg]"},
+            "heart-rate": {"value": 72, "unit": "/min"},
+            "temperature": {"value": 37.2, "unit": "Cel"},
+            "respiration-rate": {"value": 16, "unit": "/min"},
+            "spo2": {"value": 97, "unit": "%"},
+            "blood-glucose": {"value": 5.4, "unit": "mmol/L"},
+            "position": "sitting",
+            "comment": "after a walk",
+            "measured-at": "2026-12-01T08:55:00Z"
+        }),
+    )
+}
+
+fn samples() -> Vec<(Category, Value)> {
+    vec![
+        (Category::VitalSigns, vitals()),
+        (
+            Category::VitalSigns,
+            body(
+                &Category::VitalSigns,
+                json!({"heart-rate": {"value": 64, "unit": "/min"}, "measured-at": "2026-12-01T07:00:00Z"}),
+            ),
+        ),
+        (
+            Category::Problems,
+            body(
+                &Category::Problems,
+                json!({"problem": "Asthma", "description": "since childhood", "onset": "1990",
+                       "resolved": "2020-05-01", "status": "resolved"}),
+            ),
+        ),
+        (
+            Category::Allergies,
+            body(
+                &Category::Allergies,
+                json!({"agent": "Penicillin", "reaction": "rash", "severity": "moderate",
+                       "onset": "2001-03", "criticality": "high", "comment": "hives"}),
+            ),
+        ),
+        (
+            Category::Medications,
+            body(
+                &Category::Medications,
+                json!({"medication": "Salbutamol 100mcg inhaler", "form": "inhaler", "route": "inhaled",
+                       "dose": "2 puffs as needed", "patient-information": "shake first",
+                       "monitoring": "peak flow", "indication": "asthma", "start": "2024-01-02",
+                       "stop": "2025-01-02", "status": "active"}),
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn every_template_round_trips_the_body() {
+    for (c, b) in samples() {
+        let comp = to_composition(&c, &b, &meta()).expect("maps");
+        let (c2, b2) = from_composition(&comp).expect("reads back");
+        assert_eq!(c2, c);
+        assert_eq!(b2, b, "{c}: {comp:#}");
+        // Written again (through its bytes, as a client sends it), it reads the same.
+        let bytes = serde_json::to_vec(&comp).expect("json");
+        let again = to_composition(&c2, &b2, &meta()).expect("maps again");
+        assert_eq!(again, comp);
+        assert_eq!(
+            from_composition(&parse(&bytes).expect("parses"))
+                .expect("reads")
+                .1,
+            b
+        );
+    }
+}
+
+#[test]
+fn vital_signs_sit_at_their_archetype_paths() {
+    let comp = to_composition(&Category::VitalSigns, &vitals(), &meta()).expect("maps");
+    assert_eq!(comp["_type"], "COMPOSITION");
+    assert_eq!(
+        comp["archetype_details"]["template_id"]["value"],
+        "cophr.vital_signs.v1"
+    );
+    assert_eq!(comp["uid"]["value"], meta().uid.expect("uid").as_str());
+    assert_eq!(comp["composer"]["name"], "Dr Ada");
+    assert_eq!(
+        comp["context"]["start_time"]["value"],
+        "2026-12-01T09:00:00.000Z"
+    );
+    let content = comp["content"].as_array().expect("content");
+    assert_eq!(content.len(), 6);
+    let bp = &content[0];
+    assert_eq!(bp["archetype_node_id"], BLOOD_PRESSURE);
+    let sys = walk(
+        bp,
+        "/data[at0001]/events[at0006]/data[at0003]/items[at0004]",
+    )
+    .expect("systolic");
+    assert_eq!(sys["value"]["_type"], "DV_QUANTITY");
+    assert_eq!(sys["value"]["magnitude"], 132);
+    assert_eq!(sys["value"]["units"], "mm[Hg]");
+    assert_eq!(
+        walk(bp, "/data[at0001]/events[at0006]").expect("event")["time"]["value"],
+        "2026-12-01T08:55:00Z"
+    );
+    let spo2 = walk(
+        &content[4],
+        "/data[at0001]/events[at0002]/data[at0003]/items[at0006]",
+    )
+    .expect("spo2");
+    assert_eq!(spo2["value"]["_type"], "DV_PROPORTION");
+    assert_eq!(spo2["value"]["numerator"], 97);
+    // Only the measurements present: a pulse alone is one observation.
+    let one = body(
+        &Category::VitalSigns,
+        json!({"heart-rate": {"value": 60, "unit": "/min"}}),
+    );
+    let comp = to_composition(&Category::VitalSigns, &one, &meta()).expect("maps");
+    assert_eq!(comp["content"].as_array().map(Vec::len), Some(1));
+    assert_eq!(comp["content"][0]["archetype_node_id"], PULSE);
+    // With no measured-at the event time is the item's creation, read back as measured-at.
+    let (_, back) = from_composition(&comp).expect("reads");
+    assert_eq!(
+        back.get("measured-at").and_then(Value::as_text),
+        Some("2026-12-01T09:00:00.000Z")
+    );
+}
+
+#[test]
+fn unmapped_category_is_refused() {
+    let b = body(&Category::Alerts, json!({"alert": "pacemaker"}));
+    assert_eq!(
+        to_composition(&Category::Alerts, &b, &meta()),
+        Err(OpenEhrError::Unmapped("alerts".into()))
+    );
+}
+
+fn problem() -> Json {
+    let b = body(
+        &Category::Problems,
+        json!({"problem": "Asthma", "status": "active"}),
+    );
+    to_composition(&Category::Problems, &b, &meta()).expect("maps")
+}
+
+#[test]
+fn wrong_archetype_is_refused() {
+    let mut c = problem();
+    let pulse = to_composition(
+        &Category::VitalSigns,
+        &body(
+            &Category::VitalSigns,
+            json!({"heart-rate": {"value": 60, "unit": "/min"}}),
+        ),
+        &meta(),
+    )
+    .expect("maps");
+    c["content"] = json!([pulse["content"][0].clone()]);
+    match from_composition(&c) {
+        Err(OpenEhrError::WrongArchetype {
+            index: 0,
+            found,
+            template,
+            ..
+        }) => {
+            assert_eq!(found, PULSE);
+            assert_eq!(template, "cophr.problems.v1");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn missing_mandatory_is_refused() {
+    let mut c = problem();
+    c["content"][0]["data"]["items"]
+        .as_array_mut()
+        .expect("items")
+        .retain(|i| i["archetype_node_id"] != "at0002");
+    assert_eq!(
+        from_composition(&c),
+        Err(OpenEhrError::MissingMandatory {
+            path: format!("{PROBLEM_DIAGNOSIS}/data[at0001]/items[at0002]")
+        })
+    );
+    let mut c = problem();
+    c["content"] = json!([]);
+    assert_eq!(
+        from_composition(&c),
+        Err(OpenEhrError::MissingMandatory {
+            path: format!("/content[{PROBLEM_DIAGNOSIS}]")
+        })
+    );
+    let mut c = problem();
+    c["archetype_details"]
+        .as_object_mut()
+        .expect("details")
+        .remove("template_id");
+    assert!(matches!(
+        from_composition(&c),
+        Err(OpenEhrError::MissingMandatory { path }) if path == "/archetype_details/template_id"
+    ));
+}
+
+#[test]
+fn wrong_data_type_is_refused() {
+    let mut c = to_composition(&Category::VitalSigns, &vitals(), &meta()).expect("maps");
+    c["content"][0]["data"]["events"][0]["data"]["items"][0]["value"] =
+        json!({"_type": "DV_TEXT", "value": "132"});
+    match from_composition(&c) {
+        Err(OpenEhrError::WrongType {
+            path,
+            expected,
+            found,
+        }) => {
+            assert!(path.ends_with("/items[at0004]/value"), "{path}");
+            assert_eq!(expected, "DV_QUANTITY");
+            assert_eq!(found, "DV_TEXT");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut c = to_composition(&Category::VitalSigns, &vitals(), &meta()).expect("maps");
+    c["content"][0]["data"]["events"][0]["data"]["items"][0]["value"]["magnitude"] = json!("132");
+    assert!(
+        matches!(from_composition(&c), Err(OpenEhrError::WrongType { path, .. }) if path.ends_with("/magnitude"))
+    );
+    let mut c = problem();
+    c["content"][0]["_type"] = json!("OBSERVATION");
+    assert!(
+        matches!(from_composition(&c), Err(OpenEhrError::WrongType { expected, .. }) if expected == "EVALUATION")
+    );
+}
+
+#[test]
+fn unknown_paths_templates_and_duplicates_are_refused() {
+    let mut c = problem();
+    c["content"][0]["data"]["items"]
+        .as_array_mut()
+        .expect("items")
+        .push(json!({"_type": "ELEMENT", "archetype_node_id": "at9999",
+                     "name": {"_type": "DV_TEXT", "value": "x"},
+                     "value": {"_type": "DV_TEXT", "value": "lost?"}}));
+    assert_eq!(
+        from_composition(&c),
+        Err(OpenEhrError::UnknownPath {
+            archetype: PROBLEM_DIAGNOSIS.into(),
+            path: "/data[at0001]/items[at9999]".into(),
+            template: "cophr.problems.v1".into()
+        })
+    );
+    let mut c = problem();
+    c["archetype_details"]["template_id"]["value"] = json!("someone.else.v1");
+    assert_eq!(
+        from_composition(&c),
+        Err(OpenEhrError::UnknownTemplate {
+            found: "someone.else.v1".into()
+        })
+    );
+    let mut c = problem();
+    let e = c["content"][0].clone();
+    c["content"] = json!([e.clone(), e]);
+    assert_eq!(
+        from_composition(&c),
+        Err(OpenEhrError::DuplicateArchetype {
+            index: 1,
+            archetype: PROBLEM_DIAGNOSIS.into()
+        })
+    );
+    let mut c = problem();
+    c["_type"] = json!("EHR_STATUS");
+    assert!(matches!(
+        from_composition(&c),
+        Err(OpenEhrError::WrongType { .. })
+    ));
+}
+
+#[test]
+fn the_category_rules_still_apply() {
+    let mut c = to_composition(&Category::VitalSigns, &vitals(), &meta()).expect("maps");
+    // Systolic without diastolic: the schema's rule, not the archetype's.
+    c["content"][0]["data"]["events"][0]["data"]["items"]
+        .as_array_mut()
+        .expect("items")
+        .retain(|i| i["archetype_node_id"] != "at0005");
+    assert!(matches!(from_composition(&c), Err(OpenEhrError::Schema(_))));
+    let mut c = problem();
+    c["content"][0]["data"]["items"][1]["items"][0]["value"]["value"] = json!("dormant");
+    assert!(matches!(from_composition(&c), Err(OpenEhrError::Schema(_))));
+}
+
+#[test]
+fn limits_are_enforced() {
+    let big = vec![b' '; MAX_COMPOSITION_BYTES + 1];
+    assert_eq!(
+        parse(&big),
+        Err(OpenEhrError::TooLarge {
+            got: MAX_COMPOSITION_BYTES + 1
+        })
+    );
+    assert!(matches!(parse(b"{not json"), Err(OpenEhrError::Json(_))));
+    let mut deep = json!(1);
+    for _ in 0..MAX_DEPTH {
+        deep = json!([deep]);
+    }
+    let mut c = problem();
+    c["feeder_audit"] = deep;
+    assert!(matches!(
+        from_composition(&c),
+        Err(OpenEhrError::TooComplex { .. })
+    ));
+    let mut c = problem();
+    c["links"] = Json::Array(vec![json!(0); MAX_NODES]);
+    assert!(matches!(
+        from_composition(&c),
+        Err(OpenEhrError::TooComplex { .. })
+    ));
+    let mut c = problem();
+    let e = c["content"][0].clone();
+    c["content"] = Json::Array(vec![e; MAX_CONTENT + 1]);
+    assert!(matches!(
+        from_composition(&c),
+        Err(OpenEhrError::TooComplex { .. })
+    ));
+}
+
+#[test]
+fn ids_are_stable_and_derived() {
+    let r = ActorId([1; 32]);
+    let id = ehr_id(&r);
+    assert_eq!(id, ehr_id(&ActorId([1; 32])));
+    assert_ne!(id, ehr_id(&ActorId([2; 32])));
+    assert!(is_uuid(&id));
+    assert_eq!(&id[14..15], "8", "version 8 (custom)");
+    assert!(
+        matches!(&id[19..20], "8" | "9" | "a" | "b"),
+        "RFC 9562 variant"
+    );
+    let e = EntryId([3; 32]);
+    let v = version_uid(&e, 3);
+    assert_eq!(v, format!("{}::cophr::3", item_uuid(&e)));
+    assert_eq!(
+        parse_uid(&v),
+        Some(Uid {
+            object: item_uuid(&e),
+            version: Some(3)
+        })
+    );
+    assert_eq!(
+        parse_uid(&item_uuid(&e)),
+        Some(Uid {
+            object: item_uuid(&e),
+            version: None
+        })
+    );
+    assert_eq!(
+        parse_uid(&format!("{}::cophr", item_uuid(&e))),
+        Some(Uid {
+            object: item_uuid(&e),
+            version: None
+        })
+    );
+    assert_eq!(parse_uid(&format!("{}::other", item_uuid(&e))), None);
+    assert_eq!(parse_uid(&format!("{}::other::3", item_uuid(&e))), None);
+    assert_eq!(parse_uid(&format!("{}::cophr::0", item_uuid(&e))), None);
+    assert_eq!(parse_uid("not-a-uuid"), None);
+    assert_ne!(item_uuid(&e), ehr_id(&ActorId([3; 32])), "domain separated");
+    let status = ehr_status_json(&r);
+    assert_eq!(
+        status["subject"]["external_ref"]["id"]["value"],
+        r.to_string()
+    );
+    assert_eq!(ehr_json(&r, "t")["ehr_id"]["value"], id);
+}

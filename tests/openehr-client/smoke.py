@@ -1,0 +1,74 @@
+"""An independent openEHR client (oehrpy, PyPI) against a running cophr node.
+
+Run by hand (not yet in CI, see docs/openehr.md):
+    python3 -m venv venv && venv/bin/pip install oehrpy==0.17.0
+    cophr node run --http 127.0.0.1:0 &        # a home whose identity holds its own record
+    COPHR_HOME=~/.cophr venv/bin/python tests/openehr-client/smoke.py
+It fails (an exception, or an assertion) unless every step behaves as ITS-REST says.
+"""
+import asyncio, json, os, sys
+from oehrpy.client import OpenEHRClient, BearerAuth
+from oehrpy.client.openehr import PreconditionFailedError, NotFoundError, ValidationError
+
+home = os.environ["COPHR_HOME"]
+node = json.load(open(f"{home}/node.json"))
+token = open(f"{home}/api-token").read().strip()
+record = node["actor"]
+
+def dv(s): return {"_type": "DV_TEXT", "value": s}
+
+def bp(sys_, dia):
+    lang = {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "ISO_639-1"}, "code_string": "en"}
+    q = lambda v, node: {"_type": "ELEMENT", "name": dv(node), "archetype_node_id": node,
+                         "value": {"_type": "DV_QUANTITY", "magnitude": v, "units": "mm[Hg]"}}
+    return {
+        "_type": "COMPOSITION", "name": dv("Vital signs"),
+        "archetype_node_id": "openEHR-EHR-COMPOSITION.encounter.v1",
+        "archetype_details": {"_type": "ARCHETYPED", "archetype_id": {"_type": "ARCHETYPE_ID", "value": "openEHR-EHR-COMPOSITION.encounter.v1"},
+                              "template_id": {"_type": "TEMPLATE_ID", "value": "cophr.vital_signs.v1"}, "rm_version": "1.0.4"},
+        "language": lang, "composer": {"_type": "PARTY_SELF"},
+        "context": {"_type": "EVENT_CONTEXT", "start_time": {"_type": "DV_DATE_TIME", "value": "2026-12-06T07:00:00Z"}},
+        "content": [{"_type": "OBSERVATION", "name": dv("Blood pressure"), "archetype_node_id": "openEHR-EHR-OBSERVATION.blood_pressure.v2",
+                     "language": lang, "subject": {"_type": "PARTY_SELF"},
+                     "data": {"_type": "HISTORY", "name": dv("History"), "archetype_node_id": "at0001",
+                              "origin": {"_type": "DV_DATE_TIME", "value": "2026-12-06T06:58:00Z"},
+                              "events": [{"_type": "POINT_EVENT", "name": dv("Any event"), "archetype_node_id": "at0006",
+                                          "time": {"_type": "DV_DATE_TIME", "value": "2026-12-06T06:58:00Z"},
+                                          "data": {"_type": "ITEM_TREE", "name": dv("Tree"), "archetype_node_id": "at0003",
+                                                   "items": [q(sys_, "at0004"), q(dia, "at0005")]}}]}}],
+    }
+
+async def main():
+    async with OpenEHRClient(base_url=node["http"], auth_method=BearerAuth(token=token)) as c:
+        ehr = await c.get_ehr_by_subject(record, "cophr")
+        assert ehr.ehr_id
+        st = await c.get_ehr_status(ehr.ehr_id)
+        assert st["subject"]["external_ref"]["id"]["value"] == record
+        made = await c.create_composition(ehr.ehr_id, bp(131, 84), template_id="cophr.vital_signs.v1", format="JSON")
+        assert made.uid.endswith("::cophr::1"), made.uid
+        got = await c.get_composition(ehr.ehr_id, made.uid)
+        items = got.composition["content"][0]["data"]["events"][0]["data"]["items"]
+        assert items[0]["value"]["magnitude"] == 131
+        obj = made.uid.split("::")[0]
+        upd = await c.update_composition(ehr.ehr_id, obj, made.uid, bp(127, 80), template_id="cophr.vital_signs.v1", format="JSON")
+        assert upd.uid == made.uid.replace("::1", "::2"), upd.uid
+        try:
+            await c.update_composition(ehr.ehr_id, obj, made.uid, bp(140, 90), template_id="cophr.vital_signs.v1", format="JSON")
+            raise AssertionError("a stale update was accepted")
+        except PreconditionFailedError:
+            pass
+        res = await c.query("SELECT c/uid/value, o/data[at0001]/events[at0006]/data[at0003]/items[at0004]/value/magnitude "
+                            "FROM EHR e CONTAINS COMPOSITION c CONTAINS OBSERVATION o[openEHR-EHR-OBSERVATION.blood_pressure.v2]")
+        assert [upd.uid, 127] in res.rows, res.rows
+        try:
+            bad = bp(120, 80); bad["content"][0]["archetype_node_id"] = "openEHR-EHR-OBSERVATION.height.v2"
+            await c.create_composition(ehr.ehr_id, bad, template_id="cophr.vital_signs.v1", format="JSON")
+            raise AssertionError("a wrong archetype was accepted")
+        except ValidationError as e:
+            assert e.status_code == 400
+        await c.delete_composition(ehr.ehr_id, upd.uid)
+        got = await c.get_composition(ehr.ehr_id, obj)
+        assert not got.composition, "read as deleted (204)"
+        print("ok: EHR, EHR_STATUS, create, read, update, stale 412, AQL, 400, delete")
+
+asyncio.run(main())
