@@ -1133,7 +1133,8 @@ pub struct UploadUsage {
 }
 
 impl Store {
-    /// Reserves an upload of `doc` for `record`, admitted at `now` (see [`Uploads`]).
+    /// Reserves an upload of `doc` for `record`, admitted at `now`: counted against the
+    /// host's quotas until an entry names it (see [`Store::upload_usage`]).
     /// Refused when [`MAX_PENDING_UPLOADS`] are pending.
     pub fn reserve_upload(
         &self,

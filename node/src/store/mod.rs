@@ -39,6 +39,7 @@ pub use documents::{
     DocumentsExported, DocumentsRepaired, Received, Scrubbed, SealingReader, Upload,
 };
 pub use documents::{import_recognised, import_recognised_bytes};
+pub use documents::{UploadUsage, MAX_PENDING_UPLOADS, UPLOAD_RESERVATION_MS};
 pub use holdings::{Held, Holdings};
 
 use std::collections::{BTreeMap, HashMap};

@@ -132,7 +132,7 @@ pub fn localise_references(items: &mut [(String, String, Json)]) {
 
 /// Most nesting [`rewrite_references`] follows (a resource is at most
 /// [`crate::fhir::MAX_RESOURCE`] bytes; FHIR resources nest a few levels).
-const MAX_REFERENCE_DEPTH: usize = 64;
+pub const MAX_REFERENCE_DEPTH: usize = 64;
 
 /// Rewrites every `reference` in `resource` that `to` names (from → to), at any depth up
 /// to [`MAX_REFERENCE_DEPTH`]; a reference not in `to` is left as it is.

@@ -100,6 +100,7 @@ pub use error::FhirError;
 pub use ingest::{
     content_hash, identity, localise_references, patient_refs, rewrite_references, same_content,
     strip_meta, Owner, PatientIndex, PatientKey, TooManyPatients, MAX_PATIENTS,
+    MAX_REFERENCE_DEPTH,
 };
 pub use kept::{display, is_kept, kept_category, kept_type, KEPT_PREFIX, NOT_KEPT};
 pub use validate::{check, elements, Warning, BASE, ELEMENTS, VALUE_SETS};

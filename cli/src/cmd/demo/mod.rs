@@ -912,7 +912,9 @@ fn an_appointment_is_booked(t: &mut Tour) -> Result<()> {
     let found = occurrences(&t.dir.join("host"), words.as_bytes());
     println!("  \"{words}\": found {found} times in the host's files");
     if found > 0 {
-        return Err(CliError::other("the host's files hold the appointment in clear"));
+        return Err(CliError::other(
+            "the host's files hold the appointment in clear",
+        ));
     }
     Ok(())
 }
