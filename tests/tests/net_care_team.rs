@@ -1,0 +1,120 @@
+//! The care team around George across real `cophr node run` processes on 127.0.0.1
+//! (issue 15): George's record is hosted by a blind community host; his GP sends a
+//! referral owned by the renal clinic, the clinic takes its steps, and George's node sees
+//! where it stands as each step replicates through the host (whose gate checks each step
+//! as every replica's does); the clinic books an appointment, which reaches George's node
+//! (listing its reminders) and which the host holds sealed. Run `cargo build -p cophr` first.
+
+mod cli_support;
+
+use cli_support::node::{eventually, Node};
+use cli_support::{search, Person};
+use serde_json::Value;
+
+/// The status of task `id` in `who`'s `task list`, if listed.
+fn status(who: &Person, id: &str) -> Option<String> {
+    let list: Value = who.live_json(&["task", "list"]);
+    list["tasks"]
+        .as_array()?
+        .iter()
+        .find(|t| t["id"] == id)
+        .and_then(|t| t["status"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn a_referral_moves_through_a_blind_host_and_george_sees_each_step() {
+    let george = Person::new("George Jones", "patient", None);
+    let gp = Person::new("Dr Ann Lee", "gp", Some("Headingley Surgery"));
+    let clinic = Person::new("Renal clinic", "clinic", Some("Leeds Renal Unit"));
+    let host = Person::new("Community Host", "host", None);
+    let host_node = Node::start(&host, &[]);
+    let _george_node = Node::start(&george, &[]);
+    george.live_ok(&["record", "create"]);
+    for p in [&gp, &clinic] {
+        george.live_ok(&[
+            "grant",
+            &p.actor,
+            "--level",
+            "write",
+            "--categories",
+            "tasks,appointments",
+        ]);
+    }
+    george.live_ok(&["host", &host_node.addr()]);
+    let _gp_node = Node::start(&gp, &[]);
+    let _clinic_node = Node::start(&clinic, &[]);
+    for p in [&gp, &clinic] {
+        p.live_ok(&["follow", &george.actor, "--host", &host_node.addr()]);
+    }
+
+    // The GP refers George to the renal clinic.
+    let id = gp
+        .live_ok(&[
+            "task",
+            "send",
+            "--kind",
+            "referral",
+            "--to",
+            &clinic.actor,
+            "--description",
+            "eGFR falling: please review",
+        ])
+        .trim()
+        .to_owned();
+    eventually("George's node to see the referral sent", || {
+        status(&george, &id).as_deref() == Some("sent")
+    });
+    eventually("the clinic's node to see the referral", || {
+        status(&clinic, &id).as_deref() == Some("sent")
+    });
+
+    // The clinic, its owner, marks it received: the step goes through the host, whose gate
+    // checks it, and reaches George's node.
+    clinic.live_ok(&["task", "update", &id, "--status", "received"]);
+    eventually("George's node to see the referral received", || {
+        status(&george, &id).as_deref() == Some("received")
+    });
+    // George may not take the owner's step: refused on his own node, nothing stored.
+    let r = george.live(&["task", "update", &id, "--status", "accepted"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    clinic.live_ok(&["task", "update", &id, "--status", "accepted"]);
+    eventually("George's node to see the referral accepted", || {
+        status(&george, &id).as_deref() == Some("accepted")
+    });
+    eventually("the GP's node to see the referral accepted", || {
+        status(&gp, &id).as_deref() == Some("accepted")
+    });
+
+    // The clinic books the appointment: George's node lists its reminders; the host holds
+    // it sealed (its words are nowhere in the host's files), while the referral, whose
+    // steps every replica checks, is kept in clear (docs/care-team.md).
+    let start = (time::OffsetDateTime::now_utc() + time::Duration::days(3))
+        .replace_nanosecond(0)
+        .expect("whole seconds")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    let appt = clinic
+        .live_ok(&[
+            "appointment",
+            "book",
+            "--start",
+            &start,
+            "--description",
+            "Nephrology outpatients",
+            "--reminder",
+            "1d",
+        ])
+        .trim()
+        .to_owned();
+    eventually("George's node to list the appointment's reminder", || {
+        george.sees(&appt)
+            && george
+                .live_ok(&["reminders", "--within", "7d"])
+                .contains("Nephrology outpatients")
+    });
+    assert_eq!(
+        search::in_files(host.dir(), &["Nephrology outpatients"]),
+        vec![0],
+        "the host holds the appointment sealed"
+    );
+}
