@@ -104,6 +104,7 @@ pub fn map_only(bundle: &[u8]) -> Vec<Payload> {
                 &ImportMeta {
                     source: Some("benchmark"),
                     full_url: item.full_url.as_deref(),
+                    names: None,
                 },
             )
             .expect("import");

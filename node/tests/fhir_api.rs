@@ -1007,6 +1007,35 @@ async fn an_ips_bundle_imports_as_a_transaction_and_reads_back_equal() {
 }
 
 #[tokio::test]
+async fn a_prescription_naming_its_drug_by_reference_shows_the_drugs_name() {
+    let env = Env::new();
+    let pid = env.rid();
+    let med = json!({"resourceType": "Medication", "code": {"text": "Metformin 500 MG"}});
+    let rx = json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+        "medicationReference": {"reference": "urn:uuid:6a1f0000-0000-4000-8000-000000000001"},
+        "subject": {"reference": format!("Patient/{pid}")}, "authoredOn": "2024-01-10"});
+    let mut tx = transaction(&[med, rx.clone()]);
+    tx["entry"][0]["fullUrl"] = json!("urn:uuid:6a1f0000-0000-4000-8000-000000000001");
+    let (s, _, resp) = env.post(&tx).await;
+    assert_eq!(s, StatusCode::OK, "{resp}");
+    // The REST API's summary names the drug, not the reference.
+    let (s, _, entries) = env
+        .get(&format!(
+            "/api/v1/records/{pid}/entries?category=medications"
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{entries}");
+    let summary = entries[0]["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("Metformin 500 MG"), "{entries}");
+    // The resource still reads back as it came, its reference naming the Medication as
+    // served (and resolving).
+    let loc = locations(&resp).remove(1);
+    let (s, _, got) = env.get(&format!("/fhir/r4/{}", resource_path(&loc))).await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(same_resource_served(&env, &rx, &got).await, 1);
+}
+
+#[tokio::test]
 async fn types_cophr_does_not_map_are_kept_whole_and_served() {
     let env = Env::new();
     let pid = env.rid();

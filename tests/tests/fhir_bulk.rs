@@ -130,6 +130,11 @@ fn a_practice_export_of_13_patients_stores_only_the_records_patient_and_loses_no
         assert!(report["by_type"][ty].as_u64() >= Some(1), "{ty}: {report}");
     }
     assert_eq!(report["by_category"]["ext:fhir/encounter"], 2, "{report}");
+    // The prescription names its drug only by reference (`Medication/med1`): it shows the
+    // referenced Medication's name, and still exports as it came (below).
+    let shown = p.ok(&["show"]);
+    assert!(shown.contains("Metformin 500 MG"), "{shown}");
+    assert!(!shown.contains("Medication/med1"), "{shown}");
 
     // The record's patient is now known: importing the export again stores nothing, and
     // another patient's Bundle is refused whole.

@@ -88,7 +88,7 @@ mod read;
 mod synth;
 mod validate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value as Json;
 
@@ -317,6 +317,40 @@ pub struct ImportMeta<'a> {
     pub source: Option<&'a str>,
     /// The resource's `fullUrl` in its Bundle.
     pub full_url: Option<&'a str>,
+    /// Names of resources met in the same input, by how references name them
+    /// (`Medication/<id>`, a `fullUrl`): a MedicationRequest or MedicationStatement naming
+    /// its drug only by reference takes the referenced Medication's name
+    /// ([`medication_names`]).
+    pub names: Option<&'a HashMap<String, String>>,
+}
+
+/// Most names an import keeps for resolving references ([`ImportMeta::names`]).
+pub const MAX_NAMES: usize = 100_000;
+
+/// The name a Medication resource is known by (its `code.text`, else its first coding's
+/// display), with how references name it (`Medication/<id>`, its `fullUrl`): what
+/// [`ImportMeta::names`] takes. Nothing for any other resource.
+pub fn medication_names(resource: &Json, full_url: Option<&str>) -> Vec<(String, String)> {
+    if resource["resourceType"] != "Medication" {
+        return Vec::new();
+    }
+    let code = &resource["code"];
+    let name = code["text"].as_str().or_else(|| {
+        code["coding"]
+            .as_array()
+            .and_then(|c| c.iter().find_map(|c| c["display"].as_str()))
+    });
+    let Some(name) = name.filter(|n| !n.trim().is_empty() && n.len() <= schema::MAX_TEXT) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(id) = resource["id"].as_str() {
+        out.push((format!("Medication/{id}"), name.to_owned()));
+    }
+    if let Some(u) = full_url {
+        out.push((u.to_owned(), name.to_owned()));
+    }
+    out
 }
 
 /// The type of a resource: a string `resourceType` naming a FHIR R4 resource type.
@@ -396,7 +430,7 @@ pub fn import(resource: &Json, source: Option<&str>) -> Result<Imported, FhirErr
         resource,
         &ImportMeta {
             source,
-            full_url: None,
+            ..ImportMeta::default()
         },
     )
 }
@@ -500,7 +534,10 @@ fn import_as(
             id,
         });
     }
-    let (category, fields) = map::map(ty, &root)?;
+    let (category, mut fields) = map::map(ty, &root)?;
+    if category == Category::Medications {
+        name_medication(resource, meta.names, &mut fields, &mut extra);
+    }
     let body = match fit(&category, fields, &extra) {
         Ok(body) => (category, body),
         Err(e) if ty == "Observation" => {
@@ -518,6 +555,35 @@ fn import_as(
         resource_type: ty.to_owned(),
         id,
     })
+}
+
+/// A medication named only by reference (`medicationReference` without a display) takes
+/// the referenced Medication's name from `names`, which the entry keeps
+/// ([`schema::FHIR_NAMES`]) so that re-reading its original resource gives the same
+/// fields ([`original`]).
+fn name_medication(
+    resource: &Json,
+    names: Option<&HashMap<String, String>>,
+    fields: &mut BTreeMap<String, Value>,
+    extra: &mut BTreeMap<String, Value>,
+) {
+    let r = &resource["medicationReference"];
+    let (Some(reference), true, true) = (
+        r["reference"].as_str(),
+        r["display"].is_null(),
+        resource["medicationCodeableConcept"].is_null(),
+    ) else {
+        return;
+    };
+    let Some(name) = names.and_then(|n| n.get(reference)) else {
+        return;
+    };
+    let (Some(line), Some(kept)) = (map::line(name), map::long(&format!("{reference}\t{name}")))
+    else {
+        return;
+    };
+    fields.insert("medication".to_owned(), line);
+    extra.insert(schema::FHIR_NAMES.to_owned(), kept);
 }
 
 /// Most fields read back from cophr's extensions on one `Basic`.
@@ -683,6 +749,16 @@ fn patient_element(ty: &str) -> Option<&'static str> {
 pub fn original(category: &Category, body: &Value) -> Option<Json> {
     let text = body.get(FHIR_RESOURCE)?.as_text()?;
     let json: Json = serde_json::from_str(text).ok()?;
+    // The names its references were given on import, so it reads back the same.
+    let names: Option<HashMap<String, String>> = body
+        .get(schema::FHIR_NAMES)
+        .and_then(Value::as_text)
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(r, n)| (r.to_owned(), n.to_owned()))
+                .collect()
+        });
     // Not validated again (it was on import; a rule added since does not change what an
     // entry exports as): its warnings are the entry's own.
     let mut again = import_as(
@@ -690,6 +766,7 @@ pub fn original(category: &Category, body: &Value) -> Option<Json> {
         &ImportMeta {
             source: body.get(FHIR_SOURCE).and_then(Value::as_text),
             full_url: body.get(FHIR_FULL_URL).and_then(Value::as_text),
+            names: names.as_ref(),
         },
         false,
     )

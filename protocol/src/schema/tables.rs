@@ -3,7 +3,8 @@
 
 use super::types::{CategorySchema, FieldSpec, FieldType, Range};
 use super::{
-    FHIR_FULL_URL, FHIR_RESOURCE, FHIR_SOURCE, FHIR_WARNINGS, MAX_DOCUMENT, MAX_FHIR_JSON,
+    FHIR_FULL_URL, FHIR_NAMES, FHIR_RESOURCE, FHIR_SOURCE, FHIR_WARNINGS, MAX_DOCUMENT,
+    MAX_FHIR_JSON,
 };
 use crate::category::Category;
 
@@ -38,7 +39,7 @@ const fn range(field: &'static str, unit: &'static str, min: f64, max: f64) -> R
 /// to a FHIR resource type: the original resource as JSON text (so that an unchanged
 /// resource exports as it came in), the system it came from, its Bundle `fullUrl`, and the
 /// warnings its validation raised.
-pub static FHIR_FIELDS: [FieldSpec; 4] = [
+pub static FHIR_FIELDS: [FieldSpec; 5] = [
     opt(
         FHIR_RESOURCE,
         "Original FHIR resource (JSON)",
@@ -49,6 +50,7 @@ pub static FHIR_FIELDS: [FieldSpec; 4] = [
     opt(FHIR_SOURCE, "Source system", TEXT),
     opt(FHIR_FULL_URL, "Full URL in the source Bundle", TEXT),
     opt(FHIR_WARNINGS, "Warnings raised on import", LONG),
+    opt(FHIR_NAMES, "Names of what its references pointed at", LONG),
 ];
 
 const TEXT: FieldType = FieldType::Text;

@@ -253,6 +253,7 @@ fn map_item(
     resource: &Json,
     name: &str,
     source_arg: Option<&str>,
+    names: &HashMap<String, String>,
 ) -> std::result::Result<fhir::Imported, FhirError> {
     let has_meta_source = resource
         .get("meta")
@@ -265,6 +266,7 @@ fn map_item(
             Some(source_arg.unwrap_or(name))
         },
         full_url: item.full_url.as_deref(),
+        names: Some(names),
     };
     fhir::import_with(resource, &meta)
 }
@@ -293,7 +295,9 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
         None => Holdings::default(),
     };
 
-    // Pass 1: check everything, note the patients.
+    // Pass 1: check everything, note the patients (and the Medications' names, which a
+    // MedicationRequest naming its drug only by reference shows).
+    let mut names: HashMap<String, String> = HashMap::new();
     let mut index = PatientIndex::default();
     let record_had_patient = !held.patient_keys.is_empty();
     let mine = if record_had_patient {
@@ -345,7 +349,12 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
                 }
                 return Ok(());
             }
-            match map_item(&item, resource, &name, args.source.as_deref()) {
+            for (k, v) in fhir::medication_names(resource, item.full_url.as_deref()) {
+                if names.len() < fhir::MAX_NAMES {
+                    names.insert(k, v);
+                }
+            }
+            match map_item(&item, resource, &name, args.source.as_deref(), &names) {
                 Ok(i) if i.resource_type == "Patient" => {
                     if let Err(e) = index.add(resource, item.full_url.as_deref()) {
                         too_many = Some(e.to_string());
@@ -484,7 +493,7 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
                 return Ok(());
             };
             report.read += 1;
-            let Ok(mut i) = map_item(&item, resource, &name, args.source.as_deref()) else {
+            let Ok(mut i) = map_item(&item, resource, &name, args.source.as_deref(), &names) else {
                 return Ok(());
             };
             if let Some(fields) = linked_file(&i, resource, &links) {

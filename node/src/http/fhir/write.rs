@@ -72,21 +72,43 @@ enum HeldKey {
 /// per request ([`Store::fhir_holdings`]) and kept up to date as it writes: a `POST` of a
 /// resource held already stores nothing, a changed one amends its entry.
 #[derive(Default)]
-struct HeldCache(HashMap<RecordId, Holdings>);
+struct HeldCache {
+    records: HashMap<RecordId, Holdings>,
+    /// Names of the Medications in the request, by how references name them
+    /// (`fhir::medication_names`): a MedicationRequest naming its drug only by reference
+    /// shows its name.
+    names: HashMap<String, String>,
+}
 
 impl HeldCache {
-    fn load(&mut self, st: &AppState, record: &RecordId) -> Result<&mut Holdings, Outcome> {
-        if !self.0.contains_key(record) {
-            let h = st.store().fhir_holdings(record, &st.actor(), st.now())?;
-            self.0.insert(*record, h);
+    /// A cache for a request of `items`.
+    fn of(items: &[BundleItem]) -> HeldCache {
+        let mut names = HashMap::new();
+        for i in items {
+            for (k, v) in fhir::medication_names(&i.resource, i.full_url.as_deref()) {
+                if names.len() < fhir::MAX_NAMES {
+                    names.insert(k, v);
+                }
+            }
         }
-        Ok(self.0.entry(*record).or_default())
+        HeldCache {
+            records: HashMap::new(),
+            names,
+        }
+    }
+
+    fn load(&mut self, st: &AppState, record: &RecordId) -> Result<&mut Holdings, Outcome> {
+        if !self.records.contains_key(record) {
+            let h = st.store().fhir_holdings(record, &st.actor(), st.now())?;
+            self.records.insert(*record, h);
+        }
+        Ok(self.records.entry(*record).or_default())
     }
 
     /// Notes a plan's outcome: written as `id` (`Some`), or not written (`None`: the
     /// record's holdings are loaded again when next needed).
     fn written(&mut self, plan: &Plan, id: Option<EntryId>) {
-        let (Some(key), Some(h)) = (&plan.held, self.0.get_mut(&plan.record)) else {
+        let (Some(key), Some(h)) = (&plan.held, self.records.get_mut(&plan.record)) else {
             return;
         };
         match (key, id) {
@@ -104,7 +126,7 @@ impl HeldCache {
                 h.no_id.insert(*hash, Some(id));
             }
             (_, None) => {
-                self.0.remove(&plan.record);
+                self.records.remove(&plan.record);
             }
         }
     }
@@ -542,6 +564,7 @@ fn plan_entry(
         &ImportMeta {
             source: own.or(source),
             full_url: item.full_url.as_deref(),
+            names: Some(&held.names),
         },
     )
     .map_err(|e| at(Outcome::from_fhir(&e), &item.path))?;
@@ -887,7 +910,7 @@ fn transaction_steps(
         binaries.push((i, id));
     }
     let mut plans = Vec::with_capacity(items.len());
-    let mut held = HeldCache::default();
+    let mut held = HeldCache::of(items);
     for (i, item) in items.iter().enumerate().filter(|(_, i)| !is_binary(i)) {
         let p = plan(
             st,
@@ -1058,7 +1081,7 @@ fn run_batch(
     // The one-patient rule, per record written into: an entry about another patient is
     // refused on its own (the others go ahead, as a batch does).
     let mut checks: HashMap<RecordId, Result<PatientCheck, Outcome>> = HashMap::new();
-    let mut held = HeldCache::default();
+    let mut held = HeldCache::of(items);
     for (i, item) in items.iter().enumerate().filter(|(_, i)| !is_binary(i)) {
         let result = plan(
             st,
@@ -1189,7 +1212,14 @@ pub(super) async fn create(st: AppState, req: Request, ty: String) -> Result<Res
                     base: base.clone(),
                     ..Default::default()
                 };
-                let p = plan(st, &item, &ty, None, &links, &mut HeldCache::default())?;
+                let p = plan(
+                    st,
+                    &item,
+                    &ty,
+                    None,
+                    &links,
+                    &mut HeldCache::of(std::slice::from_ref(&item)),
+                )?;
                 let (id, made) = match (&p.payload, p.unchanged) {
                     (Payload::Amend { target, .. }, true) => {
                         (*target, held_already(st, &base, &p, *target))
