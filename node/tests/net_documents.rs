@@ -210,24 +210,7 @@ async fn a_flipped_byte_from_a_hostile_peer_is_refused_at_its_chunk_and_an_hones
         .unwrap();
     let doc = file.blob_ref();
     assert!(doc.size > 3 * MAX_SLICE_DATA && doc.size < 4 * MAX_SLICE_DATA);
-    let mut body = std::collections::BTreeMap::new();
-    body.insert("title".to_owned(), Value::Text("CT scan".into()));
-    body.insert(
-        "media-type".to_owned(),
-        Value::Text("application/pdf".into()),
-    );
-    body.insert("file".to_owned(), file.to_value());
-    s.write(
-        &rec,
-        &george,
-        Payload::Create {
-            category: Category::Documents,
-            body: Value::Map(body),
-        },
-        now(),
-        None,
-    )
-    .unwrap();
+    write_scan(s, &george, &file, "CT scan");
 
     // Mallory's peer serves George's record (as a replica of it would) and tampers with
     // the second slice's data.
@@ -397,27 +380,32 @@ fn george_with_scans(
             let file: DocumentFile = s
                 .import_document(&plain[..], plain.len() as u64, &mut SeededRng::new(i))
                 .unwrap();
-            let mut body = std::collections::BTreeMap::new();
-            body.insert("title".to_owned(), Value::Text(format!("Scan {i}")));
-            body.insert(
-                "media-type".to_owned(),
-                Value::Text("application/pdf".into()),
-            );
-            body.insert("file".to_owned(), file.to_value());
-            s.write(
-                &rec,
-                george,
-                Payload::Create {
-                    category: Category::Documents,
-                    body: Value::Map(body),
-                },
-                now(),
-                None,
-            )
-            .unwrap();
+            write_scan(s, george, &file, &format!("Scan {i}"));
             (file, plain)
         })
         .collect()
+}
+
+/// George writes a documents entry (a PDF titled `title`) naming `file`.
+fn write_scan(s: &Store, george: &Keypair, file: &DocumentFile, title: &str) {
+    let mut body = std::collections::BTreeMap::new();
+    body.insert("title".to_owned(), Value::Text(title.into()));
+    body.insert(
+        "media-type".to_owned(),
+        Value::Text("application/pdf".into()),
+    );
+    body.insert("file".to_owned(), file.to_value());
+    s.write(
+        &george.actor(),
+        george,
+        Payload::Create {
+            category: Category::Documents,
+            body: Value::Map(body),
+        },
+        net::service::now_ms(),
+        None,
+    )
+    .unwrap();
 }
 
 fn read_back(store: &Store, file: &DocumentFile) -> Vec<u8> {

@@ -401,17 +401,6 @@ pub fn reminder_minutes(s: &str) -> Option<u64> {
     Some(n * per).filter(|m| *m <= MAX_REMINDER_MINUTES)
 }
 
-fn list(map: &BTreeMap<String, Value>, k: &str) -> Vec<String> {
-    match map.get(k) {
-        Some(Value::List(l)) => l
-            .iter()
-            .filter_map(Value::as_text)
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// The statuses of an appointment that has a time: it needs a `start` (a proposed or
 /// cancelled one may have none, as FHIR allows).
 pub const TIMED_STATUSES: &[&str] = &["booked", "arrived", "fulfilled", "noshow"];
@@ -439,7 +428,7 @@ pub(crate) fn check_appointment_fields(map: &BTreeMap<String, Value>) -> Result<
             return rule("`end` is earlier than `start`".into());
         }
     }
-    let reminders = list(map, "reminders");
+    let reminders = crate::value::texts_in(map, "reminders");
     if reminders.len() > MAX_REMINDERS {
         return rule(format!(
             "at most {MAX_REMINDERS} reminders (got {})",
@@ -464,7 +453,7 @@ pub(crate) fn check_appointment_fields(map: &BTreeMap<String, Value>) -> Result<
         }
         seen.push(m);
     }
-    let with = list(map, "with");
+    let with = crate::value::texts_in(map, "with");
     if with.len() > MAX_PARTICIPANTS {
         return rule(format!(
             "at most {MAX_PARTICIPANTS} participants (got {})",

@@ -98,6 +98,12 @@ impl Value {
         self.as_map().and_then(|m| m.get(key))
     }
 
+    /// The texts of the list field `key` of a map (non-text items left out); none if the
+    /// field is missing or not a list.
+    pub fn texts(&self, key: &str) -> Vec<String> {
+        self.as_map().map(|m| texts_in(m, key)).unwrap_or_default()
+    }
+
     /// Converts from JSON. Numbers become `Int` when integral and in range, else `Float`.
     pub fn from_json(j: &serde_json::Value) -> Self {
         match j {
@@ -241,6 +247,19 @@ impl<'de> Deserialize<'de> for Value {
     }
 }
 
+/// The texts of the list field `key` of `map` (non-text items left out); none if the field
+/// is missing or not a list ([`Value::texts`]).
+pub fn texts_in(map: &BTreeMap<String, Value>, key: &str) -> Vec<String> {
+    match map.get(key) {
+        Some(Value::List(l)) => l
+            .iter()
+            .filter_map(Value::as_text)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +273,18 @@ mod tests {
         assert_eq!(v.check(), Err(ValueError::TooDeep));
         assert_eq!(Value::Float(f64::NAN).check(), Err(ValueError::NonFinite));
         assert_eq!(Value::Float(1.5).check(), Ok(()));
+    }
+
+    #[test]
+    fn texts_of_a_list_field_leave_out_what_is_not_text() {
+        let v = Value::from_json(&serde_json::json!({"with": ["Dr Rao", 3, "Mary"], "n": 1}));
+        assert_eq!(
+            v.texts("with"),
+            vec!["Dr Rao".to_owned(), "Mary".to_owned()]
+        );
+        assert!(v.texts("n").is_empty());
+        assert!(v.texts("missing").is_empty());
+        assert!(Value::Null.texts("with").is_empty());
     }
 
     #[test]

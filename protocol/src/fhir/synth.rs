@@ -728,16 +728,7 @@ fn actor_ref(id: &str) -> Json {
 /// display) as participants; reminders as cophr extensions, one each.
 fn appointments(p: &RecordId, e: &EntryId, body: &Value) -> Json {
     let t = |k: &str| text(body, k);
-    let list = |k: &str| -> Vec<String> {
-        match body.get(k) {
-            Some(Value::List(l)) => l
-                .iter()
-                .filter_map(Value::as_text)
-                .map(str::to_owned)
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
+    let list = |k: &str| body.texts(k);
     let mut participants =
         vec![json!({"actor": {"reference": format!("Patient/{p}")}, "status": "accepted"})];
     for w in list("with") {

@@ -174,12 +174,7 @@ pub(super) async fn reminders(
             let now = st.now();
             st.read(now, |rd| {
                 rd.record(&record, |r, seen| {
-                    let v = r.viewer(&me, now);
-                    if !v.has_access() {
-                        return Err(ApiError::forbidden(
-                            "not authorised: no access to this record",
-                        ));
-                    }
+                    let v = viewer(r, &me, now)?;
                     let state = fold::current(r, &v);
                     let due = cophr_protocol::care::reminders(&state, now, minutes * 60_000);
                     seen.add(

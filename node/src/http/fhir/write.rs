@@ -937,14 +937,19 @@ fn transaction_steps(
     for (i, id) in &binaries {
         response[*i] = Some(binary_created(st, base, id));
     }
-    let Some(record) = plans.first().map(|(_, p)| p.record) else {
+    // Nothing to write (Binaries only, or every resource held already): the answers so
+    // far, no record changed.
+    let nothing_written = |response: Vec<Option<Json>>| {
         let b = resources::bundle(
             "transaction-response",
             base,
             response.into_iter().flatten().collect(),
             None,
         );
-        return Ok((b, Vec::new()));
+        Ok((b, Vec::new()))
+    };
+    let Some(record) = plans.first().map(|(_, p)| p.record) else {
+        return nothing_written(response);
     };
     if let Some((_, p)) = plans.iter().find(|(_, p)| p.record != record) {
         return Err(Outcome::new(
@@ -965,13 +970,7 @@ fn transaction_steps(
         }
     }
     if plans.is_empty() {
-        let b = resources::bundle(
-            "transaction-response",
-            base,
-            response.into_iter().flatten().collect(),
-            None,
-        );
-        return Ok((b, Vec::new()));
+        return nothing_written(response);
     }
     // Check every write against the record as the earlier ones leave it, so a refusal
     // names its entry and nothing is stored.
