@@ -18,8 +18,11 @@ struct Api {
 
 impl Api {
     fn new(base: String, token: String) -> Api {
+        // A fresh connection per request: a pooled one the node has just closed made a
+        // request fail with "Peer disconnected" once in CI.
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .max_idle_connections(0)
             .build()
             .into();
         Api { base, token, agent }
