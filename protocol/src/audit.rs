@@ -42,6 +42,9 @@ pub enum Action {
     Device,
     /// The patient's guardians were named, or the patient key rotated.
     Keys,
+    /// An organisation named or removed a member, or a member joined a record under the
+    /// organisation's grant.
+    Membership,
 }
 
 impl Action {
@@ -60,6 +63,9 @@ impl Action {
             Payload::Profile(_) => Action::Profile,
             Payload::MoveHome { .. } => Action::Move,
             Payload::AddDevice { .. } | Payload::RemoveDevice { .. } => Action::Device,
+            Payload::AddMember { .. } | Payload::RemoveMember { .. } | Payload::JoinOrg { .. } => {
+                Action::Membership
+            }
             Payload::SetGuardians { .. }
             | Payload::KeyWrap { .. }
             | Payload::RotateKey { .. }
@@ -84,6 +90,7 @@ impl Action {
             Action::Profile => "profile",
             Action::Device => "device",
             Action::Keys => "keys",
+            Action::Membership => "membership",
         }
     }
 }
@@ -235,7 +242,7 @@ pub const MAX_AUDIT_PAGE: usize = 10_000;
 
 impl Action {
     /// Every action, in the order they are listed to people.
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 15] = [
         Action::View,
         Action::Add,
         Action::Edit,
@@ -250,6 +257,7 @@ impl Action {
         Action::Profile,
         Action::Device,
         Action::Keys,
+        Action::Membership,
     ];
 
     /// The action of a name ([`Action::name`]).

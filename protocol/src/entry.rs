@@ -227,6 +227,32 @@ pub enum Payload {
         /// Its addresses (multiaddr text).
         addrs: Vec<String>,
     },
+    /// In an organisation's own record (see [`crate::org`]): one of its administrators
+    /// (the organisation's key or its device) names a member and their role.
+    AddMember {
+        /// The member's key.
+        member: ActorId,
+        /// What they may do under the organisation's grants.
+        role: crate::org::Role,
+        /// Who they are, e.g. "Nurse Jo Bloggs".
+        label: String,
+    },
+    /// In an organisation's own record: an administrator ends a membership, from this
+    /// entry's causal position on. A removed member is never added again under that key.
+    RemoveMember {
+        /// The member's key.
+        member: ActorId,
+        /// Why.
+        reason: String,
+    },
+    /// In a patient's record: a member of the organisation the grant in `auth` names
+    /// starts acting under it, proving their membership with the organisation's signed
+    /// entries (see [`crate::org`]). In the administrative stream.
+    JoinOrg {
+        /// The organisation's entries proving the membership (1 to
+        /// [`crate::org::MAX_PROOF_ENTRIES`]): the `AddMember` naming the author, last.
+        proof: Vec<serde_bytes::ByteBuf>,
+    },
 }
 
 impl Payload {
@@ -248,6 +274,9 @@ impl Payload {
             Payload::SetGuardians { .. } => "set-guardians",
             Payload::RotateKey { .. } => "rotate-key",
             Payload::RotationPart { .. } => "rotation-part",
+            Payload::AddMember { .. } => "add-member",
+            Payload::RemoveMember { .. } => "remove-member",
+            Payload::JoinOrg { .. } => "join-org",
         }
     }
 
@@ -455,6 +484,9 @@ pub enum EntryError {
     /// A profile carries more than [`MAX_PROFILE_ATTESTATIONS`] attestations.
     #[error("a profile carries at most {MAX_PROFILE_ATTESTATIONS} attestations")]
     TooManyAttestations,
+    /// A malformed membership entry or proof (see [`crate::org`]).
+    #[error("membership: {0}")]
+    Membership(String),
     /// A profile's attestation is forged or malformed.
     #[error("profile attestation refused: {0}")]
     Attestation(String),
@@ -647,6 +679,28 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
             }
         }
         Payload::RotationPart { .. } => {}
+        Payload::AddMember {
+            member,
+            role,
+            label,
+        } => crate::org::check_member_entry(&e.record, member, role, label)
+            .map_err(|e| EntryError::Membership(e.to_string()))?,
+        Payload::RemoveMember { reason, .. } => short("reason", reason, MAX_SHORT_TEXT)?,
+        Payload::JoinOrg { proof } => {
+            if proof.is_empty() || proof.len() > crate::org::MAX_PROOF_ENTRIES {
+                return Err(EntryError::Membership(
+                    crate::org::OrgError::ProofSize.to_string(),
+                ));
+            }
+            if proof
+                .iter()
+                .any(|b| b.len() > crate::org::MAX_PROOF_ENTRY_BYTES)
+            {
+                return Err(EntryError::Membership(
+                    crate::org::OrgError::ProofEntryTooLarge.to_string(),
+                ));
+            }
+        }
         Payload::MoveHome { host, addrs } => {
             if host.is_empty()
                 || host.len() > 128

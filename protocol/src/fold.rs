@@ -120,19 +120,70 @@ impl Record {
         presented: &[SignedAttestation],
         revoked: &dyn Fn(&SignedAttestation) -> bool,
     ) -> Viewer {
+        self.viewer_with(actor, now, presented, revoked, None)
+    }
+
+    /// What a member of an organisation may see before they have joined the record (their
+    /// first pull), on the strength of the organisation's signed membership entries they
+    /// present with a sync request ([`crate::org::verify_membership`]): what the
+    /// organisation's grants open, narrowed by their role — unless the organisation has
+    /// removed them here. Without a valid proof, what [`Record::viewer_checked`] gives.
+    pub fn member_viewer(
+        &self,
+        actor: &ActorId,
+        proof: &[serde_bytes::ByteBuf],
+        now: Timestamp,
+        presented: &[SignedAttestation],
+        revoked: &dyn Fn(&SignedAttestation) -> bool,
+    ) -> Result<Viewer, crate::org::OrgError> {
+        let Some(first) = proof.first() else {
+            return Err(crate::org::OrgError::ProofSize);
+        };
+        let org = crate::entry::SignedEntry::decode(first)
+            .map_err(|e| crate::org::OrgError::ProofEntry(e.to_string()))?
+            .entry()
+            .record;
+        let (role, _) = crate::org::verify_membership(&org, actor, proof)?;
+        if self.member_removed(actor, &org) {
+            return Err(crate::org::OrgError::NotAMember(*actor));
+        }
+        Ok(self.viewer_with(actor, now, presented, revoked, Some((org, role))))
+    }
+
+    fn viewer_with(
+        &self,
+        actor: &ActorId,
+        now: Timestamp,
+        presented: &[SignedAttestation],
+        revoked: &dyn Fn(&SignedAttestation) -> bool,
+        member_of: Option<(ActorId, crate::org::Role)>,
+    ) -> Viewer {
         // The current patient key and the patient's devices see as the patient; another
-        // person's device sees through its owners' grants, attested as its owner.
+        // person's device sees through its owners' grants, attested as its owner; a member
+        // of an organisation, through the organisation's grants narrowed by their role.
         let patient = self.is_patient(actor);
         let mut lenses = Vec::new();
         let mut unattested = Vec::new();
         if !patient {
             let mut people = vec![*actor];
             people.extend(self.owners_of(actor));
+            let mut roles: Vec<(ActorId, crate::org::Role)> = people
+                .iter()
+                .filter(|p| *p != actor)
+                .filter_map(|p| self.member_role(actor, p).map(|r| (*p, r)))
+                .collect();
+            if let Some((org, role)) = member_of {
+                if !people.contains(&org) {
+                    people.push(org);
+                    roles.push((org, role));
+                }
+            }
             for g in self.grants() {
                 let person = g.grant.grantee;
                 if !people.contains(&person) {
                     continue;
                 }
+                let role = roles.iter().find(|(p, _)| *p == person).map(|(_, r)| r);
                 if let Some(req) = &g.grant.requires {
                     let mut attestations: Vec<SignedAttestation> = self
                         .latest_profile(&person)
@@ -182,9 +233,16 @@ impl Record {
                     });
                     continue;
                 }
+                let (scope, level) = match role {
+                    Some(r) => {
+                        let n = crate::record::narrowed(&g.grant, r);
+                        (n.scope, n.level)
+                    }
+                    None => (g.grant.scope.clone(), g.grant.level),
+                };
                 lenses.push(Lens {
-                    scope: g.grant.scope.clone(),
-                    level: g.grant.level,
+                    scope,
+                    level,
                     audit: g.grant.audit,
                     until,
                     revoked: !cutoffs.is_empty(),

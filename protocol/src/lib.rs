@@ -20,6 +20,7 @@ pub mod ids;
 pub mod invite;
 pub mod keys;
 pub mod openehr;
+pub mod org;
 pub mod record;
 pub mod recovery;
 pub mod schema;

@@ -43,6 +43,8 @@ use crate::schema::{self, SchemaError};
 
 mod devices;
 mod nodes;
+mod orgs;
+pub use orgs::{intersect, narrowed, JoinedMember};
 mod sealing;
 mod snapshot;
 mod subset;
@@ -59,6 +61,9 @@ pub use snapshot::SnapshotError;
 /// Why an entry is not authorised.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
+    /// An organisation's membership entry, proof or join is refused.
+    #[error("{0}")]
+    Membership(crate::org::OrgError),
     /// A non-patient author named no grant.
     #[error("no grant authorises this author in this record")]
     NoGrant,
@@ -1342,6 +1347,8 @@ impl Record {
                     return Err(AccessError::GuardianIsPatient(*g).into());
                 }
             }
+            Payload::AddMember { member, .. } => self.check_add_member(member, past)?,
+            Payload::RemoveMember { member, .. } => self.check_remove_member(member, past)?,
             Payload::RotationPart { rotation, .. } => {
                 if device {
                     return Err(AccessError::DeviceMayNot("write a rotation's part").into());
@@ -1410,7 +1417,11 @@ impl Record {
         let info = self.named_grant(e, &acting.principal, past)?;
         let person = acting.principal;
         let mut status = self.grant_chain_status(e, info.id, past)?;
-        let g = &info.grant;
+        // A member of an organisation acts under its grant narrowed by their role.
+        let role_grant = self
+            .acting_role(acting)
+            .map(|role| orgs::narrowed(&info.grant, &role));
+        let g = role_grant.as_ref().unwrap_or(&info.grant);
         if let Some(req) = &g.requires {
             // A profile entry may bring the attestation that meets the requirement.
             // A device is checked by its owner's attestations.
@@ -1498,6 +1509,11 @@ impl Record {
             Payload::RotationPart { .. } => {
                 return Err(AccessError::PatientKeyOnly("write a rotation's part").into())
             }
+            Payload::AddMember { .. } | Payload::RemoveMember { .. } => {
+                return Err(crate::org::OrgError::NotAdministratorHere.into())
+            }
+            // The proof was checked with the actor ([`Record::check_join`]).
+            Payload::JoinOrg { .. } => {}
         }
         Ok((status, proxies))
     }
@@ -2022,6 +2038,9 @@ impl Record {
                 device: d, reason, ..
             } => return self.prepare_removal(key, d, reason, now, device),
             Payload::RotateKey { .. } => return self.prepare_rotation(key, payload, now, device),
+            Payload::JoinOrg { proof } => {
+                return Ok(vec![self.prepare_join(key, proof, now, device)?])
+            }
             _ => return Ok(vec![self.prepare_as(key, payload, now, device)?]),
         };
         let scope = match self.grants.get(&grant) {

@@ -1372,3 +1372,85 @@ fn document_lists_in_clear_are_checked_before_the_gate() {
         Err(EntryError::Documents(_))
     ));
 }
+
+/// Issue 19: a member of an organisation reads what the organisation reads once its node
+/// gives them the keys, writes sealed content under the organisation's grant, and after
+/// the organisation removes them opens nothing written after (a new epoch leaves them out).
+#[test]
+fn an_organisations_member_gets_its_keys_and_loses_them_from_their_removal_on() {
+    use cophr_protocol::org::Role;
+    let mut w = World::new(19);
+    let org = key(19, "Leeds Home Care");
+    let nurse = key(19, "nurse");
+    let mut org_record = cophr_protocol::testkit::Fixture::with_profile(
+        org.clone(),
+        profile("Leeds Home Care", "organisation", None),
+    );
+    org_record
+        .write(
+            &org,
+            Payload::AddMember {
+                member: nurse.actor(),
+                role: Role::preset("nurse").unwrap(),
+                label: "Jo".into(),
+            },
+        )
+        .unwrap();
+    let proof = org_record.record.membership_proof(&nurse.actor()).unwrap();
+    w.grant(&org, Level::Write, &[Category::VitalSigns]);
+    let g = w.george.clone();
+    let before_join = w.create(&g, Category::VitalSigns, bp(118, 76));
+    // The nurse joins (an administrative entry, in clear), then the organisation's node
+    // gives them every key it holds.
+    let nurse_rec = w.replica(&nurse);
+    let join = nurse_rec.prepare_join(&nurse, proof, w.now, None).unwrap();
+    w.now += 1000;
+    w.relay.apply(join).unwrap();
+    let org_rec = w.replica(&org);
+    let gifts = org_rec
+        .prepare_member_keys(&org, w.now, &None, &mut w.rng)
+        .unwrap();
+    assert!(
+        !gifts.is_empty(),
+        "the member is owed the organisation's keys"
+    );
+    for v in gifts {
+        w.relay.apply(v).unwrap();
+    }
+    assert!(
+        w.replica(&org)
+            .prepare_member_keys(&org, w.now, &None, &mut w.rng)
+            .unwrap()
+            .is_empty(),
+        "nothing owed twice"
+    );
+    let by_nurse = w.create(&nurse, Category::VitalSigns, bp(130, 85));
+    let nr = w.replica(&nurse);
+    assert_eq!(nr.content_state(&before_join), Some(ContentState::Opened));
+    assert_eq!(nr.content_state(&by_nurse), Some(ContentState::Opened));
+    assert_eq!(
+        w.replica(&g).content_state(&by_nurse),
+        Some(ContentState::Opened)
+    );
+
+    // The organisation removes the nurse: a new epoch, not for them.
+    let vs = w
+        .write(
+            &org,
+            Payload::RemoveDevice {
+                device: nurse.actor(),
+                category: None,
+                reason: "left".into(),
+            },
+        )
+        .unwrap();
+    let opened = vs.iter().any(|v| {
+        matches!(&v.entry().payload, Payload::KeyWrap { opens: true, wraps, .. }
+            if wraps.iter().all(|x| x.to != nurse.actor()))
+    });
+    assert!(opened, "a new epoch follows the removal");
+    let after = w.create(&g, Category::VitalSigns, bp(150, 95));
+    let nr = w.replica(&nurse);
+    assert_eq!(nr.content_state(&by_nurse), Some(ContentState::Opened));
+    assert_eq!(nr.content_state(&after), Some(ContentState::Locked));
+}

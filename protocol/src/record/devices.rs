@@ -114,6 +114,9 @@ impl Record {
         e: &Entry,
         past: &dyn Fn(&EntryId) -> bool,
     ) -> Result<Acting, Rejection> {
+        if let Payload::JoinOrg { proof } = &e.payload {
+            return self.check_join(e, proof, past);
+        }
         if let Some(auth) = e.auth {
             // The grant's existence and kind are checked here so the refusal names it.
             let Some(info) = self.grants.get(&auth) else {
@@ -313,7 +316,7 @@ impl Record {
     }
 
     /// The `AddDevice` entries of `device` by `person` in a causal past.
-    fn adds_in(
+    pub(crate) fn adds_in(
         &self,
         device: &ActorId,
         person: &ActorId,
@@ -535,6 +538,11 @@ impl Record {
                 self.device_adds.entry(*device).or_default().push(id);
                 false
             }
+            // A member joining acts for the organisation as its device does.
+            Payload::JoinOrg { .. } => {
+                self.device_adds.entry(e.author).or_default().push(id);
+                false
+            }
             Payload::RemoveDevice { device, .. } => {
                 self.retirements
                     .entry((*device, acting.principal))
@@ -564,8 +572,12 @@ impl Record {
 
     /// Whether a held entry is a device addition.
     pub(crate) fn is_device_add(&self, id: &EntryId) -> bool {
-        self.get(id)
-            .is_some_and(|v| matches!(v.entry().payload, Payload::AddDevice { .. }))
+        self.get(id).is_some_and(|v| {
+            matches!(
+                v.entry().payload,
+                Payload::AddDevice { .. } | Payload::JoinOrg { .. }
+            )
+        })
     }
 
     /// Recomputes, in causal order, the status of every entry by a patient key or a

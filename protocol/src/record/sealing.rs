@@ -409,9 +409,14 @@ impl Record {
         }
         for person in people {
             for (device, adds) in &self.device_adds {
-                let added = adds
-                    .iter()
-                    .any(|a| past(a) && self.principal_of(&self.nodes[a]) == person);
+                // A member of an organisation reads what their role opens.
+                let added = adds.iter().any(|a| {
+                    past(a)
+                        && self.principal_of(&self.nodes[a]) == person
+                        && self
+                            .join_role(a)
+                            .is_none_or(|r| r.allows(crate::access::Level::View, c))
+                });
                 if added && self.retired_in(device, &person, past).is_none() {
                     out.insert(*device);
                 }
@@ -1012,6 +1017,42 @@ impl Record {
         let mut out = Vec::new();
         for c in streams {
             for v in trial.prepare_key_gifts(key, &c, &owed, true, now, device, rng)? {
+                trial.apply(v.clone())?;
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Prepares key wraps giving every epoch key held here to the members of the
+    /// organisation `key` is (its own key or device) who joined this record, are not
+    /// removed, read the stream (by the organisation's grant and their role) and lack it:
+    /// a member reads what the organisation reads. The organisation's node writes them when
+    /// it sees a join ([`crate::org`]). Empty when nothing is owed.
+    pub fn prepare_member_keys<R: RngCore + CryptoRng>(
+        &self,
+        key: &Keypair,
+        now: Timestamp,
+        device: &Option<String>,
+        rng: &mut R,
+    ) -> Result<Vec<Verified>, Rejection> {
+        let me = key.actor();
+        let org = self.owners_of(&me).into_iter().next().unwrap_or(me);
+        let members: Vec<ActorId> = self
+            .joined_members()
+            .into_iter()
+            .filter(|m| m.org == org && m.removed.is_none())
+            .map(|m| m.member)
+            .collect();
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut streams: Vec<Category> = self.sealing.openings.keys().cloned().collect();
+        streams.sort();
+        let mut trial = self.clone();
+        let mut out = Vec::new();
+        for c in streams {
+            for v in trial.prepare_key_gifts(key, &c, &members, true, now, device, rng)? {
                 trial.apply(v.clone())?;
                 out.push(v);
             }

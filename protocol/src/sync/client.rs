@@ -64,6 +64,10 @@ pub struct SessionConfig {
     /// Guardians' approvals of a rotation to this identity, presented with every request
     /// while it recovers the record (it may then pull and push as the patient).
     pub recovery: Option<crate::recovery::Recovery>,
+    /// An organisation's membership entries for this identity, presented with every
+    /// request so a member who has not yet joined the record may pull it
+    /// ([`crate::org`]).
+    pub membership: Vec<serde_bytes::ByteBuf>,
 }
 
 impl SessionConfig {
@@ -81,6 +85,7 @@ impl SessionConfig {
             invitation: None,
             attestations: Vec::new(),
             recovery: None,
+            membership: Vec::new(),
         }
     }
 }
@@ -242,6 +247,7 @@ impl ClientSession {
         )
         .with_attestations(self.cfg.attestations.clone())
         .with_recovery(self.cfg.recovery.clone())
+        .with_membership(self.cfg.membership.clone())
     }
 
     fn finish(&mut self, result: Result<(), SyncError>) {

@@ -43,6 +43,13 @@ pub struct Proof {
     /// at most [`MAX_GUARDIANS`] approvals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<Box<Recovery>>,
+    /// An organisation's signed entries making `actor` its member
+    /// ([`crate::org::verify_membership`]), presented by a member who has not yet joined
+    /// the record: a server lets them pull what the organisation's grants, narrowed by
+    /// their role, open (so they can write their join). Self-authenticating; at most
+    /// [`crate::org::MAX_PROOF_ENTRIES`] entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub membership: Vec<serde_bytes::ByteBuf>,
 }
 
 #[derive(Serialize)]
@@ -78,6 +85,9 @@ pub enum ProofError {
     /// Presented recovery approvals are malformed (none, or too many).
     #[error("presented recovery refused: {0}")]
     Recovery(String),
+    /// Presented membership entries are too many or too large.
+    #[error("presented membership refused: {0}")]
+    Membership(String),
 }
 
 impl Proof {
@@ -109,7 +119,14 @@ impl Proof {
             sig: key.sign(Domain::Possession, &body),
             attestations: Vec::new(),
             recovery: None,
+            membership: Vec::new(),
         }
+    }
+
+    /// The same proof, presenting an organisation's membership entries for the actor.
+    pub fn with_membership(mut self, membership: Vec<serde_bytes::ByteBuf>) -> Proof {
+        self.membership = membership;
+        self
     }
 
     /// The same proof, presenting guardians' approvals of a rotation to the actor.
@@ -170,6 +187,18 @@ impl Proof {
                     r.approvals.len()
                 )));
             }
+        }
+        if self.membership.len() > crate::org::MAX_PROOF_ENTRIES
+            || self
+                .membership
+                .iter()
+                .any(|b| b.len() > crate::org::MAX_PROOF_ENTRY_BYTES)
+        {
+            return Err(ProofError::Membership(format!(
+                "at most {} entries of at most {} bytes",
+                crate::org::MAX_PROOF_ENTRIES,
+                crate::org::MAX_PROOF_ENTRY_BYTES
+            )));
         }
         seen.insert(self.actor, self.nonce, now)?;
         Ok(self.actor)

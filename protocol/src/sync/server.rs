@@ -408,6 +408,16 @@ impl Server {
         let revoked = |a: &SignedAttestation| trust.is_revoked(&a.id());
         let found = store.read(record, |r| {
             let mut v = r.viewer_checked(actor, now, presented, &revoked);
+            if !v.has_access() && !proof.membership.is_empty() {
+                v = r
+                    .member_viewer(actor, &proof.membership, now, presented, &revoked)
+                    .map_err(|e| {
+                        Response::refused_because(
+                            Refusal::NoAccess,
+                            format!("the membership presented does not let {actor} in: {e}"),
+                        )
+                    })?;
+            }
             if !v.has_access() {
                 if let Some(recovery) = &proof.recovery {
                     v = r.recovery_viewer(actor, recovery).map_err(|e| {

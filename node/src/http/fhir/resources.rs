@@ -317,7 +317,8 @@ fn audit_action(a: Action) -> (&'static str, &'static str) {
         | Action::Revoke
         | Action::Profile
         | Action::Device
-        | Action::Keys => ("U", "update"),
+        | Action::Keys
+        | Action::Membership => ("U", "update"),
         Action::Delete => ("D", "delete"),
         Action::Export | Action::Move => ("E", "execute"),
     }

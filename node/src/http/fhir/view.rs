@@ -383,7 +383,10 @@ fn provenance_target(
         | Payload::SetGuardians { .. }
         | Payload::RotateKey { .. }
         | Payload::KeyWrap { .. }
-        | Payload::RotationPart { .. } => None,
+        | Payload::RotationPart { .. }
+        | Payload::AddMember { .. }
+        | Payload::RemoveMember { .. }
+        | Payload::JoinOrg { .. } => None,
     }
 }
 
