@@ -261,8 +261,12 @@ pub struct Person {
     pub name: Option<String>,
     /// Role.
     pub role: Option<String>,
-    /// Organisation.
+    /// Organisation: for a member of an organisation acting in the record, that
+    /// organisation (never just what their own profile claims).
     pub organisation: Option<String>,
+    /// Whether they act here as a member of `organisation` (joined under its grant).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub member: bool,
     /// Whether who they say they are is verified here (by a trusted identity assurance
     /// service, at which level) or self-asserted.
     pub assurance: Assurance,
@@ -278,18 +282,35 @@ impl Person {
         let attestations = record
             .latest_profile(actor)
             .map_or(&[][..], |p| p.attestations.as_slice());
+        // A member of an organisation is named with it: the organisation's name as the
+        // record knows it (its profile), else its key — whatever their own profile says.
+        let member_of = record
+            .joined_members()
+            .into_iter()
+            .find(|m| m.member == *actor)
+            .map(|m| {
+                record
+                    .latest_profile(&m.org)
+                    .map_or_else(|| m.org.short(), |p| p.name.clone())
+            });
         Person {
             id: *actor,
             name: p.map(|p| p.name.clone()),
             role: p.map(|p| p.role.clone()),
-            organisation: p.and_then(|p| p.organisation.clone()),
+            member: member_of.is_some(),
+            organisation: member_of.or_else(|| p.and_then(|p| p.organisation.clone())),
             assurance: assurance(actor, attestations),
         }
     }
 
-    /// `Mary Smith (carer) [self-asserted]` or the short actor id.
+    /// `Mary Smith (carer) [self-asserted]` or the short actor id; a member of an
+    /// organisation as `Jo Bloggs (nurse, for Leeds Home Care) [...]`.
     pub fn short(&self) -> String {
         let who = match (&self.name, &self.role) {
+            (Some(n), Some(r)) if self.member => {
+                let org = self.organisation.as_deref().unwrap_or("an organisation");
+                format!("{n} ({r}, for {org})")
+            }
             (Some(n), Some(r)) => format!("{n} ({r})"),
             (Some(n), None) => n.clone(),
             _ => self.id.short(),
@@ -301,6 +322,9 @@ impl Person {
     /// or the short form.
     pub fn long(&self) -> String {
         match (&self.name, &self.role, &self.organisation) {
+            (Some(n), Some(r), Some(o)) if self.member => {
+                format!("{n} ({r}, for {o}) [{}]", self.assurance)
+            }
             (Some(n), Some(r), Some(o)) => format!("{n} ({r}, {o}) [{}]", self.assurance),
             _ => self.short(),
         }

@@ -158,6 +158,7 @@ impl Session {
         now: Timestamp,
         history: bool,
     ) -> Result<EntryId, SessionError> {
+        self.join_if_member(record, now)?;
         if self.profile_needed(record, now)? {
             // The profile goes first: a dry run (preparing checks everything the write
             // would: structure, rules, sealing), so a refused write publishes nothing
@@ -186,6 +187,33 @@ impl Session {
                 history,
             )
             .map_err(|e| self.store_error(record, e))
+    }
+
+    /// Joins the record under an organisation's grant (a `JoinOrg`), if the identity is a
+    /// member of an organisation holding a grant there and has not joined yet
+    /// ([`Record::join_needed`]): a member's first action in a record. Returns whether it
+    /// wrote.
+    pub fn join_if_member(&self, record: &RecordId, now: Timestamp) -> Result<bool, SessionError> {
+        let proofs = self.store.memberships().map_err(SessionError::Store)?;
+        if proofs.is_empty() {
+            return Ok(false);
+        }
+        let proof = self
+            .store
+            .with_record(record, |r| r.join_needed(&self.actor(), &proofs))?;
+        let Some(proof) = proof else {
+            return Ok(false);
+        };
+        self.store
+            .write(
+                record,
+                &self.key,
+                Payload::JoinOrg { proof },
+                now,
+                self.device.clone(),
+            )
+            .map_err(|e| self.store_error(record, e))?;
+        Ok(true)
     }
 
     /// Publishes the identity's profile in a record it has access to, if the record does

@@ -99,7 +99,14 @@ fn person(r: &Record, a: &SignedAudit) -> Person {
         id: e.actor,
         name: e.actor_name.clone().or(known.name),
         role: e.actor_role.clone().or(known.role),
-        organisation: e.actor_organisation.clone().or(known.organisation),
+        // A member of an organisation: the organisation they acted for, which the record
+        // proves, before what their profile claimed.
+        organisation: if known.member {
+            known.organisation
+        } else {
+            e.actor_organisation.clone().or(known.organisation)
+        },
+        member: known.member,
         assurance: known.assurance,
     }
 }

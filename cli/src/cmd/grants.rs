@@ -41,6 +41,20 @@ struct GrantOut {
     issued: String,
     parent: Option<EntryId>,
     revoked_by: Vec<EntryId>,
+    /// For a grant to an organisation: its members who joined the record (as far as the
+    /// record knows them), removed ones included.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    members: Vec<MemberOut>,
+}
+
+/// A member of an organisation, as a grant to it shows them.
+#[derive(Debug, Serialize)]
+struct MemberOut {
+    member: Person,
+    role: String,
+    label: String,
+    joined: EntryId,
+    removed: Option<EntryId>,
 }
 
 fn list(r: &Record, me: &ActorId, now: Timestamp, active: bool) -> Result<Vec<GrantOut>> {
@@ -69,6 +83,18 @@ fn list(r: &Record, me: &ActorId, now: Timestamp, active: bool) -> Result<Vec<Gr
             issued: times::format(g.time),
             parent: g.parent,
             revoked_by: g.revoked_by.clone(),
+            members: r
+                .joined_members()
+                .into_iter()
+                .filter(|m| m.org == g.grant.grantee)
+                .map(|m| MemberOut {
+                    member: Person::of(r, &m.member, None),
+                    role: m.role.to_string(),
+                    label: m.label,
+                    joined: m.joined,
+                    removed: m.removed,
+                })
+                .collect(),
         })
         .collect())
 }
@@ -129,7 +155,28 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             g.issued_by.short(),
         ]);
     }
-    output::print(&t.render())
+    output::print(&t.render())?;
+    for g in grants.iter().filter(|g| !g.members.is_empty()) {
+        output::line(format!(
+            "\nMembers of {} acting under grant {}:",
+            g.grantee.short(),
+            g.grant.short()
+        ))?;
+        let mut t = Table::new(&["MEMBER", "LABEL", "ROLE", "STATUS"]);
+        for m in &g.members {
+            t.row(vec![
+                m.member.short(),
+                m.label.clone(),
+                m.role.clone(),
+                match m.removed {
+                    Some(r) => format!("removed ({})", r.short()),
+                    None => "member".into(),
+                },
+            ]);
+        }
+        output::print(&t.render())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

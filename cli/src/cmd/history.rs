@@ -69,12 +69,18 @@ fn build(
         .iter()
         .map(|v| {
             let p = &v.provenance;
+            let known = Person::of(r, &p.author, None);
             let author = Person {
                 id: p.author,
                 name: p.profile.as_ref().map(|x| x.name.clone()),
                 role: p.profile.as_ref().map(|x| x.role.clone()),
-                organisation: p.profile.as_ref().and_then(|x| x.organisation.clone()),
-                assurance: Person::of(r, &p.author, None).assurance,
+                organisation: if known.member {
+                    known.organisation.clone()
+                } else {
+                    p.profile.as_ref().and_then(|x| x.organisation.clone())
+                },
+                member: known.member,
+                assurance: known.assurance.clone(),
             };
             let author = if author.name.is_none() {
                 Person::of(r, &p.author, None)

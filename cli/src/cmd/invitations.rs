@@ -59,6 +59,7 @@ fn who(o: &OfferState) -> Option<(ActorId, output::Person)> {
             name: Some(a.profile.name.clone()),
             role: Some(a.profile.role.clone()),
             organisation: a.profile.organisation.clone(),
+            member: false,
             assurance: output::assurance(&a.invitee, &a.profile.attestations),
         },
     ))

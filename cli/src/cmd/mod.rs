@@ -34,6 +34,7 @@ pub mod invite;
 pub mod key;
 pub mod move_home;
 pub mod node;
+pub mod org;
 pub mod peers;
 pub mod record;
 pub mod records;
@@ -183,6 +184,9 @@ pub enum Command {
     /// Guardians who can together approve a new key if yours is lost; approve as one
     #[command(subcommand)]
     Guardians(guardians::Command),
+    /// A care organisation's staff: add and remove members with roles; use a membership
+    #[command(subcommand)]
+    Org(org::Command),
     /// Recover your record with a new key, approved by your guardians
     #[command(subcommand)]
     Recover(recover::Command),
@@ -317,6 +321,7 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Revoke(a) => revoke::run(ctx, a),
         Command::Device(c) => device::run(ctx, c),
         Command::Guardians(c) => guardians::run(ctx, c),
+        Command::Org(c) => org::run(ctx, c),
         Command::Recover(c) => recover::run(ctx, c),
         Command::Grants(a) => grants::run(ctx, a),
         Command::Audit(a) => audit::run(ctx, a),

@@ -154,6 +154,7 @@ async fn run_sync(
     cfg.push = push;
     cfg.invitation = invitation.map(str::to_owned);
     cfg.recovery = recovery;
+    cfg.membership = membership_to_present(&store, &record)?;
     if push {
         cfg.audit_to_push = audit_to_push(&store, &record, &peer)?;
     }
@@ -224,6 +225,7 @@ async fn run_sync(
                     if report.pulled > 0 {
                         follow_moves(handle, &record)?;
                         give_owed_keys(handle, &record).await;
+                        org_duties(handle, &record).await;
                         handle.changed(record).await?;
                     }
                     // Documents the entries name that are not held yet (newly pulled, or
@@ -555,6 +557,60 @@ async fn give_owed_keys(handle: &NodeHandle, record: &RecordId) {
         Ok(Ok(n)) => tracing::info!(%record, entries = n, "gave epoch keys owed"),
         Ok(Err(e)) => tracing::warn!(%record, error = %e, "could not give epoch keys owed"),
         Err(e) => tracing::warn!(%record, error = %e, "could not give epoch keys owed"),
+    }
+}
+
+/// The membership proof to present when syncing `record` (an organisation's member who
+/// has not joined it yet pulls with it, [`cophr_protocol::org`]): the one whose
+/// organisation holds a grant in the record as held here, else the first kept.
+fn membership_to_present(
+    store: &Store,
+    record: &RecordId,
+) -> Result<Vec<serde_bytes::ByteBuf>, NetError> {
+    let proofs = store.memberships()?;
+    if proofs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chosen = if store.holds(record)? {
+        store.with_record(record, |r| {
+            cophr_protocol::record::Record::proof_to_present(Some(r), &proofs).cloned()
+        })?
+    } else {
+        cophr_protocol::record::Record::proof_to_present(None, &proofs).cloned()
+    };
+    Ok(chosen.unwrap_or_default())
+}
+
+/// After pulling, an organisation's node writes the removals its own record made and gives
+/// its members the keys it holds ([`Store::org_duties`]); a member's node joins the record
+/// under its organisation's grant if it has not yet (the next push takes either to the
+/// home host). A failure is logged, not fatal: the pull stands, the next one tries again.
+async fn org_duties(handle: &NodeHandle, record: &RecordId) {
+    let store = handle.store().clone();
+    let key = handle.identity().clone();
+    let record = *record;
+    let done = blocking(move || -> Result<(usize, usize, bool), StoreError> {
+        let d = store.org_duties(&record, &key, now_ms())?;
+        let proofs = store.memberships()?;
+        let mut joined = false;
+        if !proofs.is_empty() {
+            let proof = store.with_record(&record, |r| r.join_needed(&key.actor(), &proofs))?;
+            if let Some(proof) = proof {
+                let join = cophr_protocol::Payload::JoinOrg { proof };
+                store.write(&record, &key, join, now_ms(), None)?;
+                joined = true;
+            }
+        }
+        Ok((d.keys_given, d.removed.len(), joined))
+    })
+    .await;
+    match done {
+        Ok(Ok((0, 0, false))) => {}
+        Ok(Ok((keys, removed, joined))) => {
+            tracing::info!(%record, keys, removed, joined, "organisation duties done")
+        }
+        Ok(Err(e)) => tracing::warn!(%record, error = %e, "organisation duties failed"),
+        Err(e) => tracing::warn!(%record, error = %e, "organisation duties failed"),
     }
 }
 

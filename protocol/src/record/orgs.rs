@@ -259,6 +259,77 @@ impl Record {
             .next()
     }
 
+    /// Of the membership proofs `actor` holds, the one it should join this record with
+    /// before acting in it: for an organisation holding a grant here that `actor` has not
+    /// joined under, nor been removed from. `None` when no join is needed (the patient,
+    /// joined already, or no proof fits).
+    pub fn join_needed(
+        &self,
+        actor: &ActorId,
+        proofs: &[Vec<serde_bytes::ByteBuf>],
+    ) -> Option<Vec<serde_bytes::ByteBuf>> {
+        if self.is_patient(actor) {
+            return None;
+        }
+        proofs
+            .iter()
+            .find(|proof| {
+                let Some(org) = proof
+                    .first()
+                    .and_then(|b| SignedEntry::decode(b).ok())
+                    .map(|s| s.entry().record)
+                else {
+                    return false;
+                };
+                org::verify_membership(&org, actor, proof).is_ok()
+                    && !self.grants_of(&org).is_empty()
+                    && self.adds_in(actor, &org, &|_| true).is_empty()
+                    && !self.member_removed(actor, &org)
+            })
+            .cloned()
+    }
+
+    /// Of the proofs `actor` holds, the one to present when pulling this record (the
+    /// organisation holds a grant here), or the first when the record is not known yet.
+    pub fn proof_to_present<'a>(
+        record: Option<&Record>,
+        proofs: &'a [Vec<serde_bytes::ByteBuf>],
+    ) -> Option<&'a Vec<serde_bytes::ByteBuf>> {
+        let org_of = |p: &Vec<serde_bytes::ByteBuf>| {
+            p.first()
+                .and_then(|b| SignedEntry::decode(b).ok())
+                .map(|s| s.entry().record)
+        };
+        match record {
+            Some(r) => proofs
+                .iter()
+                .find(|p| org_of(p).is_some_and(|o| !r.grants_of(&o).is_empty())),
+            None => proofs.first(),
+        }
+    }
+
+    /// The members of the organisation whose own record is `org_record` who joined this
+    /// record, were removed in the organisation's record, and whose removal this record
+    /// does not hold yet: the organisation's node writes it ([`Payload::RemoveDevice`]).
+    pub fn departed_members(&self, org_record: &Record) -> Vec<ActorId> {
+        let org = org_record.id();
+        let gone: Vec<ActorId> = org_record
+            .members()
+            .into_iter()
+            .filter(|m| m.removed.is_some())
+            .map(|m| m.member)
+            .collect();
+        let mut out: Vec<ActorId> = self
+            .joined_members()
+            .into_iter()
+            .filter(|m| m.org == org && m.removed.is_none() && gone.contains(&m.member))
+            .map(|m| m.member)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Whether `org` removed `member` here (a removal part is held).
     pub fn member_removed(&self, member: &ActorId, org: &ActorId) -> bool {
         self.retirements

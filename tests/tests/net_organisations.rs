@@ -1,0 +1,165 @@
+//! Care organisations across real `cophr node run` processes on 127.0.0.1 (issue 19's
+//! acceptance scenario): George grants Leeds Home Care as an organisation, once; a nurse
+//! who joins the service later reads and writes his vital signs with no word from George
+//! (her proof of membership comes from the service's administrator); a nurse who leaves is
+//! refused from then on, while what she wrote before stays; George's grants list shows the
+//! service's members and his audit trail names the member who looked, with the service;
+//! revoking the whole service still ends every member. Run `cargo build -p cophr` first.
+
+mod cli_support;
+
+use cli_support::node::{eventually, Node};
+use cli_support::Person;
+use serde_json::Value;
+
+/// The members George's grants list shows under the organisation's grant.
+fn members(george: &Person, org: &str) -> Vec<Value> {
+    let g: Value = george.live_json(&["grants"]);
+    g["grants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| x["grantee"]["id"] == org)
+        .flat_map(|x| x["members"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+fn removed(george: &Person, org: &str, member: &str) -> bool {
+    members(george, org)
+        .iter()
+        .any(|m| m["member"]["id"] == member && !m["removed"].is_null())
+}
+
+#[test]
+fn a_service_granted_once_lets_staff_who_join_act_and_stops_staff_who_leave() {
+    let george = Person::new("George Jones", "patient", None);
+    let org = Person::new("Leeds Home Care Ltd", "organisation", None);
+    let jo = Person::new("Jo Bloggs", "nurse", None);
+    let sam = Person::new("Sam Hill", "nurse", None);
+    let host = Person::new("Community Host", "host", None);
+    let host_node = Node::start(&host, &[]);
+    let _george_node = Node::start(&george, &[]);
+    george.live_ok(&["record", "create"]);
+    george.live_ok(&[
+        "grant",
+        &org.actor,
+        "--level",
+        "write",
+        "--categories",
+        "vital-signs,appointments",
+    ]);
+    george.live_ok(&["host", &host_node.addr()]);
+    let before = george.live_add(&["vital-signs", "--heart-rate", "64"]);
+
+    // The service's node: its own record holds its membership; it replicates George's.
+    let _org_node = Node::start(&org, &[]);
+    org.live_ok(&["record", "create"]);
+    org.live_ok(&["follow", &george.actor, "--host", &host_node.addr()]);
+
+    // Sam joins the service, and records a reading.
+    org.live_ok(&[
+        "org",
+        "add-member",
+        &sam.actor,
+        "--role",
+        "nurse",
+        "--label",
+        "Sam Hill",
+    ]);
+    let sam_proof = org.live_ok(&["org", "proof", &sam.actor]).trim().to_owned();
+    let _sam_node = Node::start(&sam, &[]);
+    sam.live_ok(&["org", "use", &sam_proof]);
+    sam.live_ok(&["follow", &george.actor, "--host", &host_node.addr()]);
+    eventually(
+        "Sam to read George's vital signs (the service gave her its keys)",
+        || sam.sees(&before),
+    );
+    let by_sam = sam.live_add(&["vital-signs", "--heart-rate", "71"]);
+    eventually("George to see Sam's reading", || george.sees(&by_sam));
+
+    // Jo joins later: George is not asked.
+    org.live_ok(&[
+        "org",
+        "add-member",
+        &jo.actor,
+        "--role",
+        "nurse",
+        "--label",
+        "Jo Bloggs",
+    ]);
+    let jo_proof = org.live_ok(&["org", "proof", &jo.actor]).trim().to_owned();
+    let _jo_node = Node::start(&jo, &[]);
+    jo.live_ok(&["org", "use", &jo_proof]);
+    jo.live_ok(&["follow", &george.actor, "--host", &host_node.addr()]);
+    eventually("Jo to read George's vital signs", || jo.sees(&before));
+    let by_jo = jo.live_add(&["vital-signs", "--heart-rate", "75"]);
+    eventually("George to see Jo's reading", || george.sees(&by_jo));
+    // A role narrows the grant: vital signs and appointments only, never more.
+    let r = jo.live(&["add", "allergies", "--agent", "Penicillin"]);
+    assert_eq!(r.code, 3, "{r:?}");
+
+    // George sees the service's members under its one grant, each named with it.
+    eventually("George's grants to list both members", || {
+        members(&george, &org.actor).len() == 2
+    });
+    let listed = george.live_ok(&["grants"]);
+    assert!(listed.contains("Members of"), "{listed}");
+    assert!(listed.contains("for Leeds Home Care Ltd"), "{listed}");
+    // His audit trail names the member, with the organisation.
+    let audit = george.live_ok(&["audit"]);
+    assert!(
+        audit.contains("Jo Bloggs (nurse, for Leeds Home Care Ltd)"),
+        "{audit}"
+    );
+
+    // Sam leaves: the administrator removes her, in every record she joined.
+    org.live_ok(&[
+        "org",
+        "remove-member",
+        &sam.actor,
+        "--reason",
+        "left the service",
+    ]);
+    let listed: Value = org.live_json(&["org", "members"]);
+    let sam_row = listed["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["member"] == sam.actor.as_str())
+        .cloned()
+        .unwrap();
+    assert!(!sam_row["removed"].is_null());
+    eventually("George's node to hold Sam's removal", || {
+        removed(&george, &org.actor, &sam.actor)
+    });
+    // From then on the host refuses her: she pulls and pushes nothing.
+    let r = sam.live(&["sync", "--peer", &host_node.addr()]);
+    assert_ne!(r.code, 0, "a removed member is refused: {r:?}");
+    assert!(
+        r.stdout.contains("refused") || r.stderr.contains("refused"),
+        "{r:?}"
+    );
+    // What she wrote before stays.
+    assert!(george.sees(&by_sam));
+    // Her proof of membership no longer holds at the service: no new proof is given.
+    let r = org.live(&["org", "proof", &sam.actor]);
+    assert_eq!(r.code, 4, "{r:?}");
+
+    // George revokes the whole service: Jo writes nothing from then on.
+    let grant_id = {
+        let g: Value = george.live_json(&["grants"]);
+        g["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["grantee"]["id"] == org.actor.as_str())
+            .unwrap()["grant"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    george.live_ok(&["revoke", &grant_id, "--reason", "changed provider"]);
+    eventually("Jo's writes to be refused after the revocation", || {
+        jo.live(&["add", "vital-signs", "--heart-rate", "80"]).code == 3
+    });
+}
