@@ -1209,6 +1209,18 @@ async function renderAccess(panel) {
       }
       table.append(tb);
       panel.append(h('div', { class: 'scroll' }, table));
+      for (const g of grants.filter((x) => (x.members || []).length > 0)) {
+        const org = (g.grantee && (g.grantee.name || g.grantee.actor)) || 'the organisation';
+        const list = h('ul', { class: 'members', 'data-members-of': g.id });
+        for (const m of g.members) {
+          const who = m.member || {};
+          list.append(h('li', { 'data-member': who.actor, 'data-removed': m.removed ? 'yes' : 'no' },
+            who.name || m.label || shortId(who.actor || ''), ` (${m.role})`,
+            m.removed ? ' — removed' : ''));
+        }
+        panel.append(h('section', { class: 'org-members' },
+          h('h3', {}, `Staff of ${org} who have acted in your record`), list));
+      }
     }
   }
   panel.append(h('section', { id: 'invitations', 'aria-live': 'polite' }));

@@ -270,6 +270,13 @@ fn person(r: &Record, actor: &ActorId, at: Option<Timestamp>) -> Value {
         .latest_profile(actor)
         .map_or(&[][..], |p| p.attestations.as_slice());
     v["assurance"] = assurance(actor, attestations);
+    // A member of an organisation acting in the record is named with it (what the record
+    // proves, not what their profile claims).
+    if let Some(m) = r.joined_members().into_iter().find(|m| m.member == *actor) {
+        let org = r.latest_profile(&m.org).map(|p| p.name.clone());
+        v["member_of"] = json!({ "actor": m.org, "name": org, "role": m.role.name });
+        v["organisation"] = json!(org.unwrap_or_else(|| m.org.to_string()));
+    }
     v
 }
 
@@ -348,6 +355,22 @@ fn grant_json(r: &Record, g: &GrantInfo, now: Timestamp) -> Value {
         "time": format_time(g.time),
         "parent": g.parent,
         "revoked_by": g.revoked_by,
+        // A grant to an organisation: its members who joined the record, as far as the
+        // record knows them (removed ones included).
+        "members": r
+            .joined_members()
+            .into_iter()
+            .filter(|m| m.org == g.grant.grantee)
+            .map(|m| json!({
+                "member": person(r, &m.member, None),
+                "role": m.role.name,
+                "level": m.role.level,
+                "categories": m.role.scope.to_string(),
+                "label": m.label,
+                "joined": m.joined,
+                "removed": m.removed,
+            }))
+            .collect::<Vec<_>>(),
     })
 }
 
