@@ -1400,6 +1400,13 @@ fn an_organisations_member_gets_its_keys_and_loses_them_from_their_removal_on() 
     w.grant(&org, Level::Write, &[Category::VitalSigns]);
     let g = w.george.clone();
     let before_join = w.create(&g, Category::VitalSigns, bp(118, 76));
+    // A sealed stream outside the organisation's grant: its removal of a member must not
+    // need (nor try) to open an epoch there.
+    w.create(
+        &g,
+        Category::Allergies,
+        text_body(&[("agent", "Penicillin")]),
+    );
     // The nurse joins (an administrative entry, in clear), then the organisation's node
     // gives them every key it holds.
     let nurse_rec = w.replica(&nurse);

@@ -48,8 +48,19 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
         String::from_utf8_lossy(&out.stderr)
     );
     // The host refuses George's record without an invitation; Mary reusing the pharmacy's
-    // invitation link; the pharmacist's write.
-    assert_eq!(stdout.matches("refused as expected: exit 3").count(), 3);
+    // invitation link; the home-care nurse's sync after she left the service; the
+    // pharmacist's write.
+    assert_eq!(stdout.matches("refused as expected: exit 3").count(), 4);
+    // The home-care service is granted once as an organisation: its nurse, named with it,
+    // writes; once removed she is refused (above).
+    assert!(
+        stdout.contains("Jo Bloggs (nurse, for Leeds Home Care Ltd)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Members of Leeds Home Care Ltd"),
+        "{stdout}"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("does not accept the record"), "{stderr}");
     assert!(stderr.contains("already used"), "{stderr}");

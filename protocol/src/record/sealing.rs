@@ -786,9 +786,25 @@ impl Record {
                         Vec::new()
                     }
                 }
-                Payload::RemoveDevice { .. } | Payload::RotateKey { .. } => {
-                    trial.open_epoch(key, &c, now, device.clone(), rng)?
+                // A removed device (or an organisation's member) read only some streams:
+                // those get a new epoch; a grantee removing its own device opens one only
+                // where its grant lets it write (elsewhere the next writer's sealing must).
+                Payload::RemoveDevice { device: d, .. } => {
+                    let grantee = !self.is_patient(&key.actor());
+                    if !self.readers(&c).contains(d) {
+                        Vec::new()
+                    } else if grantee {
+                        trial
+                            .open_epoch(key, &c, now, device.clone(), rng)
+                            .or_else(|e| match e {
+                                Rejection::Access(_) => Ok(Vec::new()),
+                                e => Err(e),
+                            })?
+                    } else {
+                        trial.open_epoch(key, &c, now, device.clone(), rng)?
+                    }
                 }
+                Payload::RotateKey { .. } => trial.open_epoch(key, &c, now, device.clone(), rng)?,
                 Payload::Grant(g) => {
                     if !(g.level.reads() && g.scope.covers(&c)) {
                         Vec::new()

@@ -502,6 +502,25 @@ impl Tour {
                     .any(|i| i["id"].as_str() == Some(id) || i["version"].as_str() == Some(id))
             })
     }
+
+    /// Whether `who` currently reads at least one item of `category` (polled silently).
+    fn reads_any(&self, who: &str, category: &str) -> bool {
+        let out = Command::new(&self.exe)
+            .arg("--home")
+            .arg(self.dir.join(who))
+            .args(["--json", "show"])
+            .stdin(Stdio::null())
+            .output();
+        let Ok(out) = out else { return false };
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["items"].as_array().cloned())
+            .is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|i| i["category"].as_str() == Some(category))
+            })
+    }
 }
 
 /// The network tour.
@@ -517,6 +536,7 @@ fn network_tour(t: &mut Tour) -> Result<()> {
     reading_replicates(t)?;
     a_letter_travels(t)?;
     an_appointment_is_booked(t)?;
+    home_care_as_an_organisation(t, &mut nodes, &george, &host)?;
     refusal_and_audit(t)?;
     george_on_his_phone(t, &mut nodes, &george, &host)?;
     lost_key_recovered(t, &mut nodes, &george, &host)?;
@@ -919,6 +939,107 @@ fn an_appointment_is_booked(t: &mut Tour) -> Result<()> {
     Ok(())
 }
 
+/// George grants Leeds Home Care as an organisation, once; a nurse who joins the service
+/// writes his vital signs without George being asked; when she leaves, the host refuses
+/// her.
+fn home_care_as_an_organisation(
+    t: &mut Tour,
+    nodes: &mut Nodes,
+    george: &str,
+    host: &str,
+) -> Result<()> {
+    t.say("George grants Leeds Home Care access as an organisation, once. Its staff come and go; George is not asked each time (docs/organisations.md).");
+    t.run(
+        "homecare",
+        &[
+            "init",
+            "--name",
+            "Leeds Home Care Ltd",
+            "--role",
+            "organisation",
+        ],
+        Expect::Ok,
+    )?;
+    t.run(
+        "nurse",
+        &["init", "--name", "Jo Bloggs", "--role", "nurse"],
+        Expect::Ok,
+    )?;
+    let homecare = t.actor("homecare")?;
+    let nurse = t.actor("nurse")?;
+    t.start_node(nodes, "homecare")?;
+    t.start_node(nodes, "nurse")?;
+    t.run("homecare", &["record", "create"], Expect::Ok)?;
+    t.run(
+        "george",
+        &[
+            "grant",
+            &homecare,
+            "--level",
+            "write",
+            "--categories",
+            "vital-signs,appointments",
+            "--label",
+            "Leeds Home Care (home-care service)",
+        ],
+        Expect::Ok,
+    )?;
+    // The grant goes to the host now (the node would push it by itself within seconds).
+    t.run("george", &["sync"], Expect::Ok)?;
+    t.run("homecare", &["follow", george, "--host", host], Expect::Ok)?;
+    t.say("The service's administrator adds a nurse, with her role, and gives her a proof of membership; her node keeps it and follows George's record.");
+    t.run(
+        "homecare",
+        &[
+            "org",
+            "add-member",
+            &nurse,
+            "--role",
+            "nurse",
+            "--label",
+            "Jo Bloggs",
+        ],
+        Expect::Ok,
+    )?;
+    let proof = t.run("homecare", &["org", "proof", &nurse], Expect::Ok)?;
+    t.run("nurse", &["org", "use", proof.trim()], Expect::Ok)?;
+    t.run("nurse", &["follow", george, "--host", host], Expect::Ok)?;
+    t.wait_for("the service's node to give the nurse its keys", |t| {
+        t.reads_any("nurse", "vital-signs")
+    })?;
+    t.run("nurse", &["show"], Expect::Ok)?;
+    let out = t.run(
+        "nurse",
+        &["add", "vital-signs", "--heart-rate", "76"],
+        Expect::Ok,
+    )?;
+    let id = out.trim().to_owned();
+    t.wait_for("the nurse's reading to reach George's node", |t| {
+        t.sees("george", &id)
+    })?;
+    t.say("George sees the service's staff under its one grant, each named with it.");
+    t.run("george", &["grants"], Expect::Ok)?;
+    t.say("The nurse leaves: the administrator removes her, in every record she joined. From then on the host refuses her; what she wrote stays.");
+    t.run(
+        "homecare",
+        &[
+            "org",
+            "remove-member",
+            &nurse,
+            "--reason",
+            "left the service",
+        ],
+        Expect::Ok,
+    )?;
+    t.wait_for("the removal to reach George's node", |t| {
+        t.grants_show_removed("george", &nurse)
+    })?;
+    t.run("nurse", &["sync"], Expect::Refused(3))?;
+    t.stop_node(nodes, "nurse")?;
+    t.stop_node(nodes, "homecare")?;
+    Ok(())
+}
+
 /// The pharmacist's write is refused; George sees who was served what.
 fn refusal_and_audit(t: &mut Tour) -> Result<()> {
     t.say("The pharmacist may only look: the write is refused.");
@@ -935,6 +1056,28 @@ fn refusal_and_audit(t: &mut Tour) -> Result<()> {
 }
 
 impl Tour {
+    /// Whether `who`'s grants list shows `member` removed from an organisation.
+    fn grants_show_removed(&self, who: &str, member: &str) -> bool {
+        let out = Command::new(&self.exe)
+            .arg("--home")
+            .arg(self.dir.join(who))
+            .args(["--json", "grants"])
+            .stdin(Stdio::null())
+            .output();
+        out.ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| v["grants"].as_array().cloned())
+            .is_some_and(|grants| {
+                grants.iter().any(|g| {
+                    g["members"].as_array().is_some_and(|ms| {
+                        ms.iter().any(|m| {
+                            m["member"]["id"].as_str() == Some(member) && !m["removed"].is_null()
+                        })
+                    })
+                })
+            })
+    }
+
     /// Waits until `cond` holds, polling; an error naming `what` after [`NODE_WAIT`].
     fn wait_for(&self, what: &str, mut cond: impl FnMut(&Tour) -> bool) -> Result<()> {
         let start = Instant::now();
