@@ -65,11 +65,31 @@ pub const LAY_ROLES: [&str; 12] = [
     "guardian", "self", "host",
 ];
 
+/// Whether `actor` is a care organisation in this record: members joined under its grant,
+/// or its profile says so (role `organisation`, or an organisation's attestation).
+pub fn is_organisation(record: &Record, actor: &ActorId) -> bool {
+    if record.joined_members().iter().any(|m| m.org == *actor) {
+        return true;
+    }
+    record.latest_profile(actor).is_some_and(|p| {
+        p.role.trim().eq_ignore_ascii_case("organisation")
+            || p.attestations.iter().any(|a| {
+                matches!(
+                    a.attestation.attributes,
+                    cophr_protocol::trust::Attributes::Organisation(_)
+                )
+            })
+    })
+}
+
 /// Whether `actor` is shown as a `Practitioner` of the record: someone other than the
 /// patient (any of their keys or devices) with a profile in the record and a role that is
 /// not a lay one ([`LAY_ROLES`]), or a professional attestation.
 pub fn is_practitioner(record: &Record, actor: &ActorId) -> bool {
-    if record.is_patient_key_ever(actor) || record.owners_of(actor).contains(&record.id()) {
+    if record.is_patient_key_ever(actor)
+        || record.owners_of(actor).contains(&record.id())
+        || is_organisation(record, actor)
+    {
         return false;
     }
     let Some(p) = record.latest_profile(actor) else {
@@ -150,6 +170,124 @@ pub fn practitioner(
         }
     }
     p
+}
+
+/// A care organisation granted access to the record, as an `Organization` (id: its actor
+/// id): its name as its profile says, its ODS code when an identity assurance service this
+/// node trusts attested it.
+pub fn organization(record: &Record, org: &ActorId) -> Value {
+    let p = record.latest_profile(org);
+    let mut identifiers = vec![json!({"system": ACTOR_SYSTEM, "value": org.to_string()})];
+    let mut name = p.map(|p| p.name.clone());
+    if let Some(p) = p {
+        if let cophr_protocol::trust::Assurance::Verified(v) =
+            crate::http::api::assess(org, &p.attestations)
+        {
+            if let cophr_protocol::trust::Attributes::Organisation(o) = &v.attributes {
+                name = Some(o.name.clone());
+                if let Some(ods) = &o.ods {
+                    identifiers.push(json!({
+                        "system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": ods}));
+                }
+            }
+        }
+    }
+    let mut o = json!({
+        "resourceType": "Organization",
+        "id": org.to_string(),
+        "extension": [assurance_ext(record, org)],
+        "identifier": identifiers,
+        "active": true,
+    });
+    if let Some(n) = name {
+        o["name"] = json!(n);
+    }
+    o
+}
+
+/// A member of a care organisation acting in the record, as a `PractitionerRole` (id: the
+/// `JoinOrg` entry): the member (`Practitioner`), the organisation, their role, and
+/// whether they still act for it.
+pub fn practitioner_role(record: &Record, m: &cophr_protocol::record::JoinedMember) -> Value {
+    let name = |a: &ActorId| record.latest_profile(a).map(|p| p.name.clone());
+    let mut practitioner = json!({"reference": format!("Practitioner/{}", m.member)});
+    if let Some(n) = name(&m.member).or_else(|| Some(m.label.clone())) {
+        practitioner["display"] = json!(n);
+    }
+    let mut organization = json!({"reference": format!("Organization/{}", m.org)});
+    if let Some(n) = name(&m.org) {
+        organization["display"] = json!(n);
+    }
+    json!({
+        "resourceType": "PractitionerRole",
+        "id": m.joined.to_string(),
+        "identifier": [{"system": ACTOR_SYSTEM, "value": m.member.to_string()}],
+        "active": m.removed.is_none(),
+        "practitioner": practitioner,
+        "organization": organization,
+        "code": [{"text": m.role.name}],
+    })
+}
+
+/// The people and organisations with access to the record, as its `CareTeam` (id: the
+/// record id): each unrevoked grant's grantee (an organisation as `Organization`, anyone
+/// else by identifier, with the grant's label as their role), and each organisation's
+/// members who joined (as their `PractitionerRole`s' practitioners, on behalf of it).
+pub fn care_team(record: &Record, grants: &[&GrantInfo], now: Timestamp) -> Value {
+    let name = |a: &ActorId| record.latest_profile(a).map(|p| p.name.clone());
+    let mut participants = Vec::new();
+    for g in grants {
+        let active = record
+            .grant_status(&g.id, now)
+            .is_some_and(|s| !s.has_ended());
+        if !active {
+            continue;
+        }
+        let who = g.grant.grantee;
+        let member = if is_organisation(record, &who) {
+            let mut r = json!({"reference": format!("Organization/{who}")});
+            if let Some(n) = name(&who) {
+                r["display"] = json!(n);
+            }
+            r
+        } else if is_practitioner(record, &who) {
+            let mut r = json!({"reference": format!("Practitioner/{who}")});
+            if let Some(n) = name(&who) {
+                r["display"] = json!(n);
+            }
+            r
+        } else {
+            actor_ref(&who, name(&who).as_deref())
+        };
+        let mut p = json!({"member": member});
+        if let Some(l) = &g.grant.label {
+            p["role"] = json!([{"text": l}]);
+        }
+        participants.push(p);
+        for m in record
+            .joined_members()
+            .into_iter()
+            .filter(|m| m.org == who && m.removed.is_none())
+        {
+            let mut r = json!({"reference": format!("Practitioner/{}", m.member)});
+            if let Some(n) = name(&m.member).or_else(|| Some(m.label.clone())) {
+                r["display"] = json!(n);
+            }
+            participants.push(json!({
+                "role": [{"text": m.role.name}],
+                "member": r,
+                "onBehalfOf": {"reference": format!("Organization/{who}")},
+            }));
+        }
+    }
+    json!({
+        "resourceType": "CareTeam",
+        "id": record.id().to_string(),
+        "status": "active",
+        "name": "Everyone with access to this record",
+        "subject": {"reference": format!("Patient/{}", record.id())},
+        "participant": participants,
+    })
 }
 
 /// The extension on a derived `Practitioner` naming the organisation they write for.
@@ -393,6 +531,11 @@ pub fn consent(
     let mut grantee = actor_ref(&g.grant.grantee, name(&g.grant.grantee).as_deref());
     if let Some(l) = &g.grant.label {
         grantee["display"] = json!(l);
+    }
+    if is_organisation(record, &g.grant.grantee) {
+        // A grant to a care organisation names it as one (its staff act under it).
+        grantee["type"] = json!("Organization");
+        grantee["reference"] = json!(format!("Organization/{}", g.grant.grantee));
     }
     let actions: Vec<Value> = Level::ALL
         .iter()
