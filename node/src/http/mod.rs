@@ -532,7 +532,14 @@ pub fn rejection_status(r: &Rejection) -> (StatusCode, &'static str) {
             (StatusCode::FORBIDDEN, "forbidden")
         }
         Rejection::Task(TaskError::Stale { .. }) => (StatusCode::CONFLICT, "conflict"),
-        Rejection::Task(_) | Rejection::Appointment(_) => {
+        // A release by the patient is an access refusal; a second one, a conflict.
+        Rejection::Release(cophr_protocol::care::ReleaseError::ByPatient) => {
+            (StatusCode::FORBIDDEN, "forbidden")
+        }
+        Rejection::Release(cophr_protocol::care::ReleaseError::AlreadyReleased { .. }) => {
+            (StatusCode::CONFLICT, "conflict")
+        }
+        Rejection::Task(_) | Rejection::Appointment(_) | Rejection::Release(_) => {
             (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
         }
         Rejection::Sealing(_) => (StatusCode::CONFLICT, "conflict"),
