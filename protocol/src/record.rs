@@ -1322,7 +1322,9 @@ impl Record {
         }
         let is_result = self.nodes.get(target).is_some_and(|t| {
             (t.h.is_create() || t.h.is_amend())
-                && self.node_category(t).is_some_and(release::is_result_category)
+                && self
+                    .node_category(t)
+                    .is_some_and(release::is_result_category)
         });
         if !is_result {
             return Err(ReleaseError::NotAResult(*target).into());

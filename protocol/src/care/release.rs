@@ -96,7 +96,13 @@ mod tests {
         let mut f = Fixture::new(1, "george");
         let lab = key(2, "lab");
         let consultant = key(3, "consultant");
-        f.grant(grant(&lab, Level::Write, &[Category::LabResults], false, false));
+        f.grant(grant(
+            &lab,
+            Level::Write,
+            &[Category::LabResults],
+            false,
+            false,
+        ));
         f.grant(grant(
             &consultant,
             Level::Annotate,
@@ -133,7 +139,10 @@ mod tests {
             result,
         } = setup();
         let r = f
-            .write(&consultant, release(result, Some("Reviewed: repeat in a week")))
+            .write(
+                &consultant,
+                release(result, Some("Reviewed: repeat in a week")),
+            )
             .unwrap();
         assert_eq!(f.record.releases_of(&result), vec![r.id()]);
         match &r.entry().payload {
@@ -178,15 +187,23 @@ mod tests {
 
     #[test]
     fn someone_without_annotate_on_the_results_category_may_not_release() {
-        let Setup {
-            mut f,
-            result,
-            ..
-        } = setup();
+        let Setup { mut f, result, .. } = setup();
         let viewer = key(4, "pharmacist");
         let outsider = key(5, "physio");
-        f.grant(grant(&viewer, Level::View, &[Category::LabResults], false, false));
-        f.grant(grant(&outsider, Level::Write, &[Category::VitalSigns], false, false));
+        f.grant(grant(
+            &viewer,
+            Level::View,
+            &[Category::LabResults],
+            false,
+            false,
+        ));
+        f.grant(grant(
+            &outsider,
+            Level::Write,
+            &[Category::VitalSigns],
+            false,
+            false,
+        ));
         let len = f.record.len();
         for k in [&viewer, &outsider] {
             let err = f.write(k, release(result, None)).unwrap_err();
@@ -288,7 +305,13 @@ mod tests {
             result,
         } = setup();
         let nurse = key(7, "renal-nurse");
-        f.grant(grant(&nurse, Level::Annotate, &[Category::LabResults], false, false));
+        f.grant(grant(
+            &nurse,
+            Level::Annotate,
+            &[Category::LabResults],
+            false,
+            false,
+        ));
         let mut replica = f.clone();
         let a = f.write(&consultant, release(result, None)).unwrap();
         let b = replica.write(&nurse, release(result, None)).unwrap();
