@@ -97,7 +97,7 @@ pub fn routes() -> Router<AppState> {
             get(notifications::subscriptions).post(notifications::subscribe),
         )
         .route(
-            "/records/{rid}/subscriptions/{sid}",
+            "/records/{rid}/subscriptions/{subid}",
             axum::routing::delete(notifications::unsubscribe),
         )
         .route("/records/{rid}/notifications", get(notifications::list))

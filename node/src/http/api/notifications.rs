@@ -189,11 +189,12 @@ pub(super) async fn subscribe(
 pub(super) async fn unsubscribe(
     State(st): State<AppState>,
     Path((rid, sid)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let _ = parse_record(&rid)?;
+    let removed = sid.clone();
     st.blocking(move |st| Ok(st.notifier().unsubscribe(&st.actor(), &sid)?))
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(json!({ "removed": removed })))
 }
 
 #[derive(Debug, Deserialize)]
