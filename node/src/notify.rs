@@ -25,10 +25,11 @@
 //! Everything is bounded: [`MAX_SUBSCRIPTIONS`] per person, [`MAX_NOTIFICATIONS`] kept per
 //! person (the oldest dropped), [`MAX_STREAMS`] live streams per node, [`CHANNEL`] live
 //! events buffered. The book of each person (subscriptions, cursors, notifications) is
-//! node metadata ([`Store::set_meta`]): durable through the log.
+//! node metadata ([`Store::set_meta`]): durable through the log, read and written back
+//! under one lock per process.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cophr_protocol::care::{self, release};
 use cophr_protocol::fold::{self, Viewer};
@@ -194,11 +195,25 @@ pub struct Page {
     pub total: usize,
 }
 
-/// Subscriptions and notifications of the people this node acts as. Cheap to share.
+/// A live notification: the node (store) and person it is for, and the notification.
+pub type Live = (ActorId, ActorId, Notification);
+
+/// Every notifier of this process works under one lock (a book is read from the store,
+/// changed and written back under it), so notifiers made by the HTTP API, `cophr watch`
+/// and `cophr notifications` over one store never lose each other's changes, and an
+/// event is stored (and sent live) once.
+static BOOKS: Mutex<()> = Mutex::new(());
+
+/// The live channel of this process (every store's notifications, tagged with its node).
+fn live_channel() -> &'static broadcast::Sender<Live> {
+    static LIVE: OnceLock<broadcast::Sender<Live>> = OnceLock::new();
+    LIVE.get_or_init(|| broadcast::channel(CHANNEL).0)
+}
+
+/// Subscriptions and notifications of the people this node acts as. Cheap to make: the
+/// books live in the store, the live channel is the process's.
 pub struct Notifier {
     store: Store,
-    books: Mutex<HashMap<ActorId, Book>>,
-    live: broadcast::Sender<(ActorId, Notification)>,
     streams: Arc<Semaphore>,
 }
 
@@ -335,8 +350,6 @@ impl Notifier {
     pub fn new(store: Store) -> Self {
         Notifier {
             store,
-            books: Mutex::new(HashMap::new()),
-            live: broadcast::channel(CHANNEL).0,
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
         }
     }
@@ -348,27 +361,19 @@ impl Notifier {
         me: &ActorId,
         f: impl FnOnce(&mut Book) -> Result<(T, bool), NotifyError>,
     ) -> Result<T, NotifyError> {
-        let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
-        if !books.contains_key(me) {
-            let book = match self.store.meta(&Book::meta_name(me))? {
-                Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "a notification book could not be read; starting afresh");
-                    Book::default()
-                }),
-                None => Book::default(),
-            };
-            books.insert(*me, book);
-        }
-        let Some(book) = books.get_mut(me) else {
-            return Err(NotifyError::Invalid("no book".into()));
+        let _lock = BOOKS.lock().unwrap_or_else(|p| p.into_inner());
+        let mut book = match self.store.meta(&Book::meta_name(me))? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "a notification book could not be read; starting afresh");
+                Book::default()
+            }),
+            None => Book::default(),
         };
-        let mut copy = book.clone();
-        let (out, changed) = f(&mut copy)?;
+        let (out, changed) = f(&mut book)?;
         if changed {
-            let bytes = serde_json::to_vec(&copy)
+            let bytes = serde_json::to_vec(&book)
                 .map_err(|e| NotifyError::Invalid(format!("cannot encode notifications: {e}")))?;
             self.store.set_meta(&Book::meta_name(me), &bytes)?;
-            *book = copy;
         }
         Ok(out)
     }
@@ -477,6 +482,7 @@ impl Notifier {
         if !self.store.holds(record)? {
             return Ok(Vec::new());
         }
+        let node = self.store.node_id();
         let fresh = self.with_book(me, |b| {
             let subs: Vec<&Subscription> = b.subs.iter().filter(|s| s.record == *record).collect();
             if subs.is_empty() {
@@ -514,11 +520,14 @@ impl Notifier {
                 b.items.pop_front();
             }
             let changed = moved || !fresh.is_empty();
+            if changed {
+                // Sent under the lock, once stored: in the order stored, never twice.
+                for n in &fresh {
+                    let _ = live_channel().send((node, *me, n.clone()));
+                }
+            }
             Ok((fresh, changed))
         })?;
-        for n in &fresh {
-            let _ = self.live.send((*me, n.clone()));
-        }
         Ok(fresh)
     }
 
@@ -607,9 +616,15 @@ impl Notifier {
         })
     }
 
-    /// Live notifications (of every person this node acts as), from now on.
-    pub fn live(&self) -> broadcast::Receiver<(ActorId, Notification)> {
-        self.live.subscribe()
+    /// Live notifications (of every person and node of this process: keep those for
+    /// [`Notifier::node`]), from now on.
+    pub fn live(&self) -> broadcast::Receiver<Live> {
+        live_channel().subscribe()
+    }
+
+    /// The node (store) this notifier serves, as live notifications name it.
+    pub fn node(&self) -> ActorId {
+        self.store.node_id()
     }
 
     /// A place for one live stream, if fewer than [`MAX_STREAMS`] are open.

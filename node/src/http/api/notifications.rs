@@ -320,6 +320,7 @@ pub(super) async fn stream(
         .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(CHANNEL);
     let me = st.actor();
+    let node = st.notifier().node();
     tokio::spawn(async move {
         let _permit = permit;
         // A stream outlives its request: its reads are its own (audited as delivered).
@@ -360,7 +361,9 @@ pub(super) async fn stream(
                     got = live.recv() => got,
                 };
                 match got {
-                    Ok((who, n)) if who == me && n.record == record => break vec![n],
+                    Ok((at, who, n)) if at == node && who == me && n.record == record => {
+                        break vec![n]
+                    }
                     Ok(_) => continue,
                     Err(RecvError::Lagged(_)) => {
                         // Fell behind: catch up from the stored list.
