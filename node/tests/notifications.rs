@@ -488,3 +488,156 @@ async fn subscriptions_and_kept_notifications_are_bounded() {
     let kept = n.since(&rec, &rec, None).unwrap();
     assert_eq!(kept[0].entry, all[extra], "the oldest {extra} dropped");
 }
+
+/// A task sent and stepped, a message and a reminder coming due each give their event
+/// once; an edit keeping a task's status, and one's own writes, give none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_messages_and_reminders_notify_once_each_and_edits_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), key(9, "node")).unwrap();
+    let george = key(9, "George");
+    let nurse = key(9, "Nurse");
+    let rec = george.actor();
+    // 2027-01-15T08:00:00Z.
+    let t0 = 1_800_000_000_000u64;
+    store
+        .create_record(&george, profile("George", "patient", None), t0, None)
+        .unwrap();
+    store
+        .write(
+            &rec,
+            &george,
+            Payload::Grant(grant(
+                &nurse,
+                Level::Write,
+                &[Category::Tasks, Category::Messages, Category::Appointments],
+                false,
+                false,
+            )),
+            t0,
+            None,
+        )
+        .unwrap();
+    let n = Notifier::new(store.clone());
+    n.subscribe(
+        &rec,
+        &rec,
+        &[Event::TaskStatus, Event::NewMessage, Event::ReminderDue],
+        &[],
+        t0,
+    )
+    .unwrap();
+    let body = |c: &Category, j: Value| cophr_protocol::schema::body_from_json(c, &j).unwrap();
+    let task_json = |status: &str, description: &str| {
+        json!({
+            "kind": "blood-test-request",
+            "description": description,
+            "requester": nurse.actor().to_string(),
+            "owner": george.actor().to_string(),
+            "status": status,
+        })
+    };
+    let task = store
+        .write(
+            &rec,
+            &nurse,
+            Payload::Create {
+                category: Category::Tasks,
+                body: body(&Category::Tasks, task_json("sent", "U&E before clinic")),
+            },
+            t0 + 1000,
+            None,
+        )
+        .unwrap();
+    // The requester's edit keeps the status: not a step.
+    store
+        .write(
+            &rec,
+            &nurse,
+            Payload::Amend {
+                target: task,
+                body: body(
+                    &Category::Tasks,
+                    task_json("sent", "U&E and HbA1c before clinic"),
+                ),
+            },
+            t0 + 2000,
+            None,
+        )
+        .unwrap();
+    let message = store
+        .write(
+            &rec,
+            &nurse,
+            Payload::Create {
+                category: Category::Messages,
+                body: body(&Category::Messages, json!({"text": "Bloods on Tuesday?"})),
+            },
+            t0 + 3000,
+            None,
+        )
+        .unwrap();
+    // George's own message is not news to him.
+    store
+        .write(
+            &rec,
+            &george,
+            Payload::Create {
+                category: Category::Messages,
+                body: body(&Category::Messages, json!({"text": "Yes, thanks"})),
+            },
+            t0 + 4000,
+            None,
+        )
+        .unwrap();
+    let hour = 3_600_000u64;
+    let appointment = store
+        .write(
+            &rec,
+            &nurse,
+            Payload::Create {
+                category: Category::Appointments,
+                body: body(
+                    &Category::Appointments,
+                    json!({
+                        "status": "booked",
+                        "start": "2027-01-15T11:00:00Z",
+                        "reminders": ["1h"],
+                    }),
+                ),
+            },
+            t0 + 5000,
+            None,
+        )
+        .unwrap();
+    let got = n.process(&rec, &rec, t0 + 6000).unwrap();
+    let ids: Vec<&str> = got.iter().map(|x| x.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            format!("task-status:{task}").as_str(),
+            format!("new-message:{message}").as_str()
+        ],
+        "{got:?}"
+    );
+    // The reminder comes due an hour before the start (2027-01-15T11:00Z), once.
+    let at = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .unwrap()
+            .unix_timestamp() as u64
+            * 1000
+    };
+    let eleven = at("2027-01-15T11:00:00Z");
+    assert!(n.process(&rec, &rec, eleven - 2 * hour).unwrap().is_empty());
+    let due = n.process(&rec, &rec, eleven - hour + 1000).unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].event, Event::ReminderDue);
+    assert_eq!(due[0].entry, appointment);
+    assert!(
+        n.process(&rec, &rec, eleven - hour + 60_000)
+            .unwrap()
+            .is_empty(),
+        "once"
+    );
+    assert_eq!(n.list(&rec, &rec, 0, 50).unwrap().total, 3);
+}

@@ -2130,7 +2130,11 @@ fn the_notification_centre_counts_a_released_result_as_unread_until_read() {
         click(&c, "#tab-notifications").await;
         wait_for(&c, "#subscribe-form").await;
         assert!(
-            !wait_for(&c, "#notif-unread").await.is_displayed().await.unwrap(),
+            !wait_for(&c, "#notif-unread")
+                .await
+                .is_displayed()
+                .await
+                .unwrap(),
             "no unread count yet"
         );
         click(&c, "#sub-result-released").await;
@@ -2173,7 +2177,10 @@ fn the_notification_centre_counts_a_released_result_as_unread_until_read() {
         );
         let listed = wait_text(&c, "#notification-list", "A result was released").await;
         assert!(listed.contains("Lab results"), "{listed}");
-        assert!(!listed.contains("5.9"), "no content in a notification: {listed}");
+        assert!(
+            !listed.contains("5.9"),
+            "no content in a notification: {listed}"
+        );
         let png = c.screenshot().await.expect("a screenshot");
         screenshot(&png, "web-app-notifications.png");
 
@@ -2185,7 +2192,10 @@ fn the_notification_centre_counts_a_released_result_as_unread_until_read() {
             .await
             .unwrap()
         {
-            assert!(start.elapsed() < DEADLINE, "the count stays after marking read");
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the count stays after marking read"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // The record tab shows the result as released, by the consultant.
