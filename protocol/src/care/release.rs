@@ -329,4 +329,123 @@ mod tests {
             Rejection::Release(ReleaseError::AlreadyReleased { .. })
         ));
     }
+
+    #[test]
+    fn in_a_sealed_stream_the_writer_checks_the_release_before_sealing_it() {
+        let mut f = Fixture::new(1, "george");
+        let lab = key(2, "lab");
+        let consultant = key(3, "consultant");
+        f.grant(grant(
+            &lab,
+            Level::Write,
+            &[Category::LabResults],
+            false,
+            false,
+        ));
+        f.grant(grant(
+            &consultant,
+            Level::Annotate,
+            &[Category::LabResults],
+            false,
+            false,
+        ));
+        let policy = crate::record::SealPolicy {
+            seal_new_streams: true,
+            history: true,
+        };
+        let mut rng = crate::testkit::SeededRng::new(7);
+        let mut at_lab = f.record.clone();
+        at_lab.unlock(&lab);
+        let out = at_lab
+            .prepare_sealed(
+                &lab,
+                Payload::Create {
+                    category: Category::LabResults,
+                    body: text_body(&[("test", "HbA1c"), ("result", "48")]),
+                },
+                f.now,
+                None,
+                policy,
+                &mut rng,
+            )
+            .unwrap();
+        let result = out.last().unwrap().id();
+        for v in &out {
+            at_lab.apply(v.clone()).unwrap();
+        }
+        let mut at_consultant = f.record.clone();
+        at_consultant.unlock(&consultant);
+        for v in &out {
+            at_consultant.apply(v.clone()).unwrap();
+        }
+        let released = at_consultant
+            .prepare_sealed(
+                &consultant,
+                release(result, None),
+                f.now + 1000,
+                None,
+                policy,
+                &mut rng,
+            )
+            .unwrap();
+        let last = released.last().unwrap();
+        assert!(
+            matches!(last.entry().payload, Payload::SealedAnnotate { .. }),
+            "sealed like any annotation"
+        );
+        for v in &released {
+            at_consultant.apply(v.clone()).unwrap();
+        }
+        assert_eq!(at_consultant.releases_of(&result), vec![last.id()]);
+        // The gate cannot read a sealed release: its writer refuses a second one.
+        assert!(matches!(
+            at_consultant
+                .prepare_sealed(
+                    &consultant,
+                    release(result, None),
+                    f.now + 2000,
+                    None,
+                    policy,
+                    &mut rng
+                )
+                .unwrap_err(),
+            Rejection::Release(ReleaseError::AlreadyReleased { .. })
+        ));
+        // And the patient's node refuses his own before sealing it.
+        let mut at_patient = f.record.clone();
+        at_patient.unlock(&f.patient);
+        for v in out.iter().chain(&released) {
+            at_patient.apply(v.clone()).unwrap();
+        }
+        let other = at_lab
+            .prepare_sealed(
+                &lab,
+                Payload::Create {
+                    category: Category::LabResults,
+                    body: text_body(&[("test", "eGFR"), ("result", "38")]),
+                },
+                f.now + 3000,
+                None,
+                policy,
+                &mut rng,
+            )
+            .unwrap();
+        for v in &other {
+            at_patient.apply(v.clone()).unwrap();
+        }
+        let patient = f.patient.clone();
+        assert_eq!(
+            at_patient
+                .prepare_sealed(
+                    &patient,
+                    release(other.last().unwrap().id(), None),
+                    f.now + 4000,
+                    None,
+                    policy,
+                    &mut rng
+                )
+                .unwrap_err(),
+            Rejection::Release(ReleaseError::ByPatient)
+        );
+    }
 }
