@@ -641,3 +641,92 @@ async fn tasks_messages_and_reminders_notify_once_each_and_edits_do_not() {
     );
     assert_eq!(n.list(&rec, &rec, 0, 50).unwrap().total, 3);
 }
+
+/// Once the grant that showed a category is revoked, a release after the revocation tells
+/// the subscriber nothing (her subscription stays; the read rules decide). What was in the
+/// revocation's past stays visible to her, as the record's rule says, and so does its
+/// notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_revocation_a_subscriber_hears_nothing_new_of_that_category() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), key(9, "node")).unwrap();
+    let george = key(9, "George");
+    let nurse = key(9, "Nurse");
+    let lab = key(9, "Lab");
+    let rec = george.actor();
+    let now = net::service::now_ms();
+    let w = |who: &Keypair, p: Payload| {
+        store
+            .write(&rec, who, p, net::service::now_ms(), None)
+            .unwrap()
+    };
+    store
+        .create_record(&george, profile("George", "patient", None), now, None)
+        .unwrap();
+    w(
+        &george,
+        Payload::Grant(grant(
+            &lab,
+            Level::Write,
+            &[Category::LabResults],
+            false,
+            false,
+        )),
+    );
+    let results = w(
+        &george,
+        Payload::Grant(grant(
+            &nurse,
+            Level::View,
+            &[Category::LabResults],
+            false,
+            false,
+        )),
+    );
+    w(
+        &george,
+        Payload::Grant(grant(&nurse, Level::View, &[Category::Tasks], false, false)),
+    );
+    let api = AppState::new(
+        store.clone(),
+        nurse.clone(),
+        profile("Nurse", "nurse", None),
+        None,
+        TOKEN.into(),
+    );
+    let base = format!("/api/v1/records/{rec}");
+    let (s, _) = call(
+        &api,
+        Method::POST,
+        &format!("{base}/subscriptions"),
+        Some(json!({"events": ["result-released"], "categories": ["lab-results"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let result = w(&lab, potassium("6.1"));
+    // The lab may annotate (it writes): it releases what it reported.
+    w(&lab, releasing(result));
+    let (_, list) = call(&api, Method::GET, &format!("{base}/notifications"), None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    store
+        .write(
+            &rec,
+            &george,
+            Payload::Revoke {
+                grant: results,
+                category: None,
+                reason: "left the team".into(),
+            },
+            net::service::now_ms(),
+            None,
+        )
+        .unwrap();
+    let after = w(&lab, potassium("4.4"));
+    w(&lab, releasing(after));
+    let (s, list) = call(&api, Method::GET, &format!("{base}/notifications"), None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["entry"], json!(result));
+    assert!(!list.to_string().contains(&after.to_string()), "{list}");
+}
