@@ -425,6 +425,10 @@ impl Notifier {
             if b.subs.len() >= MAX_SUBSCRIPTIONS {
                 return Err(NotifyError::TooMany);
             }
+            if !b.subs.iter().any(|s| s.record == *record) {
+                // From now on: what the record already holds is not news.
+                b.cursors.insert(*record, len as u64);
+            }
             b.next += 1;
             let s = Subscription {
                 id: format!("s-{}", b.next),
@@ -434,8 +438,6 @@ impl Notifier {
                 created: now,
             };
             b.subs.push(s.clone());
-            // From now on: what the record already holds is not news.
-            b.cursors.entry(*record).or_insert(len as u64);
             Ok((s, true))
         })
     }
