@@ -107,8 +107,12 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | Rejection::Task(TaskError::NotOwner { .. } | TaskError::NotRequester { .. }) => {
             Code::Access
         }
-        Rejection::Task(TaskError::Stale { .. }) => Code::Conflict,
-        Rejection::Task(_) | Rejection::Appointment(_) => Code::Invalid,
+        Rejection::Release(cophr_protocol::care::ReleaseError::ByPatient) => Code::Access,
+        Rejection::Task(TaskError::Stale { .. })
+        | Rejection::Release(cophr_protocol::care::ReleaseError::AlreadyReleased { .. }) => {
+            Code::Conflict
+        }
+        Rejection::Task(_) | Rejection::Appointment(_) | Rejection::Release(_) => Code::Invalid,
         Rejection::Body(_)
         | Rejection::Target { .. }
         | Rejection::WrongRecord(_)

@@ -904,6 +904,62 @@ async fn the_router_matches_its_openapi_document() {
                 let sid = r.json()["id"].as_str().unwrap().to_owned();
                 uri = path.replace("{rid}", &rid).replace("{sid}", &sid);
             }
+            if path.contains("{subid}") {
+                // A subscription to remove.
+                let r = with_json(
+                    &f.state,
+                    Method::POST,
+                    &format!("/api/v1/records/{rid}/subscriptions"),
+                    json!({"events": ["result-released"]}),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+                let sid = r.json()["id"].as_str().unwrap().to_owned();
+                uri = path.replace("{rid}", &rid).replace("{subid}", &sid);
+            }
+            if op.get("x-streamed") == Some(&json!(true)) {
+                // An endless event stream (node/tests/notifications.rs reads it): here only
+                // its refusal without a token.
+                let resp = send(&f.state, Method::GET, &uri, None, None, vec![]).await;
+                assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "{path}");
+                check_response(&doc, op, &resp, path);
+                checked += 1;
+                continue;
+            }
+            let clinician = path.ends_with("/release").then(|| {
+                fixture(
+                    &Keypair::from_secret(&[2; 32]),
+                    profile("Mary", "consultant"),
+                )
+            });
+            if let Some(c) = &clinician {
+                // A consultant releases a lab result from their replica.
+                let r = with_json(
+                    &f.state,
+                    Method::POST,
+                    &format!("/api/v1/records/{rid}/grants"),
+                    json!({"grantee": mary, "categories": ["lab-results"], "level": "annotate"}),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+                let r = with_json(
+                    &f.state,
+                    Method::POST,
+                    &format!("/api/v1/records/{rid}/entries"),
+                    json!({"category": "lab-results", "body": {"test": "Potassium", "result": "4.1"}}),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+                let result = r.json()["id"].as_str().unwrap().to_owned();
+                uri = concrete(path, &rid, &result, &gid);
+                let record: RecordId = rid.parse().unwrap();
+                let all = f
+                    .store
+                    .with_record(&record, |r| r.entries().collect::<Vec<_>>())
+                    .unwrap();
+                c.store.unlock_with(&Keypair::from_secret(&[2; 32]));
+                c.store.ingest(&record, all).unwrap();
+            }
             if path.contains("{actor}") {
                 // A device to remove.
                 let r = with_json(
@@ -991,6 +1047,8 @@ async fn the_router_matches_its_openapi_document() {
                 .then(|| fixture(&Keypair::from_secret(&[2; 32]), profile("Mary", "carer")));
             let target = if path == "/api/v1/records" && method == "post" {
                 &fresh.state
+            } else if let Some(c) = &clinician {
+                &c.state
             } else if let Some(guardian) = &guardian {
                 // A guardian approves from their replica: Ann names Mary, Mary's node holds
                 // the record.
@@ -1019,7 +1077,12 @@ async fn the_router_matches_its_openapi_document() {
                 // Without a network node: the documented 503 (the network tests run it).
                 assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE, "{what}");
             } else {
-                assert!(resp.status.is_success(), "{what}: {}", resp.status);
+                assert!(
+                    resp.status.is_success(),
+                    "{what}: {} {}",
+                    resp.status,
+                    String::from_utf8_lossy(&resp.bytes)
+                );
             }
             // Without the token: the documented 401 (unless the operation is public).
             let public = op.get("security") == Some(&json!([]));

@@ -45,6 +45,13 @@ const ROUTES = {
   recoveryRequest: ['GET', '/recovery-request'],
   recover: ['POST', '/recover'],
   keyBackup: ['POST', '/key-backup'],
+  release: ['POST', '/records/{rid}/entries/{eid}/release'],
+  subscriptions: ['GET', '/records/{rid}/subscriptions'],
+  subscribe: ['POST', '/records/{rid}/subscriptions'],
+  unsubscribe: ['DELETE', '/records/{rid}/subscriptions/{subid}'],
+  notifications: ['GET', '/records/{rid}/notifications'],
+  readNotifications: ['POST', '/records/{rid}/notifications/read'],
+  notificationStream: ['GET', '/records/{rid}/notifications/stream'],
 };
 const TOKEN_KEY = 'cophr-token';
 const LEVELS = ['view', 'annotate', 'write', 'delete'];
@@ -84,6 +91,8 @@ const state = {
   tab: 'record',
   category: null,     // the category shown in the record tab
   trendsFocus: null,  // the category whose trends to scroll to when the trends tab opens
+  unread: 0,          // unread notifications in the open record
+  stream: null,       // the AbortController of the open notification stream
 };
 
 // ------------------------------------------------------------------------------------------
@@ -199,13 +208,14 @@ class ApiError extends Error {
  * `query` (ids, categories and limits only — never record content or the token) and sends
  * `body` as JSON.
  */
-async function api(route, params = {}, { query, body } = {}) {
+async function api(route, params = {}, { query, body, stream, lastId, signal } = {}) {
   const [method, template] = ROUTES[route];
   let path = template.replace(/\{(\w+)\}/g, (_, k) => enc(params[k]));
   if (query) path += `?${new URLSearchParams(query)}`;
-  const headers = { Accept: 'application/json' };
+  const headers = { Accept: stream ? 'text/event-stream' : 'application/json' };
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
-  const init = { method, headers, cache: 'no-store', credentials: 'omit' };
+  if (lastId) headers['Last-Event-ID'] = lastId;
+  const init = { method, headers, cache: 'no-store', credentials: 'omit', signal };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -232,6 +242,8 @@ async function api(route, params = {}, { query, body } = {}) {
     }
     throw new ApiError(res.status, code, message);
   }
+  // An event stream: the response itself, read as it comes.
+  if (stream) return res;
   if (res.status === 204) return null;
   const type = res.headers.get('content-type') || '';
   return type.includes('json') ? res.json() : res.blob();
@@ -283,6 +295,7 @@ async function signIn(token) {
 }
 
 function signOut() {
+  stopNotifications();
   state.token = null;
   state.me = null;
   state.rid = null;
@@ -436,6 +449,7 @@ function writableCategories() {
 }
 
 async function openRecord(rid) {
+  stopNotifications();
   state.rid = rid;
   state.tab = 'record';
   state.category = null;
@@ -474,9 +488,11 @@ async function renderRecord() {
 
   const tabs = patient
     ? [['record', 'Record'], ['timeline', 'Timeline'], ['trends', 'Trends'], ['add', 'Add an entry'],
+      ['notifications', 'Notifications'],
       ['access', 'Who has access'], ['audit', 'Who viewed what'], ['export', 'Export'],
       ['share', 'Emergency summary'], ['devices', 'Devices & recovery']]
     : [['record', 'Record'], ['timeline', 'Timeline'], ['trends', 'Trends'], ['add', 'Add an entry'],
+      ['notifications', 'Notifications'],
       ['mine', 'What I may see and write'], ['approve', 'Approve a key recovery']];
   const nav = h('nav', { 'aria-label': 'Record sections', class: 'tabs' },
     h('ul', {}, tabs.map(([id, label]) => h('li', {}, h('button', {
@@ -486,9 +502,10 @@ async function renderRecord() {
         clearError();
         showTab(id);
       },
-    }, label)))));
+    }, label, id === 'notifications' ? unreadBadge() : null)))));
   view.append(nav, h('section', { id: 'panel', class: 'card', 'aria-labelledby': 'panel-title' }));
   await showTab(state.tab, false);
+  startNotifications();
 }
 
 function aboutMe(s) {
@@ -558,6 +575,7 @@ async function showTab(id, focus = true) {
     record: renderCategories, timeline: renderTimeline, trends: renderTrends, add: renderAdd,
     access: renderAccess, audit: renderAudit, export: renderExport, mine: renderMine,
     share: renderShares, devices: renderDevices, approve: renderApprove,
+    notifications: renderNotifications,
   }[id] || renderCategories;
   await render(panel);
   if (focus) {
@@ -631,6 +649,7 @@ function entryCard(e, hx, showCategory = false) {
   if (e.status === 'void') badges.push(h('span', { class: 'badge warn' }, 'void (written without valid access)'));
   if (e.flag) badges.push(h('span', { class: 'badge warn' }, `flagged: ${e.flag}`));
   if (e.versions > 1) badges.push(h('span', { class: 'badge' }, `version ${e.version} of ${e.versions}`));
+  if (e.released) badges.push(h('span', { class: 'badge released' }, 'released to the patient by ', person(e.released.by)));
   return h('article', { class: 'entry', 'data-entry': e.id },
     h(hx, {}, showCategory ? `${catTitle(e.category)}: ` : '', e.summary || '(no summary)'),
     badges.length ? h('p', { class: 'badges' }, badges) : null,
@@ -640,7 +659,189 @@ function entryCard(e, hx, showCategory = false) {
       : null,
     h('p', { class: 'actions' }, h('button', {
       type: 'button', class: 'secondary', onclick: () => renderEntry(e.id),
-    }, 'Details and versions', h('span', { class: 'sr-only' }, ` of ${e.summary || 'entry'}`))));
+    }, 'Details and versions', h('span', { class: 'sr-only' }, ` of ${e.summary || 'entry'}`)),
+    mayRelease(e) ? [' ', h('button', {
+      type: 'button', class: 'secondary release', onclick: () => releaseResult(e),
+    }, 'Release to the patient', h('span', { class: 'sr-only' }, ` (${e.summary || 'result'})`))] : null));
+}
+
+// --- Results released after review, and notifications. --------------------------------------
+// A clinician with at least the annotate level on a result's category releases it: that is
+// what notifies the patient. Notifications arrive as server-sent events, read with fetch (so
+// the token goes in a header, never in a URL); they carry no content, only the event, the
+// entry, its category and the time.
+
+const RESULT_CATEGORIES = ['lab-results', 'investigations'];
+const EVENT_TEXT = {
+  'result-released': 'A result was released',
+  'task-status': "A referral or task's status changed",
+  'new-message': 'A new message',
+  'reminder-due': 'An appointment reminder is due',
+};
+const EVENT_CATEGORIES = {
+  'result-released': RESULT_CATEGORIES,
+  'task-status': ['tasks'],
+  'new-message': ['messages'],
+  'reminder-due': ['appointments'],
+};
+
+function mayRelease(e) {
+  return RESULT_CATEGORIES.includes(e.category) && !e.released && !e.deleted && !isPatient()
+    && levelRank(myLevel(e.category)) >= levelRank('annotate');
+}
+
+async function releaseResult(e) {
+  const got = await attempt(() => api('release', { rid: state.rid, eid: e.current || e.id }, { body: {} }));
+  if (!got) return;
+  setStatus(`Released ${e.summary || 'the result'} to the patient.`);
+  await showTab(state.tab, false);
+}
+
+function unreadBadge() {
+  const b = h('span', { id: 'notif-unread', class: 'badge count' }, String(state.unread));
+  b.hidden = state.unread === 0;
+  b.setAttribute('aria-label', `${state.unread} unread`);
+  return b;
+}
+
+function setUnread(n) {
+  state.unread = Math.max(0, n);
+  const b = $('notif-unread');
+  if (!b) return;
+  b.textContent = String(state.unread);
+  b.setAttribute('aria-label', `${state.unread} unread`);
+  b.hidden = state.unread === 0;
+}
+
+function stopNotifications() {
+  if (state.stream) state.stream.abort();
+  state.stream = null;
+}
+
+/** Opens the record's notification stream (once per record); reconnects after a drop,
+ * from the last event id, so nothing is missed or shown twice. */
+async function startNotifications() {
+  if (state.stream || !state.rid || !state.token) return;
+  const ctrl = new AbortController();
+  state.stream = ctrl;
+  const rid = state.rid;
+  const first = await api('notifications', { rid }, { query: { limit: 1 } }).catch(() => null);
+  if (first) setUnread(first.unread);
+  // What was there before is counted already: the stream catches up after the newest.
+  let last = first && first.items.length ? first.items[0].id : null;
+  const seen = new Set();
+  while (!ctrl.signal.aborted) {
+    try {
+      const res = await api('notificationStream', { rid }, { stream: true, lastId: last, signal: ctrl.signal });
+      if (!res.body) throw new Error('no stream');
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let end;
+        while ((end = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          let id = null;
+          let data = '';
+          let event = 'message';
+          for (const line of block.split('\n')) {
+            if (line.startsWith('id:')) id = line.slice(3).trim();
+            else if (line.startsWith('data:')) data += line.slice(5).trim();
+            else if (line.startsWith('event:')) event = line.slice(6).trim();
+          }
+          if (event !== 'notification' || !id) continue;
+          last = id;
+          if (seen.has(id)) continue;
+          seen.add(id);
+          let n = null;
+          try { n = JSON.parse(data); } catch { continue; }
+          if (!n.read) {
+            setUnread(state.unread + 1);
+            setStatus(`New notification: ${EVENT_TEXT[n.event] || n.event} (${catTitle(n.category)}).`);
+          }
+          if (state.tab === 'notifications' && $('notification-list')) listNotifications();
+        }
+      }
+    } catch (err) {
+      if (ctrl.signal.aborted) return;
+    }
+    // Dropped: try again shortly, from the last id.
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+async function renderNotifications(panel) {
+  panel.append(panelHeading('Notifications'),
+    h('p', { class: 'help' }, 'Choose what to be told about in this record. A notification says '
+      + 'only what happened and where; open the entry to read it. Lab results are announced once '
+      + 'a clinician has reviewed and released them.'));
+  const subsBox = h('div', { id: 'subscriptions' });
+  const form = h('form', { id: 'subscribe-form', novalidate: true },
+    h('fieldset', {}, h('legend', {}, 'Tell me when'),
+      Object.entries(EVENT_TEXT).map(([ev, text]) => {
+        const visible = EVENT_CATEGORIES[ev].some((c) => myLevel(c));
+        return h('p', {}, h('input', { type: 'checkbox', id: `sub-${ev}`, name: 'event', value: ev, disabled: !visible }),
+          ' ', h('label', { for: `sub-${ev}` }, text, visible ? '' : ' (not shared with you)'));
+      })),
+    h('button', { type: 'submit' }, 'Subscribe'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const events = [...form.querySelectorAll('input[name=event]:checked')].map((i) => i.value);
+    if (events.length === 0) {
+      showError(new ApiError(0, 'invalid', 'Choose at least one thing to be told about.'));
+      return;
+    }
+    // Only the categories shared with this identity (the node refuses any other).
+    const categories = [...new Set(events.flatMap((e) => EVENT_CATEGORIES[e]))].filter((c) => myLevel(c));
+    const got = await attempt(() => api('subscribe', { rid: state.rid }, { body: { events, categories } }));
+    if (got) {
+      setStatus('Subscribed.');
+      listSubscriptions(subsBox);
+    }
+  });
+  const list = h('div', { id: 'notification-list' });
+  panel.append(form, subsBox, h('h3', {}, 'Received'),
+    h('p', {}, h('button', { type: 'button', id: 'mark-all-read', class: 'secondary', onclick: async () => {
+      const got = await attempt(() => api('readNotifications', { rid: state.rid }, { body: {} }));
+      if (got) {
+        setUnread(got.unread);
+        listNotifications();
+      }
+    } }, 'Mark all read')), list);
+  await listSubscriptions(subsBox);
+  await listNotifications();
+}
+
+async function listSubscriptions(box) {
+  const subs = await attempt(() => api('subscriptions', { rid: state.rid }));
+  if (!subs) return;
+  box.replaceChildren(subs.length === 0
+    ? h('p', { class: 'meta' }, 'No subscriptions yet.')
+    : h('ul', { class: 'subscriptions' }, subs.map((s) => h('li', {},
+      s.events.map((e) => EVENT_TEXT[e] || e).join('; '), ' — ', s.categories.map(catTitle).join(', '), ' ',
+      h('button', { type: 'button', class: 'secondary small', onclick: async () => {
+        if (await attempt(() => api('unsubscribe', { rid: state.rid, subid: s.id }))) listSubscriptions(box);
+      } }, 'Remove')))));
+}
+
+async function listNotifications() {
+  const box = $('notification-list');
+  if (!box) return;
+  const got = await attempt(() => api('notifications', { rid: state.rid }, { query: { limit: 50 } }));
+  if (!got) return;
+  setUnread(got.unread);
+  box.replaceChildren(got.items.length === 0
+    ? h('p', {}, 'No notifications yet.')
+    : h('ul', { class: 'notifications' }, got.items.map((n) => h('li', { class: n.read ? 'read' : 'unread', 'data-notification': n.id },
+      n.read ? '' : h('span', { class: 'badge' }, 'new'), ' ',
+      h('strong', {}, EVENT_TEXT[n.event] || n.event), ` in ${catTitle(n.category)}, `, when(n.time), ' ',
+      h('button', { type: 'button', class: 'secondary small', onclick: async () => {
+        await attempt(() => api('readNotifications', { rid: state.rid }, { body: { ids: [n.id] } }));
+        renderEntry(n.entry);
+      } }, 'Open')))));
 }
 
 // --- One entry: its fields, versions and notes. ---------------------------------------------

@@ -584,5 +584,8 @@ pub fn reminders(state: &State, now: Timestamp, horizon: u64) -> Vec<Reminder> {
     out
 }
 
+pub mod release;
+pub use release::ReleaseError;
+
 #[cfg(test)]
 mod tests;

@@ -267,6 +267,10 @@ pub enum Rejection {
     /// already in the past when written.
     #[error("appointment: {0}")]
     Appointment(#[from] crate::care::AppointmentError),
+    /// A result's release breaks its rules ([`crate::care::release`]): by the patient, of
+    /// something that is not a result, or a second release.
+    #[error("release: {0}")]
+    Release(#[from] crate::care::ReleaseError),
     /// The target of an amend, delete, annotate or revoke is missing or unsuitable.
     #[error("target {id}: {why}")]
     Target {
@@ -1016,6 +1020,9 @@ impl Record {
         let acting = self.check_actor(e, &past)?;
         self.check_sealing(e, category.as_ref(), &past)?;
         let owner_step = self.check_care(e, &acting, category.as_ref(), &past)?;
+        if let Payload::Annotate { target, text } = &e.payload {
+            self.check_release(target, text, &acting.principal, &past)?;
+        }
         let (mut status, proxies) = if e.auth.is_none() {
             self.check_patient(e, &acting, owner_step, &past)?;
             (Status::Valid, Vec::new())
@@ -1296,6 +1303,68 @@ impl Record {
         }
         let party = crate::care::check_task_step(&before, body, &acting.principal)?;
         Ok(party == crate::care::Party::Owner && self.item_author(&target) != acting.principal)
+    }
+
+    /// Checks an annotation that claims to be a result's release ([`crate::care::release`]):
+    /// by someone other than the patient (`principal` is the person the author acts for),
+    /// of a result's create or amend, not already released in the causal past.
+    pub(crate) fn check_release(
+        &self,
+        target: &EntryId,
+        text: &str,
+        principal: &ActorId,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> Result<(), Rejection> {
+        use crate::care::release::{self, ReleaseError};
+        if !release::is_release(text) {
+            return Ok(());
+        }
+        if text != release::RELEASE_MARK && release::release_note(text).is_none() {
+            return Err(ReleaseError::Malformed.into());
+        }
+        if *principal == self.id {
+            return Err(ReleaseError::ByPatient.into());
+        }
+        let is_result = self.nodes.get(target).is_some_and(|t| {
+            (t.h.is_create() || t.h.is_amend())
+                && self
+                    .node_category(t)
+                    .is_some_and(release::is_result_category)
+        });
+        if !is_result {
+            return Err(ReleaseError::NotAResult(*target).into());
+        }
+        if let Some(earlier) = self.release_of_in(target, past) {
+            return Err(ReleaseError::AlreadyReleased {
+                target: *target,
+                earlier,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// A release of version `target` (read here: plain, or sealed and opened) for which
+    /// `past` holds, if any.
+    fn release_of_in(&self, target: &EntryId, past: &dyn Fn(&EntryId) -> bool) -> Option<EntryId> {
+        self.annotations_of(target).iter().copied().find(|a| {
+            past(a)
+                && matches!(self.payload(a).as_deref(),
+                    Some(Payload::Annotate { text, .. }) if crate::care::release::is_release(text))
+        })
+    }
+
+    /// The releases of version `target` held and readable here (plain, or sealed and
+    /// opened), oldest first; a viewer's node shows only those it [`Record::can_see`].
+    pub fn releases_of(&self, target: &EntryId) -> Vec<EntryId> {
+        self.annotations_of(target)
+            .iter()
+            .copied()
+            .filter(|a| {
+                matches!(self.payload(a).as_deref(),
+                    Some(Payload::Annotate { text, .. }) if crate::care::release::is_release(text))
+            })
+            .collect()
     }
 
     /// Checks an entry written as the patient (by the current patient key or a patient's

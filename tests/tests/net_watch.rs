@@ -152,3 +152,50 @@ fn george_is_notified_of_his_lab_results() {
     assert_eq!(second["author_assurance"], "self-asserted");
     all.finished();
 }
+
+/// `cophr watch` shows George's notifications too: subscribed to released results, he gets
+/// a line for the lab's release of a result (once, with no content), besides the lines for
+/// the entries themselves.
+#[test]
+fn watch_shows_a_released_result_as_a_notification() {
+    let george = Person::new("George Jones", "patient", None);
+    let lab = Person::new("Ana Costa", "biomedical scientist", Some("City Lab"));
+    let host = Person::new("Community Host", "host", None);
+    george.live_ok(&["record", "create"]);
+    george.live_ok(&[
+        "grant",
+        &lab.actor,
+        "--level",
+        "write",
+        "--categories",
+        "lab-results",
+    ]);
+    let host_node = Node::start(&host, &[]);
+    let _george_node = Node::start(&george, &[]);
+    let _lab_node = Node::start(&lab, &[]);
+    george.live_ok(&["host", &host_node.addr()]);
+    lab.live_json(&["follow", &george.actor, "--host", &host_node.addr()]);
+    george.live_ok(&["notifications", "subscribe", "--events", "result-released"]);
+
+    let watch = Watch::start(&george, true, &["--count", "3"]);
+    let id = lab.live_add(&["lab-results", "--test", "eGFR", "--result", "38"]);
+    lab.live_ok(&["result", "release", &id]);
+    let lines: Vec<serde_json::Value> = (0..3)
+        .map(|_| serde_json::from_str(&watch.next_line()).unwrap())
+        .collect();
+    watch.finished();
+    let notes: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.get("notification").is_some())
+        .collect();
+    assert_eq!(notes.len(), 1, "{lines:?}");
+    assert_eq!(notes[0]["event"], "result-released");
+    assert_eq!(notes[0]["entry"], id.as_str());
+    assert_eq!(notes[0]["notification"], format!("result-released:{id}"));
+    assert!(!notes[0].to_string().contains("eGFR"), "no content");
+    assert_eq!(
+        lines.iter().filter(|l| l["kind"] == "added").count(),
+        1,
+        "{lines:?}"
+    );
+}

@@ -2091,3 +2091,117 @@ fn the_patient_sees_vital_signs_lab_results_and_scores_as_accessible_trend_chart
     }
     drop(node);
 }
+
+/// The notification centre (`docs/care-team.md`, "Notifications"): George subscribes to
+/// released results in the web app; a lab result his consultant wrote reaches his node
+/// unreleased and changes nothing; the consultant's release (made on their own replica and
+/// brought to George's running node) raises the unread count on the Notifications tab live
+/// (through the node's event stream), the centre lists it, and marking all read clears it.
+#[test]
+fn the_notification_centre_counts_a_released_result_as_unread_until_read() {
+    require_browser();
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    let consultant = Person::new("Dr Rao", "consultant", Some("Leeds Renal Unit"));
+    george.ok(&[
+        "grant",
+        &consultant.actor,
+        "--level",
+        "write",
+        "--categories",
+        "lab-results",
+    ]);
+    let dir = tempfile::TempDir::new().expect("a directory");
+    let first = dir.path().join("george.cophr");
+    george.export(&first);
+    consultant.import(&first);
+    let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
+    let base = node.http().expect("the node's HTTP address");
+    let token = std::fs::read_to_string(george.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned();
+    let driver = Driver::start();
+    let profile = tempfile::TempDir::new().expect("a browser profile");
+    runtime().block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &base, &token).await;
+        wait_text(&c, "#app-title", "My record").await;
+        click(&c, "#tab-notifications").await;
+        wait_for(&c, "#subscribe-form").await;
+        assert!(
+            !wait_for(&c, "#notif-unread")
+                .await
+                .is_displayed()
+                .await
+                .unwrap(),
+            "no unread count yet"
+        );
+        click(&c, "#sub-result-released").await;
+        click(&c, "#subscribe-form button[type=submit]").await;
+        wait_text(&c, "#subscriptions", "A result was released").await;
+        wait_text(&c, "#notification-list", "No notifications yet").await;
+
+        // The result, unreleased, reaches George's node: nothing to tell.
+        let result = consultant.add(&[
+            "lab-results",
+            "--test",
+            "Potassium",
+            "--result",
+            "5.9",
+            "--unit",
+            "mmol/L",
+        ]);
+        let second = dir.path().join("result.cophr");
+        consultant.export(&second);
+        george.live_ok(&["import", second.to_str().unwrap()]);
+        eventually("George's node to hold the result", || george.sees(&result));
+        let list = george.live_json(&["notifications", "list"]);
+        assert_eq!(list["total"], 0, "{list}");
+
+        // Released on the consultant's replica, brought to George's node: the count rises
+        // while the page is open, without a reload.
+        consultant.ok(&["result", "release", &result]);
+        let third = dir.path().join("released.cophr");
+        consultant.export(&third);
+        george.live_ok(&["import", third.to_str().unwrap()]);
+        wait_text(&c, "#notif-unread", "1").await;
+        assert_eq!(
+            wait_for(&c, "#notif-unread")
+                .await
+                .attr("aria-label")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("1 unread")
+        );
+        let listed = wait_text(&c, "#notification-list", "A result was released").await;
+        assert!(listed.contains("Lab results"), "{listed}");
+        assert!(
+            !listed.contains("5.9"),
+            "no content in a notification: {listed}"
+        );
+        let png = c.screenshot().await.expect("a screenshot");
+        screenshot(&png, "web-app-notifications.png");
+
+        click(&c, "#mark-all-read").await;
+        let start = Instant::now();
+        while wait_for(&c, "#notif-unread")
+            .await
+            .is_displayed()
+            .await
+            .unwrap()
+        {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the count stays after marking read"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The record tab shows the result as released, by the consultant.
+        click(&c, "#tab-timeline").await;
+        wait_text(&c, ".timeline", "released to the patient by").await;
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
+}

@@ -34,6 +34,7 @@ pub mod invite;
 pub mod key;
 pub mod move_home;
 pub mod node;
+pub mod notifications;
 pub mod org;
 pub mod peers;
 pub mod record;
@@ -41,6 +42,7 @@ pub mod records;
 pub mod recover;
 pub mod reminders;
 pub mod repair;
+pub mod result;
 pub mod revoke;
 pub mod schema;
 pub mod share;
@@ -164,6 +166,13 @@ pub enum Command {
     Task(task::Command),
     /// The reminders of your appointments: due now and upcoming
     Reminders(reminders::Args),
+    /// Results: release a reviewed result to the patient (what notifies them)
+    #[command(subcommand)]
+    Result(result::Command),
+    /// Notifications: subscribe to events (a result released, a task's status, a new
+    /// message, a reminder due), list them, mark them read
+    #[command(subcommand)]
+    Notifications(notifications::Command),
     /// Grant someone access to the record
     Grant(grant::Args),
     /// Invite someone: a one-time, expiring link and QR code for the access you choose
@@ -316,6 +325,8 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Appointment(c) => appointment::run(ctx, c),
         Command::Task(c) => task::run(ctx, c),
         Command::Reminders(a) => reminders::run(ctx, a),
+        Command::Result(c) => result::run(ctx, c),
+        Command::Notifications(c) => notifications::run(ctx, c),
         Command::Grant(a) => grant::run(ctx, a),
         Command::Share(c) => share::run(ctx, c),
         Command::Revoke(a) => revoke::run(ctx, a),

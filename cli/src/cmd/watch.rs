@@ -5,6 +5,8 @@
 //! forwarded command does; the node answers with a stream of replies, one per line, instead
 //! of one reply ([`stream`]). A line says when, which record, the category, what was done,
 //! by whom, and the entry's one-line summary: nothing of an entry this person may not see.
+//! Notifications of the person's subscriptions (`cophr notifications`) come as lines too
+//! (`… notification: result-released in lab-results (e-…)`), each once, audited as a view.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -17,7 +19,9 @@ use tokio::net::UnixStream;
 use tokio::sync::broadcast::error::RecvError;
 
 use cophr_node::net::Changes;
-use cophr_node::store::Store;
+use cophr_node::notify::{Notification, Notifier};
+use cophr_node::store::{AuditInput, Store};
+use cophr_protocol::audit::Action;
 use cophr_protocol::schema;
 use cophr_protocol::{ActorId, Category, Payload};
 
@@ -179,8 +183,43 @@ pub async fn stream(mut conn: UnixStream, request: Request, args: Args, node: No
         _ => return,
     }
     let mut sent = 0u64;
+    // Notifications (`cophr notifications subscribe`) come on the process's live channel,
+    // derived here too from every batch of changes (whoever derives one first stores and
+    // sends it, once).
+    let notifier = std::sync::Arc::new(Notifier::new(handle.store().clone()));
+    let node_id = notifier.node();
+    let mut live = notifier.live();
     loop {
-        let changes = match rx.recv().await {
+        let got = tokio::select! {
+            got = rx.recv() => got,
+            n = live.recv() => {
+                let Ok((at, who, n)) = n else { continue };
+                if at != node_id || who != me || filter.as_ref().is_some_and(|f| !f.contains(&n.category)) {
+                    continue;
+                }
+                let store = handle.store().clone();
+                let line = tokio::task::spawn_blocking(move || notification_line(&store, &me, &n, json))
+                    .await
+                    .ok()
+                    .flatten();
+                let Some(line) = line else { continue };
+                let reply = Reply {
+                    code: 0,
+                    stdout: BASE64.encode(format!("{line}\n").as_bytes()),
+                    stderr: String::new(),
+                };
+                let Ok(b) = send(reply).await else { return };
+                if conn.write_all(&b).await.is_err() || conn.flush().await.is_err() {
+                    return;
+                }
+                sent += 1;
+                if args.count.is_some_and(|n| sent >= n) {
+                    return;
+                }
+                continue;
+            }
+        };
+        let changes = match got {
             Ok(c) => c,
             Err(RecvError::Lagged(n)) => {
                 let note = Reply {
@@ -200,9 +239,14 @@ pub async fn stream(mut conn: UnixStream, request: Request, args: Args, node: No
         let filter = filter.clone();
         // Authors are shown as verified or self-asserted by the node's trust list.
         let trust = handle.trust();
+        let n = notifier.clone();
         let lines = tokio::task::spawn_blocking(move || {
             crate::output::assess_with(trust, times::system_now());
-            lines(&store, &me, &changes, filter.as_ref(), json)
+            let out = lines(&store, &me, &changes, filter.as_ref(), json);
+            if let Err(e) = n.process(&me, &changes.record, times::system_now()) {
+                tracing::warn!(error = %e, "could not derive notifications");
+            }
+            out
         })
         .await
         .unwrap_or_default();
@@ -222,6 +266,55 @@ pub async fn stream(mut conn: UnixStream, request: Request, args: Args, node: No
             }
         }
     }
+}
+
+/// The line for a notification `me` may still see (audited as a view of the entries it
+/// names, like the API's delivery), or `None`.
+fn notification_line(store: &Store, me: &ActorId, n: &Notification, json: bool) -> Option<String> {
+    let now = times::system_now();
+    let visible = store
+        .with_record(&n.record, |r| {
+            let v = r.viewer(me, now);
+            r.can_see(&v, &n.entry) && n.by.is_none_or(|b| r.can_see(&v, &b))
+        })
+        .ok()?;
+    if !visible {
+        return None;
+    }
+    store
+        .audit(
+            &n.record,
+            AuditInput {
+                action: Action::View,
+                actor: *me,
+                device: None,
+                entries: std::iter::once(n.entry).chain(n.by).collect(),
+                detail: Some("notifications (watch): 1".into()),
+            },
+            now,
+        )
+        .ok()?;
+    Some(if json {
+        json!({
+            "notification": n.id,
+            "event": n.event.name(),
+            "record": n.record,
+            "entry": n.entry,
+            "by": n.by,
+            "category": n.category.name(),
+            "time": times::format(n.time),
+        })
+        .to_string()
+    } else {
+        format!(
+            "{} {} notification: {} in {} ({})",
+            times::format(n.time),
+            n.record.short(),
+            n.event.name(),
+            n.category.name(),
+            n.entry.short()
+        )
+    })
 }
 
 /// The lines for new entries `me` may see: data entries only (creates, amends, deletes,

@@ -43,6 +43,7 @@ mod entries;
 pub mod grants;
 mod invitations;
 mod keys;
+mod notifications;
 mod records;
 mod recovery;
 
@@ -86,6 +87,27 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/records/{rid}/entries/{eid}/annotations",
             post(entries::annotate),
+        )
+        .route(
+            "/records/{rid}/entries/{eid}/release",
+            post(notifications::release),
+        )
+        .route(
+            "/records/{rid}/subscriptions",
+            get(notifications::subscriptions).post(notifications::subscribe),
+        )
+        .route(
+            "/records/{rid}/subscriptions/{subid}",
+            axum::routing::delete(notifications::unsubscribe),
+        )
+        .route("/records/{rid}/notifications", get(notifications::list))
+        .route(
+            "/records/{rid}/notifications/read",
+            post(notifications::mark_read),
+        )
+        .route(
+            "/records/{rid}/notifications/stream",
+            get(notifications::stream),
         )
         .route("/records/{rid}/timeline", get(entries::timeline))
         .route("/records/{rid}/reminders", get(entries::reminders))

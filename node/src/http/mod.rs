@@ -43,6 +43,9 @@ pub use conn::{
     ConnLimits, HEADER_TIMEOUT, LOOPBACK_RESERVED, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP,
 };
 
+/// How often reminders coming due are looked for while notifications are derived.
+pub const REMINDER_TICK: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The longest a request may take, reading its body included (408 beyond).
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -150,6 +153,10 @@ struct Inner {
     shares: Arc<share::Limiter>,
     /// FHIR Binaries sent here that no entry names yet.
     binaries: Arc<fhir::binary::Pending>,
+    /// Subscriptions and notifications (`crate::notify`).
+    notifier: Arc<crate::notify::Notifier>,
+    /// Whether the task deriving notifications from the network node's changes runs.
+    pump: Arc<std::sync::OnceLock<()>>,
 }
 
 tokio::task_local! {
@@ -215,6 +222,8 @@ impl AppState {
     ) -> Self {
         AppState {
             inner: Arc::new(Inner {
+                notifier: Arc::new(crate::notify::Notifier::new(store.clone())),
+                pump: Arc::new(std::sync::OnceLock::new()),
                 store,
                 key,
                 profile,
@@ -418,7 +427,71 @@ impl AppState {
             if let Err(e) = node.changed(record).await {
                 tracing::warn!(%record, error = %e, "could not announce a change");
             }
+        } else {
+            // Without a network node, nothing else tells the notifier of a local write.
+            self.notify(record).await;
         }
+    }
+
+    /// Subscriptions and notifications of the identity.
+    pub fn notifier(&self) -> &Arc<crate::notify::Notifier> {
+        &self.inner.notifier
+    }
+
+    /// Derives the identity's notifications from what `record` newly holds.
+    pub async fn notify(&self, record: RecordId) {
+        let n = self.inner.notifier.clone();
+        let me = self.actor();
+        let now = self.now();
+        let done = tokio::task::spawn_blocking(move || n.process(&me, &record, now)).await;
+        if let Ok(Err(e)) = done {
+            tracing::warn!(%record, error = %e, "could not derive notifications");
+        }
+    }
+
+    /// Starts, once, the task that derives the identity's notifications from every batch
+    /// of entries the network node newly holds (written here or received from a peer) and
+    /// from reminders coming due ([`REMINDER_TICK`]). Without a network node, local writes
+    /// notify through [`AppState::changed`] and reads catch up.
+    pub fn start_notifications(&self) {
+        let Some(node) = self.inner.node.clone() else {
+            return;
+        };
+        if self.inner.pump.set(()).is_err() {
+            return;
+        }
+        let st = self.clone();
+        tokio::spawn(async move {
+            let Ok(mut rx) = node.watch().await else {
+                return;
+            };
+            // Anything that landed before the watch began.
+            {
+                let n = st.inner.notifier.clone();
+                let (me, now) = (st.actor(), st.now());
+                let _ = tokio::task::spawn_blocking(move || n.process_all(&me, now)).await;
+            }
+            let mut tick = tokio::time::interval(REMINDER_TICK);
+            loop {
+                tokio::select! {
+                    got = rx.recv() => match got {
+                        Ok(c) => st.notify(c.record).await,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            // Missed batches: the cursors catch up on the next pass.
+                            let n = st.inner.notifier.clone();
+                            let (me, now) = (st.actor(), st.now());
+                            let _ = tokio::task::spawn_blocking(move || n.process_all(&me, now)).await;
+                        }
+                        Err(_) => return,
+                    },
+                    _ = tick.tick() => {
+                        let n = st.inner.notifier.clone();
+                        let (me, now) = (st.actor(), st.now());
+                        let _ = tokio::task::spawn_blocking(move || n.process_all(&me, now)).await;
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -532,7 +605,14 @@ pub fn rejection_status(r: &Rejection) -> (StatusCode, &'static str) {
             (StatusCode::FORBIDDEN, "forbidden")
         }
         Rejection::Task(TaskError::Stale { .. }) => (StatusCode::CONFLICT, "conflict"),
-        Rejection::Task(_) | Rejection::Appointment(_) => {
+        // A release by the patient is an access refusal; a second one, a conflict.
+        Rejection::Release(cophr_protocol::care::ReleaseError::ByPatient) => {
+            (StatusCode::FORBIDDEN, "forbidden")
+        }
+        Rejection::Release(cophr_protocol::care::ReleaseError::AlreadyReleased { .. }) => {
+            (StatusCode::CONFLICT, "conflict")
+        }
+        Rejection::Task(_) | Rejection::Appointment(_) | Rejection::Release(_) => {
             (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
         }
         Rejection::Sealing(_) => (StatusCode::CONFLICT, "conflict"),
@@ -858,6 +938,7 @@ pub async fn serve_with(
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    state.start_notifications();
     conn::serve_with(listener, router(state), limits, shutdown).await
 }
 

@@ -867,6 +867,16 @@ impl Record {
                 crate::care::check_appointment_write(body, before.as_ref(), now)?;
             }
         }
+        if let Payload::Annotate { target, text } = &payload {
+            // A release is checked as the gate checks a plain one: once sealed, a relay
+            // cannot read it (the writer's causal past is everything held here).
+            let principal = if self.is_patient(&key.actor()) {
+                self.id
+            } else {
+                key.actor()
+            };
+            self.check_release(target, text, &principal, &|x| self.nodes.contains_key(x))?;
+        }
         if let Some(epoch) = self.writing_epoch(&c) {
             let sealed = self.seal_payload(&key.actor(), &c, epoch, payload, rng)?;
             return self.prepare_all(key, sealed, now, device);

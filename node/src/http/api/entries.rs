@@ -22,9 +22,27 @@ pub(super) fn item_json(r: &Record, i: &Item) -> Value {
         "conflict": i.conflict,
         "deleted": false,
         "annotations": i.annotations.iter().filter_map(|a| annotation(r, a)).collect::<Vec<_>>(),
+        // The release of the version in effect (a reviewed result), among the annotations
+        // the viewer sees.
+        "released": released(r, i),
         // Sealed content that, opened, fails its category's rules: shown, and said so.
         "flag": i.flag,
     })
+}
+
+/// The release of an item's version in effect, if the viewer sees one.
+fn released(r: &Record, i: &Item) -> Option<Value> {
+    let id = i.annotations.iter().find(|a| {
+        matches!(r.payload(a).as_deref(),
+            Some(Payload::Annotate { target, text })
+                if *target == i.current && cophr_protocol::care::release::is_release(text))
+    })?;
+    let e = r.get(id)?;
+    Some(json!({
+        "id": id,
+        "by": person(r, &e.entry().author, Some(e.entry().time)),
+        "time": format_time(e.entry().time),
+    }))
 }
 
 /// A deleted item (its last data version, marked deleted).
