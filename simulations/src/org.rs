@@ -244,3 +244,83 @@ fn check_removals(sim: &Sim, o: &Record, held: &[NodeId], c: &mut Check) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{scenario, Options, Scenario, Size};
+
+    fn failures(sim: &mut Sim, starts: &str) -> Vec<String> {
+        let checks = crate::check::check(sim);
+        checks
+            .checks
+            .iter()
+            .find(|c| c.name.starts_with(starts))
+            .map(|c| c.failures.clone())
+            .expect("the invariant")
+    }
+
+    fn node(sim: &Sim, name: &str) -> NodeId {
+        sim.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .expect("the node")
+    }
+
+    /// The membership invariants hold on a run, and fail when one administrator's copy of
+    /// the log has a change the others lack, or one replica of a patient's record holds a
+    /// join the others lack.
+    #[test]
+    fn the_membership_invariants_see_replicas_that_disagree() {
+        let mut sim = scenario::build(Scenario::Organisation, 1, Size::Small, Options::default());
+        sim.run();
+        assert_eq!(failures(&mut sim, "the organisation's nodes"), Vec::<String>::new());
+        assert_eq!(failures(&mut sim, "replicas agree on the members"), Vec::<String>::new());
+        assert_eq!(failures(&mut sim, "a removed member's entry"), Vec::<String>::new());
+
+        // The office manager adds a member the others never hear of.
+        let admin = node(&sim, "Office manager");
+        let org_record = sim.org.records[0];
+        let stranger = cophr_protocol::testkit::key(99, "agency nurse");
+        let now = sim.clock(admin);
+        let add = {
+            let r = sim.nodes[admin].record(&org_record).expect("held");
+            r.prepare_all(
+                &sim.nodes[admin].key,
+                Payload::AddMember {
+                    member: stranger.actor(),
+                    role: cophr_protocol::org::Role::preset("nurse").expect("preset"),
+                    label: "agency".into(),
+                },
+                now,
+                None,
+            )
+            .expect("an administrator adds a member")
+        };
+        for v in add {
+            sim.nodes[admin].store.write(v).expect("applies");
+        }
+        let f = failures(&mut sim, "the organisation's nodes");
+        assert!(
+            f.len() == 1 && f[0].contains("Office manager"),
+            "{f:?}"
+        );
+
+        // Nurse Lee's replica alone holds the stranger's join of George's record.
+        let lee = node(&sim, "Nurse Lee");
+        let george = node(&sim, "George");
+        let record = sim.nodes[george].actor();
+        let proof = sim.nodes[admin]
+            .record(&org_record)
+            .and_then(|r| r.membership_proof(&stranger.actor()))
+            .expect("a proof");
+        let join = sim.nodes[lee]
+            .record(&record)
+            .expect("held")
+            .prepare_join(&stranger, proof, now, None)
+            .expect("the stranger joins");
+        sim.nodes[lee].store.write(join).expect("applies");
+        let f = failures(&mut sim, "replicas agree on the members");
+        assert!(f.len() == 1 && f[0].contains("Nurse Lee"), "{f:?}");
+    }
+}
