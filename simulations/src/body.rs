@@ -58,9 +58,13 @@ pub(crate) fn body(category: &Category, seed: u64) -> Value {
         }
         Category::AboutMe => text_body(&[("thing-1", ABOUT[i % ABOUT.len()])]),
         Category::Appointments => {
-            let what = ["District nurse visit", "Dressing change", "Blood test at home"];
+            let what = [
+                "District nurse visit",
+                "Dressing change",
+                "Blood test at home",
+            ];
             text_body(&[
-                ("status", if seed % 5 == 0 { "cancelled" } else { "booked" }),
+                ("status", if seed.is_multiple_of(5) { "cancelled" } else { "booked" }),
                 ("start", "2026-12-10T09:30:00Z"),
                 ("description", what[i % what.len()]),
             ])

@@ -142,7 +142,9 @@ pub(crate) fn check(sim: &Sim, holders: &BTreeMap<RecordId, Vec<NodeId>>) -> Vec
             // A removed member's frozen replica is not expected to hear of later joins.
             if node.role != Role::Host
                 && *record != node.actor()
-                && !o.viewer(&node.actor(), crate::sim::EPOCH + sim.now).has_access()
+                && !o
+                    .viewer(&node.actor(), crate::sim::EPOCH + sim.now)
+                    .has_access()
             {
                 continue;
             }
@@ -199,7 +201,11 @@ fn check_removals(sim: &Sim, o: &Record, held: &[NodeId], c: &mut Check) {
                         .map(|(_, p)| *p)
                         .collect();
                     if s.is_empty() {
-                        parts.iter().filter(|(c, _)| c.is_none()).map(|(_, p)| *p).collect()
+                        parts
+                            .iter()
+                            .filter(|(c, _)| c.is_none())
+                            .map(|(_, p)| *p)
+                            .collect()
                     } else {
                         s
                     }
@@ -274,9 +280,18 @@ mod tests {
     fn the_membership_invariants_see_replicas_that_disagree() {
         let mut sim = scenario::build(Scenario::Organisation, 1, Size::Small, Options::default());
         sim.run();
-        assert_eq!(failures(&mut sim, "the organisation's nodes"), Vec::<String>::new());
-        assert_eq!(failures(&mut sim, "replicas agree on the members"), Vec::<String>::new());
-        assert_eq!(failures(&mut sim, "a removed member's entry"), Vec::<String>::new());
+        assert_eq!(
+            failures(&mut sim, "the organisation's nodes"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            failures(&mut sim, "replicas agree on the members"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            failures(&mut sim, "a removed member's entry"),
+            Vec::<String>::new()
+        );
 
         // The office manager adds a member the others never hear of.
         let admin = node(&sim, "Office manager");
@@ -301,10 +316,7 @@ mod tests {
             sim.nodes[admin].store.write(v).expect("applies");
         }
         let f = failures(&mut sim, "the organisation's nodes");
-        assert!(
-            f.len() == 1 && f[0].contains("Office manager"),
-            "{f:?}"
-        );
+        assert!(f.len() == 1 && f[0].contains("Office manager"), "{f:?}");
 
         // Nurse Lee's replica alone holds the stranger's join of George's record.
         let lee = node(&sim, "Nurse Lee");

@@ -434,8 +434,9 @@ impl Report {
         if !self.cut_off.is_empty() {
             writeln!(
                 f,
-                "  cut off      {} (grant void after a concurrent revocation above it: refused \
-                 by every peer, never learns why); {} entries it wrote are stranded there",
+                "  cut off      {} (no access at the end: a grant void after a concurrent \
+                 revocation above it, or a member removed from their organisation; refused by \
+                 every peer, never learns why); {} entries they wrote are stranded there",
                 self.cut_off.join(", "),
                 self.stranded
             )?;

@@ -1300,7 +1300,14 @@ fn organisation(seed: u64, size: Size) -> Sim {
     }
     for (node, r) in [(george, record), (org, org_record)] {
         let t = S + sim.rng.range(0, S);
-        sim.at(t, Act::Host { node, record: r, to: host });
+        sim.at(
+            t,
+            Act::Host {
+                node,
+                record: r,
+                to: host,
+            },
+        );
     }
     let o = Org {
         george,
@@ -1343,7 +1350,13 @@ fn organisation(seed: u64, size: Size) -> Sim {
     // The first members, added by either administrator, given their proofs a little later.
     member_op(&mut sim, 20 * S, org, &o, MemberOp::Add(jo, "nurse"));
     member_op(&mut sim, 25 * S, admin, &o, MemberOp::Add(sam, "nurse"));
-    member_op(&mut sim, 35 * S, admin, &o, MemberOp::Add(kim, "receptionist"));
+    member_op(
+        &mut sim,
+        35 * S,
+        admin,
+        &o,
+        MemberOp::Add(kim, "receptionist"),
+    );
     for (from, m) in [(org, jo), (admin, sam), (admin, kim)] {
         let t = MIN + sim.rng.range(0, 30 * S);
         give_proof(&mut sim, t, from, m, &o);
@@ -1369,7 +1382,16 @@ fn george_and_members_write(sim: &mut Sim, o: &Org, active: Time, busy: Time) {
     use Category::*;
     let r = o.record;
     let to = active - MIN;
-    writes(sim, o.george, r, MIN, to, 4 * busy, &[create(VitalSigns), create(Procedures)], Expect::Ok);
+    writes(
+        sim,
+        o.george,
+        r,
+        MIN,
+        to,
+        4 * busy,
+        &[create(VitalSigns), create(Procedures)],
+        Expect::Ok,
+    );
     let nurse = [
         create(VitalSigns),
         create(Procedures),
@@ -1378,7 +1400,16 @@ fn george_and_members_write(sim: &mut Sim, o: &Org, active: Time, busy: Time) {
     for m in [o.jo, o.sam, o.pat, o.lee, o.max] {
         writes(sim, m, r, 2 * MIN, to, busy, &nurse, Expect::Member);
     }
-    writes(sim, o.kim, r, 2 * MIN, to, 2 * busy, &[create(Appointments)], Expect::Member);
+    writes(
+        sim,
+        o.kim,
+        r,
+        2 * MIN,
+        to,
+        2 * busy,
+        &[create(Appointments)],
+        Expect::Member,
+    );
 }
 
 /// The office manager's node goes offline: both administrators add Pat, and Max; the

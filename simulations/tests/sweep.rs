@@ -99,7 +99,10 @@ fn organisation() {
     }
     let again = run(Scenario::Organisation, 1, Size::Small);
     let first = first.expect("a run");
-    assert_eq!(first.report, again.report, "organisation seed 1 is not reproducible");
+    assert_eq!(
+        first.report, again.report,
+        "organisation seed 1 is not reproducible"
+    );
     assert_eq!(first.series, again.series);
 }
 

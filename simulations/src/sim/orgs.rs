@@ -79,7 +79,8 @@ impl Sim {
                     MemberOp::Remove(_) => {
                         self.org.removed += 1;
                         if self.nodes[n].actor() == org_record {
-                            let held: Vec<RecordId> = self.nodes[n].replicas.keys().copied().collect();
+                            let held: Vec<RecordId> =
+                                self.nodes[n].replicas.keys().copied().collect();
                             for r in held {
                                 self.org_duties(n, r);
                             }
@@ -211,7 +212,9 @@ impl Sim {
         let now = self.clock(n);
         let keys = {
             let node = &self.nodes[n];
-            let Some(r) = node.record(&record) else { return };
+            let Some(r) = node.record(&record) else {
+                return;
+            };
             r.prepare_member_keys(&node.key, now, &None, &mut self.seal_rng)
         };
         match keys {
@@ -248,8 +251,9 @@ impl Sim {
             label: self.nodes[admin].name.clone(),
         };
         if let Err(e) = self.commit(org, org_record, payload) {
-            self.violations
-                .push(format!("the organisation could not add an administrator: {e}"));
+            self.violations.push(format!(
+                "the organisation could not add an administrator: {e}"
+            ));
         }
         self.org.records.push(org_record);
         self.add_replica(admin, org_record);
