@@ -64,7 +64,14 @@ pub(crate) fn body(category: &Category, seed: u64) -> Value {
                 "Blood test at home",
             ];
             text_body(&[
-                ("status", if seed.is_multiple_of(5) { "cancelled" } else { "booked" }),
+                (
+                    "status",
+                    if seed.is_multiple_of(5) {
+                        "cancelled"
+                    } else {
+                        "booked"
+                    },
+                ),
                 ("start", "2026-12-10T09:30:00Z"),
                 ("description", what[i % what.len()]),
             ])
