@@ -57,6 +57,25 @@ pub(crate) fn body(category: &Category, seed: u64) -> Value {
             text_body(&[("test", t), ("result", r)])
         }
         Category::AboutMe => text_body(&[("thing-1", ABOUT[i % ABOUT.len()])]),
+        Category::Appointments => {
+            let what = [
+                "District nurse visit",
+                "Dressing change",
+                "Blood test at home",
+            ];
+            text_body(&[
+                (
+                    "status",
+                    if seed.is_multiple_of(5) {
+                        "cancelled"
+                    } else {
+                        "booked"
+                    },
+                ),
+                ("start", "2026-12-10T09:30:00Z"),
+                ("description", what[i % what.len()]),
+            ])
+        }
         other => {
             // Any other category: its first required text field, if the schema has one.
             let field = schema::schema(other)
@@ -82,6 +101,7 @@ mod tests {
             Category::Procedures,
             Category::LabResults,
             Category::AboutMe,
+            Category::Appointments,
         ] {
             for seed in 0..40 {
                 let b = body(&c, seed * 7919);

@@ -40,7 +40,7 @@ pub(crate) struct Checks {
 /// At most this many failures are kept per invariant.
 const KEEP: usize = 12;
 
-fn fail(c: &mut Check, msg: String) {
+pub(crate) fn fail(c: &mut Check, msg: String) {
     if c.failures.len() < KEEP {
         c.failures.push(msg);
     } else if c.failures.len() == KEEP {
@@ -48,7 +48,7 @@ fn fail(c: &mut Check, msg: String) {
     }
 }
 
-fn named(name: &'static str) -> Check {
+pub(crate) fn named(name: &'static str) -> Check {
     Check {
         name,
         failures: Vec::new(),
@@ -70,9 +70,17 @@ struct All {
 }
 
 /// Revoke entries that cut `actor`'s access: revocations of its grants or of any grant
-/// above them in their delegation chains.
+/// above them in their delegation chains; and the removal of a member of an organisation
+/// (a device removal, its parts).
 fn cuts_of(o: &Record, actor: &ActorId) -> Vec<EntryId> {
     let mut out = BTreeSet::new();
+    for e in o.entries() {
+        if matches!(&e.entry().payload,
+            cophr_protocol::entry::Payload::RemoveDevice { device, .. } if device == actor)
+        {
+            out.insert(e.id());
+        }
+    }
     for g in o.grants().filter(|g| g.grant.grantee == *actor) {
         let mut cur = Some(g.id);
         let mut depth = 0;
@@ -118,6 +126,7 @@ pub(crate) fn check(sim: &mut Sim) -> Checks {
         check_record(sim, record, o, held, &mut all, &mut out);
     }
     let city = crate::city::check(sim, &holders);
+    let orgs = crate::org::check(sim, &holders);
     check_unknown(sim, &mut all.forged);
     for a in &sim.attacks {
         if a.refused == Some(false) {
@@ -147,6 +156,7 @@ pub(crate) fn check(sim: &mut Sim) -> Checks {
         all.audit,
     ];
     out.checks.extend(city);
+    out.checks.extend(orgs);
     out
 }
 

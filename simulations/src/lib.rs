@@ -24,6 +24,7 @@ mod body;
 mod check;
 mod city;
 mod net;
+mod org;
 mod plot;
 mod report;
 mod rng;
@@ -33,6 +34,7 @@ pub mod sweep;
 mod trace;
 
 pub use city::CityFigures;
+pub use org::OrgFigures;
 pub use plot::esc as svg_escape;
 pub use report::{Report, Sample, Window};
 
@@ -59,11 +61,15 @@ pub enum Scenario {
     /// by rendezvous hashing; a host added mid-run and the records rebalanced onto it by
     /// their patients' moves.
     City,
+    /// A care organisation: its membership log kept by two administrators' nodes (forked
+    /// and merged), members joining a patient's record under its grant, members removed
+    /// while they write.
+    Organisation,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--list` shows them.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Acceptance,
         Scenario::Scale,
         Scenario::Churn,
@@ -71,6 +77,7 @@ impl Scenario {
         Scenario::Loss,
         Scenario::Revocation,
         Scenario::City,
+        Scenario::Organisation,
     ];
 
     /// The name used on the command line.
@@ -83,6 +90,7 @@ impl Scenario {
             Scenario::Loss => "loss",
             Scenario::Revocation => "revocation",
             Scenario::City => "city",
+            Scenario::Organisation => "organisation",
         }
     }
 
@@ -114,6 +122,12 @@ impl Scenario {
                 "a city's community host on 4 host processes (--hosts N), 770,000 records \
                  (--patients N) placed by rendezvous hashing, found through the DHT; a host \
                  added mid-run, records rebalanced onto it by their patients' moves"
+            }
+            Scenario::Organisation => {
+                "a home-care organisation: two administrators' nodes keep its membership log \
+                 (forked by a partition, merged); members join George's record with their \
+                 proofs and write busily; members removed while writing, concurrent \
+                 add/remove by both administrators"
             }
         }
     }

@@ -118,6 +118,8 @@ pub struct Report {
     pub invariants: Vec<(String, Vec<String>)>,
     /// The `city` scenario's hosts, placement and rebalancing.
     pub city: Option<crate::CityFigures>,
+    /// The `organisation` scenario's membership changes, joins and removals.
+    pub organisation: Option<crate::OrgFigures>,
 }
 
 impl Report {
@@ -217,6 +219,7 @@ pub(crate) fn outcome(sim: &Sim, scenario: Scenario, size: Size, checks: Checks)
             .map(|c| (c.name.to_string(), c.failures))
             .collect(),
         city: crate::city::figures(sim),
+        organisation: crate::org::figures(sim),
     };
     Outcome {
         report,
@@ -341,6 +344,7 @@ impl fmt::Display for Report {
         self.fmt_traffic(f)?;
         self.fmt_safety(f)?;
         self.fmt_city(f)?;
+        self.fmt_org(f)?;
         self.fmt_timing(f)?;
         self.fmt_invariants(f)
     }
@@ -430,13 +434,44 @@ impl Report {
         if !self.cut_off.is_empty() {
             writeln!(
                 f,
-                "  cut off      {} (grant void after a concurrent revocation above it: refused \
-                 by every peer, never learns why); {} entries it wrote are stranded there",
+                "  cut off      {} (no access at the end: a grant void after a concurrent \
+                 revocation above it, or a member removed from their organisation; refused by \
+                 every peer, never learns why); {} entries they wrote are stranded there",
                 self.cut_off.join(", "),
                 self.stranded
             )?;
         }
         Ok(())
+    }
+
+    /// Writes the `organisation` lines: membership log, joins, removals.
+    fn fmt_org(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(o) = &self.organisation else {
+            return Ok(());
+        };
+        writeln!(
+            f,
+            "  membership   {} added, {} removed, {} refused by the administrator's replica; \
+             concurrent: {} members added twice, {} removed twice",
+            o.membership.0, o.membership.1, o.membership.2, o.forks.0, o.forks.1
+        )?;
+        writeln!(
+            f,
+            "  members      {} proofs given, {} joins; {} writes ({} refused: removal held); \
+             {} key wraps given by the organisation's node",
+            o.proofs_joins.0, o.proofs_joins.1, o.member_writes.0, o.member_writes.1, o.keys_given
+        )?;
+        writeln!(
+            f,
+            "  removals     {} written into patients' records; members' entries at the home \
+             host {} valid, {} void (concurrent with the removal); removed members' pulls {} \
+             refused, {} served",
+            o.removals_written,
+            o.member_entries.0,
+            o.member_entries.1,
+            o.removed_pulls.0,
+            o.removed_pulls.1
+        )
     }
 
     /// Writes the `city` lines: hosts, loads, moves.

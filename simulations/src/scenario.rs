@@ -7,7 +7,7 @@ use cophr_protocol::testkit::grant;
 use cophr_protocol::RecordId;
 
 use crate::net::Faults;
-use crate::sim::{Act, Attack, Config, Expect, NodeId, Role, Sim, WriteKind};
+use crate::sim::{Act, Attack, Config, Expect, MemberOp, NodeId, Role, Sim, WriteKind};
 use crate::{Options, Scenario, Size, Time};
 
 const S: Time = 1000;
@@ -22,6 +22,7 @@ pub(crate) fn build(scenario: Scenario, seed: u64, size: Size, options: Options)
         Scenario::Loss => loss(seed, size),
         Scenario::Revocation => revocation(seed, size),
         Scenario::City => city(seed, size, options),
+        Scenario::Organisation => organisation(seed, size),
     }
 }
 
@@ -1205,4 +1206,236 @@ fn city_patient(sim: &mut Sim, i: usize, t0: Time, practice: NodeId, active: Tim
         let wt = sim.rng.range(later, active - S);
         write(sim, wt, practice, r, create(c), Expect::Ok);
     }
+}
+
+/// What George grants the home-care organisation, at write.
+const ORG_GRANT: [Category; 3] = [
+    Category::VitalSigns,
+    Category::Procedures,
+    Category::Appointments,
+];
+
+/// The organisation scenario's people: the organisation's node and its second
+/// administrator's, and the members' nodes.
+struct Org {
+    george: NodeId,
+    record: RecordId,
+    org: NodeId,
+    admin: NodeId,
+    org_record: RecordId,
+    jo: NodeId,
+    sam: NodeId,
+    kim: NodeId,
+    pat: NodeId,
+    lee: NodeId,
+    max: NodeId,
+}
+
+fn member_op(sim: &mut Sim, at: Time, node: NodeId, o: &Org, op: MemberOp) {
+    sim.at(
+        at,
+        Act::Member {
+            node,
+            org_record: o.org_record,
+            op,
+        },
+    );
+}
+
+fn give_proof(sim: &mut Sim, at: Time, from: NodeId, member: NodeId, o: &Org) {
+    sim.at(
+        at,
+        Act::GiveProof {
+            from,
+            member,
+            org_record: o.org_record,
+            record: o.record,
+        },
+    );
+}
+
+/// Everyone cut off from `node` (and it from them) from `from` to `to`.
+fn offline(sim: &mut Sim, node: NodeId, from: Time, to: Time) {
+    let mut groups = vec![1u8; sim.nodes.len()];
+    groups[node] = 0;
+    let label = format!("{} offline", sim.nodes[node].name);
+    sim.at(from, Act::Partition(groups, label));
+    sim.at(to, Act::Unpartition);
+}
+
+/// A home-care organisation (issue 19): its own record holds the membership log, written
+/// by the organisation's node and a second administrator's node, synced between them (and
+/// their host) under loss, delays and a partition, so the log forks and merges. George
+/// grants the organisation once; members join with the proofs they are given and write
+/// busily; members are removed while they write (one cut off from everyone meanwhile),
+/// and the two administrators add and remove the same members concurrently.
+fn organisation(seed: u64, size: Size) -> Sim {
+    let active = pick(size, 12 * MIN, 40 * MIN);
+    let mut sim = Sim::new(
+        seed,
+        config(active, pick(size, 3 * MIN, 6 * MIN), 20 * S, 10 * S),
+    );
+    let george = sim.add_node("George", Role::Patient);
+    let host = sim.add_node("Host 1", Role::Host);
+    let org = sim.add_node("Leeds Home Care", Role::Provider);
+    let admin = sim.add_node("Office manager", Role::Provider);
+    let [jo, sam, kim, pat, lee, max] = [
+        "Nurse Jo",
+        "Nurse Sam",
+        "Kim (reception)",
+        "Nurse Pat",
+        "Nurse Lee",
+        "Nurse Max",
+    ]
+    .map(|n| sim.add_node(n, Role::Provider));
+    let record = sim.genesis(george, "patient");
+    let org_record = sim.genesis(org, "organisation");
+    sim.add_administrator(org, admin);
+    // George writes only in the categories he grants the organisation: where his record
+    // has a sealed stream the organisation's grant does not cover, its node cannot write a
+    // member's removal (the new epoch in that stream is refused; see the README, "Known
+    // gaps").
+    for c in ORG_GRANT {
+        write(&mut sim, 0, george, record, create(c), Expect::Ok);
+    }
+    for (node, r) in [(george, record), (org, org_record)] {
+        let t = S + sim.rng.range(0, S);
+        sim.at(
+            t,
+            Act::Host {
+                node,
+                record: r,
+                to: host,
+            },
+        );
+    }
+    let o = Org {
+        george,
+        record,
+        org,
+        admin,
+        org_record,
+        jo,
+        sam,
+        kim,
+        pat,
+        lee,
+        max,
+    };
+    sim.at(
+        30 * S,
+        Act::Faults(
+            Faults {
+                loss: 0.05,
+                dup: 0.01,
+                delay_p: 0.2,
+                delay_max: 5 * S,
+            },
+            "5 % loss, delays".into(),
+        ),
+    );
+    // George grants the organisation once: write on vital signs, procedures, appointments.
+    grant_at(
+        &mut sim,
+        10 * S,
+        george,
+        record,
+        org,
+        Level::Write,
+        &ORG_GRANT,
+        false,
+        false,
+        Expect::Ok,
+    );
+    // The first members, added by either administrator, given their proofs a little later.
+    member_op(&mut sim, 20 * S, org, &o, MemberOp::Add(jo, "nurse"));
+    member_op(&mut sim, 25 * S, admin, &o, MemberOp::Add(sam, "nurse"));
+    member_op(
+        &mut sim,
+        35 * S,
+        admin,
+        &o,
+        MemberOp::Add(kim, "receptionist"),
+    );
+    for (from, m) in [(org, jo), (admin, sam), (admin, kim)] {
+        let t = MIN + sim.rng.range(0, 30 * S);
+        give_proof(&mut sim, t, from, m, &o);
+    }
+    george_and_members_write(&mut sim, &o, active, pick(size, 45 * S, 20 * S));
+    administrators_fork(&mut sim, &o, active);
+    // Jo is removed while writing with her node cut off from everyone: what she writes
+    // meanwhile is concurrent with the removal, and void; her pulls are refused after.
+    let cut = active * 65 / 100;
+    offline(&mut sim, jo, cut, active * 80 / 100);
+    let t = cut + sim.rng.range(MIN, 2 * MIN);
+    member_op(&mut sim, t, org, &o, MemberOp::Remove(jo));
+    // Pat, added twice, is removed by the office manager while syncs are in flight.
+    let t = sim.rng.range(active * 82 / 100, active * 88 / 100);
+    member_op(&mut sim, t, admin, &o, MemberOp::Remove(pat));
+    sim.at(active, Act::Heal);
+    sim
+}
+
+/// George writes now and then; each member writes busily in what their role and the
+/// organisation's grant allow.
+fn george_and_members_write(sim: &mut Sim, o: &Org, active: Time, busy: Time) {
+    use Category::*;
+    let r = o.record;
+    let to = active - MIN;
+    writes(
+        sim,
+        o.george,
+        r,
+        MIN,
+        to,
+        4 * busy,
+        &[create(VitalSigns), create(Procedures)],
+        Expect::Ok,
+    );
+    let nurse = [
+        create(VitalSigns),
+        create(Procedures),
+        WriteKind::AmendOwn(VitalSigns),
+    ];
+    for m in [o.jo, o.sam, o.pat, o.lee, o.max] {
+        writes(sim, m, r, 2 * MIN, to, busy, &nurse, Expect::Member);
+    }
+    writes(
+        sim,
+        o.kim,
+        r,
+        2 * MIN,
+        to,
+        2 * busy,
+        &[create(Appointments)],
+        Expect::Member,
+    );
+}
+
+/// The office manager's node goes offline: both administrators add Pat, and Max; the
+/// organisation's node removes Max, concurrently with the office manager's addition of
+/// him; both remove Kim; the office manager removes Sam while the organisation's node adds
+/// Lee. The log forks, and merges when the office manager is back (a removal wins over a
+/// concurrent addition wherever both are known).
+fn administrators_fork(sim: &mut Sim, o: &Org, active: Time) {
+    let (from, to) = (active * 30 / 100, active * 55 / 100);
+    offline(sim, o.admin, from, to);
+    let at = |sim: &mut Sim, a: u64, b: u64| sim.rng.range(active * a / 100, active * b / 100);
+    let t = at(sim, 32, 36);
+    member_op(sim, t, o.org, o, MemberOp::Add(o.pat, "nurse"));
+    member_op(sim, t + 5 * S, o.admin, o, MemberOp::Add(o.pat, "nurse"));
+    give_proof(sim, t + MIN, o.org, o.pat, o);
+    let t = at(sim, 32, 36);
+    member_op(sim, t, o.org, o, MemberOp::Add(o.max, "nurse"));
+    member_op(sim, t + 4 * S, o.admin, o, MemberOp::Add(o.max, "nurse"));
+    give_proof(sim, t + 30 * S, o.org, o.max, o);
+    let t2 = at(sim, 50, 53);
+    member_op(sim, t2, o.org, o, MemberOp::Remove(o.max));
+    let t = at(sim, 38, 42);
+    member_op(sim, t, o.org, o, MemberOp::Remove(o.kim));
+    member_op(sim, t + 3 * S, o.admin, o, MemberOp::Remove(o.kim));
+    let t = at(sim, 44, 50);
+    member_op(sim, t, o.admin, o, MemberOp::Remove(o.sam));
+    member_op(sim, t + 2 * S, o.org, o, MemberOp::Add(o.lee, "nurse"));
+    give_proof(sim, t + MIN, o.org, o.lee, o);
 }

@@ -99,6 +99,7 @@ impl Sim {
             cfg.audit_to_push = self.audit_to_push(n, &record, peer);
         }
         cfg.audit_have = self.nodes[n].store.audit_have(&record);
+        cfg.membership = self.membership_to_present(n, &record);
         let client = ClientSession::new(self.nodes[n].key.clone(), cfg);
         let sid = self.new_session(
             n,
@@ -396,6 +397,7 @@ impl Sim {
         }
         if s.pulled > 0 {
             self.follow_moves(n, record);
+            self.after_pull(n, record);
             self.changed(n, record, Some(s.peer));
         }
         let again = self.nodes[n]

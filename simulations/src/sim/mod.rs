@@ -26,6 +26,7 @@ use crate::Time;
 mod client;
 mod hostile;
 mod operator;
+mod orgs;
 mod procs;
 mod server;
 mod store;
@@ -33,6 +34,7 @@ mod writes;
 
 pub(crate) use hostile::{Attack, AttackLog};
 pub(crate) use operator::Operator;
+pub(crate) use orgs::{MemberOp, OrgCounters};
 pub(crate) use procs::Proc;
 pub(crate) use store::SimStore;
 pub(crate) use writes::{Expect, WriteKind};
@@ -152,6 +154,8 @@ pub(crate) struct Node {
     procs: BTreeMap<RecordId, Proc>,
     /// Per (record, peer): the highest of this node's own audit sequences the peer has.
     audit_pushed: BTreeMap<(RecordId, NodeId), u64>,
+    /// Proofs of membership of organisations this node's actor holds.
+    pub memberships: Vec<Vec<serde_bytes::ByteBuf>>,
 }
 
 impl Node {
@@ -204,6 +208,19 @@ pub(crate) enum Act {
     /// move them, one notice every `pace` (`city`).
     Rebalance {
         pace: Time,
+    },
+    /// An administrator's node changes the organisation's membership (its own record).
+    Member {
+        node: NodeId,
+        org_record: RecordId,
+        op: MemberOp,
+    },
+    /// `from` gives `member`'s node its proof of membership, and tells it of `record`.
+    GiveProof {
+        from: NodeId,
+        member: NodeId,
+        org_record: RecordId,
+        record: RecordId,
     },
     Down(NodeId),
     Up(NodeId),
@@ -360,6 +377,8 @@ pub(crate) struct Sim {
     pub served: BTreeMap<(NodeId, RecordId, ActorId), BTreeSet<EntryId>>,
     tap: VecDeque<(NodeId, Request)>,
     pub counters: Counters,
+    /// What organisations and their members did (`organisation`).
+    pub org: OrgCounters,
     pub violations: Vec<String>,
     pub last_write: Time,
     /// When the last fault ended (a partition healed, a node came back, loss stopped).
@@ -405,6 +424,7 @@ impl Sim {
             served: BTreeMap::new(),
             tap: VecDeque::new(),
             counters: Counters::default(),
+            org: OrgCounters::default(),
             violations: Vec::new(),
             last_write: 0,
             last_fault_end: 0,
@@ -450,6 +470,7 @@ impl Sim {
             subscribers: BTreeMap::new(),
             procs: BTreeMap::new(),
             audit_pushed: BTreeMap::new(),
+            memberships: Vec::new(),
         });
         id
     }
@@ -619,6 +640,17 @@ impl Sim {
             Act::Admit { node, record } => self.admit(node, record),
             Act::AddHost(h) => self.add_host(h),
             Act::Rebalance { pace } => self.rebalance(pace),
+            Act::Member {
+                node,
+                org_record,
+                op,
+            } => self.member_op(node, org_record, op),
+            Act::GiveProof {
+                from,
+                member,
+                org_record,
+                record,
+            } => self.give_proof(from, member, org_record, record),
             Act::Down(n) => self.down(n),
             Act::Up(n) => self.up(n),
             Act::Partition(groups, label) => {

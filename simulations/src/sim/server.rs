@@ -102,9 +102,27 @@ impl Sim {
             label: format!("peer {}", self.nodes[c].name),
         };
         let record = asker(&req).map(|(r, _)| r);
+        // A pull by a member whose removal this server holds must be refused.
+        let removed_pull = match (&req, asker(&req)) {
+            (Request::Digests { .. } | Request::Pull { .. }, Some((r, actor))) => self.nodes[s]
+                .record(&r)
+                .is_some_and(|rec| Sim::removed_member_here(rec, &actor)),
+            _ => false,
+        };
         let now = self.clock(s);
         let node = &mut self.nodes[s];
         let (resp, effects) = node.server.handle(&mut node.store, &peer, req, now);
+        if removed_pull {
+            if matches!(resp, Response::Refused { .. }) {
+                self.org.removed_pulls.0 += 1;
+            } else {
+                self.org.removed_pulls.1 += 1;
+                self.violations.push(format!(
+                    "{} answered a pull by a member whose removal it holds",
+                    self.nodes[s].name
+                ));
+            }
+        }
         // A host that took a record it did not hold starts knowing about it.
         if let Some(r) = record {
             let node = &mut self.nodes[s];

@@ -31,6 +31,9 @@ pub(crate) enum Expect {
     Any,
     /// Refused once the writer's replica holds a revocation that cuts it.
     RefusedIfRevoked,
+    /// A member of an organisation writing under its grant: skipped until its replica
+    /// holds its join, refused once it holds the member's removal, allowed otherwise.
+    Member,
 }
 
 /// The latest create or amend in category `c` whose author is (`mine`) or is not `me`.
@@ -93,6 +96,16 @@ impl Sim {
             };
             r.prepare_sealed(&node.key, payload, now, device, policy, &mut self.seal_rng)?
         };
+        self.commit_prepared(n, record, vs)
+    }
+
+    /// Applies entries prepared at `n` (through the one gate), recording them as truth.
+    pub(super) fn commit_prepared(
+        &mut self,
+        n: NodeId,
+        record: RecordId,
+        vs: Vec<cophr_protocol::Verified>,
+    ) -> Result<Vec<EntryId>, Rejection> {
         let mut ids = Vec::new();
         for v in vs {
             let id = v.id();
@@ -151,16 +164,29 @@ impl Sim {
             self.counters.writes_skipped += 1;
             return;
         }
+        let joined = r.joined_members().iter().any(|m| m.member == me);
+        let removed_known = Sim::removed_member_here(r, &me);
+        if expect == Expect::Member && !joined {
+            self.counters.writes_skipped += 1;
+            return;
+        }
         let seed = self.rng.below(u64::MAX);
         let payload = match self.nodes[n].record(&record) {
             Some(r) => payload_of(r, &me, &what, seed),
             None => return,
         };
         let result = self.commit(n, record, payload);
+        if expect == Expect::Member {
+            match &result {
+                Ok(_) => self.org.member_writes.0 += 1,
+                Err(_) => self.org.member_writes.1 += 1,
+            }
+        }
         let name = &self.nodes[n].name;
         let must_refuse = match expect {
             Expect::Refused => true,
             Expect::RefusedIfRevoked => revoked_known,
+            Expect::Member => removed_known,
             _ => false,
         };
         match &result {
@@ -174,7 +200,7 @@ impl Sim {
             }
             Err(e) => {
                 self.counters.writes_refused += 1;
-                if expect == Expect::Ok {
+                if expect == Expect::Ok || (expect == Expect::Member && !must_refuse) {
                     self.violations.push(format!(
                         "{name}'s authorised write {what:?} was refused: {e}"
                     ));
