@@ -590,6 +590,18 @@ async fn org_duties(handle: &NodeHandle, record: &RecordId) {
     let key = handle.identity().clone();
     let record = *record;
     let done = blocking(move || -> Result<(usize, usize, bool), StoreError> {
+        if record == key.actor() {
+            // The organisation's own record changed (another administrator removed a
+            // member, say): every record it holds gets the removals now, not only when
+            // that record next changes.
+            let (mut keys, mut removed) = (0, 0);
+            for r in store.records()? {
+                let d = store.org_duties(&r, &key, now_ms())?;
+                keys += d.keys_given;
+                removed += d.removed.len();
+            }
+            return Ok((keys, removed, false));
+        }
         let d = store.org_duties(&record, &key, now_ms())?;
         let proofs = store.memberships()?;
         let mut joined = false;
