@@ -150,6 +150,8 @@ struct Inner {
     shares: Arc<share::Limiter>,
     /// FHIR Binaries sent here that no entry names yet.
     binaries: Arc<fhir::binary::Pending>,
+    /// The FHIR API's per-record search indexes.
+    fhir_index: Arc<fhir::index::Indexes>,
 }
 
 tokio::task_local! {
@@ -228,6 +230,7 @@ impl AppState {
                 trust: cophr_protocol::trust::TrustList::new(),
                 shares: Arc::new(share::Limiter::default()),
                 binaries: Arc::new(fhir::binary::Pending::default()),
+                fhir_index: Arc::new(fhir::index::Indexes::default()),
             }),
             cancel: Cancel::new(),
         }
@@ -286,6 +289,11 @@ impl AppState {
     /// FHIR Binaries sent to this server that no entry names yet.
     pub(crate) fn binaries(&self) -> &fhir::binary::Pending {
         &self.inner.binaries
+    }
+
+    /// The FHIR API's per-record search indexes.
+    pub(crate) fn fhir_index(&self) -> &fhir::index::Indexes {
+        &self.inner.fhir_index
     }
 
     /// The store.
