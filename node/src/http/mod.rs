@@ -236,6 +236,13 @@ impl AppState {
         }
     }
 
+    /// Serves the FHIR API without its search index: every read folds the whole record, as
+    /// before the index (to measure against, and to test the index against).
+    pub fn without_fhir_index(mut self) -> Self {
+        Arc::make_mut(&mut self.inner).fhir_index = Arc::new(fhir::index::Indexes::off());
+        self
+    }
+
     /// Ends requests after `limit` instead of [`REQUEST_TIMEOUT`] (for tests).
     pub fn with_request_timeout(mut self, limit: std::time::Duration) -> Self {
         Arc::make_mut(&mut self.inner).request_timeout = limit;
