@@ -31,7 +31,9 @@
 //! - **Settled states are exact for the patient's view.** An item touched by a new entry
 //!   is folded again (`fold::item`); an entry that can change what is in effect or
 //!   readable elsewhere in the record (a revocation, a device removal, a key rotation, a
-//!   key wrap, a move) settles every item again.
+//!   key wrap, a move) settles every item again; an item with sealed versions this node
+//!   could not open is looked at again on every use (a key the node gains later opens
+//!   them without a new entry).
 //! - **The index only narrows.** A candidate's settled state decides a match only when the
 //!   viewer sees every valid version of the item (then their fold is the patient's);
 //!   otherwise the item is folded for the viewer and matched on what that gives. Every
@@ -43,7 +45,7 @@ use std::sync::{Arc, Mutex};
 
 use cophr_protocol::fhir::{self, SearchKeys};
 use cophr_protocol::fold::{self, ItemState, Viewer};
-use cophr_protocol::record::{Record, Status};
+use cophr_protocol::record::{ContentState, Record, Status};
 use cophr_protocol::{Category, EntryId, Payload, RecordId, Timestamp, Value};
 
 use super::search::{self, Range, Search, Token};
@@ -157,6 +159,10 @@ pub struct RecordIndex {
     widest: i64,
     /// Postings added to since they were last put in served order.
     touched: HashSet<(Map, String)>,
+    /// Items settled locked (sealed under a key not held), with how many of their
+    /// versions were locked then: a key this node gains later (`Store::unlock_with`)
+    /// opens them without any new entry, so they are looked at again on every use.
+    locked: HashMap<EntryId, usize>,
 }
 
 /// The postings by string key.
@@ -187,7 +193,15 @@ impl RecordIndex {
             by_date: BTreeMap::new(),
             widest: 0,
             touched: HashSet::new(),
+            locked: HashMap::new(),
         }
+    }
+
+    fn locked_versions(record: &Record, i: &ItemIx) -> usize {
+        i.versions
+            .iter()
+            .filter(|v| matches!(record.content_state(v), Some(ContentState::Locked)))
+            .count()
     }
 
     fn map(&mut self, m: Map) -> &mut HashMap<String, Vec<EntryId>> {
@@ -248,6 +262,17 @@ impl RecordIndex {
             *self = RecordIndex::new(record.id());
             return self.catch_up(record, stop);
         }
+        let opened: Vec<EntryId> = self
+            .locked
+            .iter()
+            .filter(|(root, n)| {
+                self.items
+                    .get(root)
+                    .is_some_and(|i| Self::locked_versions(record, i) != **n)
+            })
+            .map(|(root, _)| *root)
+            .collect();
+        self.dirty.extend(opened);
         self.settle(record, stop)?;
         self.order_postings();
         Ok(())
@@ -358,6 +383,13 @@ impl RecordIndex {
                 Some(ItemState::Deleted) => Settled::Deleted,
                 Some(ItemState::Locked) | None => Settled::Hidden,
             };
+            self.locked.remove(&root);
+            if let Some(i) = self.items.get(&root) {
+                let n = Self::locked_versions(record, i);
+                if n > 0 {
+                    self.locked.insert(root, n);
+                }
+            }
             if let Settled::Current { keys, .. } = &settled {
                 let k = keys.as_ref().clone();
                 self.post_keys(root, &k);
@@ -523,9 +555,7 @@ impl Indexes {
         if self.off {
             return Ok(None);
         }
-        let t = self
-            .tick
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = self.tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ix = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             let slot = map
@@ -534,8 +564,7 @@ impl Indexes {
             slot.0 = t;
             let ix = slot.1.clone();
             while map.len() > MAX_INDEXED_RECORDS {
-                let Some(oldest) = map.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k)
-                else {
+                let Some(oldest) = map.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k) else {
                     break;
                 };
                 map.remove(&oldest);

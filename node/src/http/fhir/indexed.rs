@@ -170,10 +170,7 @@ fn profile_match(rec: &Record, s: &Search) -> Option<Found> {
     let p = view::profile_patient(rec)?;
     let mut rest = s.clone();
     rest.ids.clear();
-    let id_ok = s.ids.is_empty()
-        || s.ids
-            .iter()
-            .any(|i| *i == p.id || *i == p.item.to_string());
+    let id_ok = s.ids.is_empty() || s.ids.iter().any(|i| *i == p.id || *i == p.item.to_string());
     (id_ok && view::matches(&rest, &p.id, &p.keys, None)).then(|| found(p))
 }
 
@@ -198,34 +195,35 @@ pub(super) fn search(
             if !viewer.has_access() {
                 return Ok(Some(()));
             }
-            st.fhir_index().with(rec, stop, |ix| {
-                let primary = primary(ix, rec, &viewer);
-                let matched = matches(ix, rec, &viewer, primary, ty, s, stop)?;
-                let mut extra = None;
-                if ty == "Patient" && primary.is_none() {
-                    extra = profile_match(rec, s);
-                }
-                let n = matched.len() + usize::from(extra.is_some());
-                let from = offset.saturating_sub(total).min(n);
-                let to = offset
-                    .saturating_add(count)
-                    .saturating_sub(total)
-                    .min(n)
-                    .max(from);
-                let take: Vec<EntryId> = matched
-                    .get(from.min(matched.len())..to.min(matched.len()))
-                    .unwrap_or_default()
-                    .to_vec();
-                page.extend(materialise(ix, rec, &viewer, primary, &take));
-                if let Some(p) = extra {
-                    if from <= matched.len() && matched.len() < to {
-                        page.push(p);
+            st.fhir_index()
+                .with(rec, stop, |ix| {
+                    let primary = primary(ix, rec, &viewer);
+                    let matched = matches(ix, rec, &viewer, primary, ty, s, stop)?;
+                    let mut extra = None;
+                    if ty == "Patient" && primary.is_none() {
+                        extra = profile_match(rec, s);
                     }
-                }
-                total += n;
-                Ok::<_, Cancelled>(())
-            })?
-            .transpose()
+                    let n = matched.len() + usize::from(extra.is_some());
+                    let from = offset.saturating_sub(total).min(n);
+                    let to = offset
+                        .saturating_add(count)
+                        .saturating_sub(total)
+                        .min(n)
+                        .max(from);
+                    let take: Vec<EntryId> = matched
+                        .get(from.min(matched.len())..to.min(matched.len()))
+                        .unwrap_or_default()
+                        .to_vec();
+                    page.extend(materialise(ix, rec, &viewer, primary, &take));
+                    if let Some(p) = extra {
+                        if from <= matched.len() && matched.len() < to {
+                            page.push(p);
+                        }
+                    }
+                    total += n;
+                    Ok::<_, Cancelled>(())
+                })?
+                .transpose()
         })??;
         if done.is_none() {
             return Ok(None);
@@ -245,7 +243,12 @@ pub(super) enum Lookup {
 }
 
 /// Reads an item-type resource by id (the record id for the record's patient).
-pub(super) fn find(st: &AppState, records: &[RecordId], ty: &str, id: &str) -> Result<Lookup, Outcome> {
+pub(super) fn find(
+    st: &AppState,
+    records: &[RecordId],
+    ty: &str,
+    id: &str,
+) -> Result<Lookup, Outcome> {
     let me = st.actor();
     let now = st.now();
     let stop = st.cancel();

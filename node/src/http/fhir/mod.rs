@@ -1170,7 +1170,10 @@ fn everything_types() -> (Vec<&'static str>, Vec<&'static str>) {
         .into_iter()
         .filter(|t| !DERIVED_TYPES.contains(t))
         .collect();
-    (items, vec!["Consent", "Practitioner", "Provenance", "AuditEvent"])
+    (
+        items,
+        vec!["Consent", "Practitioner", "Provenance", "AuditEvent"],
+    )
 }
 
 /// The patient's compartment in `types`, the patient first if `with_patient`, as page

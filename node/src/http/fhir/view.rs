@@ -212,7 +212,11 @@ pub fn versions_named(
         item,
         id,
     );
-    let map = names(&vs.iter().filter_map(|v| v.resource.as_ref()).collect::<Vec<_>>());
+    let map = names(
+        &vs.iter()
+            .filter_map(|v| v.resource.as_ref())
+            .collect::<Vec<_>>(),
+    );
     for r in vs.iter_mut().filter_map(|v| v.resource.as_mut()) {
         fhir::rewrite_references(r, &map);
     }
