@@ -84,6 +84,15 @@ pub struct Keys {
     pub names: Vec<String>,
     /// Its original id.
     pub original_id: Option<String>,
+    /// A referral's Task: its ServiceRequest is served alone too.
+    pub referral: bool,
+}
+
+impl Keys {
+    /// Whether the item is served as `ty` (a referral's Task also as its ServiceRequest).
+    pub fn is(&self, ty: &str) -> bool {
+        self.ty == ty || (self.referral && ty == "ServiceRequest")
+    }
 }
 
 /// The keys of a body of `category` exported as the item `item`'s resource (`None`: it
@@ -93,7 +102,12 @@ pub fn keys_of(rid: &RecordId, item: &EntryId, category: &Category, body: &Value
     let mut search = fhir::search_keys(category, body);
     search.category_codes.push(category.name().to_owned());
     let date = search.date.as_deref().and_then(search::date_range);
+    let referral = r["resourceType"] == "Task"
+        && r["contained"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["resourceType"] == "ServiceRequest"));
     let mut k = Keys {
+        referral,
         ty: r["resourceType"].as_str().unwrap_or_default().to_owned(),
         search,
         date,
@@ -341,6 +355,9 @@ impl RecordIndex {
 
     fn post_keys(&mut self, root: EntryId, k: &Keys) {
         self.post(Map::Type, &k.ty, root);
+        if k.referral {
+            self.post(Map::Type, "ServiceRequest", root);
+        }
         for (_, code) in &k.search.codes {
             self.post(Map::Code, code, root);
         }
@@ -527,10 +544,13 @@ impl RecordIndex {
     }
 }
 
+/// One record's index and when it was last used.
+type Slot = (u64, Arc<Mutex<RecordIndex>>);
+
 /// The indexes of the records the server reads (see the module docs).
 #[derive(Debug, Default)]
 pub struct Indexes {
-    map: Mutex<HashMap<RecordId, (u64, Arc<Mutex<RecordIndex>>)>>,
+    map: Mutex<HashMap<RecordId, Slot>>,
     tick: std::sync::atomic::AtomicU64,
     off: bool,
 }

@@ -99,17 +99,26 @@ pub(super) fn found(r: Res) -> Found {
     }
 }
 
-/// The items of `roots` as resources for the viewer, references rewritten.
+/// The items of `roots` as resources of type `ty` for the viewer, references rewritten.
 fn materialise(
     ix: &RecordIndex,
     rec: &Record,
     viewer: &Viewer,
     primary: Option<EntryId>,
+    ty: &str,
     roots: &[EntryId],
 ) -> Vec<Found> {
     let mut res: Vec<Res> = roots
         .iter()
         .filter_map(|r| view::item_res(rec, viewer, r, primary))
+        .filter_map(|r| {
+            if r.resource_type == ty {
+                Some(r)
+            } else {
+                // A referral's Task, read as its ServiceRequest.
+                view::service_request_of(&r).filter(|sr| sr.resource_type == ty)
+            }
+        })
         .collect();
     let map = names_for(
         ix,
@@ -146,7 +155,7 @@ fn matches(
         let Some((_, k)) = ix.current_for(rec, viewer, &root) else {
             continue;
         };
-        if k.ty != ty {
+        if !k.is(ty) {
             continue;
         }
         let served = if Some(root) == primary {
@@ -214,7 +223,7 @@ pub(super) fn search(
                         .get(from.min(matched.len())..to.min(matched.len()))
                         .unwrap_or_default()
                         .to_vec();
-                    page.extend(materialise(ix, rec, &viewer, primary, &take));
+                    page.extend(materialise(ix, rec, &viewer, primary, ty, &take));
                     if let Some(p) = extra {
                         if from <= matched.len() && matched.len() < to {
                             page.push(p);
@@ -281,8 +290,8 @@ pub(super) fn find(
                     }
                 };
                 match ix.current_for(rec, &viewer, &root) {
-                    Some((_, k)) if k.ty == ty => {
-                        match materialise(ix, rec, &viewer, primary, &[root]).pop() {
+                    Some((_, k)) if k.is(ty) => {
+                        match materialise(ix, rec, &viewer, primary, ty, &[root]).pop() {
                             Some(f) => Lookup::Found(Box::new(f)),
                             None => Lookup::Scan,
                         }
@@ -372,7 +381,7 @@ pub(super) fn everything_items(
                     let Some((_, k)) = ix.current_for(rec, &viewer, root) else {
                         continue;
                     };
-                    if k.ty != *ty || patient.item == Some(*root) {
+                    if !k.is(ty) || patient.item == Some(*root) {
                         continue;
                     }
                     if (offset..end).contains(&pos) {
@@ -381,7 +390,7 @@ pub(super) fn everything_items(
                     pos += 1;
                 }
                 page.extend(
-                    materialise(ix, rec, &viewer, primary, &take)
+                    materialise(ix, rec, &viewer, primary, ty, &take)
                         .into_iter()
                         .filter_map(entry),
                 );

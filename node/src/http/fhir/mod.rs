@@ -10,7 +10,15 @@
 //!   (`cophr_protocol::fhir`) and the derived Provenance (entry signatures), AuditEvent
 //!   (audit events; needs the audit right) and Consent (grants). A resource's id is its
 //!   item's entry id (`e-…`; the record's patient is `Patient/<record id>`); its versions
-//!   are the item's amend chain. Every read is audited like the REST API's.
+//!   are the item's amend chain. Every read is audited like the REST API's. `_id` also
+//!   finds an imported resource by the id it came in with.
+//! - Reads of the types items are served as (searches, reads by id, an item's versions,
+//!   `$everything` up to its derived resources) go through a per-record search index
+//!   ([`index`]: in memory, caught up with the record before each use), so they cost what
+//!   they return; the derived types, type-level `_history`, and records too big to index
+//!   fold the whole record. `$everything` lists the patient, the items by type, then the
+//!   derived Consent, Practitioner, Provenance and AuditEvent resources; its `total` is
+//!   given once a page reaches the derived ones (before, a full page links a next one).
 //! - `POST /fhir/r4` with a `transaction` Bundle (all or nothing: one durable write, one
 //!   audit event) or a `batch` Bundle (per entry), see `write.rs`; `POST [type]` creates one
 //!   resource of any mapped type. A body is read in the charset it declares (`body_text`).

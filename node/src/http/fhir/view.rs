@@ -168,6 +168,30 @@ pub fn item_res(
     })
 }
 
+/// The standalone `ServiceRequest` of a referral: a referral task is served as a `Task`
+/// carrying its ServiceRequest `contained`, and that ServiceRequest is served alone too,
+/// under the item's id (same version and time, the item's search keys).
+pub fn service_request_of(task: &Res) -> Option<Res> {
+    if task.resource_type != "Task" {
+        return None;
+    }
+    let r = task.resource.as_ref()?;
+    let mut sr = r["contained"]
+        .as_array()?
+        .iter()
+        .find(|c| c["resourceType"] == "ServiceRequest")?
+        .clone();
+    sr["id"] = Json::String(task.id.clone());
+    if let Some(m) = r.get("meta") {
+        sr["meta"] = m.clone();
+    }
+    Some(Res {
+        resource_type: "ServiceRequest".into(),
+        resource: Some(sr),
+        ..task.clone()
+    })
+}
+
 /// Every `reference` string in a resource (nested at most 64 deep).
 pub fn references_in(j: &Json, out: &mut Vec<String>) {
     fn walk(j: &Json, out: &mut Vec<String>, depth: usize) {
@@ -359,6 +383,8 @@ pub fn items(record: &Record, viewer: &Viewer, stop: &Cancel) -> Result<Vec<Res>
             original: original_head(&i.body).and_then(|(_, id)| id),
         });
     }
+    let referrals: Vec<Res> = out.iter().filter_map(service_request_of).collect();
+    out.extend(referrals);
     for d in &state.deleted {
         stop.check()?;
         let vs = versions_with(record, viewer, &state, d, &d.to_string());
