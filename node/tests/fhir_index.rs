@@ -509,3 +509,38 @@ fn the_index_follows_entries_synced_from_another_node() {
     let after = rt.block_on(get(&indexed, q)).1["total"].as_u64().unwrap();
     assert_eq!(after, before + 1);
 }
+
+#[test]
+fn a_referral_written_in_cophr_is_served_alone_as_a_service_request() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut w = World::new();
+    let rid = w.patient.actor();
+    let clinic = key(8, "clinic").actor();
+    let body = cophr_protocol::schema::body_from_json(
+        &Category::Tasks,
+        &json!({"kind": "referral", "description": "eGFR falling: please review",
+                "requester": rid.to_string(), "owner": clinic.to_string(), "status": "sent"}),
+    )
+    .unwrap();
+    let id = w.write(Payload::Create {
+        category: Category::Tasks,
+        body,
+    });
+    let (_, indexed, scan) = &w.apps[0];
+    for uri in [
+        format!("/fhir/r4/ServiceRequest/{id}"),
+        format!("/fhir/r4/ServiceRequest?patient={rid}"),
+        format!("/fhir/r4/Task/{id}"),
+    ] {
+        let a = rt.block_on(get(indexed, &uri));
+        assert_eq!(a, rt.block_on(get(scan, &uri)), "{uri}");
+        assert_eq!(a.0, StatusCode::OK, "{uri}: {}", a.1);
+    }
+    let (_, sr) = rt.block_on(get(indexed, &format!("/fhir/r4/ServiceRequest/{id}")));
+    let (_, task) = rt.block_on(get(indexed, &format!("/fhir/r4/Task/{id}")));
+    assert_eq!(sr["resourceType"], "ServiceRequest");
+    assert_eq!(sr["id"], id.to_string());
+    assert_eq!(sr["subject"]["reference"], format!("Patient/{rid}"));
+    assert_eq!(sr["code"], task["contained"][0]["code"]);
+    assert_eq!(sr["meta"], task["meta"]);
+}
