@@ -2555,7 +2555,7 @@ async fn appointments_and_referral_tasks_in_and_out() {
         "code": {"text": "Renal clinic: eGFR falling"},
         "subject": {"reference": format!("Patient/{rid}")},
         "requester": actor(&rid), "performer": [actor(&clinic)]});
-    let (status, _, resp) = env.post(&transaction(&[sr.clone()])).await;
+    let (status, _, resp) = env.post(&transaction(std::slice::from_ref(&sr))).await;
     assert_eq!(status, StatusCode::OK, "{resp}");
     let sr_path = resource_path(&locations(&resp)[0]);
     let (s, _, got) = env.get(&format!("/fhir/r4/{sr_path}")).await;
