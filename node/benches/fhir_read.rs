@@ -141,13 +141,14 @@ pub fn run(sizes: &[usize], runs: usize, scan_max: usize) -> Vec<Figure> {
     let mut out = Vec::new();
     for &size in sizes {
         let (_dir, app, scan, rid) = record(size);
-        // An item with versions' history: the first Observation.
+        // The record's first read builds its index.
+        let (t, n) = rt.block_on(get(&app, "/fhir/r4/Observation?code=8867-4&_count=100"));
+        // An item's history: the first Observation's.
         let (_, first) = rt.block_on(get_json(&app, "/fhir/r4/Observation?_count=1"));
         let item = first["entry"][0]["resource"]["id"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let (t, n) = rt.block_on(get(&app, "/fhir/r4/Observation?code=8867-4&_count=100"));
         out.push(Figure {
             size,
             what: "first read (builds the index)",
