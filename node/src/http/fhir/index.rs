@@ -177,6 +177,8 @@ pub struct RecordIndex {
     /// versions were locked then: a key this node gains later (`Store::unlock_with`)
     /// opens them without any new entry, so they are looked at again on every use.
     locked: HashMap<EntryId, usize>,
+    /// How many items are current for the patient, by served type.
+    current: HashMap<String, usize>,
 }
 
 /// The postings by string key.
@@ -208,7 +210,14 @@ impl RecordIndex {
             widest: 0,
             touched: HashSet::new(),
             locked: HashMap::new(),
+            current: HashMap::new(),
         }
+    }
+
+    /// How many items are current as `ty` for the patient (so for any viewer who sees
+    /// every entry).
+    pub fn current_count(&self, ty: &str) -> usize {
+        self.current.get(ty).copied().unwrap_or(0)
     }
 
     fn locked_versions(record: &Record, i: &ItemIx) -> usize {
@@ -412,7 +421,19 @@ impl RecordIndex {
                 self.post_keys(root, &k);
             }
             if let Some(i) = self.items.get_mut(&root) {
-                i.settled = settled;
+                let old = std::mem::replace(&mut i.settled, settled);
+                for (s, up) in [(&old, false), (&i.settled, true)] {
+                    if let Settled::Current { keys, .. } = s {
+                        let mut types = vec![keys.ty.clone()];
+                        if keys.referral {
+                            types.push("ServiceRequest".to_owned());
+                        }
+                        for t in types {
+                            let n = self.current.entry(t).or_default();
+                            *n = if up { *n + 1 } else { n.saturating_sub(1) };
+                        }
+                    }
+                }
             }
             self.dirty.remove(&root);
         }

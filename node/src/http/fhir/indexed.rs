@@ -158,16 +158,18 @@ fn matches(
         if !k.is(ty) {
             continue;
         }
-        let served = if Some(root) == primary {
-            rid.clone()
-        } else {
-            root.to_string()
-        };
-        let id_ok = s.ids.is_empty()
-            || s.ids.iter().any(|i| {
+        let id_ok = s.ids.is_empty() || {
+            let served = if Some(root) == primary {
+                rid.clone()
+            } else {
+                root.to_string()
+            };
+            s.ids.iter().any(|i| {
                 *i == served || *i == root.to_string() || k.original_id.as_deref() == Some(i)
-            });
-        if id_ok && view::matches(&rest, &served, &k.search, k.date) {
+            })
+        };
+        // `_id` is decided above (`rest` has none), so the id given here is not read.
+        if id_ok && view::matches(&rest, "", &k.search, k.date) {
             out.push(root);
         }
     }
@@ -207,12 +209,39 @@ pub(super) fn search(
             st.fhir_index()
                 .with(rec, stop, |ix| {
                     let primary = primary(ix, rec, &viewer);
-                    let matched = matches(ix, rec, &viewer, primary, ty, s, stop)?;
+                    let unfiltered = viewer.is_patient()
+                        && s.ids.is_empty()
+                        && s.codes.is_empty()
+                        && s.categories.is_empty()
+                        && s.dates.is_empty();
+                    // The patient asking for every item of a type: counted by the index, and
+                    // only the items up to the page's end looked at.
+                    let want = offset.saturating_add(count).saturating_sub(total);
+                    let (matched, n_items) = if unfiltered {
+                        let mut m = Vec::new();
+                        for root in ix.of_type(ty) {
+                            if m.len() >= want {
+                                break;
+                            }
+                            stop.check()?;
+                            if ix
+                                .current_for(rec, &viewer, root)
+                                .is_some_and(|(_, k)| k.is(ty))
+                            {
+                                m.push(*root);
+                            }
+                        }
+                        (m, ix.current_count(ty))
+                    } else {
+                        let m = matches(ix, rec, &viewer, primary, ty, s, stop)?;
+                        let n = m.len();
+                        (m, n)
+                    };
                     let mut extra = None;
                     if ty == "Patient" && primary.is_none() {
                         extra = profile_match(rec, s);
                     }
-                    let n = matched.len() + usize::from(extra.is_some());
+                    let n = n_items + usize::from(extra.is_some());
                     let from = offset.saturating_sub(total).min(n);
                     let to = offset
                         .saturating_add(count)
@@ -225,7 +254,7 @@ pub(super) fn search(
                         .to_vec();
                     page.extend(materialise(ix, rec, &viewer, primary, ty, &take));
                     if let Some(p) = extra {
-                        if from <= matched.len() && matched.len() < to {
+                        if from <= n_items && n_items < to {
                             page.push(p);
                         }
                     }
