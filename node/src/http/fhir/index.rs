@@ -620,3 +620,34 @@ impl Indexes {
         Ok(Some(f(&ix)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cophr_protocol::testkit::key;
+
+    #[test]
+    fn at_most_max_indexed_records_indexes_are_kept() {
+        let ix = Indexes::default();
+        let stop = Cancel::new();
+        let n = MAX_INDEXED_RECORDS as u64 + 8;
+        for i in 0..n {
+            let r = Record::new(key(i, "patient").actor());
+            assert_eq!(ix.with(&r, &stop, |_| i).unwrap(), Some(i));
+        }
+        let map = ix.map.lock().unwrap();
+        assert_eq!(map.len(), MAX_INDEXED_RECORDS);
+        // The least recently used went first.
+        assert!(!map.contains_key(&key(0, "patient").actor()));
+        assert!(map.contains_key(&key(n - 1, "patient").actor()));
+    }
+
+    #[test]
+    fn an_index_that_is_off_answers_nothing() {
+        let r = Record::new(key(1, "patient").actor());
+        assert_eq!(
+            Indexes::off().with(&r, &Cancel::new(), |_| 1).unwrap(),
+            None
+        );
+    }
+}
