@@ -1,8 +1,14 @@
 //! FHIR read latency against record size (issue 16): the first page of
-//! `Patient/$everything` (target ≤ 200 ms at 100,000 entries), searches by code, date and
-//! patient (target ≤ 20 ms median), and the first page of `Provenance`, each the median of a
-//! few requests through the node's router (audit event and all), on records of vital-signs
-//! entries (blood pressures) with one in four an imported FHIR heart rate.
+//! `Patient/$everything` (target ≤ 200 ms at 100,000 entries), searches by code, date,
+//! patient, subject and original id (target ≤ 20 ms median), the first page of an item's
+//! `_history`, and the first page of `Provenance`, each the median of a few requests
+//! through the node's router (audit event and all), on records of vital-signs entries
+//! (blood pressures) with one in four an imported FHIR heart rate.
+//!
+//! Each read is measured twice in the same run: through the search index (after the
+//! record's first read, whose cost — building the index — is reported apart), and without
+//! it (`AppState::without_fhir_index`: the whole record folded, as before the index), the
+//! latter only up to `COPHR_BENCH_FHIR_READ_SCAN_MAX` entries (default 10,000).
 //!
 //! Run: `cargo bench -p cophr-node --bench fhir_read` (sizes 1,000 and 10,000;
 //! `COPHR_BENCH_FHIR_READ_SIZES=1000,10000,100000` for more, `COPHR_BENCH_FHIR_READ_RUNS`
@@ -37,6 +43,8 @@ pub struct Figure {
     pub target: Duration,
     /// Entries in the answer.
     pub entries: usize,
+    /// Through the index (`false`: the whole record folded).
+    pub indexed: bool,
 }
 
 fn heart_rate(i: usize) -> Json {
@@ -47,8 +55,9 @@ fn heart_rate(i: usize) -> Json {
         "valueQuantity": {"value": 50 + (i % 60), "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}})
 }
 
-/// A store with one record of `size` entries; the router serving it as the patient.
-pub fn record(size: usize) -> (tempfile::TempDir, axum::Router, String) {
+/// A store with one record of `size` entries; the routers serving it as the patient, with
+/// the search index and without.
+pub fn record(size: usize) -> (tempfile::TempDir, axum::Router, axum::Router, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, _) = Store::open(&dir.path().join("store"), key(1, "node")).expect("open");
     let patient = key(2, "patient");
@@ -100,7 +109,8 @@ pub fn record(size: usize) -> (tempfile::TempDir, axum::Router, String) {
     )
     .with_clock(move || t + 10_000)
     .with_request_timeout(Duration::from_secs(3600));
-    (dir, router(state), rid)
+    let scan = state.clone().without_fhir_index();
+    (dir, router(state), router(scan), rid)
 }
 
 async fn get(app: &axum::Router, uri: &str) -> (Duration, usize) {
@@ -121,16 +131,33 @@ async fn get(app: &axum::Router, uri: &str) -> (Duration, usize) {
     (took, b["entry"].as_array().map_or(0, Vec::len))
 }
 
-/// Measures every read at each size.
-pub fn run(sizes: &[usize], runs: usize) -> Vec<Figure> {
+/// Measures every read at each size, through the index and (up to `scan_max` entries)
+/// without it. The first figure of each size is the index's first build (one request).
+pub fn run(sizes: &[usize], runs: usize, scan_max: usize) -> Vec<Figure> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let mut out = Vec::new();
     for &size in sizes {
-        let (_dir, app, rid) = record(size);
-        let reads: [(&'static str, String, u64); 5] = [
+        let (_dir, app, scan, rid) = record(size);
+        // The record's first read builds its index.
+        let (t, n) = rt.block_on(get(&app, "/fhir/r4/Observation?code=8867-4&_count=100"));
+        // An item's history: the first Observation's.
+        let (_, first) = rt.block_on(get_json(&app, "/fhir/r4/Observation?_count=1"));
+        let item = first["entry"][0]["resource"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        out.push(Figure {
+            size,
+            what: "first read (builds the index)",
+            median: t,
+            target: Duration::from_millis(200),
+            entries: n,
+            indexed: true,
+        });
+        let reads: [(&'static str, String, u64); 8] = [
             (
                 "$everything, first page of 100",
                 format!("/fhir/r4/Patient/{rid}/$everything?_count=100"),
@@ -152,30 +179,65 @@ pub fn run(sizes: &[usize], runs: usize) -> Vec<Figure> {
                 20,
             ),
             (
+                "search by subject",
+                format!("/fhir/r4/Observation?subject=Patient/{rid}&_count=100"),
+                20,
+            ),
+            (
+                "search by original id",
+                "/fhir/r4/Observation?_id=hr-4".into(),
+                20,
+            ),
+            (
+                "an item's _history, first page",
+                format!("/fhir/r4/Observation/{item}/_history?_count=100"),
+                200,
+            ),
+            (
                 "Provenance, first page of 100",
                 "/fhir/r4/Provenance?_count=100".into(),
                 200,
             ),
         ];
-        for (what, uri, target_ms) in reads {
-            let mut times = Vec::new();
-            let mut entries = 0;
-            for _ in 0..runs.max(1) {
-                let (t, n) = rt.block_on(get(&app, &uri));
-                times.push(t);
-                entries = n;
+        for (indexed, app) in [(true, &app), (false, &scan)] {
+            if !indexed && size > scan_max {
+                continue;
             }
-            times.sort();
-            out.push(Figure {
-                size,
-                what,
-                median: times[times.len() / 2],
-                target: Duration::from_millis(target_ms),
-                entries,
-            });
+            for (what, uri, target_ms) in &reads {
+                let mut times = Vec::new();
+                let mut entries = 0;
+                for _ in 0..runs.max(1) {
+                    let (t, n) = rt.block_on(get(app, uri));
+                    times.push(t);
+                    entries = n;
+                }
+                times.sort();
+                out.push(Figure {
+                    size,
+                    what,
+                    median: times[times.len() / 2],
+                    target: Duration::from_millis(*target_ms),
+                    entries,
+                    indexed,
+                });
+            }
         }
     }
     out
+}
+
+async fn get_json(app: &axum::Router, uri: &str) -> (StatusCode, Json) {
+    let req = Request::get(uri)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("host", "localhost")
+        .body(Body::empty())
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    (status, serde_json::from_slice(&bytes).expect("json"))
 }
 
 #[allow(dead_code)]
@@ -188,13 +250,19 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    println!("| entries | read | median | target | ratio | entries returned |");
-    println!("|---:|---|---:|---:|---:|---:|");
-    for f in run(&sizes, runs) {
+    let scan_max = std::env::var("COPHR_BENCH_FHIR_READ_SCAN_MAX")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    println!("| entries | read | path | median | target | ratio | entries returned |");
+    println!("|---:|---|---|---:|---:|---:|---:|");
+    // Size by size, so each size's figures are out as soon as measured.
+    for f in sizes.iter().flat_map(|s| run(&[*s], runs, scan_max)) {
         println!(
-            "| {} | {} | {:.1} ms | {} ms | {:.2} | {} |",
+            "| {} | {} | {} | {:.1} ms | {} ms | {:.2} | {} |",
             f.size,
             f.what,
+            if f.indexed { "index" } else { "scan" },
             f.median.as_secs_f64() * 1000.0,
             f.target.as_millis(),
             f.median.as_secs_f64() / f.target.as_secs_f64(),

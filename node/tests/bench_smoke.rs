@@ -59,12 +59,24 @@ mod fhir_read;
 
 #[test]
 fn fhir_read_benchmark_runs_at_tiny_size() {
-    let figures = fhir_read::run(&[120], 1);
-    assert_eq!(figures.len(), 5);
-    // Pages of 100 of a 120-entry record: everything, the 30 heart rates by code, the
-    // record's Observations by patient, Provenances.
-    assert_eq!(figures[0].entries, 100);
-    assert_eq!(figures[1].entries, 30);
-    assert_eq!(figures[3].entries, 100);
-    assert_eq!(figures[4].entries, 100);
+    let figures = fhir_read::run(&[120], 1, 120);
+    // The first read, then eight reads through the index and eight without.
+    assert_eq!(figures.len(), 17);
+    for indexed in [true, false] {
+        let f: Vec<_> = figures
+            .iter()
+            .skip(1)
+            .filter(|f| f.indexed == indexed)
+            .collect();
+        // Pages of 100 of a 120-entry record: everything, the 30 heart rates by code, the
+        // record's Observations by patient and by subject, one by its original id, one
+        // item's history, Provenances.
+        assert_eq!(f[0].entries, 100);
+        assert_eq!(f[1].entries, 30);
+        assert_eq!(f[3].entries, 100);
+        assert_eq!(f[4].entries, 100);
+        assert_eq!(f[5].entries, 1);
+        assert_eq!(f[6].entries, 1);
+        assert_eq!(f[7].entries, 100);
+    }
 }

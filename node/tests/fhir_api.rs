@@ -2549,6 +2549,32 @@ async fn appointments_and_referral_tasks_in_and_out() {
         assert_eq!(s, StatusCode::OK, "{b}");
         assert_eq!(b["total"], 1, "{ty}: {b}");
     }
+    // A ServiceRequest (a referral) is served as one, alone: read, searched, in
+    // `$everything`.
+    let sr = json!({"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+        "code": {"text": "Renal clinic: eGFR falling"},
+        "subject": {"reference": format!("Patient/{rid}")},
+        "requester": actor(&rid), "performer": [actor(&clinic)]});
+    let (status, _, resp) = env.post(&transaction(std::slice::from_ref(&sr))).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let sr_path = resource_path(&locations(&resp)[0]);
+    let (s, _, got) = env.get(&format!("/fhir/r4/{sr_path}")).await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(got["resourceType"], "ServiceRequest", "{got}");
+    let (s, _, b) = env
+        .get(&format!("/fhir/r4/ServiceRequest?patient={rid}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["total"], 1, "{b}");
+    assert_eq!(b["entry"][0]["resource"], got, "{b}");
+    let (_, _, all) = env
+        .get(&format!("/fhir/r4/Patient/{rid}/$everything"))
+        .await;
+    assert!(all["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["fullUrl"].as_str().unwrap().ends_with(&sr_path)));
     // A task arriving already accepted skips the steps its owner must write: refused,
     // nothing stored. So is one the patient did not send.
     let before = env.footprint();

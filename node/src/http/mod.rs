@@ -157,6 +157,8 @@ struct Inner {
     notifier: Arc<crate::notify::Notifier>,
     /// Whether the task deriving notifications from the network node's changes runs.
     pump: Arc<std::sync::OnceLock<()>>,
+    /// The FHIR API's per-record search indexes.
+    fhir_index: Arc<fhir::index::Indexes>,
 }
 
 tokio::task_local! {
@@ -237,9 +239,17 @@ impl AppState {
                 trust: cophr_protocol::trust::TrustList::new(),
                 shares: Arc::new(share::Limiter::default()),
                 binaries: Arc::new(fhir::binary::Pending::default()),
+                fhir_index: Arc::new(fhir::index::Indexes::default()),
             }),
             cancel: Cancel::new(),
         }
+    }
+
+    /// Serves the FHIR API without its search index: every read folds the whole record, as
+    /// before the index (to measure against, and to test the index against).
+    pub fn without_fhir_index(mut self) -> Self {
+        Arc::make_mut(&mut self.inner).fhir_index = Arc::new(fhir::index::Indexes::off());
+        self
     }
 
     /// Ends requests after `limit` instead of [`REQUEST_TIMEOUT`] (for tests).
@@ -295,6 +305,11 @@ impl AppState {
     /// FHIR Binaries sent to this server that no entry names yet.
     pub(crate) fn binaries(&self) -> &fhir::binary::Pending {
         &self.inner.binaries
+    }
+
+    /// The FHIR API's per-record search indexes.
+    pub(crate) fn fhir_index(&self) -> &fhir::index::Indexes {
+        &self.inner.fhir_index
     }
 
     /// The store.

@@ -10,7 +10,15 @@
 //!   (`cophr_protocol::fhir`) and the derived Provenance (entry signatures), AuditEvent
 //!   (audit events; needs the audit right) and Consent (grants). A resource's id is its
 //!   item's entry id (`e-…`; the record's patient is `Patient/<record id>`); its versions
-//!   are the item's amend chain. Every read is audited like the REST API's.
+//!   are the item's amend chain. Every read is audited like the REST API's. `_id` also
+//!   finds an imported resource by the id it came in with.
+//! - Reads of the types items are served as (searches, reads by id, an item's versions,
+//!   `$everything` up to its derived resources) go through a per-record search index
+//!   ([`index`]: in memory, caught up with the record before each use), so they cost what
+//!   they return; the derived types, type-level `_history`, and records too big to index
+//!   fold the whole record. `$everything` lists the patient, the items by type, then the
+//!   derived Consent, Practitioner, Provenance and AuditEvent resources; its `total` is
+//!   given once a page reaches the derived ones (before, a full page links a next one).
 //! - `POST /fhir/r4` with a `transaction` Bundle (all or nothing: one durable write, one
 //!   audit event) or a `batch` Bundle (per entry), see `write.rs`; `POST [type]` creates one
 //!   resource of any mapped type. A body is read in the charset it declares (`body_text`).
@@ -32,6 +40,8 @@
 //! stored on any error.
 
 pub mod binary;
+pub mod index;
+mod indexed;
 pub mod resources;
 pub mod search;
 mod view;
@@ -544,6 +554,8 @@ struct Found {
     entries: Vec<EntryId>,
     /// Whether reading it reads the audit trail.
     audit_read: bool,
+    /// The id it came in with, if imported (matched by `_id` in a search).
+    original: Option<String>,
 }
 
 impl Found {
@@ -611,6 +623,7 @@ fn collect_types(
                     keys: SearchKeys::default(),
                     entries: if audit_read { Vec::new() } else { vec![id] },
                     audit_read,
+                    original: None,
                 })
             };
             // The items of a type held in the record.
@@ -635,6 +648,7 @@ fn collect_types(
                             keys: r.keys,
                             entries: vec![r.item, r.current],
                             audit_read: false,
+                            original: r.original,
                         }
                     })
                     .collect::<Vec<_>>()
@@ -672,6 +686,7 @@ fn collect_types(
                                 keys: SearchKeys::default(),
                                 entries: vec![profile],
                                 audit_read: false,
+                                original: None,
                             });
                         }
                         // Practitioner resources imported (kept whole) too.
@@ -711,6 +726,19 @@ fn only_params(ctx: &Ctx, allowed: &[&str]) -> Result<(), Outcome> {
 
 fn find_one(st: &AppState, ty: &str, id: &str) -> Result<Found, Outcome> {
     let records = visible_records(st)?;
+    let not_found = || {
+        Outcome::not_found(format!(
+            "no {ty} with id `{}` here",
+            id.chars().take(80).collect::<String>()
+        ))
+    };
+    if !DERIVED_TYPES.contains(&ty) {
+        match indexed::find(st, &records, ty, id)? {
+            indexed::Lookup::Found(f) => return Ok(*f),
+            indexed::Lookup::None => return Err(not_found()),
+            indexed::Lookup::Scan => {}
+        }
+    }
     collect(st, &records, ty)?
         .into_iter()
         .find(|f| f.is(id))
@@ -840,16 +868,39 @@ fn read(st: &AppState, rd: &mut Reader<'_>, op: Op, ctx: &Ctx) -> Result<Respons
         Op::Everything(id) => {
             let (count, offset) = page_params(ctx)?;
             let patient = find_one(st, "Patient", &id)?;
-            let entries = everything(st, ctx, &patient)?;
-            let b = paged(
-                "searchset",
-                ctx,
-                &format!("Patient/{id}/$everything"),
-                entries,
-                count,
-                offset,
-                rd,
-            );
+            let path = format!("Patient/{id}/$everything");
+            let (items, derived) = everything_types();
+            let b = match indexed::everything_items(st, ctx, &patient, &items, offset, count)? {
+                Some((mut page, n)) => {
+                    let end = offset.saturating_add(count);
+                    if n > end {
+                        // The items alone go beyond this page: the derived resources
+                        // (one Provenance per entry) are not folded for it.
+                        paged_window("searchset", ctx, &path, page, None, count, offset, rd)
+                    } else {
+                        let tail = everything(st, ctx, &patient, &derived, false)?;
+                        let total = n + tail.len();
+                        let room = count.saturating_sub(page.len());
+                        page.extend(tail.into_iter().skip(offset.saturating_sub(n)).take(room));
+                        paged_window(
+                            "searchset",
+                            ctx,
+                            &path,
+                            page,
+                            Some(total),
+                            count,
+                            offset,
+                            rd,
+                        )
+                    }
+                }
+                None => {
+                    let mut types = items;
+                    types.extend(derived);
+                    let entries = everything(st, ctx, &patient, &types, true)?;
+                    paged("searchset", ctx, &path, entries, count, offset, rd)
+                }
+            };
             (
                 fhir_response(StatusCode::OK, &b),
                 "FHIR Patient/$everything".to_owned(),
@@ -866,6 +917,9 @@ fn item_versions(
     item: &EntryId,
     id: &str,
 ) -> Result<Vec<view::Version>, Outcome> {
+    if let Some(vs) = indexed::versions(st, record, item, id)? {
+        return Ok(vs);
+    }
     let me = st.actor();
     let now = st.now();
     Ok(st.store().with_record(record, |rec| {
@@ -915,16 +969,37 @@ fn paged(
     rd: &mut Reader<'_>,
 ) -> Json {
     let total = entries.len();
-    let page: Vec<Json> = entries
+    let page: Vec<PageEntry> = entries.into_iter().skip(offset).take(count).collect();
+    paged_window(kind, ctx, path, page, Some(total), count, offset, rd)
+}
+
+/// A Bundle of one page (`_count` from `_offset`) with `self`, `next` and `previous` links
+/// and the `total` when known (without it, a next page is linked whenever this one is
+/// full); only the page is audited.
+#[allow(clippy::too_many_arguments)]
+fn paged_window(
+    kind: &str,
+    ctx: &Ctx,
+    path: &str,
+    page: Vec<PageEntry>,
+    total: Option<usize>,
+    count: usize,
+    offset: usize,
+    rd: &mut Reader<'_>,
+) -> Json {
+    let full = page.len() >= count;
+    let page: Vec<Json> = page
         .into_iter()
-        .skip(offset)
-        .take(count)
         .map(|p| {
             saw(rd, p.record, &p.entries, p.audit_read);
             p.entry
         })
         .collect();
-    let mut b = resources::bundle(kind, &ctx.self_link, page, Some(total));
+    let more = match total {
+        Some(t) => offset.saturating_add(count) < t,
+        None => full,
+    };
+    let mut b = resources::bundle(kind, &ctx.self_link, page, total);
     let link = |relation: &str, offset: usize| {
         let mut q = form_urlencoded::Serializer::new(String::new());
         q.append_pair("_count", &count.to_string());
@@ -932,7 +1007,7 @@ fn paged(
         json!({"relation": relation, "url": format!("{}/{path}?{}", ctx.base, q.finish())})
     };
     if let Some(links) = b["link"].as_array_mut() {
-        if count > 0 && offset.saturating_add(count) < total {
+        if count > 0 && more {
             links.push(link("next", offset + count));
         }
         if offset > 0 {
@@ -1012,19 +1087,55 @@ fn search_bundle(
             .filter(|r| s.patients.iter().any(|p| *p == r.to_string()))
             .collect()
     };
-    let mut matched: Vec<Found> = collect(st, &records, ty)?
+    let count = s.count.unwrap_or(search::DEFAULT_COUNT);
+    let indexed = if DERIVED_TYPES.contains(&ty) {
+        None
+    } else {
+        indexed::search(st, &records, ty, s, s.offset, count)?
+    };
+    let (total, page) = match indexed {
+        Some(found) => found,
+        None => scan_search(st, &records, ty, s, count)?,
+    };
+    search_page(ctx, ty, s, rd, total, page, count)
+}
+
+/// A search by folding every record (the derived types, and records too big to index).
+fn scan_search(
+    st: &AppState,
+    records: &[RecordId],
+    ty: &str,
+    s: &Search,
+    count: usize,
+) -> Result<(usize, Vec<Found>), Outcome> {
+    let mut matched: Vec<Found> = collect(st, records, ty)?
         .into_iter()
         .filter(|f| f.resource.is_some())
         .filter(|f| {
-            let id_ok = s.ids.is_empty() || s.ids.iter().any(|i| f.is(i));
+            let id_ok = s.ids.is_empty()
+                || s.ids
+                    .iter()
+                    .any(|i| f.is(i) || f.original.as_deref() == Some(i.as_str()));
             let mut s2 = s.clone();
             s2.ids.clear();
             id_ok && view::matches(&s2, &f.id, &f.keys, f.date)
         })
         .collect();
     let total = matched.len();
-    let count = s.count.unwrap_or(search::DEFAULT_COUNT);
     let page: Vec<Found> = matched.drain(..).skip(s.offset).take(count).collect();
+    Ok((total, page))
+}
+
+/// The searchset Bundle of one page of matches (`total` in all), the page audited.
+fn search_page(
+    ctx: &Ctx,
+    ty: &str,
+    s: &Search,
+    rd: &mut Reader<'_>,
+    total: usize,
+    page: Vec<Found>,
+    count: usize,
+) -> Result<Json, Outcome> {
     let entries: Vec<Json> = page
         .into_iter()
         .map(|f| {
@@ -1058,19 +1169,37 @@ fn search_bundle(
     Ok(b)
 }
 
-/// The patient's compartment, the patient first, as page entries.
-fn everything(st: &AppState, ctx: &Ctx, patient: &Found) -> Result<Vec<PageEntry>, Outcome> {
+/// The order of `$everything`: the types items are served as (alphabetical), then the
+/// derived ones, audit events last (oldest first: the reads of earlier pages add events,
+/// which then come after every page already delivered, so the offsets of the rest stay
+/// put).
+fn everything_types() -> (Vec<&'static str>, Vec<&'static str>) {
+    let items = served_types()
+        .into_iter()
+        .filter(|t| !DERIVED_TYPES.contains(t))
+        .collect();
+    (
+        items,
+        vec!["Consent", "Practitioner", "Provenance", "AuditEvent"],
+    )
+}
+
+/// The patient's compartment in `types`, the patient first if `with_patient`, as page
+/// entries, by folding the record.
+fn everything(
+    st: &AppState,
+    ctx: &Ctx,
+    patient: &Found,
+    types: &[&str],
+    with_patient: bool,
+) -> Result<Vec<PageEntry>, Outcome> {
     let mut entries = Vec::new();
-    // Audit events last (oldest first): the reads of earlier pages add events, which then
-    // come after every page already delivered, so the offsets of the rest stay put.
-    let mut types = served_types();
-    types.retain(|t| *t != "AuditEvent");
-    types.push("AuditEvent");
-    let all = collect_types(st, &[patient.record], &types)?;
+    let all = collect_types(st, &[patient.record], types)?;
     let others = all
         .into_iter()
         .filter(|f| !(f.ty == "Patient" && f.id == patient.id));
-    for f in std::iter::once(patient.clone()).chain(others) {
+    let first = with_patient.then(|| patient.clone());
+    for f in first.into_iter().chain(others) {
         st.cancel().check()?;
         if let Some(r) = f.resource {
             entries.push(PageEntry {

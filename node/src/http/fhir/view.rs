@@ -49,6 +49,8 @@ pub struct Res {
     pub updated: Timestamp,
     /// What search matches it by.
     pub keys: SearchKeys,
+    /// The id it came in with, if imported (searchable by `_id`).
+    pub original: Option<String>,
 }
 
 /// Exports a body as the resource of `item`, with the entry id as its id.
@@ -96,6 +98,151 @@ pub fn versions(record: &Record, viewer: &Viewer, item: &EntryId, id: &str) -> V
     );
     for r in vs.iter_mut().filter_map(|v| v.resource.as_mut()) {
         fhir::rewrite_references(r, &names);
+    }
+    vs
+}
+
+/// The original resource's type and id, when the body keeps it (`fhir-resource`).
+pub fn original_head(body: &Value) -> Option<(String, Option<String>)> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "resourceType")]
+        ty: String,
+        id: Option<String>,
+    }
+    let text = body
+        .get(cophr_protocol::schema::FHIR_RESOURCE)
+        .and_then(Value::as_text)?;
+    let head: Head = serde_json::from_str(text).ok()?;
+    Some((head.ty, head.id))
+}
+
+/// One current item as the viewer sees it, as [`items`] gives it (folding only that item;
+/// `primary` is the record's patient item, served as `Patient/<record id>`), its references
+/// not yet rewritten. `None` if it is not current for the viewer or exports as nothing.
+pub fn item_res(
+    record: &Record,
+    viewer: &Viewer,
+    root: &EntryId,
+    primary: Option<EntryId>,
+) -> Option<Res> {
+    let rid = record.id();
+    let Some(fold::ItemState::Current(i)) = fold::item(record, viewer, root) else {
+        return None;
+    };
+    let id = if Some(i.id) == primary {
+        rid.to_string()
+    } else {
+        i.id.to_string()
+    };
+    let mut r = export(&rid, &i.id, &i.category, &i.body)?;
+    let version = if i.versions <= 1 {
+        1
+    } else {
+        let one = fold::State {
+            items: vec![(*i).clone()],
+            ..fold::State::default()
+        };
+        versions_with(record, viewer, &one, &i.id, &id)
+            .iter()
+            .find(|v| v.entry == i.current)
+            .map_or(i.versions, |v| v.n)
+    };
+    r["id"] = Json::String(id.clone());
+    resources::set_meta(&mut r, version, i.updated);
+    Some(Res {
+        record: rid,
+        item: i.id,
+        id,
+        resource_type: r["resourceType"].as_str().unwrap_or_default().to_owned(),
+        keys: {
+            let mut k = fhir::search_keys(&i.category, &i.body);
+            k.category_codes.push(i.category.name().to_owned());
+            k
+        },
+        original: original_head(&i.body).and_then(|(_, id)| id),
+        resource: Some(r),
+        current: i.current,
+        version,
+        updated: i.updated,
+    })
+}
+
+/// The standalone `ServiceRequest` of a referral: a referral task is served as a `Task`
+/// carrying its ServiceRequest `contained`, and that ServiceRequest is served alone too,
+/// under the item's id (same version and time, the item's search keys).
+pub fn service_request_of(task: &Res) -> Option<Res> {
+    if task.resource_type != "Task" {
+        return None;
+    }
+    let r = task.resource.as_ref()?;
+    let mut sr = r["contained"]
+        .as_array()?
+        .iter()
+        .find(|c| c["resourceType"] == "ServiceRequest")?
+        .clone();
+    sr["id"] = Json::String(task.id.clone());
+    if let Some(m) = r.get("meta") {
+        sr["meta"] = m.clone();
+    }
+    Some(Res {
+        resource_type: "ServiceRequest".into(),
+        resource: Some(sr),
+        ..task.clone()
+    })
+}
+
+/// Every `reference` string in a resource (nested at most 64 deep).
+pub fn references_in(j: &Json, out: &mut Vec<String>) {
+    fn walk(j: &Json, out: &mut Vec<String>, depth: usize) {
+        if depth > 64 {
+            return;
+        }
+        match j {
+            Json::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("reference", Json::String(s)) => out.push(s.clone()),
+                        _ => walk(v, out, depth + 1),
+                    }
+                }
+            }
+            Json::Array(a) => a.iter().for_each(|v| walk(v, out, depth + 1)),
+            _ => {}
+        }
+    }
+    walk(j, out, 0);
+}
+
+/// The versions of an item as [`versions`] gives them, with references rewritten by the
+/// `names` the caller found (from the index) rather than by folding the whole record.
+pub fn versions_named(
+    record: &Record,
+    viewer: &Viewer,
+    item: &EntryId,
+    id: &str,
+    names: &dyn Fn(&[&Json]) -> HashMap<String, String>,
+) -> Vec<Version> {
+    let one = match fold::item(record, viewer, item) {
+        Some(fold::ItemState::Current(i)) => fold::State {
+            items: vec![*i],
+            ..fold::State::default()
+        },
+        _ => fold::State::default(),
+    };
+    let mut vs = versions_of(
+        record,
+        fold::history_with(record, viewer, &one, item),
+        item,
+        id,
+    );
+    let map = names(
+        &vs.iter()
+            .filter_map(|v| v.resource.as_ref())
+            .collect::<Vec<_>>(),
+    );
+    for r in vs.iter_mut().filter_map(|v| v.resource.as_mut()) {
+        fhir::rewrite_references(r, &map);
     }
     vs
 }
@@ -233,8 +380,11 @@ pub fn items(record: &Record, viewer: &Viewer, stop: &Cancel) -> Result<Vec<Res>
             current: i.current,
             version,
             updated: i.updated,
+            original: original_head(&i.body).and_then(|(_, id)| id),
         });
     }
+    let referrals: Vec<Res> = out.iter().filter_map(service_request_of).collect();
+    out.extend(referrals);
     for d in &state.deleted {
         stop.check()?;
         let vs = versions_with(record, viewer, &state, d, &d.to_string());
@@ -256,6 +406,7 @@ pub fn items(record: &Record, viewer: &Viewer, stop: &Cancel) -> Result<Vec<Res>
             version: last.n,
             updated: last.time,
             keys: SearchKeys::default(),
+            original: None,
         });
     }
     // References among the record's resources name them as served, so none that resolved
@@ -265,26 +416,32 @@ pub fn items(record: &Record, viewer: &Viewer, stop: &Cancel) -> Result<Vec<Res>
         fhir::rewrite_references(r, &names);
     }
     if primary.is_none() {
-        let mut p = resources::patient_from_profile(record);
-        let genesis = record
-            .entries()
-            .find(|e| matches!(e.entry().payload, Payload::Genesis { .. }));
-        if let Some(g) = genesis {
-            resources::set_meta(&mut p, 1, g.entry().time);
-            out.push(Res {
-                record: rid,
-                item: g.id(),
-                id: rid.to_string(),
-                resource_type: "Patient".into(),
-                resource: Some(p),
-                current: g.id(),
-                version: 1,
-                updated: g.entry().time,
-                keys: SearchKeys::default(),
-            });
-        }
+        out.extend(profile_patient(record));
     }
     Ok(out)
+}
+
+/// The record's patient from the genesis entry's profile, for a record whose patient has
+/// no demographics item exported as a Patient.
+pub fn profile_patient(record: &Record) -> Option<Res> {
+    let rid = record.id();
+    let mut p = resources::patient_from_profile(record);
+    let g = record
+        .entries()
+        .find(|e| matches!(e.entry().payload, Payload::Genesis { .. }))?;
+    resources::set_meta(&mut p, 1, g.entry().time);
+    Some(Res {
+        record: rid,
+        item: g.id(),
+        id: rid.to_string(),
+        resource_type: "Patient".into(),
+        resource: Some(p),
+        current: g.id(),
+        version: 1,
+        updated: g.entry().time,
+        keys: SearchKeys::default(),
+        original: None,
+    })
 }
 
 /// The item (root create) an entry belongs to: its targets walked back to the create

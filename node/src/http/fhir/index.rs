@@ -1,0 +1,653 @@
+//! The FHIR API's per-record search index, so a search, a read by id, the first page of
+//! `$everything` and a `_history` page cost what they return, not the record's size.
+//!
+//! # What it holds
+//! Per item of record data (its root create): its place in the served order (category
+//! rank, creation time, id), its versions (the creates, amends and deletes applied), and
+//! its *settled* state: the item folded as the patient sees it (every valid version) —
+//! served resource type, search keys (codes, category codes, the clinical date), the
+//! original `Type/id` and `fullUrl` it came in with (the names references use), its
+//! current version and when that was written. Postings map each resource type, code,
+//! original id, reference name and date (a `BTreeMap` on the date's start) to items.
+//!
+//! # Where it lives, and why
+//! In memory, in the HTTP server's state ([`Indexes`]), at most [`MAX_INDEXED_RECORDS`]
+//! records (the least recently used index is let go) and at most [`MAX_INDEXED_ITEMS`]
+//! items per record (a bigger record is read by the scan, as before). Not persisted: it is
+//! derived from the record alone and rebuilt on the first read after a restart (the
+//! benchmark in `docs/benchmarks.md` gives that first read's cost), so there is no second
+//! copy on disk to keep in step with the log.
+//!
+//! # Invariants
+//! - **Caught up before every use.** Each use first applies the entries the record
+//!   gained since the last one ([`Record::entries_since`]: written here, imported, or
+//!   pulled by sync — all go through the record), so the index never answers for an older
+//!   record. It counts the entries it has taken in; if that differs from the record's
+//!   length, or the entry at its last position is not the one it saw there (the record
+//!   was reloaded in another order), it is rebuilt from scratch.
+//! - **Postings are a superset.** Every version's keys are posted when the version is
+//!   applied and never removed, so an item is a candidate for any value any of its
+//!   versions ever had — whatever version a viewer sees as current.
+//! - **Settled states are exact for the patient's view.** An item touched by a new entry
+//!   is folded again (`fold::item`); an entry that can change what is in effect or
+//!   readable elsewhere in the record (a revocation, a device removal, a key rotation, a
+//!   key wrap, a move) settles every item again; an item with sealed versions this node
+//!   could not open is looked at again on every use (a key the node gains later opens
+//!   them without a new entry).
+//! - **The index only narrows.** A candidate's settled state decides a match only when the
+//!   viewer sees every valid version of the item (then their fold is the patient's);
+//!   otherwise the item is folded for the viewer and matched on what that gives. Every
+//!   resource returned is built by folding the item for the viewer, exactly as the scan
+//!   does, and audited by the caller as before.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use cophr_protocol::fhir::{self, SearchKeys};
+use cophr_protocol::fold::{self, ItemState, Viewer};
+use cophr_protocol::record::{ContentState, Record, Status};
+use cophr_protocol::{Category, EntryId, Payload, RecordId, Timestamp, Value};
+
+use super::search::{self, Range, Search, Token};
+use super::view;
+use crate::session::{Cancel, Cancelled};
+
+/// Records whose index is kept at once (the least recently used is let go beyond).
+pub const MAX_INDEXED_RECORDS: usize = 32;
+/// Items one record's index holds at most; a record with more is read by the full scan.
+pub const MAX_INDEXED_ITEMS: usize = 4_000_000;
+
+/// The served order of items: category rank, creation time, id (as `fold::current`
+/// lists them).
+pub type Order = (usize, Timestamp, EntryId);
+
+/// The rank of a category in the served order (`fold::current`'s).
+pub fn rank(c: &Category) -> usize {
+    Category::BUILT_IN
+        .iter()
+        .position(|b| b == c)
+        .unwrap_or(Category::BUILT_IN.len())
+}
+
+/// What one version or settled item is served as.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Keys {
+    /// The served resource type.
+    pub ty: String,
+    /// Search keys (the category's name among the category codes, as the scan adds it).
+    pub search: SearchKeys,
+    /// The clinical date's range.
+    pub date: Option<Range>,
+    /// The original resource's type, if the body keeps one (`fhir-resource`).
+    pub original_ty: Option<String>,
+    /// The names it came in with: `Type/<original id>` and its `fullUrl`.
+    pub names: Vec<String>,
+    /// Its original id.
+    pub original_id: Option<String>,
+    /// A referral's Task: its ServiceRequest is served alone too.
+    pub referral: bool,
+}
+
+impl Keys {
+    /// Whether the item is served as `ty` (a referral's Task also as its ServiceRequest).
+    pub fn is(&self, ty: &str) -> bool {
+        self.ty == ty || (self.referral && ty == "ServiceRequest")
+    }
+}
+
+/// The keys of a body of `category` exported as the item `item`'s resource (`None`: it
+/// exports as no resource).
+pub fn keys_of(rid: &RecordId, item: &EntryId, category: &Category, body: &Value) -> Option<Keys> {
+    let r = view::export(rid, item, category, body)?;
+    let mut search = fhir::search_keys(category, body);
+    search.category_codes.push(category.name().to_owned());
+    let date = search.date.as_deref().and_then(search::date_range);
+    let referral = r["resourceType"] == "Task"
+        && r["contained"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["resourceType"] == "ServiceRequest"));
+    let mut k = Keys {
+        referral,
+        ty: r["resourceType"].as_str().unwrap_or_default().to_owned(),
+        search,
+        date,
+        ..Keys::default()
+    };
+    if let Some((ty, id)) = view::original_head(body) {
+        if let Some(id) = &id {
+            k.names.push(format!("{ty}/{id}"));
+        }
+        k.names.push(fhir::full_url(item, body));
+        k.original_id = id;
+        k.original_ty = Some(ty);
+    }
+    Some(k)
+}
+
+/// Where an item stands as the patient sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    /// Current: its version in effect and what it is served as.
+    Current {
+        /// The version in effect.
+        current: EntryId,
+        /// What it is served as.
+        keys: Box<Keys>,
+    },
+    /// Its version in effect is a delete.
+    Deleted,
+    /// Not served (locked, invalid, or exported as no resource).
+    Hidden,
+}
+
+/// One item.
+#[derive(Debug, Clone)]
+pub struct ItemIx {
+    /// Its place in the served order.
+    pub order: Order,
+    /// Its versions as applied (the create first).
+    pub versions: Vec<EntryId>,
+    /// As the patient sees it.
+    pub settled: Settled,
+}
+
+/// One record's index (see the module docs).
+#[derive(Debug)]
+pub struct RecordIndex {
+    record: RecordId,
+    /// Entries taken in, and the last one.
+    seen: usize,
+    last: Option<EntryId>,
+    /// Every entry taken in → the item it belongs to (`None`: not record data).
+    known: HashMap<EntryId, Option<EntryId>>,
+    items: HashMap<EntryId, ItemIx>,
+    dirty: HashSet<EntryId>,
+    all_dirty: bool,
+    too_big: bool,
+    by_type: HashMap<String, Vec<EntryId>>,
+    by_code: HashMap<String, Vec<EntryId>>,
+    by_original: HashMap<String, Vec<EntryId>>,
+    by_name: HashMap<String, Vec<EntryId>>,
+    by_date: BTreeMap<i64, Vec<EntryId>>,
+    /// The widest date range posted.
+    widest: i64,
+    /// Postings added to since they were last put in served order.
+    touched: HashSet<(Map, String)>,
+    /// Items settled locked (sealed under a key not held), with how many of their
+    /// versions were locked then: a key this node gains later (`Store::unlock_with`)
+    /// opens them without any new entry, so they are looked at again on every use.
+    locked: HashMap<EntryId, usize>,
+    /// How many items are current for the patient, by served type.
+    current: HashMap<String, usize>,
+}
+
+/// The postings by string key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Map {
+    Type,
+    Code,
+    Original,
+    Name,
+}
+
+impl RecordIndex {
+    /// An empty index of `record`.
+    pub fn new(record: RecordId) -> Self {
+        RecordIndex {
+            record,
+            seen: 0,
+            last: None,
+            known: HashMap::new(),
+            items: HashMap::new(),
+            dirty: HashSet::new(),
+            all_dirty: false,
+            too_big: false,
+            by_type: HashMap::new(),
+            by_code: HashMap::new(),
+            by_original: HashMap::new(),
+            by_name: HashMap::new(),
+            by_date: BTreeMap::new(),
+            widest: 0,
+            touched: HashSet::new(),
+            locked: HashMap::new(),
+            current: HashMap::new(),
+        }
+    }
+
+    /// How many items are current as `ty` for the patient (so for any viewer who sees
+    /// every entry).
+    pub fn current_count(&self, ty: &str) -> usize {
+        self.current.get(ty).copied().unwrap_or(0)
+    }
+
+    fn locked_versions(record: &Record, i: &ItemIx) -> usize {
+        i.versions
+            .iter()
+            .filter(|v| matches!(record.content_state(v), Some(ContentState::Locked)))
+            .count()
+    }
+
+    fn map(&mut self, m: Map) -> &mut HashMap<String, Vec<EntryId>> {
+        match m {
+            Map::Type => &mut self.by_type,
+            Map::Code => &mut self.by_code,
+            Map::Original => &mut self.by_original,
+            Map::Name => &mut self.by_name,
+        }
+    }
+
+    fn post(&mut self, m: Map, key: &str, item: EntryId) {
+        let v = self.map(m).entry(key.to_owned()).or_default();
+        if v.last() != Some(&item) {
+            v.push(item);
+            self.touched.insert((m, key.to_owned()));
+        }
+    }
+
+    /// Puts the postings added to in served order, without repeats.
+    fn order_postings(&mut self) {
+        for (m, key) in std::mem::take(&mut self.touched) {
+            let mut list = self.map(m).remove(&key).unwrap_or_default();
+            // Mostly in order already (entries come in causal order): a stable sort.
+            list.sort_by_key(|r| self.items.get(r).map(|i| i.order));
+            list.dedup();
+            self.map(m).insert(key, list);
+        }
+    }
+
+    /// Whether the record is too big to index ([`MAX_INDEXED_ITEMS`]).
+    pub fn too_big(&self) -> bool {
+        self.too_big
+    }
+
+    /// Brings the index up to the record (see the module docs; `Err` once `stop` is
+    /// cancelled, leaving it consistent: the next use goes on from there).
+    pub fn catch_up(&mut self, record: &Record, stop: &Cancel) -> Result<(), Cancelled> {
+        let stale = record.id() != self.record
+            || self.seen > record.len()
+            || (self.seen > 0
+                && record.entries_since(self.seen - 1).next().map(|v| v.id()) != self.last);
+        if stale {
+            *self = RecordIndex::new(record.id());
+        }
+        let fresh = self.seen == 0;
+        for v in record.entries_since(self.seen) {
+            stop.check()?;
+            self.take(record, &v);
+            self.seen += 1;
+            self.last = Some(v.id());
+            if self.too_big {
+                return Ok(());
+            }
+        }
+        if self.known.len() != record.len() && !fresh {
+            // Taken in out of step with the record: start again.
+            *self = RecordIndex::new(record.id());
+            return self.catch_up(record, stop);
+        }
+        let opened: Vec<EntryId> = self
+            .locked
+            .iter()
+            .filter(|(root, n)| {
+                self.items
+                    .get(root)
+                    .is_some_and(|i| Self::locked_versions(record, i) != **n)
+            })
+            .map(|(root, _)| *root)
+            .collect();
+        self.dirty.extend(opened);
+        self.settle(record, stop)?;
+        self.order_postings();
+        Ok(())
+    }
+
+    fn take(&mut self, record: &Record, v: &cophr_protocol::entry::Verified) {
+        let id = v.id();
+        let e = v.entry();
+        let rid = record.id();
+        let item = match &e.payload {
+            Payload::Create { category, .. } | Payload::SealedCreate { category, .. } => {
+                if self.items.len() >= MAX_INDEXED_ITEMS {
+                    self.too_big = true;
+                    return;
+                }
+                self.items.insert(
+                    id,
+                    ItemIx {
+                        order: (rank(category), e.time, id),
+                        versions: vec![id],
+                        settled: Settled::Hidden,
+                    },
+                );
+                Some(id)
+            }
+            Payload::Amend { target, .. }
+            | Payload::SealedAmend { target, .. }
+            | Payload::Delete { target, .. }
+            | Payload::SealedDelete { target, .. } => {
+                let root = self.known.get(target).copied().flatten();
+                if let Some(i) = root.and_then(|r| self.items.get_mut(&r)) {
+                    i.versions.push(id);
+                }
+                root
+            }
+            Payload::Annotate { .. } | Payload::SealedAnnotate { .. } => {
+                self.known.insert(id, None);
+                return;
+            }
+            Payload::Profile(_) | Payload::Grant(_) => {
+                self.known.insert(id, None);
+                return;
+            }
+            _ => {
+                // May change what is in effect or readable anywhere in the record.
+                self.all_dirty = true;
+                self.known.insert(id, None);
+                return;
+            }
+        };
+        self.known.insert(id, item);
+        let Some(root) = item else { return };
+        self.dirty.insert(root);
+        // Post this version's keys (a superset: never removed).
+        let category = record.category_of(&root).cloned();
+        let body = match record.payload(&id).as_deref() {
+            Some(Payload::Create { body, .. } | Payload::Amend { body, .. }) => Some(body.clone()),
+            _ => None,
+        };
+        if let (Some(c), Some(b)) = (category, body) {
+            if let Some(k) = keys_of(&rid, &root, &c, &b) {
+                self.post_keys(root, &k);
+            }
+        }
+    }
+
+    fn post_keys(&mut self, root: EntryId, k: &Keys) {
+        self.post(Map::Type, &k.ty, root);
+        if k.referral {
+            self.post(Map::Type, "ServiceRequest", root);
+        }
+        for (_, code) in &k.search.codes {
+            self.post(Map::Code, code, root);
+        }
+        if let Some(o) = &k.original_id {
+            self.post(Map::Original, o, root);
+        }
+        for n in &k.names {
+            self.post(Map::Name, n, root);
+        }
+        if let Some(d) = k.date {
+            let v = self.by_date.entry(d.lo).or_default();
+            if v.last() != Some(&root) {
+                v.push(root);
+            }
+            self.widest = self.widest.max(d.hi.saturating_sub(d.lo));
+        }
+    }
+
+    fn settle(&mut self, record: &Record, stop: &Cancel) -> Result<(), Cancelled> {
+        let todo: Vec<EntryId> = if self.all_dirty {
+            self.items.keys().copied().collect()
+        } else {
+            self.dirty.iter().copied().collect()
+        };
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let full = record.viewer(&record.current_patient_key(), Timestamp::MAX);
+        let rid = record.id();
+        for root in todo {
+            stop.check()?;
+            let settled = match fold::item(record, &full, &root) {
+                Some(ItemState::Current(i)) => match keys_of(&rid, &root, &i.category, &i.body) {
+                    Some(k) => Settled::Current {
+                        current: i.current,
+                        keys: Box::new(k),
+                    },
+                    None => Settled::Hidden,
+                },
+                Some(ItemState::Deleted) => Settled::Deleted,
+                Some(ItemState::Locked) | None => Settled::Hidden,
+            };
+            self.locked.remove(&root);
+            if let Some(i) = self.items.get(&root) {
+                let n = Self::locked_versions(record, i);
+                if n > 0 {
+                    self.locked.insert(root, n);
+                }
+            }
+            if let Settled::Current { keys, .. } = &settled {
+                let k = keys.as_ref().clone();
+                self.post_keys(root, &k);
+            }
+            if let Some(i) = self.items.get_mut(&root) {
+                let old = std::mem::replace(&mut i.settled, settled);
+                for (s, up) in [(&old, false), (&i.settled, true)] {
+                    if let Settled::Current { keys, .. } = s {
+                        let mut types = vec![keys.ty.clone()];
+                        if keys.referral {
+                            types.push("ServiceRequest".to_owned());
+                        }
+                        for t in types {
+                            let n = self.current.entry(t).or_default();
+                            *n = if up { *n + 1 } else { n.saturating_sub(1) };
+                        }
+                    }
+                }
+            }
+            self.dirty.remove(&root);
+        }
+        self.all_dirty = false;
+        Ok(())
+    }
+
+    /// An item.
+    pub fn item(&self, root: &EntryId) -> Option<&ItemIx> {
+        self.items.get(root)
+    }
+
+    /// Whether the viewer's fold of the item is the patient's: the viewer sees every valid
+    /// version of it (and so the settled state is exact for them).
+    pub fn exact_for(&self, record: &Record, viewer: &Viewer, i: &ItemIx) -> bool {
+        viewer.is_patient()
+            || i.versions
+                .iter()
+                .all(|v| record.status(v) != Some(&Status::Valid) || record.can_see(viewer, v))
+    }
+
+    /// The item as the viewer sees it, if current: its version in effect and keys, from
+    /// the settled state when exact for the viewer, else folded for them.
+    pub fn current_for(
+        &self,
+        record: &Record,
+        viewer: &Viewer,
+        root: &EntryId,
+    ) -> Option<(EntryId, std::borrow::Cow<'_, Keys>)> {
+        let i = self.items.get(root)?;
+        if !record.can_see(viewer, root) {
+            return None;
+        }
+        if self.exact_for(record, viewer, i) {
+            return match &i.settled {
+                Settled::Current { current, keys } => {
+                    Some((*current, std::borrow::Cow::Borrowed(keys.as_ref())))
+                }
+                _ => None,
+            };
+        }
+        match fold::item(record, viewer, root)? {
+            ItemState::Current(it) => {
+                let k = keys_of(&record.id(), root, &it.category, &it.body)?;
+                Some((it.current, std::borrow::Cow::Owned(k)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Items in served order among `roots` (deduplicated).
+    fn ordered(&self, roots: impl IntoIterator<Item = EntryId>) -> Vec<EntryId> {
+        let mut v: Vec<(Order, EntryId)> = roots
+            .into_iter()
+            .filter_map(|r| self.items.get(&r).map(|i| (i.order, r)))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Every item ever served as `ty`, in served order (a superset of those that are now).
+    pub fn of_type(&self, ty: &str) -> &[EntryId] {
+        self.by_type.get(ty).map_or(&[], Vec::as_slice)
+    }
+
+    /// The items any version of which was known by `name` (`Type/<original id>` or a
+    /// `fullUrl`), in served order.
+    pub fn named(&self, name: &str) -> &[EntryId] {
+        self.by_name.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Candidates for a search on `ty` (a superset of the matches, in served order): by
+    /// `_id` (entry id or original id), else by the first `code` parameter, else by the
+    /// `date` parameters' bounds, else every item of the type.
+    pub fn candidates(&self, ty: &str, s: &Search, primary: Option<EntryId>) -> Vec<EntryId> {
+        let rid = self.record.to_string();
+        if !s.ids.is_empty() {
+            let mut out = Vec::new();
+            for id in &s.ids {
+                if *id == rid {
+                    out.extend(primary);
+                }
+                if let Ok(e) = id.parse::<EntryId>() {
+                    if self.items.contains_key(&e) {
+                        out.push(e);
+                    }
+                }
+                out.extend(self.by_original.get(id).into_iter().flatten().copied());
+            }
+            return self.ordered(out);
+        }
+        if let Some(alts) = s.codes.first() {
+            if alts.iter().all(|t: &Token| t.code.is_some()) {
+                let roots = alts
+                    .iter()
+                    .filter_map(|t| t.code.as_deref())
+                    .flat_map(|c| self.by_code.get(c).into_iter().flatten().copied());
+                return self.ordered(roots);
+            }
+        }
+        if !s.dates.is_empty() {
+            let (mut lo, mut hi) = (i64::MIN, i64::MAX);
+            let w = self.widest;
+            for d in &s.dates {
+                let p = d.range;
+                let (l, h) = match d.prefix {
+                    search::Prefix::Eq => (p.lo, p.hi),
+                    search::Prefix::Ne => (i64::MIN, i64::MAX),
+                    search::Prefix::Gt => (p.hi.saturating_sub(w), i64::MAX),
+                    search::Prefix::Ge => (p.lo.min(p.hi.saturating_sub(w)), i64::MAX),
+                    search::Prefix::Sa => (p.hi, i64::MAX),
+                    search::Prefix::Lt | search::Prefix::Eb => (i64::MIN, p.lo),
+                    search::Prefix::Le => (i64::MIN, p.hi),
+                };
+                lo = lo.max(l);
+                hi = hi.min(h);
+            }
+            if lo >= hi {
+                return Vec::new();
+            }
+            let roots = self
+                .by_date
+                .range(lo..hi)
+                .flat_map(|(_, v)| v.iter().copied());
+            return self.ordered(roots);
+        }
+        self.of_type(ty).to_vec()
+    }
+}
+
+/// One record's index and when it was last used.
+type Slot = (u64, Arc<Mutex<RecordIndex>>);
+
+/// The indexes of the records the server reads (see the module docs).
+#[derive(Debug, Default)]
+pub struct Indexes {
+    map: Mutex<HashMap<RecordId, Slot>>,
+    tick: std::sync::atomic::AtomicU64,
+    off: bool,
+}
+
+impl Indexes {
+    /// No index: every read scans (to measure and test against).
+    pub fn off() -> Self {
+        Indexes {
+            off: true,
+            ..Indexes::default()
+        }
+    }
+
+    /// Runs `f` with `record`'s index caught up (`Ok(None)`: the record is too big to
+    /// index; `Err` once `stop` is cancelled).
+    pub fn with<T>(
+        &self,
+        record: &Record,
+        stop: &Cancel,
+        f: impl FnOnce(&RecordIndex) -> T,
+    ) -> Result<Option<T>, Cancelled> {
+        if self.off {
+            return Ok(None);
+        }
+        let t = self.tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ix = {
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = map
+                .entry(record.id())
+                .or_insert_with(|| (t, Arc::new(Mutex::new(RecordIndex::new(record.id())))));
+            slot.0 = t;
+            let ix = slot.1.clone();
+            while map.len() > MAX_INDEXED_RECORDS {
+                let Some(oldest) = map.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k) else {
+                    break;
+                };
+                map.remove(&oldest);
+            }
+            ix
+        };
+        let mut ix = ix.lock().unwrap_or_else(|p| p.into_inner());
+        ix.catch_up(record, stop)?;
+        if ix.too_big() {
+            return Ok(None);
+        }
+        Ok(Some(f(&ix)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cophr_protocol::testkit::key;
+
+    #[test]
+    fn at_most_max_indexed_records_indexes_are_kept() {
+        let ix = Indexes::default();
+        let stop = Cancel::new();
+        let n = MAX_INDEXED_RECORDS as u64 + 8;
+        for i in 0..n {
+            let r = Record::new(key(i, "patient").actor());
+            assert_eq!(ix.with(&r, &stop, |_| i).unwrap(), Some(i));
+        }
+        let map = ix.map.lock().unwrap();
+        assert_eq!(map.len(), MAX_INDEXED_RECORDS);
+        // The least recently used went first.
+        assert!(!map.contains_key(&key(0, "patient").actor()));
+        assert!(map.contains_key(&key(n - 1, "patient").actor()));
+    }
+
+    #[test]
+    fn an_index_that_is_off_answers_nothing() {
+        let r = Record::new(key(1, "patient").actor());
+        assert_eq!(
+            Indexes::off().with(&r, &Cancel::new(), |_| 1).unwrap(),
+            None
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! Reads answered through the per-record index ([`super::index`]): searches of the types
+//! items are served as, reads by id, the versions of an item, and the pages of
+//! `$everything` up to its derived resources. Each finds candidates in the index, decides a
+//! match from the settled state where that is exact for the viewer (else by folding the
+//! item for them), and builds each resource it returns by folding that one item for the
+//! viewer ([`view::item_res`]), as the full scan does; the caller audits what is delivered,
+//! as before. `Ok(None)`: the record is too big to index, so the caller scans.
+
+use std::collections::HashMap;
+
+use cophr_protocol::fold::Viewer;
+use cophr_protocol::record::Record;
+use cophr_protocol::{Category, EntryId, RecordId};
+use serde_json::Value as Json;
+
+use super::index::{self, RecordIndex};
+use super::search::{self, Search};
+use super::view::{self, Res};
+use super::{full_url, Ctx, Found, Outcome, PageEntry};
+use crate::http::AppState;
+use crate::session::Cancelled;
+
+/// The record's patient item as the viewer sees it: its oldest current demographics item
+/// served as a Patient (as [`view::primary_patient`]).
+pub(super) fn primary(ix: &RecordIndex, rec: &Record, viewer: &Viewer) -> Option<EntryId> {
+    let demographics = index::rank(&Category::Demographics);
+    ix.of_type("Patient")
+        .iter()
+        .filter(|r| ix.item(r).is_some_and(|i| i.order.0 == demographics))
+        .find(|r| {
+            ix.current_for(rec, viewer, r)
+                .is_some_and(|(_, k)| k.ty == "Patient")
+        })
+        .copied()
+}
+
+/// How the references in `resources` that name the record's resources as they came in are
+/// served (as [`view::served_names`] gives them for the whole record).
+pub(super) fn names_for(
+    ix: &RecordIndex,
+    rec: &Record,
+    viewer: &Viewer,
+    primary: Option<EntryId>,
+    resources: &[&Json],
+) -> HashMap<String, String> {
+    let rid = rec.id();
+    let mut refs = Vec::new();
+    for r in resources {
+        view::references_in(r, &mut refs);
+    }
+    let mut map = HashMap::new();
+    let mut done = std::collections::HashSet::new();
+    for r in refs {
+        if !done.insert(r.clone()) {
+            continue;
+        }
+        // The last item in served order known by the name wins, as in the scan.
+        for root in ix.named(&r).iter().rev() {
+            let Some((_, k)) = ix.current_for(rec, viewer, root) else {
+                continue;
+            };
+            if !k.names.contains(&r) {
+                continue;
+            }
+            let ty = k.original_ty.clone().unwrap_or_default();
+            let served = if Some(*root) == primary {
+                format!("{ty}/{rid}")
+            } else {
+                format!("{ty}/{root}")
+            };
+            if served != r {
+                map.insert(r.clone(), served);
+            }
+            break;
+        }
+    }
+    map
+}
+
+/// A resource found, from one item's [`Res`].
+pub(super) fn found(r: Res) -> Found {
+    let alt = (r.id != r.item.to_string()).then(|| r.item.to_string());
+    let date = r.keys.date.as_deref().and_then(search::date_range);
+    Found {
+        ty: r.resource_type,
+        record: r.record,
+        id: r.id,
+        alt_id: alt,
+        item: Some(r.item),
+        current: Some(r.current),
+        resource: r.resource,
+        version: r.version,
+        updated: r.updated,
+        date,
+        keys: r.keys,
+        entries: vec![r.item, r.current],
+        audit_read: false,
+        original: r.original,
+    }
+}
+
+/// The items of `roots` as resources of type `ty` for the viewer, references rewritten.
+fn materialise(
+    ix: &RecordIndex,
+    rec: &Record,
+    viewer: &Viewer,
+    primary: Option<EntryId>,
+    ty: &str,
+    roots: &[EntryId],
+) -> Vec<Found> {
+    let mut res: Vec<Res> = roots
+        .iter()
+        .filter_map(|r| view::item_res(rec, viewer, r, primary))
+        .filter_map(|r| {
+            if r.resource_type == ty {
+                Some(r)
+            } else {
+                // A referral's Task, read as its ServiceRequest.
+                view::service_request_of(&r).filter(|sr| sr.resource_type == ty)
+            }
+        })
+        .collect();
+    let map = names_for(
+        ix,
+        rec,
+        viewer,
+        primary,
+        &res.iter()
+            .filter_map(|r| r.resource.as_ref())
+            .collect::<Vec<_>>(),
+    );
+    for r in res.iter_mut().filter_map(|r| r.resource.as_mut()) {
+        cophr_protocol::fhir::rewrite_references(r, &map);
+    }
+    res.into_iter().map(found).collect()
+}
+
+/// The items of type `ty` current for the viewer matching `s` (`_id` aside from the
+/// caller's `ids`), in served order, and the profile's Patient when it is one.
+fn matches(
+    ix: &RecordIndex,
+    rec: &Record,
+    viewer: &Viewer,
+    primary: Option<EntryId>,
+    ty: &str,
+    s: &Search,
+    stop: &crate::session::Cancel,
+) -> Result<Vec<EntryId>, Cancelled> {
+    let rid = rec.id().to_string();
+    let mut rest = s.clone();
+    rest.ids.clear();
+    let mut out = Vec::new();
+    for root in ix.candidates(ty, s, primary) {
+        stop.check()?;
+        let Some((_, k)) = ix.current_for(rec, viewer, &root) else {
+            continue;
+        };
+        if !k.is(ty) {
+            continue;
+        }
+        let id_ok = s.ids.is_empty() || {
+            let served = if Some(root) == primary {
+                rid.clone()
+            } else {
+                root.to_string()
+            };
+            s.ids.iter().any(|i| {
+                *i == served || *i == root.to_string() || k.original_id.as_deref() == Some(i)
+            })
+        };
+        // `_id` is decided above (`rest` has none), so the id given here is not read.
+        if id_ok && view::matches(&rest, "", &k.search, k.date) {
+            out.push(root);
+        }
+    }
+    Ok(out)
+}
+
+/// The profile's Patient of a record with no patient item, if it matches `s`.
+fn profile_match(rec: &Record, s: &Search) -> Option<Found> {
+    let p = view::profile_patient(rec)?;
+    let mut rest = s.clone();
+    rest.ids.clear();
+    let id_ok = s.ids.is_empty() || s.ids.iter().any(|i| *i == p.id || *i == p.item.to_string());
+    (id_ok && view::matches(&rest, &p.id, &p.keys, None)).then(|| found(p))
+}
+
+/// A search of an item type over `records`: the total and the page (`count` from
+/// `offset`).
+pub(super) fn search(
+    st: &AppState,
+    records: &[RecordId],
+    ty: &str,
+    s: &Search,
+    offset: usize,
+    count: usize,
+) -> Result<Option<(usize, Vec<Found>)>, Outcome> {
+    let me = st.actor();
+    let now = st.now();
+    let stop = st.cancel();
+    let mut total = 0;
+    let mut page = Vec::new();
+    for rid in records {
+        let done = st.store().with_record(rid, |rec| {
+            let viewer = rec.viewer(&me, now);
+            if !viewer.has_access() {
+                return Ok(Some(()));
+            }
+            st.fhir_index()
+                .with(rec, stop, |ix| {
+                    let primary = primary(ix, rec, &viewer);
+                    let unfiltered = viewer.is_patient()
+                        && s.ids.is_empty()
+                        && s.codes.is_empty()
+                        && s.categories.is_empty()
+                        && s.dates.is_empty();
+                    // The patient asking for every item of a type: counted by the index, and
+                    // only the items up to the page's end looked at.
+                    let want = offset.saturating_add(count).saturating_sub(total);
+                    let (matched, n_items) = if unfiltered {
+                        let mut m = Vec::new();
+                        for root in ix.of_type(ty) {
+                            if m.len() >= want {
+                                break;
+                            }
+                            stop.check()?;
+                            if ix
+                                .current_for(rec, &viewer, root)
+                                .is_some_and(|(_, k)| k.is(ty))
+                            {
+                                m.push(*root);
+                            }
+                        }
+                        (m, ix.current_count(ty))
+                    } else {
+                        let m = matches(ix, rec, &viewer, primary, ty, s, stop)?;
+                        let n = m.len();
+                        (m, n)
+                    };
+                    let mut extra = None;
+                    if ty == "Patient" && primary.is_none() {
+                        extra = profile_match(rec, s);
+                    }
+                    let n = n_items + usize::from(extra.is_some());
+                    let from = offset.saturating_sub(total).min(n);
+                    let to = offset
+                        .saturating_add(count)
+                        .saturating_sub(total)
+                        .min(n)
+                        .max(from);
+                    let take: Vec<EntryId> = matched
+                        .get(from.min(matched.len())..to.min(matched.len()))
+                        .unwrap_or_default()
+                        .to_vec();
+                    page.extend(materialise(ix, rec, &viewer, primary, ty, &take));
+                    if let Some(p) = extra {
+                        if from <= n_items && n_items < to {
+                            page.push(p);
+                        }
+                    }
+                    total += n;
+                    Ok::<_, Cancelled>(())
+                })?
+                .transpose()
+        })??;
+        if done.is_none() {
+            return Ok(None);
+        }
+    }
+    Ok(Some((total, page)))
+}
+
+/// What a read by id finds through the index.
+pub(super) enum Lookup {
+    /// The resource.
+    Found(Box<Found>),
+    /// Held, but not current for the viewer (deleted, say): the scan says what it is.
+    Scan,
+    /// No such resource.
+    None,
+}
+
+/// Reads an item-type resource by id (the record id for the record's patient).
+pub(super) fn find(
+    st: &AppState,
+    records: &[RecordId],
+    ty: &str,
+    id: &str,
+) -> Result<Lookup, Outcome> {
+    let me = st.actor();
+    let now = st.now();
+    let stop = st.cancel();
+    let parsed = id.parse::<EntryId>().ok();
+    for rid in records {
+        let got = st.store().with_record(rid, |rec| {
+            let viewer = rec.viewer(&me, now);
+            if !viewer.has_access() {
+                return Ok(Some(Lookup::None));
+            }
+            st.fhir_index().with(rec, stop, |ix| {
+                let primary = primary(ix, rec, &viewer);
+                let root = if id == rec.id().to_string() {
+                    if ty != "Patient" {
+                        return Lookup::None;
+                    }
+                    match primary {
+                        Some(p) => p,
+                        None => {
+                            return match view::profile_patient(rec) {
+                                Some(p) => Lookup::Found(Box::new(found(p))),
+                                None => Lookup::None,
+                            }
+                        }
+                    }
+                } else {
+                    match parsed {
+                        Some(e) if ix.item(&e).is_some() => e,
+                        _ => return Lookup::None,
+                    }
+                };
+                match ix.current_for(rec, &viewer, &root) {
+                    Some((_, k)) if k.is(ty) => {
+                        match materialise(ix, rec, &viewer, primary, ty, &[root]).pop() {
+                            Some(f) => Lookup::Found(Box::new(f)),
+                            None => Lookup::Scan,
+                        }
+                    }
+                    Some(_) => Lookup::None,
+                    None => Lookup::Scan,
+                }
+            })
+        })??;
+        match got {
+            Some(Lookup::None) => continue,
+            Some(l) => return Ok(l),
+            None => return Ok(Lookup::Scan),
+        }
+    }
+    Ok(Lookup::None)
+}
+
+/// The versions of an item, references named through the index (`None`: not indexed).
+pub(super) fn versions(
+    st: &AppState,
+    record: &RecordId,
+    item: &EntryId,
+    id: &str,
+) -> Result<Option<Vec<view::Version>>, Outcome> {
+    let me = st.actor();
+    let now = st.now();
+    let stop = st.cancel();
+    Ok(st.store().with_record(record, |rec| {
+        let viewer = rec.viewer(&me, now);
+        st.fhir_index().with(rec, stop, |ix| {
+            let primary = primary(ix, rec, &viewer);
+            view::versions_named(rec, &viewer, item, id, &|res| {
+                names_for(ix, rec, &viewer, primary, res)
+            })
+        })
+    })??)
+}
+
+/// One page of `$everything` (`count` from `offset`) up to the derived resources: the
+/// patient, then the items by type (the types in `types`, in order). Returns the page
+/// entries found among them and how many entries that part holds in all, counted only as
+/// far as `offset + count + 1` (enough to know whether a next page exists); `None` if the
+/// record is too big to index.
+pub(super) fn everything_items(
+    st: &AppState,
+    ctx: &Ctx,
+    patient: &Found,
+    types: &[&str],
+    offset: usize,
+    count: usize,
+) -> Result<Option<(Vec<PageEntry>, usize)>, Outcome> {
+    let me = st.actor();
+    let now = st.now();
+    let stop = st.cancel();
+    let end = offset.saturating_add(count);
+    let entry = |f: Found| -> Option<PageEntry> {
+        let r = f.resource?;
+        Some(PageEntry {
+            key: (f.updated, f.version),
+            entry: serde_json::json!({"fullUrl": full_url(ctx, &f.ty, &f.id), "resource": r,
+                                      "search": {"mode": "match"}}),
+            record: f.record,
+            entries: f.entries,
+            audit_read: f.audit_read,
+        })
+    };
+    let mut page: Vec<PageEntry> = Vec::new();
+    let mut pos = 1;
+    if offset == 0 && count > 0 {
+        page.extend(entry(patient.clone()));
+    }
+    let got = st.store().with_record(&patient.record, |rec| {
+        let viewer = rec.viewer(&me, now);
+        st.fhir_index().with(rec, stop, |ix| {
+            let primary = primary(ix, rec, &viewer);
+            for ty in types {
+                if pos > end {
+                    break;
+                }
+                let mut take = Vec::new();
+                for root in ix.of_type(ty) {
+                    stop.check()?;
+                    if pos > end {
+                        break;
+                    }
+                    let Some((_, k)) = ix.current_for(rec, &viewer, root) else {
+                        continue;
+                    };
+                    if !k.is(ty) || patient.item == Some(*root) {
+                        continue;
+                    }
+                    if (offset..end).contains(&pos) {
+                        take.push(*root);
+                    }
+                    pos += 1;
+                }
+                page.extend(
+                    materialise(ix, rec, &viewer, primary, ty, &take)
+                        .into_iter()
+                        .filter_map(entry),
+                );
+            }
+            Ok::<_, Cancelled>(pos)
+        })
+    })??;
+    match got {
+        Some(r) => Ok(Some((page, r?))),
+        None => Ok(None),
+    }
+}
