@@ -108,7 +108,7 @@ pub fn rejection_code(r: &Rejection) -> Code {
             Code::Access
         }
         Rejection::Task(TaskError::Stale { .. }) => Code::Conflict,
-        Rejection::Task(_) | Rejection::Appointment(_) => Code::Invalid,
+        Rejection::Task(_) | Rejection::Appointment(_) | Rejection::Definition(_) => Code::Invalid,
         Rejection::Body(_)
         | Rejection::Target { .. }
         | Rejection::WrongRecord(_)

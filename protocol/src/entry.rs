@@ -227,6 +227,11 @@ pub enum Payload {
         /// Its addresses (multiaddr text).
         addrs: Vec<String>,
     },
+    /// A schema for an extension category, defined as data (`docs/extensions.md`): by the
+    /// patient (or their device) or a grantee with write on that category; version 1 or
+    /// the compatible next version of the one in its causal past. In the administrative
+    /// stream, so every replica validates the category's entries against it.
+    DefineSchema(crate::schema::ExtensionSchema),
 }
 
 impl Payload {
@@ -248,6 +253,7 @@ impl Payload {
             Payload::SetGuardians { .. } => "set-guardians",
             Payload::RotateKey { .. } => "rotate-key",
             Payload::RotationPart { .. } => "rotation-part",
+            Payload::DefineSchema(_) => "define-schema",
         }
     }
 
@@ -483,6 +489,9 @@ pub enum EntryError {
     /// rotation to the same key).
     #[error("{0}")]
     Keys(&'static str),
+    /// An extension schema's definition is malformed or out of bounds.
+    #[error("schema definition: {0}")]
+    Definition(#[from] crate::schema::DefinitionError),
 }
 
 /// A decoded (or freshly signed) entry with its signature, id and canonical bytes.
@@ -603,6 +612,7 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
             }
         }
         Payload::Profile(p) => check_profile(&e.author, p)?,
+        Payload::DefineSchema(d) => d.check()?,
         Payload::AddDevice { device, label } => {
             short("label", label, MAX_SHORT_TEXT)?;
             if *device == e.author || *device == e.record {

@@ -532,7 +532,7 @@ pub fn rejection_status(r: &Rejection) -> (StatusCode, &'static str) {
             (StatusCode::FORBIDDEN, "forbidden")
         }
         Rejection::Task(TaskError::Stale { .. }) => (StatusCode::CONFLICT, "conflict"),
-        Rejection::Task(_) | Rejection::Appointment(_) => {
+        Rejection::Task(_) | Rejection::Appointment(_) | Rejection::Definition(_) => {
             (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
         }
         Rejection::Sealing(_) => (StatusCode::CONFLICT, "conflict"),

@@ -33,7 +33,7 @@ fn number_value(s: &str) -> Option<Value> {
         .map(Value::Float)
 }
 
-fn resolve_unit(unit: &str, units: &[&'static str]) -> String {
+fn resolve_unit(unit: &str, units: &[&str]) -> String {
     if let Some(u) = units.iter().find(|u| **u == unit) {
         return (*u).to_owned();
     }
@@ -57,7 +57,11 @@ fn quantity(value: Value, unit: String) -> Value {
 }
 
 /// Converts one flag's text by the field's type; errors carry the category and field.
-fn convert_text(s: &CategorySchema, field: &FieldSpec, text: &str) -> Result<Value, SchemaError> {
+fn convert_text(
+    s: &CategorySchema<'_>,
+    field: &FieldSpec<'_>,
+    text: &str,
+) -> Result<Value, SchemaError> {
     let ctx = Ctx { schema: s, field };
     let t = text.trim();
     let bad = |expected: &str| ctx.wrong(expected.to_owned(), &Value::Text(text.to_owned()));

@@ -383,7 +383,8 @@ fn provenance_target(
         | Payload::SetGuardians { .. }
         | Payload::RotateKey { .. }
         | Payload::KeyWrap { .. }
-        | Payload::RotationPart { .. } => None,
+        | Payload::RotationPart { .. }
+        | Payload::DefineSchema(_) => None,
     }
 }
 
