@@ -187,8 +187,22 @@ pub fn body_from_pairs_with(
     prefilled: BTreeMap<String, Value>,
     pairs: &[(String, String)],
 ) -> Result<Value, SchemaError> {
+    body_from_pairs_in(category, schema(category), prefilled, pairs)
+}
+
+/// [`body_from_pairs_with`] against a given schema (`None`: an extension with none defined,
+/// values kept as text): an extension's defined as data
+/// ([`super::ExtensionSchema::with_view`]) converts and checks as a built-in category's.
+///
+/// # Errors
+/// As [`body_from_pairs`].
+pub fn body_from_pairs_in(
+    category: &Category,
+    s: Option<&CategorySchema<'_>>,
+    prefilled: BTreeMap<String, Value>,
+    pairs: &[(String, String)],
+) -> Result<Value, SchemaError> {
     let mut map = prefilled;
-    let s = schema(category);
     for (name, text) in pairs {
         let value = match s {
             None => Value::Text(text.clone()),
@@ -221,7 +235,10 @@ pub fn body_from_pairs_with(
         }
     }
     let body = Value::Map(map);
-    validate(category, &body)?;
+    match s {
+        Some(s) => super::validate_with(s, &body)?,
+        None => validate(category, &body)?,
+    }
     Ok(body)
 }
 
@@ -262,6 +279,18 @@ fn document_from_json(
 /// # Errors
 /// Not a JSON object, a file field that is not base64, or any [`validate`] error.
 pub fn body_from_json(category: &Category, json: &serde_json::Value) -> Result<Value, SchemaError> {
+    body_from_json_in(category, schema(category), json)
+}
+
+/// [`body_from_json`] against a given schema (`None`: an extension with none defined).
+///
+/// # Errors
+/// As [`body_from_json`].
+pub fn body_from_json_in(
+    category: &Category,
+    s: Option<&CategorySchema<'_>>,
+    json: &serde_json::Value,
+) -> Result<Value, SchemaError> {
     let cat = || category.name().to_owned();
     let Some(obj) = json.as_object() else {
         return Err(SchemaError::NotAMap {
@@ -269,7 +298,7 @@ pub fn body_from_json(category: &Category, json: &serde_json::Value) -> Result<V
             got: json_kind(json),
         });
     };
-    let Some(s) = schema(category) else {
+    let Some(s) = s else {
         let body = Value::from_json(json);
         validate(category, &body)?;
         return Ok(body);
@@ -322,6 +351,6 @@ pub fn body_from_json(category: &Category, json: &serde_json::Value) -> Result<V
         map.insert(k.clone(), value);
     }
     let body = Value::Map(map);
-    validate(category, &body)?;
+    super::validate_with(s, &body)?;
     Ok(body)
 }

@@ -28,7 +28,9 @@ mod tables;
 mod types;
 mod validate;
 
-pub use convert::{body_from_json, body_from_pairs, body_from_pairs_with};
+pub use convert::{
+    body_from_json, body_from_json_in, body_from_pairs, body_from_pairs_in, body_from_pairs_with,
+};
 pub use error::SchemaError;
 pub use extension::{
     DefinitionError, ExtensionField, ExtensionSchema, ExtensionType, MAX_CODE, MAX_CODES,
