@@ -173,8 +173,7 @@ fn body_in(
         let Some(obj) = json.as_object_mut() else {
             return Err(CliError::invalid(format!(
                 "the JSON body for {category} must be an object of fields, e.g. {{\"{}\": …}}",
-                s.and_then(|s| s.fields.first())
-                    .map_or("field", |f| f.name)
+                s.and_then(|s| s.fields.first()).map_or("field", |f| f.name)
             )));
         };
         // Fields merge over the base; `null` removes a field.
@@ -224,9 +223,7 @@ fn body_in(
         prefilled.insert(field.name.to_owned(), Value::Bytes(bytes));
     }
     if args.pairs.is_empty() && args.file.is_none() && base.is_empty() {
-        let known = s
-            .map(|s| s.field_names())
-            .unwrap_or_else(|| "any".into());
+        let known = s.map(|s| s.field_names()).unwrap_or_else(|| "any".into());
         return Err(CliError::invalid(format!(
             "{category}: no fields given: give them as --FIELD VALUE (fields: {known}) or with \
              --json FILE"

@@ -174,7 +174,10 @@ use super::HashMap;
 impl Record {
     /// The extension schemas in effect now that `viewer` may see (their definition
     /// entries are in the administrative stream, which every reader holds), by category.
-    pub fn visible_schemas(&self, viewer: &crate::fold::Viewer) -> Vec<(EntryId, &ExtensionSchema)> {
+    pub fn visible_schemas(
+        &self,
+        viewer: &crate::fold::Viewer,
+    ) -> Vec<(EntryId, &ExtensionSchema)> {
         self.extension_schemas()
             .into_iter()
             .filter(|(id, _)| self.can_see(viewer, id))

@@ -57,14 +57,24 @@ pub fn run(ctx: &Ctx, out: Out) -> Result<()> {
             "No extension schemas are defined in this record (`cophr schema define FILE`).",
         );
     }
-    let mut t = Table::new(&["CATEGORY", "VERSION", "TITLE", "FIELDS", "DEFINED BY", "WHEN"]);
+    let mut t = Table::new(&[
+        "CATEGORY",
+        "VERSION",
+        "TITLE",
+        "FIELDS",
+        "DEFINED BY",
+        "WHEN",
+    ]);
     for row in &rows {
         t.row(vec![
             row.category.clone(),
             row.version.to_string(),
             row.title.clone(),
             row.fields.to_string(),
-            row.defined_by.as_ref().map(Person::short).unwrap_or_default(),
+            row.defined_by
+                .as_ref()
+                .map(Person::short)
+                .unwrap_or_default(),
             row.defined.clone().unwrap_or_default(),
         ]);
     }

@@ -110,7 +110,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             "definition": definition,
         }));
     }
-    output::line(format!("{} ({}, version {})", s.title, s.category, s.version))?;
+    output::line(format!(
+        "{} ({}, version {})",
+        s.title, s.category, s.version
+    ))?;
     if !s.description.is_empty() {
         output::line(format!("  {}", s.description))?;
     }
