@@ -18,8 +18,8 @@ pub struct Args {
     category: String,
 
     /// A past version instead of the one in effect
-    #[arg(long)]
-    version: Option<u32>,
+    #[arg(long = "schema-version", value_name = "N")]
+    schema_version: Option<u32>,
 
     #[command(flatten)]
     out: Out,
@@ -30,7 +30,7 @@ impl Args {
     pub fn of(category: Category, out: Out) -> Args {
         Args {
             category: category.name().to_owned(),
-            version: None,
+            schema_version: None,
             out,
         }
     }
@@ -68,7 +68,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let found = session.read(&Cancel::new(), now, |rd| {
         rd.record(&record, |r, seen| {
             let viewer = r.viewer(&me.actor(), now);
-            let chosen = match args.version {
+            let chosen = match args.schema_version {
                 None => r.extension_schema(&category),
                 Some(v) => r
                     .schema_versions(&category)
@@ -94,7 +94,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         .map_err(CliError::from)
     })?;
     let Some((id, s, by, when, versions)) = found else {
-        return Err(CliError::not_found(match args.version {
+        return Err(CliError::not_found(match args.schema_version {
             None => format!("no schema is defined for {category} in this record"),
             Some(v) => format!("{category} has no version {v} in this record"),
         }));
