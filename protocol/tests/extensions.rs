@@ -204,7 +204,13 @@ fn who_may_define_the_patient_their_device_or_a_grantee_with_write_on_it() {
         false,
         false,
     ));
-    f.grant(grant(&viewer, Level::View, &[wound.clone()], false, false));
+    f.grant(grant(
+        &viewer,
+        Level::View,
+        std::slice::from_ref(&wound),
+        false,
+        false,
+    ));
     f.grant(grant(
         &other,
         Level::Write,

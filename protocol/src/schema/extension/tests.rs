@@ -101,7 +101,8 @@ fn a_body_is_checked_by_the_core_code_path_naming_the_field() {
 fn malformed_definitions_are_refused_precisely() {
     let f = r#"{"name": "a", "title": "A", "type": "text"}"#;
     assert!(ExtensionSchema::from_json(&minimal(f)).is_ok());
-    let cases: Vec<(String, fn(&DefinitionError) -> bool)> = vec![
+    type Expect = fn(&DefinitionError) -> bool;
+    let cases: Vec<(String, Expect)> = vec![
         ("not json".into(), |e| matches!(e, DefinitionError::Malformed(_))),
         (
             r#"{"category": "allergies", "version": 1, "title": "x", "fields": []}"#.into(),
@@ -312,7 +313,9 @@ fn a_new_version_may_only_widen() {
         "field `dressing` narrows its range"
     );
     let mut required_new = ok.clone();
-    required_new.fields.last_mut().map(|f| f.required = true);
+    if let Some(f) = required_new.fields.last_mut() {
+        f.required = true;
+    }
     assert_eq!(
         required_new.compatible_with(&v1),
         Err(DefinitionError::Incompatible {
