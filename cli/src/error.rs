@@ -112,7 +112,10 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | Rejection::Release(cophr_protocol::care::ReleaseError::AlreadyReleased { .. }) => {
             Code::Conflict
         }
-        Rejection::Task(_) | Rejection::Appointment(_) | Rejection::Release(_) => Code::Invalid,
+        Rejection::Task(_)
+        | Rejection::Appointment(_)
+        | Rejection::Release(_)
+        | Rejection::Definition(_) => Code::Invalid,
         Rejection::Body(_)
         | Rejection::Target { .. }
         | Rejection::WrongRecord(_)

@@ -144,7 +144,25 @@ fn media_type(path: &Path, bytes: &[u8]) -> Option<&'static str> {
 
 /// Builds a body for `category` from the parsed arguments, merged over `base` (the current
 /// version's body, for an amend; empty for a new entry).
-pub fn body(category: &Category, args: &BodyArgs, base: &BTreeMap<String, Value>) -> Result<Value> {
+pub fn body(
+    category: &Category,
+    ext: Option<&schema::ExtensionSchema>,
+    args: &BodyArgs,
+    base: &BTreeMap<String, Value>,
+) -> Result<Value> {
+    match ext {
+        Some(x) => x.with_view(|s| body_in(category, Some(s), args, base)),
+        None => body_in(category, schema::schema(category), args, base),
+    }
+}
+
+/// [`body`] against a given schema (`None`: an extension with none defined).
+fn body_in(
+    category: &Category,
+    s: Option<&schema::CategorySchema<'_>>,
+    args: &BodyArgs,
+    base: &BTreeMap<String, Value>,
+) -> Result<Value> {
     if args.json.is_some() && (args.file.is_some() || !args.pairs.is_empty()) {
         return Err(CliError::invalid(
             "give the body either with --json or as --FIELD flags (and --file), not both",
@@ -155,9 +173,7 @@ pub fn body(category: &Category, args: &BodyArgs, base: &BTreeMap<String, Value>
         let Some(obj) = json.as_object_mut() else {
             return Err(CliError::invalid(format!(
                 "the JSON body for {category} must be an object of fields, e.g. {{\"{}\": …}}",
-                schema::schema(category)
-                    .and_then(|s| s.fields.first())
-                    .map_or("field", |f| f.name)
+                s.and_then(|s| s.fields.first()).map_or("field", |f| f.name)
             )));
         };
         // Fields merge over the base; `null` removes a field.
@@ -166,8 +182,9 @@ pub fn body(category: &Category, args: &BodyArgs, base: &BTreeMap<String, Value>
         for (k, v) in std::mem::take(obj) {
             merged.insert(k, v);
         }
-        return Ok(schema::body_from_json(
+        return Ok(schema::body_from_json_in(
             category,
+            s,
             &serde_json::Value::Object(merged),
         )?);
     }
@@ -176,7 +193,7 @@ pub fn body(category: &Category, args: &BodyArgs, base: &BTreeMap<String, Value>
         prefilled.remove(name);
     }
     if let Some(path) = &args.file {
-        let binary = schema::schema(category).and_then(|s| {
+        let binary = s.and_then(|s| {
             s.fields
                 .iter()
                 .find(|f| matches!(f.ty, FieldType::Binary { .. }))
@@ -206,16 +223,15 @@ pub fn body(category: &Category, args: &BodyArgs, base: &BTreeMap<String, Value>
         prefilled.insert(field.name.to_owned(), Value::Bytes(bytes));
     }
     if args.pairs.is_empty() && args.file.is_none() && base.is_empty() {
-        let known = schema::schema(category)
-            .map(|s| s.field_names())
-            .unwrap_or_else(|| "any".into());
+        let known = s.map(|s| s.field_names()).unwrap_or_else(|| "any".into());
         return Err(CliError::invalid(format!(
             "{category}: no fields given: give them as --FIELD VALUE (fields: {known}) or with \
              --json FILE"
         )));
     }
-    Ok(schema::body_from_pairs_with(
+    Ok(schema::body_from_pairs_in(
         category,
+        s,
         prefilled,
         &args.pairs,
     )?)

@@ -859,6 +859,7 @@ fn concrete(path: &str, rid: &str, eid: &str, gid: &str) -> String {
         .replace("{gid}", gid)
         .replace("{sid}", "AAAAAAAAAAAAAAAAAAAAAA")
         .replace("{hash}", &"0".repeat(64))
+        .replace("{category}", "ext%3Auk.nhs.tissue-viability%2Fwound-care")
         .replace(
             "{actor}",
             &Keypair::from_secret(&[6; 32]).actor().to_string(),
@@ -987,6 +988,17 @@ async fn the_router_matches_its_openapi_document() {
                 .collect();
             if !query.is_empty() {
                 uri = format!("{uri}?{}", query.join("&"));
+            }
+            if path.contains("{category}") {
+                // An extension schema to show.
+                let r = with_json(
+                    &f.state,
+                    Method::POST,
+                    &format!("/api/v1/records/{rid}/schemas"),
+                    serde_json::from_str(cophr_protocol::schema::EXAMPLES[1].1).unwrap(),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
             }
             if path.ends_with("/document") {
                 // A document stored apart to read.
@@ -1836,4 +1848,89 @@ async fn tasks_and_appointments_through_the_entries_api_follow_the_care_team_rul
     )
     .await
     .error(StatusCode::BAD_REQUEST, "invalid_input");
+}
+
+#[tokio::test]
+async fn extension_schemas_are_defined_listed_shown_and_enforced_through_the_api() {
+    let f = patient();
+    let (rid, _) = seeded(&f).await;
+    let record: RecordId = rid.parse().unwrap();
+    let wound: Value = serde_json::from_str(cophr_protocol::schema::EXAMPLES[1].1).unwrap();
+    let schemas = format!("/api/v1/records/{rid}/schemas");
+    // Refused definitions store nothing: a core category, a say on access, malformed.
+    let before = counts(&f.store, &record);
+    let mut core = wound.clone();
+    core["category"] = json!("allergies");
+    let msg = with_json(&f.state, Method::POST, &schemas, core)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert!(msg.contains("allergies is a core category"), "{msg}");
+    let mut access = wound.clone();
+    access["access"] = json!({"level": "view"});
+    let msg = with_json(&f.state, Method::POST, &schemas, access)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert!(msg.contains("no say on access"), "{msg}");
+    assert_eq!(counts(&f.store, &record), before);
+    // Defined, listed, shown.
+    let r = with_json(&f.state, Method::POST, &schemas, wound.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let list = get(&f.state, &schemas).await.json();
+    assert_eq!(list[0]["name"], "ext:uk.nhs.tissue-viability/wound-care");
+    assert_eq!(list[0]["version"], 1);
+    assert_eq!(list[0]["fields"][0]["codes"][0], "pressure-ulcer");
+    let one = get(
+        &f.state,
+        &format!("{schemas}/ext%3Auk.nhs.tissue-viability%2Fwound-care"),
+    )
+    .await
+    .json();
+    let as_schema = |v: &Value| {
+        cophr_protocol::schema::ExtensionSchema::from_json(&v.to_string()).expect("a definition")
+    };
+    assert_eq!(as_schema(&one["definition"]), as_schema(&wound));
+    assert_eq!(one["versions"].as_array().unwrap().len(), 1);
+    // An incompatible version 2 is refused, naming the field.
+    let mut v2 = wound.clone();
+    v2["version"] = json!(2);
+    v2["fields"][0]["codes"] = json!(["other"]);
+    let msg = with_json(&f.state, Method::POST, &schemas, v2)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert!(msg.contains("field `wound-type` drops code"), "{msg}");
+    // Entries validate against it: a bare number is a quantity in the first unit.
+    let entries = format!("/api/v1/records/{rid}/entries");
+    let body = json!({"wound-type": "pressure-ulcer", "location": "sacrum", "length": 2.5,
+                      "assessed": "2026-12-01T10:00:00Z"});
+    let r = with_json(
+        &f.state,
+        Method::POST,
+        &entries,
+        json!({"category": "ext:uk.nhs.tissue-viability/wound-care", "body": body}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let before = counts(&f.store, &record);
+    let msg = with_json(
+        &f.state,
+        Method::POST,
+        &entries,
+        json!({"category": "ext:uk.nhs.tissue-viability/wound-care",
+               "body": {"wound-type": "graze", "location": "knee", "assessed": "2026-12-01T10:00:00Z"}}),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert!(msg.contains("field `wound-type`"), "{msg}");
+    assert_eq!(counts(&f.store, &record), before);
+    // Reading the schemas is audited as a view.
+    let trail = get(
+        &f.state,
+        &format!("/api/v1/records/{rid}/audit?own=include"),
+    )
+    .await
+    .json();
+    assert!(
+        trail.to_string().contains("extension schemas (API)"),
+        "{trail}"
+    );
 }

@@ -14,6 +14,7 @@ const ROUTES = {
   whoami: ['GET', '/whoami'],
   categories: ['GET', '/categories'],
   records: ['GET', '/records'],
+  schemas: ['GET', '/records/{rid}/schemas'],
   createRecord: ['POST', '/records'],
   record: ['GET', '/records/{rid}'],
   entries: ['GET', '/records/{rid}/entries'],
@@ -85,6 +86,7 @@ const state = {
   token: null,
   me: null,           // GET /whoami
   categories: [],     // GET /categories
+  extensions: [],     // GET /records/{rid}/schemas: the open record's extension schemas
   records: [],        // GET /records
   rid: null,          // the open record
   summary: null,      // GET /records/{rid}
@@ -151,15 +153,24 @@ function shortId(id) {
   return s.length > 16 ? `${s.slice(0, 12)}…` : s;
 }
 
+/**
+ * The built-in categories and the open record's extension categories whose schemas it
+ * defines as data (docs/extensions.md): forms, grant forms and titles are made from both.
+ */
+function allCategories() {
+  const ext = (state.extensions || []).filter((e) => !state.categories.some((c) => c.name === e.name));
+  return state.categories.concat(ext);
+}
+
 function catTitle(name) {
-  const c = state.categories.find((x) => x.name === name);
+  const c = allCategories().find((x) => x.name === name);
   if (c && c.title) return c.title;
   const s = (state.summary && state.summary.categories || []).find((x) => x.name === name);
   return s && s.title ? s.title : name;
 }
 
 function fieldTitle(cat, name) {
-  const c = state.categories.find((x) => x.name === cat);
+  const c = allCategories().find((x) => x.name === cat);
   const f = c && (c.fields || []).find((x) => x.name === name);
   return (f && f.title) || name.replace(/-/g, ' ').replace(/^./, (m) => m.toUpperCase());
 }
@@ -445,7 +456,7 @@ function myLevel(cat) {
 }
 
 function writableCategories() {
-  return state.categories.filter((c) => levelRank(myLevel(c.name)) >= levelRank('write'));
+  return allCategories().filter((c) => levelRank(myLevel(c.name)) >= levelRank('write'));
 }
 
 async function openRecord(rid) {
@@ -453,7 +464,17 @@ async function openRecord(rid) {
   state.rid = rid;
   state.tab = 'record';
   state.category = null;
+  await loadExtensions();
   await renderRecord();
+}
+
+/** The open record's extension schemas (none if they cannot be read). */
+async function loadExtensions() {
+  state.extensions = [];
+  try {
+    const got = await api('schemas', { rid: state.rid });
+    if (Array.isArray(got)) state.extensions = got;
+  } catch { /* a relay or a reader without access: no extension forms */ }
 }
 
 async function refreshSummary() {
@@ -1157,6 +1178,8 @@ function fieldInput(f) {
       control = h('input', { ...common, type: 'text' });
   }
   const wrap = h('div', { class: 'field', 'data-kind': kind }, label, control);
+  // An extension's field may carry help text from its definition.
+  if (f.help) hint = hint ? `${f.help} ${hint}` : f.help;
   if (hint) {
     const hid = `${id}-hint`;
     wrap.append(h('p', { id: hid, class: 'help' }, hint));
@@ -1430,7 +1453,7 @@ async function renderAccess(panel) {
 }
 
 function grantForm() {
-  const catBoxes = state.categories.map((c) => h('li', {},
+  const catBoxes = allCategories().map((c) => h('li', { 'data-extension': c.extension ? 'true' : null },
     h('input', { type: 'checkbox', id: `g-cat-${c.name}`, name: 'category', value: c.name }),
     h('label', { for: `g-cat-${c.name}` }, c.title || c.name)));
   const all = h('input', { type: 'checkbox', id: 'g-all', name: 'all' });

@@ -52,9 +52,10 @@ impl Action {
     /// entry kind to audit action (genesis and create add, amend edits, a move is a move…).
     pub fn for_payload(p: &Payload) -> Action {
         match p {
-            Payload::Genesis { .. } | Payload::Create { .. } | Payload::SealedCreate { .. } => {
-                Action::Add
-            }
+            Payload::Genesis { .. }
+            | Payload::Create { .. }
+            | Payload::SealedCreate { .. }
+            | Payload::DefineSchema(_) => Action::Add,
             Payload::Amend { .. } | Payload::SealedAmend { .. } => Action::Edit,
             Payload::Delete { .. } | Payload::SealedDelete { .. } => Action::Delete,
             Payload::Annotate { .. } | Payload::SealedAnnotate { .. } => Action::Annotate,

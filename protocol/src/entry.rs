@@ -253,6 +253,11 @@ pub enum Payload {
         /// [`crate::org::MAX_PROOF_ENTRIES`]): the `AddMember` naming the author, last.
         proof: Vec<serde_bytes::ByteBuf>,
     },
+    /// A schema for an extension category, defined as data (`docs/extensions.md`): by the
+    /// patient (or their device) or a grantee with write on that category; version 1 or
+    /// the compatible next version of the one in its causal past. In the administrative
+    /// stream, so every replica validates the category's entries against it.
+    DefineSchema(crate::schema::ExtensionSchema),
 }
 
 impl Payload {
@@ -277,6 +282,7 @@ impl Payload {
             Payload::AddMember { .. } => "add-member",
             Payload::RemoveMember { .. } => "remove-member",
             Payload::JoinOrg { .. } => "join-org",
+            Payload::DefineSchema(_) => "define-schema",
         }
     }
 
@@ -515,6 +521,9 @@ pub enum EntryError {
     /// rotation to the same key).
     #[error("{0}")]
     Keys(&'static str),
+    /// An extension schema's definition is malformed or out of bounds.
+    #[error("schema definition: {0}")]
+    Definition(#[from] crate::schema::DefinitionError),
 }
 
 /// A decoded (or freshly signed) entry with its signature, id and canonical bytes.
@@ -635,6 +644,7 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
             }
         }
         Payload::Profile(p) => check_profile(&e.author, p)?,
+        Payload::DefineSchema(d) => d.check()?,
         Payload::AddDevice { device, label } => {
             short("label", label, MAX_SHORT_TEXT)?;
             if *device == e.author || *device == e.record {

@@ -39,12 +39,13 @@ use crate::access::{Grant, GrantStatus, Level, Widening};
 use crate::category::Category;
 use crate::entry::{Entry, Payload, Profile, Timestamp, Verified, MAX_PARENTS};
 use crate::ids::{ActorId, EntryId, RecordId};
-use crate::schema::{self, SchemaError};
+use crate::schema::SchemaError;
 
 mod devices;
 mod nodes;
 mod orgs;
 pub use orgs::{intersect, narrowed, JoinedMember};
+mod schemas;
 mod sealing;
 mod snapshot;
 mod subset;
@@ -279,6 +280,10 @@ pub enum Rejection {
         /// What is wrong.
         why: &'static str,
     },
+    /// An extension schema's definition is not the compatible next version of the one in
+    /// effect in its causal past (`record/schemas.rs`).
+    #[error("schema definition refused: {0}")]
+    Definition(#[from] crate::schema::DefinitionError),
 }
 
 /// Whether an accepted entry takes effect.
@@ -430,6 +435,8 @@ pub struct Record {
     documents: std::collections::BTreeMap<crate::blob::BlobRef, Vec<EntryId>>,
     /// Epochs, key wraps, sealed entries, and what this replica opened.
     sealing: sealing::Sealing,
+    /// Extension schema definitions by category (`record/schemas.rs`).
+    schema_defs: HashMap<Category, Vec<EntryId>>,
     /// Set on a lean record: where the record data it does not keep is read from.
     source: Option<Arc<dyn EntrySource>>,
 }
@@ -473,6 +480,7 @@ impl Record {
             rotations_from: HashMap::default(),
             documents: Default::default(),
             sealing: sealing::Sealing::default(),
+            schema_defs: HashMap::default(),
             source: None,
         }
     }
@@ -1017,6 +1025,7 @@ impl Record {
                 .is_some_and(|n| Record::in_clock(n, &clock))
         };
         let (category, root) = self.check_subject(e, check_body, &past)?;
+        self.check_definition(e, &past)?;
         let acting = self.check_actor(e, &past)?;
         self.check_sealing(e, category.as_ref(), &past)?;
         let owner_step = self.check_care(e, &acting, category.as_ref(), &past)?;
@@ -1172,7 +1181,7 @@ impl Record {
         Ok(match &e.payload {
             Payload::Create { category, body } => {
                 if check_body {
-                    schema::validate(category, body)?;
+                    self.validate_body_in(category, body, past)?;
                 }
                 (Some(category.clone()), None)
             }
@@ -1180,7 +1189,7 @@ impl Record {
                 let t = self.data_target(target, past, false)?;
                 let cat = self.node_category(t).cloned();
                 if let (true, Some(c)) = (check_body, &cat) {
-                    schema::validate(c, body)?;
+                    self.validate_body_in(c, body, past)?;
                 }
                 (cat, self.nodes.id_at(t.root))
             }
@@ -1583,6 +1592,8 @@ impl Record {
             }
             // The proof was checked with the actor ([`Record::check_join`]).
             Payload::JoinOrg { .. } => {}
+            // A grantee defines an extension's schema only with write on that extension.
+            Payload::DefineSchema(d) => need(g, "define the schema of", Level::Write, &d.category)?,
         }
         Ok((status, proxies))
     }
@@ -1829,6 +1840,7 @@ impl Record {
             );
         }
         let keys_changed = self.index_keys(id, e, &c.acting);
+        self.index_definition(id, e);
         let stream = self.streams.intern(&c.stream) as u16;
         let category = match &c.category {
             Some(cat) => self.streams.intern(&Some(cat.clone())) as u16,

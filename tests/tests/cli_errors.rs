@@ -451,3 +451,62 @@ fn questionnaire_answers_are_one_per_pair_and_a_malformed_pair_is_invalid_input(
     }
     assert_eq!(p.entries_held(), before);
 }
+
+#[test]
+fn bad_extension_definitions_are_refused_clearly_and_store_nothing() {
+    let p = patient();
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("def.json");
+    let path = file.to_str().unwrap();
+    let before = p.entries_held();
+    let wound = cophr_protocol::schema::EXAMPLES[1].1;
+    let cases: [(String, &str); 5] = [
+        ("{not json".into(), "is not valid"),
+        (
+            wound.replace("ext:uk.nhs.tissue-viability/wound-care", "allergies"),
+            "allergies is a core category",
+        ),
+        (
+            wound.replacen("\"version\": 1,", "\"version\": 1, \"access\": \"all\",", 1),
+            "no say on access",
+        ),
+        (
+            wound.replacen("\"version\": 1,", "\"version\": 2,", 1),
+            "version 2 is not the next version (expected 1)",
+        ),
+        (
+            wound.replacen("\"name\": \"location\"", "\"name\": \"Body Site\"", 1),
+            "field name `Body Site`",
+        ),
+    ];
+    for (text, needle) in cases {
+        fs::write(&file, &text).unwrap();
+        let err = p.fails(5, &["schema", "define", path]);
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    let huge = " ".repeat(cophr_protocol::schema::MAX_DEFINITION_BYTES + 1);
+    fs::write(&file, huge).unwrap();
+    let err = p.fails(5, &["schema", "define", path]);
+    assert!(err.contains("limit"), "{err}");
+    assert_eq!(p.entries_held(), before, "nothing stored");
+    p.fails(
+        4,
+        &["schema", "show", "ext:uk.nhs.tissue-viability/wound-care"],
+    );
+    // Defined, it is shown; a core category is not an extension.
+    fs::write(&file, wound).unwrap();
+    p.ok(&["schema", "define", path]);
+    let shown = p.ok(&["schema", "ext:uk.nhs.tissue-viability/wound-care"]);
+    assert!(shown.contains("--wound-type"), "{shown}");
+    p.fails(5, &["schema", "show", "allergies"]);
+    let err = p.fails(
+        5,
+        &[
+            "add",
+            "ext:uk.nhs.tissue-viability/wound-care",
+            "--location",
+            "heel",
+        ],
+    );
+    assert!(err.contains("field `wound-type` is required"), "{err}");
+}

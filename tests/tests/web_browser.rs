@@ -2205,3 +2205,120 @@ fn the_notification_centre_counts_a_released_result_as_unread_until_read() {
         driver.session.lock().expect("the session slot").take();
     });
 }
+
+/// An extension category's form generated from its schema defined as data
+/// (`docs/extensions.md`): George defines the shipped wound-care schema; the web app offers
+/// it in the add form with its value sets, units and required fields, writes an entry
+/// through it, shows the server's refusal naming the field, and offers the extension in the
+/// grant form.
+#[test]
+fn an_extension_category_gets_a_form_generated_from_its_schema_and_is_offered_in_grants() {
+    require_browser();
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    let dir = tempfile::TempDir::new().expect("a directory");
+    let file = dir.path().join("wound-care.json");
+    std::fs::write(&file, cophr_protocol::schema::EXAMPLES[1].1).expect("write the definition");
+    george.ok(&["schema", "define", file.to_str().expect("utf-8 path")]);
+    let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
+    let base = node.http().expect("the node's HTTP address");
+    let token = std::fs::read_to_string(george.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned();
+    let cat = "ext:uk.nhs.tissue-viability/wound-care";
+    let profile = tempfile::TempDir::new().expect("a browser profile directory");
+    let driver = Driver::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &base, &token).await;
+        wait_text(&c, "#app-title", "My record").await;
+        click(&c, "#tab-add").await;
+        wait_for(&c, "#add-category")
+            .await
+            .select_by_value(cat)
+            .await
+            .expect("the extension is offered in the add form");
+        let form = wait_text(
+            &c,
+            "#add-fields",
+            "Wound assessment (tissue viability) details",
+        )
+        .await;
+        assert!(form.contains("Body site"), "{form}");
+        assert!(form.contains("e.g. left heel"), "the field's help: {form}");
+        // Its value set, its units, its required fields.
+        let codes = options(&c, "#f-wound-type").await;
+        assert!(codes.contains(&"pressure-ulcer".to_owned()), "{codes:?}");
+        assert!(
+            codes.contains(&"diabetic-foot-ulcer".to_owned()),
+            "{codes:?}"
+        );
+        assert_eq!(options(&c, "#f-length-unit").await, vec!["cm", "mm"]);
+        assert_eq!(
+            wait_for(&c, "#f-location")
+                .await
+                .attr("aria-required")
+                .await
+                .expect("attr"),
+            Some("true".into())
+        );
+        // A required field left empty is caught before anything is sent.
+        click(&c, "#add-form button[type=submit]").await;
+        wait_text(&c, "#error", "is required").await;
+        wait_for(&c, "#f-wound-type")
+            .await
+            .select_by_value("pressure-ulcer")
+            .await
+            .expect("a wound type");
+        type_into(&c, "#f-location", "left heel").await;
+        type_into(&c, "#f-length", "3.5").await;
+        type_into(&c, "#f-pain-score", "11").await;
+        // A datetime-local control's keystrokes depend on the locale: set its value.
+        c.execute(
+            "document.getElementById('f-assessed').value = '2026-12-01T10:15'",
+            vec![],
+        )
+        .await
+        .expect("set the date and time");
+        click(&c, "#add-form button[type=submit]").await;
+        // The schema's range, checked by the node's gate, named in the refusal.
+        let err = wait_text(&c, "#error", "pain-score").await;
+        assert!(err.contains("outside the plausible range 0 to 10"), "{err}");
+        type_into(&c, "#f-pain-score", "4").await;
+        click(&c, "#add-form button[type=submit]").await;
+        wait_text(
+            &c,
+            "#status",
+            "Added to Wound assessment (tissue viability)",
+        )
+        .await;
+        wait_text(&c, ".entries", "left heel").await;
+
+        // The grant form offers the extension.
+        click(&c, "#tab-access").await;
+        let boxes = wait_for(
+            &c,
+            &format!("#grant-form input[name=category][value=\"{cat}\"]"),
+        )
+        .await;
+        boxes.click().await.expect("tick the extension");
+        let form = text_of(&c, "#grant-form").await;
+        assert!(
+            form.contains("Wound assessment (tissue viability)"),
+            "{form}"
+        );
+        screenshot(
+            &c.screenshot().await.expect("a screenshot"),
+            "web-app-extension.png",
+        );
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
+    drop(driver);
+    drop(node);
+    // The entry written through the form is in the record, valid under the schema.
+    let shown = george.ok(&["show", "--json"]);
+    assert!(shown.contains("left heel"), "{shown}");
+}

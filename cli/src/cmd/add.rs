@@ -130,6 +130,20 @@ impl Args {
     }
 }
 
+/// The schema an extension category has in `record` now (defined as data), if any.
+pub fn extension_schema(
+    store: &cophr_node::store::Store,
+    record: &cophr_protocol::RecordId,
+    category: &Category,
+) -> Result<Option<schema::ExtensionSchema>> {
+    if !category.is_extension() {
+        return Ok(None);
+    }
+    Ok(store.with_record(record, |r| {
+        r.extension_schema(category).map(|(_, s)| s.clone())
+    })?)
+}
+
 /// Runs `add`.
 pub fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
     let category: Category = args.category.parse()?;
@@ -146,11 +160,12 @@ pub fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
         ctx.global.device = ctx.env_device.clone();
     }
     apply_overrides(ctx, &mut body_args, args.json, args.file)?;
-    let body = fields::body(&category, &body_args, &BTreeMap::new())?;
-    let summary = schema::summary(&category, &body);
     let me = ctx.identity()?;
     let store = ctx.store()?;
     let record = ctx.record(&store, Some(&me.actor()))?;
+    let ext = extension_schema(&store, &record, &category)?;
+    let body = fields::body(&category, ext.as_ref(), &body_args, &BTreeMap::new())?;
+    let summary = schema::summary(&category, &body);
     let id = context::write(
         ctx,
         &store,

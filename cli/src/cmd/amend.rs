@@ -111,7 +111,8 @@ pub fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
         )));
     }
     let base = item.body.as_map().cloned().unwrap_or_default();
-    let body = fields::body(&item.category, &body_args, &base)?;
+    let ext = crate::cmd::add::extension_schema(&store, &record, &item.category)?;
+    let body = fields::body(&item.category, ext.as_ref(), &body_args, &base)?;
     if body == item.body {
         return Err(CliError::invalid(
             "nothing to change: the new version would equal the current one",

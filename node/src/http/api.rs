@@ -8,8 +8,9 @@
 //! how people and grants are shown); the handlers live by job in `api/`: `records` (list,
 //! create, summary, export), `entries` (record data: read, add, amend, delete, annotate,
 //! history, timeline), `grants` (list, grant, revoke), `audit` (who viewed what),
-//! `invitations`, `devices` (a person's devices and the patient's guardians) and `recovery`
-//! (a guardian's approval, a recovery request, recovering a record onto this identity).
+//! `invitations`, `devices` (a person's devices and the patient's guardians), `recovery`
+//! (a guardian's approval, a recovery request, recovering a record onto this identity) and
+//! `schemas` (extension categories' schemas defined as data).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,6 +47,7 @@ mod keys;
 mod notifications;
 mod records;
 mod recovery;
+mod schemas;
 
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -117,6 +119,11 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/records/{rid}/grants/{gid}/revoke", post(grants::revoke))
         .route("/records/{rid}/audit", get(audit::audit_trail))
+        .route(
+            "/records/{rid}/schemas",
+            get(schemas::list).post(schemas::define),
+        )
+        .route("/records/{rid}/schemas/{category}", get(schemas::show))
         .route("/records/{rid}/export", get(records::export))
         .route(
             "/records/{rid}/export/documents",

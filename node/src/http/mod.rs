@@ -627,7 +627,10 @@ pub fn rejection_status(r: &Rejection) -> (StatusCode, &'static str) {
         Rejection::Release(cophr_protocol::care::ReleaseError::AlreadyReleased { .. }) => {
             (StatusCode::CONFLICT, "conflict")
         }
-        Rejection::Task(_) | Rejection::Appointment(_) | Rejection::Release(_) => {
+        Rejection::Task(_)
+        | Rejection::Appointment(_)
+        | Rejection::Release(_)
+        | Rejection::Definition(_) => {
             (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
         }
         Rejection::Sealing(_) => (StatusCode::CONFLICT, "conflict"),

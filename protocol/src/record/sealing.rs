@@ -581,7 +581,10 @@ impl Record {
         };
         match seal::open(key, place, &e.author, content) {
             Err(err) => Opened::Flagged(None, err.to_string()),
-            Ok(bytes) => plain_of(&e.payload, c, &bytes),
+            // Against the schema in effect at the entry's causal position.
+            Ok(bytes) => plain_of(&e.payload, c, &bytes, &|body| {
+                self.validate_body_in(c, body, &|x| self.in_past(x, id))
+            }),
         }
     }
 
@@ -906,7 +909,7 @@ impl Record {
         match payload {
             Payload::Create { body, .. } | Payload::Amend { body, .. } => {
                 body.check().map_err(crate::entry::EntryError::from)?;
-                crate::schema::validate(c, body)?;
+                self.validate_body(c, body)?;
             }
             Payload::Delete { reason, .. } => text("reason", reason, MAX_SHORT_TEXT)?,
             Payload::Annotate { text: t, .. } => text("text", t, MAX_NOTE_TEXT)?,
@@ -1168,7 +1171,12 @@ impl Record {
 
 /// The plain payload a sealed one was sealed from, checked as the gate checks plain
 /// content (structure and the category's schema); flagged if it fails.
-fn plain_of(sealed: &Payload, c: &Category, bytes: &[u8]) -> Opened {
+fn plain_of(
+    sealed: &Payload,
+    c: &Category,
+    bytes: &[u8],
+    schema: &dyn Fn(&Value) -> Result<(), crate::schema::SchemaError>,
+) -> Opened {
     fn decode<T>(bytes: &[u8]) -> Result<T, String>
     where
         T: serde::Serialize + for<'de> serde::Deserialize<'de>,
@@ -1186,11 +1194,12 @@ fn plain_of(sealed: &Payload, c: &Category, bytes: &[u8]) -> Opened {
         v.check().map_err(|e| e.to_string())?;
         Ok(v)
     };
-    // A body's rules: its category's schema, and the documents it references are the
+    // A body's rules: its category's schema (an extension's in effect at the entry's
+    // position), and the documents it references are the
     // ones listed in clear (what relays fetch and serve).
     let listed = sealed.sealed().map_or(&[][..], |s| s.blobs.as_slice());
     let rules = |body: &Value| -> Result<(), String> {
-        crate::schema::validate(c, body).map_err(|e| e.to_string())?;
+        schema(body).map_err(|e| e.to_string())?;
         if crate::blob::refs_in_body(c, body) != listed {
             return Err(
                 "the documents it lists in clear are not the ones its body references".to_owned(),

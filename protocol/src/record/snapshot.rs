@@ -479,6 +479,7 @@ impl Record {
         r.documents = s.documents.into_iter().collect();
         r.sealing = sealing::Sealing::from_indexes(s.epochs, s.openings, s.endings, s.sealed);
         r.source = Some(source);
+        r.reindex_definitions();
         Ok(r)
     }
 }

@@ -119,6 +119,7 @@ impl Record {
                 .filter(|(_, v)| !v.is_empty())
                 .collect(),
             sealing: self.sealing.subset(&has),
+            schema_defs: nonempty(&self.schema_defs, &ids),
             source: self.source.clone(),
         };
         r.heads = r.maximal_per_stream();

@@ -33,7 +33,7 @@ fn number_value(s: &str) -> Option<Value> {
         .map(Value::Float)
 }
 
-fn resolve_unit(unit: &str, units: &[&'static str]) -> String {
+fn resolve_unit(unit: &str, units: &[&str]) -> String {
     if let Some(u) = units.iter().find(|u| **u == unit) {
         return (*u).to_owned();
     }
@@ -57,7 +57,11 @@ fn quantity(value: Value, unit: String) -> Value {
 }
 
 /// Converts one flag's text by the field's type; errors carry the category and field.
-fn convert_text(s: &CategorySchema, field: &FieldSpec, text: &str) -> Result<Value, SchemaError> {
+fn convert_text(
+    s: &CategorySchema<'_>,
+    field: &FieldSpec<'_>,
+    text: &str,
+) -> Result<Value, SchemaError> {
     let ctx = Ctx { schema: s, field };
     let t = text.trim();
     let bad = |expected: &str| ctx.wrong(expected.to_owned(), &Value::Text(text.to_owned()));
@@ -183,8 +187,22 @@ pub fn body_from_pairs_with(
     prefilled: BTreeMap<String, Value>,
     pairs: &[(String, String)],
 ) -> Result<Value, SchemaError> {
+    body_from_pairs_in(category, schema(category), prefilled, pairs)
+}
+
+/// [`body_from_pairs_with`] against a given schema (`None`: an extension with none defined,
+/// values kept as text): an extension's defined as data
+/// ([`super::ExtensionSchema::with_view`]) converts and checks as a built-in category's.
+///
+/// # Errors
+/// As [`body_from_pairs`].
+pub fn body_from_pairs_in(
+    category: &Category,
+    s: Option<&CategorySchema<'_>>,
+    prefilled: BTreeMap<String, Value>,
+    pairs: &[(String, String)],
+) -> Result<Value, SchemaError> {
     let mut map = prefilled;
-    let s = schema(category);
     for (name, text) in pairs {
         let value = match s {
             None => Value::Text(text.clone()),
@@ -217,7 +235,10 @@ pub fn body_from_pairs_with(
         }
     }
     let body = Value::Map(map);
-    validate(category, &body)?;
+    match s {
+        Some(s) => super::validate_with(s, &body)?,
+        None => validate(category, &body)?,
+    }
     Ok(body)
 }
 
@@ -258,6 +279,18 @@ fn document_from_json(
 /// # Errors
 /// Not a JSON object, a file field that is not base64, or any [`validate`] error.
 pub fn body_from_json(category: &Category, json: &serde_json::Value) -> Result<Value, SchemaError> {
+    body_from_json_in(category, schema(category), json)
+}
+
+/// [`body_from_json`] against a given schema (`None`: an extension with none defined).
+///
+/// # Errors
+/// As [`body_from_json`].
+pub fn body_from_json_in(
+    category: &Category,
+    s: Option<&CategorySchema<'_>>,
+    json: &serde_json::Value,
+) -> Result<Value, SchemaError> {
     let cat = || category.name().to_owned();
     let Some(obj) = json.as_object() else {
         return Err(SchemaError::NotAMap {
@@ -265,7 +298,7 @@ pub fn body_from_json(category: &Category, json: &serde_json::Value) -> Result<V
             got: json_kind(json),
         });
     };
-    let Some(s) = schema(category) else {
+    let Some(s) = s else {
         let body = Value::from_json(json);
         validate(category, &body)?;
         return Ok(body);
@@ -318,6 +351,6 @@ pub fn body_from_json(category: &Category, json: &serde_json::Value) -> Result<V
         map.insert(k.clone(), value);
     }
     let body = Value::Map(map);
-    validate(category, &body)?;
+    super::validate_with(s, &body)?;
     Ok(body)
 }

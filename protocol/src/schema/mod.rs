@@ -9,8 +9,11 @@
 //!   ([`body_from_json`]);
 //! - render the one-line summary shown in tables ([`summary`]).
 //!
-//! Extension categories (`ext:<namespace>/<name>`) have no schema here: any non-empty map is
-//! accepted for them.
+//! Extension categories (`ext:<namespace>/<name>`) have no schema here: their schemas are
+//! defined as data in each record ([`ExtensionSchema`], carried by
+//! [`crate::entry::Payload::DefineSchema`] entries; `docs/extensions.md`). Until one is
+//! defined, any non-empty map is accepted for an extension; once defined, its bodies are
+//! checked by the same code as a built-in category's ([`validate_with`]).
 //!
 //! The module is split by job: [`FieldType`], [`FieldSpec`] and [`CategorySchema`] in
 //! `types`, [`SchemaError`] in `error`, the per-category tables in `tables`, checking a body
@@ -19,13 +22,21 @@
 
 mod convert;
 mod error;
+mod extension;
 mod summary;
 mod tables;
 mod types;
 mod validate;
 
-pub use convert::{body_from_json, body_from_pairs, body_from_pairs_with};
+pub use convert::{
+    body_from_json, body_from_json_in, body_from_pairs, body_from_pairs_in, body_from_pairs_with,
+};
 pub use error::SchemaError;
+pub use extension::{
+    DefinitionError, ExtensionField, ExtensionSchema, ExtensionType, MAX_CODE, MAX_CODES,
+    MAX_DEFINITION_BYTES, MAX_DEFINITION_DEPTH, MAX_FIELD_NAME, MAX_LABEL, MAX_SCHEMA_DESCRIPTION,
+    MAX_SCHEMA_FIELDS, MAX_UNIT, MAX_UNITS,
+};
 pub use summary::summary;
 pub use tables::{all, schema, DOCUMENT_MEDIA_TYPES, FHIR_FIELDS};
 pub use types::{CategorySchema, FieldSpec, FieldType, Range};
@@ -35,7 +46,20 @@ pub(crate) use validate::{date_time_ms, is_date_time, parse_date};
 pub(crate) fn clip_quote(s: &str) -> String {
     error::clip(s, error::MAX_QUOTE)
 }
-pub use validate::{sniff, validate, SNIFF_BYTES};
+pub use validate::{sniff, validate, validate_with, SNIFF_BYTES};
+
+/// The example extension schemas shipped with cophr (`protocol/src/schema/examples/`), as
+/// JSON definitions: ReSPECT (end of life), wound care (tissue viability), a blood test
+/// request and a maternity record.
+pub const EXAMPLES: [(&str, &str); 4] = [
+    ("respect", include_str!("examples/respect.json")),
+    ("wound-care", include_str!("examples/wound-care.json")),
+    (
+        "blood-test-request",
+        include_str!("examples/blood-test-request.json"),
+    ),
+    ("maternity", include_str!("examples/maternity.json")),
+];
 
 /// Longest [`FieldType::Text`] value, in bytes of UTF-8.
 pub const MAX_TEXT: usize = 1024;
@@ -71,7 +95,7 @@ pub const FHIR_NAMES: &str = "fhir-names";
 /// One field as JSON: name, title, type, whether required, a description of its type, and
 /// what it allows — codes, units (with the default unit), media types and size for a file.
 /// What `GET /api/v1/categories`, `cophr schema --json` and the browser's forms read.
-pub fn field_json(f: &FieldSpec) -> serde_json::Value {
+pub fn field_json(f: &FieldSpec<'_>) -> serde_json::Value {
     use serde_json::json;
     let mut o = json!({
         "name": f.name,

@@ -8,7 +8,11 @@ use super::{
 };
 use crate::category::Category;
 
-const fn opt(name: &'static str, title: &'static str, ty: FieldType) -> FieldSpec {
+const fn opt(
+    name: &'static str,
+    title: &'static str,
+    ty: FieldType<'static>,
+) -> FieldSpec<'static> {
     FieldSpec {
         name,
         title,
@@ -17,7 +21,11 @@ const fn opt(name: &'static str, title: &'static str, ty: FieldType) -> FieldSpe
     }
 }
 
-const fn req(name: &'static str, title: &'static str, ty: FieldType) -> FieldSpec {
+const fn req(
+    name: &'static str,
+    title: &'static str,
+    ty: FieldType<'static>,
+) -> FieldSpec<'static> {
     FieldSpec {
         name,
         title,
@@ -26,7 +34,7 @@ const fn req(name: &'static str, title: &'static str, ty: FieldType) -> FieldSpe
     }
 }
 
-const fn range(field: &'static str, unit: &'static str, min: f64, max: f64) -> Range {
+const fn range(field: &'static str, unit: &'static str, min: f64, max: f64) -> Range<'static> {
     Range {
         field,
         unit: Some(unit),
@@ -39,7 +47,7 @@ const fn range(field: &'static str, unit: &'static str, min: f64, max: f64) -> R
 /// to a FHIR resource type: the original resource as JSON text (so that an unchanged
 /// resource exports as it came in), the system it came from, its Bundle `fullUrl`, and the
 /// warnings its validation raised.
-pub static FHIR_FIELDS: [FieldSpec; 5] = [
+pub static FHIR_FIELDS: [FieldSpec<'static>; 5] = [
     opt(
         FHIR_RESOURCE,
         "Original FHIR resource (JSON)",
@@ -53,24 +61,24 @@ pub static FHIR_FIELDS: [FieldSpec; 5] = [
     opt(FHIR_NAMES, "Names of what its references pointed at", LONG),
 ];
 
-const TEXT: FieldType = FieldType::Text;
-const LONG: FieldType = FieldType::LongText;
-const DATE: FieldType = FieldType::Date;
-const DATETIME: FieldType = FieldType::DateTime;
+const TEXT: FieldType<'static> = FieldType::Text;
+const LONG: FieldType<'static> = FieldType::LongText;
+const DATE: FieldType<'static> = FieldType::Date;
+const DATETIME: FieldType<'static> = FieldType::DateTime;
 
-const PER_MIN: FieldType = FieldType::Quantity { units: &["/min"] };
-const PERCENT: FieldType = FieldType::Quantity { units: &["%"] };
-const TEMPERATURE: FieldType = FieldType::Quantity {
+const PER_MIN: FieldType<'static> = FieldType::Quantity { units: &["/min"] };
+const PERCENT: FieldType<'static> = FieldType::Quantity { units: &["%"] };
+const TEMPERATURE: FieldType<'static> = FieldType::Quantity {
     units: &["Cel", "[degF]"],
 };
-const PRESSURE: FieldType = FieldType::Quantity { units: &["mm[Hg]"] };
-const GLUCOSE: FieldType = FieldType::Quantity {
+const PRESSURE: FieldType<'static> = FieldType::Quantity { units: &["mm[Hg]"] };
+const GLUCOSE: FieldType<'static> = FieldType::Quantity {
     units: &["mmol/L", "mg/dL"],
 };
-const CM: FieldType = FieldType::Quantity { units: &["cm"] };
-const KG: FieldType = FieldType::Quantity { units: &["kg"] };
-const BMI: FieldType = FieldType::Quantity { units: &["kg/m2"] };
-const M2: FieldType = FieldType::Quantity { units: &["m2"] };
+const CM: FieldType<'static> = FieldType::Quantity { units: &["cm"] };
+const KG: FieldType<'static> = FieldType::Quantity { units: &["kg"] };
+const BMI: FieldType<'static> = FieldType::Quantity { units: &["kg/m2"] };
+const M2: FieldType<'static> = FieldType::Quantity { units: &["m2"] };
 
 /// Media types accepted for attached documents.
 pub const DOCUMENT_MEDIA_TYPES: &[&str] = &[
@@ -85,7 +93,7 @@ pub const DOCUMENT_MEDIA_TYPES: &[&str] = &[
     "text/plain",
 ];
 
-const VITAL_RANGES: &[Range] = &[
+const VITAL_RANGES: &[Range<'static>] = &[
     range("respiration-rate", "/min", 0.0, 100.0),
     range("spo2", "%", 0.0, 100.0),
     range("heart-rate", "/min", 0.0, 400.0),
@@ -97,7 +105,7 @@ const VITAL_RANGES: &[Range] = &[
     range("blood-glucose", "mg/dL", 0.0, 1800.0),
 ];
 
-const WEARABLE_RANGES: &[Range] = &[
+const WEARABLE_RANGES: &[Range<'static>] = &[
     range("spo2", "%", 0.0, 100.0),
     range("heart-rate", "/min", 0.0, 400.0),
     range("systolic", "mm[Hg]", 0.0, 400.0),
@@ -112,7 +120,7 @@ const WEARABLE_RANGES: &[Range] = &[
     },
 ];
 
-const EXAM_RANGES: &[Range] = &[
+const EXAM_RANGES: &[Range<'static>] = &[
     range("height", "cm", 10.0, 300.0),
     range("weight", "kg", 0.2, 700.0),
     range("bmi", "kg/m2", 5.0, 200.0),
@@ -128,9 +136,9 @@ const fn schema_of(
     description: &'static str,
     archetype: &'static str,
     fhir: &'static [&'static str],
-    fields: &'static [FieldSpec],
+    fields: &'static [FieldSpec<'static>],
     summary_field: &'static str,
-) -> CategorySchema {
+) -> CategorySchema<'static> {
     CategorySchema {
         category,
         title,
@@ -146,7 +154,7 @@ const fn schema_of(
     }
 }
 
-impl CategorySchema {
+impl CategorySchema<'static> {
     const fn with_at_least_one(mut self, fields: &'static [&'static str]) -> Self {
         self.at_least_one = fields;
         self
@@ -155,13 +163,13 @@ impl CategorySchema {
         self.together = pairs;
         self
     }
-    const fn with_ranges(mut self, ranges: &'static [Range]) -> Self {
+    const fn with_ranges(mut self, ranges: &'static [Range<'static>]) -> Self {
         self.ranges = ranges;
         self
     }
 }
 
-static ALL: [CategorySchema; 22] = [
+static ALL: [CategorySchema<'static>; 22] = [
     schema_of(
         Category::AboutMe,
         "About me",
@@ -678,7 +686,7 @@ static ALL: [CategorySchema; 22] = [
 ];
 
 /// The schema of a built-in category; `None` for extensions.
-pub fn schema(c: &Category) -> Option<&'static CategorySchema> {
+pub fn schema(c: &Category) -> Option<&'static CategorySchema<'static>> {
     if c.is_extension() {
         return None;
     }
@@ -686,6 +694,6 @@ pub fn schema(c: &Category) -> Option<&'static CategorySchema> {
 }
 
 /// The schemas of all 22 built-in categories, in [`Category::BUILT_IN`] order.
-pub fn all() -> &'static [CategorySchema] {
+pub fn all() -> &'static [CategorySchema<'static>] {
     &ALL
 }

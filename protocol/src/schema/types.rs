@@ -9,7 +9,7 @@ use crate::category::Category;
 /// The type of one field of a category's body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum FieldType {
+pub enum FieldType<'a> {
     /// Single-line text, at most [`MAX_TEXT`] bytes, no control characters.
     Text,
     /// Free text, at most [`MAX_LONG_TEXT`] bytes; line breaks and tabs allowed.
@@ -25,18 +25,18 @@ pub enum FieldType {
     /// An RFC 3339 date and time with offset, e.g. `2026-11-22T10:15:00Z`.
     DateTime,
     /// One of a closed set of codes.
-    Code(&'static [&'static str]),
+    Code(&'a [&'a str]),
     /// A measurement, stored as the map `{"value": number, "unit": text}`.
     Quantity {
         /// Allowed UCUM unit codes; the first is the default.
-        units: &'static [&'static str],
+        units: &'a [&'a str],
     },
     /// A list of single-line texts.
     TextList,
     /// An attached file, stored as bytes.
     Binary {
         /// Accepted media types; the content must look like one of them.
-        media_types: &'static [&'static str],
+        media_types: &'a [&'a str],
         /// Largest accepted size in bytes.
         max_bytes: usize,
     },
@@ -53,7 +53,7 @@ pub enum FieldType {
     },
 }
 
-impl FieldType {
+impl FieldType<'_> {
     /// A short name of the type, as used in the exported data definitions.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -111,26 +111,26 @@ impl FieldType {
 
 /// One field of a category's body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct FieldSpec {
+pub struct FieldSpec<'a> {
     /// The field's key in the body (kebab-case).
-    pub name: &'static str,
+    pub name: &'a str,
     /// A human title.
-    pub title: &'static str,
+    pub title: &'a str,
     /// Its type.
     #[serde(rename = "type")]
-    pub ty: FieldType,
+    pub ty: FieldType<'a>,
     /// Whether every body must have it.
     pub required: bool,
 }
 
 /// A plausibility range for a numeric field: values outside it are refused as typing errors.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Range {
+pub struct Range<'a> {
     /// The field it applies to.
-    pub field: &'static str,
+    pub field: &'a str,
     /// The unit it applies to (quantities), or `None` for plain numbers.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub unit: Option<&'static str>,
+    pub unit: Option<&'a str>,
     /// Smallest plausible value.
     pub min: f64,
     /// Largest plausible value.
@@ -139,38 +139,38 @@ pub struct Range {
 
 /// The schema of one built-in category.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CategorySchema {
+pub struct CategorySchema<'a> {
     /// The category.
     pub category: Category,
     /// A human title.
-    pub title: &'static str,
+    pub title: &'a str,
     /// What the category holds.
-    pub description: &'static str,
+    pub description: &'a str,
     /// The openEHR archetype id the category is modelled on.
-    pub archetype: &'static str,
+    pub archetype: &'a str,
     /// The FHIR R4 resource types it maps to.
-    pub fhir: &'static [&'static str],
+    pub fhir: &'a [&'a str],
     /// The fields, in display order.
-    pub fields: &'static [FieldSpec],
+    pub fields: &'a [FieldSpec<'a>],
     /// Fields an entry imported from FHIR carries besides [`CategorySchema::fields`]: the
     /// original resource and its source system ([`FHIR_FIELDS`](super::FHIR_FIELDS); empty
     /// for categories with no FHIR mapping). Not shown in forms: they are written by
     /// `cophr fhir import`.
     #[serde(rename = "fhir-fields")]
-    pub fhir_fields: &'static [FieldSpec],
+    pub fhir_fields: &'a [FieldSpec<'a>],
     /// The field shown as the entry's one-line summary.
-    pub summary_field: &'static str,
+    pub summary_field: &'a str,
     /// If not empty, a body must have at least one of these fields.
-    pub at_least_one: &'static [&'static str],
+    pub at_least_one: &'a [&'a str],
     /// Pairs of fields that must be given together or not at all.
-    pub together: &'static [(&'static str, &'static str)],
+    pub together: &'a [(&'a str, &'a str)],
     /// Plausibility ranges for numeric fields.
-    pub ranges: &'static [Range],
+    pub ranges: &'a [Range<'a>],
 }
 
-impl CategorySchema {
+impl<'a> CategorySchema<'a> {
     /// The spec of the named field, if the category has it.
-    pub fn field(&self, name: &str) -> Option<&'static FieldSpec> {
+    pub fn field(&self, name: &str) -> Option<&'a FieldSpec<'a>> {
         self.fields
             .iter()
             .chain(self.fhir_fields)
@@ -187,7 +187,7 @@ impl CategorySchema {
     }
 
     /// The plausibility range for a field in a unit (`None` for plain numbers), if any.
-    pub fn range(&self, field: &str, unit: Option<&str>) -> Option<&'static Range> {
+    pub fn range(&self, field: &str, unit: Option<&str>) -> Option<&'a Range<'a>> {
         self.ranges
             .iter()
             .find(|r| r.field == field && r.unit == unit)

@@ -12,8 +12,8 @@ use crate::value::Value;
 
 /// Context for checking one field.
 pub(super) struct Ctx<'a> {
-    pub(super) schema: &'a CategorySchema,
-    pub(super) field: &'a FieldSpec,
+    pub(super) schema: &'a CategorySchema<'a>,
+    pub(super) field: &'a FieldSpec<'a>,
 }
 
 impl Ctx<'_> {
@@ -493,6 +493,23 @@ fn date_before(a: &str, b: &str) -> bool {
 /// # Errors
 /// The first problem found, as a [`SchemaError`] naming the category and field.
 pub fn validate(category: &Category, body: &Value) -> Result<(), SchemaError> {
+    if let Some(s) = schema(category) {
+        return validate_with(s, body);
+    }
+    let map = body_map(category, body)?;
+    if map.is_empty() {
+        return Err(SchemaError::Empty {
+            category: category.name().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The body as a well-formed map, or why not.
+fn body_map<'v>(
+    category: &Category,
+    body: &'v Value,
+) -> Result<&'v BTreeMap<String, Value>, SchemaError> {
     let cat = || category.name().to_owned();
     let Value::Map(map) = body else {
         return Err(SchemaError::NotAMap {
@@ -504,12 +521,22 @@ pub fn validate(category: &Category, body: &Value) -> Result<(), SchemaError> {
         category: cat(),
         reason,
     })?;
-    let Some(s) = schema(category) else {
-        if map.is_empty() {
-            return Err(SchemaError::Empty { category: cat() });
-        }
-        return Ok(());
-    };
+    Ok(map)
+}
+
+/// Checks a body against a schema: a built-in category's, or an extension's defined as
+/// data ([`super::ExtensionSchema::with_view`]). The one code path for both: every field
+/// known, well typed and within limits, required fields present, the cross-field rules.
+///
+/// # Errors
+/// The first problem found, as a [`SchemaError`] naming the category and field.
+pub fn validate_with(s: &CategorySchema<'_>, body: &Value) -> Result<(), SchemaError> {
+    let category = &s.category;
+    let cat = || category.name().to_owned();
+    let map = body_map(category, body)?;
+    if map.is_empty() && category.is_extension() {
+        return Err(SchemaError::Empty { category: cat() });
+    }
     if let Some(unknown) = map.keys().find(|k| s.field(k).is_none()) {
         return Err(SchemaError::UnknownField {
             category: cat(),
@@ -551,7 +578,10 @@ pub fn validate(category: &Category, body: &Value) -> Result<(), SchemaError> {
     cross_field_rules(s, map)
 }
 
-fn cross_field_rules(s: &CategorySchema, map: &BTreeMap<String, Value>) -> Result<(), SchemaError> {
+fn cross_field_rules(
+    s: &CategorySchema<'_>,
+    map: &BTreeMap<String, Value>,
+) -> Result<(), SchemaError> {
     let cat = s.category.name();
     let text = |k: &str| map.get(k).and_then(Value::as_text);
     let not_before = |first: &str, then: &str| -> Result<(), SchemaError> {

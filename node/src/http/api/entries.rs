@@ -238,15 +238,15 @@ pub(super) async fn add_entry(
 ) -> Result<Response, ApiError> {
     let record = parse_record(&rid)?;
     let category = parse_category(&input.category)?;
-    let body = schema::body_from_json(&category, &input.body)
-        .map_err(|e| ApiError::unprocessable(format!("{category}: {e}")))?;
-    let summary = schema::summary(&category, &body);
-    let id = st
+    let (id, summary) = st
         .blocking(move |st| {
             held(st, &record)?;
-            Ok(st
+            let body = schemas::body_of(st, &record, &category, &input.body)?;
+            let summary = schema::summary(&category, &body);
+            let id = st
                 .session()
-                .write(&record, Payload::Create { category, body }, st.now())?)
+                .write(&record, Payload::Create { category, body }, st.now())?;
+            Ok::<_, ApiError>((id, summary))
         })
         .await?;
     st.changed(record).await;
@@ -410,8 +410,7 @@ pub(super) async fn amend_entry(
             let (item, current, category, old) = st
                 .store()
                 .with_record(&record, |r| current_of(r, &me, now, &entry))??;
-            let body = schema::body_from_json(&category, &input.body)
-                .map_err(|e| ApiError::unprocessable(format!("{category}: {e}")))?;
+            let body = schemas::body_of(st, &record, &category, &input.body)?;
             if body == old {
                 return Err(ApiError::invalid(
                     "nothing to change: the new version would equal the current one",

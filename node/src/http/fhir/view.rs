@@ -543,7 +543,8 @@ fn provenance_target(
         | Payload::RotationPart { .. }
         | Payload::AddMember { .. }
         | Payload::RemoveMember { .. }
-        | Payload::JoinOrg { .. } => None,
+        | Payload::JoinOrg { .. }
+        | Payload::DefineSchema(_) => None,
     }
 }
 
