@@ -12,6 +12,23 @@ use cli_support::node::{eventually, Node};
 use cli_support::Person;
 use serde_json::Value;
 
+/// A FHIR read on `node`'s HTTP API as `who` (a fresh connection each time).
+fn fhir(node: &Node, who: &Person, path: &str) -> Value {
+    let token = who.live_ok(&["token"]).trim().to_owned();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .max_idle_connections(0)
+        .build()
+        .into();
+    let url = format!("{}/fhir/r4/{path}", node.http().expect("HTTP API"));
+    let mut resp = agent
+        .get(&url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let text = resp.body_mut().read_to_string().expect("a body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
 /// The members George's grants list shows under the organisation's grant.
 fn members(george: &Person, org: &str) -> Vec<Value> {
     let g: Value = george.live_json(&["grants"]);
@@ -38,7 +55,7 @@ fn a_service_granted_once_lets_staff_who_join_act_and_stops_staff_who_leave() {
     let sam = Person::new("Sam Hill", "nurse", None);
     let host = Person::new("Community Host", "host", None);
     let host_node = Node::start(&host, &[]);
-    let _george_node = Node::start(&george, &[]);
+    let george_node = Node::start(&george, &[]);
     george.live_ok(&["record", "create"]);
     george.live_ok(&[
         "grant",
@@ -111,6 +128,34 @@ fn a_service_granted_once_lets_staff_who_join_act_and_stops_staff_who_leave() {
         audit.contains("Jo Bloggs (nurse, for Leeds Home Care Ltd)"),
         "{audit}"
     );
+
+    // FHIR: the Consent names the service as an Organization; the service, each member's
+    // PractitionerRole and the CareTeam are served, and references resolve.
+    let consents = fhir(&george_node, &george, "Consent");
+    let names_org = consents["entry"].as_array().unwrap().iter().any(|e| {
+        e["resource"]["provision"]["actor"][0]["reference"]["reference"]
+            == format!("Organization/{}", org.actor).as_str()
+    });
+    assert!(names_org, "{consents}");
+    let o = fhir(
+        &george_node,
+        &george,
+        &format!("Organization/{}", org.actor),
+    );
+    assert_eq!(o["name"], "Leeds Home Care Ltd", "{o}");
+    let roles = fhir(&george_node, &george, "PractitionerRole");
+    let roles = roles["entry"].as_array().unwrap();
+    assert_eq!(roles.len(), 2, "{roles:?}");
+    assert!(roles
+        .iter()
+        .all(|r| r["resource"]["organization"]["reference"]
+            == format!("Organization/{}", org.actor).as_str()
+            && r["resource"]["active"] == true));
+    let team = fhir(&george_node, &george, &format!("CareTeam/{}", george.actor));
+    let participants = team["participant"].as_array().unwrap();
+    assert!(participants.iter().any(|p| p["member"]["reference"]
+        == format!("Practitioner/{}", jo.actor).as_str()
+        && p["onBehalfOf"]["reference"] == format!("Organization/{}", org.actor).as_str()));
 
     // Sam leaves: the administrator removes her, in every record she joined.
     org.live_ok(&[

@@ -692,6 +692,33 @@ fn collect_types(
                         // Practitioner resources imported (kept whole) too.
                         out.extend(stored(ty));
                     }
+                    "Organization" | "PractitionerRole" | "CareTeam" => {
+                        let list = match *ty {
+                            "Organization" => view::organizations(rec, &viewer),
+                            "PractitionerRole" => view::practitioner_roles(rec, &viewer),
+                            _ => view::care_teams(rec, &viewer, now),
+                        };
+                        for (id, seen, t, j) in list {
+                            out.push(Found {
+                                ty: (*ty).to_owned(),
+                                record: *rid,
+                                id,
+                                alt_id: None,
+                                item: None,
+                                current: None,
+                                resource: Some(j),
+                                version: 1,
+                                updated: t,
+                                date: Some(search::instant_range(t)),
+                                keys: SearchKeys::default(),
+                                entries: seen,
+                                audit_read: false,
+                                original: None,
+                            });
+                        }
+                        // Resources of these types imported (kept whole) too.
+                        out.extend(stored(ty));
+                    }
                     _ => {
                         if *ty == "Consent" {
                             out.extend(derived(ty, view::consents(rec, &viewer, now), false));
@@ -1180,7 +1207,15 @@ fn everything_types() -> (Vec<&'static str>, Vec<&'static str>) {
         .collect();
     (
         items,
-        vec!["Consent", "Practitioner", "Provenance", "AuditEvent"],
+        vec![
+            "Consent",
+            "CareTeam",
+            "Organization",
+            "Practitioner",
+            "PractitionerRole",
+            "Provenance",
+            "AuditEvent",
+        ],
     )
 }
 

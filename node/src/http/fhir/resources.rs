@@ -56,7 +56,15 @@ pub fn assurance_ext(record: &Record, actor: &ActorId) -> Value {
 pub const ENTRY_DOMAIN_TAG: &[u8] = b"cophr/v1/entry\0";
 
 /// The types derived from the record rather than stored as entries.
-pub const DERIVED_TYPES: [&str; 4] = ["Provenance", "AuditEvent", "Consent", "Practitioner"];
+pub const DERIVED_TYPES: [&str; 7] = [
+    "Provenance",
+    "AuditEvent",
+    "Consent",
+    "Practitioner",
+    "Organization",
+    "PractitionerRole",
+    "CareTeam",
+];
 
 /// Roles of people who write into a record for themselves or as family, not as
 /// practitioners: they are not derived as `Practitioner` resources.

@@ -124,7 +124,7 @@ pub fn params_for(resource_type: &str) -> &'static [&'static str] {
     match resource_type {
         "Patient" => &[],
         "Provenance" | "AuditEvent" | "Consent" => &["patient", "date"],
-        "Practitioner" => &["patient"],
+        "Practitioner" | "Organization" | "PractitionerRole" | "CareTeam" => &["patient"],
         t if SUBJECT_TYPES.contains(&t) => &["patient", "subject", "category", "code", "date"],
         _ => &["patient", "category", "code", "date"],
     }

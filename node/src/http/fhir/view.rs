@@ -627,6 +627,76 @@ pub fn practitioners(
     Ok(out)
 }
 
+/// The care organisations granted access that the viewer sees the grants of, as
+/// `Organization` resources: (id, the grants naming it, latest grant time, resource).
+pub fn organizations(
+    record: &Record,
+    viewer: &Viewer,
+) -> Vec<(String, Vec<EntryId>, Timestamp, Json)> {
+    let mut out: Vec<(String, Vec<EntryId>, Timestamp, Json)> = Vec::new();
+    let mut grants: Vec<_> = record
+        .grants()
+        .filter(|g| record.can_see(viewer, &g.id))
+        .filter(|g| resources::is_organisation(record, &g.grant.grantee))
+        .collect();
+    grants.sort_by_key(|g| (g.time, g.id));
+    for g in grants {
+        let id = g.grant.grantee.to_string();
+        if let Some(o) = out.iter_mut().find(|o| o.0 == id) {
+            o.1.push(g.id);
+            o.2 = o.2.max(g.time);
+            continue;
+        }
+        let mut j = resources::organization(record, &g.grant.grantee);
+        resources::set_meta(&mut j, 1, g.time);
+        out.push((id, vec![g.id], g.time, j));
+    }
+    out
+}
+
+/// The members of care organisations who joined the record, whose joins the viewer sees,
+/// as `PractitionerRole` resources: (id, the join, its time, resource).
+pub fn practitioner_roles(
+    record: &Record,
+    viewer: &Viewer,
+) -> Vec<(String, Vec<EntryId>, Timestamp, Json)> {
+    record
+        .joined_members()
+        .into_iter()
+        .filter(|m| record.can_see(viewer, &m.joined))
+        .map(|m| {
+            let t = record.time_of(&m.joined).unwrap_or(0);
+            let mut j = resources::practitioner_role(record, &m);
+            resources::set_meta(&mut j, 1, t);
+            let mut seen = vec![m.joined];
+            seen.extend(m.removed);
+            (m.joined.to_string(), seen, t, j)
+        })
+        .collect()
+}
+
+/// The record's `CareTeam` (everyone with access whose grant the viewer sees): one
+/// resource, id the record id, as of the latest grant shown.
+pub fn care_teams(
+    record: &Record,
+    viewer: &Viewer,
+    now: Timestamp,
+) -> Vec<(String, Vec<EntryId>, Timestamp, Json)> {
+    let mut grants: Vec<_> = record
+        .grants()
+        .filter(|g| record.can_see(viewer, &g.id))
+        .collect();
+    if grants.is_empty() {
+        return Vec::new();
+    }
+    grants.sort_by_key(|g| (g.time, g.id));
+    let t = grants.iter().map(|g| g.time).max().unwrap_or(0);
+    let mut j = resources::care_team(record, &grants, now);
+    resources::set_meta(&mut j, 1, t);
+    let seen = grants.iter().map(|g| g.id).collect();
+    vec![(record.id().to_string(), seen, t, j)]
+}
+
 /// The Consent resources for the record's grants the viewer sees.
 pub fn consents(
     record: &Record,
