@@ -9,7 +9,8 @@
 //! create, summary, export), `entries` (record data: read, add, amend, delete, annotate,
 //! history, timeline), `grants` (list, grant, revoke), `audit` (who viewed what),
 //! `invitations`, `devices` (a person's devices and the patient's guardians) and `recovery`
-//! (a guardian's approval, a recovery request, recovering a record onto this identity).
+//! (a guardian's approval, a recovery request, recovering a record onto this identity),
+//! `worklist` (the clinician's worklist over the records shared with the identity).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,6 +46,7 @@ mod invitations;
 mod keys;
 mod records;
 mod recovery;
+mod worklist;
 
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -64,6 +66,9 @@ pub fn routes() -> Router<AppState> {
             get(records::list_records).post(records::create_record),
         )
         .route("/records/{rid}", get(records::record_summary))
+        .route("/worklist", get(worklist::list))
+        .route("/worklist/count", get(worklist::count))
+        .route("/worklist/{rid}/looked", post(worklist::looked))
         .route(
             "/records/{rid}/entries",
             get(entries::list_entries).post(entries::add_entry),
