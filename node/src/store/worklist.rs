@@ -28,7 +28,7 @@ use cophr_protocol::care::Task;
 use cophr_protocol::fold::{self, State, Viewer};
 use cophr_protocol::record::Record;
 use cophr_protocol::trust::attestation::Attributes;
-use cophr_protocol::{ActorId, Category, EntryId, RecordId, Timestamp};
+use cophr_protocol::{ActorId, Category, EntryId, Payload, RecordId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::{key, lock, read_u64, Store, StoreError};
@@ -233,7 +233,13 @@ pub fn summarise(
     now: Timestamp,
 ) -> Option<Summary> {
     let until = access_changes(r, viewer, now);
-    if r.is_patient(viewer) || r.grants_of(viewer).is_empty() {
+    // A grant to the viewer in effect now (not revoked, started, not expired): an expired
+    // grant still shows its past, but the record is no longer shared.
+    let shared = r
+        .grants_of(viewer)
+        .iter()
+        .any(|g| r.grant_status(g, now).is_some_and(|s| s.is_active()));
+    if r.is_patient(viewer) || !shared {
         return None;
     }
     let v = r.viewer(viewer, now);
@@ -243,13 +249,15 @@ pub fn summarise(
     let patient = r.patient();
     let profile = r.profile(&patient, None);
     let national_number = r.latest_profile(&patient).and_then(|p| {
-        p.attestations.iter().find_map(|a| match &a.attestation.attributes {
-            Attributes::Person {
-                national_number: Some(n),
-                ..
-            } => Some(n.value.chars().filter(|c| !c.is_whitespace()).collect()),
-            _ => None,
-        })
+        p.attestations
+            .iter()
+            .find_map(|a| match &a.attestation.attributes {
+                Attributes::Person {
+                    national_number: Some(n),
+                    ..
+                } => Some(n.value.chars().filter(|c| !c.is_whitespace()).collect()),
+                _ => None,
+            })
     });
     let state = fold::current(r, &v);
     let demographics = state.in_category(&Category::Demographics).next();
@@ -266,7 +274,19 @@ pub fn summarise(
     let from = looked.map_or(0, |l| usize::try_from(l.position).unwrap_or(usize::MAX));
     for e in r.entries_since(from) {
         let id = e.id();
-        if e.entry().author == *viewer || !r.can_see(&v, &id) {
+        // Record data only (not grants, revocations' parts, key wraps), by others.
+        let data = matches!(
+            e.entry().payload,
+            Payload::Create { .. }
+                | Payload::Amend { .. }
+                | Payload::Delete { .. }
+                | Payload::Annotate { .. }
+                | Payload::SealedCreate { .. }
+                | Payload::SealedAmend { .. }
+                | Payload::SealedDelete { .. }
+                | Payload::SealedAnnotate { .. }
+        );
+        if !data || e.entry().author == *viewer || !r.can_see(&v, &id) {
             continue;
         }
         let Some(c) = r.category_of(&id) else {
@@ -339,7 +359,10 @@ impl Store {
         let Some(v) = self.meta(&looked_name(viewer, record))? else {
             return Ok(None);
         };
-        match (v.get(..8).and_then(read_u64), v.get(8..16).and_then(read_u64)) {
+        match (
+            v.get(..8).and_then(read_u64),
+            v.get(8..16).and_then(read_u64),
+        ) {
             (Some(position), Some(time)) if v.len() == 16 => Ok(Some(Looked { position, time })),
             _ => Err(StoreError::Corrupt("bad worklist marker".into())),
         }
