@@ -319,9 +319,6 @@ async function showHome() {
     await openRecord(mine.record);
     return;
   }
-  // Someone with no record of their own here (a clinician on a provider node) starts on
-  // the worklist when records are shared with them.
-  if (!mine) state.home = 'worklist';
   await renderRecordList();
 }
 
