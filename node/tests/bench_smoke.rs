@@ -68,3 +68,12 @@ fn fhir_read_benchmark_runs_at_tiny_size() {
     assert_eq!(figures[3].entries, 100);
     assert_eq!(figures[4].entries, 100);
 }
+
+#[allow(dead_code)]
+#[path = "../benches/worklist.rs"]
+mod worklist;
+
+#[test]
+fn worklist_benchmark_runs_at_tiny_size() {
+    worklist::run(true);
+}
