@@ -241,19 +241,17 @@ pub fn run(smoke: bool) {
     let p = key(3, "patient-0");
     let extra = store
         .with_record(&p.actor(), |r| {
-            let v = r
-                .prepare(
-                    &p,
-                    Payload::Create {
-                        category: Category::VitalSigns,
-                        body: bp(150, 95),
-                    },
-                    None,
-                    now,
-                    None,
-                )
-                .expect("prepare");
-            v
+            r.prepare(
+                &p,
+                Payload::Create {
+                    category: Category::VitalSigns,
+                    body: bp(150, 95),
+                },
+                None,
+                now,
+                None,
+            )
+            .expect("prepare")
         })
         .expect("record");
     store.ingest(&p.actor(), vec![extra]).expect("ingest");

@@ -105,7 +105,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             let by: Vec<String> = r.changed.iter().map(|(c, n)| format!("{c} {n}")).collect();
             let since = r
                 .looked
-                .map_or_else(|| "never looked".to_owned(), |t| times::format(t));
+                .map_or_else(|| "never looked".to_owned(), times::format);
             format!("{} ({}; {since})", r.changed_total, by.join(", "))
         };
         t.row(vec![
