@@ -122,8 +122,11 @@ pub(super) async fn record_summary(
                     }))
                 })?
             })?;
-            // Opening a record is looking at it: the worklist counts changes from here.
-            st.store().worklist_looked(&me, &record, now)?;
+            // Opening a record shared with you is looking at it: the worklist counts
+            // changes from here.
+            if !st.store().with_record(&record, |r| r.is_patient(&me))? {
+                st.store().worklist_looked(&me, &record, now)?;
+            }
             Ok::<_, ApiError>(out)
         })
         .await?;
