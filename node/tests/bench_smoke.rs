@@ -80,3 +80,12 @@ fn fhir_read_benchmark_runs_at_tiny_size() {
         assert_eq!(f[7].entries, 100);
     }
 }
+
+#[allow(dead_code)]
+#[path = "../benches/worklist.rs"]
+mod worklist;
+
+#[test]
+fn worklist_benchmark_runs_at_tiny_size() {
+    worklist::run(true);
+}

@@ -53,6 +53,8 @@ const ROUTES = {
   notifications: ['GET', '/records/{rid}/notifications'],
   readNotifications: ['POST', '/records/{rid}/notifications/read'],
   notificationStream: ['GET', '/records/{rid}/notifications/stream'],
+  worklist: ['GET', '/worklist'],
+  worklistCount: ['GET', '/worklist/count'],
 };
 const TOKEN_KEY = 'cophr-token';
 const LEVELS = ['view', 'annotate', 'write', 'delete'];
@@ -95,6 +97,9 @@ const state = {
   trendsFocus: null,  // the category whose trends to scroll to when the trends tab opens
   unread: 0,          // unread notifications in the open record
   stream: null,       // the AbortController of the open notification stream
+  home: 'records',    // the home tab: 'records' or 'worklist'
+  shared: 0,          // GET /worklist/count: records shared with this identity
+  worklist: { q: '', page: 0, selected: 0, rows: [] },
 };
 
 // ------------------------------------------------------------------------------------------
@@ -338,18 +343,29 @@ async function showHome() {
     await openRecord(mine.record);
     return;
   }
-  renderRecordList();
+  await renderRecordList();
 }
 
-function renderRecordList() {
+async function renderRecordList() {
   state.rid = null;
   state.summary = null;
   const title = $('app-title');
+  const view = $('view');
+  view.replaceChildren();
+  // The Worklist tab is shown when records held here are shared with this identity.
+  const count = await attempt(() => api('worklistCount'));
+  state.shared = (count && count.total) || 0;
+  if (state.shared > 0) {
+    view.append(homeTabs());
+    if (state.home === 'worklist') {
+      title.textContent = 'Worklist';
+      await renderWorklist(view);
+      return;
+    }
+  }
   title.textContent = 'Records';
   const mine = state.records.find((r) => r.is_mine);
   const shared = state.records.filter((r) => !r.is_mine);
-  const view = $('view');
-  view.replaceChildren();
   if (mine) {
     view.append(h('section', { class: 'card', 'aria-labelledby': 'mine-title' },
       h('h2', { id: 'mine-title' }, 'My record'),
@@ -387,6 +403,144 @@ function renderRecordList() {
   view.append(recoverSection());
   title.focus();
 }
+
+// ------------------------------------------------------------------------------------------
+// The worklist: the records shared with this identity, one row each (GET /worklist; each row
+// shown is audited by the node as a view of that record's demographics). Keyboard: `/`
+// focuses the search, arrow keys move between rows, Enter opens the selected record.
+
+function homeTabs() {
+  const tabs = [['records', 'Records'], ['worklist', `Worklist (${state.shared})`]];
+  return h('nav', { 'aria-label': 'Home sections', class: 'tabs' },
+    h('ul', {}, tabs.map(([id, label]) => h('li', {}, h('button', {
+      type: 'button', id: `home-${id}`, 'aria-current': state.home === id ? 'page' : null,
+      onclick: () => { state.home = id; renderRecordList(); },
+    }, label)))));
+}
+
+const CHANGE_TEXT = (changed) => Object.entries(changed || {})
+  .map(([c, n]) => `${n} ${catTitle(c).toLowerCase()}`).join(', ');
+
+async function renderWorklist(view) {
+  const wl = state.worklist;
+  const panel = h('section', { class: 'card', id: 'worklist-panel', 'aria-labelledby': 'worklist-title' },
+    h('h2', { id: 'worklist-title' }, 'Patients shared with you'),
+    h('p', { class: 'help', id: 'worklist-help' },
+      'Type / to search by name or national number; ↑ and ↓ move between patients; Enter opens one. '
+      + 'Each row you see is recorded in that patient\u2019s audit trail.'));
+  const search = h('input', {
+    id: 'worklist-search', type: 'search', value: wl.q, maxlength: 64, autocomplete: 'off',
+    spellcheck: 'false', 'aria-describedby': 'worklist-help', 'aria-controls': 'worklist-rows',
+  });
+  panel.append(h('div', { class: 'field' }, h('label', { for: 'worklist-search' }, 'Search'), search));
+  const list = h('div', { id: 'worklist-list' });
+  panel.append(list);
+  view.append(panel);
+  let timer = null;
+  search.addEventListener('input', () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => { wl.q = search.value; wl.page = 0; wl.selected = 0; loadWorklist(list); }, 250);
+  });
+  search.addEventListener('keydown', (ev) => {
+    if (ev.key === 'ArrowDown' || ev.key === 'Enter') {
+      ev.preventDefault();
+      clearTimeout(timer);
+      const go = async () => {
+        if (wl.q !== search.value) { wl.q = search.value; wl.page = 0; wl.selected = 0; await loadWorklist(list); }
+        if (ev.key === 'Enter' && wl.rows.length === 1) openWorklistRow(0);
+        else focusWorklistRow(0);
+      };
+      go();
+    }
+  });
+  await loadWorklist(list);
+  search.focus();
+}
+
+async function loadWorklist(list) {
+  const wl = state.worklist;
+  const page = await attempt(() => api('worklist', {}, { query: { q: wl.q, page: wl.page } }));
+  if (!page) return;
+  wl.rows = page.rows || [];
+  list.replaceChildren();
+  if (wl.rows.length === 0) {
+    list.append(h('p', { id: 'worklist-empty' }, wl.q ? 'No patient shared with you matches that search.'
+      : 'No records are shared with you on this node.'));
+    return;
+  }
+  const table = h('table', { id: 'worklist-rows', role: 'grid', 'aria-rowcount': page.total },
+    h('caption', { class: 'sr-only' }, 'Patients shared with you'),
+    h('thead', {}, h('tr', {}, ['Patient', 'National number', 'Changed since you looked',
+      'Unreviewed results', 'Open tasks'].map((c) => h('th', { scope: 'col' }, c)))));
+  const body = h('tbody');
+  wl.rows.forEach((r, i) => {
+    const name = r.demographics_name || r.name || shortId(r.record);
+    const changed = r.changed_total > 0
+      ? [`${r.changed_total}: ${CHANGE_TEXT(r.changed)}`, r.looked ? '' : ' (never opened)'] : '—';
+    const tr = h('tr', {
+      tabindex: i === wl.selected ? '0' : '-1', 'data-record': r.record, class: 'worklist-row',
+      'aria-selected': i === wl.selected ? 'true' : 'false',
+      onclick: () => openWorklistRow(i),
+      onkeydown: (ev) => worklistKey(ev, i),
+    },
+    h('th', { scope: 'row' }, name),
+    h('td', {}, r.national_number || '—'),
+    h('td', {}, changed),
+    h('td', {}, String(r.unreviewed_results)),
+    h('td', {}, String(r.open_tasks)));
+    body.append(tr);
+  });
+  table.append(body);
+  list.append(h('div', { class: 'scroll' }, table));
+  const pages = Math.max(1, Math.ceil(page.total / page.page_size));
+  const go = (p) => async () => { wl.page = p; wl.selected = 0; await loadWorklist(list); focusWorklistRow(0); };
+  list.append(h('p', { class: 'meta' }, `${page.total} patients · page ${page.page + 1} of ${pages} `,
+    page.page > 0 ? h('button', { type: 'button', class: 'secondary small', onclick: go(page.page - 1) }, 'Previous') : null,
+    page.page + 1 < pages ? h('button', { type: 'button', class: 'secondary small', onclick: go(page.page + 1) }, 'Next') : null));
+}
+
+function worklistRows() {
+  return [...document.querySelectorAll('#worklist-rows tbody tr')];
+}
+
+function focusWorklistRow(i) {
+  const rows = worklistRows();
+  if (rows.length === 0) return;
+  const n = Math.max(0, Math.min(i, rows.length - 1));
+  state.worklist.selected = n;
+  rows.forEach((tr, j) => {
+    tr.tabIndex = j === n ? 0 : -1;
+    tr.setAttribute('aria-selected', j === n ? 'true' : 'false');
+  });
+  rows[n].focus();
+}
+
+function worklistKey(ev, i) {
+  if (ev.key === 'ArrowDown') { ev.preventDefault(); focusWorklistRow(i + 1); }
+  else if (ev.key === 'ArrowUp') {
+    ev.preventDefault();
+    if (i === 0) $('worklist-search').focus(); else focusWorklistRow(i - 1);
+  } else if (ev.key === 'Home') { ev.preventDefault(); focusWorklistRow(0); }
+  else if (ev.key === 'End') { ev.preventDefault(); focusWorklistRow(worklistRows().length - 1); }
+  else if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); openWorklistRow(i); }
+}
+
+async function openWorklistRow(i) {
+  const r = state.worklist.rows[i];
+  if (!r) return;
+  state.worklist.selected = i;
+  // Opening the record (GET /records/{rid}) marks it looked at: its changes start again.
+  await openRecord(r.record);
+}
+
+// `/` focuses the worklist's search from anywhere on the page but a text field.
+document.addEventListener('keydown', (ev) => {
+  if (ev.key !== '/' || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  const t = ev.target;
+  if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
+  const search = $('worklist-search');
+  if (search) { ev.preventDefault(); search.focus(); search.select(); }
+});
 
 // Someone invited you to their record: paste the link they gave you.
 function acceptForm() {

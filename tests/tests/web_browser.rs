@@ -949,6 +949,161 @@ fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
     drop(node);
 }
 
+/// WebDriver key codes.
+const KEY_DOWN: &str = "\u{E015}";
+const KEY_UP: &str = "\u{E013}";
+const KEY_ENTER: &str = "\u{E007}";
+
+/// The `data-record` of the focused element ("" if none).
+async fn focused_record(c: &Client) -> String {
+    js_text(
+        c,
+        "const a = document.activeElement; return (a && a.getAttribute('data-record')) || '';",
+        vec![],
+    )
+    .await
+}
+
+#[test]
+fn a_clinician_searches_the_worklist_moves_with_the_keyboard_and_opens_a_record() {
+    require_browser();
+    // Two patients share their records with a GP, whose provider node holds replicas.
+    let gp = Person::new("Dr Asha Rao", "gp", Some("Leeds GP Practice"));
+    let george = Person::new("George Jones", "patient", None);
+    let ann = Person::new("Ann Smith", "patient", None);
+    let dir = tempfile::TempDir::new().expect("a directory");
+    for p in [&george, &ann] {
+        p.ok(&["record", "create"]);
+        p.ok(&[
+            "grant",
+            &gp.actor,
+            "--level",
+            "write",
+            "--categories",
+            "all",
+        ]);
+    }
+    george.add(&["lab-results", "--test", "Potassium", "--result", "5.9"]);
+    ann.add(&["vital-signs", "--heart-rate", "70"]);
+    for p in [&george, &ann] {
+        let file = dir.path().join(format!("{}.cophr", p.actor));
+        p.export(&file);
+        gp.import(&file);
+    }
+    let node = Node::start(&gp, &["--http", "127.0.0.1:0"]);
+    let base = node.http().expect("the node's HTTP address");
+    let token = std::fs::read_to_string(gp.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned();
+    let profile = tempfile::TempDir::new().expect("a browser profile directory");
+    let driver = Driver::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &base, &token).await;
+        // The Worklist tab is there because records are shared with this identity.
+        wait_text(&c, "#home-worklist", "Worklist (2)").await;
+        click(&c, "#home-worklist").await;
+        wait_text(&c, "#app-title", "Worklist").await;
+        let rows = wait_text(&c, "#worklist-rows", "Ann Smith").await;
+        assert!(rows.contains("George Jones"), "{rows}");
+        // Both changed since never opened: by name; the search has the focus.
+        let first = text_of(&c, "#worklist-rows tbody tr").await;
+        assert!(first.contains("Ann Smith") && first.contains("never opened"), "{first}");
+        assert_eq!(
+            js_text(&c, "return document.activeElement.id;", vec![]).await,
+            "worklist-search"
+        );
+
+        // Search by name: only Ann.
+        type_into(&c, "#worklist-search", "smi").await;
+        let start = Instant::now();
+        while c
+            .find_all(Locator::Css("#worklist-rows tbody tr"))
+            .await
+            .map(|r| r.len())
+            .unwrap_or(0)
+            != 1
+        {
+            assert!(start.elapsed() < DEADLINE, "the search did not narrow the rows");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        wait_text(&c, "#worklist-rows", "Ann Smith").await;
+
+        // Cleared: both again. Arrow keys move between rows; `/` goes back to the search.
+        let search = wait_for(&c, "#worklist-search").await;
+        search.clear().await.expect("clear the search");
+        search.send_keys("x\u{E003}").await.expect("type and erase");
+        wait_text(&c, "#worklist-rows", "George Jones").await;
+        wait_text(&c, "#worklist-rows", "Ann Smith").await;
+        search.send_keys(KEY_DOWN).await.expect("arrow down");
+        let start = Instant::now();
+        while focused_record(&c).await != ann.actor {
+            assert!(start.elapsed() < DEADLINE, "the first row did not take the focus");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.active_element()
+            .await
+            .expect("the focused row")
+            .send_keys(KEY_DOWN)
+            .await
+            .expect("arrow down");
+        assert_eq!(focused_record(&c).await, george.actor);
+        c.active_element()
+            .await
+            .expect("the focused row")
+            .send_keys(KEY_UP)
+            .await
+            .expect("arrow up");
+        assert_eq!(focused_record(&c).await, ann.actor);
+        c.active_element()
+            .await
+            .expect("the focused row")
+            .send_keys("/")
+            .await
+            .expect("slash");
+        assert_eq!(
+            js_text(&c, "return document.activeElement.id;", vec![]).await,
+            "worklist-search"
+        );
+
+        // Enter on a row opens that patient's record.
+        search.send_keys(KEY_DOWN).await.expect("arrow down");
+        assert_eq!(focused_record(&c).await, ann.actor);
+        c.active_element()
+            .await
+            .expect("the focused row")
+            .send_keys(KEY_ENTER)
+            .await
+            .expect("enter");
+        wait_text(&c, "#app-title", "Ann Smith's record").await;
+
+        // Back on the worklist, Ann's record shows nothing changed since it was opened.
+        click(&c, ".record-line button").await;
+        click(&c, "#home-worklist").await;
+        let start = Instant::now();
+        loop {
+            let ann_row = js_text(
+                &c,
+                "const r = document.querySelector(`#worklist-rows tr[data-record='${arguments[0]}']`); \
+                 return r ? r.children[2].textContent : '';",
+                vec![json!(ann.actor)],
+            )
+            .await;
+            if ann_row == "—" {
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "Ann's changes: {ann_row:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
+    drop(driver);
+    drop(node);
+}
+
 #[test]
 fn an_invitee_accepts_an_invitation_in_the_web_app_and_sees_the_record_once_confirmed() {
     require_browser();

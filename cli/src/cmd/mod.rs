@@ -55,6 +55,7 @@ pub mod trust;
 pub mod verify;
 pub mod watch;
 pub mod whoami;
+pub mod worklist;
 
 const ABOUT: &str = "cophr: a co-produced personal health record, kept by the patient and \
                      written by everyone who cares for them";
@@ -140,6 +141,8 @@ pub enum Command {
     Record(record::Command),
     /// List the records this store holds
     Records(records::Args),
+    /// The records shared with you: search, changes since you looked, results to review
+    Worklist(worklist::Args),
     /// List the categories, or one category's fields
     Schema(schema::Args),
     /// Add an entry: `cophr add CATEGORY --FIELD VALUE …`
@@ -313,6 +316,7 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Trust(c) => trust::run(ctx, c),
         Command::Record(c) => record::run(ctx, c),
         Command::Records(a) => records::run(ctx, a),
+        Command::Worklist(a) => worklist::run(ctx, a),
         Command::Schema(a) => schema::run(ctx, a),
         Command::Add(a) => add::run(ctx, a),
         Command::Attach(a) => attach::run(ctx, a),

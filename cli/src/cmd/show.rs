@@ -208,6 +208,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
             Ok::<_, CliError>(shown)
         })?
     })?;
+    if at.is_none()
+        && only.is_empty()
+        && !store.with_record(&record, |r| r.is_patient(&me.actor()))?
+    {
+        // Seeing the whole record now is looking at it: `cophr worklist` counts changes
+        // from here.
+        store.worklist_looked(&me.actor(), &record, now)?;
+    }
 
     if ctx.json(args.out) {
         return output::json(&shown);

@@ -10,7 +10,8 @@
 //! history, timeline), `grants` (list, grant, revoke), `audit` (who viewed what),
 //! `invitations`, `devices` (a person's devices and the patient's guardians), `recovery`
 //! (a guardian's approval, a recovery request, recovering a record onto this identity) and
-//! `schemas` (extension categories' schemas defined as data).
+//! `schemas` (extension categories' schemas defined as data), `worklist` (the clinician's
+//! worklist over the records shared with the identity).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,6 +49,7 @@ mod notifications;
 mod records;
 mod recovery;
 mod schemas;
+mod worklist;
 
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -67,6 +69,9 @@ pub fn routes() -> Router<AppState> {
             get(records::list_records).post(records::create_record),
         )
         .route("/records/{rid}", get(records::record_summary))
+        .route("/worklist", get(worklist::list))
+        .route("/worklist/count", get(worklist::count))
+        .route("/worklist/{rid}/looked", post(worklist::looked))
         .route(
             "/records/{rid}/entries",
             get(entries::list_entries).post(entries::add_entry),

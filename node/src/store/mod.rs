@@ -11,6 +11,8 @@
 //!   the 32-byte entry id, and an `e` + entry id key nothing reads; both still load.)
 //! - `a` + record + node + seq → offset: audit events
 //! - `f` + record + entry id → offset: fork proofs
+//! - `w` + record → offset of its last entry frame (or tombstone) indexed: the record
+//!   changed since its worklist rows were computed (`worklist.rs`; cleared once they are)
 //! - `m` `applied` → offset up to which the log has been indexed
 //!
 //! Frames are indexed strictly in log order (see `Indexer`), so after any crash the
@@ -33,6 +35,7 @@ pub mod log;
 pub mod scrub;
 mod snapshots;
 mod source;
+pub mod worklist;
 
 pub use snapshots::{MAX_SNAPSHOT_BYTES, SNAPSHOT_MIN_NEW};
 
@@ -273,6 +276,8 @@ struct Inner {
     /// Documents uploaded whole for a record (a browser's sealed bytes) that no entry names
     /// yet: counted against that record's quota until named ([`documents::Uploads`]).
     uploads: Mutex<documents::Uploads>,
+    /// The worklist rows read into memory, per viewer ([`worklist`]).
+    worklist: Mutex<worklist::Rows>,
 }
 
 /// A store of many records. Cheap to clone; safe to share between threads.
@@ -351,6 +356,11 @@ impl Ops {
         let mut run: Option<(RecordId, u64, Vec<u8>)> = None;
         let close = |b: &mut sled::Batch, run: &mut Option<(RecordId, u64, Vec<u8>)>| {
             if let Some((rec, first, packed)) = run.take() {
+                // The record changed: its worklist rows are recomputed ([`worklist`]).
+                let last = packed.len().saturating_sub(LOCATION_LEN);
+                if let Some(offset) = packed.get(last..last + 8) {
+                    b.insert(key(worklist::MARK, &[rec.as_bytes()]), offset);
+                }
                 b.insert(key(b'o', &[rec.as_bytes(), &first.to_be_bytes()]), packed);
             }
         };
@@ -480,6 +490,8 @@ fn index_ops(db: &sled::Db, offset: u64, kind: u8, payload: &[u8]) -> Result<Ops
                     b.remove(k.to_vec());
                 }
             }
+            // Its worklist rows go ([`worklist`]).
+            b.insert(key(worklist::MARK, &[rec]), off.to_vec());
         }
         other => {
             return Err(StoreError::Corrupt(format!(
@@ -595,6 +607,7 @@ impl Store {
             snapshot_min_new: std::sync::atomic::AtomicUsize::new(SNAPSHOT_MIN_NEW),
             loads: Default::default(),
             uploads: Default::default(),
+            worklist: Default::default(),
         };
         Ok((
             Store {

@@ -75,7 +75,7 @@ pub(super) async fn record_summary(
             held(st, &record)?;
             let me = st.actor();
             let now = st.now();
-            st.read(now, |rd| {
+            let out = st.read(now, |rd| {
                 rd.detail("record summary (API): about me, alerts, counts");
                 rd.record(&record, |r, seen| {
                     let v = viewer(r, &me, now)?;
@@ -121,7 +121,13 @@ pub(super) async fn record_summary(
                         "my_access": { "is_patient": v.is_patient(), "grants": mine },
                     }))
                 })?
-            })
+            })?;
+            // Opening a record shared with you is looking at it: the worklist counts
+            // changes from here.
+            if !st.store().with_record(&record, |r| r.is_patient(&me))? {
+                st.store().worklist_looked(&me, &record, now)?;
+            }
+            Ok::<_, ApiError>(out)
         })
         .await?;
     Ok(Json(out))
