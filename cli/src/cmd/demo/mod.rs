@@ -484,42 +484,32 @@ impl Tour {
         Ok(())
     }
 
-    /// Whether `who` currently sees entry `id` (polled silently).
-    fn sees(&self, who: &str, id: &str) -> bool {
-        let out = Command::new(&self.exe)
+    /// The items `who` currently sees (`cophr show`, polled silently; none on failure).
+    fn items(&self, who: &str) -> Vec<serde_json::Value> {
+        Command::new(&self.exe)
             .arg("--home")
             .arg(self.dir.join(who))
             .args(["--json", "show"])
             .stdin(Stdio::null())
-            .output();
-        let Ok(out) = out else { return false };
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .output()
             .ok()
+            .and_then(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok())
             .and_then(|v| v["items"].as_array().cloned())
-            .is_some_and(|items| {
-                items
-                    .iter()
-                    .any(|i| i["id"].as_str() == Some(id) || i["version"].as_str() == Some(id))
-            })
+            .unwrap_or_default()
     }
 
-    /// Whether `who` currently reads at least one item of `category` (polled silently).
+    /// Whether `who` currently sees entry `id`.
+    fn sees(&self, who: &str, id: &str) -> bool {
+        self.items(who)
+            .iter()
+            .any(|i| i["id"].as_str() == Some(id) || i["version"].as_str() == Some(id))
+    }
+
+    /// Whether `who` currently reads at least one item of `category`.
     fn reads_any(&self, who: &str, category: &str) -> bool {
-        let out = Command::new(&self.exe)
-            .arg("--home")
-            .arg(self.dir.join(who))
-            .args(["--json", "show"])
-            .stdin(Stdio::null())
-            .output();
-        let Ok(out) = out else { return false };
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|v| v["items"].as_array().cloned())
-            .is_some_and(|items| {
-                items
-                    .iter()
-                    .any(|i| i["category"].as_str() == Some(category))
-            })
+        self.items(who)
+            .iter()
+            .any(|i| i["category"].as_str() == Some(category))
     }
 }
 
