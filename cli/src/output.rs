@@ -284,15 +284,11 @@ impl Person {
             .map_or(&[][..], |p| p.attestations.as_slice());
         // A member of an organisation is named with it: the organisation's name as the
         // record knows it (its profile), else its key — whatever their own profile says.
-        let member_of = record
-            .joined_members()
-            .into_iter()
-            .find(|m| m.member == *actor)
-            .map(|m| {
-                record
-                    .latest_profile(&m.org)
-                    .map_or_else(|| m.org.short(), |p| p.name.clone())
-            });
+        let member_of = record.joined_member(actor).map(|m| {
+            record
+                .latest_profile(&m.org)
+                .map_or_else(|| m.org.short(), |p| p.name.clone())
+        });
         Person {
             id: *actor,
             name: p.map(|p| p.name.clone()),

@@ -145,6 +145,199 @@ fn record(
     (p, out)
 }
 
+/// The organisation's own record: its genesis and `members` members added by its key.
+fn org_record(
+    org: &Keypair,
+    members: &[Keypair],
+) -> (Record, Vec<cophr_protocol::entry::Verified>) {
+    let profile = Profile {
+        name: "Leeds Teaching Hospitals".into(),
+        role: "organisation".into(),
+        organisation: None,
+        attestations: Vec::new(),
+    };
+    let mut r = Record::new(org.actor());
+    let mut out = Vec::new();
+    let mut payloads = vec![Payload::Genesis { profile }];
+    payloads.extend(members.iter().enumerate().map(|(j, m)| {
+        Payload::AddMember {
+            member: m.actor(),
+            role: cophr_protocol::org::Role::preset(if j % 10 == 0 {
+                "receptionist"
+            } else {
+                "nurse"
+            })
+            .expect("a preset role"),
+            label: format!("staff {j}"),
+        }
+    }));
+    for (n, payload) in payloads.into_iter().enumerate() {
+        let v = r
+            .prepare(org, payload, None, T0 + n as u64, None)
+            .expect("prepare");
+        r.apply(v.clone()).expect("apply");
+        out.push(v);
+    }
+    (r, out)
+}
+
+/// Patient `i`'s record shared with the organisation (as [`record`]), joined by `joiners`
+/// of its members, each of whom records a blood pressure.
+fn org_patient(
+    i: usize,
+    org: &Keypair,
+    issuer: &Keypair,
+    own: &Record,
+    joiners: &[&Keypair],
+) -> (Keypair, Vec<cophr_protocol::entry::Verified>) {
+    let (p, mut out) = record(i, org, issuer);
+    let mut r = Record::new(p.actor());
+    for v in &out {
+        r.apply(v.clone()).expect("apply");
+    }
+    let mut t = T0 + 100;
+    for m in joiners {
+        let proof = own.membership_proof(&m.actor()).expect("a member's proof");
+        let bp = Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(130, 85),
+        };
+        for payload in [Payload::JoinOrg { proof }, bp] {
+            for v in r.prepare_all(m, payload, t, None).expect("prepare") {
+                r.apply(v.clone()).expect("apply");
+                out.push(v);
+            }
+            t += 1;
+        }
+    }
+    (p, out)
+}
+
+/// A provider node of an organisation of `staff` members holding `records` records shared
+/// with the organisation, each joined by two members: the worklist as the organisation and
+/// as one member, what each pull costs the organisation's node (`org_duties`), and a
+/// member's removal reaching every record she joined.
+fn run_organisation(records: usize, staff: usize, searches: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("organisation");
+    let org = key(6, "organisation");
+    let issuer = key(2, "AIS");
+    let members: Vec<Keypair> = (0..staff).map(|j| key(7, &format!("member-{j}"))).collect();
+    let now = T0 + 1_000_000;
+    let (own, own_entries) = org_record(&org, &members);
+    let start = Instant::now();
+    {
+        let (store, _) = Store::open(&path, org.clone()).expect("open");
+        store.ingest(&org.actor(), own_entries).expect("ingest");
+        for i in 0..records {
+            let a = &members[(2 * i) % staff];
+            let b = &members[(2 * i + 1) % staff];
+            let (p, entries) = org_patient(i, &org, &issuer, &own, &[a, b]);
+            store.ingest(&p.actor(), entries).expect("ingest");
+        }
+    }
+    println!(
+        "organisation: filled a node with its {staff}-member record and {records} records shared with it, each joined by 2 members, in {:?}",
+        start.elapsed()
+    );
+    {
+        let (store, _) = Store::open(&path, org.clone()).expect("open");
+        let start = Instant::now();
+        let page = store
+            .worklist(&org.actor(), "", 0, 25, now)
+            .expect("worklist");
+        assert_eq!(page.total, records);
+        println!(
+            "organisation: first worklist (summaries built from {records} records): {:?}",
+            start.elapsed()
+        );
+    }
+    let before = rss_kib().unwrap_or(0);
+    let start = Instant::now();
+    let (store, _) = Store::open(&path, org.clone()).expect("reopen");
+    let page = store
+        .worklist(&org.actor(), "", 0, 25, now)
+        .expect("worklist");
+    let startup = start.elapsed();
+    let after = rss_kib().unwrap_or(0);
+    assert_eq!(page.total, records);
+    println!(
+        "organisation: start-up (store open and the first page) {startup:?}; resident memory +{} MiB (process {} MiB)",
+        after.saturating_sub(before) / 1024,
+        after / 1024
+    );
+    let mut times = Vec::with_capacity(searches);
+    for s in 0..searches {
+        let i = (s * 7919) % records;
+        let q = if s % 2 == 0 {
+            name(i)
+        } else {
+            number(i)[..8].to_owned()
+        };
+        let start = Instant::now();
+        let page = store
+            .worklist(&org.actor(), &q, 0, 25, now)
+            .expect("search");
+        times.push(start.elapsed());
+        assert!(page.total > 0, "every search finds its patient");
+    }
+    times.sort();
+    println!(
+        "organisation: search over {records} rows ({searches} searches): median {:?}, p99 {:?}",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99)
+    );
+    // One member's worklist: the records she joined for the organisation.
+    let nurse = &members[1];
+    let start = Instant::now();
+    let page = store
+        .worklist(&nurse.actor(), "", 0, 25, now)
+        .expect("worklist");
+    let expected = (0..records)
+        .filter(|i| (2 * i) % staff == 1 || (2 * i + 1) % staff == 1)
+        .count();
+    assert_eq!(page.total, expected);
+    println!(
+        "a member's first worklist ({} records she joined among {records}): {:?}",
+        page.total,
+        start.elapsed()
+    );
+    // What each pull costs the organisation's node: its duties for one record.
+    let p = key(3, "patient-1");
+    let mut duty = Vec::new();
+    for _ in 0..20 {
+        let start = Instant::now();
+        store.org_duties(&p.actor(), &org, now).expect("duties");
+        duty.push(start.elapsed());
+    }
+    duty.sort();
+    println!(
+        "organisation duties after a pull of one record (members' keys, removals; {staff} members): median {:?}",
+        percentile(&duty, 0.5)
+    );
+    // A member leaves: the removal reaches every record she joined.
+    let session = cophr_node::session::Session {
+        store: store.clone(),
+        key: org.clone(),
+        profile: own.latest_profile(&org.actor()).expect("a profile").clone(),
+        device: None,
+    };
+    let start = Instant::now();
+    let (_, reached) = session
+        .remove_member(&org.actor(), nurse.actor(), "left the service", now)
+        .expect("remove");
+    assert_eq!(reached.len(), expected);
+    println!(
+        "a member's removal written in the {} records she joined (found among {records}): {:?}",
+        reached.len(),
+        start.elapsed()
+    );
+    println!(
+        "organisation: resident memory at the end: {} MiB",
+        rss_kib().unwrap_or(0) / 1024
+    );
+}
+
 fn main() {
     run(std::env::args().any(|a| a == "--smoke"));
 }
@@ -271,4 +464,15 @@ pub fn run(smoke: bool) {
         "resident memory at the end: {} MiB",
         rss_kib().unwrap_or(0) / 1024
     );
+    drop(store);
+
+    if smoke {
+        run_organisation(30, 10, 10);
+    } else {
+        run_organisation(
+            env("COPHR_BENCH_WORKLIST_ORG_RECORDS", records),
+            env("COPHR_BENCH_WORKLIST_STAFF", 500),
+            searches,
+        );
+    }
 }

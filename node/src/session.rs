@@ -216,6 +216,41 @@ impl Session {
         Ok(true)
     }
 
+    /// As an organisation's administrator: removes `member` from the organisation's own
+    /// record `org` (a `RemoveMember`), then from every record held here that they joined
+    /// for it (a `RemoveDevice` as the organisation; the others get it when this node next
+    /// pulls them, [`Store::org_duties`]). Returns the removal and the records it reached.
+    pub fn remove_member(
+        &self,
+        org: &RecordId,
+        member: ActorId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(EntryId, Vec<RecordId>), SessionError> {
+        let id = self.write(
+            org,
+            Payload::RemoveMember {
+                member,
+                reason: reason.to_owned(),
+            },
+            now,
+        )?;
+        let mut records = Vec::new();
+        for r in self.store.joined_by(&member, org)? {
+            self.write(
+                &r,
+                Payload::RemoveDevice {
+                    device: member,
+                    category: None,
+                    reason: reason.to_owned(),
+                },
+                now,
+            )?;
+            records.push(r);
+        }
+        Ok((id, records))
+    }
+
     /// Publishes the identity's profile in a record it has access to, if the record does
     /// not hold it yet (or holds an older one). Returns whether it wrote.
     pub fn publish_profile(&self, record: &RecordId, now: Timestamp) -> Result<bool, SessionError> {

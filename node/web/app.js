@@ -55,6 +55,12 @@ const ROUTES = {
   notificationStream: ['GET', '/records/{rid}/notifications/stream'],
   worklist: ['GET', '/worklist'],
   worklistCount: ['GET', '/worklist/count'],
+  members: ['GET', '/records/{rid}/members'],
+  addMember: ['POST', '/records/{rid}/members'],
+  removeMember: ['POST', '/records/{rid}/members/{actor}/remove'],
+  memberProof: ['GET', '/records/{rid}/members/{actor}/proof'],
+  memberships: ['GET', '/memberships'],
+  useMembership: ['POST', '/memberships'],
 };
 const TOKEN_KEY = 'cophr-token';
 const LEVELS = ['view', 'annotate', 'write', 'delete'];
@@ -369,7 +375,7 @@ async function renderRecordList() {
   if (mine) {
     view.append(h('section', { class: 'card', 'aria-labelledby': 'mine-title' },
       h('h2', { id: 'mine-title' }, 'My record'),
-      h('p', {}, h('button', { type: 'button', onclick: () => openRecord(mine.record) },
+      h('p', {}, h('button', { type: 'button', id: 'open-mine', onclick: () => openRecord(mine.record) },
         'Open my record'))));
   } else {
     view.append(h('section', { class: 'card', 'aria-labelledby': 'mine-title' },
@@ -400,6 +406,7 @@ async function renderRecordList() {
   }
   view.append(list);
   view.append(acceptForm());
+  view.append(await membershipsSection());
   view.append(recoverSection());
   title.focus();
 }
@@ -665,7 +672,8 @@ async function renderRecord() {
     ? [['record', 'Record'], ['timeline', 'Timeline'], ['trends', 'Trends'], ['add', 'Add an entry'],
       ['notifications', 'Notifications'],
       ['access', 'Who has access'], ['audit', 'Who viewed what'], ['export', 'Export'],
-      ['share', 'Emergency summary'], ['devices', 'Devices & recovery']]
+      ['share', 'Emergency summary'], ['devices', 'Devices & recovery'],
+      ...(isOrganisation(s) ? [['staff', 'Staff']] : [])]
     : [['record', 'Record'], ['timeline', 'Timeline'], ['trends', 'Trends'], ['add', 'Add an entry'],
       ['notifications', 'Notifications'],
       ['mine', 'What I may see and write'], ['approve', 'Approve a key recovery']];
@@ -750,7 +758,7 @@ async function showTab(id, focus = true) {
     record: renderCategories, timeline: renderTimeline, trends: renderTrends, add: renderAdd,
     access: renderAccess, audit: renderAudit, export: renderExport, mine: renderMine,
     share: renderShares, devices: renderDevices, approve: renderApprove,
-    notifications: renderNotifications,
+    notifications: renderNotifications, staff: renderStaff,
   }[id] || renderCategories;
   await render(panel);
   if (focus) {
@@ -2367,3 +2375,171 @@ function start() {
 }
 
 start();
+
+// --- An organisation's staff (docs/organisations.md). ------------------------------------------
+// On the organisation's own node: its members, each with a role, added and removed by its
+// administrators (the organisation's key and its devices); a member's proof of membership to
+// hand over. On a member's node: the proofs it was given (home page).
+
+const ROLE_TEXT = {
+  clinician: 'clinician — everything the patient’s grant allows',
+  nurse: 'nurse — everything the patient’s grant allows',
+  doctor: 'doctor — everything the patient’s grant allows',
+  pharmacist: 'pharmacist — everything the patient’s grant allows',
+  receptionist: 'receptionist — demographics and appointments only',
+  viewer: 'viewer — view only',
+};
+
+/** Whether the open record is an organisation's own (its profile says so). */
+function isOrganisation(s) {
+  const role = (s && s.patient && s.patient.role) || '';
+  return /organi[sz]ation/i.test(role);
+}
+
+async function renderStaff(panel) {
+  panel.append(panelHeading('Staff'),
+    h('p', { class: 'help' }, 'Patients grant the organisation once; each member acts under that grant, '
+      + 'narrowed by their role, from the proof of membership you give them. A member you remove '
+      + 'writes nothing and receives nothing new from then on, in every record; what they wrote stays.'));
+  const box = h('section', { id: 'staff-box', 'aria-labelledby': 'staff-title' });
+  const proofBox = h('div', { id: 'staff-proof', 'aria-live': 'polite' });
+  panel.append(box, proofBox);
+  const got = await listStaff(box, proofBox);
+  if (got && got.is_administrator) panel.append(staffForm(box, proofBox, got.roles || []));
+}
+
+async function listStaff(box, proofBox) {
+  const got = await attempt(() => api('members', { rid: state.rid }));
+  box.replaceChildren(h('h3', { id: 'staff-title' }, 'Members'));
+  if (!got) return got;
+  const list = got.members || [];
+  if (list.length === 0) {
+    box.append(h('p', { id: 'staff-empty' }, 'No members yet.'));
+    return got;
+  }
+  const table = h('table', { id: 'staff' },
+    h('caption', { class: 'sr-only' }, 'The organisation’s members, removed ones included'),
+    h('thead', {}, h('tr', {}, ['Member', 'Key', 'Role', 'Added', 'Status', 'Actions']
+      .map((t) => h('th', { scope: 'col' }, t)))));
+  const tb = h('tbody');
+  for (const m of list) {
+    const actions = m.status === 'member' && got.is_administrator
+      ? [h('button', { type: 'button', class: 'secondary small', 'data-proof-of': m.member,
+        onclick: () => showProof(m, proofBox) }, 'Proof of membership',
+        h('span', { class: 'sr-only' }, ` for ${m.label}`)), ' ',
+      h('button', { type: 'button', class: 'danger small', 'data-remove-member': m.member,
+        onclick: () => removeMember(m, box, proofBox) }, 'Remove', h('span', { class: 'sr-only' }, ` ${m.label}`))]
+      : '—';
+    tb.append(h('tr', { 'data-member': m.member, 'data-status': m.status },
+      h('th', { scope: 'row' }, m.label),
+      h('td', {}, h('code', { class: 'id' }, m.member)),
+      h('td', {}, m.role),
+      h('td', {}, when(m.added_time)),
+      h('td', {}, h('span', { class: `state state-${m.status}` },
+        m.status === 'removed' ? `removed ${when(m.removed_time)}` : 'member')),
+      h('td', {}, actions)));
+  }
+  table.append(tb);
+  box.append(h('div', { class: 'scroll' }, table));
+  return got;
+}
+
+async function showProof(m, proofBox) {
+  const got = await attempt(() => api('memberProof', { rid: state.rid, actor: m.member }));
+  if (!got) return;
+  proofBox.replaceChildren(
+    h('h3', {}, `Proof of membership for ${m.label}`),
+    h('p', { class: 'help' }, 'Give this to them (it is not secret, but only their key can use it): '
+      + 'on their node, paste it under “Organisations you work for”, or run `cophr org use`.'),
+    carried('staff-proof-text', 'Proof of membership', got.proof));
+  $('staff-proof-text').focus();
+}
+
+async function removeMember(m, box, proofBox) {
+  const reason = window.prompt(`Why remove ${m.label}? (kept in the records)`, 'left the service');
+  if (reason === null) return;
+  const body = reason.trim() ? { reason: reason.trim() } : {};
+  const r = await attempt(() => api('removeMember', { rid: state.rid, actor: m.member }, { body }));
+  if (!r) return;
+  proofBox.replaceChildren();
+  await listStaff(box, proofBox);
+  const n = (r.records || []).length;
+  setStatus(`${m.label} removed, in ${n} record${n === 1 ? '' : 's'} they joined here; `
+    + 'the others as this node next pulls them.');
+}
+
+function staffForm(box, proofBox, roles) {
+  const form = h('form', { id: 'staff-form', novalidate: true, 'aria-labelledby': 'staff-form-title' },
+    h('h3', { id: 'staff-form-title' }, 'Add a member'),
+    h('div', { class: 'field' },
+      h('label', { for: 'staff-key' }, 'Their key'),
+      h('input', { id: 'staff-key', type: 'text', autocomplete: 'off', spellcheck: 'false',
+        placeholder: 'a-…', 'aria-describedby': 'staff-key-help' }),
+      h('p', { id: 'staff-key-help', class: 'help' }, 'On their node, `cophr whoami` prints it.')),
+    h('div', { class: 'field' },
+      h('label', { for: 'staff-label' }, 'Who they are'),
+      h('input', { id: 'staff-label', type: 'text', autocomplete: 'off', maxlength: '200',
+        placeholder: 'e.g. Nurse Jo Bloggs' })),
+    h('div', { class: 'field' },
+      h('label', { for: 'staff-role' }, 'Role'),
+      h('select', { id: 'staff-role' }, roles.map((r) => h('option', { value: r }, ROLE_TEXT[r] || r)))),
+    h('button', { type: 'submit' }, 'Add member'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearError();
+    const member = $('staff-key').value.trim();
+    const label = $('staff-label').value.trim();
+    const role = $('staff-role').value;
+    if (!ACTOR_RE.test(member)) {
+      $('staff-key').setAttribute('aria-invalid', 'true');
+      $('staff-key').focus();
+      showError(new Error('A key starts with a- (their node’s `cophr whoami`).'));
+      return;
+    }
+    $('staff-key').removeAttribute('aria-invalid');
+    if (!label) {
+      $('staff-label').focus();
+      showError(new Error('Say who they are, e.g. Nurse Jo Bloggs.'));
+      return;
+    }
+    const r = await attempt(() => api('addMember', { rid: state.rid }, { body: { member, role, label } }));
+    if (!r) return;
+    form.reset();
+    await listStaff(box, proofBox);
+    setStatus(`${label} is a member as ${role}. Give them their proof of membership.`);
+  });
+  return form;
+}
+
+/** Home page: the organisations this identity works for, and a form for a new proof. */
+async function membershipsSection() {
+  const box = h('section', { class: 'card', id: 'memberships', 'aria-labelledby': 'memberships-title' },
+    h('h2', { id: 'memberships-title' }, 'Organisations you work for'));
+  const got = await attempt(() => api('memberships'));
+  const list = (got && got.memberships) || [];
+  box.append(list.length === 0
+    ? h('p', { id: 'memberships-empty' }, 'None: paste a proof of membership your organisation gave you.')
+    : h('ul', { id: 'memberships-list' }, list.map((m) => h('li', {},
+      `${m.label || 'member'} — ${m.role}, for `, h('code', { class: 'id' }, m.organisation)))));
+  const form = h('form', { id: 'membership-form', novalidate: true },
+    h('div', { class: 'field' },
+      h('label', { for: 'membership-proof' }, 'Proof of membership'),
+      h('textarea', { id: 'membership-proof', rows: 3, spellcheck: 'false', placeholder: 'cophr-membership:…' })),
+    h('button', { type: 'submit' }, 'Use this membership'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearError();
+    const proof = $('membership-proof').value.trim();
+    if (!proof.startsWith('cophr-membership:')) {
+      $('membership-proof').focus();
+      showError(new Error('A proof of membership starts with cophr-membership:'));
+      return;
+    }
+    const r = await attempt(() => api('useMembership', {}, { body: { proof } }));
+    if (!r) return;
+    setStatus(`You act for ${r.organisation} as ${r.role} in the records it is granted.`);
+    box.replaceWith(await membershipsSection());
+  });
+  box.append(form);
+  return box;
+}

@@ -178,9 +178,23 @@ impl Record {
                     roles.push((org, role));
                 }
             }
+            // Those who removed `actor` as their device or member: through their grants it
+            // sees only up to the removal, as a revoked grantee does up to the revocation,
+            // so that its replica learns of the removal (and refuses its own later writes).
+            let departed: Vec<(ActorId, Vec<EntryId>)> = self
+                .removals_of(actor)
+                .into_iter()
+                .filter(|(p, _)| !people.contains(p) && *p != self.id())
+                .collect();
+            for (p, _) in &departed {
+                if let Some(r) = self.member_role(actor, p) {
+                    roles.push((*p, r));
+                }
+            }
             for g in self.grants() {
                 let person = g.grant.grantee;
-                if !people.contains(&person) {
+                let removal = departed.iter().find(|(p, _)| *p == person).map(|(_, r)| r);
+                if !people.contains(&person) && removal.is_none() {
                     continue;
                 }
                 let role = roles.iter().find(|(p, _)| *p == person).map(|(_, r)| r);
@@ -213,11 +227,14 @@ impl Record {
                     continue;
                 }
                 let until = chain.iter().filter_map(|l| l.grant.until).min();
-                let cutoffs: Vec<EntryId> = chain
+                let mut cutoffs: Vec<EntryId> = chain
                     .iter()
                     .flat_map(|l| l.revoked_by.iter().copied())
                     .filter(|r| self.status(r) == Some(&Status::Valid))
                     .collect();
+                if let (true, Some(removal)) = (cutoffs.is_empty(), removal) {
+                    cutoffs.clone_from(removal);
+                }
                 if void {
                     // A grant that never took effect (delegated concurrently with the
                     // revocation of a grant above it) opens no category and no right: only
@@ -245,7 +262,7 @@ impl Record {
                     level,
                     audit: g.grant.audit,
                     until,
-                    revoked: !cutoffs.is_empty(),
+                    revoked: !cutoffs.is_empty() || removal.is_some(),
                     cutoffs,
                 });
             }

@@ -79,6 +79,16 @@ pub struct Role {
 }
 
 impl Role {
+    /// The names [`Role::preset`] knows, in the order a form offers them.
+    pub const PRESETS: &'static [&'static str] = &[
+        "clinician",
+        "nurse",
+        "doctor",
+        "pharmacist",
+        "receptionist",
+        "viewer",
+    ];
+
     /// The roles named by a word: `clinician` (and `nurse`, `doctor`: everything the grant
     /// allows), `receptionist` (demographics and appointments, at write), `viewer`
     /// (everything the grant allows, view only).

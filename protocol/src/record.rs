@@ -437,6 +437,9 @@ pub struct Record {
     sealing: sealing::Sealing,
     /// Extension schema definitions by category (`record/schemas.rs`).
     schema_defs: HashMap<Category, Vec<EntryId>>,
+    /// An organisation's membership log: its `AddMember` and `RemoveMember` entries, in
+    /// the order applied (`record/orgs.rs`).
+    member_log: Vec<EntryId>,
     /// Set on a lean record: where the record data it does not keep is read from.
     source: Option<Arc<dyn EntrySource>>,
 }
@@ -481,6 +484,7 @@ impl Record {
             documents: Default::default(),
             sealing: sealing::Sealing::default(),
             schema_defs: HashMap::default(),
+            member_log: Vec::new(),
             source: None,
         }
     }
@@ -1841,6 +1845,7 @@ impl Record {
         }
         let keys_changed = self.index_keys(id, e, &c.acting);
         self.index_definition(id, e);
+        self.index_membership(id, e);
         let stream = self.streams.intern(&c.stream) as u16;
         let category = match &c.category {
             Some(cat) => self.streams.intern(&Some(cat.clone())) as u16,

@@ -473,6 +473,108 @@ fn a_removed_member_is_refused_from_the_removal_on_and_keeps_what_came_before() 
     assert!(e.is_err(), "a revoked organisation's members write nothing");
 }
 
+/// A removed member's replica must learn of its removal (else its later writes strand on
+/// its node, accepted there and refused everywhere else): like a revoked grantee, it may
+/// pull up to the removal's cut — the removal itself included — and nothing written after.
+#[test]
+fn a_removed_member_pulls_its_removal_and_nothing_after_it() {
+    let mut w = world();
+    let nurse = key(SEED, "nurse");
+    let admin = w.admin.clone();
+    add_member(&mut w.org, &admin, &nurse, role("nurse")).unwrap();
+    join(&mut w, &nurse).unwrap();
+    w.george
+        .create(&nurse, Category::VitalSigns, bp(120, 80))
+        .unwrap();
+    // The nurse's replica, as it stands before the removal.
+    let mut replica = w.george.record.clone();
+    w.org
+        .write(
+            &admin,
+            Payload::RemoveMember {
+                member: nurse.actor(),
+                reason: "left the service".into(),
+            },
+        )
+        .unwrap();
+    let org_key = w.org_key.clone();
+    let now = w.george.now;
+    let parts = w
+        .george
+        .record
+        .prepare_all(
+            &org_key,
+            Payload::RemoveDevice {
+                device: nurse.actor(),
+                category: None,
+                reason: "left the service".into(),
+            },
+            now,
+            None,
+        )
+        .expect("the organisation removes its member in every stream she wrote");
+    assert_eq!(
+        parts.len(),
+        2,
+        "vital signs, then the administrative stream"
+    );
+    for p in parts {
+        w.george.record.apply(p).unwrap();
+    }
+    let patient = w.george.patient.clone();
+    let after = w
+        .george
+        .create(&patient, Category::VitalSigns, bp(150, 95))
+        .unwrap();
+    let grant_after = w.george.grant(grant(
+        &key(SEED, "someone else"),
+        Level::View,
+        &[Category::Appointments],
+        false,
+        false,
+    ));
+
+    // What the host lets the removed nurse pull.
+    let v = w.george.record.viewer(&nurse.actor(), now);
+    assert!(v.has_access(), "she may still pull up to her removal");
+    assert_eq!(v.level_on(&Category::VitalSigns), None, "and write nothing");
+    let removal = w.george.record.removals_of(&nurse.actor());
+    assert_eq!(removal.len(), 1);
+    assert_eq!(removal[0].0, w.org_key.actor());
+    for id in &removal[0].1 {
+        assert!(w.george.record.can_see(&v, id), "the removal is shown");
+    }
+    assert!(
+        !w.george.record.can_see(&v, &after),
+        "nothing written after it"
+    );
+    assert!(!w.george.record.can_see(&v, &grant_after));
+    for e in w.george.record.entries() {
+        if w.george.record.can_see(&v, &e.id()) && replica.get(&e.id()).is_none() {
+            replica.apply(e.clone()).expect("pulled in causal order");
+        }
+    }
+    // Her own replica now knows, and refuses her writes there too.
+    assert!(replica.owners_of(&nurse.actor()).is_empty());
+    let e = replica.prepare(
+        &nurse,
+        Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(120, 80),
+        },
+        Some(w.org_grant),
+        now,
+        None,
+    );
+    assert!(
+        matches!(access(e.clone()), AccessError::DeviceRemoved { .. }),
+        "{e:?}"
+    );
+    // Another member who was never removed sees nothing of this: the cut is hers.
+    let stranger = key(SEED, "not a member");
+    assert!(!w.george.record.viewer(&stranger.actor(), now).has_access());
+}
+
 #[test]
 fn a_member_who_has_not_joined_may_pull_with_a_proof() {
     let mut w = world();

@@ -48,8 +48,8 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
         String::from_utf8_lossy(&out.stderr)
     );
     // The host refuses George's record without an invitation; Mary reusing the pharmacy's
-    // invitation link; the home-care nurse's sync after she left the service; the
-    // pharmacist's write.
+    // invitation link; the home-care nurse's write after she left the service (her node
+    // learnt of her removal when it synced); the pharmacist's write.
     assert_eq!(stdout.matches("refused as expected: exit 3").count(), 4);
     // The home-care service is granted once as an organisation: its nurse, named with it,
     // writes; once removed she is refused (above).
@@ -59,6 +59,11 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
     );
     assert!(
         stdout.contains("Members of Leeds Home Care Ltd"),
+        "{stdout}"
+    );
+    // The nurse's worklist lists George: shared with her service, never with her by name.
+    assert!(
+        stdout.contains("1 patient shared with you; page 1 of 1"),
         "{stdout}"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);

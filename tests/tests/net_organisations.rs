@@ -111,6 +111,13 @@ fn a_service_granted_once_lets_staff_who_join_act_and_stops_staff_who_leave() {
     eventually("Jo to read George's vital signs", || jo.sees(&before));
     let by_jo = jo.live_add(&["vital-signs", "--heart-rate", "75"]);
     eventually("George to see Jo's reading", || george.sees(&by_jo));
+    // Her worklist lists George, shared with her service, not with her by name.
+    let w: Value = jo.live_json(&["worklist"]);
+    let rows = w["rows"].as_array().cloned().unwrap_or_default();
+    assert!(
+        rows.iter().any(|r| r["record"] == george.actor.as_str()),
+        "a member's worklist lists the records shared with the organisation: {w}"
+    );
     // A role narrows the grant: vital signs and appointments only, never more.
     let r = jo.live(&["add", "allergies", "--agent", "Penicillin"]);
     assert_eq!(r.code, 3, "{r:?}");
@@ -177,12 +184,21 @@ fn a_service_granted_once_lets_staff_who_join_act_and_stops_staff_who_leave() {
     eventually("George's node to hold Sam's removal", || {
         removed(&george, &org.actor, &sam.actor)
     });
-    // From then on the host refuses her: she pulls and pushes nothing.
-    let r = sam.live(&["sync", "--peer", &host_node.addr()]);
-    assert_ne!(r.code, 0, "a removed member is refused: {r:?}");
+    // From then on she pulls nothing new: only her own removal, so that her node knows
+    // (as a revoked grantee learns of its revocation) — and refuses her writes itself,
+    // instead of keeping them where nobody else would ever accept them.
+    let after_removal = george.live_add(&["vital-signs", "--heart-rate", "66"]);
+    sam.live_ok(&["sync", "--peer", &host_node.addr()]);
+    let r = sam.live(&["add", "vital-signs", "--heart-rate", "90"]);
+    assert_eq!(r.code, 3, "her own node refuses her write: {r:?}");
     assert!(
-        r.stdout.contains("refused") || r.stderr.contains("refused"),
-        "{r:?}"
+        !sam.sees(&after_removal),
+        "nothing written after her removal"
+    );
+    let r = sam.live(&["worklist"]);
+    assert!(
+        !r.stdout.contains("George Jones"),
+        "George's record is no longer on her worklist: {r:?}"
     );
     // What she wrote before stays.
     assert!(george.sees(&by_sam));

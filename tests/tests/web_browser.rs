@@ -2477,3 +2477,159 @@ fn an_extension_category_gets_a_form_generated_from_its_schema_and_is_offered_in
     let shown = george.ok(&["show", "--json"]);
     assert!(shown.contains("left heel"), "{shown}");
 }
+
+/// Issue 19 in the browser: the home-care service's administrator adds a nurse in the web
+/// app's Staff tab and hands over her proof of membership (shown in the page); the nurse's
+/// node uses it (in her own web app), joins George's record under the service's one grant
+/// and writes; George's "Who has access" lists her under the service; the administrator
+/// removes her in the web app, and George's page shows her removed.
+#[test]
+fn an_organisation_administers_its_staff_in_the_web_app_and_the_patient_sees_them() {
+    require_browser();
+    let george = Person::new("George Jones", "patient", None);
+    let org = Person::new("Leeds Home Care Ltd", "organisation", None);
+    let jo = Person::new("Jo Bloggs", "nurse", None);
+    let host = Person::new("Community Host", "host", None);
+    let host_node = Node::start(&host, &[]);
+    let george_node = Node::start(&george, &["--http", "127.0.0.1:0"]);
+    george.live_ok(&["record", "create"]);
+    george.live_ok(&[
+        "grant",
+        &org.actor,
+        "--level",
+        "write",
+        "--categories",
+        "vital-signs",
+    ]);
+    george.live_ok(&["host", &host_node.addr()]);
+    let before = george.live_add(&["vital-signs", "--heart-rate", "64"]);
+    let org_node = Node::start(&org, &["--http", "127.0.0.1:0"]);
+    org.live_ok(&["record", "create"]);
+    org.live_ok(&["follow", &george.actor, "--host", &host_node.addr()]);
+    let jo_node = Node::start(&jo, &["--http", "127.0.0.1:0"]);
+    let token_of = |p: &Person| {
+        std::fs::read_to_string(p.dir().join("api-token"))
+            .expect("the home's api-token")
+            .trim()
+            .to_owned()
+    };
+    let profile = tempfile::TempDir::new().expect("a browser profile directory");
+    let driver = Driver::start();
+    let rt = runtime();
+    let proof = rt.block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &org_node.http().expect("HTTP"), &token_of(&org)).await;
+        // The service's node holds its own record and George's: it opens its own.
+        click(&c, "#open-mine").await;
+        wait_text(&c, "#app-title", "Leeds Home Care Ltd").await;
+        click(&c, "#tab-staff").await;
+        wait_text(&c, "#staff-empty", "No members yet").await;
+        // A mistyped key is refused in the page; then Jo is added as a nurse.
+        type_into(&c, "#staff-key", "jo's laptop").await;
+        type_into(&c, "#staff-label", "Nurse Jo Bloggs").await;
+        click(&c, "#staff-form button[type=submit]").await;
+        wait_text(&c, "#error", "A key starts with a-").await;
+        type_into(&c, "#staff-key", &jo.actor).await;
+        c.execute(
+            "document.getElementById('staff-role').value = 'nurse';",
+            vec![],
+        )
+        .await
+        .expect("choose the role");
+        click(&c, "#staff-form button[type=submit]").await;
+        wait_text(&c, "#status", "Nurse Jo Bloggs is a member as nurse").await;
+        let row = wait_text(
+            &c,
+            &format!("#staff tr[data-member=\"{}\"]", jo.actor),
+            "nurse",
+        )
+        .await;
+        assert!(row.contains("member"), "{row}");
+        // Her proof of membership, to hand over.
+        click(&c, &format!("button[data-proof-of=\"{}\"]", jo.actor)).await;
+        let proof = wait_value(&c, "#staff-proof-text").await;
+        assert!(proof.starts_with("cophr-membership:"), "{proof}");
+        screenshot(
+            &c.screenshot().await.expect("a screenshot"),
+            "web-app-staff.png",
+        );
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+        proof
+    });
+
+    // Jo keeps it in her own web app, then follows George's record and writes.
+    rt.block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &jo_node.http().expect("HTTP"), &token_of(&jo)).await;
+        wait_text(&c, "#memberships-empty", "None").await;
+        type_into(&c, "#membership-proof", &proof).await;
+        click(&c, "#membership-form button[type=submit]").await;
+        wait_text(&c, "#status", "as nurse").await;
+        wait_text(&c, "#memberships-list", "Nurse Jo Bloggs").await;
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
+    jo.live_ok(&["follow", &george.actor, "--host", &host_node.addr()]);
+    eventually("Jo to read George's vital signs", || jo.sees(&before));
+    let by_jo = jo.live_add(&["vital-signs", "--heart-rate", "75"]);
+    eventually("George to see Jo's reading", || george.sees(&by_jo));
+
+    // George sees her under the service's grant; the administrator removes her in the web
+    // app; George's page then shows her removed.
+    rt.block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &george_node.http().expect("HTTP"), &token_of(&george)).await;
+        wait_text(&c, "#app-title", "My record").await;
+        click(&c, "#tab-access").await;
+        let li = format!("li[data-member=\"{}\"]", jo.actor);
+        let staff = wait_text(&c, &li, "Jo Bloggs").await;
+        assert!(staff.contains("nurse"), "{staff}");
+        assert!(!staff.contains("removed"), "{staff}");
+
+        sign_in(&c, &org_node.http().expect("HTTP"), &token_of(&org)).await;
+        click(&c, "#open-mine").await;
+        wait_text(&c, "#app-title", "Leeds Home Care Ltd").await;
+        click(&c, "#tab-staff").await;
+        c.execute("window.prompt = () => 'left the service';", vec![])
+            .await
+            .expect("answer the reason prompt");
+        click(&c, &format!("button[data-remove-member=\"{}\"]", jo.actor)).await;
+        wait_text(&c, "#status", "Nurse Jo Bloggs removed, in 1 record").await;
+        wait_text(
+            &c,
+            &format!(
+                "#staff tr[data-member=\"{}\"][data-status=removed]",
+                jo.actor
+            ),
+            "removed",
+        )
+        .await;
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
+    eventually("George's node to hold Jo's removal", || {
+        let g: Value = george.live_json(&["grants"]);
+        g["grants"].as_array().into_iter().flatten().any(|x| {
+            x["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["member"]["id"] == jo.actor.as_str() && !m["removed"].is_null())
+        })
+    });
+    rt.block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &george_node.http().expect("HTTP"), &token_of(&george)).await;
+        wait_text(&c, "#app-title", "My record").await;
+        click(&c, "#tab-access").await;
+        wait_text(
+            &c,
+            &format!("li[data-member=\"{}\"][data-removed=yes]", jo.actor),
+            "removed",
+        )
+        .await;
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
+}

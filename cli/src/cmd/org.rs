@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand};
 use cophr_node::session::Cancel;
-use cophr_node::store::memberships::{org_of, Proof};
+use cophr_node::store::memberships::{org_of, proof_from_text, proof_to_text};
 use cophr_protocol::entry::Payload;
 use cophr_protocol::org::{self, MemberInfo, Role};
 use cophr_protocol::{ActorId, RecordId};
@@ -12,12 +12,6 @@ use serde_json::json;
 use crate::context::{self, Ctx, Out};
 use crate::error::{parse_id, CliError, Result};
 use crate::output::{self, Table};
-
-/// The text a membership proof travels as, between the organisation and its member.
-const PREFIX: &str = "cophr-membership:";
-
-/// Longest membership text accepted, in bytes.
-const MAX_PROOF_TEXT: usize = 64 * 1024;
 
 /// A care organisation's staff. The organisation's own record (`cophr record create` on
 /// its node, its key attested as an organisation) holds its membership: administrators
@@ -164,33 +158,9 @@ fn remove(ctx: &Ctx, args: RemoveArgs) -> Result<()> {
     let store = ctx.store()?;
     let record = org_record(ctx, &store, &me.actor())?;
     let reason = args.reason.trim().to_owned();
-    let id = context::write(
-        ctx,
-        &store,
-        &me,
-        &record,
-        Payload::RemoveMember {
-            member,
-            reason: reason.clone(),
-        },
-    )?;
-    // The removal reaches every record the member joined (held here) now; the others
-    // when this node next pulls them.
-    let mut records = Vec::new();
-    for r in store.joined_by(&member, &record)? {
-        context::write(
-            ctx,
-            &store,
-            &me,
-            &r,
-            Payload::RemoveDevice {
-                device: member,
-                category: None,
-                reason: reason.clone(),
-            },
-        )?;
-        records.push(r);
-    }
+    let (id, records) = context::session(ctx, &store, &me)
+        .remove_member(&record, member, &reason, ctx.now()?)
+        .map_err(context::session_error)?;
     if ctx.json(args.out) {
         return output::json(&json!({
             "organisation": record, "member": member, "removed": id, "records": records,
@@ -260,7 +230,7 @@ fn proof(ctx: &Ctx, args: ProofArgs) -> Result<()> {
     let proof = store
         .with_record(&record, |r| r.membership_proof(&member))?
         .ok_or_else(|| CliError::not_found(format!("{member} is not a member now")))?;
-    let text = encode(&proof)?;
+    let text = proof_to_text(&proof);
     if ctx.json(args.out) {
         return output::json(&json!({ "organisation": record, "member": member, "proof": text }));
     }
@@ -269,7 +239,7 @@ fn proof(ctx: &Ctx, args: ProofArgs) -> Result<()> {
 
 fn use_proof(ctx: &Ctx, args: UseArgs) -> Result<()> {
     let me = ctx.identity()?;
-    let proof = decode(&args.proof)?;
+    let proof = proof_from_text(&args.proof).map_err(|e| CliError::invalid(e.to_string()))?;
     let org = org_of(&proof)
         .ok_or_else(|| CliError::invalid("the proof of membership is not an organisation's"))?;
     let role = org::verify_membership(&org, &me.actor(), &proof)
@@ -284,48 +254,4 @@ fn use_proof(ctx: &Ctx, args: UseArgs) -> Result<()> {
         "You act for organisation {org} as {role} in the records it is granted: `cophr follow \
          RECORD` replicates one; your first action there joins it."
     ))
-}
-
-fn encode(proof: &Proof) -> Result<String> {
-    let bytes = cbor4ii::serde::to_vec(Vec::new(), proof)
-        .map_err(|e| CliError::other(format!("encoding the proof: {e}")))?;
-    Ok(format!(
-        "{PREFIX}{}",
-        data_encoding::BASE64URL_NOPAD.encode(&bytes)
-    ))
-}
-
-fn decode(text: &str) -> Result<Proof> {
-    let text = text.trim();
-    if text.len() > MAX_PROOF_TEXT {
-        return Err(CliError::invalid(format!(
-            "a proof of membership is at most {MAX_PROOF_TEXT} bytes"
-        )));
-    }
-    let body = text.strip_prefix(PREFIX).ok_or_else(|| {
-        CliError::invalid(format!(
-            "not a proof of membership (it starts with `{PREFIX}`)"
-        ))
-    })?;
-    let bytes = data_encoding::BASE64URL_NOPAD
-        .decode(body.as_bytes())
-        .map_err(|e| CliError::invalid(format!("the proof of membership is damaged: {e}")))?;
-    cbor4ii::serde::from_slice(&bytes)
-        .map_err(|e| CliError::invalid(format!("the proof of membership is damaged: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proofs_travel_as_text_and_damaged_text_is_refused() {
-        let proof: Proof = vec![serde_bytes::ByteBuf::from(vec![1, 2, 3])];
-        let text = encode(&proof).unwrap();
-        assert!(text.starts_with(PREFIX));
-        assert_eq!(decode(&text).unwrap(), proof);
-        assert!(decode("hello").is_err());
-        assert!(decode(&format!("{PREFIX}!!!")).is_err());
-        assert!(decode(&"x".repeat(MAX_PROOF_TEXT + 1)).is_err());
-    }
 }

@@ -120,8 +120,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     output::print(&t.render())?;
     let pages = page.total.div_ceil(page.page_size);
     output::line(format!(
-        "{} patients shared with you; page {} of {pages}",
+        "{} {} shared with you; page {} of {pages}",
         page.total,
+        if page.total == 1 {
+            "patient"
+        } else {
+            "patients"
+        },
         page.page + 1
     ))
 }

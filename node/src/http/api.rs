@@ -46,6 +46,7 @@ pub mod grants;
 mod invitations;
 mod keys;
 mod notifications;
+mod orgs;
 mod records;
 mod recovery;
 mod schemas;
@@ -115,6 +116,13 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/records/{rid}/notifications/stream",
             get(notifications::stream),
+        )
+        .route("/records/{rid}/members", get(orgs::list).post(orgs::add))
+        .route("/records/{rid}/members/{actor}/remove", post(orgs::remove))
+        .route("/records/{rid}/members/{actor}/proof", get(orgs::proof))
+        .route(
+            "/memberships",
+            get(orgs::memberships).post(orgs::use_membership),
         )
         .route("/records/{rid}/timeline", get(entries::timeline))
         .route("/records/{rid}/reminders", get(entries::reminders))
@@ -306,7 +314,7 @@ fn person(r: &Record, actor: &ActorId, at: Option<Timestamp>) -> Value {
     v["assurance"] = assurance(actor, attestations);
     // A member of an organisation acting in the record is named with it (what the record
     // proves, not what their profile claims).
-    if let Some(m) = r.joined_members().into_iter().find(|m| m.member == *actor) {
+    if let Some(m) = r.joined_member(actor) {
         let org = r.latest_profile(&m.org).map(|p| p.name.clone());
         v["member_of"] = json!({ "actor": m.org, "name": org, "role": m.role.name });
         v["organisation"] = json!(org.unwrap_or_else(|| m.org.to_string()));

@@ -38,7 +38,7 @@ impl Store {
         let departed = {
             let own = self.handle(&me)?;
             let own = own.read().unwrap_or_else(|p| p.into_inner());
-            if own.members().is_empty() {
+            if !own.has_members() {
                 return Ok(done);
             }
             self.with_record(record, |r| r.departed_members(&own))?

@@ -225,20 +225,29 @@ pub fn open_tasks(state: &State) -> Vec<EntryId> {
 }
 
 /// The row of `r` for `viewer` at `now`, or `None` when the record is not shared with the
-/// viewer (no grant to it in effect, no access now, or it is the viewer's own record).
+/// viewer (no grant in effect to it, nor to an organisation it joined here as a member, no
+/// access now, or it is the viewer's own record).
 pub fn summarise(
     r: &Record,
     viewer: &ActorId,
     looked: Option<Looked>,
     now: Timestamp,
 ) -> Option<Summary> {
-    let until = access_changes(r, viewer, now);
-    // A grant to the viewer in effect now (not revoked, started, not expired): an expired
-    // grant still shows its past, but the record is no longer shared.
-    let shared = r
-        .grants_of(viewer)
+    // Whose grants the viewer acts under: its own, and those of the organisations it has
+    // joined here as a member (or the person whose device it is).
+    let mut grantees = vec![*viewer];
+    grantees.extend(r.owners_of(viewer));
+    let until = grantees
         .iter()
-        .any(|g| r.grant_status(g, now).is_some_and(|s| s.is_active()));
+        .filter_map(|g| access_changes(r, g, now))
+        .min();
+    // A grant to the viewer (or whom it acts for) in effect now (not revoked, started, not
+    // expired): an expired grant still shows its past, but the record is no longer shared.
+    let shared = grantees.iter().any(|p| {
+        r.grants_of(p)
+            .iter()
+            .any(|g| r.grant_status(g, now).is_some_and(|s| s.is_active()))
+    });
     if r.is_patient(viewer) || !shared {
         return None;
     }

@@ -715,6 +715,29 @@ impl Record {
         out.into_iter().map(|(_, p)| p).collect()
     }
 
+    /// Those who removed `device` (as their device, or an organisation as its member) and
+    /// the removal's parts in effect, one per stream it was written in; not those who
+    /// added it again since. Sorted by person.
+    pub fn removals_of(&self, device: &ActorId) -> Vec<(ActorId, Vec<EntryId>)> {
+        let owners = self.owners_of(device);
+        let mut out: Vec<(ActorId, Vec<EntryId>)> = self
+            .retirements
+            .iter()
+            .filter(|((d, p), _)| d == device && !owners.contains(p))
+            .map(|((_, p), parts)| {
+                let parts: Vec<EntryId> = parts
+                    .iter()
+                    .filter(|r| self.status(r) == Some(&Status::Valid))
+                    .copied()
+                    .collect();
+                (*p, parts)
+            })
+            .filter(|(_, parts)| !parts.is_empty())
+            .collect();
+        out.sort_by_key(|(p, _)| *p);
+        out
+    }
+
     /// Whose rights `actor` exercises now: the patient (the record id) for the current
     /// patient key or a patient's device; the owner for another person's device (the
     /// first by [`Record::owners_of`]); the actor itself for anyone else. `None` for a

@@ -146,8 +146,10 @@ impl Record {
     ) -> (Vec<EntryId>, Vec<EntryId>) {
         let mut adds = Vec::new();
         let mut removes = Vec::new();
-        for i in 0..self.nodes.len() {
-            let n = self.nodes.at(i as super::Ix);
+        for id in &self.member_log {
+            let Some(n) = self.nodes.get(id) else {
+                continue;
+            };
             if n.void || !past(&n.h.id) {
                 continue;
             }
@@ -162,13 +164,47 @@ impl Record {
         (adds, removes)
     }
 
+    /// Whether this record holds a membership log (an organisation's record with members
+    /// added): a check that costs nothing, to skip organisation duties elsewhere.
+    pub fn has_members(&self) -> bool {
+        !self.member_log.is_empty()
+    }
+
+    /// Indexes an applied `AddMember` or `RemoveMember`.
+    pub(super) fn index_membership(&mut self, id: EntryId, e: &crate::entry::Entry) {
+        if matches!(
+            e.payload,
+            Payload::AddMember { .. } | Payload::RemoveMember { .. }
+        ) {
+            self.member_log.push(id);
+        }
+    }
+
+    /// Rebuilds the membership log from the administrative entries held (always in
+    /// memory), after a restore.
+    pub(super) fn reindex_membership(&mut self) {
+        self.member_log = self
+            .nodes
+            .values()
+            .filter(|n| {
+                matches!(
+                    n.payload(),
+                    Some(Payload::AddMember { .. } | Payload::RemoveMember { .. })
+                )
+            })
+            .map(|n| n.h.id)
+            .collect();
+    }
+
     /// The members of the organisation whose record this is, removed ones included,
     /// in the order they were added (by author time, then id), each once.
     pub fn members(&self) -> Vec<MemberInfo> {
         let mut out: Vec<(crate::entry::Timestamp, MemberInfo)> = Vec::new();
         let mut removed: Vec<(ActorId, EntryId)> = Vec::new();
-        for i in 0..self.nodes.len() {
-            let n = self.nodes.at(i as super::Ix);
+        for id in &self.member_log {
+            let Some(n) = self.nodes.get(id) else {
+                continue;
+            };
             if n.void {
                 continue;
             }
@@ -340,42 +376,63 @@ impl Record {
     /// The members of organisations who joined this (a patient's) record, removed ones
     /// included, oldest first.
     pub fn joined_members(&self) -> Vec<JoinedMember> {
-        let mut out = Vec::new();
-        for (member, adds) in &self.device_adds {
-            for a in adds {
-                let Some(n) = self.nodes.get(a) else { continue };
-                let Some(Payload::JoinOrg { proof }) = n.payload() else {
-                    continue;
-                };
-                let Some(Ok(last)) = proof.last().map(|b| SignedEntry::decode(b)) else {
-                    continue;
-                };
-                let Payload::AddMember { role, label, .. } = last.entry().payload.clone() else {
-                    continue;
-                };
-                let org = self.principal_of(n);
-                let parts = self.retirements.get(&(*member, org));
-                let removed = parts.and_then(|p| {
-                    p.iter()
-                        .find(|r| self.stream_of(r) == Some(&None))
-                        .or(p.first())
-                        .copied()
-                });
-                out.push((
-                    n.h.time,
-                    JoinedMember {
-                        member: *member,
-                        org,
-                        role,
-                        label,
-                        joined: *a,
-                        removed,
-                    },
-                ));
-            }
-        }
+        let mut out: Vec<(crate::entry::Timestamp, JoinedMember)> = self
+            .device_adds
+            .iter()
+            .flat_map(|(member, adds)| self.joins_of(member, adds))
+            .collect();
         out.sort_by_key(|(t, m)| (*t, m.joined));
         out.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// `member`'s first join of this record for an organisation, if they joined (removed
+    /// or not): what naming one person needs, without listing every member.
+    pub fn joined_member(&self, member: &ActorId) -> Option<JoinedMember> {
+        let adds = self.device_adds.get(member)?;
+        self.joins_of(member, adds)
+            .into_iter()
+            .min_by_key(|(t, m)| (*t, m.joined))
+            .map(|(_, m)| m)
+    }
+
+    fn joins_of(
+        &self,
+        member: &ActorId,
+        adds: &[EntryId],
+    ) -> Vec<(crate::entry::Timestamp, JoinedMember)> {
+        let mut out = Vec::new();
+        for a in adds {
+            let Some(n) = self.nodes.get(a) else { continue };
+            let Some(Payload::JoinOrg { proof }) = n.payload() else {
+                continue;
+            };
+            let Some(Ok(last)) = proof.last().map(|b| SignedEntry::decode(b)) else {
+                continue;
+            };
+            let Payload::AddMember { role, label, .. } = last.entry().payload.clone() else {
+                continue;
+            };
+            let org = self.principal_of(n);
+            let parts = self.retirements.get(&(*member, org));
+            let removed = parts.and_then(|p| {
+                p.iter()
+                    .find(|r| self.stream_of(r) == Some(&None))
+                    .or(p.first())
+                    .copied()
+            });
+            out.push((
+                n.h.time,
+                JoinedMember {
+                    member: *member,
+                    org,
+                    role,
+                    label,
+                    joined: *a,
+                    removed,
+                },
+            ));
+        }
+        out
     }
 }
 

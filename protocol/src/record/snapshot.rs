@@ -480,6 +480,7 @@ impl Record {
         r.sealing = sealing::Sealing::from_indexes(s.epochs, s.openings, s.endings, s.sealed);
         r.source = Some(source);
         r.reindex_definitions();
+        r.reindex_membership();
         Ok(r)
     }
 }

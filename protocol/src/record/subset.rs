@@ -120,6 +120,7 @@ impl Record {
                 .collect(),
             sealing: self.sealing.subset(&has),
             schema_defs: nonempty(&self.schema_defs, &ids),
+            member_log: ids(&self.member_log),
             source: self.source.clone(),
         };
         r.heads = r.maximal_per_stream();

@@ -1007,9 +1007,11 @@ fn home_care_as_an_organisation(
     t.wait_for("the nurse's reading to reach George's node", |t| {
         t.sees("george", &id)
     })?;
+    t.say("Her worklist lists the patients shared with the service: George was never asked about her.");
+    t.run("nurse", &["worklist"], Expect::Ok)?;
     t.say("George sees the service's staff under its one grant, each named with it.");
     t.run("george", &["grants"], Expect::Ok)?;
-    t.say("The nurse leaves: the administrator removes her, in every record she joined. From then on the host refuses her; what she wrote stays.");
+    t.say("The nurse leaves: the administrator removes her, in every record she joined. From then on she pulls only her own removal and writes nothing; what she wrote stays.");
     t.run(
         "homecare",
         &[
@@ -1024,7 +1026,12 @@ fn home_care_as_an_organisation(
     t.wait_for("the removal to reach George's node", |t| {
         t.grants_show_removed("george", &nurse)
     })?;
-    t.run("nurse", &["sync"], Expect::Refused(3))?;
+    t.run("nurse", &["sync"], Expect::Ok)?;
+    t.run(
+        "nurse",
+        &["add", "vital-signs", "--heart-rate", "88"],
+        Expect::Refused(3),
+    )?;
     t.stop_node(nodes, "nurse")?;
     t.stop_node(nodes, "homecare")?;
     Ok(())

@@ -109,11 +109,13 @@ pub(super) async fn record_summary(
                         .map(|g| grant_json(r, g, now))
                         .collect();
                     let patient = r.patient();
+                    let profile = r.profile(&patient, None);
                     Ok::<_, ApiError>(json!({
                         "record": record,
                         "patient": {
                             "actor": patient,
-                            "name": r.profile(&patient, None).map(|p| p.name.clone()),
+                            "name": profile.map(|p| p.name.clone()),
+                            "role": profile.map(|p| p.role.clone()),
                         },
                         "about_me": about,
                         "alerts": alerts,
