@@ -182,7 +182,7 @@ fn org_record(
 }
 
 /// Patient `i`'s record shared with the organisation (as [`record`]), joined by `joiners`
-/// of its members, each of whom records a blood pressure.
+/// of its members, each of whom (but a receptionist) records a blood pressure.
 fn org_patient(
     i: usize,
     org: &Keypair,
@@ -202,13 +202,21 @@ fn org_patient(
             category: Category::VitalSigns,
             body: bp(130, 85),
         };
-        for payload in [Payload::JoinOrg { proof }, bp] {
-            for v in r.prepare_all(m, payload, t, None).expect("prepare") {
+        for v in r
+            .prepare_all(m, Payload::JoinOrg { proof }, t, None)
+            .expect("join")
+        {
+            r.apply(v.clone()).expect("apply");
+            out.push(v);
+        }
+        // A receptionist's role does not reach vital signs: they only join.
+        if let Ok(all) = r.prepare_all(m, bp, t + 1, None) {
+            for v in all {
                 r.apply(v.clone()).expect("apply");
                 out.push(v);
             }
-            t += 1;
         }
+        t += 2;
     }
     (p, out)
 }

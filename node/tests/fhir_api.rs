@@ -2589,3 +2589,133 @@ async fn appointments_and_referral_tasks_in_and_out() {
         assert_eq!(env.footprint(), before);
     }
 }
+
+/// Issue 19, FHIR in: on a care organisation's node, `POST PractitionerRole` adds a member
+/// to its membership log (role from `code`), the member is served back as a
+/// PractitionerRole of the organisation, and `PUT` with `active: false` removes them; a
+/// changed role, a second addition, a removed member made active again, an organisation
+/// not administered here and a member not named by key are refused, nothing stored.
+#[tokio::test]
+async fn a_practitioner_role_posted_to_an_organisation_adds_and_removes_a_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = key(19, "Leeds Home Care");
+    let (store, _) = Store::open(dir.path(), org.clone()).unwrap();
+    let org_profile = profile("Leeds Home Care Ltd", "organisation", None);
+    store
+        .create_record(&org, org_profile.clone(), T0, None)
+        .unwrap();
+    let clock = Arc::new(AtomicU64::new(T0 + 1000));
+    let app = app_for(&store, &org, org_profile, &clock);
+    let jo = key(19, "Jo Bloggs");
+    let role_of = |code: &str| {
+        json!({
+            "resourceType": "PractitionerRole",
+            "active": true,
+            "practitioner": {"reference": format!("Practitioner/{}", jo.actor()), "display": "Nurse Jo Bloggs"},
+            "organization": {"reference": format!("Organization/{}", org.actor())},
+            "code": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/practitioner-role", "code": code}]}],
+        })
+    };
+    let post = |body: Json| {
+        let app = app.clone();
+        let clock = clock.clone();
+        async move {
+            clock.fetch_add(1000, Ordering::SeqCst);
+            send(
+                &app,
+                "POST",
+                "/fhir/r4/PractitionerRole",
+                Some(TOKEN),
+                Some("application/fhir+json"),
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await
+        }
+    };
+    let members = || store.with_record(&org.actor(), |r| r.members()).unwrap();
+
+    let (status, headers, body) = post(role_of("nurse")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert!(headers["location"]
+        .to_str()
+        .unwrap()
+        .ends_with(&format!("/PractitionerRole/{id}")));
+    let listed = members();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].member, jo.actor());
+    assert_eq!(listed[0].role.name, "nurse");
+    assert_eq!(listed[0].label, "Nurse Jo Bloggs");
+    assert_eq!(listed[0].added.to_string(), id);
+    // Served back from the organisation's record.
+    let (status, _, read) = send(
+        &app,
+        "GET",
+        &format!("/fhir/r4/PractitionerRole/{id}"),
+        Some(TOKEN),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["active"], true);
+    assert_eq!(read["code"][0]["text"], "nurse");
+    assert_eq!(
+        read["organization"]["reference"],
+        format!("Organization/{}", org.actor()).as_str()
+    );
+
+    // Refused, nothing stored: the same member again, an unknown role, a member not named
+    // by key, an organisation not held here.
+    let (status, _, body) = post(role_of("nurse")).await;
+    assert!(status.is_client_error(), "{status} {body}");
+    let (status, _, body) = post(role_of("astronaut")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["issue"][0]["expression"][0], "PractitionerRole.code");
+    let mut unnamed = role_of("nurse");
+    unnamed["practitioner"] = json!({"display": "Someone"});
+    let (status, _, _) = post(unnamed).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let mut elsewhere = role_of("doctor");
+    elsewhere["organization"]["reference"] =
+        json!(format!("Organization/{}", key(19, "St Elsewhere").actor()));
+    let (status, _, _) = post(elsewhere).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(members().len(), 1);
+
+    let put = |body: Json| {
+        let app = app.clone();
+        let clock = clock.clone();
+        let id = id.clone();
+        async move {
+            clock.fetch_add(1000, Ordering::SeqCst);
+            send(
+                &app,
+                "PUT",
+                &format!("/fhir/r4/PractitionerRole/{id}"),
+                Some(TOKEN),
+                Some("application/fhir+json"),
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await
+        }
+    };
+    // A role is fixed per key.
+    let (status, _, _) = put(role_of("doctor")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(members()[0].removed.is_none());
+    // `active: false` removes her.
+    let mut ended = role_of("nurse");
+    ended["active"] = json!(false);
+    let (status, _, body) = put(ended.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["active"], false);
+    assert_eq!(body["meta"]["versionId"], "2");
+    assert!(members()[0].removed.is_some());
+    // The same again changes nothing; active again is refused.
+    let (status, _, _) = put(ended).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = put(role_of("nurse")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(members().len(), 1);
+}

@@ -465,7 +465,7 @@ impl Report {
             f,
             "  removals     {} written into patients' records; members' entries at the home \
              host {} valid, {} void (concurrent with the removal); removed members' pulls {} \
-             refused, {} served",
+             kept to the removal's past, {} not",
             o.removals_written,
             o.member_entries.0,
             o.member_entries.1,

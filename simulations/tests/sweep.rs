@@ -75,7 +75,7 @@ fn revocation() {
 /// membership rules), the run is reproducible, and it did what it is for: the membership
 /// log forked (members added and removed twice), members joined, the organisation's node
 /// wrote their removals, entries written concurrently with a removal are void, and removed
-/// members' pulls were refused.
+/// members pulled (their removal, nothing written after it).
 #[test]
 fn organisation() {
     let mut first = None;

@@ -41,7 +41,8 @@ pub(crate) struct OrgCounters {
     /// Removals (`RemoveDevice`) the organisation's node wrote into patients' records.
     pub removals_written: u64,
     /// Pulls (digests or pull requests) by a removed member that an honest server holding
-    /// the removal answered: refused, and not refused (a violation).
+    /// the removal answered: with nothing written after the removal (refused, or entries in
+    /// its causal past), and with something written after it (a violation).
     pub removed_pulls: (u64, u64),
     /// Writes by members: made, refused by their own replica (it held the removal).
     pub member_writes: (u64, u64),

@@ -102,23 +102,44 @@ impl Sim {
             label: format!("peer {}", self.nodes[c].name),
         };
         let record = asker(&req).map(|(r, _)| r);
-        // A pull by a member whose removal this server holds must be refused.
+        // A pull by a member whose removal this server holds: it may bring her the removal
+        // (so that her node learns of it) and what came before it, nothing written after.
         let removed_pull = match (&req, asker(&req)) {
             (Request::Digests { .. } | Request::Pull { .. }, Some((r, actor))) => self.nodes[s]
                 .record(&r)
-                .is_some_and(|rec| Sim::removed_member_here(rec, &actor)),
-            _ => false,
+                .is_some_and(|rec| Sim::removed_member_here(rec, &actor))
+                .then_some((r, actor)),
+            _ => None,
         };
         let now = self.clock(s);
         let node = &mut self.nodes[s];
         let (resp, effects) = node.server.handle(&mut node.store, &peer, req, now);
-        if removed_pull {
-            if matches!(resp, Response::Refused { .. }) {
+        if let Some((r, actor)) = removed_pull {
+            let after = match &resp {
+                Response::Entries { entries, .. } => self.nodes[s].record(&r).map_or(0, |rec| {
+                    let parts: Vec<_> = rec
+                        .removals_of(&actor)
+                        .into_iter()
+                        .flat_map(|(_, parts)| parts)
+                        .collect();
+                    entries
+                        .iter()
+                        .map(|b| id_of_bytes(b))
+                        .filter(|id| {
+                            !parts.iter().any(|p| {
+                                rec.stream_of(p) == rec.stream_of(id) && rec.in_past(id, p)
+                            })
+                        })
+                        .count()
+                }),
+                _ => 0,
+            };
+            if after == 0 {
                 self.org.removed_pulls.0 += 1;
             } else {
                 self.org.removed_pulls.1 += 1;
                 self.violations.push(format!(
-                    "{} answered a pull by a member whose removal it holds",
+                    "{} served a removed member {after} entries written after her removal",
                     self.nodes[s].name
                 ));
             }

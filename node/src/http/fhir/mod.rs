@@ -44,6 +44,7 @@ pub mod index;
 mod indexed;
 pub mod resources;
 pub mod search;
+pub mod staff;
 mod view;
 mod write;
 
@@ -266,6 +267,9 @@ pub fn capabilities() -> Vec<TypeCapability> {
             if creatable(t) {
                 interactions.push("create");
             }
+            if t == "PractitionerRole" {
+                interactions.extend(["create", "update"]);
+            }
             TypeCapability {
                 name: t.to_owned(),
                 interactions,
@@ -401,6 +405,10 @@ enum Op {
     BinaryCreate,
     /// `POST DocumentReference` or `POST Media`.
     Create(String),
+    /// `POST PractitionerRole`: a member added to the organisation this node administers.
+    StaffCreate,
+    /// `PUT PractitionerRole/[id]`: a member removed (`active` false).
+    StaffUpdate(String),
 }
 
 fn route(method: &Method, path: &str) -> Result<Op, Outcome> {
@@ -448,6 +456,13 @@ fn route(method: &Method, path: &str) -> Result<Op, Outcome> {
             )),
             _ => Err(Outcome::not_found(format!("no such FHIR path: {path}"))),
         };
+    }
+    if ty == "PractitionerRole" {
+        match (method, rest) {
+            (&Method::POST, []) => return Ok(Op::StaffCreate),
+            (&Method::PUT, [id]) => return Ok(Op::StaffUpdate((*id).to_owned())),
+            _ => {}
+        }
     }
     if method == Method::POST && rest.is_empty() && creatable(&ty) {
         return Ok(Op::Create(ty));
@@ -512,6 +527,8 @@ async fn handle(st: AppState, req: Request) -> Result<Response, Outcome> {
         Op::BinaryRead(id, vid) => return binary::read(st, req, id, vid).await,
         Op::BinaryCreate => return binary::create(st, req).await,
         Op::Create(ty) => return write::create(st, req, ty).await,
+        Op::StaffCreate => return staff::create(st, req).await,
+        Op::StaffUpdate(id) => return staff::update(st, req, id).await,
         _ => {}
     }
     let query =
@@ -889,9 +906,11 @@ fn read(st: &AppState, rd: &mut Reader<'_>, op: Op, ctx: &Ctx) -> Result<Respons
                 format!("FHIR search {ty}"),
             )
         }
-        Op::BinaryRead(..) | Op::BinaryCreate | Op::Create(_) => {
-            return Err(Outcome::not_found("not a read"))
-        }
+        Op::BinaryRead(..)
+        | Op::BinaryCreate
+        | Op::Create(_)
+        | Op::StaffCreate
+        | Op::StaffUpdate(_) => return Err(Outcome::not_found("not a read")),
         Op::Everything(id) => {
             let (count, offset) = page_params(ctx)?;
             let patient = find_one(st, "Patient", &id)?;

@@ -237,6 +237,24 @@ pub fn practitioner_role(record: &Record, m: &cophr_protocol::record::JoinedMemb
     })
 }
 
+/// A member of the organisation whose own record this is, as listed in its membership
+/// log, as a `PractitionerRole` (id: the `AddMember` entry; `active` false once removed).
+pub fn staff_role(record: &Record, m: &cophr_protocol::org::MemberInfo) -> Value {
+    let mut organization = json!({"reference": format!("Organization/{}", record.id())});
+    if let Some(p) = record.latest_profile(&record.id()) {
+        organization["display"] = json!(p.name);
+    }
+    json!({
+        "resourceType": "PractitionerRole",
+        "id": m.added.to_string(),
+        "identifier": [{"system": ACTOR_SYSTEM, "value": m.member.to_string()}],
+        "active": m.removed.is_none(),
+        "practitioner": {"reference": format!("Practitioner/{}", m.member), "display": m.label},
+        "organization": organization,
+        "code": [{"text": m.role.name}],
+    })
+}
+
 /// The people and organisations with access to the record, as its `CareTeam` (id: the
 /// record id): each unrevoked grant's grantee (an organisation as `Organization`, anyone
 /// else by identifier, with the grant's label as their role), and each organisation's

@@ -655,12 +655,14 @@ pub fn organizations(
 }
 
 /// The members of care organisations who joined the record, whose joins the viewer sees,
-/// as `PractitionerRole` resources: (id, the join, its time, resource).
+/// as `PractitionerRole` resources: (id, the join, its time, resource); and in an
+/// organisation's own record, its members as its membership log lists them (id: the
+/// `AddMember`; version 2 once removed).
 pub fn practitioner_roles(
     record: &Record,
     viewer: &Viewer,
 ) -> Vec<(String, Vec<EntryId>, Timestamp, Json)> {
-    record
+    let joined = record
         .joined_members()
         .into_iter()
         .filter(|m| record.can_see(viewer, &m.joined))
@@ -671,8 +673,26 @@ pub fn practitioner_roles(
             let mut seen = vec![m.joined];
             seen.extend(m.removed);
             (m.joined.to_string(), seen, t, j)
-        })
-        .collect()
+        });
+    let staff = record
+        .members()
+        .into_iter()
+        .filter(|m| record.can_see(viewer, &m.added))
+        .map(|m| {
+            let removed = m.removed.filter(|r| record.can_see(viewer, r));
+            let t = removed
+                .or(Some(m.added))
+                .and_then(|e| record.time_of(&e))
+                .unwrap_or(0);
+            let mut shown = m.clone();
+            shown.removed = removed;
+            let mut j = resources::staff_role(record, &shown);
+            resources::set_meta(&mut j, 1 + usize::from(removed.is_some()), t);
+            let mut seen = vec![m.added];
+            seen.extend(removed);
+            (m.added.to_string(), seen, t, j)
+        });
+    joined.chain(staff).collect()
 }
 
 /// The record's `CareTeam` (everyone with access whose grant the viewer sees): one

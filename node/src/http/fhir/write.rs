@@ -1159,7 +1159,12 @@ fn run_batch(
 /// `POST DocumentReference` or `POST Media`: one resource, written as a batch of one would
 /// be (its attachment's Binary linked). 201 with `Location` and the resource as it now
 /// reads. (Other types are created through transaction or batch Bundles.)
-pub(super) async fn create(st: AppState, req: Request, ty: String) -> Result<Response, Outcome> {
+/// A FHIR JSON resource sent as a request's body: `application/fhir+json` (else 415),
+/// within [`MAX_BODY`] (else 413), decoded by its charset and parsed (else 400). Also the
+/// request's base URL and headers.
+pub(super) async fn read_resource(
+    req: Request,
+) -> Result<(String, axum::http::HeaderMap, Json), Outcome> {
     if !binary::is_fhir_json(req.headers()) {
         return Err(Outcome::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -1186,6 +1191,11 @@ pub(super) async fn create(st: AppState, req: Request, ty: String) -> Result<Res
     })?;
     let bytes = super::body_text(&headers, bytes)?;
     let resource = fhir::parse(&bytes).map_err(|e| Outcome::from_fhir(&e))?;
+    Ok((base, headers, resource))
+}
+
+pub(super) async fn create(st: AppState, req: Request, ty: String) -> Result<Response, Outcome> {
+    let (base, headers, resource) = read_resource(req).await?;
     if resource["resourceType"] != ty.as_str() {
         return Err(Outcome::invalid(format!("POST {ty} takes a {ty} resource")));
     }
