@@ -140,12 +140,14 @@ pub(crate) fn check(sim: &Sim, holders: &BTreeMap<RecordId, Vec<NodeId>>) -> Vec
             let Some(r) = node.record(record) else {
                 continue;
             };
-            // A removed member's frozen replica is not expected to hear of later joins.
+            // A removed member's replica (it pulls up to her removal, nothing after) is
+            // not expected to hear of later joins; nor one with no access at all.
             if node.role != Role::Host
                 && *record != node.actor()
-                && !o
-                    .viewer(&node.actor(), crate::sim::EPOCH + sim.now)
-                    .has_access()
+                && (!o.removals_of(&node.actor()).is_empty()
+                    || !o
+                        .viewer(&node.actor(), crate::sim::EPOCH + sim.now)
+                        .has_access())
             {
                 continue;
             }
