@@ -268,6 +268,30 @@ fn held(st: &AppState, record: &RecordId) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Reads `record`, held here, as the node's identity, who must have access to it (404
+/// when not held, 403 without access): `f` gets the record, the identity's view of it now,
+/// what the read shows (audited once `f` returns, as [`AppState::read`] does) and the time.
+async fn read_as_viewer<T, F>(st: &AppState, record: RecordId, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Record, &Viewer, &mut crate::session::Seen, Timestamp) -> Result<T, ApiError>
+        + Send
+        + 'static,
+{
+    st.blocking(move |st| {
+        held(st, &record)?;
+        let now = st.now();
+        let me = st.actor();
+        st.read(now, |rd| {
+            rd.record(&record, |r, seen| {
+                let v = viewer(r, &me, now)?;
+                f(r, &v, seen, now)
+            })?
+        })
+    })
+    .await
+}
+
 /// The identity's view of the record now, or 403.
 fn viewer(r: &Record, me: &ActorId, now: Timestamp) -> Result<Viewer, ApiError> {
     let v = r.viewer(me, now);

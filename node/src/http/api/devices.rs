@@ -173,43 +173,35 @@ pub(super) async fn guardians(
     Path(rid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let record = parse_record(&rid)?;
-    let out = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let now = st.now();
-            let me = st.actor();
-            st.read(now, |rd| {
-                rd.record(&record, |r, seen| {
-                    let v = viewer(r, &me, now)?;
-                    let set = r.guardians().filter(|g| r.can_see(&v, &g.entry));
-                    seen.add(set.iter().map(|g| g.entry));
-                    seen.detail("guardians (API)");
-                    let Some(g) = set else {
-                        return Ok::<_, ApiError>(json!({
-                            "record": record,
-                            "entry": null,
-                            "time": null,
-                            "set_by": null,
-                            "threshold": null,
-                            "guardians": [],
-                            "i_am_guardian": false,
-                        }));
-                    };
-                    let held = r.get(&g.entry);
-                    let e = held.as_ref().map(|e| e.entry());
-                    Ok(json!({
-                        "record": record,
-                        "entry": g.entry,
-                        "time": e.map(|e| format_time(e.time)),
-                        "set_by": e.map(|e| person(r, &e.author, Some(e.time))),
-                        "threshold": g.threshold,
-                        "guardians": g.guardians.iter().map(|a| person(r, a, None)).collect::<Vec<_>>(),
-                        "i_am_guardian": g.guardians.contains(&me),
-                    }))
-                })?
-            })
-        })
-        .await?;
+    let me = st.actor();
+    let out = read_as_viewer(&st, record, move |r, v, seen, _| {
+        let set = r.guardians().filter(|g| r.can_see(v, &g.entry));
+        seen.add(set.iter().map(|g| g.entry));
+        seen.detail("guardians (API)");
+        let Some(g) = set else {
+            return Ok::<_, ApiError>(json!({
+                "record": record,
+                "entry": null,
+                "time": null,
+                "set_by": null,
+                "threshold": null,
+                "guardians": [],
+                "i_am_guardian": false,
+            }));
+        };
+        let held = r.get(&g.entry);
+        let e = held.as_ref().map(|e| e.entry());
+        Ok(json!({
+            "record": record,
+            "entry": g.entry,
+            "time": e.map(|e| format_time(e.time)),
+            "set_by": e.map(|e| person(r, &e.author, Some(e.time))),
+            "threshold": g.threshold,
+            "guardians": g.guardians.iter().map(|a| person(r, a, None)).collect::<Vec<_>>(),
+            "i_am_guardian": g.guardians.contains(&me),
+        }))
+    })
+    .await?;
     Ok(Json(out))
 }
 

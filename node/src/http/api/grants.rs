@@ -9,25 +9,15 @@ pub(super) async fn list_grants(
     Path(rid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let record = parse_record(&rid)?;
-    let out = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let now = st.now();
-            let me = st.actor();
-            st.read(now, |rd| {
-                rd.record(&record, |r, seen| {
-                    let v = viewer(r, &me, now)?;
-                    let mut grants: Vec<&GrantInfo> =
-                        r.grants().filter(|g| r.can_see(&v, &g.id)).collect();
-                    grants.sort_by_key(|g| (g.time, g.id));
-                    seen.add(grants.iter().map(|g| g.id));
-                    seen.detail(format!("grants (API): {}", grants.len()));
-                    let list: Vec<Value> = grants.iter().map(|g| grant_json(r, g, now)).collect();
-                    Ok::<_, ApiError>(Value::Array(list))
-                })?
-            })
-        })
-        .await?;
+    let out = read_as_viewer(&st, record, |r, v, seen, now| {
+        let mut grants: Vec<&GrantInfo> = r.grants().filter(|g| r.can_see(v, &g.id)).collect();
+        grants.sort_by_key(|g| (g.time, g.id));
+        seen.add(grants.iter().map(|g| g.id));
+        seen.detail(format!("grants (API): {}", grants.len()));
+        let list: Vec<Value> = grants.iter().map(|g| grant_json(r, g, now)).collect();
+        Ok(Value::Array(list))
+    })
+    .await?;
     Ok(Json(out))
 }
 
