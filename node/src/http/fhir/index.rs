@@ -220,7 +220,10 @@ pub struct RecordIndex {
     /// Annotations → the item they are about.
     notes: HashMap<EntryId, EntryId>,
     items: HashMap<EntryId, ItemIx>,
+    /// Items to settle again (taken into `queue`, and settled from there, a slice at a
+    /// time).
     dirty: HashSet<EntryId>,
+    queue: Vec<EntryId>,
     all_dirty: bool,
     too_big: bool,
     by_type: HashMap<String, Vec<EntryId>>,
@@ -276,6 +279,7 @@ impl RecordIndex {
             notes: HashMap::new(),
             items: HashMap::new(),
             dirty: HashSet::new(),
+            queue: Vec::new(),
             all_dirty: false,
             too_big: false,
             by_type: HashMap::new(),
@@ -392,8 +396,9 @@ impl RecordIndex {
             .collect();
         self.dirty.extend(opened);
         let done = self.settle(record, stop, budget)?;
-        self.order_postings();
         if done {
+            // Put in order once caught up (not at every slice of a build).
+            self.order_postings();
             self.from_empty = false;
         }
         Ok(done)
@@ -427,14 +432,18 @@ impl RecordIndex {
             Payload::Amend { target, .. }
             | Payload::SealedAmend { target, .. }
             | Payload::Delete { target, .. }
-            | Payload::SealedDelete { target, .. } => match self.known.get(target).copied().flatten() {
-                Some(root) => Target::Version(root),
-                None => Target::None,
-            },
+            | Payload::SealedDelete { target, .. } => {
+                match self.known.get(target).copied().flatten() {
+                    Some(root) => Target::Version(root),
+                    None => Target::None,
+                }
+            }
             _ => Target::None,
         };
-        if !matches!(&e.payload, Payload::Create { .. } | Payload::SealedCreate { .. })
-            || self.items.len() < MAX_INDEXED_ITEMS
+        if !matches!(
+            &e.payload,
+            Payload::Create { .. } | Payload::SealedCreate { .. }
+        ) || self.items.len() < MAX_INDEXED_ITEMS
         {
             self.log.push((id, e.time, target));
         }
@@ -527,13 +536,23 @@ impl RecordIndex {
             self.dirty.extend(all);
             self.all_dirty = false;
         }
-        let todo: Vec<EntryId> = self.dirty.iter().take(steps).copied().collect();
-        if todo.is_empty() {
-            return Ok(true);
-        }
         let full = record.viewer(&record.current_patient_key(), Timestamp::MAX);
         let rid = record.id();
-        for root in todo {
+        let mut n = 0;
+        loop {
+            if self.queue.is_empty() {
+                if self.dirty.is_empty() {
+                    return Ok(true);
+                }
+                self.queue = self.dirty.drain().collect();
+            }
+            if n >= steps {
+                return Ok(false);
+            }
+            n += 1;
+            let Some(&root) = self.queue.last() else {
+                continue;
+            };
             stop.check()?;
             let settled = match fold::item(record, &full, &root) {
                 Some(ItemState::Current(i)) => match keys_of(&rid, &root, &i.category, &i.body) {
@@ -584,9 +603,8 @@ impl RecordIndex {
                     i.settled = settled;
                 }
             }
-            self.dirty.remove(&root);
+            self.queue.pop();
         }
-        Ok(self.dirty.is_empty())
     }
 
     /// Counts (`up`) or uncounts an item current for the patient as `keys` says.
@@ -845,14 +863,6 @@ impl Indexes {
         let ix = self.slot(record);
         let mut ix = ix.lock().unwrap_or_else(|p| p.into_inner());
         ix.catch_up_within(record, stop, steps)
-    }
-
-    /// Whether `record`'s index is held (built or being built).
-    pub fn holds(&self, record: &RecordId) -> bool {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(record)
     }
 
     /// `record`'s index (a new one if none is held), marked as just used; the least

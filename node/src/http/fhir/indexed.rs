@@ -218,9 +218,8 @@ pub(super) fn search(
                     // The patient asking for every item of a type: counted by the index, and
                     // only the items up to the page's end looked at.
                     let want = offset.saturating_add(count).saturating_sub(total);
-                    let counted = viewer.is_patient()
-                        && s.ids.is_empty()
-                        && s.categories.is_empty();
+                    let counted =
+                        viewer.is_patient() && s.ids.is_empty() && s.categories.is_empty();
                     let by_code = match s.codes.as_slice() {
                         [alts] if counted && s.dates.is_empty() => match alts.as_slice() {
                             [t] => ix.code_count(ty, t).map(|n| (t, n)),
@@ -480,6 +479,10 @@ type HistKey = (
     index::Order,
 );
 
+/// Where an entry of a type's `_history` page comes from: the record, the item, the id
+/// it is served under, and the version number.
+pub(super) type HistPlace = (RecordId, EntryId, String, usize);
+
 /// A page of a type's `_history` (`count` from `offset`, newest first) through the
 /// index: the total and, per entry of the page, the record, the item, the id it is served
 /// under and the version number; `None` if a record is too big to index. Only the
@@ -491,13 +494,15 @@ pub(super) fn type_history(
     ty: &str,
     offset: usize,
     count: usize,
-) -> Result<Option<(usize, Vec<(RecordId, EntryId, String, usize)>)>, Outcome> {
+) -> Result<Option<(usize, Vec<HistPlace>)>, Outcome> {
     let me = st.actor();
     let now = st.now();
     let stop = st.cancel();
-    let mut keys: Vec<(HistKey, EntryId)> = Vec::new();
-    let mut ids: HashMap<(usize, EntryId), String> = HashMap::new();
+    let mut keys: Vec<HistKey> = Vec::new();
+    // Each record's patient item as the viewer sees it (served under the record's id).
+    let mut prims: Vec<Option<EntryId>> = Vec::new();
     for (ri, rid) in records.iter().enumerate() {
+        prims.push(None);
         let done = st.store().with_record(rid, |rec| {
             let viewer = rec.viewer(&me, now);
             if !viewer.has_access() {
@@ -506,44 +511,51 @@ pub(super) fn type_history(
             st.fhir_index()
                 .with(rec, stop, |ix| {
                     let primary = primary(ix, rec, &viewer);
-                    let mut done = std::collections::HashSet::new();
+                    if let Some(p) = prims.get_mut(ri) {
+                        *p = primary;
+                    }
+                    let patient = viewer.is_patient();
                     for root in ix.of_type(ty) {
                         stop.check()?;
-                        if !done.insert(*root) || !rec.can_see(&viewer, root) {
+                        if !patient && !rec.can_see(&viewer, root) {
                             continue;
                         }
                         let Some(i) = ix.item(root) else { continue };
-                        // (group, versions): 0 current, 1 a referral's ServiceRequest,
-                        // 2 deleted.
-                        let listed: Option<(u8, Vec<(cophr_protocol::Timestamp, usize)>)> =
-                            if ix.exact_for(rec, &viewer, i) {
-                                let (vs, shown) = i.history();
-                                match &i.settled {
-                                    index::Settled::Current { keys, .. } if keys.is(ty) => {
-                                        Some((u8::from(keys.ty != ty), vs))
-                                    }
-                                    index::Settled::Deleted if shown == Some(ty) => {
-                                        Some((2, vs))
-                                    }
-                                    _ => None,
-                                }
+                        // Groups: 0 current, 1 a referral's ServiceRequest, 2 deleted.
+                        let mut push = |group: u8, t, n| {
+                            let order = if group == 2 {
+                                (0, i.order.1, i.order.2)
                             } else {
-                                folded_history(ix, rec, &viewer, root, ty)
+                                i.order
                             };
-                        let Some((group, vs)) = listed else { continue };
-                        let order = if group == 2 {
-                            (0, i.order.1, i.order.2)
-                        } else {
-                            i.order
+                            keys.push((std::cmp::Reverse((t, n)), ri, group, order));
                         };
-                        let id = if group != 2 && Some(*root) == primary {
-                            rec.id().to_string()
-                        } else {
-                            root.to_string()
-                        };
-                        ids.insert((ri, *root), id);
-                        for (t, n) in vs {
-                            keys.push(((std::cmp::Reverse((t, n)), ri, group, order), *root));
+                        if ix.exact_for(rec, &viewer, i) {
+                            let group = match &i.settled {
+                                index::Settled::Current { keys, .. } if keys.is(ty) => {
+                                    u8::from(keys.ty != ty)
+                                }
+                                index::Settled::Deleted
+                                    if i.hist.as_ref().and_then(|h| h.shown.as_deref())
+                                        == Some(ty) =>
+                                {
+                                    2
+                                }
+                                _ => continue,
+                            };
+                            match &i.hist {
+                                Some(h) => {
+                                    for (t, n, _) in &h.versions {
+                                        push(group, *t, *n);
+                                    }
+                                }
+                                None => push(group, i.order.1, 1),
+                            }
+                        } else if let Some((group, vs)) = folded_history(ix, rec, &viewer, root, ty)
+                        {
+                            for (t, n) in vs {
+                                push(group, t, n);
+                            }
                         }
                     }
                     // The profile's Patient of a record with no patient item: left to the
@@ -569,8 +581,13 @@ pub(super) fn type_history(
     let page = keys
         .into_iter()
         .skip(offset)
-        .map(|((std::cmp::Reverse((_, n)), ri, _, _), root)| {
-            let id = ids.get(&(ri, root)).cloned().unwrap_or_default();
+        .map(|(std::cmp::Reverse((_, n)), ri, group, order)| {
+            let root = order.2;
+            let id = if group != 2 && Some(root) == prims.get(ri).copied().flatten() {
+                records[ri].to_string()
+            } else {
+                root.to_string()
+            };
             (records[ri], root, id, n)
         })
         .collect();
@@ -668,6 +685,14 @@ pub(super) fn provenances(
                             index::Settled::Hidden => None,
                         }
                     };
+                    // Whether `view::items` serves the item as anything.
+                    let listed = |root: &EntryId| -> bool {
+                        ix.item(root).is_some_and(|i| match &i.settled {
+                            index::Settled::Current { .. } => true,
+                            index::Settled::Deleted => i.history().1.is_some(),
+                            index::Settled::Hidden => false,
+                        })
+                    };
                     let target = |id: &EntryId, t: &index::Target| -> Option<String> {
                         match t {
                             index::Target::Patient => Some(format!("Patient/{rid_s}")),
@@ -703,18 +728,25 @@ pub(super) fn provenances(
                         {
                             continue;
                         }
-                        let Some(reference) = target(id, tgt) else {
-                            continue;
+                        let has = match tgt {
+                            index::Target::Version(root) => {
+                                listed(root) && ix.item(root).and_then(|i| i.number(id)).is_some()
+                            }
+                            // Their content must be readable (an annotation sealed under
+                            // a key not held has no Provenance).
+                            index::Target::Note(root) => listed(root) && rec.payload(id).is_some(),
+                            index::Target::Patient | index::Target::Consent(_) => {
+                                rec.payload(id).is_some()
+                            }
+                            index::Target::None => false,
                         };
-                        // Entries with no item version: their content must be readable
-                        // (an annotation sealed under a key not held has no Provenance).
-                        if !matches!(tgt, index::Target::Version(_))
-                            && rec.payload(id).is_none()
-                        {
+                        if !has {
                             continue;
                         }
                         if (offset..end).contains(&total) {
-                            let Some(p) = view::provenance_to(rec, id, &reference) else {
+                            let Some(p) = target(id, tgt)
+                                .and_then(|reference| view::provenance_to(rec, id, &reference))
+                            else {
                                 continue;
                             };
                             page.push(Found {

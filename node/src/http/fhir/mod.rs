@@ -965,7 +965,7 @@ fn type_history_page(
     let mut page = Vec::new();
     for (record, item, id, n) in places {
         st.cancel().check()?;
-        if !built.contains_key(&(record, item)) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = built.entry((record, item)) {
             let f = Found {
                 ty: ty.to_owned(),
                 record,
@@ -982,7 +982,7 @@ fn type_history_page(
                 audit_read: false,
                 original: None,
             };
-            built.insert((record, item), history_entries(st, ctx, ty, &f)?);
+            slot.insert(history_entries(st, ctx, ty, &f)?);
         }
         let Some(e) = built
             .get_mut(&(record, item))
