@@ -60,17 +60,19 @@ mod fhir_read;
 #[test]
 fn fhir_read_benchmark_runs_at_tiny_size() {
     let figures = fhir_read::run(&[120], 1, 120);
-    // The first read, then eight reads through the index and eight without.
-    assert_eq!(figures.len(), 17);
+    // The build at start and the first read, then ten reads through the index and ten
+    // without.
+    assert_eq!(figures.len(), 22);
     for indexed in [true, false] {
         let f: Vec<_> = figures
             .iter()
-            .skip(1)
+            .skip(2)
             .filter(|f| f.indexed == indexed)
             .collect();
         // Pages of 100 of a 120-entry record: everything, the 30 heart rates by code, the
         // record's Observations by patient and by subject, one by its original id, one
-        // item's history, Provenances.
+        // item's history, Provenances, the Observations' history, and the heart rates by
+        // code from the 900th (none).
         assert_eq!(f[0].entries, 100);
         assert_eq!(f[1].entries, 30);
         assert_eq!(f[3].entries, 100);
@@ -78,6 +80,8 @@ fn fhir_read_benchmark_runs_at_tiny_size() {
         assert_eq!(f[5].entries, 1);
         assert_eq!(f[6].entries, 1);
         assert_eq!(f[7].entries, 100);
+        assert_eq!(f[8].entries, 100);
+        assert_eq!(f[9].entries, 0);
     }
 }
 

@@ -5,13 +5,14 @@
 //! deletes read between writes (the index caught up step by step), after a restart, and
 //! after entries synced from another node.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use cophr_node::http::{router, AppState};
+use cophr_node::session::Cancel;
 use cophr_node::store::{BatchInfo, Store};
 use cophr_protocol::audit::Action;
 use cophr_protocol::testkit::{bp, grant, key, profile};
@@ -75,16 +76,20 @@ struct World {
 }
 
 fn app(store: &Store, who: &Keypair, clock: &Arc<AtomicU64>, indexed: bool) -> Router {
+    let st = state(store, who, clock);
+    router(if indexed { st } else { st.without_fhir_index() })
+}
+
+fn state(store: &Store, who: &Keypair, clock: &Arc<AtomicU64>) -> AppState {
     let c = clock.clone();
-    let st = AppState::new(
+    AppState::new(
         store.clone(),
         who.clone(),
         profile("Someone", "patient", None),
         None,
         TOKEN.into(),
     )
-    .with_clock(move || c.load(Ordering::SeqCst));
-    router(if indexed { st } else { st.without_fhir_index() })
+    .with_clock(move || c.load(Ordering::SeqCst))
 }
 
 impl World {
@@ -200,6 +205,25 @@ impl World {
         let mut out: Vec<String> = [
             "Observation".to_owned(),
             "Observation?code=8867-4".into(),
+            "Observation?code=http://loinc.org|8867-4".into(),
+            "Observation?code=|8867-4".into(),
+            "Observation?code=http://snomed.info/sct|8867-4".into(),
+            "Observation?code=8867-4&_count=1&_offset=1".into(),
+            "Observation?code=http://loinc.org|9279-1&_count=2&_offset=2".into(),
+            "Condition?code=8867-4".into(),
+            "Observation?date=ge2025-01-05&date=lt2025-01-20&_count=2&_offset=1".into(),
+            "Observation?date=le2025-01-08".into(),
+            "Observation?date=gt2025-01-08&_count=1".into(),
+            "Observation?date=2025-01".into(),
+            "Observation?date=eb2025-01-10&_count=3&_offset=2".into(),
+            "Observation?date=ge2026".into(),
+            "Observation/_history?_count=2&_offset=1".into(),
+            "Observation/_history?_count=3".into(),
+            "Patient/_history".into(),
+            "Provenance".into(),
+            "Provenance?_count=3&_offset=2".into(),
+            "Provenance?date=ge2023-11-14T22:13:30Z&_count=4".into(),
+            "Provenance?date=lt2023-11-14T22:13:26Z".into(),
             "Observation?code=http://loinc.org|9279-1,8867-4".into(),
             "Observation?code=http://loinc.org|".into(),
             "Observation?date=ge2025-01-10".into(),
@@ -221,6 +245,9 @@ impl World {
         .into_iter()
         .map(|q| format!("/fhir/r4/{q}"))
         .collect();
+        if let Some((root, latest, _)) = self.items.first() {
+            out.push(format!("/fhir/r4/Provenance?_id={root},{latest}"));
+        }
         for (root, _, _) in &self.items {
             out.push(format!("/fhir/r4/Observation?_id={root}"));
             out.push(format!("/fhir/r4/Observation/{root}"));
@@ -368,6 +395,11 @@ fn paging_follows_next_links_to_every_match_once() {
     for i in 0..23u8 {
         w.apply(&Step::Create(Some((i % 2, i, i % 4))));
     }
+    // Versions for the histories.
+    w.apply(&Step::Amend(3, 1, 9, 1));
+    w.apply(&Step::Amend(5, 0, 2, 2));
+    w.apply(&Step::Amend(3, 0, 4, 1));
+    w.apply(&Step::Delete(7));
     let rid = w.patient.actor();
     let scan = app(&w.store, &w.patient, &w.clock, false);
     let app = app(&w.store, &w.patient, &w.clock, true);
@@ -375,6 +407,9 @@ fn paging_follows_next_links_to_every_match_once() {
         "/fhir/r4/Observation?code=8867-4&_count=4".to_owned(),
         format!("/fhir/r4/Observation?patient={rid}&_count=5"),
         format!("/fhir/r4/Patient/{rid}/$everything?_count=6"),
+        "/fhir/r4/Observation/_history?_count=4".to_owned(),
+        "/fhir/r4/Provenance?_count=5".to_owned(),
+        "/fhir/r4/Observation?date=ge2025-01-03&_count=3".to_owned(),
     ] {
         // The whole answer at once, by the scan.
         let (path, query) = first.split_once('?').unwrap();
@@ -543,4 +578,96 @@ fn a_referral_written_in_cophr_is_served_alone_as_a_service_request() {
     assert_eq!(sr["subject"]["reference"], format!("Patient/{rid}"));
     assert_eq!(sr["code"], task["contained"][0]["code"]);
     assert_eq!(sr["meta"], task["meta"]);
+}
+
+/// A flag cancelled at its `n`-th checkpoint (to stop a build midway).
+fn cancelled_after(n: usize) -> Cancel {
+    let me: Arc<OnceLock<Cancel>> = Arc::new(OnceLock::new());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (m, s) = (me.clone(), seen.clone());
+    let c = Cancel::with_checkpoint(Arc::new(move || {
+        if s.fetch_add(1, Ordering::SeqCst) == n {
+            if let Some(c) = m.get() {
+                c.cancel();
+            }
+        }
+    }));
+    let _ = me.set(c.clone());
+    c
+}
+
+#[test]
+fn a_background_build_stopped_anywhere_answers_as_the_scan() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut w = World::new();
+    for i in 0..9u8 {
+        w.apply(&Step::Create(Some((i % 2, i, i % 4))));
+    }
+    w.apply(&Step::Create(None));
+    w.apply(&Step::Amend(1, 0, 20, 2));
+    w.apply(&Step::Delete(3));
+    // The build stopped after n of its steps (entries taken in, items settled), then the
+    // reads: each catches the rest up itself.
+    for n in [0, 1, 5, 12, 17, 30, 1000] {
+        for i in 0..w.apps.len() {
+            let st = state(&w.store, &w.apps[i].0, &w.clock);
+            let stopped = st.build_fhir_indexes(&cancelled_after(n)).is_err();
+            assert!(stopped || n > 0, "the build's first step was cancelled");
+            assert!(!stopped || n < 1000, "the build has fewer than 1000 steps");
+            w.apps[i].1 = router(st);
+        }
+        assert!(compare(&w, &rt) > 0);
+    }
+    // Built whole, then written to: the reads catch up what came after.
+    for i in 0..w.apps.len() {
+        let st = state(&w.store, &w.apps[i].0, &w.clock);
+        st.build_fhir_indexes(&Cancel::new()).unwrap();
+        w.apps[i].1 = router(st);
+    }
+    w.apply(&Step::Amend(2, 1, 4, 1));
+    w.apply(&Step::Create(Some((0, 9, 3))));
+    assert!(compare(&w, &rt) > 0);
+}
+
+#[test]
+fn after_the_background_build_the_first_read_builds_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut w = World::new();
+    for i in 0..40u8 {
+        w.apply(&Step::Create(Some((i % 2, i, i % 4))));
+    }
+    let checks = |built: bool| {
+        let n = Arc::new(AtomicUsize::new(0));
+        let m = n.clone();
+        let st = state(&w.store, &w.patient, &w.clock);
+        if built {
+            st.build_fhir_indexes(&Cancel::new()).unwrap();
+        }
+        let app = router(st.with_checkpoint(Arc::new(move || {
+            m.fetch_add(1, Ordering::SeqCst);
+        })));
+        let (s, b) = rt.block_on(get(&app, "/fhir/r4/Observation?_id=obs-1"));
+        assert_eq!(s, StatusCode::OK, "{b}");
+        n.load(Ordering::SeqCst)
+    };
+    let (cold, warm) = (checks(false), checks(true));
+    // The cold read takes in every entry and settles every item (40 each at least); the
+    // read after the build only looks at its candidates.
+    assert!(cold >= warm + 80, "cold {cold}, warm {warm}");
+}
+
+#[test]
+fn the_server_builds_indexes_in_the_background_and_reads_meanwhile_answer_right() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut w = World::new();
+    for i in 0..30u8 {
+        w.apply(&Step::Create(Some((i % 2, i, i % 4))));
+    }
+    let st = state(&w.store, &w.patient, &w.clock);
+    let stop = Cancel::new();
+    st.start_fhir_index_build(stop.clone());
+    w.apps[0].1 = router(st);
+    // Reads race the build: whichever gets the index first, the answers are the scan's.
+    assert!(compare(&w, &rt) > 0);
+    stop.cancel();
 }

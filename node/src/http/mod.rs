@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use crate::net::NodeHandle;
-use crate::session::{Cancel, Checkpoint, Reader, Session, SessionError};
+use crate::session::{Cancel, Cancelled, Checkpoint, Reader, Session, SessionError};
 use crate::store::{Store, StoreError};
 
 /// The largest request body accepted (413 beyond).
@@ -305,6 +305,43 @@ impl AppState {
     /// FHIR Binaries sent to this server that no entry names yet.
     pub(crate) fn binaries(&self) -> &fhir::binary::Pending {
         &self.inner.binaries
+    }
+
+    /// Builds the FHIR search indexes of the records this identity reads (at most
+    /// [`fhir::index::MAX_INDEXED_RECORDS`]), in slices of [`FHIR_INDEX_SLICE`] entries or
+    /// items, letting go of the record between slices (so writes and reads go on; a read
+    /// meanwhile catches up the rest itself). What [`serve`] runs in the background at
+    /// start, so a record's first FHIR read after a start does not build its index.
+    /// Stops (`Err`) once `stop` is cancelled; what is built stays.
+    pub fn build_fhir_indexes(&self, stop: &Cancel) -> Result<(), Cancelled> {
+        build_indexes(&self.inner, stop)
+    }
+
+    /// Runs [`AppState::build_fhir_indexes`] on a thread of its own, until done, until
+    /// `stop` is cancelled, or until the server's state is dropped.
+    pub fn start_fhir_index_build(&self, stop: Cancel) {
+        let weak = Arc::downgrade(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("fhir-index".into())
+            .spawn(move || {
+                let Some(inner) = weak.upgrade() else { return };
+                let records = index_targets(&inner);
+                drop(inner);
+                for rid in records {
+                    loop {
+                        // The state is held for one slice at a time only.
+                        let Some(inner) = weak.upgrade() else { return };
+                        match build_slice(&inner, &rid, &stop) {
+                            Ok(true) => break,
+                            Ok(false) => {}
+                            Err(_) => return,
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("could not start the FHIR index build: {e}");
+        }
     }
 
     /// The FHIR API's per-record search indexes.
@@ -937,6 +974,48 @@ fn upload_allowance(req: &Request) -> std::time::Duration {
     std::time::Duration::from_secs(len / MIN_UPLOAD_RATE)
 }
 
+/// Entries or items the background build of a FHIR search index takes in per slice (the
+/// longest it holds a record, or keeps a read of it waiting: tens of milliseconds).
+pub const FHIR_INDEX_SLICE: usize = 500;
+
+/// The records whose FHIR index the background build makes: those the identity has any
+/// access to, at most [`fhir::index::MAX_INDEXED_RECORDS`].
+fn index_targets(inner: &Inner) -> Vec<RecordId> {
+    let me = inner.key.actor();
+    let now = (inner.clock)();
+    let mut out = Vec::new();
+    for r in inner.store.records().unwrap_or_default() {
+        if out.len() >= fhir::index::MAX_INDEXED_RECORDS {
+            break;
+        }
+        if inner
+            .store
+            .with_record(&r, |rec| rec.viewer(&me, now).has_access())
+            .unwrap_or(false)
+        {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// One slice of the build of `rid`'s index (`Ok(true)`: caught up, or not readable).
+fn build_slice(inner: &Inner, rid: &RecordId, stop: &Cancel) -> Result<bool, Cancelled> {
+    inner
+        .store
+        .with_record(rid, |rec| {
+            inner.fhir_index.build_slice(rec, stop, FHIR_INDEX_SLICE)
+        })
+        .unwrap_or(Ok(true))
+}
+
+fn build_indexes(inner: &Inner, stop: &Cancel) -> Result<(), Cancelled> {
+    for rid in index_targets(inner) {
+        while !build_slice(inner, &rid, stop)? {}
+    }
+    Ok(())
+}
+
 /// Serves [`router`] on `listener` until `shutdown` completes (then finishes the requests
 /// in flight), under the default [`ConnLimits`] (see [`conn`]).
 pub async fn serve(
@@ -955,7 +1034,12 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     state.start_notifications();
-    conn::serve_with(listener, router(state), limits, shutdown).await
+    // The FHIR search indexes are built in the background, not by the first reads.
+    let build = Cancel::new();
+    state.start_fhir_index_build(build.clone());
+    let served = conn::serve_with(listener, router(state), limits, shutdown).await;
+    build.cancel();
+    served
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@
 //!   resource returned is built by folding the item for the viewer, exactly as the scan
 //!   does, and audited by the caller as before.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use cophr_protocol::fhir::{self, SearchKeys};
@@ -67,6 +67,21 @@ pub fn rank(c: &Category) -> usize {
         .iter()
         .position(|b| b == c)
         .unwrap_or(Category::BUILT_IN.len())
+}
+
+/// What an entry's Provenance targets (as `view::provenances` names it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// The record's patient (the genesis and profiles).
+    Patient,
+    /// A Consent (a grant, or the grant a revocation ends).
+    Consent(EntryId),
+    /// A version of an item (a create, amend or delete).
+    Version(EntryId),
+    /// An item (an annotation about it).
+    Note(EntryId),
+    /// Nothing: the entry has no Provenance.
+    None,
 }
 
 /// What one version or settled item is served as.
@@ -149,6 +164,42 @@ pub struct ItemIx {
     pub versions: Vec<EntryId>,
     /// As the patient sees it.
     pub settled: Settled,
+    /// Its versions as the patient's `_history` lists them, when it has more than its
+    /// create or is deleted (else its one version is the create, at `order.1`).
+    pub hist: Option<Box<Hist>>,
+}
+
+/// An item's versions as its `_history` lists them for the patient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hist {
+    /// Each version's time, number and entry, oldest first.
+    pub versions: Vec<(Timestamp, usize, EntryId)>,
+    /// The type of its latest version that is a resource (what a deleted item is listed
+    /// as).
+    pub shown: Option<String>,
+}
+
+impl ItemIx {
+    /// Its versions as the patient's `_history` lists them (time, number), oldest first,
+    /// and the type a deleted item is listed as.
+    pub fn history(&self) -> (Vec<(Timestamp, usize)>, Option<&str>) {
+        match &self.hist {
+            Some(h) => (
+                h.versions.iter().map(|(t, n, _)| (*t, *n)).collect(),
+                h.shown.as_deref(),
+            ),
+            None => (vec![(self.order.1, 1)], None),
+        }
+    }
+
+    /// The number of the version `entry` as the patient's `_history` lists it (`None`:
+    /// not listed).
+    pub fn number(&self, entry: &EntryId) -> Option<usize> {
+        match &self.hist {
+            Some(h) => h.versions.iter().find(|v| v.2 == *entry).map(|v| v.1),
+            None => (*entry == self.order.2).then_some(1),
+        }
+    }
 }
 
 /// One record's index (see the module docs).
@@ -157,11 +208,22 @@ pub struct RecordIndex {
     record: RecordId,
     /// Entries taken in, and the last one.
     seen: usize,
+    /// Built from empty and not yet caught up once (every entry taken in in one go, in
+    /// however many slices: no check of the count against the record is needed).
+    from_empty: bool,
     last: Option<EntryId>,
     /// Every entry taken in → the item it belongs to (`None`: not record data).
     known: HashMap<EntryId, Option<EntryId>>,
+    /// Every entry taken in, in the record's order: its time and what its Provenance
+    /// targets.
+    log: Vec<(EntryId, Timestamp, Target)>,
+    /// Annotations → the item they are about.
+    notes: HashMap<EntryId, EntryId>,
     items: HashMap<EntryId, ItemIx>,
+    /// Items to settle again (taken into `queue`, and settled from there, a slice at a
+    /// time).
     dirty: HashSet<EntryId>,
+    queue: Vec<EntryId>,
     all_dirty: bool,
     too_big: bool,
     by_type: HashMap<String, Vec<EntryId>>,
@@ -179,7 +241,21 @@ pub struct RecordIndex {
     locked: HashMap<EntryId, usize>,
     /// How many items are current for the patient, by served type.
     current: HashMap<String, usize>,
+    /// How many items are current for the patient, by served type and code
+    /// ([`CodeKey`]): a search by one code is counted without visiting its matches.
+    code_counts: HashMap<CodeKey, usize>,
+    /// The items current for the patient with a clinical date, by served type: the
+    /// date's range and the item's place in the served order. A search by date reads the
+    /// ranges here instead of visiting the items.
+    dated: HashMap<String, BTreeSet<(i64, i64, Order)>>,
 }
+
+/// A served type and a code as a `code` search token names it: with its system (`Some`,
+/// `""` for none) or with any system (`None`).
+type CodeKey = (String, Option<String>, String);
+
+/// The smallest [`Order`], to start a range of [`RecordIndex::dated`] at a date.
+const FIRST: Order = (0, 0, EntryId([0; 32]));
 
 /// The postings by string key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -196,10 +272,14 @@ impl RecordIndex {
         RecordIndex {
             record,
             seen: 0,
+            from_empty: true,
             last: None,
             known: HashMap::new(),
+            log: Vec::new(),
+            notes: HashMap::new(),
             items: HashMap::new(),
             dirty: HashSet::new(),
+            queue: Vec::new(),
             all_dirty: false,
             too_big: false,
             by_type: HashMap::new(),
@@ -211,6 +291,8 @@ impl RecordIndex {
             touched: HashSet::new(),
             locked: HashMap::new(),
             current: HashMap::new(),
+            code_counts: HashMap::new(),
+            dated: HashMap::new(),
         }
     }
 
@@ -263,6 +345,20 @@ impl RecordIndex {
     /// Brings the index up to the record (see the module docs; `Err` once `stop` is
     /// cancelled, leaving it consistent: the next use goes on from there).
     pub fn catch_up(&mut self, record: &Record, stop: &Cancel) -> Result<(), Cancelled> {
+        self.catch_up_within(record, stop, usize::MAX).map(|_| ())
+    }
+
+    /// [`RecordIndex::catch_up`] doing at most about `steps` entries and items (the
+    /// background build's slice of work: it lets go of the record between slices). Returns
+    /// whether the index is caught up; if not, it is left consistent and the next call (or
+    /// any read, which catches up fully) goes on from there.
+    pub fn catch_up_within(
+        &mut self,
+        record: &Record,
+        stop: &Cancel,
+        steps: usize,
+    ) -> Result<bool, Cancelled> {
+        let mut budget = steps;
         let stale = record.id() != self.record
             || self.seen > record.len()
             || (self.seen > 0
@@ -270,20 +366,23 @@ impl RecordIndex {
         if stale {
             *self = RecordIndex::new(record.id());
         }
-        let fresh = self.seen == 0;
         for v in record.entries_since(self.seen) {
+            if budget == 0 {
+                return Ok(false);
+            }
+            budget -= 1;
             stop.check()?;
             self.take(record, &v);
             self.seen += 1;
             self.last = Some(v.id());
             if self.too_big {
-                return Ok(());
+                return Ok(true);
             }
         }
-        if self.known.len() != record.len() && !fresh {
+        if self.known.len() != record.len() && !self.from_empty {
             // Taken in out of step with the record: start again.
             *self = RecordIndex::new(record.id());
-            return self.catch_up(record, stop);
+            return self.catch_up_within(record, stop, steps);
         }
         let opened: Vec<EntryId> = self
             .locked
@@ -296,15 +395,58 @@ impl RecordIndex {
             .map(|(root, _)| *root)
             .collect();
         self.dirty.extend(opened);
-        self.settle(record, stop)?;
-        self.order_postings();
-        Ok(())
+        let done = self.settle(record, stop, budget)?;
+        if done {
+            // Put in order once caught up (not at every slice of a build).
+            self.order_postings();
+            self.from_empty = false;
+        }
+        Ok(done)
     }
 
     fn take(&mut self, record: &Record, v: &cophr_protocol::entry::Verified) {
         let id = v.id();
         let e = v.entry();
         let rid = record.id();
+        let root_of = |ix: &Self, t: &EntryId| {
+            ix.known
+                .get(t)
+                .copied()
+                .flatten()
+                .or_else(|| ix.notes.get(t).copied())
+        };
+        let target = match &e.payload {
+            Payload::Genesis { .. } | Payload::Profile(_) => Target::Patient,
+            Payload::Grant(_) => Target::Consent(id),
+            Payload::Revoke { grant, .. } => Target::Consent(*grant),
+            Payload::Annotate { target, .. } | Payload::SealedAnnotate { target, .. } => {
+                match root_of(self, target) {
+                    Some(root) => {
+                        self.notes.insert(id, root);
+                        Target::Note(root)
+                    }
+                    None => Target::None,
+                }
+            }
+            Payload::Create { .. } | Payload::SealedCreate { .. } => Target::Version(id),
+            Payload::Amend { target, .. }
+            | Payload::SealedAmend { target, .. }
+            | Payload::Delete { target, .. }
+            | Payload::SealedDelete { target, .. } => {
+                match self.known.get(target).copied().flatten() {
+                    Some(root) => Target::Version(root),
+                    None => Target::None,
+                }
+            }
+            _ => Target::None,
+        };
+        if !matches!(
+            &e.payload,
+            Payload::Create { .. } | Payload::SealedCreate { .. }
+        ) || self.items.len() < MAX_INDEXED_ITEMS
+        {
+            self.log.push((id, e.time, target));
+        }
         let item = match &e.payload {
             Payload::Create { category, .. } | Payload::SealedCreate { category, .. } => {
                 if self.items.len() >= MAX_INDEXED_ITEMS {
@@ -317,6 +459,7 @@ impl RecordIndex {
                         order: (rank(category), e.time, id),
                         versions: vec![id],
                         settled: Settled::Hidden,
+                        hist: None,
                     },
                 );
                 Some(id)
@@ -385,18 +528,31 @@ impl RecordIndex {
         }
     }
 
-    fn settle(&mut self, record: &Record, stop: &Cancel) -> Result<(), Cancelled> {
-        let todo: Vec<EntryId> = if self.all_dirty {
-            self.items.keys().copied().collect()
-        } else {
-            self.dirty.iter().copied().collect()
-        };
-        if todo.is_empty() {
-            return Ok(());
+    /// Settles the dirty items, at most `steps` of them (`Ok(true)`: all settled).
+    fn settle(&mut self, record: &Record, stop: &Cancel, steps: usize) -> Result<bool, Cancelled> {
+        if self.all_dirty {
+            // Every item, as dirty ones: settled in slices, what is done stays done.
+            let all: Vec<EntryId> = self.items.keys().copied().collect();
+            self.dirty.extend(all);
+            self.all_dirty = false;
         }
         let full = record.viewer(&record.current_patient_key(), Timestamp::MAX);
         let rid = record.id();
-        for root in todo {
+        let mut n = 0;
+        loop {
+            if self.queue.is_empty() {
+                if self.dirty.is_empty() {
+                    return Ok(true);
+                }
+                self.queue = self.dirty.drain().collect();
+            }
+            if n >= steps {
+                return Ok(false);
+            }
+            n += 1;
+            let Some(&root) = self.queue.last() else {
+                continue;
+            };
             stop.check()?;
             let settled = match fold::item(record, &full, &root) {
                 Some(ItemState::Current(i)) => match keys_of(&rid, &root, &i.category, &i.body) {
@@ -409,6 +565,21 @@ impl RecordIndex {
                 Some(ItemState::Deleted) => Settled::Deleted,
                 Some(ItemState::Locked) | None => Settled::Hidden,
             };
+            let many = self.items.get(&root).is_some_and(|i| i.versions.len() > 1);
+            let hist = (many || settled == Settled::Deleted).then(|| {
+                let vs = view::versions_named(record, &full, &root, "", &|_| HashMap::new());
+                Box::new(Hist {
+                    versions: vs.iter().map(|v| (v.time, v.n, v.entry)).collect(),
+                    shown: vs.iter().rev().find_map(|v| {
+                        v.resource.as_ref()?["resourceType"]
+                            .as_str()
+                            .map(str::to_owned)
+                    }),
+                })
+            });
+            if let Some(i) = self.items.get_mut(&root) {
+                i.hist = hist;
+            }
             self.locked.remove(&root);
             if let Some(i) = self.items.get(&root) {
                 let n = Self::locked_versions(record, i);
@@ -421,24 +592,110 @@ impl RecordIndex {
                 self.post_keys(root, &k);
             }
             if let Some(i) = self.items.get_mut(&root) {
-                let old = std::mem::replace(&mut i.settled, settled);
-                for (s, up) in [(&old, false), (&i.settled, true)] {
+                let order = i.order;
+                let old = std::mem::replace(&mut i.settled, Settled::Hidden);
+                for (s, up) in [(&old, false), (&settled, true)] {
                     if let Settled::Current { keys, .. } = s {
-                        let mut types = vec![keys.ty.clone()];
-                        if keys.referral {
-                            types.push("ServiceRequest".to_owned());
-                        }
-                        for t in types {
-                            let n = self.current.entry(t).or_default();
-                            *n = if up { *n + 1 } else { n.saturating_sub(1) };
-                        }
+                        self.count(keys, order, up);
                     }
                 }
+                if let Some(i) = self.items.get_mut(&root) {
+                    i.settled = settled;
+                }
             }
-            self.dirty.remove(&root);
+            self.queue.pop();
         }
-        self.all_dirty = false;
-        Ok(())
+    }
+
+    /// Counts (`up`) or uncounts an item current for the patient as `keys` says.
+    fn count(&mut self, keys: &Keys, order: Order, up: bool) {
+        let mut types = vec![keys.ty.as_str()];
+        if keys.referral {
+            types.push("ServiceRequest");
+        }
+        let mut codes = BTreeSet::new();
+        for (sys, code) in &keys.search.codes {
+            codes.insert((None, code.as_str()));
+            codes.insert((Some(sys.as_deref().unwrap_or_default()), code.as_str()));
+        }
+        let bump = |n: &mut usize| *n = if up { *n + 1 } else { n.saturating_sub(1) };
+        for t in types {
+            bump(self.current.entry(t.to_owned()).or_default());
+            for (sys, code) in &codes {
+                let key = (t.to_owned(), sys.map(str::to_owned), (*code).to_owned());
+                bump(self.code_counts.entry(key).or_default());
+            }
+            if let Some(d) = keys.date {
+                let set = self.dated.entry(t.to_owned()).or_default();
+                if up {
+                    set.insert((d.lo, d.hi, order));
+                } else {
+                    set.remove(&(d.lo, d.hi, order));
+                }
+            }
+        }
+    }
+
+    /// How many items are current as `ty` for the patient with a code `token` matches
+    /// (`None`: the token names no code, so it is not counted here).
+    pub fn code_count(&self, ty: &str, token: &Token) -> Option<usize> {
+        let code = token.code.as_ref()?;
+        let key = (ty.to_owned(), token.system.clone(), code.clone());
+        Some(self.code_counts.get(&key).copied().unwrap_or(0))
+    }
+
+    /// The items current as `ty` for the patient whose date matches every one of `dates`
+    /// (not empty), in served order: read from the dates alone, no item visited.
+    pub fn dated_matches(&self, ty: &str, dates: &[search::DateParam]) -> Vec<EntryId> {
+        let Some(set) = self.dated.get(ty) else {
+            return Vec::new();
+        };
+        let Some((lo, hi)) = self.date_window(dates) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Order> = set
+            .range((lo, i64::MIN, FIRST)..(hi, i64::MIN, FIRST))
+            .filter(|(l, h, _)| {
+                let r = Range { lo: *l, hi: *h };
+                dates.iter().all(|d| d.matches(r))
+            })
+            .map(|(_, _, o)| *o)
+            .collect();
+        out.sort_unstable();
+        out.into_iter().map(|o| o.2).collect()
+    }
+
+    /// The starts of the dates that can match every one of `dates` (`lo..hi`), from the
+    /// widest range posted; `None` if none can.
+    fn date_window(&self, dates: &[search::DateParam]) -> Option<(i64, i64)> {
+        let (mut lo, mut hi) = (i64::MIN, i64::MAX);
+        let w = self.widest;
+        for d in dates {
+            let p = d.range;
+            let (l, h) = match d.prefix {
+                search::Prefix::Eq => (p.lo, p.hi),
+                search::Prefix::Ne => (i64::MIN, i64::MAX),
+                search::Prefix::Gt => (p.hi.saturating_sub(w), i64::MAX),
+                search::Prefix::Ge => (p.lo.min(p.hi.saturating_sub(w)), i64::MAX),
+                search::Prefix::Sa => (p.hi, i64::MAX),
+                search::Prefix::Lt | search::Prefix::Eb => (i64::MIN, p.lo),
+                search::Prefix::Le => (i64::MIN, p.hi),
+            };
+            lo = lo.max(l);
+            hi = hi.min(h);
+        }
+        (lo < hi).then_some((lo, hi))
+    }
+
+    /// The items any version of which had the code `code`, in served order.
+    pub fn with_code(&self, code: &str) -> &[EntryId] {
+        self.by_code.get(code).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every entry taken in, in the record's order: its time and what its Provenance
+    /// targets.
+    pub fn log(&self) -> &[(EntryId, Timestamp, Target)] {
+        &self.log
     }
 
     /// An item.
@@ -536,25 +793,9 @@ impl RecordIndex {
             }
         }
         if !s.dates.is_empty() {
-            let (mut lo, mut hi) = (i64::MIN, i64::MAX);
-            let w = self.widest;
-            for d in &s.dates {
-                let p = d.range;
-                let (l, h) = match d.prefix {
-                    search::Prefix::Eq => (p.lo, p.hi),
-                    search::Prefix::Ne => (i64::MIN, i64::MAX),
-                    search::Prefix::Gt => (p.hi.saturating_sub(w), i64::MAX),
-                    search::Prefix::Ge => (p.lo.min(p.hi.saturating_sub(w)), i64::MAX),
-                    search::Prefix::Sa => (p.hi, i64::MAX),
-                    search::Prefix::Lt | search::Prefix::Eb => (i64::MIN, p.lo),
-                    search::Prefix::Le => (i64::MIN, p.hi),
-                };
-                lo = lo.max(l);
-                hi = hi.min(h);
-            }
-            if lo >= hi {
+            let Some((lo, hi)) = self.date_window(&s.dates) else {
                 return Vec::new();
-            }
+            };
             let roots = self
                 .by_date
                 .range(lo..hi)
@@ -596,28 +837,51 @@ impl Indexes {
         if self.off {
             return Ok(None);
         }
-        let t = self.tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let ix = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            let slot = map
-                .entry(record.id())
-                .or_insert_with(|| (t, Arc::new(Mutex::new(RecordIndex::new(record.id())))));
-            slot.0 = t;
-            let ix = slot.1.clone();
-            while map.len() > MAX_INDEXED_RECORDS {
-                let Some(oldest) = map.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k) else {
-                    break;
-                };
-                map.remove(&oldest);
-            }
-            ix
-        };
+        let ix = self.slot(record);
         let mut ix = ix.lock().unwrap_or_else(|p| p.into_inner());
         ix.catch_up(record, stop)?;
         if ix.too_big() {
             return Ok(None);
         }
         Ok(Some(f(&ix)))
+    }
+
+    /// One slice of the background build of `record`'s index: brings it up to the record
+    /// by at most about `steps` entries and items ([`RecordIndex::catch_up_within`]).
+    /// Returns whether it is caught up. A read meanwhile waits at most for the slice in
+    /// hand, then catches up the rest itself under its own cancellation flag, so it
+    /// answers exactly as the scan either way.
+    pub fn build_slice(
+        &self,
+        record: &Record,
+        stop: &Cancel,
+        steps: usize,
+    ) -> Result<bool, Cancelled> {
+        if self.off {
+            return Ok(true);
+        }
+        let ix = self.slot(record);
+        let mut ix = ix.lock().unwrap_or_else(|p| p.into_inner());
+        ix.catch_up_within(record, stop, steps)
+    }
+
+    /// `record`'s index (a new one if none is held), marked as just used; the least
+    /// recently used beyond [`MAX_INDEXED_RECORDS`] let go.
+    fn slot(&self, record: &Record) -> Arc<Mutex<RecordIndex>> {
+        let t = self.tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = map
+            .entry(record.id())
+            .or_insert_with(|| (t, Arc::new(Mutex::new(RecordIndex::new(record.id())))));
+        slot.0 = t;
+        let ix = slot.1.clone();
+        while map.len() > MAX_INDEXED_RECORDS {
+            let Some(oldest) = map.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k) else {
+                break;
+            };
+            map.remove(&oldest);
+        }
+        ix
     }
 }
 

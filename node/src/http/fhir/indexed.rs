@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use cophr_protocol::fhir::SearchKeys;
 use cophr_protocol::fold::Viewer;
 use cophr_protocol::record::Record;
 use cophr_protocol::{Category, EntryId, RecordId};
@@ -217,7 +218,41 @@ pub(super) fn search(
                     // The patient asking for every item of a type: counted by the index, and
                     // only the items up to the page's end looked at.
                     let want = offset.saturating_add(count).saturating_sub(total);
-                    let (matched, n_items) = if unfiltered {
+                    let counted =
+                        viewer.is_patient() && s.ids.is_empty() && s.categories.is_empty();
+                    let by_code = match s.codes.as_slice() {
+                        [alts] if counted && s.dates.is_empty() => match alts.as_slice() {
+                            [t] => ix.code_count(ty, t).map(|n| (t, n)),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    let (matched, n_items) = if let Some((token, n)) = by_code {
+                        // The patient searching by one code: counted by the index, and
+                        // only the items up to the page's end looked at (the items that
+                        // ever had the code, in served order).
+                        let mut rest = s.clone();
+                        rest.ids.clear();
+                        let mut m = Vec::new();
+                        for root in ix.with_code(token.code.as_deref().unwrap_or_default()) {
+                            if m.len() >= want {
+                                break;
+                            }
+                            stop.check()?;
+                            if ix.current_for(rec, &viewer, root).is_some_and(|(_, k)| {
+                                k.is(ty) && view::matches(&rest, "", &k.search, k.date)
+                            }) {
+                                m.push(*root);
+                            }
+                        }
+                        (m, n)
+                    } else if counted && s.codes.is_empty() && !s.dates.is_empty() {
+                        // The patient searching by date alone: the dates of the items
+                        // current as the type are read from the index, no item visited.
+                        let m = ix.dated_matches(ty, &s.dates);
+                        let n = m.len();
+                        (m, n)
+                    } else if unfiltered {
                         let mut m = Vec::new();
                         for root in ix.of_type(ty) {
                             if m.len() >= want {
@@ -431,4 +466,328 @@ pub(super) fn everything_items(
         Some(r) => Ok(Some((page, r?))),
         None => Ok(None),
     }
+}
+
+/// One entry of a type's `_history` as the index places it: the sort key of the scan
+/// (newest first; ties in the order the scan lists the resources: record, then current
+/// items in served order, referrals' ServiceRequests, deleted items by creation) and
+/// which version of which item it is.
+type HistKey = (
+    std::cmp::Reverse<(cophr_protocol::Timestamp, usize)>,
+    usize,
+    u8,
+    index::Order,
+);
+
+/// Where an entry of a type's `_history` page comes from: the record, the item, the id
+/// it is served under, and the version number.
+pub(super) type HistPlace = (RecordId, EntryId, String, usize);
+
+/// A page of a type's `_history` (`count` from `offset`, newest first) through the
+/// index: the total and, per entry of the page, the record, the item, the id it is served
+/// under and the version number; `None` if a record is too big to index. Only the
+/// versions' times and numbers are looked at (from the index where exact for the viewer,
+/// else by folding that item for them); the caller builds the page's entries.
+pub(super) fn type_history(
+    st: &AppState,
+    records: &[RecordId],
+    ty: &str,
+    offset: usize,
+    count: usize,
+) -> Result<Option<(usize, Vec<HistPlace>)>, Outcome> {
+    let me = st.actor();
+    let now = st.now();
+    let stop = st.cancel();
+    let mut keys: Vec<HistKey> = Vec::new();
+    // Each record's patient item as the viewer sees it (served under the record's id).
+    let mut prims: Vec<Option<EntryId>> = Vec::new();
+    for (ri, rid) in records.iter().enumerate() {
+        prims.push(None);
+        let done = st.store().with_record(rid, |rec| {
+            let viewer = rec.viewer(&me, now);
+            if !viewer.has_access() {
+                return Ok(Some(true));
+            }
+            st.fhir_index()
+                .with(rec, stop, |ix| {
+                    let primary = primary(ix, rec, &viewer);
+                    if let Some(p) = prims.get_mut(ri) {
+                        *p = primary;
+                    }
+                    let patient = viewer.is_patient();
+                    for root in ix.of_type(ty) {
+                        stop.check()?;
+                        if !patient && !rec.can_see(&viewer, root) {
+                            continue;
+                        }
+                        let Some(i) = ix.item(root) else { continue };
+                        // Groups: 0 current, 1 a referral's ServiceRequest, 2 deleted.
+                        let mut push = |group: u8, t, n| {
+                            let order = if group == 2 {
+                                (0, i.order.1, i.order.2)
+                            } else {
+                                i.order
+                            };
+                            keys.push((std::cmp::Reverse((t, n)), ri, group, order));
+                        };
+                        if ix.exact_for(rec, &viewer, i) {
+                            let group = match &i.settled {
+                                index::Settled::Current { keys, .. } if keys.is(ty) => {
+                                    u8::from(keys.ty != ty)
+                                }
+                                index::Settled::Deleted
+                                    if i.hist.as_ref().and_then(|h| h.shown.as_deref())
+                                        == Some(ty) =>
+                                {
+                                    2
+                                }
+                                _ => continue,
+                            };
+                            match &i.hist {
+                                Some(h) => {
+                                    for (t, n, _) in &h.versions {
+                                        push(group, *t, *n);
+                                    }
+                                }
+                                None => push(group, i.order.1, 1),
+                            }
+                        } else if let Some((group, vs)) = folded_history(ix, rec, &viewer, root, ty)
+                        {
+                            for (t, n) in vs {
+                                push(group, t, n);
+                            }
+                        }
+                    }
+                    // The profile's Patient of a record with no patient item: left to the
+                    // scan (rare, and only for `Patient/_history`).
+                    let profile = ty == "Patient"
+                        && primary.is_none()
+                        && view::profile_patient(rec).is_some();
+                    Ok::<_, Cancelled>(!profile)
+                })?
+                .transpose()
+        })??;
+        if done != Some(true) {
+            return Ok(None);
+        }
+    }
+    let total = keys.len();
+    let end = offset.saturating_add(count).min(total);
+    if end > 0 && end < total {
+        keys.select_nth_unstable(end - 1);
+        keys.truncate(end);
+    }
+    keys.sort_unstable();
+    let page = keys
+        .into_iter()
+        .skip(offset)
+        .map(|(std::cmp::Reverse((_, n)), ri, group, order)| {
+            let root = order.2;
+            let id = if group != 2 && Some(root) == prims.get(ri).copied().flatten() {
+                records[ri].to_string()
+            } else {
+                root.to_string()
+            };
+            (records[ri], root, id, n)
+        })
+        .collect();
+    Ok(Some((total, page)))
+}
+
+/// An item's place in a type's `_history` for a viewer the index is not exact for,
+/// by folding that item for them.
+fn folded_history(
+    ix: &RecordIndex,
+    rec: &Record,
+    viewer: &Viewer,
+    root: &EntryId,
+    ty: &str,
+) -> Option<(u8, Vec<(cophr_protocol::Timestamp, usize)>)> {
+    let vs = || {
+        view::versions_named(rec, viewer, root, "", &|_| HashMap::new())
+            .iter()
+            .map(|v| (v.time, v.n))
+            .collect::<Vec<_>>()
+    };
+    match ix.current_for(rec, viewer, root) {
+        Some((_, k)) if k.is(ty) => Some((u8::from(k.ty != ty), vs())),
+        Some(_) => None,
+        None => {
+            if !matches!(
+                cophr_protocol::fold::item(rec, viewer, root),
+                Some(cophr_protocol::fold::ItemState::Deleted)
+            ) {
+                return None;
+            }
+            let all = view::versions_named(rec, viewer, root, "", &|_| HashMap::new());
+            let shown = all
+                .iter()
+                .rev()
+                .find_map(|v| v.resource.as_ref()?["resourceType"].as_str())?;
+            (shown == ty).then(|| (2, all.iter().map(|v| (v.time, v.n)).collect()))
+        }
+    }
+}
+
+/// A search of `Provenance` over `records` through the index, for the patient: the
+/// derived Provenance of each entry (one per entry, in the record's order, as
+/// [`view::provenances`] lists them), then the Provenance resources imported. Which
+/// entries have one, and what each is about, is read from the index (the entry log and
+/// the settled items), so only the page's resources are built. `None` (the caller
+/// scans) for any other viewer, or a record too big to index.
+pub(super) fn provenances(
+    st: &AppState,
+    records: &[RecordId],
+    s: &Search,
+    offset: usize,
+    count: usize,
+) -> Result<Option<(usize, Vec<Found>)>, Outcome> {
+    let me = st.actor();
+    let now = st.now();
+    let stop = st.cancel();
+    let end = offset.saturating_add(count);
+    let mut total = 0;
+    let mut page = Vec::new();
+    let ids: Vec<Option<EntryId>> = s.ids.iter().map(|i| i.parse().ok()).collect();
+    for rid in records {
+        let done = st.store().with_record(rid, |rec| {
+            let viewer = rec.viewer(&me, now);
+            if !viewer.has_access() {
+                return Ok(Some(true));
+            }
+            if !viewer.is_patient() {
+                return Ok(Some(false));
+            }
+            st.fhir_index()
+                .with(rec, stop, |ix| {
+                    let primary = primary(ix, rec, &viewer);
+                    let rid_s = rec.id().to_string();
+                    // What `view::items` serves an item as (its type and id), if anything.
+                    let served = |root: &EntryId| -> Option<(String, String)> {
+                        let i = ix.item(root)?;
+                        match &i.settled {
+                            index::Settled::Current { keys, .. } => {
+                                let ty = if keys.referral {
+                                    "ServiceRequest".to_owned()
+                                } else {
+                                    keys.ty.clone()
+                                };
+                                let id = if Some(*root) == primary {
+                                    rid_s.clone()
+                                } else {
+                                    root.to_string()
+                                };
+                                Some((ty, id))
+                            }
+                            index::Settled::Deleted => {
+                                Some((i.history().1?.to_owned(), root.to_string()))
+                            }
+                            index::Settled::Hidden => None,
+                        }
+                    };
+                    // Whether `view::items` serves the item as anything.
+                    let listed = |root: &EntryId| -> bool {
+                        ix.item(root).is_some_and(|i| match &i.settled {
+                            index::Settled::Current { .. } => true,
+                            index::Settled::Deleted => i.history().1.is_some(),
+                            index::Settled::Hidden => false,
+                        })
+                    };
+                    let target = |id: &EntryId, t: &index::Target| -> Option<String> {
+                        match t {
+                            index::Target::Patient => Some(format!("Patient/{rid_s}")),
+                            index::Target::Consent(g) => Some(format!("Consent/{g}")),
+                            index::Target::Note(root) => {
+                                let (ty, sid) = served(root)?;
+                                Some(format!("{ty}/{sid}"))
+                            }
+                            index::Target::Version(root) => {
+                                let (ty, sid) = served(root)?;
+                                let n = ix.item(root)?.number(id)?;
+                                Some(format!("{ty}/{sid}/_history/{n}"))
+                            }
+                            index::Target::None => None,
+                        }
+                    };
+                    let mut rest = s.clone();
+                    rest.ids.clear();
+                    for (k, (id, t, tgt)) in ix.log().iter().enumerate() {
+                        if k % 1024 == 0 {
+                            stop.check()?;
+                        }
+                        if !ids.is_empty() && !ids.contains(&Some(*id)) {
+                            continue;
+                        }
+                        if !rest.dates.is_empty()
+                            && !view::matches(
+                                &rest,
+                                "",
+                                &SearchKeys::default(),
+                                Some(search::instant_range(*t)),
+                            )
+                        {
+                            continue;
+                        }
+                        let has = match tgt {
+                            index::Target::Version(root) => {
+                                listed(root) && ix.item(root).and_then(|i| i.number(id)).is_some()
+                            }
+                            // Their content must be readable (an annotation sealed under
+                            // a key not held has no Provenance).
+                            index::Target::Note(root) => listed(root) && rec.payload(id).is_some(),
+                            index::Target::Patient | index::Target::Consent(_) => {
+                                rec.payload(id).is_some()
+                            }
+                            index::Target::None => false,
+                        };
+                        if !has {
+                            continue;
+                        }
+                        if (offset..end).contains(&total) {
+                            let Some(p) = target(id, tgt)
+                                .and_then(|reference| view::provenance_to(rec, id, &reference))
+                            else {
+                                continue;
+                            };
+                            page.push(Found {
+                                ty: "Provenance".into(),
+                                record: rec.id(),
+                                id: id.to_string(),
+                                alt_id: None,
+                                item: None,
+                                current: None,
+                                resource: Some(p),
+                                version: 1,
+                                updated: *t,
+                                date: Some(search::instant_range(*t)),
+                                keys: SearchKeys::default(),
+                                entries: vec![*id],
+                                audit_read: false,
+                                original: None,
+                            });
+                        }
+                        total += 1;
+                    }
+                    // The Provenance resources imported, after the derived ones.
+                    let m = matches(ix, rec, &viewer, primary, "Provenance", s, stop)?;
+                    let from = offset.saturating_sub(total).min(m.len());
+                    let to = end.saturating_sub(total).min(m.len()).max(from);
+                    page.extend(materialise(
+                        ix,
+                        rec,
+                        &viewer,
+                        primary,
+                        "Provenance",
+                        m.get(from..to).unwrap_or_default(),
+                    ));
+                    total += m.len();
+                    Ok::<_, Cancelled>(true)
+                })?
+                .transpose()
+        })??;
+        if done != Some(true) {
+            return Ok(None);
+        }
+    }
+    Ok(Some((total, page)))
 }

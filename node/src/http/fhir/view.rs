@@ -559,6 +559,11 @@ fn provenance(
         return None;
     }
     let target = provenance_target(record, viewer, look, id)?;
+    provenance_to(record, id, &target)
+}
+
+/// The Provenance of one entry, given the reference to what it is about.
+pub fn provenance_to(record: &Record, id: &EntryId, target: &str) -> Option<Json> {
     let prov = fold::provenance(record, id)?;
     let source = match &*record.payload(id)? {
         Payload::Create { body, .. } | Payload::Amend { body, .. } => body
@@ -567,7 +572,7 @@ fn provenance(
             .map(str::to_owned),
         _ => None,
     };
-    let mut p = resources::provenance(record, id, &prov, &target, source.as_deref())?;
+    let mut p = resources::provenance(record, id, &prov, target, source.as_deref())?;
     resources::set_meta(&mut p, 1, prov.time);
     Some(p)
 }
