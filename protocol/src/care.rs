@@ -585,6 +585,8 @@ pub fn reminders(state: &State, now: Timestamp, horizon: u64) -> Vec<Reminder> {
 }
 
 pub mod release;
+pub mod thread;
+pub use thread::ThreadError;
 pub use release::ReleaseError;
 
 #[cfg(test)]
