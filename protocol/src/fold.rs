@@ -52,6 +52,12 @@ impl Viewer {
         self.patient
     }
 
+    /// The people the viewer reads as: itself, the people it is a device of, the
+    /// organisations it acts for (the patient's keys: the record id is not among them).
+    pub fn people(&self) -> &[ActorId] {
+        &self.people
+    }
+
     /// Whether the viewer has any access at all.
     pub fn has_access(&self) -> bool {
         self.patient || !self.lenses.is_empty()

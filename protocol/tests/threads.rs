@@ -326,3 +326,38 @@ fn sealed_threads_are_checked_by_their_writer_and_filtered_by_readers() {
     assert!(r.thread_starts().is_empty());
     assert!(texts_seen(&r, &host, now).is_empty());
 }
+
+#[test]
+fn a_participant_lists_threads_and_sees_who_has_read_each_message() {
+    use cophr_protocol::care::thread::{thread, threads};
+    let mut t = team();
+    let (gp, nurse, pharm) = (t.gp.clone(), t.nurse.clone(), t.pharmacist.clone());
+    let patient = t.f.patient.clone();
+    let s = t.f.write(&gp, start("Your eGFR is lower", &[&nurse])).unwrap().id();
+    let m = t.f.write(&nurse, message(s, "I will call", Some(s))).unwrap().id();
+    t.f.write(&patient, read(m)).unwrap();
+    t.f.write(&gp, read(m)).unwrap();
+    t.f.write(&gp, read(m)).unwrap();
+    let now = t.f.now;
+    let r = &t.f.record;
+    let gv = r.viewer(&gp.actor(), now);
+    let list = threads(r, &gv);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].subject.as_deref(), Some("Your kidneys"));
+    assert_eq!(list[0].messages, 2);
+    assert_eq!(list[0].unread, 0, "the GP wrote the start and read the reply");
+    let mut want = vec![r.id(), gp.actor(), nurse.actor()];
+    want.sort();
+    assert_eq!(list[0].participants, want);
+    let view = thread(r, &gv, &s).unwrap();
+    assert_eq!(view.messages[1].in_reply_to, Some(s));
+    assert_eq!(view.messages[1].read_by, vec![r.id(), gp.actor()]);
+    assert!(view.messages[0].mine && !view.messages[1].mine);
+    // The nurse has not read the GP's start.
+    let nv = r.viewer(&nurse.actor(), now);
+    assert_eq!(threads(r, &nv)[0].unread, 1);
+    // The pharmacist lists nothing and opens nothing.
+    let pv = r.viewer(&pharm.actor(), now);
+    assert!(threads(r, &pv).is_empty());
+    assert!(thread(r, &pv, &s).is_none());
+}

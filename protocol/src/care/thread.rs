@@ -26,7 +26,13 @@
 //! These functions are pure: they read a body. The record's side is in
 //! `record/threads.rs`.
 
+use serde::Serialize;
+
+use crate::category::Category;
+use crate::entry::Timestamp;
+use crate::fold::{State, Viewer};
 use crate::ids::{ActorId, EntryId};
+use crate::record::Record;
 use crate::value::Value;
 
 /// The body field naming a thread's participants (on its start).
@@ -140,6 +146,155 @@ pub fn check_version(before: &Shape, after: &Shape) -> Result<(), ThreadError> {
 /// Whether an annotation's text is a read receipt.
 pub fn is_read_mark(text: &str) -> bool {
     text == READ_MARK
+}
+
+/// One thread as a participant lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThreadSummary {
+    /// The thread's start (its id).
+    pub id: EntryId,
+    /// Its subject, if the start gives one.
+    pub subject: Option<String>,
+    /// Who takes part (the patient as the record id), sorted.
+    pub participants: Vec<ActorId>,
+    /// Who started it (the person).
+    pub started_by: ActorId,
+    /// When it started.
+    pub started: Timestamp,
+    /// When its newest message was written.
+    pub last: Timestamp,
+    /// Its messages, the start included (deleted ones not counted).
+    pub messages: usize,
+    /// Of those, how many others wrote that the viewer has not marked read.
+    pub unread: usize,
+}
+
+/// One message of a thread, as a participant reads it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThreadMessage {
+    /// The message (its item id: the create).
+    pub id: EntryId,
+    /// Its version in effect (what a read receipt or a reply names).
+    pub version: EntryId,
+    /// Who wrote it (the person).
+    pub author: ActorId,
+    /// When it was written.
+    pub time: Timestamp,
+    /// Its text.
+    pub text: String,
+    /// The entry it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<EntryId>,
+    /// Its attachment (a document stored apart: title, media type, hash and size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<serde_json::Value>,
+    /// Who has marked it read (people, the author not counted), oldest first.
+    pub read_by: Vec<ActorId>,
+    /// Whether the viewer wrote it.
+    pub mine: bool,
+    /// Why its content is flagged (sealed content failing its rules), if it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
+}
+
+/// One thread with its messages, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThreadView {
+    /// The summary.
+    #[serde(flatten)]
+    pub summary: ThreadSummary,
+    /// The messages, the start first.
+    pub messages: Vec<ThreadMessage>,
+}
+
+/// The threads `viewer` takes part in and may see, newest activity first.
+pub fn threads(r: &Record, viewer: &Viewer) -> Vec<ThreadSummary> {
+    let state = crate::fold::current(r, viewer);
+    let mut out: Vec<ThreadSummary> = r
+        .thread_starts()
+        .into_iter()
+        .filter(|t| r.in_thread(viewer, t) && r.can_see(viewer, t))
+        .filter_map(|t| view_in(r, viewer, &state, &t).map(|v| v.summary))
+        .collect();
+    out.sort_by(|a, b| b.last.cmp(&a.last).then(a.id.cmp(&b.id)));
+    out
+}
+
+/// One thread as `viewer` reads it; `None` unless it is a thread the viewer takes part in
+/// and may see.
+pub fn thread(r: &Record, viewer: &Viewer, id: &EntryId) -> Option<ThreadView> {
+    if !r.in_thread(viewer, id) || !r.can_see(viewer, id) {
+        return None;
+    }
+    let state = crate::fold::current(r, viewer);
+    view_in(r, viewer, &state, id)
+}
+
+fn view_in(r: &Record, viewer: &Viewer, state: &State, id: &EntryId) -> Option<ThreadView> {
+    let participants = r.thread_participants(id)?;
+    let mut me = viewer.people().to_vec();
+    if viewer.is_patient() {
+        me.push(r.id());
+    }
+    let mut start = None;
+    let mut messages = Vec::new();
+    for i in state.in_category(&Category::Messages) {
+        if r.thread_of(&i.id) != Some(*id) {
+            continue;
+        }
+        let body = i.body.to_value();
+        let author = r.person_of(&i.current).unwrap_or(i.author);
+        let read_by: Vec<ActorId> = i
+            .annotations
+            .iter()
+            .filter(|a| r.can_see(viewer, a))
+            .filter(|a| {
+                matches!(r.payload(a).as_deref(),
+                    Some(crate::entry::Payload::Annotate { text, .. }) if is_read_mark(text))
+            })
+            .filter_map(|a| r.person_of(a))
+            .filter(|p| *p != author)
+            .fold(Vec::new(), |mut acc, p| {
+                if !acc.contains(&p) {
+                    acc.push(p);
+                }
+                acc
+            });
+        if i.id == *id {
+            start = Some((body.clone(), author, i.created));
+        }
+        messages.push(ThreadMessage {
+            id: i.id,
+            version: i.current,
+            author,
+            time: i.created,
+            text: body.get("text").and_then(Value::as_text).unwrap_or_default().to_owned(),
+            in_reply_to: reply_to(&body),
+            attachment: body.get("attachment").map(Value::to_json),
+            mine: me.contains(&author),
+            read_by,
+            flag: i.flag.clone(),
+        });
+    }
+    let (body, started_by, started) = start?;
+    messages.sort_by_key(|m| (m.time, m.id));
+    let unread = messages
+        .iter()
+        .filter(|m| !m.mine && !m.read_by.iter().any(|p| me.contains(p)))
+        .count();
+    Some(ThreadView {
+        summary: ThreadSummary {
+            id: *id,
+            subject: body.get("subject").and_then(Value::as_text).map(str::to_owned),
+            participants,
+            started_by,
+            started,
+            last: messages.last().map_or(started, |m| m.time),
+            messages: messages.len(),
+            unread,
+        },
+        messages,
+    })
 }
 
 #[cfg(test)]

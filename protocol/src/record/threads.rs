@@ -216,6 +216,11 @@ impl Record {
 }
 
 impl Record {
+    /// The person an entry's author acts for (the record id for the patient).
+    pub fn person_of(&self, id: &EntryId) -> Option<ActorId> {
+        self.nodes.get(id).map(|n| self.principal_of(n))
+    }
+
     /// Who has marked a thread's entry read ([`crate::care::thread::READ_MARK`]): the
     /// person each receipt's author acts for, with the receipt, oldest first, without
     /// repeats. Receipts held but not readable here (sealed, not opened) are left out.
