@@ -10,7 +10,9 @@ use cophr_protocol::care::thread::{self as threads, ThreadSummary, ThreadView};
 use cophr_protocol::entry::Payload;
 use cophr_protocol::record::Record;
 use cophr_protocol::schema::{self, SNIFF_BYTES};
-use cophr_protocol::{ActorId, Category, EntryId, Value};
+use cophr_protocol::{ActorId, Category, EntryId, RecordId, Value};
+use crate::store::Store;
+use crate::home::Identity;
 use rand_core::OsRng;
 use serde_json::json;
 
@@ -135,7 +137,7 @@ fn resolve_thread(r: &Record, me: &ActorId, now: u64, text: &str) -> Result<Entr
 }
 
 /// Stores a file as a document apart and returns the attachment field's value.
-fn attachment(ctx: &Ctx, path: &std::path::Path) -> Result<Value> {
+fn attachment(store: &Store, path: &std::path::Path) -> Result<Value> {
     let path = output::resolve(path);
     let bad = |e: std::io::Error| CliError::invalid(format!("cannot read {}: {e}", path.display()));
     let mut file = File::open(&path).map_err(bad)?;
@@ -159,8 +161,7 @@ fn attachment(ctx: &Ctx, path: &std::path::Path) -> Result<Value> {
         )));
     }
     let file = File::open(&path).map_err(bad)?;
-    let doc = ctx
-        .store()?
+    let doc = store
         .import_document(file, size, &mut OsRng)
         .map_err(|e| CliError::other(format!("could not store {}: {e}", path.display())))?;
     Ok(doc.to_value())
@@ -170,25 +171,25 @@ fn attachment(ctx: &Ctx, path: &std::path::Path) -> Result<Value> {
 /// attachment stored apart first. Checked against the schema before anything is stored.
 fn write_message(
     ctx: &Ctx,
+    store: &Store,
+    me: &Identity,
+    record: &RecordId,
     body: serde_json::Map<String, serde_json::Value>,
     attach: Option<PathBuf>,
 ) -> Result<EntryId> {
-    let me = ctx.identity()?;
-    let store = ctx.store()?;
-    let record = ctx.record(&store, Some(&me.actor()))?;
     let mut value = schema::body_from_json(&Category::Messages, &body.into())?;
     schema::validate(&Category::Messages, &value)?;
     if let Some(path) = attach {
-        let doc = attachment(ctx, &path)?;
+        let doc = attachment(store, &path)?;
         if let Value::Map(m) = &mut value {
             m.insert("attachment".to_owned(), doc);
         }
     }
     context::write(
         ctx,
-        &store,
-        &me,
-        &record,
+        store,
+        me,
+        record,
         Payload::Create {
             category: Category::Messages,
             body: value,
@@ -210,7 +211,10 @@ fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
     if let Some(s) = a.subject {
         m.insert("subject".into(), s.into());
     }
-    let id = write_message(ctx, m, a.attach)?;
+    let me = ctx.identity()?;
+    let store = ctx.store()?;
+    let record = ctx.record(&store, Some(&me.actor()))?;
+    let id = write_message(ctx, &store, &me, &record, m, a.attach)?;
     if ctx.json {
         return output::json(&json!({ "thread": id }));
     }
@@ -237,7 +241,7 @@ fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
     if let Some(r) = reply {
         m.insert(threads::IN_REPLY_TO.into(), r.to_string().into());
     }
-    let id = write_message(ctx, m, a.attach)?;
+    let id = write_message(ctx, &store, &me, &record, m, a.attach)?;
     if ctx.json {
         return output::json(&json!({ "thread": thread, "entry": id }));
     }

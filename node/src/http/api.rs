@@ -38,6 +38,7 @@ use time::OffsetDateTime;
 use super::{ApiError, AppState, JsonBody, OptionalJsonBody};
 
 mod audit;
+mod threads;
 mod devices;
 pub(crate) mod documents;
 pub(crate) use documents::ChannelReader;
@@ -118,6 +119,9 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/records/{rid}/timeline", get(entries::timeline))
         .route("/records/{rid}/reminders", get(entries::reminders))
+        .route("/records/{rid}/threads", get(threads::list))
+        .route("/records/{rid}/threads/{eid}", get(threads::show))
+        .route("/records/{rid}/threads/{eid}/read", post(threads::mark_read))
         .route(
             "/records/{rid}/grants",
             get(grants::list_grants).post(grants::add_grant),
