@@ -126,7 +126,7 @@ fn a_thread_is_private_to_its_participants_with_replies_and_read_receipts() {
     assert!(err.contains("does not take part"), "{err}");
     assert_eq!(t.pharmacist.entries_held(), held);
     // A plain `cophr show` of messages does not list the thread's texts either.
-    let all = t.pharmacist.ok(&["show", "messages"]);
+    let all = t.pharmacist.ok(&["show", "--category", "messages"]);
     assert!(!all.contains("Sam will call"), "{all}");
     assert!(!all.contains("Monday at 10"), "{all}");
 }

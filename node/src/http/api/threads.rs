@@ -20,27 +20,25 @@ fn summary_json(r: &Record, t: &ThreadSummary) -> Value {
 }
 
 fn view_json(r: &Record, v: &ThreadView) -> Value {
-    let mut out = summary_json(r, &v.summary);
-    out["messages_list"] = Value::Array(
-        v.messages
-            .iter()
-            .map(|m| {
-                json!({
-                    "id": m.id,
-                    "version": m.version,
-                    "author": person(r, &m.author, None),
-                    "time": format_time(m.time),
-                    "text": m.text,
-                    "in_reply_to": m.in_reply_to,
-                    "attachment": m.attachment,
-                    "read_by": m.read_by.iter().map(|p| person(r, p, None)).collect::<Vec<_>>(),
-                    "mine": m.mine,
-                    "flag": m.flag,
-                })
+    let messages: Vec<Value> = v
+        .messages
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "version": m.version,
+                "author": person(r, &m.author, None),
+                "time": format_time(m.time),
+                "text": m.text,
+                "in_reply_to": m.in_reply_to,
+                "attachment": m.attachment,
+                "read_by": m.read_by.iter().map(|p| person(r, p, None)).collect::<Vec<_>>(),
+                "mine": m.mine,
+                "flag": m.flag,
             })
-            .collect(),
-    );
-    out
+        })
+        .collect();
+    json!({ "thread": summary_json(r, &v.summary), "messages": messages })
 }
 
 /// A thread the viewer takes part in, or 404 (the same answer whether it exists or not).
