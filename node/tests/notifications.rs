@@ -787,7 +787,11 @@ async fn a_new_message_in_a_thread_notifies_its_participants_only() {
         json!({"text": "Monday at 10", "thread": start.to_string()}),
         t0 + 2000,
     );
-    let loose = put(&george, json!({"text": "New address from March"}), t0 + 3000);
+    let loose = put(
+        &george,
+        json!({"text": "New address from March"}),
+        t0 + 3000,
+    );
     let ids = |who: &Keypair| -> Vec<String> {
         n.process(&who.actor(), &rec, t0 + 4000)
             .unwrap()

@@ -586,8 +586,8 @@ pub fn reminders(state: &State, now: Timestamp, horizon: u64) -> Vec<Reminder> {
 
 pub mod release;
 pub mod thread;
-pub use thread::ThreadError;
 pub use release::ReleaseError;
+pub use thread::ThreadError;
 
 #[cfg(test)]
 mod tests;

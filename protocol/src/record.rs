@@ -1035,7 +1035,13 @@ impl Record {
         let acting = self.check_actor(e, &past)?;
         self.check_sealing(e, category.as_ref(), &past)?;
         let owner_step = self.check_care(e, &acting, category.as_ref(), &past)?;
-        self.check_thread(&e.payload, &acting.principal, category.as_ref(), &past, false)?;
+        self.check_thread(
+            &e.payload,
+            &acting.principal,
+            category.as_ref(),
+            &past,
+            false,
+        )?;
         if let Payload::Annotate { target, text } = &e.payload {
             self.check_release(target, text, &acting.principal, &past)?;
         }

@@ -63,7 +63,13 @@ fn team() -> Team {
     let gp = key(2, "gp");
     let nurse = key(3, "renal nurse");
     let pharmacist = key(4, "pharmacist");
-    f.grant(grant(&gp, Level::Write, &[Category::Messages], false, false));
+    f.grant(grant(
+        &gp,
+        Level::Write,
+        &[Category::Messages],
+        false,
+        false,
+    ));
     let nurse_grant = f.grant(grant(
         &nurse,
         Level::Write,
@@ -101,12 +107,14 @@ fn texts_seen(r: &Record, k: &Keypair, now: u64) -> Vec<String> {
 fn a_non_participant_grantee_of_messages_sees_none_of_a_thread() {
     let mut t = team();
     let (gp, nurse, pharm) = (t.gp.clone(), t.nurse.clone(), t.pharmacist.clone());
-    let s = t.f.write(&gp, start("Your eGFR is lower", &[&nurse])).unwrap().id();
-    let m = t
-        .f
-        .write(&nurse, message(s, "I will call on Monday", Some(s)))
-        .unwrap()
-        .id();
+    let s =
+        t.f.write(&gp, start("Your eGFR is lower", &[&nurse]))
+            .unwrap()
+            .id();
+    let m =
+        t.f.write(&nurse, message(s, "I will call on Monday", Some(s)))
+            .unwrap()
+            .id();
     let patient = t.f.patient.clone();
     let receipt = t.f.write(&patient, read(m)).unwrap().id();
     t.f.write(
@@ -148,7 +156,10 @@ fn a_non_participant_grantee_of_messages_sees_none_of_a_thread() {
 fn a_non_participant_cannot_write_into_a_thread_from_any_replica() {
     let mut t = team();
     let (gp, nurse, pharm) = (t.gp.clone(), t.nurse.clone(), t.pharmacist.clone());
-    let s = t.f.write(&gp, start("Your eGFR is lower", &[&nurse])).unwrap().id();
+    let s =
+        t.f.write(&gp, start("Your eGFR is lower", &[&nurse]))
+            .unwrap()
+            .id();
     let len = t.f.record.len();
     let want = Rejection::Thread(ThreadError::NotParticipant {
         thread: s,
@@ -156,7 +167,8 @@ fn a_non_participant_cannot_write_into_a_thread_from_any_replica() {
     });
     // Through its own writer…
     assert_eq!(
-        t.f.write(&pharm, message(s, "Let me in", None)).unwrap_err(),
+        t.f.write(&pharm, message(s, "Let me in", None))
+            .unwrap_err(),
         want
     );
     // …and signed by hand, arriving from the network: the gate refuses it.
@@ -167,10 +179,9 @@ fn a_non_participant_cannot_write_into_a_thread_from_any_replica() {
     }
     assert_eq!(t.f.record.len(), len, "nothing stored");
     // A message naming as its thread something that is not a thread's start.
-    let loose = t
-        .f
-        .create(&pharm, Category::Messages, text_body(&[("text", "hello")]))
-        .unwrap();
+    let loose =
+        t.f.create(&pharm, Category::Messages, text_body(&[("text", "hello")]))
+            .unwrap();
     assert_eq!(
         t.f.write(&nurse, message(loose, "x", None)).unwrap_err(),
         Rejection::Thread(ThreadError::NotAThread(loose))
@@ -183,7 +194,13 @@ fn participants_must_read_messages_and_stay_fixed() {
     let (gp, nurse) = (t.gp.clone(), t.nurse.clone());
     let outsider = key(9, "neighbour");
     let physio = key(10, "physio");
-    t.f.grant(grant(&physio, Level::Write, &[Category::VitalSigns], false, false));
+    t.f.grant(grant(
+        &physio,
+        Level::Write,
+        &[Category::VitalSigns],
+        false,
+        false,
+    ));
     for k in [&outsider, &physio] {
         assert_eq!(
             t.f.write(&gp, start("hello", &[k])).unwrap_err(),
@@ -208,7 +225,10 @@ fn participants_must_read_messages_and_stay_fixed() {
     // A message stays in its thread; a reply answers an entry of the same thread.
     let patient = t.f.patient.clone();
     let other = t.f.write(&gp, start("second", &[&patient])).unwrap().id();
-    let m = t.f.write(&nurse, message(s, "in the first", None)).unwrap().id();
+    let m =
+        t.f.write(&nurse, message(s, "in the first", None))
+            .unwrap()
+            .id();
     assert_eq!(
         t.f.write(
             &nurse,
@@ -221,7 +241,8 @@ fn participants_must_read_messages_and_stay_fixed() {
         Rejection::Thread(ThreadError::Moved)
     );
     assert_eq!(
-        t.f.write(&gp, message(other, "wrong reply", Some(m))).unwrap_err(),
+        t.f.write(&gp, message(other, "wrong reply", Some(m)))
+            .unwrap_err(),
         Rejection::Thread(ThreadError::ReplyElsewhere(m))
     );
     // The nurse is not in the second thread (the GP started it naming only George).
@@ -233,7 +254,10 @@ fn participants_must_read_messages_and_stay_fixed() {
 fn a_participant_removed_by_revocation_is_refused_from_then_on() {
     let mut t = team();
     let (gp, nurse) = (t.gp.clone(), t.nurse.clone());
-    let s = t.f.write(&gp, start("Your eGFR is lower", &[&nurse])).unwrap().id();
+    let s =
+        t.f.write(&gp, start("Your eGFR is lower", &[&nurse]))
+            .unwrap()
+            .id();
     let before = t.f.write(&nurse, message(s, "Seen it", None)).unwrap().id();
     let patient = t.f.patient.clone();
     t.f.write(
@@ -245,14 +269,23 @@ fn a_participant_removed_by_revocation_is_refused_from_then_on() {
         },
     )
     .unwrap();
-    let after = t.f.write(&gp, message(s, "After she left", None)).unwrap().id();
+    let after =
+        t.f.write(&gp, message(s, "After she left", None))
+            .unwrap()
+            .id();
     let len = t.f.record.len();
     // Her write is refused, through her writer and from the network.
     assert!(matches!(
-        t.f.write(&nurse, message(s, "Still here?", None)).unwrap_err(),
+        t.f.write(&nurse, message(s, "Still here?", None))
+            .unwrap_err(),
         Rejection::Access(_)
     ));
-    let v = from_network(&t.f.record, &nurse, message(s, "Still here?", None), t.f.now);
+    let v = from_network(
+        &t.f.record,
+        &nurse,
+        message(s, "Still here?", None),
+        t.f.now,
+    );
     let err = t.f.record.apply(v).unwrap_err();
     assert!(matches!(err, Rejection::Access(_)), "{err:?}");
     assert_eq!(t.f.record.len(), len);
@@ -333,8 +366,14 @@ fn a_participant_lists_threads_and_sees_who_has_read_each_message() {
     let mut t = team();
     let (gp, nurse, pharm) = (t.gp.clone(), t.nurse.clone(), t.pharmacist.clone());
     let patient = t.f.patient.clone();
-    let s = t.f.write(&gp, start("Your eGFR is lower", &[&nurse])).unwrap().id();
-    let m = t.f.write(&nurse, message(s, "I will call", Some(s))).unwrap().id();
+    let s =
+        t.f.write(&gp, start("Your eGFR is lower", &[&nurse]))
+            .unwrap()
+            .id();
+    let m =
+        t.f.write(&nurse, message(s, "I will call", Some(s)))
+            .unwrap()
+            .id();
     t.f.write(&patient, read(m)).unwrap();
     t.f.write(&gp, read(m)).unwrap();
     t.f.write(&gp, read(m)).unwrap();
@@ -345,7 +384,10 @@ fn a_participant_lists_threads_and_sees_who_has_read_each_message() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].subject.as_deref(), Some("Your kidneys"));
     assert_eq!(list[0].messages, 2);
-    assert_eq!(list[0].unread, 0, "the GP wrote the start and read the reply");
+    assert_eq!(
+        list[0].unread, 0,
+        "the GP wrote the start and read the reply"
+    );
     let mut want = vec![r.id(), gp.actor(), nurse.actor()];
     want.sort();
     assert_eq!(list[0].participants, want);

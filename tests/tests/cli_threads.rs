@@ -116,12 +116,18 @@ fn a_thread_is_private_to_its_participants_with_replies_and_read_receipts() {
     // The pharmacist, with write on messages: no thread listed, none shown, and a message
     // into it is refused (exit 3) with nothing stored.
     assert!(threads(&t.pharmacist).is_empty());
-    t.pharmacist
-        .fails(4, &["thread", "show", thread.as_str()]);
+    t.pharmacist.fails(4, &["thread", "show", thread.as_str()]);
     let held = t.pharmacist.entries_held();
     let err = t.pharmacist.fails(
         3,
-        &["add", "messages", "--text", "Let me in", "--thread", thread.as_str()],
+        &[
+            "add",
+            "messages",
+            "--text",
+            "Let me in",
+            "--thread",
+            thread.as_str(),
+        ],
     );
     assert!(err.contains("does not take part"), "{err}");
     assert_eq!(t.pharmacist.entries_held(), held);

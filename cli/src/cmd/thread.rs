@@ -4,6 +4,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 
+use crate::home::Identity;
+use crate::store::Store;
 use clap::{Args as ClapArgs, Subcommand};
 use cophr_protocol::blob::MAX_DOCUMENT_BYTES;
 use cophr_protocol::care::thread::{self as threads, ThreadSummary, ThreadView};
@@ -11,8 +13,6 @@ use cophr_protocol::entry::Payload;
 use cophr_protocol::record::Record;
 use cophr_protocol::schema::{self, SNIFF_BYTES};
 use cophr_protocol::{ActorId, Category, EntryId, RecordId, Value};
-use crate::store::Store;
-use crate::home::Identity;
 use rand_core::OsRng;
 use serde_json::json;
 
@@ -281,7 +281,11 @@ fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
         let out = list
             .into_iter()
             .map(|t| {
-                let people = t.participants.iter().map(|p| Person::of(r, p, None)).collect();
+                let people = t
+                    .participants
+                    .iter()
+                    .map(|p| Person::of(r, p, None))
+                    .collect();
                 (t, people)
             })
             .collect();
@@ -302,7 +306,11 @@ fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
         table.row(vec![
             t.id.short(),
             t.subject.clone().unwrap_or_default(),
-            people.iter().map(Person::short).collect::<Vec<_>>().join(", "),
+            people
+                .iter()
+                .map(Person::short)
+                .collect::<Vec<_>>()
+                .join(", "),
             t.messages.to_string(),
             t.unread.to_string(),
             times::format(t.last),
@@ -370,7 +378,10 @@ fn show(ctx: &Ctx, a: ShowArgs) -> Result<()> {
             m.text
         ));
         if let Some(att) = &m.attachment {
-            let title = att.get("hash").and_then(|h| h.as_str()).unwrap_or("a document");
+            let title = att
+                .get("hash")
+                .and_then(|h| h.as_str())
+                .unwrap_or("a document");
             text.push_str(&format!("  [attachment {title}]\n"));
         }
         if let Some(f) = &m.flag {

@@ -268,7 +268,11 @@ fn view_in(r: &Record, viewer: &Viewer, state: &State, id: &EntryId) -> Option<T
             version: i.current,
             author,
             time: i.created,
-            text: body.get("text").and_then(Value::as_text).unwrap_or_default().to_owned(),
+            text: body
+                .get("text")
+                .and_then(Value::as_text)
+                .unwrap_or_default()
+                .to_owned(),
             in_reply_to: reply_to(&body),
             attachment: body.get("attachment").map(Value::to_json),
             mine: me.contains(&author),
@@ -285,7 +289,10 @@ fn view_in(r: &Record, viewer: &Viewer, state: &State, id: &EntryId) -> Option<T
     Some(ThreadView {
         summary: ThreadSummary {
             id: *id,
-            subject: body.get("subject").and_then(Value::as_text).map(str::to_owned),
+            subject: body
+                .get("subject")
+                .and_then(Value::as_text)
+                .map(str::to_owned),
             participants,
             started_by,
             started,
@@ -311,7 +318,9 @@ mod tests {
     fn shapes_are_read_and_malformed_ones_refused() {
         let a = actor(1);
         let b = actor(2);
-        let start = Value::from_json(&json!({"text": "hi", "participants": [b.to_string(), a.to_string(), b.to_string()]}));
+        let start = Value::from_json(
+            &json!({"text": "hi", "participants": [b.to_string(), a.to_string(), b.to_string()]}),
+        );
         let mut want = vec![a, b];
         want.sort();
         assert_eq!(shape(&start), Ok(Shape::Start(want)));
@@ -320,11 +329,15 @@ mod tests {
             Ok(Shape::Loose)
         );
         assert_eq!(
-            shape(&Value::from_json(&json!({"text": "x", "participants": ["nope"]}))),
+            shape(&Value::from_json(
+                &json!({"text": "x", "participants": ["nope"]})
+            )),
             Err(ThreadError::Field(PARTICIPANTS))
         );
         assert_eq!(
-            shape(&Value::from_json(&json!({"text": "x", "participants": "one"}))),
+            shape(&Value::from_json(
+                &json!({"text": "x", "participants": "one"})
+            )),
             Err(ThreadError::Field(PARTICIPANTS))
         );
         assert_eq!(
@@ -341,8 +354,12 @@ mod tests {
             .map(|i| actor(i).to_string())
             .collect();
         assert_eq!(
-            shape(&Value::from_json(&json!({"text": "x", "participants": many}))),
-            Err(ThreadError::TooManyParticipants(MAX_THREAD_PARTICIPANTS + 1))
+            shape(&Value::from_json(
+                &json!({"text": "x", "participants": many})
+            )),
+            Err(ThreadError::TooManyParticipants(
+                MAX_THREAD_PARTICIPANTS + 1
+            ))
         );
     }
 

@@ -136,7 +136,10 @@ impl Record {
                 && g.grant.level.reads()
                 && g.grant.scope.covers(&Category::Messages)
                 && !g.revoked_by.iter().any(past)
-                && self.chain(g.id).iter().all(|l| !l.revoked_by.iter().any(past))
+                && self
+                    .chain(g.id)
+                    .iter()
+                    .all(|l| !l.revoked_by.iter().any(past))
         })
     }
 
@@ -191,8 +194,8 @@ impl Record {
                         }
                         member(t)?;
                         if let Some(r) = thread::reply_to(body) {
-                            let here = past(&r)
-                                && (r == *t || self.thread_of_in(&r, open) == Some(*t));
+                            let here =
+                                past(&r) && (r == *t || self.thread_of_in(&r, open) == Some(*t));
                             if !here {
                                 return Err(ThreadError::ReplyElsewhere(r).into());
                             }

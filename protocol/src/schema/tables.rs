@@ -626,7 +626,11 @@ static ALL: [CategorySchema<'static>; 22] = [
                 FieldType::TextList,
             ),
             opt("thread", "Thread (the entry id of its start)", TEXT),
-            opt("attachment", "Attachment (stored apart)", FieldType::Document),
+            opt(
+                "attachment",
+                "Attachment (stored apart)",
+                FieldType::Document,
+            ),
         ],
         "text",
     ),

@@ -92,7 +92,11 @@ pub(super) async fn show(
                 rd.record(&record, |r, seen| {
                     let v = viewer(r, &me, now)?;
                     let view = thread_of(r, &v, &id)?;
-                    seen.add(r.thread_entries(&id).into_iter().filter(|e| r.can_see(&v, e)));
+                    seen.add(
+                        r.thread_entries(&id)
+                            .into_iter()
+                            .filter(|e| r.can_see(&v, e)),
+                    );
                     seen.detail(format!("thread (API): {} messages", view.messages.len()));
                     Ok(view_json(r, &view))
                 })?
