@@ -403,3 +403,31 @@ fn a_participant_lists_threads_and_sees_who_has_read_each_message() {
     assert!(threads(r, &pv).is_empty());
     assert!(thread(r, &pv, &s).is_none());
 }
+
+#[test]
+fn a_thread_exports_to_fhir_as_communications_with_part_of_in_response_to_and_recipients() {
+    use cophr_protocol::fhir::{self, ExportMeta};
+    let mut t = team();
+    let (gp, nurse) = (t.gp.clone(), t.nurse.clone());
+    let s = t.f.write(&gp, start("Your eGFR is lower", &[&nurse])).unwrap();
+    let m = t.f.write(&nurse, message(s.id(), "I will call", Some(s.id()))).unwrap();
+    let rid = t.f.record.id();
+    let body_of = |v: &Verified| match &v.entry().payload {
+        Payload::Create { body, .. } => body.clone(),
+        other => panic!("{other:?}"),
+    };
+    let c = Category::Messages;
+    let start_fhir =
+        fhir::export(&rid, &s.id(), &c, &body_of(&s), &ExportMeta::default()).unwrap();
+    assert_eq!(start_fhir["resourceType"], "Communication");
+    assert_eq!(
+        start_fhir["recipient"][0]["identifier"]["value"],
+        nurse.actor().to_string()
+    );
+    assert!(start_fhir.get("partOf").is_none());
+    let msg = fhir::export(&rid, &m.id(), &c, &body_of(&m), &ExportMeta::default()).unwrap();
+    let part_of = format!("Communication/{}", s.id());
+    assert_eq!(msg["partOf"][0]["reference"], part_of.as_str());
+    assert_eq!(msg["inResponseTo"][0]["reference"], part_of.as_str());
+    assert_eq!(msg["payload"][0]["contentString"], "I will call");
+}
