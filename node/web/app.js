@@ -1057,7 +1057,7 @@ async function openThread(id, list, view) {
   const last = t.messages[t.messages.length - 1];
   const text = h('textarea', { id: 'reply-text', name: 'text', rows: '3', required: true });
   const form = h('form', { id: 'reply-form', novalidate: true },
-    h('p', {}, h('label', { for: 'reply-text' }, `Reply to ${person(last.author)}`), h('br'), text),
+    h('p', {}, h('label', { for: 'reply-text' }, last.mine ? 'Reply' : `Reply to ${person(last.author)}`), h('br'), text),
     h('button', { type: 'submit' }, 'Send'));
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
