@@ -409,16 +409,19 @@ fn a_thread_exports_to_fhir_as_communications_with_part_of_in_response_to_and_re
     use cophr_protocol::fhir::{self, ExportMeta};
     let mut t = team();
     let (gp, nurse) = (t.gp.clone(), t.nurse.clone());
-    let s = t.f.write(&gp, start("Your eGFR is lower", &[&nurse])).unwrap();
-    let m = t.f.write(&nurse, message(s.id(), "I will call", Some(s.id()))).unwrap();
+    let s =
+        t.f.write(&gp, start("Your eGFR is lower", &[&nurse]))
+            .unwrap();
+    let m =
+        t.f.write(&nurse, message(s.id(), "I will call", Some(s.id())))
+            .unwrap();
     let rid = t.f.record.id();
     let body_of = |v: &Verified| match &v.entry().payload {
         Payload::Create { body, .. } => body.clone(),
         other => panic!("{other:?}"),
     };
     let c = Category::Messages;
-    let start_fhir =
-        fhir::export(&rid, &s.id(), &c, &body_of(&s), &ExportMeta::default()).unwrap();
+    let start_fhir = fhir::export(&rid, &s.id(), &c, &body_of(&s), &ExportMeta::default()).unwrap();
     assert_eq!(start_fhir["resourceType"], "Communication");
     assert_eq!(
         start_fhir["recipient"][0]["identifier"]["value"],

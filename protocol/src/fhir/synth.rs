@@ -721,7 +721,10 @@ fn messages(p: &RecordId, e: &EntryId, body: &Value) -> Json {
     R::new("Communication", e)
         .set("status", Some("completed".into()))
         .set("partOf", communication(crate::care::thread::THREAD))
-        .set("inResponseTo", communication(crate::care::thread::IN_REPLY_TO))
+        .set(
+            "inResponseTo",
+            communication(crate::care::thread::IN_REPLY_TO),
+        )
         .patient("subject", p)
         .set("topic", ct("subject"))
         .set(
