@@ -108,6 +108,13 @@ pub fn rejection_code(r: &Rejection) -> Code {
             Code::Access
         }
         Rejection::Release(cophr_protocol::care::ReleaseError::ByPatient) => Code::Access,
+        // Writing into a thread one does not take part in, or naming someone without
+        // access, is an access refusal; any other break of a thread's rules, invalid.
+        Rejection::Thread(
+            cophr_protocol::care::ThreadError::NotParticipant { .. }
+            | cophr_protocol::care::ThreadError::NoAccess(_),
+        ) => Code::Access,
+        Rejection::Thread(_) => Code::Invalid,
         Rejection::Task(TaskError::Stale { .. })
         | Rejection::Release(cophr_protocol::care::ReleaseError::AlreadyReleased { .. }) => {
             Code::Conflict

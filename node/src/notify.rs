@@ -62,7 +62,8 @@ pub enum Event {
     ResultReleased,
     /// A referral or task was sent or its status changed (`tasks`).
     TaskStatus,
-    /// A new message (`messages`).
+    /// A new message (`messages`): a message in a thread only to the thread's
+    /// participants (the read rule of conversations, `protocol::care::thread`).
     NewMessage,
     /// An appointment's reminder is due (`appointments`).
     ReminderDue,

@@ -989,6 +989,20 @@ async fn the_router_matches_its_openapi_document() {
             if !query.is_empty() {
                 uri = format!("{uri}?{}", query.join("&"));
             }
+            if path.contains("/threads/{eid}") {
+                // A conversation with Mary (who reads every category) to show or mark read.
+                let r = with_json(
+                    &f.state,
+                    Method::POST,
+                    &format!("/api/v1/records/{rid}/entries"),
+                    json!({"category": "messages", "body": {"text": "Can we talk on Monday?",
+                        "subject": "Monday", "participants": [mary]}}),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+                let thread = r.json()["id"].as_str().unwrap().to_owned();
+                uri = concrete(path, &rid, &thread, &gid);
+            }
             if path.contains("{category}") {
                 // An extension schema to show.
                 let r = with_json(

@@ -730,3 +730,85 @@ async fn after_a_revocation_a_subscriber_hears_nothing_new_of_that_category() {
     assert_eq!(items[0]["entry"], json!(result));
     assert!(!list.to_string().contains(&after.to_string()), "{list}");
 }
+
+/// A new message in a thread notifies its participants only: the pharmacist, who reads
+/// messages but is not in the thread, hears of the loose message and nothing of the
+/// thread (the read rule of conversations, `docs/care-team.md`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_message_in_a_thread_notifies_its_participants_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let pharmacist = key(11, "Pharmacist");
+    let (store, _) = Store::open(dir.path(), pharmacist.clone()).unwrap();
+    let george = key(11, "George");
+    let nurse = key(11, "Nurse");
+    let rec = george.actor();
+    let t0 = 1_800_000_000_000u64;
+    store
+        .create_record(&george, profile("George", "patient", None), t0, None)
+        .unwrap();
+    for k in [&nurse, &pharmacist] {
+        store
+            .write(
+                &rec,
+                &george,
+                Payload::Grant(grant(k, Level::Write, &[Category::Messages], false, false)),
+                t0,
+                None,
+            )
+            .unwrap();
+    }
+    let n = Notifier::new(store.clone());
+    for k in [&nurse, &pharmacist] {
+        n.subscribe(&k.actor(), &rec, &[Event::NewMessage], &[], t0)
+            .unwrap();
+    }
+    let body = |j: Value| cophr_protocol::schema::body_from_json(&Category::Messages, &j).unwrap();
+    let put = |who: &Keypair, j: Value, t: u64| {
+        store
+            .write(
+                &rec,
+                who,
+                Payload::Create {
+                    category: Category::Messages,
+                    body: body(j),
+                },
+                t,
+                None,
+            )
+            .unwrap()
+    };
+    let start = put(
+        &george,
+        json!({"text": "Can you call me?", "participants": [nurse.actor().to_string()]}),
+        t0 + 1000,
+    );
+    let reply = put(
+        &nurse,
+        json!({"text": "Monday at 10", "thread": start.to_string()}),
+        t0 + 2000,
+    );
+    let loose = put(
+        &george,
+        json!({"text": "New address from March"}),
+        t0 + 3000,
+    );
+    let ids = |who: &Keypair| -> Vec<String> {
+        n.process(&who.actor(), &rec, t0 + 4000)
+            .unwrap()
+            .into_iter()
+            .map(|x| x.id)
+            .collect()
+    };
+    assert_eq!(
+        ids(&nurse),
+        vec![
+            format!("new-message:{start}"),
+            format!("new-message:{loose}")
+        ],
+        "her own reply is not news to her"
+    );
+    assert_eq!(ids(&pharmacist), vec![format!("new-message:{loose}")]);
+    let listed = n.list(&pharmacist.actor(), &rec, 0, 50).unwrap();
+    assert_eq!(listed.total, 1);
+    assert!(!format!("{listed:?}").contains(&reply.to_string()));
+}

@@ -53,6 +53,9 @@ const ROUTES = {
   notifications: ['GET', '/records/{rid}/notifications'],
   readNotifications: ['POST', '/records/{rid}/notifications/read'],
   notificationStream: ['GET', '/records/{rid}/notifications/stream'],
+  threads: ['GET', '/records/{rid}/threads'],
+  thread: ['GET', '/records/{rid}/threads/{eid}'],
+  threadRead: ['POST', '/records/{rid}/threads/{eid}/read'],
   worklist: ['GET', '/worklist'],
   worklistCount: ['GET', '/worklist/count'],
   members: ['GET', '/records/{rid}/members'],
@@ -670,12 +673,12 @@ async function renderRecord() {
 
   const tabs = patient
     ? [['record', 'Record'], ['timeline', 'Timeline'], ['trends', 'Trends'], ['add', 'Add an entry'],
-      ['notifications', 'Notifications'],
+      ['notifications', 'Notifications'], ['conversations', 'Conversations'],
       ['access', 'Who has access'], ['audit', 'Who viewed what'], ['export', 'Export'],
       ['share', 'Emergency summary'], ['devices', 'Devices & recovery'],
       ...(isOrganisation(s) ? [['staff', 'Staff']] : [])]
     : [['record', 'Record'], ['timeline', 'Timeline'], ['trends', 'Trends'], ['add', 'Add an entry'],
-      ['notifications', 'Notifications'],
+      ['notifications', 'Notifications'], ['conversations', 'Conversations'],
       ['mine', 'What I may see and write'], ['approve', 'Approve a key recovery']];
   const nav = h('nav', { 'aria-label': 'Record sections', class: 'tabs' },
     h('ul', {}, tabs.map(([id, label]) => h('li', {}, h('button', {
@@ -758,7 +761,7 @@ async function showTab(id, focus = true) {
     record: renderCategories, timeline: renderTimeline, trends: renderTrends, add: renderAdd,
     access: renderAccess, audit: renderAudit, export: renderExport, mine: renderMine,
     share: renderShares, devices: renderDevices, approve: renderApprove,
-    notifications: renderNotifications, staff: renderStaff,
+    notifications: renderNotifications, staff: renderStaff, conversations: renderConversations,
   }[id] || renderCategories;
   await render(panel);
   if (focus) {
@@ -1025,6 +1028,109 @@ async function listNotifications() {
         await attempt(() => api('readNotifications', { rid: state.rid }, { body: { ids: [n.id] } }));
         renderEntry(n.entry);
       } }, 'Open')))));
+}
+
+// --- Conversations: threads private to their participants. -------------------------------
+
+async function renderConversations(panel) {
+  panel.append(panelHeading('Conversations'),
+    h('p', { class: 'help' }, 'A conversation is private to the people in it: the record\'s '
+      + 'rules show it to no one else, whatever they may read of your messages.'));
+  const list = h('div', { id: 'thread-list' });
+  const view = h('section', { id: 'thread-view', 'aria-labelledby': 'thread-title' });
+  const canWrite = ['write', 'delete'].includes(myLevel('messages'));
+  panel.append(h('h3', {}, 'Your conversations'), list, view);
+  if (canWrite) panel.append(startThreadForm(list, view));
+  await listThreads(list, view);
+}
+
+async function listThreads(list, view) {
+  const got = await attempt(() => api('threads', { rid: state.rid }));
+  if (!got) return;
+  list.replaceChildren(got.length === 0
+    ? h('p', {}, 'No conversations yet.')
+    : h('ul', { class: 'threads' }, got.map((t) => h('li', { 'data-thread': t.id },
+      h('button', { type: 'button', class: 'secondary', onclick: () => openThread(t.id, list, view) },
+        t.subject || 'Conversation'),
+      ` with ${t.participants.map(person).join(', ')} · ${t.messages} message${t.messages === 1 ? '' : 's'} · last `,
+      when(t.last), ' ',
+      t.unread > 0 ? h('span', { class: 'badge', 'aria-label': `${t.unread} unread` }, `${t.unread} new`) : null))));
+}
+
+async function openThread(id, list, view) {
+  // Opening a thread marks what others wrote read (a receipt each, which they see).
+  await attempt(() => api('threadRead', { rid: state.rid, eid: id }, { body: {} }));
+  const t = await attempt(() => api('thread', { rid: state.rid, eid: id }));
+  if (!t) return;
+  const last = t.messages[t.messages.length - 1];
+  const text = h('textarea', { id: 'reply-text', name: 'text', rows: '3', required: true });
+  const form = h('form', { id: 'reply-form', novalidate: true },
+    h('p', {}, h('label', { for: 'reply-text' }, last.mine ? 'Reply' : `Reply to ${person(last.author)}`), h('br'), text),
+    h('button', { type: 'submit' }, 'Send'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    if (!text.value.trim()) {
+      showError(new ApiError(0, 'invalid', 'Write a message first.'));
+      text.focus();
+      return;
+    }
+    const body = { text: text.value, thread: id, 'in-reply-to': last.version };
+    if (await attempt(() => api('addEntry', { rid: state.rid }, { body: { category: 'messages', body } }))) {
+      setStatus('Sent.');
+      await openThread(id, list, view);
+      await listThreads(list, view);
+      const again = $('reply-text');
+      if (again) again.focus();
+    }
+  });
+  view.replaceChildren(
+    h('h3', { id: 'thread-title', tabindex: '-1' }, t.thread.subject || 'Conversation'),
+    h('p', { class: 'meta' }, `With ${t.thread.participants.map(person).join(', ')}`),
+    h('ol', { class: 'messages', 'aria-label': 'Messages, oldest first' }, t.messages.map((m) => h('li', {
+      'data-message': m.id, class: m.mine ? 'mine' : null,
+    },
+    h('p', { class: 'meta' }, h('strong', {}, m.mine ? 'You' : person(m.author)), ', ', when(m.time),
+      m.in_reply_to ? ` · in reply to ${shortId(m.in_reply_to)}` : ''),
+    h('p', { class: 'message-text' }, m.text),
+    m.attachment ? h('p', {}, h('button', { type: 'button', class: 'secondary small',
+      onclick: () => renderEntry(m.id) }, 'Open the attachment')) : null,
+    m.flag ? h('p', { class: 'flag' }, `Flagged: ${m.flag}`) : null,
+    h('p', { class: 'meta read-by' }, m.read_by.length === 0
+      ? 'Not read yet'
+      : `Read by ${m.read_by.map(person).join(', ')}`)))),
+    form);
+  $('thread-title').focus();
+  await listThreads(list, view);
+}
+
+function startThreadForm(list, view) {
+  const form = h('form', { id: 'start-thread-form', novalidate: true },
+    h('fieldset', {}, h('legend', {}, 'Start a conversation'),
+      h('p', {}, h('label', { for: 'thread-with' }, 'With (actor ids, separated by commas)'), h('br'),
+        h('input', { id: 'thread-with', name: 'with', type: 'text', required: true, autocomplete: 'off' })),
+      h('p', {}, h('label', { for: 'thread-subject' }, 'Subject'), h('br'),
+        h('input', { id: 'thread-subject', name: 'subject', type: 'text' })),
+      h('p', {}, h('label', { for: 'thread-text' }, 'Message'), h('br'),
+        h('textarea', { id: 'thread-text', name: 'text', rows: '3', required: true }))),
+    h('button', { type: 'submit' }, 'Start'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const participants = form.elements.with.value.split(',').map((x) => x.trim()).filter(Boolean);
+    const text = form.elements.text.value.trim();
+    if (participants.length === 0 || !participants.every((a) => ACTOR_RE.test(a)) || !text) {
+      showError(new ApiError(0, 'invalid', 'Name at least one person by actor id (a-…), and write a message.'));
+      return;
+    }
+    const body = { text, participants };
+    if (form.elements.subject.value.trim()) body.subject = form.elements.subject.value.trim();
+    const got = await attempt(() => api('addEntry', { rid: state.rid }, { body: { category: 'messages', body } }));
+    if (got) {
+      form.reset();
+      setStatus('Conversation started.');
+      await openThread(got.id, list, view);
+    }
+  });
+  return form;
 }
 
 // --- One entry: its fields, versions and notes. ---------------------------------------------

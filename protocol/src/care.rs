@@ -585,7 +585,9 @@ pub fn reminders(state: &State, now: Timestamp, horizon: u64) -> Vec<Reminder> {
 }
 
 pub mod release;
+pub mod thread;
 pub use release::ReleaseError;
+pub use thread::ThreadError;
 
 #[cfg(test)]
 mod tests;

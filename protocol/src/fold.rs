@@ -33,6 +33,9 @@ struct Lens {
 pub struct Viewer {
     actor: ActorId,
     patient: bool,
+    /// The people the actor sees as: itself, the people it is a device of, the
+    /// organisations it acts for (who it may be among a thread's participants as).
+    people: Vec<ActorId>,
     lenses: Vec<Lens>,
     /// Grants that would open something but whose identity requirement is not met now.
     unattested: Vec<(EntryId, Requirement)>,
@@ -47,6 +50,12 @@ impl Viewer {
     /// Whether this is the patient (the current patient key or a patient's device).
     pub fn is_patient(&self) -> bool {
         self.patient
+    }
+
+    /// The people the viewer reads as: itself, the people it is a device of, the
+    /// organisations it acts for (the patient's keys: the record id is not among them).
+    pub fn people(&self) -> &[ActorId] {
+        &self.people
     }
 
     /// Whether the viewer has any access at all.
@@ -103,6 +112,7 @@ impl Record {
         Ok(Viewer {
             actor: *actor,
             patient: true,
+            people: vec![*actor],
             lenses: Vec::new(),
             unattested: Vec::new(),
         })
@@ -164,6 +174,7 @@ impl Record {
         let patient = self.is_patient(actor);
         let mut lenses = Vec::new();
         let mut unattested = Vec::new();
+        let mut seen_as = vec![*actor];
         if !patient {
             let mut people = vec![*actor];
             people.extend(self.owners_of(actor));
@@ -266,10 +277,12 @@ impl Record {
                     cutoffs,
                 });
             }
+            seen_as = people;
         }
         Viewer {
             actor: *actor,
             patient,
+            people: seen_as,
             lenses,
             unattested,
         }
@@ -308,10 +321,36 @@ impl Record {
             // by every replica: any grantee sees it, up to a revocation's cut.
             None => v.lenses.iter().any(|l| self.before_cut(l, &n.h.id)),
             Some(_) => match self.node_category(n) {
-                Some(c) => v.lenses.iter().any(|l| self.lens_sees(l, n, c)),
+                Some(c) => {
+                    v.lenses.iter().any(|l| self.lens_sees(l, n, c))
+                        && (*c != Category::Messages || self.takes_part(v, n))
+                }
                 None => false,
             },
         }
+    }
+
+    /// The read rule of conversations ([`crate::care::thread`]): an entry of a thread is
+    /// seen only by the thread's participants, and only when its author takes part (an
+    /// entry the gate could not check, sealed, claiming a thread its author is not in, is
+    /// shown to no one else). An entry outside any thread passes.
+    fn takes_part(&self, v: &Viewer, n: &Node) -> bool {
+        let Some(t) = self.thread_of(&n.h.id) else {
+            return true;
+        };
+        let Some(parts) = self.thread_participants(&t) else {
+            return false;
+        };
+        v.people.iter().any(|p| parts.contains(p)) && parts.contains(&self.principal_of(n))
+    }
+
+    /// Whether the viewer takes part in the thread started by `thread` (the patient
+    /// takes part in every thread).
+    pub fn in_thread(&self, v: &Viewer, thread: &EntryId) -> bool {
+        v.patient
+            || self
+                .thread_participants(thread)
+                .is_some_and(|parts| v.people.iter().any(|p| parts.contains(p)))
     }
 }
 

@@ -49,6 +49,7 @@ mod schemas;
 mod sealing;
 mod snapshot;
 mod subset;
+mod threads;
 
 pub(crate) use nodes::Header;
 pub(crate) use nodes::Node;
@@ -272,6 +273,11 @@ pub enum Rejection {
     /// something that is not a result, or a second release.
     #[error("release: {0}")]
     Release(#[from] crate::care::ReleaseError),
+    /// An entry in a conversation breaks its rules ([`crate::care::thread`]): written into
+    /// a thread by someone who does not take part in it, a participant without access, a
+    /// message moved between threads.
+    #[error("thread: {0}")]
+    Thread(#[from] crate::care::ThreadError),
     /// The target of an amend, delete, annotate or revoke is missing or unsuitable.
     #[error("target {id}: {why}")]
     Target {
@@ -1033,6 +1039,13 @@ impl Record {
         let acting = self.check_actor(e, &past)?;
         self.check_sealing(e, category.as_ref(), &past)?;
         let owner_step = self.check_care(e, &acting, category.as_ref(), &past)?;
+        self.check_thread(
+            &e.payload,
+            &acting.principal,
+            category.as_ref(),
+            &past,
+            false,
+        )?;
         if let Payload::Annotate { target, text } = &e.payload {
             self.check_release(target, text, &acting.principal, &past)?;
         }

@@ -2633,3 +2633,95 @@ fn an_organisation_administers_its_staff_in_the_web_app_and_the_patient_sees_the
         driver.session.lock().expect("the session slot").take();
     });
 }
+
+/// Conversations in the web app: the renal nurse starts a thread with George; George's
+/// Conversations tab lists it as new, opens it (focus moves to its heading; opening marks
+/// it read, which the nurse's message then shows), and replies from the keyboard.
+#[test]
+fn the_patient_reads_and_answers_a_conversation_in_the_chat_view() {
+    require_browser();
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    let nurse = Person::new("Sam Patel", "renal nurse", Some("Leeds Renal Unit"));
+    george.ok(&[
+        "grant",
+        &nurse.actor,
+        "--level",
+        "write",
+        "--categories",
+        "messages",
+    ]);
+    let dir = tempfile::TempDir::new().expect("a directory");
+    let first = dir.path().join("george.cophr");
+    george.export(&first);
+    nurse.import(&first);
+    let started = nurse.json(&[
+        "thread",
+        "start",
+        "--with",
+        &george.actor,
+        "--subject",
+        "Your eGFR",
+        "Your eGFR has fallen a little: can I call you on Monday?",
+    ]);
+    let thread = started["thread"].as_str().expect("a thread id").to_owned();
+    let second = dir.path().join("thread.cophr");
+    nurse.export(&second);
+    george.import(&second);
+    let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
+    let base = node.http().expect("the node's HTTP address");
+    let token = std::fs::read_to_string(george.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned();
+    let driver = Driver::start();
+    let profile = tempfile::TempDir::new().expect("a browser profile");
+    runtime().block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &base, &token).await;
+        wait_text(&c, "#app-title", "My record").await;
+        click(&c, "#tab-conversations").await;
+        let listed = wait_text(&c, "#thread-list", "Your eGFR").await;
+        assert!(listed.contains("1 new"), "{listed}");
+        assert!(listed.contains("Sam Patel"), "{listed}");
+        click(&c, &format!("[data-thread='{thread}'] button")).await;
+        let shown = wait_text(&c, "#thread-view", "can I call you on Monday?").await;
+        assert!(
+            shown.contains("Read by George Jones"),
+            "opening marks it read: {shown}"
+        );
+        let focused = c
+            .execute("return document.activeElement.id", vec![])
+            .await
+            .expect("the focused element");
+        assert_eq!(focused, json!("thread-title"), "focus moves to the thread");
+        wait_text(&c, "#thread-list", "1 message").await;
+        type_into(&c, "#reply-text", "Monday at 10 is fine, thank you.").await;
+        // Sent from the keyboard: Tab to the button, Enter.
+        c.find(Locator::Css("#reply-form button[type=submit]"))
+            .await
+            .expect("the send button")
+            .send_keys("\u{E007}")
+            .await
+            .expect("Enter");
+        let shown = wait_text(&c, "#thread-view", "Monday at 10 is fine").await;
+        assert!(shown.contains("You"), "{shown}");
+        assert!(
+            shown.contains("Not read yet"),
+            "the reply is not read yet: {shown}"
+        );
+        wait_text(&c, "#thread-list", "2 messages").await;
+        let png = c.screenshot().await.expect("a screenshot");
+        screenshot(&png, "web-app-conversations.png");
+        c.close().await.expect("close the browser");
+    });
+    // The nurse, importing George's record back, sees that George read her message.
+    let third = dir.path().join("reply.cophr");
+    george.live_ok(&["export", third.to_str().unwrap()]);
+    nurse.import(&third);
+    let view = nurse.json(&["thread", "show", &thread]);
+    let msgs = view["thread"]["messages"].as_array().expect("messages");
+    assert_eq!(msgs.len(), 2, "{view}");
+    assert_eq!(msgs[0]["read_by"], json!([george.actor]));
+    assert_eq!(msgs[1]["text"], "Monday at 10 is fine, thank you.");
+}

@@ -50,6 +50,7 @@ pub mod show;
 pub mod status;
 pub mod sync;
 pub mod task;
+pub mod thread;
 pub mod token;
 pub mod trust;
 pub mod verify;
@@ -169,6 +170,10 @@ pub enum Command {
     Task(task::Command),
     /// The reminders of your appointments: due now and upcoming
     Reminders(reminders::Args),
+    /// Conversations: threads private to their participants (start, send, list, show,
+    /// read)
+    #[command(subcommand)]
+    Thread(thread::Command),
     /// Results: release a reviewed result to the patient (what notifies them)
     #[command(subcommand)]
     Result(result::Command),
@@ -329,6 +334,7 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Appointment(c) => appointment::run(ctx, c),
         Command::Task(c) => task::run(ctx, c),
         Command::Reminders(a) => reminders::run(ctx, a),
+        Command::Thread(c) => thread::run(ctx, c),
         Command::Result(c) => result::run(ctx, c),
         Command::Notifications(c) => notifications::run(ctx, c),
         Command::Grant(a) => grant::run(ctx, a),

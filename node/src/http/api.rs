@@ -40,6 +40,7 @@ use super::{ApiError, AppState, JsonBody, OptionalJsonBody};
 mod audit;
 mod devices;
 pub(crate) mod documents;
+mod threads;
 pub(crate) use documents::ChannelReader;
 mod entries;
 pub mod grants;
@@ -126,6 +127,12 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/records/{rid}/timeline", get(entries::timeline))
         .route("/records/{rid}/reminders", get(entries::reminders))
+        .route("/records/{rid}/threads", get(threads::list))
+        .route("/records/{rid}/threads/{eid}", get(threads::show))
+        .route(
+            "/records/{rid}/threads/{eid}/read",
+            post(threads::mark_read),
+        )
         .route(
             "/records/{rid}/grants",
             get(grants::list_grants).post(grants::add_grant),

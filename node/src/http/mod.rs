@@ -664,6 +664,13 @@ pub fn rejection_status(r: &Rejection) -> (StatusCode, &'static str) {
         Rejection::Release(cophr_protocol::care::ReleaseError::AlreadyReleased { .. }) => {
             (StatusCode::CONFLICT, "conflict")
         }
+        // Writing into a thread one does not take part in (or naming someone without
+        // access) is an access refusal; any other break of a thread's rules, invalid.
+        Rejection::Thread(
+            cophr_protocol::care::ThreadError::NotParticipant { .. }
+            | cophr_protocol::care::ThreadError::NoAccess(_),
+        ) => (StatusCode::FORBIDDEN, "forbidden"),
+        Rejection::Thread(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
         Rejection::Task(_)
         | Rejection::Appointment(_)
         | Rejection::Release(_)

@@ -707,10 +707,30 @@ fn questionnaires(p: &RecordId, e: &EntryId, body: &Value) -> Json {
 fn messages(p: &RecordId, e: &EntryId, body: &Value) -> Json {
     let t = |k: &str| text(body, k);
     let ct = |k: &str| t(k).map(|v| cc(&v));
+    let communication = |k: &str| {
+        t(k).filter(|x| x.parse::<EntryId>().is_ok())
+            .map(|x| json!([{ "reference": format!("Communication/{x}") }]))
+    };
+    // A conversation (`care::thread`): a thread's start names its recipients; a message
+    // in it is part of the start's Communication and answers the one it replies to.
+    let recipients: Vec<Json> = body
+        .texts(crate::care::thread::PARTICIPANTS)
+        .iter()
+        .map(|a| actor_ref(a))
+        .collect();
     R::new("Communication", e)
         .set("status", Some("completed".into()))
+        .set("partOf", communication(crate::care::thread::THREAD))
+        .set(
+            "inResponseTo",
+            communication(crate::care::thread::IN_REPLY_TO),
+        )
         .patient("subject", p)
         .set("topic", ct("subject"))
+        .set(
+            "recipient",
+            (!recipients.is_empty()).then_some(Json::Array(recipients)),
+        )
         .set(
             "payload",
             t("text").map(|x| json!([{ "contentString": x }])),

@@ -870,16 +870,28 @@ impl Record {
                 crate::care::check_appointment_write(body, before.as_ref(), now)?;
             }
         }
+        let principal = if self.is_patient(&key.actor()) {
+            self.id
+        } else {
+            self.owners_of(&key.actor())
+                .into_iter()
+                .next()
+                .unwrap_or(key.actor())
+        };
         if let Payload::Annotate { target, text } = &payload {
             // A release is checked as the gate checks a plain one: once sealed, a relay
             // cannot read it (the writer's causal past is everything held here).
-            let principal = if self.is_patient(&key.actor()) {
-                self.id
-            } else {
-                key.actor()
-            };
             self.check_release(target, text, &principal, &|x| self.nodes.contains_key(x))?;
         }
+        // So are a conversation's rules (`care::thread`), reading the threads as opened
+        // here.
+        self.check_thread(
+            &payload,
+            &principal,
+            Some(&c),
+            &|x| self.nodes.contains_key(x),
+            true,
+        )?;
         if let Some(epoch) = self.writing_epoch(&c) {
             let sealed = self.seal_payload(&key.actor(), &c, epoch, payload, rng)?;
             return self.prepare_all(key, sealed, now, device);

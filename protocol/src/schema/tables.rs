@@ -618,6 +618,19 @@ static ALL: [CategorySchema<'static>; 22] = [
             opt("subject", "Subject", TEXT),
             opt("in-reply-to", "In reply to (entry id)", TEXT),
             opt("to", "To", TEXT),
+            // Conversations (`care::thread`): a thread's start names its participants;
+            // a message in it names the start.
+            opt(
+                "participants",
+                "Participants (actor ids; starts a private thread)",
+                FieldType::TextList,
+            ),
+            opt("thread", "Thread (the entry id of its start)", TEXT),
+            opt(
+                "attachment",
+                "Attachment (stored apart)",
+                FieldType::Document,
+            ),
         ],
         "text",
     ),
