@@ -272,6 +272,12 @@ pub enum Rejection {
     /// something that is not a result, or a second release.
     #[error("release: {0}")]
     Release(#[from] crate::care::ReleaseError),
+    /// A questionnaire response breaks its definition's rules
+    /// ([`crate::care::questionnaire`]): an unknown question, a wrong answer type, a required
+    /// question unanswered, an answer not among the options, a stated score or band not the
+    /// rule's; or it (or an assignment) names no published questionnaire in its past.
+    #[error("questionnaire: {0}")]
+    Questionnaire(#[from] crate::care::QuestionnaireError),
     /// The target of an amend, delete, annotate or revoke is missing or unsuitable.
     #[error("target {id}: {why}")]
     Target {
@@ -1029,6 +1035,7 @@ impl Record {
         let acting = self.check_actor(e, &past)?;
         self.check_sealing(e, category.as_ref(), &past)?;
         let owner_step = self.check_care(e, &acting, category.as_ref(), &past)?;
+        self.check_questionnaire(&e.payload, category.as_ref(), &past)?;
         if let Payload::Annotate { target, text } = &e.payload {
             self.check_release(target, text, &acting.principal, &past)?;
         }
@@ -1312,6 +1319,60 @@ impl Record {
         }
         let party = crate::care::check_task_step(&before, body, &acting.principal)?;
         Ok(party == crate::care::Party::Owner && self.item_author(&target) != acting.principal)
+    }
+
+    /// The questionnaire rules ([`crate::care::questionnaire`]) for a plain create or amend
+    /// in `questionnaires`: a response naming a published questionnaire
+    /// (`questionnaire-entry`) is checked against it (answers, score, band). The definition
+    /// is in the same stream and must be in the writer's causal past (`past`). A definition
+    /// sealed so that this replica cannot read it is taken as written (a relay cannot check
+    /// sealed content; see `docs/care-team.md`). A task assigning a questionnaire is in
+    /// another stream, which a replica may hold without this one: its writer checks that it
+    /// names a published questionnaire, the gate cannot.
+    pub(crate) fn check_questionnaire(
+        &self,
+        payload: &Payload,
+        category: Option<&Category>,
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> Result<(), Rejection> {
+        use crate::care::questionnaire::{self as q, QuestionnaireError as QE};
+        let (
+            Some(Category::Questionnaires),
+            Payload::Create { body, .. } | Payload::Amend { body, .. },
+        ) = (category, payload)
+        else {
+            return Ok(());
+        };
+        let field = q::DEFINITION_ENTRY;
+        let Some(named) = body.get(field) else {
+            return Ok(());
+        };
+        let text = named.as_text().unwrap_or_default();
+        let clipped = crate::schema::clip_quote(text);
+        let id: EntryId = text
+            .parse()
+            .map_err(|_| QE::UnknownQuestionnaire(clipped.clone()))?;
+        if !past(&id) {
+            return Err(QE::UnknownQuestionnaire(clipped).into());
+        }
+        let Some(p) = self.payload(&id) else {
+            return Err(QE::UnknownQuestionnaire(clipped).into());
+        };
+        let def_body = match &*p {
+            Payload::Create { body, .. } | Payload::Amend { body, .. } => body,
+            // Sealed, and not readable here: taken as written.
+            Payload::SealedCreate { .. } | Payload::SealedAmend { .. } => return Ok(()),
+            _ => return Err(QE::NotAQuestionnaire(clipped).into()),
+        };
+        if self.category_of_payload(&p) != Some(Category::Questionnaires) {
+            return Err(QE::NotAQuestionnaire(clipped).into());
+        }
+        let def = match q::definition_of(def_body) {
+            Some(Ok(d)) => d,
+            _ => return Err(QE::NotAQuestionnaire(clipped).into()),
+        };
+        q::check_response(&def, body)?;
+        Ok(())
     }
 
     /// Checks an annotation that claims to be a result's release ([`crate::care::release`]):

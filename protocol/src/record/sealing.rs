@@ -870,6 +870,9 @@ impl Record {
                 crate::care::check_appointment_write(body, before.as_ref(), now)?;
             }
         }
+        // A questionnaire response (or assignment) is checked as the gate checks a plain
+        // one, against the definition as the writer reads it.
+        self.check_questionnaire(&payload, Some(&c), &|x| self.nodes.contains_key(x))?;
         if let Payload::Annotate { target, text } = &payload {
             // A release is checked as the gate checks a plain one: once sealed, a relay
             // cannot read it (the writer's causal past is everything held here).

@@ -601,9 +601,27 @@ static ALL: [CategorySchema<'static>; 22] = [
         &["QuestionnaireResponse"],
         &[
             req("questionnaire", "Questionnaire", TEXT),
-            req("answers", "Answers", FieldType::Answers),
+            opt("answers", "Answers", FieldType::Answers),
             opt("score", "Score", FieldType::Decimal),
             opt("completed", "Completed", DATETIME),
+            opt("band", "Severity band of the score", TEXT),
+            opt(
+                crate::care::questionnaire::DEFINITION_ENTRY,
+                "Questionnaire answered (the published version's entry id)",
+                TEXT,
+            ),
+            opt(
+                crate::care::questionnaire::TASK,
+                "Task that assigned it (entry id)",
+                TEXT,
+            ),
+            opt(
+                crate::care::questionnaire::DEFINITION,
+                "Published questionnaire (FHIR Questionnaire, JSON)",
+                FieldType::Json {
+                    max_bytes: crate::care::questionnaire::MAX_DEFINITION_BYTES,
+                },
+            ),
         ],
         "questionnaire",
     ),
@@ -680,6 +698,11 @@ static ALL: [CategorySchema<'static>; 22] = [
             ),
             opt("due", "Due", DATE),
             opt("note", "Note (e.g. why it was rejected)", LONG),
+            opt(
+                "questionnaire",
+                "Questionnaire to answer (a published version's entry id)",
+                TEXT,
+            ),
         ],
         "description",
     ),
