@@ -708,6 +708,26 @@ impl Definition {
     }
 }
 
+/// A Questionnaire as cophr publishes it: validated, its `id` and `meta` removed (the
+/// published entry gives it its id), as compact JSON text.
+///
+/// # Errors
+/// As [`Definition::parse`].
+pub fn canonical(json: &str) -> Result<String, QuestionnaireError> {
+    Definition::parse(json)?;
+    let mut j: Json = serde_json::from_str(json).map_err(|e| malformed(e.to_string()))?;
+    canonical_json(&mut j);
+    Ok(j.to_string())
+}
+
+/// Removes what a published Questionnaire does not keep: its `id` and `meta`.
+pub fn canonical_json(j: &mut Json) {
+    if let Some(o) = j.as_object_mut() {
+        o.remove("id");
+        o.remove("meta");
+    }
+}
+
 /// The definition of a published questionnaire's body (`None` if the body is not one).
 ///
 /// # Errors

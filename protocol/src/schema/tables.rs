@@ -598,7 +598,7 @@ static ALL: [CategorySchema<'static>; 22] = [
         "Questionnaires",
         "Questionnaire responses, e.g. patient-reported outcome measures (PROMs).",
         "openEHR-EHR-OBSERVATION.questionnaire_entry.v0",
-        &["QuestionnaireResponse"],
+        &["QuestionnaireResponse", "Questionnaire"],
         &[
             req("questionnaire", "Questionnaire", TEXT),
             opt("answers", "Answers", FieldType::Answers),
