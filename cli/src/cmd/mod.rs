@@ -42,6 +42,7 @@ pub mod records;
 pub mod recover;
 pub mod reminders;
 pub mod repair;
+pub mod questionnaire;
 pub mod result;
 pub mod revoke;
 pub mod schema;
@@ -167,6 +168,10 @@ pub enum Command {
     /// Referrals and care-team tasks: send, step (each step by its party), list
     #[command(subcommand)]
     Task(task::Command),
+    /// Questionnaires (PROMs): publish PHQ-9, GAD-7 or your own, assign with a due date,
+    /// answer, see scores and severity bands
+    #[command(subcommand)]
+    Questionnaire(questionnaire::Command),
     /// The reminders of your appointments: due now and upcoming
     Reminders(reminders::Args),
     /// Results: release a reviewed result to the patient (what notifies them)
@@ -328,6 +333,7 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Annotate(a) => annotate::run(ctx, a),
         Command::Appointment(c) => appointment::run(ctx, c),
         Command::Task(c) => task::run(ctx, c),
+        Command::Questionnaire(c) => questionnaire::run(ctx, c),
         Command::Reminders(a) => reminders::run(ctx, a),
         Command::Result(c) => result::run(ctx, c),
         Command::Notifications(c) => notifications::run(ctx, c),
