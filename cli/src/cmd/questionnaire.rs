@@ -194,8 +194,10 @@ use cophr_protocol::RecordId;
 
 fn assign(ctx: &Ctx, a: AssignArgs) -> Result<()> {
     let (item, _, _, record) = item_of(ctx, &a.questionnaire)?;
-    let store = ctx.store()?;
-    let def = store.with_record(&record, |r| definition_at(r, &item.current))??;
+    // The store is opened once at a time: this one is closed before the write opens it.
+    let def = ctx
+        .store()?
+        .with_record(&record, |r| definition_at(r, &item.current))??;
     let owner: ActorId = match &a.to {
         Some(t) => t
             .trim()
@@ -529,6 +531,7 @@ fn show(ctx: &Ctx, a: ShowArgs) -> Result<()> {
         Some(id) => Some(store.with_record(&record, |r| definition_at(r, &id))??),
         None => None,
     };
+    drop(store);
     // Audited as a view of what is shown.
     let _ = care::read(ctx, &item.category, "questionnaire", |_, _, _, seen| {
         seen.add([item.current]);
