@@ -247,9 +247,15 @@ fn a_published_questionnaire_exports_as_its_questionnaire_and_a_response_names_i
     let resp = json!({"questionnaire": "PHQ-9", "questionnaire-entry": EntryId([9; 32]).to_string(),
         "answers": [{"question": "phq9-1", "answer": "LA6571-9"}], "score": 3, "band": "minimal"});
     let out = round_trip(&Category::Questionnaires, &resp);
-    assert_eq!(out["questionnaire"], format!("Questionnaire/{}", EntryId([9; 32])));
+    assert_eq!(
+        out["questionnaire"],
+        format!("Questionnaire/{}", EntryId([9; 32]))
+    );
     assert_eq!(out["item"][0]["linkId"], "phq9-1");
-    assert_eq!(out["item"][0]["answer"][0]["valueCoding"]["code"], "LA6571-9");
+    assert_eq!(
+        out["item"][0]["answer"][0]["valueCoding"]["code"],
+        "LA6571-9"
+    );
     // A malformed Questionnaire is refused on import, naming what is wrong.
     let mut bad: Json = serde_json::from_str(built_in("gad-7").unwrap()).unwrap();
     bad["item"][1]["linkId"] = bad["item"][0]["linkId"].clone();

@@ -50,11 +50,17 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
             "item": [{"linkId": "a", "type": "string"}, {"linkId": "a", "type": "string"}]}"#,
     )
     .unwrap();
-    let err = gp.fails(5, &["questionnaire", "publish", "--file", bad.to_str().unwrap()]);
+    let err = gp.fails(
+        5,
+        &["questionnaire", "publish", "--file", bad.to_str().unwrap()],
+    );
     assert!(err.contains("linkId `a` is used by two items"), "{err}");
     let held = gp.entries_held();
 
-    let def = gp.ok(&["questionnaire", "publish", "phq-9"]).trim().to_owned();
+    let def = gp
+        .ok(&["questionnaire", "publish", "phq-9"])
+        .trim()
+        .to_owned();
     assert!(def.starts_with("e-"), "{def}");
     assert!(gp.entries_held() > held);
     let task = gp
@@ -74,7 +80,10 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
     let tasks = george.json(&["task", "list", "--open"]);
     assert_eq!(tasks["tasks"][0]["kind"], "questionnaire");
     let shown = george.ok(&["questionnaire", "show", &task]);
-    assert!(shown.contains("Little interest or pleasure in doing things"), "{shown}");
+    assert!(
+        shown.contains("Little interest or pleasure in doing things"),
+        "{shown}"
+    );
     assert!(shown.contains("LA6571-9 = Nearly every day (3)"), "{shown}");
 
     // Bad answers: not an option, an unknown question, a required one missing — exit 5,
@@ -82,10 +91,31 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
     let held = george.entries_held();
     let mut args = vec!["questionnaire", "answer", task.as_str()];
     let mut bad = answers(&[1, 1, 1, 1, 1, 1, 1, 1, 7]);
-    let e = george.fails(5, &[&args[..], &bad.iter().flat_map(|a| ["--answer", a.as_str()]).collect::<Vec<_>>()[..]].concat());
-    assert!(e.contains("not one of the options of question `phq9-9`"), "{e}");
+    let e = george.fails(
+        5,
+        &[
+            &args[..],
+            &bad.iter()
+                .flat_map(|a| ["--answer", a.as_str()])
+                .collect::<Vec<_>>()[..],
+        ]
+        .concat(),
+    );
+    assert!(
+        e.contains("not one of the options of question `phq9-9`"),
+        "{e}"
+    );
     bad = answers(&[1, 1, 1, 1, 1, 1, 1, 1]);
-    let e = george.fails(5, &[&args[..], &bad.iter().flat_map(|a| ["--answer", a.as_str()]).collect::<Vec<_>>()[..]].concat());
+    let e = george.fails(
+        5,
+        &[
+            &args[..],
+            &bad.iter()
+                .flat_map(|a| ["--answer", a.as_str()])
+                .collect::<Vec<_>>()[..],
+        ]
+        .concat(),
+    );
     assert!(e.contains("question `phq9-9` must be answered"), "{e}");
     let e = george.fails(5, &[&args[..], &["--answer", "phq9-42=1"]].concat());
     assert!(e.contains("no question `phq9-42`"), "{e}");
@@ -102,12 +132,18 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
     let out: Value = serde_json::from_str(&george.ok(&with_json)).unwrap();
     assert_eq!(out["score"], 11);
     assert_eq!(out["band"], "moderate");
-    assert!(out["task"].as_str().is_some_and(|t| t.starts_with("e-")), "{out}");
+    assert!(
+        out["task"].as_str().is_some_and(|t| t.starts_with("e-")),
+        "{out}"
+    );
     let l = george.json(&["questionnaire", "list"]);
     assert_eq!(l["assigned"][0]["status"], "completed");
     assert_eq!(l["assigned"][0]["overdue"], false);
     let r = &l["responses"][0];
-    assert_eq!((r["score"].clone(), r["band"].clone()), (Value::from(11), Value::from("moderate")));
+    assert_eq!(
+        (r["score"].clone(), r["band"].clone()),
+        (Value::from(11), Value::from("moderate"))
+    );
     let shown = george.ok(&["questionnaire", "show", r["id"].as_str().unwrap()]);
     assert!(shown.contains("answer: More than half the days"), "{shown}");
     assert!(shown.contains("Score: 11 (moderate)"), "{shown}");
@@ -127,8 +163,14 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
         .to_string(),
     )
     .unwrap();
-    let e = george.fails(5, &["add", "questionnaires", "--json", forged.to_str().unwrap()]);
-    assert!(e.contains("stated score (20) is not the questionnaire's (0)"), "{e}");
+    let e = george.fails(
+        5,
+        &["add", "questionnaires", "--json", forged.to_str().unwrap()],
+    );
+    assert!(
+        e.contains("stated score (20) is not the questionnaire's (0)"),
+        "{e}"
+    );
     assert_eq!(george.entries_held(), held);
 
     // The GP sees George's response and score.

@@ -2384,7 +2384,10 @@ fn george_completes_an_assigned_phq9_in_the_web_app_and_sees_his_score_and_band(
     let first = dir.path().join("george.cophr");
     george.export(&first);
     gp.import(&first);
-    let def = gp.ok(&["questionnaire", "publish", "phq-9"]).trim().to_owned();
+    let def = gp
+        .ok(&["questionnaire", "publish", "phq-9"])
+        .trim()
+        .to_owned();
     let task = gp
         .ok(&["questionnaire", "assign", &def, "--due", "2020-01-01"])
         .trim()

@@ -60,7 +60,11 @@ pub enum Command {
 #[derive(ClapArgs, Debug)]
 pub struct PublishArgs {
     /// A built-in questionnaire: phq-9 or gad-7
-    #[arg(value_name = "NAME", required_unless_present = "file", conflicts_with = "file")]
+    #[arg(
+        value_name = "NAME",
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
     name: Option<String>,
     /// A FHIR R4 Questionnaire (JSON) to publish instead
     #[arg(long, value_name = "FILE")]
@@ -199,16 +203,18 @@ fn assign(ctx: &Ctx, a: AssignArgs) -> Result<()> {
         .store()?
         .with_record(&record, |r| definition_at(r, &item.current))??;
     let owner: ActorId = match &a.to {
-        Some(t) => t
-            .trim()
-            .parse()
-            .map_err(|e| CliError::invalid(format!("--to `{}` is not an actor id: {e}", t.trim())))?,
+        Some(t) => t.trim().parse().map_err(|e| {
+            CliError::invalid(format!("--to `{}` is not an actor id: {e}", t.trim()))
+        })?,
         None => record,
     };
     care::create(ctx, Category::Tasks, |requester| {
         let mut m = serde_json::Map::new();
         m.insert("kind".into(), TASK_KIND.into());
-        m.insert("description".into(), format!("Please complete the {}", def.title).into());
+        m.insert(
+            "description".into(),
+            format!("Please complete the {}", def.title).into(),
+        );
         m.insert("requester".into(), requester.to_string().into());
         m.insert("owner".into(), owner.to_string().into());
         m.insert("status".into(), TaskStatus::Sent.name().into());
@@ -264,14 +270,16 @@ fn parse_answers(def: &Definition, a: &AnswerArgs) -> Result<Vec<(String, Value)
         }
     }
     for s in &a.answers {
-        let (k, v) = s.split_once('=').ok_or_else(|| {
-            CliError::invalid(format!("--answer `{s}` is not linkId=value"))
-        })?;
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| CliError::invalid(format!("--answer `{s}` is not linkId=value")))?;
         let v = def.answer_from_text(k.trim(), v).map_err(q_error)?;
         out.push((k.trim().to_owned(), v));
     }
     if out.is_empty() {
-        return Err(CliError::invalid("no answers: give --answer linkId=value or --file"));
+        return Err(CliError::invalid(
+            "no answers: give --answer linkId=value or --file",
+        ));
     }
     Ok(out)
 }
@@ -333,7 +341,10 @@ fn answer(ctx: &Ctx, a: AnswerArgs) -> Result<()> {
             body,
         },
     )?;
-    let (score, band) = (body_json.get("score").cloned(), body_json.get("band").cloned());
+    let (score, band) = (
+        body_json.get("score").cloned(),
+        body_json.get("band").cloned(),
+    );
     let mut completed_task = None;
     if let Some(t) = task {
         // The owner completes the assignment; someone else answering leaves it to them.
@@ -407,13 +418,18 @@ struct Answered {
 fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
     let now = ctx.now()?;
     let today = times::format(now)[..10].to_owned();
-    let (_, (published, answered)) =
-        care::read(ctx, &Category::Questionnaires, "questionnaires", |_, _, items, seen| {
+    let (_, (published, answered)) = care::read(
+        ctx,
+        &Category::Questionnaires,
+        "questionnaires",
+        |_, _, items, seen| {
             let mut p = Vec::new();
             let mut r = Vec::new();
             for i in items {
                 seen.add([i.current]);
-                let title = care::text(&i.body, "questionnaire").unwrap_or_default().to_owned();
+                let title = care::text(&i.body, "questionnaire")
+                    .unwrap_or_default()
+                    .to_owned();
                 if let Some(d) = q::definition_of(&i.body) {
                     let d = d.ok();
                     p.push(Published {
@@ -427,7 +443,8 @@ fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
                     r.push(Answered {
                         id: i.id,
                         questionnaire: title,
-                        questionnaire_entry: care::text(&i.body, DEFINITION_ENTRY).map(str::to_owned),
+                        questionnaire_entry: care::text(&i.body, DEFINITION_ENTRY)
+                            .map(str::to_owned),
                         score: i.body.get("score").map(Value::to_json),
                         band: care::text(&i.body, "band").map(str::to_owned),
                         completed: care::text(&i.body, "completed").map(str::to_owned),
@@ -435,7 +452,8 @@ fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
                 }
             }
             Ok((p, r))
-        })?;
+        },
+    )?;
     let (_, assigned) = care::read(ctx, &Category::Tasks, "tasks", |r, _, items, seen| {
         let mut out = Vec::new();
         for i in items {
@@ -449,7 +467,11 @@ fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
                 .and_then(|t| t.parse::<EntryId>().ok())
                 .and_then(|id| definition_at(r, &id).ok())
                 .map(|d| d.title)
-                .unwrap_or_else(|| care::text(&i.body, "description").unwrap_or_default().to_owned());
+                .unwrap_or_else(|| {
+                    care::text(&i.body, "description")
+                        .unwrap_or_default()
+                        .to_owned()
+                });
             let status = care::text(&i.body, "status").unwrap_or_default().to_owned();
             let due = care::text(&i.body, "due").map(str::to_owned);
             let open = !TaskStatus::parse(&status).is_some_and(TaskStatus::is_closed);
@@ -495,7 +517,10 @@ fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
         t.row(vec![
             r.id.short(),
             r.questionnaire.clone(),
-            r.score.as_ref().map(ToString::to_string).unwrap_or_default(),
+            r.score
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             r.band.clone().unwrap_or_default(),
             r.completed.clone().unwrap_or_default(),
         ]);
@@ -578,7 +603,10 @@ fn show(ctx: &Ctx, a: ShowArgs) -> Result<()> {
                         .find(|o| o.code == g)
                         .map_or_else(|| g.to_owned(), |o| o.display.clone())
                 });
-                out.push_str(&format!("  answer: {}\n", shown.unwrap_or_else(|| "—".into())));
+                out.push_str(&format!(
+                    "  answer: {}\n",
+                    shown.unwrap_or_else(|| "—".into())
+                ));
             } else {
                 for o in &i.options {
                     let score = o.ordinal.map(|n| format!(" ({n})")).unwrap_or_default();

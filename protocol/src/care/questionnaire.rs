@@ -165,7 +165,8 @@ pub enum QuestionnaireError {
 }
 
 fn show<T: std::fmt::Display>(x: &Option<T>) -> String {
-    x.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string)
+    x.as_ref()
+        .map_or_else(|| "none".to_owned(), ToString::to_string)
 }
 
 /// An item's answer type.
@@ -246,7 +247,9 @@ pub struct Scoring {
 impl Scoring {
     /// The band a score falls in.
     pub fn band(&self, score: i64) -> Option<&Band> {
-        self.bands.iter().find(|b| b.low <= score && score <= b.high)
+        self.bands
+            .iter()
+            .find(|b| b.low <= score && score <= b.high)
     }
 }
 
@@ -295,9 +298,9 @@ fn text_of(o: &Json, k: &str, what: &str) -> Result<Option<String>, Questionnair
 
 fn short(s: Option<String>, what: &str) -> Result<Option<String>, QuestionnaireError> {
     match s {
-        Some(s) if s.len() > MAX_TEXT => Err(malformed(format!(
-            "{what} is longer than {MAX_TEXT} bytes"
-        ))),
+        Some(s) if s.len() > MAX_TEXT => {
+            Err(malformed(format!("{what} is longer than {MAX_TEXT} bytes")))
+        }
         s => Ok(s),
     }
 }
@@ -382,16 +385,23 @@ fn scoring_of(e: &Json) -> Result<Scoring, QuestionnaireError> {
                         Some("low") => low = b.get("valueInteger").and_then(integer),
                         Some("high") => high = b.get("valueInteger").and_then(integer),
                         Some("label") => {
-                            label = short(text_of(b, "valueString", "a band's label")?, "a band's label")?
+                            label = short(
+                                text_of(b, "valueString", "a band's label")?,
+                                "a band's label",
+                            )?
                         }
                         _ => {}
                     }
                 }
                 let (Some(low), Some(high), Some(label)) = (low, high, label) else {
-                    return Err(bad("a band needs `low`, `high` (whole numbers) and `label`".into()));
+                    return Err(bad(
+                        "a band needs `low`, `high` (whole numbers) and `label`".into(),
+                    ));
                 };
                 if low > high {
-                    return Err(bad(format!("band `{label}`: low {low} is above high {high}")));
+                    return Err(bad(format!(
+                        "band `{label}`: low {low} is above high {high}"
+                    )));
                 }
                 bands.push(Band { low, high, label });
             }
@@ -507,7 +517,11 @@ impl Definition {
             let required = match it.get("required") {
                 None => false,
                 Some(Json::Bool(b)) => *b,
-                Some(_) => return Err(malformed(format!("item `{link_id}`: `required` is not true or false"))),
+                Some(_) => {
+                    return Err(malformed(format!(
+                        "item `{link_id}`: `required` is not true or false"
+                    )))
+                }
             };
             let mut options = Vec::new();
             match (ty, it.get("answerOption")) {
@@ -595,10 +609,8 @@ impl Definition {
         };
         let mut given: BTreeMap<&str, &Value> = BTreeMap::new();
         for a in list {
-            let (Some(q), Some(v)) = (
-                a.get("question").and_then(Value::as_text),
-                a.get("answer"),
-            ) else {
+            let (Some(q), Some(v)) = (a.get("question").and_then(Value::as_text), a.get("answer"))
+            else {
                 return Err(malformed("an answer is not a {question, answer} map"));
             };
             let item = self
@@ -677,7 +689,11 @@ impl Definition {
                     .options
                     .iter()
                     .find(|o| o.code == t)
-                    .or_else(|| item.options.iter().find(|o| o.display.eq_ignore_ascii_case(t)))
+                    .or_else(|| {
+                        item.options
+                            .iter()
+                            .find(|o| o.display.eq_ignore_ascii_case(t))
+                    })
                     .or_else(|| {
                         let n = by_ordinal?;
                         let mut m = item.options.iter().filter(|o| o.ordinal == Some(n));
@@ -779,7 +795,11 @@ pub fn check_response(def: &Definition, body: &Value) -> Result<Scored, Question
 pub(crate) fn check_fields(
     map: &BTreeMap<String, Value>,
 ) -> Result<(), crate::schema::SchemaError> {
-    let rule = |m: String| Err(crate::schema::SchemaError::Rule(format!("questionnaires: {m}")));
+    let rule = |m: String| {
+        Err(crate::schema::SchemaError::Rule(format!(
+            "questionnaires: {m}"
+        )))
+    };
     if let Some(d) = map.get(DEFINITION).and_then(Value::as_text) {
         if let Err(e) = Definition::parse(d) {
             return rule(e.to_string());
@@ -794,7 +814,9 @@ pub(crate) fn check_fields(
         return Ok(());
     }
     if !map.contains_key("answers") {
-        return rule("a response needs `answers` (or publish a questionnaire with `definition`)".into());
+        return rule(
+            "a response needs `answers` (or publish a questionnaire with `definition`)".into(),
+        );
     }
     Ok(())
 }

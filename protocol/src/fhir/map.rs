@@ -602,7 +602,9 @@ fn from_questionnaire_response(r: &El<'_>, f: &mut Fields) -> Result<Category, F
         .map(|q| q.rsplit('/').next().unwrap_or(q).to_owned());
     // A response to a questionnaire published in cophr names its version's entry id: its
     // answers are by linkId, a choice's by code (checked against it when written).
-    let linked = q.as_deref().and_then(|q| q.parse::<crate::ids::EntryId>().ok());
+    let linked = q
+        .as_deref()
+        .and_then(|q| q.parse::<crate::ids::EntryId>().ok());
     if let Some(id) = linked {
         f.insert(
             crate::care::questionnaire::DEFINITION_ENTRY.into(),

@@ -152,7 +152,10 @@ fn published_questionnaire(ty: &str, resource: &Json) -> Result<bool, FhirError>
             let scored = resource
                 .get("extension")
                 .and_then(Json::as_array)
-                .is_some_and(|a| a.iter().any(|x| x.get("url").and_then(Json::as_str) == Some(SCORING)));
+                .is_some_and(|a| {
+                    a.iter()
+                        .any(|x| x.get("url").and_then(Json::as_str) == Some(SCORING))
+                });
             if scored {
                 Err(e.into())
             } else {

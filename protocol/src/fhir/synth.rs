@@ -679,7 +679,9 @@ fn documents(p: &RecordId, e: &EntryId, body: &Value) -> Json {
 /// band and the questionnaire's title in cophr extensions.
 fn questionnaires(p: &RecordId, e: &EntryId, body: &Value) -> Json {
     use crate::care::questionnaire::{DEFINITION, DEFINITION_ENTRY};
-    if let Some(Ok(Json::Object(mut q))) = text(body, DEFINITION).map(|d| serde_json::from_str::<Json>(&d)) {
+    if let Some(Ok(Json::Object(mut q))) =
+        text(body, DEFINITION).map(|d| serde_json::from_str::<Json>(&d))
+    {
         q.insert("id".into(), e.to_string().into());
         return Json::Object(q);
     }

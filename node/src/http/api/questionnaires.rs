@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    created, format_time, held, parse_actor, parse_entry, parse_record, viewer, ApiError,
-    AppState, JsonBody,
+    created, format_time, held, parse_actor, parse_entry, parse_record, viewer, ApiError, AppState,
+    JsonBody,
 };
 
 /// Most answers in one response (the schema's bound on a body's answers).
@@ -79,7 +79,9 @@ fn current(r: &Record, v: &fold::Viewer, id: &EntryId) -> Result<Item, ApiError>
         .ok_or_else(|| ApiError::not_found(format!("no entry {id} you may see")))?;
     match fold::item(r, v, &root) {
         Some(fold::ItemState::Current(i)) => Ok(*i),
-        _ => Err(ApiError::not_found(format!("entry {id} is deleted or not visible"))),
+        _ => Err(ApiError::not_found(format!(
+            "entry {id} is deleted or not visible"
+        ))),
     }
 }
 
@@ -128,7 +130,8 @@ pub(super) async fn list(
                                 seen.add([i.current]);
                                 let status = text(&i.body, "status").unwrap_or_default();
                                 let due = text(&i.body, "due");
-                                let open = !TaskStatus::parse(status).is_some_and(TaskStatus::is_closed);
+                                let open =
+                                    !TaskStatus::parse(status).is_some_and(TaskStatus::is_closed);
                                 let qid = text(&i.body, "questionnaire");
                                 let title = qid
                                     .and_then(|t| t.parse::<EntryId>().ok())
@@ -197,7 +200,8 @@ pub(super) async fn publish(
     let body = schema::body_from_json(
         &Category::Questionnaires,
         &json!({"questionnaire": def.title, DEFINITION: canonical}),
-    ).map_err(schema_err)?;
+    )
+    .map_err(schema_err)?;
     let title = def.title.clone();
     let id = st
         .blocking(move |st| {
@@ -234,7 +238,11 @@ pub(super) async fn assign(
 ) -> Result<Response, ApiError> {
     let record = parse_record(&rid)?;
     let target = parse_entry(&eid)?;
-    let to = input.to.as_deref().map(|t| parse_actor("to", t)).transpose()?;
+    let to = input
+        .to
+        .as_deref()
+        .map(|t| parse_actor("to", t))
+        .transpose()?;
     let id = st
         .blocking(move |st| {
             held(st, &record)?;
@@ -248,7 +256,10 @@ pub(super) async fn assign(
             })??;
             let mut m = serde_json::Map::new();
             m.insert("kind".into(), TASK_KIND.into());
-            m.insert("description".into(), format!("Please complete the {title}").into());
+            m.insert(
+                "description".into(),
+                format!("Please complete the {title}").into(),
+            );
             m.insert("requester".into(), requester.to_string().into());
             m.insert("owner".into(), to.unwrap_or(record).to_string().into());
             m.insert("status".into(), TaskStatus::Sent.name().into());
@@ -257,7 +268,8 @@ pub(super) async fn assign(
             if let Some(n) = input.note {
                 m.insert("note".into(), n.into());
             }
-            let body = schema::body_from_json(&Category::Tasks, &Value::Object(m)).map_err(schema_err)?;
+            let body =
+                schema::body_from_json(&Category::Tasks, &Value::Object(m)).map_err(schema_err)?;
             schema::validate(&Category::Tasks, &body).map_err(schema_err)?;
             Ok(st.session().write(
                 &record,
@@ -323,7 +335,8 @@ pub(super) async fn answer(
                         let item = current(r, &v, t)?;
                         if item.category != Category::Tasks
                             || text(&item.body, "kind") != Some(TASK_KIND)
-                            || text(&item.body, "questionnaire") != Some(def_id.to_string().as_str())
+                            || text(&item.body, "questionnaire")
+                                != Some(def_id.to_string().as_str())
                         {
                             return Err(ApiError::unprocessable(format!(
                                 "{t} is not an assignment of questionnaire {def_id}"
@@ -343,8 +356,14 @@ pub(super) async fn answer(
                 Ok((def, t, person(r, &me)))
             })??;
             let completed = format_time(now);
-            let j = q::response_json(&def, &def_id, &answers, &completed, task_item.as_ref().map(|t| &t.id))
-                .map_err(q_error)?;
+            let j = q::response_json(
+                &def,
+                &def_id,
+                &answers,
+                &completed,
+                task_item.as_ref().map(|t| &t.id),
+            )
+            .map_err(q_error)?;
             let body = schema::body_from_json(&Category::Questionnaires, &j).map_err(schema_err)?;
             schema::validate(&Category::Questionnaires, &body).map_err(schema_err)?;
             let session = st.session();
@@ -366,7 +385,8 @@ pub(super) async fn answer(
                     };
                     m.insert("status".into(), TaskStatus::Completed.name().into());
                     m.insert("note".into(), format!("Answered: {id}").into());
-                    let b = schema::body_from_json(&Category::Tasks, &Value::Object(m)).map_err(schema_err)?;
+                    let b = schema::body_from_json(&Category::Tasks, &Value::Object(m))
+                        .map_err(schema_err)?;
                     task_step = Some(session.write(
                         &record,
                         Payload::Amend {
@@ -377,8 +397,10 @@ pub(super) async fn answer(
                     )?);
                 }
             }
-            Ok(json!({"id": id, "score": j.get("score"), "band": j.get("band"),
-                "task": task_step}))
+            Ok(
+                json!({"id": id, "score": j.get("score"), "band": j.get("band"),
+                "task": task_step}),
+            )
         })
         .await?;
     st.changed(record).await;

@@ -58,7 +58,14 @@ fn the_built_in_instruments_parse_with_their_bands() {
             .count(),
         9
     );
-    let bands: Vec<_> = p.scoring.as_ref().unwrap().bands.iter().map(|b| (b.low, b.high, b.label.as_str())).collect();
+    let bands: Vec<_> = p
+        .scoring
+        .as_ref()
+        .unwrap()
+        .bands
+        .iter()
+        .map(|b| (b.low, b.high, b.label.as_str()))
+        .collect();
     assert_eq!(
         bands,
         [
@@ -71,7 +78,14 @@ fn the_built_in_instruments_parse_with_their_bands() {
     );
     let g = gad7();
     assert_eq!(g.items.len(), 7);
-    let bands: Vec<_> = g.scoring.as_ref().unwrap().bands.iter().map(|b| (b.low, b.high)).collect();
+    let bands: Vec<_> = g
+        .scoring
+        .as_ref()
+        .unwrap()
+        .bands
+        .iter()
+        .map(|b| (b.low, b.high))
+        .collect();
     assert_eq!(bands, [(0, 4), (5, 9), (10, 14), (15, 21)]);
     assert!(built_in("eq-5d").is_none());
 }
@@ -171,18 +185,39 @@ fn each_broken_answer_is_refused_with_its_own_error() {
         {"linkId": "info", "type": "display", "text": "Read this"}
     ])))
     .unwrap();
-    let ok = [("n".to_owned(), Value::Int(3)), ("s".into(), Value::Text("x".into())), ("b".into(), Value::Bool(true))];
+    let ok = [
+        ("n".to_owned(), Value::Int(3)),
+        ("s".into(), Value::Text("x".into())),
+        ("b".into(), Value::Bool(true)),
+    ];
     assert_eq!(d.score(&list(&ok)).unwrap(), Scored::default());
-    for (q, v) in [("n", Value::Text("3".into())), ("s", Value::Int(1)), ("b", Value::Text("yes".into())), ("info", Value::Text("x".into()))] {
+    for (q, v) in [
+        ("n", Value::Text("3".into())),
+        ("s", Value::Int(1)),
+        ("b", Value::Text("yes".into())),
+        ("info", Value::Text("x".into())),
+    ] {
         let mut a = ok.to_vec();
         a.retain(|(k, _)| k != q);
         a.push((q.into(), v));
-        assert!(matches!(d.score(&list(&a)), Err(QuestionnaireError::WrongType { link_id, .. }) if link_id == q), "{q}");
+        assert!(
+            matches!(d.score(&list(&a)), Err(QuestionnaireError::WrongType { link_id, .. }) if link_id == q),
+            "{q}"
+        );
     }
     assert_eq!(d.answer_from_text("b", "no").unwrap(), Value::Bool(false));
-    assert_eq!(p.answer_from_text("phq9-1", "2").unwrap(), Value::Text("LA6570-1".into()));
-    assert_eq!(p.answer_from_text("phq9-1", "several days").unwrap(), Value::Text("LA6569-3".into()));
-    assert!(matches!(p.answer_from_text("phq9-1", "7"), Err(QuestionnaireError::NotAnOption { .. })));
+    assert_eq!(
+        p.answer_from_text("phq9-1", "2").unwrap(),
+        Value::Text("LA6570-1".into())
+    );
+    assert_eq!(
+        p.answer_from_text("phq9-1", "several days").unwrap(),
+        Value::Text("LA6569-3".into())
+    );
+    assert!(matches!(
+        p.answer_from_text("phq9-1", "7"),
+        Err(QuestionnaireError::NotAnOption { .. })
+    ));
 }
 
 #[test]
@@ -200,7 +235,10 @@ fn a_stated_score_or_band_not_the_rules_is_refused() {
     };
     assert_eq!(
         set("score", json!(17)),
-        Err(QuestionnaireError::ScoreMismatch { stated: Some(17), computed: Some(18) })
+        Err(QuestionnaireError::ScoreMismatch {
+            stated: Some(17),
+            computed: Some(18)
+        })
     );
     assert_eq!(
         set("band", json!("mild")),
@@ -213,22 +251,33 @@ fn a_stated_score_or_band_not_the_rules_is_refused() {
     none.as_object_mut().unwrap().remove("score");
     assert_eq!(
         check_response(&p, &Value::from_json(&none)),
-        Err(QuestionnaireError::ScoreMismatch { stated: None, computed: Some(18) })
+        Err(QuestionnaireError::ScoreMismatch {
+            stated: None,
+            computed: Some(18)
+        })
     );
 }
 
 #[test]
 fn malformed_definitions_are_refused_precisely() {
     let parse = |s: &str| Definition::parse(s).unwrap_err();
-    assert!(matches!(parse("{not json"), QuestionnaireError::Malformed(_)));
+    assert!(matches!(
+        parse("{not json"),
+        QuestionnaireError::Malformed(_)
+    ));
     assert!(matches!(parse("[]"), QuestionnaireError::Malformed(_)));
     assert!(matches!(
         parse(&json!({"resourceType": "Patient", "title": "x", "item": []}).to_string()),
         QuestionnaireError::Malformed(m) if m.contains("resourceType")
     ));
-    assert!(matches!(parse(&def_json(json!([]))), QuestionnaireError::Malformed(_)));
+    assert!(matches!(
+        parse(&def_json(json!([]))),
+        QuestionnaireError::Malformed(_)
+    ));
     assert_eq!(
-        parse(&def_json(json!([{"linkId": "a", "type": "string"}, {"linkId": "a", "type": "integer"}]))),
+        parse(&def_json(
+            json!([{"linkId": "a", "type": "string"}, {"linkId": "a", "type": "integer"}])
+        )),
         QuestionnaireError::DuplicateLinkId("a".into())
     );
     assert!(matches!(
@@ -244,24 +293,51 @@ fn malformed_definitions_are_refused_precisely() {
         QuestionnaireError::Malformed(m) if m.contains("linkId")
     ));
     assert!(matches!(
-        parse(&def_json(json!([{"linkId": "g", "type": "group", "item": [{"linkId": "x", "type": "string"}]}]))),
+        parse(&def_json(
+            json!([{"linkId": "g", "type": "group", "item": [{"linkId": "x", "type": "string"}]}])
+        )),
         QuestionnaireError::Malformed(_) | QuestionnaireError::UnsupportedType { .. }
     ));
     // Bounds.
-    let many: Vec<_> = (0..=MAX_ITEMS).map(|i| json!({"linkId": format!("q{i}"), "type": "string"})).collect();
+    let many: Vec<_> = (0..=MAX_ITEMS)
+        .map(|i| json!({"linkId": format!("q{i}"), "type": "string"}))
+        .collect();
     assert_eq!(
         parse(&def_json(json!(many))),
-        QuestionnaireError::TooMany { what: "items", got: MAX_ITEMS + 1, max: MAX_ITEMS }
+        QuestionnaireError::TooMany {
+            what: "items",
+            got: MAX_ITEMS + 1,
+            max: MAX_ITEMS
+        }
     );
-    let opts: Vec<_> = (0..=MAX_OPTIONS).map(|i| json!({"valueCoding": {"code": format!("c{i}")}})).collect();
+    let opts: Vec<_> = (0..=MAX_OPTIONS)
+        .map(|i| json!({"valueCoding": {"code": format!("c{i}")}}))
+        .collect();
     assert!(matches!(
-        parse(&def_json(json!([{"linkId": "a", "type": "choice", "answerOption": opts}]))),
-        QuestionnaireError::TooMany { max: MAX_OPTIONS, .. }
+        parse(&def_json(
+            json!([{"linkId": "a", "type": "choice", "answerOption": opts}])
+        )),
+        QuestionnaireError::TooMany {
+            max: MAX_OPTIONS,
+            ..
+        }
     ));
-    let big = format!("{}{}", def_json(json!([{"linkId": "a", "type": "string"}])), " ".repeat(MAX_DEFINITION_BYTES));
-    assert!(matches!(parse(&big), QuestionnaireError::TooLarge { max: MAX_DEFINITION_BYTES, .. }));
+    let big = format!(
+        "{}{}",
+        def_json(json!([{"linkId": "a", "type": "string"}])),
+        " ".repeat(MAX_DEFINITION_BYTES)
+    );
     assert!(matches!(
-        parse(&def_json(json!([{"linkId": "x".repeat(MAX_LINK_ID + 1), "type": "string"}]))),
+        parse(&big),
+        QuestionnaireError::TooLarge {
+            max: MAX_DEFINITION_BYTES,
+            ..
+        }
+    ));
+    assert!(matches!(
+        parse(&def_json(
+            json!([{"linkId": "x".repeat(MAX_LINK_ID + 1), "type": "string"}])
+        )),
         QuestionnaireError::Malformed(_)
     ));
     // A scoring rule with overlapping bands, or an unknown method.
@@ -272,7 +348,10 @@ fn malformed_definitions_are_refused_precisely() {
         Err(QuestionnaireError::Scoring(m)) if m.contains("overlap")
     ));
     phq["extension"][0]["extension"][0]["valueCode"] = json!("average");
-    assert!(matches!(Definition::from_json(&phq), Err(QuestionnaireError::Scoring(_))));
+    assert!(matches!(
+        Definition::from_json(&phq),
+        Err(QuestionnaireError::Scoring(_))
+    ));
 }
 
 // --- At the gate. -----------------------------------------------------------------------
@@ -285,7 +364,13 @@ struct Clinic {
 fn clinic() -> Clinic {
     let mut f = Fixture::new(11, "george");
     let gp = key(12, "gp");
-    f.grant(grant(&gp, Level::Write, &[Category::Questionnaires, Category::Tasks], false, false));
+    f.grant(grant(
+        &gp,
+        Level::Write,
+        &[Category::Questionnaires, Category::Tasks],
+        false,
+        false,
+    ));
     Clinic { f, gp }
 }
 
@@ -332,16 +417,29 @@ fn a_published_phq9_is_assigned_answered_scored_and_its_task_completed() {
     let p = phq9();
     let a = answers(&p, &[1, 1, 2, 1, 0, 1, 2, 1, 0]);
     let body = response_json(&p, &def, &a, "2026-12-01T10:00:00Z", Some(&task)).unwrap();
-    assert_eq!((body["score"].clone(), body["band"].clone()), (json!(9), json!("mild")));
+    assert_eq!(
+        (body["score"].clone(), body["band"].clone()),
+        (json!(9), json!("mild"))
+    );
     let george = c.f.patient.clone();
-    c.f.write(&george, response(&def, body)).expect("George answers");
+    c.f.write(&george, response(&def, body))
+        .expect("George answers");
     // George (the owner) completes the assignment straight from `sent`.
     let sent = c.f.record.payload(&task).map(|p| p.into_owned()).unwrap();
-    let Payload::Create { body: mut t, .. } = sent else { panic!() };
+    let Payload::Create { body: mut t, .. } = sent else {
+        panic!()
+    };
     if let Value::Map(m) = &mut t {
         m.insert("status".into(), Value::Text("completed".into()));
     }
-    c.f.write(&george, Payload::Amend { target: task, body: t.clone() }).expect("the owner completes it");
+    c.f.write(
+        &george,
+        Payload::Amend {
+            target: task,
+            body: t.clone(),
+        },
+    )
+    .expect("the owner completes it");
     // The clinician cannot mark it completed for him.
     let mut c2 = clinic();
     let def2 = publish(&mut c2, "gad-7");
@@ -355,7 +453,13 @@ fn a_published_phq9_is_assigned_answered_scored_and_its_task_completed() {
     }
     let gp = c2.gp.clone();
     assert!(matches!(
-        c2.f.write(&gp, Payload::Amend { target: task2, body: t2 }),
+        c2.f.write(
+            &gp,
+            Payload::Amend {
+                target: task2,
+                body: t2
+            }
+        ),
         Err(Rejection::Task(crate::care::TaskError::NotOwner { .. }))
     ));
 }
@@ -365,7 +469,14 @@ fn the_gate_refuses_a_response_that_breaks_its_definition_and_stores_nothing() {
     let mut c = clinic();
     let def = publish(&mut c, "phq-9");
     let p = phq9();
-    let good = response_json(&p, &def, &answers(&p, &[3; 9]), "2026-12-01T10:00:00Z", None).unwrap();
+    let good = response_json(
+        &p,
+        &def,
+        &answers(&p, &[3; 9]),
+        "2026-12-01T10:00:00Z",
+        None,
+    )
+    .unwrap();
     let george = c.f.patient.clone();
     let refused = |c: &Clinic, body: serde_json::Value| {
         let before = c.f.record.len();
@@ -379,7 +490,10 @@ fn the_gate_refuses_a_response_that_breaks_its_definition_and_stores_nothing() {
     wrong["score"] = json!(26);
     assert!(matches!(
         refused(&c, wrong),
-        Rejection::Questionnaire(QuestionnaireError::ScoreMismatch { stated: Some(26), computed: Some(27) })
+        Rejection::Questionnaire(QuestionnaireError::ScoreMismatch {
+            stated: Some(26),
+            computed: Some(27)
+        })
     ));
     let mut unknown_q = good.clone();
     unknown_q["answers"][0]["question"] = json!("nope");
@@ -412,10 +526,15 @@ fn the_gate_refuses_a_response_that_breaks_its_definition_and_stores_nothing() {
         refused(&c, unknown),
         Rejection::Questionnaire(QuestionnaireError::UnknownQuestionnaire(_))
     ));
-    let free = c
-        .f
-        .write(&george, response(&def, json!({"questionnaire": "EQ-5D-5L",
-            "answers": [{"question": "Mobility", "answer": "no problems"}]})))
+    let free =
+        c.f.write(
+            &george,
+            response(
+                &def,
+                json!({"questionnaire": "EQ-5D-5L",
+            "answers": [{"question": "Mobility", "answer": "no problems"}]}),
+            ),
+        )
         .unwrap()
         .id();
     let mut not_def = good.clone();
@@ -431,7 +550,9 @@ fn the_gate_refuses_a_response_that_breaks_its_definition_and_stores_nothing() {
     let before = c.f.record.len();
     assert!(matches!(
         assign(&mut c, "e-nothing"),
-        Err(Rejection::Task(crate::care::TaskError::Field("questionnaire")))
+        Err(Rejection::Task(crate::care::TaskError::Field(
+            "questionnaire"
+        )))
     ));
     assert_eq!(c.f.record.len(), before);
 }
@@ -441,17 +562,29 @@ fn a_malformed_or_oversize_definition_is_refused_by_the_schema() {
     let mut c = clinic();
     let gp = c.gp.clone();
     let before = c.f.record.len();
-    let dup = def_json(json!([{"linkId": "a", "type": "string"}, {"linkId": "a", "type": "string"}]));
+    let dup =
+        def_json(json!([{"linkId": "a", "type": "string"}, {"linkId": "a", "type": "string"}]));
     let body = Value::from_json(&json!({"questionnaire": "X", DEFINITION: dup}));
     let err = c.f.create(&gp, Category::Questionnaires, body).unwrap_err();
-    assert!(matches!(&err, Rejection::Body(e) if e.to_string().contains("linkId `a` is used by two items")), "{err}");
+    assert!(
+        matches!(&err, Rejection::Body(e) if e.to_string().contains("linkId `a` is used by two items")),
+        "{err}"
+    );
     let big = " ".repeat(MAX_DEFINITION_BYTES + 1);
     let body = Value::from_json(&json!({"questionnaire": "X", DEFINITION: big}));
-    assert!(matches!(c.f.create(&gp, Category::Questionnaires, body), Err(Rejection::Body(_))));
+    assert!(matches!(
+        c.f.create(&gp, Category::Questionnaires, body),
+        Err(Rejection::Body(_))
+    ));
     // A definition carrying answers is neither one nor the other.
-    let body = Value::from_json(&json!({"questionnaire": "X", DEFINITION: built_in("gad-7").unwrap(),
-        "answers": [{"question": "gad7-1", "answer": "LA6568-5"}]}));
-    assert!(matches!(c.f.create(&gp, Category::Questionnaires, body), Err(Rejection::Body(_))));
+    let body = Value::from_json(
+        &json!({"questionnaire": "X", DEFINITION: built_in("gad-7").unwrap(),
+        "answers": [{"question": "gad7-1", "answer": "LA6568-5"}]}),
+    );
+    assert!(matches!(
+        c.f.create(&gp, Category::Questionnaires, body),
+        Err(Rejection::Body(_))
+    ));
     assert_eq!(c.f.record.len(), before);
 }
 
@@ -461,22 +594,53 @@ fn a_sealed_response_is_checked_by_its_writer_before_sealing() {
     let def = publish(&mut c, "gad-7");
     let george = c.f.patient.clone();
     c.f.record.unlock(&george);
-    let policy = crate::record::SealPolicy { seal_new_streams: true, history: true };
+    let policy = crate::record::SealPolicy {
+        seal_new_streams: true,
+        history: true,
+    };
     let mut rng = crate::testkit::SeededRng::new(5);
     let g = gad7();
-    let mut body = response_json(&g, &def, &answers(&g, &[3; 7]), "2026-12-01T10:00:00Z", None).unwrap();
+    let mut body = response_json(
+        &g,
+        &def,
+        &answers(&g, &[3; 7]),
+        "2026-12-01T10:00:00Z",
+        None,
+    )
+    .unwrap();
     body["score"] = json!(20);
-    let err = c
-        .f
-        .record
-        .prepare_sealed(&george, response(&def, body.clone()), c.f.now, None, policy, &mut rng)
-        .unwrap_err();
-    assert!(matches!(err, Rejection::Questionnaire(QuestionnaireError::ScoreMismatch { .. })), "{err}");
+    let err =
+        c.f.record
+            .prepare_sealed(
+                &george,
+                response(&def, body.clone()),
+                c.f.now,
+                None,
+                policy,
+                &mut rng,
+            )
+            .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Rejection::Questionnaire(QuestionnaireError::ScoreMismatch { .. })
+        ),
+        "{err}"
+    );
     body["score"] = json!(21);
-    let out = c
-        .f
-        .record
-        .prepare_sealed(&george, response(&def, body), c.f.now, None, policy, &mut rng)
-        .unwrap();
-    assert!(matches!(out.last().unwrap().entry().payload, Payload::SealedCreate { .. }));
+    let out =
+        c.f.record
+            .prepare_sealed(
+                &george,
+                response(&def, body),
+                c.f.now,
+                None,
+                policy,
+                &mut rng,
+            )
+            .unwrap();
+    assert!(matches!(
+        out.last().unwrap().entry().payload,
+        Payload::SealedCreate { .. }
+    ));
 }
