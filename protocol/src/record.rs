@@ -1035,7 +1035,7 @@ impl Record {
         let acting = self.check_actor(e, &past)?;
         self.check_sealing(e, category.as_ref(), &past)?;
         let owner_step = self.check_care(e, &acting, category.as_ref(), &past)?;
-        self.check_questionnaire(&e.payload, category.as_ref(), &past)?;
+        self.check_questionnaire(&e.payload, category.as_ref(), &past, false)?;
         if let Payload::Annotate { target, text } = &e.payload {
             self.check_release(target, text, &acting.principal, &past)?;
         }
@@ -1324,9 +1324,10 @@ impl Record {
     /// The questionnaire rules ([`crate::care::questionnaire`]) for a plain create or amend
     /// in `questionnaires`: a response naming a published questionnaire
     /// (`questionnaire-entry`) is checked against it (answers, score, band). The definition
-    /// is in the same stream and must be in the writer's causal past (`past`). A definition
-    /// sealed so that this replica cannot read it is taken as written (a relay cannot check
-    /// sealed content; see `docs/care-team.md`). A task assigning a questionnaire is in
+    /// is in the same stream and must be in the writer's causal past (`past`). At the gate
+    /// (`writer` false) a sealed definition is taken as written, whether or not this replica
+    /// could open it, so every replica decides alike (a relay cannot check sealed content;
+    /// see `docs/care-team.md`); the writer (`writer` true) reads it opened. A task assigning a questionnaire is in
     /// another stream, which a replica may hold without this one: its writer checks that it
     /// names a published questionnaire, the gate cannot.
     pub(crate) fn check_questionnaire(
@@ -1334,6 +1335,7 @@ impl Record {
         payload: &Payload,
         category: Option<&Category>,
         past: &dyn Fn(&EntryId) -> bool,
+        writer: bool,
     ) -> Result<(), Rejection> {
         use crate::care::questionnaire::{self as q, QuestionnaireError as QE};
         let (
@@ -1354,6 +1356,9 @@ impl Record {
             .map_err(|_| QE::UnknownQuestionnaire(clipped.clone()))?;
         if !past(&id) {
             return Err(QE::UnknownQuestionnaire(clipped).into());
+        }
+        if !writer && self.is_openable_sealed(&id) {
+            return Ok(());
         }
         let Some(p) = self.payload(&id) else {
             return Err(QE::UnknownQuestionnaire(clipped).into());
