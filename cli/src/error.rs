@@ -122,6 +122,7 @@ pub fn rejection_code(r: &Rejection) -> Code {
         Rejection::Task(_)
         | Rejection::Appointment(_)
         | Rejection::Release(_)
+        | Rejection::Questionnaire(_)
         | Rejection::Definition(_) => Code::Invalid,
         Rejection::Body(_)
         | Rejection::Target { .. }

@@ -2516,6 +2516,55 @@ async fn everything_and_history_are_paged_with_next_links() {
 }
 
 #[tokio::test]
+async fn a_questionnaire_and_a_scored_response_in_and_out() {
+    let env = Env::new();
+    let rid = env.rid().to_string();
+    let phq9: Json =
+        serde_json::from_str(cophr_protocol::care::questionnaire::built_in("phq-9").unwrap())
+            .unwrap();
+    let (status, _, resp) = env.post(&transaction(std::slice::from_ref(&phq9))).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let q_path = resource_path(&locations(&resp)[0]);
+    assert!(q_path.starts_with("Questionnaire/e-"), "{q_path}");
+    let (s, _, got) = env.get(&format!("/fhir/r4/{q_path}")).await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(got["title"], "Patient Health Questionnaire (PHQ-9)");
+    assert_eq!(got["item"].as_array().unwrap().len(), 10);
+    let response = |score: i64| {
+        json!({"resourceType": "QuestionnaireResponse", "status": "completed",
+            "questionnaire": q_path, "subject": {"reference": format!("Patient/{rid}")},
+            "extension": [{"url": "https://cophr.invalid/field/score", "valueDecimal": score},
+                          {"url": "https://cophr.invalid/field/band", "valueString": "minimal"}],
+            "item": (1..=9).map(|i| json!({"linkId": format!("phq9-{i}"),
+                "answer": [{"valueCoding": {"system": "http://loinc.org",
+                    "code": if i == 1 { "LA6570-1" } else { "LA6568-5" }}}]})).collect::<Vec<_>>()})
+    };
+    // A stated score that is not the questionnaire's: refused, nothing stored.
+    let (status, _, resp) = env.post(&transaction(&[response(9)])).await;
+    assert!(status.is_client_error(), "{status} {resp}");
+    assert!(
+        resp.to_string()
+            .contains("stated score (9) is not the questionnaire's (2)"),
+        "{resp}"
+    );
+    let (status, _, resp) = env.post(&transaction(&[response(2)])).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let r_path = resource_path(&locations(&resp)[0]);
+    let (s, _, got) = env.get(&format!("/fhir/r4/{r_path}")).await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(got["questionnaire"], q_path.as_str(), "{got}");
+    assert_eq!(
+        got["item"][0]["answer"][0]["valueCoding"]["code"], "LA6570-1",
+        "{got}"
+    );
+    let (s, _, b) = env
+        .get(&format!("/fhir/r4/QuestionnaireResponse?patient={rid}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["total"], 1, "{b}");
+}
+
+#[tokio::test]
 async fn appointments_and_referral_tasks_in_and_out() {
     let env = Env::new();
     let rid = env.rid().to_string();

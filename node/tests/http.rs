@@ -1014,6 +1014,19 @@ async fn the_router_matches_its_openapi_document() {
                 .await;
                 assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
             }
+            if path.contains("/questionnaires/{eid}") {
+                // A published questionnaire to assign or answer.
+                let r = with_json(
+                    &f.state,
+                    Method::POST,
+                    &format!("/api/v1/records/{rid}/questionnaires"),
+                    json!({"built_in": "phq-9"}),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+                let q = r.json()["id"].as_str().unwrap().to_owned();
+                uri = concrete(path, &rid, &q, &gid);
+            }
             if path.ends_with("/document") {
                 // A document stored apart to read.
                 let text = b"Discharge summary: home on ramipril.\n";
@@ -1755,6 +1768,171 @@ async fn a_document_uploaded_is_stored_sealed_and_reads_back() {
         .read_to_end(&mut sealed)
         .unwrap();
     assert!(!sealed.windows(64).any(|w| w == &png[1000..1064]));
+}
+
+#[tokio::test]
+async fn a_questionnaire_is_published_assigned_answered_and_scored_through_the_api() {
+    let f = patient();
+    let (rid, eid) = seeded(&f).await;
+    let record: RecordId = rid.parse().unwrap();
+    let base = format!("/api/v1/records/{rid}/questionnaires");
+    let r = get(&f.state, "/api/v1/questionnaires/built-in").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let names: Vec<_> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("phq-9"), json!("gad-7")]);
+    // Bad questionnaires: refused with what is wrong, nothing stored.
+    let before = counts(&f.store, &record).0;
+    for (body, says) in [
+        (json!({"built_in": "eq-5d"}), "no built-in questionnaire"),
+        (
+            json!({"questionnaire": {"resourceType": "Questionnaire", "title": "X",
+                "item": [{"linkId": "a", "type": "string"}, {"linkId": "a", "type": "boolean"}]}}),
+            "linkId `a` is used by two items",
+        ),
+        (
+            json!({"questionnaire": {"resourceType": "Questionnaire", "title": "X",
+                "item": [{"linkId": "a", "type": "string", "text": "x".repeat(70 * 1024)}]}}),
+            "at most 65536",
+        ),
+        (
+            json!({"questionnaire": {"resourceType": "Patient"}}),
+            "resourceType",
+        ),
+    ] {
+        let msg = with_json(&f.state, Method::POST, &base, body)
+            .await
+            .error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert!(msg.contains(says), "{msg}");
+    }
+    with_json(&f.state, Method::POST, &base, json!({}))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(counts(&f.store, &record).0, before);
+
+    let r = with_json(&f.state, Method::POST, &base, json!({"built_in": "gad-7"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let q = r.json()["id"].as_str().unwrap().to_owned();
+    // Assigning something that is not a questionnaire, or answering it: refused.
+    with_json(
+        &f.state,
+        Method::POST,
+        &format!("{base}/{eid}/assign"),
+        json!({"due": "2026-12-01"}),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let r = with_json(
+        &f.state,
+        Method::POST,
+        &format!("{base}/{q}/assign"),
+        json!({"due": "2020-01-01"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let task = r.json()["id"].as_str().unwrap().to_owned();
+    let l = get(&f.state, &base).await.json();
+    assert_eq!(l["assigned"][0]["id"], task.as_str());
+    assert_eq!(l["assigned"][0]["overdue"], true);
+    assert_eq!(
+        l["assigned"][0]["title"],
+        "Generalized Anxiety Disorder (GAD-7)"
+    );
+    assert_eq!(
+        l["published"][0]["definition"]["scoring"]["bands"][3]["label"],
+        "severe"
+    );
+
+    let answers = |codes: &[&str]| -> Value {
+        codes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| json!({"question": format!("gad7-{}", i + 1), "answer": c}))
+            .collect()
+    };
+    let url = format!("{base}/{q}/responses");
+    let before = counts(&f.store, &record).0;
+    for (a, says) in [
+        (
+            answers(&["LA6568-5"; 6]),
+            "question `gad7-7` must be answered",
+        ),
+        (
+            answers(&[
+                "LA6568-5", "LA6568-5", "LA6568-5", "LA6568-5", "LA6568-5", "LA6568-5", "nope",
+            ]),
+            "not one of the options",
+        ),
+        (
+            json!([{"question": "gad7-99", "answer": "LA6568-5"}]),
+            "no question `gad7-99`",
+        ),
+        (
+            json!([{"question": "gad7-1", "answer": 3}]),
+            "takes one of its options' codes",
+        ),
+    ] {
+        let msg = with_json(
+            &f.state,
+            Method::POST,
+            &url,
+            json!({"answers": a, "task": task}),
+        )
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert!(msg.contains(says), "{msg}");
+    }
+    assert_eq!(counts(&f.store, &record).0, before);
+    // 3+3+2+2+1+1+0 = 12: moderate; the assignment completed.
+    let good = answers(&[
+        "LA6571-9", "LA6571-9", "LA6570-1", "LA6570-1", "LA6569-3", "LA6569-3", "LA6568-5",
+    ]);
+    let r = with_json(
+        &f.state,
+        Method::POST,
+        &url,
+        json!({"answers": good, "task": task}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    assert_eq!(r.json()["score"], 12);
+    assert_eq!(r.json()["band"], "moderate");
+    let l = get(&f.state, &base).await.json();
+    assert_eq!(l["assigned"][0]["status"], "completed");
+    assert_eq!(l["assigned"][0]["overdue"], false);
+    assert_eq!(l["responses"][0]["score"], 12);
+    assert_eq!(l["responses"][0]["band"], "moderate");
+    assert_eq!(l["responses"][0]["task"], task.as_str());
+    // The completed assignment takes no second answer.
+    with_json(
+        &f.state,
+        Method::POST,
+        &url,
+        json!({"answers": good, "task": task}),
+    )
+    .await
+    .error(StatusCode::CONFLICT, "conflict");
+    // A forged score through the generic entries API is refused by the gate.
+    let before = counts(&f.store, &record).0;
+    let msg = with_json(
+        &f.state,
+        Method::POST,
+        &format!("/api/v1/records/{rid}/entries"),
+        json!({"category": "questionnaires", "body": {"questionnaire": "GAD-7",
+            "questionnaire-entry": q, "answers": good, "score": 2, "band": "minimal"}}),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert!(
+        msg.contains("stated score (2) is not the questionnaire's (12)"),
+        "{msg}"
+    );
+    assert_eq!(counts(&f.store, &record).0, before);
 }
 
 #[tokio::test]

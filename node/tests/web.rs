@@ -80,7 +80,11 @@ fn the_app_loads_nothing_from_elsewhere_and_keeps_the_token_out_of_urls() {
         ("app.css", web::APP_CSS),
     ] {
         // The SVG namespace names the markup language; nothing is fetched from it.
-        let text = text.replace("'http://www.w3.org/2000/svg'", "");
+        // So does a questionnaire's scoring extension (its FHIR extension URL, compared with
+        // a published questionnaire's `extension[].url`).
+        let text = text
+            .replace("'http://www.w3.org/2000/svg'", "")
+            .replace("'https://cophr.invalid/questionnaire-scoring'", "");
         for outside in [
             "http://",
             "https://",

@@ -64,6 +64,11 @@ const ROUTES = {
   memberProof: ['GET', '/records/{rid}/members/{actor}/proof'],
   memberships: ['GET', '/memberships'],
   useMembership: ['POST', '/memberships'],
+  builtInQuestionnaires: ['GET', '/questionnaires/built-in'],
+  questionnaires: ['GET', '/records/{rid}/questionnaires'],
+  publishQuestionnaire: ['POST', '/records/{rid}/questionnaires'],
+  assignQuestionnaire: ['POST', '/records/{rid}/questionnaires/{eid}/assign'],
+  answerQuestionnaire: ['POST', '/records/{rid}/questionnaires/{eid}/responses'],
 };
 const TOKEN_KEY = 'cophr-token';
 const LEVELS = ['view', 'annotate', 'write', 'delete'];
@@ -673,12 +678,14 @@ async function renderRecord() {
 
   const tabs = patient
     ? [['record', 'Record'], ['timeline', 'Timeline'], ['trends', 'Trends'], ['add', 'Add an entry'],
-      ['notifications', 'Notifications'], ['conversations', 'Conversations'],
+      ['questionnaires', 'Questionnaires'], ['notifications', 'Notifications'],
+      ['conversations', 'Conversations'],
       ['access', 'Who has access'], ['audit', 'Who viewed what'], ['export', 'Export'],
       ['share', 'Emergency summary'], ['devices', 'Devices & recovery'],
       ...(isOrganisation(s) ? [['staff', 'Staff']] : [])]
     : [['record', 'Record'], ['timeline', 'Timeline'], ['trends', 'Trends'], ['add', 'Add an entry'],
-      ['notifications', 'Notifications'], ['conversations', 'Conversations'],
+      ['questionnaires', 'Questionnaires'], ['notifications', 'Notifications'],
+      ['conversations', 'Conversations'],
       ['mine', 'What I may see and write'], ['approve', 'Approve a key recovery']];
   const nav = h('nav', { 'aria-label': 'Record sections', class: 'tabs' },
     h('ul', {}, tabs.map(([id, label]) => h('li', {}, h('button', {
@@ -762,6 +769,7 @@ async function showTab(id, focus = true) {
     access: renderAccess, audit: renderAudit, export: renderExport, mine: renderMine,
     share: renderShares, devices: renderDevices, approve: renderApprove,
     notifications: renderNotifications, staff: renderStaff, conversations: renderConversations,
+    questionnaires: renderQuestionnaires,
   }[id] || renderCategories;
   await render(panel);
   if (focus) {
@@ -1367,6 +1375,142 @@ async function renderTrends(panel) {
     // After showTab focuses the panel heading.
     setTimeout(() => t.focus(), 0);
   }
+}
+
+// --- Questionnaires: assigned ones to answer, scores and bands, publishing and assigning. ---
+// The node computes the score by the questionnaire's rule; every node's gate checks it.
+
+async function renderQuestionnaires(panel) {
+  panel.append(panelHeading('Questionnaires'), h('p', { class: 'help' },
+    'Questionnaires your care team asks you to fill in (such as PHQ-9 for mood and GAD-7 for '
+    + 'anxiety). Your answers are scored by the questionnaire\'s own rule; the scores are '
+    + 'charted under Trends.'));
+  const got = await attempt(() => api('questionnaires', { rid: state.rid }));
+  if (!got) return;
+  const byVersion = new Map();
+  for (const p of got.published) byVersion.set(p.version, p);
+  const result = h('div', { id: 'questionnaire-result', role: 'status', 'aria-live': 'polite' });
+  const form = h('div', { id: 'questionnaire-form' });
+  const open = got.assigned.filter((a) => !['completed', 'rejected', 'cancelled'].includes(a.status));
+  const me = isPatient() ? state.rid : (state.me && state.me.actor);
+  panel.append(h('h3', {}, 'To fill in'));
+  if (open.length === 0) panel.append(h('p', {}, 'Nothing to fill in.'));
+  else {
+    panel.append(h('ul', { class: 'plain', id: 'assigned-list' }, open.map((a) => h('li', { 'data-task': a.id },
+      h('strong', {}, a.title || a.description || 'Questionnaire'),
+      a.due ? ` — due ${a.due}` : '',
+      a.overdue ? h('span', { class: 'badge overdue' }, ' overdue') : '',
+      ' ',
+      a.owner === me && byVersion.has(a.questionnaire)
+        ? h('button', { type: 'button', class: 'small', onclick: () => {
+          answerForm(form, byVersion.get(a.questionnaire), a, result);
+        } }, 'Fill in', h('span', { class: 'sr-only' }, `: ${a.title}`))
+        : ''))));
+  }
+  panel.append(form, result);
+  panel.append(h('h3', {}, 'Scores'));
+  if (got.responses.length === 0) panel.append(h('p', {}, 'No questionnaire answered yet.'));
+  else {
+    const rows = [...got.responses].sort((a, b) => String(b.completed).localeCompare(String(a.completed)));
+    panel.append(h('div', { class: 'scroll' }, h('table', { id: 'responses-table' },
+      h('caption', {}, 'Questionnaires answered, newest first'),
+      h('thead', {}, h('tr', {}, ['Questionnaire', 'Completed', 'Score', 'Severity'].map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, rows.map((r) => h('tr', { 'data-entry': r.id },
+        h('th', { scope: 'row' }, r.questionnaire), h('td', {}, r.completed ? when(r.completed) : '—'),
+        h('td', { class: 'num' }, r.score ?? '—'), h('td', {}, r.band || '—')))))));
+  }
+  if (myLevel('questionnaires') && levelRank(myLevel('questionnaires')) >= levelRank('write')) {
+    panel.append(await publishSection(got));
+  }
+}
+
+async function publishSection(got) {
+  const box = h('section', { 'aria-labelledby': 'publish-heading' }, h('h3', { id: 'publish-heading' }, 'Publish and assign'));
+  const builtIn = await attempt(() => api('builtInQuestionnaires'));
+  if (Array.isArray(builtIn)) {
+    const select = h('select', { id: 'publish-name' }, builtIn.map((b) => h('option', { value: b.name }, b.title)));
+    box.append(h('form', { id: 'publish-form', onsubmit: async (ev) => {
+      ev.preventDefault();
+      const r = await attempt(() => api('publishQuestionnaire', { rid: state.rid }, { body: { built_in: select.value } }));
+      if (r) { setStatus(`Published ${r.title}.`); showTab('questionnaires'); }
+    } }, h('div', { class: 'field' }, h('label', { for: 'publish-name' }, 'Questionnaire'), select),
+    h('button', { type: 'submit' }, 'Publish into this record')));
+  }
+  for (const p of got.published) {
+    const due = h('input', { type: 'date', id: `due-${p.id}`, required: true });
+    box.append(h('form', { class: 'assign-form', 'data-questionnaire': p.id, onsubmit: async (ev) => {
+      ev.preventDefault();
+      if (!due.value) { showError(new ApiError(0, 'invalid', 'Choose a due date.')); return; }
+      const r = await attempt(() => api('assignQuestionnaire', { rid: state.rid, eid: p.id }, { body: { due: due.value } }));
+      if (r) { setStatus(`Assigned ${p.title}, due ${due.value}.`); showTab('questionnaires'); }
+    } }, h('div', { class: 'field' }, h('label', { for: `due-${p.id}` }, `${p.title}: due`), due),
+    h('button', { type: 'submit' }, 'Assign to the patient')));
+  }
+  return box;
+}
+
+/** The form answering `p` (a published questionnaire) for the assignment `a`. */
+function answerForm(box, p, a, result) {
+  const d = p.definition;
+  const inputs = [];
+  const form = h('form', { id: 'answer-form', novalidate: true, 'aria-labelledby': 'answer-heading' },
+    h('h3', { id: 'answer-heading', tabindex: '-1' }, d.title),
+    d.description ? h('p', {}, d.description) : '');
+  for (const item of d.items) {
+    const id = `q-${item.link_id}`.replace(/[^A-Za-z0-9_-]/g, '_');
+    const legend = h('legend', {}, item.text, item.required ? h('span', { class: 'required' }, ' (required)') : '');
+    if (item.type === 'display') { form.append(h('p', {}, item.text)); continue; }
+    if (item.type === 'choice' || item.type === 'boolean') {
+      const options = item.type === 'choice' ? item.options.map((o) => [o.code, o.display])
+        : [['true', 'Yes'], ['false', 'No']];
+      form.append(h('fieldset', { class: 'question', 'data-link': item.link_id }, legend,
+        options.map(([code, label], k) => h('p', {}, h('input', {
+          type: 'radio', name: id, id: `${id}-${k}`, value: code, required: item.required,
+        }), ' ', h('label', { for: `${id}-${k}` }, label)))));
+      inputs.push([item, () => {
+        const c = form.querySelector(`input[name="${id}"]:checked`);
+        if (!c) return undefined;
+        return item.type === 'boolean' ? c.value === 'true' : c.value;
+      }]);
+    } else {
+      const input = h('input', { id, type: item.type === 'integer' ? 'number' : 'text', required: item.required });
+      form.append(h('div', { class: 'field', 'data-link': item.link_id }, h('label', { for: id }, item.text), input));
+      inputs.push([item, () => {
+        if (input.value.trim() === '') return undefined;
+        return item.type === 'integer' ? Number(input.value) : input.value;
+      }]);
+    }
+  }
+  if (d.copyright) form.append(h('p', { class: 'help' }, d.copyright));
+  form.append(h('button', { type: 'submit' }, 'Send my answers'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const answers = [];
+    const missing = [];
+    for (const [item, value] of inputs) {
+      const v = value();
+      if (v === undefined) { if (item.required) missing.push(item.text); continue; }
+      answers.push({ question: item.link_id, answer: v });
+    }
+    if (missing.length) {
+      showError(new ApiError(0, 'invalid', `Please answer every question: ${missing.length} left (first: “${missing[0]}”).`));
+      return;
+    }
+    const r = await attempt(() => api('answerQuestionnaire', { rid: state.rid, eid: p.version },
+      { body: { answers, task: a.id } }));
+    if (!r) return;
+    box.replaceChildren();
+    await showTab('questionnaires', false);
+    const res = $('questionnaire-result');
+    if (res) {
+      res.replaceChildren(h('p', { class: 'score' }, `${d.title}: your score is `,
+        h('strong', { id: 'questionnaire-score' }, String(r.score ?? '—')),
+        r.band ? [' (', h('strong', { id: 'questionnaire-band' }, r.band), ')'] : '', '.'));
+    }
+    setStatus(`Answers sent: score ${r.score ?? '—'}${r.band ? ` (${r.band})` : ''}.`);
+  });
+  box.replaceChildren(form);
+  $('answer-heading').focus();
 }
 
 // --- Add an entry: a form generated from the category's field definitions. -----------------

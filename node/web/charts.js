@@ -20,6 +20,43 @@ export const MAX_NAME = 120;
 const MAX_TIME = 8.64e15;
 
 /** The categories whose entries are charted. */
+/** The cophr extension carrying a published questionnaire's scoring rule (its bands). */
+export const SCORING = 'https://cophr.invalid/questionnaire-scoring';
+/** The largest published questionnaire read for its bands, in characters (as the node's bound). */
+export const MAX_DEFINITION = 64 * 1024;
+/** Most severity bands drawn on one chart (as the node's bound). */
+export const MAX_BANDS = 16;
+
+/**
+ * The severity bands of a published questionnaire (its FHIR Questionnaire as JSON text):
+ * `{title, bands: [{low, high, label}]}`, or null if it does not read as one.
+ */
+export function questionnaireBands(text) {
+  if (typeof text !== 'string' || text.length > MAX_DEFINITION) return null;
+  let q;
+  try { q = JSON.parse(text); } catch { return null; }
+  if (!q || typeof q !== 'object' || q.resourceType !== 'Questionnaire') return null;
+  const title = typeof q.title === 'string' ? q.title : (typeof q.name === 'string' ? q.name : '');
+  const rule = (Array.isArray(q.extension) ? q.extension : []).find((e) => e && e.url === SCORING);
+  const bands = [];
+  for (const b of (rule && Array.isArray(rule.extension) ? rule.extension : [])) {
+    if (!b || b.url !== 'band' || !Array.isArray(b.extension) || bands.length >= MAX_BANDS) continue;
+    const part = (u, k) => { const x = b.extension.find((e) => e && e.url === u); return x ? x[k] : undefined; };
+    const low = part('low', 'valueInteger');
+    const high = part('high', 'valueInteger');
+    const label = part('label', 'valueString');
+    if (Number.isInteger(low) && Number.isInteger(high) && low <= high && typeof label === 'string' && label) {
+      bands.push({ low, high, label: label.slice(0, MAX_NAME) });
+    }
+  }
+  return title ? { title, bands } : null;
+}
+
+/** The band a score falls in, or null. */
+export function bandOf(bands, v) {
+  return (bands || []).find((b) => v >= b.low && v <= b.high) || null;
+}
+
 export const CHART_CATEGORIES = ['vital-signs', 'wearables', 'examinations', 'lab-results', 'questionnaires'];
 
 const GROUPS = {
@@ -189,6 +226,7 @@ function nameKey(s) {
  */
 export function buildMeasures(entries, titleOf) {
   const byKey = new Map();
+  const bandsByName = new Map();
   const list = Array.isArray(entries) ? entries : [];
   const measure = (key, make) => {
     let m = byKey.get(key);
@@ -255,6 +293,12 @@ export function buildMeasures(entries, titleOf) {
       const rangeText = typeof body['reference-range'] === 'string' ? body['reference-range'].trim() : '';
       addRow(m, t, [labNumber(body.result, unit)], id, source, rangeText);
     } else if (cat === 'questionnaires') {
+      // A published questionnaire: not a reading, but its severity bands shade its scores.
+      if ('definition' in body) {
+        const d = questionnaireBands(body.definition);
+        if (d && d.bands.length) bandsByName.set(nameKey(d.title.trim().replace(/\s+/g, ' ').slice(0, MAX_NAME)), d.bands);
+        continue;
+      }
       if (typeof body.questionnaire !== 'string' || !body.questionnaire.trim()) continue;
       const name = body.questionnaire.trim().replace(/\s+/g, ' ').slice(0, MAX_NAME);
       const m = measure(`questionnaire|${nameKey(name)}`, () => ({
@@ -267,7 +311,10 @@ export function buildMeasures(entries, titleOf) {
   const groupRank = Object.values(GROUPS);
   const out = [...byKey.values()].sort((a, b) => groupRank.indexOf(a.group) - groupRank.indexOf(b.group)
     || a.order - b.order || a.title.localeCompare(b.title) || a.unit.localeCompare(b.unit));
-  for (const m of out) finish(m);
+  for (const m of out) {
+    if (m.group === GROUPS.questionnaire) m.bands = bandsByName.get(m.key.slice('questionnaire|'.length)) || null;
+    finish(m);
+  }
   return out;
 }
 
@@ -433,6 +480,11 @@ export function summary(m) {
       return `${what} ${withUnit(`${showNumber(lo)} to ${showNumber(hi)}`, m.unit)}`;
     }).filter(Boolean).join('; '));
   }
+  if (m.bands && m.bands.length) {
+    const b = bandOf(m.bands, last.values[0]);
+    if (b) parts[1] += ` (${b.label})`;
+    parts.push(`Severity bands: ${m.bands.map((x) => `${x.low} to ${x.high} ${x.label}`).join(', ')}`);
+  }
   const ranged = m.series.filter((s) => s.range);
   if (ranged.length) {
     parts.push(`Shaded: ${ranged.map((s) => `${m.series.length > 1 ? `${s.name.toLowerCase()} ` : ''}${rangeName(s.range)} ${rangeText(s.range, m.unit)}`).join('; ')}`);
@@ -466,7 +518,7 @@ export function renderTrend(m, hx = 'h3') {
   const noteId = notes.length ? `${id}-note` : null;
   if (n >= 2) {
     fig.append(draw(m, summary(m), noteId));
-    if (m.series.length > 1 || m.series.some((s) => s.range)) fig.append(legend(m));
+    if (m.series.length > 1 || m.series.some((s) => s.range) || (m.bands && m.bands.length)) fig.append(legend(m));
   } else {
     fig.append(el('p', { class: 'trend-message', role: 'note' }, n === 0
       ? `Nothing to chart yet: no ${m.title.toLowerCase()} value that reads as a number.`
@@ -494,8 +546,9 @@ export function renderTrend(m, hx = 'h3') {
 /** The table behind a chart: one row per reading, newest first. */
 function table(m) {
   const lab = m.group === GROUPS.lab;
+  const banded = Boolean(m.bands && m.bands.length);
   const heads = ['Date', ...m.series.map((s) => (m.series.length > 1 ? s.name : (lab ? 'Result' : 'Value'))),
-    ...(lab ? ['Reference range'] : []), 'From'];
+    ...(lab ? ['Reference range'] : []), ...(banded ? ['Severity'] : []), 'From'];
   const t = el('table', { class: 'trend-data' },
     el('caption', {}, `${m.title}${m.unit ? ` in ${unitText(m.unit)}` : ''}: ${m.rows.length} `
       + `${m.rows.length === 1 ? 'value' : 'values'}, newest first`),
@@ -508,6 +561,7 @@ function table(m) {
       r.values.map((v, k) => el('td', { class: 'num' }, v === null ? '—' : withUnit(showNumber(v), m.unit)
         + against(v, m.series[k].range, rangeName(m.series[k].range)))),
       lab ? el('td', {}, r.rangeText || '—') : null,
+      banded ? el('td', {}, (bandOf(m.bands, r.values[0]) || { label: '—' }).label) : null,
       el('td', {}, r.source)));
   }
   t.append(tb);
@@ -526,6 +580,10 @@ function legend(m) {
         `Shaded: ${m.series.length > 1 ? `${s.name.toLowerCase()} ` : ''}${rangeName(s.range)}, ${rangeText(s.range, m.unit)}`));
     }
   });
+  (m.bands || []).forEach((b, k) => {
+    items.push(el('li', {}, el('span', { class: `key severity-${k % 5}`, 'aria-hidden': 'true' }),
+      `${b.low}–${b.high} ${b.label}`));
+  });
   return el('ul', { class: 'trend-legend', 'aria-hidden': 'true' }, items);
 }
 
@@ -543,6 +601,7 @@ function draw(m, label, describedBy) {
       if (s.range.high !== null) hi = Math.max(hi, s.range.high);
     }
   }
+  for (const b of m.bands || []) { lo = Math.min(lo, b.low); hi = Math.max(hi, b.high); }
   if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
   const padY = (hi - lo) * 0.08;
   lo -= padY;
@@ -566,6 +625,20 @@ function draw(m, label, describedBy) {
       class: `band band-${i}`, x: PAD.left, y: f(top), width: W - PAD.left - PAD.right,
       height: f(Math.max(0, bottom - top)), 'data-series': i,
     }));
+  });
+  // A questionnaire's severity bands, each shaded a step darker and labelled at the right.
+  (m.bands || []).forEach((b, k) => {
+    const top = y(b.high + 0.5);
+    const bottom = y(b.low - 0.5);
+    const g = svgEl('g', { class: 'severity', 'data-band': b.label, 'aria-hidden': 'true' });
+    g.append(svgEl('rect', {
+      class: `severity-${k % 5}`, x: PAD.left, y: f(top), width: W - PAD.left - PAD.right,
+      height: f(Math.max(0, bottom - top)),
+    }));
+    const tx = svgEl('text', { class: 'severity-label', x: W - PAD.right - 4, y: f(top + 12), 'text-anchor': 'end' });
+    tx.textContent = b.label;
+    g.append(tx);
+    svg.append(g);
   });
   // Axes and grid.
   const axes = svgEl('g', { class: 'axes', 'aria-hidden': 'true' });
@@ -609,8 +682,10 @@ function draw(m, label, describedBy) {
     for (const p of s.points) {
       const px = x(p.t);
       const py = y(p.v);
-      const outside = against(p.v, s.range, rangeName(s.range));
-      const cls = outside ? 'point out' : 'point';
+      const severity = m.bands ? bandOf(m.bands, p.v) : null;
+      const out = against(p.v, s.range, rangeName(s.range));
+      const outside = out + (severity ? ` (${severity.label})` : '');
+      const cls = out ? 'point out' : 'point';
       const mark = i === 0
         ? svgEl('circle', { class: cls, cx: f(px), cy: f(py), r })
         : svgEl('rect', { class: cls, x: f(px - r), y: f(py - r), width: 2 * r, height: 2 * r });

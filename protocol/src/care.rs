@@ -69,7 +69,12 @@ pub const APPOINTMENT_STATUSES: &[&str] = &[
 pub const REMINDED_STATUSES: &[&str] = &["proposed", "booked"];
 
 /// The kinds of task.
-pub const TASK_KINDS: &[&str] = &["referral", "task", "blood-test-request"];
+pub const TASK_KINDS: &[&str] = &[
+    "referral",
+    "task",
+    "blood-test-request",
+    questionnaire::TASK_KIND,
+];
 
 /// Task statuses, by name, in lifecycle order ([`TaskStatus`]).
 pub const TASK_STATUSES: &[&str] = &[
@@ -152,6 +157,21 @@ impl TaskStatus {
         match self {
             TaskStatus::Sent | TaskStatus::Cancelled => Party::Requester,
             _ => Party::Owner,
+        }
+    }
+
+    /// The statuses that may follow this one in a task of `kind`: an assigned questionnaire
+    /// (kind `questionnaire`) is completed by its owner answering it, from any open status.
+    pub fn next_for(self, kind: &str) -> &'static [TaskStatus] {
+        use TaskStatus::*;
+        if kind != questionnaire::TASK_KIND {
+            return self.next();
+        }
+        match self {
+            Sent => &[Received, Completed, Rejected, Cancelled],
+            Received => &[Accepted, Completed, Rejected, Cancelled],
+            Accepted => &[InProgress, Completed, Cancelled],
+            s => s.next(),
         }
     }
 
@@ -297,6 +317,15 @@ pub fn check_task_create(body: &Value, author: &ActorId) -> Result<(), TaskError
     if t.status != TaskStatus::Sent {
         return Err(TaskError::CreatedNotSent(t.status));
     }
+    if t.kind == questionnaire::TASK_KIND
+        && body
+            .get("questionnaire")
+            .and_then(Value::as_text)
+            .and_then(|q| q.parse::<EntryId>().ok())
+            .is_none()
+    {
+        return Err(TaskError::Field("questionnaire"));
+    }
     if t.requester != *author {
         return Err(TaskError::RequesterNotAuthor {
             requester: t.requester,
@@ -321,6 +350,10 @@ pub fn check_task_step(
         ("kind", b.kind == a.kind),
         ("requester", b.requester == a.requester),
         ("owner", b.owner == a.owner),
+        (
+            "questionnaire",
+            before.get("questionnaire") == after.get("questionnaire"),
+        ),
     ] {
         if !same {
             return Err(TaskError::Fixed(field));
@@ -355,13 +388,13 @@ pub fn check_task_step(
         }
         _ => {}
     }
-    if !b.status.next().contains(&a.status) {
+    if !b.status.next_for(&b.kind).contains(&a.status) {
         return Err(TaskError::OutOfOrder {
             from: b.status,
             to: a.status,
             allowed: b
                 .status
-                .next()
+                .next_for(&b.kind)
                 .iter()
                 .map(|s| s.name())
                 .collect::<Vec<_>>()
@@ -584,8 +617,10 @@ pub fn reminders(state: &State, now: Timestamp, horizon: u64) -> Vec<Reminder> {
     out
 }
 
+pub mod questionnaire;
 pub mod release;
 pub mod thread;
+pub use questionnaire::QuestionnaireError;
 pub use release::ReleaseError;
 pub use thread::ThreadError;
 

@@ -278,6 +278,12 @@ pub enum Rejection {
     /// message moved between threads.
     #[error("thread: {0}")]
     Thread(#[from] crate::care::ThreadError),
+    /// A questionnaire response breaks its definition's rules
+    /// ([`crate::care::questionnaire`]): an unknown question, a wrong answer type, a required
+    /// question unanswered, an answer not among the options, a stated score or band not the
+    /// rule's; or it (or an assignment) names no published questionnaire in its past.
+    #[error("questionnaire: {0}")]
+    Questionnaire(#[from] crate::care::QuestionnaireError),
     /// The target of an amend, delete, annotate or revoke is missing or unsuitable.
     #[error("target {id}: {why}")]
     Target {
@@ -1046,6 +1052,7 @@ impl Record {
             &past,
             false,
         )?;
+        self.check_questionnaire(&e.payload, category.as_ref(), &past, false)?;
         if let Payload::Annotate { target, text } = &e.payload {
             self.check_release(target, text, &acting.principal, &past)?;
         }
@@ -1329,6 +1336,65 @@ impl Record {
         }
         let party = crate::care::check_task_step(&before, body, &acting.principal)?;
         Ok(party == crate::care::Party::Owner && self.item_author(&target) != acting.principal)
+    }
+
+    /// The questionnaire rules ([`crate::care::questionnaire`]) for a plain create or amend
+    /// in `questionnaires`: a response naming a published questionnaire
+    /// (`questionnaire-entry`) is checked against it (answers, score, band). The definition
+    /// is in the same stream and must be in the writer's causal past (`past`). At the gate
+    /// (`writer` false) a sealed definition is taken as written, whether or not this replica
+    /// could open it, so every replica decides alike (a relay cannot check sealed content;
+    /// see `docs/care-team.md`); the writer (`writer` true) reads it opened. A task assigning a questionnaire is in
+    /// another stream, which a replica may hold without this one: its writer checks that it
+    /// names a published questionnaire, the gate cannot.
+    pub(crate) fn check_questionnaire(
+        &self,
+        payload: &Payload,
+        category: Option<&Category>,
+        past: &dyn Fn(&EntryId) -> bool,
+        writer: bool,
+    ) -> Result<(), Rejection> {
+        use crate::care::questionnaire::{self as q, QuestionnaireError as QE};
+        let (
+            Some(Category::Questionnaires),
+            Payload::Create { body, .. } | Payload::Amend { body, .. },
+        ) = (category, payload)
+        else {
+            return Ok(());
+        };
+        let field = q::DEFINITION_ENTRY;
+        let Some(named) = body.get(field) else {
+            return Ok(());
+        };
+        let text = named.as_text().unwrap_or_default();
+        let clipped = crate::schema::clip_quote(text);
+        let id: EntryId = text
+            .parse()
+            .map_err(|_| QE::UnknownQuestionnaire(clipped.clone()))?;
+        if !past(&id) {
+            return Err(QE::UnknownQuestionnaire(clipped).into());
+        }
+        if !writer && self.is_openable_sealed(&id) {
+            return Ok(());
+        }
+        let Some(p) = self.payload(&id) else {
+            return Err(QE::UnknownQuestionnaire(clipped).into());
+        };
+        let def_body = match &*p {
+            Payload::Create { body, .. } | Payload::Amend { body, .. } => body,
+            // Sealed, and not readable here: taken as written.
+            Payload::SealedCreate { .. } | Payload::SealedAmend { .. } => return Ok(()),
+            _ => return Err(QE::NotAQuestionnaire(clipped).into()),
+        };
+        if self.category_of_payload(&p) != Some(Category::Questionnaires) {
+            return Err(QE::NotAQuestionnaire(clipped).into());
+        }
+        let def = match q::definition_of(def_body) {
+            Some(Ok(d)) => d,
+            _ => return Err(QE::NotAQuestionnaire(clipped).into()),
+        };
+        q::check_response(&def, body)?;
+        Ok(())
     }
 
     /// Checks an annotation that claims to be a result's release ([`crate::care::release`]):

@@ -185,6 +185,20 @@ fn examples() -> Vec<(Category, Json)> {
                 "score": 0.86, "completed": "2026-11-22T10:15:00Z"}),
         ),
         (
+            C::Questionnaires,
+            json!({"questionnaire": "Generalized Anxiety Disorder (GAD-7)",
+                "definition": cophr_protocol::care::questionnaire::canonical(
+                    cophr_protocol::care::questionnaire::built_in("gad-7").unwrap()).unwrap()}),
+        ),
+        (
+            C::Questionnaires,
+            json!({"questionnaire": "Patient Health Questionnaire (PHQ-9)",
+                "questionnaire-entry": EntryId([3; 32]).to_string(),
+                "answers": [{"question": "phq9-1", "answer": "LA6569-3"},
+                            {"question": "phq9-2", "answer": "LA6570-1"}],
+                "score": 3, "band": "minimal", "completed": "2026-11-22T10:15:00Z"}),
+        ),
+        (
             C::Appointments,
             json!({"status": "booked", "start": "2026-12-10T09:30:00Z",
                 "end": "2026-12-10T10:00:00Z", "description": "Renal clinic review",
@@ -216,6 +230,37 @@ fn examples() -> Vec<(Category, Json)> {
                 "owner": ActorId([1; 32]).to_string(), "status": "sent"}),
         ),
     ]
+}
+
+#[test]
+fn a_published_questionnaire_exports_as_its_questionnaire_and_a_response_names_it() {
+    use cophr_protocol::care::questionnaire::{built_in, Definition};
+    let def = json!({"questionnaire": "Patient Health Questionnaire (PHQ-9)",
+        "definition": cophr_protocol::care::questionnaire::canonical(built_in("phq-9").unwrap()).unwrap()});
+    let out = round_trip(&Category::Questionnaires, &def);
+    assert_eq!(out["resourceType"], "Questionnaire");
+    assert_eq!(out["id"], EntryId([9; 32]).to_string());
+    assert_eq!(
+        Definition::from_json(&out).unwrap(),
+        Definition::parse(built_in("phq-9").unwrap()).unwrap()
+    );
+    let resp = json!({"questionnaire": "PHQ-9", "questionnaire-entry": EntryId([9; 32]).to_string(),
+        "answers": [{"question": "phq9-1", "answer": "LA6571-9"}], "score": 3, "band": "minimal"});
+    let out = round_trip(&Category::Questionnaires, &resp);
+    assert_eq!(
+        out["questionnaire"],
+        format!("Questionnaire/{}", EntryId([9; 32]))
+    );
+    assert_eq!(out["item"][0]["linkId"], "phq9-1");
+    assert_eq!(
+        out["item"][0]["answer"][0]["valueCoding"]["code"],
+        "LA6571-9"
+    );
+    // A malformed Questionnaire is refused on import, naming what is wrong.
+    let mut bad: Json = serde_json::from_str(built_in("gad-7").unwrap()).unwrap();
+    bad["item"][1]["linkId"] = bad["item"][0]["linkId"].clone();
+    let err = fhir::import(&bad, None).unwrap_err();
+    assert!(err.to_string().contains("used by two items"), "{err}");
 }
 
 #[test]

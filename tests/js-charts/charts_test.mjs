@@ -143,6 +143,36 @@ const { shown, more } = limitMeasures(buildMeasures(tests));
 eq([shown.length, more.length], [MAX_MEASURES, 5], 'at most MAX_MEASURES charts');
 
 // Two years of daily readings (vital signs and a wearable) group in well under a second.
+// A questionnaire's severity bands, from its published definition in the same entries.
+{
+  const { questionnaireBands, bandOf, MAX_DEFINITION, MAX_BANDS } = charts;
+  const band = (low, high, label) => ({ url: 'band', extension: [{ url: 'low', valueInteger: low },
+    { url: 'high', valueInteger: high }, { url: 'label', valueString: label }] });
+  const def = (bands, extra = {}) => JSON.stringify({ resourceType: 'Questionnaire', title: 'GAD-7', ...extra,
+    extension: [{ url: charts.SCORING, extension: [{ url: 'method', valueCode: 'sum' }, ...bands] }] });
+  const four = [band(0, 4, 'minimal'), band(5, 9, 'mild'), band(10, 14, 'moderate'), band(15, 21, 'severe')];
+  eq(questionnaireBands(def(four)).bands.map((b) => b.label), ['minimal', 'mild', 'moderate', 'severe'], 'bands read');
+  eq(questionnaireBands('{not json'), null, 'malformed definition');
+  eq(questionnaireBands(JSON.stringify({ resourceType: 'Patient', title: 'x' })), null, 'not a questionnaire');
+  eq(questionnaireBands(`${def(four)}${' '.repeat(MAX_DEFINITION)}`), null, 'oversize definition');
+  eq(questionnaireBands(def([band(5, 1, 'upside down'), band('0', 4, 'text'), band(0, 4, '')])).bands, [], 'malformed bands skipped');
+  eq(questionnaireBands(def(Array.from({ length: MAX_BANDS + 3 }, (_, i) => band(i, i, `b${i}`)))).bands.length, MAX_BANDS, 'MAX_BANDS');
+  eq(bandOf(questionnaireBands(def(four)).bands, 12).label, 'moderate', 'band of 12');
+  eq(bandOf(questionnaireBands(def(four)).bands, 30), null, 'beyond the bands');
+  const ms = buildMeasures([
+    { id: 'd', category: 'questionnaires', created: day(0), body: { questionnaire: 'GAD-7', definition: def(four) } },
+    { id: 'r1', category: 'questionnaires', created: day(1), body: { questionnaire: 'GAD-7', score: 3 } },
+    { id: 'r2', category: 'questionnaires', created: day(2), body: { questionnaire: 'gad-7 ', score: 16 } },
+    { id: 'r3', category: 'questionnaires', created: day(3), body: { questionnaire: 'PHQ-9', score: 7 } },
+  ]);
+  const gad = ms.find((m) => m.key === 'questionnaire|gad-7');
+  eq([gad.rows.length, gad.skipped, gad.bands.length], [2, 0, 4], 'the definition is not a reading; bands attached');
+  eq(ms.find((m) => m.key === 'questionnaire|phq-9').bands, null, 'no definition, no bands');
+  assert.ok(summary(gad).includes('Latest 16 on') && summary(gad).includes('(severe)'), summary(gad));
+  assert.ok(summary(gad).includes('Severity bands: 0 to 4 minimal, 5 to 9 mild'), summary(gad));
+  checks += 2;
+}
+
 const years = [];
 for (let i = 0; i < 730; i += 1) {
   years.push(bp(i, 110 + (i % 40), 65 + (i % 25), { 'heart-rate': { value: 60 + (i % 30), unit: '/min' } }));

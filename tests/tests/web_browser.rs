@@ -2361,6 +2361,117 @@ fn the_notification_centre_counts_a_released_result_as_unread_until_read() {
     });
 }
 
+/// Questionnaires (`docs/care-team.md`): a GP publishes PHQ-9 into George's record and
+/// assigns it with a due date already past; George's web app shows it overdue, he fills it in
+/// (a missing answer is refused in the page first), sees his score and severity band, and the
+/// Trends chart draws his two PHQ-9 scores over the five severity bands. Screenshots
+/// `web-app-questionnaire.png` and `web-app-questionnaire-trend.png`.
+#[test]
+fn george_completes_an_assigned_phq9_in_the_web_app_and_sees_his_score_and_band() {
+    require_browser();
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    let gp = Person::new("Dr Ann Lee", "gp", Some("Headingley Surgery"));
+    george.ok(&[
+        "grant",
+        &gp.actor,
+        "--level",
+        "write",
+        "--categories",
+        "questionnaires,tasks",
+    ]);
+    let dir = tempfile::TempDir::new().expect("a directory");
+    let first = dir.path().join("george.cophr");
+    george.export(&first);
+    gp.import(&first);
+    let def = gp
+        .ok(&["questionnaire", "publish", "phq-9"])
+        .trim()
+        .to_owned();
+    let task = gp
+        .ok(&["questionnaire", "assign", &def, "--due", "2020-01-01"])
+        .trim()
+        .to_owned();
+    let second = dir.path().join("assigned.cophr");
+    gp.export(&second);
+    george.import(&second);
+    // An earlier PHQ-9 George answered on the command line: 3 in all, minimal.
+    let mut earlier = vec!["questionnaire", "answer", def.as_str()];
+    let answers: Vec<String> = (1..=9)
+        .map(|i| format!("phq9-{i}={}", u8::from(i <= 3)))
+        .collect();
+    for a in &answers {
+        earlier.extend(["--answer", a.as_str()]);
+    }
+    george.ok(&earlier);
+    let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
+    let base = node.http().expect("the node's HTTP address");
+    let token = std::fs::read_to_string(george.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned();
+    let driver = Driver::start();
+    let profile = tempfile::TempDir::new().expect("a browser profile");
+    runtime().block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &base, &token).await;
+        wait_text(&c, "#app-title", "My record").await;
+        click(&c, "#tab-questionnaires").await;
+        let listed = wait_text(&c, "#assigned-list", "Patient Health Questionnaire (PHQ-9)").await;
+        assert!(listed.contains("due 2020-01-01"), "{listed}");
+        assert!(listed.contains("overdue"), "{listed}");
+        click(&c, &format!("#assigned-list li[data-task='{task}'] button")).await;
+        wait_text(&c, "#answer-heading", "PHQ-9").await;
+        // Every question but the ninth: refused in the page, nothing sent.
+        // Answers 2,2,1,2,1,1,2,0 (then 0): 11, moderate.
+        for (i, k) in [2, 2, 1, 2, 1, 1, 2, 0].iter().enumerate() {
+            click(&c, &format!("#q-phq9-{}-{k}", i + 1)).await;
+        }
+        click(&c, "#answer-form button[type=submit]").await;
+        let err = wait_text(&c, "#error", "Please answer every question").await;
+        assert!(err.contains("better off dead"), "{err}");
+        let png = c.screenshot().await.expect("a screenshot");
+        screenshot(&png, "web-app-questionnaire.png");
+        click(&c, "#q-phq9-9-0").await;
+        click(&c, "#q-phq9-10-1").await;
+        click(&c, "#answer-form button[type=submit]").await;
+        wait_text(&c, "#questionnaire-score", "11").await;
+        wait_text(&c, "#questionnaire-band", "moderate").await;
+        // The assignment is done; both scores are listed.
+        wait_text(&c, "#panel", "Nothing to fill in.").await;
+        let scores = wait_text(&c, "#responses-table", "moderate").await;
+        assert!(scores.contains("minimal"), "{scores}");
+        let tasks = george.live_json(&["task", "list"]);
+        assert_eq!(tasks["tasks"][0]["status"], "completed", "{tasks}");
+
+        // Trends: the two scores over PHQ-9's five severity bands.
+        click(&c, "#tab-trends").await;
+        let measure = "questionnaire|patient health questionnaire (phq-9)";
+        wait_chart(&c, measure).await;
+        assert_eq!(chart_points(&c, measure, 0).await, 2);
+        let bands = js_text(
+            &c,
+            "const f = [...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]); \
+             return [...f.querySelectorAll('svg g.severity')].map((g) => g.dataset.band).join('|');",
+            vec![json!(measure)],
+        )
+        .await;
+        assert_eq!(bands, "minimal|mild|moderate|moderately severe|severe");
+        let label = chart_label(&c, measure).await;
+        assert!(label.contains("Latest 11"), "{label}");
+        assert!(label.contains("(moderate)"), "{label}");
+        assert!(label.contains("Severity bands: 0 to 4 minimal"), "{label}");
+        let rows = chart_table(&c, measure).await;
+        assert!(rows[0].contains("11") && rows[0].contains("moderate"), "{rows:?}");
+        assert!(rows[1].contains("minimal"), "{rows:?}");
+        let png = c.screenshot().await.expect("a screenshot");
+        screenshot(&png, "web-app-questionnaire-trend.png");
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
+}
+
 /// An extension category's form generated from its schema defined as data
 /// (`docs/extensions.md`): George defines the shipped wound-care schema; the web app offers
 /// it in the add form with its value sets, units and required fields, writes an entry

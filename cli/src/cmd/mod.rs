@@ -37,6 +37,7 @@ pub mod node;
 pub mod notifications;
 pub mod org;
 pub mod peers;
+pub mod questionnaire;
 pub mod record;
 pub mod records;
 pub mod recover;
@@ -168,6 +169,10 @@ pub enum Command {
     /// Referrals and care-team tasks: send, step (each step by its party), list
     #[command(subcommand)]
     Task(task::Command),
+    /// Questionnaires (PROMs): publish PHQ-9, GAD-7 or your own, assign with a due date,
+    /// answer, see scores and severity bands
+    #[command(subcommand)]
+    Questionnaire(questionnaire::Command),
     /// The reminders of your appointments: due now and upcoming
     Reminders(reminders::Args),
     /// Conversations: threads private to their participants (start, send, list, show,
@@ -333,6 +338,7 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Annotate(a) => annotate::run(ctx, a),
         Command::Appointment(c) => appointment::run(ctx, c),
         Command::Task(c) => task::run(ctx, c),
+        Command::Questionnaire(c) => questionnaire::run(ctx, c),
         Command::Reminders(a) => reminders::run(ctx, a),
         Command::Thread(c) => thread::run(ctx, c),
         Command::Result(c) => result::run(ctx, c),

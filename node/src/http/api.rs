@@ -11,7 +11,8 @@
 //! `invitations`, `devices` (a person's devices and the patient's guardians), `recovery`
 //! (a guardian's approval, a recovery request, recovering a record onto this identity) and
 //! `schemas` (extension categories' schemas defined as data), `worklist` (the clinician's
-//! worklist over the records shared with the identity).
+//! worklist over the records shared with the identity), `questionnaires` (publish, assign,
+//! answer and list questionnaires).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,6 +49,7 @@ mod invitations;
 mod keys;
 mod notifications;
 mod orgs;
+mod questionnaires;
 mod records;
 mod recovery;
 mod schemas;
@@ -132,6 +134,19 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/records/{rid}/threads/{eid}/read",
             post(threads::mark_read),
+        )
+        .route("/questionnaires/built-in", get(questionnaires::built_in))
+        .route(
+            "/records/{rid}/questionnaires",
+            get(questionnaires::list).post(questionnaires::publish),
+        )
+        .route(
+            "/records/{rid}/questionnaires/{eid}/assign",
+            post(questionnaires::assign),
+        )
+        .route(
+            "/records/{rid}/questionnaires/{eid}/responses",
+            post(questionnaires::answer),
         )
         .route(
             "/records/{rid}/grants",

@@ -674,6 +674,7 @@ pub fn rejection_status(r: &Rejection) -> (StatusCode, &'static str) {
         Rejection::Task(_)
         | Rejection::Appointment(_)
         | Rejection::Release(_)
+        | Rejection::Questionnaire(_)
         | Rejection::Definition(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
         Rejection::Sealing(_) => (StatusCode::CONFLICT, "conflict"),
         Rejection::Target { .. }

@@ -78,6 +78,9 @@ pub enum FhirError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A Questionnaire cophr cannot publish ([`crate::care::questionnaire`]).
+    #[error("Questionnaire: {0}")]
+    Questionnaire(#[from] crate::care::QuestionnaireError),
     /// An element that is not in the FHIR R4 definition of the resource's type.
     #[error(
         "{path} is not an element of FHIR R4 (unknown elements are refused; use an extension)"
@@ -182,7 +185,7 @@ impl FhirError {
             FhirError::Unmapped { .. }
             | FhirError::UnsupportedBundle { .. }
             | FhirError::Unsupported { .. } => "not-supported",
-            FhirError::Schema(_) => "invalid",
+            FhirError::Schema(_) | FhirError::Questionnaire(_) => "invalid",
             FhirError::Line { error, .. } => error.issue_code(),
         }
     }

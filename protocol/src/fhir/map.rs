@@ -175,6 +175,7 @@ pub(crate) fn map(ty: &str, r: &El<'_>) -> Result<(Category, Fields), FhirError>
         "DocumentReference" => from_document_reference(r, &mut f)?,
         "Media" => from_media(r, &mut f)?,
         "QuestionnaireResponse" => from_questionnaire_response(r, &mut f)?,
+        "Questionnaire" => from_questionnaire(r, &mut f)?,
         "Appointment" => from_appointment(r, &mut f)?,
         "Task" => from_task(r, &mut f)?,
         "ServiceRequest" => from_service_request(r, &mut f)?,
@@ -572,15 +573,55 @@ fn attachment(att: &El<'_>, f: &mut Fields) -> Result<(), FhirError> {
     Ok(())
 }
 
+/// Maps a Questionnaire resource to a published questionnaire: its title and the resource
+/// itself as the definition, validated ([`crate::care::questionnaire::Definition`]).
+fn from_questionnaire(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
+    use crate::care::questionnaire::{Definition, DEFINITION};
+    r.req_code("status")?;
+    let def = Definition::from_json(r.v)?;
+    let mut kept = r.v.clone();
+    crate::care::questionnaire::canonical_json(&mut kept);
+    let text = kept.to_string();
+    if text.len() > crate::care::questionnaire::MAX_DEFINITION_BYTES {
+        return Err(crate::care::QuestionnaireError::TooLarge {
+            bytes: text.len(),
+            max: crate::care::questionnaire::MAX_DEFINITION_BYTES,
+        }
+        .into());
+    }
+    put_line(f, "questionnaire", Some(def.title));
+    f.insert(DEFINITION.into(), Value::Text(text));
+    Ok(Category::Questionnaires)
+}
+
 /// Maps a QuestionnaireResponse resource to its fields, giving its category.
 fn from_questionnaire_response(r: &El<'_>, f: &mut Fields) -> Result<Category, FhirError> {
     r.req_code("status")?;
     let q = r
         .str_of("questionnaire")?
         .map(|q| q.rsplit('/').next().unwrap_or(q).to_owned());
-    put_line(f, "questionnaire", or_unstated(q, "questionnaire"));
+    // A response to a questionnaire published in cophr names its version's entry id: its
+    // answers are by linkId, a choice's by code (checked against it when written).
+    let linked = q
+        .as_deref()
+        .and_then(|q| q.parse::<crate::ids::EntryId>().ok());
+    if let Some(id) = linked {
+        f.insert(
+            crate::care::questionnaire::DEFINITION_ENTRY.into(),
+            Value::Text(id.to_string()),
+        );
+        let title = cophr_ext(r, "questionnaire-title")?
+            .and_then(|t| t.v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| id.to_string());
+        put_line(f, "questionnaire", Some(title));
+        if let Some(b) = cophr_ext(r, "band")? {
+            put_line(f, "band", b.v.as_str().map(str::to_owned));
+        }
+    } else {
+        put_line(f, "questionnaire", or_unstated(q, "questionnaire"));
+    }
     let mut answers = Vec::new();
-    collect_answers(&r.list("item")?, &mut answers, 0)?;
+    collect_answers(&r.list("item")?, &mut answers, 0, linked.is_some())?;
     answers.truncate(MAX_ANSWERS);
     if answers.is_empty() {
         answers.push(answer(
@@ -924,7 +965,12 @@ fn answer(q: &str, a: Value) -> Value {
 }
 
 /// Flattens QuestionnaireResponse items (and their nested items) into question/answer pairs.
-fn collect_answers(items: &[El<'_>], out: &mut Vec<Value>, depth: usize) -> Result<(), FhirError> {
+fn collect_answers(
+    items: &[El<'_>],
+    out: &mut Vec<Value>,
+    depth: usize,
+    by_link: bool,
+) -> Result<(), FhirError> {
     if depth > 32 {
         return Err(FhirError::TooMany {
             what: "QuestionnaireResponse.item nesting".into(),
@@ -938,7 +984,11 @@ fn collect_answers(items: &[El<'_>], out: &mut Vec<Value>, depth: usize) -> Resu
         }
         let item = item.clone().object()?;
         let link = item.req_str("linkId")?;
-        let q = item.str_of("text")?.unwrap_or(link);
+        let q = if by_link {
+            link
+        } else {
+            item.str_of("text")?.unwrap_or(link)
+        };
         for a in item.list("answer")? {
             let a = a.object()?;
             let v = if let Some(s) = a.str_of("valueString")? {
@@ -951,7 +1001,11 @@ fn collect_answers(items: &[El<'_>], out: &mut Vec<Value>, depth: usize) -> Resu
                 n.as_f64().map(Value::Float)
             } else if let Some(c) = a.get("valueCoding")? {
                 let c = c.object()?;
-                let t = c.str_of("display")?.or(c.str_of("code")?);
+                let t = if by_link {
+                    c.str_of("code")?
+                } else {
+                    c.str_of("display")?.or(c.str_of("code")?)
+                };
                 t.and_then(line)
             } else if let Some(q) = a.get("valueQuantity")? {
                 quantity_text(&q)?.as_deref().and_then(line)
@@ -968,9 +1022,9 @@ fn collect_answers(items: &[El<'_>], out: &mut Vec<Value>, depth: usize) -> Resu
                     out.push(answer(q, v));
                 }
             }
-            collect_answers(&a.list("item")?, out, depth + 1)?;
+            collect_answers(&a.list("item")?, out, depth + 1, by_link)?;
         }
-        collect_answers(&item.list("item")?, out, depth + 1)?;
+        collect_answers(&item.list("item")?, out, depth + 1, by_link)?;
     }
     Ok(())
 }

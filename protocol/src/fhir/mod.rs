@@ -136,6 +136,35 @@ pub const MAPPED_TYPES: &[&str] = &[
     "ServiceRequest",
 ];
 
+/// Whether a Questionnaire imports as a published questionnaire (`questionnaires`, one
+/// cophr can answer and score: [`crate::care::questionnaire::Definition`]) rather than kept
+/// whole like other unmapped types: when it is valid as one, or when it carries cophr's
+/// scoring rule ([`crate::care::questionnaire::SCORING`]), in which case it is refused with
+/// what is wrong rather than kept.
+fn published_questionnaire(ty: &str, resource: &Json) -> Result<bool, FhirError> {
+    use crate::care::questionnaire::{Definition, SCORING};
+    if ty != "Questionnaire" {
+        return Ok(false);
+    }
+    match Definition::from_json(resource) {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let scored = resource
+                .get("extension")
+                .and_then(Json::as_array)
+                .is_some_and(|a| {
+                    a.iter()
+                        .any(|x| x.get("url").and_then(Json::as_str) == Some(SCORING))
+                });
+            if scored {
+                Err(e.into())
+            } else {
+                Ok(false)
+            }
+        }
+    }
+}
+
 /// Every concrete FHIR R4 (4.0.1) resource type.
 pub const R4_RESOURCE_TYPES: &[&str] = &[
     "Account",
@@ -406,7 +435,7 @@ pub fn types_for(category: &Category) -> &'static [&'static str] {
         Category::LabResults | Category::Investigations => &["Observation", "DiagnosticReport"],
         Category::FamilyHistory => &["FamilyMemberHistory"],
         Category::Documents => &["DocumentReference", "Media"],
-        Category::Questionnaires => &["QuestionnaireResponse"],
+        Category::Questionnaires => &["QuestionnaireResponse", "Questionnaire"],
         Category::Messages => &["Communication"],
         Category::Appointments => &["Appointment"],
         Category::Tasks => &["Task", "ServiceRequest"],
@@ -521,7 +550,7 @@ fn import_as(
             });
         }
     }
-    if is_kept(ty) {
+    if is_kept(ty) && !published_questionnaire(ty, resource)? {
         let mut fields = kept::fields(resource);
         fields.extend(extra);
         let category = kept_category(ty);

@@ -672,9 +672,21 @@ fn documents(p: &RecordId, e: &EntryId, body: &Value) -> Json {
         .done()
 }
 
-/// The FHIR QuestionnaireResponse for an entry in questionnaires.
+/// The FHIR resource for an entry in questionnaires: a published questionnaire is its
+/// Questionnaire (as published, with the entry's id); a response, a QuestionnaireResponse.
+/// A response to a questionnaire published in cophr names it `Questionnaire/<entry>`, its
+/// items by linkId, a text answer as the option's code (`valueCoding`), and carries its
+/// band and the questionnaire's title in cophr extensions.
 fn questionnaires(p: &RecordId, e: &EntryId, body: &Value) -> Json {
+    use crate::care::questionnaire::{DEFINITION, DEFINITION_ENTRY};
+    if let Some(Ok(Json::Object(mut q))) =
+        text(body, DEFINITION).map(|d| serde_json::from_str::<Json>(&d))
+    {
+        q.insert("id".into(), e.to_string().into());
+        return Json::Object(q);
+    }
     let t = |k: &str| text(body, k);
+    let linked = t(DEFINITION_ENTRY);
     let mut items = Vec::new();
     if let Some(Value::List(answers)) = body.get("answers") {
         for (i, a) in answers.iter().enumerate() {
@@ -683,20 +695,37 @@ fn questionnaires(p: &RecordId, e: &EntryId, body: &Value) -> Json {
                 Some(Value::Bool(b)) => json!({ "valueBoolean": b }),
                 Some(Value::Int(n)) => json!({ "valueInteger": n }),
                 Some(Value::Float(x)) => json!({ "valueDecimal": x }),
+                Some(Value::Text(s)) if linked.is_some() => json!({ "valueCoding": {"code": s} }),
                 Some(Value::Text(s)) => json!({ "valueString": s }),
                 _ => continue,
             };
-            items.push(json!({"linkId": (i + 1).to_string(), "text": q, "answer": [v]}));
+            if linked.is_some() {
+                items.push(json!({"linkId": q, "answer": [v]}));
+            } else {
+                items.push(json!({"linkId": (i + 1).to_string(), "text": q, "answer": [v]}));
+            }
         }
     }
+    let mut ext = Vec::new();
+    if let Some(s) = body.get("score") {
+        ext.push(extension("score", s.to_json()));
+    }
+    if linked.is_some() {
+        if let Some(b) = t("band") {
+            ext.push(extension("band", b.into()));
+        }
+        if let Some(q) = t("questionnaire") {
+            ext.push(extension("questionnaire-title", q.into()));
+        }
+    }
+    let questionnaire = match &linked {
+        Some(id) => Some(format!("Questionnaire/{id}")),
+        None => t("questionnaire"),
+    };
     R::new("QuestionnaireResponse", e)
-        .set(
-            "extension",
-            body.get("score")
-                .map(|s| json!([extension("score", s.to_json())])),
-        )
+        .set("extension", (!ext.is_empty()).then_some(Json::Array(ext)))
         .set("status", Some("completed".into()))
-        .set("questionnaire", t("questionnaire").map(Json::String))
+        .set("questionnaire", questionnaire.map(Json::String))
         .patient("subject", p)
         .set("authored", dt(body, "completed"))
         .set("item", Some(Json::Array(items)))

@@ -593,6 +593,11 @@ impl Record {
         self.sealing.unlockers.iter().any(|(a, _)| a == actor)
     }
 
+    /// Whether `id` is a sealed entry this replica can open (its epoch key is held).
+    pub(crate) fn is_openable_sealed(&self, id: &EntryId) -> bool {
+        self.sealing.opened.contains_key(id)
+    }
+
     /// Marks one sealed entry openable here if its epoch key is held (it is opened when
     /// first read: [`Record::payload`], [`Record::content_state`]).
     fn open_entry(&mut self, id: &EntryId) {
@@ -878,6 +883,9 @@ impl Record {
                 .next()
                 .unwrap_or(key.actor())
         };
+        // A questionnaire response (or assignment) is checked as the gate checks a plain
+        // one, against the definition as the writer reads it.
+        self.check_questionnaire(&payload, Some(&c), &|x| self.nodes.contains_key(x), true)?;
         if let Payload::Annotate { target, text } = &payload {
             // A release is checked as the gate checks a plain one: once sealed, a relay
             // cannot read it (the writer's causal past is everything held here).

@@ -647,6 +647,7 @@ fn cross_field_rules(
             }
         }
         Category::Appointments => crate::care::check_appointment_fields(map)?,
+        Category::Questionnaires => crate::care::questionnaire::check_fields(map)?,
         _ => {}
     }
     Ok(())
