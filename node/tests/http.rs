@@ -866,6 +866,28 @@ fn concrete(path: &str, rid: &str, eid: &str, gid: &str) -> String {
         )
 }
 
+/// An organisation's proof that Ann is its member, as the text it travels as.
+fn membership_of_ann() -> String {
+    let org = Keypair::from_secret(&[8; 32]);
+    let mut r = cophr_protocol::record::Record::new(org.actor());
+    let payloads = [
+        Payload::Genesis {
+            profile: profile("Leeds Home Care Ltd", "organisation"),
+        },
+        Payload::AddMember {
+            member: ann().actor(),
+            role: cophr_protocol::org::Role::preset("nurse").unwrap(),
+            label: "Nurse Ann".into(),
+        },
+    ];
+    for (i, p) in payloads.into_iter().enumerate() {
+        let v = r.prepare(&org, p, None, START + i as u64, None).unwrap();
+        r.apply(v).unwrap();
+    }
+    let proof = r.membership_proof(&ann().actor()).unwrap();
+    cophr_node::store::memberships::proof_to_text(&proof)
+}
+
 #[tokio::test]
 async fn the_router_matches_its_openapi_document() {
     let doc = document();
@@ -961,7 +983,17 @@ async fn the_router_matches_its_openapi_document() {
                 c.store.unlock_with(&Keypair::from_secret(&[2; 32]));
                 c.store.ingest(&record, all).unwrap();
             }
-            if path.contains("{actor}") {
+            if path.contains("/members/{actor}") {
+                // A member to remove, or to give a proof of membership to.
+                let r = with_json(
+                    &f.state,
+                    Method::POST,
+                    &format!("/api/v1/records/{rid}/members"),
+                    json!({"member": device.to_string(), "role": "nurse", "label": "Nurse Jo"}),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+            } else if path.contains("{actor}") {
                 // A device to remove.
                 let r = with_json(
                     &f.state,
@@ -1067,6 +1099,12 @@ async fn the_router_matches_its_openapi_document() {
                     .replace("{guardian}", &mary)
                     .replace("{request}", &request)
                     .into_bytes()
+            };
+            let body = if path == "/api/v1/memberships" && method == "post" {
+                // A proof of membership naming this node's identity, from an organisation.
+                serde_json::to_vec(&json!({ "proof": membership_of_ann() })).unwrap()
+            } else {
+                body
             };
             let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
             let mut ct = (!body.is_empty()).then_some("application/json");

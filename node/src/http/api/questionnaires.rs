@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    created, format_time, held, parse_actor, parse_entry, parse_record, viewer, ApiError, AppState,
-    JsonBody,
+    created, format_time, held, parse_actor, parse_entry, parse_record, read_as_viewer, viewer,
+    ApiError, AppState, JsonBody,
 };
 
 /// Most answers in one response (the schema's bound on a body's answers).
@@ -96,70 +96,59 @@ pub(super) async fn list(
     Path(rid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let record = parse_record(&rid)?;
-    let out = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let me = st.actor();
-            let now = st.now();
-            let today = format_time(now)[..10].to_owned();
-            st.read(now, |rd| {
-                rd.record(&record, |r, seen| {
-                    let v = viewer(r, &me, now)?;
-                    let state = fold::current(r, &v);
-                    let (mut published, mut assigned, mut responses) =
-                        (Vec::new(), Vec::new(), Vec::new());
-                    for i in &state.items {
-                        match i.category {
-                            Category::Questionnaires => {
-                                seen.add([i.current]);
-                                let title = text(&i.body, "questionnaire").unwrap_or_default();
-                                if let Some(d) = q::definition_of(&i.body) {
-                                    let Ok(d) = d else { continue };
-                                    published.push(json!({"id": i.id, "version": i.current,
-                                        "title": title, "definition": definition_json(&d)}));
-                                } else {
-                                    responses.push(json!({"id": i.id, "questionnaire": title,
-                                        "questionnaire_entry": text(&i.body, DEFINITION_ENTRY),
-                                        "task": text(&i.body, TASK),
-                                        "score": i.body.get("score").map(Body::to_json),
-                                        "band": text(&i.body, "band"),
-                                        "completed": text(&i.body, "completed")}));
-                                }
-                            }
-                            Category::Tasks if text(&i.body, "kind") == Some(TASK_KIND) => {
-                                seen.add([i.current]);
-                                let status = text(&i.body, "status").unwrap_or_default();
-                                let due = text(&i.body, "due");
-                                let open =
-                                    !TaskStatus::parse(status).is_some_and(TaskStatus::is_closed);
-                                let qid = text(&i.body, "questionnaire");
-                                let title = qid
-                                    .and_then(|t| t.parse::<EntryId>().ok())
-                                    .and_then(|id| definition_at(r, &id).ok())
-                                    .map(|d| d.title);
-                                assigned.push(json!({"id": i.id, "version": i.current,
-                                    "questionnaire": qid, "title": title,
-                                    "description": text(&i.body, "description"),
-                                    "status": status, "due": due,
-                                    "overdue": open && due.is_some_and(|d| d < today.as_str()),
-                                    "owner": text(&i.body, "owner"),
-                                    "requester": text(&i.body, "requester")}));
-                            }
-                            _ => {}
-                        }
+    let out = read_as_viewer(&st, record, |r, v, seen, now| {
+        let today = format_time(now)[..10].to_owned();
+        let state = fold::current(r, v);
+        let (mut published, mut assigned, mut responses) = (Vec::new(), Vec::new(), Vec::new());
+        for i in &state.items {
+            match i.category {
+                Category::Questionnaires => {
+                    seen.add([i.current]);
+                    let title = text(&i.body, "questionnaire").unwrap_or_default();
+                    if let Some(d) = q::definition_of(&i.body) {
+                        let Ok(d) = d else { continue };
+                        published.push(json!({"id": i.id, "version": i.current,
+                            "title": title, "definition": definition_json(&d)}));
+                    } else {
+                        responses.push(json!({"id": i.id, "questionnaire": title,
+                            "questionnaire_entry": text(&i.body, DEFINITION_ENTRY),
+                            "task": text(&i.body, TASK),
+                            "score": i.body.get("score").map(Body::to_json),
+                            "band": text(&i.body, "band"),
+                            "completed": text(&i.body, "completed")}));
                     }
-                    seen.detail(format!(
-                        "questionnaires (API): {} published, {} assigned, {} responses",
-                        published.len(),
-                        assigned.len(),
-                        responses.len()
-                    ));
-                    Ok(json!({"published": published, "assigned": assigned,
-                        "responses": responses}))
-                })?
-            })
-        })
-        .await?;
+                }
+                Category::Tasks if text(&i.body, "kind") == Some(TASK_KIND) => {
+                    seen.add([i.current]);
+                    let status = text(&i.body, "status").unwrap_or_default();
+                    let due = text(&i.body, "due");
+                    let open = !TaskStatus::parse(status).is_some_and(TaskStatus::is_closed);
+                    let qid = text(&i.body, "questionnaire");
+                    let title = qid
+                        .and_then(|t| t.parse::<EntryId>().ok())
+                        .and_then(|id| definition_at(r, &id).ok())
+                        .map(|d| d.title);
+                    assigned.push(json!({"id": i.id, "version": i.current,
+                        "questionnaire": qid, "title": title,
+                        "description": text(&i.body, "description"),
+                        "status": status, "due": due,
+                        "overdue": open && due.is_some_and(|d| d < today.as_str()),
+                        "owner": text(&i.body, "owner"),
+                        "requester": text(&i.body, "requester")}));
+                }
+                _ => {}
+            }
+        }
+        seen.detail(format!(
+            "questionnaires (API): {} published, {} assigned, {} responses",
+            published.len(),
+            assigned.len(),
+            responses.len()
+        ));
+        Ok(json!({"published": published, "assigned": assigned,
+            "responses": responses}))
+    })
+    .await?;
     Ok(Json(out))
 }
 

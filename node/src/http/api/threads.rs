@@ -54,24 +54,15 @@ pub(super) async fn list(
     Path(rid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let record = parse_record(&rid)?;
-    let out = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let me = st.actor();
-            let now = st.now();
-            st.read(now, |rd| {
-                rd.record(&record, |r, seen| {
-                    let v = viewer(r, &me, now)?;
-                    let list = thread::threads(r, &v);
-                    seen.add(list.iter().map(|t| t.id));
-                    seen.detail(format!("threads (API): {}", list.len()));
-                    Ok(Value::Array(
-                        list.iter().map(|t| summary_json(r, t)).collect(),
-                    ))
-                })?
-            })
-        })
-        .await?;
+    let out = read_as_viewer(&st, record, |r, v, seen, _| {
+        let list = thread::threads(r, v);
+        seen.add(list.iter().map(|t| t.id));
+        seen.detail(format!("threads (API): {}", list.len()));
+        Ok(Value::Array(
+            list.iter().map(|t| summary_json(r, t)).collect(),
+        ))
+    })
+    .await?;
     Ok(Json(out))
 }
 
@@ -83,26 +74,17 @@ pub(super) async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let record = parse_record(&rid)?;
     let id = parse_entry(&eid)?;
-    let out = st
-        .blocking(move |st| {
-            held(st, &record)?;
-            let me = st.actor();
-            let now = st.now();
-            st.read(now, |rd| {
-                rd.record(&record, |r, seen| {
-                    let v = viewer(r, &me, now)?;
-                    let view = thread_of(r, &v, &id)?;
-                    seen.add(
-                        r.thread_entries(&id)
-                            .into_iter()
-                            .filter(|e| r.can_see(&v, e)),
-                    );
-                    seen.detail(format!("thread (API): {} messages", view.messages.len()));
-                    Ok(view_json(r, &view))
-                })?
-            })
-        })
-        .await?;
+    let out = read_as_viewer(&st, record, move |r, v, seen, _| {
+        let view = thread_of(r, v, &id)?;
+        seen.add(
+            r.thread_entries(&id)
+                .into_iter()
+                .filter(|e| r.can_see(v, e)),
+        );
+        seen.detail(format!("thread (API): {} messages", view.messages.len()));
+        Ok(view_json(r, &view))
+    })
+    .await?;
     Ok(Json(out))
 }
 
