@@ -26,6 +26,9 @@ struct Lens {
     /// The revocation entries of the chain: in each stream, only the causal past of the
     /// revocation's entry in that stream stays visible.
     cutoffs: Vec<EntryId>,
+    /// The parts of the viewer's removal as a device or member of the grantee, if removed:
+    /// in each stream, only their causal past stays visible too (both cuts apply).
+    removal: Vec<EntryId>,
 }
 
 /// What one actor may see of one record, at one moment.
@@ -238,14 +241,12 @@ impl Record {
                     continue;
                 }
                 let until = chain.iter().filter_map(|l| l.grant.until).min();
-                let mut cutoffs: Vec<EntryId> = chain
+                let cutoffs: Vec<EntryId> = chain
                     .iter()
                     .flat_map(|l| l.revoked_by.iter().copied())
                     .filter(|r| self.status(r) == Some(&Status::Valid))
                     .collect();
-                if let (true, Some(removal)) = (cutoffs.is_empty(), removal) {
-                    cutoffs.clone_from(removal);
-                }
+                let removal: Vec<EntryId> = removal.cloned().unwrap_or_default();
                 if void {
                     // A grant that never took effect (delegated concurrently with the
                     // revocation of a grant above it) opens no category and no right: only
@@ -258,6 +259,7 @@ impl Record {
                         until,
                         revoked: true,
                         cutoffs,
+                        removal: removal.clone(),
                     });
                     continue;
                 }
@@ -273,8 +275,9 @@ impl Record {
                     level,
                     audit: g.grant.audit,
                     until,
-                    revoked: !cutoffs.is_empty() || removal.is_some(),
+                    revoked: !cutoffs.is_empty() || !removal.is_empty(),
                     cutoffs,
+                    removal,
                 });
             }
             seen_as = people;
@@ -292,10 +295,16 @@ impl Record {
     /// visible through a revoked grant only if it is in the causal past of the revocation's
     /// entry in that stream.
     fn before_cut(&self, l: &Lens, id: &EntryId) -> bool {
-        !l.revoked
-            || l.cutoffs
-                .iter()
+        let before = |cut: &[EntryId]| {
+            cut.iter()
                 .any(|r| self.stream_of(r) == self.stream_of(id) && self.in_past(id, r))
+        };
+        // A revoked lens with no cut in effect shows nothing; with both a revocation and a
+        // removal, only what is before both.
+        !l.revoked
+            || ((!l.cutoffs.is_empty() || !l.removal.is_empty())
+                && (l.cutoffs.is_empty() || before(&l.cutoffs))
+                && (l.removal.is_empty() || before(&l.removal)))
     }
 
     fn lens_sees(&self, l: &Lens, n: &Node, c: &Category) -> bool {

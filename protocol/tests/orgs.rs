@@ -534,6 +534,19 @@ fn a_removed_member_pulls_its_removal_and_nothing_after_it() {
         false,
     ));
 
+    // George then revokes the whole service: the revocation's cut comes after her
+    // removal's, and must not widen what she sees (both cuts apply).
+    w.george
+        .write(
+            &patient,
+            Payload::Revoke {
+                grant: w.org_grant,
+                category: None,
+                reason: "changed provider".into(),
+            },
+        )
+        .unwrap();
+
     // What the host lets the removed nurse pull.
     let v = w.george.record.viewer(&nurse.actor(), now);
     assert!(v.has_access(), "she may still pull up to her removal");

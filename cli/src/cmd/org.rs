@@ -19,8 +19,8 @@ use crate::output::{self, Table};
 /// and remove them. A patient grants the organisation once (`cophr grant ORG_KEY …`); each
 /// member then acts under that grant, narrowed by their role, from the proof of
 /// membership they are given (`cophr org proof` here, `cophr org use` on their node). A
-/// removed member writes and pulls nothing from the removal on; what they wrote before
-/// stays.
+/// removed member writes nothing from the removal on and pulls only the removal itself
+/// (so their node knows); what they wrote before stays.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Add a member of staff with a role (administrators only)
