@@ -251,12 +251,19 @@ fn moving_home_releases_the_old_host_and_replicas_follow_the_move() {
     let out = c.george.live_json(&["move", "--to", &host2.addr()]);
     assert_eq!(out["to"].as_str(), Some(host2.addr().as_str()));
     assert_eq!(out["from"].as_str(), Some(h.host.addr().as_str()));
-    assert_eq!(out["released"].as_bool(), Some(true));
-    // The new host holds the whole record; the old one deleted its copy.
-    assert!(
-        records(&c.host).is_empty(),
-        "the old host still holds the record"
-    );
+    // The old host deletes its copy when told. If the release request did not get through
+    // at once (a loaded machine), it stays pending and George's node retries it on its
+    // next tick, until the old host confirms.
+    match out["released"].as_bool() {
+        Some(true) => assert!(
+            records(&c.host).is_empty(),
+            "the old host said it released the record but still holds it"
+        ),
+        Some(false) => eventually("the pending release to reach the old host", || {
+            records(&c.host).is_empty()
+        }),
+        None => panic!("no `released` in {out}"),
+    }
     eventually("the new host to hold every entry George holds", || {
         entries_held(&host2_person) == entries_held(&c.george)
     });
