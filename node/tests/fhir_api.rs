@@ -405,7 +405,10 @@ async fn metadata_lists_exactly_what_is_served() {
         .iter()
         .map(|i| i["code"].as_str().unwrap())
         .collect();
-    assert_eq!(system, BTreeSet::from(["transaction", "batch"]));
+    assert_eq!(
+        system,
+        BTreeSet::from(["transaction", "batch", "history-system"])
+    );
     // Every listed search parameter is accepted; an unlisted one is refused.
     for p in &params {
         let v = match *p {
@@ -2767,4 +2770,90 @@ async fn a_practitioner_role_posted_to_an_organisation_adds_and_removes_a_member
     let (status, _, _) = put(role_of("nurse")).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(members().len(), 1);
+}
+
+#[tokio::test]
+async fn the_system_history_lists_every_stored_version_of_every_type_newest_first_paged() {
+    let env = Env::new();
+    let rid = env.rid();
+    let encounter = json!({"resourceType": "Encounter", "id": "enc-h", "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": format!("Patient/{rid}")}});
+    let condition = json!({"resourceType": "Condition",
+        "code": {"text": "Type 2 diabetes"},
+        "subject": {"reference": format!("Patient/{rid}")}});
+    let resources = vec![
+        heart_rate(&env, 61.0),
+        heart_rate(&env, 62.0),
+        condition,
+        encounter,
+    ];
+    let (s, _, body) = env.post(&transaction(&resources)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // A second version of one Observation.
+    let (_, _, page) = env.get("/fhir/r4/Observation?_count=1").await;
+    let id = page["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut changed = heart_rate(&env, 99.0);
+    changed["id"] = json!(id);
+    let put = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": changed, "request": {"method": "PUT", "url": format!("Observation/{id}")}}]});
+    let (s, _, body) = env.post(&put).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    // The system history is the types' histories together: 3 Observation versions, the
+    // Condition, the Encounter.
+    let (urls, pages, first) = all_pages(&env, "/fhir/r4/_history?_count=2").await;
+    assert_eq!(first["type"], "history");
+    assert_eq!(first["total"], 5, "{first}");
+    assert_eq!(pages, 3);
+    let mut by_type: Vec<String> = Vec::new();
+    for ty in ["Observation", "Condition", "Encounter"] {
+        let (u, _, _) = all_pages(&env, &format!("/fhir/r4/{ty}/_history")).await;
+        by_type.extend(u);
+    }
+    let mut sorted = urls.clone();
+    sorted.sort();
+    by_type.sort();
+    assert_eq!(sorted, by_type, "each stored version once, every type's");
+    // Newest first: the amended Observation's second version leads.
+    assert!(
+        urls[0].contains(&format!("/Observation/{id} ")) && urls[0].ends_with("W/\"2\""),
+        "{urls:?}"
+    );
+    let (_, _, whole) = env.get("/fhir/r4/_history").await;
+    let times: Vec<&str> = whole["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["lastModified"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    // Derived resources (signatures' Provenance, the reads' AuditEvents) are not listed.
+    assert!(
+        whole["entry"].as_array().unwrap().iter().all(|e| {
+            let u = e["fullUrl"].as_str().unwrap();
+            !u.contains("/Provenance/") && !u.contains("/AuditEvent/")
+        }),
+        "{whole}"
+    );
+    // Listed in the CapabilityStatement; only read.
+    let (_, _, cs) = env.get("/fhir/r4/metadata").await;
+    assert!(cs["rest"][0]["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["code"] == "history-system"));
+    let (s, _, body) = post_to(
+        &env,
+        "/fhir/r4/_history",
+        "application/fhir+json",
+        &[],
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    is_outcome(&body, "not-supported");
 }

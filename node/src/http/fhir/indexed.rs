@@ -477,21 +477,24 @@ type HistKey = (
     usize,
     u8,
     index::Order,
+    usize,
 );
 
-/// Where an entry of a type's `_history` page comes from: the record, the item, the id
+/// Where an entry of a `_history` page comes from: the record, the item, the type and id
 /// it is served under, and the version number.
-pub(super) type HistPlace = (RecordId, EntryId, String, usize);
+pub(super) type HistPlace = (RecordId, EntryId, &'static str, String, usize);
 
-/// A page of a type's `_history` (`count` from `offset`, newest first) through the
-/// index: the total and, per entry of the page, the record, the item, the id it is served
-/// under and the version number; `None` if a record is too big to index. Only the
-/// versions' times and numbers are looked at (from the index where exact for the viewer,
-/// else by folding that item for them); the caller builds the page's entries.
+/// A page of the `_history` of `types` (one type's, or the system's: `count` from
+/// `offset`, newest first) through the index: the total and, per entry of the page, the
+/// record, the item, the type and id it is served under and the version number; `None` if
+/// a record is too big to index. Only the versions' times and numbers are looked at (from
+/// the index where exact for the viewer, else by folding that item for them); the caller
+/// builds the page's entries. Ties keep the order of one type's history, then `types`'
+/// order.
 pub(super) fn type_history(
     st: &AppState,
     records: &[RecordId],
-    ty: &str,
+    types: &[&'static str],
     offset: usize,
     count: usize,
 ) -> Result<Option<(usize, Vec<HistPlace>)>, Outcome> {
@@ -515,52 +518,56 @@ pub(super) fn type_history(
                         *p = primary;
                     }
                     let patient = viewer.is_patient();
-                    for root in ix.of_type(ty) {
-                        stop.check()?;
-                        if !patient && !rec.can_see(&viewer, root) {
-                            continue;
-                        }
-                        let Some(i) = ix.item(root) else { continue };
-                        // Groups: 0 current, 1 a referral's ServiceRequest, 2 deleted.
-                        let mut push = |group: u8, t, n| {
-                            let order = if group == 2 {
-                                (0, i.order.1, i.order.2)
-                            } else {
-                                i.order
-                            };
-                            keys.push((std::cmp::Reverse((t, n)), ri, group, order));
-                        };
-                        if ix.exact_for(rec, &viewer, i) {
-                            let group = match &i.settled {
-                                index::Settled::Current { keys, .. } if keys.is(ty) => {
-                                    u8::from(keys.ty != ty)
-                                }
-                                index::Settled::Deleted
-                                    if i.hist.as_ref().and_then(|h| h.shown.as_deref())
-                                        == Some(ty) =>
-                                {
-                                    2
-                                }
-                                _ => continue,
-                            };
-                            match &i.hist {
-                                Some(h) => {
-                                    for (t, n, _) in &h.versions {
-                                        push(group, *t, *n);
-                                    }
-                                }
-                                None => push(group, i.order.1, 1),
+                    for (ti, ty) in types.iter().copied().enumerate() {
+                        for root in ix.of_type(ty) {
+                            stop.check()?;
+                            if !patient && !rec.can_see(&viewer, root) {
+                                continue;
                             }
-                        } else if let Some((group, vs)) = folded_history(ix, rec, &viewer, root, ty)
-                        {
-                            for (t, n) in vs {
-                                push(group, t, n);
+                            let Some(i) = ix.item(root) else { continue };
+                            // Groups: 0 current, 1 a referral's ServiceRequest, 2 deleted.
+                            let mut push = |group: u8, t, n| {
+                                let order = if group == 2 {
+                                    (0, i.order.1, i.order.2)
+                                } else {
+                                    i.order
+                                };
+                                keys.push((std::cmp::Reverse((t, n)), ri, group, order, ti));
+                            };
+                            if ix.exact_for(rec, &viewer, i) {
+                                let group = match &i.settled {
+                                    index::Settled::Current { keys, .. } if keys.is(ty) => {
+                                        u8::from(keys.ty != ty)
+                                    }
+                                    index::Settled::Deleted
+                                        if i.hist.as_ref().and_then(|h| h.shown.as_deref())
+                                            == Some(ty) =>
+                                    {
+                                        2
+                                    }
+                                    _ => continue,
+                                };
+                                match &i.hist {
+                                    Some(h) => {
+                                        for (t, n, _) in &h.versions {
+                                            push(group, *t, *n);
+                                        }
+                                    }
+                                    None => push(group, i.order.1, 1),
+                                }
+                            } else if let Some((group, vs)) =
+                                folded_history(ix, rec, &viewer, root, ty)
+                            {
+                                for (t, n) in vs {
+                                    push(group, t, n);
+                                }
                             }
                         }
                     }
                     // The profile's Patient of a record with no patient item: left to the
-                    // scan (rare, and only for `Patient/_history`).
-                    let profile = ty == "Patient"
+                    // scan (rare, and only for `Patient/_history`: the system history lists
+                    // stored items only).
+                    let profile = types == ["Patient"]
                         && primary.is_none()
                         && view::profile_patient(rec).is_some();
                     Ok::<_, Cancelled>(!profile)
@@ -581,14 +588,14 @@ pub(super) fn type_history(
     let page = keys
         .into_iter()
         .skip(offset)
-        .map(|(std::cmp::Reverse((_, n)), ri, group, order)| {
+        .map(|(std::cmp::Reverse((_, n)), ri, group, order, ti)| {
             let root = order.2;
             let id = if group != 2 && Some(root) == prims.get(ri).copied().flatten() {
                 records[ri].to_string()
             } else {
                 root.to_string()
             };
-            (records[ri], root, id, n)
+            (records[ri], root, types[ti], id, n)
         })
         .collect();
     Ok(Some((total, page)))

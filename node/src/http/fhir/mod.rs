@@ -237,6 +237,18 @@ fn creatable(ty: &str) -> bool {
     fhir::MAPPED_TYPES.contains(&ty)
 }
 
+/// The types the system `_history` lists: every served type but `Binary` (a document's
+/// file is its DocumentReference's or Media's). Of the derived types only what is stored
+/// as items is listed (an imported Practitioner, Provenance …): a derived resource (a
+/// signature's Provenance, a grant's Consent, a profile's Practitioner, the Patient of a
+/// record with no demographics item) is a view of the record, with no history of its own.
+fn history_types() -> Vec<&'static str> {
+    served_types()
+        .into_iter()
+        .filter(|t| *t != "Binary")
+        .collect()
+}
+
 /// What the CapabilityStatement lists for each served type.
 pub fn capabilities() -> Vec<TypeCapability> {
     served_types()
@@ -397,6 +409,8 @@ enum Op {
     Metadata,
     Search(String),
     TypeHistory(String),
+    /// `GET _history`: every stored resource's versions, newest first.
+    SystemHistory,
     Read(String, String),
     History(String, String),
     VRead(String, String, String),
@@ -424,6 +438,13 @@ fn route(method: &Method, path: &str) -> Result<Op, Outcome> {
     let Some((ty, rest)) = segs.split_first() else {
         return Err(Outcome::not_found("no FHIR path given"));
     };
+    if *ty == "_history" && rest.is_empty() {
+        return if method == Method::GET || method == Method::HEAD {
+            Ok(Op::SystemHistory)
+        } else {
+            Err(Outcome::method(method, "_history"))
+        };
+    }
     if *ty == "metadata" && rest.is_empty() {
         return if method == Method::GET {
             Ok(Op::Metadata)
@@ -880,8 +901,15 @@ fn read(st: &AppState, rd: &mut Reader<'_>, op: Op, ctx: &Ctx) -> Result<Respons
         Op::TypeHistory(ty) => {
             let (count, offset) = page_params(ctx)?;
             let records = visible_records(st)?;
-            if !DERIVED_TYPES.contains(&ty.as_str()) {
-                if let Some(b) = type_history_page(st, ctx, rd, &records, &ty, offset, count)? {
+            let indexable = served_types()
+                .into_iter()
+                .find(|t| *t == ty)
+                .filter(|t| !DERIVED_TYPES.contains(t));
+            if let Some(t) = indexable {
+                let path = format!("{ty}/_history");
+                if let Some(b) =
+                    type_history_page(st, ctx, rd, &records, &[t], &path, offset, count)?
+                {
                     rd.detail(format!("FHIR history {ty}"));
                     return Ok(fhir_response(StatusCode::OK, &b));
                 }
@@ -904,6 +932,31 @@ fn read(st: &AppState, rd: &mut Reader<'_>, op: Op, ctx: &Ctx) -> Result<Respons
             (
                 fhir_response(StatusCode::OK, &b),
                 format!("FHIR history {ty}"),
+            )
+        }
+        Op::SystemHistory => {
+            let (count, offset) = page_params(ctx)?;
+            let records = visible_records(st)?;
+            let types = history_types();
+            if let Some(b) =
+                type_history_page(st, ctx, rd, &records, &types, "_history", offset, count)?
+            {
+                rd.detail("FHIR history (system)".to_owned());
+                return Ok(fhir_response(StatusCode::OK, &b));
+            }
+            // A record too big to index: the scan, over the stored items only.
+            let mut entries = Vec::new();
+            for f in collect_types(st, &records, &types)? {
+                st.cancel().check()?;
+                if f.item.is_some() {
+                    entries.extend(history_entries(st, ctx, &f.ty, &f)?);
+                }
+            }
+            entries.sort_by_key(|e| std::cmp::Reverse(e.key));
+            let b = paged("history", ctx, "_history", entries, count, offset, rd);
+            (
+                fhir_response(StatusCode::OK, &b),
+                "FHIR history (system)".to_owned(),
             )
         }
         Op::Search(ty) => {
@@ -968,23 +1021,25 @@ fn read(st: &AppState, rd: &mut Reader<'_>, op: Op, ctx: &Ctx) -> Result<Respons
 /// A page of a type's `_history` through the index (`None`: a record is too big to
 /// index, or the scan is needed): the entries placed by the index, each built from its
 /// item's versions folded for the viewer as [`history_entries`] does.
+#[allow(clippy::too_many_arguments)]
 fn type_history_page(
     st: &AppState,
     ctx: &Ctx,
     rd: &mut Reader<'_>,
     records: &[RecordId],
-    ty: &str,
+    types: &[&'static str],
+    path: &str,
     offset: usize,
     count: usize,
 ) -> Result<Option<Json>, Outcome> {
-    let Some((total, places)) = indexed::type_history(st, records, ty, offset, count)? else {
+    let Some((total, places)) = indexed::type_history(st, records, types, offset, count)? else {
         return Ok(None);
     };
-    let mut built: HashMap<(RecordId, EntryId), Vec<PageEntry>> = HashMap::new();
+    let mut built: HashMap<(RecordId, EntryId, &str), Vec<PageEntry>> = HashMap::new();
     let mut page = Vec::new();
-    for (record, item, id, n) in places {
+    for (record, item, ty, id, n) in places {
         st.cancel().check()?;
-        if let std::collections::hash_map::Entry::Vacant(slot) = built.entry((record, item)) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = built.entry((record, item, ty)) {
             let f = Found {
                 ty: ty.to_owned(),
                 record,
@@ -1004,7 +1059,7 @@ fn type_history_page(
             slot.insert(history_entries(st, ctx, ty, &f)?);
         }
         let Some(e) = built
-            .get_mut(&(record, item))
+            .get_mut(&(record, item, ty))
             .and_then(|es| es.iter().position(|e| e.key.1 == n).map(|p| es.remove(p)))
         else {
             // The index placed a version the fold does not give: never expected; the
@@ -1016,7 +1071,7 @@ fn type_history_page(
     Ok(Some(paged_window(
         "history",
         ctx,
-        &format!("{ty}/_history"),
+        path,
         page,
         Some(total),
         count,

@@ -697,7 +697,7 @@ pub fn capability_statement(base: &str, types: &[TypeCapability], now: Timestamp
                 "description": "Bearer token (`cophr token`) in the Authorization header; metadata is open."
             },
             "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
         }],
     })
 }
