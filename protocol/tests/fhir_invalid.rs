@@ -338,3 +338,53 @@ fn the_original_resource_field_must_hold_a_json_object() {
         assert!(body(bad).is_err(), "{bad:?} accepted");
     }
 }
+
+#[test]
+fn named_references_are_kept_and_read_back_with_the_original() {
+    let names: fhir::Names = [
+        json!({"resourceType": "Practitioner", "id": "p1",
+               "name": [{"given": ["Anna"], "family": "Smith"}]}),
+        json!({"resourceType": "Encounter", "id": "v1", "status": "finished",
+               "class": {"code": "AMB"}, "type": [{"text": "Review\tvisit"}],
+               "period": {"start": "2026-03-02T09:30:00Z"}}),
+        json!({"resourceType": "Medication", "id": "m1", "code": {"text": "Metformin"}}),
+        // Not a named type: no name.
+        json!({"resourceType": "Patient", "id": "x", "name": [{"family": "Jones"}]}),
+    ]
+    .iter()
+    .flat_map(|r| fhir::reference_names(r, None))
+    .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names["Encounter/v1"].name, "Review visit (2026-03-02)");
+    let req = json!({"resourceType": "MedicationRequest", "status": "active",
+        "intent": "order", "medicationReference": {"reference": "Medication/m1"},
+        "requester": {"reference": "Practitioner/p1"},
+        "encounter": {"reference": "Encounter/v1"},
+        "note": [{"text": "x"}],
+        "subject": {"reference": "Patient/x"}});
+    let meta = fhir::ImportMeta {
+        names: Some(&names),
+        ..fhir::ImportMeta::default()
+    };
+    let i = fhir::import_with(&req, &meta).expect("import");
+    assert_eq!(
+        i.body.get("medication").and_then(Value::as_text),
+        Some("Metformin")
+    );
+    let kept = i
+        .body
+        .get(schema::FHIR_NAMES)
+        .and_then(Value::as_text)
+        .expect("names kept");
+    assert_eq!(fhir::kept_names(kept).len(), 3, "{kept}");
+    let summary = schema::summary(&i.category, &i.body);
+    assert!(
+        summary.starts_with("Metformin")
+            && summary.contains("Practitioner: Anna Smith")
+            && summary.contains("Encounter: Review visit (2026-03-02)")
+            && !summary.contains("Medication:"),
+        "{summary}"
+    );
+    // The entry still reads back as the resource it came from.
+    assert_eq!(fhir::original(&i.category, &i.body), Some(req));
+}

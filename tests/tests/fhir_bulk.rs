@@ -718,3 +718,89 @@ fn a_practice_export_on_a_provider_node_goes_into_each_shared_patients_record() 
         ],
     );
 }
+
+/// The summary `cophr show --json` gives the item of category `cat` whose summary
+/// contains `has`.
+fn summary_of(p: &Person, cat: &str, has: &str) -> String {
+    let shown = p.json(&["show", "--json"]);
+    let items = shown["items"].as_array().expect("items");
+    items
+        .iter()
+        .filter(|i| i["category"] == cat)
+        .filter_map(|i| i["summary"].as_str())
+        .find(|s| s.contains(has))
+        .unwrap_or_else(|| panic!("no {cat} item with {has:?} in {shown}"))
+        .to_owned()
+}
+
+#[test]
+fn summaries_name_the_visit_the_clinician_and_the_drug_their_references_point_at() {
+    let u = |n: u32| format!("urn:uuid:5c1e0000-0000-4000-8000-{n:012}");
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": u(1), "resource": {"resourceType": "Patient", "id": "pt",
+            "name": [{"family": "Jones"}]}},
+        {"fullUrl": u(2), "resource": {"resourceType": "Practitioner", "id": "dr-smith",
+            "name": [{"given": ["Anna"], "family": "Smith"}]}},
+        {"fullUrl": u(3), "resource": {"resourceType": "Encounter", "id": "visit1",
+            "status": "finished", "class": {"code": "AMB"},
+            "type": [{"text": "Diabetes review"}],
+            "period": {"start": "2026-03-02T09:30:00Z"},
+            "subject": {"reference": u(1)}}},
+        {"fullUrl": u(4), "resource": {"resourceType": "Medication", "id": "met",
+            "code": {"text": "Metformin 500 MG"}}},
+        {"fullUrl": u(5), "resource": {"resourceType": "Condition",
+            "code": {"text": "Type 2 diabetes"},
+            "subject": {"reference": u(1)}, "encounter": {"reference": u(3)},
+            "asserter": {"reference": u(2)}}},
+        {"fullUrl": u(6), "resource": {"resourceType": "MedicationRequest", "status": "active",
+            "intent": "order", "medicationReference": {"reference": u(4)},
+            "subject": {"reference": u(1)}, "encounter": {"reference": u(3)}}}]});
+    let dir = TempDir::new().expect("tmp");
+    let f = dir.path().join("b.json");
+    fs::write(&f, bundle.to_string()).expect("write");
+    let p = patient();
+    let r = p.json(&["fhir", "import", s(&f)]);
+    assert_eq!(r["created"], 6, "{r}");
+    let condition = summary_of(&p, "problems", "Type 2 diabetes");
+    assert!(
+        condition.contains("Encounter: Diabetes review (2026-03-02)")
+            && condition.contains("Practitioner: Anna Smith"),
+        "{condition}"
+    );
+    let request = summary_of(&p, "medications", "Metformin 500 MG");
+    assert!(
+        request.contains("Encounter: Diabetes review (2026-03-02)"),
+        "{request}"
+    );
+    assert!(!request.contains("Medication:"), "named once: {request}");
+
+    // A later import naming the Practitioner the record already holds, by id: named too.
+    let later = json!({"resourceType": "Observation", "status": "final",
+        "code": {"text": "Foot check"}, "valueString": "normal",
+        "subject": {"reference": "Patient/pt"},
+        "performer": [{"reference": "Practitioner/dr-smith"}]});
+    let f2 = dir.path().join("later.json");
+    fs::write(&f2, later.to_string()).expect("write");
+    let r = p.json(&["fhir", "import", s(&f2)]);
+    assert_eq!(r["created"], 1, "{r}");
+    let shown = p.json(&["show", "--json"]);
+    let foot = shown["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["summary"].as_str())
+        .find(|s| s.contains("normal"))
+        .unwrap_or_else(|| panic!("no foot check in {shown}"))
+        .to_owned();
+    assert!(foot.contains("Practitioner: Anna Smith"), "{foot}");
+
+    // The same Bundle again (its names now also found in the record): nothing stored.
+    let again = p.json(&["fhir", "import", s(&f)]);
+    assert_eq!(again["created"], 0, "{again}");
+    assert_eq!(again["amended"], 0, "{again}");
+    assert_eq!(
+        summary_of(&p, "problems", "Type 2 diabetes"),
+        condition,
+        "the summary is unchanged"
+    );
+}

@@ -8,7 +8,8 @@
 //! is another resource) whose body keeps its original FHIR JSON (`schema::FHIR_RESOURCE`),
 //! by `fhir::identity` (type and id), with the digest of its content
 //! (`fhir::content_hash`, which ignores `meta`); and the keys of the record's Patient
-//! resources, whoever wrote them.
+//! resources and the names of its named resources (Medication, Practitioner, Encounter …),
+//! whoever wrote them.
 
 use std::collections::HashMap;
 
@@ -39,6 +40,10 @@ pub struct Holdings {
     pub no_id: HashMap<[u8; 32], Option<EntryId>>,
     /// The keys (ids, identifiers) of the record's Patient resources.
     pub patient_keys: Vec<PatientKey>,
+    /// The names of the record's Medication, Practitioner, Encounter … resources, whoever
+    /// wrote them, by `Type/<id>` (`fhir::reference_names`): what a resource imported
+    /// later that references them is summarised with.
+    pub names: fhir::Names,
 }
 
 impl Store {
@@ -65,6 +70,11 @@ impl Store {
                     continue;
                 };
                 let hash = fhir::content_hash(&resource);
+                for (k, v) in fhir::reference_names(&resource, None) {
+                    if h.names.len() < fhir::MAX_NAMES {
+                        h.names.insert(k, v);
+                    }
+                }
                 if resource["resourceType"] == "Patient" {
                     // By id and identifiers: a `fullUrl` names an entry of one Bundle only.
                     h.patient_keys

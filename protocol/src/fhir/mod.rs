@@ -346,40 +346,162 @@ pub struct ImportMeta<'a> {
     pub source: Option<&'a str>,
     /// The resource's `fullUrl` in its Bundle.
     pub full_url: Option<&'a str>,
-    /// Names of resources met in the same input, by how references name them
-    /// (`Medication/<id>`, a `fullUrl`): a MedicationRequest or MedicationStatement naming
-    /// its drug only by reference takes the referenced Medication's name
-    /// ([`medication_names`]).
-    pub names: Option<&'a HashMap<String, String>>,
+    /// Names of resources met in the same input (or held in the record), by how
+    /// references name them (`Medication/<id>`, a `fullUrl`): a MedicationRequest or
+    /// MedicationStatement naming its drug only by reference takes the referenced
+    /// Medication's name, and every resolved reference to a [`NAMED_TYPES`] resource is kept
+    /// with the entry ([`schema::FHIR_NAMES`]) for its summary ([`reference_names`]).
+    pub names: Option<&'a Names>,
 }
+
+/// What a reference resolves to: the referenced resource's type and the name it is known
+/// by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    /// Its resource type (`Medication`, `Practitioner`, `Encounter`, …).
+    pub ty: String,
+    /// Its name: one line of at most [`schema::MAX_TEXT`] bytes.
+    pub name: String,
+}
+
+/// Names of resources by how references name them (`Type/<id>`, a `fullUrl`).
+pub type Names = HashMap<String, Named>;
+
+/// The types whose names references are resolved to: what a clinician reading an entry
+/// wants named beside it (the drug, who, where, which visit).
+pub const NAMED_TYPES: &[&str] = &[
+    "Medication",
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Encounter",
+    "Location",
+];
+
+/// Most resolved references one entry keeps ([`schema::FHIR_NAMES`]).
+pub const MAX_NAMED_REFERENCES: usize = 16;
+
+/// Longest reference resolved to a name, in bytes.
+pub const MAX_NAMED_REFERENCE: usize = 256;
 
 /// Most names an import keeps for resolving references ([`ImportMeta::names`]).
 pub const MAX_NAMES: usize = 100_000;
 
-/// The name a Medication resource is known by (its `code.text`, else its first coding's
-/// display), with how references name it (`Medication/<id>`, its `fullUrl`): what
-/// [`ImportMeta::names`] takes. Nothing for any other resource.
-pub fn medication_names(resource: &Json, full_url: Option<&str>) -> Vec<(String, String)> {
-    if resource["resourceType"] != "Medication" {
+/// The name a [`NAMED_TYPES`] resource is known by, with how references name it
+/// (`Type/<id>`, its `fullUrl`): what [`ImportMeta::names`] takes. A Medication is named
+/// by its `code.text`, else its first coding's display; the others as
+/// [`display`] names them, an Encounter with the date it began. Nothing for any other
+/// resource, or one with no name.
+pub fn reference_names(resource: &Json, full_url: Option<&str>) -> Vec<(String, Named)> {
+    let Some(ty) = resource["resourceType"]
+        .as_str()
+        .and_then(|t| NAMED_TYPES.iter().find(|n| **n == t))
+    else {
         return Vec::new();
-    }
-    let code = &resource["code"];
-    let name = code["text"].as_str().or_else(|| {
-        code["coding"]
-            .as_array()
-            .and_then(|c| c.iter().find_map(|c| c["display"].as_str()))
-    });
-    let Some(name) = name.filter(|n| !n.trim().is_empty() && n.len() <= schema::MAX_TEXT) else {
+    };
+    let name = if *ty == "Medication" {
+        let code = &resource["code"];
+        code["text"]
+            .as_str()
+            .or_else(|| {
+                code["coding"]
+                    .as_array()
+                    .and_then(|c| c.iter().find_map(|c| c["display"].as_str()))
+            })
+            .map(str::to_owned)
+    } else {
+        let date = resource["period"]["start"]
+            .as_str()
+            .filter(|_| *ty == "Encounter")
+            .and_then(|d| d.get(..10));
+        match (display(resource), date) {
+            (Some(n), Some(d)) => Some(format!("{n} ({d})")),
+            (Some(n), None) => Some(n),
+            (None, Some(d)) => Some(d.to_owned()),
+            (None, None) => None,
+        }
+    };
+    // One line: the names are kept as tab-separated lines.
+    let Some(name) = name
+        .map(|n| n.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|n| !n.is_empty() && n.len() <= schema::MAX_TEXT)
+    else {
         return Vec::new();
+    };
+    let named = Named {
+        ty: (*ty).to_owned(),
+        name,
     };
     let mut out = Vec::new();
     if let Some(id) = resource["id"].as_str() {
-        out.push((format!("Medication/{id}"), name.to_owned()));
+        out.push((format!("{ty}/{id}"), named.clone()));
     }
     if let Some(u) = full_url {
-        out.push((u.to_owned(), name.to_owned()));
+        out.push((u.to_owned(), named));
     }
+    out.retain(|(r, _)| r.len() <= MAX_NAMED_REFERENCE && !r.contains(char::is_whitespace));
     out
+}
+
+/// The resolved references of `resource`, as an entry keeps them
+/// ([`schema::FHIR_NAMES`]): a line per reference in the order met, each once, at most
+/// [`MAX_NAMED_REFERENCES`]: `reference<TAB>name` for a Medication (as entries first kept
+/// them), `reference<TAB>name<TAB>type` for the others. `None` when none resolves.
+fn named_references(resource: &Json, names: &Names) -> Option<String> {
+    fn walk<'a>(v: &'a Json, names: &Names, depth: usize, out: &mut Vec<&'a str>) {
+        if depth > MAX_REFERENCE_DEPTH || out.len() >= MAX_NAMED_REFERENCES {
+            return;
+        }
+        match v {
+            Json::Object(m) => {
+                for (k, x) in m {
+                    match x.as_str() {
+                        Some(r) if k == "reference" => {
+                            if names.contains_key(r) && !out.contains(&r) {
+                                out.push(r);
+                            }
+                        }
+                        _ => walk(x, names, depth + 1, out),
+                    }
+                }
+            }
+            Json::Array(a) => a.iter().for_each(|x| walk(x, names, depth + 1, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(resource, names, 0, &mut found);
+    let lines: Vec<String> = found
+        .into_iter()
+        .filter_map(|r| {
+            let n = names.get(r)?;
+            Some(if n.ty == "Medication" {
+                format!("{r}\t{}", n.name)
+            } else {
+                format!("{r}\t{}\t{}", n.name, n.ty)
+            })
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
+/// Reads the names an entry keeps ([`schema::FHIR_NAMES`]): the inverse of
+/// [`named_references`]. Lines that are not such a name are passed over.
+pub fn kept_names(text: &str) -> Names {
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.split('\t');
+            let (r, name) = (parts.next()?, parts.next()?);
+            let ty = parts.next().unwrap_or("Medication");
+            Some((
+                r.to_owned(),
+                Named {
+                    ty: ty.to_owned(),
+                    name: name.to_owned(),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// The type of a resource: a string `resourceType` naming a FHIR R4 resource type.
@@ -537,6 +659,13 @@ fn import_as(
             extra.insert(FHIR_WARNINGS.to_owned(), t);
         }
     }
+    if let Some(t) = meta
+        .names
+        .and_then(|n| named_references(resource, n))
+        .and_then(|t| map::long(&t))
+    {
+        extra.insert(schema::FHIR_NAMES.to_owned(), t);
+    }
     // cophr's own exports of about-me, extension categories and messages (a Basic with
     // cophr's category code, a Communication with text) import back into their category;
     // any other Basic or Communication is kept whole.
@@ -565,7 +694,7 @@ fn import_as(
     }
     let (category, mut fields) = map::map(ty, &root)?;
     if category == Category::Medications {
-        name_medication(resource, meta.names, &mut fields, &mut extra);
+        name_medication(resource, meta.names, &mut fields);
     }
     let body = match fit(&category, fields, &extra) {
         Ok(body) => (category, body),
@@ -590,12 +719,7 @@ fn import_as(
 /// the referenced Medication's name from `names`, which the entry keeps
 /// ([`schema::FHIR_NAMES`]) so that re-reading its original resource gives the same
 /// fields ([`original`]).
-fn name_medication(
-    resource: &Json,
-    names: Option<&HashMap<String, String>>,
-    fields: &mut BTreeMap<String, Value>,
-    extra: &mut BTreeMap<String, Value>,
-) {
+fn name_medication(resource: &Json, names: Option<&Names>, fields: &mut BTreeMap<String, Value>) {
     let r = &resource["medicationReference"];
     let (Some(reference), true, true) = (
         r["reference"].as_str(),
@@ -604,15 +728,15 @@ fn name_medication(
     ) else {
         return;
     };
-    let Some(name) = names.and_then(|n| n.get(reference)) else {
-        return;
-    };
-    let (Some(line), Some(kept)) = (map::line(name), map::long(&format!("{reference}\t{name}")))
+    let Some(named) = names
+        .and_then(|n| n.get(reference))
+        .filter(|n| n.ty == "Medication")
     else {
         return;
     };
-    fields.insert("medication".to_owned(), line);
-    extra.insert(schema::FHIR_NAMES.to_owned(), kept);
+    if let Some(line) = map::line(&named.name) {
+        fields.insert("medication".to_owned(), line);
+    }
 }
 
 /// Most fields read back from cophr's extensions on one `Basic`.
@@ -779,15 +903,10 @@ pub fn original(category: &Category, body: &Value) -> Option<Json> {
     let text = body.get(FHIR_RESOURCE)?.as_text()?;
     let json: Json = serde_json::from_str(text).ok()?;
     // The names its references were given on import, so it reads back the same.
-    let names: Option<HashMap<String, String>> = body
+    let names: Option<Names> = body
         .get(schema::FHIR_NAMES)
         .and_then(Value::as_text)
-        .map(|t| {
-            t.lines()
-                .filter_map(|l| l.split_once('\t'))
-                .map(|(r, n)| (r.to_owned(), n.to_owned()))
-                .collect()
-        });
+        .map(kept_names);
     // Not validated again (it was on import; a rule added since does not change what an
     // entry exports as): its warnings are the entry's own.
     let mut again = import_as(

@@ -83,7 +83,31 @@ pub fn summary(category: &Category, body: &Value) -> String {
             .and_then(|s| f.get(s.summary_field))
             .unwrap_or_else(|| category.title().to_owned());
     }
+    for named in referenced(body) {
+        text.push_str(" · ");
+        text.push_str(&named);
+    }
     clip(&text, MAX_SUMMARY)
+}
+
+/// `Type: name` for each resource an imported entry's references were resolved to, other
+/// than its medication (already its main text): the visit, the clinician, the place
+/// (`FHIR_NAMES`, written by `fhir::import_with`: `reference<TAB>name<TAB>type` lines).
+fn referenced(body: &Value) -> Vec<String> {
+    let Some(text) = body.get(FHIR_NAMES).and_then(Value::as_text) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for l in text.lines() {
+        let mut parts = l.split('\t').skip(1);
+        if let (Some(name), Some(ty)) = (parts.next(), parts.next()) {
+            let s = format!("{ty}: {name}");
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    out
 }
 
 /// A body's fields, read for its summary.

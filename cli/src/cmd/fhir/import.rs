@@ -253,7 +253,7 @@ fn map_item(
     resource: &Json,
     name: &str,
     source_arg: Option<&str>,
-    names: &HashMap<String, String>,
+    names: &fhir::Names,
 ) -> std::result::Result<fhir::Imported, FhirError> {
     let has_meta_source = resource
         .get("meta")
@@ -295,9 +295,11 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
         None => Holdings::default(),
     };
 
-    // Pass 1: check everything, note the patients (and the Medications' names, which a
-    // MedicationRequest naming its drug only by reference shows).
-    let mut names: HashMap<String, String> = HashMap::new();
+    // Pass 1: check everything, note the patients (and the names of the Medications,
+    // Practitioners, Encounters … the input holds, beside those the record holds: a
+    // MedicationRequest naming its drug only by reference shows its name, and summaries
+    // name the visit and the clinician).
+    let mut names: fhir::Names = held.names.clone();
     let mut index = PatientIndex::default();
     let record_had_patient = !held.patient_keys.is_empty();
     let mine = if record_had_patient {
@@ -349,7 +351,7 @@ pub(super) fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
                 }
                 return Ok(());
             }
-            for (k, v) in fhir::medication_names(resource, item.full_url.as_deref()) {
+            for (k, v) in fhir::reference_names(resource, item.full_url.as_deref()) {
                 if names.len() < fhir::MAX_NAMES {
                     names.insert(k, v);
                 }

@@ -74,10 +74,10 @@ enum HeldKey {
 #[derive(Default)]
 struct HeldCache {
     records: HashMap<RecordId, Holdings>,
-    /// Names of the Medications in the request, by how references name them
-    /// (`fhir::medication_names`): a MedicationRequest naming its drug only by reference
-    /// shows its name.
-    names: HashMap<String, String>,
+    /// Names of the request's Medications, Practitioners, Encounters … by how references
+    /// name them (`fhir::reference_names`): a MedicationRequest naming its drug only by
+    /// reference shows its name, and an entry's summary names the visit and clinician.
+    names: fhir::Names,
 }
 
 impl HeldCache {
@@ -85,7 +85,7 @@ impl HeldCache {
     fn of(items: &[BundleItem]) -> HeldCache {
         let mut names = HashMap::new();
         for i in items {
-            for (k, v) in fhir::medication_names(&i.resource, i.full_url.as_deref()) {
+            for (k, v) in fhir::reference_names(&i.resource, i.full_url.as_deref()) {
                 if names.len() < fhir::MAX_NAMES {
                     names.insert(k, v);
                 }
