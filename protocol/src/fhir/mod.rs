@@ -486,7 +486,7 @@ fn named_references(resource: &Json, names: &Names) -> Option<String> {
 }
 
 /// Reads the names an entry keeps ([`schema::FHIR_NAMES`]): the inverse of
-/// [`named_references`]. Lines that are not such a name are passed over.
+/// what an import writes there. Lines that are not such a name are passed over.
 pub fn kept_names(text: &str) -> Names {
     text.lines()
         .filter_map(|l| {
