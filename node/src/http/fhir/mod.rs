@@ -3,7 +3,7 @@
 //!
 //! - `GET metadata`: the CapabilityStatement ([`capabilities`]: exactly what is served).
 //! - `GET [type]/[id]`, `GET [type]/[id]/_history[/[vid]]`, `GET [type]/_history`,
-//!   `GET _history` (every stored version of every type, [`history_types`]),
+//!   `GET _history` (every stored version of every type: `history_types`),
 //!   `GET [type]?…` (search by `_id`, `patient`, `subject`, `category`, `code`, `date`; see
 //!   [`search`]; pages of `_count`, default 100, with `next`/`previous` links carrying
 //!   `_offset`) and `GET Patient/[id]/$everything` (paged the same way, as are both
