@@ -60,15 +60,21 @@ mod fhir_read;
 #[test]
 fn fhir_read_benchmark_runs_at_tiny_size() {
     let figures = fhir_read::run(&[120], 1, 120);
-    // The build at start and the first read, then ten reads through the index and ten
-    // without.
-    assert_eq!(figures.len(), 22);
+    // The build at start and the first read, then ten reads as the patient and three as
+    // a clinician through the index, and the same without.
+    assert_eq!(figures.len(), 28);
     for indexed in [true, false] {
         let f: Vec<_> = figures
             .iter()
             .skip(2)
             .filter(|f| f.indexed == indexed)
             .collect();
+        // The clinician sees every vital sign: the same 30 heart rates by code, those of
+        // May by date, the first page of the Observations by patient.
+        assert_eq!(f[10].entries, 30);
+        assert_eq!(f[10].what, "search by code (a clinician's)");
+        assert_eq!(f[11].entries, f[2].entries);
+        assert_eq!(f[12].entries, 100);
         // Pages of 100 of a 120-entry record: everything, the 30 heart rates by code, the
         // record's Observations by patient and by subject, one by its original id, one
         // item's history, Provenances, the Observations' history, and the heart rates by

@@ -66,6 +66,8 @@ struct World {
     store: Store,
     patient: Keypair,
     mary: Keypair,
+    /// Sees every vital sign (a grant with no end): the patient's counts hold for her.
+    ann: Keypair,
     clock: Arc<AtomicU64>,
     /// Each item: its latest version, and whether deleted.
     items: Vec<(EntryId, EntryId, bool)>,
@@ -98,6 +100,7 @@ impl World {
         let (store, _) = Store::open(&dir.path().join("store"), key(1, "node")).unwrap();
         let patient = key(2, "patient");
         let mary = key(3, "mary");
+        let ann = key(4, "ann");
         store
             .create_record(&patient, profile("George", "patient", None), T0, None)
             .unwrap();
@@ -106,6 +109,7 @@ impl World {
             store,
             patient,
             mary: mary.clone(),
+            ann: ann.clone(),
             clock: Arc::new(AtomicU64::new(T0 + 1_000_000_000)),
             items: Vec::new(),
             t: T0 + 1000,
@@ -116,11 +120,19 @@ impl World {
         let mut g = grant(&mary, Level::View, &[Category::VitalSigns], false, false);
         g.until = Some(T0 + 12_000);
         w.write(Payload::Grant(g));
+        // Ann sees every vital sign, whenever written.
+        w.write(Payload::Grant(grant(
+            &ann,
+            Level::View,
+            &[Category::VitalSigns],
+            false,
+            false,
+        )));
         w
     }
 
     fn serve(&mut self) {
-        self.apps = [self.patient.clone(), self.mary.clone()]
+        self.apps = [self.patient.clone(), self.mary.clone(), self.ann.clone()]
             .into_iter()
             .map(|k| {
                 let a = app(&self.store, &k, &self.clock, true);
@@ -289,8 +301,9 @@ fn everything_view(b: &Json) -> (Vec<Json>, bool) {
     (entries, next)
 }
 
-/// Every read answers the same through the index as by the scan, for the patient and for
-/// Mary. Returns how many reads were compared.
+/// Every read answers the same through the index as by the scan, for the patient, for
+/// Mary (whose grant ends) and for Ann (who sees every vital sign: counted as the
+/// patient). Returns how many reads were compared.
 fn compare(w: &World, rt: &tokio::runtime::Runtime) -> usize {
     let rid = w.patient.actor();
     let mut n = 0;

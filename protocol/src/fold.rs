@@ -78,6 +78,20 @@ impl Viewer {
         self.patient || self.lenses.iter().any(|l| l.audit && !l.revoked)
     }
 
+    /// Whether the viewer sees every entry of category `c`, whoever wrote it and
+    /// whenever: the patient, or a grant covering `c` with no end, no revocation and no
+    /// removal cut. Never so for `messages` (a thread is seen only by its participants).
+    /// Such a viewer's view of `c` is the patient's, so what is counted for the patient
+    /// holds for them.
+    pub fn sees_all_of(&self, c: &Category) -> bool {
+        self.patient
+            || (*c != Category::Messages
+                && self
+                    .lenses
+                    .iter()
+                    .any(|l| !l.revoked && l.until.is_none() && l.scope.covers(c)))
+    }
+
     /// The highest level held on a category, now (revoked grants give none).
     pub fn level_on(&self, c: &Category) -> Option<Level> {
         if self.patient {

@@ -239,6 +239,10 @@ pub struct RecordIndex {
     /// versions were locked then: a key this node gains later (`Store::unlock_with`)
     /// opens them without any new entry, so they are looked at again on every use.
     locked: HashMap<EntryId, usize>,
+    /// The categories of the items posted under each served type (a superset: never
+    /// removed): a viewer who sees every entry of each ([`Viewer::sees_all_of`]) sees a
+    /// type as the patient does ([`RecordIndex::seen_whole`]).
+    type_categories: HashMap<String, HashSet<Category>>,
     /// How many items are current for the patient, by served type.
     current: HashMap<String, usize>,
     /// How many items are current for the patient, by served type and code
@@ -290,10 +294,23 @@ impl RecordIndex {
             widest: 0,
             touched: HashSet::new(),
             locked: HashMap::new(),
+            type_categories: HashMap::new(),
             current: HashMap::new(),
             code_counts: HashMap::new(),
             dated: HashMap::new(),
         }
+    }
+
+    /// Whether `viewer` sees the items of type `ty` as the patient does: the patient, or
+    /// a viewer who sees every entry of every category those items are in. For them the
+    /// patient's counts and dates hold ([`Self::current_count`], [`Self::code_count`],
+    /// [`Self::dated_matches`]).
+    pub fn seen_whole(&self, ty: &str, viewer: &Viewer) -> bool {
+        viewer.is_patient()
+            || self
+                .type_categories
+                .get(ty)
+                .is_none_or(|cs| cs.iter().all(|c| viewer.sees_all_of(c)))
     }
 
     /// How many items are current as `ty` for the patient (so for any viewer who sees
@@ -500,15 +517,24 @@ impl RecordIndex {
         };
         if let (Some(c), Some(b)) = (category, body) {
             if let Some(k) = keys_of(&rid, &root, &c, &b) {
-                self.post_keys(root, &k);
+                self.post_keys(root, &c, &k);
             }
         }
     }
 
-    fn post_keys(&mut self, root: EntryId, k: &Keys) {
+    fn post_keys(&mut self, root: EntryId, category: &Category, k: &Keys) {
         self.post(Map::Type, &k.ty, root);
         if k.referral {
             self.post(Map::Type, "ServiceRequest", root);
+        }
+        for ty in [Some(k.ty.as_str()), k.referral.then_some("ServiceRequest")]
+            .into_iter()
+            .flatten()
+        {
+            let cs = self.type_categories.entry(ty.to_owned()).or_default();
+            if !cs.contains(category) {
+                cs.insert(category.clone());
+            }
         }
         for (_, code) in &k.search.codes {
             self.post(Map::Code, code, root);
@@ -589,7 +615,9 @@ impl RecordIndex {
             }
             if let Settled::Current { keys, .. } = &settled {
                 let k = keys.as_ref().clone();
-                self.post_keys(root, &k);
+                if let Some(c) = record.category_of(&root).cloned() {
+                    self.post_keys(root, &c, &k);
+                }
             }
             if let Some(i) = self.items.get_mut(&root) {
                 let order = i.order;

@@ -210,16 +210,18 @@ pub(super) fn search(
             st.fhir_index()
                 .with(rec, stop, |ix| {
                     let primary = primary(ix, rec, &viewer);
-                    let unfiltered = viewer.is_patient()
+                    // The patient, or a viewer who sees every entry of the type's
+                    // categories: the patient's counts hold.
+                    let whole = ix.seen_whole(ty, &viewer);
+                    let unfiltered = whole
                         && s.ids.is_empty()
                         && s.codes.is_empty()
                         && s.categories.is_empty()
                         && s.dates.is_empty();
-                    // The patient asking for every item of a type: counted by the index, and
-                    // only the items up to the page's end looked at.
+                    // Every item of a type asked for: counted by the index, and only the
+                    // items up to the page's end looked at.
                     let want = offset.saturating_add(count).saturating_sub(total);
-                    let counted =
-                        viewer.is_patient() && s.ids.is_empty() && s.categories.is_empty();
+                    let counted = whole && s.ids.is_empty() && s.categories.is_empty();
                     let by_code = match s.codes.as_slice() {
                         [alts] if counted && s.dates.is_empty() => match alts.as_slice() {
                             [t] => ix.code_count(ty, t).map(|n| (t, n)),
@@ -228,7 +230,7 @@ pub(super) fn search(
                         _ => None,
                     };
                     let (matched, n_items) = if let Some((token, n)) = by_code {
-                        // The patient searching by one code: counted by the index, and
+                        // A search by one code: counted by the index, and
                         // only the items up to the page's end looked at (the items that
                         // ever had the code, in served order).
                         let mut rest = s.clone();
@@ -247,7 +249,7 @@ pub(super) fn search(
                         }
                         (m, n)
                     } else if counted && s.codes.is_empty() && !s.dates.is_empty() {
-                        // The patient searching by date alone: the dates of the items
+                        // A search by date alone: the dates of the items
                         // current as the type are read from the index, no item visited.
                         let m = ix.dated_matches(ty, &s.dates);
                         let n = m.len();
