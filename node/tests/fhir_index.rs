@@ -684,3 +684,86 @@ fn the_server_builds_indexes_in_the_background_and_reads_meanwhile_answer_right(
     assert!(compare(&w, &rt) > 0);
     stop.cancel();
 }
+
+#[test]
+fn a_saved_index_is_read_at_the_next_start_and_answers_as_the_scan() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut w = World::new();
+    for i in 0..40u8 {
+        w.apply(&Step::Create(Some((i % 2, i, i % 4))));
+    }
+    w.apply(&Step::Amend(3, 1, 7, 2));
+    w.apply(&Step::Delete(5));
+    let rid = w.patient.actor();
+    let file = w
+        .dir
+        .path()
+        .join("store")
+        .join("fhir-indexes")
+        .join(rid.to_string());
+    // Built and saved as a server saves it when it stops.
+    let st = state(&w.store, &w.patient, &w.clock);
+    st.build_fhir_indexes(&Cancel::new()).unwrap();
+    assert!(
+        !file.exists(),
+        "a small record's index is not saved by the build"
+    );
+    st.save_fhir_indexes();
+    assert!(file.exists(), "saved when the server stops");
+    drop(st);
+    // After a restart, before the node reads the record with the key it was read with
+    // then, the saved index is not taken (it would show what the record cannot open
+    // now): a build from empty, which takes far more than 20 steps (40 entries, 40 items).
+    w.restart();
+    let st = state(&w.store, &w.patient, &w.clock);
+    assert!(
+        st.build_fhir_indexes(&cancelled_after(20)).is_err(),
+        "a saved index was taken before its keys"
+    );
+    drop(st);
+    // With the key (as a node unlocks its store with its identity at start): the saved
+    // index is read instead of built, for every identity the server acts as.
+    w.restart();
+    w.store.unlock_with(&w.patient);
+    for i in 0..w.apps.len() {
+        let st = state(&w.store, &w.apps[i].0, &w.clock);
+        st.build_fhir_indexes(&cancelled_after(20))
+            .expect("restored from the saved index: nothing to build");
+    }
+    for i in 0..w.apps.len() {
+        let st = state(&w.store, &w.apps[i].0, &w.clock);
+        st.build_fhir_indexes(&Cancel::new()).unwrap();
+        w.apps[i].1 = router(st);
+    }
+    assert!(compare(&w, &rt) > 0);
+    // Written to after the save: the restored index catches up the rest.
+    w.apply(&Step::Amend(2, 0, 11, 1));
+    w.apply(&Step::Create(Some((1, 12, 3))));
+    w.restart();
+    w.store.unlock_with(&w.patient);
+    for i in 0..w.apps.len() {
+        let st = state(&w.store, &w.apps[i].0, &w.clock);
+        st.build_fhir_indexes(&Cancel::new()).unwrap();
+        w.apps[i].1 = router(st);
+    }
+    assert!(compare(&w, &rt) > 0);
+    // A damaged saved index is not read: built again from empty (the 20-step build is
+    // cancelled), and the answers are still the scan's.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&file, bytes).unwrap();
+    w.restart();
+    w.store.unlock_with(&w.patient);
+    let st = state(&w.store, &w.patient, &w.clock);
+    assert!(
+        st.build_fhir_indexes(&cancelled_after(20)).is_err(),
+        "a damaged saved index was read"
+    );
+    for i in 0..w.apps.len() {
+        let st = state(&w.store, &w.apps[i].0, &w.clock);
+        st.build_fhir_indexes(&Cancel::new()).unwrap();
+        w.apps[i].1 = router(st);
+    }
+    assert!(compare(&w, &rt) > 0);
+}

@@ -31,7 +31,7 @@ use subtle::ConstantTimeEq;
 
 use crate::net::NodeHandle;
 use crate::session::{Cancel, Cancelled, Checkpoint, Reader, Session, SessionError};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, FHIR_INDEXES};
 
 /// The largest request body accepted (413 beyond).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -328,11 +328,17 @@ impl AppState {
                 let records = index_targets(&inner);
                 drop(inner);
                 for rid in records {
+                    if let Some(inner) = weak.upgrade() {
+                        restore_index(&inner, &rid);
+                    }
                     loop {
                         // The state is held for one slice at a time only.
                         let Some(inner) = weak.upgrade() else { return };
                         match build_slice(&inner, &rid, &stop) {
-                            Ok(true) => break,
+                            Ok(true) => {
+                                save_index(&inner, &rid, fhir::index::SAVE_MIN_NEW);
+                                break;
+                            }
                             Ok(false) => {}
                             Err(_) => return,
                         }
@@ -341,6 +347,15 @@ impl AppState {
             });
         if let Err(e) = spawned {
             tracing::warn!("could not start the FHIR index build: {e}");
+        }
+    }
+
+    /// Saves every held FHIR search index that is settled and took in any entry since it
+    /// was last saved, so the next start reads it instead of building it (what [`serve`]
+    /// does as it stops).
+    pub fn save_fhir_indexes(&self) {
+        for rid in self.inner.fhir_index.held() {
+            save_index(&self.inner, &rid, 1);
         }
     }
 
@@ -1019,9 +1034,53 @@ fn build_slice(inner: &Inner, rid: &RecordId, stop: &Cancel) -> Result<bool, Can
 
 fn build_indexes(inner: &Inner, stop: &Cancel) -> Result<(), Cancelled> {
     for rid in index_targets(inner) {
+        restore_index(inner, &rid);
         while !build_slice(inner, &rid, stop)? {}
+        save_index(inner, &rid, fhir::index::SAVE_MIN_NEW);
     }
     Ok(())
+}
+
+/// Takes `rid`'s saved index, if it has a usable one and no index is held for it yet: the
+/// build then catches up from where the saved one stopped (or starts again from empty if
+/// the record is not what it was: see `RecordIndex::catch_up_within`).
+fn restore_index(inner: &Inner, rid: &RecordId) {
+    let Some(bytes) = inner
+        .store
+        .read_derived(FHIR_INDEXES, rid, fhir::index::MAX_SAVED_BYTES)
+    else {
+        return;
+    };
+    let Some(ix) = fhir::index::RecordIndex::from_bytes(rid, &bytes) else {
+        tracing::info!(record = %rid, "saved FHIR index not usable (another release, or damaged): building it again");
+        return;
+    };
+    let seen = ix.seen();
+    let restored = inner
+        .store
+        .with_record(rid, |rec| inner.fhir_index.restore(rec, ix))
+        .unwrap_or(false);
+    if restored {
+        inner.fhir_index.note_saved(rid, seen);
+        tracing::debug!(record = %rid, entries = seen, "FHIR index restored");
+    }
+}
+
+/// Saves `rid`'s index if it is settled and took in at least `min_new` entries since it
+/// was last saved or restored (a small record's index is not saved: it is built again in
+/// moments). A failure is logged: the index is derived state.
+fn save_index(inner: &Inner, rid: &RecordId, min_new: usize) {
+    let Some((seen, bytes)) = inner.fhir_index.saved(rid) else {
+        return;
+    };
+    let last = inner.fhir_index.saved_at(rid).unwrap_or(0);
+    if seen < last.saturating_add(min_new) {
+        return;
+    }
+    match inner.store.write_derived(FHIR_INDEXES, rid, &bytes) {
+        Ok(()) => inner.fhir_index.note_saved(rid, seen),
+        Err(e) => tracing::warn!(record = %rid, error = %e, "could not save the FHIR index"),
+    }
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes (then finishes the requests
@@ -1045,8 +1104,11 @@ pub async fn serve_with(
     // The FHIR search indexes are built in the background, not by the first reads.
     let build = Cancel::new();
     state.start_fhir_index_build(build.clone());
+    let saving = state.clone();
     let served = conn::serve_with(listener, router(state), limits, shutdown).await;
     build.cancel();
+    // The indexes that grew since they were saved, for the next start.
+    saving.save_fhir_indexes();
     served
 }
 

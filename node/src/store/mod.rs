@@ -37,7 +37,7 @@ mod snapshots;
 mod source;
 pub mod worklist;
 
-pub use snapshots::{MAX_SNAPSHOT_BYTES, SNAPSHOT_MIN_NEW};
+pub use snapshots::{FHIR_INDEXES, MAX_SNAPSHOT_BYTES, SNAPSHOT_MIN_NEW};
 
 pub use cache::{CacheLimits, Loaded};
 pub use documents::{

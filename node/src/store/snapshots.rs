@@ -25,6 +25,13 @@ use cophr_protocol::{RecordId, Verified};
 
 use super::{key, locations, source, Store, StoreError};
 
+/// The folder of the records' snapshots.
+const SNAPSHOTS: &str = "snapshots";
+
+/// The folder of the records' FHIR search indexes, as the HTTP API saves them
+/// (`http::fhir::index`): derived state, rebuilt from the record when missing or stale.
+pub const FHIR_INDEXES: &str = "fhir-indexes";
+
 /// A record's snapshot is (re)written once this many of its entries are not in it.
 pub const SNAPSHOT_MIN_NEW: usize = 2_000;
 
@@ -51,13 +58,65 @@ impl Store {
     }
 
     fn snapshot_path(&self, id: &RecordId) -> Option<PathBuf> {
-        Some(
-            self.inner
-                .dir
-                .as_ref()?
-                .join("snapshots")
-                .join(id.to_string()),
-        )
+        self.derived_path(SNAPSHOTS, id)
+    }
+
+    /// Where a record's derived file of `kind` lives: `<kind>/<record>` in the store's
+    /// directory (`None` for a store in memory).
+    fn derived_path(&self, kind: &str, id: &RecordId) -> Option<PathBuf> {
+        Some(self.inner.dir.as_ref()?.join(kind).join(id.to_string()))
+    }
+
+    /// Writes a record's derived file of `kind` (state rebuilt from the log when lost,
+    /// e.g. the FHIR search index, [`FHIR_INDEXES`]) atomically: a temporary file,
+    /// fsync'd, renamed into place, the directory fsync'd. Nothing for a store in memory.
+    pub fn write_derived(&self, kind: &str, id: &RecordId, bytes: &[u8]) -> Result<(), StoreError> {
+        let Some(path) = self.derived_path(kind, id) else {
+            return Ok(());
+        };
+        let dir = path.parent().expect("a derived file's folder");
+        std::fs::create_dir_all(dir)?;
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// A record's derived file of `kind`, if there is one of at most `max` bytes (a larger
+    /// or unreadable one is passed over with a warning: the caller rebuilds what it held).
+    pub fn read_derived(&self, kind: &str, id: &RecordId, max: u64) -> Option<Vec<u8>> {
+        let path = self.derived_path(kind, id)?;
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Ok(m) if m.len() > max => {
+                tracing::warn!(record = %id, kind, "derived file too large to read; rebuilding");
+                None
+            }
+            _ => match std::fs::read(&path) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!(record = %id, kind, error = %e, "derived file unreadable; rebuilding");
+                    None
+                }
+            },
+        }
+    }
+
+    /// Deletes a record's derived file of `kind`, if any.
+    fn drop_derived(&self, kind: &str, id: &RecordId) -> Result<(), StoreError> {
+        let Some(path) = self.derived_path(kind, id) else {
+            return Ok(());
+        };
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Writes a loaded record's snapshot if it holds [`SNAPSHOT_MIN_NEW`] entries not in
@@ -83,20 +142,11 @@ impl Store {
         let Some(path) = self.snapshot_path(&r.id()) else {
             return Ok(());
         };
+        drop(path);
         let bytes = r
             .snapshot()
             .map_err(|e| StoreError::Corrupt(format!("snapshot: {e}")))?;
-        let dir = path.parent().expect("a snapshot's folder");
-        std::fs::create_dir_all(dir)?;
-        let tmp = path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()?;
+        self.write_derived(SNAPSHOTS, &r.id(), &bytes)?;
         super::lock(&self.inner.snapshotted).insert(r.id(), r.len());
         tracing::debug!(record = %r.id(), entries = r.len(), bytes = bytes.len(), "snapshot written");
         Ok(())
@@ -112,16 +162,11 @@ impl Store {
         }
     }
 
-    /// Deletes a record's snapshot (the record was removed).
+    /// Deletes a record's snapshot and its other derived files (the record was removed).
     pub(super) fn drop_snapshot(&self, id: &RecordId) -> Result<(), StoreError> {
         super::lock(&self.inner.snapshotted).remove(id);
-        let Some(path) = self.snapshot_path(id) else {
-            return Ok(());
-        };
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
+        self.drop_derived(FHIR_INDEXES, id)?;
+        self.drop_derived(SNAPSHOTS, id)
     }
 
     /// The record from its snapshot and the entries of the log beyond it; `None` (with a

@@ -1171,7 +1171,7 @@ pub fn parse_ndjson(bytes: &[u8]) -> Result<Vec<Json>, FhirError> {
 }
 
 /// What a FHIR search matches an entry by.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SearchKeys {
     /// `(system, code)` of the resource's main code (`code`, `vaccineCode`, medication).
     pub codes: Vec<(Option<String>, String)>,

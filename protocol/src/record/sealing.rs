@@ -588,6 +588,11 @@ impl Record {
         }
     }
 
+    /// The actors whose keys this replica reads sealed content with ([`Record::unlock`]).
+    pub fn unlockers(&self) -> Vec<ActorId> {
+        self.sealing.unlockers.iter().map(|(a, _)| *a).collect()
+    }
+
     /// Whether this replica reads as `actor` ([`Record::unlock`]).
     pub fn unlocked_for(&self, actor: &ActorId) -> bool {
         self.sealing.unlockers.iter().any(|(a, _)| a == actor)

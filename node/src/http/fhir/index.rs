@@ -51,6 +51,7 @@ use cophr_protocol::{Category, EntryId, Payload, RecordId, Timestamp, Value};
 use super::search::{self, Range, Search, Token};
 use super::view;
 use crate::session::{Cancel, Cancelled};
+use serde::{Deserialize, Serialize};
 
 /// Records whose index is kept at once (the least recently used is let go beyond).
 pub const MAX_INDEXED_RECORDS: usize = 32;
@@ -70,7 +71,7 @@ pub fn rank(c: &Category) -> usize {
 }
 
 /// What an entry's Provenance targets (as `view::provenances` names it).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Target {
     /// The record's patient (the genesis and profiles).
     Patient,
@@ -85,7 +86,7 @@ pub enum Target {
 }
 
 /// What one version or settled item is served as.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Keys {
     /// The served resource type.
     pub ty: String,
@@ -140,7 +141,7 @@ pub fn keys_of(rid: &RecordId, item: &EntryId, category: &Category, body: &Value
 }
 
 /// Where an item stands as the patient sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Settled {
     /// Current: its version in effect and what it is served as.
     Current {
@@ -156,7 +157,7 @@ pub enum Settled {
 }
 
 /// One item.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ItemIx {
     /// Its place in the served order.
     pub order: Order,
@@ -170,7 +171,7 @@ pub struct ItemIx {
 }
 
 /// An item's versions as its `_history` lists them for the patient.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hist {
     /// Each version's time, number and entry, oldest first.
     pub versions: Vec<(Timestamp, usize, EntryId)>,
@@ -203,7 +204,7 @@ impl ItemIx {
 }
 
 /// One record's index (see the module docs).
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RecordIndex {
     record: RecordId,
     /// Entries taken in, and the last one.
@@ -222,7 +223,9 @@ pub struct RecordIndex {
     items: HashMap<EntryId, ItemIx>,
     /// Items to settle again (taken into `queue`, and settled from there, a slice at a
     /// time).
+    #[serde(skip)]
     dirty: HashSet<EntryId>,
+    #[serde(skip)]
     queue: Vec<EntryId>,
     all_dirty: bool,
     too_big: bool,
@@ -234,6 +237,7 @@ pub struct RecordIndex {
     /// The widest date range posted.
     widest: i64,
     /// Postings added to since they were last put in served order.
+    #[serde(skip)]
     touched: HashSet<(Map, String)>,
     /// Items settled locked (sealed under a key not held), with how many of their
     /// versions were locked then: a key this node gains later (`Store::unlock_with`)
@@ -243,6 +247,11 @@ pub struct RecordIndex {
     /// removed): a viewer who sees every entry of each ([`Viewer::sees_all_of`]) sees a
     /// type as the patient does ([`RecordIndex::seen_whole`]).
     type_categories: HashMap<String, HashSet<Category>>,
+    /// The keys the record was read with while the index took it in
+    /// ([`Record::unlockers`]): a saved index is taken again only where the record is
+    /// unlocked with all of them, so that it never shows what the record cannot open now
+    /// (a key gained later is handled by `locked`).
+    readers: Vec<cophr_protocol::ActorId>,
     /// How many items are current for the patient, by served type.
     current: HashMap<String, usize>,
     /// How many items are current for the patient, by served type and code
@@ -270,7 +279,78 @@ enum Map {
     Name,
 }
 
+/// The version of a saved index ([`RecordIndex::to_bytes`]). Bump it whenever what the
+/// index keeps, or how an item's keys are derived from the record (`keys_of`, the FHIR
+/// mapping, the fold), changes: a saved index of another version (or another release of
+/// cophr) is not read, and the index is built again.
+pub const SAVED_FORMAT: u32 = 1;
+
+/// The largest saved index read.
+pub const MAX_SAVED_BYTES: u64 = 1 << 30;
+
+/// A saved index is saved again once it is this many entries behind its record.
+pub const SAVE_MIN_NEW: usize = 2_000;
+
+/// The first bytes of a saved index.
+const MAGIC: &[u8; 16] = b"cophr-fhir-index";
+
 impl RecordIndex {
+    /// How many of the record's entries the index has taken in.
+    pub fn seen(&self) -> usize {
+        self.seen
+    }
+
+    /// The index saved, when it is caught up and settled (else `None`: nothing half done
+    /// is saved). `MAGIC`, [`SAVED_FORMAT`] and cophr's version (a saved index is read only
+    /// by the release that wrote it), the blake3 hash of the rest, then the index in CBOR.
+    /// It holds what the node could read of the record (codes, dates, ids of items), as
+    /// the node's log and keys do.
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
+        let settled = !self.from_empty
+            && !self.all_dirty
+            && !self.too_big
+            && self.dirty.is_empty()
+            && self.queue.is_empty()
+            && self.touched.is_empty();
+        if !settled {
+            return None;
+        }
+        let body = cbor4ii::serde::to_vec(Vec::new(), self).ok()?;
+        let version = env!("CARGO_PKG_VERSION").as_bytes();
+        let mut out = Vec::with_capacity(body.len() + 64);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&SAVED_FORMAT.to_be_bytes());
+        out.extend_from_slice(&u16::try_from(version.len()).ok()?.to_be_bytes());
+        out.extend_from_slice(version);
+        out.extend_from_slice(blake3::hash(&body).as_bytes());
+        out.extend_from_slice(&body);
+        Some(out)
+    }
+
+    /// A saved index of `record` ([`Self::to_bytes`]), if it is one: of this format and
+    /// release, whole (its hash), and of this record. Whether it still fits the record is
+    /// checked as it catches up (the entry at its position must be the one it took in
+    /// last; else it is built again from empty).
+    pub fn from_bytes(record: &RecordId, bytes: &[u8]) -> Option<RecordIndex> {
+        let rest = bytes.strip_prefix(MAGIC.as_slice())?;
+        let (format, rest) = rest.split_at_checked(4)?;
+        if u32::from_be_bytes(format.try_into().ok()?) != SAVED_FORMAT {
+            return None;
+        }
+        let (len, rest) = rest.split_at_checked(2)?;
+        let len = usize::from(u16::from_be_bytes(len.try_into().ok()?));
+        let (version, rest) = rest.split_at_checked(len)?;
+        if version != env!("CARGO_PKG_VERSION").as_bytes() {
+            return None;
+        }
+        let (hash, body) = rest.split_at_checked(32)?;
+        if blake3::hash(body).as_bytes() != hash {
+            return None;
+        }
+        let ix: RecordIndex = cbor4ii::serde::from_slice(body).ok()?;
+        (ix.record == *record && !ix.from_empty && !ix.too_big).then_some(ix)
+    }
+
     /// An empty index of `record`.
     pub fn new(record: RecordId) -> Self {
         RecordIndex {
@@ -295,6 +375,7 @@ impl RecordIndex {
             touched: HashSet::new(),
             locked: HashMap::new(),
             type_categories: HashMap::new(),
+            readers: Vec::new(),
             current: HashMap::new(),
             code_counts: HashMap::new(),
             dated: HashMap::new(),
@@ -382,6 +463,11 @@ impl RecordIndex {
                 && record.entries_since(self.seen - 1).next().map(|v| v.id()) != self.last);
         if stale {
             *self = RecordIndex::new(record.id());
+        }
+        for a in record.unlockers() {
+            if !self.readers.contains(&a) {
+                self.readers.push(a);
+            }
         }
         for v in record.entries_since(self.seen) {
             if budget == 0 {
@@ -843,6 +929,8 @@ pub struct Indexes {
     map: Mutex<HashMap<RecordId, Slot>>,
     tick: std::sync::atomic::AtomicU64,
     off: bool,
+    /// Per record, how many entries its index had taken in when last saved or restored.
+    saved_at: Mutex<HashMap<RecordId, usize>>,
 }
 
 impl Indexes {
@@ -891,6 +979,54 @@ impl Indexes {
         let ix = self.slot(record);
         let mut ix = ix.lock().unwrap_or_else(|p| p.into_inner());
         ix.catch_up_within(record, stop, steps)
+    }
+
+    /// Takes `saved` as `record`'s index if none is held yet (the background build at
+    /// start, before it catches up). Returns whether it was taken.
+    pub fn restore(&self, record: &Record, saved: RecordIndex) -> bool {
+        if self.off
+            || saved.record != record.id()
+            || !saved.readers.iter().all(|a| record.unlocked_for(a))
+        {
+            return false;
+        }
+        let ix = self.slot(record);
+        let mut ix = ix.lock().unwrap_or_else(|p| p.into_inner());
+        if ix.seen > 0 || !ix.from_empty {
+            return false;
+        }
+        *ix = saved;
+        true
+    }
+
+    /// `record`'s index saved ([`RecordIndex::to_bytes`]) with the number of entries it
+    /// took in, if one is held and settled.
+    pub fn saved(&self, record: &RecordId) -> Option<(usize, Vec<u8>)> {
+        let slot = {
+            let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(record)?.1.clone()
+        };
+        let ix = slot.lock().unwrap_or_else(|p| p.into_inner());
+        Some((ix.seen, ix.to_bytes()?))
+    }
+
+    /// Notes that `record`'s index was saved (or restored) having taken in `seen`
+    /// entries.
+    pub fn note_saved(&self, record: &RecordId, seen: usize) {
+        let mut m = self.saved_at.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(*record, seen);
+    }
+
+    /// How many entries `record`'s index had taken in when last saved or restored.
+    pub fn saved_at(&self, record: &RecordId) -> Option<usize> {
+        let m = self.saved_at.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(record).copied()
+    }
+
+    /// The records whose indexes are held.
+    pub fn held(&self) -> Vec<RecordId> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.keys().copied().collect()
     }
 
     /// `record`'s index (a new one if none is held), marked as just used; the least

@@ -25,7 +25,7 @@ pub enum Prefix {
 }
 
 /// A half-open time range in milliseconds since the epoch (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Range {
     /// Inclusive start.
     pub lo: i64,
