@@ -1,10 +1,11 @@
 """An independent openEHR client (oehrpy, PyPI) against a running cophr node.
 
-Run by hand (not yet in CI, see docs/openehr.md):
-    python3 -m venv venv && venv/bin/pip install oehrpy==0.17.0
+Run by tests/tests/openehr_client.rs (`.ci/deps` installs oehrpy into .venv), or by hand:
+    python3 -m venv .venv && .venv/bin/pip install -r tests/openehr-client/requirements.txt
     cophr node run --http 127.0.0.1:0 &        # a home whose identity holds its own record
-    COPHR_HOME=~/.cophr venv/bin/python tests/openehr-client/smoke.py
-It fails (an exception, or an assertion) unless every step behaves as ITS-REST says.
+    COPHR_HOME=~/.cophr .venv/bin/python tests/openehr-client/smoke.py
+It fails (an exception, or an assertion) unless every step behaves as ITS-REST says. Its last
+line is a JSON summary; it leaves one problem composition in place for the caller to check.
 """
 import asyncio, json, os, sys
 from oehrpy.client import OpenEHRClient, BearerAuth
@@ -16,6 +17,32 @@ token = open(f"{home}/api-token").read().strip()
 record = node["actor"]
 
 def dv(s): return {"_type": "DV_TEXT", "value": s}
+
+LANG = {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "ISO_639-1"}, "code_string": "en"}
+
+def composition(template, archetype, name, content):
+    return {
+        "_type": "COMPOSITION", "name": dv(name), "archetype_node_id": archetype,
+        "archetype_details": {"_type": "ARCHETYPED", "archetype_id": {"_type": "ARCHETYPE_ID", "value": archetype},
+                              "template_id": {"_type": "TEMPLATE_ID", "value": template}, "rm_version": "1.0.4"},
+        "language": LANG, "composer": {"_type": "PARTY_SELF"},
+        "context": {"_type": "EVENT_CONTEXT", "start_time": {"_type": "DV_DATE_TIME", "value": "2026-12-06T07:00:00Z"}},
+        "content": content,
+    }
+
+def element(node, value):
+    return {"_type": "ELEMENT", "name": dv(node), "archetype_node_id": node, "value": value}
+
+def problem(name, status):
+    qualifier = {"_type": "CLUSTER", "name": dv("Problem/Diagnosis qualifier"),
+                 "archetype_node_id": "openEHR-EHR-CLUSTER.problem_qualifier.v1",
+                 "items": [element("at0004", {"_type": "DV_CODED_TEXT", "value": status,
+                                              "defining_code": {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "cophr"}, "code_string": status}})]}
+    return composition("cophr.problems.v1", "openEHR-EHR-COMPOSITION.problem_list.v2", "Problem list", [
+        {"_type": "EVALUATION", "name": dv("Problem/Diagnosis"), "archetype_node_id": "openEHR-EHR-EVALUATION.problem_diagnosis.v1",
+         "language": LANG, "subject": {"_type": "PARTY_SELF"},
+         "data": {"_type": "ITEM_TREE", "name": dv("Tree"), "archetype_node_id": "at0001",
+                  "items": [element("at0002", dv(name)), element("at0077", {"_type": "DV_DATE", "value": "2019-05-01"}), qualifier]}}])
 
 def bp(sys_, dia):
     lang = {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "ISO_639-1"}, "code_string": "en"}
@@ -69,6 +96,14 @@ async def main():
         await c.delete_composition(ehr.ehr_id, upd.uid)
         got = await c.get_composition(ehr.ehr_id, obj)
         assert not got.composition, "read as deleted (204)"
-        print("ok: EHR, EHR_STATUS, create, read, update, stale 412, AQL, 400, delete")
+        done = ["EHR", "EHR_STATUS", "create", "read", "update", "stale 412", "AQL", "400", "delete"]
+
+        # A problem written through openEHR, left in place: the caller reads it back through
+        # the CLI.
+        kept = await c.create_composition(ehr.ehr_id, problem("Type 2 diabetes mellitus", "active"),
+                                          template_id="cophr.problems.v1", format="JSON")
+        assert kept.uid.endswith("::cophr::1"), kept.uid
+        done.append("problem kept")
+        print(json.dumps({"ok": True, "done": done, "problem_status": "active", "problem_uid": kept.uid}))
 
 asyncio.run(main())
