@@ -34,6 +34,7 @@
 pub mod aql;
 mod error;
 mod tables;
+pub mod versions;
 
 use serde_json::{json, Map, Value as Json};
 

@@ -42,6 +42,7 @@ use crate::session::{Cancelled, SessionError};
 use crate::store::StoreError;
 
 pub mod aql;
+pub mod versions;
 
 /// Where the openEHR API is served.
 pub const BASE: &str = "/openehr/v1";
@@ -76,6 +77,30 @@ fn routes_at(base: &str) -> Router<AppState> {
             get(templates),
         )
         .route(&format!("{base}/query/aql"), post(aql::query))
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_composition/{{object}}"),
+            get(versions::versioned),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_composition/{{object}}/revision_history"),
+            get(versions::revision_history),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_composition/{{object}}/version"),
+            get(versions::version_at),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_composition/{{object}}/version/{{uid}}"),
+            get(versions::version_by_uid),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/contribution"),
+            post(versions::create),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/contribution/{{uid}}"),
+            get(versions::read),
+        )
 }
 
 /// An openEHR API error: the status and `{"code", "message", "path"?}`.
@@ -114,6 +139,17 @@ impl OeError {
 
     /// A composition refused by the mapping: 400 (413 when too large), naming the path.
     pub fn from_mapping(e: &OpenEhrError) -> Self {
+        if let OpenEhrError::InVersion { index, error } = e {
+            let inner = OeError::from_mapping(error);
+            return OeError {
+                path: Some(format!(
+                    "/versions[{index}]{}",
+                    inner.path.as_deref().unwrap_or_default()
+                )),
+                message: e.to_string(),
+                ..inner
+            };
+        }
         let (status, code) = match e {
             OpenEhrError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             OpenEhrError::WrongArchetype { .. } | OpenEhrError::DuplicateArchetype { .. } => {
@@ -307,12 +343,19 @@ pub(crate) struct Found {
     pub current: Option<usize>,
     /// When the item was created.
     pub created: Timestamp,
+    /// The logical delete in effect, if deleted: one more version, with no data.
+    pub deleted: Option<fold::Version>,
 }
 
 impl Found {
-    /// The latest version's uid.
+    /// How many versions it has: its creates and amends in effect, and its delete.
+    pub fn count(&self) -> usize {
+        self.versions.len() + usize::from(self.deleted.is_some())
+    }
+
+    /// The latest version's uid (the delete's, once deleted).
     pub fn latest_uid(&self) -> String {
-        openehr::version_uid(&self.item, self.current.unwrap_or(self.versions.len()))
+        openehr::version_uid(&self.item, self.current.unwrap_or(self.count()))
     }
 
     /// Version `n` (1-based) as a composition.
@@ -337,6 +380,11 @@ impl Found {
 fn found(r: &Record, v: &Viewer, state: &fold::State, id: &EntryId) -> Option<Found> {
     let h = fold::history_with(r, v, state, id)?;
     openehr::template_for(&h.category)?;
+    let deleted = h
+        .versions
+        .iter()
+        .rfind(|x| x.kind == "delete" && x.in_effect && !x.locked)
+        .cloned();
     let versions: Vec<fold::Version> = h
         .versions
         .into_iter()
@@ -353,6 +401,7 @@ fn found(r: &Record, v: &Viewer, state: &fold::State, id: &EntryId) -> Option<Fo
         item: h.item,
         category: h.category,
         versions,
+        deleted: deleted.filter(|_| current.is_none()),
         current,
         created,
     })
@@ -373,7 +422,7 @@ pub(crate) fn items(r: &Record, v: &Viewer) -> Vec<Found> {
 }
 
 /// The item whose composition's object id is `object`, as the viewer sees it.
-fn find_item(r: &Record, v: &Viewer, object: &str) -> Option<Found> {
+pub(crate) fn find_item(r: &Record, v: &Viewer, object: &str) -> Option<Found> {
     let state = fold::current(r, v);
     let id = state
         .items
@@ -452,6 +501,12 @@ async fn read(State(st): State<AppState>, Path((ehr_id, uid)): Path<(String, Str
                                 }
                             },
                         };
+                        if f.deleted.is_some() && n == f.count() {
+                            // The delete: a version with no data.
+                            seen.add([f.item]);
+                            seen.detail("openEHR composition (deleted)");
+                            return Ok(ReadOut::Deleted(f.latest_uid()));
+                        }
                         let c = f.composition(r, n).ok_or_else(|| no_composition(&uid))?;
                         let entry = f.versions[n - 1].id;
                         seen.add([f.item, entry]);
