@@ -8,7 +8,7 @@ It fails (an exception, or an assertion) unless every step behaves as ITS-REST s
 line is a JSON summary; it leaves one problem composition in place for the caller to check.
 """
 import asyncio, json, os, sys
-from oehrpy.client import OpenEHRClient, BearerAuth
+from oehrpy.client import OpenEHRClient, BearerAuth, ContributionBuilder
 from oehrpy.client.openehr import PreconditionFailedError, NotFoundError, ValidationError
 
 home = os.environ["COPHR_HOME"]
@@ -87,6 +87,37 @@ async def main():
         res = await c.query("SELECT c/uid/value, o/data[at0001]/events[at0006]/data[at0003]/items[at0004]/value/magnitude "
                             "FROM EHR e CONTAINS COMPOSITION c CONTAINS OBSERVATION o[openEHR-EHR-OBSERVATION.blood_pressure.v2]")
         assert [upd.uid, 127] in res.rows, res.rows
+        done = ["EHR", "EHR_STATUS", "create", "read", "update", "stale 412", "AQL"]
+        # Version history: each version by uid (nothing overwritten), the revision history.
+        vc = await c.get_versioned_composition(ehr.ehr_id, obj)
+        assert vc.uid == obj and vc.owner_id == ehr.ehr_id, vc
+        first = await c.get_composition_version(ehr.ehr_id, obj, made.uid)
+        assert first.preceding_version_uid is None and first.lifecycle_state == "complete", first
+        assert first.data["content"][0]["data"]["events"][0]["data"]["items"][0]["value"]["magnitude"] == 131
+        second = await c.get_composition_version(ehr.ehr_id, obj, upd.uid)
+        assert second.preceding_version_uid == made.uid, second
+        r = await c.client.get(f"/rest/openehr/v1/ehr/{ehr.ehr_id}/versioned_composition/{obj}/revision_history")
+        assert r.status_code == 200, r.text
+        assert [i["version_id"]["value"] for i in r.json()] == [made.uid, upd.uid], r.text
+        done += ["versioned composition", "version by uid", "revision history"]
+        # A contribution: a creation and a modification, written together and read back.
+        contribution = (ContributionBuilder(system_id="oehrpy-smoke")
+                        .add_creation(bp(118, 76))
+                        .add_modification(upd.uid, bp(125, 81))
+                        .set_audit(committer="smoke test", description="two versions at once")
+                        .build())
+        made_c = await c.create_contribution(ehr.ehr_id, contribution)
+        assert len(made_c.versions) == 2 and made_c.versions[1] == upd.uid.replace("::2", "::3"), made_c
+        got_c = await c.get_contribution(ehr.ehr_id, made_c.contribution_uid)
+        assert sorted(got_c.versions) == sorted(made_c.versions), got_c
+        try:
+            await c.create_contribution(ehr.ehr_id, ContributionBuilder().add_modification(upd.uid, bp(99, 60)).build())
+            raise AssertionError("a stale contribution was accepted")
+        except PreconditionFailedError:
+            pass
+        upd = await c.get_composition(ehr.ehr_id, obj)
+        assert upd.uid == made_c.versions[1], upd.uid
+        done += ["contribution", "stale contribution 412"]
         try:
             bad = bp(120, 80); bad["content"][0]["archetype_node_id"] = "openEHR-EHR-OBSERVATION.height.v2"
             await c.create_composition(ehr.ehr_id, bad, template_id="cophr.vital_signs.v1", format="JSON")
@@ -96,7 +127,7 @@ async def main():
         await c.delete_composition(ehr.ehr_id, upd.uid)
         got = await c.get_composition(ehr.ehr_id, obj)
         assert not got.composition, "read as deleted (204)"
-        done = ["EHR", "EHR_STATUS", "create", "read", "update", "stale 412", "AQL", "400", "delete"]
+        done += ["400", "delete"]
 
         # A problem written through openEHR, left in place: the caller reads it back through
         # the CLI.

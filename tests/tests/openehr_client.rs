@@ -48,6 +48,30 @@ fn an_independent_openehr_client_creates_versions_queries_and_deletes_compositio
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("the client's last line is its JSON summary ({e}):\n{stdout}"));
     assert_eq!(v["ok"], true, "{v}");
+    let done: Vec<&str> = v["done"]
+        .as_array()
+        .expect("done")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for step in [
+        "EHR",
+        "EHR_STATUS",
+        "create",
+        "update",
+        "stale 412",
+        "AQL",
+        "versioned composition",
+        "version by uid",
+        "revision history",
+        "contribution",
+        "stale contribution 412",
+        "400",
+        "delete",
+        "problem kept",
+    ] {
+        assert!(done.contains(&step), "the client did not check {step}: {v}");
+    }
     // What the client wrote through openEHR (and left in place) reads back through the CLI.
     let shown = george.live_json(&["show", "--category", "problems"]);
     let items = shown["items"].as_array().expect("items");
