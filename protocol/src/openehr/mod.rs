@@ -41,7 +41,7 @@ use serde_json::{json, Map, Value as Json};
 pub use error::OpenEhrError;
 pub use tables::{
     template, template_for, templates, Dv, EntryDef, FieldMap, Template, ADVERSE_REACTION_RISK,
-    BLOOD_PRESSURE, BODY_TEMPERATURE, LAB_RESULT, MEDICATION_ORDER, PROBLEM_DIAGNOSIS, PULSE,
+    BLOOD_PRESSURE, BODY_TEMPERATURE, LAB_RESULT, MEDICATION_ORDER, PROBLEM_DIAGNOSIS, PROCEDURE, PULSE,
     PULSE_OXIMETRY, RESPIRATION,
 };
 
@@ -415,6 +415,11 @@ pub fn to_composition(
         if e.rm_type == "INSTRUCTION" {
             entry["narrative"] = text(b[present[0].field].as_str().unwrap_or_default());
         }
+        if e.rm_type == "ACTION" {
+            entry["ism_transition"] = json!({"_type": "ISM_TRANSITION",
+                "current_state": {"_type": "DV_CODED_TEXT", "value": "completed",
+                                  "defining_code": code_phrase("openehr", "532")}});
+        }
         for f in present {
             let title = sch.field(f.field).map_or(f.field, |s| s.title);
             let leaf = json!({
@@ -762,6 +767,10 @@ pub fn from_composition(c: &Json) -> Result<(Category, Value), OpenEhrError> {
         }
     }
     if let (Some(f), Some(at)) = (t.time_field, time) {
+        let at = match at.split_once('T') {
+            Some((date, _)) if t.time_is_date => date.to_owned(),
+            _ => at,
+        };
         body.insert(f.to_owned(), Json::String(at));
     }
     let body = schema::body_from_json(&t.category, &Json::Object(body))?;

@@ -72,7 +72,7 @@ pub struct EntryDef {
     /// The entry's name.
     pub name: &'static str,
     /// For an observation, the path of its one event (whose `time` is the template's time
-    /// field).
+    /// field); for an action, `""` (the action's own `time`).
     pub event: Option<&'static str>,
     /// The body's fields held in this archetype.
     pub fields: &'static [FieldMap],
@@ -91,9 +91,11 @@ pub struct Template {
     pub composition_archetype: &'static str,
     /// The composition category: openEHR code and its text (`433` event, `431` persistent).
     pub composition_category: (&'static str, &'static str),
-    /// The body field that is the observations' event time (and the context's start
-    /// time), if any.
+    /// The body field that is the observations' event time (or an action's `time`), if
+    /// any.
     pub time_field: Option<&'static str>,
+    /// Whether that field is a date (an action's `time` is read back as its date).
+    pub time_is_date: bool,
     /// The archetypes held, in the order written.
     pub entries: &'static [EntryDef],
 }
@@ -134,12 +136,14 @@ pub const PROBLEM_DIAGNOSIS: &str = "openEHR-EHR-EVALUATION.problem_diagnosis.v1
 pub const ADVERSE_REACTION_RISK: &str = "openEHR-EHR-EVALUATION.adverse_reaction_risk.v1";
 /// A medication order.
 pub const MEDICATION_ORDER: &str = "openEHR-EHR-INSTRUCTION.medication_order.v3";
+/// A procedure carried out.
+pub const PROCEDURE: &str = "openEHR-EHR-ACTION.procedure.v1";
 
 const BP_EVENT: &str = "/data[at0001]/events[at0006]";
 const P2_EVENT: &str = "/data[at0002]/events[at0003]";
 const R_EVENT: &str = "/data[at0001]/events[at0002]";
 
-static TEMPLATES: [Template; 4] = [
+static TEMPLATES: [Template; 5] = [
     Template {
         id: "cophr.vital_signs.v1",
         category: Category::VitalSigns,
@@ -147,6 +151,7 @@ static TEMPLATES: [Template; 4] = [
         composition_archetype: "openEHR-EHR-COMPOSITION.encounter.v1",
         composition_category: ("433", "event"),
         time_field: Some("measured-at"),
+        time_is_date: false,
         entries: &[
             EntryDef {
                 archetype: BLOOD_PRESSURE,
@@ -240,6 +245,7 @@ static TEMPLATES: [Template; 4] = [
         composition_archetype: "openEHR-EHR-COMPOSITION.problem_list.v2",
         composition_category: ("431", "persistent"),
         time_field: None,
+        time_is_date: false,
         entries: &[EntryDef {
             archetype: PROBLEM_DIAGNOSIS,
             rm_type: "EVALUATION",
@@ -265,6 +271,7 @@ static TEMPLATES: [Template; 4] = [
         composition_archetype: "openEHR-EHR-COMPOSITION.adverse_reaction_list.v1",
         composition_category: ("431", "persistent"),
         time_field: None,
+        time_is_date: false,
         entries: &[EntryDef {
             archetype: ADVERSE_REACTION_RISK,
             rm_type: "EVALUATION",
@@ -287,6 +294,7 @@ static TEMPLATES: [Template; 4] = [
         composition_archetype: "openEHR-EHR-COMPOSITION.medication_list.v1",
         composition_category: ("431", "persistent"),
         time_field: None,
+        time_is_date: false,
         entries: &[EntryDef {
             archetype: MEDICATION_ORDER,
             rm_type: "INSTRUCTION",
@@ -343,6 +351,30 @@ static TEMPLATES: [Template; 4] = [
                     "/activities[at0001]/description[at0002]/items[at0113]/items[at0127]",
                     Dv::Coded,
                 ),
+            ],
+        }],
+    },
+    Template {
+        id: "cophr.procedures.v1",
+        category: Category::Procedures,
+        name: "Procedures list",
+        composition_archetype: "openEHR-EHR-COMPOSITION.health_summary.v1",
+        composition_category: ("431", "persistent"),
+        time_field: Some("date"),
+        time_is_date: true,
+        entries: &[EntryDef {
+            archetype: PROCEDURE,
+            rm_type: "ACTION",
+            name: "Procedure",
+            event: Some(""),
+            fields: &[
+                m("procedure", "/description[at0001]/items[at0002]", Dv::Text),
+                f("description", "/description[at0001]/items[at0049]", Dv::Text),
+                f("body-site", "/description[at0001]/items[at0063]", Dv::Text),
+                f("outcome", "/description[at0001]/items[at0048]", Dv::Text),
+                f("complication", "/description[at0001]/items[at0069]", Dv::Text),
+                f("procedure-type", "/description[at0001]/items[at0067]", Dv::Text),
+                f("difficulty", "/description[at0001]/items[at0066]", Dv::Text),
             ],
         }],
     },
