@@ -80,6 +80,13 @@ fn samples() -> Vec<(Category, Value)> {
                        "difficulty": "routine", "date": "2011-07-14"}),
             ),
         ),
+        (
+            Category::Immunisations,
+            body(
+                &Category::Immunisations,
+                json!({"immunisation": "Influenza vaccine", "status": "completed", "date": "2025-10-03"}),
+            ),
+        ),
     ]
 }
 
@@ -438,4 +445,32 @@ fn ids_are_stable_and_derived() {
         r.to_string()
     );
     assert_eq!(ehr_json(&r, "t")["ehr_id"]["value"], id);
+}
+
+#[test]
+fn an_immunisation_is_a_medication_action_whose_state_is_its_status() {
+    for (status, code) in [("completed", "532"), ("not-done", "528"), ("entered-in-error", "531")] {
+        let b = body(
+            &Category::Immunisations,
+            json!({"immunisation": "MMR", "status": status, "date": "2025-10-03"}),
+        );
+        let comp = to_composition(&Category::Immunisations, &b, &meta()).expect("maps");
+        let action = &comp["content"][0];
+        assert_eq!(action["archetype_node_id"], MEDICATION_ACTION);
+        assert_eq!(action["ism_transition"]["current_state"]["defining_code"]["code_string"], code);
+        let item = walk(action, "/description[at0017]/items[at0020]").expect("medication item");
+        assert_eq!(item["value"]["value"], "MMR");
+        assert_eq!(from_composition(&comp).expect("reads").1, b);
+    }
+    // An unknown state, or none, is refused.
+    let b = body(&Category::Immunisations, json!({"immunisation": "MMR", "date": "2025-10-03"}));
+    let comp = to_composition(&Category::Immunisations, &b, &meta()).expect("maps");
+    // Written without a status it is completed.
+    assert_eq!(from_composition(&comp).expect("reads").1.to_json()["status"], "completed");
+    let mut c = comp.clone();
+    c["content"][0]["ism_transition"]["current_state"]["defining_code"]["code_string"] = json!("245");
+    assert!(matches!(from_composition(&c), Err(OpenEhrError::WrongType { .. })));
+    let mut c = comp;
+    c["content"][0].as_object_mut().unwrap().remove("ism_transition");
+    assert!(matches!(from_composition(&c), Err(OpenEhrError::MissingMandatory { .. })));
 }
