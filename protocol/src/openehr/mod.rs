@@ -33,6 +33,7 @@
 
 pub mod aql;
 mod error;
+pub mod flat;
 mod tables;
 pub mod versions;
 
