@@ -289,7 +289,9 @@ async fn the_record_is_an_ehr() {
             "cophr.vital_signs.v1",
             "cophr.problems.v1",
             "cophr.allergies.v1",
-            "cophr.medications.v1"
+            "cophr.medications.v1",
+            "cophr.procedures.v1",
+            "cophr.immunisations.v1",
         ]
     );
     // The same API where EHRbase-style clients look for it; `Prefer:
@@ -1057,4 +1059,125 @@ async fn a_contribution_is_checked_whole_then_written_and_read_back() {
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
     assert_eq!(env.footprint().0, held);
+}
+
+#[tokio::test]
+async fn flat_compositions_of_the_core_templates_in_and_out() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    // The web template of each core template; an unknown one is 404.
+    let (s, _, list) = get(&env.app, "/openehr/v1/definition/template/adl1.4").await;
+    assert_eq!(s, StatusCode::OK);
+    for t in list.as_array().unwrap() {
+        let id = t["template_id"].as_str().unwrap();
+        let (s, _, wt) = get(&env.app, &format!("/openehr/v1/definition/template/adl1.4/{id}")).await;
+        assert_eq!(s, StatusCode::OK, "{id}");
+        assert_eq!(wt["templateId"], id);
+        assert_eq!(wt["tree"]["rmType"], "COMPOSITION");
+    }
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["template_id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"cophr.procedures.v1") && ids.contains(&"cophr.immunisations.v1"));
+    let (s, _, _) = get(&env.app, "/openehr/v1/definition/template/adl1.4/cophr.nothing.v1").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A procedure sent as FLAT (by the ITS-REST media type).
+    let flat = json!({
+        "ctx/language": "en", "ctx/territory": "GB", "ctx/composer_name": "A client",
+        "procedures_list/procedure:0/procedure": "Appendicectomy",
+        "procedures_list/procedure:0/body_site": "abdomen",
+        "procedures_list/procedure:0/time": "2011-07-14T10:30:00Z",
+    });
+    let held = env.footprint().0;
+    env.tick();
+    let (s, h, c) = send(
+        &env.app,
+        "POST",
+        &format!("/openehr/v1/ehr/{ehr}/composition"),
+        &[
+            ("content-type", "application/openehr.wt.flat+json"),
+            ("openehr-template-id", "cophr.procedures.v1"),
+            ("accept", "application/openehr.wt.flat+json"),
+            ("prefer", "return=representation"),
+        ],
+        serde_json::to_vec(&flat).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert_eq!(h["content-type"], "application/openehr.wt.flat+json");
+    assert_eq!(c["procedures_list/procedure/procedure"], "Appendicectomy");
+    assert_eq!(c["procedures_list/procedure/time"], "2011-07-14");
+    let v1 = etag(&h);
+    // It reads back canonical, FLAT by ?format=FLAT, and through the REST API.
+    let (_, _, canon) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{v1}")).await;
+    assert_eq!(canon["content"][0]["archetype_node_id"], "openEHR-EHR-ACTION.procedure.v1");
+    assert_eq!(canon["content"][0]["time"]["value"], "2011-07-14");
+    let (s, _, f) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/composition/{v1}?format=FLAT"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(f["procedures_list/procedure/body_site"], "abdomen");
+    let (_, _, list) = get(
+        &env.app,
+        &format!("/api/v1/records/{}/entries?category=procedures", env.rid()),
+    )
+    .await;
+    assert_eq!(list[0]["body"]["procedure"], "Appendicectomy");
+    assert_eq!(list[0]["body"]["date"], "2011-07-14");
+    // An update in FLAT (?format=FLAT with templateId) makes version 2.
+    let object = openehr::parse_uid(&v1).unwrap().object;
+    let mut changed = flat.clone();
+    changed["procedures_list/procedure:0/body_site"] = json!("right iliac fossa");
+    env.tick();
+    let (s, h, e) = send(
+        &env.app,
+        "PUT",
+        &format!("/openehr/v1/ehr/{ehr}/composition/{object}?format=FLAT&templateId=cophr.procedures.v1"),
+        &[JSON, ("if-match", &v1)],
+        serde_json::to_vec(&changed).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert!(etag(&h).ends_with("::2"));
+
+    // Bad FLAT, nothing stored: no template, an unknown key, a missing mandatory element.
+    let held2 = env.footprint().0;
+    assert_eq!(held2, held + 2);
+    for (headers, body, code) in [
+        (vec![("content-type", "application/openehr.wt.flat+json")], flat.clone(), "bad_request"),
+        (
+            vec![("content-type", "application/openehr.wt.flat+json"), ("openehr-template-id", "cophr.procedures.v1")],
+            json!({"procedures_list/procedure/procedure": "x", "procedures_list/procedure/surgeon": "y"}),
+            "unknown_path",
+        ),
+        (
+            vec![("content-type", "application/openehr.wt.flat+json"), ("openehr-template-id", "cophr.procedures.v1")],
+            json!({"procedures_list/procedure/body_site": "abdomen", "procedures_list/procedure/time": "2011-07-14"}),
+            "missing_mandatory",
+        ),
+        (
+            vec![("content-type", "application/openehr.wt.flat+json"), ("openehr-template-id", "cophr.nothing.v1")],
+            flat.clone(),
+            "unknown_template",
+        ),
+    ] {
+        env.tick();
+        let (s, _, e) = send(
+            &env.app,
+            "POST",
+            &format!("/openehr/v1/ehr/{ehr}/composition"),
+            &headers,
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(e["code"], code, "{e}");
+    }
+    assert_eq!(env.footprint().0, held2);
 }

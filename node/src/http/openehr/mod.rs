@@ -47,6 +47,35 @@ pub mod versions;
 /// Where the openEHR API is served.
 pub const BASE: &str = "/openehr/v1";
 
+/// The FLAT (simSDT) media type (ITS-REST 1.1).
+pub const FLAT_MEDIA_TYPE: &str = "application/openehr.wt.flat+json";
+
+/// Whether a request asks for FLAT: `?format=FLAT`, or the FLAT media type in `header`
+/// (`Accept` for what it reads, `Content-Type` for what it sends).
+fn is_flat(uri: &axum::http::Uri, headers: &HeaderMap, name: header::HeaderName) -> bool {
+    let by_query = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "format" && v.eq_ignore_ascii_case("flat"));
+    by_query
+        || headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("openehr.wt.flat+json"))
+}
+
+/// The template a FLAT composition is of: the `openehr-template-id` header, or the
+/// `templateId` (or `template_id`) query parameter.
+fn flat_template(uri: &axum::http::Uri, headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("openehr-template-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+                .find(|(k, _)| k == "templateId" || k == "template_id")
+                .map(|(_, v)| v.into_owned())
+        })
+}
+
 /// When cophr's core templates were published (their `created_timestamp`).
 pub const TEMPLATES_CREATED: &str = "2026-12-06T00:00:00Z";
 
@@ -75,6 +104,10 @@ fn routes_at(base: &str) -> Router<AppState> {
         .route(
             &format!("{base}/definition/template/adl1.4"),
             get(templates),
+        )
+        .route(
+            &format!("{base}/definition/template/adl1.4/{{template_id}}"),
+            get(web_template),
         )
         .route(&format!("{base}/query/aql"), post(aql::query))
         .route(
@@ -326,6 +359,19 @@ async fn ehr_by_subject(State(st): State<AppState>, req: Request) -> Response {
     respond(out.map_err(OeError::from).and_then(|x| x), StatusCode::OK)
 }
 
+/// `GET definition/template/adl1.4/{template_id}`: a core template's web template (JSON;
+/// cophr serves no OPT XML).
+async fn web_template(Path(id): Path<String>) -> Response {
+    match openehr::flat::web_template(id.trim()) {
+        Some(wt) => json_response(StatusCode::OK, &wt),
+        None => OeError::not_found(format!(
+            "no template `{}` here (GET /definition/template/adl1.4 lists them)",
+            clip(&id)
+        ))
+        .into_response(),
+    }
+}
+
 async fn templates() -> Response {
     json_response(StatusCode::OK, &openehr::template_list(TEMPLATES_CREATED))
 }
@@ -358,8 +404,13 @@ impl Found {
         openehr::version_uid(&self.item, self.current.unwrap_or(self.count()))
     }
 
-    /// Version `n` (1-based) as a composition.
+    /// Version `n` (1-based) as a canonical composition.
     pub fn composition(&self, r: &Record, n: usize) -> Option<JsonValue> {
+        self.composition_as(r, n, false)
+    }
+
+    /// Version `n` (1-based) as a composition, FLAT when `flat`.
+    pub fn composition_as(&self, r: &Record, n: usize, flat: bool) -> Option<JsonValue> {
         let v = self.versions.get(n.checked_sub(1)?)?;
         let author = v.provenance.author;
         let meta = Meta {
@@ -372,7 +423,11 @@ impl Found {
                 actor: author.to_string(),
             },
         };
-        openehr::to_composition(&self.category, &v.content, &meta).ok()
+        if flat {
+            openehr::flat::to_flat(&self.category, &v.content, &meta).ok()
+        } else {
+            openehr::to_composition(&self.category, &v.content, &meta).ok()
+        }
     }
 }
 
@@ -457,11 +512,18 @@ fn composition_response(
     ehr_id: &str,
     uid: &str,
     body: Option<&JsonValue>,
+    flat: bool,
 ) -> Response {
     let mut resp = match body {
         Some(b) => (status, Json(b.clone())).into_response(),
         None => status.into_response(),
     };
+    if flat && body.is_some() {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(FLAT_MEDIA_TYPE),
+        );
+    }
     if let Some(t) = etag(uid) {
         resp.headers_mut().insert(header::ETAG, t);
     }
@@ -476,7 +538,13 @@ enum ReadOut {
     Deleted(String),
 }
 
-async fn read(State(st): State<AppState>, Path((ehr_id, uid)): Path<(String, String)>) -> Response {
+async fn read(
+    State(st): State<AppState>,
+    Path((ehr_id, uid)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let flat = is_flat(&uri, &headers, header::ACCEPT);
     let ehr = ehr_id.clone();
     let out = st
         .blocking(move |st| {
@@ -507,7 +575,9 @@ async fn read(State(st): State<AppState>, Path((ehr_id, uid)): Path<(String, Str
                             seen.detail("openEHR composition (deleted)");
                             return Ok(ReadOut::Deleted(f.latest_uid()));
                         }
-                        let c = f.composition(r, n).ok_or_else(|| no_composition(&uid))?;
+                        let c = f
+                            .composition_as(r, n, flat)
+                            .ok_or_else(|| no_composition(&uid))?;
                         let entry = f.versions[n - 1].id;
                         seen.add([f.item, entry]);
                         seen.detail(format!("openEHR composition {}", f.category.name()));
@@ -520,10 +590,10 @@ async fn read(State(st): State<AppState>, Path((ehr_id, uid)): Path<(String, Str
         .await;
     match out.map_err(OeError::from).and_then(|x| x) {
         Ok(ReadOut::Composition(uid, c)) => {
-            composition_response(StatusCode::OK, &ehr_id, &uid, Some(&c))
+            composition_response(StatusCode::OK, &ehr_id, &uid, Some(&c), flat)
         }
         Ok(ReadOut::Deleted(uid)) => {
-            composition_response(StatusCode::NO_CONTENT, &ehr_id, &uid, None)
+            composition_response(StatusCode::NO_CONTENT, &ehr_id, &uid, None, false)
         }
         Err(e) => e.into_response(),
     }
@@ -531,8 +601,10 @@ async fn read(State(st): State<AppState>, Path((ehr_id, uid)): Path<(String, Str
 
 /// The composition in a request's body (JSON, at most
 /// [`openehr::MAX_COMPOSITION_BYTES`]), read as a category and body.
-async fn composition_in(req: Request) -> Result<(HeaderMap, Category, Value), OeError> {
+async fn composition_in(req: Request) -> Result<(HeaderMap, Category, Value, bool), OeError> {
     let (parts, body) = req.into_parts();
+    let flat_in = is_flat(&parts.uri, &parts.headers, header::CONTENT_TYPE);
+    let flat_out = is_flat(&parts.uri, &parts.headers, header::ACCEPT);
     let json = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -562,8 +634,18 @@ async fn composition_in(req: Request) -> Result<(HeaderMap, Category, Value), Oe
             )
         })?;
     let c = openehr::parse(&bytes).map_err(|e| OeError::from_mapping(&e))?;
-    let (category, body) = openehr::from_composition(&c).map_err(|e| OeError::from_mapping(&e))?;
-    Ok((parts.headers, category, body))
+    let (category, body) = if flat_in {
+        let Some(t) = flat_template(&parts.uri, &parts.headers) else {
+            return Err(OeError::bad(
+                "a FLAT composition needs its template: the openehr-template-id header or templateId",
+            ));
+        };
+        openehr::flat::from_flat(t.trim(), &c)
+    } else {
+        openehr::from_composition(&c)
+    }
+    .map_err(|e| OeError::from_mapping(&e))?;
+    Ok((parts.headers, category, body, flat_out))
 }
 
 fn wants_representation(h: &HeaderMap) -> bool {
@@ -573,7 +655,7 @@ fn wants_representation(h: &HeaderMap) -> bool {
 }
 
 async fn create(State(st): State<AppState>, Path(ehr_id): Path<String>, req: Request) -> Response {
-    let (headers, category, body) = match composition_in(req).await {
+    let (headers, category, body, flat) = match composition_in(req).await {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
@@ -589,7 +671,7 @@ async fn create(State(st): State<AppState>, Path(ehr_id): Path<String>, req: Req
                     .write(&record, Payload::Create { category, body }, now)?;
                 let uid = openehr::version_uid(&id, 1);
                 let shown = if full {
-                    shown_version(st, &record, &id, 1)?
+                    shown_version(st, &record, &id, 1, flat)?
                 } else {
                     None
                 };
@@ -601,7 +683,7 @@ async fn create(State(st): State<AppState>, Path(ehr_id): Path<String>, req: Req
     match out.map_err(OeError::from).and_then(|x| x) {
         Ok((record, uid, shown)) => {
             st.changed(record).await;
-            composition_response(StatusCode::CREATED, &ehr_id, &uid, shown.as_ref())
+            composition_response(StatusCode::CREATED, &ehr_id, &uid, shown.as_ref(), flat)
         }
         Err(e) => e.into_response(),
     }
@@ -613,6 +695,7 @@ fn shown_version(
     record: &RecordId,
     item: &EntryId,
     n: usize,
+    flat: bool,
 ) -> Result<Option<JsonValue>, OeError> {
     let me = st.actor();
     let now = st.now();
@@ -620,7 +703,7 @@ fn shown_version(
         rd.record(record, |r, seen| {
             let v = r.viewer(&me, now);
             let f = found(r, &v, &fold::current(r, &v), item);
-            let c = f.as_ref().and_then(|f| f.composition(r, n));
+            let c = f.as_ref().and_then(|f| f.composition_as(r, n, flat));
             if let Some(f) = &f {
                 if let Some(x) = f.versions.get(n - 1) {
                     seen.add([f.item, x.id]);
@@ -679,7 +762,7 @@ async fn update(
     let Some(preceding) = if_match else {
         return OeError::bad("PUT needs If-Match: {preceding_version_uid}").into_response();
     };
-    let (headers, category, body) = match composition_in(req).await {
+    let (headers, category, body, flat) = match composition_in(req).await {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
@@ -726,7 +809,7 @@ async fn update(
                 )?;
                 let n = f.current.unwrap_or(f.versions.len()) + 1;
                 let shown = if full {
-                    shown_version(st, &record, &f.item, n)?
+                    shown_version(st, &record, &f.item, n, flat)?
                 } else {
                     None
                 };
@@ -738,7 +821,7 @@ async fn update(
     match out.map_err(OeError::from).and_then(|x| x) {
         Ok((record, uid, shown)) => {
             st.changed(record).await;
-            composition_response(StatusCode::OK, &ehr_id, &uid, shown.as_ref())
+            composition_response(StatusCode::OK, &ehr_id, &uid, shown.as_ref(), flat)
         }
         Err(e) => e.into_response(),
     }
