@@ -129,12 +129,40 @@ async def main():
         assert not got.composition, "read as deleted (204)"
         done += ["400", "delete"]
 
+        # Core templates beyond vital signs: the web template, an immunisation written in
+        # FLAT (kept, for the caller to read back through the CLI) and read back in FLAT, and
+        # a procedure the caller added through the CLI, found with AQL.
+        wt = await c.get_web_template("cophr.immunisations.v1")
+        assert wt["templateId"] == "cophr.immunisations.v1" and wt["tree"]["id"] == "immunisation_list", wt
+        flat = {"ctx/language": "en", "ctx/territory": "GB", "ctx/composer_name": "oehrpy",
+                "immunisation_list/immunisation:0/immunisation": "Influenza vaccine",
+                "immunisation_list/immunisation:0/time": "2025-10-03T09:00:00Z",
+                "immunisation_list/immunisation:0/ism_transition/current_state|code": "532"}
+        imm = await c.create_composition(ehr.ehr_id, flat, template_id="cophr.immunisations.v1", format="FLAT")
+        assert imm.uid.endswith("::cophr::1"), imm.uid
+        back = await c.get_composition(ehr.ehr_id, imm.uid, format="FLAT")
+        assert back.composition["immunisation_list/immunisation/immunisation"] == "Influenza vaccine", back.composition
+        assert back.composition["immunisation_list/immunisation/time"] == "2025-10-03", back.composition
+        try:
+            await c.create_composition(ehr.ehr_id, {"immunisation_list/immunisation/vaccinator": "x"},
+                                       template_id="cophr.immunisations.v1", format="FLAT")
+            raise AssertionError("an unknown FLAT path was accepted")
+        except ValidationError as e:
+            assert e.status_code == 400
+        done += ["web template", "FLAT create", "FLAT read", "FLAT 400"]
+        if os.environ.get("PROCEDURE"):
+            res = await c.query("SELECT a/description[at0001]/items[at0002]/value/value, a/time/value "
+                                "FROM EHR e CONTAINS COMPOSITION c CONTAINS ACTION a[openEHR-EHR-ACTION.procedure.v1]")
+            assert [os.environ["PROCEDURE"], os.environ["PROCEDURE_DATE"]] in res.rows, res.rows
+            done.append("procedure from the CLI")
+
         # A problem written through openEHR, left in place: the caller reads it back through
         # the CLI.
         kept = await c.create_composition(ehr.ehr_id, problem("Type 2 diabetes mellitus", "active"),
                                           template_id="cophr.problems.v1", format="JSON")
         assert kept.uid.endswith("::cophr::1"), kept.uid
         done.append("problem kept")
-        print(json.dumps({"ok": True, "done": done, "problem_status": "active", "problem_uid": kept.uid}))
+        print(json.dumps({"ok": True, "done": done, "problem_status": "active", "problem_uid": kept.uid,
+                          "immunisation": "Influenza vaccine"}))
 
 asyncio.run(main())

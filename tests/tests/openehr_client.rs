@@ -3,8 +3,9 @@
 //! `tests/openehr-client/requirements.txt`, installed into `tests/openehr-client/.venv` by
 //! `.ci/deps`) runs `tests/openehr-client/smoke.py` against a real `cophr node run`: the EHR
 //! by subject, EHR_STATUS, compositions created, read, versioned, queried with AQL and
-//! deleted, bad ones refused. What it wrote through openEHR then reads back through the
-//! CLI. A missing python or library fails the test: it is never skipped.
+//! deleted, bad ones refused; version history and contributions; a web template, FLAT in
+//! and out; a procedure added through the CLI found with AQL. What it wrote through openEHR
+//! then reads back through the CLI. A missing python or library fails the test: it is never skipped.
 
 mod cli_support;
 
@@ -33,9 +34,19 @@ fn an_independent_openehr_client_creates_versions_queries_and_deletes_compositio
     george.ok(&["record", "create"]);
     let node = Node::start(&george, &[]);
     assert!(node.http().is_some(), "the node serves HTTP");
+    // A procedure added through the CLI, for the client to find through openEHR.
+    george.live_add(&[
+        "procedures",
+        "--procedure",
+        "Appendicectomy",
+        "--date",
+        "2011-07-14",
+    ]);
     let out = Command::new(&python)
         .arg(dir.join("smoke.py"))
         .env("COPHR_HOME", node.home())
+        .env("PROCEDURE", "Appendicectomy")
+        .env("PROCEDURE_DATE", "2011-07-14")
         .output()
         .expect("the client's python runs: .ci/deps installs it");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -69,6 +80,11 @@ fn an_independent_openehr_client_creates_versions_queries_and_deletes_compositio
         "400",
         "delete",
         "problem kept",
+        "web template",
+        "FLAT create",
+        "FLAT read",
+        "FLAT 400",
+        "procedure from the CLI",
     ] {
         assert!(done.contains(&step), "the client did not check {step}: {v}");
     }
@@ -80,4 +96,13 @@ fn an_independent_openehr_client_creates_versions_queries_and_deletes_compositio
         .find(|i| i["body"]["problem"] == "Type 2 diabetes mellitus")
         .unwrap_or_else(|| panic!("the problem written through openEHR: {shown}"));
     assert_eq!(problem["body"]["status"], v["problem_status"], "{problem}");
+    let shown = george.live_json(&["show", "--category", "immunisations"]);
+    let imm = shown["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["body"]["immunisation"] == v["immunisation"])
+        .unwrap_or_else(|| panic!("the immunisation written in FLAT: {shown}"));
+    assert_eq!(imm["body"]["date"], "2025-10-03", "{imm}");
+    assert_eq!(imm["body"]["status"], "completed", "{imm}");
 }
