@@ -879,7 +879,11 @@ async fn a_composition_s_versions_are_its_entry_versions_nothing_overwritten() {
     assert_eq!(x3["preceding_version_uid"]["value"], v2);
     assert_eq!(x3["lifecycle_state"]["value"], "deleted");
     assert!(x3.get("data").is_none());
-    let (s, h, _) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{object}")).await;
+    let (s, h, _) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/composition/{object}"),
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(etag(&h), x3["uid"]["value"].as_str().unwrap());
     let (_, _, x1) = get(&env.app, &format!("{base}/version/{v1}")).await;
@@ -943,7 +947,10 @@ async fn a_contribution_is_checked_whole_then_written_and_read_back() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     assert_eq!(e["code"], "wrong_archetype");
-    assert!(e["message"].as_str().unwrap().starts_with("versions[1]"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().starts_with("versions[1]"),
+        "{e}"
+    );
     assert_eq!(env.footprint().0, held);
     // Too many versions; no versions; a change without its preceding version.
     let many = vec![
@@ -988,11 +995,25 @@ async fn a_contribution_is_checked_whole_then_written_and_read_back() {
     assert_eq!(ids[2], b1.replace("::1", "::2"));
     let cuid = c["uid"]["value"].as_str().unwrap().to_owned();
     assert_eq!(etag(&h), cuid);
-    assert!(h["location"].to_str().unwrap().ends_with(&format!("/contribution/{cuid}")));
+    assert!(h["location"]
+        .to_str()
+        .unwrap()
+        .ends_with(&format!("/contribution/{cuid}")));
     // What it wrote reads back, through openEHR and the REST API.
-    let (_, _, x) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{}", ids[1])).await;
+    let (_, _, x) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/composition/{}", ids[1]),
+    )
+    .await;
     assert_eq!(*systolic_of(&x), json!(140));
-    let (s, _, _) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{}", openehr::parse_uid(&b1).unwrap().object)).await;
+    let (s, _, _) = get(
+        &env.app,
+        &format!(
+            "/openehr/v1/ehr/{ehr}/composition/{}",
+            openehr::parse_uid(&b1).unwrap().object
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, _, list) = get(
         &env.app,
@@ -1010,7 +1031,11 @@ async fn a_contribution_is_checked_whole_then_written_and_read_back() {
     // The contribution reads back with its versions (one audited read), and each version
     // names it.
     let audits = env.footprint().1;
-    let (s, _, got) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/contribution/{cuid}")).await;
+    let (s, _, got) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/contribution/{cuid}"),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{got}");
     assert_eq!(env.footprint().1, audits + 1);
     let mut a = version_ids(&got);
@@ -1022,7 +1047,10 @@ async fn a_contribution_is_checked_whole_then_written_and_read_back() {
     let object = openehr::parse_uid(&ids[1]).unwrap().object;
     let (_, _, v) = get(
         &env.app,
-        &format!("/openehr/v1/ehr/{ehr}/versioned_composition/{object}/version/{}", ids[1]),
+        &format!(
+            "/openehr/v1/ehr/{ehr}/versioned_composition/{object}/version/{}",
+            ids[1]
+        ),
     )
     .await;
     assert_eq!(v["contribution"]["id"]["value"], cuid);
@@ -1034,11 +1062,19 @@ async fn a_contribution_is_checked_whole_then_written_and_read_back() {
     .await;
     let first = v["contribution"]["id"]["value"].as_str().unwrap();
     assert_ne!(first, cuid);
-    let (_, _, got) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/contribution/{first}")).await;
+    let (_, _, got) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/contribution/{first}"),
+    )
+    .await;
     assert_eq!(version_ids(&got), [a1.clone()]);
     assert_eq!(got["audit"]["change_type"]["value"], "creation");
     // Unknown and malformed contribution ids.
-    let (s, _, _) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/contribution/{ehr}")).await;
+    let (s, _, _) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/contribution/{ehr}"),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _, _) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/contribution/x")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -1054,7 +1090,11 @@ async fn a_contribution_is_checked_whole_then_written_and_read_back() {
     let (s, _, e) = post_contribution(
         &env,
         &app,
-        vec![version(("creation", "249"), None, Some(blood_pressure(125, 82)))],
+        vec![version(
+            ("creation", "249"),
+            None,
+            Some(blood_pressure(125, 82)),
+        )],
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
@@ -1070,7 +1110,11 @@ async fn flat_compositions_of_the_core_templates_in_and_out() {
     assert_eq!(s, StatusCode::OK);
     for t in list.as_array().unwrap() {
         let id = t["template_id"].as_str().unwrap();
-        let (s, _, wt) = get(&env.app, &format!("/openehr/v1/definition/template/adl1.4/{id}")).await;
+        let (s, _, wt) = get(
+            &env.app,
+            &format!("/openehr/v1/definition/template/adl1.4/{id}"),
+        )
+        .await;
         assert_eq!(s, StatusCode::OK, "{id}");
         assert_eq!(wt["templateId"], id);
         assert_eq!(wt["tree"]["rmType"], "COMPOSITION");
@@ -1082,7 +1126,11 @@ async fn flat_compositions_of_the_core_templates_in_and_out() {
         .map(|t| t["template_id"].as_str().unwrap())
         .collect();
     assert!(ids.contains(&"cophr.procedures.v1") && ids.contains(&"cophr.immunisations.v1"));
-    let (s, _, _) = get(&env.app, "/openehr/v1/definition/template/adl1.4/cophr.nothing.v1").await;
+    let (s, _, _) = get(
+        &env.app,
+        "/openehr/v1/definition/template/adl1.4/cophr.nothing.v1",
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // A procedure sent as FLAT (by the ITS-REST media type).
@@ -1114,7 +1162,10 @@ async fn flat_compositions_of_the_core_templates_in_and_out() {
     let v1 = etag(&h);
     // It reads back canonical, FLAT by ?format=FLAT, and through the REST API.
     let (_, _, canon) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{v1}")).await;
-    assert_eq!(canon["content"][0]["archetype_node_id"], "openEHR-EHR-ACTION.procedure.v1");
+    assert_eq!(
+        canon["content"][0]["archetype_node_id"],
+        "openEHR-EHR-ACTION.procedure.v1"
+    );
     assert_eq!(canon["content"][0]["time"]["value"], "2011-07-14");
     let (s, _, f) = get(
         &env.app,
@@ -1138,7 +1189,9 @@ async fn flat_compositions_of_the_core_templates_in_and_out() {
     let (s, h, e) = send(
         &env.app,
         "PUT",
-        &format!("/openehr/v1/ehr/{ehr}/composition/{object}?format=FLAT&templateId=cophr.procedures.v1"),
+        &format!(
+            "/openehr/v1/ehr/{ehr}/composition/{object}?format=FLAT&templateId=cophr.procedures.v1"
+        ),
         &[JSON, ("if-match", &v1)],
         serde_json::to_vec(&changed).unwrap(),
     )
@@ -1150,19 +1203,32 @@ async fn flat_compositions_of_the_core_templates_in_and_out() {
     let held2 = env.footprint().0;
     assert_eq!(held2, held + 2);
     for (headers, body, code) in [
-        (vec![("content-type", "application/openehr.wt.flat+json")], flat.clone(), "bad_request"),
         (
-            vec![("content-type", "application/openehr.wt.flat+json"), ("openehr-template-id", "cophr.procedures.v1")],
+            vec![("content-type", "application/openehr.wt.flat+json")],
+            flat.clone(),
+            "bad_request",
+        ),
+        (
+            vec![
+                ("content-type", "application/openehr.wt.flat+json"),
+                ("openehr-template-id", "cophr.procedures.v1"),
+            ],
             json!({"procedures_list/procedure/procedure": "x", "procedures_list/procedure/surgeon": "y"}),
             "unknown_path",
         ),
         (
-            vec![("content-type", "application/openehr.wt.flat+json"), ("openehr-template-id", "cophr.procedures.v1")],
+            vec![
+                ("content-type", "application/openehr.wt.flat+json"),
+                ("openehr-template-id", "cophr.procedures.v1"),
+            ],
             json!({"procedures_list/procedure/body_site": "abdomen", "procedures_list/procedure/time": "2011-07-14"}),
             "missing_mandatory",
         ),
         (
-            vec![("content-type", "application/openehr.wt.flat+json"), ("openehr-template-id", "cophr.nothing.v1")],
+            vec![
+                ("content-type", "application/openehr.wt.flat+json"),
+                ("openehr-template-id", "cophr.nothing.v1"),
+            ],
             flat.clone(),
             "unknown_template",
         ),

@@ -19,9 +19,9 @@
 use serde_json::{json, Map, Value as Json};
 
 use super::{
-    child_type, dv_value, from_composition, insert, node_name, steps, template, template_for,
-    text, to_composition, walk_mut, Dv, EntryDef, FieldMap, Meta, OpenEhrError, Template,
-    ISM_STATES, MAX_NODES,
+    child_type, dv_value, from_composition, insert, node_name, steps, template, template_for, text,
+    to_composition, walk_mut, Dv, EntryDef, FieldMap, Meta, OpenEhrError, Template, ISM_STATES,
+    MAX_NODES,
 };
 use crate::category::Category;
 use crate::schema;
@@ -122,8 +122,10 @@ fn add_child(node: &mut Json, ids: &[Step], leaf: Json) {
             Some(p) => p,
             None => {
                 let arr = cur["children"].as_array_mut().expect("made above");
-                arr.push(json!({"id": id, "name": id, "rmType": ty, "nodeId": node_id,
-                                "min": 0, "max": 1, "aqlPath": aql, "children": []}));
+                arr.push(
+                    json!({"id": id, "name": id, "rmType": ty, "nodeId": node_id,
+                                "min": 0, "max": 1, "aqlPath": aql, "children": []}),
+                );
                 arr.len() - 1
             }
         };
@@ -164,12 +166,11 @@ pub fn web_template(id: &str) -> Option<Json> {
             let Some((id, _, node_id, aql)) = path.pop() else {
                 continue;
             };
-            let (units, codes): (&[&str], &[&str]) =
-                match sch.field(f.field).map(|s| &s.ty) {
-                    Some(schema::FieldType::Quantity { units }) => (units, &[]),
-                    Some(schema::FieldType::Code(codes)) => (&[], codes),
-                    _ => (&[], &[]),
-                };
+            let (units, codes): (&[&str], &[&str]) = match sch.field(f.field).map(|s| &s.ty) {
+                Some(schema::FieldType::Quantity { units }) => (units, &[]),
+                Some(schema::FieldType::Code(codes)) => (&[], codes),
+                _ => (&[], &[]),
+            };
             let leaf = json!({
                 "id": id, "name": title, "rmType": f.dv.rm_type(), "nodeId": node_id,
                 "min": u8::from(f.mandatory), "max": 1,
@@ -334,7 +335,10 @@ pub fn to_flat(category: &Category, body: &Value, meta: &Meta) -> Result<Json, O
                         out.insert(k, v["value"].clone());
                     }
                     Dv::Coded => {
-                        out.insert(key(&k, Some("code")), v["defining_code"]["code_string"].clone());
+                        out.insert(
+                            key(&k, Some("code")),
+                            v["defining_code"]["code_string"].clone(),
+                        );
                         out.insert(key(&k, Some("value")), v["value"].clone());
                         out.insert(key(&k, Some("terminology")), json!("cophr"));
                     }
@@ -356,7 +360,10 @@ pub fn to_flat(category: &Category, body: &Value, meta: &Meta) -> Result<Json, O
             }
             (Target::State(_), _) => {
                 let s = &entry["ism_transition"]["current_state"];
-                out.insert(key(&k, Some("code")), s["defining_code"]["code_string"].clone());
+                out.insert(
+                    key(&k, Some("code")),
+                    s["defining_code"]["code_string"].clone(),
+                );
                 out.insert(key(&k, Some("value")), s["value"].clone());
                 out.insert(key(&k, Some("terminology")), json!("openehr"));
             }

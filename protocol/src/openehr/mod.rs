@@ -42,8 +42,8 @@ use serde_json::{json, Map, Value as Json};
 pub use error::OpenEhrError;
 pub use tables::{
     template, template_for, templates, Dv, EntryDef, FieldMap, Template, ADVERSE_REACTION_RISK,
-    BLOOD_PRESSURE, BODY_TEMPERATURE, ISM_STATES, LAB_RESULT, MEDICATION_ACTION, MEDICATION_ORDER, PROBLEM_DIAGNOSIS, PROCEDURE, PULSE,
-    PULSE_OXIMETRY, RESPIRATION,
+    BLOOD_PRESSURE, BODY_TEMPERATURE, ISM_STATES, LAB_RESULT, MEDICATION_ACTION, MEDICATION_ORDER,
+    PROBLEM_DIAGNOSIS, PROCEDURE, PULSE, PULSE_OXIMETRY, RESPIRATION,
 };
 
 use crate::category::Category;
@@ -757,7 +757,9 @@ pub fn from_composition(c: &Json) -> Result<(Category, Value), OpenEhrError> {
             if state.is_null() {
                 return Err(OpenEhrError::MissingMandatory { path });
             }
-            let code = state["defining_code"]["code_string"].as_str().unwrap_or_default();
+            let code = state["defining_code"]["code_string"]
+                .as_str()
+                .unwrap_or_default();
             let Some((cophr, ..)) = ISM_STATES.iter().find(|s| s.1 == code) else {
                 return Err(wrong(
                     &format!("{path}/defining_code"),

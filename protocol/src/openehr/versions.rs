@@ -19,8 +19,8 @@
 use serde_json::{json, Value as Json};
 
 use super::{
-    clip, code_phrase, from_composition, kind, parse_uid, uuid_of, Composer, OpenEhrError,
-    Uid, SYSTEM_ID,
+    clip, code_phrase, from_composition, kind, parse_uid, uuid_of, Composer, OpenEhrError, Uid,
+    SYSTEM_ID,
 };
 use crate::category::Category;
 use crate::ids::EntryId;
@@ -277,8 +277,7 @@ pub fn parse_contribution(bytes: &[u8]) -> Result<Vec<Change>, OpenEhrError> {
                     i,
                     OpenEhrError::WrongType {
                         path: "/preceding_version_uid".into(),
-                        expected: "a composition not already changed in this contribution"
-                            .into(),
+                        expected: "a composition not already changed in this contribution".into(),
                         found: clip(&p.object),
                     },
                 ));
@@ -314,22 +313,20 @@ fn parse_version(v: &Json) -> Result<Change, OpenEhrError> {
     if !(deleting || modifying || creating) {
         return Err(OpenEhrError::WrongType {
             path: "/commit_audit/change_type".into(),
-            expected: "creation (249), amendment (250), modification (251) or deleted (523)"
-                .into(),
+            expected: "creation (249), amendment (250), modification (251) or deleted (523)".into(),
             found: clip(&change),
         });
     }
     let preceding = match &v["preceding_version_uid"] {
         Json::Null => None,
         p => {
-            let s = p["value"]
-                .as_str()
-                .or_else(|| p.as_str())
-                .ok_or_else(|| OpenEhrError::WrongType {
+            let s = p["value"].as_str().or_else(|| p.as_str()).ok_or_else(|| {
+                OpenEhrError::WrongType {
                     path: "/preceding_version_uid".into(),
                     expected: "OBJECT_VERSION_ID".into(),
                     found: kind(p),
-                })?;
+                }
+            })?;
             let uid = parse_uid(s.trim())
                 .filter(|u| u.version.is_some())
                 .ok_or_else(|| OpenEhrError::WrongType {

@@ -28,8 +28,8 @@ use serde_json::Value as JsonValue;
 
 use super::super::api::{format_time, parse_time};
 use super::{
-    clip, etag, find_ehr, find_item, items, latest_of, no_composition,
-    wants_representation, Found, OeError, BASE,
+    clip, etag, find_ehr, find_item, items, latest_of, no_composition, wants_representation, Found,
+    OeError, BASE,
 };
 use crate::http::AppState;
 
@@ -400,21 +400,21 @@ pub async fn create(
         )
         .into_response();
     }
-    let bytes: Bytes =
-        match axum::body::to_bytes(body, versions::MAX_CONTRIBUTION_BYTES + 1).await {
-            Ok(b) => b,
-            Err(_) => {
-                return OeError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!(
-                        "the contribution is more than {} bytes, the most accepted",
-                        versions::MAX_CONTRIBUTION_BYTES
-                    ),
-                )
-                .into_response()
-            }
-        };
+    let bytes: Bytes = match axum::body::to_bytes(body, versions::MAX_CONTRIBUTION_BYTES + 1).await
+    {
+        Ok(b) => b,
+        Err(_) => {
+            return OeError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the contribution is more than {} bytes, the most accepted",
+                    versions::MAX_CONTRIBUTION_BYTES
+                ),
+            )
+            .into_response()
+        }
+    };
     let changes = match versions::parse_contribution(&bytes) {
         Ok(c) => c,
         Err(e) => return OeError::from_mapping(&e).into_response(),
@@ -486,8 +486,11 @@ pub async fn read(
 ) -> Response {
     let want = uid.trim().to_ascii_lowercase();
     if !openehr::is_uuid(&want) {
-        return OeError::bad(format!("`{}` is not a contribution uid (a UUID)", clip(&uid)))
-            .into_response();
+        return OeError::bad(format!(
+            "`{}` is not a contribution uid (a UUID)",
+            clip(&uid)
+        ))
+        .into_response();
     }
     let out = st
         .blocking(move |st| {

@@ -105,8 +105,14 @@ fn flat_keys_are_the_web_template_ids() {
         flat["vital_signs/blood_pressure/any_event/systolic_blood_pressure|unit"],
         "mm[Hg]"
     );
-    assert_eq!(flat["vital_signs/blood_pressure/any_event/time"], "2026-12-01T08:55:00Z");
-    assert_eq!(flat["vital_signs/pulse_oximetry/any_event/oxygen_saturation_spo2|numerator"], 97);
+    assert_eq!(
+        flat["vital_signs/blood_pressure/any_event/time"],
+        "2026-12-01T08:55:00Z"
+    );
+    assert_eq!(
+        flat["vital_signs/pulse_oximetry/any_event/oxygen_saturation_spo2|numerator"],
+        97
+    );
     assert_eq!(flat["ctx/composer_name"], "Dr Ada");
     let wt = web_template("cophr.vital_signs.v1").expect("wt");
     assert_eq!(wt["templateId"], "cophr.vital_signs.v1");
@@ -160,11 +166,17 @@ fn bad_flat_is_refused() {
     }
     // A missing mandatory element, a wrong data type, a code outside the value set.
     assert!(matches!(
-        from_flat(t, &json!({"problem_list/problem_diagnosis/description": "x"})),
+        from_flat(
+            t,
+            &json!({"problem_list/problem_diagnosis/description": "x"})
+        ),
         Err(OpenEhrError::MissingMandatory { .. })
     ));
     assert!(matches!(
-        from_flat(t, &json!({"problem_list/problem_diagnosis/problem_or_diagnosis": 42})),
+        from_flat(
+            t,
+            &json!({"problem_list/problem_diagnosis/problem_or_diagnosis": 42})
+        ),
         Err(OpenEhrError::WrongType { .. })
     ));
     assert!(matches!(
@@ -176,7 +188,10 @@ fn bad_flat_is_refused() {
         Err(OpenEhrError::Schema(_))
     ));
     // Not an object; too many keys.
-    assert!(matches!(from_flat(t, &json!([1])), Err(OpenEhrError::WrongType { .. })));
+    assert!(matches!(
+        from_flat(t, &json!([1])),
+        Err(OpenEhrError::WrongType { .. })
+    ));
     let many: Map<String, Json> = (0..=MAX_FLAT_KEYS)
         .map(|i| (format!("ctx/k{i}"), json!(1)))
         .collect();

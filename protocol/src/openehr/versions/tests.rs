@@ -38,7 +38,9 @@ fn version(change: (&str, &str), preceding: Option<&str>, data: Option<Json>) ->
 }
 
 fn parse(versions: Vec<Json>) -> Result<Vec<Change>, OpenEhrError> {
-    parse_contribution(&serde_json::to_vec(&json!({"_type": "CONTRIBUTION", "versions": versions})).unwrap())
+    parse_contribution(
+        &serde_json::to_vec(&json!({"_type": "CONTRIBUTION", "versions": versions})).unwrap(),
+    )
 }
 
 fn uid(n: u8, v: usize) -> String {
@@ -49,14 +51,22 @@ fn uid(n: u8, v: usize) -> String {
 fn a_contribution_reads_as_creates_modifications_and_deletes_in_order() {
     let got = parse(vec![
         version(("creation", "249"), None, Some(problem("Asthma"))),
-        version(("modification", "251"), Some(&uid(1, 2)), Some(problem("Gout"))),
+        version(
+            ("modification", "251"),
+            Some(&uid(1, 2)),
+            Some(problem("Gout")),
+        ),
         version(("deleted", "523"), Some(&uid(2, 1)), None),
     ])
     .unwrap();
     assert_eq!(got.len(), 3);
-    assert!(matches!(&got[0], Change::Create { category: Category::Problems, body } if body.to_json()["problem"] == "Asthma"));
+    assert!(
+        matches!(&got[0], Change::Create { category: Category::Problems, body } if body.to_json()["problem"] == "Asthma")
+    );
     match &got[1] {
-        Change::Modify { preceding, body, .. } => {
+        Change::Modify {
+            preceding, body, ..
+        } => {
             assert_eq!(preceding.version, Some(2));
             assert_eq!(body.to_json()["problem"], "Gout");
         }
@@ -68,7 +78,11 @@ fn a_contribution_reads_as_creates_modifications_and_deletes_in_order() {
     del["lifecycle_state"]["value"] = json!("deleted");
     del["lifecycle_state"]["defining_code"]["code_string"] = json!("523");
     let got = parse(vec![
-        version(("amendment", "250"), Some(&uid(1, 1)), Some(problem("Asthma"))),
+        version(
+            ("amendment", "250"),
+            Some(&uid(1, 1)),
+            Some(problem("Asthma")),
+        ),
         del,
     ])
     .unwrap();
@@ -83,7 +97,10 @@ fn refused(versions: Vec<Json>) -> OpenEhrError {
 #[test]
 fn bad_contributions_are_refused_naming_the_version() {
     // No versions, not a list, too many.
-    assert!(matches!(parse(vec![]), Err(OpenEhrError::MissingMandatory { .. })));
+    assert!(matches!(
+        parse(vec![]),
+        Err(OpenEhrError::MissingMandatory { .. })
+    ));
     assert!(matches!(
         parse_contribution(br#"{"versions": 3}"#),
         Err(OpenEhrError::WrongType { .. })
@@ -92,8 +109,12 @@ fn bad_contributions_are_refused_naming_the_version() {
         parse_contribution(b"[1, 2]"),
         Err(OpenEhrError::WrongType { .. })
     ));
-    assert!(matches!(parse_contribution(b"{"), Err(OpenEhrError::Json(_))));
-    let many = vec![version(("creation", "249"), None, Some(problem("x"))); MAX_CONTRIBUTION_VERSIONS + 1];
+    assert!(matches!(
+        parse_contribution(b"{"),
+        Err(OpenEhrError::Json(_))
+    ));
+    let many =
+        vec![version(("creation", "249"), None, Some(problem("x"))); MAX_CONTRIBUTION_VERSIONS + 1];
     assert!(matches!(parse(many), Err(OpenEhrError::TooComplex { .. })));
     let big = vec![b' '; MAX_CONTRIBUTION_BYTES + 1];
     assert!(matches!(
@@ -110,19 +131,43 @@ fn bad_contributions_are_refused_naming_the_version() {
     v["commit_audit"] = json!({});
     let (i, e) = at(refused(vec![ok.clone(), v]));
     assert_eq!(i, 1);
-    assert!(matches!(e, OpenEhrError::MissingMandatory { path } if path == "/commit_audit/change_type"));
-    let (_, e) = at(refused(vec![version(("synthesis", "252"), None, Some(problem("x")))]));
+    assert!(
+        matches!(e, OpenEhrError::MissingMandatory { path } if path == "/commit_audit/change_type")
+    );
+    let (_, e) = at(refused(vec![version(
+        ("synthesis", "252"),
+        None,
+        Some(problem("x")),
+    )]));
     assert!(matches!(e, OpenEhrError::WrongType { .. }), "{e}");
     // A creation with a preceding version; a modification or delete without one.
-    let (_, e) = at(refused(vec![version(("creation", "249"), Some(&uid(1, 1)), Some(problem("x")))]));
+    let (_, e) = at(refused(vec![version(
+        ("creation", "249"),
+        Some(&uid(1, 1)),
+        Some(problem("x")),
+    )]));
     assert!(matches!(e, OpenEhrError::WrongType { path, .. } if path == "/preceding_version_uid"));
-    let (_, e) = at(refused(vec![version(("modification", "251"), None, Some(problem("x")))]));
-    assert!(matches!(e, OpenEhrError::MissingMandatory { path } if path == "/preceding_version_uid"));
+    let (_, e) = at(refused(vec![version(
+        ("modification", "251"),
+        None,
+        Some(problem("x")),
+    )]));
+    assert!(
+        matches!(e, OpenEhrError::MissingMandatory { path } if path == "/preceding_version_uid")
+    );
     let (_, e) = at(refused(vec![version(("deleted", "523"), None, None)]));
     assert!(matches!(e, OpenEhrError::MissingMandatory { .. }));
     // A preceding uid that is an object id or another system's.
-    for bad in ["not-a-uid", "8f4e7a52-1111-8222-8333-444455556666", "8f4e7a52-1111-8222-8333-444455556666::ehrbase::1"] {
-        let (_, e) = at(refused(vec![version(("modification", "251"), Some(bad), Some(problem("x")))]));
+    for bad in [
+        "not-a-uid",
+        "8f4e7a52-1111-8222-8333-444455556666",
+        "8f4e7a52-1111-8222-8333-444455556666::ehrbase::1",
+    ] {
+        let (_, e) = at(refused(vec![version(
+            ("modification", "251"),
+            Some(bad),
+            Some(problem("x")),
+        )]));
         assert!(matches!(e, OpenEhrError::WrongType { .. }), "{bad}: {e}");
     }
     // No data; data that is a bad composition.
@@ -130,12 +175,20 @@ fn bad_contributions_are_refused_naming_the_version() {
     assert!(matches!(e, OpenEhrError::MissingMandatory { path } if path == "/data"));
     let mut c = problem("x");
     c["content"][0]["archetype_node_id"] = json!("openEHR-EHR-EVALUATION.alert.v0");
-    let (i, e) = at(refused(vec![ok.clone(), ok.clone(), version(("creation", "249"), None, Some(c))]));
+    let (i, e) = at(refused(vec![
+        ok.clone(),
+        ok.clone(),
+        version(("creation", "249"), None, Some(c)),
+    ]));
     assert_eq!(i, 2);
     assert!(matches!(e, OpenEhrError::WrongArchetype { .. }));
     // The same composition changed twice.
     let (i, _) = at(refused(vec![
-        version(("modification", "251"), Some(&uid(1, 1)), Some(problem("x"))),
+        version(
+            ("modification", "251"),
+            Some(&uid(1, 1)),
+            Some(problem("x")),
+        ),
         version(("deleted", "523"), Some(&uid(1, 2)), None),
     ]));
     assert_eq!(i, 1);
@@ -151,17 +204,40 @@ fn versions_carry_their_audit_lifecycle_and_contribution() {
         time: "2026-12-01T09:00:00Z".into(),
         change: ChangeType::Modification,
     };
-    let v = version_json(&uid(1, 2), Some(&uid(1, 1)), "c-uid", &audit, Some(problem("x")));
+    let v = version_json(
+        &uid(1, 2),
+        Some(&uid(1, 1)),
+        "c-uid",
+        &audit,
+        Some(problem("x")),
+    );
     assert_eq!(v["uid"]["value"], uid(1, 2));
     assert_eq!(v["preceding_version_uid"]["value"], uid(1, 1));
     assert_eq!(v["contribution"]["id"]["value"], "c-uid");
-    assert_eq!(v["commit_audit"]["change_type"]["defining_code"]["code_string"], "251");
+    assert_eq!(
+        v["commit_audit"]["change_type"]["defining_code"]["code_string"],
+        "251"
+    );
     assert_eq!(v["commit_audit"]["committer"]["name"], "Dr Ada");
     assert_eq!(v["lifecycle_state"]["value"], "complete");
     assert_eq!(v["data"]["_type"], "COMPOSITION");
-    let d = version_json(&uid(1, 3), Some(&uid(1, 2)), "c", &Audit { change: ChangeType::Deleted, ..audit.clone() }, None);
+    let d = version_json(
+        &uid(1, 3),
+        Some(&uid(1, 2)),
+        "c",
+        &Audit {
+            change: ChangeType::Deleted,
+            ..audit.clone()
+        },
+        None,
+    );
     assert_eq!(d["lifecycle_state"]["defining_code"]["code_string"], "523");
     assert!(d.get("data").is_none());
-    assert_ne!(contribution_uid(&EntryId([1; 32])), contribution_uid(&EntryId([2; 32])));
-    assert!(crate::openehr::is_uuid(&contribution_uid(&EntryId([1; 32]))));
+    assert_ne!(
+        contribution_uid(&EntryId([1; 32])),
+        contribution_uid(&EntryId([2; 32]))
+    );
+    assert!(crate::openehr::is_uuid(&contribution_uid(&EntryId(
+        [1; 32]
+    ))));
 }
