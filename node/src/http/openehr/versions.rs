@@ -12,6 +12,8 @@
 //!
 //! Every read is one audited read of what it shows; what the identity may not see is 404.
 
+use std::collections::BTreeMap;
+
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -502,27 +504,31 @@ pub async fn read(
                     rd.record(&record, |r, seen| {
                         let v = r.viewer(&me, now);
                         let all = items(r, &v);
-                        // Every (author, time) a version has; the contribution is the
-                        // group whose smallest entry gives `want`.
-                        let mut keys: Vec<(ActorId, Timestamp)> = all
+                        // The smallest entry of each (author, time) a version has, in one
+                        // pass; the contribution is the group whose smallest entry gives
+                        // `want`.
+                        let mut firsts: BTreeMap<(ActorId, Timestamp), EntryId> = BTreeMap::new();
+                        for f in &all {
+                            for n in 1..=f.count() {
+                                if let Some((id, a, t, _)) = version_meta(f, n) {
+                                    let slot = firsts.entry((a, t)).or_insert(id);
+                                    if id < *slot {
+                                        *slot = id;
+                                    }
+                                }
+                            }
+                        }
+                        let (author, time) = firsts
                             .iter()
-                            .flat_map(|f| (1..=f.count()).filter_map(|n| version_meta(f, n)))
-                            .map(|(_, a, t, _)| (a, t))
-                            .collect();
-                        keys.sort();
-                        keys.dedup();
-                        let (author, time, members) = keys
-                            .into_iter()
-                            .map(|(a, t)| (a, t, group(&all, a, t)))
-                            .find(|(_, _, g)| {
-                                g.first().is_some_and(|x| contribution_uid(&x.2) == want)
-                            })
+                            .find(|(_, id)| contribution_uid(id) == want)
+                            .map(|(k, _)| *k)
                             .ok_or_else(|| {
                                 OeError::not_found(format!(
                                     "no contribution `{}` in this EHR",
                                     clip(&want)
                                 ))
                             })?;
+                        let members = group(&all, author, time);
                         let changes: Vec<ChangeType> = members
                             .iter()
                             .filter_map(|(i, n, _)| version_meta(&all[*i], *n).map(|m| m.3))
