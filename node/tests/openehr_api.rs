@@ -1067,7 +1067,7 @@ async fn a_contribution_is_checked_whole_then_written_and_read_back() {
         &format!("/openehr/v1/ehr/{ehr}/contribution/{first}"),
     )
     .await;
-    assert_eq!(version_ids(&got), [a1.clone()]);
+    assert_eq!(version_ids(&got), std::slice::from_ref(&a1));
     assert_eq!(got["audit"]["change_type"]["value"], "creation");
     // Unknown and malformed contribution ids.
     let (s, _, _) = get(
