@@ -841,6 +841,16 @@ async fn a_composition_s_versions_are_its_entry_versions_nothing_overwritten() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _, e) = get(&env.app, &format!("{base}/version?version_at_time=soon")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    // The composition endpoint takes version_at_time too (with an object id).
+    let comp = format!("/openehr/v1/ehr/{ehr}/composition/{object}");
+    let (s, h, c) = get(&env.app, &format!("{comp}?version_at_time={}", at(between))).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(etag(&h), v1);
+    assert_eq!(*systolic_of(&c), json!(120));
+    let (s, _, _) = get(&env.app, &format!("{comp}?version_at_time={}", at(T0 - 1))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = get(&env.app, &format!("{comp}?version_at_time=soon")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     // Versions that are not there, or not of this composition; malformed ids.
     let v9 = v1.replace("::1", "::9");
     let (s, _, _) = get(&env.app, &format!("{base}/version/{v9}")).await;

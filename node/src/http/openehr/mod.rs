@@ -545,6 +545,15 @@ async fn read(
     headers: HeaderMap,
 ) -> Response {
     let flat = is_flat(&uri, &headers, header::ACCEPT);
+    // `?version_at_time=`: the version in effect then (with an object id).
+    let at = match form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "version_at_time")
+        .map(|(_, v)| super::api::parse_time("version_at_time", &v))
+    {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => return OeError::from(e).into_response(),
+    };
     let ehr = ehr_id.clone();
     let out = st
         .blocking(move |st| {
@@ -558,9 +567,18 @@ async fn read(
                         let v = r.viewer(&me, now);
                         let f =
                             find_item(r, &v, &want.object).ok_or_else(|| no_composition(&uid))?;
-                        let n = match want.version {
-                            Some(n) => n,
-                            None => match f.current {
+                        let n = match (want.version, at) {
+                            (Some(n), _) => n,
+                            (None, Some(t)) => (1..=f.count())
+                                .rev()
+                                .find(|n| versions::version_meta(&f, *n).is_some_and(|m| m.2 <= t))
+                                .ok_or_else(|| {
+                                    OeError::not_found(format!(
+                                        "composition `{}` has no version at that time",
+                                        clip(&uid)
+                                    ))
+                                })?,
+                            (None, None) => match f.current {
                                 Some(n) => n,
                                 None => {
                                     seen.add([f.item]);

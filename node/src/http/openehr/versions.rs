@@ -36,7 +36,10 @@ use super::{
 use crate::http::AppState;
 
 /// One version of an item: (its entry, author, time, what it did).
-fn version_meta(f: &Found, n: usize) -> Option<(EntryId, ActorId, Timestamp, ChangeType)> {
+pub(super) fn version_meta(
+    f: &Found,
+    n: usize,
+) -> Option<(EntryId, ActorId, Timestamp, ChangeType)> {
     if n >= 1 && n <= f.versions.len() {
         let v = &f.versions[n - 1];
         let change = if n == 1 {
