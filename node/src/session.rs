@@ -148,6 +148,31 @@ impl Session {
         self.write_with(record, payload, now, true)
     }
 
+    /// Checks that the identity may write `payload` at `now` (a dry run of
+    /// [`Session::write`]: structure, rules, grants, sealing), storing nothing but the
+    /// organisation join a member's first action writes anyway. Used to check every entry
+    /// of a group before writing any of them.
+    pub fn check_write(
+        &self,
+        record: &RecordId,
+        payload: &Payload,
+        now: Timestamp,
+    ) -> Result<(), SessionError> {
+        self.join_if_member(record, now)?;
+        self.store.with_record(record, |r| {
+            r.prepare_sealed(
+                &self.key,
+                payload.clone(),
+                now,
+                self.device.clone(),
+                self.store.seal_policy(true),
+                &mut rand_core::OsRng,
+            )
+            .map(drop)
+            .map_err(|e| explain(r, &self.actor(), e))
+        })?
+    }
+
     /// [`Session::write`], saying whether a grant gives the grantee the keys of what was
     /// written before it (`history`) or only of what comes after
     /// ([`Store::write_with`]).

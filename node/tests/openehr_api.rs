@@ -289,7 +289,9 @@ async fn the_record_is_an_ehr() {
             "cophr.vital_signs.v1",
             "cophr.problems.v1",
             "cophr.allergies.v1",
-            "cophr.medications.v1"
+            "cophr.medications.v1",
+            "cophr.procedures.v1",
+            "cophr.immunisations.v1",
         ]
     );
     // The same API where EHRbase-style clients look for it; `Prefer:
@@ -714,4 +716,544 @@ async fn aql_queries_what_the_identity_sees() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(r["rows"], json!([]));
     assert_eq!(env.footprint().1, audits);
+}
+
+/// A CONTRIBUTION's ORIGINAL_VERSION (`data` none for a delete).
+fn version(change: (&str, &str), preceding: Option<&str>, data: Option<Json>) -> Json {
+    let mut v = json!({
+        "_type": "ORIGINAL_VERSION",
+        "commit_audit": {"_type": "AUDIT_DETAILS", "system_id": "a-client",
+                         "change_type": {"_type": "DV_CODED_TEXT", "value": change.0,
+                                         "defining_code": {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "openehr"}, "code_string": change.1}}},
+        "lifecycle_state": {"_type": "DV_CODED_TEXT", "value": "complete",
+                            "defining_code": {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "openehr"}, "code_string": "532"}},
+    });
+    if let Some(p) = preceding {
+        v["preceding_version_uid"] = json!({"_type": "OBJECT_VERSION_ID", "value": p});
+    }
+    if let Some(d) = data {
+        v["data"] = d;
+    }
+    v
+}
+
+async fn post_contribution(env: &Env, app: &Router, versions: Vec<Json>) -> Answer {
+    env.tick();
+    send(
+        app,
+        "POST",
+        &format!("/openehr/v1/ehr/{}/contribution", env.ehr()),
+        &[JSON, ("prefer", "return=representation")],
+        serde_json::to_vec(&json!({"_type": "CONTRIBUTION", "versions": versions})).unwrap(),
+    )
+    .await
+}
+
+fn version_ids(c: &Json) -> Vec<String> {
+    c["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"]["value"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_composition_s_versions_are_its_entry_versions_nothing_overwritten() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    let (_, h, _) = post_composition(&env, &env.app, &blood_pressure(120, 80)).await;
+    let v1 = etag(&h);
+    let object = openehr::parse_uid(&v1).unwrap().object;
+    let between = env.clock.load(Ordering::SeqCst) + 500;
+    env.tick();
+    let (s, h, _) = send(
+        &env.app,
+        "PUT",
+        &format!("/openehr/v1/ehr/{ehr}/composition/{object}"),
+        &[JSON, ("if-match", &v1)],
+        serde_json::to_vec(&blood_pressure(135, 85)).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let v2 = etag(&h);
+    let base = format!("/openehr/v1/ehr/{ehr}/versioned_composition/{object}");
+
+    let (s, _, vc) = get(&env.app, &base).await;
+    assert_eq!(s, StatusCode::OK, "{vc}");
+    assert_eq!(vc["_type"], "VERSIONED_COMPOSITION");
+    assert_eq!(vc["uid"]["value"], object);
+    assert_eq!(vc["owner_id"]["value"], ehr);
+
+    let (s, _, hist) = get(&env.app, &format!("{base}/revision_history")).await;
+    assert_eq!(s, StatusCode::OK, "{hist}");
+    let uids: Vec<&str> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["version_id"]["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(uids, [v1.as_str(), v2.as_str()]);
+    assert_eq!(
+        hist[0]["audits"][0]["change_type"]["defining_code"]["code_string"],
+        "249"
+    );
+    assert_eq!(
+        hist[1]["audits"][0]["change_type"]["defining_code"]["code_string"],
+        "251"
+    );
+    assert_eq!(hist[1]["audits"][0]["committer"]["name"], "George");
+
+    // Each version by uid, with its own data: version 1 is not overwritten by 2.
+    let audits = env.footprint().1;
+    let (s, _, x1) = get(&env.app, &format!("{base}/version/{v1}")).await;
+    assert_eq!(s, StatusCode::OK, "{x1}");
+    assert_eq!(env.footprint().1, audits + 1, "one audited read");
+    assert_eq!(x1["_type"], "ORIGINAL_VERSION");
+    assert_eq!(x1["uid"]["value"], v1);
+    assert!(x1.get("preceding_version_uid").is_none());
+    assert_eq!(*systolic_of(&x1["data"]), json!(120));
+    assert_eq!(x1["lifecycle_state"]["defining_code"]["code_string"], "532");
+    let (_, _, x2) = get(&env.app, &format!("{base}/version/{v2}")).await;
+    assert_eq!(x2["preceding_version_uid"]["value"], v1);
+    assert_eq!(*systolic_of(&x2["data"]), json!(135));
+    // At a time: the version in effect then; none before the first; the latest without.
+    let at = |t: u64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let (s, _, x) = get(
+        &env.app,
+        &format!("{base}/version?version_at_time={}", at(between)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{x}");
+    assert_eq!(x["uid"]["value"], v1);
+    let (_, _, x) = get(&env.app, &format!("{base}/version")).await;
+    assert_eq!(x["uid"]["value"], v2);
+    let (s, _, _) = get(
+        &env.app,
+        &format!("{base}/version?version_at_time={}", at(T0 - 1)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, e) = get(&env.app, &format!("{base}/version?version_at_time=soon")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    // The composition endpoint takes version_at_time too (with an object id).
+    let comp = format!("/openehr/v1/ehr/{ehr}/composition/{object}");
+    let (s, h, c) = get(&env.app, &format!("{comp}?version_at_time={}", at(between))).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(etag(&h), v1);
+    assert_eq!(*systolic_of(&c), json!(120));
+    let (s, _, _) = get(&env.app, &format!("{comp}?version_at_time={}", at(T0 - 1))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = get(&env.app, &format!("{comp}?version_at_time=soon")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Versions that are not there, or not of this composition; malformed ids.
+    let v9 = v1.replace("::1", "::9");
+    let (s, _, _) = get(&env.app, &format!("{base}/version/{v9}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let other = format!("{}::cophr::1", openehr::ehr_id(&env.rid()));
+    let (s, _, _) = get(&env.app, &format!("{base}/version/{other}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = get(&env.app, &format!("{base}/version/{object}")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/versioned_composition/nope"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Deleted: one more version, with no data; the earlier ones stay.
+    env.tick();
+    let (s, _, _) = send(
+        &env.app,
+        "DELETE",
+        &format!("/openehr/v1/ehr/{ehr}/composition/{v2}"),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, _, hist) = get(&env.app, &format!("{base}/revision_history")).await;
+    assert_eq!(hist.as_array().unwrap().len(), 3);
+    assert_eq!(
+        hist[2]["audits"][0]["change_type"]["defining_code"]["code_string"],
+        "523"
+    );
+    let (s, _, x3) = get(&env.app, &format!("{base}/version")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(x3["preceding_version_uid"]["value"], v2);
+    assert_eq!(x3["lifecycle_state"]["value"], "deleted");
+    assert!(x3.get("data").is_none());
+    let (s, h, _) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/composition/{object}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(etag(&h), x3["uid"]["value"].as_str().unwrap());
+    let (_, _, x1) = get(&env.app, &format!("{base}/version/{v1}")).await;
+    assert_eq!(*systolic_of(&x1["data"]), json!(120));
+
+    // A clinician without vital-signs access finds none of it.
+    let kay = key(9, "kay");
+    env.grant(&kay, Level::View, &[Category::Problems]);
+    let app = app_for(&env.store, &kay, profile("Dr Kay"), &env.clock);
+    for url in [
+        base.clone(),
+        format!("{base}/revision_history"),
+        format!("{base}/version"),
+        format!("{base}/version/{v1}"),
+    ] {
+        let (s, _, _) = get(&app, &url).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn a_contribution_is_checked_whole_then_written_and_read_back() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    let (_, h, _) = post_composition(&env, &env.app, &blood_pressure(120, 80)).await;
+    let a1 = etag(&h);
+    let (_, h, _) = post_composition(&env, &env.app, &blood_pressure(110, 70)).await;
+    let b1 = etag(&h);
+    let held = env.footprint().0;
+
+    // A stale preceding version: 412, and nothing of the contribution is written (not
+    // even the creation before it).
+    let (s, h, e) = post_contribution(
+        &env,
+        &env.app,
+        vec![
+            version(("creation", "249"), None, Some(blood_pressure(125, 82))),
+            version(
+                ("modification", "251"),
+                Some(&a1.replace("::1", "::2")),
+                Some(blood_pressure(140, 90)),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{e}");
+    assert_eq!(e["path"], "/versions[1]");
+    assert_eq!(etag(&h), a1);
+    assert_eq!(env.footprint().0, held);
+    // A bad composition in it: 400 naming the version, nothing written.
+    let mut bad = blood_pressure(1, 1);
+    bad["content"][0]["archetype_node_id"] = json!("openEHR-EHR-OBSERVATION.height.v2");
+    let (s, _, e) = post_contribution(
+        &env,
+        &env.app,
+        vec![
+            version(("creation", "249"), None, Some(blood_pressure(125, 82))),
+            version(("creation", "249"), None, Some(bad)),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["code"], "wrong_archetype");
+    assert!(
+        e["message"].as_str().unwrap().starts_with("versions[1]"),
+        "{e}"
+    );
+    assert_eq!(env.footprint().0, held);
+    // Too many versions; no versions; a change without its preceding version.
+    let many = vec![
+        version(("creation", "249"), None, Some(blood_pressure(125, 82)));
+        openehr::versions::MAX_CONTRIBUTION_VERSIONS + 1
+    ];
+    let (s, _, _) = post_contribution(&env, &env.app, many).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = post_contribution(&env, &env.app, vec![]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, e) = post_contribution(
+        &env,
+        &env.app,
+        vec![version(("deleted", "523"), None, None)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(e["code"], "missing_mandatory");
+    assert_eq!(env.footprint().0, held);
+
+    // A creation, a modification and a delete in one contribution.
+    let (s, h, c) = post_contribution(
+        &env,
+        &env.app,
+        vec![
+            version(("creation", "249"), None, Some(blood_pressure(125, 82))),
+            version(
+                ("modification", "251"),
+                Some(&a1),
+                Some(blood_pressure(140, 90)),
+            ),
+            version(("deleted", "523"), Some(&b1), None),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert_eq!(env.footprint().0, held + 3);
+    let ids = version_ids(&c);
+    assert_eq!(ids.len(), 3);
+    assert!(ids[0].ends_with("::cophr::1"));
+    assert_eq!(ids[1], a1.replace("::1", "::2"));
+    assert_eq!(ids[2], b1.replace("::1", "::2"));
+    let cuid = c["uid"]["value"].as_str().unwrap().to_owned();
+    assert_eq!(etag(&h), cuid);
+    assert!(h["location"]
+        .to_str()
+        .unwrap()
+        .ends_with(&format!("/contribution/{cuid}")));
+    // What it wrote reads back, through openEHR and the REST API.
+    let (_, _, x) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/composition/{}", ids[1]),
+    )
+    .await;
+    assert_eq!(*systolic_of(&x), json!(140));
+    let (s, _, _) = get(
+        &env.app,
+        &format!(
+            "/openehr/v1/ehr/{ehr}/composition/{}",
+            openehr::parse_uid(&b1).unwrap().object
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, _, list) = get(
+        &env.app,
+        &format!("/api/v1/records/{}/entries?category=vital-signs", env.rid()),
+    )
+    .await;
+    let mut sys: Vec<i64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["body"]["systolic"]["value"].as_i64().unwrap())
+        .collect();
+    sys.sort_unstable();
+    assert_eq!(sys, [125, 140]);
+    // The contribution reads back with its versions (one audited read), and each version
+    // names it.
+    let audits = env.footprint().1;
+    let (s, _, got) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/contribution/{cuid}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(env.footprint().1, audits + 1);
+    let mut a = version_ids(&got);
+    let mut b = ids.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    assert_eq!(got["audit"]["change_type"]["value"], "modification");
+    let object = openehr::parse_uid(&ids[1]).unwrap().object;
+    let (_, _, v) = get(
+        &env.app,
+        &format!(
+            "/openehr/v1/ehr/{ehr}/versioned_composition/{object}/version/{}",
+            ids[1]
+        ),
+    )
+    .await;
+    assert_eq!(v["contribution"]["id"]["value"], cuid);
+    // The first composition's own create is a contribution of its own.
+    let (_, _, v) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/versioned_composition/{object}/version/{a1}"),
+    )
+    .await;
+    let first = v["contribution"]["id"]["value"].as_str().unwrap();
+    assert_ne!(first, cuid);
+    let (_, _, got) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/contribution/{first}"),
+    )
+    .await;
+    assert_eq!(version_ids(&got), std::slice::from_ref(&a1));
+    assert_eq!(got["audit"]["change_type"]["value"], "creation");
+    // Unknown and malformed contribution ids.
+    let (s, _, _) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/contribution/{ehr}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/contribution/x")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Someone without vital-signs access: the contribution is not there for her, and she
+    // may not write one (403, nothing stored).
+    let kay = key(9, "kay");
+    env.grant(&kay, Level::Write, &[Category::Problems]);
+    let app = app_for(&env.store, &kay, profile("Dr Kay"), &env.clock);
+    let (s, _, _) = get(&app, &format!("/openehr/v1/ehr/{ehr}/contribution/{cuid}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let held = env.footprint().0;
+    let (s, _, e) = post_contribution(
+        &env,
+        &app,
+        vec![version(
+            ("creation", "249"),
+            None,
+            Some(blood_pressure(125, 82)),
+        )],
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    assert_eq!(env.footprint().0, held);
+}
+
+#[tokio::test]
+async fn flat_compositions_of_the_core_templates_in_and_out() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    // The web template of each core template; an unknown one is 404.
+    let (s, _, list) = get(&env.app, "/openehr/v1/definition/template/adl1.4").await;
+    assert_eq!(s, StatusCode::OK);
+    for t in list.as_array().unwrap() {
+        let id = t["template_id"].as_str().unwrap();
+        let (s, _, wt) = get(
+            &env.app,
+            &format!("/openehr/v1/definition/template/adl1.4/{id}"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{id}");
+        assert_eq!(wt["templateId"], id);
+        assert_eq!(wt["tree"]["rmType"], "COMPOSITION");
+    }
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["template_id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"cophr.procedures.v1") && ids.contains(&"cophr.immunisations.v1"));
+    let (s, _, _) = get(
+        &env.app,
+        "/openehr/v1/definition/template/adl1.4/cophr.nothing.v1",
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A procedure sent as FLAT (by the ITS-REST media type).
+    let flat = json!({
+        "ctx/language": "en", "ctx/territory": "GB", "ctx/composer_name": "A client",
+        "procedures_list/procedure:0/procedure": "Appendicectomy",
+        "procedures_list/procedure:0/body_site": "abdomen",
+        "procedures_list/procedure:0/time": "2011-07-14T10:30:00Z",
+    });
+    let held = env.footprint().0;
+    env.tick();
+    let (s, h, c) = send(
+        &env.app,
+        "POST",
+        &format!("/openehr/v1/ehr/{ehr}/composition"),
+        &[
+            ("content-type", "application/openehr.wt.flat+json"),
+            ("openehr-template-id", "cophr.procedures.v1"),
+            ("accept", "application/openehr.wt.flat+json"),
+            ("prefer", "return=representation"),
+        ],
+        serde_json::to_vec(&flat).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert_eq!(h["content-type"], "application/openehr.wt.flat+json");
+    assert_eq!(c["procedures_list/procedure/procedure"], "Appendicectomy");
+    assert_eq!(c["procedures_list/procedure/time"], "2011-07-14");
+    let v1 = etag(&h);
+    // It reads back canonical, FLAT by ?format=FLAT, and through the REST API.
+    let (_, _, canon) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{v1}")).await;
+    assert_eq!(
+        canon["content"][0]["archetype_node_id"],
+        "openEHR-EHR-ACTION.procedure.v1"
+    );
+    assert_eq!(canon["content"][0]["time"]["value"], "2011-07-14");
+    let (s, _, f) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/composition/{v1}?format=FLAT"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(f["procedures_list/procedure/body_site"], "abdomen");
+    let (_, _, list) = get(
+        &env.app,
+        &format!("/api/v1/records/{}/entries?category=procedures", env.rid()),
+    )
+    .await;
+    assert_eq!(list[0]["body"]["procedure"], "Appendicectomy");
+    assert_eq!(list[0]["body"]["date"], "2011-07-14");
+    // An update in FLAT (?format=FLAT with templateId) makes version 2.
+    let object = openehr::parse_uid(&v1).unwrap().object;
+    let mut changed = flat.clone();
+    changed["procedures_list/procedure:0/body_site"] = json!("right iliac fossa");
+    env.tick();
+    let (s, h, e) = send(
+        &env.app,
+        "PUT",
+        &format!(
+            "/openehr/v1/ehr/{ehr}/composition/{object}?format=FLAT&templateId=cophr.procedures.v1"
+        ),
+        &[JSON, ("if-match", &v1)],
+        serde_json::to_vec(&changed).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert!(etag(&h).ends_with("::2"));
+
+    // Bad FLAT, nothing stored: no template, an unknown key, a missing mandatory element.
+    let held2 = env.footprint().0;
+    assert_eq!(held2, held + 2);
+    for (headers, body, code) in [
+        (
+            vec![("content-type", "application/openehr.wt.flat+json")],
+            flat.clone(),
+            "bad_request",
+        ),
+        (
+            vec![
+                ("content-type", "application/openehr.wt.flat+json"),
+                ("openehr-template-id", "cophr.procedures.v1"),
+            ],
+            json!({"procedures_list/procedure/procedure": "x", "procedures_list/procedure/surgeon": "y"}),
+            "unknown_path",
+        ),
+        (
+            vec![
+                ("content-type", "application/openehr.wt.flat+json"),
+                ("openehr-template-id", "cophr.procedures.v1"),
+            ],
+            json!({"procedures_list/procedure/body_site": "abdomen", "procedures_list/procedure/time": "2011-07-14"}),
+            "missing_mandatory",
+        ),
+        (
+            vec![
+                ("content-type", "application/openehr.wt.flat+json"),
+                ("openehr-template-id", "cophr.nothing.v1"),
+            ],
+            flat.clone(),
+            "unknown_template",
+        ),
+    ] {
+        env.tick();
+        let (s, _, e) = send(
+            &env.app,
+            "POST",
+            &format!("/openehr/v1/ehr/{ehr}/composition"),
+            &headers,
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(e["code"], code, "{e}");
+    }
+    assert_eq!(env.footprint().0, held2);
 }

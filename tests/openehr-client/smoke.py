@@ -1,13 +1,14 @@
 """An independent openEHR client (oehrpy, PyPI) against a running cophr node.
 
-Run by hand (not yet in CI, see docs/openehr.md):
-    python3 -m venv venv && venv/bin/pip install oehrpy==0.17.0
+Run by tests/tests/openehr_client.rs (`.ci/deps` installs oehrpy into .venv), or by hand:
+    python3 -m venv .venv && .venv/bin/pip install -r tests/openehr-client/requirements.txt
     cophr node run --http 127.0.0.1:0 &        # a home whose identity holds its own record
-    COPHR_HOME=~/.cophr venv/bin/python tests/openehr-client/smoke.py
-It fails (an exception, or an assertion) unless every step behaves as ITS-REST says.
+    COPHR_HOME=~/.cophr .venv/bin/python tests/openehr-client/smoke.py
+It fails (an exception, or an assertion) unless every step behaves as ITS-REST says. Its last
+line is a JSON summary; it leaves one problem composition in place for the caller to check.
 """
 import asyncio, json, os, sys
-from oehrpy.client import OpenEHRClient, BearerAuth
+from oehrpy.client import OpenEHRClient, BearerAuth, ContributionBuilder
 from oehrpy.client.openehr import PreconditionFailedError, NotFoundError, ValidationError
 
 home = os.environ["COPHR_HOME"]
@@ -16,6 +17,32 @@ token = open(f"{home}/api-token").read().strip()
 record = node["actor"]
 
 def dv(s): return {"_type": "DV_TEXT", "value": s}
+
+LANG = {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "ISO_639-1"}, "code_string": "en"}
+
+def composition(template, archetype, name, content):
+    return {
+        "_type": "COMPOSITION", "name": dv(name), "archetype_node_id": archetype,
+        "archetype_details": {"_type": "ARCHETYPED", "archetype_id": {"_type": "ARCHETYPE_ID", "value": archetype},
+                              "template_id": {"_type": "TEMPLATE_ID", "value": template}, "rm_version": "1.0.4"},
+        "language": LANG, "composer": {"_type": "PARTY_SELF"},
+        "context": {"_type": "EVENT_CONTEXT", "start_time": {"_type": "DV_DATE_TIME", "value": "2026-12-06T07:00:00Z"}},
+        "content": content,
+    }
+
+def element(node, value):
+    return {"_type": "ELEMENT", "name": dv(node), "archetype_node_id": node, "value": value}
+
+def problem(name, status):
+    qualifier = {"_type": "CLUSTER", "name": dv("Problem/Diagnosis qualifier"),
+                 "archetype_node_id": "openEHR-EHR-CLUSTER.problem_qualifier.v1",
+                 "items": [element("at0004", {"_type": "DV_CODED_TEXT", "value": status,
+                                              "defining_code": {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "cophr"}, "code_string": status}})]}
+    return composition("cophr.problems.v1", "openEHR-EHR-COMPOSITION.problem_list.v2", "Problem list", [
+        {"_type": "EVALUATION", "name": dv("Problem/Diagnosis"), "archetype_node_id": "openEHR-EHR-EVALUATION.problem_diagnosis.v1",
+         "language": LANG, "subject": {"_type": "PARTY_SELF"},
+         "data": {"_type": "ITEM_TREE", "name": dv("Tree"), "archetype_node_id": "at0001",
+                  "items": [element("at0002", dv(name)), element("at0077", {"_type": "DV_DATE", "value": "2019-05-01"}), qualifier]}}])
 
 def bp(sys_, dia):
     lang = {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "ISO_639-1"}, "code_string": "en"}
@@ -60,6 +87,37 @@ async def main():
         res = await c.query("SELECT c/uid/value, o/data[at0001]/events[at0006]/data[at0003]/items[at0004]/value/magnitude "
                             "FROM EHR e CONTAINS COMPOSITION c CONTAINS OBSERVATION o[openEHR-EHR-OBSERVATION.blood_pressure.v2]")
         assert [upd.uid, 127] in res.rows, res.rows
+        done = ["EHR", "EHR_STATUS", "create", "read", "update", "stale 412", "AQL"]
+        # Version history: each version by uid (nothing overwritten), the revision history.
+        vc = await c.get_versioned_composition(ehr.ehr_id, obj)
+        assert vc.uid == obj and vc.owner_id == ehr.ehr_id, vc
+        first = await c.get_composition_version(ehr.ehr_id, obj, made.uid)
+        assert first.preceding_version_uid is None and first.lifecycle_state == "complete", first
+        assert first.data["content"][0]["data"]["events"][0]["data"]["items"][0]["value"]["magnitude"] == 131
+        second = await c.get_composition_version(ehr.ehr_id, obj, upd.uid)
+        assert second.preceding_version_uid == made.uid, second
+        r = await c.client.get(f"/rest/openehr/v1/ehr/{ehr.ehr_id}/versioned_composition/{obj}/revision_history")
+        assert r.status_code == 200, r.text
+        assert [i["version_id"]["value"] for i in r.json()] == [made.uid, upd.uid], r.text
+        done += ["versioned composition", "version by uid", "revision history"]
+        # A contribution: a creation and a modification, written together and read back.
+        contribution = (ContributionBuilder(system_id="oehrpy-smoke")
+                        .add_creation(bp(118, 76))
+                        .add_modification(upd.uid, bp(125, 81))
+                        .set_audit(committer="smoke test", description="two versions at once")
+                        .build())
+        made_c = await c.create_contribution(ehr.ehr_id, contribution)
+        assert len(made_c.versions) == 2 and made_c.versions[1] == upd.uid.replace("::2", "::3"), made_c
+        got_c = await c.get_contribution(ehr.ehr_id, made_c.contribution_uid)
+        assert sorted(got_c.versions) == sorted(made_c.versions), got_c
+        try:
+            await c.create_contribution(ehr.ehr_id, ContributionBuilder().add_modification(upd.uid, bp(99, 60)).build())
+            raise AssertionError("a stale contribution was accepted")
+        except PreconditionFailedError:
+            pass
+        upd = await c.get_composition(ehr.ehr_id, obj)
+        assert upd.uid == made_c.versions[1], upd.uid
+        done += ["contribution", "stale contribution 412"]
         try:
             bad = bp(120, 80); bad["content"][0]["archetype_node_id"] = "openEHR-EHR-OBSERVATION.height.v2"
             await c.create_composition(ehr.ehr_id, bad, template_id="cophr.vital_signs.v1", format="JSON")
@@ -69,6 +127,42 @@ async def main():
         await c.delete_composition(ehr.ehr_id, upd.uid)
         got = await c.get_composition(ehr.ehr_id, obj)
         assert not got.composition, "read as deleted (204)"
-        print("ok: EHR, EHR_STATUS, create, read, update, stale 412, AQL, 400, delete")
+        done += ["400", "delete"]
+
+        # Core templates beyond vital signs: the web template, an immunisation written in
+        # FLAT (kept, for the caller to read back through the CLI) and read back in FLAT, and
+        # a procedure the caller added through the CLI, found with AQL.
+        wt = await c.get_web_template("cophr.immunisations.v1")
+        assert wt["templateId"] == "cophr.immunisations.v1" and wt["tree"]["id"] == "immunisation_list", wt
+        flat = {"ctx/language": "en", "ctx/territory": "GB", "ctx/composer_name": "oehrpy",
+                "immunisation_list/immunisation:0/immunisation": "Influenza vaccine",
+                "immunisation_list/immunisation:0/time": "2025-10-03T09:00:00Z",
+                "immunisation_list/immunisation:0/ism_transition/current_state|code": "532"}
+        imm = await c.create_composition(ehr.ehr_id, flat, template_id="cophr.immunisations.v1", format="FLAT")
+        assert imm.uid.endswith("::cophr::1"), imm.uid
+        back = await c.get_composition(ehr.ehr_id, imm.uid, format="FLAT")
+        assert back.composition["immunisation_list/immunisation/immunisation"] == "Influenza vaccine", back.composition
+        assert back.composition["immunisation_list/immunisation/time"] == "2025-10-03", back.composition
+        try:
+            await c.create_composition(ehr.ehr_id, {"immunisation_list/immunisation/vaccinator": "x"},
+                                       template_id="cophr.immunisations.v1", format="FLAT")
+            raise AssertionError("an unknown FLAT path was accepted")
+        except ValidationError as e:
+            assert e.status_code == 400
+        done += ["web template", "FLAT create", "FLAT read", "FLAT 400"]
+        if os.environ.get("PROCEDURE"):
+            res = await c.query("SELECT a/description[at0001]/items[at0002]/value/value, a/time/value "
+                                "FROM EHR e CONTAINS COMPOSITION c CONTAINS ACTION a[openEHR-EHR-ACTION.procedure.v1]")
+            assert [os.environ["PROCEDURE"], os.environ["PROCEDURE_DATE"]] in res.rows, res.rows
+            done.append("procedure from the CLI")
+
+        # A problem written through openEHR, left in place: the caller reads it back through
+        # the CLI.
+        kept = await c.create_composition(ehr.ehr_id, problem("Type 2 diabetes mellitus", "active"),
+                                          template_id="cophr.problems.v1", format="JSON")
+        assert kept.uid.endswith("::cophr::1"), kept.uid
+        done.append("problem kept")
+        print(json.dumps({"ok": True, "done": done, "problem_status": "active", "problem_uid": kept.uid,
+                          "immunisation": "Influenza vaccine"}))
 
 asyncio.run(main())

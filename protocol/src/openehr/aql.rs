@@ -5,7 +5,7 @@
 //! SELECT <path> [AS <alias>] {, <path> [AS <alias>]}
 //! FROM EHR <e> [ '[' ehr_id/value = '<id>' ']' ]
 //!      [CONTAINS COMPOSITION <c> ['[' <archetype id> ']']
-//!       [CONTAINS (OBSERVATION | EVALUATION | INSTRUCTION) <o> ['[' <archetype id> ']']]]
+//!       [CONTAINS (OBSERVATION | EVALUATION | INSTRUCTION | ACTION) <o> ['[' <archetype id> ']']]]
 //! [WHERE <condition>]          -- comparisons = != < <= > >=, AND, OR, NOT, parentheses
 //! [ORDER BY <path or alias> [ASC | DESC] {, …}]
 //! [LIMIT <n> [OFFSET <m>]]
@@ -501,7 +501,7 @@ fn is_reserved(w: &str) -> bool {
     .any(|k| w.eq_ignore_ascii_case(k))
 }
 
-const ENTRY_TYPES: &[&str] = &["OBSERVATION", "EVALUATION", "INSTRUCTION"];
+const ENTRY_TYPES: &[&str] = &["OBSERVATION", "EVALUATION", "INSTRUCTION", "ACTION"];
 
 /// Parses a query.
 ///
@@ -580,7 +580,7 @@ pub fn parse(q: &str) -> Result<Query, AqlError> {
                 {
                     w.to_ascii_uppercase()
                 }
-                _ => return Err(p.unexpected("OBSERVATION, EVALUATION or INSTRUCTION")),
+                _ => return Err(p.unexpected("OBSERVATION, EVALUATION, INSTRUCTION or ACTION")),
             };
             p.pos += 1;
             let var = p.word("the entry's variable")?;

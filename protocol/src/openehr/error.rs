@@ -79,6 +79,14 @@ pub enum OpenEhrError {
     /// The category has no openEHR template in cophr (yet).
     #[error("category {0} has no openEHR template in cophr")]
     Unmapped(String),
+    /// One version of a CONTRIBUTION is refused (and so the whole contribution).
+    #[error("versions[{index}]: {error}")]
+    InVersion {
+        /// The version's position in `versions`.
+        index: usize,
+        /// Why.
+        error: Box<OpenEhrError>,
+    },
     /// The body the composition maps to breaks the category's rules.
     #[error("{0}")]
     Schema(#[from] SchemaError),

@@ -33,15 +33,17 @@
 
 pub mod aql;
 mod error;
+pub mod flat;
 mod tables;
+pub mod versions;
 
 use serde_json::{json, Map, Value as Json};
 
 pub use error::OpenEhrError;
 pub use tables::{
     template, template_for, templates, Dv, EntryDef, FieldMap, Template, ADVERSE_REACTION_RISK,
-    BLOOD_PRESSURE, BODY_TEMPERATURE, LAB_RESULT, MEDICATION_ORDER, PROBLEM_DIAGNOSIS, PULSE,
-    PULSE_OXIMETRY, RESPIRATION,
+    BLOOD_PRESSURE, BODY_TEMPERATURE, ISM_STATES, LAB_RESULT, MEDICATION_ACTION, MEDICATION_ORDER,
+    PROBLEM_DIAGNOSIS, PROCEDURE, PULSE, PULSE_OXIMETRY, RESPIRATION,
 };
 
 use crate::category::Category;
@@ -414,6 +416,17 @@ pub fn to_composition(
         if e.rm_type == "INSTRUCTION" {
             entry["narrative"] = text(b[present[0].field].as_str().unwrap_or_default());
         }
+        if e.rm_type == "ACTION" {
+            let given = e.state.and_then(|f| b[f].as_str()).unwrap_or("completed");
+            let (_, code, rubric) = ISM_STATES
+                .iter()
+                .find(|s| s.0 == given)
+                .copied()
+                .unwrap_or(ISM_STATES[0]);
+            entry["ism_transition"] = json!({"_type": "ISM_TRANSITION",
+                "current_state": {"_type": "DV_CODED_TEXT", "value": rubric,
+                                  "defining_code": code_phrase("openehr", code)}});
+        }
         for f in present {
             let title = sch.field(f.field).map_or(f.field, |s| s.title);
             let leaf = json!({
@@ -738,6 +751,24 @@ pub fn from_composition(c: &Json) -> Result<(Category, Value), OpenEhrError> {
                 None => {}
             }
         }
+        if let Some(field) = def.state {
+            let path = format!("{}/ism_transition/current_state", def.archetype);
+            let state = &e["ism_transition"]["current_state"];
+            if state.is_null() {
+                return Err(OpenEhrError::MissingMandatory { path });
+            }
+            let code = state["defining_code"]["code_string"]
+                .as_str()
+                .unwrap_or_default();
+            let Some((cophr, ..)) = ISM_STATES.iter().find(|s| s.1 == code) else {
+                return Err(wrong(
+                    &format!("{path}/defining_code"),
+                    "openehr 532 (completed), 528 (cancelled) or 531 (aborted)",
+                    &state["defining_code"]["code_string"],
+                ));
+            };
+            body.insert(field.to_owned(), Json::String((*cophr).to_owned()));
+        }
         if let (Some(ev), None) = (def.event, &time) {
             let full = format!("{}{ev}/time", def.archetype);
             let at = walk(e, ev).map(|x| &x["time"]).unwrap_or(&Json::Null);
@@ -761,6 +792,10 @@ pub fn from_composition(c: &Json) -> Result<(Category, Value), OpenEhrError> {
         }
     }
     if let (Some(f), Some(at)) = (t.time_field, time) {
+        let at = match at.split_once('T') {
+            Some((date, _)) if t.time_is_date => date.to_owned(),
+            _ => at,
+        };
         body.insert(f.to_owned(), Json::String(at));
     }
     let body = schema::body_from_json(&t.category, &Json::Object(body))?;

@@ -72,11 +72,22 @@ pub struct EntryDef {
     /// The entry's name.
     pub name: &'static str,
     /// For an observation, the path of its one event (whose `time` is the template's time
-    /// field).
+    /// field); for an action, `""` (the action's own `time`).
     pub event: Option<&'static str>,
+    /// For an action, the body's code field held as the action's ISM state
+    /// (`ism_transition/current_state`, see [`ISM_STATES`]).
+    pub state: Option<&'static str>,
     /// The body's fields held in this archetype.
     pub fields: &'static [FieldMap],
 }
+
+/// A cophr code and the openEHR ISM state (code, rubric) an action holds it as. An action
+/// written without the code is `completed`, and reads back so.
+pub const ISM_STATES: &[(&str, &str, &str)] = &[
+    ("completed", "532", "completed"),
+    ("not-done", "528", "cancelled"),
+    ("entered-in-error", "531", "aborted"),
+];
 
 /// A core template: one category's composition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,9 +102,11 @@ pub struct Template {
     pub composition_archetype: &'static str,
     /// The composition category: openEHR code and its text (`433` event, `431` persistent).
     pub composition_category: (&'static str, &'static str),
-    /// The body field that is the observations' event time (and the context's start
-    /// time), if any.
+    /// The body field that is the observations' event time (or an action's `time`), if
+    /// any.
     pub time_field: Option<&'static str>,
+    /// Whether that field is a date (an action's `time` is read back as its date).
+    pub time_is_date: bool,
     /// The archetypes held, in the order written.
     pub entries: &'static [EntryDef],
 }
@@ -134,12 +147,16 @@ pub const PROBLEM_DIAGNOSIS: &str = "openEHR-EHR-EVALUATION.problem_diagnosis.v1
 pub const ADVERSE_REACTION_RISK: &str = "openEHR-EHR-EVALUATION.adverse_reaction_risk.v1";
 /// A medication order.
 pub const MEDICATION_ORDER: &str = "openEHR-EHR-INSTRUCTION.medication_order.v3";
+/// A procedure carried out.
+pub const PROCEDURE: &str = "openEHR-EHR-ACTION.procedure.v1";
+/// A medication given: an immunisation.
+pub const MEDICATION_ACTION: &str = "openEHR-EHR-ACTION.medication.v1";
 
 const BP_EVENT: &str = "/data[at0001]/events[at0006]";
 const P2_EVENT: &str = "/data[at0002]/events[at0003]";
 const R_EVENT: &str = "/data[at0001]/events[at0002]";
 
-static TEMPLATES: [Template; 4] = [
+static TEMPLATES: [Template; 6] = [
     Template {
         id: "cophr.vital_signs.v1",
         category: Category::VitalSigns,
@@ -147,12 +164,14 @@ static TEMPLATES: [Template; 4] = [
         composition_archetype: "openEHR-EHR-COMPOSITION.encounter.v1",
         composition_category: ("433", "event"),
         time_field: Some("measured-at"),
+        time_is_date: false,
         entries: &[
             EntryDef {
                 archetype: BLOOD_PRESSURE,
                 rm_type: "OBSERVATION",
                 name: "Blood pressure",
                 event: Some(BP_EVENT),
+                state: None,
                 fields: &[
                     f(
                         "systolic",
@@ -181,6 +200,7 @@ static TEMPLATES: [Template; 4] = [
                 rm_type: "OBSERVATION",
                 name: "Pulse/Heart beat",
                 event: Some(P2_EVENT),
+                state: None,
                 fields: &[f(
                     "heart-rate",
                     "/data[at0002]/events[at0003]/data[at0001]/items[at0004]",
@@ -192,6 +212,7 @@ static TEMPLATES: [Template; 4] = [
                 rm_type: "OBSERVATION",
                 name: "Body temperature",
                 event: Some(P2_EVENT),
+                state: None,
                 fields: &[f(
                     "temperature",
                     "/data[at0002]/events[at0003]/data[at0001]/items[at0004]",
@@ -203,6 +224,7 @@ static TEMPLATES: [Template; 4] = [
                 rm_type: "OBSERVATION",
                 name: "Respiration",
                 event: Some(R_EVENT),
+                state: None,
                 fields: &[f(
                     "respiration-rate",
                     "/data[at0001]/events[at0002]/data[at0003]/items[at0004]",
@@ -214,6 +236,7 @@ static TEMPLATES: [Template; 4] = [
                 rm_type: "OBSERVATION",
                 name: "Pulse oximetry",
                 event: Some(R_EVENT),
+                state: None,
                 fields: &[f(
                     "spo2",
                     "/data[at0001]/events[at0002]/data[at0003]/items[at0006]",
@@ -225,6 +248,7 @@ static TEMPLATES: [Template; 4] = [
                 rm_type: "OBSERVATION",
                 name: "Blood glucose",
                 event: Some(R_EVENT),
+                state: None,
                 fields: &[f(
                     "blood-glucose",
                     "/data[at0001]/events[at0002]/data[at0003]/items[openEHR-EHR-CLUSTER.laboratory_test_analyte.v1]/items[at0001]",
@@ -240,11 +264,13 @@ static TEMPLATES: [Template; 4] = [
         composition_archetype: "openEHR-EHR-COMPOSITION.problem_list.v2",
         composition_category: ("431", "persistent"),
         time_field: None,
+        time_is_date: false,
         entries: &[EntryDef {
             archetype: PROBLEM_DIAGNOSIS,
             rm_type: "EVALUATION",
             name: "Problem/Diagnosis",
             event: None,
+            state: None,
             fields: &[
                 m("problem", "/data[at0001]/items[at0002]", Dv::Text),
                 f("description", "/data[at0001]/items[at0009]", Dv::Text),
@@ -265,11 +291,13 @@ static TEMPLATES: [Template; 4] = [
         composition_archetype: "openEHR-EHR-COMPOSITION.adverse_reaction_list.v1",
         composition_category: ("431", "persistent"),
         time_field: None,
+        time_is_date: false,
         entries: &[EntryDef {
             archetype: ADVERSE_REACTION_RISK,
             rm_type: "EVALUATION",
             name: "Adverse reaction risk",
             event: None,
+            state: None,
             fields: &[
                 m("agent", "/data[at0001]/items[at0002]", Dv::Text),
                 f("criticality", "/data[at0001]/items[at0063]", Dv::Coded),
@@ -287,11 +315,13 @@ static TEMPLATES: [Template; 4] = [
         composition_archetype: "openEHR-EHR-COMPOSITION.medication_list.v1",
         composition_category: ("431", "persistent"),
         time_field: None,
+        time_is_date: false,
         entries: &[EntryDef {
             archetype: MEDICATION_ORDER,
             rm_type: "INSTRUCTION",
             name: "Medication order",
             event: None,
+            state: None,
             fields: &[
                 m(
                     "medication",
@@ -344,6 +374,52 @@ static TEMPLATES: [Template; 4] = [
                     Dv::Coded,
                 ),
             ],
+        }],
+    },
+    Template {
+        id: "cophr.procedures.v1",
+        category: Category::Procedures,
+        name: "Procedures list",
+        composition_archetype: "openEHR-EHR-COMPOSITION.health_summary.v1",
+        composition_category: ("431", "persistent"),
+        time_field: Some("date"),
+        time_is_date: true,
+        entries: &[EntryDef {
+            archetype: PROCEDURE,
+            rm_type: "ACTION",
+            name: "Procedure",
+            event: Some(""),
+            state: None,
+            fields: &[
+                m("procedure", "/description[at0001]/items[at0002]", Dv::Text),
+                f("description", "/description[at0001]/items[at0049]", Dv::Text),
+                f("body-site", "/description[at0001]/items[at0063]", Dv::Text),
+                f("outcome", "/description[at0001]/items[at0048]", Dv::Text),
+                f("complication", "/description[at0001]/items[at0069]", Dv::Text),
+                f("procedure-type", "/description[at0001]/items[at0067]", Dv::Text),
+                f("difficulty", "/description[at0001]/items[at0066]", Dv::Text),
+            ],
+        }],
+    },
+    Template {
+        id: "cophr.immunisations.v1",
+        category: Category::Immunisations,
+        name: "Immunisation list",
+        composition_archetype: "openEHR-EHR-COMPOSITION.health_summary.v1",
+        composition_category: ("431", "persistent"),
+        time_field: Some("date"),
+        time_is_date: true,
+        entries: &[EntryDef {
+            archetype: MEDICATION_ACTION,
+            rm_type: "ACTION",
+            name: "Immunisation",
+            event: Some(""),
+            state: Some("status"),
+            fields: &[m(
+                "immunisation",
+                "/description[at0017]/items[at0020]",
+                Dv::Text,
+            )],
         }],
     },
 ];

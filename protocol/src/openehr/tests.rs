@@ -70,7 +70,79 @@ fn samples() -> Vec<(Category, Value)> {
                        "stop": "2025-01-02", "status": "active"}),
             ),
         ),
+        (
+            Category::Procedures,
+            body(
+                &Category::Procedures,
+                json!({"procedure": "Appendicectomy", "description": "laparoscopic",
+                       "body-site": "abdomen", "outcome": "uncomplicated recovery",
+                       "complication": "none", "procedure-type": "surgical",
+                       "difficulty": "routine", "date": "2011-07-14"}),
+            ),
+        ),
+        (
+            Category::Immunisations,
+            body(
+                &Category::Immunisations,
+                json!({"immunisation": "Influenza vaccine", "status": "completed", "date": "2025-10-03"}),
+            ),
+        ),
     ]
+}
+
+#[test]
+fn a_procedure_is_an_action_whose_time_is_its_date() {
+    let b = body(
+        &Category::Procedures,
+        json!({"procedure": "Appendicectomy", "body-site": "abdomen", "date": "2011-07-14"}),
+    );
+    let comp = to_composition(&Category::Procedures, &b, &meta()).expect("maps");
+    assert_eq!(
+        comp["archetype_details"]["template_id"]["value"],
+        "cophr.procedures.v1"
+    );
+    let action = &comp["content"][0];
+    assert_eq!(action["_type"], "ACTION");
+    assert_eq!(action["archetype_node_id"], PROCEDURE);
+    assert_eq!(action["time"]["value"], "2011-07-14");
+    assert_eq!(
+        action["ism_transition"]["current_state"]["defining_code"]["code_string"],
+        "532"
+    );
+    let name = walk(action, "/description[at0001]/items[at0002]").expect("name");
+    assert_eq!(name["value"]["value"], "Appendicectomy");
+    let site = walk(action, "/description[at0001]/items[at0063]").expect("body site");
+    assert_eq!(site["value"]["value"], "abdomen");
+    // A client's full date-time reads back as the procedure's date.
+    let mut c = comp.clone();
+    c["content"][0]["time"]["value"] = json!("2011-07-14T10:30:00Z");
+    let (_, back) = from_composition(&c).expect("reads");
+    assert_eq!(back.to_json()["date"], "2011-07-14");
+    // Without a date the action's time is the item's creation time, which reads back as
+    // the procedure's date (an ACTION always has a time).
+    let undated = body(
+        &Category::Procedures,
+        json!({"procedure": "Appendicectomy"}),
+    );
+    let comp = to_composition(&Category::Procedures, &undated, &meta()).expect("maps");
+    assert_eq!(
+        comp["content"][0]["time"]["value"],
+        "2026-12-01T09:00:00.000Z"
+    );
+    let (_, back) = from_composition(&comp).expect("reads");
+    assert_eq!(back.to_json()["date"], "2026-12-01");
+    // The procedure's name is mandatory; an ACTION without its time is refused.
+    let mut c = comp.clone();
+    c["content"][0]["description"]["items"] = json!([]);
+    assert!(matches!(
+        from_composition(&c),
+        Err(OpenEhrError::MissingMandatory { .. })
+    ));
+    let mut c = comp;
+    c["content"][0].as_object_mut().unwrap().remove("time");
+    assert!(
+        matches!(from_composition(&c), Err(OpenEhrError::MissingMandatory { path }) if path.ends_with("/time"))
+    );
 }
 
 #[test]
@@ -390,4 +462,55 @@ fn ids_are_stable_and_derived() {
         r.to_string()
     );
     assert_eq!(ehr_json(&r, "t")["ehr_id"]["value"], id);
+}
+
+#[test]
+fn an_immunisation_is_a_medication_action_whose_state_is_its_status() {
+    for (status, code) in [
+        ("completed", "532"),
+        ("not-done", "528"),
+        ("entered-in-error", "531"),
+    ] {
+        let b = body(
+            &Category::Immunisations,
+            json!({"immunisation": "MMR", "status": status, "date": "2025-10-03"}),
+        );
+        let comp = to_composition(&Category::Immunisations, &b, &meta()).expect("maps");
+        let action = &comp["content"][0];
+        assert_eq!(action["archetype_node_id"], MEDICATION_ACTION);
+        assert_eq!(
+            action["ism_transition"]["current_state"]["defining_code"]["code_string"],
+            code
+        );
+        let item = walk(action, "/description[at0017]/items[at0020]").expect("medication item");
+        assert_eq!(item["value"]["value"], "MMR");
+        assert_eq!(from_composition(&comp).expect("reads").1, b);
+    }
+    // An unknown state, or none, is refused.
+    let b = body(
+        &Category::Immunisations,
+        json!({"immunisation": "MMR", "date": "2025-10-03"}),
+    );
+    let comp = to_composition(&Category::Immunisations, &b, &meta()).expect("maps");
+    // Written without a status it is completed.
+    assert_eq!(
+        from_composition(&comp).expect("reads").1.to_json()["status"],
+        "completed"
+    );
+    let mut c = comp.clone();
+    c["content"][0]["ism_transition"]["current_state"]["defining_code"]["code_string"] =
+        json!("245");
+    assert!(matches!(
+        from_composition(&c),
+        Err(OpenEhrError::WrongType { .. })
+    ));
+    let mut c = comp;
+    c["content"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("ism_transition");
+    assert!(matches!(
+        from_composition(&c),
+        Err(OpenEhrError::MissingMandatory { .. })
+    ));
 }

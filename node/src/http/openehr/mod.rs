@@ -42,9 +42,39 @@ use crate::session::{Cancelled, SessionError};
 use crate::store::StoreError;
 
 pub mod aql;
+pub mod versions;
 
 /// Where the openEHR API is served.
 pub const BASE: &str = "/openehr/v1";
+
+/// The FLAT (simSDT) media type (ITS-REST 1.1).
+pub const FLAT_MEDIA_TYPE: &str = "application/openehr.wt.flat+json";
+
+/// Whether a request asks for FLAT: `?format=FLAT`, or the FLAT media type in `header`
+/// (`Accept` for what it reads, `Content-Type` for what it sends).
+fn is_flat(uri: &axum::http::Uri, headers: &HeaderMap, name: header::HeaderName) -> bool {
+    let by_query = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "format" && v.eq_ignore_ascii_case("flat"));
+    by_query
+        || headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("openehr.wt.flat+json"))
+}
+
+/// The template a FLAT composition is of: the `openehr-template-id` header, or the
+/// `templateId` (or `template_id`) query parameter.
+fn flat_template(uri: &axum::http::Uri, headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("openehr-template-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+                .find(|(k, _)| k == "templateId" || k == "template_id")
+                .map(|(_, v)| v.into_owned())
+        })
+}
 
 /// When cophr's core templates were published (their `created_timestamp`).
 pub const TEMPLATES_CREATED: &str = "2026-12-06T00:00:00Z";
@@ -75,7 +105,35 @@ fn routes_at(base: &str) -> Router<AppState> {
             &format!("{base}/definition/template/adl1.4"),
             get(templates),
         )
+        .route(
+            &format!("{base}/definition/template/adl1.4/{{template_id}}"),
+            get(web_template),
+        )
         .route(&format!("{base}/query/aql"), post(aql::query))
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_composition/{{object}}"),
+            get(versions::versioned),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_composition/{{object}}/revision_history"),
+            get(versions::revision_history),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_composition/{{object}}/version"),
+            get(versions::version_at),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_composition/{{object}}/version/{{uid}}"),
+            get(versions::version_by_uid),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/contribution"),
+            post(versions::create),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/contribution/{{uid}}"),
+            get(versions::read),
+        )
 }
 
 /// An openEHR API error: the status and `{"code", "message", "path"?}`.
@@ -114,6 +172,17 @@ impl OeError {
 
     /// A composition refused by the mapping: 400 (413 when too large), naming the path.
     pub fn from_mapping(e: &OpenEhrError) -> Self {
+        if let OpenEhrError::InVersion { index, error } = e {
+            let inner = OeError::from_mapping(error);
+            return OeError {
+                path: Some(format!(
+                    "/versions[{index}]{}",
+                    inner.path.as_deref().unwrap_or_default()
+                )),
+                message: e.to_string(),
+                ..inner
+            };
+        }
         let (status, code) = match e {
             OpenEhrError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             OpenEhrError::WrongArchetype { .. } | OpenEhrError::DuplicateArchetype { .. } => {
@@ -290,6 +359,19 @@ async fn ehr_by_subject(State(st): State<AppState>, req: Request) -> Response {
     respond(out.map_err(OeError::from).and_then(|x| x), StatusCode::OK)
 }
 
+/// `GET definition/template/adl1.4/{template_id}`: a core template's web template (JSON;
+/// cophr serves no OPT XML).
+async fn web_template(Path(id): Path<String>) -> Response {
+    match openehr::flat::web_template(id.trim()) {
+        Some(wt) => json_response(StatusCode::OK, &wt),
+        None => OeError::not_found(format!(
+            "no template `{}` here (GET /definition/template/adl1.4 lists them)",
+            clip(&id)
+        ))
+        .into_response(),
+    }
+}
+
 async fn templates() -> Response {
     json_response(StatusCode::OK, &openehr::template_list(TEMPLATES_CREATED))
 }
@@ -307,16 +389,28 @@ pub(crate) struct Found {
     pub current: Option<usize>,
     /// When the item was created.
     pub created: Timestamp,
+    /// The logical delete in effect, if deleted: one more version, with no data.
+    pub deleted: Option<fold::Version>,
 }
 
 impl Found {
-    /// The latest version's uid.
-    pub fn latest_uid(&self) -> String {
-        openehr::version_uid(&self.item, self.current.unwrap_or(self.versions.len()))
+    /// How many versions it has: its creates and amends in effect, and its delete.
+    pub fn count(&self) -> usize {
+        self.versions.len() + usize::from(self.deleted.is_some())
     }
 
-    /// Version `n` (1-based) as a composition.
+    /// The latest version's uid (the delete's, once deleted).
+    pub fn latest_uid(&self) -> String {
+        openehr::version_uid(&self.item, self.current.unwrap_or(self.count()))
+    }
+
+    /// Version `n` (1-based) as a canonical composition.
     pub fn composition(&self, r: &Record, n: usize) -> Option<JsonValue> {
+        self.composition_as(r, n, false)
+    }
+
+    /// Version `n` (1-based) as a composition, FLAT when `flat`.
+    pub fn composition_as(&self, r: &Record, n: usize, flat: bool) -> Option<JsonValue> {
         let v = self.versions.get(n.checked_sub(1)?)?;
         let author = v.provenance.author;
         let meta = Meta {
@@ -329,7 +423,11 @@ impl Found {
                 actor: author.to_string(),
             },
         };
-        openehr::to_composition(&self.category, &v.content, &meta).ok()
+        if flat {
+            openehr::flat::to_flat(&self.category, &v.content, &meta).ok()
+        } else {
+            openehr::to_composition(&self.category, &v.content, &meta).ok()
+        }
     }
 }
 
@@ -337,6 +435,11 @@ impl Found {
 fn found(r: &Record, v: &Viewer, state: &fold::State, id: &EntryId) -> Option<Found> {
     let h = fold::history_with(r, v, state, id)?;
     openehr::template_for(&h.category)?;
+    let deleted = h
+        .versions
+        .iter()
+        .rfind(|x| x.kind == "delete" && x.in_effect && !x.locked)
+        .cloned();
     let versions: Vec<fold::Version> = h
         .versions
         .into_iter()
@@ -353,6 +456,7 @@ fn found(r: &Record, v: &Viewer, state: &fold::State, id: &EntryId) -> Option<Fo
         item: h.item,
         category: h.category,
         versions,
+        deleted: deleted.filter(|_| current.is_none()),
         current,
         created,
     })
@@ -373,7 +477,7 @@ pub(crate) fn items(r: &Record, v: &Viewer) -> Vec<Found> {
 }
 
 /// The item whose composition's object id is `object`, as the viewer sees it.
-fn find_item(r: &Record, v: &Viewer, object: &str) -> Option<Found> {
+pub(crate) fn find_item(r: &Record, v: &Viewer, object: &str) -> Option<Found> {
     let state = fold::current(r, v);
     let id = state
         .items
@@ -408,11 +512,18 @@ fn composition_response(
     ehr_id: &str,
     uid: &str,
     body: Option<&JsonValue>,
+    flat: bool,
 ) -> Response {
     let mut resp = match body {
         Some(b) => (status, Json(b.clone())).into_response(),
         None => status.into_response(),
     };
+    if flat && body.is_some() {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(FLAT_MEDIA_TYPE),
+        );
+    }
     if let Some(t) = etag(uid) {
         resp.headers_mut().insert(header::ETAG, t);
     }
@@ -427,7 +538,22 @@ enum ReadOut {
     Deleted(String),
 }
 
-async fn read(State(st): State<AppState>, Path((ehr_id, uid)): Path<(String, String)>) -> Response {
+async fn read(
+    State(st): State<AppState>,
+    Path((ehr_id, uid)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let flat = is_flat(&uri, &headers, header::ACCEPT);
+    // `?version_at_time=`: the version in effect then (with an object id).
+    let at = match form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "version_at_time")
+        .map(|(_, v)| super::api::parse_time("version_at_time", &v))
+    {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => return OeError::from(e).into_response(),
+    };
     let ehr = ehr_id.clone();
     let out = st
         .blocking(move |st| {
@@ -441,9 +567,18 @@ async fn read(State(st): State<AppState>, Path((ehr_id, uid)): Path<(String, Str
                         let v = r.viewer(&me, now);
                         let f =
                             find_item(r, &v, &want.object).ok_or_else(|| no_composition(&uid))?;
-                        let n = match want.version {
-                            Some(n) => n,
-                            None => match f.current {
+                        let n = match (want.version, at) {
+                            (Some(n), _) => n,
+                            (None, Some(t)) => (1..=f.count())
+                                .rev()
+                                .find(|n| versions::version_meta(&f, *n).is_some_and(|m| m.2 <= t))
+                                .ok_or_else(|| {
+                                    OeError::not_found(format!(
+                                        "composition `{}` has no version at that time",
+                                        clip(&uid)
+                                    ))
+                                })?,
+                            (None, None) => match f.current {
                                 Some(n) => n,
                                 None => {
                                     seen.add([f.item]);
@@ -452,7 +587,15 @@ async fn read(State(st): State<AppState>, Path((ehr_id, uid)): Path<(String, Str
                                 }
                             },
                         };
-                        let c = f.composition(r, n).ok_or_else(|| no_composition(&uid))?;
+                        if f.deleted.is_some() && n == f.count() {
+                            // The delete: a version with no data.
+                            seen.add([f.item]);
+                            seen.detail("openEHR composition (deleted)");
+                            return Ok(ReadOut::Deleted(f.latest_uid()));
+                        }
+                        let c = f
+                            .composition_as(r, n, flat)
+                            .ok_or_else(|| no_composition(&uid))?;
                         let entry = f.versions[n - 1].id;
                         seen.add([f.item, entry]);
                         seen.detail(format!("openEHR composition {}", f.category.name()));
@@ -465,10 +608,10 @@ async fn read(State(st): State<AppState>, Path((ehr_id, uid)): Path<(String, Str
         .await;
     match out.map_err(OeError::from).and_then(|x| x) {
         Ok(ReadOut::Composition(uid, c)) => {
-            composition_response(StatusCode::OK, &ehr_id, &uid, Some(&c))
+            composition_response(StatusCode::OK, &ehr_id, &uid, Some(&c), flat)
         }
         Ok(ReadOut::Deleted(uid)) => {
-            composition_response(StatusCode::NO_CONTENT, &ehr_id, &uid, None)
+            composition_response(StatusCode::NO_CONTENT, &ehr_id, &uid, None, false)
         }
         Err(e) => e.into_response(),
     }
@@ -476,8 +619,10 @@ async fn read(State(st): State<AppState>, Path((ehr_id, uid)): Path<(String, Str
 
 /// The composition in a request's body (JSON, at most
 /// [`openehr::MAX_COMPOSITION_BYTES`]), read as a category and body.
-async fn composition_in(req: Request) -> Result<(HeaderMap, Category, Value), OeError> {
+async fn composition_in(req: Request) -> Result<(HeaderMap, Category, Value, bool), OeError> {
     let (parts, body) = req.into_parts();
+    let flat_in = is_flat(&parts.uri, &parts.headers, header::CONTENT_TYPE);
+    let flat_out = is_flat(&parts.uri, &parts.headers, header::ACCEPT);
     let json = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -507,8 +652,18 @@ async fn composition_in(req: Request) -> Result<(HeaderMap, Category, Value), Oe
             )
         })?;
     let c = openehr::parse(&bytes).map_err(|e| OeError::from_mapping(&e))?;
-    let (category, body) = openehr::from_composition(&c).map_err(|e| OeError::from_mapping(&e))?;
-    Ok((parts.headers, category, body))
+    let (category, body) = if flat_in {
+        let Some(t) = flat_template(&parts.uri, &parts.headers) else {
+            return Err(OeError::bad(
+                "a FLAT composition needs its template: the openehr-template-id header or templateId",
+            ));
+        };
+        openehr::flat::from_flat(t.trim(), &c)
+    } else {
+        openehr::from_composition(&c)
+    }
+    .map_err(|e| OeError::from_mapping(&e))?;
+    Ok((parts.headers, category, body, flat_out))
 }
 
 fn wants_representation(h: &HeaderMap) -> bool {
@@ -518,7 +673,7 @@ fn wants_representation(h: &HeaderMap) -> bool {
 }
 
 async fn create(State(st): State<AppState>, Path(ehr_id): Path<String>, req: Request) -> Response {
-    let (headers, category, body) = match composition_in(req).await {
+    let (headers, category, body, flat) = match composition_in(req).await {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
@@ -534,7 +689,7 @@ async fn create(State(st): State<AppState>, Path(ehr_id): Path<String>, req: Req
                     .write(&record, Payload::Create { category, body }, now)?;
                 let uid = openehr::version_uid(&id, 1);
                 let shown = if full {
-                    shown_version(st, &record, &id, 1)?
+                    shown_version(st, &record, &id, 1, flat)?
                 } else {
                     None
                 };
@@ -546,7 +701,7 @@ async fn create(State(st): State<AppState>, Path(ehr_id): Path<String>, req: Req
     match out.map_err(OeError::from).and_then(|x| x) {
         Ok((record, uid, shown)) => {
             st.changed(record).await;
-            composition_response(StatusCode::CREATED, &ehr_id, &uid, shown.as_ref())
+            composition_response(StatusCode::CREATED, &ehr_id, &uid, shown.as_ref(), flat)
         }
         Err(e) => e.into_response(),
     }
@@ -558,6 +713,7 @@ fn shown_version(
     record: &RecordId,
     item: &EntryId,
     n: usize,
+    flat: bool,
 ) -> Result<Option<JsonValue>, OeError> {
     let me = st.actor();
     let now = st.now();
@@ -565,7 +721,7 @@ fn shown_version(
         rd.record(record, |r, seen| {
             let v = r.viewer(&me, now);
             let f = found(r, &v, &fold::current(r, &v), item);
-            let c = f.as_ref().and_then(|f| f.composition(r, n));
+            let c = f.as_ref().and_then(|f| f.composition_as(r, n, flat));
             if let Some(f) = &f {
                 if let Some(x) = f.versions.get(n - 1) {
                     seen.add([f.item, x.id]);
@@ -624,7 +780,7 @@ async fn update(
     let Some(preceding) = if_match else {
         return OeError::bad("PUT needs If-Match: {preceding_version_uid}").into_response();
     };
-    let (headers, category, body) = match composition_in(req).await {
+    let (headers, category, body, flat) = match composition_in(req).await {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
@@ -671,7 +827,7 @@ async fn update(
                 )?;
                 let n = f.current.unwrap_or(f.versions.len()) + 1;
                 let shown = if full {
-                    shown_version(st, &record, &f.item, n)?
+                    shown_version(st, &record, &f.item, n, flat)?
                 } else {
                     None
                 };
@@ -683,7 +839,7 @@ async fn update(
     match out.map_err(OeError::from).and_then(|x| x) {
         Ok((record, uid, shown)) => {
             st.changed(record).await;
-            composition_response(StatusCode::OK, &ehr_id, &uid, shown.as_ref())
+            composition_response(StatusCode::OK, &ehr_id, &uid, shown.as_ref(), flat)
         }
         Err(e) => e.into_response(),
     }

@@ -212,3 +212,33 @@ fn limits_are_enforced() {
         Err(AqlError::TooComplex(_))
     ));
 }
+
+#[test]
+fn actions_are_found_by_archetype() {
+    let body = schema::body_from_json(
+        &Category::Procedures,
+        &json!({"procedure": "Appendicectomy", "date": "2011-07-14"}),
+    )
+    .expect("body");
+    let meta = Meta {
+        uid: None,
+        start_time: "2026-01-01T00:00:00Z".into(),
+        composer: Composer {
+            name: None,
+            actor: "a-x".into(),
+        },
+    };
+    let mut all = sources();
+    all.push(Source {
+        ehr: ehr_json(&ActorId([1; 32]), "t"),
+        composition: to_composition(&Category::Procedures, &body, &meta).expect("maps"),
+    });
+    let q = parse(
+        "SELECT a/description[at0001]/items[at0002]/value/value, a/time/value FROM EHR e \
+         CONTAINS COMPOSITION c CONTAINS ACTION a[openEHR-EHR-ACTION.procedure.v1]",
+    )
+    .expect("parses");
+    let r = run(&q, &all, &serde_json::Map::new()).expect("runs");
+    assert_eq!(r.rows.len(), 1);
+    assert_eq!(r.rows[0].1, [json!("Appendicectomy"), json!("2011-07-14")]);
+}
