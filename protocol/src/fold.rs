@@ -343,9 +343,21 @@ impl Record {
     /// seen only by the thread's participants, and only when its author takes part (an
     /// entry the gate could not check, sealed, claiming a thread its author is not in, is
     /// shown to no one else). An entry outside any thread passes.
+    ///
+    /// An entry sealed under a conversation's own key and not opened here (a blind host,
+    /// or a reader the key was not given to) is seen by those the key was given to: that
+    /// is all such a replica can know of who takes part.
     fn takes_part(&self, v: &Viewer, n: &Node) -> bool {
         let Some(t) = self.thread_of(&n.h.id) else {
-            return true;
+            return match self.epoch_of(n) {
+                Some(e) if self.epoch_thread(&e).is_some() => self.epoch_given_to(
+                    &e,
+                    &std::iter::once(v.actor)
+                        .chain(v.people.iter().copied())
+                        .collect::<Vec<_>>(),
+                ),
+                _ => true,
+            };
         };
         let Some(parts) = self.thread_participants(&t) else {
             return false;
