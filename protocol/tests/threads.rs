@@ -604,7 +604,7 @@ fn a_non_participant_reader_of_messages_unwraps_no_thread_key_and_opens_no_threa
 }
 
 #[test]
-fn a_grantee_given_the_history_and_an_organisations_members_get_no_thread_key() {
+fn a_grantee_given_the_history_gets_no_thread_key_and_the_patients_new_device_does() {
     let mut st = sealed_thread();
     let patient = st.t.f.patient.clone();
     // A dietitian granted read on messages with the history: she is given the stream's
@@ -844,4 +844,80 @@ fn a_mis_wrapped_thread_epoch_is_flagged_by_readers_and_never_reused() {
     let next = epoch_of(&st.t.f.record, &vs.last().unwrap().id());
     assert_ne!(next, epoch);
     assert!(!unwrappable(&st.t.f.record, &pharm).contains(&next));
+}
+
+/// An organisation (its own record, one member) holding write on George's messages.
+fn organisation(t: &mut Team, seed: u64, name: &str, member: &Keypair) -> Keypair {
+    use cophr_protocol::org::Role;
+    use cophr_protocol::testkit::profile;
+    let org_key = key(seed, name);
+    let mut org = Fixture::with_profile(org_key.clone(), profile(name, "organisation", None));
+    org.write(
+        &org_key,
+        Payload::AddMember {
+            member: member.actor(),
+            role: Role::preset("nurse").unwrap(),
+            label: "staff".into(),
+        },
+    )
+    .unwrap();
+    t.f.grant(grant(
+        &org_key,
+        Level::Write,
+        &[Category::Messages],
+        false,
+        false,
+    ));
+    let proof = org.record.membership_proof(&member.actor()).unwrap();
+    t.f.write(member, Payload::JoinOrg { proof }).unwrap();
+    org_key
+}
+
+#[test]
+fn an_organisations_members_read_its_threads_and_no_other_organisations() {
+    let mut t = team();
+    let mut rng = SeededRng::new(43);
+    let renal_nurse = key(31, "renal unit nurse");
+    let chain_pharmacist = key(33, "pharmacy chain pharmacist");
+    let renal = organisation(&mut t, 30, "Renal unit", &renal_nurse);
+    let chain = organisation(&mut t, 32, "Pharmacy chain", &chain_pharmacist);
+    let gp = t.gp.clone();
+    let loose = Payload::Create {
+        category: Category::Messages,
+        body: body(json!({"text": "Clinic closed on Friday"})),
+    };
+    let loose = sealed_write(&mut t, &gp, loose, SEALED, &mut rng).unwrap();
+    let loose = loose.last().unwrap().id();
+    // The GP starts a thread with the renal unit (the organisation).
+    let ids = vec![renal.actor().to_string()];
+    let s = Payload::Create {
+        category: Category::Messages,
+        body: body(json!({"text": "Please review", "participants": ids})),
+    };
+    let s = sealed_write(&mut t, &gp, s, SEALED, &mut rng).unwrap();
+    let s = s.last().unwrap().id();
+    let r = &t.f.record;
+    let e = epoch_of(r, &s);
+    // The renal unit's member reads it; the pharmacy chain's reads messages, not the thread.
+    assert!(unwrappable(r, &renal_nurse).contains(&e));
+    assert_eq!(
+        replica(r, &renal_nurse).content_state(&s),
+        Some(ContentState::Opened)
+    );
+    assert!(!unwrappable(r, &chain_pharmacist).contains(&e));
+    let cr = replica(r, &chain_pharmacist);
+    assert_eq!(cr.content_state(&loose), Some(ContentState::Opened));
+    assert_eq!(cr.content_state(&s), Some(ContentState::Locked));
+    // The chain's node giving its members every key it holds (as on a join) gives none of
+    // the thread's: it holds none. The renal unit's gives its member nothing new.
+    for org in [&chain, &renal] {
+        let mine = replica(r, org);
+        let gifts = mine
+            .prepare_member_keys(org, t.f.now, &None, &mut rng)
+            .unwrap();
+        assert!(gifts.iter().all(|v| !matches!(
+            &v.entry().payload,
+            Payload::KeyWrap { epoch, .. } if *epoch == e
+        )));
+    }
 }
