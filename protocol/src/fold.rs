@@ -343,26 +343,28 @@ impl Record {
     /// seen only by the thread's participants, and only when its author takes part (an
     /// entry the gate could not check, sealed, claiming a thread its author is not in, is
     /// shown to no one else). An entry outside any thread passes.
-    ///
-    /// An entry sealed under a conversation's own key and not opened here (a blind host,
-    /// or a reader the key was not given to) is seen by those the key was given to: that
-    /// is all such a replica can know of who takes part.
     fn takes_part(&self, v: &Viewer, n: &Node) -> bool {
         let Some(t) = self.thread_of(&n.h.id) else {
-            return match self.epoch_of(n) {
-                Some(e) if self.epoch_thread(&e).is_some() => self.epoch_given_to(
-                    &e,
-                    &std::iter::once(v.actor)
-                        .chain(v.people.iter().copied())
-                        .collect::<Vec<_>>(),
-                ),
-                _ => true,
-            };
+            return true;
         };
         let Some(parts) = self.thread_participants(&t) else {
             return false;
         };
         v.people.iter().any(|p| parts.contains(p)) && parts.contains(&self.principal_of(n))
+    }
+
+    /// Whether an entry is sealed under a conversation's own key (`docs/care-team.md`,
+    /// "Conversations") that is not held here, for a viewer other than the patient: the
+    /// conversation of others, not history the viewer lacks, so views and notifications
+    /// leave it out (sync still carries it, as a blind host does: who takes part is
+    /// sealed).
+    pub fn others_conversation(&self, v: &Viewer, id: &EntryId) -> bool {
+        !v.patient
+            && self.content_state(id) == Some(crate::record::ContentState::Locked)
+            && self
+                .node(id)
+                .and_then(|n| self.epoch_of(n))
+                .is_some_and(|e| self.epoch_thread(&e).is_some())
     }
 
     /// Whether the viewer takes part in the thread started by `thread` (the patient
@@ -614,6 +616,9 @@ fn fold_item(record: &Record, viewer: &Viewer, n: &Node) -> Option<ItemState> {
     let state = record.content_state(&win);
     let flag = match state {
         Some(ContentState::Locked) => {
+            if record.others_conversation(viewer, &win) {
+                return None;
+            }
             return Some(if w.entry().payload.is_delete() {
                 ItemState::Deleted
             } else {

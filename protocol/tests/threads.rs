@@ -352,7 +352,11 @@ fn sealed_threads_are_checked_by_their_writer_and_filtered_by_readers() {
     let r = replica(&pharm);
     assert!(texts_seen(&r, &pharm, now).is_empty());
     let pv = r.viewer(&pharm.actor(), now);
-    assert!(!r.can_see(&pv, &s) && !r.can_see(&pv, &m));
+    // Her replica holds no key for it: someone else's conversation, left out of her views
+    // (not counted among what she lacks the keys for).
+    assert!(r.others_conversation(&pv, &s) && r.others_conversation(&pv, &m));
+    let state = current(&r, &pv);
+    assert!(!state.locked.contains(&s) && !state.locked.contains(&m));
     // The blind host holds both and reads neither.
     let r = replica(&host);
     assert!(r.thread_starts().is_empty());
