@@ -332,10 +332,14 @@ fn sealed_threads_are_checked_by_their_writer_and_filtered_by_readers() {
     // The pharmacist's writer refuses to write into the thread (the gate cannot read
     // sealed content; the writer checks before sealing).
     let len = t.f.record.len();
-    // She holds no key for the thread: to her writer it is not a thread at all.
+    // She holds no key for the thread (so cannot read who takes part): sealed under a
+    // conversation's key not given to her, she does not take part.
     assert_eq!(
         write(&mut t, &pharm, message(s, "Let me in", None)).unwrap_err(),
-        Rejection::Thread(ThreadError::NotAThread(s))
+        Rejection::Thread(ThreadError::NotParticipant {
+            thread: s,
+            actor: pharm.actor()
+        })
     );
     assert_eq!(t.f.record.len(), len);
     let now = t.f.now;

@@ -964,6 +964,16 @@ impl Record {
         None
     }
 
+    /// Whether `id` is sealed under a conversation's own epoch whose key is not held here.
+    fn conversation_not_held(&self, id: &EntryId) -> bool {
+        self.nodes
+            .get(id)
+            .and_then(|n| self.epoch_of(n))
+            .is_some_and(|e| {
+                self.epoch_thread(&e).is_some() && !self.sealing.keys.contains_key(&e)
+            })
+    }
+
     /// Whether `epoch`'s key was given to one of `actors`.
     pub(crate) fn epoch_given_to(&self, epoch: &EpochId, actors: &[ActorId]) -> bool {
         self.sealing
@@ -1146,7 +1156,21 @@ impl Record {
             Some(&c),
             &|x| self.nodes.contains_key(x),
             true,
-        )?;
+        )
+        .map_err(|e| match e {
+            // A conversation sealed under a key not given to this writer: it does not
+            // take part (it cannot read who does).
+            Rejection::Thread(crate::care::thread::ThreadError::NotAThread(t))
+                if self.conversation_not_held(&t) =>
+            {
+                crate::care::thread::ThreadError::NotParticipant {
+                    thread: t,
+                    actor: principal,
+                }
+                .into()
+            }
+            e => e,
+        })?;
         if c == Category::Messages {
             // A conversation's entry is sealed under the conversation's own key.
             if let Some(out) =
