@@ -974,14 +974,6 @@ impl Record {
             })
     }
 
-    /// Whether `epoch`'s key was given to one of `actors`.
-    pub(crate) fn epoch_given_to(&self, epoch: &EpochId, actors: &[ActorId]) -> bool {
-        self.sealing
-            .epochs
-            .get(epoch)
-            .is_some_and(|info| actors.iter().any(|a| self.epoch_wrapped_for(info, a)))
-    }
-
     fn epoch_wrapped_for(&self, info: &EpochInfo, reader: &ActorId) -> bool {
         info.wraps.iter().any(|w| {
             matches!(self.nodes.get(w).and_then(Node::payload),
