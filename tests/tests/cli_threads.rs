@@ -188,5 +188,8 @@ fn participants_are_chosen_by_a_grantees_name_when_only_one_has_it() {
     let shown = george.json(&["thread", "show", thread.as_str()]);
     let parts = shown["thread"]["participants"].to_string();
     assert!(parts.contains(&nurse.actor), "{shown}");
-    assert!(!parts.contains(&alex1.actor) && !parts.contains(&alex2.actor), "{shown}");
+    assert!(
+        !parts.contains(&alex1.actor) && !parts.contains(&alex2.actor),
+        "{shown}"
+    );
 }

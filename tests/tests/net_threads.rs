@@ -173,7 +173,10 @@ fn a_thread_replicates_through_a_blind_host_to_its_participants_only() {
     let e = epoch_of(&r, &start);
     let pk = key_of(&pharmacist);
     assert!(unwrappable(&r, &pk).contains(&epoch_of(&r, &loose)));
-    assert!(!unwrappable(&r, &pk).contains(&e), "a thread key reached her");
+    assert!(
+        !unwrappable(&r, &pk).contains(&e),
+        "a thread key reached her"
+    );
     let mut theirs = r.clone();
     theirs.unlock(&pk);
     assert_eq!(theirs.content_state(&start), Some(ContentState::Locked));
@@ -196,7 +199,10 @@ fn a_thread_replicates_through_a_blind_host_to_its_participants_only() {
     assert_ne!(e2, e);
     let nk = key_of(&nurse);
     assert!(unwrappable(&r, &nk).contains(&e));
-    assert!(!unwrappable(&r, &nk).contains(&e2), "a revoked participant's key");
+    assert!(
+        !unwrappable(&r, &nk).contains(&e2),
+        "a revoked participant's key"
+    );
     let mut hers = r.clone();
     hers.unlock(&nk);
     assert_eq!(hers.content_state(&after), Some(ContentState::Locked));

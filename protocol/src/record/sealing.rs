@@ -969,9 +969,7 @@ impl Record {
         self.nodes
             .get(id)
             .and_then(|n| self.epoch_of(n))
-            .is_some_and(|e| {
-                self.epoch_thread(&e).is_some() && !self.sealing.keys.contains_key(&e)
-            })
+            .is_some_and(|e| self.epoch_thread(&e).is_some() && !self.sealing.keys.contains_key(&e))
     }
 
     fn epoch_wrapped_for(&self, info: &EpochInfo, reader: &ActorId) -> bool {
