@@ -243,7 +243,7 @@ pub fn derive(
     for id in ids {
         let Some(e) = r.get(id) else { continue };
         let entry = e.entry();
-        if entry.author == *me || !r.can_see(v, id) {
+        if entry.author == *me || !r.can_see(v, id) || r.others_conversation(v, id) {
             continue;
         }
         let Some(payload) = r.payload(id) else {

@@ -218,6 +218,11 @@ pub enum Payload {
         opens: bool,
         /// The wrapped keys, sorted by reader, without duplicates (1 to [`MAX_WRAPS`]).
         wraps: Vec<Wrapped>,
+        /// On an opening: the thread the epoch is for (`messages` only), wrapped for its
+        /// participants' readers only; absent for a stream's own epochs (so those encode
+        /// as before). A gift of a thread's epoch does not repeat it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread: Option<crate::seal::ThreadEpoch>,
     },
     /// The patient moved the record to a new home host. Replicas follow it.
     MoveHome {
@@ -615,7 +620,18 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
             }
             crate::blob::check_refs(&content.blobs)?;
         }
-        Payload::KeyWrap { wraps, .. } => {
+        Payload::KeyWrap {
+            wraps,
+            thread,
+            opens,
+            category,
+            ..
+        } => {
+            if thread.is_some() && (!*opens || *category != Category::Messages) {
+                return Err(EntryError::Wraps(
+                    "only the opening of a messages epoch names a thread",
+                ));
+            }
             if wraps.is_empty() || wraps.len() > MAX_WRAPS {
                 return Err(EntryError::Wraps("1 to 512 wrapped keys"));
             }

@@ -367,6 +367,20 @@ impl Record {
         v.people.iter().any(|p| parts.contains(p)) && parts.contains(&self.principal_of(n))
     }
 
+    /// Whether an entry is sealed under a conversation's own key (`docs/care-team.md`,
+    /// "Conversations") that is not held here, for a viewer other than the patient: the
+    /// conversation of others, not history the viewer lacks, so views and notifications
+    /// leave it out (sync still carries it, as a blind host does: who takes part is
+    /// sealed).
+    pub fn others_conversation(&self, v: &Viewer, id: &EntryId) -> bool {
+        !v.patient
+            && self.content_state(id) == Some(crate::record::ContentState::Locked)
+            && self
+                .node(id)
+                .and_then(|n| self.epoch_of(n))
+                .is_some_and(|e| self.epoch_thread(&e).is_some())
+    }
+
     /// Whether the viewer takes part in the thread started by `thread` (the patient
     /// takes part in every thread).
     pub fn in_thread(&self, v: &Viewer, thread: &EntryId) -> bool {
@@ -616,6 +630,9 @@ fn fold_item(record: &Record, viewer: &Viewer, n: &Node) -> Option<ItemState> {
     let state = record.content_state(&win);
     let flag = match state {
         Some(ContentState::Locked) => {
+            if record.others_conversation(viewer, &win) {
+                return None;
+            }
             return Some(if w.entry().payload.is_delete() {
                 ItemState::Deleted
             } else {

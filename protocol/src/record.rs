@@ -1619,10 +1619,17 @@ impl Record {
                 proxies = self.check_change(e, &person, g, target, category, past, &mut status)?;
             }
             Payload::KeyWrap {
-                category, opens, ..
+                category,
+                opens,
+                thread,
+                ..
             } => {
-                // Opening an epoch is a writer's act; giving keys, a reader's.
-                if *opens {
+                // Opening an epoch is a writer's act; giving keys, a reader's. A thread's
+                // epoch only narrows who reads what is sealed under it: whoever may write
+                // anything in the thread (a read receipt, at least) may open one.
+                if *opens && thread.is_some() {
+                    need(g, "open a thread's key epoch", Level::Annotate, category)?
+                } else if *opens {
                     need(g, "open a key epoch", Level::Write, category)?
                 } else {
                     need(g, "give keys", Level::View, category)?

@@ -100,6 +100,20 @@ impl std::fmt::Display for EpochId {
     }
 }
 
+/// Which thread an epoch of `messages` is for (`docs/care-team.md`, "Conversations"): a
+/// thread's epoch is wrapped only for its participants' reader keys, so a reader of the
+/// stream who does not take part holds no key for what is sealed under it. Carried in
+/// clear on the epoch's opening, as the stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThreadEpoch {
+    /// Opened for a thread starting now: its start is sealed under it (the start's id is
+    /// not known before the start is written).
+    New,
+    /// Opened for the thread started by this entry (a later epoch of an existing thread).
+    Of(crate::ids::EntryId),
+}
+
 /// An actor's X25519 key pair for receiving epoch keys.
 pub struct BoxKey {
     secret: <Kem as hpke::Kem>::PrivateKey,

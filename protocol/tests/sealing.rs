@@ -398,6 +398,7 @@ fn key_wrap(
             epoch,
             opens,
             wraps,
+            thread: None,
         },
         None,
         now,

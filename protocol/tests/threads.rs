@@ -6,7 +6,8 @@
 use cophr_protocol::access::Level;
 use cophr_protocol::care::thread::{ThreadError, READ_MARK};
 use cophr_protocol::fold::current;
-use cophr_protocol::record::{Record, Rejection, SealPolicy};
+use cophr_protocol::record::{ContentState, Record, Rejection, SealPolicy};
+use cophr_protocol::seal::{self, BoxKey, BoxPublic, EpochId, EpochKey, Place, ThreadEpoch};
 use cophr_protocol::testkit::{grant, key, text_body, Fixture, SeededRng};
 use cophr_protocol::{Category, EntryId, Keypair, Payload, Value, Verified};
 use serde_json::json;
@@ -331,6 +332,8 @@ fn sealed_threads_are_checked_by_their_writer_and_filtered_by_readers() {
     // The pharmacist's writer refuses to write into the thread (the gate cannot read
     // sealed content; the writer checks before sealing).
     let len = t.f.record.len();
+    // She holds no key for the thread (so cannot read who takes part): sealed under a
+    // conversation's key not given to her, she does not take part.
     assert_eq!(
         write(&mut t, &pharm, message(s, "Let me in", None)).unwrap_err(),
         Rejection::Thread(ThreadError::NotParticipant {
@@ -353,7 +356,11 @@ fn sealed_threads_are_checked_by_their_writer_and_filtered_by_readers() {
     let r = replica(&pharm);
     assert!(texts_seen(&r, &pharm, now).is_empty());
     let pv = r.viewer(&pharm.actor(), now);
-    assert!(!r.can_see(&pv, &s) && !r.can_see(&pv, &m));
+    // Her replica holds no key for it: someone else's conversation, left out of her views
+    // (not counted among what she lacks the keys for).
+    assert!(r.others_conversation(&pv, &s) && r.others_conversation(&pv, &m));
+    let state = current(&r, &pv);
+    assert!(!state.locked.contains(&s) && !state.locked.contains(&m));
     // The blind host holds both and reads neither.
     let r = replica(&host);
     assert!(r.thread_starts().is_empty());
@@ -433,4 +440,492 @@ fn a_thread_exports_to_fhir_as_communications_with_part_of_in_response_to_and_re
     assert_eq!(msg["partOf"][0]["reference"], part_of.as_str());
     assert_eq!(msg["inResponseTo"][0]["reference"], part_of.as_str());
     assert_eq!(msg["payload"][0]["contentString"], "I will call");
+}
+
+// ---- per-thread keys -------------------------------------------------------------------
+//
+// Threat model: a grantee of `messages` who does not take part in a thread runs a modified
+// node that ignores the read rule, and obtains every sealed entry of `messages` (a blind
+// host serves them all to every reader of the stream). The thread's content must not open
+// for them: it is sealed under the thread's own epoch, wrapped only for its participants'
+// readers.
+
+const SEALED: SealPolicy = SealPolicy {
+    seal_new_streams: true,
+    history: true,
+};
+
+/// Writes through `k`'s own (unlocked) writer, sealing, and applies what it prepared.
+fn sealed_write(
+    t: &mut Team,
+    k: &Keypair,
+    p: Payload,
+    policy: SealPolicy,
+    rng: &mut SeededRng,
+) -> Result<Vec<Verified>, Rejection> {
+    let mut mine = t.f.record.clone();
+    mine.unlock(k);
+    let vs = mine.prepare_sealed(k, p, t.f.now, None, policy, rng)?;
+    t.f.now += 1000;
+    for v in &vs {
+        t.f.record.apply(v.clone())?;
+    }
+    Ok(vs)
+}
+
+/// `k`'s replica of the record, reading as `k`.
+fn replica(r: &Record, k: &Keypair) -> Record {
+    let mut r = r.clone();
+    r.unlock(k);
+    r
+}
+
+/// The epochs whose key `k` unwraps from the key wraps held, by hand (as a modified node
+/// would, ignoring every rule).
+fn unwrappable(r: &Record, k: &Keypair) -> Vec<EpochId> {
+    let mine = BoxKey::of(k);
+    let rid = r.id();
+    let mut out = Vec::new();
+    for v in r.entries() {
+        if let Payload::KeyWrap {
+            category,
+            epoch,
+            wraps,
+            ..
+        } = &v.entry().payload
+        {
+            let place = Place {
+                record: &rid,
+                stream: category.name(),
+                epoch: *epoch,
+            };
+            if wraps.iter().any(|w| seal::unwrap(w, &mine, place).is_ok()) {
+                out.push(*epoch);
+            }
+        }
+    }
+    out
+}
+
+fn epoch_of(r: &Record, id: &EntryId) -> EpochId {
+    r.get(id).unwrap().entry().payload.sealed().unwrap().epoch
+}
+
+/// George's team with sealing on: the GP starts a thread with the renal nurse, the nurse
+/// answers, George marks it read; and a loose message everyone who reads messages reads.
+struct SealedThread {
+    t: Team,
+    rng: SeededRng,
+    start: EntryId,
+    reply: EntryId,
+    receipt: EntryId,
+    loose: EntryId,
+}
+
+fn sealed_thread() -> SealedThread {
+    let mut t = team();
+    let mut rng = SeededRng::new(41);
+    let (gp, nurse) = (t.gp.clone(), t.nurse.clone());
+    let patient = t.f.patient.clone();
+    let loose = Payload::Create {
+        category: Category::Messages,
+        body: body(json!({"text": "Clinic closed on Friday"})),
+    };
+    let loose = sealed_write(&mut t, &gp, loose, SEALED, &mut rng).unwrap();
+    let s = sealed_write(
+        &mut t,
+        &gp,
+        start("Your eGFR is lower", &[&nurse]),
+        SEALED,
+        &mut rng,
+    )
+    .unwrap();
+    let start_id = s.last().unwrap().id();
+    let m = sealed_write(
+        &mut t,
+        &nurse,
+        message(start_id, "I will call", Some(start_id)),
+        SEALED,
+        &mut rng,
+    )
+    .unwrap();
+    let reply = m.last().unwrap().id();
+    let rc = sealed_write(&mut t, &patient, read(reply), SEALED, &mut rng).unwrap();
+    SealedThread {
+        start: start_id,
+        reply,
+        receipt: rc.last().unwrap().id(),
+        loose: loose.last().unwrap().id(),
+        t,
+        rng,
+    }
+}
+
+#[test]
+fn a_non_participant_reader_of_messages_unwraps_no_thread_key_and_opens_no_thread_entry() {
+    let st = sealed_thread();
+    let t = &st.t;
+    let r = &t.f.record;
+    let thread_entries = [st.start, st.reply, st.receipt];
+    // The thread's entries are sealed under a thread's epoch, named on its opening, not the
+    // stream's own epoch the loose message is under.
+    let e = epoch_of(r, &st.start);
+    assert!(matches!(r.epoch_thread(&e), Some(ThreadEpoch::New)));
+    for id in thread_entries {
+        assert_eq!(epoch_of(r, &id), e, "one epoch for the whole thread");
+    }
+    assert_ne!(epoch_of(r, &st.loose), e);
+    assert_eq!(r.epoch_thread(&epoch_of(r, &st.loose)), None);
+    // The attack: the pharmacist reads messages (write, even) and holds every entry; by
+    // hand she unwraps the stream's epochs, never the thread's.
+    let pharm = t.pharmacist.clone();
+    let hers = unwrappable(r, &pharm);
+    assert!(hers.contains(&epoch_of(r, &st.loose)));
+    assert!(
+        !hers.contains(&e),
+        "a thread's key wrapped for a non-participant"
+    );
+    // Her replica (the read rule aside) opens the loose message and nothing of the thread.
+    let pr = replica(r, &pharm);
+    assert_eq!(pr.content_state(&st.loose), Some(ContentState::Opened));
+    for id in thread_entries {
+        assert_eq!(pr.content_state(&id), Some(ContentState::Locked), "{id}");
+        assert!(matches!(
+            pr.payload(&id).as_deref(),
+            Some(Payload::SealedCreate { .. } | Payload::SealedAnnotate { .. })
+        ));
+    }
+    assert!(pr.thread_starts().is_empty());
+    // Every participant's replica (George, the GP, the nurse) opens all of it, unflagged.
+    for k in [&t.f.patient, &t.gp, &t.nurse] {
+        assert!(unwrappable(r, k).contains(&e), "{k:?}");
+        let mine = replica(r, k);
+        for id in thread_entries.into_iter().chain([st.loose]) {
+            assert_eq!(
+                mine.content_state(&id),
+                Some(ContentState::Opened),
+                "{k:?} {id}"
+            );
+        }
+        assert_eq!(mine.thread_starts(), vec![st.start]);
+    }
+}
+
+#[test]
+fn a_grantee_given_the_history_gets_no_thread_key_and_the_patients_new_device_does() {
+    let mut st = sealed_thread();
+    let patient = st.t.f.patient.clone();
+    // A dietitian granted read on messages with the history: she is given the stream's
+    // earlier epochs, never the thread's.
+    let dietitian = key(5, "dietitian");
+    let g = grant(&dietitian, Level::View, &[Category::Messages], false, false);
+    let vs = sealed_write(&mut st.t, &patient, Payload::Grant(g), SEALED, &mut st.rng).unwrap();
+    assert!(vs.len() > 1, "the history is given");
+    let r = &st.t.f.record;
+    let e = epoch_of(r, &st.start);
+    assert!(unwrappable(r, &dietitian).contains(&epoch_of(r, &st.loose)));
+    assert!(!unwrappable(r, &dietitian).contains(&e));
+    let dr = replica(r, &dietitian);
+    assert_eq!(dr.content_state(&st.loose), Some(ContentState::Opened));
+    assert_eq!(dr.content_state(&st.start), Some(ContentState::Locked));
+    // A device the patient adds is given everything, the thread's epoch included (the
+    // patient takes part in every thread).
+    let phone = key(6, "george's phone");
+    sealed_write(
+        &mut st.t,
+        &patient,
+        Payload::AddDevice {
+            device: phone.actor(),
+            label: "phone".into(),
+        },
+        SEALED,
+        &mut st.rng,
+    )
+    .unwrap();
+    let r = &st.t.f.record;
+    assert!(unwrappable(r, &phone).contains(&e));
+    assert_eq!(
+        replica(r, &phone).content_state(&st.reply),
+        Some(ContentState::Opened)
+    );
+    // Gifts asked for explicitly (a modified writer asking for everyone) still leave the
+    // thread's epoch out for a non-participant.
+    let mut mine = replica(r, &patient);
+    mine.unlock(&patient);
+    let gifts = mine
+        .prepare_key_gifts(
+            &patient,
+            &Category::Messages,
+            &[st.t.pharmacist.actor(), dietitian.actor()],
+            true,
+            st.t.f.now,
+            &None,
+            &mut st.rng,
+        )
+        .unwrap();
+    assert!(gifts.iter().all(|v| !matches!(
+        &v.entry().payload,
+        Payload::KeyWrap { epoch, .. } if *epoch == e
+    )));
+}
+
+#[test]
+fn after_a_revocation_the_removed_participant_opens_nothing_new_in_the_thread() {
+    let mut st = sealed_thread();
+    let (gp, nurse, patient) = (st.t.gp.clone(), st.t.nurse.clone(), st.t.f.patient.clone());
+    let first = epoch_of(&st.t.f.record, &st.start);
+    let nurse_grant = st.t.nurse_grant;
+    sealed_write(
+        &mut st.t,
+        &patient,
+        Payload::Revoke {
+            grant: nurse_grant,
+            category: None,
+            reason: "moved to another trust".into(),
+        },
+        SEALED,
+        &mut st.rng,
+    )
+    .unwrap();
+    // The GP's next message opens a new epoch of the thread (the old one was given to a
+    // former reader), for those who remain.
+    let vs = sealed_write(
+        &mut st.t,
+        &gp,
+        message(st.start, "After she left", None),
+        SEALED,
+        &mut st.rng,
+    )
+    .unwrap();
+    let after = vs.last().unwrap().id();
+    let r = &st.t.f.record;
+    let second = epoch_of(r, &after);
+    assert_ne!(second, first);
+    assert_eq!(r.epoch_thread(&second), Some(ThreadEpoch::Of(st.start)));
+    assert!(!unwrappable(r, &nurse).contains(&second));
+    let nr = replica(r, &nurse);
+    assert_eq!(nr.content_state(&after), Some(ContentState::Locked));
+    // What she was shown before stays readable to her.
+    assert_eq!(nr.content_state(&st.reply), Some(ContentState::Opened));
+    for k in [&gp, &patient] {
+        assert_eq!(
+            replica(r, k).content_state(&after),
+            Some(ContentState::Opened)
+        );
+    }
+    // George's answer goes under the same new epoch.
+    let vs = sealed_write(
+        &mut st.t,
+        &patient,
+        message(st.start, "Thanks", Some(after)),
+        SEALED,
+        &mut st.rng,
+    )
+    .unwrap();
+    assert_eq!(vs.len(), 1, "no new epoch needed");
+    assert_eq!(epoch_of(&st.t.f.record, &vs[0].id()), second);
+}
+
+/// Opens a thread's epoch by hand (a modified participant's node) wrapped for `to`.
+fn hand_epoch(
+    r: &Record,
+    author: &Keypair,
+    thread: Option<ThreadEpoch>,
+    to: &[&Keypair],
+    seed: u64,
+) -> (Verified, EpochId, EpochKey) {
+    let mut rng = SeededRng::new(seed);
+    let epoch = EpochId::generate(&mut rng);
+    let k = EpochKey::generate(&mut rng);
+    let rid = r.id();
+    let place = Place {
+        record: &rid,
+        stream: Category::Messages.name(),
+        epoch,
+    };
+    let mut to: Vec<_> = to.iter().map(|k| k.actor()).collect();
+    to.sort();
+    let wraps = to
+        .iter()
+        .map(|a| seal::wrap(&k, *a, &BoxPublic::of(a).unwrap(), place, &mut rng).unwrap())
+        .collect();
+    let p = Payload::KeyWrap {
+        category: Category::Messages,
+        epoch,
+        opens: true,
+        wraps,
+        thread,
+    };
+    (from_network(r, author, p, 0), epoch, k)
+}
+
+/// A message sealed by hand under `k`.
+fn hand_sealed(
+    r: &Record,
+    author: &Keypair,
+    epoch: EpochId,
+    k: &EpochKey,
+    b: serde_json::Value,
+) -> Verified {
+    let mut rng = SeededRng::new(77);
+    let rid = r.id();
+    let place = Place {
+        record: &rid,
+        stream: Category::Messages.name(),
+        epoch,
+    };
+    let bytes = cbor4ii::serde::to_vec(Vec::new(), &body(b)).unwrap();
+    let content = seal::seal(k, place, &author.actor(), &bytes, &mut rng).unwrap();
+    let p = Payload::SealedCreate {
+        category: Category::Messages,
+        content,
+    };
+    from_network(r, author, p, 0)
+}
+
+#[test]
+fn a_mis_wrapped_thread_epoch_is_flagged_by_readers_and_never_reused() {
+    let mut st = sealed_thread();
+    let (gp, nurse, pharm) = (st.t.gp.clone(), st.t.nurse.clone(), st.t.pharmacist.clone());
+    let patient = st.t.f.patient.clone();
+    // The GP's modified node opens an epoch "for the thread" that also goes to the
+    // pharmacist (a reader of messages, so a relay's gate, which cannot read who takes
+    // part, accepts it), and seals a message under it.
+    let (open, epoch, k) = hand_epoch(
+        &st.t.f.record,
+        &gp,
+        Some(ThreadEpoch::Of(st.start)),
+        &[&patient, &gp, &nurse, &pharm],
+        9,
+    );
+    st.t.f.record.apply(open).unwrap();
+    let leak = hand_sealed(
+        &st.t.f.record,
+        &gp,
+        epoch,
+        &k,
+        json!({"text": "between us", "thread": st.start.to_string()}),
+    );
+    let leak_id = leak.id();
+    st.t.f.record.apply(leak).unwrap();
+    // A loose message sealed under a thread's key, and a message of the thread sealed
+    // under another thread's key: both flagged too.
+    let (open2, e2, k2) = hand_epoch(
+        &st.t.f.record,
+        &gp,
+        Some(ThreadEpoch::New),
+        &[&patient, &gp],
+        10,
+    );
+    st.t.f.record.apply(open2).unwrap();
+    let stray = hand_sealed(&st.t.f.record, &gp, e2, &k2, json!({"text": "loose"}));
+    st.t.f.record.apply(stray.clone()).unwrap();
+    let r = &st.t.f.record;
+    for k in [&patient, &nurse] {
+        let mine = replica(r, k);
+        match mine.content_state(&leak_id) {
+            Some(ContentState::Flagged(why)) => {
+                assert!(why.contains("does not take part"), "{why}");
+                assert!(why.contains(&pharm.actor().to_string()), "{why}");
+            }
+            other => panic!("{k:?}: {other:?}"),
+        }
+    }
+    match replica(r, &patient).content_state(&stray.id()) {
+        Some(ContentState::Flagged(why)) => assert!(why.contains("in no conversation"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // The honest writers' thread entries stay unflagged, and the nurse's next message is
+    // not sealed under the mis-wrapped epoch (nor the pharmacist given anything new).
+    assert_eq!(
+        replica(r, &patient).content_state(&st.reply),
+        Some(ContentState::Opened)
+    );
+    let vs = sealed_write(
+        &mut st.t,
+        &nurse,
+        message(st.start, "Call me", None),
+        SEALED,
+        &mut st.rng,
+    )
+    .unwrap();
+    let next = epoch_of(&st.t.f.record, &vs.last().unwrap().id());
+    assert_ne!(next, epoch);
+    assert!(!unwrappable(&st.t.f.record, &pharm).contains(&next));
+}
+
+/// An organisation (its own record, one member) holding write on George's messages.
+fn organisation(t: &mut Team, seed: u64, name: &str, member: &Keypair) -> Keypair {
+    use cophr_protocol::org::Role;
+    use cophr_protocol::testkit::profile;
+    let org_key = key(seed, name);
+    let mut org = Fixture::with_profile(org_key.clone(), profile(name, "organisation", None));
+    org.write(
+        &org_key,
+        Payload::AddMember {
+            member: member.actor(),
+            role: Role::preset("nurse").unwrap(),
+            label: "staff".into(),
+        },
+    )
+    .unwrap();
+    t.f.grant(grant(
+        &org_key,
+        Level::Write,
+        &[Category::Messages],
+        false,
+        false,
+    ));
+    let proof = org.record.membership_proof(&member.actor()).unwrap();
+    t.f.write(member, Payload::JoinOrg { proof }).unwrap();
+    org_key
+}
+
+#[test]
+fn an_organisations_members_read_its_threads_and_no_other_organisations() {
+    let mut t = team();
+    let mut rng = SeededRng::new(43);
+    let renal_nurse = key(31, "renal unit nurse");
+    let chain_pharmacist = key(33, "pharmacy chain pharmacist");
+    let renal = organisation(&mut t, 30, "Renal unit", &renal_nurse);
+    let chain = organisation(&mut t, 32, "Pharmacy chain", &chain_pharmacist);
+    let gp = t.gp.clone();
+    let loose = Payload::Create {
+        category: Category::Messages,
+        body: body(json!({"text": "Clinic closed on Friday"})),
+    };
+    let loose = sealed_write(&mut t, &gp, loose, SEALED, &mut rng).unwrap();
+    let loose = loose.last().unwrap().id();
+    // The GP starts a thread with the renal unit (the organisation).
+    let ids = vec![renal.actor().to_string()];
+    let s = Payload::Create {
+        category: Category::Messages,
+        body: body(json!({"text": "Please review", "participants": ids})),
+    };
+    let s = sealed_write(&mut t, &gp, s, SEALED, &mut rng).unwrap();
+    let s = s.last().unwrap().id();
+    let r = &t.f.record;
+    let e = epoch_of(r, &s);
+    // The renal unit's member reads it; the pharmacy chain's reads messages, not the thread.
+    assert!(unwrappable(r, &renal_nurse).contains(&e));
+    assert_eq!(
+        replica(r, &renal_nurse).content_state(&s),
+        Some(ContentState::Opened)
+    );
+    assert!(!unwrappable(r, &chain_pharmacist).contains(&e));
+    let cr = replica(r, &chain_pharmacist);
+    assert_eq!(cr.content_state(&loose), Some(ContentState::Opened));
+    assert_eq!(cr.content_state(&s), Some(ContentState::Locked));
+    // The chain's node giving its members every key it holds (as on a join) gives none of
+    // the thread's: it holds none. The renal unit's gives its member nothing new.
+    for org in [&chain, &renal] {
+        let mine = replica(r, org);
+        let gifts = mine
+            .prepare_member_keys(org, t.f.now, &None, &mut rng)
+            .unwrap();
+        assert!(gifts.iter().all(|v| !matches!(
+            &v.entry().payload,
+            Payload::KeyWrap { epoch, .. } if *epoch == e
+        )));
+    }
 }

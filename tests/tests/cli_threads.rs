@@ -136,3 +136,60 @@ fn a_thread_is_private_to_its_participants_with_replies_and_read_receipts() {
     assert!(!all.contains("Sam will call"), "{all}");
     assert!(!all.contains("Monday at 10"), "{all}");
 }
+
+#[test]
+fn participants_are_chosen_by_a_grantees_name_when_only_one_has_it() {
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    let nurse = Person::new("Sam Patel", "renal nurse", Some("Leeds Renal Unit"));
+    let alex1 = Person::new("Alex Kim", "gp", Some("Headingley Surgery"));
+    let alex2 = Person::new("Alex Kim", "physio", None);
+    let viewer = Person::new("Pat Doe", "dietitian", None);
+    for (p, label, cats) in [
+        (&nurse, "Sam Patel", "messages"),
+        (&alex1, "Alex Kim", "messages"),
+        (&alex2, "Alex Kim", "messages"),
+        (&viewer, "Pat Doe", "allergies"),
+    ] {
+        george.ok(&[
+            "grant",
+            p.actor.as_str(),
+            "--level",
+            "write",
+            "--categories",
+            cats,
+            "--label",
+            label,
+        ]);
+    }
+    let before = george.entries_held();
+    // Two grantees go by "Alex Kim": refused, naming both, nothing written.
+    let err = george.fails(5, &["thread", "start", "--with", "alex kim", "Hello"]);
+    assert!(
+        err.contains(&alex1.actor) && err.contains(&alex2.actor),
+        "{err}"
+    );
+    // No grantee who reads messages goes by these names.
+    let err = george.fails(4, &["thread", "start", "--with", "Nobody Here", "Hello"]);
+    assert!(err.contains("Nobody Here"), "{err}");
+    george.fails(4, &["thread", "start", "--with", "Pat Doe", "Hello"]);
+    assert_eq!(george.entries_held(), before);
+    // One does: the thread names the nurse.
+    let started = george.json(&[
+        "thread",
+        "start",
+        "--with",
+        " sam PATEL ",
+        "--subject",
+        "Results",
+        "Can we talk?",
+    ]);
+    let thread = started["thread"].as_str().expect("thread id").to_owned();
+    let shown = george.json(&["thread", "show", thread.as_str()]);
+    let parts = shown["thread"]["participants"].to_string();
+    assert!(parts.contains(&nurse.actor), "{shown}");
+    assert!(
+        !parts.contains(&alex1.actor) && !parts.contains(&alex2.actor),
+        "{shown}"
+    );
+}

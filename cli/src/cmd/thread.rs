@@ -30,6 +30,7 @@ read from then on). Revoking someone's grant ends their part in every thread fro
 
 Examples:
   cophr thread start --with a-renalnurse… --subject 'Your eGFR' 'Your results are in: can we talk?'
+  cophr thread start --with 'Sam Patel' 'Can we talk?'   (a grantee's name, when only one has it)
   cophr thread send e-abcdefghij 'Yes, Monday please' --reply-to e-klmnopqrst
   cophr thread send e-abcdefghij 'The letter' --attach letter.pdf
   cophr thread list
@@ -56,9 +57,11 @@ pub enum Command {
 /// `cophr thread start`.
 #[derive(ClapArgs, Debug)]
 pub struct StartArgs {
-    /// A participant: their actor id (`a-…`); repeat for more (the patient and you take
-    /// part without being named)
-    #[arg(long = "with", value_name = "ACTOR", required = true)]
+    /// A participant: their actor id (`a-…`), or the name (in their profile, or their
+    /// grant's label) of one of the record's grantees whose grant reads messages, case
+    /// aside (refused when no grantee or more than one goes by it); repeat for more (the patient and you take part without
+    /// being named)
+    #[arg(long = "with", value_name = "ACTOR|NAME", required = true)]
     with: Vec<String>,
     /// The subject
     #[arg(long)]
@@ -197,13 +200,68 @@ fn write_message(
     )
 }
 
+/// The grantees of `r` in effect whose grant reads messages, each with the names they go
+/// by here: the name in their profile and their grants' labels.
+fn messages_grantees(r: &Record) -> Vec<(ActorId, String)> {
+    let reads = |g: &cophr_protocol::record::GrantInfo| {
+        g.grant.level.reads() && g.grant.scope.covers(&Category::Messages)
+    };
+    let mut out: Vec<(ActorId, String)> = Vec::new();
+    for g in r.grants().filter(|g| reads(g)) {
+        let a = g.grant.grantee;
+        let in_effect = r.grants_of(&a).contains(&g.id);
+        if !in_effect {
+            continue;
+        }
+        if let Some(l) = &g.grant.label {
+            out.push((a, l.clone()));
+        }
+        if let Some(p) = r.latest_profile(&a) {
+            out.push((a, p.name.clone()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A `--with` value: an actor id, or the profile name of exactly one of the record's
+/// grantees that read messages.
+fn participant(grantees: &[(ActorId, String)], w: &str) -> Result<ActorId> {
+    let w = w.trim();
+    if let Ok(id) = w.parse::<ActorId>() {
+        return Ok(id);
+    }
+    let mut found: Vec<&ActorId> = grantees
+        .iter()
+        .filter(|(_, name)| name.trim().to_lowercase() == w.to_lowercase())
+        .map(|(a, _)| a)
+        .collect();
+    found.dedup();
+    match found.as_slice() {
+        [one] => Ok(**one),
+        [] => Err(CliError::not_found(format!(
+            "--with `{w}`: neither an actor id nor the name of a grantee of this record who              reads messages (`cophr grants` lists them)"
+        ))),
+        many => Err(CliError::invalid(format!(
+            "--with `{w}` names {} grantees ({}): give the actor id",
+            many.len(),
+            many.iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
+    let me = ctx.identity()?;
+    let store = ctx.store()?;
+    let record = ctx.record(&store, Some(&me.actor()))?;
+    let grantees = store.with_record(&record, messages_grantees)?;
     let mut with = Vec::new();
     for w in &a.with {
-        let id: ActorId = w.trim().parse().map_err(|e| {
-            CliError::invalid(format!("--with `{}` is not an actor id: {e}", w.trim()))
-        })?;
-        with.push(id.to_string());
+        with.push(participant(&grantees, w)?.to_string());
     }
     let mut m = serde_json::Map::new();
     m.insert("text".into(), a.text.into());
@@ -211,9 +269,6 @@ fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
     if let Some(s) = a.subject {
         m.insert("subject".into(), s.into());
     }
-    let me = ctx.identity()?;
-    let store = ctx.store()?;
-    let record = ctx.record(&store, Some(&me.actor()))?;
     let id = write_message(ctx, &store, &me, &record, m, a.attach)?;
     if ctx.json {
         return output::json(&json!({ "thread": id }));

@@ -676,12 +676,14 @@ fn a_key_epoch_or_sealed_content_in_a_stream_kept_in_clear_is_refused() {
                 epoch,
                 opens,
                 wraps,
+                thread,
                 ..
             } => Payload::KeyWrap {
                 category: Category::Tasks,
                 epoch,
                 opens,
                 wraps,
+                thread,
             },
             Payload::SealedCreate { content, .. } => Payload::SealedCreate {
                 category: Category::Tasks,

@@ -46,7 +46,9 @@ use crate::category::Category;
 use crate::entry::{Entry, Payload, Timestamp, Verified, MAX_NOTE_TEXT, MAX_SHORT_TEXT};
 use crate::ids::{ActorId, EntryId};
 use crate::keys::Keypair;
-use crate::seal::{self, BoxKey, BoxPublic, EpochId, EpochKey, Place, Sealed, Wrapped};
+use crate::seal::{
+    self, BoxKey, BoxPublic, EpochId, EpochKey, Place, Sealed, ThreadEpoch, Wrapped,
+};
 use crate::value::Value;
 
 /// Why sealed content or a key wrap is refused.
@@ -295,6 +297,7 @@ impl Record {
                 epoch,
                 opens,
                 wraps,
+                thread,
             } => {
                 if c.in_clear() {
                     return Err(SealingError::InClear(c.clone()).into());
@@ -309,7 +312,16 @@ impl Record {
                     if self.sealing.epochs.contains_key(epoch) {
                         return Err(SealingError::Reopened(*epoch).into());
                     }
-                    if let Some(r) = readers.iter().find(|r| !wraps.iter().any(|w| w.to == **r)) {
+                    // A thread's epoch goes to its participants' readers only: who they
+                    // are is sealed (and the thread it names is in another stream, not in
+                    // a key wrap's causal past), so readers check both when they open
+                    // what is sealed under it (`thread_epoch_flag`); a relay checks each
+                    // wrap goes to a reader of the stream.
+                    let everyone = thread.is_none();
+                    if let Some(r) = readers
+                        .iter()
+                        .find(|r| everyone && !wraps.iter().any(|w| w.to == **r))
+                    {
                         return Err(SealingError::MissingReader(*r).into());
                     }
                 } else {
@@ -376,6 +388,29 @@ impl Record {
         c: &Category,
         past: &dyn Fn(&EntryId) -> bool,
     ) -> BTreeSet<ActorId> {
+        self.readers_among(c, past, None)
+    }
+
+    /// Who reads a thread of `messages` whose participants are `participants` (people or
+    /// organisations) at a causal position: the readers of the stream who are the patient
+    /// (keys, devices, guardians) or act for a participant (the participant, their devices,
+    /// the members of a participant organisation).
+    pub(crate) fn thread_readers_in(
+        &self,
+        participants: &[ActorId],
+        past: &dyn Fn(&EntryId) -> bool,
+    ) -> BTreeSet<ActorId> {
+        self.readers_among(&Category::Messages, past, Some(participants))
+    }
+
+    /// [`Record::readers_in`], keeping only the grantees in `only` (and their devices)
+    /// when given; the patient's side always reads.
+    fn readers_among(
+        &self,
+        c: &Category,
+        past: &dyn Fn(&EntryId) -> bool,
+        only: Option<&[ActorId]>,
+    ) -> BTreeSet<ActorId> {
         let mut out = BTreeSet::new();
         let chain = self.patient_chain_in(past);
         if let Some((current, _)) = chain.last() {
@@ -393,6 +428,9 @@ impl Record {
             // voided by two entries (a revocation above it and its writer's removal, say)
             // records one of them, and a replica may hold only the other.
             if !past(&info.id) || !info.grant.level.reads() || !info.grant.scope.covers(c) {
+                continue;
+            }
+            if only.is_some_and(|o| !o.contains(&info.grant.grantee)) {
                 continue;
             }
             if self.status_in(&info.id, past) != Status::Valid {
@@ -449,6 +487,7 @@ impl Record {
                 epoch,
                 opens,
                 wraps,
+                ..
             } => {
                 if *opens {
                     self.sealing.openings.entry(c.clone()).or_default().push(id);
@@ -582,9 +621,22 @@ impl Record {
         match seal::open(key, place, &e.author, content) {
             Err(err) => Opened::Flagged(None, err.to_string()),
             // Against the schema in effect at the entry's causal position.
-            Ok(bytes) => plain_of(&e.payload, c, &bytes, &|body| {
-                self.validate_body_in(c, body, &|x| self.in_past(x, id))
-            }),
+            Ok(bytes) => {
+                let opened = plain_of(&e.payload, c, &bytes, &|body| {
+                    self.validate_body_in(c, body, &|x| self.in_past(x, id))
+                });
+                // A conversation's entry under a conversation's key: readers check what a
+                // relay cannot (that the key went to its participants only).
+                match opened {
+                    Opened::Ok(Some(p)) if *c == Category::Messages => {
+                        match self.thread_epoch_flag(id, n, content.epoch, &p) {
+                            Some(why) => Opened::Flagged(Some(p), why),
+                            None => Opened::Ok(Some(p)),
+                        }
+                    }
+                    o => o,
+                }
+            }
         }
     }
 
@@ -704,15 +756,16 @@ impl Record {
         self.nodes.get(id).map_or(0, |n| n.depth as usize)
     }
 
-    /// The current epoch of stream `c` here: of the epochs whose key is held here and
-    /// under which the gate would accept content now, the newest opening (greatest depth,
-    /// then id).
+    /// The current epoch of stream `c` here: of the stream's own epochs (not a thread's)
+    /// whose key is held here and under which the gate would accept content now, the
+    /// newest opening (greatest depth, then id).
     pub fn current_epoch(&self, c: &Category) -> Option<EpochId> {
         let all = |_: &EntryId| true;
         self.sealing
             .epochs
             .iter()
             .filter(|(e, i)| i.category == *c && self.sealing.keys.contains_key(e))
+            .filter(|(e, _)| self.epoch_thread(e).is_none())
             .filter(|(e, _)| self.check_sealed_under(c, **e, &all).is_ok())
             .max_by_key(|(e, i)| (self.position(&i.wraps[0]), **e))
             .map(|(e, _)| *e)
@@ -728,6 +781,200 @@ impl Record {
             .iter()
             .all(|r| self.epoch_wrapped_for(info, r))
             .then_some(e)
+    }
+
+    // ---- threads' epochs --------------------------------------------------------------
+
+    /// The thread an epoch is for, as its opening says (`None`: the stream's own epoch).
+    pub fn epoch_thread(&self, epoch: &EpochId) -> Option<ThreadEpoch> {
+        let info = self.sealing.epochs.get(epoch)?;
+        match self.nodes.get(info.wraps.first()?)?.payload()? {
+            Payload::KeyWrap { thread, .. } => *thread,
+            _ => None,
+        }
+    }
+
+    /// The start of the thread a thread's epoch is for: the one its opening names, or (an
+    /// epoch opened with its thread) the first thread's start sealed under it, if held and
+    /// opened here.
+    pub fn epoch_thread_start(&self, epoch: &EpochId) -> Option<EntryId> {
+        match self.epoch_thread(epoch)? {
+            ThreadEpoch::Of(s) => Some(s),
+            ThreadEpoch::New => self
+                .sealing
+                .sealed
+                .get(epoch)?
+                .iter()
+                .filter(|id| self.nodes.get(id).is_some_and(|n| n.h.is_create()))
+                .filter(|id| self.thread_participants(id).is_some())
+                .min_by_key(|id| (self.position(id), **id))
+                .copied(),
+        }
+    }
+
+    /// Who may hold a thread's epoch now: its thread's participants' readers. `None` for a
+    /// stream's own epoch, or a thread whose start is not readable here.
+    fn epoch_readers(&self, epoch: &EpochId) -> Option<BTreeSet<ActorId>> {
+        let start = self.epoch_thread_start(epoch)?;
+        let parts = self.thread_participants(&start)?;
+        Some(self.thread_readers_in(&parts, &|_| true))
+    }
+
+    /// The epoch a writer at the current heads seals the entries of the thread started by
+    /// `thread` under: the newest of the thread's epochs whose key is held here, under
+    /// which the gate would accept content now, wrapped for every current reader of the
+    /// thread and for no one else. `None`: open a new one first.
+    pub fn thread_writing_epoch(&self, thread: &EntryId) -> Option<EpochId> {
+        let parts = self.thread_participants(thread)?;
+        let readers = self.thread_readers_in(&parts, &|_| true);
+        let all = |_: &EntryId| true;
+        let c = Category::Messages;
+        let (e, info) = self
+            .sealing
+            .epochs
+            .iter()
+            .filter(|(e, i)| i.category == c && self.sealing.keys.contains_key(e))
+            .filter(|(e, _)| self.epoch_thread_start(e) == Some(*thread))
+            .filter(|(e, _)| self.check_sealed_under(&c, **e, &all).is_ok())
+            .max_by_key(|(e, i)| (self.position(&i.wraps[0]), **e))?;
+        let exact = info.wraps.iter().all(|w| {
+            matches!(self.nodes.get(w).and_then(Node::payload),
+                Some(Payload::KeyWrap { wraps, .. }) if wraps.iter().all(|x| readers.contains(&x.to)))
+        });
+        (exact && readers.iter().all(|r| self.epoch_wrapped_for(info, r))).then_some(*e)
+    }
+
+    /// Seals an entry of a thread (its start, a message in it, a version or an annotation
+    /// of one) under the thread's epoch, opening one first — wrapped for the thread's
+    /// participants' readers only — when none fits. `None`: not a thread's entry.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_thread_data<R: RngCore + CryptoRng>(
+        &self,
+        key: &Keypair,
+        principal: &ActorId,
+        payload: &Payload,
+        now: Timestamp,
+        device: Option<String>,
+        rng: &mut R,
+    ) -> Result<Option<Vec<Verified>>, Rejection> {
+        use crate::care::thread::{self, Shape, ThreadError};
+        let c = Category::Messages;
+        let (scope, parts) = match payload {
+            Payload::Create { body, .. } => match thread::shape(body)? {
+                Shape::Start(mut named) => {
+                    for p in [self.id, *principal] {
+                        if !named.contains(&p) {
+                            named.push(p);
+                        }
+                    }
+                    (ThreadEpoch::New, named)
+                }
+                Shape::In(t) => (ThreadEpoch::Of(t), Vec::new()),
+                Shape::Loose => return Ok(None),
+            },
+            other => match other.target().and_then(|t| self.thread_of(&t)) {
+                Some(t) => (ThreadEpoch::Of(t), Vec::new()),
+                None => return Ok(None),
+            },
+        };
+        if let ThreadEpoch::Of(t) = scope {
+            if let Some(epoch) = self.thread_writing_epoch(&t) {
+                let sealed = self.seal_payload(&key.actor(), &c, epoch, payload.clone(), rng)?;
+                return Ok(Some(self.prepare_all(key, sealed, now, device)?));
+            }
+        }
+        let parts = match scope {
+            ThreadEpoch::New => parts,
+            ThreadEpoch::Of(t) => self
+                .thread_participants(&t)
+                .ok_or(ThreadError::NotAThread(t))?,
+        };
+        let readers: Vec<ActorId> = self
+            .thread_readers_in(&parts, &|_| true)
+            .into_iter()
+            .collect();
+        let mut trial = self.clone();
+        let mut out =
+            trial.open_epoch_for(key, &c, Some(scope), &readers, now, device.clone(), rng)?;
+        for v in &out {
+            trial.apply(v.clone())?;
+        }
+        let epoch = match out.last().map(|v| &v.entry().payload) {
+            Some(Payload::KeyWrap { epoch, .. }) => *epoch,
+            _ => return Err(SealingError::NoKey(c).into()),
+        };
+        let sealed = trial.seal_payload(&key.actor(), &c, epoch, payload.clone(), rng)?;
+        out.extend(trial.prepare_all(key, sealed, now, device)?);
+        Ok(Some(out))
+    }
+
+    /// Why a sealed entry of `messages` that opened to `plain` is flagged for its thread's
+    /// keys, if it is: sealed under a thread's epoch while in no thread or in another
+    /// thread, or under a thread's epoch given to someone who does not take part in it (a
+    /// relay cannot check that: who takes part is sealed).
+    fn thread_epoch_flag(
+        &self,
+        id: &EntryId,
+        n: &Node,
+        epoch: EpochId,
+        plain: &Payload,
+    ) -> Option<String> {
+        use crate::care::thread::{self, Shape};
+        let scope = self.epoch_thread(&epoch)?;
+        let (thread, parts) = match plain {
+            Payload::Create { body, .. } => match thread::shape(body) {
+                Ok(Shape::Start(mut named)) => {
+                    for p in [self.id, self.principal_of(n)] {
+                        if !named.contains(&p) {
+                            named.push(p);
+                        }
+                    }
+                    (Some(*id), Some(named))
+                }
+                Ok(Shape::In(t)) => (Some(t), None),
+                _ => (None, None),
+            },
+            other => (other.target().and_then(|t| self.thread_of(&t)), None),
+        };
+        let Some(thread) = thread else {
+            return Some("sealed under a conversation's key, but in no conversation".into());
+        };
+        let ours = match scope {
+            ThreadEpoch::Of(s) => s == thread,
+            ThreadEpoch::New => {
+                self.nodes.get(&thread).and_then(|t| self.epoch_of(t)) == Some(epoch)
+            }
+        };
+        if !ours {
+            return Some("sealed under another conversation's key".into());
+        }
+        let parts = match parts {
+            Some(p) => p,
+            None => self.thread_participants(&thread)?,
+        };
+        let info = self.sealing.epochs.get(&epoch)?;
+        for w in &info.wraps {
+            let Some(Payload::KeyWrap { wraps, .. }) = self.nodes.get(w).and_then(Node::payload)
+            else {
+                continue;
+            };
+            let readers = self.thread_readers_in(&parts, &|x| self.in_past(x, w));
+            if let Some(x) = wraps.iter().find(|x| !readers.contains(&x.to)) {
+                return Some(format!(
+                    "its conversation's key was given to {}, who does not take part",
+                    x.to
+                ));
+            }
+        }
+        None
+    }
+
+    /// Whether `id` is sealed under a conversation's own epoch whose key is not held here.
+    fn conversation_not_held(&self, id: &EntryId) -> bool {
+        self.nodes
+            .get(id)
+            .and_then(|n| self.epoch_of(n))
+            .is_some_and(|e| self.epoch_thread(&e).is_some() && !self.sealing.keys.contains_key(&e))
     }
 
     fn epoch_wrapped_for(&self, info: &EpochInfo, reader: &ActorId) -> bool {
@@ -904,7 +1151,29 @@ impl Record {
             Some(&c),
             &|x| self.nodes.contains_key(x),
             true,
-        )?;
+        )
+        .map_err(|e| match e {
+            // A conversation sealed under a key not given to this writer: it does not
+            // take part (it cannot read who does).
+            Rejection::Thread(crate::care::thread::ThreadError::NotAThread(t))
+                if self.conversation_not_held(&t) =>
+            {
+                crate::care::thread::ThreadError::NotParticipant {
+                    thread: t,
+                    actor: principal,
+                }
+                .into()
+            }
+            e => e,
+        })?;
+        if c == Category::Messages {
+            // A conversation's entry is sealed under the conversation's own key.
+            if let Some(out) =
+                self.prepare_thread_data(key, &principal, &payload, now, device.clone(), rng)?
+            {
+                return Ok(out);
+            }
+        }
         if let Some(epoch) = self.writing_epoch(&c) {
             let sealed = self.seal_payload(&key.actor(), &c, epoch, payload, rng)?;
             return self.prepare_all(key, sealed, now, device);
@@ -1002,10 +1271,26 @@ impl Record {
         device: Option<String>,
         rng: &mut R,
     ) -> Result<Vec<Verified>, Rejection> {
+        let readers: Vec<ActorId> = self.readers(c).into_iter().collect();
+        self.open_epoch_for(key, c, None, &readers, now, device, rng)
+    }
+
+    /// Prepares the opening of a new epoch of stream `c` (for a thread, with `thread`)
+    /// wrapped for `readers`, and keeps its key.
+    #[allow(clippy::too_many_arguments)]
+    fn open_epoch_for<R: RngCore + CryptoRng>(
+        &mut self,
+        key: &Keypair,
+        c: &Category,
+        thread: Option<ThreadEpoch>,
+        readers: &[ActorId],
+        now: Timestamp,
+        device: Option<String>,
+        rng: &mut R,
+    ) -> Result<Vec<Verified>, Rejection> {
         let epoch = EpochId::generate(rng);
         let k = EpochKey::generate(rng);
-        let readers: Vec<ActorId> = self.readers(c).into_iter().collect();
-        let wraps = self.wrap_for(&k, c, epoch, &readers, rng)?;
+        let wraps = self.wrap_for(&k, c, epoch, readers, rng)?;
         let v = self.prepare_as(
             key,
             Payload::KeyWrap {
@@ -1013,6 +1298,7 @@ impl Record {
                 epoch,
                 opens: true,
                 wraps,
+                thread,
             },
             now,
             device,
@@ -1133,11 +1419,20 @@ impl Record {
         } else {
             self.current_epoch(c).into_iter().collect()
         };
-        let readers = self.readers(c);
+        let stream_readers = self.readers(c);
         let mut trial: Option<Record> = None;
         let mut out = Vec::new();
         for epoch in epochs {
             let info = &self.sealing.epochs[&epoch];
+            // A thread's epoch goes to its participants' readers only, never to another
+            // reader of the stream (a new grantee's history, an organisation's members).
+            let thread_readers;
+            let readers = if self.epoch_thread(&epoch).is_some() {
+                thread_readers = self.epoch_readers(&epoch).unwrap_or_default();
+                &thread_readers
+            } else {
+                &stream_readers
+            };
             let mut who: Vec<ActorId> = to
                 .iter()
                 .filter(|a| readers.contains(a) && !self.epoch_wrapped_for(info, a))
@@ -1155,6 +1450,7 @@ impl Record {
                 epoch,
                 opens: false,
                 wraps,
+                thread: None,
             };
             let r = trial.as_ref().unwrap_or(self);
             let v = r.prepare_as(key, payload, now, device.clone())?;
