@@ -875,6 +875,77 @@ pub fn flags_of_response(r: &crate::record::Record, id: &crate::ids::EntryId) ->
         .unwrap_or_default()
 }
 
+/// How long before the end of an assignment's due day its reminder is given: two days, so
+/// a questionnaire due on the 20th is reminded from the start of the 19th (UTC).
+pub const DUE_NOTICE_MS: u64 = 2 * 86_400_000;
+
+/// One assignment coming due (or overdue) for its owner.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DueReminder {
+    /// The assignment (the task's item id).
+    pub task: crate::ids::EntryId,
+    /// Its current version.
+    pub version: crate::ids::EntryId,
+    /// The due date as written.
+    pub due: String,
+    /// When the reminder is given (ms since the epoch).
+    pub at: crate::entry::Timestamp,
+    /// Whether the due day is over.
+    pub overdue: bool,
+}
+
+/// The end of a due date (`2026-12-20`: the start of the 21st, UTC) or the date-time itself,
+/// in ms since the epoch.
+fn due_end(due: &str) -> Option<u64> {
+    let ms = match crate::schema::date_time_ms(due) {
+        Some(ms) => ms,
+        None if due.len() == 10 => {
+            crate::schema::date_time_ms(&format!("{due}T00:00:00Z"))?.checked_add(86_400_000)?
+        }
+        None => return None,
+    };
+    u64::try_from(ms).ok()
+}
+
+/// The reminders of open questionnaire assignments in `state` (a viewer's fold: only what
+/// they may see) owned by someone `owns` says the viewer acts as, given at `now`: from
+/// [`DUE_NOTICE_MS`] before the end of the due day, for as long as the assignment is open.
+/// Closed assignments and those without a due date that reads give none. Pure.
+pub fn due_reminders(
+    state: &crate::fold::State,
+    now: crate::entry::Timestamp,
+    owns: &dyn Fn(&crate::ids::ActorId) -> bool,
+) -> Vec<DueReminder> {
+    let mut out = Vec::new();
+    for item in state.items.iter().filter(|i| {
+        i.category == crate::category::Category::Tasks
+            && i.body.get("kind").and_then(Value::as_text) == Some(TASK_KIND)
+    }) {
+        let text = |k: &str| item.body.get(k).and_then(Value::as_text);
+        let open = text("status")
+            .and_then(super::TaskStatus::parse)
+            .is_some_and(|s| !s.is_closed());
+        let owner = text("owner").and_then(|o| o.parse::<crate::ids::ActorId>().ok());
+        let (true, Some(owner), Some(due)) = (open, owner, text("due")) else {
+            continue;
+        };
+        let Some(end) = due_end(due) else { continue };
+        let at = end.saturating_sub(DUE_NOTICE_MS);
+        if !owns(&owner) || now < at {
+            continue;
+        }
+        out.push(DueReminder {
+            task: item.id,
+            version: item.current,
+            due: due.to_owned(),
+            at,
+            overdue: now >= end,
+        });
+    }
+    out.sort_by(|a, b| (a.at, a.task).cmp(&(b.at, b.task)));
+    out
+}
+
 /// Checks a response body against its definition: the answers valid, and the stated
 /// `score` and `band` those the rule gives. Returns what it scores.
 ///

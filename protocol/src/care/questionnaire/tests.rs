@@ -742,3 +742,44 @@ fn the_flags_of_a_stored_response_are_read_from_its_published_questionnaire() {
     assert!(flags_of_response(&c.f.record, &def).is_empty());
     assert!(flags_of_response(&c.f.record, &task).is_empty());
 }
+
+// --- Due reminders. -------------------------------------------------------------------------
+
+#[test]
+fn an_open_assignment_is_reminded_to_its_owner_as_its_due_date_nears() {
+    let mut c = clinic();
+    let def = publish(&mut c, "phq-9");
+    let task = assign(&mut c, &def.to_string()).unwrap(); // due 2026-12-20
+    let george = c.f.record.id();
+    let ms = |s: &str| crate::schema::date_time_ms(s).unwrap() as u64;
+    let state = |c: &Clinic, now| {
+        let v = c.f.record.viewer(&c.f.patient.actor(), now);
+        crate::fold::current(&c.f.record, &v)
+    };
+    let is_george = |a: &crate::ids::ActorId| *a == george;
+    // Before the 19th: nothing; from the start of the 19th (two days before the end of
+    // the 20th): one reminder, not overdue; from the 21st: overdue.
+    let before = ms("2026-12-18T23:59:59Z");
+    assert!(due_reminders(&state(&c, before), before, &is_george).is_empty());
+    let on = ms("2026-12-19T00:00:00Z");
+    let r = due_reminders(&state(&c, on), on, &is_george);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].task, r[0].due.as_str(), r[0].at), (task, "2026-12-20", on));
+    assert!(!r[0].overdue);
+    let after = ms("2026-12-21T00:00:00Z");
+    assert!(due_reminders(&state(&c, after), after, &is_george)[0].overdue);
+    // Nobody else is reminded of George's assignment.
+    let gp = c.gp.actor();
+    assert!(due_reminders(&state(&c, on), on, &|a| *a == gp).is_empty());
+    // Once answered (the task completed), no reminder.
+    let mut t = match c.f.record.payload(&task).map(|p| p.into_owned()).unwrap() {
+        Payload::Create { body, .. } => body,
+        _ => panic!(),
+    };
+    if let Value::Map(m) = &mut t {
+        m.insert("status".into(), Value::Text("completed".into()));
+    }
+    let p = c.f.patient.clone();
+    c.f.write(&p, Payload::Amend { target: task, body: t }).unwrap();
+    assert!(due_reminders(&state(&c, on), on, &is_george).is_empty());
+}
