@@ -871,12 +871,18 @@ const EVENT_TEXT = {
   'task-status': "A referral or task's status changed",
   'new-message': 'A new message',
   'reminder-due': 'An appointment reminder is due',
+  'questionnaire-assigned': 'A questionnaire was assigned to you',
+  'questionnaire-due': 'A questionnaire is due soon',
+  'questionnaire-flag': 'An answer was flagged for review',
 };
 const EVENT_CATEGORIES = {
   'result-released': RESULT_CATEGORIES,
   'task-status': ['tasks'],
   'new-message': ['messages'],
   'reminder-due': ['appointments'],
+  'questionnaire-assigned': ['tasks'],
+  'questionnaire-due': ['tasks'],
+  'questionnaire-flag': ['questionnaires'],
 };
 
 function mayRelease(e) {
@@ -1414,10 +1420,13 @@ async function renderQuestionnaires(panel) {
     const rows = [...got.responses].sort((a, b) => String(b.completed).localeCompare(String(a.completed)));
     panel.append(h('div', { class: 'scroll' }, h('table', { id: 'responses-table' },
       h('caption', {}, 'Questionnaires answered, newest first'),
-      h('thead', {}, h('tr', {}, ['Questionnaire', 'Completed', 'Score', 'Severity'].map((x) => h('th', { scope: 'col' }, x)))),
-      h('tbody', {}, rows.map((r) => h('tr', { 'data-entry': r.id },
+      h('thead', {}, h('tr', {}, ['Questionnaire', 'Completed', 'Score', 'Severity', 'Flag'].map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, rows.map((r) => h('tr', { 'data-entry': r.id, class: (r.flags || []).length ? 'flagged' : '' },
         h('th', { scope: 'row' }, r.questionnaire), h('td', {}, r.completed ? when(r.completed) : '—'),
-        h('td', { class: 'num' }, r.score ?? '—'), h('td', {}, r.band || '—')))))));
+        h('td', { class: 'num' }, r.score ?? '—'), h('td', {}, r.band || '—'),
+        h('td', { class: 'flags' }, (r.flags || []).length
+          ? (r.flags || []).map((f) => h('span', { class: 'flag' }, `Flag: ${f.label} (${f.answer})`))
+          : 'None')))))));
   }
   if (myLevel('questionnaires') && levelRank(myLevel('questionnaires')) >= levelRank('write')) {
     panel.append(await publishSection(got));
@@ -1506,6 +1515,12 @@ function answerForm(box, p, a, result) {
       res.replaceChildren(h('p', { class: 'score' }, `${d.title}: your score is `,
         h('strong', { id: 'questionnaire-score' }, String(r.score ?? '—')),
         r.band ? [' (', h('strong', { id: 'questionnaire-band' }, r.band), ')'] : '', '.'));
+      if ((r.flags || []).length) {
+        res.append(h('p', { id: 'questionnaire-flag', class: 'flag' },
+          h('strong', {}, 'Flagged for your care team: '),
+          r.flags.map((f) => `${f.label} (you answered “${f.answer}”)`).join('; '),
+          '. If you feel you may act on these thoughts, call your local emergency number now.'));
+      }
     }
     setStatus(`Answers sent: score ${r.score ?? '—'}${r.band ? ` (${r.band})` : ''}.`);
   });

@@ -2423,7 +2423,7 @@ fn george_completes_an_assigned_phq9_in_the_web_app_and_sees_his_score_and_band(
         click(&c, &format!("#assigned-list li[data-task='{task}'] button")).await;
         wait_text(&c, "#answer-heading", "PHQ-9").await;
         // Every question but the ninth: refused in the page, nothing sent.
-        // Answers 2,2,1,2,1,1,2,0 (then 0): 11, moderate.
+        // Answers 2,2,1,2,1,1,2,0 (then 1): 12, moderate.
         for (i, k) in [2, 2, 1, 2, 1, 1, 2, 0].iter().enumerate() {
             click(&c, &format!("#q-phq9-{}-{k}", i + 1)).await;
         }
@@ -2432,15 +2432,25 @@ fn george_completes_an_assigned_phq9_in_the_web_app_and_sees_his_score_and_band(
         assert!(err.contains("better off dead"), "{err}");
         let png = c.screenshot().await.expect("a screenshot");
         screenshot(&png, "web-app-questionnaire.png");
-        click(&c, "#q-phq9-9-0").await;
+        // Question 9 "Several days": 12, moderate, and a clinical flag.
+        click(&c, "#q-phq9-9-1").await;
         click(&c, "#q-phq9-10-1").await;
         click(&c, "#answer-form button[type=submit]").await;
-        wait_text(&c, "#questionnaire-score", "11").await;
+        wait_text(&c, "#questionnaire-score", "12").await;
         wait_text(&c, "#questionnaire-band", "moderate").await;
-        // The assignment is done; both scores are listed.
+        let flag = wait_text(&c, "#questionnaire-flag", "Flagged for your care team").await;
+        assert!(flag.contains("Several days"), "{flag}");
+        // The assignment is done; both scores are listed, the new one flagged.
         wait_text(&c, "#panel", "Nothing to fill in.").await;
         let scores = wait_text(&c, "#responses-table", "moderate").await;
         assert!(scores.contains("minimal"), "{scores}");
+        let flagged = text_of(&c, "#responses-table tr.flagged").await;
+        assert!(flagged.contains("12") && flagged.contains("Flag: Thoughts"), "{flagged}");
+        assert_eq!(
+            js_number(&c, "return document.querySelectorAll('#responses-table tr.flagged').length;", vec![]).await,
+            1,
+            "only the response with question 9 above Not at all"
+        );
         let tasks = george.live_json(&["task", "list"]);
         assert_eq!(tasks["tasks"][0]["status"], "completed", "{tasks}");
 
@@ -2459,11 +2469,11 @@ fn george_completes_an_assigned_phq9_in_the_web_app_and_sees_his_score_and_band(
         .await;
         assert_eq!(bands, "minimal|mild|moderate|moderately severe|severe");
         let label = chart_label(&c, measure).await;
-        assert!(label.contains("Latest 11"), "{label}");
+        assert!(label.contains("Latest 12"), "{label}");
         assert!(label.contains("(moderate)"), "{label}");
         assert!(label.contains("Severity bands: 0 to 4 minimal"), "{label}");
         let rows = chart_table(&c, measure).await;
-        assert!(rows[0].contains("11") && rows[0].contains("moderate"), "{rows:?}");
+        assert!(rows[0].contains("12") && rows[0].contains("moderate"), "{rows:?}");
         assert!(rows[1].contains("minimal"), "{rows:?}");
         let png = c.screenshot().await.expect("a screenshot");
         screenshot(&png, "web-app-questionnaire-trend.png");
