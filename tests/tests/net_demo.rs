@@ -89,7 +89,7 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
     // notification; they talk in a thread; she assigns a PHQ-9 that George's node tells
     // him of, he answers it and both see its score and band.
     assert!(
-        stdout.contains("the release to reach George's node as a notification"),
+        stdout.contains("The release is what tells George"),
         "{stdout}"
     );
     assert!(stdout.contains("result-released"), "{stdout}");
