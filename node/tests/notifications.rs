@@ -859,8 +859,16 @@ async fn a_questionnaire_assigned_coming_due_and_flagged_notifies_those_who_may_
     n.subscribe(&nurse.actor(), &rec, &[Event::QuestionnaireFlag], &[], t0)
         .unwrap();
     assert!(matches!(
-        n.subscribe(&pharmacist.actor(), &rec, &[Event::QuestionnaireFlag], &[], t0),
-        Err(cophr_node::notify::NotifyError::NotVisible(Category::Questionnaires))
+        n.subscribe(
+            &pharmacist.actor(),
+            &rec,
+            &[Event::QuestionnaireFlag],
+            &[],
+            t0
+        ),
+        Err(cophr_node::notify::NotifyError::NotVisible(
+            Category::Questionnaires
+        ))
     ));
     let api = AppState::new(
         store.clone(),
@@ -888,7 +896,9 @@ async fn a_questionnaire_assigned_coming_due_and_flagged_notifies_those_who_may_
     .await;
     assert_eq!(s, StatusCode::CREATED, "{assigned}");
     let task: EntryId = assigned["id"].as_str().unwrap().parse().unwrap();
-    let sub = assigned["flag_subscription"].as_str().expect("subscribed by assigning");
+    let sub = assigned["flag_subscription"]
+        .as_str()
+        .expect("subscribed by assigning");
     let subs = n.subscriptions(&gp.actor(), Some(&rec)).unwrap();
     assert_eq!(subs.len(), 1);
     assert_eq!(subs[0].id, sub);
@@ -931,7 +941,10 @@ async fn a_questionnaire_assigned_coming_due_and_flagged_notifies_those_who_may_
     assert_eq!(due.len(), 1, "{due:?}");
     assert_eq!(due[0].id, format!("questionnaire-due:{task}:2030-06-20"));
     assert_eq!(due[0].event, Event::QuestionnaireDue);
-    assert!(n.process(&rec, &rec, day("2030-06-19") + 60_000).unwrap().is_empty());
+    assert!(n
+        .process(&rec, &rec, day("2030-06-19") + 60_000)
+        .unwrap()
+        .is_empty());
     // The nurse leaves the team before George answers.
     store
         .write(
@@ -949,7 +962,12 @@ async fn a_questionnaire_assigned_coming_due_and_flagged_notifies_those_who_may_
     let p = q::Definition::parse(q::built_in("phq-9").unwrap()).unwrap();
     let answer = |q9: &str| {
         let mut a: Vec<(String, cophr_protocol::Value)> = (1..=8)
-            .map(|i| (format!("phq9-{i}"), cophr_protocol::Value::Text("LA6568-5".into())))
+            .map(|i| {
+                (
+                    format!("phq9-{i}"),
+                    cophr_protocol::Value::Text("LA6568-5".into()),
+                )
+            })
             .collect();
         a.push(("phq9-9".into(), cophr_protocol::Value::Text(q9.into())));
         let j = q::response_json(&p, &def, &a, "2030-06-19T10:00:00Z", None).unwrap();
@@ -983,13 +1001,8 @@ async fn a_questionnaire_assigned_coming_due_and_flagged_notifies_those_who_may_
     let (s, list) = call(&api, Method::GET, &format!("{base}/questionnaires"), None).await;
     assert_eq!(s, StatusCode::OK);
     let responses = list["responses"].as_array().unwrap();
-    let flags_of = |id: &EntryId| {
-        responses
-            .iter()
-            .find(|r| r["id"] == json!(id))
-            .unwrap()["flags"]
-            .clone()
-    };
+    let flags_of =
+        |id: &EntryId| responses.iter().find(|r| r["id"] == json!(id)).unwrap()["flags"].clone();
     assert_eq!(flags_of(&calm), json!([]));
     assert_eq!(flags_of(&flagged)[0]["question"], "phq9-9");
     assert_eq!(flags_of(&flagged)[0]["answer"], "Several days");

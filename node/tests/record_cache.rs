@@ -246,14 +246,21 @@ fn a_batch_holding_a_task_and_its_owners_step_is_taken_whole_by_a_fresh_replica(
     let entries: Vec<_> = s.with_record(&rec, |r| r.entries().collect()).unwrap();
     let b = tempfile::tempdir().unwrap();
     let fresh = open(b.path(), SMALL);
-    let n = fresh.ingest(&rec, entries).expect("the batch is taken whole");
+    let n = fresh
+        .ingest(&rec, entries)
+        .expect("the batch is taken whole");
     assert_eq!(n, 4);
     fresh
         .with_record(&rec, |r| {
             assert!(r.contains(&task) && r.contains(&step));
             assert!(r.is_lean());
             // Once written, the record data is let go again, and read back from the log.
-            assert!(r.held_in_memory() < r.len(), "{} of {}", r.held_in_memory(), r.len());
+            assert!(
+                r.held_in_memory() < r.len(),
+                "{} of {}",
+                r.held_in_memory(),
+                r.len()
+            );
             assert!(r.payload(&step).is_some());
         })
         .unwrap();

@@ -69,10 +69,7 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
         .to_owned();
     // Assigning subscribed the GP to clinical flags in George's record.
     let subs = gp.json(&["notifications", "subscriptions"]);
-    assert!(
-        subs.to_string().contains("questionnaire-flag"),
-        "{subs}"
-    );
+    assert!(subs.to_string().contains("questionnaire-flag"), "{subs}");
     share(&files, &gp, &george);
 
     // George sees the assignment, overdue, among his tasks too.
@@ -138,7 +135,11 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
     let out: Value = serde_json::from_str(&george.ok(&with_json)).unwrap();
     assert_eq!(out["score"], 11);
     assert_eq!(out["band"], "moderate");
-    assert_eq!(out["flags"], serde_json::json!([]), "no flag: q9 Not at all");
+    assert_eq!(
+        out["flags"],
+        serde_json::json!([]),
+        "no flag: q9 Not at all"
+    );
     assert!(
         out["task"].as_str().is_some_and(|t| t.starts_with("e-")),
         "{out}"

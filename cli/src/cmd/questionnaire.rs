@@ -401,7 +401,10 @@ fn answer(ctx: &Ctx, a: AnswerArgs) -> Result<()> {
         }
     }
     for f in &flags {
-        line.push_str(&format!("\nFLAG {}: {} ({})", f.question, f.label, f.answer));
+        line.push_str(&format!(
+            "\nFLAG {}: {} ({})",
+            f.question, f.label, f.answer
+        ));
     }
     output::line(line)
 }
@@ -673,7 +676,10 @@ fn show(ctx: &Ctx, a: ShowArgs) -> Result<()> {
             out.push('\n');
         }
         for f in &flags {
-            out.push_str(&format!("FLAG {}: {} ({})\n", f.question, f.label, f.answer));
+            out.push_str(&format!(
+                "FLAG {}: {} ({})\n",
+                f.question, f.label, f.answer
+            ));
         }
     }
     output::print(&out)

@@ -478,7 +478,10 @@ fn flag_of(
             match ext_url(sub) {
                 Some("from") => from = sub.get("valueInteger").and_then(integer),
                 Some("label") => {
-                    label = short(text_of(sub, "valueString", "a flag's label")?, "a flag's label")?
+                    label = short(
+                        text_of(sub, "valueString", "a flag's label")?,
+                        "a flag's label",
+                    )?
                 }
                 _ => {}
             }
@@ -487,7 +490,9 @@ fn flag_of(
             return Err(bad("needs `from` (a whole number) and `label`"));
         };
         if !options.iter().any(|o| o.ordinal.is_some_and(|v| v >= from)) {
-            return Err(bad(&format!("can never trip: no option's value reaches {from}")));
+            return Err(bad(&format!(
+                "can never trip: no option's value reaches {from}"
+            )));
         }
         flag = Some(Flag { from, label });
     }
@@ -942,7 +947,7 @@ pub fn due_reminders(
             overdue: now >= end,
         });
     }
-    out.sort_by(|a, b| (a.at, a.task).cmp(&(b.at, b.task)));
+    out.sort_by_key(|a| (a.at, a.task));
     out
 }
 

@@ -1007,9 +1007,10 @@ fn the_care_team(t: &mut Tour, nodes: &mut Nodes, george: &str, host: &str) -> R
     )?;
     let result = out.trim().to_owned();
     t.run("dnurse", &["result", "release", &result], Expect::Ok)?;
-    t.wait_for("the release to reach George's node as a notification", |t| {
-        t.notified("george", "result-released")
-    })?;
+    t.wait_for(
+        "the release to reach George's node as a notification",
+        |t| t.notified("george", "result-released"),
+    )?;
     t.run("george", &["notifications", "list"], Expect::Ok)?;
 
     t.say("She starts a conversation with George about it. A thread is private to its participants by the record's rules: Mary, who reads George's other messages, is not in it.");
@@ -1061,9 +1062,10 @@ fn the_care_team(t: &mut Tour, nodes: &mut Nodes, george: &str, host: &str) -> R
         )?
         .trim()
         .to_owned();
-    t.wait_for("the assignment to reach George's node as a notification", |t| {
-        t.sees("george", &task) && t.notified("george", "questionnaire-assigned")
-    })?;
+    t.wait_for(
+        "the assignment to reach George's node as a notification",
+        |t| t.sees("george", &task) && t.notified("george", "questionnaire-assigned"),
+    )?;
     t.run("george", &["notifications", "list"], Expect::Ok)?;
     let mut answer = vec!["questionnaire", "answer", task.as_str()];
     // Several days (1) for the first six questions, Not at all (0) for the rest: 6, mild.
@@ -1074,11 +1076,7 @@ fn the_care_team(t: &mut Tour, nodes: &mut Nodes, george: &str, host: &str) -> R
         answer.extend(["--answer", a.as_str()]);
     }
     let out = t.run("george", &answer, Expect::Ok)?;
-    let response = out
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let response = out.split_whitespace().next().unwrap_or_default().to_owned();
     t.wait_for("George's answers to reach the nurse's node", |t| {
         t.sees("dnurse", &response)
     })?;

@@ -701,10 +701,16 @@ fn a_malformed_flag_is_refused_with_what_is_wrong() {
     );
     for (text, why) in [
         (choice(json!([flag(json!(2), json!("Look"))])), "never trip"),
-        (choice(json!([flag(json!("x"), json!("Look"))])), "needs `from`"),
+        (
+            choice(json!([flag(json!("x"), json!("Look"))])),
+            "needs `from`",
+        ),
         (choice(json!([flag(json!(1), json!(null))])), "needs `from`"),
         (
-            choice(json!([flag(json!(1), json!("A")), flag(json!(1), json!("B"))])),
+            choice(json!([
+                flag(json!(1), json!("A")),
+                flag(json!(1), json!("B"))
+            ])),
             "twice",
         ),
         (
@@ -764,7 +770,10 @@ fn an_open_assignment_is_reminded_to_its_owner_as_its_due_date_nears() {
     let on = ms("2026-12-19T00:00:00Z");
     let r = due_reminders(&state(&c, on), on, &is_george);
     assert_eq!(r.len(), 1);
-    assert_eq!((r[0].task, r[0].due.as_str(), r[0].at), (task, "2026-12-20", on));
+    assert_eq!(
+        (r[0].task, r[0].due.as_str(), r[0].at),
+        (task, "2026-12-20", on)
+    );
     assert!(!r[0].overdue);
     let after = ms("2026-12-21T00:00:00Z");
     assert!(due_reminders(&state(&c, after), after, &is_george)[0].overdue);
@@ -780,6 +789,13 @@ fn an_open_assignment_is_reminded_to_its_owner_as_its_due_date_nears() {
         m.insert("status".into(), Value::Text("completed".into()));
     }
     let p = c.f.patient.clone();
-    c.f.write(&p, Payload::Amend { target: task, body: t }).unwrap();
+    c.f.write(
+        &p,
+        Payload::Amend {
+            target: task,
+            body: t,
+        },
+    )
+    .unwrap();
     assert!(due_reminders(&state(&c, on), on, &is_george).is_empty());
 }
