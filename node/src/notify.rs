@@ -4,7 +4,10 @@
 //! A person (an actor this node acts as) subscribes, per record, to events — a result
 //! released ([`Event::ResultReleased`]), a task's status changed ([`Event::TaskStatus`]),
 //! a new message ([`Event::NewMessage`]), an appointment reminder due
-//! ([`Event::ReminderDue`]) — optionally narrowed to categories. A subscription to a
+//! ([`Event::ReminderDue`]), a questionnaire assigned to the person
+//! ([`Event::QuestionnaireAssigned`]) or coming due ([`Event::QuestionnaireDue`]), a
+//! response tripping a questionnaire's clinical flag ([`Event::QuestionnaireFlag`]) —
+//! optionally narrowed to categories. A subscription to a
 //! category the person may not see is refused ([`NotifyError::NotVisible`]); nothing is
 //! stored.
 //!
@@ -31,7 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cophr_protocol::care::{self, release};
+use cophr_protocol::care::{self, questionnaire as q, release};
 use cophr_protocol::fold::{self, Viewer};
 use cophr_protocol::record::Record;
 use cophr_protocol::{ActorId, Category, EntryId, Payload, RecordId, Timestamp};
@@ -67,15 +70,26 @@ pub enum Event {
     NewMessage,
     /// An appointment's reminder is due (`appointments`).
     ReminderDue,
+    /// A questionnaire was assigned to the person (a `questionnaire` task they own).
+    QuestionnaireAssigned,
+    /// A questionnaire assigned to the person is due soon or overdue
+    /// ([`q::DUE_NOTICE_MS`] before the end of its due day, while open).
+    QuestionnaireDue,
+    /// A response tripped a clinical flag of its questionnaire (PHQ-9 question 9 above
+    /// *Not at all*): only to those who may see the response.
+    QuestionnaireFlag,
 }
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 4] = [
+    pub const ALL: [Event; 7] = [
         Event::ResultReleased,
         Event::TaskStatus,
         Event::NewMessage,
         Event::ReminderDue,
+        Event::QuestionnaireAssigned,
+        Event::QuestionnaireDue,
+        Event::QuestionnaireFlag,
     ];
 
     /// The stable name (`result-released`, …).
@@ -85,6 +99,9 @@ impl Event {
             Event::TaskStatus => "task-status",
             Event::NewMessage => "new-message",
             Event::ReminderDue => "reminder-due",
+            Event::QuestionnaireAssigned => "questionnaire-assigned",
+            Event::QuestionnaireDue => "questionnaire-due",
+            Event::QuestionnaireFlag => "questionnaire-flag",
         }
     }
 
@@ -100,6 +117,8 @@ impl Event {
             Event::TaskStatus => vec![Category::Tasks],
             Event::NewMessage => vec![Category::Messages],
             Event::ReminderDue => vec![Category::Appointments],
+            Event::QuestionnaireAssigned | Event::QuestionnaireDue => vec![Category::Tasks],
+            Event::QuestionnaireFlag => vec![Category::Questionnaires],
         }
     }
 }
@@ -249,7 +268,8 @@ pub fn derive(
         let Some(payload) = r.payload(id) else {
             continue;
         };
-        let (event, about, by, category) = match &*payload {
+        let mut found: Vec<(Event, EntryId, Option<EntryId>, Category)> = Vec::new();
+        match &*payload {
             Payload::Annotate { target, text } if release::is_release(text) => {
                 let Some(c) = r.category_of(target) else {
                     continue;
@@ -257,40 +277,98 @@ pub fn derive(
                 if !release::is_result_category(c) || !r.can_see(v, target) {
                     continue;
                 }
-                (Event::ResultReleased, *target, Some(*id), c.clone())
+                found.push((Event::ResultReleased, *target, Some(*id), c.clone()));
             }
             p if p.is_create() || p.is_amend() => {
                 let Some(c) = r.category_of(id) else { continue };
                 match c {
                     Category::Tasks => {
-                        if task_status_unchanged(r, p) {
-                            continue;
+                        if !task_status_unchanged(r, p) {
+                            found.push((Event::TaskStatus, *id, None, c.clone()));
                         }
-                        (Event::TaskStatus, *id, None, c.clone())
+                        if p.is_create() && assigned_to(r, me, p) {
+                            found.push((Event::QuestionnaireAssigned, *id, None, c.clone()));
+                        }
                     }
                     Category::Messages if p.is_create() => {
-                        (Event::NewMessage, *id, None, c.clone())
+                        found.push((Event::NewMessage, *id, None, c.clone()));
+                    }
+                    Category::Questionnaires
+                        if p.is_create() && !q::flags_of_response(r, id).is_empty() =>
+                    {
+                        found.push((Event::QuestionnaireFlag, *id, None, c.clone()));
                     }
                     _ => continue,
                 }
             }
             _ => continue,
         };
-        if !wants(event, &category) {
-            continue;
+        for (event, about, by, category) in found {
+            if !wants(event, &category) {
+                continue;
+            }
+            out.push(Notification {
+                id: format!("{}:{about}", event.name()),
+                record: r.id(),
+                event,
+                entry: about,
+                by,
+                category,
+                time: entry.time,
+                read: false,
+            });
         }
-        out.push(Notification {
-            id: format!("{}:{about}", event.name()),
-            record: r.id(),
-            event,
-            entry: about,
-            by,
-            category,
-            time: entry.time,
-            read: false,
-        });
     }
     out
+}
+
+/// Whether `who` is someone `me` acts as in `r`: `me`, the patient when `me` is one of his
+/// keys, or a person whose device `me` is.
+fn acts_as(r: &Record, me: &ActorId, who: &ActorId) -> bool {
+    who == me || (*who == r.id() && r.is_patient(me)) || r.owners_of(me).contains(who)
+}
+
+/// Whether a task's create is a questionnaire assigned to (owned by) someone `me` acts as.
+fn assigned_to(r: &Record, me: &ActorId, p: &Payload) -> bool {
+    let Payload::Create { body, .. } = p else {
+        return false;
+    };
+    let text = |k: &str| body.get(k).and_then(cophr_protocol::Value::as_text);
+    text("kind") == Some(q::TASK_KIND)
+        && text("owner")
+            .and_then(|o| o.parse::<ActorId>().ok())
+            .is_some_and(|o| acts_as(r, me, &o))
+}
+
+/// The reminders of questionnaires assigned to `me` coming due at `now` (from the viewer's
+/// fold), if a subscription names them.
+fn questionnaires_due(
+    r: &Record,
+    v: &Viewer,
+    me: &ActorId,
+    subs: &[&Subscription],
+    now: Timestamp,
+) -> Vec<Notification> {
+    if !subs.iter().any(|s| {
+        s.events.contains(&Event::QuestionnaireDue) && s.categories.contains(&Category::Tasks)
+    }) || v.level_on(&Category::Tasks).is_none()
+    {
+        return Vec::new();
+    }
+    let state = fold::current(r, v);
+    q::due_reminders(&state, now, &|who| acts_as(r, me, who))
+        .into_iter()
+        .map(|d| Notification {
+            id: format!("{}:{}:{}", Event::QuestionnaireDue.name(), d.task, d.due),
+            record: r.id(),
+            event: Event::QuestionnaireDue,
+            entry: d.version,
+            by: None,
+            category: Category::Tasks,
+            time: d.at,
+            read: false,
+        })
+        .collect()
 }
 
 /// Whether a task version keeps the status of the version it amends (an edit, not a step).
@@ -443,6 +521,27 @@ impl Notifier {
         })
     }
 
+    /// Subscribes `me` to [`Event::QuestionnaireFlag`] in `record` unless a subscription of
+    /// theirs there already names it: what assigning a questionnaire does, so the assigning
+    /// clinician hears of a flag in the answers. Returns the new subscription, if one was
+    /// made.
+    pub fn follow_flags(
+        &self,
+        me: &ActorId,
+        record: &RecordId,
+        now: Timestamp,
+    ) -> Result<Option<Subscription>, NotifyError> {
+        let has = self.subscriptions(me, Some(record))?.iter().any(|s| {
+            s.events.contains(&Event::QuestionnaireFlag)
+                && s.categories.contains(&Category::Questionnaires)
+        });
+        if has {
+            return Ok(None);
+        }
+        self.subscribe(me, record, &[Event::QuestionnaireFlag], &[], now)
+            .map(Some)
+    }
+
     /// `me`'s subscriptions in `record` (all records: `None`).
     pub fn subscriptions(
         &self,
@@ -503,6 +602,7 @@ impl Notifier {
                 let v = r.viewer(me, now);
                 let mut found = derive(r, &v, me, &subs, &ids);
                 found.extend(reminders_due(r, &v, &subs, now));
+                found.extend(questionnaires_due(r, &v, me, &subs, now));
                 (from + ids.len(), found)
             })?;
             let mut fresh = Vec::new();

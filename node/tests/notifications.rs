@@ -812,3 +812,198 @@ async fn a_new_message_in_a_thread_notifies_its_participants_only() {
     assert_eq!(listed.total, 1);
     assert!(!format!("{listed:?}").contains(&reply.to_string()));
 }
+
+/// A PHQ-9 assigned through the REST API by the GP: George hears it was assigned and, as
+/// its due date nears, that it is due; the GP (subscribed by assigning) hears of question
+/// 9 answered above *Not at all*, and only then. A nurse who subscribed to flags but whose
+/// grant was revoked before the answers hears nothing of them; a pharmacist without
+/// `questionnaires` cannot subscribe to flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_questionnaire_assigned_coming_due_and_flagged_notifies_those_who_may_see_it() {
+    use cophr_protocol::care::questionnaire as q;
+    let dir = tempfile::tempdir().unwrap();
+    let gp = key(13, "GP");
+    let (store, _) = Store::open(dir.path(), gp.clone()).unwrap();
+    let george = key(13, "George");
+    let nurse = key(13, "Nurse");
+    let pharmacist = key(13, "Pharmacist");
+    let rec = george.actor();
+    let t0 = net::service::now_ms();
+    store
+        .create_record(&george, profile("George", "patient", None), t0, None)
+        .unwrap();
+    let both = [Category::Questionnaires, Category::Tasks];
+    let g = |k: &Keypair, level, cats: &[Category]| {
+        store
+            .write(
+                &rec,
+                &george,
+                Payload::Grant(grant(k, level, cats, false, false)),
+                net::service::now_ms(),
+                None,
+            )
+            .unwrap()
+    };
+    g(&gp, Level::Write, &both);
+    let nurses = g(&nurse, Level::View, &both);
+    g(&pharmacist, Level::View, &[Category::Tasks]);
+    let n = Notifier::new(store.clone());
+    n.subscribe(
+        &rec,
+        &rec,
+        &[Event::QuestionnaireAssigned, Event::QuestionnaireDue],
+        &[],
+        t0,
+    )
+    .unwrap();
+    n.subscribe(&nurse.actor(), &rec, &[Event::QuestionnaireFlag], &[], t0)
+        .unwrap();
+    assert!(matches!(
+        n.subscribe(
+            &pharmacist.actor(),
+            &rec,
+            &[Event::QuestionnaireFlag],
+            &[],
+            t0
+        ),
+        Err(cophr_node::notify::NotifyError::NotVisible(
+            Category::Questionnaires
+        ))
+    ));
+    let api = AppState::new(
+        store.clone(),
+        gp.clone(),
+        profile("GP", "gp", None),
+        None,
+        TOKEN.into(),
+    );
+    let base = format!("/api/v1/records/{rec}");
+    let (s, published) = call(
+        &api,
+        Method::POST,
+        &format!("{base}/questionnaires"),
+        Some(json!({"built_in": "phq-9"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{published}");
+    let def: EntryId = published["id"].as_str().unwrap().parse().unwrap();
+    let (s, assigned) = call(
+        &api,
+        Method::POST,
+        &format!("{base}/questionnaires/{def}/assign"),
+        Some(json!({"due": "2030-06-20"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{assigned}");
+    let task: EntryId = assigned["id"].as_str().unwrap().parse().unwrap();
+    let sub = assigned["flag_subscription"]
+        .as_str()
+        .expect("subscribed by assigning");
+    let subs = n.subscriptions(&gp.actor(), Some(&rec)).unwrap();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0].id, sub);
+    assert!(subs[0].events.contains(&Event::QuestionnaireFlag));
+    // A second assignment makes no second subscription.
+    let (_, again) = call(
+        &api,
+        Method::POST,
+        &format!("{base}/questionnaires/{def}/assign"),
+        Some(json!({"due": "2030-07-20"})),
+    )
+    .await;
+    assert!(again["flag_subscription"].is_null(), "{again}");
+    let second: EntryId = again["id"].as_str().unwrap().parse().unwrap();
+    let got: Vec<String> = n
+        .process(&rec, &rec, t0)
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            format!("questionnaire-assigned:{task}"),
+            format!("questionnaire-assigned:{second}")
+        ]
+    );
+    // Due: from the start of 2030-06-19 (two days before the end of the 20th), once.
+    let day = |s: &str| {
+        time::OffsetDateTime::parse(
+            &format!("{s}T00:00:00Z"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+        .unix_timestamp() as u64
+            * 1000
+    };
+    assert!(n.process(&rec, &rec, day("2030-06-18")).unwrap().is_empty());
+    let due = n.process(&rec, &rec, day("2030-06-19")).unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].id, format!("questionnaire-due:{task}:2030-06-20"));
+    assert_eq!(due[0].event, Event::QuestionnaireDue);
+    assert!(n
+        .process(&rec, &rec, day("2030-06-19") + 60_000)
+        .unwrap()
+        .is_empty());
+    // The nurse leaves the team before George answers.
+    store
+        .write(
+            &rec,
+            &george,
+            Payload::Revoke {
+                grant: nurses,
+                category: None,
+                reason: "left the team".into(),
+            },
+            net::service::now_ms(),
+            None,
+        )
+        .unwrap();
+    let p = q::Definition::parse(q::built_in("phq-9").unwrap()).unwrap();
+    let answer = |q9: &str| {
+        let mut a: Vec<(String, cophr_protocol::Value)> = (1..=8)
+            .map(|i| {
+                (
+                    format!("phq9-{i}"),
+                    cophr_protocol::Value::Text("LA6568-5".into()),
+                )
+            })
+            .collect();
+        a.push(("phq9-9".into(), cophr_protocol::Value::Text(q9.into())));
+        let j = q::response_json(&p, &def, &a, "2030-06-19T10:00:00Z", None).unwrap();
+        store
+            .write(
+                &rec,
+                &george,
+                Payload::Create {
+                    category: Category::Questionnaires,
+                    body: cophr_protocol::schema::body_from_json(&Category::Questionnaires, &j)
+                        .unwrap(),
+                },
+                net::service::now_ms(),
+                None,
+            )
+            .unwrap()
+    };
+    let calm = answer("LA6568-5"); // Not at all
+    let flagged = answer("LA6569-3"); // Several days
+    let gp_got = n.process(&gp.actor(), &rec, t0).unwrap();
+    assert_eq!(gp_got.len(), 1, "{gp_got:?}");
+    assert_eq!(gp_got[0].id, format!("questionnaire-flag:{flagged}"));
+    assert_eq!(gp_got[0].category, Category::Questionnaires);
+    assert!(!format!("{gp_got:?}").contains(&calm.to_string()));
+    assert!(
+        n.process(&nurse.actor(), &rec, t0).unwrap().is_empty(),
+        "the nurse may no longer see the response"
+    );
+    assert!(n.process(&pharmacist.actor(), &rec, t0).unwrap().is_empty());
+    // The REST list shows the flag on the response, and none on the calm one.
+    let (s, list) = call(&api, Method::GET, &format!("{base}/questionnaires"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let responses = list["responses"].as_array().unwrap();
+    let flags_of =
+        |id: &EntryId| responses.iter().find(|r| r["id"] == json!(id)).unwrap()["flags"].clone();
+    assert_eq!(flags_of(&calm), json!([]));
+    assert_eq!(flags_of(&flagged)[0]["question"], "phq9-9");
+    assert_eq!(flags_of(&flagged)[0]["answer"], "Several days");
+}

@@ -188,3 +188,80 @@ fn entries_held_are_bounded_across_records() {
     assert!(loaded.entries <= 12, "{loaded:?}");
     assert!(loaded.records >= 1, "{loaded:?}");
 }
+
+/// A lean record applies a received batch before writing it: a later entry's rules that
+/// read an earlier entry of the same batch must find it. A fresh replica receiving a GP's
+/// referral and the step George (its owner) took on it, in one batch, keeps both (found by
+/// `cophr demo --network`: a new device following a record where a task had been stepped
+/// by its owner was refused the record).
+#[test]
+fn a_batch_holding_a_task_and_its_owners_step_is_taken_whole_by_a_fresh_replica() {
+    use cophr_protocol::access::Level;
+    use cophr_protocol::testkit::grant;
+    let a = tempfile::tempdir().unwrap();
+    let s = open(a.path(), SMALL);
+    let (george, rec) = patient(&s, 31);
+    let gp = key(32, "gp");
+    s.write(
+        &rec,
+        &george,
+        Payload::Grant(grant(&gp, Level::Write, &[Category::Tasks], false, false)),
+        1_500,
+        None,
+    )
+    .unwrap();
+    let body = |status: &str| {
+        cophr_protocol::schema::body_from_json(
+            &Category::Tasks,
+            &serde_json::json!({"kind": "blood-test-request", "description": "U&E at home",
+                "requester": gp.actor().to_string(), "owner": rec.to_string(),
+                "status": status}),
+        )
+        .unwrap()
+    };
+    let task = s
+        .write(
+            &rec,
+            &gp,
+            Payload::Create {
+                category: Category::Tasks,
+                body: body("sent"),
+            },
+            2_000,
+            None,
+        )
+        .unwrap();
+    let step = s
+        .write(
+            &rec,
+            &george,
+            Payload::Amend {
+                target: task,
+                body: body("received"),
+            },
+            3_000,
+            None,
+        )
+        .unwrap();
+    let entries: Vec<_> = s.with_record(&rec, |r| r.entries().collect()).unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let fresh = open(b.path(), SMALL);
+    let n = fresh
+        .ingest(&rec, entries)
+        .expect("the batch is taken whole");
+    assert_eq!(n, 4);
+    fresh
+        .with_record(&rec, |r| {
+            assert!(r.contains(&task) && r.contains(&step));
+            assert!(r.is_lean());
+            // Once written, the record data is let go again, and read back from the log.
+            assert!(
+                r.held_in_memory() < r.len(),
+                "{} of {}",
+                r.held_in_memory(),
+                r.len()
+            );
+            assert!(r.payload(&step).is_some());
+        })
+        .unwrap();
+}

@@ -69,6 +69,8 @@ const ROUTES = {
   publishQuestionnaire: ['POST', '/records/{rid}/questionnaires'],
   assignQuestionnaire: ['POST', '/records/{rid}/questionnaires/{eid}/assign'],
   answerQuestionnaire: ['POST', '/records/{rid}/questionnaires/{eid}/responses'],
+  amendEntry: ['PUT', '/records/{rid}/entries/{eid}'],
+  reminders: ['GET', '/records/{rid}/reminders'],
 };
 const TOKEN_KEY = 'cophr-token';
 const LEVELS = ['view', 'annotate', 'write', 'delete'];
@@ -678,12 +680,14 @@ async function renderRecord() {
 
   const tabs = patient
     ? [['record', 'Record'], ['timeline', 'Timeline'], ['trends', 'Trends'], ['add', 'Add an entry'],
+      ['appointments', 'Appointments'], ['tasks', 'Referrals & tasks'],
       ['questionnaires', 'Questionnaires'], ['notifications', 'Notifications'],
       ['conversations', 'Conversations'],
       ['access', 'Who has access'], ['audit', 'Who viewed what'], ['export', 'Export'],
       ['share', 'Emergency summary'], ['devices', 'Devices & recovery'],
       ...(isOrganisation(s) ? [['staff', 'Staff']] : [])]
     : [['record', 'Record'], ['timeline', 'Timeline'], ['trends', 'Trends'], ['add', 'Add an entry'],
+      ['appointments', 'Appointments'], ['tasks', 'Referrals & tasks'],
       ['questionnaires', 'Questionnaires'], ['notifications', 'Notifications'],
       ['conversations', 'Conversations'],
       ['mine', 'What I may see and write'], ['approve', 'Approve a key recovery']];
@@ -769,7 +773,7 @@ async function showTab(id, focus = true) {
     access: renderAccess, audit: renderAudit, export: renderExport, mine: renderMine,
     share: renderShares, devices: renderDevices, approve: renderApprove,
     notifications: renderNotifications, staff: renderStaff, conversations: renderConversations,
-    questionnaires: renderQuestionnaires,
+    questionnaires: renderQuestionnaires, appointments: renderAppointments, tasks: renderTasks,
   }[id] || renderCategories;
   await render(panel);
   if (focus) {
@@ -871,12 +875,18 @@ const EVENT_TEXT = {
   'task-status': "A referral or task's status changed",
   'new-message': 'A new message',
   'reminder-due': 'An appointment reminder is due',
+  'questionnaire-assigned': 'A questionnaire was assigned to you',
+  'questionnaire-due': 'A questionnaire is due soon',
+  'questionnaire-flag': 'An answer was flagged for review',
 };
 const EVENT_CATEGORIES = {
   'result-released': RESULT_CATEGORIES,
   'task-status': ['tasks'],
   'new-message': ['messages'],
   'reminder-due': ['appointments'],
+  'questionnaire-assigned': ['tasks'],
+  'questionnaire-due': ['tasks'],
+  'questionnaire-flag': ['questionnaires'],
 };
 
 function mayRelease(e) {
@@ -1377,6 +1387,228 @@ async function renderTrends(panel) {
   }
 }
 
+// --- Appointments: upcoming first; book, reschedule and cancel (each a new version of the
+// entry, through the entries API); reminders as written and those due now.
+
+const OPEN_APPOINTMENT = ['proposed', 'booked', 'arrived'];
+const REMINDER_CHOICES = [['1w', '1 week before'], ['1d', '1 day before'], ['2h', '2 hours before']];
+
+/** An RFC 3339 time (UTC, whole seconds) from a datetime-local input's value. */
+function rfc3339(local) {
+  const d = new Date(local);
+  return Number.isNaN(d.getTime()) ? '' : d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** The value a datetime-local input shows for an RFC 3339 time (local time). */
+function localInput(t) {
+  const d = new Date(t);
+  if (Number.isNaN(d.getTime())) return '';
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
+function myActor() {
+  return state.me && state.me.actor;
+}
+
+async function renderAppointments(panel) {
+  panel.append(panelHeading('Appointments'), h('p', { class: 'help' },
+    'Upcoming appointments first. Booking, rescheduling and cancelling each keep the earlier '
+    + 'version in the record; reminders are given at the times chosen before the start.'));
+  if (!myLevel('appointments')) {
+    panel.append(h('p', {}, 'The patient has not shared appointments with you.'));
+    return;
+  }
+  const got = await attempt(() => api('entries', { rid: state.rid }, { query: { category: 'appointments' } }));
+  if (!Array.isArray(got)) return;
+  const due = (await attempt(() => api('reminders', { rid: state.rid }, { query: { within: '1w' } }))) || [];
+  const now = Date.now();
+  const items = got.filter((e) => !e.deleted);
+  const startOf = (e) => Date.parse((e.body || {}).start || '') || 0;
+  const upcoming = items.filter((e) => OPEN_APPOINTMENT.includes((e.body || {}).status) && startOf(e) >= now)
+    .sort((a, b) => startOf(a) - startOf(b));
+  const other = items.filter((e) => !upcoming.includes(e)).sort((a, b) => startOf(b) - startOf(a));
+  const canWrite = levelRank(myLevel('appointments')) >= levelRank('write');
+  const edit = h('div', { id: 'appointment-edit' });
+  const table = (id, caption, rows, actions) => h('div', { class: 'scroll' }, h('table', { id },
+    h('caption', {}, caption),
+    h('thead', {}, h('tr', {}, ['When', 'What', 'Where', 'With', 'Status', 'Reminders', 'Versions',
+      ...(actions ? ['Actions'] : [])].map((x) => h('th', { scope: 'col' }, x)))),
+    h('tbody', {}, rows.map((e) => {
+      const b = e.body || {};
+      const mine = e.author && e.author.actor === myActor();
+      const dueNow = due.filter((d) => d.appointment === e.id);
+      const what = b.description || 'Appointment';
+      return h('tr', { 'data-entry': e.id, 'data-status': b.status || '' },
+        h('th', { scope: 'row' }, b.start ? when(b.start) : 'No time yet', b.end ? [' to ', when(b.end)] : ''),
+        h('td', {}, what), h('td', {}, b.place || '—'),
+        h('td', {}, Array.isArray(b.with) && b.with.length ? b.with.map((w) => shortId(w)).join(', ') : '—'),
+        h('td', {}, h('span', { class: `badge status-${b.status || 'none'}` }, b.status || '—')),
+        h('td', { class: 'reminders' }, Array.isArray(b.reminders) && b.reminders.length
+          ? `${b.reminders.join(', ')} before` : 'None',
+        dueNow.map((d) => h('span', { class: 'badge warn reminder-due' },
+          ` ${d.state === 'due' ? 'Reminder due now' : `Reminder at ${new Date(d.at).toLocaleString()}`}`))),
+        h('td', { class: 'num' }, e.versions > 1 ? `${e.versions} (changed ${e.versions - 1}×)` : '1'),
+        actions ? h('td', {}, canWrite && mine && OPEN_APPOINTMENT.includes(b.status) ? [
+          h('button', { type: 'button', class: 'small', onclick: () => rescheduleForm(edit, e) },
+            'Reschedule', h('span', { class: 'sr-only' }, `: ${what}`)), ' ',
+          h('button', { type: 'button', class: 'small secondary', onclick: async () => {
+            const body = { ...b, status: 'cancelled' };
+            if (await attempt(() => api('amendEntry', { rid: state.rid, eid: e.id }, { body: { body } }))) {
+              setStatus(`Cancelled: ${what}.`);
+              showTab('appointments', false);
+            }
+          } }, 'Cancel', h('span', { class: 'sr-only' }, ` appointment: ${what}`)),
+        ] : '—') : null);
+    }))));
+  panel.append(h('h3', {}, 'Upcoming'));
+  panel.append(upcoming.length ? table('appointments-upcoming', 'Upcoming appointments, soonest first', upcoming, true)
+    : h('p', {}, 'No upcoming appointments.'));
+  panel.append(edit);
+  if (other.length) {
+    panel.append(h('h3', {}, 'Past and cancelled'),
+      table('appointments-past', 'Past and cancelled appointments, newest first', other, false));
+  }
+  if (canWrite) panel.append(bookForm());
+}
+
+function appointmentFields(prefix, b = {}) {
+  const start = h('input', { type: 'datetime-local', id: `${prefix}-start`, required: true, value: b.start ? localInput(b.start) : '' });
+  const end = h('input', { type: 'datetime-local', id: `${prefix}-end`, value: b.end ? localInput(b.end) : '' });
+  const fields = [h('div', { class: 'field' }, h('label', { for: `${prefix}-start` }, 'Starts'), start),
+    h('div', { class: 'field' }, h('label', { for: `${prefix}-end` }, 'Ends (optional)'), end)];
+  return { start, end, fields };
+}
+
+function bookForm() {
+  const { start, end, fields } = appointmentFields('book');
+  const description = h('input', { type: 'text', id: 'book-description', required: true, maxlength: 200 });
+  const place = h('input', { type: 'text', id: 'book-place', maxlength: 200 });
+  const checks = REMINDER_CHOICES.map(([v, label]) => h('label', { class: 'check' },
+    h('input', { type: 'checkbox', name: 'book-reminder', value: v }), ` ${label}`));
+  return h('section', { 'aria-labelledby': 'book-heading' }, h('h3', { id: 'book-heading' }, 'Book an appointment'),
+    h('form', { id: 'book-form', onsubmit: async (ev) => {
+      ev.preventDefault();
+      const body = { status: 'booked', start: rfc3339(start.value), description: description.value.trim() };
+      if (!body.start) { showError(new ApiError(0, 'invalid', 'Choose when it starts.')); return; }
+      if (end.value) body.end = rfc3339(end.value);
+      if (place.value.trim()) body.place = place.value.trim();
+      const reminders = [...document.querySelectorAll('input[name=book-reminder]:checked')].map((c) => c.value);
+      if (reminders.length) body.reminders = reminders;
+      if (await attempt(() => api('addEntry', { rid: state.rid }, { body: { category: 'appointments', body } }))) {
+        setStatus(`Booked: ${body.description}.`);
+        showTab('appointments', false);
+      }
+    } }, ...fields,
+    h('div', { class: 'field' }, h('label', { for: 'book-description' }, 'What it is for'), description),
+    h('div', { class: 'field' }, h('label', { for: 'book-place' }, 'Where (optional)'), place),
+    h('fieldset', {}, h('legend', {}, 'Reminders'), ...checks),
+    h('button', { type: 'submit' }, 'Book')));
+}
+
+function rescheduleForm(box, e) {
+  const b = e.body || {};
+  const { start, end, fields } = appointmentFields('reschedule', b);
+  box.replaceChildren(h('form', { id: 'reschedule-form', 'aria-labelledby': 'reschedule-heading', onsubmit: async (ev) => {
+    ev.preventDefault();
+    const body = { ...b, start: rfc3339(start.value) };
+    if (!body.start) { showError(new ApiError(0, 'invalid', 'Choose when it starts.')); return; }
+    if (end.value) body.end = rfc3339(end.value); else delete body.end;
+    if (await attempt(() => api('amendEntry', { rid: state.rid, eid: e.id }, { body: { body } }))) {
+      setStatus(`Rescheduled: ${b.description || 'appointment'}.`);
+      showTab('appointments', false);
+    }
+  } }, h('h3', { id: 'reschedule-heading', tabindex: '-1' }, `Reschedule: ${b.description || 'appointment'}`),
+  ...fields, h('button', { type: 'submit' }, 'Save the new time'), ' ',
+  h('button', { type: 'button', class: 'secondary', onclick: () => box.replaceChildren() }, 'Never mind')));
+  $('reschedule-heading').focus();
+}
+
+// --- Referrals and tasks: where each stands (sent → received → accepted → in progress →
+// completed, or rejected / cancelled); the owner steps it with buttons, the requester may
+// cancel; every step is a version the record's gate checks (docs/care-team.md).
+
+const TASK_STEPS = ['sent', 'received', 'accepted', 'in-progress', 'completed'];
+const TASK_STEP_TEXT = {
+  sent: 'Sent', received: 'Received', accepted: 'Accepted', 'in-progress': 'In progress',
+  completed: 'Completed', rejected: 'Rejected', cancelled: 'Cancelled',
+};
+// The owner's next steps from each status (the protocol's table; the gate decides).
+const OWNER_NEXT = {
+  sent: ['received', 'rejected'], received: ['accepted', 'rejected'], accepted: ['in-progress'],
+  'in-progress': ['completed'],
+};
+const TASK_KIND_TEXT = {
+  referral: 'Referral', task: 'Task', 'blood-test-request': 'Blood test request', questionnaire: 'Questionnaire',
+};
+
+function actsAs(actor) {
+  return !!actor && (actor === myActor() || (isPatient() && actor === state.rid));
+}
+
+function taskProgress(status) {
+  const closedOther = ['rejected', 'cancelled'].includes(status);
+  const at = TASK_STEPS.indexOf(status);
+  return h('ol', { class: 'steps', 'aria-label': `Status: ${TASK_STEP_TEXT[status] || status}` },
+    TASK_STEPS.map((st, i) => h('li', {
+      class: i < at ? 'done' : (i === at ? 'current' : 'todo'),
+      'aria-current': i === at ? 'step' : null,
+    }, TASK_STEP_TEXT[st], i < at ? h('span', { class: 'sr-only' }, ' (done)') : '')),
+    closedOther ? h('li', { class: 'current closed', 'aria-current': 'step' }, TASK_STEP_TEXT[status]) : null);
+}
+
+async function renderTasks(panel) {
+  panel.append(panelHeading('Referrals and tasks'), h('p', { class: 'help' },
+    'Where each referral and task stands. Whoever must act on it moves it on; whoever sent it '
+    + 'may cancel it. Each step is kept in the record with who took it.'));
+  if (!myLevel('tasks')) {
+    panel.append(h('p', {}, 'The patient has not shared referrals and tasks with you.'));
+    return;
+  }
+  const got = await attempt(() => api('entries', { rid: state.rid }, { query: { category: 'tasks' } }));
+  if (!Array.isArray(got)) return;
+  const items = got.filter((e) => !e.deleted)
+    .sort((a, b) => String(b.time).localeCompare(String(a.time)));
+  if (items.length === 0) {
+    panel.append(h('p', {}, 'No referrals or tasks yet.'));
+    return;
+  }
+  const step = async (e, status) => {
+    const body = { ...(e.body || {}), status };
+    if (await attempt(() => api('amendEntry', { rid: state.rid, eid: e.id }, { body: { body } }))) {
+      setStatus(`${(e.body || {}).description || 'Task'}: ${TASK_STEP_TEXT[status]}.`);
+      showTab('tasks', false);
+    }
+  };
+  panel.append(h('div', { class: 'scroll' }, h('table', { id: 'tasks-table' },
+    h('caption', {}, 'Referrals and tasks, latest change first'),
+    h('thead', {}, h('tr', {}, ['Task', 'Kind', 'From', 'To', 'Due', 'Status', 'Actions']
+      .map((x) => h('th', { scope: 'col' }, x)))),
+    h('tbody', {}, items.map((e) => {
+      const b = e.body || {};
+      const what = b.description || 'Task';
+      const owner = actsAs(b.owner);
+      const requester = actsAs(b.requester);
+      const open = !['completed', 'rejected', 'cancelled'].includes(b.status);
+      const next = owner && b.kind !== 'questionnaire' ? (OWNER_NEXT[b.status] || []) : [];
+      const buttons = next.map((st) => h('button', { type: 'button', class: st === 'rejected' ? 'small secondary' : 'small',
+        'data-step': st, onclick: () => step(e, st) }, `Mark ${TASK_STEP_TEXT[st].toLowerCase()}`,
+      h('span', { class: 'sr-only' }, `: ${what}`)));
+      if (requester && open) {
+        buttons.push(h('button', { type: 'button', class: 'small secondary', 'data-step': 'cancelled',
+          onclick: () => step(e, 'cancelled') }, 'Cancel', h('span', { class: 'sr-only' }, `: ${what}`)));
+      }
+      return h('tr', { 'data-entry': e.id, 'data-status': b.status || '' },
+        h('th', { scope: 'row' }, what, b.note ? h('div', { class: 'meta' }, b.note) : ''),
+        h('td', {}, TASK_KIND_TEXT[b.kind] || b.kind || '—'),
+        h('td', {}, b.requester === state.rid ? 'The patient' : shortId(b.requester)),
+        h('td', {}, b.owner === state.rid ? 'The patient' : shortId(b.owner)),
+        h('td', {}, b.due || '—'),
+        h('td', {}, taskProgress(b.status), h('div', { class: 'meta' }, 'Last step by ', person(e.author), ', ', when(e.time))),
+        h('td', {}, buttons.length ? buttons.flatMap((x) => [x, ' ']) : '—'));
+    })))));
+}
+
 // --- Questionnaires: assigned ones to answer, scores and bands, publishing and assigning. ---
 // The node computes the score by the questionnaire's rule; every node's gate checks it.
 
@@ -1414,10 +1646,13 @@ async function renderQuestionnaires(panel) {
     const rows = [...got.responses].sort((a, b) => String(b.completed).localeCompare(String(a.completed)));
     panel.append(h('div', { class: 'scroll' }, h('table', { id: 'responses-table' },
       h('caption', {}, 'Questionnaires answered, newest first'),
-      h('thead', {}, h('tr', {}, ['Questionnaire', 'Completed', 'Score', 'Severity'].map((x) => h('th', { scope: 'col' }, x)))),
-      h('tbody', {}, rows.map((r) => h('tr', { 'data-entry': r.id },
+      h('thead', {}, h('tr', {}, ['Questionnaire', 'Completed', 'Score', 'Severity', 'Flag'].map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, rows.map((r) => h('tr', { 'data-entry': r.id, class: (r.flags || []).length ? 'flagged' : '' },
         h('th', { scope: 'row' }, r.questionnaire), h('td', {}, r.completed ? when(r.completed) : '—'),
-        h('td', { class: 'num' }, r.score ?? '—'), h('td', {}, r.band || '—')))))));
+        h('td', { class: 'num' }, r.score ?? '—'), h('td', {}, r.band || '—'),
+        h('td', { class: 'flags' }, (r.flags || []).length
+          ? (r.flags || []).map((f) => h('span', { class: 'flag' }, `Flag: ${f.label} (${f.answer})`))
+          : 'None')))))));
   }
   if (myLevel('questionnaires') && levelRank(myLevel('questionnaires')) >= levelRank('write')) {
     panel.append(await publishSection(got));
@@ -1506,6 +1741,12 @@ function answerForm(box, p, a, result) {
       res.replaceChildren(h('p', { class: 'score' }, `${d.title}: your score is `,
         h('strong', { id: 'questionnaire-score' }, String(r.score ?? '—')),
         r.band ? [' (', h('strong', { id: 'questionnaire-band' }, r.band), ')'] : '', '.'));
+      if ((r.flags || []).length) {
+        res.append(h('p', { id: 'questionnaire-flag', class: 'flag' },
+          h('strong', {}, 'Flagged for your care team: '),
+          r.flags.map((f) => `${f.label} (you answered “${f.answer}”)`).join('; '),
+          '. If you feel you may act on these thoughts, call your local emergency number now.'));
+      }
     }
     setStatus(`Answers sent: score ${r.score ?? '—'}${r.band ? ` (${r.band})` : ''}.`);
   });

@@ -454,6 +454,10 @@ pub struct Record {
     member_log: Vec<EntryId>,
     /// Set on a lean record: where the record data it does not keep is read from.
     source: Option<Arc<dyn EntrySource>>,
+    /// While a batch is applied to a lean record before it is written
+    /// ([`Record::hold_new`]): the entries it keeps in memory until
+    /// [`Record::let_go_held`], since its source cannot read them back yet.
+    holding: Option<Vec<EntryId>>,
 }
 
 /// What an entry needs checked, computed by [`Record::check`].
@@ -498,6 +502,7 @@ impl Record {
             schema_defs: HashMap::default(),
             member_log: Vec::new(),
             source: None,
+            holding: None,
         }
     }
 
@@ -520,6 +525,24 @@ impl Record {
     /// record is lean).
     pub fn held_in_memory(&self) -> usize {
         self.nodes.values().filter(|n| n.e.is_some()).count()
+    }
+
+    /// Keeps the record data applied from now on in memory, even when the record is lean,
+    /// until [`Record::let_go_held`]: for a batch applied before it is written (its source
+    /// cannot read those entries back yet, and the rules of a later entry of the batch may
+    /// read an earlier one: a task's step reads the version it amends).
+    pub fn hold_new(&mut self) {
+        self.holding.get_or_insert_with(Vec::new);
+    }
+
+    /// Lets go of the record data kept since [`Record::hold_new`] (once written where the
+    /// source reads it), as a lean record does once an entry is applied.
+    pub fn let_go_held(&mut self) {
+        for id in self.holding.take().unwrap_or_default() {
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.e = None;
+            }
+        }
     }
 
     /// Whether the record is lean ([`Record::set_source`]).
@@ -1996,8 +2019,13 @@ impl Record {
         debug_assert_eq!(pushed, ix);
         self.index_sealing(id, e, category.as_ref());
         if lean {
-            if let Some(n) = self.nodes.get_mut(&id) {
-                n.e = None;
+            match &mut self.holding {
+                Some(held) => held.push(id),
+                None => {
+                    if let Some(n) = self.nodes.get_mut(&id) {
+                        n.e = None;
+                    }
+                }
             }
         }
         if let Payload::Revoke { grant, .. } = &e.payload {

@@ -67,6 +67,9 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
         .ok(&["questionnaire", "assign", &def, "--due", "2020-01-01"])
         .trim()
         .to_owned();
+    // Assigning subscribed the GP to clinical flags in George's record.
+    let subs = gp.json(&["notifications", "subscriptions"]);
+    assert!(subs.to_string().contains("questionnaire-flag"), "{subs}");
     share(&files, &gp, &george);
 
     // George sees the assignment, overdue, among his tasks too.
@@ -121,7 +124,7 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
     assert!(e.contains("no question `phq9-42`"), "{e}");
     assert_eq!(george.entries_held(), held);
 
-    // A good response: 2+2+1+2+1+1+2+0+0 = 11, moderate.
+    // A good response: 2+2+1+2+1+1+2+0+0 = 11, moderate; question 9 "Not at all".
     let good = answers(&[2, 2, 1, 2, 1, 1, 2, 0, 0]);
     for a in &good {
         args.extend(["--answer", a.as_str()]);
@@ -132,6 +135,11 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
     let out: Value = serde_json::from_str(&george.ok(&with_json)).unwrap();
     assert_eq!(out["score"], 11);
     assert_eq!(out["band"], "moderate");
+    assert_eq!(
+        out["flags"],
+        serde_json::json!([]),
+        "no flag: q9 Not at all"
+    );
     assert!(
         out["task"].as_str().is_some_and(|t| t.starts_with("e-")),
         "{out}"
@@ -173,9 +181,37 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
     );
     assert_eq!(george.entries_held(), held);
 
-    // The GP sees George's response and score.
+    // A second, unassigned response with question 9 "Several days" trips the flag: shown
+    // to George with his score, and in `show` and `list`.
+    let mut args = vec!["--json", "questionnaire", "answer", def.as_str()];
+    let flagged = answers(&[0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    for a in &flagged {
+        args.extend(["--answer", a.as_str()]);
+    }
+    let out: Value = serde_json::from_str(&george.ok(&args)).unwrap();
+    assert_eq!(out["score"], 1);
+    assert_eq!(out["flags"][0]["question"], "phq9-9");
+    assert_eq!(out["flags"][0]["answer"], "Several days");
+    let flagged_id = out["entry"].as_str().unwrap().to_owned();
+    let shown = george.ok(&["questionnaire", "show", &flagged_id]);
+    assert!(shown.contains("FLAG phq9-9: Thoughts"), "{shown}");
+    let table = george.ok(&["questionnaire", "list"]);
+    assert!(table.contains("FLAG phq9-9"), "{table}");
+
+    // The GP sees George's responses and scores, and is told of the flag (only that one).
     share(&files, &george, &gp);
     let l = gp.json(&["questionnaire", "list"]);
-    assert_eq!(l["responses"][0]["score"], 11);
+    let scores: Vec<&Value> = l["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["score"])
+        .collect();
+    assert!(scores.contains(&&Value::from(11)), "{l}");
     assert_eq!(l["assigned"][0]["status"], "completed");
+    let n = gp.json(&["notifications", "list"]);
+    let items = n["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{n}");
+    assert_eq!(items[0]["event"], "questionnaire-flag");
+    assert_eq!(items[0]["entry"], flagged_id.as_str());
 }

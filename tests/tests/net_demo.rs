@@ -85,6 +85,21 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
         stdout.contains("\"Renal clinic review\": found 0 times in the host's files"),
         "{stdout}"
     );
+    // The care team (issue 15): the diabetes nurse's release reaches George as a
+    // notification; they talk in a thread; she assigns a PHQ-9 that George's node tells
+    // him of, he answers it and both see its score and band.
+    assert!(
+        stdout.contains("The release is what tells George"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("result-released"), "{stdout}");
+    assert!(stdout.contains("Your HbA1c"), "{stdout}");
+    assert!(
+        stdout.contains("I have been snacking more since the winter"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("questionnaire-assigned"), "{stdout}");
+    assert!(stdout.contains("score 6 (mild)"), "{stdout}");
     // Mary's node fetches the letter's file on demand: not held until she opens it.
     assert!(
         stdout.contains("the file on Mary's node before she opens it: not held"),
@@ -146,8 +161,9 @@ fn the_network_demo_replicates_live_refuses_a_write_and_leaves_the_host_running(
         stdout.contains(&format!("{host_web}/patient.html")),
         "{stdout}"
     );
-    // Mary's and the pharmacist's nodes were stopped cleanly; the host runs and answers.
-    for who in ["mary", "pharmacist"] {
+    // Mary's, the pharmacist's and the nurse's nodes were stopped cleanly; the host runs
+    // and answers.
+    for who in ["mary", "pharmacist", "dnurse"] {
         assert!(!demo.join(who).join("control.sock").exists(), "{who}");
     }
     let pid = host.pid().expect("the host's node.json");

@@ -2423,7 +2423,7 @@ fn george_completes_an_assigned_phq9_in_the_web_app_and_sees_his_score_and_band(
         click(&c, &format!("#assigned-list li[data-task='{task}'] button")).await;
         wait_text(&c, "#answer-heading", "PHQ-9").await;
         // Every question but the ninth: refused in the page, nothing sent.
-        // Answers 2,2,1,2,1,1,2,0 (then 0): 11, moderate.
+        // Answers 2,2,1,2,1,1,2,0 (then 1): 12, moderate.
         for (i, k) in [2, 2, 1, 2, 1, 1, 2, 0].iter().enumerate() {
             click(&c, &format!("#q-phq9-{}-{k}", i + 1)).await;
         }
@@ -2432,15 +2432,25 @@ fn george_completes_an_assigned_phq9_in_the_web_app_and_sees_his_score_and_band(
         assert!(err.contains("better off dead"), "{err}");
         let png = c.screenshot().await.expect("a screenshot");
         screenshot(&png, "web-app-questionnaire.png");
-        click(&c, "#q-phq9-9-0").await;
+        // Question 9 "Several days": 12, moderate, and a clinical flag.
+        click(&c, "#q-phq9-9-1").await;
         click(&c, "#q-phq9-10-1").await;
         click(&c, "#answer-form button[type=submit]").await;
-        wait_text(&c, "#questionnaire-score", "11").await;
+        wait_text(&c, "#questionnaire-score", "12").await;
         wait_text(&c, "#questionnaire-band", "moderate").await;
-        // The assignment is done; both scores are listed.
+        let flag = wait_text(&c, "#questionnaire-flag", "Flagged for your care team").await;
+        assert!(flag.contains("Several days"), "{flag}");
+        // The assignment is done; both scores are listed, the new one flagged.
         wait_text(&c, "#panel", "Nothing to fill in.").await;
         let scores = wait_text(&c, "#responses-table", "moderate").await;
         assert!(scores.contains("minimal"), "{scores}");
+        let flagged = text_of(&c, "#responses-table tr.flagged").await;
+        assert!(flagged.contains("12") && flagged.contains("Flag: Thoughts"), "{flagged}");
+        assert_eq!(
+            js_number(&c, "return document.querySelectorAll('#responses-table tr.flagged').length;", vec![]).await,
+            1,
+            "only the response with question 9 above Not at all"
+        );
         let tasks = george.live_json(&["task", "list"]);
         assert_eq!(tasks["tasks"][0]["status"], "completed", "{tasks}");
 
@@ -2459,11 +2469,11 @@ fn george_completes_an_assigned_phq9_in_the_web_app_and_sees_his_score_and_band(
         .await;
         assert_eq!(bands, "minimal|mild|moderate|moderately severe|severe");
         let label = chart_label(&c, measure).await;
-        assert!(label.contains("Latest 11"), "{label}");
+        assert!(label.contains("Latest 12"), "{label}");
         assert!(label.contains("(moderate)"), "{label}");
         assert!(label.contains("Severity bands: 0 to 4 minimal"), "{label}");
         let rows = chart_table(&c, measure).await;
-        assert!(rows[0].contains("11") && rows[0].contains("moderate"), "{rows:?}");
+        assert!(rows[0].contains("12") && rows[0].contains("moderate"), "{rows:?}");
         assert!(rows[1].contains("minimal"), "{rows:?}");
         let png = c.screenshot().await.expect("a screenshot");
         screenshot(&png, "web-app-questionnaire-trend.png");
@@ -2835,4 +2845,204 @@ fn the_patient_reads_and_answers_a_conversation_in_the_chat_view() {
     assert_eq!(msgs.len(), 2, "{view}");
     assert_eq!(msgs[0]["read_by"], json!([george.actor]));
     assert_eq!(msgs[1]["text"], "Monday at 10 is fine, thank you.");
+}
+
+/// Issue 15, the Appointments and Referrals & tasks views: the renal clinic's appointment
+/// (booked a day ago with a reminder a day before) shows first with its reminder due; George
+/// books one of his own through the form, reschedules it (a second version) and cancels
+/// it; the GP's referral, marked received by the clinic, shows where it stands with no
+/// buttons for George; the home blood test George owns he steps with buttons up to
+/// completed, each step a version the gate checked.
+#[test]
+fn george_sees_and_changes_his_appointments_and_steps_the_task_he_owns_in_the_web_app() {
+    require_browser();
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    let gp = Person::new("Dr Ann Lee", "gp", Some("Headingley Surgery"));
+    let clinic = Person::new("Renal clinic", "clinic", Some("Leeds Renal Unit"));
+    for p in [&gp, &clinic] {
+        george.ok(&[
+            "grant",
+            p.actor.as_str(),
+            "--level",
+            "write",
+            "--categories",
+            "tasks,appointments",
+        ]);
+    }
+    let dir = tempfile::TempDir::new().expect("a directory");
+    let mut n = 0;
+    let mut share = |from: &Person, to: &[&Person]| {
+        n += 1;
+        let f = dir.path().join(format!("{n}.cophr"));
+        from.export(&f);
+        for p in to {
+            p.import(&f);
+        }
+    };
+    share(&george, &[&gp, &clinic]);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64;
+    let at = |ms: u64| cophr_node::http::api::format_time(ms);
+    let hour = 3_600_000;
+    // Booked earlier for three hours from now, reminded a day before: due now.
+    let start = at(now_ms + 3 * hour);
+    // (The command-line test clock writes in March 2026, long before the reminder.)
+    clinic.ok(&[
+        "appointment",
+        "book",
+        "--start",
+        &start,
+        "--description",
+        "Renal clinic review",
+        "--place",
+        "Leeds Renal Unit, St James's",
+        "--reminder",
+        "1d",
+    ]);
+    let referral = gp
+        .ok(&[
+            "task",
+            "send",
+            "--kind",
+            "referral",
+            "--to",
+            clinic.actor.as_str(),
+            "--description",
+            "eGFR falling: please review",
+        ])
+        .trim()
+        .to_owned();
+    let blood = gp
+        .ok(&[
+            "task",
+            "send",
+            "--kind",
+            "blood-test-request",
+            "--to",
+            george.actor.as_str(),
+            "--description",
+            "U&E at home before clinic",
+        ])
+        .trim()
+        .to_owned();
+    share(&gp, &[&clinic, &george]);
+    clinic.ok(&["task", "update", referral.as_str(), "--status", "received"]);
+    share(&clinic, &[&george]);
+
+    let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
+    let base = node.http().expect("the node's HTTP address");
+    let token = std::fs::read_to_string(george.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned();
+    let driver = Driver::start();
+    let profile = tempfile::TempDir::new().expect("a browser profile");
+    runtime().block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &base, &token).await;
+        wait_text(&c, "#app-title", "My record").await;
+
+        // Appointments: the clinic's, its reminder due; no buttons for George on it.
+        click(&c, "#tab-appointments").await;
+        let up = wait_text(&c, "#appointments-upcoming", "Renal clinic review").await;
+        assert!(up.contains("Leeds Renal Unit"), "{up}");
+        assert!(up.contains("1d before"), "{up}");
+        assert!(up.contains("Reminder due now"), "{up}");
+        let clinic_row = "#appointments-upcoming tbody tr:first-child";
+        assert!(!text_of(&c, clinic_row).await.contains("Reschedule"));
+        // George books his own, in 2030, with a reminder a day before.
+        let set = |id: &str, v: String| {
+            let c = c.clone();
+            let id = id.to_owned();
+            async move {
+                c.execute(
+                    "document.getElementById(arguments[0]).value = arguments[1];",
+                    vec![json!(id), json!(v)],
+                )
+                .await
+                .expect("set a value");
+            }
+        };
+        set("book-start", "2030-06-20T10:30".into()).await;
+        type_into(&c, "#book-description", "Eye screening").await;
+        type_into(&c, "#book-place", "Optician, Headingley").await;
+        click(&c, "input[name=book-reminder][value='1d']").await;
+        click(&c, "#book-form button[type=submit]").await;
+        let up = wait_text(&c, "#appointments-upcoming", "Eye screening").await;
+        // Upcoming, soonest first: the clinic's (today) before George's (2030).
+        assert!(
+            up.find("Renal clinic review") < up.find("Eye screening"),
+            "{up}"
+        );
+        let mine = "#appointments-upcoming tbody tr:nth-child(2)";
+        assert!(text_of(&c, mine).await.contains("1d before"));
+        // Reschedule: a second version.
+        click(&c, &format!("{mine} button:first-of-type")).await;
+        wait_text(&c, "#reschedule-heading", "Eye screening").await;
+        set("reschedule-start", "2030-06-27T10:30".into()).await;
+        click(&c, "#reschedule-form button[type=submit]").await;
+        let row = wait_text(&c, mine, "changed 1×").await;
+        assert!(row.contains("2030"), "{row}");
+        let png = c.screenshot().await.expect("a screenshot");
+        screenshot(&png, "web-app-appointments.png");
+        // Cancel: a third version, moved to past and cancelled.
+        click(&c, &format!("{mine} button.secondary")).await;
+        let past = wait_text(&c, "#appointments-past", "Eye screening").await;
+        assert!(past.contains("cancelled"), "{past}");
+        assert!(past.contains("changed 2×"), "{past}");
+        let list = george.live_json(&["appointment", "list", "--all"]);
+        assert!(list.to_string().contains("cancelled"), "{list}");
+
+        // Referrals & tasks: the referral received (George sees it, no buttons); his own
+        // blood test stepped with buttons.
+        click(&c, "#tab-tasks").await;
+        let referral_row = format!("#tasks-table tr[data-entry='{referral}']");
+        let r = wait_text(&c, &referral_row, "eGFR falling").await;
+        assert!(r.contains("Referral"), "{r}");
+        assert_eq!(
+            js_text(
+                &c,
+                "return document.querySelector(arguments[0] + \" li[aria-current='step']\").textContent;",
+                vec![json!(referral_row)],
+            )
+            .await,
+            "Received"
+        );
+        assert_eq!(
+            js_number(
+                &c,
+                "return document.querySelectorAll(arguments[0] + ' button').length;",
+                vec![json!(referral_row)],
+            )
+            .await,
+            0,
+            "George neither owns nor sent the referral"
+        );
+        let blood_row = format!("#tasks-table tr[data-entry='{blood}']");
+        for st in ["received", "accepted", "in-progress", "completed"] {
+            click(&c, &format!("{blood_row} button[data-step='{st}']")).await;
+            let row = wait_text(
+                &c,
+                &format!("{blood_row}[data-status='{st}']"),
+                "U&E at home",
+            )
+            .await;
+            assert!(row.contains("George Jones"), "{row}");
+        }
+        let png = c.screenshot().await.expect("a screenshot");
+        screenshot(&png, "web-app-tasks.png");
+        let tasks = george.live_json(&["task", "list"]);
+        let t = tasks["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == blood.as_str())
+            .expect("the blood test listed");
+        assert_eq!(t["status"], "completed", "{t}");
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
 }

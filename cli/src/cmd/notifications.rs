@@ -14,8 +14,11 @@ use crate::output::{self, Table};
 use crate::times;
 
 const AFTER_HELP: &str = "Events: result-released (lab-results, investigations), task-status \
-(tasks), new-message (messages), reminder-due (appointments). A subscription to a category \
-you may not see is refused (exit code 3). Notifications follow from entries as they reach \
+(tasks), new-message (messages), reminder-due (appointments), questionnaire-assigned and \
+questionnaire-due (tasks: a questionnaire assigned to you, and its reminder from two days \
+before the end of its due day), questionnaire-flag (questionnaires: an answer tripping a \
+clinical flag, such as PHQ-9 question 9 above Not at all; assigning a questionnaire \
+subscribes you to it). A subscription to a category you may not see is refused (exit code 3). Notifications follow from entries as they reach \
 this node, whoever wrote them; each is shown once, and says only the event, the entry, its \
 category and the time.
 
@@ -43,7 +46,8 @@ pub enum Command {
 /// `subscribe`.
 #[derive(ClapArgs, Debug)]
 pub struct SubscribeArgs {
-    /// Events: result-released, task-status, new-message, reminder-due
+    /// Events: result-released, task-status, new-message, reminder-due,
+    /// questionnaire-assigned, questionnaire-due, questionnaire-flag
     #[arg(long, value_delimiter = ',', required = true)]
     events: Vec<String>,
     /// Only these categories (default: every category the events are about)

@@ -224,7 +224,24 @@ fn assign(ctx: &Ctx, a: AssignArgs) -> Result<()> {
             m.insert("note".into(), n.clone().into());
         }
         Ok(m.into())
-    })
+    })?;
+    // The assigning clinician hears of a clinical flag in the answers (PHQ-9 question 9):
+    // a subscription of their own, listed by `cophr notifications subscriptions`.
+    let me = ctx.identity()?.actor();
+    let now = ctx.now()?;
+    let n = cophr_node::notify::Notifier::new(ctx.store()?);
+    match n.follow_flags(&me, &record, now) {
+        Ok(Some(s)) => output::write_err(&format!(
+            "subscribed to questionnaire-flag in this record ({}): you will be told when an \
+             answer trips a clinical flag\n",
+            s.id
+        )),
+        Ok(None) => {}
+        Err(e) => output::write_err(&format!(
+            "not subscribed to questionnaire-flag: {e} (the assignment stands)\n"
+        )),
+    }
+    Ok(())
 }
 
 fn parse_answers(def: &Definition, a: &AnswerArgs) -> Result<Vec<(String, Value)>> {
@@ -345,6 +362,10 @@ fn answer(ctx: &Ctx, a: AnswerArgs) -> Result<()> {
         body_json.get("score").cloned(),
         body_json.get("band").cloned(),
     );
+    let flags = def
+        .score(&Value::from_json(&body_json["answers"]))
+        .map(|s| s.flags)
+        .unwrap_or_default();
     let mut completed_task = None;
     if let Some(t) = task {
         // The owner completes the assignment; someone else answering leaves it to them.
@@ -369,7 +390,7 @@ fn answer(ctx: &Ctx, a: AnswerArgs) -> Result<()> {
     if ctx.json {
         return output::json(&json!({
             "entry": response, "questionnaire": def_id, "score": score, "band": band,
-            "task": completed_task,
+            "flags": flags, "task": completed_task,
         }));
     }
     let mut line = response.to_string();
@@ -378,6 +399,12 @@ fn answer(ctx: &Ctx, a: AnswerArgs) -> Result<()> {
         if let Some(serde_json::Value::String(b)) = band {
             line.push_str(&format!(" ({b})"));
         }
+    }
+    for f in &flags {
+        line.push_str(&format!(
+            "\nFLAG {}: {} ({})",
+            f.question, f.label, f.answer
+        ));
     }
     output::line(line)
 }
@@ -412,6 +439,7 @@ struct Answered {
     questionnaire_entry: Option<String>,
     score: Option<serde_json::Value>,
     band: Option<String>,
+    flags: Vec<q::Tripped>,
     completed: Option<String>,
 }
 
@@ -422,7 +450,7 @@ fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
         ctx,
         &Category::Questionnaires,
         "questionnaires",
-        |_, _, items, seen| {
+        |rec, _, items, seen| {
             let mut p = Vec::new();
             let mut r = Vec::new();
             for i in items {
@@ -447,6 +475,7 @@ fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
                             .map(str::to_owned),
                         score: i.body.get("score").map(Value::to_json),
                         band: care::text(&i.body, "band").map(str::to_owned),
+                        flags: q::flags_of_response(rec, &i.current),
                         completed: care::text(&i.body, "completed").map(str::to_owned),
                     });
                 }
@@ -512,7 +541,7 @@ fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
     }
     out.push('\n');
     out.push_str(&t.render());
-    let mut t = Table::new(&["ID", "ANSWERED", "SCORE", "BAND", "COMPLETED"]);
+    let mut t = Table::new(&["ID", "ANSWERED", "SCORE", "BAND", "FLAG", "COMPLETED"]);
     for r in &answered {
         t.row(vec![
             r.id.short(),
@@ -522,6 +551,11 @@ fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
                 .map(ToString::to_string)
                 .unwrap_or_default(),
             r.band.clone().unwrap_or_default(),
+            r.flags
+                .iter()
+                .map(|f| format!("FLAG {}", f.question))
+                .collect::<Vec<_>>()
+                .join(", "),
             r.completed.clone().unwrap_or_default(),
         ]);
     }
@@ -562,9 +596,17 @@ fn show(ctx: &Ctx, a: ShowArgs) -> Result<()> {
         seen.add([item.current]);
         Ok(())
     })?;
+    let flags = match (&def, &response) {
+        (Some(d), Some(b)) => d
+            .score(b.get("answers").unwrap_or(&Value::List(Vec::new())))
+            .map(|s| s.flags)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     if ctx.json(a.out) {
         return output::json(&json!({
             "entry": item.current, "definition": def, "response": response.map(|b| b.to_json()),
+            "flags": flags,
         }));
     }
     let mut out = String::new();
@@ -632,6 +674,12 @@ fn show(ctx: &Ctx, a: ShowArgs) -> Result<()> {
                 out.push_str(&format!(" ({band})"));
             }
             out.push('\n');
+        }
+        for f in &flags {
+            out.push_str(&format!(
+                "FLAG {}: {} ({})\n",
+                f.question, f.label, f.answer
+            ));
         }
     }
     output::print(&out)

@@ -1428,7 +1428,10 @@ impl Store {
         };
         let mut r = h.write().unwrap_or_else(|p| p.into_inner());
         // The new entries themselves, kept to be written: a lean record lets record data
-        // go once applied, and reads it back from the log, where these are not yet.
+        // go once applied, and reads it back from the log, where these are not yet. So it
+        // holds them in memory until they are written: a later entry's rules may read an
+        // earlier one of the batch (a task's step by its owner reads the version amended).
+        r.hold_new();
         let mut new: Vec<Verified> = Vec::new();
         let mut refused = None;
         for v in entries {
@@ -1464,6 +1467,7 @@ impl Store {
                 self.persist_entries(&entries).map(|()| new.len())
             }
         };
+        r.let_go_held();
         if result.is_err() && !new.is_empty() && !fresh {
             // Back to what is durable. (A fresh record's handle is dropped instead; its
             // next use loads whatever was made durable.)

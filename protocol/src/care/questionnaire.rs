@@ -51,6 +51,9 @@ pub const ORDINAL_VALUE: &str = "http://hl7.org/fhir/StructureDefinition/ordinal
 pub const ITEM_WEIGHT: &str = "http://hl7.org/fhir/StructureDefinition/itemWeight";
 /// The cophr extension carrying a definition's scoring rule.
 pub const SCORING: &str = "https://cophr.invalid/questionnaire-scoring";
+/// The cophr extension marking a choice item as a clinical flag: an answer whose ordinal
+/// value is at least `from` trips it (PHQ-9 question 9 answered above *Not at all*).
+pub const FLAG: &str = "https://cophr.invalid/questionnaire-flag";
 
 /// The field of a response naming the definition's version it answers.
 pub const DEFINITION_ENTRY: &str = "questionnaire-entry";
@@ -224,6 +227,30 @@ pub struct Item {
     pub required: bool,
     /// A choice item's options.
     pub options: Vec<AnswerOption>,
+    /// The clinical flag an answer to it may trip, if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flag: Option<Flag>,
+}
+
+/// A clinical flag on a choice item: an answer whose ordinal value is at least `from`
+/// trips it, and the care team is told (`docs/care-team.md`, "Clinical flags").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Flag {
+    /// The lowest ordinal value that trips it.
+    pub from: i64,
+    /// What it means (`Thoughts of self-harm`).
+    pub label: String,
+}
+
+/// A flag a response tripped: the question, the flag's meaning and the answer given.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Tripped {
+    /// The question's linkId.
+    pub question: String,
+    /// The flag's label.
+    pub label: String,
+    /// The answer chosen (its display).
+    pub answer: String,
 }
 
 /// A severity band: scores from `low` to `high` (both included) read as `label`.
@@ -277,6 +304,8 @@ pub struct Scored {
     pub score: Option<i64>,
     /// The band it falls in, if any.
     pub band: Option<String>,
+    /// The clinical flags the answers trip, in the questionnaire's order.
+    pub flags: Vec<Tripped>,
 }
 
 fn malformed(m: impl Into<String>) -> QuestionnaireError {
@@ -424,6 +453,52 @@ fn scoring_of(e: &Json) -> Result<Scoring, QuestionnaireError> {
     Ok(Scoring { bands })
 }
 
+/// An item's clinical flag ([`FLAG`]): on a choice item only, given once, with a whole
+/// number `from` that at least one option's ordinal value reaches, and a `label`.
+fn flag_of(
+    link_id: &str,
+    it: &Json,
+    ty: ItemType,
+    options: &[AnswerOption],
+) -> Result<Option<Flag>, QuestionnaireError> {
+    let mut flag = None;
+    for e in extensions(it)? {
+        if ext_url(e) != Some(FLAG) {
+            continue;
+        }
+        let bad = |m: &str| malformed(format!("item `{link_id}`: the flag {m}"));
+        if flag.is_some() {
+            return Err(bad("is given twice"));
+        }
+        if ty != ItemType::Choice {
+            return Err(bad("is on an item that is not a choice"));
+        }
+        let (mut from, mut label) = (None, None);
+        for sub in extensions(e)? {
+            match ext_url(sub) {
+                Some("from") => from = sub.get("valueInteger").and_then(integer),
+                Some("label") => {
+                    label = short(
+                        text_of(sub, "valueString", "a flag's label")?,
+                        "a flag's label",
+                    )?
+                }
+                _ => {}
+            }
+        }
+        let (Some(from), Some(label)) = (from, label) else {
+            return Err(bad("needs `from` (a whole number) and `label`"));
+        };
+        if !options.iter().any(|o| o.ordinal.is_some_and(|v| v >= from)) {
+            return Err(bad(&format!(
+                "can never trip: no option's value reaches {from}"
+            )));
+        }
+        flag = Some(Flag { from, label });
+    }
+    Ok(flag)
+}
+
 impl Definition {
     /// Reads and validates a FHIR R4 Questionnaire given as JSON text.
     ///
@@ -556,6 +631,7 @@ impl Definition {
                     )))
                 }
             }
+            let flag = flag_of(&link_id, it, ty, &options)?;
             if ty == ItemType::Display && required {
                 return Err(malformed(format!(
                     "display item `{link_id}` cannot be required"
@@ -567,6 +643,7 @@ impl Definition {
                 ty,
                 required,
                 options,
+                flag,
             });
         }
         if scoring.is_some()
@@ -650,8 +727,28 @@ impl Definition {
         {
             return Err(QuestionnaireError::MissingRequired(missing.link_id.clone()));
         }
+        let flags = self
+            .items
+            .iter()
+            .filter_map(|item| {
+                let flag = item.flag.as_ref()?;
+                let Some(Value::Text(code)) = given.get(item.link_id.as_str()) else {
+                    return None;
+                };
+                let o = item.options.iter().find(|o| o.code == *code)?;
+                o.ordinal.filter(|v| *v >= flag.from)?;
+                Some(Tripped {
+                    question: item.link_id.clone(),
+                    label: flag.label.clone(),
+                    answer: o.display.clone(),
+                })
+            })
+            .collect();
         let Some(rule) = &self.scoring else {
-            return Ok(Scored::default());
+            return Ok(Scored {
+                flags,
+                ..Scored::default()
+            });
         };
         let mut score = 0i64;
         for item in &self.items {
@@ -663,6 +760,7 @@ impl Definition {
         Ok(Scored {
             score: Some(score),
             band: rule.band(score).map(|b| b.label.clone()),
+            flags,
         })
     }
 
@@ -752,6 +850,105 @@ pub fn definition_of(body: &Value) -> Option<Result<Definition, QuestionnaireErr
     body.get(DEFINITION)
         .and_then(Value::as_text)
         .map(Definition::parse)
+}
+
+/// The clinical flags the response `id` in `r` trips: its answers read against the
+/// published questionnaire it names (`questionnaire-entry`), as `r` holds and can open
+/// both. Empty when it is not such a response, or either cannot be read. The caller
+/// decides who may see the response: a flag is part of it.
+pub fn flags_of_response(r: &crate::record::Record, id: &crate::ids::EntryId) -> Vec<Tripped> {
+    use crate::entry::Payload;
+    let body_of = |id: &crate::ids::EntryId| match r.payload(id).as_deref() {
+        Some(Payload::Create { body, .. } | Payload::Amend { body, .. }) => Some(body.clone()),
+        _ => None,
+    };
+    let Some(body) = body_of(id) else {
+        return Vec::new();
+    };
+    let Some(def_id) = body
+        .get(DEFINITION_ENTRY)
+        .and_then(Value::as_text)
+        .and_then(|t| t.parse::<crate::ids::EntryId>().ok())
+    else {
+        return Vec::new();
+    };
+    let Some(Ok(def)) = body_of(&def_id).as_ref().and_then(definition_of) else {
+        return Vec::new();
+    };
+    def.score(body.get("answers").unwrap_or(&Value::List(Vec::new())))
+        .map(|s| s.flags)
+        .unwrap_or_default()
+}
+
+/// How long before the end of an assignment's due day its reminder is given: two days, so
+/// a questionnaire due on the 20th is reminded from the start of the 19th (UTC).
+pub const DUE_NOTICE_MS: u64 = 2 * 86_400_000;
+
+/// One assignment coming due (or overdue) for its owner.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DueReminder {
+    /// The assignment (the task's item id).
+    pub task: crate::ids::EntryId,
+    /// Its current version.
+    pub version: crate::ids::EntryId,
+    /// The due date as written.
+    pub due: String,
+    /// When the reminder is given (ms since the epoch).
+    pub at: crate::entry::Timestamp,
+    /// Whether the due day is over.
+    pub overdue: bool,
+}
+
+/// The end of a due date (`2026-12-20`: the start of the 21st, UTC) or the date-time itself,
+/// in ms since the epoch.
+fn due_end(due: &str) -> Option<u64> {
+    let ms = match crate::schema::date_time_ms(due) {
+        Some(ms) => ms,
+        None if due.len() == 10 => {
+            crate::schema::date_time_ms(&format!("{due}T00:00:00Z"))?.checked_add(86_400_000)?
+        }
+        None => return None,
+    };
+    u64::try_from(ms).ok()
+}
+
+/// The reminders of open questionnaire assignments in `state` (a viewer's fold: only what
+/// they may see) owned by someone `owns` says the viewer acts as, given at `now`: from
+/// [`DUE_NOTICE_MS`] before the end of the due day, for as long as the assignment is open.
+/// Closed assignments and those without a due date that reads give none. Pure.
+pub fn due_reminders(
+    state: &crate::fold::State,
+    now: crate::entry::Timestamp,
+    owns: &dyn Fn(&crate::ids::ActorId) -> bool,
+) -> Vec<DueReminder> {
+    let mut out = Vec::new();
+    for item in state.items.iter().filter(|i| {
+        i.category == crate::category::Category::Tasks
+            && i.body.get("kind").and_then(Value::as_text) == Some(TASK_KIND)
+    }) {
+        let text = |k: &str| item.body.get(k).and_then(Value::as_text);
+        let open = text("status")
+            .and_then(super::TaskStatus::parse)
+            .is_some_and(|s| !s.is_closed());
+        let owner = text("owner").and_then(|o| o.parse::<crate::ids::ActorId>().ok());
+        let (true, Some(owner), Some(due)) = (open, owner, text("due")) else {
+            continue;
+        };
+        let Some(end) = due_end(due) else { continue };
+        let at = end.saturating_sub(DUE_NOTICE_MS);
+        if !owns(&owner) || now < at {
+            continue;
+        }
+        out.push(DueReminder {
+            task: item.id,
+            version: item.current,
+            due: due.to_owned(),
+            at,
+            overdue: now >= end,
+        });
+    }
+    out.sort_by_key(|a| (a.at, a.task));
+    out
 }
 
 /// Checks a response body against its definition: the answers valid, and the stated

@@ -122,6 +122,7 @@ impl Record {
             schema_defs: nonempty(&self.schema_defs, &ids),
             member_log: ids(&self.member_log),
             source: self.source.clone(),
+            holding: None,
         };
         r.heads = r.maximal_per_stream();
         r.settle_statuses();

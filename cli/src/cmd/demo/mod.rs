@@ -505,6 +505,23 @@ impl Tour {
             .any(|i| i["id"].as_str() == Some(id) || i["version"].as_str() == Some(id))
     }
 
+    /// Whether `who` has a notification of `event` (`cophr notifications list`, polled
+    /// silently).
+    fn notified(&self, who: &str, event: &str) -> bool {
+        Command::new(&self.exe)
+            .arg("--home")
+            .arg(self.dir.join(who))
+            .args(["--json", "notifications", "list"])
+            .stdin(Stdio::null())
+            .output()
+            .ok()
+            .and_then(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok())
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .any(|n| n["event"].as_str() == Some(event))
+    }
+
     /// Whether `who` currently reads at least one item of `category`.
     fn reads_any(&self, who: &str, category: &str) -> bool {
         self.items(who)
@@ -526,6 +543,7 @@ fn network_tour(t: &mut Tour) -> Result<()> {
     reading_replicates(t)?;
     a_letter_travels(t)?;
     an_appointment_is_booked(t)?;
+    the_care_team(t, &mut nodes, &george, &host)?;
     home_care_as_an_organisation(t, &mut nodes, &george, &host)?;
     refusal_and_audit(t)?;
     george_on_his_phone(t, &mut nodes, &george, &host)?;
@@ -926,6 +944,144 @@ fn an_appointment_is_booked(t: &mut Tour) -> Result<()> {
             "the host's files hold the appointment in clear",
         ));
     }
+    Ok(())
+}
+
+/// The diabetes nurse joins George's care team: a lab result she releases after review
+/// reaches George as a notification; they talk in a thread of their own; she assigns a
+/// PHQ-9, George answers it and both see its score (docs/care-team.md).
+fn the_care_team(t: &mut Tour, nodes: &mut Nodes, george: &str, host: &str) -> Result<()> {
+    t.say("The diabetes specialist nurse joins George's care team. George grants her his lab results, messages, questionnaires and tasks, and asks his node to tell him when a result is released, a message comes or a questionnaire is assigned to him.");
+    t.run(
+        "dnurse",
+        &["init", "--name", "Priya Shah", "--role", "diabetes nurse"],
+        Expect::Ok,
+    )?;
+    let dnurse = t.actor("dnurse")?;
+    t.start_node(nodes, "dnurse")?;
+    t.run(
+        "george",
+        &[
+            "grant",
+            &dnurse,
+            "--level",
+            "write",
+            "--categories",
+            "lab-results,messages,questionnaires,tasks",
+            "--label",
+            "Priya Shah (diabetes nurse)",
+        ],
+        Expect::Ok,
+    )?;
+    t.run(
+        "george",
+        &[
+            "notifications",
+            "subscribe",
+            "--events",
+            "result-released,new-message,questionnaire-assigned",
+        ],
+        Expect::Ok,
+    )?;
+    t.run("george", &["sync"], Expect::Ok)?;
+    t.run("dnurse", &["follow", george, "--host", host], Expect::Ok)?;
+
+    t.say("She enters George's HbA1c from the lab, reviews it and releases it. The release is what tells George: his node derives a notification (the event and the entry, no clinical content) for his web app's notification centre, its event stream and `cophr watch`.");
+    let out = t.run(
+        "dnurse",
+        &[
+            "add",
+            "lab-results",
+            "--test",
+            "HbA1c",
+            "--result",
+            "58",
+            "--unit",
+            "mmol/mol",
+            "--reference-range",
+            "< 48",
+            "--interpretation",
+            "high",
+        ],
+        Expect::Ok,
+    )?;
+    let result = out.trim().to_owned();
+    t.run("dnurse", &["result", "release", &result], Expect::Ok)?;
+    t.wait_for(
+        "the release to reach George's node as a notification",
+        |t| t.notified("george", "result-released"),
+    )?;
+    t.run("george", &["notifications", "list"], Expect::Ok)?;
+
+    t.say("She starts a conversation with George about it. A thread is private to its participants by the record's rules: Mary, who reads George's other messages, is not in it.");
+    let thread = t.json_field(
+        "dnurse",
+        &[
+            "--json",
+            "thread",
+            "start",
+            "--with",
+            george,
+            "--subject",
+            "Your HbA1c",
+            "Your HbA1c is 58, a little above your target. Shall we talk it through at your review?",
+        ],
+        "thread",
+    )?;
+    t.wait_for("the thread to reach George's node", |t| {
+        t.sees("george", &thread)
+    })?;
+    t.run("george", &["thread", "list"], Expect::Ok)?;
+    let reply = t.json_field(
+        "george",
+        &[
+            "--json",
+            "thread",
+            "send",
+            &thread,
+            "Yes please. I have been snacking more since the winter.",
+        ],
+        "entry",
+    )?;
+    t.wait_for("George's reply to reach the nurse's node", |t| {
+        t.sees("dnurse", &reply)
+    })?;
+    t.run("dnurse", &["thread", "show", &thread], Expect::Ok)?;
+
+    t.say("Before the review she asks George to fill in a PHQ-9 (a depression questionnaire, free to use) within a week. George's node tells him it was assigned; he answers it, and the score and its band are computed by the questionnaire's own rule, checked by every node.");
+    let def = t
+        .run("dnurse", &["questionnaire", "publish", "phq-9"], Expect::Ok)?
+        .trim()
+        .to_owned();
+    let due = crate::times::format(crate::times::system_now() + 7 * 24 * 3600 * 1000);
+    let task = t
+        .run(
+            "dnurse",
+            &["questionnaire", "assign", &def, "--due", &due[..10]],
+            Expect::Ok,
+        )?
+        .trim()
+        .to_owned();
+    t.wait_for(
+        "the assignment to reach George's node as a notification",
+        |t| t.sees("george", &task) && t.notified("george", "questionnaire-assigned"),
+    )?;
+    t.run("george", &["notifications", "list"], Expect::Ok)?;
+    let mut answer = vec!["questionnaire", "answer", task.as_str()];
+    // Several days (1) for the first six questions, Not at all (0) for the rest: 6, mild.
+    let answers: Vec<String> = (1..=9)
+        .map(|i| format!("phq9-{i}={}", u8::from(i <= 6)))
+        .collect();
+    for a in &answers {
+        answer.extend(["--answer", a.as_str()]);
+    }
+    let out = t.run("george", &answer, Expect::Ok)?;
+    let response = out.split_whitespace().next().unwrap_or_default().to_owned();
+    t.wait_for("George's answers to reach the nurse's node", |t| {
+        t.sees("dnurse", &response)
+    })?;
+    t.run("dnurse", &["questionnaire", "list"], Expect::Ok)?;
+    t.stop_node(nodes, "dnurse")?;
     Ok(())
 }
 

@@ -115,6 +115,7 @@ pub(super) async fn list(
                             "task": text(&i.body, TASK),
                             "score": i.body.get("score").map(Body::to_json),
                             "band": text(&i.body, "band"),
+                            "flags": q::flags_of_response(r, &i.current),
                             "completed": text(&i.body, "completed")}));
                     }
                 }
@@ -260,18 +261,30 @@ pub(super) async fn assign(
             let body =
                 schema::body_from_json(&Category::Tasks, &Value::Object(m)).map_err(schema_err)?;
             schema::validate(&Category::Tasks, &body).map_err(schema_err)?;
-            Ok(st.session().write(
+            let id = st.session().write(
                 &record,
                 Payload::Create {
                     category: Category::Tasks,
                     body,
                 },
                 now,
-            )?)
+            )?;
+            // The assigning clinician hears of a clinical flag in the answers: a
+            // subscription of their own (listed, removable), unless one names it already.
+            // Refused (at the bound, or the category not visible): the assignment stands.
+            let follow = st.notifier().follow_flags(&me, &record, now);
+            let (subscription, note) = match follow {
+                Ok(s) => (s.map(|s| s.id), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            Ok((id, subscription, note))
         })
         .await?;
     st.changed(record).await;
-    Ok(created(json!({"id": id})))
+    let (id, subscription, note) = id;
+    Ok(created(
+        json!({"id": id, "flag_subscription": subscription, "flag_subscription_refused": note}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,6 +366,10 @@ pub(super) async fn answer(
                 task_item.as_ref().map(|t| &t.id),
             )
             .map_err(q_error)?;
+            let flags = def
+                .score(&Body::from_json(&j["answers"]))
+                .map(|s| s.flags)
+                .unwrap_or_default();
             let body = schema::body_from_json(&Category::Questionnaires, &j).map_err(schema_err)?;
             schema::validate(&Category::Questionnaires, &body).map_err(schema_err)?;
             let session = st.session();
@@ -388,7 +405,7 @@ pub(super) async fn answer(
             }
             Ok(
                 json!({"id": id, "score": j.get("score"), "band": j.get("band"),
-                "task": task_step}),
+                "flags": flags, "task": task_step}),
             )
         })
         .await?;

@@ -644,3 +644,158 @@ fn a_sealed_response_is_checked_by_its_writer_before_sealing() {
         Payload::SealedCreate { .. }
     ));
 }
+
+// --- Clinical flags. ----------------------------------------------------------------------
+
+#[test]
+fn phq9_question_9_above_not_at_all_trips_its_flag_and_nothing_else_does() {
+    let p = phq9();
+    let flagged: Vec<_> = p.items.iter().filter(|i| i.flag.is_some()).collect();
+    assert_eq!(flagged.len(), 1, "only question 9 is a flag");
+    assert_eq!(flagged[0].link_id, "phq9-9");
+    assert_eq!(flagged[0].flag.as_ref().unwrap().from, 1);
+    assert!(gad7().items.iter().all(|i| i.flag.is_none()));
+    // Not at all: no flag, whatever the rest scores (27 less question 9's 3).
+    let s = p
+        .score(&list(&answers(&p, &[3, 3, 3, 3, 3, 3, 3, 3, 0])))
+        .unwrap();
+    assert!(s.flags.is_empty(), "{s:?}");
+    for (v, display) in [
+        (1, "Several days"),
+        (2, "More than half the days"),
+        (3, "Nearly every day"),
+    ] {
+        let s = p
+            .score(&list(&answers(&p, &[0, 0, 0, 0, 0, 0, 0, 0, v])))
+            .unwrap();
+        assert_eq!(s.score, Some(v), "a flag does not change the score");
+        assert_eq!(s.band.as_deref(), Some("minimal"));
+        assert_eq!(s.flags.len(), 1);
+        assert_eq!(s.flags[0].question, "phq9-9");
+        assert_eq!(s.flags[0].answer, display);
+        assert!(s.flags[0].label.contains("self-harm"));
+    }
+}
+
+#[test]
+fn a_malformed_flag_is_refused_with_what_is_wrong() {
+    let flag = |from: serde_json::Value, label: serde_json::Value| {
+        json!({"url": FLAG, "extension": [{"url": "from", "valueInteger": from},
+            {"url": "label", "valueString": label}]})
+    };
+    let opt = |code: &str, v: i64| {
+        json!({"valueCoding": {"code": code},
+            "extension": [{"url": ORDINAL_VALUE, "valueDecimal": v}]})
+    };
+    let choice = |ext: serde_json::Value| {
+        def_json(json!([{"linkId": "q", "type": "choice",
+            "answerOption": [opt("a", 0), opt("b", 1)], "extension": ext}]))
+    };
+    let ok = Definition::parse(&choice(json!([flag(json!(1), json!("Look"))]))).unwrap();
+    assert_eq!(
+        ok.items[0].flag,
+        Some(Flag {
+            from: 1,
+            label: "Look".into()
+        })
+    );
+    for (text, why) in [
+        (choice(json!([flag(json!(2), json!("Look"))])), "never trip"),
+        (
+            choice(json!([flag(json!("x"), json!("Look"))])),
+            "needs `from`",
+        ),
+        (choice(json!([flag(json!(1), json!(null))])), "needs `from`"),
+        (
+            choice(json!([
+                flag(json!(1), json!("A")),
+                flag(json!(1), json!("B"))
+            ])),
+            "twice",
+        ),
+        (
+            def_json(json!([{"linkId": "q", "type": "integer",
+                "extension": [flag(json!(1), json!("Look"))]}])),
+            "not a choice",
+        ),
+    ] {
+        let e = Definition::parse(&text).unwrap_err();
+        assert!(e.to_string().contains(why), "{e} (wanted {why})");
+    }
+}
+
+#[test]
+fn the_flags_of_a_stored_response_are_read_from_its_published_questionnaire() {
+    let mut c = clinic();
+    let def = publish(&mut c, "phq-9");
+    let task = assign(&mut c, &def.to_string()).unwrap();
+    let p = phq9();
+    let george = c.f.patient.clone();
+    let mut ids = Vec::new();
+    for q9 in [0, 2] {
+        let a = answers(&p, &[1, 0, 0, 0, 0, 0, 0, 0, q9]);
+        let body = response_json(&p, &def, &a, "2026-12-01T10:00:00Z", Some(&task)).unwrap();
+        ids.push(c.f.write(&george, response(&def, body)).unwrap().id());
+    }
+    assert!(flags_of_response(&c.f.record, &ids[0]).is_empty());
+    let f = flags_of_response(&c.f.record, &ids[1]);
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        (f[0].question.as_str(), f[0].answer.as_str()),
+        ("phq9-9", "More than half the days")
+    );
+    // Neither a definition nor a task is a flagged response.
+    assert!(flags_of_response(&c.f.record, &def).is_empty());
+    assert!(flags_of_response(&c.f.record, &task).is_empty());
+}
+
+// --- Due reminders. -------------------------------------------------------------------------
+
+#[test]
+fn an_open_assignment_is_reminded_to_its_owner_as_its_due_date_nears() {
+    let mut c = clinic();
+    let def = publish(&mut c, "phq-9");
+    let task = assign(&mut c, &def.to_string()).unwrap(); // due 2026-12-20
+    let george = c.f.record.id();
+    let ms = |s: &str| crate::schema::date_time_ms(s).unwrap() as u64;
+    let state = |c: &Clinic, now| {
+        let v = c.f.record.viewer(&c.f.patient.actor(), now);
+        crate::fold::current(&c.f.record, &v)
+    };
+    let is_george = |a: &crate::ids::ActorId| *a == george;
+    // Before the 19th: nothing; from the start of the 19th (two days before the end of
+    // the 20th): one reminder, not overdue; from the 21st: overdue.
+    let before = ms("2026-12-18T23:59:59Z");
+    assert!(due_reminders(&state(&c, before), before, &is_george).is_empty());
+    let on = ms("2026-12-19T00:00:00Z");
+    let r = due_reminders(&state(&c, on), on, &is_george);
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0].task, r[0].due.as_str(), r[0].at),
+        (task, "2026-12-20", on)
+    );
+    assert!(!r[0].overdue);
+    let after = ms("2026-12-21T00:00:00Z");
+    assert!(due_reminders(&state(&c, after), after, &is_george)[0].overdue);
+    // Nobody else is reminded of George's assignment.
+    let gp = c.gp.actor();
+    assert!(due_reminders(&state(&c, on), on, &|a| *a == gp).is_empty());
+    // Once answered (the task completed), no reminder.
+    let mut t = match c.f.record.payload(&task).map(|p| p.into_owned()).unwrap() {
+        Payload::Create { body, .. } => body,
+        _ => panic!(),
+    };
+    if let Value::Map(m) = &mut t {
+        m.insert("status".into(), Value::Text("completed".into()));
+    }
+    let p = c.f.patient.clone();
+    c.f.write(
+        &p,
+        Payload::Amend {
+            target: task,
+            body: t,
+        },
+    )
+    .unwrap();
+    assert!(due_reminders(&state(&c, on), on, &is_george).is_empty());
+}
