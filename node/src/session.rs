@@ -159,13 +159,25 @@ impl Session {
         now: Timestamp,
     ) -> Result<(), SessionError> {
         self.join_if_member(record, now)?;
+        self.dry_run(record, payload, now, true)
+    }
+
+    /// Prepares `payload` as it would be written now, without writing it: every check the
+    /// write makes (structure, rules, sealing).
+    fn dry_run(
+        &self,
+        record: &RecordId,
+        payload: &Payload,
+        now: Timestamp,
+        history: bool,
+    ) -> Result<(), SessionError> {
         self.store.with_record(record, |r| {
             r.prepare_sealed(
                 &self.key,
                 payload.clone(),
                 now,
                 self.device.clone(),
-                self.store.seal_policy(true),
+                self.store.seal_policy(history),
                 &mut rand_core::OsRng,
             )
             .map(drop)
@@ -188,18 +200,7 @@ impl Session {
             // The profile goes first: a dry run (preparing checks everything the write
             // would: structure, rules, sealing), so a refused write publishes nothing
             // either. Otherwise the write checks itself, under the record's lock.
-            self.store.with_record(record, |r| {
-                r.prepare_sealed(
-                    &self.key,
-                    payload.clone(),
-                    now,
-                    self.device.clone(),
-                    self.store.seal_policy(history),
-                    &mut rand_core::OsRng,
-                )
-                .map(drop)
-                .map_err(|e| explain(r, &self.actor(), e))
-            })??;
+            self.dry_run(record, &payload, now, history)?;
             self.write_profile(record, now)?;
         }
         self.store

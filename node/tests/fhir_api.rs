@@ -2494,17 +2494,7 @@ async fn everything_and_history_are_paged_with_next_links() {
         is_outcome(&body, "invalid");
     }
     // Instance history of an item with versions, one per page.
-    let (_, _, page) = env.get("/fhir/r4/Observation?_count=1").await;
-    let id = page["entry"][0]["resource"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut changed = heart_rate(&env, 99.0);
-    changed["id"] = json!(id);
-    let put = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": changed, "request": {"method": "PUT", "url": format!("Observation/{id}")}}]});
-    let (s, _, body) = env.post(&put).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    let id = amend_first_observation(&env).await;
     let (urls, pages, first) = all_pages(
         &env,
         &format!("/fhir/r4/Observation/{id}/_history?_count=1"),
@@ -2791,17 +2781,7 @@ async fn the_system_history_lists_every_stored_version_of_every_type_newest_firs
     let (s, _, body) = env.post(&transaction(&resources)).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     // A second version of one Observation.
-    let (_, _, page) = env.get("/fhir/r4/Observation?_count=1").await;
-    let id = page["entry"][0]["resource"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut changed = heart_rate(&env, 99.0);
-    changed["id"] = json!(id);
-    let put = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": changed, "request": {"method": "PUT", "url": format!("Observation/{id}")}}]});
-    let (s, _, body) = env.post(&put).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    let id = amend_first_observation(&env).await;
 
     // The system history is the types' histories together: 3 Observation versions, the
     // Condition, the Encounter.
@@ -2856,4 +2836,21 @@ async fn the_system_history_lists_every_stored_version_of_every_type_newest_firs
     .await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{body}");
     is_outcome(&body, "not-supported");
+}
+
+/// Amends the first Observation listed to a heart rate of 99 (its version 2) through a
+/// transaction PUT; returns its id.
+async fn amend_first_observation(env: &Env) -> String {
+    let (_, _, page) = env.get("/fhir/r4/Observation?_count=1").await;
+    let id = page["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut changed = heart_rate(env, 99.0);
+    changed["id"] = json!(id);
+    let put = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": changed, "request": {"method": "PUT", "url": format!("Observation/{id}")}}]});
+    let (s, _, body) = env.post(&put).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    id
 }

@@ -76,6 +76,7 @@ fn bases() -> &'static [(Category, Record, EpochId, EpochKey)] {
                         epoch,
                         opens: true,
                         wraps,
+                        thread: None,
                     },
                     None,
                     T0 + 1,
