@@ -88,8 +88,10 @@ pub const FHIR_FULL_URL: &str = "fhir-full-url";
 /// values), one a line, so whoever reads the entry sees them.
 pub const FHIR_WARNINGS: &str = "fhir-warnings";
 /// The field of an imported entry naming what its references pointed at when it was
-/// imported, one `reference<TAB>name` a line (e.g. a MedicationRequest's
-/// `Medication/med1` and "Metformin 500 MG"), so its fields can show the name.
+/// imported, one a line: `reference<TAB>name` for a Medication (e.g. a
+/// MedicationRequest's `Medication/med1` and "Metformin 500 MG", so its fields can show
+/// the name), `reference<TAB>name<TAB>type` for a Practitioner, Encounter … (shown in
+/// its summary). See `fhir::reference_names`.
 pub const FHIR_NAMES: &str = "fhir-names";
 
 /// One field as JSON: name, title, type, whether required, a description of its type, and
