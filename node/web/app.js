@@ -23,6 +23,7 @@ const ROUTES = {
   history: ['GET', '/records/{rid}/entries/{eid}/history'],
   document: ['GET', '/records/{rid}/entries/{eid}/document'],
   attach: ['POST', '/records/{rid}/documents'],
+  threadAttach: ['POST', '/records/{rid}/threads/{eid}/attachments'],
   annotate: ['POST', '/records/{rid}/entries/{eid}/annotations'],
   timeline: ['GET', '/records/{rid}/timeline'],
   grants: ['GET', '/records/{rid}/grants'],
@@ -172,6 +173,57 @@ function shortId(id) {
   if (!id) return '';
   const s = String(id);
   return s.length > 16 ? `${s.slice(0, 12)}…` : s;
+}
+
+// --- The record's people: names for the actor ids entries carry. ---------------------------
+// Every replica holds the record's administrative stream (profiles and grants), so any
+// reader may name the people in it (docs/care-team.md "Web app").
+
+/** Loads the record's people: the patient, every grantee and organisations' joined members. */
+async function loadPeople() {
+  const map = new Map();
+  const p = state.summary && state.summary.patient;
+  if (p && p.actor) map.set(p.actor, p);
+  let grants = [];
+  try {
+    const got = await api('grants', { rid: state.rid });
+    if (Array.isArray(got)) grants = got;
+  } catch { /* names fall back to ids */ }
+  for (const g of grants) {
+    if (g.grantee && g.grantee.actor && !map.has(g.grantee.actor)) map.set(g.grantee.actor, g.grantee);
+    for (const m of g.members || []) {
+      if (m.member && m.member.actor && !map.has(m.member.actor)) map.set(m.member.actor, m.member);
+    }
+  }
+  state.people = { rid: state.rid, map, grants };
+  return state.people;
+}
+
+/** An actor by name (role, organisation, assurance) when the record names them, else a short id;
+ * a value that is not an actor id (a name, as imported) as it is. */
+function nameOf(actor) {
+  if (!actor) return '—';
+  const known = state.people && state.people.rid === state.rid && state.people.map.get(actor);
+  if (known) return person(known);
+  return ACTOR_RE.test(actor) ? shortId(actor) : String(actor);
+}
+
+/** The people whose grant in effect covers `category` at `level` or above, once each by name. */
+function grantedPeople(category, level) {
+  const out = new Map();
+  for (const g of (state.people && state.people.grants) || []) {
+    const covers = g.categories === 'all' || (Array.isArray(g.categories) && g.categories.includes(category));
+    if (g.status === 'active' && covers && levelRank(g.level) >= levelRank(level)
+      && g.grantee && !out.has(g.grantee.actor)) out.set(g.grantee.actor, g.grantee);
+  }
+  return out;
+}
+
+/** Check boxes choosing among `people` (a Map of actor to person), named `name`. */
+function peopleChecks(name, people, chosen = new Set()) {
+  return [...people].map(([actor, p], i) => h('li', {},
+    h('input', { type: 'checkbox', id: `${name}-${i}`, name, value: actor, checked: chosen.has(actor) }),
+    h('label', { for: `${name}-${i}` }, person(p))));
 }
 
 /**
@@ -1057,6 +1109,7 @@ async function renderConversations(panel) {
   const list = h('div', { id: 'thread-list' });
   const view = h('section', { id: 'thread-view', 'aria-labelledby': 'thread-title' });
   const canWrite = ['write', 'delete'].includes(myLevel('messages'));
+  await loadPeople();
   panel.append(h('h3', {}, 'Your conversations'), list, view);
   if (canWrite) panel.append(startThreadForm(list, view));
   await listThreads(list, view);
@@ -1082,8 +1135,10 @@ async function openThread(id, list, view) {
   if (!t) return;
   const last = t.messages[t.messages.length - 1];
   const text = h('textarea', { id: 'reply-text', name: 'text', rows: '3', required: true });
+  const file = h('input', { id: 'reply-file', name: 'file', type: 'file' });
   const form = h('form', { id: 'reply-form', novalidate: true },
     h('p', {}, h('label', { for: 'reply-text' }, last.mine ? 'Reply' : `Reply to ${person(last.author)}`), h('br'), text),
+    h('p', {}, h('label', { for: 'reply-file' }, 'Attach a file (optional: PDF, image, DICOM, OpenDocument, text)'), h('br'), file),
     h('button', { type: 'submit' }, 'Send'));
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -1092,8 +1147,12 @@ async function openThread(id, list, view) {
       text.focus();
       return;
     }
+    const chosen = file.files && file.files[0];
     const body = { text: text.value, thread: id, 'in-reply-to': last.version };
-    if (await attempt(() => api('addEntry', { rid: state.rid }, { body: { category: 'messages', body } }))) {
+    const sent = chosen
+      ? await attempt(() => sendAttachment(id, { text: text.value, 'in-reply-to': last.version }, chosen))
+      : await attempt(() => api('addEntry', { rid: state.rid }, { body: { category: 'messages', body } }));
+    if (sent) {
       setStatus('Sent.');
       await openThread(id, list, view);
       await listThreads(list, view);
@@ -1121,11 +1180,35 @@ async function openThread(id, list, view) {
   await listThreads(list, view);
 }
 
+/** Posts a message with `file` attached into the thread `id` (the file streams as the body). */
+async function sendAttachment(id, query, file) {
+  const path = ROUTES.threadAttach[1].replace('{rid}', enc(state.rid)).replace('{eid}', enc(id));
+  const res = await fetch(`${API}${path}?${new URLSearchParams(query)}`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${state.token}`, Accept: 'application/json' },
+    body: file,
+  });
+  let j = null;
+  try { j = await res.json(); } catch { /* not JSON */ }
+  if (res.status !== 201) {
+    throw new ApiError(res.status, (j && j.error && j.error.code) || 'failed',
+      (j && j.error && j.error.message) || `The file was not sent (${res.status}).`);
+  }
+  return j;
+}
+
 function startThreadForm(list, view) {
+  // Those who may read messages, by name (the gate refuses anyone else); anyone else by id.
+  const readers = grantedPeople('messages', 'view');
+  readers.delete(myActor());
+  const boxes = peopleChecks('thread-person', readers);
   const form = h('form', { id: 'start-thread-form', novalidate: true },
     h('fieldset', {}, h('legend', {}, 'Start a conversation'),
-      h('p', {}, h('label', { for: 'thread-with' }, 'With (actor ids, separated by commas)'), h('br'),
-        h('input', { id: 'thread-with', name: 'with', type: 'text', required: true, autocomplete: 'off' })),
+      boxes.length ? h('fieldset', { id: 'thread-people' }, h('legend', {}, 'With (people who may read messages)'),
+        h('ul', { class: 'checks' }, boxes)) : '',
+      h('p', {}, h('label', { for: 'thread-with' }, boxes.length ? 'Others, by actor id (separated by commas)'
+        : 'With (actor ids, separated by commas)'), h('br'),
+      h('input', { id: 'thread-with', name: 'with', type: 'text', autocomplete: 'off', spellcheck: 'false' })),
       h('p', {}, h('label', { for: 'thread-subject' }, 'Subject'), h('br'),
         h('input', { id: 'thread-subject', name: 'subject', type: 'text' })),
       h('p', {}, h('label', { for: 'thread-text' }, 'Message'), h('br'),
@@ -1133,10 +1216,12 @@ function startThreadForm(list, view) {
     h('button', { type: 'submit' }, 'Start'));
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
-    const participants = form.elements.with.value.split(',').map((x) => x.trim()).filter(Boolean);
+    const picked = [...form.querySelectorAll('input[name=thread-person]:checked')].map((b) => b.value);
+    const typed = form.elements.with.value.split(',').map((x) => x.trim()).filter(Boolean);
+    const participants = [...new Set([...picked, ...typed])];
     const text = form.elements.text.value.trim();
-    if (participants.length === 0 || !participants.every((a) => ACTOR_RE.test(a)) || !text) {
-      showError(new ApiError(0, 'invalid', 'Name at least one person by actor id (a-…), and write a message.'));
+    if (participants.length === 0 || !typed.every((a) => ACTOR_RE.test(a)) || !text) {
+      showError(new ApiError(0, 'invalid', 'Choose at least one person (or name them by actor id, a-…), and write a message.'));
       return;
     }
     const body = { text, participants };
@@ -1421,6 +1506,7 @@ async function renderAppointments(panel) {
   }
   const got = await attempt(() => api('entries', { rid: state.rid }, { query: { category: 'appointments' } }));
   if (!Array.isArray(got)) return;
+  await loadPeople();
   const due = (await attempt(() => api('reminders', { rid: state.rid }, { query: { within: '1w' } }))) || [];
   const now = Date.now();
   const items = got.filter((e) => !e.deleted);
@@ -1442,7 +1528,7 @@ async function renderAppointments(panel) {
       return h('tr', { 'data-entry': e.id, 'data-status': b.status || '' },
         h('th', { scope: 'row' }, b.start ? when(b.start) : 'No time yet', b.end ? [' to ', when(b.end)] : ''),
         h('td', {}, what), h('td', {}, b.place || '—'),
-        h('td', {}, Array.isArray(b.with) && b.with.length ? b.with.map((w) => shortId(w)).join(', ') : '—'),
+        h('td', {}, Array.isArray(b.with) && b.with.length ? b.with.map((w) => nameOf(w)).join(', ') : '—'),
         h('td', {}, h('span', { class: `badge status-${b.status || 'none'}` }, b.status || '—')),
         h('td', { class: 'reminders' }, Array.isArray(b.reminders) && b.reminders.length
           ? `${b.reminders.join(', ')} before` : 'None',
@@ -1486,6 +1572,11 @@ function bookForm() {
   const place = h('input', { type: 'text', id: 'book-place', maxlength: 200 });
   const checks = REMINDER_CHOICES.map(([v, label]) => h('label', { class: 'check' },
     h('input', { type: 'checkbox', name: 'book-reminder', value: v }), ` ${label}`));
+  // With whom: the patient and those who may see appointments, by name.
+  const people = grantedPeople('appointments', 'view');
+  if (!isPatient() && state.summary && state.summary.patient) people.set(state.rid, state.summary.patient);
+  people.delete(myActor());
+  const withChecks = peopleChecks('book-with', people);
   return h('section', { 'aria-labelledby': 'book-heading' }, h('h3', { id: 'book-heading' }, 'Book an appointment'),
     h('form', { id: 'book-form', onsubmit: async (ev) => {
       ev.preventDefault();
@@ -1495,6 +1586,8 @@ function bookForm() {
       if (place.value.trim()) body.place = place.value.trim();
       const reminders = [...document.querySelectorAll('input[name=book-reminder]:checked')].map((c) => c.value);
       if (reminders.length) body.reminders = reminders;
+      const withWhom = [...document.querySelectorAll('input[name=book-with]:checked')].map((c) => c.value);
+      if (withWhom.length) body.with = withWhom;
       if (await attempt(() => api('addEntry', { rid: state.rid }, { body: { category: 'appointments', body } }))) {
         setStatus(`Booked: ${body.description}.`);
         showTab('appointments', false);
@@ -1502,6 +1595,8 @@ function bookForm() {
     } }, ...fields,
     h('div', { class: 'field' }, h('label', { for: 'book-description' }, 'What it is for'), description),
     h('div', { class: 'field' }, h('label', { for: 'book-place' }, 'Where (optional)'), place),
+    withChecks.length ? h('fieldset', { id: 'book-people' }, h('legend', {}, 'With (optional)'),
+      h('ul', { class: 'checks' }, withChecks)) : '',
     h('fieldset', {}, h('legend', {}, 'Reminders'), ...checks),
     h('button', { type: 'submit' }, 'Book')));
 }
@@ -1567,10 +1662,13 @@ async function renderTasks(panel) {
   }
   const got = await attempt(() => api('entries', { rid: state.rid }, { query: { category: 'tasks' } }));
   if (!Array.isArray(got)) return;
+  await loadPeople();
+  const canSend = levelRank(myLevel('tasks')) >= levelRank('write');
   const items = got.filter((e) => !e.deleted)
     .sort((a, b) => String(b.time).localeCompare(String(a.time)));
   if (items.length === 0) {
     panel.append(h('p', {}, 'No referrals or tasks yet.'));
+    if (canSend) panel.append(sendTaskForm());
     return;
   }
   const step = async (e, status) => {
@@ -1601,12 +1699,52 @@ async function renderTasks(panel) {
       return h('tr', { 'data-entry': e.id, 'data-status': b.status || '' },
         h('th', { scope: 'row' }, what, b.note ? h('div', { class: 'meta' }, b.note) : ''),
         h('td', {}, TASK_KIND_TEXT[b.kind] || b.kind || '—'),
-        h('td', {}, b.requester === state.rid ? 'The patient' : shortId(b.requester)),
-        h('td', {}, b.owner === state.rid ? 'The patient' : shortId(b.owner)),
+        h('td', { class: 'requester' }, b.requester === state.rid ? `${nameOf(b.requester)}, the patient` : nameOf(b.requester)),
+        h('td', { class: 'owner' }, b.owner === state.rid ? `${nameOf(b.owner)}, the patient` : nameOf(b.owner)),
         h('td', {}, b.due || '—'),
         h('td', {}, taskProgress(b.status), h('div', { class: 'meta' }, 'Last step by ', person(e.author), ', ', when(e.time))),
         h('td', {}, buttons.length ? buttons.flatMap((x) => [x, ' ']) : '—'));
     })))));
+  if (canSend) panel.append(sendTaskForm());
+}
+
+/** Sending a referral, a task or a blood-test request to someone who may act on it: a person
+ * whose grant writes tasks, or the patient. The record's gate checks the rest. */
+function sendTaskForm() {
+  const me = isPatient() ? state.rid : myActor();
+  const owners = grantedPeople('tasks', 'write');
+  owners.delete(me);
+  if (!isPatient() && state.summary && state.summary.patient) owners.set(state.rid, { ...state.summary.patient, role: 'the patient' });
+  const kind = h('select', { id: 'task-kind' }, ['referral', 'task', 'blood-test-request']
+    .map((k) => h('option', { value: k }, TASK_KIND_TEXT[k])));
+  const owner = h('select', { id: 'task-owner', required: true }, h('option', { value: '' }, 'Choose…'),
+    [...owners].map(([actor, p]) => h('option', { value: actor }, person(p))));
+  const description = h('textarea', { id: 'task-description', rows: '3', required: true, maxlength: 4000 });
+  const due = h('input', { type: 'date', id: 'task-due' });
+  const note = h('input', { type: 'text', id: 'task-note', maxlength: 500 });
+  return h('section', { 'aria-labelledby': 'send-task-heading' }, h('h3', { id: 'send-task-heading' }, 'Send a referral or task'),
+    owners.size === 0 ? h('p', {}, 'No one with access to referrals and tasks can act on one yet.')
+      : h('form', { id: 'send-task-form', novalidate: true, onsubmit: async (ev) => {
+        ev.preventDefault();
+        if (!owner.value || !description.value.trim()) {
+          showError(new ApiError(0, 'invalid', 'Choose who must act on it, and say what is asked.'));
+          (owner.value ? description : owner).focus();
+          return;
+        }
+        const body = { kind: kind.value, description: description.value.trim(), requester: me, owner: owner.value, status: 'sent' };
+        if (due.value) body.due = due.value;
+        if (note.value.trim()) body.note = note.value.trim();
+        if (await attempt(() => api('addEntry', { rid: state.rid }, { body: { category: 'tasks', body } }))) {
+          setStatus(`Sent to ${nameOf(body.owner)}: ${body.description}.`);
+          showTab('tasks', false);
+        }
+      } },
+      h('div', { class: 'field' }, h('label', { for: 'task-kind' }, 'Kind'), kind),
+      h('div', { class: 'field' }, h('label', { for: 'task-owner' }, 'To (who must act on it)'), owner),
+      h('div', { class: 'field' }, h('label', { for: 'task-description' }, 'What is asked'), description),
+      h('div', { class: 'field' }, h('label', { for: 'task-due' }, 'Due (optional)'), due),
+      h('div', { class: 'field' }, h('label', { for: 'task-note' }, 'Note (optional)'), note),
+      h('button', { type: 'submit' }, 'Send')));
 }
 
 // --- Questionnaires: assigned ones to answer, scores and bands, publishing and assigning. ---
@@ -2655,9 +2793,7 @@ async function renderGuardians(box) {
     if (g.status === 'active' && g.grantee && !people.has(g.grantee.actor)) people.set(g.grantee.actor, g.grantee);
   }
   const chosen = new Set(((set && set.guardians) || []).map((p) => p.actor));
-  const boxes = [...people].map(([actor, p], i) => h('li', {},
-    h('input', { type: 'checkbox', id: `gd-${i}`, name: 'guardian', value: actor, checked: chosen.has(actor) }),
-    h('label', { for: `gd-${i}` }, person(p))));
+  const boxes = peopleChecks('guardian', people, chosen);
   const form = h('form', { id: 'guardians-form', novalidate: true, 'aria-labelledby': 'guardians-form-title' },
     h('h4', { id: 'guardians-form-title' }, 'Choose guardians'),
     h('p', { class: 'help' }, 'Choose people in different parts of your life (family, your GP practice). '

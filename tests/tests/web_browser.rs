@@ -9,175 +9,18 @@
 //! Needs `chromium` and `chromedriver` (`bash .ci/deps` installs them): without them the test
 //! fails, it is never skipped.
 
+mod browser_support;
 mod cli_support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use browser_support::*;
 use cli_support::node::{eventually, Node};
 use cli_support::Person;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
-
-/// How long one condition in the page may take.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// The browser and its driver, as installed by the Debian packages.
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// ChromeDriver, started by this test. When dropped it ends the browser session if the test
-/// stopped before closing it (ChromeDriver then quits the browser it started), and kills the
-/// driver by its own process id (never a process group).
-struct Driver {
-    child: Child,
-    port: u16,
-    /// The WebDriver session still open, if any.
-    session: Arc<Mutex<Option<String>>>,
-}
-
-impl Driver {
-    /// Starts ChromeDriver on an ephemeral port and reads back the port it chose.
-    fn start() -> Driver {
-        let mut child = Command::new(CHROMEDRIVER)
-            .arg("--port=0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER} ({e}): run bash .ci/deps"));
-        let stdout = child.stdout.take().expect("chromedriver's stdout");
-        // "ChromeDriver was started successfully on port 37279."
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::spawn(move || {
-            let mut sent = false;
-            // Keep reading to the end so the driver never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(rest) = line.split("started successfully on port ").nth(1) {
-                        let _ = tx.send(rest.trim_end_matches('.').trim().parse::<u16>().ok());
-                        sent = true;
-                    }
-                }
-            }
-        });
-        let mut driver = Driver {
-            child,
-            port: 0,
-            session: Arc::new(Mutex::new(None)),
-        };
-        match rx.recv_timeout(DEADLINE) {
-            Ok(Some(port)) => driver.port = port,
-            other => panic!("chromedriver did not report its port ({other:?})"),
-        }
-        driver
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let open = self.session.lock().ok().and_then(|mut s| s.take());
-        if let Some(id) = open {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(20)))
-                .build()
-                .into();
-            let _ = agent.delete(&format!("{}/session/{id}", self.url())).call();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Fails (never skips) when Chromium or ChromeDriver is missing.
-fn require_browser() {
-    for bin in [CHROMIUM, CHROMEDRIVER] {
-        assert!(
-            Path::new(bin).is_file(),
-            "{bin} is missing: the browser test needs Chromium and ChromeDriver; run bash .ci/deps"
-        );
-    }
-}
-
-/// The runtime a test drives the browser from.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
-/// The workspace's target directory (this test binary lives in target/<profile>/deps).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.ancestors()
-        .find(|p| p.file_name().is_some_and(|n| n == "target"))
-        .map(Path::to_path_buf)
-        .or_else(|| exe.parent()?.parent()?.parent().map(Path::to_path_buf))
-        .expect("a target directory")
-}
-
-/// The visible text of the first element matching `css` ("" if there is none).
-async fn text_of(c: &Client, css: &str) -> String {
-    match c.find(Locator::Css(css)).await {
-        Ok(e) => e.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
-}
-
-/// Waits until the element matching `css` shows `needle`; returns its text.
-async fn wait_text(c: &Client, css: &str, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let text = text_of(c, css).await;
-        if text.contains(needle) {
-            return text;
-        }
-        if start.elapsed() > DEADLINE {
-            let error = text_of(c, "#error").await;
-            let status = text_of(c, "#status").await;
-            panic!(
-                "timed out after {DEADLINE:?} waiting for `{css}` to show {needle:?}.\n\
-                 It shows: {text:?}\nError box: {error:?}\nStatus: {status:?}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until an element matching `css` exists (and returns it).
-async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
-    c.wait()
-        .at_most(DEADLINE)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no `{css}` in the page within {DEADLINE:?}: {e}"))
-}
-
-async fn click(c: &Client, css: &str) {
-    wait_for(c, css)
-        .await
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("cannot click `{css}`: {e}"));
-}
-
-async fn type_into(c: &Client, css: &str, text: &str) {
-    let e = wait_for(c, css).await;
-    e.clear().await.expect("clear a field");
-    e.send_keys(text)
-        .await
-        .unwrap_or_else(|e| panic!("cannot type into `{css}`: {e}"));
-}
 
 /// The entry card (in the open list) whose text contains `needle`.
 async fn entry_containing(c: &Client, needle: &str) -> fantoccini::elements::Element {
@@ -766,60 +609,6 @@ fn the_patient_uses_the_web_app_in_a_real_browser() {
     drop(node);
 }
 
-/// Starts a browser session (its profile in `profile`) through `driver`.
-async fn browser(driver: &Driver, profile: &Path) -> Client {
-    browser_with(driver, profile, None).await
-}
-
-/// [`browser`], saving downloads into `downloads` when given.
-async fn browser_with(driver: &Driver, profile: &Path, downloads: Option<&Path>) -> Client {
-    let mut caps = serde_json::Map::new();
-    let mut options = json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1280,1200",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-    });
-    if let Some(dir) = downloads {
-        options["prefs"] = json!({
-            "download.default_directory": dir.display().to_string(),
-            "download.prompt_for_download": false,
-        });
-    }
-    caps.insert("goog:chromeOptions".into(), options);
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url())
-        .await
-        .unwrap_or_else(|e| panic!("cannot start a Chromium session through chromedriver: {e}"));
-    *driver.session.lock().expect("the session slot") =
-        client.session_id().await.expect("the session id");
-    client
-}
-
-/// The options of a `<select>`, by value.
-async fn options(c: &Client, css: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for o in c
-        .find_all(Locator::Css(&format!("{css} option")))
-        .await
-        .unwrap_or_default()
-    {
-        out.push(o.attr("value").await.ok().flatten().unwrap_or_default());
-    }
-    out
-}
-
 #[test]
 fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
     require_browser();
@@ -1298,43 +1087,6 @@ fn an_emergency_summary_link_opens_in_a_fresh_browser_until_the_patient_ends_it(
     let key = link.split_once('#').expect("a key").1;
     assert!(!audit.contains(key));
     drop(node);
-}
-
-/// Signs in to the web app at `base` with `token`.
-async fn sign_in(c: &Client, base: &str, token: &str) {
-    c.goto(&format!("{}/", base.trim_end_matches('/')))
-        .await
-        .expect("open the app");
-    type_into(c, "#token", token).await;
-    click(c, "#sign-in-form button[type=submit]").await;
-}
-
-/// The value of a form field (an input or a textarea), waiting until it is not empty.
-async fn wait_value(c: &Client, css: &str) -> String {
-    let start = Instant::now();
-    loop {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
-            let v = e.prop("value").await.ok().flatten().unwrap_or_default();
-            if !v.is_empty() {
-                return v;
-            }
-        }
-        if start.elapsed() > DEADLINE {
-            panic!(
-                "`{css}` has no value within {DEADLINE:?}; error box: {:?}",
-                text_of(c, "#error").await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn screenshot(png: &[u8], name: &str) {
-    let dir = target_dir().join("test-artifacts");
-    std::fs::create_dir_all(&dir).expect("the artifacts directory");
-    let shot = dir.join(name);
-    std::fs::write(&shot, png).expect("write the screenshot");
-    println!("screenshot: {}", shot.display());
 }
 
 /// Several devices and social key recovery in the web app (`docs/trust.md` "Devices and key

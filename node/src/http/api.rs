@@ -135,6 +135,10 @@ pub fn routes() -> Router<AppState> {
             "/records/{rid}/threads/{eid}/read",
             post(threads::mark_read),
         )
+        .route(
+            "/records/{rid}/threads/{eid}/attachments",
+            post(threads::attach),
+        )
         .route("/questionnaires/built-in", get(questionnaires::built_in))
         .route(
             "/records/{rid}/questionnaires",

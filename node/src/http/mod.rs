@@ -974,13 +974,17 @@ async fn time_limit(State(rl): State<RequestLimit>, req: Request, next: Next) ->
 /// hold a request open for longer than its file needs.
 pub const MIN_UPLOAD_RATE: u64 = 1 << 20;
 
-/// The time a document upload (`POST …/documents`, a FHIR `POST Binary`, or a browser's
-/// sealed bytes, `PUT /sync/blobs/{hash}`) may take beyond the request time limit, from its
+/// The time a document upload (`POST …/documents`, a message's `POST …/attachments`, a
+/// FHIR `POST Binary`, or a browser's sealed bytes, `PUT /sync/blobs/{hash}`) may take beyond the request time limit, from its
 /// declared length ([`MIN_UPLOAD_RATE`]); nothing for other requests.
 fn upload_allowance(req: &Request) -> std::time::Duration {
     let path = req.uri().path().trim_end_matches('/');
     let upload = match *req.method() {
-        axum::http::Method::POST => path.ends_with("/documents") || path == "/fhir/r4/Binary",
+        axum::http::Method::POST => {
+            path.ends_with("/documents")
+                || path.ends_with("/attachments")
+                || path == "/fhir/r4/Binary"
+        }
         axum::http::Method::PUT => path.starts_with(browser::BLOBS),
         _ => false,
     };

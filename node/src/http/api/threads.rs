@@ -134,3 +134,103 @@ pub(super) async fn mark_read(
     }
     Ok(Json(json!({ "marked": marked })).into_response())
 }
+
+/// The query of a message with a file attached (the file is the request's body).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewAttachment {
+    /// The message's text.
+    text: String,
+    /// The message replied to (a version in the thread).
+    #[serde(rename = "in-reply-to")]
+    in_reply_to: Option<String>,
+    /// The file's type, if the client declares one (its content must agree).
+    #[serde(rename = "media-type")]
+    media_type: Option<String>,
+}
+
+/// `POST /records/{rid}/threads/{eid}/attachments?text=…[&in-reply-to=…&media-type=…]`, the
+/// file as the body (its length given): a message in the thread `eid` with the file
+/// attached. The message's fields and the caller's place in the thread are checked before a
+/// byte is stored; the file is then sealed as it streams into the blob store (as a
+/// document's, `POST …/documents`), and the message naming it is written, the record's
+/// rules deciding as for any message.
+pub(super) async fn attach(
+    State(st): State<AppState>,
+    Path((rid, eid)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<NewAttachment>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    use cophr_protocol::blob::DocumentFile;
+    let record = parse_record(&rid)?;
+    let thread_id = parse_entry(&eid)?;
+    let size = super::documents::upload_size(&headers)?;
+    let mut fields = BTreeMap::new();
+    fields.insert("text".to_owned(), cophr_protocol::Value::Text(q.text));
+    fields.insert(
+        thread::THREAD.to_owned(),
+        cophr_protocol::Value::Text(thread_id.to_string()),
+    );
+    if let Some(r) = q.in_reply_to {
+        let reply = parse_entry(&r)?;
+        fields.insert(
+            "in-reply-to".to_owned(),
+            cophr_protocol::Value::Text(reply.to_string()),
+        );
+    }
+    // The fields (with a stand-in for the file) and the caller's place in the thread are
+    // checked before a byte is stored.
+    let mut check = fields.clone();
+    check.insert(
+        "attachment".to_owned(),
+        DocumentFile {
+            hash: cophr_protocol::blob::BlobHash::of(b""),
+            size,
+            key: None,
+        }
+        .to_value(),
+    );
+    schema::validate(&Category::Messages, &cophr_protocol::Value::Map(check.clone()))
+        .map_err(|e| ApiError::unprocessable(format!("messages: {e}")))?;
+    let dry = Payload::Create {
+        category: Category::Messages,
+        body: cophr_protocol::Value::Map(check),
+    };
+    st.blocking(move |st| {
+        held(st, &record)?;
+        let now = st.now();
+        let me = st.actor();
+        st.store().with_record(&record, |r| {
+            let v = viewer(r, &me, now)?;
+            thread_of(r, &v, &thread_id).map(|_| ())
+        })??;
+        st.session().check_write(&record, &dry, now)?;
+        Ok(())
+    })
+    .await?;
+
+    let crate::store::Received { file, .. } =
+        super::documents::receive(&st, body, size, q.media_type).await?;
+    fields.insert("attachment".to_owned(), file.to_value());
+    let body = cophr_protocol::Value::Map(fields);
+    let id = st
+        .blocking(move |st| {
+            Ok(st.session().write(
+                &record,
+                Payload::Create {
+                    category: Category::Messages,
+                    body,
+                },
+                st.now(),
+            )?)
+        })
+        .await?;
+    st.changed(record).await;
+    Ok(created(json!({
+        "id": id,
+        "record": record,
+        "thread": thread_id,
+        "size": size,
+    })))
+}
