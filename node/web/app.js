@@ -1428,6 +1428,8 @@ async function renderTrends(panel) {
   panel.append(panelHeading('Trends'), h('p', { class: 'help' },
     'Vital signs, body measurements, lab results and questionnaire scores over time. '
     + 'Each chart has a table of the same values behind it (“Show as table”).'));
+  // What the record holds now: entries may have arrived since the page was drawn.
+  await refreshSummary();
   const visible = (state.summary.categories || []).filter((c) => CHART_CATEGORIES.includes(c.name)
     && (c.count ?? 0) > 0).map((c) => c.name);
   const focus = state.trendsFocus;

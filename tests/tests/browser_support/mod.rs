@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// How long one condition in the page may take.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -263,4 +263,94 @@ pub fn screenshot(png: &[u8], name: &str) {
     let shot = dir.join(name);
     std::fs::write(&shot, png).expect("write the screenshot");
     println!("screenshot: {}", shot.display());
+}
+
+/// A script's answer as a number (0 when it is not one).
+pub async fn js_number(c: &Client, script: &str, args: Vec<Value>) -> u64 {
+    c.execute(script, args)
+        .await
+        .unwrap_or_else(|e| panic!("the page cannot run {script:?}: {e}"))
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// A script's answer as text ("" when it is not text).
+pub async fn js_text(c: &Client, script: &str, args: Vec<Value>) -> String {
+    c.execute(script, args)
+        .await
+        .unwrap_or_else(|e| panic!("the page cannot run {script:?}: {e}"))
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The marks of series `series` in the chart of `measure` (its `data-measure`).
+pub async fn chart_points(c: &Client, measure: &str, series: u32) -> u64 {
+    js_number(
+        c,
+        "const f = [...document.querySelectorAll('figure.trend')]\
+           .find((x) => x.dataset.measure === arguments[0]); \
+         return f ? f.querySelectorAll(`svg .series-${arguments[1]} .point`).length : 0;",
+        vec![json!(measure), json!(series)],
+    )
+    .await
+}
+
+/// Opens the table behind the chart of `measure` and returns its body's rows' texts.
+pub async fn chart_table(c: &Client, measure: &str) -> Vec<String> {
+    let rows = c
+        .execute(
+            "const f = [...document.querySelectorAll('figure.trend')]\
+               .find((x) => x.dataset.measure === arguments[0]); \
+             const b = f.querySelector('button.trend-toggle'); \
+             if (b.getAttribute('aria-expanded') !== 'true') b.click(); \
+             const box = document.getElementById(b.getAttribute('aria-controls')); \
+             if (box.hidden) return null; \
+             return [...box.querySelectorAll('table tbody tr')].map((r) => r.textContent);",
+            vec![json!(measure)],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the table of {measure}: {e}"));
+    rows.as_array()
+        .unwrap_or_else(|| panic!("the table of {measure} is not shown: {rows}"))
+        .iter()
+        .map(|r| r.as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The aria-label of the chart of `measure` ("" when it has no chart).
+pub async fn chart_label(c: &Client, measure: &str) -> String {
+    js_text(
+        c,
+        "const f = [...document.querySelectorAll('figure.trend')]\
+           .find((x) => x.dataset.measure === arguments[0]); \
+         const s = f && f.querySelector('svg[role=img]'); \
+         return s ? s.getAttribute('aria-label') : '';",
+        vec![json!(measure)],
+    )
+    .await
+}
+
+/// Waits until the chart of `measure` is in the page.
+pub async fn wait_chart(c: &Client, measure: &str) {
+    let start = Instant::now();
+    loop {
+        let n = js_number(
+            c,
+            "return [...document.querySelectorAll('figure.trend')]\
+               .filter((x) => x.dataset.measure === arguments[0]).length;",
+            vec![json!(measure)],
+        )
+        .await;
+        if n == 1 {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no chart of {measure} within {DEADLINE:?}; panel: {:?}; error: {:?}",
+            text_of(c, "#panel").await,
+            text_of(c, "#error").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -191,8 +191,11 @@ pub(super) async fn attach(
         }
         .to_value(),
     );
-    schema::validate(&Category::Messages, &cophr_protocol::Value::Map(check.clone()))
-        .map_err(|e| ApiError::unprocessable(format!("messages: {e}")))?;
+    schema::validate(
+        &Category::Messages,
+        &cophr_protocol::Value::Map(check.clone()),
+    )
+    .map_err(|e| ApiError::unprocessable(format!("messages: {e}")))?;
     let dry = Payload::Create {
         category: Category::Messages,
         body: cophr_protocol::Value::Map(check),
