@@ -1022,7 +1022,8 @@ async fn the_router_matches_its_openapi_document() {
                 uri = format!("{uri}?{}", query.join("&"));
             }
             if path.contains("/threads/{eid}") {
-                // A conversation with Mary (who reads every category) to show or mark read.
+                // A conversation with Mary (who reads every category) to show, mark read or
+                // attach a file in.
                 let r = with_json(
                     &f.state,
                     Method::POST,
@@ -1033,7 +1034,8 @@ async fn the_router_matches_its_openapi_document() {
                 .await;
                 assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
                 let thread = r.json()["id"].as_str().unwrap().to_owned();
-                uri = concrete(path, &rid, &thread, &gid);
+                let query = uri.split_once('?').map(|(_, q)| format!("?{q}"));
+                uri = concrete(path, &rid, &thread, &gid) + &query.unwrap_or_default();
             }
             if path.contains("{category}") {
                 // An extension schema to show.
@@ -2163,4 +2165,92 @@ async fn extension_schemas_are_defined_listed_shown_and_enforced_through_the_api
         trail.to_string().contains("extension schemas (API)"),
         "{trail}"
     );
+}
+
+/// A message with a file attached (`POST …/threads/{eid}/attachments`): written into the
+/// thread with the file stored apart and served back; its text, the thread and the file's
+/// type are checked — and a refusal stores nothing.
+#[tokio::test]
+async fn a_message_with_a_file_attached_is_checked_before_the_file_is_read() {
+    let f = patient();
+    let (rid, allergy) = seeded(&f).await;
+    let record: RecordId = rid.parse().unwrap();
+    let bob = Keypair::from_secret(&[2; 32]).actor().to_string();
+    let r = with_json(
+        &f.state,
+        Method::POST,
+        &format!("/api/v1/records/{rid}/grants"),
+        json!({"grantee": bob, "categories": ["messages"], "level": "write"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let r = with_json(
+        &f.state,
+        Method::POST,
+        &format!("/api/v1/records/{rid}/entries"),
+        json!({"category": "messages", "body": {"text": "Your scan", "participants": [bob]}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let thread = r.json()["id"].as_str().unwrap().to_owned();
+    let attach =
+        |query: &str| format!("/api/v1/records/{rid}/threads/{thread}/attachments?{query}");
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.extend((0..70_000u32).map(|i| (i % 251) as u8));
+
+    // Refused, nothing stored: no text; not a thread; not a file of an accepted type; no
+    // length.
+    let before = counts(&f.store, &record);
+    let blobs_before = f.store.documents_held().len();
+    let post = |path: String, body: Vec<u8>| {
+        let st = f.state.clone();
+        async move { send(&st, Method::POST, &path, Some(TOKEN), None, body).await }
+    };
+    post(attach("text="), pdf.clone())
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let path = format!("/api/v1/records/{rid}/threads/{allergy}/attachments?text=Hi");
+    post(path, pdf.clone())
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    let r = post(attach("text=Hi"), vec![0x13; 4096]).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = post(attach("text=Hi"), Vec::new()).await;
+    assert_eq!(r.status, StatusCode::LENGTH_REQUIRED);
+    assert_eq!(counts(&f.store, &record).0, before.0, "no entry written");
+    assert_eq!(
+        f.store.documents_held().len(),
+        blobs_before,
+        "no file stored"
+    );
+
+    // Written: the thread shows the message with its attachment, and the file reads back.
+    let r = post(
+        attach(&format!("text=The%20report&in-reply-to={thread}")),
+        pdf.clone(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.json()["thread"], thread.as_str());
+    let view = get(&f.state, &format!("/api/v1/records/{rid}/threads/{thread}"))
+        .await
+        .json();
+    let m = view["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id.as_str())
+        .cloned()
+        .expect("the message in its thread");
+    assert_eq!(m["text"], "The report");
+    assert_eq!(m["in_reply_to"], thread.as_str());
+    assert_eq!(m["attachment"]["size"], pdf.len());
+    let r = get(
+        &f.state,
+        &format!("/api/v1/records/{rid}/entries/{id}/document"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.bytes, pdf);
 }

@@ -217,6 +217,7 @@ pub(super) async fn attach(
         super::documents::receive(&st, body, size, q.media_type).await?;
     fields.insert("attachment".to_owned(), file.to_value());
     let body = cophr_protocol::Value::Map(fields);
+    let summary = schema::summary(&Category::Messages, &body);
     let id = st
         .blocking(move |st| {
             Ok(st.session().write(
@@ -233,6 +234,8 @@ pub(super) async fn attach(
     Ok(created(json!({
         "id": id,
         "record": record,
+        "category": "messages",
+        "summary": summary,
         "thread": thread_id,
         "size": size,
     })))
