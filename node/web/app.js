@@ -1180,21 +1180,29 @@ async function openThread(id, list, view) {
   await listThreads(list, view);
 }
 
-/** Posts a message with `file` attached into the thread `id` (the file streams as the body). */
-async function sendAttachment(id, query, file) {
+/**
+ * Posts a message with `file` attached into the thread `id` (the file is the body, as the
+ * document upload sends it; the text goes in the query, which the node never logs).
+ */
+function sendAttachment(id, query, file) {
   const path = ROUTES.threadAttach[1].replace('{rid}', enc(state.rid)).replace('{eid}', enc(id));
-  const res = await fetch(`${API}${path}?${new URLSearchParams(query)}`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${state.token}`, Accept: 'application/json' },
-    body: file,
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', `${API}${path}?${new URLSearchParams(query)}`);
+    xhr.setRequestHeader('Authorization', `Bearer ${state.token}`);
+    xhr.setRequestHeader('Accept', 'application/json');
+    xhr.onerror = () => reject(new ApiError(0, 'network', 'The node did not answer. Is `cophr node run` still running?'));
+    xhr.onload = () => {
+      let j = null;
+      try { j = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+      if (xhr.status === 201) resolve(j);
+      else {
+        reject(new ApiError(xhr.status, (j && j.error && j.error.code) || `http_${xhr.status}`,
+          (j && j.error && j.error.message) || `The file was not sent (${xhr.status}).`));
+      }
+    };
+    xhr.send(file);
   });
-  let j = null;
-  try { j = await res.json(); } catch { /* not JSON */ }
-  if (res.status !== 201) {
-    throw new ApiError(res.status, (j && j.error && j.error.code) || 'failed',
-      (j && j.error && j.error.message) || `The file was not sent (${res.status}).`);
-  }
-  return j;
 }
 
 function startThreadForm(list, view) {
