@@ -353,6 +353,32 @@ impl Record {
         }
     }
 
+    /// Whether sync sends the entry `id` to the viewer: what they may see
+    /// ([`Record::can_see`]) and, in `messages`, an entry of a thread they do not take part
+    /// in whose content is sealed. Only the thread's readers hold its key, so a
+    /// non-participant receives ciphertext, as from a blind host, which cannot tell a
+    /// thread's messages from others. Without it, the entries an author writes after a
+    /// thread message would never reach a non-participant served by a node that opens the
+    /// thread: their chain would have a gap. An entry whose thread shows as signed (plain
+    /// content) never leaves for a non-participant.
+    pub fn can_send(&self, v: &Viewer, id: &EntryId) -> bool {
+        self.node(id).is_some_and(|n| {
+            self.can_see_node(v, n)
+                || (self.node_category(n) == Some(&Category::Messages)
+                    && self.thread_of_in(&n.h.id, false).is_none()
+                    && self.sees_messages_but_for_threads(v, n))
+        })
+    }
+
+    /// Whether the viewer's lenses see `n` (a `messages` entry) but for the thread rule.
+    fn sees_messages_but_for_threads(&self, v: &Viewer, n: &Node) -> bool {
+        v.patient
+            || self.author_of(n) == v.actor
+            || v.lenses
+                .iter()
+                .any(|l| self.lens_sees(l, n, &Category::Messages))
+    }
+
     /// The read rule of conversations ([`crate::care::thread`]): an entry of a thread is
     /// seen only by the thread's participants, and only when its author takes part (an
     /// entry the gate could not check, sealed, claiming a thread its author is not in, is

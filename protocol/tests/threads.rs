@@ -929,3 +929,112 @@ fn an_organisations_members_read_its_threads_and_no_other_organisations() {
         )));
     }
 }
+
+/// `replica` pulls from `server` as `actor` until nothing more is sent (the sync state
+/// machine's two rounds, in memory); returns the ids received.
+fn pull(
+    server: &Record,
+    replica: &mut Record,
+    actor: &cophr_protocol::ActorId,
+    now: u64,
+) -> Vec<EntryId> {
+    let viewer = server.viewer(actor, now);
+    let differ = server.differing(&viewer, &replica.digests());
+    let mut got = Vec::new();
+    loop {
+        let mine = replica.frontier();
+        let ask: cophr_protocol::sync::Frontier = differ
+            .iter()
+            .map(|s| (s.clone(), mine.get(s).cloned().unwrap_or_default()))
+            .collect();
+        let (entries, more, _) = server.entries_beyond(&viewer, &ask, 5, usize::MAX);
+        for e in entries {
+            got.push(e.id());
+            replica.apply(e).expect("served entries apply in order");
+        }
+        if !more {
+            return got;
+        }
+    }
+}
+
+/// Sync from a participant's node (which opens the thread) to a non-participant who reads
+/// messages. Sealed (as nodes write): she receives the thread's entries as ciphertext
+/// only, as from a blind host, so the GP's later loose messages reach her — no gap in the
+/// GP's chain — and she opens none of the thread. Threat: a participant's node serving a
+/// non-participant directly.
+#[test]
+fn a_non_participant_pulling_from_a_participants_node_gets_later_messages_and_none_of_the_thread() {
+    let mut st = sealed_thread();
+    let gp = st.t.gp.clone();
+    let later = Payload::Create {
+        category: Category::Messages,
+        body: body(json!({"text": "Flu clinic next week"})),
+    };
+    let later = sealed_write(&mut st.t, &gp, later, SEALED, &mut st.rng)
+        .unwrap()
+        .last()
+        .unwrap()
+        .id();
+    let now = st.t.f.now;
+    let pharm = st.t.pharmacist.clone();
+    // The GP's node opens the thread; the pharmacist's node starts empty.
+    let server = replica(&st.t.f.record, &gp);
+    assert_eq!(server.thread_starts(), vec![st.start]);
+    let mut hers = Record::new(server.id());
+    hers.unlock(&pharm);
+    let got = pull(&server, &mut hers, &pharm.actor(), now);
+    assert!(got.contains(&later), "the GP's message after the thread");
+    assert!(got.contains(&st.loose));
+    // The thread's entries came as ciphertext she cannot open; she reads only the loose
+    // messages and sees no thread.
+    for id in [st.start, st.reply] {
+        assert!(got.contains(&id), "{id}");
+        assert_eq!(hers.content_state(&id), Some(ContentState::Locked), "{id}");
+    }
+    assert!(hers.thread_starts().is_empty());
+    assert_eq!(
+        texts_seen(&hers, &pharm, now),
+        vec![
+            "Clinic closed on Friday".to_owned(),
+            "Flu clinic next week".to_owned()
+        ]
+    );
+}
+
+/// The same with plain content (a record written without sealing): a thread's entries
+/// never leave a participant's node for a non-participant, wherever they sit in an
+/// author's chain — the walk stops at the first one (a binary search over a chain that is
+/// not a visible prefix would have sent it when later entries are visible).
+#[test]
+fn a_plain_thread_entry_never_leaves_for_a_non_participant_whatever_follows_it() {
+    let mut t = team();
+    let (gp, nurse, pharm) = (t.gp.clone(), t.nurse.clone(), t.pharmacist.clone());
+    let loose = |text: &str| Payload::Create {
+        category: Category::Messages,
+        body: text_body(&[("text", text)]),
+    };
+    t.f.write(&gp, loose("Clinic closed on Friday")).unwrap();
+    let s =
+        t.f.write(&gp, start("Your eGFR is lower", &[&nurse]))
+            .unwrap()
+            .id();
+    for text in ["Flu clinic", "Parking", "New phone number", "Holiday cover"] {
+        t.f.write(&gp, loose(text)).unwrap();
+    }
+    let now = t.f.now;
+    let mut hers = Record::new(t.f.record.id());
+    let got = pull(&t.f.record, &mut hers, &pharm.actor(), now);
+    assert!(
+        !got.contains(&s),
+        "a plain thread start sent to a non-participant"
+    );
+    assert!(hers.entries().all(
+        |e| !matches!(&e.entry().payload, Payload::Create { body, .. }
+            if body.get("text").and_then(|t| t.as_text()) == Some("Your eGFR is lower"))
+    ));
+    assert_eq!(
+        texts_seen(&hers, &pharm, now),
+        vec!["Clinic closed on Friday".to_owned()]
+    );
+}

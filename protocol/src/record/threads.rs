@@ -47,7 +47,9 @@ impl Record {
         }
     }
 
-    fn thread_of_in(&self, id: &EntryId, open: bool) -> Option<EntryId> {
+    /// [`Record::thread_of`], from the content as opened here (`open`) or as signed (what a
+    /// relay that opens nothing reads: `None` for sealed content).
+    pub(crate) fn thread_of_in(&self, id: &EntryId, open: bool) -> Option<EntryId> {
         let mut cur = *id;
         for _ in 0..MAX_ANNOTATION_DEPTH {
             let n = self.nodes.get(&cur)?;

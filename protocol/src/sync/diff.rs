@@ -4,6 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use super::{Digest, Frontier};
+use crate::category::Category;
 use crate::entry::Verified;
 use crate::fold::Viewer;
 use crate::ids::{ActorId, EntryId};
@@ -32,12 +33,21 @@ impl Record {
         f
     }
 
-    /// The frontier of what `viewer` may see. Each chain's visible part is a prefix (a
-    /// revocation cut, an expiry, a scope are all causally closed), found by binary search.
+    /// The frontier of what sync sends `viewer` ([`Record::can_send`]): of each chain, the
+    /// prefix before the first entry not sent. A revocation cut, an expiry and a scope are
+    /// all causally closed, so outside `messages` what is sent is a prefix, found by binary
+    /// search. In `messages`, the thread rule is per entry: the chain is walked to its first
+    /// entry not sent (a thread message in plain content, for a non-participant), and
+    /// nothing after it is sent.
     pub fn visible_frontier(&self, viewer: &Viewer) -> Frontier {
         let mut f = Frontier::new();
         for ((author, stream), chain) in self.chains() {
-            let visible = chain.partition_point(|id| self.can_see(viewer, id)) as u64;
+            let sent = |id: &EntryId| self.can_send(viewer, id);
+            let visible = if *stream == Some(Category::Messages) {
+                chain.iter().take_while(|id| sent(id)).count() as u64
+            } else {
+                chain.partition_point(sent) as u64
+            };
             if visible > 0 {
                 f.entry(stream.clone())
                     .or_default()
