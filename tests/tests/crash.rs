@@ -105,9 +105,15 @@ fn spawn_writer(dir: &Path, seed: u64, count: u64) -> Child {
         .expect("spawn crash_writer")
 }
 
+/// What the writer acknowledged: an entry written, or a record removed.
+enum Ack {
+    Entry(RecordId, EntryId),
+    Removed(RecordId),
+}
+
 /// Reads one acknowledgement line; `None` at end of output. A last line without its newline
 /// (cut short by the kill) is not an acknowledgement and is ignored.
-fn read_ack(out: &mut BufReader<ChildStdout>, ctx: &str) -> Option<(RecordId, EntryId)> {
+fn read_ack(out: &mut BufReader<ChildStdout>, ctx: &str) -> Option<Ack> {
     let mut line = String::new();
     let n = out
         .read_line(&mut line)
@@ -115,17 +121,73 @@ fn read_ack(out: &mut BufReader<ChildStdout>, ctx: &str) -> Option<(RecordId, En
     if n == 0 || !line.ends_with('\n') {
         return None;
     }
-    let (rec, entry) = line
+    let (first, second) = line
         .trim_end()
         .split_once(' ')
         .unwrap_or_else(|| panic!("{ctx}: bad line from the writer: {line:?}"));
-    Some((
+    let record = |rec: &str| -> RecordId {
         rec.parse()
-            .unwrap_or_else(|e| panic!("{ctx}: bad record id {rec:?}: {e}")),
-        entry
+            .unwrap_or_else(|e| panic!("{ctx}: bad record id {rec:?}: {e}"))
+    };
+    if first == "removed" {
+        return Some(Ack::Removed(record(second)));
+    }
+    Some(Ack::Entry(
+        record(first),
+        second
             .parse()
-            .unwrap_or_else(|e| panic!("{ctx}: bad entry id {entry:?}: {e}")),
+            .unwrap_or_else(|e| panic!("{ctx}: bad entry id {second:?}: {e}")),
     ))
+}
+
+/// Takes an acknowledgement in: an entry is expected held from now on; a removal moves the
+/// record's entries acknowledged so far to `gone` (expected never held again).
+fn take(ack: Ack, acked: &mut Acked, gone: &mut Acked) {
+    match ack {
+        Ack::Entry(r, e) => {
+            acked.insert((r, e));
+        }
+        Ack::Removed(r) => {
+            let of: Vec<_> = acked.iter().filter(|(x, _)| *x == r).copied().collect();
+            for k in of {
+                acked.remove(&k);
+                gone.insert(k);
+            }
+        }
+    }
+}
+
+/// Checks that no entry of a removal that was acknowledged is held, and that no compaction
+/// left its working copy of the log behind.
+fn check_gone(store: &Store, dir: &Path, gone: &Acked, ctx: &str) {
+    let held: Vec<String> = gone
+        .iter()
+        .filter(|(rec, id)| matches!(store.with_record(rec, |r| r.contains(id)), Ok(true)))
+        .map(|(rec, id)| format!("{rec} {id}"))
+        .collect();
+    assert!(
+        held.is_empty(),
+        "{ctx}: entries of an acknowledged removal are held after restart: {held:#?}"
+    );
+    assert!(
+        !dir.join("log.compact").exists(),
+        "{ctx}: a compaction's working copy of the log was left behind"
+    );
+    // A record not held has no bytes left in the log: a removal interrupted by the kill
+    // is finished at open.
+    let moved = moved();
+    if !matches!(store.holds(&moved), Ok(true)) {
+        let log = std::fs::read(dir.join("log")).expect("read log");
+        let left = frames(&log)
+            .iter()
+            .filter(|(_, kind, _)| *kind == cophr_node::store::KIND_ENTRY)
+            .filter(|(_, _, p)| SignedEntry::decode(p).is_ok_and(|e| e.entry().record == moved))
+            .count();
+        assert_eq!(
+            left, 0,
+            "{ctx}: {left} entries of a removed record are still in the log"
+        );
+    }
 }
 
 /// Appends what a write torn by a crash could leave: the start of a copy of a real frame,
@@ -172,6 +234,11 @@ fn tear_tail(log: &Path, rng: &mut ChaCha8Rng) -> u64 {
 
 /// Checks that the store holds every acknowledged entry (loading a record checks each
 /// entry's hash against its id).
+/// The record the writer removes again and again (its `Moved` patient).
+fn moved() -> RecordId {
+    key(1, "Moved").actor()
+}
+
 fn check_acked(store: &Store, acked: &Acked, ctx: &str) {
     let missing: Vec<String> = acked
         .iter()
@@ -298,6 +365,7 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
     let (_tmp, dir) = store_dir();
     let log = dir.join("log");
     let mut acked = Acked::new();
+    let mut gone = Acked::new();
     let (mut killed, mut finished, mut torn, mut cut_by_kill) = (0u64, 0u64, 0u64, 0u64);
     let mut batches = 0;
     let iterations = setting("COPHR_CRASH_ITERATIONS", ITERATIONS);
@@ -330,7 +398,7 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
         while kill_after.is_none_or(|k| seen < k) {
             match read_ack(&mut out, &ctx) {
                 Some(ack) => {
-                    acked.insert(ack);
+                    take(ack, &mut acked, &mut gone);
                     seen += 1;
                 }
                 None => break,
@@ -342,7 +410,7 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
         }
         // Lines written before the kill are acknowledged writes too.
         while let Some(ack) = read_ack(&mut out, &ctx) {
-            acked.insert(ack);
+            take(ack, &mut acked, &mut gone);
         }
         let status = child.wait().expect("wait for crash_writer");
         match (status.code(), status.signal()) {
@@ -371,7 +439,13 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
             len <= clean_len.max(HEADER_LEN),
             "{ctx}: the log is {len} bytes after open, {clean_len} before the torn tail"
         );
+        if !matches!(store.holds(&moved()), Ok(true)) {
+            // A removal the kill interrupted may have taken effect (unacknowledged): what the
+            // record held is gone, and must stay gone.
+            take(Ack::Removed(moved()), &mut acked, &mut gone);
+        }
         check_acked(&store, &acked, &ctx);
+        check_gone(&store, &dir, &gone, &ctx);
         batches = check_batches(&store, &ctx);
         let last = iteration + 1 >= iterations && killed >= min_kills;
         if last || (verify_every > 0 && (iteration + 1).is_multiple_of(verify_every)) {
@@ -438,9 +512,9 @@ fn corruption_in_the_middle_is_reported_and_repair_keeps_the_prefix() {
     let source = tempfile::tempdir().expect("tempdir");
     let mut child = spawn_writer(source.path(), 7, 60);
     let mut out = BufReader::new(child.stdout.take().expect("child stdout"));
-    let mut acked = Acked::new();
+    let (mut acked, mut gone) = (Acked::new(), Acked::new());
     while let Some(ack) = read_ack(&mut out, "corruption setup") {
-        acked.insert(ack);
+        take(ack, &mut acked, &mut gone);
     }
     let status = child.wait().expect("wait for crash_writer");
     assert!(status.success(), "crash_writer failed: {status}");

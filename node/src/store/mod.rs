@@ -310,6 +310,13 @@ fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
 }
 
 const APPLIED: &[u8] = b"mapplied";
+/// Set (durably) before a removal's tombstone is written, cleared once the compaction that
+/// takes the record's bytes off the disk has finished: found at open, the compaction is
+/// run again, so a removal interrupted by a crash is finished.
+const REMOVING: &[u8] = b"mremoving";
+/// Set (durably) before a compaction renames its new log into place, cleared with the
+/// index it rebuilds: found at open, the index may describe the old log, so it is rebuilt.
+const COMPACTING: &[u8] = b"mcompacting";
 
 /// How long a write waits for frames appended before it (by other threads) to be indexed,
 /// so that it is visible when acknowledged.
@@ -537,6 +544,14 @@ impl Store {
         // sled locks its directory, so opening it first keeps a second process from
         // opening the same log.
         let db = open_index(&dir.join("index"))?;
+        // A compaction interrupted between renaming its log into place and rebuilding the
+        // index: the index may describe the old log, so it is built again from the log.
+        let interrupted = db.get(COMPACTING)?.is_some();
+        if interrupted {
+            tracing::warn!("a compaction was interrupted; rebuilding the index");
+            db.clear()?;
+        }
+        let finish = interrupted || db.get(REMOVING)?.is_some();
         // The frames the index covers were checked when written and at earlier opens:
         // opening scans only those after them (the whole log if anything there is wrong).
         let scan_from = db.get(APPLIED)?.and_then(|v| read_u64(&v));
@@ -561,6 +576,15 @@ impl Store {
         let (mut store, replayed) = Store::assemble(log, db, node_key, blobs)?;
         if let Some(inner) = Arc::get_mut(&mut store.inner) {
             inner.dir = Some(dir.to_path_buf());
+        }
+        if finish {
+            // A removal (or its compaction) was interrupted: finish it, so no removed
+            // record's bytes stay on disk.
+            tracing::warn!("finishing an interrupted removal: compacting the log");
+            store.compact()?;
+        } else {
+            // A compaction's working copy left by a crash before it was renamed into place.
+            let _ = std::fs::remove_file(dir.join("log.compact"));
         }
         Ok((
             store,
@@ -1609,6 +1633,9 @@ impl Store {
             self.with_record(record, |r| r.documents().copied().collect())?;
         let h = self.handle(record)?;
         let _guard = h.write().unwrap_or_else(|p| p.into_inner());
+        // Marked first: a crash from here on is finished by the next open's compaction.
+        self.inner.db.insert(REMOVING, &[1u8][..])?;
+        self.inner.db.flush()?;
         self.persist(&[(KIND_TOMBSTONE, record.as_bytes())])?;
         let loaded = lock(&self.inner.records).remove(record);
         lock(&self.inner.audit_tail).remove(record);
@@ -1624,10 +1651,18 @@ impl Store {
     /// Rewrites the log without the frames of removed records (everything a record had
     /// before its last tombstone), so their bytes are gone from disk, then rebuilds the
     /// index. Holds the log exclusively while it runs. A crash part-way leaves either the
-    /// old log or the new one (the new one is renamed into place only once fsync'd).
+    /// old log or the new one (the new one is renamed into place only once fsync'd), and
+    /// the index's markers ([`REMOVING`], [`COMPACTING`]) make the next open rebuild the
+    /// index if it may describe the old log, and compact again.
     pub fn compact(&self) -> Result<(), StoreError> {
         let Some(dir) = self.inner.dir.clone() else {
             return Ok(());
+        };
+        let done = |db: &sled::Db| -> Result<(), StoreError> {
+            db.remove(REMOVING)?;
+            db.remove(COMPACTING)?;
+            db.flush()?;
+            Ok(())
         };
         let mut log = self.inner.log.write().unwrap_or_else(|p| p.into_inner());
         // Where each removed record's last tombstone is.
@@ -1640,10 +1675,11 @@ impl Store {
                 }
             }
         }
-        if cut.is_empty() {
-            return Ok(());
-        }
         let tmp = dir.join("log.compact");
+        if cut.is_empty() {
+            let _ = std::fs::remove_file(&tmp);
+            return done(&self.inner.db);
+        }
         let _ = std::fs::remove_file(&tmp);
         {
             let (fresh, _) = Log::open_path(&tmp)?;
@@ -1692,6 +1728,9 @@ impl Store {
             let items: Vec<(u8, &[u8])> = batch.iter().map(|(k, p)| (*k, p.as_slice())).collect();
             fresh.append_batch(&items)?;
         }
+        // From the rename until the index is rebuilt, the index may describe the old log.
+        self.inner.db.insert(COMPACTING, &[1u8][..])?;
+        self.inner.db.flush()?;
         std::fs::rename(&tmp, dir.join("log"))?;
         std::fs::File::open(&dir)?.sync_all()?;
         let (reopened, _) = Log::open_path(dir.join("log"))?;
@@ -1701,6 +1740,7 @@ impl Store {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.inner.db.clear()?;
         let (applied, _) = Store::reindex(&log, &self.inner.db)?;
+        done(&self.inner.db)?;
         let mut ix = lock(&self.inner.indexer);
         ix.applied = applied.max(log::HEADER_LEN);
         ix.pending.clear();
@@ -2364,6 +2404,65 @@ mod tests {
         let again = s2.import(&file, &g.actor(), 5_000, None).unwrap();
         assert_eq!((again.new_entries, again.already_held), (0, 2));
         assert!(s2.verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_removal_interrupted_before_its_compaction_is_finished_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_bytes = || std::fs::read(dir.path().join("log")).unwrap();
+        let has = |b: &[u8], needle: &[u8]| b.windows(needle.len()).any(|w| w == needle);
+        let other = key(1, "Other");
+        let (rec, kept) = {
+            let s = open(dir.path());
+            let (g, rec) = george(&s);
+            s.write(
+                &rec,
+                &g,
+                Payload::Create {
+                    category: Category::AboutMe,
+                    body: text_body(&[("thing-1", "moving-away-secret")]),
+                },
+                2_000,
+                None,
+            )
+            .unwrap();
+            s.create_record(&other, profile("Other", "patient", None), 3_000, None)
+                .unwrap();
+            let kept = s
+                .write(
+                    &other.actor(),
+                    &other,
+                    Payload::Create {
+                        category: Category::AboutMe,
+                        body: text_body(&[("thing-1", "staying-here")]),
+                    },
+                    4_000,
+                    None,
+                )
+                .unwrap();
+            // What `remove_record` does up to its compaction, then the crash: the marker
+            // and the tombstone are durable, the record's bytes still in the log.
+            s.inner.db.insert(REMOVING, &[1u8][..]).unwrap();
+            s.inner.db.flush().unwrap();
+            s.persist(&[(KIND_TOMBSTONE, rec.as_bytes())]).unwrap();
+            // A compaction's working copy, as a crash before its rename leaves it.
+            std::fs::write(dir.path().join("log.compact"), b"partial").unwrap();
+            (rec, kept)
+        };
+        assert!(has(&log_bytes(), b"moving-away-secret"));
+        let s = open(dir.path());
+        assert!(
+            !has(&log_bytes(), b"moving-away-secret"),
+            "the interrupted removal is finished: the bytes are gone"
+        );
+        assert!(!dir.path().join("log.compact").exists());
+        assert!(!s.holds(&rec).unwrap());
+        assert!(s
+            .with_record(&other.actor(), |r| r.contains(&kept))
+            .unwrap());
+        assert!(s.inner.db.get(REMOVING).unwrap().is_none());
+        assert!(s.inner.db.get(COMPACTING).unwrap().is_none());
+        s.verify().unwrap();
     }
 
     #[test]

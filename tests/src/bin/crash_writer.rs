@@ -8,7 +8,10 @@
 //! genesis entry printed) when it is not held yet. `count` vital-signs entries are written in
 //! total, shared between the threads. Every third write is a batch ([`Store::write_all`]) of
 //! 2 to 4 entries (device [`BATCH_DEVICE`], one import audit event), printed as one line per
-//! entry in a single write once the batch is acknowledged. Record contents are never printed.
+//! entry in a single write once the batch is acknowledged. A fourth thread creates the
+//! record of patient `Moved`, writes into it and removes it (compacting the log, as a host
+//! does when it releases a record that moved away), a few times, printing `removed
+//! <record id>` after each removal returned. Record contents are never printed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -126,6 +129,55 @@ fn writer(
     }
 }
 
+/// The patient whose record is removed again and again (as a host releases a record that
+/// moved away): its removal compacts the log while the other threads write.
+const MOVED: &str = "Moved";
+
+/// Thread 3: creates `MOVED`'s record when not held, writes two readings into it, removes
+/// it ([`Store::remove_record`], which compacts the log) and prints `removed <record>` once
+/// that returned; `1 + seed % 3` times.
+fn mover(store: &Store, seed: u64) -> Result<(), String> {
+    let patient_key = key(1, MOVED);
+    let record = patient_key.actor();
+    let base = EPOCH_MS + (seed % 1_000_000) * 10_000_000;
+    for cycle in 0..1 + seed % 3 {
+        let t = base + 100_000 * (cycle + 1);
+        if !store
+            .holds(&record)
+            .map_err(|e| format!("{MOVED}: holds: {e}"))?
+        {
+            let genesis = store
+                .create_record(&patient_key, profile(MOVED, "patient", None), t, None)
+                .map_err(|e| format!("{MOVED}: create record: {e}"))?;
+            report(&record, &genesis)?;
+        }
+        for j in 0..2u64 {
+            let r = mix(seed ^ mix(cycle * 7 + j));
+            let entry = store
+                .write(
+                    &record,
+                    &patient_key,
+                    Payload::Create {
+                        category: Category::VitalSigns,
+                        body: bp(100 + (r % 80) as i64, 60 + ((r >> 16) % 40) as i64),
+                    },
+                    t + 1_000 * (j + 1),
+                    Some("crash-writer".into()),
+                )
+                .map_err(|e| format!("{MOVED}: write: {e}"))?;
+            report(&record, &entry)?;
+        }
+        store
+            .remove_record(&record)
+            .map_err(|e| format!("{MOVED}: remove: {e}"))?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(format!("removed {record}\n").as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("stdout: {e}"))?;
+    }
+    Ok(())
+}
+
 fn run(dir: &Path, seed: u64, count: u64) -> Result<(), String> {
     // The parent may have dropped its own handle on the store a moment ago, and sled 0.34
     // releases its lock file from background threads: wait for it (bounded).
@@ -141,13 +193,15 @@ fn run(dir: &Path, seed: u64, count: u64) -> Result<(), String> {
     };
     let next = AtomicU64::new(0);
     std::thread::scope(|s| {
-        let handles: Vec<_> = PATIENTS
+        let mut handles: Vec<_> = PATIENTS
             .iter()
             .map(|patient| {
                 let (store, next) = (&store, &next);
                 s.spawn(move || writer(store, patient, seed, count, next))
             })
             .collect();
+        let store = &store;
+        handles.push(s.spawn(move || mover(store, seed)));
         handles
             .into_iter()
             .map(|h| {
