@@ -9,17 +9,6 @@ mod cli_support;
 
 use cli_support::node::{eventually, Node};
 use cli_support::{search, Person};
-use serde_json::Value;
-
-/// The status of task `id` in `who`'s `task list`, if listed.
-fn status(who: &Person, id: &str) -> Option<String> {
-    let list: Value = who.live_json(&["task", "list"]);
-    list["tasks"]
-        .as_array()?
-        .iter()
-        .find(|t| t["id"] == id)
-        .and_then(|t| t["status"].as_str().map(str::to_owned))
-}
 
 #[test]
 fn a_referral_moves_through_a_blind_host_and_george_sees_each_step() {
@@ -62,27 +51,27 @@ fn a_referral_moves_through_a_blind_host_and_george_sees_each_step() {
         .trim()
         .to_owned();
     eventually("George's node to see the referral sent", || {
-        status(&george, &id).as_deref() == Some("sent")
+        george.task_status(&id).as_deref() == Some("sent")
     });
     eventually("the clinic's node to see the referral", || {
-        status(&clinic, &id).as_deref() == Some("sent")
+        clinic.task_status(&id).as_deref() == Some("sent")
     });
 
     // The clinic, its owner, marks it received: the step goes through the host, whose gate
     // checks it, and reaches George's node.
     clinic.live_ok(&["task", "update", &id, "--status", "received"]);
     eventually("George's node to see the referral received", || {
-        status(&george, &id).as_deref() == Some("received")
+        george.task_status(&id).as_deref() == Some("received")
     });
     // George may not take the owner's step: refused on his own node, nothing stored.
     let r = george.live(&["task", "update", &id, "--status", "accepted"]);
     assert_eq!(r.code, 3, "{r:?}");
     clinic.live_ok(&["task", "update", &id, "--status", "accepted"]);
     eventually("George's node to see the referral accepted", || {
-        status(&george, &id).as_deref() == Some("accepted")
+        george.task_status(&id).as_deref() == Some("accepted")
     });
     eventually("the GP's node to see the referral accepted", || {
-        status(&gp, &id).as_deref() == Some("accepted")
+        gp.task_status(&id).as_deref() == Some("accepted")
     });
 
     // The clinic books the appointment: George's node lists its reminders; the host holds

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use browser_support::*;
 use cli_support::node::{eventually, Node};
 use cli_support::Person;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 
 /// The entry card (in the open list) whose text contains `needle`.
@@ -514,43 +514,9 @@ fn the_patient_uses_the_web_app_in_a_real_browser() {
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let downloads = tempfile::TempDir::new().expect("a downloads directory");
     let driver = Driver::start();
-    let session = driver.session.clone();
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1280,1200",
-                format!("--user-data-dir={}", profile.path().display()),
-            ],
-            "prefs": {
-                "download.default_directory": downloads.path().display().to_string(),
-                "download.prompt_for_download": false,
-            },
-        }),
-    );
-
     let rt = runtime();
     let outcome = rt.block_on(async {
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&driver.url())
-            .await
-            .unwrap_or_else(|e| {
-                panic!("cannot start a Chromium session through chromedriver: {e}")
-            });
-        *session.lock().expect("the session slot") =
-            client.session_id().await.expect("the session id");
+        let client = browser_with(&driver, profile.path(), Some(downloads.path())).await;
         let accept = |link: &str| {
             let out = mary.live_ok(&["accept", link]);
             assert!(out.contains("Accepted George Jones's invitation"), "{out}");
@@ -566,7 +532,7 @@ fn the_patient_uses_the_web_app_in_a_real_browser() {
         )
         .await;
         client.close().await.expect("close the browser");
-        session.lock().expect("the session slot").take();
+        driver.session.lock().expect("the session slot").take();
         outcome
     });
     drop(driver);

@@ -42,16 +42,6 @@ fn from_now(ahead: time::Duration) -> String {
         .expect("RFC 3339")
 }
 
-/// The status of task `id` in `who`'s `task list`, if listed.
-fn task_status(who: &Person, id: &str) -> Option<String> {
-    let list: Value = who.live_json(&["task", "list"]);
-    list["tasks"]
-        .as_array()?
-        .iter()
-        .find(|t| t["id"] == id)
-        .and_then(|t| t["status"].as_str().map(str::to_owned))
-}
-
 /// The threads `who` takes part in, as `thread list --json` gives them.
 fn threads(who: &Person) -> Vec<Value> {
     who.live_json(&["thread", "list"])["threads"]
@@ -246,11 +236,11 @@ fn the_care_team_works_with_george_across_real_nodes_and_his_web_app_shows_each_
             .trim()
             .to_owned();
         eventually("the clinic's node to see the referral", || {
-            task_status(&consultant, &referral).as_deref() == Some("sent")
+            consultant.task_status(&referral).as_deref() == Some("sent")
         });
         consultant.live_ok(&["task", "update", &referral, "--status", "received"]);
         eventually("George's node to see the referral received", || {
-            task_status(&george, &referral).as_deref() == Some("received")
+            george.task_status(&referral).as_deref() == Some("received")
         });
         let css = format!("#tasks-table tr[data-entry='{referral}'][data-status='received']");
         let row = reopen_until(

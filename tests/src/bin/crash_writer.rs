@@ -61,6 +61,14 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A blood pressure reading drawn from `r`.
+fn reading(r: u64) -> Payload {
+    Payload::Create {
+        category: Category::VitalSigns,
+        body: bp(100 + (r % 80) as i64, 60 + ((r >> 16) % 40) as i64),
+    }
+}
+
 fn writer(
     store: &Store,
     patient: &str,
@@ -88,10 +96,6 @@ fn writer(
             return Ok(());
         }
         let r = mix(seed ^ mix(i));
-        let reading = |r: u64| Payload::Create {
-            category: Category::VitalSigns,
-            body: bp(100 + (r % 80) as i64, 60 + ((r >> 16) % 40) as i64),
-        };
         if i % 3 == 2 {
             let n = 2 + r % 3;
             let payloads = (0..n).map(|j| reading(mix(r ^ j))).collect();
@@ -111,16 +115,11 @@ fn writer(
             report_all(&record, &ids)?;
             continue;
         }
-        let systolic = 100 + (r % 80) as i64;
-        let diastolic = 60 + ((r >> 16) % 40) as i64;
         let entry = store
             .write(
                 &record,
                 &patient_key,
-                Payload::Create {
-                    category: Category::VitalSigns,
-                    body: bp(systolic, diastolic),
-                },
+                reading(r),
                 base + 1_000 * (i + 1),
                 Some("crash-writer".into()),
             )
@@ -157,10 +156,7 @@ fn mover(store: &Store, seed: u64) -> Result<(), String> {
                 .write(
                     &record,
                     &patient_key,
-                    Payload::Create {
-                        category: Category::VitalSigns,
-                        body: bp(100 + (r % 80) as i64, 60 + ((r >> 16) % 40) as i64),
-                    },
+                    reading(r),
                     t + 1_000 * (j + 1),
                     Some("crash-writer".into()),
                 )

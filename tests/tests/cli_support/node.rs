@@ -63,6 +63,16 @@ impl Person {
         id
     }
 
+    /// The status of task `id` in this person's `task list`, if listed.
+    pub fn task_status(&self, id: &str) -> Option<String> {
+        let list: Value = self.live_json(&["task", "list"]);
+        list["tasks"]
+            .as_array()?
+            .iter()
+            .find(|t| t["id"] == id)
+            .and_then(|t| t["status"].as_str().map(str::to_owned))
+    }
+
     /// Whether this person's current view of the record includes entry `id`.
     pub fn sees(&self, id: &str) -> bool {
         let r = self.live(&["--json", "show"]);
