@@ -292,6 +292,15 @@ async fn the_record_is_an_ehr() {
             "cophr.medications.v1",
             "cophr.procedures.v1",
             "cophr.immunisations.v1",
+            "cophr.lab_results.v1",
+            "cophr.alerts.v1",
+            "cophr.family_history.v1",
+            "cophr.lifestyle.v1",
+            "cophr.examinations.v1",
+            "cophr.investigations.v1",
+            "cophr.about_me.v1",
+            "cophr.key_contacts.v1",
+            "cophr.preferences.v1",
         ]
     );
     // The same API where EHRbase-style clients look for it; `Prefer:
@@ -1256,4 +1265,163 @@ async fn flat_compositions_of_the_core_templates_in_and_out() {
         assert_eq!(e["code"], code, "{e}");
     }
     assert_eq!(env.footprint().0, held2);
+}
+
+#[tokio::test]
+async fn the_later_core_templates_go_both_ways() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    // A lab result sent as FLAT, its keys written by hand from the web template.
+    let lab = "laboratory_result_report/laboratory_test_result:0/any_event:0";
+    let flat = json!({
+        "ctx/language": "en", "ctx/territory": "GB",
+        format!("{lab}/test"): "HbA1c",
+        format!("{lab}/laboratory_analyte_result/result"): "48",
+        format!("{lab}/laboratory_analyte_result/unit"): "mmol/mol",
+        format!("{lab}/laboratory_analyte_result/status|code"): "final",
+        format!("{lab}/time"): "2026-11-30T08:10:00Z",
+    });
+    env.tick();
+    let (s, h, c) = send(
+        &env.app,
+        "POST",
+        &format!("/openehr/v1/ehr/{ehr}/composition"),
+        &[
+            ("content-type", "application/openehr.wt.flat+json"),
+            ("openehr-template-id", "cophr.lab_results.v1"),
+        ],
+        serde_json::to_vec(&flat).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let v1 = etag(&h);
+    // Through the REST API and FHIR: the same values.
+    let (_, _, list) = get(
+        &env.app,
+        &format!("/api/v1/records/{}/entries?category=lab-results", env.rid()),
+    )
+    .await;
+    let b = &list[0]["body"];
+    assert_eq!(
+        (&b["test"], &b["result"], &b["unit"], &b["status"]),
+        (
+            &json!("HbA1c"),
+            &json!("48"),
+            &json!("mmol/mol"),
+            &json!("final")
+        )
+    );
+    assert_eq!(b["collected"], "2026-11-30T08:10:00Z");
+    let (s, _, all) = get(
+        &env.app,
+        &format!("/fhir/r4/Patient/{}/$everything", env.rid()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let text = all.to_string();
+    assert!(text.contains("HbA1c") && text.contains("mmol/mol"), "{all}");
+    // Canonical: the result a DV_TEXT in the analyte cluster.
+    let (_, _, canon) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{v1}")).await;
+    assert_eq!(
+        canon["content"][0]["archetype_node_id"],
+        openehr::LAB_RESULT
+    );
+
+    // An alert sent canonical, written by hand.
+    let alert = json!({
+        "_type": "COMPOSITION",
+        "name": dv_text("Alerts"),
+        "archetype_node_id": "openEHR-EHR-COMPOSITION.health_summary.v1",
+        "archetype_details": {"archetype_id": {"value": "openEHR-EHR-COMPOSITION.health_summary.v1"},
+                              "template_id": {"value": "cophr.alerts.v1"}, "rm_version": "1.0.4"},
+        "content": [{
+            "_type": "EVALUATION",
+            "name": dv_text("Alert"),
+            "archetype_node_id": "openEHR-EHR-EVALUATION.alert.v0",
+            "data": {"_type": "ITEM_TREE", "archetype_node_id": "at0001", "name": dv_text("Tree"),
+                     "items": [
+                         {"_type": "ELEMENT", "archetype_node_id": "at0002", "name": dv_text("Alert"),
+                          "value": dv_text("Metallic hip implant")},
+                         {"_type": "ELEMENT", "archetype_node_id": "at9001", "name": dv_text("Severity"),
+                          "value": {"_type": "DV_CODED_TEXT", "value": "high",
+                                    "defining_code": {"terminology_id": {"value": "cophr"}, "code_string": "high"}}}
+                     ]}
+        }]
+    });
+    let (s, _, e) = post_composition(&env, &env.app, &alert).await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let (_, _, list) = get(
+        &env.app,
+        &format!("/api/v1/records/{}/entries?category=alerts", env.rid()),
+    )
+    .await;
+    assert_eq!(list[0]["body"]["alert"], "Metallic hip implant");
+    assert_eq!(list[0]["body"]["severity"], "high");
+    // A severity the schema does not know: refused, nothing stored.
+    let held = env.footprint();
+    let mut bad = alert.clone();
+    bad["content"][0]["data"]["items"][1]["value"]["defining_code"]["code_string"] =
+        json!("medium");
+    bad["content"][0]["data"]["items"][1]["value"]["value"] = json!("medium");
+    let (s, _, _) = post_composition(&env, &env.app, &bad).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(env.footprint(), held);
+
+    // A family history written through the REST API reads as a composition, canonical
+    // and FLAT, and AQL finds it by its archetype.
+    env.tick();
+    let (s, _, made) = send(
+        &env.app,
+        "POST",
+        &format!("/api/v1/records/{}/entries", env.rid()),
+        &[JSON],
+        serde_json::to_vec(&json!({"category": "family-history",
+            "body": {"condition": "Breast cancer", "relative": "mother", "genomic-markers": ["BRCA1", "BRCA2"]}}))
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    let id: cophr_protocol::EntryId = made["id"].as_str().unwrap().parse().unwrap();
+    let object = openehr::item_uuid(&id);
+    let (s, _, canon) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/composition/{object}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{canon}");
+    assert_eq!(
+        canon["archetype_details"]["template_id"]["value"],
+        "cophr.family_history.v1"
+    );
+    assert_eq!(
+        canon["content"][0]["archetype_node_id"],
+        openehr::FAMILY_HISTORY
+    );
+    let (_, _, f) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/composition/{object}?format=FLAT"),
+    )
+    .await;
+    assert_eq!(
+        f["family_history/family_history/affected_relative"],
+        "mother"
+    );
+    assert_eq!(
+        f["family_history/family_history/genomic_markers"],
+        "BRCA1\nBRCA2"
+    );
+    let (s, _, rows) = aql(
+        &env.app,
+        "SELECT f/data[at0001]/items[at9000]/value/value FROM EHR e CONTAINS COMPOSITION c \
+         CONTAINS EVALUATION f[openEHR-EHR-EVALUATION.family_history.v2]",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{rows}");
+    assert_eq!(rows["rows"], json!([["Breast cancer"]]));
+    // Every template is listed.
+    let (_, _, list) = get(&env.app, "/openehr/v1/definition/template/adl1.4").await;
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(openehr::templates().len())
+    );
 }

@@ -103,6 +103,7 @@ fn inputs(dv: Dv, units: &[&str], codes: &[&str]) -> Json {
         ]),
         Dv::Date => json!([{"type": "DATE"}]),
         Dv::DateTime => json!([{"type": "DATETIME"}]),
+        Dv::Lines => json!([{"type": "TEXT", "multiline": true}]),
     }
 }
 
@@ -331,7 +332,7 @@ pub fn to_flat(category: &Category, body: &Value, meta: &Meta) -> Result<Json, O
                 };
                 let v = &el["value"];
                 match f.dv {
-                    Dv::Text | Dv::Date | Dv::DateTime => {
+                    Dv::Text | Dv::Lines | Dv::Date | Dv::DateTime => {
                         out.insert(k, v["value"].clone());
                     }
                     Dv::Coded => {
@@ -504,7 +505,7 @@ fn canonical_of(t: &Template, got: &[(Target, Map<String, Json>)]) -> Result<Jso
             Target::Field(ei, fi) => {
                 let f = &t.entries[ei].fields[fi];
                 let value = match f.dv {
-                    Dv::Text | Dv::Date | Dv::DateTime => {
+                    Dv::Text | Dv::Lines | Dv::Date | Dv::DateTime => {
                         unexpected(&["", "value"])?;
                         let v = if m.contains_key("") {
                             input(m, "")

@@ -41,9 +41,13 @@ use serde_json::{json, Map, Value as Json};
 
 pub use error::OpenEhrError;
 pub use tables::{
-    template, template_for, templates, Dv, EntryDef, FieldMap, Template, ADVERSE_REACTION_RISK,
-    BLOOD_PRESSURE, BODY_TEMPERATURE, ISM_STATES, LAB_RESULT, MEDICATION_ACTION, MEDICATION_ORDER,
-    PROBLEM_DIAGNOSIS, PROCEDURE, PULSE, PULSE_OXIMETRY, RESPIRATION,
+    template, template_for, templates, Dv, EntryDef, FieldMap, Template, ABOUT_ME,
+    ADVERSE_REACTION_RISK, ALCOHOL_CONSUMPTION_SUMMARY, ALERT, BLOOD_PRESSURE, BODY_MASS_INDEX,
+    BODY_SURFACE_AREA, BODY_TEMPERATURE, BODY_WEIGHT, COMMUNICATION_CAPABILITY, EDUCATION_SUMMARY,
+    FAMILY_HISTORY, HEAD_CIRCUMFERENCE, HEIGHT, HIP_CIRCUMFERENCE, HOUSING_SUMMARY,
+    INVESTIGATION_RESULT, ISM_STATES, LAB_RESULT, MEDICATION_ACTION, MEDICATION_ORDER,
+    MEDICATION_SUMMARY, OCCUPATION_SUMMARY, PROBLEM_DIAGNOSIS, PROCEDURE, PULSE, PULSE_OXIMETRY,
+    RELEVANT_CONTACT, RESPIRATION, TOBACCO_SMOKING_SUMMARY, WAIST_CIRCUMFERENCE,
 };
 
 use crate::category::Category;
@@ -376,6 +380,13 @@ fn dv_value(dv: Dv, v: &Json) -> Json {
         }
         Dv::Date => json!({"_type": "DV_DATE", "value": v}),
         Dv::DateTime => json!({"_type": "DV_DATE_TIME", "value": v}),
+        Dv::Lines => {
+            let lines: Vec<&str> = v
+                .as_array()
+                .map(|a| a.iter().filter_map(Json::as_str).collect())
+                .unwrap_or_default();
+            text(&lines.join("\n"))
+        }
     }
 }
 
@@ -593,6 +604,12 @@ fn read_value(dv: Dv, path: &str, element: &Json) -> Result<Option<Json>, OpenEh
     };
     Ok(Some(match dv {
         Dv::Text | Dv::Coded | Dv::DateTime => Json::String(string("value")?),
+        Dv::Lines => Json::Array(
+            string("value")?
+                .split('\n')
+                .map(|l| Json::String(l.to_owned()))
+                .collect(),
+        ),
         Dv::Date => {
             let s = string("value")?;
             let date = match s.split_once('T') {
