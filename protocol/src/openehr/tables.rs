@@ -25,6 +25,12 @@ pub enum Dv {
     /// A list of one-line texts as one `DV_TEXT`, one item per line (cophr's text lists
     /// hold one-line items only, so the lines read back as the same list).
     Lines,
+    /// `DV_COUNT`: an integer.
+    Count,
+    /// `DV_BOOLEAN`.
+    Boolean,
+    /// A decimal without a unit: `DV_QUANTITY` in UCUM unit `1`.
+    Decimal,
 }
 
 impl Dv {
@@ -33,7 +39,9 @@ impl Dv {
         match self {
             Dv::Text | Dv::Lines => "DV_TEXT",
             Dv::Coded => "DV_CODED_TEXT",
-            Dv::Quantity => "DV_QUANTITY",
+            Dv::Quantity | Dv::Decimal => "DV_QUANTITY",
+            Dv::Count => "DV_COUNT",
+            Dv::Boolean => "DV_BOOLEAN",
             Dv::Percent => "DV_PROPORTION",
             Dv::Date => "DV_DATE",
             Dv::DateTime => "DV_DATE_TIME",
@@ -44,7 +52,9 @@ impl Dv {
     pub fn accepts(self) -> &'static [&'static str] {
         match self {
             Dv::Text | Dv::Coded | Dv::Lines => &["DV_TEXT", "DV_CODED_TEXT"],
-            Dv::Quantity => &["DV_QUANTITY"],
+            Dv::Quantity | Dv::Decimal => &["DV_QUANTITY"],
+            Dv::Count => &["DV_COUNT"],
+            Dv::Boolean => &["DV_BOOLEAN"],
             Dv::Percent => &["DV_PROPORTION"],
             Dv::Date => &["DV_DATE", "DV_DATE_TIME"],
             Dv::DateTime => &["DV_DATE_TIME"],
@@ -54,11 +64,11 @@ impl Dv {
 
 /// One field of a body at its place in an archetype.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FieldMap {
+pub struct FieldMap<'a> {
     /// The body's field.
-    pub field: &'static str,
+    pub field: &'a str,
     /// The element's path within its entry's archetype.
-    pub path: &'static str,
+    pub path: &'a str,
     /// Its data type.
     pub dv: Dv,
     /// Whether the archetype (and cophr) require it.
@@ -67,13 +77,13 @@ pub struct FieldMap {
 
 /// One archetype a template's composition may hold (one content entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EntryDef {
+pub struct EntryDef<'a> {
     /// The archetype id.
-    pub archetype: &'static str,
+    pub archetype: &'a str,
     /// Its RM type (`OBSERVATION`, `EVALUATION`, `INSTRUCTION`).
     pub rm_type: &'static str,
     /// The entry's name.
-    pub name: &'static str,
+    pub name: &'a str,
     /// For an observation, the path of its one event (whose `time` is the template's time
     /// field); for an action, `""` (the action's own `time`).
     pub event: Option<&'static str>,
@@ -81,7 +91,7 @@ pub struct EntryDef {
     /// (`ism_transition/current_state`, see [`ISM_STATES`]).
     pub state: Option<&'static str>,
     /// The body's fields held in this archetype.
-    pub fields: &'static [FieldMap],
+    pub fields: &'a [FieldMap<'a>],
 }
 
 /// A cophr code and the openEHR ISM state (code, rubric) an action holds it as. An action
@@ -94,15 +104,15 @@ pub const ISM_STATES: &[(&str, &str, &str)] = &[
 
 /// A core template: one category's composition.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
+pub struct Template<'a> {
     /// The template id, `cophr.<category>.v1`.
-    pub id: &'static str,
+    pub id: &'a str,
     /// The category.
     pub category: Category,
     /// The composition's name.
-    pub name: &'static str,
+    pub name: &'a str,
     /// The composition's archetype.
-    pub composition_archetype: &'static str,
+    pub composition_archetype: &'a str,
     /// The composition category: openEHR code and its text (`433` event, `431` persistent).
     pub composition_category: (&'static str, &'static str),
     /// The body field that is the observations' event time (or an action's `time`), if
@@ -111,10 +121,10 @@ pub struct Template {
     /// Whether that field is a date (an action's `time` is read back as its date).
     pub time_is_date: bool,
     /// The archetypes held, in the order written.
-    pub entries: &'static [EntryDef],
+    pub entries: &'a [EntryDef<'a>],
 }
 
-const fn f(field: &'static str, path: &'static str, dv: Dv) -> FieldMap {
+const fn f(field: &'static str, path: &'static str, dv: Dv) -> FieldMap<'static> {
     FieldMap {
         field,
         path,
@@ -123,7 +133,7 @@ const fn f(field: &'static str, path: &'static str, dv: Dv) -> FieldMap {
     }
 }
 
-const fn m(field: &'static str, path: &'static str, dv: Dv) -> FieldMap {
+const fn m(field: &'static str, path: &'static str, dv: Dv) -> FieldMap<'static> {
     FieldMap {
         field,
         path,
@@ -228,8 +238,8 @@ macro_rules! eval {
 const fn measure(
     archetype: &'static str,
     name: &'static str,
-    field: &'static FieldMap,
-) -> EntryDef {
+    field: &'static FieldMap<'static>,
+) -> EntryDef<'static> {
     EntryDef {
         archetype,
         rm_type: "OBSERVATION",
@@ -244,8 +254,8 @@ const fn measure(
 const fn evaluation(
     archetype: &'static str,
     name: &'static str,
-    fields: &'static [FieldMap],
-) -> EntryDef {
+    fields: &'static [FieldMap<'static>],
+) -> EntryDef<'static> {
     EntryDef {
         archetype,
         rm_type: "EVALUATION",
@@ -261,8 +271,8 @@ const fn summary(
     id: &'static str,
     category: Category,
     name: &'static str,
-    entries: &'static [EntryDef],
-) -> Template {
+    entries: &'static [EntryDef<'static>],
+) -> Template<'static> {
     Template {
         id,
         category,
@@ -279,7 +289,7 @@ const BP_EVENT: &str = "/data[at0001]/events[at0006]";
 const P2_EVENT: &str = "/data[at0002]/events[at0003]";
 const R_EVENT: &str = "/data[at0001]/events[at0002]";
 
-static TEMPLATES: [Template; 15] = [
+static TEMPLATES: [Template<'static>; 15] = [
     Template {
         id: "cophr.vital_signs.v1",
         category: Category::VitalSigns,
@@ -760,16 +770,16 @@ static TEMPLATES: [Template; 15] = [
 ];
 
 /// Every core template.
-pub fn templates() -> &'static [Template] {
+pub fn templates() -> &'static [Template<'static>] {
     &TEMPLATES
 }
 
 /// The template of a category, if it has one.
-pub fn template_for(c: &Category) -> Option<&'static Template> {
+pub fn template_for(c: &Category) -> Option<&'static Template<'static>> {
     TEMPLATES.iter().find(|t| &t.category == c)
 }
 
 /// A template by id.
-pub fn template(id: &str) -> Option<&'static Template> {
+pub fn template(id: &str) -> Option<&'static Template<'static>> {
     TEMPLATES.iter().find(|t| t.id == id)
 }

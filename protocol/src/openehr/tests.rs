@@ -698,3 +698,166 @@ fn genomic_markers_are_one_text_a_line_each_and_medication_status_is_its_summary
         Err(OpenEhrError::MissingMandatory { .. })
     ));
 }
+
+fn shipped() -> Vec<schema::ExtensionSchema> {
+    schema::EXAMPLES
+        .iter()
+        .map(|(_, j)| schema::ExtensionSchema::from_json(j).expect("example"))
+        .collect()
+}
+
+fn wound() -> (Category, Value) {
+    let c: Category = "ext:uk.nhs.tissue-viability/wound-care"
+        .parse()
+        .expect("cat");
+    let defs = shipped();
+    let def = defs.iter().find(|d| d.category == c).expect("wound care");
+    let b = def
+        .with_view(|s| {
+            schema::body_from_json_in(
+                &c,
+                Some(s),
+                &json!({"wound-type": "pressure-ulcer", "location": "left heel",
+                        "length": {"value": 3.5, "unit": "cm"}, "signs-of-infection": false,
+                        "pain-score": 4, "next-review": "2026-12-08",
+                        "assessed": "2026-12-01T10:00:00Z", "notes": "granulating"}),
+            )
+        })
+        .expect("body");
+    (c, b)
+}
+
+#[test]
+fn an_extension_entry_is_a_composition_of_its_definition_s_template() {
+    let exts = shipped();
+    let (c, b) = wound();
+    // Without the definition there is no template.
+    assert_eq!(
+        to_composition(&c, &b, &meta()),
+        Err(OpenEhrError::Unmapped(c.name().into()))
+    );
+    let comp = to_composition_in(&exts, &c, &b, &meta()).expect("maps");
+    assert_eq!(
+        comp["archetype_details"]["template_id"]["value"],
+        "cophr.ext.uk.nhs.tissue-viability.wound-care.v1"
+    );
+    let e = &comp["content"][0];
+    assert_eq!(e["_type"], "EVALUATION");
+    assert_eq!(
+        e["archetype_node_id"],
+        "openEHR-EHR-EVALUATION.cophr_ext_uk_nhs_tissue_viability__wound_care.v1"
+    );
+    // Each field at its node id, with its data type.
+    let at = |i: usize| walk(e, &format!("/data[at0001]/items[{}]", ext::node_id(i))).expect("el");
+    assert_eq!(at(0)["value"]["_type"], "DV_CODED_TEXT");
+    assert_eq!(at(3)["value"]["magnitude"], 3.5);
+    assert_eq!(
+        at(10)["value"],
+        json!({"_type": "DV_BOOLEAN", "value": false})
+    );
+    assert_eq!(
+        at(12)["value"],
+        json!({"_type": "DV_COUNT", "magnitude": 4})
+    );
+    let (c2, b2) = from_composition_in(&exts, &comp).expect("reads");
+    assert_eq!((c2, b2), (c.clone(), b.clone()));
+    // Through FLAT, keyed by the field names.
+    let f = flat::to_flat_in(&exts, &c, &b, &meta()).expect("flat");
+    let root = "wound_assessment_tissue_viability/wound_assessment_tissue_viability";
+    assert_eq!(f[format!("{root}/pain_score")], 4, "{f:#}");
+    assert_eq!(f[format!("{root}/wound_type|code")], "pressure-ulcer");
+    let tid = "cophr.ext.uk.nhs.tissue-viability.wound-care.v1";
+    assert_eq!(
+        flat::from_flat_in(&exts, tid, &f).expect("from flat"),
+        (c.clone(), b.clone())
+    );
+    let wt = flat::web_template_in(&exts, tid).expect("web template");
+    assert_eq!(wt["templateId"], tid);
+    assert!(flat::web_template(tid).is_none());
+    // Every shipped example has a template, listed after the core ones.
+    let listed: Vec<(schema::ExtensionSchema, String)> = exts
+        .iter()
+        .map(|d| (d.clone(), "2026-12-01T00:00:00Z".into()))
+        .collect();
+    let list = template_list_in(&listed, "2026-01-01T00:00:00Z");
+    assert_eq!(list.as_array().map(Vec::len), Some(templates().len() + 4));
+    for d in &exts {
+        assert!(is_mapped(&exts, &d.category));
+        assert!(flat::web_template_in(&exts, &ext::template_id(d)).is_some());
+    }
+}
+
+#[test]
+fn an_invalid_extension_composition_is_refused() {
+    let exts = shipped();
+    let (c, b) = wound();
+    let comp = to_composition_in(&exts, &c, &b, &meta()).expect("maps");
+    let items = |c: &mut Json| -> Vec<Json> {
+        c["content"][0]["data"]["items"]
+            .as_array()
+            .expect("items")
+            .clone()
+    };
+    // A field the definition does not have.
+    let mut x = comp.clone();
+    let mut it = items(&mut x);
+    it.push(
+        json!({"_type": "ELEMENT", "archetype_node_id": "at1999", "name": {"value": "x"},
+                   "value": {"_type": "DV_TEXT", "value": "y"}}),
+    );
+    x["content"][0]["data"]["items"] = json!(it);
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::UnknownPath { .. })
+    ));
+    // A wrong data type: text for the pain score, a count given as a decimal.
+    let mut x = comp.clone();
+    let mut it = items(&mut x);
+    let i = it
+        .iter()
+        .position(|e| e["archetype_node_id"] == ext::node_id(12))
+        .expect("pain");
+    it[i]["value"] = json!({"_type": "DV_TEXT", "value": "4"});
+    x["content"][0]["data"]["items"] = json!(it.clone());
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::WrongType { .. })
+    ));
+    it[i]["value"] = json!({"_type": "DV_COUNT", "magnitude": 4.5});
+    x["content"][0]["data"]["items"] = json!(it);
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::WrongType { .. })
+    ));
+    // A mandatory field missing (location).
+    let mut x = comp.clone();
+    let mut it = items(&mut x);
+    it.retain(|e| e["archetype_node_id"] != ext::node_id(1));
+    x["content"][0]["data"]["items"] = json!(it);
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::MissingMandatory { .. })
+    ));
+    // A code outside the value set: the schema refuses it.
+    let mut x = comp.clone();
+    x["content"][0]["data"]["items"][0]["value"]["value"] = json!("burn-ish");
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::Schema(_))
+    ));
+    // An earlier version's template id maps with the version in effect; a later one or a
+    // malformed one is unknown.
+    let mut x = comp.clone();
+    x["archetype_details"]["template_id"]["value"] =
+        json!("cophr.ext.uk.nhs.tissue-viability.wound-care.v2");
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::UnknownTemplate { .. })
+    ));
+    x["archetype_details"]["template_id"]["value"] =
+        json!("cophr.ext.uk.nhs.tissue-viability.wound-care.v01");
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::UnknownTemplate { .. })
+    ));
+}

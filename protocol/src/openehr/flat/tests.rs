@@ -1,4 +1,5 @@
 use super::*;
+use crate::openehr::template_for;
 use crate::openehr::{Composer, Meta};
 
 fn meta() -> Meta {
