@@ -1425,3 +1425,183 @@ async fn the_later_core_templates_go_both_ways() {
         Some(openehr::templates().len())
     );
 }
+
+#[tokio::test]
+async fn extension_entries_are_compositions_of_their_definition_s_template() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    let tid = "cophr.ext.uk.nhs.tissue-viability.wound-care.v1";
+    let root = "wound_assessment_tissue_viability/wound_assessment_tissue_viability";
+    let flat = json!({
+        format!("{root}/wound_type|code"): "pressure-ulcer",
+        format!("{root}/location"): "left heel",
+        format!("{root}/length|magnitude"): 3.5,
+        format!("{root}/length|unit"): "cm",
+        format!("{root}/signs_of_infection"): false,
+        format!("{root}/pain_score"): 4,
+        format!("{root}/assessed"): "2026-12-01T10:00:00Z",
+    });
+    let post_flat = |body: Json| {
+        let app = env.app.clone();
+        let ehr = ehr.clone();
+        async move {
+            send(
+                &app,
+                "POST",
+                &format!("/openehr/v1/ehr/{ehr}/composition"),
+                &[
+                    ("content-type", "application/openehr.wt.flat+json"),
+                    ("openehr-template-id", tid),
+                ],
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await
+        }
+    };
+    // Before its schema is defined: no such template, nothing stored.
+    let held = env.footprint();
+    env.tick();
+    let (s, _, e) = post_flat(flat.clone()).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unknown_template"))
+    );
+    let (s, _, _) = get(
+        &env.app,
+        &format!("/openehr/v1/definition/template/adl1.4/{tid}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(env.footprint(), held);
+
+    // The patient defines wound care (the shipped example).
+    let def = cophr_protocol::schema::ExtensionSchema::from_json(
+        cophr_protocol::schema::EXAMPLES
+            .iter()
+            .find(|(n, _)| *n == "wound-care")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    env.tick();
+    env.store
+        .write(
+            &env.rid(),
+            &env.patient,
+            Payload::DefineSchema(def),
+            env.clock.load(Ordering::SeqCst),
+            None,
+        )
+        .unwrap();
+    // Listed among the templates, with its web template.
+    let (_, _, list) = get(&env.app, "/openehr/v1/definition/template/adl1.4").await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["template_id"] == tid),
+        "{list}"
+    );
+    let (s, _, wt) = get(
+        &env.app,
+        &format!("/openehr/v1/definition/template/adl1.4/{tid}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(wt["templateId"], tid);
+
+    // Written in FLAT, read through the REST API, canonical, and found by AQL CONTAINS on
+    // its archetype id.
+    env.tick();
+    let (s, h, c) = post_flat(flat.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let v1 = etag(&h);
+    let (_, _, list) = get(
+        &env.app,
+        &format!(
+            "/api/v1/records/{}/entries?category=ext:uk.nhs.tissue-viability/wound-care",
+            env.rid()
+        ),
+    )
+    .await;
+    let b = &list[0]["body"];
+    assert_eq!(b["location"], "left heel");
+    assert_eq!(b["pain-score"], 4);
+    assert_eq!(b["signs-of-infection"], false);
+    let (_, _, canon) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{v1}")).await;
+    let archetype = "openEHR-EHR-EVALUATION.cophr_ext_uk_nhs_tissue_viability__wound_care.v1";
+    assert_eq!(canon["content"][0]["archetype_node_id"], archetype);
+    let (s, _, rows) = aql(
+        &env.app,
+        &format!(
+            "SELECT w/data[at0001]/items[at1002]/value/value, w/data[at0001]/items[at1013]/value/magnitude \
+             FROM EHR e CONTAINS COMPOSITION c CONTAINS EVALUATION w[{archetype}] \
+             WHERE w/data[at0001]/items[at1013]/value/magnitude > 3"
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{rows}");
+    assert_eq!(rows["rows"], json!([["left heel", 4]]));
+    // Canonical in, an amend through PUT.
+    let mut changed = canon.clone();
+    let items = changed["content"][0]["data"]["items"]
+        .as_array_mut()
+        .unwrap();
+    let loc = items
+        .iter_mut()
+        .find(|i| i["archetype_node_id"] == "at1002")
+        .unwrap();
+    loc["value"]["value"] = json!("right heel");
+    let object = openehr::parse_uid(&v1).unwrap().object;
+    env.tick();
+    let (s, h, e) = send(
+        &env.app,
+        "PUT",
+        &format!("/openehr/v1/ehr/{ehr}/composition/{object}"),
+        &[JSON, ("if-match", &v1)],
+        serde_json::to_vec(&changed).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert!(etag(&h).ends_with("::2"));
+
+    // Invalid compositions refused, nothing stored: a field the definition has not, a
+    // wrong type, a mandatory field missing, a code outside its value set.
+    let held = env.footprint();
+    let mut bad_type = flat.clone();
+    bad_type[format!("{root}/pain_score")] = json!("four");
+    let mut missing = flat.clone();
+    missing
+        .as_object_mut()
+        .unwrap()
+        .remove(&format!("{root}/location"));
+    let mut bad_code = flat.clone();
+    bad_code[format!("{root}/wound_type|code")] = json!("graze");
+    let mut unknown = flat.clone();
+    unknown[format!("{root}/surgeon")] = json!("Dr X");
+    for (body, code) in [
+        (unknown, "unknown_path"),
+        (bad_type, "wrong_type"),
+        (missing, "missing_mandatory"),
+        (bad_code, "invalid_composition"),
+    ] {
+        env.tick();
+        let (s, _, e) = post_flat(body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(e["code"], code, "{e}");
+    }
+    let mut extra = canon.clone();
+    extra["content"][0]["data"]["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(
+            json!({"_type": "ELEMENT", "archetype_node_id": "at1999", "name": dv_text("x"),
+                     "value": dv_text("y")}),
+        );
+    let (s, _, e) = post_composition(&env, &env.app, &extra).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unknown_path"))
+    );
+    assert_eq!(env.footprint(), held);
+}

@@ -14,7 +14,9 @@
 //!   latest, with the latest's uid in `ETag`).
 //! - `DELETE ehr/{ehr_id}/composition/{preceding_version_uid}`: the logical delete (409
 //!   when the version given is not the latest; an object id deletes the latest).
-//! - `GET definition/template/adl1.4`: the core templates.
+//! - `GET definition/template/adl1.4`: the core templates, and the generic template of
+//!   each extension schema in effect in the records the identity sees
+//!   ([`openehr::ext`]); `GET definition/template/adl1.4/{id}` a template's web template.
 //! - `POST query/aql` ([`aql`]): a subset of AQL over the latest versions of the
 //!   compositions the identity sees; only the rows returned are audited.
 //!
@@ -33,6 +35,7 @@ use axum::{Json, Router};
 use cophr_protocol::fold::{self, Viewer};
 use cophr_protocol::openehr::{self, Composer, Meta, OpenEhrError};
 use cophr_protocol::record::Record;
+use cophr_protocol::schema::ExtensionSchema;
 use cophr_protocol::{Category, EntryId, Payload, RecordId, Timestamp, Value};
 use serde_json::{json, Value as JsonValue};
 
@@ -359,21 +362,115 @@ async fn ehr_by_subject(State(st): State<AppState>, req: Request) -> Response {
     respond(out.map_err(OeError::from).and_then(|x| x), StatusCode::OK)
 }
 
-/// `GET definition/template/adl1.4/{template_id}`: a core template's web template (JSON;
+/// The extension schemas in effect in a record: the definitions its compositions map
+/// with (in the administrative stream, which every reader holds).
+pub(crate) fn exts_of(r: &Record) -> Vec<ExtensionSchema> {
+    r.extension_schemas()
+        .into_iter()
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
+/// Whether an item of `c` in `r` maps to a composition: a core template, or an extension
+/// with a schema in effect.
+fn mapped(r: &Record, c: &Category) -> bool {
+    if c.is_extension() {
+        r.extension_schema(c).is_some()
+    } else {
+        openehr::template_for(c).is_some()
+    }
+}
+
+/// The extension schemas in effect in every record the identity has access to and may
+/// see the definition of, with their definition's time: one audited read of the
+/// definition entries (as `GET /api/v1/records/{id}/schemas`), none when there are none.
+/// A template id defined in two records is taken from the first.
+fn visible_exts(st: &AppState) -> Result<Vec<(ExtensionSchema, String)>, OeError> {
+    let me = st.actor();
+    let now = st.now();
+    let mut out: Vec<(ExtensionSchema, String)> = Vec::new();
+    for record in st.store().records()? {
+        let any = st.store().with_record(&record, |r| {
+            let v = r.viewer(&me, now);
+            v.has_access() && !r.visible_schemas(&v).is_empty()
+        })?;
+        if !any {
+            continue;
+        }
+        let found = st.read(now, |rd| {
+            rd.record(&record, |r, seen| {
+                let v = r.viewer(&me, now);
+                let list = r.visible_schemas(&v);
+                seen.add(list.iter().map(|(id, _)| *id));
+                seen.detail(format!(
+                    "openEHR templates: {} extension schemas",
+                    list.len()
+                ));
+                list.iter()
+                    .map(|(id, s)| {
+                        let at = r.get(id).map_or(0, |e| e.entry().time);
+                        ((*s).clone(), format_time(at))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .map_err(OeError::from)
+        })?;
+        for (s, at) in found {
+            let id = openehr::ext::template_id(&s);
+            if !out.iter().any(|(o, _)| openehr::ext::template_id(o) == id) {
+                out.push((s, at));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `GET definition/template/adl1.4/{template_id}`: a template's web template (JSON;
 /// cophr serves no OPT XML).
-async fn web_template(Path(id): Path<String>) -> Response {
-    match openehr::flat::web_template(id.trim()) {
-        Some(wt) => json_response(StatusCode::OK, &wt),
-        None => OeError::not_found(format!(
+async fn web_template(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    let id = id.trim().to_owned();
+    if let Some(wt) = openehr::flat::web_template(&id) {
+        return json_response(StatusCode::OK, &wt);
+    }
+    let wanted = id.clone();
+    let out = st
+        .blocking(move |st| {
+            let run = || -> Result<Option<JsonValue>, OeError> {
+                let exts: Vec<ExtensionSchema> = if wanted.starts_with("cophr.ext.") {
+                    visible_exts(st)?.into_iter().map(|(s, _)| s).collect()
+                } else {
+                    Vec::new()
+                };
+                Ok(openehr::flat::web_template_in(&exts, &wanted))
+            };
+            Ok(run())
+        })
+        .await;
+    match out.map_err(OeError::from).and_then(|x| x) {
+        Ok(Some(wt)) => json_response(StatusCode::OK, &wt),
+        Ok(None) => OeError::not_found(format!(
             "no template `{}` here (GET /definition/template/adl1.4 lists them)",
             clip(&id)
         ))
         .into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
-async fn templates() -> Response {
-    json_response(StatusCode::OK, &openehr::template_list(TEMPLATES_CREATED))
+async fn templates(State(st): State<AppState>) -> Response {
+    let out = st
+        .blocking(move |st| {
+            let run = || -> Result<JsonValue, OeError> {
+                let exts = visible_exts(st)?;
+                Ok(openehr::template_list_in(&exts, TEMPLATES_CREATED))
+            };
+            Ok(run())
+        })
+        .await;
+    match out.map_err(OeError::from).and_then(|x| x) {
+        Ok(list) => json_response(StatusCode::OK, &list),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// One item as the openEHR API finds it.
@@ -423,10 +520,15 @@ impl Found {
                 actor: author.to_string(),
             },
         };
-        if flat {
-            openehr::flat::to_flat(&self.category, &v.content, &meta).ok()
+        let exts = if self.category.is_extension() {
+            exts_of(r)
         } else {
-            openehr::to_composition(&self.category, &v.content, &meta).ok()
+            Vec::new()
+        };
+        if flat {
+            openehr::flat::to_flat_in(&exts, &self.category, &v.content, &meta).ok()
+        } else {
+            openehr::to_composition_in(&exts, &self.category, &v.content, &meta).ok()
         }
     }
 }
@@ -434,7 +536,9 @@ impl Found {
 /// One item as the openEHR API finds it, if its category has a template.
 fn found(r: &Record, v: &Viewer, state: &fold::State, id: &EntryId) -> Option<Found> {
     let h = fold::history_with(r, v, state, id)?;
-    openehr::template_for(&h.category)?;
+    if !mapped(r, &h.category) {
+        return None;
+    }
     let deleted = h
         .versions
         .iter()
@@ -469,7 +573,7 @@ pub(crate) fn items(r: &Record, v: &Viewer) -> Vec<Found> {
     state
         .items
         .iter()
-        .filter(|i| openehr::template_for(&i.category).is_some())
+        .filter(|i| mapped(r, &i.category))
         .map(|i| i.id)
         .chain(state.deleted.iter().copied())
         .filter_map(|id| found(r, v, &state, &id))
@@ -617,9 +721,29 @@ async fn read(
     }
 }
 
+/// A composition as a request sent it, parsed but not yet read (its template may be an
+/// extension's, known only once the record is).
+struct Incoming {
+    c: JsonValue,
+    /// The FLAT template, when sent as FLAT.
+    flat_template: Option<String>,
+}
+
+impl Incoming {
+    /// Reads it as a category and body, with the record's extension schemas.
+    fn read(&self, st: &AppState, record: &RecordId) -> Result<(Category, Value), OeError> {
+        let exts = st.store().with_record(record, exts_of)?;
+        match &self.flat_template {
+            Some(t) => openehr::flat::from_flat_in(&exts, t.trim(), &self.c),
+            None => openehr::from_composition_in(&exts, &self.c),
+        }
+        .map_err(|e| OeError::from_mapping(&e))
+    }
+}
+
 /// The composition in a request's body (JSON, at most
-/// [`openehr::MAX_COMPOSITION_BYTES`]), read as a category and body.
-async fn composition_in(req: Request) -> Result<(HeaderMap, Category, Value, bool), OeError> {
+/// [`openehr::MAX_COMPOSITION_BYTES`]), parsed.
+async fn composition_in(req: Request) -> Result<(HeaderMap, Incoming, bool), OeError> {
     let (parts, body) = req.into_parts();
     let flat_in = is_flat(&parts.uri, &parts.headers, header::CONTENT_TYPE);
     let flat_out = is_flat(&parts.uri, &parts.headers, header::ACCEPT);
@@ -652,18 +776,17 @@ async fn composition_in(req: Request) -> Result<(HeaderMap, Category, Value, boo
             )
         })?;
     let c = openehr::parse(&bytes).map_err(|e| OeError::from_mapping(&e))?;
-    let (category, body) = if flat_in {
+    let flat_template = if flat_in {
         let Some(t) = flat_template(&parts.uri, &parts.headers) else {
             return Err(OeError::bad(
                 "a FLAT composition needs its template: the openehr-template-id header or templateId",
             ));
         };
-        openehr::flat::from_flat(t.trim(), &c)
+        Some(t)
     } else {
-        openehr::from_composition(&c)
-    }
-    .map_err(|e| OeError::from_mapping(&e))?;
-    Ok((parts.headers, category, body, flat_out))
+        None
+    };
+    Ok((parts.headers, Incoming { c, flat_template }, flat_out))
 }
 
 fn wants_representation(h: &HeaderMap) -> bool {
@@ -673,7 +796,7 @@ fn wants_representation(h: &HeaderMap) -> bool {
 }
 
 async fn create(State(st): State<AppState>, Path(ehr_id): Path<String>, req: Request) -> Response {
-    let (headers, category, body, flat) = match composition_in(req).await {
+    let (headers, incoming, flat) = match composition_in(req).await {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
@@ -683,6 +806,7 @@ async fn create(State(st): State<AppState>, Path(ehr_id): Path<String>, req: Req
         .blocking(move |st| {
             let run = || -> Result<(RecordId, String, Option<JsonValue>), OeError> {
                 let record = find_ehr(st, &ehr)?;
+                let (category, body) = incoming.read(st, &record)?;
                 let now = st.now();
                 let id = st
                     .session()
@@ -780,7 +904,7 @@ async fn update(
     let Some(preceding) = if_match else {
         return OeError::bad("PUT needs If-Match: {preceding_version_uid}").into_response();
     };
-    let (headers, category, body, flat) = match composition_in(req).await {
+    let (headers, incoming, flat) = match composition_in(req).await {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
@@ -790,6 +914,7 @@ async fn update(
         .blocking(move |st| {
             let run = || -> Result<(RecordId, String, Option<JsonValue>), OeError> {
                 let record = find_ehr(st, &ehr)?;
+                let (category, body) = incoming.read(st, &record)?;
                 let want = parse_uid(&uid)?;
                 let (f, current, latest, old) = latest_of(st, &record, &want.object, &uid)?;
                 if preceding != latest {
