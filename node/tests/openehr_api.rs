@@ -595,7 +595,7 @@ async fn bad_compositions_are_refused_with_nothing_stored() {
     ];
     for (c, code) in cases {
         let (s, _, e) = post(serde_json::to_vec(&c).unwrap(), "application/json").await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{code}: {e}");
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{code}: {e}");
         assert_eq!(e["code"], code, "{e}");
     }
     let (s, _, e) = post(
@@ -609,7 +609,7 @@ async fn bad_compositions_are_refused_with_nothing_stored() {
         "application/json",
     )
     .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         e["path"]
             .as_str()
@@ -623,7 +623,7 @@ async fn bad_compositions_are_refused_with_nothing_stored() {
         "application/json",
     )
     .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert_eq!(e["code"], "invalid_composition");
     // Too large, not JSON, malformed.
     let big = vec![b' '; openehr::MAX_COMPOSITION_BYTES + 10];
@@ -1261,7 +1261,13 @@ async fn flat_compositions_of_the_core_templates_in_and_out() {
             serde_json::to_vec(&body).unwrap(),
         )
         .await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+        // No template: not readable (400); the rest are the template's refusals (422).
+        let want = if code == "bad_request" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        assert_eq!(s, want, "{e}");
         assert_eq!(e["code"], code, "{e}");
     }
     assert_eq!(env.footprint().0, held2);
@@ -1364,7 +1370,7 @@ async fn the_later_core_templates_go_both_ways() {
         json!("medium");
     bad["content"][0]["data"]["items"][1]["value"]["value"] = json!("medium");
     let (s, _, _) = post_composition(&env, &env.app, &bad).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(env.footprint(), held);
 
     // A family history written through the REST API reads as a composition, canonical
@@ -1464,7 +1470,7 @@ async fn extension_entries_are_compositions_of_their_definition_s_template() {
     let (s, _, e) = post_flat(flat.clone()).await;
     assert_eq!(
         (s, e["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("unknown_template"))
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_template"))
     );
     let (s, _, _) = get(
         &env.app,
@@ -1587,7 +1593,7 @@ async fn extension_entries_are_compositions_of_their_definition_s_template() {
     ] {
         env.tick();
         let (s, _, e) = post_flat(body).await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
         assert_eq!(e["code"], code, "{e}");
     }
     let mut extra = canon.clone();
@@ -1601,7 +1607,7 @@ async fn extension_entries_are_compositions_of_their_definition_s_template() {
     let (s, _, e) = post_composition(&env, &env.app, &extra).await;
     assert_eq!(
         (s, e["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("unknown_path"))
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_path"))
     );
     assert_eq!(env.footprint(), held);
 }

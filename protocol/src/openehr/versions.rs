@@ -166,7 +166,7 @@ pub fn contribution_json(uid: &str, versions: &[String], audit: &Audit) -> Json 
         "versions": versions.iter().map(|v| json!({
             "id": {"_type": "OBJECT_VERSION_ID", "value": v},
             "namespace": "local",
-            "type": "VERSIONED_COMPOSITION",
+            "type": "COMPOSITION",
         })).collect::<Vec<_>>(),
         "audit": audit_json(audit),
     })

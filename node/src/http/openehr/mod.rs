@@ -99,6 +99,10 @@ fn routes_at(base: &str) -> Router<AppState> {
             &format!("{base}/ehr/{{ehr_id}}/ehr_status"),
             get(get_status),
         )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/ehr_status/{{uid}}"),
+            get(get_status_version),
+        )
         .route(&format!("{base}/ehr/{{ehr_id}}/composition"), post(create))
         .route(
             &format!("{base}/ehr/{{ehr_id}}/composition/{{uid}}"),
@@ -150,8 +154,10 @@ pub struct OeError {
     pub message: String,
     /// The element refused, if any.
     pub path: Option<String>,
-    /// The latest version's uid (a 412 or 409 tells it).
+    /// The latest version's uid (a 412 or 409 tells it, in `ETag`).
     pub latest: Option<String>,
+    /// Where the latest version is (a 412 or 409 tells it, in `Location`).
+    pub location: Option<String>,
 }
 
 impl OeError {
@@ -162,6 +168,7 @@ impl OeError {
             message: message.into(),
             path: None,
             latest: None,
+            location: None,
         }
     }
 
@@ -173,11 +180,33 @@ impl OeError {
         OeError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    /// A composition refused by the mapping: 400 (413 when too large), naming the path.
+    /// A CONTRIBUTION refused: as [`OeError::from_mapping`], but 400 whatever the reason
+    /// (ITS-REST `400_CONTRIBUTION`), 413 when too large.
+    pub fn from_contribution(e: &OpenEhrError) -> Self {
+        let inner = OeError::from_mapping(e);
+        if inner.status == StatusCode::PAYLOAD_TOO_LARGE {
+            return inner;
+        }
+        OeError {
+            status: StatusCode::BAD_REQUEST,
+            ..inner
+        }
+    }
+
+    /// A composition refused by the mapping, naming the path: 400 when it cannot be read
+    /// as a COMPOSITION (not JSON, not a COMPOSITION, too complex), 413 when too large, and
+    /// 422 when it is one but its template is unknown or refuses it (ITS-REST
+    /// `422_COMPOSITION`). In a CONTRIBUTION, every refusal is 400 (`400_CONTRIBUTION`).
     pub fn from_mapping(e: &OpenEhrError) -> Self {
         if let OpenEhrError::InVersion { index, error } = e {
             let inner = OeError::from_mapping(error);
+            let status = if inner.status == StatusCode::PAYLOAD_TOO_LARGE {
+                inner.status
+            } else {
+                StatusCode::BAD_REQUEST
+            };
             return OeError {
+                status,
                 path: Some(format!(
                     "/versions[{index}]{}",
                     inner.path.as_deref().unwrap_or_default()
@@ -186,15 +215,23 @@ impl OeError {
                 ..inner
             };
         }
+        let semantic = StatusCode::UNPROCESSABLE_ENTITY;
         let (status, code) = match e {
             OpenEhrError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             OpenEhrError::WrongArchetype { .. } | OpenEhrError::DuplicateArchetype { .. } => {
-                (StatusCode::BAD_REQUEST, "wrong_archetype")
+                (semantic, "wrong_archetype")
             }
-            OpenEhrError::UnknownTemplate { .. } => (StatusCode::BAD_REQUEST, "unknown_template"),
-            OpenEhrError::MissingMandatory { .. } => (StatusCode::BAD_REQUEST, "missing_mandatory"),
-            OpenEhrError::WrongType { .. } => (StatusCode::BAD_REQUEST, "wrong_type"),
-            OpenEhrError::UnknownPath { .. } => (StatusCode::BAD_REQUEST, "unknown_path"),
+            OpenEhrError::UnknownTemplate { .. } => (semantic, "unknown_template"),
+            OpenEhrError::MissingMandatory { .. } => (semantic, "missing_mandatory"),
+            // Not a COMPOSITION (or not a FLAT object) at all: it cannot be read as one.
+            OpenEhrError::WrongType { path, .. } if path == "/_type" || path == "/" => {
+                (StatusCode::BAD_REQUEST, "wrong_type")
+            }
+            OpenEhrError::WrongType { .. } => (semantic, "wrong_type"),
+            OpenEhrError::UnknownPath { .. } => (semantic, "unknown_path"),
+            OpenEhrError::Schema(_) | OpenEhrError::Unmapped(_) => {
+                (semantic, "invalid_composition")
+            }
             _ => (StatusCode::BAD_REQUEST, "invalid_composition"),
         };
         let path = match e {
@@ -246,6 +283,13 @@ impl IntoResponse for OeError {
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(l) = self.latest.as_deref().and_then(etag) {
             resp.headers_mut().insert(header::ETAG, l);
+        }
+        if let Some(l) = self
+            .location
+            .as_deref()
+            .and_then(|l| HeaderValue::from_str(l).ok())
+        {
+            resp.headers_mut().insert(header::LOCATION, l);
         }
         resp
     }
@@ -317,11 +361,50 @@ async fn get_ehr(State(st): State<AppState>, Path(ehr_id): Path<String>) -> Resp
     respond(out.map_err(OeError::from).and_then(|x| x), StatusCode::OK)
 }
 
+/// `GET ehr/{ehr_id}/ehr_status`: the EHR_STATUS, with its version uid in `ETag` and its
+/// URL in `Location` (ITS-REST `200_EHR_STATUS_retrieved`).
 async fn get_status(State(st): State<AppState>, Path(ehr_id): Path<String>) -> Response {
+    status_response(st, ehr_id, None).await
+}
+
+/// `GET ehr/{ehr_id}/ehr_status/{version_uid}`: the EHR_STATUS by its one version's uid.
+async fn get_status_version(
+    State(st): State<AppState>,
+    Path((ehr_id, uid)): Path<(String, String)>,
+) -> Response {
+    status_response(st, ehr_id, Some(uid)).await
+}
+
+async fn status_response(st: AppState, ehr_id: String, uid: Option<String>) -> Response {
+    let ehr = ehr_id.clone();
     let out = st
-        .blocking(move |st| Ok(find_ehr(st, &ehr_id).and_then(|record| ehr_read(st, record, true))))
+        .blocking(move |st| {
+            Ok(find_ehr(st, &ehr).and_then(|record| {
+                let want = openehr::ehr_status_json(&record)["uid"]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if uid.is_some_and(|u| u.trim() != want) {
+                    return Err(OeError::not_found("no such EHR_STATUS version here"));
+                }
+                ehr_read(st, record, true)
+            }))
+        })
         .await;
-    respond(out.map_err(OeError::from).and_then(|x| x), StatusCode::OK)
+    match out.map_err(OeError::from).and_then(|x| x) {
+        Ok(b) => {
+            let uid = b["uid"]["value"].as_str().unwrap_or_default().to_owned();
+            let mut resp = json_response(StatusCode::OK, &b);
+            if let Some(t) = etag(&uid) {
+                resp.headers_mut().insert(header::ETAG, t);
+            }
+            if let Ok(l) = HeaderValue::from_str(&format!("{BASE}/ehr/{ehr_id}/ehr_status/{uid}")) {
+                resp.headers_mut().insert(header::LOCATION, l);
+            }
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 fn respond(out: Result<JsonValue, OeError>, status: StatusCode) -> Response {
@@ -920,6 +1003,7 @@ async fn update(
                 if preceding != latest {
                     return Err(OeError {
                         latest: Some(latest.clone()),
+                        location: Some(location(&ehr, &latest)),
                         ..OeError::new(
                             StatusCode::PRECONDITION_FAILED,
                             "stale_version",
@@ -974,17 +1058,30 @@ async fn remove(
     State(st): State<AppState>,
     Path((ehr_id, uid)): Path<(String, String)>,
 ) -> Response {
+    let ehr = ehr_id.clone();
     let out = st
         .blocking(move |st| {
-            let run = || -> Result<RecordId, OeError> {
+            let run = || -> Result<(RecordId, String), OeError> {
                 let record = find_ehr(st, &ehr_id)?;
                 let want = parse_uid(&uid)?;
-                let (_, current, latest, _) = latest_of(st, &record, &want.object, &uid)?;
+                // Already deleted: ITS-REST's `400_already_deleted`.
+                let (f, current, latest, _) =
+                    latest_of(st, &record, &want.object, &uid).map_err(|e| {
+                        if e.code == "deleted" {
+                            OeError {
+                                status: StatusCode::BAD_REQUEST,
+                                ..e
+                            }
+                        } else {
+                            e
+                        }
+                    })?;
                 // A version uid must be the latest; an object id (as EHRbase-style clients
                 // send) deletes the latest.
                 if want.version.is_some() && uid.trim() != latest {
                     return Err(OeError {
                         latest: Some(latest.clone()),
+                        location: Some(location(&ehr_id, &latest)),
                         ..OeError::new(
                             StatusCode::CONFLICT,
                             "stale_version",
@@ -1000,15 +1097,17 @@ async fn remove(
                     },
                     st.now(),
                 )?;
-                Ok(record)
+                // The delete is the next version (ITS-REST `204_COMPOSITION_deleted`
+                // gives it in ETag and Location).
+                Ok((record, openehr::version_uid(&f.item, f.count() + 1)))
             };
             Ok(run())
         })
         .await;
     match out.map_err(OeError::from).and_then(|x| x) {
-        Ok(record) => {
+        Ok((record, uid)) => {
             st.changed(record).await;
-            StatusCode::NO_CONTENT.into_response()
+            composition_response(StatusCode::NO_CONTENT, &ehr, &uid, None, false)
         }
         Err(e) => e.into_response(),
     }

@@ -429,7 +429,7 @@ pub async fn create(
                 let record = find_ehr(st, &ehr)?;
                 let exts = st.store().with_record(&record, super::exts_of)?;
                 let changes = versions::parse_contribution_in(&exts, &bytes)
-                    .map_err(|e| OeError::from_mapping(&e))?;
+                    .map_err(|e| OeError::from_contribution(&e))?;
                 let now = st.now();
                 let ready = check(st, &record, changes, now)?;
                 let mut written = Vec::with_capacity(ready.len());
