@@ -76,10 +76,10 @@ pub fn dv(ty: ExtensionType) -> Dv {
 }
 
 /// The one definition in `exts` that `p` picks; `None` when none or several do.
-pub fn find<'a>(
-    exts: &'a [ExtensionSchema],
+pub fn find(
+    exts: &[ExtensionSchema],
     p: impl Fn(&ExtensionSchema) -> bool,
-) -> Option<&'a ExtensionSchema> {
+) -> Option<&ExtensionSchema> {
     let mut it = exts.iter().filter(|d| p(d));
     let first = it.next()?;
     match it.next() {
