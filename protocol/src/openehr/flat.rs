@@ -309,7 +309,7 @@ fn key(k: &str, suffix: Option<&str>) -> String {
 /// An item's body as a FLAT composition of its category's template.
 ///
 /// # Errors
-/// As [`to_composition`].
+/// As [`super::to_composition`].
 pub fn to_flat(category: &Category, body: &Value, meta: &Meta) -> Result<Json, OpenEhrError> {
     to_flat_in(&[], category, body, meta)
 }
@@ -438,7 +438,7 @@ fn unknown(t: &Template<'_>, k: &str) -> OpenEhrError {
 /// [`OpenEhrError::UnknownTemplate`]; [`OpenEhrError::TooComplex`] over
 /// [`MAX_FLAT_KEYS`] keys; [`OpenEhrError::UnknownPath`] for a key the template does not
 /// define; [`OpenEhrError::WrongType`] for a value of the wrong JSON type; then every
-/// refusal of [`from_composition`].
+/// refusal of [`super::from_composition`].
 pub fn from_flat(template_id: &str, flat: &Json) -> Result<(Category, Value), OpenEhrError> {
     from_flat_in(&[], template_id, flat)
 }

@@ -230,7 +230,7 @@ fn code_or_value(v: &Json) -> Option<String> {
 /// [`OpenEhrError::TooComplex`] over [`MAX_CONTRIBUTION_VERSIONS`] versions; a missing
 /// or unknown change type, a creation with a preceding version, a change without one
 /// or without data, the same composition twice, a preceding version uid that is not
-/// cophr's; every refusal of [`from_composition`] (inside [`OpenEhrError::InVersion`]).
+/// cophr's; every refusal of [`super::from_composition`] (inside [`OpenEhrError::InVersion`]).
 pub fn parse_contribution(bytes: &[u8]) -> Result<Vec<Change>, OpenEhrError> {
     parse_contribution_in(&[], bytes)
 }
