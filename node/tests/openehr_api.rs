@@ -292,6 +292,15 @@ async fn the_record_is_an_ehr() {
             "cophr.medications.v1",
             "cophr.procedures.v1",
             "cophr.immunisations.v1",
+            "cophr.lab_results.v1",
+            "cophr.alerts.v1",
+            "cophr.family_history.v1",
+            "cophr.lifestyle.v1",
+            "cophr.examinations.v1",
+            "cophr.investigations.v1",
+            "cophr.about_me.v1",
+            "cophr.key_contacts.v1",
+            "cophr.preferences.v1",
         ]
     );
     // The same API where EHRbase-style clients look for it; `Prefer:
@@ -586,7 +595,7 @@ async fn bad_compositions_are_refused_with_nothing_stored() {
     ];
     for (c, code) in cases {
         let (s, _, e) = post(serde_json::to_vec(&c).unwrap(), "application/json").await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{code}: {e}");
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{code}: {e}");
         assert_eq!(e["code"], code, "{e}");
     }
     let (s, _, e) = post(
@@ -600,7 +609,7 @@ async fn bad_compositions_are_refused_with_nothing_stored() {
         "application/json",
     )
     .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         e["path"]
             .as_str()
@@ -614,7 +623,7 @@ async fn bad_compositions_are_refused_with_nothing_stored() {
         "application/json",
     )
     .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert_eq!(e["code"], "invalid_composition");
     // Too large, not JSON, malformed.
     let big = vec![b' '; openehr::MAX_COMPOSITION_BYTES + 10];
@@ -1252,8 +1261,353 @@ async fn flat_compositions_of_the_core_templates_in_and_out() {
             serde_json::to_vec(&body).unwrap(),
         )
         .await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+        // No template: not readable (400); the rest are the template's refusals (422).
+        let want = if code == "bad_request" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        assert_eq!(s, want, "{e}");
         assert_eq!(e["code"], code, "{e}");
     }
     assert_eq!(env.footprint().0, held2);
+}
+
+#[tokio::test]
+async fn the_later_core_templates_go_both_ways() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    // A lab result sent as FLAT, its keys written by hand from the web template.
+    let lab = "laboratory_result_report/laboratory_test_result:0/any_event:0";
+    let flat = json!({
+        "ctx/language": "en", "ctx/territory": "GB",
+        format!("{lab}/test"): "HbA1c",
+        format!("{lab}/laboratory_analyte_result/result"): "48",
+        format!("{lab}/laboratory_analyte_result/unit"): "mmol/mol",
+        format!("{lab}/laboratory_analyte_result/status|code"): "final",
+        format!("{lab}/time"): "2026-11-30T08:10:00Z",
+    });
+    env.tick();
+    let (s, h, c) = send(
+        &env.app,
+        "POST",
+        &format!("/openehr/v1/ehr/{ehr}/composition"),
+        &[
+            ("content-type", "application/openehr.wt.flat+json"),
+            ("openehr-template-id", "cophr.lab_results.v1"),
+        ],
+        serde_json::to_vec(&flat).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let v1 = etag(&h);
+    // Through the REST API and FHIR: the same values.
+    let (_, _, list) = get(
+        &env.app,
+        &format!("/api/v1/records/{}/entries?category=lab-results", env.rid()),
+    )
+    .await;
+    let b = &list[0]["body"];
+    assert_eq!(
+        (&b["test"], &b["result"], &b["unit"], &b["status"]),
+        (
+            &json!("HbA1c"),
+            &json!("48"),
+            &json!("mmol/mol"),
+            &json!("final")
+        )
+    );
+    assert_eq!(b["collected"], "2026-11-30T08:10:00Z");
+    let (s, _, all) = get(
+        &env.app,
+        &format!("/fhir/r4/Patient/{}/$everything", env.rid()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let text = all.to_string();
+    assert!(text.contains("HbA1c") && text.contains("mmol/mol"), "{all}");
+    // Canonical: the result a DV_TEXT in the analyte cluster.
+    let (_, _, canon) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{v1}")).await;
+    assert_eq!(
+        canon["content"][0]["archetype_node_id"],
+        openehr::LAB_RESULT
+    );
+
+    // An alert sent canonical, written by hand.
+    let alert = json!({
+        "_type": "COMPOSITION",
+        "name": dv_text("Alerts"),
+        "archetype_node_id": "openEHR-EHR-COMPOSITION.health_summary.v1",
+        "archetype_details": {"archetype_id": {"value": "openEHR-EHR-COMPOSITION.health_summary.v1"},
+                              "template_id": {"value": "cophr.alerts.v1"}, "rm_version": "1.0.4"},
+        "content": [{
+            "_type": "EVALUATION",
+            "name": dv_text("Alert"),
+            "archetype_node_id": "openEHR-EHR-EVALUATION.alert.v0",
+            "data": {"_type": "ITEM_TREE", "archetype_node_id": "at0001", "name": dv_text("Tree"),
+                     "items": [
+                         {"_type": "ELEMENT", "archetype_node_id": "at0002", "name": dv_text("Alert"),
+                          "value": dv_text("Metallic hip implant")},
+                         {"_type": "ELEMENT", "archetype_node_id": "at9001", "name": dv_text("Severity"),
+                          "value": {"_type": "DV_CODED_TEXT", "value": "high",
+                                    "defining_code": {"terminology_id": {"value": "cophr"}, "code_string": "high"}}}
+                     ]}
+        }]
+    });
+    let (s, _, e) = post_composition(&env, &env.app, &alert).await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let (_, _, list) = get(
+        &env.app,
+        &format!("/api/v1/records/{}/entries?category=alerts", env.rid()),
+    )
+    .await;
+    assert_eq!(list[0]["body"]["alert"], "Metallic hip implant");
+    assert_eq!(list[0]["body"]["severity"], "high");
+    // A severity the schema does not know: refused, nothing stored.
+    let held = env.footprint();
+    let mut bad = alert.clone();
+    bad["content"][0]["data"]["items"][1]["value"]["defining_code"]["code_string"] =
+        json!("medium");
+    bad["content"][0]["data"]["items"][1]["value"]["value"] = json!("medium");
+    let (s, _, _) = post_composition(&env, &env.app, &bad).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(env.footprint(), held);
+
+    // A family history written through the REST API reads as a composition, canonical
+    // and FLAT, and AQL finds it by its archetype.
+    env.tick();
+    let (s, _, made) = send(
+        &env.app,
+        "POST",
+        &format!("/api/v1/records/{}/entries", env.rid()),
+        &[JSON],
+        serde_json::to_vec(&json!({"category": "family-history",
+            "body": {"condition": "Breast cancer", "relative": "mother", "genomic-markers": ["BRCA1", "BRCA2"]}}))
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    let id: cophr_protocol::EntryId = made["id"].as_str().unwrap().parse().unwrap();
+    let object = openehr::item_uuid(&id);
+    let (s, _, canon) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/composition/{object}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{canon}");
+    assert_eq!(
+        canon["archetype_details"]["template_id"]["value"],
+        "cophr.family_history.v1"
+    );
+    assert_eq!(
+        canon["content"][0]["archetype_node_id"],
+        openehr::FAMILY_HISTORY
+    );
+    let (_, _, f) = get(
+        &env.app,
+        &format!("/openehr/v1/ehr/{ehr}/composition/{object}?format=FLAT"),
+    )
+    .await;
+    assert_eq!(
+        f["family_history/family_history/affected_relative"],
+        "mother"
+    );
+    assert_eq!(
+        f["family_history/family_history/genomic_markers"],
+        "BRCA1\nBRCA2"
+    );
+    let (s, _, rows) = aql(
+        &env.app,
+        "SELECT f/data[at0001]/items[at9000]/value/value FROM EHR e CONTAINS COMPOSITION c \
+         CONTAINS EVALUATION f[openEHR-EHR-EVALUATION.family_history.v2]",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{rows}");
+    assert_eq!(rows["rows"], json!([["Breast cancer"]]));
+    // Every template is listed.
+    let (_, _, list) = get(&env.app, "/openehr/v1/definition/template/adl1.4").await;
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(openehr::templates().len())
+    );
+}
+
+#[tokio::test]
+async fn extension_entries_are_compositions_of_their_definition_s_template() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    let tid = "cophr.ext.uk.nhs.tissue-viability.wound-care.v1";
+    let root = "wound_assessment_tissue_viability/wound_assessment_tissue_viability";
+    let flat = json!({
+        format!("{root}/wound_type|code"): "pressure-ulcer",
+        format!("{root}/location"): "left heel",
+        format!("{root}/length|magnitude"): 3.5,
+        format!("{root}/length|unit"): "cm",
+        format!("{root}/signs_of_infection"): false,
+        format!("{root}/pain_score"): 4,
+        format!("{root}/assessed"): "2026-12-01T10:00:00Z",
+    });
+    let post_flat = |body: Json| {
+        let app = env.app.clone();
+        let ehr = ehr.clone();
+        async move {
+            send(
+                &app,
+                "POST",
+                &format!("/openehr/v1/ehr/{ehr}/composition"),
+                &[
+                    ("content-type", "application/openehr.wt.flat+json"),
+                    ("openehr-template-id", tid),
+                ],
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await
+        }
+    };
+    // Before its schema is defined: no such template, nothing stored.
+    let held = env.footprint();
+    env.tick();
+    let (s, _, e) = post_flat(flat.clone()).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_template"))
+    );
+    let (s, _, _) = get(
+        &env.app,
+        &format!("/openehr/v1/definition/template/adl1.4/{tid}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(env.footprint(), held);
+
+    // The patient defines wound care (the shipped example).
+    let def = cophr_protocol::schema::ExtensionSchema::from_json(
+        cophr_protocol::schema::EXAMPLES
+            .iter()
+            .find(|(n, _)| *n == "wound-care")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    env.tick();
+    env.store
+        .write(
+            &env.rid(),
+            &env.patient,
+            Payload::DefineSchema(def),
+            env.clock.load(Ordering::SeqCst),
+            None,
+        )
+        .unwrap();
+    // Listed among the templates, with its web template.
+    let (_, _, list) = get(&env.app, "/openehr/v1/definition/template/adl1.4").await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["template_id"] == tid),
+        "{list}"
+    );
+    let (s, _, wt) = get(
+        &env.app,
+        &format!("/openehr/v1/definition/template/adl1.4/{tid}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(wt["templateId"], tid);
+
+    // Written in FLAT, read through the REST API, canonical, and found by AQL CONTAINS on
+    // its archetype id.
+    env.tick();
+    let (s, h, c) = post_flat(flat.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let v1 = etag(&h);
+    let (_, _, list) = get(
+        &env.app,
+        &format!(
+            "/api/v1/records/{}/entries?category=ext:uk.nhs.tissue-viability/wound-care",
+            env.rid()
+        ),
+    )
+    .await;
+    let b = &list[0]["body"];
+    assert_eq!(b["location"], "left heel");
+    assert_eq!(b["pain-score"], 4);
+    assert_eq!(b["signs-of-infection"], false);
+    let (_, _, canon) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{v1}")).await;
+    let archetype = "openEHR-EHR-EVALUATION.cophr_ext_uk_nhs_tissue_viability__wound_care.v1";
+    assert_eq!(canon["content"][0]["archetype_node_id"], archetype);
+    let (s, _, rows) = aql(
+        &env.app,
+        &format!(
+            "SELECT w/data[at0001]/items[at1002]/value/value, w/data[at0001]/items[at1013]/value/magnitude \
+             FROM EHR e CONTAINS COMPOSITION c CONTAINS EVALUATION w[{archetype}] \
+             WHERE w/data[at0001]/items[at1013]/value/magnitude > 3"
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{rows}");
+    assert_eq!(rows["rows"], json!([["left heel", 4]]));
+    // Canonical in, an amend through PUT.
+    let mut changed = canon.clone();
+    let items = changed["content"][0]["data"]["items"]
+        .as_array_mut()
+        .unwrap();
+    let loc = items
+        .iter_mut()
+        .find(|i| i["archetype_node_id"] == "at1002")
+        .unwrap();
+    loc["value"]["value"] = json!("right heel");
+    let object = openehr::parse_uid(&v1).unwrap().object;
+    env.tick();
+    let (s, h, e) = send(
+        &env.app,
+        "PUT",
+        &format!("/openehr/v1/ehr/{ehr}/composition/{object}"),
+        &[JSON, ("if-match", &v1)],
+        serde_json::to_vec(&changed).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert!(etag(&h).ends_with("::2"));
+
+    // Invalid compositions refused, nothing stored: a field the definition has not, a
+    // wrong type, a mandatory field missing, a code outside its value set.
+    let held = env.footprint();
+    let mut bad_type = flat.clone();
+    bad_type[format!("{root}/pain_score")] = json!("four");
+    let mut missing = flat.clone();
+    missing
+        .as_object_mut()
+        .unwrap()
+        .remove(&format!("{root}/location"));
+    let mut bad_code = flat.clone();
+    bad_code[format!("{root}/wound_type|code")] = json!("graze");
+    let mut unknown = flat.clone();
+    unknown[format!("{root}/surgeon")] = json!("Dr X");
+    for (body, code) in [
+        (unknown, "unknown_path"),
+        (bad_type, "wrong_type"),
+        (missing, "missing_mandatory"),
+        (bad_code, "invalid_composition"),
+    ] {
+        env.tick();
+        let (s, _, e) = post_flat(body).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(e["code"], code, "{e}");
+    }
+    let mut extra = canon.clone();
+    extra["content"][0]["data"]["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(
+            json!({"_type": "ELEMENT", "archetype_node_id": "at1999", "name": dv_text("x"),
+                     "value": dv_text("y")}),
+        );
+    let (s, _, e) = post_composition(&env, &env.app, &extra).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_path"))
+    );
+    assert_eq!(env.footprint(), held);
 }

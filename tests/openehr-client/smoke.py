@@ -123,11 +123,11 @@ async def main():
             await c.create_composition(ehr.ehr_id, bad, template_id="cophr.vital_signs.v1", format="JSON")
             raise AssertionError("a wrong archetype was accepted")
         except ValidationError as e:
-            assert e.status_code == 400
+            assert e.status_code == 422, e.status_code  # ITS-REST 422_COMPOSITION
         await c.delete_composition(ehr.ehr_id, upd.uid)
         got = await c.get_composition(ehr.ehr_id, obj)
         assert not got.composition, "read as deleted (204)"
-        done += ["400", "delete"]
+        done += ["422", "delete"]
 
         # Core templates beyond vital signs: the web template, an immunisation written in
         # FLAT (kept, for the caller to read back through the CLI) and read back in FLAT, and
@@ -148,8 +148,58 @@ async def main():
                                        template_id="cophr.immunisations.v1", format="FLAT")
             raise AssertionError("an unknown FLAT path was accepted")
         except ValidationError as e:
-            assert e.status_code == 400
-        done += ["web template", "FLAT create", "FLAT read", "FLAT 400"]
+            assert e.status_code == 422, e.status_code
+        done += ["web template", "FLAT create", "FLAT read", "FLAT 422"]
+
+        # A lab result (one of the later core templates) in FLAT, found with AQL: the
+        # result is the lab's text, its unit beside it.
+        lab = "laboratory_result_report/laboratory_test_result:0/any_event:0"
+        made = await c.create_composition(ehr.ehr_id, {
+            "ctx/language": "en", "ctx/territory": "GB",
+            f"{lab}/test": "HbA1c",
+            f"{lab}/laboratory_analyte_result/result": "48",
+            f"{lab}/laboratory_analyte_result/unit": "mmol/mol",
+            f"{lab}/time": "2026-11-30T08:10:00Z"}, template_id="cophr.lab_results.v1", format="FLAT")
+        assert made.uid.endswith("::cophr::1"), made.uid
+        an = "o/data[at0001]/events[at0002]/data[at0003]/items[openEHR-EHR-CLUSTER.laboratory_test_analyte.v1]"
+        res = await c.query(f"SELECT o/data[at0001]/events[at0002]/data[at0003]/items[at0005]/value/value, "
+                            f"{an}/items[at0001]/value/value, {an}/items[at9000]/value/value "
+                            "FROM EHR e CONTAINS COMPOSITION c "
+                            "CONTAINS OBSERVATION o[openEHR-EHR-OBSERVATION.laboratory_test_result.v1] "
+                            "WHERE o/data[at0001]/events[at0002]/data[at0003]/items[at0005]/value/value = 'HbA1c'")
+        assert res.rows == [["HbA1c", "48", "mmol/mol"]], res.rows
+        done += ["lab result", "lab result AQL"]
+
+        # An extension defined as data (the caller defined wound care through the CLI): its
+        # generic template listed with its web template, a composition of it written in FLAT
+        # (kept, for the caller to read back through the CLI) and found by its archetype.
+        if os.environ.get("WOUND_TEMPLATE"):
+            tid = os.environ["WOUND_TEMPLATE"]
+            r = await c.client.get("/rest/openehr/v1/definition/template/adl1.4")
+            assert r.status_code == 200 and tid in [t["template_id"] for t in r.json()], r.text
+            wt = await c.get_web_template(tid)
+            root = wt["tree"]["id"]
+            entry = wt["tree"]["children"][-1]["id"]
+            base = f"{root}/{entry}"
+            wound = await c.create_composition(ehr.ehr_id, {
+                f"{base}/wound_type|code": "pressure-ulcer",
+                f"{base}/location": "left heel",
+                f"{base}/length|magnitude": 3.5, f"{base}/length|unit": "cm",
+                f"{base}/pain_score": 4,
+                f"{base}/assessed": "2026-12-01T10:00:00Z"}, template_id=tid, format="FLAT")
+            assert wound.uid.endswith("::cophr::1"), wound.uid
+            arch = "openEHR-EHR-EVALUATION.cophr_ext_uk_nhs_tissue_viability__wound_care.v1"
+            res = await c.query("SELECT w/data[at0001]/items[at1002]/value/value, w/data[at0001]/items[at1013]/value/magnitude "
+                                f"FROM EHR e CONTAINS COMPOSITION c CONTAINS EVALUATION w[{arch}]")
+            assert res.rows == [["left heel", 4]], res.rows
+            try:
+                await c.create_composition(ehr.ehr_id, {f"{base}/wound_type|code": "graze", f"{base}/location": "x",
+                                                        f"{base}/assessed": "2026-12-01T10:00:00Z"},
+                                           template_id=tid, format="FLAT")
+                raise AssertionError("a code outside the extension's value set was accepted")
+            except ValidationError as e:
+                assert e.status_code == 422, e.status_code
+            done += ["extension template", "extension create", "extension AQL", "extension 422"]
         if os.environ.get("PROCEDURE"):
             res = await c.query("SELECT a/description[at0001]/items[at0002]/value/value, a/time/value "
                                 "FROM EHR e CONTAINS COMPOSITION c CONTAINS ACTION a[openEHR-EHR-ACTION.procedure.v1]")

@@ -42,9 +42,18 @@ fn an_independent_openehr_client_creates_versions_queries_and_deletes_compositio
         "--date",
         "2011-07-14",
     ]);
+    // Wound care defined as data (the shipped example), for the client to write through
+    // its generic template.
+    let wound = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../protocol/src/schema/examples/wound-care.json");
+    george.live_ok(&["schema", "define", wound.to_str().expect("utf-8 path")]);
     let out = Command::new(&python)
         .arg(dir.join("smoke.py"))
         .env("COPHR_HOME", node.home())
+        .env(
+            "WOUND_TEMPLATE",
+            "cophr.ext.uk.nhs.tissue-viability.wound-care.v1",
+        )
         .env("PROCEDURE", "Appendicectomy")
         .env("PROCEDURE_DATE", "2011-07-14")
         .output()
@@ -77,14 +86,20 @@ fn an_independent_openehr_client_creates_versions_queries_and_deletes_compositio
         "revision history",
         "contribution",
         "stale contribution 412",
-        "400",
+        "422",
         "delete",
         "problem kept",
         "web template",
         "FLAT create",
         "FLAT read",
-        "FLAT 400",
+        "FLAT 422",
         "procedure from the CLI",
+        "lab result",
+        "lab result AQL",
+        "extension template",
+        "extension create",
+        "extension AQL",
+        "extension 422",
     ] {
         assert!(done.contains(&step), "the client did not check {step}: {v}");
     }
@@ -105,4 +120,16 @@ fn an_independent_openehr_client_creates_versions_queries_and_deletes_compositio
         .unwrap_or_else(|| panic!("the immunisation written in FLAT: {shown}"));
     assert_eq!(imm["body"]["date"], "2025-10-03", "{imm}");
     assert_eq!(imm["body"]["status"], "completed", "{imm}");
+    // The wound assessment written through its extension's template, and the lab result.
+    let shown = george.live_json(&[
+        "show",
+        "--category",
+        "ext:uk.nhs.tissue-viability/wound-care",
+    ]);
+    let wound = &shown["items"][0]["body"];
+    assert_eq!(wound["location"], "left heel", "{shown}");
+    assert_eq!(wound["pain-score"], 4, "{shown}");
+    let shown = george.live_json(&["show", "--category", "lab-results"]);
+    assert_eq!(shown["items"][0]["body"]["result"], "48", "{shown}");
+    assert_eq!(shown["items"][0]["body"]["unit"], "mmol/mol", "{shown}");
 }

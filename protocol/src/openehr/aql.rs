@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! SELECT <path> [AS <alias>] {, <path> [AS <alias>]}
-//! FROM EHR <e> [ '[' ehr_id/value = '<id>' ']' ]
+//! FROM EHR <e> [ '[' ehr_id/value = ('<id>' | $<parameter>) ']' ]
 //!      [CONTAINS COMPOSITION <c> ['[' <archetype id> ']']
 //!       [CONTAINS (OBSERVATION | EVALUATION | INSTRUCTION | ACTION) <o> ['[' <archetype id> ']']]]
 //! [WHERE <condition>]          -- comparisons = != < <= > >=, AND, OR, NOT, parentheses
@@ -261,6 +261,8 @@ pub struct From {
     pub ehr: String,
     /// An `ehr_id/value` the rows must have.
     pub ehr_id: Option<String>,
+    /// A parameter (`ehr_id/value=$name`) holding the `ehr_id` the rows must have.
+    pub ehr_param: Option<String>,
     /// The composition variable and its archetype, if any.
     pub composition: Option<(String, Option<String>)>,
     /// The entry variable, its RM type and archetype, if any.
@@ -546,6 +548,7 @@ pub fn parse(q: &str) -> Result<Query, AqlError> {
     p.kw("ehr")?;
     let ehr = p.word("the EHR's variable")?;
     let mut ehr_id = None;
+    let mut ehr_param = None;
     if let Some((at, Tok::Pred(pred))) = p.peek().cloned() {
         p.pos += 1;
         let (k, v) = pred.split_once('=').ok_or(AqlError::Unsupported {
@@ -553,16 +556,22 @@ pub fn parse(q: &str) -> Result<Query, AqlError> {
             what: "an EHR predicate other than ehr_id/value='…'".into(),
         })?;
         let v = v.trim();
+        let param = v
+            .strip_prefix('$')
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         let quoted = v.len() >= 2
             && ((v.starts_with('\'') && v.ends_with('\''))
                 || (v.starts_with('"') && v.ends_with('"')));
-        if k.trim() != "ehr_id/value" || !quoted {
+        if k.trim() != "ehr_id/value" || !(quoted || param.is_some()) {
             return Err(AqlError::Unsupported {
                 at,
-                what: "an EHR predicate other than ehr_id/value='…'".into(),
+                what: "an EHR predicate other than ehr_id/value='…' or =$parameter".into(),
             });
         }
-        ehr_id = Some(v[1..v.len() - 1].to_owned());
+        match param {
+            Some(n) => ehr_param = Some(n.to_owned()),
+            None => ehr_id = Some(v[1..v.len() - 1].to_owned()),
+        }
     }
     let mut composition = None;
     let mut entry = None;
@@ -597,6 +606,7 @@ pub fn parse(q: &str) -> Result<Query, AqlError> {
     let from = From {
         ehr,
         ehr_id,
+        ehr_param,
         composition,
         entry,
     };
@@ -806,6 +816,25 @@ fn holds(
     })
 }
 
+impl Query {
+    /// The `ehr_id` the rows must have, if any: the literal, or the parameter's value.
+    ///
+    /// # Errors
+    /// [`AqlError::MissingParameter`] for a parameter not given (or not a string).
+    pub fn ehr_id(
+        &self,
+        params: &serde_json::Map<String, Json>,
+    ) -> Result<Option<String>, AqlError> {
+        if let Some(n) = &self.from.ehr_param {
+            return match params.get(n).and_then(Json::as_str) {
+                Some(v) => Ok(Some(v.to_owned())),
+                None => Err(AqlError::MissingParameter(clip(n))),
+            };
+        }
+        Ok(self.from.ehr_id.clone())
+    }
+}
+
 /// Runs a query over `sources`, with `params` for its `$parameters`.
 ///
 /// # Errors
@@ -816,8 +845,9 @@ pub fn run(
     params: &serde_json::Map<String, Json>,
 ) -> Result<ResultSet, AqlError> {
     let mut matched: Vec<(usize, Vec<Json>, Vec<Option<Json>>)> = Vec::new();
+    let wanted = q.ehr_id(params)?;
     for (i, s) in sources.iter().enumerate() {
-        if let Some(id) = &q.from.ehr_id {
+        if let Some(id) = &wanted {
             if s.ehr["ehr_id"]["value"].as_str() != Some(id.as_str()) {
                 continue;
             }

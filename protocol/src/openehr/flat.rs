@@ -19,12 +19,12 @@
 use serde_json::{json, Map, Value as Json};
 
 use super::{
-    child_type, dv_value, from_composition, insert, node_name, steps, template, template_for, text,
-    to_composition, walk_mut, Dv, EntryDef, FieldMap, Meta, OpenEhrError, Template, ISM_STATES,
-    MAX_NODES,
+    child_type, dv_value, from_composition_in, insert, node_name, steps, text, to_composition_in,
+    walk_mut, with_category, with_template_id, Dv, EntryDef, FieldMap, Meta, OpenEhrError,
+    Template, ISM_STATES, MAX_NODES,
 };
 use crate::category::Category;
-use crate::schema;
+use crate::schema::{self, CategorySchema, ExtensionSchema};
 use crate::value::Value;
 
 /// Most keys in one FLAT composition.
@@ -44,7 +44,7 @@ pub fn snake(name: &str) -> String {
 }
 
 /// The root id of a template's FLAT keys.
-pub fn root_id(t: &Template) -> String {
+pub fn root_id(t: &Template<'_>) -> String {
     snake(t.name)
 }
 
@@ -53,7 +53,7 @@ type Step = (String, &'static str, String, String);
 
 /// The nodes from an entry down to a field's element (structure nodes left out), the last
 /// being the element.
-fn field_steps(e: &EntryDef, f: &FieldMap, title: &str) -> Vec<Step> {
+fn field_steps(e: &EntryDef<'_>, f: &FieldMap<'_>, title: &str) -> Vec<Step> {
     let st = steps(f.path);
     let mut out = Vec::new();
     let mut ty = e.rm_type;
@@ -77,10 +77,13 @@ fn field_steps(e: &EntryDef, f: &FieldMap, title: &str) -> Vec<Step> {
     out
 }
 
-fn title_of(t: &Template, f: &FieldMap) -> &'static str {
-    schema::schema(&t.category)
-        .and_then(|s| s.field(f.field))
-        .map_or(f.field, |s| s.title)
+/// A field's name in a template: its title for a core template, its field name for an
+/// extension's (whose titles need not be distinct).
+fn title_of<'a>(sch: &'a CategorySchema<'a>, f: &'a FieldMap<'a>) -> &'a str {
+    if sch.category.is_extension() {
+        return f.field;
+    }
+    sch.field(f.field).map_or(f.field, |s| s.title)
 }
 
 /// The inputs (FLAT suffixes) of a data type.
@@ -103,6 +106,10 @@ fn inputs(dv: Dv, units: &[&str], codes: &[&str]) -> Json {
         ]),
         Dv::Date => json!([{"type": "DATE"}]),
         Dv::DateTime => json!([{"type": "DATETIME"}]),
+        Dv::Lines => json!([{"type": "TEXT", "multiline": true}]),
+        Dv::Count => json!([{"type": "INTEGER"}]),
+        Dv::Boolean => json!([{"type": "BOOLEAN"}]),
+        Dv::Decimal => json!([{"type": "DECIMAL"}]),
     }
 }
 
@@ -139,8 +146,15 @@ fn add_child(node: &mut Json, ids: &[Step], leaf: Json) {
 /// A core template's web template (`GET /definition/template/adl1.4/{id}`), or `None`
 /// for an unknown id.
 pub fn web_template(id: &str) -> Option<Json> {
-    let t = template(id)?;
-    let sch = schema::schema(&t.category)?;
+    web_template_in(&[], id)
+}
+
+/// [`web_template`], extensions with a schema in `exts` included.
+pub fn web_template_in(exts: &[ExtensionSchema], id: &str) -> Option<Json> {
+    with_template_id(exts, id, web_template_of)
+}
+
+fn web_template_of(t: &Template<'_>, sch: &CategorySchema<'_>) -> Json {
     let root = root_id(t);
     let mut tree = json!({
         "id": root, "name": t.name, "rmType": "COMPOSITION", "nodeId": t.composition_archetype,
@@ -161,7 +175,7 @@ pub fn web_template(id: &str) -> Option<Json> {
             "min": u8::from(mandatory), "max": 1, "aqlPath": entry_aql, "children": []
         });
         for f in e.fields {
-            let title = title_of(t, f);
+            let title = title_of(sch, f);
             let mut path = field_steps(e, f, title);
             let Some((id, _, node_id, aql)) = path.pop() else {
                 continue;
@@ -210,17 +224,17 @@ pub fn web_template(id: &str) -> Option<Json> {
             arr.push(entry);
         }
     }
-    Some(json!({
+    json!({
         "templateId": t.id,
         "version": "2.3",
         "defaultLanguage": "en",
         "languages": ["en"],
         "tree": tree,
-    }))
+    })
 }
 
 /// The nodes from an entry to its event (none for an action's own time).
-fn event_steps(e: &EntryDef, ev: &str, entry_aql: &str) -> Vec<Step> {
+fn event_steps(e: &EntryDef<'_>, ev: &str, entry_aql: &str) -> Vec<Step> {
     let mut out = Vec::new();
     let mut ty = e.rm_type;
     let mut aql = String::new();
@@ -252,13 +266,13 @@ enum Target {
 }
 
 /// Every FLAT key of a template (without suffixes) and what it stands for.
-fn keys(t: &Template) -> Vec<(String, Target)> {
+fn keys(t: &Template<'_>, sch: &CategorySchema<'_>) -> Vec<(String, Target)> {
     let root = root_id(t);
     let mut out = Vec::new();
     for (ei, e) in t.entries.iter().enumerate() {
         let eid = snake(e.name);
         for (fi, f) in e.fields.iter().enumerate() {
-            let ids: Vec<String> = field_steps(e, f, title_of(t, f))
+            let ids: Vec<String> = field_steps(e, f, title_of(sch, f))
                 .into_iter()
                 .map(|s| s.0)
                 .collect();
@@ -295,11 +309,28 @@ fn key(k: &str, suffix: Option<&str>) -> String {
 /// An item's body as a FLAT composition of its category's template.
 ///
 /// # Errors
-/// As [`to_composition`].
+/// As [`super::to_composition`].
 pub fn to_flat(category: &Category, body: &Value, meta: &Meta) -> Result<Json, OpenEhrError> {
+    to_flat_in(&[], category, body, meta)
+}
+
+/// [`to_flat`], extensions with a schema in `exts` included.
+///
+/// # Errors
+/// As [`to_composition_in`].
+pub fn to_flat_in(
+    exts: &[ExtensionSchema],
+    category: &Category,
+    body: &Value,
+    meta: &Meta,
+) -> Result<Json, OpenEhrError> {
     // The canonical composition is the one truth: FLAT is read off it.
-    let c = to_composition(category, body, meta)?;
-    let t = template_for(category).ok_or_else(|| OpenEhrError::Unmapped(category.name().into()))?;
+    let c = to_composition_in(exts, category, body, meta)?;
+    with_category(exts, category, |t, sch| flat_of(t, sch, &c))
+        .ok_or_else(|| OpenEhrError::Unmapped(category.name().into()))
+}
+
+fn flat_of(t: &Template<'_>, sch: &CategorySchema<'_>, c: &Json) -> Json {
     let root = root_id(t);
     let mut out = Map::new();
     out.insert("ctx/language".into(), json!("en"));
@@ -313,7 +344,7 @@ pub fn to_flat(category: &Category, body: &Value, meta: &Meta) -> Result<Json, O
         out.insert(format!("{root}/_uid"), json!(uid));
     }
     let content = c["content"].as_array().cloned().unwrap_or_default();
-    for (k, target) in keys(t) {
+    for (k, target) in keys(t, sch) {
         let (e, rel) = match target {
             Target::Field(ei, fi) => (&t.entries[ei], Some(&t.entries[ei].fields[fi])),
             Target::Time(ei) | Target::State(ei) => (&t.entries[ei], None),
@@ -331,7 +362,7 @@ pub fn to_flat(category: &Category, body: &Value, meta: &Meta) -> Result<Json, O
                 };
                 let v = &el["value"];
                 match f.dv {
-                    Dv::Text | Dv::Date | Dv::DateTime => {
+                    Dv::Text | Dv::Lines | Dv::Date | Dv::DateTime => {
                         out.insert(k, v["value"].clone());
                     }
                     Dv::Coded => {
@@ -349,6 +380,12 @@ pub fn to_flat(category: &Category, body: &Value, meta: &Meta) -> Result<Json, O
                     Dv::Percent => {
                         out.insert(key(&k, Some("numerator")), v["numerator"].clone());
                         out.insert(key(&k, Some("denominator")), v["denominator"].clone());
+                    }
+                    Dv::Count | Dv::Decimal => {
+                        out.insert(k, v["magnitude"].clone());
+                    }
+                    Dv::Boolean => {
+                        out.insert(k, v["value"].clone());
                     }
                 }
             }
@@ -370,7 +407,7 @@ pub fn to_flat(category: &Category, body: &Value, meta: &Meta) -> Result<Json, O
             _ => {}
         }
     }
-    Ok(Json::Object(out))
+    Json::Object(out)
 }
 
 /// Removes `:0` indexes from a FLAT key; `None` when another index is given.
@@ -386,7 +423,7 @@ fn without_index(k: &str) -> Option<String> {
     Some(out.join("/"))
 }
 
-fn unknown(t: &Template, k: &str) -> OpenEhrError {
+fn unknown(t: &Template<'_>, k: &str) -> OpenEhrError {
     OpenEhrError::UnknownPath {
         archetype: String::new(),
         path: super::clip(k),
@@ -401,11 +438,34 @@ fn unknown(t: &Template, k: &str) -> OpenEhrError {
 /// [`OpenEhrError::UnknownTemplate`]; [`OpenEhrError::TooComplex`] over
 /// [`MAX_FLAT_KEYS`] keys; [`OpenEhrError::UnknownPath`] for a key the template does not
 /// define; [`OpenEhrError::WrongType`] for a value of the wrong JSON type; then every
-/// refusal of [`from_composition`].
+/// refusal of [`super::from_composition`].
 pub fn from_flat(template_id: &str, flat: &Json) -> Result<(Category, Value), OpenEhrError> {
-    let t = template(template_id).ok_or_else(|| OpenEhrError::UnknownTemplate {
-        found: super::clip(template_id),
+    from_flat_in(&[], template_id, flat)
+}
+
+/// [`from_flat`], extensions with a schema in `exts` included.
+///
+/// # Errors
+/// As [`from_flat`].
+pub fn from_flat_in(
+    exts: &[ExtensionSchema],
+    template_id: &str,
+    flat: &Json,
+) -> Result<(Category, Value), OpenEhrError> {
+    let canonical = with_template_id(exts, template_id, |t, sch| canonical_of_flat(t, sch, flat))
+        .unwrap_or_else(|| {
+        Err(OpenEhrError::UnknownTemplate {
+            found: super::clip(template_id),
+        })
     })?;
+    from_composition_in(exts, &canonical)
+}
+
+fn canonical_of_flat(
+    t: &Template<'_>,
+    sch: &CategorySchema<'_>,
+    flat: &Json,
+) -> Result<Json, OpenEhrError> {
     let Some(obj) = flat.as_object() else {
         return Err(OpenEhrError::WrongType {
             path: "/".into(),
@@ -419,7 +479,7 @@ pub fn from_flat(template_id: &str, flat: &Json) -> Result<(Category, Value), Op
         });
     }
     let root = root_id(t);
-    let table = keys(t);
+    let table = keys(t, sch);
     // key → suffix → value
     let mut got: Vec<(Target, Map<String, Json>)> = Vec::new();
     for (k, v) in obj {
@@ -456,8 +516,7 @@ pub fn from_flat(template_id: &str, flat: &Json) -> Result<(Category, Value), Op
         };
         got[slot].1.insert(suffix, v.clone());
     }
-    let canonical = canonical_of(t, &got)?;
-    from_composition(&canonical)
+    canonical_of(t, sch, &got)
 }
 
 fn same(a: Target, b: Target) -> bool {
@@ -474,7 +533,11 @@ fn input<'a>(m: &'a Map<String, Json>, suffix: &str) -> &'a Json {
 }
 
 /// The canonical composition FLAT values make.
-fn canonical_of(t: &Template, got: &[(Target, Map<String, Json>)]) -> Result<Json, OpenEhrError> {
+fn canonical_of(
+    t: &Template<'_>,
+    sch: &CategorySchema<'_>,
+    got: &[(Target, Map<String, Json>)],
+) -> Result<Json, OpenEhrError> {
     let mut content: Vec<(usize, Json)> = Vec::new();
     let entry = |content: &mut Vec<(usize, Json)>, ei: usize| -> usize {
         if let Some(p) = content.iter().position(|(i, _)| *i == ei) {
@@ -504,7 +567,7 @@ fn canonical_of(t: &Template, got: &[(Target, Map<String, Json>)]) -> Result<Jso
             Target::Field(ei, fi) => {
                 let f = &t.entries[ei].fields[fi];
                 let value = match f.dv {
-                    Dv::Text | Dv::Date | Dv::DateTime => {
+                    Dv::Text | Dv::Lines | Dv::Date | Dv::DateTime => {
                         unexpected(&["", "value"])?;
                         let v = if m.contains_key("") {
                             input(m, "")
@@ -541,10 +604,27 @@ fn canonical_of(t: &Template, got: &[(Target, Map<String, Json>)]) -> Result<Jso
                         json!({"_type": "DV_PROPORTION", "numerator": input(m, "numerator"),
                                "denominator": den, "type": 2})
                     }
+                    Dv::Count => {
+                        unexpected(&[""])?;
+                        json!({"_type": "DV_COUNT", "magnitude": input(m, "")})
+                    }
+                    Dv::Boolean => {
+                        unexpected(&[""])?;
+                        json!({"_type": "DV_BOOLEAN", "value": input(m, "")})
+                    }
+                    Dv::Decimal => {
+                        unexpected(&["", "magnitude"])?;
+                        let v = if m.contains_key("") {
+                            input(m, "")
+                        } else {
+                            input(m, "magnitude")
+                        };
+                        json!({"_type": "DV_QUANTITY", "magnitude": v, "units": "1"})
+                    }
                 };
                 let leaf = json!({
                     "_type": "ELEMENT",
-                    "name": text(title_of(t, f)),
+                    "name": text(title_of(sch, f)),
                     "archetype_node_id": steps(f.path).last().map_or("", |s| s.1),
                     "value": value,
                 });

@@ -33,6 +33,7 @@
 
 pub mod aql;
 mod error;
+pub mod ext;
 pub mod flat;
 mod tables;
 pub mod versions;
@@ -41,14 +42,18 @@ use serde_json::{json, Map, Value as Json};
 
 pub use error::OpenEhrError;
 pub use tables::{
-    template, template_for, templates, Dv, EntryDef, FieldMap, Template, ADVERSE_REACTION_RISK,
-    BLOOD_PRESSURE, BODY_TEMPERATURE, ISM_STATES, LAB_RESULT, MEDICATION_ACTION, MEDICATION_ORDER,
-    PROBLEM_DIAGNOSIS, PROCEDURE, PULSE, PULSE_OXIMETRY, RESPIRATION,
+    template, template_for, templates, Dv, EntryDef, FieldMap, Template, ABOUT_ME,
+    ADVERSE_REACTION_RISK, ALCOHOL_CONSUMPTION_SUMMARY, ALERT, BLOOD_PRESSURE, BODY_MASS_INDEX,
+    BODY_SURFACE_AREA, BODY_TEMPERATURE, BODY_WEIGHT, COMMUNICATION_CAPABILITY, EDUCATION_SUMMARY,
+    FAMILY_HISTORY, HEAD_CIRCUMFERENCE, HEIGHT, HIP_CIRCUMFERENCE, HOUSING_SUMMARY,
+    INVESTIGATION_RESULT, ISM_STATES, LAB_RESULT, MEDICATION_ACTION, MEDICATION_ORDER,
+    MEDICATION_SUMMARY, OCCUPATION_SUMMARY, PROBLEM_DIAGNOSIS, PROCEDURE, PULSE, PULSE_OXIMETRY,
+    RELEVANT_CONTACT, RESPIRATION, TOBACCO_SMOKING_SUMMARY, WAIST_CIRCUMFERENCE,
 };
 
 use crate::category::Category;
 use crate::ids::{EntryId, RecordId};
-use crate::schema;
+use crate::schema::{self, CategorySchema, ExtensionSchema};
 use crate::value::Value;
 
 /// Largest composition accepted, in bytes of JSON.
@@ -376,7 +381,55 @@ fn dv_value(dv: Dv, v: &Json) -> Json {
         }
         Dv::Date => json!({"_type": "DV_DATE", "value": v}),
         Dv::DateTime => json!({"_type": "DV_DATE_TIME", "value": v}),
+        Dv::Count => json!({"_type": "DV_COUNT", "magnitude": v}),
+        Dv::Boolean => json!({"_type": "DV_BOOLEAN", "value": v}),
+        Dv::Decimal => json!({"_type": "DV_QUANTITY", "magnitude": v, "units": "1"}),
+        Dv::Lines => {
+            let lines: Vec<&str> = v
+                .as_array()
+                .map(|a| a.iter().filter_map(Json::as_str).collect())
+                .unwrap_or_default();
+            text(&lines.join("\n"))
+        }
     }
+}
+
+/// Runs `f` on the template of `category` and the schema its bodies follow: a core
+/// template, or the generic template of an extension whose schema is among `exts` (the
+/// definitions in effect in the record, [`ext`]). `None` when it has none.
+pub fn with_category<R>(
+    exts: &[ExtensionSchema],
+    category: &Category,
+    f: impl FnOnce(&Template<'_>, &CategorySchema<'_>) -> R,
+) -> Option<R> {
+    if category.is_extension() {
+        let def = ext::find(exts, |d| &d.category == category)?;
+        return Some(ext::with_template(def, f));
+    }
+    let t = template_for(category)?;
+    let sch = schema::schema(category)?;
+    Some(f(t, sch))
+}
+
+/// Runs `f` on the template whose id is `id` (as [`with_category`]). An extension's
+/// template of an earlier version maps with the version in effect, which accepts every
+/// body the earlier one did.
+pub fn with_template_id<R>(
+    exts: &[ExtensionSchema],
+    id: &str,
+    f: impl FnOnce(&Template<'_>, &CategorySchema<'_>) -> R,
+) -> Option<R> {
+    if let Some(t) = template(id) {
+        let sch = schema::schema(&t.category)?;
+        return Some(f(t, sch));
+    }
+    let def = ext::find(exts, |d| ext::names_template(d, id))?;
+    Some(ext::with_template(def, f))
+}
+
+/// Whether a category has a template (core, or an extension with a schema in `exts`).
+pub fn is_mapped(exts: &[ExtensionSchema], category: &Category) -> bool {
+    with_category(exts, category, |_, _| ()).is_some()
 }
 
 /// An item's body as a composition of its category's template.
@@ -388,10 +441,30 @@ pub fn to_composition(
     body: &Value,
     meta: &Meta,
 ) -> Result<Json, OpenEhrError> {
-    let t = template_for(category).ok_or_else(|| OpenEhrError::Unmapped(category.name().into()))?;
-    schema::validate(category, body)?;
-    let sch =
-        schema::schema(category).ok_or_else(|| OpenEhrError::Unmapped(category.name().into()))?;
+    to_composition_in(&[], category, body, meta)
+}
+
+/// [`to_composition`], extensions with a schema in `exts` included.
+///
+/// # Errors
+/// As [`to_composition`].
+pub fn to_composition_in(
+    exts: &[ExtensionSchema],
+    category: &Category,
+    body: &Value,
+    meta: &Meta,
+) -> Result<Json, OpenEhrError> {
+    with_category(exts, category, |t, sch| compose(t, sch, body, meta))
+        .unwrap_or_else(|| Err(OpenEhrError::Unmapped(category.name().into())))
+}
+
+fn compose(
+    t: &Template<'_>,
+    sch: &CategorySchema<'_>,
+    body: &Value,
+    meta: &Meta,
+) -> Result<Json, OpenEhrError> {
+    schema::validate_with(sch, body)?;
     let b = body.to_json();
     let time = t
         .time_field
@@ -400,7 +473,8 @@ pub fn to_composition(
         .to_owned();
     let mut content = Vec::new();
     for e in t.entries {
-        let present: Vec<&FieldMap> = e.fields.iter().filter(|f| !b[f.field].is_null()).collect();
+        let present: Vec<&FieldMap<'_>> =
+            e.fields.iter().filter(|f| !b[f.field].is_null()).collect();
         if present.is_empty() {
             continue;
         }
@@ -593,6 +667,34 @@ fn read_value(dv: Dv, path: &str, element: &Json) -> Result<Option<Json>, OpenEh
     };
     Ok(Some(match dv {
         Dv::Text | Dv::Coded | Dv::DateTime => Json::String(string("value")?),
+        Dv::Count => {
+            let n = number("magnitude")?;
+            if !(n.is_i64() || n.is_u64()) {
+                return Err(wrong(&format!("{vpath}/magnitude"), "an integer", &n));
+            }
+            n
+        }
+        Dv::Boolean => match &v["value"] {
+            b @ Json::Bool(_) => b.clone(),
+            other => return Err(wrong(&format!("{vpath}/value"), "a boolean", other)),
+        },
+        Dv::Decimal => {
+            let u = string("units")?;
+            if u != "1" {
+                return Err(wrong(
+                    &format!("{vpath}/units"),
+                    "1 (a number without unit)",
+                    &v["units"],
+                ));
+            }
+            number("magnitude")?
+        }
+        Dv::Lines => Json::Array(
+            string("value")?
+                .split('\n')
+                .map(|l| Json::String(l.to_owned()))
+                .collect(),
+        ),
         Dv::Date => {
             let s = string("value")?;
             let date = match s.split_once('T') {
@@ -649,6 +751,17 @@ fn element_paths(node: &Json, prefix: &str, out: &mut Vec<String>) {
 /// # Errors
 /// Every [`OpenEhrError`] but `TooLarge` and `Json` (see [`parse`]).
 pub fn from_composition(c: &Json) -> Result<(Category, Value), OpenEhrError> {
+    from_composition_in(&[], c)
+}
+
+/// [`from_composition`], extensions with a schema in `exts` included.
+///
+/// # Errors
+/// As [`from_composition`].
+pub fn from_composition_in(
+    exts: &[ExtensionSchema],
+    c: &Json,
+) -> Result<(Category, Value), OpenEhrError> {
     check_shape(c)?;
     if c["_type"].as_str() != Some("COMPOSITION") {
         return Err(wrong("/_type", "COMPOSITION", &c["_type"]));
@@ -669,7 +782,15 @@ pub fn from_composition(c: &Json) -> Result<(Category, Value), OpenEhrError> {
             ))
         }
     };
-    let t = template(tid).ok_or_else(|| OpenEhrError::UnknownTemplate { found: clip(tid) })?;
+    with_template_id(exts, tid, |t, sch| read(t, sch, c))
+        .unwrap_or_else(|| Err(OpenEhrError::UnknownTemplate { found: clip(tid) }))
+}
+
+fn read(
+    t: &Template<'_>,
+    sch: &CategorySchema<'_>,
+    c: &Json,
+) -> Result<(Category, Value), OpenEhrError> {
     let content = match &c["content"] {
         Json::Array(a) => a,
         Json::Null => {
@@ -701,7 +822,7 @@ pub fn from_composition(c: &Json) -> Result<(Category, Value), OpenEhrError> {
                 expected: t
                     .entries
                     .iter()
-                    .map(|d| d.archetype)
+                    .map(|d| d.archetype.to_owned())
                     .collect::<Vec<_>>()
                     .join(", "),
             });
@@ -798,25 +919,31 @@ pub fn from_composition(c: &Json) -> Result<(Category, Value), OpenEhrError> {
         };
         body.insert(f.to_owned(), Json::String(at));
     }
-    let body = schema::body_from_json(&t.category, &Json::Object(body))?;
+    let body = schema::body_from_json_in(&t.category, Some(sch), &Json::Object(body))?;
     Ok((t.category.clone(), body))
 }
 
 /// The core templates as `GET /definition/template/adl1.4` lists them.
 pub fn template_list(created: &str) -> Json {
-    Json::Array(
-        templates()
-            .iter()
-            .map(|t| {
-                json!({
-                    "template_id": t.id,
-                    "concept": t.name,
-                    "archetype_id": t.composition_archetype,
-                    "created_timestamp": created,
-                })
-            })
-            .collect(),
-    )
+    template_list_in(&[], created)
+}
+
+/// The core templates, then the generic template of each extension schema in `exts`
+/// (created when its definition was: `ext_created`, RFC 3339, in the same order).
+pub fn template_list_in(exts: &[(ExtensionSchema, String)], created: &str) -> Json {
+    let item = |t: &Template<'_>, created: &str| {
+        json!({
+            "template_id": t.id,
+            "concept": t.name,
+            "archetype_id": t.composition_archetype,
+            "created_timestamp": created,
+        })
+    };
+    let mut out: Vec<Json> = templates().iter().map(|t| item(t, created)).collect();
+    for (def, at) in exts {
+        out.push(ext::with_template(def, |t, _| item(t, at)));
+    }
+    Json::Array(out)
 }
 
 #[cfg(test)]

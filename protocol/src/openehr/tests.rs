@@ -34,7 +34,80 @@ fn vitals() -> Value {
     )
 }
 
+/// A body with every field of each category mapped since the first six, for the round
+/// trips here and through FLAT.
+pub(crate) fn later_samples() -> Vec<(Category, Value)> {
+    let q = |v: f64, u: &str| json!({"value": v, "unit": u});
+    [
+        (
+            Category::LabResults,
+            json!({"test": "HbA1c", "result": "48", "unit": "mmol/mol", "interpretation": "high",
+                   "reference-range": "20-41", "collected": "2026-11-30T08:10:00Z",
+                   "reported": "2026-11-30T15:00:00Z", "status": "final", "comment": "repeat in 3 months"}),
+        ),
+        (
+            Category::LabResults,
+            json!({"test": "Urine culture", "result": "no growth", "collected": "2026-11-29T10:00:00Z"}),
+        ),
+        (
+            Category::Alerts,
+            json!({"alert": "Metallic hip implant", "detail": "left hip, 2019", "severity": "high"}),
+        ),
+        (
+            Category::FamilyHistory,
+            json!({"condition": "Breast cancer", "relative": "mother",
+                   "genomic-markers": ["BRCA1", "BRCA2 c.5946delT"], "comment": "at 45"}),
+        ),
+        (
+            Category::Lifestyle,
+            json!({"smoking": "former", "alcohol": "10 units/week", "housing": "lives alone, flat",
+                   "occupation": "retired teacher", "education": "degree"}),
+        ),
+        (Category::Lifestyle, json!({"alcohol": "none"})),
+        (
+            Category::Examinations,
+            json!({"height": q(170.0, "cm"), "weight": q(70.5, "kg"), "bmi": q(24.4, "kg/m2"),
+                   "waist": q(88.0, "cm"), "head-circumference": q(57.0, "cm"),
+                   "hip-circumference": q(98.0, "cm"), "body-surface-area": q(1.82, "m2"),
+                   "measured-at": "2026-11-28T11:00:00Z"}),
+        ),
+        (
+            Category::Investigations,
+            json!({"investigation": "Chest X-ray", "kind": "imaging", "result": "clear lung fields",
+                   "date": "2026-10-01"}),
+        ),
+        (
+            Category::AboutMe,
+            json!({"thing-1": "I am deaf in my left ear", "thing-2": "I live with my dog",
+                   "thing-3": "Call me George", "summary": "Retired, independent, likes walking"}),
+        ),
+        (
+            Category::KeyContacts,
+            json!({"name": "John Smith", "relationship": "next-of-kin", "telephone": "+44 20 7946 0000",
+                   "email": "john@example.org", "address": "1 High Street"}),
+        ),
+        (
+            Category::Preferences,
+            json!({"organ-donation": "yes", "language": "Welsh", "communication-needs": "large print",
+                   "reasonable-adjustments": "ground floor rooms", "religion-culture": "vegetarian",
+                   "consent": "no CPR (ReSPECT form, 2026)"}),
+        ),
+    ]
+    .into_iter()
+    .map(|(c, j)| {
+        let b = body(&c, j);
+        (c, b)
+    })
+    .collect()
+}
+
 fn samples() -> Vec<(Category, Value)> {
+    let mut all = later_samples();
+    all.extend(first_samples());
+    all
+}
+
+fn first_samples() -> Vec<(Category, Value)> {
     vec![
         (Category::VitalSigns, vitals()),
         (
@@ -220,10 +293,10 @@ fn vital_signs_sit_at_their_archetype_paths() {
 
 #[test]
 fn unmapped_category_is_refused() {
-    let b = body(&Category::Alerts, json!({"alert": "pacemaker"}));
+    let b = body(&Category::Demographics, json!({"surname": "Smith"}));
     assert_eq!(
-        to_composition(&Category::Alerts, &b, &meta()),
-        Err(OpenEhrError::Unmapped("alerts".into()))
+        to_composition(&Category::Demographics, &b, &meta()),
+        Err(OpenEhrError::Unmapped("demographics".into()))
     );
 }
 
@@ -512,5 +585,279 @@ fn an_immunisation_is_a_medication_action_whose_state_is_its_status() {
     assert!(matches!(
         from_composition(&c),
         Err(OpenEhrError::MissingMandatory { .. })
+    ));
+}
+
+#[test]
+fn every_category_of_the_summary_has_a_template_and_its_label_is_in_it() {
+    for c in [
+        Category::VitalSigns,
+        Category::Problems,
+        Category::Allergies,
+        Category::Medications,
+        Category::Procedures,
+        Category::Immunisations,
+        Category::LabResults,
+        Category::Alerts,
+        Category::FamilyHistory,
+        Category::Lifestyle,
+        Category::Examinations,
+        Category::Investigations,
+        Category::AboutMe,
+        Category::KeyContacts,
+        Category::Preferences,
+    ] {
+        let t = template_for(&c).unwrap_or_else(|| panic!("{c} has no template"));
+        assert_eq!(template(t.id).map(|x| &x.category), Some(&c));
+        // The schema's archetype label names an archetype the template holds (vital
+        // signs are labelled with their section, which is not an entry).
+        if c != Category::VitalSigns {
+            let label = schema::schema(&c).expect("schema").archetype;
+            assert!(
+                t.entries.iter().any(|e| e.archetype == label),
+                "{c}: the schema says {label}, the template holds {:?}",
+                t.entries.iter().map(|e| e.archetype).collect::<Vec<_>>()
+            );
+        }
+    }
+    assert_eq!(templates().len(), 15);
+}
+
+#[test]
+fn a_lab_result_keeps_its_result_as_text_with_its_unit_beside_it() {
+    let b = body(
+        &Category::LabResults,
+        json!({"test": "HbA1c", "result": "48", "unit": "mmol/mol", "status": "final",
+               "collected": "2026-11-30T08:10:00Z"}),
+    );
+    let comp = to_composition(&Category::LabResults, &b, &meta()).expect("maps");
+    let obs = &comp["content"][0];
+    assert_eq!(obs["archetype_node_id"], LAB_RESULT);
+    let an = "/data[at0001]/events[at0002]/data[at0003]/items[openEHR-EHR-CLUSTER.laboratory_test_analyte.v1]";
+    let result = walk(obs, &format!("{an}/items[at0001]")).expect("analyte result");
+    assert_eq!(result["value"]["_type"], "DV_TEXT");
+    assert_eq!(result["value"]["value"], "48");
+    let unit = walk(obs, &format!("{an}/items[at9000]")).expect("unit");
+    assert_eq!(unit["value"]["value"], "mmol/mol");
+    let test = walk(
+        obs,
+        "/data[at0001]/events[at0002]/data[at0003]/items[at0005]",
+    )
+    .expect("test");
+    assert_eq!(test["value"]["value"], "HbA1c");
+    assert_eq!(
+        walk(obs, "/data[at0001]/events[at0002]").expect("event")["time"]["value"],
+        "2026-11-30T08:10:00Z"
+    );
+    // A quantity for the result is refused, not turned into text: cophr's result is what
+    // the lab wrote.
+    let mut c = comp.clone();
+    let r = walk_mut(&mut c["content"][0], &format!("{an}/items[at0001]")).expect("result");
+    r["value"] = json!({"_type": "DV_QUANTITY", "magnitude": 48, "units": "mmol/mol"});
+    assert!(matches!(
+        from_composition(&c),
+        Err(OpenEhrError::WrongType { .. })
+    ));
+    // The test name is mandatory.
+    let mut c = comp.clone();
+    c["content"][0]["data"]["events"][0]["data"]["items"]
+        .as_array_mut()
+        .expect("items")
+        .retain(|i| i["archetype_node_id"] != "at0005");
+    assert!(matches!(
+        from_composition(&c),
+        Err(OpenEhrError::MissingMandatory { .. })
+    ));
+}
+
+#[test]
+fn genomic_markers_are_one_text_a_line_each_and_medication_status_is_its_summary() {
+    let b = body(
+        &Category::FamilyHistory,
+        json!({"condition": "Breast cancer", "relative": "mother", "genomic-markers": ["BRCA1", "BRCA2"]}),
+    );
+    let comp = to_composition(&Category::FamilyHistory, &b, &meta()).expect("maps");
+    let m = walk(&comp["content"][0], "/data[at0001]/items[at9002]").expect("markers");
+    assert_eq!(m["value"]["value"], "BRCA1\nBRCA2");
+    let med = body(
+        &Category::Medications,
+        json!({"medication": "Metformin", "status": "stopped"}),
+    );
+    let comp = to_composition(&Category::Medications, &med, &meta()).expect("maps");
+    assert_eq!(comp["content"][1]["archetype_node_id"], MEDICATION_SUMMARY);
+    assert_eq!(
+        walk(&comp["content"][1], "/data[at0001]/items[at9000]").expect("status")["value"]
+            ["defining_code"]["code_string"],
+        "stopped"
+    );
+    // The summary alone has no medication: refused.
+    let mut c = comp.clone();
+    c["content"].as_array_mut().expect("content").remove(0);
+    assert!(matches!(
+        from_composition(&c),
+        Err(OpenEhrError::MissingMandatory { .. })
+    ));
+}
+
+fn shipped() -> Vec<schema::ExtensionSchema> {
+    schema::EXAMPLES
+        .iter()
+        .map(|(_, j)| schema::ExtensionSchema::from_json(j).expect("example"))
+        .collect()
+}
+
+fn wound() -> (Category, Value) {
+    let c: Category = "ext:uk.nhs.tissue-viability/wound-care"
+        .parse()
+        .expect("cat");
+    let defs = shipped();
+    let def = defs.iter().find(|d| d.category == c).expect("wound care");
+    let b = def
+        .with_view(|s| {
+            schema::body_from_json_in(
+                &c,
+                Some(s),
+                &json!({"wound-type": "pressure-ulcer", "location": "left heel",
+                        "length": {"value": 3.5, "unit": "cm"}, "signs-of-infection": false,
+                        "pain-score": 4, "next-review": "2026-12-08",
+                        "assessed": "2026-12-01T10:00:00Z", "notes": "granulating"}),
+            )
+        })
+        .expect("body");
+    (c, b)
+}
+
+#[test]
+fn an_extension_entry_is_a_composition_of_its_definition_s_template() {
+    let exts = shipped();
+    let (c, b) = wound();
+    // Without the definition there is no template.
+    assert_eq!(
+        to_composition(&c, &b, &meta()),
+        Err(OpenEhrError::Unmapped(c.name().into()))
+    );
+    let comp = to_composition_in(&exts, &c, &b, &meta()).expect("maps");
+    assert_eq!(
+        comp["archetype_details"]["template_id"]["value"],
+        "cophr.ext.uk.nhs.tissue-viability.wound-care.v1"
+    );
+    let e = &comp["content"][0];
+    assert_eq!(e["_type"], "EVALUATION");
+    assert_eq!(
+        e["archetype_node_id"],
+        "openEHR-EHR-EVALUATION.cophr_ext_uk_nhs_tissue_viability__wound_care.v1"
+    );
+    // Each field at its node id, with its data type.
+    let at = |i: usize| walk(e, &format!("/data[at0001]/items[{}]", ext::node_id(i))).expect("el");
+    assert_eq!(at(0)["value"]["_type"], "DV_CODED_TEXT");
+    assert_eq!(at(3)["value"]["magnitude"], 3.5);
+    assert_eq!(
+        at(10)["value"],
+        json!({"_type": "DV_BOOLEAN", "value": false})
+    );
+    assert_eq!(
+        at(12)["value"],
+        json!({"_type": "DV_COUNT", "magnitude": 4})
+    );
+    let (c2, b2) = from_composition_in(&exts, &comp).expect("reads");
+    assert_eq!((c2, b2), (c.clone(), b.clone()));
+    // Through FLAT, keyed by the field names.
+    let f = flat::to_flat_in(&exts, &c, &b, &meta()).expect("flat");
+    let root = "wound_assessment_tissue_viability/wound_assessment_tissue_viability";
+    assert_eq!(f[format!("{root}/pain_score")], 4, "{f:#}");
+    assert_eq!(f[format!("{root}/wound_type|code")], "pressure-ulcer");
+    let tid = "cophr.ext.uk.nhs.tissue-viability.wound-care.v1";
+    assert_eq!(
+        flat::from_flat_in(&exts, tid, &f).expect("from flat"),
+        (c.clone(), b.clone())
+    );
+    let wt = flat::web_template_in(&exts, tid).expect("web template");
+    assert_eq!(wt["templateId"], tid);
+    assert!(flat::web_template(tid).is_none());
+    // Every shipped example has a template, listed after the core ones.
+    let listed: Vec<(schema::ExtensionSchema, String)> = exts
+        .iter()
+        .map(|d| (d.clone(), "2026-12-01T00:00:00Z".into()))
+        .collect();
+    let list = template_list_in(&listed, "2026-01-01T00:00:00Z");
+    assert_eq!(list.as_array().map(Vec::len), Some(templates().len() + 4));
+    for d in &exts {
+        assert!(is_mapped(&exts, &d.category));
+        assert!(flat::web_template_in(&exts, &ext::template_id(d)).is_some());
+    }
+}
+
+#[test]
+fn an_invalid_extension_composition_is_refused() {
+    let exts = shipped();
+    let (c, b) = wound();
+    let comp = to_composition_in(&exts, &c, &b, &meta()).expect("maps");
+    let items = |c: &mut Json| -> Vec<Json> {
+        c["content"][0]["data"]["items"]
+            .as_array()
+            .expect("items")
+            .clone()
+    };
+    // A field the definition does not have.
+    let mut x = comp.clone();
+    let mut it = items(&mut x);
+    it.push(
+        json!({"_type": "ELEMENT", "archetype_node_id": "at1999", "name": {"value": "x"},
+                   "value": {"_type": "DV_TEXT", "value": "y"}}),
+    );
+    x["content"][0]["data"]["items"] = json!(it);
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::UnknownPath { .. })
+    ));
+    // A wrong data type: text for the pain score, a count given as a decimal.
+    let mut x = comp.clone();
+    let mut it = items(&mut x);
+    let i = it
+        .iter()
+        .position(|e| e["archetype_node_id"] == ext::node_id(12))
+        .expect("pain");
+    it[i]["value"] = json!({"_type": "DV_TEXT", "value": "4"});
+    x["content"][0]["data"]["items"] = json!(it.clone());
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::WrongType { .. })
+    ));
+    it[i]["value"] = json!({"_type": "DV_COUNT", "magnitude": 4.5});
+    x["content"][0]["data"]["items"] = json!(it);
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::WrongType { .. })
+    ));
+    // A mandatory field missing (location).
+    let mut x = comp.clone();
+    let mut it = items(&mut x);
+    it.retain(|e| e["archetype_node_id"] != ext::node_id(1));
+    x["content"][0]["data"]["items"] = json!(it);
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::MissingMandatory { .. })
+    ));
+    // A code outside the value set: the schema refuses it.
+    let mut x = comp.clone();
+    x["content"][0]["data"]["items"][0]["value"]["value"] = json!("burn-ish");
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::Schema(_))
+    ));
+    // An earlier version's template id maps with the version in effect; a later one or a
+    // malformed one is unknown.
+    let mut x = comp.clone();
+    x["archetype_details"]["template_id"]["value"] =
+        json!("cophr.ext.uk.nhs.tissue-viability.wound-care.v2");
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::UnknownTemplate { .. })
+    ));
+    x["archetype_details"]["template_id"]["value"] =
+        json!("cophr.ext.uk.nhs.tissue-viability.wound-care.v01");
+    assert!(matches!(
+        from_composition_in(&exts, &x),
+        Err(OpenEhrError::UnknownTemplate { .. })
     ));
 }

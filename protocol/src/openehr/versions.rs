@@ -19,11 +19,12 @@
 use serde_json::{json, Value as Json};
 
 use super::{
-    clip, code_phrase, from_composition, kind, parse_uid, uuid_of, Composer, OpenEhrError, Uid,
+    clip, code_phrase, from_composition_in, kind, parse_uid, uuid_of, Composer, OpenEhrError, Uid,
     SYSTEM_ID,
 };
 use crate::category::Category;
 use crate::ids::EntryId;
+use crate::schema::ExtensionSchema;
 use crate::value::Value;
 
 /// Largest CONTRIBUTION request accepted, in bytes of JSON.
@@ -165,7 +166,7 @@ pub fn contribution_json(uid: &str, versions: &[String], audit: &Audit) -> Json 
         "versions": versions.iter().map(|v| json!({
             "id": {"_type": "OBJECT_VERSION_ID", "value": v},
             "namespace": "local",
-            "type": "VERSIONED_COMPOSITION",
+            "type": "COMPOSITION",
         })).collect::<Vec<_>>(),
         "audit": audit_json(audit),
     })
@@ -229,8 +230,19 @@ fn code_or_value(v: &Json) -> Option<String> {
 /// [`OpenEhrError::TooComplex`] over [`MAX_CONTRIBUTION_VERSIONS`] versions; a missing
 /// or unknown change type, a creation with a preceding version, a change without one
 /// or without data, the same composition twice, a preceding version uid that is not
-/// cophr's; every refusal of [`from_composition`] (inside [`OpenEhrError::InVersion`]).
+/// cophr's; every refusal of [`super::from_composition`] (inside [`OpenEhrError::InVersion`]).
 pub fn parse_contribution(bytes: &[u8]) -> Result<Vec<Change>, OpenEhrError> {
+    parse_contribution_in(&[], bytes)
+}
+
+/// [`parse_contribution`], compositions of extensions with a schema in `exts` included.
+///
+/// # Errors
+/// As [`parse_contribution`].
+pub fn parse_contribution_in(
+    exts: &[ExtensionSchema],
+    bytes: &[u8],
+) -> Result<Vec<Change>, OpenEhrError> {
     if bytes.len() > MAX_CONTRIBUTION_BYTES {
         return Err(OpenEhrError::TooLarge { got: bytes.len() });
     }
@@ -267,7 +279,7 @@ pub fn parse_contribution(bytes: &[u8]) -> Result<Vec<Change>, OpenEhrError> {
     }
     let mut out: Vec<Change> = Vec::with_capacity(versions.len());
     for (i, v) in versions.iter().enumerate() {
-        let change = parse_version(v).map_err(|e| in_version(i, e))?;
+        let change = parse_version(exts, v).map_err(|e| in_version(i, e))?;
         if let Some(p) = change.preceding() {
             if out
                 .iter()
@@ -288,7 +300,7 @@ pub fn parse_contribution(bytes: &[u8]) -> Result<Vec<Change>, OpenEhrError> {
     Ok(out)
 }
 
-fn parse_version(v: &Json) -> Result<Change, OpenEhrError> {
+fn parse_version(exts: &[ExtensionSchema], v: &Json) -> Result<Change, OpenEhrError> {
     if !v.is_object() {
         return Err(OpenEhrError::WrongType {
             path: "/".into(),
@@ -349,7 +361,7 @@ fn parse_version(v: &Json) -> Result<Change, OpenEhrError> {
             path: "/data".into(),
         });
     }
-    let (category, body) = from_composition(data)?;
+    let (category, body) = from_composition_in(exts, data)?;
     match (creating, preceding) {
         (true, None) => Ok(Change::Create { category, body }),
         (true, Some(_)) => Err(OpenEhrError::WrongType {

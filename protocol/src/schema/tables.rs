@@ -344,7 +344,7 @@ static ALL: [CategorySchema<'static>; 22] = [
         "Medications",
         "Medication statements: name, form, route, dosage, patient information, monitoring, \
          indication, start and stop dates.",
-        "openEHR-EHR-INSTRUCTION.medication_order.v2",
+        "openEHR-EHR-INSTRUCTION.medication_order.v3",
         &["MedicationStatement", "MedicationRequest"],
         &[
             req("medication", "Medication", TEXT),
@@ -368,7 +368,7 @@ static ALL: [CategorySchema<'static>; 22] = [
         Category::Immunisations,
         "Immunisations",
         "Immunisations: name, status and date.",
-        "openEHR-EHR-EVALUATION.immunisation_summary.v0",
+        "openEHR-EHR-ACTION.medication.v1",
         &["Immunization"],
         &[
             req("immunisation", "Immunisation", TEXT),

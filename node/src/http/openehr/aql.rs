@@ -107,8 +107,9 @@ fn evaluate(
     let now = st.now();
     let mut sources = Vec::new();
     let mut origin: Vec<(RecordId, [EntryId; 2])> = Vec::new();
+    let wanted = q.ehr_id(params).map_err(|e| invalid(&e))?;
     for rid in st.store().records()? {
-        if let Some(id) = &q.from.ehr_id {
+        if let Some(id) = &wanted {
             if openehr::ehr_id(&rid) != id.to_ascii_lowercase() {
                 continue;
             }

@@ -14,7 +14,9 @@
 //!   latest, with the latest's uid in `ETag`).
 //! - `DELETE ehr/{ehr_id}/composition/{preceding_version_uid}`: the logical delete (409
 //!   when the version given is not the latest; an object id deletes the latest).
-//! - `GET definition/template/adl1.4`: the core templates.
+//! - `GET definition/template/adl1.4`: the core templates, and the generic template of
+//!   each extension schema in effect in the records the identity sees
+//!   ([`openehr::ext`]); `GET definition/template/adl1.4/{id}` a template's web template.
 //! - `POST query/aql` ([`aql`]): a subset of AQL over the latest versions of the
 //!   compositions the identity sees; only the rows returned are audited.
 //!
@@ -33,6 +35,7 @@ use axum::{Json, Router};
 use cophr_protocol::fold::{self, Viewer};
 use cophr_protocol::openehr::{self, Composer, Meta, OpenEhrError};
 use cophr_protocol::record::Record;
+use cophr_protocol::schema::ExtensionSchema;
 use cophr_protocol::{Category, EntryId, Payload, RecordId, Timestamp, Value};
 use serde_json::{json, Value as JsonValue};
 
@@ -96,6 +99,10 @@ fn routes_at(base: &str) -> Router<AppState> {
             &format!("{base}/ehr/{{ehr_id}}/ehr_status"),
             get(get_status),
         )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/ehr_status/{{uid}}"),
+            get(get_status_version),
+        )
         .route(&format!("{base}/ehr/{{ehr_id}}/composition"), post(create))
         .route(
             &format!("{base}/ehr/{{ehr_id}}/composition/{{uid}}"),
@@ -147,8 +154,10 @@ pub struct OeError {
     pub message: String,
     /// The element refused, if any.
     pub path: Option<String>,
-    /// The latest version's uid (a 412 or 409 tells it).
+    /// The latest version's uid (a 412 or 409 tells it, in `ETag`).
     pub latest: Option<String>,
+    /// Where the latest version is (a 412 or 409 tells it, in `Location`).
+    pub location: Option<String>,
 }
 
 impl OeError {
@@ -159,6 +168,7 @@ impl OeError {
             message: message.into(),
             path: None,
             latest: None,
+            location: None,
         }
     }
 
@@ -170,11 +180,33 @@ impl OeError {
         OeError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    /// A composition refused by the mapping: 400 (413 when too large), naming the path.
+    /// A CONTRIBUTION refused: as [`OeError::from_mapping`], but 400 whatever the reason
+    /// (ITS-REST `400_CONTRIBUTION`), 413 when too large.
+    pub fn from_contribution(e: &OpenEhrError) -> Self {
+        let inner = OeError::from_mapping(e);
+        if inner.status == StatusCode::PAYLOAD_TOO_LARGE {
+            return inner;
+        }
+        OeError {
+            status: StatusCode::BAD_REQUEST,
+            ..inner
+        }
+    }
+
+    /// A composition refused by the mapping, naming the path: 400 when it cannot be read
+    /// as a COMPOSITION (not JSON, not a COMPOSITION, too complex), 413 when too large, and
+    /// 422 when it is one but its template is unknown or refuses it (ITS-REST
+    /// `422_COMPOSITION`). In a CONTRIBUTION, every refusal is 400 (`400_CONTRIBUTION`).
     pub fn from_mapping(e: &OpenEhrError) -> Self {
         if let OpenEhrError::InVersion { index, error } = e {
             let inner = OeError::from_mapping(error);
+            let status = if inner.status == StatusCode::PAYLOAD_TOO_LARGE {
+                inner.status
+            } else {
+                StatusCode::BAD_REQUEST
+            };
             return OeError {
+                status,
                 path: Some(format!(
                     "/versions[{index}]{}",
                     inner.path.as_deref().unwrap_or_default()
@@ -183,15 +215,23 @@ impl OeError {
                 ..inner
             };
         }
+        let semantic = StatusCode::UNPROCESSABLE_ENTITY;
         let (status, code) = match e {
             OpenEhrError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             OpenEhrError::WrongArchetype { .. } | OpenEhrError::DuplicateArchetype { .. } => {
-                (StatusCode::BAD_REQUEST, "wrong_archetype")
+                (semantic, "wrong_archetype")
             }
-            OpenEhrError::UnknownTemplate { .. } => (StatusCode::BAD_REQUEST, "unknown_template"),
-            OpenEhrError::MissingMandatory { .. } => (StatusCode::BAD_REQUEST, "missing_mandatory"),
-            OpenEhrError::WrongType { .. } => (StatusCode::BAD_REQUEST, "wrong_type"),
-            OpenEhrError::UnknownPath { .. } => (StatusCode::BAD_REQUEST, "unknown_path"),
+            OpenEhrError::UnknownTemplate { .. } => (semantic, "unknown_template"),
+            OpenEhrError::MissingMandatory { .. } => (semantic, "missing_mandatory"),
+            // Not a COMPOSITION (or not a FLAT object) at all: it cannot be read as one.
+            OpenEhrError::WrongType { path, .. } if path == "/_type" || path == "/" => {
+                (StatusCode::BAD_REQUEST, "wrong_type")
+            }
+            OpenEhrError::WrongType { .. } => (semantic, "wrong_type"),
+            OpenEhrError::UnknownPath { .. } => (semantic, "unknown_path"),
+            OpenEhrError::Schema(_) | OpenEhrError::Unmapped(_) => {
+                (semantic, "invalid_composition")
+            }
             _ => (StatusCode::BAD_REQUEST, "invalid_composition"),
         };
         let path = match e {
@@ -243,6 +283,13 @@ impl IntoResponse for OeError {
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(l) = self.latest.as_deref().and_then(etag) {
             resp.headers_mut().insert(header::ETAG, l);
+        }
+        if let Some(l) = self
+            .location
+            .as_deref()
+            .and_then(|l| HeaderValue::from_str(l).ok())
+        {
+            resp.headers_mut().insert(header::LOCATION, l);
         }
         resp
     }
@@ -314,11 +361,50 @@ async fn get_ehr(State(st): State<AppState>, Path(ehr_id): Path<String>) -> Resp
     respond(out.map_err(OeError::from).and_then(|x| x), StatusCode::OK)
 }
 
+/// `GET ehr/{ehr_id}/ehr_status`: the EHR_STATUS, with its version uid in `ETag` and its
+/// URL in `Location` (ITS-REST `200_EHR_STATUS_retrieved`).
 async fn get_status(State(st): State<AppState>, Path(ehr_id): Path<String>) -> Response {
+    status_response(st, ehr_id, None).await
+}
+
+/// `GET ehr/{ehr_id}/ehr_status/{version_uid}`: the EHR_STATUS by its one version's uid.
+async fn get_status_version(
+    State(st): State<AppState>,
+    Path((ehr_id, uid)): Path<(String, String)>,
+) -> Response {
+    status_response(st, ehr_id, Some(uid)).await
+}
+
+async fn status_response(st: AppState, ehr_id: String, uid: Option<String>) -> Response {
+    let ehr = ehr_id.clone();
     let out = st
-        .blocking(move |st| Ok(find_ehr(st, &ehr_id).and_then(|record| ehr_read(st, record, true))))
+        .blocking(move |st| {
+            Ok(find_ehr(st, &ehr).and_then(|record| {
+                let want = openehr::ehr_status_json(&record)["uid"]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if uid.is_some_and(|u| u.trim() != want) {
+                    return Err(OeError::not_found("no such EHR_STATUS version here"));
+                }
+                ehr_read(st, record, true)
+            }))
+        })
         .await;
-    respond(out.map_err(OeError::from).and_then(|x| x), StatusCode::OK)
+    match out.map_err(OeError::from).and_then(|x| x) {
+        Ok(b) => {
+            let uid = b["uid"]["value"].as_str().unwrap_or_default().to_owned();
+            let mut resp = json_response(StatusCode::OK, &b);
+            if let Some(t) = etag(&uid) {
+                resp.headers_mut().insert(header::ETAG, t);
+            }
+            if let Ok(l) = HeaderValue::from_str(&format!("{BASE}/ehr/{ehr_id}/ehr_status/{uid}")) {
+                resp.headers_mut().insert(header::LOCATION, l);
+            }
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 fn respond(out: Result<JsonValue, OeError>, status: StatusCode) -> Response {
@@ -359,21 +445,115 @@ async fn ehr_by_subject(State(st): State<AppState>, req: Request) -> Response {
     respond(out.map_err(OeError::from).and_then(|x| x), StatusCode::OK)
 }
 
-/// `GET definition/template/adl1.4/{template_id}`: a core template's web template (JSON;
+/// The extension schemas in effect in a record: the definitions its compositions map
+/// with (in the administrative stream, which every reader holds).
+pub(crate) fn exts_of(r: &Record) -> Vec<ExtensionSchema> {
+    r.extension_schemas()
+        .into_iter()
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
+/// Whether an item of `c` in `r` maps to a composition: a core template, or an extension
+/// with a schema in effect.
+fn mapped(r: &Record, c: &Category) -> bool {
+    if c.is_extension() {
+        r.extension_schema(c).is_some()
+    } else {
+        openehr::template_for(c).is_some()
+    }
+}
+
+/// The extension schemas in effect in every record the identity has access to and may
+/// see the definition of, with their definition's time: one audited read of the
+/// definition entries (as `GET /api/v1/records/{id}/schemas`), none when there are none.
+/// A template id defined in two records is taken from the first.
+fn visible_exts(st: &AppState) -> Result<Vec<(ExtensionSchema, String)>, OeError> {
+    let me = st.actor();
+    let now = st.now();
+    let mut out: Vec<(ExtensionSchema, String)> = Vec::new();
+    for record in st.store().records()? {
+        let any = st.store().with_record(&record, |r| {
+            let v = r.viewer(&me, now);
+            v.has_access() && !r.visible_schemas(&v).is_empty()
+        })?;
+        if !any {
+            continue;
+        }
+        let found = st.read(now, |rd| {
+            rd.record(&record, |r, seen| {
+                let v = r.viewer(&me, now);
+                let list = r.visible_schemas(&v);
+                seen.add(list.iter().map(|(id, _)| *id));
+                seen.detail(format!(
+                    "openEHR templates: {} extension schemas",
+                    list.len()
+                ));
+                list.iter()
+                    .map(|(id, s)| {
+                        let at = r.get(id).map_or(0, |e| e.entry().time);
+                        ((*s).clone(), format_time(at))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .map_err(OeError::from)
+        })?;
+        for (s, at) in found {
+            let id = openehr::ext::template_id(&s);
+            if !out.iter().any(|(o, _)| openehr::ext::template_id(o) == id) {
+                out.push((s, at));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `GET definition/template/adl1.4/{template_id}`: a template's web template (JSON;
 /// cophr serves no OPT XML).
-async fn web_template(Path(id): Path<String>) -> Response {
-    match openehr::flat::web_template(id.trim()) {
-        Some(wt) => json_response(StatusCode::OK, &wt),
-        None => OeError::not_found(format!(
+async fn web_template(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    let id = id.trim().to_owned();
+    if let Some(wt) = openehr::flat::web_template(&id) {
+        return json_response(StatusCode::OK, &wt);
+    }
+    let wanted = id.clone();
+    let out = st
+        .blocking(move |st| {
+            let run = || -> Result<Option<JsonValue>, OeError> {
+                let exts: Vec<ExtensionSchema> = if wanted.starts_with("cophr.ext.") {
+                    visible_exts(st)?.into_iter().map(|(s, _)| s).collect()
+                } else {
+                    Vec::new()
+                };
+                Ok(openehr::flat::web_template_in(&exts, &wanted))
+            };
+            Ok(run())
+        })
+        .await;
+    match out.map_err(OeError::from).and_then(|x| x) {
+        Ok(Some(wt)) => json_response(StatusCode::OK, &wt),
+        Ok(None) => OeError::not_found(format!(
             "no template `{}` here (GET /definition/template/adl1.4 lists them)",
             clip(&id)
         ))
         .into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
-async fn templates() -> Response {
-    json_response(StatusCode::OK, &openehr::template_list(TEMPLATES_CREATED))
+async fn templates(State(st): State<AppState>) -> Response {
+    let out = st
+        .blocking(move |st| {
+            let run = || -> Result<JsonValue, OeError> {
+                let exts = visible_exts(st)?;
+                Ok(openehr::template_list_in(&exts, TEMPLATES_CREATED))
+            };
+            Ok(run())
+        })
+        .await;
+    match out.map_err(OeError::from).and_then(|x| x) {
+        Ok(list) => json_response(StatusCode::OK, &list),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// One item as the openEHR API finds it.
@@ -423,10 +603,15 @@ impl Found {
                 actor: author.to_string(),
             },
         };
-        if flat {
-            openehr::flat::to_flat(&self.category, &v.content, &meta).ok()
+        let exts = if self.category.is_extension() {
+            exts_of(r)
         } else {
-            openehr::to_composition(&self.category, &v.content, &meta).ok()
+            Vec::new()
+        };
+        if flat {
+            openehr::flat::to_flat_in(&exts, &self.category, &v.content, &meta).ok()
+        } else {
+            openehr::to_composition_in(&exts, &self.category, &v.content, &meta).ok()
         }
     }
 }
@@ -434,7 +619,9 @@ impl Found {
 /// One item as the openEHR API finds it, if its category has a template.
 fn found(r: &Record, v: &Viewer, state: &fold::State, id: &EntryId) -> Option<Found> {
     let h = fold::history_with(r, v, state, id)?;
-    openehr::template_for(&h.category)?;
+    if !mapped(r, &h.category) {
+        return None;
+    }
     let deleted = h
         .versions
         .iter()
@@ -469,7 +656,7 @@ pub(crate) fn items(r: &Record, v: &Viewer) -> Vec<Found> {
     state
         .items
         .iter()
-        .filter(|i| openehr::template_for(&i.category).is_some())
+        .filter(|i| mapped(r, &i.category))
         .map(|i| i.id)
         .chain(state.deleted.iter().copied())
         .filter_map(|id| found(r, v, &state, &id))
@@ -617,9 +804,29 @@ async fn read(
     }
 }
 
+/// A composition as a request sent it, parsed but not yet read (its template may be an
+/// extension's, known only once the record is).
+struct Incoming {
+    c: JsonValue,
+    /// The FLAT template, when sent as FLAT.
+    flat_template: Option<String>,
+}
+
+impl Incoming {
+    /// Reads it as a category and body, with the record's extension schemas.
+    fn read(&self, st: &AppState, record: &RecordId) -> Result<(Category, Value), OeError> {
+        let exts = st.store().with_record(record, exts_of)?;
+        match &self.flat_template {
+            Some(t) => openehr::flat::from_flat_in(&exts, t.trim(), &self.c),
+            None => openehr::from_composition_in(&exts, &self.c),
+        }
+        .map_err(|e| OeError::from_mapping(&e))
+    }
+}
+
 /// The composition in a request's body (JSON, at most
-/// [`openehr::MAX_COMPOSITION_BYTES`]), read as a category and body.
-async fn composition_in(req: Request) -> Result<(HeaderMap, Category, Value, bool), OeError> {
+/// [`openehr::MAX_COMPOSITION_BYTES`]), parsed.
+async fn composition_in(req: Request) -> Result<(HeaderMap, Incoming, bool), OeError> {
     let (parts, body) = req.into_parts();
     let flat_in = is_flat(&parts.uri, &parts.headers, header::CONTENT_TYPE);
     let flat_out = is_flat(&parts.uri, &parts.headers, header::ACCEPT);
@@ -652,18 +859,17 @@ async fn composition_in(req: Request) -> Result<(HeaderMap, Category, Value, boo
             )
         })?;
     let c = openehr::parse(&bytes).map_err(|e| OeError::from_mapping(&e))?;
-    let (category, body) = if flat_in {
+    let flat_template = if flat_in {
         let Some(t) = flat_template(&parts.uri, &parts.headers) else {
             return Err(OeError::bad(
                 "a FLAT composition needs its template: the openehr-template-id header or templateId",
             ));
         };
-        openehr::flat::from_flat(t.trim(), &c)
+        Some(t)
     } else {
-        openehr::from_composition(&c)
-    }
-    .map_err(|e| OeError::from_mapping(&e))?;
-    Ok((parts.headers, category, body, flat_out))
+        None
+    };
+    Ok((parts.headers, Incoming { c, flat_template }, flat_out))
 }
 
 fn wants_representation(h: &HeaderMap) -> bool {
@@ -673,7 +879,7 @@ fn wants_representation(h: &HeaderMap) -> bool {
 }
 
 async fn create(State(st): State<AppState>, Path(ehr_id): Path<String>, req: Request) -> Response {
-    let (headers, category, body, flat) = match composition_in(req).await {
+    let (headers, incoming, flat) = match composition_in(req).await {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
@@ -683,6 +889,7 @@ async fn create(State(st): State<AppState>, Path(ehr_id): Path<String>, req: Req
         .blocking(move |st| {
             let run = || -> Result<(RecordId, String, Option<JsonValue>), OeError> {
                 let record = find_ehr(st, &ehr)?;
+                let (category, body) = incoming.read(st, &record)?;
                 let now = st.now();
                 let id = st
                     .session()
@@ -780,7 +987,7 @@ async fn update(
     let Some(preceding) = if_match else {
         return OeError::bad("PUT needs If-Match: {preceding_version_uid}").into_response();
     };
-    let (headers, category, body, flat) = match composition_in(req).await {
+    let (headers, incoming, flat) = match composition_in(req).await {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
@@ -790,11 +997,13 @@ async fn update(
         .blocking(move |st| {
             let run = || -> Result<(RecordId, String, Option<JsonValue>), OeError> {
                 let record = find_ehr(st, &ehr)?;
+                let (category, body) = incoming.read(st, &record)?;
                 let want = parse_uid(&uid)?;
                 let (f, current, latest, old) = latest_of(st, &record, &want.object, &uid)?;
                 if preceding != latest {
                     return Err(OeError {
                         latest: Some(latest.clone()),
+                        location: Some(location(&ehr, &latest)),
                         ..OeError::new(
                             StatusCode::PRECONDITION_FAILED,
                             "stale_version",
@@ -849,17 +1058,30 @@ async fn remove(
     State(st): State<AppState>,
     Path((ehr_id, uid)): Path<(String, String)>,
 ) -> Response {
+    let ehr = ehr_id.clone();
     let out = st
         .blocking(move |st| {
-            let run = || -> Result<RecordId, OeError> {
+            let run = || -> Result<(RecordId, String), OeError> {
                 let record = find_ehr(st, &ehr_id)?;
                 let want = parse_uid(&uid)?;
-                let (_, current, latest, _) = latest_of(st, &record, &want.object, &uid)?;
+                // Already deleted: ITS-REST's `400_already_deleted`.
+                let (f, current, latest, _) =
+                    latest_of(st, &record, &want.object, &uid).map_err(|e| {
+                        if e.code == "deleted" {
+                            OeError {
+                                status: StatusCode::BAD_REQUEST,
+                                ..e
+                            }
+                        } else {
+                            e
+                        }
+                    })?;
                 // A version uid must be the latest; an object id (as EHRbase-style clients
                 // send) deletes the latest.
                 if want.version.is_some() && uid.trim() != latest {
                     return Err(OeError {
                         latest: Some(latest.clone()),
+                        location: Some(location(&ehr_id, &latest)),
                         ..OeError::new(
                             StatusCode::CONFLICT,
                             "stale_version",
@@ -875,15 +1097,17 @@ async fn remove(
                     },
                     st.now(),
                 )?;
-                Ok(record)
+                // The delete is the next version (ITS-REST `204_COMPOSITION_deleted`
+                // gives it in ETag and Location).
+                Ok((record, openehr::version_uid(&f.item, f.count() + 1)))
             };
             Ok(run())
         })
         .await;
     match out.map_err(OeError::from).and_then(|x| x) {
-        Ok(record) => {
+        Ok((record, uid)) => {
             st.changed(record).await;
-            StatusCode::NO_CONTENT.into_response()
+            composition_response(StatusCode::NO_CONTENT, &ehr, &uid, None, false)
         }
         Err(e) => e.into_response(),
     }

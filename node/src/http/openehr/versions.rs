@@ -420,16 +420,16 @@ pub async fn create(
             .into_response()
         }
     };
-    let changes = match versions::parse_contribution(&bytes) {
-        Ok(c) => c,
-        Err(e) => return OeError::from_mapping(&e).into_response(),
-    };
+    // Read once the record is known: its compositions may be of its extensions' templates.
     let full = wants_representation(&parts.headers);
     let ehr = ehr_id.clone();
     let out = st
         .blocking(move |st| {
             let run = || -> Result<(RecordId, String, JsonValue), OeError> {
                 let record = find_ehr(st, &ehr)?;
+                let exts = st.store().with_record(&record, super::exts_of)?;
+                let changes = versions::parse_contribution_in(&exts, &bytes)
+                    .map_err(|e| OeError::from_contribution(&e))?;
                 let now = st.now();
                 let ready = check(st, &record, changes, now)?;
                 let mut written = Vec::with_capacity(ready.len());

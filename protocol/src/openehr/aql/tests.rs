@@ -242,3 +242,21 @@ fn actions_are_found_by_archetype() {
     assert_eq!(r.rows.len(), 1);
     assert_eq!(r.rows[0].1, [json!("Appendicectomy"), json!("2011-07-14")]);
 }
+
+#[test]
+fn the_ehr_id_may_be_a_parameter() {
+    let q = parse("SELECT c/uid/value FROM EHR e[ehr_id/value=$ehr_id] CONTAINS COMPOSITION c")
+        .expect("parses");
+    assert_eq!(q.from.ehr_param.as_deref(), Some("ehr_id"));
+    let mut params = serde_json::Map::new();
+    assert!(matches!(
+        q.ehr_id(&params),
+        Err(AqlError::MissingParameter(_))
+    ));
+    params.insert("ehr_id".into(), json!("abc"));
+    assert_eq!(q.ehr_id(&params).expect("given"), Some("abc".into()));
+    assert!(matches!(
+        parse("SELECT c FROM EHR e[ehr_id/value=$] CONTAINS COMPOSITION c"),
+        Err(AqlError::Unsupported { .. })
+    ));
+}

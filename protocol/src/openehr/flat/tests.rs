@@ -1,4 +1,5 @@
 use super::*;
+use crate::openehr::template_for;
 use crate::openehr::{Composer, Meta};
 
 fn meta() -> Meta {
@@ -71,7 +72,9 @@ fn samples() -> Vec<(Category, Value)> {
 
 #[test]
 fn every_core_template_round_trips_through_flat() {
-    for (c, b) in samples() {
+    let mut all = samples();
+    all.extend(crate::openehr::tests::later_samples());
+    for (c, b) in all {
         let flat = to_flat(&c, &b, &meta()).expect("to flat");
         let t = template_for(&c).expect("template");
         let (c2, b2) = from_flat(t.id, &flat).expect("from flat");

@@ -1,0 +1,406 @@
+//! The ITS-REST 1.0.3 specification's request and response shapes (its OpenAPI examples
+//! and response definitions: status codes, `ETag` and `Location` headers, bodies), as far as
+//! they fit cophr's templates, driven in process through the node's router. Written from
+//! the specification's EHR, EHR_STATUS, COMPOSITION, CONTRIBUTION and QUERY sections.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::Router;
+use cophr_node::http::{router, AppState};
+use cophr_node::store::Store;
+use cophr_protocol::openehr;
+use cophr_protocol::testkit::key;
+use cophr_protocol::{Keypair, Profile};
+use serde_json::{json, Value as Json};
+use tower::ServiceExt;
+
+const TOKEN: &str = "openehrspectoken";
+const T0: u64 = 1_700_000_000_000;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    patient: Keypair,
+    clock: Arc<AtomicU64>,
+    app: Router,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), key(5, "node")).unwrap();
+        let patient = key(5, "george");
+        let p = Profile {
+            name: "George".into(),
+            role: "patient".into(),
+            organisation: None,
+            attestations: Vec::new(),
+        };
+        store.create_record(&patient, p.clone(), T0, None).unwrap();
+        let clock = Arc::new(AtomicU64::new(T0 + 1000));
+        let c = clock.clone();
+        let app = router(
+            AppState::new(store, patient.clone(), p, None, TOKEN.into())
+                .with_clock(move || c.load(Ordering::SeqCst)),
+        );
+        Env {
+            _dir: dir,
+            patient,
+            clock,
+            app,
+        }
+    }
+
+    fn ehr(&self) -> String {
+        openehr::ehr_id(&self.patient.actor())
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (StatusCode, HeaderMap, Option<Json>) {
+        self.clock.fetch_add(1000, Ordering::SeqCst);
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("/openehr/v1{path}"))
+            .header("authorization", format!("Bearer {TOKEN}"));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = self
+            .app
+            .clone()
+            .oneshot(b.body(Body::from(body.to_vec())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let json = if bytes.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_slice(&bytes).unwrap())
+        };
+        (status, headers, json)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, HeaderMap, Option<Json>) {
+        self.send("GET", path, &[], b"").await
+    }
+}
+
+/// The `ETag` without its quotes; the spec requires them.
+fn etag(h: &HeaderMap) -> String {
+    let raw = h["etag"].to_str().unwrap();
+    assert!(
+        raw.starts_with('"') && raw.ends_with('"'),
+        "ETag not quoted: {raw}"
+    );
+    raw.trim_matches('"').to_owned()
+}
+
+fn location(h: &HeaderMap) -> String {
+    h["location"].to_str().unwrap().to_owned()
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+const FULL: (&str, &str) = ("prefer", "return=representation");
+
+/// A problem composition of cophr's problem list template, as a client writes it.
+fn problem(name: &str) -> Json {
+    let text = |s: &str| json!({"_type": "DV_TEXT", "value": s});
+    json!({
+        "_type": "COMPOSITION",
+        "name": text("Problem list"),
+        "archetype_node_id": "openEHR-EHR-COMPOSITION.problem_list.v2",
+        "archetype_details": {"_type": "ARCHETYPED",
+            "archetype_id": {"_type": "ARCHETYPE_ID", "value": "openEHR-EHR-COMPOSITION.problem_list.v2"},
+            "template_id": {"_type": "TEMPLATE_ID", "value": "cophr.problems.v1"}, "rm_version": "1.0.4"},
+        "language": {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "ISO_639-1"}, "code_string": "en"},
+        "territory": {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "ISO_3166-1"}, "code_string": "GB"},
+        "category": {"_type": "DV_CODED_TEXT", "value": "persistent",
+            "defining_code": {"_type": "CODE_PHRASE", "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "openehr"}, "code_string": "431"}},
+        "composer": {"_type": "PARTY_IDENTIFIED", "name": "A user name"},
+        "content": [{
+            "_type": "EVALUATION",
+            "name": text("Problem/Diagnosis"),
+            "archetype_node_id": "openEHR-EHR-EVALUATION.problem_diagnosis.v1",
+            "data": {"_type": "ITEM_TREE", "name": text("Structure"), "archetype_node_id": "at0001",
+                "items": [{"_type": "ELEMENT", "name": text("Problem/Diagnosis name"),
+                           "archetype_node_id": "at0002", "value": text(name)}]}
+        }]
+    })
+}
+
+#[tokio::test]
+async fn ehr_and_ehr_status_as_the_spec_shows_them() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    // 200_EHR: system_id, ehr_id, ehr_status and ehr_access as OBJECT_REFs, time_created.
+    let (s, _, b) = env.get(&format!("/ehr/{ehr}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let b = b.unwrap();
+    assert!(b["system_id"]["value"].is_string());
+    assert_eq!(b["ehr_id"]["value"], ehr.as_str());
+    for r in ["ehr_status", "ehr_access"] {
+        assert_eq!(b[r]["id"]["_type"], "OBJECT_VERSION_ID");
+        assert_eq!(b[r]["namespace"], "local");
+        assert_eq!(b[r]["type"], r.to_uppercase());
+    }
+    assert!(b["time_created"]["value"].is_string());
+    // By subject (subject_id, subject_namespace); 404_EHR_subject for an unknown one.
+    let rid = env.patient.actor();
+    let (s, _, b) = env
+        .get(&format!("/ehr?subject_id={rid}&subject_namespace=cophr"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()["ehr_id"]["value"], ehr.as_str());
+    let other = key(6, "nobody").actor();
+    let (s, _, _) = env
+        .get(&format!("/ehr?subject_id={other}&subject_namespace=cophr"))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // 404_unknown_ehr_id.
+    let (s, _, _) = env.get("/ehr/7d44b88c-4199-4bad-97dc-d78268e01398").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // 200_EHR_STATUS_retrieved: the EHR_STATUS, with ETag and Location of its version.
+    let (s, h, b) = env.get(&format!("/ehr/{ehr}/ehr_status")).await;
+    assert_eq!(s, StatusCode::OK);
+    let b = b.unwrap();
+    assert_eq!(b["_type"], "EHR_STATUS");
+    assert_eq!(b["is_queryable"], true);
+    assert_eq!(b["is_modifiable"], true);
+    assert_eq!(b["subject"]["_type"], "PARTY_SELF");
+    let uid = b["uid"]["value"].as_str().unwrap();
+    assert_eq!(etag(&h), uid);
+    assert!(
+        location(&h).ends_with(&format!("/ehr/{ehr}/ehr_status/{uid}")),
+        "{}",
+        location(&h)
+    );
+}
+
+#[tokio::test]
+async fn composition_statuses_and_headers_as_the_spec_gives_them() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    let body = serde_json::to_vec(&problem("Asthma")).unwrap();
+    // 201_COMPOSITION: headers only by default (return=minimal), ETag the quoted version
+    // uid and Location its URL.
+    let path = format!("/ehr/{ehr}/composition");
+    let (s, h, b) = env.send("POST", &path, &[JSON], &body).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(b.is_none(), "{b:?}");
+    let v1 = etag(&h);
+    assert!(v1.ends_with("::cophr::1"));
+    assert!(location(&h).ends_with(&format!("/ehr/{ehr}/composition/{v1}")));
+    // With return=representation, the COMPOSITION with its uid.
+    let (s, h, b) = env.send("POST", &path, &[JSON, FULL], &body).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(b.unwrap()["uid"]["value"], etag(&h).as_str());
+    // 404_unknown_ehr_id.
+    let (s, _, _) = env
+        .send(
+            "POST",
+            "/ehr/7d44b88c-4199-4bad-97dc-d78268e01398/composition",
+            &[JSON],
+            &body,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // 400_COMPOSITION: the body cannot be read, or is not a COMPOSITION.
+    for bad in [
+        b"{not json".to_vec(),
+        br#"{"_type": "EHR_STATUS"}"#.to_vec(),
+    ] {
+        let (s, _, b) = env.send("POST", &path, &[JSON], &bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b:?}");
+        assert!(b.unwrap()["message"].is_string());
+    }
+    // 422_COMPOSITION: a COMPOSITION its template does not validate, or of a template
+    // not known.
+    let mut unknown = problem("Asthma");
+    unknown["archetype_details"]["template_id"]["value"] = json!("IDCR - Problem List.v1");
+    let mut invalid = problem("Asthma");
+    invalid["content"][0]["data"]["items"] = json!([]);
+    let mut wrong = problem("Asthma");
+    wrong["content"][0]["archetype_node_id"] = json!("openEHR-EHR-EVALUATION.alert.v0");
+    for (c, code) in [
+        (unknown, "unknown_template"),
+        (invalid, "missing_mandatory"),
+        (wrong, "wrong_archetype"),
+    ] {
+        let (s, _, b) = env
+            .send("POST", &path, &[JSON], &serde_json::to_vec(&c).unwrap())
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b:?}");
+        assert_eq!(b.unwrap()["code"], code);
+    }
+    // 200_COMPOSITION_retrieved, with ETag and Location.
+    let (s, h, b) = env.get(&format!("/ehr/{ehr}/composition/{v1}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()["_type"], "COMPOSITION");
+    assert_eq!(etag(&h), v1);
+    assert!(location(&h).ends_with(&v1));
+    // PUT with If-Match: 200_COMPOSITION_updated; 412 for a stale one, with the latest
+    // version uid in ETag and Location; 422 for a composition its template refuses.
+    let object = openehr::parse_uid(&v1).unwrap().object;
+    let put = format!("/ehr/{ehr}/composition/{object}");
+    let changed = serde_json::to_vec(&problem("Asthma, well controlled")).unwrap();
+    let quoted = format!("\"{v1}\"");
+    let (s, h, _) = env
+        .send("PUT", &put, &[JSON, ("if-match", &quoted)], &changed)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let v2 = etag(&h);
+    assert!(v2.ends_with("::2"));
+    assert!(location(&h).ends_with(&v2));
+    let (s, h, _) = env
+        .send("PUT", &put, &[JSON, ("if-match", &quoted)], &changed)
+        .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(etag(&h), v2);
+    assert!(location(&h).ends_with(&v2), "412 without Location");
+    let mut bad = problem("x");
+    bad["content"][0]["data"]["items"] = json!([]);
+    let q2 = format!("\"{v2}\"");
+    let (s, _, _) = env
+        .send(
+            "PUT",
+            &put,
+            &[JSON, ("if-match", &q2)],
+            &serde_json::to_vec(&bad).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // DELETE: 409 when the uid is not the latest (latest in ETag and Location); 204 for
+    // the latest; then 400_already_deleted; a read of it is 204_because_deleted.
+    let (s, h, _) = env
+        .send("DELETE", &format!("/ehr/{ehr}/composition/{v1}"), &[], b"")
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(etag(&h), v2);
+    assert!(location(&h).ends_with(&v2), "409 without Location");
+    let (s, h, _) = env
+        .send("DELETE", &format!("/ehr/{ehr}/composition/{v2}"), &[], b"")
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let v3 = etag(&h);
+    assert!(v3.ends_with("::3"));
+    assert!(location(&h).ends_with(&v3));
+    let (s, _, _) = env
+        .send("DELETE", &format!("/ehr/{ehr}/composition/{v3}"), &[], b"")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, b) = env.get(&format!("/ehr/{ehr}/composition/{object}")).await;
+    assert_eq!((s, b), (StatusCode::NO_CONTENT, None));
+}
+
+#[tokio::test]
+async fn contribution_and_query_as_the_spec_shows_them() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    // A NewContribution: versions (UPDATE_VERSION: data, lifecycle_state, commit_audit)
+    // and an audit.
+    let audit = json!({"change_type": {"value": "creation",
+        "defining_code": {"terminology_id": {"value": "openehr"}, "code_string": "249"}},
+        "description": {"value": "Description text"},
+        "committer": {"_type": "PARTY_IDENTIFIED", "name": "A user name"}});
+    let new = json!({
+        "versions": [{
+            "_type": "ORIGINAL_VERSION",
+            "data": problem("Hay fever"),
+            "lifecycle_state": {"value": "complete",
+                "defining_code": {"terminology_id": {"value": "openehr"}, "code_string": "532"}},
+            "commit_audit": audit
+        }],
+        "audit": {"committer": {"_type": "PARTY_IDENTIFIED", "name": "A user name"}}
+    });
+    let path = format!("/ehr/{ehr}/contribution");
+    // 201_CONTRIBUTION: ETag the quoted contribution uid, Location its URL; the
+    // CONTRIBUTION with return=representation: uid, versions as OBJECT_REFs, audit.
+    let (s, h, b) = env
+        .send(
+            "POST",
+            &path,
+            &[JSON, FULL],
+            &serde_json::to_vec(&new).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b:?}");
+    let uid = etag(&h);
+    assert!(openehr::is_uuid(&uid), "{uid}");
+    assert!(location(&h).ends_with(&format!("/ehr/{ehr}/contribution/{uid}")));
+    let b = b.unwrap();
+    assert_eq!(b["uid"]["value"], uid.as_str());
+    let r = &b["versions"][0];
+    assert_eq!(r["id"]["_type"], "OBJECT_VERSION_ID");
+    assert_eq!(r["namespace"], "local");
+    assert_eq!(r["type"], "COMPOSITION");
+    assert!(b["audit"]["time_committed"]["value"].is_string());
+    assert_eq!(
+        b["audit"]["change_type"]["defining_code"]["code_string"],
+        "249"
+    );
+    assert!(b["audit"]["committer"]["_type"].is_string());
+    // 200_CONTRIBUTION; 404_CONTRIBUTION for an unknown uid.
+    let (s, _, got) = env.get(&format!("/ehr/{ehr}/contribution/{uid}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(got.unwrap()["versions"], b["versions"]);
+    let (s, _, _) = env
+        .get(&format!(
+            "/ehr/{ehr}/contribution/0826851c-c4c2-4d61-92b9-410fb8275ff0"
+        ))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // 400_CONTRIBUTION: not a CONTRIBUTION; a modification of nothing.
+    let mut modify = new.clone();
+    modify["versions"][0]["commit_audit"]["change_type"] = json!({"value": "modification",
+        "defining_code": {"terminology_id": {"value": "openehr"}, "code_string": "251"}});
+    for bad in [
+        br#"{"versions": "x"}"#.to_vec(),
+        serde_json::to_vec(&modify).unwrap(),
+    ] {
+        let (s, _, _) = env.send("POST", &path, &[JSON], &bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
+
+    // QUERY: POST query/aql with q and query_parameters; the result set has meta, q,
+    // columns (name, path) and rows.
+    let q = "SELECT c/uid/value AS uid, p/data[at0001]/items[at0002]/value/value AS problem \
+             FROM EHR e[ehr_id/value=$ehr_id] CONTAINS COMPOSITION c \
+             CONTAINS EVALUATION p[openEHR-EHR-EVALUATION.problem_diagnosis.v1] \
+             ORDER BY c/uid/value LIMIT 10";
+    let (s, _, b) = env
+        .send(
+            "POST",
+            "/query/aql",
+            &[JSON],
+            &serde_json::to_vec(&json!({"q": q, "query_parameters": {"ehr_id": ehr}})).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b:?}");
+    let b = b.unwrap();
+    assert!(b["meta"].is_object());
+    assert_eq!(b["q"], q);
+    assert_eq!(b["columns"][1]["name"], "problem");
+    assert!(b["columns"][1]["path"].is_string());
+    assert_eq!(b["rows"][0][1], "Hay fever");
+    let (s, _, b) = env
+        .send(
+            "POST",
+            "/query/aql",
+            &[JSON],
+            &serde_json::to_vec(&json!({"q": "SELEC c FROM"})).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b.unwrap()["message"].is_string());
+}
