@@ -962,7 +962,12 @@ async fn a_questionnaire_assigned_coming_due_and_flagged_notifies_those_who_may_
     let p = q::Definition::parse(q::built_in("phq-9").unwrap()).unwrap();
     let answer = |rest: &str, q9: &str| {
         let mut a: Vec<(String, cophr_protocol::Value)> = (1..=8)
-            .map(|i| (format!("phq9-{i}"), cophr_protocol::Value::Text(rest.into())))
+            .map(|i| {
+                (
+                    format!("phq9-{i}"),
+                    cophr_protocol::Value::Text(rest.into()),
+                )
+            })
             .collect();
         a.push(("phq9-9".into(), cophr_protocol::Value::Text(q9.into())));
         let j = q::response_json(&p, &def, &a, "2030-06-19T10:00:00Z", None).unwrap();

@@ -247,7 +247,12 @@ fn a_blind_host_holds_no_referral_text_yet_its_gate_refuses_forged_and_out_of_or
 
     // A forged step by the wrong party: the pharmacist (write on tasks, not the owner)
     // marks it received. The relay's gate, holding only ciphertext, refuses it.
-    let honest = sealed_step(&mut w, &clinic, referral, with(&task(&gpa, &ca, "sent", REFERRAL), "status", "received"));
+    let honest = sealed_step(
+        &mut w,
+        &clinic,
+        referral,
+        with(&task(&gpa, &ca, "sent", REFERRAL), "status", "received"),
+    );
     let before = relay.len();
     let forged = w.forged(&pharmacist, honest.clone());
     assert!(
@@ -289,7 +294,13 @@ fn a_blind_host_holds_no_referral_text_yet_its_gate_refuses_forged_and_out_of_or
     // (the gate reads only the clear part).
     let changed = task(&gpa, &ca, "accepted", "Something else entirely");
     assert!(matches!(
-        w.prepare(&clinic, Payload::Amend { target: step.id(), body: changed }),
+        w.prepare(
+            &clinic,
+            Payload::Amend {
+                target: step.id(),
+                body: changed
+            }
+        ),
         Err(Rejection::Task(TaskError::Fixed("description")))
     ));
 
@@ -330,7 +341,10 @@ fn a_blind_host_holds_no_referral_text_yet_its_gate_refuses_forged_and_out_of_or
         assert_eq!(r.content_state(&step.id()), Some(ContentState::Opened));
         let b = w.body_of(reader, &referral);
         assert_eq!(status_of(&b), "received");
-        assert_eq!(b.get("description").and_then(Value::as_text), Some(REFERRAL));
+        assert_eq!(
+            b.get("description").and_then(Value::as_text),
+            Some(REFERRAL)
+        );
         let b = w.body_of(reader, &old);
         assert_eq!(status_of(&b), "received");
         assert_eq!(b.get("description").and_then(Value::as_text), Some(OLD));
@@ -358,7 +372,12 @@ fn a_writer_lying_in_the_clear_part_is_flagged_by_every_reader() {
         .id();
     // The clinic's modified node seals "received" but signs "rejected" in clear: the gate
     // reads a valid step (the owner may reject a sent task), so every replica takes it…
-    let honest = sealed_step(&mut w, &clinic, referral, task(&gpa, &ca, "received", REFERRAL));
+    let honest = sealed_step(
+        &mut w,
+        &clinic,
+        referral,
+        task(&gpa, &ca, "received", REFERRAL),
+    );
     let lie = w.forged(&clinic, set_status(&honest, "rejected"));
     w.relay.apply(lie.clone()).unwrap();
     let mut relay = w.fresh_relay();

@@ -206,7 +206,10 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
         args.extend(["--answer", a.as_str()]);
     }
     let out: Value = serde_json::from_str(&george.ok(&args)).unwrap();
-    assert_eq!((&out["score"], &out["band"]), (&Value::from(20), &Value::from("severe")));
+    assert_eq!(
+        (&out["score"], &out["band"]),
+        (&Value::from(20), &Value::from("severe"))
+    );
     assert_eq!(out["flags"].as_array().unwrap().len(), 1, "{out}");
     assert_eq!(out["flags"][0]["question"], "total");
     assert_eq!(out["flags"][0]["total"], true);
@@ -230,7 +233,10 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
     let n = gp.json(&["notifications", "list"]);
     let items = n["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{n}");
-    assert!(items.iter().all(|i| i["event"] == "questionnaire-flag"), "{n}");
+    assert!(
+        items.iter().all(|i| i["event"] == "questionnaire-flag"),
+        "{n}"
+    );
     let mut entries: Vec<&str> = items.iter().map(|i| i["entry"].as_str().unwrap()).collect();
     entries.sort_unstable();
     let mut want = vec![flagged_id.as_str(), severe_id.as_str()];

@@ -823,12 +823,17 @@ impl Definition {
             }
         }
         let mut flags = flags;
-        flags.extend(rule.flags.iter().filter(|f| score >= f.from).map(|f| Tripped {
-            question: TOTAL.to_owned(),
-            label: f.label.clone(),
-            answer: format!("total score {score}"),
-            total: true,
-        }));
+        flags.extend(
+            rule.flags
+                .iter()
+                .filter(|f| score >= f.from)
+                .map(|f| Tripped {
+                    question: TOTAL.to_owned(),
+                    label: f.label.clone(),
+                    answer: format!("total score {score}"),
+                    total: true,
+                }),
+        );
         Ok(Scored {
             score: Some(score),
             band: rule.band(score).map(|b| b.label.clone()),

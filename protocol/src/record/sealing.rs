@@ -291,7 +291,10 @@ impl Record {
             | Payload::SealedDelete { content, .. }
             | Payload::SealedAnnotate { content, .. } => {
                 let c = category.ok_or(SealingError::UnknownEpoch(content.epoch))?;
-                let bodied = matches!(p, Payload::SealedCreate { .. } | Payload::SealedAmend { .. });
+                let bodied = matches!(
+                    p,
+                    Payload::SealedCreate { .. } | Payload::SealedAmend { .. }
+                );
                 if (bodied && *c == Category::Tasks) != content.task.is_some() {
                     return Err(SealingError::TaskClear(c.clone()).into());
                 }

@@ -812,7 +812,13 @@ fn a_total_score_at_or_above_a_flag_trips_it_worked_out_from_the_answers() {
     let rule = p.scoring.as_ref().unwrap();
     assert_eq!(rule.flags.len(), 1);
     assert_eq!(rule.flags[0].from, 20);
-    let total = |s: &Scored| s.flags.iter().filter(|f| f.total).cloned().collect::<Vec<_>>();
+    let total = |s: &Scored| {
+        s.flags
+            .iter()
+            .filter(|f| f.total)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     // 19: moderately severe, no flag; 20: severe, flagged, with the score.
     let s = p
         .score(&list(&answers(&p, &[3, 3, 3, 3, 3, 3, 1, 0, 0])))
@@ -837,10 +843,14 @@ fn a_total_score_at_or_above_a_flag_trips_it_worked_out_from_the_answers() {
     assert!(s.flags[1].total);
     // GAD-7: 14 no, 15 yes.
     let g = gad7();
-    let s = g.score(&list(&answers(&g, &[3, 3, 3, 3, 2, 0, 0]))).unwrap();
+    let s = g
+        .score(&list(&answers(&g, &[3, 3, 3, 3, 2, 0, 0])))
+        .unwrap();
     assert_eq!(s.score, Some(14));
     assert!(s.flags.is_empty(), "{s:?}");
-    let s = g.score(&list(&answers(&g, &[3, 3, 3, 3, 3, 0, 0]))).unwrap();
+    let s = g
+        .score(&list(&answers(&g, &[3, 3, 3, 3, 3, 0, 0])))
+        .unwrap();
     assert_eq!(s.score, Some(15));
     assert_eq!(total(&s).len(), 1);
     assert!(s.flags[0].label.contains("Severe anxiety"));
@@ -893,6 +903,9 @@ fn a_malformed_flag_over_the_total_is_refused() {
         .collect();
     assert!(matches!(
         err(def(many)),
-        QuestionnaireError::TooMany { max: MAX_SCORE_FLAGS, .. }
+        QuestionnaireError::TooMany {
+            max: MAX_SCORE_FLAGS,
+            ..
+        }
     ));
 }
