@@ -713,3 +713,89 @@ fn sealed_content_in_tasks_without_its_lifecycle_in_clear_is_refused() {
     );
     assert_eq!(t.f.record.len(), before);
 }
+
+#[test]
+fn an_owners_sealed_step_changing_the_description_passes_the_gate_and_is_flagged_by_readers() {
+    let mut t = team();
+    let policy = crate::record::SealPolicy {
+        seal_new_streams: true,
+        history: true,
+    };
+    let mut rng = crate::testkit::SeededRng::new(21);
+    let (gp, clinic) = (t.gp.clone(), t.clinic.clone());
+    let mut gp_replica = t.f.record.clone();
+    gp_replica.unlock(&gp);
+    let sent = task_body(&gp.actor(), &clinic.actor(), "sent");
+    for v in gp_replica
+        .prepare_sealed(
+            &gp,
+            Payload::Create {
+                category: Category::Tasks,
+                body: sent.clone(),
+            },
+            t.f.now,
+            None,
+            policy,
+            &mut rng,
+        )
+        .unwrap()
+    {
+        t.f.record.apply(v).unwrap();
+    }
+    let task = t.f.record.entries().last().unwrap().id();
+    let mut mine = t.f.record.clone();
+    mine.unlock(&clinic);
+    // The clinic's modified node seals a "received" step that also rewrites what was
+    // asked: its writer would refuse it, the gate cannot see it (the clear part is a valid
+    // step by the owner).
+    let body = with_status(&sent, "received");
+    let mut lied = body.clone();
+    if let Value::Map(m) = &mut lied {
+        m.insert("description".into(), Value::Text("Nothing needed".into()));
+    }
+    let err = mine
+        .prepare_sealed(
+            &clinic,
+            Payload::Amend {
+                target: task,
+                body: lied.clone(),
+            },
+            t.f.now,
+            None,
+            policy,
+            &mut rng,
+        )
+        .unwrap_err();
+    assert_eq!(err, Rejection::Task(TaskError::Fixed("description")));
+    let epoch = mine.writing_epoch(&Category::Tasks).unwrap();
+    let sealed = mine
+        .seal_payload(
+            &clinic.actor(),
+            &Category::Tasks,
+            epoch,
+            Payload::Amend {
+                target: task,
+                body: lied,
+            },
+            &mut rng,
+        )
+        .unwrap();
+    let v = from_network(&t.f.record, &clinic, sealed, t.f.now);
+    let id = v.id();
+    t.f.record.apply(v).unwrap();
+    // A replica without the key holds it locked; every reader that opens it flags it.
+    assert_eq!(
+        t.f.record.content_state(&id),
+        Some(crate::record::ContentState::Locked)
+    );
+    for reader in [&t.f.patient, &gp, &clinic] {
+        let mut r = t.f.record.clone();
+        r.unlock(reader);
+        match r.content_state(&id) {
+            Some(crate::record::ContentState::Flagged(why)) => {
+                assert!(why.contains("`description`"), "{why}")
+            }
+            other => panic!("not flagged: {other:?}"),
+        }
+    }
+}

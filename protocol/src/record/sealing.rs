@@ -1269,7 +1269,7 @@ impl Record {
     }
 
     /// Seals a plain data payload of stream `c` under `epoch`, as `author` writes it.
-    fn seal_payload<R: RngCore + CryptoRng>(
+    pub(crate) fn seal_payload<R: RngCore + CryptoRng>(
         &self,
         author: &ActorId,
         c: &Category,
