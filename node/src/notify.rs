@@ -330,14 +330,24 @@ fn acts_as(r: &Record, me: &ActorId, who: &ActorId) -> bool {
 
 /// Whether a task's create is a questionnaire assigned to (owned by) someone `me` acts as.
 fn assigned_to(r: &Record, me: &ActorId, p: &Payload) -> bool {
-    let Payload::Create { body, .. } = p else {
+    if !p.is_create() {
         return false;
-    };
-    let text = |k: &str| body.get(k).and_then(cophr_protocol::Value::as_text);
-    text("kind") == Some(q::TASK_KIND)
-        && text("owner")
-            .and_then(|o| o.parse::<ActorId>().ok())
-            .is_some_and(|o| acts_as(r, me, &o))
+    }
+    task_fields(p).is_some_and(|t| t.kind == q::TASK_KIND && acts_as(r, me, &t.owner))
+}
+
+/// A task version's lifecycle fields: from its body, or for a sealed task not opened here
+/// from the fields signed in clear beside it (`docs/care-team.md`, "Sealed tasks").
+fn task_fields(p: &Payload) -> Option<cophr_protocol::care::TaskClear> {
+    match p {
+        Payload::Create { body, .. } | Payload::Amend { body, .. } => {
+            cophr_protocol::care::TaskClear::of_body(body).ok()
+        }
+        Payload::SealedCreate { content, .. } | Payload::SealedAmend { content, .. } => {
+            content.task.clone()
+        }
+        _ => None,
+    }
 }
 
 /// The reminders of questionnaires assigned to `me` coming due at `now` (from the viewer's
@@ -373,16 +383,13 @@ fn questionnaires_due(
 
 /// Whether a task version keeps the status of the version it amends (an edit, not a step).
 fn task_status_unchanged(r: &Record, p: &Payload) -> bool {
-    let Payload::Amend { target, body } = p else {
+    let (Payload::Amend { target, .. } | Payload::SealedAmend { target, .. }) = p else {
         return false;
     };
-    let status =
-        |b: &cophr_protocol::Value| b.get("status").and_then(|s| s.as_text().map(str::to_owned));
-    match r.payload(target).as_deref() {
-        Some(Payload::Create { body: before, .. } | Payload::Amend { body: before, .. }) => {
-            status(before) == status(body)
-        }
-        _ => false,
+    let status = |p: &Payload| task_fields(p).map(|t| t.status);
+    match r.payload(target) {
+        Some(before) => status(&before).is_some() && status(&before) == status(p),
+        None => false,
     }
 }
 

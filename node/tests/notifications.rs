@@ -960,12 +960,12 @@ async fn a_questionnaire_assigned_coming_due_and_flagged_notifies_those_who_may_
         )
         .unwrap();
     let p = q::Definition::parse(q::built_in("phq-9").unwrap()).unwrap();
-    let answer = |q9: &str| {
+    let answer = |rest: &str, q9: &str| {
         let mut a: Vec<(String, cophr_protocol::Value)> = (1..=8)
             .map(|i| {
                 (
                     format!("phq9-{i}"),
-                    cophr_protocol::Value::Text("LA6568-5".into()),
+                    cophr_protocol::Value::Text(rest.into()),
                 )
             })
             .collect();
@@ -985,8 +985,8 @@ async fn a_questionnaire_assigned_coming_due_and_flagged_notifies_those_who_may_
             )
             .unwrap()
     };
-    let calm = answer("LA6568-5"); // Not at all
-    let flagged = answer("LA6569-3"); // Several days
+    let calm = answer("LA6568-5", "LA6568-5"); // Not at all
+    let flagged = answer("LA6568-5", "LA6569-3"); // Several days
     let gp_got = n.process(&gp.actor(), &rec, t0).unwrap();
     assert_eq!(gp_got.len(), 1, "{gp_got:?}");
     assert_eq!(gp_got[0].id, format!("questionnaire-flag:{flagged}"));
@@ -1006,4 +1006,24 @@ async fn a_questionnaire_assigned_coming_due_and_flagged_notifies_those_who_may_
     assert_eq!(flags_of(&calm), json!([]));
     assert_eq!(flags_of(&flagged)[0]["question"], "phq9-9");
     assert_eq!(flags_of(&flagged)[0]["answer"], "Several days");
+    assert!(flags_of(&flagged)[0].get("total").is_none());
+    // A total of 24 (severe) with question 9 "Not at all": the flag over the total score,
+    // worked out from the answers, notifies the GP as any flag does.
+    let severe = answer("LA6571-9", "LA6568-5"); // Nearly every day, then Not at all
+    let gp_got = n.process(&gp.actor(), &rec, t0).unwrap();
+    assert_eq!(gp_got.len(), 1, "{gp_got:?}");
+    assert_eq!(gp_got[0].id, format!("questionnaire-flag:{severe}"));
+    let (_, list) = call(&api, Method::GET, &format!("{base}/questionnaires"), None).await;
+    let r = list["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == json!(severe))
+        .unwrap()
+        .clone();
+    assert_eq!(r["score"], 24);
+    assert_eq!(r["flags"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["flags"][0]["question"], "total");
+    assert_eq!(r["flags"][0]["total"], true);
+    assert_eq!(r["flags"][0]["answer"], "total score 24");
 }

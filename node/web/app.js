@@ -1892,8 +1892,10 @@ function answerForm(box, p, a, result) {
       if ((r.flags || []).length) {
         res.append(h('p', { id: 'questionnaire-flag', class: 'flag' },
           h('strong', {}, 'Flagged for your care team: '),
-          r.flags.map((f) => `${f.label} (you answered “${f.answer}”)`).join('; '),
-          '. If you feel you may act on these thoughts, call your local emergency number now.'));
+          r.flags.map((f) => (f.total ? `${f.label} (your ${f.answer})` : `${f.label} (you answered “${f.answer}”)`)).join('; '),
+          r.flags.some((f) => !f.total)
+            ? '. If you feel you may act on these thoughts, call your local emergency number now.'
+            : '. Your care team is told. If you feel unsafe, call your local emergency number.'));
       }
     }
     setStatus(`Answers sent: score ${r.score ?? '—'}${r.band ? ` (${r.band})` : ''}.`);

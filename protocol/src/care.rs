@@ -307,6 +307,107 @@ impl Task {
     }
 }
 
+/// A sealed task's lifecycle fields, signed in clear beside its sealed content
+/// ([`crate::seal::Sealed::task`]): what the gate reads to enforce the lifecycle on every
+/// replica, relays included, without the key. Everything else (description, due date, note)
+/// is sealed. Readers that open the content check it agrees with this; a writer lying in
+/// one of the two is flagged (`docs/care-team.md`, "Sealed tasks").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TaskClear {
+    /// The kind (one of [`TASK_KINDS`]): the order of steps depends on it.
+    pub kind: String,
+    /// Who asked.
+    pub requester: ActorId,
+    /// Who must act.
+    pub owner: ActorId,
+    /// Where it stands (one of [`TASK_STATUSES`]).
+    pub status: String,
+    /// An assigned questionnaire's published version (fixed once sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub questionnaire: Option<EntryId>,
+}
+
+impl TaskClear {
+    /// The lifecycle fields of a task's body.
+    ///
+    /// # Errors
+    /// [`TaskError::Field`] naming a field missing or malformed (a party named otherwise
+    /// than by actor id, a questionnaire that is not an entry id).
+    pub fn of_body(body: &Value) -> Result<TaskClear, TaskError> {
+        let t = Task::from_body(body)?;
+        let questionnaire = match body.get("questionnaire") {
+            None => None,
+            Some(q) => Some(
+                q.as_text()
+                    .and_then(|q| q.parse::<EntryId>().ok())
+                    .ok_or(TaskError::Field("questionnaire"))?,
+            ),
+        };
+        Ok(TaskClear {
+            kind: t.kind,
+            requester: t.requester,
+            owner: t.owner,
+            status: t.status.name().to_owned(),
+            questionnaire,
+        })
+    }
+
+    /// Whether its names are among the known kinds and statuses (bounded: a relay stores
+    /// nothing else in clear).
+    pub fn is_well_formed(&self) -> bool {
+        TASK_KINDS.contains(&self.kind.as_str()) && TaskStatus::parse(&self.status).is_some()
+    }
+
+    /// As a body holding only these fields, for [`check_task_create`] and
+    /// [`check_task_step`].
+    pub fn to_body(&self) -> Value {
+        let mut m = BTreeMap::new();
+        m.insert("kind".to_owned(), Value::Text(self.kind.clone()));
+        m.insert(
+            "requester".to_owned(),
+            Value::Text(self.requester.to_string()),
+        );
+        m.insert("owner".to_owned(), Value::Text(self.owner.to_string()));
+        m.insert("status".to_owned(), Value::Text(self.status.clone()));
+        if let Some(q) = &self.questionnaire {
+            m.insert("questionnaire".to_owned(), Value::Text(q.to_string()));
+        }
+        Value::Map(m)
+    }
+}
+
+/// What a reader finds wrong in a sealed task it opened, which the gate could not check:
+/// its clear part disagrees with its sealed body, or an owner's step changed what only the
+/// requester may (`before` the opened version amended, when held). `None` when it is sound.
+pub fn sealed_task_flag(clear: &TaskClear, body: &Value, before: Option<&Value>) -> Option<String> {
+    match TaskClear::of_body(body) {
+        Err(e) => return Some(format!("its sealed task is malformed: {e}")),
+        Ok(sealed) if sealed != *clear => {
+            return Some(
+                "its kind, parties, status or questionnaire in clear disagree with its sealed \
+                 content"
+                    .to_owned(),
+            )
+        }
+        Ok(_) => {}
+    }
+    let before = before?;
+    let (Ok(b), Ok(a)) = (Task::from_body(before), Task::from_body(body)) else {
+        return None;
+    };
+    if a.status != b.status && a.status.party() == Party::Owner {
+        for field in ["description", "due"] {
+            if before.get(field) != body.get(field) {
+                return Some(format!(
+                    "an owner's step changed the task's `{field}`, which only its requester may"
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// Checks a new task written by `author` (the person: the record id for the patient, else
 /// the grantee): status `sent`, requester the author.
 ///

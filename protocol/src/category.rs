@@ -152,15 +152,6 @@ impl Category {
         }
     }
 
-    /// Whether the category's content is always kept in clear, never sealed: the record's
-    /// rules read it at the gate on every replica, relays included (a task's status and
-    /// parties decide who may write its next step). Appointments are sealed like any other
-    /// content (their reminders are checked by the writer before sealing, and at the gate
-    /// when plain). See `docs/care-team.md`.
-    pub fn in_clear(&self) -> bool {
-        matches!(self, Category::Tasks)
-    }
-
     /// Whether this is a namespaced extension.
     pub fn is_extension(&self) -> bool {
         matches!(self, Category::Extension(_))

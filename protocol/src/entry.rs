@@ -613,6 +613,12 @@ pub fn check_structure(e: &Entry) -> Result<(), EntryError> {
                 e.payload,
                 Payload::SealedCreate { .. } | Payload::SealedAmend { .. }
             );
+            if !bodied && content.task.is_some() {
+                return Err(EntryError::Text("task"));
+            }
+            if content.task.as_ref().is_some_and(|t| !t.is_well_formed()) {
+                return Err(EntryError::Text("task"));
+            }
             if !bodied && !content.blobs.is_empty() {
                 return Err(EntryError::Documents(crate::blob::BlobError::Shape(
                     "only a create or an amend references documents",

@@ -1302,7 +1302,9 @@ impl Record {
     /// building on the task's latest version in the author's past) and an appointment's
     /// reminders (none already past at the entry's own time). Returns whether the entry is
     /// a task owner's step, which the owner may write on an item someone else created.
-    /// Sealed content is not read here (see `docs/care-team.md`).
+    /// Sealed content is not read here: a sealed task's lifecycle fields are signed in clear
+    /// beside it ([`crate::seal::Sealed::task`]), and checked as a plain task's are (see
+    /// `docs/care-team.md`, "Sealed tasks").
     fn check_care(
         &self,
         e: &Entry,
@@ -1310,26 +1312,30 @@ impl Record {
         category: Option<&Category>,
         past: &dyn Fn(&EntryId) -> bool,
     ) -> Result<bool, Rejection> {
-        let (Some(c @ (Category::Tasks | Category::Appointments)), Some(body)) = (
-            category,
-            match &e.payload {
-                Payload::Create { body, .. } | Payload::Amend { body, .. } => Some(body),
-                _ => None,
-            },
-        ) else {
+        let Some(c @ (Category::Tasks | Category::Appointments)) = category else {
             return Ok(false);
         };
+        let Some(body) = Record::task_view(&e.payload, category) else {
+            return Ok(false);
+        };
+        let body = &body;
         let before = match &e.payload {
-            Payload::Amend { target, .. } => {
-                let Some(p) = self.payload(target) else {
+            Payload::Amend { target, .. } | Payload::SealedAmend { target, .. } => {
+                // As signed (a sealed task's clear part), the same on every replica.
+                let Some(n) = self.nodes.get(target) else {
                     return Ok(false);
                 };
-                match &*p {
-                    Payload::Create { body, .. } | Payload::Amend { body, .. } => {
-                        Some((*target, body.clone()))
-                    }
-                    // A sealed version: the sealing rules refuse a plain amend of it.
-                    _ => return Ok(false),
+                let signed = match n.payload() {
+                    Some(p) => std::borrow::Cow::Borrowed(p),
+                    None => match self.entry_of(target, n) {
+                        Some(v) => std::borrow::Cow::Owned(v.entry().payload.clone()),
+                        None => return Ok(false),
+                    },
+                };
+                match Record::task_view(&signed, category) {
+                    Some(b) => Some((*target, b)),
+                    // A sealed appointment: the sealing rules refuse a plain amend of it.
+                    None => return Ok(false),
                 }
             }
             _ => None,
@@ -1357,8 +1363,30 @@ impl Record {
                 }
             }
         }
+        // A sealed step is checked on the lifecycle fields alone (its clear part), against
+        // the same fields of the version amended (which may be an old plain one).
+        let before = if e.payload.sealed().is_some() {
+            crate::care::TaskClear::of_body(&before)?.to_body()
+        } else {
+            before
+        };
         let party = crate::care::check_task_step(&before, body, &acting.principal)?;
         Ok(party == crate::care::Party::Owner && self.item_author(&target) != acting.principal)
+    }
+
+    /// What the gate reads of a create or amend in `category`: a plain body, or a sealed
+    /// task's lifecycle fields signed in clear beside its content (`None` for other sealed
+    /// content, which the gate cannot read).
+    fn task_view(p: &Payload, category: Option<&Category>) -> Option<crate::value::Value> {
+        match p {
+            Payload::Create { body, .. } | Payload::Amend { body, .. } => Some(body.clone()),
+            Payload::SealedCreate { content, .. } | Payload::SealedAmend { content, .. }
+                if category == Some(&Category::Tasks) =>
+            {
+                content.task.as_ref().map(crate::care::TaskClear::to_body)
+            }
+            _ => None,
+        }
     }
 
     /// The questionnaire rules ([`crate::care::questionnaire`]) for a plain create or amend
@@ -1493,7 +1521,7 @@ impl Record {
     ) -> Result<(), Rejection> {
         let device = acting.is_device();
         match &e.payload {
-            Payload::Amend { .. } if owner_step => {}
+            Payload::Amend { .. } | Payload::SealedAmend { .. } if owner_step => {}
             Payload::Amend { target, .. }
             | Payload::Delete { target, .. }
             | Payload::SealedAmend { target, .. }
@@ -1629,7 +1657,7 @@ impl Record {
             Payload::Create { category, .. } | Payload::SealedCreate { category, .. } => {
                 need(g, "write", Level::Write, category)?
             }
-            Payload::Amend { .. } if owner_step => {
+            Payload::Amend { .. } | Payload::SealedAmend { .. } if owner_step => {
                 // A task's owner steps the task they must act on (`crate::care`).
                 if let Some(c) = category {
                     need(g, "amend", Level::Write, c)?;

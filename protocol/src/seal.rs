@@ -268,6 +268,12 @@ pub struct Sealed {
     /// without documents encodes as before).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blobs: Vec<crate::blob::BlobRef>,
+    /// A task's create or amend only: its lifecycle fields, in clear and signed with the
+    /// entry, so every replica's gate enforces the lifecycle without the key
+    /// (`docs/care-team.md`, "Sealed tasks"); readers check the sealed body agrees. Absent
+    /// otherwise (so other content encodes as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<crate::care::TaskClear>,
 }
 
 impl Sealed {
@@ -316,6 +322,7 @@ pub fn seal<R: RngCore + CryptoRng>(
         nonce,
         ct,
         blobs: Vec::new(),
+        task: None,
     })
 }
 

@@ -938,6 +938,7 @@ fn misshapen_key_wraps_and_sealed_content_are_refused_before_the_gate() {
             nonce: [0; 24],
             ct: vec![0; 15],
             blobs: Vec::new(),
+            task: None,
         },
     };
     assert_eq!(check_structure(&e), Err(EntryError::Text("content")));

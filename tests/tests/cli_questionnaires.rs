@@ -198,7 +198,28 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
     let table = george.ok(&["questionnaire", "list"]);
     assert!(table.contains("FLAG phq9-9"), "{table}");
 
-    // The GP sees George's responses and scores, and is told of the flag (only that one).
+    // A third with a total of 20 (severe) and question 9 "Not at all": the flag over the
+    // total score, worked out from the answers.
+    let mut args = vec!["--json", "questionnaire", "answer", def.as_str()];
+    let severe = answers(&[3, 3, 3, 3, 3, 3, 2, 0, 0]);
+    for a in &severe {
+        args.extend(["--answer", a.as_str()]);
+    }
+    let out: Value = serde_json::from_str(&george.ok(&args)).unwrap();
+    assert_eq!(
+        (&out["score"], &out["band"]),
+        (&Value::from(20), &Value::from("severe"))
+    );
+    assert_eq!(out["flags"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(out["flags"][0]["question"], "total");
+    assert_eq!(out["flags"][0]["total"], true);
+    let severe_id = out["entry"].as_str().unwrap().to_owned();
+    let shown = george.ok(&["questionnaire", "show", &severe_id]);
+    assert!(shown.contains("FLAG total: Severe depression"), "{shown}");
+    let table = george.ok(&["questionnaire", "list"]);
+    assert!(table.contains("FLAG total"), "{table}");
+
+    // The GP sees George's responses and scores, and is told of the flags (only those two).
     share(&files, &george, &gp);
     let l = gp.json(&["questionnaire", "list"]);
     let scores: Vec<&Value> = l["responses"]
@@ -211,7 +232,14 @@ fn a_gp_assigns_phq9_and_george_answers_it_and_sees_his_score_and_band() {
     assert_eq!(l["assigned"][0]["status"], "completed");
     let n = gp.json(&["notifications", "list"]);
     let items = n["items"].as_array().unwrap();
-    assert_eq!(items.len(), 1, "{n}");
-    assert_eq!(items[0]["event"], "questionnaire-flag");
-    assert_eq!(items[0]["entry"], flagged_id.as_str());
+    assert_eq!(items.len(), 2, "{n}");
+    assert!(
+        items.iter().all(|i| i["event"] == "questionnaire-flag"),
+        "{n}"
+    );
+    let mut entries: Vec<&str> = items.iter().map(|i| i["entry"].as_str().unwrap()).collect();
+    entries.sort_unstable();
+    let mut want = vec![flagged_id.as_str(), severe_id.as_str()];
+    want.sort_unstable();
+    assert_eq!(entries, want);
 }

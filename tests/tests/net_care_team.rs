@@ -3,7 +3,9 @@
 //! referral owned by the renal clinic, the clinic takes its steps, and George's node sees
 //! where it stands as each step replicates through the host (whose gate checks each step
 //! as every replica's does); the clinic books an appointment, which reaches George's node
-//! (listing its reminders) and which the host holds sealed. Run `cargo build -p cophr` first.
+//! (listing its reminders). The host holds both sealed: it reads neither the referral's
+//! description nor the appointment (its gate checks each step on the lifecycle fields
+//! signed in clear beside the sealed task). Run `cargo build -p cophr` first.
 
 mod cli_support;
 
@@ -74,9 +76,16 @@ fn a_referral_moves_through_a_blind_host_and_george_sees_each_step() {
         gp.task_status(&id).as_deref() == Some("accepted")
     });
 
+    // The host checked every step without reading the referral: its description is
+    // nowhere in the host's files (docs/care-team.md, "Sealed tasks").
+    assert_eq!(
+        search::in_files(host.dir(), &["eGFR falling: please review"]),
+        vec![0],
+        "the host holds the referral sealed"
+    );
+
     // The clinic books the appointment: George's node lists its reminders; the host holds
-    // it sealed (its words are nowhere in the host's files), while the referral, whose
-    // steps every replica checks, is kept in clear (docs/care-team.md).
+    // it sealed (its words are nowhere in the host's files).
     let start = (time::OffsetDateTime::now_utc() + time::Duration::days(3))
         .replace_nanosecond(0)
         .expect("whole seconds")

@@ -37,6 +37,10 @@ pub const MAX_ITEMS: usize = 100;
 pub const MAX_OPTIONS: usize = 32;
 /// Most severity bands in one scoring rule.
 pub const MAX_BANDS: usize = 16;
+/// Most flags over the total score on one definition.
+pub const MAX_SCORE_FLAGS: usize = 4;
+/// The `question` of a flag tripped by the total score ([`Tripped::total`]).
+pub const TOTAL: &str = "total";
 /// Longest `linkId`, in bytes.
 pub const MAX_LINK_ID: usize = 64;
 /// Longest text (title, item text, option display, band label), in bytes.
@@ -242,15 +246,29 @@ pub struct Flag {
     pub label: String,
 }
 
-/// A flag a response tripped: the question, the flag's meaning and the answer given.
+/// A flag a response tripped: the question, the flag's meaning and the answer given; or,
+/// for a flag over the total score, [`TOTAL`], its meaning and the score.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Tripped {
-    /// The question's linkId.
+    /// The question's linkId ([`TOTAL`] for a flag over the total score).
     pub question: String,
     /// The flag's label.
     pub label: String,
-    /// The answer chosen (its display).
+    /// The answer chosen (its display), or `total score N`.
     pub answer: String,
+    /// Whether the total score tripped it (not one answer).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub total: bool,
+}
+
+/// A clinical flag over the total score: a score of at least `from` trips it (PHQ-9 20 or
+/// more, *severe*). Worked out from the answers, never stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ScoreFlag {
+    /// The lowest total that trips it.
+    pub from: i64,
+    /// What it means.
+    pub label: String,
 }
 
 /// A severity band: scores from `low` to `high` (both included) read as `label`.
@@ -269,6 +287,9 @@ pub struct Band {
 pub struct Scoring {
     /// The severity bands, lowest first (may be empty).
     pub bands: Vec<Band>,
+    /// Flags over the total score (at most [`MAX_SCORE_FLAGS`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<ScoreFlag>,
 }
 
 impl Scoring {
@@ -397,9 +418,38 @@ fn scoring_of(e: &Json) -> Result<Scoring, QuestionnaireError> {
     let bad = |m: String| QuestionnaireError::Scoring(m);
     let mut method = None;
     let mut bands = Vec::new();
+    let mut flags = Vec::new();
     for sub in extensions(e)? {
         match ext_url(sub) {
             Some("method") => method = sub.get("valueCode").and_then(Json::as_str),
+            Some("flag") => {
+                if flags.len() == MAX_SCORE_FLAGS {
+                    return Err(QuestionnaireError::TooMany {
+                        what: "flags over the total score",
+                        got: MAX_SCORE_FLAGS + 1,
+                        max: MAX_SCORE_FLAGS,
+                    });
+                }
+                let (mut from, mut label) = (None, None);
+                for f in extensions(sub)? {
+                    match ext_url(f) {
+                        Some("from") => from = f.get("valueInteger").and_then(integer),
+                        Some("label") => {
+                            label = short(
+                                text_of(f, "valueString", "a flag's label")?,
+                                "a flag's label",
+                            )?
+                        }
+                        _ => {}
+                    }
+                }
+                let (Some(from), Some(label)) = (from, label) else {
+                    return Err(bad(
+                        "a flag over the total needs `from` (a whole number) and `label`".into(),
+                    ));
+                };
+                flags.push(ScoreFlag { from, label });
+            }
             Some("band") => {
                 if bands.len() == MAX_BANDS {
                     return Err(QuestionnaireError::TooMany {
@@ -450,7 +500,7 @@ fn scoring_of(e: &Json) -> Result<Scoring, QuestionnaireError> {
             )));
         }
     }
-    Ok(Scoring { bands })
+    Ok(Scoring { bands, flags })
 }
 
 /// An item's clinical flag ([`FLAG`]): on a choice item only, given once, with a whole
@@ -656,6 +706,20 @@ impl Definition {
                 "no answer option has an ordinal value to sum".into(),
             ));
         }
+        if let Some(rule) = &scoring {
+            // The highest total the answers can give: a flag above it never trips.
+            let most: i64 = items
+                .iter()
+                .filter_map(|i| i.options.iter().filter_map(|o| o.ordinal).max())
+                .map(|m| m.max(0))
+                .sum();
+            if let Some(f) = rule.flags.iter().find(|f| f.from > most) {
+                return Err(QuestionnaireError::Scoring(format!(
+                    "flag `{}`: no answers reach a total of {} (at most {most})",
+                    f.label, f.from
+                )));
+            }
+        }
         Ok(Definition {
             url: short(text_of(j, "url", "Questionnaire")?, "the url")?,
             title,
@@ -741,6 +805,7 @@ impl Definition {
                     question: item.link_id.clone(),
                     label: flag.label.clone(),
                     answer: o.display.clone(),
+                    total: false,
                 })
             })
             .collect();
@@ -757,6 +822,18 @@ impl Definition {
                 score += o.and_then(|o| o.ordinal).unwrap_or(0);
             }
         }
+        let mut flags = flags;
+        flags.extend(
+            rule.flags
+                .iter()
+                .filter(|f| score >= f.from)
+                .map(|f| Tripped {
+                    question: TOTAL.to_owned(),
+                    label: f.label.clone(),
+                    answer: format!("total score {score}"),
+                    total: true,
+                }),
+        );
         Ok(Scored {
             score: Some(score),
             band: rule.band(score).map(|b| b.label.clone()),

@@ -539,7 +539,7 @@ fn date_times_convert_to_milliseconds() {
 }
 
 #[test]
-fn tasks_stay_in_clear_when_other_streams_are_sealed() {
+fn a_task_is_sealed_with_its_lifecycle_fields_in_clear_beside_it() {
     let mut t = team();
     let policy = crate::record::SealPolicy {
         seal_new_streams: true,
@@ -550,38 +550,42 @@ fn tasks_stay_in_clear_when_other_streams_are_sealed() {
     t.f.record.unlock(&patient);
     let me = t.f.record.id();
     let clinic = t.clinic.actor();
-    let written = |r: &Record, category: Category, body: Value, rng: &mut _| {
-        r.prepare_sealed(
-            &patient,
-            Payload::Create { category, body },
-            t.f.now,
-            None,
-            policy,
-            rng,
-        )
-        .expect("the patient may write")
+    let out =
+        t.f.record
+            .prepare_sealed(
+                &patient,
+                Payload::Create {
+                    category: Category::Tasks,
+                    body: task_body(&me, &clinic, "sent"),
+                },
+                t.f.now,
+                None,
+                policy,
+                &mut rng,
+            )
+            .expect("the patient may write");
+    // An epoch opened, then the task sealed: its description is not in clear, its
+    // lifecycle fields are (and nothing else).
+    let last = out.last().expect("written");
+    let Payload::SealedCreate { content, .. } = &last.entry().payload else {
+        panic!("not sealed: {}", last.entry().payload.kind());
     };
-    // A problem is sealed (an epoch opened, then sealed content)…
-    let sealed = written(
-        &t.f.record,
-        Category::Problems,
-        crate::testkit::text_body(&[("problem", "CKD stage 3")]),
-        &mut rng,
+    assert_eq!(
+        content.task,
+        Some(TaskClear {
+            kind: "referral".into(),
+            requester: me,
+            owner: clinic,
+            status: "sent".into(),
+            questionnaire: None,
+        })
     );
-    assert!(sealed
-        .iter()
-        .any(|v| matches!(v.entry().payload, Payload::SealedCreate { .. })));
-    // …a task is not: every replica's gate reads it (an appointment is sealed, see
-    // `an_appointment_is_sealed_like_other_content_and_its_writer_checks_its_reminders`).
-    let out = written(
-        &t.f.record,
-        Category::Tasks,
-        task_body(&me, &clinic, "sent"),
-        &mut rng,
-    );
-    assert_eq!(out.len(), 1);
-    assert!(matches!(out[0].entry().payload, Payload::Create { .. }));
-    t.f.record.apply(out[0].clone()).unwrap();
+    let bytes = last.signed().bytes();
+    let needle = b"review George's eGFR";
+    assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+    for v in out {
+        t.f.record.apply(v).unwrap();
+    }
 }
 
 #[test]
@@ -594,7 +598,6 @@ fn an_appointment_is_sealed_like_other_content_and_its_writer_checks_its_reminde
         history: true,
     };
     let mut rng = crate::testkit::SeededRng::new(15);
-    assert!(!Category::Appointments.in_clear());
     // Sealed: a host relaying it reads neither the clinic nor the time.
     let out =
         t.f.record
@@ -645,7 +648,7 @@ fn an_appointment_is_sealed_like_other_content_and_its_writer_checks_its_reminde
 }
 
 #[test]
-fn a_key_epoch_or_sealed_content_in_a_stream_kept_in_clear_is_refused() {
+fn sealed_content_in_tasks_without_its_lifecycle_in_clear_is_refused() {
     let mut t = team();
     let patient = t.f.patient.clone();
     t.f.record.unlock(&patient);
@@ -669,34 +672,130 @@ fn a_key_epoch_or_sealed_content_in_a_stream_kept_in_clear_is_refused() {
                 &mut rng,
             )
             .unwrap();
-    // The same, relabelled as tasks, from the network: refused, nothing stored.
-    for v in &sealed {
-        let payload = match v.entry().payload.clone() {
-            Payload::KeyWrap {
-                epoch,
-                opens,
-                wraps,
-                thread,
-                ..
-            } => Payload::KeyWrap {
-                category: Category::Tasks,
-                epoch,
-                opens,
-                wraps,
-                thread,
+    let (wrap, create) = (sealed[0].clone(), sealed[1].clone());
+    t.f.record.apply(wrap).unwrap();
+    let Payload::SealedCreate { content, .. } = create.entry().payload.clone() else {
+        panic!("not sealed");
+    };
+    // Relabelled as a task, with no clear part: the gate could not check its lifecycle.
+    let before = t.f.record.len();
+    let v = from_network(
+        &t.f.record,
+        &patient,
+        Payload::SealedCreate {
+            category: Category::Tasks,
+            content: content.clone(),
+        },
+        t.f.now,
+    );
+    assert_eq!(
+        t.f.record.apply(v).unwrap_err(),
+        Rejection::Sealing(crate::record::SealingError::TaskClear(Category::Tasks))
+    );
+    // A problem carrying a task's clear part: refused too (nothing but a task has one).
+    let me = t.f.record.id();
+    let clear = TaskClear::of_body(&task_body(&me, &t.clinic.actor(), "sent")).unwrap();
+    let v = from_network(
+        &t.f.record,
+        &patient,
+        Payload::SealedCreate {
+            category: Category::Problems,
+            content: crate::seal::Sealed {
+                task: Some(clear),
+                ..content
             },
-            Payload::SealedCreate { content, .. } => Payload::SealedCreate {
+        },
+        t.f.now,
+    );
+    assert_eq!(
+        t.f.record.apply(v).unwrap_err(),
+        Rejection::Sealing(crate::record::SealingError::TaskClear(Category::Problems))
+    );
+    assert_eq!(t.f.record.len(), before);
+}
+
+#[test]
+fn an_owners_sealed_step_changing_the_description_passes_the_gate_and_is_flagged_by_readers() {
+    let mut t = team();
+    let policy = crate::record::SealPolicy {
+        seal_new_streams: true,
+        history: true,
+    };
+    let mut rng = crate::testkit::SeededRng::new(21);
+    let (gp, clinic) = (t.gp.clone(), t.clinic.clone());
+    let mut gp_replica = t.f.record.clone();
+    gp_replica.unlock(&gp);
+    let sent = task_body(&gp.actor(), &clinic.actor(), "sent");
+    for v in gp_replica
+        .prepare_sealed(
+            &gp,
+            Payload::Create {
                 category: Category::Tasks,
-                content,
+                body: sent.clone(),
             },
-            other => panic!("unexpected {}", other.kind()),
-        };
-        let before = t.f.record.len();
-        let v = from_network(&t.f.record, &patient, payload, t.f.now);
-        assert_eq!(
-            t.f.record.apply(v).unwrap_err(),
-            Rejection::Sealing(crate::record::SealingError::InClear(Category::Tasks))
-        );
-        assert_eq!(t.f.record.len(), before);
+            t.f.now,
+            None,
+            policy,
+            &mut rng,
+        )
+        .unwrap()
+    {
+        t.f.record.apply(v).unwrap();
+    }
+    let task = t.f.record.entries().last().unwrap().id();
+    let mut mine = t.f.record.clone();
+    mine.unlock(&clinic);
+    // The clinic's modified node seals a "received" step that also rewrites what was
+    // asked: its writer would refuse it, the gate cannot see it (the clear part is a valid
+    // step by the owner).
+    let body = with_status(&sent, "received");
+    let mut lied = body.clone();
+    if let Value::Map(m) = &mut lied {
+        m.insert("description".into(), Value::Text("Nothing needed".into()));
+    }
+    let err = mine
+        .prepare_sealed(
+            &clinic,
+            Payload::Amend {
+                target: task,
+                body: lied.clone(),
+            },
+            t.f.now,
+            None,
+            policy,
+            &mut rng,
+        )
+        .unwrap_err();
+    assert_eq!(err, Rejection::Task(TaskError::Fixed("description")));
+    let epoch = mine.writing_epoch(&Category::Tasks).unwrap();
+    let sealed = mine
+        .seal_payload(
+            &clinic.actor(),
+            &Category::Tasks,
+            epoch,
+            Payload::Amend {
+                target: task,
+                body: lied,
+            },
+            &mut rng,
+        )
+        .unwrap();
+    let v = from_network(&t.f.record, &clinic, sealed, t.f.now);
+    let id = v.id();
+    t.f.record.apply(v).unwrap();
+    // A replica without the key holds it locked; every reader that opens it flags it.
+    assert_eq!(
+        t.f.record.content_state(&id),
+        Some(crate::record::ContentState::Locked)
+    );
+    for reader in [&t.f.patient, &gp, &clinic] {
+        let mut r = t.f.record.clone();
+        r.unlock(reader);
+        match r.content_state(&id) {
+            Some(crate::record::ContentState::Flagged(why)) => {
+                assert!(why.contains("`description`"), "{why}")
+            }
+            other => panic!("not flagged: {other:?}"),
+        }
     }
 }

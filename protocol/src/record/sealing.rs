@@ -80,9 +80,13 @@ pub enum SealingError {
     /// A reader key that is not a valid X25519 recipient.
     #[error("{0} cannot receive keys (not a valid key)")]
     BadReaderKey(ActorId),
-    /// Sealed content or a key epoch in a stream kept in clear ([`Category::in_clear`]).
-    #[error("the {0} stream is kept in clear: its content is read by the record's rules")]
-    InClear(Category),
+    /// A sealed task's create or amend without its lifecycle fields in clear, or other
+    /// sealed content carrying them ([`crate::seal::Sealed::task`]).
+    #[error(
+        "a sealed task's create or amend carries its lifecycle fields in clear, and nothing \
+         else does ({0})"
+    )]
+    TaskClear(Category),
     /// Sealing needs an epoch key this writer does not hold.
     #[error("no key for the {0} stream's current epoch is held here")]
     NoKey(Category),
@@ -287,8 +291,12 @@ impl Record {
             | Payload::SealedDelete { content, .. }
             | Payload::SealedAnnotate { content, .. } => {
                 let c = category.ok_or(SealingError::UnknownEpoch(content.epoch))?;
-                if c.in_clear() {
-                    return Err(SealingError::InClear(c.clone()).into());
+                let bodied = matches!(
+                    p,
+                    Payload::SealedCreate { .. } | Payload::SealedAmend { .. }
+                );
+                if (bodied && *c == Category::Tasks) != content.task.is_some() {
+                    return Err(SealingError::TaskClear(c.clone()).into());
                 }
                 self.check_sealed_under(c, content.epoch, past)?;
             }
@@ -299,9 +307,6 @@ impl Record {
                 wraps,
                 thread,
             } => {
-                if c.in_clear() {
-                    return Err(SealingError::InClear(c.clone()).into());
-                }
                 let readers = self.readers_in(c, past);
                 for w in wraps {
                     if !readers.contains(&w.to) {
@@ -628,6 +633,14 @@ impl Record {
                 // A conversation's entry under a conversation's key: readers check what a
                 // relay cannot (that the key went to its participants only).
                 match opened {
+                    // A task: its clear part (what every gate checked) must be what is
+                    // sealed, and an owner's step must leave the requester's fields.
+                    Opened::Ok(Some(p)) if *c == Category::Tasks => {
+                        match self.sealed_task_flag(content.task.as_ref(), &p) {
+                            Some(why) => Opened::Flagged(Some(p), why),
+                            None => Opened::Ok(Some(p)),
+                        }
+                    }
                     Opened::Ok(Some(p)) if *c == Category::Messages => {
                         match self.thread_epoch_flag(id, n, content.epoch, &p) {
                             Some(why) => Opened::Flagged(Some(p), why),
@@ -638,6 +651,30 @@ impl Record {
                 }
             }
         }
+    }
+
+    /// What a reader finds wrong in a sealed task it opened (`care::sealed_task_flag`),
+    /// against the version amended as opened here.
+    fn sealed_task_flag(
+        &self,
+        clear: Option<&crate::care::TaskClear>,
+        p: &Payload,
+    ) -> Option<String> {
+        let Some(clear) = clear else {
+            return Some("a sealed task without its lifecycle fields in clear".to_owned());
+        };
+        let body = match p {
+            Payload::Create { body, .. } | Payload::Amend { body, .. } => body,
+            _ => return None,
+        };
+        let before = match p {
+            Payload::Amend { target, .. } => self.payload(target).and_then(|b| match &*b {
+                Payload::Create { body, .. } | Payload::Amend { body, .. } => Some(body.clone()),
+                _ => None,
+            }),
+            _ => None,
+        };
+        crate::care::sealed_task_flag(clear, body, before.as_ref())
     }
 
     /// The actors whose keys this replica reads sealed content with ([`Record::unlock`]).
@@ -1105,7 +1142,7 @@ impl Record {
         let Some(c) = self.category_of_payload(&payload) else {
             return self.prepare_all(key, payload, now, device);
         };
-        if c.in_clear() || !self.is_sealed(&c) && !policy.seal_new_streams {
+        if !self.is_sealed(&c) && !policy.seal_new_streams {
             return self.prepare_all(key, payload, now, device);
         }
         // The writer checks its content as the gate checks plain content: once sealed,
@@ -1135,6 +1172,25 @@ impl Record {
                 .next()
                 .unwrap_or(key.actor())
         };
+        if c == Category::Tasks {
+            // The whole lifecycle on the plain bodies (the gate reads only the clear part:
+            // an owner's step must not change the sealed description or due date either).
+            match &payload {
+                Payload::Create { body, .. } => crate::care::check_task_create(body, &principal)?,
+                Payload::Amend { target, body } => {
+                    let before = self.payload(target).and_then(|p| match &*p {
+                        Payload::Create { body, .. } | Payload::Amend { body, .. } => {
+                            Some(body.clone())
+                        }
+                        _ => None,
+                    });
+                    if let Some(before) = before {
+                        crate::care::check_task_step(&before, body, &principal)?;
+                    }
+                }
+                _ => {}
+            }
+        }
         // A questionnaire response (or assignment) is checked as the gate checks a plain
         // one, against the definition as the writer reads it.
         self.check_questionnaire(&payload, Some(&c), &|x| self.nodes.contains_key(x), true)?;
@@ -1213,7 +1269,7 @@ impl Record {
     }
 
     /// Seals a plain data payload of stream `c` under `epoch`, as `author` writes it.
-    fn seal_payload<R: RngCore + CryptoRng>(
+    pub(crate) fn seal_payload<R: RngCore + CryptoRng>(
         &self,
         author: &ActorId,
         c: &Category,
@@ -1238,6 +1294,7 @@ impl Record {
             Payload::Create { category, body } => Payload::SealedCreate {
                 content: Sealed {
                     blobs: crate::blob::refs_in_body(&category, &body),
+                    task: task_clear(c, &body)?,
                     ..seal_bytes(crate::entry::to_cbor(&body))?
                 },
                 category,
@@ -1246,6 +1303,7 @@ impl Record {
                 target,
                 content: Sealed {
                     blobs: crate::blob::refs_in_body(c, &body),
+                    task: task_clear(c, &body)?,
                     ..seal_bytes(crate::entry::to_cbor(&body))?
                 },
             },
@@ -1488,6 +1546,15 @@ impl Record {
             })
             .collect()
     }
+}
+
+/// A task's lifecycle fields, carried in clear beside its sealed body (`None` for other
+/// categories).
+fn task_clear(c: &Category, body: &Value) -> Result<Option<crate::care::TaskClear>, Rejection> {
+    if *c != Category::Tasks {
+        return Ok(None);
+    }
+    Ok(Some(crate::care::TaskClear::of_body(body)?))
 }
 
 /// The plain payload a sealed one was sealed from, checked as the gate checks plain

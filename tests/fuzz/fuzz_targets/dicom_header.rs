@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
     file.extend_from_slice(data);
     for bytes in [data, &file[..]] {
         if let Some(h) = DicomHeader::read(bytes) {
-            for f in [&h.patient, &h.study, &h.modality, &h.date].into_iter().flatten() {
+            for f in [&h.patient, &h.study, &h.modality, &h.date]
+                .into_iter()
+                .flatten()
+            {
                 assert!(f.chars().count() <= 200 * 5 + 4);
                 assert!(!f.chars().any(char::is_control));
             }

@@ -43,7 +43,12 @@ fn fixture() -> &'static Fixture {
         let (store, _) = Store::open(dir.path(), key(9, "node")).expect("a store");
         let g = key(1, "George");
         store
-            .create_record(&g, profile("George", "patient", None), 1_700_000_000_000, None)
+            .create_record(
+                &g,
+                profile("George", "patient", None),
+                1_700_000_000_000,
+                None,
+            )
             .expect("a record");
         let record = g.actor();
         let entry = store
@@ -103,16 +108,28 @@ fn routes(f: &Fixture) -> Vec<(Method, String)> {
         (Method::POST, "/api/v1/records".into()),
         (Method::POST, format!("/api/v1/records/{r}/entries")),
         (Method::PUT, format!("/api/v1/records/{r}/entries/{e}")),
-        (Method::POST, format!("/api/v1/records/{r}/entries/{e}/annotations")),
+        (
+            Method::POST,
+            format!("/api/v1/records/{r}/entries/{e}/annotations"),
+        ),
         (Method::POST, format!("/api/v1/records/{r}/grants")),
-        (Method::POST, format!("/api/v1/records/{r}/grants/{g}/revoke")),
+        (
+            Method::POST,
+            format!("/api/v1/records/{r}/grants/{g}/revoke"),
+        ),
         (Method::POST, format!("/api/v1/records/{r}/invitations")),
         (Method::POST, "/api/v1/invitations/accept".into()),
         (Method::POST, format!("/api/v1/records/{r}/shares")),
         (Method::POST, format!("/api/v1/records/{r}/devices")),
-        (Method::POST, format!("/api/v1/records/{r}/devices/{mary}/remove")),
+        (
+            Method::POST,
+            format!("/api/v1/records/{r}/devices/{mary}/remove"),
+        ),
         (Method::PUT, format!("/api/v1/records/{r}/guardians")),
-        (Method::POST, format!("/api/v1/records/{r}/recovery-approvals")),
+        (
+            Method::POST,
+            format!("/api/v1/records/{r}/recovery-approvals"),
+        ),
         (Method::POST, "/api/v1/recover".into()),
         (Method::POST, "/api/v1/key-backup".into()),
         (Method::POST, "/fhir/r4".into()),

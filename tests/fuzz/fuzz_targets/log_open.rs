@@ -36,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
         };
         let (log, r) = Log::open_with(MemLog::from_bytes(data.to_vec()), options)
             .expect("what opens whole opens from a frame's offset");
-        assert_eq!(r.valid_len, recovery.valid_len, "from {from}: kept another length");
+        assert_eq!(
+            r.valid_len, recovery.valid_len,
+            "from {from}: kept another length"
+        );
         let after = log.iter_from(r.scanned_from).count() as u64;
         assert_eq!(after, r.frames, "from {from}: counted other frames");
     }

@@ -8,11 +8,11 @@ use cophr_protocol::audit::SignedAudit;
 use cophr_protocol::backup::KeyBackup;
 use cophr_protocol::home::SignedPointer;
 use cophr_protocol::invite::{Invitation, InvitationBox, Offer, SignedAcceptance};
-use cophr_protocol::testkit::key;
-use cophr_protocol::trust::{SignedAttestation, SignedRevocation};
 use cophr_protocol::recovery::{GuardianApproval, RecoveryRequest};
 use cophr_protocol::seal::{self, EpochKey, Place, Sealed};
 use cophr_protocol::share::{self, Share, ShareId};
+use cophr_protocol::testkit::key;
+use cophr_protocol::trust::{SignedAttestation, SignedRevocation};
 use libfuzzer_sys::fuzz_target;
 
 fn sample_share() -> Share {
@@ -39,7 +39,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(share) = Share::decode(data) {
         let _ = share::check_hosted(&share, data, &share.record, 1_700_000_000_000);
     }
-    let _ = share::check_hosted(&sample_share(), data, &key(1, "George").actor(), 1_700_000_000_000);
+    let _ = share::check_hosted(
+        &sample_share(),
+        data,
+        &key(1, "George").actor(),
+        1_700_000_000_000,
+    );
     if let Ok(sealed) = Sealed::decode(data) {
         let record = key(1, "George").actor();
         let place = Place {

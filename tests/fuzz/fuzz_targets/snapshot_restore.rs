@@ -23,7 +23,11 @@ fuzz_target!(|body: &[u8]| {
     };
     let _ = (r.len(), r.heads(), r.streams());
     for e in r.entries() {
-        let _ = (r.status(&e.id()), r.category_of(&e.id()), r.stream_of(&e.id()));
+        let _ = (
+            r.status(&e.id()),
+            r.category_of(&e.id()),
+            r.stream_of(&e.id()),
+        );
     }
     let v = r.viewer(&george.actor(), 1 << 40);
     let _ = fold::current(&r, &v);

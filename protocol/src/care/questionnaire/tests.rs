@@ -655,9 +655,14 @@ fn phq9_question_9_above_not_at_all_trips_its_flag_and_nothing_else_does() {
     assert_eq!(flagged[0].link_id, "phq9-9");
     assert_eq!(flagged[0].flag.as_ref().unwrap().from, 1);
     assert!(gad7().items.iter().all(|i| i.flag.is_none()));
-    // Not at all: no flag, whatever the rest scores (27 less question 9's 3).
+    // Not at all: no flag on question 9, whatever the rest scores (27 less question 9's
+    // 3: only the flag over the total, below).
     let s = p
         .score(&list(&answers(&p, &[3, 3, 3, 3, 3, 3, 3, 3, 0])))
+        .unwrap();
+    assert!(s.flags.iter().all(|f| f.total), "{s:?}");
+    let s = p
+        .score(&list(&answers(&p, &[2, 2, 2, 2, 2, 2, 2, 2, 0])))
         .unwrap();
     assert!(s.flags.is_empty(), "{s:?}");
     for (v, display) in [
@@ -798,4 +803,109 @@ fn an_open_assignment_is_reminded_to_its_owner_as_its_due_date_nears() {
     )
     .unwrap();
     assert!(due_reminders(&state(&c, on), on, &is_george).is_empty());
+}
+
+#[test]
+fn a_total_score_at_or_above_a_flag_trips_it_worked_out_from_the_answers() {
+    // PHQ-9: severe from 20; GAD-7: severe from 15. The flags are the built-ins' own.
+    let p = phq9();
+    let rule = p.scoring.as_ref().unwrap();
+    assert_eq!(rule.flags.len(), 1);
+    assert_eq!(rule.flags[0].from, 20);
+    let total = |s: &Scored| {
+        s.flags
+            .iter()
+            .filter(|f| f.total)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // 19: moderately severe, no flag; 20: severe, flagged, with the score.
+    let s = p
+        .score(&list(&answers(&p, &[3, 3, 3, 3, 3, 3, 1, 0, 0])))
+        .unwrap();
+    assert_eq!(s.score, Some(19));
+    assert!(total(&s).is_empty(), "{s:?}");
+    let s = p
+        .score(&list(&answers(&p, &[3, 3, 3, 3, 3, 3, 2, 0, 0])))
+        .unwrap();
+    assert_eq!((s.score, s.band.as_deref()), (Some(20), Some("severe")));
+    let t = total(&s);
+    assert_eq!(t.len(), 1, "{s:?}");
+    assert_eq!(t[0].question, TOTAL);
+    assert_eq!(t[0].answer, "total score 20");
+    assert!(t[0].label.contains("Severe depression"), "{}", t[0].label);
+    // Beside question 9's own flag, not instead of it.
+    let s = p
+        .score(&list(&answers(&p, &[3, 3, 3, 3, 3, 3, 3, 3, 1])))
+        .unwrap();
+    assert_eq!(s.flags.len(), 2, "{s:?}");
+    assert_eq!(s.flags[0].question, "phq9-9");
+    assert!(s.flags[1].total);
+    // GAD-7: 14 no, 15 yes.
+    let g = gad7();
+    let s = g
+        .score(&list(&answers(&g, &[3, 3, 3, 3, 2, 0, 0])))
+        .unwrap();
+    assert_eq!(s.score, Some(14));
+    assert!(s.flags.is_empty(), "{s:?}");
+    let s = g
+        .score(&list(&answers(&g, &[3, 3, 3, 3, 3, 0, 0])))
+        .unwrap();
+    assert_eq!(s.score, Some(15));
+    assert_eq!(total(&s).len(), 1);
+    assert!(s.flags[0].label.contains("Severe anxiety"));
+}
+
+#[test]
+fn a_malformed_flag_over_the_total_is_refused() {
+    let opt = |code: &str, v: i64| {
+        json!({"valueCoding": {"code": code},
+            "extension": [{"url": ORDINAL_VALUE, "valueDecimal": v}]})
+    };
+    let def = |flags: Vec<serde_json::Value>| {
+        let mut ext = vec![json!({"url": "method", "valueCode": "sum"})];
+        ext.extend(flags);
+        json!({"resourceType": "Questionnaire", "title": "Test", "status": "active",
+            "extension": [{"url": SCORING, "extension": ext}],
+            "item": [{"linkId": "a", "type": "choice", "answerOption": [opt("n", 0), opt("y", 2)]},
+                     {"linkId": "b", "type": "choice", "answerOption": [opt("n", 0), opt("y", 3)]}]})
+        .to_string()
+    };
+    let flag = |from: serde_json::Value, label: serde_json::Value| {
+        json!({"url": "flag", "extension": [{"url": "from", "valueInteger": from},
+            {"url": "label", "valueString": label}]})
+    };
+    let ok = Definition::parse(&def(vec![flag(json!(5), json!("Top"))])).unwrap();
+    assert_eq!(
+        ok.scoring.unwrap().flags,
+        vec![ScoreFlag {
+            from: 5,
+            label: "Top".into()
+        }]
+    );
+    let err = |d: String| Definition::parse(&d).unwrap_err();
+    // Unreachable: the answers sum to at most 5.
+    assert!(matches!(
+        err(def(vec![flag(json!(6), json!("Never"))])),
+        QuestionnaireError::Scoring(m) if m.contains("at most 5")
+    ));
+    // No label, no `from`, `from` not a whole number.
+    for f in [
+        json!({"url": "flag", "extension": [{"url": "from", "valueInteger": 1}]}),
+        json!({"url": "flag", "extension": [{"url": "label", "valueString": "x"}]}),
+        flag(json!("3"), json!("x")),
+    ] {
+        assert!(matches!(err(def(vec![f])), QuestionnaireError::Scoring(_)));
+    }
+    // Too many.
+    let many = (0..=MAX_SCORE_FLAGS)
+        .map(|i| flag(json!(i), json!(format!("f{i}"))))
+        .collect();
+    assert!(matches!(
+        err(def(many)),
+        QuestionnaireError::TooMany {
+            max: MAX_SCORE_FLAGS,
+            ..
+        }
+    ));
 }
