@@ -158,3 +158,73 @@ pub fn time(flag: &str, s: &str) -> Result<String> {
         crate::times::parse(s, crate::times::DayEnd::Start).map_err(|e| e.context(flag))?;
     Ok(crate::times::format(t))
 }
+
+/// The people a command line may name in `r` for `category`: the grantees in effect whose
+/// grant covers it at `level` or above, each under the names they go by here (the name in
+/// their profile and their grants' labels), and, with `patient`, the patient under theirs.
+pub fn named_people(
+    r: &Record,
+    category: &Category,
+    level: cophr_protocol::Level,
+    patient: bool,
+) -> Vec<(ActorId, String)> {
+    let mut out: Vec<(ActorId, String)> = Vec::new();
+    for g in r
+        .grants()
+        .filter(|g| g.grant.level >= level && g.grant.scope.covers(category))
+    {
+        let a = g.grant.grantee;
+        if !r.grants_of(&a).contains(&g.id) {
+            continue;
+        }
+        if let Some(l) = &g.grant.label {
+            out.push((a, l.clone()));
+        }
+        if let Some(p) = r.latest_profile(&a) {
+            out.push((a, p.name.clone()));
+        }
+    }
+    if patient {
+        if let Some(p) = r.latest_profile(&r.id()) {
+            out.push((r.id(), p.name.clone()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The value of `flag`: an actor id, or the name (case aside) of exactly one of `people`
+/// ([`named_people`]; `who` says who they are). No match is "not found"; several are
+/// invalid, listing their actor ids.
+pub fn person_named(
+    people: &[(ActorId, String)],
+    flag: &str,
+    value: &str,
+    who: &str,
+) -> Result<ActorId> {
+    let w = value.trim();
+    if let Ok(id) = w.parse::<ActorId>() {
+        return Ok(id);
+    }
+    let mut found: Vec<&ActorId> = people
+        .iter()
+        .filter(|(_, name)| name.trim().to_lowercase() == w.to_lowercase())
+        .map(|(a, _)| a)
+        .collect();
+    found.dedup();
+    match found.as_slice() {
+        [one] => Ok(**one),
+        [] => Err(CliError::not_found(format!(
+            "{flag} `{w}`: neither an actor id nor the name of {who} (`cophr grants` lists them)"
+        ))),
+        many => Err(CliError::invalid(format!(
+            "{flag} `{w}` names {} people ({}): give the actor id",
+            many.len(),
+            many.iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}

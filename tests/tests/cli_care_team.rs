@@ -44,6 +44,8 @@ fn setup() -> Team {
             "write",
             "--categories",
             "tasks,appointments",
+            "--label",
+            &p.name,
         ]);
     }
     let t = Team {
@@ -156,20 +158,53 @@ fn a_referral_moves_step_by_step_and_george_sees_where_it_stands() {
 }
 
 #[test]
-fn a_task_to_someone_not_an_actor_is_refused_with_usage_or_invalid() {
+fn a_task_goes_to_a_grantee_or_the_patient_by_name_and_an_unknown_name_is_refused() {
     let t = setup();
+    // The clinic goes by its grant's label (case aside); George by his profile's name.
+    let to_clinic = t.gp.ok(&[
+        "task",
+        "send",
+        "--to",
+        "renal clinic",
+        "--description",
+        "Review",
+    ]);
+    let to_george = t.gp.ok(&[
+        "task",
+        "send",
+        "--kind",
+        "blood-test-request",
+        "--to",
+        "George Jones",
+        "--description",
+        "HbA1c at home",
+    ]);
+    let list = t.gp.json(&["task", "list"]);
+    assert_eq!(
+        task(&list, to_clinic.trim())["owner"]["id"],
+        t.clinic.actor.as_str(),
+        "{list}"
+    );
+    assert_eq!(
+        task(&list, to_george.trim())["owner"]["id"],
+        t.george.actor.as_str(),
+        "{list}"
+    );
+    // No one goes by this name: not found, nothing written.
+    let before = t.gp.entries_held();
     let err = t.gp.fails(
-        5,
+        4,
         &[
             "task",
             "send",
             "--to",
-            "renal clinic",
+            "Nobody Here",
             "--description",
             "Review",
         ],
     );
-    assert!(err.contains("not an actor id"), "{err}");
+    assert!(err.contains("Nobody Here"), "{err}");
+    assert_eq!(t.gp.entries_held(), before);
     t.gp.fails(
         2,
         &[

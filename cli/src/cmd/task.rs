@@ -3,13 +3,13 @@
 use clap::{Args as ClapArgs, Subcommand};
 use cophr_protocol::care::{TaskStatus, TASK_KINDS, TASK_STATUSES};
 use cophr_protocol::fold;
-use cophr_protocol::{ActorId, Category, EntryId};
+use cophr_protocol::{ActorId, Category, EntryId, Level};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::care;
 use crate::context::{Ctx, Out};
-use crate::error::{CliError, Result};
+use crate::error::Result;
 use crate::output::{self, Person, Table};
 use crate::times;
 
@@ -24,6 +24,7 @@ another party (exit code 3 for the wrong party, 5 out of order), whoever wrote i
 
 Examples:
   cophr task send --kind referral --to a-renalclinic… --description 'eGFR falling: please review'
+  cophr task send --kind blood-test-request --to 'Leeds Home Care' --description 'HbA1c at home'
   cophr task update e-abcdefghij --status received
   cophr task update e-abcdefghij --status rejected --note 'Not our service: try diabetes'
   cophr task list --open";
@@ -47,8 +48,10 @@ pub struct SendArgs {
     /// What kind of task
     #[arg(long, default_value = "task", value_parser = TASK_KINDS.to_vec())]
     kind: String,
-    /// Who must act: their actor id (`a-…`)
-    #[arg(long, value_name = "ACTOR")]
+    /// Who must act: their actor id (`a-…`), or the name (in their profile, or their
+    /// grant's label) of the one grantee whose grant writes tasks, or the patient, who goes
+    /// by it, case aside
+    #[arg(long, value_name = "ACTOR|NAME")]
     to: String,
     /// What is asked
     #[arg(long, value_name = "TEXT")]
@@ -129,9 +132,16 @@ pub fn run(ctx: &mut Ctx, command: Command) -> Result<()> {
 }
 
 fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
-    let owner: ActorId = a.to.trim().parse().map_err(|e| {
-        CliError::invalid(format!("--to `{}` is not an actor id: {e}", a.to.trim()))
-    })?;
+    let owner = {
+        let store = ctx.store()?;
+        let me = ctx.identity()?;
+        let record = ctx.record(&store, Some(&me.actor()))?;
+        let people = store.with_record(&record, |r| {
+            care::named_people(r, &Category::Tasks, Level::Write, true)
+        })?;
+        let who = "the patient or a grantee of this record who writes tasks";
+        care::person_named(&people, "--to", &a.to, who)?
+    };
     care::create(ctx, Category::Tasks, |requester| {
         let mut m = serde_json::Map::new();
         m.insert("kind".into(), a.kind.into());

@@ -12,10 +12,11 @@ use cophr_protocol::care::thread::{self as threads, ThreadSummary, ThreadView};
 use cophr_protocol::entry::Payload;
 use cophr_protocol::record::Record;
 use cophr_protocol::schema::{self, SNIFF_BYTES};
-use cophr_protocol::{ActorId, Category, EntryId, RecordId, Value};
+use cophr_protocol::{ActorId, Category, EntryId, Level, RecordId, Value};
 use rand_core::OsRng;
 use serde_json::json;
 
+use crate::care;
 use crate::context::{self, resolve_entry, Ctx, Out};
 use crate::error::{CliError, Result};
 use crate::output::{self, Person, Table};
@@ -200,68 +201,17 @@ fn write_message(
     )
 }
 
-/// The grantees of `r` in effect whose grant reads messages, each with the names they go
-/// by here: the name in their profile and their grants' labels.
-fn messages_grantees(r: &Record) -> Vec<(ActorId, String)> {
-    let reads = |g: &cophr_protocol::record::GrantInfo| {
-        g.grant.level.reads() && g.grant.scope.covers(&Category::Messages)
-    };
-    let mut out: Vec<(ActorId, String)> = Vec::new();
-    for g in r.grants().filter(|g| reads(g)) {
-        let a = g.grant.grantee;
-        let in_effect = r.grants_of(&a).contains(&g.id);
-        if !in_effect {
-            continue;
-        }
-        if let Some(l) = &g.grant.label {
-            out.push((a, l.clone()));
-        }
-        if let Some(p) = r.latest_profile(&a) {
-            out.push((a, p.name.clone()));
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// A `--with` value: an actor id, or the profile name of exactly one of the record's
-/// grantees that read messages.
-fn participant(grantees: &[(ActorId, String)], w: &str) -> Result<ActorId> {
-    let w = w.trim();
-    if let Ok(id) = w.parse::<ActorId>() {
-        return Ok(id);
-    }
-    let mut found: Vec<&ActorId> = grantees
-        .iter()
-        .filter(|(_, name)| name.trim().to_lowercase() == w.to_lowercase())
-        .map(|(a, _)| a)
-        .collect();
-    found.dedup();
-    match found.as_slice() {
-        [one] => Ok(**one),
-        [] => Err(CliError::not_found(format!(
-            "--with `{w}`: neither an actor id nor the name of a grantee of this record who              reads messages (`cophr grants` lists them)"
-        ))),
-        many => Err(CliError::invalid(format!(
-            "--with `{w}` names {} grantees ({}): give the actor id",
-            many.len(),
-            many.iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-    }
-}
-
 fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
     let me = ctx.identity()?;
     let store = ctx.store()?;
     let record = ctx.record(&store, Some(&me.actor()))?;
-    let grantees = store.with_record(&record, messages_grantees)?;
+    let people = store.with_record(&record, |r| {
+        care::named_people(r, &Category::Messages, Level::View, false)
+    })?;
     let mut with = Vec::new();
     for w in &a.with {
-        with.push(participant(&grantees, w)?.to_string());
+        let who = "a grantee of this record who reads messages";
+        with.push(care::person_named(&people, "--with", w, who)?.to_string());
     }
     let mut m = serde_json::Map::new();
     m.insert("text".into(), a.text.into());
