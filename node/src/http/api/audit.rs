@@ -101,7 +101,8 @@ fn audit_query(me: ActorId, p: &AuditParams) -> Result<AuditQuery, ApiError> {
         .transpose()?;
     if let (Some(a), Some(b)) = (q.since, q.until) {
         if a > b {
-            return Err(ApiError::invalid("since is after until"));
+            // A rule across two parameters (the schema cannot compare them): 409, documented.
+            return Err(ApiError::conflict("since is after until"));
         }
     }
     q.own = match p.own.as_deref().map(str::trim) {

@@ -209,6 +209,7 @@ pub(super) async fn guardians(
 #[serde(deny_unknown_fields)]
 pub(super) struct GuardiansInput {
     guardians: Vec<String>,
+    #[serde(deserialize_with = "crate::http::whole_number")]
     threshold: u64,
 }
 
@@ -240,13 +241,14 @@ pub(super) async fn set_guardians(
         .ok()
         .filter(|t| *t >= 1 && usize::from(*t) <= n)
         .ok_or_else(|| {
-            ApiError::invalid(format!(
+            // Across fields (JSON Schema cannot compare two values): 409, documented.
+            ApiError::conflict(format!(
                 "threshold must be 1 to the number of guardians ({n}), not {}",
                 input.threshold
             ))
         })?;
     if guardians.contains(&st.actor()) {
-        return Err(ApiError::invalid("you cannot be your own guardian"));
+        return Err(ApiError::conflict("you cannot be your own guardian"));
     }
     let id = st
         .blocking(move |st| {

@@ -51,6 +51,7 @@ pub(super) struct InviteInput {
     #[serde(default)]
     audit: bool,
     label: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::whole_number_opt")]
     valid_for_hours: Option<u64>,
 }
 
@@ -231,7 +232,8 @@ pub(super) async fn accept(
 ) -> Result<Json<Value>, ApiError> {
     let handle = node(&st)?;
     let invitation =
-        Invitation::from_link(&input.link).map_err(|e| ApiError::invalid(e.to_string()))?;
+        // A link of the documented form whose content is no invitation names nothing.
+        Invitation::from_link(&input.link).map_err(|e| ApiError::not_found(e.to_string()))?;
     let me = st.actor();
     let record = invitation.record;
     let own = st
@@ -241,7 +243,7 @@ pub(super) async fn accept(
         })
         .await?;
     if own {
-        return Err(ApiError::invalid(
+        return Err(ApiError::conflict(
             "this is an invitation to your own record",
         ));
     }
