@@ -1128,6 +1128,29 @@ pub async fn serve_with(
     served
 }
 
+/// Reads a whole number given as a JSON integer or as a number with no fraction (`2.0`):
+/// JSON Schema's `integer` (what the OpenAPI document promises) allows both.
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|x| x.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(x))
+                // In range and whole, checked above.
+                .map(|x| x as u64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number")))
+}
+
+/// [`whole_number`] for an optional field (absent or `null`: `None`).
+pub(crate) fn whole_number_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u64>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct W(#[serde(deserialize_with = "whole_number")] u64);
+    Ok(<Option<W> as serde::Deserialize>::deserialize(d)?.map(|w| w.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1159,27 +1182,4 @@ mod tests {
             .unwrap();
         assert_eq!(quick.status(), StatusCode::OK);
     }
-}
-
-/// Reads a whole number given as a JSON integer or as a number with no fraction (`2.0`):
-/// JSON Schema's `integer` (what the OpenAPI document promises) allows both.
-pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
-    n.as_u64()
-        .or_else(|| {
-            n.as_f64()
-                .filter(|x| x.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(x))
-                // In range and whole, checked above.
-                .map(|x| x as u64)
-        })
-        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number")))
-}
-
-/// [`whole_number`] for an optional field (absent or `null`: `None`).
-pub(crate) fn whole_number_opt<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<u64>, D::Error> {
-    #[derive(serde::Deserialize)]
-    struct W(#[serde(deserialize_with = "whole_number")] u64);
-    Ok(<Option<W> as serde::Deserialize>::deserialize(d)?.map(|w| w.0))
 }
