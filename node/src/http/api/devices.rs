@@ -237,16 +237,20 @@ pub(super) async fn set_guardians(
             w[0]
         )));
     }
+    let bad = || {
+        format!(
+            "threshold must be 1 to the number of guardians ({n}), not {}",
+            input.threshold
+        )
+    };
     let threshold = u8::try_from(input.threshold)
         .ok()
-        .filter(|t| *t >= 1 && usize::from(*t) <= n)
-        .ok_or_else(|| {
-            // Across fields (JSON Schema cannot compare two values): 409, documented.
-            ApiError::conflict(format!(
-                "threshold must be 1 to the number of guardians ({n}), not {}",
-                input.threshold
-            ))
-        })?;
+        .filter(|t| *t >= 1 && usize::from(*t) <= MAX_GUARDIANS)
+        .ok_or_else(|| ApiError::invalid(bad()))?;
+    if usize::from(threshold) > n {
+        // Across fields (JSON Schema cannot compare two values): 409, documented.
+        return Err(ApiError::conflict(bad()));
+    }
     if guardians.contains(&st.actor()) {
         return Err(ApiError::conflict("you cannot be your own guardian"));
     }

@@ -231,8 +231,9 @@ pub(super) async fn accept(
     JsonBody(input): JsonBody<AcceptInput>,
 ) -> Result<Json<Value>, ApiError> {
     let handle = node(&st)?;
+    // A link of the documented form whose content is no invitation names nothing.
+    token_form(&input.link, "cophr://invite/")?;
     let invitation =
-        // A link of the documented form whose content is no invitation names nothing.
         Invitation::from_link(&input.link).map_err(|e| ApiError::not_found(e.to_string()))?;
     let me = st.actor();
     let record = invitation.record;

@@ -236,6 +236,11 @@ pub(super) async fn use_membership(
 ) -> Result<Response, ApiError> {
     // A proof that does not decode, is no organisation's, or does not hold proves nothing:
     // 403 (the document says what a proof's text looks like, not what it must prove).
+    if !input.proof.trim_start().starts_with("cophr-membership:") {
+        return Err(ApiError::invalid(
+            "not a proof of membership: it starts with cophr-membership:",
+        ));
+    }
     let proof = proof_from_text(&input.proof).map_err(|e| ApiError::forbidden(e.to_string()))?;
     let org = org_of(&proof)
         .ok_or_else(|| ApiError::forbidden("the proof of membership is not an organisation's"))?;

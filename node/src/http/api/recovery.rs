@@ -44,6 +44,7 @@ pub(super) async fn approve(
 ) -> Result<Json<Value>, ApiError> {
     let record = parse_record(&rid)?;
     // A request of the documented form whose content is no recovery request names nothing.
+    token_form(&input.request, "cophr://recover/")?;
     let request = RecoveryRequest::from_text(&input.request).map_err(|e| match e {
         RecoveryError::Text { .. } | RecoveryError::Signature(_) => {
             ApiError::not_found(e.to_string())
@@ -148,7 +149,9 @@ pub(super) async fn recover(
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            // An approval that does not decode or verify approves nothing.
+            // An approval of the documented form that does not decode or verify approves
+            // nothing.
+            token_form(a, "cophr://approval/")?;
             GuardianApproval::from_text(a).map_err(|e| {
                 ApiError::forbidden(format!("approval {}: {}", i + 1, recovery_error(e).message))
             })
