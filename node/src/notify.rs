@@ -176,6 +176,9 @@ pub enum NotifyError {
     /// A malformed subscription (no event, a category no event is about, …).
     #[error("{0}")]
     Invalid(String),
+    /// A category that no event chosen is about (a rule across the two lists).
+    #[error("{0}")]
+    NotAbout(String),
     /// [`MAX_SUBSCRIPTIONS`] reached.
     #[error("at most {MAX_SUBSCRIPTIONS} subscriptions per person: remove one first")]
     TooMany,
@@ -488,7 +491,7 @@ impl Notifier {
             categories.iter().cloned().collect()
         };
         if let Some(c) = categories.iter().find(|c| !about.contains(c)) {
-            return Err(NotifyError::Invalid(format!(
+            return Err(NotifyError::NotAbout(format!(
                 "no event chosen is about `{c}` (the events are about {})",
                 about
                     .iter()

@@ -368,7 +368,8 @@ async fn a_subscriber_without_access_to_a_category_is_refused_and_hears_nothing_
         Some(json!({"events": ["task-status"], "categories": ["medications"]})),
     )
     .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // A category no event chosen is about: a rule across the two lists (409).
+    assert_eq!(s, StatusCode::CONFLICT);
     // What she may see: tasks.
     let (s, _) = call(
         &api,

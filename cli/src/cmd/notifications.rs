@@ -85,7 +85,7 @@ fn error(e: cophr_node::notify::NotifyError) -> CliError {
     use cophr_node::notify::NotifyError as E;
     let code = match &e {
         E::NotVisible(_) | E::NoAccess => Code::Access,
-        E::Invalid(_) => Code::Invalid,
+        E::Invalid(_) | E::NotAbout(_) => Code::Invalid,
         E::TooMany => Code::Conflict,
         E::NotFound(_) => Code::NotFound,
         E::Store(_) => Code::Other,

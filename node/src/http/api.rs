@@ -258,6 +258,22 @@ pub fn parse_time_or_day(what: &str, s: &str, start: bool) -> Result<Timestamp, 
         .map_err(|_| ApiError::invalid(format!("{what} `{s}` is before 1970")))
 }
 
+/// Whether `text` has the documented form of a token: `prefix` then base64url text. One of
+/// that form that decodes to nothing is answered 404 or 403 (the document can state the
+/// form, not what the bytes must hold); one not of that form, 400.
+fn token_form(text: &str, prefix: &str) -> Result<(), ApiError> {
+    let ok = text.trim().strip_prefix(prefix).is_some_and(|b| {
+        !b.is_empty()
+            && b.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!("not of the form {prefix}…")))
+    }
+}
+
 fn parse_record(s: &str) -> Result<RecordId, ApiError> {
     s.parse()
         .map_err(|e| ApiError::invalid(format!("`{s}` is not a record id: {e}")))

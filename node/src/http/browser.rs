@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -217,7 +217,6 @@ fn blob_request(headers: &HeaderMap, hash: &str, size: u64) -> Result<(Proof, Bl
             format!("a document's sealed bytes are at most {MAX_BLOB_BYTES} bytes, not {size}"),
         ));
     }
-    plain_len(size).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let text = headers
         .get(PROOF_HEADER)
         .ok_or_else(|| {
@@ -236,8 +235,18 @@ fn blob_request(headers: &HeaderMap, hash: &str, size: u64) -> Result<(Proof, Bl
     let cbor = data_encoding::BASE64
         .decode(text)
         .map_err(|_| ApiError::invalid(format!("{PROOF_HEADER} is not base64")))?;
-    let proof: Proof = sync::decode(&cbor)
-        .map_err(|e| ApiError::invalid(format!("{PROOF_HEADER} is not a proof: {e}")))?;
+    // Well-formed base64 that does not decode to a proof proves nothing: the same answer
+    // as no proof (the document can say what base64 is, not what a proof's bytes are).
+    let proof: Proof = sync::decode(&cbor).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_proof",
+            format!("{PROOF_HEADER} is not a proof: {e}"),
+        )
+    })?;
+    // The size is checked once the caller has shown a proof (a size that no sealed
+    // document has is a rule the document cannot write as a schema).
+    plain_len(size).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     Ok((proof, BlobRef { hash, size }))
 }
 
@@ -385,7 +394,7 @@ async fn get_blob(
     State(st): State<AppState>,
     from: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(hash): Path<String>,
-    Query(q): Query<BlobQuery>,
+    super::api::QueryParams(q): super::api::QueryParams<BlobQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let node = st.node().ok_or_else(no_node)?.clone();

@@ -10,6 +10,7 @@ pub mod api;
 pub mod browser;
 pub mod conn;
 pub mod fhir;
+pub mod openapi;
 pub mod openehr;
 pub mod share;
 pub mod token;
@@ -182,6 +183,9 @@ pub struct AppState {
 pub(crate) enum DocumentMissing {
     /// Not held here, and no network node runs to fetch it.
     NotHeld,
+    /// Not held here, and no peer of the record is known to fetch it from: nothing to try
+    /// again (answered like [`DocumentMissing::NotHeld`], 404, not as a transient failure).
+    NoPeer,
     /// Not held here, and fetching it from the record's peers failed (why).
     Unavailable(String),
 }
@@ -192,6 +196,9 @@ impl DocumentMissing {
         match self {
             DocumentMissing::NotHeld => "the file is not held on this node, and no network \
                 node runs here to fetch it from a replica that holds it (`cophr node run`)"
+                .to_owned(),
+            DocumentMissing::NoPeer => "the file is not held on this node, and no peer of \
+                the record is known here to fetch it from (`cophr follow` or `cophr peers add`)"
                 .to_owned(),
             DocumentMissing::Unavailable(why) => format!(
                 "the file is not held on this node and could not be fetched from the \
@@ -435,6 +442,12 @@ impl AppState {
         let Some(node) = self.node() else {
             return Err(DocumentMissing::NotHeld);
         };
+        let known = node
+            .peer_book(&record)
+            .is_ok_and(|b| b.home.is_some() || !b.fallbacks().is_empty());
+        if !known {
+            return Err(DocumentMissing::NoPeer);
+        }
         crate::net::client::fetch_document(node, record, doc)
             .await
             .map(|_| ())
@@ -685,12 +698,15 @@ pub fn rejection_status(r: &Rejection) -> (StatusCode, &'static str) {
             cophr_protocol::care::ThreadError::NotParticipant { .. }
             | cophr_protocol::care::ThreadError::NoAccess(_),
         ) => (StatusCode::FORBIDDEN, "forbidden"),
-        Rejection::Thread(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-        Rejection::Task(_)
+        // Any other break of the record's rules for threads, tasks, appointments, releases,
+        // questionnaires and extension definitions: rules across fields and with what the
+        // record holds, which no request schema can state (409, documented).
+        Rejection::Thread(_)
+        | Rejection::Task(_)
         | Rejection::Appointment(_)
         | Rejection::Release(_)
         | Rejection::Questionnaire(_)
-        | Rejection::Definition(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        | Rejection::Definition(_) => (StatusCode::CONFLICT, "rule_failed"),
         Rejection::Sealing(_) => (StatusCode::CONFLICT, "conflict"),
         Rejection::Target { .. }
         | Rejection::WrongRecord(_)
@@ -1114,6 +1130,29 @@ pub async fn serve_with(
     // The indexes that grew since they were saved, for the next start.
     saving.save_fhir_indexes();
     served
+}
+
+/// Reads a whole number given as a JSON integer or as a number with no fraction (`2.0`):
+/// JSON Schema's `integer` (what the OpenAPI document promises) allows both.
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|x| x.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(x))
+                // In range and whole, checked above.
+                .map(|x| x as u64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number")))
+}
+
+/// [`whole_number`] for an optional field (absent or `null`: `None`).
+pub(crate) fn whole_number_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u64>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct W(#[serde(deserialize_with = "whole_number")] u64);
+    Ok(<Option<W> as serde::Deserialize>::deserialize(d)?.map(|w| w.0))
 }
 
 #[cfg(test)]

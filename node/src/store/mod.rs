@@ -2611,6 +2611,59 @@ mod tests {
         assert_eq!(whole, 1);
     }
 
+    /// A full disk (the log's capacity reached mid-write): the write is refused with an
+    /// error, nothing of it is acknowledged or seen, what was written before still reads,
+    /// the store takes writes again once there is room, and a crash then reopens with
+    /// exactly the acknowledged entries.
+    #[test]
+    fn a_full_disk_refuses_writes_cleanly_and_writes_resume_when_space_returns() {
+        let mem = log::MemLog::new();
+        let s = mem_store(&mem);
+        let (g, rec) = george(&s);
+        let first = s
+            .write_all(&rec, &g, facts(2, "before"), import_info(), 2_000, None)
+            .unwrap();
+        let held = s.with_record(&rec, |r| r.len()).unwrap();
+        let full_at = s.log().len();
+        // Room for part of one frame only.
+        mem.set_capacity(Some(full_at + 40));
+        for attempt in 0..3 {
+            let refused = s.write_all(
+                &rec,
+                &g,
+                facts(2, "refused"),
+                import_info(),
+                3_000 + attempt,
+                None,
+            );
+            assert!(refused.is_err(), "a write on a full disk is refused");
+            let why = refused.unwrap_err().to_string();
+            assert!(why.contains("no space left"), "the error says why: {why}");
+            // Nothing of it is held; what was there still reads.
+            assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), held);
+            for id in &first {
+                assert!(s.with_record(&rec, |r| r.contains(id)).unwrap());
+            }
+        }
+        // Space returns: writes succeed again.
+        mem.set_capacity(None);
+        let after = s
+            .write_all(&rec, &g, facts(2, "after"), import_info(), 4_000, None)
+            .unwrap();
+        assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), held + 2);
+        drop(s);
+        // A crash now: the store reopens with every acknowledged entry, and no other.
+        let s = mem_store(&mem.crash());
+        assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), held + 2);
+        for id in first.iter().chain(&after) {
+            assert!(
+                s.with_record(&rec, |r| r.contains(id)).unwrap(),
+                "{id} lost"
+            );
+        }
+        assert!(batch_held(&s, &rec, &after, "after space returned"));
+    }
+
     #[test]
     fn an_old_log_without_batch_markers_still_opens() {
         let mem = log::MemLog::new();

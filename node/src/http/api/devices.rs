@@ -209,6 +209,7 @@ pub(super) async fn guardians(
 #[serde(deny_unknown_fields)]
 pub(super) struct GuardiansInput {
     guardians: Vec<String>,
+    #[serde(deserialize_with = "crate::http::whole_number")]
     threshold: u64,
 }
 
@@ -236,17 +237,22 @@ pub(super) async fn set_guardians(
             w[0]
         )));
     }
+    let bad = || {
+        format!(
+            "threshold must be 1 to the number of guardians ({n}), not {}",
+            input.threshold
+        )
+    };
     let threshold = u8::try_from(input.threshold)
         .ok()
-        .filter(|t| *t >= 1 && usize::from(*t) <= n)
-        .ok_or_else(|| {
-            ApiError::invalid(format!(
-                "threshold must be 1 to the number of guardians ({n}), not {}",
-                input.threshold
-            ))
-        })?;
+        .filter(|t| *t >= 1 && usize::from(*t) <= MAX_GUARDIANS)
+        .ok_or_else(|| ApiError::invalid(bad()))?;
+    if usize::from(threshold) > n {
+        // Across fields (JSON Schema cannot compare two values): 409, documented.
+        return Err(ApiError::conflict(bad()));
+    }
     if guardians.contains(&st.actor()) {
-        return Err(ApiError::invalid("you cannot be your own guardian"));
+        return Err(ApiError::conflict("you cannot be your own guardian"));
     }
     let id = st
         .blocking(move |st| {

@@ -26,7 +26,7 @@ const AHEAD: usize = 4;
 pub(super) async fn get_document(
     State(st): State<AppState>,
     Path((rid, eid)): Path<(String, String)>,
-    axum::extract::Query(q): axum::extract::Query<DocumentQuery>,
+    super::QueryParams(q): super::QueryParams<DocumentQuery>,
 ) -> Result<Response, ApiError> {
     let record = parse_record(&rid)?;
     let entry = parse_entry(&eid)?;
@@ -122,7 +122,9 @@ pub(super) async fn get_document(
 /// record's peers could not give it now.
 pub(crate) fn missing(m: crate::http::DocumentMissing) -> ApiError {
     match m {
-        crate::http::DocumentMissing::NotHeld => ApiError::not_found(m.message()),
+        crate::http::DocumentMissing::NotHeld | crate::http::DocumentMissing::NoPeer => {
+            ApiError::not_found(m.message())
+        }
         crate::http::DocumentMissing::Unavailable(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "document_unavailable",
@@ -241,6 +243,9 @@ pub(crate) fn upload_size(headers: &axum::http::HeaderMap) -> Result<u64, ApiErr
 
 use crate::store::{import_recognised, Received, Upload};
 
+/// The error code of a file whose content is of another type than the one declared.
+const DECLARED_TYPE: &str = "declared_type_differs";
+
 impl From<Upload> for ApiError {
     fn from(u: Upload) -> Self {
         match u {
@@ -252,9 +257,11 @@ impl From<Upload> for ApiError {
                     schema::DOCUMENT_MEDIA_TYPES.join(", ")
                 ),
             ),
-            Upload::Declared(declared, found) => {
-                ApiError::unprocessable(format!("the file is {found}, not {declared}"))
-            }
+            Upload::Declared(declared, found) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                DECLARED_TYPE,
+                format!("the file is {found}, not {declared}"),
+            ),
             Upload::Failed(e) => ApiError::invalid(format!("the file was not stored: {e}")),
         }
     }
@@ -327,7 +334,7 @@ pub(crate) fn import_bytes(
 pub(super) async fn add_document(
     State(st): State<AppState>,
     Path(rid): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<NewDocument>,
+    super::QueryParams(q): super::QueryParams<NewDocument>,
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -365,7 +372,17 @@ pub(super) async fn add_document(
         file,
         media_type: found,
         dicom,
-    } = receive(&st, body, size, q.media_type.clone()).await?;
+    } = receive(&st, body, size, q.media_type.clone())
+        .await
+        .map_err(|e| {
+            // The content against the `media-type` parameter: a rule the OpenAPI document
+            // cannot state, answered 409 as it documents.
+            if e.code == DECLARED_TYPE {
+                ApiError::new(StatusCode::CONFLICT, e.code, e.message)
+            } else {
+                e
+            }
+        })?;
     fields.insert(
         "media-type".to_owned(),
         cophr_protocol::Value::Text(found.to_owned()),

@@ -98,10 +98,8 @@ pub(super) async fn list_entries(
         .category
         .as_deref()
         .map(|s| {
-            s.split(',')
-                .filter(|c| !c.trim().is_empty())
-                .map(parse_category)
-                .collect::<Result<_, _>>()
+            // An empty name (`category=`, `a,,b`) is refused like any unknown one.
+            s.split(',').map(parse_category).collect::<Result<_, _>>()
         })
         .transpose()?
         .unwrap_or_default();
@@ -410,9 +408,18 @@ pub(super) async fn amend_entry(
             let (item, current, category, old) = st
                 .store()
                 .with_record(&record, |r| current_of(r, &me, now, &entry))??;
-            let body = schemas::body_of(st, &record, &category, &input.body)?;
+            // Which body is valid depends on the category of the entry amended, which the
+            // path names only by id: a body that fits another category conflicts with the
+            // entry as it is (409, documented), not a malformed request.
+            let body = schemas::body_of(st, &record, &category, &input.body).map_err(|e| {
+                if e.status == StatusCode::UNPROCESSABLE_ENTITY {
+                    ApiError::new(StatusCode::CONFLICT, e.code, e.message)
+                } else {
+                    e
+                }
+            })?;
             if body == old {
-                return Err(ApiError::invalid(
+                return Err(ApiError::conflict(
                     "nothing to change: the new version would equal the current one",
                 ));
             }

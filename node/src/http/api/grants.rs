@@ -91,7 +91,8 @@ pub(super) fn terms_of(
     let until = expires.map(|t| parse_time("expires", t)).transpose()?;
     if let (Some(a), Some(b)) = (not_before, until) {
         if a > b {
-            return Err(ApiError::invalid("from is after expires"));
+            // A rule across two fields (the schema cannot compare them): 409, documented.
+            return Err(ApiError::conflict("from is after expires"));
         }
     }
     Ok(Terms {

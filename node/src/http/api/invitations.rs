@@ -51,6 +51,7 @@ pub(super) struct InviteInput {
     #[serde(default)]
     audit: bool,
     label: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::whole_number_opt")]
     valid_for_hours: Option<u64>,
 }
 
@@ -230,8 +231,10 @@ pub(super) async fn accept(
     JsonBody(input): JsonBody<AcceptInput>,
 ) -> Result<Json<Value>, ApiError> {
     let handle = node(&st)?;
+    // A link of the documented form whose content is no invitation names nothing.
+    token_form(&input.link, "cophr://invite/")?;
     let invitation =
-        Invitation::from_link(&input.link).map_err(|e| ApiError::invalid(e.to_string()))?;
+        Invitation::from_link(&input.link).map_err(|e| ApiError::not_found(e.to_string()))?;
     let me = st.actor();
     let record = invitation.record;
     let own = st
@@ -241,7 +244,7 @@ pub(super) async fn accept(
         })
         .await?;
     if own {
-        return Err(ApiError::invalid(
+        return Err(ApiError::conflict(
             "this is an invitation to your own record",
         ));
     }

@@ -26,7 +26,7 @@ impl From<NotifyError> for ApiError {
                 ApiError::forbidden(e.to_string())
             }
             NotifyError::Invalid(_) => ApiError::unprocessable(e.to_string()),
-            NotifyError::TooMany => ApiError::conflict(e.to_string()),
+            NotifyError::TooMany | NotifyError::NotAbout(_) => ApiError::conflict(e.to_string()),
             NotifyError::NotFound(_) => ApiError::not_found(e.to_string()),
             NotifyError::Store(s) => s.into(),
         }
@@ -291,12 +291,18 @@ pub(super) async fn stream(
     QueryParams(q): QueryParams<StreamQuery>,
 ) -> Result<Response, ApiError> {
     let record = parse_record(&rid)?;
-    let last: Option<String> = headers
+    let header = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or(q.last_event_id)
-        .map(|s| s.chars().take(MAX_EVENT_ID).collect());
+        .map(str::to_owned);
+    for given in [&header, &q.last_event_id].into_iter().flatten() {
+        if given.chars().count() > MAX_EVENT_ID {
+            return Err(ApiError::invalid(format!(
+                "Last-Event-ID is longer than {MAX_EVENT_ID} characters: it is no notification's id"
+            )));
+        }
+    }
+    let last: Option<String> = header.or(q.last_event_id);
     let permit = st.notifier().stream_permit().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -234,12 +234,19 @@ pub(super) async fn use_membership(
     State(st): State<AppState>,
     JsonBody(input): JsonBody<ProofInput>,
 ) -> Result<Response, ApiError> {
-    let proof = proof_from_text(&input.proof).map_err(|e| ApiError::invalid(e.to_string()))?;
+    // A proof that does not decode, is no organisation's, or does not hold proves nothing:
+    // 403 (the document says what a proof's text looks like, not what it must prove).
+    if !input.proof.trim_start().starts_with("cophr-membership:") {
+        return Err(ApiError::invalid(
+            "not a proof of membership: it starts with cophr-membership:",
+        ));
+    }
+    let proof = proof_from_text(&input.proof).map_err(|e| ApiError::forbidden(e.to_string()))?;
     let org = org_of(&proof)
-        .ok_or_else(|| ApiError::invalid("the proof of membership is not an organisation's"))?;
+        .ok_or_else(|| ApiError::forbidden("the proof of membership is not an organisation's"))?;
     let me = st.actor();
     let (role, entries) = org::verify_membership(&org, &me, &proof)
-        .map_err(|e| ApiError::invalid(format!("the proof of membership does not hold: {e}")))?;
+        .map_err(|e| ApiError::forbidden(format!("the proof of membership does not hold: {e}")))?;
     let label = label_of(&entries);
     st.blocking(move |st| {
         st.store()

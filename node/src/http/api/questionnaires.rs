@@ -60,7 +60,7 @@ fn person(r: &Record, me: &ActorId) -> ActorId {
 
 /// The published questionnaire at version `id`.
 fn definition_at(r: &Record, id: &EntryId) -> Result<Definition, ApiError> {
-    let not = || ApiError::unprocessable(format!("{id} is not a published questionnaire"));
+    let not = || ApiError::not_found(format!("{id} is not a published questionnaire"));
     let p = r.payload(id).ok_or_else(not)?;
     match &*p {
         Payload::Create { body, .. } | Payload::Amend { body, .. }

@@ -43,12 +43,23 @@ pub(super) async fn approve(
     JsonBody(input): JsonBody<ApproveInput>,
 ) -> Result<Json<Value>, ApiError> {
     let record = parse_record(&rid)?;
-    let request = RecoveryRequest::from_text(&input.request).map_err(recovery_error)?;
+    // A request of the documented form whose content is no recovery request names nothing.
+    token_form(&input.request, "cophr://recover/")?;
+    let request = RecoveryRequest::from_text(&input.request).map_err(|e| match e {
+        RecoveryError::Text { .. } | RecoveryError::Signature(_) => {
+            ApiError::not_found(e.to_string())
+        }
+        e => recovery_error(e),
+    })?;
     if request.record != record {
-        return Err(recovery_error(RecoveryError::OtherRecord {
-            named: request.record,
-            expected: record,
-        }));
+        // The request and the path name different records: a rule across the two (409).
+        return Err(ApiError::conflict(
+            RecoveryError::OtherRecord {
+                named: request.record,
+                expected: record,
+            }
+            .to_string(),
+        ));
     }
     let approval = st
         .blocking(move |st| {
@@ -138,9 +149,11 @@ pub(super) async fn recover(
         .iter()
         .enumerate()
         .map(|(i, a)| {
+            // An approval of the documented form that does not decode or verify approves
+            // nothing.
+            token_form(a, "cophr://approval/")?;
             GuardianApproval::from_text(a).map_err(|e| {
-                let e = recovery_error(e);
-                ApiError::invalid(format!("approval {}: {}", i + 1, e.message))
+                ApiError::forbidden(format!("approval {}: {}", i + 1, recovery_error(e).message))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -2,7 +2,7 @@
 //! defines (in effect now), one category's with its versions, and defining one. Reads are
 //! audited as views of the definition entries shown, for the viewer who may see them.
 
-use cophr_protocol::schema::ExtensionSchema;
+use cophr_protocol::schema::{DefinitionError, ExtensionSchema};
 
 use super::*;
 
@@ -38,7 +38,19 @@ pub(super) fn body_of(
         Some(x) => x.with_view(|s| schema::body_from_json_in(category, Some(s), json)),
         None => schema::body_from_json(category, json),
     };
-    body.map_err(|e| ApiError::unprocessable(format!("{category}: {e}")))
+    body.map_err(|e| {
+        let message = format!("{category}: {e}");
+        // What the OpenAPI document cannot state as a schema is a 409, documented: a rule
+        // across fields or about a value's content (dates in order, diastolic below
+        // systolic, a document's one file and its type, JSON in a text), and an extension's
+        // schema, which the record defines as data. Everything else the document states
+        // (fields, types, codes, units, ranges, sizes): 422.
+        if ext.is_some() || matches!(e, schema::SchemaError::Rule(_)) {
+            ApiError::new(StatusCode::CONFLICT, "rule_failed", message)
+        } else {
+            ApiError::unprocessable(message)
+        }
+    })
 }
 
 pub(super) async fn list(
@@ -139,8 +151,18 @@ pub(super) async fn define(
     let record = parse_record(&rid)?;
     // The same checks as a file's: bounded, no say on access, well formed.
     let text = input.to_string();
-    let definition =
-        ExtensionSchema::from_json(&text).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    // What the document states (types, sizes, codes and units by field type) is a 422;
+    // rules across fields or values it cannot state — a name given twice, a summary that
+    // names no field, a minimum above its maximum — a 409, documented.
+    let definition = ExtensionSchema::from_json(&text).map_err(|e| match &e {
+        DefinitionError::DuplicateField(_) | DefinitionError::Summary(_) => {
+            ApiError::new(StatusCode::CONFLICT, "rule_failed", e.to_string())
+        }
+        DefinitionError::Field { why, .. } if why.contains("above its maximum") => {
+            ApiError::new(StatusCode::CONFLICT, "rule_failed", e.to_string())
+        }
+        _ => ApiError::unprocessable(e.to_string()),
+    })?;
     let (category, version) = (definition.category.clone(), definition.version);
     let id = st
         .blocking(move |st| {

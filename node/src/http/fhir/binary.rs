@@ -412,7 +412,9 @@ pub(super) async fn read(
         st.ensure_document(doc.record, f.blob_ref())
             .await
             .map_err(|m| match m {
-                crate::http::DocumentMissing::NotHeld => Outcome::not_found(m.message()),
+                crate::http::DocumentMissing::NotHeld | crate::http::DocumentMissing::NoPeer => {
+                    Outcome::not_found(m.message())
+                }
                 crate::http::DocumentMissing::Unavailable(_) => {
                     Outcome::new(StatusCode::SERVICE_UNAVAILABLE, "transient", m.message())
                 }
