@@ -1652,7 +1652,7 @@ impl Store {
     /// before its last tombstone), so their bytes are gone from disk, then rebuilds the
     /// index. Holds the log exclusively while it runs. A crash part-way leaves either the
     /// old log or the new one (the new one is renamed into place only once fsync'd), and
-    /// the index's markers ([`REMOVING`], [`COMPACTING`]) make the next open rebuild the
+    /// the index's markers (`REMOVING`, `COMPACTING`) make the next open rebuild the
     /// index if it may describe the old log, and compact again.
     pub fn compact(&self) -> Result<(), StoreError> {
         let Some(dir) = self.inner.dir.clone() else {
