@@ -158,7 +158,7 @@ pub(super) struct NewAttachment {
 pub(super) async fn attach(
     State(st): State<AppState>,
     Path((rid, eid)): Path<(String, String)>,
-    axum::extract::Query(q): axum::extract::Query<NewAttachment>,
+    QueryParams(q): QueryParams<NewAttachment>,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
