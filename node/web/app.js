@@ -1181,16 +1181,22 @@ async function openThread(id, list, view) {
 }
 
 /**
- * Posts a message with `file` attached into the thread `id` (the file is the body, as the
- * document upload sends it; the text goes in the query, which the node never logs).
+ * POSTs `file` as the request's body to `path` (a route's path, its parameters filled) with
+ * `query` (the document upload and a message's attachment: the node never logs queries);
+ * `onprogress` gets the percentage sent. Resolves with the 201's JSON, rejects with an
+ * ApiError. (XMLHttpRequest, not fetch: it reports upload progress.)
  */
-function sendAttachment(id, query, file) {
-  const path = ROUTES.threadAttach[1].replace('{rid}', enc(state.rid)).replace('{eid}', enc(id));
+function upload(path, query, file, onprogress) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open('POST', `${API}${path}?${new URLSearchParams(query)}`);
     xhr.setRequestHeader('Authorization', `Bearer ${state.token}`);
     xhr.setRequestHeader('Accept', 'application/json');
+    if (onprogress) {
+      xhr.upload.onprogress = (e) => {
+        if (e.lengthComputable) onprogress(Math.floor((e.loaded * 100) / e.total));
+      };
+    }
     xhr.onerror = () => reject(new ApiError(0, 'network', 'The node did not answer. Is `cophr node run` still running?'));
     xhr.onload = () => {
       let j = null;
@@ -1198,11 +1204,17 @@ function sendAttachment(id, query, file) {
       if (xhr.status === 201) resolve(j);
       else {
         reject(new ApiError(xhr.status, (j && j.error && j.error.code) || `http_${xhr.status}`,
-          (j && j.error && j.error.message) || `The file was not sent (${xhr.status}).`));
+          (j && j.error && j.error.message) || `The upload failed (${xhr.status}).`));
       }
     };
     xhr.send(file);
   });
+}
+
+/** Posts a message with `file` attached into the thread `id`. */
+function sendAttachment(id, query, file) {
+  const path = ROUTES.threadAttach[1].replace('{rid}', enc(state.rid)).replace('{eid}', enc(id));
+  return upload(path, query, file);
 }
 
 function startThreadForm(list, view) {
@@ -2161,31 +2173,17 @@ function attachForm() {
     input.removeAttribute('aria-invalid');
     const query = { title: $('attach-title').value.trim() || file.name };
     if ($('attach-date').value) query.date = $('attach-date').value;
-    const xhr = new XMLHttpRequest();
-    xhr.open('POST', `${API}${ROUTES.attach[1].replace('{rid}', enc(state.rid))}?${new URLSearchParams(query)}`);
-    xhr.setRequestHeader('Authorization', `Bearer ${state.token}`);
-    xhr.setRequestHeader('Accept', 'application/json');
     progress.hidden = false;
     progress.value = 0;
-    xhr.upload.onprogress = (e) => {
-      if (e.lengthComputable) progress.value = Math.floor((e.loaded * 100) / e.total);
-    };
-    xhr.onerror = () => showError(new Error('The node did not answer. Is `cophr node run` still running?'));
-    xhr.onload = async () => {
+    const path = ROUTES.attach[1].replace('{rid}', enc(state.rid));
+    upload(path, query, file, (p) => { progress.value = p; }).then(async (j) => {
       progress.value = 100;
-      let j = null;
-      try { j = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
-      if (xhr.status !== 201) {
-        showError(new Error((j && j.error && j.error.message) || `The upload failed (${xhr.status}).`));
-        return;
-      }
       state.category = 'documents';
       await refreshSummary();
       await renderRecordKeepingStatus('record');
       // Said once the page is drawn again (what waits for it may act on the new page).
       setStatus(`Attached to Documents: ${j.summary || query.title}.`);
-    };
-    xhr.send(file);
+    }, (err) => showError(err));
   });
   return form;
 }
