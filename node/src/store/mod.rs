@@ -2406,6 +2406,38 @@ mod tests {
         assert!(s2.verify().unwrap().is_ok());
     }
 
+    /// George's record holding "moving-away-secret", and `other`'s record holding
+    /// "staying-here": (George's record, the entry kept in the other).
+    fn moving_and_staying(s: &Store, other: &Keypair) -> (RecordId, EntryId) {
+        let (g, rec) = george(s);
+        s.write(
+            &rec,
+            &g,
+            Payload::Create {
+                category: Category::AboutMe,
+                body: text_body(&[("thing-1", "moving-away-secret")]),
+            },
+            2_000,
+            None,
+        )
+        .unwrap();
+        s.create_record(other, profile("Other", "patient", None), 3_000, None)
+            .unwrap();
+        let kept = s
+            .write(
+                &other.actor(),
+                other,
+                Payload::Create {
+                    category: Category::AboutMe,
+                    body: text_body(&[("thing-1", "staying-here")]),
+                },
+                4_000,
+                None,
+            )
+            .unwrap();
+        (rec, kept)
+    }
+
     #[test]
     fn a_removal_interrupted_before_its_compaction_is_finished_at_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -2414,32 +2446,7 @@ mod tests {
         let other = key(1, "Other");
         let (rec, kept) = {
             let s = open(dir.path());
-            let (g, rec) = george(&s);
-            s.write(
-                &rec,
-                &g,
-                Payload::Create {
-                    category: Category::AboutMe,
-                    body: text_body(&[("thing-1", "moving-away-secret")]),
-                },
-                2_000,
-                None,
-            )
-            .unwrap();
-            s.create_record(&other, profile("Other", "patient", None), 3_000, None)
-                .unwrap();
-            let kept = s
-                .write(
-                    &other.actor(),
-                    &other,
-                    Payload::Create {
-                        category: Category::AboutMe,
-                        body: text_body(&[("thing-1", "staying-here")]),
-                    },
-                    4_000,
-                    None,
-                )
-                .unwrap();
+            let (rec, kept) = moving_and_staying(&s, &other);
             // What `remove_record` does up to its compaction, then the crash: the marker
             // and the tombstone are durable, the record's bytes still in the log.
             s.inner.db.insert(REMOVING, &[1u8][..]).unwrap();
@@ -2469,33 +2476,8 @@ mod tests {
     fn a_removed_record_is_gone_from_disk_and_the_rest_survives() {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
-        let (g, rec) = george(&s);
-        s.write(
-            &rec,
-            &g,
-            Payload::Create {
-                category: Category::AboutMe,
-                body: text_body(&[("thing-1", "moving-away-secret")]),
-            },
-            2_000,
-            None,
-        )
-        .unwrap();
         let other = key(1, "Other");
-        s.create_record(&other, profile("Other", "patient", None), 3_000, None)
-            .unwrap();
-        let kept = s
-            .write(
-                &other.actor(),
-                &other,
-                Payload::Create {
-                    category: Category::AboutMe,
-                    body: text_body(&[("thing-1", "staying-here")]),
-                },
-                4_000,
-                None,
-            )
-            .unwrap();
+        let (rec, kept) = moving_and_staying(&s, &other);
         let log_bytes = || std::fs::read(dir.path().join("log")).unwrap();
         let has = |b: &[u8], needle: &[u8]| b.windows(needle.len()).any(|w| w == needle);
         assert!(has(&log_bytes(), b"moving-away-secret"));
