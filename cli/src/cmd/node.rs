@@ -51,6 +51,7 @@ const AFTER_HELP: &str = "The config file is TOML with the network settings (eve
   http = \"127.0.0.1:7380\"     # the HTTP API (REST, FHIR, web app); false for none
   http_allow_remote = false   # allow a non-loopback HTTP address
   scrub_rate = 8              # MiB/s of documents read back and checked; 0 for none
+  disk_reserve = 64           # MiB kept free on the store's disk (writes stop first)
   documents = \"eager\"        # or \"on-demand\": when a replica fetches documents' files
   [host]                      # which patients' records this node hosts, and how much
   admission = { mode = \"open\" }   # or { mode = \"allow-list\", records = [\"a-…\"] },
@@ -200,6 +201,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "MIB")]
     scrub_rate: Option<u64>,
 
+    /// Keep this many MiB free on the store's disk: a write that would leave less is
+    /// refused (HTTP 507), reads go on (their audit events may use most of it), and writes
+    /// resume once space is freed; 0 for none [default: 64]
+    #[arg(long, value_name = "MIB")]
+    disk_reserve: Option<u64>,
+
     /// When this node, as a replica, fetches the files of the documents it may see:
     /// eager (after every sync, so each is here before anyone asks) or on-demand (only
     /// the one asked for, by `cophr download`, the HTTP or FHIR API or the web app, from
@@ -296,6 +303,7 @@ struct NodeSettings {
     cache_records: Option<usize>,
     cache_entries: Option<usize>,
     scrub_rate: Option<u64>,
+    disk_reserve: Option<u64>,
 }
 
 /// `http = "127.0.0.1:7380"` or `http = false` in the config file.
@@ -325,6 +333,7 @@ fn load_config(path: Option<&Path>) -> Result<(NetConfig, NodeSettings)> {
         "cache_records",
         "cache_entries",
         "scrub_rate",
+        "disk_reserve",
     ] {
         if let Some(v) = table.remove(key) {
             node.insert(key.to_owned(), v);
@@ -362,6 +371,7 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
     let http = http_plan(&args, &settings)?;
     let cache = record_cache(&args, &settings)?;
     let scrub_rate = scrub_rate(&args, &settings)?;
+    let disk_reserve = disk_reserve(&args, &settings)?;
     host_policy(&args, &mut config);
     documents_policy(&args, &mut config);
     if !args.listen.is_empty() {
@@ -415,6 +425,7 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
     }
     let store = ctx.store()?;
     store.set_record_cache(cache);
+    store.set_disk_reserve(disk_reserve);
     collect_unreferenced_documents(&store);
     // Stops (after the step in progress) when dropped, as the node stops.
     let _scrub = scrub_documents(&store, scrub_rate);
@@ -478,6 +489,23 @@ fn scrub_rate(args: &RunArgs, settings: &NodeSettings) -> Result<u64> {
         )));
     }
     Ok(rate)
+}
+
+/// The most `--disk-reserve` takes, in MiB (1 TiB).
+const MAX_DISK_RESERVE: u64 = 1 << 20;
+
+/// The bytes kept free on the store's disk: the flag over the config file over the default.
+fn disk_reserve(args: &RunArgs, settings: &NodeSettings) -> Result<u64> {
+    let mib = args
+        .disk_reserve
+        .or(settings.disk_reserve)
+        .unwrap_or(cophr_node::store::DEFAULT_DISK_RESERVE >> 20);
+    if mib > MAX_DISK_RESERVE {
+        return Err(CliError::invalid(format!(
+            "--disk-reserve must be 0 to {MAX_DISK_RESERVE} MiB"
+        )));
+    }
+    Ok(mib << 20)
 }
 
 /// Starts the background scrub of the documents held at `rate` MiB a second (none for 0).
@@ -933,6 +961,33 @@ mod tests {
         assert_eq!(scrub_rate(&huge, &default).unwrap_err().code, Code::Invalid);
         assert!(Cli::try_parse_from(["run", "--scrub-rate", "-1"]).is_err());
         assert!(config("scrub_rate = \"fast\"").is_err());
+    }
+
+    #[test]
+    fn the_disk_reserve_comes_from_the_flag_the_file_or_the_default() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let none = Cli::try_parse_from(["run"]).unwrap().run;
+        let (_, default) = config("").unwrap();
+        assert_eq!(disk_reserve(&none, &default).unwrap(), 64 << 20);
+        let (_, file) = config("disk_reserve = 0\n").unwrap();
+        assert_eq!(disk_reserve(&none, &file).unwrap(), 0);
+        let flag = Cli::try_parse_from(["run", "--disk-reserve", "8"])
+            .unwrap()
+            .run;
+        assert_eq!(disk_reserve(&flag, &file).unwrap(), 8 << 20);
+        let huge = Cli::try_parse_from(["run", "--disk-reserve", "99999999"])
+            .unwrap()
+            .run;
+        assert_eq!(
+            disk_reserve(&huge, &default).unwrap_err().code,
+            Code::Invalid
+        );
+        assert!(Cli::try_parse_from(["run", "--disk-reserve", "-1"]).is_err());
     }
 
     #[test]

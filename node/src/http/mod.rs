@@ -729,6 +729,23 @@ impl From<StoreError> for ApiError {
                 ApiError::new(status, code, e.to_string())
             }
             StoreError::NotFound(_) => ApiError::not_found(e.to_string()),
+            // Nothing was stored; the client may try again once there is room (507, RFC 4918).
+            StoreError::Full(_) => {
+                tracing::warn!(error = %e, "a write refused: the disk is full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    e.to_string(),
+                )
+            }
+            StoreError::IndexFailed(_) | StoreError::Busy(_) => {
+                tracing::warn!(error = %e, "a request refused: the store cannot take it now");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e.to_string(),
+                )
+            }
             _ => {
                 tracing::error!(error = %e, "store failure in an HTTP request");
                 ApiError::internal(e.to_string())

@@ -190,6 +190,7 @@ impl Store {
         if size > blob::MAX_DOCUMENT_BYTES {
             return Err(blob::BlobError::TooLarge(size).into());
         }
+        self.room_for(blob::sealed_len(size), super::Room::Write)?;
         let key = BlobKey::generate(rng);
         let (hash, stored) =
             self.inner
@@ -347,6 +348,7 @@ impl Store {
         len: u64,
         encoded: Vec<u8>,
     ) -> Result<bool, StoreError> {
+        self.room_for(encoded.len() as u64, super::Room::Write)?;
         let slice = Slice {
             offset,
             len,
@@ -416,6 +418,23 @@ pub enum Upload {
     /// The store or the body failed.
     #[error("the file was not stored: {0}")]
     Failed(String),
+    /// The disk is full (or would be below its reserve); nothing of the file was kept.
+    #[error("the file was not stored: {0}")]
+    Full(String),
+}
+
+impl From<StoreError> for Upload {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Full(_) => Upload::Full(e.to_string()),
+            StoreError::Blob(blob_store::BlobError::Io(io)) if super::disk::is_full(&io) => {
+                Upload::Full(
+                    StoreError::Full(format!("a file could not be written ({io})")).to_string(),
+                )
+            }
+            e => Upload::Failed(e.to_string()),
+        }
+    }
 }
 
 /// Recognises a file from its first bytes (`head`, at least
@@ -451,7 +470,7 @@ pub fn import_recognised(
             size,
             &mut rand_core::OsRng,
         )
-        .map_err(|e| Upload::Failed(e.to_string()))?;
+        .map_err(Upload::from)?;
     Ok(Received {
         file,
         media_type: found,

@@ -26,6 +26,7 @@
 
 pub mod blobs;
 mod cache;
+mod disk;
 mod documents;
 mod holdings;
 pub mod memberships;
@@ -40,6 +41,7 @@ pub mod worklist;
 pub use snapshots::{FHIR_INDEXES, MAX_SNAPSHOT_BYTES, SNAPSHOT_MIN_NEW};
 
 pub use cache::{CacheLimits, Loaded};
+pub use disk::{Room, DEFAULT_DISK_RESERVE};
 pub use documents::{
     check_documents, document_file_name, documents_dir, DocumentReader, DocumentsChecked,
     DocumentsExported, DocumentsRepaired, Received, Scrubbed, SealingReader, Upload,
@@ -113,6 +115,18 @@ pub enum StoreError {
     /// A bound was reached (try again once work under way is done).
     #[error("busy: {0}")]
     Busy(String),
+    /// The disk holding the store is full, or would be below its reserve after the write
+    /// (`disk.rs`); nothing of the write was stored.
+    #[error("the disk is full: {0}; nothing was written (free some space and try again)")]
+    Full(String),
+    /// The index failed to write (a full disk reached despite the reserve, or another I/O
+    /// error); writes are refused until the store is opened again, which indexes what the
+    /// log holds. Reads go on.
+    #[error(
+        "the store's index failed ({0}); writes are refused until the node restarts (what \
+         was acknowledged is in the log and is indexed again at the next start)"
+    )]
+    IndexFailed(String),
 }
 
 /// Most payloads [`Store::write_all`] writes at once (every entry is named in its audit
@@ -235,6 +249,9 @@ type AuditTail = Option<Option<(u64, EntryId)>>;
 struct Indexer {
     applied: u64,
     pending: BTreeMap<u64, (u64, Ops)>,
+    /// Why the index failed to write, once it has: sled keeps an I/O error until it is
+    /// opened again, so every later write is refused ([`StoreError::IndexFailed`]).
+    failed: Option<String>,
 }
 
 #[derive(Debug)]
@@ -278,6 +295,9 @@ struct Inner {
     uploads: Mutex<documents::Uploads>,
     /// The worklist rows read into memory, per viewer ([`worklist`]).
     worklist: Mutex<worklist::Rows>,
+    /// Bytes kept free on the store's disk ([`disk`]): writes that would leave less are
+    /// refused before any I/O.
+    disk_reserve: std::sync::atomic::AtomicU64,
 }
 
 /// A store of many records. Cheap to clone; safe to share between threads.
@@ -620,6 +640,7 @@ impl Store {
             indexer: Mutex::new(Indexer {
                 applied: applied.max(log::HEADER_LEN),
                 pending: BTreeMap::new(),
+                failed: None,
             }),
             indexed: std::sync::Condvar::new(),
             audit_tail: Mutex::new(HashMap::new()),
@@ -632,6 +653,7 @@ impl Store {
             loads: Default::default(),
             uploads: Default::default(),
             worklist: Default::default(),
+            disk_reserve: std::sync::atomic::AtomicU64::new(DEFAULT_DISK_RESERVE),
         };
         Ok((
             Store {
@@ -686,6 +708,41 @@ impl Store {
             db.flush()?;
         }
         Ok((applied, replayed))
+    }
+
+    /// Keeps `bytes` free on the store's disk at least (default [`DEFAULT_DISK_RESERVE`];
+    /// 0 for none): writes that would leave less are refused ([`StoreError::Full`]).
+    pub fn set_disk_reserve(&self, bytes: u64) {
+        self.inner
+            .disk_reserve
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The bytes kept free on the store's disk.
+    pub fn disk_reserve(&self) -> u64 {
+        self.inner
+            .disk_reserve
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Refuses a write of `bytes` that would leave the disk with less free than `room`
+    /// needs ([`disk`]). A store without a directory (an in-memory log) has no disk to ask.
+    pub(crate) fn room_for(&self, bytes: u64, room: Room) -> Result<(), StoreError> {
+        let Some(dir) = &self.inner.dir else {
+            return Ok(());
+        };
+        let margin = room.margin(self.disk_reserve());
+        if margin == 0 {
+            return Ok(());
+        }
+        let free = disk::available(dir)?;
+        if free < margin.saturating_add(bytes) {
+            return Err(StoreError::Full(format!(
+                "{free} bytes free on the store's disk; a write of {bytes} bytes would leave \
+                 less than the {margin} kept in reserve"
+            )));
+        }
+        Ok(())
     }
 
     fn log(&self) -> std::sync::RwLockReadGuard<'_, Log> {
@@ -1028,16 +1085,34 @@ impl Store {
             all.extend(ops);
             applied = end;
         }
+        if let Some(why) = &ix.failed {
+            return Err(StoreError::IndexFailed(why.clone()));
+        }
         if applied != ix.applied {
             let mut batch = sled::Batch::default();
             all.into_batch(&mut batch);
             batch.insert(APPLIED, &applied.to_be_bytes()[..]);
-            self.inner.db.apply_batch(batch)?;
+            if let Err(e) = self.inner.db.apply_batch(batch) {
+                // sled keeps the error until it is opened again: nothing more can be
+                // indexed, so nothing more is acknowledged (the frames are in the log and
+                // are indexed at the next open). Writers waiting on these frames learn it.
+                let why = match &e {
+                    sled::Error::Io(io) if disk::is_full(io) => "the disk is full".to_owned(),
+                    e => e.to_string(),
+                };
+                tracing::error!(error = %e, "the index failed; writes are refused until restart");
+                ix.failed = Some(why.clone());
+                self.inner.indexed.notify_all();
+                return Err(StoreError::IndexFailed(why));
+            }
             ix.applied = applied;
             self.inner.indexed.notify_all();
         }
         let deadline = std::time::Instant::now() + INDEX_WAIT;
         while ix.applied < mine {
+            if let Some(why) = &ix.failed {
+                return Err(StoreError::IndexFailed(why.clone()));
+            }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 // An earlier frame's writer failed before indexing it: its frames (and
@@ -1059,14 +1134,15 @@ impl Store {
     /// from entries and events already decoded and checked. Not atomic (a crash may leave
     /// a prefix): for frames that stand alone (metadata, tombstones, others' audit events).
     fn persist(&self, frames: &[(u8, &[u8])]) -> Result<(), StoreError> {
-        self.persist_indexed(frames, false, |offset, kind, payload| {
+        self.persist_indexed(frames, false, Room::Write, |offset, kind, payload| {
             index_ops(&self.inner.db, offset, kind, payload)
         })
     }
 
     /// [`Store::persist`], atomic under a crash (one log batch: all frames or none).
-    fn persist_atomic(&self, frames: &[(u8, &[u8])]) -> Result<(), StoreError> {
-        self.persist_indexed(frames, true, |offset, kind, payload| {
+    /// `room`: what the write needs left free on the disk.
+    fn persist_atomic(&self, frames: &[(u8, &[u8])], room: Room) -> Result<(), StoreError> {
+        self.persist_indexed(frames, true, room, |offset, kind, payload| {
             index_ops(&self.inner.db, offset, kind, payload)
         })
     }
@@ -1078,7 +1154,7 @@ impl Store {
             .map(|v| (KIND_ENTRY, v.signed().bytes()))
             .collect();
         let mut next = entries.iter();
-        self.persist_indexed(&frames, true, |offset, _, _| {
+        self.persist_indexed(&frames, true, Room::Write, |offset, _, _| {
             let v = next
                 .next()
                 .ok_or_else(|| StoreError::Corrupt("frame without an entry".into()))?;
@@ -1088,21 +1164,50 @@ impl Store {
 
     /// Appends frames durably (one fsync), as one atomic log batch if `atomic`, and indexes
     /// them with `ops` (called in order, for `frames` only; the batch markers index nothing,
-    /// their bytes are counted with the first and last frame's update).
+    /// their bytes are counted with the first and last frame's update). Refused before
+    /// any I/O if the frames would leave the disk with less than `room` needs ([`disk`]),
+    /// or if the index has failed — but for a read's audit event, which is then made
+    /// durable in the log unindexed (indexed at the next open), so reads go on.
     fn persist_indexed(
         &self,
         frames: &[(u8, &[u8])],
         atomic: bool,
+        room: Room,
         mut ops: impl FnMut(u64, u8, &[u8]) -> Result<Ops, StoreError>,
     ) -> Result<(), StoreError> {
+        let index_failed = lock(&self.inner.indexer).failed.clone();
+        if let Some(why) = &index_failed {
+            if room != Room::Audit {
+                return Err(StoreError::IndexFailed(why.clone()));
+            }
+        }
+        let bytes: u64 = frames
+            .iter()
+            .map(|(_, p)| frame_end(0, p.len()))
+            .sum::<u64>()
+            .saturating_add(2 * FRAME_HEADER_LEN as u64 + 8);
+        self.room_for(bytes, room)?;
         // The log stays shared until the frames are indexed, so a compaction (which
         // rewrites offsets) cannot run in between.
         let log = self.log();
-        let offsets = if atomic {
-            log.append_atomic(frames)?
+        let appended = if atomic {
+            log.append_atomic(frames)
         } else {
-            log.append_batch(frames)?
+            log.append_batch(frames)
         };
+        let offsets = match appended {
+            Ok(o) => o,
+            Err(LogError::Io(e)) if disk::is_full(&e) => {
+                return Err(StoreError::Full(format!(
+                    "the log could not be written ({e})"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if index_failed.is_some() {
+            // A read's audit event, durable; the index takes it at the next open.
+            return Ok(());
+        }
         let marked = offsets.len() == frames.len() + 2;
         if !marked && offsets.len() != frames.len() {
             return Err(StoreError::Corrupt("log returned the wrong offsets".into()));
@@ -1174,7 +1279,13 @@ impl Store {
         .sign(&self.inner.node_key);
         let mut all = frames.to_vec();
         all.push((KIND_AUDIT, event.bytes()));
-        self.persist_atomic(&all)?;
+        // A read's audit event alone may use most of the disk's reserve (`disk.rs`).
+        let room = if frames.is_empty() {
+            Room::Audit
+        } else {
+            Room::Write
+        };
+        self.persist_atomic(&all, room)?;
         *tail = Some(Some((event.event.seq, event.id())));
         Ok(event)
     }

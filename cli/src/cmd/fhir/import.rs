@@ -1169,7 +1169,7 @@ fn store_binary(
             value: d,
             reason: "is not the type of the data",
         }),
-        Err(Upload::Failed(e)) => Err(FhirError::BadValue {
+        Err(Upload::Failed(e) | Upload::Full(e)) => Err(FhirError::BadValue {
             path: "Binary.data".into(),
             value: e,
             reason: "could not be stored",

@@ -263,6 +263,11 @@ impl From<Upload> for ApiError {
                 format!("the file is {found}, not {declared}"),
             ),
             Upload::Failed(e) => ApiError::invalid(format!("the file was not stored: {e}")),
+            Upload::Full(e) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                format!("the file was not stored: {e}"),
+            ),
         }
     }
 }
