@@ -552,6 +552,14 @@ fn open_index(path: &Path) -> Result<sled::Db, StoreError> {
     Err(StoreError::Locked)
 }
 
+/// A metadata frame's name and value (`set_meta`'s layout: name length u32 BE, name,
+/// value).
+fn meta_parts(payload: &[u8]) -> Option<(&[u8], &[u8])> {
+    let n = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+    let name = payload.get(4..4usize.checked_add(n)?)?;
+    Some((name, &payload[4 + n..]))
+}
+
 fn read_u64(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
@@ -1776,8 +1784,10 @@ impl Store {
             Ok(())
         };
         let mut log = self.inner.log.write().unwrap_or_else(|p| p.into_inner());
-        // Where each removed record's last tombstone is.
+        // Where each removed record's last tombstone is, and each metadata name's last
+        // frame (the value in effect; earlier ones are not copied).
         let mut cut: HashMap<RecordId, u64> = HashMap::new();
+        let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
         for frame in log.iter_from(0) {
             let (offset, kind, payload) = frame?;
             if kind == KIND_TOMBSTONE {
@@ -1785,7 +1795,27 @@ impl Store {
                     cut.insert(ActorId(id), offset);
                 }
             }
+            if kind == KIND_META {
+                if let Some((name, _)) = meta_parts(&payload) {
+                    latest.insert(name.to_vec(), offset);
+                }
+            }
         }
+        // Metadata about a removed record (its home pointer, peers, sync markers, a
+        // redeemed invitation naming it) goes with it: nothing naming it stays behind.
+        let removed: Vec<(String, RecordId, u64)> =
+            cut.iter().map(|(r, t)| (r.to_string(), *r, *t)).collect();
+        let meta_gone = |offset: u64, payload: &[u8]| match meta_parts(payload) {
+            None => false,
+            Some((name, value)) => {
+                latest.get(name) != Some(&offset)
+                    || removed.iter().any(|(text, id, t)| {
+                        offset < *t
+                            && (name.windows(text.len()).any(|w| w == text.as_bytes())
+                                || value == id.as_bytes())
+                    })
+            }
+        };
         let tmp = dir.join("log.compact");
         if cut.is_empty() {
             let _ = std::fs::remove_file(&tmp);
@@ -1822,7 +1852,8 @@ impl Store {
                     _ => None,
                 };
                 let gone = kind == KIND_TOMBSTONE
-                    || record.is_some_and(|r| cut.get(&r).is_some_and(|t| offset < *t));
+                    || record.is_some_and(|r| cut.get(&r).is_some_and(|t| offset < *t))
+                    || (kind == KIND_META && meta_gone(offset, &payload));
                 if !gone {
                     match atomic.as_mut() {
                         Some(kept) => kept.push((kind, payload)),
@@ -2519,6 +2550,45 @@ mod tests {
 
     /// George's record holding "moving-away-secret", and `other`'s record holding
     /// "staying-here": (George's record, the entry kept in the other).
+    #[test]
+    fn metadata_naming_a_removed_record_goes_with_it_and_only_each_names_last_value_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let other = key(1, "Other");
+        let (rec, _) = moving_and_staying(&s, &other);
+        let log_bytes = || std::fs::read(dir.path().join("log")).unwrap();
+        let has = |b: &[u8], needle: &[u8]| b.windows(needle.len()).any(|w| w == needle);
+        // What a host keeps about records: a home pointer by name, a code naming one.
+        s.set_meta(&format!("home/{rec}"), b"pointer-of-the-moving-record")
+            .unwrap();
+        s.set_meta("invitation/code-1", rec.as_bytes()).unwrap();
+        s.set_meta(&format!("home/{}", other.actor()), b"old-pointer-of-other")
+            .unwrap();
+        s.set_meta(&format!("home/{}", other.actor()), b"new-pointer-of-other")
+            .unwrap();
+        s.remove_record(&rec).unwrap();
+        let bytes = log_bytes();
+        assert!(!has(&bytes, b"pointer-of-the-moving-record"));
+        assert!(!has(&bytes, rec.as_bytes()), "nothing names the record");
+        assert!(!has(&bytes, b"old-pointer-of-other"), "a superseded value");
+        assert_eq!(s.meta(&format!("home/{rec}")).unwrap(), None);
+        assert_eq!(s.meta("invitation/code-1").unwrap(), None);
+        let kept = Some(b"new-pointer-of-other".to_vec());
+        assert_eq!(s.meta(&format!("home/{}", other.actor())).unwrap(), kept);
+        // Metadata written after a removal (the record hosted here again) is kept.
+        s.set_meta(&format!("home/{rec}"), b"back-again").unwrap();
+        s.set_meta("tombstone-trigger", b"x").unwrap();
+        s.compact().unwrap();
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(
+            s.meta(&format!("home/{rec}")).unwrap(),
+            Some(b"back-again".to_vec())
+        );
+        assert_eq!(s.meta(&format!("home/{}", other.actor())).unwrap(), kept);
+        assert!(s.verify().unwrap().is_ok());
+    }
+
     fn moving_and_staying(s: &Store, other: &Keypair) -> (RecordId, EntryId) {
         let (g, rec) = george(s);
         s.write(
