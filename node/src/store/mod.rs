@@ -256,8 +256,9 @@ struct Indexer {
 
 #[derive(Debug)]
 struct Inner {
-    /// The log. Every operation holds it shared; compaction replaces it, exclusively.
-    log: RwLock<Log>,
+    /// The log. Every operation holds it shared (reads may nest: an index scan holds it
+    /// while the record it loads reads more); compaction replaces it, exclusively.
+    log: parking_lot::RwLock<Log>,
     /// Documents' bytes, stored apart from the entries naming them (`blobs/`).
     blobs: blobs::BlobStore,
     /// The store's directory (`None` for a store built over an in-memory log).
@@ -639,7 +640,7 @@ impl Store {
     ) -> Result<(Store, u64), StoreError> {
         let (applied, replayed) = Store::reindex(&log, &db)?;
         let inner = Inner {
-            log: RwLock::new(log),
+            log: parking_lot::RwLock::new(log),
             blobs,
             dir: None,
             db,
@@ -753,8 +754,8 @@ impl Store {
         Ok(())
     }
 
-    fn log(&self) -> std::sync::RwLockReadGuard<'_, Log> {
-        self.inner.log.read().unwrap_or_else(|p| p.into_inner())
+    fn log(&self) -> parking_lot::RwLockReadGuard<'_, Log> {
+        self.inner.log.read_recursive()
     }
 
     /// Cuts the log at its first bad frame and rebuilds the index from it. The store must
@@ -797,11 +798,12 @@ impl Store {
     /// stream and sequence number), as evidence.
     pub fn fork_proofs(&self, id: &RecordId) -> Result<Vec<SignedEntry>, StoreError> {
         let mut out = Vec::new();
+        let log = self.log();
         for kv in self.inner.db.scan_prefix(key(b'f', &[id.as_bytes()])) {
             let (_, v) = kv?;
             let offset =
                 read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad fork index".into()))?;
-            let (_, payload) = self.log().read(offset)?;
+            let (_, payload) = log.read(offset)?;
             out.push(
                 SignedEntry::decode(&payload)
                     .map_err(|e| StoreError::Corrupt(format!("fork proof: {e}")))?,
@@ -898,7 +900,16 @@ impl Store {
 
     /// Reads an entry frame and checks its hash against the id it is indexed under.
     fn read_entry(&self, offset: u64, id: &EntryId) -> Result<SignedEntry, StoreError> {
-        let (kind, payload) = self.log().read(offset)?;
+        read_entry_in(&self.log(), offset, id)
+    }
+}
+
+/// [`Store::read_entry`] through a log guard the caller holds: a scan of the index that
+/// reads what it finds holds one guard throughout, so a compaction (which takes the log
+/// exclusively to replace it and rebuild the index) never runs between the two.
+fn read_entry_in(log: &Log, offset: u64, id: &EntryId) -> Result<SignedEntry, StoreError> {
+    {
+        let (kind, payload) = log.read(offset)?;
         if kind != KIND_ENTRY {
             return Err(StoreError::Corrupt(format!(
                 "offset {offset} is not an entry"
@@ -909,13 +920,16 @@ impl Store {
         SignedEntry::decode_known(payload, id)
             .map_err(|err| StoreError::Corrupt(format!("entry {id}: {err}")))
     }
+}
 
+impl Store {
     fn stored_entries(&self, id: &RecordId) -> Result<Vec<SignedEntry>, StoreError> {
         let mut out = Vec::new();
+        let log = self.log();
         for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
             let (k, v) = kv?;
             for (offset, eid) in locations(&k, &v)? {
-                out.push(self.read_entry(offset, &eid)?);
+                out.push(read_entry_in(&log, offset, &eid)?);
             }
         }
         Ok(out)
@@ -1026,11 +1040,13 @@ impl Store {
     /// A record read from the log, every entry applied again.
     fn replay(&self, id: &RecordId) -> Result<Record, StoreError> {
         let mut record = self.fresh_record(*id);
-        // Entry by entry, so a large record is never held twice.
+        // Entry by entry, so a large record is never held twice; under one log guard, so
+        // no compaction moves the entries between the index and the log.
+        let log = self.log();
         for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
             let (k, v) = kv?;
             for (offset, eid) in locations(&k, &v)? {
-                let e = self.read_entry(offset, &eid)?;
+                let e = read_entry_in(&log, offset, &eid)?;
                 // Hash-checked bytes this node verified before storing them.
                 record.apply_known(Verified::trusted(e)).map_err(|err| {
                     StoreError::Corrupt(format!("entry {eid} no longer applies: {err}"))
@@ -1300,13 +1316,14 @@ impl Store {
 
     fn last_own_audit(&self, record: &RecordId) -> Result<Option<(u64, EntryId)>, StoreError> {
         let prefix = key(b'a', &[record.as_bytes(), self.node_id().as_bytes()]);
+        let log = self.log();
         match self.inner.db.scan_prefix(prefix).next_back() {
             None => Ok(None),
             Some(kv) => {
                 let (_, v) = kv?;
                 let offset =
                     read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
-                let (_, payload) = self.log().read(offset)?;
+                let (_, payload) = log.read(offset)?;
                 let a = SignedAudit::decode(&payload)?;
                 Ok(Some((a.event.seq, a.id())))
             }
@@ -1339,11 +1356,12 @@ impl Store {
     /// The record's audit trail, in time order.
     pub fn audit_events(&self, record: &RecordId) -> Result<Vec<SignedAudit>, StoreError> {
         let mut out = Vec::new();
+        let log = self.log();
         for kv in self.inner.db.scan_prefix(key(b'a', &[record.as_bytes()])) {
             let (_, v) = kv?;
             let offset =
                 read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
-            let (_, payload) = self.log().read(offset)?;
+            let (_, payload) = log.read(offset)?;
             out.push(SignedAudit::decode(&payload)?);
         }
         out.sort_by_key(|a| (a.event.time, a.event.node, a.event.seq));
@@ -1698,6 +1716,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<SignedAudit>, StoreError> {
         let mut out = Vec::new();
+        let log = self.log();
         for kv in self.inner.db.scan_prefix(key(b'a', &[record.as_bytes()])) {
             let (k, v) = kv?;
             if k.len() != 1 + 32 + 32 + 8 {
@@ -1714,7 +1733,7 @@ impl Store {
             }
             let offset =
                 read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
-            let (_, payload) = self.log().read(offset)?;
+            let (_, payload) = log.read(offset)?;
             out.push(SignedAudit::decode(&payload)?);
             if out.len() >= limit {
                 break;
@@ -1783,7 +1802,7 @@ impl Store {
             db.flush()?;
             Ok(())
         };
-        let mut log = self.inner.log.write().unwrap_or_else(|p| p.into_inner());
+        let mut log = self.inner.log.write();
         // Where each removed record's last tombstone is, and each metadata name's last
         // frame (the value in effect; earlier ones are not copied).
         let mut cut: HashMap<RecordId, u64> = HashMap::new();
@@ -2550,6 +2569,75 @@ mod tests {
 
     /// George's record holding "moving-away-secret", and `other`'s record holding
     /// "staying-here": (George's record, the entry kept in the other).
+    #[test]
+    fn records_loaded_and_audits_read_while_removals_compact_the_log_read_the_right_bytes() {
+        // A host loads records and reads audit trails while patients move away (each move a
+        // compaction that replaces the log and rebuilds the index): a scan of the index and
+        // the log reads it leads to must never straddle a compaction.
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        // The records that move away come first in the log, so each removal moves
+        // George's entries to other offsets.
+        let moving: Vec<Keypair> = (0..15u64).map(|n| key(100 + n, "Moving")).collect();
+        for k in &moving {
+            s.create_record(k, profile("Moving", "patient", None), 1_500, None)
+                .unwrap();
+            for n in 0..20u64 {
+                s.write(
+                    &k.actor(),
+                    k,
+                    Payload::Create {
+                        category: Category::AboutMe,
+                        body: text_body(&[("thing-1", &format!("moving {n}"))]),
+                    },
+                    1_600 + n,
+                    None,
+                )
+                .unwrap();
+            }
+        }
+        let (g, rec) = george(&s);
+        for n in 0..200u64 {
+            s.write(
+                &rec,
+                &g,
+                Payload::Create {
+                    category: Category::AboutMe,
+                    body: text_body(&[("thing-1", &format!("staying {n}"))]),
+                },
+                2_000 + n,
+                None,
+            )
+            .unwrap();
+        }
+        let expected = s.with_record(&rec, |r| r.len()).unwrap();
+        let audits = s.audit_events(&rec).unwrap().len();
+        // One record loaded at a time, so every read loads from the log.
+        s.set_record_cache(CacheLimits {
+            records: 1,
+            entries: 1_000_000,
+        });
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|t| {
+            let reader = t.spawn(|| {
+                let mut rounds = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds < 20 {
+                    rounds += 1;
+                    // Loading another record evicts George's, so the next read loads it.
+                    let _ = s.records();
+                    assert_eq!(s.with_record(&rec, |r| r.len()).unwrap(), expected);
+                    assert_eq!(s.audit_events(&rec).unwrap().len(), audits);
+                }
+            });
+            for k in &moving {
+                s.remove_record(&k.actor()).unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap();
+        });
+        assert!(s.verify().unwrap().is_ok());
+    }
+
     #[test]
     fn metadata_naming_a_removed_record_goes_with_it_and_only_each_names_last_value_is_kept() {
         let dir = tempfile::tempdir().unwrap();

@@ -201,6 +201,8 @@ impl Store {
         self.unlock_readers(&mut r);
         let in_snapshot = r.len();
         let mut found = 0usize;
+        // Under one log guard: no compaction moves the entries between index and log.
+        let log = self.log();
         for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
             let (k, v) = kv?;
             for (offset, eid) in locations(&k, &v)? {
@@ -208,7 +210,7 @@ impl Store {
                     found += 1;
                     continue;
                 }
-                let e = self.read_entry(offset, &eid)?;
+                let e = super::read_entry_in(&log, offset, &eid)?;
                 if let Err(err) = r.apply_known(Verified::trusted(e)) {
                     tracing::warn!(record = %id, "an entry beyond the snapshot does not apply ({err}); replaying the log");
                     return Ok(None);

@@ -57,6 +57,9 @@ impl LogSource {
     /// Learns the locations indexed after the last one known (all of them after a
     /// compaction, or the first time).
     fn learn(&self, store: &Store) -> Result<(), StoreError> {
+        // Under a log guard: a compaction (which rebuilds the index under the log's
+        // exclusive lock) never runs while the index is read.
+        let _log = store.log();
         let generation = store.inner.generation.load(Ordering::Acquire);
         let mut l = self.located.write().unwrap_or_else(|p| p.into_inner());
         if l.generation != generation {
