@@ -266,6 +266,7 @@ fn a_new_version_may_only_widen() {
             min: None,
             max: None,
             help: String::new(),
+            node: None,
         });
         n.fields[0].codes.push("burn".into());
         n.fields[0].title = "Type of wound".into();
@@ -383,6 +384,7 @@ fn arb_field(i: usize) -> impl Strategy<Value = ExtensionField> {
                 min,
                 max,
                 help: String::new(),
+                node: None,
             }
         })
 }
@@ -397,6 +399,7 @@ fn arb_schema() -> impl Strategy<Value = ExtensionSchema> {
             description: String::new(),
             summary: None,
             fields,
+            template: None,
         })
 }
 
@@ -473,6 +476,7 @@ fn arb_next(old: ExtensionSchema) -> impl Strategy<Value = ExtensionSchema> {
                     min: None,
                     max: None,
                     help: String::new(),
+                    node: None,
                 });
             }
             s
