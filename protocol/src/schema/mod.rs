@@ -36,7 +36,7 @@ pub use error::SchemaError;
 pub use extension::{
     DefinitionError, ExtensionField, ExtensionSchema, ExtensionType, MAX_CODE, MAX_CODES,
     MAX_DEFINITION_BYTES, MAX_DEFINITION_DEPTH, MAX_FIELD_NAME, MAX_LABEL, MAX_SCHEMA_DESCRIPTION,
-    MAX_SCHEMA_FIELDS, MAX_UNIT, MAX_UNITS,
+    MAX_NODE, MAX_SCHEMA_FIELDS, MAX_UNIT, MAX_UNITS,
 };
 pub use summary::summary;
 pub use tables::{all, schema, DOCUMENT_MEDIA_TYPES, FHIR_FIELDS};

@@ -478,6 +478,32 @@ impl ExtensionSchema {
     }
 }
 
+impl ExtensionSchema {
+    /// A definition file of any kind ([`ExtensionSchema::from_any`]) made ready to write
+    /// into a record where `current` gives the definition in effect for a category: a
+    /// template becomes that category's next version (version 1 when none), and every
+    /// field gets its node ([`ExtensionSchema::assign_nodes`]). What `cophr schema define`
+    /// and the APIs write; the gate still decides.
+    ///
+    /// # Errors
+    /// As [`ExtensionSchema::from_any`].
+    pub fn for_record(
+        text: &str,
+        category: Option<Category>,
+        current: impl FnOnce(&Category) -> Option<ExtensionSchema>,
+    ) -> Result<ExtensionSchema, DefinitionError> {
+        let mut def = Self::from_any(text, category, 1)?;
+        let now = current(&def.category);
+        if def.template.is_some() {
+            def.version = now.as_ref().map_or(1, |c| c.version.saturating_add(1));
+        }
+        let previous = now.filter(|c| c.version.saturating_add(1) == def.version);
+        def.assign_nodes(previous.as_ref());
+        def.check()?;
+        Ok(def)
+    }
+}
+
 fn size_ok(text: &str) -> Result<(), DefinitionError> {
     if text.len() > MAX_TEMPLATE_BYTES {
         return Err(DefinitionError::TemplateTooLarge(format!(
