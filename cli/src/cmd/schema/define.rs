@@ -7,8 +7,8 @@ use std::path::Path;
 use clap::Args as ClapArgs;
 use cophr_protocol::category::Category;
 use cophr_protocol::entry::Payload;
-use cophr_protocol::schema::template::MAX_TEMPLATE_BYTES;
-use cophr_protocol::schema::ExtensionSchema;
+use cophr_protocol::schema::template::{sniff_template, TemplateKind, MAX_TEMPLATE_BYTES};
+use cophr_protocol::schema::{ExtensionSchema, MAX_DEFINITION_BYTES};
 use serde_json::json;
 
 use crate::context::{self, Ctx, Out};
@@ -56,6 +56,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let bytes = read_limited(&path, MAX_TEMPLATE_BYTES as u64)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| CliError::invalid(format!("{} is not UTF-8 text", path.display())))?;
+    if sniff_template(&text) == TemplateKind::Description && text.len() > MAX_DEFINITION_BYTES {
+        return Err(CliError::invalid(format!(
+            "{} is {} bytes, more than the {MAX_DEFINITION_BYTES}-byte limit of a JSON definition",
+            path.display(),
+            text.len()
+        )));
+    }
     let me = ctx.identity()?;
     let store = ctx.store()?;
     let record = ctx.record(&store, Some(&me.actor()))?;
