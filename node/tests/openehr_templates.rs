@@ -161,7 +161,6 @@ async fn get(app: &Router, uri: &str) -> Answer {
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
-
 const OPT: &str = cophr_protocol::schema::WOUND_OPT;
 const TID: &str = "Wound assessment.v1";
 const TID_URL: &str = "Wound%20assessment.v1";
@@ -210,7 +209,11 @@ async fn an_uploaded_opt_defines_an_extension_whose_entries_are_compositions_of_
     let env = Env::new();
     let ehr = env.ehr();
     // Before: no such template.
-    let (s, _, _) = get(&env.app, &format!("/openehr/v1/definition/template/adl1.4/{TID_URL}")).await;
+    let (s, _, _) = get(
+        &env.app,
+        &format!("/openehr/v1/definition/template/adl1.4/{TID_URL}"),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     env.tick();
     let (s, h, out) = upload(&env.app, "", OPT).await;
@@ -220,24 +223,41 @@ async fn an_uploaded_opt_defines_an_extension_whose_entries_are_compositions_of_
     assert_eq!(out["template_id"], TID);
     assert_eq!(
         h["location"].to_str().unwrap(),
-        format!("/openehr/v1/definition/template/adl1.4/{}", TID.replace(' ', "+"))
+        format!(
+            "/openehr/v1/definition/template/adl1.4/{}",
+            TID.replace(' ', "+")
+        )
     );
     // The definition is an entry of the record, signed by the patient, with its map.
     let def = env
         .store
         .with_record(&env.rid(), |r| {
-            r.extension_schema(&CAT.parse().unwrap()).map(|(_, s)| s.clone())
+            r.extension_schema(&CAT.parse().unwrap())
+                .map(|(_, s)| s.clone())
         })
         .unwrap()
         .expect("defined");
     assert_eq!(def.template.as_ref().unwrap().id, TID);
     // Listed, and its web template served.
     let (_, _, list) = get(&env.app, "/openehr/v1/definition/template/adl1.4").await;
-    assert!(list.as_array().unwrap().iter().any(|t| t["template_id"] == TID), "{list}");
-    let (s, _, wt) = get(&env.app, &format!("/openehr/v1/definition/template/adl1.4/{TID_URL}")).await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["template_id"] == TID),
+        "{list}"
+    );
+    let (s, _, wt) = get(
+        &env.app,
+        &format!("/openehr/v1/definition/template/adl1.4/{TID_URL}"),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(wt["templateId"], TID);
-    assert_eq!(wt["tree"]["children"][1]["nodeId"], "openEHR-EHR-OBSERVATION.exam.v1");
+    assert_eq!(
+        wt["tree"]["children"][1]["nodeId"],
+        "openEHR-EHR-OBSERVATION.exam.v1"
+    );
 
     // A FLAT composition of the template, as a client writes it from the web template.
     env.tick();
@@ -277,13 +297,24 @@ async fn an_uploaded_opt_defines_an_extension_whose_entries_are_compositions_of_
     // Read back as the template's canonical composition.
     let (_, _, canon) = get(&env.app, &format!("/openehr/v1/ehr/{ehr}/composition/{v1}")).await;
     assert_eq!(canon["archetype_details"]["template_id"]["value"], TID);
-    assert_eq!(canon["content"][0]["archetype_node_id"], "openEHR-EHR-OBSERVATION.exam.v1");
-    assert_eq!(canon["content"][1]["archetype_node_id"], "openEHR-EHR-EVALUATION.clinical_synopsis.v1");
+    assert_eq!(
+        canon["content"][0]["archetype_node_id"],
+        "openEHR-EHR-OBSERVATION.exam.v1"
+    );
+    assert_eq!(
+        canon["content"][1]["archetype_node_id"],
+        "openEHR-EHR-EVALUATION.clinical_synopsis.v1"
+    );
     // Canonical in: the same composition posted again is a second entry.
     env.tick();
     let mut again = canon.clone();
-    let items = again["content"][0]["data"]["events"][0]["data"]["items"].as_array_mut().unwrap();
-    let site = items.iter_mut().find(|i| i["archetype_node_id"] == "at0004").unwrap();
+    let items = again["content"][0]["data"]["events"][0]["data"]["items"]
+        .as_array_mut()
+        .unwrap();
+    let site = items
+        .iter_mut()
+        .find(|i| i["archetype_node_id"] == "at0004")
+        .unwrap();
     site["value"]["value"] = json!("sacrum");
     let (s, _, e) = send(
         &env.app,
@@ -310,14 +341,20 @@ async fn an_uploaded_opt_defines_an_extension_whose_entries_are_compositions_of_
         .write(
             &env.rid(),
             &env.patient,
-            Payload::Create { category: def.category.clone(), body },
+            Payload::Create {
+                category: def.category.clone(),
+                body,
+            },
             env.clock.load(Ordering::SeqCst),
             None,
         )
         .unwrap();
     let (s, _, c) = get(
         &env.app,
-        &format!("/openehr/v1/ehr/{ehr}/composition/{}", openehr::item_uuid(&id)),
+        &format!(
+            "/openehr/v1/ehr/{ehr}/composition/{}",
+            openehr::item_uuid(&id)
+        ),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{c}");
@@ -351,7 +388,11 @@ async fn an_uploaded_opt_defines_an_extension_whose_entries_are_compositions_of_
     let held = env.footprint().0;
     env.tick();
     let (s, _, e) = upload(&env.app, "", OPT).await;
-    assert_eq!((s, e["code"].as_str()), (StatusCode::CONFLICT, Some("template_exists")), "{e}");
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::CONFLICT, Some("template_exists")),
+        "{e}"
+    );
     assert_eq!(env.footprint().0, held);
     // A compatible next version: version 2, and the earlier data still reads.
     env.tick();
@@ -366,7 +407,13 @@ async fn an_uploaded_opt_defines_an_extension_whose_entries_are_compositions_of_
     let gone = opt_v2().replacen("<node_id>at0130</node_id>", "<node_id>at0131</node_id>", 1);
     let (s, _, e) = upload(&env.app, "", &gone).await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
-    assert!(e["message"].as_str().unwrap().contains("signs-of-infection"), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("signs-of-infection"),
+        "{e}"
+    );
     assert_eq!(env.footprint().0, held);
 }
 
@@ -375,8 +422,16 @@ async fn bad_templates_are_refused_with_nothing_stored() {
     let env = Env::new();
     let held = env.footprint().0;
     for (body, status, code) in [
-        ("<template><oops></template>", StatusCode::BAD_REQUEST, "invalid_template"),
-        ("{\"templateId\": \"x\"", StatusCode::BAD_REQUEST, "invalid_template"),
+        (
+            "<template><oops></template>",
+            StatusCode::BAD_REQUEST,
+            "invalid_template",
+        ),
+        (
+            "{\"templateId\": \"x\"",
+            StatusCode::BAD_REQUEST,
+            "invalid_template",
+        ),
         (
             cophr_protocol::schema::EXAMPLES[0].1,
             StatusCode::BAD_REQUEST,
@@ -388,7 +443,11 @@ async fn bad_templates_are_refused_with_nothing_stored() {
         assert_eq!((s, e["code"].as_str()), (status, Some(code)), "{e}");
     }
     // An unsupported data type: 422 naming the node.
-    let media = OPT.replacen("<rm_type_name>DV_BOOLEAN</rm_type_name>", "<rm_type_name>DV_MULTIMEDIA</rm_type_name>", 1);
+    let media = OPT.replacen(
+        "<rm_type_name>DV_BOOLEAN</rm_type_name>",
+        "<rm_type_name>DV_MULTIMEDIA</rm_type_name>",
+        1,
+    );
     env.tick();
     let (s, _, e) = upload(&env.app, "", &media).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
@@ -397,7 +456,10 @@ async fn bad_templates_are_refused_with_nothing_stored() {
         "DV_MULTIMEDIA at /content[openEHR-EHR-OBSERVATION.exam.v1]/data[at0001]/events[at0002]/data[at0003]/items[at0130] is not supported: the data types supported are DV_TEXT, DV_CODED_TEXT (local codes), DV_QUANTITY, DV_COUNT, DV_BOOLEAN, DV_DATE and DV_DATE_TIME"
     );
     // Over the size bound: 413.
-    let big = format!("{OPT}{}", " ".repeat(cophr_protocol::schema::template::MAX_TEMPLATE_BYTES));
+    let big = format!(
+        "{OPT}{}",
+        " ".repeat(cophr_protocol::schema::template::MAX_TEMPLATE_BYTES)
+    );
     let (s, _, _) = upload(&env.app, "", &big).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     // A core category cannot be defined by a template.
@@ -415,7 +477,7 @@ async fn who_may_upload_a_template_the_patient_or_a_writer_of_that_category() {
     let q = format!("?ehr_id={ehr}");
     // A viewer of the category, and a writer of another, are refused: 403, nothing stored.
     let vera = key(9, "vera");
-    env.grant(&vera, Level::View, &[cat.clone()]);
+    env.grant(&vera, Level::View, std::slice::from_ref(&cat));
     let app = app_for(&env.store, &vera, profile("Vera"), &env.clock);
     let held = env.footprint().0;
     env.tick();
@@ -436,7 +498,7 @@ async fn who_may_upload_a_template_the_patient_or_a_writer_of_that_category() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     // A grantee with write on that category defines it, as herself.
     let wendy = key(9, "wendy");
-    env.grant(&wendy, Level::Write, &[cat.clone()]);
+    env.grant(&wendy, Level::Write, std::slice::from_ref(&cat));
     let app = app_for(&env.store, &wendy, profile("Wendy"), &env.clock);
     env.tick();
     let (s, _, out) = upload(&app, &q, OPT).await;

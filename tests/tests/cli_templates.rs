@@ -53,7 +53,10 @@ fn an_opt_defines_an_extension_that_cophr_add_writes() {
     assert_eq!(out["version"], 1);
     assert_eq!(out["template"], "Wound assessment.v1");
     let shown = p.ok(&["schema", CAT]);
-    assert!(shown.contains("--wound-type") && shown.contains("--body-site"), "{shown}");
+    assert!(
+        shown.contains("--wound-type") && shown.contains("--body-site"),
+        "{shown}"
+    );
     let id = p.add(&[
         CAT,
         "--body-site",
@@ -64,10 +67,16 @@ fn an_opt_defines_an_extension_that_cophr_add_writes() {
         "3.5 cm",
     ]);
     let items = p.items();
-    let item = items.iter().find(|i| i["id"] == id.as_str()).expect("added");
+    let item = items
+        .iter()
+        .find(|i| i["id"] == id.as_str())
+        .expect("added");
     assert_eq!(item["body"]["wound-type"], "Pressure ulcer", "{item}");
     // A code not in the template's value set is refused.
-    let err = p.fails(5, &["add", CAT, "--body-site", "heel", "--wound-type", "Burn"]);
+    let err = p.fails(
+        5,
+        &["add", CAT, "--body-site", "heel", "--wound-type", "Burn"],
+    );
     assert!(err.contains("wound-type"), "{err}");
     // The same file again is the next version (compatible: nothing changed).
     let out = p.json(&["schema", "define", path, "--category", CAT]);
@@ -94,5 +103,8 @@ fn a_later_json_version_that_reorders_fields_keeps_their_nodes() {
     p.ok(&["schema", "define", path]);
     let shown = p.json(&["schema", "show", "ext:test.ns/thing"]);
     let text = shown.to_string();
-    assert!(text.contains("\"node\":1002") && text.contains("\"node\":1003"), "{text}");
+    assert!(
+        text.contains("\"node\":1002") && text.contains("\"node\":1003"),
+        "{text}"
+    );
 }

@@ -127,7 +127,10 @@ fn with_own_template<R>(
         .fields
         .iter()
         .map(|tf| {
-            let body = def.field(&tf.field).map(|x| x.codes.as_slice()).unwrap_or_default();
+            let body = def
+                .field(&tf.field)
+                .map(|x| x.codes.as_slice())
+                .unwrap_or_default();
             body.iter()
                 .map(String::as_str)
                 .zip(tf.codes.iter().map(String::as_str))

@@ -668,7 +668,7 @@ fn canonical_of(
                                                      "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "local"},
                                                      "code_string": at.map_or(code, |a| json!(a))}})
                         } else {
-                        json!({"_type": "DV_CODED_TEXT", "value": code,
+                            json!({"_type": "DV_CODED_TEXT", "value": code,
                                "defining_code": {"_type": "CODE_PHRASE",
                                                  "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "cophr"},
                                                  "code_string": code}})

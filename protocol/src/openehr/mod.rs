@@ -420,7 +420,11 @@ fn local_code(f: &FieldMap<'_>, path: &str, element: &Json) -> Result<Option<Jso
             &format!("{path}/value/defining_code/code_string"),
             &format!(
                 "one of the template's codes ({})",
-                f.codes.iter().map(|(_, a)| *a).collect::<Vec<_>>().join(", ")
+                f.codes
+                    .iter()
+                    .map(|(_, a)| *a)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             code,
         ));

@@ -748,7 +748,13 @@ fn an_extension_entry_is_a_composition_of_its_definition_s_template() {
         "openEHR-EHR-EVALUATION.cophr_ext_uk_nhs_tissue_viability__wound_care.v1"
     );
     // Each field at its node id, with its data type.
-    let at = |i: usize| walk(e, &format!("/data[at0001]/items[{}]", ext::node_id(&exts[1], i))).expect("el");
+    let at = |i: usize| {
+        walk(
+            e,
+            &format!("/data[at0001]/items[{}]", ext::node_id(&exts[1], i)),
+        )
+        .expect("el")
+    };
     assert_eq!(at(0)["value"]["_type"], "DV_CODED_TEXT");
     assert_eq!(at(3)["value"]["magnitude"], 3.5);
     assert_eq!(

@@ -529,8 +529,14 @@ impl ExtensionSchema {
                 return Err(broken(format!("field `{}` narrows its range", o.name)));
             }
             let (oi, ni) = (
-                old.fields.iter().position(|f| f.name == o.name).unwrap_or(0),
-                self.fields.iter().position(|f| f.name == o.name).unwrap_or(0),
+                old.fields
+                    .iter()
+                    .position(|f| f.name == o.name)
+                    .unwrap_or(0),
+                self.fields
+                    .iter()
+                    .position(|f| f.name == o.name)
+                    .unwrap_or(0),
             );
             if old.template.is_none() && old.node_of(oi) != self.node_of(ni) {
                 return Err(broken(format!(

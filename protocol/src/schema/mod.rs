@@ -35,8 +35,8 @@ pub use convert::{
 pub use error::SchemaError;
 pub use extension::{
     DefinitionError, ExtensionField, ExtensionSchema, ExtensionType, MAX_CODE, MAX_CODES,
-    MAX_DEFINITION_BYTES, MAX_DEFINITION_DEPTH, MAX_FIELD_NAME, MAX_LABEL, MAX_SCHEMA_DESCRIPTION,
-    MAX_NODE, MAX_SCHEMA_FIELDS, MAX_UNIT, MAX_UNITS,
+    MAX_DEFINITION_BYTES, MAX_DEFINITION_DEPTH, MAX_FIELD_NAME, MAX_LABEL, MAX_NODE,
+    MAX_SCHEMA_DESCRIPTION, MAX_SCHEMA_FIELDS, MAX_UNIT, MAX_UNITS,
 };
 pub use summary::summary;
 pub use tables::{all, schema, DOCUMENT_MEDIA_TYPES, FHIR_FIELDS};

@@ -148,9 +148,10 @@ impl TemplateMap {
                 "the template id is empty or longer than {MAX_TEMPLATE_ID} bytes"
             )));
         }
-        if !id_ok(&self.composition) || !self.composition.starts_with("openEHR-EHR-COMPOSITION.")
-        {
-            return Err(bad("the composition archetype is not an openEHR-EHR-COMPOSITION"));
+        if !id_ok(&self.composition) || !self.composition.starts_with("openEHR-EHR-COMPOSITION.") {
+            return Err(bad(
+                "the composition archetype is not an openEHR-EHR-COMPOSITION",
+            ));
         }
         if self.entries.is_empty() || self.entries.len() > MAX_TEMPLATE_ENTRIES {
             return Err(bad(format!(
@@ -161,10 +162,15 @@ impl TemplateMap {
         let mut archetypes = BTreeSet::new();
         for e in &self.entries {
             if !ENTRY_TYPES.contains(&e.rm_type.as_str()) {
-                return Err(bad(format!("entry type `{}` is not one cophr holds", clip(&e.rm_type))));
+                return Err(bad(format!(
+                    "entry type `{}` is not one cophr holds",
+                    clip(&e.rm_type)
+                )));
             }
             if !id_ok(&e.archetype)
-                || !e.archetype.starts_with(&format!("openEHR-EHR-{}.", e.rm_type))
+                || !e
+                    .archetype
+                    .starts_with(&format!("openEHR-EHR-{}.", e.rm_type))
             {
                 return Err(bad(format!(
                     "entry archetype `{}` is not an openEHR-EHR-{} id",
@@ -176,11 +182,17 @@ impl TemplateMap {
                 return Err(bad(format!("archetype {} is held twice", e.archetype)));
             }
             if e.name.trim().is_empty() || e.name.len() > MAX_LABEL {
-                return Err(bad(format!("entry {}'s name is empty or too long", e.archetype)));
+                return Err(bad(format!(
+                    "entry {}'s name is empty or too long",
+                    e.archetype
+                )));
             }
             if let Some(ev) = &e.event {
                 if e.rm_type != "OBSERVATION" || !path_ok(ev) {
-                    return Err(bad(format!("entry {}'s event path is not valid", e.archetype)));
+                    return Err(bad(format!(
+                        "entry {}'s event path is not valid",
+                        e.archetype
+                    )));
                 }
             }
         }
@@ -201,10 +213,16 @@ impl TemplateMap {
                 return Err(bad(format!("field `{}` names no entry", f.name)));
             }
             if !path_ok(&tf.path) {
-                return Err(bad(format!("field `{}`'s path is not an archetype path", f.name)));
+                return Err(bad(format!(
+                    "field `{}`'s path is not an archetype path",
+                    f.name
+                )));
             }
             if !places.insert((tf.entry, tf.path.as_str())) {
-                return Err(bad(format!("field `{}` shares its element with another", f.name)));
+                return Err(bad(format!(
+                    "field `{}` shares its element with another",
+                    f.name
+                )));
             }
             let codes_ok = if f.ty == ExtensionType::Code {
                 tf.codes.len() == f.codes.len()
@@ -212,7 +230,10 @@ impl TemplateMap {
                 tf.codes.is_empty()
             };
             if !codes_ok || tf.codes.iter().any(|c| !id_ok(c) || c.len() > MAX_CODE) {
-                return Err(bad(format!("field `{}` needs one at-code per code", f.name)));
+                return Err(bad(format!(
+                    "field `{}` needs one at-code per code",
+                    f.name
+                )));
             }
         }
         Ok(())
@@ -262,10 +283,18 @@ impl TemplateMap {
                 ));
             }
             let old_field = old_def.field(&of.field);
-            for (code, at) in old_field.map(|f| f.codes.as_slice()).unwrap_or_default().iter().zip(&of.codes) {
+            for (code, at) in old_field
+                .map(|f| f.codes.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .zip(&of.codes)
+            {
                 let now = self.code_id(def, &of.field, code);
                 if now != Some(at.as_str()) {
-                    return Err(format!("field `{}` changes the at-code of `{code}`", of.field));
+                    return Err(format!(
+                        "field `{}` changes the at-code of `{code}`",
+                        of.field
+                    ));
                 }
             }
         }
@@ -406,7 +435,9 @@ impl ExtensionSchema {
             .as_str()
             .ok_or_else(|| bad("a web template has a `templateId`"))?
             .to_owned();
-        let tree = v.get("tree").ok_or_else(|| bad("a web template has a `tree`"))?;
+        let tree = v
+            .get("tree")
+            .ok_or_else(|| bad("a web template has a `tree`"))?;
         let root = wt_node(tree)?;
         build(&id, &root, category, version)
     }
@@ -680,7 +711,10 @@ fn interval(n: Option<roxmltree::Node<'_, '_>>) -> (Option<f64>, Option<f64>) {
         }
         child_text(n, k).and_then(|x| x.parse::<f64>().ok())
     };
-    (num("lower", "lower_unbounded"), num("upper", "upper_unbounded"))
+    (
+        num("lower", "lower_unbounded"),
+        num("upper", "upper_unbounded"),
+    )
 }
 
 /// An OPT's C_OBJECT as a node. `path`: the AQL path of its parent; `attr`: the
@@ -757,8 +791,16 @@ fn opt_node(
             }
             if !matches!(
                 attr_name.as_str(),
-                "content" | "data" | "events" | "state" | "protocol" | "items" | "activities"
-                    | "description" | "context" | "other_context"
+                "content"
+                    | "data"
+                    | "events"
+                    | "state"
+                    | "protocol"
+                    | "items"
+                    | "activities"
+                    | "description"
+                    | "context"
+                    | "other_context"
             ) {
                 continue; // name, category, ism_transition, subject … set by cophr
             }
@@ -908,7 +950,10 @@ fn build(
         category,
         version,
         title: cut(&root.name, MAX_LABEL),
-        description: format!("From openEHR template {}", cut(template_id, MAX_TEMPLATE_ID)),
+        description: format!(
+            "From openEHR template {}",
+            cut(template_id, MAX_TEMPLATE_ID)
+        ),
         summary: None,
         fields,
         template: Some(TemplateMap {

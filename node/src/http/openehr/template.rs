@@ -75,12 +75,7 @@ pub(super) async fn upload(State(st): State<AppState>, uri: Uri, body: Bytes) ->
         form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-    let param = |k: &str| {
-        query
-            .iter()
-            .find(|(q, _)| q == k)
-            .map(|(_, v)| v.clone())
-    };
+    let param = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.clone());
     let (category_param, ehr_param) = (param("category"), param("ehr_id"));
     let run = move |st: &AppState| -> Result<(RecordId, ExtensionSchema), OeError> {
         if body.len() > MAX_TEMPLATE_BYTES {
@@ -89,8 +84,13 @@ pub(super) async fn upload(State(st): State<AppState>, uri: Uri, body: Bytes) ->
                 body.len()
             ))));
         }
-        let text = std::str::from_utf8(&body)
-            .map_err(|_| OeError::new(StatusCode::BAD_REQUEST, "invalid_template", "the template is not UTF-8 text"))?;
+        let text = std::str::from_utf8(&body).map_err(|_| {
+            OeError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_template",
+                "the template is not UTF-8 text",
+            )
+        })?;
         if sniff_template(text) == TemplateKind::Description {
             return Err(OeError::new(
                 StatusCode::BAD_REQUEST,
@@ -99,7 +99,10 @@ pub(super) async fn upload(State(st): State<AppState>, uri: Uri, body: Bytes) ->
             ));
         }
         let category = match category_param {
-            Some(c) => Some(c.parse::<Category>().map_err(|e| OeError::bad(e.to_string()))?),
+            Some(c) => Some(
+                c.parse::<Category>()
+                    .map_err(|e| OeError::bad(e.to_string()))?,
+            ),
             None => None,
         };
         let record = record_for(st, ehr_param.as_deref())?;
@@ -156,7 +159,8 @@ pub(super) async fn upload(State(st): State<AppState>, uri: Uri, body: Bytes) ->
             });
             let mut resp = json_response(StatusCode::CREATED, &body);
             let loc: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
-            if let Ok(v) = HeaderValue::from_str(&format!("{BASE}/definition/template/adl1.4/{loc}"))
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("{BASE}/definition/template/adl1.4/{loc}"))
             {
                 resp.headers_mut().insert(header::LOCATION, v);
             }

@@ -532,8 +532,14 @@ fn reordered_fields_keep_their_archetype_node_across_versions() {
         );
     });
     // Without its nodes it would move `length` from at1004 to at1001: refused, naming it.
-    let e = v2.compatible_with(&v1).expect_err("moves nodes").to_string();
-    assert!(e.contains("changes its archetype node from at1004 to at1001"), "{e}");
+    let e = v2
+        .compatible_with(&v1)
+        .expect_err("moves nodes")
+        .to_string();
+    assert!(
+        e.contains("changes its archetype node from at1004 to at1001"),
+        "{e}"
+    );
     // `assign_nodes` (what `schema define` and the API do) keeps each field's node and
     // gives the new one the next free node.
     v2.assign_nodes(Some(&v1));
@@ -551,8 +557,12 @@ fn reordered_fields_keep_their_archetype_node_across_versions() {
     let mut fresh = v1.clone();
     fresh.assign_nodes(None);
     assert_eq!(
-        (0..fresh.fields.len()).map(|i| fresh.node_of(i)).collect::<Vec<_>>(),
-        (0..v1.fields.len()).map(|i| v1.node_of(i)).collect::<Vec<_>>()
+        (0..fresh.fields.len())
+            .map(|i| fresh.node_of(i))
+            .collect::<Vec<_>>(),
+        (0..v1.fields.len())
+            .map(|i| v1.node_of(i))
+            .collect::<Vec<_>>()
     );
     // Two fields on one node, or a node out of range, are refused.
     let mut twice = v2.clone();

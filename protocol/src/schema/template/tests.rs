@@ -70,14 +70,25 @@ fn the_shipped_opt_reads_into_a_definition_keeping_the_template_s_shape() {
     assert_eq!(f("wound-type").ty, ExtensionType::Code);
     assert_eq!(
         f("wound-type").codes,
-        ["Pressure ulcer", "Venous leg ulcer", "Surgical wound", "Other"]
+        [
+            "Pressure ulcer",
+            "Venous leg ulcer",
+            "Surgical wound",
+            "Other"
+        ]
     );
     assert_eq!(f("length").ty, ExtensionType::Quantity);
     assert_eq!(f("length").units, ["cm", "mm"]);
-    assert_eq!((f("length").min, f("length").max), (Some(0.0), Some(5000.0)));
+    assert_eq!(
+        (f("length").min, f("length").max),
+        (Some(0.0), Some(5000.0))
+    );
     assert_eq!(f("pressure-ulcer-category").ty, ExtensionType::Integer);
     assert_eq!(
-        (f("pressure-ulcer-category").min, f("pressure-ulcer-category").max),
+        (
+            f("pressure-ulcer-category").min,
+            f("pressure-ulcer-category").max
+        ),
         (Some(1.0), Some(4.0))
     );
     assert_eq!(f("signs-of-infection").ty, ExtensionType::Bool);
@@ -93,9 +104,15 @@ fn the_shipped_opt_reads_into_a_definition_keeping_the_template_s_shape() {
         Some("/data[at0001]/events[at0002]")
     );
     assert_eq!(t.entries[1].rm_type, "EVALUATION");
-    assert_eq!(t.fields[1].path, "/data[at0001]/events[at0002]/data[at0003]/items[at0100]");
+    assert_eq!(
+        t.fields[1].path,
+        "/data[at0001]/events[at0002]/data[at0003]/items[at0100]"
+    );
     assert_eq!(t.fields[1].codes, ["at0101", "at0102", "at0103", "at0104"]);
-    assert_eq!(t.code_id(&d, "wound-type", "Surgical wound"), Some("at0103"));
+    assert_eq!(
+        t.code_id(&d, "wound-type", "Surgical wound"),
+        Some("at0103")
+    );
     // It passes the gate's structural check and round-trips as the stored form.
     assert_eq!(d.check(), Ok(()));
     let cbor = crate::entry::to_cbor(&d);
@@ -122,7 +139,10 @@ fn its_entries_are_compositions_of_the_template_both_ways_canonical_and_flat() {
         c["archetype_details"]["template_id"]["value"],
         "Wound assessment.v1"
     );
-    assert_eq!(c["archetype_node_id"], "openEHR-EHR-COMPOSITION.encounter.v1");
+    assert_eq!(
+        c["archetype_node_id"],
+        "openEHR-EHR-COMPOSITION.encounter.v1"
+    );
     let exam = &c["content"][0];
     assert_eq!(exam["_type"], "OBSERVATION");
     assert_eq!(exam["archetype_node_id"], "openEHR-EHR-OBSERVATION.exam.v1");
@@ -140,17 +160,26 @@ fn its_entries_are_compositions_of_the_template_both_ways_canonical_and_flat() {
         wt["value"]["defining_code"]["terminology_id"]["value"],
         "local"
     );
-    assert_eq!(c["content"][1]["archetype_node_id"], "openEHR-EHR-EVALUATION.clinical_synopsis.v1");
+    assert_eq!(
+        c["content"][1]["archetype_node_id"],
+        "openEHR-EHR-EVALUATION.clinical_synopsis.v1"
+    );
     // Read back: the same body.
     let (cat, back) = openehr::from_composition_in(&exts, &c).expect("reads");
     assert_eq!((cat, back), (d.category.clone(), b.clone()));
     // A composition naming the code by its at-code alone (another tool's text) reads too;
     // an at-code the template does not list is refused naming the element.
     let mut other = c.clone();
-    let p = items.iter().position(|e| e["archetype_node_id"] == "at0100").expect("p");
+    let p = items
+        .iter()
+        .position(|e| e["archetype_node_id"] == "at0100")
+        .expect("p");
     other["content"][0]["data"]["events"][0]["data"]["items"][p]["value"]["value"] =
         json!("Pressure ulcer (PU)");
-    assert_eq!(openehr::from_composition_in(&exts, &other).map(|x| x.1), Ok(b.clone()));
+    assert_eq!(
+        openehr::from_composition_in(&exts, &other).map(|x| x.1),
+        Ok(b.clone())
+    );
     other["content"][0]["data"]["events"][0]["data"]["items"][p]["value"]["defining_code"]
         ["code_string"] = json!("at0999");
     let err = openehr::from_composition_in(&exts, &other).expect_err("unknown code");
@@ -182,7 +211,9 @@ fn its_entries_are_compositions_of_the_template_both_ways_canonical_and_flat() {
     assert_eq!(j["width"], json!({"value": 12, "unit": "mm"}));
     // The web template served lists the local codes with their labels.
     let wt = flat::web_template_in(&exts, "Wound assessment.v1").expect("web template");
-    assert!(wt.to_string().contains(r#"{"label":"Venous leg ulcer","value":"at0102"}"#));
+    assert!(wt
+        .to_string()
+        .contains(r#"{"label":"Venous leg ulcer","value":"at0102"}"#));
 }
 
 #[test]
@@ -254,11 +285,17 @@ fn an_ehrbase_style_web_template_reads_in_context_nodes_left_out() {
     let names: Vec<&str> = d.fields.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["rate", "regularity"]);
     assert_eq!(d.fields[0].units, ["/min"]);
-    assert_eq!((d.fields[0].min, d.fields[0].max), (Some(0.0), Some(1000.0)));
+    assert_eq!(
+        (d.fields[0].min, d.fields[0].max),
+        (Some(0.0), Some(1000.0))
+    );
     // Mandatory needs the whole chain: the event is 0..*, so nothing here is required.
     assert!(!d.fields[1].required);
     let t = d.template.expect("map");
-    assert_eq!(t.fields[1].path, "/data[at0002]/events[at0003]/data[at0001]/items[at0005]");
+    assert_eq!(
+        t.fields[1].path,
+        "/data[at0002]/events[at0003]/data[at0001]/items[at0005]"
+    );
     // A category may be given.
     let c: Category = "ext:org.example/pulse".parse().expect("category");
     let d = ExtensionSchema::from_web_template(&ehrbase_wt(Json::Null), Some(c.clone()), 3)
@@ -275,26 +312,48 @@ fn refused(extra: Json) -> String {
 #[test]
 fn unsupported_nodes_are_refused_naming_the_node_and_the_reason() {
     let ev = "/content[openEHR-EHR-OBSERVATION.pulse.v2]/data[at0002]/events[at0003]";
-    let m = refused(json!({"id": "image", "rmType": "DV_MULTIMEDIA", "min": 0, "max": 1,
-        "aqlPath": format!("{ev}/data[at0001]/items[at0009]/value")}));
+    let m = refused(
+        json!({"id": "image", "rmType": "DV_MULTIMEDIA", "min": 0, "max": 1,
+        "aqlPath": format!("{ev}/data[at0001]/items[at0009]/value")}),
+    );
     assert_eq!(
         m,
         format!("DV_MULTIMEDIA at {ev}/data[at0001]/items[at0009] is not supported: the data types supported are DV_TEXT, DV_CODED_TEXT (local codes), DV_QUANTITY, DV_COUNT, DV_BOOLEAN, DV_DATE and DV_DATE_TIME")
     );
-    let m = refused(json!({"id": "note", "rmType": "DV_TEXT", "min": 0, "max": -1,
-        "aqlPath": format!("{ev}/data[at0001]/items[at0010]")}));
-    assert!(m.starts_with("a repeating DV_TEXT at ") && m.contains("at0010"), "{m}");
-    let m = refused(json!({"id": "finding", "rmType": "DV_CODED_TEXT", "min": 0, "max": 1,
+    let m = refused(
+        json!({"id": "note", "rmType": "DV_TEXT", "min": 0, "max": -1,
+        "aqlPath": format!("{ev}/data[at0001]/items[at0010]")}),
+    );
+    assert!(
+        m.starts_with("a repeating DV_TEXT at ") && m.contains("at0010"),
+        "{m}"
+    );
+    let m = refused(
+        json!({"id": "finding", "rmType": "DV_CODED_TEXT", "min": 0, "max": 1,
         "aqlPath": format!("{ev}/data[at0001]/items[at0011]"),
-        "inputs": [{"suffix": "code", "type": "CODED_TEXT", "terminology": "SNOMED-CT"}]}));
-    assert!(m.contains("DV_CODED_TEXT at ") && m.contains("SNOMED-CT"), "{m}");
-    let m = refused(json!({"id": "thing", "rmType": "WIDGET", "min": 0, "max": 1,
-        "aqlPath": format!("{ev}/data[at0001]/items[at0012]")}));
-    assert!(m.starts_with("WIDGET at ") && m.contains("not an RM type"), "{m}");
+        "inputs": [{"suffix": "code", "type": "CODED_TEXT", "terminology": "SNOMED-CT"}]}),
+    );
+    assert!(
+        m.contains("DV_CODED_TEXT at ") && m.contains("SNOMED-CT"),
+        "{m}"
+    );
+    let m = refused(
+        json!({"id": "thing", "rmType": "WIDGET", "min": 0, "max": 1,
+        "aqlPath": format!("{ev}/data[at0001]/items[at0012]")}),
+    );
+    assert!(
+        m.starts_with("WIDGET at ") && m.contains("not an RM type"),
+        "{m}"
+    );
     // A SECTION is not an entry cophr holds.
     let wt = ehrbase_wt(Json::Null).replace("\"rmType\":\"OBSERVATION\"", "\"rmType\":\"SECTION\"");
-    let m = ExtensionSchema::from_web_template(&wt, None, 1).expect_err("section").to_string();
-    assert!(m.starts_with("SECTION at /content[openEHR-EHR-OBSERVATION.pulse.v2]"), "{m}");
+    let m = ExtensionSchema::from_web_template(&wt, None, 1)
+        .expect_err("section")
+        .to_string();
+    assert!(
+        m.starts_with("SECTION at /content[openEHR-EHR-OBSERVATION.pulse.v2]"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -304,10 +363,18 @@ fn malformed_input_is_refused_clearly() {
         ("{\"templateId\": \"x\", \"tree\": ", "not JSON"),
         ("<notatemplate/>", "root element is <template>"),
         ("<template/>", "<template_id>"),
-        ("{\"templateId\": \"x\", \"tree\": {\"id\": \"r\"}}", "no rmType"),
-        ("{\"templateId\": \"x\", \"tree\": {\"rmType\": \"OBSERVATION\"}}", "root is a COMPOSITION"),
+        (
+            "{\"templateId\": \"x\", \"tree\": {\"id\": \"r\"}}",
+            "no rmType",
+        ),
+        (
+            "{\"templateId\": \"x\", \"tree\": {\"rmType\": \"OBSERVATION\"}}",
+            "root is a COMPOSITION",
+        ),
     ] {
-        let e = ExtensionSchema::from_any(text, None, 1).expect_err(text).to_string();
+        let e = ExtensionSchema::from_any(text, None, 1)
+            .expect_err(text)
+            .to_string();
         assert!(e.contains(want), "{text}: {e}");
     }
     // No DTD (and so no entity expansion).
@@ -359,8 +426,12 @@ fn the_node_count_bound_holds_at_its_limit() {
     let e = ExtensionSchema::from_web_template(&with(k + 1), None, 1).expect_err("many");
     assert!(matches!(e, DefinitionError::TemplateTooLarge(_)), "{e}");
     // XML: comments are nodes too.
-    let xml = |k: usize| WOUND_OPT.replacen("<concept>", &format!("{}<concept>", "<!---->".repeat(k)), 1);
-    let count = roxmltree::Document::parse(WOUND_OPT).expect("xml").descendants().count();
+    let xml =
+        |k: usize| WOUND_OPT.replacen("<concept>", &format!("{}<concept>", "<!---->".repeat(k)), 1);
+    let count = roxmltree::Document::parse(WOUND_OPT)
+        .expect("xml")
+        .descendants()
+        .count();
     let k = MAX_TEMPLATE_NODES - count;
     assert!(ExtensionSchema::from_opt(&xml(k), None, 1).is_ok());
     let e = ExtensionSchema::from_opt(&xml(k + 1), None, 1).expect_err("many");
@@ -387,13 +458,28 @@ fn a_later_template_version_must_be_compatible() {
     let gone = WOUND_OPT.replacen("<node_id>at0130</node_id>", "<node_id>at0131</node_id>", 1);
     let v2 = ExtensionSchema::from_opt(&gone, None, 2).expect("reads");
     let e = v2.compatible_with(&v1).expect_err("removed").to_string();
-    assert!(e.contains("signs-of-infection") && e.contains("removed"), "{e}");
+    assert!(
+        e.contains("signs-of-infection") && e.contains("removed"),
+        "{e}"
+    );
     // A code's at-code changed: incompatible.
-    let recoded = WOUND_OPT.replacen("<code_list>at0101</code_list>", "<code_list>at0105</code_list>", 1)
-        .replacen("<term_definitions code=\"at0101\">", "<term_definitions code=\"at0105\">", 1);
+    let recoded = WOUND_OPT
+        .replacen(
+            "<code_list>at0101</code_list>",
+            "<code_list>at0105</code_list>",
+            1,
+        )
+        .replacen(
+            "<term_definitions code=\"at0101\">",
+            "<term_definitions code=\"at0105\">",
+            1,
+        );
     let v2 = ExtensionSchema::from_opt(&recoded, None, 2).expect("reads");
     let e = v2.compatible_with(&v1).expect_err("recoded").to_string();
-    assert!(e.contains("wound-type") && e.contains("Pressure ulcer"), "{e}");
+    assert!(
+        e.contains("wound-type") && e.contains("Pressure ulcer"),
+        "{e}"
+    );
     // A JSON description cannot follow a template-based definition.
     let mut plain = v1.clone();
     plain.template = None;
