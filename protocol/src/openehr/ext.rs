@@ -6,8 +6,13 @@
 //! `cophr.ext.<namespace>.<name>.v<version>` ([`template_id`]) holding one EVALUATION
 //! whose archetype is [`archetype_id`] (`openEHR-EHR-EVALUATION.cophr_ext_…​.v1`: the same
 //! for every version, since each version accepts every body the one before did). Each
-//! field is one ELEMENT at `/data[at0001]/items[at1001 + its position]` ([`node_id`]).
-//! There is no archetype behind these ids: the definition is the template.
+//! field is one ELEMENT at `/data[at0001]/items[at{node}]` ([`node_id`]), its node kept
+//! across versions ([`ExtensionSchema::node_of`]). There is no archetype behind these ids:
+//! the definition is the template.
+//!
+//! An extension defined by an openEHR template ([`crate::schema::template`]) maps to that
+//! template instead: its id, composition archetype, entries and each field's archetype
+//! path, coded fields as the template's local at-codes.
 //!
 //! The mapping uses the definition in effect when it runs. A composition of an earlier
 //! version's template is read with the version in effect, which accepts it.
