@@ -518,8 +518,8 @@ fn reordered_fields_keep_their_archetype_node_across_versions() {
         n.fields.insert(
             2,
             ExtensionField {
-                name: "odour".into(),
-                title: "Odour".into(),
+                name: "tunnelling".into(),
+                title: "Tunnelling".into(),
                 ty: ExtensionType::Bool,
                 required: false,
                 codes: vec![],
@@ -531,13 +531,14 @@ fn reordered_fields_keep_their_archetype_node_across_versions() {
             },
         );
     });
-    // Without its nodes it would move `length` from at1004 to at1001: refused, naming it.
+    // Without its nodes, positions would move `wound-type` from at1001 to at1002 (and
+    // `length` to at1001): refused, naming the field.
     let e = v2
         .compatible_with(&v1)
         .expect_err("moves nodes")
         .to_string();
     assert!(
-        e.contains("changes its archetype node from at1004 to at1001"),
+        e.contains("field `wound-type` changes its archetype node from at1001 to at1002"),
         "{e}"
     );
     // `assign_nodes` (what `schema define` and the API do) keeps each field's node and
@@ -552,7 +553,7 @@ fn reordered_fields_keep_their_archetype_node_across_versions() {
         assert_eq!(node(&v2, &f.name), node(&v1, &f.name), "{}", f.name);
     }
     let last = u32::try_from(v1.fields.len()).expect("small") + 1000;
-    assert_eq!(node(&v2, "odour"), last + 1);
+    assert_eq!(node(&v2, "tunnelling"), last + 1);
     // A version 1 gets the positional nodes.
     let mut fresh = v1.clone();
     fresh.assign_nodes(None);
