@@ -17,7 +17,7 @@
 //! - `GET definition/template/adl1.4`: the core templates, and the generic template of
 //!   each extension schema in effect in the records the identity sees
 //!   ([`openehr::ext`]); `GET definition/template/adl1.4/{id}` a template's web template.
-//! - `POST definition/template/adl1.4` ([`template`]): an OPT (or web template) defines
+//! - `POST definition/template/adl1.4` (`template.rs`): an OPT (or web template) defines
 //!   an extension category whose entries are compositions of that template, or its next
 //!   version, as the identity, through the gate.
 //! - `POST query/aql` ([`aql`]): a subset of AQL over the latest versions of the
