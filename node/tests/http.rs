@@ -2126,7 +2126,11 @@ async fn extension_schemas_are_defined_listed_shown_and_enforced_through_the_api
     let as_schema = |v: &Value| {
         cophr_protocol::schema::ExtensionSchema::from_json(&v.to_string()).expect("a definition")
     };
-    assert_eq!(as_schema(&one["definition"]), as_schema(&wound));
+    // As posted, each field given its archetype node (from at1001, in order).
+    let mut posted = as_schema(&wound);
+    posted.assign_nodes(None);
+    assert_eq!(as_schema(&one["definition"]), posted);
+    assert_eq!(one["definition"]["fields"][1]["node"], 1002);
     assert_eq!(one["versions"].as_array().unwrap().len(), 1);
     // An incompatible version 2 is refused, naming the field.
     let mut v2 = wound.clone();

@@ -200,6 +200,33 @@ async def main():
             except ValidationError as e:
                 assert e.status_code == 422, e.status_code
             done += ["extension template", "extension create", "extension AQL", "extension 422"]
+        # A template-based extension: the client uploads an OPT (the shipped wound
+        # assessment), writes a FLAT composition of it (kept, for the caller to read back
+        # through the CLI), finds it by the template's own archetype id; the same OPT again
+        # is a conflict.
+        if os.environ.get("WOUND_OPT"):
+            with open(os.environ["WOUND_OPT"], encoding="utf-8") as f:
+                opt = f.read()
+            up = await c.upload_template(opt)
+            assert up.template_id == "Wound assessment.v1", up
+            wt = await c.get_web_template(up.template_id)
+            assert wt["templateId"] == up.template_id, wt
+            ev = "wound_assessment/wound_examination/any_event"
+            made = await c.create_composition(ehr.ehr_id, {
+                f"{ev}/time": "2026-12-02T10:00:00Z",
+                f"{ev}/body_site": "sacrum",
+                f"{ev}/wound_type|code": "at0101",
+                f"{ev}/width|magnitude": 12, f"{ev}/width|unit": "mm"},
+                template_id=up.template_id, format="FLAT")
+            assert made.uid.endswith("::cophr::1"), made.uid
+            res = await c.query("SELECT o/data[at0001]/events[at0002]/data[at0003]/items[at0004]/value/value, "
+                                "o/data[at0001]/events[at0002]/data[at0003]/items[at0100]/value/defining_code/code_string "
+                                "FROM EHR e CONTAINS COMPOSITION c CONTAINS OBSERVATION o[openEHR-EHR-OBSERVATION.exam.v1]")
+            assert res.rows == [["sacrum", "at0101"]], res.rows
+            r = await c.client.post("/rest/openehr/v1/definition/template/adl1.4", content=opt,
+                                    headers={"Content-Type": "application/xml"})
+            assert r.status_code == 409, (r.status_code, r.text)
+            done += ["OPT upload", "OPT create", "OPT AQL", "OPT 409"]
         if os.environ.get("PROCEDURE"):
             res = await c.query("SELECT a/description[at0001]/items[at0002]/value/value, a/time/value "
                                 "FROM EHR e CONTAINS COMPOSITION c CONTAINS ACTION a[openEHR-EHR-ACTION.procedure.v1]")

@@ -54,6 +54,11 @@ fn an_independent_openehr_client_creates_versions_queries_and_deletes_compositio
             "WOUND_TEMPLATE",
             "cophr.ext.uk.nhs.tissue-viability.wound-care.v1",
         )
+        .env(
+            "WOUND_OPT",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../protocol/src/schema/examples/wound-assessment.opt"),
+        )
         .env("PROCEDURE", "Appendicectomy")
         .env("PROCEDURE_DATE", "2011-07-14")
         .output()
@@ -100,9 +105,18 @@ fn an_independent_openehr_client_creates_versions_queries_and_deletes_compositio
         "extension create",
         "extension AQL",
         "extension 422",
+        "OPT upload",
+        "OPT create",
+        "OPT AQL",
+        "OPT 409",
     ] {
         assert!(done.contains(&step), "the client did not check {step}: {v}");
     }
+    // The template-based extension the client defined and wrote reads back through the CLI.
+    let shown = george.live_json(&["show", "--category", "ext:openehr/wound-assessment"]);
+    let wound = &shown["items"][0]["body"];
+    assert_eq!(wound["body-site"], "sacrum", "{shown}");
+    assert_eq!(wound["wound-type"], "Pressure ulcer", "{shown}");
     // What the client wrote through openEHR (and left in place) reads back through the CLI.
     let shown = george.live_json(&["show", "--category", "problems"]);
     let items = shown["items"].as_array().expect("items");

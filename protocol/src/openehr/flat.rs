@@ -87,8 +87,34 @@ fn title_of<'a>(sch: &'a CategorySchema<'a>, f: &'a FieldMap<'a>) -> &'a str {
 }
 
 /// The inputs (FLAT suffixes) of a data type.
-fn inputs(dv: Dv, units: &[&str], codes: &[&str]) -> Json {
+/// A web template input's `validation` for the range of a number (in `unit`), if any.
+fn validation(ranges: &[&schema::Range<'_>], unit: Option<&str>) -> Option<Json> {
+    let r = ranges.iter().find(|r| r.unit == unit)?;
+    let mut range = Map::new();
+    if r.min > f64::MIN {
+        range.insert("minOp".into(), json!(">="));
+        range.insert("min".into(), json!(r.min));
+    }
+    if r.max < f64::MAX {
+        range.insert("maxOp".into(), json!("<="));
+        range.insert("max".into(), json!(r.max));
+    }
+    (!range.is_empty()).then(|| json!({"range": range}))
+}
+
+fn inputs(
+    dv: Dv,
+    units: &[&str],
+    codes: &[&str],
+    local: &[(&str, &str)],
+    ranges: &[&schema::Range<'_>],
+) -> Json {
     match dv {
+        Dv::Coded if !local.is_empty() => json!([
+            {"suffix": "code", "type": "CODED_TEXT", "terminology": "local",
+             "list": local.iter().map(|(c, at)| json!({"value": at, "label": c})).collect::<Vec<_>>()},
+            {"suffix": "value", "type": "TEXT"}
+        ]),
         Dv::Text => json!([{"type": "TEXT"}]),
         Dv::Coded => json!([
             {"suffix": "code", "type": "CODED_TEXT", "terminology": "cophr",
@@ -98,8 +124,21 @@ fn inputs(dv: Dv, units: &[&str], codes: &[&str]) -> Json {
         Dv::Quantity => json!([
             {"suffix": "magnitude", "type": "DECIMAL"},
             {"suffix": "unit", "type": "CODED_TEXT",
-             "list": units.iter().map(|u| json!({"value": u, "label": u})).collect::<Vec<_>>()}
+             "list": units.iter().map(|u| {
+                 let mut o = json!({"value": u, "label": u});
+                 if let Some(v) = validation(ranges, Some(u)) {
+                     o["validation"] = v;
+                 }
+                 o
+             }).collect::<Vec<_>>()}
         ]),
+        Dv::Count => {
+            let mut i = json!({"type": "INTEGER"});
+            if let Some(v) = validation(ranges, None) {
+                i["validation"] = v;
+            }
+            json!([i])
+        }
         Dv::Percent => json!([
             {"suffix": "numerator", "type": "DECIMAL"},
             {"suffix": "denominator", "type": "DECIMAL", "defaultValue": 100}
@@ -107,7 +146,6 @@ fn inputs(dv: Dv, units: &[&str], codes: &[&str]) -> Json {
         Dv::Date => json!([{"type": "DATE"}]),
         Dv::DateTime => json!([{"type": "DATETIME"}]),
         Dv::Lines => json!([{"type": "TEXT", "multiline": true}]),
-        Dv::Count => json!([{"type": "INTEGER"}]),
         Dv::Boolean => json!([{"type": "BOOLEAN"}]),
         Dv::Decimal => json!([{"type": "DECIMAL"}]),
     }
@@ -185,11 +223,14 @@ fn web_template_of(t: &Template<'_>, sch: &CategorySchema<'_>) -> Json {
                 Some(schema::FieldType::Code(codes)) => (&[], codes),
                 _ => (&[], &[]),
             };
+            let ranges: Vec<&schema::Range<'_>> =
+                sch.ranges.iter().filter(|r| r.field == f.field).collect();
+            let name = sch.field(f.field).map_or(title, |s| s.title);
             let leaf = json!({
-                "id": id, "name": title, "rmType": f.dv.rm_type(), "nodeId": node_id,
+                "id": id, "name": name, "rmType": f.dv.rm_type(), "nodeId": node_id,
                 "min": u8::from(f.mandatory), "max": 1,
                 "aqlPath": format!("{entry_aql}{aql}/value"),
-                "inputs": inputs(f.dv, units, codes),
+                "inputs": inputs(f.dv, units, codes, f.codes, &ranges),
             });
             let path: Vec<Step> = path
                 .into_iter()
@@ -220,6 +261,7 @@ fn web_template_of(t: &Template<'_>, sch: &CategorySchema<'_>) -> Json {
                                                  "terminology": "openehr", "list": codes}]}]}),
             );
         }
+        required_above(&mut entry);
         if let Some(arr) = tree["children"].as_array_mut() {
             arr.push(entry);
         }
@@ -231,6 +273,25 @@ fn web_template_of(t: &Template<'_>, sch: &CategorySchema<'_>) -> Json {
         "languages": ["en"],
         "tree": tree,
     })
+}
+
+/// Marks every node under `node` that holds a mandatory element (`min` 1) as occurring
+/// at least once too, so that a reader of the web template finds the element mandatory.
+/// Whether `node` holds one.
+fn required_above(node: &mut Json) -> bool {
+    let mut any = false;
+    if let Some(kids) = node["children"].as_array_mut() {
+        for k in kids {
+            let inner = required_above(k);
+            let own = k["min"].as_u64().unwrap_or(0) >= 1 && k.get("inputs").is_some();
+            let context = k["inContext"].as_bool().unwrap_or(false) || k["id"] == "time";
+            if inner && k["min"] == 0 {
+                k["min"] = json!(1);
+            }
+            any |= (inner || own) && !context;
+        }
+    }
+    any
 }
 
 /// The nodes from an entry to its event (none for an action's own time).
@@ -371,7 +432,10 @@ fn flat_of(t: &Template<'_>, sch: &CategorySchema<'_>, c: &Json) -> Json {
                             v["defining_code"]["code_string"].clone(),
                         );
                         out.insert(key(&k, Some("value")), v["value"].clone());
-                        out.insert(key(&k, Some("terminology")), json!("cophr"));
+                        out.insert(
+                            key(&k, Some("terminology")),
+                            v["defining_code"]["terminology_id"]["value"].clone(),
+                        );
                     }
                     Dv::Quantity => {
                         out.insert(key(&k, Some("magnitude")), v["magnitude"].clone());
@@ -585,10 +649,30 @@ fn canonical_of(
                             .find(|v| !v.is_null())
                             .cloned()
                             .unwrap_or(Json::Null);
-                        json!({"_type": "DV_CODED_TEXT", "value": code,
+                        if !f.codes.is_empty() {
+                            // A template's local code: `|code` is its at-code (or, given
+                            // alone as `|value`, the code's text).
+                            let at = code.as_str().and_then(|s| {
+                                f.codes
+                                    .iter()
+                                    .find(|(c, a)| *a == s || *c == s)
+                                    .map(|(_, a)| *a)
+                            });
+                            let label = f
+                                .codes
+                                .iter()
+                                .find(|(_, a)| Some(*a) == at)
+                                .map_or(Json::Null, |(c, _)| json!(c));
+                            json!({"_type": "DV_CODED_TEXT", "value": label,
+                                   "defining_code": {"_type": "CODE_PHRASE",
+                                                     "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "local"},
+                                                     "code_string": at.map_or(code, |a| json!(a))}})
+                        } else {
+                            json!({"_type": "DV_CODED_TEXT", "value": code,
                                "defining_code": {"_type": "CODE_PHRASE",
                                                  "terminology_id": {"_type": "TERMINOLOGY_ID", "value": "cophr"},
                                                  "code_string": code}})
+                        }
                     }
                     Dv::Quantity => {
                         unexpected(&["magnitude", "unit"])?;

@@ -394,6 +394,44 @@ fn dv_value(dv: Dv, v: &Json) -> Json {
     }
 }
 
+/// A field's value as its element's: [`dv_value`], a template's local code as
+/// `local::atNNNN` with the body's code as its text.
+fn field_value(f: &FieldMap<'_>, v: &Json) -> Json {
+    if f.dv == Dv::Coded && !f.codes.is_empty() {
+        let s = v.as_str().unwrap_or_default();
+        if let Some((_, at)) = f.codes.iter().find(|(c, _)| *c == s) {
+            return json!({"_type": "DV_CODED_TEXT", "value": s,
+                          "defining_code": code_phrase("local", at)});
+        }
+    }
+    dv_value(f.dv, v)
+}
+
+/// A template's local coded text read back as the body's code: by its at-code (its text
+/// is not relied on), else by its text.
+fn local_code(f: &FieldMap<'_>, path: &str, element: &Json) -> Result<Option<Json>, OpenEhrError> {
+    let v = &element["value"];
+    let code = &v["defining_code"]["code_string"];
+    if let Some(at) = code.as_str() {
+        if let Some((c, _)) = f.codes.iter().find(|(_, a)| *a == at) {
+            return Ok(Some(Json::String((*c).to_owned())));
+        }
+        return Err(wrong(
+            &format!("{path}/value/defining_code/code_string"),
+            &format!(
+                "one of the template's codes ({})",
+                f.codes
+                    .iter()
+                    .map(|(_, a)| *a)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            code,
+        ));
+    }
+    read_value(f.dv, path, element)
+}
+
 /// Runs `f` on the template of `category` and the schema its bodies follow: a core
 /// template, or the generic template of an extension whose schema is among `exts` (the
 /// definitions in effect in the record, [`ext`]). `None` when it has none.
@@ -507,7 +545,7 @@ fn compose(
                 "_type": "ELEMENT",
                 "name": text(title),
                 "archetype_node_id": steps(f.path).last().map_or("", |s| s.1),
-                "value": dv_value(f.dv, &b[f.field]),
+                "value": field_value(f, &b[f.field]),
             });
             insert(&mut entry, e.rm_type, f.path, leaf);
         }
@@ -861,6 +899,9 @@ fn read(
         for f in def.fields {
             let full = format!("{}{}", def.archetype, f.path);
             let got = match walk(e, f.path) {
+                Some(el) if f.dv == Dv::Coded && !f.codes.is_empty() && !el["value"].is_null() => {
+                    local_code(f, &full, el)?
+                }
                 Some(el) => read_value(f.dv, &full, el)?,
                 None => None,
             };

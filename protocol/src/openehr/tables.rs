@@ -73,6 +73,10 @@ pub struct FieldMap<'a> {
     pub dv: Dv,
     /// Whether the archetype (and cophr) require it.
     pub mandatory: bool,
+    /// For a `DV_CODED_TEXT` of a template's local codes: each body code with its at-code
+    /// (written as `local::atNNNN`, the body code as the text). Empty: the body code is the
+    /// code, in terminology `cophr`.
+    pub codes: &'a [(&'a str, &'a str)],
 }
 
 /// One archetype a template's composition may hold (one content entry).
@@ -86,7 +90,7 @@ pub struct EntryDef<'a> {
     pub name: &'a str,
     /// For an observation, the path of its one event (whose `time` is the template's time
     /// field); for an action, `""` (the action's own `time`).
-    pub event: Option<&'static str>,
+    pub event: Option<&'a str>,
     /// For an action, the body's code field held as the action's ISM state
     /// (`ism_transition/current_state`, see [`ISM_STATES`]).
     pub state: Option<&'static str>,
@@ -130,6 +134,7 @@ const fn f(field: &'static str, path: &'static str, dv: Dv) -> FieldMap<'static>
         path,
         dv,
         mandatory: false,
+        codes: &[],
     }
 }
 
@@ -139,6 +144,7 @@ const fn m(field: &'static str, path: &'static str, dv: Dv) -> FieldMap<'static>
         path,
         dv,
         mandatory: true,
+        codes: &[],
     }
 }
 

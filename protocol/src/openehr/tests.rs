@@ -748,7 +748,13 @@ fn an_extension_entry_is_a_composition_of_its_definition_s_template() {
         "openEHR-EHR-EVALUATION.cophr_ext_uk_nhs_tissue_viability__wound_care.v1"
     );
     // Each field at its node id, with its data type.
-    let at = |i: usize| walk(e, &format!("/data[at0001]/items[{}]", ext::node_id(i))).expect("el");
+    let at = |i: usize| {
+        walk(
+            e,
+            &format!("/data[at0001]/items[{}]", ext::node_id(&exts[1], i)),
+        )
+        .expect("el")
+    };
     assert_eq!(at(0)["value"]["_type"], "DV_CODED_TEXT");
     assert_eq!(at(3)["value"]["magnitude"], 3.5);
     assert_eq!(
@@ -815,7 +821,7 @@ fn an_invalid_extension_composition_is_refused() {
     let mut it = items(&mut x);
     let i = it
         .iter()
-        .position(|e| e["archetype_node_id"] == ext::node_id(12))
+        .position(|e| e["archetype_node_id"] == ext::node_id(&exts[1], 12))
         .expect("pain");
     it[i]["value"] = json!({"_type": "DV_TEXT", "value": "4"});
     x["content"][0]["data"]["items"] = json!(it.clone());
@@ -832,7 +838,7 @@ fn an_invalid_extension_composition_is_refused() {
     // A mandatory field missing (location).
     let mut x = comp.clone();
     let mut it = items(&mut x);
-    it.retain(|e| e["archetype_node_id"] != ext::node_id(1));
+    it.retain(|e| e["archetype_node_id"] != ext::node_id(&exts[1], 1));
     x["content"][0]["data"]["items"] = json!(it);
     assert!(matches!(
         from_composition_in(&exts, &x),

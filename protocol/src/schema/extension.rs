@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::template::TemplateMap;
 use super::types::{CategorySchema, FieldSpec, FieldType, Range};
 use crate::category::Category;
 
@@ -46,6 +47,10 @@ pub const MAX_UNIT: usize = 32;
 pub const MAX_DEFINITION_DEPTH: usize = 4;
 /// Largest definition file accepted, in bytes of JSON.
 pub const MAX_DEFINITION_BYTES: usize = 64 * 1024;
+
+/// The highest node number a field of the generic template may have.
+pub const MAX_NODE: u32 = 9999;
+use crate::openehr::ext::FIRST_NODE;
 
 /// Keys that would give a definition a say on access, refused by name.
 const ACCESS_KEYS: &[&str] = &[
@@ -138,6 +143,13 @@ pub struct ExtensionField {
     /// Help text shown with the field.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub help: String,
+    /// The number of the field's archetype node in the generic template
+    /// (`at{node}`, from [`crate::openehr::ext::FIRST_NODE`]); kept by every later version
+    /// so that an AQL path written against one version finds the data of the next.
+    /// Absent in definitions written before it existed: the field's position then gives it
+    /// ([`ExtensionSchema::node_of`]). [`ExtensionSchema::assign_nodes`] fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<u32>,
 }
 
 /// The schema of one extension category, defined as data.
@@ -158,6 +170,11 @@ pub struct ExtensionSchema {
     pub summary: Option<String>,
     /// The fields, in display order (1 to [`MAX_SCHEMA_FIELDS`]).
     pub fields: Vec<ExtensionField>,
+    /// For a definition read from an openEHR web template or OPT: the template's id,
+    /// archetypes and each field's archetype path, so its entries are compositions of that
+    /// template ([`super::template`]). Absent for a JSON description (the generic template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateMap>,
 }
 
 /// Why a definition is refused: malformed, out of bounds, not for an extension, not a
@@ -222,6 +239,23 @@ pub enum DefinitionError {
         /// The version expected.
         expected: u32,
     },
+    /// An openEHR template that is not well formed (XML or JSON), or not of a template's
+    /// shape.
+    #[error("the template is not valid: {0}")]
+    Template(String),
+    /// An openEHR template node cophr cannot hold, naming the node and why.
+    #[error("{what} at {path} is not supported{why}")]
+    Unsupported {
+        /// The RM type or construct.
+        what: String,
+        /// The node's path in the template.
+        path: String,
+        /// More on why (empty, or starting with `: `).
+        why: String,
+    },
+    /// An openEHR template over a bound ([`super::template`]'s limits).
+    #[error("the template is too large: {0}")]
+    TemplateTooLarge(String),
     /// A new version that would refuse data the version before accepts.
     #[error("{category} version {version} is incompatible with version {previous}: {why} (a new version may only add optional fields, widen value sets, units and ranges, and relabel)")]
     Incompatible {
@@ -363,7 +397,64 @@ impl ExtensionSchema {
                 return Err(DefinitionError::Summary(super::clip_quote(s)));
             }
         }
+        let mut nodes = BTreeSet::new();
+        for (i, f) in self.fields.iter().enumerate() {
+            let n = self.node_of(i);
+            if !(FIRST_NODE..=MAX_NODE).contains(&n) {
+                return Err(DefinitionError::Field {
+                    field: f.name.clone(),
+                    why: format!("its node must be {FIRST_NODE} to {MAX_NODE}"),
+                });
+            }
+            if !nodes.insert(n) {
+                return Err(DefinitionError::Field {
+                    field: f.name.clone(),
+                    why: format!("node {n} is another field's"),
+                });
+            }
+        }
+        if let Some(t) = &self.template {
+            t.check(self)?;
+        }
         Ok(())
+    }
+
+    /// The archetype node number of field `i` (from 0) in the generic template: its
+    /// `node`, else `FIRST_NODE + i` (definitions written before fields kept their node).
+    pub fn node_of(&self, i: usize) -> u32 {
+        self.fields
+            .get(i)
+            .and_then(|f| f.node)
+            .unwrap_or_else(|| FIRST_NODE.saturating_add(u32::try_from(i).unwrap_or(u32::MAX)))
+    }
+
+    /// Gives every field its node (see [`ExtensionField::node`]): a field of `previous`
+    /// (the version in effect) keeps the node it had there, a new field takes the next
+    /// free one. What `cophr schema define` and the API do before writing a definition,
+    /// so that reordering fields in a later version keeps each field's AQL path.
+    pub fn assign_nodes(&mut self, previous: Option<&ExtensionSchema>) {
+        let old = |name: &str| -> Option<u32> {
+            let p = previous?;
+            let i = p.fields.iter().position(|f| f.name == name)?;
+            Some(p.node_of(i))
+        };
+        let mut next = previous
+            .map(|p| (0..p.fields.len()).map(|i| p.node_of(i)).max().unwrap_or(0))
+            .unwrap_or(0)
+            .max(FIRST_NODE - 1);
+        for f in &mut self.fields {
+            if let Some(n) = old(&f.name) {
+                f.node = Some(n);
+            }
+        }
+        let taken: BTreeSet<u32> = self.fields.iter().filter_map(|f| f.node).collect();
+        next = next.max(taken.iter().copied().max().unwrap_or(0));
+        for f in &mut self.fields {
+            if f.node.is_none() {
+                next += 1;
+                f.node = Some(next);
+            }
+        }
     }
 
     /// The field named, if defined.
@@ -436,6 +527,39 @@ impl ExtensionSchema {
             };
             if narrower_min || narrower_max {
                 return Err(broken(format!("field `{}` narrows its range", o.name)));
+            }
+            let (oi, ni) = (
+                old.fields
+                    .iter()
+                    .position(|f| f.name == o.name)
+                    .unwrap_or(0),
+                self.fields
+                    .iter()
+                    .position(|f| f.name == o.name)
+                    .unwrap_or(0),
+            );
+            if old.template.is_none() && old.node_of(oi) != self.node_of(ni) {
+                return Err(broken(format!(
+                    "field `{}` changes its archetype node from at{} to at{} (an AQL path written against version {} would no longer find it)",
+                    o.name,
+                    old.node_of(oi),
+                    self.node_of(ni),
+                    old.version
+                )));
+            }
+        }
+        match (&old.template, &self.template) {
+            (None, None) => {}
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(broken(
+                    "a template-based definition and a JSON description do not follow each other"
+                        .into(),
+                ))
+            }
+            (Some(a), Some(b)) => {
+                if let Err(why) = b.compatible_with(self, a, old) {
+                    return Err(broken(why));
+                }
             }
         }
         if let Some(n) = self

@@ -25,6 +25,7 @@ mod error;
 mod extension;
 mod summary;
 mod tables;
+pub mod template;
 mod types;
 mod validate;
 
@@ -34,8 +35,8 @@ pub use convert::{
 pub use error::SchemaError;
 pub use extension::{
     DefinitionError, ExtensionField, ExtensionSchema, ExtensionType, MAX_CODE, MAX_CODES,
-    MAX_DEFINITION_BYTES, MAX_DEFINITION_DEPTH, MAX_FIELD_NAME, MAX_LABEL, MAX_SCHEMA_DESCRIPTION,
-    MAX_SCHEMA_FIELDS, MAX_UNIT, MAX_UNITS,
+    MAX_DEFINITION_BYTES, MAX_DEFINITION_DEPTH, MAX_FIELD_NAME, MAX_LABEL, MAX_NODE,
+    MAX_SCHEMA_DESCRIPTION, MAX_SCHEMA_FIELDS, MAX_UNIT, MAX_UNITS,
 };
 pub use summary::summary;
 pub use tables::{all, schema, DOCUMENT_MEDIA_TYPES, FHIR_FIELDS};
@@ -47,6 +48,10 @@ pub(crate) fn clip_quote(s: &str) -> String {
     error::clip(s, error::MAX_QUOTE)
 }
 pub use validate::{sniff, validate, validate_with, SNIFF_BYTES};
+
+/// The example template-based extension shipped with cophr: a wound assessment as an
+/// openEHR operational template (OPT 1.4, `protocol/src/schema/examples/wound-assessment.opt`).
+pub const WOUND_OPT: &str = include_str!("examples/wound-assessment.opt");
 
 /// The example extension schemas shipped with cophr (`protocol/src/schema/examples/`), as
 /// JSON definitions: ReSPECT (end of life), wound care (tissue viability), a blood test

@@ -164,9 +164,17 @@ pub(super) async fn define(
         _ => ApiError::unprocessable(e.to_string()),
     })?;
     let (category, version) = (definition.category.clone(), definition.version);
+    let mut definition = definition;
     let id = st
         .blocking(move |st| {
             held(st, &record)?;
+            // Each field keeps its archetype node from the version in effect.
+            let previous = st.store().with_record(&record, |r| {
+                r.extension_schema(&definition.category)
+                    .map(|(_, s)| s.clone())
+                    .filter(|s| s.version.saturating_add(1) == definition.version)
+            })?;
+            definition.assign_nodes(previous.as_ref());
             Ok::<_, ApiError>(st.session().write(
                 &record,
                 Payload::DefineSchema(definition),

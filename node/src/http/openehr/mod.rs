@@ -17,6 +17,9 @@
 //! - `GET definition/template/adl1.4`: the core templates, and the generic template of
 //!   each extension schema in effect in the records the identity sees
 //!   ([`openehr::ext`]); `GET definition/template/adl1.4/{id}` a template's web template.
+//! - `POST definition/template/adl1.4` (`template.rs`): an OPT (or web template) defines
+//!   an extension category whose entries are compositions of that template, or its next
+//!   version, as the identity, through the gate.
 //! - `POST query/aql` ([`aql`]): a subset of AQL over the latest versions of the
 //!   compositions the identity sees; only the rows returned are audited.
 //!
@@ -45,6 +48,7 @@ use crate::session::{Cancelled, SessionError};
 use crate::store::StoreError;
 
 pub mod aql;
+mod template;
 pub mod versions;
 
 /// Where the openEHR API is served.
@@ -110,7 +114,7 @@ fn routes_at(base: &str) -> Router<AppState> {
         )
         .route(
             &format!("{base}/definition/template/adl1.4"),
-            get(templates),
+            get(templates).post(template::upload),
         )
         .route(
             &format!("{base}/definition/template/adl1.4/{{template_id}}"),
@@ -161,7 +165,7 @@ pub struct OeError {
 }
 
 impl OeError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         OeError {
             status,
             code,
@@ -172,7 +176,7 @@ impl OeError {
         }
     }
 
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         OeError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
@@ -300,7 +304,7 @@ fn etag(uid: &str) -> Option<HeaderValue> {
 }
 
 /// The record an `ehr_id` names, if the identity has any access to it (else 404).
-fn find_ehr(st: &AppState, ehr_id: &str) -> Result<RecordId, OeError> {
+pub(crate) fn find_ehr(st: &AppState, ehr_id: &str) -> Result<RecordId, OeError> {
     let me = st.actor();
     let now = st.now();
     let wanted = ehr_id.trim().to_ascii_lowercase();
@@ -519,11 +523,8 @@ async fn web_template(State(st): State<AppState>, Path(id): Path<String>) -> Res
     let out = st
         .blocking(move |st| {
             let run = || -> Result<Option<JsonValue>, OeError> {
-                let exts: Vec<ExtensionSchema> = if wanted.starts_with("cophr.ext.") {
-                    visible_exts(st)?.into_iter().map(|(s, _)| s).collect()
-                } else {
-                    Vec::new()
-                };
+                let exts: Vec<ExtensionSchema> =
+                    visible_exts(st)?.into_iter().map(|(s, _)| s).collect();
                 Ok(openehr::flat::web_template_in(&exts, &wanted))
             };
             Ok(run())

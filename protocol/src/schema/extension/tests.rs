@@ -266,6 +266,7 @@ fn a_new_version_may_only_widen() {
             min: None,
             max: None,
             help: String::new(),
+            node: None,
         });
         n.fields[0].codes.push("burn".into());
         n.fields[0].title = "Type of wound".into();
@@ -383,6 +384,7 @@ fn arb_field(i: usize) -> impl Strategy<Value = ExtensionField> {
                 min,
                 max,
                 help: String::new(),
+                node: None,
             }
         })
 }
@@ -397,6 +399,7 @@ fn arb_schema() -> impl Strategy<Value = ExtensionSchema> {
             description: String::new(),
             summary: None,
             fields,
+            template: None,
         })
 }
 
@@ -473,6 +476,7 @@ fn arb_next(old: ExtensionSchema) -> impl Strategy<Value = ExtensionSchema> {
                     min: None,
                     max: None,
                     help: String::new(),
+                    node: None,
                 });
             }
             s
@@ -499,4 +503,72 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn reordered_fields_keep_their_archetype_node_across_versions() {
+    let v1 = wound();
+    // Definitions written before nodes existed: the position gives the node.
+    assert_eq!(v1.node_of(0), 1001);
+    assert_eq!(v1.node_of(3), 1004);
+    // Version 2 moves `length` first and adds a field in the middle.
+    let mut v2 = next(&v1, |n| {
+        let length = n.fields.remove(3);
+        n.fields.insert(0, length);
+        n.fields.insert(
+            2,
+            ExtensionField {
+                name: "tunnelling".into(),
+                title: "Tunnelling".into(),
+                ty: ExtensionType::Bool,
+                required: false,
+                codes: vec![],
+                units: vec![],
+                min: None,
+                max: None,
+                help: String::new(),
+                node: None,
+            },
+        );
+    });
+    // Without its nodes, positions would move `wound-type` from at1001 to at1002 (and
+    // `length` to at1001): refused, naming the field.
+    let e = v2
+        .compatible_with(&v1)
+        .expect_err("moves nodes")
+        .to_string();
+    assert!(
+        e.contains("field `wound-type` changes its archetype node from at1001 to at1002"),
+        "{e}"
+    );
+    // `assign_nodes` (what `schema define` and the API do) keeps each field's node and
+    // gives the new one the next free node.
+    v2.assign_nodes(Some(&v1));
+    assert_eq!(v2.compatible_with(&v1), Ok(()));
+    assert_eq!(v2.check(), Ok(()));
+    let node = |s: &ExtensionSchema, name: &str| {
+        s.node_of(s.fields.iter().position(|f| f.name == name).expect(name))
+    };
+    for f in &v1.fields {
+        assert_eq!(node(&v2, &f.name), node(&v1, &f.name), "{}", f.name);
+    }
+    let last = u32::try_from(v1.fields.len()).expect("small") + 1000;
+    assert_eq!(node(&v2, "tunnelling"), last + 1);
+    // A version 1 gets the positional nodes.
+    let mut fresh = v1.clone();
+    fresh.assign_nodes(None);
+    assert_eq!(
+        (0..fresh.fields.len())
+            .map(|i| fresh.node_of(i))
+            .collect::<Vec<_>>(),
+        (0..v1.fields.len())
+            .map(|i| v1.node_of(i))
+            .collect::<Vec<_>>()
+    );
+    // Two fields on one node, or a node out of range, are refused.
+    let mut twice = v2.clone();
+    twice.fields[1].node = twice.fields[0].node;
+    assert!(matches!(twice.check(), Err(DefinitionError::Field { .. })));
+    twice.fields[1].node = Some(MAX_NODE + 1);
+    assert!(matches!(twice.check(), Err(DefinitionError::Field { .. })));
 }
