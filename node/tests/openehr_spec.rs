@@ -404,3 +404,222 @@ async fn contribution_and_query_as_the_spec_shows_them() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(b.unwrap()["message"].is_string());
 }
+
+#[tokio::test]
+async fn ehr_creation_and_the_versioned_ehr_status_as_the_spec_answers_them() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    let rid = env.patient.actor().to_string();
+    let status = |id: &str, ns: &str| {
+        serde_json::to_vec(&json!({
+            "_type": "EHR_STATUS",
+            "archetype_node_id": "openEHR-EHR-EHR_STATUS.generic.v1",
+            "name": {"value": "EHR Status"},
+            "subject": {"external_ref": {"id": {"_type": "GENERIC_ID", "value": id, "scheme": "id_scheme"},
+                                         "namespace": ns, "type": "PERSON"}},
+            "is_modifiable": true,
+            "is_queryable": true
+        }))
+        .unwrap()
+    };
+    // 409_EHR_exists: the identity's own EHR (no body), the subject's, the ehr_id's; with
+    // the existing id in the body, ETag and Location.
+    for (method, path, body) in [
+        ("POST", "/ehr".to_owned(), Vec::new()),
+        ("POST", "/ehr".to_owned(), status(&rid, "cophr")),
+        ("PUT", format!("/ehr/{ehr}"), Vec::new()),
+    ] {
+        let (s, h, b) = env.send(method, &path, &[JSON, FULL], &body).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{method} {path}: {b:?}");
+        assert_eq!(b.unwrap()["ehr_id"]["value"], ehr.as_str());
+        assert_eq!(etag(&h), ehr);
+        assert!(location(&h).ends_with(&format!("/ehr/{ehr}")));
+    }
+    // A new EHR is not created (a record is the patient's own, made by `cophr init`):
+    // another subject, another namespace, an unknown ehr_id; a bad ehr_id or body is 400.
+    let other = key(6, "nobody").actor().to_string();
+    for (method, path, body) in [
+        ("POST", "/ehr".to_owned(), status(&other, "cophr")),
+        ("POST", "/ehr".to_owned(), status(&rid, "elsewhere")),
+        (
+            "PUT",
+            "/ehr/7d44b88c-4199-4bad-97dc-d78268e01398".to_owned(),
+            Vec::new(),
+        ),
+    ] {
+        let (s, _, b) = env.send(method, &path, &[JSON], &body).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}");
+        let b = b.unwrap();
+        assert_eq!(b["code"], "ehr_not_created");
+        assert!(b["message"].as_str().unwrap().contains("cophr init"));
+    }
+    let (s, _, _) = env.send("PUT", "/ehr/not-a-uuid", &[JSON], b"").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = env.send("POST", "/ehr", &[JSON], b"[1]").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = env
+        .send("POST", "/ehr", &[JSON], &vec![b' '; 17 * 1024])
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // PUT ehr_status: If-Match needed (400), a stale one 412 with the version in ETag; a
+    // current one refused precisely (the status is derived), nothing changed.
+    let (_, h, before) = env.get(&format!("/ehr/{ehr}/ehr_status")).await;
+    let version = etag(&h);
+    let path = format!("/ehr/{ehr}/ehr_status");
+    let mut hidden: Json = serde_json::from_slice(&status(&rid, "cophr")).unwrap();
+    hidden["is_queryable"] = json!(false);
+    let hidden = serde_json::to_vec(&hidden).unwrap();
+    let (s, _, _) = env.send("PUT", &path, &[JSON], &hidden).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let stale = format!("\"{}::cophr::2\"", version.split("::").next().unwrap());
+    let (s, h, _) = env
+        .send("PUT", &path, &[JSON, ("if-match", &stale)], &hidden)
+        .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(etag(&h), version);
+    let current = format!("\"{version}\"");
+    let (s, _, b) = env
+        .send("PUT", &path, &[JSON, ("if-match", &current)], &hidden)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let b = b.unwrap();
+    assert_eq!(b["code"], "ehr_status_fixed");
+    assert!(
+        b["message"].as_str().unwrap().contains("is_queryable"),
+        "{b}"
+    );
+    let (_, _, after) = env.get(&path).await;
+    assert_eq!(after, before);
+
+    // VERSIONED_EHR_STATUS: its uid is the status's object id, owned by the EHR; one
+    // version (a creation, with the record), by time and by uid.
+    let object = version.split("::").next().unwrap().to_owned();
+    let (s, _, b) = env.get(&format!("/ehr/{ehr}/versioned_ehr_status")).await;
+    assert_eq!(s, StatusCode::OK);
+    let b = b.unwrap();
+    assert_eq!(b["_type"], "VERSIONED_EHR_STATUS");
+    assert_eq!(b["uid"]["value"], object.as_str());
+    assert_eq!(b["owner_id"]["value"], ehr.as_str());
+    assert!(b["time_created"]["value"].is_string());
+    let (s, _, b) = env
+        .get(&format!("/ehr/{ehr}/versioned_ehr_status/revision_history"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let b = b.unwrap();
+    assert_eq!(b.as_array().unwrap().len(), 1);
+    assert_eq!(b[0]["version_id"]["value"], version.as_str());
+    assert_eq!(
+        b[0]["audits"][0]["change_type"]["defining_code"]["code_string"],
+        "249"
+    );
+    for q in [
+        "/version".to_owned(),
+        "/version?version_at_time=2100-01-01T00:00:00Z".to_owned(),
+        format!("/version/{version}"),
+    ] {
+        let (s, _, b) = env
+            .get(&format!("/ehr/{ehr}/versioned_ehr_status{q}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{q}");
+        let b = b.unwrap();
+        assert_eq!(b["_type"], "ORIGINAL_VERSION");
+        assert_eq!(b["uid"]["value"], version.as_str());
+        assert_eq!(b["data"], before.clone().unwrap());
+        assert!(b["contribution"]["id"]["value"].is_string());
+    }
+    for (q, want) in [
+        ("/version?version_at_time=2000-01-01", StatusCode::NOT_FOUND),
+        (
+            "/version?version_at_time=yesterday",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/version/7d44b88c-4199-4bad-97dc-d78268e01398::cophr::1",
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let (s, _, _) = env
+            .get(&format!("/ehr/{ehr}/versioned_ehr_status{q}"))
+            .await;
+        assert_eq!(s, want, "{q}");
+    }
+    let (s, _, _) = env
+        .get("/ehr/7d44b88c-4199-4bad-97dc-d78268e01398/versioned_ehr_status")
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn query_aql_by_get_and_post_pages_with_offset_and_fetch() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    for name in ["Asthma", "Eczema", "Hay fever"] {
+        let (s, _, _) = env
+            .send(
+                "POST",
+                &format!("/ehr/{ehr}/composition"),
+                &[JSON],
+                &serde_json::to_vec(&problem(name)).unwrap(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let q = "SELECT p/data[at0001]/items[at0002]/value/value AS problem \
+             FROM EHR e[ehr_id/value=$ehr_id] CONTAINS COMPOSITION c \
+             CONTAINS EVALUATION p[openEHR-EHR-EVALUATION.problem_diagnosis.v1] \
+             ORDER BY p/data[at0001]/items[at0002]/value/value";
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    // GET query/aql: q, the query parameters as URL parameters, offset and fetch.
+    let (s, _, b) = env
+        .get(&format!("/query/aql?q={}&ehr_id={ehr}", enc(q)))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b:?}");
+    let b = b.unwrap();
+    assert_eq!(b["q"], q);
+    assert_eq!(b["meta"]["_type"], "RESULTSET");
+    assert_eq!(b["rows"], json!([["Asthma"], ["Eczema"], ["Hay fever"]]));
+    let (s, _, b) = env
+        .get(&format!(
+            "/query/aql?q={}&ehr_id={ehr}&offset=1&fetch=1",
+            enc(q)
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let b = b.unwrap();
+    assert_eq!(b["rows"], json!([["Eczema"]]));
+    assert_eq!(b["meta"]["offset"], 1);
+    assert_eq!(b["meta"]["fetch"], 1);
+    assert_eq!(b["meta"]["resultsize"], 1);
+    // POST takes offset and fetch too.
+    let (s, _, b) = env
+        .send(
+            "POST",
+            "/query/aql",
+            &[JSON],
+            &serde_json::to_vec(
+                &json!({"q": q, "query_parameters": {"ehr_id": ehr}, "offset": 2, "fetch": 5}),
+            )
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()["rows"], json!([["Hay fever"]]));
+    // 400: no q, malformed AQL (with the reason), a bad or too large fetch, a missing
+    // parameter.
+    let too_many = format!("/query/aql?q={}&ehr_id={ehr}&fetch=1001", enc(q));
+    let no_param = format!("/query/aql?q={}", enc(q));
+    for path in [
+        "/query/aql".to_owned(),
+        format!("/query/aql?q={}", enc("SELEC c FROM")),
+        format!("/query/aql?q={}&fetch=many", enc(q)),
+        too_many,
+        no_param,
+    ] {
+        let (s, _, b) = env.get(&path).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}");
+        assert!(b.unwrap()["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+}

@@ -1,8 +1,11 @@
-//! `POST /openehr/v1/query/aql`: `{"q": "<AQL>", "query_parameters": {…}}` run over the
-//! latest version of every composition the identity sees, in every record it has access
-//! to ([`cophr_protocol::openehr::aql`] for the subset). The answer is an ITS-REST result
-//! set (`meta`, `q`, `columns`, `rows`); the compositions whose rows are returned are
-//! audited as viewed, nothing else.
+//! `POST /openehr/v1/query/aql`: `{"q": "<AQL>", "query_parameters": {…}, "offset": n,
+//! "fetch": n}`, and `GET /openehr/v1/query/aql?q=…&offset=&fetch=&{name}={value}` (every
+//! other URL parameter is a query parameter, as ITS-REST's `query_parameters` in form
+//! style), run over the latest version of every composition the identity sees, in every
+//! record it has access to ([`cophr_protocol::openehr::aql`] for the subset). `offset` and
+//! `fetch` page the rows the query gives (after its own `LIMIT`/`OFFSET`). The answer is
+//! an ITS-REST result set (`meta`, `q`, `columns`, `rows`); the compositions whose rows
+//! are returned are audited as viewed, nothing else.
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -26,6 +29,36 @@ struct QueryBody {
     q: String,
     #[serde(default)]
     query_parameters: Map<String, JsonValue>,
+    #[serde(default)]
+    offset: Option<usize>,
+    #[serde(default)]
+    fetch: Option<usize>,
+}
+
+/// How the rows a query gives are paged (ITS-REST `offset` and `fetch`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Paging {
+    /// Rows skipped.
+    pub offset: usize,
+    /// Rows returned at most ([`aql::MAX_ROWS`] when not given, and at most that).
+    pub fetch: Option<usize>,
+}
+
+impl Paging {
+    fn checked(offset: Option<usize>, fetch: Option<usize>) -> Result<Paging, OeError> {
+        if let Some(f) = fetch {
+            if f > aql::MAX_ROWS {
+                return Err(OeError::bad(format!(
+                    "fetch is at most {} rows, not {f}",
+                    aql::MAX_ROWS
+                )));
+            }
+        }
+        Ok(Paging {
+            offset: offset.unwrap_or(0),
+            fetch,
+        })
+    }
 }
 
 fn invalid(e: &aql::AqlError) -> OeError {
@@ -69,10 +102,79 @@ async fn run(st: AppState, req: Request) -> Result<Response, OeError> {
         })?;
     let body: QueryBody = serde_json::from_slice(&bytes)
         .map_err(|e| OeError::bad(format!("the body is not {{\"q\": …}}: {e}")))?;
-    let q = aql::parse(&body.q).map_err(|e| invalid(&e))?;
-    let text = body.q.clone();
+    let paging = Paging::checked(body.offset, body.fetch)?;
+    answer(st, body.q, body.query_parameters, paging).await
+}
+
+/// `GET query/aql?q=…`: the query in the URL.
+pub async fn query_get(State(st): State<AppState>, uri: axum::http::Uri) -> Response {
+    match run_get(st, &uri).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Reads `GET query/aql`'s URL parameters: `q`, `offset`, `fetch`, and every other one a
+/// query parameter (a text value).
+pub fn url_query(query: &str) -> Result<(String, Map<String, JsonValue>, Paging), OeError> {
+    if query.len() > MAX_QUERY_BODY {
+        return Err(OeError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("a query's URL parameters are at most {MAX_QUERY_BODY} bytes"),
+        ));
+    }
+    let mut q = None;
+    let mut params = Map::new();
+    let (mut offset, mut fetch) = (None, None);
+    let number = |k: &str, v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| OeError::bad(format!("{k} is a number of rows, not `{}`", clip(v))))
+    };
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "q" => q = Some(v.into_owned()),
+            "offset" => offset = Some(number("offset", &v)?),
+            "fetch" => fetch = Some(number("fetch", &v)?),
+            _ => {
+                if params.len() >= MAX_PARAMETERS {
+                    return Err(OeError::bad(format!(
+                        "at most {MAX_PARAMETERS} query parameters"
+                    )));
+                }
+                params.insert(k.into_owned(), JsonValue::String(v.into_owned()));
+            }
+        }
+    }
+    let Some(q) = q else {
+        return Err(OeError::bad("give the query as ?q=…"));
+    };
+    Ok((q, params, Paging::checked(offset, fetch)?))
+}
+
+/// The most query parameters a `GET query/aql` takes.
+pub const MAX_PARAMETERS: usize = 64;
+
+fn clip(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+async fn run_get(st: AppState, uri: &axum::http::Uri) -> Result<Response, OeError> {
+    let (q, params, paging) = url_query(uri.query().unwrap_or_default())?;
+    answer(st, q, params, paging).await
+}
+
+/// Runs query `text` and answers with its result set.
+pub async fn answer(
+    st: AppState,
+    text: String,
+    params: Map<String, JsonValue>,
+    paging: Paging,
+) -> Result<Response, OeError> {
+    let q = aql::parse(&text).map_err(|e| invalid(&e))?;
     let out = st
-        .blocking(move |st| Ok(evaluate(st, &q, &body.query_parameters)))
+        .blocking(move |st| Ok(evaluate(st, &q, &params, paging)))
         .await
         .map_err(OeError::from)??;
     let columns: Vec<JsonValue> = out
@@ -80,15 +182,22 @@ async fn run(st: AppState, req: Request) -> Result<Response, OeError> {
         .iter()
         .map(|(name, path)| json!({"name": name, "path": path}))
         .collect();
+    let mut meta = json!({
+        "_type": "RESULTSET",
+        "_schema_version": "1.0.0",
+        "_executed_aql": text,
+        "resultsize": out.rows.len(),
+    });
+    if paging.offset > 0 {
+        meta["offset"] = json!(paging.offset);
+    }
+    if let Some(f) = paging.fetch {
+        meta["fetch"] = json!(f);
+    }
     Ok((
         StatusCode::OK,
         Json(json!({
-            "meta": {
-                "_type": "RESULTSET",
-                "_schema_version": "1.0.0",
-                "_executed_aql": text,
-                "resultsize": out.rows.len(),
-            },
+            "meta": meta,
             "q": text,
             "columns": columns,
             "rows": out.rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
@@ -102,6 +211,7 @@ fn evaluate(
     st: &AppState,
     q: &aql::Query,
     params: &Map<String, JsonValue>,
+    paging: Paging,
 ) -> Result<aql::ResultSet, OeError> {
     let me = st.actor();
     let now = st.now();
@@ -137,7 +247,13 @@ fn evaluate(
             }
         })?;
     }
-    let out = aql::run(q, &sources, params).map_err(|e| invalid(&e))?;
+    let mut out = aql::run(q, &sources, params).map_err(|e| invalid(&e))?;
+    out.rows = out
+        .rows
+        .into_iter()
+        .skip(paging.offset)
+        .take(paging.fetch.unwrap_or(aql::MAX_ROWS))
+        .collect();
     if out.rows.is_empty() {
         return Ok(out);
     }

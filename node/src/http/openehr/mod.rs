@@ -45,6 +45,7 @@ use crate::session::{Cancelled, SessionError};
 use crate::store::StoreError;
 
 pub mod aql;
+pub mod ehr;
 pub mod versions;
 
 /// Where the openEHR API is served.
@@ -93,11 +94,33 @@ pub fn routes() -> Router<AppState> {
 
 fn routes_at(base: &str) -> Router<AppState> {
     Router::new()
-        .route(&format!("{base}/ehr"), get(ehr_by_subject))
-        .route(&format!("{base}/ehr/{{ehr_id}}"), get(get_ehr))
+        .route(
+            &format!("{base}/ehr"),
+            get(ehr_by_subject).post(ehr::post_ehr),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}"),
+            get(get_ehr).put(ehr::put_ehr),
+        )
         .route(
             &format!("{base}/ehr/{{ehr_id}}/ehr_status"),
-            get(get_status),
+            get(get_status).put(ehr::put_status),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_ehr_status"),
+            get(ehr::versioned),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_ehr_status/revision_history"),
+            get(ehr::history),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_ehr_status/version"),
+            get(ehr::version_at),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_ehr_status/version/{{uid}}"),
+            get(ehr::version_by_uid),
         )
         .route(
             &format!("{base}/ehr/{{ehr_id}}/ehr_status/{{uid}}"),
@@ -116,7 +139,10 @@ fn routes_at(base: &str) -> Router<AppState> {
             &format!("{base}/definition/template/adl1.4/{{template_id}}"),
             get(web_template),
         )
-        .route(&format!("{base}/query/aql"), post(aql::query))
+        .route(
+            &format!("{base}/query/aql"),
+            post(aql::query).get(aql::query_get),
+        )
         .route(
             &format!("{base}/ehr/{{ehr_id}}/versioned_composition/{{object}}"),
             get(versions::versioned),
