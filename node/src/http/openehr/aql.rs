@@ -38,7 +38,7 @@ struct QueryBody {
 /// How the rows a query gives are paged (ITS-REST `offset` and `fetch`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Paging {
-    /// Rows skipped.
+    /// Rows skipped (at most [`aql::MAX_ROWS`]: no query gives more).
     pub offset: usize,
     /// Rows returned at most ([`aql::MAX_ROWS`] when not given, and at most that).
     pub fetch: Option<usize>,
@@ -46,10 +46,10 @@ pub struct Paging {
 
 impl Paging {
     fn checked(offset: Option<usize>, fetch: Option<usize>) -> Result<Paging, OeError> {
-        if let Some(f) = fetch {
-            if f > aql::MAX_ROWS {
+        for (name, n) in [("offset", offset), ("fetch", fetch)] {
+            if let Some(n) = n.filter(|n| *n > aql::MAX_ROWS) {
                 return Err(OeError::bad(format!(
-                    "fetch is at most {} rows, not {f}",
+                    "{name} is at most {} rows, not {n}",
                     aql::MAX_ROWS
                 )));
             }
