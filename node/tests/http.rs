@@ -900,6 +900,8 @@ fn concrete(path: &str, rid: &str, eid: &str, gid: &str) -> String {
         .replace("{uid}", &uid)
         .replace("{object}", &object)
         .replace("{template_id}", "cophr.allergies.v1")
+        .replace("{qualified_query_name}", "org.example::uids")
+        .replace("{version}", "1.0.0")
         .replace("{rid}", rid)
         .replace("{eid}", eid)
         .replace("{gid}", gid)
@@ -1095,6 +1097,17 @@ async fn the_router_matches_its_openapi_document() {
                     Method::POST,
                     &format!("/api/v1/records/{rid}/schemas"),
                     serde_json::from_str(cophr_protocol::schema::EXAMPLES[1].1).unwrap(),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+            }
+            if path.contains("{qualified_query_name}") && method != "put" {
+                // A stored query to show or run.
+                let r = with_json(
+                    &f.state,
+                    Method::PUT,
+                    "/openehr/v1/definition/query/org.example::uids/1.0.0",
+                    json!({"q": "SELECT c/uid/value FROM EHR e CONTAINS COMPOSITION c"}),
                 )
                 .await;
                 assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());

@@ -623,3 +623,142 @@ async fn query_aql_by_get_and_post_pages_with_offset_and_fetch() {
             .is_some_and(|m| !m.is_empty()));
     }
 }
+
+#[tokio::test]
+async fn stored_queries_are_kept_by_the_node_and_run_by_name() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    for name in ["Asthma", "Eczema"] {
+        let (s, _, _) = env
+            .send(
+                "POST",
+                &format!("/ehr/{ehr}/composition"),
+                &[JSON],
+                &serde_json::to_vec(&problem(name)).unwrap(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let q = |order: &str| {
+        format!(
+            "SELECT p/data[at0001]/items[at0002]/value/value AS problem \
+             FROM EHR e[ehr_id/value=$ehr_id] CONTAINS COMPOSITION c \
+             CONTAINS EVALUATION p[openEHR-EHR-EVALUATION.problem_diagnosis.v1] \
+             ORDER BY p/data[at0001]/items[at0002]/value/value {order}"
+        )
+    };
+    const TEXT: (&str, &str) = ("content-type", "text/plain");
+    let def = "/definition/query/org.example::problems";
+    // PUT definition/query/{name}/{version}: stored (201, Location); a version is never
+    // replaced (409); JSON {"q"} is taken too.
+    let (s, h, _) = env
+        .send("PUT", &format!("{def}/1.0.0"), &[TEXT], q("ASC").as_bytes())
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(location(&h).ends_with("/definition/query/org.example::problems/1.0.0"));
+    let (s, _, _) = env
+        .send(
+            "PUT",
+            &format!("{def}/1.0.0"),
+            &[TEXT],
+            q("DESC").as_bytes(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _, _) = env
+        .send(
+            "PUT",
+            &format!("{def}/1.10.0"),
+            &[JSON],
+            &serde_json::to_vec(&json!({"q": q("DESC")})).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Refused: malformed AQL (with the reason), a bad name or version, another media type.
+    for (path, headers, body, want) in [
+        (
+            format!("{def}/2.0.0"),
+            TEXT,
+            "SELEC c FROM".to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/definition/query/problems/1.0.0".to_owned(),
+            TEXT,
+            q("ASC"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("{def}/1.0"),
+            TEXT,
+            q("ASC"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("{def}/2.0.0"),
+            ("content-type", "application/xml"),
+            q("ASC"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ] {
+        let (s, _, b) = env.send("PUT", &path, &[headers], body.as_bytes()).await;
+        assert_eq!(s, want, "{path}");
+        assert!(b.unwrap()["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // GET definition/query/{name}[/{version}].
+    let (s, _, b) = env.get(def).await;
+    assert_eq!(s, StatusCode::OK);
+    let b = b.unwrap();
+    assert_eq!(b.as_array().unwrap().len(), 2);
+    assert_eq!(b[0]["version"], "1.0.0");
+    assert_eq!(b[0]["type"], "AQL");
+    let (s, _, b) = env.get(&format!("{def}/1.10.0")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()["q"], q("DESC"));
+    let (s, _, _) = env.get(&format!("{def}/3.0.0")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Run by name: the latest version (1.10.0 > 1.0.0), or the one named; GET with URL
+    // parameters, POST with a body.
+    let run = "/query/org.example::problems";
+    let (s, _, b) = env.get(&format!("{run}?ehr_id={ehr}")).await;
+    assert_eq!(s, StatusCode::OK, "{b:?}");
+    assert_eq!(b.unwrap()["rows"], json!([["Eczema"], ["Asthma"]]));
+    let (s, _, b) = env.get(&format!("{run}/1.0.0?ehr_id={ehr}&fetch=1")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()["rows"], json!([["Asthma"]]));
+    let (s, _, b) = env
+        .send(
+            "POST",
+            &format!("{run}/1.0.0"),
+            &[JSON],
+            &serde_json::to_vec(&json!({"query_parameters": {"ehr_id": ehr}, "offset": 1}))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()["rows"], json!([["Eczema"]]));
+    let (s, _, _) = env.get(&format!("{run}?q=SELECT")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = env.get("/query/org.example::unknown").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // At most MAX_STORED_QUERIES are kept.
+    let max = cophr_node::http::openehr::query::MAX_STORED_QUERIES;
+    for i in 2..max {
+        let (s, _, _) = env
+            .send(
+                "PUT",
+                &format!("{def}/1.0.{i}"),
+                &[TEXT],
+                q("ASC").as_bytes(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{i}");
+    }
+    let (s, _, b) = env
+        .send("PUT", &format!("{def}/9.0.0"), &[TEXT], q("ASC").as_bytes())
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(b.unwrap()["code"], "too_many");
+}

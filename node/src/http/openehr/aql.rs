@@ -45,7 +45,7 @@ pub struct Paging {
 }
 
 impl Paging {
-    fn checked(offset: Option<usize>, fetch: Option<usize>) -> Result<Paging, OeError> {
+    pub(super) fn checked(offset: Option<usize>, fetch: Option<usize>) -> Result<Paging, OeError> {
         for (name, n) in [("offset", offset), ("fetch", fetch)] {
             if let Some(n) = n.filter(|n| *n > aql::MAX_ROWS) {
                 return Err(OeError::bad(format!(
@@ -61,7 +61,7 @@ impl Paging {
     }
 }
 
-fn invalid(e: &aql::AqlError) -> OeError {
+pub(super) fn invalid(e: &aql::AqlError) -> OeError {
     let status = match e {
         aql::AqlError::TooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,

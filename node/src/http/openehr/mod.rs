@@ -46,6 +46,7 @@ use crate::store::StoreError;
 
 pub mod aql;
 pub mod ehr;
+pub mod query;
 pub mod versions;
 
 /// Where the openEHR API is served.
@@ -142,6 +143,22 @@ fn routes_at(base: &str) -> Router<AppState> {
         .route(
             &format!("{base}/query/aql"),
             post(aql::query).get(aql::query_get),
+        )
+        .route(
+            &format!("{base}/definition/query/{{qualified_query_name}}"),
+            get(query::list),
+        )
+        .route(
+            &format!("{base}/definition/query/{{qualified_query_name}}/{{version}}"),
+            get(query::show).put(query::store_query),
+        )
+        .route(
+            &format!("{base}/query/{{qualified_query_name}}"),
+            get(query::get_latest).post(query::post_latest),
+        )
+        .route(
+            &format!("{base}/query/{{qualified_query_name}}/{{version}}"),
+            get(query::get_version).post(query::post_version),
         )
         .route(
             &format!("{base}/ehr/{{ehr_id}}/versioned_composition/{{object}}"),
