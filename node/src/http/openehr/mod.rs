@@ -17,8 +17,12 @@
 //! - `GET definition/template/adl1.4`: the core templates, and the generic template of
 //!   each extension schema in effect in the records the identity sees
 //!   ([`openehr::ext`]); `GET definition/template/adl1.4/{id}` a template's web template.
-//! - `POST query/aql` ([`aql`]): a subset of AQL over the latest versions of the
-//!   compositions the identity sees; only the rows returned are audited.
+//! - `POST|GET query/aql` ([`aql`]): a subset of AQL over the latest versions of the
+//!   compositions the identity sees; only the rows returned are audited. Stored queries
+//!   ([`query`]): `PUT|GET definition/query/{name}/{version}`, `GET|POST query/{name}`.
+//! - `POST ehr`, `PUT ehr/{ehr_id}`, `PUT ehr/{ehr_id}/ehr_status` and
+//!   `versioned_ehr_status` ([`ehr`]): no EHR is created over openEHR (409 for one that
+//!   exists), and the EHR_STATUS, derived from the record, has one version.
 //!
 //! Every read is audited like the REST API's reads; an EHR or composition the identity
 //! may not see is 404, never told apart from one that does not exist. Errors are JSON
