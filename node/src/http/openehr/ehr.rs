@@ -13,8 +13,8 @@
 //!   true (every record the identity has access to is queried, as far as its grants let it
 //!   see), `is_modifiable` always true (who may write is decided by the record's grants,
 //!   entry by entry) and `subject` is the record's patient. A stale `If-Match` is 412 (with
-//!   the version in `ETag`); a current one is refused with 400 `ehr_status_fixed`, saying
-//!   so. Nothing is stored.
+//!   the version in `ETag`; the body is checked first); a current one is refused with 400
+//!   `ehr_status_fixed`, saying so. Nothing is stored.
 //! - `GET ehr/{ehr_id}/versioned_ehr_status`, `…/revision_history`, `…/version[?version_at_time=]`
 //!   and `…/version/{version_uid}`: the VERSIONED_EHR_STATUS and its one version, created
 //!   with the record (its genesis: author, time and contribution).
@@ -214,6 +214,11 @@ pub async fn put_status(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    let sent = match status_body(req).await {
+        Ok((_, Some(s))) => s,
+        Ok((_, None)) => return OeError::bad("send the new EHR_STATUS").into_response(),
+        Err(e) => return e.into_response(),
+    };
     let Some(preceding) = if_match else {
         return OeError::bad("PUT needs If-Match: {preceding_version_uid}").into_response();
     };
@@ -233,11 +238,6 @@ pub async fn put_status(
         }
         .into_response();
     }
-    let sent = match status_body(req).await {
-        Ok((_, Some(s))) => s,
-        Ok((_, None)) => return OeError::bad("send the new EHR_STATUS").into_response(),
-        Err(e) => return e.into_response(),
-    };
     let current = openehr::ehr_status_json(&record);
     let changes: Vec<&str> = ["is_queryable", "is_modifiable"]
         .into_iter()
