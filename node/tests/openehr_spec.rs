@@ -762,3 +762,108 @@ async fn stored_queries_are_kept_by_the_node_and_run_by_name() {
     assert_eq!(s, StatusCode::CONFLICT);
     assert_eq!(b.unwrap()["code"], "too_many");
 }
+
+#[tokio::test]
+async fn structured_compositions_in_and_out_beside_flat() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    const STRUCTURED: &str = "application/openehr.wt.structured+json";
+    // Written canonical, read back STRUCTURED (by Accept or ?format=STRUCTURED): FLAT's keys
+    // as a tree.
+    let (s, h, _) = env
+        .send(
+            "POST",
+            &format!("/ehr/{ehr}/composition"),
+            &[JSON],
+            &serde_json::to_vec(&problem("Asthma")).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let uid = etag(&h);
+    let path = format!("/ehr/{ehr}/composition/{uid}");
+    let (s, h, b) = env.send("GET", &path, &[("accept", STRUCTURED)], b"").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], STRUCTURED);
+    let structured = b.unwrap();
+    let name = &structured["problem_list"]["problem_diagnosis"][0];
+    assert!(name.is_object(), "{structured:#}");
+    let (_, _, by_query) = env.get(&format!("{path}?format=STRUCTURED")).await;
+    assert_eq!(by_query.unwrap(), structured);
+    let text = structured.to_string();
+    assert!(text.contains("\"Asthma\""), "{text}");
+    // Written STRUCTURED (with its template), read back canonical: the same problem.
+    let other: Json = serde_json::from_str(&text.replace("\"Asthma\"", "\"Eczema\"")).unwrap();
+    let tid = ("openehr-template-id", "cophr.problems.v1");
+    let (s, h, b) = env
+        .send(
+            "POST",
+            &format!("/ehr/{ehr}/composition"),
+            &[
+                ("content-type", STRUCTURED),
+                tid,
+                FULL,
+                ("accept", STRUCTURED),
+            ],
+            &serde_json::to_vec(&other).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b:?}");
+    assert_eq!(h["content-type"], STRUCTURED);
+    assert!(b.unwrap().to_string().contains("\"Eczema\""));
+    let (_, _, canonical) = env
+        .get(&format!("/ehr/{ehr}/composition/{}", etag(&h)))
+        .await;
+    let canonical = canonical.unwrap();
+    assert_eq!(
+        canonical["content"][0]["data"]["items"][0]["value"]["value"], "Eczema",
+        "{canonical:#}"
+    );
+    // Refused, nothing stored: without its template (400), not a tree (400), a node the
+    // template has not (422).
+    let count = |b: Option<Json>| b.unwrap()["rows"].as_array().unwrap().len();
+    let q = json!({"q": "SELECT c/uid/value FROM EHR e CONTAINS COMPOSITION c"});
+    let (_, _, before) = env
+        .send(
+            "POST",
+            "/query/aql",
+            &[JSON],
+            &serde_json::to_vec(&q).unwrap(),
+        )
+        .await;
+    for (headers, body, want) in [
+        (
+            vec![("content-type", STRUCTURED)],
+            json!(other),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            vec![("content-type", STRUCTURED), tid],
+            json!([1]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            vec![("content-type", STRUCTURED), tid],
+            json!({"problem_list": {"nonsense": [{"x": ["y"]}]}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (s, _, _) = env
+            .send(
+                "POST",
+                &format!("/ehr/{ehr}/composition"),
+                &headers,
+                &serde_json::to_vec(&body).unwrap(),
+            )
+            .await;
+        assert_eq!(s, want, "{body}");
+    }
+    let (_, _, after) = env
+        .send(
+            "POST",
+            "/query/aql",
+            &[JSON],
+            &serde_json::to_vec(&q).unwrap(),
+        )
+        .await;
+    assert_eq!(count(after), count(before));
+}

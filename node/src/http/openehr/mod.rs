@@ -59,16 +59,40 @@ pub const BASE: &str = "/openehr/v1";
 /// The FLAT (simSDT) media type (ITS-REST 1.1).
 pub const FLAT_MEDIA_TYPE: &str = "application/openehr.wt.flat+json";
 
-/// Whether a request asks for FLAT: `?format=FLAT`, or the FLAT media type in `header`
-/// (`Accept` for what it reads, `Content-Type` for what it sends).
-fn is_flat(uri: &axum::http::Uri, headers: &HeaderMap, name: header::HeaderName) -> bool {
+/// The STRUCTURED media type (ITS-REST 1.1).
+pub const STRUCTURED_MEDIA_TYPE: &str = "application/openehr.wt.structured+json";
+
+/// The format a composition is read or written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Canonical JSON.
+    Canonical,
+    /// FLAT (simSDT).
+    Flat,
+    /// STRUCTURED ([`openehr::structured`]).
+    Structured,
+}
+
+/// The format a request asks for: `?format=FLAT|STRUCTURED`, or the FLAT or STRUCTURED
+/// media type in `header` (`Accept` for what it reads, `Content-Type` for what it sends).
+fn format_of(uri: &axum::http::Uri, headers: &HeaderMap, name: header::HeaderName) -> Format {
     let by_query = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-        .any(|(k, v)| k == "format" && v.eq_ignore_ascii_case("flat"));
-    by_query
-        || headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("openehr.wt.flat+json"))
+        .find(|(k, _)| k == "format")
+        .map(|(_, v)| v.to_ascii_lowercase());
+    let media = headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if by_query.as_deref() == Some("flat") || media.contains("openehr.wt.flat+json") {
+        Format::Flat
+    } else if by_query.as_deref() == Some("structured")
+        || media.contains("openehr.wt.structured+json")
+    {
+        Format::Structured
+    } else {
+        Format::Canonical
+    }
 }
 
 /// The template a FLAT composition is of: the `openehr-template-id` header, or the
@@ -633,11 +657,11 @@ impl Found {
 
     /// Version `n` (1-based) as a canonical composition.
     pub fn composition(&self, r: &Record, n: usize) -> Option<JsonValue> {
-        self.composition_as(r, n, false)
+        self.composition_as(r, n, Format::Canonical)
     }
 
-    /// Version `n` (1-based) as a composition, FLAT when `flat`.
-    pub fn composition_as(&self, r: &Record, n: usize, flat: bool) -> Option<JsonValue> {
+    /// Version `n` (1-based) as a composition in format `fmt`.
+    pub fn composition_as(&self, r: &Record, n: usize, fmt: Format) -> Option<JsonValue> {
         let v = self.versions.get(n.checked_sub(1)?)?;
         let author = v.provenance.author;
         let meta = Meta {
@@ -655,11 +679,16 @@ impl Found {
         } else {
             Vec::new()
         };
-        if flat {
-            openehr::flat::to_flat_in(&exts, &self.category, &v.content, &meta).ok()
-        } else {
-            openehr::to_composition_in(&exts, &self.category, &v.content, &meta).ok()
+        match fmt {
+            Format::Flat => openehr::flat::to_flat_in(&exts, &self.category, &v.content, &meta),
+            Format::Structured => {
+                openehr::structured::to_structured_in(&exts, &self.category, &v.content, &meta)
+            }
+            Format::Canonical => {
+                openehr::to_composition_in(&exts, &self.category, &v.content, &meta)
+            }
         }
+        .ok()
     }
 }
 
@@ -746,17 +775,20 @@ fn composition_response(
     ehr_id: &str,
     uid: &str,
     body: Option<&JsonValue>,
-    flat: bool,
+    fmt: Format,
 ) -> Response {
     let mut resp = match body {
         Some(b) => (status, Json(b.clone())).into_response(),
         None => status.into_response(),
     };
-    if flat && body.is_some() {
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(FLAT_MEDIA_TYPE),
-        );
+    let media = match fmt {
+        Format::Flat => Some(FLAT_MEDIA_TYPE),
+        Format::Structured => Some(STRUCTURED_MEDIA_TYPE),
+        Format::Canonical => None,
+    };
+    if let (Some(m), Some(_)) = (media, body) {
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(m));
     }
     if let Some(t) = etag(uid) {
         resp.headers_mut().insert(header::ETAG, t);
@@ -778,7 +810,7 @@ async fn read(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    let flat = is_flat(&uri, &headers, header::ACCEPT);
+    let flat = format_of(&uri, &headers, header::ACCEPT);
     // `?version_at_time=`: the version in effect then (with an object id).
     let at = match form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "version_at_time")
@@ -844,9 +876,13 @@ async fn read(
         Ok(ReadOut::Composition(uid, c)) => {
             composition_response(StatusCode::OK, &ehr_id, &uid, Some(&c), flat)
         }
-        Ok(ReadOut::Deleted(uid)) => {
-            composition_response(StatusCode::NO_CONTENT, &ehr_id, &uid, None, false)
-        }
+        Ok(ReadOut::Deleted(uid)) => composition_response(
+            StatusCode::NO_CONTENT,
+            &ehr_id,
+            &uid,
+            None,
+            Format::Canonical,
+        ),
         Err(e) => e.into_response(),
     }
 }
@@ -855,8 +891,10 @@ async fn read(
 /// extension's, known only once the record is).
 struct Incoming {
     c: JsonValue,
-    /// The FLAT template, when sent as FLAT.
+    /// The FLAT or STRUCTURED template, when sent as FLAT or STRUCTURED.
     flat_template: Option<String>,
+    /// Sent as STRUCTURED.
+    structured: bool,
 }
 
 impl Incoming {
@@ -864,6 +902,9 @@ impl Incoming {
     fn read(&self, st: &AppState, record: &RecordId) -> Result<(Category, Value), OeError> {
         let exts = st.store().with_record(record, exts_of)?;
         match &self.flat_template {
+            Some(t) if self.structured => {
+                openehr::structured::from_structured_in(&exts, t.trim(), &self.c)
+            }
             Some(t) => openehr::flat::from_flat_in(&exts, t.trim(), &self.c),
             None => openehr::from_composition_in(&exts, &self.c),
         }
@@ -873,10 +914,10 @@ impl Incoming {
 
 /// The composition in a request's body (JSON, at most
 /// [`openehr::MAX_COMPOSITION_BYTES`]), parsed.
-async fn composition_in(req: Request) -> Result<(HeaderMap, Incoming, bool), OeError> {
+async fn composition_in(req: Request) -> Result<(HeaderMap, Incoming, Format), OeError> {
     let (parts, body) = req.into_parts();
-    let flat_in = is_flat(&parts.uri, &parts.headers, header::CONTENT_TYPE);
-    let flat_out = is_flat(&parts.uri, &parts.headers, header::ACCEPT);
+    let flat_in = format_of(&parts.uri, &parts.headers, header::CONTENT_TYPE);
+    let flat_out = format_of(&parts.uri, &parts.headers, header::ACCEPT);
     let json = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -906,17 +947,26 @@ async fn composition_in(req: Request) -> Result<(HeaderMap, Incoming, bool), OeE
             )
         })?;
     let c = openehr::parse(&bytes).map_err(|e| OeError::from_mapping(&e))?;
-    let flat_template = if flat_in {
+    let flat_template = if flat_in == Format::Canonical {
+        None
+    } else {
         let Some(t) = flat_template(&parts.uri, &parts.headers) else {
             return Err(OeError::bad(
-                "a FLAT composition needs its template: the openehr-template-id header or templateId",
+                "a FLAT or STRUCTURED composition needs its template: the openehr-template-id header or templateId",
             ));
         };
         Some(t)
-    } else {
-        None
     };
-    Ok((parts.headers, Incoming { c, flat_template }, flat_out))
+    let structured = flat_in == Format::Structured;
+    Ok((
+        parts.headers,
+        Incoming {
+            c,
+            flat_template,
+            structured,
+        },
+        flat_out,
+    ))
 }
 
 fn wants_representation(h: &HeaderMap) -> bool {
@@ -967,7 +1017,7 @@ fn shown_version(
     record: &RecordId,
     item: &EntryId,
     n: usize,
-    flat: bool,
+    flat: Format,
 ) -> Result<Option<JsonValue>, OeError> {
     let me = st.actor();
     let now = st.now();
@@ -1154,7 +1204,7 @@ async fn remove(
     match out.map_err(OeError::from).and_then(|x| x) {
         Ok((record, uid)) => {
             st.changed(record).await;
-            composition_response(StatusCode::NO_CONTENT, &ehr, &uid, None, false)
+            composition_response(StatusCode::NO_CONTENT, &ehr, &uid, None, Format::Canonical)
         }
         Err(e) => e.into_response(),
     }
