@@ -472,6 +472,10 @@ async fn ehr_creation_and_the_versioned_ehr_status_as_the_spec_answers_them() {
     let hidden = serde_json::to_vec(&hidden).unwrap();
     let (s, _, _) = env.send("PUT", &path, &[JSON], &hidden).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = env
+        .send("PUT", &path, &[JSON, ("if-match", "")], &hidden)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "an empty If-Match is none");
     let stale = format!("\"{}::cophr::2\"", version.split("::").next().unwrap());
     let (s, h, _) = env
         .send("PUT", &path, &[JSON, ("if-match", &stale)], &hidden)
@@ -605,6 +609,24 @@ async fn query_aql_by_get_and_post_pages_with_offset_and_fetch() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b.unwrap()["rows"], json!([["Hay fever"]]));
+    // `ehr_id` in the URL of a POST (as clients send it) scopes a query without one: an
+    // unknown EHR gives no rows.
+    let open = "SELECT c/uid/value FROM EHR e CONTAINS COMPOSITION c";
+    for (id, want) in [
+        (ehr.as_str(), 3),
+        ("7d44b88c-4199-4bad-97dc-d78268e01398", 0),
+    ] {
+        let (s, _, b) = env
+            .send(
+                "POST",
+                &format!("/query/aql?ehr_id={id}"),
+                &[JSON],
+                &serde_json::to_vec(&json!({ "q": open })).unwrap(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(b.unwrap()["rows"].as_array().unwrap().len(), want, "{id}");
+    }
     // 400: no q, malformed AQL (with the reason), a bad or too large fetch, a missing
     // parameter.
     let too_many = format!("/query/aql?q={}&ehr_id={ehr}&fetch=1001", enc(q));
@@ -712,8 +734,11 @@ async fn stored_queries_are_kept_by_the_node_and_run_by_name() {
     assert_eq!(s, StatusCode::OK);
     let b = b.unwrap();
     assert_eq!(b.as_array().unwrap().len(), 2);
-    assert_eq!(b[0]["version"], "1.0.0");
+    assert_eq!(b[0]["version"], "1.10.0", "the latest first");
     assert_eq!(b[0]["type"], "AQL");
+    let (s, _, b) = env.get("/definition/query").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()[1]["version"], "1.0.0");
     let (s, _, b) = env.get(&format!("{def}/1.10.0")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b.unwrap()["q"], q("DESC"));
@@ -738,6 +763,17 @@ async fn stored_queries_are_kept_by_the_node_and_run_by_name() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()["rows"], json!([["Eczema"]]));
+    // `ehr_id` in a POST's body (as clients send it) is the EHR and `$ehr_id`.
+    let (s, _, b) = env
+        .send(
+            "POST",
+            run,
+            &[JSON],
+            &serde_json::to_vec(&json!({"ehr_id": ehr, "fetch": 1})).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b:?}");
     assert_eq!(b.unwrap()["rows"], json!([["Eczema"]]));
     let (s, _, _) = env.get(&format!("{run}?q=SELECT")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);

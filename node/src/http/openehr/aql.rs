@@ -33,15 +33,21 @@ struct QueryBody {
     offset: Option<usize>,
     #[serde(default)]
     fetch: Option<usize>,
+    #[serde(default)]
+    ehr_id: Option<String>,
 }
 
 /// How the rows a query gives are paged (ITS-REST `offset` and `fetch`).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Paging {
     /// Rows skipped (at most [`aql::MAX_ROWS`]: no query gives more).
     pub offset: usize,
     /// Rows returned at most ([`aql::MAX_ROWS`] when not given, and at most that).
     pub fetch: Option<usize>,
+    /// The EHR the query runs in (ITS-REST's `ehr_id`, in the URL or the body), if given:
+    /// only its compositions are read, and it is the `$ehr_id` parameter unless that is
+    /// given.
+    pub ehr: Option<String>,
 }
 
 impl Paging {
@@ -57,6 +63,7 @@ impl Paging {
         Ok(Paging {
             offset: offset.unwrap_or(0),
             fetch,
+            ehr: None,
         })
     }
 }
@@ -91,6 +98,9 @@ async fn run(st: AppState, req: Request) -> Result<Response, OeError> {
             "send {\"q\": …} as JSON (Content-Type: application/json)",
         ));
     }
+    let url_ehr = form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "ehr_id")
+        .map(|(_, v)| v.into_owned());
     let bytes = axum::body::to_bytes(req.into_body(), MAX_QUERY_BODY)
         .await
         .map_err(|_| {
@@ -102,7 +112,9 @@ async fn run(st: AppState, req: Request) -> Result<Response, OeError> {
         })?;
     let body: QueryBody = serde_json::from_slice(&bytes)
         .map_err(|e| OeError::bad(format!("the body is not {{\"q\": …}}: {e}")))?;
-    let paging = Paging::checked(body.offset, body.fetch)?;
+    let mut paging = Paging::checked(body.offset, body.fetch)?;
+    // `ehr_id` in the body, or in the URL as clients send it with a POST.
+    paging.ehr = body.ehr_id.or(url_ehr);
     answer(st, body.q, body.query_parameters, paging).await
 }
 
@@ -114,8 +126,8 @@ pub async fn query_get(State(st): State<AppState>, uri: axum::http::Uri) -> Resp
     }
 }
 
-/// Reads `GET query/aql`'s URL parameters: `q`, `offset`, `fetch`, and every other one a
-/// query parameter (a text value).
+/// Reads `GET query/aql`'s URL parameters: `q`, `offset`, `fetch`, `ehr_id` (the EHR the
+/// query runs in, and `$ehr_id`), and every other one a query parameter (a text value).
 pub fn url_query(query: &str) -> Result<(String, Map<String, JsonValue>, Paging), OeError> {
     if query.len() > MAX_QUERY_BODY {
         return Err(OeError::new(
@@ -126,7 +138,7 @@ pub fn url_query(query: &str) -> Result<(String, Map<String, JsonValue>, Paging)
     }
     let mut q = None;
     let mut params = Map::new();
-    let (mut offset, mut fetch) = (None, None);
+    let (mut offset, mut fetch, mut ehr) = (None, None, None);
     let number = |k: &str, v: &str| {
         v.trim()
             .parse::<usize>()
@@ -137,6 +149,7 @@ pub fn url_query(query: &str) -> Result<(String, Map<String, JsonValue>, Paging)
             "q" => q = Some(v.into_owned()),
             "offset" => offset = Some(number("offset", &v)?),
             "fetch" => fetch = Some(number("fetch", &v)?),
+            "ehr_id" => ehr = Some(v.into_owned()),
             _ => {
                 if params.len() >= MAX_PARAMETERS {
                     return Err(OeError::bad(format!(
@@ -150,7 +163,9 @@ pub fn url_query(query: &str) -> Result<(String, Map<String, JsonValue>, Paging)
     let Some(q) = q else {
         return Err(OeError::bad("give the query as ?q=…"));
     };
-    Ok((q, params, Paging::checked(offset, fetch)?))
+    let mut paging = Paging::checked(offset, fetch)?;
+    paging.ehr = ehr;
+    Ok((q, params, paging))
 }
 
 /// The most query parameters a `GET query/aql` takes.
@@ -169,12 +184,18 @@ async fn run_get(st: AppState, uri: &axum::http::Uri) -> Result<Response, OeErro
 pub async fn answer(
     st: AppState,
     text: String,
-    params: Map<String, JsonValue>,
+    mut params: Map<String, JsonValue>,
     paging: Paging,
 ) -> Result<Response, OeError> {
     let q = aql::parse(&text).map_err(|e| invalid(&e))?;
+    if let Some(e) = &paging.ehr {
+        params
+            .entry("ehr_id")
+            .or_insert_with(|| JsonValue::String(e.clone()));
+    }
+    let pages = paging.clone();
     let out = st
-        .blocking(move |st| Ok(evaluate(st, &q, &params, paging)))
+        .blocking(move |st| Ok(evaluate(st, &q, &params, &pages)))
         .await
         .map_err(OeError::from)??;
     let columns: Vec<JsonValue> = out
@@ -211,7 +232,7 @@ fn evaluate(
     st: &AppState,
     q: &aql::Query,
     params: &Map<String, JsonValue>,
-    paging: Paging,
+    paging: &Paging,
 ) -> Result<aql::ResultSet, OeError> {
     let me = st.actor();
     let now = st.now();
@@ -219,10 +240,13 @@ fn evaluate(
     let mut origin: Vec<(RecordId, [EntryId; 2])> = Vec::new();
     let wanted = q.ehr_id(params).map_err(|e| invalid(&e))?;
     for rid in st.store().records()? {
-        if let Some(id) = &wanted {
-            if openehr::ehr_id(&rid) != id.to_ascii_lowercase() {
-                continue;
-            }
+        let ehr = openehr::ehr_id(&rid);
+        if wanted
+            .iter()
+            .chain(&paging.ehr)
+            .any(|id| ehr != id.trim().to_ascii_lowercase())
+        {
+            continue;
         }
         st.cancel().check()?;
         st.store().with_record(&rid, |r| {

@@ -207,7 +207,8 @@ pub async fn put_status(
                 .trim_start_matches("W/")
                 .trim_matches('"')
                 .to_owned()
-        });
+        })
+        .filter(|v| !v.is_empty());
     let ehr = ehr_id.clone();
     let found = st.blocking(move |st| Ok(find_ehr(st, &ehr))).await;
     let record = match found.map_err(OeError::from).and_then(|x| x) {

@@ -172,6 +172,7 @@ fn routes_at(base: &str) -> Router<AppState> {
             &format!("{base}/query/aql"),
             post(aql::query).get(aql::query_get),
         )
+        .route(&format!("{base}/definition/query"), get(query::list_all))
         .route(
             &format!("{base}/definition/query/{{qualified_query_name}}"),
             get(query::list),
@@ -1080,7 +1081,8 @@ async fn update(
                 .trim_start_matches("W/")
                 .trim_matches('"')
                 .to_owned()
-        });
+        })
+        .filter(|v| !v.is_empty());
     let Some(preceding) = if_match else {
         return OeError::bad("PUT needs If-Match: {preceding_version_uid}").into_response();
     };

@@ -5,12 +5,13 @@
 //! - `PUT definition/query/{qualified_query_name}/{version}`: stores the query (the body:
 //!   the AQL as `text/plain`, or `{"q": …}` as JSON). It must parse (400 with the reason
 //!   otherwise). A version is never replaced: storing one again is 409. 201, `Location`.
-//! - `GET definition/query/{qualified_query_name}`: its versions, oldest first; `…/{version}`
-//!   one (`name`, `version`, `type` AQL, `saved`, `q`).
+//! - `GET definition/query[/{qualified_query_name}]`: every stored query or its versions,
+//!   the latest version first; `…/{version}` one (`name`, `version`, `type` AQL, `saved`,
+//!   `q`).
 //! - `GET|POST query/{qualified_query_name}[/{version}]`: runs it (the latest version when
 //!   none is given) as `query/aql` runs a query: the same identity, access and audit,
-//!   `offset`, `fetch` and query parameters (in the URL for GET, in a body
-//!   `{"query_parameters", "offset", "fetch"}` for POST).
+//!   `offset`, `fetch`, `ehr_id` and query parameters (in the URL for GET, in a body
+//!   `{"query_parameters", "offset", "fetch", "ehr_id"}` for POST).
 //!
 //! Stored queries are the node's, not a patient's: they sit in the node's metadata (what a
 //! node operator configures), not in any record, so they are not synced or exported.
@@ -227,7 +228,7 @@ async fn store_run(
     Ok(resp)
 }
 
-/// The stored versions of `name` (all when `version` is `None`), oldest first.
+/// The stored versions of `name` (all when `version` is `None`), the latest first.
 async fn versions_of(
     st: &AppState,
     name: String,
@@ -241,10 +242,11 @@ async fn versions_of(
         .blocking(move |st| Ok(stored(st.store())))
         .await
         .map_err(OeError::from)??;
-    let found: Vec<StoredQuery> = all
+    let mut found: Vec<StoredQuery> = all
         .into_iter()
         .filter(|s| s.name == name && version.as_ref().is_none_or(|v| *v == s.version))
         .collect();
+    found.sort_by_key(|s| std::cmp::Reverse(parse_version(&s.version)));
     if found.is_empty() {
         return Err(OeError::not_found(format!(
             "no stored query `{}`{}",
@@ -255,7 +257,29 @@ async fn versions_of(
     Ok(found)
 }
 
-/// `GET definition/query/{qualified_query_name}`: its versions.
+/// `GET definition/query`: every stored query, by name, the latest version first.
+pub async fn list_all(State(st): State<AppState>) -> Response {
+    let out = st.blocking(move |st| Ok(stored(st.store()))).await;
+    match out.map_err(OeError::from).and_then(|x| x) {
+        Ok(mut all) => {
+            all.sort_by(|a, b| {
+                a.name
+                    .cmp(&b.name)
+                    .then(parse_version(&b.version).cmp(&parse_version(&a.version)))
+            });
+            (
+                StatusCode::OK,
+                Json(JsonValue::Array(
+                    all.iter().map(StoredQuery::json).collect(),
+                )),
+            )
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET definition/query/{qualified_query_name}`: its versions, the latest first.
 pub async fn list(State(st): State<AppState>, Path(name): Path<String>) -> Response {
     match versions_of(&st, name, None).await {
         Ok(all) => (
@@ -288,7 +312,7 @@ async fn pick(
 ) -> Result<StoredQuery, OeError> {
     let all = versions_of(st, name, version).await?;
     all.into_iter()
-        .max_by_key(|s| parse_version(&s.version))
+        .next()
         .ok_or_else(|| OeError::not_found("no such stored query"))
 }
 
@@ -323,6 +347,8 @@ async fn run_post(
         offset: Option<usize>,
         #[serde(default)]
         fetch: Option<usize>,
+        #[serde(default)]
+        ehr_id: Option<String>,
     }
     let bytes = axum::body::to_bytes(req.into_body(), MAX_QUERY_BODY)
         .await
@@ -342,7 +368,8 @@ async fn run_post(
             ))
         })?
     };
-    let paging = Paging::checked(body.offset, body.fetch)?;
+    let mut paging = Paging::checked(body.offset, body.fetch)?;
+    paging.ehr = body.ehr_id;
     let stored = pick(&st, name, version).await?;
     answer(st, stored.q, body.query_parameters, paging).await
 }
