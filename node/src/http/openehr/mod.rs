@@ -630,7 +630,7 @@ async fn templates(State(st): State<AppState>) -> Response {
 
 /// One item as the openEHR API finds it.
 #[derive(Debug, Clone)]
-pub(crate) struct Found {
+pub struct Found {
     /// The item (its root create).
     pub item: EntryId,
     /// Its category.
@@ -728,7 +728,7 @@ fn found(r: &Record, v: &Viewer, state: &fold::State, id: &EntryId) -> Option<Fo
 
 /// The items of a record the viewer sees whose category has a template (current and
 /// deleted).
-pub(crate) fn items(r: &Record, v: &Viewer) -> Vec<Found> {
+pub fn items(r: &Record, v: &Viewer) -> Vec<Found> {
     let state = fold::current(r, v);
     state
         .items
