@@ -458,6 +458,10 @@ async fn ehr_creation_and_the_versioned_ehr_status_as_the_spec_answers_them() {
     let (s, _, _) = env.send("POST", "/ehr", &[JSON], b"[1]").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _, _) = env
+        .send("POST", "/ehr", &[JSON], br#"{"is_queryable": {}}"#)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = env
         .send("POST", "/ehr", &[JSON], &vec![b' '; 17 * 1024])
         .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
@@ -637,6 +641,7 @@ async fn query_aql_by_get_and_post_pages_with_offset_and_fetch() {
         format!("/query/aql?q={}&fetch=many", enc(q)),
         too_many,
         no_param,
+        format!("/query/aql?q={}&ehr_id=not-an-ehr", enc(q)),
     ] {
         let (s, _, b) = env.get(&path).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{path}");

@@ -26,10 +26,12 @@ const MAX_EXAMPLES: &str = "12";
 /// The seed: a failure replays with the same command.
 const SEED: &str = "20261206";
 
-/// Statuses that refuse a request outside the document: schemathesis's defaults and 413
-/// (a size above its named limit is refused as too large).
-const NEGATIVE: [&str; 13] = [
-    "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx",
+/// Statuses that refuse a request outside the document: schemathesis's defaults, 413 (a
+/// size above its named limit is refused as too large) and 414 (a URL longer than the
+/// server takes).
+const NEGATIVE: [&str; 14] = [
+    "400", "401", "403", "404", "405", "406", "409", "413", "414", "415", "422", "428", "429",
+    "5xx",
 ];
 /// Statuses a request the document allows may get: schemathesis's defaults and 415 (an
 /// uploaded file's type is read from its content, which no schema states). A 5xx is

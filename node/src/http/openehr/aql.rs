@@ -51,6 +51,20 @@ pub struct Paging {
 }
 
 impl Paging {
+    /// Sets the EHR the query runs in: a UUID (400 otherwise).
+    pub(super) fn in_ehr(mut self, ehr: Option<String>) -> Result<Paging, OeError> {
+        if let Some(e) = &ehr {
+            if !openehr::is_uuid(e.trim()) {
+                return Err(OeError::bad(format!(
+                    "ehr_id `{}` is not an EHR id (a UUID)",
+                    clip(e)
+                )));
+            }
+        }
+        self.ehr = ehr;
+        Ok(self)
+    }
+
     pub(super) fn checked(offset: Option<usize>, fetch: Option<usize>) -> Result<Paging, OeError> {
         for (name, n) in [("offset", offset), ("fetch", fetch)] {
             if let Some(n) = n.filter(|n| *n > aql::MAX_ROWS) {
@@ -112,9 +126,8 @@ async fn run(st: AppState, req: Request) -> Result<Response, OeError> {
         })?;
     let body: QueryBody = serde_json::from_slice(&bytes)
         .map_err(|e| OeError::bad(format!("the body is not {{\"q\": …}}: {e}")))?;
-    let mut paging = Paging::checked(body.offset, body.fetch)?;
     // `ehr_id` in the body, or in the URL as clients send it with a POST.
-    paging.ehr = body.ehr_id.or(url_ehr);
+    let paging = Paging::checked(body.offset, body.fetch)?.in_ehr(body.ehr_id.or(url_ehr))?;
     answer(st, body.q, body.query_parameters, paging).await
 }
 
@@ -163,9 +176,7 @@ pub fn url_query(query: &str) -> Result<(String, Map<String, JsonValue>, Paging)
     let Some(q) = q else {
         return Err(OeError::bad("give the query as ?q=…"));
     };
-    let mut paging = Paging::checked(offset, fetch)?;
-    paging.ehr = ehr;
-    Ok((q, params, paging))
+    Ok((q, params, Paging::checked(offset, fetch)?.in_ehr(ehr)?))
 }
 
 /// The most query parameters a `GET query/aql` takes.

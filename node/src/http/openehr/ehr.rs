@@ -81,6 +81,14 @@ async fn status_body(req: Request) -> Result<(HeaderMap, Option<JsonValue>), OeE
     if !v.is_object() || v.get("_type").is_some_and(|t| t != "EHR_STATUS") {
         return Err(OeError::bad("the body is not an EHR_STATUS"));
     }
+    for flag in ["is_queryable", "is_modifiable"] {
+        if v.get(flag).is_some_and(|f| !f.is_boolean()) {
+            return Err(OeError::bad(format!("`{flag}` is true or false")));
+        }
+    }
+    if v.get("subject").is_some_and(|s| !s.is_object()) {
+        return Err(OeError::bad("`subject` is a PARTY_SELF (an object)"));
+    }
     Ok((parts.headers, Some(v)))
 }
 

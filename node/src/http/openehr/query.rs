@@ -368,8 +368,7 @@ async fn run_post(
             ))
         })?
     };
-    let mut paging = Paging::checked(body.offset, body.fetch)?;
-    paging.ehr = body.ehr_id;
+    let paging = Paging::checked(body.offset, body.fetch)?.in_ehr(body.ehr_id)?;
     let stored = pick(&st, name, version).await?;
     answer(st, stored.q, body.query_parameters, paging).await
 }
