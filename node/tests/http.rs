@@ -110,7 +110,22 @@ async fn send(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> Resp {
+    send_with(st, method, path, token, content_type, &[], body).await
+}
+
+async fn send_with(
+    st: &AppState,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Resp {
     let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
@@ -852,9 +867,42 @@ fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
     jsonschema::validator_for(&s).expect("a valid schema")
 }
 
+/// The openEHR ids of the record `rid` and its item `eid`: (ehr_id, EHR_STATUS version
+/// uid, the item's object id, its first version's uid, the contribution that made it).
+fn openehr_ids(rid: &str, eid: &str) -> [String; 5] {
+    use cophr_protocol::openehr;
+    let record: RecordId = rid.parse().unwrap();
+    let item: cophr_protocol::EntryId = eid.parse().unwrap();
+    let status = openehr::ehr_status_json(&record)["uid"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    [
+        openehr::ehr_id(&record),
+        status,
+        openehr::item_uuid(&item),
+        openehr::version_uid(&item, 1),
+        openehr::versions::contribution_uid(&item),
+    ]
+}
+
 /// Substitutes real ids into a documented path.
 fn concrete(path: &str, rid: &str, eid: &str, gid: &str) -> String {
-    path.replace("{rid}", rid)
+    let [ehr, status, object, version, contribution] = openehr_ids(rid, eid);
+    let uid = if path.contains("ehr_status/") {
+        status
+    } else if path.contains("/contribution/") {
+        contribution
+    } else {
+        version
+    };
+    path.replace("{ehr_id}", &ehr)
+        .replace("{uid}", &uid)
+        .replace("{object}", &object)
+        .replace("{template_id}", "cophr.allergies.v1")
+        .replace("{qualified_query_name}", "org.example::uids")
+        .replace("{version}", "1.0.0")
+        .replace("{rid}", rid)
         .replace("{eid}", eid)
         .replace("{gid}", gid)
         .replace("{sid}", "AAAAAAAAAAAAAAAAAAAAAA")
@@ -1011,10 +1059,15 @@ async fn the_router_matches_its_openapi_document() {
                 .flatten()
                 .filter(|p| p["in"] == "query" && p["required"] == true)
                 .map(|p| {
+                    let value = p["example"]
+                        .as_str()
+                        .unwrap()
+                        .replace("{rid}", &rid)
+                        .replace("{record}", &stranger.to_string());
                     format!(
                         "{}={}",
                         p["name"].as_str().unwrap(),
-                        p["example"].as_str().unwrap()
+                        form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
                     )
                 })
                 .collect();
@@ -1044,6 +1097,17 @@ async fn the_router_matches_its_openapi_document() {
                     Method::POST,
                     &format!("/api/v1/records/{rid}/schemas"),
                     serde_json::from_str(cophr_protocol::schema::EXAMPLES[1].1).unwrap(),
+                )
+                .await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+            }
+            if path.contains("{qualified_query_name}") && method != "put" {
+                // A stored query to show or run.
+                let r = with_json(
+                    &f.state,
+                    Method::PUT,
+                    "/openehr/v1/definition/query/org.example::uids/1.0.0",
+                    json!({"q": "SELECT c/uid/value FROM EHR e CONTAINS COMPOSITION c"}),
                 )
                 .await;
                 assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
@@ -1149,10 +1213,38 @@ async fn the_router_matches_its_openapi_document() {
             } else {
                 &f.state
             };
-            let resp = send(target, m.clone(), &uri, Some(TOKEN), ct, body.clone()).await;
+            // Required headers with examples (an openEHR `If-Match`).
+            let [_, status_uid, _, version_uid, _] = openehr_ids(&rid, &eid);
+            let headers: Vec<(String, String)> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "header" && p["required"] == true)
+                .filter_map(|p| {
+                    let value = p["example"]
+                        .as_str()?
+                        .replace("{status_uid}", &status_uid)
+                        .replace("{version_uid}", &version_uid);
+                    Some((p["name"].as_str()?.to_owned(), value))
+                })
+                .collect();
+            let resp = send_with(
+                target,
+                m.clone(),
+                &uri,
+                Some(TOKEN),
+                ct,
+                &headers,
+                body.clone(),
+            )
+            .await;
             let what = format!("{method} {path}");
             check_response(&doc, op, &resp, &what);
-            if op.get("x-needs-network") == Some(&json!(true)) {
+            if let Some(answer) = op.get("x-answer").and_then(Value::as_u64) {
+                // An operation cophr answers with a refusal by design (an EHR it does not
+                // create, an EHR_STATUS that does not change): that answer.
+                assert_eq!(u64::from(resp.status.as_u16()), answer, "{what}");
+            } else if op.get("x-needs-network") == Some(&json!(true)) {
                 // Without a network node: the documented 503 (the network tests run it).
                 assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE, "{what}");
             } else {
@@ -1229,6 +1321,21 @@ async fn the_router_matches_its_openapi_document() {
             .filter(|p| p.starts_with("/sync/blobs/"))
             .map(str::to_owned),
     );
+    // The openEHR API, at its base (the same routes are served at `/rest/openehr/v1`).
+    let source = include_str!("../src/http/openehr/mod.rs");
+    served.extend(
+        source
+            .split("&format!(\"{base}")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .map(|p| {
+                format!(
+                    "{}{}",
+                    cophr_node::http::openehr::BASE,
+                    p.replace("{{", "{").replace("}}", "}")
+                )
+            }),
+    );
     served.sort();
     let mut documented: Vec<String> = paths.keys().cloned().collect();
     documented.sort();
@@ -1241,6 +1348,11 @@ fn check_response(doc: &Value, op: &Value, resp: &Resp, what: &str) {
         .get(code)
         .unwrap_or_else(|| panic!("{what}: status {code} is not documented"));
     let content = &documented["content"];
+    if content.is_null() {
+        // No content (an openEHR 204).
+        assert!(resp.bytes.is_empty(), "{what}: a {code} with a body");
+        return;
+    }
     if let Some(schema) = content.get("application/json").map(|c| &c["schema"]) {
         let body = resp.json();
         let v = validator(doc, schema);

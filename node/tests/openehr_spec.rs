@@ -404,3 +404,507 @@ async fn contribution_and_query_as_the_spec_shows_them() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(b.unwrap()["message"].is_string());
 }
+
+#[tokio::test]
+async fn ehr_creation_and_the_versioned_ehr_status_as_the_spec_answers_them() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    let rid = env.patient.actor().to_string();
+    let status = |id: &str, ns: &str| {
+        serde_json::to_vec(&json!({
+            "_type": "EHR_STATUS",
+            "archetype_node_id": "openEHR-EHR-EHR_STATUS.generic.v1",
+            "name": {"value": "EHR Status"},
+            "subject": {"external_ref": {"id": {"_type": "GENERIC_ID", "value": id, "scheme": "id_scheme"},
+                                         "namespace": ns, "type": "PERSON"}},
+            "is_modifiable": true,
+            "is_queryable": true
+        }))
+        .unwrap()
+    };
+    // 409_EHR_exists: the identity's own EHR (no body), the subject's, the ehr_id's; with
+    // the existing id in the body, ETag and Location.
+    for (method, path, body) in [
+        ("POST", "/ehr".to_owned(), Vec::new()),
+        ("POST", "/ehr".to_owned(), status(&rid, "cophr")),
+        ("PUT", format!("/ehr/{ehr}"), Vec::new()),
+    ] {
+        let (s, h, b) = env.send(method, &path, &[JSON, FULL], &body).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{method} {path}: {b:?}");
+        assert_eq!(b.unwrap()["ehr_id"]["value"], ehr.as_str());
+        assert_eq!(etag(&h), ehr);
+        assert!(location(&h).ends_with(&format!("/ehr/{ehr}")));
+    }
+    // A new EHR is not created (a record is the patient's own, made by `cophr init`):
+    // another subject, another namespace, an unknown ehr_id; a bad ehr_id or body is 400.
+    let other = key(6, "nobody").actor().to_string();
+    for (method, path, body) in [
+        ("POST", "/ehr".to_owned(), status(&other, "cophr")),
+        ("POST", "/ehr".to_owned(), status(&rid, "elsewhere")),
+        (
+            "PUT",
+            "/ehr/7d44b88c-4199-4bad-97dc-d78268e01398".to_owned(),
+            Vec::new(),
+        ),
+    ] {
+        let (s, _, b) = env.send(method, &path, &[JSON], &body).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}");
+        let b = b.unwrap();
+        assert_eq!(b["code"], "ehr_not_created");
+        assert!(b["message"].as_str().unwrap().contains("cophr init"));
+    }
+    let (s, _, _) = env.send("PUT", "/ehr/not-a-uuid", &[JSON], b"").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = env.send("POST", "/ehr", &[JSON], b"[1]").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = env
+        .send("POST", "/ehr", &[JSON], br#"{"is_queryable": {}}"#)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = env
+        .send("POST", "/ehr", &[JSON], &vec![b' '; 17 * 1024])
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // PUT ehr_status: If-Match needed (400), a stale one 412 with the version in ETag; a
+    // current one refused precisely (the status is derived), nothing changed.
+    let (_, h, before) = env.get(&format!("/ehr/{ehr}/ehr_status")).await;
+    let version = etag(&h);
+    let path = format!("/ehr/{ehr}/ehr_status");
+    let mut hidden: Json = serde_json::from_slice(&status(&rid, "cophr")).unwrap();
+    hidden["is_queryable"] = json!(false);
+    let hidden = serde_json::to_vec(&hidden).unwrap();
+    let (s, _, _) = env.send("PUT", &path, &[JSON], &hidden).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = env
+        .send("PUT", &path, &[JSON, ("if-match", "")], &hidden)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "an empty If-Match is none");
+    let stale = format!("\"{}::cophr::2\"", version.split("::").next().unwrap());
+    let (s, h, _) = env
+        .send("PUT", &path, &[JSON, ("if-match", &stale)], &hidden)
+        .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(etag(&h), version);
+    let current = format!("\"{version}\"");
+    let (s, _, b) = env
+        .send("PUT", &path, &[JSON, ("if-match", &current)], &hidden)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let b = b.unwrap();
+    assert_eq!(b["code"], "ehr_status_fixed");
+    assert!(
+        b["message"].as_str().unwrap().contains("is_queryable"),
+        "{b}"
+    );
+    let (_, _, after) = env.get(&path).await;
+    assert_eq!(after, before);
+
+    // VERSIONED_EHR_STATUS: its uid is the status's object id, owned by the EHR; one
+    // version (a creation, with the record), by time and by uid.
+    let object = version.split("::").next().unwrap().to_owned();
+    let (s, _, b) = env.get(&format!("/ehr/{ehr}/versioned_ehr_status")).await;
+    assert_eq!(s, StatusCode::OK);
+    let b = b.unwrap();
+    assert_eq!(b["_type"], "VERSIONED_EHR_STATUS");
+    assert_eq!(b["uid"]["value"], object.as_str());
+    assert_eq!(b["owner_id"]["value"], ehr.as_str());
+    assert!(b["time_created"]["value"].is_string());
+    let (s, _, b) = env
+        .get(&format!("/ehr/{ehr}/versioned_ehr_status/revision_history"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let b = b.unwrap();
+    assert_eq!(b.as_array().unwrap().len(), 1);
+    assert_eq!(b[0]["version_id"]["value"], version.as_str());
+    assert_eq!(
+        b[0]["audits"][0]["change_type"]["defining_code"]["code_string"],
+        "249"
+    );
+    for q in [
+        "/version".to_owned(),
+        "/version?version_at_time=2100-01-01T00:00:00Z".to_owned(),
+        format!("/version/{version}"),
+    ] {
+        let (s, _, b) = env
+            .get(&format!("/ehr/{ehr}/versioned_ehr_status{q}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{q}");
+        let b = b.unwrap();
+        assert_eq!(b["_type"], "ORIGINAL_VERSION");
+        assert_eq!(b["uid"]["value"], version.as_str());
+        assert_eq!(b["data"], before.clone().unwrap());
+        assert!(b["contribution"]["id"]["value"].is_string());
+    }
+    for (q, want) in [
+        ("/version?version_at_time=2000-01-01", StatusCode::NOT_FOUND),
+        (
+            "/version?version_at_time=yesterday",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/version/7d44b88c-4199-4bad-97dc-d78268e01398::cophr::1",
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let (s, _, _) = env
+            .get(&format!("/ehr/{ehr}/versioned_ehr_status{q}"))
+            .await;
+        assert_eq!(s, want, "{q}");
+    }
+    let (s, _, _) = env
+        .get("/ehr/7d44b88c-4199-4bad-97dc-d78268e01398/versioned_ehr_status")
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn query_aql_by_get_and_post_pages_with_offset_and_fetch() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    for name in ["Asthma", "Eczema", "Hay fever"] {
+        let (s, _, _) = env
+            .send(
+                "POST",
+                &format!("/ehr/{ehr}/composition"),
+                &[JSON],
+                &serde_json::to_vec(&problem(name)).unwrap(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let q = "SELECT p/data[at0001]/items[at0002]/value/value AS problem \
+             FROM EHR e[ehr_id/value=$ehr_id] CONTAINS COMPOSITION c \
+             CONTAINS EVALUATION p[openEHR-EHR-EVALUATION.problem_diagnosis.v1] \
+             ORDER BY p/data[at0001]/items[at0002]/value/value";
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    // GET query/aql: q, the query parameters as URL parameters, offset and fetch.
+    let (s, _, b) = env
+        .get(&format!("/query/aql?q={}&ehr_id={ehr}", enc(q)))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b:?}");
+    let b = b.unwrap();
+    assert_eq!(b["q"], q);
+    assert_eq!(b["meta"]["_type"], "RESULTSET");
+    assert_eq!(b["rows"], json!([["Asthma"], ["Eczema"], ["Hay fever"]]));
+    let (s, _, b) = env
+        .get(&format!(
+            "/query/aql?q={}&ehr_id={ehr}&offset=1&fetch=1",
+            enc(q)
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let b = b.unwrap();
+    assert_eq!(b["rows"], json!([["Eczema"]]));
+    assert_eq!(b["meta"]["offset"], 1);
+    assert_eq!(b["meta"]["fetch"], 1);
+    assert_eq!(b["meta"]["resultsize"], 1);
+    // POST takes offset and fetch too.
+    let (s, _, b) = env
+        .send(
+            "POST",
+            "/query/aql",
+            &[JSON],
+            &serde_json::to_vec(
+                &json!({"q": q, "query_parameters": {"ehr_id": ehr}, "offset": 2, "fetch": 5}),
+            )
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()["rows"], json!([["Hay fever"]]));
+    // `ehr_id` in the URL of a POST (as clients send it) scopes a query without one: an
+    // unknown EHR gives no rows.
+    let open = "SELECT c/uid/value FROM EHR e CONTAINS COMPOSITION c";
+    for (id, want) in [
+        (ehr.as_str(), 3),
+        ("7d44b88c-4199-4bad-97dc-d78268e01398", 0),
+    ] {
+        let (s, _, b) = env
+            .send(
+                "POST",
+                &format!("/query/aql?ehr_id={id}"),
+                &[JSON],
+                &serde_json::to_vec(&json!({ "q": open })).unwrap(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(b.unwrap()["rows"].as_array().unwrap().len(), want, "{id}");
+    }
+    // 400: no q, malformed AQL (with the reason), a bad or too large fetch, a missing
+    // parameter.
+    let too_many = format!("/query/aql?q={}&ehr_id={ehr}&fetch=1001", enc(q));
+    let no_param = format!("/query/aql?q={}", enc(q));
+    for path in [
+        "/query/aql".to_owned(),
+        format!("/query/aql?q={}", enc("SELEC c FROM")),
+        format!("/query/aql?q={}&fetch=many", enc(q)),
+        too_many,
+        no_param,
+        format!("/query/aql?q={}&ehr_id=not-an-ehr", enc(q)),
+    ] {
+        let (s, _, b) = env.get(&path).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}");
+        assert!(b.unwrap()["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+}
+
+#[tokio::test]
+async fn stored_queries_are_kept_by_the_node_and_run_by_name() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    for name in ["Asthma", "Eczema"] {
+        let (s, _, _) = env
+            .send(
+                "POST",
+                &format!("/ehr/{ehr}/composition"),
+                &[JSON],
+                &serde_json::to_vec(&problem(name)).unwrap(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let q = |order: &str| {
+        format!(
+            "SELECT p/data[at0001]/items[at0002]/value/value AS problem \
+             FROM EHR e[ehr_id/value=$ehr_id] CONTAINS COMPOSITION c \
+             CONTAINS EVALUATION p[openEHR-EHR-EVALUATION.problem_diagnosis.v1] \
+             ORDER BY p/data[at0001]/items[at0002]/value/value {order}"
+        )
+    };
+    const TEXT: (&str, &str) = ("content-type", "text/plain");
+    let def = "/definition/query/org.example::problems";
+    // PUT definition/query/{name}/{version}: stored (201, Location); a version is never
+    // replaced (409); JSON {"q"} is taken too.
+    let (s, h, _) = env
+        .send("PUT", &format!("{def}/1.0.0"), &[TEXT], q("ASC").as_bytes())
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(location(&h).ends_with("/definition/query/org.example::problems/1.0.0"));
+    let (s, _, _) = env
+        .send(
+            "PUT",
+            &format!("{def}/1.0.0"),
+            &[TEXT],
+            q("DESC").as_bytes(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _, _) = env
+        .send(
+            "PUT",
+            &format!("{def}/1.10.0"),
+            &[JSON],
+            &serde_json::to_vec(&json!({"q": q("DESC")})).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Refused: malformed AQL (with the reason), a bad name or version, another media type.
+    for (path, headers, body, want) in [
+        (
+            format!("{def}/2.0.0"),
+            TEXT,
+            "SELEC c FROM".to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/definition/query/problems/1.0.0".to_owned(),
+            TEXT,
+            q("ASC"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("{def}/1.0"),
+            TEXT,
+            q("ASC"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("{def}/2.0.0"),
+            ("content-type", "application/xml"),
+            q("ASC"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ] {
+        let (s, _, b) = env.send("PUT", &path, &[headers], body.as_bytes()).await;
+        assert_eq!(s, want, "{path}");
+        assert!(b.unwrap()["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // GET definition/query/{name}[/{version}].
+    let (s, _, b) = env.get(def).await;
+    assert_eq!(s, StatusCode::OK);
+    let b = b.unwrap();
+    assert_eq!(b.as_array().unwrap().len(), 2);
+    assert_eq!(b[0]["version"], "1.10.0", "the latest first");
+    assert_eq!(b[0]["type"], "AQL");
+    let (s, _, b) = env.get("/definition/query").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()[1]["version"], "1.0.0");
+    let (s, _, b) = env.get(&format!("{def}/1.10.0")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()["q"], q("DESC"));
+    let (s, _, _) = env.get(&format!("{def}/3.0.0")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Run by name: the latest version (1.10.0 > 1.0.0), or the one named; GET with URL
+    // parameters, POST with a body.
+    let run = "/query/org.example::problems";
+    let (s, _, b) = env.get(&format!("{run}?ehr_id={ehr}")).await;
+    assert_eq!(s, StatusCode::OK, "{b:?}");
+    assert_eq!(b.unwrap()["rows"], json!([["Eczema"], ["Asthma"]]));
+    let (s, _, b) = env.get(&format!("{run}/1.0.0?ehr_id={ehr}&fetch=1")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()["rows"], json!([["Asthma"]]));
+    let (s, _, b) = env
+        .send(
+            "POST",
+            &format!("{run}/1.0.0"),
+            &[JSON],
+            &serde_json::to_vec(&json!({"query_parameters": {"ehr_id": ehr}, "offset": 1}))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()["rows"], json!([["Eczema"]]));
+    // `ehr_id` in a POST's body (as clients send it) is the EHR and `$ehr_id`.
+    let (s, _, b) = env
+        .send(
+            "POST",
+            run,
+            &[JSON],
+            &serde_json::to_vec(&json!({"ehr_id": ehr, "fetch": 1})).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b:?}");
+    assert_eq!(b.unwrap()["rows"], json!([["Eczema"]]));
+    let (s, _, _) = env.get(&format!("{run}?q=SELECT")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = env.get("/query/org.example::unknown").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // At most MAX_STORED_QUERIES are kept.
+    let max = cophr_node::http::openehr::query::MAX_STORED_QUERIES;
+    for i in 2..max {
+        let (s, _, _) = env
+            .send(
+                "PUT",
+                &format!("{def}/1.0.{i}"),
+                &[TEXT],
+                q("ASC").as_bytes(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{i}");
+    }
+    let (s, _, b) = env
+        .send("PUT", &format!("{def}/9.0.0"), &[TEXT], q("ASC").as_bytes())
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(b.unwrap()["code"], "too_many");
+}
+
+#[tokio::test]
+async fn structured_compositions_in_and_out_beside_flat() {
+    let env = Env::new();
+    let ehr = env.ehr();
+    const STRUCTURED: &str = "application/openehr.wt.structured+json";
+    // Written canonical, read back STRUCTURED (by Accept or ?format=STRUCTURED): FLAT's keys
+    // as a tree.
+    let (s, h, _) = env
+        .send(
+            "POST",
+            &format!("/ehr/{ehr}/composition"),
+            &[JSON],
+            &serde_json::to_vec(&problem("Asthma")).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let uid = etag(&h);
+    let path = format!("/ehr/{ehr}/composition/{uid}");
+    let (s, h, b) = env.send("GET", &path, &[("accept", STRUCTURED)], b"").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], STRUCTURED);
+    let structured = b.unwrap();
+    let name = &structured["problem_list"]["problem_diagnosis"][0];
+    assert!(name.is_object(), "{structured:#}");
+    let (_, _, by_query) = env.get(&format!("{path}?format=STRUCTURED")).await;
+    assert_eq!(by_query.unwrap(), structured);
+    let text = structured.to_string();
+    assert!(text.contains("\"Asthma\""), "{text}");
+    // Written STRUCTURED (with its template), read back canonical: the same problem.
+    let other: Json = serde_json::from_str(&text.replace("\"Asthma\"", "\"Eczema\"")).unwrap();
+    let tid = ("openehr-template-id", "cophr.problems.v1");
+    let (s, h, b) = env
+        .send(
+            "POST",
+            &format!("/ehr/{ehr}/composition"),
+            &[
+                ("content-type", STRUCTURED),
+                tid,
+                FULL,
+                ("accept", STRUCTURED),
+            ],
+            &serde_json::to_vec(&other).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b:?}");
+    assert_eq!(h["content-type"], STRUCTURED);
+    assert!(b.unwrap().to_string().contains("\"Eczema\""));
+    let (_, _, canonical) = env
+        .get(&format!("/ehr/{ehr}/composition/{}", etag(&h)))
+        .await;
+    let canonical = canonical.unwrap();
+    assert_eq!(
+        canonical["content"][0]["data"]["items"][0]["value"]["value"], "Eczema",
+        "{canonical:#}"
+    );
+    // Refused, nothing stored: without its template (400), not a tree (400), a node the
+    // template has not (422).
+    let count = |b: Option<Json>| b.unwrap()["rows"].as_array().unwrap().len();
+    let q = json!({"q": "SELECT c/uid/value FROM EHR e CONTAINS COMPOSITION c"});
+    let (_, _, before) = env
+        .send(
+            "POST",
+            "/query/aql",
+            &[JSON],
+            &serde_json::to_vec(&q).unwrap(),
+        )
+        .await;
+    for (headers, body, want) in [
+        (
+            vec![("content-type", STRUCTURED)],
+            json!(other),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            vec![("content-type", STRUCTURED), tid],
+            json!([1]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            vec![("content-type", STRUCTURED), tid],
+            json!({"problem_list": {"nonsense": [{"x": ["y"]}]}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (s, _, _) = env
+            .send(
+                "POST",
+                &format!("/ehr/{ehr}/composition"),
+                &headers,
+                &serde_json::to_vec(&body).unwrap(),
+            )
+            .await;
+        assert_eq!(s, want, "{body}");
+    }
+    let (_, _, after) = env
+        .send(
+            "POST",
+            "/query/aql",
+            &[JSON],
+            &serde_json::to_vec(&q).unwrap(),
+        )
+        .await;
+    assert_eq!(count(after), count(before));
+}

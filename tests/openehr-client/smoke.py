@@ -9,7 +9,7 @@ line is a JSON summary; it leaves one problem composition in place for the calle
 """
 import asyncio, json, os, sys
 from oehrpy.client import OpenEHRClient, BearerAuth, ContributionBuilder
-from oehrpy.client.openehr import PreconditionFailedError, NotFoundError, ValidationError
+from oehrpy.client.openehr import PreconditionFailedError, NotFoundError, ValidationError, OpenEHRError
 
 home = os.environ["COPHR_HOME"]
 node = json.load(open(f"{home}/node.json"))
@@ -88,6 +88,24 @@ async def main():
                             "FROM EHR e CONTAINS COMPOSITION c CONTAINS OBSERVATION o[openEHR-EHR-OBSERVATION.blood_pressure.v2]")
         assert [upd.uid, 127] in res.rows, res.rows
         done = ["EHR", "EHR_STATUS", "create", "read", "update", "stale 412", "AQL"]
+        # The same query by GET, paged; then stored on the node and run by name.
+        bp_q = ("SELECT c/uid/value, o/data[at0001]/events[at0006]/data[at0003]/items[at0004]/value/magnitude "
+                "FROM EHR e CONTAINS COMPOSITION c CONTAINS OBSERVATION o[openEHR-EHR-OBSERVATION.blood_pressure.v2]")
+        res = await c.query_get(bp_q, ehr_id=ehr.ehr_id, offset=0, fetch=1)
+        assert res.rows == [[upd.uid, 127]], res.rows
+        await c.store_query("org.example::blood_pressure", bp_q, version="1.0.0")
+        sq = await c.get_stored_query("org.example::blood_pressure")
+        assert sq.version == "1.0.0" and sq.q == bp_q, sq
+        assert "org.example::blood_pressure" in [q.name for q in await c.list_stored_queries()]
+        res = await c.execute_stored_query("org.example::blood_pressure", "1.0.0", ehr_id=ehr.ehr_id)
+        assert [upd.uid, 127] in res.rows, res.rows
+        # An EHR is not created over openEHR: this identity's exists (409 with its id).
+        try:
+            await c.create_ehr()
+            raise AssertionError("an EHR was created")
+        except OpenEHRError as e:
+            assert e.status_code == 409, e.status_code
+        done += ["GET AQL", "stored query", "EHR exists 409"]
         # Version history: each version by uid (nothing overwritten), the revision history.
         vc = await c.get_versioned_composition(ehr.ehr_id, obj)
         assert vc.uid == obj and vc.owner_id == ehr.ehr_id, vc

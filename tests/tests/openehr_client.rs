@@ -2,8 +2,9 @@
 //! client is built for EHRbase-compatible servers; pinned in
 //! `tests/openehr-client/requirements.txt`, installed into `tests/openehr-client/.venv` by
 //! `.ci/deps`) runs `tests/openehr-client/smoke.py` against a real `cophr node run`: the EHR
-//! by subject, EHR_STATUS, compositions created, read, versioned, queried with AQL and
-//! deleted, bad ones refused; version history and contributions; a web template, FLAT in
+//! by subject, EHR_STATUS, compositions created, read, versioned, queried with AQL (POST,
+//! GET, and a query stored on the node and run by name) and deleted, an EHR not created
+//! (409), bad ones refused; version history and contributions; a web template, FLAT in
 //! and out; a procedure added through the CLI found with AQL. What it wrote through openEHR
 //! then reads back through the CLI. A missing python or library fails the test: it is never skipped.
 
@@ -86,6 +87,9 @@ fn an_independent_openehr_client_creates_versions_queries_and_deletes_compositio
         "update",
         "stale 412",
         "AQL",
+        "GET AQL",
+        "stored query",
+        "EHR exists 409",
         "versioned composition",
         "version by uid",
         "revision history",

@@ -35,6 +35,7 @@ pub mod key;
 pub mod move_home;
 pub mod node;
 pub mod notifications;
+pub mod openehr;
 pub mod org;
 pub mod peers;
 pub mod questionnaire;
@@ -223,6 +224,9 @@ pub enum Command {
     /// FHIR R4 connectors: import Bundles or NDJSON as signed entries, export as FHIR
     #[command(subcommand)]
     Fhir(fhir::Command),
+    /// openEHR compositions: export the record's as files, import composition files
+    #[command(subcommand)]
+    Openehr(openehr::Command),
     /// Verify an export file offline, or this store
     Verify(verify::Args),
     /// Repair the store after a crash or damage: cut a torn log tail, rebuild the indexes
@@ -355,6 +359,7 @@ pub fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Export(a) => export::run(ctx, a),
         Command::Import(a) => import::run(ctx, a),
         Command::Fhir(c) => fhir::run(ctx, c),
+        Command::Openehr(c) => openehr::run(ctx, c),
         Command::Verify(a) => verify::run(ctx, a),
         Command::Repair(a) => repair::run(ctx, a),
         Command::Demo(a) => demo::run(ctx, a),

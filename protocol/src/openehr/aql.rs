@@ -6,7 +6,9 @@
 //! FROM EHR <e> [ '[' ehr_id/value = ('<id>' | $<parameter>) ']' ]
 //!      [CONTAINS COMPOSITION <c> ['[' <archetype id> ']']
 //!       [CONTAINS (OBSERVATION | EVALUATION | INSTRUCTION | ACTION) <o> ['[' <archetype id> ']']]]
-//! [WHERE <condition>]          -- comparisons = != < <= > >=, AND, OR, NOT, parentheses
+//! [WHERE <condition>]          -- comparisons = != < <= > >=, AND, OR, NOT, parentheses,
+//!                              -- <operand> LIKE '<pattern>', EXISTS <path>,
+//!                              -- <operand> matches {<value>, …}
 //! [ORDER BY <path or alias> [ASC | DESC] {, …}]
 //! [LIMIT <n> [OFFSET <m>]]
 //! ```
@@ -15,11 +17,15 @@
 //! `o/data[at0001]/events[at0006]/data[at0003]/items[at0004]/value/magnitude`); a step with
 //! a node id picks the first child with that `archetype_node_id`. Operands are paths,
 //! strings (`'…'` or `"…"`), numbers, `true`/`false` and `$parameters` (given with the
-//! query). A comparison with a missing value is false. One row is made per
+//! query). A comparison with a missing value is false. `LIKE` compares text with a pattern
+//! in which `*` stands for any run of characters and `?` for one (AQL's wildcards; `\`
+//! escapes either), the whole text matching. `EXISTS` holds when the path has a value.
+//! `matches {…}` holds when the value equals one of the listed values (no terminology
+//! or interval constraints). One row is made per
 //! (EHR, composition, content entry) matching the FROM clause.
 //!
 //! Limits: [`MAX_QUERY_BYTES`], [`MAX_TOKENS`], [`MAX_NESTING`], [`MAX_COLUMNS`],
-//! [`MAX_STEPS`], and [`MAX_ROWS`] rows a query returns.
+//! [`MAX_STEPS`], [`MAX_PATTERN`], [`MAX_MATCHES`], and [`MAX_ROWS`] rows a query returns.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -38,6 +44,10 @@ pub const MAX_COLUMNS: usize = 32;
 pub const MAX_STEPS: usize = 32;
 /// Most rows one query returns (also the default LIMIT).
 pub const MAX_ROWS: usize = 1000;
+/// Longest `LIKE` pattern, in bytes.
+pub const MAX_PATTERN: usize = 256;
+/// Most values in one `matches {…}`.
+pub const MAX_MATCHES: usize = 64;
 /// Longest node id predicate, in bytes.
 const MAX_PREDICATE: usize = 256;
 
@@ -188,6 +198,8 @@ fn lex(q: &str) -> Result<Vec<(usize, Tok)>, AqlError> {
             _ => {
                 let sym = match c {
                     b'(' => Some("("),
+                    b'{' => Some("{"),
+                    b'}' => Some("}"),
                     b')' => Some(")"),
                     b',' => Some(","),
                     b'/' => Some("/"),
@@ -252,6 +264,12 @@ pub enum Cond {
     Or(Box<Cond>, Box<Cond>),
     /// Not.
     Not(Box<Cond>),
+    /// The operand's text matches the pattern (`*` any run, `?` one character).
+    Like(Operand, Operand),
+    /// The path has a value.
+    Exists(Path),
+    /// The operand equals one of the values.
+    Matches(Operand, Vec<Operand>),
 }
 
 /// The FROM clause.
@@ -441,6 +459,10 @@ impl Parser {
             self.pos += 1;
             return Ok(Cond::Not(Box::new(self.primary(depth + 1)?)));
         }
+        if self.is_kw("exists") {
+            self.pos += 1;
+            return Ok(Cond::Exists(self.path()?));
+        }
         if self.sym("(") {
             let c = self.cond(depth + 1)?;
             if !self.sym(")") {
@@ -449,19 +471,70 @@ impl Parser {
             return Ok(c);
         }
         let left = self.operand()?;
+        if self.is_kw("like") {
+            self.pos += 1;
+            let at = self.at();
+            let pattern = self.operand()?;
+            match &pattern {
+                Operand::Value(Json::String(p)) if p.len() > MAX_PATTERN => {
+                    return Err(AqlError::TooComplex(format!(
+                        "a LIKE pattern longer than {MAX_PATTERN} bytes"
+                    )))
+                }
+                Operand::Value(Json::String(_)) | Operand::Param(_) => {}
+                _ => {
+                    return Err(AqlError::Unexpected {
+                        at,
+                        expected: "a LIKE pattern (a string or $parameter)".into(),
+                        found: "another operand".into(),
+                    })
+                }
+            }
+            return Ok(Cond::Like(left, pattern));
+        }
+        if self.is_kw("matches") {
+            self.pos += 1;
+            if !self.sym("{") {
+                return Err(self.unexpected("`{` and the values to match"));
+            }
+            let mut values = Vec::new();
+            loop {
+                let at = self.at();
+                let v = self.operand()?;
+                if matches!(v, Operand::Path(_)) {
+                    return Err(AqlError::Unsupported {
+                        at,
+                        what: "a path or terminology constraint in matches {…}".into(),
+                    });
+                }
+                values.push(v);
+                if values.len() > MAX_MATCHES {
+                    return Err(AqlError::TooComplex(format!(
+                        "more than {MAX_MATCHES} values in matches {{…}}"
+                    )));
+                }
+                if !self.sym(",") {
+                    break;
+                }
+            }
+            if !self.sym("}") {
+                return Err(self.unexpected("`,` or `}`"));
+            }
+            return Ok(Cond::Matches(left, values));
+        }
         let op = match self.peek() {
             Some((_, Tok::Sym(s))) if matches!(*s, "=" | "!=" | "<" | "<=" | ">" | ">=") => *s,
             Some((at, Tok::Word(w)))
-                if ["like", "matches", "exists", "in"]
-                    .iter()
-                    .any(|k| w.eq_ignore_ascii_case(k)) =>
+                if ["exists", "in"].iter().any(|k| w.eq_ignore_ascii_case(k)) =>
             {
                 return Err(AqlError::Unsupported {
                     at: *at,
                     what: format!("`{}`", w.to_ascii_uppercase()),
                 })
             }
-            _ => return Err(self.unexpected("a comparison operator (= != < <= > >=)")),
+            _ => {
+                return Err(self.unexpected("a comparison operator (= != < <= > >=, LIKE, matches)"))
+            }
         };
         self.pos += 1;
         let right = self.operand()?;
@@ -498,6 +571,9 @@ fn is_reserved(w: &str) -> bool {
         "desc",
         "ascending",
         "descending",
+        "like",
+        "matches",
+        "exists",
     ]
     .iter()
     .any(|k| w.eq_ignore_ascii_case(k))
@@ -683,11 +759,17 @@ fn check_vars(q: &Query, defined: &[String], p: &Parser) -> Result<(), AqlError>
     paths.extend(q.order.iter().map(|(x, _)| x));
     fn in_cond<'a>(c: &'a Cond, out: &mut Vec<&'a Path>) {
         match c {
-            Cond::Cmp(a, _, b) => {
+            Cond::Cmp(a, _, b) | Cond::Like(a, b) => {
                 for o in [a, b] {
                     if let Operand::Path(x) = o {
                         out.push(x);
                     }
+                }
+            }
+            Cond::Exists(x) => out.push(x),
+            Cond::Matches(a, _) => {
+                if let Operand::Path(x) = a {
+                    out.push(x);
                 }
             }
             Cond::And(a, b) | Cond::Or(a, b) => {
@@ -797,6 +879,34 @@ fn holds(
         Cond::And(a, b) => holds(a, row, params)? && holds(b, row, params)?,
         Cond::Or(a, b) => holds(a, row, params)? || holds(b, row, params)?,
         Cond::Not(a) => !holds(a, row, params)?,
+        Cond::Exists(p) => row.get(p).is_some_and(|v| !v.is_null()),
+        Cond::Like(a, pattern) => {
+            let (Some(Json::String(x)), Some(Json::String(p))) =
+                (value(a, row, params)?, value(pattern, row, params)?)
+            else {
+                return Ok(false);
+            };
+            if p.len() > MAX_PATTERN {
+                return Err(AqlError::TooComplex(format!(
+                    "a LIKE pattern longer than {MAX_PATTERN} bytes"
+                )));
+            }
+            like(&x, &p)
+        }
+        Cond::Matches(a, values) => {
+            let Some(x) = value(a, row, params)? else {
+                return Ok(false);
+            };
+            let mut any = false;
+            for v in values {
+                if value(v, row, params)?.is_some_and(|v| compare(&x, &v) == Some(Ordering::Equal))
+                {
+                    any = true;
+                    break;
+                }
+            }
+            any
+        }
         Cond::Cmp(a, op, b) => {
             let (Some(x), Some(y)) = (value(a, row, params)?, value(b, row, params)?) else {
                 return Ok(false);
@@ -814,6 +924,66 @@ fn holds(
             }
         }
     })
+}
+
+/// One element of a `LIKE` pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Glob {
+    /// Any run of characters (`*`).
+    Any,
+    /// Any one character (`?`).
+    One,
+    /// This character.
+    Char(char),
+}
+
+fn glob(pattern: &str) -> Vec<Glob> {
+    let mut out = Vec::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        out.push(match c {
+            '*' => Glob::Any,
+            '?' => Glob::One,
+            '\\' => Glob::Char(chars.next().unwrap_or('\\')),
+            c => Glob::Char(c),
+        });
+    }
+    out
+}
+
+/// Whether the whole of `text` matches `pattern` (AQL `LIKE`: `*` any run, `?` one
+/// character, `\` escapes). Linear in the text for each `*` backtrack: at most
+/// `text × pattern` steps, the pattern being at most [`MAX_PATTERN`] bytes.
+pub fn like(text: &str, pattern: &str) -> bool {
+    let t: Vec<char> = text.chars().collect();
+    let p = glob(pattern);
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while i < t.len() {
+        match p.get(j) {
+            Some(Glob::Any) => {
+                star = Some((j, i));
+                j += 1;
+            }
+            Some(Glob::One) => {
+                i += 1;
+                j += 1;
+            }
+            Some(Glob::Char(c)) if *c == t[i] => {
+                i += 1;
+                j += 1;
+            }
+            _ => match star {
+                Some((sj, si)) => {
+                    j = sj + 1;
+                    i = si + 1;
+                    star = Some((sj, si + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[j..].iter().all(|g| *g == Glob::Any)
 }
 
 impl Query {

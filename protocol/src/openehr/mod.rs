@@ -35,6 +35,7 @@ pub mod aql;
 mod error;
 pub mod ext;
 pub mod flat;
+pub mod structured;
 mod tables;
 pub mod versions;
 

@@ -20,8 +20,12 @@
 //! - `POST definition/template/adl1.4` (`template.rs`): an OPT (or web template) defines
 //!   an extension category whose entries are compositions of that template, or its next
 //!   version, as the identity, through the gate.
-//! - `POST query/aql` ([`aql`]): a subset of AQL over the latest versions of the
-//!   compositions the identity sees; only the rows returned are audited.
+//! - `POST|GET query/aql` ([`aql`]): a subset of AQL over the latest versions of the
+//!   compositions the identity sees; only the rows returned are audited. Stored queries
+//!   ([`query`]): `PUT|GET definition/query/{name}/{version}`, `GET|POST query/{name}`.
+//! - `POST ehr`, `PUT ehr/{ehr_id}`, `PUT ehr/{ehr_id}/ehr_status` and
+//!   `versioned_ehr_status` ([`ehr`]): no EHR is created over openEHR (409 for one that
+//!   exists), and the EHR_STATUS, derived from the record, has one version.
 //!
 //! Every read is audited like the REST API's reads; an EHR or composition the identity
 //! may not see is 404, never told apart from one that does not exist. Errors are JSON
@@ -48,6 +52,8 @@ use crate::session::{Cancelled, SessionError};
 use crate::store::StoreError;
 
 pub mod aql;
+pub mod ehr;
+pub mod query;
 mod template;
 pub mod versions;
 
@@ -57,16 +63,40 @@ pub const BASE: &str = "/openehr/v1";
 /// The FLAT (simSDT) media type (ITS-REST 1.1).
 pub const FLAT_MEDIA_TYPE: &str = "application/openehr.wt.flat+json";
 
-/// Whether a request asks for FLAT: `?format=FLAT`, or the FLAT media type in `header`
-/// (`Accept` for what it reads, `Content-Type` for what it sends).
-fn is_flat(uri: &axum::http::Uri, headers: &HeaderMap, name: header::HeaderName) -> bool {
+/// The STRUCTURED media type (ITS-REST 1.1).
+pub const STRUCTURED_MEDIA_TYPE: &str = "application/openehr.wt.structured+json";
+
+/// The format a composition is read or written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Canonical JSON.
+    Canonical,
+    /// FLAT (simSDT).
+    Flat,
+    /// STRUCTURED ([`openehr::structured`]).
+    Structured,
+}
+
+/// The format a request asks for: `?format=FLAT|STRUCTURED`, or the FLAT or STRUCTURED
+/// media type in `header` (`Accept` for what it reads, `Content-Type` for what it sends).
+fn format_of(uri: &axum::http::Uri, headers: &HeaderMap, name: header::HeaderName) -> Format {
     let by_query = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-        .any(|(k, v)| k == "format" && v.eq_ignore_ascii_case("flat"));
-    by_query
-        || headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("openehr.wt.flat+json"))
+        .find(|(k, _)| k == "format")
+        .map(|(_, v)| v.to_ascii_lowercase());
+    let media = headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if by_query.as_deref() == Some("flat") || media.contains("openehr.wt.flat+json") {
+        Format::Flat
+    } else if by_query.as_deref() == Some("structured")
+        || media.contains("openehr.wt.structured+json")
+    {
+        Format::Structured
+    } else {
+        Format::Canonical
+    }
 }
 
 /// The template a FLAT composition is of: the `openehr-template-id` header, or the
@@ -97,11 +127,33 @@ pub fn routes() -> Router<AppState> {
 
 fn routes_at(base: &str) -> Router<AppState> {
     Router::new()
-        .route(&format!("{base}/ehr"), get(ehr_by_subject))
-        .route(&format!("{base}/ehr/{{ehr_id}}"), get(get_ehr))
+        .route(
+            &format!("{base}/ehr"),
+            get(ehr_by_subject).post(ehr::post_ehr),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}"),
+            get(get_ehr).put(ehr::put_ehr),
+        )
         .route(
             &format!("{base}/ehr/{{ehr_id}}/ehr_status"),
-            get(get_status),
+            get(get_status).put(ehr::put_status),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_ehr_status"),
+            get(ehr::versioned),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_ehr_status/revision_history"),
+            get(ehr::history),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_ehr_status/version"),
+            get(ehr::version_at),
+        )
+        .route(
+            &format!("{base}/ehr/{{ehr_id}}/versioned_ehr_status/version/{{uid}}"),
+            get(ehr::version_by_uid),
         )
         .route(
             &format!("{base}/ehr/{{ehr_id}}/ehr_status/{{uid}}"),
@@ -120,7 +172,27 @@ fn routes_at(base: &str) -> Router<AppState> {
             &format!("{base}/definition/template/adl1.4/{{template_id}}"),
             get(web_template),
         )
-        .route(&format!("{base}/query/aql"), post(aql::query))
+        .route(
+            &format!("{base}/query/aql"),
+            post(aql::query).get(aql::query_get),
+        )
+        .route(&format!("{base}/definition/query"), get(query::list_all))
+        .route(
+            &format!("{base}/definition/query/{{qualified_query_name}}"),
+            get(query::list),
+        )
+        .route(
+            &format!("{base}/definition/query/{{qualified_query_name}}/{{version}}"),
+            get(query::show).put(query::store_query),
+        )
+        .route(
+            &format!("{base}/query/{{qualified_query_name}}"),
+            get(query::get_latest).post(query::post_latest),
+        )
+        .route(
+            &format!("{base}/query/{{qualified_query_name}}/{{version}}"),
+            get(query::get_version).post(query::post_version),
+        )
         .route(
             &format!("{base}/ehr/{{ehr_id}}/versioned_composition/{{object}}"),
             get(versions::versioned),
@@ -559,7 +631,7 @@ async fn templates(State(st): State<AppState>) -> Response {
 
 /// One item as the openEHR API finds it.
 #[derive(Debug, Clone)]
-pub(crate) struct Found {
+pub struct Found {
     /// The item (its root create).
     pub item: EntryId,
     /// Its category.
@@ -587,11 +659,11 @@ impl Found {
 
     /// Version `n` (1-based) as a canonical composition.
     pub fn composition(&self, r: &Record, n: usize) -> Option<JsonValue> {
-        self.composition_as(r, n, false)
+        self.composition_as(r, n, Format::Canonical)
     }
 
-    /// Version `n` (1-based) as a composition, FLAT when `flat`.
-    pub fn composition_as(&self, r: &Record, n: usize, flat: bool) -> Option<JsonValue> {
+    /// Version `n` (1-based) as a composition in format `fmt`.
+    pub fn composition_as(&self, r: &Record, n: usize, fmt: Format) -> Option<JsonValue> {
         let v = self.versions.get(n.checked_sub(1)?)?;
         let author = v.provenance.author;
         let meta = Meta {
@@ -609,11 +681,16 @@ impl Found {
         } else {
             Vec::new()
         };
-        if flat {
-            openehr::flat::to_flat_in(&exts, &self.category, &v.content, &meta).ok()
-        } else {
-            openehr::to_composition_in(&exts, &self.category, &v.content, &meta).ok()
+        match fmt {
+            Format::Flat => openehr::flat::to_flat_in(&exts, &self.category, &v.content, &meta),
+            Format::Structured => {
+                openehr::structured::to_structured_in(&exts, &self.category, &v.content, &meta)
+            }
+            Format::Canonical => {
+                openehr::to_composition_in(&exts, &self.category, &v.content, &meta)
+            }
         }
+        .ok()
     }
 }
 
@@ -652,7 +729,7 @@ fn found(r: &Record, v: &Viewer, state: &fold::State, id: &EntryId) -> Option<Fo
 
 /// The items of a record the viewer sees whose category has a template (current and
 /// deleted).
-pub(crate) fn items(r: &Record, v: &Viewer) -> Vec<Found> {
+pub fn items(r: &Record, v: &Viewer) -> Vec<Found> {
     let state = fold::current(r, v);
     state
         .items
@@ -700,17 +777,20 @@ fn composition_response(
     ehr_id: &str,
     uid: &str,
     body: Option<&JsonValue>,
-    flat: bool,
+    fmt: Format,
 ) -> Response {
     let mut resp = match body {
         Some(b) => (status, Json(b.clone())).into_response(),
         None => status.into_response(),
     };
-    if flat && body.is_some() {
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(FLAT_MEDIA_TYPE),
-        );
+    let media = match fmt {
+        Format::Flat => Some(FLAT_MEDIA_TYPE),
+        Format::Structured => Some(STRUCTURED_MEDIA_TYPE),
+        Format::Canonical => None,
+    };
+    if let (Some(m), Some(_)) = (media, body) {
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(m));
     }
     if let Some(t) = etag(uid) {
         resp.headers_mut().insert(header::ETAG, t);
@@ -732,7 +812,7 @@ async fn read(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    let flat = is_flat(&uri, &headers, header::ACCEPT);
+    let flat = format_of(&uri, &headers, header::ACCEPT);
     // `?version_at_time=`: the version in effect then (with an object id).
     let at = match form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "version_at_time")
@@ -798,9 +878,13 @@ async fn read(
         Ok(ReadOut::Composition(uid, c)) => {
             composition_response(StatusCode::OK, &ehr_id, &uid, Some(&c), flat)
         }
-        Ok(ReadOut::Deleted(uid)) => {
-            composition_response(StatusCode::NO_CONTENT, &ehr_id, &uid, None, false)
-        }
+        Ok(ReadOut::Deleted(uid)) => composition_response(
+            StatusCode::NO_CONTENT,
+            &ehr_id,
+            &uid,
+            None,
+            Format::Canonical,
+        ),
         Err(e) => e.into_response(),
     }
 }
@@ -809,8 +893,10 @@ async fn read(
 /// extension's, known only once the record is).
 struct Incoming {
     c: JsonValue,
-    /// The FLAT template, when sent as FLAT.
+    /// The FLAT or STRUCTURED template, when sent as FLAT or STRUCTURED.
     flat_template: Option<String>,
+    /// Sent as STRUCTURED.
+    structured: bool,
 }
 
 impl Incoming {
@@ -818,6 +904,9 @@ impl Incoming {
     fn read(&self, st: &AppState, record: &RecordId) -> Result<(Category, Value), OeError> {
         let exts = st.store().with_record(record, exts_of)?;
         match &self.flat_template {
+            Some(t) if self.structured => {
+                openehr::structured::from_structured_in(&exts, t.trim(), &self.c)
+            }
             Some(t) => openehr::flat::from_flat_in(&exts, t.trim(), &self.c),
             None => openehr::from_composition_in(&exts, &self.c),
         }
@@ -827,10 +916,10 @@ impl Incoming {
 
 /// The composition in a request's body (JSON, at most
 /// [`openehr::MAX_COMPOSITION_BYTES`]), parsed.
-async fn composition_in(req: Request) -> Result<(HeaderMap, Incoming, bool), OeError> {
+async fn composition_in(req: Request) -> Result<(HeaderMap, Incoming, Format), OeError> {
     let (parts, body) = req.into_parts();
-    let flat_in = is_flat(&parts.uri, &parts.headers, header::CONTENT_TYPE);
-    let flat_out = is_flat(&parts.uri, &parts.headers, header::ACCEPT);
+    let flat_in = format_of(&parts.uri, &parts.headers, header::CONTENT_TYPE);
+    let flat_out = format_of(&parts.uri, &parts.headers, header::ACCEPT);
     let json = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -860,17 +949,26 @@ async fn composition_in(req: Request) -> Result<(HeaderMap, Incoming, bool), OeE
             )
         })?;
     let c = openehr::parse(&bytes).map_err(|e| OeError::from_mapping(&e))?;
-    let flat_template = if flat_in {
+    let flat_template = if flat_in == Format::Canonical {
+        None
+    } else {
         let Some(t) = flat_template(&parts.uri, &parts.headers) else {
             return Err(OeError::bad(
-                "a FLAT composition needs its template: the openehr-template-id header or templateId",
+                "a FLAT or STRUCTURED composition needs its template: the openehr-template-id header or templateId",
             ));
         };
         Some(t)
-    } else {
-        None
     };
-    Ok((parts.headers, Incoming { c, flat_template }, flat_out))
+    let structured = flat_in == Format::Structured;
+    Ok((
+        parts.headers,
+        Incoming {
+            c,
+            flat_template,
+            structured,
+        },
+        flat_out,
+    ))
 }
 
 fn wants_representation(h: &HeaderMap) -> bool {
@@ -921,7 +1019,7 @@ fn shown_version(
     record: &RecordId,
     item: &EntryId,
     n: usize,
-    flat: bool,
+    flat: Format,
 ) -> Result<Option<JsonValue>, OeError> {
     let me = st.actor();
     let now = st.now();
@@ -984,7 +1082,8 @@ async fn update(
                 .trim_start_matches("W/")
                 .trim_matches('"')
                 .to_owned()
-        });
+        })
+        .filter(|v| !v.is_empty());
     let Some(preceding) = if_match else {
         return OeError::bad("PUT needs If-Match: {preceding_version_uid}").into_response();
     };
@@ -1108,7 +1207,7 @@ async fn remove(
     match out.map_err(OeError::from).and_then(|x| x) {
         Ok((record, uid)) => {
             st.changed(record).await;
-            composition_response(StatusCode::NO_CONTENT, &ehr, &uid, None, false)
+            composition_response(StatusCode::NO_CONTENT, &ehr, &uid, None, Format::Canonical)
         }
         Err(e) => e.into_response(),
     }

@@ -156,7 +156,7 @@ fn malformed_queries_are_refused_precisely() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        parse("SELECT c FROM EHR e CONTAINS COMPOSITION c WHERE c/name/value LIKE 'x'"),
+        parse("SELECT c FROM EHR e CONTAINS COMPOSITION c WHERE c/name/value IN 'x'"),
         Err(AqlError::Unsupported { .. })
     ));
     assert!(matches!(
@@ -259,4 +259,129 @@ fn the_ehr_id_may_be_a_parameter() {
         parse("SELECT c FROM EHR e[ehr_id/value=$] CONTAINS COMPOSITION c"),
         Err(AqlError::Unsupported { .. })
     ));
+}
+
+#[test]
+fn like_exists_and_matches() {
+    const NAME: &str = "o/data[at0001]/items[at0002]/value/value";
+    let problems = format!(
+        "SELECT {NAME} FROM EHR e CONTAINS COMPOSITION c \
+         CONTAINS EVALUATION o[openEHR-EHR-EVALUATION.problem_diagnosis.v1]"
+    );
+    let hits = |w: &str| run_q(&format!("{problems} WHERE {w}")).rows.len();
+    assert_eq!(hits(&format!("{NAME} LIKE 'Ast*'")), 1);
+    assert_eq!(hits(&format!("{NAME} LIKE '?sthm?'")), 1);
+    assert_eq!(
+        hits(&format!("{NAME} LIKE 'sthm*'")),
+        0,
+        "the whole text matches"
+    );
+    assert_eq!(hits(&format!("{NAME} LIKE 'asthma'")), 0, "case matters");
+    assert_eq!(hits(&format!("EXISTS {NAME}")), 1);
+    assert_eq!(hits("EXISTS o/data[at0001]/items[at0009]/value/value"), 0);
+    assert_eq!(
+        hits(&format!(
+            "NOT EXISTS o/data[at0001]/items[at0009] AND {NAME} matches {{'Eczema', 'Asthma'}}"
+        )),
+        1
+    );
+    assert_eq!(hits(&format!("{NAME} matches {{'Eczema'}}")), 0);
+    // Numbers in matches, and a parameter as a LIKE pattern.
+    let q = format!(
+        "SELECT {SYS} FROM EHR e CONTAINS COMPOSITION c CONTAINS OBSERVATION o[{BP}] \
+         WHERE {SYS} matches {{120, 160}}"
+    );
+    assert_eq!(run_q(&q).rows.len(), 2);
+    let q = parse(&format!("{problems} WHERE {NAME} LIKE $p")).expect("parses");
+    let mut params = serde_json::Map::new();
+    params.insert("p".into(), json!("*ma"));
+    assert_eq!(run(&q, &sources(), &params).expect("runs").rows.len(), 1);
+    // Refused: a pattern that is not text, too long, matches without braces or with a
+    // path, too many values.
+    for bad in [
+        format!("{problems} WHERE {NAME} LIKE 5"),
+        format!("{problems} WHERE {NAME} matches 'x'"),
+        format!("{problems} WHERE {NAME} matches {{'x'"),
+    ] {
+        assert!(
+            matches!(parse(&bad), Err(AqlError::Unexpected { .. })),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        parse(&format!("{problems} WHERE {NAME} matches {{c/uid/value}}")),
+        Err(AqlError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        parse(&format!(
+            "{problems} WHERE {NAME} LIKE '{}'",
+            "x".repeat(MAX_PATTERN + 1)
+        )),
+        Err(AqlError::TooComplex(_))
+    ));
+    let many = vec!["1"; MAX_MATCHES + 1].join(", ");
+    assert!(matches!(
+        parse(&format!("{problems} WHERE {NAME} matches {{{many}}}")),
+        Err(AqlError::TooComplex(_))
+    ));
+}
+
+#[test]
+fn like_patterns() {
+    for (text, pattern, want) in [
+        ("", "", true),
+        ("", "*", true),
+        ("", "?", false),
+        ("abc", "abc", true),
+        ("abc", "a*", true),
+        ("abc", "*c", true),
+        ("abc", "a*b*c", true),
+        ("abc", "a?c", true),
+        ("abc", "a?", false),
+        ("aXbXc", "a*c", true),
+        ("aaab", "*a*ab", true),
+        ("a*c", "a\\*c", true),
+        ("abc", "a\\*c", false),
+        ("héllo", "h?llo", true),
+        ("mississippi", "m*iss*ppi", true),
+        ("mississippi", "m*iss*x", false),
+    ] {
+        assert_eq!(like(text, pattern), want, "{text:?} LIKE {pattern:?}");
+    }
+}
+
+#[test]
+fn like_agrees_with_a_regex_reading_of_the_pattern() {
+    // A seeded sweep: every pattern over a small alphabet against every short text,
+    // checked against a plain recursive reading of the wildcards.
+    fn slow(t: &[char], p: &[char]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some('*') => (0..=t.len()).any(|k| slow(&t[k..], &p[1..])),
+            Some('?') => !t.is_empty() && slow(&t[1..], &p[1..]),
+            Some(c) => t.first() == Some(c) && slow(&t[1..], &p[1..]),
+        }
+    }
+    let words = |alphabet: &[char], max: usize| {
+        let mut out = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max {
+            let next: Vec<String> = last
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                .collect();
+            out.extend(next.iter().cloned());
+            last = next;
+        }
+        out
+    };
+    let texts = words(&['a', 'b'], 4);
+    let patterns = words(&['a', 'b', '*', '?'], 4);
+    for p in &patterns {
+        let pc: Vec<char> = p.chars().collect();
+        for t in &texts {
+            let tc: Vec<char> = t.chars().collect();
+            assert_eq!(like(t, p), slow(&tc, &pc), "{t:?} LIKE {p:?}");
+        }
+    }
 }
