@@ -1181,6 +1181,10 @@ async fn the_router_matches_its_openapi_document() {
                 // A file as it is (a plain-text letter).
                 ct = Some("application/octet-stream");
                 b"Clinic letter: blood pressure well controlled.\n".to_vec()
+            } else if path == "/openehr/v1/definition/template/adl1.4" && method == "post" {
+                // An operational template: the shipped wound assessment OPT.
+                ct = Some("application/xml");
+                cophr_protocol::schema::WOUND_OPT.as_bytes().to_vec()
             } else {
                 body
             };
