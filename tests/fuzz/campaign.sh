@@ -13,6 +13,11 @@
 # (edges and features), corpus size and crashes, also appended to WORK_DIR/campaigns.tsv.
 # A crash stops the fuzzer at once; its input is in WORK_DIR/TARGET/artifacts/.
 #
+# A campaign may run in pieces: the CPU time and executions of earlier runs in the same
+# WORK_DIR (WORK_DIR/TARGET/cpu_seconds, kept up to date every few seconds, so a run that is
+# killed still counts) are added, the corpus carries over, and a run stops once the total
+# reaches CPU_SECONDS.
+#
 # To keep what the campaign found, merge it into the committed corpus (only inputs that add
 # coverage are copied):  BIN -merge=1 corpus/TARGET WORK_DIR/TARGET/corpus
 set -euo pipefail
@@ -51,7 +56,14 @@ dir="$work/$target"
 mkdir -p "$dir/corpus" "$dir/artifacts"
 cp -r "corpus/$target/." "$dir/corpus/"
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-log="$dir/log"
+# What earlier runs of this campaign spent: CPU seconds and executions.
+read -r spent_before execs_before 2>/dev/null <"$dir/cpu_seconds" || true
+spent_before=${spent_before:-0}
+execs_before=${execs_before:-0}
+run=1
+while [ -e "$dir/log.$run" ]; do run=$((run + 1)); done
+log="$dir/log.$run"
+last_execs() { grep -oE '^#[0-9]+' "$log" 2>/dev/null | tail -1 | tr -d '#' || true; }
 
 start=$(date +%s)
 "$bin" -rss_limit_mb=2048 "${extra[@]}" -print_final_stats=1 \
@@ -63,7 +75,10 @@ cpu=0
 while kill -0 "$pid" 2>/dev/null; do
     now=$(cpu_of "$pid")
     [ "$now" -gt 0 ] && cpu=$now
-    if [ "$cpu" -ge "$budget" ]; then
+    n=$(last_execs)
+    echo "$((spent_before + cpu)) $((execs_before + ${n:-0}))" >"$dir/cpu_seconds.tmp" &&
+        mv "$dir/cpu_seconds.tmp" "$dir/cpu_seconds"
+    if [ "$((spent_before + cpu))" -ge "$budget" ]; then
         kill -INT "$pid" 2>/dev/null || true
         break
     fi
@@ -75,6 +90,10 @@ wall=$(($(date +%s) - start))
 
 stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -1; }
 execs=$(stat number_of_executed_units)
+execs=${execs:-$(last_execs)}
+execs=$((execs_before + ${execs:-0}))
+cpu=$((spent_before + cpu))
+echo "$cpu $execs" >"$dir/cpu_seconds"
 last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1 || true)
 cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
 ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
