@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use cli_support::api::{agent, call};
 use cli_support::node::{eventually, Node};
 use cli_support::{cophr_bin, Person};
 use serde_json::{json, Value};
@@ -156,40 +156,6 @@ impl Drop for SmallDisk {
             let _ = self.child.wait();
         }
     }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_idle_connections(0)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
-
-/// The status and JSON body of a request, the body `body` if given (POST) else a GET.
-fn call(url: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
-    let auth = format!("Bearer {token}");
-    let resp = match body {
-        Some(b) => agent()
-            .post(url)
-            .header("authorization", &auth)
-            .content_type("application/json")
-            .send(b.to_string()),
-        None => agent().get(url).header("authorization", &auth).call(),
-    };
-    let mut resp = resp.expect("the node answers");
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .body_mut()
-        .with_config()
-        .limit(16 << 20)
-        .read_to_vec()
-        .unwrap_or_default();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 /// A vital-signs entry with a long comment, so the disk fills in a few hundred writes.

@@ -21,8 +21,8 @@ mod cli_support;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
+use cli_support::api::call;
 use cli_support::node::Node;
 use cli_support::Person;
 use serde_json::{json, Value};
@@ -113,39 +113,6 @@ fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("the node runs")
         .count()
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_idle_connections(0)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
-
-fn call(url: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
-    let auth = format!("Bearer {token}");
-    let resp = match body {
-        Some(b) => agent()
-            .post(url)
-            .header("authorization", &auth)
-            .content_type("application/json")
-            .send(b.to_string()),
-        None => agent().get(url).header("authorization", &auth).call(),
-    };
-    let mut resp = resp.unwrap_or_else(|e| panic!("the patient's request to {url} failed: {e}"));
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .body_mut()
-        .with_config()
-        .limit(16 << 20)
-        .read_to_vec()
-        .unwrap_or_default();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 fn flood_script() -> &'static Path {

@@ -14,6 +14,7 @@ use assert_cmd::Command;
 use serde_json::Value;
 use tempfile::TempDir;
 
+pub mod api;
 pub mod node;
 pub mod search;
 
