@@ -168,6 +168,8 @@ fn a_host_killed_while_it_releases_a_record_keeps_the_rest_and_finishes_the_rele
         // own, open in docs/reliability.md), which is not what this campaign measures.
         let mine = records(&george)[&george.actor];
         eventually("George's write to reach his home host", || {
+            // A sync with the home host now, rather than waiting for the node's next tick.
+            let _ = george.live(&["sync"]);
             records(&hosts[old].person).get(&george.actor) == Some(&mine)
         });
         let new_addr = hosts[new].node.addr();

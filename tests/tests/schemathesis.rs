@@ -4,7 +4,11 @@
 //! node's own OpenAPI document, with every check (`--checks all`), a fixed seed and a
 //! bounded number of examples per operation, and stateful testing: the document's
 //! OpenAPI `links` feed one response's ids (an entry, a grant, a subscription, a
-//! questionnaire …) into the operations that take them. The test passes only if
+//! questionnaire …) into the operations that take them; its chains are of valid requests
+//! only, and its requests are not judged as schema-invalid ones: schemathesis 4.32.5
+//! flagged a chain's later step (a composition's version uid from the `Location` of its
+//! creation, which the document's pattern allows) as schema-invalid and its success as a
+//! failure. Schema-invalid requests are the other phases' work. The test passes only if
 //! schemathesis finds nothing: no server error, no response that breaks its schema, no
 //! schema-valid request refused, no schema-invalid request accepted. A missing
 //! schemathesis fails the test: it is never skipped.
@@ -47,6 +51,14 @@ const POSITIVE: [&str; 9] = [
 /// AQL's grammar, which no JSON Schema states.
 const OPENEHR_POSITIVE: [&str; 12] = [
     "2xx", "3xx", "400", "401", "403", "404", "409", "412", "415", "422", "429", "5xx",
+];
+
+/// Statuses the openEHR operations may refuse a request the document does not allow with:
+/// besides [`NEGATIVE`], 412 (ITS-REST's answer to an `If-Match` that names no latest
+/// version, whatever it holds).
+const OPENEHR_NEGATIVE: [&str; 15] = [
+    "400", "401", "403", "404", "405", "406", "409", "412", "413", "414", "415", "422", "428",
+    "429", "5xx",
 ];
 
 /// Operations not yet checked (`METHOD /path` as schemathesis labels them), each with why.
@@ -131,9 +143,14 @@ fn schemathesis_finds_nothing_wrong_with_the_http_api() {
              eid = \"{eid}\"\n\
              gid = \"{gid}\"\n\
              ehr_id = \"{ehr_id}\"\n\
+             [phases.stateful.generation]\n\
+             mode = \"positive\"\n\
+             [phases.stateful.checks.negative_data_rejection]\n\
+             enabled = false\n\
              [[operations]]\n\
              include-path-regex = \"^/openehr/v1/\"\n\
-             checks.positive_data_acceptance.expected-statuses = {OPENEHR_POSITIVE:?}\n",
+             checks.positive_data_acceptance.expected-statuses = {OPENEHR_POSITIVE:?}\n\
+             checks.negative_data_rejection.expected-statuses = {OPENEHR_NEGATIVE:?}\n",
         ),
     )
     .expect("the schemathesis config");
