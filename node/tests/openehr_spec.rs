@@ -29,6 +29,11 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
+        Env::with_record(true)
+    }
+
+    /// A node acting as George, holding his record if `record`.
+    fn with_record(record: bool) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(dir.path(), key(5, "node")).unwrap();
         let patient = key(5, "george");
@@ -38,7 +43,9 @@ impl Env {
             organisation: None,
             attestations: Vec::new(),
         };
-        store.create_record(&patient, p.clone(), T0, None).unwrap();
+        if record {
+            store.create_record(&patient, p.clone(), T0, None).unwrap();
+        }
         let clock = Arc::new(AtomicU64::new(T0 + 1000));
         let c = clock.clone();
         let app = router(
@@ -403,6 +410,59 @@ async fn contribution_and_query_as_the_spec_shows_them() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(b.unwrap()["message"].is_string());
+}
+
+#[tokio::test]
+async fn a_node_creates_its_own_identitys_ehr_once_and_no_one_elses() {
+    // A node acting as George, who has no record yet: another subject is refused and
+    // nothing is created; his own EHR is created (201, as ITS-REST `201_EHR_created`), once.
+    let env = Env::with_record(false);
+    let ehr = env.ehr();
+    let other = key(6, "nobody").actor().to_string();
+    let other_status = serde_json::to_vec(&json!({
+        "_type": "EHR_STATUS",
+        "subject": {"external_ref": {"id": {"value": other}, "namespace": "cophr"}},
+        "is_modifiable": true, "is_queryable": true
+    }))
+    .unwrap();
+    let (s, _, _) = env.send("POST", "/ehr", &[JSON], &other_status).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = env
+        .send(
+            "PUT",
+            "/ehr/7d44b88c-4199-4bad-97dc-d78268e01398",
+            &[JSON],
+            b"",
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = env.get(&format!("/ehr/{ehr}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing was created");
+
+    let (s, h, b) = env.send("POST", "/ehr", &[JSON], b"").await;
+    assert_eq!(s, StatusCode::CREATED, "{b:?}");
+    assert_eq!(etag(&h), ehr);
+    assert!(location(&h).ends_with(&format!("/ehr/{ehr}")));
+    assert_eq!(b.unwrap()["ehr_id"]["value"], ehr.as_str());
+    let (s, _, b) = env.get(&format!("/ehr/{ehr}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.unwrap()["ehr_id"]["value"], ehr.as_str());
+    // A composition can be written into it at once.
+    let (s, _, b) = env
+        .send(
+            "POST",
+            &format!("/ehr/{ehr}/composition"),
+            &[JSON],
+            &serde_json::to_vec(&problem("Asthma")).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b:?}");
+    // Again: it exists (409), by POST or by PUT at its id.
+    let (s, _, b) = env.send("POST", "/ehr", &[JSON], b"").await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(b.unwrap()["ehr_id"]["value"], ehr.as_str());
+    let (s, _, _) = env.send("PUT", &format!("/ehr/{ehr}"), &[JSON], b"").await;
+    assert_eq!(s, StatusCode::CONFLICT);
 }
 
 #[tokio::test]

@@ -1,13 +1,15 @@
 //! The EHR endpoints beyond reading one (ITS-REST 1.0.3, EHR and EHR_STATUS):
 //!
-//! - `POST ehr` and `PUT ehr/{ehr_id}`: cophr does not create records over openEHR. A record
-//!   is created by `cophr init` under the patient's own key: it is the patient's, signed by
-//!   them, and a node creating one for someone else would have to make (and hold) a key
-//!   that is not its own. So an EHR that exists already for the subject (the body's
-//!   EHR_STATUS `subject`, in namespace `cophr`; without one, the identity's own record)
-//!   or the `ehr_id` is answered as ITS-REST answers it, 409 with the existing `ehr_id`
-//!   (in the body, `ETag` and `Location`); any other is refused with 403 (`ehr_not_created`),
-//!   saying why.
+//! - `POST ehr` and `PUT ehr/{ehr_id}`: a node creates one EHR only, its own identity's
+//!   record (as `cophr record create` or `POST /api/v1/records` do): the record is the
+//!   patient's, its genesis signed with their key, which a patient's node holds. So a
+//!   request naming no subject, or the identity itself (the body's EHR_STATUS `subject` in
+//!   namespace `cophr`, or the `ehr_id` derived from it), creates that record when this
+//!   node holds none yet: 201 with the EHR (`ETag` its id, `Location` its URL). An EHR that
+//!   exists already for the subject or the `ehr_id` is answered as ITS-REST answers it,
+//!   409 with the existing `ehr_id` (in the body, `ETag` and `Location`); any other subject
+//!   is refused with 403 (`ehr_not_created`), saying why: a node creating a record for
+//!   someone else would have to make (and hold) a key that is not its own.
 //! - `PUT ehr/{ehr_id}/ehr_status` with `If-Match`: the EHR_STATUS is derived from the
 //!   record, not stored, so it has one version and cannot change: `is_queryable` is always
 //!   true (every record the identity has access to is queried, as far as its grants let it
@@ -43,9 +45,10 @@ use crate::http::AppState;
 /// (an EHR_STATUS), in bytes.
 pub const MAX_EHR_STATUS_BYTES: usize = 16 * 1024;
 
-/// Why cophr creates no EHR over openEHR (the 403's message).
-const NOT_CREATED: &str = "cophr creates a record (and its EHR) with `cophr init` under the \
-     patient's own key; the openEHR API does not create records for anyone else";
+/// Why cophr creates no EHR for another subject over openEHR (the 403's message).
+const NOT_CREATED: &str = "a node creates only its own identity's record (and its EHR), \
+     signed with that identity's key; a record for anyone else is created on their own node \
+     (`cophr init`)";
 
 /// The body of an EHR request: empty, or a JSON EHR_STATUS of at most
 /// [`MAX_EHR_STATUS_BYTES`].
@@ -164,16 +167,75 @@ async fn create_at(st: AppState, ehr_id: Option<String>, req: Request) -> Respon
         Ok((_, s)) => s,
         Err(e) => return e.into_response(),
     };
+    let me = st.actor();
+    // Whether the request names this node's own identity (or no one).
+    let own = ehr_id
+        .as_deref()
+        .is_none_or(|id| id.trim() == openehr::ehr_id(&me))
+        && status
+            .as_ref()
+            .and_then(subject_of)
+            .is_none_or(|(id, ns)| ns == openehr::SUBJECT_NAMESPACE && id == me.to_string());
     let out = st
-        .blocking(move |st| Ok(existing(st, ehr_id.as_deref(), status.as_ref())))
+        .blocking(move |st| {
+            Ok((|| -> Result<Made, OeError> {
+                if let Some(record) = existing(st, ehr_id.as_deref(), status.as_ref())? {
+                    return Ok(Made::Exists(record));
+                }
+                if !own || st.store().holds(&me)? {
+                    return Ok(Made::Refused);
+                }
+                st.store().create_record(
+                    st.keypair(),
+                    st.profile().clone(),
+                    st.now(),
+                    st.device().map(str::to_owned),
+                )?;
+                Ok(Made::Created(ehr_read_created(st, me)))
+            })())
+        })
         .await;
     match out.map_err(OeError::from).and_then(|x| x) {
-        Ok(Some(record)) => conflict(&record),
-        Ok(None) => {
+        Ok(Made::Exists(record)) => conflict(&record),
+        Ok(Made::Refused) => {
             OeError::new(StatusCode::FORBIDDEN, "ehr_not_created", NOT_CREATED).into_response()
+        }
+        Ok(Made::Created(body)) => {
+            st.changed(me).await;
+            created(&me, body)
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// What an EHR creation request came to.
+enum Made {
+    /// The EHR exists already (409).
+    Exists(RecordId),
+    /// Not this node's own identity, or its record exists under another id (403).
+    Refused,
+    /// Created: the EHR's JSON (201).
+    Created(JsonValue),
+}
+
+/// The EHR just created: its JSON, as `GET ehr/{ehr_id}` reads it (audited), or, if that
+/// read fails, its id alone.
+fn ehr_read_created(st: &AppState, record: RecordId) -> JsonValue {
+    super::ehr_read(st, record, false)
+        .unwrap_or_else(|_| json!({"ehr_id": {"value": openehr::ehr_id(&record)}}))
+}
+
+/// `201`: the EHR created, with its id in `ETag` and its URL in `Location`.
+fn created(record: &RecordId, body: JsonValue) -> Response {
+    let id = openehr::ehr_id(record);
+    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
+    if let Some(t) = etag(&id) {
+        resp.headers_mut().insert(header::ETAG, t);
+    }
+    if let Ok(l) = HeaderValue::from_str(&format!("{BASE}/ehr/{id}")) {
+        resp.headers_mut().insert(header::LOCATION, l);
+    }
+    resp
 }
 
 /// `POST ehr`.

@@ -410,7 +410,11 @@ fn created_time(r: &Record) -> String {
 }
 
 /// Reads a record's EHR (or its status) as one audited read.
-fn ehr_read(st: &AppState, record: RecordId, status: bool) -> Result<JsonValue, OeError> {
+pub(super) fn ehr_read(
+    st: &AppState,
+    record: RecordId,
+    status: bool,
+) -> Result<JsonValue, OeError> {
     st.read(st.now(), |rd| {
         rd.record(&record, |r, seen| {
             seen.detail(if status {
