@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cli_support::node::{eventually, Node};
-use cli_support::Person;
+use cli_support::{setting, Person};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde_json::{json, Value};
@@ -32,17 +32,6 @@ const DEFAULT_KILLS: u64 = 4;
 const DEFAULT_SEED: u64 = 0x00C0_FFEE_0000_1000;
 const VERIFY_EVERY: u64 = 25;
 const HTTP_WRITERS: usize = 3;
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .map(|s| {
-            s.trim()
-                .parse()
-                .unwrap_or_else(|e| panic!("{name}={s:?}: {e}"))
-        })
-        .unwrap_or(default)
-}
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()

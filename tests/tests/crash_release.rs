@@ -24,24 +24,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use cli_support::node::{eventually, Node};
-use cli_support::{cophr_bin, Person};
+use cli_support::{cophr_bin, setting, Person};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde_json::Value;
 
 const DEFAULT_KILLS: u64 = 3;
 const DEFAULT_SEED: u64 = 0x00C0_FFEE_0000_2000;
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .map(|s| {
-            s.trim()
-                .parse()
-                .unwrap_or_else(|e| panic!("{name}={s:?}: {e}"))
-        })
-        .unwrap_or(default)
-}
 
 /// The records a person's store (or node) holds: record id → entries.
 fn records(p: &Person) -> std::collections::BTreeMap<String, u64> {

@@ -18,6 +18,19 @@ pub mod api;
 pub mod node;
 pub mod search;
 
+/// A number from the environment variable `name` (a campaign's size or seed), or `default`;
+/// a value that is not a number fails the test, naming it.
+pub fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|s| {
+            s.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{name}={s:?}: {e}"))
+        })
+        .unwrap_or(default)
+}
+
 /// The `cophr` binary built next to this test's target directory.
 pub fn cophr_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");

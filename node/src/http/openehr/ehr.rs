@@ -38,7 +38,7 @@ use cophr_protocol::RecordId;
 use serde_json::{json, Value as JsonValue};
 
 use super::super::api::{format_time, parse_time};
-use super::{clip, etag, find_ehr, OeError, BASE};
+use super::{clip, etag, find_ehr, is_json, OeError, BASE};
 use crate::http::AppState;
 
 /// The largest body `POST ehr`, `PUT ehr/{ehr_id}` or `PUT ehr/{ehr_id}/ehr_status` takes
@@ -63,16 +63,7 @@ async fn status_body(req: Request) -> Result<(HeaderMap, Option<JsonValue>), OeE
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok((parts.headers, None));
     }
-    let json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| {
-            let m = m.trim().to_ascii_lowercase();
-            m == "application/json" || m.ends_with("+json")
-        });
-    if !json {
+    if !is_json(&parts.headers) {
         return Err(OeError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

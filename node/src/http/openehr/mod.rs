@@ -918,22 +918,25 @@ impl Incoming {
     }
 }
 
-/// The composition in a request's body (JSON, at most
-/// [`openehr::MAX_COMPOSITION_BYTES`]), parsed.
-async fn composition_in(req: Request) -> Result<(HeaderMap, Incoming, Format), OeError> {
-    let (parts, body) = req.into_parts();
-    let flat_in = format_of(&parts.uri, &parts.headers, header::CONTENT_TYPE);
-    let flat_out = format_of(&parts.uri, &parts.headers, header::ACCEPT);
-    let json = parts
-        .headers
+/// Whether a request's `Content-Type` is JSON (`application/json` or any `+json` type).
+pub(super) fn is_json(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|m| {
             let m = m.trim().to_ascii_lowercase();
             m == "application/json" || m.ends_with("+json")
-        });
-    if !json {
+        })
+}
+
+/// The composition in a request's body (JSON, at most
+/// [`openehr::MAX_COMPOSITION_BYTES`]), parsed.
+async fn composition_in(req: Request) -> Result<(HeaderMap, Incoming, Format), OeError> {
+    let (parts, body) = req.into_parts();
+    let flat_in = format_of(&parts.uri, &parts.headers, header::CONTENT_TYPE);
+    let flat_out = format_of(&parts.uri, &parts.headers, header::ACCEPT);
+    if !is_json(&parts.headers) {
         return Err(OeError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
