@@ -471,6 +471,7 @@ async fn hostile_pushes_are_refused_and_store_nothing() {
             .map(serde_bytes::ByteBuf::from)
             .collect(),
         invitation: None,
+        host: false,
     };
     let my_grant = base.grants_of(&mallory.actor())[0];
     // 1. A write beyond her level (escalation), signed properly.
@@ -822,6 +823,7 @@ async fn forks_are_kept_as_proof_and_reported() {
         ),
         entries: vec![serde_bytes::ByteBuf::from(e.signed().bytes().to_vec())],
         invitation: None,
+        host: false,
     };
     let first = nurse_node
         .handle

@@ -546,6 +546,7 @@ async fn malformed_bytes_on_the_sync_stream_are_answered_or_dropped_and_store_no
                 proof: mary_proof(3),
                 entries: vec![serde_bytes::ByteBuf::from(widen(&entry_bytes))],
                 invitation: None,
+                host: false,
             }),
         ),
         (
@@ -557,6 +558,7 @@ async fn malformed_bytes_on_the_sync_stream_are_answered_or_dropped_and_store_no
                     serde_bytes::ByteBuf::from(Vec::new()),
                 ],
                 invitation: None,
+                host: false,
             }),
         ),
         (

@@ -235,6 +235,7 @@ fn a_push_naming_documents_not_held_asks_for_them() {
                 .map(|v| serde_bytes::ByteBuf::from(v.signed().bytes().to_vec()))
                 .collect(),
             invitation: None,
+            host: false,
         })
         .1
     };
@@ -303,6 +304,7 @@ fn push_to(
             .map(|v| serde_bytes::ByteBuf::from(v.signed().bytes().to_vec()))
             .collect(),
         invitation: None,
+        host: false,
     };
     server.handle(store, &peer, request, f.now).0
 }

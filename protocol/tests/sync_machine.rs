@@ -483,3 +483,122 @@ fn a_pull_brings_the_administrative_stream_that_changed_since_the_digests() {
     assert_eq!(stored, Ok(3), "the grant and both readings");
     let _ = pharmacist;
 }
+
+/// A host released George's record (he moved it away) while a push of his was still on
+/// its way: the push, and any later one that does not ask the host to host the record,
+/// is refused and re-creates nothing; a patient who asks the host to host the record
+/// again (`SessionConfig::host`, then `Request::Host`) is taken as any patient is.
+#[test]
+fn a_released_record_is_taken_again_only_when_its_patient_asks_the_host_to_host_it() {
+    use cophr_protocol::sync::{Proof, Request, Response};
+    let (mut f, _) = george();
+    let record = f.record.id();
+    let server = Server::new(b"server".to_vec(), HostPolicy::default());
+    let mut host = MemStore::new(key(7, "host"));
+    let mut mine = store_of(&f, "laptop");
+    let mut nonce = nonces();
+    let (r, _) = run_session(
+        &mut session(&f.patient, record, true),
+        &mut mine,
+        &peer("client"),
+        &server,
+        &mut host,
+        NOW,
+        nonces(),
+    );
+    r.unwrap();
+    assert!(host.holds(&record).unwrap());
+
+    // George writes; his node's push of it is made, then the move's release overtakes it.
+    let g = f.patient.clone();
+    let new = f
+        .create(&g, Category::VitalSigns, bp(150, 95))
+        .expect("a new reading");
+    let entry = f.record.get(&new).expect("held").clone();
+    mine.write(entry.clone()).unwrap();
+    let in_flight = Request::Push {
+        proof: Proof::new(&g, record, b"client", b"server", nonce(), NOW + 10),
+        entries: vec![serde_bytes::ByteBuf::from(entry.signed().bytes().to_vec())],
+        invitation: None,
+        host: false,
+    };
+    let release = Request::Release {
+        proof: Proof::new(&g, record, b"client", b"server", nonce(), NOW + 20),
+    };
+    let (answer, _) = server.handle(&mut host, &peer("client"), release, NOW + 20);
+    assert!(matches!(answer, Response::Ack), "{answer:?}");
+    assert!(!host.holds(&record).unwrap());
+    let (answer, _) = server.handle(&mut host, &peer("client"), in_flight, NOW + 30);
+    assert!(
+        matches!(
+            answer,
+            Response::Refused {
+                code: Refusal::Released,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    assert!(!host.holds(&record).unwrap(), "the push re-created nothing");
+
+    // A sync that pushes back what the host lacks (a node still taking it for home) is
+    // refused too.
+    let (r, _) = run_session(
+        &mut session(&f.patient, record, true),
+        &mut mine,
+        &peer("client"),
+        &server,
+        &mut host,
+        NOW + 40,
+        nonces(),
+    );
+    assert!(
+        matches!(
+            r,
+            Err(SyncError::Refused {
+                code: Refusal::Released,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(!host.holds(&record).unwrap());
+
+    // George asks the host to host his record again: it takes the whole record, and once
+    // it is home again the release is forgotten.
+    let mut cfg = SessionConfig::new(record, b"client".to_vec(), b"server".to_vec());
+    cfg.push = true;
+    cfg.host = true;
+    let (r, _) = run_session(
+        &mut ClientSession::new(g.clone(), cfg),
+        &mut mine,
+        &peer("client"),
+        &server,
+        &mut host,
+        NOW + 50,
+        nonces(),
+    );
+    assert_eq!(r.unwrap().pushed, f.record.len());
+    assert_eq!(host.record(&record).unwrap().len(), f.record.len());
+    assert!(host.released(&record).unwrap());
+    let pointer = cophr_protocol::home::HomePointer {
+        record,
+        host: b"server".to_vec(),
+        addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+        seq: 3,
+        time: NOW + 60,
+        heads: Vec::new(),
+    }
+    .sign(&g);
+    let (answer, _) = server.handle(
+        &mut host,
+        &peer("client"),
+        Request::Host {
+            proof: Proof::new(&g, record, b"client", b"server", nonce(), NOW + 60),
+            pointer: serde_bytes::ByteBuf::from(pointer.encode()),
+        },
+        NOW + 60,
+    );
+    assert!(!matches!(answer, Response::Refused { .. }), "{answer:?}");
+    assert!(!host.released(&record).unwrap());
+}

@@ -250,6 +250,34 @@ fn timeline(base: &str, token: &str, record: &str) -> u16 {
     .0
 }
 
+/// Sends only the headers of a document upload of `len` bytes that waits for
+/// `100 Continue`, and returns the status line of the node's first answer.
+fn first_answer_when_expecting_continue(
+    base: &str,
+    token: &str,
+    record: &str,
+    len: usize,
+) -> String {
+    use std::io::{BufRead, BufReader};
+    let host = base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(host).expect("connect to the node");
+    // A guard against a hang, not an ordering: the node answers at once or the test fails.
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("a read timeout");
+    write!(
+        conn,
+        "POST /api/v1/records/{record}/documents?title=Scan HTTP/1.1\r\nHost: {host}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/pdf\r\n\
+         Content-Length: {len}\r\nExpect: 100-continue\r\n\r\n"
+    )
+    .expect("send the headers");
+    let mut line = String::new();
+    BufReader::new(conn)
+        .read_line(&mut line)
+        .expect("the node answers");
+    line.trim_end().to_owned()
+}
+
 fn log_of(home: &Path) -> String {
     std::fs::read_to_string(home.join("node.log")).unwrap_or_default()
 }
@@ -305,6 +333,13 @@ fn with_the_reserve_a_full_disk_refuses_writes_cleanly_reads_go_on_and_writes_re
         resp.status().as_u16(),
         507,
         "a document on the full disk: {body}"
+    );
+
+    // A client that waits for `100 Continue` (as curl does for a large body) is answered
+    // 507 without being asked for a byte of its file.
+    assert_eq!(
+        first_answer_when_expecting_continue(&base, &token, &record, 300_000),
+        "HTTP/1.1 507 Insufficient Storage"
     );
 
     // Space returns: writes are taken again, without a restart.

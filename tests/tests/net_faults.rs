@@ -249,6 +249,7 @@ async fn a_hostile_peer_gets_nothing_and_stores_nothing_on_a_real_host() {
                     proof: p,
                     entries: vec![serde_bytes::ByteBuf::from(e.bytes().to_vec())],
                     invitation: None,
+                    host: false,
                 },
             )
             .await
@@ -267,6 +268,7 @@ async fn a_hostile_peer_gets_nothing_and_stores_nothing_on_a_real_host() {
         proof: p,
         entries: vec![serde_bytes::ByteBuf::from(vec![0u8; 40 * 1024 * 1024])],
         invitation: None,
+        host: false,
     };
     let r = m.request(hp, vec![addr.clone()], huge).await;
     assert!(

@@ -134,7 +134,20 @@ pub async fn sync(
     record: RecordId,
     push: bool,
 ) -> Result<SyncReport, NetError> {
-    run_sync(handle, peer, addrs, record, push, None, None).await
+    let push = if push { Push::Back } else { Push::No };
+    run_sync(handle, peer, addrs, record, push, None).await
+}
+
+/// What a sync sends back to the peer.
+#[derive(Debug, Clone, Copy)]
+enum Push<'a> {
+    /// Nothing: it only pulls.
+    No,
+    /// What the peer lacks (to the record's home host).
+    Back,
+    /// The whole record, asking the peer to start hosting it, with the host's invitation
+    /// if it takes records by invitation only.
+    Host { invitation: Option<&'a str> },
 }
 
 /// [`sync`], presenting a host's invitation with the pushes, or guardians' approvals of
@@ -144,18 +157,20 @@ async fn run_sync(
     peer: PeerId,
     addrs: Vec<Multiaddr>,
     record: RecordId,
-    push: bool,
-    invitation: Option<&str>,
+    push: Push<'_>,
     recovery: Option<Recovery>,
 ) -> Result<SyncReport, NetError> {
     let store = handle.store().clone();
     let mut cfg = SessionConfig::new(record, handle.peer_id().to_bytes(), peer.to_bytes());
     cfg.attestations = handle.attestations();
-    cfg.push = push;
-    cfg.invitation = invitation.map(str::to_owned);
+    cfg.push = !matches!(push, Push::No);
+    if let Push::Host { invitation } = push {
+        cfg.host = true;
+        cfg.invitation = invitation.map(str::to_owned);
+    }
     cfg.recovery = recovery;
     cfg.membership = membership_to_present(&store, &record)?;
-    if push {
+    if cfg.push {
         cfg.audit_to_push = audit_to_push(&store, &record, &peer)?;
     }
     cfg.audit_have = audit_have(&store, &record, &handle.identity().actor())?;
@@ -695,8 +710,7 @@ pub async fn recover(
         peer,
         vec![host.clone()],
         record,
-        false,
-        None,
+        Push::No,
         Some(recovery.clone()),
     )
     .await
@@ -718,8 +732,7 @@ pub async fn recover(
         peer,
         vec![host.clone()],
         record,
-        true,
-        None,
+        Push::Back,
         Some(recovery),
     )
     .await?;
@@ -758,8 +771,7 @@ pub async fn host(
         peer,
         vec![host.clone()],
         record,
-        true,
-        invitation,
+        Push::Host { invitation },
         None,
     )
     .await?;

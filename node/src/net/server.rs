@@ -49,6 +49,19 @@ pub fn home_key(record: &RecordId) -> String {
     format!("home/{record}")
 }
 
+/// The key under which this host remembers that it released a record: a hash of the
+/// record's id, not the id, so that a host that released a record keeps nothing naming
+/// it (its patient's key is the id).
+fn released_key(record: &RecordId) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"cophr released record v1\0");
+    h.update(record.as_bytes());
+    format!("released/{}", h.finalize().to_hex())
+}
+
+/// The value of a released record's key.
+const RELEASED: &[u8] = b"released";
+
 /// The key under which an actor's encrypted key backup is kept (a host keeps one per
 /// actor; see `cophr_protocol::sync` and `docs/trust.md`).
 pub fn backup_key(actor: &ActorId) -> String {
@@ -138,6 +151,15 @@ impl SyncStore for Store {
 
     fn remove_record(&mut self, record: &RecordId) -> Result<(), StoreError> {
         Store::remove_record(self, record)
+    }
+
+    fn set_released(&mut self, record: &RecordId, released: bool) -> Result<(), StoreError> {
+        let value: &[u8] = if released { RELEASED } else { &[] };
+        self.set_meta(&released_key(record), value)
+    }
+
+    fn released(&self, record: &RecordId) -> Result<bool, StoreError> {
+        Ok(self.meta(&released_key(record))?.as_deref() == Some(RELEASED))
     }
 
     fn redeem_invitation(&mut self, code: &str, record: &RecordId) -> Result<bool, StoreError> {

@@ -58,6 +58,9 @@ pub struct SessionConfig {
     /// A host's invitation, sent with pushes (a host taking records by invitation reads
     /// it on the first push of a record it does not hold).
     pub invitation: Option<String>,
+    /// The pushes ask the peer to start hosting the record (the patient choosing a home
+    /// host): a host that released the record takes it again only from such pushes.
+    pub host: bool,
     /// Attestations of this identity, presented with every request (a grant or host may
     /// require an attested identity before the identity's profile is in the record).
     pub attestations: Vec<crate::trust::SignedAttestation>,
@@ -83,6 +86,7 @@ impl SessionConfig {
             audit_to_push: None,
             audit_have: Vec::new(),
             invitation: None,
+            host: false,
             attestations: Vec::new(),
             recovery: None,
             membership: Vec::new(),
@@ -312,6 +316,7 @@ impl ClientSession {
                         proof: self.proof(nonce, now),
                         entries,
                         invitation: self.cfg.invitation.clone(),
+                        host: self.cfg.host,
                     };
                 }
                 State::AuditPush => match self.cfg.audit_to_push.take() {

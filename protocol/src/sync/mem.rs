@@ -33,6 +33,8 @@ pub struct MemStore {
     documents: BTreeMap<crate::blob::BlobHash, Vec<u8>>,
     /// Keys every record here is unlocked with (sealed content opens as it arrives).
     readers: Vec<Keypair>,
+    /// Records released here at their patients' request and not hosted again since.
+    released: std::collections::BTreeSet<RecordId>,
 }
 
 impl MemStore {
@@ -50,6 +52,7 @@ impl MemStore {
             shares: BTreeMap::new(),
             documents: BTreeMap::new(),
             readers: Vec::new(),
+            released: std::collections::BTreeSet::new(),
         }
     }
 
@@ -285,6 +288,19 @@ impl SyncStore for MemStore {
     fn remove_record(&mut self, record: &RecordId) -> Result<(), Rejection> {
         self.forget(record);
         Ok(())
+    }
+
+    fn set_released(&mut self, record: &RecordId, released: bool) -> Result<(), Rejection> {
+        if released {
+            self.released.insert(*record);
+        } else {
+            self.released.remove(record);
+        }
+        Ok(())
+    }
+
+    fn released(&self, record: &RecordId) -> Result<bool, Rejection> {
+        Ok(self.released.contains(record))
     }
 
     fn redeem_invitation(&mut self, code: &str, record: &RecordId) -> Result<bool, Rejection> {

@@ -39,6 +39,11 @@ pub enum Request {
         /// records by invitation only (at most [`MAX_INVITATION_LEN`] bytes).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         invitation: Option<String>,
+        /// The patient asks the receiver to start hosting the record (the pushes of
+        /// `host`, before its [`Request::Host`]): only such a push re-creates a record
+        /// the receiver released ([`Refusal::Released`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        host: bool,
     },
     /// Something changed in a record the receiver replicates from the sender: pull when
     /// ready. Carries nothing else, so it reveals nothing.
@@ -339,6 +344,11 @@ pub enum Refusal {
     /// No such invitation, or the acceptance is forged, stale or malformed.
     #[error("invalid invitation")]
     InvitationInvalid,
+    /// The patient moved the record away and this node released it: a push of it is
+    /// taken again only when the patient asks this node to host it (a push still in
+    /// flight from before the move does not re-create it).
+    #[error("this host released the record; ask it to host the record again")]
+    Released,
 }
 
 /// Encodes a message.

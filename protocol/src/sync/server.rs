@@ -80,6 +80,14 @@ pub trait SyncStore {
     /// Deletes the record here (its patient moved it away).
     fn remove_record(&mut self, record: &RecordId) -> Result<(), Self::Error>;
 
+    /// Remembers (`true`) or forgets (`false`) that this node released `record` at its
+    /// patient's request. Kept durably, and without the record's id where it is stored
+    /// (a host that released a record keeps nothing that names it).
+    fn set_released(&mut self, record: &RecordId, released: bool) -> Result<(), Self::Error>;
+
+    /// Whether this node released `record` and was not asked to host it since.
+    fn released(&self, record: &RecordId) -> Result<bool, Self::Error>;
+
     /// What this node stores, for the host's quotas.
     fn usage(&self, record: &RecordId) -> Result<Usage, Self::Error>;
 
@@ -719,9 +727,10 @@ impl Server {
                 proof,
                 entries,
                 invitation,
+                host,
             } => {
                 let actor = self.check(&proof, peer, now)?;
-                self.push(store, &proof, actor, &entries, invitation, now)
+                self.push(store, &proof, actor, &entries, invitation, host, now)
             }
             Request::Host { proof, pointer } => {
                 let actor = self.check(&proof, peer, now)?;
@@ -739,6 +748,12 @@ impl Server {
                 store
                     .set_home(&proof.record, &pointer)
                     .map_err(failed::<S>)?;
+                // Hosted again: pushes of it are taken as from any patient.
+                if store.released(&proof.record).map_err(failed::<S>)? {
+                    store
+                        .set_released(&proof.record, false)
+                        .map_err(failed::<S>)?;
+                }
                 let answer = match self.identity {
                     Some(host) => Response::Hosting { host },
                     None => Response::Ack,
@@ -750,6 +765,13 @@ impl Server {
                 if actor != proof.record || !store.holds(&proof.record).map_err(failed::<S>)? {
                     return Err(Response::refused(Refusal::NoAccess).into());
                 }
+                // Remembered before the copy goes, so that a push of the record still in
+                // flight from before the move, arriving after this answer, does not
+                // re-create it here (a crash between the two leaves the record held and
+                // the release to be asked again).
+                store
+                    .set_released(&proof.record, true)
+                    .map_err(failed::<S>)?;
                 store.remove_record(&proof.record).map_err(failed::<S>)?;
                 Ok((Response::Ack, vec![Effect::Released(proof.record)]))
             }
@@ -957,8 +979,10 @@ impl Server {
     }
 
     /// Entries pushed to this node: a record it does not hold is taken only from its
-    /// patient and only as the host policy allows; everything is validated through the
-    /// one gate before it is stored.
+    /// patient, only as the host policy allows, and, when this node released it, only
+    /// when the patient asks it to `host` the record again; everything is validated
+    /// through the one gate before it is stored.
+    #[allow(clippy::too_many_arguments)]
     fn push<S: SyncStore>(
         &self,
         store: &mut S,
@@ -966,6 +990,7 @@ impl Server {
         actor: ActorId,
         entries: &[serde_bytes::ByteBuf],
         invitation: Option<String>,
+        host: bool,
         now: Timestamp,
     ) -> Result<(Response, Vec<Effect>), Stop> {
         let record = proof.record;
@@ -974,6 +999,8 @@ impl Server {
             self.viewer(store, proof, &actor, now)?;
         } else if actor != record {
             return Err(Response::refused(Refusal::NoAccess).into());
+        } else if !host && store.released(&record).map_err(failed::<S>)? {
+            return Err(Response::refused(Refusal::Released).into());
         } else {
             self.patient_attested(&record, entries, &proof.attestations, now)?;
         }

@@ -289,6 +289,7 @@ impl Sim {
                 proof,
                 entries,
                 invitation: None,
+                host: false,
             },
         );
     }

@@ -207,6 +207,14 @@ impl SyncStore for SimStore {
         self.mem.remove_record(record)
     }
 
+    fn set_released(&mut self, record: &RecordId, released: bool) -> Result<(), Rejection> {
+        self.mem.set_released(record, released)
+    }
+
+    fn released(&self, record: &RecordId) -> Result<bool, Rejection> {
+        self.mem.released(record)
+    }
+
     fn usage(&self, record: &RecordId) -> Result<Usage, Rejection> {
         self.mem.usage(record)
     }

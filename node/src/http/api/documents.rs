@@ -281,10 +281,28 @@ pub(crate) async fn receive(
     st: &AppState,
     body: Body,
     size: u64,
+    drain: Drain,
     declared: Option<String>,
 ) -> Result<Received, ApiError> {
     use cophr_protocol::schema::SNIFF_BYTES;
     use futures::StreamExt;
+    // Room for the sealed file on the disk, before a byte of it is read: a client that
+    // waits for `100 Continue` then never sends a file that cannot be kept.
+    let room = {
+        let store = st.store().clone();
+        st.blocking(move |_| {
+            store
+                .room_for(
+                    cophr_protocol::blob::sealed_len(size),
+                    crate::store::Room::Write,
+                )
+                .map_err(|e| ApiError::from(Upload::from(e)))
+        })
+        .await
+    };
+    if let Err(e) = room {
+        return Err(refused(body, drain, e).await);
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(UPLOAD_QUEUE);
     let store = st.store().clone();
     let import = tokio::task::spawn_blocking(move || {
@@ -308,10 +326,58 @@ pub(crate) async fn receive(
         }
     }
     drop(tx);
-    match import.await {
-        Ok(r) => Ok(r?),
+    let result = match import.await {
+        Ok(r) => r.map_err(ApiError::from),
         Err(e) => Err(ApiError::internal(format!("the upload failed: {e}"))),
+    };
+    if result.is_err() {
+        drain.read(chunks).await;
     }
+    result
+}
+
+/// The most of a refused upload's body the node still reads, and discards, before it
+/// answers (1 MiB). A client that sends its whole body before it reads the answer (one
+/// that does not wait for `100 Continue`) then gets the answer, not a broken pipe; a
+/// larger body is answered at once and its connection closed.
+pub const DRAIN_BYTES: u64 = 1 << 20;
+
+/// Whether what is left of a refused upload's body is read before the answer: only when
+/// the body is at most [`DRAIN_BYTES`] and the client sends it unasked. A client that
+/// waits for `100 Continue` is answered at once, never asked for its body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Drain(bool);
+
+impl Drain {
+    /// For an upload of `size` bytes with these request headers.
+    pub(crate) fn of(headers: &axum::http::HeaderMap, size: u64) -> Drain {
+        let waits = headers
+            .get(header::EXPECT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        Drain(!waits && size <= DRAIN_BYTES)
+    }
+
+    async fn read(self, mut chunks: axum::body::BodyDataStream) {
+        use futures::StreamExt;
+        if !self.0 {
+            return;
+        }
+        let mut read = 0u64;
+        while let Some(Ok(chunk)) = chunks.next().await {
+            read = read.saturating_add(chunk.len() as u64);
+            if read > DRAIN_BYTES {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads and discards what is left of a refused upload's `body`, as `drain` says, and
+/// returns `err`, the refusal.
+pub(crate) async fn refused(body: Body, drain: Drain, err: ApiError) -> ApiError {
+    drain.read(body.into_data_stream()).await;
+    err
 }
 
 /// Stores a document held in memory (a FHIR Binary's or attachment's decoded data), as
@@ -343,8 +409,8 @@ pub(super) async fn add_document(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let record = parse_record(&rid)?;
     let size = upload_size(&headers)?;
+    let drain = Drain::of(&headers, size);
     let category = Category::Documents;
     let mut fields = BTreeMap::new();
     fields.insert("title".to_owned(), cophr_protocol::Value::Text(q.title));
@@ -369,15 +435,24 @@ pub(super) async fn add_document(
         }
         .to_value(),
     );
-    schema::validate(&category, &cophr_protocol::Value::Map(check))
-        .map_err(|e| ApiError::unprocessable(format!("{category}: {e}")))?;
-    st.blocking(move |st| held(st, &record)).await?;
+    let checked = async {
+        let record = parse_record(&rid)?;
+        schema::validate(&category, &cophr_protocol::Value::Map(check))
+            .map_err(|e| ApiError::unprocessable(format!("{category}: {e}")))?;
+        st.blocking(move |st| held(st, &record)).await?;
+        Ok(record)
+    }
+    .await;
+    let record = match checked {
+        Ok(record) => record,
+        Err(e) => return Err(refused(body, drain, e).await),
+    };
 
     let Received {
         file,
         media_type: found,
         dicom,
-    } = receive(&st, body, size, q.media_type.clone())
+    } = receive(&st, body, size, drain, q.media_type.clone())
         .await
         .map_err(|e| {
             // The content against the `media-type` parameter: a rule the OpenAPI document

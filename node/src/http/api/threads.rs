@@ -162,17 +162,62 @@ pub(super) async fn attach(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    use cophr_protocol::blob::DocumentFile;
-    let record = parse_record(&rid)?;
-    let thread_id = parse_entry(&eid)?;
     let size = super::documents::upload_size(&headers)?;
+    let drain = super::documents::Drain::of(&headers, size);
+    let checked = attachable(&st, &rid, &eid, q.text, q.in_reply_to, size).await;
+    let (record, thread_id, mut fields) = match checked {
+        Ok(checked) => checked,
+        Err(e) => return Err(super::documents::refused(body, drain, e).await),
+    };
+    let crate::store::Received { file, .. } =
+        super::documents::receive(&st, body, size, drain, q.media_type).await?;
+    fields.insert("attachment".to_owned(), file.to_value());
+    let body = cophr_protocol::Value::Map(fields);
+    let summary = schema::summary(&Category::Messages, &body);
+    let id = st
+        .blocking(move |st| {
+            Ok(st.session().write(
+                &record,
+                Payload::Create {
+                    category: Category::Messages,
+                    body,
+                },
+                st.now(),
+            )?)
+        })
+        .await?;
+    st.changed(record).await;
+    Ok(created(json!({
+        "id": id,
+        "record": record,
+        "category": "messages",
+        "summary": summary,
+        "thread": thread_id,
+        "size": size,
+    })))
+}
+
+/// A message with a file attached, checked before a byte of the file is read: its
+/// fields (with a stand-in for the file), and the caller's place in the thread `eid` of
+/// the record `rid`. Returns the record, the thread and the message's fields.
+async fn attachable(
+    st: &AppState,
+    rid: &str,
+    eid: &str,
+    text: String,
+    in_reply_to: Option<String>,
+    size: u64,
+) -> Result<(RecordId, EntryId, BTreeMap<String, cophr_protocol::Value>), ApiError> {
+    use cophr_protocol::blob::DocumentFile;
+    let record = parse_record(rid)?;
+    let thread_id = parse_entry(eid)?;
     let mut fields = BTreeMap::new();
-    fields.insert("text".to_owned(), cophr_protocol::Value::Text(q.text));
+    fields.insert("text".to_owned(), cophr_protocol::Value::Text(text));
     fields.insert(
         thread::THREAD.to_owned(),
         cophr_protocol::Value::Text(thread_id.to_string()),
     );
-    if let Some(r) = q.in_reply_to {
+    if let Some(r) = in_reply_to {
         let reply = parse_entry(&r)?;
         fields.insert(
             "in-reply-to".to_owned(),
@@ -212,31 +257,5 @@ pub(super) async fn attach(
         Ok(())
     })
     .await?;
-
-    let crate::store::Received { file, .. } =
-        super::documents::receive(&st, body, size, q.media_type).await?;
-    fields.insert("attachment".to_owned(), file.to_value());
-    let body = cophr_protocol::Value::Map(fields);
-    let summary = schema::summary(&Category::Messages, &body);
-    let id = st
-        .blocking(move |st| {
-            Ok(st.session().write(
-                &record,
-                Payload::Create {
-                    category: Category::Messages,
-                    body,
-                },
-                st.now(),
-            )?)
-        })
-        .await?;
-    st.changed(record).await;
-    Ok(created(json!({
-        "id": id,
-        "record": record,
-        "category": "messages",
-        "summary": summary,
-        "thread": thread_id,
-        "size": size,
-    })))
+    Ok((record, thread_id, fields))
 }

@@ -613,13 +613,14 @@ pub(super) async fn create(st: AppState, req: Request) -> Result<Response, Outco
         return Ok(created(&base, &id, &media_type, now));
     }
     let size = documents::upload_size(req.headers())?;
+    let drain = documents::Drain::of(req.headers(), size);
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let r = documents::receive(&st, req.into_body(), size, declared(&content_type)).await?;
+    let r = documents::receive(&st, req.into_body(), size, drain, declared(&content_type)).await?;
     let media_type = r.media_type;
     let fields = file_fields(&r);
     let (id, now) = st
