@@ -2227,6 +2227,104 @@ fn an_extension_category_gets_a_form_generated_from_its_schema_and_is_offered_in
     assert!(shown.contains("left heel"), "{shown}");
 }
 
+/// Issue 17 in the browser: an extension defined by an openEHR template (the shipped OPT,
+/// `protocol/src/schema/examples/wound-assessment.opt`, read by `cophr schema define`) gets
+/// its form in the web app as one defined in JSON does: the template's value set, units,
+/// required fields and ranges. An entry written through the form is, to an openEHR client,
+/// a composition of that template: AQL `CONTAINS` on the template's archetype finds it, with
+/// the body site at its archetype path.
+#[test]
+fn an_extension_defined_by_an_openehr_template_gets_a_form_and_its_entries_are_its_compositions() {
+    require_browser();
+    let george = Person::new("George Jones", "patient", None);
+    george.ok(&["record", "create"]);
+    let opt = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../protocol/src/schema/examples/wound-assessment.opt");
+    let defined = george.ok(&["schema", "define", opt.to_str().expect("utf-8 path")]);
+    assert!(defined.contains("openEHR template"), "{defined}");
+    let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
+    let base = node.http().expect("the node's HTTP address");
+    let token = std::fs::read_to_string(george.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned();
+    let cat = "ext:openehr/wound-assessment";
+    let profile = tempfile::TempDir::new().expect("a browser profile directory");
+    let driver = Driver::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        sign_in(&c, &base, &token).await;
+        wait_text(&c, "#app-title", "My record").await;
+        click(&c, "#tab-add").await;
+        wait_for(&c, "#add-category")
+            .await
+            .select_by_value(cat)
+            .await
+            .expect("the template's extension is offered in the add form");
+        let form = wait_text(&c, "#add-fields", "Wound assessment details").await;
+        assert!(form.contains("Body site"), "{form}");
+        assert!(form.contains("Signs of infection"), "{form}");
+        // The template's value set (its at-codes' texts), its units, its required fields.
+        let codes = options(&c, "#f-wound-type").await;
+        for code in [
+            "Pressure ulcer",
+            "Venous leg ulcer",
+            "Surgical wound",
+            "Other",
+        ] {
+            assert!(codes.contains(&code.to_owned()), "{code}: {codes:?}");
+        }
+        assert_eq!(options(&c, "#f-length-unit").await, vec!["cm", "mm"]);
+        assert_eq!(
+            wait_for(&c, "#f-body-site")
+                .await
+                .attr("aria-required")
+                .await
+                .expect("attr"),
+            Some("true".into())
+        );
+        click(&c, "#add-form button[type=submit]").await;
+        wait_text(&c, "#error", "is required").await;
+        wait_for(&c, "#f-wound-type")
+            .await
+            .select_by_value("Surgical wound")
+            .await
+            .expect("a wound type");
+        type_into(&c, "#f-body-site", "left heel").await;
+        type_into(&c, "#f-length", "2.5").await;
+        type_into(&c, "#f-pressure-ulcer-category", "7").await;
+        click(&c, "#add-form button[type=submit]").await;
+        // The template's range (category 1 to 4), checked by the node's gate.
+        let err = wait_text(&c, "#error", "pressure-ulcer-category").await;
+        assert!(err.contains("1 to 4"), "{err}");
+        type_into(&c, "#f-pressure-ulcer-category", "2").await;
+        click(&c, "#add-form button[type=submit]").await;
+        wait_text(&c, "#status", "Added to Wound assessment").await;
+        wait_text(&c, ".entries", "left heel").await;
+        screenshot(
+            &c.screenshot().await.expect("a screenshot"),
+            "web-app-openehr-template.png",
+        );
+        c.close().await.expect("close the browser");
+        driver.session.lock().expect("the session slot").take();
+    });
+    drop(driver);
+    // An openEHR client finds the entry as a composition of the template.
+    let (status, rows) = cli_support::api::call(
+        &format!("{base}/openehr/v1/query/aql"),
+        &token,
+        Some(&json!({
+            "q": "SELECT o/data[at0001]/events[at0002]/data[at0003]/items[at0004]/value/value \
+                  FROM EHR e CONTAINS COMPOSITION c \
+                  CONTAINS OBSERVATION o[openEHR-EHR-OBSERVATION.exam.v1]"
+        })),
+    );
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(rows["rows"], json!([["left heel"]]), "{rows}");
+    drop(node);
+}
+
 /// Issue 19 in the browser: the home-care service's administrator adds a nurse in the web
 /// app's Staff tab and hands over her proof of membership (shown in the page); the nurse's
 /// node uses it (in her own web app), joins George's record under the service's one grant
