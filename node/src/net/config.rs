@@ -17,6 +17,10 @@ pub struct NetConfig {
     pub max_connections: u32,
     /// Most established connections per peer.
     pub max_connections_per_peer: u32,
+    /// Most established inbound connections from one IP address (an IPv6 /64), so that
+    /// one machine's fresh peer ids cannot take every place ([`super::per_ip`]). A clinic
+    /// whose staff's nodes all reach a host through one NAT address may need more.
+    pub max_connections_per_ip: u32,
     /// Most connections being set up at once.
     pub max_pending: u32,
     /// How long a request may take before it fails.
@@ -72,6 +76,7 @@ impl Default for NetConfig {
             bootstrap: Vec::new(),
             max_connections: 256,
             max_connections_per_peer: 4,
+            max_connections_per_ip: 32,
             max_pending: 64,
             request_timeout: Duration::from_secs(30),
             requests_per_minute: 600,

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod config;
 pub mod meter;
+pub mod per_ip;
 pub mod server;
 pub mod service;
 pub mod verify;
@@ -81,6 +82,8 @@ pub enum NetError {
 pub struct Behaviour {
     /// Connection limits (total, per peer, pending).
     pub limits: connection_limits::Behaviour,
+    /// Inbound connections per source address (one machine cannot take every place).
+    pub per_ip: per_ip::Behaviour,
     /// Identify: learn peers' listen addresses and protocols.
     pub identify: identify::Behaviour,
     /// Ping: keep connections alive, measure round trips.

@@ -523,6 +523,7 @@ fn build_swarm(key: identity::Keypair, config: &NetConfig) -> Result<Swarm<Behav
     let max_msg = config.max_message_bytes;
     let relay_server = config.relay_server;
     let timeout = config.request_timeout;
+    let (max_per_ip, max_pending) = (config.max_connections_per_ip, config.max_pending);
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
         .with_max_established_per_peer(Some(config.max_connections_per_peer))
@@ -554,6 +555,7 @@ fn build_swarm(key: identity::Keypair, config: &NetConfig) -> Result<Swarm<Behav
                 .set_response_size_maximum(max_msg);
             Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
+                per_ip: super::per_ip::Behaviour::new(max_per_ip, max_per_ip.min(max_pending / 4)),
                 identify: identify::Behaviour::new(identify::Config::new(
                     "/cophr/1".into(),
                     key.public(),
