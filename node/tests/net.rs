@@ -1319,6 +1319,76 @@ async fn a_move_away_from_an_offline_host_stays_pending_until_the_host_returns_a
     .await;
 }
 
+/// George moves away from a host that is offline (its release stays pending), then back to
+/// it before his node retried the release: the pending release is dropped, and a retry
+/// does not delete the copy on what is now his home again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_still_pending_never_reaches_a_host_the_record_moved_back_to() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let a_dir = tempfile::tempdir().unwrap();
+    let a = node_in("hostA11", a_dir.path(), &listen, Duration::from_secs(3600)).await;
+    let a_addr = a.listen_addrs().await.unwrap()[0].clone();
+    let b = node("hostB11").await;
+    let george = key(9, "George11");
+    let george_dir = tempfile::tempdir().unwrap();
+    // George's node retries nothing by itself here: the test calls the retry.
+    let george_node = node_in(
+        "George11",
+        george_dir.path(),
+        "/ip4/127.0.0.1/tcp/0",
+        Duration::from_secs(3600),
+    )
+    .await;
+    let rec = george.actor();
+    george_node
+        .store()
+        .create_record(
+            &george,
+            profile("George", "patient", None),
+            net::service::now_ms(),
+            None,
+        )
+        .unwrap();
+    client::host(&george_node, &a_addr, rec, None)
+        .await
+        .unwrap();
+    a.shutdown().await.unwrap();
+    drop(a);
+    let b_addr = addr(&b).await;
+    let moved = client::move_home(&george_node, &b_addr, rec, None)
+        .await
+        .unwrap();
+    assert!(!moved.released);
+    assert_eq!(
+        client::pending_releases(george_node.store()).unwrap(),
+        vec![(rec, a_addr.clone())]
+    );
+    // A comes back (still holding the record), and George moves home to it again.
+    let a = node_in("hostA11", a_dir.path(), &listen, Duration::from_secs(3600)).await;
+    assert!(a.store().holds(&rec).unwrap());
+    let moved = client::move_home(&george_node, &a_addr, rec, None)
+        .await
+        .unwrap();
+    assert!(moved.released, "B released the record");
+    assert!(!b.handle.store().holds(&rec).unwrap());
+    assert!(
+        client::pending_releases(george_node.store())
+            .unwrap()
+            .is_empty(),
+        "the release of A, now home again, is no longer pending"
+    );
+    client::retry_releases(&george_node).await.unwrap();
+    assert!(
+        a.store().holds(&rec).unwrap(),
+        "A, his home, keeps the record"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_refuses_records_its_admission_policy_does_not_take() {
     use cophr_protocol::sync::server::{Admission, HostPolicy};

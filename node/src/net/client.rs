@@ -921,6 +921,16 @@ pub struct Moved {
     pub released: bool,
 }
 
+/// Moves and retries of releases, one at a time in a node: a release retried while a move
+/// makes its host home again would delete the new home's copy.
+static MOVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Whether two addresses name the same peer (each ends in `/p2p/<peer id>`).
+fn same_host(a: &Multiaddr, b: &Multiaddr) -> bool {
+    let a = super::service::peer_of(a);
+    a.is_some() && a == super::service::peer_of(b)
+}
+
 /// The meta key of the releases still to be confirmed.
 const RELEASES: &str = "releases";
 /// Most pending releases remembered.
@@ -983,12 +993,19 @@ pub async fn release(
 /// Retries every pending release once; those confirmed are dropped from the list. Returns
 /// how many remain.
 pub async fn retry_releases(handle: &NodeHandle) -> Result<usize, NetError> {
+    let _one = MOVING.lock().await;
     let pending = pending_releases(handle.store())?;
     if pending.is_empty() {
         return Ok(0);
     }
     let mut confirmed = Vec::new();
     for (record, old) in pending {
+        // A host the record has since moved back to is its home, not a former host.
+        let home = handle.peer_book(&record)?.home;
+        if home.as_ref().is_some_and(|h| same_host(h, &old)) {
+            confirmed.push((record, old));
+            continue;
+        }
         if let Ok(true) = release(handle, &old, record).await {
             tracing::info!(%record, host = %old, "the former host deleted its copy");
             confirmed.push((record, old));
@@ -1011,6 +1028,15 @@ pub async fn move_home(
     record: RecordId,
     invitation: Option<&str>,
 ) -> Result<Moved, NetError> {
+    let _one = MOVING.lock().await;
+    // A release of `to` still pending from an earlier move away from it must not reach it
+    // once it is home again.
+    let mut pending = pending_releases(handle.store())?;
+    let before = pending.len();
+    pending.retain(|(r, a)| !(*r == record && same_host(a, to)));
+    if pending.len() != before {
+        set_pending_releases(handle.store(), &pending)?;
+    }
     let old = handle.peer_book(&record)?.home;
     host(handle, to, record, invitation).await?;
     let (peer, bare) = split(to)?;
