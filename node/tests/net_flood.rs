@@ -104,6 +104,26 @@ async fn flooder(target: Multiaddr, outcomes: Arc<Outcomes>) {
     }
 }
 
+/// Starts [`FLOODERS`] flooders against `target` and waits until each is served or
+/// refused; returns how many were served, and the flood (which holds its connections
+/// until aborted).
+async fn flood(target: &Multiaddr) -> (usize, Vec<tokio::task::JoinHandle<()>>) {
+    let outcomes = Arc::new(Outcomes::default());
+    let flood: Vec<_> = (0..FLOODERS)
+        .map(|_| tokio::spawn(flooder(target.clone(), outcomes.clone())))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while outcomes.settled() < FLOODERS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "every flooder to be served or refused: {} of {FLOODERS} so far",
+            outcomes.settled()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (outcomes.served.load(Ordering::SeqCst), flood)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_peer_ids_from_one_address_leaves_places_for_everyone_else() {
     let host = node(
@@ -130,20 +150,7 @@ async fn a_flood_of_peer_ids_from_one_address_leaves_places_for_everyone_else() 
     };
     let (target, other) = (on("/ip4/127.0.0.1/"), on("/ip6/::1/"));
 
-    let outcomes = Arc::new(Outcomes::default());
-    let flood: Vec<_> = (0..FLOODERS)
-        .map(|_| tokio::spawn(flooder(target.clone(), outcomes.clone())))
-        .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while outcomes.settled() < FLOODERS {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "every flooder to be served or refused: {} of {FLOODERS} so far",
-            outcomes.settled()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let served = outcomes.served.load(Ordering::SeqCst);
+    let (served, flood) = flood(&target).await;
     assert!(
         served <= PER_IP as usize,
         "one address holds {served} connections, more than its share of {PER_IP}"
@@ -181,6 +188,77 @@ async fn a_flood_of_peer_ids_from_one_address_leaves_places_for_everyone_else() 
         .store()
         .holds(&george.actor())
         .expect("the host's store"));
+    for f in flood {
+        f.abort();
+    }
+}
+
+/// A flood of fresh peer ids from many addresses (here one address with a per-address
+/// share as large as the node: libp2p's TCP transport cannot choose a dial's source) fills
+/// the open places, but not those kept for known peers (`reserved_connections`, here 6 of
+/// 24): the patient's node, which the host served before, reconnects and syncs her record
+/// while the flood holds every open place. Without the reserve she is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_many_addresses_leaves_the_reserved_places_to_peers_the_host_knows() {
+    const RESERVED: u32 = 6;
+    let host = node(
+        "Host2",
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("an address")],
+            sync_interval: Duration::from_secs(3600),
+            max_connections: PLACES,
+            max_connections_per_ip: 1000,
+            reserved_connections: RESERVED,
+            ..NetConfig::default()
+        },
+    )
+    .await;
+    let target = host.handle.listen_addrs().await.expect("addresses")[0].clone();
+    let laptop_config = || NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("an address")],
+        sync_interval: Duration::from_secs(3600),
+        ..NetConfig::default()
+    };
+    // George hosts his record there: the host has served his node.
+    let george = key(9, "George2");
+    let laptop = node("George2", laptop_config()).await;
+    laptop
+        .handle
+        .store()
+        .create_record(
+            &george,
+            profile("George", "patient", None),
+            net::service::now_ms(),
+            None,
+        )
+        .expect("a record");
+    client::host(&laptop.handle, &target, george.actor(), None)
+        .await
+        .expect("hosted");
+    // His node goes away (its connection with it).
+    laptop.handle.shutdown().await.expect("shut down");
+    drop(laptop);
+
+    let (served, flood) = flood(&target).await;
+    assert!(
+        served <= (PLACES - RESERVED) as usize,
+        "strangers hold {served} connections, more than the {} open places",
+        PLACES - RESERVED
+    );
+    assert!(served > 0);
+    // George's node is back (the same peer id), on a new connection: it pulls his record.
+    let laptop = node("George2", laptop_config()).await;
+    let host_peer = host.handle.peer_id();
+    let report = client::sync(
+        &laptop.handle,
+        host_peer,
+        vec![target.clone()],
+        george.actor(),
+        false,
+    )
+    .await
+    .expect("a known peer gets a reserved place despite the flood");
+    assert!(report.pulled > 0);
     for f in flood {
         f.abort();
     }

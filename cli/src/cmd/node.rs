@@ -45,6 +45,7 @@ const AFTER_HELP: &str = "The config file is TOML with the network settings (eve
   max_connections = 256
   max_connections_per_peer = 4
   max_connections_per_ip = 32   # inbound, from one IP address (an IPv6 /64)
+  reserved_connections = 64     # of max_connections, kept for peers this node knows
   max_pending = 64
   requests_per_minute = 600   # per peer
   max_message_bytes = 16777216

@@ -21,6 +21,11 @@ pub struct NetConfig {
     /// one machine's fresh peer ids cannot take every place ([`super::per_ip`]). A clinic
     /// whose staff's nodes all reach a host through one NAT address may need more.
     pub max_connections_per_ip: u32,
+    /// Of `max_connections`, the last places kept for peers this node knows (those it
+    /// dialled and those it answered with anything but a refusal), so that a flood of
+    /// fresh peer ids from many addresses leaves room for the record's own peers. At most
+    /// half of `max_connections` is kept: newcomers always have the other half.
+    pub reserved_connections: u32,
     /// Most connections being set up at once.
     pub max_pending: u32,
     /// How long a request may take before it fails.
@@ -77,6 +82,7 @@ impl Default for NetConfig {
             max_connections: 256,
             max_connections_per_peer: 4,
             max_connections_per_ip: 32,
+            reserved_connections: 64,
             max_pending: 64,
             request_timeout: Duration::from_secs(30),
             requests_per_minute: 600,

@@ -10,6 +10,13 @@
 //! (pending: at most that, and at most a quarter of [`super::NetConfig::max_pending`]).
 //! Connections that come through a relay are counted by peer only (their address is the
 //! relay's), as are outbound ones (this node chose to dial).
+//!
+//! A flood from many addresses could still fill every place. So the last
+//! [`super::NetConfig::reserved_connections`] places are kept for peers this node knows:
+//! those it dialled, and those it answered with anything but a refusal (a valid proof for a
+//! record held here), the most recent [`KNOWN_PEERS`] of them. A peer it never served (a
+//! fresh id) is refused once only the reserve is left; the patient's devices, her carers'
+//! nodes and her host, which synced before, still get in.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -59,11 +66,24 @@ pub struct Exceeded {
     limit: u32,
 }
 
+/// Peers remembered as known (the most recent).
+pub const KNOWN_PEERS: usize = 4096;
+
+/// The denial of an unknown peer when only the reserved places are left.
+#[derive(Debug, thiserror::Error)]
+#[error("only the places kept for known peers are left")]
+pub struct Reserved;
+
 /// Counts inbound connections by source and denies those beyond the limits.
 #[derive(Debug)]
 pub struct Behaviour {
     max_established: u32,
     max_pending: u32,
+    /// Established connections (both ways) beyond which only known peers get in.
+    open_places: u32,
+    total: std::collections::HashSet<ConnectionId>,
+    known: std::collections::HashSet<PeerId>,
+    known_order: std::collections::VecDeque<PeerId>,
     pending: HashMap<ConnectionId, Source>,
     established: HashMap<ConnectionId, Source>,
     pending_by: HashMap<Source, u32>,
@@ -72,16 +92,45 @@ pub struct Behaviour {
 
 impl Behaviour {
     /// At most `max_established` established and `max_pending` pending inbound
-    /// connections from any one source (each at least 1).
-    pub fn new(max_established: u32, max_pending: u32) -> Behaviour {
+    /// connections from any one source (each at least 1); of `max_connections` in all, the
+    /// last `reserved` (at most half) only for known peers.
+    pub fn new(
+        max_established: u32,
+        max_pending: u32,
+        max_connections: u32,
+        reserved: u32,
+    ) -> Behaviour {
         Behaviour {
             max_established: max_established.max(1),
             max_pending: max_pending.max(1),
+            // At most half the places are reserved: a newcomer (a patient's first
+            // hosting) always has the other half.
+            open_places: max_connections - reserved.min(max_connections / 2),
+            total: std::collections::HashSet::new(),
+            known: std::collections::HashSet::new(),
+            known_order: std::collections::VecDeque::new(),
             pending: HashMap::new(),
             established: HashMap::new(),
             pending_by: HashMap::new(),
             established_by: HashMap::new(),
         }
+    }
+
+    /// Remembers `peer` as known: it may use the reserved places.
+    pub fn know(&mut self, peer: PeerId) {
+        if self.known.insert(peer) {
+            self.known_order.push_back(peer);
+            if self.known_order.len() > KNOWN_PEERS {
+                if let Some(old) = self.known_order.pop_front() {
+                    self.known.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Whether `peer` is known.
+    pub fn knows(&self, peer: &PeerId) -> bool {
+        self.known.contains(peer)
     }
 
     /// Established inbound connections from `source` now.
@@ -144,12 +193,17 @@ impl NetworkBehaviour for Behaviour {
     fn handle_established_inbound_connection(
         &mut self,
         id: ConnectionId,
-        _peer: PeerId,
+        peer: PeerId,
         _local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.forget_pending(&id);
+        if self.total.len() as u32 >= self.open_places && !self.knows(&peer) {
+            tracing::debug!(%peer, "connection denied: only places kept for known peers are left");
+            return Err(ConnectionDenied::new(Reserved));
+        }
         let Some(source) = Source::of(remote) else {
+            self.total.insert(id);
             return Ok(dummy::ConnectionHandler);
         };
         let n = self.established_by.entry(source).or_default();
@@ -164,23 +218,28 @@ impl NetworkBehaviour for Behaviour {
         }
         *n += 1;
         self.established.insert(id, source);
+        self.total.insert(id);
         Ok(dummy::ConnectionHandler)
     }
 
     fn handle_established_outbound_connection(
         &mut self,
-        _id: ConnectionId,
-        _peer: PeerId,
+        id: ConnectionId,
+        peer: PeerId,
         _addr: &Multiaddr,
         _role: Endpoint,
         _port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        // This node chose to dial it.
+        self.know(peer);
+        self.total.insert(id);
         Ok(dummy::ConnectionHandler)
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         match event {
             FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. }) => {
+                self.total.remove(&connection_id);
                 if let Some(s) = self.established.remove(&connection_id) {
                     decrement(&mut self.established_by, &s);
                 }
@@ -247,7 +306,7 @@ mod tests {
 
     #[test]
     fn one_source_gets_at_most_its_share_and_its_places_come_back_when_closed() {
-        let mut b = Behaviour::new(2, 3);
+        let mut b = Behaviour::new(2, 3, 100, 10);
         let local = addr("/ip4/127.0.0.1/tcp/4001");
         let flood = addr("/ip4/192.0.2.7/tcp/5000");
         let other = addr("/ip4/192.0.2.8/tcp/5000");
@@ -314,6 +373,52 @@ mod tests {
         b.handle_established_inbound_connection(again, peer, &local, &flood)
             .expect("a place again");
         assert_eq!(b.established_from(&source), 2);
+    }
+
+    #[test]
+    fn the_last_places_are_kept_for_known_peers() {
+        let mut b = Behaviour::new(100, 100, 5, 2);
+        let local = addr("/ip4/127.0.0.1/tcp/4001");
+        let connect = |b: &mut Behaviour, peer: PeerId, from: &str| {
+            let id = ConnectionId::new_unchecked(rand_id());
+            let from = addr(from);
+            b.handle_pending_inbound_connection(id, &local, &from)?;
+            b.handle_established_inbound_connection(id, peer, &local, &from)
+                .map(|_| ())
+        };
+        // Three strangers from three addresses take the open places; a fourth is refused.
+        for i in 0..3 {
+            connect(&mut b, PeerId::random(), &format!("/ip4/192.0.2.{i}/tcp/1"))
+                .expect("an open place");
+        }
+        assert!(connect(&mut b, PeerId::random(), "/ip4/192.0.2.9/tcp/1").is_err());
+        // A peer this node served gets a reserved place, as does one it dials.
+        let patient = PeerId::random();
+        b.know(patient);
+        connect(&mut b, patient, "/ip4/198.51.100.1/tcp/1").expect("a reserved place");
+        let dialled = PeerId::random();
+        b.handle_established_outbound_connection(
+            ConnectionId::new_unchecked(rand_id()),
+            dialled,
+            &addr("/ip4/198.51.100.2/tcp/1"),
+            Endpoint::Dialer,
+            PortUse::Reuse,
+        )
+        .expect("outbound");
+        assert!(b.knows(&dialled));
+        assert_eq!(b.total.len(), 5);
+    }
+
+    #[test]
+    fn known_peers_are_bounded_by_the_most_recent() {
+        let mut b = Behaviour::new(1, 1, 1, 1);
+        let first = PeerId::random();
+        b.know(first);
+        for _ in 0..KNOWN_PEERS {
+            b.know(PeerId::random());
+        }
+        assert!(!b.knows(&first));
+        assert_eq!(b.known.len(), KNOWN_PEERS);
     }
 
     fn rand_id() -> usize {

@@ -524,6 +524,7 @@ fn build_swarm(key: identity::Keypair, config: &NetConfig) -> Result<Swarm<Behav
     let relay_server = config.relay_server;
     let timeout = config.request_timeout;
     let (max_per_ip, max_pending) = (config.max_connections_per_ip, config.max_pending);
+    let (max_connections, reserved) = (config.max_connections, config.reserved_connections);
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
         .with_max_established_per_peer(Some(config.max_connections_per_peer))
@@ -555,7 +556,12 @@ fn build_swarm(key: identity::Keypair, config: &NetConfig) -> Result<Swarm<Behav
                 .set_response_size_maximum(max_msg);
             Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
-                per_ip: super::per_ip::Behaviour::new(max_per_ip, max_per_ip.min(max_pending / 4)),
+                per_ip: super::per_ip::Behaviour::new(
+                    max_per_ip,
+                    max_per_ip.min(max_pending / 4),
+                    max_connections,
+                    reserved,
+                ),
                 identify: identify::Behaviour::new(identify::Config::new(
                     "/cophr/1".into(),
                     key.public(),
@@ -822,6 +828,11 @@ impl EventLoop {
     }
 
     fn on_answered(&mut self, a: Answered) {
+        // A peer answered with anything but a refusal proved a key with access here: it may
+        // use the places kept for known peers.
+        if !matches!(a.response, Response::Refused { .. }) {
+            self.swarm.behaviour_mut().per_ip.know(a.peer);
+        }
         let _ = self
             .swarm
             .behaviour_mut()
