@@ -152,6 +152,20 @@ fn state_at_time(c: &mut Criterion) {
             black_box(current(&past, &viewer).items.len())
         })
     });
+    // The same on one thread (`current` folds a large record on every core).
+    g.bench_function(format!("state_at_time_lean_{n}_one_thread"), |b| {
+        b.iter(|| {
+            let past = lean.at_time(mid);
+            black_box(
+                cophr_protocol::fold::current_on(&past, &viewer, 1)
+                    .items
+                    .len(),
+            )
+        })
+    });
+    g.bench_function(format!("at_time_lean_{n}"), |b| {
+        b.iter(|| black_box(lean.at_time(mid).len()))
+    });
     // One item (an amended one) without folding the whole record.
     let one = items[7 % items.len()];
     g.bench_function(format!("one_item_{n}"), |b| {

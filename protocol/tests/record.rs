@@ -1065,3 +1065,74 @@ fn stored_bytes_decode_only_as_their_own_id() {
         Some(cophr_protocol::entry::EntryError::WrongId)
     );
 }
+
+/// A record large enough to be folded on several threads (`fold::PARALLEL_FOLD_MIN`
+/// items) gives the same state on any number of them as on one, for the patient and for a
+/// grantee who sees one category: amended, deleted and annotated items, in two categories,
+/// and the same record lean (its entries decoded from bytes when read).
+#[test]
+fn a_large_record_folds_the_same_on_several_threads_as_on_one() {
+    use cophr_protocol::fold::{current_on, PARALLEL_FOLD_MIN};
+    let mut f = Fixture::new(41, "George");
+    let g = f.patient.clone();
+    let nurse = key(41, "Nurse");
+    f.grant(grant(
+        &nurse,
+        Level::View,
+        &[Category::VitalSigns],
+        false,
+        false,
+    ));
+    let mut items = Vec::new();
+    let mut i = 0usize;
+    while items.len() < PARALLEL_FOLD_MIN + 200 {
+        i += 1;
+        let payload = match i % 20 {
+            7 if !items.is_empty() => Payload::Amend {
+                target: items[(i * 7) % items.len()],
+                body: bp(130, 85),
+            },
+            13 if !items.is_empty() => Payload::Delete {
+                target: items[(i * 11) % items.len()],
+                reason: "entered in error".into(),
+            },
+            17 if !items.is_empty() => Payload::Annotate {
+                target: items[(i * 3) % items.len()],
+                text: "checked".into(),
+            },
+            n if n % 3 == 0 => Payload::Create {
+                category: Category::Medications,
+                body: text_body(&[("medication", "Metformin")]),
+            },
+            _ => Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(100 + (i % 60) as i64, 70),
+            },
+        };
+        let created = matches!(payload, Payload::Create { .. });
+        match f.write(&g, payload) {
+            Ok(v) if created => items.push(v.id()),
+            Ok(_) => {}
+            // A second delete of a deleted item, or an amend of one: refused, as it should be.
+            Err(_) => {}
+        }
+    }
+    let mut lean = f.record.clone();
+    lean.set_source(std::sync::Arc::new(cophr_protocol::testkit::MemSource::of(
+        f.record.entries(),
+    )));
+    for actor in [g.actor(), nurse.actor()] {
+        let v = f.record.viewer(&actor, f.now);
+        let one = current_on(&f.record, &v, 1);
+        assert!(!one.items.is_empty() && !one.deleted.is_empty());
+        for threads in [2, 3, 8] {
+            assert_eq!(current_on(&f.record, &v, threads), one, "{threads} threads");
+            assert_eq!(
+                current_on(&lean, &v, threads),
+                one,
+                "{threads} threads, lean"
+            );
+        }
+        assert_eq!(current(&f.record, &v), one);
+    }
+}
