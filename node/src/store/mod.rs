@@ -287,6 +287,9 @@ struct Inner {
     read_failures: std::sync::atomic::AtomicU64,
     /// Per record loaded: how many entries its snapshot on disk holds (`snapshots.rs`).
     snapshotted: Mutex<HashMap<RecordId, usize>>,
+    /// Records being removed: a derived file of one written meanwhile (a snapshot of a
+    /// copy loaded before) is deleted again (`snapshots.rs`, `write_derived`).
+    removing: Mutex<std::collections::HashSet<RecordId>>,
     /// How many entries a record's snapshot must lack before it is written again.
     snapshot_min_new: std::sync::atomic::AtomicUsize,
     /// Records loaded from a snapshot, and from the whole log.
@@ -658,6 +661,7 @@ impl Store {
             generation: std::sync::atomic::AtomicU64::new(0),
             read_failures: std::sync::atomic::AtomicU64::new(0),
             snapshotted: Mutex::new(HashMap::new()),
+            removing: Mutex::new(std::collections::HashSet::new()),
             snapshot_min_new: std::sync::atomic::AtomicUsize::new(SNAPSHOT_MIN_NEW),
             loads: Default::default(),
             uploads: Default::default(),
@@ -1767,6 +1771,16 @@ impl Store {
     /// audit events and fork proofs are dropped from the indexes, durably (a tombstone in
     /// the log). The bytes stay in the log file until it is compacted.
     pub fn remove_record(&self, record: &RecordId) -> Result<(), StoreError> {
+        // While it is removed, and until the index no longer holds it, a snapshot or other
+        // derived file written of a copy loaded before is deleted again by its writer.
+        struct Removing<'a>(&'a Store, RecordId);
+        impl Drop for Removing<'_> {
+            fn drop(&mut self) {
+                lock(&self.0.inner.removing).remove(&self.1);
+            }
+        }
+        lock(&self.inner.removing).insert(*record);
+        let _removing = Removing(self, *record);
         let docs: Vec<cophr_protocol::blob::BlobRef> =
             self.with_record(record, |r| r.documents().copied().collect())?;
         let h = self.handle(record)?;
@@ -3272,6 +3286,29 @@ mod lean_tests {
         let s = reopened(dir.path(), &g);
         assert_eq!(seen(&s, &g, &rec), want);
         assert_eq!(s.loads(), (0, 1));
+    }
+
+    /// A copy of a record loaded before the record was removed (one the cache let go of,
+    /// whose snapshot it writes) leaves no snapshot behind (found by the release crash
+    /// campaign: a released record's snapshot stayed on the former host's disk).
+    #[test]
+    fn a_snapshot_of_a_copy_loaded_before_a_removal_is_not_left_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _g, rec, _) = filled(dir.path(), 30);
+        s.set_snapshot_min_new(10);
+        let copy = s.with_record(&rec, Record::clone).unwrap();
+        s.remove_record(&rec).unwrap();
+        let file = dir.path().join("snapshots").join(rec.to_string());
+        assert!(!file.exists());
+        s.snapshot_if_grown(&copy);
+        assert!(
+            !file.exists(),
+            "the removed record's snapshot was written back"
+        );
+        // Being removed: the same.
+        lock(&s.inner.removing).insert(rec);
+        s.snapshot_if_grown(&copy);
+        assert!(!file.exists());
     }
 
     #[test]

@@ -84,6 +84,13 @@ impl Store {
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &path)?;
+        // Of a record being removed, or removed already (a copy loaded before, let go of
+        // by the cache, say): nothing of it stays on disk. A removal that begins after
+        // this check deletes the file itself.
+        if super::lock(&self.inner.removing).contains(id) || !self.holds(id)? {
+            std::fs::remove_file(&path)?;
+            super::lock(&self.inner.snapshotted).remove(id);
+        }
         std::fs::File::open(dir)?.sync_all()?;
         Ok(())
     }
@@ -146,8 +153,11 @@ impl Store {
         let bytes = r
             .snapshot()
             .map_err(|e| StoreError::Corrupt(format!("snapshot: {e}")))?;
-        self.write_derived(SNAPSHOTS, &r.id(), &bytes)?;
         super::lock(&self.inner.snapshotted).insert(r.id(), r.len());
+        if let Err(e) = self.write_derived(SNAPSHOTS, &r.id(), &bytes) {
+            super::lock(&self.inner.snapshotted).remove(&r.id());
+            return Err(e);
+        }
         tracing::debug!(record = %r.id(), entries = r.len(), bytes = bytes.len(), "snapshot written");
         Ok(())
     }
