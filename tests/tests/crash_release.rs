@@ -230,6 +230,14 @@ fn a_host_killed_while_it_releases_a_record_keeps_the_rest_and_finishes_the_rele
         );
         hosts[old].person.live_ok(&["verify"]);
         home = new;
+        if kill % 25 == 0 {
+            // Progress, for a campaign stopped before its end.
+            eprintln!(
+                "after kill {kill}: {acknowledged} releases acknowledged, {finished_later} \
+                 finished after the restart, {moves_failed} moves failed; 0 left behind, \
+                 0 lost, 0 corrupt"
+            );
+        }
     }
     eprintln!(
         "release crash campaign: seed {seed:#x}, {kills} kills of the releasing host: \
