@@ -866,7 +866,7 @@ async function renderCategories(panel) {
         const t = $('entries-title');
         if (t) t.focus();
       },
-    }, c.title || catTitle(c.name), ' ', h('span', { class: 'count' }, `(${c.count ?? 0})`)))));
+    }, catTitle(c.name), ' ', h('span', { class: 'count' }, `(${c.count ?? 0})`)))));
   panel.append(list);
   if (!state.category) return;
   const title = catTitle(state.category);

@@ -2302,6 +2302,9 @@ fn an_extension_defined_by_an_openehr_template_gets_a_form_and_its_entries_are_i
         click(&c, "#add-form button[type=submit]").await;
         wait_text(&c, "#status", "Added to Wound assessment").await;
         wait_text(&c, ".entries", "left heel").await;
+        // The record's categories name it by its title, not its id.
+        let chip = wait_text(&c, ".category-list", "Wound assessment (1)").await;
+        assert!(!chip.contains("ext:openehr"), "{chip}");
         screenshot(
             &c.screenshot().await.expect("a screenshot"),
             "web-app-openehr-template.png",
