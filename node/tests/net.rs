@@ -65,6 +65,28 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// An address on a port free now, to listen on again after a restart.
+fn fixed_listen() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("/ip4/127.0.0.1/tcp/{port}")
+}
+
+/// Creates George's record, `patient`'s, in `store`.
+fn create_on(store: &Store, patient: &Keypair) {
+    store
+        .create_record(
+            patient,
+            profile("George", "patient", None),
+            net::service::now_ms(),
+            None,
+        )
+        .unwrap();
+}
+
 /// Creates the patient's record on their node.
 fn create(n: &Node, patient: &Keypair) -> RecordId {
     n.handle
@@ -1239,12 +1261,7 @@ async fn node_in_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_away_from_an_offline_host_stays_pending_until_the_host_returns_and_deletes() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let listen = fixed_listen();
     let old_dir = tempfile::tempdir().unwrap();
     let old = node_in(
         "oldhost7",
@@ -1266,15 +1283,7 @@ async fn a_move_away_from_an_offline_host_stays_pending_until_the_host_returns_a
     )
     .await;
     let rec = george.actor();
-    george_node
-        .store()
-        .create_record(
-            &george,
-            profile("George", "patient", None),
-            net::service::now_ms(),
-            None,
-        )
-        .unwrap();
+    create_on(george_node.store(), &george);
     client::host(&george_node, &old_addr, rec, None)
         .await
         .unwrap();
@@ -1324,12 +1333,7 @@ async fn a_move_away_from_an_offline_host_stays_pending_until_the_host_returns_a
 /// does not delete the copy on what is now his home again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_still_pending_never_reaches_a_host_the_record_moved_back_to() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let listen = fixed_listen();
     let a_dir = tempfile::tempdir().unwrap();
     let a = node_in("hostA11", a_dir.path(), &listen, Duration::from_secs(3600)).await;
     let a_addr = a.listen_addrs().await.unwrap()[0].clone();
@@ -1345,15 +1349,7 @@ async fn a_release_still_pending_never_reaches_a_host_the_record_moved_back_to()
     )
     .await;
     let rec = george.actor();
-    george_node
-        .store()
-        .create_record(
-            &george,
-            profile("George", "patient", None),
-            net::service::now_ms(),
-            None,
-        )
-        .unwrap();
+    create_on(george_node.store(), &george);
     client::host(&george_node, &a_addr, rec, None)
         .await
         .unwrap();
@@ -1698,12 +1694,7 @@ fn relays(n: &Node, rec: &RecordId) -> Vec<ActorId> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_former_host_back_while_the_patient_is_offline_finds_the_move_and_deletes_its_copy() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let listen = fixed_listen();
     let old_dir = tempfile::tempdir().unwrap();
     let hour = Duration::from_secs(3600);
     let old = node_in("oldhost12", old_dir.path(), &listen, hour).await;

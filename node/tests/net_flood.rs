@@ -46,6 +46,19 @@ async fn node(name: &str, config: NetConfig) -> Node {
     Node { handle, _dir: dir }
 }
 
+/// Creates `patient`'s record on `n`.
+fn create(n: &Node, patient: &cophr_protocol::Keypair) {
+    n.handle
+        .store()
+        .create_record(
+            patient,
+            profile("George", "patient", None),
+            net::service::now_ms(),
+            None,
+        )
+        .expect("a record");
+}
+
 /// What became of the flooders' connections.
 #[derive(Default)]
 struct Outcomes {
@@ -169,16 +182,7 @@ async fn a_flood_of_peer_ids_from_one_address_leaves_places_for_everyone_else() 
         },
     )
     .await;
-    laptop
-        .handle
-        .store()
-        .create_record(
-            &george,
-            profile("George", "patient", None),
-            net::service::now_ms(),
-            None,
-        )
-        .expect("a record");
+    create(&laptop, &george);
     let report = client::host(&laptop.handle, &other, george.actor(), None)
         .await
         .expect("the patient connects and hosts her record despite the flood");
@@ -222,16 +226,7 @@ async fn a_flood_from_many_addresses_leaves_the_reserved_places_to_peers_the_hos
     // George hosts his record there: the host has served his node.
     let george = key(9, "George2");
     let laptop = node("George2", laptop_config()).await;
-    laptop
-        .handle
-        .store()
-        .create_record(
-            &george,
-            profile("George", "patient", None),
-            net::service::now_ms(),
-            None,
-        )
-        .expect("a record");
+    create(&laptop, &george);
     client::host(&laptop.handle, &target, george.actor(), None)
         .await
         .expect("hosted");

@@ -506,10 +506,7 @@ fn the_patient_uses_the_web_app_in_a_real_browser() {
         .trim_end_matches('/')
         .to_owned();
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
-    let token = std::fs::read_to_string(george.dir().join("api-token"))
-        .expect("the home's api-token")
-        .trim()
-        .to_owned();
+    let token = api_token(&george);
 
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let downloads = tempfile::TempDir::new().expect("a downloads directory");
@@ -619,10 +616,7 @@ fn a_clinician_sees_the_shared_records_and_works_within_their_access() {
 
     let node = Node::start(&nurse, &["--http", "127.0.0.1:0"]);
     let base = node.http().expect("the node's HTTP address");
-    let token = std::fs::read_to_string(nurse.dir().join("api-token"))
-        .expect("the home's api-token")
-        .trim()
-        .to_owned();
+    let token = api_token(&nurse);
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let driver = Driver::start();
     let rt = runtime();
@@ -747,10 +741,7 @@ fn a_clinician_searches_the_worklist_moves_with_the_keyboard_and_opens_a_record(
     }
     let node = Node::start(&gp, &["--http", "127.0.0.1:0"]);
     let base = node.http().expect("the node's HTTP address");
-    let token = std::fs::read_to_string(gp.dir().join("api-token"))
-        .expect("the home's api-token")
-        .trim()
-        .to_owned();
+    let token = api_token(&gp);
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let driver = Driver::start();
     let rt = runtime();
@@ -884,10 +875,7 @@ fn an_invitee_accepts_an_invitation_in_the_web_app_and_sees_the_record_once_conf
 
     let node = Node::start(&priya, &["--http", "127.0.0.1:0"]);
     let base = node.http().expect("the node's HTTP address");
-    let token = std::fs::read_to_string(priya.dir().join("api-token"))
-        .expect("the home's api-token")
-        .trim()
-        .to_owned();
+    let token = api_token(&priya);
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let driver = Driver::start();
     let rt = runtime();
@@ -954,10 +942,7 @@ fn an_emergency_summary_link_opens_in_a_fresh_browser_until_the_patient_ends_it(
         .expect("the node's HTTP address")
         .trim_end_matches('/')
         .to_owned();
-    let token = std::fs::read_to_string(george.dir().join("api-token"))
-        .expect("the home's api-token")
-        .trim()
-        .to_owned();
+    let token = api_token(&george);
     let patient_profile = tempfile::TempDir::new().expect("a browser profile directory");
     let clinician_profile = tempfile::TempDir::new().expect("a browser profile directory");
     let patient_driver = Driver::start();
@@ -1084,12 +1069,7 @@ fn the_patient_adds_a_device_and_names_a_guardian_who_approves_a_recovery_in_the
     george.live_ok(&["host", &host_node.addr()]);
     let mary_node = Node::start(&mary, &["--http", "127.0.0.1:0"]);
     let new_node = Node::start(&new_george, &["--http", "127.0.0.1:0"]);
-    let token_of = |p: &Person| {
-        std::fs::read_to_string(p.dir().join("api-token"))
-            .expect("the home's api-token")
-            .trim()
-            .to_owned()
-    };
+    let token_of = api_token;
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let driver = Driver::start();
     let rt = runtime();
@@ -1632,10 +1612,7 @@ fn the_patient_sees_vital_signs_lab_results_and_scores_as_accessible_trend_chart
         .expect("the node's HTTP address")
         .trim_end_matches('/')
         .to_owned();
-    let token = std::fs::read_to_string(george.dir().join("api-token"))
-        .expect("the home's api-token")
-        .trim()
-        .to_owned();
+    let token = api_token(&george);
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let driver = Driver::start();
     let rt = runtime();
@@ -1900,10 +1877,7 @@ fn the_notification_centre_counts_a_released_result_as_unread_until_read() {
     consultant.import(&first);
     let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
     let base = node.http().expect("the node's HTTP address");
-    let token = std::fs::read_to_string(george.dir().join("api-token"))
-        .expect("the home's api-token")
-        .trim()
-        .to_owned();
+    let token = api_token(&george);
     let driver = Driver::start();
     let profile = tempfile::TempDir::new().expect("a browser profile");
     runtime().block_on(async {
@@ -2034,10 +2008,7 @@ fn george_completes_an_assigned_phq9_in_the_web_app_and_sees_his_score_and_band(
     george.ok(&earlier);
     let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
     let base = node.http().expect("the node's HTTP address");
-    let token = std::fs::read_to_string(george.dir().join("api-token"))
-        .expect("the home's api-token")
-        .trim()
-        .to_owned();
+    let token = api_token(&george);
     let driver = Driver::start();
     let profile = tempfile::TempDir::new().expect("a browser profile");
     runtime().block_on(async {
@@ -2126,10 +2097,7 @@ fn an_extension_category_gets_a_form_generated_from_its_schema_and_is_offered_in
     george.ok(&["schema", "define", file.to_str().expect("utf-8 path")]);
     let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
     let base = node.http().expect("the node's HTTP address");
-    let token = std::fs::read_to_string(george.dir().join("api-token"))
-        .expect("the home's api-token")
-        .trim()
-        .to_owned();
+    let token = api_token(&george);
     let cat = "ext:uk.nhs.tissue-viability/wound-care";
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let driver = Driver::start();
@@ -2138,12 +2106,7 @@ fn an_extension_category_gets_a_form_generated_from_its_schema_and_is_offered_in
         let c = browser(&driver, profile.path()).await;
         sign_in(&c, &base, &token).await;
         wait_text(&c, "#app-title", "My record").await;
-        click(&c, "#tab-add").await;
-        wait_for(&c, "#add-category")
-            .await
-            .select_by_value(cat)
-            .await
-            .expect("the extension is offered in the add form");
+        add_form_for(&c, cat).await;
         let form = wait_text(
             &c,
             "#add-fields",
@@ -2244,10 +2207,7 @@ fn an_extension_defined_by_an_openehr_template_gets_a_form_and_its_entries_are_i
     assert!(defined.contains("openEHR template"), "{defined}");
     let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
     let base = node.http().expect("the node's HTTP address");
-    let token = std::fs::read_to_string(george.dir().join("api-token"))
-        .expect("the home's api-token")
-        .trim()
-        .to_owned();
+    let token = api_token(&george);
     let cat = "ext:openehr/wound-assessment";
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let driver = Driver::start();
@@ -2256,12 +2216,7 @@ fn an_extension_defined_by_an_openehr_template_gets_a_form_and_its_entries_are_i
         let c = browser(&driver, profile.path()).await;
         sign_in(&c, &base, &token).await;
         wait_text(&c, "#app-title", "My record").await;
-        click(&c, "#tab-add").await;
-        wait_for(&c, "#add-category")
-            .await
-            .select_by_value(cat)
-            .await
-            .expect("the template's extension is offered in the add form");
+        add_form_for(&c, cat).await;
         let form = wait_text(&c, "#add-fields", "Wound assessment details").await;
         assert!(form.contains("Body site"), "{form}");
         assert!(form.contains("Signs of infection"), "{form}");
@@ -2357,12 +2312,7 @@ fn an_organisation_administers_its_staff_in_the_web_app_and_the_patient_sees_the
     org.live_ok(&["record", "create"]);
     org.live_ok(&["follow", &george.actor, "--host", &host_node.addr()]);
     let jo_node = Node::start(&jo, &["--http", "127.0.0.1:0"]);
-    let token_of = |p: &Person| {
-        std::fs::read_to_string(p.dir().join("api-token"))
-            .expect("the home's api-token")
-            .trim()
-            .to_owned()
-    };
+    let token_of = api_token;
     let profile = tempfile::TempDir::new().expect("a browser profile directory");
     let driver = Driver::start();
     let rt = runtime();
@@ -2520,10 +2470,7 @@ fn the_patient_reads_and_answers_a_conversation_in_the_chat_view() {
     george.import(&second);
     let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
     let base = node.http().expect("the node's HTTP address");
-    let token = std::fs::read_to_string(george.dir().join("api-token"))
-        .expect("the home's api-token")
-        .trim()
-        .to_owned();
+    let token = api_token(&george);
     let driver = Driver::start();
     let profile = tempfile::TempDir::new().expect("a browser profile");
     runtime().block_on(async {
@@ -2663,10 +2610,7 @@ fn george_sees_and_changes_his_appointments_and_steps_the_task_he_owns_in_the_we
 
     let node = Node::start(&george, &["--http", "127.0.0.1:0"]);
     let base = node.http().expect("the node's HTTP address");
-    let token = std::fs::read_to_string(george.dir().join("api-token"))
-        .expect("the home's api-token")
-        .trim()
-        .to_owned();
+    let token = api_token(&george);
     let driver = Driver::start();
     let profile = tempfile::TempDir::new().expect("a browser profile");
     runtime().block_on(async {

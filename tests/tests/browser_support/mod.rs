@@ -354,3 +354,21 @@ pub async fn wait_chart(c: &Client, measure: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The API token in `p`'s home (`api-token`), for signing in to the web app.
+pub fn api_token(p: &crate::cli_support::Person) -> String {
+    std::fs::read_to_string(p.dir().join("api-token"))
+        .expect("the home's api-token")
+        .trim()
+        .to_owned()
+}
+
+/// Opens the web app's "Add an entry" tab with `category` chosen.
+pub async fn add_form_for(c: &Client, category: &str) {
+    click(c, "#tab-add").await;
+    wait_for(c, "#add-category")
+        .await
+        .select_by_value(category)
+        .await
+        .unwrap_or_else(|e| panic!("{category} is offered in the add form: {e}"));
+}
