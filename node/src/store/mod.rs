@@ -1693,6 +1693,8 @@ impl Store {
     /// Returns how many were new.
     pub fn keep_audit(&self, events: &[SignedAudit]) -> Result<usize, StoreError> {
         let mut fresh = Vec::new();
+        // Not while a compaction rebuilds the index (events held would seem new).
+        let guard = self.log();
         for a in events {
             let ev = &a.event;
             let k = key(
@@ -1710,6 +1712,7 @@ impl Store {
                 fresh.push(a);
             }
         }
+        drop(guard);
         let frames: Vec<(u8, &[u8])> = fresh.iter().map(|a| (KIND_AUDIT, a.bytes())).collect();
         for chunk in frames.chunks(1024) {
             self.persist(chunk)?;
@@ -1754,6 +1757,8 @@ impl Store {
     /// Node metadata (peer book, home pointers): a small key-value space in the index,
     /// written durably through the log.
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        // Not while a compaction rebuilds the index (it would seem unset).
+        let _log = self.log();
         Ok(self
             .inner
             .db

@@ -557,6 +557,8 @@ impl Store {
 
     /// The change marks: records written since their rows were last computed.
     fn worklist_marks(&self) -> Result<Vec<(RecordId, sled::IVec)>, StoreError> {
+        // Not while a compaction rebuilds the index.
+        let _log = self.log();
         let mut out = Vec::new();
         for kv in self.inner.db.scan_prefix([MARK]) {
             let (k, v) = kv?;
