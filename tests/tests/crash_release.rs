@@ -192,7 +192,9 @@ fn a_host_killed_while_it_releases_a_record_keeps_the_rest_and_finishes_the_rele
                 acknowledged += 1;
                 assert!(
                     !records(&hosts[old].person).contains_key(&george.actor),
-                    "kill {kill} (seed {seed:#x}): the old host acknowledged the release and still holds the record"
+                    "kill {kill} (seed {seed:#x}): the old host acknowledged the release and still holds the record; \
+                     its log since the restart:\n{}",
+                    hosts[old].node.log()
                 );
             }
             Some(false) => {
