@@ -100,6 +100,7 @@ enum Op {
     Push {
         who: u8,
         items: Vec<Item>,
+        host: bool,
     },
     Host {
         who: u8,
@@ -172,7 +173,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     limit,
                 }
             }
-            Op::Push { who, items } => Request::Push {
+            Op::Push { who, items, host } => Request::Push {
                 proof: proof(who, b"client"),
                 entries: items
                     .into_iter()
@@ -191,6 +192,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     })
                     .collect(),
                 invitation: None,
+                host,
             },
             Op::Host { who, pointer } => Request::Host {
                 proof: proof(who, b"client"),
