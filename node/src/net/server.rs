@@ -110,6 +110,14 @@ impl SyncStore for Store {
         Store::ingest(self, record, entries)
     }
 
+    fn ingest_held(
+        &mut self,
+        record: &RecordId,
+        entries: Vec<Verified>,
+    ) -> Result<Option<usize>, StoreError> {
+        Store::ingest_held(self, record, entries)
+    }
+
     fn audit_served(
         &mut self,
         record: &RecordId,

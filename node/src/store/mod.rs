@@ -290,6 +290,9 @@ struct Inner {
     /// Records being removed: a derived file of one written meanwhile (a snapshot of a
     /// copy loaded before) is deleted again (`snapshots.rs`, `write_derived`).
     removing: Mutex<std::collections::HashSet<RecordId>>,
+    /// Held while a record not held yet is started by [`Store::ingest`], so that two
+    /// first pushes of one record do not each start their own copy.
+    starting: Mutex<()>,
     /// How many entries a record's snapshot must lack before it is written again.
     snapshot_min_new: std::sync::atomic::AtomicUsize,
     /// Records loaded from a snapshot, and from the whole log.
@@ -662,6 +665,7 @@ impl Store {
             read_failures: std::sync::atomic::AtomicU64::new(0),
             snapshotted: Mutex::new(HashMap::new()),
             removing: Mutex::new(std::collections::HashSet::new()),
+            starting: Mutex::new(()),
             snapshot_min_new: std::sync::atomic::AtomicUsize::new(SNAPSHOT_MIN_NEW),
             loads: Default::default(),
             uploads: Default::default(),
@@ -843,6 +847,28 @@ impl Store {
         }
         let record = self.load(id)?;
         Ok(self.keep_loaded(*id, Arc::new(RwLock::new(record))))
+    }
+
+    /// Whether `id` was removed (or is being removed) since its handle was taken. A
+    /// removal writes its tombstone under the record's write lock: a writer that took the
+    /// handle before and the lock after must not write (its frames would follow the
+    /// tombstone in the log and bring the record back). Asked under the write lock.
+    fn removed_since(&self, id: &RecordId) -> Result<bool, StoreError> {
+        Ok(lock(&self.inner.removing).contains(id) || !self.holds(id)?)
+    }
+
+    /// The record's write lock, or [`StoreError::NotFound`] if it was removed since its
+    /// handle was taken ([`Store::removed_since`]).
+    fn write_lock<'a>(
+        &self,
+        id: &RecordId,
+        h: &'a RwLock<Record>,
+    ) -> Result<std::sync::RwLockWriteGuard<'a, Record>, StoreError> {
+        let r = h.write().unwrap_or_else(|p| p.into_inner());
+        if self.removed_since(id)? {
+            return Err(StoreError::NotFound(*id));
+        }
+        Ok(r)
     }
 
     /// Keeps a record just loaded (or created, or first received) in the cache of loaded
@@ -1288,6 +1314,11 @@ impl Store {
             .or_default()
             .clone();
         let mut tail = lock(&tail);
+        if frames.is_empty() && self.removed_since(record)? {
+            // Not after a removal's tombstone (which waits for this lock): nothing naming
+            // a removed record is written after it.
+            return Err(StoreError::NotFound(*record));
+        }
         let last = match *tail {
             Some(t) => t,
             None => self.last_own_audit(record)?,
@@ -1435,7 +1466,7 @@ impl Store {
         history: bool,
     ) -> Result<EntryId, StoreError> {
         let h = self.handle(record)?;
-        let mut r = h.write().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.write_lock(record, &h)?;
         let action = Action::for_payload(&payload);
         let detail = r.category_of_payload(&payload).map(|c| c.to_string());
         let all = self.prepare(&mut r, author, payload, now, device.clone(), history)?;
@@ -1457,7 +1488,7 @@ impl Store {
         device: Option<String>,
     ) -> Result<usize, StoreError> {
         let h = self.handle(record)?;
-        let mut r = h.write().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.write_lock(record, &h)?;
         if !r.unlocked_for(&author.actor()) {
             r.unlock(author);
         }
@@ -1542,7 +1573,7 @@ impl Store {
             });
         }
         let h = self.handle(record)?;
-        let mut r = h.write().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.write_lock(record, &h)?;
         if !r.unlocked_for(&author.actor()) {
             r.unlock(author);
         }
@@ -1588,15 +1619,71 @@ impl Store {
     /// refused, or writing fails, the record is reloaded from the log, which holds exactly
     /// what is durable. (Validating on a copy instead would copy the whole record, which
     /// costs seconds for a large one, on every batch.)
+    ///
+    /// A record not held is started (one at a time: two first pushes of a record make
+    /// one copy). One removed while this waited for its lock is not: that is
+    /// [`StoreError::NotFound`], with nothing stored.
     pub fn ingest(&self, record: &RecordId, entries: Vec<Verified>) -> Result<usize, StoreError> {
-        let (h, fresh) = match self.handle(record) {
-            Ok(h) => (h, false),
-            Err(StoreError::NotFound(_)) => {
-                (Arc::new(RwLock::new(self.fresh_record(*record))), true)
+        match self.ingest_as(record, entries, true)? {
+            Some(n) => Ok(n),
+            None => Err(StoreError::NotFound(*record)),
+        }
+    }
+
+    /// [`Store::ingest`] into a record held here: `None`, with nothing stored, if it is
+    /// not held, or was removed (released) before this took it for writing
+    /// ([`SyncStore::ingest_held`]).
+    pub fn ingest_held(
+        &self,
+        record: &RecordId,
+        entries: Vec<Verified>,
+    ) -> Result<Option<usize>, StoreError> {
+        self.ingest_as(record, entries, false)
+    }
+
+    fn ingest_as(
+        &self,
+        record: &RecordId,
+        entries: Vec<Verified>,
+        start: bool,
+    ) -> Result<Option<usize>, StoreError> {
+        let mut starting = None;
+        let h = match self.handle(record) {
+            Ok(h) => h,
+            Err(StoreError::NotFound(_)) if start => {
+                starting = Some(lock(&self.inner.starting));
+                match self.handle(record) {
+                    Ok(h) => {
+                        starting = None;
+                        h
+                    }
+                    Err(StoreError::NotFound(_)) => {
+                        Arc::new(RwLock::new(self.fresh_record(*record)))
+                    }
+                    Err(e) => return Err(e),
+                }
             }
+            Err(StoreError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
+        self.ingest_into(record, h, starting, entries)
+    }
+
+    /// [`Store::ingest_as`] into `h`, the record's handle as taken (a fresh record's when
+    /// `starting` holds the lock of starting records).
+    fn ingest_into(
+        &self,
+        record: &RecordId,
+        h: Arc<RwLock<Record>>,
+        starting: Option<MutexGuard<'_, ()>>,
+        entries: Vec<Verified>,
+    ) -> Result<Option<usize>, StoreError> {
+        let fresh = starting.is_some();
         let mut r = h.write().unwrap_or_else(|p| p.into_inner());
+        if !fresh && self.removed_since(record)? {
+            // Removed after its handle was taken: written to, it would come back.
+            return Ok(None);
+        }
         // The new entries themselves, kept to be written: a lean record lets record data
         // go once applied, and reads it back from the log, where these are not yet. So it
         // holds them in memory until they are written: a later entry's rules may read an
@@ -1648,7 +1735,8 @@ impl Store {
         if fresh && count > 0 {
             self.keep_loaded(*record, h);
         }
-        Ok(count)
+        drop(starting);
+        Ok(Some(count))
     }
 
     /// Verifies an export file completely, then stores what is new in it (entries and audit
@@ -1798,7 +1886,15 @@ impl Store {
         // Marked first: a crash from here on is finished by the next open's compaction.
         self.inner.db.insert(REMOVING, &[1u8][..])?;
         self.inner.db.flush()?;
+        // After any audit event of it being written (they check for a removal under this
+        // lock, so none follows the tombstone).
+        let tail = lock(&self.inner.audit_tail)
+            .entry(*record)
+            .or_default()
+            .clone();
+        let tail = lock(&tail);
         self.persist(&[(KIND_TOMBSTONE, record.as_bytes())])?;
+        drop(tail);
         let loaded = lock(&self.inner.records).remove(record);
         lock(&self.inner.audit_tail).remove(record);
         self.drop_snapshot(record)?;
@@ -2819,6 +2915,120 @@ mod tests {
             .with_record(&other.actor(), |r| r.contains(&later))
             .unwrap());
         assert!(s.verify().unwrap().is_ok());
+    }
+
+    /// George's record on his own store, `n` readings in, and the same on a host.
+    fn hosted(host: &Store, n: u64) -> (tempfile::TempDir, Store, Keypair, RecordId) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path());
+        let (g, rec) = george(&p);
+        for i in 0..n {
+            reading(&p, &rec, &g, (120 + i as i64, 80), 2_000 + i);
+        }
+        replicate(&p, host, &rec);
+        (dir, p, g, rec)
+    }
+
+    /// The release crash campaign's kill 83: a push checked while the record was held,
+    /// whose store waited for the record's lock while the release removed it, wrote its
+    /// entry after the tombstone, and the released record came back (listed again, and
+    /// George's key on the host's disk).
+    #[test]
+    fn a_write_that_waited_for_a_record_being_removed_does_not_bring_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let other = key(3, "Other");
+        let (_, kept) = moving_and_staying(&s, &other);
+        let (_phone, p, g, rec) = hosted(&s, 2);
+        let late = reading(&p, &rec, &g, (150, 95), 3_000);
+        let late = p
+            .with_record(&rec, |r| r.entries().find(|v| v.id() == late))
+            .unwrap()
+            .unwrap();
+        // The push took the record's handle, then the release removed the record.
+        let taken = s.handle(&rec).unwrap();
+        s.remove_record(&rec).unwrap();
+        assert_eq!(
+            s.ingest_into(&rec, taken.clone(), None, vec![late.clone()])
+                .unwrap(),
+            None,
+            "nothing is written to a record removed since its handle was taken"
+        );
+        assert!(
+            matches!(s.write_lock(&rec, &taken), Err(StoreError::NotFound(_))),
+            "nor by a local write"
+        );
+        assert_eq!(s.ingest_held(&rec, vec![late.clone()]).unwrap(), None);
+        // Nor is it audited: no event naming it follows its tombstone.
+        let audited = s.audit_as(
+            &rec,
+            AuditInput {
+                action: Action::View,
+                actor: g.actor(),
+                device: None,
+                entries: vec![late.id()],
+                detail: None,
+            },
+            4_000,
+            profile("George", "patient", None),
+        );
+        assert!(
+            matches!(audited, Err(StoreError::NotFound(_))),
+            "{audited:?}"
+        );
+        assert!(!s.holds(&rec).unwrap());
+        drop(taken);
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(s.records().unwrap(), vec![other.actor()]);
+        assert!(s
+            .with_record(&other.actor(), |r| r.contains(&kept))
+            .unwrap());
+        let bytes = std::fs::read(dir.path().join("log")).unwrap();
+        assert!(
+            !bytes.windows(32).any(|w| w == rec.as_bytes()),
+            "George's key is in no frame of the host's log"
+        );
+    }
+
+    /// Two first pushes of one record at once (a patient's retried push beside the first)
+    /// start one copy: before, each started its own, the first kept in memory won, and
+    /// the other's entries, though durable, were missing from what was read until the
+    /// record was loaded again.
+    #[test]
+    fn two_first_pushes_of_a_record_at_once_start_one_copy_that_holds_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        for round in 0..40u8 {
+            let phone = tempfile::tempdir().unwrap();
+            let p = open(phone.path());
+            let g = key(10 + u64::from(round), "Patient");
+            let rec = g.actor();
+            p.create_record(&g, profile("Patient", "patient", None), 1_000, None)
+                .unwrap();
+            reading(&p, &rec, &g, (120, 80), 2_000);
+            let short: Vec<Verified> = p.with_record(&rec, |r| r.entries().collect()).unwrap();
+            reading(&p, &rec, &g, (121, 80), 2_001);
+            let long: Vec<Verified> = p.with_record(&rec, |r| r.entries().collect()).unwrap();
+            let all: Vec<EntryId> = long.iter().map(Verified::id).collect();
+            let gate = std::sync::Barrier::new(2);
+            std::thread::scope(|t| {
+                for batch in [short, long] {
+                    let (s, gate) = (&s, &gate);
+                    t.spawn(move || {
+                        gate.wait();
+                        s.ingest(&rec, batch).unwrap();
+                    });
+                }
+            });
+            let held = s
+                .with_record(&rec, |r| all.iter().all(|id| r.contains(id)))
+                .unwrap();
+            assert!(
+                held,
+                "round {round}: the record in memory lacks an entry stored"
+            );
+        }
     }
 
     fn facts(n: usize, tag: &str) -> Vec<Payload> {

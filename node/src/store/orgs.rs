@@ -58,7 +58,7 @@ impl Store {
             done.removed.push(member);
         }
         let h = self.handle(record)?;
-        let mut r = h.write().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.write_lock(record, &h)?;
         if !r.unlocked_for(&me) {
             r.unlock(org);
         }

@@ -51,6 +51,22 @@ pub trait SyncStore {
     /// and the error says why. Returns how many were new.
     fn ingest(&mut self, record: &RecordId, entries: Vec<Verified>) -> Result<usize, Self::Error>;
 
+    /// [`SyncStore::ingest`] into a record the caller found held: `None`, with nothing
+    /// stored, when it is no longer held once the store takes it for writing (removed
+    /// meanwhile, by a release answered on another thread). A push checked before the
+    /// release and stored after it would otherwise bring the released record back.
+    /// Stores that answer one request at a time need not override it.
+    fn ingest_held(
+        &mut self,
+        record: &RecordId,
+        entries: Vec<Verified>,
+    ) -> Result<Option<usize>, Self::Error> {
+        if !self.holds(record)? {
+            return Ok(None);
+        }
+        self.ingest(record, entries).map(Some)
+    }
+
     /// Records that `entries` were served to `actor`, connected as `peer`.
     fn audit_served(
         &mut self,
@@ -1027,7 +1043,15 @@ impl Server {
         };
         self.policy
             .admits(&record, held, invited, &usage, &incoming)?;
-        let (accepted, rejected) = ingest(store, &record, entries);
+        let Some((accepted, rejected)) = ingest(store, &record, entries, held) else {
+            // Removed while this push was checked: its release was answered first.
+            let refusal = if store.released(&record).map_err(failed::<S>)? {
+                Refusal::Released
+            } else {
+                Refusal::NotHeld
+            };
+            return Err(Response::refused(refusal).into());
+        };
         let mut effects = vec![Effect::Subscribe(record, actor)];
         if !accepted.is_empty() {
             effects.push(Effect::Changed(record));
@@ -1192,13 +1216,19 @@ pub fn id_of_bytes(bytes: &[u8]) -> EntryId {
     EntryId(*blake3::hash(bytes).as_bytes())
 }
 
+/// What a push stored: the entries accepted, and those refused with the reason.
+type Stored = (Vec<EntryId>, Vec<(EntryId, String)>);
+
 /// Validates and stores pushed entries: all at once when they are all good, else one by
-/// one so each refusal gets its reason. At most [`MAX_BATCH`] are looked at.
+/// one so each refusal gets its reason. At most [`MAX_BATCH`] are looked at. `held`: the
+/// record was found held, and must still be ([`SyncStore::ingest_held`]); `None` when it
+/// no longer is (nothing was stored).
 fn ingest<S: SyncStore>(
     store: &mut S,
     record: &RecordId,
     entries: &[serde_bytes::ByteBuf],
-) -> (Vec<EntryId>, Vec<(EntryId, String)>) {
+    held: bool,
+) -> Option<Stored> {
     let mut decoded = Vec::new();
     let mut rejected = Vec::new();
     for b in entries.iter().take(MAX_BATCH) {
@@ -1229,17 +1259,26 @@ fn ingest<S: SyncStore>(
     };
     let ids: Vec<_> = verified.iter().map(Verified::id).collect();
     let mut accepted = Vec::new();
-    match store.ingest(record, verified.clone()) {
-        Ok(_) => accepted = ids,
+    let store_them = |store: &mut S, entries: Vec<Verified>| {
+        if held {
+            store.ingest_held(record, entries)
+        } else {
+            store.ingest(record, entries).map(Some)
+        }
+    };
+    match store_them(store, verified.clone()) {
+        Ok(None) => return None,
+        Ok(Some(_)) => accepted = ids,
         Err(_) => {
             for v in verified {
                 let id = v.id();
-                match store.ingest(record, vec![v]) {
-                    Ok(_) => accepted.push(id),
+                match store_them(store, vec![v]) {
+                    Ok(None) => return None,
+                    Ok(Some(_)) => accepted.push(id),
                     Err(e) => rejected.push((id, e.to_string())),
                 }
             }
         }
     }
-    (accepted, rejected)
+    Some((accepted, rejected))
 }
