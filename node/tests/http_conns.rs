@@ -163,3 +163,42 @@ async fn a_flood_of_silent_connections_does_not_lock_the_patient_out() {
     drop(flood);
     server.stop().await;
 }
+
+/// A client that sends a whole upload before it reads the answer (one that does not wait
+/// for `100 Continue`, like ureq) gets the refusal, not a broken pipe: the node reads and
+/// discards a refused body of up to `DRAIN_BYTES` before it answers. The client's send
+/// buffer is small, so the body cannot sit in socket buffers: without the drain the node
+/// answers and closes with most of it unread, and the client's write fails (reset).
+#[tokio::test]
+async fn a_refused_upload_sent_whole_before_reading_gets_its_answer() {
+    use cophr_node::http::api::DRAIN_BYTES;
+    let server = Server::start(None).await;
+    // A record this node does not hold: refused (404) before any of the file is stored.
+    let absent = Keypair::from_secret(&[9; 32]).actor();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(4096).unwrap();
+    let mut s = socket.connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/records/{absent}/documents?title=Scan HTTP/1.1\r\nhost: localhost\r\n\
+         authorization: Bearer {TOKEN}\r\ncontent-type: application/pdf\r\n\
+         content-length: {DRAIN_BYTES}\r\nconnection: close\r\n\r\n"
+    );
+    let mut request = head.into_bytes();
+    request.extend(std::iter::repeat_n(b'%', DRAIN_BYTES as usize));
+    tokio::time::timeout(GUARD, s.write_all(&request))
+        .await
+        .expect("the body was taken")
+        .expect("the whole body is sent: the node reads a refused upload's body");
+    let mut out = Vec::new();
+    tokio::time::timeout(GUARD, s.read_to_end(&mut out))
+        .await
+        .expect("the upload was answered")
+        .expect("the answer is read, not reset");
+    let status = String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    server.stop().await;
+}

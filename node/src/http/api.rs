@@ -43,6 +43,7 @@ mod devices;
 pub(crate) mod documents;
 mod threads;
 pub(crate) use documents::ChannelReader;
+pub use documents::DRAIN_BYTES;
 mod entries;
 pub mod grants;
 mod invitations;
