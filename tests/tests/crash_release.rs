@@ -7,7 +7,7 @@
 //!   of George's record there; one it did not acknowledge is finished once the host is back
 //!   (George's node retries it on its tick), so in the end the old host holds none of it;
 //!   either way nothing naming his record is left on its disk (his key's bytes, in every
-//!   entry he signed, are in no file of its store but the index's stale pages);
+//!   entry he signed, are in no file of its store, its index included);
 //! - the new host holds every entry George holds;
 //! - the record each host keeps (Ann's on A, Bob's on B) keeps every entry (the compaction
 //!   that removed George's record kept it), and the old host's store opens without repair
@@ -81,15 +81,11 @@ impl Host {
     }
 }
 
-/// A file under `dir` in which `needle` occurs, but for the index: sled keeps cleared keys
-/// (record ids and log offsets, no content) in its pages until it reuses them
-/// (`docs/reliability.md`).
+/// A file under `dir` in which `needle` occurs (the index too: a compaction builds it
+/// anew in a fresh directory, since sled keeps cleared keys in its pages).
 fn on_disk(dir: &Path, needle: &[u8]) -> Option<String> {
     for e in std::fs::read_dir(dir).ok()?.flatten() {
         let p = e.path();
-        if p.is_dir() && p.file_name().is_some_and(|n| n == "index") {
-            continue;
-        }
         if p.is_dir() {
             if let Some(f) = on_disk(&p, needle) {
                 return Some(f);

@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let now = ctx.now()?;
     let mut rows = Vec::new();
     for id in store.records()? {
-        let row = store.with_record(&id, |r| {
+        let row = match store.with_record(&id, |r| {
             let access = match me {
                 Some(m) if r.is_patient_key(&m) => "patient".to_owned(),
                 Some(m) if r.is_patient(&m) => "patient (device)".to_owned(),
@@ -55,7 +55,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 entries: r.len(),
                 access,
             }
-        })?;
+        }) {
+            Ok(row) => row,
+            // Removed since it was listed (its patient moved it away): not held.
+            Err(cophr_node::store::StoreError::NotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
         rows.push(row);
     }
     if ctx.json(args.out) {

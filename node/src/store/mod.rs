@@ -263,7 +263,12 @@ struct Inner {
     blobs: blobs::BlobStore,
     /// The store's directory (`None` for a store built over an in-memory log).
     dir: Option<std::path::PathBuf>,
-    db: sled::Db,
+    /// The index. A compaction builds a fresh one in a new directory and puts it here
+    /// (under the log's write lock): index writes, and reads that go on to the log, take
+    /// it under the log guard.
+    db: parking_lot::RwLock<sled::Db>,
+    /// The index's directory under `dir` ([`INDEX_POINTER`]).
+    index_name: Mutex<String>,
     node_key: Keypair,
     /// The records loaded in memory, bounded ([`cache`]).
     records: Mutex<cache::Cache>,
@@ -282,9 +287,10 @@ struct Inner {
     /// Bumped whenever offsets change (compaction): what lean records' sources learnt of
     /// where their entries are is learnt again (`source.rs`).
     generation: std::sync::atomic::AtomicU64,
-    /// Reads of a lean record's entries that failed (`source.rs`); an operation during
-    /// which one fails is an error.
-    read_failures: std::sync::atomic::AtomicU64,
+    /// Reads of a lean record's entries that failed (`source.rs`), per record: an
+    /// operation on the record during which one fails is an error (and one on another
+    /// record is not). At most one key per record that ever failed a read.
+    read_failures: Mutex<HashMap<RecordId, u64>>,
     /// Per record loaded: how many entries its snapshot on disk holds (`snapshots.rs`).
     snapshotted: Mutex<HashMap<RecordId, usize>>,
     /// Records being removed: a derived file of one written meanwhile (a snapshot of a
@@ -341,9 +347,103 @@ const APPLIED: &[u8] = b"mapplied";
 /// takes the record's bytes off the disk has finished: found at open, the compaction is
 /// run again, so a removal interrupted by a crash is finished.
 const REMOVING: &[u8] = b"mremoving";
-/// Set (durably) before a compaction renames its new log into place, cleared with the
-/// index it rebuilds: found at open, the index may describe the old log, so it is rebuilt.
+/// Set (durably) before a compaction renames its new log into place; the fresh index it
+/// then builds does not have it: found at open, the index may describe the old log, so a
+/// fresh one is built from the log.
 const COMPACTING: &[u8] = b"mcompacting";
+
+/// The index's first directory (a store's `index` until its first compaction).
+const FIRST_INDEX: &str = "index";
+/// The file naming the index's directory once a compaction has built a fresh one
+/// (`index.1`, `index.2`, …): sled keeps keys it has cleared in its pages until it reuses
+/// them, so a compaction that removed a record builds the index anew in a new directory,
+/// points this file at it (written to a temporary file, fsync'd, renamed into place), and
+/// deletes the old directory; the removed record's id is then in no file. Absent: `index`.
+const INDEX_POINTER: &str = "index.current";
+
+/// Whether `name` is an index directory's name: `index`, or `index.N`.
+fn index_dir_name(name: &str) -> bool {
+    name == FIRST_INDEX
+        || name.strip_prefix("index.").is_some_and(|n| {
+            !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+/// The index directory in use in `dir` ([`INDEX_POINTER`]).
+fn current_index(dir: &Path) -> Result<String, StoreError> {
+    match std::fs::read_to_string(dir.join(INDEX_POINTER)) {
+        Ok(text) if index_dir_name(text.trim()) => Ok(text.trim().to_owned()),
+        Ok(_) => Err(StoreError::Corrupt(format!(
+            "{INDEX_POINTER} does not name an index directory"
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FIRST_INDEX.to_owned()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The name of the index directory after `name`.
+fn next_index(name: &str) -> String {
+    let n: u64 = name
+        .strip_prefix("index.")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    format!("index.{}", n.saturating_add(1))
+}
+
+/// Points [`INDEX_POINTER`] at `name`, durably (temporary file, fsync, rename, fsync of
+/// the directory): a crash leaves it naming the old index or the new one.
+fn point_index_at(dir: &Path, name: &str) -> Result<(), StoreError> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{INDEX_POINTER}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(name.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(INDEX_POINTER))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Deletes the index directories in `dir` other than `keep`: one a finished compaction
+/// replaced, or a fresh one whose compaction did not finish. Called once `keep` is open
+/// (sled's lock on it keeps a second process out).
+fn remove_other_indexes(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if name != keep && index_dir_name(name) && e.path().is_dir() {
+            if let Err(error) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!(index = name, %error, "an old index directory could not be deleted");
+            }
+        }
+    }
+    let _ = std::fs::remove_file(dir.join(format!("{INDEX_POINTER}.tmp")));
+}
+
+/// Builds a fresh index of `log` in the directory after `current` and makes it the one in
+/// use ([`INDEX_POINTER`]). The old directory is the caller's to delete once its handle
+/// is dropped.
+fn fresh_index(
+    dir: &Path,
+    current: &str,
+    log: &Log,
+) -> Result<(String, sled::Db, u64), StoreError> {
+    let name = next_index(current);
+    let path = dir.join(&name);
+    if path.exists() {
+        std::fs::remove_dir_all(&path)?;
+    }
+    let db = open_index(&path)?;
+    let (applied, _) = Store::reindex(log, &db)?;
+    db.flush()?;
+    point_index_at(dir, &name)?;
+    Ok((name, db, applied))
+}
 
 /// How long a write waits for frames appended before it (by other threads) to be indexed,
 /// so that it is visible when acknowledged.
@@ -578,18 +678,19 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         // sled locks its directory, so opening it first keeps a second process from
         // opening the same log.
-        let db = open_index(&dir.join("index"))?;
-        // A compaction interrupted between renaming its log into place and rebuilding the
-        // index: the index may describe the old log, so it is built again from the log.
+        let mut index_name = current_index(dir)?;
+        let mut db = open_index(&dir.join(&index_name))?;
+        remove_other_indexes(dir, &index_name);
+        // A compaction interrupted between renaming its log into place and building its
+        // fresh index: the index may describe the old log, so a fresh one is built.
         let interrupted = db.get(COMPACTING)?.is_some();
-        if interrupted {
-            tracing::warn!("a compaction was interrupted; rebuilding the index");
-            db.clear()?;
-        }
         let finish = interrupted || db.get(REMOVING)?.is_some();
         // The frames the index covers were checked when written and at earlier opens:
         // opening scans only those after them (the whole log if anything there is wrong).
-        let scan_from = db.get(APPLIED)?.and_then(|v| read_u64(&v));
+        let scan_from = match interrupted {
+            true => None,
+            false => db.get(APPLIED)?.and_then(|v| read_u64(&v)),
+        };
         let (log, rec) = Log::open_path_with(
             dir.join("log"),
             log::LogOptions {
@@ -597,6 +698,13 @@ impl Store {
                 ..Default::default()
             },
         )?;
+        if interrupted {
+            tracing::warn!("a compaction was interrupted; building the index again");
+            let (name, fresh, _) = fresh_index(dir, &index_name, &log)?;
+            drop(std::mem::replace(&mut db, fresh));
+            remove_other_indexes(dir, &name);
+            index_name = name;
+        }
         let blobs = blobs::BlobStore::open(Arc::new(blobs::FsDir::open(dir.join("blobs"))?))?;
         for (hash, held) in &blobs.recovery().resumed {
             tracing::info!(%hash, held, "a document's fetch resumes where it stopped");
@@ -611,6 +719,7 @@ impl Store {
         let (mut store, replayed) = Store::assemble(log, db, node_key, blobs)?;
         if let Some(inner) = Arc::get_mut(&mut store.inner) {
             inner.dir = Some(dir.to_path_buf());
+            inner.index_name = Mutex::new(index_name);
         }
         if finish {
             // A removal (or its compaction) was interrupted: finish it, so no removed
@@ -649,7 +758,8 @@ impl Store {
             log: parking_lot::RwLock::new(log),
             blobs,
             dir: None,
-            db,
+            db: parking_lot::RwLock::new(db),
+            index_name: Mutex::new(FIRST_INDEX.to_owned()),
             node_key,
             records: Mutex::new(cache::Cache::new(CacheLimits::DEFAULT)),
             indexer: Mutex::new(Indexer {
@@ -662,7 +772,7 @@ impl Store {
             readers: RwLock::new(Vec::new()),
             seal_new_streams: std::sync::atomic::AtomicBool::new(true),
             generation: std::sync::atomic::AtomicU64::new(0),
-            read_failures: std::sync::atomic::AtomicU64::new(0),
+            read_failures: Mutex::new(HashMap::new()),
             snapshotted: Mutex::new(HashMap::new()),
             removing: Mutex::new(std::collections::HashSet::new()),
             starting: Mutex::new(()),
@@ -766,13 +876,26 @@ impl Store {
         self.inner.log.read_recursive()
     }
 
+    /// The index (a handle: a compaction may put a fresh one in its place, see
+    /// [`Inner::db`]).
+    fn db(&self) -> sled::Db {
+        self.inner.db.read().clone()
+    }
+
     /// Cuts the log at its first bad frame and rebuilds the index from it. The store must
     /// not be open.
     pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
         let rec = Log::repair(FileLog::open(dir.join("log"))?)?;
-        let index = dir.join("index");
+        let index = dir.join(FIRST_INDEX);
         if index.exists() {
             std::fs::remove_dir_all(&index)?;
+        }
+        // Built again as `index`: the others and the pointer go.
+        remove_other_indexes(dir, FIRST_INDEX);
+        let pointer = dir.join(INDEX_POINTER);
+        if pointer.exists() {
+            std::fs::remove_file(&pointer)?;
+            std::fs::File::open(dir)?.sync_all()?;
         }
         let (log, _) = Log::open_path(dir.join("log"))?;
         let db = open_index(&index)?;
@@ -795,7 +918,7 @@ impl Store {
         // lock, and records read meanwhile would seem gone.
         let _log = self.log();
         let mut out = Vec::new();
-        for kv in self.inner.db.scan_prefix([b'r']) {
+        for kv in self.db().scan_prefix([b'r']) {
             let (k, _) = kv?;
             let bytes: [u8; 32] = k[1..]
                 .try_into()
@@ -810,7 +933,7 @@ impl Store {
     pub fn fork_proofs(&self, id: &RecordId) -> Result<Vec<SignedEntry>, StoreError> {
         let mut out = Vec::new();
         let log = self.log();
-        for kv in self.inner.db.scan_prefix(key(b'f', &[id.as_bytes()])) {
+        for kv in self.db().scan_prefix(key(b'f', &[id.as_bytes()])) {
             let (_, v) = kv?;
             let offset =
                 read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad fork index".into()))?;
@@ -827,7 +950,7 @@ impl Store {
     pub fn holds(&self, id: &RecordId) -> Result<bool, StoreError> {
         // As in `records`: not while a compaction rebuilds the index.
         let _log = self.log();
-        Ok(self.inner.db.contains_key(key(b'r', &[id.as_bytes()]))?)
+        Ok(self.db().contains_key(key(b'r', &[id.as_bytes()]))?)
     }
 
     /// The record's in-memory state, loaded from the log on first use.
@@ -853,7 +976,7 @@ impl Store {
     /// removal writes its tombstone under the record's write lock: a writer that took the
     /// handle before and the lock after must not write (its frames would follow the
     /// tombstone in the log and bring the record back). Asked under the write lock.
-    fn removed_since(&self, id: &RecordId) -> Result<bool, StoreError> {
+    pub(super) fn removed_since(&self, id: &RecordId) -> Result<bool, StoreError> {
         Ok(lock(&self.inner.removing).contains(id) || !self.holds(id)?)
     }
 
@@ -961,7 +1084,7 @@ impl Store {
     fn stored_entries(&self, id: &RecordId) -> Result<Vec<SignedEntry>, StoreError> {
         let mut out = Vec::new();
         let log = self.log();
-        for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
+        for kv in self.db().scan_prefix(key(b'o', &[id.as_bytes()])) {
             let (k, v) = kv?;
             for (offset, eid) in locations(&k, &v)? {
                 out.push(read_entry_in(&log, offset, &eid)?);
@@ -1078,7 +1201,7 @@ impl Store {
         // Entry by entry, so a large record is never held twice; under one log guard, so
         // no compaction moves the entries between the index and the log.
         let log = self.log();
-        for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
+        for kv in self.db().scan_prefix(key(b'o', &[id.as_bytes()])) {
             let (k, v) = kv?;
             for (offset, eid) in locations(&k, &v)? {
                 let e = read_entry_in(&log, offset, &eid)?;
@@ -1100,23 +1223,34 @@ impl Store {
         f: impl FnOnce(&Record) -> T,
     ) -> Result<T, StoreError> {
         let h = self.handle(id)?;
-        let failures = self.read_failures();
+        let failures = self.read_failures(id);
         let r = h.read().unwrap_or_else(|p| p.into_inner());
         let out = f(&r);
         self.no_read_failures_since(failures, id)?;
         Ok(out)
     }
 
-    fn read_failures(&self) -> u64 {
-        self.inner
-            .read_failures
-            .load(std::sync::atomic::Ordering::Acquire)
+    /// How many reads of `id`'s entries have failed.
+    fn read_failures(&self, id: &RecordId) -> u64 {
+        lock(&self.inner.read_failures)
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Counts a failed read of one of `id`'s entries.
+    pub(super) fn read_failed(&self, id: &RecordId) {
+        *lock(&self.inner.read_failures).entry(*id).or_default() += 1;
     }
 
     /// An error if a lean record's entry failed to read since `before` (the failure is
-    /// logged where it happened, with the entry).
+    /// logged where it happened, with the entry): [`StoreError::NotFound`] if the record
+    /// was removed meanwhile (its entries left the log with it), else corruption.
     fn no_read_failures_since(&self, before: u64, id: &RecordId) -> Result<(), StoreError> {
-        if self.read_failures() != before {
+        if self.read_failures(id) != before {
+            if self.removed_since(id)? {
+                return Err(StoreError::NotFound(*id));
+            }
             return Err(StoreError::Corrupt(format!(
                 "an entry of record {id} could not be read from the log (see the node's \
                  log; `cophr verify` checks every frame)"
@@ -1151,7 +1285,7 @@ impl Store {
             let mut batch = sled::Batch::default();
             all.into_batch(&mut batch);
             batch.insert(APPLIED, &applied.to_be_bytes()[..]);
-            if let Err(e) = self.inner.db.apply_batch(batch) {
+            if let Err(e) = self.db().apply_batch(batch) {
                 // sled keeps the error until it is opened again: nothing more can be
                 // indexed, so nothing more is acknowledged (the frames are in the log and
                 // are indexed at the next open). Writers waiting on these frames learn it.
@@ -1194,7 +1328,7 @@ impl Store {
     /// a prefix): for frames that stand alone (metadata, tombstones, others' audit events).
     fn persist(&self, frames: &[(u8, &[u8])]) -> Result<(), StoreError> {
         self.persist_indexed(frames, false, Room::Write, |offset, kind, payload| {
-            index_ops(&self.inner.db, offset, kind, payload)
+            index_ops(&self.db(), offset, kind, payload)
         })
     }
 
@@ -1202,7 +1336,7 @@ impl Store {
     /// `room`: what the write needs left free on the disk.
     fn persist_atomic(&self, frames: &[(u8, &[u8])], room: Room) -> Result<(), StoreError> {
         self.persist_indexed(frames, true, room, |offset, kind, payload| {
-            index_ops(&self.inner.db, offset, kind, payload)
+            index_ops(&self.db(), offset, kind, payload)
         })
     }
 
@@ -1357,7 +1491,7 @@ impl Store {
     fn last_own_audit(&self, record: &RecordId) -> Result<Option<(u64, EntryId)>, StoreError> {
         let prefix = key(b'a', &[record.as_bytes(), self.node_id().as_bytes()]);
         let log = self.log();
-        match self.inner.db.scan_prefix(prefix).next_back() {
+        match self.db().scan_prefix(prefix).next_back() {
             None => Ok(None),
             Some(kv) => {
                 let (_, v) = kv?;
@@ -1397,7 +1531,7 @@ impl Store {
     pub fn audit_events(&self, record: &RecordId) -> Result<Vec<SignedAudit>, StoreError> {
         let mut out = Vec::new();
         let log = self.log();
-        for kv in self.inner.db.scan_prefix(key(b'a', &[record.as_bytes()])) {
+        for kv in self.db().scan_prefix(key(b'a', &[record.as_bytes()])) {
             let (_, v) = kv?;
             let offset =
                 read_u64(&v).ok_or_else(|| StoreError::Corrupt("bad audit index".into()))?;
@@ -1793,10 +1927,7 @@ impl Store {
                     &ev.seq.to_be_bytes(),
                 ],
             );
-            if ev.node != self.node_id()
-                && self.holds(&ev.record)?
-                && !self.inner.db.contains_key(k)?
-            {
+            if ev.node != self.node_id() && self.holds(&ev.record)? && !self.db().contains_key(k)? {
                 fresh.push(a);
             }
         }
@@ -1817,7 +1948,7 @@ impl Store {
     ) -> Result<Vec<SignedAudit>, StoreError> {
         let mut out = Vec::new();
         let log = self.log();
-        for kv in self.inner.db.scan_prefix(key(b'a', &[record.as_bytes()])) {
+        for kv in self.db().scan_prefix(key(b'a', &[record.as_bytes()])) {
             let (k, v) = kv?;
             if k.len() != 1 + 32 + 32 + 8 {
                 return Err(StoreError::Corrupt("bad audit key".into()));
@@ -1848,8 +1979,7 @@ impl Store {
         // Not while a compaction rebuilds the index (it would seem unset).
         let _log = self.log();
         Ok(self
-            .inner
-            .db
+            .db()
             .get(key(b'n', &[name.as_bytes()]))?
             .map(|v| v.to_vec()))
     }
@@ -1883,9 +2013,6 @@ impl Store {
             self.with_record(record, |r| r.documents().copied().collect())?;
         let h = self.handle(record)?;
         let _guard = h.write().unwrap_or_else(|p| p.into_inner());
-        // Marked first: a crash from here on is finished by the next open's compaction.
-        self.inner.db.insert(REMOVING, &[1u8][..])?;
-        self.inner.db.flush()?;
         // After any audit event of it being written (they check for a removal under this
         // lock, so none follows the tombstone).
         let tail = lock(&self.inner.audit_tail)
@@ -1893,7 +2020,15 @@ impl Store {
             .or_default()
             .clone();
         let tail = lock(&tail);
+        // Marked first: a crash from here on is finished by the next open's compaction.
+        // Under the log guard, so that the marker and the tombstone are in the same index
+        // (another removal's compaction replaces the index).
+        let log = self.log();
+        let db = self.db();
+        db.insert(REMOVING, &[1u8][..])?;
+        db.flush()?;
         self.persist(&[(KIND_TOMBSTONE, record.as_bytes())])?;
+        drop(log);
         drop(tail);
         let loaded = lock(&self.inner.records).remove(record);
         lock(&self.inner.audit_tail).remove(record);
@@ -1958,7 +2093,7 @@ impl Store {
         let tmp = dir.join("log.compact");
         if cut.is_empty() {
             let _ = std::fs::remove_file(&tmp);
-            return done(&self.inner.db);
+            return done(&self.db());
         }
         let _ = std::fs::remove_file(&tmp);
         {
@@ -2010,8 +2145,8 @@ impl Store {
             fresh.append_batch(&items)?;
         }
         // From the rename until the index is rebuilt, the index may describe the old log.
-        self.inner.db.insert(COMPACTING, &[1u8][..])?;
-        self.inner.db.flush()?;
+        self.db().insert(COMPACTING, &[1u8][..])?;
+        self.db().flush()?;
         std::fs::rename(&tmp, dir.join("log"))?;
         std::fs::File::open(&dir)?.sync_all()?;
         let (reopened, _) = Log::open_path(dir.join("log"))?;
@@ -2019,9 +2154,12 @@ impl Store {
         self.inner
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.inner.db.clear()?;
-        let (applied, _) = Store::reindex(&log, &self.inner.db)?;
-        done(&self.inner.db)?;
+        // The index is built anew in a new directory, not cleared in place: sled keeps
+        // cleared keys in its pages, so the removed records' ids would stay on disk.
+        let current = lock(&self.inner.index_name).clone();
+        let (name, fresh, applied) = fresh_index(&dir, &current, &log)?;
+        let old = std::mem::replace(&mut *self.inner.db.write(), fresh);
+        lock(&self.inner.index_name).clone_from(&name);
         let mut ix = lock(&self.inner.indexer);
         ix.applied = applied.max(log::HEADER_LEN);
         ix.pending.clear();
@@ -2029,6 +2167,9 @@ impl Store {
         drop(ix);
         drop(loaded);
         lock(&self.inner.audit_tail).clear();
+        drop(log);
+        drop(old);
+        remove_other_indexes(&dir, &name);
         Ok(())
     }
 
@@ -2480,8 +2621,7 @@ mod tests {
     }
 
     fn location_keys(s: &Store, rec: &RecordId) -> Vec<(sled::IVec, sled::IVec)> {
-        s.inner
-            .db
+        s.db()
             .scan_prefix(super::key(b'o', &[rec.as_bytes()]))
             .map(Result::unwrap)
             .collect()
@@ -2521,25 +2661,23 @@ mod tests {
         let mut located = Vec::new();
         for (k, v) in location_keys(&s, &rec) {
             located.extend(locations(&k, &v).unwrap());
-            s.inner.db.remove(k).unwrap();
+            s.db().remove(k).unwrap();
         }
         for (offset, id) in &located {
-            s.inner
-                .db
+            s.db()
                 .insert(
                     super::key(b'o', &[rec.as_bytes(), &offset.to_be_bytes()]),
                     &id.as_bytes()[..],
                 )
                 .unwrap();
-            s.inner
-                .db
+            s.db()
                 .insert(
                     super::key(b'e', &[id.as_bytes()]),
                     &offset.to_be_bytes()[..],
                 )
                 .unwrap();
         }
-        s.inner.db.flush().unwrap();
+        s.db().flush().unwrap();
         drop(s);
         let s = open(dir.path());
         assert_eq!(location_keys(&s, &rec).len(), order.len());
@@ -2633,15 +2771,11 @@ mod tests {
             .unwrap();
         }
         // Simulate an index that lost its recent updates (sled does not fsync).
-        s.inner
-            .db
+        s.db()
             .insert(APPLIED, &log::HEADER_LEN.to_be_bytes()[..])
             .unwrap();
-        s.inner
-            .db
-            .remove(super::key(b'r', &[rec.as_bytes()]))
-            .unwrap();
-        s.inner.db.flush().unwrap();
+        s.db().remove(super::key(b'r', &[rec.as_bytes()])).unwrap();
+        s.db().flush().unwrap();
         drop(s);
         let (s, report) = Store::open(dir.path(), key(0, "node")).unwrap();
         assert!(report.replayed >= 6);
@@ -2853,8 +2987,8 @@ mod tests {
             let (rec, kept) = moving_and_staying(&s, &other);
             // What `remove_record` does up to its compaction, then the crash: the marker
             // and the tombstone are durable, the record's bytes still in the log.
-            s.inner.db.insert(REMOVING, &[1u8][..]).unwrap();
-            s.inner.db.flush().unwrap();
+            s.db().insert(REMOVING, &[1u8][..]).unwrap();
+            s.db().flush().unwrap();
             s.persist(&[(KIND_TOMBSTONE, rec.as_bytes())]).unwrap();
             // A compaction's working copy, as a crash before its rename leaves it.
             std::fs::write(dir.path().join("log.compact"), b"partial").unwrap();
@@ -2871,9 +3005,40 @@ mod tests {
         assert!(s
             .with_record(&other.actor(), |r| r.contains(&kept))
             .unwrap());
-        assert!(s.inner.db.get(REMOVING).unwrap().is_none());
-        assert!(s.inner.db.get(COMPACTING).unwrap().is_none());
+        assert!(s.db().get(REMOVING).unwrap().is_none());
+        assert!(s.db().get(COMPACTING).unwrap().is_none());
         s.verify().unwrap();
+    }
+
+    /// The files under `dir` in which `needle` occurs.
+    fn files_with(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_with(&p, needle));
+            } else if std::fs::read(&p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// Copies the directory `from` to `to` (a store's, closed).
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap().flatten() {
+            let target = to.join(e.file_name());
+            if e.path().is_dir() {
+                copy_dir(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), target).unwrap();
+            }
+        }
     }
 
     #[test]
@@ -2885,11 +3050,25 @@ mod tests {
         let log_bytes = || std::fs::read(dir.path().join("log")).unwrap();
         let has = |b: &[u8], needle: &[u8]| b.windows(needle.len()).any(|w| w == needle);
         assert!(has(&log_bytes(), b"moving-away-secret"));
+        s.db().flush().unwrap();
+        assert!(
+            !files_with(&dir.path().join(FIRST_INDEX), rec.as_bytes()).is_empty(),
+            "the index names the record"
+        );
         s.remove_record(&rec).unwrap();
         assert!(
             !has(&log_bytes(), b"moving-away-secret"),
             "the bytes are gone"
         );
+        // Its id is in no file: the index was built anew (sled keeps cleared keys in its
+        // pages), in `index.1`, and the old directory deleted.
+        s.db().flush().unwrap();
+        assert_eq!(
+            files_with(dir.path(), rec.as_bytes()),
+            Vec::<std::path::PathBuf>::new()
+        );
+        assert!(!dir.path().join(FIRST_INDEX).exists());
+        assert_eq!(current_index(dir.path()).unwrap(), "index.1");
         assert!(!s.holds(&rec).unwrap());
         assert!(s
             .with_record(&other.actor(), |r| r.contains(&kept))
@@ -3029,6 +3208,90 @@ mod tests {
                 "round {round}: the record in memory lacks an entry stored"
             );
         }
+    }
+
+    /// A crash after a compaction renamed its log into place and before its fresh index
+    /// was in use: the old index (which names the removed record, and marks the
+    /// compaction) is current beside the compacted log. The next open builds a fresh
+    /// index from the log rather than clearing the old one in place, so the record's id
+    /// is in no file.
+    #[test]
+    fn a_compaction_interrupted_before_its_fresh_index_builds_one_at_the_next_open() {
+        let root = tempfile::tempdir().unwrap();
+        let (before, after, crashed) = (
+            root.path().join("before"),
+            root.path().join("after"),
+            root.path().join("crashed"),
+        );
+        let other = key(1, "Other");
+        let (rec, kept) = {
+            let s = open(&after);
+            moving_and_staying(&s, &other)
+        };
+        copy_dir(&after, &before);
+        open(&after).remove_record(&rec).unwrap();
+        std::fs::create_dir_all(&crashed).unwrap();
+        std::fs::copy(after.join("log"), crashed.join("log")).unwrap();
+        copy_dir(&before.join(FIRST_INDEX), &crashed.join(FIRST_INDEX));
+        {
+            let db = open_index(&crashed.join(FIRST_INDEX)).unwrap();
+            db.insert(COMPACTING, &[1u8][..]).unwrap();
+            db.flush().unwrap();
+        }
+        assert!(!files_with(&crashed, rec.as_bytes()).is_empty());
+        let s = open(&crashed);
+        assert!(!s.holds(&rec).unwrap());
+        assert_eq!(s.records().unwrap(), vec![other.actor()]);
+        assert!(s
+            .with_record(&other.actor(), |r| r.contains(&kept))
+            .unwrap());
+        s.db().flush().unwrap();
+        assert_eq!(
+            files_with(&crashed, rec.as_bytes()),
+            Vec::<std::path::PathBuf>::new()
+        );
+        assert_eq!(current_index(&crashed).unwrap(), "index.1");
+        assert!(s.db().get(COMPACTING).unwrap().is_none());
+        s.verify().unwrap();
+        drop(s);
+        // And it opens again from its new index, as it was.
+        let s = open(&crashed);
+        assert_eq!(s.records().unwrap(), vec![other.actor()]);
+        assert!(s
+            .with_record(&other.actor(), |r| r.contains(&kept))
+            .unwrap());
+    }
+
+    /// Index directories left by a crash are deleted at open: one a finished compaction
+    /// replaced (its pointer written, its old directory not yet deleted), and a fresh one
+    /// a compaction had not yet pointed at.
+    #[test]
+    fn index_directories_a_crash_left_are_deleted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = key(1, "Other");
+        let rec = {
+            let s = open(dir.path());
+            let (rec, _) = moving_and_staying(&s, &other);
+            s.remove_record(&rec).unwrap();
+            rec
+        };
+        std::fs::create_dir_all(dir.path().join(FIRST_INDEX)).unwrap();
+        std::fs::write(dir.path().join(FIRST_INDEX).join("db"), rec.as_bytes()).unwrap();
+        std::fs::create_dir_all(dir.path().join("index.2")).unwrap();
+        std::fs::write(dir.path().join("index.current.tmp"), b"index.2").unwrap();
+        let s = open(dir.path());
+        assert!(!dir.path().join(FIRST_INDEX).exists());
+        assert!(!dir.path().join("index.2").exists());
+        assert!(!dir.path().join("index.current.tmp").exists());
+        assert_eq!(current_index(dir.path()).unwrap(), "index.1");
+        assert_eq!(s.records().unwrap(), vec![other.actor()]);
+        // A pointer that names no index directory is refused, not followed.
+        drop(s);
+        std::fs::write(dir.path().join(INDEX_POINTER), b"../elsewhere").unwrap();
+        assert!(matches!(
+            Store::open(dir.path(), key(0, "node")),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     fn facts(n: usize, tag: &str) -> Vec<Payload> {
@@ -3382,6 +3645,55 @@ mod lean_tests {
             body,
             Some((more, text_body(&[("thing-1", "fact three, corrected")])))
         );
+    }
+
+    /// The release crash campaign (seed 12, kill 230): while a host removed a released
+    /// record, a copy of it loaded before failed to read its entries (gone with it), and
+    /// the failure was counted for the whole store, so a listing reading another record
+    /// at that moment was answered "store corrupt". A failed read now counts against its
+    /// own record, and one of a record removed meanwhile is "not found".
+    #[test]
+    fn a_failed_read_of_a_record_being_removed_is_not_found_and_fails_no_other_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, g, rec, _) = filled(dir.path(), 5);
+        let other = key(3, "Other");
+        s.create_record(&other, profile("Other", "patient", None), 1_000, None)
+            .unwrap();
+        s.write(
+            &other.actor(),
+            &other,
+            Payload::Create {
+                category: Category::AboutMe,
+                body: text_body(&[("thing-1", "stays")]),
+            },
+            2_000,
+            None,
+        )
+        .unwrap();
+        drop(s);
+        let s = reopened(dir.path(), &g);
+        s.unlock_with(&other);
+        // George's record as a reader loaded it, before its release removed it.
+        let taken = s.handle(&rec).unwrap();
+        assert!(taken.read().unwrap().is_lean());
+        s.remove_record(&rec).unwrap();
+        let before = s.read_failures(&rec);
+        // Another record read while George's old copy fails its reads.
+        let kept = s.with_record(&other.actor(), |r| {
+            let gone = taken.read().unwrap().entries().count();
+            (r.entries().count(), gone)
+        });
+        let (kept, gone) = kept.expect("a read of another record is not failed by it");
+        assert_eq!(kept, s.with_record(&other.actor(), |r| r.len()).unwrap());
+        assert!(
+            gone < 7,
+            "George's entries are gone from the log ({gone} read)"
+        );
+        assert!(s.read_failures(&rec) > before);
+        assert!(matches!(
+            s.no_read_failures_since(before, &rec),
+            Err(StoreError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl Store {
         let mut found = 0usize;
         // Under one log guard: no compaction moves the entries between index and log.
         let log = self.log();
-        for kv in self.inner.db.scan_prefix(key(b'o', &[id.as_bytes()])) {
+        for kv in self.db().scan_prefix(key(b'o', &[id.as_bytes()])) {
             let (k, v) = kv?;
             for (offset, eid) in locations(&k, &v)? {
                 if found < in_snapshot && r.contains(&eid) {

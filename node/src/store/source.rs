@@ -73,7 +73,7 @@ impl LogSource {
             Some(last) => key(b'o', &[self.record.as_bytes(), &(last + 1).to_be_bytes()]),
             None => prefix.clone(),
         };
-        for kv in store.inner.db.range(start..) {
+        for kv in store.db().range(start..) {
             let (k, v) = kv?;
             if !k.starts_with(&prefix) {
                 break;
@@ -136,9 +136,15 @@ impl LogSource {
         match self.read(&store, id, read) {
             Ok(v) => Some(v),
             Err(e) => {
-                store.inner.read_failures.fetch_add(1, Ordering::AcqRel);
-                tracing::error!(record = %self.record, entry = %id, error = %e,
-                    "an entry of a loaded record could not be read from the log");
+                store.read_failed(&self.record);
+                if store.removed_since(&self.record).unwrap_or(false) {
+                    // Removed (released) while it was read: its entries left with it.
+                    tracing::debug!(record = %self.record, entry = %id,
+                        "an entry of a record removed meanwhile was not read");
+                } else {
+                    tracing::error!(record = %self.record, entry = %id, error = %e,
+                        "an entry of a loaded record could not be read from the log");
+                }
                 None
             }
         }

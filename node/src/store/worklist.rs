@@ -356,7 +356,7 @@ fn looked_name(viewer: &ActorId, record: &RecordId) -> String {
 
 impl Store {
     fn worklist_tree(&self) -> Result<sled::Tree, StoreError> {
-        Ok(self.inner.db.open_tree(TREE)?)
+        Ok(self.db().open_tree(TREE)?)
     }
 
     /// Where `viewer` last looked at `record` here.
@@ -560,7 +560,7 @@ impl Store {
         // Not while a compaction rebuilds the index.
         let _log = self.log();
         let mut out = Vec::new();
-        for kv in self.inner.db.scan_prefix([MARK]) {
+        for kv in self.db().scan_prefix([MARK]) {
             let (k, v) = kv?;
             let bytes: [u8; 32] = k[1..]
                 .try_into()
@@ -573,7 +573,7 @@ impl Store {
     /// Clears a record's change mark unless a newer write set it again meanwhile.
     fn worklist_clear_mark(&self, record: &RecordId, seen: sled::IVec) -> Result<(), StoreError> {
         // A failed swap means a newer mark: it stays, and is settled next time.
-        let _ = self.inner.db.compare_and_swap(
+        let _ = self.db().compare_and_swap(
             key(MARK, &[record.as_bytes()]),
             Some(seen),
             None::<&[u8]>,
