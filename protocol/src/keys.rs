@@ -112,8 +112,47 @@ impl Keypair {
     }
 }
 
-/// Parses and checks a public key: a valid point that is not of small order.
+/// Most parsed keys each thread keeps ([`verifying_key`]); when full, it forgets them all.
+/// A key is about 200 bytes, so at most about 50 KB a thread.
+pub const PARSED_KEYS_PER_THREAD: usize = 256;
+
+/// A small per-thread memo of a pure function of an actor id, bounded by
+/// [`PARSED_KEYS_PER_THREAD`] (forgotten whole when full).
+pub(crate) struct Memo<T>(std::cell::RefCell<foldhash::HashMap<ActorId, T>>);
+
+impl<T: Clone> Memo<T> {
+    pub(crate) fn new() -> Memo<T> {
+        Memo(std::cell::RefCell::new(foldhash::HashMap::default()))
+    }
+
+    /// `f(actor)`, computed once while remembered.
+    pub(crate) fn get(&self, actor: &ActorId, f: impl FnOnce(&ActorId) -> T) -> T {
+        if let Some(v) = self.0.borrow().get(actor) {
+            return v.clone();
+        }
+        let v = f(actor);
+        let mut m = self.0.borrow_mut();
+        if m.len() >= PARSED_KEYS_PER_THREAD {
+            m.clear();
+        }
+        m.insert(*actor, v.clone());
+        v
+    }
+}
+
+thread_local! {
+    static PARSED: Memo<Result<VerifyingKey, KeyError>> = Memo::new();
+}
+
+/// Parses and checks a public key: a valid point that is not of small order. The point's
+/// decompression costs about a third of a signature check, and a record's entries, a
+/// sync's proofs and a node's audit events come from few keys, so each thread remembers
+/// the last keys it parsed (the answer depends on the bytes alone).
 pub fn verifying_key(actor: &ActorId) -> Result<VerifyingKey, KeyError> {
+    PARSED.with(|m| m.get(actor, parse_key))
+}
+
+fn parse_key(actor: &ActorId) -> Result<VerifyingKey, KeyError> {
     let key = VerifyingKey::from_bytes(actor.as_bytes()).map_err(|_| KeyError::InvalidKey)?;
     if key.is_weak() {
         return Err(KeyError::WeakKey);
@@ -210,6 +249,46 @@ mod tests {
         weak[0] = 1;
         let actor = ActorId(weak);
         assert_eq!(verifying_key(&actor).err(), Some(KeyError::WeakKey));
+    }
+
+    /// The per-thread memo of parsed keys answers as parsing does, refusals included,
+    /// and stays within its bound.
+    #[test]
+    fn remembered_keys_answer_as_parsing_does_and_stay_bounded() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let weak = ActorId(weak);
+        // Not a point at all: y = 2 has no x on the curve.
+        let mut invalid = [0u8; 32];
+        invalid[0] = 2;
+        let invalid = ActorId(invalid);
+        let keys: Vec<Keypair> = (0..PARSED_KEYS_PER_THREAD + 40)
+            .map(|_| Keypair::generate(&mut rng))
+            .collect();
+        for round in 0..3 {
+            for k in &keys {
+                let sig = k.sign(Domain::Entry, b"x");
+                assert_eq!(verify(&k.actor(), Domain::Entry, b"x", &sig), Ok(()));
+                assert_eq!(
+                    verify(&k.actor(), Domain::Entry, b"y", &sig),
+                    Err(KeyError::BadSignature)
+                );
+                assert_eq!(verifying_key(&k.actor()), parse_key(&k.actor()));
+                assert_eq!(
+                    crate::seal::BoxPublic::of(&k.actor()).unwrap().0,
+                    parse_key(&k.actor()).unwrap().to_montgomery().to_bytes()
+                );
+            }
+            assert_eq!(
+                verifying_key(&weak).err(),
+                Some(KeyError::WeakKey),
+                "{round}"
+            );
+            assert_eq!(verifying_key(&invalid).err(), Some(KeyError::InvalidKey));
+            assert!(crate::seal::BoxPublic::of(&weak).is_err());
+            PARSED.with(|m| assert!(m.0.borrow().len() <= PARSED_KEYS_PER_THREAD));
+        }
     }
 
     #[test]

@@ -66,10 +66,22 @@ pub struct BoxPublic(pub [u8; 32]);
 impl BoxPublic {
     /// The box public key of an actor: its Ed25519 key in Montgomery form. Refused for a
     /// bytes string that is not a valid Ed25519 point or is a weak (small-order) key.
+    ///
+    /// The conversion costs a field inversion, and a record's sealing checks ask it of
+    /// the same few readers for every entry, so each thread remembers the last ones
+    /// (as [`crate::keys::verifying_key`] does).
     pub fn of(actor: &ActorId) -> Result<BoxPublic, SealError> {
-        let vk = crate::keys::verifying_key(actor).map_err(|_| SealError::BadKey)?;
-        Ok(BoxPublic(vk.to_montgomery().to_bytes()))
+        BOX_PUBLIC.with(|m| {
+            m.get(actor, |actor| {
+                let vk = crate::keys::verifying_key(actor).map_err(|_| SealError::BadKey)?;
+                Ok(BoxPublic(vk.to_montgomery().to_bytes()))
+            })
+        })
     }
+}
+
+thread_local! {
+    static BOX_PUBLIC: crate::keys::Memo<Result<BoxPublic, SealError>> = crate::keys::Memo::new();
 }
 
 /// The name of one epoch of a stream: random, chosen by whoever opens the epoch.
