@@ -20,6 +20,10 @@
 //! once its own frames are indexed (it waits, at most [`INDEX_WAIT`], for frames other
 //! threads appended just before it): what is acknowledged is also visible.
 //!
+//! The index lives in `index/` until the first compaction, then in the directory
+//! `index.current` names (`index.1`, …): each compaction builds it anew there, since sled
+//! keeps cleared keys in its pages (`INDEX_POINTER`).
+//!
 //! Loaded records are lean (`source.rs`): what the rules and sync need of every entry stays
 //! in memory, record data is read back from the log when asked. Layout: `log/` the log,
 //! `cache.rs` the bounded cache of loaded records, `source.rs` where lean records read.
@@ -1766,7 +1770,7 @@ impl Store {
 
     /// [`Store::ingest`] into a record held here: `None`, with nothing stored, if it is
     /// not held, or was removed (released) before this took it for writing
-    /// ([`SyncStore::ingest_held`]).
+    /// ([`cophr_protocol::sync::server::SyncStore::ingest_held`]).
     pub fn ingest_held(
         &self,
         record: &RecordId,
