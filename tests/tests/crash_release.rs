@@ -141,7 +141,20 @@ fn a_host_killed_while_it_releases_a_record_keeps_the_rest_and_finishes_the_rele
 
     let mut home = 0usize;
     let (mut acknowledged, mut finished_later, mut moves_failed) = (0u64, 0u64, 0u64);
+    // How long the last move took, at least 1.5 s: the kill comes at a random moment of
+    // that span, so it keeps falling across the whole move as the record (and so the
+    // move) grows.
+    let mut span = Duration::from_millis(1_500);
     for kill in 1..=kills {
+        if kill > 1 && (kill - 1) % 25 == 0 {
+            // Progress, for a campaign stopped before its end.
+            eprintln!(
+                "after kill {}: {acknowledged} releases acknowledged, {finished_later} \
+                 finished after the restart, {moves_failed} moves failed; 0 left behind, \
+                 0 lost, 0 corrupt",
+                kill - 1
+            );
+        }
         let (old, new) = (home, 1 - home);
         george.live_add(&[
             "vital-signs",
@@ -163,9 +176,12 @@ fn a_host_killed_while_it_releases_a_record_keeps_the_rest_and_finishes_the_rele
             .spawn()
             .expect("cophr move runs");
         // A random moment of the move, then SIGKILL to the old host.
-        std::thread::sleep(Duration::from_millis(rng.next_u64() % 1_500));
+        let began = std::time::Instant::now();
+        let ms = u64::try_from(span.as_millis()).unwrap_or(u64::MAX).max(1);
+        std::thread::sleep(Duration::from_millis(rng.next_u64() % ms));
         hosts[old].node.kill();
         let out = mv.wait_with_output().expect("move ends");
+        span = began.elapsed().max(Duration::from_millis(1_500));
         hosts[old].restart();
         let moved: Option<Value> = out
             .status
@@ -228,14 +244,6 @@ fn a_host_killed_while_it_releases_a_record_keeps_the_rest_and_finishes_the_rele
         );
         hosts[old].person.live_ok(&["verify"]);
         home = new;
-        if kill % 25 == 0 {
-            // Progress, for a campaign stopped before its end.
-            eprintln!(
-                "after kill {kill}: {acknowledged} releases acknowledged, {finished_later} \
-                 finished after the restart, {moves_failed} moves failed; 0 left behind, \
-                 0 lost, 0 corrupt"
-            );
-        }
     }
     eprintln!(
         "release crash campaign: seed {seed:#x}, {kills} kills of the releasing host: \
