@@ -677,7 +677,9 @@ fn read_u64(v: &[u8]) -> Option<u64> {
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`: the log at `dir/log`, the index at
-    /// `dir/index`. A torn log tail is cut off; frames not yet indexed are indexed.
+    /// `dir/index` (or, once a compaction has built a fresh one, in the directory
+    /// `dir/index.current` names; others are deleted). A torn log tail is cut off; frames
+    /// not yet indexed are indexed.
     pub fn open(dir: &Path, node_key: Keypair) -> Result<(Store, OpenReport), StoreError> {
         std::fs::create_dir_all(dir)?;
         // sled locks its directory, so opening it first keeps a second process from
