@@ -1920,29 +1920,49 @@ impl Store {
     /// records held here; events already held, or claiming to be this node's, are skipped.
     /// Returns how many were new.
     pub fn keep_audit(&self, events: &[SignedAudit]) -> Result<usize, StoreError> {
-        let mut fresh = Vec::new();
-        // Not while a compaction rebuilds the index (events held would seem new).
-        let guard = self.log();
+        let mut by_record: BTreeMap<RecordId, Vec<&SignedAudit>> = BTreeMap::new();
         for a in events {
-            let ev = &a.event;
-            let k = key(
-                b'a',
-                &[
-                    ev.record.as_bytes(),
-                    ev.node.as_bytes(),
-                    &ev.seq.to_be_bytes(),
-                ],
-            );
-            if ev.node != self.node_id() && self.holds(&ev.record)? && !self.db().contains_key(k)? {
-                fresh.push(a);
+            by_record.entry(a.event.record).or_default().push(a);
+        }
+        let mut kept = 0;
+        for (record, events) in by_record {
+            // Checked and written under the lock a removal takes around its tombstone, so
+            // no event of a removed record follows the tombstone (and brings its id back
+            // to the disk).
+            let tail = lock(&self.inner.audit_tail)
+                .entry(record)
+                .or_default()
+                .clone();
+            let _tail = lock(&tail);
+            if self.removed_since(&record)? {
+                continue;
             }
+            let mut fresh = Vec::new();
+            // Not while a compaction rebuilds the index (events held would seem new).
+            let guard = self.log();
+            let db = self.db();
+            for a in events {
+                let ev = &a.event;
+                let k = key(
+                    b'a',
+                    &[
+                        ev.record.as_bytes(),
+                        ev.node.as_bytes(),
+                        &ev.seq.to_be_bytes(),
+                    ],
+                );
+                if ev.node != self.node_id() && !db.contains_key(k)? {
+                    fresh.push(a);
+                }
+            }
+            drop(guard);
+            let frames: Vec<(u8, &[u8])> = fresh.iter().map(|a| (KIND_AUDIT, a.bytes())).collect();
+            for chunk in frames.chunks(1024) {
+                self.persist(chunk)?;
+            }
+            kept += fresh.len();
         }
-        drop(guard);
-        let frames: Vec<(u8, &[u8])> = fresh.iter().map(|a| (KIND_AUDIT, a.bytes())).collect();
-        for chunk in frames.chunks(1024) {
-            self.persist(chunk)?;
-        }
-        Ok(fresh.len())
+        Ok(kept)
     }
 
     /// The record's audit events beyond `have` (per node, the highest sequence held).
