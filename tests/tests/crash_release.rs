@@ -141,10 +141,13 @@ fn a_host_killed_while_it_releases_a_record_keeps_the_rest_and_finishes_the_rele
 
     let mut home = 0usize;
     let (mut acknowledged, mut finished_later, mut moves_failed) = (0u64, 0u64, 0u64);
-    // How long the last move took, at least 1.5 s: the kill comes at a random moment of
-    // that span, so it keeps falling across the whole move as the record (and so the
-    // move) grows.
+    // The kill comes at a random moment of `span`, which follows how long a move takes as
+    // the record (and so the move) grows: longer after a kill that came before the
+    // release was acknowledged, shorter (never below 1.5 s) after one that came after.
+    // It settles where about 30 % of kills come after the release and the rest fall
+    // across the move.
     let mut span = Duration::from_millis(1_500);
+    let floor = span;
     for kill in 1..=kills {
         if kill > 1 && (kill - 1) % 25 == 0 {
             // Progress, for a campaign stopped before its end.
@@ -176,17 +179,23 @@ fn a_host_killed_while_it_releases_a_record_keeps_the_rest_and_finishes_the_rele
             .spawn()
             .expect("cophr move runs");
         // A random moment of the move, then SIGKILL to the old host.
-        let began = std::time::Instant::now();
         let ms = u64::try_from(span.as_millis()).unwrap_or(u64::MAX).max(1);
         std::thread::sleep(Duration::from_millis(rng.next_u64() % ms));
         hosts[old].node.kill();
         let out = mv.wait_with_output().expect("move ends");
-        span = began.elapsed().max(Duration::from_millis(1_500));
         hosts[old].restart();
         let moved: Option<Value> = out
             .status
             .success()
             .then(|| serde_json::from_slice(&out.stdout).expect("move prints JSON"));
+        let acked = moved
+            .as_ref()
+            .is_some_and(|m| m["released"].as_bool() == Some(true));
+        span = if acked {
+            span.mul_f64(0.8).max(floor)
+        } else {
+            span.mul_f64(1.1).min(Duration::from_secs(120))
+        };
         let Some(moved) = moved else {
             // The move itself failed (it met the old host dying): the record stays at its
             // home, whole, and the next round moves it again.
