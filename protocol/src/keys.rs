@@ -171,12 +171,10 @@ pub fn verify(actor: &ActorId, domain: Domain, bytes: &[u8], sig: &Sig) -> Resul
 /// Verifies many signatures at once (ed25519 batch verification). All must be valid; on
 /// failure, callers fall back to [`verify`] one by one to find which.
 ///
-/// Each distinct key is parsed and checked ([`verifying_key`]: point decompression, the
-/// weak-key refusal) once per batch, not once per item: a pulled batch is nearly always
-/// one author's.
+/// Each key is parsed and checked by [`verifying_key`] (point decompression, the weak-key
+/// refusal), which remembers the keys a thread has parsed; a run of one author's items (a
+/// pulled batch is nearly always one author's) asks it once.
 pub fn verify_batch(items: &[(ActorId, Domain, &[u8], Sig)]) -> Result<(), KeyError> {
-    let mut parsed: std::collections::HashMap<ActorId, VerifyingKey> =
-        std::collections::HashMap::new();
     let mut last: Option<(ActorId, VerifyingKey)> = None;
     let mut keys = Vec::with_capacity(items.len());
     let mut sigs = Vec::with_capacity(items.len());
@@ -191,14 +189,7 @@ pub fn verify_batch(items: &[(ActorId, Domain, &[u8], Sig)]) -> Result<(), KeyEr
         let key = match last {
             Some((a, k)) if a == *actor => k,
             _ => {
-                let k = match parsed.get(actor) {
-                    Some(k) => *k,
-                    None => {
-                        let k = verifying_key(actor)?;
-                        parsed.insert(*actor, k);
-                        k
-                    }
-                };
+                let k = verifying_key(actor)?;
                 last = Some((*actor, k));
                 k
             }

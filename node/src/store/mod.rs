@@ -986,6 +986,16 @@ impl Store {
         Ok(lock(&self.inner.removing).contains(id) || !self.holds(id)?)
     }
 
+    /// The lock of a record's own audit chain. Its holder writes the record's audit
+    /// events (own and peers'), and a removal holds it around its tombstone, so no event
+    /// follows the tombstone.
+    fn audit_tail(&self, record: &RecordId) -> Arc<Mutex<AuditTail>> {
+        lock(&self.inner.audit_tail)
+            .entry(*record)
+            .or_default()
+            .clone()
+    }
+
     /// The record's write lock, or [`StoreError::NotFound`] if it was removed since its
     /// handle was taken ([`Store::removed_since`]).
     fn write_lock<'a>(
@@ -1449,10 +1459,7 @@ impl Store {
         now: Timestamp,
         profile: Option<Profile>,
     ) -> Result<SignedAudit, StoreError> {
-        let tail = lock(&self.inner.audit_tail)
-            .entry(*record)
-            .or_default()
-            .clone();
+        let tail = self.audit_tail(record);
         let mut tail = lock(&tail);
         if frames.is_empty() && self.removed_since(record)? {
             // Not after a removal's tombstone (which waits for this lock): nothing naming
@@ -1819,11 +1826,16 @@ impl Store {
         entries: Vec<Verified>,
     ) -> Result<Option<usize>, StoreError> {
         let fresh = starting.is_some();
-        let mut r = h.write().unwrap_or_else(|p| p.into_inner());
-        if !fresh && self.removed_since(record)? {
-            // Removed after its handle was taken: written to, it would come back.
-            return Ok(None);
-        }
+        let mut r = if fresh {
+            h.write().unwrap_or_else(|p| p.into_inner())
+        } else {
+            match self.write_lock(record, &h) {
+                Ok(r) => r,
+                // Removed after its handle was taken: written to, it would come back.
+                Err(StoreError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        };
         // The new entries themselves, kept to be written: a lean record lets record data
         // go once applied, and reads it back from the log, where these are not yet. So it
         // holds them in memory until they are written: a later entry's rules may read an
@@ -1929,10 +1941,7 @@ impl Store {
             // Checked and written under the lock a removal takes around its tombstone, so
             // no event of a removed record follows the tombstone (and brings its id back
             // to the disk).
-            let tail = lock(&self.inner.audit_tail)
-                .entry(record)
-                .or_default()
-                .clone();
+            let tail = self.audit_tail(&record);
             let _tail = lock(&tail);
             if self.removed_since(&record)? {
                 continue;
@@ -2041,10 +2050,7 @@ impl Store {
         let _guard = h.write().unwrap_or_else(|p| p.into_inner());
         // After any audit event of it being written (they check for a removal under this
         // lock, so none follows the tombstone).
-        let tail = lock(&self.inner.audit_tail)
-            .entry(*record)
-            .or_default()
-            .clone();
+        let tail = self.audit_tail(record);
         let tail = lock(&tail);
         // Marked first: a crash from here on is finished by the next open's compaction.
         // Under the log guard, so that the marker and the tombstone are in the same index
