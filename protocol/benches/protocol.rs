@@ -152,6 +152,20 @@ fn state_at_time(c: &mut Criterion) {
             black_box(current(&past, &viewer).items.len())
         })
     });
+    // The same, then every body shown read (what a listing of everything costs; a listing
+    // of one category, or one page, reads only its own bodies).
+    g.bench_function(format!("state_at_time_lean_{n}_every_body_read"), |b| {
+        b.iter(|| {
+            let past = lean.at_time(mid);
+            let s = current(&past, &viewer);
+            black_box(
+                s.items
+                    .iter()
+                    .filter(|i| !matches!(*i.body, Value::Null))
+                    .count(),
+            )
+        })
+    });
     // The same on one thread (`current` folds a large record on every core).
     g.bench_function(format!("state_at_time_lean_{n}_one_thread"), |b| {
         b.iter(|| {

@@ -452,11 +452,24 @@ fn value_json<S: serde::Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> 
 }
 
 fn body_json<S: serde::Serializer>(v: &Body, s: S) -> Result<S::Ok, S::Error> {
+    if v.unreadable() {
+        return Err(serde::ser::Error::custom(
+            "an entry of the record could not be read from where it is stored",
+        ));
+    }
     v.to_json().serialize(s)
 }
 
 /// The data of an item's version, read as a [`Value`]: shared with the entry it is the
-/// body of (or with what a sealed entry opened to), so a fold never copies it.
+/// body of (or with what a sealed entry opened to), so a fold never copies it. In a lean
+/// record the entry is read from the record's source (hash-checked against its id) only
+/// when the body is first read, and kept from then on: a fold settles which version of
+/// each item is shown from what the record keeps of every entry, and a reader that shows
+/// one category, or one page, reads only those bodies.
+///
+/// A body whose entry cannot be read (the source reports and counts the failure, as for
+/// any read of a lean record) reads as null, says so through [`Body::unreadable`], and
+/// refuses to serialize: it is never shown as if the item had no data.
 #[derive(Clone)]
 pub struct Body(Shared);
 
@@ -466,17 +479,79 @@ enum Shared {
     Entry(crate::entry::Verified),
     /// A value of its own.
     Value(std::sync::Arc<Value>),
+    /// The body of a lean record's entry, read when first asked.
+    Deferred(std::sync::Arc<Deferred>),
+}
+
+/// A lean record's entry, read from its source when first asked.
+struct Deferred {
+    source: std::sync::Arc<dyn crate::record::EntrySource>,
+    id: EntryId,
+    read: std::sync::OnceLock<Option<crate::entry::Verified>>,
+}
+
+impl Deferred {
+    fn entry(&self) -> Option<&crate::entry::Verified> {
+        self.read
+            .get_or_init(|| {
+                let v = self.source.load(&self.id)?;
+                // A source handing back another entry is a broken source: never shown.
+                (v.id() == self.id).then_some(v)
+            })
+            .as_ref()
+    }
 }
 
 impl Body {
     /// The body of an entry's create or amend (null for any other entry).
-    fn of_entry(v: crate::entry::Verified) -> Body {
+    pub(crate) fn of_entry(v: crate::entry::Verified) -> Body {
         Body(Shared::Entry(v))
+    }
+
+    /// The body of entry `id`, read from `source` when first asked.
+    pub(crate) fn deferred(
+        source: std::sync::Arc<dyn crate::record::EntrySource>,
+        id: EntryId,
+    ) -> Body {
+        Body(Shared::Deferred(std::sync::Arc::new(Deferred {
+            source,
+            id,
+            read: std::sync::OnceLock::new(),
+        })))
     }
 
     /// The value, as an owned copy.
     pub fn to_value(&self) -> Value {
         (**self).clone()
+    }
+
+    /// The entry the body is the data of, when it is a plain create or amend (read now, in
+    /// a lean record, if not read yet): its device, signature and bytes without reading it
+    /// again. `None` for content opened from a sealed entry, or an entry that could not be
+    /// read.
+    pub fn entry(&self) -> Option<&crate::entry::Verified> {
+        match &self.0 {
+            Shared::Entry(v) => Some(v),
+            Shared::Deferred(d) => d.entry(),
+            Shared::Value(_) => None,
+        }
+    }
+
+    /// Whether the body's entry could not be read from the record's source (it then reads
+    /// as null). Reads it if not read yet.
+    pub fn unreadable(&self) -> bool {
+        match &self.0 {
+            Shared::Deferred(d) => d.entry().is_none(),
+            _ => false,
+        }
+    }
+}
+
+fn body_value(e: &crate::entry::Verified) -> &Value {
+    static NULL: Value = Value::Null;
+    match &e.entry().payload {
+        Payload::Create { body, .. } | Payload::Amend { body, .. } => body,
+        _ => &NULL,
     }
 }
 
@@ -485,11 +560,9 @@ impl std::ops::Deref for Body {
     fn deref(&self) -> &Value {
         static NULL: Value = Value::Null;
         match &self.0 {
-            Shared::Entry(v) => match &v.entry().payload {
-                Payload::Create { body, .. } | Payload::Amend { body, .. } => body,
-                _ => &NULL,
-            },
+            Shared::Entry(v) => body_value(v),
             Shared::Value(v) => v,
+            Shared::Deferred(d) => d.entry().map_or(&NULL, body_value),
         }
     }
 }
@@ -691,7 +764,8 @@ fn fold_item(record: &Record, viewer: &Viewer, n: &Node) -> Option<ItemState> {
                 .copied()
                 .filter(|v| record.status(v) == Some(&Status::Valid) && record.can_see(viewer, v)),
         );
-        let superseded: std::collections::HashSet<EntryId> = versions
+        // What each later version supersedes (a create supersedes nothing: not read).
+        let superseded: std::collections::HashSet<EntryId> = versions[1..]
             .iter()
             .filter_map(|v| record.get(v).and_then(|e| e.entry().payload.target()))
             .collect();
@@ -703,14 +777,16 @@ fn fold_item(record: &Record, viewer: &Viewer, n: &Node) -> Option<ItemState> {
         let win = winner(record, &heads)?;
         (versions, heads.len(), win)
     };
-    let w = record.get(&win)?;
+    // What is shown is settled from what the record keeps of the version in effect; its
+    // data is read only when the body is (`Body`).
+    let wn = record.node(&win)?;
     let state = record.content_state(&win);
     let flag = match state {
         Some(ContentState::Locked) => {
             if record.others_conversation(viewer, &win) {
                 return None;
             }
-            return Some(if w.entry().payload.is_delete() {
+            return Some(if wn.h.is_delete() {
                 ItemState::Deleted
             } else {
                 ItemState::Locked
@@ -720,10 +796,13 @@ fn fold_item(record: &Record, viewer: &Viewer, n: &Node) -> Option<ItemState> {
         _ => None,
     };
     let body = if state == Some(ContentState::Plain) {
-        match &w.entry().payload {
-            Payload::Create { .. } | Payload::Amend { .. } => Body::of_entry(w.clone()),
-            p if p.is_delete() => return Some(ItemState::Deleted),
-            _ => Body::from(Value::Null),
+        // Plain content: the kind in the node is the payload's.
+        if wn.h.is_create() || wn.h.is_amend() {
+            record.body_of(&win, wn)?
+        } else if wn.h.is_delete() {
+            return Some(ItemState::Deleted);
+        } else {
+            Body::from(Value::Null)
         }
     } else {
         match record.payload(&win).as_deref() {
@@ -752,9 +831,9 @@ fn fold_item(record: &Record, viewer: &Viewer, n: &Node) -> Option<ItemState> {
         current: win,
         category: category.clone(),
         body,
-        author: w.entry().author,
+        author: record.author_of(wn),
         created: n.h.time,
-        updated: w.entry().time,
+        updated: wn.h.time,
         versions: versions.len().max(1),
         conflict: heads_len > 1,
         annotations,
@@ -816,15 +895,19 @@ pub struct History {
 
 /// Provenance of an entry.
 pub fn provenance(record: &Record, id: &EntryId) -> Option<Provenance> {
-    let v = record.get(id)?;
+    Some(provenance_of(record, &record.get(id)?))
+}
+
+/// Provenance of an entry already read.
+fn provenance_of(record: &Record, v: &crate::entry::Verified) -> Provenance {
     let e = v.entry();
-    Some(Provenance {
+    Provenance {
         author: e.author,
         profile: record.profile(&e.author, Some(e.time)).cloned(),
         device: e.device.clone(),
         time: e.time,
         grant: e.auth,
-    })
+    }
 }
 
 /// The full history of the item an entry belongs to (any version's id may be given).
@@ -849,33 +932,33 @@ fn history_in(
     state: Option<&State>,
     id: &EntryId,
 ) -> Option<History> {
-    let mut root = *id;
-    // Walk targets back to the create.
+    // The item's create: an annotation's target (read) back to a version, then the root
+    // the record keeps for every version (nothing read).
+    let mut at = *id;
+    let mut root = None;
     for _ in 0..record.len() {
-        let e = record.get(&root)?;
-        match e.entry().payload.target() {
-            Some(t) if !e.entry().payload.is_create() => root = t,
-            _ => break,
+        let n = record.node(&at)?;
+        if n.h.is_annotate() {
+            at = record.get(&at)?.entry().payload.target()?;
+            continue;
         }
+        root = record.item_root_of(n);
+        break;
     }
-    let category = match &record.get(&root)?.entry().payload {
-        Payload::Create { category, .. } | Payload::SealedCreate { category, .. } => {
-            category.clone()
-        }
-        _ => return None,
-    };
+    let root = root?;
+    let category = record.category_of(&root)?.clone();
     if !record.can_see(viewer, &root) {
         return None;
     }
-    let folded;
-    let state = match state {
-        Some(s) => s,
-        None => {
-            folded = current(record, viewer);
-            &folded
-        }
+    // The version in effect: from the state if the caller folded it, else from folding
+    // this one item (the same as its place in the state), not the whole record.
+    let in_effect = match state {
+        Some(s) => s.items.iter().find(|i| i.id == root).map(|i| i.current),
+        None => match item(record, viewer, &root) {
+            Some(ItemState::Current(i)) => Some(i.current),
+            _ => None,
+        },
     };
-    let in_effect = state.items.iter().find(|i| i.id == root).map(|i| i.current);
     let mut ids = vec![root];
     ids.extend(record.versions_of(&root).iter().copied());
     let mut with_notes = ids.clone();
@@ -889,7 +972,15 @@ fn history_in(
             let held = record.get(&v)?;
             let e = held.entry();
             let state = record.content_state(&v);
-            let content = match &*record.payload(&v)? {
+            // Plain content is the entry's own (read once); sealed content as opened.
+            let opened;
+            let payload = if state == Some(ContentState::Plain) {
+                &e.payload
+            } else {
+                opened = record.payload(&v)?;
+                &*opened
+            };
+            let content = match payload {
                 Payload::Create { body, .. } | Payload::Amend { body, .. } => body.clone(),
                 Payload::Delete { reason, .. } => Value::Text(reason.clone()),
                 Payload::Annotate { text, .. } => Value::Text(text.clone()),
@@ -900,7 +991,7 @@ fn history_in(
                 kind: e.payload.kind(),
                 target: e.payload.target(),
                 content,
-                provenance: provenance(record, &v)?,
+                provenance: provenance_of(record, &held),
                 in_effect: record.status(&v) == Some(&Status::Valid),
                 current: in_effect == Some(v),
                 locked: state == Some(ContentState::Locked),

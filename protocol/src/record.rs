@@ -556,6 +556,17 @@ impl Record {
         n.stream != 0 && (n.h.is_create() || n.h.is_amend() || n.h.is_delete() || n.h.is_annotate())
     }
 
+    /// The data of a node's create or amend as a fold hands it out: shared with the entry
+    /// when it is held in memory; in a lean record, read from the source when first asked
+    /// ([`crate::fold::Body`]), so a fold settles what is shown without reading it.
+    pub(crate) fn body_of(&self, id: &EntryId, n: &Node) -> Option<crate::fold::Body> {
+        match (&n.e, &self.source) {
+            (Some(v), _) => Some(crate::fold::Body::of_entry(v.clone())),
+            (None, Some(source)) => Some(crate::fold::Body::deferred(source.clone(), *id)),
+            (None, None) => None,
+        }
+    }
+
     /// The entry of a node: held, or read from the source.
     pub(crate) fn entry_of(&self, id: &EntryId, n: &Node) -> Option<Verified> {
         match &n.e {
@@ -716,6 +727,19 @@ impl Record {
             } else {
                 self.voids.remove(id);
             }
+        }
+    }
+
+    /// The create at the root of the versions a node belongs to (itself for a create;
+    /// `None` for an entry that is no version of an item: an annotation, or not record
+    /// data), without reading any entry.
+    pub(crate) fn item_root_of(&self, n: &Node) -> Option<EntryId> {
+        if n.h.is_create() {
+            Some(n.h.id)
+        } else if n.h.is_amend() || n.h.is_delete() {
+            self.nodes.id_at(n.root)
+        } else {
+            None
         }
     }
 

@@ -636,6 +636,182 @@ fn a_lean_record_never_shows_what_its_source_got_wrong() {
     assert_eq!(source.loads(), loads);
 }
 
+/// A lean record's fold settles what is shown without reading any entry: each shown
+/// item's data is read from the source when its body is first read, once, and is what the
+/// full record shows.
+#[test]
+fn a_lean_fold_reads_an_items_data_only_when_its_body_is_read() {
+    let mut f = Fixture::new(4, "George");
+    let g = f.patient.clone();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let category = if i % 2 == 0 {
+            Category::VitalSigns
+        } else {
+            Category::Medications
+        };
+        let body = if i % 2 == 0 {
+            bp(100 + i, 70)
+        } else {
+            text_body(&[("medication", "Metformin")])
+        };
+        ids.push(
+            f.write(&g, Payload::Create { category, body })
+                .unwrap()
+                .id(),
+        );
+    }
+    let source = std::sync::Arc::new(MemSource::of(f.record.entries()));
+    let mut lean = f.record.clone();
+    lean.set_source(source.clone());
+    let v = lean.viewer(&g.actor(), f.now);
+    let before = source.loads();
+    let state = current(&lean, &v);
+    assert_eq!(state.items.len(), 20);
+    assert_eq!(source.loads(), before, "folding read no entry");
+    // One category's bodies read: only those are loaded, each once.
+    let vitals: Vec<_> = state.in_category(&Category::VitalSigns).collect();
+    for i in &vitals {
+        assert!(!i.body.unreadable());
+        let _ = i.body.to_json();
+    }
+    assert_eq!(source.loads(), before + vitals.len());
+    let _ = vitals[0].body.to_json();
+    assert_eq!(
+        vitals[0].body.entry().map(|e| e.id()),
+        Some(vitals[0].current),
+        "the body's entry is the version in effect"
+    );
+    assert_eq!(source.loads(), before + vitals.len(), "a body is read once");
+    // And the whole state is the full record's.
+    assert_eq!(
+        state,
+        current(&f.record, &f.record.viewer(&g.actor(), f.now))
+    );
+    let one = item(&lean, &v, &ids[3]);
+    let loads = source.loads();
+    let Some(ItemState::Current(one)) = one else {
+        panic!("item 3 is current");
+    };
+    assert_eq!(source.loads(), loads, "folding one item read no entry");
+    assert_eq!(one.body.to_json()["medication"], "Metformin");
+}
+
+/// One item's history, in a lean record, reads that item's entries once each, and nothing
+/// of the rest of the record (no fold of the whole record to find its version in effect).
+#[test]
+fn one_items_history_reads_only_its_own_entries_once() {
+    let mut f = Fixture::new(6, "George");
+    let g = f.patient.clone();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let p = Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(120 + i, 80),
+        };
+        ids.push(f.write(&g, p).unwrap().id());
+    }
+    // Every item amended once; the one asked about twice, and annotated.
+    let mut amends = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let p = Payload::Amend {
+            target: *id,
+            body: bp(130 + i as i64, 85),
+        };
+        amends.push(f.write(&g, p).unwrap().id());
+    }
+    let asked = ids[4];
+    let last = amends[4];
+    let amend = f
+        .write(
+            &g,
+            Payload::Amend {
+                target: last,
+                body: bp(111, 77),
+            },
+        )
+        .unwrap()
+        .id();
+    let note = f
+        .write(
+            &g,
+            Payload::Annotate {
+                target: amend,
+                text: "checked".into(),
+            },
+        )
+        .unwrap()
+        .id();
+    let source = std::sync::Arc::new(MemSource::of(f.record.entries()));
+    let mut lean = f.record.clone();
+    lean.set_source(source.clone());
+    let v = lean.viewer(&g.actor(), f.now);
+    let before = source.loads();
+    let h = cophr_protocol::fold::history(&lean, &v, &amend).expect("its history");
+    assert_eq!(h.item, asked);
+    assert_eq!(h.versions.len(), 4, "create, two amends, a note");
+    assert_eq!(
+        h.versions
+            .iter()
+            .filter(|x| x.current)
+            .map(|x| x.id)
+            .collect::<Vec<_>>(),
+        vec![amend]
+    );
+    // Each version and the note once, and the two amends once more to settle which
+    // version is in effect; nothing of the other nine items.
+    assert_eq!(source.loads() - before, 4 + 2, "reads for a history of 4");
+    // Asked by its note: the same history.
+    assert_eq!(
+        cophr_protocol::fold::history(&lean, &v, &note).as_ref(),
+        Some(&h)
+    );
+    assert_eq!(
+        h,
+        cophr_protocol::fold::history(&f.record, &f.record.viewer(&g.actor(), f.now), &amend)
+            .unwrap()
+    );
+}
+
+/// An item whose data its lean record's source cannot read (lost, or another entry in its
+/// place) is never shown as an item without data: its body says it is unreadable and the
+/// item refuses to serialize.
+#[test]
+fn an_item_whose_data_cannot_be_read_is_not_shown_as_empty() {
+    let mut f = Fixture::new(5, "George");
+    let g = f.patient.clone();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let p = Payload::Create {
+            category: Category::VitalSigns,
+            body: bp(120 + i, 80),
+        };
+        ids.push(f.write(&g, p).unwrap().id());
+    }
+    let source = std::sync::Arc::new(MemSource::of(f.record.entries()));
+    let mut lean = f.record.clone();
+    lean.set_source(source.clone());
+    source.forget(&ids[0]);
+    source.put_as(ids[1], f.record.get(&ids[2]).unwrap());
+    let v = lean.viewer(&g.actor(), f.now);
+    let state = current(&lean, &v);
+    let shown = |id: &EntryId| state.items.iter().find(|i| i.id == *id).unwrap();
+    for bad in &ids[..2] {
+        let i = shown(bad);
+        assert!(i.body.unreadable(), "{bad}");
+        assert_eq!(i.body.to_json(), serde_json::Value::Null);
+        let err = serde_json::to_string(i).expect_err("an unreadable item does not serialize");
+        assert!(err.to_string().contains("could not be read"), "{err}");
+    }
+    let good = shown(&ids[2]);
+    assert!(!good.body.unreadable());
+    assert!(serde_json::to_string(good).is_ok());
+    assert!(
+        serde_json::to_string(&state).is_err(),
+        "nor does a state holding one"
+    );
+}
+
 /// The entries of `full` that `keep` selects, replayed one by one into a new record.
 fn replayed(full: &Record, keep: impl Fn(&Verified) -> bool) -> Record {
     let mut r = Record::new(full.id());

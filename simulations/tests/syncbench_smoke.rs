@@ -143,6 +143,9 @@ fn the_growth_measurements_run_at_tiny_sizes_and_plot_each_size() {
         // The record at its middle entry's time: about half its items.
         let items = p["state_at_items"].as_u64().unwrap();
         assert!((n / 2..=n / 2 + 2).contains(&items), "{items} of {n}");
+        // Then every shown body read (the count above is of the bodies read, when both
+        // passes agree).
+        assert!(p["state_at_read_ms"].as_f64().unwrap() > 0.0);
         assert!(p["catch_up_round_trips"].as_u64().unwrap() >= 2);
         assert!(p["catch_up_entry_bytes"].as_u64().unwrap() > 10 * 900);
     }

@@ -475,23 +475,43 @@ fn node_main(dir: &Path, actor: &str, peer_seed: u64) -> Result<()> {
                     let at = cmd["at"].as_u64().unwrap_or(T0);
                     let reps = cmd["reps"].as_u64().unwrap_or(5).max(1);
                     let s = store.clone();
-                    let (ms, items) =
-                        tokio::task::spawn_blocking(move || -> Result<(Vec<f64>, usize)> {
-                            let mut ms = Vec::new();
+                    // The state settled (which version of each item is shown, its body read
+                    // when first asked), then the same with every shown body read (what a
+                    // listing of everything costs).
+                    type Times = (Vec<f64>, Vec<f64>, usize);
+                    let (ms, read_ms, items) =
+                        tokio::task::spawn_blocking(move || -> Result<Times> {
+                            let (mut ms, mut read_ms) = (Vec::new(), Vec::new());
                             let mut items = 0;
-                            for _ in 0..reps {
-                                let t = Instant::now();
-                                items = s.with_record(&record_id(), |r| {
-                                    let past = r.at_time(at);
-                                    let v = past.viewer(&patient().actor(), at);
-                                    cophr_protocol::fold::current(&past, &v).items.len()
-                                })?;
-                                ms.push(t.elapsed().as_secs_f64() * 1e3);
+                            for read in [false, true] {
+                                for _ in 0..reps {
+                                    let t = Instant::now();
+                                    items = s.with_record(&record_id(), |r| {
+                                        let past = r.at_time(at);
+                                        let v = past.viewer(&patient().actor(), at);
+                                        let state = cophr_protocol::fold::current(&past, &v);
+                                        if read {
+                                            state
+                                                .items
+                                                .iter()
+                                                .filter(|i| !i.body.unreadable())
+                                                .count()
+                                        } else {
+                                            state.items.len()
+                                        }
+                                    })?;
+                                    let took = t.elapsed().as_secs_f64() * 1e3;
+                                    if read {
+                                        read_ms.push(took)
+                                    } else {
+                                        ms.push(took)
+                                    }
+                                }
                             }
-                            Ok((ms, items))
+                            Ok((ms, read_ms, items))
                         })
                         .await??;
-                    json!({"ms": ms, "items": items})
+                    json!({"ms": ms, "read_ms": read_ms, "items": items})
                 }
                 "opened" => json!({"opened": store.with_record(&record, |r| {
                     r.entries()

@@ -5,7 +5,11 @@ use super::*;
 
 /// A current item as the API shows it.
 pub(super) fn item_json(r: &Record, i: &Item) -> Value {
-    let device = r.get(&i.current).and_then(|e| e.entry().device.clone());
+    // The entry the body was read from, if plain (not read a second time).
+    let device = match i.body.entry() {
+        Some(e) => e.entry().device.clone(),
+        None => r.get(&i.current).and_then(|e| e.entry().device.clone()),
+    };
     json!({
         "id": i.id,
         "current": i.current,

@@ -40,6 +40,10 @@ pub(super) struct Point {
     bytes_per_entry: f64,
     first_write_ms: f64,
     state_at_ms: f64,
+    /// The same, with every shown item's body read (0 in reports from before bodies were
+    /// read when first asked, when the fold read them all).
+    #[serde(default)]
+    state_at_read_ms: f64,
     state_at_items: usize,
     catch_up_round_trips: u64,
     catch_up_overhead_bytes: u64,
@@ -117,6 +121,11 @@ fn point(work: &Path, runs: &Path, n: usize) -> Result<Point> {
         .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
         .unwrap_or_default();
     let state_at_ms = median(&times);
+    let read_times: Vec<f64> = state["read_ms"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+        .unwrap_or_default();
+    let state_at_read_ms = median(&read_times);
     let state_at_items = num(&state, "items")? as usize;
     // Catch-up: the replica has it loaded, the server writes, the replica pulls.
     let mut replica = Proc::spawn("growth-replica", &b, "reader", 14, runs)?;
@@ -143,6 +152,7 @@ fn point(work: &Path, runs: &Path, n: usize) -> Result<Point> {
         bytes_per_entry: added as f64 * 1024.0 / n as f64,
         first_write_ms,
         state_at_ms,
+        state_at_read_ms,
         state_at_items,
         catch_up_round_trips: t.requests,
         catch_up_overhead_bytes: t.overhead(),
@@ -165,13 +175,13 @@ fn print(r: &GrowthReport) {
         }
     );
     println!(
-        "\n| entries | load (fresh process) | resident added | per entry | first write after restart | state at a time | catch-up of {} (round trips, bytes beyond entries) |",
+        "\n| entries | load (fresh process) | resident added | per entry | first write after restart | state at a time | the same, every body read | catch-up of {} (round trips, bytes beyond entries) |",
         r.catch_up_entries
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for p in &r.points {
         println!(
-            "| {} | {:.1} ms | {:.1} MiB | {:.0} B | {:.1} ms | {:.1} ms ({} items) | {}, {} B |",
+            "| {} | {:.1} ms | {:.1} MiB | {:.0} B | {:.1} ms | {:.1} ms ({} items) | {:.1} ms | {}, {} B |",
             p.entries,
             p.load_ms,
             mib(p.resident_after_kib.saturating_sub(p.resident_before_kib)),
@@ -179,6 +189,7 @@ fn print(r: &GrowthReport) {
             p.first_write_ms,
             p.state_at_ms,
             p.state_at_items,
+            p.state_at_read_ms,
             p.catch_up_round_trips,
             p.catch_up_overhead_bytes,
         );
@@ -420,6 +431,7 @@ mod tests {
                 bytes_per_entry: 256.0,
                 first_write_ms: 2.0,
                 state_at_ms: n as f64 / 2000.0,
+                state_at_read_ms: n as f64 / 500.0,
                 state_at_items: n / 2,
                 catch_up_round_trips: 2,
                 catch_up_overhead_bytes: 1_000,
