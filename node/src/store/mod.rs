@@ -1016,8 +1016,21 @@ impl Store {
     /// record dropped now reloads with every acknowledged write (a write whose indexing
     /// timed out behind another's keeps everything loaded until it is indexed). Lock
     /// order: the indexer, then the records.
+    ///
+    /// A copy of a record removed (or being removed) meanwhile is not kept: a load that
+    /// began before a release and finished after it would otherwise stay in the cache,
+    /// where every later use of the record would find it, and the record, taken back
+    /// later (its patient moving home back here), would be refused for it. Checked after
+    /// the insert: a removal that began before the check is seen by it, and one that
+    /// begins after it takes the copy out of the cache itself.
     fn keep_loaded(&self, id: RecordId, handle: Arc<RwLock<Record>>) -> Arc<RwLock<Record>> {
         let kept = lock(&self.inner.records).insert(id, handle);
+        if self.removed_since(&id).unwrap_or(true) {
+            let mut records = lock(&self.inner.records);
+            if records.get(&id).is_some_and(|h| Arc::ptr_eq(&h, &kept)) {
+                records.remove(&id);
+            }
+        }
         self.trim();
         kept
     }
@@ -3138,6 +3151,37 @@ mod tests {
         }
         replicate(&p, host, &rec);
         (dir, p, g, rec)
+    }
+
+    /// The release campaign's seed 14, from about kill 420: a copy of George's record
+    /// loaded on the old host as the release removed it was kept in the cache after the
+    /// removal. Every later move of the record back to that host was refused (the cache
+    /// answered for a record the index no longer held) until the host restarted.
+    #[test]
+    fn a_copy_loaded_before_a_removal_is_not_kept_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (_phone, p, _g, rec) = hosted(&s, 2);
+        let all: Vec<Verified> = p.with_record(&rec, |r| r.entries().collect()).unwrap();
+        // A load begins, the release removes the record, the load keeps its copy.
+        let copy = s.load(&rec).unwrap();
+        s.remove_record(&rec).unwrap();
+        s.keep_loaded(rec, Arc::new(RwLock::new(copy)));
+        assert!(!s.holds(&rec).unwrap());
+        assert!(
+            matches!(
+                s.with_record(&rec, Record::len),
+                Err(StoreError::NotFound(_))
+            ),
+            "a removed record is not read from a copy kept by mistake"
+        );
+        // The patient moves home back here: the whole record is taken again.
+        assert_eq!(s.ingest(&rec, all.clone()).unwrap(), all.len());
+        assert!(s.holds(&rec).unwrap());
+        assert_eq!(s.with_record(&rec, Record::len).unwrap(), all.len());
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(s.with_record(&rec, Record::len).unwrap(), all.len());
     }
 
     /// The release crash campaign's kill 83: a push checked while the record was held,
