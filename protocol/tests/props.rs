@@ -587,6 +587,15 @@ proptest! {
     }
 }
 
+/// The fixture's record made lean over a source holding its entries (the source, to count
+/// or spoil its reads).
+fn lean_of(f: &Fixture) -> (std::sync::Arc<MemSource>, Record) {
+    let source = std::sync::Arc::new(MemSource::of(f.record.entries()));
+    let mut lean = f.record.clone();
+    lean.set_source(source.clone());
+    (source, lean)
+}
+
 /// A lean record shows nothing its source hands back under another entry's id, and
 /// what its source lost is missing, not made up.
 #[test]
@@ -613,9 +622,7 @@ fn a_lean_record_never_shows_what_its_source_got_wrong() {
         )
         .unwrap()
         .id();
-    let source = std::sync::Arc::new(MemSource::of(f.record.entries()));
-    let mut lean = f.record.clone();
-    lean.set_source(source.clone());
+    let (source, lean) = lean_of(&f);
     assert_eq!(lean.held_in_memory(), f.record.len() - 2);
     let before = source.loads();
     assert_eq!(lean.get(&a).map(|e| e.id()), Some(a));
@@ -661,9 +668,7 @@ fn a_lean_fold_reads_an_items_data_only_when_its_body_is_read() {
                 .id(),
         );
     }
-    let source = std::sync::Arc::new(MemSource::of(f.record.entries()));
-    let mut lean = f.record.clone();
-    lean.set_source(source.clone());
+    let (source, lean) = lean_of(&f);
     let v = lean.viewer(&g.actor(), f.now);
     let before = source.loads();
     let state = current(&lean, &v);
@@ -742,9 +747,7 @@ fn one_items_history_reads_only_its_own_entries_once() {
         )
         .unwrap()
         .id();
-    let source = std::sync::Arc::new(MemSource::of(f.record.entries()));
-    let mut lean = f.record.clone();
-    lean.set_source(source.clone());
+    let (source, lean) = lean_of(&f);
     let v = lean.viewer(&g.actor(), f.now);
     let before = source.loads();
     let h = cophr_protocol::fold::history(&lean, &v, &amend).expect("its history");
@@ -788,9 +791,7 @@ fn an_item_whose_data_cannot_be_read_is_not_shown_as_empty() {
         };
         ids.push(f.write(&g, p).unwrap().id());
     }
-    let source = std::sync::Arc::new(MemSource::of(f.record.entries()));
-    let mut lean = f.record.clone();
-    lean.set_source(source.clone());
+    let (source, lean) = lean_of(&f);
     source.forget(&ids[0]);
     source.put_as(ids[1], f.record.get(&ids[2]).unwrap());
     let v = lean.viewer(&g.actor(), f.now);
