@@ -587,6 +587,20 @@ proptest! {
     }
 }
 
+/// `n` blood pressures written by the fixture's patient, one item each.
+fn readings(f: &mut Fixture, n: i64) -> Vec<EntryId> {
+    let g = f.patient.clone();
+    (0..n)
+        .map(|i| {
+            let p = Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(120 + i, 80),
+            };
+            f.write(&g, p).unwrap().id()
+        })
+        .collect()
+}
+
 /// The fixture's record made lean over a source holding its entries (the source, to count
 /// or spoil its reads).
 fn lean_of(f: &Fixture) -> (std::sync::Arc<MemSource>, Record) {
@@ -708,14 +722,7 @@ fn a_lean_fold_reads_an_items_data_only_when_its_body_is_read() {
 fn one_items_history_reads_only_its_own_entries_once() {
     let mut f = Fixture::new(6, "George");
     let g = f.patient.clone();
-    let mut ids = Vec::new();
-    for i in 0..10 {
-        let p = Payload::Create {
-            category: Category::VitalSigns,
-            body: bp(120 + i, 80),
-        };
-        ids.push(f.write(&g, p).unwrap().id());
-    }
+    let ids = readings(&mut f, 10);
     // Every item amended once; the one asked about twice, and annotated.
     let mut amends = Vec::new();
     for (i, id) in ids.iter().enumerate() {
@@ -783,14 +790,7 @@ fn one_items_history_reads_only_its_own_entries_once() {
 fn an_item_whose_data_cannot_be_read_is_not_shown_as_empty() {
     let mut f = Fixture::new(5, "George");
     let g = f.patient.clone();
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        let p = Payload::Create {
-            category: Category::VitalSigns,
-            body: bp(120 + i, 80),
-        };
-        ids.push(f.write(&g, p).unwrap().id());
-    }
+    let ids = readings(&mut f, 3);
     let (source, lean) = lean_of(&f);
     source.forget(&ids[0]);
     source.put_as(ids[1], f.record.get(&ids[2]).unwrap());
