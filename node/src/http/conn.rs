@@ -15,6 +15,10 @@
 //!   remote one from another remote connection); if every connection is busy with a
 //!   request, the new one is closed at once. A connection is never queued in the kernel
 //!   without a time limit.
+//! - A connection given an evicted one's place is served only once the evicted one's
+//!   socket is closed (or refused after [`EVICTED_CLOSE_TIMEOUT`]), so the sockets the
+//!   node holds never exceed its places plus the one just accepted, however slowly the
+//!   evicted connections' tasks are scheduled.
 //!
 //! [`Admission`] is the bookkeeping (pure, unit-tested); [`serve_with`] the loop.
 
@@ -44,6 +48,10 @@ pub const LOOPBACK_RESERVED: usize = 32;
 /// How long a connection may take to send a request head (from opening, or after its
 /// previous response) before it is closed.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a new connection waits for the connection it evicted to close its socket
+/// before it is refused instead (see the module docs).
+pub const EVICTED_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The limits on connections (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +90,8 @@ struct Held {
     spoke: Arc<AtomicBool>,
     /// Told when the connection loses its place.
     evict: Arc<tokio::sync::Notify>,
+    /// Completes when the connection's socket is closed.
+    closed: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// Which connections hold a place (pure bookkeeping; see the module docs).
@@ -105,7 +115,7 @@ pub enum Refused {
 }
 
 /// A place given to a connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Place {
     /// The place's id (to release it).
     pub id: u64,
@@ -113,7 +123,16 @@ pub struct Place {
     pub spoke: Arc<AtomicBool>,
     /// Notified when another connection took this place.
     pub evict: Arc<tokio::sync::Notify>,
+    /// Dropped once this connection's socket is closed (declare it before the socket).
+    pub closing: Closing,
+    /// The sockets of the connections evicted for this one: serve it only once each
+    /// has closed.
+    pub waits_for: Vec<tokio::sync::oneshot::Receiver<()>>,
 }
+
+/// Tells the connection that evicted this one, when dropped, that its socket is closed.
+#[derive(Debug)]
+pub struct Closing(#[allow(dead_code)] tokio::sync::oneshot::Sender<()>);
 
 impl Admission {
     /// No connections held yet.
@@ -150,6 +169,7 @@ impl Admission {
         if !local && self.per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.per_ip {
             return Err(Refused::PerAddress);
         }
+        let mut waits_for = Vec::new();
         while self.full_for(local) {
             let victim = self
                 .held
@@ -159,14 +179,18 @@ impl Admission {
                 .ok_or(Refused::Full)?;
             if let Some(h) = self.release(victim) {
                 h.evict.notify_one();
+                waits_for.push(h.closed);
             }
         }
         let id = self.next;
         self.next += 1;
+        let (closing, closed) = tokio::sync::oneshot::channel();
         let place = Place {
             id,
             spoke: Arc::new(AtomicBool::new(false)),
             evict: Arc::new(tokio::sync::Notify::new()),
+            closing: Closing(closing),
+            waits_for,
         };
         if !local {
             self.remote += 1;
@@ -179,6 +203,7 @@ impl Admission {
                 local,
                 spoke: place.spoke.clone(),
                 evict: place.evict.clone(),
+                closed,
             },
         );
         Ok(place)
@@ -247,7 +272,7 @@ pub async fn serve_with(
                 }
             },
         };
-        let place = match lock(&admission).admit(peer.ip()) {
+        let mut place = match lock(&admission).admit(peer.ip()) {
             Ok(p) => p,
             Err(why) => {
                 tracing::debug!(?why, "HTTP connection refused a place");
@@ -259,10 +284,25 @@ pub async fn serve_with(
             admission: admission.clone(),
             id: place.id,
         };
+        // Accept nothing more until the evicted connections' sockets are closed.
+        let evicted = std::mem::take(&mut place.waits_for);
+        if !evicted.is_empty() {
+            let all_closed = futures::future::join_all(evicted);
+            if tokio::time::timeout(EVICTED_CLOSE_TIMEOUT, all_closed)
+                .await
+                .is_err()
+            {
+                tracing::warn!("an evicted HTTP connection did not close in time");
+                drop(stream);
+                continue;
+            }
+        }
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
         let app = app.clone();
         tokio::spawn(async move {
+            // Dropped last, after the socket (locals drop in reverse order).
+            let _closing = place.closing;
             let _guard = guard;
             let _done = done;
             let spoke = place.spoke;
@@ -387,5 +427,33 @@ mod tests {
         // Closing frees the place and the address count.
         a.close(p.id);
         assert_eq!(a.len(), 5);
+    }
+
+    #[test]
+    fn a_connection_given_an_evicted_place_waits_for_that_socket_to_close() {
+        let mut a = Admission::new(limits());
+        let mut silent: Vec<Place> = (0..6).map(|_| a.admit(LOCAL).unwrap()).collect();
+        assert!(
+            silent.iter().all(|p| p.waits_for.is_empty()),
+            "nobody evicted"
+        );
+        let mut p = a.admit(LOCAL).unwrap();
+        assert_eq!(p.waits_for.len(), 1, "it waits for the one it evicted");
+        let mut waiting = p.waits_for.pop().unwrap();
+        assert_eq!(
+            waiting.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty),
+            "the evicted connection's socket is still open"
+        );
+        // The evicted connection (the oldest) drops its socket, then its `closing`.
+        drop(silent.remove(0).closing);
+        assert_eq!(
+            waiting.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed),
+            "closing the evicted socket lets the new connection be served"
+        );
+        // A place closed in the ordinary way leaves nobody waiting.
+        a.close(silent[0].id);
+        assert!(a.admit(LOCAL).unwrap().waits_for.is_empty());
     }
 }

@@ -41,7 +41,8 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 pub const MAX_BLOCKING: usize = 16;
 
 pub use conn::{
-    ConnLimits, HEADER_TIMEOUT, LOOPBACK_RESERVED, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP,
+    ConnLimits, EVICTED_CLOSE_TIMEOUT, HEADER_TIMEOUT, LOOPBACK_RESERVED, MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_IP,
 };
 
 /// How often reminders coming due are looked for while notifications are derived.
