@@ -49,6 +49,18 @@ fn records(p: &Person) -> std::collections::BTreeMap<String, u64> {
         .collect()
 }
 
+/// The home host in George's peer book (an address ending in `/p2p/<peer id>`).
+fn home_of(p: &Person) -> String {
+    p.live_json(&["peers"])["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|b| b["record"].as_str() == Some(p.actor.as_str()))
+        .and_then(|b| b["home"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The TCP port of a node's address (`/ip4/127.0.0.1/tcp/PORT/p2p/…`).
 fn port_of(addr: &str) -> String {
     let parts: Vec<&str> = addr.split('/').collect();
@@ -79,8 +91,44 @@ impl Host {
     }
 
     fn restart(&mut self) {
+        // The killed run's log is kept beside the new one (evidence, see `keep_evidence`).
+        let log = self.person.dir().join("node.log");
+        let _ = std::fs::rename(&log, log.with_extension("log.before"));
         self.node = Node::start(&self.person, &["--listen", &self.listen]);
     }
+}
+
+/// Copies `from` (a directory) into `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)?.flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if src.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else if src.is_file() {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps what a failed check needs explaining, before the temporary directories go: the
+/// old host's whole home (store, this run's log and the killed run's), the new host's and
+/// George's homes (their logs and peer books), and what the move printed. Returns where
+/// (`COPHR_RELEASE_EVIDENCE`, or a directory under the system's temporary one).
+fn keep_evidence(what: &str, homes: &[(&str, &Path)], moved: &std::process::Output) -> String {
+    let base = std::env::var_os("COPHR_RELEASE_EVIDENCE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("cophr-release-evidence"));
+    let dir = base.join(what);
+    for (name, home) in homes {
+        if let Err(e) = copy_dir(home, &dir.join(name)) {
+            eprintln!("could not keep {name}'s home {}: {e}", home.display());
+        }
+    }
+    let _ = std::fs::write(dir.join("move.stdout"), &moved.stdout);
+    let _ = std::fs::write(dir.join("move.stderr"), &moved.stderr);
+    dir.display().to_string()
 }
 
 /// A file under `dir` in which `needle` occurs (the index too: a compaction builds it
@@ -222,18 +270,43 @@ fn a_host_killed_while_it_releases_a_record_keeps_the_rest_and_finishes_the_rele
                 "kill {kill} (seed {seed:#x}): after a failed move nobody holds George's record: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            // A move that failed after the new host took the record and became home in
+            // George's peer book (the release not yet asked) leaves George at home there.
+            if home_of(&george).ends_with(&hosts[new].node.peer_id()) {
+                eprintln!("kill {kill}: the failed move had made the new host home");
+                home = new;
+            }
             continue;
         };
         failed_in_a_row = 0;
+        // The move left the host the test takes for George's home (a failed move leaves
+        // the home as it was; this checks it did).
+        let from = moved["from"].as_str().unwrap_or_default();
+        assert!(
+            from.ends_with(&hosts[old].node.peer_id()),
+            "kill {kill} (seed {seed:#x}): the move left {from}, not the old host {}: {moved}",
+            hosts[old].node.addr()
+        );
         match moved["released"].as_bool() {
             Some(true) => {
                 acknowledged += 1;
-                assert!(
-                    !records(&hosts[old].person).contains_key(&george.actor),
-                    "kill {kill} (seed {seed:#x}): the old host acknowledged the release and still holds the record; \
-                     its log since the restart:\n{}",
-                    hosts[old].node.log()
-                );
+                if records(&hosts[old].person).contains_key(&george.actor) {
+                    let kept = keep_evidence(
+                        &format!("seed-{seed}-kill-{kill}"),
+                        &[
+                            ("old-host", hosts[old].person.dir()),
+                            ("new-host", hosts[new].person.dir()),
+                            ("george", george.dir()),
+                        ],
+                        &out,
+                    );
+                    panic!(
+                        "kill {kill} (seed {seed:#x}): the old host acknowledged the release and \
+                         still holds the record (its homes and logs kept in {kept}); its log \
+                         since the restart:\n{}",
+                        hosts[old].node.log()
+                    );
+                }
             }
             Some(false) => {
                 finished_later += 1;

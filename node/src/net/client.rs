@@ -976,11 +976,17 @@ pub async fn release(
         )
         .await?
     {
-        Response::Ack
-        | Response::Refused {
+        Response::Ack => {
+            tracing::info!(%record, host = %old_peer, "the former host deleted its copy");
+            Ok(true)
+        }
+        Response::Refused {
             code: Refusal::NoAccess,
             ..
-        } => Ok(true),
+        } => {
+            tracing::info!(%record, host = %old_peer, "the former host holds no copy to delete");
+            Ok(true)
+        }
         Response::Refused { code, reason } => Err(NetError::Refused {
             peer: old_peer,
             code,
@@ -1007,7 +1013,6 @@ pub async fn retry_releases(handle: &NodeHandle) -> Result<usize, NetError> {
             continue;
         }
         if let Ok(true) = release(handle, &old, record).await {
-            tracing::info!(%record, host = %old, "the former host deleted its copy");
             confirmed.push((record, old));
         }
     }
@@ -1038,6 +1043,7 @@ pub async fn move_home(
         set_pending_releases(handle.store(), &pending)?;
     }
     let old = handle.peer_book(&record)?.home;
+    tracing::info!(%record, from = ?old.as_ref().map(|o| o.to_string()), %to, "moving the record's home");
     host(handle, to, record, invitation).await?;
     let (peer, bare) = split(to)?;
     let me = handle.identity().clone();

@@ -850,6 +850,7 @@ impl EventLoop {
                 Effect::Changed(record) => self.changed(record, Some(a.peer)),
                 Effect::Host(pointer) => self.publish(pointer),
                 Effect::Released(record) => {
+                    tracing::info!(%record, "released the record: the copy here is deleted");
                     self.subscribers.remove(&record);
                 }
                 Effect::Announced(record) => {
