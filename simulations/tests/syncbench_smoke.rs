@@ -152,3 +152,37 @@ fn the_growth_measurements_run_at_tiny_sizes_and_plot_each_size() {
     let svg = std::fs::read_to_string(&plot).expect("the plot is written");
     assert_eq!(svg.matches("<polyline").count(), 6);
 }
+
+#[test]
+fn the_host_alone_is_measured_with_small_records_and_needs_no_hypercore() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("report.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_syncbench"))
+        .args(["--host-only", "--host-records", "30", "--host-entries", "2"])
+        // A harness folder that does not exist: the host alone does not need it.
+        .arg("--hypercore-dir")
+        .arg(dir.path().join("no-hypercore"))
+        .arg("--work")
+        .arg(dir.path().join("work"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run syncbench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "syncbench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("fresh host process with 30 records of 2 entries"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("the JSON report is written"))
+            .expect("the report is JSON");
+    assert_eq!(report["host"]["records_listed"], 30);
+    assert_eq!(report["host"]["entries_per_record"], 2);
+    assert!(report["host"]["memory"]["resident_kib"].as_u64().unwrap() > 0);
+    assert!(report["bulk"].is_null(), "nothing else is measured");
+}

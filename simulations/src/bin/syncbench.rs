@@ -42,6 +42,9 @@ use cophr_protocol::{Category, Keypair, Level, Payload, RecordId, SignedEntry, V
 
 /// Bump when the generated stores change shape, so old caches are not reused.
 const CACHE_VERSION: u32 = 4;
+
+/// Threads writing a host's records at once when generating it (see [`generate_host`]).
+const GENERATOR_WRITERS: usize = 8;
 /// The record's patient and the replica's actor derive from this seed.
 const SEED: u64 = 5;
 /// Entry times start here (ms); one ms apart.
@@ -81,6 +84,13 @@ struct Cli {
     /// 1,000; 10,000 with --full), each of 100 entries.
     #[arg(long)]
     host_records: Option<usize>,
+    /// Entries in each of the host's records (a genesis, then vital signs).
+    #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    host_entries: usize,
+    /// Measure only the fresh host process (`--host-records`, `--host-entries`): start-up
+    /// and memory, written to the report as `host`.
+    #[arg(long)]
+    host_only: bool,
     /// Where stores are generated, cached and copied for each run (default
     /// `target/syncbench`).
     #[arg(long)]
@@ -138,7 +148,8 @@ enum Sub {
         /// The store directory.
         #[arg(long)]
         dir: PathBuf,
-        /// `record` (one record of N entries) or `host` (N records of 100 entries).
+        /// `record` (one record of N entries), `host` (N records of 100 entries) or
+        /// `host-E` (N records of E entries).
         #[arg(long)]
         kind: String,
         /// N.
@@ -159,8 +170,11 @@ fn main() -> Result<()> {
             return match kind.as_str() {
                 "record" => generate_record(&dir, n, false),
                 "sealed-record" => generate_record(&dir, n, true),
-                "host" => generate_host(&dir, n),
-                other => bail!("unknown store kind {other}"),
+                "host" => generate_host(&dir, n, 100),
+                kind => match kind.strip_prefix("host-").map(str::parse::<usize>) {
+                    Some(Ok(entries)) => generate_host(&dir, n, entries),
+                    _ => bail!("unknown store kind {kind}"),
+                },
             }
         }
         None => {}
@@ -176,6 +190,7 @@ fn main() -> Result<()> {
         host_records: cli
             .host_records
             .unwrap_or(if cli.full { 10_000 } else { 1_000 }),
+        host_entries: cli.host_entries,
     };
     let work = cli
         .work
@@ -184,6 +199,23 @@ fn main() -> Result<()> {
     if !cli.growth.is_empty() {
         let plot = cli.plot.unwrap_or_else(|| work.join("growth.svg"));
         return growth::run(&cli.growth, &work, &out, &plot);
+    }
+    if cli.host_only {
+        let runs = work.join("run");
+        if runs.exists() {
+            std::fs::remove_dir_all(&runs)?;
+        }
+        std::fs::create_dir_all(&runs)?;
+        let host = measure_host(&sizes, &work, &runs)?;
+        let _ = std::fs::remove_dir_all(&runs);
+        print_host(&host);
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&out, serde_json::to_vec_pretty(&json!({ "host": host }))?)
+            .with_context(|| format!("writing {}", out.display()))?;
+        println!("\nreport written to {}", out.display());
+        return Ok(());
     }
     let hypercore = if cli.no_hypercore {
         None
@@ -294,16 +326,18 @@ fn generate_record(dir: &Path, n: usize, sealed: bool) -> Result<()> {
     Ok(())
 }
 
-/// A host with `records` records of 100 entries each. Each entry is stored on its own, as
-/// when people write one entry at a time (the most index updates a host can have for its
-/// entries; a record pulled in bulk is indexed in a few).
-fn generate_host(dir: &Path, records: usize) -> Result<()> {
+/// A host with `records` records of `entries` entries each (a genesis, then vital signs).
+/// Each entry is stored on its own, as when people write one entry at a time (the most
+/// index updates a host can have for its entries; a record pulled in bulk is indexed in a
+/// few), from [`GENERATOR_WRITERS`] threads at once, so the log's group commit shares the
+/// fsyncs as it does for a host's many writers.
+fn generate_host(dir: &Path, records: usize, entries: usize) -> Result<()> {
     let (store, _) = Store::open(dir, key(SEED, "generator"))?;
     let start = Instant::now();
-    for r in 0..records {
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let one = |r: usize| -> Result<()> {
         let p = key(SEED, &format!("host-patient-{r}"));
         let mut rec = Record::new(p.actor());
-        let mut batch = Vec::with_capacity(100);
         let g = rec.prepare(
             &p,
             Payload::Genesis {
@@ -314,8 +348,8 @@ fn generate_host(dir: &Path, records: usize) -> Result<()> {
             None,
         )?;
         rec.apply(g.clone())?;
-        batch.push(g);
-        for i in 1..100u64 {
+        let mut batch = vec![g];
+        for i in 1..entries.max(1) as u64 {
             let v = rec.prepare(
                 &p,
                 Payload::Create {
@@ -332,12 +366,29 @@ fn generate_host(dir: &Path, records: usize) -> Result<()> {
         for e in batch {
             store.ingest(&p.actor(), vec![e])?;
         }
-        if r % 100 == 99 {
-            eprint!("\r  generated {} of {records} records", r + 1);
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n % 1000 == 0 {
+            eprint!("\r  generated {n} of {records} records");
         }
-    }
+        Ok(())
+    };
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..GENERATOR_WRITERS)
+            .map(|w| {
+                let one = &one;
+                scope.spawn(move || -> Result<()> {
+                    (w..records).step_by(GENERATOR_WRITERS).try_for_each(one)
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
+        }
+        Ok(())
+    })?;
     eprintln!(
-        "\r  generated {records} records of 100 entries in {:.1?}",
+        "\r  generated {records} records of {entries} entries in {:.1?}",
         start.elapsed()
     );
     Ok(())
@@ -743,6 +794,7 @@ struct Sizes {
     catchup_base: usize,
     live: usize,
     host_records: usize,
+    host_entries: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -1466,20 +1518,7 @@ fn run(
     std::fs::remove_dir_all(runs.join("catchup-replica"))?;
 
     // 4. A fresh process hosting many records: start-up and memory.
-    let h = sizes.host_records;
-    eprintln!("a fresh host process with {h} records");
-    cached(work, "host", h, &runs.join("host"))?;
-    let host_proc = Proc::spawn("host", &runs.join("host"), "patient", 5, &runs)?;
-    let startup_ms = num(&host_proc.ready, "spawn_to_ready_ms")?;
-    let host = Host {
-        records: h,
-        entries_per_record: 100,
-        records_listed: num(&host_proc.ready, "records")? as usize,
-        startup_ms,
-        startup_ratio: startup_ms / 2000.0,
-        memory: host_proc.memory()?,
-    };
-    drop(host_proc);
+    let host = measure_host(sizes, work, &runs)?;
     let _ = std::fs::remove_dir_all(&runs);
 
     Ok(Report {
@@ -1492,6 +1531,30 @@ fn run(
         live,
         host,
     })
+}
+
+/// A fresh process hosting `sizes.host_records` records of `sizes.host_entries` entries:
+/// spawn until listening, and its memory.
+fn measure_host(sizes: &Sizes, work: &Path, runs: &Path) -> Result<Host> {
+    let (h, e) = (sizes.host_records, sizes.host_entries);
+    eprintln!("a fresh host process with {h} records of {e} entries");
+    let kind = match e {
+        100 => "host".to_owned(),
+        e => format!("host-{e}"),
+    };
+    cached(work, &kind, h, &runs.join("host"))?;
+    let host_proc = Proc::spawn("host", &runs.join("host"), "patient", 5, runs)?;
+    let startup_ms = num(&host_proc.ready, "spawn_to_ready_ms")?;
+    let host = Host {
+        records: h,
+        entries_per_record: e,
+        records_listed: num(&host_proc.ready, "records")? as usize,
+        startup_ms,
+        startup_ratio: startup_ms / 2000.0,
+        memory: host_proc.memory()?,
+    };
+    drop(host_proc);
+    Ok(host)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -1660,7 +1723,10 @@ fn print_report(r: &Report) {
         "\nlive push ({} writes, each announced, pulled and stored): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         l.samples, l.p50_ms, l.p99_ms, l.max_ms
     );
-    let h = &r.host;
+    print_host(&r.host);
+}
+
+fn print_host(h: &Host) {
     println!(
         "\nfresh host process with {} records of {} entries: ready in {:.0} ms (target <= 2 s: ratio {:.2}, {}), resident {:.0} MiB, peak {:.0} MiB",
         h.records,
