@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use cophr_node::net::{self, client, NetConfig, NodeHandle, PeerBook};
+use cophr_node::net::{self, client, NetConfig, NetError, NodeHandle, PeerBook};
 use cophr_node::store::Store;
 use cophr_protocol::access::Level;
 use cophr_protocol::record::Status;
@@ -1742,6 +1742,38 @@ async fn a_former_host_back_while_the_patient_is_offline_finds_the_move_and_dele
     assert!(
         new.handle.store().holds(&rec).unwrap(),
         "the new host keeps it"
+    );
+    // A push of the record from a node of George's that has not heard of the move (as
+    // one in flight from before the move would arrive): refused as released, and the
+    // former host does not take the record back (the release campaign's seed 14 found
+    // such a push re-creating the record after the former host's own check removed it).
+    let george_again = node("George12").await;
+    sync_with(&george_again, &new, rec, false).await;
+    assert!(george_again.handle.store().holds(&rec).unwrap());
+    let mut book = george_again.handle.peer_book(&rec).unwrap();
+    book.home = Some(old_addr.clone());
+    george_again.handle.set_peer_book(&rec, &book).unwrap();
+    let pushed = client::sync(
+        &george_again.handle,
+        back.peer_id(),
+        vec![old_addr.clone()],
+        rec,
+        true,
+    )
+    .await;
+    assert!(
+        matches!(
+            pushed,
+            Err(NetError::Refused {
+                code: Refusal::Released,
+                ..
+            })
+        ),
+        "the push is refused as released: {pushed:?}"
+    );
+    assert!(
+        !store.holds(&rec).unwrap(),
+        "the push did not bring the record back"
     );
 }
 

@@ -1120,8 +1120,13 @@ pub async fn leave_if_moved(handle: &NodeHandle, record: RecordId) -> Result<boo
         tracing::info!(%record, "the record moved away, but this host holds entries the new host may lack: keeping it until the patient releases it");
         return Ok(false);
     }
-    handle.store().remove_record(&record)?;
+    // No longer published from here. Cleared first: the removal's compaction then takes
+    // every frame naming the record off the disk, this one too.
     handle.store().set_meta(&key, &[])?;
+    // As a release does (the one rule for both): pushes of the record still in flight
+    // from before the move do not bring it back (seed 14 of the release campaign, kill
+    // 303, found one that did).
+    cophr_protocol::sync::server::give_up(&mut handle.store().clone(), &record)?;
     tracing::info!(%record, "the record moved to another host, which holds everything held here: copy deleted");
     Ok(true)
 }

@@ -781,14 +781,7 @@ impl Server {
                 if actor != proof.record || !store.holds(&proof.record).map_err(failed::<S>)? {
                     return Err(Response::refused(Refusal::NoAccess).into());
                 }
-                // Remembered before the copy goes, so that a push of the record still in
-                // flight from before the move, arriving after this answer, does not
-                // re-create it here (a crash between the two leaves the record held and
-                // the release to be asked again).
-                store
-                    .set_released(&proof.record, true)
-                    .map_err(failed::<S>)?;
-                store.remove_record(&proof.record).map_err(failed::<S>)?;
+                give_up(store, &proof.record).map_err(failed::<S>)?;
                 Ok((Response::Ack, vec![Effect::Released(proof.record)]))
             }
             Request::Document {
@@ -1176,6 +1169,17 @@ fn settle(stop: Stop) -> (Response, Vec<Effect>) {
             vec![Effect::StoreFailed(e)],
         ),
     }
+}
+
+/// Gives up the copy of `record` held here: the patient released it, or this node, a
+/// former home host, found the move by itself. Remembered as released before the copy
+/// goes, so that a push of the record still in flight from before the move (any push but
+/// one asking this node to host the record again), arriving afterwards, is refused
+/// ([`Refusal::Released`]) instead of re-creating the record here. A crash between the
+/// two leaves the record held, and its release to be asked (or found) again.
+pub fn give_up<S: SyncStore>(store: &mut S, record: &RecordId) -> Result<(), S::Error> {
+    store.set_released(record, true)?;
+    store.remove_record(record)
 }
 
 fn failed<S: SyncStore>(e: S::Error) -> Stop {
