@@ -78,6 +78,31 @@ pub struct PeerBook {
 
 /// Most replicas a node learns per record.
 pub const MAX_LEARNED_REPLICAS: usize = 8;
+
+/// The records a tick visits: the next `limit` in id order after `cursor` (the last one
+/// the previous tick visited), from the first again once a slice reached the end; moves
+/// `cursor` on.
+fn tick_slice(
+    store: &Store,
+    cursor: &mut Option<RecordId>,
+    limit: usize,
+) -> Result<Vec<RecordId>, crate::store::StoreError> {
+    let mut slice = store.records_after(cursor.as_ref(), limit)?;
+    if slice.is_empty() && cursor.is_some() {
+        slice = store.records_after(None, limit)?;
+    }
+    *cursor = match slice.len() < limit {
+        true => None,
+        false => slice.last().copied(),
+    };
+    Ok(slice)
+}
+
+/// Records one tick visits at most (catching up with their sources, republishing their
+/// home pointers, checking whether they moved away). A node holding more visits them all
+/// over several ticks, in turn, so a tick's cost does not grow with the records held (a
+/// community host of 1,000,000 records visits each every 977 ticks).
+pub const TICK_RECORDS: usize = 1024;
 /// Most peers whose listen addresses are remembered.
 const MAX_KNOWN_PEERS: usize = 4096;
 
@@ -512,6 +537,7 @@ pub async fn start(
         watch: broadcast::channel(WATCH_BUFFER).0,
         seen: HashMap::new(),
         housekeeping: Arc::default(),
+        tick_cursor: None,
         config,
     };
     let task = tokio::spawn(event_loop.run());
@@ -639,6 +665,8 @@ struct EventLoop {
     seen: HashMap<RecordId, usize>,
     /// A housekeeping task (pending releases, moved-away records) is running.
     housekeeping: Arc<std::sync::atomic::AtomicBool>,
+    /// The last record the previous tick visited (`None`: start from the first).
+    tick_cursor: Option<RecordId>,
     /// Document fetches under way, bounded ([`MAX_DOCUMENT_FETCHES`]).
     fetching: Arc<Semaphore>,
     config: NetConfig,
@@ -1027,8 +1055,9 @@ impl EventLoop {
     }
 
     fn on_tick(&mut self) {
-        // Catch up with every source of every record held; republish hosted pointers.
-        let Ok(mut records) = self.handle.store.records() else {
+        // Catch up with every source of the records held; republish hosted pointers; a
+        // slice of them at a time (see `TICK_RECORDS`).
+        let Ok(mut records) = self.tick_slice() else {
             return;
         };
         // Records this node accepted an invitation to: tried until the patient confirms.
@@ -1069,6 +1098,11 @@ impl EventLoop {
                 busy.store(false, std::sync::atomic::Ordering::Release);
             });
         }
+    }
+
+    /// The records this tick visits (see [`tick_slice`]).
+    fn tick_slice(&mut self) -> Result<Vec<RecordId>, crate::store::StoreError> {
+        tick_slice(&self.handle.store, &mut self.tick_cursor, TICK_RECORDS)
     }
 
     /// A peer proved access to a record this node replicates from a home host (not one it
@@ -1336,6 +1370,42 @@ mod tests {
             .take_while(|_| requests.take(600.0, 1.0, later))
             .count();
         assert_eq!(allowed, 100);
+    }
+
+    #[test]
+    fn ticks_visit_every_record_once_a_round_a_slice_at_a_time() {
+        use cophr_protocol::testkit::{key, profile};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), key(1, "node")).unwrap();
+        let mut all = Vec::new();
+        for n in 0..7 {
+            let p = key(2, &format!("patient {n}"));
+            store
+                .create_record(&p, profile("P", "patient", None), 1, None)
+                .unwrap();
+            all.push(p.actor());
+        }
+        all.sort();
+        let mut cursor = None;
+        let slices: Vec<Vec<RecordId>> = (0..4)
+            .map(|_| tick_slice(&store, &mut cursor, 3).unwrap())
+            .collect();
+        assert_eq!(slices[0], all[0..3]);
+        assert_eq!(slices[1], all[3..6]);
+        assert_eq!(slices[2], all[6..7], "the last slice reaches the end");
+        assert_eq!(slices[3], all[0..3], "and the next round starts again");
+        // A round that ends exactly on a slice's end starts again at once, not with an
+        // empty tick.
+        let mut cursor = None;
+        let slices: Vec<Vec<RecordId>> = (0..4)
+            .map(|_| tick_slice(&store, &mut cursor, 7).unwrap())
+            .collect();
+        assert!(slices.iter().all(|s| *s == all), "{slices:?}");
+        // A record removed at the cursor does not stop the round.
+        let mut cursor = None;
+        tick_slice(&store, &mut cursor, 3).unwrap();
+        store.remove_record(&all[2]).unwrap();
+        assert_eq!(tick_slice(&store, &mut cursor, 3).unwrap(), all[3..6]);
     }
 
     #[test]

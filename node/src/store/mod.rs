@@ -934,6 +934,38 @@ impl Store {
         Ok(out)
     }
 
+    /// At most `limit` of the records held, in id order, starting after `after` (from the
+    /// first with `None`): for work over every record held done a slice at a time.
+    pub fn records_after(
+        &self,
+        after: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<Vec<RecordId>, StoreError> {
+        let _log = self.log();
+        let db = self.db();
+        let from = match after {
+            // The key just past `after`'s: its own key with a zero byte appended.
+            Some(id) => {
+                let mut k = key(b'r', &[id.as_bytes()]);
+                k.push(0);
+                k
+            }
+            None => vec![b'r'],
+        };
+        let mut out = Vec::new();
+        for kv in db.range(from..).take(limit) {
+            let (k, _) = kv?;
+            if k.first() != Some(&b'r') {
+                break;
+            }
+            let bytes: [u8; 32] = k[1..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("bad record key".into()))?;
+            out.push(ActorId(bytes));
+        }
+        Ok(out)
+    }
+
     /// Fork proofs kept for a record: entries that conflict with one held (same author,
     /// stream and sequence number), as evidence.
     pub fn fork_proofs(&self, id: &RecordId) -> Result<Vec<SignedEntry>, StoreError> {
