@@ -175,7 +175,7 @@ fn the_host_alone_is_measured_with_small_records_and_needs_no_hypercore() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(
-        stdout.contains("fresh host process with 30 records of 2 entries"),
+        stdout.contains("fresh host process with 30 records of 2 entries, restarted"),
         "{stdout}"
     );
     let report: serde_json::Value =

@@ -386,6 +386,9 @@ fn run_node(ctx: &Ctx, args: RunArgs) -> Result<()> {
         config.relays = args.relay;
     }
     config.relay_server |= args.relay_server;
+    // The DHT's records (home pointers published here and put here by others) are kept
+    // on disk beside the store, so a host of many records holds them without memory.
+    config.dht_dir = Some(ctx.home.dir.join("dht"));
     if let Some(s) = args.sync_interval {
         if !(0.1..=86_400.0).contains(&s) {
             return Err(CliError::invalid(

@@ -52,6 +52,10 @@ pub struct NetConfig {
     /// (`documents = "eager"` or `"on-demand"`). A record's home host fetches every document
     /// pushed to it whatever this says: it serves them to the others.
     pub documents: DocumentFetch,
+    /// Where the DHT's records are kept ([`super::dht::DiskRecords`]); `None` for a
+    /// temporary store. Set by the node from its home, not by the config file.
+    #[serde(skip)]
+    pub dht_dir: Option<std::path::PathBuf>,
 }
 
 /// When a replica fetches the documents (files stored apart) the entries it holds name.
@@ -92,6 +96,7 @@ impl Default for NetConfig {
             relays: Vec::new(),
             host: Default::default(),
             documents: DocumentFetch::Eager,
+            dht_dir: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod config;
+pub mod dht;
 pub mod meter;
 pub mod per_ip;
 pub mod server;
@@ -89,7 +90,7 @@ pub struct Behaviour {
     /// Ping: keep connections alive, measure round trips.
     pub ping: ping::Behaviour,
     /// Kademlia: discovery of home pointers.
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub kad: kad::Behaviour<dht::DiskRecords>,
     /// The versioned sync protocol.
     pub sync: request_response::cbor::Behaviour<Request, Response>,
     /// Relay client, for personal nodes behind NAT.

@@ -544,8 +544,27 @@ pub async fn start(
     Ok((handle, task))
 }
 
+/// The DHT's record store in `dir`; a temporary one if `dir` is `None`, or cannot be
+/// opened (another process holds it: it is a cache, which the node's tick fills again).
+fn open_dht(
+    local: PeerId,
+    dir: Option<&std::path::Path>,
+) -> Result<super::dht::DiskRecords, NetError> {
+    if let Some(d) = dir {
+        match super::dht::DiskRecords::open(local, Some(d)) {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                tracing::warn!(dir = %d.display(), error = %e, "cannot open the DHT's record store; using a temporary one")
+            }
+        }
+    }
+    super::dht::DiskRecords::open(local, None)
+        .map_err(|e| NetError::Setup(format!("cannot open a temporary DHT record store: {e}")))
+}
+
 /// The swarm: transports, behaviours and limits from `config`, listening and bootstrapped.
 fn build_swarm(key: identity::Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
+    let records = open_dht(key.public().to_peer_id(), config.dht_dir.as_deref())?;
     let max_msg = config.max_message_bytes;
     let relay_server = config.relay_server;
     let timeout = config.request_timeout;
@@ -571,11 +590,13 @@ fn build_swarm(key: identity::Keypair, config: &NetConfig) -> Result<Swarm<Behav
             let mut kad_config = kad::Config::new(StreamProtocol::new("/cophr/kad/1"));
             kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
             kad_config.set_query_timeout(Duration::from_secs(10));
-            let mut kad = kad::Behaviour::with_config(
-                key.public().to_peer_id(),
-                kad::store::MemoryStore::new(key.public().to_peer_id()),
-                kad_config,
-            );
+            // Kademlia's own jobs put every record held again each hour (collecting them
+            // all in memory first): a host republishes the pointers of the records it
+            // hosts on its tick instead, a slice at a time (`TICK_RECORDS`).
+            kad_config.set_replication_interval(None);
+            kad_config.set_publication_interval(None);
+            let mut kad =
+                kad::Behaviour::with_config(key.public().to_peer_id(), records, kad_config);
             kad.set_mode(Some(kad::Mode::Server));
             let codec = request_response::cbor::codec::Codec::default()
                 .set_request_size_maximum(max_msg)
