@@ -31,6 +31,10 @@ use serde_json::Value;
 
 const DEFAULT_KILLS: u64 = 3;
 const DEFAULT_SEED: u64 = 0x00C0_FFEE_0000_2000;
+/// How long a pending release may take to reach the restarted host: George's node's
+/// request time limit (30 s, which a retry begun while the host was down waits out),
+/// then its next tick, with room for a loaded machine.
+const PENDING_RELEASE_WAIT: Duration = Duration::from_secs(90);
 /// Moves failing one after another that fail the run (see `failed_in_a_row`).
 const MAX_FAILED_MOVES_IN_A_ROW: u32 = 5;
 
@@ -310,9 +314,27 @@ fn a_host_killed_while_it_releases_a_record_keeps_the_rest_and_finishes_the_rele
             }
             Some(false) => {
                 finished_later += 1;
-                eventually("the pending release to reach the restarted host", || {
-                    !records(&hosts[old].person).contains_key(&george.actor)
-                });
+                // George's node retries on its tick; a retry that began while the host
+                // was down first waits out its request's time limit (30 s).
+                let start = std::time::Instant::now();
+                while records(&hosts[old].person).contains_key(&george.actor) {
+                    if start.elapsed() > PENDING_RELEASE_WAIT {
+                        let kept = keep_evidence(
+                            &format!("seed-{seed}-kill-{kill}"),
+                            &[
+                                ("old-host", hosts[old].person.dir()),
+                                ("new-host", hosts[new].person.dir()),
+                                ("george", george.dir()),
+                            ],
+                            &out,
+                        );
+                        panic!(
+                            "kill {kill} (seed {seed:#x}): the pending release did not reach the \
+                             restarted host in {PENDING_RELEASE_WAIT:?} (homes and logs kept in {kept})"
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
             None => panic!("no `released` in {moved}"),
         }
