@@ -6,40 +6,45 @@
 
 use std::process::Command;
 
-#[test]
-fn sync_benchmark_runs_at_tiny_sizes_and_every_entry_arrives() {
+/// Runs syncbench with `args` in a fresh work directory: its output, and its JSON report.
+fn run_syncbench(args: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("report.json");
     let run = Command::new(env!("CARGO_BIN_EXE_syncbench"))
-        .args([
-            "--entries",
-            "200",
-            "--catchup-base",
-            "2000",
-            "--live",
-            "5",
-            "--host-records",
-            "20",
-            "--bulk-runs",
-            "2",
-            "--no-hypercore",
-        ])
+        .args(args)
         .arg("--work")
         .arg(dir.path().join("work"))
         .arg("--out")
         .arg(&out)
         .output()
         .expect("run syncbench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(
         run.status.success(),
         "syncbench failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    let report = serde_json::from_slice(&std::fs::read(&out).expect("the JSON report is written"))
+        .expect("the report is JSON");
+    (stdout, report)
+}
+
+#[test]
+fn sync_benchmark_runs_at_tiny_sizes_and_every_entry_arrives() {
+    let (stdout, report) = run_syncbench(&[
+        "--entries",
+        "200",
+        "--catchup-base",
+        "2000",
+        "--live",
+        "5",
+        "--host-records",
+        "20",
+        "--bulk-runs",
+        "2",
+        "--no-hypercore",
+    ]);
     assert!(stdout.contains("bulk sync of 200 entries"), "{stdout}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&out).expect("the JSON report is written"))
-            .expect("the report is JSON");
     // Bulk: the replica holds the genesis, the grant and every entry, in every round.
     assert_eq!(report["bulk"]["held_after"], 202);
     assert!(report["bulk"]["entries_per_s"].as_f64().unwrap() > 0.0);
@@ -155,32 +160,20 @@ fn the_growth_measurements_run_at_tiny_sizes_and_plot_each_size() {
 
 #[test]
 fn the_host_alone_is_measured_with_small_records_and_needs_no_hypercore() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("report.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_syncbench"))
-        .args(["--host-only", "--host-records", "30", "--host-entries", "2"])
-        // A harness folder that does not exist: the host alone does not need it.
-        .arg("--hypercore-dir")
-        .arg(dir.path().join("no-hypercore"))
-        .arg("--work")
-        .arg(dir.path().join("work"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run syncbench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "syncbench failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    // A harness folder that does not exist: the host alone does not need it.
+    let (stdout, report) = run_syncbench(&[
+        "--host-only",
+        "--host-records",
+        "30",
+        "--host-entries",
+        "2",
+        "--hypercore-dir",
+        "/nonexistent/hypercore",
+    ]);
     assert!(
         stdout.contains("fresh host process with 30 records of 2 entries, restarted"),
         "{stdout}"
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&out).expect("the JSON report is written"))
-            .expect("the report is JSON");
     assert_eq!(report["host"]["records_listed"], 30);
     assert_eq!(report["host"]["entries_per_record"], 2);
     assert!(report["host"]["memory"]["resident_kib"].as_u64().unwrap() > 0);

@@ -291,19 +291,23 @@ fn a_host_killed_while_it_releases_a_record_keeps_the_rest_and_finishes_the_rele
             "kill {kill} (seed {seed:#x}): the move left {from}, not the old host {}: {moved}",
             hosts[old].node.addr()
         );
+        // What a failed check keeps to be explained.
+        let keep = || {
+            keep_evidence(
+                &format!("seed-{seed}-kill-{kill}"),
+                &[
+                    ("old-host", hosts[old].person.dir()),
+                    ("new-host", hosts[new].person.dir()),
+                    ("george", george.dir()),
+                ],
+                &out,
+            )
+        };
         match moved["released"].as_bool() {
             Some(true) => {
                 acknowledged += 1;
                 if records(&hosts[old].person).contains_key(&george.actor) {
-                    let kept = keep_evidence(
-                        &format!("seed-{seed}-kill-{kill}"),
-                        &[
-                            ("old-host", hosts[old].person.dir()),
-                            ("new-host", hosts[new].person.dir()),
-                            ("george", george.dir()),
-                        ],
-                        &out,
-                    );
+                    let kept = keep();
                     panic!(
                         "kill {kill} (seed {seed:#x}): the old host acknowledged the release and \
                          still holds the record (its homes and logs kept in {kept}); its log \
@@ -319,15 +323,7 @@ fn a_host_killed_while_it_releases_a_record_keeps_the_rest_and_finishes_the_rele
                 let start = std::time::Instant::now();
                 while records(&hosts[old].person).contains_key(&george.actor) {
                     if start.elapsed() > PENDING_RELEASE_WAIT {
-                        let kept = keep_evidence(
-                            &format!("seed-{seed}-kill-{kill}"),
-                            &[
-                                ("old-host", hosts[old].person.dir()),
-                                ("new-host", hosts[new].person.dir()),
-                                ("george", george.dir()),
-                            ],
-                            &out,
-                        );
+                        let kept = keep();
                         panic!(
                             "kill {kill} (seed {seed:#x}): the pending release did not reach the \
                              restarted host in {PENDING_RELEASE_WAIT:?} (homes and logs kept in {kept})"
