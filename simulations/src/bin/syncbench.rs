@@ -367,7 +367,7 @@ fn generate_host(dir: &Path, records: usize, entries: usize) -> Result<()> {
             store.ingest(&p.actor(), vec![e])?;
         }
         let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if n % 1000 == 0 {
+        if n.is_multiple_of(1000) {
             eprint!("\r  generated {n} of {records} records");
         }
         Ok(())
