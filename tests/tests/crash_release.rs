@@ -15,7 +15,10 @@
 //!
 //! The default run is a smoke of a few kills. The campaign is
 //! `COPHR_RELEASE_KILLS=1000 cargo test -p cophr-tests --test crash_release -- --nocapture`
-//! (`COPHR_RELEASE_SEED` picks another seed); figures in `docs/reliability.md`.
+//! (`COPHR_RELEASE_SEED` picks another seed); figures in `docs/reliability.md`. When a
+//! check fails, the homes of both hosts and George (stores and logs, the killed run's log
+//! too) are copied to `COPHR_RELEASE_EVIDENCE` (default: `cophr-release-evidence` in the
+//! system's temporary directory) before the test's temporary directories go.
 
 mod cli_support;
 
