@@ -1677,6 +1677,35 @@ async fn a_record_well_over_the_message_cap_hosts_replicates_and_moves() {
     }
 }
 
+/// A host publishes the home pointers of more records than libp2p's in-memory store held
+/// (1,024): each is stored here, so a lookup answers with it (before, every put beyond
+/// the 1,024th was refused locally, and never sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_publishes_the_pointers_of_more_than_1024_records() {
+    let host = node("ManyHost").await;
+    let me = host.handle.peer_id().to_bytes();
+    let patients: Vec<Keypair> = (0..1100)
+        .map(|n| key(31, &format!("patient {n}")))
+        .collect();
+    for p in &patients {
+        let pointer = cophr_protocol::home::HomePointer {
+            record: p.actor(),
+            host: me.clone(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+            seq: 1,
+            time: net::service::now_ms(),
+            heads: Vec::new(),
+        }
+        .sign(p);
+        host.handle.publish_home(pointer).await.unwrap();
+    }
+    for p in [&patients[0], &patients[1099]] {
+        let found = host.handle.find_home(p.actor()).await.unwrap();
+        assert_eq!(found.pointer.record, p.actor());
+        assert_eq!(found.pointer.host, me);
+    }
+}
+
 /// The identities holding a relay grant in effect on `rec`, as `n` sees it.
 fn relays(n: &Node, rec: &RecordId) -> Vec<ActorId> {
     n.handle

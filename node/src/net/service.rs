@@ -79,6 +79,12 @@ pub struct PeerBook {
 /// Most replicas a node learns per record.
 pub const MAX_LEARNED_REPLICAS: usize = 8;
 
+/// Records one tick visits at most (catching up with their sources, republishing their
+/// home pointers, checking whether they moved away). A node holding more visits them all
+/// over several ticks, in turn, so a tick's cost does not grow with the records held (a
+/// community host of 1,000,000 records visits each every 977 ticks).
+pub const TICK_RECORDS: usize = 1024;
+
 /// The records a tick visits: the next `limit` in id order after `cursor` (the last one
 /// the previous tick visited), from the first again once a slice reached the end; moves
 /// `cursor` on.
@@ -98,11 +104,6 @@ fn tick_slice(
     Ok(slice)
 }
 
-/// Records one tick visits at most (catching up with their sources, republishing their
-/// home pointers, checking whether they moved away). A node holding more visits them all
-/// over several ticks, in turn, so a tick's cost does not grow with the records held (a
-/// community host of 1,000,000 records visits each every 977 ticks).
-pub const TICK_RECORDS: usize = 1024;
 /// Most peers whose listen addresses are remembered.
 const MAX_KNOWN_PEERS: usize = 4096;
 
@@ -1078,7 +1079,8 @@ impl EventLoop {
     fn on_tick(&mut self) {
         // Catch up with every source of the records held; republish hosted pointers; a
         // slice of them at a time (see `TICK_RECORDS`).
-        let Ok(mut records) = self.tick_slice() else {
+        let Ok(mut records) = tick_slice(&self.handle.store, &mut self.tick_cursor, TICK_RECORDS)
+        else {
             return;
         };
         // Records this node accepted an invitation to: tried until the patient confirms.
@@ -1119,11 +1121,6 @@ impl EventLoop {
                 busy.store(false, std::sync::atomic::Ordering::Release);
             });
         }
-    }
-
-    /// The records this tick visits (see [`tick_slice`]).
-    fn tick_slice(&mut self) -> Result<Vec<RecordId>, crate::store::StoreError> {
-        tick_slice(&self.handle.store, &mut self.tick_cursor, TICK_RECORDS)
     }
 
     /// A peer proved access to a record this node replicates from a home host (not one it

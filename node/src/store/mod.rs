@@ -346,6 +346,15 @@ fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
+/// The record a record key (`r` and its id) names.
+fn record_of_key(k: &[u8]) -> Result<RecordId, StoreError> {
+    let bytes: [u8; 32] = k
+        .get(1..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt("bad record key".into()))?;
+    Ok(ActorId(bytes))
+}
+
 const APPLIED: &[u8] = b"mapplied";
 /// Set (durably) before a removal's tombstone is written, cleared once the compaction that
 /// takes the record's bytes off the disk has finished: found at open, the compaction is
@@ -925,11 +934,7 @@ impl Store {
         let _log = self.log();
         let mut out = Vec::new();
         for kv in self.db().scan_prefix([b'r']) {
-            let (k, _) = kv?;
-            let bytes: [u8; 32] = k[1..]
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("bad record key".into()))?;
-            out.push(ActorId(bytes));
+            out.push(record_of_key(&kv?.0)?);
         }
         Ok(out)
     }
@@ -958,10 +963,7 @@ impl Store {
             if k.first() != Some(&b'r') {
                 break;
             }
-            let bytes: [u8; 32] = k[1..]
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("bad record key".into()))?;
-            out.push(ActorId(bytes));
+            out.push(record_of_key(&k)?);
         }
         Ok(out)
     }
