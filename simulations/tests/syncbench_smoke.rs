@@ -179,3 +179,32 @@ fn the_host_alone_is_measured_with_small_records_and_needs_no_hypercore() {
     assert!(report["host"]["memory"]["resident_kib"].as_u64().unwrap() > 0);
     assert!(report["bulk"].is_null(), "nothing else is measured");
 }
+
+#[test]
+fn a_provider_pulls_every_record_of_a_host_and_reports_its_memory() {
+    let (stdout, report) = run_syncbench(&[
+        "--provider",
+        "--host-records",
+        "25",
+        "--host-entries",
+        "6",
+        "--provider-parallel",
+        "3",
+        "--hypercore-dir",
+        "/nonexistent/hypercore",
+    ]);
+    assert!(
+        stdout.contains("provider pulling 25 records of 6 entries (150 entries), 3 at a time"),
+        "{stdout}"
+    );
+    let p = &report["provider"];
+    // Every record pulled, none failed, and every entry counted again from the provider's
+    // store afterwards.
+    assert_eq!(p["records_synced"], 25);
+    assert_eq!(p["records_failed"], 0);
+    assert_eq!(p["pulled"], 150);
+    assert_eq!(p["records_held"], 25);
+    assert_eq!(p["held"], 150);
+    assert!(p["memory"]["peak_kib"].as_u64().unwrap() > 0);
+    assert!(report["host"].is_null(), "nothing else is measured");
+}

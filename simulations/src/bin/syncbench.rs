@@ -14,7 +14,9 @@
 //!   round trips and bytes beyond the entries, counted at the request-response layer;
 //! - live push latency (a write on one node until it is held on the other), p50 and p99;
 //! - peak memory (VmHWM) of each process, and start-up time and resident memory of a fresh
-//!   process hosting many records.
+//!   process hosting many records;
+//! - a provider node pulling every record of a host (`--provider`, `syncbench/provider.rs`):
+//!   time, rate, and its memory while holding thousands of records.
 //!
 //! `cargo run --release -p cophr-simulations --bin syncbench -- --full` runs the sizes of
 //! the targets; stores it generates are cached under `target/syncbench/cache/`, keyed by
@@ -91,6 +93,15 @@ struct Cli {
     /// and memory, written to the report as `host`.
     #[arg(long)]
     host_only: bool,
+    /// Measure only a provider node pulling every record of a host (`--host-records` records
+    /// of `--host-entries` entries, each granting the provider a view): time, rate, its
+    /// memory (target ≤ 1 GiB), and that every entry arrived; written to the report as
+    /// `provider`.
+    #[arg(long, conflicts_with = "host_only")]
+    provider: bool,
+    /// Records the provider pulls at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    provider_parallel: usize,
     /// Where stores are generated, cached and copied for each run (default
     /// `target/syncbench`).
     #[arg(long)]
@@ -171,6 +182,10 @@ fn main() -> Result<()> {
                 "record" => generate_record(&dir, n, false),
                 "sealed-record" => generate_record(&dir, n, true),
                 "host" => generate_host(&dir, n, 100),
+                kind if kind.starts_with("provider-") => match kind["provider-".len()..].parse() {
+                    Ok(entries) => provider::generate(&dir, n, entries),
+                    Err(_) => bail!("unknown store kind {kind}"),
+                },
                 kind => match kind.strip_prefix("host-").map(str::parse::<usize>) {
                     Some(Ok(entries)) => generate_host(&dir, n, entries),
                     _ => bail!("unknown store kind {kind}"),
@@ -199,6 +214,23 @@ fn main() -> Result<()> {
     if !cli.growth.is_empty() {
         let plot = cli.plot.unwrap_or_else(|| work.join("growth.svg"));
         return growth::run(&cli.growth, &work, &out, &plot);
+    }
+    if cli.provider {
+        let runs = work.join("run");
+        if runs.exists() {
+            std::fs::remove_dir_all(&runs)?;
+        }
+        std::fs::create_dir_all(&runs)?;
+        let p = provider::measure(&sizes, cli.provider_parallel, &work, &runs)?;
+        let _ = std::fs::remove_dir_all(&runs);
+        provider::print(&p);
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&out, serde_json::to_vec_pretty(&json!({ "provider": p }))?)
+            .with_context(|| format!("writing {}", out.display()))?;
+        println!("\nreport written to {}", out.display());
+        return Ok(());
     }
     if cli.host_only {
         let runs = work.join("run");
@@ -650,6 +682,11 @@ fn node_main(dir: &Path, actor: &str, peer_seed: u64) -> Result<()> {
                     )?;
                     json!({})
                 }
+                "sync_all" => provider::sync_all(&handle, &cmd).await?,
+                "count_all" => {
+                    let (s, n) = (store.clone(), cmd["n"].as_u64().unwrap_or(0) as usize);
+                    tokio::task::spawn_blocking(move || provider::count_all(&s, n)).await?
+                }
                 "quit" => break,
                 other => json!({"error": format!("unknown op {other}")}),
             };
@@ -662,6 +699,8 @@ fn node_main(dir: &Path, actor: &str, peer_seed: u64) -> Result<()> {
 
 #[path = "syncbench/growth.rs"]
 mod growth;
+#[path = "syncbench/provider.rs"]
+mod provider;
 
 fn reply(v: Json) {
     let mut out = std::io::stdout().lock();
