@@ -1328,6 +1328,36 @@ async fn a_move_away_from_an_offline_host_stays_pending_until_the_host_returns_a
     .await;
 }
 
+/// A host that releases a record also takes the home pointer it published for it (naming
+/// itself) out of its own DHT store: nothing naming the record stays behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_host_keeps_no_pointer_naming_itself() {
+    let host = node("host14").await;
+    let george = key(9, "George14");
+    let george_node = node("George14").await;
+    let rec = create(&george_node, &george);
+    let host_addr = addr(&host).await;
+    client::host(&george_node.handle, &host_addr, rec, None)
+        .await
+        .unwrap();
+    let host_id = host.handle.peer_id().to_bytes();
+    let published = host.handle.local_home(rec).await.unwrap();
+    assert_eq!(
+        published.map(|p| p.pointer.host),
+        Some(host_id.clone()),
+        "hosting, it holds the pointer naming itself"
+    );
+    assert!(client::release(&george_node.handle, &host_addr, rec)
+        .await
+        .unwrap());
+    assert!(!host.handle.store().holds(&rec).unwrap());
+    let kept = host.handle.local_home(rec).await.unwrap();
+    assert!(
+        kept.is_none(),
+        "its own pointer left its DHT store: {kept:?}"
+    );
+}
+
 /// George moves away from a host that is offline (its release stays pending), then back to
 /// it before his node retried the release: the pending release is dropped, and a retry
 /// does not delete the copy on what is now his home again.
@@ -1771,6 +1801,21 @@ async fn a_former_host_back_while_the_patient_is_offline_finds_the_move_and_dele
     assert!(
         new.handle.store().holds(&rec).unwrap(),
         "the new host keeps it"
+    );
+    // The pointer naming the former host, which its tick published while it hosted the
+    // record, leaves its DHT store too.
+    let back_id = back.peer_id().to_bytes();
+    for _ in 0..200 {
+        let kept = back.local_home(rec).await.unwrap();
+        if kept.is_none_or(|p| p.pointer.host != back_id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kept = back.local_home(rec).await.unwrap();
+    assert!(
+        kept.is_none_or(|p| p.pointer.host != back_id),
+        "the former host's own pointer left its DHT store"
     );
     // A push of the record from a node of George's that has not heard of the move (as
     // one in flight from before the move would arrive): refused as released, and the

@@ -1127,6 +1127,7 @@ pub async fn leave_if_moved(handle: &NodeHandle, record: RecordId) -> Result<boo
     // from before the move do not bring it back (seed 14 of the release campaign, kill
     // 303, found one that did).
     cophr_protocol::sync::server::give_up(&mut handle.store().clone(), &record)?;
+    handle.forget_home(record).await?;
     tracing::info!(%record, "the record moved to another host, which holds everything held here: copy deleted");
     Ok(true)
 }

@@ -164,6 +164,14 @@ enum Command {
     PublishHome {
         pointer: SignedPointer,
     },
+    /// This node gave the record up: its own home pointer for it leaves its DHT store.
+    ForgetHome {
+        record: RecordId,
+    },
+    LocalHome {
+        record: RecordId,
+        reply: oneshot::Sender<Option<SignedPointer>>,
+    },
     FindHome {
         record: RecordId,
         reply: oneshot::Sender<Option<SignedPointer>>,
@@ -443,6 +451,22 @@ impl NodeHandle {
     /// Publishes a record's home pointer in the DHT (this node hosts it).
     pub async fn publish_home(&self, pointer: SignedPointer) -> Result<(), NetError> {
         self.send(Command::PublishHome { pointer }).await
+    }
+
+    /// Takes this node's own home pointer for `record` (one naming this node) out of its
+    /// DHT store, once it no longer holds the record: nothing naming the record stays
+    /// behind on a former host. A pointer naming another host is kept (this node may be
+    /// among the DHT nodes that hold it for the network).
+    pub async fn forget_home(&self, record: RecordId) -> Result<(), NetError> {
+        self.send(Command::ForgetHome { record }).await
+    }
+
+    /// The home pointer for `record` this node's own DHT store holds, if any (the one
+    /// [`NodeHandle::find_home`] counts as local).
+    pub async fn local_home(&self, record: RecordId) -> Result<Option<SignedPointer>, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::LocalHome { record, reply }).await?;
+        rx.await.map_err(|_| NetError::Stopped)
     }
 
     /// Looks a record's home pointer up in the DHT (newest valid one).
@@ -902,6 +926,7 @@ impl EventLoop {
                 Effect::Released(record) => {
                     tracing::info!(%record, "released the record: the copy here is deleted");
                     self.subscribers.remove(&record);
+                    self.forget_home(&record);
                 }
                 Effect::Announced(record) => {
                     if self.records_from(&a.peer).contains(&record) {
@@ -1040,16 +1065,14 @@ impl EventLoop {
             }
             Command::Changed { record } => self.changed(record, None),
             Command::PublishHome { pointer } => self.publish(pointer),
+            Command::ForgetHome { record } => self.forget_home(&record),
+            Command::LocalHome { record, reply } => {
+                let _ = reply.send(self.local_pointer(&record));
+            }
             Command::FindHome { record, reply } => {
                 let key = kad::RecordKey::new(&dht_key(&record));
                 // A pointer this node holds itself counts too.
-                let local = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .store_mut()
-                    .get(&key)
-                    .and_then(|r| SignedPointer::decode(&r.value, &record).ok());
+                let local = self.local_pointer(&record);
                 let id = self.swarm.behaviour_mut().kad.get_record(key);
                 self.finds.insert(id, (record, local, reply));
             }
@@ -1227,6 +1250,29 @@ impl EventLoop {
         self.seen.insert(record, len);
         if !entries.is_empty() {
             let _ = self.watch.send(Changes { record, entries });
+        }
+    }
+
+    /// The valid home pointer for `record` in this node's own DHT store.
+    fn local_pointer(&mut self, record: &RecordId) -> Option<SignedPointer> {
+        let key = kad::RecordKey::new(&dht_key(record));
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .get(&key)
+            .and_then(|r| SignedPointer::decode(&r.value, record).ok())
+    }
+
+    /// See [`NodeHandle::forget_home`].
+    fn forget_home(&mut self, record: &RecordId) {
+        let local = self.swarm.local_peer_id().to_bytes();
+        if self
+            .local_pointer(record)
+            .is_some_and(|p| p.pointer.host == local)
+        {
+            let key = kad::RecordKey::new(&dht_key(record));
+            self.swarm.behaviour_mut().kad.store_mut().remove(&key);
         }
     }
 
