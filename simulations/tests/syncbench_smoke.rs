@@ -60,6 +60,12 @@ fn sync_benchmark_runs_at_tiny_sizes_and_every_entry_arrives() {
     assert!(report["hypercore"].is_null());
     assert!(stdout.contains("Hypercore: not run"), "{stdout}");
     assert!(report["verify"]["batch_per_s"].as_f64().unwrap() > 0.0);
+    // The CPU an entry costs beside verification, and the ceiling that sets.
+    let beside = &report["verify"]["beside"];
+    for cost in ["verify_us", "aead_us", "hash_us", "store_us", "ceiling"] {
+        assert!(beside[cost].as_f64().unwrap() > 0.0, "{cost}: {beside}");
+    }
+    assert!(stdout.contains("the most a sync can reach is"), "{stdout}");
     // Sealed bulk: every entry arrived and the replica opened each one.
     assert_eq!(report["sealed"]["opened"], 200);
     assert!(report["sealed"]["ratio_to_plain"].as_f64().unwrap() > 0.0);

@@ -195,6 +195,9 @@ pub(super) struct Provider {
     records_held: usize,
     held: usize,
     count_secs: f64,
+    /// The provider process after the count (which loads every record again, one after
+    /// another, within the cache's bounds).
+    memory_after_count: Memory,
 }
 
 /// Generates (or reuses) the host's store, starts the host and a fresh provider, and
@@ -224,6 +227,7 @@ pub(super) fn measure(
     let t = Instant::now();
     let c = provider.call(json!({"op": "count_all", "n": h}))?;
     let count_secs = t.elapsed().as_secs_f64();
+    let memory_after_count = provider.memory()?;
     let _ = host.call(json!({"op": "count"}));
     let secs = num(&r, "secs")?;
     let pulled = num(&r, "pulled")? as usize;
@@ -245,6 +249,7 @@ pub(super) fn measure(
         records_held: num(&c, "records_held")? as usize,
         held: num(&c, "entries")? as usize,
         count_secs,
+        memory_after_count,
     })
 }
 
@@ -276,7 +281,7 @@ pub(super) fn print(p: &Provider) {
         mib(p.host_memory.peak_kib)
     );
     println!(
-        "  counted after the pull: {} of {} records held, {} of {} entries ({}), in {:.1} s",
+        "  counted after the pull: {} of {} records held, {} of {} entries ({}), in {:.1} s; provider peak {:.0} MiB after the count",
         p.records_held,
         p.records,
         p.held,
@@ -286,6 +291,7 @@ pub(super) fn print(p: &Provider) {
         } else {
             "ENTRIES MISSING"
         },
-        p.count_secs
+        p.count_secs,
+        mib(p.memory_after_count.peak_kib)
     );
 }
