@@ -15,6 +15,12 @@
 //! A stored record is `expires (u64, big-endian ms since the Unix epoch; u64::MAX for
 //! none) | publisher length (u8) | publisher (peer id bytes) | value`, under the record's
 //! key. It is a cache: a damaged one is dropped when read; nothing else depends on it.
+//!
+//! How many records are held is kept in a tree of its own (`meta`, key `count`, a
+//! big-endian u64), written when the store is closed and taken out (durably) when it is
+//! opened, so a store opened after a clean close does not count a million records one by
+//! one, and one opened after a crash (no count found) counts them. Records' keys come from
+//! other peers, so nothing of the store's own shares their tree.
 //! Provider records are not used by cophr, and are kept in a small `MemoryStore`.
 
 use std::borrow::Cow;
@@ -37,6 +43,8 @@ pub const DHT_CACHE_BYTES: u64 = 16 << 20;
 /// The DHT's records in a sled database (see the module docs).
 pub struct DiskRecords {
     db: sled::Db,
+    /// The store's own data (the count), apart from the records.
+    meta: sled::Tree,
     /// Records held (kept as they are put and removed; counted at open).
     count: usize,
     providers: MemoryStore,
@@ -51,9 +59,22 @@ impl DiskRecords {
             Some(d) => config.path(d).open()?,
             None => config.temporary(true).open()?,
         };
-        let count = db.len();
+        let meta = db.open_tree("meta")?;
+        let kept = meta
+            .remove(COUNT_KEY)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .and_then(|b| usize::try_from(u64::from_be_bytes(b)).ok());
+        let count = match kept {
+            // Taken out durably before any put: a crash from now on leaves no count.
+            Some(n) => {
+                meta.flush()?;
+                n
+            }
+            None => db.len(),
+        };
         Ok(DiskRecords {
             db,
+            meta,
             count,
             providers: MemoryStore::new(local),
         })
@@ -67,6 +88,23 @@ impl DiskRecords {
     /// Whether none is held.
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+}
+
+/// Where the count of records is kept (in the `meta` tree).
+const COUNT_KEY: &[u8] = b"count";
+
+impl Drop for DiskRecords {
+    /// Keeps the count for the next open (see the module docs).
+    fn drop(&mut self) {
+        let count = u64::try_from(self.count).unwrap_or(u64::MAX).to_be_bytes();
+        if let Err(e) = self
+            .meta
+            .insert(COUNT_KEY, &count[..])
+            .and_then(|_| self.db.flush())
+        {
+            tracing::warn!(error = %e, "could not keep the DHT store's count: it is counted at the next open");
+        }
     }
 }
 
@@ -223,6 +261,45 @@ mod tests {
         let apart = if a > b { a - b } else { b - a };
         assert!(apart < Duration::from_secs(2), "the expiry kept: {apart:?}");
         assert_eq!(s.records().count(), 1);
+    }
+
+    #[test]
+    fn the_count_kept_at_close_is_read_at_open_and_a_crash_counts_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = PeerId::random();
+        {
+            let mut s = DiskRecords::open(me, Some(dir.path())).unwrap();
+            for n in 0..5 {
+                s.put(record(n, b"p")).unwrap();
+            }
+        }
+        // Closed cleanly: the count is kept, and read at open instead of counting. (Made
+        // wrong on purpose here, to show it is the one read.)
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            assert_eq!(
+                meta.get(COUNT_KEY).unwrap().as_deref(),
+                Some(&5u64.to_be_bytes()[..])
+            );
+            meta.insert(COUNT_KEY, &7u64.to_be_bytes()[..]).unwrap();
+            db.flush().unwrap();
+        }
+        {
+            let s = DiskRecords::open(me, Some(dir.path())).unwrap();
+            assert_eq!(s.len(), 7, "the kept count is read, not recounted");
+            // Taken out at open (and flushed): a crash now would leave none.
+            assert!(s.meta.get(COUNT_KEY).unwrap().is_none());
+        }
+        // As after a crash while open: the store on disk holds no count.
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta").unwrap().remove(COUNT_KEY).unwrap();
+            db.flush().unwrap();
+        }
+        let s = DiskRecords::open(me, Some(dir.path())).unwrap();
+        assert_eq!(s.len(), 5, "no count kept: the records are counted");
+        assert_eq!(s.records().count(), 5);
     }
 
     #[test]
