@@ -484,6 +484,65 @@ fn a_pull_brings_the_administrative_stream_that_changed_since_the_digests() {
     let _ = pharmacist;
 }
 
+/// A release is done only when the host deletes its copy or holds none, and the two
+/// refusals say which: someone other than the patient asking is refused "no access" (the
+/// copy stays, and the patient's node keeps the release pending), a host holding no copy
+/// answers "not held" (nothing is left to delete).
+#[test]
+fn a_release_by_anyone_but_the_patient_is_refused_and_one_of_nothing_held_says_so() {
+    use cophr_protocol::sync::{Proof, Request, Response};
+    let (f, pharmacist) = george();
+    let record = f.record.id();
+    let server = Server::new(b"server".to_vec(), HostPolicy::default());
+    let mut host = store_of(&f, "host");
+    let mut nonce = nonces();
+    let by = |k: &Keypair, nonce: [u8; 16], at| Request::Release {
+        proof: Proof::new(k, record, b"client", b"server", nonce, at),
+    };
+    let (answer, _) = server.handle(
+        &mut host,
+        &peer("client"),
+        by(&pharmacist, nonce(), NOW),
+        NOW,
+    );
+    assert!(
+        matches!(
+            answer,
+            Response::Refused {
+                code: Refusal::NoAccess,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    assert!(host.holds(&record).unwrap(), "the copy stays");
+    let (answer, _) = server.handle(
+        &mut host,
+        &peer("client"),
+        by(&f.patient, nonce(), NOW + 1),
+        NOW + 1,
+    );
+    assert!(matches!(answer, Response::Ack), "{answer:?}");
+    assert!(!host.holds(&record).unwrap());
+    // Asked again (a retry whose answer was lost): nothing held, and it says so.
+    let (answer, _) = server.handle(
+        &mut host,
+        &peer("client"),
+        by(&f.patient, nonce(), NOW + 2),
+        NOW + 2,
+    );
+    assert!(
+        matches!(
+            answer,
+            Response::Refused {
+                code: Refusal::NotHeld,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+}
+
 /// A host released George's record (he moved it away) while a push of his was still on
 /// its way: the push, and any later one that does not ask the host to host the record,
 /// is refused and re-creates nothing; a patient who asks the host to host the record

@@ -959,7 +959,9 @@ fn set_pending_releases(store: &Store, list: &[(RecordId, Multiaddr)]) -> Result
 }
 
 /// Asks `old` to delete its copy of the patient's record. `Ok(true)` once it confirms (or
-/// answers that it holds no such record: nothing is left to delete).
+/// answers that it holds no such record: nothing is left to delete). Any refusal, "no
+/// access" among them (the request was not the patient's), is an error: the release
+/// stays pending.
 pub async fn release(
     handle: &NodeHandle,
     old: &Multiaddr,
@@ -981,7 +983,7 @@ pub async fn release(
             Ok(true)
         }
         Response::Refused {
-            code: Refusal::NoAccess,
+            code: Refusal::NotHeld,
             ..
         } => {
             tracing::info!(%record, host = %old_peer, "the former host holds no copy to delete");

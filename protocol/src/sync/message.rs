@@ -322,8 +322,9 @@ pub enum Refusal {
     /// A home pointer names another host.
     #[error("the pointer names another host")]
     WrongHost,
-    /// The host was asked to host a record it does not hold yet.
-    #[error("push the record before asking to host it")]
+    /// The record is not held here: asked to host it, push it first; asked to release it,
+    /// there is nothing to delete.
+    #[error("the record is not held here")]
     NotHeld,
     /// A document the requester may fetch is not (yet wholly) held here.
     #[error("the document is not held here")]

@@ -778,8 +778,17 @@ impl Server {
             }
             Request::Release { proof } => {
                 let actor = self.check(&proof, peer, now)?;
-                if actor != proof.record || !store.holds(&proof.record).map_err(failed::<S>)? {
+                // Only the patient releases a host, and "nothing held" is its own answer, so
+                // the patient's node can tell a release done from one refused.
+                if actor != proof.record {
                     return Err(Response::refused(Refusal::NoAccess).into());
+                }
+                if !store.holds(&proof.record).map_err(failed::<S>)? {
+                    return Err(Response::refused_because(
+                        Refusal::NotHeld,
+                        "this host holds no copy of the record: nothing to delete",
+                    )
+                    .into());
                 }
                 give_up(store, &proof.record).map_err(failed::<S>)?;
                 Ok((Response::Ack, vec![Effect::Released(proof.record)]))

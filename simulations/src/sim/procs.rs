@@ -149,7 +149,7 @@ impl Sim {
                 Stage::Release,
                 Ok(_)
                 | Err(SyncError::Refused {
-                    code: Refusal::NoAccess,
+                    code: Refusal::NotHeld,
                     ..
                 }),
             ) => None,
