@@ -216,38 +216,18 @@ fn main() -> Result<()> {
         return growth::run(&cli.growth, &work, &out, &plot);
     }
     if cli.provider {
-        let runs = work.join("run");
-        if runs.exists() {
-            std::fs::remove_dir_all(&runs)?;
-        }
-        std::fs::create_dir_all(&runs)?;
-        let p = provider::measure(&sizes, cli.provider_parallel, &work, &runs)?;
-        let _ = std::fs::remove_dir_all(&runs);
-        provider::print(&p);
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&out, serde_json::to_vec_pretty(&json!({ "provider": p }))?)
-            .with_context(|| format!("writing {}", out.display()))?;
-        println!("\nreport written to {}", out.display());
-        return Ok(());
+        return one_part(&work, &out, "provider", |runs| {
+            let p = provider::measure(&sizes, cli.provider_parallel, &work, runs)?;
+            provider::print(&p);
+            Ok(serde_json::to_value(p)?)
+        });
     }
     if cli.host_only {
-        let runs = work.join("run");
-        if runs.exists() {
-            std::fs::remove_dir_all(&runs)?;
-        }
-        std::fs::create_dir_all(&runs)?;
-        let host = measure_host(&sizes, &work, &runs)?;
-        let _ = std::fs::remove_dir_all(&runs);
-        print_host(&host);
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&out, serde_json::to_vec_pretty(&json!({ "host": host }))?)
-            .with_context(|| format!("writing {}", out.display()))?;
-        println!("\nreport written to {}", out.display());
-        return Ok(());
+        return one_part(&work, &out, "host", |runs| {
+            let host = measure_host(&sizes, &work, runs)?;
+            print_host(&host);
+            Ok(serde_json::to_value(host)?)
+        });
     }
     let hypercore = if cli.no_hypercore {
         None
@@ -270,6 +250,30 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(&out, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("\nreport written to {}", out.display());
+    Ok(())
+}
+
+/// Measures one part alone (`--provider`, `--host-only`) in a fresh `<work>/run`, and
+/// writes its figures to the report under `name`.
+fn one_part(
+    work: &Path,
+    out: &Path,
+    name: &str,
+    measure: impl FnOnce(&Path) -> Result<Json>,
+) -> Result<()> {
+    let runs = work.join("run");
+    if runs.exists() {
+        std::fs::remove_dir_all(&runs)?;
+    }
+    std::fs::create_dir_all(&runs)?;
+    let figures = measure(&runs)?;
+    let _ = std::fs::remove_dir_all(&runs);
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(out, serde_json::to_vec_pretty(&json!({ name: figures }))?)
         .with_context(|| format!("writing {}", out.display()))?;
     println!("\nreport written to {}", out.display());
     Ok(())
@@ -324,16 +328,7 @@ fn generate_record(dir: &Path, n: usize, sealed: bool) -> Result<()> {
         history: true,
     };
     let mut batch = Vec::new();
-    let g = rec.prepare(
-        &p,
-        Payload::Genesis {
-            profile: profile("Bench Patient", "patient", None),
-        },
-        None,
-        T0,
-        None,
-    )?;
-    rec.apply(g.clone())?;
+    let g = genesis(&mut rec, &p, "Bench Patient")?;
     batch.push(g);
     let grant = Payload::Grant(grant(&reader(), Level::View, &[], false, false));
     for v in rec.prepare_sealed(&p, grant, T0 + 1, None, policy, &mut rng)? {
@@ -365,51 +360,89 @@ fn generate_record(dir: &Path, n: usize, sealed: bool) -> Result<()> {
 /// fsyncs as it does for a host's many writers.
 fn generate_host(dir: &Path, records: usize, entries: usize) -> Result<()> {
     let (store, _) = Store::open(dir, key(SEED, "generator"))?;
-    let start = Instant::now();
-    let done = std::sync::atomic::AtomicUsize::new(0);
     let one = |r: usize| -> Result<()> {
         let p = key(SEED, &format!("host-patient-{r}"));
-        let mut rec = Record::new(p.actor());
-        let g = rec.prepare(
-            &p,
-            Payload::Genesis {
-                profile: profile("P", "patient", None),
-            },
-            None,
-            T0,
-            None,
-        )?;
-        rec.apply(g.clone())?;
-        let mut batch = vec![g];
-        for i in 1..entries.max(1) as u64 {
-            let v = rec.prepare(
-                &p,
-                Payload::Create {
-                    category: Category::VitalSigns,
-                    body: bp(100 + (i % 80) as i64, 70),
-                },
-                None,
-                T0 + i,
-                None,
-            )?;
-            rec.apply_known(v.clone())?;
-            batch.push(v);
-        }
+        let batch = small_record(&p, None, entries)?;
         for e in batch {
             store.ingest(&p.actor(), vec![e])?;
         }
-        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if n.is_multiple_of(1000) {
-            eprint!("\r  generated {n} of {records} records");
-        }
         Ok(())
     };
+    in_writers(records, entries, &one)
+}
+
+/// `p`'s genesis for a new record `rec` (of `p`), applied.
+fn genesis(rec: &mut Record, p: &Keypair, name: &str) -> Result<cophr_protocol::entry::Verified> {
+    let g = rec.prepare(
+        p,
+        Payload::Genesis {
+            profile: profile(name, "patient", None),
+        },
+        None,
+        T0,
+        None,
+    )?;
+    rec.apply(g.clone())?;
+    Ok(g)
+}
+
+/// A patient's record of `entries` entries (at least its genesis): the genesis, a grant of
+/// view to `viewer` if given, then vital-signs readings, each a millisecond apart.
+fn small_record(
+    p: &Keypair,
+    viewer: Option<&Keypair>,
+    entries: usize,
+) -> Result<Vec<cophr_protocol::entry::Verified>> {
+    let mut rec = Record::new(p.actor());
+    let mut batch = Vec::with_capacity(entries);
+    let g = genesis(&mut rec, p, "P")?;
+    batch.push(g);
+    if let Some(viewer) = viewer {
+        let view = Payload::Grant(grant(viewer, Level::View, &[], false, false));
+        let g = rec.prepare(p, view, None, T0 + 1, None)?;
+        rec.apply(g.clone())?;
+        batch.push(g);
+    }
+    for i in batch.len() as u64..entries as u64 {
+        let v = rec.prepare(
+            p,
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(100 + (i % 80) as i64, 70),
+            },
+            None,
+            T0 + i,
+            None,
+        )?;
+        rec.apply_known(v.clone())?;
+        batch.push(v);
+    }
+    Ok(batch)
+}
+
+/// Runs `one` for each of `records` records from [`GENERATOR_WRITERS`] threads, and
+/// reports progress and the time taken.
+fn in_writers(
+    records: usize,
+    entries: usize,
+    one: &(dyn Fn(usize) -> Result<()> + Sync),
+) -> Result<()> {
+    let start = Instant::now();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let step = (records / 100).max(1);
     std::thread::scope(|scope| -> Result<()> {
         let workers: Vec<_> = (0..GENERATOR_WRITERS)
             .map(|w| {
-                let one = &one;
+                let done = &done;
                 scope.spawn(move || -> Result<()> {
-                    (w..records).step_by(GENERATOR_WRITERS).try_for_each(one)
+                    (w..records).step_by(GENERATOR_WRITERS).try_for_each(|r| {
+                        one(r)?;
+                        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if n.is_multiple_of(step) {
+                            eprint!("\r  generated {n} of {records} records");
+                        }
+                        Ok(())
+                    })
                 })
             })
             .collect();
@@ -1203,17 +1236,7 @@ const VERIFY_WINDOWS: usize = 5;
 fn verify_samples() -> Result<VerifySamples> {
     let p = patient();
     let mut rec = Record::new(p.actor());
-    let g = rec.prepare(
-        &p,
-        Payload::Genesis {
-            profile: profile("Bench Patient", "patient", None),
-        },
-        None,
-        T0,
-        None,
-    )?;
-    let genesis = g.clone();
-    rec.apply(g)?;
+    let genesis = genesis(&mut rec, &p, "Bench Patient")?;
     // A chain of 1,024 entries (applied in turn, so a store takes them as a batch).
     let mut verified = Vec::with_capacity(1024);
     for i in 0..1024u64 {

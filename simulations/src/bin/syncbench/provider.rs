@@ -23,11 +23,10 @@ use serde_json::{json, Value as Json};
 
 use cophr_node::net::{client, NodeHandle};
 use cophr_node::store::Store;
-use cophr_protocol::record::Record;
-use cophr_protocol::testkit::{bp, grant, key, profile};
-use cophr_protocol::{Category, Level, Payload, RecordId};
+use cophr_protocol::testkit::key;
+use cophr_protocol::RecordId;
 
-use super::{cached, mib, num, reader, Memory, Proc, Sizes, GENERATOR_WRITERS, SEED, T0};
+use super::{cached, mib, num, reader, Memory, Proc, Sizes, SEED};
 
 /// The provider's memory target: ≤ 1 GiB resident.
 const MEMORY_TARGET_MIB: f64 = 1024.0;
@@ -44,68 +43,13 @@ pub(super) fn generate(dir: &Path, records: usize, entries: usize) -> Result<()>
         bail!("a provider's record holds at least a genesis and its grant: 2 entries");
     }
     let (store, _) = Store::open(dir, key(SEED, "generator"))?;
-    let start = Instant::now();
-    let done = std::sync::atomic::AtomicUsize::new(0);
     let one = |r: usize| -> Result<()> {
         let p = key(SEED, &format!("provider-patient-{r}"));
-        let mut rec = Record::new(p.actor());
-        let mut batch = Vec::with_capacity(entries);
-        let g = rec.prepare(
-            &p,
-            Payload::Genesis {
-                profile: profile("P", "patient", None),
-            },
-            None,
-            T0,
-            None,
-        )?;
-        rec.apply(g.clone())?;
-        batch.push(g);
-        let view = Payload::Grant(grant(&reader(), Level::View, &[], false, false));
-        let g = rec.prepare(&p, view, None, T0 + 1, None)?;
-        rec.apply(g.clone())?;
-        batch.push(g);
-        for i in 2..entries as u64 {
-            let v = rec.prepare(
-                &p,
-                Payload::Create {
-                    category: Category::VitalSigns,
-                    body: bp(100 + (i % 80) as i64, 70),
-                },
-                None,
-                T0 + i,
-                None,
-            )?;
-            rec.apply_known(v.clone())?;
-            batch.push(v);
-        }
+        let batch = super::small_record(&p, Some(&reader()), entries)?;
         store.ingest(&p.actor(), batch)?;
-        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if n.is_multiple_of(100) {
-            eprint!("\r  generated {n} of {records} records");
-        }
         Ok(())
     };
-    std::thread::scope(|scope| -> Result<()> {
-        let workers: Vec<_> = (0..GENERATOR_WRITERS)
-            .map(|w| {
-                let one = &one;
-                scope.spawn(move || -> Result<()> {
-                    (w..records).step_by(GENERATOR_WRITERS).try_for_each(one)
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join()
-                .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
-        }
-        Ok(())
-    })?;
-    eprintln!(
-        "\r  generated {records} records of {entries} entries in {:.1?}",
-        start.elapsed()
-    );
-    Ok(())
+    super::in_writers(records, entries, &one)
 }
 
 /// The provider node's `sync_all` command: pulls records `0..n` from `peer`, `parallel`
