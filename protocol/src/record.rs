@@ -45,6 +45,7 @@ mod devices;
 mod nodes;
 mod orgs;
 pub use orgs::{intersect, narrowed, JoinedMember};
+mod admission;
 mod schemas;
 mod sealing;
 mod snapshot;
@@ -296,6 +297,10 @@ pub enum Rejection {
     /// effect in its causal past (`record/schemas.rs`).
     #[error("schema definition refused: {0}")]
     Definition(#[from] crate::schema::DefinitionError),
+    /// Asked of a record's admission part ([`Record::admission`]): deciding needs entries
+    /// the part does not hold. Nothing was decided; the caller asks the whole record.
+    #[error("deciding needs the whole record, not its admission part")]
+    NeedsWholeRecord,
 }
 
 /// Whether an accepted entry takes effect.
@@ -423,6 +428,9 @@ pub struct Record {
     /// Each (author, stream) chain's component of vector clocks.
     author_index: HashMap<(ActorId, Stream), usize>,
     chains: HashMap<(ActorId, Stream), Vec<EntryId>>,
+    /// In an admission part ([`Record::admission`]): how many entries at the start of each
+    /// chain it does not hold (`chains` holds the rest). Empty in a whole record.
+    skipped: HashMap<(ActorId, Stream), u64>,
     heads: HashMap<Stream, BTreeSet<EntryId>>,
     grants: HashMap<EntryId, GrantInfo>,
     /// Entries directly authorised by each grant.
@@ -486,6 +494,7 @@ impl Record {
             vias: HashMap::default(),
             author_index: HashMap::default(),
             chains: HashMap::default(),
+            skipped: HashMap::default(),
             heads: HashMap::default(),
             grants: HashMap::default(),
             by_grant: HashMap::default(),
@@ -625,6 +634,9 @@ impl Record {
     /// One author's entries in one stream, sequence number 1 first (`&None` is the
     /// administrative stream: genesis, grants, revocations, moves).
     pub fn author_chain(&self, author: &ActorId, stream: &Stream) -> &[EntryId] {
+        if self.skipped.contains_key(&(*author, stream.clone())) {
+            self.nodes.note_partial();
+        }
         self.chains
             .get(&(*author, stream.clone()))
             .map_or(&[][..], Vec::as_slice)
@@ -632,6 +644,7 @@ impl Record {
 
     /// Every (author, stream) chain: its entries, sequence number 1 first.
     pub(crate) fn chains(&self) -> impl Iterator<Item = (&(ActorId, Stream), &Vec<EntryId>)> + '_ {
+        self.nodes.note_partial();
         self.chains.iter()
     }
 
@@ -918,11 +931,13 @@ impl Record {
 
     /// Versions (amends and deletes) recorded against a root create.
     pub(crate) fn versions_of(&self, root: &EntryId) -> &[EntryId] {
+        self.nodes.note_partial();
         self.versions.get(root).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Annotations of an entry.
     pub fn annotations_of(&self, id: &EntryId) -> &[EntryId] {
+        self.nodes.note_partial();
         self.annotations.get(id).map(Vec::as_slice).unwrap_or(&[])
     }
 
@@ -988,9 +1003,10 @@ impl Record {
         device: Option<String>,
     ) -> Entry {
         let stream = self.category_of_payload(&payload);
-        let chain = self.chains.get(&(*author, stream.clone()));
+        let key = (*author, stream.clone());
+        let chain = self.chains.get(&key);
         let backlink = chain.and_then(|c| c.last().copied());
-        let seq = chain.map_or(0, Vec::len) as u64 + 1;
+        let seq = self.skipped_of(&key) + chain.map_or(0, Vec::len) as u64 + 1;
         let mut parents: BTreeSet<EntryId> = self.heads.get(&None).cloned().unwrap_or_default();
         if stream.is_some() {
             parents.extend(self.heads.get(&stream).into_iter().flatten().copied());
@@ -1076,6 +1092,24 @@ impl Record {
     }
 
     fn check_inner(&self, v: &Verified, check_body: bool) -> Result<Checked, Rejection> {
+        if !self.nodes.is_part() {
+            return self.check_rules(v, check_body);
+        }
+        // An admission part decides only what it holds everything for: any lookup of
+        // something it does not hold makes the answer the whole record's to give.
+        if !Record::admitted_in_part(&v.entry().payload) {
+            return Err(Rejection::NeedsWholeRecord);
+        }
+        let before = self.nodes.misses();
+        let checked = self.check_rules(v, check_body);
+        if self.nodes.misses() != before {
+            return Err(Rejection::NeedsWholeRecord);
+        }
+        checked
+    }
+
+    /// Every rule of the gate, in order.
+    fn check_rules(&self, v: &Verified, check_body: bool) -> Result<Checked, Rejection> {
         let e = v.entry();
         self.check_place(e)?;
         let stream = self.check_stream(e)?;
@@ -1183,9 +1217,16 @@ impl Record {
     ) -> Result<(), Rejection> {
         // Author chain: the previous entry must be held and in the causal past.
         let chain = self.chains.get(chain_key);
-        let held = chain.map_or(0, Vec::len) as u64;
+        let skipped = self.skipped_of(chain_key);
+        let held = skipped + chain.map_or(0, Vec::len) as u64;
         if e.seq <= held {
-            let existing = chain.map(|c| c[(e.seq - 1) as usize]);
+            let existing = if e.seq - 1 < skipped {
+                // Not held in this admission part: undecided.
+                self.nodes.note_partial();
+                None
+            } else {
+                chain.map(|c| c[(e.seq - 1 - skipped) as usize])
+            };
             if let Some(existing) = existing {
                 return Err(Rejection::Fork {
                     author: e.author,

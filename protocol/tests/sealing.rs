@@ -890,6 +890,56 @@ mod churn {
                 current(&carer_view, &carer_view.viewer(&g, run.now))
             );
         }
+
+        /// A record's admission part decides sealed creates as the whole record does:
+        /// the same entries prepared (sealed under the same epoch, with the same
+        /// randomness), the same outcome applied; a write that must open a new epoch (after
+        /// a revocation) is left to the whole record, and once it is opened the part
+        /// decides the patient's and the carer's next creates itself.
+        #[test]
+        fn an_admission_part_seals_and_decides_as_the_whole_record(
+            ops in arb_ops(),
+            seed in any::<u64>(),
+        ) {
+            let run = run(&ops, seed);
+            let writers = [run.george.clone(), run.carer.clone()];
+            let policy = SealPolicy { seal_new_streams: true, history: false };
+            for (r, writer) in writers.iter().enumerate() {
+                let mut whole = run.replicas[r].clone();
+                let mut part = whole.admission();
+                let mut now = run.now;
+                for round in 0..3u64 {
+                    for c in [Category::VitalSigns, Category::Problems, Category::Medications] {
+                        now += 1000;
+                        let body = if c == Category::VitalSigns {
+                            bp(110 + round as i64, 70)
+                        } else {
+                            text_body(&[("problem", "Hypertension")])
+                        };
+                        let payload = Payload::Create { category: c.clone(), body };
+                        let want = whole.prepare_sealed(writer, payload.clone(), now, None, policy, &mut SeededRng::new(seed ^ now));
+                        let got = part.prepare_sealed(writer, payload, now, None, policy, &mut SeededRng::new(seed ^ now));
+                        match &got {
+                            Err(Rejection::NeedsWholeRecord) => {
+                                prop_assert!(round == 0, "round {}: {:?} left to the whole record", round, c);
+                            }
+                            got => prop_assert_eq!(
+                                got.clone().map(|v| v.iter().map(Verified::id).collect::<Vec<_>>()),
+                                want.clone().map(|v| v.iter().map(Verified::id).collect::<Vec<_>>())
+                            ),
+                        }
+                        for v in want.into_iter().flatten() {
+                            let want = whole.apply(v.clone());
+                            match part.apply(v) {
+                                Err(Rejection::NeedsWholeRecord) => part = whole.admission(),
+                                got => prop_assert_eq!(got, want),
+                            }
+                        }
+                    }
+                }
+                prop_assert_eq!(part.heads(), whole.heads());
+            }
+        }
     }
 }
 

@@ -193,11 +193,53 @@ impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
 }
 
 /// The record's entries in the order applied, found by id.
+///
+/// In a record's admission part ([`super::Record::admission`]) the list holds only some of
+/// the whole record's entries, each still known by its position in the whole record; a
+/// lookup of any other entry, or a walk over the list, is noted as *missed* (the rules
+/// then cannot decide from the part, see `record/admission.rs`).
 #[derive(Clone)]
 pub(crate) struct Nodes {
     list: Vec<Node>,
-    index: hashbrown::HashTable<Ix>,
+    /// Positions in `list`.
+    index: hashbrown::HashTable<u32>,
     hasher: foldhash::fast::RandomState,
+    part: Option<Box<Part>>,
+}
+
+/// What an admission part's list knows of the whole record.
+pub(crate) struct Part {
+    /// The whole record's position of each node in the list, ascending.
+    ixs: Vec<Ix>,
+    /// How many entries the whole record has.
+    len: usize,
+    /// How many lookups of something not held in the part were made (only ever grows, so
+    /// a check run beside another can only see more misses than its own, never fewer).
+    missed: std::sync::atomic::AtomicU64,
+    /// What a missed position reads as (never used for a decision: the miss is noted).
+    placeholder: Node,
+}
+
+impl Clone for Part {
+    fn clone(&self) -> Self {
+        Part {
+            ixs: self.ixs.clone(),
+            len: self.len,
+            missed: std::sync::atomic::AtomicU64::new(self.missed()),
+            placeholder: self.placeholder.clone(),
+        }
+    }
+}
+
+impl Part {
+    fn missed(&self) -> u64 {
+        self.missed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn miss(&self) {
+        self.missed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Nodes {
@@ -212,6 +254,7 @@ impl Default for Nodes {
             list: Vec::new(),
             index: hashbrown::HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
+            part: None,
         }
     }
 }
@@ -221,35 +264,120 @@ impl Nodes {
         std::hash::BuildHasher::hash_one(&self.hasher, id)
     }
 
+    /// A part of a whole record's list: `nodes`, each with its position in the whole
+    /// record (ascending), which has `len` entries.
+    pub(crate) fn part(nodes: Vec<(Ix, Node)>, len: usize, placeholder: Node) -> Nodes {
+        let mut out = Nodes::default();
+        let mut ixs = Vec::with_capacity(nodes.len());
+        for (i, n) in nodes {
+            ixs.push(i);
+            out.push_listed(n);
+        }
+        out.part = Some(Box::new(Part {
+            ixs,
+            len,
+            missed: std::sync::atomic::AtomicU64::new(0),
+            placeholder,
+        }));
+        out
+    }
+
+    /// Whether this is a part of a whole record's list.
+    pub(crate) fn is_part(&self) -> bool {
+        self.part.is_some()
+    }
+
+    /// How many misses were noted so far (compare before and after a check).
+    pub(crate) fn misses(&self) -> u64 {
+        self.part.as_ref().map_or(0, |p| p.missed())
+    }
+
+    /// Notes that something this part does not hold in full was read.
+    pub(crate) fn note_partial(&self) {
+        if let Some(p) = &self.part {
+            p.miss();
+        }
+    }
+
+    /// The whole record's position of the node at `k` in the list.
+    fn whole(&self, k: u32) -> Ix {
+        match &self.part {
+            None => k,
+            Some(p) => p.ixs[k as usize],
+        }
+    }
+
+    /// The list position of the whole record's position `i`.
+    fn listed(&self, i: Ix) -> Option<usize> {
+        match &self.part {
+            None => ((i as usize) < self.list.len()).then_some(i as usize),
+            Some(p) => p.ixs.binary_search(&i).ok(),
+        }
+    }
+
     /// The position of an entry.
     pub(crate) fn ix(&self, id: &EntryId) -> Option<Ix> {
         let list = &self.list;
-        self.index
+        let k = self
+            .index
             .find(self.hash(id), |&i| list[i as usize].h.id == *id)
-            .copied()
+            .copied();
+        match k {
+            Some(k) => Some(self.whole(k)),
+            None => {
+                self.note_partial();
+                None
+            }
+        }
     }
 
     pub(crate) fn get(&self, id: &EntryId) -> Option<&Node> {
-        self.ix(id).map(|i| &self.list[i as usize])
+        let list = &self.list;
+        let k = self
+            .index
+            .find(self.hash(id), |&i| list[i as usize].h.id == *id)
+            .copied();
+        if k.is_none() {
+            self.note_partial();
+        }
+        k.map(|k| &self.list[k as usize])
     }
 
     pub(crate) fn get_mut(&mut self, id: &EntryId) -> Option<&mut Node> {
-        let i = self.ix(id)?;
-        Some(&mut self.list[i as usize])
+        let list = &self.list;
+        let k = self
+            .index
+            .find(self.hash(id), |&i| list[i as usize].h.id == *id)
+            .copied();
+        match k {
+            Some(k) => Some(&mut self.list[k as usize]),
+            None => {
+                self.note_partial();
+                None
+            }
+        }
     }
 
     pub(crate) fn contains_key(&self, id: &EntryId) -> bool {
-        self.ix(id).is_some()
+        self.get(id).is_some()
     }
 
-    /// The entry at a position (panics on a position not handed out by this list).
+    /// The entry at a position (panics on a position not handed out by this list; in a
+    /// part, a position it does not hold reads as a placeholder, and the miss is noted).
     pub(crate) fn at(&self, i: Ix) -> &Node {
-        &self.list[i as usize]
+        match (&self.part, self.listed(i)) {
+            (_, Some(k)) => &self.list[k],
+            (Some(p), None) => {
+                p.miss();
+                &p.placeholder
+            }
+            (None, None) => panic!("entry position {i} not handed out"),
+        }
     }
 
     /// The id of the entry at a position, `None` for [`NONE`].
     pub(crate) fn id_at(&self, i: Ix) -> Option<EntryId> {
-        (i != NONE).then(|| self.list[i as usize].h.id)
+        (i != NONE).then(|| self.at(i).h.id)
     }
 
     /// The position of an entry, or [`NONE`].
@@ -257,46 +385,76 @@ impl Nodes {
         id.and_then(|id| self.ix(id)).unwrap_or(NONE)
     }
 
+    /// How many entries the (whole) record has.
     pub(crate) fn len(&self) -> usize {
-        self.list.len()
+        match &self.part {
+            None => self.list.len(),
+            Some(p) => p.len,
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.len() == 0
     }
 
-    /// Every entry, in the order applied.
+    /// Every entry, in the order applied (in a part: those it holds, and the walk is noted
+    /// as a miss).
     pub(crate) fn values(&self) -> std::slice::Iter<'_, Node> {
+        self.note_partial();
         self.list.iter()
     }
 
     /// Every entry, in the order applied, to change (never their ids).
     pub(crate) fn values_mut(&mut self) -> std::slice::IterMut<'_, Node> {
+        self.note_partial();
         self.list.iter_mut()
     }
 
-    /// The entries applied after the first `n`.
+    /// The entries applied after the first `n` (in a part, those it holds).
     pub(crate) fn since(&self, n: usize) -> &[Node] {
-        &self.list[n.min(self.list.len())..]
+        match &self.part {
+            None => &self.list[n.min(self.list.len())..],
+            Some(p) => {
+                let k = p.ixs.partition_point(|i| (*i as usize) < n);
+                if p.ixs.len() - k != p.len.saturating_sub(n) {
+                    // Some entries after the first `n` are not held here.
+                    p.miss();
+                }
+                &self.list[k..]
+            }
+        }
     }
 
     /// Adds an entry not held yet; its position.
     pub(crate) fn push(&mut self, node: Node) -> Ix {
-        let i = self.list.len() as Ix;
+        let i = self.len() as Ix;
+        if let Some(p) = &mut self.part {
+            p.ixs.push(i);
+            p.len += 1;
+        }
+        self.push_listed(node);
+        i
+    }
+
+    fn push_listed(&mut self, node: Node) {
+        let k = self.list.len() as u32;
         let h = self.hash(&node.h.id);
         self.list.push(node);
         let (list, hasher) = (&self.list, &self.hasher);
-        self.index.insert_unique(h, i, |&j| {
+        self.index.insert_unique(h, k, |&j| {
             std::hash::BuildHasher::hash_one(hasher, list[j as usize].h.id)
         });
-        i
     }
 }
 
 impl std::ops::Index<&EntryId> for Nodes {
     type Output = Node;
     fn index(&self, id: &EntryId) -> &Node {
-        self.get(id).expect("entry held")
+        match (self.get(id), &self.part) {
+            (Some(n), _) => n,
+            (None, Some(p)) => &p.placeholder,
+            (None, None) => panic!("entry held"),
+        }
     }
 }
 

@@ -159,6 +159,11 @@ impl Record {
         if !self.is_lean() {
             return Err(SnapshotError::NotLean);
         }
+        if self.is_admission() {
+            return Err(SnapshotError::Inconsistent(
+                "an admission part is not a record's whole state".into(),
+            ));
+        }
         // Each distinct clock once.
         let mut clocks: Vec<Vec<u64>> = Vec::new();
         let mut clock_at: std::collections::HashMap<*const u64, u32> =

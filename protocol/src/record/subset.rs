@@ -91,6 +91,7 @@ impl Record {
                 .collect(),
             author_index: self.author_index.clone(),
             chains,
+            skipped: HashMap::default(),
             heads: HashMap::default(),
             grants,
             by_grant: positions(&self.by_grant),
