@@ -134,6 +134,8 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | Rejection::Backlink(_)
         | Rejection::CrossStream(_)
         | Rejection::TimeTravel => Code::Verify,
+        // Never returned by the store (it asks the whole record instead).
+        Rejection::NeedsWholeRecord => Code::Other,
     }
 }
 

@@ -719,6 +719,9 @@ pub fn rejection_status(r: &Rejection) -> (StatusCode, &'static str) {
         | Rejection::Backlink(_)
         | Rejection::CrossStream(_)
         | Rejection::TimeTravel => (StatusCode::CONFLICT, "conflict"),
+        // The store asks the whole record whenever an admission part cannot decide: this
+        // never reaches a client unless something is wrong inside the node.
+        Rejection::NeedsWholeRecord => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 
