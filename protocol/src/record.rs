@@ -536,6 +536,13 @@ impl Record {
         self.nodes.values().filter(|n| n.e.is_some()).count()
     }
 
+    /// How many entries the record keeps anything of in memory: all of them in a whole
+    /// record (a lean one keeps what its rules need of each), a few in an admission part
+    /// ([`Record::admission`]). What a cache of loaded records counts.
+    pub fn resident(&self) -> usize {
+        self.nodes.held()
+    }
+
     /// Keeps the record data applied from now on in memory, even when the record is lean,
     /// until [`Record::let_go_held`]: for a batch applied before it is written (its source
     /// cannot read those entries back yet, and the rules of a later entry of the batch may

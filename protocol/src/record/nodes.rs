@@ -282,6 +282,16 @@ impl Nodes {
         out
     }
 
+    /// In a part: the whole record's position of each node held, in list order.
+    pub(crate) fn positions(&self) -> Option<&[Ix]> {
+        self.part.as_ref().map(|p| p.ixs.as_slice())
+    }
+
+    /// How many nodes are held in memory (in a part, fewer than [`Nodes::len`]).
+    pub(crate) fn held(&self) -> usize {
+        self.list.len()
+    }
+
     /// Whether this is a part of a whole record's list.
     pub(crate) fn is_part(&self) -> bool {
         self.part.is_some()

@@ -121,7 +121,15 @@ struct Snap {
     openings: Vec<(Category, Vec<EntryId>)>,
     endings: Vec<EntryId>,
     sealed: Vec<(EpochId, Vec<EntryId>)>,
+    /// Set in an admission part's snapshot ([`Record::admission`]): the whole record's
+    /// position of each node, how many entries the whole record has, and how many entries
+    /// at the start of each chain the part skips. Absent in a whole record's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    part: Option<SnapPart>,
 }
+
+/// An admission part's positions, length and skipped chain starts.
+type SnapPart = (Vec<Ix>, u64, Vec<((ActorId, Stream), u64)>);
 
 fn lists<K: Clone>(m: &HashMap<K, Vec<EntryId>>) -> Lists<K> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -158,11 +166,6 @@ impl Record {
     pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
         if !self.is_lean() {
             return Err(SnapshotError::NotLean);
-        }
-        if self.is_admission() {
-            return Err(SnapshotError::Inconsistent(
-                "an admission part is not a record's whole state".into(),
-            ));
         }
         // Each distinct clock once.
         let mut clocks: Vec<Vec<u64>> = Vec::new();
@@ -267,6 +270,13 @@ impl Record {
             openings,
             endings,
             sealed,
+            part: self.nodes.positions().map(|at| {
+                (
+                    at.to_vec(),
+                    self.nodes.len() as u64,
+                    self.skipped.iter().map(|(k, n)| (k.clone(), *n)).collect(),
+                )
+            }),
         };
         let body = crate::entry::to_cbor(&snap);
         let mut out = Vec::with_capacity(MAGIC.len() + 32 + body.len());
@@ -318,7 +328,26 @@ impl Record {
             }
         }
         let len = s.nodes.len();
-        let ix_ok = |i: Ix| i == NONE || (i as usize) < len;
+        // An admission part's nodes keep their positions in the whole record.
+        let (positions, whole, skipped) = match s.part {
+            None => (None, len, Vec::new()),
+            Some((at, whole, skipped)) => {
+                let whole = usize::try_from(whole).map_err(|_| bad("length".into()))?;
+                let ascending = at.windows(2).all(|w| w[0] < w[1]);
+                if at.len() != len || !ascending || at.last().is_some_and(|i| *i as usize >= whole)
+                {
+                    return Err(bad("an admission part's positions".into()));
+                }
+                (Some(at), whole, skipped)
+            }
+        };
+        let placed = |i: Ix| match &positions {
+            None => (i as usize) < len,
+            Some(at) => at.binary_search(&i).is_ok(),
+        };
+        let ix_ok = |i: Ix| i == NONE || (i as usize) < whole;
+        let mut part_nodes = Vec::new();
+        let mut seen = HashSet::new();
         for (i, n) in s.nodes.into_iter().enumerate() {
             let SnapNode(
                 id,
@@ -382,12 +411,25 @@ impl Record {
                 proxied: flags & PROXIED != 0,
                 device: flags & DEVICE != 0,
             };
-            if r.nodes.contains_key(&node.h.id) {
+            if !seen.insert(node.h.id) {
                 return Err(bad(format!("entry {} twice", node.h.id)));
             }
-            if r.nodes.push(node) as usize != i {
-                return Err(bad("positions".into()));
+            match &positions {
+                Some(at) => part_nodes.push((at[i], node)),
+                None => {
+                    if r.nodes.push(node) as usize != i {
+                        return Err(bad("positions".into()));
+                    }
+                }
             }
+        }
+        drop(seen);
+        if positions.is_some() {
+            let placeholder = match part_nodes.first() {
+                Some((_, n)) => n.clone(),
+                None => return Err(bad("an empty admission part".into())),
+            };
+            r.nodes = Nodes::part(part_nodes, whole, placeholder);
         }
         let held = |id: &EntryId| r.nodes.contains_key(id);
         let all_held = |ids: &[EntryId]| ids.iter().all(held);
@@ -401,9 +443,7 @@ impl Record {
         .into_iter()
         .flatten()
         .all(|(k, v)| held(k) && all_held(v))
-            && s.chains
-                .iter()
-                .all(|(_, v)| v.iter().all(|i| (*i as usize) < len))
+            && s.chains.iter().all(|(_, v)| v.iter().all(|i| placed(*i)))
             && s.heads.iter().all(|(_, v)| all_held(v))
             && s.voids.iter().all(|(k, v)| held(k) && held(v))
             && s.grants.iter().all(|g| held(&g.0) && all_held(&g.6))
@@ -418,7 +458,7 @@ impl Record {
             && [&s.by_grant, &s.by_proxy]
                 .into_iter()
                 .flatten()
-                .all(|(k, v)| held(k) && v.iter().all(|i| (*i as usize) < len));
+                .all(|(k, v)| held(k) && v.iter().all(|i| (*i as usize) < whole));
         if !lists_ok {
             return Err(bad("an index names an entry not in the snapshot".into()));
         }
@@ -450,6 +490,7 @@ impl Record {
             .into_iter()
             .map(|(k, v)| (k, v.into_iter().map(|i| r.nodes.at(i).h.id).collect()))
             .collect();
+        r.skipped = skipped.into_iter().collect();
         r.heads = s
             .heads
             .into_iter()
@@ -545,6 +586,21 @@ mod tests {
             Box::new(move |s| s.nodes[1].4 = 1_000),
             Box::new(move |s| s.nodes[1].7 = 1_000),
             Box::new(move |s| s.author_index.push(((actor, None), 0))),
+            // An admission part's positions: one per node, ascending, inside the record.
+            Box::new(move |s| s.part = Some((vec![0], 1_000, vec![]))),
+            Box::new(move |s| {
+                s.part = Some(((0..s.nodes.len() as Ix).rev().collect(), 1_000, vec![]))
+            }),
+            Box::new(move |s| s.part = Some(((0..s.nodes.len() as Ix).collect(), 1, vec![]))),
+            // A chain naming a position the part does not hold.
+            Box::new(move |s| {
+                s.part = Some((
+                    (0..s.nodes.len() as Ix).map(|i| i * 2).collect(),
+                    1_000,
+                    vec![],
+                ));
+                s.chains.push(((actor, None), vec![1]));
+            }),
         ];
         for (i, change) in changes.into_iter().enumerate() {
             let got = Record::restore(id, &altered(&bytes, change), source.clone());
