@@ -536,6 +536,12 @@ impl Record {
         self.nodes.values().filter(|n| n.e.is_some()).count()
     }
 
+    /// The entry applied last (what a node's index lists last for the record).
+    pub fn last_applied(&self) -> Option<EntryId> {
+        let n = self.nodes.len();
+        (n > 0).then(|| self.nodes.at((n - 1) as Ix).h.id)
+    }
+
     /// How many entries the record keeps anything of in memory: all of them in a whole
     /// record (a lean one keeps what its rules need of each), a few in an admission part
     /// ([`Record::admission`]). What a cache of loaded records counts.

@@ -116,7 +116,7 @@ impl Cache {
         handle: Arc<RwLock<Record>>,
     ) -> Arc<RwLock<Record>> {
         let now = self.touch();
-        let entries = handle.try_read().map_or(0, |r| r.len());
+        let entries = handle.try_read().map_or(0, |r| r.resident());
         let slot = self.slots.entry(id).or_insert(Slot {
             handle,
             used: now,
@@ -165,7 +165,7 @@ impl Cache {
     fn refresh(&mut self) {
         for s in self.slots.values_mut() {
             if let Ok(r) = s.handle.try_read() {
-                s.entries = r.len();
+                s.entries = r.resident();
             }
         }
     }

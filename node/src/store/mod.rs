@@ -305,8 +305,8 @@ struct Inner {
     starting: Mutex<()>,
     /// How many entries a record's snapshot must lack before it is written again.
     snapshot_min_new: std::sync::atomic::AtomicUsize,
-    /// Records loaded from a snapshot, and from the whole log.
-    loads: [std::sync::atomic::AtomicU64; 2],
+    /// Records loaded from a snapshot, from the whole log, and as their admission part.
+    loads: [std::sync::atomic::AtomicU64; 3],
     /// Documents uploaded whole for a record (a browser's sealed bytes) that no entry names
     /// yet: counted against that record's quota until named ([`documents::Uploads`]).
     uploads: Mutex<documents::Uploads>,
@@ -993,8 +993,21 @@ impl Store {
         Ok(self.db().contains_key(key(b'r', &[id.as_bytes()]))?)
     }
 
-    /// The record's in-memory state, loaded from the log on first use.
+    /// The record's in-memory state, loaded from the log on first use: the whole record
+    /// (one loaded as its admission part for a write is loaded whole in its place).
     fn handle(&self, id: &RecordId) -> Result<Arc<RwLock<Record>>, StoreError> {
+        let h = self.handle_to_write(id)?;
+        if h.read().unwrap_or_else(|p| p.into_inner()).is_admission() {
+            let mut r = self.write_lock(id, &h)?;
+            self.make_whole(id, &mut r)?;
+        }
+        Ok(h)
+    }
+
+    /// The record's in-memory state for a write: as loaded, or, when it is not, its
+    /// admission part if it has one (`snapshots.rs`), else the whole record. A write on
+    /// the part that it cannot decide calls [`Store::make_whole`] under its write lock.
+    fn handle_to_write(&self, id: &RecordId) -> Result<Arc<RwLock<Record>>, StoreError> {
         let hit = {
             let mut records = lock(&self.inner.records);
             records.get(id).map(|h| (h, records.should_trim()))
@@ -1008,8 +1021,35 @@ impl Store {
         if !self.holds(id)? {
             return Err(StoreError::NotFound(*id));
         }
-        let record = self.load(id)?;
+        let record = match self.restore_admission(id)? {
+            Some(part) => {
+                self.inner.loads[2].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                part
+            }
+            None => self.load(id)?,
+        };
         Ok(self.keep_loaded(*id, Arc::new(RwLock::new(record))))
+    }
+
+    /// Replaces a record's admission part by the whole record, under the record's write
+    /// lock (so nothing is written through the part meanwhile, and everything written
+    /// through it is in the log the whole record loads from).
+    fn make_whole(&self, id: &RecordId, r: &mut Record) -> Result<(), StoreError> {
+        if !r.is_admission() {
+            return Ok(());
+        }
+        let whole = self.load(id)?;
+        if whole.len() != r.len() || whole.last_applied() != r.last_applied() {
+            // An entry written through the part is not indexed yet (its indexing timed
+            // out behind another write's): the part stays until it is.
+            return Err(StoreError::Corrupt(format!(
+                "record {id}: loading it whole found {} entries, its admission part {}; try again",
+                whole.len(),
+                r.len()
+            )));
+        }
+        *r = whole;
+        Ok(())
     }
 
     /// Whether `id` was removed (or is being removed) since its handle was taken. A
@@ -1659,11 +1699,31 @@ impl Store {
         device: Option<String>,
         history: bool,
     ) -> Result<EntryId, StoreError> {
-        let h = self.handle(record)?;
+        let h = self.handle_to_write(record)?;
         let mut r = self.write_lock(record, &h)?;
         let action = Action::for_payload(&payload);
+        let all = match self.prepare(
+            &mut r,
+            author,
+            payload.clone(),
+            now,
+            device.clone(),
+            history,
+        ) {
+            Err(Rejection::NeedsWholeRecord) => {
+                self.make_whole(record, &mut r)?;
+                self.prepare(
+                    &mut r,
+                    author,
+                    payload.clone(),
+                    now,
+                    device.clone(),
+                    history,
+                )?
+            }
+            prepared => prepared?,
+        };
         let detail = r.category_of_payload(&payload).map(|c| c.to_string());
-        let all = self.prepare(&mut r, author, payload, now, device.clone(), history)?;
         let principal =
             principal(&all).ok_or_else(|| StoreError::Corrupt("nothing to write".into()))?;
         self.commit(record, &mut r, author, all, action, detail, device, now)?;
@@ -1740,7 +1800,16 @@ impl Store {
             profile,
         )?;
         for v in all {
-            r.apply(v)?;
+            match r.apply(v) {
+                Ok(_) => {}
+                // What the part checked it applies alike; should it not, the whole record
+                // (which the log now holds the entries in) takes its place.
+                Err(_) if r.is_admission() => {
+                    self.make_whole(record, r)?;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(ids)
     }
@@ -4010,6 +4079,138 @@ mod lean_tests {
         assert_eq!(s.loads(), (0, 1));
     }
 
+    /// The record as a replay of the whole log gives it (snapshots and admission parts
+    /// set aside), for comparing with what a store answered.
+    fn replayed(dir: &Path, g: &Keypair, rec: &RecordId) -> (fold::State, usize) {
+        for kind in ["snapshots", "admission"] {
+            let _ = std::fs::remove_file(dir.join(kind).join(rec.to_string()));
+        }
+        let s = reopened(dir, g);
+        let got = seen(&s, g, rec);
+        assert_eq!(s.loads(), (0, 1));
+        got
+    }
+
+    /// Issue 13, no first-write stall: the first write after a restart loads the record's
+    /// admission part (its administrative entries, heads and chains' last entries), not
+    /// the record; a read then loads the whole record in its place, holding what the part
+    /// wrote; the log replayed agrees.
+    #[test]
+    fn the_first_write_after_a_restart_loads_only_the_records_admission_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, g, rec, _) = filled(dir.path(), 40);
+        s.set_snapshot_min_new(10);
+        s.snapshot_all();
+        let before = seen(&s, &g, &rec).1;
+        assert!(dir.path().join("admission").join(rec.to_string()).exists());
+        drop(s);
+        let s = reopened(dir.path(), &g);
+        more(&s, &g, 0, 3);
+        assert_eq!(s.loads(), (0, 0), "the writes loaded no whole record");
+        assert_eq!(s.admission_loads(), 1);
+        let held = s.loaded().entries;
+        assert!(held < 10, "the part holds {held} entries of {before}");
+        let got = seen(&s, &g, &rec);
+        assert_eq!(got.1, before + 3);
+        assert_eq!(s.loads(), (1, 0), "a read loads the whole record");
+        drop(s);
+        assert_eq!(replayed(dir.path(), &g, &rec), got);
+    }
+
+    /// Writes through an admission part, then a crash (no snapshot at shutdown): the next
+    /// start's part applies the entries the log holds beyond its file, and goes on
+    /// writing; what the part cannot decide (an amend) loads the whole record first.
+    #[test]
+    fn an_admission_part_catches_up_with_the_log_and_leaves_what_it_cannot_decide_to_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, g, rec, ids) = filled(dir.path(), 30);
+        s.set_snapshot_min_new(10);
+        s.snapshot_all();
+        drop(s);
+        let s = reopened(dir.path(), &g);
+        more(&s, &g, 0, 4);
+        assert_eq!((s.loads(), s.admission_loads()), ((0, 0), 1));
+        drop(s); // as a crash: no snapshot written
+        let s = reopened(dir.path(), &g);
+        more(&s, &g, 4, 2);
+        assert_eq!(
+            (s.loads(), s.admission_loads()),
+            ((0, 0), 1),
+            "the part caught up with the log"
+        );
+        s.write(
+            &rec,
+            &g,
+            Payload::Amend {
+                target: ids[3],
+                body: text_body(&[("thing-1", "fact number 3, corrected")]),
+            },
+            200_000,
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.loads(), (1, 0), "the amend loaded the whole record");
+        let got = seen(&s, &g, &rec);
+        assert_eq!(s.loads(), (1, 0));
+        drop(s);
+        assert_eq!(replayed(dir.path(), &g, &rec), got);
+    }
+
+    /// An admission file that is damaged, of another copy of the record (longer, from
+    /// another store), or older than a compaction is not used: the whole record is loaded
+    /// and the write goes on.
+    #[test]
+    fn a_damaged_foreign_or_stale_admission_part_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, g, rec, _) = filled(dir.path(), 30);
+        s.set_snapshot_min_new(10);
+        s.snapshot_all();
+        drop(s);
+        let file = dir.path().join("admission").join(rec.to_string());
+        let good = std::fs::read(&file).unwrap();
+        let mut bytes = good.clone();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        let s = reopened(dir.path(), &g);
+        more(&s, &g, 0, 1);
+        assert_eq!((s.loads(), s.admission_loads()), ((1, 0), 0), "damaged");
+        drop(s);
+
+        let elsewhere = tempfile::tempdir().unwrap();
+        let (other, _, same, _) = filled(elsewhere.path(), 45);
+        assert_eq!(same, rec);
+        other.set_snapshot_min_new(10);
+        other.snapshot_all();
+        drop(other);
+        std::fs::copy(
+            elsewhere.path().join("admission").join(rec.to_string()),
+            &file,
+        )
+        .unwrap();
+        let s = reopened(dir.path(), &g);
+        more(&s, &g, 1, 1);
+        assert_eq!(
+            (s.loads(), s.admission_loads()),
+            ((1, 0), 0),
+            "another copy's"
+        );
+        drop(s);
+
+        // The store's own part, then a compaction that moves every entry in the log.
+        std::fs::write(&file, &good).unwrap();
+        let s = reopened(dir.path(), &g);
+        s.compact().unwrap();
+        drop(s);
+        std::fs::write(&file, &good).unwrap();
+        let s = reopened(dir.path(), &g);
+        more(&s, &g, 2, 1);
+        let got = seen(&s, &g, &rec);
+        assert_eq!(got.1, 30 + 2 + 3);
+        drop(s);
+        assert_eq!(replayed(dir.path(), &g, &rec), got);
+    }
+
     #[test]
     fn a_removed_record_leaves_no_snapshot() {
         let dir = tempfile::tempdir().unwrap();
@@ -4018,7 +4219,10 @@ mod lean_tests {
         s.snapshot_all();
         let file = dir.path().join("snapshots").join(rec.to_string());
         assert!(file.exists());
+        let part = dir.path().join("admission").join(rec.to_string());
+        assert!(part.exists());
         s.remove_record(&rec).unwrap();
         assert!(!file.exists());
+        assert!(!part.exists());
     }
 }

@@ -16,17 +16,42 @@
 //! (a record removed and received again, a restored backup of the log), or anything else
 //! is wrong, it is set aside with a warning and the record is replayed from the log. A
 //! removed record's snapshot is deleted with it.
+//!
+//! ## Admission parts
+//!
+//! Beside each snapshot the store writes the record's admission part
+//! ([`Record::admission`]: its administrative entries, heads and each chain's last entry,
+//! no history) to `admission/<record>`, and a write of a record not loaded loads only that
+//! part (`Store::write_with`): the first write after a restart then costs what the part
+//! holds, not the record's history. Whatever the part cannot decide (anything but a create
+//! of record data, or a create whose checks read what the part does not hold), and any
+//! other use of the record (a read, a sync, an import), loads the whole record in its
+//! place, under the same lock, so nothing written through the part is missed.
+//!
+//! The file is `COPHR-ADM1`, the log offset and id of the record's last entry when the
+//! part was taken, then the part's snapshot. Loading it checks that the index lists that
+//! entry at that offset for the record and that the log's frame there is that entry (so a
+//! compaction, a log restored from a backup or a record removed and received again since
+//! is noticed), that the part's own last entry is the same, then applies every entry the
+//! index lists for the record after that offset. On any doubt the whole record is loaded
+//! instead, as when there is no file.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cophr_protocol::record::Record;
-use cophr_protocol::{RecordId, Verified};
+use cophr_protocol::record::{Record, Rejection};
+use cophr_protocol::{EntryId, RecordId, Verified};
 
 use super::{key, locations, source, Store, StoreError};
 
 /// The folder of the records' snapshots.
 const SNAPSHOTS: &str = "snapshots";
+
+/// The folder of the records' admission parts.
+const ADMISSION: &str = "admission";
+
+/// An admission file's first bytes.
+const ADMISSION_MAGIC: &[u8; 10] = b"COPHR-ADM1";
 
 /// The folder of the records' FHIR search indexes, as the HTTP API saves them
 /// (`http::fhir::index`): derived state, rebuilt from the record when missing or stale.
@@ -55,6 +80,12 @@ impl Store {
             self.inner.loads[0].load(Relaxed),
             self.inner.loads[1].load(Relaxed),
         )
+    }
+
+    /// How many records were loaded as their admission part (for a write) since the
+    /// store opened.
+    pub fn admission_loads(&self) -> u64 {
+        self.inner.loads[2].load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn snapshot_path(&self, id: &RecordId) -> Option<PathBuf> {
@@ -145,21 +176,162 @@ impl Store {
         }
     }
 
+    /// Writes a record's snapshot and its admission part's (of an admission part, only
+    /// the part's).
     fn write_snapshot(&self, r: &Record) -> Result<(), StoreError> {
         let Some(path) = self.snapshot_path(&r.id()) else {
             return Ok(());
         };
         drop(path);
+        super::lock(&self.inner.snapshotted).insert(r.id(), r.len());
+        let written = if r.is_admission() {
+            self.write_admission(r)
+        } else {
+            self.write_whole_snapshot(r)
+                .and_then(|()| self.write_admission(&r.admission()))
+        };
+        if written.is_err() {
+            super::lock(&self.inner.snapshotted).remove(&r.id());
+        }
+        written
+    }
+
+    fn write_whole_snapshot(&self, r: &Record) -> Result<(), StoreError> {
         let bytes = r
             .snapshot()
             .map_err(|e| StoreError::Corrupt(format!("snapshot: {e}")))?;
-        super::lock(&self.inner.snapshotted).insert(r.id(), r.len());
-        if let Err(e) = self.write_derived(SNAPSHOTS, &r.id(), &bytes) {
-            super::lock(&self.inner.snapshotted).remove(&r.id());
-            return Err(e);
-        }
+        self.write_derived(SNAPSHOTS, &r.id(), &bytes)?;
         tracing::debug!(record = %r.id(), entries = r.len(), bytes = bytes.len(), "snapshot written");
         Ok(())
+    }
+
+    /// Writes an admission part's file, if the index lists the part's last entry as the
+    /// record's last (it always does, but for a write whose indexing is still pending:
+    /// then nothing is written, and the part is written next time).
+    fn write_admission(&self, part: &Record) -> Result<(), StoreError> {
+        let id = part.id();
+        let Some(last) = part.last_applied() else {
+            return Ok(());
+        };
+        let indexed = {
+            let _log = self.log();
+            self.last_location(&id)?
+        };
+        let Some((offset, indexed_last)) = indexed.filter(|(_, e)| *e == last) else {
+            tracing::debug!(record = %id, "admission part not written: the index is behind");
+            return Ok(());
+        };
+        let snap = part
+            .snapshot()
+            .map_err(|e| StoreError::Corrupt(format!("admission part: {e}")))?;
+        let mut bytes = Vec::with_capacity(ADMISSION_MAGIC.len() + 40 + snap.len());
+        bytes.extend_from_slice(ADMISSION_MAGIC);
+        bytes.extend_from_slice(&offset.to_be_bytes());
+        bytes.extend_from_slice(indexed_last.as_bytes());
+        bytes.extend_from_slice(&snap);
+        self.write_derived(ADMISSION, &id, &bytes)?;
+        tracing::debug!(record = %id, entries = part.len(), held = part.resident(), bytes = bytes.len(), "admission part written");
+        Ok(())
+    }
+
+    /// The last location the index lists for a record: the offset and id of its last
+    /// entry. Asked under a log guard.
+    fn last_location(&self, id: &RecordId) -> Result<Option<(u64, EntryId)>, StoreError> {
+        match self
+            .db()
+            .scan_prefix(key(b'o', &[id.as_bytes()]))
+            .next_back()
+        {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv?;
+                Ok(locations(&k, &v)?.last().copied())
+            }
+        }
+    }
+
+    /// A record's admission part from its file, with every entry the index lists for the
+    /// record beyond it applied; `None` if there is no usable file or an entry beyond it
+    /// is not the part's to decide (the caller loads the whole record). See the module
+    /// docs for what is checked.
+    pub(super) fn restore_admission(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let Some(bytes) = self.read_derived(ADMISSION, id, MAX_SNAPSHOT_BYTES) else {
+            return Ok(None);
+        };
+        let Some(rest) = bytes
+            .strip_prefix(&ADMISSION_MAGIC[..])
+            .filter(|b| b.len() >= 40)
+        else {
+            tracing::warn!(record = %id, "admission part damaged; loading the whole record");
+            return Ok(None);
+        };
+        let (head, snap) = rest.split_at(40);
+        let through = u64::from_be_bytes(head[..8].try_into().expect("8 bytes"));
+        let last = EntryId(head[8..40].try_into().expect("32 bytes"));
+        let source = Arc::new(source::LogSource::new(self, *id));
+        let mut r = match Record::restore(*id, snap, source) {
+            Ok(r) if r.is_admission() && r.last_applied() == Some(last) => r,
+            Ok(_) => {
+                tracing::warn!(record = %id, "admission file holds no admission part of its last entry; loading the whole record");
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::warn!(record = %id, "admission part not used ({e}); loading the whole record");
+                return Ok(None);
+            }
+        };
+        drop(bytes);
+        self.unlock_readers(&mut r);
+        // Under one log guard: no compaction moves the entries between index and log.
+        let log = self.log();
+        let prefix = key(b'o', &[id.as_bytes()]);
+        // The run of locations holding `through` starts at or before it.
+        let from = match self
+            .db()
+            .range(prefix.clone()..=key(b'o', &[id.as_bytes(), &through.to_be_bytes()]))
+            .next_back()
+        {
+            Some(kv) => kv?.0,
+            None => return Ok(None),
+        };
+        let mut at_through = false;
+        for kv in self.db().range(from..) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            for (offset, eid) in locations(&k, &v)? {
+                if offset < through {
+                    continue;
+                }
+                if offset == through {
+                    // The entry the part was taken at: listed here and in the log.
+                    if eid != last || super::read_entry_in(&log, offset, &eid).is_err() {
+                        tracing::warn!(record = %id, "the log changed since the admission part was taken; loading the whole record");
+                        return Ok(None);
+                    }
+                    at_through = true;
+                    continue;
+                }
+                if !at_through {
+                    return Ok(None);
+                }
+                let e = super::read_entry_in(&log, offset, &eid)?;
+                match r.apply_known(Verified::trusted(e)) {
+                    Ok(_) => {}
+                    Err(Rejection::NeedsWholeRecord) => return Ok(None),
+                    Err(err) => {
+                        tracing::warn!(record = %id, "an entry beyond the admission part does not apply ({err}); loading the whole record");
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        if !at_through {
+            tracing::warn!(record = %id, "the index no longer lists the admission part's last entry; loading the whole record");
+            return Ok(None);
+        }
+        Ok(Some(r))
     }
 
     /// Writes the snapshot of every loaded record that grew by [`SNAPSHOT_MIN_NEW`]
@@ -176,6 +348,7 @@ impl Store {
     pub(super) fn drop_snapshot(&self, id: &RecordId) -> Result<(), StoreError> {
         super::lock(&self.inner.snapshotted).remove(id);
         self.drop_derived(FHIR_INDEXES, id)?;
+        self.drop_derived(ADMISSION, id)?;
         self.drop_derived(SNAPSHOTS, id)
     }
 
