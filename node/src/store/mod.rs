@@ -1835,27 +1835,21 @@ impl Store {
                 max: MAX_WRITE_ALL,
             });
         }
-        let h = self.handle(record)?;
+        let h = self.handle_to_write(record)?;
         let mut r = self.write_lock(record, &h)?;
         if !r.unlocked_for(&author.actor()) {
             r.unlock(author);
         }
-        let mut trial = r.clone();
-        let mut all = Vec::with_capacity(payloads.len());
-        let mut principals = Vec::with_capacity(payloads.len());
-        for (index, payload) in payloads.into_iter().enumerate() {
-            let prepared = self
-                .prepare(&mut trial, author, payload, now, device.clone(), true)
-                .map_err(|error| BatchError::Refused { index, error })?;
-            principals.extend(principal(&prepared));
-            for v in prepared {
-                trial
-                    .apply(v.clone())
-                    .map_err(|error| BatchError::Refused { index, error })?;
-                all.push(v);
+        let (all, principals) = match self.prepare_batch(&r, author, &payloads, now, &device) {
+            Err(BatchError::Refused {
+                error: Rejection::NeedsWholeRecord,
+                ..
+            }) => {
+                self.make_whole(record, &mut r)?;
+                self.prepare_batch(&r, author, &payloads, now, &device)?
             }
-        }
-        drop(trial);
+            prepared => prepared?,
+        };
         if all.is_empty() {
             return Ok(Vec::new());
         }
@@ -1870,6 +1864,42 @@ impl Store {
             now,
         )?;
         Ok(principals)
+    }
+
+    /// Prepares a batch's payloads in order on a copy of `r` (each applied before the next
+    /// is prepared): the entries, and each payload's own entry. A refusal says which
+    /// payload, by position. On an admission part the copy costs only what the part holds.
+    fn prepare_batch(
+        &self,
+        r: &Record,
+        author: &Keypair,
+        payloads: &[Payload],
+        now: Timestamp,
+        device: &Option<String>,
+    ) -> Result<(Vec<Verified>, Vec<EntryId>), BatchError> {
+        let mut trial = r.clone();
+        let mut all = Vec::with_capacity(payloads.len());
+        let mut principals = Vec::with_capacity(payloads.len());
+        for (index, payload) in payloads.iter().enumerate() {
+            let prepared = self
+                .prepare(
+                    &mut trial,
+                    author,
+                    payload.clone(),
+                    now,
+                    device.clone(),
+                    true,
+                )
+                .map_err(|error| BatchError::Refused { index, error })?;
+            principals.extend(principal(&prepared));
+            for v in prepared {
+                trial
+                    .apply(v.clone())
+                    .map_err(|error| BatchError::Refused { index, error })?;
+                all.push(v);
+            }
+        }
+        Ok((all, principals))
     }
 
     /// Stores entries received from elsewhere (already signature-checked), all or nothing:
@@ -4152,6 +4182,53 @@ mod lean_tests {
         assert_eq!(s.loads(), (1, 0), "the amend loaded the whole record");
         let got = seen(&s, &g, &rec);
         assert_eq!(s.loads(), (1, 0));
+        drop(s);
+        assert_eq!(replayed(dir.path(), &g, &rec), got);
+    }
+
+    /// A batch (an import) after a restart is prepared on the admission part too; one
+    /// holding a payload the part cannot decide is prepared again on the whole record.
+    #[test]
+    fn a_batch_after_a_restart_is_written_through_the_admission_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, g, rec, ids) = filled(dir.path(), 30);
+        s.set_snapshot_min_new(10);
+        s.snapshot_all();
+        drop(s);
+        let fact = |i: usize| Payload::Create {
+            category: Category::AboutMe,
+            body: text_body(&[("thing-1", &format!("imported {i}"))]),
+        };
+        let info = || BatchInfo {
+            action: Action::Import,
+            detail: Some("test batch".into()),
+        };
+        let s = reopened(dir.path(), &g);
+        let written = s
+            .write_all(&rec, &g, (0..3).map(fact).collect(), info(), 300_000, None)
+            .unwrap();
+        assert_eq!(written.len(), 3);
+        assert_eq!((s.loads(), s.admission_loads()), ((0, 0), 1));
+        drop(s);
+        let s = reopened(dir.path(), &g);
+        let amend = Payload::Amend {
+            target: ids[0],
+            body: text_body(&[("thing-1", "fact number 0, corrected")]),
+        };
+        let written = s
+            .write_all(
+                &rec,
+                &g,
+                vec![fact(3), amend, fact(4)],
+                info(),
+                400_000,
+                None,
+            )
+            .unwrap();
+        assert_eq!(written.len(), 3);
+        assert_eq!((s.loads(), s.admission_loads()), ((1, 0), 1));
+        let got = seen(&s, &g, &rec);
+        assert_eq!(got.1, 30 + 2 + 3 + 3);
         drop(s);
         assert_eq!(replayed(dir.path(), &g, &rec), got);
     }

@@ -39,6 +39,10 @@ pub(super) struct Point {
     /// Resident memory the load added, bytes per entry.
     bytes_per_entry: f64,
     first_write_ms: f64,
+    /// Whether the first write loaded only the record's admission part (false in reports
+    /// from before there were admission parts, and for records too small to have one).
+    #[serde(default)]
+    first_write_part: bool,
     state_at_ms: f64,
     /// The same, with every shown item's body read (0 in reports from before bodies were
     /// read when first asked, when the fold read them all).
@@ -100,9 +104,10 @@ fn point(work: &Path, runs: &Path, n: usize) -> Result<Point> {
     cached(work, "record", n, &a)?;
     cached(work, "record", n, &b)?;
     // The first write after a restart, in a fresh process, before anything else.
-    let first_write_ms = {
+    let (first_write_ms, first_write_part) = {
         let mut p = Proc::spawn("growth-first-write", &a, "patient", 11, runs)?;
-        num(&p.call(json!({"op": "write", "n": 1}))?, "ms")?
+        let w = p.call(json!({"op": "write", "n": 1}))?;
+        (num(&w, "ms")?, num(&w, "admission_loads")? > 0.0)
     };
     // A fresh process loads it: time and memory.
     let mut server = Proc::spawn("growth-server", &a, "patient", 13, runs)?;
@@ -151,6 +156,7 @@ fn point(work: &Path, runs: &Path, n: usize) -> Result<Point> {
         resident_after_kib: after.resident_kib,
         bytes_per_entry: added as f64 * 1024.0 / n as f64,
         first_write_ms,
+        first_write_part,
         state_at_ms,
         state_at_read_ms,
         state_at_items,
@@ -181,12 +187,13 @@ fn print(r: &GrowthReport) {
     println!("|---|---|---|---|---|---|---|---|");
     for p in &r.points {
         println!(
-            "| {} | {:.1} ms | {:.1} MiB | {:.0} B | {:.1} ms | {:.1} ms ({} items) | {:.1} ms | {}, {} B |",
+            "| {} | {:.1} ms | {:.1} MiB | {:.0} B | {:.1} ms{} | {:.1} ms ({} items) | {:.1} ms | {}, {} B |",
             p.entries,
             p.load_ms,
             mib(p.resident_after_kib.saturating_sub(p.resident_before_kib)),
             p.bytes_per_entry,
             p.first_write_ms,
+            if p.first_write_part { " (admission part)" } else { " (whole record)" },
             p.state_at_ms,
             p.state_at_items,
             p.state_at_read_ms,
@@ -430,6 +437,7 @@ mod tests {
                 resident_after_kib: 10_000 + n as u64 / 4,
                 bytes_per_entry: 256.0,
                 first_write_ms: 2.0,
+                first_write_part: true,
                 state_at_ms: n as f64 / 2000.0,
                 state_at_read_ms: n as f64 / 500.0,
                 state_at_items: n / 2,
