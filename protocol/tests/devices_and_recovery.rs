@@ -1005,3 +1005,90 @@ proptest! {
         }
     }
 }
+
+/// A record's admission part (`Record::admission`) decides a create by every kind of
+/// writer as the whole record does: the patient's old key, after a planned rotation its
+/// new key, the patient's phone before and after its removal, a grantee and the grantee's
+/// phone, a stranger; in a category the grantee may write and one it may not.
+#[test]
+fn an_admission_part_decides_devices_and_rotated_keys_as_the_whole_record() {
+    let mut f = Fixture::new(9, "George");
+    let old = f.patient.clone();
+    let phone = key(9, "phone");
+    let new = key(9, "new");
+    let mary = key(9, "Mary");
+    let marys_phone = key(9, "Mary's phone");
+    let stranger = key(9, "stranger");
+    f.grant(grant(
+        &mary,
+        Level::Write,
+        &[Category::VitalSigns],
+        false,
+        false,
+    ));
+    add_device(&mut f, &old, &phone, "phone");
+    add_device(&mut f, &mary, &marys_phone, "Mary's phone");
+    for (i, k) in [&old, &phone, &mary, &marys_phone].into_iter().enumerate() {
+        for s in 0..3 {
+            vitals(&mut f, k, 100 + (i * 10 + s) as i64).unwrap();
+        }
+    }
+    let writers = [&old, &phone, &mary, &marys_phone, &stranger, &new];
+    let compare = |f: &mut Fixture, stage: &str| {
+        let mut part = f.record.admission();
+        for (w, k) in writers.iter().enumerate() {
+            for c in [Category::VitalSigns, Category::Problems] {
+                f.now += 1000;
+                let p = Payload::Create {
+                    category: c.clone(),
+                    body: if c == Category::VitalSigns {
+                        bp(120, 80)
+                    } else {
+                        text_body(&[("problem", "Asthma")])
+                    },
+                };
+                let want = f.record.prepare_all(k, p.clone(), f.now, None);
+                let got = part.prepare_all(k, p, f.now, None);
+                let ids = |r: &Result<Vec<Verified>, Rejection>| {
+                    r.clone()
+                        .map(|v| v.iter().map(Verified::id).collect::<Vec<_>>())
+                };
+                assert_ne!(
+                    got,
+                    Err(Rejection::NeedsWholeRecord),
+                    "{stage}: writer {w} in {c}"
+                );
+                assert_eq!(ids(&got), ids(&want), "{stage}: writer {w} in {c}");
+                for v in want.into_iter().flatten() {
+                    assert_eq!(
+                        part.apply(v.clone()),
+                        f.record.apply(v),
+                        "{stage}: writer {w}"
+                    );
+                }
+            }
+        }
+    };
+    compare(&mut f, "with devices");
+    let claim = f.record.rotation_claim(&new.actor(), true);
+    f.write(
+        &new,
+        Payload::RotateKey {
+            old: old.actor(),
+            guardians: None,
+            approvals: approvals(&claim, &[&old]),
+        },
+    )
+    .unwrap();
+    compare(&mut f, "after a rotation");
+    f.write(
+        &new,
+        Payload::RemoveDevice {
+            device: phone.actor(),
+            category: None,
+            reason: "lost".into(),
+        },
+    )
+    .unwrap();
+    compare(&mut f, "after the phone's removal");
+}
