@@ -996,7 +996,7 @@ impl Store {
     /// The record's in-memory state, loaded from the log on first use: the whole record
     /// (one loaded as its admission part for a write is loaded whole in its place).
     fn handle(&self, id: &RecordId) -> Result<Arc<RwLock<Record>>, StoreError> {
-        let h = self.handle_to_write(id)?;
+        let h = self.cached_or_loaded(id, false)?;
         if h.read().unwrap_or_else(|p| p.into_inner()).is_admission() {
             let mut r = self.write_lock(id, &h)?;
             self.make_whole(id, &mut r)?;
@@ -1008,6 +1008,16 @@ impl Store {
     /// admission part if it has one (`snapshots.rs`), else the whole record. A write on
     /// the part that it cannot decide calls [`Store::make_whole`] under its write lock.
     fn handle_to_write(&self, id: &RecordId) -> Result<Arc<RwLock<Record>>, StoreError> {
+        self.cached_or_loaded(id, true)
+    }
+
+    /// The record as loaded, or loaded now: its admission part if `part` and it has one,
+    /// else the whole record.
+    fn cached_or_loaded(
+        &self,
+        id: &RecordId,
+        part: bool,
+    ) -> Result<Arc<RwLock<Record>>, StoreError> {
         let hit = {
             let mut records = lock(&self.inner.records);
             records.get(id).map(|h| (h, records.should_trim()))
@@ -1021,7 +1031,12 @@ impl Store {
         if !self.holds(id)? {
             return Err(StoreError::NotFound(*id));
         }
-        let record = match self.restore_admission(id)? {
+        let restored = if part {
+            self.restore_admission(id)?
+        } else {
+            None
+        };
+        let record = match restored {
             Some(part) => {
                 self.inner.loads[2].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 part
@@ -4145,6 +4160,21 @@ mod lean_tests {
         assert_eq!(s.loads(), (1, 0), "a read loads the whole record");
         drop(s);
         assert_eq!(replayed(dir.path(), &g, &rec), got);
+    }
+
+    /// A read after a restart loads the whole record at once, not its admission part
+    /// first.
+    #[test]
+    fn a_read_after_a_restart_loads_the_whole_record_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, g, rec, _) = filled(dir.path(), 30);
+        s.set_snapshot_min_new(10);
+        s.snapshot_all();
+        let want = seen(&s, &g, &rec);
+        drop(s);
+        let s = reopened(dir.path(), &g);
+        assert_eq!(seen(&s, &g, &rec), want);
+        assert_eq!((s.loads(), s.admission_loads()), ((1, 0), 0));
     }
 
     /// Writes through an admission part, then a crash (no snapshot at shutdown): the next
