@@ -411,7 +411,12 @@ impl Record {
                 proxied: flags & PROXIED != 0,
                 device: flags & DEVICE != 0,
             };
-            if !seen.insert(node.h.id) {
+            // (A whole record's table of ids finds a repeat; a part's, small, a set.)
+            let repeated = match &positions {
+                Some(_) => !seen.insert(node.h.id),
+                None => r.nodes.contains_key(&node.h.id),
+            };
+            if repeated {
                 return Err(bad(format!("entry {} twice", node.h.id)));
             }
             match &positions {
