@@ -105,10 +105,12 @@ fn spawn_writer(dir: &Path, seed: u64, count: u64) -> Child {
         .expect("spawn crash_writer")
 }
 
-/// What the writer acknowledged: an entry written, or a record removed.
+/// What the writer acknowledged: an entry written, or a record removed; or that it loaded
+/// records as their admission part (`parts <n>`).
 enum Ack {
     Entry(RecordId, EntryId),
     Removed(RecordId),
+    Parts,
 }
 
 /// Reads one acknowledgement line; `None` at end of output. A last line without its newline
@@ -132,6 +134,9 @@ fn read_ack(out: &mut BufReader<ChildStdout>, ctx: &str) -> Option<Ack> {
     if first == "removed" {
         return Some(Ack::Removed(record(second)));
     }
+    if first == "parts" {
+        return Some(Ack::Parts);
+    }
     Some(Ack::Entry(
         record(first),
         second
@@ -154,6 +159,7 @@ fn take(ack: Ack, acked: &mut Acked, gone: &mut Acked) {
                 gone.insert(k);
             }
         }
+        Ack::Parts => {}
     }
 }
 
@@ -367,6 +373,8 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
     let mut acked = Acked::new();
     let mut gone = Acked::new();
     let (mut killed, mut finished, mut torn, mut cut_by_kill) = (0u64, 0u64, 0u64, 0u64);
+    // Runs that wrote through a record's admission part (`node/src/store/snapshots.rs`).
+    let mut through_parts = 0u64;
     let mut batches = 0;
     let iterations = setting("COPHR_CRASH_ITERATIONS", ITERATIONS);
     let min_kills = iterations.min(MIN_KILLS);
@@ -395,8 +403,10 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
         let mut child = spawn_writer(&dir, child_seed, count);
         let mut out = BufReader::new(child.stdout.take().expect("child stdout"));
         let mut seen = 0u64;
+        let mut parts = false;
         while kill_after.is_none_or(|k| seen < k) {
             match read_ack(&mut out, &ctx) {
+                Some(Ack::Parts) => parts = true,
                 Some(ack) => {
                     take(ack, &mut acked, &mut gone);
                     seen += 1;
@@ -410,8 +420,10 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
         }
         // Lines written before the kill are acknowledged writes too.
         while let Some(ack) = read_ack(&mut out, &ctx) {
+            parts |= matches!(ack, Ack::Parts);
             take(ack, &mut acked, &mut gone);
         }
+        through_parts += u64::from(parts);
         let status = child.wait().expect("wait for crash_writer");
         match (status.code(), status.signal()) {
             (Some(0), _) => finished += 1,
@@ -461,7 +473,8 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
     eprintln!(
         "crash test (seed {seed:#x}): {iteration} runs, {killed} killed, {finished} finished, \
          {torn} torn tails added, {cut_by_kill} tails torn by a kill, {} acknowledged entries, \
-         {batches} batches held whole; {:.1?} ({:.1?} in full verification)",
+         {batches} batches held whole, {through_parts} runs wrote through an admission part; \
+         {:.1?} ({:.1?} in full verification)",
         acked.len(),
         started.elapsed(),
         verify_time
@@ -471,6 +484,10 @@ fn acknowledged_entries_survive_sigkill_and_torn_tails() {
         "seed {seed:#x}: no torn tail was tried; use another seed"
     );
     assert!(batches > 0, "seed {seed:#x}: no batch was written");
+    assert!(
+        through_parts > 0,
+        "seed {seed:#x}: no run wrote through an admission part"
+    );
 }
 
 /// The frames of a log file, (offset, kind, payload), up to the first one that is cut short

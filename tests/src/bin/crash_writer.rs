@@ -12,6 +12,12 @@
 //! record of patient `Moved`, writes into it and removes it (compacting the log, as a host
 //! does when it releases a record that moved away), a few times, printing `removed
 //! <record id>` after each removal returned. Record contents are never printed.
+//!
+//! Records are snapshotted every [`SNAPSHOT_EVERY`] new entries (not 2,000), and at the end
+//! of a run that was not killed, as a node does when it stops: so later runs write through
+//! records' admission parts (`node/src/store/snapshots.rs`), and kills land in those writes
+//! and in the catching up of a part with the log beyond it. After a write, a line `parts
+//! <n>` says the run has loaded `n` records as their admission part so far.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,6 +35,9 @@ const PATIENTS: [&str; 3] = ["George", "P1", "P2"];
 
 /// The device of entries written in batches (the crash test checks them all or nothing).
 const BATCH_DEVICE: &str = "crash-writer-batch";
+
+/// How many new entries make a record's snapshot and admission part be written again.
+const SNAPSHOT_EVERY: usize = 25;
 
 /// Start of the clock (ms since the epoch); each run and write advances it.
 const EPOCH_MS: u64 = 1_700_000_000_000;
@@ -51,6 +60,22 @@ fn report_all(record: &RecordId, entries: &[EntryId]) -> Result<(), String> {
     out.write_all(lines.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| format!("stdout: {e}"))
+}
+
+/// How many records this run has loaded as their admission part, as last printed.
+static PARTS_PRINTED: AtomicU64 = AtomicU64::new(0);
+
+/// Prints `parts <n>` when the store has loaded more records as their admission part
+/// since last printed (so the parent knows which runs wrote through one).
+fn report_parts(store: &Store) -> Result<(), String> {
+    let n = store.admission_loads();
+    if n > PARTS_PRINTED.fetch_max(n, Ordering::Relaxed) {
+        let mut out = std::io::stdout().lock();
+        out.write_all(format!("parts {n}\n").as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("stdout: {e}"))?;
+    }
+    Ok(())
 }
 
 /// SplitMix64: reproducible readings without an RNG dependency.
@@ -113,6 +138,7 @@ fn writer(
                 )
                 .map_err(|e| format!("{patient}: batch {i}: {e}"))?;
             report_all(&record, &ids)?;
+            report_parts(store)?;
             continue;
         }
         let entry = store
@@ -125,6 +151,7 @@ fn writer(
             )
             .map_err(|e| format!("{patient}: write {i}: {e}"))?;
         report(&record, &entry)?;
+        report_parts(store)?;
     }
 }
 
@@ -187,6 +214,7 @@ fn run(dir: &Path, seed: u64, count: u64) -> Result<(), String> {
             Err(e) => return Err(format!("open {}: {e}", dir.display())),
         }
     };
+    store.set_snapshot_min_new(SNAPSHOT_EVERY);
     let next = AtomicU64::new(0);
     std::thread::scope(|s| {
         let mut handles: Vec<_> = PATIENTS
@@ -206,6 +234,8 @@ fn run(dir: &Path, seed: u64, count: u64) -> Result<(), String> {
             })
             .collect::<Result<Vec<()>, String>>()
     })?;
+    // As a node stopping: every grown record's snapshot and admission part.
+    store.snapshot_all();
     Ok(())
 }
 
