@@ -638,6 +638,20 @@ fn guardians_rotate_the_key_and_everything_keeps_working() {
     assert_eq!(a.guardians().unwrap().entry, r.guardians);
 }
 
+/// A planned rotation of the patient key from `old` to `new`, approved by `old` alone.
+fn rotate_planned(f: &mut Fixture, old: &Keypair, new: &Keypair) {
+    let claim = f.record.rotation_claim(&new.actor(), true);
+    f.write(
+        new,
+        Payload::RotateKey {
+            old: old.actor(),
+            guardians: None,
+            approvals: approvals(&claim, &[old]),
+        },
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_planned_rotation_needs_only_the_old_key_and_devices_stay() {
     let mut f = Fixture::new(6, "George");
@@ -645,16 +659,7 @@ fn a_planned_rotation_needs_only_the_old_key_and_devices_stay() {
     let phone = key(6, "phone");
     let new = key(6, "new");
     add_device(&mut f, &old, &phone, "phone");
-    let claim = f.record.rotation_claim(&new.actor(), true);
-    f.write(
-        &new,
-        Payload::RotateKey {
-            old: old.actor(),
-            guardians: None,
-            approvals: approvals(&claim, &[&old]),
-        },
-    )
-    .unwrap();
+    rotate_planned(&mut f, &old, &new);
     assert_eq!(f.record.current_patient_key(), new.actor());
     // The phone the old key added still acts for the patient until removed.
     assert!(f.record.is_patient(&phone.actor()));
@@ -1070,16 +1075,7 @@ fn an_admission_part_decides_devices_and_rotated_keys_as_the_whole_record() {
         }
     };
     compare(&mut f, "with devices");
-    let claim = f.record.rotation_claim(&new.actor(), true);
-    f.write(
-        &new,
-        Payload::RotateKey {
-            old: old.actor(),
-            guardians: None,
-            approvals: approvals(&claim, &[&old]),
-        },
-    )
-    .unwrap();
+    rotate_planned(&mut f, &old, &new);
     compare(&mut f, "after a rotation");
     f.write(
         &new,

@@ -4108,20 +4108,22 @@ mod lean_tests {
 
         // A snapshot holding entries this store's log does not (the same record, longer,
         // elsewhere): set aside.
-        let elsewhere = tempfile::tempdir().unwrap();
-        let (other, _, same, _) = filled(elsewhere.path(), 40);
-        assert_eq!(same, rec);
-        other.set_snapshot_min_new(10);
-        other.snapshot_all();
-        drop(other);
-        std::fs::copy(
-            elsewhere.path().join("snapshots").join(rec.to_string()),
-            &file,
-        )
-        .unwrap();
+        std::fs::write(&file, longer_copys("snapshots", &rec, 40)).unwrap();
         let s = reopened(dir.path(), &g);
         assert_eq!(seen(&s, &g, &rec), want);
         assert_eq!(s.loads(), (0, 1));
+    }
+
+    /// The derived file of `kind` (`snapshots`, `admission`) another store writes of the
+    /// same record, longer (`n` entries of its own).
+    fn longer_copys(kind: &str, rec: &RecordId, n: u64) -> Vec<u8> {
+        let elsewhere = tempfile::tempdir().unwrap();
+        let (other, _, same, _) = filled(elsewhere.path(), n);
+        assert_eq!(same, *rec);
+        other.set_snapshot_min_new(10);
+        other.snapshot_all();
+        drop(other);
+        std::fs::read(elsewhere.path().join(kind).join(rec.to_string())).unwrap()
     }
 
     /// The record as a replay of the whole log gives it (snapshots and admission parts
@@ -4284,17 +4286,7 @@ mod lean_tests {
         assert_eq!((s.loads(), s.admission_loads()), ((1, 0), 0), "damaged");
         drop(s);
 
-        let elsewhere = tempfile::tempdir().unwrap();
-        let (other, _, same, _) = filled(elsewhere.path(), 45);
-        assert_eq!(same, rec);
-        other.set_snapshot_min_new(10);
-        other.snapshot_all();
-        drop(other);
-        std::fs::copy(
-            elsewhere.path().join("admission").join(rec.to_string()),
-            &file,
-        )
-        .unwrap();
+        std::fs::write(&file, longer_copys("admission", &rec, 45)).unwrap();
         let s = reopened(dir.path(), &g);
         more(&s, &g, 1, 1);
         assert_eq!(

@@ -325,23 +325,8 @@ impl Nodes {
         }
     }
 
-    /// The position of an entry.
-    pub(crate) fn ix(&self, id: &EntryId) -> Option<Ix> {
-        let list = &self.list;
-        let k = self
-            .index
-            .find(self.hash(id), |&i| list[i as usize].h.id == *id)
-            .copied();
-        match k {
-            Some(k) => Some(self.whole(k)),
-            None => {
-                self.note_partial();
-                None
-            }
-        }
-    }
-
-    pub(crate) fn get(&self, id: &EntryId) -> Option<&Node> {
+    /// An entry's position in the list (in a part, one it does not hold is a miss).
+    fn find(&self, id: &EntryId) -> Option<usize> {
         let list = &self.list;
         let k = self
             .index
@@ -350,22 +335,21 @@ impl Nodes {
         if k.is_none() {
             self.note_partial();
         }
-        k.map(|k| &self.list[k as usize])
+        k.map(|k| k as usize)
+    }
+
+    /// The position of an entry.
+    pub(crate) fn ix(&self, id: &EntryId) -> Option<Ix> {
+        self.find(id).map(|k| self.whole(k as u32))
+    }
+
+    pub(crate) fn get(&self, id: &EntryId) -> Option<&Node> {
+        self.find(id).map(|k| &self.list[k])
     }
 
     pub(crate) fn get_mut(&mut self, id: &EntryId) -> Option<&mut Node> {
-        let list = &self.list;
-        let k = self
-            .index
-            .find(self.hash(id), |&i| list[i as usize].h.id == *id)
-            .copied();
-        match k {
-            Some(k) => Some(&mut self.list[k as usize]),
-            None => {
-                self.note_partial();
-                None
-            }
-        }
+        let k = self.find(id)?;
+        Some(&mut self.list[k])
     }
 
     pub(crate) fn contains_key(&self, id: &EntryId) -> bool {
