@@ -4114,6 +4114,15 @@ mod lean_tests {
         assert_eq!(s.loads(), (0, 1));
     }
 
+    /// A store of a record of `n` entries (besides its genesis), stopped as a node stops:
+    /// the record's snapshot and admission part written (every 10 new entries).
+    fn stopped(dir: &Path, n: u64) -> (Keypair, RecordId, Vec<EntryId>) {
+        let (s, g, rec, ids) = filled(dir, n);
+        s.set_snapshot_min_new(10);
+        s.snapshot_all();
+        (g, rec, ids)
+    }
+
     /// The derived file of `kind` (`snapshots`, `admission`) another store writes of the
     /// same record, longer (`n` entries of its own).
     fn longer_copys(kind: &str, rec: &RecordId, n: u64) -> Vec<u8> {
@@ -4185,10 +4194,7 @@ mod lean_tests {
     #[test]
     fn an_admission_part_catches_up_with_the_log_and_leaves_what_it_cannot_decide_to_the_record() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, g, rec, ids) = filled(dir.path(), 30);
-        s.set_snapshot_min_new(10);
-        s.snapshot_all();
-        drop(s);
+        let (g, rec, ids) = stopped(dir.path(), 30);
         let s = reopened(dir.path(), &g);
         more(&s, &g, 0, 4);
         assert_eq!((s.loads(), s.admission_loads()), ((0, 0), 1));
@@ -4223,10 +4229,7 @@ mod lean_tests {
     #[test]
     fn a_batch_after_a_restart_is_written_through_the_admission_part() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, g, rec, ids) = filled(dir.path(), 30);
-        s.set_snapshot_min_new(10);
-        s.snapshot_all();
-        drop(s);
+        let (g, rec, ids) = stopped(dir.path(), 30);
         let fact = |i: usize| Payload::Create {
             category: Category::AboutMe,
             body: text_body(&[("thing-1", &format!("imported {i}"))]),
@@ -4271,10 +4274,7 @@ mod lean_tests {
     #[test]
     fn a_damaged_foreign_or_stale_admission_part_is_set_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, g, rec, _) = filled(dir.path(), 30);
-        s.set_snapshot_min_new(10);
-        s.snapshot_all();
-        drop(s);
+        let (g, rec, _) = stopped(dir.path(), 30);
         let file = dir.path().join("admission").join(rec.to_string());
         let good = std::fs::read(&file).unwrap();
         let mut bytes = good.clone();
