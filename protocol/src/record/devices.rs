@@ -585,8 +585,9 @@ impl Record {
     pub(crate) fn recompute_keys(&mut self) -> Vec<EntryId> {
         let mut voided = Vec::new();
         let patient = self.actors.find(&self.id);
-        for i in 0..self.nodes.len() {
-            let n = self.nodes.at(i as super::Ix);
+        let held: Vec<super::Ix> = self.nodes.held_positions().collect();
+        for i in held {
+            let n = self.nodes.at(i);
             if Some(n.principal) != patient && !n.device {
                 continue;
             }

@@ -317,8 +317,19 @@ impl Nodes {
         }
     }
 
+    /// The whole record's positions of the entries held, in the order applied (every
+    /// position of a whole record).
+    pub(crate) fn held_positions(&self) -> impl Iterator<Item = Ix> + '_ {
+        let all = match &self.part {
+            None => Some(0..self.list.len() as Ix),
+            Some(_) => None,
+        };
+        let some = self.part.as_ref().map(|p| p.ixs.iter().copied());
+        all.into_iter().flatten().chain(some.into_iter().flatten())
+    }
+
     /// The list position of the whole record's position `i`.
-    fn listed(&self, i: Ix) -> Option<usize> {
+    pub(crate) fn listed(&self, i: Ix) -> Option<usize> {
         match &self.part {
             None => ((i as usize) < self.list.len()).then_some(i as usize),
             Some(p) => p.ixs.binary_search(&i).ok(),

@@ -171,7 +171,7 @@ impl Record {
         let mut clocks: Vec<Vec<u64>> = Vec::new();
         let mut clock_at: std::collections::HashMap<*const u64, u32> =
             std::collections::HashMap::new();
-        let mut nodes = Vec::with_capacity(self.nodes.len());
+        let mut nodes = Vec::with_capacity(self.nodes.values().len());
         for n in self.nodes.values() {
             let clock = *clock_at.entry(n.base.as_ptr()).or_insert_with(|| {
                 clocks.push(n.base.to_vec());
@@ -555,6 +555,46 @@ mod tests {
     /// Every index of a snapshot that names an entry, or a position, outside it makes the
     /// snapshot refused (it would otherwise panic a later lookup), even under a correct
     /// hash; the unaltered snapshot restores.
+    /// An admission part's snapshot claiming a whole record of billions of entries (a
+    /// damaged or hostile file on the node's disk) restores to a part that answers every
+    /// question without allocating or walking by that length: its past states, its own
+    /// snapshot, a fold, a new entry.
+    #[test]
+    fn a_part_claiming_a_huge_record_answers_without_walking_it() {
+        let mut f = Fixture::new(3, "George");
+        let george = f.patient.clone();
+        for s in 0..5 {
+            f.create(&george, Category::VitalSigns, bp(120 + s, 80))
+                .unwrap();
+        }
+        let source = Arc::new(MemSource::of(f.record.entries()));
+        let mut lean = f.record.clone();
+        lean.set_source(source.clone());
+        let bytes = lean.admission().snapshot().unwrap();
+        let huge = altered(&bytes, |s| {
+            if let Some(part) = &mut s.part {
+                part.1 = u64::from(u32::MAX);
+            }
+        });
+        let mut r = Record::restore(lean.id(), &huge, source).unwrap();
+        assert!(r.is_admission());
+        assert_eq!(r.len(), u32::MAX as usize);
+        let v = r.viewer(&george.actor(), 1 << 40);
+        let _ = crate::fold::current(&r, &v);
+        let _ = crate::fold::current(&r.at_time(1 << 20), &v);
+        assert!(r.snapshot().unwrap().len() < 100_000);
+        r.unlock(&george);
+        let _ = r.prepare_all(
+            &george,
+            Payload::Create {
+                category: Category::VitalSigns,
+                body: bp(120, 80),
+            },
+            1 << 41,
+            None,
+        );
+    }
+
     #[test]
     fn a_snapshot_naming_what_it_does_not_hold_is_refused() {
         let mut f = Fixture::new(3, "George");

@@ -18,14 +18,18 @@ impl Record {
     /// A new record holding only the entries `keep` selects. `keep` must select a
     /// causally closed set (a time prefix or the past of some heads).
     pub(crate) fn subset(&self, keep: impl Fn(&Node) -> bool) -> Record {
-        // Old positions to new ones.
-        let mut moved = vec![NONE; self.nodes.len()];
+        // Old positions (in the list held: all of a whole record, a part's own) to new ones.
+        let mut moved = vec![NONE; self.nodes.values().len()];
+        let old = |ix: Ix| self.nodes.listed(ix);
         let mut nodes = Nodes::default();
         for (i, n) in self.nodes.values().enumerate() {
             if !keep(n) {
                 continue;
             }
-            let remap = |ix: Ix| if ix == NONE { NONE } else { moved[ix as usize] };
+            let remap = |ix: Ix| match old(ix) {
+                Some(k) if ix != NONE => moved[k],
+                _ => NONE,
+            };
             let mut m = n.clone();
             m.h.auth = remap(n.h.auth);
             m.root = remap(n.root);
@@ -33,7 +37,12 @@ impl Record {
             m.void = false;
             moved[i] = nodes.push(m);
         }
-        let has = |id: &EntryId| self.nodes.ix(id).is_some_and(|i| moved[i as usize] != NONE);
+        let has = |id: &EntryId| {
+            self.nodes
+                .ix(id)
+                .and_then(old)
+                .is_some_and(|k| moved[k] != NONE)
+        };
         let ids =
             |v: &Vec<EntryId>| -> Vec<EntryId> { v.iter().copied().filter(|i| has(i)).collect() };
         fn nonempty<K: Clone + Eq + std::hash::Hash>(
@@ -51,7 +60,7 @@ impl Record {
                 .map(|(k, v)| {
                     let v: Vec<Ix> = v
                         .iter()
-                        .map(|i| moved[*i as usize])
+                        .map(|i| old(*i).map_or(NONE, |k| moved[k]))
                         .filter(|i| *i != NONE)
                         .collect();
                     (*k, v)
@@ -160,8 +169,9 @@ impl Record {
             // No revocation, device removal or key rotation: nothing is void.
             return;
         }
-        for i in 0..self.nodes.len() {
-            let n = self.nodes.at(i as Ix);
+        let held: Vec<Ix> = self.nodes.held_positions().collect();
+        for i in held {
+            let n = self.nodes.at(i);
             let status = self.compute_status(n);
             if status != Status::Valid {
                 let id = n.h.id;
