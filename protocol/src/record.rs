@@ -536,6 +536,13 @@ impl Record {
         self.nodes.values().filter(|n| n.e.is_some()).count()
     }
 
+    /// The entry applied at position `i` (0 is the genesis), if held in memory: a walk of
+    /// the record in the order applied without a lookup by id.
+    pub fn applied_at(&self, i: usize) -> Option<EntryId> {
+        let i = Ix::try_from(i).ok()?;
+        self.nodes.listed(i).map(|_| self.nodes.at(i).h.id)
+    }
+
     /// The entry applied last (what a node's index lists last for the record).
     pub fn last_applied(&self) -> Option<EntryId> {
         let n = self.nodes.len();

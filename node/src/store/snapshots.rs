@@ -389,7 +389,8 @@ impl Store {
         for kv in self.db().scan_prefix(key(b'o', &[id.as_bytes()])) {
             let (k, v) = kv?;
             for (offset, eid) in locations(&k, &v)? {
-                if found < in_snapshot && r.contains(&eid) {
+                // In the order applied (the index's order) first, by id if not.
+                if found < in_snapshot && (r.applied_at(found) == Some(eid) || r.contains(&eid)) {
                     found += 1;
                     continue;
                 }

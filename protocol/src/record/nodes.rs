@@ -441,6 +441,36 @@ impl Nodes {
         i
     }
 
+    /// Adds an entry unless one with its id is held (`None` then), in one lookup: what a
+    /// restore of a million entries does a million times.
+    pub(crate) fn push_new(&mut self, node: Node) -> Option<Ix> {
+        let k = self.list.len() as u32;
+        let h = self.hash(&node.h.id);
+        let id = node.h.id;
+        let (list, hasher) = (&self.list, &self.hasher);
+        match self.index.entry(
+            h,
+            |&j| list[j as usize].h.id == id,
+            |&j| std::hash::BuildHasher::hash_one(hasher, list[j as usize].h.id),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(_) => return None,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(k);
+            }
+        }
+        self.list.push(node);
+        let i = match &mut self.part {
+            None => k,
+            Some(p) => {
+                let i = p.len as Ix;
+                p.ixs.push(i);
+                p.len += 1;
+                i
+            }
+        };
+        Some(i)
+    }
+
     fn push_listed(&mut self, node: Node) {
         let k = self.list.len() as u32;
         let h = self.hash(&node.h.id);

@@ -411,21 +411,21 @@ impl Record {
                 proxied: flags & PROXIED != 0,
                 device: flags & DEVICE != 0,
             };
-            // (A whole record's table of ids finds a repeat; a part's, small, a set.)
-            let repeated = match &positions {
-                Some(_) => !seen.insert(node.h.id),
-                None => r.nodes.contains_key(&node.h.id),
-            };
-            if repeated {
-                return Err(bad(format!("entry {} twice", node.h.id)));
-            }
+            let id = node.h.id;
+            // (A whole record's table of ids finds a repeat as it takes the entry in; a
+            // part's, small, a set.)
             match &positions {
-                Some(at) => part_nodes.push((at[i], node)),
-                None => {
-                    if r.nodes.push(node) as usize != i {
-                        return Err(bad("positions".into()));
+                Some(at) => {
+                    if !seen.insert(id) {
+                        return Err(bad(format!("entry {id} twice")));
                     }
+                    part_nodes.push((at[i], node));
                 }
+                None => match r.nodes.push_new(node) {
+                    None => return Err(bad(format!("entry {id} twice"))),
+                    Some(at) if at as usize != i => return Err(bad("positions".into())),
+                    Some(_) => {}
+                },
             }
         }
         drop(seen);
@@ -595,6 +595,33 @@ mod tests {
         );
     }
 
+    /// An entry twice in a snapshot is refused as such, whole or part.
+    #[test]
+    fn an_entry_twice_is_refused() {
+        let mut f = Fixture::new(3, "George");
+        let george = f.patient.clone();
+        for s in 0..3 {
+            f.create(&george, Category::VitalSigns, bp(120 + s, 80))
+                .unwrap();
+        }
+        let source = Arc::new(MemSource::of(f.record.entries()));
+        let mut lean = f.record.clone();
+        lean.set_source(source.clone());
+        for bytes in [
+            lean.snapshot().unwrap(),
+            lean.admission().snapshot().unwrap(),
+        ] {
+            let twice = altered(&bytes, |s| {
+                let n = s.nodes.len();
+                s.nodes[n - 1].0 = s.nodes[n - 2].0;
+            });
+            match Record::restore(lean.id(), &twice, source.clone()) {
+                Err(SnapshotError::Inconsistent(why)) => assert!(why.contains("twice"), "{why}"),
+                other => panic!("{:?}", other.map(|r| r.len())),
+            }
+        }
+    }
+
     #[test]
     fn a_snapshot_naming_what_it_does_not_hold_is_refused() {
         let mut f = Fixture::new(3, "George");
@@ -631,6 +658,8 @@ mod tests {
             Box::new(move |s| s.nodes[1].4 = 1_000),
             Box::new(move |s| s.nodes[1].7 = 1_000),
             Box::new(move |s| s.author_index.push(((actor, None), 0))),
+            // One entry twice.
+            Box::new(move |s| s.nodes[1].0 = s.nodes[0].0),
             // An admission part's positions: one per node, ascending, inside the record.
             Box::new(move |s| s.part = Some((vec![0], 1_000, vec![]))),
             Box::new(move |s| {
