@@ -1057,8 +1057,8 @@ impl Store {
         if whole.len() != r.len() || whole.last_applied() != r.last_applied() {
             // An entry written through the part is not indexed yet (its indexing timed
             // out behind another write's): the part stays until it is.
-            return Err(StoreError::Corrupt(format!(
-                "record {id}: loading it whole found {} entries, its admission part {}; try again",
+            return Err(StoreError::Busy(format!(
+                "record {id}: an entry written a moment ago is not indexed yet ({} of {} loaded); try again",
                 whole.len(),
                 r.len()
             )));

@@ -432,13 +432,23 @@ impl Nodes {
 
     /// Adds an entry not held yet; its position.
     pub(crate) fn push(&mut self, node: Node) -> Ix {
-        let i = self.len() as Ix;
-        if let Some(p) = &mut self.part {
-            p.ixs.push(i);
-            p.len += 1;
-        }
+        let i = self.take_position();
         self.push_listed(node);
         i
+    }
+
+    /// The position the next entry listed takes: its place in the list, or in a part the
+    /// whole record's next position, which the part then counts.
+    fn take_position(&mut self) -> Ix {
+        match &mut self.part {
+            None => self.list.len() as Ix,
+            Some(p) => {
+                let i = p.len as Ix;
+                p.ixs.push(i);
+                p.len += 1;
+                i
+            }
+        }
     }
 
     /// Adds an entry unless one with its id is held (`None` then), in one lookup: what a
@@ -458,16 +468,8 @@ impl Nodes {
                 v.insert(k);
             }
         }
+        let i = self.take_position();
         self.list.push(node);
-        let i = match &mut self.part {
-            None => k,
-            Some(p) => {
-                let i = p.len as Ix;
-                p.ixs.push(i);
-                p.len += 1;
-                i
-            }
-        };
         Some(i)
     }
 

@@ -552,24 +552,27 @@ mod tests {
         out
     }
 
-    /// Every index of a snapshot that names an entry, or a position, outside it makes the
-    /// snapshot refused (it would otherwise panic a later lookup), even under a correct
-    /// hash; the unaltered snapshot restores.
-    /// An admission part's snapshot claiming a whole record of billions of entries (a
-    /// damaged or hostile file on the node's disk) restores to a part that answers every
-    /// question without allocating or walking by that length: its past states, its own
-    /// snapshot, a fold, a new entry.
-    #[test]
-    fn a_part_claiming_a_huge_record_answers_without_walking_it() {
+    /// George's lean record of `n` readings, with the source it reads them from.
+    fn george_lean(n: i64) -> (crate::keys::Keypair, Arc<MemSource>, Record) {
         let mut f = Fixture::new(3, "George");
         let george = f.patient.clone();
-        for s in 0..5 {
+        for s in 0..n {
             f.create(&george, Category::VitalSigns, bp(120 + s, 80))
                 .unwrap();
         }
         let source = Arc::new(MemSource::of(f.record.entries()));
         let mut lean = f.record.clone();
         lean.set_source(source.clone());
+        (george, source, lean)
+    }
+
+    /// An admission part's snapshot claiming a whole record of billions of entries (a
+    /// damaged or hostile file on the node's disk) restores to a part that answers every
+    /// question without allocating or walking by that length: its past states, its own
+    /// snapshot, a fold, a new entry.
+    #[test]
+    fn a_part_claiming_a_huge_record_answers_without_walking_it() {
+        let (george, source, lean) = george_lean(5);
         let bytes = lean.admission().snapshot().unwrap();
         let huge = altered(&bytes, |s| {
             if let Some(part) = &mut s.part {
@@ -598,15 +601,7 @@ mod tests {
     /// An entry twice in a snapshot is refused as such, whole or part.
     #[test]
     fn an_entry_twice_is_refused() {
-        let mut f = Fixture::new(3, "George");
-        let george = f.patient.clone();
-        for s in 0..3 {
-            f.create(&george, Category::VitalSigns, bp(120 + s, 80))
-                .unwrap();
-        }
-        let source = Arc::new(MemSource::of(f.record.entries()));
-        let mut lean = f.record.clone();
-        lean.set_source(source.clone());
+        let (_, source, lean) = george_lean(3);
         for bytes in [
             lean.snapshot().unwrap(),
             lean.admission().snapshot().unwrap(),
@@ -622,15 +617,12 @@ mod tests {
         }
     }
 
+    /// Every index of a snapshot that names an entry, or a position, outside it makes the
+    /// snapshot refused (it would otherwise panic a later lookup), even under a correct
+    /// hash; the unaltered snapshot restores.
     #[test]
     fn a_snapshot_naming_what_it_does_not_hold_is_refused() {
-        let mut f = Fixture::new(3, "George");
-        let george = f.patient.clone();
-        f.create(&george, Category::VitalSigns, bp(120, 80))
-            .unwrap();
-        let mut lean = f.record.clone();
-        let source = Arc::new(MemSource::of(f.record.entries()));
-        lean.set_source(source.clone());
+        let (_, source, lean) = george_lean(1);
         let bytes = lean.snapshot().unwrap();
         let id = lean.id();
         assert!(Record::restore(id, &altered(&bytes, |_| {}), source.clone()).is_ok());
